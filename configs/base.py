@@ -1,0 +1,75 @@
+"""Defaults shared by every experiment config; each config imports this and overrides fields.
+
+Every number the code uses lives here or in an experiment config. Fields are locked
+(`lock_config=True` in main.py), so a misspelt `--config.field=...` override fails loudly.
+"""
+
+import ml_collections
+
+
+def get_base_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  # Compute dtype of activations and matmuls; parameters, optimizer state and BN stats stay float32.
+  config.dtype = 'float32'
+
+  config.dataset = ml_collections.ConfigDict()
+  config.dataset.name = 'synthetic'
+  config.dataset.data_dir = ''  # records directory; '' = the synthetic demo data's cache folder
+  config.dataset.train_split = 'train'
+  config.dataset.eval_split = 'val'
+
+  config.data = ml_collections.ConfigDict()
+  config.data.num_frames = 8
+  config.data.frame_stride = 8
+  config.data.crop_size = 224
+  config.data.train_min_scale = 256  # short side jitter range before the random crop
+  config.data.train_max_scale = 320
+  config.data.random_flip = True
+  config.data.normalization = 'kinetics'
+  config.data.shuffle_buffer = 256
+  config.data.prefetch_batches = 2
+  config.data.eval_num_clips = 10
+  config.data.eval_num_crops = 3
+  config.data.eval_short_side = 256
+  config.data.eval_crop_size = 256
+
+  config.model = ml_collections.ConfigDict()  # filled by each experiment: name + module fields
+
+  config.loss = ml_collections.ConfigDict()
+  config.loss.name = 'cross_entropy'
+  config.loss.label_smoothing = 0.0
+
+  config.optimizer = ml_collections.ConfigDict()
+  config.optimizer.name = 'sgd'
+  config.optimizer.base_learning_rate = 0.1
+  config.optimizer.momentum = 0.9
+  config.optimizer.nesterov = True
+  config.optimizer.weight_decay = 1e-4
+  config.optimizer.decay_norm_params = False
+  config.optimizer.decay_biases = True
+  config.optimizer.schedule = 'cosine'
+  config.optimizer.warmup_steps = 0
+  config.optimizer.final_lr_fraction = 0.0
+  config.optimizer.grad_clip_norm = 0.0  # 0 = no clipping
+
+  config.batch_size = 64  # global, over all devices and processes
+  config.eval_batch_size = 16  # global, in videos (each with all its views)
+  config.num_train_steps = -1  # -1: derive from num_epochs
+  config.num_epochs = 20.0
+  config.log_every_steps = 50
+  config.eval_every_steps = 1000
+  config.checkpoint_every_steps = 1000
+
+  config.checkpoint = ml_collections.ConfigDict()
+  config.checkpoint.keep_last = 3
+  config.checkpoint.keep_best = True
+  config.checkpoint.best_metric = 'val_top1'
+  config.checkpoint.best_mode = 'max'
+  config.checkpoint.async_save = True
+
+  config.eval = ml_collections.ConfigDict()
+  config.eval.checkpoint = 'best'  # 'best' | 'latest' | path of a checkpoint step directory
+  config.eval.view_reduction = 'sum'  # sum | mean | max over the views of a video
+  config.eval.view_scores = 'logits'  # logits | softmax
+  return config

@@ -1,0 +1,1 @@
+"""The input side: dataset registry, record schema, converters and the tf.data pipeline."""

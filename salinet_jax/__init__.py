@@ -1,0 +1,1 @@
+"""salinet_jax: SaliNet and S2DNet video classification in JAX/Flax."""

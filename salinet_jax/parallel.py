@@ -1,0 +1,62 @@
+"""Data parallelism with `jax.jit` on a device mesh (one CPU, many GPUs, a TPU pod).
+
+The batch is sharded along the mesh's 'data' axis; parameters and optimizer state are replicated.
+Under jit, reductions over the batch (BatchNorm statistics, the mean loss) are global.
+"""
+
+from typing import Any, Dict
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+DATA_AXIS = 'data'
+
+
+def create_mesh() -> Mesh:
+  """A 1D mesh over every device of every process."""
+  return Mesh(np.asarray(jax.devices()), (DATA_AXIS,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, PartitionSpec())
+
+
+def batch_sharded(mesh: Mesh) -> NamedSharding:
+  """Shards the leading (batch) axis over all devices."""
+  return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+
+def check_batch_size(global_batch: int, devices: int, what: str) -> None:
+  """Fails before any work when a batch cannot be split evenly over `devices` devices."""
+  if global_batch % devices:
+    raise ValueError(f'{what}={global_batch} is not divisible by the {devices} devices: use a '
+                     f'multiple of {devices} (e.g. {max(devices, global_batch // devices * devices)}).')
+
+
+def to_global(batch: Dict[str, np.ndarray], mesh: Mesh) -> Dict[str, jax.Array]:
+  """Assembles process-local numpy batches into global arrays sharded along 'data'."""
+  sharding = batch_sharded(mesh)
+  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
+
+
+def replicate(tree: Any, mesh: Mesh) -> Any:
+  """Places a pytree of host values on every device of the mesh."""
+  return jax.device_put(tree, replicated(mesh))
+
+
+def initialize_distributed() -> None:
+  """Joins a multi-process run through `jax.distributed` when the environment asks for one.
+
+  JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID select it explicitly; on TPU
+  pods and SLURM, JAX detects the cluster itself when SALINET_JAX_DISTRIBUTED=1.
+  """
+  import os  # pylint: disable=g-import-not-at-top
+  address = os.environ.get('JAX_COORDINATOR_ADDRESS')
+  if address:
+    jax.distributed.initialize(
+        coordinator_address=address,
+        num_processes=int(os.environ['JAX_NUM_PROCESSES']),
+        process_id=int(os.environ['JAX_PROCESS_ID']))
+  elif os.environ.get('SALINET_JAX_DISTRIBUTED') == '1':
+    jax.distributed.initialize()

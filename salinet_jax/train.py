@@ -1,0 +1,277 @@
+"""Training: `train_and_evaluate(config, workdir)` and `evaluate(config, workdir)`.
+
+One jitted train step on a data-parallel device mesh; periodic full-split evaluation; orbax
+checkpoints (last k + best by val top-1) in the workdir; clu metrics (TensorBoard + log lines).
+A restarted run resumes from the latest checkpoint with the data RNG folded with the step.
+"""
+
+import functools
+import math
+import time
+from typing import Any, Dict, Optional, Tuple
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from clu import metric_writers
+from clu import periodic_actions
+
+from data import pipeline
+from salinet_jax import checkpoints
+from salinet_jax import evaluate as evaluate_lib
+from salinet_jax import losses
+from salinet_jax import optim
+from salinet_jax import parallel
+from salinet_jax.models import build_model
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a checkpoint must hold to resume training exactly."""
+  step: jnp.ndarray
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+
+  @property
+  def variables(self) -> Dict[str, Any]:
+    return {'params': self.params, 'batch_stats': self.batch_stats}
+
+
+class NonFiniteLossError(RuntimeError):
+  """Training produced a NaN/Inf loss; the last good checkpoint is left untouched."""
+
+
+def input_shape(config, batch_size: int = 1) -> Tuple[int, ...]:
+  """(B, T, H, W, 3) of one training clip batch."""
+  data = config.data
+  return (batch_size, data.num_frames, data.crop_size, data.crop_size, 3)
+
+
+def num_train_steps(config, train_videos: int) -> int:
+  """`config.num_train_steps`, or `config.num_epochs` worth of global batches when it is -1."""
+  if config.num_train_steps > 0:
+    return config.num_train_steps
+  if config.num_epochs <= 0:
+    raise ValueError('Set config.num_train_steps or config.num_epochs to a positive value.')
+  return int(math.ceil(config.num_epochs * train_videos / config.batch_size))
+
+
+def count_params(params: Any) -> int:
+  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
+
+
+def create_train_state(model: nn.Module, tx, rng: jax.Array, shape) -> TrainState:
+  variables = model.init({'params': rng, 'dropout': rng}, jnp.zeros(shape, jnp.float32),
+                         train=False)
+  params = variables['params']
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params))
+
+
+def train_step(state: TrainState, batch, rng: jax.Array, *, model, tx, loss_config, schedule):
+  """One SGD step on a global batch; returns (new state, scalar metrics)."""
+  dropout_rng = jax.random.fold_in(rng, state.step)
+  want_aux = losses.needs_aux(loss_config)
+
+  def loss_fn(params):
+    outputs, updates = model.apply(
+        {'params': params, 'batch_stats': state.batch_stats}, batch['video'], train=True,
+        return_aux=want_aux, mutable=['batch_stats'], rngs={'dropout': dropout_rng})
+    logits, aux = outputs if want_aux else (outputs, {})
+    total, terms = losses.compute_loss(loss_config, logits, batch['label'], aux)
+    return total, (terms, logits, updates)
+
+  (loss, (terms, logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      state.params)
+  param_updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, param_updates)
+  new_state = state.replace(step=state.step + 1, params=params,
+                            batch_stats=updates.get('batch_stats', state.batch_stats),
+                            opt_state=opt_state)
+  metrics = {
+      'loss': loss,
+      'learning_rate': schedule(state.step),
+      'train_top1': jnp.mean(jnp.argmax(logits, -1) == batch['label']),
+      'grad_norm': optax.global_norm(grads),
+      **{f'loss/{name}': value for name, value in terms.items()},
+  }
+  return new_state, metrics
+
+
+def data_seed(config, step: int) -> int:
+  """The train pipeline's seed, folded with the step a run starts (or resumes) from."""
+  return int(np.random.SeedSequence([config.seed, step]).generate_state(1)[0] % (2**31 - 1))
+
+
+class Trainer:
+  """Builds model, optimizer, mesh, jitted steps and checkpoint manager for one config."""
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+    self.config = config
+    self.workdir = workdir
+    self.mesh = parallel.create_mesh()
+    parallel.check_batch_size(config.batch_size, self.mesh.size, 'config.batch_size')
+    parallel.check_batch_size(config.eval_batch_size, self.mesh.size, 'config.eval_batch_size')
+    self.train_info = pipeline.split_info(config.dataset, config.dataset.train_split)
+    self.model = build_model(config.model, len(self.train_info.classes), config.dtype)
+    self.total_steps = num_train_steps(config, self.train_info.num_videos)
+    abstract_params = jax.eval_shape(
+        lambda: self.model.init({'params': jax.random.key(0), 'dropout': jax.random.key(0)},
+                                jnp.zeros(input_shape(config), jnp.float32), train=False))
+    self.tx, self.schedule = optim.create_optimizer(config.optimizer, abstract_params['params'],
+                                                    self.total_steps)
+    replicated = parallel.replicated(self.mesh)
+    self.init_state = jax.jit(
+        functools.partial(create_train_state, self.model, self.tx, shape=input_shape(config)),
+        out_shardings=replicated)
+    self.train_step = jax.jit(
+        functools.partial(train_step, model=self.model, tx=self.tx, loss_config=config.loss,
+                          schedule=self.schedule),
+        in_shardings=(replicated, parallel.batch_sharded(self.mesh), replicated),
+        out_shardings=(replicated, replicated), donate_argnums=(0,))
+    self.eval_step = evaluate_lib.make_eval_step(self.model, config.eval, self.mesh)
+
+  def fresh_state(self) -> TrainState:
+    return self.init_state(jax.random.key(self.config.seed))
+
+  def abstract_state(self) -> TrainState:
+    """Shapes, dtypes and shardings of the train state (restore target, no allocation)."""
+    return jax.eval_shape(self.fresh_state)
+
+  def evaluate(self, state: TrainState, split: str) -> Dict[str, Any]:
+    return evaluate_lib.evaluate_split(self.config, state.variables, split, self.mesh,
+                                       self.eval_step)
+
+
+def _log_model_summary(trainer: Trainer, state: TrainState, writer) -> None:
+  num_params = count_params(state.params)
+  gflops = per_view_gflops(trainer)
+  logging.info('Model %s: %.3f M parameters, %.3f GFLOPs per view %s.', trainer.config.model.name,
+               num_params / 1e6, gflops, input_shape(trainer.config)[1:])
+  writer.write_scalars(0, {'model/params_millions': num_params / 1e6,
+                           'model/gflops_per_view': gflops})
+
+
+def per_view_gflops(trainer: Trainer) -> float:
+  """Multiply-accumulates of one training-size view in the forward pass, in G (fvcore style)."""
+  from salinet_jax import flops  # pylint: disable=g-import-not-at-top
+  info = flops.model_info(trainer.model, input_shape(trainer.config))
+  return float(info['gflops'])
+
+
+def _check_finite(metrics: Dict[str, float], step: int, workdir: str) -> None:
+  if not np.isfinite(metrics['loss']):
+    raise NonFiniteLossError(
+        f'Loss is {metrics["loss"]} at step {step}: stopping. The last good checkpoint in '
+        f'{checkpoints.checkpoint_dir(workdir)} is kept; lower the learning rate or check the '
+        'input data.')
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
+  """Trains `config` in `workdir` (resuming if it has checkpoints); returns the last eval results."""
+  trainer = Trainer(config, workdir)
+  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  manager = checkpoints.create_manager(workdir, config.checkpoint)
+  state = trainer.fresh_state()
+  latest = manager.latest_step()
+  if latest is not None:
+    state = checkpoints.restore(manager, latest, trainer.abstract_state())
+    logging.info('Resumed from checkpoint step %d in %s.', latest, manager.directory)
+  else:
+    writer.write_hparams(_flat_hparams(config))
+  start_step = int(state.step)
+  _log_model_summary(trainer, state, writer)
+  total_steps = trainer.total_steps
+  eval_results: Dict[str, Any] = {}
+  if start_step >= total_steps:
+    logging.info('Checkpoint step %d >= num_train_steps %d: nothing to train.', start_step,
+                 total_steps)
+  else:
+    eval_results = _train_loop(trainer, state, start_step, manager, writer)
+  manager.wait_until_finished()
+  manager.close()
+  writer.flush()
+  return eval_results
+
+
+def _train_loop(trainer: Trainer, state: TrainState, start_step: int, manager, writer):
+  config, workdir = trainer.config, trainer.workdir
+  total_steps = trainer.total_steps
+  train_ds = pipeline.train_dataset(config, seed=data_seed(config, start_step))
+  train_iter = pipeline.as_numpy(train_ds)
+  rng = jax.random.key(config.seed + 1)
+  report = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer,
+                                           every_steps=config.log_every_steps)
+  eval_results: Dict[str, Any] = {}
+  window_start, window_steps, data_wait = time.time(), 0, 0.0
+  pending_metrics = None
+  for step in range(start_step + 1, total_steps + 1):
+    fetch_start = time.time()
+    batch = parallel.to_global(next(train_iter), trainer.mesh)
+    data_wait += time.time() - fetch_start
+    with jax.profiler.StepTraceAnnotation('train', step_num=step):
+      state, pending_metrics = trainer.train_step(state, batch, rng)
+    window_steps += 1
+    report(step)
+    is_last = step == total_steps
+    if step % config.log_every_steps == 0 or is_last:
+      metrics = jax.tree.map(lambda x: float(np.asarray(x)), pending_metrics)
+      _check_finite(metrics, step, workdir)
+      elapsed = time.time() - window_start
+      metrics['clips_per_sec'] = window_steps * config.batch_size / max(elapsed, 1e-9)
+      metrics['data_wait_fraction'] = data_wait / max(elapsed, 1e-9)
+      metrics['eta_minutes'] = (total_steps - step) * elapsed / max(window_steps, 1) / 60
+      writer.write_scalars(step, metrics)
+      logging.info('step %d/%d: loss %.4f lr %.3g train_top1 %.3f, %.1f clips/s, ETA %.1f min',
+                   step, total_steps, metrics['loss'], metrics['learning_rate'],
+                   metrics['train_top1'], metrics['clips_per_sec'], metrics['eta_minutes'])
+      window_start, window_steps, data_wait = time.time(), 0, 0.0
+    if step % config.eval_every_steps == 0 or is_last:
+      loss = float(np.asarray(pending_metrics['loss']))
+      _check_finite({'loss': loss}, step, workdir)
+      eval_results = trainer.evaluate(state, config.dataset.eval_split)
+      eval_results['step'] = step
+      writer.write_scalars(step, {f'val/{k}': eval_results[k] for k in ('top1', 'top5')})
+      checkpoints.save(manager, step, state, metrics={'val_top1': eval_results['top1']})
+    elif step % config.checkpoint_every_steps == 0:
+      _check_finite({'loss': float(np.asarray(pending_metrics['loss']))}, step, workdir)
+      checkpoints.save(manager, step, state)
+  return eval_results
+
+
+def _flat_hparams(config) -> Dict[str, Any]:
+  flat = flax.traverse_util.flatten_dict(config.to_dict(), sep='.')
+  return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in flat.items()}
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str,
+             split: Optional[str] = None) -> Dict[str, Any]:
+  """Restores the checkpoint chosen by `config.eval.checkpoint` and evaluates a whole split.
+
+  Writes `<workdir>/eval_<split>.json` and returns its contents.
+  """
+  trainer = Trainer(config, workdir)
+  split = split or config.dataset.eval_split
+  target = trainer.abstract_state()
+  which = config.eval.checkpoint
+  if which in ('best', 'latest'):
+    manager = checkpoints.create_manager(workdir, config.checkpoint, read_only=True)
+    step = checkpoints.select_step(manager, which)
+    state = checkpoints.restore(manager, step, target)
+    manager.close()
+    source = f'{which} (step {step})'
+  else:
+    state = checkpoints.restore_from_path(which, target)
+    source = which
+  results = trainer.evaluate(state, split)
+  results['step'] = int(state.step)
+  results['checkpoint'] = source
+  path = evaluate_lib.write_results(workdir, results)
+  logging.info('Wrote %s', path)
+  return results

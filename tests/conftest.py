@@ -1,0 +1,56 @@
+"""Shared fixtures: tiny configs over real (tiny) TFRecords, written once per test session."""
+
+import os
+import pathlib
+
+# Keep TensorFlow quiet and off any accelerator; tests run on the CPU.
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+from configs import demo  # noqa: E402
+
+# Tiny models: compile time dominates, so compile with fewer XLA passes.
+jax.config.update('jax_disable_most_optimizations', True)
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+TESTDATA = REPO_ROOT.parent / 'shared' / 'testdata'
+
+
+def tiny_config(data_dir: str):
+  """The demo config shrunk to seconds: 6x16x16 clips, width-4 ResNet-10, 2 train steps.
+
+  The val split has 7 videos, not a multiple of the eval batch (4), so padding is exercised.
+  """
+  config = demo.get_config()
+  config.dataset.data_dir = str(data_dir)
+  config.dataset.synthetic.update(dict(num_train=8, num_val=7, num_frames=6, frame_size=20,
+                                       object_size=6, num_shards=2))
+  config.data.update(dict(num_frames=4, frame_stride=1, crop_size=16, train_min_scale=16,
+                          train_max_scale=20, eval_short_side=16, eval_crop_size=16,
+                          eval_num_clips=2, eval_num_crops=1, shuffle_buffer=8))
+  config.model.update(dict(depth=10, width=4))
+  config.batch_size = 4
+  config.eval_batch_size = 4
+  config.num_train_steps = 2
+  config.log_every_steps = 1
+  config.eval_every_steps = 2
+  config.checkpoint_every_steps = 2
+  config.checkpoint.async_save = False
+  return config
+
+
+@pytest.fixture(scope='session')
+def tiny_data_dir(tmp_path_factory):
+  """Tiny synthetic records, generated once for the whole session."""
+  from data import synthetic  # pylint: disable=g-import-not-at-top
+  directory = tmp_path_factory.mktemp('synthetic_records')
+  synthetic.generate(str(directory), tiny_config(directory).dataset.synthetic)
+  return directory
+
+
+@pytest.fixture
+def config(tiny_data_dir):
+  return tiny_config(tiny_data_dir)

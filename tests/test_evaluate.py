@@ -1,0 +1,96 @@
+"""Eval metrics checked by hand: a fixed-logit model over real records, padded last batch."""
+
+import io
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+from data import datasets
+from data import records
+from salinet_jax import evaluate
+from salinet_jax import parallel
+from tests.conftest import tiny_config
+
+NUM_VIDEOS, NUM_FRAMES, NUM_CLASSES, CLIP_STARTS = 7, 6, 7, (0, 4)
+RNG = np.random.default_rng(0)
+TABLE = RNG.normal(size=(NUM_VIDEOS, len(CLIP_STARTS), NUM_CLASSES)).astype(np.float32)
+LABELS = RNG.integers(0, NUM_CLASSES, NUM_VIDEOS)
+MEAN, STD = 0.45, 0.225
+
+
+def pixel_value(video: int, frame: int) -> int:
+  return 10 + 20 * video + 3 * frame
+
+
+class FixedLogitModel(nn.Module):
+  """Reads (video, clip start) back from the constant pixel value and returns TABLE's row."""
+  num_classes: int = NUM_CLASSES
+
+  @nn.compact
+  def __call__(self, x, train: bool = False, return_aux: bool = False):
+    pixel = (jnp.mean(x[:, 0], axis=(1, 2, 3)) * STD + MEAN) * 255.0 - 10.0
+    video = jnp.floor((pixel + 3.0) / 20.0).astype(jnp.int32)
+    start = jnp.round((pixel - 20.0 * video) / 3.0).astype(jnp.int32)
+    view = (start == CLIP_STARTS[1]).astype(jnp.int32)
+    return jnp.asarray(TABLE)[video, view]
+
+
+@pytest.fixture(scope='module')
+def fixed_records(tmp_path_factory):
+  directory = tmp_path_factory.mktemp('fixed_logit_records')
+  if 'fixed_logit_test' not in datasets.REGISTRY:
+    datasets.register(datasets.DatasetInfo('fixed_logit_test', NUM_CLASSES, {'val': NUM_VIDEOS}))
+  classes = [f'class{i}' for i in range(NUM_CLASSES)]
+  with records.ShardWriter(str(directory), 'fixed_logit_test', 'val', 2) as writer:
+    for v in range(NUM_VIDEOS):
+      frames = []
+      for t in range(NUM_FRAMES):
+        image = np.full((16, 16, 3), pixel_value(v, t), np.uint8)
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format='JPEG', quality=95)
+        frames.append(buffer.getvalue())
+      writer.write(records.serialize_video(frames, int(LABELS[v]), classes[LABELS[v]], f'v{v}'))
+  records.write_metadata(str(directory), records.DatasetMetadata(
+      'fixed_logit_test', classes, {'val': NUM_VIDEOS}, {'val': 2}))
+  return directory
+
+
+def expected_metrics(reduction: str, scores: str):
+  values = TABLE
+  if scores == 'softmax':
+    values = np.exp(TABLE - TABLE.max(-1, keepdims=True))
+    values = values / values.sum(-1, keepdims=True)
+  per_video = {'sum': values.sum(1), 'mean': values.mean(1), 'max': values.max(1)}[reduction]
+  ranking = np.argsort(-per_video, axis=-1)
+  top1 = np.mean(ranking[:, 0] == LABELS)
+  top5 = np.mean([label in row[:5] for label, row in zip(LABELS, ranking)])
+  return top1, top5
+
+
+@pytest.mark.parametrize('reduction,scores', [('sum', 'logits'), ('mean', 'softmax'),
+                                              ('max', 'logits'), ('max', 'softmax')])
+def test_fixed_logit_metrics_by_hand(fixed_records, reduction, scores):
+  config = tiny_config(fixed_records)
+  config.dataset.name = 'fixed_logit_test'
+  config.data.update(dict(num_frames=2, eval_num_clips=2, eval_num_crops=1))
+  config.eval.view_reduction, config.eval.view_scores = reduction, scores
+  config.eval_batch_size = 4  # 7 videos: the second batch holds 3 videos and 1 padding slot
+  mesh = parallel.create_mesh()
+  model = FixedLogitModel()
+  step = evaluate.make_eval_step(model, config.eval, mesh)
+  results = evaluate.evaluate_split(config, {'params': {}}, 'val', mesh, step)
+  top1, top5 = expected_metrics(reduction, scores)
+  assert results['num_videos'] == NUM_VIDEOS and results['num_batches'] == 2
+  assert results['top1'] == pytest.approx(top1)
+  assert results['top5'] == pytest.approx(top5)
+  assert 0 < top1 < 1 and top5 < 1  # the table makes the check non-trivial
+
+
+def test_reduce_views_rejects_unknown_modes():
+  with pytest.raises(ValueError, match='view_reduction'):
+    evaluate.reduce_views(jnp.zeros((1, 2, 3)), 'median', 'logits')
+  with pytest.raises(ValueError, match='view_scores'):
+    evaluate.reduce_views(jnp.zeros((1, 2, 3)), 'sum', 'probits')

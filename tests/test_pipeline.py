@@ -1,0 +1,78 @@
+"""The tf.data pipeline on real tiny TFRecords: sampling, views, sharding, exact eval coverage."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from data import pipeline
+
+
+def test_dense_clip_indices_loop_short_videos():
+  indices = pipeline.dense_clip_indices(tf.constant(5), num_frames=4, stride=2, start=tf.constant(0))
+  np.testing.assert_array_equal(indices.numpy(), [0, 2, 4, 1])
+
+
+def test_uniform_test_clips_span_the_video():
+  features = {'frames_jpeg': tf.constant([str(i).encode() for i in range(20)])}
+  out = pipeline.sample_uniform_clips(features, num_frames=4, stride=2, num_clips=3)
+  starts = [int(row[0]) for row in out['frames_jpeg'].numpy()]
+  assert starts == [0, 6, 13]  # max start = 20 - 7 = 13, evenly spaced
+  np.testing.assert_array_equal(out['frames_jpeg'].numpy()[1].astype(int), [6, 8, 10, 12])
+
+
+def test_three_test_crops_run_along_the_long_side():
+  video = tf.reshape(tf.range(2 * 1 * 4 * 8 * 3, dtype=tf.float32), [2, 1, 4, 8, 3])
+  out = pipeline.spatial_test_crops({'video': video}, short_side=4, crop_size=4, num_crops=3)
+  assert out['video'].shape == (6, 1, 4, 4, 3)
+  crops = out['video'].numpy()
+  np.testing.assert_array_equal(crops[0], video.numpy()[0, :, :, 0:4])
+  np.testing.assert_array_equal(crops[1], video.numpy()[0, :, :, 2:6])
+  np.testing.assert_array_equal(crops[2], video.numpy()[0, :, :, 4:8])
+  np.testing.assert_array_equal(crops[3], video.numpy()[1, :, :, 0:4])
+
+
+def test_train_batches_are_normalised_clips_and_deterministic(config):
+  first = next(pipeline.as_numpy(pipeline.train_dataset(config, seed=3)))
+  again = next(pipeline.as_numpy(pipeline.train_dataset(config, seed=3)))
+  other = next(pipeline.as_numpy(pipeline.train_dataset(config, seed=4)))
+  assert first['video'].shape == (4, 4, 16, 16, 3)
+  assert first['video'].dtype == np.float32
+  assert first['label'].dtype == np.int32 and set(first['label']) <= {0, 1, 2, 3}
+  # Kinetics normalisation of [0, 255] pixels spans about [-2, 2.4].
+  assert -2.01 <= first['video'].min() and first['video'].max() <= 2.45
+  np.testing.assert_array_equal(first['video'], again['video'])
+  assert not np.array_equal(first['video'], other['video'])
+
+
+def test_train_batch_must_divide_over_processes(config):
+  config.batch_size = 5
+  with pytest.raises(ValueError, match='config.batch_size 5 is not divisible by the 2 processes'):
+    pipeline.train_dataset(config, seed=0, process_index=0, process_count=2)
+
+
+@pytest.mark.parametrize('process_count', [1, 2, 3])
+def test_eval_covers_every_video_exactly_once(config, process_count):
+  config.eval_batch_size = 2 * process_count
+  seen, batches_per_process = [], []
+  for index in range(process_count):
+    ds, num_batches, info = pipeline.eval_dataset(config, 'val', process_index=index,
+                                                  process_count=process_count)
+    batches = list(pipeline.as_numpy(ds))
+    batches_per_process.append(len(batches))
+    assert len(batches) == num_batches
+    for batch in batches:
+      assert batch['video'].shape == (2, 2, 4, 16, 16, 3)  # 2 videos x 2 clips x 1 crop
+      seen += [name for name, real in zip(batch['filename'], batch['mask']) if real]
+      assert all(name == b'' for name, real in zip(batch['filename'], batch['mask']) if not real)
+  assert info.num_videos == 7
+  assert len(set(batches_per_process)) == 1
+  assert sorted(seen) == sorted(set(seen)) and len(seen) == 7
+
+
+def test_unknown_split_and_missing_records_are_clear_errors(config, tmp_path):
+  with pytest.raises(ValueError, match="Split 'test' is not in the records"):
+    pipeline.split_info(config.dataset, 'test')
+  config.dataset.data_dir = str(tmp_path)
+  config.dataset.name = 'ucf101'
+  with pytest.raises(FileNotFoundError, match='metadata.json'):
+    pipeline.split_info(config.dataset, 'train1')

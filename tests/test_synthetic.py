@@ -1,0 +1,76 @@
+"""The built-in demo data: deterministic, motion-only, written in the DMVR record schema."""
+
+import numpy as np
+import tensorflow as tf
+
+from data import records
+from data import synthetic
+from tests.conftest import tiny_config
+
+
+def _generator_config(tmp_path):
+  return tiny_config(tmp_path).dataset.synthetic
+
+
+def test_single_frame_carries_no_class_information(tmp_path):
+  cfg = _generator_config(tmp_path)
+  first_frames = []
+  for label in range(len(synthetic.CLASSES)):
+    video = synthetic.render_video(np.random.default_rng(123), label, cfg)
+    first_frames.append(video[0])
+  # Same random draws, different class: frame 0 is identical, so it cannot tell the class.
+  for frame in first_frames[1:]:
+    np.testing.assert_array_equal(frame, first_frames[0])
+  moving = [synthetic.render_video(np.random.default_rng(123), label, cfg)[1]
+            for label in range(len(synthetic.CLASSES))]
+  assert len({m.tobytes() for m in moving}) == len(synthetic.CLASSES)
+
+
+def test_labels_are_balanced(tiny_data_dir):
+  labels = [int(tf.train.SequenceExample.FromString(raw.numpy())
+                .context.feature['clip/label/index'].int64_list.value[0])
+            for raw in tf.data.TFRecordDataset(
+                records.shard_files(str(tiny_data_dir), 'synthetic', 'train'))]
+  assert sorted(labels) == [0, 0, 1, 1, 2, 2, 3, 3]
+
+
+def test_generation_is_deterministic(tmp_path):
+  cfg = _generator_config(tmp_path)
+  a = synthetic.generate(str(tmp_path / 'a'), cfg)
+  b = synthetic.generate(str(tmp_path / 'b'), cfg)
+  assert a == b
+  for split in synthetic.SPLITS:
+    files_a = records.shard_files(str(tmp_path / 'a'), 'synthetic', split)
+    files_b = records.shard_files(str(tmp_path / 'b'), 'synthetic', split)
+    for fa, fb in zip(files_a, files_b):
+      assert open(fa, 'rb').read() == open(fb, 'rb').read()
+
+
+def test_records_follow_the_dmvr_schema(tiny_data_dir):
+  metadata = records.read_metadata(str(tiny_data_dir))
+  assert metadata.classes == list(synthetic.CLASSES)
+  assert metadata.split_sizes == {'train': 8, 'val': 7}
+  files = records.shard_files(str(tiny_data_dir), 'synthetic', 'val')
+  assert len(files) == 2
+  seen = 0
+  for raw in tf.data.TFRecordDataset(files):
+    example = tf.train.SequenceExample.FromString(raw.numpy())
+    context = example.context.feature
+    label = context['clip/label/index'].int64_list.value[0]
+    assert context['clip/label/text'].bytes_list.value[0].decode() == synthetic.CLASSES[label]
+    assert context['video/filename'].bytes_list.value[0].startswith(b'val/')
+    frames = example.feature_lists.feature_list['image/encoded'].feature
+    assert len(frames) == 6
+    image = tf.io.decode_jpeg(frames[0].bytes_list.value[0])
+    assert image.shape == (20, 20, 3)
+    seen += 1
+  assert seen == 7
+
+
+def test_metadata_errors_name_the_file(tmp_path):
+  import pytest  # pylint: disable=g-import-not-at-top
+  with pytest.raises(FileNotFoundError, match='metadata.json'):
+    records.read_metadata(str(tmp_path))
+  (tmp_path / 'metadata.json').write_text('{not json')
+  with pytest.raises(ValueError, match=str(tmp_path / 'metadata.json')):
+    records.read_metadata(str(tmp_path))
