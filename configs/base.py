@@ -39,6 +39,11 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.loss = ml_collections.ConfigDict()
   config.loss.name = 'cross_entropy'
   config.loss.label_smoothing = 0.0
+  # SaliNet auxiliary terms (used by 'ce_l1' and 'ce_l1_l2'; see salinet_jax/losses.py).
+  config.loss.l1_weight = 1e-4  # lambda: L1 of the final saliency mask
+  config.loss.gate1_weight = 1e-4  # gamma: MSE(P1, G1)
+  config.loss.gate2_weight = 1e-4  # theta: MSE(P2, G2)
+  config.loss.reference_per_device_batch = 1  # L1 scale: clips per GPU in the reference run
 
   config.optimizer = ml_collections.ConfigDict()
   config.optimizer.name = 'sgd'
@@ -60,6 +65,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.log_every_steps = 50
   config.eval_every_steps = 1000
   config.checkpoint_every_steps = 1000
+
+  # Precise BN: recompute BatchNorm statistics over this many train batches before each
+  # evaluation (PySlowFast BN.NUM_BATCHES_PRECISE); 0 turns it off.
+  config.precise_bn_batches = 0
 
   config.checkpoint = ml_collections.ConfigDict()
   config.checkpoint.keep_last = 3

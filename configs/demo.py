@@ -1,4 +1,4 @@
-"""Demo: a small 3D ResNet learns the built-in synthetic motion dataset on a laptop CPU.
+"""Demo: a small SaliNet (3D-ResNet-10 + SSF/TSFP/mask) learns the synthetic motion data on a CPU.
 
   python main.py --config=configs/demo.py --workdir=/tmp/demo
 """
@@ -30,8 +30,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.random_flip = False
 
   config.model = ml_collections.ConfigDict(dict(
-      name='hara_resnet3d', depth=10, width=16, stem_temporal_kernel=3, stem_max_pool=False,
-      dropout_rate=0.2, conv_impl='auto'))
+      name='salinet_hara', depth=10, width=16, stem_temporal_kernel=3, stem_max_pool=False,
+      dropout_rate=0.2, ssf=True, tsfp=True, shared_saliency_bn=True, conv_impl='auto'))
+  config.loss.name = 'ce_l1_l2'
 
   config.optimizer.base_learning_rate = 0.1
   config.optimizer.schedule = 'cosine'

@@ -115,3 +115,14 @@ MINI_KINETICS = register(DatasetInfo(
     split_sizes={'train': 80_000, 'val': 5_000},
     description='Mini-Kinetics-200 (Xie et al. 2018): YouTube-id lists over Kinetics-400 with K400 '
                 'labels; classes = sorted names of its 200 K400 classes; counts of the id lists.'))
+
+FIGHT_SURV = register(DatasetInfo(
+    name='fight_surv',
+    num_classes=2,
+    split_sizes={'train': 87, 'val': 28},
+    class_names=('fight', 'noFight'),
+    description='Fight detection in surveillance / YouTube footage (115 real clips of '
+                '../shared/testdata/real_clips/fight_surv, seymanurakti/fight-detection-surv-'
+                'dataset subset). Split by source_group (python -m data.convert --dataset=list '
+                '--split_by_group=source_group, default --val_fraction=0.25 --group_seed=0): '
+                '5 source videos for val; see configs/fight_surv.py.'))

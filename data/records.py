@@ -5,14 +5,25 @@ One `tf.train.SequenceExample` per video:
             `video/fps` (float), `video/num_frames` (int64)
   sequence  `image/encoded`: one JPEG per frame, in presentation order.
 Shards of split S are named `<dataset>-<S>.tfrecord-<i:05d>-of-<n:05d>` (the TFDS convention) and sit
-beside `metadata.json` (classes in their official order, videos per split, failures, schema version).
+beside `metadata.json` (classes in their official order, videos per split, failures, schema version,
+and per shard its video count and byte size, so a truncated shard is named before any reading).
+
+TensorFlow Datasets: converted directories also hold TFDS's `dataset_info.json` and `features.json`
+(`write_tfds_info`), so `tfds.builder_from_directory(DIR)` opens them: splits, shard lengths, sizes,
+class names (`ClassLabel`) and the context features (`clip/label/index`, `clip/label/text`,
+`video/filename`, `video/fps`, `video/num_frames`) load with `builder.as_dataset(split)`.
+TFDS parses every record as a `tf.train.Example`, which cannot express the per-frame
+`feature_lists` of a SequenceExample, so the frames are NOT TFDS features: `builder.as_dataset`
+yields the context of each video only. `tfds_video_dataset(DIR, split)` reads the split's files as
+the builder lists them and parses full videos (frames included) with this module's parser; the
+training pipeline reads the same files (data/pipeline.py).
 """
 
 import dataclasses
 import glob
 import json
 import os
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import tensorflow as tf
 
@@ -26,6 +37,8 @@ FILENAME_KEY = 'video/filename'
 FPS_KEY = 'video/fps'
 NUM_FRAMES_KEY = 'video/num_frames'
 
+TFDS_VERSION = '1.0.0'  # version written into dataset_info.json
+
 
 @dataclasses.dataclass
 class DatasetMetadata:
@@ -37,6 +50,9 @@ class DatasetMetadata:
   schema_version: int = SCHEMA_VERSION
   failures: List[Dict[str, str]] = dataclasses.field(default_factory=list)
   extra: Dict[str, object] = dataclasses.field(default_factory=dict)
+  # Per split, one {'file': basename, 'num_videos': int, 'num_bytes': int} per shard, in order
+  # (written by data.convert; empty for data written before it existed).
+  shards: Dict[str, List[Dict[str, Any]]] = dataclasses.field(default_factory=dict)
 
   @property
   def num_classes(self) -> int:
@@ -146,3 +162,136 @@ class ShardWriter:
 
   def __exit__(self, *exc):
     self.close()
+
+
+# ----------------------------------------------------------------------------- shard checks
+class CorruptShardError(ValueError):
+  """A shard that is missing, truncated or not the one the metadata describes."""
+
+
+def check_shards(files: Sequence[str], expected: Optional[Mapping[str, int]]) -> None:
+  """Compares shard files with the byte sizes recorded at conversion (basename -> bytes).
+
+  Fails naming the file when a recorded shard is missing or has another size (a truncated copy
+  or an interrupted write), or when a shard is not in the record (left over from another
+  conversion). Does nothing when nothing was recorded (e.g. the synthetic demo data).
+  """
+  if not expected:
+    return
+  present = {os.path.basename(f): f for f in files}
+  for name, size in expected.items():
+    if name not in present:
+      raise CorruptShardError(f'TFRecord shard {name} listed in {METADATA_FILE} is missing from '
+                              f'{os.path.dirname(files[0]) if files else "the records directory"}.')
+    actual = tf.io.gfile.stat(present[name]).length
+    if actual != size:
+      raise CorruptShardError(
+          f'TFRecord shard {present[name]} is {actual} bytes but {size} were written by the '
+          f'converter: the file is {"truncated" if actual < size else "changed"}; convert it '
+          'again (python -m data.convert resumes and rewrites missing shards).')
+  unexpected = sorted(set(present) - set(expected))
+  if unexpected:
+    raise CorruptShardError(f'TFRecord shard(s) {unexpected} in {os.path.dirname(files[0])} are '
+                            f'not in {METADATA_FILE}: left over from another conversion?')
+
+
+def verify_records(path: str) -> int:
+  """Reads every record of one shard; returns the count or fails naming the file and offset."""
+  count = 0
+  try:
+    for _ in tf.data.TFRecordDataset(path):
+      count += 1
+  except tf.errors.DataLossError as e:
+    raise CorruptShardError(f'TFRecord shard {path} is corrupt after record {count}: '
+                            f'{e.message.splitlines()[-1] if e.message else e}') from None
+  return count
+
+
+# ----------------------------------------------------------------------------- TFDS
+def tfds_features(classes: Sequence[str]):
+  """The TFDS FeaturesDict of the context features; nested names flatten to the DMVR keys."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  return tfds.features.FeaturesDict({
+      'clip': {'label': {'index': tfds.features.ClassLabel(names=list(classes)),
+                         'text': tfds.features.Text()}},
+      'video': {'filename': tfds.features.Text(),
+                'fps': tfds.features.Scalar(np.float32),
+                'num_frames': tfds.features.Scalar(np.int64)},
+  })
+
+
+TFDS_DESCRIPTION = (
+    'Videos as DMVR-style tf.train.SequenceExample records: context clip/label/index, '
+    'clip/label/text, video/filename, video/fps, video/num_frames; feature list image/encoded '
+    '(one JPEG per frame). TFDS parses records as tf.train.Example, so builder.as_dataset() '
+    'yields the context features only; read frames with data.records.tfds_video_dataset(dir, '
+    'split) or the salinet_jax pipeline.')
+
+
+def write_tfds_info(directory: str, metadata: DatasetMetadata, description: str = '') -> None:
+  """Writes dataset_info.json and features.json so `tfds.builder_from_directory` reads `directory`.
+
+  Needs `metadata.shards` (shard lengths and sizes per split).
+  """
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from google.protobuf import json_format  # pylint: disable=g-import-not-at-top
+  from tensorflow_datasets.core.proto import dataset_info_pb2  # pylint: disable=g-import-not-at-top
+  del tfds
+  features = tfds_features(metadata.classes)
+  features.save_config(directory)
+  features.save_metadata(directory)
+  info = dataset_info_pb2.DatasetInfo(
+      name=metadata.name, version=TFDS_VERSION, file_format='tfrecord',
+      description=(description + '\n\n' if description else '') + TFDS_DESCRIPTION)
+  for split in sorted(metadata.shards):
+    shards = metadata.shards[split]
+    info.splits.add(name=split, shard_lengths=[int(s['num_videos']) for s in shards],
+                    num_bytes=sum(int(s['num_bytes']) for s in shards))
+  path = os.path.join(directory, 'dataset_info.json')
+  with open(path + '.tmp', 'w') as f:
+    f.write(json_format.MessageToJson(info, sort_keys=True))
+  os.replace(path + '.tmp', path)
+
+
+def parse_video_with_context(serialized: tf.Tensor) -> Dict[str, tf.Tensor]:
+  """`parse_video` plus `num_frames` (the count the converter recorded)."""
+  features = parse_video(serialized)
+  context = tf.io.parse_single_sequence_example(
+      serialized, context_features={
+          NUM_FRAMES_KEY: tf.io.FixedLenFeature([], tf.int64, default_value=-1)})[0]
+  features['num_frames'] = context[NUM_FRAMES_KEY]
+  return features
+
+
+def tfds_video_dataset(directory: str, split: str, *, decode_frames: bool = True,
+                       shuffle_files: bool = False) -> tf.data.Dataset:
+  """Full videos of a TFDS-readable records directory, frames included.
+
+  The files are the ones `tfds.builder_from_directory(directory)` lists for `split`, so TFDS
+  tooling and this reader agree on what the split holds. Each element: 'video' (T, H, W, 3) uint8
+  (or 'frames_jpeg' (T,) strings when `decode_frames` is False), 'label', 'label_text',
+  'filename', 'fps', 'num_frames'.
+  """
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  builder = tfds.builder_from_directory(directory)
+  if split not in builder.info.splits:
+    raise ValueError(f'Split {split!r} is not in {directory}/dataset_info.json '
+                     f'(has {sorted(builder.info.splits)}).')
+  files = [os.path.join(directory, name) for name in builder.info.splits[split].filenames]
+  if os.path.exists(os.path.join(directory, METADATA_FILE)):
+    recorded = read_metadata(directory).shards.get(split)
+    if recorded:
+      check_shards(files, {s['file']: int(s['num_bytes']) for s in recorded})
+  ds = tf.data.Dataset.from_tensor_slices(files)
+  if shuffle_files:
+    ds = ds.shuffle(len(files))
+  ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=1).map(parse_video_with_context)
+  if decode_frames:
+    def decode(features):
+      jpegs = features.pop('frames_jpeg')
+      features['video'] = tf.map_fn(lambda b: tf.io.decode_jpeg(b, channels=3), jpegs,
+                                    fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
+      return features
+    ds = ds.map(decode)
+  return ds

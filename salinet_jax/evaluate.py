@@ -53,13 +53,22 @@ def batch_metric_sums(scores, labels, mask) -> Dict[str, jnp.ndarray]:
 
 
 def eval_step(variables, batch, *, model, reduction: str, scores: str):
-  """Scores one multi-view batch; returns masked metric sums."""
+  """Scores one multi-view batch; returns masked metric sums.
+
+  For models with a saliency mask (SaliNet), also sums the spatial standard deviation of S_final
+  per video (0 would mean a constant, uninformative mask).
+  """
   video = batch['video']
   batch_size, views = video.shape[:2]
-  logits = model.apply(variables, video.reshape((batch_size * views,) + video.shape[2:]),
-                       train=False)
+  logits, aux = model.apply(variables, video.reshape((batch_size * views,) + video.shape[2:]),
+                            train=False, return_aux=True)
   per_video = reduce_views(logits.reshape(batch_size, views, -1), reduction, scores)
-  return batch_metric_sums(per_video, batch['label'], batch['mask'])
+  sums = batch_metric_sums(per_video, batch['label'], batch['mask'])
+  if 'saliency_final' in aux:
+    saliency = aux['saliency_final'].reshape(batch_size, views, -1)
+    spatial_std = jnp.mean(jnp.std(saliency, axis=-1), axis=1)
+    sums['saliency_spatial_std'] = jnp.sum(spatial_std * batch['mask'])
+  return sums
 
 
 def make_eval_step(model, eval_config, mesh):
@@ -99,9 +108,13 @@ def evaluate_split(config, variables, split: str, mesh, jitted_step) -> Dict[str
       'eval_seconds': time.time() - start,
       'num_batches': num_batches,
   }
-  logging.info('Eval on %s: top1 %.4f top5 %.4f over %d videos (%d views each) in %.1fs', split,
-               results['top1'], results['top5'], results['num_videos'], views,
-               results['eval_seconds'])
+  if 'saliency_spatial_std' in totals:
+    results['saliency_final_spatial_std'] = totals['saliency_spatial_std'] / count
+  logging.info('Eval on %s: top1 %.4f top5 %.4f over %d videos (%d views each) in %.1fs%s',
+               split, results['top1'], results['top5'], results['num_videos'], views,
+               results['eval_seconds'],
+               f", S_final spatial std {results['saliency_final_spatial_std']:.4f}"
+               if 'saliency_final_spatial_std' in results else '')
   return results
 
 

@@ -4,7 +4,8 @@
 named term to its (already weighted) scalar value, for logging. Losses always run in float32.
 
 Names: 'cross_entropy'; 'ce_l1' (+ lambda * L1 of the SaliNet mask S_final); 'ce_l1_l2' (+ the two
-TSFP gate MSE terms). The last two read the model's aux outputs (see LOSSES_NEEDING_AUX).
+TSFP gate MSE terms); 's2dnet' (label-smoothed CE on the DNet logits + weighted CE on the SNet
+logits). The last three read the model's aux outputs (see LOSSES_NEEDING_AUX).
 """
 
 from typing import Dict, Mapping, Tuple
@@ -103,13 +104,37 @@ def _ce_l1_l2_loss(loss_config, logits, labels, aux) -> Tuple[jnp.ndarray, Terms
   return total + terms['gate1_mse'] + terms['gate2_mse'], terms
 
 
+# S2DNet (reference configs: S2D.DNET_SMOOTH_ALPHA, SNET_SMOOTH_ALPHA, SNET_LOSS_WEIGHT).
+DEFAULT_S2DNET_DNET_LABEL_SMOOTHING = 0.1
+DEFAULT_S2DNET_SNET_LABEL_SMOOTHING = 0.0
+DEFAULT_S2DNET_SNET_WEIGHT = 0.1
+
+
+def _s2dnet_loss(loss_config, logits, labels, aux) -> Tuple[jnp.ndarray, Terms]:
+  """CE(DNet logits, smoothing 0.1) + 0.1 * CE(SNet logits); no sampler regulariser.
+
+  `logits` are the DNet logits (the model's main output), aux['snet_logits'] the SNet ones.
+  Config fields (all optional): dnet_label_smoothing (0.1), snet_label_smoothing (0),
+  snet_loss_weight (0.1).
+  """
+  if 'snet_logits' not in aux:
+    raise ValueError("Loss 's2dnet' needs the model aux output 'snet_logits': use model 's2dnet'.")
+  dnet = cross_entropy(logits, labels, loss_config.get(
+      'dnet_label_smoothing', DEFAULT_S2DNET_DNET_LABEL_SMOOTHING))
+  snet = loss_config.get('snet_loss_weight', DEFAULT_S2DNET_SNET_WEIGHT) * cross_entropy(
+      aux['snet_logits'], labels, loss_config.get(
+          'snet_label_smoothing', DEFAULT_S2DNET_SNET_LABEL_SMOOTHING))
+  return dnet + snet, {'dnet_cross_entropy': dnet, 'snet_cross_entropy': snet}
+
+
 LOSSES = {
     'cross_entropy': _cross_entropy_loss,
     'ce_l1': _ce_l1_loss,
     'ce_l1_l2': _ce_l1_l2_loss,
+    's2dnet': _s2dnet_loss,
 }
 # Losses that read auxiliary model outputs (the model is asked to return them).
-LOSSES_NEEDING_AUX = frozenset({'ce_l1', 'ce_l1_l2'})
+LOSSES_NEEDING_AUX = frozenset({'ce_l1', 'ce_l1_l2', 's2dnet'})
 
 
 def _check_name(name: str) -> None:

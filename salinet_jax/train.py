@@ -27,6 +27,7 @@ from salinet_jax import evaluate as evaluate_lib
 from salinet_jax import losses
 from salinet_jax import optim
 from salinet_jax import parallel
+from salinet_jax import precise_bn
 from salinet_jax.models import build_model
 
 
@@ -235,9 +236,13 @@ def _train_loop(trainer: Trainer, state: TrainState, start_step: int, manager, w
     if step % config.eval_every_steps == 0 or is_last:
       loss = float(np.asarray(pending_metrics['loss']))
       _check_finite({'loss': loss}, step, workdir)
+      if config.precise_bn_batches:
+        state = state.replace(batch_stats=precise_bn.recompute(
+            trainer.model, state.variables, train_iter, config.precise_bn_batches, trainer.mesh))
       eval_results = trainer.evaluate(state, config.dataset.eval_split)
       eval_results['step'] = step
-      writer.write_scalars(step, {f'val/{k}': eval_results[k] for k in ('top1', 'top5')})
+      writer.write_scalars(step, {f'val/{k}': v for k, v in eval_results.items()
+                                  if k in ('top1', 'top5', 'saliency_final_spatial_std')})
       checkpoints.save(manager, step, state, metrics={'val_top1': eval_results['top1']})
     elif step % config.checkpoint_every_steps == 0:
       _check_finite({'loss': float(np.asarray(pending_metrics['loss']))}, step, workdir)

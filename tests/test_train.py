@@ -23,9 +23,12 @@ def _leaves(tree):
 
 def test_train_then_evaluate_writes_checkpoints_metrics_and_json(config, tmp_path):
   workdir = str(tmp_path / 'run')
+  config.precise_bn_batches = 1
   results = train.train_and_evaluate(config, workdir)
   assert results['step'] == 2 and results['num_videos'] == 7
   assert 0.0 <= results['top1'] <= results['top5'] <= 1.0
+  # Logged for SaliNet models; at this 16 px size S_final is a single position, so only >= 0.
+  assert results['saliency_final_spatial_std'] >= 0
   assert os.path.isdir(os.path.join(workdir, 'checkpoints', '2'))
   assert any(name.startswith('events.out.tfevents') for name in os.listdir(workdir))
 

@@ -12,6 +12,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from salinet_jax.models import resnet3d
+from salinet_jax.models import s2dnet
 from salinet_jax.models import salinet
 
 MODELS: Dict[str, Type[nn.Module]] = {
@@ -19,6 +20,7 @@ MODELS: Dict[str, Type[nn.Module]] = {
     'i3d_nl': resnet3d.NonLocalI3DClassifier,
     'salinet_i3d': salinet.SaliNetI3D,
     'salinet_hara': salinet.SaliNetHara,
+    's2dnet': s2dnet.S2DNet,
 }
 
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}

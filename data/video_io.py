@@ -1,0 +1,315 @@
+"""Video and frame-folder reading for the converter: PyAV decoding, rotation, resizing, JPEG.
+
+Kept free of TensorFlow so converter worker processes start fast and stay small; the parent
+process turns what the workers return into TFRecords (data/records.py).
+
+Decoding rules (see `decode_video`):
+  * frames come out in presentation order: the decoder's output order, re-sorted by timestamp if
+    the container's timestamps disagree with it (out-of-order packets, e.g. B-frames);
+  * rotation metadata (display-matrix side data, else the legacy `rotate` tag) is applied, so the
+    stored frames are upright;
+  * frames are resized so their short side is `short_side` (0 keeps the size) and JPEG-encoded;
+  * `fps=None` keeps every decoded frame (native rate); a number resamples by timestamps (each
+    output instant takes the frame on screen at that instant), which also makes variable-frame-
+    rate sources evenly spaced.
+"""
+
+import dataclasses
+import io
+import math
+import os
+import time
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+from PIL import Image
+
+DEFAULT_SHORT_SIDE = 256
+DEFAULT_JPEG_QUALITY = 90
+DEFAULT_INTERPOLATION = 'BILINEAR'  # swscale filter used when resizing decoded frames
+
+
+class VideoError(Exception):
+  """A video that cannot be converted; the message is the reason written to the failure report."""
+
+
+@dataclasses.dataclass
+class DecodedVideo:
+  """One converted video: JPEG frames in presentation order plus what was learnt decoding it."""
+  jpegs: List[bytes]
+  fps: float  # rate of the stored frames (the native average rate when not resampled)
+  source_fps: float  # the container's average frame rate (0 when unknown)
+  num_source_frames: int  # frames the decoder produced
+  height: int  # of the stored (upright, resized) frames
+  width: int
+  rotation: int  # clockwise degrees applied to make frames upright (0, 90, 180, 270)
+  reordered: bool = False  # True when timestamps disagreed with decode order and were used
+
+
+def output_size(width: int, height: int, short_side: int) -> Tuple[int, int]:
+  """(width, height) after scaling so that min(width, height) == short_side (0: unchanged)."""
+  if short_side <= 0:
+    return width, height
+  scale = short_side / min(width, height)
+  return max(1, int(round(width * scale))), max(1, int(round(height * scale)))
+
+
+def encode_jpeg(frame: np.ndarray, quality: int = DEFAULT_JPEG_QUALITY) -> bytes:
+  """RGB uint8 (H, W, 3) -> baseline JPEG bytes."""
+  buffer = io.BytesIO()
+  Image.fromarray(frame).save(buffer, format='JPEG', quality=int(quality))
+  return buffer.getvalue()
+
+
+def clockwise_rotation(frame, stream) -> int:
+  """Clockwise degrees (0/90/180/270) that turn a decoded frame upright.
+
+  FFmpeg's display matrix angle (PyAV `VideoFrame.rotation`) is counter-clockwise, so the frame
+  is turned by its negative; files carrying only the legacy `rotate` tag (clockwise) use that.
+  """
+  angle = None
+  ccw = getattr(frame, 'rotation', None)
+  if ccw:
+    angle = -float(ccw)
+  if angle is None:
+    tag = (stream.metadata or {}).get('rotate')
+    try:
+      angle = float(tag) if tag is not None else 0.0
+    except ValueError:
+      angle = 0.0
+  return int(round(angle / 90.0)) % 4 * 90
+
+
+def upright(array: np.ndarray, clockwise: int) -> np.ndarray:
+  """Turns an (H, W, C) array `clockwise` degrees clockwise (np.rot90 turns counter-clockwise)."""
+  if clockwise % 360 == 0:
+    return array
+  return np.ascontiguousarray(np.rot90(array, k=-(clockwise // 90)))
+
+
+def _frame_rgb(frame, stream, short_side: int, interpolation: str) -> Tuple[np.ndarray, int]:
+  """A decoded frame as upright RGB uint8 resized to `short_side`; also returns the rotation."""
+  rotation = clockwise_rotation(frame, stream)
+  width, height = output_size(frame.width, frame.height, short_side)
+  if (width, height) == (frame.width, frame.height):
+    rgb = frame.to_ndarray(format='rgb24')
+  else:
+    rgb = frame.to_ndarray(format='rgb24', width=width, height=height,
+                           interpolation=interpolation)
+  return upright(rgb, rotation), rotation
+
+
+def _open(path: str, threads: int):
+  import av  # pylint: disable=g-import-not-at-top
+  if not os.path.exists(path):
+    raise VideoError(f'missing video file: {path}')
+  if os.path.getsize(path) == 0:
+    raise VideoError('empty file (0 bytes)')
+  try:
+    container = av.open(path)
+  except av.error.FFmpegError as e:
+    raise VideoError(f'cannot open video ({type(e).__name__}: {e})') from None
+  if not container.streams.video:
+    container.close()
+    raise VideoError('no video stream in the file')
+  stream = container.streams.video[0]
+  if threads != 1:
+    stream.thread_type = 'AUTO'
+    stream.codec_context.thread_count = max(0, threads)
+  return container, stream
+
+
+def _average_rate(stream) -> float:
+  for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
+    if rate and float(rate) > 0:
+      return float(rate)
+  return 0.0
+
+
+def iter_frames(path: str, *, short_side: int = DEFAULT_SHORT_SIDE,
+                interpolation: str = DEFAULT_INTERPOLATION, threads: int = 1
+                ) -> Iterator[Tuple[float, np.ndarray, int]]:
+  """Yields (time in seconds, upright RGB uint8 frame, clockwise rotation) in decoder order.
+
+  The time is the frame's timestamp, or index / average rate when the container gives none.
+  Raises VideoError (with the number of frames decoded so far) when the file cannot be decoded.
+  """
+  import av  # pylint: disable=g-import-not-at-top
+  container, stream = _open(path, threads)
+  rate = _average_rate(stream) or 25.0
+  count = 0
+  try:
+    try:
+      for frame in container.decode(stream):
+        t = frame.time
+        if t is None:
+          t = count / rate
+        rgb, rotation = _frame_rgb(frame, stream, short_side, interpolation)
+        yield float(t), rgb, rotation
+        count += 1
+    except av.error.FFmpegError as e:
+      raise VideoError(f'decoding failed after {count} frames ({type(e).__name__}: {e})') from None
+  finally:
+    container.close()
+
+
+def resample_times(times: Sequence[float], fps: float, frame_duration: float) -> List[int]:
+  """Indices into sorted `times` of the frames on screen at t0, t0 + 1/fps, ... until the end.
+
+  The last frame is taken to stay on screen for `frame_duration` seconds.
+  """
+  if not times:
+    return []
+  t0, end = times[0], times[-1] + frame_duration
+  count = max(1, int(math.floor((end - t0) * fps + 1e-6)))
+  targets = t0 + np.arange(count) / fps
+  indices = np.searchsorted(np.asarray(times), targets + 1e-6, side='right') - 1
+  return np.clip(indices, 0, len(times) - 1).tolist()
+
+
+def decode_video(path: str, *, fps: Optional[float] = None, short_side: int = DEFAULT_SHORT_SIDE,
+                 jpeg_quality: int = DEFAULT_JPEG_QUALITY, max_frames: int = 0,
+                 interpolation: str = DEFAULT_INTERPOLATION, threads: int = 1) -> DecodedVideo:
+  """Decodes `path` into upright, resized JPEG frames in presentation order.
+
+  Args:
+    path: the video file.
+    fps: None (or <= 0) keeps every frame; else frames are resampled to this rate by timestamp.
+    short_side: stored short side in pixels (0 keeps the decoded size).
+    jpeg_quality: JPEG quality (1-95).
+    max_frames: keep at most this many frames from the start (0: all).
+    interpolation: swscale filter name ('BILINEAR', 'AREA', 'BICUBIC', ...).
+    threads: decoder threads (1 inside a worker pool; 0 = FFmpeg's choice).
+
+  Raises:
+    VideoError: missing/empty/unreadable file, no video stream, a decoding error, or no frames.
+  """
+  container, stream = _open(path, threads)
+  source_fps = _average_rate(stream)
+  container.close()
+  resample = fps is not None and fps > 0
+  items: List[Tuple[float, int, Any]] = []  # (time, decode order, jpeg or array)
+  rotation = 0
+  shape = (0, 0)
+  for order, (t, rgb, rotation) in enumerate(
+      iter_frames(path, short_side=short_side, interpolation=interpolation, threads=threads)):
+    shape = rgb.shape[:2]
+    # Resampling needs the timestamps of every frame before choosing: keep the (small, resized)
+    # arrays then and encode only the chosen ones; otherwise encode right away.
+    items.append((t, order, rgb if resample else encode_jpeg(rgb, jpeg_quality)))
+    if max_frames and not resample and len(items) >= max_frames:
+      break
+  if not items:
+    raise VideoError('no video frames decoded (empty or zero-frame video)')
+  times = [t for t, _, _ in items]
+  reordered = any(b < a for a, b in zip(times, times[1:]))
+  if reordered:
+    items.sort(key=lambda item: (item[0], item[1]))
+  num_decoded = len(items)
+  if resample:
+    sorted_times = [t for t, _, _ in items]
+    if len(sorted_times) > 1:
+      gaps = np.diff(sorted_times)
+      gaps = gaps[gaps > 0]
+      duration = float(np.median(gaps)) if gaps.size else 1.0 / (source_fps or fps)
+    else:
+      duration = 1.0 / (source_fps or fps)
+    chosen = resample_times(sorted_times, fps, duration)
+    if max_frames:
+      chosen = chosen[:max_frames]
+    cache: Dict[int, bytes] = {}
+    jpegs = []
+    for i in chosen:
+      if i not in cache:
+        cache[i] = encode_jpeg(items[i][2], jpeg_quality)
+      jpegs.append(cache[i])
+    stored_fps = float(fps)
+  else:
+    jpegs = [jpeg for _, _, jpeg in items]
+    stored_fps = source_fps
+    if not stored_fps and len(times) > 1:
+      span = max(times) - min(times)
+      stored_fps = (len(times) - 1) / span if span > 0 else 0.0
+  return DecodedVideo(jpegs=jpegs, fps=stored_fps, source_fps=source_fps,
+                      num_source_frames=num_decoded, height=int(shape[0]), width=int(shape[1]),
+                      rotation=rotation, reordered=reordered)
+
+
+def read_frame_folder(directory: str, *, num_frames: int = 0, template: str = '{:06d}.jpg',
+                      start_index: int = 1, short_side: int = DEFAULT_SHORT_SIDE,
+                      jpeg_quality: int = DEFAULT_JPEG_QUALITY, fps: float = 0.0,
+                      max_frames: int = 0) -> DecodedVideo:
+  """Reads a folder of extracted frames (TSN layout) into JPEG frames.
+
+  Frames are `template.format(start_index + i)`; with `num_frames` 0 (unknown) they are read until
+  the first missing index. JPEG files whose short side already equals `short_side` (or with
+  `short_side` 0) are stored byte for byte; others are decoded, resized and re-encoded.
+  """
+  if not os.path.isdir(directory):
+    raise VideoError(f'missing frame folder: {directory}')
+  jpegs, size = [], (0, 0)
+  i = 0
+  while not num_frames or i < num_frames:
+    if max_frames and i >= max_frames:
+      break
+    path = os.path.join(directory, template.format(start_index + i))
+    if not os.path.exists(path):
+      if num_frames:
+        raise VideoError(f'missing frame {os.path.basename(path)} ({i} of {num_frames} read)')
+      break
+    with open(path, 'rb') as f:
+      data = f.read()
+    try:
+      image = Image.open(io.BytesIO(data))
+      width, height = image.size
+      target = output_size(width, height, short_side)
+      if image.format == 'JPEG' and image.mode == 'RGB' and target == (width, height):
+        jpegs.append(data)
+      else:
+        image = image.convert('RGB')
+        if target != (width, height):
+          image = image.resize(target, Image.BILINEAR)
+        jpegs.append(encode_jpeg(np.asarray(image), jpeg_quality))
+      size = (target[1], target[0])
+    except (OSError, ValueError) as e:
+      raise VideoError(f'cannot read frame {os.path.basename(path)}: {e}') from None
+    i += 1
+  if not jpegs:
+    raise VideoError(f'no frames found in {directory} (template {template!r}, '
+                     f'first index {start_index})')
+  return DecodedVideo(jpegs=jpegs, fps=float(fps), source_fps=float(fps),
+                      num_source_frames=len(jpegs), height=size[0], width=size[1], rotation=0)
+
+
+def convert_task(task: Dict[str, Any]) -> Dict[str, Any]:
+  """Worker entry point: converts one video or frame folder; never raises.
+
+  `task` has 'index', 'source' (path), 'kind' ('video' | 'frames') and 'options' (the keyword
+  arguments of `decode_video` / `read_frame_folder`); a 'missing' reason short-cuts to a failure
+  (the planner found no file). Returns
+  {'index', 'ok', 'reason', 'jpegs', 'fps', 'seconds', ...}.
+  """
+  start = time.time()
+  result: Dict[str, Any] = {'index': task['index'], 'ok': False, 'reason': '', 'jpegs': [],
+                            'fps': 0.0}
+  if task.get('missing'):
+    result.update(reason=task['missing'], seconds=0.0)
+    return result
+  try:
+    options = dict(task.get('options', {}))
+    if task.get('kind', 'video') == 'frames':
+      video = read_frame_folder(task['source'], **options)
+    else:
+      video = decode_video(task['source'], **options)
+    result.update(ok=True, jpegs=video.jpegs, fps=video.fps, rotation=video.rotation,
+                  height=video.height, width=video.width, reordered=video.reordered,
+                  num_source_frames=video.num_source_frames)
+  except VideoError as e:
+    result['reason'] = str(e)
+  except MemoryError:
+    result['reason'] = 'out of memory while decoding'
+  except Exception as e:  # pylint: disable=broad-except
+    # One broken file must never stop a run: anything unexpected is reported with its type.
+    result['reason'] = f'unexpected {type(e).__name__}: {e}'
+  result['seconds'] = time.time() - start
+  return result

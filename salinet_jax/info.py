@@ -1,0 +1,74 @@
+"""Model information: parameters and per-view GFLOPs of a config's model, by module group.
+
+  python -m salinet_jax.info --config=configs/k400_salinet.py [--json]
+
+FLOPs follow fvcore/PySlowFast: one multiply-accumulate counts as one FLOP; BatchNorm, activations
+and pooling are not counted. Reported for the training input (num_frames x crop_size^2) and the
+test input (num_frames x eval_crop_size^2); nothing is run, the model is only traced.
+"""
+
+import json
+from typing import Any, Dict
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from data import datasets
+from salinet_jax import flops
+from salinet_jax.models import build_model
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file('config', None, 'Experiment config file.', lock_config=True)
+flags.DEFINE_bool('json', False, 'Print one machine-readable JSON object instead of a table.')
+flags.mark_flags_as_required(['config'])
+
+
+def model_report(config) -> Dict[str, Any]:
+  """{'model', 'num_classes', 'params', 'params_by_group', 'views': {train, test}} for `config`."""
+  num_classes = datasets.get(config.dataset.name).num_classes
+  model = build_model(config.model, num_classes, config.dtype)
+  data = config.data
+  shapes = {
+      'train': (data.num_frames, data.crop_size, data.crop_size, 3),
+      'test': (data.num_frames, data.eval_crop_size, data.eval_crop_size, 3),
+  }
+  views = {}
+  params = params_by_group = None
+  for name, shape in shapes.items():
+    info = flops.model_info(model, shape)
+    params, params_by_group = info['params'], info['params_by_group']
+    views[name] = {'input_shape': list(shape), 'gflops': info['gflops'],
+                   'gflops_by_group': info['gflops_by_group']}
+  return {'model': config.model.name, 'dataset': config.dataset.name, 'num_classes': num_classes,
+          'params': params, 'params_millions': params / 1e6, 'params_by_group': params_by_group,
+          'views': views}
+
+
+def format_report(report: Dict[str, Any]) -> str:
+  groups = sorted(set(report['params_by_group'])
+                  | {g for v in report['views'].values() for g in v['gflops_by_group']})
+  header = f"{'group':<12}{'params (M)':>12}"
+  for name, view in report['views'].items():
+    t, h, w, _ = view['input_shape']
+    header += f"{f'GFLOPs {name} {t}x{h}x{w}':>26}"
+  lines = [f"{report['model']} on {report['dataset']} ({report['num_classes']} classes)", header]
+  for group in groups + ['total']:
+    params = (report['params'] if group == 'total'
+              else report['params_by_group'].get(group, 0))
+    line = f'{group:<12}{params / 1e6:>12.4f}'
+    for view in report['views'].values():
+      gflops = view['gflops'] if group == 'total' else view['gflops_by_group'].get(group, 0.0)
+      line += f'{gflops:>26.3f}'
+    lines.append(line)
+  return '\n'.join(lines)
+
+
+def main(argv):
+  del argv
+  report = model_report(FLAGS.config)
+  print(json.dumps(report) if FLAGS.json else format_report(report))
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,64 @@
+"""Precise BatchNorm: replace running statistics by their true average over many train batches.
+
+Running averages with momentum lag behind the weights during training; PySlowFast therefore
+recomputes them before evaluation (BN.USE_PRECISE_STATS, BN.NUM_BATCHES_PRECISE). Here every
+BatchNorm call of the training forward is intercepted, its input's per-channel batch mean and
+variance recorded, and the running `mean`/`var` set to the average over all calls and batches
+(a BatchNorm module called several times per forward, like SaliNet's shared saliency BN, averages
+over all of its calls).
+"""
+
+import functools
+from typing import Any, Dict, Iterator, Tuple
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from absl import logging
+
+from salinet_jax import parallel
+
+Path = Tuple[str, ...]
+
+
+def batch_moments(model: nn.Module, variables, video) -> Dict[Path, Tuple[jnp.ndarray, ...]]:
+  """Per BatchNorm module: (mean, var) of its inputs in a training forward, averaged over calls."""
+  records: Dict[Path, list] = {}
+
+  def record(next_fun, args, kwargs, context):
+    if isinstance(context.module, nn.BatchNorm) and context.method_name == '__call__':
+      x = args[0].astype(jnp.float32)
+      axes = tuple(range(x.ndim - 1))
+      mean = jnp.mean(x, axis=axes)
+      var = jnp.mean(jnp.square(x - mean), axis=axes)
+      records.setdefault(tuple(context.module.path), []).append((mean, var))
+    return next_fun(*args, **kwargs)
+
+  with nn.intercept_methods(record):
+    model.apply(variables, video, train=True, mutable=['batch_stats'],
+                rngs={'dropout': jax.random.key(0)})
+  return {path: tuple(jnp.mean(jnp.stack(values), axis=0) for values in zip(*calls))
+          for path, calls in records.items()}
+
+
+def recompute(model: nn.Module, variables: Dict[str, Any], batches: Iterator[Dict[str, Any]],
+              num_batches: int, mesh) -> Any:
+  """Returns new `batch_stats` averaged over `num_batches` global batches from `batches`."""
+  step = jax.jit(functools.partial(batch_moments, model),
+                 in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)),
+                 out_shardings=parallel.replicated(mesh))
+  totals = None
+  for _ in range(num_batches):
+    batch = parallel.to_global(next(batches), mesh)
+    moments = step(variables, batch['video'])
+    totals = moments if totals is None else jax.tree.map(jnp.add, totals, moments)
+  flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(variables['batch_stats']))
+  for path, (mean, var) in totals.items():
+    if path + ('mean',) not in flat:
+      raise KeyError(f'BatchNorm at {"/".join(path)} has no running statistics to replace.')
+    flat[path + ('mean',)] = mean / num_batches
+    flat[path + ('var',)] = var / num_batches
+  logging.info('Precise BN: recomputed %d BatchNorm layers over %d batches.', len(totals),
+               num_batches)
+  return flax.traverse_util.unflatten_dict(flat)

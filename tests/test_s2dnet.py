@@ -1,0 +1,243 @@
+"""S2DNet: full-size parameter/FLOP figures against the spec (abstract tracing only), the 2D
+backbones against torchvision's totals, and on a tiny model the gradient paths of both stages."""
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from salinet_jax import flops
+from salinet_jax import losses
+from salinet_jax.models import build_model
+from salinet_jax.models import mobilenet_v2
+from salinet_jax.models import resnet2d
+from salinet_jax.models import s2dnet
+
+# A CPU-sized S2DNet: 4 synopsis frames at 32 px, 4 detail frames at 16 px, ResNet-10 of width 8.
+TINY = dict(synopsis_frames=4, synopsis_size=32, detail_frames=4, detail_size=16, snet_width=0.25,
+            snet_last_channels=32, dnet_depth=10, dnet_width=8, f_theta_mlp=(16, 8),
+            context_features=8, topk=2)
+TINY_CLASSES = 5
+
+
+def _num_params(tree) -> int:
+  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
+
+
+def _abstract_params(model, shape):
+  rngs = {'params': jax.random.key(0), 'dropout': jax.random.key(1)}
+  return jax.eval_shape(lambda: model.init(rngs, jnp.zeros(shape)))['params']
+
+
+# ---------------------------------------------------------------------------------------------
+# Full size, abstract only.
+# ---------------------------------------------------------------------------------------------
+
+
+def test_backbones_match_torchvision_parameter_totals():
+  assert _num_params(_abstract_params(mobilenet_v2.MobileNetV2(num_classes=1000),
+                                      (1, 224, 224, 3))) == 3_504_872
+  assert _num_params(_abstract_params(resnet2d.ResNet2D(depth=50, num_classes=1000),
+                                      (1, 224, 224, 3))) == 25_557_032
+
+
+def test_full_size_parameters_match_the_spec():
+  # Parameters do not depend on the number of input frames: 16 keeps the trace short.
+  fix_a = flax.traverse_util.flatten_dict(
+      _abstract_params(s2dnet.S2DNet(num_classes=200, f_theta_fix='A'), (1, 16, 224, 224, 3)),
+      sep='/')
+  fix_b = flax.traverse_util.flatten_dict(
+      _abstract_params(s2dnet.S2DNet(num_classes=200), (1, 16, 224, 224, 3)), sep='/')
+  group = lambda flat, name: sum(int(np.prod(v.shape)) for k, v in flat.items()  # noqa: E731
+                                 if k.startswith(name + '/'))
+  total_a = _num_params(fix_a)
+  assert total_a == 55_444_304  # spec: 55.4 M
+  assert group(fix_a, 'snet') == 2_480_072  # spec: 2.48 M
+  assert group(fix_a, 'f_theta') == 26_872_128  # spec: 26.87 M
+  assert total_a - group(fix_a, 'snet') == 52_964_232  # spec: DNet incl. f_theta 52.96 M
+  # Fix B: Conv3d(1480 -> 4), BN3d(4), Linear(1600 -> 1024) instead of 64 channels / 25600 inputs.
+  assert group(fix_b, 'f_theta') == 2_207_148
+  assert total_a - _num_params(fix_b) == 24_664_980  # "about 25 M fewer"
+  assert fix_b['f_theta/fc1/kernel'].shape == (1600, 1024)
+  assert fix_a['f_theta/fc1/kernel'].shape == (25600, 1024)
+  assert fix_b['f_theta/spatial_offset/kernel'].shape == (514, 32)
+  assert fix_b['dnet/fc/kernel'].shape == (2048 + 256 + 200, 200)
+  assert fix_b['dnet/fusion_layer2/conv/kernel'].shape == (1, 1, 1, 512 + 256, 512)
+  assert fix_b['f_m/kernel'].shape == (200 + 1280, 256)
+
+
+def test_full_size_gflops_match_the_reference_breakdown():
+  info = flops.model_info(s2dnet.S2DNet(num_classes=200, f_theta_fix='A'), (150, 224, 224, 3),
+                          depth=2, count_norm=True)  # fvcore style: BN counts 2 per element
+  by_group = info['gflops_by_group']
+  assert by_group['snet'] == pytest.approx(2.20, abs=0.01)
+  assert by_group['dnet'] == pytest.approx(19.57, abs=0.01)
+  assert (by_group['dnet'] - info['gflops_by_module']['dnet/backbone'] -
+          info['gflops_by_module']['dnet/fc']) == pytest.approx(2.26, abs=0.01)  # fusion convs
+  # Filterbanks: temporal N T' H W C + spatial T' (H W w' + h' H w') C multiply-accumulates.
+  filterbanks = (150 * 16 * 224 * 224 * 3 + 16 * (224 * 224 * 112 + 112 * 224 * 112) * 3) * 1e-9
+  assert by_group['sampler'] == pytest.approx(filterbanks, rel=1e-6)
+  assert by_group['f_theta'] == pytest.approx(0.065, abs=0.001)
+  # The reference's 0.74 "sampler" is f_theta plus fvcore's count of the second spatial matmul,
+  # which ignores its broadcast over the 3 channels (16 * 112 * 224 * 112 counted once).
+  fvcore_sampler = filterbanks - 2 * 16 * 112 * 224 * 112 * 1e-9 + by_group['f_theta']
+  assert fvcore_sampler == pytest.approx(0.74, abs=0.005)
+  assert info['gflops'] == pytest.approx(22.5, abs=1.0)
+
+
+def test_registry_builds_s2dnet_from_config():
+  config = ml_collections.ConfigDict(dict(name='s2dnet', stage='warmup', f_theta_fix='A', **TINY))
+  model = build_model(config, num_classes=7, dtype='bfloat16')
+  assert isinstance(model, s2dnet.S2DNet)
+  assert (model.stage, model.f_theta_fix, model.num_classes) == ('warmup', 'A', 7)
+  assert model.dtype == jnp.bfloat16
+
+
+# ---------------------------------------------------------------------------------------------
+# Small pieces.
+# ---------------------------------------------------------------------------------------------
+
+
+def test_synopsis_tiling_per_frame_and_the_reference_bug():
+  s = jnp.array([[1.0, 0.0], [0.0, 1.0]])
+  correct = s2dnet.tile_per_frame(s, 3)
+  faithful = s2dnet.tile_per_frame(s, 3, faithful_bug=True)
+  np.testing.assert_array_equal(correct, s[jnp.array([0, 0, 0, 1, 1, 1])])  # row b*T+t: video b
+  np.testing.assert_array_equal(faithful, s[jnp.array([0, 1, 0, 1, 0, 1])])  # row r: video r % B
+
+
+def test_top_k_multi_hot_and_masked_softmax():
+  logits = jnp.array([[0.1, 3.0, -1.0, 2.0, 0.5]])
+  np.testing.assert_array_equal(s2dnet.top_k_multi_hot(logits, 2), [[0, 1, 0, 1, 0]])
+  prob = s2dnet.masked_softmax(logits, s2dnet.top_k_multi_hot(logits, 2))
+  expected = np.exp([3.0, 2.0]) / (np.exp([3.0, 2.0]).sum() + 1e-6 * np.exp(3.0))
+  np.testing.assert_allclose(prob[0, [1, 3]], expected, rtol=1e-5)
+  assert float(prob[0, 0]) == 0.0
+
+
+def test_s2dnet_loss_is_smoothed_dnet_ce_plus_weighted_snet_ce():
+  dnet = jnp.array([[2.0, 0.0, -1.0], [0.5, 0.5, 0.0]])
+  snet = jnp.array([[0.0, 1.0, 0.0], [1.0, 0.0, 2.0]])
+  labels = jnp.array([0, 2])
+  config = ml_collections.ConfigDict(dict(name='s2dnet'))
+  assert losses.needs_aux(config)
+  total, terms = losses.compute_loss(config, dnet, labels, {'snet_logits': snet})
+
+  def ce(logits, smoothing):
+    logp = jax.nn.log_softmax(logits)
+    target = (1 - smoothing) * jax.nn.one_hot(labels, 3) + smoothing / 3
+    return float(-jnp.mean(jnp.sum(target * logp, axis=-1)))
+
+  assert float(terms['dnet_cross_entropy']) == pytest.approx(ce(dnet, 0.1), rel=1e-6)
+  assert float(terms['snet_cross_entropy']) == pytest.approx(0.1 * ce(snet, 0.0), rel=1e-6)
+  assert float(total) == pytest.approx(ce(dnet, 0.1) + 0.1 * ce(snet, 0.0), rel=1e-6)
+
+
+def test_detail_network_tiles_synopsis_per_video_unless_faithful():
+  frames = jax.random.normal(jax.random.key(0), (2, 2, 16, 16, 3))
+  context = jax.random.normal(jax.random.key(1), (2, 4))
+  s = jnp.array([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+  net = s2dnet.DetailNetwork(3, num_frames=2, depth=10, width=4)
+  variables = jax.jit(net.init)(jax.random.key(2), frames, context, s)
+  fc = variables['params']['fc']['kernel']
+  variables['params']['fc']['kernel'] = fc.at[-3:].set(
+      jax.random.normal(jax.random.key(3), (3, 3)))  # make s matter visibly
+  w_s = variables['params']['fc']['kernel'][-3:]
+  correct = jax.jit(net.apply)(variables, frames, context, s)
+  faithful = jax.jit(net.clone(faithful_topk_tiling=True).apply)(variables, frames, context, s)
+  # Under the bug both videos' frame rows alternate s0, s1: each video sees their mean.
+  np.testing.assert_allclose(faithful - correct, (s.mean(0, keepdims=True) - s) @ w_s,
+                             rtol=1e-4, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tiny model: stages and gradient paths.
+# ---------------------------------------------------------------------------------------------
+
+GEOMETRY_KEYS = ('sampler_mu_t', 'sampler_delta_t', 'sampler_center_x', 'sampler_center_y',
+                 'sampler_delta_x', 'sampler_delta_y')
+
+
+def _is_zero(tree) -> bool:
+  return all(not np.any(np.asarray(x)) for x in jax.tree.leaves(tree))
+
+
+def _is_nonzero_everywhere(tree) -> bool:
+  return all(np.any(np.asarray(x)) for x in jax.tree.leaves(tree))
+
+
+@pytest.fixture(scope='module')
+def tiny_batch():
+  """Two videos of 12 and 7 valid frames (the second zero-padded to 12), 32 x 32, and labels."""
+  num_valid = jnp.array([12, 7], jnp.int32)
+  valid = jnp.arange(12)[None, :] < num_valid[:, None]
+  video = jax.random.normal(jax.random.key(0), (2, 12, 32, 32, 3))
+  video = jnp.where(valid[:, :, None, None, None], video, 0.0)
+  return video, num_valid, jnp.array([1, 3])
+
+
+def _stage_gradients(stage, batch):
+  """Jacobian of (total loss, DNet CE only, sum of the sampler geometry) w.r.t. every parameter."""
+  video, num_valid, labels = batch
+  model = s2dnet.S2DNet(num_classes=TINY_CLASSES, stage=stage, **TINY)
+  variables = jax.jit(lambda v, n: model.init(
+      {'params': jax.random.key(1), 'dropout': jax.random.key(2)}, v, num_valid=n))(
+          video, num_valid)
+  loss_config = ml_collections.ConfigDict(dict(name='s2dnet'))
+
+  def objectives(params):
+    (logits, aux), updates = model.apply(
+        {'params': params, 'batch_stats': variables['batch_stats']}, video, train=True,
+        return_aux=True, num_valid=num_valid, mutable=['batch_stats'],
+        rngs={'dropout': jax.random.key(3)})
+    total, _ = losses.compute_loss(loss_config, logits, labels, aux)
+    dnet_ce = losses.cross_entropy(logits, labels, 0.1)
+    geometry = sum(jnp.sum(aux[k]) for k in GEOMETRY_KEYS)
+    return jnp.stack([total, dnet_ce, geometry]), (aux, updates)
+
+  jacobian, (aux, updates) = jax.jit(jax.jacrev(objectives, has_aux=True))(variables['params'])
+  per_objective = [jax.tree.map(lambda g, i=i: g[i], jacobian) for i in range(3)]
+  return variables, per_objective, aux, updates
+
+
+def test_sampling_stage_gradient_paths(tiny_batch):
+  variables, (total, dnet_ce, geometry), aux, updates = _stage_gradients('sampling', tiny_batch)
+  # The loss trains f_theta through the sampler...
+  assert _is_nonzero_everywhere(total['f_theta'])
+  assert _is_nonzero_everywhere(total['dnet'])
+  # ... whose parameters depend on f_theta only: e is detached and s carries no gradient.
+  assert _is_nonzero_everywhere(geometry['f_theta'])
+  assert _is_zero(geometry['snet']) and _is_zero(geometry['dnet']) and _is_zero(geometry['f_m'])
+  # The DNet loss reaches SNet's backbone through g only: SNet's classifier (which only feeds
+  # the detached top-k s) gets nothing from it.
+  assert _is_nonzero_everywhere(dnet_ce['snet']['backbone'])
+  assert _is_zero(dnet_ce['snet']['fc'])
+  assert _is_nonzero_everywhere(total['snet']['fc'])  # from the SNet CE term
+  # f_theta's BatchNorms train in this stage.
+  assert not _is_zero(jax.tree.map(lambda a, b: a - b, updates['batch_stats']['f_theta'],
+                                   variables['batch_stats']['f_theta']))
+  assert aux['detail_frames'].shape == (2, 4, 16, 16, 3)
+  assert aux['detail_frames'].dtype == jnp.float32
+  assert aux['snet_logits'].shape == (2, TINY_CLASSES)
+  np.testing.assert_array_equal(aux['synopsis'].sum(-1), [2, 2])
+  np.testing.assert_array_equal(aux['synopsis_frame_indices'], [[0, 3, 7, 11], [0, 2, 4, 6]])
+
+
+def test_warmup_stage_freezes_the_sampler(tiny_batch):
+  variables, (total, dnet_ce, _), aux, updates = _stage_gradients('warmup', tiny_batch)
+  assert _is_zero(total['f_theta'])
+  assert _is_nonzero_everywhere(total['dnet'])
+  assert _is_nonzero_everywhere(dnet_ce['snet']['backbone'])  # g still trains SNet
+  # f_theta's BN statistics stay put; the backbones' move.
+  assert _is_zero(jax.tree.map(lambda a, b: a - b, updates['batch_stats']['f_theta'],
+                               variables['batch_stats']['f_theta']))
+  assert not _is_zero(jax.tree.map(lambda a, b: a - b, updates['batch_stats']['dnet'],
+                                   variables['batch_stats']['dnet']))
+  # Fixed windows: centre crop at 1-pixel stride, uniform temporal centres.
+  np.testing.assert_allclose(aux['sampler_center_x'], 15.5)
+  np.testing.assert_allclose(aux['sampler_delta_y'], 1.0)
+  for b, n in enumerate([12, 7]):
+    np.testing.assert_allclose(aux['sampler_mu_t'][b],
+                               [(n - 1) / 2 + (i - 1.5) * n / 3 for i in range(4)], rtol=1e-6)
