@@ -6,11 +6,13 @@ accumulated as (sum, count) under the padding mask, so the padded tail of the la
 counts and nothing is dropped.
 """
 
+import csv
+import dataclasses
 import functools
 import json
 import os
 import time
-from typing import Any, Dict
+from typing import Any, Dict, List, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -22,6 +24,9 @@ from salinet_jax import parallel
 
 VIEW_REDUCTIONS = ('sum', 'mean', 'max')
 VIEW_SCORES = ('logits', 'softmax')
+TOP_PREDICTIONS = 5  # classes listed per video in the predictions CSV
+MAX_NAMED_CLASSES = 60  # the confusion PNG names classes up to this many
+FILENAME_BYTES = 512  # longest video filename gathered across processes
 
 
 def reduce_views(logits: jnp.ndarray, reduction: str, scores: str) -> jnp.ndarray:
@@ -53,7 +58,7 @@ def batch_metric_sums(scores, labels, mask) -> Dict[str, jnp.ndarray]:
 
 
 def eval_step(variables, batch, *, model, reduction: str, scores: str):
-  """Scores one multi-view batch; returns masked metric sums.
+  """Scores one multi-view batch: masked metric sums plus per-video scores for the outputs.
 
   For models with a saliency mask (SaliNet), also sums the spatial standard deviation of S_final
   per video (0 would mean a constant, uninformative mask).
@@ -68,40 +73,101 @@ def eval_step(variables, batch, *, model, reduction: str, scores: str):
     saliency = aux['saliency_final'].reshape(batch_size, views, -1)
     spatial_std = jnp.mean(jnp.std(saliency, axis=-1), axis=1)
     sums['saliency_spatial_std'] = jnp.sum(spatial_std * batch['mask'])
-  return sums
+  return {'sums': sums, 'scores': per_video.astype(jnp.float32)}
 
 
 def make_eval_step(model, eval_config, mesh):
-  """The jitted eval step: batch sharded over the mesh, variables and sums replicated."""
+  """The jitted eval step: batch sharded over the mesh, variables and outputs replicated."""
   step = functools.partial(eval_step, model=model, reduction=eval_config.view_reduction,
                            scores=eval_config.view_scores)
   return jax.jit(step, in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)),
                  out_shardings=parallel.replicated(mesh))
 
 
-def evaluate_split(config, variables, split: str, mesh, jitted_step) -> Dict[str, Any]:
+@dataclasses.dataclass
+class Predictions:
+  """Per-video results of one split: reduced scores (N, K), labels (N,), filenames (N,)."""
+  scores: np.ndarray
+  labels: np.ndarray
+  filenames: List[str]
+  classes: Sequence[str]
+
+
+def _gather_rows(local: np.ndarray) -> np.ndarray:
+  """Concatenates every process's local batch rows in the global arrays' (process-major) order."""
+  if jax.process_count() == 1:
+    return local
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  gathered = np.asarray(multihost_utils.process_allgather(local))
+  return gathered.reshape((-1,) + local.shape[1:])
+
+
+def _encode_names(names: np.ndarray) -> np.ndarray:
+  """bytes filenames -> fixed-width uint8 rows, so they can be gathered across processes."""
+  encoded = np.zeros((len(names), FILENAME_BYTES), np.uint8)
+  for i, name in enumerate(names):
+    raw = name[:FILENAME_BYTES]
+    encoded[i, :len(raw)] = np.frombuffer(raw, np.uint8)
+  return encoded
+
+
+def _decode_names(encoded: np.ndarray) -> List[str]:
+  return [bytes(row).rstrip(b'\0').decode('utf-8', 'replace') for row in encoded]
+
+
+def per_class_accuracy(predictions: Predictions) -> np.ndarray:
+  """Top-1 accuracy of each class (NaN for classes without videos in the split)."""
+  num_classes = len(predictions.classes)
+  predicted = np.argmax(predictions.scores, axis=-1)
+  correct = np.bincount(predictions.labels, weights=predicted == predictions.labels,
+                        minlength=num_classes)
+  counts = np.bincount(predictions.labels, minlength=num_classes)
+  with np.errstate(invalid='ignore', divide='ignore'):
+    return np.where(counts > 0, correct / np.maximum(counts, 1), np.nan)
+
+
+def confusion_matrix(predictions: Predictions) -> np.ndarray:
+  """(K, K) counts: rows are true classes, columns predicted classes."""
+  num_classes = len(predictions.classes)
+  predicted = np.argmax(predictions.scores, axis=-1)
+  matrix = np.zeros((num_classes, num_classes), np.int64)
+  np.add.at(matrix, (predictions.labels, predicted), 1)
+  return matrix
+
+
+def evaluate_split(config, variables, split: str, mesh,
+                   jitted_step) -> Tuple[Dict[str, Any], Predictions]:
   """Evaluates `variables` on every video of `split` with `make_eval_step`'s step.
 
-  Returns top1, top5, num_videos and bookkeeping fields.
+  Returns (results: top1, top5, mean_class_accuracy, num_videos, ..., per-video predictions).
   """
   parallel.check_batch_size(config.eval_batch_size, mesh.size, 'config.eval_batch_size')
   ds, num_batches, info = pipeline.eval_dataset(config, split)
   start = time.time()
   totals = None
+  scores, labels, filenames = [], [], []
   for batch in pipeline.as_numpy(ds):
-    batch.pop('filename')
-    sums = jitted_step(variables, parallel.to_global(batch, mesh))
+    names = _decode_names(_gather_rows(_encode_names(batch.pop('filename'))))
+    mask = _gather_rows(batch['mask'])
+    outputs = jitted_step(variables, parallel.to_global(batch, mesh))
+    sums = outputs['sums']
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+    scores.append(np.asarray(outputs['scores'])[mask])
+    labels.append(_gather_rows(batch['label'])[mask])
+    filenames += [n for n, real in zip(names, mask) if real]
   totals = jax.tree.map(lambda x: float(np.asarray(x)), totals)
   count = totals['count']
   if int(round(count)) != info.num_videos:
     raise RuntimeError(f'Evaluated {count} videos of split {split!r} but it has '
                        f'{info.num_videos}: the eval pipeline lost or repeated videos.')
+  predictions = Predictions(np.concatenate(scores), np.concatenate(labels).astype(np.int64),
+                            filenames, info.classes)
   views = config.data.eval_num_clips * config.data.eval_num_crops
   results = {
       'split': split,
       'top1': totals['top1'] / count,
       'top5': totals['top5'] / count,
+      'mean_class_accuracy': float(np.nanmean(per_class_accuracy(predictions))),
       'num_videos': int(round(count)),
       'views_per_video': views,
       'view_reduction': f'{config.eval.view_reduction} of {config.eval.view_scores}',
@@ -115,7 +181,72 @@ def evaluate_split(config, variables, split: str, mesh, jitted_step) -> Dict[str
                results['eval_seconds'],
                f", S_final spatial std {results['saliency_final_spatial_std']:.4f}"
                if 'saliency_final_spatial_std' in results else '')
-  return results
+  return results, predictions
+
+
+def write_outputs(workdir: str, results: Dict[str, Any], predictions: Predictions) -> List[str]:
+  """Writes the eval json, per-class and predictions CSVs and a confusion-matrix PNG.
+
+  Files: eval_<split>.json, eval_<split>_per_class.csv, eval_<split>_predictions.csv,
+  eval_<split>_confusion.png (process 0 only). Returns their paths.
+  """
+  split = results['split']
+  paths = [write_results(workdir, results)]
+  if jax.process_index() != 0:
+    return paths
+  classes = list(predictions.classes)
+  accuracy = per_class_accuracy(predictions)
+  counts = np.bincount(predictions.labels, minlength=len(classes))
+  path = os.path.join(workdir, f'eval_{split}_per_class.csv')
+  with open(path, 'w', newline='') as f:
+    writer = csv.writer(f)
+    writer.writerow(['class_index', 'class_name', 'num_videos', 'top1'])
+    for index, name in enumerate(classes):
+      writer.writerow([index, name, int(counts[index]),
+                       '' if np.isnan(accuracy[index]) else f'{accuracy[index]:.6f}'])
+  paths.append(path)
+  path = os.path.join(workdir, f'eval_{split}_predictions.csv')
+  top = np.argsort(-predictions.scores, axis=-1, kind='stable')[:, :TOP_PREDICTIONS]
+  with open(path, 'w', newline='') as f:
+    writer = csv.writer(f)
+    header = ['video', 'label', 'label_name', 'correct']
+    for k in range(top.shape[1]):
+      header += [f'top{k + 1}', f'top{k + 1}_name', f'top{k + 1}_score']
+    writer.writerow(header)
+    for name, label, row, score in zip(predictions.filenames, predictions.labels, top,
+                                       predictions.scores):
+      line = [name, int(label), classes[label], int(row[0] == label)]
+      for k in row:
+        line += [int(k), classes[k], f'{score[k]:.6g}']
+      writer.writerow(line)
+  paths.append(path)
+  paths.append(plot_confusion(confusion_matrix(predictions), classes,
+                              os.path.join(workdir, f'eval_{split}_confusion.png'),
+                              title=f"{split}: top-1 {results['top1']:.4f}"))
+  return paths
+
+
+def plot_confusion(matrix: np.ndarray, classes: Sequence[str], path: str, title: str) -> str:
+  """Row-normalised confusion matrix as a PNG (class names shown when there are few)."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  rows = matrix.sum(axis=1, keepdims=True)
+  normalised = matrix / np.maximum(rows, 1)
+  size = min(4 + 0.25 * len(classes), 40)
+  fig, ax = plt.subplots(figsize=(size, size))
+  image = ax.imshow(normalised, cmap='viridis', vmin=0, vmax=1)
+  ax.set_xlabel('predicted class')
+  ax.set_ylabel('true class')
+  ax.set_title(title)
+  if len(classes) <= MAX_NAMED_CLASSES:
+    ax.set_xticks(range(len(classes)), classes, rotation=90)
+    ax.set_yticks(range(len(classes)), classes)
+  fig.colorbar(image, ax=ax, fraction=0.046)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return path
 
 
 def write_results(workdir: str, results: Dict[str, Any]) -> str:

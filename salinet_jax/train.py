@@ -145,7 +145,8 @@ class Trainer:
     """Shapes, dtypes and shardings of the train state (restore target, no allocation)."""
     return jax.eval_shape(self.fresh_state)
 
-  def evaluate(self, state: TrainState, split: str) -> Dict[str, Any]:
+  def evaluate(self, state: TrainState, split: str):
+    """(results dict, per-video predictions) of `state` on every video of `split`."""
     return evaluate_lib.evaluate_split(self.config, state.variables, split, self.mesh,
                                        self.eval_step)
 
@@ -239,7 +240,7 @@ def _train_loop(trainer: Trainer, state: TrainState, start_step: int, manager, w
       if config.precise_bn_batches:
         state = state.replace(batch_stats=precise_bn.recompute(
             trainer.model, state.variables, train_iter, config.precise_bn_batches, trainer.mesh))
-      eval_results = trainer.evaluate(state, config.dataset.eval_split)
+      eval_results, _ = trainer.evaluate(state, config.dataset.eval_split)
       eval_results['step'] = step
       writer.write_scalars(step, {f'val/{k}': v for k, v in eval_results.items()
                                   if k in ('top1', 'top5', 'saliency_final_spatial_std')})
@@ -259,7 +260,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str,
              split: Optional[str] = None) -> Dict[str, Any]:
   """Restores the checkpoint chosen by `config.eval.checkpoint` and evaluates a whole split.
 
-  Writes `<workdir>/eval_<split>.json` and returns its contents.
+  Writes `<workdir>/eval_<split>.json` (returned), the per-class and predictions CSVs and the
+  confusion-matrix PNG.
   """
   trainer = Trainer(config, workdir)
   split = split or config.dataset.eval_split
@@ -274,9 +276,9 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str,
   else:
     state = checkpoints.restore_from_path(which, target)
     source = which
-  results = trainer.evaluate(state, split)
+  results, predictions = trainer.evaluate(state, split)
   results['step'] = int(state.step)
   results['checkpoint'] = source
-  path = evaluate_lib.write_results(workdir, results)
-  logging.info('Wrote %s', path)
+  for path in evaluate_lib.write_outputs(workdir, results, predictions):
+    logging.info('Wrote %s', path)
   return results

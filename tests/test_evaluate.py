@@ -1,6 +1,8 @@
 """Eval metrics checked by hand: a fixed-logit model over real records, padded last batch."""
 
+import csv
 import io
+import os
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -82,8 +84,9 @@ def test_fixed_logit_metrics_by_hand(fixed_records, reduction, scores):
   mesh = parallel.create_mesh()
   model = FixedLogitModel()
   step = evaluate.make_eval_step(model, config.eval, mesh)
-  results = evaluate.evaluate_split(config, {'params': {}}, 'val', mesh, step)
+  results, predictions = evaluate.evaluate_split(config, {'params': {}}, 'val', mesh, step)
   top1, top5 = expected_metrics(reduction, scores)
+  assert sorted(predictions.filenames) == [f'v{v}' for v in range(NUM_VIDEOS)]
   assert results['num_videos'] == NUM_VIDEOS and results['num_batches'] == 2
   assert results['top1'] == pytest.approx(top1)
   assert results['top5'] == pytest.approx(top5)
@@ -95,3 +98,44 @@ def test_reduce_views_rejects_unknown_modes():
     evaluate.reduce_views(jnp.zeros((1, 2, 3)), 'median', 'logits')
   with pytest.raises(ValueError, match='view_scores'):
     evaluate.reduce_views(jnp.zeros((1, 2, 3)), 'sum', 'probits')
+
+
+def test_outputs_per_class_predictions_and_confusion(fixed_records, tmp_path):
+  config = tiny_config(fixed_records)
+  config.dataset.name = 'fixed_logit_test'
+  config.data.update(dict(num_frames=2, eval_num_clips=2, eval_num_crops=1))
+  mesh = parallel.create_mesh()
+  step = evaluate.make_eval_step(FixedLogitModel(), config.eval, mesh)
+  results, predictions = evaluate.evaluate_split(config, {'params': {}}, 'val', mesh, step)
+  results['step'] = 0
+  paths = evaluate.write_outputs(str(tmp_path), results, predictions)
+  assert [os.path.basename(p) for p in paths] == [
+      'eval_val.json', 'eval_val_per_class.csv', 'eval_val_predictions.csv',
+      'eval_val_confusion.png']
+
+  per_video = TABLE.sum(1)  # the default reduction: sum of logits
+  predicted = per_video.argmax(-1)
+  by_class = {c: [predicted[v] == c for v in range(NUM_VIDEOS) if LABELS[v] == c]
+              for c in set(LABELS.tolist())}
+  expected_mean_class = np.mean([np.mean(hits) for hits in by_class.values()])
+  assert results['mean_class_accuracy'] == pytest.approx(expected_mean_class)
+  rows = list(csv.DictReader(open(tmp_path / 'eval_val_per_class.csv')))
+  assert len(rows) == NUM_CLASSES
+  for row in rows:
+    c = int(row['class_index'])
+    assert int(row['num_videos']) == len(by_class.get(c, []))
+    if c in by_class:
+      assert float(row['top1']) == pytest.approx(np.mean(by_class[c]))
+    else:
+      assert row['top1'] == ''
+  rows = {r['video']: r for r in csv.DictReader(open(tmp_path / 'eval_val_predictions.csv'))}
+  assert len(rows) == NUM_VIDEOS
+  for v in range(NUM_VIDEOS):
+    row = rows[f'v{v}']
+    ranking = np.argsort(-per_video[v])
+    assert [int(row[f'top{k + 1}']) for k in range(5)] == ranking[:5].tolist()
+    assert float(row['top1_score']) == pytest.approx(per_video[v, ranking[0]], rel=1e-5)
+    assert int(row['label']) == LABELS[v] and row['correct'] == str(int(ranking[0] == LABELS[v]))
+  confusion = evaluate.confusion_matrix(predictions)
+  assert confusion.sum() == NUM_VIDEOS and np.trace(confusion) == sum(predicted == LABELS)
+  assert os.path.getsize(tmp_path / 'eval_val_confusion.png') > 1000
