@@ -39,7 +39,9 @@ def main(argv):
     results = train.train_and_evaluate(config, FLAGS.workdir)
   else:
     results = train.evaluate(config, FLAGS.workdir, FLAGS.split)
-  if results and jax.process_index() == 0:
+  if 'preempted_at_step' in results:
+    logging.warning('Stopped by SIGTERM after saving step %d.', results['preempted_at_step'])
+  elif results and jax.process_index() == 0:
     print(f"Validation top-1: {results['top1']:.4f} (top-5 {results['top5']:.4f}, "
           f"{results['num_videos']} videos of split {results['split']!r}, step {results['step']})")
 

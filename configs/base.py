@@ -46,19 +46,30 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.loss.reference_per_device_batch = 1  # L1 scale: clips per GPU in the reference run
 
   config.optimizer = ml_collections.ConfigDict()
-  config.optimizer.name = 'sgd'
+  config.optimizer.name = 'sgd'  # sgd | adamw
   config.optimizer.base_learning_rate = 0.1
+  config.optimizer.base_batch_size = 0  # > 0: LR = base_learning_rate * batch_size / this
   config.optimizer.momentum = 0.9
   config.optimizer.nesterov = True
+  config.optimizer.adam_b1 = 0.9
+  config.optimizer.adam_b2 = 0.999
+  config.optimizer.adam_eps = 1e-8
   config.optimizer.weight_decay = 1e-4
   config.optimizer.decay_norm_params = False
   config.optimizer.decay_biases = True
-  config.optimizer.schedule = 'cosine'
+  config.optimizer.schedule = 'cosine'  # constant | cosine | warmup_cosine | steps
   config.optimizer.warmup_steps = 0
   config.optimizer.final_lr_fraction = 0.0
+  config.optimizer.step_boundaries = (0.5, 0.75)  # 'steps': fractions of training
+  config.optimizer.relative_lrs = (1.0, 0.1, 0.01)  # 'steps': LR factor in each interval
+  config.optimizer.lr_multipliers = ()  # ((regex over param path, factor), ...)
+  config.optimizer.frozen = ''  # regex over param paths that get no update ('' = none)
   config.optimizer.grad_clip_norm = 0.0  # 0 = no clipping
 
   config.batch_size = 64  # global, over all devices and processes
+  # Split each global batch into this many sequential micro-batches whose gradients are summed
+  # before one update (same effective batch, less memory; BN sees micro-batches).
+  config.grad_accumulation_steps = 1
   config.eval_batch_size = 16  # global, in videos (each with all its views)
   config.num_train_steps = -1  # -1: derive from num_epochs
   config.num_epochs = 20.0
@@ -69,6 +80,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   # Precise BN: recompute BatchNorm statistics over this many train batches before each
   # evaluation (PySlowFast BN.NUM_BATCHES_PRECISE); 0 turns it off.
   config.precise_bn_batches = 0
+
+  # Profiler: trace this many steps from `profile_first_step` into the workdir (0 = off).
+  config.profile_num_steps = 0
+  config.profile_first_step = 10
 
   config.checkpoint = ml_collections.ConfigDict()
   config.checkpoint.keep_last = 3

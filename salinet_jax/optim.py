@@ -1,10 +1,18 @@
 """Optimisers and learning-rate schedules built from `config.optimizer` (optax).
 
-Weight decay is coupled L2 added to the gradient before momentum, as PyTorch's SGD does, and by
-default skips normalisation parameters (PySlowFast's BN.WEIGHT_DECAY = 0).
+- SGD (momentum, Nesterov) or AdamW.
+- Schedules: constant, cosine, linear warm-up + cosine, PySlowFast-style steps with relative LRs.
+- Weight decay is coupled L2 added to the gradient before momentum for SGD, as PyTorch's SGD
+  does, decoupled for AdamW; by default it skips normalisation parameters (PySlowFast's
+  BN.WEIGHT_DECAY = 0), switchable for biases too.
+- Per-group LR multipliers: `lr_multipliers` pairs a regex over the '/'-joined parameter path
+  with a factor (e.g. TSM's x5 for classifier weights, x10 for their biases).
+- Frozen parameters (`frozen` regex) get no update at all.
+- Optional global-norm clipping; `base_batch_size` > 0 scales the LR linearly with the batch.
 """
 
-from typing import Any, Callable
+import re
+from typing import Any, Callable, Dict, Sequence, Tuple
 
 import flax
 import jax
@@ -14,26 +22,58 @@ import optax
 Schedule = Callable[[jnp.ndarray], jnp.ndarray]
 
 
-def learning_rate_schedule(opt_config, total_steps: int) -> Schedule:
-  """`config.optimizer.schedule`: 'constant', 'cosine' (to 0) or 'warmup_cosine'.
+def peak_learning_rate(opt_config, global_batch: int) -> float:
+  """`base_learning_rate`, scaled by global_batch / base_batch_size when that is > 0."""
+  if opt_config.base_batch_size > 0:
+    return opt_config.base_learning_rate * global_batch / opt_config.base_batch_size
+  return opt_config.base_learning_rate
 
-  Cosine schedules decay to `base_learning_rate * final_lr_fraction` at `total_steps`.
+
+def learning_rate_schedule(opt_config, total_steps: int, global_batch: int) -> Schedule:
+  """`config.optimizer.schedule`: 'constant', 'cosine', 'warmup_cosine' or 'steps'.
+
+  Cosine schedules decay to `peak * final_lr_fraction` at `total_steps`; 'steps' multiplies the
+  peak by `relative_lrs[i]` from `step_boundaries[i-1] * total_steps` on (PySlowFast
+  SOLVER.LR_POLICY=steps_with_relative_lrs), after an optional linear warm-up.
   """
-  base = opt_config.base_learning_rate
+  peak = peak_learning_rate(opt_config, global_batch)
   warmup = opt_config.warmup_steps
-  final = base * opt_config.final_lr_fraction
-  if opt_config.schedule == 'constant':
-    return optax.constant_schedule(base)
-  if opt_config.schedule == 'cosine':
-    if warmup:
-      raise ValueError("config.optimizer.warmup_steps needs schedule='warmup_cosine'.")
-    return optax.cosine_decay_schedule(base, max(total_steps, 1), alpha=opt_config.final_lr_fraction)
-  if opt_config.schedule == 'warmup_cosine':
+  total_steps = max(total_steps, 1)
+  name = opt_config.schedule
+  if name == 'constant':
+    main = optax.constant_schedule(peak)
+  elif name in ('cosine', 'warmup_cosine'):
+    if name == 'cosine' and warmup:
+      raise ValueError("config.optimizer.warmup_steps needs schedule='warmup_cosine' (or 'steps').")
     return optax.warmup_cosine_decay_schedule(
-        init_value=0.0, peak_value=base, warmup_steps=warmup,
-        decay_steps=max(total_steps, warmup + 1), end_value=final)
-  raise ValueError(f"config.optimizer.schedule must be 'constant', 'cosine' or 'warmup_cosine', "
-                   f'got {opt_config.schedule!r}.')
+        init_value=0.0 if warmup else peak, peak_value=peak, warmup_steps=warmup,
+        decay_steps=max(total_steps, warmup + 1), end_value=peak * opt_config.final_lr_fraction)
+  elif name == 'steps':
+    boundaries = list(opt_config.step_boundaries)
+    relative = list(opt_config.relative_lrs)
+    if len(relative) != len(boundaries) + 1:
+      raise ValueError(f'config.optimizer.relative_lrs needs one more value than step_boundaries '
+                       f'(got {len(relative)} and {len(boundaries)}).')
+    if any(not 0 < b < 1 for b in boundaries) or boundaries != sorted(boundaries):
+      raise ValueError(f'config.optimizer.step_boundaries must be increasing fractions of training '
+                       f'in (0, 1), got {boundaries}.')
+    main = optax.piecewise_constant_schedule(
+        peak * relative[0],
+        {int(round(b * total_steps)): relative[i + 1] / relative[i]
+         for i, b in enumerate(boundaries)})
+  else:
+    raise ValueError(f"config.optimizer.schedule must be 'constant', 'cosine', 'warmup_cosine' or "
+                     f"'steps', got {name!r}.")
+  if warmup:
+    ramp = optax.linear_schedule(0.0, peak, warmup)
+    # The main schedule keeps counting from step 0: warm-up only overrides its first steps.
+    return lambda step: jnp.where(step < warmup, ramp(step), main(step))
+  return main
+
+
+def _paths(params: Any) -> Dict[Tuple[str, ...], str]:
+  return {path: '/'.join(str(p) for p in path)
+          for path in flax.traverse_util.flatten_dict(params)}
 
 
 def decay_mask(params: Any, decay_norm_params: bool, decay_biases: bool) -> Any:
@@ -55,22 +95,58 @@ def decay_mask(params: Any, decay_norm_params: bool, decay_biases: bool) -> Any:
   return flax.traverse_util.unflatten_dict({k: decays(k) for k in flat})
 
 
-def create_optimizer(opt_config, params: Any, total_steps: int):
-  """Returns (optax transformation, schedule) for `config.optimizer`."""
-  schedule = learning_rate_schedule(opt_config, total_steps)
+def lr_multipliers(params: Any, rules: Sequence[Tuple[str, float]]) -> Any:
+  """Per-parameter LR factor: the product of the factors of every rule whose regex matches."""
+  compiled = [(re.compile(pattern), float(factor)) for pattern, factor in rules]
+  factors = {}
+  for path, name in _paths(params).items():
+    factor = 1.0
+    for pattern, value in compiled:
+      if pattern.search(name):
+        factor *= value
+    factors[path] = factor
+  return flax.traverse_util.unflatten_dict(factors)
+
+
+def frozen_mask(params: Any, pattern: str) -> Any:
+  """True for parameters whose path matches `pattern` ('' freezes nothing)."""
+  regex = re.compile(pattern) if pattern else None
+  return flax.traverse_util.unflatten_dict(
+      {path: bool(regex and regex.search(name)) for path, name in _paths(params).items()})
+
+
+def scale_by_multipliers(multipliers: Any) -> optax.GradientTransformation:
+  """Multiplies each update by its fixed per-parameter factor."""
+  return optax.stateless(lambda updates, params=None: jax.tree.map(
+      lambda u, m: u * jnp.asarray(m, u.dtype), updates, multipliers))
+
+
+def create_optimizer(opt_config, params: Any, total_steps: int, global_batch: int):
+  """Returns (optax transformation, schedule) for `config.optimizer` over `params`."""
+  schedule = learning_rate_schedule(opt_config, total_steps, global_batch)
   parts = []
   if opt_config.grad_clip_norm:
     parts.append(optax.clip_by_global_norm(opt_config.grad_clip_norm))
-  if opt_config.weight_decay:
-    parts.append(optax.add_decayed_weights(
-        opt_config.weight_decay, mask=decay_mask(params, opt_config.decay_norm_params, opt_config.decay_biases)))
+  mask = decay_mask(params, opt_config.decay_norm_params, opt_config.decay_biases)
   if opt_config.name == 'sgd':
+    if opt_config.weight_decay:
+      parts.append(optax.add_decayed_weights(opt_config.weight_decay, mask=mask))
     parts.append(optax.sgd(schedule, momentum=opt_config.momentum or None,
                            nesterov=opt_config.nesterov))
+  elif opt_config.name == 'adamw':
+    parts.append(optax.adamw(schedule, b1=opt_config.adam_b1, b2=opt_config.adam_b2,
+                             eps=opt_config.adam_eps, weight_decay=opt_config.weight_decay,
+                             mask=mask))
   else:
-    raise ValueError(f"config.optimizer.name must be 'sgd', got {opt_config.name!r}.")
-  return optax.chain(*parts), schedule
-
-
-def global_norm(tree: Any) -> jnp.ndarray:
-  return optax.global_norm(jax.tree.map(lambda x: x.astype(jnp.float32), tree))
+    raise ValueError(f"config.optimizer.name must be 'sgd' or 'adamw', got {opt_config.name!r}.")
+  if opt_config.lr_multipliers:
+    parts.append(scale_by_multipliers(lr_multipliers(params, opt_config.lr_multipliers)))
+  tx = optax.chain(*parts)
+  if opt_config.frozen:
+    frozen = frozen_mask(params, opt_config.frozen)
+    if not any(jax.tree.leaves(frozen)):
+      raise ValueError(f'config.optimizer.frozen={opt_config.frozen!r} matches no parameter.')
+    tx = optax.multi_transform(
+        {'train': tx, 'frozen': optax.set_to_zero()},
+        jax.tree.map(lambda f: 'frozen' if f else 'train', frozen))
+  return tx, schedule

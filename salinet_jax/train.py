@@ -7,6 +7,8 @@ A restarted run resumes from the latest checkpoint with the data RNG folded with
 
 import functools
 import math
+import signal
+import threading
 import time
 from typing import Any, Dict, Optional, Tuple
 
@@ -48,6 +50,46 @@ class NonFiniteLossError(RuntimeError):
   """Training produced a NaN/Inf loss; the last good checkpoint is left untouched."""
 
 
+class PreemptionWatcher:
+  """Turns SIGTERM (preemption, `kill`, SLURM time-out) into a save-and-exit at a step boundary.
+
+  On several processes JAX's coordination service makes every process agree on the step.
+  """
+
+  def __init__(self):
+    self._requested = False
+    self._previous = None
+    if threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+
+  def _on_sigterm(self, signum, frame):
+    del signum, frame
+    logging.warning('SIGTERM received: saving a checkpoint at the end of this step and exiting.')
+    self._requested = True
+
+  def should_stop(self, step: int) -> bool:
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      return bool(multihost_utils.reached_preemption_sync_point(step)) or self._requested
+    return self._requested
+
+  def close(self) -> None:
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+def _with_memory_advice(error: Exception, config) -> Exception:
+  """Adds what to change to an accelerator out-of-memory error; other errors pass unchanged."""
+  if 'RESOURCE_EXHAUSTED' not in str(error) and 'Out of memory' not in str(error):
+    return error
+  per_device = config.batch_size // max(jax.device_count(), 1)
+  return MemoryError(
+      f'Out of device memory with a per-device batch of {per_device} clips. Lower '
+      f'config.batch_size, raise config.grad_accumulation_steps (same effective batch, '
+      f"{config.grad_accumulation_steps} now), or use config.dtype='bfloat16'. "
+      f'Original error: {str(error)[:2000]}')
+
+
 def input_shape(config, batch_size: int = 1) -> Tuple[int, ...]:
   """(B, T, H, W, 3) of one training clip batch."""
   data = config.data
@@ -75,30 +117,56 @@ def create_train_state(model: nn.Module, tx, rng: jax.Array, shape) -> TrainStat
                     batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params))
 
 
-def train_step(state: TrainState, batch, rng: jax.Array, *, model, tx, loss_config, schedule):
-  """One SGD step on a global batch; returns (new state, scalar metrics)."""
+def train_step(state: TrainState, batch, rng: jax.Array, *, model, tx, loss_config, schedule,
+               accumulation_steps: int = 1):
+  """One optimizer step on a global batch; returns (new state, scalar metrics).
+
+  With `accumulation_steps` k > 1 the batch is processed as k sequential micro-batches (rows
+  i, i+k, i+2k, ... form micro-batch i, so each stays sharded over the devices) whose mean-loss
+  gradients are averaged before a single update: the same update as one batch for a model
+  without BatchNorm, with less activation memory.
+  """
   dropout_rng = jax.random.fold_in(rng, state.step)
   want_aux = losses.needs_aux(loss_config)
 
-  def loss_fn(params):
+  def loss_fn(params, batch_stats, micro_batch, micro_rng):
     outputs, updates = model.apply(
-        {'params': params, 'batch_stats': state.batch_stats}, batch['video'], train=True,
-        return_aux=want_aux, mutable=['batch_stats'], rngs={'dropout': dropout_rng})
+        {'params': params, 'batch_stats': batch_stats}, micro_batch['video'], train=True,
+        return_aux=want_aux, mutable=['batch_stats'], rngs={'dropout': micro_rng})
     logits, aux = outputs if want_aux else (outputs, {})
-    total, terms = losses.compute_loss(loss_config, logits, batch['label'], aux)
-    return total, (terms, logits, updates)
+    total, terms = losses.compute_loss(loss_config, logits, micro_batch['label'], aux)
+    top1 = jnp.mean(jnp.argmax(logits, -1) == micro_batch['label'])
+    return total, (terms, top1, updates.get('batch_stats', batch_stats))
 
-  (loss, (terms, logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-      state.params)
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  if accumulation_steps == 1:
+    (loss, (terms, top1, batch_stats)), grads = grad_fn(state.params, state.batch_stats, batch,
+                                                        dropout_rng)
+  else:
+    k = accumulation_steps
+    micro_batches = jax.tree.map(
+        lambda x: jnp.swapaxes(x.reshape((x.shape[0] // k, k) + x.shape[1:]), 0, 1), batch)
+
+    def accumulate(carry, inputs):
+      grads_sum, batch_stats = carry
+      index, micro_batch = inputs
+      (loss, (terms, top1, batch_stats)), grads = grad_fn(
+          state.params, batch_stats, micro_batch, jax.random.fold_in(dropout_rng, index))
+      return (jax.tree.map(jnp.add, grads_sum, grads), batch_stats), (loss, terms, top1)
+
+    zeros = jax.tree.map(jnp.zeros_like, state.params)
+    (grads_sum, batch_stats), (losses_k, terms_k, top1_k) = jax.lax.scan(
+        accumulate, (zeros, state.batch_stats), (jnp.arange(k), micro_batches))
+    grads = jax.tree.map(lambda g: g / k, grads_sum)
+    loss, terms, top1 = jax.tree.map(jnp.mean, (losses_k, terms_k, top1_k))
   param_updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, param_updates)
-  new_state = state.replace(step=state.step + 1, params=params,
-                            batch_stats=updates.get('batch_stats', state.batch_stats),
+  new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                             opt_state=opt_state)
   metrics = {
       'loss': loss,
       'learning_rate': schedule(state.step),
-      'train_top1': jnp.mean(jnp.argmax(logits, -1) == batch['label']),
+      'train_top1': top1,
       'grad_norm': optax.global_norm(grads),
       **{f'loss/{name}': value for name, value in terms.items()},
   }
@@ -118,6 +186,12 @@ class Trainer:
     self.workdir = workdir
     self.mesh = parallel.create_mesh()
     parallel.check_batch_size(config.batch_size, self.mesh.size, 'config.batch_size')
+    accumulation = config.grad_accumulation_steps
+    if accumulation < 1 or config.batch_size % (accumulation * self.mesh.size):
+      raise ValueError(
+          f'config.batch_size={config.batch_size} must split into '
+          f'config.grad_accumulation_steps={accumulation} micro-batches that each divide over '
+          f'the {self.mesh.size} devices: use a multiple of {accumulation * self.mesh.size}.')
     parallel.check_batch_size(config.eval_batch_size, self.mesh.size, 'config.eval_batch_size')
     self.train_info = pipeline.split_info(config.dataset, config.dataset.train_split)
     self.model = build_model(config.model, len(self.train_info.classes), config.dtype)
@@ -126,14 +200,15 @@ class Trainer:
         lambda: self.model.init({'params': jax.random.key(0), 'dropout': jax.random.key(0)},
                                 jnp.zeros(input_shape(config), jnp.float32), train=False))
     self.tx, self.schedule = optim.create_optimizer(config.optimizer, abstract_params['params'],
-                                                    self.total_steps)
+                                                    self.total_steps, config.batch_size)
     replicated = parallel.replicated(self.mesh)
     self.init_state = jax.jit(
         functools.partial(create_train_state, self.model, self.tx, shape=input_shape(config)),
         out_shardings=replicated)
     self.train_step = jax.jit(
         functools.partial(train_step, model=self.model, tx=self.tx, loss_config=config.loss,
-                          schedule=self.schedule),
+                          schedule=self.schedule,
+                          accumulation_steps=config.grad_accumulation_steps),
         in_shardings=(replicated, parallel.batch_sharded(self.mesh), replicated),
         out_shardings=(replicated, replicated), donate_argnums=(0,))
     self.eval_step = evaluate_lib.make_eval_step(self.model, config.eval, self.mesh)
@@ -205,11 +280,30 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
 def _train_loop(trainer: Trainer, state: TrainState, start_step: int, manager, writer):
   config, workdir = trainer.config, trainer.workdir
   total_steps = trainer.total_steps
+  if config.dtype == 'float16':
+    raise ValueError("config.dtype='float16' needs loss scaling, which is not implemented: use "
+                     "'bfloat16' (same memory, no loss scaling needed) or 'float32'.")
   train_ds = pipeline.train_dataset(config, seed=data_seed(config, start_step))
   train_iter = pipeline.as_numpy(train_ds)
   rng = jax.random.key(config.seed + 1)
   report = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer,
                                            every_steps=config.log_every_steps)
+  hooks = [report]
+  if config.profile_num_steps and jax.process_index() == 0:
+    hooks.append(periodic_actions.Profile(
+        logdir=workdir, num_profile_steps=config.profile_num_steps,
+        first_profile=config.profile_first_step, every_secs=None))
+  preemption = PreemptionWatcher()
+  try:
+    return _run_steps(trainer, state, start_step, manager, writer, train_iter, rng, hooks,
+                      preemption)
+  finally:
+    preemption.close()
+
+
+def _run_steps(trainer, state, start_step, manager, writer, train_iter, rng, hooks, preemption):
+  config, workdir = trainer.config, trainer.workdir
+  total_steps = trainer.total_steps
   eval_results: Dict[str, Any] = {}
   window_start, window_steps, data_wait = time.time(), 0, 0.0
   pending_metrics = None
@@ -218,10 +312,15 @@ def _train_loop(trainer: Trainer, state: TrainState, start_step: int, manager, w
     batch = parallel.to_global(next(train_iter), trainer.mesh)
     data_wait += time.time() - fetch_start
     with jax.profiler.StepTraceAnnotation('train', step_num=step):
-      state, pending_metrics = trainer.train_step(state, batch, rng)
+      try:
+        state, pending_metrics = trainer.train_step(state, batch, rng)
+      except jax.errors.JaxRuntimeError as e:
+        raise _with_memory_advice(e, config) from e
     window_steps += 1
-    report(step)
+    for hook in hooks:
+      hook(step)
     is_last = step == total_steps
+    stop = preemption.should_stop(step) and not is_last
     if step % config.log_every_steps == 0 or is_last:
       metrics = jax.tree.map(lambda x: float(np.asarray(x)), pending_metrics)
       _check_finite(metrics, step, workdir)
@@ -245,9 +344,14 @@ def _train_loop(trainer: Trainer, state: TrainState, start_step: int, manager, w
       writer.write_scalars(step, {f'val/{k}': v for k, v in eval_results.items()
                                   if k in ('top1', 'top5', 'saliency_final_spatial_std')})
       checkpoints.save(manager, step, state, metrics={'val_top1': eval_results['top1']})
-    elif step % config.checkpoint_every_steps == 0:
+    elif step % config.checkpoint_every_steps == 0 or stop:
       _check_finite({'loss': float(np.asarray(pending_metrics['loss']))}, step, workdir)
       checkpoints.save(manager, step, state)
+    if stop:
+      manager.wait_until_finished()
+      logging.warning('Preempted: saved checkpoint step %d in %s; rerun the same command to '
+                      'resume.', step, manager.directory)
+      return {'preempted_at_step': step}
   return eval_results
 
 

@@ -1,0 +1,109 @@
+"""Engine features: gradient accumulation, bfloat16 steps, SIGTERM save-and-exit."""
+
+import functools
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from salinet_jax import checkpoints
+from salinet_jax import losses
+from salinet_jax import train
+from salinet_jax.models import layers
+from tests.test_main import _tiny_overrides
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+class NormFreeModel(nn.Module):
+  """Conv -> ReLU -> pool -> dense, no BatchNorm: accumulation must equal one big batch."""
+  num_classes: int = 4
+
+  @nn.compact
+  def __call__(self, x, train: bool = False, return_aux: bool = False):
+    x = nn.relu(layers.Conv3D(6, 3, 1, 1, use_bias=True)(x))
+    logits = nn.Dense(self.num_classes)(jnp.mean(x, axis=(1, 2, 3)))
+    return (logits, {}) if return_aux else logits
+
+
+def test_gradient_accumulation_equals_one_big_batch(config):
+  model = NormFreeModel()
+  tx = optax.sgd(0.1, momentum=0.9)
+  schedule = optax.constant_schedule(0.1)
+  rng = np.random.default_rng(0)
+  batch = {'video': jnp.asarray(rng.normal(size=(8, 2, 6, 6, 3)), jnp.float32),
+           'label': jnp.asarray(rng.integers(0, 4, 8), jnp.int32)}
+  state = train.create_train_state(model, tx, jax.random.key(0), (1, 2, 6, 6, 3))
+  step = functools.partial(train.train_step, model=model, tx=tx, loss_config=config.loss,
+                           schedule=schedule)
+  config.loss.name = 'cross_entropy'
+  assert not losses.needs_aux(config.loss)
+  whole, whole_metrics = jax.jit(functools.partial(step, accumulation_steps=1))(
+      state, batch, jax.random.key(1))
+  accumulated, acc_metrics = jax.jit(functools.partial(step, accumulation_steps=2))(
+      state, batch, jax.random.key(1))
+  np.testing.assert_allclose(acc_metrics['loss'], whole_metrics['loss'], rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(accumulated.params), jax.tree.leaves(whole.params)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  assert int(accumulated.step) == 1
+
+
+def test_bfloat16_step_runs_and_keeps_float32_state(config, tmp_path):
+  config.dtype = 'bfloat16'
+  trainer = train.Trainer(config, str(tmp_path))
+  state = trainer.fresh_state()
+  from data import pipeline  # pylint: disable=g-import-not-at-top
+  from salinet_jax import parallel  # pylint: disable=g-import-not-at-top
+  batch = next(pipeline.as_numpy(pipeline.train_dataset(config, seed=0)))
+  new_state, metrics = trainer.train_step(state, parallel.to_global(batch, trainer.mesh),
+                                          jax.random.key(0))
+  assert np.isfinite(float(metrics['loss']))
+  for tree in (new_state.params, new_state.batch_stats, new_state.opt_state):
+    floats = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)]
+    assert floats and all(x.dtype == jnp.float32 for x in floats)
+  changed = [not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(new_state.params),
+                                                      jax.tree.leaves(state.params))]
+  assert any(changed)
+
+
+def test_sigterm_saves_current_step_and_exits_cleanly(tiny_data_dir, tmp_path):
+  workdir = tmp_path / 'run'
+  env = dict(os.environ, JAX_PLATFORMS='cpu', JAX_DISABLE_MOST_OPTIMIZATIONS='1',
+             TF_CPP_MIN_LOG_LEVEL='2')
+  args = [sys.executable, 'main.py', '--config=configs/demo.py', f'--workdir={workdir}',
+          *_tiny_overrides(tiny_data_dir), '--config.num_train_steps=100000',
+          '--config.eval_every_steps=100000', '--config.checkpoint_every_steps=100000']
+  proc = subprocess.Popen(args, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
+  log = []
+  for line in proc.stderr:
+    log.append(line)
+    if 'step 3/100000' in line:
+      proc.send_signal(signal.SIGTERM)
+      break
+  _, rest = proc.communicate(timeout=300)
+  log.append(rest)
+  assert proc.returncode == 0, ''.join(log)[-4000:]
+  manager = checkpoints.create_manager(str(workdir), train_config_for(tiny_data_dir).checkpoint,
+                                       read_only=True)
+  steps = manager.all_steps()
+  manager.close()
+  assert len(steps) == 1 and 3 <= steps[0] < 100000, steps
+  assert 'Preempted: saved checkpoint step' in ''.join(log)
+
+  resumed = subprocess.run(args[:-3] + [f'--config.num_train_steps={steps[0] + 1}'],
+                           cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert resumed.returncode == 0, resumed.stderr[-4000:]
+  assert f'Resumed from checkpoint step {steps[0]}' in resumed.stderr
+
+
+def train_config_for(data_dir):
+  from tests.conftest import tiny_config  # pylint: disable=g-import-not-at-top
+  return tiny_config(data_dir)
