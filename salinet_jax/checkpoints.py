@@ -51,9 +51,23 @@ def create_manager(workdir: str, ckpt_config, *, read_only: bool = False) -> ocp
   return ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
 
 
-def save(manager: ocp.CheckpointManager, step: int, state: Any,
-         metrics: Optional[dict] = None) -> None:
-  manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics, force=True)
+def save(manager: ocp.CheckpointManager, step: int, state: Any, metrics: Optional[dict] = None,
+         config: Optional[Any] = None) -> None:
+  """Saves `state` at `step` with its validation `metrics` and the run's config as metadata.
+
+  Orbax writes into a temporary directory and renames it when complete, so a crash during a
+  save leaves the previous checkpoints intact.
+  """
+  metadata = {'step': int(step), 'metrics': dict(metrics or {})}
+  if config is not None:
+    metadata['config'] = config.to_json()
+  manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics, force=True,
+               custom_metadata=metadata)
+
+
+def metadata(manager: ocp.CheckpointManager, step: int) -> dict:
+  """The custom metadata (step, metrics, config json) saved with checkpoint `step`."""
+  return dict(manager.metadata(step).custom_metadata or {})
 
 
 def restore(manager: ocp.CheckpointManager, step: int, target: Any) -> Any:

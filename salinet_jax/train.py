@@ -343,10 +343,11 @@ def _run_steps(trainer, state, start_step, manager, writer, train_iter, rng, hoo
       eval_results['step'] = step
       writer.write_scalars(step, {f'val/{k}': v for k, v in eval_results.items()
                                   if k in ('top1', 'top5', 'saliency_final_spatial_std')})
-      checkpoints.save(manager, step, state, metrics={'val_top1': eval_results['top1']})
+      checkpoints.save(manager, step, state, metrics={'val_top1': eval_results['top1']},
+                       config=config)
     elif step % config.checkpoint_every_steps == 0 or stop:
       _check_finite({'loss': float(np.asarray(pending_metrics['loss']))}, step, workdir)
-      checkpoints.save(manager, step, state)
+      checkpoints.save(manager, step, state, config=config)
     if stop:
       manager.wait_until_finished()
       logging.warning('Preempted: saved checkpoint step %d in %s; rerun the same command to '
