@@ -59,6 +59,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.optimizer.decay_biases = True
   config.optimizer.schedule = 'cosine'  # constant | cosine | warmup_cosine | steps
   config.optimizer.warmup_steps = 0
+  config.optimizer.warmup_epochs = 0.0  # > 0 overrides warmup_steps
   config.optimizer.final_lr_fraction = 0.0
   config.optimizer.step_boundaries = (0.5, 0.75)  # 'steps': fractions of training
   config.optimizer.relative_lrs = (1.0, 0.1, 0.01)  # 'steps': LR factor in each interval
@@ -84,6 +85,13 @@ def get_base_config() -> ml_collections.ConfigDict:
   # Profiler: trace this many steps from `profile_first_step` into the workdir (0 = off).
   config.profile_num_steps = 0
   config.profile_first_step = 10
+
+  # Start a fresh run from other weights: a workdir of another run (e.g. the S2DNet warm-up stage)
+  # or a checkpoint step directory (e.g. written by python -m salinet_jax.convert).
+  config.init_from = ml_collections.ConfigDict()
+  config.init_from.checkpoint = ''  # '' = random initialisation
+  config.init_from.which = 'best'  # for a workdir: 'best' | 'latest' checkpoint
+  config.init_from.exclude = ''  # regex of parameter paths to keep fresh, e.g. '^head/'
 
   config.checkpoint = ml_collections.ConfigDict()
   config.checkpoint.keep_last = 3

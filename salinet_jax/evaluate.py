@@ -26,7 +26,9 @@ VIEW_REDUCTIONS = ('sum', 'mean', 'max')
 VIEW_SCORES = ('logits', 'softmax')
 TOP_PREDICTIONS = 5  # classes listed per video in the predictions CSV
 MAX_NAMED_CLASSES = 60  # the confusion PNG names classes up to this many
-FILENAME_BYTES = 512  # longest video filename gathered across processes
+FILENAME_BYTES = 512
+# Model-specific figures logged beside top-1/top-5 when a model provides them.
+EXTRA_METRICS = ('saliency_final_spatial_std', 'snet_top1', 'snet_top5')  # longest video filename gathered across processes
 
 
 def reduce_views(logits: jnp.ndarray, reduction: str, scores: str) -> jnp.ndarray:
@@ -65,10 +67,18 @@ def eval_step(variables, batch, *, model, reduction: str, scores: str):
   """
   video = batch['video']
   batch_size, views = video.shape[:2]
+  kwargs = {}
+  if 'frame_mask' in batch:  # variable-length videos: every view has the video's valid count
+    num_valid = jnp.sum(batch['frame_mask'], axis=-1).astype(jnp.int32)
+    kwargs['num_valid'] = jnp.repeat(num_valid, views)
   logits, aux = model.apply(variables, video.reshape((batch_size * views,) + video.shape[2:]),
-                            train=False, return_aux=True)
+                            train=False, return_aux=True, **kwargs)
   per_video = reduce_views(logits.reshape(batch_size, views, -1), reduction, scores)
   sums = batch_metric_sums(per_video, batch['label'], batch['mask'])
+  if 'snet_logits' in aux:  # S2DNet also reports its synopsis network's own accuracy
+    snet = reduce_views(aux['snet_logits'].reshape(batch_size, views, -1), reduction, scores)
+    snet_sums = batch_metric_sums(snet, batch['label'], batch['mask'])
+    sums['snet_top1'], sums['snet_top5'] = snet_sums['top1'], snet_sums['top5']
   if 'saliency_final' in aux:
     saliency = aux['saliency_final'].reshape(batch_size, views, -1)
     spatial_std = jnp.mean(jnp.std(saliency, axis=-1), axis=1)
@@ -176,11 +186,13 @@ def evaluate_split(config, variables, split: str, mesh,
   }
   if 'saliency_spatial_std' in totals:
     results['saliency_final_spatial_std'] = totals['saliency_spatial_std'] / count
+  if 'snet_top1' in totals:
+    results['snet_top1'] = totals['snet_top1'] / count
+    results['snet_top5'] = totals['snet_top5'] / count
   logging.info('Eval on %s: top1 %.4f top5 %.4f over %d videos (%d views each) in %.1fs%s',
                split, results['top1'], results['top5'], results['num_videos'], views,
                results['eval_seconds'],
-               f", S_final spatial std {results['saliency_final_spatial_std']:.4f}"
-               if 'saliency_final_spatial_std' in results else '')
+               ''.join(f', {key} {results[key]:.4f}' for key in EXTRA_METRICS if key in results))
   return results, predictions
 
 

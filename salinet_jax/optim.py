@@ -141,12 +141,10 @@ def create_optimizer(opt_config, params: Any, total_steps: int, global_batch: in
     raise ValueError(f"config.optimizer.name must be 'sgd' or 'adamw', got {opt_config.name!r}.")
   if opt_config.lr_multipliers:
     parts.append(scale_by_multipliers(lr_multipliers(params, opt_config.lr_multipliers)))
-  tx = optax.chain(*parts)
   if opt_config.frozen:
     frozen = frozen_mask(params, opt_config.frozen)
     if not any(jax.tree.leaves(frozen)):
       raise ValueError(f'config.optimizer.frozen={opt_config.frozen!r} matches no parameter.')
-    tx = optax.multi_transform(
-        {'train': tx, 'frozen': optax.set_to_zero()},
-        jax.tree.map(lambda f: 'frozen' if f else 'train', frozen))
-  return tx, schedule
+    # Last in the chain: whatever decay or momentum computed, frozen parameters do not move.
+    parts.append(optax.masked(optax.set_to_zero(), frozen))
+  return optax.chain(*parts), schedule

@@ -8,7 +8,6 @@ variance recorded, and the running `mean`/`var` set to the average over all call
 over all of its calls).
 """
 
-import functools
 from typing import Any, Dict, Iterator, Tuple
 
 import flax
@@ -22,7 +21,8 @@ from salinet_jax import parallel
 Path = Tuple[str, ...]
 
 
-def batch_moments(model: nn.Module, variables, video) -> Dict[Path, Tuple[jnp.ndarray, ...]]:
+def batch_moments(model: nn.Module, variables, video,
+                  kwargs) -> Dict[Path, Tuple[jnp.ndarray, ...]]:
   """Per BatchNorm module: (mean, var) of its inputs in a training forward, averaged over calls."""
   records: Dict[Path, list] = {}
 
@@ -37,21 +37,26 @@ def batch_moments(model: nn.Module, variables, video) -> Dict[Path, Tuple[jnp.nd
 
   with nn.intercept_methods(record):
     model.apply(variables, video, train=True, mutable=['batch_stats'],
-                rngs={'dropout': jax.random.key(0)})
+                rngs={'dropout': jax.random.key(0)}, **kwargs)
   return {path: tuple(jnp.mean(jnp.stack(values), axis=0) for values in zip(*calls))
           for path, calls in records.items()}
 
 
 def recompute(model: nn.Module, variables: Dict[str, Any], batches: Iterator[Dict[str, Any]],
-              num_batches: int, mesh) -> Any:
-  """Returns new `batch_stats` averaged over `num_batches` global batches from `batches`."""
-  step = jax.jit(functools.partial(batch_moments, model),
-                 in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)),
-                 out_shardings=parallel.replicated(mesh))
+              num_batches: int, mesh, model_kwargs=lambda batch: {}) -> Any:
+  """Returns new `batch_stats` averaged over `num_batches` global batches from `batches`.
+
+  `model_kwargs(batch)` gives the model's inputs besides the clip (e.g. valid-frame counts).
+  """
+  step = jax.jit(
+      lambda v, batch: batch_moments(model, v, batch['video'], model_kwargs(batch)),
+      in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)),
+      out_shardings=parallel.replicated(mesh))
   totals = None
   for _ in range(num_batches):
     batch = parallel.to_global(next(batches), mesh)
-    moments = step(variables, batch['video'])
+    batch.pop('label', None)
+    moments = step(variables, batch)
     totals = moments if totals is None else jax.tree.map(jnp.add, totals, moments)
   flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(variables['batch_stats']))
   for path, (mean, var) in totals.items():

@@ -7,6 +7,8 @@ A restarted run resumes from the latest checkpoint with the data RNG folded with
 
 import functools
 import math
+import os
+import re
 import signal
 import threading
 import time
@@ -90,6 +92,13 @@ def _with_memory_advice(error: Exception, config) -> Exception:
       f'Original error: {str(error)[:2000]}')
 
 
+def model_kwargs(batch) -> Dict[str, Any]:
+  """Model inputs besides the clip: the valid-frame count of padded variable-length videos."""
+  if 'frame_mask' in batch:
+    return {'num_valid': jnp.sum(batch['frame_mask'], axis=-1).astype(jnp.int32)}
+  return {}
+
+
 def input_shape(config, batch_size: int = 1) -> Tuple[int, ...]:
   """(B, T, H, W, 3) of one training clip batch."""
   data = config.data
@@ -132,7 +141,8 @@ def train_step(state: TrainState, batch, rng: jax.Array, *, model, tx, loss_conf
   def loss_fn(params, batch_stats, micro_batch, micro_rng):
     outputs, updates = model.apply(
         {'params': params, 'batch_stats': batch_stats}, micro_batch['video'], train=True,
-        return_aux=want_aux, mutable=['batch_stats'], rngs={'dropout': micro_rng})
+        return_aux=want_aux, mutable=['batch_stats'], rngs={'dropout': micro_rng},
+        **model_kwargs(micro_batch))
     logits, aux = outputs if want_aux else (outputs, {})
     total, terms = losses.compute_loss(loss_config, logits, micro_batch['label'], aux)
     top1 = jnp.mean(jnp.argmax(logits, -1) == micro_batch['label'])
@@ -199,7 +209,12 @@ class Trainer:
     abstract_params = jax.eval_shape(
         lambda: self.model.init({'params': jax.random.key(0), 'dropout': jax.random.key(0)},
                                 jnp.zeros(input_shape(config), jnp.float32), train=False))
-    self.tx, self.schedule = optim.create_optimizer(config.optimizer, abstract_params['params'],
+    opt_config = config.optimizer
+    if opt_config.warmup_epochs > 0:
+      opt_config = ml_collections.ConfigDict(opt_config.to_dict())
+      opt_config.warmup_steps = int(math.ceil(
+          opt_config.warmup_epochs * self.train_info.num_videos / config.batch_size))
+    self.tx, self.schedule = optim.create_optimizer(opt_config, abstract_params['params'],
                                                     self.total_steps, config.batch_size)
     replicated = parallel.replicated(self.mesh)
     self.init_state = jax.jit(
@@ -224,6 +239,61 @@ class Trainer:
     """(results dict, per-video predictions) of `state` on every video of `split`."""
     return evaluate_lib.evaluate_split(self.config, state.variables, split, self.mesh,
                                        self.eval_step)
+
+
+def initialize_from(trainer: Trainer, state: TrainState, init_config) -> TrainState:
+  """Loads weights into a fresh state from `config.init_from.checkpoint`.
+
+  The source is another run's workdir (e.g. S2DNet's warm-up stage for its sampling stage) or a
+  checkpoint step directory of one; its `init_from.which` ('best' | 'latest') checkpoint gives
+  params and BatchNorm statistics. Parameters matching the `init_from.exclude` regex (e.g.
+  '^head/' to fine-tune on a dataset with other classes) keep their fresh initialisation. The
+  optimizer state and step always start afresh.
+  """
+  source = init_config.checkpoint
+  if os.path.isdir(os.path.join(source, checkpoints.CHECKPOINT_DIR)):
+    manager = checkpoints.create_manager(source, trainer.config.checkpoint, read_only=True)
+    step = checkpoints.select_step(manager, init_config.which)
+    loaded = checkpoints.restore(manager, step, None)
+    manager.close()
+    source = f'{source} ({init_config.which} checkpoint, step {step})'
+  else:
+    loaded = checkpoints.restore_from_path(source, None)
+  # Only weights travel: the other run may have had another optimizer (e.g. frozen groups).
+  loaded = parallel.replicate({'params': loaded['params'],
+                               'batch_stats': loaded.get('batch_stats', {})}, trainer.mesh)
+  exclude = init_config.exclude
+  params, loaded_params = merge_weights(state.params, loaded['params'], exclude, 'params', source)
+  batch_stats, loaded_stats = merge_weights(state.batch_stats, loaded['batch_stats'], exclude,
+                                            'batch_stats', source)
+  logging.info('Initialised from %s: %d tensors loaded, exclude=%r.', source,
+               loaded_params + loaded_stats, exclude)
+  return state.replace(params=params, batch_stats=batch_stats)
+
+
+def merge_weights(fresh: Any, loaded: Any, exclude: str, what: str,
+                  source: str) -> Tuple[Any, int]:
+  """`fresh` with every tensor taken from `loaded`, except paths matching `exclude`.
+
+  Fails listing the missing, unexpected and mis-shaped tensors (excluded paths are exempt).
+  Returns (merged tree, number of tensors loaded).
+  """
+  pattern = re.compile(exclude) if exclude else None
+  excluded = lambda key: bool(pattern and pattern.search(key))  # noqa: E731
+  fresh_flat = flax.traverse_util.flatten_dict(fresh, sep='/')
+  loaded_flat = flax.traverse_util.flatten_dict(loaded, sep='/')
+  missing = sorted(k for k in fresh_flat if k not in loaded_flat and not excluded(k))
+  unexpected = sorted(k for k in loaded_flat if k not in fresh_flat and not excluded(k))
+  misshaped = sorted(f'{k}: model {fresh_flat[k].shape} vs checkpoint {loaded_flat[k].shape}'
+                     for k in fresh_flat if k in loaded_flat and not excluded(k)
+                     and fresh_flat[k].shape != loaded_flat[k].shape)
+  if missing or unexpected or misshaped:
+    raise ValueError(f'{what} of {source} do not match the model: missing {missing[:20]}, '
+                     f'unexpected {unexpected[:20]}, mis-shaped {misshaped[:20]} (set '
+                     f'config.init_from.exclude to keep mismatching tensors fresh).')
+  merged = {k: v if excluded(k) else loaded_flat[k] for k, v in fresh_flat.items()}
+  num_loaded = sum(1 for k in fresh_flat if not excluded(k))
+  return flax.traverse_util.unflatten_dict(merged, sep='/'), num_loaded
 
 
 def _log_model_summary(trainer: Trainer, state: TrainState, writer) -> None:
@@ -262,6 +332,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     logging.info('Resumed from checkpoint step %d in %s.', latest, manager.directory)
   else:
     writer.write_hparams(_flat_hparams(config))
+    if config.init_from.checkpoint:
+      state = initialize_from(trainer, state, config.init_from)
   start_step = int(state.step)
   _log_model_summary(trainer, state, writer)
   total_steps = trainer.total_steps
@@ -338,11 +410,12 @@ def _run_steps(trainer, state, start_step, manager, writer, train_iter, rng, hoo
       _check_finite({'loss': loss}, step, workdir)
       if config.precise_bn_batches:
         state = state.replace(batch_stats=precise_bn.recompute(
-            trainer.model, state.variables, train_iter, config.precise_bn_batches, trainer.mesh))
+            trainer.model, state.variables, train_iter, config.precise_bn_batches, trainer.mesh,
+            model_kwargs))
       eval_results, _ = trainer.evaluate(state, config.dataset.eval_split)
       eval_results['step'] = step
       writer.write_scalars(step, {f'val/{k}': v for k, v in eval_results.items()
-                                  if k in ('top1', 'top5', 'saliency_final_spatial_std')})
+                                  if k in ('top1', 'top5') + evaluate_lib.EXTRA_METRICS})
       checkpoints.save(manager, step, state, metrics={'val_top1': eval_results['top1']},
                        config=config)
     elif step % config.checkpoint_every_steps == 0 or stop:

@@ -48,8 +48,8 @@ def test_full_size_parameters_match_the_spec():
   fix_a = flax.traverse_util.flatten_dict(
       _abstract_params(s2dnet.S2DNet(num_classes=200, f_theta_fix='A'), (1, 16, 224, 224, 3)),
       sep='/')
-  fix_b = flax.traverse_util.flatten_dict(
-      _abstract_params(s2dnet.S2DNet(num_classes=200), (1, 16, 224, 224, 3)), sep='/')
+  params_b = _abstract_params(s2dnet.S2DNet(num_classes=200), (1, 16, 224, 224, 3))
+  fix_b = flax.traverse_util.flatten_dict(params_b, sep='/')
   group = lambda flat, name: sum(int(np.prod(v.shape)) for k, v in flat.items()  # noqa: E731
                                  if k.startswith(name + '/'))
   total_a = _num_params(fix_a)
@@ -66,6 +66,12 @@ def test_full_size_parameters_match_the_spec():
   assert fix_b['dnet/fc/kernel'].shape == (2048 + 256 + 200, 200)
   assert fix_b['dnet/fusion_layer2/conv/kernel'].shape == (1, 1, 1, 512 + 256, 512)
   assert fix_b['f_m/kernel'].shape == (200 + 1280, 256)
+  roles = flax.traverse_util.flatten_dict(s2dnet.parameter_roles(params_b), sep='/')
+  assert {k for k, r in roles.items() if r.startswith('linear')} == {
+      'snet/fc/kernel', 'snet/fc/bias', 'f_m/kernel', 'f_m/bias', 'dnet/fc/kernel', 'dnet/fc/bias'}
+  assert roles['dnet/fc/bias'] == 'linear_bias' and roles['f_m/kernel'] == 'linear_kernel'
+  assert {k for k, r in roles.items() if r == 'f_theta'} == {
+      k for k in fix_b if k.startswith('f_theta/')}
 
 
 def test_full_size_gflops_match_the_reference_breakdown():
@@ -170,21 +176,23 @@ def _is_nonzero_everywhere(tree) -> bool:
 
 @pytest.fixture(scope='module')
 def tiny_batch():
-  """Two videos of 12 and 7 valid frames (the second zero-padded to 12), 32 x 32, and labels."""
+  """Two videos of 12 and 7 valid frames (the second zero-padded to 12), 32 x 32, labels, and
+  variables of the tiny model (the same tree in both stages)."""
   num_valid = jnp.array([12, 7], jnp.int32)
   valid = jnp.arange(12)[None, :] < num_valid[:, None]
   video = jax.random.normal(jax.random.key(0), (2, 12, 32, 32, 3))
   video = jnp.where(valid[:, :, None, None, None], video, 0.0)
-  return video, num_valid, jnp.array([1, 3])
+  model = s2dnet.S2DNet(num_classes=TINY_CLASSES, **TINY)
+  variables = jax.jit(lambda v, n: model.init(
+      {'params': jax.random.key(1), 'dropout': jax.random.key(2)}, v, num_valid=n))(
+          video, num_valid)
+  return video, num_valid, jnp.array([1, 3]), variables
 
 
 def _stage_gradients(stage, batch):
   """Jacobian of (total loss, DNet CE only, sum of the sampler geometry) w.r.t. every parameter."""
-  video, num_valid, labels = batch
+  video, num_valid, labels, variables = batch
   model = s2dnet.S2DNet(num_classes=TINY_CLASSES, stage=stage, **TINY)
-  variables = jax.jit(lambda v, n: model.init(
-      {'params': jax.random.key(1), 'dropout': jax.random.key(2)}, v, num_valid=n))(
-          video, num_valid)
   loss_config = ml_collections.ConfigDict(dict(name='s2dnet'))
 
   def objectives(params):

@@ -31,6 +31,15 @@ def triple(value: IntOrTriple) -> Triple:
   return value
 
 
+def at_least_float32(dtype: Any) -> Any:
+  """The dtype of numerically sensitive outputs (logits, saliency maps, softmax) for `dtype`.
+
+  float32 when computing in bfloat16/float16/float32; float64 when the whole model computes in
+  float64 (parity checks against PyTorch with `jax_enable_x64`).
+  """
+  return jnp.promote_types(dtype, jnp.float32)
+
+
 def conv_impl_for_backend(impl: str) -> str:
   """Resolves 'auto' to the faster 3D convolution strategy for the current backend.
 

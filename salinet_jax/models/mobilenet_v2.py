@@ -85,7 +85,7 @@ class BlockSpec(NamedTuple):
 def block_specs(width_mult: float = 1.0,
                 settings: Sequence[Tuple[int, int, int, int]] = INVERTED_RESIDUAL_SETTINGS
                 ) -> List[BlockSpec]:
-  """The inverted residual blocks in order (`features_1` .. `features_17` for the standard settings)."""
+  """The inverted residual blocks in order (`features_1` .. `features_17` as standard)."""
   specs = []
   in_features = make_divisible(STEM_CHANNELS * width_mult)
   for t, c, n, s in settings:
@@ -97,7 +97,7 @@ def block_specs(width_mult: float = 1.0,
 
 
 class InvertedResidual(nn.Module):
-  """Expansion 1x1 (if t > 1), depthwise 3x3 (stride), linear projection 1x1; residual if shapes match.
+  """Expansion 1x1 (if t > 1), depthwise 3x3 (stride), linear 1x1; residual if shapes match.
 
   Attributes:
     features: output channels.

@@ -12,7 +12,7 @@ so the block is an identity mapping at initialisation. Parameter names match the
 (`conv_theta`, `conv_phi`, `conv_g`, `conv_out`, `bn`) so checkpoint conversion is a rename.
 """
 
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -27,12 +27,13 @@ class NonLocalBlock(nn.Module):
   Attributes:
     inner_features: channels of theta/phi/g (PySlowFast uses half the input channels).
     pool_size: (t, h, w) max-pool window = stride applied before phi and g; all ones disables it.
-    softmax_dtype: dtype of the affinity softmax (float32 keeps bf16 runs stable).
+    softmax_dtype: dtype of the affinity softmax; None = at least float32 (keeps bf16 runs
+      stable, float64 in float64 runs).
   """
   inner_features: int
   pool_size: Sequence[int] = (1, 2, 2)
   dtype: Any = jnp.float32
-  softmax_dtype: Any = jnp.float32
+  softmax_dtype: Optional[Any] = None
   conv_impl: str = 'auto'
 
   @nn.compact
@@ -52,7 +53,8 @@ class NonLocalBlock(nn.Module):
     g = g.reshape(batch, -1, self.inner_features)
 
     affinity = jnp.einsum('bqc,bkc->bqk', theta, phi)
-    affinity = affinity.astype(self.softmax_dtype) * (self.inner_features ** -0.5)
+    softmax_dtype = self.softmax_dtype or layers.at_least_float32(self.dtype)
+    affinity = affinity.astype(softmax_dtype) * (self.inner_features ** -0.5)
     affinity = jax.nn.softmax(affinity, axis=-1).astype(self.dtype)
     attended = jnp.einsum('bqk,bkc->bqc', affinity, g)
     attended = attended.reshape(batch, frames, height, width, self.inner_features)

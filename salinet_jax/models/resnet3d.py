@@ -358,7 +358,7 @@ class ClassificationHead(nn.Module):
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     logits = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=jnp.float32,
                       kernel_init=nn.initializers.normal(0.01), name='fc')(x)
-    return logits.astype(jnp.float32)
+    return logits.astype(layers.at_least_float32(self.dtype))
 
 
 class HaraResNet3DClassifier(nn.Module):

@@ -11,8 +11,8 @@
          classifier on [dropout(x) ; m ; s] per frame, averaged over T' -> logits
 
 Call: `model.apply(variables, video, train=..., return_aux=..., num_valid=num_frames)`, video
-(B, N, H, W, 3) with frames >= num_valid[b] padding (never read), num_valid (B,) int (None: all
-N valid). Returns the DNet logits (B, A) float32, or (logits, aux) with aux:
+(B, N, H, W, 3) with frames >= num_valid[b] padding (never read), num_valid (B,) int, clipped to
+[1, N] (None: all N valid). Returns the DNet logits (B, A) float32, or (logits, aux) with aux:
   'snet_logits' (B, A), 'synopsis' s (B, A), 'synopsis_frame_indices' (B, T) int32,
   'detail_frames' (B, T', D, D, 3) float32 (the frames DNet looked at), 'num_valid' (B,),
   'sampler_mu_t' (B, T') temporal centres and 'sampler_delta_t' (B,) stride in frames,
@@ -35,8 +35,9 @@ configuration, 24.7 M parameters fewer.
 B > 1); the default gives each frame its own video's s.
 """
 
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence
 
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -126,7 +127,7 @@ class SynopsisNetwork(nn.Module):
 
 
 class SamplerHead(nn.Module):
-  """f_theta: where and at what scale to look, from [e ; s]; float32 always.
+  """f_theta: where and at what scale to look, from [e ; s]; float32 with full-precision products.
 
   Trunk: Conv3d 1x1x1 (bias) -> ReLU -> BN3d -> flatten (PyTorch (C, T, H, W) order) ->
   [Linear -> BN1d -> ReLU] x len(mlp_features) = h. Heads (Linear, no bias): temporal offset and
@@ -156,15 +157,17 @@ class SamplerHead(nn.Module):
     s = jnp.broadcast_to(s.astype(jnp.float32)[:, None, None, None, :],
                          e.shape[:4] + (s.shape[-1],))
     x = jnp.concatenate([e, s], axis=-1)
-    x = layers.Conv3D(self.channels, 1, use_bias=True, kernel_init=kaiming_uniform(
-        self.trunk_init_factor), dtype=jnp.float32, impl='native', name='conv')(x)
+    x = nn.Conv(self.channels, (1, 1, 1), use_bias=True, dtype=jnp.float32,
+                precision=sampler_lib.FLOAT32_PRECISION,
+                kernel_init=kaiming_uniform(self.trunk_init_factor), name='conv')(x)
     x = layers.batch_norm(train, jnp.float32, name='conv_bn')(nn.relu(x))
     x = jnp.transpose(x, (0, 4, 1, 2, 3)).reshape((batch, -1))
     for i, features in enumerate(self.mlp_features):
       x = nn.Dense(features, kernel_init=kaiming_uniform(self.trunk_init_factor),
-                   name=f'fc{i + 1}')(x)
+                   precision=sampler_lib.FLOAT32_PRECISION, name=f'fc{i + 1}')(x)
       x = nn.relu(layers.batch_norm(train, jnp.float32, name=f'fc{i + 1}_bn')(x))
     head = lambda n, name: nn.Dense(n, use_bias=False, name=name,  # noqa: E731
+                                    precision=sampler_lib.FLOAT32_PRECISION,
                                     kernel_init=kaiming_uniform(self.head_init_factor))
     temporal_offset = head(1, 'temporal_offset')(x)
     temporal_stride = head(1, 'temporal_stride')(x)
@@ -347,16 +350,26 @@ class S2DNet(nn.Module):
     return logits, aux
 
 
-def param_groups() -> Dict[str, Tuple[str, ...]]:
-  """Top-level parameter paths of `S2DNet` by role, for optimizer masks and LR multipliers.
+# Top-level parameter paths by optimisation role (see `parameter_roles`).
+F_THETA_PATH = 'f_theta'
+LINEAR_PATHS = ('snet/fc', 'f_m', 'dnet/fc')
 
-  'f_theta': the sampler head (frozen in warm-up, LR x 0.1 in sampling); 'linear': modules whose
-  'kernel'/'bias' are Linear layers (TSM convention: weights LR x 5, biases x 10). The Gaussian
-  sampler ('sampler') has no parameters.
+
+def parameter_roles(params: Any) -> Any:
+  """A pytree like `params` labelling each leaf: f_theta, linear_kernel, linear_bias or other.
+
+  'f_theta': everything under f_theta (frozen in warm-up, LR x 0.1 in sampling; in the reference its
+  own Linear layers follow the sampler multiplier, not TSM's x5/x10). 'linear_kernel' /
+  'linear_bias': the other Linear layers (SNet and DNet classifiers, f_m), which TSM's policy
+  trains at LR x 5 / x 10. Usable directly as `optax.multi_transform` labels. The Gaussian sampler
+  ('sampler') has no parameters.
   """
-  return {
-      'f_theta': ('f_theta',),
-      'linear': ('snet/fc', 'f_m', 'dnet/fc', 'f_theta/fc1', 'f_theta/fc2',
-                 'f_theta/temporal_offset', 'f_theta/temporal_stride', 'f_theta/spatial_offset',
-                 'f_theta/spatial_stride'),
-  }
+  def role(path, _):
+    joined = '/'.join(str(p) for p in path)
+    if joined.startswith(F_THETA_PATH + '/'):
+      return 'f_theta'
+    for linear in LINEAR_PATHS:
+      if joined.startswith(linear + '/'):
+        return 'linear_kernel' if path[-1] == 'kernel' else 'linear_bias'
+    return 'other'
+  return flax.traverse_util.path_aware_map(role, params)

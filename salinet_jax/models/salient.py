@@ -117,7 +117,7 @@ class SalientSemanticFeature(nn.Module):
 
   Two residual (2+1)D units, a 1x1x1 C->1 conv + ReLU, BatchNorm over the single channel, sigmoid.
   The BN is this module's own ('bn') unless a shared one is passed in (the reference's `bn_one`,
-  shared by all three scales). The map is returned in float32.
+  shared by all three scales). The map is returned in float32 (float64 in float64 runs).
   """
   num_units: int = 2
   dtype: Any = jnp.float32
@@ -128,8 +128,10 @@ class SalientSemanticFeature(nn.Module):
     for i in range(self.num_units):
       x = Residual2Plus1DUnit(dtype=self.dtype, conv_impl=self.conv_impl, name=f'unit{i + 1}')(x)
     s = nn.relu(layers.Conv3D(1, 1, dtype=self.dtype, impl=self.conv_impl, name='to_map')(x))
-    s = s.astype(jnp.float32)
-    norm = shared_norm if shared_norm is not None else layers.batch_norm(train, name='bn')
+    out_dtype = layers.at_least_float32(self.dtype)
+    s = s.astype(out_dtype)
+    norm = (shared_norm if shared_norm is not None
+            else layers.batch_norm(train, out_dtype, name='bn'))
     return nn.sigmoid(norm(s))
 
 
@@ -145,7 +147,8 @@ class SSFPyramid(nn.Module):
 
   @nn.compact
   def __call__(self, features: Sequence[jnp.ndarray], train: bool):
-    shared = layers.batch_norm(train, name='shared_bn') if self.shared_bn else None
+    shared = (layers.batch_norm(train, layers.at_least_float32(self.dtype), name='shared_bn')
+              if self.shared_bn else None)
     return [SalientSemanticFeature(dtype=self.dtype, conv_impl=self.conv_impl,
                                    name=f'ssf{k + 1}')(f, train, shared)
             for k, f in enumerate(features)]
@@ -182,7 +185,7 @@ class TSFP(nn.Module):
       g = nn.relu(g)
     g = layers.Conv3D(1, 1, dtype=self.dtype, impl=self.conv_impl,
                       name=f'gate{len(self.gate_layers) + 1}')(g)
-    g = nn.sigmoid(g.astype(jnp.float32))
+    g = nn.sigmoid(g.astype(layers.at_least_float32(self.dtype)))
     pooled = avg_pool_ceil(x, self.strides)
     if pooled.shape != g.shape:
       raise ValueError(f'TSFP pool {pooled.shape} and gate {g.shape} disagree.')
@@ -275,8 +278,9 @@ class TemporalMaskFusion(nn.Module):
   def __call__(self, p3):
     frames = p3.shape[1]
     if frames == 1:
-      return p3.astype(jnp.float32)
+      return p3.astype(layers.at_least_float32(self.dtype))
     hidden = self.hidden or -(-frames // 2)
     x = jnp.moveaxis(p3[..., 0], 1, -1)[:, None]  # (B, 1, H, W, T)
     x = nn.relu(layers.Conv3D(hidden, 1, dtype=self.dtype, name='conv1')(x))
-    return layers.Conv3D(1, 1, dtype=self.dtype, name='conv2')(x).astype(jnp.float32)
+    return layers.Conv3D(1, 1, dtype=self.dtype, name='conv2')(x).astype(
+        layers.at_least_float32(self.dtype))

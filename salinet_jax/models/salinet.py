@@ -24,6 +24,7 @@ from typing import Any, Dict, Sequence, Tuple
 import flax.linen as nn
 import jax.numpy as jnp
 
+from salinet_jax.models import layers
 from salinet_jax.models import resnet3d
 from salinet_jax.models import salient
 
@@ -45,7 +46,8 @@ def apply_salient_modules(features: Sequence[jnp.ndarray], train: bool, *, use_t
   aux = {f'S{k + 1}': s for k, s in enumerate(maps)}
   aux.update(salient.CrossScaleFusion(strides, use_tsfp=use_tsfp, dtype=dtype, conv_impl=conv_impl,
                                       name='tsfp')(*maps))
-  aux['saliency_final'] = salient.TemporalMaskFusion(name='fusion')(aux['P3'])
+  aux['saliency_final'] = salient.TemporalMaskFusion(dtype=layers.at_least_float32(dtype),
+                                                     name='fusion')(aux['P3'])
   masked = features[3] * aux['saliency_final'].astype(features[3].dtype)
   return masked, aux
 

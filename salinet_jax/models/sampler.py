@@ -23,9 +23,10 @@ and s_t = 0 (uniform temporal centres), c_x = (W-1)/2, c_y = (H-1)/2 and a final
 1 pixel, i.e. the central h' x w' crop at native resolution (blurred by the variance-1 Gaussian).
 """
 
-from typing import Dict, NamedTuple, Optional
+from typing import Any, Dict, NamedTuple, Optional
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -36,6 +37,8 @@ NORMALISER_EPS = 1e-7
 DEFAULT_VARIANCE = 1.0
 # Scale of the initial strides relative to covering the whole input (DEFAULT_TIME/SPACE_RANGE).
 DEFAULT_RANGE = 1.0
+# True float32 products (no TF32/bf16 passes on accelerators), like the reference's sampler.
+FLOAT32_PRECISION = jax.lax.Precision.HIGHEST
 
 
 class SamplingParams(NamedTuple):
@@ -105,7 +108,7 @@ def synopsis_frames(video: jnp.ndarray, num_valid: jnp.ndarray, num_frames: int,
 
 def gaussian_filterbank(centers: jnp.ndarray, length: int, variance: float,
                         valid: Optional[jnp.ndarray] = None) -> jnp.ndarray:
-  """Normalised Gaussian weights (..., K, length) of positions 0..length-1 around `centers` (..., K).
+  """Normalised Gaussian weights (..., K, length) of positions 0..length-1 around centers (..., K).
 
   `valid` (..., length) zeroes positions (padded frames) before normalising.
   """
@@ -154,7 +157,8 @@ def gaussian_detail_sample(video: jnp.ndarray, num_valid: jnp.ndarray, params: S
                            temporal_variance: float = DEFAULT_VARIANCE,
                            spatial_variance: float = DEFAULT_VARIANCE,
                            time_range: float = DEFAULT_RANGE,
-                           space_range: float = DEFAULT_RANGE):
+                           space_range: float = DEFAULT_RANGE,
+                           precision: Any = FLOAT32_PRECISION):
   """Differentiable detail frames (B, T', out, out, C) float32 and the window geometry.
 
   Args:
@@ -163,6 +167,7 @@ def gaussian_detail_sample(video: jnp.ndarray, num_valid: jnp.ndarray, params: S
     params: raw f_theta outputs (ignored, apart from their shapes, when `fixed`).
     out_frames, out_size: T' and h' = w'.
     fixed: the warm-up override (uniform temporal centres, central crop at 1-pixel stride).
+    precision: of the filterbank products (full float32 by default).
 
   Returns (frames, info) with info: 'mu_t' (B, T') temporal centres, 'delta_t' (B,),
   'center_x', 'center_y', 'delta_x', 'delta_y' (B, T') in pixels of the input frames.
@@ -182,7 +187,7 @@ def gaussian_detail_sample(video: jnp.ndarray, num_valid: jnp.ndarray, params: S
   f_t = gaussian_filterbank(mu_t, frames, temporal_variance, valid)  # (B, T', N)
   # Zero weight is not enough to ignore padding that holds NaN/Inf: clear it.
   video = jnp.where(valid[:, :, None, None, None], video, 0.0)
-  sampled = jnp.einsum('bin,bnhwc->bihwc', f_t, video)
+  sampled = jnp.einsum('bin,bnhwc->bihwc', f_t, video, precision=precision)
 
   mu_x, center_x, delta_x = spatial_grid(params.spatial_offset[..., 0],
                                          params.spatial_stride[..., 0], width, out_size, fixed,
@@ -192,8 +197,9 @@ def gaussian_detail_sample(video: jnp.ndarray, num_valid: jnp.ndarray, params: S
                                          space_range)
   f_x = gaussian_filterbank(mu_x, width, spatial_variance)  # (B, T', w', W)
   f_y = gaussian_filterbank(mu_y, height, spatial_variance)  # (B, T', h', H)
-  sampled = jnp.einsum('bikw,bihwc->bihkc', f_x, sampled)  # contract W first, as the reference
-  sampled = jnp.einsum('bijh,bihkc->bijkc', f_y, sampled)
+  sampled = jnp.einsum('bikw,bihwc->bihkc', f_x, sampled,  # W first, as the reference
+                       precision=precision)
+  sampled = jnp.einsum('bijh,bihkc->bijkc', f_y, sampled, precision=precision)
   info = {'mu_t': mu_t, 'delta_t': delta_t, 'center_x': center_x, 'center_y': center_y,
           'delta_x': delta_x, 'delta_y': delta_y}
   return sampled, info

@@ -43,7 +43,7 @@ def shift_time_axis(x: jnp.ndarray, fold_div: int = DEFAULT_FOLD_DIV, axis: int 
 
 def temporal_shift(x: jnp.ndarray, num_segments: int,
                    fold_div: int = DEFAULT_FOLD_DIV) -> jnp.ndarray:
-  """Temporal shift of a (B*T, ..., C) batch of frames whose videos have `num_segments` frames each."""
+  """Temporal shift of a (B*T, ..., C) frame batch of videos with `num_segments` frames each."""
   if x.shape[0] % num_segments:
     raise ValueError(f'Batch of {x.shape[0]} frames is not a multiple of {num_segments} segments.')
   videos = x.reshape((x.shape[0] // num_segments, num_segments) + x.shape[1:])

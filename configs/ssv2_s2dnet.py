@@ -1,0 +1,19 @@
+"""S2DNet on Something-Something v2: `:warmup` / `:sampling`; no flips (left/right classes).
+
+  python main.py --config=configs/ssv2_s2dnet.py:warmup --workdir=runs/ssv2_s2dnet_warmup \\
+      --config.dataset.data_dir=/data/ssv2_records
+  python main.py --config=configs/ssv2_s2dnet.py:sampling --workdir=runs/ssv2_s2dnet_sampling \\
+      --config.dataset.data_dir=/data/ssv2_records
+"""
+
+import ml_collections
+
+from configs import mini_kinetics_s2dnet
+
+
+def get_config(stage: str = 'warmup') -> ml_collections.ConfigDict:
+  config = mini_kinetics_s2dnet.s2dnet_config('ssv2', stage)
+  config.data.random_flip = False  # "pushing left to right" must not become its mirror
+  config.eval_every_steps = 5_000
+  config.checkpoint_every_steps = 5_000
+  return config

@@ -1,0 +1,161 @@
+"""Import PyTorch (and Caffe2) checkpoints into this code base's Flax models.
+
+    python -m salinet_jax.convert --source=pyslowfast --checkpoint=I3D_NLN_8x8_R50.pkl \\
+        --config=configs/k400_i3d_nl.py --output=/ckpt/i3d_nln_k400
+
+writes an orbax checkpoint of {'params', 'batch_stats'} (`<output>/variables`) and a json report
+(`<output>/conversion.json`) that `config.init_from.checkpoint` loads (`salinet_jax.pretrained`).
+
+Sources (`SOURCES`):
+  pyslowfast   PySlowFast `.pyth` (state dict under 'model_state') or model-zoo Caffe2 `.pkl`:
+               I3D / I3D-NLN / Slow / C2D ResNets -> i3d_nl (or a SaliNet backbone)
+  salinet      the reference SaliNet / S2TF-Net checkpoints -> salinet_i3d
+  torchvision  ImageNet ResNet-50 -> i3d_nl / salinet_i3d backbones by inflation (--inflate);
+               ResNet-50 / MobileNetV2 -> the S2DNet DNet / SNet backbones
+  tsm          TSM checkpoints ('module.base_model.*', 'module.new_fc.*') -> S2DNet DNet / SNet
+
+The layout rules live in `layout.py`; each source contributes a name map.
+"""
+
+import dataclasses
+import re
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from salinet_jax.convert import inflate
+from salinet_jax.convert import layout
+from salinet_jax.convert import pyslowfast
+from salinet_jax.convert import readers
+from salinet_jax.convert import salinet
+from salinet_jax.convert.layout import ConversionReport, convert_state_dict  # noqa: F401
+
+I3D_MODELS = ('i3d_nl', 'salinet_i3d')
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+  """A checkpoint family: how to read its files and how its names map onto a model."""
+  name: str
+  help: str
+  # (path, trust_pickle) -> (state dict, names the reader could not place)
+  read: Callable[[str, bool], Tuple[Dict[str, np.ndarray], Sequence[str]]]
+  # (model name, state dict, options) -> (name map, default inflate mode or None)
+  name_map: Callable[[str, Mapping[str, np.ndarray], Mapping[str, Any]],
+                     Tuple[layout.NameMap, Optional[str]]]
+  classifier_keys: Tuple[str, ...]
+
+
+def _read_torch(path: str, trust_pickle: bool):
+  return readers.load_torch_checkpoint(path, trust_pickle), ()
+
+
+def _read_pyslowfast(path: str, trust_pickle: bool):
+  if path.endswith('.pkl'):
+    return pyslowfast.caffe2_to_pyslowfast(readers.load_caffe2_blobs(path))
+  return _read_torch(path, trust_pickle)
+
+
+def _require_model(source: str, model_name: str, allowed: Sequence[str]) -> None:
+  if model_name not in allowed:
+    raise ValueError(f'--source={source} converts into models {list(allowed)}, but the config '
+                     f'builds {model_name!r}.')
+
+
+def _pyslowfast_map(model_name, state_dict, options):
+  _require_model('pyslowfast', model_name, I3D_MODELS)
+  return pyslowfast.name_map(), None
+
+
+def _salinet_map(model_name, state_dict, options):
+  _require_model('salinet', model_name, I3D_MODELS)
+  return salinet.name_map(), None
+
+
+def _torchvision_map(model_name, state_dict, options):
+  if model_name in I3D_MODELS:
+    return inflate.resnet_to_i3d_name_map(), 'repeat'
+  from salinet_jax.convert import torchvision as tv  # pylint: disable=g-import-not-at-top
+  return tv.name_map(model_name, state_dict, options), None
+
+
+def _tsm_map(model_name, state_dict, options):
+  from salinet_jax.convert import torchvision as tv  # pylint: disable=g-import-not-at-top
+  return tv.tsm_name_map(model_name, state_dict, options), None
+
+
+def _read_tsm(path: str, trust_pickle: bool):
+  from salinet_jax.convert import torchvision as tv  # pylint: disable=g-import-not-at-top
+  return tv.strip_tsm_prefix(readers.load_torch_checkpoint(path, trust_pickle)), ()
+
+
+SOURCES: Dict[str, Source] = {
+    'pyslowfast': Source(
+        'pyslowfast', 'PySlowFast .pyth (model_state) or model-zoo Caffe2 .pkl I3D/NLN/Slow/C2D',
+        _read_pyslowfast, _pyslowfast_map, pyslowfast.CLASSIFIER_KEYS),
+    'salinet': Source(
+        'salinet', 'reference SaliNet / S2TF-Net checkpoint (PySlowFast fork, 433 keys)',
+        _read_torch, _salinet_map, salinet.CLASSIFIER_KEYS),
+    'torchvision': Source(
+        'torchvision', 'torchvision ImageNet ResNet-50 / MobileNetV2 state dict',
+        _read_torch, _torchvision_map, ('fc.weight', 'classifier.1.weight')),
+    'tsm': Source(
+        'tsm', "TSM checkpoint ('module.base_model.*', 'module.new_fc.*')",
+        _read_tsm, _tsm_map, ('new_fc.weight',)),
+}
+
+
+def num_classes_of(state_dict: Mapping[str, np.ndarray], keys: Sequence[str]) -> Optional[int]:
+  """Rows of the first classifier weight found in `state_dict`, else None."""
+  for key in keys:
+    if key in state_dict:
+      return int(np.asarray(state_dict[key]).shape[0])
+  return None
+
+
+def model_template(model, input_shape: Sequence[int]) -> Dict[str, Any]:
+  """{'params', 'batch_stats'} of `model` as ShapeDtypeStructs (no computation)."""
+  rngs = {'params': jax.random.key(0), 'dropout': jax.random.key(0)}
+  shapes = jax.eval_shape(
+      lambda: model.init(rngs, jnp.zeros(tuple(input_shape), jnp.float32), train=False))
+  return {'params': shapes.get('params', {}), 'batch_stats': shapes.get('batch_stats', {})}
+
+
+def convert(source: str, state_dict: Mapping[str, np.ndarray], template: Mapping[str, Any],
+            model_name: str, *, exclude: str = '', inflate_mode: Optional[str] = None,
+            options: Optional[Mapping[str, Any]] = None, dtype: Any = np.float32,
+            unplaced: Sequence[str] = ()) -> Tuple[Dict[str, Any], ConversionReport]:
+  """Converts a state dict of `source` into variables shaped like `template`.
+
+  `inflate_mode` None uses the source's default ('repeat' for torchvision -> 3D, else none);
+  'none' turns inflation off. `unplaced` are reader-level names with no PyTorch key (unknown
+  Caffe2 blobs); they are reported as unexpected.
+  """
+  if source not in SOURCES:
+    raise ValueError(f'Unknown source {source!r}; one of {sorted(SOURCES)}.')
+  name_map, default_inflate = SOURCES[source].name_map(model_name, state_dict, options or {})
+  mode = default_inflate if inflate_mode is None else inflate_mode
+  mode = None if mode in (None, 'none', '') else mode
+  variables, report = convert_state_dict(state_dict, template, name_map, exclude=exclude,
+                                         inflate=mode, dtype=dtype)
+  report.unexpected.extend(f'{name} (unknown blob)' for name in unplaced)
+  return variables, report
+
+
+def read_checkpoint(source: str, path: str, trust_pickle: bool = False
+                    ) -> Tuple[Dict[str, np.ndarray], Sequence[str]]:
+  """(state dict with PyTorch keys, unplaced names) of a checkpoint file of `source`."""
+  if source not in SOURCES:
+    raise ValueError(f'Unknown source {source!r}; one of {sorted(SOURCES)}.')
+  return SOURCES[source].read(path, trust_pickle)
+
+
+def sanitize_regex(pattern: str) -> str:
+  """Validates a user regex early, with a clear message."""
+  try:
+    re.compile(pattern)
+  except re.error as e:
+    raise ValueError(f'Invalid regex {pattern!r}: {e}') from e
+  return pattern

@@ -1,0 +1,88 @@
+r"""Command line: convert a PyTorch/Caffe2 checkpoint for `config.init_from`.
+
+  python -m salinet_jax.convert --source=pyslowfast --checkpoint=I3D_NLN_8x8_R50.pkl \
+      --config=configs/k400_i3d_nl.py --output=/ckpt/i3d_nln_k400
+  python -m salinet_jax.convert --source=salinet --checkpoint=salinet_k400.pyth \
+      --config=configs/k400_salinet.py --output=/ckpt/salinet_k400
+  python -m salinet_jax.convert --source=torchvision --checkpoint=resnet50-11ad3fa6.pth \
+      --config=configs/k400_i3d_nl.py --output=/ckpt/i3d_inflated --inflate=repeat \
+      --exclude='^head/|/pathway0_nonlocal\d+/'
+
+The model is built from `--config` (any `--config.a.b=value` override works) with the number of
+classes of the checkpoint's classifier (or `--num_classes`). Every model variable must come from
+the checkpoint and every checkpoint tensor must be used, else the command lists what is missing,
+unexpected or mis-shaped and writes nothing; `--exclude` (regex over Flax paths such as
+'head/fc/kernel') leaves variables out on purpose, `--nostrict` writes what converted anyway.
+"""
+
+import sys
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.',
+                                          lock_config=True)
+_SOURCE = flags.DEFINE_enum('source', None, ['pyslowfast', 'salinet', 'torchvision', 'tsm'],
+                            'Checkpoint family.')
+_CHECKPOINT = flags.DEFINE_string('checkpoint', None, 'Checkpoint file to convert.')
+_OUTPUT = flags.DEFINE_string('output', None, 'Output directory.')
+_NUM_CLASSES = flags.DEFINE_integer(
+    'num_classes', 0, 'Classes of the model; 0 = rows of the checkpoint\'s classifier.')
+_EXCLUDE = flags.DEFINE_string('exclude', '', 'Regex over Flax variable paths to leave out.')
+_STRICT = flags.DEFINE_bool('strict', True, 'Fail on missing, unexpected or mis-shaped tensors.')
+_INFLATE = flags.DEFINE_enum('inflate', None, ['none', 'repeat', 'centre'],
+                             '2D -> 3D kernels: repeat/kT over time or centre tap (default: '
+                             'repeat for torchvision into a 3D model, else none).')
+_TARGET = flags.DEFINE_enum('target', 'auto', ['auto', 'snet', 'dnet'],
+                            'S2DNet only: which network a 2D checkpoint initialises.')
+_TRUST_PICKLE = flags.DEFINE_bool('trust_pickle', False,
+                                  'Open PyTorch files with weights_only=False (trusted files '
+                                  'that pickle Python objects besides tensors).')
+_OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Replace an existing output.')
+
+
+def main(argv):
+  del argv
+  for flag in (_SOURCE, _CHECKPOINT, _OUTPUT):
+    if not flag.value:
+      raise app.UsageError(f'--{flag.name} is required.')
+  if _CONFIG.value is None:
+    raise app.UsageError('--config is required.')
+  # Imported here so that --help is instant.
+  from salinet_jax import convert  # pylint: disable=g-import-not-at-top
+  from salinet_jax import pretrained  # pylint: disable=g-import-not-at-top
+  from salinet_jax.models import build_model  # pylint: disable=g-import-not-at-top
+  from salinet_jax.train import input_shape  # pylint: disable=g-import-not-at-top
+
+  config = _CONFIG.value
+  source = convert.SOURCES[_SOURCE.value]
+  exclude = convert.sanitize_regex(_EXCLUDE.value)
+  state_dict, unplaced = convert.read_checkpoint(source.name, _CHECKPOINT.value,
+                                                 _TRUST_PICKLE.value)
+  num_classes = _NUM_CLASSES.value or convert.num_classes_of(state_dict, source.classifier_keys)
+  if not num_classes:
+    raise app.UsageError(f'The checkpoint has no classifier ({", ".join(source.classifier_keys)})'
+                         ': pass --num_classes.')
+  model = build_model(config.model, num_classes, 'float32')
+  template = convert.model_template(model, input_shape(config))
+  options = {'target': _TARGET.value}
+  variables, report = convert.convert(source.name, state_dict, template, config.model.name,
+                                      exclude=exclude, inflate_mode=_INFLATE.value,
+                                      options=options, unplaced=unplaced)
+  print(report.summary(limit=50))
+  if _STRICT.value and not report.ok:
+    print('Nothing written: fix the mismatch, leave tensors out with --exclude, or pass '
+          '--nostrict to write what converted.', file=sys.stderr)
+    sys.exit(1)
+  info = {
+      'source': source.name, 'checkpoint': _CHECKPOINT.value, 'model': config.model.to_dict(),
+      'num_classes': num_classes, 'exclude': exclude, 'inflate': _INFLATE.value,
+      'target': _TARGET.value, 'report': report.to_dict(),
+  }
+  out = pretrained.save_converted(_OUTPUT.value, variables, info, overwrite=_OVERWRITE.value)
+  print(f'Wrote {out}')
+
+
+if __name__ == '__main__':
+  app.run(main)

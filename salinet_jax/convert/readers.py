@@ -1,0 +1,112 @@
+"""Reading PyTorch and Caffe2 checkpoint files into {name: numpy array}.
+
+PyTorch (`torch.load`, which needs torch installed; CPU is enough): the state dict is found under
+'model_state' (PySlowFast), 'state_dict' (TSM and most training scripts) or 'model', or the file
+is a bare state dict. A leading 'module.' (DataParallel / DistributedDataParallel) is removed.
+Files are opened with `weights_only=True` (no code runs while unpickling); a checkpoint that
+pickles other Python objects needs `trust_pickle=True`, which should only be used on files from a
+trusted source.
+
+Caffe2 (`.pkl`, the PySlowFast model zoo's "caffe2" checkpoints): a pickled {'blobs': {name:
+ndarray}}. It is read with an unpickler that only accepts NumPy arrays and plain containers.
+"""
+
+import io
+import os
+import pickle
+from typing import Any, Dict, Mapping
+
+import numpy as np
+
+STATE_DICT_KEYS = ('model_state', 'state_dict', 'model')
+DATA_PARALLEL_PREFIX = 'module.'
+
+
+def import_torch():
+  """torch, or an ImportError that says how to get it."""
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise ImportError('Reading PyTorch checkpoints needs PyTorch: pip install torch '
+                      '(the CPU build is enough).') from e
+  return torch
+
+
+def to_numpy(value: Any) -> np.ndarray:
+  """A torch tensor (any device, with or without grad) or array-like -> numpy array."""
+  if hasattr(value, 'detach'):
+    value = value.detach().cpu()
+    if str(value.dtype) == 'torch.bfloat16':
+      value = value.float()
+    return value.numpy()
+  return np.asarray(value)
+
+
+def find_state_dict(checkpoint: Any) -> Mapping[str, Any]:
+  """The state dict inside a loaded checkpoint object."""
+  if not isinstance(checkpoint, Mapping):
+    raise ValueError(f'Expected a dict-like checkpoint, got {type(checkpoint).__name__}.')
+  for key in STATE_DICT_KEYS:
+    if key in checkpoint and isinstance(checkpoint[key], Mapping):
+      return checkpoint[key]
+  if checkpoint and all(hasattr(v, 'shape') for v in checkpoint.values()):
+    return checkpoint
+  raise ValueError(f'No state dict found: the checkpoint has keys {sorted(checkpoint)[:10]}; '
+                   f'expected one of {STATE_DICT_KEYS} or a bare state dict.')
+
+
+def strip_data_parallel(state_dict: Mapping[str, Any]) -> Dict[str, Any]:
+  """Removes one leading 'module.' from every key if all keys have it."""
+  keys = list(state_dict)
+  if keys and all(k.startswith(DATA_PARALLEL_PREFIX) for k in keys):
+    return {k[len(DATA_PARALLEL_PREFIX):]: v for k, v in state_dict.items()}
+  return dict(state_dict)
+
+
+def numpy_state_dict(state_dict: Mapping[str, Any]) -> Dict[str, np.ndarray]:
+  """Tensors -> numpy arrays; non-tensor entries (rare: extra_state) are dropped."""
+  out = {}
+  for key, value in state_dict.items():
+    if hasattr(value, 'shape'):
+      out[str(key)] = to_numpy(value)
+  return out
+
+
+def load_torch_checkpoint(path: str, trust_pickle: bool = False) -> Dict[str, np.ndarray]:
+  """The state dict of a PyTorch checkpoint file as {key: numpy array}."""
+  torch = import_torch()
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'Checkpoint {path} does not exist.')
+  try:
+    checkpoint = torch.load(path, map_location='cpu', weights_only=not trust_pickle)
+  except pickle.UnpicklingError as e:
+    raise ValueError(
+        f'{path} pickles Python objects besides tensors, so it cannot be opened safely. If you '
+        'trust its source, pass --trust_pickle (loads it with weights_only=False).') from e
+  return numpy_state_dict(strip_data_parallel(find_state_dict(checkpoint)))
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+  """Unpickles NumPy arrays, dtypes and builtin containers, and refuses anything else."""
+
+  ALLOWED = {
+      ('numpy.core.multiarray', '_reconstruct'), ('numpy._core.multiarray', '_reconstruct'),
+      ('numpy.core.multiarray', 'scalar'), ('numpy._core.multiarray', 'scalar'),
+      ('numpy', 'ndarray'), ('numpy', 'dtype'), ('collections', 'OrderedDict'),
+      ('builtins', 'bytes'), ('_codecs', 'encode'),
+  }
+
+  def find_class(self, module, name):
+    if (module, name) in self.ALLOWED:
+      return super().find_class(module, name)
+    raise pickle.UnpicklingError(f'Refusing to unpickle {module}.{name} from a Caffe2 .pkl.')
+
+
+def load_caffe2_blobs(path: str) -> Dict[str, np.ndarray]:
+  """The blobs of a Caffe2 .pkl checkpoint ({'blobs': {...}} or a bare dict of arrays)."""
+  with open(path, 'rb') as f:
+    data = _NumpyOnlyUnpickler(io.BufferedReader(f), encoding='latin1').load()
+  blobs = data.get('blobs', data) if isinstance(data, Mapping) else None
+  if not isinstance(blobs, Mapping):
+    raise ValueError(f'{path} is not a Caffe2 checkpoint (no blobs dict).')
+  return {str(k): np.asarray(v) for k, v in blobs.items() if hasattr(v, 'shape')}

@@ -1,0 +1,225 @@
+"""Initialising a model from pretrained weights (`config.init_from`).
+
+A pretrained checkpoint is either
+
+* a directory written by `python -m salinet_jax.convert` (converted PyTorch weights): an orbax
+  checkpoint of {'params', 'batch_stats'} in `<dir>/variables` next to `<dir>/conversion.json`; or
+* a training checkpoint of this code base: a step directory `<workdir>/checkpoints/<step>` (or its
+  'default' item directory), whose train state holds 'params' and 'batch_stats'.
+
+`load_pretrained(params, batch_stats, init_config)` merges it into freshly initialised variables:
+every model variable found in the checkpoint with the same shape takes the checkpoint's value;
+variables whose path matches `init_config.exclude` (a regex searched in paths like
+'head/fc/kernel', 'backbone/s1/pathway0_stem/bn/mean') keep their fresh values. The report lists
+
+  * missing: model variables (not excluded) that the checkpoint lacks: they keep fresh values;
+  * unexpected: checkpoint tensors (not excluded) that the model lacks: ignored;
+  * mis-shaped: same path, different shape: always an error unless excluded (e.g. a classifier
+    trained on another number of classes: exclude '^head/').
+
+With `init_config.strict` missing or unexpected tensors are errors too. Values take the dtype of
+the fresh variables and, for jax arrays, their sharding.
+
+    config.init_from.checkpoint = '/ckpt/k400_salinet_converted'   # '' = train from scratch
+    config.init_from.exclude = '^head/'                            # fine-tune on another dataset
+    config.init_from.strict = True
+"""
+
+import dataclasses
+import json
+import os
+import re
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from salinet_jax.convert import layout
+
+VARIABLES_DIR = 'variables'
+REPORT_FILE = 'conversion.json'
+COLLECTIONS = ('params', 'batch_stats')
+
+
+# ----------------------------------------------------------------------------------------------
+# Converted checkpoints on disk.
+# ----------------------------------------------------------------------------------------------
+
+
+def save_converted(output_dir: str, variables: Mapping[str, Any], info: Mapping[str, Any],
+                   overwrite: bool = False) -> str:
+  """Writes `variables` ({'params', 'batch_stats'}) as orbax + `info` as json; returns the dir."""
+  output_dir = os.path.abspath(output_dir)
+  target = os.path.join(output_dir, VARIABLES_DIR)
+  if os.path.exists(target) and not overwrite:
+    raise FileExistsError(f'{target} exists; pass --overwrite to replace it.')
+  os.makedirs(output_dir, exist_ok=True)
+  tree = {c: jax.tree.map(np.asarray, dict(variables.get(c, {}))) for c in COLLECTIONS}
+  with ocp.StandardCheckpointer() as checkpointer:
+    checkpointer.save(target, tree, force=overwrite)
+  with open(os.path.join(output_dir, REPORT_FILE), 'w') as f:
+    json.dump(dict(info), f, indent=2, sort_keys=True, default=str)
+  return output_dir
+
+
+def _restore_raw(path: str) -> Any:
+  with ocp.StandardCheckpointer() as checkpointer:
+    return checkpointer.restore(path)
+
+
+def load_variables(path: str) -> Dict[str, Any]:
+  """{'params', 'batch_stats'} (numpy leaves) from a converted or a training checkpoint dir."""
+  path = os.path.abspath(path)
+  if not os.path.isdir(path):
+    raise FileNotFoundError(f'Pretrained checkpoint {path} does not exist.')
+  for item in (os.path.join(path, VARIABLES_DIR), os.path.join(path, 'default'), path):
+    if os.path.isdir(item) and os.path.exists(os.path.join(item, '_CHECKPOINT_METADATA')):
+      break
+  else:
+    raise FileNotFoundError(
+        f'{path} is neither a converted checkpoint (with {VARIABLES_DIR}/) nor a training '
+        'checkpoint step directory.')
+  tree = _restore_raw(item)
+  if not isinstance(tree, Mapping) or 'params' not in tree:
+    raise ValueError(f'{item} holds no params (keys: {sorted(tree)[:10]}).')
+  return {c: jax.tree.map(np.asarray, dict(tree.get(c) or {})) for c in COLLECTIONS}
+
+
+# ----------------------------------------------------------------------------------------------
+# Merging into fresh variables.
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class LoadReport:
+  """What `load_pretrained` did; paths are 'collection:module/.../leaf'."""
+  checkpoint: str = ''
+  loaded: List[str] = dataclasses.field(default_factory=list)
+  missing: List[str] = dataclasses.field(default_factory=list)
+  unexpected: List[str] = dataclasses.field(default_factory=list)
+  mis_shaped: List[str] = dataclasses.field(default_factory=list)
+  excluded: List[str] = dataclasses.field(default_factory=list)
+
+  @property
+  def ok(self) -> bool:
+    return not (self.missing or self.unexpected or self.mis_shaped)
+
+  def to_dict(self) -> Dict[str, Any]:
+    out = dataclasses.asdict(self)
+    out['ok'] = self.ok
+    return out
+
+  def summary(self, limit: int = 20) -> str:
+    lines = [f'init_from {self.checkpoint}: loaded {len(self.loaded)} tensors, kept fresh '
+             f'{len(self.excluded)} excluded; missing {len(self.missing)}, unexpected '
+             f'{len(self.unexpected)}, mis-shaped {len(self.mis_shaped)}']
+    for title, items in (('missing (in the model, not in the checkpoint; kept fresh)',
+                          self.missing),
+                         ('unexpected (in the checkpoint, not in the model; ignored)',
+                          self.unexpected),
+                         ('mis-shaped', self.mis_shaped)):
+      if items:
+        lines.append(f'  {title}:')
+        lines.extend(f'    {item}' for item in items[:limit])
+        if len(items) > limit:
+          lines.append(f'    ... and {len(items) - limit} more')
+    return '\n'.join(lines)
+
+
+class PretrainedMismatchError(ValueError):
+  """The checkpoint does not fit the model (see the report in the message)."""
+
+
+def _get(config: Any, name: str, default: Any) -> Any:
+  if isinstance(config, Mapping):
+    return config.get(name, default)
+  return getattr(config, name, default)
+
+
+def merge_variables(fresh: Mapping[str, Any], pretrained: Mapping[str, Any], exclude: str = ''
+                    ) -> Tuple[Dict[str, Any], LoadReport]:
+  """Merges `pretrained` into `fresh` ({collection: tree} both); returns (variables, report)."""
+  exclude_re = re.compile(exclude) if exclude else None
+  excluded = lambda path: exclude_re is not None and exclude_re.search(path)  # noqa: E731
+  report = LoadReport()
+  merged = {}
+  for collection in COLLECTIONS:
+    fresh_flat = layout.flatten(fresh.get(collection) or {})
+    ckpt_flat = layout.flatten(pretrained.get(collection) or {})
+    out = {}
+    for path, leaf in sorted(fresh_flat.items()):
+      name = layout.path_str(path)
+      label = f'{collection}:{name}'
+      if excluded(name):
+        report.excluded.append(label)
+        out[path] = leaf
+        continue
+      if path not in ckpt_flat:
+        report.missing.append(label)
+        out[path] = leaf
+        continue
+      value = np.asarray(ckpt_flat[path])
+      if tuple(value.shape) != tuple(leaf.shape):
+        report.mis_shaped.append(f'{label}: checkpoint {tuple(value.shape)}, model '
+                                 f'{tuple(leaf.shape)}')
+        out[path] = leaf
+        continue
+      out[path] = _like(value, leaf)
+      report.loaded.append(label)
+    for path in sorted(set(ckpt_flat) - set(fresh_flat)):
+      name = layout.path_str(path)
+      if not excluded(name):
+        report.unexpected.append(f'{collection}:{name}')
+    merged[collection] = layout.unflatten(out)
+  return merged, report
+
+
+def _like(value: np.ndarray, leaf: Any) -> Any:
+  """`value` with the dtype (and, for a jax array, the sharding) of `leaf`."""
+  value = value.astype(leaf.dtype)
+  if isinstance(leaf, jax.Array):
+    return jax.device_put(value, leaf.sharding)
+  return value
+
+
+def load_pretrained(params: Any, batch_stats: Any, init_config: Any
+                    ) -> Tuple[Any, Any, LoadReport]:
+  """Merges the checkpoint of `init_config` into fresh `params` / `batch_stats`.
+
+  Args:
+    params, batch_stats: the freshly initialised variables (nested dicts of arrays).
+    init_config: `config.init_from`-like (ConfigDict, dict or object) with `checkpoint` (path;
+      '' returns the inputs unchanged), `exclude` (regex, '' = none) and `strict` (bool).
+
+  Returns:
+    (params, batch_stats, LoadReport).
+
+  Raises:
+    PretrainedMismatchError: mis-shaped tensors not excluded; with `strict`, also missing or
+      unexpected ones. The message is the report.
+  """
+  path = _get(init_config, 'checkpoint', '')
+  report = LoadReport(checkpoint=path)
+  if not path:
+    return params, batch_stats, report
+  pretrained = load_variables(path)
+  merged, report = merge_variables({'params': params, 'batch_stats': batch_stats or {}},
+                                   pretrained, _get(init_config, 'exclude', ''))
+  report.checkpoint = path
+  strict = bool(_get(init_config, 'strict', True))
+  if report.mis_shaped or (strict and not report.ok):
+    hint = ('exclude them with init_from.exclude (e.g. \'^head/\' for a classifier trained on '
+            'other classes)' + ('' if not strict else ', or set init_from.strict=False to '
+                                'accept missing/unexpected tensors'))
+    raise PretrainedMismatchError(f'{report.summary()}\n{hint}.')
+  return merged['params'], merged['batch_stats'], report
+
+
+def conversion_info(path: str) -> Optional[Dict[str, Any]]:
+  """The json written next to a converted checkpoint, or None for training checkpoints."""
+  report = os.path.join(os.path.abspath(path), REPORT_FILE)
+  if not os.path.exists(report):
+    return None
+  with open(report) as f:
+    return json.load(f)
