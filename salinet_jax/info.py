@@ -21,10 +21,11 @@ from salinet_jax.models import build_model
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Experiment config file.', lock_config=True)
 flags.DEFINE_bool('json', False, 'Print one machine-readable JSON object instead of a table.')
+flags.DEFINE_bool('count_norm', False, 'Also count BatchNorm (2 FLOPs per element, fvcore style).')
 flags.mark_flags_as_required(['config'])
 
 
-def model_report(config) -> Dict[str, Any]:
+def model_report(config, count_norm: bool = False) -> Dict[str, Any]:
   """{'model', 'num_classes', 'params', 'params_by_group', 'views': {train, test}} for `config`."""
   num_classes = datasets.get(config.dataset.name).num_classes
   model = build_model(config.model, num_classes, config.dtype)
@@ -36,7 +37,7 @@ def model_report(config) -> Dict[str, Any]:
   views = {}
   params = params_by_group = None
   for name, shape in shapes.items():
-    info = flops.model_info(model, shape)
+    info = flops.model_info(model, shape, count_norm=count_norm)
     params, params_by_group = info['params'], info['params_by_group']
     views[name] = {'input_shape': list(shape), 'gflops': info['gflops'],
                    'gflops_by_group': info['gflops_by_group']}
@@ -66,7 +67,7 @@ def format_report(report: Dict[str, Any]) -> str:
 
 def main(argv):
   del argv
-  report = model_report(FLAGS.config)
+  report = model_report(FLAGS.config, FLAGS.count_norm)
   print(json.dumps(report) if FLAGS.json else format_report(report))
 
 

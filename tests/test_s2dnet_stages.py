@@ -1,0 +1,71 @@
+"""S2DNet's two training stages through train_and_evaluate on tiny real records."""
+
+import flax
+import jax
+import numpy as np
+
+from configs import demo_s2dnet
+from salinet_jax import checkpoints
+from salinet_jax import train
+
+
+def tiny_s2dnet_config(data_dir, stage: str):
+  config = demo_s2dnet.get_config(stage)
+  config.dataset.data_dir = str(data_dir)
+  config.dataset.synthetic.update(dict(num_train=8, num_val=7, num_frames=6, frame_size=20,
+                                       object_size=6, num_shards=2))
+  config.data.update(dict(num_frames=6, crop_size=16, train_min_scale=16, train_max_scale=20,
+                          eval_short_side=16, eval_crop_size=16, shuffle_buffer=8))
+  config.model.update(dict(synopsis_frames=4, synopsis_size=16, detail_frames=4, detail_size=12,
+                           snet_last_channels=32, dnet_width=4, f_theta_mlp=(16, 8),
+                           context_features=8))
+  config.batch_size = 4
+  config.eval_batch_size = 4
+  config.num_train_steps = 2
+  config.log_every_steps = 1
+  config.eval_every_steps = 2
+  config.checkpoint_every_steps = 2
+  config.checkpoint.async_save = False
+  return config
+
+
+def _restore(config, workdir):
+  trainer = train.Trainer(config, workdir)
+  manager = checkpoints.create_manager(workdir, config.checkpoint, read_only=True)
+  state = checkpoints.restore(manager, manager.latest_step(), trainer.abstract_state())
+  manager.close()
+  return trainer, state
+
+
+def _f_theta(params):
+  return flax.traverse_util.flatten_dict(params['f_theta'], sep='/')
+
+
+def test_warmup_freezes_f_theta_and_sampling_starts_from_warmup(tiny_data_dir, tmp_path):
+  warmup_dir, sampling_dir = str(tmp_path / 'warmup'), str(tmp_path / 'sampling')
+  config = tiny_s2dnet_config(tiny_data_dir, 'warmup')
+  results = train.train_and_evaluate(config, warmup_dir)
+  assert results['num_videos'] == 7 and 'snet_top1' in results
+  trainer, warm = _restore(config, warmup_dir)
+  fresh = trainer.fresh_state()
+  for key, value in _f_theta(warm.params).items():
+    np.testing.assert_array_equal(value, _f_theta(fresh.params)[key], err_msg=key)
+  f_theta_stats = flax.traverse_util.flatten_dict(warm.batch_stats['f_theta'], sep='/')
+  fresh_stats = flax.traverse_util.flatten_dict(fresh.batch_stats['f_theta'], sep='/')
+  for key, value in f_theta_stats.items():  # f_theta's BatchNorm statistics are frozen too
+    np.testing.assert_array_equal(value, fresh_stats[key], err_msg=key)
+  assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(warm.params['dnet']),
+                                                       jax.tree.leaves(fresh.params['dnet'])))
+
+  config = tiny_s2dnet_config(tiny_data_dir, 'sampling')
+  config.init_from.checkpoint = warmup_dir  # 2 steps: the warm-up schedule's first LR is 0
+  start = train.initialize_from(train.Trainer(config, sampling_dir),
+                                train.Trainer(config, sampling_dir).fresh_state(),
+                                config.init_from)
+  for a, b in zip(jax.tree.leaves(start.params), jax.tree.leaves(warm.params)):
+    np.testing.assert_array_equal(a, b)
+  train.train_and_evaluate(config, sampling_dir)
+  _, sampled = _restore(config, sampling_dir)
+  changed = [not np.array_equal(v, _f_theta(warm.params)[k])
+             for k, v in _f_theta(sampled.params).items()]
+  assert any(changed)  # the sampling stage trains f_theta
