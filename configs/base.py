@@ -104,4 +104,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.eval.checkpoint = 'best'  # 'best' | 'latest' | path of a checkpoint step directory
   config.eval.view_reduction = 'sum'  # sum | mean | max over the views of a video
   config.eval.view_scores = 'logits'  # logits | softmax
+  # Eval mode: PNGs of what the model looked at (S2DNet windows, SaliNet masks) for this many
+  # videos of the first batch, in <workdir>/visualizations_<split>/.
+  config.eval.num_visualizations = 0
   return config

@@ -43,4 +43,5 @@ def get_config() -> ml_collections.ConfigDict:
   config.log_every_steps = 25
   config.eval_every_steps = 200
   config.checkpoint_every_steps = 200
+  config.eval.num_visualizations = 4
   return config

@@ -38,4 +38,5 @@ def get_config(stage: str = 'warmup') -> ml_collections.ConfigDict:
   config.log_every_steps = 25
   config.eval_every_steps = 150
   config.checkpoint_every_steps = 150
+  config.eval.num_visualizations = 4
   return config

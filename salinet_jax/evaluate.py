@@ -12,7 +12,7 @@ import functools
 import json
 import os
 import time
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -145,10 +145,12 @@ def confusion_matrix(predictions: Predictions) -> np.ndarray:
   return matrix
 
 
-def evaluate_split(config, variables, split: str, mesh,
-                   jitted_step) -> Tuple[Dict[str, Any], Predictions]:
+def evaluate_split(config, variables, split: str, mesh, jitted_step,
+                   visualize: Optional[Callable[[Dict[str, np.ndarray]], None]] = None
+                   ) -> Tuple[Dict[str, Any], Predictions]:
   """Evaluates `variables` on every video of `split` with `make_eval_step`'s step.
 
+  `visualize`, if given, is called once with the first local batch (host numpy arrays).
   Returns (results: top1, top5, mean_class_accuracy, num_videos, ..., per-video predictions).
   """
   parallel.check_batch_size(config.eval_batch_size, mesh.size, 'config.eval_batch_size')
@@ -157,6 +159,9 @@ def evaluate_split(config, variables, split: str, mesh,
   totals = None
   scores, labels, filenames = [], [], []
   for batch in pipeline.as_numpy(ds):
+    if visualize is not None:
+      visualize(dict(batch))
+      visualize = None
     names = _decode_names(_gather_rows(_encode_names(batch.pop('filename'))))
     mask = _gather_rows(batch['mask'])
     outputs = jitted_step(variables, parallel.to_global(batch, mesh))
@@ -259,6 +264,40 @@ def plot_confusion(matrix: np.ndarray, classes: Sequence[str], path: str, title:
   fig.savefig(path, dpi=100)
   plt.close(fig)
   return path
+
+
+def write_visualizations(model, variables, batch: Dict[str, np.ndarray], directory: str,
+                         count: int, data_config) -> List[str]:
+  """PNGs of what the model looked at for the first `count` videos of `batch` (first view).
+
+  S2DNet: sampled detail windows and detail frames; SaliNet: the S_final mask over the clip.
+  Other models have nothing to draw and write nothing.
+  """
+  from data import pipeline as pipeline_lib  # pylint: disable=g-import-not-at-top
+  from salinet_jax import visualize  # pylint: disable=g-import-not-at-top
+  mean, std = pipeline_lib.normalization(data_config)
+  count = min(count, int(np.sum(batch['mask'])))
+  video = batch['video'][:count, 0]
+  kwargs = {}
+  if 'frame_mask' in batch:
+    kwargs['num_valid'] = np.sum(batch['frame_mask'][:count], axis=-1).astype(np.int32)
+  _, aux = jax.jit(lambda v, x, kw: model.apply(v, x, train=False, return_aux=True, **kw))(
+      variables, video, kwargs)
+  aux = jax.tree.map(np.asarray, aux)
+  os.makedirs(directory, exist_ok=True)
+  paths = []
+  for i in range(count):
+    name = os.path.basename(batch['filename'][i].decode('utf-8', 'replace')) or f'video{i}'
+    path = os.path.join(directory, f'{i:03d}_{name}.png')
+    if 'detail_frames' in aux:
+      paths.append(visualize.s2dnet_figure(
+          video[i], {k: v[i] for k, v in aux.items()}, path, mean=mean, std=std,
+          title=f'{name}: label {int(batch["label"][i])}'))
+    elif 'saliency_final' in aux:
+      paths.append(visualize.saliency_figure(
+          video[i], aux['saliency_final'][i], path, mean=mean, std=std,
+          title=f'{name}: label {int(batch["label"][i])}'))
+  return paths
 
 
 def write_results(workdir: str, results: Dict[str, Any]) -> str:

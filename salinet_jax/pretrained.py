@@ -4,8 +4,10 @@ A pretrained checkpoint is either
 
 * a directory written by `python -m salinet_jax.convert` (converted PyTorch weights): an orbax
   checkpoint of {'params', 'batch_stats'} in `<dir>/variables` next to `<dir>/conversion.json`; or
-* a training checkpoint of this code base: a step directory `<workdir>/checkpoints/<step>` (or its
-  'default' item directory), whose train state holds 'params' and 'batch_stats'.
+* a training checkpoint of this code base: another run's workdir (its `init_config.which`
+  checkpoint, 'best' or 'latest'), a step directory `<workdir>/checkpoints/<step>` or its 'default'
+  item directory; its train state holds 'params' and 'batch_stats' (the optimizer state is not
+  used).
 
 `load_pretrained(params, batch_stats, init_config)` merges it into freshly initialised variables:
 every model variable found in the checkpoint with the same shape takes the checkpoint's value;
@@ -32,6 +34,7 @@ import re
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import jax
+import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -68,18 +71,37 @@ def _restore_raw(path: str) -> Any:
     return checkpointer.restore(path)
 
 
-def load_variables(path: str) -> Dict[str, Any]:
-  """{'params', 'batch_stats'} (numpy leaves) from a converted or a training checkpoint dir."""
+def _workdir_step_dir(workdir: str, which: str) -> str:
+  """The step directory of a workdir's 'best' or 'latest' checkpoint."""
+  from salinet_jax import checkpoints  # pylint: disable=g-import-not-at-top
+  ckpt_config = ml_collections.ConfigDict(dict(
+      keep_last=1, keep_best=True, best_metric='val_top1', best_mode='max', async_save=False))
+  manager = checkpoints.create_manager(workdir, ckpt_config, read_only=True)
+  try:
+    step = checkpoints.select_step(manager, which)
+  finally:
+    manager.close()
+  return os.path.join(checkpoints.checkpoint_dir(workdir), str(step))
+
+
+def resolve_checkpoint(path: str, which: str = 'best') -> str:
+  """The orbax item directory behind a converted dir, a workdir or a (step) checkpoint dir."""
   path = os.path.abspath(path)
   if not os.path.isdir(path):
     raise FileNotFoundError(f'Pretrained checkpoint {path} does not exist.')
+  if os.path.isdir(os.path.join(path, 'checkpoints')):
+    path = _workdir_step_dir(path, which)
   for item in (os.path.join(path, VARIABLES_DIR), os.path.join(path, 'default'), path):
-    if os.path.isdir(item) and os.path.exists(os.path.join(item, '_CHECKPOINT_METADATA')):
-      break
-  else:
-    raise FileNotFoundError(
-        f'{path} is neither a converted checkpoint (with {VARIABLES_DIR}/) nor a training '
-        'checkpoint step directory.')
+    if os.path.isdir(item) and os.path.exists(os.path.join(item, '_METADATA')):
+      return item
+  raise FileNotFoundError(
+      f'{path} is neither a converted checkpoint (with {VARIABLES_DIR}/), a workdir (with '
+      'checkpoints/) nor a training checkpoint step directory.')
+
+
+def load_variables(path: str, which: str = 'best') -> Dict[str, Any]:
+  """{'params', 'batch_stats'} (numpy leaves) of a converted or training checkpoint."""
+  item = resolve_checkpoint(path, which)
   tree = _restore_raw(item)
   if not isinstance(tree, Mapping) or 'params' not in tree:
     raise ValueError(f'{item} holds no params (keys: {sorted(tree)[:10]}).')
@@ -190,7 +212,8 @@ def load_pretrained(params: Any, batch_stats: Any, init_config: Any
   Args:
     params, batch_stats: the freshly initialised variables (nested dicts of arrays).
     init_config: `config.init_from`-like (ConfigDict, dict or object) with `checkpoint` (path;
-      '' returns the inputs unchanged), `exclude` (regex, '' = none) and `strict` (bool).
+      '' returns the inputs unchanged), `exclude` (regex, '' = none), `strict` (bool, default
+      True) and `which` ('best' | 'latest' for a workdir, default 'best').
 
   Returns:
     (params, batch_stats, LoadReport).
@@ -203,7 +226,7 @@ def load_pretrained(params: Any, batch_stats: Any, init_config: Any
   report = LoadReport(checkpoint=path)
   if not path:
     return params, batch_stats, report
-  pretrained = load_variables(path)
+  pretrained = load_variables(path, _get(init_config, 'which', 'best'))
   merged, report = merge_variables({'params': params, 'batch_stats': batch_stats or {}},
                                    pretrained, _get(init_config, 'exclude', ''))
   report.checkpoint = path

@@ -235,10 +235,19 @@ class Trainer:
     """Shapes, dtypes and shardings of the train state (restore target, no allocation)."""
     return jax.eval_shape(self.fresh_state)
 
-  def evaluate(self, state: TrainState, split: str):
-    """(results dict, per-video predictions) of `state` on every video of `split`."""
+  def evaluate(self, state: TrainState, split: str, visualize_dir: Optional[str] = None):
+    """(results dict, per-video predictions) of `state` on every video of `split`.
+
+    With `visualize_dir`, also draws `config.eval.num_visualizations` PNGs of what the model
+    looked at in the first batch (process 0 only).
+    """
+    visualize = None
+    if visualize_dir and self.config.eval.num_visualizations and jax.process_index() == 0:
+      visualize = lambda batch: evaluate_lib.write_visualizations(  # noqa: E731
+          self.model, state.variables, batch, visualize_dir,
+          self.config.eval.num_visualizations, self.config.data)
     return evaluate_lib.evaluate_split(self.config, state.variables, split, self.mesh,
-                                       self.eval_step)
+                                       self.eval_step, visualize)
 
 
 def initialize_from(trainer: Trainer, state: TrainState, init_config) -> TrainState:
@@ -454,7 +463,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str,
   else:
     state = checkpoints.restore_from_path(which, target)
     source = which
-  results, predictions = trainer.evaluate(state, split)
+  results, predictions = trainer.evaluate(
+      state, split, visualize_dir=os.path.join(workdir, f'visualizations_{split}'))
   results['step'] = int(state.step)
   results['checkpoint'] = source
   for path in evaluate_lib.write_outputs(workdir, results, predictions):

@@ -1,5 +1,7 @@
 """S2DNet's two training stages through train_and_evaluate on tiny real records."""
 
+import os
+
 import flax
 import jax
 import numpy as np
@@ -69,3 +71,11 @@ def test_warmup_freezes_f_theta_and_sampling_starts_from_warmup(tiny_data_dir, t
   changed = [not np.array_equal(v, _f_theta(warm.params)[k])
              for k, v in _f_theta(sampled.params).items()]
   assert any(changed)  # the sampling stage trains f_theta
+
+  config.eval.checkpoint = 'latest'
+  config.eval.num_visualizations = 2
+  evaluated = train.evaluate(config, sampling_dir)
+  assert evaluated['num_videos'] == 7 and 0 <= evaluated['snet_top1'] <= 1
+  pictures = os.listdir(os.path.join(sampling_dir, 'visualizations_val'))
+  assert len(pictures) == 2 and all(os.path.getsize(os.path.join(sampling_dir, 'visualizations_val',
+                                                                 p)) > 1000 for p in pictures)

@@ -40,6 +40,8 @@ def test_train_then_evaluate_writes_checkpoints_metrics_and_json(config, tmp_pat
     assert written[key] == evaluated[key]
   assert written['num_videos'] == 7 and written['step'] == 2
   assert written['top1'] == pytest.approx(results['top1'])
+  pictures = sorted(os.listdir(os.path.join(workdir, 'visualizations_val')))
+  assert len(pictures) == 4 and all(p.endswith('.png') for p in pictures)  # S_final overlays
 
 
 def test_resume_continues_from_saved_step_with_identical_optimizer_state(config, tmp_path):

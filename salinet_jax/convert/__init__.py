@@ -115,6 +115,11 @@ def num_classes_of(state_dict: Mapping[str, np.ndarray], keys: Sequence[str]) ->
   return None
 
 
+def clip_shape(config) -> Tuple[int, ...]:
+  """(1, T, H, W, 3): one training clip, like `salinet_jax.train.input_shape` (no TF import)."""
+  return (1, config.data.num_frames, config.data.crop_size, config.data.crop_size, 3)
+
+
 def model_template(model, input_shape: Sequence[int]) -> Dict[str, Any]:
   """{'params', 'batch_stats'} of `model` as ShapeDtypeStructs (no computation)."""
   rngs = {'params': jax.random.key(0), 'dropout': jax.random.key(0)}

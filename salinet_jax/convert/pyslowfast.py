@@ -7,7 +7,8 @@ name map is a rename of '/' to '.' under 'backbone/', plus the classifier:
     backbone/s1/pathway0_stem/{conv,bn}       s1.pathway0_stem.{conv,bn}
     backbone/sK/pathway0_resI/branch1[_bn]    sK.pathway0_resI.branch1[_bn]
     backbone/sK/pathway0_resI/branch2/X[_bn]  sK.pathway0_resI.branch2.X[_bn]      X in a, b, c
-    backbone/sK/pathway0_nonlocalI/Y          sK.pathway0_nonlocalI.Y   Y in conv_{theta,phi,g,out}, bn
+    backbone/sK/pathway0_nonlocalI/Y          sK.pathway0_nonlocalI.Y
+                                              Y in conv_{theta,phi,g,out}, bn
     head/fc                                   head.projection
 
 PySlowFast's test-time head applies a softmax after the projection; the Flax head returns the

@@ -4,12 +4,10 @@ The backbone keys are PySlowFast's (`pyslowfast.backbone_rules`); the classifier
 `fc`; the side modules are named as in the reference's state dict (433 keys for the K400 model,
 `TSPF` misspelt there):
 
-    Flax                                       reference
-    ssf/ssf{k}/unit1/{reduce,spatial,temporal,expand}
-                                               sidelayer{k}.side_layer_3x3x3_{conv1,conv_S_1,conv_T_1,conv2}
-    ssf/ssf{k}/unit2/{reduce,spatial,temporal,expand}
-                                               sidelayer{k}.side_layer_3x3x3_{conv3,conv_S_2,conv_T_2,conv4}
-    ssf/ssf{k}/to_map                          sidelayer{k}.side_layer_3x3x3_conv5
+    Flax                                       reference (P = sidelayer{k}.side_layer_3x3x3_)
+    ssf/ssf{k}/unit1/{reduce,spatial,temporal,expand}   P{conv1,conv_S_1,conv_T_1,conv2}
+    ssf/ssf{k}/unit2/{reduce,spatial,temporal,expand}   P{conv3,conv_S_2,conv_T_2,conv4}
+    ssf/ssf{k}/to_map                                   Pconv5
     ssf/shared_bn                              bn_one
     ssf/ssf{k}/bn  (shared_saliency_bn=False)  bn_one  (each separate BN starts as the shared one)
     tsfp/tsfp{k}/gate{n}                       TSPF_layer_{k}.x_edge_layer{n}
