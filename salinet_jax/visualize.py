@@ -73,12 +73,13 @@ def saliency_figure(video: np.ndarray, saliency: np.ndarray, path: str, *,
 
   Args:
     video: (T, H, W, 3) normalised clip.
-    saliency: S_final of the clip, any shape that squeezes to (h, w).
+    saliency: S_final of the clip, (..., h, w, 1) (leading axes of size 1).
   """
   plt = _pyplot()
-  mask = np.squeeze(np.asarray(saliency, np.float32))
-  if mask.ndim != 2:
-    raise ValueError(f'S_final must squeeze to (h, w), got shape {np.shape(saliency)}.')
+  saliency = np.asarray(saliency, np.float32)
+  if saliency.ndim < 3 or saliency.shape[-1] != 1 or saliency.size != np.prod(saliency.shape[-3:]):
+    raise ValueError(f'S_final must be (..., h, w, 1), got shape {saliency.shape}.')
+  mask = saliency.reshape(saliency.shape[-3:-1])
   height, width = video.shape[1:3]
   rows = (np.arange(height) * mask.shape[0] // height).astype(int)
   cols = (np.arange(width) * mask.shape[1] // width).astype(int)

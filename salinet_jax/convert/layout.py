@@ -282,4 +282,4 @@ def identity_name_map(prefix: str = '') -> NameMap:
   """
   if prefix:
     return [(re.escape(prefix.rstrip('/')) + r'/(.+)', lambda m: dotted(m.group(1)))]
-  return [(r'(.+)', lambda m: dotted(m.group(1)))]
+  return [(r'(.*)', lambda m: dotted(m.group(1)))]
