@@ -3,6 +3,7 @@
   python main.py --config=configs/demo.py --workdir=/tmp/demo               # train, resumes
   python main.py --config=configs/demo.py --workdir=/tmp/demo --mode=eval   # evaluate a split
   python main.py --config=configs/demo.py --config.batch_size=16 ...        # override any field
+  python main.py --config=configs/demo.py --workdir=/tmp/demo --mode=predict --video=clip.mp4
 """
 
 from absl import app
@@ -14,13 +15,16 @@ import tensorflow as tf
 
 from salinet_jax import checkpoints
 from salinet_jax import parallel
+from salinet_jax import predict
 from salinet_jax import train
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Experiment config file.', lock_config=True)
 flags.DEFINE_string('workdir', None, 'Where checkpoints, metrics and eval results go.')
-flags.DEFINE_enum('mode', 'train', ['train', 'eval'], 'train (with periodic eval) or eval.')
+flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'predict'],
+                  'train (with periodic eval), eval (a whole split) or predict (video files).')
 flags.DEFINE_string('split', None, 'Eval mode: the split to evaluate (default: the config\'s).')
+flags.DEFINE_multi_string('video', [], 'Predict mode: a video file to classify (repeatable).')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -35,6 +39,9 @@ def main(argv):
                jax.process_count(), jax.local_device_count(), jax.device_count(),
                jax.default_backend())
   config = FLAGS.config
+  if FLAGS.mode == 'predict':
+    predict.predict(config, FLAGS.workdir, FLAGS.video)
+    return
   if FLAGS.mode == 'train':
     results = train.train_and_evaluate(config, FLAGS.workdir)
   else:

@@ -128,10 +128,11 @@ def _decode_names(encoded: np.ndarray) -> List[str]:
 def per_class_accuracy(predictions: Predictions) -> np.ndarray:
   """Top-1 accuracy of each class (NaN for classes without videos in the split)."""
   num_classes = len(predictions.classes)
-  predicted = np.argmax(predictions.scores, axis=-1)
-  correct = np.bincount(predictions.labels, weights=predicted == predictions.labels,
-                        minlength=num_classes)
-  counts = np.bincount(predictions.labels, minlength=num_classes)
+  labeled = predictions.labels >= 0  # unlabeled videos (label -1, e.g. predict mode) are skipped
+  labels = predictions.labels[labeled]
+  predicted = np.argmax(predictions.scores[labeled], axis=-1)
+  correct = np.bincount(labels, weights=predicted == labels, minlength=num_classes)
+  counts = np.bincount(labels, minlength=num_classes)
   with np.errstate(invalid='ignore', divide='ignore'):
     return np.where(counts > 0, correct / np.maximum(counts, 1), np.nan)
 
@@ -281,22 +282,24 @@ def write_visualizations(model, variables, batch: Dict[str, np.ndarray], directo
   kwargs = {}
   if 'frame_mask' in batch:
     kwargs['num_valid'] = np.sum(batch['frame_mask'][:count], axis=-1).astype(np.int32)
-  _, aux = jax.jit(lambda v, x, kw: model.apply(v, x, train=False, return_aux=True, **kw))(
-      variables, video, kwargs)
+  logits, aux = jax.jit(
+      lambda v, x, kw: model.apply(v, x, train=False, return_aux=True, **kw))(
+          variables, video, kwargs)
   aux = jax.tree.map(np.asarray, aux)
+  predicted = np.argmax(np.asarray(logits), axis=-1)
   os.makedirs(directory, exist_ok=True)
   paths = []
   for i in range(count):
     name = os.path.basename(batch['filename'][i].decode('utf-8', 'replace')) or f'video{i}'
     path = os.path.join(directory, f'{i:03d}_{name}.png')
+    label = int(batch['label'][i])
+    title = f'{name}: predicted {predicted[i]}' + (f', label {label}' if label >= 0 else '')
     if 'detail_frames' in aux:
       paths.append(visualize.s2dnet_figure(
-          video[i], {k: v[i] for k, v in aux.items()}, path, mean=mean, std=std,
-          title=f'{name}: label {int(batch["label"][i])}'))
+          video[i], {k: v[i] for k, v in aux.items()}, path, mean=mean, std=std, title=title))
     elif 'saliency_final' in aux:
       paths.append(visualize.saliency_figure(
-          video[i], aux['saliency_final'][i], path, mean=mean, std=std,
-          title=f'{name}: label {int(batch["label"][i])}'))
+          video[i], aux['saliency_final'][i], path, mean=mean, std=std, title=title))
   return paths
 
 

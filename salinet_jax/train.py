@@ -25,6 +25,7 @@ from absl import logging
 from clu import metric_writers
 from clu import periodic_actions
 
+from data import datasets
 from data import pipeline
 from salinet_jax import checkpoints
 from salinet_jax import evaluate as evaluate_lib
@@ -188,6 +189,22 @@ def data_seed(config, step: int) -> int:
   return int(np.random.SeedSequence([config.seed, step]).generate_state(1)[0] % (2**31 - 1))
 
 
+def dataset_facts(dataset_config) -> Tuple[Tuple[str, ...], int]:
+  """(class names, train-split size) of the config's dataset.
+
+  From its records' metadata when they are there; otherwise from the dataset registry, so that
+  evaluating or predicting with a trained checkpoint does not need the training data.
+  """
+  try:
+    info = pipeline.split_info(dataset_config, dataset_config.train_split)
+    return info.classes, info.num_videos
+  except FileNotFoundError:
+    registered = datasets.get(dataset_config.name)
+    classes = registered.class_names or tuple(
+        f'class_{i}' for i in range(registered.num_classes))
+    return tuple(classes), registered.split_sizes.get(dataset_config.train_split, 0)
+
+
 class Trainer:
   """Builds model, optimizer, mesh, jitted steps and checkpoint manager for one config."""
 
@@ -203,9 +220,9 @@ class Trainer:
           f'config.grad_accumulation_steps={accumulation} micro-batches that each divide over '
           f'the {self.mesh.size} devices: use a multiple of {accumulation * self.mesh.size}.')
     parallel.check_batch_size(config.eval_batch_size, self.mesh.size, 'config.eval_batch_size')
-    self.train_info = pipeline.split_info(config.dataset, config.dataset.train_split)
-    self.model = build_model(config.model, len(self.train_info.classes), config.dtype)
-    self.total_steps = num_train_steps(config, self.train_info.num_videos)
+    self.classes, train_videos = dataset_facts(config.dataset)
+    self.model = build_model(config.model, len(self.classes), config.dtype)
+    self.total_steps = num_train_steps(config, train_videos)
     abstract_params = jax.eval_shape(
         lambda: self.model.init({'params': jax.random.key(0), 'dropout': jax.random.key(0)},
                                 jnp.zeros(input_shape(config), jnp.float32), train=False))
@@ -213,7 +230,7 @@ class Trainer:
     if opt_config.warmup_epochs > 0:
       opt_config = ml_collections.ConfigDict(opt_config.to_dict())
       opt_config.warmup_steps = int(math.ceil(
-          opt_config.warmup_epochs * self.train_info.num_videos / config.batch_size))
+          opt_config.warmup_epochs * train_videos / config.batch_size))
     self.tx, self.schedule = optim.create_optimizer(opt_config, abstract_params['params'],
                                                     self.total_steps, config.batch_size)
     replicated = parallel.replicated(self.mesh)
@@ -235,18 +252,21 @@ class Trainer:
     """Shapes, dtypes and shardings of the train state (restore target, no allocation)."""
     return jax.eval_shape(self.fresh_state)
 
-  def evaluate(self, state: TrainState, split: str, visualize_dir: Optional[str] = None):
+  def evaluate(self, state: TrainState, split: str, visualize_dir: Optional[str] = None,
+               data_config: Optional[ml_collections.ConfigDict] = None):
     """(results dict, per-video predictions) of `state` on every video of `split`.
 
     With `visualize_dir`, also draws `config.eval.num_visualizations` PNGs of what the model
-    looked at in the first batch (process 0 only).
+    looked at in the first batch (process 0 only). `data_config` replaces the config for the
+    input side (another records directory or batch size; same model and views).
     """
+    config = data_config or self.config
     visualize = None
-    if visualize_dir and self.config.eval.num_visualizations and jax.process_index() == 0:
+    if visualize_dir and config.eval.num_visualizations and jax.process_index() == 0:
       visualize = lambda batch: evaluate_lib.write_visualizations(  # noqa: E731
-          self.model, state.variables, batch, visualize_dir,
-          self.config.eval.num_visualizations, self.config.data)
-    return evaluate_lib.evaluate_split(self.config, state.variables, split, self.mesh,
+          self.model, state.variables, batch, visualize_dir, config.eval.num_visualizations,
+          config.data)
+    return evaluate_lib.evaluate_split(config, state.variables, split, self.mesh,
                                        self.eval_step, visualize)
 
 
@@ -443,6 +463,20 @@ def _flat_hparams(config) -> Dict[str, Any]:
   return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in flat.items()}
 
 
+def restore_for_eval(trainer: Trainer, workdir: str) -> Tuple[TrainState, str]:
+  """The state chosen by `config.eval.checkpoint` ('best' | 'latest' | path), and its name."""
+  config = trainer.config
+  target = trainer.abstract_state()
+  which = config.eval.checkpoint
+  if which in ('best', 'latest'):
+    manager = checkpoints.create_manager(workdir, config.checkpoint, read_only=True)
+    step = checkpoints.select_step(manager, which)
+    state = checkpoints.restore(manager, step, target)
+    manager.close()
+    return state, f'{which} (step {step})'
+  return checkpoints.restore_from_path(which, target), which
+
+
 def evaluate(config: ml_collections.ConfigDict, workdir: str,
              split: Optional[str] = None) -> Dict[str, Any]:
   """Restores the checkpoint chosen by `config.eval.checkpoint` and evaluates a whole split.
@@ -452,17 +486,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str,
   """
   trainer = Trainer(config, workdir)
   split = split or config.dataset.eval_split
-  target = trainer.abstract_state()
-  which = config.eval.checkpoint
-  if which in ('best', 'latest'):
-    manager = checkpoints.create_manager(workdir, config.checkpoint, read_only=True)
-    step = checkpoints.select_step(manager, which)
-    state = checkpoints.restore(manager, step, target)
-    manager.close()
-    source = f'{which} (step {step})'
-  else:
-    state = checkpoints.restore_from_path(which, target)
-    source = which
+  state, source = restore_for_eval(trainer, workdir)
   results, predictions = trainer.evaluate(
       state, split, visualize_dir=os.path.join(workdir, f'visualizations_{split}'))
   results['step'] = int(state.step)
