@@ -20,8 +20,20 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.dataset.eval_split = 'val'
 
   config.data = ml_collections.ConfigDict()
+  # Temporal sampling: 'dense' (num_frames x frame_stride clips), 'tsn' (num_frames segments, one
+  # frame each) or 'all_frames' (up to num_frames frames, padded, with a validity mask; S2DNet).
+  config.data.temporal_sampling = 'dense'
   config.data.num_frames = 8
   config.data.frame_stride = 8
+  config.data.all_frames_trim_fraction = 1 / 16  # 'all_frames' train: random trim at each end
+  # Train crop: 'short_side_jitter' (PySlowFast), 'inception' (random resized crop) or
+  # 'tsm_multiscale' (TSM scales, max distortion, fixed-offset grid).
+  config.data.train_crop = 'short_side_jitter'
+  config.data.inception_area_range = (0.08, 1.0)
+  config.data.inception_aspect_range = (3 / 4, 4 / 3)
+  config.data.tsm_scales = (1.0, 0.875, 0.75, 0.66)
+  config.data.tsm_max_distort = 1
+  config.data.tsm_more_fix_crop = True
   config.data.crop_size = 224
   config.data.train_min_scale = 256  # short side jitter range before the random crop
   config.data.train_max_scale = 320

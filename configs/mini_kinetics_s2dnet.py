@@ -37,7 +37,6 @@ def s2dnet_config(dataset: str, stage: str) -> ml_collections.ConfigDict:
   config.data.temporal_sampling = 'all_frames'
   config.data.num_frames = 150  # at most N frames per video, padded with a validity mask
   config.data.frame_stride = 2  # frames are pre-subsampled x2
-  config.data.all_frames_trim_fraction = 1 / 16
   config.data.train_crop = 'tsm_multiscale'
   config.data.crop_size = 224
   config.data.random_flip = True

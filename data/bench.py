@@ -1,6 +1,6 @@
 r"""Input pipeline benchmark: train clips/s against a JPEG-decode ceiling and per-clip PyAV decoding.
 
-  python -m data.bench --records=DIR [--split=train] [--videos=DIR] [--seconds=20]
+  python -m data.bench --records=DIR [--split=train] [--videos=DIR] [--seconds=8] [--rounds=3]
 
 Measures, in one run, 8x224x224 clips (stride 8) from records stored at short side 256:
   (a) clips_per_s          the train pipeline (data/pipeline.py train_dataset with the base config:
@@ -8,23 +8,26 @@ Measures, in one run, 8x224x224 clips (stride 8) from records stored at short si
                            normalise, batch) on all CPU cores;
   (b) ceiling_clips_per_s  plain `tf.io.decode_jpeg` of the JPEG frames of the same kind of clips
                            (8 frames each, from the same records), held in memory and decoded in a
-                           tight loop by one thread per core; the best of that and one thread;
+                           tight single-threaded loop by one process per core (the 1-process figure
+                           is printed too); no crop, resize, normalisation or batching;
   (c) pyav_clips_per_s     the same clips as (b) decoded straight from the source videos with PyAV
                            (open, seek, decode to the last frame needed, resize to short side 256,
                            crop 224), one process per core.
-and `peak_rss_mib`, the peak resident memory of this process after (a) (TensorFlow included).
-The last line is one JSON object with those four numbers. The source videos are found from the
+and `peak_rss_mib`, the peak resident memory of this process, which runs (a) (TensorFlow included;
+(b) and (c) run in worker processes). The three are measured in alternating rounds and the best
+round of each is reported, so a load spike from other users of a shared machine hurts none of them
+more than the others. The last line is one JSON object with those four numbers. The source videos are found from the
 conversion input recorded in metadata.json (override with --videos).
 """
 
 import argparse
+import collections
 import json
 import multiprocessing
 import os
 import random
 import resource
 import sys
-import threading
 import time
 from typing import Dict, List, Sequence, Tuple
 
@@ -35,90 +38,83 @@ def _peak_rss_mib() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def bench_pipeline(records_dir: str, split: str, seconds: float, batch_size: int,
-                   warmup_batches: int) -> Tuple[float, int]:
-  """(a): clips/s of pipeline.train_dataset; returns (clips/s, clips timed)."""
-  from configs import base  # pylint: disable=g-import-not-at-top
-  from data import datasets  # pylint: disable=g-import-not-at-top
-  from data import pipeline  # pylint: disable=g-import-not-at-top
-  from data import records  # pylint: disable=g-import-not-at-top
-  metadata = records.read_metadata(records_dir)
-  if metadata.name not in datasets.REGISTRY:
-    datasets.register(datasets.DatasetInfo(name=metadata.name, num_classes=metadata.num_classes,
-                                           split_sizes=metadata.split_sizes))
-  config = base.get_base_config()
-  config.dataset.name = metadata.name
-  config.dataset.data_dir = records_dir
-  config.dataset.train_split = split
-  config.data.num_frames = 8
-  config.data.frame_stride = 8
-  config.data.crop_size = 224
-  config.batch_size = batch_size
-  ds = pipeline.train_dataset(config, seed=0, process_index=0, process_count=1)
-  iterator = iter(ds)
-  for _ in range(warmup_batches):
-    next(iterator)
-  clips, start = 0, time.perf_counter()
-  while time.perf_counter() - start < seconds:
-    batch = next(iterator)
-    clips += int(batch['video'].shape[0])
-  elapsed = time.perf_counter() - start
-  assert tuple(batch['video'].shape[1:]) == (8, 224, 224, 3), batch['video'].shape
-  return clips / elapsed, clips
-
-
 def sample_clips(records_dir: str, split: str, num_clips: int, seed: int = 0
-                 ) -> Tuple[List[Dict], Dict[str, List[bytes]]]:
+                 ) -> Tuple[List[Dict], Dict[int, List[bytes]]]:
   """A fixed list of dense clips (8 frames, stride 8; short videos loop) over the split's videos.
 
-  Returns (clips: {'filename', 'fps', 'num_frames', 'indices'}, JPEGs of each clip's frames).
+  Clip k comes from video k mod (number of videos) at a seeded random start. Returns
+  (clips: {'filename', 'fps', 'num_frames', 'indices'}, JPEGs of each clip's 8 frames).
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from data import records  # pylint: disable=g-import-not-at-top
   metadata = records.read_metadata(records_dir)
-  videos = []
+  num_videos = metadata.split_sizes[split]
+  rng = random.Random(seed)
+  starts = [rng.random() for _ in range(num_clips)]
+  clips, frames = {}, {}
+  video = 0
   for path in records.shard_files(records_dir, metadata.name, split):
     for serialized in tf.data.TFRecordDataset(path):
       features = records.parse_video(serialized)
-      videos.append((features['filename'].numpy().decode(), float(features['fps'].numpy()),
-                     list(features['frames_jpeg'].numpy())))
-  rng = random.Random(seed)
-  clips, frames = [], {}
-  for k in range(num_clips):
-    filename, fps, jpegs = videos[k % len(videos)]
-    count = len(jpegs)
-    span = 7 * 8 + 1
-    start = rng.randint(0, max(count - span, 0))
-    indices = [(start + 8 * i) % count for i in range(8)]
-    clips.append({'filename': filename, 'fps': fps, 'num_frames': count, 'indices': indices})
-    frames[k] = [jpegs[i] for i in indices]
-  return clips, frames
+      jpegs = features['frames_jpeg'].numpy()
+      count = len(jpegs)
+      for k in range(video, num_clips, num_videos):
+        start = int(starts[k] * (max(count - (7 * 8 + 1), 0) + 1))
+        indices = [(start + 8 * i) % count for i in range(8)]
+        clips[k] = {'filename': features['filename'].numpy().decode(),
+                    'fps': float(features['fps'].numpy()), 'num_frames': count,
+                    'indices': indices}
+        frames[k] = [bytes(jpegs[i]) for i in indices]
+      video += 1
+  return [clips[k] for k in sorted(clips)], frames
 
 
-def bench_ceiling(frames: Dict[int, List[bytes]], seconds: float, threads: int) -> float:
-  """(b): clips/s of tf.io.decode_jpeg over the clips' frames, `threads` tight loops."""
+_WORKER_CLIPS = []
+
+
+def _ceiling_init(clips: List[List[bytes]]) -> None:
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  clips = [[tf.constant(b) for b in frames[k]] for k in sorted(frames)]
-  for jpeg in clips[0]:
+  tf.config.threading.set_inter_op_parallelism_threads(1)
+  tf.config.threading.set_intra_op_parallelism_threads(1)
+  _WORKER_CLIPS[:] = [[tf.constant(b) for b in clip] for clip in clips]
+  for jpeg in _WORKER_CLIPS[0]:
     tf.io.decode_jpeg(jpeg, channels=3)
-  counts = [0] * threads
-  stop = time.perf_counter() + seconds
 
-  def loop(worker: int):
-    k = worker
-    while time.perf_counter() < stop:
-      for jpeg in clips[k % len(clips)]:
-        tf.io.decode_jpeg(jpeg, channels=3)
-      counts[worker] += 1
-      k += threads
 
-  start = time.perf_counter()
-  workers = [threading.Thread(target=loop, args=(i,)) for i in range(threads)]
-  for w in workers:
-    w.start()
-  for w in workers:
-    w.join()
-  return sum(counts) / (time.perf_counter() - start)
+def _decode_loop(args: Tuple[int, float, float]) -> Tuple[int, float]:
+  """A tight single-threaded loop of tf.io.decode_jpeg over this worker's share of the clips
+  from `start_at` (a time.time() instant, so every worker times the same window)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  offset, start_at, seconds = args
+  while time.time() < start_at:
+    time.sleep(0.0005)
+  count, k, end = 0, offset, start_at + seconds
+  while time.time() < end:
+    for jpeg in _WORKER_CLIPS[k % len(_WORKER_CLIPS)]:
+      tf.io.decode_jpeg(jpeg, channels=3)
+    count += 1
+    k += 1
+  return count, time.time() - start_at
+
+
+class Ceiling:
+  """(b): `processes` worker processes (not threads: no GIL), each a tight single-threaded
+  tf.io.decode_jpeg loop over the clips' frames held in memory; no crop/resize/batching."""
+
+  def __init__(self, frames: Dict[int, List[bytes]], processes: int):
+    clips = [frames[k] for k in sorted(frames)]
+    self.processes = processes
+    self._pool = multiprocessing.get_context('spawn').Pool(processes, _ceiling_init, (clips,))
+
+  def run(self, seconds: float, processes: int) -> float:
+    start_at = time.time() + 0.5
+    results = self._pool.map(_decode_loop, [(i * 7919, start_at, seconds)
+                                            for i in range(processes)], chunksize=1)
+    return sum(count for count, _ in results) / max(elapsed for _, elapsed in results)
+
+  def close(self):
+    self._pool.terminate()
 
 
 def decode_clip_pyav(task: Tuple[str, float, Sequence[int], int, int]) -> Tuple[int, ...]:
@@ -156,25 +152,65 @@ def decode_clip_pyav(task: Tuple[str, float, Sequence[int], int, int]) -> Tuple[
   return clip.shape if clip is not None else (0,)
 
 
-def bench_pyav(clips: Sequence[Dict], video_root: str, seconds: float, processes: int) -> float:
-  """(c): clips/s decoding the clips from their source videos, `processes` worker processes."""
-  tasks = [(os.path.join(video_root, c['filename']), c['fps'], c['indices'], 256, 224)
-           for c in clips]
-  missing = [t[0] for t in tasks if not os.path.exists(t[0])]
-  if missing:
-    raise FileNotFoundError(f'Source videos not found (pass --videos): {missing[:3]}')
-  with multiprocessing.get_context('spawn').Pool(processes) as pool:
-    pool.map(decode_clip_pyav, tasks[:processes])  # start the workers, import PyAV
+class PyAV:
+  """(c): the clips decoded from their source videos, one process per core."""
+
+  def __init__(self, clips: Sequence[Dict], video_root: str, processes: int):
+    self.tasks = [(os.path.join(video_root, c['filename']), c['fps'], c['indices'], 256, 224)
+                  for c in clips]
+    missing = [t[0] for t in self.tasks if not os.path.exists(t[0])]
+    if missing:
+      raise FileNotFoundError(f'Source videos not found (pass --videos): {missing[:3]}')
+    self._pool = multiprocessing.get_context('spawn').Pool(processes)
+    self._pool.map(decode_clip_pyav, self.tasks[:processes])  # start workers, import PyAV
+    self._next = 0
+
+  def run(self, seconds: float) -> float:
     done, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
-      for shape in pool.imap_unordered(decode_clip_pyav, tasks, chunksize=1):
+      batch = [self.tasks[(self._next + i) % len(self.tasks)] for i in range(8)]
+      self._next += 8
+      for shape in self._pool.imap_unordered(decode_clip_pyav, batch):
         assert shape == (8, 224, 224, 3), shape
         done += 1
-        if time.perf_counter() - start >= seconds:
-          break
-    elapsed = time.perf_counter() - start
-    pool.terminate()
-  return done / elapsed
+    return done / (time.perf_counter() - start)
+
+  def close(self):
+    self._pool.terminate()
+
+
+class Pipeline:
+  """(a): pipeline.train_dataset with the base config at 8x224x224, stride 8."""
+
+  def __init__(self, records_dir: str, split: str, batch_size: int):
+    from configs import base  # pylint: disable=g-import-not-at-top
+    from data import datasets  # pylint: disable=g-import-not-at-top
+    from data import pipeline  # pylint: disable=g-import-not-at-top
+    from data import records  # pylint: disable=g-import-not-at-top
+    metadata = records.read_metadata(records_dir)
+    if metadata.name not in datasets.REGISTRY:
+      datasets.register(datasets.DatasetInfo(name=metadata.name, num_classes=metadata.num_classes,
+                                             split_sizes=metadata.split_sizes))
+    config = base.get_base_config()
+    config.dataset.name = metadata.name
+    config.dataset.data_dir = records_dir
+    config.dataset.train_split = split
+    config.data.num_frames = 8
+    config.data.frame_stride = 8
+    config.data.crop_size = 224
+    config.batch_size = batch_size
+    self._iterator = iter(pipeline.train_dataset(config, seed=0, process_index=0,
+                                                 process_count=1))
+    for _ in range(4):
+      next(self._iterator)
+
+  def run(self, seconds: float) -> float:
+    clips, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+      batch = next(self._iterator)
+      clips += int(batch['video'].shape[0])
+    assert tuple(batch['video'].shape[1:]) == (8, 224, 224, 3), batch['video'].shape
+    return clips / (time.perf_counter() - start)
 
 
 def main(argv=None) -> int:
@@ -183,7 +219,9 @@ def main(argv=None) -> int:
   parser.add_argument('--split', default='train')
   parser.add_argument('--videos', default='', help='root of the source videos (default: the '
                       'conversion input in metadata.json)')
-  parser.add_argument('--seconds', type=float, default=20.0, help='timed seconds per measurement')
+  parser.add_argument('--seconds', type=float, default=8.0, help='timed seconds per measurement')
+  parser.add_argument('--rounds', type=int, default=3, help='rounds of (a), (b), (c); the best '
+                      'round of each counts (the machine may be shared)')
   parser.add_argument('--batch_size', type=int, default=8)
   parser.add_argument('--num_clips', type=int, default=256, help='clips in the (b)/(c) list')
   args = parser.parse_args(argv)
@@ -199,27 +237,35 @@ def main(argv=None) -> int:
   print(f'records {args.records} ({metadata.name}/{args.split}, short side {short}), '
         f'{cores} CPU cores, {args.seconds:.0f}s per measurement', flush=True)
 
-  clips_per_s, timed = bench_pipeline(args.records, args.split, args.seconds, args.batch_size,
-                                      warmup_batches=4)
-  peak_rss = _peak_rss_mib()
-  print(f'(a) train pipeline: {clips_per_s:.1f} clips/s ({timed} clips, batch '
-        f'{args.batch_size}); peak RSS {peak_rss:.0f} MiB', flush=True)
-
   clips, frames = sample_clips(args.records, args.split, args.num_clips)
-  single = bench_ceiling(frames, args.seconds / 2, 1)
-  threaded = bench_ceiling(frames, args.seconds / 2, cores)
-  ceiling = max(single, threaded)
-  print(f'(b) tf.io.decode_jpeg ceiling: {ceiling:.1f} clips/s (1 thread {single:.1f}, '
-        f'{cores} threads {threaded:.1f})', flush=True)
-
-  pyav = bench_pyav(clips, video_root, args.seconds, cores)
-  print(f'(c) PyAV from source videos: {pyav:.1f} clips/s ({cores} processes)', flush=True)
-  print(f'(a)/(b) = {clips_per_s / ceiling:.2f} (target >= 0.70); (a)/(c) = '
-        f'{clips_per_s / max(pyav, 1e-9):.1f}x (target >= 5x); peak RSS {peak_rss:.0f} MiB '
-        '(target < 2048)', flush=True)
+  pipe = Pipeline(args.records, args.split, args.batch_size)
+  ceiling = Ceiling(frames, cores)
+  pyav = PyAV(clips, video_root, cores)
+  rounds = collections.defaultdict(list)
+  try:
+    for r in range(args.rounds):
+      rounds['a'].append(pipe.run(args.seconds))
+      rounds['b'].append(ceiling.run(args.seconds, cores))
+      rounds['b1'].append(ceiling.run(args.seconds, 1))
+      rounds['c'].append(pyav.run(args.seconds))
+      print(f'round {r + 1}/{args.rounds}: (a) {rounds["a"][-1]:.1f}  (b) {rounds["b"][-1]:.1f} '
+            f'(1 process {rounds["b1"][-1]:.1f})  (c) {rounds["c"][-1]:.1f} clips/s', flush=True)
+  finally:
+    ceiling.close()
+    pyav.close()
+  peak_rss = _peak_rss_mib()
+  clips_per_s, ceiling_cps, pyav_cps = max(rounds['a']), max(rounds['b']), max(rounds['c'])
+  print(f'(a) train pipeline:            {clips_per_s:.1f} clips/s (best of {args.rounds} '
+        f'rounds, batch {args.batch_size}); peak RSS {peak_rss:.0f} MiB')
+  print(f'(b) tf.io.decode_jpeg ceiling: {ceiling_cps:.1f} clips/s on {cores} processes '
+        f'({max(rounds["b1"]):.1f} on 1)')
+  print(f'(c) PyAV from source videos:   {pyav_cps:.1f} clips/s on {cores} processes')
+  print(f'(a)/(b) = {clips_per_s / ceiling_cps:.2f} (target >= 0.70; against 1 process '
+        f'{clips_per_s / max(rounds["b1"]):.2f}); (a)/(c) = {clips_per_s / pyav_cps:.1f}x '
+        f'(target >= 5x); peak RSS {peak_rss:.0f} MiB (target < 2048)', flush=True)
   print(json.dumps({'clips_per_s': round(clips_per_s, 2),
-                    'ceiling_clips_per_s': round(ceiling, 2),
-                    'pyav_clips_per_s': round(pyav, 2),
+                    'ceiling_clips_per_s': round(ceiling_cps, 2),
+                    'pyav_clips_per_s': round(pyav_cps, 2),
                     'peak_rss_mib': round(peak_rss, 1)}))
   return 0
 

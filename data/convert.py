@@ -56,17 +56,19 @@ import random
 import re
 import sys
 import time
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from data import annotations as ann
 from data import video_io
+
+if TYPE_CHECKING:  # TensorFlow is imported lazily: worker processes never need it
+  from data import records  # pylint: disable=g-bad-import-order
 
 KINDS = ('kinetics400', 'kinetics600', 'ucf101', 'hmdb51', 'ssv2', 'mini_kinetics', 'folder',
          'list', 'frames')
 VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mkv', '.webm', '.mov', '.m4v', '.mpg', '.mpeg', '.flv',
                     '.3gp', '.wmv')
 STATE_DIR = '.convert'
-_RUN_ID = f'{os.getpid()}-{time.time():.0f}'  # marks the splits this process converted
 FAILURES_FILE = 'failures.csv'
 
 
@@ -600,6 +602,11 @@ def shard_jobs(plan: Plan, args, output: str) -> List[ShardJob]:
   return jobs
 
 
+def _temporary_path(shard_path: str) -> str:
+  """Where a shard is written before its rename: hidden, so no shard glob ever matches it."""
+  return os.path.join(os.path.dirname(shard_path), f'.{os.path.basename(shard_path)}.incomplete')
+
+
 def _state_path(output: str, shard_path: str) -> str:
   return os.path.join(output, STATE_DIR, os.path.basename(shard_path) + '.json')
 
@@ -702,8 +709,8 @@ def run_jobs(jobs: Sequence[ShardJob], args, output: str) -> Dict[str, Dict[str,
   if skipped:
     print(f'Resuming: {skipped} of {len(jobs)} shards already written, skipped.', file=sys.stderr)
   for job in jobs:  # leftovers of an interrupted run
-    if os.path.exists(job.path + '.incomplete'):
-      os.remove(job.path + '.incomplete')
+    if os.path.exists(_temporary_path(job.path)):
+      os.remove(_temporary_path(job.path))
 
   def tasks():
     for shard_number, job in enumerate(todo):
@@ -720,7 +727,7 @@ def run_jobs(jobs: Sequence[ShardJob], args, output: str) -> Dict[str, Dict[str,
   with tqdm(total=total, unit='video', desc=f'convert {len(todo)} shards', file=sys.stderr,
             disable=args.quiet or total == 0, dynamic_ncols=True) as progress:
     for job in todo:
-      tmp = job.path + '.incomplete'
+      tmp = _temporary_path(job.path)
       failures, videos = [], []
       with tf.io.TFRecordWriter(tmp) as writer:
         for item in job.items:
@@ -742,6 +749,7 @@ def run_jobs(jobs: Sequence[ShardJob], args, output: str) -> Dict[str, Dict[str,
       _write_json(_state_path(output, job.path), state)
       os.replace(tmp, job.path)
       states[job.path] = state
+  results.close()  # shuts the worker pool down
   return states
 
 
@@ -751,25 +759,35 @@ def _remove_stale_shards(output: str, plan: Plan, jobs: Sequence[ShardJob]) -> N
   wanted = {job.path for job in jobs}
   for split in plan.splits:
     for path in glob.glob(os.path.join(output, f'{plan.name}-{split}.tfrecord-*-of-*')):
-      if path not in wanted and not path.endswith('.incomplete'):
+      if path not in wanted:
         os.remove(path)
         state = _state_path(output, path)
         if os.path.exists(state):
           os.remove(state)
 
 
+def existing_metadata(output: str, plan: Plan) -> Optional['records.DatasetMetadata']:
+  """The metadata already in `output` (other splits), failing if it is another dataset."""
+  from data import records  # pylint: disable=g-import-not-at-top
+  if not os.path.exists(os.path.join(output, records.METADATA_FILE)):
+    return None
+  try:
+    metadata = records.read_metadata(output)
+  except ValueError as e:
+    raise ConversionError(str(e)) from None
+  if metadata.name != plan.name or tuple(metadata.classes) != plan.classes:
+    raise ConversionError(
+        f'{output} holds dataset {metadata.name!r} with {len(metadata.classes)} classes; this '
+        f'run converts {plan.name!r} with {len(plan.classes)} classes (another class list?). '
+        'Use another --output.')
+  return metadata
+
+
 def write_outputs(output: str, plan: Plan, jobs: Sequence[ShardJob],
                   states: Dict[str, Dict[str, Any]], args) -> 'records.DatasetMetadata':
   """metadata.json (merged with other splits already there), failures.csv and the TFDS files."""
   from data import records  # pylint: disable=g-import-not-at-top
-  metadata = None
-  if os.path.exists(os.path.join(output, records.METADATA_FILE)):
-    metadata = records.read_metadata(output)
-    if metadata.name != plan.name or tuple(metadata.classes) != plan.classes:
-      raise ConversionError(
-          f'{output} holds dataset {metadata.name!r} with {len(metadata.classes)} classes; this '
-          f'run converts {plan.name!r} with {len(plan.classes)} classes (another class list?). '
-          'Use another --output.')
+  metadata = existing_metadata(output, plan)
   if metadata is None:
     metadata = records.DatasetMetadata(name=plan.name, classes=list(plan.classes), split_sizes={},
                                        num_shards={})
@@ -788,9 +806,9 @@ def write_outputs(output: str, plan: Plan, jobs: Sequence[ShardJob],
   conversion = dict(metadata.extra.get('conversion', {}))
   for split in converted:
     conversion[split] = dict(source_kind=args.dataset, input=os.path.abspath(args.input),
-                             annotations=args.annotations, settings=settings_of(args),
-                             run=_RUN_ID)
+                             annotations=args.annotations, settings=settings_of(args))
   metadata.extra['conversion'] = conversion
+  metadata.extra['last_run'] = sorted(converted)  # the splits the latest run converted
   if 'groups' in plan.notes:
     groups = dict(metadata.extra.get('groups', {}))
     groups.update(plan.notes['groups'])
@@ -806,8 +824,9 @@ def write_outputs(output: str, plan: Plan, jobs: Sequence[ShardJob],
   return metadata
 
 
-def convert(args) -> 'records.DatasetMetadata':
-  """Runs a whole conversion for parsed arguments; returns the written metadata."""
+def convert(args) -> Optional['records.DatasetMetadata']:
+  """Runs a whole conversion for parsed arguments; returns the written metadata (None for
+  --dry_run). Splits other than this run's, already in the output, are kept."""
   output = os.path.abspath(args.output)
   plan = make_plan(args)
   os.makedirs(output, exist_ok=True)
@@ -818,6 +837,7 @@ def convert(args) -> 'records.DatasetMetadata':
         f'{len(jobs)} shards, {missing} listed videos not found.', file=sys.stderr)
   if args.dry_run:
     return None
+  existing_metadata(output, plan)  # fail before decoding anything
   _remove_stale_shards(output, plan, jobs)
   start = time.time()
   states = run_jobs(jobs, args, output)
@@ -887,9 +907,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 2
   if metadata is None:
     return 0
-  converted = metadata.extra['conversion']
-  empty = [s for s in converted if converted[s].get('run') == _RUN_ID and
-           not metadata.split_sizes.get(s)]
+  empty = [s for s in metadata.extra['last_run'] if not metadata.split_sizes.get(s)]
+  if empty:
+    print(f'error: no video of split(s) {empty} could be converted.', file=sys.stderr)
   return 1 if empty else 0
 
 

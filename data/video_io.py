@@ -87,10 +87,12 @@ def upright(array: np.ndarray, clockwise: int) -> np.ndarray:
   return np.ascontiguousarray(np.rot90(array, k=-(clockwise // 90)))
 
 
-def _frame_rgb(frame, stream, short_side: int, interpolation: str) -> Tuple[np.ndarray, int]:
-  """A decoded frame as upright RGB uint8 resized to `short_side`; also returns the rotation."""
+def _frame_rgb(frame, stream, size: Tuple[int, int], interpolation: str
+               ) -> Tuple[np.ndarray, int]:
+  """A decoded frame as upright RGB uint8 resized to `size` (width, height, before rotation);
+  also returns the rotation."""
   rotation = clockwise_rotation(frame, stream)
-  width, height = output_size(frame.width, frame.height, short_side)
+  width, height = size
   if (width, height) == (frame.width, frame.height):
     rgb = frame.to_ndarray(format='rgb24')
   else:
@@ -132,19 +134,24 @@ def iter_frames(path: str, *, short_side: int = DEFAULT_SHORT_SIDE,
   """Yields (time in seconds, upright RGB uint8 frame, clockwise rotation) in decoder order.
 
   The time is the frame's timestamp, or index / average rate when the container gives none.
-  Raises VideoError (with the number of frames decoded so far) when the file cannot be decoded.
+  Every frame gets the size the first one scales to (streams that change resolution midway
+  still give equal-sized frames). Raises VideoError (with the number of frames decoded so far)
+  when the file cannot be decoded.
   """
   import av  # pylint: disable=g-import-not-at-top
   container, stream = _open(path, threads)
   rate = _average_rate(stream) or 25.0
   count = 0
+  size = None
   try:
     try:
       for frame in container.decode(stream):
         t = frame.time
         if t is None:
           t = count / rate
-        rgb, rotation = _frame_rgb(frame, stream, short_side, interpolation)
+        if size is None:
+          size = output_size(frame.width, frame.height, short_side)
+        rgb, rotation = _frame_rgb(frame, stream, size, interpolation)
         yield float(t), rgb, rotation
         count += 1
     except av.error.FFmpegError as e:
@@ -248,6 +255,7 @@ def read_frame_folder(directory: str, *, num_frames: int = 0, template: str = '{
   if not os.path.isdir(directory):
     raise VideoError(f'missing frame folder: {directory}')
   jpegs, size = [], (0, 0)
+  first_size = None  # every frame takes the size the first one scales to
   i = 0
   while not num_frames or i < num_frames:
     if max_frames and i >= max_frames:
@@ -262,7 +270,9 @@ def read_frame_folder(directory: str, *, num_frames: int = 0, template: str = '{
     try:
       image = Image.open(io.BytesIO(data))
       width, height = image.size
-      target = output_size(width, height, short_side)
+      if first_size is None:
+        first_size = output_size(width, height, short_side)
+      target = first_size
       if image.format == 'JPEG' and image.mode == 'RGB' and target == (width, height):
         jpegs.append(data)
       else:

@@ -1,0 +1,257 @@
+"""The named pipeline ops on hand-made tensors: temporal samplers, crop boxes, fused decode, config."""
+
+import io
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from data import pipeline
+
+
+def _seed(i):
+  return tf.constant([i, 7 * i + 1], tf.int64)
+
+
+def _frames(n):
+  return {'frames_jpeg': tf.constant([str(i).encode() for i in range(n)])}
+
+
+def _ints(tensor):
+  return tensor.numpy().astype(int)
+
+
+# ----------------------------------------------------------------------------- TSN
+def test_tsn_test_views_take_segment_centres():
+  out = pipeline.sample_tsn_segments(_frames(20), num_segments=4, train=False)
+  np.testing.assert_array_equal(_ints(out['frames_jpeg']), [[2, 7, 12, 17]])
+  out = pipeline.sample_tsn_segments(_frames(20), num_segments=4, train=False, num_clips=2)
+  np.testing.assert_array_equal(_ints(out['frames_jpeg']), [[1, 6, 11, 16], [3, 8, 13, 18]])
+
+
+def test_tsn_train_takes_one_random_frame_inside_each_segment():
+  seen = set()
+  for i in range(60):
+    out = pipeline.sample_tsn_segments(_frames(23), num_segments=4, train=True, seed=_seed(i))
+    indices = _ints(out['frames_jpeg'])[0]
+    assert out['frames_jpeg'].shape == (1, 4)
+    for k, index in enumerate(indices):
+      assert int(np.floor(k * 23 / 4)) <= index < int(np.ceil((k + 1) * 23 / 4))
+    seen.add(tuple(indices))
+  assert len(seen) > 20  # random, not fixed
+
+
+def test_tsn_short_videos_repeat_frames():
+  out = pipeline.sample_tsn_segments(_frames(3), num_segments=8, train=False)
+  indices = _ints(out['frames_jpeg'])[0]
+  assert len(indices) == 8 and set(indices) == {0, 1, 2}
+  assert list(indices) == sorted(indices)
+
+
+# ----------------------------------------------------------------------------- all frames
+def test_all_frames_test_keeps_the_first_n():
+  out = pipeline.sample_all_frames(_frames(200), max_frames=150, train=False)
+  np.testing.assert_array_equal(_ints(out['frames_jpeg'])[0], np.arange(150))
+  assert int(out['num_valid']) == 150
+  out = pipeline.sample_all_frames(_frames(40), max_frames=150, train=False)
+  assert int(out['num_valid']) == 40 and out['frames_jpeg'].shape == (1, 40)
+
+
+def test_all_frames_train_trims_up_to_n_over_16_at_each_end():
+  starts, ends = set(), set()
+  for i in range(80):
+    out = pipeline.sample_all_frames(_frames(100), max_frames=150, train=True, seed=_seed(i))
+    indices = _ints(out['frames_jpeg'])[0]
+    assert len(indices) == int(out['num_valid'])
+    np.testing.assert_array_equal(np.diff(indices), 1)  # contiguous, in order
+    starts.add(indices[0])
+    ends.add(100 - 1 - indices[-1])
+  assert starts <= set(range(10)) and ends <= set(range(10))  # 150 // 16 = 9
+  assert len(starts) > 5 and len(ends) > 5
+  # Long videos: after the trim, the first 150 frames.
+  out = pipeline.sample_all_frames(_frames(400), max_frames=150, train=True, seed=_seed(3))
+  assert int(out['num_valid']) == 150
+
+
+def test_all_frames_train_never_trims_a_video_away():
+  for i in range(30):
+    out = pipeline.sample_all_frames(_frames(2), max_frames=160, train=True, seed=_seed(i))
+    assert 1 <= int(out['num_valid']) <= 2
+
+
+def test_pad_frames_pads_with_zeros_and_masks():
+  video = tf.ones([3, 5, 4, 4, 3])
+  out = pipeline.pad_frames({'video': video}, max_frames=8)
+  assert out['video'].shape == (3, 8, 4, 4, 3)
+  np.testing.assert_array_equal(out['frame_mask'].numpy(), [1] * 5 + [0] * 3)
+  assert float(tf.reduce_sum(out['video'][:, 5:])) == 0.0
+  assert int(out['num_valid']) == 5
+
+
+# ----------------------------------------------------------------------------- crop boxes
+def _box(fn, height, width, i, **kwargs):
+  return [float(v) for v in fn(tf.constant(height), tf.constant(width), _seed(i), **kwargs)]
+
+
+def test_short_side_jitter_box_is_a_square_of_crop_over_scale():
+  for i in range(40):
+    y, x, h, w = _box(pipeline.short_side_jitter_box, 256, 340, i, crop_size=224, min_scale=256,
+                      max_scale=320)
+    assert h == pytest.approx(w)
+    assert 224 * 256 / 320 - 1e-3 <= h <= 224 + 1e-3
+    assert 0 <= y <= 256 - h + 1e-3 and 0 <= x <= 340 - w + 1e-3
+
+
+def test_inception_box_area_and_aspect_ranges():
+  areas = []
+  for i in range(60):
+    y, x, h, w = _box(pipeline.inception_box, 240, 320, i)
+    assert 0 <= y and y + h <= 240 and 0 <= x and x + w <= 320
+    area = h * w / (240 * 320)
+    areas.append(area)
+    if area < 1.0:  # the whole frame is the fallback when no box fits
+      assert 0.08 - 0.01 <= area and 3 / 4 - 0.05 <= w / h <= 4 / 3 + 0.05
+  assert min(areas) < 0.5 < max(areas)
+
+
+def test_tsm_multiscale_box_scales_distortion_and_grid():
+  height, width, crop = 256, 340, 224
+  sizes = [256, 224, 192, 168]  # int(256 * s) for 1/.875/.75/.66; 224 snaps to crop_size
+  pairs, positions = set(), set()
+  for i in range(400):
+    y, x, h, w = (int(v) for v in _box(pipeline.tsm_multiscale_box, height, width, i,
+                                        crop_size=crop))
+    assert h in sizes and w in sizes
+    assert abs(sizes.index(h) - sizes.index(w)) <= 1  # max distortion 1
+    h_step, w_step = (height - h) // 4, (width - w) // 4
+    assert (h_step == 0 and y == 0) or (y % h_step == 0 and y // h_step in range(5))
+    assert x % w_step == 0 and x // w_step in range(5)
+    pairs.add((h, w))
+    if h_step:  # a full-height crop has one row of positions
+      positions.add((y // h_step, x // w_step))
+  assert len(pairs) == 10  # 4 + 2 * 3 (h, w) index pairs with |i - j| <= 1
+  grid = {(0, 0), (0, 4), (4, 0), (4, 4), (2, 2), (2, 0), (2, 4), (4, 2), (0, 2), (1, 1), (1, 3),
+          (3, 1), (3, 3)}
+  assert positions <= grid and len(positions) >= 12
+
+
+def test_tsm_offsets_five_or_thirteen_positions():
+  five = pipeline.tsm_offsets(tf.constant(100), tf.constant(120), tf.constant(60), tf.constant(80),
+                              more_fix_crop=False).numpy()
+  assert sorted(map(tuple, five)) == [(0, 0), (0, 40), (20, 20), (40, 0), (40, 40)]
+  assert pipeline.tsm_offsets(100, 120, 60, 80, more_fix_crop=True).shape == (13, 2)
+
+
+# ----------------------------------------------------------------------------- fused decode
+def _jpeg_clip(num_frames=4, height=48, width=64):
+  rng = np.random.default_rng(0)
+  frames = []
+  for t in range(num_frames):
+    yy, xx = np.mgrid[0:height, 0:width]
+    image = np.stack([xx * 4 + t * 10, yy * 5, (xx + yy) * 2], -1) % 256
+    image = (image + rng.integers(0, 3, image.shape)).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format='JPEG', quality=95)
+    frames.append(buffer.getvalue())
+  return tf.constant([frames])  # (1, T)
+
+
+@pytest.mark.parametrize('crop', pipeline.TRAIN_CROPS)
+def test_fused_decode_and_crop_matches_decode_then_crop(crop):
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  data = ml_collections.ConfigDict(dict(train_crop=crop, crop_size=32, train_min_scale=40,
+                                        train_max_scale=56))
+  box_fn = pipeline.train_box_fn(data)
+  jpegs = _jpeg_clip()
+  for i in range(5):
+    fused = pipeline.decode_crop_resize({'frames_jpeg': jpegs}, box_fn, 32, _seed(i))['video']
+    decoded = pipeline.decode_jpeg_frames({'frames_jpeg': jpegs})
+    plain = pipeline.crop_box_resize(decoded, box_fn, 32, _seed(i))['video']
+    assert fused.shape == plain.shape == (1, 4, 32, 32, 3)
+    assert float(tf.reduce_mean(tf.abs(fused - plain))) < 2.0  # JPEG block-edge decoding only
+
+
+def test_fused_decode_flip_mirrors_the_clip():
+  jpegs = _jpeg_clip()
+  box_fn = lambda h, w, seed: (0, 0, h, w)  # whole frame
+  plain = pipeline.decode_crop_resize({'frames_jpeg': jpegs}, box_fn, 40, _seed(0))['video']
+  flips = []
+  for i in range(20):
+    out = pipeline.decode_crop_resize({'frames_jpeg': jpegs}, box_fn, 40, _seed(0),
+                                      flip_seed=_seed(i))['video']
+    if np.allclose(out, plain):
+      flips.append(False)
+    else:
+      np.testing.assert_allclose(out.numpy(), plain.numpy()[:, :, :, ::-1], atol=1e-3)
+      flips.append(True)
+  assert 0 < sum(flips) < len(flips)
+
+
+def test_random_flip_op():
+  video = tf.reshape(tf.range(2 * 3 * 4 * 3, dtype=tf.float32), [1, 2, 3, 4, 3])
+  outcomes = set()
+  for i in range(20):
+    out = pipeline.random_flip({'video': video}, _seed(i))['video'].numpy()
+    outcomes.add(np.array_equal(out, video.numpy()[:, :, :, ::-1]))
+    assert np.array_equal(out, video.numpy()) or np.array_equal(out, video.numpy()[:, :, :, ::-1])
+  assert outcomes == {True, False}
+
+
+@pytest.mark.parametrize('preset', sorted(pipeline.NORMALIZATION_PRESETS))
+def test_affine_normalisation_equals_normalize(preset):
+  mean, std = pipeline.NORMALIZATION_PRESETS[preset]
+  video = tf.random.stateless_uniform([2, 3, 3], _seed(1), 0, 255)
+  scale, offset = pipeline.normalization_affine(mean, std)
+  expected = pipeline.normalize({'video': video}, mean, std)['video']
+  np.testing.assert_allclose((video * scale + offset).numpy(), expected.numpy(), atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- from the config
+@pytest.mark.parametrize('sampling,crop', [('tsn', 'inception'), ('dense', 'tsm_multiscale'),
+                                           ('all_frames', 'short_side_jitter')])
+def test_train_dataset_selects_ops_from_config(config, sampling, crop):
+  config.data.temporal_sampling = sampling
+  config.data.train_crop = crop
+  batch = next(pipeline.as_numpy(pipeline.train_dataset(config, seed=0)))
+  assert batch['video'].shape == (4, 4, 16, 16, 3)
+  if sampling == 'all_frames':  # the 6-frame videos give 4 frames, padding never needed here
+    assert batch['frame_mask'].shape == (4, 4) and batch['frame_mask'].all()
+  else:
+    assert 'frame_mask' not in batch
+
+
+def test_all_frames_pads_short_videos_in_train_and_eval(config):
+  config.data.temporal_sampling = 'all_frames'
+  config.data.num_frames = 10  # the tiny videos have 6 frames
+  config.data.eval_num_clips = 1
+  batch = next(pipeline.as_numpy(pipeline.train_dataset(config, seed=0)))
+  assert batch['video'].shape == (4, 10, 16, 16, 3)
+  # int(10 / 16) = 0 frames of trim: every 6-frame video is kept whole and padded by 4.
+  np.testing.assert_array_equal(batch['frame_mask'].sum(axis=1), 6)
+  for row, mask in zip(batch['video'], batch['frame_mask']):
+    assert np.all(row[~mask] == 0)
+  ds, _, _ = pipeline.eval_dataset(config, 'val')
+  batch = next(pipeline.as_numpy(ds))
+  assert batch['video'].shape == (4, 1, 10, 16, 16, 3)
+  np.testing.assert_array_equal(batch['frame_mask'][batch['mask']].sum(axis=1), 6)
+
+
+def test_tsn_eval_views(config):
+  config.data.temporal_sampling = 'tsn'
+  ds, _, _ = pipeline.eval_dataset(config, 'val')
+  batch = next(pipeline.as_numpy(ds))
+  assert batch['video'].shape == (4, 2, 4, 16, 16, 3)  # eval_num_clips=2 x 1 crop
+
+
+def test_bad_op_names_and_all_frames_views_fail_clearly(config):
+  config.data.train_crop = 'random'
+  with pytest.raises(ValueError, match='config.data.train_crop must be one of'):
+    pipeline.train_dataset(config, seed=0)
+  config.data.train_crop = 'inception'
+  config.data.temporal_sampling = 'uniform'
+  with pytest.raises(ValueError, match='config.data.temporal_sampling must be one of'):
+    pipeline.train_dataset(config, seed=0)
+  config.data.temporal_sampling = 'all_frames'
+  with pytest.raises(ValueError, match='eval_num_clips=1'):
+    pipeline.eval_dataset(config, 'val')
