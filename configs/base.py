@@ -40,6 +40,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.data.random_flip = True
   config.data.normalization = 'kinetics'
   config.data.shuffle_buffer = 256
+  # How processes split the train stream: 'auto' | 'global_order' | 'files' (data/pipeline.py).
+  config.data.train_sharding = 'auto'
   config.data.prefetch_batches = 2
   config.data.eval_num_clips = 10
   config.data.eval_num_crops = 3
@@ -104,6 +106,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.init_from.checkpoint = ''  # '' = random initialisation
   config.init_from.which = 'best'  # for a workdir: 'best' | 'latest' checkpoint
   config.init_from.exclude = ''  # regex of parameter paths to keep fresh, e.g. '^head/'
+  config.init_from.strict = True  # missing or unexpected tensors are errors (mis-shaped always)
 
   config.checkpoint = ml_collections.ConfigDict()
   config.checkpoint.keep_last = 3

@@ -26,6 +26,9 @@ def fold_config(dataset: str, split: str) -> ml_collections.ConfigDict:
   config.dataset.eval_split = f'test{split}'
   config.batch_size = 2
   config.eval_every_steps = 5_000
+  # Fine-tune from K400 SaliNet weights without its 400-class classifier:
+  # --config.init_from.checkpoint=runs/k400_salinet (a workdir) or a converted checkpoint.
+  config.init_from.exclude = '^head/'
   return config
 
 

@@ -545,21 +545,40 @@ def _check_batch(global_batch: int, process_count: int, what: str) -> int:
 
 
 # ----------------------------------------------------------------------------- datasets
-def train_dataset(config, *, seed: int, process_index: Optional[int] = None,
+TRAIN_SHARDINGS = ('auto', 'global_order', 'files')
+
+
+def train_sharding(data_config, process_count: int) -> str:
+  """'global_order' on one process (same cost, exact resume), else the configured mode.
+
+  'global_order': every process walks the same global, per-epoch shuffled stream and keeps every
+  n-th element, so the global batch of step s is the same whatever the number of processes, and
+  a resumed run sees exactly the batches an uninterrupted one would (each process reads every
+  file, but parses and decodes only its own elements). 'files': each process reads its own shard
+  files (the least I/O on many hosts); a resumed run reshuffles with the step folded into the seed.
+  """
+  mode = data_config.train_sharding
+  if mode not in TRAIN_SHARDINGS:
+    raise ValueError(f'config.data.train_sharding must be one of {TRAIN_SHARDINGS}, got {mode!r}.')
+  if mode == 'auto':
+    return 'global_order' if process_count == 1 else 'files'
+  return mode
+
+
+def train_dataset(config, *, seed: int, start_step: int = 0,
+                  process_index: Optional[int] = None,
                   process_count: Optional[int] = None) -> tf.data.Dataset:
-  """Infinite, shuffled, augmented train batches for this process (batch = global / processes)."""
+  """Infinite, shuffled, augmented train batches for this process (batch = global / processes).
+
+  The stream starts at global step `start_step` (see `train_sharding` for what resuming means in
+  each mode).
+  """
   process_index = jax.process_index() if process_index is None else process_index
   process_count = jax.process_count() if process_count is None else process_count
   data = config.data
   info = split_info(config.dataset, config.dataset.train_split)
   local_batch = _check_batch(config.batch_size, process_count, 'config.batch_size')
   mean, std = normalization(data)
-  process_seed = seed * 7919 + process_index
-  ds = read(info, shuffle=True, seed=process_seed, process_index=process_index,
-            process_count=process_count)
-  ds = ds.repeat()
-  # One stateless seed per element, derived from the process seed and the element's position.
-  ds = tf.data.Dataset.zip((ds, tf.data.Dataset.random(seed=process_seed).batch(2)))
   sampling = temporal_sampling(data)
   box_fn = train_box_fn(data)
   scale, offset = normalization_affine(mean, std)
@@ -587,13 +606,52 @@ def train_dataset(config, *, seed: int, process_index: Optional[int] = None,
       out['frame_mask'] = features['frame_mask']
     return out
 
-  # Sampling comes before the shuffle, so the buffer holds the few JPEGs of each clip instead of
-  # whole serialized videos (memory), and the decode step only ever sees what it decodes.
-  ds = ds.map(parse_and_sample, num_parallel_calls=tf.data.AUTOTUNE)
-  ds = ds.shuffle(data.shuffle_buffer, seed=process_seed)
+  if train_sharding(data, process_count) == 'global_order':
+    ds = _global_order_stream(info, data, seed, start_step * config.batch_size, parse_and_sample)
+    ds = ds.shard(process_count, process_index)
+  else:
+    # Sampling comes before the shuffle, so the buffer holds the few JPEGs of each clip instead
+    # of whole serialized videos (memory), and the decode step only sees what it decodes.
+    process_seed = (seed * 7919 + process_index + 1_000_003 * start_step) % (2**31 - 1)
+    ds = read(info, shuffle=True, seed=process_seed, process_index=process_index,
+              process_count=process_count)
+    ds = ds.repeat()
+    # One stateless seed per element, derived from the process seed and the element's position.
+    ds = tf.data.Dataset.zip((ds, tf.data.Dataset.random(seed=process_seed).batch(2)))
+    ds = ds.map(parse_and_sample, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.shuffle(data.shuffle_buffer, seed=process_seed)
   ds = ds.map(decode_augment, num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.batch(local_batch, drop_remainder=True)
   return ds.prefetch(data.prefetch_batches)
+
+
+def _global_order_stream(info: SplitInfo, data, seed: int, start_element: int,
+                         parse_and_sample) -> tf.data.Dataset:
+  """The global train stream from element `start_element` on: epoch after epoch, each with its
+  own file order, shuffle and per-element seeds, all derived from (seed, epoch, position)."""
+  files = records.shard_files(info.directory, info.dataset, info.split)
+  records.check_shards(files, dict(info.shard_bytes))
+  files = tf.constant(files)
+  num_files = int(files.shape[0])
+  per_epoch = max(info.num_videos, 1)
+  first_epoch, skip = divmod(start_element, per_epoch)
+
+  def epoch_stream(epoch):
+    epoch_seed = tf.stack([tf.cast(seed, tf.int64), tf.cast(epoch, tf.int64)])
+    order = tf.random.experimental.stateless_shuffle(tf.range(num_files), seed=epoch_seed)
+    ds = tf.data.Dataset.from_tensor_slices(tf.gather(files, order))
+    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(num_files, 8), block_length=1,
+                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.enumerate().map(
+        lambda i, serialized: parse_and_sample(
+            serialized, tf.random.experimental.stateless_fold_in(epoch_seed, i)),
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    shuffle_seed = tf.cast(tf.random.experimental.stateless_fold_in(epoch_seed, -1)[0], tf.int64)
+    return ds.shuffle(data.shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=False)
+
+  first = epoch_stream(tf.constant(first_epoch, tf.int64)).skip(skip)
+  rest = tf.data.Dataset.range(first_epoch + 1, 2**62).flat_map(epoch_stream)
+  return first.concatenate(rest)
 
 
 def num_eval_batches(num_videos: int, local_batch: int, process_count: int) -> int:

@@ -8,7 +8,6 @@ A restarted run resumes from the latest checkpoint with the data RNG folded with
 import functools
 import math
 import os
-import re
 import signal
 import threading
 import time
@@ -33,6 +32,7 @@ from salinet_jax import losses
 from salinet_jax import optim
 from salinet_jax import parallel
 from salinet_jax import precise_bn
+from salinet_jax import pretrained
 from salinet_jax.models import build_model
 
 
@@ -184,11 +184,6 @@ def train_step(state: TrainState, batch, rng: jax.Array, *, model, tx, loss_conf
   return new_state, metrics
 
 
-def data_seed(config, step: int) -> int:
-  """The train pipeline's seed, folded with the step a run starts (or resumes) from."""
-  return int(np.random.SeedSequence([config.seed, step]).generate_state(1)[0] % (2**31 - 1))
-
-
 def dataset_facts(dataset_config) -> Tuple[Tuple[str, ...], int]:
   """(class names, train-split size) of the config's dataset.
 
@@ -271,58 +266,17 @@ class Trainer:
 
 
 def initialize_from(trainer: Trainer, state: TrainState, init_config) -> TrainState:
-  """Loads weights into a fresh state from `config.init_from.checkpoint`.
+  """Loads `config.init_from` weights into a fresh state (salinet_jax/pretrained.py).
 
-  The source is another run's workdir (e.g. S2DNet's warm-up stage for its sampling stage) or a
-  checkpoint step directory of one; its `init_from.which` ('best' | 'latest') checkpoint gives
-  params and BatchNorm statistics. Parameters matching the `init_from.exclude` regex (e.g.
-  '^head/' to fine-tune on a dataset with other classes) keep their fresh initialisation. The
-  optimizer state and step always start afresh.
+  The source is another run's workdir (e.g. S2DNet's warm-up stage for its sampling stage), a
+  checkpoint step directory, or a converted PyTorch checkpoint (python -m salinet_jax.convert).
+  Parameters matching `init_from.exclude` keep their fresh initialisation. Only weights travel:
+  the optimizer state and step start afresh.
   """
-  source = init_config.checkpoint
-  if os.path.isdir(os.path.join(source, checkpoints.CHECKPOINT_DIR)):
-    manager = checkpoints.create_manager(source, trainer.config.checkpoint, read_only=True)
-    step = checkpoints.select_step(manager, init_config.which)
-    loaded = checkpoints.restore(manager, step, None)
-    manager.close()
-    source = f'{source} ({init_config.which} checkpoint, step {step})'
-  else:
-    loaded = checkpoints.restore_from_path(source, None)
-  # Only weights travel: the other run may have had another optimizer (e.g. frozen groups).
-  loaded = parallel.replicate({'params': loaded['params'],
-                               'batch_stats': loaded.get('batch_stats', {})}, trainer.mesh)
-  exclude = init_config.exclude
-  params, loaded_params = merge_weights(state.params, loaded['params'], exclude, 'params', source)
-  batch_stats, loaded_stats = merge_weights(state.batch_stats, loaded['batch_stats'], exclude,
-                                            'batch_stats', source)
-  logging.info('Initialised from %s: %d tensors loaded, exclude=%r.', source,
-               loaded_params + loaded_stats, exclude)
+  params, batch_stats, report = pretrained.load_pretrained(state.params, state.batch_stats,
+                                                           init_config)
+  logging.info('Initialised from %s', report.summary())
   return state.replace(params=params, batch_stats=batch_stats)
-
-
-def merge_weights(fresh: Any, loaded: Any, exclude: str, what: str,
-                  source: str) -> Tuple[Any, int]:
-  """`fresh` with every tensor taken from `loaded`, except paths matching `exclude`.
-
-  Fails listing the missing, unexpected and mis-shaped tensors (excluded paths are exempt).
-  Returns (merged tree, number of tensors loaded).
-  """
-  pattern = re.compile(exclude) if exclude else None
-  excluded = lambda key: bool(pattern and pattern.search(key))  # noqa: E731
-  fresh_flat = flax.traverse_util.flatten_dict(fresh, sep='/')
-  loaded_flat = flax.traverse_util.flatten_dict(loaded, sep='/')
-  missing = sorted(k for k in fresh_flat if k not in loaded_flat and not excluded(k))
-  unexpected = sorted(k for k in loaded_flat if k not in fresh_flat and not excluded(k))
-  misshaped = sorted(f'{k}: model {fresh_flat[k].shape} vs checkpoint {loaded_flat[k].shape}'
-                     for k in fresh_flat if k in loaded_flat and not excluded(k)
-                     and fresh_flat[k].shape != loaded_flat[k].shape)
-  if missing or unexpected or misshaped:
-    raise ValueError(f'{what} of {source} do not match the model: missing {missing[:20]}, '
-                     f'unexpected {unexpected[:20]}, mis-shaped {misshaped[:20]} (set '
-                     f'config.init_from.exclude to keep mismatching tensors fresh).')
-  merged = {k: v if excluded(k) else loaded_flat[k] for k, v in fresh_flat.items()}
-  num_loaded = sum(1 for k in fresh_flat if not excluded(k))
-  return flax.traverse_util.unflatten_dict(merged, sep='/'), num_loaded
 
 
 def _log_model_summary(trainer: Trainer, state: TrainState, writer) -> None:
@@ -384,7 +338,7 @@ def _train_loop(trainer: Trainer, state: TrainState, start_step: int, manager, w
   if config.dtype == 'float16':
     raise ValueError("config.dtype='float16' needs loss scaling, which is not implemented: use "
                      "'bfloat16' (same memory, no loss scaling needed) or 'float32'.")
-  train_ds = pipeline.train_dataset(config, seed=data_seed(config, start_step))
+  train_ds = pipeline.train_dataset(config, seed=config.seed, start_step=start_step)
   train_iter = pipeline.as_numpy(train_ds)
   rng = jax.random.key(config.seed + 1)
   report = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer,

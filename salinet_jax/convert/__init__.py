@@ -82,6 +82,8 @@ def _torchvision_map(model_name, state_dict, options):
 
 
 def _tsm_map(model_name, state_dict, options):
+  if model_name in I3D_MODELS:
+    return inflate.resnet_to_i3d_name_map(fc='new_fc'), 'repeat'
   from salinet_jax.convert import torchvision as tv  # pylint: disable=g-import-not-at-top
   return tv.tsm_name_map(model_name, state_dict, options), None
 
@@ -140,11 +142,18 @@ def convert(source: str, state_dict: Mapping[str, np.ndarray], template: Mapping
   """
   if source not in SOURCES:
     raise ValueError(f'Unknown source {source!r}; one of {sorted(SOURCES)}.')
-  name_map, default_inflate = SOURCES[source].name_map(model_name, state_dict, options or {})
+  options = options or {}
+  name_map, default_inflate = SOURCES[source].name_map(model_name, state_dict, options)
   mode = default_inflate if inflate_mode is None else inflate_mode
   mode = None if mode in (None, 'none', '') else mode
+  ignored: Sequence[str] = ()
+  if source in ('torchvision', 'tsm') and model_name not in I3D_MODELS:
+    # A 2D checkpoint initialises one S2DNet backbone: convert (and report on) that part only.
+    from salinet_jax.convert import torchvision as tv  # pylint: disable=g-import-not-at-top
+    template, target = tv.restrict_template(template, model_name, state_dict, options, source)
+    ignored = tv.skipped_keys(state_dict, source, target)
   variables, report = convert_state_dict(state_dict, template, name_map, exclude=exclude,
-                                         inflate=mode, dtype=dtype)
+                                         inflate=mode, dtype=dtype, extra_ignored=ignored)
   report.unexpected.extend(f'{name} (unknown blob)' for name in unplaced)
   return variables, report
 
@@ -155,6 +164,22 @@ def read_checkpoint(source: str, path: str, trust_pickle: bool = False
   if source not in SOURCES:
     raise ValueError(f'Unknown source {source!r}; one of {sorted(SOURCES)}.')
   return SOURCES[source].read(path, trust_pickle)
+
+
+def merge_trees(a: Mapping[str, Any], b: Mapping[str, Any]) -> Dict[str, Any]:
+  """Nested-dict union; `b` wins on equal paths."""
+  flat = layout.flatten(a)
+  flat.update(layout.flatten(b))
+  return layout.unflatten(flat)
+
+
+def merge_reports(a: ConversionReport, b: ConversionReport) -> ConversionReport:
+  """The report of two conversions into disjoint parts of one model."""
+  return ConversionReport(
+      converted=a.converted + b.converted, missing=a.missing + b.missing,
+      unexpected=a.unexpected + b.unexpected, mis_shaped=a.mis_shaped + b.mis_shaped,
+      excluded=sorted(set(a.excluded) | set(b.excluded)), inflated=a.inflated + b.inflated,
+      ignored=a.ignored + b.ignored)
 
 
 def sanitize_regex(pattern: str) -> str:

@@ -59,25 +59,38 @@ def main(argv):
   config = _CONFIG.value
   source = convert.SOURCES[_SOURCE.value]
   exclude = convert.sanitize_regex(_EXCLUDE.value)
-  state_dict, unplaced = convert.read_checkpoint(source.name, _CHECKPOINT.value,
-                                                 _TRUST_PICKLE.value)
-  num_classes = _NUM_CLASSES.value or convert.num_classes_of(state_dict, source.classifier_keys)
+  paths = [p for p in _CHECKPOINT.value.split(',') if p]
+  if len(paths) > 1 and config.model.name != 's2dnet':
+    raise app.UsageError('Several --checkpoint files (comma-separated) only combine for S2DNet '
+                         '(an SNet and a DNet backbone).')
+  loaded = [convert.read_checkpoint(source.name, p, _TRUST_PICKLE.value) for p in paths]
+  num_classes = _NUM_CLASSES.value
+  for state_dict, _ in loaded:
+    num_classes = num_classes or convert.num_classes_of(state_dict, source.classifier_keys)
+  if not num_classes and config.model.name == 's2dnet':
+    num_classes = 2  # the backbones converted from 2D checkpoints do not depend on it
   if not num_classes:
     raise app.UsageError(f'The checkpoint has no classifier ({", ".join(source.classifier_keys)})'
                          ': pass --num_classes.')
   model = build_model(config.model, num_classes, 'float32')
   template = convert.model_template(model, convert.clip_shape(config))
   options = {'target': _TARGET.value}
-  variables, report = convert.convert(source.name, state_dict, template, config.model.name,
-                                      exclude=exclude, inflate_mode=_INFLATE.value,
-                                      options=options, unplaced=unplaced)
+  variables, report = {}, None
+  for path, (state_dict, unplaced) in zip(paths, loaded):
+    part, part_report = convert.convert(source.name, state_dict, template, config.model.name,
+                                        exclude=exclude, inflate_mode=_INFLATE.value,
+                                        options=options, unplaced=unplaced)
+    if len(paths) > 1:
+      print(f'{path}: {part_report.summary(limit=50)}')
+    variables = convert.merge_trees(variables, part)
+    report = part_report if report is None else convert.merge_reports(report, part_report)
   print(report.summary(limit=50))
   if _STRICT.value and not report.ok:
     print('Nothing written: fix the mismatch, leave tensors out with --exclude, or pass '
           '--nostrict to write what converted.', file=sys.stderr)
     sys.exit(1)
   info = {
-      'source': source.name, 'checkpoint': _CHECKPOINT.value, 'model': config.model.to_dict(),
+      'source': source.name, 'checkpoint': paths, 'model': config.model.to_dict(),
       'num_classes': num_classes, 'exclude': exclude, 'inflate': _INFLATE.value,
       'target': _TARGET.value, 'report': report.to_dict(),
   }

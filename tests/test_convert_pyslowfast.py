@@ -1,0 +1,266 @@
+"""PySlowFast checkpoints -> I3D / NL-I3D: per-block and whole-model parity with PyTorch modules.
+
+Float64 on both sides must agree to 1e-6; float32 within a small multiple of the PyTorch module's
+own float32-vs-float64 error (see reference_torch.assert_f32_parity).
+"""
+
+import pickle
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import reference_torch as ref
+from salinet_jax import convert
+from salinet_jax import pretrained
+from salinet_jax.convert import layout
+from salinet_jax.convert import pyslowfast
+from salinet_jax.models import nonlocal_block
+from salinet_jax.models import resnet3d
+
+torch = ref.torch
+F64_TOL = 1e-6
+TINY = dict(width=4, stage_blocks=(1, 2, 2, 1), nonlocal_blocks=((), (1,), (1,), ()))
+
+
+def run_parity(torch_module, make_flax, name_map, x, *, source=None, model_name='',
+               torch_fn=None, flax_fn=None):
+  """Converts `torch_module` and runs both sides in float64 and float32.
+
+  Returns {'t64', 't32', 'j64', 'j32', 'report'}; outputs are numpy (NTHWC for feature maps).
+  """
+  torch_fn = torch_fn or (lambda m, inp: ref.from_ncthw(m(inp)) if inp.ndim == 5 else m(inp))
+  flax_fn = flax_fn or (lambda m, v, inp: m.apply(v, inp, train=False))
+  out = {}
+  with torch.no_grad():
+    out['t32'] = np.asarray(torch_fn(torch_module.float(), ref.to_ncthw(x.astype(np.float32))))
+    out['t64'] = np.asarray(torch_fn(torch_module.double(), ref.to_ncthw(x.astype(np.float64))))
+  state_dict = ref.state_dict_numpy(torch_module)  # float64
+  for tag, dtype in (('j64', jnp.float64), ('j32', jnp.float32)):
+    with jax.enable_x64(tag == 'j64'):
+      module = make_flax(dtype)
+      template = convert.model_template(module, x.shape)
+      np_dtype = np.float64 if tag == 'j64' else np.float32
+      if source:
+        variables, report = convert.convert(source, state_dict, template, model_name,
+                                            dtype=np_dtype)
+      else:
+        variables, report = layout.convert_state_dict(state_dict, template, name_map,
+                                                      dtype=np_dtype)
+      assert report.ok, report.summary()
+      out[tag] = np.asarray(flax_fn(module, variables, jnp.asarray(x, dtype)), np.float64)
+      out['report'] = report
+  return out
+
+
+def check(out, what='output'):
+  err64 = ref.max_abs(out['j64'], out['t64'])
+  assert err64 <= F64_TOL, f'{what}: float64 max abs difference {err64:.3g}'
+  ref.assert_f32_parity(out['j32'], out['t32'], out['t64'], what)
+
+
+def random_input(shape, seed=0):
+  return np.random.default_rng(seed).standard_normal(shape)
+
+
+# ----------------------------------------------------------------------------------------------
+# Blocks.
+# ----------------------------------------------------------------------------------------------
+
+
+def test_stem():
+  torch_stem = ref.randomise(ref.VideoModelStem(3, 8))
+  out = run_parity(torch_stem, lambda d: resnet3d.VideoModelStem(8, dtype=d),
+                   layout.identity_name_map(), random_input((1, 4, 16, 16, 3)))
+  check(out, 'stem')
+
+
+@pytest.mark.parametrize('dim_in,dim_out,inner,kt,stride', [
+    (8, 16, 4, 3, 2),   # projection shortcut (branch1 + branch1_bn), strided "b"
+    (16, 16, 4, 1, 1),  # identity shortcut, 1x1x1 "a"
+])
+def test_bottleneck_block(dim_in, dim_out, inner, kt, stride):
+  torch_block = ref.randomise(ref.ResBlock(dim_in, dim_out, inner, kt, stride))
+  out = run_parity(torch_block,
+                   lambda d: resnet3d.ResBlock(dim_out, inner, kt, stride, dtype=d),
+                   layout.identity_name_map(), random_input((1, 4, 8, 8, dim_in)))
+  check(out, 'bottleneck')
+  assert ('branch1' in dict(torch_block.named_children())) == (stride != 1 or dim_in != dim_out)
+
+
+def test_nonlocal_block():
+  torch_block = ref.randomise(ref.Nonlocal(16, 8))
+  out = run_parity(torch_block, lambda d: nonlocal_block.NonLocalBlock(8, dtype=d),
+                   layout.identity_name_map(), random_input((2, 4, 6, 6, 16)) * 3)
+  check(out, 'non-local')
+
+
+def test_head_matches_pyslowfast_test_time_softmax():
+  torch_head = ref.randomise(ref.ResNetBasicHead(16, 5, act=True))
+  out = run_parity(
+      torch_head, lambda d: resnet3d.ClassificationHead(5, dtype=d), [(r'fc', 'projection')],
+      random_input((2, 2, 3, 3, 16)),
+      flax_fn=lambda m, v, inp: jax.nn.softmax(m.apply(v, inp, train=False)))
+  check(out, 'head')
+
+
+# ----------------------------------------------------------------------------------------------
+# Whole model, files and the command line.
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope='module')
+def tiny_nl_i3d():
+  torch.manual_seed(0)
+  return ref.randomise(ref.PySlowFastResNet(num_classes=5, **TINY))
+
+
+def test_whole_nl_i3d_parity_and_complete_report(tiny_nl_i3d):
+  x = random_input((1, 8, 64, 64, 3))
+  out = run_parity(tiny_nl_i3d, lambda d: resnet3d.NonLocalI3DClassifier(5, dtype=d, **TINY),
+                   None, x, source='pyslowfast', model_name='i3d_nl',
+                   torch_fn=lambda m, inp: m(inp).numpy())
+  check(out, 'NL-I3D logits')
+  report = out['report']
+  assert not report.missing and not report.unexpected and not report.mis_shaped
+  num_bn = sum(isinstance(m, torch.nn.BatchNorm3d) for m in tiny_nl_i3d.modules())
+  assert len(report.ignored) == num_bn  # num_batches_tracked
+  assert report.converted + len(report.ignored) == len(tiny_nl_i3d.state_dict())
+
+
+def to_caffe2_blobs(state_dict):
+  """PySlowFast keys -> the model zoo's Caffe2 blob names (written for this test)."""
+  suffix = {'weight': 'w', 'bias': 'b', 'running_mean': 'rm', 'running_var': 'riv'}
+  bn_suffix = dict(suffix, weight='s')
+  blobs = {}
+  for key, value in state_dict.items():
+    parts = key.split('.')
+    if parts[-1] == 'num_batches_tracked':
+      continue
+    tensor = parts[-1]
+    if parts[0] == 'head':
+      name = f'pred_{suffix[tensor]}'
+    elif parts[1] == 'pathway0_stem':
+      name = ('conv1_' + suffix[tensor] if parts[2] == 'conv'
+              else 'res_conv1_bn_' + bn_suffix[tensor])
+    elif parts[1].startswith('pathway0_nonlocal'):
+      stage, block = parts[0][1:], parts[1][len('pathway0_nonlocal'):]
+      if parts[2] == 'bn':
+        name = f'nonlocal_conv{stage}_{block}_bn_{bn_suffix[tensor]}'
+      else:
+        name = f'nonlocal_conv{stage}_{block}_{parts[2][len("conv_"):]}_{suffix[tensor]}'
+    else:
+      stage, block = parts[0][1:], parts[1][len('pathway0_res'):]
+      module = parts[2] if parts[2] != 'branch2' else 'branch2' + parts[3]
+      if module.endswith('_bn'):
+        name = f'res{stage}_{block}_{module[:-3]}_bn_{bn_suffix[tensor]}'
+      else:
+        name = f'res{stage}_{block}_{module}_{suffix[tensor]}'
+    blobs[name] = np.asarray(value, np.float32)
+    blobs[name + '_momentum'] = np.zeros_like(blobs[name])
+  blobs['lr'] = np.asarray([0.1], np.float32)
+  blobs['model_iter'] = np.asarray([1000], np.int64)
+  return blobs
+
+
+def test_caffe2_pkl_names_map_to_pyslowfast_keys(tiny_nl_i3d, tmp_path):
+  state_dict = ref.state_dict_numpy(tiny_nl_i3d.float())
+  path = tmp_path / 'I3D_NLN_tiny.pkl'
+  with open(path, 'wb') as f:
+    pickle.dump({'blobs': to_caffe2_blobs(state_dict)}, f)
+  loaded, unknown = convert.read_checkpoint('pyslowfast', str(path))
+  assert unknown == []
+  expected = {k: v for k, v in state_dict.items() if not k.endswith('num_batches_tracked')}
+  assert sorted(loaded) == sorted(expected)
+  for key, value in expected.items():
+    np.testing.assert_array_equal(loaded[key], value, err_msg=key)
+
+
+def test_caffe2_reader_refuses_arbitrary_objects(tmp_path):
+  path = tmp_path / 'evil.pkl'
+  with open(path, 'wb') as f:
+    pickle.dump({'blobs': {'conv1_w': np.zeros(2)}, 'x': subprocess.Popen}, f)
+  with pytest.raises(pickle.UnpicklingError, match='Refusing'):
+    convert.read_checkpoint('pyslowfast', str(path))
+
+
+def test_pyth_file_with_data_parallel_prefix(tiny_nl_i3d, tmp_path):
+  state_dict = tiny_nl_i3d.float().state_dict()
+  path = tmp_path / 'checkpoint_epoch_00001.pyth'
+  torch.save({'epoch': 1, 'model_state': {f'module.{k}': v for k, v in state_dict.items()},
+              'optimizer_state': {'state': {}, 'param_groups': [{'lr': 0.1}]},
+              'cfg': 'MODEL:\n  ARCH: i3d\n'}, path)
+  loaded, _ = convert.read_checkpoint('pyslowfast', str(path))
+  assert sorted(loaded) == sorted(state_dict)
+  np.testing.assert_array_equal(loaded['head.projection.weight'],
+                                state_dict['head.projection.weight'].numpy())
+
+
+def test_pickled_objects_need_trust(tmp_path):
+  path = tmp_path / 'with_object.pyth'
+  torch.save({'model_state': {'w': torch.zeros(2)}, 'extra': pytest.raises}, path)
+  with pytest.raises(ValueError, match='trust_pickle'):
+    convert.read_checkpoint('pyslowfast', str(path))
+
+
+TINY_CONFIG = textwrap.dedent('''
+    from configs import k400_i3d_nl
+
+    def get_config():
+      config = k400_i3d_nl.get_config()
+      config.model.update(dict(width=4, stage_blocks=(1, 2, 2, 1),
+                               nonlocal_blocks=((), (1,), (1,), ())))
+      config.data.crop_size = 64
+      return config
+''')
+
+
+def test_command_line_writes_a_checkpoint_that_init_from_loads(tiny_nl_i3d, tmp_path):
+  path = tmp_path / 'tiny.pyth'
+  torch.save({'model_state': tiny_nl_i3d.float().state_dict()}, path)
+  config_file = tmp_path / 'tiny_config.py'
+  config_file.write_text(TINY_CONFIG)
+  output = tmp_path / 'converted'
+  args = [sys.executable, '-m', 'salinet_jax.convert', '--source=pyslowfast',
+          f'--checkpoint={path}', f'--config={config_file}', f'--output={output}']
+  result = subprocess.run(args, capture_output=True, text=True, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'missing 0, unexpected 0, mis-shaped 0' in result.stdout
+  info = pretrained.conversion_info(str(output))
+  assert info['source'] == 'pyslowfast' and info['num_classes'] == 5 and info['report']['ok']
+
+  model = resnet3d.NonLocalI3DClassifier(5, **TINY)
+  x = random_input((1, 8, 64, 64, 3)).astype(np.float32)
+  fresh = model.init(jax.random.key(1), jnp.zeros_like(x), train=False)
+  params, batch_stats, report = pretrained.load_pretrained(
+      fresh['params'], fresh['batch_stats'], {'checkpoint': str(output), 'exclude': '',
+                                              'strict': True})
+  assert report.ok and not report.excluded
+  logits = model.apply({'params': params, 'batch_stats': batch_stats}, jnp.asarray(x))
+  with torch.no_grad():
+    t32 = tiny_nl_i3d.float()(ref.to_ncthw(x)).numpy()
+    t64 = tiny_nl_i3d.double()(ref.to_ncthw(x.astype(np.float64))).numpy()
+  ref.assert_f32_parity(logits, t32, t64, 'logits after CLI + load_pretrained')
+
+  # A second run refuses to overwrite; a strict run that cannot convert everything writes nothing.
+  again = subprocess.run(args, capture_output=True, text=True, check=False)
+  assert again.returncode != 0 and 'exists' in again.stderr
+  bad = subprocess.run(args[:-1] + [f'--output={tmp_path / "bad"}', '--config.model.width=8'],
+                       capture_output=True, text=True, check=False)
+  assert bad.returncode == 1 and 'mis-shaped' in bad.stdout
+  assert not (tmp_path / 'bad').exists()
+
+
+def test_caffe2_key_rules():
+  assert pyslowfast.caffe2_key('res4_5_branch2c_bn_riv') == (
+      's4.pathway0_res5.branch2.c_bn.running_var')
+  assert pyslowfast.caffe2_key('res3_0_branch1_w') == 's3.pathway0_res0.branch1.weight'
+  assert pyslowfast.caffe2_key('nonlocal_conv4_3_phi_b') == 's4.pathway0_nonlocal3.conv_phi.bias'
+  assert pyslowfast.caffe2_key('res_conv1_bn_s') == 's1.pathway0_stem.bn.weight'
+  assert pyslowfast.caffe2_key('pred_w') == 'head.projection.weight'
+  assert pyslowfast.caffe2_key('res2_1_branch2b_w_momentum') == ''
+  assert pyslowfast.caffe2_key('some_unknown_blob') is None

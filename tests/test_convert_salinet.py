@@ -1,0 +1,125 @@
+"""Reference SaliNet checkpoints -> SaliNetI3D: side layers, bn_one, TSFP, fusion, whole model.
+
+The PyTorch side (reference_torch.SaliNetModules) computes the maps literally as the reference:
+shared `bn_one` on each side layer, TSFP_2 on the interleaved [P1_0, S2_0, P1_1, ...] sequence
+with temporal stride 2, the interleaved average pool and the time-as-channels fusion; the Flax
+side uses its closed form. Float64 must agree to 1e-6, float32 within the reference's own error.
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import reference_torch as ref
+from salinet_jax import convert
+from salinet_jax.convert import layout
+from salinet_jax.convert import salinet as salinet_map
+from salinet_jax.models import salinet
+
+torch = ref.torch
+F64_TOL = 1e-6
+TINY = dict(width=4, stage_blocks=(1, 2, 2, 1), nonlocal_blocks=((), (1,), (1,), ()))
+MAPS = ('S1', 'S2', 'S3', 'P1', 'G1', 'P2', 'G2', 'P3', 'saliency_final')
+
+
+class SalientModules(nn.Module):
+  """Just the side modules, named 'ssf', 'tsfp', 'fusion' as inside SaliNetI3D."""
+  shared_bn: bool = True
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, f1, f2, f3, f4):
+    _, aux = salinet.apply_salient_modules([f1, f2, f3, f4], False, use_tsfp=True,
+                                           shared_saliency_bn=self.shared_bn, dtype=self.dtype,
+                                           conv_impl='auto')
+    return aux
+
+
+def flax_maps(aux):
+  """NTHWC maps -> NCTHW numpy like the reference's."""
+  return {k: np.moveaxis(np.asarray(aux[k], np.float64), -1, 1) for k in MAPS}
+
+
+def convert_for(module, inputs, state_dict, dtype):
+  template = jax.eval_shape(lambda: module.init(jax.random.key(0), *inputs))
+  variables, report = convert.convert('salinet', state_dict, template, 'salinet_i3d',
+                                      dtype=dtype)
+  return variables, report
+
+
+@pytest.mark.parametrize('shared_bn', [True, False])
+def test_side_modules_match_reference_maps(shared_bn):
+  torch.manual_seed(0)
+  torch_modules = ref.randomise(ref.SaliNetModules((16, 32, 64), frames=4))
+  rng = np.random.default_rng(0)
+  feats = [rng.standard_normal((1, 4, s, s, c)) for s, c in ((16, 16), (8, 32), (4, 64), (2, 8))]
+  out = {}
+  with torch.no_grad():
+    for tag, tdtype in (('t32', np.float32), ('t64', np.float64)):
+      m = torch_modules.float() if tag == 't32' else torch_modules.double()
+      _, aux = m.saliency(*[ref.to_ncthw(f.astype(tdtype)) for f in feats[:3]])
+      out[tag] = {k: v.numpy() for k, v in aux.items()}
+  state_dict = ref.state_dict_numpy(torch_modules)
+  for tag, dtype in (('j64', jnp.float64), ('j32', jnp.float32)):
+    with jax.enable_x64(tag == 'j64'):
+      module = SalientModules(shared_bn=shared_bn, dtype=dtype)
+      inputs = [jnp.asarray(f, dtype) for f in feats]
+      variables, report = convert_for(module, inputs, state_dict,
+                                      np.float64 if tag == 'j64' else np.float32)
+      assert report.ok, report.summary()
+      out[tag] = flax_maps(module.apply(variables, *inputs))
+  if not shared_bn:
+    # Each separate BN starts as the shared one; nothing else of the checkpoint is left over.
+    assert not report.unexpected
+  for key in MAPS:
+    err = ref.max_abs(out['j64'][key], out['t64'][key])
+    assert err <= F64_TOL, f'{key}: float64 max abs difference {err:.3g}'
+    ref.assert_f32_parity(out['j32'][key], out['t32'][key], out['t64'][key], key)
+
+
+def test_name_map_covers_reference_module_names():
+  cases = {
+      'ssf/ssf2/unit1/spatial': 'sidelayer2.side_layer_3x3x3_conv_S_1',
+      'ssf/ssf3/unit2/expand': 'sidelayer3.side_layer_3x3x3_conv4',
+      'ssf/ssf1/to_map': 'sidelayer1.side_layer_3x3x3_conv5',
+      'ssf/shared_bn': 'bn_one',
+      'ssf/ssf2/bn': 'bn_one',
+      'tsfp/tsfp2/gate6': 'TSPF_layer_2.x_edge_layer6',
+      'fusion/conv1': 'fusion_temp_mask.fusion_1x1x1_1',
+      'head/fc': 'fc',
+      'backbone/s4/pathway0_nonlocal5/conv_theta': 's4.pathway0_nonlocal5.conv_theta',
+  }
+  for flax_path, torch_name in cases.items():
+    assert layout.torch_module_name(flax_path, salinet_map.name_map()) == torch_name
+
+
+def test_whole_salinet_parity_and_complete_report():
+  torch.manual_seed(0)
+  model = ref.randomise(ref.SaliNetReference(num_classes=5, **TINY))
+  x = np.random.default_rng(1).standard_normal((1, 8, 64, 64, 3))
+  out = {}
+  with torch.no_grad():
+    for tag, dt in (('t32', np.float32), ('t64', np.float64)):
+      m = model.float() if dt == np.float32 else model.double()
+      logits, aux = m(ref.to_ncthw(x.astype(dt)), return_aux=True)
+      out[tag] = dict({k: v.numpy() for k, v in aux.items()}, logits=logits.numpy())
+  state_dict = ref.state_dict_numpy(model)
+  for tag, dtype in (('j64', jnp.float64), ('j32', jnp.float32)):
+    with jax.enable_x64(tag == 'j64'):
+      flax_model = salinet.SaliNetI3D(5, dtype=dtype, **TINY)
+      template = convert.model_template(flax_model, x.shape)
+      variables, report = convert.convert('salinet', state_dict, template, 'salinet_i3d',
+                                          dtype=np.float64 if tag == 'j64' else np.float32)
+      assert not report.missing and not report.unexpected and not report.mis_shaped
+      assert report.converted + len(report.ignored) == len(state_dict)
+      logits, aux = flax_model.apply(variables, jnp.asarray(x, dtype), train=False,
+                                     return_aux=True)
+      out[tag] = dict(flax_maps(aux), logits=np.asarray(logits, np.float64))
+  for key in MAPS + ('logits',):
+    err = ref.max_abs(out['j64'][key], out['t64'][key])
+    assert err <= F64_TOL, f'{key}: float64 max abs difference {err:.3g}'
+    ref.assert_f32_parity(out['j32'][key], out['t32'][key], out['t64'][key], key)

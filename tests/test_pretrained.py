@@ -1,0 +1,171 @@
+"""load_pretrained: fine-tuning with the head excluded, strictness, reports, checkpoint kinds."""
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import k400_i3d_nl
+from configs import ucf101_salinet
+from salinet_jax import checkpoints
+from salinet_jax import parallel
+from salinet_jax import pretrained
+from salinet_jax.convert import layout
+from salinet_jax.models import build_model
+
+TINY = dict(width=4, stage_blocks=(1, 1, 2, 1), nonlocal_blocks=((), (0,), (1,), ()))
+CLIP = (1, 8, 32, 32, 3)
+
+
+def tiny_model(config, num_classes):
+  model_config = config.model
+  model_config.update(TINY)
+  return build_model(model_config, num_classes)
+
+
+def init(model, seed):
+  variables = model.init(jax.random.key(seed), jnp.zeros(CLIP), train=False)
+  return variables['params'], variables['batch_stats']
+
+
+def save(tmp_path, name, params, batch_stats):
+  return pretrained.save_converted(str(tmp_path / name),
+                                   {'params': params, 'batch_stats': batch_stats},
+                                   {'source': 'test'})
+
+
+def flat(tree):
+  return {layout.path_str(k): np.asarray(v) for k, v in layout.flatten(tree).items()}
+
+
+@pytest.fixture(scope='module')
+def k400_salinet(tmp_path_factory):
+  """A tiny 'K400' SaliNet (7 classes) with random weights, saved as a converted checkpoint."""
+  config = ucf101_salinet.get_config('1')
+  model = tiny_model(config, 7)
+  params, batch_stats = init(model, seed=1)
+  batch_stats = jax.tree.map(lambda x: x + 0.25, batch_stats)  # not the init values
+  path = save(tmp_path_factory.mktemp('k400'), 'salinet', params, batch_stats)
+  return path, params, batch_stats
+
+
+def test_fine_tune_on_ucf101_with_the_head_excluded(k400_salinet):
+  path, k400_params, k400_stats = k400_salinet
+  config = ucf101_salinet.get_config('1')
+  model = tiny_model(config, 3)
+  fresh_params, fresh_stats = init(model, seed=2)
+  exclude = config.init_from.exclude or '^head/'
+  params, batch_stats, report = pretrained.load_pretrained(
+      fresh_params, fresh_stats, {'checkpoint': path, 'exclude': exclude, 'strict': True})
+  assert report.ok
+  assert report.excluded == ['params:head/fc/bias', 'params:head/fc/kernel']
+  assert len(report.loaded) == len(flat(fresh_params)) + len(flat(fresh_stats)) - 2
+  got, want, fresh = flat(params), flat(k400_params), flat(fresh_params)
+  for key, value in got.items():
+    np.testing.assert_array_equal(value, fresh[key] if key.startswith('head/') else want[key],
+                                  err_msg=key)
+  np.testing.assert_array_equal(flat(batch_stats)['ssf/shared_bn/mean'],
+                                flat(k400_stats)['ssf/shared_bn/mean'])
+  assert got['head/fc/kernel'].shape == (TINY['width'] * 32, 3)
+  logits = jax.jit(model.apply)({'params': params, 'batch_stats': batch_stats}, jnp.ones(CLIP))
+  assert logits.shape == (1, 3) and np.all(np.isfinite(logits))
+
+
+def test_a_mis_shaped_head_is_an_error_unless_excluded(k400_salinet):
+  path = k400_salinet[0]
+  model = tiny_model(ucf101_salinet.get_config('1'), 3)
+  fresh_params, fresh_stats = init(model, seed=2)
+  for strict in (True, False):
+    with pytest.raises(pretrained.PretrainedMismatchError, match=r"(?s)mis-shaped.*head/fc/kernel"
+                       r".*checkpoint \(128, 7\), model \(128, 3\).*'\^head/'"):
+      pretrained.load_pretrained(fresh_params, fresh_stats,
+                                 {'checkpoint': path, 'exclude': '', 'strict': strict})
+
+
+def test_strict_fails_on_missing_modules_and_non_strict_keeps_them_fresh(tmp_path):
+  """A plain NL-I3D checkpoint into SaliNet: the SSF/TSFP/fusion modules are missing."""
+  i3d = tiny_model(k400_i3d_nl.get_config(), 7)
+  path = save(tmp_path, 'i3d', *init(i3d, seed=3))
+  model = tiny_model(ucf101_salinet.get_config('1'), 7)
+  fresh_params, fresh_stats = init(model, seed=4)
+  with pytest.raises(pretrained.PretrainedMismatchError, match='missing'):
+    pretrained.load_pretrained(fresh_params, fresh_stats, {'checkpoint': path, 'strict': True})
+  _, _, report = pretrained.load_pretrained(fresh_params, fresh_stats,
+                                            {'checkpoint': path, 'strict': False})
+  assert report.missing and all(m.split(':')[1].split('/')[0] in ('ssf', 'tsfp', 'fusion')
+                                for m in report.missing)
+  # The K400 SaliNet recipe: backbone and head from NL-I3D, side modules fresh, strictly.
+  params, _, report = pretrained.load_pretrained(
+      fresh_params, fresh_stats,
+      {'checkpoint': path, 'exclude': '^(ssf|tsfp|fusion)/', 'strict': True})
+  assert report.ok and report.excluded
+  np.testing.assert_array_equal(params['tsfp']['tsfp1']['gate1']['kernel'],
+                                fresh_params['tsfp']['tsfp1']['gate1']['kernel'])
+
+
+def test_unexpected_tensors_are_reported(k400_salinet):
+  path = k400_salinet[0]
+  model = tiny_model(k400_i3d_nl.get_config(), 7)
+  fresh_params, fresh_stats = init(model, seed=5)
+  with pytest.raises(pretrained.PretrainedMismatchError, match='unexpected'):
+    pretrained.load_pretrained(fresh_params, fresh_stats, {'checkpoint': path})
+  params, _, report = pretrained.load_pretrained(fresh_params, fresh_stats,
+                                                 {'checkpoint': path, 'strict': False})
+  assert report.unexpected and not report.missing
+  assert 'params:ssf/ssf1/to_map/kernel' in report.unexpected
+  np.testing.assert_array_equal(params['head']['fc']['kernel'],
+                                k400_salinet[1]['head']['fc']['kernel'])
+
+
+def test_training_checkpoints_load_from_the_workdir_and_step_dir(tmp_path):
+  model = tiny_model(k400_i3d_nl.get_config(), 4)
+  params, batch_stats = init(model, seed=6)
+  config = k400_i3d_nl.get_config()
+  config.checkpoint.async_save = False
+  manager = checkpoints.create_manager(str(tmp_path), config.checkpoint)
+  state = {'step': jnp.asarray(3), 'params': params, 'batch_stats': batch_stats,
+           'opt_state': {'momentum': jax.tree.map(jnp.zeros_like, params)}}
+  checkpoints.save(manager, 3, state, metrics={'val_top1': 0.5})
+  manager.wait_until_finished()
+  manager.close()
+  fresh_params, fresh_stats = init(model, seed=7)
+  for source in (str(tmp_path), str(tmp_path / 'checkpoints' / '3')):
+    got, got_stats, report = pretrained.load_pretrained(
+        fresh_params, fresh_stats, {'checkpoint': source, 'exclude': '', 'strict': True,
+                                    'which': 'latest'})
+    assert report.ok
+    np.testing.assert_array_equal(got['head']['fc']['kernel'], params['head']['fc']['kernel'])
+
+
+def test_values_take_the_dtype_and_sharding_of_the_fresh_variables(k400_salinet):
+  path, k400_params, _ = k400_salinet
+  model = tiny_model(ucf101_salinet.get_config('1'), 7)
+  fresh_params, fresh_stats = init(model, seed=8)
+  mesh = parallel.create_mesh()
+  fresh_params = parallel.replicate(fresh_params, mesh)
+  params, _, _ = pretrained.load_pretrained(fresh_params, fresh_stats, {'checkpoint': path})
+  leaf = params['backbone']['s1']['pathway0_stem']['conv']['kernel']
+  fresh_leaf = fresh_params['backbone']['s1']['pathway0_stem']['conv']['kernel']
+  assert isinstance(leaf, jax.Array) and leaf.dtype == jnp.float32
+  assert leaf.sharding == fresh_leaf.sharding
+  np.testing.assert_array_equal(leaf, k400_params['backbone']['s1']['pathway0_stem']['conv'][
+      'kernel'])
+
+
+def test_no_checkpoint_is_a_no_op():
+  params = {'a': {'kernel': jnp.ones(2)}}
+  out, stats, report = pretrained.load_pretrained(params, {}, {'checkpoint': ''})
+  assert out is params and stats == {} and report.ok and not report.loaded
+
+
+def test_flax_frozen_dicts_are_accepted(k400_salinet):
+  path, k400_params, _ = k400_salinet
+  model = tiny_model(ucf101_salinet.get_config('1'), 7)
+  fresh_params, fresh_stats = init(model, seed=9)
+  params, _, report = pretrained.load_pretrained(flax.core.freeze(fresh_params),
+                                                 flax.core.freeze(fresh_stats),
+                                                 {'checkpoint': path})
+  assert report.ok
+  np.testing.assert_array_equal(params['fusion']['conv1']['kernel'],
+                                k400_params['fusion']['conv1']['kernel'])
