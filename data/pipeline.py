@@ -608,7 +608,9 @@ def train_dataset(config, *, seed: int, start_step: int = 0,
 
   if train_sharding(data, process_count) == 'global_order':
     ds = _global_order_stream(info, data, seed, start_step * config.batch_size, parse_and_sample)
-    ds = ds.shard(process_count, process_index)
+    # Process p takes rows [p * local, (p + 1) * local) of every global batch, so the assembled
+    # global array has the same rows in the same order for any number of processes.
+    ds = ds.batch(local_batch, drop_remainder=True).shard(process_count, process_index).unbatch()
   else:
     # Sampling comes before the shuffle, so the buffer holds the few JPEGs of each clip instead
     # of whole serialized videos (memory), and the decode step only sees what it decodes.

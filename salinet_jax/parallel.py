@@ -53,6 +53,10 @@ def initialize_distributed() -> None:
   """
   import os  # pylint: disable=g-import-not-at-top
   address = os.environ.get('JAX_COORDINATOR_ADDRESS')
+  if (address or os.environ.get('SALINET_JAX_DISTRIBUTED') == '1') and \
+      os.environ.get('JAX_PLATFORMS', '') == 'cpu':
+    # CPU-only multi-process runs (tests, CPU clusters) need a CPU collectives backend.
+    jax.config.update('jax_cpu_collectives_implementation', 'gloo')
   if address:
     jax.distributed.initialize(
         coordinator_address=address,
