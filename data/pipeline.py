@@ -194,11 +194,13 @@ def sample_tsn_segments(features: Features, num_segments: int, *, train: bool,
 
 
 def sample_all_frames(features: Features, max_frames: int, *, train: bool,
-                      seed: Optional[tf.Tensor] = None, trim_fraction: float = 1 / 16) -> Features:
+                      seed: Optional[tf.Tensor] = None, trim_fraction: float = 1 / 16,
+                      stride: int = 1) -> Features:
   """All frames up to `max_frames` (S2DNet): returns (1, num_valid) JPEGs and 'num_valid'.
 
-  Train: first drops a random 0..floor(max_frames * trim_fraction) frames at each end (at least
-  one frame always stays), then keeps the first `max_frames`. Test: the first `max_frames`.
+  Every `stride`-th frame is used (S2DNet's x2 pre-subsampling). Train: first drops a random
+  0..floor(max_frames * trim_fraction) frames at each end (at least one frame always stays),
+  then keeps the first `max_frames`. Test: the first `max_frames`.
   `pad_frames` later pads the decoded clip to `max_frames` and adds the validity mask.
   """
   available = tf.shape(features['frames_jpeg'])[0]
@@ -208,8 +210,8 @@ def sample_all_frames(features: Features, max_frames: int, *, train: bool,
     trims = tf.random.stateless_uniform([2], seed, 0, max_trim + 1, dtype=tf.int32)
     start = tf.minimum(trims[0], tf.maximum(available - 1, 0))
     end = tf.maximum(available - trims[1], start + 1)
-  num_valid = tf.minimum(end - start, max_frames)
-  indices = start + tf.range(num_valid)
+  num_valid = tf.minimum((end - start + stride - 1) // stride, max_frames)
+  indices = start + stride * tf.range(num_valid)
   features['frames_jpeg'] = tf.gather(features['frames_jpeg'], indices)[None]
   features['num_valid'] = num_valid
   return features
@@ -453,6 +455,7 @@ def sample_train(features: Features, data_config, seed: tf.Tensor) -> Features:
   if name == 'tsn':
     return sample_tsn_segments(features, data_config.num_frames, train=True, seed=seed)
   return sample_all_frames(features, data_config.num_frames, train=True, seed=seed,
+                           stride=data_config.frame_stride,
                            trim_fraction=data_config.get('all_frames_trim_fraction', 1 / 16))
 
 
@@ -468,7 +471,8 @@ def sample_eval(features: Features, data_config) -> Features:
   if data_config.eval_num_clips != 1:
     raise ValueError('temporal_sampling="all_frames" gives one temporal view per video: set '
                      f'config.data.eval_num_clips=1 (got {data_config.eval_num_clips}).')
-  return sample_all_frames(features, data_config.num_frames, train=False)
+  return sample_all_frames(features, data_config.num_frames, train=False,
+                           stride=data_config.frame_stride)
 
 
 def resize_short_side(video: tf.Tensor, short_side: int) -> tf.Tensor:

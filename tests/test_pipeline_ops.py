@@ -255,3 +255,11 @@ def test_bad_op_names_and_all_frames_views_fail_clearly(config):
   config.data.temporal_sampling = 'all_frames'
   with pytest.raises(ValueError, match='eval_num_clips=1'):
     pipeline.eval_dataset(config, 'val')
+
+
+def test_all_frames_with_stride_takes_every_other_frame():
+  out = pipeline.sample_all_frames(_frames(9), max_frames=150, train=False, stride=2)
+  assert int(out['num_valid']) == 5
+  assert [int(b) for b in out['frames_jpeg'].numpy()[0]] == [0, 2, 4, 6, 8]
+  out = pipeline.sample_all_frames(_frames(400), max_frames=150, train=False, stride=2)
+  assert int(out['num_valid']) == 150 and int(out['frames_jpeg'].numpy()[0][-1]) == 298
