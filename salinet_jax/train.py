@@ -381,6 +381,7 @@ def _run_steps(trainer, state, start_step, manager, writer, train_iter, rng, hoo
       _check_finite(metrics, step, workdir)
       elapsed = time.time() - window_start
       metrics['clips_per_sec'] = window_steps * config.batch_size / max(elapsed, 1e-9)
+      metrics['step_time_ms'] = 1000 * elapsed / max(window_steps, 1)
       metrics['data_wait_fraction'] = data_wait / max(elapsed, 1e-9)
       metrics['eta_minutes'] = (total_steps - step) * elapsed / max(window_steps, 1) / 60
       writer.write_scalars(step, metrics)
