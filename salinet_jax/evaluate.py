@@ -137,6 +137,12 @@ def per_class_accuracy(predictions: Predictions) -> np.ndarray:
     return np.where(counts > 0, correct / np.maximum(counts, 1), np.nan)
 
 
+def _mean_of_present(values: np.ndarray) -> float:
+  """Mean over the classes that have videos (NaN when none has, e.g. unlabeled predictions)."""
+  present = values[~np.isnan(values)]
+  return float(np.mean(present)) if present.size else float('nan')
+
+
 def confusion_matrix(predictions: Predictions) -> np.ndarray:
   """(K, K) counts: rows are true classes, columns predicted classes."""
   num_classes = len(predictions.classes)
@@ -183,7 +189,7 @@ def evaluate_split(config, variables, split: str, mesh, jitted_step,
       'split': split,
       'top1': totals['top1'] / count,
       'top5': totals['top5'] / count,
-      'mean_class_accuracy': float(np.nanmean(per_class_accuracy(predictions))),
+      'mean_class_accuracy': _mean_of_present(per_class_accuracy(predictions)),
       'num_videos': int(round(count)),
       'views_per_video': views,
       'view_reduction': f'{config.eval.view_reduction} of {config.eval.view_scores}',
