@@ -18,9 +18,9 @@ end to end with the sampler (f_theta) at LR x 0.1. Eval: one view, short side 25
 import ml_collections
 
 from configs import base
+from salinet_jax.models import s2dnet
 
 STAGES = ('warmup', 'sampling')
-LINEAR_LAYERS = r'^(snet/fc|f_m|dnet/fc)/'
 
 
 def s2dnet_config(dataset: str, stage: str) -> ml_collections.ConfigDict:
@@ -69,11 +69,12 @@ def s2dnet_config(dataset: str, stage: str) -> ml_collections.ConfigDict:
   opt.warmup_epochs = 5.0
   opt.final_lr_fraction = 0.01
   opt.grad_clip_norm = 20.0
-  opt.lr_multipliers = ((LINEAR_LAYERS + 'kernel$', 5.0), (LINEAR_LAYERS + 'bias$', 10.0))
+  opt.lr_multipliers = ((s2dnet.LINEAR_PARAMS + 'kernel$', 5.0),
+                        (s2dnet.LINEAR_PARAMS + 'bias$', 10.0))
   if warmup:
-    opt.frozen = '^f_theta/'
+    opt.frozen = s2dnet.F_THETA_PARAMS
   else:
-    opt.lr_multipliers = opt.lr_multipliers + (('^f_theta/', 0.1),)
+    opt.lr_multipliers = opt.lr_multipliers + ((s2dnet.F_THETA_PARAMS, 0.1),)
     config.init_from.checkpoint = f'runs/{dataset}_s2dnet_warmup'
     config.init_from.which = 'best'
 

@@ -37,7 +37,6 @@ B > 1); the default gives each frame its own video's s.
 
 from typing import Any, Dict, Optional, Sequence
 
-import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -350,26 +349,9 @@ class S2DNet(nn.Module):
     return logits, aux
 
 
-# Top-level parameter paths by optimisation role (see `parameter_roles`).
-F_THETA_PATH = 'f_theta'
-LINEAR_PATHS = ('snet/fc', 'f_m', 'dnet/fc')
-
-
-def parameter_roles(params: Any) -> Any:
-  """A pytree like `params` labelling each leaf: f_theta, linear_kernel, linear_bias or other.
-
-  'f_theta': everything under f_theta (frozen in warm-up, LR x 0.1 in sampling; in the reference its
-  own Linear layers follow the sampler multiplier, not TSM's x5/x10). 'linear_kernel' /
-  'linear_bias': the other Linear layers (SNet and DNet classifiers, f_m), which TSM's policy
-  trains at LR x 5 / x 10. Usable directly as `optax.multi_transform` labels. The Gaussian sampler
-  ('sampler') has no parameters.
-  """
-  def role(path, _):
-    joined = '/'.join(str(p) for p in path)
-    if joined.startswith(F_THETA_PATH + '/'):
-      return 'f_theta'
-    for linear in LINEAR_PATHS:
-      if joined.startswith(linear + '/'):
-        return 'linear_kernel' if path[-1] == 'kernel' else 'linear_bias'
-    return 'other'
-  return flax.traverse_util.path_aware_map(role, params)
+# Parameter-path regexes by optimisation role, for `config.optimizer.frozen` / `lr_multipliers`:
+# f_theta is frozen in warm-up and trains at LR x 0.1 in the sampling stage (its own Linear layers
+# follow that multiplier in the reference); the other Linear layers (SNet and DNet classifiers,
+# f_m) get TSM's LR x 5 (weights) / x 10 (biases). The Gaussian sampler has no parameters.
+F_THETA_PARAMS = r'^f_theta/'
+LINEAR_PARAMS = r'^(snet/fc|f_m|dnet/fc)/'
