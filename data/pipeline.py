@@ -292,40 +292,6 @@ def _integer_window(y, x, h, w, height, width) -> tf.Tensor:
 
 
 # ----------------------------------------------------------------------------- augment
-def random_short_side_crop_flip(features: Features, crop_size: int, min_scale: int,
-                                max_scale: int, flip: bool, seed: tf.Tensor) -> Features:
-  """PySlowFast train augmentation: short side jittered in [min, max], random square crop, flip.
-
-  The crop is cut at source resolution and resized once (same region as resize-then-crop,
-  without resizing the whole frame).
-  """
-  video = features['video']  # (1, T, H, W, 3)
-  seeds = tf.random.experimental.stateless_split(seed, 4)
-  height = tf.cast(tf.shape(video)[2], tf.float32)
-  width = tf.cast(tf.shape(video)[3], tf.float32)
-  short_side = tf.cast(tf.random.stateless_uniform([], seeds[0], min_scale, max_scale + 1,
-                                                   dtype=tf.int32), tf.float32)
-  ratio = short_side / tf.minimum(height, width)
-  crop_h = tf.minimum(crop_size / ratio, height)
-  crop_w = tf.minimum(crop_size / ratio, width)
-  y0 = tf.random.stateless_uniform([], seeds[1]) * (height - crop_h)
-  x0 = tf.random.stateless_uniform([], seeds[2]) * (width - crop_w)
-  box = tf.stack([y0 / height, x0 / width, (y0 + crop_h) / height, (x0 + crop_w) / width])
-  frames = video[0]
-  num_frames = tf.shape(frames)[0]
-  cropped = tf.image.crop_and_resize(tf.cast(frames, tf.float32),
-                                     tf.tile(box[None], [num_frames, 1]),
-                                     tf.range(num_frames), [crop_size, crop_size])
-  if flip:
-    do_flip = tf.random.stateless_uniform([], seeds[3]) < 0.5
-    cropped = tf.cond(do_flip, lambda: tf.reverse(cropped, axis=[2]), lambda: cropped)
-  features['video'] = cropped[None]
-  return features
-
-
-# Crop-box samplers: (height, width, seed) -> (y, x, h, w) in source pixels. One box per video
-# (every frame of a clip is cropped alike). `decode_crop_resize` decodes only the box; the
-# `*_crop` ops below apply the same boxes to already decoded videos.
 def short_side_jitter_box(height, width, seed, *, crop_size: int, min_scale: int,
                           max_scale: int):
   """PySlowFast: short side scaled to a random size in [min_scale, max_scale], then a random

@@ -205,14 +205,3 @@ def model_info(model: nn.Module, input_shape: Sequence[int], *, depth: int = 1,
       'gflops_by_module': by(depth),
       'gflops_by_kind': dict(by_kind),
   }
-
-
-def format_info(info: Dict[str, Any]) -> str:
-  """A short human-readable summary of `model_info`, for logs."""
-  lines = [f"input {tuple(info['input_shape'])}: {info['params']:,} params, "
-           f"{info['gflops']:.2f} GFLOPs per view (MACs)"]
-  groups = sorted(set(info['params_by_group']) | set(info['gflops_by_group']))
-  for group in groups:
-    lines.append(f"  {group:<10s} {info['params_by_group'].get(group, 0):>12,} params  "
-                 f"{info['gflops_by_group'].get(group, 0.0):8.3f} GFLOPs")
-  return '\n'.join(lines)
