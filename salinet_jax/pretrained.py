@@ -114,39 +114,18 @@ def load_variables(path: str, which: str = 'best') -> Dict[str, Any]:
 
 
 @dataclasses.dataclass
-class LoadReport:
+class LoadReport(layout.MatchReport):
   """What `load_pretrained` did; paths are 'collection:module/.../leaf'."""
   checkpoint: str = ''
   loaded: List[str] = dataclasses.field(default_factory=list)
-  missing: List[str] = dataclasses.field(default_factory=list)
-  unexpected: List[str] = dataclasses.field(default_factory=list)
-  mis_shaped: List[str] = dataclasses.field(default_factory=list)
-  excluded: List[str] = dataclasses.field(default_factory=list)
-
-  @property
-  def ok(self) -> bool:
-    return not (self.missing or self.unexpected or self.mis_shaped)
-
-  def to_dict(self) -> Dict[str, Any]:
-    out = dataclasses.asdict(self)
-    out['ok'] = self.ok
-    return out
 
   def summary(self, limit: int = 20) -> str:
-    lines = [f'init_from {self.checkpoint}: loaded {len(self.loaded)} tensors, kept fresh '
-             f'{len(self.excluded)} excluded; missing {len(self.missing)}, unexpected '
-             f'{len(self.unexpected)}, mis-shaped {len(self.mis_shaped)}']
-    for title, items in (('missing (in the model, not in the checkpoint; kept fresh)',
-                          self.missing),
-                         ('unexpected (in the checkpoint, not in the model; ignored)',
-                          self.unexpected),
-                         ('mis-shaped', self.mis_shaped)):
-      if items:
-        lines.append(f'  {title}:')
-        lines.extend(f'    {item}' for item in items[:limit])
-        if len(items) > limit:
-          lines.append(f'    ... and {len(items) - limit} more')
-    return '\n'.join(lines)
+    header = (f'init_from {self.checkpoint}: loaded {len(self.loaded)} tensors, kept fresh '
+              f'{len(self.excluded)} excluded; missing {len(self.missing)}, unexpected '
+              f'{len(self.unexpected)}, mis-shaped {len(self.mis_shaped)}')
+    return '\n'.join([header] + self.problem_lines(
+        limit, 'missing (in the model, not in the checkpoint; kept fresh)',
+        'unexpected (in the checkpoint, not in the model; ignored)'))
 
 
 class PretrainedMismatchError(ValueError):

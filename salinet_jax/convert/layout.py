@@ -170,15 +170,12 @@ def path_str(path: Tuple[str, ...]) -> str:
 
 
 @dataclasses.dataclass
-class ConversionReport:
-  """What a conversion did. Paths are Flax paths without the collection ('head/fc/kernel')."""
-  converted: int = 0
-  missing: List[str] = dataclasses.field(default_factory=list)  # template leaves with no tensor
-  unexpected: List[str] = dataclasses.field(default_factory=list)  # PyTorch keys never used
+class MatchReport:
+  """Which tensors of a model and a checkpoint did not match (converting or loading)."""
+  missing: List[str] = dataclasses.field(default_factory=list)  # in the model, not the source
+  unexpected: List[str] = dataclasses.field(default_factory=list)  # in the source, not the model
   mis_shaped: List[str] = dataclasses.field(default_factory=list)  # 'path: got (..) want (..)'
-  excluded: List[str] = dataclasses.field(default_factory=list)  # template leaves left out
-  inflated: List[str] = dataclasses.field(default_factory=list)
-  ignored: List[str] = dataclasses.field(default_factory=list)  # num_batches_tracked etc.
+  excluded: List[str] = dataclasses.field(default_factory=list)  # left out on purpose
 
   @property
   def ok(self) -> bool:
@@ -189,19 +186,33 @@ class ConversionReport:
     out['ok'] = self.ok
     return out
 
-  def summary(self, limit: int = 20) -> str:
-    lines = [f'converted {self.converted} tensors; missing {len(self.missing)}, unexpected '
-             f'{len(self.unexpected)}, mis-shaped {len(self.mis_shaped)}, excluded '
-             f'{len(self.excluded)}, inflated {len(self.inflated)}, ignored {len(self.ignored)}']
-    for title, items in (('missing (in the model, not in the checkpoint)', self.missing),
-                         ('unexpected (in the checkpoint, not in the model)', self.unexpected),
+  def problem_lines(self, limit: int, missing_title: str, unexpected_title: str) -> List[str]:
+    """Indented listing of the missing, unexpected and mis-shaped tensors (`limit` each)."""
+    lines = []
+    for title, items in ((missing_title, self.missing), (unexpected_title, self.unexpected),
                          ('mis-shaped', self.mis_shaped)):
       if items:
         lines.append(f'  {title}:')
         lines.extend(f'    {item}' for item in items[:limit])
         if len(items) > limit:
           lines.append(f'    ... and {len(items) - limit} more')
-    return '\n'.join(lines)
+    return lines
+
+
+@dataclasses.dataclass
+class ConversionReport(MatchReport):
+  """What a conversion did. Paths are Flax paths without the collection ('head/fc/kernel')."""
+  converted: int = 0
+  inflated: List[str] = dataclasses.field(default_factory=list)
+  ignored: List[str] = dataclasses.field(default_factory=list)  # num_batches_tracked etc.
+
+  def summary(self, limit: int = 20) -> str:
+    header = (f'converted {self.converted} tensors; missing {len(self.missing)}, unexpected '
+              f'{len(self.unexpected)}, mis-shaped {len(self.mis_shaped)}, excluded '
+              f'{len(self.excluded)}, inflated {len(self.inflated)}, ignored {len(self.ignored)}')
+    return '\n'.join([header] + self.problem_lines(
+        limit, 'missing (in the model, not in the checkpoint)',
+        'unexpected (in the checkpoint, not in the model)'))
 
 
 def _shape(leaf: Any) -> Tuple[int, ...]:
