@@ -24,14 +24,19 @@ def tiny_config(data_dir: str):
 
   The val split has 7 videos, not a multiple of the eval batch (4), so padding is exercised.
   """
-  config = demo.get_config()
+  config = shrink_to_seconds(demo.get_config(), data_dir)
+  config.data.update(dict(num_frames=4, frame_stride=1, eval_num_clips=2, eval_num_crops=1))
+  config.model.update(dict(depth=10, width=4))
+  return config
+
+
+def shrink_to_seconds(config, data_dir):
+  """Points a demo-style config at the tiny records and makes its loop 2 steps long."""
   config.dataset.data_dir = str(data_dir)
   config.dataset.synthetic.update(dict(num_train=8, num_val=7, num_frames=6, frame_size=20,
                                        object_size=6, num_shards=2))
-  config.data.update(dict(num_frames=4, frame_stride=1, crop_size=16, train_min_scale=16,
-                          train_max_scale=20, eval_short_side=16, eval_crop_size=16,
-                          eval_num_clips=2, eval_num_crops=1, shuffle_buffer=8))
-  config.model.update(dict(depth=10, width=4))
+  config.data.update(dict(crop_size=16, train_min_scale=16, train_max_scale=20,
+                          eval_short_side=16, eval_crop_size=16, shuffle_buffer=8))
   config.batch_size = 4
   config.eval_batch_size = 4
   config.num_train_steps = 2

@@ -9,25 +9,15 @@ import numpy as np
 from configs import demo_s2dnet
 from salinet_jax import checkpoints
 from salinet_jax import train
+from tests.conftest import shrink_to_seconds
 
 
 def tiny_s2dnet_config(data_dir, stage: str):
-  config = demo_s2dnet.get_config(stage)
-  config.dataset.data_dir = str(data_dir)
-  config.dataset.synthetic.update(dict(num_train=8, num_val=7, num_frames=6, frame_size=20,
-                                       object_size=6, num_shards=2))
-  config.data.update(dict(num_frames=6, crop_size=16, train_min_scale=16, train_max_scale=20,
-                          eval_short_side=16, eval_crop_size=16, shuffle_buffer=8))
+  config = shrink_to_seconds(demo_s2dnet.get_config(stage), data_dir)
+  config.data.num_frames = 6
   config.model.update(dict(synopsis_frames=4, synopsis_size=16, detail_frames=4, detail_size=12,
                            snet_last_channels=32, dnet_width=4, f_theta_mlp=(16, 8),
                            context_features=8))
-  config.batch_size = 4
-  config.eval_batch_size = 4
-  config.num_train_steps = 2
-  config.log_every_steps = 1
-  config.eval_every_steps = 2
-  config.checkpoint_every_steps = 2
-  config.checkpoint.async_save = False
   return config
 
 
