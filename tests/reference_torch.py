@@ -11,6 +11,10 @@ the checkpoint converter has to match, namely the state-dict names and the forwa
   at eval like PySlowFast's test-time head).
 * SaliNet: side layers (sidelayer{k}.side_layer_3x3x3_*), the shared `bn_one`, the two TSFP
   modules (TSPF_layer_{1,2}, sic) fed by literal frame interleaving, `fusion_temp_mask`, root `fc`.
+* S2DNet (aliyun/Synopsis-to-Detail-Network): f_theta as `DNet.sampler` (space_time_convs,
+  fc_{temporal,spatial}_{offset,stride}), the DRAW-style Gaussian sampler computed one video and
+  one output frame at a time on the valid frames only, lateral fusion (fusion_layers.{i}), and a
+  whole `S2DNetReference` (SNet.model.*, DNet.sampler.*, DNet.ctx_feature_layer, DNet.model.*).
 
 Helpers randomise every BatchNorm (gamma, beta, running statistics) and zero bias, and compare a
 float32 JAX output against the reference's own float32-vs-float64 error.
@@ -49,6 +53,25 @@ def randomise(model: nn.Module, seed: int = 0) -> nn.Module:
     for name, param in model.named_parameters():
       if name.endswith('bias') and not torch.any(param != 0):
         param.copy_(torch.randn(param.shape, generator=gen) * 0.1)
+  return model.eval()
+
+
+def calibrate_batch_norm(model: nn.Module, *inputs, **kwargs) -> nn.Module:
+  """Running statistics = this batch's statistics (one train-mode pass); eval mode.
+
+  Deep stacks (MobileNetV2, ResNet-50) with arbitrary running statistics let activations vanish
+  or saturate, so that the output no longer depends on the input; statistics measured on the
+  input distribution keep every layer's activations O(1).
+  """
+  batch_norm = nn.modules.batchnorm._BatchNorm  # pylint: disable=protected-access
+  norms = [m for m in model.modules() if isinstance(m, batch_norm)]
+  for module in norms:
+    module.reset_running_stats()
+    module.momentum = None  # cumulative average: after one pass, exactly the batch statistics
+  with torch.no_grad():
+    model.train()(*inputs, **kwargs)
+  for module in norms:
+    module.momentum = 0.1
   return model.eval()
 
 
@@ -510,3 +533,167 @@ class MobileNetV2Features(nn.Module):
 
   def forward(self, x):
     return self.features(x)
+
+
+# ----------------------------------------------------------------------------------------------
+# S2DNet: f_theta, the Gaussian detail sampler, lateral fusion, the whole two-network model.
+# ----------------------------------------------------------------------------------------------
+
+
+def linear_slot(features_in: int, features_out: int, bias: bool = True) -> nn.Sequential:
+  """A Linear in the reference's (Linear, optional-BN) pair; the BN slot is an identity."""
+  return nn.Sequential(nn.Linear(features_in, features_out, bias=bias), nn.Identity())
+
+
+class S2DSamplerHead(nn.Module):
+  """f_theta under the reference's names: `space_time_convs` = [Conv3d 1x1x1 (bias) + ReLU],
+  BatchNorm3d, Flatten (C, T, h, w order), then [Linear slot, BatchNorm1d, ReLU] per MLP width;
+  bias-free heads `fc_{temporal,spatial}_{offset,stride}.0.0`, the spatial ones on [h ; o_t ; s_t].
+  """
+
+  def __init__(self, in_channels, trunk_channels, frames, size, mlp=(1024, 512), out_frames=16):
+    super().__init__()
+    layers = [nn.Sequential(nn.Conv3d(in_channels, trunk_channels, 1, bias=True), nn.ReLU()),
+              nn.BatchNorm3d(trunk_channels), nn.Flatten()]
+    features = trunk_channels * frames * size * size
+    for width in mlp:
+      layers += [linear_slot(features, width), nn.BatchNorm1d(width), nn.ReLU()]
+      features = width
+    self.space_time_convs = nn.Sequential(*layers)
+    self.fc_temporal_offset = nn.Sequential(linear_slot(features, 1, bias=False))
+    self.fc_temporal_stride = nn.Sequential(linear_slot(features, 1, bias=False))
+    self.fc_spatial_offset = nn.Sequential(linear_slot(features + 2, 2 * out_frames, bias=False))
+    self.fc_spatial_stride = nn.Sequential(linear_slot(features + 2, 2 * out_frames, bias=False))
+
+  def forward(self, e, s):
+    """e (B, T, C, h, w), s (B, A) -> o_t (B,), s_t (B,), offsets and log-strides (B, T', 2)."""
+    batch, frames, _, height, width = e.shape
+    synopsis = s[:, :, None, None, None].expand(-1, -1, frames, height, width)
+    h = self.space_time_convs(torch.cat([e.permute(0, 2, 1, 3, 4), synopsis], dim=1))
+    offset_t, stride_t = self.fc_temporal_offset(h), self.fc_temporal_stride(h)
+    h = torch.cat([h, offset_t, stride_t], dim=-1)
+    return (offset_t[:, 0], stride_t[:, 0], self.fc_spatial_offset(h).view(batch, -1, 2),
+            self.fc_spatial_stride(h).view(batch, -1, 2))
+
+
+def gaussian_rows(centres, length: int, eps: float = 1e-7):
+  """(K,) centres -> (K, length): exp(-(a - mu)^2 / 2) over a, each row over max(its sum, eps)."""
+  positions = torch.arange(length, dtype=centres.dtype)
+  weights = torch.exp(-(positions[None, :] - centres[:, None]) ** 2 / 2)
+  return weights / torch.clamp(weights.sum(dim=1, keepdim=True), min=eps)
+
+
+def gaussian_detail_frames(x, valid, offset_t, stride_t, offsets, strides, out_frames: int,
+                           out_size: int, fixed: bool = False):
+  """x (B, N, C, H, W) -> (B, T', C, out, out): temporal filterbank on the valid frames, then
+  F_y frame F_x^T per output frame. `fixed`: uniform centres and a central crop at 1 px stride."""
+  _, _, _, height, width = x.shape
+  steps = lambda n: torch.arange(n, dtype=x.dtype) - (n - 1) / 2  # noqa: E731
+  videos = []
+  for b, n in enumerate(valid):
+    o_t = torch.zeros((), dtype=x.dtype) if fixed else offset_t[b]
+    s_t = torch.zeros((), dtype=x.dtype) if fixed else stride_t[b]
+    centre = torch.tanh(o_t) * (n - 1) / 2 + (n - 1) / 2
+    mu_t = centre + steps(out_frames) * (n / (out_frames - 1) * torch.exp(s_t))
+    frames = torch.einsum('in,nchw->ichw', gaussian_rows(mu_t, n), x[b, :n])
+    outputs = []
+    for i in range(out_frames):
+      banks = []
+      for axis, size in ((0, width), (1, height)):
+        if fixed:
+          centre, stride = (size - 1) / 2, 1.0
+        else:
+          centre = torch.tanh(offsets[b, i, axis]) * (size - 1) / 2 + (size - 1) / 2
+          stride = size / (out_size - 1) * torch.exp(strides[b, i, axis])
+        banks.append(gaussian_rows(centre + steps(out_size) * stride, size))
+      f_x, f_y = banks
+      outputs.append(f_y @ frames[i] @ f_x.T)
+    videos.append(torch.stack(outputs))
+  return torch.stack(videos)
+
+
+def lateral_fuse(x, context, fusion: nn.Module, frames: int):
+  """(B*T, C, h, w) frames, (B, D) context -> `fusion` of [x ; context tiled], (B*T, C, h, w)."""
+  _, channels, height, width = x.shape
+  video = x.view(-1, frames, channels, height, width)
+  tiled = context[:, None, :, None, None].expand(-1, frames, -1, height, width)
+  y = fusion(torch.cat([video, tiled], dim=2).transpose(1, 2)).transpose(1, 2)
+  return y.reshape(-1, channels, height, width)
+
+
+def fusion_layer(channels: int, context: int) -> nn.Sequential:
+  return nn.Sequential(nn.Conv3d(channels + context, channels, 1, bias=False), nn.ReLU())
+
+
+class _Holder(nn.Module):
+  """A plain container, so that state-dict keys get the reference's module prefixes."""
+
+  def __init__(self, **children):
+    super().__init__()
+    for name, child in children.items():
+      self.add_module(name, child)
+
+
+class S2DNetReference(nn.Module):
+  """A tiny S2DNet with the reference's state-dict names and eval-mode semantics.
+
+  SNet: TSM-MobileNetV2 (flat TSM layout) on T frames floor(linspace(0, n-1, T)) nearest-resized
+  to `synopsis_size`, per-frame `new_fc` averaged over time. s: top-5 multi-hot. DNet: f_theta on
+  [e ; s], the Gaussian sampler, m = ReLU(Linear([s ; g])), a TSM-ResNet-50-like trunk (`width`)
+  with lateral fusion after `fusion_stages`, `new_fc` on [x ; m ; s] per frame, averaged. s is
+  tiled onto the frame rows with `repeat(T, 1)` when `faithful_tiling` (the reference's layout).
+  """
+
+  def __init__(self, num_classes, synopsis_frames, synopsis_size, detail_frames, detail_size,
+               trunk_channels=64, mlp=(16, 8), context=8, width=4, fusion_stages=(2, 3),
+               faithful_tiling=True):
+    super().__init__()
+    self.sizes = (synopsis_frames, synopsis_size, detail_frames, detail_size)
+    self.fusion_stages, self.faithful_tiling = tuple(sorted(fusion_stages)), faithful_tiling
+    feature_size = -(-synopsis_size // 32)
+    self.SNet = _Holder(model=_Holder(base_model=MobileNetV2Features('tsm', synopsis_frames),
+                                      new_fc=nn.Linear(1280, num_classes)))
+    channels = [width * 4 * 2**stage for stage in range(4)]
+    self.DNet = _Holder(
+        sampler=S2DSamplerHead(1280 + num_classes, trunk_channels, synopsis_frames, feature_size,
+                               mlp, detail_frames),
+        ctx_feature_layer=nn.Sequential(nn.Linear(num_classes + 1280, context), nn.ReLU()),
+        model=_Holder(
+            base_model=TorchvisionResNet50Like(width, segments=detail_frames),
+            fusion_layers=nn.ModuleList(
+                [fusion_layer(channels[stage - 1], context) for stage in self.fusion_stages]),
+            new_fc=nn.Linear(channels[-1] + context + num_classes, num_classes)))
+
+  def forward(self, x, valid, fixed=False):
+    """x (B, N, 3, H, W), valid: frames per video -> DNet logits, SNet logits, detail frames."""
+    synopsis_frames, synopsis_size, detail_frames, detail_size = self.sizes
+    batch = x.shape[0]
+    picked = torch.stack([x[b, torch.linspace(0, n - 1, synopsis_frames).long()]
+                          for b, n in enumerate(valid)])
+    picked = nn.functional.interpolate(picked.flatten(1, 2), size=synopsis_size)
+    snet = self.SNet.model
+    features = snet.base_model(picked.view(-1, 3, synopsis_size, synopsis_size))
+    pooled = features.mean(dim=(2, 3))
+    snet_logits = snet.new_fc(pooled).view(batch, synopsis_frames, -1).mean(dim=1)
+    e = features.view((batch, synopsis_frames) + features.shape[1:])
+    g = pooled.view(batch, synopsis_frames, -1).mean(dim=1)
+    top5 = torch.sort(snet_logits, dim=-1, descending=True)[1][:, :5]
+    s = nn.functional.one_hot(top5, snet_logits.shape[-1]).sum(dim=1).to(x.dtype)
+
+    dnet = self.DNet
+    detail = gaussian_detail_frames(x, valid, *dnet.sampler(e, s), detail_frames, detail_size,
+                                    fixed)
+    m = dnet.ctx_feature_layer(torch.cat([s, g], dim=1))
+    trunk = dnet.model.base_model
+    y = trunk.maxpool(trunk.relu(trunk.bn1(trunk.conv1(detail.flatten(0, 1)))))
+    for stage in range(1, 5):
+      y = getattr(trunk, f'layer{stage}')(y)
+      if stage in self.fusion_stages:
+        fusion = dnet.model.fusion_layers[self.fusion_stages.index(stage)]
+        y = lateral_fuse(y, m, fusion, detail_frames)
+    y = y.mean(dim=(2, 3))
+    s_rows = (s.repeat(detail_frames, 1) if self.faithful_tiling
+              else s.repeat_interleave(detail_frames, dim=0))
+    y = torch.cat([y, m.repeat_interleave(detail_frames, dim=0), s_rows], dim=1)
+    dnet_logits = dnet.model.new_fc(y).view(batch, detail_frames, -1).mean(dim=1)
+    return dnet_logits, snet_logits, detail

@@ -13,6 +13,7 @@ Sources (`SOURCES`):
   torchvision  ImageNet ResNet-50 -> i3d_nl / salinet_i3d backbones by inflation (--inflate);
                ResNet-50 / MobileNetV2 -> the S2DNet DNet / SNet backbones
   tsm          TSM checkpoints ('module.base_model.*', 'module.new_fc.*') -> S2DNet DNet / SNet
+  s2dnet       whole reference S2DNet checkpoints ('module.SNet.*', 'module.DNet.*') -> s2dnet
 
 The layout rules live in `layout.py`; each source contributes a name map.
 """
@@ -29,6 +30,7 @@ from salinet_jax.convert import inflate
 from salinet_jax.convert import layout
 from salinet_jax.convert import pyslowfast
 from salinet_jax.convert import readers
+from salinet_jax.convert import s2dnet
 from salinet_jax.convert import salinet
 from salinet_jax.convert.layout import ConversionReport, convert_state_dict  # noqa: F401
 
@@ -74,6 +76,15 @@ def _salinet_map(model_name, state_dict, options):
   return salinet.name_map(), None
 
 
+def _s2dnet_map(model_name, state_dict, options):
+  _require_model('s2dnet', model_name, ('s2dnet',))
+  return s2dnet.name_map(options.get('fusion_stages', s2dnet.DEFAULT_FUSION_STAGES)), None
+
+
+def _read_s2dnet(path: str, trust_pickle: bool):
+  return s2dnet.strip_shift_wrappers(readers.load_torch_checkpoint(path, trust_pickle)), ()
+
+
 def _torchvision_map(model_name, state_dict, options):
   if model_name in I3D_MODELS:
     return inflate.resnet_to_i3d_name_map(), 'repeat'
@@ -106,6 +117,9 @@ SOURCES: Dict[str, Source] = {
     'tsm': Source(
         'tsm', "TSM checkpoint ('module.base_model.*', 'module.new_fc.*')",
         _read_tsm, _tsm_map, ('new_fc.weight',)),
+    's2dnet': Source(
+        's2dnet', "whole reference S2DNet checkpoint ('module.SNet.*', 'module.DNet.*')",
+        _read_s2dnet, _s2dnet_map, s2dnet.CLASSIFIER_KEYS),
 }
 
 
@@ -138,11 +152,15 @@ def convert(source: str, state_dict: Mapping[str, np.ndarray], template: Mapping
 
   `inflate_mode` None uses the source's default ('repeat' for torchvision -> 3D, else none);
   'none' turns inflation off. `unplaced` are reader-level names with no PyTorch key (unknown
-  Caffe2 blobs); they are reported as unexpected.
+  Caffe2 blobs); they are reported as unexpected. `options`: 'target' ('auto' | 'snet' | 'dnet')
+  for 2D checkpoints into S2DNet; 'fusion_stages' for the `s2dnet` source (default: the
+  template's), whose reference numbers its fusion convs by rank among those stages.
   """
   if source not in SOURCES:
     raise ValueError(f'Unknown source {source!r}; one of {sorted(SOURCES)}.')
-  options = options or {}
+  options = dict(options or {})
+  if source == 's2dnet':
+    options.setdefault('fusion_stages', s2dnet.fusion_stages_of(template))
   name_map, default_inflate = SOURCES[source].name_map(model_name, state_dict, options)
   mode = default_inflate if inflate_mode is None else inflate_mode
   mode = None if mode in (None, 'none', '') else mode

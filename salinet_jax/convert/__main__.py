@@ -7,6 +7,9 @@ r"""Command line: convert a PyTorch/Caffe2 checkpoint for `config.init_from`.
   python -m salinet_jax.convert --source=torchvision --checkpoint=resnet50-11ad3fa6.pth \
       --config=configs/k400_i3d_nl.py --output=/ckpt/i3d_inflated --inflate=repeat \
       --exclude='^head/|/pathway0_nonlocal\d+/'
+  python -m salinet_jax.convert --source=s2dnet --checkpoint=s2dnet_sampling.pth.tar \
+      --config=configs/mini_kinetics_s2dnet.py:sampling --config.model.f_theta_fix=A \
+      --output=/ckpt/s2dnet_mini_kinetics
 
 The model is built from `--config` (any `--config.a.b=value` override works) with the number of
 classes of the checkpoint's classifier (or `--num_classes`). Every model variable must come from
@@ -23,7 +26,8 @@ from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.',
                                           lock_config=True)
-_SOURCE = flags.DEFINE_enum('source', None, ['pyslowfast', 'salinet', 'torchvision', 'tsm'],
+_SOURCE = flags.DEFINE_enum('source', None,
+                            ['pyslowfast', 'salinet', 'torchvision', 'tsm', 's2dnet'],
                             'Checkpoint family.')
 _CHECKPOINT = flags.DEFINE_string('checkpoint', None, 'Checkpoint file to convert.')
 _OUTPUT = flags.DEFINE_string('output', None, 'Output directory.')

@@ -71,7 +71,8 @@ def _target(model_name: str, state_dict, options) -> str:
   return detect_target(state_dict) if target in ('auto', None, '') else target
 
 
-def _tsm_mobilenet(match) -> str:
+def tsm_mobilenet_module(match) -> str:
+  """TSM MobileNetV2 name of a (block index, Flax conv name) match: 'features.3.conv.6'."""
   block, conv = match.groups()
   table = _TSM_FIRST if block == '1' else _TSM_EXPAND
   return f'features.{block}.conv.{table[conv]}'
@@ -93,7 +94,7 @@ def tsm_name_map(model_name: str, state_dict: Mapping[str, Any], options: Mappin
   if target == 'dnet':
     return [(prefix + r'/(.+)', lambda m: torchvision_module(m.group(1)))]
   return [
-      (prefix + r'/features_(\d+)/(conv_\d(?:_\d)?)', _tsm_mobilenet),
+      (prefix + r'/features_(\d+)/(conv_\d(?:_\d)?)', tsm_mobilenet_module),
       (prefix + r'/features_(\d+)_(\d)', r'features.\1.\2'),
       (r'snet/fc', TSM_FC),
   ]

@@ -179,4 +179,4 @@ class MobileNetV2(nn.Module):
     logits = nn.Dense(self.num_classes, dtype=self.dtype,
                       kernel_init=nn.initializers.normal(CLASSIFIER_INIT_STD),
                       name='classifier_1')(x)
-    return logits.astype(jnp.float32)
+    return logits.astype(layers.at_least_float32(self.dtype))

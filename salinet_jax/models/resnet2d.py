@@ -186,4 +186,4 @@ class ResNet2D(nn.Module):
       x = self.stage(index, x, train)
     if not self.num_classes:
       return x
-    return self.fc(jnp.mean(x, axis=(1, 2))).astype(jnp.float32)
+    return self.fc(jnp.mean(x, axis=(1, 2))).astype(layers.at_least_float32(self.dtype))

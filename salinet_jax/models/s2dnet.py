@@ -4,17 +4,18 @@
       -> synopsis sampler: T uniform frames, nearest-resized to S       (no gradient)
       -> 'snet' TSM-MobileNetV2: SNet logits, feature map e, context g  (g not detached)
       s = top-k multi-hot of the SNet logits                              (no gradient)
-      -> 'f_theta' on [stop_gradient(e) ; s]: raw sampling parameters   (float32)
-      -> 'sampler' Gaussian filterbanks: T' detail frames of D x D      (float32)
+      -> 'f_theta' on [stop_gradient(e) ; s]: raw sampling parameters   (>= float32)
+      -> 'sampler' Gaussian filterbanks: T' detail frames of D x D      (>= float32)
       m = 'f_m'(ReLU(Linear([s ; g])))
       -> 'dnet' TSM-ResNet with lateral fusion of m after layer2/layer3,
          classifier on [dropout(x) ; m ; s] per frame, averaged over T' -> logits
 
 Call: `model.apply(variables, video, train=..., return_aux=..., num_valid=num_frames)`, video
 (B, N, H, W, 3) with frames >= num_valid[b] padding (never read), num_valid (B,) int, clipped to
-[1, N] (None: all N valid). Returns the DNet logits (B, A) float32, or (logits, aux) with aux:
+[1, N] (None: all N valid). Returns the DNet logits (B, A) float32 (float64 for a float64 model,
+see below), or (logits, aux) with aux:
   'snet_logits' (B, A), 'synopsis' s (B, A), 'synopsis_frame_indices' (B, T) int32,
-  'detail_frames' (B, T', D, D, 3) float32 (the frames DNet looked at), 'num_valid' (B,),
+  'detail_frames' (B, T', D, D, 3) (the frames DNet looked at), 'num_valid' (B,),
   'sampler_mu_t' (B, T') temporal centres and 'sampler_delta_t' (B,) stride in frames,
   'sampler_center_x', 'sampler_center_y', 'sampler_delta_x', 'sampler_delta_y' (B, T') in pixels
   of the input frames (window of output frame i: centre +- (D-1)/2 * delta).
@@ -29,6 +30,10 @@ Linear(1600 -> 1024) that expects 4 channels and crashes. 'A': Linear(64*T*h*w -
 rest of its code implies, 26.9 M parameters); 'B' (default): Conv3d(1480 -> 4) and
 Linear(4*T*h*w = 1600 -> 1024), the reference's own `HIDDEN_DIM 4 DETAIL_SAMPLING_DIM_RATE 1`
 configuration, 24.7 M parameters fewer.
+
+Precision: logits, s, f_theta and the sampler run in float32 for float32 and bfloat16 models
+(`layers.at_least_float32`), and in float64 for a float64 model with float64 inputs
+(`jax_enable_x64`; the parity checks against PyTorch's `model.double()`).
 
 `faithful_topk_tiling=True` reproduces the reference's tiling of s onto DNet's frame rows
 (`repeat(T, 1)`: frame row r of the batch gets s of video r mod B, i.e. other videos' s when
@@ -65,15 +70,16 @@ def kaiming_uniform(factor: float):
 
 
 def top_k_multi_hot(logits: jnp.ndarray, k: int) -> jnp.ndarray:
-  """(B, A) float32 with ones at each row's k largest logits."""
+  """(B, A) with ones at each row's k largest logits (float32, or float64 for float64 logits)."""
   k = min(k, logits.shape[-1])
   _, indices = jax.lax.top_k(logits, k)
-  return jnp.sum(jax.nn.one_hot(indices, logits.shape[-1], dtype=jnp.float32), axis=1)
+  dtype = layers.at_least_float32(logits.dtype)
+  return jnp.sum(jax.nn.one_hot(indices, logits.shape[-1], dtype=dtype), axis=1)
 
 
 def masked_softmax(logits: jnp.ndarray, mask: jnp.ndarray) -> jnp.ndarray:
   """Softmax restricted to `mask` (the reference's 'PROB' synopsis)."""
-  logits = logits.astype(jnp.float32)
+  logits = logits.astype(layers.at_least_float32(logits.dtype))
   weights = jnp.exp(logits - jnp.max(logits, axis=-1, keepdims=True)) * mask
   return weights / (jnp.sum(weights, axis=-1, keepdims=True) + MASKED_SOFTMAX_EPS)
 
@@ -91,8 +97,9 @@ def tile_per_frame(vectors: jnp.ndarray, frames: int, faithful_bug: bool = False
 class SynopsisNetwork(nn.Module):
   """SNet: TSM-MobileNetV2 on T uniform frames at S x S; returns (logits, e, g, frame indices).
 
-  logits (B, A) float32: per-frame Linear on dropout(GAP), averaged over frames. e (B, T, h, w, C):
-  the backbone's feature map. g (B, C) float32: dropout(mean over frames of GAP), not detached.
+  logits (B, A): per-frame Linear on dropout(GAP), averaged over frames. e (B, T, h, w, C): the
+  backbone's feature map. g (B, C): dropout(mean over frames of GAP), not detached. logits and g
+  are float32 (float64 for a float64 model).
   """
   num_classes: int
   num_frames: int = 16
@@ -115,18 +122,21 @@ class SynopsisNetwork(nn.Module):
         num_segments=self.num_frames, shift_div=self.shift_div, dtype=self.dtype,
         name='backbone')(frames, train)
     e = features.reshape((batch, self.num_frames) + features.shape[1:])
-    pooled = jnp.mean(e.astype(jnp.float32), axis=(2, 3))  # (B, T, C)
+    out_dtype = layers.at_least_float32(self.dtype)
+    pooled = jnp.mean(e.astype(out_dtype), axis=(2, 3))  # (B, T, C)
     g = nn.Dropout(self.context_dropout_rate, deterministic=not train)(jnp.mean(pooled, axis=1))
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(pooled)
     per_frame = nn.Dense(self.num_classes, dtype=self.dtype,
                          kernel_init=nn.initializers.normal(CLASSIFIER_INIT_STD),
                          name='fc')(x)
-    logits = jnp.mean(per_frame.astype(jnp.float32), axis=1)
+    logits = jnp.mean(per_frame.astype(out_dtype), axis=1)
     return logits, e, g, indices
 
 
 class SamplerHead(nn.Module):
-  """f_theta: where and at what scale to look, from [e ; s]; float32 with full-precision products.
+  """f_theta: where and at what scale to look, from [e ; s], with full-precision products.
+
+  Runs in float32 whatever the model's compute dtype (float64 when e is float64).
 
   Trunk: Conv3d 1x1x1 (bias) -> ReLU -> BN3d -> flatten (PyTorch (C, T, H, W) order) ->
   [Linear -> BN1d -> ReLU] x len(mlp_features) = h. Heads (Linear, no bias): temporal offset and
@@ -151,21 +161,22 @@ class SamplerHead(nn.Module):
 
   @nn.compact
   def __call__(self, e, s, train: bool = False) -> sampler_lib.SamplingParams:
-    e = e.astype(jnp.float32)
+    dtype = layers.at_least_float32(e.dtype)
+    e = e.astype(dtype)
     batch = e.shape[0]
-    s = jnp.broadcast_to(s.astype(jnp.float32)[:, None, None, None, :],
+    s = jnp.broadcast_to(s.astype(dtype)[:, None, None, None, :],
                          e.shape[:4] + (s.shape[-1],))
     x = jnp.concatenate([e, s], axis=-1)
-    x = nn.Conv(self.channels, (1, 1, 1), use_bias=True, dtype=jnp.float32,
+    x = nn.Conv(self.channels, (1, 1, 1), use_bias=True, dtype=dtype,
                 precision=sampler_lib.FLOAT32_PRECISION,
                 kernel_init=kaiming_uniform(self.trunk_init_factor), name='conv')(x)
-    x = layers.batch_norm(train, jnp.float32, name='conv_bn')(nn.relu(x))
+    x = layers.batch_norm(train, dtype, name='conv_bn')(nn.relu(x))
     x = jnp.transpose(x, (0, 4, 1, 2, 3)).reshape((batch, -1))
     for i, features in enumerate(self.mlp_features):
-      x = nn.Dense(features, kernel_init=kaiming_uniform(self.trunk_init_factor),
+      x = nn.Dense(features, dtype=dtype, kernel_init=kaiming_uniform(self.trunk_init_factor),
                    precision=sampler_lib.FLOAT32_PRECISION, name=f'fc{i + 1}')(x)
-      x = nn.relu(layers.batch_norm(train, jnp.float32, name=f'fc{i + 1}_bn')(x))
-    head = lambda n, name: nn.Dense(n, use_bias=False, name=name,  # noqa: E731
+      x = nn.relu(layers.batch_norm(train, dtype, name=f'fc{i + 1}_bn')(x))
+    head = lambda n, name: nn.Dense(n, use_bias=False, dtype=dtype, name=name,  # noqa: E731
                                     precision=sampler_lib.FLOAT32_PRECISION,
                                     kernel_init=kaiming_uniform(self.head_init_factor))
     temporal_offset = head(1, 'temporal_offset')(x)
@@ -240,7 +251,8 @@ class DetailNetwork(nn.Module):
     ], axis=-1)
     per_frame = nn.Dense(self.num_classes, dtype=self.dtype,
                          kernel_init=nn.initializers.normal(CLASSIFIER_INIT_STD), name='fc')(x)
-    per_frame = per_frame.astype(jnp.float32).reshape((batch, self.num_frames, -1))
+    per_frame = per_frame.astype(layers.at_least_float32(self.dtype))
+    per_frame = per_frame.reshape((batch, self.num_frames, -1))
     return jnp.mean(per_frame, axis=1)
 
 

@@ -8,7 +8,8 @@ Synopsis (SNet input): frames floor(linspace(0, n - 1, T)) of each video (n = it
 nearest-neighbour resized with PyTorch's legacy rule (src = floor(dst * in / out)).
 
 Detail (DNet input), DRAW-style differentiable Gaussian filterbanks (Gregor et al. 2015), temporal
-first, then spatial per output frame; all in float32 whatever the model's compute dtype:
+first, then spatial per output frame; all in float32 whatever the model's compute dtype (float64
+when the video or the sampling parameters are float64, for parity checks under `jax_enable_x64`):
 
     c_t = tanh(o_t) (n-1)/2 + (n-1)/2          delta_t = n / (T'-1) * exp(s_t)
     mu_i = c_t + (i - (T'-1)/2) delta_t        F_t[k, i] ~ exp(-(k - mu_i)^2 / (2 var)), k < n
@@ -30,6 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from salinet_jax.models import layers
+
 # Floor of a filterbank's normaliser (the reference's eps tensor).
 NORMALISER_EPS = 1e-7
 # Variance of the Gaussian kernels (the reference's MANUAL_T_SIGMA / MANUAL_S_SIGMA, which are
@@ -42,7 +45,7 @@ FLOAT32_PRECISION = jax.lax.Precision.HIGHEST
 
 
 class SamplingParams(NamedTuple):
-  """Raw f_theta outputs (before tanh / exp), float32.
+  """Raw f_theta outputs (before tanh / exp), float32 (or float64).
 
   temporal_offset, temporal_stride: (B,); spatial_offset, spatial_stride: (B, T', 2), last axis
   (x, y), one pair per output frame.
@@ -112,21 +115,21 @@ def gaussian_filterbank(centers: jnp.ndarray, length: int, variance: float,
 
   `valid` (..., length) zeroes positions (padded frames) before normalising.
   """
-  positions = jnp.arange(length, dtype=jnp.float32)
+  positions = jnp.arange(length, dtype=centers.dtype)
   weights = jnp.exp(-jnp.square(positions - centers[..., None]) / (2.0 * variance))
   if valid is not None:
-    weights = weights * valid[..., None, :].astype(jnp.float32)
+    weights = weights * valid[..., None, :].astype(weights.dtype)
   return weights / jnp.maximum(jnp.sum(weights, axis=-1, keepdims=True), NORMALISER_EPS)
 
 
 def temporal_grid(offset: jnp.ndarray, log_stride: jnp.ndarray, num_valid: jnp.ndarray,
                   out_frames: int, time_range: float = DEFAULT_RANGE):
   """Centres mu (B, T') and stride delta (B,) in frame units, from raw (B,) offset / log-stride."""
-  n = num_valid.astype(jnp.float32)
+  n = num_valid.astype(offset.dtype)
   half = (n - 1.0) / 2.0
   center = jnp.tanh(offset) * half + half
   stride = time_range * n / (out_frames - 1) * jnp.exp(log_stride)
-  steps = jnp.arange(out_frames, dtype=jnp.float32) - (out_frames - 1) / 2.0
+  steps = jnp.arange(out_frames, dtype=offset.dtype) - (out_frames - 1) / 2.0
   return center[:, None] + steps[None, :] * stride[:, None], stride
 
 
@@ -138,12 +141,12 @@ def spatial_grid(offset: jnp.ndarray, log_stride: jnp.ndarray, in_size: int, out
   """
   half = (in_size - 1) / 2.0
   if fixed:
-    center = jnp.full(offset.shape, half, jnp.float32)
-    stride = jnp.ones(offset.shape, jnp.float32)
+    center = jnp.full(offset.shape, half, offset.dtype)
+    stride = jnp.ones(offset.shape, offset.dtype)
   else:
     center = jnp.tanh(offset) * half + half
     stride = space_range * in_size / (out_size - 1) * jnp.exp(log_stride)
-  steps = jnp.arange(out_size, dtype=jnp.float32) - (out_size - 1) / 2.0
+  steps = jnp.arange(out_size, dtype=offset.dtype) - (out_size - 1) / 2.0
   return center[..., None] + steps * stride[..., None], center, stride
 
 
@@ -159,7 +162,9 @@ def gaussian_detail_sample(video: jnp.ndarray, num_valid: jnp.ndarray, params: S
                            time_range: float = DEFAULT_RANGE,
                            space_range: float = DEFAULT_RANGE,
                            precision: Any = FLOAT32_PRECISION):
-  """Differentiable detail frames (B, T', out, out, C) float32 and the window geometry.
+  """Differentiable detail frames (B, T', out, out, C) and the window geometry.
+
+  Computes in float32, or float64 when `video` or `params` are float64 (`layers.at_least_float32`).
 
   Args:
     video: (B, N, H, W, C), frames >= num_valid[b] of video b are padding and never read.
@@ -174,8 +179,10 @@ def gaussian_detail_sample(video: jnp.ndarray, num_valid: jnp.ndarray, params: S
   """
   if out_frames < 2 or out_size < 2:
     raise ValueError('The detail sampler needs at least 2 output frames and 2 output pixels.')
-  video = video.astype(jnp.float32)
-  params = SamplingParams(*(jnp.asarray(p, jnp.float32) for p in params))
+  dtype = layers.at_least_float32(
+      jnp.result_type(video.dtype, *(jnp.asarray(p).dtype for p in params)))
+  video = video.astype(dtype)
+  params = SamplingParams(*(jnp.asarray(p, dtype) for p in params))
   if fixed:
     params = fixed_params(params)
   _, frames, height, width, _ = video.shape
@@ -206,7 +213,7 @@ def gaussian_detail_sample(video: jnp.ndarray, num_valid: jnp.ndarray, params: S
 
 
 class GaussianDetailSampler(nn.Module):
-  """Parameter-free module around `gaussian_detail_sample` (its own FLOP group, float32 always).
+  """Parameter-free module around `gaussian_detail_sample` (its own FLOP group, >= float32).
 
   Attributes:
     num_frames: T', detail frames per video.
