@@ -92,6 +92,9 @@ def tsm_checkpoint(state_dict, fc_shape):
 def test_tsm_mobilenet_v2_checkpoint_initialises_the_snet():
   torch.manual_seed(0)
   features = ref.randomise(ref.MobileNetV2Features('tsm', SEGMENTS))
+  # Without statistics of real activations the 52 layers saturate: the output would not depend
+  # on the input at all.
+  ref.calibrate_batch_norm(features, torch.randn(2 * SEGMENTS, 3, 32, 32))
   keys = tsm_checkpoint(ref.state_dict_numpy(features), (3, 1280))
   assert 'module.base_model.features.3.conv.0.net.weight' in keys  # shifted expansion conv
   assert 'module.base_model.features.1.conv.3.weight' in keys  # first block's projection
