@@ -38,8 +38,11 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.data.train_min_scale = 256  # short side jitter range before the random crop
   config.data.train_max_scale = 320
   config.data.random_flip = True
-  config.data.normalization = 'kinetics'
+  config.data.normalization = 'kinetics'  # applied on the accelerator (batches carry uint8)
   config.data.shuffle_buffer = 256
+  # glibc keeps blocks up to this many MiB in the heap, so each video record's buffer reuses
+  # pages instead of a fresh mmap (data/host_malloc.py); 0 leaves malloc's defaults.
+  config.data.malloc_mmap_threshold_mib = 32
   # How processes split the train stream: 'auto' | 'global_order' | 'files' (data/pipeline.py).
   config.data.train_sharding = 'auto'
   config.data.prefetch_batches = 2

@@ -5,7 +5,8 @@ r"""Input pipeline benchmark: train clips/s against a JPEG-decode ceiling and pe
 Measures, in one run, 8x224x224 clips (stride 8) from records stored at short side 256:
   (a) clips_per_s          the train pipeline (data/pipeline.py train_dataset with the base config:
                            random dense clip, short-side jitter 256-320, random 224 crop, flip,
-                           normalise, batch) on all CPU cores;
+                           batch of uint8 clips; the normalisation runs in the train step on the
+                           accelerator, so not here) on all CPU cores;
   (b) ceiling_clips_per_s  plain `tf.io.decode_jpeg` of the JPEG frames of the same kind of clips
                            (8 frames each, from the same records), held in memory and decoded in a
                            tight single-threaded loop by one process per core (the 1-process figure

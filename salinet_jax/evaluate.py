@@ -20,6 +20,7 @@ import numpy as np
 from absl import logging
 
 from data import pipeline
+from salinet_jax import inputs
 from salinet_jax import parallel
 
 VIEW_REDUCTIONS = ('sum', 'mean', 'max')
@@ -59,18 +60,16 @@ def batch_metric_sums(scores, labels, mask) -> Dict[str, jnp.ndarray]:
   }
 
 
-def eval_step(variables, batch, *, model, reduction: str, scores: str):
+def eval_step(variables, batch, *, model, reduction: str, scores: str, data_config):
   """Scores one multi-view batch: masked metric sums plus per-video scores for the outputs.
 
   For models with a saliency mask (SaliNet), also sums the spatial standard deviation of S_final
   per video (0 would mean a constant, uninformative mask).
   """
-  video = batch['video']
+  video, kwargs = inputs.model_inputs(batch, data_config)
   batch_size, views = video.shape[:2]
-  kwargs = {}
-  if 'frame_mask' in batch:  # variable-length videos: every view has the video's valid count
-    num_valid = jnp.sum(batch['frame_mask'], axis=-1).astype(jnp.int32)
-    kwargs['num_valid'] = jnp.repeat(num_valid, views)
+  if 'num_valid' in kwargs:  # variable-length videos: every view has the video's valid count
+    kwargs['num_valid'] = jnp.repeat(kwargs['num_valid'], views)
   logits, aux = model.apply(variables, video.reshape((batch_size * views,) + video.shape[2:]),
                             train=False, return_aux=True, **kwargs)
   per_video = reduce_views(logits.reshape(batch_size, views, -1), reduction, scores)
@@ -86,10 +85,10 @@ def eval_step(variables, batch, *, model, reduction: str, scores: str):
   return {'sums': sums, 'scores': per_video.astype(jnp.float32)}
 
 
-def make_eval_step(model, eval_config, mesh):
+def make_eval_step(model, eval_config, mesh, data_config):
   """The jitted eval step: batch sharded over the mesh, variables and outputs replicated."""
   step = functools.partial(eval_step, model=model, reduction=eval_config.view_reduction,
-                           scores=eval_config.view_scores)
+                           scores=eval_config.view_scores, data_config=data_config)
   return jax.jit(step, in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)),
                  out_shardings=parallel.replicated(mesh))
 
@@ -284,10 +283,10 @@ def write_visualizations(model, variables, batch: Dict[str, np.ndarray], directo
   from salinet_jax import visualize  # pylint: disable=g-import-not-at-top
   mean, std = pipeline_lib.normalization(data_config)
   count = min(count, int(np.sum(batch['mask'])))
-  video = batch['video'][:count, 0]
-  kwargs = {}
-  if 'frame_mask' in batch:
-    kwargs['num_valid'] = np.sum(batch['frame_mask'][:count], axis=-1).astype(np.int32)
+  first_views = {key: batch[key][:count] for key in ('video', 'frame_mask') if key in batch}
+  first_views['video'] = first_views['video'][:, 0]
+  video, kwargs = inputs.model_inputs(first_views, data_config)
+  video = np.asarray(video)
   logits, aux = jax.jit(
       lambda v, x, kw: model.apply(v, x, train=False, return_aux=True, **kw))(
           variables, video, kwargs)

@@ -43,13 +43,13 @@ def batch_moments(model: nn.Module, variables, video,
 
 
 def recompute(model: nn.Module, variables: Dict[str, Any], batches: Iterator[Dict[str, Any]],
-              num_batches: int, mesh, model_kwargs=lambda batch: {}) -> Any:
+              num_batches: int, mesh, model_inputs) -> Any:
   """Returns new `batch_stats` averaged over `num_batches` global batches from `batches`.
 
-  `model_kwargs(batch)` gives the model's inputs besides the clip (e.g. valid-frame counts).
+  `model_inputs(batch)` gives the model's (clip, keyword inputs), see salinet_jax/inputs.py.
   """
   step = jax.jit(
-      lambda v, batch: batch_moments(model, v, batch['video'], model_kwargs(batch)),
+      lambda v, batch: batch_moments(model, v, *model_inputs(batch)),
       in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)),
       out_shardings=parallel.replicated(mesh))
   totals = None

@@ -28,6 +28,7 @@ from data import datasets
 from data import pipeline
 from salinet_jax import checkpoints
 from salinet_jax import evaluate as evaluate_lib
+from salinet_jax import inputs
 from salinet_jax import losses
 from salinet_jax import optim
 from salinet_jax import parallel
@@ -93,13 +94,6 @@ def _with_memory_advice(error: Exception, config) -> Exception:
       f'Original error: {str(error)[:2000]}')
 
 
-def model_kwargs(batch) -> Dict[str, Any]:
-  """Model inputs besides the clip: the valid-frame count of padded variable-length videos."""
-  if 'frame_mask' in batch:
-    return {'num_valid': jnp.sum(batch['frame_mask'], axis=-1).astype(jnp.int32)}
-  return {}
-
-
 def input_shape(config, batch_size: int = 1) -> Tuple[int, ...]:
   """(B, T, H, W, 3) of one training clip batch."""
   data = config.data
@@ -128,7 +122,7 @@ def create_train_state(model: nn.Module, tx, rng: jax.Array, shape) -> TrainStat
 
 
 def train_step(state: TrainState, batch, rng: jax.Array, *, model, tx, loss_config, schedule,
-               accumulation_steps: int = 1):
+               data_config, accumulation_steps: int = 1):
   """One optimizer step on a global batch; returns (new state, scalar metrics).
 
   With `accumulation_steps` k > 1 the batch is processed as k sequential micro-batches (rows
@@ -140,10 +134,10 @@ def train_step(state: TrainState, batch, rng: jax.Array, *, model, tx, loss_conf
   want_aux = losses.needs_aux(loss_config)
 
   def loss_fn(params, batch_stats, micro_batch, micro_rng):
+    video, kwargs = inputs.model_inputs(micro_batch, data_config)
     outputs, updates = model.apply(
-        {'params': params, 'batch_stats': batch_stats}, micro_batch['video'], train=True,
-        return_aux=want_aux, mutable=['batch_stats'], rngs={'dropout': micro_rng},
-        **model_kwargs(micro_batch))
+        {'params': params, 'batch_stats': batch_stats}, video, train=True,
+        return_aux=want_aux, mutable=['batch_stats'], rngs={'dropout': micro_rng}, **kwargs)
     logits, aux = outputs if want_aux else (outputs, {})
     total, terms = losses.compute_loss(loss_config, logits, micro_batch['label'], aux)
     top1 = jnp.mean(jnp.argmax(logits, -1) == micro_batch['label'])
@@ -234,11 +228,11 @@ class Trainer:
         out_shardings=replicated)
     self.train_step = jax.jit(
         functools.partial(train_step, model=self.model, tx=self.tx, loss_config=config.loss,
-                          schedule=self.schedule,
+                          schedule=self.schedule, data_config=config.data,
                           accumulation_steps=config.grad_accumulation_steps),
         in_shardings=(replicated, parallel.batch_sharded(self.mesh), replicated),
         out_shardings=(replicated, replicated), donate_argnums=(0,))
-    self.eval_step = evaluate_lib.make_eval_step(self.model, config.eval, self.mesh)
+    self.eval_step = evaluate_lib.make_eval_step(self.model, config.eval, self.mesh, config.data)
 
   def fresh_state(self) -> TrainState:
     return self.init_state(jax.random.key(self.config.seed))
@@ -395,7 +389,7 @@ def _run_steps(trainer, state, start_step, manager, writer, train_iter, rng, hoo
       if config.precise_bn_batches:
         state = state.replace(batch_stats=precise_bn.recompute(
             trainer.model, state.variables, train_iter, config.precise_bn_batches, trainer.mesh,
-            model_kwargs))
+            functools.partial(inputs.model_inputs, data_config=config.data)))
       eval_results, _ = trainer.evaluate(state, config.dataset.eval_split)
       eval_results['step'] = step
       writer.write_scalars(step, {f'val/{k}': v for k, v in eval_results.items()

@@ -83,7 +83,7 @@ def test_fixed_logit_metrics_by_hand(fixed_records, reduction, scores):
   config.eval_batch_size = 4  # 7 videos: the second batch holds 3 videos and 1 padding slot
   mesh = parallel.create_mesh()
   model = FixedLogitModel()
-  step = evaluate.make_eval_step(model, config.eval, mesh)
+  step = evaluate.make_eval_step(model, config.eval, mesh, config.data)
   results, predictions = evaluate.evaluate_split(config, {'params': {}}, 'val', mesh, step)
   top1, top5 = expected_metrics(reduction, scores)
   assert sorted(predictions.filenames) == [f'v{v}' for v in range(NUM_VIDEOS)]
@@ -105,7 +105,7 @@ def test_outputs_per_class_predictions_and_confusion(fixed_records, tmp_path):
   config.dataset.name = 'fixed_logit_test'
   config.data.update(dict(num_frames=2, eval_num_clips=2, eval_num_crops=1))
   mesh = parallel.create_mesh()
-  step = evaluate.make_eval_step(FixedLogitModel(), config.eval, mesh)
+  step = evaluate.make_eval_step(FixedLogitModel(), config.eval, mesh, config.data)
   results, predictions = evaluate.evaluate_split(config, {'params': {}}, 'val', mesh, step)
   results['step'] = 0
   paths = evaluate.write_outputs(str(tmp_path), results, predictions)

@@ -42,7 +42,7 @@ def test_gradient_accumulation_equals_one_big_batch(config):
            'label': jnp.asarray(rng.integers(0, 4, 8), jnp.int32)}
   state = train.create_train_state(model, tx, jax.random.key(0), (1, 2, 6, 6, 3))
   step = functools.partial(train.train_step, model=model, tx=tx, loss_config=config.loss,
-                           schedule=schedule)
+                           schedule=schedule, data_config=config.data)
   config.loss.name = 'cross_entropy'
   assert not losses.needs_aux(config.loss)
   whole, whole_metrics = jax.jit(functools.partial(step, accumulation_steps=1))(
