@@ -9,14 +9,15 @@ heap lets the pipeline reuse those pages. Process-wide, set once; a no-op off gl
 
 import ctypes
 import ctypes.util
+import functools
 
 from absl import logging
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
-_applied = {}
 
 
+@functools.cache
 def keep_buffers_in_heap(mmap_threshold_mib: int) -> bool:
   """Serves blocks up to `mmap_threshold_mib` MiB from the heap (0: glibc defaults).
 
@@ -25,14 +26,11 @@ def keep_buffers_in_heap(mmap_threshold_mib: int) -> bool:
   """
   if mmap_threshold_mib <= 0:
     return False
-  if mmap_threshold_mib in _applied:
-    return _applied[mmap_threshold_mib]
   try:
     libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
     mallopt = libc.mallopt
   except (OSError, AttributeError):
     logging.info('No glibc mallopt here: malloc settings left as they are.')
-    _applied[mmap_threshold_mib] = False
     return False
   threshold = mmap_threshold_mib << 20
   applied = bool(mallopt(_M_MMAP_THRESHOLD, threshold) and
@@ -40,5 +38,4 @@ def keep_buffers_in_heap(mmap_threshold_mib: int) -> bool:
   if not applied:
     logging.warning('glibc refused mallopt(M_MMAP_THRESHOLD=%d MiB): malloc settings unchanged.',
                     mmap_threshold_mib)
-  _applied[mmap_threshold_mib] = applied
   return applied

@@ -279,9 +279,8 @@ def write_visualizations(model, variables, batch: Dict[str, np.ndarray], directo
   S2DNet: sampled detail windows and detail frames; SaliNet: the S_final mask over the clip.
   Other models have nothing to draw and write nothing.
   """
-  from data import pipeline as pipeline_lib  # pylint: disable=g-import-not-at-top
   from salinet_jax import visualize  # pylint: disable=g-import-not-at-top
-  mean, std = pipeline_lib.normalization(data_config)
+  mean, std = pipeline.normalization(data_config)
   count = min(count, int(np.sum(batch['mask'])))
   first_views = {key: batch[key][:count] for key in ('video', 'frame_mask') if key in batch}
   first_views['video'] = first_views['video'][:, 0]

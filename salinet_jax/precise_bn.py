@@ -42,21 +42,27 @@ def batch_moments(model: nn.Module, variables, video,
           for path, calls in records.items()}
 
 
-def recompute(model: nn.Module, variables: Dict[str, Any], batches: Iterator[Dict[str, Any]],
-              num_batches: int, mesh, model_inputs) -> Any:
-  """Returns new `batch_stats` averaged over `num_batches` global batches from `batches`.
+def make_moments_step(model: nn.Module, mesh, model_inputs):
+  """The jitted (variables, batch) -> `batch_moments` step; build it once per run, since every
+  new jit of it compiles a training forward again.
 
   `model_inputs(batch)` gives the model's (clip, keyword inputs), see salinet_jax/inputs.py.
   """
-  step = jax.jit(
+  return jax.jit(
       lambda v, batch: batch_moments(model, v, *model_inputs(batch)),
       in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)),
       out_shardings=parallel.replicated(mesh))
+
+
+def recompute(moments_step, variables: Dict[str, Any], batches: Iterator[Dict[str, Any]],
+              num_batches: int, mesh) -> Any:
+  """Returns new `batch_stats` averaged over `num_batches` global batches from `batches`, with
+  the step from `make_moments_step`."""
   totals = None
   for _ in range(num_batches):
     batch = parallel.to_global(next(batches), mesh)
     batch.pop('label', None)
-    moments = step(variables, batch)
+    moments = moments_step(variables, batch)
     totals = moments if totals is None else jax.tree.map(jnp.add, totals, moments)
   flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(variables['batch_stats']))
   for path, (mean, var) in totals.items():

@@ -233,6 +233,8 @@ class Trainer:
         in_shardings=(replicated, parallel.batch_sharded(self.mesh), replicated),
         out_shardings=(replicated, replicated), donate_argnums=(0,))
     self.eval_step = evaluate_lib.make_eval_step(self.model, config.eval, self.mesh, config.data)
+    self.moments_step = precise_bn.make_moments_step(
+        self.model, self.mesh, functools.partial(inputs.model_inputs, data_config=config.data))
 
   def fresh_state(self) -> TrainState:
     return self.init_state(jax.random.key(self.config.seed))
@@ -388,8 +390,8 @@ def _run_steps(trainer, state, start_step, manager, writer, train_iter, rng, hoo
       _check_finite({'loss': loss}, step, workdir)
       if config.precise_bn_batches:
         state = state.replace(batch_stats=precise_bn.recompute(
-            trainer.model, state.variables, train_iter, config.precise_bn_batches, trainer.mesh,
-            functools.partial(inputs.model_inputs, data_config=config.data)))
+            trainer.moments_step, state.variables, train_iter, config.precise_bn_batches,
+            trainer.mesh))
       eval_results, _ = trainer.evaluate(state, config.dataset.eval_split)
       eval_results['step'] = step
       writer.write_scalars(step, {f'val/{k}': v for k, v in eval_results.items()

@@ -24,8 +24,9 @@ def test_running_stats_become_the_average_batch_moments():
   rng = np.random.default_rng(0)
   batches = [{'video': rng.normal(3.0, 2.0, (4, 5, 3)).astype(np.float32)} for _ in range(3)]
   variables = model.init(jax.random.key(0), jnp.zeros((4, 5, 3)))
-  stats = precise_bn.recompute(model, variables, iter(batches), 3, parallel.create_mesh(),
-                               model_inputs=lambda batch: (batch['video'], {}))
+  mesh = parallel.create_mesh()
+  step = precise_bn.make_moments_step(model, mesh, lambda batch: (batch['video'], {}))
+  stats = precise_bn.recompute(step, variables, iter(batches), 3, mesh)
 
   flat = np.concatenate([b['video'].reshape(-1, 3) for b in batches])
   per_batch = [b['video'].reshape(-1, 3) for b in batches]
