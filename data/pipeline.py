@@ -4,7 +4,8 @@ Each phase is a named, swappable function on one video's dict of tensors. Frame 
 sampled BEFORE any JPEG is decoded, so only the frames a clip uses are decoded. Batches carry
 uint8 pixels; the last phase, normalisation (`normalize_on_device`), runs inside the jitted steps
 on the accelerator: a quarter of float32's host memory, batching copies and host-to-device
-traffic, and no host time spent on it.
+traffic, and no host time spent on it. With `train_resize_on_device`, train crops that need
+upsampling are also resized (and flipped) there (`resize_crops_on_device`).
 
 Named ops chosen by the config (`config.data.get(field, default)`):
   temporal_sampling  'dense' (num_frames x frame_stride clips: random start for train, K uniformly
@@ -15,10 +16,13 @@ Named ops chosen by the config (`config.data.get(field, default)`):
   train_crop         'short_side_jitter' (PySlowFast), 'inception' (random resized crop),
                      'tsm_multiscale' (TSM scales 1/.875/.75/.66, max distortion 1, fixed-offset
                      grid); each samples a box, then only that window of each JPEG is decoded
-                     (fused decode-and-crop) and resized once to crop_size x crop_size.
+                     (fused decode-and-crop) and resized once to crop_size x crop_size (on the
+                     accelerator when the window is smaller and train_resize_on_device is set).
   random_flip        horizontal flip on/off (off for direction-sensitive sets like SSv2).
 
-Train batches: {'video': (B, T, H, W, 3) uint8, 'label': (B,) int32}, infinite, per process.
+Train batches: {'video': (B, T, H, W, 3) uint8, 'label': (B,) int32}, infinite, per process;
+with train_resize_on_device also 'crop_hw' (B, 2) int32 and 'flip' (B,) bool, which
+salinet_jax/inputs.py turns into finished clips.
 Eval batches: {'video': (B, V, T, H, W, 3) uint8, 'label': (B,), 'filename': (B,) bytes,
 'mask': (B,) bool}: every video of the split exactly once across all processes, V = temporal
 clips x spatial crops views per video, padded at the end with mask=False so every process runs
@@ -263,14 +267,20 @@ def _decode_each(jpegs: tf.Tensor, decode_fn) -> tf.Tensor:
 
 
 def decode_crop_resize(features: Features, box_fn, crop_size: int, seed: tf.Tensor,
-                       flip_seed: Optional[tf.Tensor] = None) -> Features:
+                       flip_seed: Optional[tf.Tensor] = None,
+                       resize_on_device: bool = False) -> Features:
   """Fused train decode: one crop box per video, only that window of each JPEG is decoded.
 
   `box_fn(height, width, seed)` returns (y, x, h, w) in source pixels (float or int scalars);
-  the frames (clips=1, T) are decoded with `tf.image.decode_and_crop_jpeg`, flipped
-  horizontally with probability 1/2 when `flip_seed` is given (on the small uint8 crops, before
-  resizing) and resized once to `crop_size` x `crop_size` (bilinear) -> uint8
-  (1, T, crop, crop, 3).
+  the frames (clips=1, T) are decoded with `tf.image.decode_and_crop_jpeg`. A flip happens with
+  probability 1/2 when `flip_seed` is given. -> 'video' uint8 (1, T, crop, crop, 3).
+
+  On the host (default) the crops are flipped (while small) and resized to crop_size x crop_size
+  (bilinear). With `resize_on_device`, a window that fits in crop_size x crop_size (upsampling,
+  the usual case for short-side jitter) travels unresized in the top-left corner of a zero
+  canvas; larger windows are resized here. The features then also hold 'crop_hw' (2,) int32,
+  the window's size in the canvas, and 'flip' () bool; `resize_crops_on_device` finishes the
+  clip inside the jitted step, taking that work off the host.
   """
   jpegs = features.pop('frames_jpeg')[0]  # train sampling gives one clip: (1, T) -> (T,)
   shape = tf.image.extract_jpeg_shape(jpegs[0])
@@ -278,14 +288,30 @@ def decode_crop_resize(features: Features, box_fn, crop_size: int, seed: tf.Tens
   y, x, h, w = box_fn(height, width, seed)
   window = _integer_window(y, x, h, w, height, width)
   crops = _decode_each(jpegs, lambda b: tf.image.decode_and_crop_jpeg(b, window, channels=3))
-  if flip_seed is not None:
-    do_flip = tf.random.stateless_uniform([], flip_seed) < 0.5
-    crops = tf.cond(do_flip, lambda: flip_rows(crops), lambda: crops)
-  # Casting first takes TF's faster float resize kernel. Bilinear weights sum to one, so the
-  # +0.5 added before resizing makes the truncating cast back to uint8 round to nearest.
-  resized = tf.image.resize(tf.cast(crops, tf.float32) + 0.5, [crop_size, crop_size],
-                            method='bilinear')
-  features['video'] = tf.cast(resized, tf.uint8)[None]
+  do_flip = (tf.random.stateless_uniform([], flip_seed) < 0.5 if flip_seed is not None
+             else tf.constant(False))
+
+  def host_resize(frames):
+    # Casting first takes TF's faster float resize kernel. Bilinear weights sum to one, so the
+    # +0.5 added before resizing makes the truncating cast back to uint8 round to nearest.
+    resized = tf.image.resize(tf.cast(frames, tf.float32) + 0.5, [crop_size, crop_size],
+                              method='bilinear')
+    return tf.cast(resized, tf.uint8)
+
+  if not resize_on_device:
+    if flip_seed is not None:
+      crops = tf.cond(do_flip, lambda: flip_rows(crops), lambda: crops)
+    features['video'] = host_resize(crops)[None]
+    return features
+  fits = tf.logical_and(window[2] <= crop_size, window[3] <= crop_size)
+  canvas = tf.cond(
+      fits,
+      lambda: tf.pad(crops, [[0, 0], [0, crop_size - window[2]], [0, crop_size - window[3]],
+                             [0, 0]]),
+      lambda: host_resize(crops))
+  features['video'] = tf.ensure_shape(canvas, [None, crop_size, crop_size, 3])[None]
+  features['crop_hw'] = tf.where(fits, window[2:], tf.constant([crop_size, crop_size]))
+  features['flip'] = do_flip
   return features
 
 
@@ -511,8 +537,8 @@ def normalization(data_config) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
 
 def normalize_on_device(video: jnp.ndarray, data_config,
                         frame_mask: Optional[jnp.ndarray] = None) -> jnp.ndarray:
-  """The pipeline's last op, run inside the jitted steps: uint8 pixels -> (pixels / 255 - mean)
-  / std as float32, one fused multiply-add.
+  """The pipeline's last op, run inside the jitted steps: uint8 (or float) pixels ->
+  (pixels / 255 - mean) / std as float32, one fused multiply-add.
 
   `video` is (B, [V,] T, H, W, 3); with `frame_mask` (B, T), padded frames stay exactly zero, as
   if they had been padded after normalisation.
@@ -527,6 +553,43 @@ def normalize_on_device(video: jnp.ndarray, data_config,
                               + (1, 1, 1))
     normalized = jnp.where(mask, normalized, 0.0)
   return normalized
+
+
+def _bilinear_taps(in_sizes: jnp.ndarray, out_size: int):
+  """Per-row (lower index, upper index, upper weight), each (B, out_size), of TF's bilinear
+  resize with half-pixel centres from `in_sizes` (B,) pixels to `out_size` pixels."""
+  in_sizes = in_sizes.astype(jnp.int32)
+  scale = in_sizes.astype(jnp.float32) / out_size
+  position = (jnp.arange(out_size, dtype=jnp.float32) + 0.5) * scale[:, None] - 0.5
+  floor = jnp.floor(position)
+  lower = jnp.maximum(floor.astype(jnp.int32), 0)
+  upper = jnp.minimum(jnp.ceil(position).astype(jnp.int32), in_sizes[:, None] - 1)
+  return lower, upper, position - floor
+
+
+def resize_crops_on_device(video: jnp.ndarray, crop_hw: jnp.ndarray,
+                           flip: jnp.ndarray) -> jnp.ndarray:
+  """Finishes train crops made with `resize_on_device` (see `decode_crop_resize`), inside the
+  jitted step: the top-left `crop_hw` window of each (T, S, S, 3) canvas is resized bilinearly
+  to S x S (the same sampling as tf.image.resize) and mirrored where `flip`.
+
+  video (B, T, S, S, 3) uint8, crop_hw (B, 2) int, flip (B,) bool -> float32 pixels in [0, 255],
+  not rounded to uint8. Two-tap gathers and lerps, exact in float32 on any backend.
+  """
+  size = video.shape[-2]
+  row_lo, row_hi, row_w = _bilinear_taps(crop_hw[:, 0], size)
+  col_lo, col_hi, col_w = _bilinear_taps(crop_hw[:, 1], size)
+  mirror = lambda taps: jnp.where(flip[:, None], taps[:, ::-1], taps)
+  col_lo, col_hi, col_w = mirror(col_lo), mirror(col_hi), mirror(col_w)
+
+  def resize_one(frames, row_lo, row_hi, row_w, col_lo, col_hi, col_w):
+    frames = frames.astype(jnp.float32)
+    left, right = frames[:, :, col_lo], frames[:, :, col_hi]
+    rows = left + (right - left) * col_w[None, None, :, None]
+    top, bottom = rows[:, row_lo], rows[:, row_hi]
+    return top + (bottom - top) * row_w[None, :, None, None]
+
+  return jax.vmap(resize_one)(video, row_lo, row_hi, row_w, col_lo, col_hi, col_w)
 
 
 def _check_batch(global_batch: int, process_count: int, what: str) -> int:
@@ -573,6 +636,7 @@ def train_dataset(config, *, seed: int, start_step: int = 0,
   normalization(data)  # an unknown preset fails here rather than in the first step
   sampling = temporal_sampling(data)
   box_fn = train_box_fn(data)
+  resize_on_device = data.train_resize_on_device
 
   def parse_and_sample(serialized, element_seed):
     seeds = tf.random.experimental.stateless_split(element_seed, 2)
@@ -588,10 +652,13 @@ def train_dataset(config, *, seed: int, start_step: int = 0,
     seeds = tf.random.experimental.stateless_split(features.pop('seed'), 2)
     flip_seed = seeds[1] if data.random_flip else None
     features = decode_crop_resize(features, box_fn, data.crop_size, seeds[0],
-                                  flip_seed=flip_seed)
+                                  flip_seed=flip_seed, resize_on_device=resize_on_device)
     if sampling == 'all_frames':
       features = pad_frames(features, data.num_frames)
     out = {'video': features['video'][0], 'label': features['label']}
+    if resize_on_device:
+      out['crop_hw'] = features['crop_hw']
+      out['flip'] = features['flip']
     if sampling == 'all_frames':
       out['frame_mask'] = features['frame_mask']
     return out

@@ -42,6 +42,25 @@ def test_train_batches_are_pixel_clips_and_deterministic(config):
   assert not np.array_equal(first['video'], other['video'])
 
 
+def test_device_resize_gives_the_host_pipelines_model_inputs(config):
+  from salinet_jax import inputs  # pylint: disable=g-import-not-at-top
+  # Short side 14..28 of the 20 px frames: windows of 11..23 px around the 16 px crop.
+  config.data.update(dict(train_min_scale=14, train_max_scale=28, random_flip=True))
+  on_device = next(pipeline.as_numpy(pipeline.train_dataset(config, seed=5)))
+  config.data.train_resize_on_device = False
+  on_host = next(pipeline.as_numpy(pipeline.train_dataset(config, seed=5)))
+  assert on_device['crop_hw'].shape == (4, 2) and on_device['crop_hw'].dtype == np.int32
+  assert on_device['flip'].shape == (4,) and on_device['flip'].dtype == bool
+  assert 'crop_hw' not in on_host and 'flip' not in on_host
+  assert (on_device['crop_hw'] < 16).any()  # some crops reach the step unresized
+  assert 0 < on_device['flip'].sum() < 4
+  np.testing.assert_array_equal(on_device['label'], on_host['label'])
+  video, _ = inputs.model_inputs(on_device, config.data)
+  expected, _ = inputs.model_inputs(on_host, config.data)
+  # One uint8 step in normalised units (the two paths round differently).
+  np.testing.assert_allclose(np.asarray(video), np.asarray(expected), atol=1 / 255 / 0.225 + 1e-5)
+
+
 def test_train_batch_must_divide_over_processes(config):
   config.batch_size = 5
   with pytest.raises(ValueError, match='config.batch_size 5 is not divisible by the 2 processes'):

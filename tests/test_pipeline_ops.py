@@ -190,6 +190,48 @@ def test_fused_decode_flip_mirrors_the_clip():
   assert 0 < sum(flips) < len(flips)
 
 
+def test_device_resize_matches_tf_resize_then_flip():
+  rng = np.random.default_rng(0)
+  size = 24
+  for h, w in [(1, 1), (5, 24), (24, 7), (13, 19), (24, 24)]:
+    crops = rng.integers(0, 256, (2, 3, h, w, 3)).astype(np.uint8)
+    canvas = np.full((2, 3, size, size, 3), 255, np.uint8)  # what lies outside must not leak
+    canvas[:, :, :h, :w] = crops
+    out = np.asarray(pipeline.resize_crops_on_device(canvas, np.array([[h, w]] * 2),
+                                                     np.array([False, True])))
+    expected = tf.image.resize(tf.cast(crops.reshape(6, h, w, 3), tf.float32),
+                               [size, size]).numpy().reshape(2, 3, size, size, 3)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out[0], expected[0], atol=1e-3)
+    np.testing.assert_allclose(out[1], expected[1][:, :, ::-1], atol=1e-3)
+
+
+@pytest.mark.parametrize('crop', pipeline.TRAIN_CROPS)
+def test_device_resized_crops_match_the_host_path(crop):
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  size = 40  # the 48x64 frames give windows both smaller and larger than this for every crop
+  data = ml_collections.ConfigDict(dict(train_crop=crop, crop_size=size, train_min_scale=40,
+                                        train_max_scale=56))
+  box_fn = pipeline.train_box_fn(data)
+  where = set()
+  for i in range(12):
+    kwargs = dict(box_fn=box_fn, crop_size=size, seed=_seed(i), flip_seed=_seed(100 + i))
+    host = pipeline.decode_crop_resize({'frames_jpeg': _jpeg_clip()}, **kwargs)['video']
+    sent = pipeline.decode_crop_resize({'frames_jpeg': _jpeg_clip()}, resize_on_device=True,
+                                       **kwargs)
+    hw = sent['crop_hw'].numpy()
+    canvas = sent['video'].numpy()
+    assert canvas.shape == (1, 4, size, size, 3) and canvas.dtype == np.uint8
+    assert np.all(canvas[:, :, hw[0]:] == 0) and np.all(canvas[:, :, :, hw[1]:] == 0)
+    where.add('device' if tuple(hw) != (size, size) else 'host (or no resize)')
+    finished = pipeline.resize_crops_on_device(canvas, hw[None], sent['flip'].numpy()[None])
+    # Within one uint8 step: the host path rounds its resampled pixels (the device path keeps
+    # float32 where it resizes), and flipping before or after the resize rounds differently.
+    np.testing.assert_allclose(np.asarray(finished), host.numpy().astype(np.float32),
+                               atol=1 + 1e-3)
+  assert where == {'device', 'host (or no resize)'}
+
+
 def test_random_flip_op():
   video = tf.reshape(tf.range(2 * 3 * 4 * 3, dtype=tf.float32), [1, 2, 3, 4, 3])
   outcomes = set()
