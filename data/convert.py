@@ -734,9 +734,10 @@ def run_jobs(jobs: Sequence[ShardJob], args, output: str) -> Dict[str, Dict[str,
           result = next(results)
           if result['ok']:
             writer.write(records.serialize_video(result['jpegs'], item.label_index,
-                                                 item.label_text, item.filename, result['fps']))
+                                                 item.label_text, item.filename, result['fps'],
+                                                 timing=result['timing']))
             videos.append({'filename': item.filename, 'num_frames': len(result['jpegs']),
-                           'fps': round(result['fps'], 4)})
+                           'fps': round(result['fps'], 4), 'timing': result['timing']})
           else:
             failures.append({'split': job.split, 'file': item.filename,
                              'source': item.source, 'reason': result['reason']})
@@ -803,6 +804,9 @@ def write_outputs(output: str, plan: Plan, jobs: Sequence[ShardJob],
                                                                              shard_states)]
     for state in shard_states:
       metadata.failures.extend(state['failures'])
+    timing = collections.Counter(v.get('timing', 'unknown') for s in shard_states
+                                 for v in s['videos'])
+    metadata.extra.setdefault('timing', {})[split] = dict(sorted(timing.items()))
   conversion = dict(metadata.extra.get('conversion', {}))
   for split in converted:
     conversion[split] = dict(source_kind=args.dataset, input=os.path.abspath(args.input),

@@ -36,6 +36,9 @@ LABEL_TEXT_KEY = 'clip/label/text'
 FILENAME_KEY = 'video/filename'
 FPS_KEY = 'video/fps'
 NUM_FRAMES_KEY = 'video/num_frames'
+# What timed the frames at conversion: 'container' (presentation timestamps) or 'decoder_order'
+# (index / frame rate, where the container's timestamps were missing or not monotonic).
+TIMING_KEY = 'video/timing'
 
 TFDS_VERSION = '1.0.0'  # version written into dataset_info.json
 
@@ -100,10 +103,12 @@ def shard_files(directory: str, dataset: str, split: str) -> List[str]:
 
 
 def serialize_video(jpeg_frames: Sequence[bytes], label_index: int, label_text: str,
-                    filename: str, fps: float = 0.0) -> bytes:
+                    filename: str, fps: float = 0.0, timing: str = '') -> bytes:
   """Builds the serialized SequenceExample of one video from its JPEG-encoded frames."""
   example = tf.train.SequenceExample()
   context = example.context.feature
+  if timing:
+    context[TIMING_KEY].bytes_list.value.append(timing.encode('utf-8'))
   context[LABEL_INDEX_KEY].int64_list.value.append(int(label_index))
   context[LABEL_TEXT_KEY].bytes_list.value.append(label_text.encode('utf-8'))
   context[FILENAME_KEY].bytes_list.value.append(filename.encode('utf-8'))
@@ -255,12 +260,15 @@ def write_tfds_info(directory: str, metadata: DatasetMetadata, description: str 
 
 
 def parse_video_with_context(serialized: tf.Tensor) -> Dict[str, tf.Tensor]:
-  """`parse_video` plus `num_frames` (the count the converter recorded)."""
+  """`parse_video` plus `num_frames` (the count the converter recorded) and `timing` ('' for
+  records written before it was recorded)."""
   features = parse_video(serialized)
   context = tf.io.parse_single_sequence_example(
       serialized, context_features={
-          NUM_FRAMES_KEY: tf.io.FixedLenFeature([], tf.int64, default_value=-1)})[0]
+          NUM_FRAMES_KEY: tf.io.FixedLenFeature([], tf.int64, default_value=-1),
+          TIMING_KEY: tf.io.FixedLenFeature([], tf.string, default_value='')})[0]
   features['num_frames'] = context[NUM_FRAMES_KEY]
+  features['timing'] = context[TIMING_KEY]
   return features
 
 

@@ -4,8 +4,13 @@ Kept free of TensorFlow so converter worker processes start fast and stay small;
 process turns what the workers return into TFRecords (data/records.py).
 
 Decoding rules (see `decode_video`):
-  * frames come out in presentation order: the decoder's output order, re-sorted by timestamp if
-    the container's timestamps disagree with it (out-of-order packets, e.g. B-frames);
+  * frames are stored in the decoder's output order, which is presentation order for every
+    container and codec (what `ffmpeg -vsync passthrough` writes); they are never re-sorted by
+    timestamp. Timestamps only time the frames (resampling, the stored fps), and only where the
+    container gives real presentation timestamps: present for every frame and strictly
+    increasing in output order. Otherwise (AVI with B-frames carries decode-order times, some
+    streams have none) frame i is taken to be shown at i / average rate. `DecodedVideo.timing`
+    records which was used ('container' or 'decoder_order');
   * rotation metadata (display-matrix side data, else the legacy `rotate` tag) is applied, so the
     stored frames are upright;
   * frames are resized so their short side is `short_side` (0 keeps the size) and JPEG-encoded;
@@ -27,6 +32,9 @@ from PIL import Image
 DEFAULT_SHORT_SIDE = 256
 DEFAULT_JPEG_QUALITY = 90
 DEFAULT_INTERPOLATION = 'BILINEAR'  # swscale filter used when resizing decoded frames
+# How the frames of a video were timed (see `frame_times`).
+TIMING_CONTAINER = 'container'  # the container's presentation timestamps
+TIMING_DECODER_ORDER = 'decoder_order'  # output index / average frame rate
 
 
 class VideoError(Exception):
@@ -43,7 +51,7 @@ class DecodedVideo:
   height: int  # of the stored (upright, resized) frames
   width: int
   rotation: int  # clockwise degrees applied to make frames upright (0, 90, 180, 270)
-  reordered: bool = False  # True when timestamps disagreed with decode order and were used
+  timing: str = TIMING_CONTAINER  # what timed the frames: TIMING_CONTAINER | TIMING_DECODER_ORDER
 
 
 def output_size(width: int, height: int, short_side: int) -> Tuple[int, int]:
@@ -130,34 +138,46 @@ def _average_rate(stream) -> float:
 
 def iter_frames(path: str, *, short_side: int = DEFAULT_SHORT_SIDE,
                 interpolation: str = DEFAULT_INTERPOLATION, threads: int = 1
-                ) -> Iterator[Tuple[float, np.ndarray, int]]:
-  """Yields (time in seconds, upright RGB uint8 frame, clockwise rotation) in decoder order.
+                ) -> Iterator[Tuple[Optional[float], np.ndarray, int]]:
+  """Yields (container timestamp in seconds or None, upright RGB uint8 frame, clockwise
+  rotation) in the decoder's output order, which is presentation order.
 
-  The time is the frame's timestamp, or index / average rate when the container gives none.
-  Every frame gets the size the first one scales to (streams that change resolution midway
-  still give equal-sized frames). Raises VideoError (with the number of frames decoded so far)
-  when the file cannot be decoded.
+  The timestamp is the container's, unchecked (see `frame_times`). Every frame gets the size
+  the first one scales to (streams that change resolution midway still give equal-sized
+  frames). Raises VideoError (with the number of frames decoded so far) when the file cannot be
+  decoded.
   """
   import av  # pylint: disable=g-import-not-at-top
   container, stream = _open(path, threads)
-  rate = _average_rate(stream) or 25.0
   count = 0
   size = None
   try:
     try:
       for frame in container.decode(stream):
         t = frame.time
-        if t is None:
-          t = count / rate
         if size is None:
           size = output_size(frame.width, frame.height, short_side)
         rgb, rotation = _frame_rgb(frame, stream, size, interpolation)
-        yield float(t), rgb, rotation
+        yield (None if t is None else float(t)), rgb, rotation
         count += 1
     except av.error.FFmpegError as e:
       raise VideoError(f'decoding failed after {count} frames ({type(e).__name__}: {e})') from None
   finally:
     container.close()
+
+
+def frame_times(timestamps: Sequence[Optional[float]], rate: float) -> Tuple[List[float], str]:
+  """(presentation time of each frame in output order, timing) for frames in decoder order.
+
+  The container's timestamps are used when every frame has one and they strictly increase in
+  output order ('container'); otherwise they are not presentation times (AVI gives B-frames
+  decode-order times) or absent, and frame i is timed i / `rate` ('decoder_order').
+  """
+  if timestamps and all(t is not None for t in timestamps) and all(
+      b > a for a, b in zip(timestamps, timestamps[1:])):
+    return [float(t) for t in timestamps], TIMING_CONTAINER
+  rate = rate if rate > 0 else 25.0
+  return [i / rate for i in range(len(timestamps))], TIMING_DECODER_ORDER
 
 
 def resample_times(times: Sequence[float], fps: float, frame_duration: float) -> List[int]:
@@ -195,51 +215,45 @@ def decode_video(path: str, *, fps: Optional[float] = None, short_side: int = DE
   source_fps = _average_rate(stream)
   container.close()
   resample = fps is not None and fps > 0
-  items: List[Tuple[float, int, Any]] = []  # (time, decode order, jpeg or array)
+  timestamps: List[Optional[float]] = []
+  frames: List[Any] = []  # jpeg bytes, or (small, resized) arrays while resampling
   rotation = 0
   shape = (0, 0)
-  for order, (t, rgb, rotation) in enumerate(
-      iter_frames(path, short_side=short_side, interpolation=interpolation, threads=threads)):
+  for t, rgb, rotation in iter_frames(path, short_side=short_side, interpolation=interpolation,
+                                      threads=threads):
     shape = rgb.shape[:2]
-    # Resampling needs the timestamps of every frame before choosing: keep the (small, resized)
-    # arrays then and encode only the chosen ones; otherwise encode right away.
-    items.append((t, order, rgb if resample else encode_jpeg(rgb, jpeg_quality)))
-    if max_frames and not resample and len(items) >= max_frames:
+    # Resampling needs the time of every frame before choosing: keep the arrays then and encode
+    # only the chosen ones; otherwise encode right away.
+    timestamps.append(t)
+    frames.append(rgb if resample else encode_jpeg(rgb, jpeg_quality))
+    if max_frames and not resample and len(frames) >= max_frames:
       break
-  if not items:
+  if not frames:
     raise VideoError('no video frames decoded (empty or zero-frame video)')
-  times = [t for t, _, _ in items]
-  reordered = any(b < a for a, b in zip(times, times[1:]))
-  if reordered:
-    items.sort(key=lambda item: (item[0], item[1]))
-  num_decoded = len(items)
+  times, timing = frame_times(timestamps, source_fps)
+  num_decoded = len(frames)
   if resample:
-    sorted_times = [t for t, _, _ in items]
-    if len(sorted_times) > 1:
-      gaps = np.diff(sorted_times)
-      gaps = gaps[gaps > 0]
-      duration = float(np.median(gaps)) if gaps.size else 1.0 / (source_fps or fps)
-    else:
-      duration = 1.0 / (source_fps or fps)
-    chosen = resample_times(sorted_times, fps, duration)
+    gaps = np.diff(times)
+    gaps = gaps[gaps > 0]
+    duration = float(np.median(gaps)) if gaps.size else 1.0 / (source_fps or fps)
+    chosen = resample_times(times, fps, duration)
     if max_frames:
       chosen = chosen[:max_frames]
     cache: Dict[int, bytes] = {}
     jpegs = []
     for i in chosen:
       if i not in cache:
-        cache[i] = encode_jpeg(items[i][2], jpeg_quality)
+        cache[i] = encode_jpeg(frames[i], jpeg_quality)
       jpegs.append(cache[i])
     stored_fps = float(fps)
   else:
-    jpegs = [jpeg for _, _, jpeg in items]
+    jpegs = frames
     stored_fps = source_fps
-    if not stored_fps and len(times) > 1:
-      span = max(times) - min(times)
-      stored_fps = (len(times) - 1) / span if span > 0 else 0.0
+    if not stored_fps and len(times) > 1 and times[-1] > times[0]:
+      stored_fps = (len(times) - 1) / (times[-1] - times[0])
   return DecodedVideo(jpegs=jpegs, fps=stored_fps, source_fps=source_fps,
                       num_source_frames=num_decoded, height=int(shape[0]), width=int(shape[1]),
-                      rotation=rotation, reordered=reordered)
+                      rotation=rotation, timing=timing)
 
 
 def read_frame_folder(directory: str, *, num_frames: int = 0, template: str = '{:06d}.jpg',
@@ -288,7 +302,8 @@ def read_frame_folder(directory: str, *, num_frames: int = 0, template: str = '{
     raise VideoError(f'no frames found in {directory} (template {template!r}, '
                      f'first index {start_index})')
   return DecodedVideo(jpegs=jpegs, fps=float(fps), source_fps=float(fps),
-                      num_source_frames=len(jpegs), height=size[0], width=size[1], rotation=0)
+                      num_source_frames=len(jpegs), height=size[0], width=size[1], rotation=0,
+                      timing=TIMING_DECODER_ORDER)
 
 
 def convert_task(task: Dict[str, Any]) -> Dict[str, Any]:
@@ -312,7 +327,7 @@ def convert_task(task: Dict[str, Any]) -> Dict[str, Any]:
     else:
       video = decode_video(task['source'], **options)
     result.update(ok=True, jpegs=video.jpegs, fps=video.fps, rotation=video.rotation,
-                  height=video.height, width=video.width, reordered=video.reordered,
+                  height=video.height, width=video.width, timing=video.timing,
                   num_source_frames=video.num_source_frames)
   except VideoError as e:
     result['reason'] = str(e)

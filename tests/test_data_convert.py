@@ -66,6 +66,32 @@ def _direct_decode(path, short_side=SHORT_SIDE, rotate=True):
   return frames
 
 
+# Every codec fixture that decodes, with the clockwise turn that makes it upright.
+GOOD_FIXTURES = {'video_0.mov': 0, 'video_90.mov': 90, 'video_180.mov': 180, 'video_270.mov': 270,
+                 'unordered.mov': 0, 'flipping_a_pancake.mkv': 0, 'bframes_h264.avi': 0}
+
+
+def _independent_decode(path):
+  """Every frame as the decoder emits it, what `ffmpeg -vsync passthrough` writes: the file's
+  packets in file order through a fresh decoder, output order kept, no timestamp consulted,
+  full size, unrotated. Uses PyAV's codec layer only, none of data/video_io.py."""
+  import av  # pylint: disable=g-import-not-at-top
+  frames = []
+  with av.open(str(path)) as container:
+    stream = container.streams.video[0]
+    codec = av.CodecContext.create(stream.codec_context.name, 'r')
+    codec.extradata = stream.codec_context.extradata
+    for packet in container.demux(stream):  # the last, empty packet flushes the decoder
+      frames += [f.to_ndarray(format='rgb24') for f in codec.decode(packet)]
+  return frames
+
+
+def _thumbnail(frame, size):
+  """A (small) float copy for comparing frames that were resized by different code."""
+  image = Image.fromarray(np.asarray(frame, np.uint8))
+  return np.asarray(image.resize(size, Image.BOX), np.float32)
+
+
 def _psnr(a, b):
   return 10 * np.log10(255.0 ** 2 / max(np.mean((a - b) ** 2), 1e-9))
 
@@ -104,8 +130,7 @@ def test_codec_fixtures_convert_every_good_clip_and_report_the_rest(codec_record
   assert metadata.classes == ['keyboard', 'other', 'pancake', 'white']  # sorted names
   videos = _videos(out, 'test')
   assert sorted(os.path.basename(name) for name in videos) == sorted(
-      ['video_0.mov', 'video_90.mov', 'video_180.mov', 'video_270.mov', 'unordered.mov',
-       'flipping_a_pancake.mkv'])
+      set(GOOD_FIXTURES) - {'bframes_h264.avi'})
   assert metadata.split_sizes == {'test': 6}
   reasons = {os.path.basename(f['file']): f['reason'] for f in metadata.failures}
   assert set(reasons) == {'corrupted.mp4', 'not_there.mp4', 'zero_frames.avi', 'empty.mp4'}
@@ -179,6 +204,109 @@ def test_stored_frames_match_a_direct_pyav_decode(codec_records):
     assert np.abs(frames[i] - direct[i]).mean() < 3.0
   # Neighbouring frames differ more than the JPEG error: the comparison is frame-exact.
   assert _psnr(frames[155], direct[140]) < _psnr(frames[155], direct[155]) - 3
+
+
+@pytest.fixture(scope='module')
+def native_records(tmp_path_factory):
+  """Every decodable codec fixture converted at its own size (--short_side=0)."""
+  work = tmp_path_factory.mktemp('native')
+  listing = work / 'videos.txt'
+  listing.write_text(''.join(f'{CODEC / name} clip\n' for name in sorted(GOOD_FIXTURES)))
+  out = work / 'records'
+  assert _run('--dataset=list', f'--input={CODEC}', f'--annotations={listing}', '--name=native',
+              '--split=test', f'--output={out}', '--short_side=0', '--workers=1') == 0
+  return out
+
+
+@pytest.mark.parametrize('name', sorted(GOOD_FIXTURES))
+def test_stored_frames_are_the_decoder_output_frame_by_frame(native_records, name):
+  stored = {os.path.basename(k): v for k, v in _videos(native_records, 'test').items()}[name][3]
+  truth = [np.rot90(f, k=-(GOOD_FIXTURES[name] // 90)).astype(np.float32)
+           for f in _independent_decode(CODEC / name)]
+  assert len(stored) == len(truth)
+  for i, frame in enumerate(stored):
+    errors = [np.abs(frame - t).mean() for t in truth]
+    assert errors[i] < 5.0, (name, i, errors[i])  # JPEG quality 90 of the same frame
+    # Frame i is much closer to true frame i than to any other distinct frame: order is exact.
+    distinct = [j for j in range(len(truth)) if np.abs(truth[j] - truth[i]).mean() > 2.0]
+    assert all(errors[i] < 0.75 * errors[j] for j in distinct), (name, i)
+
+
+def test_avi_b_frames_are_timed_by_decoder_order_and_the_records_say_so(native_records):
+  """AVI carries decode-order times for B-frames (PyAV's frame.time goes 0.04, 0.16, 0.12, ...):
+  they are not presentation times, so they neither reorder nor time the frames."""
+  import av  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  path = CODEC / 'bframes_h264.avi'
+  with av.open(str(path)) as container:
+    times = [f.time for f in container.decode(video=0)]
+  assert any(b < a for a, b in zip(times, times[1:]))  # the container's times are scrambled
+  video = video_io.decode_video(str(path), short_side=0)
+  assert video.timing == video_io.TIMING_DECODER_ORDER and video.fps == 25.0
+  timings = {}
+  metadata = records.read_metadata(str(native_records))
+  for shard in records.shard_files(str(native_records), metadata.name, 'test'):
+    for serialized in tf.data.TFRecordDataset(shard):
+      f = records.parse_video_with_context(serialized)
+      timings[os.path.basename(f['filename'].numpy().decode())] = f['timing'].numpy().decode()
+  assert timings['bframes_h264.avi'] == 'decoder_order'
+  assert timings['flipping_a_pancake.mkv'] == timings['unordered.mov'] == 'container'
+  assert metadata.extra['timing']['test'] == {'container': 6, 'decoder_order': 1}
+  # Resampled to 10 fps, instant k shows decoder frame floor(2.5 k).
+  resampled = video_io.decode_video(str(path), fps=10, short_side=0)
+  truth = _independent_decode(path)
+  assert len(resampled.jpegs) == 40
+  for k in (0, 1, 7, 39):
+    frame = _thumbnail(_jpeg(resampled.jpegs[k]), (80, 60))
+    errors = [np.abs(frame - _thumbnail(t, (80, 60))).mean() for t in truth]
+    assert int(np.argmin(errors)) == int(2.5 * k), k
+
+
+@pytest.mark.skipif(shutil.which('ffmpeg') is None,
+                    reason='ffmpeg is not installed: the cross-check against ffmpeg\'s own decode '
+                    'needs it (the project itself never does)')
+def test_independent_decode_equals_ffmpeg_passthrough():
+  """The test's reference decode is what ffmpeg writes with -vsync passthrough, bit for bit."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  for name in sorted(GOOD_FIXTURES):
+    truth = np.stack(_independent_decode(CODEC / name))
+    raw = subprocess.run(['ffmpeg', '-v', 'error', '-noautorotate', '-i', str(CODEC / name),
+                          '-vsync', 'passthrough', '-f', 'rawvideo', '-pix_fmt', 'rgb24', '-'],
+                         capture_output=True, check=True).stdout
+    np.testing.assert_array_equal(np.frombuffer(raw, np.uint8).reshape(truth.shape), truth,
+                                  err_msg=name)
+
+
+def _write_vfr_video(path, times_ms, levels):
+  """An MKV whose frames are flat grey `levels` shown at irregular `times_ms`."""
+  import av  # pylint: disable=g-import-not-at-top
+  import fractions  # pylint: disable=g-import-not-at-top
+  with av.open(str(path), mode='w') as container:
+    stream = container.add_stream('mpeg4', rate=25)
+    stream.width, stream.height, stream.pix_fmt = 64, 48, 'yuv420p'
+    stream.codec_context.time_base = fractions.Fraction(1, 1000)
+    stream.codec_context.qscale = 1
+    for t, level in zip(times_ms, levels):
+      frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), level, np.uint8), format='rgb24')
+      frame.pts, frame.time_base = t, fractions.Fraction(1, 1000)
+      for packet in stream.encode(frame):
+        container.mux(packet)
+    for packet in stream.encode():
+      container.mux(packet)
+
+
+def test_variable_frame_rate_keeps_order_and_resamples_by_timestamp(tmp_path):
+  path = tmp_path / 'vfr.mkv'
+  levels = [20, 60, 100, 140, 180, 220]
+  _write_vfr_video(path, [0, 40, 120, 160, 300, 340], levels)
+  native = video_io.decode_video(str(path), short_side=0)
+  assert native.timing == video_io.TIMING_CONTAINER
+  assert [round(_jpeg(j).mean()) for j in native.jpegs] == pytest.approx(levels, abs=3)
+  # At 25 fps the instants 0, 40, ..., 320 ms (the last frame lasts one median gap, to 380 ms)
+  # show the frame on screen at that instant.
+  resampled = video_io.decode_video(str(path), fps=25, short_side=0)
+  shown = [int(np.argmin([abs(_jpeg(j).mean() - v) for v in levels])) for j in resampled.jpegs]
+  assert shown == [0, 1, 1, 2, 3, 3, 3, 3, 4]
 
 
 def test_resampling_to_a_lower_frame_rate():
