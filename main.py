@@ -1,11 +1,21 @@
-"""Entry point: train (with periodic evaluation) or evaluate a config in a workdir.
+"""Entry point: train (with periodic evaluation), evaluate, or predict with a config in a workdir.
 
   python main.py --config=configs/demo.py --workdir=/tmp/demo               # train, resumes
   python main.py --config=configs/demo.py --workdir=/tmp/demo --mode=eval   # evaluate a split
   python main.py --config=configs/demo.py --config.batch_size=16 ...        # override any field
-  python main.py --config=configs/demo.py --workdir=/tmp/demo --mode=predict --video=clip.mp4
+  python main.py --config=configs/demo.py --workdir=/tmp/demo --mode=predict --video=DIR_OR_FILE
+
+Mistakes a user can fix (a misspelt config field, a missing path, a busy or corrupt workdir)
+end with one `error:` line and exit status 1 (2 for bad flags); anything unexpected keeps its
+traceback.
 """
 
+import os
+import sys
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # before TensorFlow is imported
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import app
 from absl import flags
 from absl import logging
@@ -13,7 +23,9 @@ import jax
 from ml_collections import config_flags
 import tensorflow as tf
 
-from salinet_jax import checkpoints
+from data import errors as data_errors
+from salinet_jax import console
+from salinet_jax import errors
 from salinet_jax import parallel
 from salinet_jax import predict
 from salinet_jax import train
@@ -24,8 +36,24 @@ flags.DEFINE_string('workdir', None, 'Where checkpoints, metrics and eval result
 flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'predict'],
                   'train (with periodic eval), eval (a whole split) or predict (video files).')
 flags.DEFINE_string('split', None, 'Eval mode: the split to evaluate (default: the config\'s).')
-flags.DEFINE_multi_string('video', [], 'Predict mode: a video file to classify (repeatable).')
+flags.DEFINE_string('output_dir', None, 'Eval and predict modes: where outputs go (default: '
+                    'the workdir, or <workdir>/predictions).')
+flags.DEFINE_multi_string('video', [], 'Predict mode: a video file or a directory of videos '
+                          '(searched recursively; repeatable).')
 flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def parse_flags(argv):
+  """absl's flag parsing, with a misspelt or mistyped --config field reported as one line."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    print(f'error: {e}\nPass --helpshort or --helpfull to see help on flags.', file=sys.stderr)
+    sys.exit(2)
+  except (AttributeError, KeyError) as e:  # ml_collections: no such field in the config
+    message = str(e.args[0] if e.args else e).strip('\'"').replace('\\n', ' ').replace('\n', ' ')
+    print(f'error: unknown config field in the command line: {message}', file=sys.stderr)
+    sys.exit(2)
 
 
 def main(argv):
@@ -33,25 +61,41 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   # TensorFlow only feeds data: keep it off the accelerators JAX uses.
   tf.config.set_visible_devices([], 'GPU')
-  checkpoints.quiet_orbax_logs()
+  console.setup()
   parallel.initialize_distributed()
-  logging.info('JAX process %d/%d, %d local / %d global devices (%s).', jax.process_index(),
+  logging.info('JAX process %d/%d, %d local / %d global %s devices.', jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count(),
                jax.default_backend())
   config = FLAGS.config
+  try:
+    run(config)
+  except (errors.UserError, data_errors.DataError) as e:
+    logging.get_absl_handler().flush()
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(1)
+
+
+def run(config) -> None:
   if FLAGS.mode == 'predict':
-    predict.predict(config, FLAGS.workdir, FLAGS.video)
+    results = predict.predict(config, FLAGS.workdir, FLAGS.video, FLAGS.output_dir)
+    if not any(r['ok'] for r in results):
+      raise errors.UserError('No video could be predicted (see the reasons above).')
     return
   if FLAGS.mode == 'train':
     results = train.train_and_evaluate(config, FLAGS.workdir)
   else:
-    results = train.evaluate(config, FLAGS.workdir, FLAGS.split)
+    results = train.evaluate(config, FLAGS.workdir, FLAGS.split, FLAGS.output_dir)
   if 'preempted_at_step' in results:
     logging.warning('Stopped by SIGTERM after saving step %d.', results['preempted_at_step'])
   elif results and jax.process_index() == 0:
-    print(f"Validation top-1: {results['top1']:.4f} (top-5 {results['top5']:.4f}, "
-          f"{results['num_videos']} videos of split {results['split']!r}, step {results['step']})")
+    split, step = results['split'], results['step']
+    if 'top1' in results:
+      print(f"{split} top-1: {results['top1']:.4f} (top-5 {results['top5']:.4f}, "
+            f"{results['num_labeled']} labelled of {results['num_videos']} videos, step {step})")
+    else:
+      print(f"{split}: {results['num_videos']} unlabelled videos predicted (step {step}); no "
+            'accuracy without labels.')
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -39,7 +39,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.data.train_max_scale = 320
   config.data.random_flip = True
   # Train crops that need upsampling travel unresized (zero-padded to crop_size) and are resized
-  # and flipped inside the jitted step (data/pipeline.py resize_crops_on_device): about a fifth
+  # and flipped inside the jitted step (salinet_jax/inputs.py resize_crops_on_device): about a fifth
   # of the host's work per clip moves to the accelerator. False: all of it on the host (better
   # for a CPU-only run with a tiny model, where XLA's CPU gathers cost more than TF's resize).
   config.data.train_resize_on_device = True
@@ -66,6 +66,11 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.loss.gate1_weight = 1e-4  # gamma: MSE(P1, G1)
   config.loss.gate2_weight = 1e-4  # theta: MSE(P2, G2)
   config.loss.reference_per_device_batch = 1  # L1 scale: clips per GPU in the reference run
+  # S2DNet's terms (used by 's2dnet'): reference S2D.DNET_SMOOTH_ALPHA, SNET_SMOOTH_ALPHA,
+  # SNET_LOSS_WEIGHT.
+  config.loss.dnet_label_smoothing = 0.1
+  config.loss.snet_label_smoothing = 0.0
+  config.loss.snet_loss_weight = 0.1
 
   config.optimizer = ml_collections.ConfigDict()
   config.optimizer.name = 'sgd'  # sgd | adamw

@@ -66,8 +66,7 @@ if TYPE_CHECKING:  # TensorFlow is imported lazily: worker processes never need 
 
 KINDS = ('kinetics400', 'kinetics600', 'ucf101', 'hmdb51', 'ssv2', 'mini_kinetics', 'folder',
          'list', 'frames')
-VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mkv', '.webm', '.mov', '.m4v', '.mpg', '.mpeg', '.flv',
-                    '.3gp', '.wmv')
+VIDEO_EXTENSIONS = video_io.VIDEO_EXTENSIONS
 STATE_DIR = '.convert'
 FAILURES_FILE = 'failures.csv'
 

@@ -1,12 +1,14 @@
-"""Dataset registry: each dataset's fixed metadata (classes, splits and their sizes).
+"""The official facts of the standard datasets (class counts, split sizes), to check records.
 
-Configs name a dataset (`config.dataset.name`); the pipeline reads its records from
-`config.dataset.data_dir`. Class names of converted datasets live in the records' metadata json
-written by the converter, in the official class order.
+A records directory written by python -m data.convert describes its own dataset (classes in
+order, splits and their sizes: metadata.json), so any converted folder trains without an entry
+here. For the datasets registered here, `check_records` compares converted records with the
+official facts and says what differs (a class count, videos missing from a split), because a
+downloaded copy of a YouTube-based set is usually incomplete and a wrong class list is silent.
 """
 
 import dataclasses
-from typing import Dict, Mapping, Optional, Tuple
+from typing import Dict, List, Mapping, Optional, Tuple
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +39,10 @@ REGISTRY: Dict[str, DatasetInfo] = {}
 def register(info: DatasetInfo) -> DatasetInfo:
   if info.name in REGISTRY:
     raise ValueError(f'Dataset {info.name!r} is registered twice.')
+  for role, split in (('train', info.train_split), ('eval', info.eval_split)):
+    if split not in info.split_sizes:
+      raise ValueError(f'Dataset {info.name!r}: its {role} split {split!r} is not among its '
+                       f'splits {sorted(info.split_sizes)}.')
   if info.class_names is not None and len(info.class_names) != info.num_classes:
     raise ValueError(f'Dataset {info.name!r}: {len(info.class_names)} class names for '
                      f'{info.num_classes} classes.')
@@ -44,20 +50,33 @@ def register(info: DatasetInfo) -> DatasetInfo:
   return info
 
 
+def check_records(metadata, split: str) -> List[str]:
+  """Warnings for records (a `records.DatasetMetadata`) of a registered dataset whose split
+  `split` or class count differs from the official facts; [] for unregistered datasets."""
+  info = REGISTRY.get(metadata.name)
+  if info is None:
+    return []
+  warnings = []
+  if metadata.num_classes != info.num_classes:
+    warnings.append(f'Records of {info.name!r} have {metadata.num_classes} classes; the official '
+                    f'dataset has {info.num_classes}: was another class list used?')
+  official = info.split_sizes.get(split)
+  have = metadata.split_sizes.get(split, 0)
+  if official and have != official:
+    missing = official - have
+    warnings.append(
+        f'Split {split!r} of {info.name!r} holds {have:,} of the official {official:,} videos'
+        + (f' ({missing:,} missing, {100 * missing / official:.1f}%)' if missing > 0 else
+           f' ({-missing:,} more than official)')
+        + '; accuracy is not comparable with published figures.')
+  return warnings
+
+
 def get(name: str) -> DatasetInfo:
   """Returns the registered dataset `name`, or fails listing the known names."""
   if name not in REGISTRY:
     raise ValueError(f'Unknown dataset {name!r}; registered datasets: {sorted(REGISTRY)}.')
   return REGISTRY[name]
-
-
-SYNTHETIC = register(DatasetInfo(
-    name='synthetic',
-    num_classes=4,
-    split_sizes={'train': 1024, 'val': 256},
-    class_names=('moving_right', 'moving_left', 'moving_down', 'moving_up'),
-    description='Built-in demo: direction of a textured square over a drifting background '
-                '(data/synthetic.py); sizes are the demo config defaults.'))
 
 
 # Real datasets. Split names are what the converter writes; datasets with official folds (UCF101,

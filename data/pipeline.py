@@ -1,11 +1,11 @@
-"""The tf.data input pipeline: read -> sample -> decode -> augment -> batch -> normalise.
+"""The tf.data input pipeline: read -> sample -> decode -> augment -> batch.
 
 Each phase is a named, swappable function on one video's dict of tensors. Frame indices are
 sampled BEFORE any JPEG is decoded, so only the frames a clip uses are decoded. Batches carry
-uint8 pixels; the last phase, normalisation (`normalize_on_device`), runs inside the jitted steps
-on the accelerator: a quarter of float32's host memory, batching copies and host-to-device
+uint8 pixels; normalisation runs inside the jitted steps on the accelerator
+(salinet_jax/inputs.py): a quarter of float32's host memory, batching copies and host-to-device
 traffic, and no host time spent on it. With `train_resize_on_device`, train crops that need
-upsampling are also resized (and flipped) there (`resize_crops_on_device`).
+upsampling are also resized (and flipped) there.
 
 Named ops chosen by the config (`config.data.get(field, default)`):
   temporal_sampling  'dense' (num_frames x frame_stride clips: random start for train, K uniformly
@@ -33,12 +33,12 @@ import dataclasses
 import functools
 import math
 import os
-from typing import Dict, Iterator, Optional, Tuple
+from typing import Dict, Iterator, Optional, Sequence, Tuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from data import datasets
 from data import host_malloc
@@ -47,11 +47,6 @@ from data import synthetic
 
 Features = Dict[str, tf.Tensor]
 
-NORMALIZATION_PRESETS = {
-    # PySlowFast Kinetics convention (pixels / 255 first).
-    'kinetics': ((0.45, 0.45, 0.45), (0.225, 0.225, 0.225)),
-    'imagenet': ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,14 +68,19 @@ def records_directory(dataset_config) -> str:
   if dataset_config.name == 'synthetic':
     cache = os.environ.get('SALINET_JAX_CACHE', os.path.expanduser('~/.cache/salinet_jax'))
     return os.path.join(cache, f'synthetic-{synthetic.fingerprint(dataset_config.synthetic)}')
-  raise ValueError(f'config.dataset.data_dir is empty: set it to the records directory of '
-                   f'dataset {dataset_config.name!r} (written by python -m data.convert).')
+  raise records.MissingRecordsError(
+      'config.dataset.data_dir is empty: set it to a records directory written by '
+      'python -m data.convert (--config.dataset.data_dir=DIR).')
 
 
 def prepare(dataset_config) -> records.DatasetMetadata:
-  """Makes sure the dataset's records exist (generating the synthetic demo data on first use).
+  """The metadata of the config's records (generating the synthetic demo data on first use).
 
-  On several hosts only process 0 writes; the others wait for it.
+  The records describe their dataset: classes in order, splits and sizes. `config.dataset.name`
+  may be '' (take the records' name); when given it must be the records' name. For the standard
+  datasets of the registry (data/datasets.py), what differs from the official facts (class
+  count, videos missing from a split) is logged as a warning. On several hosts only process 0
+  generates synthetic data; the others wait for it.
   """
   directory = records_directory(dataset_config)
   if dataset_config.name == 'synthetic':
@@ -90,22 +90,35 @@ def prepare(dataset_config) -> records.DatasetMetadata:
       from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
       multihost_utils.sync_global_devices('synthetic data generated')
   metadata = records.read_metadata(directory)
-  info = datasets.get(dataset_config.name)
-  if metadata.num_classes != info.num_classes:
-    raise ValueError(f'Records in {directory} have {metadata.num_classes} classes but dataset '
-                     f'{info.name!r} has {info.num_classes}.')
+  if dataset_config.name and dataset_config.name != metadata.name:
+    raise records.MissingRecordsError(
+        f'config.dataset.name is {dataset_config.name!r} but the records in {directory} hold '
+        f'dataset {metadata.name!r} ({metadata.num_classes} classes): set '
+        f"--config.dataset.name={metadata.name} (or '' to take the records' name), or point "
+        'config.dataset.data_dir at the right records.')
   return metadata
 
 
+_CHECKED = set()
+
+
 def split_info(dataset_config, split: str) -> SplitInfo:
+  """The split `split` of the config's records; fails listing the splits there are."""
   metadata = prepare(dataset_config)
+  directory = records_directory(dataset_config)
   if split not in metadata.split_sizes:
-    raise ValueError(f'Split {split!r} is not in the records of {metadata.name!r} '
-                     f'(has {sorted(metadata.split_sizes)}).')
+    raise records.MissingRecordsError(
+        f'Split {split!r} is not in the records of {metadata.name!r} in {directory} (it has '
+        f'{sorted(metadata.split_sizes)}): pass one of those (--split=NAME in eval mode, '
+        'config.dataset.train_split / eval_split in training).')
+  if (directory, split) not in _CHECKED:
+    _CHECKED.add((directory, split))
+    for warning in datasets.check_records(metadata, split):
+      logging.warning('%s', warning)
   shard_bytes = tuple((shard['file'], int(shard['num_bytes']))
                       for shard in metadata.shards.get(split, ()))
-  return SplitInfo(records_directory(dataset_config), metadata.name, split,
-                   metadata.split_sizes[split], tuple(metadata.classes), shard_bytes)
+  return SplitInfo(directory, metadata.name, split, metadata.split_sizes[split],
+                   tuple(metadata.classes), shard_bytes)
 
 
 # ----------------------------------------------------------------------------- read
@@ -418,14 +431,6 @@ def crop_box_resize(features: Features, box_fn, crop_size: int, seed: tf.Tensor)
   return features
 
 
-def random_flip(features: Features, seed: tf.Tensor) -> Features:
-  """Horizontal flip of the whole (V, T, H, W, C) video with probability 1/2."""
-  video = features['video']
-  do_flip = tf.random.stateless_uniform([], seed) < 0.5
-  features['video'] = tf.cond(do_flip, lambda: tf.reverse(video, axis=[3]), lambda: video)
-  return features
-
-
 TRAIN_CROPS = ('short_side_jitter', 'inception', 'tsm_multiscale')
 TEMPORAL_SAMPLINGS = ('dense', 'tsn', 'all_frames')
 
@@ -526,72 +531,6 @@ def spatial_test_crops(features: Features, short_side: int, crop_size: int,
   return features
 
 
-# ----------------------------------------------------------------------------- normalise
-def normalization(data_config) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
-  """(mean, std) per channel of the preset `config.data.normalization`, for [0, 1] pixels."""
-  if data_config.normalization not in NORMALIZATION_PRESETS:
-    raise ValueError(f'config.data.normalization must be one of {sorted(NORMALIZATION_PRESETS)}, '
-                     f'got {data_config.normalization!r}.')
-  return NORMALIZATION_PRESETS[data_config.normalization]
-
-
-def normalize_on_device(video: jnp.ndarray, data_config,
-                        frame_mask: Optional[jnp.ndarray] = None) -> jnp.ndarray:
-  """The pipeline's last op, run inside the jitted steps: uint8 (or float) pixels ->
-  (pixels / 255 - mean) / std as float32, one fused multiply-add.
-
-  `video` is (B, [V,] T, H, W, 3); with `frame_mask` (B, T), padded frames stay exactly zero, as
-  if they had been padded after normalisation.
-  """
-  mean, std = normalization(data_config)
-  scale = np.asarray([1.0 / (255.0 * s) for s in std], np.float32)
-  offset = np.asarray([-m / s for m, s in zip(mean, std)], np.float32)
-  normalized = video.astype(jnp.float32) * scale + offset
-  if frame_mask is not None:
-    views = video.ndim - 5
-    mask = frame_mask.reshape(frame_mask.shape[:1] + (1,) * views + frame_mask.shape[1:2]
-                              + (1, 1, 1))
-    normalized = jnp.where(mask, normalized, 0.0)
-  return normalized
-
-
-def _bilinear_taps(in_sizes: jnp.ndarray, out_size: int):
-  """Per-row (lower index, upper index, upper weight), each (B, out_size), of TF's bilinear
-  resize with half-pixel centres from `in_sizes` (B,) pixels to `out_size` pixels."""
-  in_sizes = in_sizes.astype(jnp.int32)
-  scale = in_sizes.astype(jnp.float32) / out_size
-  position = (jnp.arange(out_size, dtype=jnp.float32) + 0.5) * scale[:, None] - 0.5
-  floor = jnp.floor(position)
-  lower = jnp.maximum(floor.astype(jnp.int32), 0)
-  upper = jnp.minimum(jnp.ceil(position).astype(jnp.int32), in_sizes[:, None] - 1)
-  return lower, upper, position - floor
-
-
-def resize_crops_on_device(video: jnp.ndarray, crop_hw: jnp.ndarray,
-                           flip: jnp.ndarray) -> jnp.ndarray:
-  """Finishes train crops made with `resize_on_device` (see `decode_crop_resize`), inside the
-  jitted step: the top-left `crop_hw` window of each (T, S, S, 3) canvas is resized bilinearly
-  to S x S (the same sampling as tf.image.resize) and mirrored where `flip`.
-
-  video (B, T, S, S, 3) uint8, crop_hw (B, 2) int, flip (B,) bool -> float32 pixels in [0, 255],
-  not rounded to uint8. Two-tap gathers and lerps, exact in float32 on any backend.
-  """
-  size = video.shape[-2]
-  row_lo, row_hi, row_w = _bilinear_taps(crop_hw[:, 0], size)
-  col_lo, col_hi, col_w = _bilinear_taps(crop_hw[:, 1], size)
-  mirror = lambda taps: jnp.where(flip[:, None], taps[:, ::-1], taps)
-  col_lo, col_hi, col_w = mirror(col_lo), mirror(col_hi), mirror(col_w)
-
-  def resize_one(frames, row_lo, row_hi, row_w, col_lo, col_hi, col_w):
-    frames = frames.astype(jnp.float32)
-    left, right = frames[:, :, col_lo], frames[:, :, col_hi]
-    rows = left + (right - left) * col_w[None, None, :, None]
-    top, bottom = rows[:, row_lo], rows[:, row_hi]
-    return top + (bottom - top) * row_w[None, :, None, None]
-
-  return jax.vmap(resize_one)(video, row_lo, row_hi, row_w, col_lo, col_hi, col_w)
-
-
 def _check_batch(global_batch: int, process_count: int, what: str) -> int:
   if global_batch % process_count:
     raise ValueError(f'{what} {global_batch} is not divisible by the {process_count} processes.')
@@ -633,7 +572,6 @@ def train_dataset(config, *, seed: int, start_step: int = 0,
   info = split_info(config.dataset, config.dataset.train_split)
   local_batch = _check_batch(config.batch_size, process_count, 'config.batch_size')
   host_malloc.keep_buffers_in_heap(data.malloc_mmap_threshold_mib)
-  normalization(data)  # an unknown preset fails here rather than in the first step
   sampling = temporal_sampling(data)
   box_fn = train_box_fn(data)
   resize_on_device = data.train_resize_on_device
@@ -733,12 +671,18 @@ def eval_dataset(config, split: str, *, process_index: Optional[int] = None,
   local_batch = _check_batch(config.eval_batch_size, process_count, 'config.eval_batch_size')
   num_batches = num_eval_batches(info.num_videos, local_batch, process_count)
   host_malloc.keep_buffers_in_heap(data.malloc_mmap_threshold_mib)
-  normalization(data)
   ds = read(info, shuffle=False, seed=0, process_index=process_index,
             process_count=process_count, by_file=False)
   ds = ds.map(records.parse_video, num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.map(eval_views_fn(data), num_parallel_calls=tf.data.AUTOTUNE)
+  return pad_and_batch(ds, data, num_batches, local_batch), num_batches, info
 
-  sampling = temporal_sampling(data)
+
+def eval_views_fn(data_config):
+  """The eval map of one parsed video (frames_jpeg, label, filename): its test views as uint8
+  (V, T, crop, crop, 3), label, filename, mask=True (and frame_mask for 'all_frames')."""
+  sampling = temporal_sampling(data_config)
+  data = data_config
 
   def sample_decode_views(features):
     features = sample_eval(features, data)
@@ -754,7 +698,13 @@ def eval_dataset(config, split: str, *, process_index: Optional[int] = None,
       out['frame_mask'] = features['frame_mask']
     return out
 
-  ds = ds.map(sample_decode_views, num_parallel_calls=tf.data.AUTOTUNE)
+  return sample_decode_views
+
+
+def pad_and_batch(ds: tf.data.Dataset, data_config, num_batches: int,
+                  batch_size: int) -> tf.data.Dataset:
+  """Eval elements padded with mask=False elements to `num_batches` full batches."""
+  data = data_config
   views = data.eval_num_clips * data.eval_num_crops
   padding = {
       'video': tf.zeros([views, data.num_frames, data.eval_crop_size, data.eval_crop_size, 3],
@@ -763,13 +713,43 @@ def eval_dataset(config, split: str, *, process_index: Optional[int] = None,
       'filename': tf.constant(b''),
       'mask': tf.constant(False),
   }
-  if sampling == 'all_frames':
+  if temporal_sampling(data) == 'all_frames':
     padding['frame_mask'] = tf.zeros([data.num_frames], tf.bool)
   padding = tf.data.Dataset.from_tensors(padding).repeat()
-  ds = ds.concatenate(padding).take(num_batches * local_batch)
-  ds = ds.batch(local_batch, drop_remainder=True)
-  return ds.prefetch(data.prefetch_batches), num_batches, info
+  ds = ds.concatenate(padding).take(num_batches * batch_size)
+  ds = ds.batch(batch_size, drop_remainder=True)
+  return ds.prefetch(data.prefetch_batches)
 
 
-def as_numpy(ds: tf.data.Dataset) -> Iterator[Dict[str, np.ndarray]]:
-  return ds.as_numpy_iterator()
+def video_eval_batches(data_config, jpegs: Sequence[bytes], filename: str, fps: float,
+                       batch_size: int) -> tf.data.Dataset:
+  """The eval views of one video held in memory (JPEG frames, e.g. decoded for prediction),
+  through the same ops as a split's videos: one batch of `batch_size`, the video first and
+  the rest padding. Its label is -1 (unlabelled)."""
+  features = {'frames_jpeg': tf.constant(list(jpegs), tf.string),
+              'label': tf.constant(-1, tf.int32), 'label_text': tf.constant(''),
+              'filename': tf.constant(filename), 'fps': tf.constant(fps, tf.float32)}
+  ds = tf.data.Dataset.from_tensors(features).map(eval_views_fn(data_config))
+  return pad_and_batch(ds, data_config, 1, batch_size)
+
+
+def as_numpy(ds: tf.data.Dataset, info: Optional[SplitInfo] = None
+             ) -> Iterator[Dict[str, np.ndarray]]:
+  """The dataset's elements as numpy. With the split's `info`, a corrupt shard met while reading
+  ends the iteration with a CorruptShardError naming the file and the byte offset."""
+  iterator = ds.as_numpy_iterator()
+  if info is None:
+    return iterator
+  return _explained(iterator, info)
+
+
+def _explained(iterator, info: SplitInfo):
+  while True:
+    try:
+      element = next(iterator)
+    except StopIteration:
+      return
+    except tf.errors.DataLossError as e:
+      files = records.shard_files(info.directory, info.dataset, info.split)
+      raise records.locate_corruption(files, e) from None
+    yield element

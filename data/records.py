@@ -27,6 +27,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import tensorflow as tf
 
+from data import errors
+
 SCHEMA_VERSION = 1
 METADATA_FILE = 'metadata.json'
 
@@ -62,6 +64,14 @@ class DatasetMetadata:
     return len(self.classes)
 
 
+class MissingRecordsError(errors.DataError, FileNotFoundError):
+  """A records directory, its metadata.json or a split's shards are not there."""
+
+
+class CorruptShardError(errors.DataError, ValueError):
+  """A shard that is missing, truncated, corrupt or not the one the metadata describes."""
+
+
 def write_metadata(directory: str, metadata: DatasetMetadata) -> None:
   """Writes metadata.json atomically (a crash never leaves a half-written file)."""
   path = os.path.join(directory, METADATA_FILE)
@@ -75,16 +85,19 @@ def read_metadata(directory: str) -> DatasetMetadata:
   """Reads `directory/metadata.json`, failing with the path and reason if it is missing or bad."""
   path = os.path.join(directory, METADATA_FILE)
   if not os.path.exists(path):
-    raise FileNotFoundError(f'No {METADATA_FILE} in records directory {directory!r}: convert the '
-                            'dataset first (python -m data.convert ...).')
+    raise MissingRecordsError(
+        f'No {METADATA_FILE} in records directory {directory!r}'
+        + ('' if os.path.isdir(directory) else ' (the directory does not exist)')
+        + ': convert the dataset first (python -m data.convert ...) or fix '
+        'config.dataset.data_dir.')
   try:
     with open(path) as f:
       fields = json.load(f)
     metadata = DatasetMetadata(**fields)
   except (json.JSONDecodeError, TypeError) as e:
-    raise ValueError(f'Cannot read dataset metadata {path}: {e}') from e
+    raise CorruptShardError(f'Cannot read dataset metadata {path}: {e}') from None
   if metadata.schema_version != SCHEMA_VERSION:
-    raise ValueError(f'{path} has record schema version {metadata.schema_version}; this code reads '
+    raise CorruptShardError(f'{path} has record schema version {metadata.schema_version}; this code reads '
                      f'version {SCHEMA_VERSION}: convert the dataset again.')
   return metadata
 
@@ -97,8 +110,8 @@ def shard_files(directory: str, dataset: str, split: str) -> List[str]:
   """Lists the shards of one split, failing with a clear message when there are none."""
   files = sorted(glob.glob(os.path.join(directory, f'{dataset}-{split}.tfrecord-*-of-*')))
   if not files:
-    raise FileNotFoundError(f'No TFRecord shards for split {split!r} of dataset {dataset!r} in '
-                            f'{directory!r}.')
+    raise MissingRecordsError(f'No TFRecord shards for split {split!r} of dataset {dataset!r} in '
+                              f'{directory!r}.')
   return files
 
 
@@ -148,10 +161,12 @@ class ShardWriter:
     os.makedirs(directory, exist_ok=True)
     self.paths = [shard_path(directory, dataset, split, i, num_shards) for i in range(num_shards)]
     self._writers = [tf.io.TFRecordWriter(p, options) for p in self.paths]
+    self._videos = [0] * num_shards
     self._count = 0
 
   def write(self, serialized: bytes) -> None:
     self._writers[self._count % len(self._writers)].write(serialized)
+    self._videos[self._count % len(self._writers)] += 1
     self._count += 1
 
   @property
@@ -162,6 +177,11 @@ class ShardWriter:
     for writer in self._writers:
       writer.close()
 
+  def shard_entries(self) -> List[Dict[str, Any]]:
+    """The `DatasetMetadata.shards` entries of the closed shards (file, videos, bytes)."""
+    return [{'file': os.path.basename(p), 'num_videos': n, 'num_bytes': os.path.getsize(p)}
+            for p, n in zip(self.paths, self._videos)]
+
   def __enter__(self):
     return self
 
@@ -170,10 +190,6 @@ class ShardWriter:
 
 
 # ----------------------------------------------------------------------------- shard checks
-class CorruptShardError(ValueError):
-  """A shard that is missing, truncated or not the one the metadata describes."""
-
-
 def check_shards(files: Sequence[str], expected: Optional[Mapping[str, int]]) -> None:
   """Compares shard files with the byte sizes recorded at conversion (basename -> bytes).
 
@@ -208,8 +224,29 @@ def verify_records(path: str) -> int:
       count += 1
   except tf.errors.DataLossError as e:
     raise CorruptShardError(f'TFRecord shard {path} is corrupt after record {count}: '
-                            f'{e.message.splitlines()[-1] if e.message else e}') from None
+                            f'{_reason(e)}') from None
   return count
+
+
+def _reason(error: tf.errors.OpError) -> str:
+  """TensorFlow's own reason ('corrupted record at 5120', 'truncated record at ...')."""
+  lines = [line.strip() for line in (error.message or str(error)).splitlines() if line.strip()]
+  return lines[0] if lines else type(error).__name__
+
+
+def locate_corruption(files: Sequence[str], error: tf.errors.OpError) -> CorruptShardError:
+  """The CorruptShardError naming which of `files` made a reader fail with `error`.
+
+  A TFRecord reader's DataLossError says what is wrong and at which byte offset, not in which
+  file; the shards are re-read one at a time to find it (this only runs after such an error).
+  """
+  for path in files:
+    try:
+      verify_records(path)
+    except CorruptShardError as e:
+      return e
+  return CorruptShardError(f'Reading the TFRecord shards {files[0]}... failed ({_reason(error)}) '
+                           'but each reads cleanly on its own now: was a file being rewritten?')
 
 
 # ----------------------------------------------------------------------------- TFDS

@@ -14,6 +14,7 @@ import os
 from typing import List, Tuple
 
 import numpy as np
+from absl import logging
 from PIL import Image
 
 from data import records
@@ -76,7 +77,7 @@ def generate(directory: str, cfg) -> records.DatasetMetadata:
   """
   os.makedirs(directory, exist_ok=True)
   sizes = {'train': cfg.num_train, 'val': cfg.num_val}
-  num_shards = {}
+  num_shards, shards = {}, {}
   for split_id, split in enumerate(SPLITS):
     num_shards[split] = min(cfg.num_shards, max(1, sizes[split]))
     with records.ShardWriter(directory, 'synthetic', split, num_shards[split]) as writer:
@@ -88,9 +89,10 @@ def generate(directory: str, cfg) -> records.DatasetMetadata:
         writer.write(records.serialize_video(
             jpegs, label, CLASSES[label], f'{split}/{CLASSES[label]}/{index:06d}.synthetic',
             fps=cfg.fps))
+    shards[split] = writer.shard_entries()
   metadata = records.DatasetMetadata(
       name='synthetic', classes=list(CLASSES), split_sizes=sizes, num_shards=num_shards,
-      extra={'generator': dict(cfg)})
+      extra={'generator': dict(cfg)}, shards=shards)
   records.write_metadata(directory, metadata)
   return metadata
 
@@ -99,4 +101,6 @@ def ensure_generated(directory: str, cfg) -> records.DatasetMetadata:
   """Generates the dataset unless `directory` already holds it (metadata is written last)."""
   if os.path.exists(os.path.join(directory, records.METADATA_FILE)):
     return records.read_metadata(directory)
+  logging.info('Generating the synthetic demo videos (%d train, %d val) in %s; later runs reuse '
+               'them.', cfg.num_train, cfg.num_val, directory)
   return generate(directory, cfg)

@@ -29,6 +29,8 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
+VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mkv', '.webm', '.mov', '.m4v', '.mpg', '.mpeg', '.flv',
+                    '.3gp', '.wmv')
 DEFAULT_SHORT_SIDE = 256
 DEFAULT_JPEG_QUALITY = 90
 DEFAULT_INTERPOLATION = 'BILINEAR'  # swscale filter used when resizing decoded frames
@@ -52,6 +54,24 @@ class DecodedVideo:
   width: int
   rotation: int  # clockwise degrees applied to make frames upright (0, 90, 180, 270)
   timing: str = TIMING_CONTAINER  # what timed the frames: TIMING_CONTAINER | TIMING_DECODER_ORDER
+
+
+def list_videos(path: str, extensions: Sequence[str] = VIDEO_EXTENSIONS
+                ) -> Tuple[List[str], List[str]]:
+  """(videos, other files) of `path`: the file itself, or every file below the directory
+  `path`, split by whether its extension is a video's (case-insensitive; hidden names are
+  skipped); both sorted."""
+  if not os.path.isdir(path):
+    return [path], []
+  wanted = {e.lower() for e in extensions}
+  videos, others = [], []
+  for parent, dirnames, names in os.walk(path):
+    dirnames[:] = sorted(d for d in dirnames if not d.startswith('.'))
+    for name in names:
+      if not name.startswith('.'):
+        is_video = os.path.splitext(name)[1].lower() in wanted
+        (videos if is_video else others).append(os.path.join(parent, name))
+  return sorted(videos), sorted(others)
 
 
 def output_size(width: int, height: int, short_side: int) -> Tuple[int, int]:

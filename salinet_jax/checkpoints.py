@@ -1,105 +1,458 @@
-"""Orbax checkpoints in `<workdir>/checkpoints`: keep the last k and the best by a val metric.
+"""Orbax checkpoints in `<workdir>/checkpoints` that a run can trust.
 
-A checkpoint holds the whole train state (step, params, batch_stats, opt_state) and, as metrics,
-the validation figures of the evaluation run at that step (used to pick the best one).
+A checkpoint holds the whole train state (step, params, batch_stats, opt_state) and, as metadata,
+the run's config, its class names and the validation figures of the evaluation run at that step
+(used to pick the best one). `CheckpointStore` keeps the last k plus the best, and adds what orbax
+leaves to its user:
+
+* integrity: every step carries `checksums.json`, the SHA-256 of each of its array files, written
+  into orbax's temporary directory before the step is committed (orbax's post-finalisation
+  callback), so a committed step always has them. Restoring verifies them: a corrupt step is
+  named; a resumed run moves it to `<workdir>/checkpoints_corrupt/` and continues from the newest
+  intact step, saying so; evaluating a corrupt step fails.
+* finite state only: a step whose parameters, optimizer state or BatchNorm statistics hold a NaN
+  or an Inf is never saved, so it can never become "last good" or "best".
+* readable failures: a failed asynchronous save ends the run at the next step with one line
+  naming the cause and the path; restoring into another model says which parameters differ and
+  which config fields differ from the ones stored with the checkpoint.
 """
 
-import logging as std_logging
+import hashlib
+import json
 import os
-from typing import Any, Optional
+import re
+import shutil
+import time
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from absl import logging
-
+import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
+from etils import epath
+from absl import logging
 from orbax.checkpoint import checkpoint_managers
 
+from salinet_jax import errors
+
 CHECKPOINT_DIR = 'checkpoints'
+QUARANTINE_DIR = 'checkpoints_corrupt'
+ITEM_DIR = 'default'  # orbax's item directory inside a step directory
+CHECKSUMS_FILE = 'checksums.json'
+_TMP_SUFFIX = '.orbax-checkpoint-tmp'
+_CHUNK = 1 << 22
 
 
-class _DropOrbaxInfo(std_logging.Filter):
-  """Orbax logs dozens of INFO lines per save; keep its warnings and errors only."""
-
-  def filter(self, record: std_logging.LogRecord) -> bool:
-    return record.levelno >= std_logging.WARNING or '/orbax/' not in record.pathname
+class CheckpointError(errors.UserError):
+  """A checkpoint that cannot be used or written as asked."""
 
 
-def quiet_orbax_logs() -> None:
-  """Hides orbax's per-save INFO chatter from the absl log (warnings still show)."""
-  logging.get_absl_handler().addFilter(_DropOrbaxInfo())
+class NoCheckpointError(CheckpointError, FileNotFoundError):
+  """The workdir (or path) holds no checkpoint."""
+
+
+class CorruptCheckpointError(CheckpointError):
+  """A checkpoint whose files differ from the checksums recorded when it was written."""
+
+
+class CheckpointSaveError(CheckpointError):
+  """Writing a checkpoint failed (disk full, directory gone, ...)."""
+
+
+class NonFiniteStateError(CheckpointError):
+  """The train state holds NaN or Inf values: it is not saved."""
+
+
+class CheckpointMismatchError(CheckpointError):
+  """A checkpoint whose arrays do not fit the model of the given config."""
 
 
 def checkpoint_dir(workdir: str) -> str:
   return os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
 
 
-def create_manager(workdir: str, ckpt_config, *, read_only: bool = False) -> ocp.CheckpointManager:
-  """A manager keeping `keep_last` latest checkpoints plus the best by `best_metric`."""
-  metric = ckpt_config.best_metric
-  mode = ckpt_config.best_mode
-  if mode not in ('max', 'min'):
-    raise ValueError(f"config.checkpoint.best_mode must be 'max' or 'min', got {mode!r}.")
-  policies = [checkpoint_managers.LatestN(n=ckpt_config.keep_last)]
-  if ckpt_config.keep_best:
-    policies.append(checkpoint_managers.BestN(
-        get_metric_fn=lambda metrics: metrics[metric], reverse=(mode == 'min'), n=1,
-        keep_checkpoints_without_metrics=False))
-  options = ocp.CheckpointManagerOptions(
-      preservation_policy=checkpoint_managers.AnyPreservationPolicy(policies),
-      best_fn=lambda metrics: metrics[metric], best_mode=mode,
-      enable_async_checkpointing=ckpt_config.async_save, read_only=read_only,
-      create=not read_only)
-  return ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
+# ----------------------------------------------------------------------------------- integrity
+def file_checksums(item_dir: str) -> Dict[str, str]:
+  """SHA-256 of every file below `item_dir`, by path relative to it."""
+  sums = {}
+  for parent, _, names in os.walk(item_dir):
+    for name in names:
+      path = os.path.join(parent, name)
+      digest = hashlib.sha256()
+      with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b''):  # pylint: disable=cell-var-from-loop
+          digest.update(chunk)
+      sums[os.path.relpath(path, item_dir)] = digest.hexdigest()
+  return sums
 
 
-def save(manager: ocp.CheckpointManager, step: int, state: Any, metrics: Optional[dict] = None,
-         config: Optional[Any] = None) -> None:
-  """Saves `state` at `step` with its validation `metrics` and the run's config as metadata.
+def write_checksums(step_dir: str) -> None:
+  """Records the checksums of `step_dir`'s array files in `step_dir/checksums.json`."""
+  sums = file_checksums(os.path.join(step_dir, ITEM_DIR))
+  path = os.path.join(step_dir, CHECKSUMS_FILE)
+  with open(path + '.tmp', 'w') as f:
+    json.dump({'algorithm': 'sha256', 'files': sums}, f, indent=1, sort_keys=True)
+  os.replace(path + '.tmp', path)
 
-  Orbax writes into a temporary directory and renames it when complete, so a crash during a
-  save leaves the previous checkpoints intact.
+
+def verify_step_dir(step_dir: str) -> Tuple[bool, str]:
+  """(intact, problem) of a committed step directory.
+
+  `problem` names the first file that is missing, unexpected or differs from its recorded
+  checksum. A step written before checksums existed is (True, 'unverified: ...').
   """
-  metadata = {'step': int(step), 'metrics': dict(metrics or {})}
-  if config is not None:
-    metadata['config'] = config.to_json()
-  manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics, force=True,
-               custom_metadata=metadata)
+  path = os.path.join(step_dir, CHECKSUMS_FILE)
+  if not os.path.exists(path):
+    return True, f'unverified: {CHECKSUMS_FILE} is missing (written by an older version)'
+  try:
+    with open(path) as f:
+      recorded = json.load(f)['files']
+  except (OSError, ValueError, KeyError) as e:
+    return False, f'{path} is unreadable ({e})'
+  actual = file_checksums(os.path.join(step_dir, ITEM_DIR))
+  for name in sorted(recorded):
+    if name not in actual:
+      return False, f'{os.path.join(step_dir, ITEM_DIR, name)} is missing'
+    if actual[name] != recorded[name]:
+      return False, f'{os.path.join(step_dir, ITEM_DIR, name)} does not match its checksum'
+  extra = sorted(set(actual) - set(recorded))
+  if extra:
+    return False, f'{os.path.join(step_dir, ITEM_DIR, extra[0])} was not part of the checkpoint'
+  return True, ''
 
 
-def metadata(manager: ocp.CheckpointManager, step: int) -> dict:
-  """The custom metadata (step, metrics, config json) saved with checkpoint `step`."""
-  return dict(manager.metadata(step).custom_metadata or {})
+@jax.jit
+def _finite_by_collection(state) -> Dict[str, jnp.ndarray]:
+  """Per top-level field of the state, whether every float in it is finite."""
+  def finite(tree):
+    flags = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+             if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(flags)) if flags else jnp.asarray(True)
+  fields = state if isinstance(state, dict) else {
+      name: getattr(state, name) for name in ('params', 'batch_stats', 'opt_state')}
+  return {name: finite(value) for name, value in fields.items()}
 
 
-def restore(manager: ocp.CheckpointManager, step: int, target: Any) -> Any:
-  """Restores checkpoint `step` into the structure (and shardings) of `target`."""
+def non_finite_parts(state: Any) -> List[str]:
+  """Names of the parts of a train state (params, batch_stats, opt_state) holding NaN or Inf."""
+  flags = jax.device_get(_finite_by_collection(state))
+  return sorted(name for name, ok in flags.items() if not bool(ok))
+
+
+_OS_ERROR_CODE = re.compile(r"os_error_code='?(\d+)")
+_QUOTED_PATH = re.compile(r'"(/[^"]+)"')
+
+
+def _root_cause(error: BaseException) -> str:
+  """The innermost OS-level reason of a (chained) exception, e.g. 'No space left on device at
+  PATH', also when it arrives as the text of a TensorStore error."""
+  seen, cause, found = set(), error, None
+  while cause is not None and id(cause) not in seen:
+    seen.add(id(cause))
+    if isinstance(cause, OSError) and cause.strerror:
+      found = cause
+    cause = cause.__cause__ or cause.__context__
+  if found is not None:
+    return found.strerror + (f' at {found.filename}' if found.filename else '')
+  text = str(error)
+  code = _OS_ERROR_CODE.search(text)
+  if code:
+    paths = _QUOTED_PATH.findall(text)
+    return os.strerror(int(code.group(1))) + (f' at {paths[-1]}' if paths else '')
+  lines = text.strip().splitlines()
+  return f'{type(error).__name__}: {lines[-1] if lines else ""}'
+
+
+def _flat_shapes(tree: Any) -> Dict[str, Tuple[int, ...]]:
+  """'a/b/c' -> shape for every array-like leaf of a nested dict."""
+  out = {}
+  if isinstance(tree, dict):
+    for key, value in tree.items():
+      for path, shape in _flat_shapes(value).items():
+        out[f'{key}/{path}' if path else str(key)] = shape
+  elif hasattr(tree, 'shape'):
+    out[''] = tuple(tree.shape)
+  return out
+
+
+def config_differences(stored_json: str, config: Any, limit: int = 12) -> List[str]:
+  """'field: stored X, given Y' lines for the config fields that differ."""
+  import flax  # pylint: disable=g-import-not-at-top
+  try:
+    stored = flax.traverse_util.flatten_dict(json.loads(stored_json), sep='.')
+  except (TypeError, ValueError):
+    return []
+  given = flax.traverse_util.flatten_dict(json.loads(config.to_json()), sep='.')
+  lines = []
+  for key in sorted(set(stored) | set(given)):
+    if stored.get(key, '<absent>') != given.get(key, '<absent>'):
+      lines.append(f'{key}: stored {stored.get(key, "<absent>")!r}, given '
+                   f'{given.get(key, "<absent>")!r}')
+  return lines[:limit] + ([f'... and {len(lines) - limit} more'] if len(lines) > limit else [])
+
+
+# ----------------------------------------------------------------------------------- the store
+class CheckpointStore:
+  """The checkpoints of one workdir: last `keep_last` plus the best by `best_metric`.
+
+  Writing stores use orbax's asynchronous checkpointer (waiting after each save when
+  `async_save` is off), so the checksums are always recorded before a step is committed.
+  """
+
+  def __init__(self, workdir: str, ckpt_config: Any, *, read_only: bool = False):
+    self.workdir = os.path.abspath(workdir)
+    self.directory = checkpoint_dir(workdir)
+    self.read_only = read_only
+    self._async = bool(ckpt_config.async_save)
+    self._pending_step: Optional[int] = None
+    metric, mode = ckpt_config.best_metric, ckpt_config.best_mode
+    if mode not in ('max', 'min'):
+      raise errors.ConfigError(f"config.checkpoint.best_mode must be 'max' or 'min', got {mode!r}.")
+    if read_only and not os.path.isdir(self.directory):
+      raise NoCheckpointError(f'No checkpoint in {self.directory}: train first (or pass the path '
+                              'of a checkpoint step directory).')
+    policies = [checkpoint_managers.LatestN(n=ckpt_config.keep_last)]
+    if ckpt_config.keep_best:
+      policies.append(checkpoint_managers.BestN(
+          get_metric_fn=lambda metrics: metrics[metric], reverse=(mode == 'min'), n=1,
+          keep_checkpoints_without_metrics=False))
+    options = ocp.CheckpointManagerOptions(
+        preservation_policy=checkpoint_managers.AnyPreservationPolicy(policies),
+        best_fn=lambda metrics: metrics[metric], best_mode=mode, read_only=read_only,
+        create=not read_only, enable_async_checkpointing=not read_only,
+        async_options=None if read_only else ocp.AsyncOptions(
+            post_finalization_callback=self._record_checksums))
+    self.manager = ocp.CheckpointManager(self.directory, options=options)
+
+  # -- writing -------------------------------------------------------------------------------
+  def _record_checksums(self) -> None:
+    """Orbax's post-finalisation callback: the step's files are final, not yet committed."""
+    if jax.process_index() != 0 or self._pending_step is None:
+      return
+    write_checksums(os.path.join(self.directory, f'{self._pending_step}{_TMP_SUFFIX}'))
+
+  def save(self, step: int, state: Any, *, metrics: Optional[Dict[str, float]] = None,
+           config: Any = None, classes: Optional[Sequence[str]] = None) -> None:
+    """Saves `state` at `step` with its validation `metrics`, the config and the class names.
+
+    Raises NonFiniteStateError (nothing written) when the state holds NaN or Inf, and
+    CheckpointSaveError when writing fails.
+    """
+    bad = non_finite_parts(state)
+    if bad:
+      latest = self.manager.latest_step()
+      raise NonFiniteStateError(
+          f'Not saving step {step}: its {" and ".join(bad)} hold NaN or Inf values. '
+          + (f'The last good checkpoint is step {latest} in {self.directory}; '
+             if latest is not None else 'No checkpoint was saved; ')
+          + 'lower the learning rate or check the input data.')
+    self.check_for_errors()
+    metadata = {'step': int(step), 'metrics': dict(metrics or {})}
+    if config is not None:
+      metadata['config'] = config.to_json()
+    if classes is not None:
+      metadata['classes'] = list(classes)
+    self._pending_step = int(step)
+    try:
+      self.manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics, force=True,
+                        custom_metadata=metadata)
+    except Exception as e:  # pylint: disable=broad-except
+      raise self._save_error(step, e) from e
+    if not self._async:
+      self.wait()
+
+  def _save_error(self, step: Optional[int], error: BaseException) -> CheckpointSaveError:
+    intact = self.newest_intact_step()
+    return CheckpointSaveError(
+        f'Saving checkpoint step {step if step is not None else self._pending_step} failed: '
+        f'{_root_cause(error)}. Newest intact checkpoint: '
+        + (f'step {intact} in {self.directory}.' if intact is not None else 'none.'))
+
+  def check_for_errors(self) -> None:
+    """Raises CheckpointSaveError if an asynchronous save has failed since the last call."""
+    try:
+      self.manager.check_for_errors()
+    except Exception as e:  # pylint: disable=broad-except
+      raise self._save_error(None, e) from e
+
+  def wait(self) -> None:
+    """Blocks until the pending save is committed (raising CheckpointSaveError if it failed)."""
+    try:
+      self.manager.wait_until_finished()
+    except Exception as e:  # pylint: disable=broad-except
+      raise self._save_error(None, e) from e
+    self.check_for_errors()
+
+  def close(self) -> None:
+    self.manager.close()
+
+  # -- reading -------------------------------------------------------------------------------
+  def steps(self) -> List[int]:
+    return sorted(self.manager.all_steps())
+
+  def latest_step(self) -> Optional[int]:
+    return self.manager.latest_step()
+
+  def step_dir(self, step: int) -> str:
+    return os.path.join(self.directory, str(step))
+
+  def verify(self, step: int) -> Tuple[bool, str]:
+    return verify_step_dir(self.step_dir(step))
+
+  def newest_intact_step(self) -> Optional[int]:
+    for step in reversed(self.steps()):
+      if self.verify(step)[0]:
+        return step
+    return None
+
+  def metadata(self, step: int) -> Dict[str, Any]:
+    """The custom metadata (step, metrics, config json, classes) saved with checkpoint `step`."""
+    return read_step_metadata(self.step_dir(step))
+
+  def select_step(self, which: str) -> int:
+    """Resolves 'best' or 'latest' to a step, failing clearly when there is none."""
+    if which not in ('best', 'latest'):
+      raise errors.ConfigError(f"config.eval.checkpoint must be 'best', 'latest' or a checkpoint "
+                               f'path, got {which!r}.')
+    steps = self.steps()
+    if not steps:
+      raise NoCheckpointError(f'No checkpoint in {self.directory}: train first.')
+    if which == 'best':
+      best = self.manager.best_step()
+      return self.manager.latest_step() if best is None else best
+    return self.manager.latest_step()
+
+  def restore(self, step: int, target: Any, config: Any = None) -> Any:
+    """Restores verified step `step` into the structure (and shardings) of `target`.
+
+    Raises CorruptCheckpointError when its files differ from their checksums, and
+    CheckpointMismatchError (with the differing parameters and config fields) when its arrays
+    do not fit `target`.
+    """
+    intact, problem = self.verify(step)
+    if not intact:
+      others = [s for s in self.steps() if s != step and self.verify(s)[0]]
+      raise CorruptCheckpointError(
+          f'Checkpoint step {step} in {self.directory} is corrupt: {problem}. '
+          + (f'Intact steps: {others}; pass one as a path, e.g. '
+             f'--config.eval.checkpoint={self.step_dir(others[-1])}.' if others
+             else 'No intact step is left.'))
+    if problem:
+      logging.warning('Checkpoint step %d: %s.', step, problem)
+    return _restore_checked(self.manager, step, target, self.metadata(step).get('config'),
+                            config, f'checkpoint step {step} in {self.directory}')
+
+  def restore_for_resume(self, target: Any, config: Any = None) -> Tuple[Any, Optional[int]]:
+    """(state, step) of the newest intact checkpoint, or (None, None) when there is none.
+
+    Corrupt steps are reported and moved to `<workdir>/checkpoints_corrupt/` (process 0), so
+    the run continues from the newest intact one and saves that step number again later.
+    """
+    corrupt = []
+    for step in reversed(self.steps()):
+      intact, problem = self.verify(step)
+      if not intact:
+        logging.warning('Checkpoint step %d is corrupt (%s): skipping it.', step, problem)
+        corrupt.append(step)
+        continue
+      if problem:
+        logging.warning('Checkpoint step %d: %s; restoring it without verification.', step,
+                        problem)
+      self._quarantine(corrupt)
+      state = _restore_checked(self.manager, step, target, self.metadata(step).get('config'),
+                               config, f'checkpoint step {step} in {self.directory}')
+      if corrupt:
+        logging.warning('Resuming from step %d, the newest intact checkpoint (corrupt steps %s '
+                        'moved to %s).', step, corrupt, os.path.join(self.workdir,
+                                                                      QUARANTINE_DIR))
+      return state, step
+    self._quarantine(corrupt)
+    return None, None
+
+  def _quarantine(self, steps: Sequence[int]) -> None:
+    if not steps:
+      return
+    if jax.process_index() == 0:
+      target_root = os.path.join(self.workdir, QUARANTINE_DIR)
+      os.makedirs(target_root, exist_ok=True)
+      for step in steps:
+        shutil.move(self.step_dir(step), os.path.join(target_root, f'{step}-{int(time.time())}'))
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      multihost_utils.sync_global_devices('corrupt checkpoints moved')
+    self.manager.reload()
+
+
+def _restore_checked(manager: ocp.CheckpointManager, step: int, target: Any,
+                     stored_config: Optional[str], config: Any, what: str) -> Any:
+  mismatches = _shape_mismatches(_item_tree(os.path.join(str(manager.directory), str(step),
+                                                         ITEM_DIR)), target)
+  if mismatches:
+    raise _mismatch_error(what, mismatches, stored_config, config)
   return manager.restore(step, args=ocp.args.StandardRestore(target))
 
 
-def best_step(manager: ocp.CheckpointManager) -> Optional[int]:
-  """The step with the best metric among checkpoints that have metrics, else None."""
-  return manager.best_step()
+def _item_tree(item_dir: str) -> Any:
+  """The tree of array metadata (shapes, dtypes) of an orbax item directory."""
+  metadata = ocp.StandardCheckpointHandler().metadata(epath.Path(item_dir))
+  return getattr(metadata, 'tree', metadata)
 
 
-def select_step(manager: ocp.CheckpointManager, which: str) -> int:
-  """Resolves `config.eval.checkpoint` ('best' or 'latest') to a step, failing clearly."""
-  steps = manager.all_steps()
-  if not steps:
-    raise FileNotFoundError(f'No checkpoint in {manager.directory}: train first.')
-  if which == 'latest':
-    return manager.latest_step()
-  if which == 'best':
-    step = best_step(manager)
-    return manager.latest_step() if step is None else step
-  raise ValueError(f"config.eval.checkpoint must be 'best', 'latest' or a checkpoint path, "
-                   f'got {which!r}.')
+def _shape_mismatches(stored_tree: Any, target: Any) -> List[str]:
+  """'collection/path: stored S, model M' for params and BN statistics that do not fit."""
+  lines = []
+  for collection in ('params', 'batch_stats'):
+    stored = _flat_shapes(_field(stored_tree, collection) or {})
+    wanted = _flat_shapes(jax.tree.map(lambda x: x, _field(target, collection) or {}))
+    for path in sorted(set(stored) | set(wanted)):
+      if stored.get(path) != wanted.get(path):
+        lines.append(f'{collection}/{path}: stored '
+                     f'{stored.get(path, "absent")}, model {wanted.get(path, "absent")}')
+  return lines
 
 
-def restore_from_path(path: str, target: Any) -> Any:
-  """Restores a train state from an explicit checkpoint step directory."""
+def _field(tree: Any, name: str) -> Any:
+  if isinstance(tree, dict):
+    return tree.get(name)
+  return getattr(tree, name, None)
+
+
+def _mismatch_error(what: str, mismatches: List[str], stored_config: Optional[str],
+                    config: Any) -> CheckpointMismatchError:
+  shown = mismatches[:8] + ([f'... and {len(mismatches) - 8} more'] if len(mismatches) > 8 else [])
+  message = (f'{what} does not fit the model of the given config: {len(mismatches)} '
+             'parameter(s) differ:\n  ' + '\n  '.join(shown))
+  differences = config_differences(stored_config, config) if stored_config and config else []
+  if differences:
+    message += ('\nThe config stored with the checkpoint differs from the given one:\n  '
+                + '\n  '.join(differences))
+  message += '\nUse the config the workdir was trained with, or another --workdir.'
+  return CheckpointMismatchError(message)
+
+
+def restore_from_path(path: str, target: Any, config: Any = None) -> Any:
+  """Restores a train state from an explicit checkpoint step directory (verified)."""
   path = os.path.abspath(path)
   if not os.path.isdir(path):
-    raise FileNotFoundError(f'Checkpoint path {path} does not exist.')
-  # A manager step directory holds the state under 'default'; accept both that and the item dir.
-  item = os.path.join(path, 'default') if os.path.isdir(os.path.join(path, 'default')) else path
+    raise NoCheckpointError(f'Checkpoint path {path} does not exist.')
+  step_dir = path if os.path.isdir(os.path.join(path, ITEM_DIR)) else os.path.dirname(path)
+  intact, problem = verify_step_dir(step_dir)
+  if not intact:
+    raise CorruptCheckpointError(f'Checkpoint {step_dir} is corrupt: {problem}.')
+  if problem:
+    logging.warning('Checkpoint %s: %s.', step_dir, problem)
+  item = os.path.join(step_dir, ITEM_DIR)
   with ocp.StandardCheckpointer() as checkpointer:
+    mismatches = _shape_mismatches(_item_tree(item), target)
+    if mismatches:
+      stored_config = read_step_metadata(step_dir).get('config')
+      raise _mismatch_error(f'Checkpoint {step_dir}', mismatches, stored_config, config)
     return checkpointer.restore(item, target)
+
+
+def read_step_metadata(step_dir: str) -> Dict[str, Any]:
+  """The custom metadata of a step directory, read without a manager ({} if unreadable)."""
+  try:
+    with open(os.path.join(step_dir, '_CHECKPOINT_METADATA')) as f:
+      return dict(json.load(f).get('custom_metadata') or {})
+  except (OSError, ValueError):
+    return {}

@@ -15,6 +15,8 @@ from absl import flags
 from ml_collections import config_flags
 
 from data import datasets
+from data import pipeline
+from data import synthetic
 from salinet_jax import flops
 from salinet_jax.models import build_model
 
@@ -25,9 +27,19 @@ flags.DEFINE_bool('count_norm', False, 'Also count BatchNorm (2 FLOPs per elemen
 flags.mark_flags_as_required(['config'])
 
 
+def num_classes_of(config) -> int:
+  """The config's class count without reading data where possible: the built-in synthetic
+  classes, the registry's standard datasets, else the records' metadata."""
+  if config.dataset.name == 'synthetic':
+    return len(synthetic.CLASSES)
+  if config.dataset.name in datasets.REGISTRY:
+    return datasets.REGISTRY[config.dataset.name].num_classes
+  return len(pipeline.prepare(config.dataset).classes)
+
+
 def model_report(config, count_norm: bool = False) -> Dict[str, Any]:
   """{'model', 'num_classes', 'params', 'params_by_group', 'views': {train, test}} for `config`."""
-  num_classes = datasets.get(config.dataset.name).num_classes
+  num_classes = num_classes_of(config)
   model = build_model(config.model, num_classes, config.dtype)
   data = config.data
   shapes = {

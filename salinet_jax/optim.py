@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from salinet_jax import errors
+
 Schedule = Callable[[jnp.ndarray], jnp.ndarray]
 
 
@@ -41,34 +43,35 @@ def learning_rate_schedule(opt_config, total_steps: int, global_batch: int) -> S
   total_steps = max(total_steps, 1)
   name = opt_config.schedule
   if name == 'constant':
-    main = optax.constant_schedule(peak)
+    after_warmup = optax.constant_schedule(peak)
   elif name in ('cosine', 'warmup_cosine'):
     if name == 'cosine' and warmup:
-      raise ValueError("config.optimizer.warmup_steps needs schedule='warmup_cosine' (or 'steps').")
-    return optax.warmup_cosine_decay_schedule(
-        init_value=0.0 if warmup else peak, peak_value=peak, warmup_steps=warmup,
-        decay_steps=max(total_steps, warmup + 1), end_value=peak * opt_config.final_lr_fraction)
+      raise errors.ConfigError("config.optimizer.warmup_steps needs schedule='warmup_cosine' "
+                               "(or 'steps').")
+    # The cosine starts after the warm-up and reaches peak * final_lr_fraction at total_steps.
+    after_warmup = optax.cosine_decay_schedule(peak, max(total_steps - warmup, 1),
+                                               alpha=opt_config.final_lr_fraction)
   elif name == 'steps':
     boundaries = list(opt_config.step_boundaries)
     relative = list(opt_config.relative_lrs)
     if len(relative) != len(boundaries) + 1:
-      raise ValueError(f'config.optimizer.relative_lrs needs one more value than step_boundaries '
-                       f'(got {len(relative)} and {len(boundaries)}).')
+      raise errors.ConfigError(f'config.optimizer.relative_lrs needs one more value than '
+                               f'step_boundaries (got {len(relative)} and {len(boundaries)}).')
     if any(not 0 < b < 1 for b in boundaries) or boundaries != sorted(boundaries):
-      raise ValueError(f'config.optimizer.step_boundaries must be increasing fractions of training '
-                       f'in (0, 1), got {boundaries}.')
-    main = optax.piecewise_constant_schedule(
+      raise errors.ConfigError(f'config.optimizer.step_boundaries must be increasing fractions '
+                               f'of training in (0, 1), got {boundaries}.')
+    steps = optax.piecewise_constant_schedule(
         peak * relative[0],
         {int(round(b * total_steps)): relative[i + 1] / relative[i]
          for i, b in enumerate(boundaries)})
+    # The boundaries are fractions of the whole run: the warm-up only overrides its first steps.
+    after_warmup = lambda step: steps(step + warmup)  # noqa: E731
   else:
-    raise ValueError(f"config.optimizer.schedule must be 'constant', 'cosine', 'warmup_cosine' or "
-                     f"'steps', got {name!r}.")
-  if warmup:
-    ramp = optax.linear_schedule(0.0, peak, warmup)
-    # The main schedule keeps counting from step 0: warm-up only overrides its first steps.
-    return lambda step: jnp.where(step < warmup, ramp(step), main(step))
-  return main
+    raise errors.ConfigError(f"config.optimizer.schedule must be 'constant', 'cosine', "
+                             f"'warmup_cosine' or 'steps', got {name!r}.")
+  if not warmup:
+    return after_warmup
+  return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), after_warmup], [warmup])
 
 
 def _paths(params: Any) -> Dict[Tuple[str, ...], str]:

@@ -10,6 +10,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from salinet_jax import errors
+
 DATA_AXIS = 'data'
 
 
@@ -30,7 +32,7 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
 def check_batch_size(global_batch: int, devices: int, what: str) -> None:
   """Fails before any work when a batch cannot be split evenly over `devices` devices."""
   if global_batch % devices:
-    raise ValueError(f'{what}={global_batch} is not divisible by the {devices} devices: use a '
+    raise errors.ConfigError(f'{what}={global_batch} is not divisible by the {devices} devices: use a '
                      f'multiple of {devices} (e.g. {max(devices, global_batch // devices * devices)}).')
 
 

@@ -38,6 +38,8 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from salinet_jax import checkpoints
+from salinet_jax import errors
 from salinet_jax.convert import layout
 
 VARIABLES_DIR = 'variables'
@@ -73,28 +75,34 @@ def _restore_raw(path: str) -> Any:
 
 def _workdir_step_dir(workdir: str, which: str) -> str:
   """The step directory of a workdir's 'best' or 'latest' checkpoint."""
-  from salinet_jax import checkpoints  # pylint: disable=g-import-not-at-top
   ckpt_config = ml_collections.ConfigDict(dict(
       keep_last=1, keep_best=True, best_metric='val_top1', best_mode='max', async_save=False))
-  manager = checkpoints.create_manager(workdir, ckpt_config, read_only=True)
+  store = checkpoints.CheckpointStore(workdir, ckpt_config, read_only=True)
   try:
-    step = checkpoints.select_step(manager, which)
+    return store.step_dir(store.select_step(which))
   finally:
-    manager.close()
-  return os.path.join(checkpoints.checkpoint_dir(workdir), str(step))
+    store.close()
 
 
 def resolve_checkpoint(path: str, which: str = 'best') -> str:
-  """The orbax item directory behind a converted dir, a workdir or a (step) checkpoint dir."""
+  """The orbax item directory behind a converted dir, a workdir or a (step) checkpoint dir.
+
+  Training checkpoints are verified against their recorded checksums first.
+  """
   path = os.path.abspath(path)
   if not os.path.isdir(path):
-    raise FileNotFoundError(f'Pretrained checkpoint {path} does not exist.')
+    raise checkpoints.NoCheckpointError(f'Pretrained checkpoint {path} does not exist.')
   if os.path.isdir(os.path.join(path, 'checkpoints')):
     path = _workdir_step_dir(path, which)
-  for item in (os.path.join(path, VARIABLES_DIR), os.path.join(path, 'default'), path):
+  for item in (os.path.join(path, VARIABLES_DIR), os.path.join(path, checkpoints.ITEM_DIR), path):
     if os.path.isdir(item) and os.path.exists(os.path.join(item, '_METADATA')):
+      if os.path.basename(item) == checkpoints.ITEM_DIR:
+        intact, problem = checkpoints.verify_step_dir(os.path.dirname(item))
+        if not intact:
+          raise checkpoints.CorruptCheckpointError(
+              f'Pretrained checkpoint {os.path.dirname(item)} is corrupt: {problem}.')
       return item
-  raise FileNotFoundError(
+  raise checkpoints.NoCheckpointError(
       f'{path} is neither a converted checkpoint (with {VARIABLES_DIR}/), a workdir (with '
       'checkpoints/) nor a training checkpoint step directory.')
 
@@ -128,7 +136,7 @@ class LoadReport(layout.MatchReport):
         'unexpected (in the checkpoint, not in the model; ignored)'))
 
 
-class PretrainedMismatchError(ValueError):
+class PretrainedMismatchError(errors.UserError, ValueError):
   """The checkpoint does not fit the model (see the report in the message)."""
 
 

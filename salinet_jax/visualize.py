@@ -2,12 +2,19 @@
 
 - S2DNet: the synopsis frames with the detail window the sampler chose drawn on them, above the
   detail frames the detail network actually received.
-- SaliNet: the input frames overlaid with the upsampled final saliency mask S_final.
+- SaliNet: the input frames under the final saliency mask S_final, upsampled bilinearly to the
+  frame, with a colour bar and a one-line legend.
+Titles name the predicted class (and the label, when the video has one).
 """
 
-from typing import Mapping, Optional, Sequence
+import os
+from typing import Dict, List, Mapping, Optional, Sequence
 
+import jax
 import numpy as np
+from PIL import Image
+
+from salinet_jax import inputs
 
 
 def _pyplot():
@@ -66,10 +73,16 @@ def s2dnet_figure(video: np.ndarray, aux: Mapping[str, np.ndarray], path: str, *
   return path
 
 
+def upsample(mask: np.ndarray, height: int, width: int) -> np.ndarray:
+  """A (h, w) map resized bilinearly to (height, width), as the eye expects a heat map."""
+  image = Image.fromarray(np.asarray(mask, np.float32), mode='F')
+  return np.asarray(image.resize((width, height), Image.BILINEAR), np.float32)
+
+
 def saliency_figure(video: np.ndarray, saliency: np.ndarray, path: str, *,
                     mean: Sequence[float], std: Sequence[float], title: str = '',
                     max_frames: Optional[int] = 8) -> str:
-  """Writes the input frames of one clip overlaid with the upsampled S_final mask.
+  """Writes the input frames of one clip under the upsampled S_final mask.
 
   Args:
     video: (T, H, W, 3) normalised clip.
@@ -81,18 +94,59 @@ def saliency_figure(video: np.ndarray, saliency: np.ndarray, path: str, *,
     raise ValueError(f'S_final must be (..., h, w, 1), got shape {saliency.shape}.')
   mask = saliency.reshape(saliency.shape[-3:-1])
   height, width = video.shape[1:3]
-  rows = (np.arange(height) * mask.shape[0] // height).astype(int)
-  cols = (np.arange(width) * mask.shape[1] // width).astype(int)
-  upsampled = mask[rows][:, cols]
+  heat = upsample(mask, height, width)
+  low, high = float(mask.min()), float(mask.max())
+  high = high if high > low else low + 1e-6
   frames = video[:max_frames] if max_frames else video
-  fig, axes = plt.subplots(1, len(frames), figsize=(1.8 * len(frames), 2.3), squeeze=False)
+  fig, axes = plt.subplots(1, len(frames), figsize=(1.8 * len(frames) + 0.8, 2.6), squeeze=False)
+  image = None
   for ax, frame in zip(axes[0], frames):
     ax.imshow(to_display(frame, mean, std))
-    ax.imshow(upsampled, cmap='jet', alpha=0.45, vmin=float(mask.min()),
-              vmax=float(mask.max()) if mask.max() > mask.min() else float(mask.min()) + 1e-6)
+    image = ax.imshow(heat, cmap='inferno', alpha=0.4, vmin=low, vmax=high)
     ax.axis('off')
+  bar = fig.colorbar(image, ax=list(axes[0]), fraction=0.02, pad=0.01)
+  bar.set_label('S_final', fontsize=7)
+  bar.ax.tick_params(labelsize=6)
   fig.suptitle(title or 'S_final saliency over the input frames', fontsize=9)
-  fig.tight_layout()
-  fig.savefig(path, dpi=90)
+  fig.text(0.01, 0.02, f'Overlay: the final saliency mask S_final ({mask.shape[0]}x'
+           f'{mask.shape[1]}, one per clip) upsampled to the frame; brighter = more salient.',
+           fontsize=6.5)
+  fig.savefig(path, dpi=90, bbox_inches='tight')
   plt.close(fig)
   return path
+
+
+def write_visualizations(model, variables, batch: Dict[str, np.ndarray], directory: str,
+                         count: int, data_config, classes: Sequence[str]) -> List[str]:
+  """PNGs of what the model looked at for the first `count` videos of `batch` (first view).
+
+  S2DNet: sampled detail windows and detail frames; SaliNet: the S_final mask over the clip.
+  Other models have nothing to draw and write nothing.
+  """
+  mean, std = inputs.normalization(data_config)
+  count = min(count, int(np.sum(batch['mask'])))
+  first_views = {key: batch[key][:count] for key in ('video', 'frame_mask') if key in batch}
+  first_views['video'] = first_views['video'][:, 0]
+  video, kwargs = inputs.model_inputs(first_views, data_config)
+  video = np.asarray(video)
+  logits, aux = jax.jit(
+      lambda v, x, kw: model.apply(v, x, train=False, return_aux=True, **kw))(
+          variables, video, kwargs)
+  aux = jax.tree.map(np.asarray, aux)
+  probabilities = np.asarray(jax.nn.softmax(logits, axis=-1))
+  os.makedirs(directory, exist_ok=True)
+  paths = []
+  for i in range(count):
+    name = os.path.basename(batch['filename'][i].decode('utf-8', 'replace')) or f'video{i}'
+    path = os.path.join(directory, f'{i:03d}_{name}.png')
+    label = int(batch['label'][i])
+    predicted = int(np.argmax(probabilities[i]))
+    title = (f'{name}: predicted {classes[predicted]} ({probabilities[i, predicted]:.2f}, '
+             'first view)' + (f', label {classes[label]}' if label >= 0 else ''))
+    if 'detail_frames' in aux:
+      paths.append(s2dnet_figure(
+          video[i], {k: v[i] for k, v in aux.items()}, path, mean=mean, std=std, title=title))
+    elif 'saliency_final' in aux:
+      paths.append(saliency_figure(
+          video[i], aux['saliency_final'][i], path, mean=mean, std=std, title=title))
+  return paths

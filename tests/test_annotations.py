@@ -291,9 +291,7 @@ def test_class_folders(tmp_path):
       ('a_run/v2.MP4', 0), ('b_walk/v1.mp4', 1), ('c_jump/x.avi', 2)]
 
 
-def test_registry_splits_are_consistent():
-  for name in ['kinetics400', 'kinetics600', 'ucf101', 'hmdb51', 'ssv2', 'mini_kinetics']:
-    info = datasets.get(name)
-    assert info.train_split in info.split_sizes and info.eval_split in info.split_sizes
-  assert datasets.get('ssv2').split_sizes['train'] == 168913
-  assert datasets.get('ssv2').split_sizes['val'] == 24777
+def test_registry_rejects_entries_whose_splits_are_not_listed():
+  with pytest.raises(ValueError, match="train split 'train' is not among its splits"):
+    datasets.register(datasets.DatasetInfo('broken_test_entry', 3, {'train1': 10, 'test1': 5}))
+  assert 'broken_test_entry' not in datasets.REGISTRY

@@ -1,5 +1,7 @@
-"""Checkpoint retention (last k + best), metadata, and robustness to an interrupted save."""
+"""Checkpoints a run can trust: retention, metadata, checksums, finite states, clear failures."""
 
+import errno
+import json
 import os
 
 import jax.numpy as jnp
@@ -10,8 +12,9 @@ from configs import base
 from salinet_jax import checkpoints
 
 
-def _state(value: float):
-  return {'params': {'w': jnp.full((3,), value)}, 'step': jnp.asarray(int(value))}
+def _state(value: float, width: int = 3):
+  return {'params': {'w': jnp.full((width,), value)}, 'batch_stats': {},
+          'opt_state': {'m': jnp.zeros((width,))}, 'step': jnp.asarray(int(value))}
 
 
 @pytest.fixture
@@ -22,51 +25,147 @@ def ckpt_config():
   return config
 
 
+def _largest_array_file(step_dir):
+  files = [os.path.join(parent, name) for parent, _, names in
+           os.walk(os.path.join(step_dir, checkpoints.ITEM_DIR)) for name in names]
+  return max(files, key=os.path.getsize)
+
+
+def _corrupt(path, offset=0):
+  """Writes 64 random bytes into `path` (what a bad disk or a half-copied file leaves)."""
+  with open(path, 'r+b') as f:
+    f.seek(offset)
+    f.write(np.random.default_rng(0).integers(0, 256, 64, dtype=np.uint8).tobytes())
+
+
 def test_keeps_last_k_plus_best_and_selects_best(tmp_path, ckpt_config):
   config = base.get_base_config()
-  manager = checkpoints.create_manager(str(tmp_path), ckpt_config)
+  store = checkpoints.CheckpointStore(str(tmp_path), ckpt_config)
   for step, top1 in [(1, 0.3), (2, 0.9), (3, 0.5), (4, 0.4), (5, 0.6)]:
-    checkpoints.save(manager, step, _state(step), metrics={'val_top1': top1}, config=config)
-  manager.wait_until_finished()
-  assert manager.all_steps() == [2, 4, 5]  # the last two, plus the best (0.9 at step 2)
-  assert checkpoints.select_step(manager, 'best') == 2
-  assert checkpoints.select_step(manager, 'latest') == 5
-  restored = checkpoints.restore(manager, 2, _state(0))
+    store.save(step, _state(step), metrics={'val_top1': top1}, config=config,
+               classes=['a', 'b'])
+  assert store.steps() == [2, 4, 5]  # the last two, plus the best (0.9 at step 2)
+  assert store.select_step('best') == 2
+  assert store.select_step('latest') == 5
+  restored = store.restore(2, _state(0))
   np.testing.assert_array_equal(restored['params']['w'], [2, 2, 2])
-  meta = checkpoints.metadata(manager, 2)
+  meta = store.metadata(2)
   assert meta['step'] == 2 and meta['metrics'] == {'val_top1': 0.9}
-  assert '"batch_size"' in meta['config']
+  assert '"batch_size"' in meta['config'] and meta['classes'] == ['a', 'b']
   with pytest.raises(ValueError, match="'best', 'latest' or a checkpoint path"):
-    checkpoints.select_step(manager, 'newest')
-  manager.close()
+    store.select_step('newest')
+  store.close()
+
+
+def test_every_committed_step_carries_checksums_of_its_array_files(tmp_path, ckpt_config):
+  ckpt_config.async_save = True  # recorded by orbax's callback before the step is committed
+  store = checkpoints.CheckpointStore(str(tmp_path), ckpt_config)
+  store.save(1, _state(1))
+  store.wait()
+  step_dir = store.step_dir(1)
+  with open(os.path.join(step_dir, checkpoints.CHECKSUMS_FILE)) as f:
+    recorded = json.load(f)['files']
+  assert recorded == checkpoints.file_checksums(os.path.join(step_dir, checkpoints.ITEM_DIR))
+  assert len(recorded) >= 4 and checkpoints.verify_step_dir(step_dir) == (True, '')
+  store.close()
+
+
+def test_corrupt_checkpoint_fails_restore_and_resume_falls_back_to_an_intact_one(
+    tmp_path, ckpt_config):
+  store = checkpoints.CheckpointStore(str(tmp_path), ckpt_config)
+  store.save(1, _state(1, width=4096))
+  store.save(2, _state(2, width=4096))
+  damaged = _largest_array_file(store.step_dir(2))
+  _corrupt(damaged, offset=100)
+  with pytest.raises(checkpoints.CorruptCheckpointError, match=r'step 2 .* is corrupt: .*'
+                     + os.path.basename(damaged) + r' does not match its checksum'):
+    store.restore(2, _state(0, width=4096))
+  with pytest.raises(checkpoints.CorruptCheckpointError, match='is corrupt'):
+    checkpoints.restore_from_path(store.step_dir(2), _state(0, width=4096))
+
+  state, step = store.restore_for_resume(_state(0, width=4096))
+  assert step == 1 and float(state['params']['w'][0]) == 1.0
+  assert store.steps() == [1]  # the corrupt step was moved out of the way ...
+  moved = os.listdir(tmp_path / checkpoints.QUARANTINE_DIR)
+  assert len(moved) == 1 and moved[0].startswith('2-')  # ... and kept for inspection
+  store.save(2, _state(2, width=4096))  # so training can save that step number again
+  assert store.steps() == [1, 2]
+  store.close()
+
+
+def test_non_finite_states_are_never_saved(tmp_path, ckpt_config):
+  store = checkpoints.CheckpointStore(str(tmp_path), ckpt_config)
+  store.save(1, _state(1))
+  bad = _state(2)
+  bad['opt_state']['m'] = jnp.array([0.0, np.nan, 0.0])
+  with pytest.raises(checkpoints.NonFiniteStateError,
+                     match=r'step 2: its opt_state hold NaN or Inf.*last good checkpoint is step 1'):
+    store.save(2, bad, metrics={'val_top1': 1.0})
+  bad = _state(3)
+  bad['params']['w'] = jnp.array([np.inf, 0.0, 0.0])
+  with pytest.raises(checkpoints.NonFiniteStateError, match='params'):
+    store.save(3, bad)
+  assert store.steps() == [1] and store.select_step('best') == 1
+  store.close()
+
+
+def test_restoring_into_another_model_names_parameters_and_config_fields(tmp_path, ckpt_config):
+  config = base.get_base_config()
+  config.model.width = 16
+  store = checkpoints.CheckpointStore(str(tmp_path), ckpt_config)
+  store.save(1, _state(1, width=3), config=config)
+  config.model.width = 8
+  with pytest.raises(checkpoints.CheckpointMismatchError) as raised:
+    store.restore(1, _state(0, width=5), config)
+  message = str(raised.value)
+  assert 'params/w: stored (3,), model (5,)' in message
+  assert 'model.width: stored 16, given 8' in message
+  store.close()
+
+
+def test_a_failed_save_names_the_cause_and_the_newest_intact_step(tmp_path, ckpt_config,
+                                                                   monkeypatch):
+  store = checkpoints.CheckpointStore(str(tmp_path), ckpt_config)
+  store.save(1, _state(1))
+
+  def disk_full(step_dir):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), step_dir)
+
+  monkeypatch.setattr(checkpoints, 'write_checksums', disk_full)
+  with pytest.raises(checkpoints.CheckpointSaveError,
+                     match=r'step 2 failed: No space left on device at .*2\.orbax-checkpoint-tmp'
+                     r'.*Newest intact checkpoint: step 1'):
+    store.save(2, _state(2))
+    store.wait()
+  assert store.newest_intact_step() == 1
 
 
 def test_explicit_path_and_missing_checkpoints(tmp_path, ckpt_config):
-  manager = checkpoints.create_manager(str(tmp_path), ckpt_config)
-  with pytest.raises(FileNotFoundError, match='No checkpoint'):
-    checkpoints.select_step(manager, 'best')
-  checkpoints.save(manager, 7, _state(7))
-  manager.wait_until_finished()
-  manager.close()
-  path = os.path.join(checkpoints.checkpoint_dir(str(tmp_path)), '7')
-  restored = checkpoints.restore_from_path(path, _state(0))
+  with pytest.raises(checkpoints.NoCheckpointError, match='No checkpoint'):
+    checkpoints.CheckpointStore(str(tmp_path / 'empty'), ckpt_config, read_only=True)
+  store = checkpoints.CheckpointStore(str(tmp_path), ckpt_config)
+  with pytest.raises(checkpoints.NoCheckpointError, match='No checkpoint'):
+    store.select_step('best')
+  store.save(7, _state(7))
+  store.close()
+  restored = checkpoints.restore_from_path(os.path.join(checkpoints.checkpoint_dir(
+      str(tmp_path)), '7'), _state(0))
   assert int(restored['step']) == 7
-  with pytest.raises(FileNotFoundError, match='does not exist'):
+  with pytest.raises(checkpoints.NoCheckpointError, match='does not exist'):
     checkpoints.restore_from_path(str(tmp_path / 'nope'), _state(0))
 
 
 def test_interrupted_save_leaves_previous_checkpoint_usable(tmp_path, ckpt_config):
-  manager = checkpoints.create_manager(str(tmp_path), ckpt_config)
-  checkpoints.save(manager, 1, _state(1))
-  manager.wait_until_finished()
-  manager.close()
+  store = checkpoints.CheckpointStore(str(tmp_path), ckpt_config)
+  store.save(1, _state(1))
+  store.close()
   # What a crash mid-save leaves behind: a temporary directory with partial content.
   partial = os.path.join(checkpoints.checkpoint_dir(str(tmp_path)), '2.orbax-checkpoint-tmp-123')
   os.makedirs(os.path.join(partial, 'default'))
   with open(os.path.join(partial, 'default', 'garbage'), 'w') as f:
     f.write('half a checkpoint')
-  manager = checkpoints.create_manager(str(tmp_path), ckpt_config)
-  assert manager.latest_step() == 1
-  restored = checkpoints.restore(manager, 1, _state(0))
-  np.testing.assert_array_equal(restored['params']['w'], [1, 1, 1])
-  manager.close()
+  store = checkpoints.CheckpointStore(str(tmp_path), ckpt_config)
+  state, step = store.restore_for_resume(_state(0))
+  assert step == 1
+  np.testing.assert_array_equal(state['params']['w'], [1, 1, 1])
+  store.close()

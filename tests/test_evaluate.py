@@ -2,6 +2,7 @@
 
 import csv
 import io
+import json
 import os
 
 import flax.linen as nn
@@ -10,10 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data import datasets
 from data import records
 from salinet_jax import evaluate
 from salinet_jax import parallel
+from salinet_jax import reports
 from tests.conftest import tiny_config
 
 NUM_VIDEOS, NUM_FRAMES, NUM_CLASSES, CLIP_STARTS = 7, 6, 7, (0, 4)
@@ -41,13 +42,10 @@ class FixedLogitModel(nn.Module):
     return (logits, {}) if return_aux else logits
 
 
-@pytest.fixture(scope='module')
-def fixed_records(tmp_path_factory):
-  directory = tmp_path_factory.mktemp('fixed_logit_records')
-  if 'fixed_logit_test' not in datasets.REGISTRY:
-    datasets.register(datasets.DatasetInfo('fixed_logit_test', NUM_CLASSES, {'val': NUM_VIDEOS}))
+def write_fixed_records(directory, labels, split='val'):
+  """The 7 constant-pixel videos as records of `split`, with `labels` (-1 = unlabelled)."""
   classes = [f'class{i}' for i in range(NUM_CLASSES)]
-  with records.ShardWriter(str(directory), 'fixed_logit_test', 'val', 2) as writer:
+  with records.ShardWriter(str(directory), 'fixed_logit_test', split, 2) as writer:
     for v in range(NUM_VIDEOS):
       frames = []
       for t in range(NUM_FRAMES):
@@ -55,10 +53,27 @@ def fixed_records(tmp_path_factory):
         buffer = io.BytesIO()
         Image.fromarray(image).save(buffer, format='JPEG', quality=95)
         frames.append(buffer.getvalue())
-      writer.write(records.serialize_video(frames, int(LABELS[v]), classes[LABELS[v]], f'v{v}'))
+      label = int(labels[v])
+      writer.write(records.serialize_video(frames, label, classes[label] if label >= 0 else '',
+                                           f'v{v}'))
   records.write_metadata(str(directory), records.DatasetMetadata(
-      'fixed_logit_test', classes, {'val': NUM_VIDEOS}, {'val': 2}))
+      'fixed_logit_test', classes, {split: NUM_VIDEOS}, {split: 2},
+      shards={split: writer.shard_entries()}))
   return directory
+
+
+@pytest.fixture(scope='module')
+def fixed_records(tmp_path_factory):
+  return write_fixed_records(tmp_path_factory.mktemp('fixed_logit_records'), LABELS)
+
+
+def _evaluate(directory, model=None, split='val'):
+  config = tiny_config(directory)
+  config.dataset.name = 'fixed_logit_test'
+  config.data.update(dict(num_frames=2, eval_num_clips=2, eval_num_crops=1))
+  mesh = parallel.create_mesh()
+  step = evaluate.make_eval_step(model or FixedLogitModel(), config.eval, mesh, config.data)
+  return evaluate.evaluate_split(config, {'params': {}}, split, mesh, step)
 
 
 def expected_metrics(reduction: str, scores: str):
@@ -101,17 +116,12 @@ def test_reduce_views_rejects_unknown_modes():
 
 
 def test_outputs_per_class_predictions_and_confusion(fixed_records, tmp_path):
-  config = tiny_config(fixed_records)
-  config.dataset.name = 'fixed_logit_test'
-  config.data.update(dict(num_frames=2, eval_num_clips=2, eval_num_crops=1))
-  mesh = parallel.create_mesh()
-  step = evaluate.make_eval_step(FixedLogitModel(), config.eval, mesh, config.data)
-  results, predictions = evaluate.evaluate_split(config, {'params': {}}, 'val', mesh, step)
+  results, predictions = _evaluate(fixed_records)
   results['step'] = 0
-  paths = evaluate.write_outputs(str(tmp_path), results, predictions)
-  assert [os.path.basename(p) for p in paths] == [
-      'eval_val.json', 'eval_val_per_class.csv', 'eval_val_predictions.csv',
-      'eval_val_confusion.png']
+  paths = reports.write_outputs(str(tmp_path), results, predictions)
+  assert sorted(os.path.basename(p) for p in paths) == [
+      'eval_val.json', 'eval_val_confusion.png', 'eval_val_per_class.csv',
+      'eval_val_predictions.csv']
 
   per_video = TABLE.sum(1)  # the default reduction: sum of logits
   predicted = per_video.argmax(-1)
@@ -139,3 +149,49 @@ def test_outputs_per_class_predictions_and_confusion(fixed_records, tmp_path):
   confusion = evaluate.confusion_matrix(predictions)
   assert confusion.sum() == NUM_VIDEOS and np.trace(confusion) == sum(predicted == LABELS)
   assert os.path.getsize(tmp_path / 'eval_val_confusion.png') > 1000
+
+
+def test_unlabelled_split_gets_predictions_and_counts_but_no_accuracy(tmp_path):
+  directory = write_fixed_records(tmp_path / 'records', [-1] * NUM_VIDEOS, split='test')
+  results, predictions = _evaluate(directory, split='test')
+  assert results['num_videos'] == NUM_VIDEOS and results['num_labeled'] == 0
+  assert not {'top1', 'top5', 'mean_class_accuracy'} & set(results)
+  assert 'no labels' in evaluate.summary_line(results)
+  results['step'] = 0
+  paths = reports.write_outputs(str(tmp_path), results, predictions)
+  assert sorted(os.path.basename(p) for p in paths) == ['eval_test.json',
+                                                        'eval_test_predictions.csv']
+  assert evaluate.confusion_matrix(predictions).sum() == 0  # -1 is never counted as a class
+  rows = list(csv.DictReader(open(tmp_path / 'eval_test_predictions.csv')))
+  assert len(rows) == NUM_VIDEOS and all(r['label'] == '' and r['correct'] == '' for r in rows)
+  per_video = TABLE.sum(1)
+  for row in rows:
+    v = int(row['video'][1:])
+    assert int(row['top1']) == int(per_video[v].argmax())
+
+
+def test_partly_labelled_split_counts_labelled_videos_only(tmp_path):
+  labels = LABELS.copy()
+  labels[[1, 4]] = -1
+  directory = write_fixed_records(tmp_path / 'records', labels)
+  results, predictions = _evaluate(directory)
+  keep = labels >= 0
+  per_video = TABLE.sum(1)
+  assert results['num_videos'] == NUM_VIDEOS and results['num_labeled'] == int(keep.sum())
+  assert results['top1'] == pytest.approx(np.mean(per_video[keep].argmax(-1) == labels[keep]))
+  assert evaluate.confusion_matrix(predictions).sum() == keep.sum()
+  assert '5 labelled' in evaluate.summary_line(results)
+
+
+class NaNModel(FixedLogitModel):
+  @nn.compact
+  def __call__(self, x, train: bool = False, return_aux: bool = False):
+    logits = super().__call__(x, train) * jnp.nan
+    return (logits, {}) if return_aux else logits
+
+
+def test_non_finite_scores_stop_the_evaluation_and_json_stays_valid(fixed_records, tmp_path):
+  with pytest.raises(evaluate.NonFiniteScoresError, match='NaN or Inf scores for 7 of 7 videos'):
+    _evaluate(fixed_records, NaNModel())
+  path = reports.write_json(str(tmp_path / 'x.json'), {'top1': float('nan'), 'n': np.int64(3)})
+  assert json.loads(open(path).read()) == {'top1': None, 'n': 3}  # strict JSON, no NaN token

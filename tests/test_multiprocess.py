@@ -29,7 +29,7 @@ WORKER = textwrap.dedent('''
     from tests.conftest import tiny_config
     config = tiny_config(sys.argv[1])
     config.data.train_sharding = 'global_order'
-    trainer = train.Trainer(config, sys.argv[2])
+    trainer = train.training_engine(config)
     assert jax.device_count() == 4, jax.devices()
     state = trainer.fresh_state()
     batches = pipeline.as_numpy(pipeline.train_dataset(config, seed=11))
@@ -89,9 +89,12 @@ def _scalars(workdir: str, tag: str):
 
 def test_stopped_and_resumed_run_repeats_the_uninterrupted_loss_curve(config, tmp_path,
                                                                        monkeypatch):
+  """Exact resume with precise BN on: the stop comes right after an evaluation (step 2) whose
+  precise BN statistics were computed; they must not take batches from the training stream."""
   config.num_train_steps = 4
-  config.eval_every_steps = 4
+  config.eval_every_steps = 2
   config.checkpoint_every_steps = 4
+  config.precise_bn_batches = 2
   uninterrupted = str(tmp_path / 'uninterrupted')
   train.train_and_evaluate(config, uninterrupted)
 

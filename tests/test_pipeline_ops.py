@@ -8,6 +8,7 @@ import tensorflow as tf
 from PIL import Image
 
 from data import pipeline
+from salinet_jax import inputs
 
 
 def _seed(i):
@@ -197,7 +198,7 @@ def test_device_resize_matches_tf_resize_then_flip():
     crops = rng.integers(0, 256, (2, 3, h, w, 3)).astype(np.uint8)
     canvas = np.full((2, 3, size, size, 3), 255, np.uint8)  # what lies outside must not leak
     canvas[:, :, :h, :w] = crops
-    out = np.asarray(pipeline.resize_crops_on_device(canvas, np.array([[h, w]] * 2),
+    out = np.asarray(inputs.resize_crops_on_device(canvas, np.array([[h, w]] * 2),
                                                      np.array([False, True])))
     expected = tf.image.resize(tf.cast(crops.reshape(6, h, w, 3), tf.float32),
                                [size, size]).numpy().reshape(2, 3, size, size, 3)
@@ -224,7 +225,7 @@ def test_device_resized_crops_match_the_host_path(crop):
     assert canvas.shape == (1, 4, size, size, 3) and canvas.dtype == np.uint8
     assert np.all(canvas[:, :, hw[0]:] == 0) and np.all(canvas[:, :, :, hw[1]:] == 0)
     where.add('device' if tuple(hw) != (size, size) else 'host (or no resize)')
-    finished = pipeline.resize_crops_on_device(canvas, hw[None], sent['flip'].numpy()[None])
+    finished = inputs.resize_crops_on_device(canvas, hw[None], sent['flip'].numpy()[None])
     # Within one uint8 step: the host path rounds its resampled pixels (the device path keeps
     # float32 where it resizes), and flipping before or after the resize rounds differently.
     np.testing.assert_allclose(np.asarray(finished), host.numpy().astype(np.float32),
@@ -232,30 +233,20 @@ def test_device_resized_crops_match_the_host_path(crop):
   assert where == {'device', 'host (or no resize)'}
 
 
-def test_random_flip_op():
-  video = tf.reshape(tf.range(2 * 3 * 4 * 3, dtype=tf.float32), [1, 2, 3, 4, 3])
-  outcomes = set()
-  for i in range(20):
-    out = pipeline.random_flip({'video': video}, _seed(i))['video'].numpy()
-    outcomes.add(np.array_equal(out, video.numpy()[:, :, :, ::-1]))
-    assert np.array_equal(out, video.numpy()) or np.array_equal(out, video.numpy()[:, :, :, ::-1])
-  assert outcomes == {True, False}
-
-
-@pytest.mark.parametrize('preset', sorted(pipeline.NORMALIZATION_PRESETS))
+@pytest.mark.parametrize('preset', sorted(inputs.NORMALIZATION_PRESETS))
 def test_device_normalisation_matches_the_preset_formula(preset):
   import ml_collections  # pylint: disable=g-import-not-at-top
-  mean, std = pipeline.NORMALIZATION_PRESETS[preset]
+  mean, std = inputs.NORMALIZATION_PRESETS[preset]
   pixels = np.random.default_rng(0).integers(0, 256, (2, 3, 4, 5, 5, 3)).astype(np.uint8)
   data = ml_collections.ConfigDict({'normalization': preset})
   expected = (pixels / 255.0 - np.asarray(mean)) / np.asarray(std)
-  out = np.asarray(pipeline.normalize_on_device(pixels, data))
+  out = np.asarray(inputs.normalize_on_device(pixels, data))
   assert out.dtype == np.float32
   np.testing.assert_allclose(out, expected, atol=1e-5)
   # Padded frames (mask False) are zeros, for train (B, T, ...) and eval (B, V, T, ...) videos.
   frame_mask = np.array([[True, True, False, False], [True, False, False, False]])
   for video in (pixels[:, 0], pixels):
-    masked = np.asarray(pipeline.normalize_on_device(video, data, frame_mask))
+    masked = np.asarray(inputs.normalize_on_device(video, data, frame_mask))
     keep = frame_mask.reshape((2,) + (1,) * (video.ndim - 5) + (4, 1, 1, 1))
     np.testing.assert_allclose(masked, np.where(keep, expected if video.ndim == 6 else
                                                 expected[:, 0], 0.0), atol=1e-5)
@@ -273,7 +264,7 @@ def test_malloc_settings_apply_on_glibc_and_zero_keeps_defaults():
 def test_unknown_normalisation_preset_is_named():
   import ml_collections  # pylint: disable=g-import-not-at-top
   with pytest.raises(ValueError, match="config.data.normalization must be one of .* 'imagenet2'"):
-    pipeline.normalization(ml_collections.ConfigDict({'normalization': 'imagenet2'}))
+    inputs.normalization(ml_collections.ConfigDict({'normalization': 'imagenet2'}))
 
 
 # ----------------------------------------------------------------------------- from the config

@@ -1,34 +1,98 @@
-"""Predict mode on a real video file: top-5 classes with probabilities and a saliency PNG."""
+"""Predict mode on real files and folders: top-5, a CSV, bad files reported, names from the
+checkpoint, no temporary records."""
 
+import csv
 import os
+import shutil
 
 import pytest
 
+from data import records
+from salinet_jax import checkpoints
 from salinet_jax import predict
 from salinet_jax import train
 from tests.conftest import TESTDATA
 
 PANCAKE = TESTDATA / 'real_clips' / 'codec_fixtures' / 'flipping_a_pancake.mkv'
+CLASSES = ['moving_right', 'moving_left', 'moving_down', 'moving_up']
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory, tiny_data_dir):
+  from tests.conftest import tiny_config  # pylint: disable=g-import-not-at-top
+  config = tiny_config(tiny_data_dir)
+  workdir = str(tmp_path_factory.mktemp('predict') / 'run')
+  train.train_and_evaluate(config, workdir)
+  return config, workdir
 
 
 @pytest.mark.skipif(not PANCAKE.exists(), reason=f'shared test data not found at {PANCAKE}')
-def test_predict_on_a_real_video(config, tmp_path, capsys):
-  workdir = str(tmp_path / 'run')
-  train.train_and_evaluate(config, workdir)
-  results = predict.predict(config, workdir, [str(PANCAKE)])
-  assert len(results) == 1
-  top = results[0]['top5']
-  assert len(top) == 4  # the synthetic dataset has 4 classes
-  probabilities = [p for _, p in top]
+def test_predict_a_folder_with_a_good_video_an_empty_file_and_a_text_file(trained, tmp_path,
+                                                                         capsys, monkeypatch):
+  config, workdir = trained
+  folder = tmp_path / 'videos'
+  (folder / 'nested').mkdir(parents=True)
+  shutil.copy(PANCAKE, folder / 'nested' / 'pancake.mkv')
+  (folder / 'empty.mp4').write_bytes(b'')
+  (folder / 'notes.mp4').write_text('not a video, whatever the name says\n')
+  (folder / 'readme.txt').write_text('skipped: no video extension\n')
+  # Class names come from the checkpoint: the training records are not needed.
+  monkeypatch.setattr(config.dataset, 'data_dir', str(tmp_path / 'records_are_gone'))
+
+  def no_records(*args, **kwargs):
+    raise AssertionError('predict must not write or read TFRecords')
+
+  monkeypatch.setattr(records, 'ShardWriter', no_records)
+  monkeypatch.setattr(records, 'parse_video', no_records)
+  results = predict.predict(config, workdir, [str(folder)])
+  by_name = {os.path.basename(r['video']): r for r in results}
+  assert sorted(by_name) == ['empty.mp4', 'notes.mp4', 'pancake.mkv']
+  good = by_name['pancake.mkv']
+  assert good['ok'] and len(good['top5']) == 4  # the synthetic dataset has 4 classes
+  probabilities = [p for _, p in good['top5']]
   assert probabilities == sorted(probabilities, reverse=True)
   assert sum(probabilities) == pytest.approx(1.0, abs=1e-4)
-  assert {name for name, _ in top} == set(train.Trainer(config, workdir).classes)
+  assert {name for name, _ in good['top5']} == set(CLASSES)
+  assert not by_name['empty.mp4']['ok'] and 'empty file' in by_name['empty.mp4']['error']
+  assert not by_name['notes.mp4']['ok'] and 'cannot open video' in by_name['notes.mp4']['error']
   printed = capsys.readouterr().out
-  assert str(PANCAKE) in printed and top[0][0] in printed
-  pictures = os.listdir(os.path.join(workdir, 'predictions'))
-  assert pictures == ['000_flipping_a_pancake.mkv.png']
+  assert 'pancake.mkv' in printed and good['top5'][0][0] in printed
+
+  output = os.path.join(workdir, 'predictions')
+  with open(os.path.join(output, predict.PREDICTIONS_FILE)) as f:
+    rows = {os.path.basename(r['video']): r for r in csv.DictReader(f)}
+  assert rows['pancake.mkv']['error'] == '' and rows['pancake.mkv']['top1'] == good['top5'][0][0]
+  assert float(rows['pancake.mkv']['top1_probability']) == pytest.approx(
+      good['top5'][0][1], abs=1e-6)
+  assert 'empty file' in rows['empty.mp4']['error'] and rows['empty.mp4']['top1'] == ''
+  assert sorted(p for p in os.listdir(output) if p.endswith('.png')) == ['000_pancake.mkv.png']
 
 
-def test_predict_rejects_missing_files(config, tmp_path):
-  with pytest.raises(FileNotFoundError, match='nope.mp4'):
-    predict.predict(config, str(tmp_path), [str(tmp_path / 'nope.mp4')])
+def test_a_missing_path_fails_before_the_model_loads(trained, tmp_path, monkeypatch):
+  config, workdir = trained
+
+  def no_model(*args, **kwargs):
+    raise AssertionError('the model must not load for a bad --video')
+
+  monkeypatch.setattr(predict.engine, 'Engine', no_model)
+  with pytest.raises(predict.PredictInputError, match='nope.mp4 does not exist'):
+    predict.predict(config, workdir, [str(tmp_path / 'nope.mp4')])
+  (tmp_path / 'only_text').mkdir()
+  (tmp_path / 'only_text' / 'a.txt').write_text('x')
+  with pytest.raises(predict.PredictInputError, match='No video file'):
+    predict.predict(config, workdir, [str(tmp_path / 'only_text')])
+
+
+def test_a_checkpoint_without_class_names_is_refused_clearly(trained, tmp_path):
+  config, workdir = trained
+  copy = tmp_path / 'old_run'
+  shutil.copytree(workdir, copy)
+  step_dir = copy / 'checkpoints' / '2'
+  import json  # pylint: disable=g-import-not-at-top
+  meta_path = step_dir / '_CHECKPOINT_METADATA'
+  meta = json.loads(meta_path.read_text())
+  del meta['custom_metadata']['classes']
+  meta_path.write_text(json.dumps(meta))
+  (copy / 'video.mp4').write_bytes(b'x')
+  with pytest.raises(checkpoints.CheckpointError, match='carries no class names'):
+    predict.predict(config, str(copy), [str(copy / 'video.mp4')])

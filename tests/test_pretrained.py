@@ -123,12 +123,11 @@ def test_training_checkpoints_load_from_the_workdir_and_step_dir(tmp_path):
   params, batch_stats = init(model, seed=6)
   config = k400_i3d_nl.get_config()
   config.checkpoint.async_save = False
-  manager = checkpoints.create_manager(str(tmp_path), config.checkpoint)
+  store = checkpoints.CheckpointStore(str(tmp_path), config.checkpoint)
   state = {'step': jnp.asarray(3), 'params': params, 'batch_stats': batch_stats,
            'opt_state': {'momentum': jax.tree.map(jnp.zeros_like, params)}}
-  checkpoints.save(manager, 3, state, metrics={'val_top1': 0.5})
-  manager.wait_until_finished()
-  manager.close()
+  store.save(3, state, metrics={'val_top1': 0.5})
+  store.close()
   fresh_params, fresh_stats = init(model, seed=7)
   for source in (str(tmp_path), str(tmp_path / 'checkpoints' / '3')):
     got, got_stats, report = pretrained.load_pretrained(

@@ -10,6 +10,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from configs import base
 from salinet_jax import flops
 from salinet_jax import losses
 from salinet_jax.models import build_model
@@ -127,7 +128,8 @@ def test_s2dnet_loss_is_smoothed_dnet_ce_plus_weighted_snet_ce():
   dnet = jnp.array([[2.0, 0.0, -1.0], [0.5, 0.5, 0.0]])
   snet = jnp.array([[0.0, 1.0, 0.0], [1.0, 0.0, 2.0]])
   labels = jnp.array([0, 2])
-  config = ml_collections.ConfigDict(dict(name='s2dnet'))
+  config = base.get_base_config().loss
+  config.name = 's2dnet'
   assert losses.needs_aux(config)
   total, terms = losses.compute_loss(config, dnet, labels, {'snet_logits': snet})
 
@@ -137,7 +139,8 @@ def test_s2dnet_loss_is_smoothed_dnet_ce_plus_weighted_snet_ce():
     return float(-jnp.mean(jnp.sum(target * logp, axis=-1)))
 
   assert float(terms['dnet_cross_entropy']) == pytest.approx(ce(dnet, 0.1), rel=1e-6)
-  assert float(terms['snet_cross_entropy']) == pytest.approx(0.1 * ce(snet, 0.0), rel=1e-6)
+  assert float(terms['weighted_snet_cross_entropy']) == pytest.approx(0.1 * ce(snet, 0.0),
+                                                                    rel=1e-6)
   assert float(total) == pytest.approx(ce(dnet, 0.1) + 0.1 * ce(snet, 0.0), rel=1e-6)
 
 
@@ -193,7 +196,8 @@ def _stage_gradients(stage, batch):
   """Jacobian of (total loss, DNet CE only, sum of the sampler geometry) w.r.t. every parameter."""
   video, num_valid, labels, variables = batch
   model = s2dnet.S2DNet(num_classes=TINY_CLASSES, stage=stage, **TINY)
-  loss_config = ml_collections.ConfigDict(dict(name='s2dnet'))
+  loss_config = base.get_base_config().loss
+  loss_config.name = 's2dnet'
 
   def objectives(params):
     (logits, aux), updates = model.apply(

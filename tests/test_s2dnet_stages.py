@@ -22,10 +22,10 @@ def tiny_s2dnet_config(data_dir, stage: str):
 
 
 def _restore(config, workdir):
-  trainer = train.Trainer(config, workdir)
-  manager = checkpoints.create_manager(workdir, config.checkpoint, read_only=True)
-  state = checkpoints.restore(manager, manager.latest_step(), trainer.abstract_state())
-  manager.close()
+  trainer = train.training_engine(config)
+  store = checkpoints.CheckpointStore(workdir, config.checkpoint, read_only=True)
+  state = store.restore(store.latest_step(), trainer.abstract_state())
+  store.close()
   return trainer, state
 
 
@@ -51,9 +51,8 @@ def test_warmup_freezes_f_theta_and_sampling_starts_from_warmup(tiny_data_dir, t
 
   config = tiny_s2dnet_config(tiny_data_dir, 'sampling')
   config.init_from.checkpoint = warmup_dir  # 2 steps: the warm-up schedule's first LR is 0
-  start = train.initialize_from(train.Trainer(config, sampling_dir),
-                                train.Trainer(config, sampling_dir).fresh_state(),
-                                config.init_from)
+  sampling = train.training_engine(config)
+  start = train.initialize_from(sampling, sampling.fresh_state(), config.init_from)
   for a, b in zip(jax.tree.leaves(start.params), jax.tree.leaves(warm.params)):
     np.testing.assert_array_equal(a, b)
   train.train_and_evaluate(config, sampling_dir)

@@ -6,6 +6,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from configs import base
 from salinet_jax import losses
 from salinet_jax.models import build_model
 from salinet_jax.models import salient
@@ -264,7 +265,8 @@ def test_ce_l1_l2_gradients_reach_every_salient_parameter(name, extra):
   # No dropout: its random mask would only add (slow-to-compile) threefry code.
   config = ml_collections.ConfigDict(dict(name=name, dropout_rate=0.0, **extra))
   model = build_model(config, num_classes=5)
-  loss_config = ml_collections.ConfigDict({'name': 'ce_l1_l2'})
+  loss_config = base.get_base_config().loss
+  loss_config.name = 'ce_l1_l2'
   x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 8, 32, 32, 3)), jnp.float32)
   labels = jnp.array([1, 3])
   variables = _init(model, x)
@@ -277,7 +279,8 @@ def test_ce_l1_l2_gradients_reach_every_salient_parameter(name, extra):
 
   (total, terms), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True),
                                   compiler_options=FAST_COMPILE)(variables['params'])
-  assert set(terms) == {'cross_entropy', 'saliency_l1', 'gate1_mse', 'gate2_mse'}
+  assert set(terms) == {'cross_entropy', 'weighted_saliency_l1', 'weighted_gate1_mse',
+                        'weighted_gate2_mse'}
   assert bool(jnp.isfinite(total))
   # Hara on 8 frames ends with T = 1, where the mask fusion has no parameters.
   expected = ('ssf', 'tsfp', 'fusion') if name == 'salinet_i3d' else ('ssf', 'tsfp')

@@ -3,15 +3,18 @@
 import math
 
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
+from configs import base
 from salinet_jax import losses
 
 
 def _config(**fields):
-  return ml_collections.ConfigDict(fields)
+  """The base config's loss fields with `fields` replaced."""
+  config = base.get_base_config().loss
+  config.update(fields)
+  return config
 
 
 def _aux():
@@ -51,12 +54,12 @@ def test_ce_l1_hand_computed():
   config = _config(name='ce_l1', l1_weight=0.1)
   total, terms = losses.compute_loss(config, LOGITS, LABELS, _aux())
   np.testing.assert_allclose(terms['cross_entropy'], CE, rtol=1e-6)
-  np.testing.assert_allclose(terms['saliency_l1'], 0.1 * 2.25, rtol=1e-6)
+  np.testing.assert_allclose(terms['weighted_saliency_l1'], 0.1 * 2.25, rtol=1e-6)
   np.testing.assert_allclose(total, CE + 0.225, rtol=1e-6)
   # Per-clip sum, mean over the batch, times the reference's per-device batch.
   config = _config(name='ce_l1', l1_weight=0.1, reference_per_device_batch=2)
   _, terms = losses.compute_loss(config, LOGITS, LABELS, _aux())
-  np.testing.assert_allclose(terms['saliency_l1'], 0.45, rtol=1e-6)
+  np.testing.assert_allclose(terms['weighted_saliency_l1'], 0.45, rtol=1e-6)
 
 
 def test_ce_l1_with_one_clip_per_device_equals_reference_sum():
@@ -64,21 +67,21 @@ def test_ce_l1_with_one_clip_per_device_equals_reference_sum():
   one_clip = {'saliency_final': aux['saliency_final'][:1]}
   config = _config(name='ce_l1', l1_weight=1.0)
   _, terms = losses.compute_loss(config, LOGITS[:1], LABELS[:1], one_clip)
-  np.testing.assert_allclose(terms['saliency_l1'], 3.5, rtol=1e-6)  # torch.norm(S_final, p=1)
+  np.testing.assert_allclose(terms['weighted_saliency_l1'], 3.5, rtol=1e-6)  # torch.norm(S_final, p=1)
 
 
 def test_ce_l1_l2_hand_computed():
   config = _config(name='ce_l1_l2', l1_weight=0.1, gate1_weight=2.0, gate2_weight=10.0)
   total, terms = losses.compute_loss(config, LOGITS, LABELS, _aux())
   assert set(terms) == {'cross_entropy', 'saliency_l1', 'gate1_mse', 'gate2_mse'}
-  np.testing.assert_allclose(terms['gate1_mse'], 2.0 * 0.08, rtol=1e-6)
-  np.testing.assert_allclose(terms['gate2_mse'], 10.0 * 0.26, rtol=1e-6)
+  np.testing.assert_allclose(terms['weighted_gate1_mse'], 2.0 * 0.08, rtol=1e-6)
+  np.testing.assert_allclose(terms['weighted_gate2_mse'], 10.0 * 0.26, rtol=1e-6)
   np.testing.assert_allclose(total, CE + 0.225 + 0.16 + 2.6, rtol=1e-6)
 
 
 def test_ce_l1_l2_default_weights_are_1e4():
   total, terms = losses.compute_loss(_config(name='ce_l1_l2'), LOGITS, LABELS, _aux())
-  np.testing.assert_allclose(terms['saliency_l1'], 1e-4 * 2.25, rtol=1e-6)
-  np.testing.assert_allclose(terms['gate1_mse'], 1e-4 * 0.08, rtol=1e-6)
-  np.testing.assert_allclose(terms['gate2_mse'], 1e-4 * 0.26, rtol=1e-6)
+  np.testing.assert_allclose(terms['weighted_saliency_l1'], 1e-4 * 2.25, rtol=1e-6)
+  np.testing.assert_allclose(terms['weighted_gate1_mse'], 1e-4 * 0.08, rtol=1e-6)
+  np.testing.assert_allclose(terms['weighted_gate2_mse'], 1e-4 * 0.26, rtol=1e-6)
   np.testing.assert_allclose(total, CE + 1e-4 * (2.25 + 0.08 + 0.26), rtol=1e-6)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from salinet_jax import checkpoints
+from salinet_jax import engine
 from salinet_jax import train
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -21,16 +22,29 @@ def _leaves(tree):
   return [np.asarray(x) for x in jax.tree.leaves(tree)]
 
 
+def _restore(config, workdir, step):
+  trainer = train.training_engine(config)
+  store = checkpoints.CheckpointStore(workdir, config.checkpoint, read_only=True)
+  state = store.restore(step, trainer.abstract_state())
+  store.close()
+  return trainer, state
+
+
 def test_train_then_evaluate_writes_checkpoints_metrics_and_json(config, tmp_path):
   workdir = str(tmp_path / 'run')
   config.precise_bn_batches = 1
   results = train.train_and_evaluate(config, workdir)
-  assert results['step'] == 2 and results['num_videos'] == 7
-  assert 0.0 <= results['top1'] <= results['top5'] <= 1.0
-  # Logged for SaliNet models; at this 16 px size S_final is a single position, so only >= 0.
-  assert results['saliency_final_spatial_std'] >= 0
+  assert results['step'] == 2 and results['num_videos'] == results['num_labeled'] == 7
+  # Accuracies are counts of the 7 labelled videos.
+  assert results['top1'] * 7 == pytest.approx(round(results['top1'] * 7))
+  # At 16 px S_final is a single position, so its spatial spread is exactly zero.
+  assert results['saliency_final_spatial_std'] == 0.0
   assert os.path.isdir(os.path.join(workdir, 'checkpoints', '2'))
   assert any(name.startswith('events.out.tfevents') for name in os.listdir(workdir))
+  store = checkpoints.CheckpointStore(workdir, config.checkpoint, read_only=True)
+  assert store.metadata(2)['classes'] == ['moving_right', 'moving_left', 'moving_down',
+                                          'moving_up']
+  store.close()
 
   config.eval.checkpoint = 'latest'
   evaluated = train.evaluate(config, workdir)
@@ -44,27 +58,26 @@ def test_train_then_evaluate_writes_checkpoints_metrics_and_json(config, tmp_pat
   assert len(pictures) == 4 and all(p.endswith('.png') for p in pictures)  # S_final overlays
 
 
-def test_resume_continues_from_saved_step_with_identical_optimizer_state(config, tmp_path):
+def test_resume_continues_from_saved_step_without_initialising_again(config, tmp_path,
+                                                                     monkeypatch):
   workdir = str(tmp_path / 'run')
   train.train_and_evaluate(config, workdir)  # stops at num_train_steps = 2, checkpoint at 2
-
-  trainer = train.Trainer(config, workdir)
-  manager = checkpoints.create_manager(workdir, config.checkpoint, read_only=True)
-  saved = checkpoints.restore(manager, 2, trainer.abstract_state())
-  manager.close()
+  trainer, saved = _restore(config, workdir, 2)
   assert int(saved.step) == 2
   fresh = trainer.fresh_state()
   assert any(not np.array_equal(a, b) for a, b in zip(_leaves(saved.opt_state),
                                                        _leaves(fresh.opt_state)))
 
+  def no_init(self):
+    raise AssertionError('a resumed run must not initialise (and compile) a fresh state')
+
+  monkeypatch.setattr(engine.Engine, 'fresh_state', no_init)
   config.num_train_steps = 4
   config.eval_every_steps = 4
   config.checkpoint_every_steps = 4
   train.train_and_evaluate(config, workdir)
-  manager = checkpoints.create_manager(workdir, config.checkpoint, read_only=True)
-  assert manager.all_steps() == [2, 4]
-  resumed = checkpoints.restore(manager, 4, trainer.abstract_state())
-  manager.close()
+  monkeypatch.undo()
+  _, resumed = _restore(config, workdir, 4)
   assert int(resumed.step) == 4
   # The optax schedule counter went on from 2 to 4: the run resumed, it did not restart.
   counts = [int(x) for x in jax.tree.leaves(resumed.opt_state) if np.ndim(x) == 0]
@@ -75,19 +88,43 @@ def test_nonfinite_loss_stops_training_and_keeps_last_good_checkpoint(config, tm
   workdir = str(tmp_path / 'run')
   train.train_and_evaluate(config, workdir)
   config.num_train_steps = 6
-  config.log_every_steps = 1
+  config.log_every_steps = 100
+  config.checkpoint_every_steps = 1
   config.optimizer.base_learning_rate = 1e38
   config.optimizer.schedule = 'constant'
-  with pytest.raises(train.NonFiniteLossError, match='last good checkpoint'):
+  with pytest.raises((train.NonFiniteLossError, checkpoints.NonFiniteStateError),
+                     match='last good checkpoint is step 2'):
     train.train_and_evaluate(config, workdir)
-  manager = checkpoints.create_manager(workdir, config.checkpoint, read_only=True)
-  assert manager.all_steps() == [2]
-  manager.close()
+  store = checkpoints.CheckpointStore(workdir, config.checkpoint, read_only=True)
+  assert store.steps() == [2]
+  store.close()
+
+
+def test_huge_learning_rate_never_leaves_a_non_finite_checkpoint(config, tmp_path):
+  """lr 1e6, a checkpoint every step: whatever step goes bad, no saved state holds NaN/Inf,
+  and the best checkpoint is one of them."""
+  workdir = str(tmp_path / 'run')
+  config.num_train_steps = 6
+  config.log_every_steps = 100
+  config.eval_every_steps = 100
+  config.checkpoint_every_steps = 1
+  config.optimizer.base_learning_rate = 1e6
+  config.optimizer.schedule = 'constant'
+  with pytest.raises((train.NonFiniteLossError, checkpoints.NonFiniteStateError)):
+    train.train_and_evaluate(config, workdir)
+  store = checkpoints.CheckpointStore(workdir, config.checkpoint, read_only=True)
+  trainer = train.training_engine(config)
+  for step in store.steps():
+    state = store.restore(step, trainer.abstract_state())
+    assert checkpoints.non_finite_parts(state) == [], step
+  store.close()
 
 
 def test_batch_that_does_not_divide_over_devices_fails_with_advice():
+  from salinet_jax import errors  # pylint: disable=g-import-not-at-top
   from salinet_jax import parallel  # pylint: disable=g-import-not-at-top
-  with pytest.raises(ValueError, match=r'config.batch_size=6 is not divisible by the 4 devices'):
+  with pytest.raises(errors.ConfigError,
+                     match=r'config.batch_size=6 is not divisible by the 4 devices'):
     parallel.check_batch_size(6, 4, 'config.batch_size')
   parallel.check_batch_size(8, 4, 'config.batch_size')
 
@@ -99,7 +136,7 @@ WORKER = textwrap.dedent('''
     from salinet_jax import parallel, train
     from tests.conftest import tiny_config
     config = tiny_config(sys.argv[1])
-    trainer = train.Trainer(config, sys.argv[2])
+    trainer = train.training_engine(config)
     assert jax.device_count() == int(sys.argv[3]), jax.devices()
     state = trainer.fresh_state()
     batches = pipeline.as_numpy(pipeline.train_dataset(config, seed=11))
@@ -133,3 +170,40 @@ def test_four_device_mesh_matches_one_device(tiny_data_dir, tmp_path):
   assert len(keys) > 20
   for key in keys:
     np.testing.assert_allclose(one[key], four[key], atol=1e-5, rtol=1e-5, err_msg=key)
+
+
+def test_evaluate_needs_only_the_split_it_reads(config, tmp_path):
+  """A held-out set converted on its own (records holding only a 'test' split) evaluates."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  from data import records  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path / 'run')
+  trained = train.train_and_evaluate(config, workdir)
+  source, held_out = config.dataset.data_dir, tmp_path / 'held_out'
+  held_out.mkdir()
+  metadata = records.read_metadata(source)
+  shards = []
+  for shard in metadata.shards['val']:
+    name = shard['file'].replace('-val.', '-test.')
+    shutil.copy(os.path.join(source, shard['file']), held_out / name)
+    shards.append(dict(shard, file=name))
+  records.write_metadata(str(held_out), records.DatasetMetadata(
+      metadata.name, metadata.classes, {'test': metadata.split_sizes['val']},
+      {'test': len(shards)}, shards={'test': shards}))
+  config.dataset.data_dir = str(held_out)
+  results = train.evaluate(config, workdir, split='test')
+  assert results['split'] == 'test' and results['num_videos'] == 7
+  assert os.path.exists(os.path.join(workdir, 'eval_test.json'))
+  assert results['top1'] == trained['top1']  # the same videos under another split name
+
+
+def test_float64_runs_through_the_normal_path_only_with_64_bit_jax(config):
+  from salinet_jax import errors  # pylint: disable=g-import-not-at-top
+  from salinet_jax import models  # pylint: disable=g-import-not-at-top
+  config.dtype = 'float64'
+  with pytest.raises(errors.ConfigError, match='JAX_ENABLE_X64=1'):
+    train.training_engine(config)
+  with jax.enable_x64(True):
+    trainer = train.training_engine(config)
+    variables = models.init_variables(trainer.model, jax.random.key(0), trainer.input_shape)
+    logits = trainer.model.apply(variables, np.zeros(trainer.input_shape), train=False)
+    assert logits.dtype == np.float64

@@ -14,6 +14,7 @@ import numpy as np
 import optax
 
 from salinet_jax import checkpoints
+from salinet_jax import engine
 from salinet_jax import losses
 from salinet_jax import train
 from salinet_jax.models import layers
@@ -40,8 +41,8 @@ def test_gradient_accumulation_equals_one_big_batch(config):
   rng = np.random.default_rng(0)
   batch = {'video': jnp.asarray(rng.normal(size=(8, 2, 6, 6, 3)), jnp.float32),
            'label': jnp.asarray(rng.integers(0, 4, 8), jnp.int32)}
-  state = train.create_train_state(model, tx, jax.random.key(0), (1, 2, 6, 6, 3))
-  step = functools.partial(train.train_step, model=model, tx=tx, loss_config=config.loss,
+  state = engine.create_train_state(model, tx, jax.random.key(0), (1, 2, 6, 6, 3))
+  step = functools.partial(engine.train_step, model=model, tx=tx, loss_config=config.loss,
                            schedule=schedule, data_config=config.data)
   config.loss.name = 'cross_entropy'
   assert not losses.needs_aux(config.loss)
@@ -57,7 +58,7 @@ def test_gradient_accumulation_equals_one_big_batch(config):
 
 def test_bfloat16_step_runs_and_keeps_float32_state(config, tmp_path):
   config.dtype = 'bfloat16'
-  trainer = train.Trainer(config, str(tmp_path))
+  trainer = train.training_engine(config)
   state = trainer.fresh_state()
   from data import pipeline  # pylint: disable=g-import-not-at-top
   from salinet_jax import parallel  # pylint: disable=g-import-not-at-top
@@ -91,10 +92,10 @@ def test_sigterm_saves_current_step_and_exits_cleanly(tiny_data_dir, tmp_path):
   _, rest = proc.communicate(timeout=300)
   log.append(rest)
   assert proc.returncode == 0, ''.join(log)[-4000:]
-  manager = checkpoints.create_manager(str(workdir), train_config_for(tiny_data_dir).checkpoint,
-                                       read_only=True)
-  steps = manager.all_steps()
-  manager.close()
+  store = checkpoints.CheckpointStore(str(workdir), train_config_for(tiny_data_dir).checkpoint,
+                                     read_only=True)
+  steps = store.steps()
+  store.close()
   assert len(steps) == 1 and 3 <= steps[0] < 100000, steps
   assert 'Preempted: saved checkpoint step' in ''.join(log)
 

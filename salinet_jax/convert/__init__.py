@@ -22,10 +22,9 @@ import dataclasses
 import re
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
+from salinet_jax import models
 from salinet_jax.convert import inflate
 from salinet_jax.convert import layout
 from salinet_jax.convert import pyslowfast
@@ -131,16 +130,9 @@ def num_classes_of(state_dict: Mapping[str, np.ndarray], keys: Sequence[str]) ->
   return None
 
 
-def clip_shape(config) -> Tuple[int, ...]:
-  """(1, T, H, W, 3): one training clip, like `salinet_jax.train.input_shape` (no TF import)."""
-  return (1, config.data.num_frames, config.data.crop_size, config.data.crop_size, 3)
-
-
 def model_template(model, input_shape: Sequence[int]) -> Dict[str, Any]:
   """{'params', 'batch_stats'} of `model` as ShapeDtypeStructs (no computation)."""
-  rngs = {'params': jax.random.key(0), 'dropout': jax.random.key(0)}
-  shapes = jax.eval_shape(
-      lambda: model.init(rngs, jnp.zeros(tuple(input_shape), jnp.float32), train=False))
+  shapes = models.abstract_variables(model, input_shape)
   return {'params': shapes.get('params', {}), 'batch_stats': shapes.get('batch_stats', {})}
 
 

@@ -54,12 +54,13 @@ def main(argv):
   if _CONFIG.value is None:
     raise app.UsageError('--config is required.')
   # Imported here so that --help is instant.
-  from salinet_jax import checkpoints  # pylint: disable=g-import-not-at-top
+  from salinet_jax import console  # pylint: disable=g-import-not-at-top
   from salinet_jax import convert  # pylint: disable=g-import-not-at-top
+  from salinet_jax import inputs  # pylint: disable=g-import-not-at-top
   from salinet_jax import pretrained  # pylint: disable=g-import-not-at-top
   from salinet_jax.models import build_model  # pylint: disable=g-import-not-at-top
 
-  checkpoints.quiet_orbax_logs()
+  console.setup()
   config = _CONFIG.value
   source = convert.SOURCES[_SOURCE.value]
   exclude = convert.sanitize_regex(_EXCLUDE.value)
@@ -77,7 +78,7 @@ def main(argv):
     raise app.UsageError(f'The checkpoint has no classifier ({", ".join(source.classifier_keys)})'
                          ': pass --num_classes.')
   model = build_model(config.model, num_classes, 'float32')
-  template = convert.model_template(model, convert.clip_shape(config))
+  template = convert.model_template(model, inputs.clip_shape(config.data))
   options = {'target': _TARGET.value}
   variables, report = {}, None
   for path, (state_dict, unplaced) in zip(paths, loaded):

@@ -6,10 +6,13 @@ and returns logits (float32), or `(logits, aux)` with a dict of auxiliary tensor
 """
 
 import dataclasses
-from typing import Any, Dict, Type
+from typing import Any, Dict, Sequence, Type
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+
+from salinet_jax import errors
 
 from salinet_jax.models import resnet3d
 from salinet_jax.models import s2dnet
@@ -23,13 +26,21 @@ MODELS: Dict[str, Type[nn.Module]] = {
     's2dnet': s2dnet.S2DNet,
 }
 
-DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16,
+          'float64': jnp.float64}
 
 
 def compute_dtype(name: str) -> Any:
-  """Maps `config.dtype` to a jnp dtype, failing loudly on an unknown name."""
+  """Maps `config.dtype` to a jnp dtype, failing loudly on an unknown name.
+
+  'float64' (parity checks against PyTorch through the normal path) needs 64-bit JAX.
+  """
   if name not in DTYPES:
-    raise ValueError(f'config.dtype must be one of {sorted(DTYPES)}, got {name!r}.')
+    raise errors.ConfigError(f'config.dtype must be one of {sorted(DTYPES)}, got {name!r}.')
+  if name == 'float64' and not jax.config.jax_enable_x64:
+    raise errors.ConfigError("config.dtype='float64' needs 64-bit JAX: set JAX_ENABLE_X64=1 in "
+                             "the environment (or jax.config.update('jax_enable_x64', True) "
+                             'before building the model).')
   return DTYPES[name]
 
 
@@ -46,3 +57,18 @@ def build_model(model_config, num_classes: int, dtype: str = 'float32') -> nn.Mo
     raise ValueError(f'config.model has fields {unknown} that model {name!r} does not accept; '
                      f'accepted: {sorted(accepted - {"num_classes", "dtype"})}.')
   return model_cls(num_classes=num_classes, dtype=compute_dtype(dtype), **fields)
+
+
+def init_variables(model: nn.Module, rng: jax.Array, input_shape: Sequence[int]) -> Dict[str, Any]:
+  """The model's freshly initialised variables for float32 clips of `input_shape` (B, T, H, W, C).
+
+  The one place a model is initialised: training, conversion, FLOP counting and the benchmark
+  all go through here (or `abstract_variables`).
+  """
+  return model.init({'params': rng, 'dropout': rng}, jnp.zeros(tuple(input_shape), jnp.float32),
+                    train=False)
+
+
+def abstract_variables(model: nn.Module, input_shape: Sequence[int]) -> Dict[str, Any]:
+  """`init_variables` as ShapeDtypeStructs: shapes and dtypes only, nothing computed."""
+  return jax.eval_shape(lambda: init_variables(model, jax.random.key(0), input_shape))

@@ -1,0 +1,90 @@
+"""A console a person can read: short time-stamped lines, no library chatter, a copy in the workdir.
+
+`setup()` (main.py calls it once) gives absl's handler a compact `HH:MM:SS message` format
+(warnings and errors say so), hides INFO lines of libraries that speak for themselves (orbax,
+JAX's backend probing, clu's work-unit notes, TensorFlow Datasets) and keeps processes other than
+0 to warnings. `log_to_file(workdir)` sends the same lines to `<workdir>/log.txt`.
+"""
+
+import logging as std_logging
+import os
+from typing import Optional
+
+import jax
+from absl import logging
+
+LOG_FILE = 'log.txt'
+# Loggers whose INFO lines only repeat what the project logs itself, or that no user can act on.
+_QUIET_LOGGERS = ('jax._src.xla_bridge', 'jax._src.distributed', 'tensorflow_datasets',
+                  'orbax', 'absl.flags')
+_NOISE = ('Setting work unit notes',  # clu's ReportProgress: the project's own line has it
+          'Unable to initialize backend')
+# Orbax warnings a user cannot act on: a read-only manager (eval), a best-metric policy before
+# the first evaluation has given it a metric.
+_ORBAX_NOISE = ('Given directory is read only', 'read_only=True', 'tracked_metric', 'metrics')
+
+
+class _Format(std_logging.Formatter):
+  def format(self, record: std_logging.LogRecord) -> str:
+    stamp = self.formatTime(record, '%H:%M:%S')
+    level = '' if record.levelno < std_logging.WARNING else f'{record.levelname.lower()}: '
+    text = f'{stamp} {level}{record.getMessage()}'
+    # Library threads (orbax's background save) log the traceback of an error the project
+    # reports itself in one line; keep their first line only.
+    if record.exc_info and '/orbax/' not in record.pathname:
+      text += '\n' + self.formatException(record.exc_info)
+    return text
+
+
+class _DropNoise(std_logging.Filter):
+  """Drops library INFO lines (orbax logs dozens per save) and the noise listed above."""
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    message = record.getMessage()
+    if '/orbax/' in record.pathname:
+      return (record.levelno >= std_logging.WARNING
+              and not any(noise in message for noise in _ORBAX_NOISE))
+    if record.levelno >= std_logging.WARNING:
+      return True
+    if record.name.startswith(_QUIET_LOGGERS):
+      return False
+    return not any(noise in message for noise in _NOISE)
+
+
+_FILTERS = (_DropNoise(),)
+_file_handler: Optional[std_logging.Handler] = None
+
+
+def setup() -> None:
+  """Formats and filters the absl console handler (idempotent)."""
+  handler = logging.get_absl_handler()
+  handler.python_handler.setFormatter(_Format())
+  for log_filter in _FILTERS:
+    if log_filter not in handler.filters:
+      handler.addFilter(log_filter)
+  for name in _QUIET_LOGGERS:
+    std_logging.getLogger(name).setLevel(std_logging.WARNING)
+  logging.set_verbosity(logging.INFO if jax.process_index() == 0 else logging.WARNING)
+
+
+def log_to_file(workdir: str) -> str:
+  """Also writes every console line of this process to `<workdir>/log.txt` (appending)."""
+  global _file_handler
+  close_log_file()
+  path = os.path.join(os.path.abspath(workdir), LOG_FILE)
+  if jax.process_index() != 0:
+    return path
+  _file_handler = std_logging.FileHandler(path)
+  _file_handler.setFormatter(_Format())
+  for log_filter in _FILTERS:
+    _file_handler.addFilter(log_filter)
+  logging.get_absl_logger().addHandler(_file_handler)
+  return path
+
+
+def close_log_file() -> None:
+  global _file_handler
+  if _file_handler is not None:
+    logging.get_absl_logger().removeHandler(_file_handler)
+    _file_handler.close()
+    _file_handler = None

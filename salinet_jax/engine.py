@@ -1,0 +1,238 @@
+"""What every mode (train, eval, predict, export) builds from one config: the `Engine`.
+
+An Engine holds the model, the data-parallel mesh, the optimizer, the jitted train / eval /
+precise-BN steps and the train state's creation and restoration. The class names travel with
+the checkpoints (their metadata), so evaluating or predicting needs the workdir, not the
+training records.
+"""
+
+import functools
+import math
+import os
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from salinet_jax import checkpoints
+from salinet_jax import errors
+from salinet_jax import evaluate as evaluate_lib
+from salinet_jax import inputs
+from salinet_jax import losses
+from salinet_jax import models
+from salinet_jax import optim
+from salinet_jax import parallel
+from salinet_jax import precise_bn
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a checkpoint must hold to resume training exactly."""
+  step: jnp.ndarray
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+
+  @property
+  def variables(self) -> Dict[str, Any]:
+    return {'params': self.params, 'batch_stats': self.batch_stats}
+
+
+def num_train_steps(config, train_videos: int) -> int:
+  """`config.num_train_steps`, or `config.num_epochs` worth of global batches when it is -1."""
+  if config.num_train_steps > 0:
+    return config.num_train_steps
+  if config.num_epochs <= 0:
+    raise errors.ConfigError('Set config.num_train_steps or config.num_epochs to a positive '
+                             'value.')
+  return int(math.ceil(config.num_epochs * train_videos / config.batch_size))
+
+
+def create_train_state(model: nn.Module, tx, rng: jax.Array, shape) -> TrainState:
+  variables = models.init_variables(model, rng, shape)
+  params = variables['params']
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params))
+
+
+def train_step(state: TrainState, batch, rng: jax.Array, *, model, tx, loss_config, schedule,
+               data_config, accumulation_steps: int = 1):
+  """One optimizer step on a global batch; returns (new state, scalar metrics).
+
+  With `accumulation_steps` k > 1 the batch is processed as k sequential micro-batches (rows
+  i, i+k, i+2k, ... form micro-batch i, so each stays sharded over the devices) whose mean-loss
+  gradients are averaged before a single update: the same update as one batch for a model
+  without BatchNorm, with less activation memory.
+  """
+  dropout_rng = jax.random.fold_in(rng, state.step)
+  want_aux = losses.needs_aux(loss_config)
+
+  def loss_fn(params, batch_stats, micro_batch, micro_rng):
+    video, kwargs = inputs.model_inputs(micro_batch, data_config)
+    outputs, updates = model.apply(
+        {'params': params, 'batch_stats': batch_stats}, video, train=True,
+        return_aux=want_aux, mutable=['batch_stats'], rngs={'dropout': micro_rng}, **kwargs)
+    logits, aux = outputs if want_aux else (outputs, {})
+    total, terms = losses.compute_loss(loss_config, logits, micro_batch['label'], aux)
+    top1 = jnp.mean(jnp.argmax(logits, -1) == micro_batch['label'])
+    return total, (terms, top1, updates.get('batch_stats', batch_stats))
+
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  if accumulation_steps == 1:
+    (loss, (terms, top1, batch_stats)), grads = grad_fn(state.params, state.batch_stats, batch,
+                                                        dropout_rng)
+  else:
+    k = accumulation_steps
+    micro_batches = jax.tree.map(
+        lambda x: jnp.swapaxes(x.reshape((x.shape[0] // k, k) + x.shape[1:]), 0, 1), batch)
+
+    def accumulate(carry, inputs_k):
+      grads_sum, batch_stats = carry
+      index, micro_batch = inputs_k
+      (loss, (terms, top1, batch_stats)), grads = grad_fn(
+          state.params, batch_stats, micro_batch, jax.random.fold_in(dropout_rng, index))
+      return (jax.tree.map(jnp.add, grads_sum, grads), batch_stats), (loss, terms, top1)
+
+    zeros = jax.tree.map(jnp.zeros_like, state.params)
+    (grads_sum, batch_stats), (losses_k, terms_k, top1_k) = jax.lax.scan(
+        accumulate, (zeros, state.batch_stats), (jnp.arange(k), micro_batches))
+    grads = jax.tree.map(lambda g: g / k, grads_sum)
+    loss, terms, top1 = jax.tree.map(jnp.mean, (losses_k, terms_k, top1_k))
+  param_updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, param_updates)
+  new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+                            opt_state=opt_state)
+  metrics = {
+      'loss': loss,
+      'learning_rate': schedule(state.step),
+      'train_top1': top1,
+      'grad_norm': optax.global_norm(grads),
+      **{f'loss/{name}': value for name, value in terms.items()},
+  }
+  return new_state, metrics
+
+
+def outputs_finite(state: TrainState, batch, *, model, data_config) -> jnp.ndarray:
+  """Whether `state` gives finite logits on `batch` in both a training (batch statistics) and an
+  evaluation (running statistics) forward: finite weights can still predict NaN."""
+  video, kwargs = inputs.model_inputs(batch, data_config)
+  train_logits, _ = model.apply(state.variables, video, train=True, mutable=['batch_stats'],
+                                rngs={'dropout': jax.random.key(0)}, **kwargs)
+  eval_logits = model.apply(state.variables, video, train=False, **kwargs)
+  return jnp.all(jnp.isfinite(train_logits)) & jnp.all(jnp.isfinite(eval_logits))
+
+
+def check_batch_sizes(config, devices: int) -> None:
+  """Fails before any work when a batch cannot be split over the devices (or micro-batches)."""
+  parallel.check_batch_size(config.batch_size, devices, 'config.batch_size')
+  accumulation = config.grad_accumulation_steps
+  if accumulation < 1 or config.batch_size % (accumulation * devices):
+    raise errors.ConfigError(
+        f'config.batch_size={config.batch_size} must split into '
+        f'config.grad_accumulation_steps={accumulation} micro-batches that each divide over '
+        f'the {devices} devices: use a multiple of {accumulation * devices}.')
+  parallel.check_batch_size(config.eval_batch_size, devices, 'config.eval_batch_size')
+
+
+class Engine:
+  """Model, mesh, optimizer and jitted steps of one config, for `classes`.
+
+  `train_videos` (the size of the train split) sets the length of an epoch-based schedule; it
+  is only needed for training, so evaluation and prediction leave it out.
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, classes: Sequence[str],
+               train_videos: Optional[int] = None):
+    self.config = config
+    self.classes = tuple(classes)
+    if not self.classes:
+      raise errors.ConfigError('The model needs at least one class name.')
+    self.mesh = parallel.create_mesh()
+    check_batch_sizes(config, self.mesh.size)
+    if config.dtype == 'float16':
+      raise errors.ConfigError(
+          "config.dtype='float16' needs loss scaling, which is not implemented: use "
+          "'bfloat16' (same memory, no loss scaling needed) or 'float32'.")
+    inputs.normalization(config.data)  # an unknown preset fails now, not in the first step
+    self.model = models.build_model(config.model, len(self.classes), config.dtype)
+    self.input_shape = inputs.clip_shape(config.data)
+    self.total_steps = (num_train_steps(config, train_videos) if train_videos is not None
+                        else max(config.num_train_steps, 1))
+    abstract = models.abstract_variables(self.model, self.input_shape)
+    opt_config = config.optimizer
+    if opt_config.warmup_epochs > 0 and train_videos is not None:
+      opt_config = ml_collections.ConfigDict(opt_config.to_dict())
+      opt_config.warmup_steps = int(math.ceil(
+          opt_config.warmup_epochs * train_videos / config.batch_size))
+    self.tx, self.schedule = optim.create_optimizer(opt_config, abstract['params'],
+                                                    self.total_steps, config.batch_size)
+    replicated = parallel.replicated(self.mesh)
+    self._init_state = jax.jit(
+        functools.partial(create_train_state, self.model, self.tx, shape=self.input_shape),
+        out_shardings=replicated)
+    self.train_step = jax.jit(
+        functools.partial(train_step, model=self.model, tx=self.tx, loss_config=config.loss,
+                          schedule=self.schedule, data_config=config.data,
+                          accumulation_steps=config.grad_accumulation_steps),
+        in_shardings=(replicated, parallel.batch_sharded(self.mesh), replicated),
+        out_shardings=(replicated, replicated), donate_argnums=(0,))
+    self.outputs_finite = jax.jit(
+        functools.partial(outputs_finite, model=self.model, data_config=config.data),
+        in_shardings=(replicated, parallel.batch_sharded(self.mesh)), out_shardings=replicated)
+    self.eval_step = evaluate_lib.make_eval_step(self.model, config.eval, self.mesh, config.data)
+    self.moments_step = precise_bn.make_moments_step(
+        self.model, self.mesh, functools.partial(inputs.model_inputs, data_config=config.data))
+
+  def fresh_state(self) -> TrainState:
+    """A freshly initialised state (compiles the initialisation once)."""
+    return self._init_state(jax.random.key(self.config.seed))
+
+  def abstract_state(self) -> TrainState:
+    """Shapes, dtypes and shardings of the train state: the restore target, nothing computed."""
+    return jax.eval_shape(self._init_state, jax.random.key(self.config.seed))
+
+  def restore(self, workdir: str, which: str) -> Tuple[TrainState, str]:
+    """The verified state chosen by `which` ('best' | 'latest' | a step directory path) and a
+    description of it."""
+    target = self.abstract_state()
+    if which in ('best', 'latest'):
+      store = checkpoints.CheckpointStore(workdir, self.config.checkpoint, read_only=True)
+      try:
+        step = store.select_step(which)
+        return store.restore(step, target, self.config), f'{which} (step {step})'
+      finally:
+        store.close()
+    return checkpoints.restore_from_path(which, target, self.config), which
+
+
+def checkpoint_classes(workdir: str, config) -> Tuple[str, ...]:
+  """The class names saved with the checkpoint `config.eval.checkpoint` selects.
+
+  Fails with a clear message when the checkpoint has none (written before names were saved).
+  """
+  which = config.eval.checkpoint
+  if which in ('best', 'latest'):
+    store = checkpoints.CheckpointStore(workdir, config.checkpoint, read_only=True)
+    try:
+      step = store.select_step(which)
+      metadata, where = store.metadata(step), store.step_dir(step)
+    finally:
+      store.close()
+  else:
+    where = os.path.abspath(which)
+    if not os.path.isdir(where):
+      raise checkpoints.NoCheckpointError(f'Checkpoint path {where} does not exist.')
+    metadata = checkpoints.read_step_metadata(
+        where if os.path.isdir(os.path.join(where, checkpoints.ITEM_DIR)) else
+        os.path.dirname(where))
+  classes = metadata.get('classes')
+  if not classes:
+    raise checkpoints.CheckpointError(
+        f'Checkpoint {where} carries no class names (it was written before they were saved): '
+        'evaluate it on the records it was trained with (eval mode reads their names), or '
+        'train it again.')
+  return tuple(classes)

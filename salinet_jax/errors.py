@@ -1,0 +1,14 @@
+"""Errors a user can fix, reported as one line (plus a hint) instead of a traceback.
+
+`main.py` prints a `UserError` (and the input side's `data.errors.DataError`) as
+`error: <message>` and exits with status 1; any other exception keeps its full traceback,
+because it is a bug to report, not an input to correct.
+"""
+
+
+class UserError(Exception):
+  """Bad input or a state of the workdir the user can correct; the message says how."""
+
+
+class ConfigError(UserError, ValueError):
+  """A config value that cannot work (batch not divisible by devices, unknown dtype, ...)."""

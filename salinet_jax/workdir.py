@@ -1,0 +1,157 @@
+"""The workdir of a run: one trainer at a time, its config and log written where a person looks.
+
+* `WorkdirLock`: `<workdir>/trainer.lock` names the process that trains in the workdir (host, pid,
+  start time). A second trainer refuses to start; a lock left by a process that is gone (same host,
+  its pid no longer running that process) is taken over with a warning. On several hosts only
+  process 0 takes it. Evaluation and prediction only read the workdir and take no lock.
+* `write_config`: the resolved config as `<workdir>/config.json`, named once in the log.
+* `check_writable`: fails before any work when outputs cannot be written where asked.
+"""
+
+import datetime
+import json
+import os
+import socket
+from typing import Any, Dict, Optional
+
+import jax
+from absl import logging
+
+from salinet_jax import errors
+
+LOCK_FILE = 'trainer.lock'
+CONFIG_FILE = 'config.json'
+
+
+class WorkdirBusyError(errors.UserError):
+  """Another trainer holds the workdir."""
+
+
+class NotWritableError(errors.UserError):
+  """Outputs cannot be written where they were asked for."""
+
+
+def _process_start_ticks(pid: int) -> Optional[int]:
+  """The start time of `pid` in clock ticks since boot (Linux), None where unknown.
+
+  Together with the pid it identifies a process: a pid reused by another process after a crash
+  has another start time.
+  """
+  try:
+    with open(f'/proc/{pid}/stat') as f:
+      fields = f.read().rsplit(')', 1)[1].split()
+    return int(fields[19])
+  except (OSError, IndexError, ValueError):
+    return None
+
+
+def _pid_running(pid: int, start_ticks: Optional[int]) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  if start_ticks is None:
+    return True
+  current = _process_start_ticks(pid)
+  return current is None or current == start_ticks
+
+
+class WorkdirLock:
+  """Exclusive right to train in one workdir (process 0 of a run holds it)."""
+
+  def __init__(self, workdir: str):
+    self.path = os.path.join(os.path.abspath(workdir), LOCK_FILE)
+    self._held = False
+
+  def _holder(self) -> Dict[str, Any]:
+    pid = os.getpid()
+    return {'host': socket.gethostname(), 'pid': pid, 'start_ticks': _process_start_ticks(pid),
+            'started': datetime.datetime.now().isoformat(timespec='seconds')}
+
+  def acquire(self) -> 'WorkdirLock':
+    if jax.process_index() != 0:
+      return self
+    os.makedirs(os.path.dirname(self.path), exist_ok=True)
+    holder = self._holder()
+    for _ in range(2):
+      try:
+        fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+      except FileExistsError:
+        existing = self._read()
+        if existing is None or self._is_stale(existing):
+          logging.warning('Taking over the stale lock %s of %s.', self.path,
+                          _describe(existing) if existing else 'an unreadable holder')
+          os.remove(self.path)
+          continue
+        raise WorkdirBusyError(
+            f'Workdir {os.path.dirname(self.path)} is in use by another trainer '
+            f'({_describe(existing)}): stop it first, or train in another --workdir.') from None
+      with os.fdopen(fd, 'w') as f:
+        json.dump(holder, f)
+      self._held = True
+      return self
+    raise WorkdirBusyError(f'Could not take the lock {self.path}: another trainer keeps taking '
+                           'it.')
+
+  def _read(self) -> Optional[Dict[str, Any]]:
+    try:
+      with open(self.path) as f:
+        return json.load(f)
+    except (OSError, ValueError):
+      return None
+
+  @staticmethod
+  def _is_stale(holder: Dict[str, Any]) -> bool:
+    if holder.get('host') != socket.gethostname():
+      return False  # another machine's process cannot be checked from here
+    return not _pid_running(int(holder.get('pid', -1)), holder.get('start_ticks'))
+
+  def release(self) -> None:
+    if self._held:
+      try:
+        if (self._read() or {}).get('pid') == os.getpid():
+          os.remove(self.path)
+      except OSError:
+        pass
+      self._held = False
+
+  def __enter__(self) -> 'WorkdirLock':
+    return self.acquire()
+
+  def __exit__(self, *exc) -> None:
+    self.release()
+
+
+def _describe(holder: Dict[str, Any]) -> str:
+  return (f"host {holder.get('host', '?')}, pid {holder.get('pid', '?')}, started "
+          f"{holder.get('started', '?')}")
+
+
+def check_writable(directory: str, what: str, hint: str = '') -> str:
+  """Creates `directory` if needed and proves a file can be written there; returns its path.
+
+  Raises NotWritableError naming the directory, the reason and `hint`.
+  """
+  directory = os.path.abspath(directory)
+  probe = os.path.join(directory, f'.write_test_{os.getpid()}')
+  try:
+    os.makedirs(directory, exist_ok=True)
+    with open(probe, 'w') as f:
+      f.write('ok')
+    os.remove(probe)
+  except OSError as e:
+    raise NotWritableError(f'Cannot write {what} to {directory}: {e.strerror or e}.'
+                           + (f' {hint}' if hint else '')) from None
+  return directory
+
+
+def write_config(workdir: str, config: Any) -> str:
+  """Writes the resolved config to `<workdir>/config.json` (process 0); returns the path."""
+  path = os.path.join(os.path.abspath(workdir), CONFIG_FILE)
+  if jax.process_index() == 0:
+    with open(path + '.tmp', 'w') as f:
+      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+    os.replace(path + '.tmp', path)
+  return path

@@ -1,0 +1,179 @@
+"""Faults a user meets, each ending in one clear line (no traceback) or handled promptly:
+known user errors, corrupt TFRecords, a resume with another model, a read-only workdir, SIGTERM
+at the next step."""
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+
+import jax
+import pytest
+
+from data import records
+from salinet_jax import engine
+from salinet_jax import train
+from tests.test_main import _main
+from tests.test_main import _tiny_overrides
+
+
+def _one_error_line(proc, code=1):
+  """The single `error:` line of a failed run (and no traceback)."""
+  assert proc.returncode == code, proc.stderr[-4000:]
+  assert 'Traceback' not in proc.stderr, proc.stderr[-4000:]
+  errors = [line for line in proc.stderr.splitlines() if line.startswith('error:')]
+  assert len(errors) == 1, proc.stderr[-4000:]
+  return errors[0]
+
+
+@pytest.fixture(scope='module')
+def trained_workdir(tmp_path_factory, tiny_data_dir):
+  workdir = tmp_path_factory.mktemp('faults') / 'run'
+  proc = _main('--config=configs/demo.py', f'--workdir={workdir}',
+               *_tiny_overrides(tiny_data_dir))
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  return workdir
+
+
+@pytest.mark.parametrize('case', ['misspelt_field', 'batch_not_divisible', 'no_checkpoint',
+                                  'missing_records'])
+def test_known_user_errors_end_in_one_line(case, tiny_data_dir, tmp_path):
+  overrides = _tiny_overrides(tiny_data_dir)
+  workdir = f'--workdir={tmp_path / "run"}'
+  if case == 'misspelt_field':
+    line = _one_error_line(_main('--config=configs/demo.py', workdir, '--config.batch_sise=8'), 2)
+    assert 'batch_sise' in line and 'Did you mean "batch_size"' in line
+  elif case == 'batch_not_divisible':
+    env = {'XLA_FLAGS': '--xla_force_host_platform_device_count=4'}
+    line = _one_error_line(_main('--config=configs/demo.py', workdir, *overrides,
+                                 '--config.batch_size=6', env=env))
+    assert 'config.batch_size=6 is not divisible by the 4 devices' in line
+  elif case == 'no_checkpoint':
+    line = _one_error_line(_main('--config=configs/demo.py', workdir, *overrides, '--mode=eval'))
+    assert 'No checkpoint in' in line and 'train first' in line
+  else:
+    line = _one_error_line(_main('--config=configs/demo.py', workdir, *overrides,
+                                 "--config.dataset.name=", '--config.dataset.data_dir=/no/such'))
+    assert '/no/such' in line and 'does not exist' in line
+
+
+def test_resume_with_another_model_names_parameters_and_config_fields(trained_workdir,
+                                                                       tiny_data_dir):
+  proc = _main('--config=configs/demo.py', f'--workdir={trained_workdir}',
+               *_tiny_overrides(tiny_data_dir), '--config.model.width=8',
+               '--config.num_train_steps=4')
+  line = _one_error_line(proc)
+  assert 'does not fit the model of the given config' in line
+  assert re.search(r'params/\S+/kernel: stored \([\d, ]*4\), model \([\d, ]*8\)', proc.stderr)
+  assert 'model.width: stored 4, given 8' in proc.stderr
+
+
+def _make_read_only(path):
+  """Makes a directory refuse new files (chmod for users, the immutable flag for root)."""
+  if os.geteuid() != 0:
+    os.chmod(path, 0o555)
+    return lambda: os.chmod(path, 0o755)
+  if shutil.which('chattr') is None:
+    pytest.skip('running as root without chattr: cannot make a directory read-only here')
+  if subprocess.run(['chattr', '+i', str(path)], capture_output=True).returncode:
+    pytest.skip('chattr +i is not permitted on this filesystem: no read-only directory here')
+  return lambda: subprocess.run(['chattr', '-i', str(path)], check=True)
+
+
+def test_read_only_workdir_evaluates_into_output_dir_or_says_so(trained_workdir, tiny_data_dir,
+                                                                tmp_path):
+  workdir = tmp_path / 'read_only_run'
+  shutil.copytree(trained_workdir, workdir)
+  undo = _make_read_only(workdir)
+  try:
+    args = ['--config=configs/demo.py', f'--workdir={workdir}', *_tiny_overrides(tiny_data_dir),
+            '--mode=eval']
+    line = _one_error_line(_main(*args))
+    assert f'Cannot write eval outputs to {workdir}' in line and '--output_dir' in line
+    out = tmp_path / 'eval_out'
+    proc = _main(*args, f'--output_dir={out}')
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert (out / 'eval_val.json').exists() and not (workdir / 'eval_val.json').exists()
+    line = _one_error_line(_main(*args[:-1], '--config.num_train_steps=4'))
+    assert f'Cannot write checkpoints and logs to {workdir}' in line
+  finally:
+    undo()
+
+
+def _corrupt_shard(directory, pattern, truncate):
+  shard = sorted(p for p in os.listdir(directory) if pattern in p)[0]
+  path = os.path.join(directory, shard)
+  size = os.path.getsize(path)
+  with open(path, 'r+b') as f:
+    if truncate:
+      f.truncate(size - 100)
+    else:
+      f.seek(size // 2)
+      f.write(b'\xff' * 64)
+  return path
+
+
+@pytest.mark.parametrize('truncate', [True, False], ids=['truncated', 'corrupt_bytes'])
+@pytest.mark.parametrize('split', ['train', 'val'])
+def test_bad_tfrecord_names_the_file(split, truncate, config, tiny_data_dir, tmp_path):
+  copy = tmp_path / 'records'
+  shutil.copytree(tiny_data_dir, copy)
+  config.dataset.data_dir = str(copy)
+  path = _corrupt_shard(str(copy), f'-{split}.tfrecord-', truncate)
+  expected = 'truncated' if truncate else 'corrupt after record'
+  with pytest.raises(records.CorruptShardError, match=rf'{path}.*{expected}'):
+    train.train_and_evaluate(config, str(tmp_path / 'run'))
+
+
+def test_sigterm_is_acted_on_at_the_next_step(config, tmp_path, monkeypatch):
+  """The loop never runs ahead of the device: a SIGTERM that arrives while step 3 executes
+  saves step 4 at the latest, not the step the host had queued up to."""
+  executed = []
+
+  def on_device(step):
+    time.sleep(0.2)  # a slow accelerator: the host could otherwise queue many steps
+    executed.append(int(step))
+    if int(step) == 3:
+      os.kill(os.getpid(), signal.SIGTERM)
+
+  plain_step = engine.train_step
+
+  def observed_step(state, batch, rng, **kwargs):
+    new_state, metrics = plain_step(state, batch, rng, **kwargs)
+    jax.debug.callback(on_device, new_state.step)
+    return new_state, metrics
+
+  monkeypatch.setattr(engine, 'train_step', observed_step)
+  config.num_train_steps = 30
+  config.log_every_steps = config.eval_every_steps = config.checkpoint_every_steps = 30
+  result = train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert result['preempted_at_step'] <= 4, result
+  assert max(executed) == result['preempted_at_step']
+
+
+def test_disk_full_during_a_save_ends_the_run_naming_the_cause(config, tmp_path):
+  """A real full disk (a small tmpfs): the run stops with the OS reason, the path and the
+  newest intact step, instead of a buried traceback or a hang."""
+  from salinet_jax import checkpoints  # pylint: disable=g-import-not-at-top
+  small = tmp_path / 'small_disk'
+  small.mkdir()
+  mounted = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=3m', 'tmpfs', str(small)],
+                           capture_output=True)
+  if mounted.returncode:
+    pytest.skip('cannot mount a small tmpfs here (needs root): no real full disk to test on')
+  try:
+    config.checkpoint.async_save = True
+    config.checkpoint.keep_last = 1000
+    config.num_train_steps = 400
+    config.log_every_steps = config.eval_every_steps = 1000
+    config.checkpoint_every_steps = 1
+    start = time.time()
+    with pytest.raises(checkpoints.CheckpointSaveError,
+                       match=rf'No space left on device at {small}/run/.*Newest intact '
+                       r'checkpoint: step \d+ in'):
+      train.train_and_evaluate(config, str(small / 'run'))
+    assert time.time() - start < 240
+  finally:
+    subprocess.run(['umount', '--lazy', str(small)], check=True)

@@ -1,0 +1,99 @@
+"""One trainer per workdir, a readable console mirrored to log.txt, the config written once."""
+
+import json
+import os
+import pathlib
+import re
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from salinet_jax import workdir as workdir_lib
+from tests.test_main import _main
+from tests.test_main import _tiny_overrides
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _dead_pid() -> int:
+  proc = subprocess.Popen(['true'])
+  proc.wait()
+  return proc.pid
+
+
+def test_lock_refuses_a_live_holder_and_takes_over_a_dead_one(tmp_path):
+  path = tmp_path / workdir_lib.LOCK_FILE
+  live = {'host': socket.gethostname(), 'pid': os.getppid(), 'started': '2026-11-30T08:00:00'}
+  path.write_text(json.dumps(live))
+  with pytest.raises(workdir_lib.WorkdirBusyError,
+                     match=rf'in use by another trainer \(host {re.escape(live["host"])}, pid '
+                     rf'{live["pid"]}, started 2026-11-30T08:00:00\)'):
+    workdir_lib.WorkdirLock(str(tmp_path)).acquire()
+
+  path.write_text(json.dumps(dict(live, pid=_dead_pid())))  # a trainer killed with -9
+  with workdir_lib.WorkdirLock(str(tmp_path)):
+    assert json.loads(path.read_text())['pid'] == os.getpid()
+  assert not path.exists()
+
+  path.write_text(json.dumps(dict(live, host='another-machine', pid=_dead_pid())))
+  with pytest.raises(workdir_lib.WorkdirBusyError, match='another-machine'):
+    workdir_lib.WorkdirLock(str(tmp_path)).acquire()  # its pid cannot be checked from here
+
+
+def test_a_second_trainer_on_the_same_workdir_refuses_in_one_line(tiny_data_dir, tmp_path):
+  workdir = tmp_path / 'run'
+  env = dict(os.environ, JAX_PLATFORMS='cpu', JAX_DISABLE_MOST_OPTIMIZATIONS='1',
+             TF_CPP_MIN_LOG_LEVEL='2')
+  overrides = _tiny_overrides(tiny_data_dir)
+  first = subprocess.Popen(
+      [sys.executable, 'main.py', '--config=configs/demo.py', f'--workdir={workdir}', *overrides,
+       '--config.num_train_steps=100000', '--config.eval_every_steps=100000',
+       '--config.checkpoint_every_steps=100000'], cwd=REPO_ROOT, env=env,
+      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  try:
+    lock = workdir / workdir_lib.LOCK_FILE
+    deadline = time.time() + 300
+    while not lock.exists() and time.time() < deadline and first.poll() is None:
+      time.sleep(0.5)
+    assert lock.exists(), first.stderr.read()[-3000:] if first.poll() is not None else 'no lock'
+    second = _main('--config=configs/demo.py', f'--workdir={workdir}', *overrides)
+    assert second.returncode == 1
+    errors = [line for line in second.stderr.splitlines() if line.startswith('error:')]
+    assert len(errors) == 1 and 'Traceback' not in second.stderr, second.stderr[-3000:]
+    assert f'Workdir {workdir} is in use by another trainer' in errors[0]
+    assert f'pid {first.pid}' in errors[0]
+    assert first.poll() is None  # the first trainer goes on, its checkpoints untouched
+  finally:
+    first.kill()
+    first.wait()
+
+
+def test_console_is_one_line_per_interval_and_mirrored_in_log_txt(tiny_data_dir, tmp_path):
+  workdir = tmp_path / 'run'
+  proc = _main('--config=configs/demo.py', f'--workdir={workdir}',
+               *_tiny_overrides(tiny_data_dir), '--config.num_train_steps=4',
+               '--config.eval_every_steps=4', '--config.log_every_steps=2')
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  lines = proc.stderr.strip().splitlines()
+  assert all(re.match(r'\d\d:\d\d:\d\d ', line) for line in lines), lines
+  text = proc.stderr
+  for noise in ('logging_writer', 'Setting work unit notes', '[Hyperparameters]',
+                'polynomial schedule', 'tracked_metric', 'read only', 'libtpu'):
+    assert noise not in text, noise
+  steps = [line for line in lines if re.search(r' step \d+/4 ', line)]
+  assert [re.search(r'step (\d+)/4', line).group(1) for line in steps] == ['2', '4']
+  assert all(k in steps[-1] for k in ('loss', 'lr', 'clips/s', 'data-wait', 'ETA'))
+  assert sum('ETA' in line for line in lines) == len(steps)  # one ETA per interval, no second
+  evals = [line for line in lines if ' eval val @ step 4: top-1 ' in line]
+  assert len(evals) == 1
+  assert any('Compiling the train step' in line for line in lines)
+  assert len(lines) <= 14, '\n'.join(lines)
+  logged = (workdir / 'log.txt').read_text().strip().splitlines()
+  project_lines = [line for line in lines if 'JAX process' not in line]
+  assert logged == project_lines
+  config = json.loads((workdir / 'config.json').read_text())
+  assert config['num_train_steps'] == 4 and config['model']['width'] == 4
+  assert 'val top-1:' in proc.stdout
