@@ -20,14 +20,19 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.dataset.eval_split = 'val'
 
   config.data = ml_collections.ConfigDict()
-  # Temporal sampling: 'dense' (num_frames x frame_stride clips), 'tsn' (num_frames segments, one
-  # frame each) or 'all_frames' (up to num_frames frames, padded, with a validity mask; S2DNet).
+  # Temporal sampler (data/sampling.py SAMPLERS): 'dense' (num_frames x frame_stride native
+  # frames), 'pyslowfast' (num_frames x frame_stride frames at target_fps, mapped onto each
+  # video's own rate), 'tsn' (num_frames segments, one frame each) or 'all_frames' (up to
+  # num_frames frames, padded, with a validity mask; S2DNet).
   config.data.temporal_sampling = 'dense'
   config.data.num_frames = 8
   config.data.frame_stride = 8
-  config.data.all_frames_trim_fraction = 1 / 16  # 'all_frames' train: random trim at each end
-  # Train crop: 'short_side_jitter' (PySlowFast), 'inception' (random resized crop) or
-  # 'tsm_multiscale' (TSM scales, max distortion, fixed-offset grid).
+  config.data.target_fps = 30.0  # 'pyslowfast': the rate frame_stride counts in
+  # 'all_frames' train: a random 0..floor(n * this) frames trimmed at each end (n: the video's
+  # own length after frame_stride).
+  config.data.all_frames_trim_fraction = 1 / 16
+  # Train crop (data/augment.py CROP_BOXES): 'short_side_jitter' (PySlowFast), 'inception'
+  # (random resized crop) or 'tsm_multiscale' (TSM scales, max distortion, fixed-offset grid).
   config.data.train_crop = 'short_side_jitter'
   config.data.inception_area_range = (0.08, 1.0)
   config.data.inception_aspect_range = (3 / 4, 4 / 3)
@@ -37,7 +42,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.data.crop_size = 224
   config.data.train_min_scale = 256  # short side jitter range before the random crop
   config.data.train_max_scale = 320
-  config.data.random_flip = True
+  # Named augmentations applied to each train clip after its crop (data/augment.py
+  # AUGMENTATIONS); () for direction-sensitive sets (SSv2, the synthetic motion demo).
+  config.data.train_augmentations = ('random_flip',)
   # Train crops that need upsampling travel unresized (zero-padded to crop_size) and are resized
   # and flipped inside the jitted step (salinet_jax/inputs.py resize_crops_on_device): about a fifth
   # of the host's work per clip moves to the accelerator. False: all of it on the host (better
@@ -50,7 +57,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.data.malloc_mmap_threshold_mib = 32
   # How processes split the train stream: 'auto' | 'global_order' | 'files' (data/pipeline.py).
   config.data.train_sharding = 'auto'
-  config.data.prefetch_batches = 2
+  config.data.prefetch_batches = 2  # host batches tf.data prepares ahead
+  config.data.device_prefetch = 2  # batches copied to the devices ahead of the step
   config.data.eval_num_clips = 10
   config.data.eval_num_crops = 3
   config.data.eval_short_side = 256
@@ -82,19 +90,26 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.optimizer.adam_b2 = 0.999
   config.optimizer.adam_eps = 1e-8
   config.optimizer.weight_decay = 1e-4
-  config.optimizer.decay_norm_params = False
-  config.optimizer.decay_biases = True
-  config.optimizer.schedule = 'cosine'  # constant | cosine | warmup_cosine | steps
+  # (regex, factor) rules over 'KIND:PATH' names (KIND norm | bias | weight), first match wins;
+  # 0 where none matches (salinet_jax/optim.py). PySlowFast: no decay on BatchNorm.
+  config.optimizer.weight_decay_rules = (('^norm:', 0.0), ('', 1.0))
+  # constant | cosine | warmup_cosine | steps | pyslowfast_cosine | epoch_cosine
+  # (salinet_jax/optim.py; epoch_cosine is S2DNet's, set once per epoch).
+  config.optimizer.schedule = 'cosine'
   config.optimizer.warmup_steps = 0
   config.optimizer.warmup_epochs = 0.0  # > 0 overrides warmup_steps
+  config.optimizer.warmup_start_lr = 0.0  # scaled with the batch like base_learning_rate
   config.optimizer.final_lr_fraction = 0.0
   config.optimizer.step_boundaries = (0.5, 0.75)  # 'steps': fractions of training
   config.optimizer.relative_lrs = (1.0, 0.1, 0.01)  # 'steps': LR factor in each interval
-  config.optimizer.lr_multipliers = ()  # ((regex over param path, factor), ...)
+  config.optimizer.lr_multipliers = ()  # (regex, factor) rules as above; 1 where none matches
   config.optimizer.frozen = ''  # regex over param paths that get no update ('' = none)
   config.optimizer.grad_clip_norm = 0.0  # 0 = no clipping
 
   config.batch_size = 64  # global, over all devices and processes
+  # BatchNorm statistics in training over groups of this many clips (PySlowFast: each GPU's own
+  # clips, BN.NUM_SYNC_DEVICES 1), whatever the device count; 0 = the whole global batch (sync BN).
+  config.bn_group_size = 0
   # Split each global batch into this many sequential micro-batches whose gradients are summed
   # before one update (same effective batch, less memory; BN sees micro-batches).
   config.grad_accumulation_steps = 1
@@ -114,9 +129,13 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.profile_first_step = 10
 
   # Start a fresh run from other weights: a workdir of another run (e.g. the S2DNet warm-up stage)
-  # or a checkpoint step directory (e.g. written by python -m salinet_jax.convert).
+  # or a checkpoint step directory (e.g. written by python -m salinet_jax.convert); 'none' trains
+  # from scratch. Fine-tuning recipes set 'REQUIRED' with `source` (what to start from) and
+  # `convert_command` (how to make it): they refuse to start until a checkpoint is given.
   config.init_from = ml_collections.ConfigDict()
-  config.init_from.checkpoint = ''  # '' = random initialisation
+  config.init_from.checkpoint = 'none'
+  config.init_from.source = ''
+  config.init_from.convert_command = ''
   config.init_from.which = 'best'  # for a workdir: 'best' | 'latest' checkpoint
   config.init_from.exclude = ''  # regex of parameter paths to keep fresh, e.g. '^head/'
   config.init_from.strict = True  # missing or unexpected tensors are errors (mis-shaped always)

@@ -27,7 +27,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.eval_crop_size = 32
   config.data.shuffle_buffer = 512
   # A flip swaps 'moving_left' and 'moving_right': direction classes must not be flipped.
-  config.data.random_flip = False
+  config.data.train_augmentations = ()
 
   config.model = ml_collections.ConfigDict(dict(
       name='salinet_hara', depth=10, width=16, stem_temporal_kernel=3, stem_max_pool=False,

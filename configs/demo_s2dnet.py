@@ -16,7 +16,7 @@ def get_config(stage: str = 'warmup') -> ml_collections.ConfigDict:
   config.dataset.synthetic = demo.get_config().dataset.synthetic
   config.data.update(dict(
       num_frames=16, frame_stride=1, train_crop='short_side_jitter', crop_size=40,
-      train_min_scale=40, train_max_scale=44, random_flip=False, normalization='kinetics',
+      train_min_scale=40, train_max_scale=44, train_augmentations=(), normalization='kinetics',
       eval_short_side=40, eval_crop_size=40, shuffle_buffer=512))
   config.model.update(dict(
       synopsis_frames=8, synopsis_size=32, detail_frames=8, detail_size=24, snet_width=0.25,
@@ -27,9 +27,15 @@ def get_config(stage: str = 'warmup') -> ml_collections.ConfigDict:
   opt.base_batch_size = 0
   opt.nesterov = True
   opt.weight_decay = 1e-4
+  opt.schedule = 'warmup_cosine'
   opt.warmup_epochs = 0.0
+  opt.warmup_start_lr = 0.0
   opt.warmup_steps = 15
-  if stage == 'sampling':
+  config.dtype = 'float32'
+  config.init_from.exclude = ''
+  if stage == 'warmup':
+    config.init_from.checkpoint = 'none'  # a demo: no pretrained backbones
+  else:
     config.init_from.checkpoint = '/tmp/s2dnet_demo_warmup'
   config.batch_size = 16
   config.eval_batch_size = 32

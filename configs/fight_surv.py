@@ -37,7 +37,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.crop_size = 112
   config.data.train_min_scale = 128
   config.data.train_max_scale = 160
-  config.data.random_flip = True  # left/right does not change whether people fight
+  # Left/right does not change whether people fight.
+  config.data.train_augmentations = ('random_flip',)
   config.data.shuffle_buffer = 128
   config.data.eval_num_clips = 4
   config.data.eval_num_crops = 3

@@ -1,16 +1,28 @@
 """S2DNet on Mini-Kinetics-200, in two stages: `...s2dnet.py:warmup`, then `...s2dnet.py:sampling`.
 
-The reference recipe (spec s2dnet.md, 6): all frames of a clip (pre-subsampled x2, up to 150,
-random start/end trim at train time); TSM multi-scale 224 crops + flip; SGD momentum 0.9, weight
-decay 1e-3 on every parameter, gradient clipping at 20, per-sample LR (1e-5 warm-up stage, 1e-6
-sampling stage) x global batch, 5 linear warm-up epochs then cosine to 1 %, TSM LR multipliers
-(Linear weights x5, biases x10); stage 1 (40 epochs) samples a fixed 112 centre crop with uniform
-temporal centres and freezes f_theta; stage 2 (80 epochs) starts from stage 1's weights, trains
-end to end with the sampler (f_theta) at LR x 0.1. Eval: one view, short side 256, centre 224.
+The reference recipe (aliyun/Synopsis-to-Detail-Network: configs/mini_kinetics/train_*.yaml,
+configs/default_config.py, s2d/default_config.py, s2d_main.py): all frames of a video
+pre-subsampled x2 (up to 150; training trims a random 0..n/16 of the video's own frames at each
+end), TSM multi-scale 224 crops + flip; SGD momentum 0.9, weight decay 1e-3 on every parameter,
+gradient clipping at 20, per-sample LR (1e-5 warm-up stage, 1e-6 sampling stage) x the global
+batch of 128 (2 GPUs x 2 shards x 32, synchronised BatchNorm), its LR set once per epoch
+(5 warm-up epochs from 0.5e-8 per sample, then a cosine counted from epoch 0 down to 1 %),
+TSM LR multipliers (Linear weights x5, biases x10); mixed precision (bf16 activations on GPU and
+TPU, the sampler and losses in float32). Stage 1 (40 epochs) starts from the AdaFocus
+Mini-Kinetics MobileNetV2 (SNet) and ResNet-50 (DNet) checkpoints, samples a fixed 112 centre
+crop with uniform temporal centres and freezes f_theta; stage 2 (80 epochs) starts from stage 1's
+final weights and trains end to end with f_theta at LR x 0.1. Eval: one view, short side 256,
+centre 224. f_theta: fix 'B' (salinet_jax/models/s2dnet.py): the released code's trunk feeds a
+Linear that expects 4 channels from 64 and crashes; 'B' is its own `HIDDEN_DIM 4
+DETAIL_SAMPLING_DIM_RATE 1` configuration, the one that runs. `python -m salinet_jax.info
+--config=configs/mini_kinetics_s2dnet.py:sampling --recipe` prints the recipe.
 
-  python main.py --config=configs/mini_kinetics_s2dnet.py:warmup \\
-      --workdir=runs/mini_kinetics_s2dnet_warmup --config.dataset.data_dir=/data/mini_kinetics
-  python main.py --config=configs/mini_kinetics_s2dnet.py:sampling \\
+  python -m salinet_jax.convert --source=tsm --checkpoint=mini_mbv2.pth.tar,mini_r50.pth.tar \
+      --config=configs/mini_kinetics_s2dnet.py:warmup --output=/ckpt/s2dnet_mini_kinetics_init
+  python main.py --config=configs/mini_kinetics_s2dnet.py:warmup \
+      --workdir=runs/mini_kinetics_s2dnet_warmup --config.dataset.data_dir=/data/mini_kinetics \
+      --config.init_from.checkpoint=/ckpt/s2dnet_mini_kinetics_init
+  python main.py --config=configs/mini_kinetics_s2dnet.py:sampling \
       --workdir=runs/mini_kinetics_s2dnet_sampling --config.dataset.data_dir=/data/mini_kinetics
 (the sampling stage's `init_from.checkpoint` defaults to the warm-up workdir above.)
 """
@@ -18,9 +30,14 @@ end to end with the sampler (f_theta) at LR x 0.1. Eval: one view, short side 25
 import ml_collections
 
 from configs import base
-from salinet_jax.models import s2dnet
 
 STAGES = ('warmup', 'sampling')
+# S2DNet parameters by optimisation role: f_theta is frozen in warm-up and trains at LR x 0.1 in
+# the sampling stage (its own Linear layers follow that multiplier in the reference); the other
+# Linear layers (SNet and DNet classifiers, f_m) get TSM's LR x 5 (weights) / x 10 (biases). The
+# Gaussian sampler has no parameters. Regexes over 'KIND:PATH' names (salinet_jax/optim.py).
+F_THETA_PARAMS = r':f_theta/'
+LINEAR_PARAMS = r':(snet/fc|f_m|dnet/fc)/'
 
 
 def s2dnet_config(dataset: str, stage: str) -> ml_collections.ConfigDict:
@@ -39,7 +56,7 @@ def s2dnet_config(dataset: str, stage: str) -> ml_collections.ConfigDict:
   config.data.frame_stride = 2  # frames are pre-subsampled x2
   config.data.train_crop = 'tsm_multiscale'
   config.data.crop_size = 224
-  config.data.random_flip = True
+  config.data.train_augmentations = ('random_flip',)
   config.data.normalization = 'imagenet'
   config.data.eval_num_clips = 1
   config.data.eval_num_crops = 1
@@ -63,22 +80,32 @@ def s2dnet_config(dataset: str, stage: str) -> ml_collections.ConfigDict:
   opt.base_learning_rate = 1e-5 if warmup else 1e-6  # per sample
   opt.base_batch_size = 1
   opt.weight_decay = 1e-3
-  opt.decay_norm_params = True
-  opt.decay_biases = True
-  opt.schedule = 'warmup_cosine'
+  opt.weight_decay_rules = (('', 1.0),)  # every parameter, BatchNorm and biases too
+  opt.schedule = 'epoch_cosine'
   opt.warmup_epochs = 5.0
+  opt.warmup_start_lr = 0.5e-8  # per sample, like the base LR
   opt.final_lr_fraction = 0.01
   opt.grad_clip_norm = 20.0
-  opt.lr_multipliers = ((s2dnet.LINEAR_PARAMS + 'kernel$', 5.0),
-                        (s2dnet.LINEAR_PARAMS + 'bias$', 10.0))
+  opt.lr_multipliers = ((LINEAR_PARAMS + 'kernel$', 5.0), (LINEAR_PARAMS + 'bias$', 10.0))
   if warmup:
-    opt.frozen = s2dnet.F_THETA_PARAMS
+    opt.frozen = F_THETA_PARAMS
+    config.init_from.checkpoint = 'REQUIRED'
+    config.init_from.source = (
+        f'the reference\'s {dataset} SNET_RESUME / DNET_RESUME checkpoints (AdaFocus '
+        'MobileNetV2 and ResNet-50 TSN models), converted together')
+    config.init_from.convert_command = (
+        'python -m salinet_jax.convert --source=tsm --checkpoint=SNET.pth.tar,DNET.pth.tar '
+        f'--config=configs/{dataset}_s2dnet.py:warmup --output=/ckpt/s2dnet_{dataset}_init')
+    # New in S2DNet, or reshaped by it (the DNet classifier also reads g and the top-k vector).
+    config.init_from.exclude = '^(f_theta|f_m|dnet/fusion_layer\\d+|dnet/fc)/'
   else:
-    opt.lr_multipliers = opt.lr_multipliers + ((s2dnet.F_THETA_PARAMS, 0.1),)
+    opt.lr_multipliers = opt.lr_multipliers + ((F_THETA_PARAMS, 0.1),)
     config.init_from.checkpoint = f'runs/{dataset}_s2dnet_warmup'
-    config.init_from.which = 'best'
+    config.init_from.which = 'latest'  # the warm-up's final weights, as the reference resumes
 
-  config.batch_size = 128  # 2 GPUs x 64 in the reference
+  config.batch_size = 128  # 2 GPUs x 2 shards (NUM_SHARDS default) x 32 in the reference
+  config.bn_group_size = 0  # synchronised BatchNorm over the whole batch (TRAIN.SYNC_BN)
+  config.dtype = 'bfloat16_on_accelerators'  # AMP: float32 on CPU
   config.eval_batch_size = 32
   config.num_train_steps = -1
   config.num_epochs = 40.0 if warmup else 80.0

@@ -8,7 +8,7 @@ Measures, in one run, 8x224x224 clips (stride 8) from records stored at short si
                            batch of uint8 clips) on all CPU cores. What the base config runs in
                            the train step on the accelerator is not in (a): the normalisation and,
                            for crop windows smaller than 224 (short sides above 256), the resize
-                           and flip. Their cost on this machine's JAX backend is printed apart;
+                           and flip (`python -m salinet_jax.bench --mode=inputs` measures them);
   (b) ceiling_clips_per_s  plain `tf.io.decode_jpeg` of the JPEG frames of the same kind of clips
                            (8 frames each, from the same records), held in memory and decoded in a
                            tight single-threaded loop by one process per core (the 1-process figure
@@ -39,12 +39,6 @@ import numpy as np
 
 def _peak_rss_mib() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def _backend() -> str:
-  import jax  # pylint: disable=g-import-not-at-top
-  device = jax.devices()[0]
-  return f'{device.platform} ({device.device_kind})'
 
 
 def sample_clips(records_dir: str, split: str, num_clips: int, seed: int = 0
@@ -193,13 +187,9 @@ class Pipeline:
 
   def __init__(self, records_dir: str, split: str, batch_size: int):
     from configs import base  # pylint: disable=g-import-not-at-top
-    from data import datasets  # pylint: disable=g-import-not-at-top
     from data import pipeline  # pylint: disable=g-import-not-at-top
     from data import records  # pylint: disable=g-import-not-at-top
     metadata = records.read_metadata(records_dir)
-    if metadata.name not in datasets.REGISTRY:
-      datasets.register(datasets.DatasetInfo(name=metadata.name, num_classes=metadata.num_classes,
-                                             split_sizes=metadata.split_sizes))
     config = base.get_base_config()
     config.dataset.name = metadata.name
     config.dataset.data_dir = records_dir
@@ -208,7 +198,6 @@ class Pipeline:
     config.data.frame_stride = 8
     config.data.crop_size = 224
     config.batch_size = batch_size
-    self._data_config = config.data
     self._iterator = iter(pipeline.train_dataset(config, seed=0, process_index=0,
                                                  process_count=1))
     for _ in range(4):
@@ -220,20 +209,6 @@ class Pipeline:
       batch = next(self._iterator)
       clips += int(batch['video'].shape[0])
     assert tuple(batch['video'].shape[1:]) == (8, 224, 224, 3), batch['video'].shape
-    return clips / (time.perf_counter() - start)
-
-  def run_device_part(self, seconds: float) -> float:
-    """Clips/s of what the train step does to a batch before the model (salinet_jax/inputs.py:
-    resize and flip of unresized crops, normalisation), jitted on the default JAX device."""
-    import jax  # pylint: disable=g-import-not-at-top
-    from salinet_jax import inputs  # pylint: disable=g-import-not-at-top
-    finish = jax.jit(lambda batch: inputs.model_inputs(batch, self._data_config)[0])
-    batch = jax.device_put({k: v.numpy() for k, v in next(self._iterator).items() if k != 'label'})
-    finish(batch).block_until_ready()
-    clips, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-      finish(batch).block_until_ready()
-      clips += int(batch['video'].shape[0])
     return clips / (time.perf_counter() - start)
 
 
@@ -278,12 +253,11 @@ def main(argv=None) -> int:
     ceiling.close()
     pyav.close()
   peak_rss = _peak_rss_mib()
-  device_cps = pipe.run_device_part(args.seconds)
   clips_per_s, ceiling_cps, pyav_cps = max(rounds['a']), max(rounds['b']), max(rounds['c'])
   print(f'(a) train pipeline:            {clips_per_s:.1f} clips/s (best of {args.rounds} '
         f'rounds, batch {args.batch_size}); peak RSS {peak_rss:.0f} MiB')
-  print(f'    its accelerator part (jitted resize of unresized crops, flip, normalisation): '
-        f'{device_cps:.1f} clips/s here on {_backend()}, not counted in (a)')
+  print('    its accelerator part (jitted resize of unresized crops, flip, normalisation) is '
+        'not in (a): python -m salinet_jax.bench --mode=inputs measures it')
   print(f'(b) tf.io.decode_jpeg ceiling: {ceiling_cps:.1f} clips/s on {cores} processes '
         f'({max(rounds["b1"]):.1f} on 1)')
   print(f'(c) PyAV from source videos:   {pyav_cps:.1f} clips/s on {cores} processes')

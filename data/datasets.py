@@ -83,7 +83,7 @@ def get(name: str) -> DatasetInfo:
 # HMDB51) name each fold's splits 'train<k>'/'test<k>' (k = 1..3) and train/evaluate on fold 1 by
 # default (set config.dataset.train_split/eval_split to 'train2'/'test2' etc. for the other folds).
 # Sizes are the official annotation counts; downloaded copies of YouTube-based sets are smaller.
-# Parsers for the annotation files: data/annotations.py.
+# Parsers for the annotation files: data/annotations/.
 
 KINETICS400 = register(DatasetInfo(
     name='kinetics400',

@@ -272,28 +272,20 @@ TFDS_DESCRIPTION = (
 
 
 def write_tfds_info(directory: str, metadata: DatasetMetadata, description: str = '') -> None:
-  """Writes dataset_info.json and features.json so `tfds.builder_from_directory` reads `directory`.
+  """Writes dataset_info.json, features.json and the class names file so
+  `tfds.builder_from_directory` reads `directory`.
 
-  Needs `metadata.shards` (shard lengths and sizes per split).
+  Needs `metadata.shards` (shard lengths and sizes per split): TFDS checks that its splits are
+  exactly those of the shard files in `directory`.
   """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  from google.protobuf import json_format  # pylint: disable=g-import-not-at-top
-  from tensorflow_datasets.core.proto import dataset_info_pb2  # pylint: disable=g-import-not-at-top
-  del tfds
-  features = tfds_features(metadata.classes)
-  features.save_config(directory)
-  features.save_metadata(directory)
-  info = dataset_info_pb2.DatasetInfo(
-      name=metadata.name, version=TFDS_VERSION, file_format='tfrecord',
+  splits = [tfds.core.SplitInfo(name=split, shard_lengths=[int(s['num_videos']) for s in shards],
+                                num_bytes=sum(int(s['num_bytes']) for s in shards))
+            for split, shards in sorted(metadata.shards.items())]
+  tfds.folder_dataset.write_metadata(
+      data_dir=directory, features=tfds_features(metadata.classes), split_infos=splits,
+      version=TFDS_VERSION, check_data=False,  # else TFDS reads a record and prints a notice
       description=(description + '\n\n' if description else '') + TFDS_DESCRIPTION)
-  for split in sorted(metadata.shards):
-    shards = metadata.shards[split]
-    info.splits.add(name=split, shard_lengths=[int(s['num_videos']) for s in shards],
-                    num_bytes=sum(int(s['num_bytes']) for s in shards))
-  path = os.path.join(directory, 'dataset_info.json')
-  with open(path + '.tmp', 'w') as f:
-    f.write(json_format.MessageToJson(info, sort_keys=True))
-  os.replace(path + '.tmp', path)
 
 
 def parse_video_with_context(serialized: tf.Tensor) -> Dict[str, tf.Tensor]:

@@ -70,6 +70,12 @@ def checkpoint_dir(workdir: str) -> str:
   return os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
 
 
+def has_checkpoints(workdir: str) -> bool:
+  """Whether the workdir holds a committed checkpoint step (a run would resume)."""
+  directory = checkpoint_dir(workdir)
+  return os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory))
+
+
 # ----------------------------------------------------------------------------------- integrity
 def file_checksums(item_dir: str) -> Dict[str, str]:
   """SHA-256 of every file below `item_dir`, by path relative to it."""

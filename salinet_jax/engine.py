@@ -27,6 +27,7 @@ from salinet_jax import models
 from salinet_jax import optim
 from salinet_jax import parallel
 from salinet_jax import precise_bn
+from salinet_jax.models import layers
 
 
 @flax.struct.dataclass
@@ -60,8 +61,11 @@ def create_train_state(model: nn.Module, tx, rng: jax.Array, shape) -> TrainStat
 
 
 def train_step(state: TrainState, batch, rng: jax.Array, *, model, tx, loss_config, schedule,
-               data_config, accumulation_steps: int = 1):
+               data_config, accumulation_steps: int = 1, bn_group_size: int = 0):
   """One optimizer step on a global batch; returns (new state, scalar metrics).
+
+  BatchNorm statistics come from groups of `bn_group_size` clips (0: the whole batch; see
+  layers.batch_norm_groups).
 
   With `accumulation_steps` k > 1 the batch is processed as k sequential micro-batches (rows
   i, i+k, i+2k, ... form micro-batch i, so each stays sharded over the devices) whose mean-loss
@@ -73,9 +77,10 @@ def train_step(state: TrainState, batch, rng: jax.Array, *, model, tx, loss_conf
 
   def loss_fn(params, batch_stats, micro_batch, micro_rng):
     video, kwargs = inputs.model_inputs(micro_batch, data_config)
-    outputs, updates = model.apply(
-        {'params': params, 'batch_stats': batch_stats}, video, train=True,
-        return_aux=want_aux, mutable=['batch_stats'], rngs={'dropout': micro_rng}, **kwargs)
+    with layers.batch_norm_groups(bn_group_size):
+      outputs, updates = model.apply(
+          {'params': params, 'batch_stats': batch_stats}, video, train=True,
+          return_aux=want_aux, mutable=['batch_stats'], rngs={'dropout': micro_rng}, **kwargs)
     logits, aux = outputs if want_aux else (outputs, {})
     total, terms = losses.compute_loss(loss_config, logits, micro_batch['label'], aux)
     top1 = jnp.mean(jnp.argmax(logits, -1) == micro_batch['label'])
@@ -116,12 +121,14 @@ def train_step(state: TrainState, batch, rng: jax.Array, *, model, tx, loss_conf
   return new_state, metrics
 
 
-def outputs_finite(state: TrainState, batch, *, model, data_config) -> jnp.ndarray:
+def outputs_finite(state: TrainState, batch, *, model, data_config,
+                   bn_group_size: int = 0) -> jnp.ndarray:
   """Whether `state` gives finite logits on `batch` in both a training (batch statistics) and an
   evaluation (running statistics) forward: finite weights can still predict NaN."""
   video, kwargs = inputs.model_inputs(batch, data_config)
-  train_logits, _ = model.apply(state.variables, video, train=True, mutable=['batch_stats'],
-                                rngs={'dropout': jax.random.key(0)}, **kwargs)
+  with layers.batch_norm_groups(bn_group_size):
+    train_logits, _ = model.apply(state.variables, video, train=True, mutable=['batch_stats'],
+                                  rngs={'dropout': jax.random.key(0)}, **kwargs)
   eval_logits = model.apply(state.variables, video, train=False, **kwargs)
   return jnp.all(jnp.isfinite(train_logits)) & jnp.all(jnp.isfinite(eval_logits))
 
@@ -136,6 +143,21 @@ def check_batch_sizes(config, devices: int) -> None:
         f'config.grad_accumulation_steps={accumulation} micro-batches that each divide over '
         f'the {devices} devices: use a multiple of {accumulation * devices}.')
   parallel.check_batch_size(config.eval_batch_size, devices, 'config.eval_batch_size')
+  micro_batch = config.batch_size // accumulation
+  if config.bn_group_size < 0 or (config.bn_group_size and micro_batch % config.bn_group_size):
+    raise errors.ConfigError(
+        f'config.bn_group_size={config.bn_group_size} must divide the {micro_batch} clips of a '
+        'micro-batch (0 normalises over the whole batch).')
+
+
+def resolved_optimizer(config, train_videos: Optional[int]):
+  """(config.optimizer with warmup_epochs turned into warmup_steps, steps per epoch or 0)."""
+  opt_config = config.optimizer
+  steps_per_epoch = train_videos / config.batch_size if train_videos else 0.0
+  if opt_config.warmup_epochs > 0 and steps_per_epoch and opt_config.schedule != 'epoch_cosine':
+    opt_config = ml_collections.ConfigDict(opt_config.to_dict())
+    opt_config.warmup_steps = int(math.ceil(opt_config.warmup_epochs * steps_per_epoch))
+  return opt_config, steps_per_epoch
 
 
 class Engine:
@@ -163,13 +185,10 @@ class Engine:
     self.total_steps = (num_train_steps(config, train_videos) if train_videos is not None
                         else max(config.num_train_steps, 1))
     abstract = models.abstract_variables(self.model, self.input_shape)
-    opt_config = config.optimizer
-    if opt_config.warmup_epochs > 0 and train_videos is not None:
-      opt_config = ml_collections.ConfigDict(opt_config.to_dict())
-      opt_config.warmup_steps = int(math.ceil(
-          opt_config.warmup_epochs * train_videos / config.batch_size))
-    self.tx, self.schedule = optim.create_optimizer(opt_config, abstract['params'],
-                                                    self.total_steps, config.batch_size)
+    opt_config, self.steps_per_epoch = resolved_optimizer(config, train_videos)
+    self.tx, self.schedule = optim.create_optimizer(
+        opt_config, abstract['params'], self.total_steps, config.batch_size,
+        self.steps_per_epoch, config.num_epochs)
     replicated = parallel.replicated(self.mesh)
     self._init_state = jax.jit(
         functools.partial(create_train_state, self.model, self.tx, shape=self.input_shape),
@@ -177,15 +196,18 @@ class Engine:
     self.train_step = jax.jit(
         functools.partial(train_step, model=self.model, tx=self.tx, loss_config=config.loss,
                           schedule=self.schedule, data_config=config.data,
-                          accumulation_steps=config.grad_accumulation_steps),
+                          accumulation_steps=config.grad_accumulation_steps,
+                          bn_group_size=config.bn_group_size),
         in_shardings=(replicated, parallel.batch_sharded(self.mesh), replicated),
         out_shardings=(replicated, replicated), donate_argnums=(0,))
     self.outputs_finite = jax.jit(
-        functools.partial(outputs_finite, model=self.model, data_config=config.data),
+        functools.partial(outputs_finite, model=self.model, data_config=config.data,
+                          bn_group_size=config.bn_group_size),
         in_shardings=(replicated, parallel.batch_sharded(self.mesh)), out_shardings=replicated)
     self.eval_step = evaluate_lib.make_eval_step(self.model, config.eval, self.mesh, config.data)
     self.moments_step = precise_bn.make_moments_step(
-        self.model, self.mesh, functools.partial(inputs.model_inputs, data_config=config.data))
+        self.model, self.mesh, functools.partial(inputs.model_inputs, data_config=config.data),
+        config.bn_group_size)
 
   def fresh_state(self) -> TrainState:
     """A freshly initialised state (compiles the initialisation once)."""

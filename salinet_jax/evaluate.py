@@ -55,7 +55,11 @@ def topk_correct(scores: jnp.ndarray, labels: jnp.ndarray, k: int) -> jnp.ndarra
 
 def batch_metric_sums(scores, labels, mask) -> Dict[str, jnp.ndarray]:
   """Masked sums for one batch: real videos, labelled videos, correct top-1 and top-5 among
-  the labelled ones, and videos whose scores are not all finite."""
+  the labelled ones, and videos whose scores are not all finite.
+
+  Plain sums rather than clu.metrics.Average: the counts themselves are reported and checked
+  (every video scored exactly once, how many are labelled), which an average hides.
+  """
   real = mask.astype(jnp.float32)
   labelled = (mask & (labels >= 0)).astype(jnp.float32)
   return {
@@ -138,6 +142,8 @@ def _decode_names(encoded: np.ndarray) -> List[str]:
   return [bytes(row).rstrip(b'\0').decode('utf-8', 'replace') for row in encoded]
 
 
+# Per-class accuracy and the confusion matrix are a bincount each in numpy: scikit-learn would be
+# a new dependency for two lines.
 def per_class_accuracy(predictions: Predictions) -> np.ndarray:
   """Top-1 accuracy of each class over its labelled videos (NaN for classes without any)."""
   num_classes = len(predictions.classes)

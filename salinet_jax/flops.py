@@ -24,11 +24,16 @@ import math
 import re
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+import flax
 import flax.linen as nn
 import jax
 import jax.extend as jex
 import jax.numpy as jnp
 import numpy as np
+from clu import parameter_overview
+
+from salinet_jax import models
+from salinet_jax.models import layers
 
 ROOT_GROUP = 'other'
 NORM_FLOPS_PER_ELEMENT = 2
@@ -119,20 +124,14 @@ def _abstract_input(input_shape: Sequence[int], dtype) -> jax.ShapeDtypeStruct:
   return jax.ShapeDtypeStruct(shape, dtype)
 
 
-def abstract_variables(model: nn.Module, input_shape: Sequence[int], dtype=jnp.float32):
-  """The model's variables as ShapeDtypeStructs (no initialisation compute)."""
-  x = _abstract_input(input_shape, dtype)
-  rngs = {'params': jax.random.PRNGKey(0), 'dropout': jax.random.PRNGKey(1)}
-  return jax.eval_shape(lambda x: model.init(rngs, x), x)
-
-
 def params_by_prefix(params, depth: int = 1) -> Dict[str, int]:
-  """Parameter count per module path truncated to `depth` components ('a/b')."""
-  counts = collections.Counter()
-  for path, leaf in jax.tree_util.tree_leaves_with_path(params):
-    keys = [str(getattr(k, 'key', getattr(k, 'name', k))) for k in path]
-    counts['/'.join(keys[:depth])] += int(np.prod(leaf.shape))
-  return dict(counts)
+  """Parameter count per module path truncated to `depth` components ('a/b'), counted by
+  clu.parameter_overview."""
+  groups = collections.defaultdict(dict)
+  for path, leaf in flax.traverse_util.flatten_dict(params).items():
+    groups['/'.join(str(p) for p in path[:depth])][path] = leaf
+  return {prefix: parameter_overview.count_parameters(flax.traverse_util.unflatten_dict(tree))
+          for prefix, tree in groups.items()}
 
 
 def _aggregate(entries, depth: int) -> Dict[str, float]:
@@ -159,14 +158,14 @@ def model_info(model: nn.Module, input_shape: Sequence[int], *, depth: int = 1,
   'input_shape' (with batch).
   """
   x = _abstract_input(input_shape, input_dtype)
-  variables = abstract_variables(model, x.shape, input_dtype)
+  variables = models.abstract_variables(model, x.shape)
   params = variables.get('params', {})
   root = model.name or type(model).__name__
 
   norm_inputs: List[Tuple[Tuple[str, ...], int]] = []
 
   def interceptor(next_fun, args, kwargs, context):
-    is_norm = isinstance(context.module, nn.BatchNorm) and context.method_name == '__call__'
+    is_norm = isinstance(context.module, (nn.BatchNorm, layers.BatchNorm)) and context.method_name == '__call__'
     if count_norm and is_norm:
       norm_inputs.append((tuple(context.module.path), int(np.prod(args[0].shape))))
     return next_fun(*args, **kwargs)

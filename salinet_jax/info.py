@@ -1,6 +1,9 @@
-"""Model information: parameters and per-view GFLOPs of a config's model, by module group.
+"""Model information: parameters and per-view GFLOPs of a config's model, by module group; with
+--recipe, the resolved training and test recipe (salinet_jax/recipe.py).
 
-  python -m salinet_jax.info --config=configs/k400_salinet.py [--json]
+  python -m salinet_jax.info --config=configs/k400_salinet.py [--json] [--params]
+  python -m salinet_jax.info --config=configs/k400_salinet.py --recipe [--json] \
+      [--video_frames=300 --video_fps=30]
 
 FLOPs follow fvcore/PySlowFast: one multiply-accumulate counts as one FLOP; BatchNorm, activations
 and pooling are not counted. Reported for the training input (num_frames x crop_size^2) and the
@@ -12,18 +15,27 @@ from typing import Any, Dict
 
 from absl import app
 from absl import flags
+from clu import parameter_overview
 from ml_collections import config_flags
 
 from data import datasets
 from data import pipeline
 from data import synthetic
 from salinet_jax import flops
+from salinet_jax import inputs
+from salinet_jax import models
+from salinet_jax import recipe
 from salinet_jax.models import build_model
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Experiment config file.', lock_config=True)
 flags.DEFINE_bool('json', False, 'Print one machine-readable JSON object instead of a table.')
 flags.DEFINE_bool('count_norm', False, 'Also count BatchNorm (2 FLOPs per element, fvcore style).')
+flags.DEFINE_bool('params', False, 'Also print every parameter (clu.parameter_overview table).')
+flags.DEFINE_bool('recipe', False, 'Print the recipe card instead of the model report.')
+flags.DEFINE_integer('video_frames', 0, 'Recipe card: frames of a video whose test clip frame '
+                     'indices to list.')
+flags.DEFINE_float('video_fps', 30.0, 'Recipe card: the frame rate of that video.')
 flags.mark_flags_as_required(['config'])
 
 
@@ -79,8 +91,17 @@ def format_report(report: Dict[str, Any]) -> str:
 
 def main(argv):
   del argv
+  if FLAGS.recipe:
+    card = recipe.card(FLAGS.config, FLAGS.video_frames, FLAGS.video_fps)
+    print(json.dumps(card) if FLAGS.json else recipe.format_card(card))
+    return
   report = model_report(FLAGS.config, FLAGS.count_norm)
   print(json.dumps(report) if FLAGS.json else format_report(report))
+  if FLAGS.params:
+    config = FLAGS.config
+    model = build_model(config.model, report['num_classes'], config.dtype)
+    params = models.abstract_variables(model, inputs.clip_shape(config.data))['params']
+    print(parameter_overview.get_parameter_overview(params, include_stats=False))
 
 
 if __name__ == '__main__':

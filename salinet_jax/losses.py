@@ -115,6 +115,14 @@ LOSSES = {
     'ce_l1_l2': _ce_l1_l2_loss,
     's2dnet': _s2dnet_loss,
 }
+# The config.loss fields each loss reads (the recipe card shows these).
+LOSS_FIELDS = {
+    'cross_entropy': ('label_smoothing',),
+    'ce_l1': ('label_smoothing', 'l1_weight', 'reference_per_device_batch'),
+    'ce_l1_l2': ('label_smoothing', 'l1_weight', 'gate1_weight', 'gate2_weight',
+                 'reference_per_device_batch'),
+    's2dnet': ('dnet_label_smoothing', 'snet_label_smoothing', 'snet_loss_weight'),
+}
 # Losses that read auxiliary model outputs (the model is asked to return them).
 LOSSES_NEEDING_AUX = frozenset({'ce_l1', 'ce_l1_l2', 's2dnet'})
 

@@ -2,12 +2,17 @@
 
 - SGD (momentum, Nesterov) or AdamW.
 - Schedules: constant, cosine, linear warm-up + cosine, PySlowFast-style steps with relative LRs.
-- Weight decay is coupled L2 added to the gradient before momentum for SGD, as PyTorch's SGD
-  does, decoupled for AdamW; by default it skips normalisation parameters (PySlowFast's
-  BN.WEIGHT_DECAY = 0), switchable for biases too.
-- Per-group LR multipliers: `lr_multipliers` pairs a regex over the '/'-joined parameter path
-  with a factor (e.g. TSM's x5 for classifier weights, x10 for their biases).
-- Frozen parameters (`frozen` regex) get no update at all.
+- Per-parameter factors come from rule lists, as big_vision's optax helper does: a list of
+  (regex, factor) pairs, the first regex found in a parameter's qualified name wins. The qualified
+  name is 'KIND:PATH', PATH the '/'-joined parameter path and KIND 'norm' for the scale and bias
+  of normalisation layers (recognised by their `scale`, whatever the layer is called), 'bias' for
+  other biases and 'weight' for the rest, e.g. 'norm:backbone/s1/pathway0_stem/bn/scale'.
+- Weight decay (`weight_decay` x the factor of `weight_decay_rules`; 0 where no rule matches) is
+  coupled L2 added to the gradient before momentum for SGD, as PyTorch's SGD does, decoupled for
+  AdamW. PySlowFast: (('^norm:', 0.0), ('', 1.0)), no decay on BatchNorm (BN.WEIGHT_DECAY = 0).
+- LR multipliers (`lr_multipliers`; 1 where no rule matches), e.g. TSM's x5 for classifier
+  weights and x10 for their biases.
+- Frozen parameters (`frozen`, a regex over the qualified names) get no update at all.
 - Optional global-norm clipping; `base_batch_size` > 0 scales the LR linearly with the batch.
 """
 
@@ -24,24 +29,54 @@ from salinet_jax import errors
 Schedule = Callable[[jnp.ndarray], jnp.ndarray]
 
 
+def scaled_learning_rate(opt_config, learning_rate: float, global_batch: int) -> float:
+  """`learning_rate` scaled by global_batch / base_batch_size when that is > 0."""
+  if opt_config.base_batch_size > 0:
+    return learning_rate * global_batch / opt_config.base_batch_size
+  return learning_rate
+
+
 def peak_learning_rate(opt_config, global_batch: int) -> float:
   """`base_learning_rate`, scaled by global_batch / base_batch_size when that is > 0."""
-  if opt_config.base_batch_size > 0:
-    return opt_config.base_learning_rate * global_batch / opt_config.base_batch_size
-  return opt_config.base_learning_rate
+  return scaled_learning_rate(opt_config, opt_config.base_learning_rate, global_batch)
 
 
-def learning_rate_schedule(opt_config, total_steps: int, global_batch: int) -> Schedule:
-  """`config.optimizer.schedule`: 'constant', 'cosine', 'warmup_cosine' or 'steps'.
+SCHEDULES = ('constant', 'cosine', 'warmup_cosine', 'steps', 'pyslowfast_cosine', 'epoch_cosine')
 
-  Cosine schedules decay to `peak * final_lr_fraction` at `total_steps`; 'steps' multiplies the
-  peak by `relative_lrs[i]` from `step_boundaries[i-1] * total_steps` on (PySlowFast
-  SOLVER.LR_POLICY=steps_with_relative_lrs), after an optional linear warm-up.
+
+def learning_rate_schedule(opt_config, total_steps: int, global_batch: int,
+                           steps_per_epoch: float = 0.0, num_epochs: float = 0.0) -> Schedule:
+  """`config.optimizer.schedule`, one of SCHEDULES.
+
+  Per-step schedules, after an optional linear warm-up from `warmup_start_lr` (scaled with the
+  batch like the base LR; 0 by default) over `warmup_steps`:
+    constant, cosine / warmup_cosine: cosine from the warm-up's end to peak * final_lr_fraction
+      at `total_steps`; steps: the peak times `relative_lrs[i]` from `step_boundaries[i-1] *
+      total_steps` on (PySlowFast SOLVER.LR_POLICY=steps_with_relative_lrs).
+    pyslowfast_cosine: PySlowFast's cosine policy, counted from step 0 over the whole run,
+      peak/2 (1 + cos(pi s / total)); the warm-up ramps linearly from warmup_start_lr to the
+      cosine's value at its end (SOLVER.WARMUP_START_LR, WARMUP_EPOCHS).
+  Per-epoch schedule (set once per epoch; needs `steps_per_epoch`):
+    epoch_cosine: S2DNet's (s2d/utils.py adjust_learning_rate): for epoch e <= W
+      (warmup_epochs), start + e (peak - start) / W; after it, floor + (peak - floor) / 2
+      (1 + cos(pi e / E)), floor = peak * final_lr_fraction, E = num_epochs, the cosine counted
+      from epoch 0.
+  `steps_per_epoch` (float) and `num_epochs` define the epochs of 'epoch_cosine'.
   """
   peak = peak_learning_rate(opt_config, global_batch)
+  start = scaled_learning_rate(opt_config, opt_config.warmup_start_lr, global_batch)
   warmup = opt_config.warmup_steps
   total_steps = max(total_steps, 1)
   name = opt_config.schedule
+  if name == 'epoch_cosine':
+    return _epoch_cosine(opt_config, peak, start, steps_per_epoch, num_epochs)
+  if name == 'pyslowfast_cosine':
+    cosine = lambda step: 0.5 * peak * (1.0 + jnp.cos(jnp.pi * step / total_steps))  # noqa: E731
+    if not warmup:
+      return cosine
+    end = cosine(warmup)
+    return lambda step: jnp.where(step < warmup, start + step * (end - start) / warmup,
+                                  cosine(step))
   if name == 'constant':
     after_warmup = optax.constant_schedule(peak)
   elif name in ('cosine', 'warmup_cosine'):
@@ -67,55 +102,71 @@ def learning_rate_schedule(opt_config, total_steps: int, global_batch: int) -> S
     # The boundaries are fractions of the whole run: the warm-up only overrides its first steps.
     after_warmup = lambda step: steps(step + warmup)  # noqa: E731
   else:
-    raise errors.ConfigError(f"config.optimizer.schedule must be 'constant', 'cosine', "
-                             f"'warmup_cosine' or 'steps', got {name!r}.")
+    raise errors.ConfigError(f'config.optimizer.schedule must be one of {SCHEDULES}, got '
+                             f'{name!r}.')
   if not warmup:
     return after_warmup
-  return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), after_warmup], [warmup])
+  return optax.join_schedules([optax.linear_schedule(start, peak, warmup), after_warmup],
+                              [warmup])
 
 
-def _paths(params: Any) -> Dict[Tuple[str, ...], str]:
-  return {path: '/'.join(str(p) for p in path)
-          for path in flax.traverse_util.flatten_dict(params)}
+def _epoch_cosine(opt_config, peak: float, start: float, steps_per_epoch: float,
+                  epochs: float) -> Schedule:
+  if steps_per_epoch <= 0 or epochs <= 0:
+    raise errors.ConfigError("schedule='epoch_cosine' counts epochs: set config.num_epochs "
+                             '(and train on records whose train split size is known).')
+  warmup_epochs = opt_config.warmup_epochs
+  floor = peak * opt_config.final_lr_fraction
+
+  def schedule(step):
+    epoch = jnp.floor(step / steps_per_epoch)
+    ramp = start + epoch * (peak - start) / max(warmup_epochs, 1e-9)
+    cosine = floor + 0.5 * (peak - floor) * (1.0 + jnp.cos(jnp.pi * epoch / epochs))
+    return jnp.where(epoch <= warmup_epochs, ramp, cosine) if warmup_epochs else cosine
+
+  return schedule
 
 
-def decay_mask(params: Any, decay_norm_params: bool, decay_biases: bool) -> Any:
-  """True for the parameters that get weight decay.
-
-  Normalisation layers are recognised by their `scale` parameter; their `scale` and `bias` are
-  excluded unless `decay_norm_params`. Other layers' biases are excluded unless `decay_biases`.
-  """
+def qualified_names(params: Any) -> Dict[Tuple[str, ...], str]:
+  """'KIND:PATH' of every parameter (see the module docstring), by flattened path."""
   flat = flax.traverse_util.flatten_dict(params)
   norm_modules = {path[:-1] for path in flat if path[-1] == 'scale'}
 
-  def decays(path) -> bool:
+  def kind(path) -> str:
     if path[:-1] in norm_modules:
-      return decay_norm_params
-    if path[-1] == 'bias':
-      return decay_biases
-    return True
+      return 'norm'
+    return 'bias' if path[-1] == 'bias' else 'weight'
 
-  return flax.traverse_util.unflatten_dict({k: decays(k) for k in flat})
+  return {path: f"{kind(path)}:{'/'.join(str(p) for p in path)}" for path in flat}
 
 
-def lr_multipliers(params: Any, rules: Sequence[Tuple[str, float]]) -> Any:
-  """Per-parameter LR factor: the product of the factors of every rule whose regex matches."""
+def factors_from_rules(params: Any, rules: Sequence[Tuple[str, float]], unmatched: float,
+                       what: str) -> Any:
+  """Per-parameter factor: that of the first (regex, factor) rule found in its qualified name,
+  `unmatched` where none is. A rule that matches no parameter is a config error."""
   compiled = [(re.compile(pattern), float(factor)) for pattern, factor in rules]
+  names = qualified_names(params)
+  used = set()
   factors = {}
-  for path, name in _paths(params).items():
-    factor = 1.0
-    for pattern, value in compiled:
+  for path, name in names.items():
+    factors[path] = unmatched
+    for index, (pattern, factor) in enumerate(compiled):
       if pattern.search(name):
-        factor *= value
-    factors[path] = factor
+        factors[path] = factor
+        used.add(index)
+        break
+  unused = [rules[i][0] for i in range(len(rules)) if i not in used]
+  if unused:
+    raise errors.ConfigError(f'{what}: rule(s) {unused} match no parameter (names look like '
+                             f'{next(iter(names.values()))!r}).')
   return flax.traverse_util.unflatten_dict(factors)
 
 
 def frozen_mask(params: Any, pattern: str) -> Any:
-  """True for parameters whose path matches `pattern` ('' freezes nothing)."""
+  """True for parameters whose qualified name matches `pattern` ('' freezes nothing)."""
   regex = re.compile(pattern) if pattern else None
   return flax.traverse_util.unflatten_dict(
-      {path: bool(regex and regex.search(name)) for path, name in _paths(params).items()})
+      {path: bool(regex and regex.search(name)) for path, name in qualified_names(params).items()})
 
 
 def scale_by_multipliers(multipliers: Any) -> optax.GradientTransformation:
@@ -124,30 +175,46 @@ def scale_by_multipliers(multipliers: Any) -> optax.GradientTransformation:
       lambda u, m: u * jnp.asarray(m, u.dtype), updates, multipliers))
 
 
-def create_optimizer(opt_config, params: Any, total_steps: int, global_batch: int):
+def add_decayed_weights(factors: Any, weight_decay: float) -> optax.GradientTransformation:
+  """update + weight_decay * factor * param, per parameter. optax's version takes one rate and a
+  boolean mask; the rules may give any factor."""
+  def add(updates, params):
+    return jax.tree.map(lambda u, p, f: u + jnp.asarray(weight_decay * f, u.dtype) * p if f else u,
+                        updates, params, factors)
+  return optax.stateless(add)
+
+
+def create_optimizer(opt_config, params: Any, total_steps: int, global_batch: int,
+                     steps_per_epoch: float = 0.0, num_epochs: float = 0.0):
   """Returns (optax transformation, schedule) for `config.optimizer` over `params`."""
-  schedule = learning_rate_schedule(opt_config, total_steps, global_batch)
+  schedule = learning_rate_schedule(opt_config, total_steps, global_batch, steps_per_epoch,
+                                    num_epochs)
   parts = []
   if opt_config.grad_clip_norm:
     parts.append(optax.clip_by_global_norm(opt_config.grad_clip_norm))
-  mask = decay_mask(params, opt_config.decay_norm_params, opt_config.decay_biases)
-  if opt_config.name == 'sgd':
-    if opt_config.weight_decay:
-      parts.append(optax.add_decayed_weights(opt_config.weight_decay, mask=mask))
+  decay = factors_from_rules(params, opt_config.weight_decay_rules, 0.0,
+                             'config.optimizer.weight_decay_rules')
+  decayed = [add_decayed_weights(decay, opt_config.weight_decay)] if opt_config.weight_decay else []
+  if opt_config.name == 'sgd':  # coupled L2: decay enters the momentum, as in torch.optim.SGD
+    parts += decayed
     parts.append(optax.sgd(schedule, momentum=opt_config.momentum or None,
                            nesterov=opt_config.nesterov))
-  elif opt_config.name == 'adamw':
-    parts.append(optax.adamw(schedule, b1=opt_config.adam_b1, b2=opt_config.adam_b2,
-                             eps=opt_config.adam_eps, weight_decay=opt_config.weight_decay,
-                             mask=mask))
+  elif opt_config.name == 'adamw':  # decoupled: optax.adamw's chain with per-parameter decay
+    parts.append(optax.scale_by_adam(b1=opt_config.adam_b1, b2=opt_config.adam_b2,
+                                     eps=opt_config.adam_eps))
+    parts += decayed
+    parts.append(optax.scale_by_learning_rate(schedule))
   else:
-    raise ValueError(f"config.optimizer.name must be 'sgd' or 'adamw', got {opt_config.name!r}.")
+    raise errors.ConfigError(f"config.optimizer.name must be 'sgd' or 'adamw', got "
+                             f'{opt_config.name!r}.')
   if opt_config.lr_multipliers:
-    parts.append(scale_by_multipliers(lr_multipliers(params, opt_config.lr_multipliers)))
+    parts.append(scale_by_multipliers(factors_from_rules(
+        params, opt_config.lr_multipliers, 1.0, 'config.optimizer.lr_multipliers')))
   if opt_config.frozen:
     frozen = frozen_mask(params, opt_config.frozen)
     if not any(jax.tree.leaves(frozen)):
-      raise ValueError(f'config.optimizer.frozen={opt_config.frozen!r} matches no parameter.')
+      raise errors.ConfigError(f'config.optimizer.frozen={opt_config.frozen!r} matches no '
+                               'parameter.')
     # Last in the chain: whatever decay or momentum computed, frozen parameters do not move.
     parts.append(optax.masked(optax.set_to_zero(), frozen))
   return optax.chain(*parts), schedule

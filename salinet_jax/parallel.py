@@ -4,7 +4,9 @@ The batch is sharded along the mesh's 'data' axis; parameters and optimizer stat
 Under jit, reductions over the batch (BatchNorm statistics, the mean loss) are global.
 """
 
-from typing import Any, Dict
+import collections
+import itertools
+from typing import Any, Dict, Iterator
 
 import jax
 import numpy as np
@@ -40,6 +42,25 @@ def to_global(batch: Dict[str, np.ndarray], mesh: Mesh) -> Dict[str, jax.Array]:
   """Assembles process-local numpy batches into global arrays sharded along 'data'."""
   sharding = batch_sharded(mesh)
   return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
+
+
+def prefetch_to_mesh(batches: Iterator[Dict[str, np.ndarray]], mesh: Mesh,
+                     size: int) -> Iterator[Dict[str, jax.Array]]:
+  """Global arrays of `batches`, `size` of them already on their way to the devices.
+
+  Transfers are asynchronous, so while the step runs on batch k the copies of batches k+1..k+size
+  proceed (flax's prefetch_to_device, for a sharded mesh). size 0 transfers on demand.
+  """
+  queue = collections.deque()
+
+  def fill(count: int) -> None:
+    for batch in itertools.islice(batches, count):
+      queue.append(to_global(batch, mesh))
+
+  fill(size + 1)
+  while queue:
+    yield queue.popleft()
+    fill(1)
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:

@@ -1,11 +1,13 @@
 """Precise BatchNorm: replace running statistics by their true average over many train batches.
 
 Running averages with momentum lag behind the weights during training; PySlowFast therefore
-recomputes them before evaluation (BN.USE_PRECISE_STATS, BN.NUM_BATCHES_PRECISE). Here every
-BatchNorm call of the training forward is intercepted, its input's per-channel batch mean and
-variance recorded, and the running `mean`/`var` set to the average over all calls and batches
-(a BatchNorm module called several times per forward, like SaliNet's shared saliency BN, averages
-over all of its calls).
+recomputes them before evaluation (BN.USE_PRECISE_STATS, BN.NUM_BATCHES_PRECISE), with fvcore's
+population estimator: the mean and the variance E[x^2] - E[x]^2 of every input element pooled over
+all batches (so the spread between batch means counts). Here every BatchNorm call of the training
+forward is intercepted and its input's per-channel mean and mean square recorded; a BatchNorm
+module called several times per forward (SaliNet's shared saliency BN) averages the moments of
+its calls, where fvcore refuses such a layer. The batches come from a stream of their own (train.py), so
+the training data order does not depend on evaluation.
 """
 
 from typing import Any, Dict, Iterator, Tuple
@@ -17,39 +19,41 @@ import jax.numpy as jnp
 from absl import logging
 
 from salinet_jax import parallel
+from salinet_jax.models import layers
 
 Path = Tuple[str, ...]
 
 
-def batch_moments(model: nn.Module, variables, video,
-                  kwargs) -> Dict[Path, Tuple[jnp.ndarray, ...]]:
-  """Per BatchNorm module: (mean, var) of its inputs in a training forward, averaged over calls."""
+def batch_moments(model: nn.Module, variables, video, kwargs,
+                  bn_group_size: int = 0) -> Dict[Path, Tuple[jnp.ndarray, ...]]:
+  """Per BatchNorm module: (mean, mean square) of its inputs in a training forward, averaged
+  over its calls."""
   records: Dict[Path, list] = {}
 
   def record(next_fun, args, kwargs, context):
-    if isinstance(context.module, nn.BatchNorm) and context.method_name == '__call__':
+    is_norm = isinstance(context.module, (nn.BatchNorm, layers.BatchNorm))
+    if is_norm and context.method_name == '__call__':
       x = args[0].astype(jnp.float32)
       axes = tuple(range(x.ndim - 1))
-      mean = jnp.mean(x, axis=axes)
-      var = jnp.mean(jnp.square(x - mean), axis=axes)
-      records.setdefault(tuple(context.module.path), []).append((mean, var))
+      records.setdefault(tuple(context.module.path), []).append(
+          (jnp.mean(x, axis=axes), jnp.mean(jnp.square(x), axis=axes)))
     return next_fun(*args, **kwargs)
 
-  with nn.intercept_methods(record):
+  with nn.intercept_methods(record), layers.batch_norm_groups(bn_group_size):
     model.apply(variables, video, train=True, mutable=['batch_stats'],
                 rngs={'dropout': jax.random.key(0)}, **kwargs)
   return {path: tuple(jnp.mean(jnp.stack(values), axis=0) for values in zip(*calls))
           for path, calls in records.items()}
 
 
-def make_moments_step(model: nn.Module, mesh, model_inputs):
+def make_moments_step(model: nn.Module, mesh, model_inputs, bn_group_size: int = 0):
   """The jitted (variables, batch) -> `batch_moments` step; build it once per run, since every
   new jit of it compiles a training forward again.
 
   `model_inputs(batch)` gives the model's (clip, keyword inputs), see salinet_jax/inputs.py.
   """
   return jax.jit(
-      lambda v, batch: batch_moments(model, v, *model_inputs(batch)),
+      lambda v, batch: batch_moments(model, v, *model_inputs(batch), bn_group_size),
       in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)),
       out_shardings=parallel.replicated(mesh))
 
@@ -65,11 +69,12 @@ def recompute(moments_step, variables: Dict[str, Any], batches: Iterator[Dict[st
     moments = moments_step(variables, batch)
     totals = moments if totals is None else jax.tree.map(jnp.add, totals, moments)
   flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(variables['batch_stats']))
-  for path, (mean, var) in totals.items():
+  for path, (mean_sum, square_sum) in totals.items():
     if path + ('mean',) not in flat:
       raise KeyError(f'BatchNorm at {"/".join(path)} has no running statistics to replace.')
-    flat[path + ('mean',)] = mean / num_batches
-    flat[path + ('var',)] = var / num_batches
+    mean = mean_sum / num_batches
+    flat[path + ('mean',)] = mean
+    flat[path + ('var',)] = jnp.maximum(square_sum / num_batches - jnp.square(mean), 0.0)
   logging.info('Precise BN: recomputed %d BatchNorm layers over %d batches.', len(totals),
                num_batches)
   return flax.traverse_util.unflatten_dict(flat)

@@ -22,7 +22,7 @@ variables whose path matches `init_config.exclude` (a regex searched in paths li
 With `init_config.strict` missing or unexpected tensors are errors too. Values take the dtype of
 the fresh variables and, for jax arrays, their sharding.
 
-    config.init_from.checkpoint = '/ckpt/k400_salinet_converted'   # '' = train from scratch
+    config.init_from.checkpoint = '/ckpt/k400_salinet_converted'   # 'none' = train from scratch
     config.init_from.exclude = '^head/'                            # fine-tune on another dataset
     config.init_from.strict = True
 """
@@ -140,6 +140,27 @@ class PretrainedMismatchError(errors.UserError, ValueError):
   """The checkpoint does not fit the model (see the report in the message)."""
 
 
+REQUIRED = 'REQUIRED'
+FROM_SCRATCH = ('none', '')
+
+
+class InitCheckpointRequiredError(errors.UserError):
+  """A fine-tuning recipe was started without the checkpoint it starts from."""
+
+
+def check_init_from(init_config) -> None:
+  """Fails, before any work, when the recipe needs a checkpoint that was not given."""
+  if init_config.checkpoint != REQUIRED:
+    return
+  command = init_config.convert_command
+  raise InitCheckpointRequiredError(
+      f'config.init_from.checkpoint must name what this recipe starts from: '
+      f'{init_config.source or "a pretrained checkpoint"}. '
+      + (f'Make it with `{command}`, then pass ' if command else 'Pass ')
+      + '--config.init_from.checkpoint=DIR (or =none to train from scratch, which the '
+      'reference does not do).')
+
+
 def _get(config: Any, name: str, default: Any) -> Any:
   if isinstance(config, Mapping):
     return config.get(name, default)
@@ -211,8 +232,10 @@ def load_pretrained(params: Any, batch_stats: Any, init_config: Any
   """
   path = _get(init_config, 'checkpoint', '')
   report = LoadReport(checkpoint=path)
-  if not path:
+  if path in FROM_SCRATCH:
     return params, batch_stats, report
+  if path == REQUIRED:
+    check_init_from(init_config)
   pretrained = load_variables(path, _get(init_config, 'which', 'best'))
   merged, report = merge_variables({'params': params, 'batch_stats': batch_stats or {}},
                                    pretrained, _get(init_config, 'exclude', ''))

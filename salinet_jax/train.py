@@ -123,6 +123,8 @@ def _metric_writer(workdir: str):
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
   """Trains `config` in `workdir` (resuming if it has checkpoints); returns the last eval results
   (or {'preempted_at_step': step} after a SIGTERM)."""
+  if not checkpoints.has_checkpoints(workdir):  # a resumed run does not initialise again
+    pretrained.check_init_from(config.init_from)
   workdir_lib.check_writable(workdir, 'checkpoints and logs',
                              'Pass a --workdir you can write to.')
   with workdir_lib.WorkdirLock(workdir):
@@ -147,7 +149,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
       writer.write_hparams(_flat_hparams(config))
       logging.info('Initialising the model (compiled once per run)...')
       state = trainer.fresh_state()
-      if config.init_from.checkpoint:
+      if config.init_from.checkpoint not in pretrained.FROM_SCRATCH:
         state = initialize_from(trainer, state, config.init_from)
     start_step = int(state.step)
     logging.info('%s; %d train steps of %d clips.', _model_summary(trainer, state, writer),
@@ -263,8 +265,9 @@ def _train_loop(trainer: engine.Engine, state: engine.TrainState, start_step: in
                 store: checkpoints.CheckpointStore, writer) -> Dict[str, Any]:
   config = trainer.config
   info = pipeline.split_info(config.dataset, config.dataset.train_split)
-  train_iter = pipeline.as_numpy(
-      pipeline.train_dataset(config, seed=config.seed, start_step=start_step), info)
+  train_iter = parallel.prefetch_to_mesh(pipeline.as_numpy(
+      pipeline.train_dataset(config, seed=config.seed, start_step=start_step), info),
+      trainer.mesh, config.data.device_prefetch)
   rng = jax.random.key(config.seed + 1)
   progress = _Progress(trainer.total_steps, config.log_every_steps, config.batch_size, writer)
   hooks = []
@@ -288,7 +291,7 @@ def _run_steps(trainer, state, start_step, store, writer, train_iter, rng, progr
   previous = None  # the metrics of the step before: at most two steps are ever in flight
   for step in range(start_step + 1, total_steps + 1):
     fetch_start = time.monotonic()
-    batch = parallel.to_global(next(train_iter), trainer.mesh)
+    batch = next(train_iter)
     progress.waited_for_data(time.monotonic() - fetch_start)
     if step == start_step + 1:
       logging.info('Compiling the train step (the first step takes longer)...')

@@ -47,6 +47,24 @@ def shrink_to_seconds(config, data_dir):
   return config
 
 
+def random_variables(module, *args, seed=0, **kwargs):
+  """Variables of `module` for `args`, drawn with numpy (no XLA compile, unlike `init`): kernels
+  He normal (fan_out), BatchNorm scales and variances 1, everything else 0."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  abstract = jax.eval_shape(lambda *a: module.init(jax.random.PRNGKey(0), *a, **kwargs), *args)
+  rng = np.random.default_rng(seed)
+
+  def fill(path, leaf):
+    name = jax.tree_util.keystr(path)
+    if name.endswith("['kernel']"):
+      fan_out = int(np.prod(leaf.shape[:-2])) * leaf.shape[-1]
+      return jnp.asarray(rng.normal(0.0, np.sqrt(2.0 / fan_out), leaf.shape), leaf.dtype)
+    value = 1.0 if name.endswith("['scale']") or name.endswith("['var']") else 0.0
+    return jnp.full(leaf.shape, value, leaf.dtype)
+  return jax.tree_util.tree_map_with_path(fill, abstract)
+
+
 @pytest.fixture(scope='session')
 def tiny_data_dir(tmp_path_factory):
   """Tiny synthetic records, generated once for the whole session."""

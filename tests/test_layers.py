@@ -48,3 +48,57 @@ def test_max_pool_ignores_padding_and_avg_pool_counts_it():
   x = -np.ones((1, 1, 2, 2, 1), np.float32)
   assert float(layers.max_pool3d(x, (1, 3, 3), 1, (0, 1, 1)).max()) == -1.0
   np.testing.assert_allclose(layers.avg_pool3d(x, (1, 3, 3), 1, (0, 1, 1))[0, 0, 0, 0, 0], -4 / 9)
+
+
+def _torch_bn_after_one_step(x_ncthw, weight, bias):
+  """(output, running_mean, running_var) of torch.nn.BatchNorm3d after one training forward."""
+  torch = pytest.importorskip('torch', reason='PyTorch is needed to compare BatchNorm statistics '
+                              'with torch.nn.BatchNorm3d (pip install -r requirements-test.txt)')
+  bn = torch.nn.BatchNorm3d(x_ncthw.shape[1], momentum=0.1, eps=1e-5).double()
+  with torch.no_grad():
+    bn.weight.copy_(torch.from_numpy(weight))
+    bn.bias.copy_(torch.from_numpy(bias))
+  out = bn.train()(torch.from_numpy(x_ncthw))
+  return (out.detach().numpy(), bn.running_mean.numpy(), bn.running_var.numpy())
+
+
+def _ours_after_one_step(x, weight, bias, group_size):
+  variables = {'params': {'scale': weight, 'bias': bias},
+               'batch_stats': {'mean': np.zeros(4), 'var': np.ones(4)}}
+  with jax.enable_x64(True), layers.batch_norm_groups(group_size):
+    bn = layers.BatchNorm(use_running_average=False, dtype=np.float64, param_dtype=np.float64)
+    out, updates = bn.apply(variables, x, mutable=['batch_stats'])
+  return np.asarray(out), updates['batch_stats']
+
+
+def test_batch_norm_running_variance_is_unbiased_as_in_pytorch():
+  """Flax keeps the biased batch variance; torch (and this BatchNorm) the unbiased one, which
+  matters for small groups (3 clips x 2 frames x 2 x 2 = 24 values per channel here)."""
+  rng = np.random.default_rng(0)
+  x = rng.normal(2.0, 3.0, (3, 2, 2, 2, 4))
+  weight, bias = rng.uniform(0.5, 1.5, 4), rng.normal(size=4)
+  out, stats = _ours_after_one_step(x, weight, bias, group_size=0)
+  torch_out, torch_mean, torch_var = _torch_bn_after_one_step(
+      np.ascontiguousarray(np.moveaxis(x, -1, 1)), weight, bias)
+  np.testing.assert_allclose(np.moveaxis(out, -1, 1), torch_out, atol=1e-10)
+  np.testing.assert_allclose(stats['mean'], torch_mean, atol=1e-12)
+  np.testing.assert_allclose(stats['var'], torch_var, atol=1e-12)
+  biased = 0.9 + 0.1 * x.reshape(-1, 4).var(0)
+  assert np.abs(stats['var'] - biased).min() > 1e-3  # the difference is real
+
+
+def test_batch_norm_groups_normalise_each_group_as_its_own_device_would():
+  """Group size 2 on 4 clips = two PyTorch BatchNorms (one per device with 2 clips each):
+  identical outputs; the running statistics take the mean of the two devices' updates."""
+  rng = np.random.default_rng(1)
+  x = rng.normal(1.0, 2.0, (4, 2, 3, 3, 4))
+  weight, bias = rng.uniform(0.5, 1.5, 4), rng.normal(size=4)
+  out, stats = _ours_after_one_step(x, weight, bias, group_size=2)
+  per_device = [_torch_bn_after_one_step(np.ascontiguousarray(np.moveaxis(x[i:i + 2], -1, 1)),
+                                         weight, bias) for i in (0, 2)]
+  np.testing.assert_allclose(np.moveaxis(out, -1, 1),
+                             np.concatenate([d[0] for d in per_device]), atol=1e-10)
+  np.testing.assert_allclose(stats['mean'], np.mean([d[1] for d in per_device], 0), atol=1e-12)
+  np.testing.assert_allclose(stats['var'], np.mean([d[2] for d in per_device], 0), atol=1e-12)
+  with pytest.raises(ValueError, match='group size 3 does not divide the batch of 4'):
+    _ours_after_one_step(x, weight, bias, group_size=3)

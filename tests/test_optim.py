@@ -55,28 +55,41 @@ def test_cosine_warmup_and_linear_batch_scaling():
     optim.learning_rate_schedule(_opt_config(schedule='cosine', warmup_steps=3), 10, 8)
 
 
-def test_weight_decay_skips_norm_parameters_only_by_default():
-  mask = optim.decay_mask(PARAMS, decay_norm_params=False, decay_biases=True)
-  assert mask['bn'] == {'scale': False, 'bias': False}
-  assert mask['conv']['kernel'] and mask['head']['fc']['bias']
-  mask = optim.decay_mask(PARAMS, decay_norm_params=False, decay_biases=False)
-  assert not mask['head']['fc']['bias'] and mask['head']['fc']['kernel']
-  # Coupled SGD decay: update = -lr * (grad + wd * param) on decayed leaves only.
-  updates = _one_update(_opt_config(weight_decay=0.1), jax.tree.map(jnp.zeros_like, PARAMS))
+def test_qualified_names_tell_norm_layers_biases_and_weights():
+  assert sorted(optim.qualified_names(PARAMS).values()) == [
+      'bias:head/fc/bias', 'bias:sampler/dense/bias', 'norm:bn/bias', 'norm:bn/scale',
+      'weight:conv/kernel', 'weight:head/fc/kernel', 'weight:sampler/dense/kernel']
+
+
+def test_weight_decay_rules_first_match_wins_and_default_skips_norm_parameters():
+  rules = base.get_base_config().optimizer.weight_decay_rules
+  factors = optim.factors_from_rules(PARAMS, rules, 0.0, 'rules')
+  assert factors['bn'] == {'scale': 0.0, 'bias': 0.0}
+  assert factors['conv']['kernel'] == factors['head']['fc']['bias'] == 1.0
+  factors = optim.factors_from_rules(PARAMS, (('^norm:', 0.0), ('^bias:', 0.0), ('', 1.0)),
+                                     0.0, 'rules')
+  assert factors['head']['fc']['bias'] == 0.0 and factors['head']['fc']['kernel'] == 1.0
+  with pytest.raises(ValueError, match=r"rule\(s\) \['nothing'\] match no parameter"):
+    optim.factors_from_rules(PARAMS, (('nothing', 1.0),), 0.0, 'rules')
+  # Coupled SGD decay: update = -lr * (grad + wd * factor * param).
+  config = _opt_config(weight_decay=0.1, weight_decay_rules=(('^norm:', 0.0), (':head/', 2.0),
+                                                             ('', 1.0)))
+  updates = _one_update(config, jax.tree.map(jnp.zeros_like, PARAMS))
   np.testing.assert_allclose(updates['conv']['kernel'], -0.5 * 0.1)
+  np.testing.assert_allclose(updates['head']['fc']['kernel'], -0.5 * 0.1 * 2.0)
   np.testing.assert_allclose(updates['bn']['scale'], 0.0)
 
 
 def test_lr_multipliers_and_frozen_parameters():
-  config = _opt_config(lr_multipliers=((r'head/.*/kernel$', 5.0), (r'head/.*/bias$', 10.0),
-                                       (r'^sampler/', 0.1)))
+  config = _opt_config(lr_multipliers=((r':head/.*/kernel$', 5.0), (r':head/.*/bias$', 10.0),
+                                       (r':sampler/', 0.1)))
   updates = _one_update(config)
   np.testing.assert_allclose(updates['conv']['kernel'], -0.5)
   np.testing.assert_allclose(updates['head']['fc']['kernel'], -2.5)
   np.testing.assert_allclose(updates['head']['fc']['bias'], -5.0)
   np.testing.assert_allclose(updates['sampler']['dense']['kernel'], -0.05)
 
-  updates = _one_update(_opt_config(frozen=r'^sampler/', weight_decay=0.1))
+  updates = _one_update(_opt_config(frozen=r':sampler/', weight_decay=0.1))
   assert all(float(jnp.abs(u).max()) == 0.0 for u in jax.tree.leaves(updates['sampler']))
   assert float(jnp.abs(updates['conv']['kernel']).max()) > 0
   with pytest.raises(ValueError, match='matches no parameter'):
@@ -93,3 +106,36 @@ def test_adamw_decays_decoupled_and_unknown_names_fail():
   with pytest.raises(ValueError, match='schedule must be'):
     _one_update(_opt_config(schedule='poly'))
   assert isinstance(optax.global_norm(updates), jax.Array)
+
+
+def test_epoch_cosine_is_s2dnets_per_epoch_formula():
+  """s2d/utils.py adjust_learning_rate, B = 128, BASE_LR 1e-5 and WARMUP_LR 0.5e-8 per sample,
+  5 warm-up epochs, 40 epochs, floor 1 %: values worked out from the reference formula."""
+  config = _opt_config(schedule='epoch_cosine', base_learning_rate=1e-5, base_batch_size=1,
+                       warmup_start_lr=0.5e-8, warmup_epochs=5.0, final_lr_fraction=0.01)
+  steps_per_epoch = 100.0
+  schedule = optim.learning_rate_schedule(config, total_steps=4000, global_batch=128,
+                                          steps_per_epoch=steps_per_epoch, num_epochs=40.0)
+  base, start = 1e-5 * 128, 0.5e-8 * 128
+  lr = lambda epoch, offset=0: float(schedule(epoch * steps_per_epoch + offset))  # noqa: E731
+  assert lr(0) == pytest.approx(start) and lr(0, 99) == pytest.approx(start)  # once per epoch
+  assert lr(1) == pytest.approx(start + (base - start) / 5, rel=1e-6)
+  assert lr(5) == pytest.approx(base, rel=1e-6)  # the ramp reaches the base at epoch 5 ...
+  assert lr(6) / base == pytest.approx(0.01 + 0.99 * 0.5 * (1 + np.cos(np.pi * 6 / 40)), rel=1e-5)
+  assert lr(6) / base == pytest.approx(0.946, abs=5e-4)  # ... then the cosine counted from 0
+  assert lr(20) / base == pytest.approx(0.505, abs=5e-4)
+  assert lr(39) / base == pytest.approx(0.0115, abs=5e-4)
+
+
+def test_pyslowfast_cosine_warms_up_from_its_start_lr_to_the_cosine():
+  """PySlowFast I3D_NLN_8x8_R50: LR 0.1, cosine over 196 epochs from epoch 0, linear warm-up
+  from 0.01 over 34 epochs to the cosine's value there (0.1 (1 + cos(34 pi / 196)) / 2)."""
+  config = _opt_config(schedule='pyslowfast_cosine', base_learning_rate=0.1,
+                       warmup_start_lr=0.01, warmup_steps=340)
+  schedule = optim.learning_rate_schedule(config, total_steps=1960, global_batch=64)
+  end = 0.05 * (1 + np.cos(34 * np.pi / 196))
+  assert end == pytest.approx(0.09275, abs=1e-5)
+  assert float(schedule(0)) == pytest.approx(0.01)
+  assert float(schedule(170)) == pytest.approx(0.01 + 0.5 * (end - 0.01), rel=1e-5)
+  assert float(schedule(340)) == pytest.approx(end, rel=1e-5)
+  assert float(schedule(980)) == pytest.approx(0.05, rel=1e-5)

@@ -4,17 +4,20 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from data import augment
 from data import pipeline
+from data import records
+from data import sampling
 
 
 def test_dense_clip_indices_loop_short_videos():
-  indices = pipeline.dense_clip_indices(tf.constant(5), num_frames=4, stride=2, start=tf.constant(0))
+  indices = sampling.dense_clip_indices(tf.constant(5), num_frames=4, stride=2, start=tf.constant(0))
   np.testing.assert_array_equal(indices.numpy(), [0, 2, 4, 1])
 
 
 def test_uniform_test_clips_span_the_video():
   features = {'frames_jpeg': tf.constant([str(i).encode() for i in range(20)])}
-  out = pipeline.sample_uniform_clips(features, num_frames=4, stride=2, num_clips=3)
+  out = sampling.sample_uniform_clips(features, num_frames=4, stride=2, num_clips=3)
   starts = [int(row[0]) for row in out['frames_jpeg'].numpy()]
   assert starts == [0, 6, 13]  # max start = 20 - 7 = 13, evenly spaced
   np.testing.assert_array_equal(out['frames_jpeg'].numpy()[1].astype(int), [6, 8, 10, 12])
@@ -22,7 +25,7 @@ def test_uniform_test_clips_span_the_video():
 
 def test_three_test_crops_run_along_the_long_side():
   video = tf.reshape(tf.range(2 * 1 * 4 * 8 * 3, dtype=tf.float32), [2, 1, 4, 8, 3])
-  out = pipeline.spatial_test_crops({'video': video}, short_side=4, crop_size=4, num_crops=3)
+  out = augment.spatial_test_crops({'video': video}, short_side=4, crop_size=4, num_crops=3)
   assert out['video'].shape == (6, 1, 4, 4, 3)
   crops = out['video'].numpy()
   np.testing.assert_array_equal(crops[0], video.numpy()[0, :, :, 0:4])
@@ -45,7 +48,8 @@ def test_train_batches_are_pixel_clips_and_deterministic(config):
 def test_device_resize_gives_the_host_pipelines_model_inputs(config):
   from salinet_jax import inputs  # pylint: disable=g-import-not-at-top
   # Short side 14..28 of the 20 px frames: windows of 11..23 px around the 16 px crop.
-  config.data.update(dict(train_min_scale=14, train_max_scale=28, random_flip=True))
+  config.data.update(dict(train_min_scale=14, train_max_scale=28,
+                          train_augmentations=('random_flip',)))
   on_device = next(pipeline.as_numpy(pipeline.train_dataset(config, seed=5)))
   config.data.train_resize_on_device = False
   on_host = next(pipeline.as_numpy(pipeline.train_dataset(config, seed=5)))
@@ -87,7 +91,7 @@ def test_eval_covers_every_video_exactly_once(config, process_count):
 
 
 def test_unknown_split_and_missing_records_are_clear_errors(config, tmp_path):
-  with pytest.raises(ValueError, match="Split 'test' is not in the records"):
+  with pytest.raises(records.MissingRecordsError, match="Split 'test' is not in the records"):
     pipeline.split_info(config.dataset, 'test')
   config.dataset.data_dir = str(tmp_path)
   config.dataset.name = 'ucf101'

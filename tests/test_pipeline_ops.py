@@ -1,4 +1,5 @@
-"""The named pipeline ops on hand-made tensors: temporal samplers, crop boxes, fused decode, config."""
+"""The named pipeline parts on hand-made tensors: temporal samplers, crop boxes, fused decode,
+augmentations, and their selection by config."""
 
 import io
 
@@ -7,8 +8,18 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from configs import base
+from data import augment
 from data import pipeline
+from data import sampling
 from salinet_jax import inputs
+
+
+def _data(**fields):
+  """The base config's data fields with `fields` replaced."""
+  data = base.get_base_config().data
+  data.update(fields)
+  return data
 
 
 def _seed(i):
@@ -25,16 +36,16 @@ def _ints(tensor):
 
 # ----------------------------------------------------------------------------- TSN
 def test_tsn_test_views_take_segment_centres():
-  out = pipeline.sample_tsn_segments(_frames(20), num_segments=4, train=False)
+  out = sampling.sample_tsn_segments(_frames(20), num_segments=4, train=False)
   np.testing.assert_array_equal(_ints(out['frames_jpeg']), [[2, 7, 12, 17]])
-  out = pipeline.sample_tsn_segments(_frames(20), num_segments=4, train=False, num_clips=2)
+  out = sampling.sample_tsn_segments(_frames(20), num_segments=4, train=False, num_clips=2)
   np.testing.assert_array_equal(_ints(out['frames_jpeg']), [[1, 6, 11, 16], [3, 8, 13, 18]])
 
 
 def test_tsn_train_takes_one_random_frame_inside_each_segment():
   seen = set()
   for i in range(60):
-    out = pipeline.sample_tsn_segments(_frames(23), num_segments=4, train=True, seed=_seed(i))
+    out = sampling.sample_tsn_segments(_frames(23), num_segments=4, train=True, seed=_seed(i))
     indices = _ints(out['frames_jpeg'])[0]
     assert out['frames_jpeg'].shape == (1, 4)
     for k, index in enumerate(indices):
@@ -44,7 +55,7 @@ def test_tsn_train_takes_one_random_frame_inside_each_segment():
 
 
 def test_tsn_short_videos_repeat_frames():
-  out = pipeline.sample_tsn_segments(_frames(3), num_segments=8, train=False)
+  out = sampling.sample_tsn_segments(_frames(3), num_segments=8, train=False)
   indices = _ints(out['frames_jpeg'])[0]
   assert len(indices) == 8 and set(indices) == {0, 1, 2}
   assert list(indices) == sorted(indices)
@@ -52,38 +63,42 @@ def test_tsn_short_videos_repeat_frames():
 
 # ----------------------------------------------------------------------------- all frames
 def test_all_frames_test_keeps_the_first_n():
-  out = pipeline.sample_all_frames(_frames(200), max_frames=150, train=False)
+  out = sampling.sample_all_frames(_frames(200), max_frames=150, train=False)
   np.testing.assert_array_equal(_ints(out['frames_jpeg'])[0], np.arange(150))
   assert int(out['num_valid']) == 150
-  out = pipeline.sample_all_frames(_frames(40), max_frames=150, train=False)
+  out = sampling.sample_all_frames(_frames(40), max_frames=150, train=False)
   assert int(out['num_valid']) == 40 and out['frames_jpeg'].shape == (1, 40)
 
 
-def test_all_frames_train_trims_up_to_n_over_16_at_each_end():
-  starts, ends = set(), set()
-  for i in range(80):
-    out = pipeline.sample_all_frames(_frames(100), max_frames=150, train=True, seed=_seed(i))
-    indices = _ints(out['frames_jpeg'])[0]
-    assert len(indices) == int(out['num_valid'])
-    np.testing.assert_array_equal(np.diff(indices), 1)  # contiguous, in order
-    starts.add(indices[0])
-    ends.add(100 - 1 - indices[-1])
-  assert starts <= set(range(10)) and ends <= set(range(10))  # 150 // 16 = 9
-  assert len(starts) > 5 and len(ends) > 5
+def test_all_frames_train_trims_up_to_its_own_length_over_16_at_each_end():
+  """The reference trims randrange(n // 16 + 1) frames at each end, n being the video's own
+  (strided) length, not the frame budget."""
+  for length, stride in ((100, 1), (100, 2), (40, 2)):
+    strided = (length + stride - 1) // stride
+    starts, ends = set(), set()
+    for i in range(120):
+      out = sampling.sample_all_frames(_frames(length), max_frames=150, train=True,
+                                       seed=_seed(i), stride=stride)
+      indices = _ints(out['frames_jpeg'])[0]
+      assert len(indices) == int(out['num_valid'])
+      np.testing.assert_array_equal(np.diff(indices), stride)  # contiguous, in order
+      starts.add(indices[0] // stride)
+      ends.add(strided - 1 - indices[-1] // stride)
+    assert starts == ends == set(range(strided // 16 + 1)), (length, stride)
   # Long videos: after the trim, the first 150 frames.
-  out = pipeline.sample_all_frames(_frames(400), max_frames=150, train=True, seed=_seed(3))
+  out = sampling.sample_all_frames(_frames(400), max_frames=150, train=True, seed=_seed(3))
   assert int(out['num_valid']) == 150
 
 
 def test_all_frames_train_never_trims_a_video_away():
   for i in range(30):
-    out = pipeline.sample_all_frames(_frames(2), max_frames=160, train=True, seed=_seed(i))
+    out = sampling.sample_all_frames(_frames(2), max_frames=160, train=True, seed=_seed(i))
     assert 1 <= int(out['num_valid']) <= 2
 
 
 def test_pad_frames_pads_with_zeros_and_masks():
   video = tf.ones([3, 5, 4, 4, 3])
-  out = pipeline.pad_frames({'video': video}, max_frames=8)
+  out = sampling.pad_frames({'video': video}, max_frames=8)
   assert out['video'].shape == (3, 8, 4, 4, 3)
   np.testing.assert_array_equal(out['frame_mask'].numpy(), [1] * 5 + [0] * 3)
   assert float(tf.reduce_sum(out['video'][:, 5:])) == 0.0
@@ -91,14 +106,16 @@ def test_pad_frames_pads_with_zeros_and_masks():
 
 
 # ----------------------------------------------------------------------------- crop boxes
-def _box(fn, height, width, i, **kwargs):
-  return [float(v) for v in fn(tf.constant(height), tf.constant(width), _seed(i), **kwargs)]
+def _box(name, height, width, i, **fields):
+  box = augment.CROP_BOXES.get(name)
+  return [float(v) for v in box(tf.constant(height), tf.constant(width), _seed(i),
+                                _data(**fields))]
 
 
 def test_short_side_jitter_box_is_a_square_of_crop_over_scale():
   for i in range(40):
-    y, x, h, w = _box(pipeline.short_side_jitter_box, 256, 340, i, crop_size=224, min_scale=256,
-                      max_scale=320)
+    y, x, h, w = _box('short_side_jitter', 256, 340, i, crop_size=224, train_min_scale=256,
+                      train_max_scale=320)
     assert h == pytest.approx(w)
     assert 224 * 256 / 320 - 1e-3 <= h <= 224 + 1e-3
     assert 0 <= y <= 256 - h + 1e-3 and 0 <= x <= 340 - w + 1e-3
@@ -107,7 +124,7 @@ def test_short_side_jitter_box_is_a_square_of_crop_over_scale():
 def test_inception_box_area_and_aspect_ranges():
   areas = []
   for i in range(60):
-    y, x, h, w = _box(pipeline.inception_box, 240, 320, i)
+    y, x, h, w = _box('inception', 240, 320, i)
     assert 0 <= y and y + h <= 240 and 0 <= x and x + w <= 320
     area = h * w / (240 * 320)
     areas.append(area)
@@ -121,8 +138,7 @@ def test_tsm_multiscale_box_scales_distortion_and_grid():
   sizes = [256, 224, 192, 168]  # int(256 * s) for 1/.875/.75/.66; 224 snaps to crop_size
   pairs, positions = set(), set()
   for i in range(400):
-    y, x, h, w = (int(v) for v in _box(pipeline.tsm_multiscale_box, height, width, i,
-                                        crop_size=crop))
+    y, x, h, w = (int(v) for v in _box('tsm_multiscale', height, width, i, crop_size=crop))
     assert h in sizes and w in sizes
     assert abs(sizes.index(h) - sizes.index(w)) <= 1  # max distortion 1
     h_step, w_step = (height - h) // 4, (width - w) // 4
@@ -138,10 +154,10 @@ def test_tsm_multiscale_box_scales_distortion_and_grid():
 
 
 def test_tsm_offsets_five_or_thirteen_positions():
-  five = pipeline.tsm_offsets(tf.constant(100), tf.constant(120), tf.constant(60), tf.constant(80),
+  five = augment.tsm_offsets(tf.constant(100), tf.constant(120), tf.constant(60), tf.constant(80),
                               more_fix_crop=False).numpy()
   assert sorted(map(tuple, five)) == [(0, 0), (0, 40), (20, 20), (40, 0), (40, 40)]
-  assert pipeline.tsm_offsets(100, 120, 60, 80, more_fix_crop=True).shape == (13, 2)
+  assert augment.tsm_offsets(100, 120, 60, 80, more_fix_crop=True).shape == (13, 2)
 
 
 # ----------------------------------------------------------------------------- fused decode
@@ -158,35 +174,42 @@ def _jpeg_clip(num_frames=4, height=48, width=64):
   return tf.constant([frames])  # (1, T)
 
 
-@pytest.mark.parametrize('crop', pipeline.TRAIN_CROPS)
+def _crop_box_resize(video, box_fn, crop_size, seed):
+  """The reference for the fused decode: crop the decoded (1, T, H, W, 3) clip to the same
+  window, then resize (float32)."""
+  height, width = tf.shape(video)[2], tf.shape(video)[3]
+  window = augment.integer_window(*box_fn(height, width, seed), height, width)
+  frames = video[0, :, window[0]:window[0] + window[2], window[1]:window[1] + window[3]]
+  return tf.image.resize(frames, [crop_size, crop_size], method='bilinear')[None]
+
+
+@pytest.mark.parametrize('crop', augment.CROP_BOXES.names())
 def test_fused_decode_and_crop_matches_decode_then_crop(crop):
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  data = ml_collections.ConfigDict(dict(train_crop=crop, crop_size=32, train_min_scale=40,
-                                        train_max_scale=56))
-  box_fn = pipeline.train_box_fn(data)
+  data = _data(train_crop=crop, crop_size=32, train_min_scale=40, train_max_scale=56)
+  box_fn = augment.train_box_fn(data)
   jpegs = _jpeg_clip()
   for i in range(5):
-    fused = pipeline.decode_crop_resize({'frames_jpeg': jpegs}, box_fn, 32, _seed(i))['video']
-    decoded = pipeline.decode_jpeg_frames({'frames_jpeg': jpegs})
-    plain = pipeline.crop_box_resize(decoded, box_fn, 32, _seed(i))['video']
+    fused = augment.decode_crop_resize({'frames_jpeg': jpegs}, box_fn, 32, _seed(i))['video']
+    decoded = augment.decode_jpeg_frames({'frames_jpeg': jpegs})['video']
+    plain = _crop_box_resize(decoded, box_fn, 32, _seed(i))
     assert fused.shape == plain.shape == (1, 4, 32, 32, 3) and fused.dtype == tf.uint8
     # JPEG block-edge decoding and rounding to uint8 only.
     assert float(tf.reduce_mean(tf.abs(tf.cast(fused, tf.float32) - plain))) < 2.0
 
 
-def test_fused_decode_flip_mirrors_the_clip():
+def test_random_flip_mirrors_the_clip():
   jpegs = _jpeg_clip()
   box_fn = lambda h, w, seed: (0, 0, h, w)  # whole frame
-  plain = pipeline.decode_crop_resize({'frames_jpeg': jpegs}, box_fn, 40, _seed(0))['video']
+  plain = augment.decode_crop_resize({'frames_jpeg': jpegs}, box_fn, 40, _seed(0))['video']
   flips = []
   for i in range(20):
-    out = pipeline.decode_crop_resize({'frames_jpeg': jpegs}, box_fn, 40, _seed(0),
-                                      flip_seed=_seed(i))['video']
+    out = augment.decode_crop_resize({'frames_jpeg': jpegs}, box_fn, 40, _seed(0))
+    out = augment.augment(out, _data(train_augmentations=('random_flip',)), _seed(i))['video']
     out, reference = out.numpy().astype(int), plain.numpy().astype(int)
     if np.array_equal(out, reference):
       flips.append(False)
-    else:  # mirrored up to a rounding step of the resampled pixels
-      np.testing.assert_allclose(out, reference[:, :, :, ::-1], atol=1)
+    else:  # mirrored
+      np.testing.assert_array_equal(out, reference[:, :, :, ::-1])
       flips.append(True)
   assert 0 < sum(flips) < len(flips)
 
@@ -207,19 +230,17 @@ def test_device_resize_matches_tf_resize_then_flip():
     np.testing.assert_allclose(out[1], expected[1][:, :, ::-1], atol=1e-3)
 
 
-@pytest.mark.parametrize('crop', pipeline.TRAIN_CROPS)
+@pytest.mark.parametrize('crop', augment.CROP_BOXES.names())
 def test_device_resized_crops_match_the_host_path(crop):
-  import ml_collections  # pylint: disable=g-import-not-at-top
   size = 40  # the 48x64 frames give windows both smaller and larger than this for every crop
-  data = ml_collections.ConfigDict(dict(train_crop=crop, crop_size=size, train_min_scale=40,
-                                        train_max_scale=56))
-  box_fn = pipeline.train_box_fn(data)
+  data = _data(train_crop=crop, crop_size=size, train_min_scale=40, train_max_scale=56,
+               train_augmentations=('random_flip',))
   where = set()
   for i in range(12):
-    kwargs = dict(box_fn=box_fn, crop_size=size, seed=_seed(i), flip_seed=_seed(100 + i))
-    host = pipeline.decode_crop_resize({'frames_jpeg': _jpeg_clip()}, **kwargs)['video']
-    sent = pipeline.decode_crop_resize({'frames_jpeg': _jpeg_clip()}, resize_on_device=True,
-                                       **kwargs)
+    data.train_resize_on_device = False
+    host = augment.train_clip({'frames_jpeg': _jpeg_clip()}, data, _seed(i))['video']
+    data.train_resize_on_device = True
+    sent = augment.train_clip({'frames_jpeg': _jpeg_clip()}, data, _seed(i))
     hw = sent['crop_hw'].numpy()
     canvas = sent['video'].numpy()
     assert canvas.shape == (1, 4, size, size, 3) and canvas.dtype == np.uint8
@@ -227,7 +248,7 @@ def test_device_resized_crops_match_the_host_path(crop):
     where.add('device' if tuple(hw) != (size, size) else 'host (or no resize)')
     finished = inputs.resize_crops_on_device(canvas, hw[None], sent['flip'].numpy()[None])
     # Within one uint8 step: the host path rounds its resampled pixels (the device path keeps
-    # float32 where it resizes), and flipping before or after the resize rounds differently.
+    # float32 where it resizes).
     np.testing.assert_allclose(np.asarray(finished), host.numpy().astype(np.float32),
                                atol=1 + 1e-3)
   assert where == {'device', 'host (or no resize)'}
@@ -268,14 +289,15 @@ def test_unknown_normalisation_preset_is_named():
 
 
 # ----------------------------------------------------------------------------- from the config
-@pytest.mark.parametrize('sampling,crop', [('tsn', 'inception'), ('dense', 'tsm_multiscale'),
-                                           ('all_frames', 'short_side_jitter')])
-def test_train_dataset_selects_ops_from_config(config, sampling, crop):
-  config.data.temporal_sampling = sampling
+@pytest.mark.parametrize('sampler,crop', [('tsn', 'inception'), ('dense', 'tsm_multiscale'),
+                                          ('all_frames', 'short_side_jitter'),
+                                          ('pyslowfast', 'short_side_jitter')])
+def test_train_dataset_selects_ops_from_config(config, sampler, crop):
+  config.data.temporal_sampling = sampler
   config.data.train_crop = crop
   batch = next(pipeline.as_numpy(pipeline.train_dataset(config, seed=0)))
   assert batch['video'].shape == (4, 4, 16, 16, 3)
-  if sampling == 'all_frames':  # the 6-frame videos give 4 frames, padding never needed here
+  if sampler == 'all_frames':  # the 6-frame videos give 4 frames, padding never needed here
     assert batch['frame_mask'].shape == (4, 4) and batch['frame_mask'].all()
   else:
     assert 'frame_mask' not in batch
@@ -287,7 +309,7 @@ def test_all_frames_pads_short_videos_in_train_and_eval(config):
   config.data.eval_num_clips = 1
   batch = next(pipeline.as_numpy(pipeline.train_dataset(config, seed=0)))
   assert batch['video'].shape == (4, 10, 16, 16, 3)
-  # int(10 / 16) = 0 frames of trim: every 6-frame video is kept whole and padded by 4.
+  # floor(6 / 16) = 0 frames of trim: every 6-frame video is kept whole and padded by 4.
   np.testing.assert_array_equal(batch['frame_mask'].sum(axis=1), 6)
   for row, mask in zip(batch['video'], batch['frame_mask']):
     assert np.all(row[~mask] == 0)
@@ -318,8 +340,66 @@ def test_bad_op_names_and_all_frames_views_fail_clearly(config):
 
 
 def test_all_frames_with_stride_takes_every_other_frame():
-  out = pipeline.sample_all_frames(_frames(9), max_frames=150, train=False, stride=2)
+  out = sampling.sample_all_frames(_frames(9), max_frames=150, train=False, stride=2)
   assert int(out['num_valid']) == 5
   assert [int(b) for b in out['frames_jpeg'].numpy()[0]] == [0, 2, 4, 6, 8]
-  out = pipeline.sample_all_frames(_frames(400), max_frames=150, train=False, stride=2)
+  out = sampling.sample_all_frames(_frames(400), max_frames=150, train=False, stride=2)
   assert int(out['num_valid']) == 150 and int(out['frames_jpeg'].numpy()[0][-1]) == 298
+
+
+def test_a_new_augmentation_is_a_function_and_a_name(config):
+  """Registering a function under a name and listing it in the config is all it takes."""
+  name = 'invert_for_test'
+  if name not in augment.AUGMENTATIONS:
+    @augment.AUGMENTATIONS.register(name)
+    def invert(features, data, seed):  # pylint: disable=unused-variable
+      del data, seed
+      features['video'] = 255 - features['video']
+      return features
+  config.data.train_resize_on_device = False
+  plain = next(pipeline.as_numpy(pipeline.train_dataset(config, seed=1)))
+  config.data.train_augmentations = (name,)
+  inverted = next(pipeline.as_numpy(pipeline.train_dataset(config, seed=1)))
+  np.testing.assert_array_equal(inverted['video'], 255 - plain['video'])
+  config.data.train_augmentations = ('no_such_augmentation',)
+  with pytest.raises(ValueError, match=r'config.data.train_augmentations must be one of \(.*'
+                     "'random_flip'"):
+    pipeline.train_dataset(config, seed=0)
+
+
+# ----------------------------------------------------------------------------- PySlowFast
+def pyslowfast_reference(num_frames_video, fps, k, num_clips, frames=8, rate=8, target=30.0):
+  """PySlowFast's decoder, written from its formulas: L = T s F / F0, delta = max(N - L, 0),
+  start = delta k / K, indices floor(start + j (L - 1) / (T - 1)) clamped to N - 1."""
+  length = frames * rate * fps / target
+  delta = max(num_frames_video - length, 0.0)
+  start = delta * k / num_clips
+  return [min(int(np.floor(start + j * (length - 1) / (frames - 1))), num_frames_video - 1)
+          for j in range(frames)]
+
+
+@pytest.mark.parametrize('num_frames_video,fps', [(300, 30.0), (250, 25.0), (40, 30.0),
+                                                  (151, 29.97), (600, 60.0), (64, 30.0)])
+def test_pyslowfast_test_clips_follow_the_reference_formula(num_frames_video, fps):
+  data = _data(temporal_sampling='pyslowfast', num_frames=8, frame_stride=8, target_fps=30.0,
+               eval_num_clips=10)
+  features = dict(_frames(num_frames_video), fps=tf.constant(fps, tf.float32))
+  out = sampling.sample(features, data, train=False)['frames_jpeg'].numpy().astype(int)
+  assert out.shape == (10, 8)
+  for k in range(10):
+    assert out[k].tolist() == pyslowfast_reference(num_frames_video, fps, k, 10), k
+  if num_frames_video == 300:  # the step between frames is 63 / 7 = 9 at 30 fps, not 8
+    assert out[0].tolist() == [0, 9, 18, 27, 36, 45, 54, 63]
+  if num_frames_video == 40:  # shorter than a clip: the last frame repeats, no looping
+    assert out[0].tolist() == [0, 9, 18, 27, 36, 39, 39, 39]
+
+
+def test_pyslowfast_train_clip_starts_anywhere_in_the_slack():
+  data = _data(temporal_sampling='pyslowfast', num_frames=8, frame_stride=8, target_fps=30.0)
+  starts = set()
+  for i in range(60):
+    features = dict(_frames(200), fps=tf.constant(30.0))
+    clip = _ints(sampling.sample(features, data, train=True, seed=_seed(i))['frames_jpeg'])[0]
+    assert 0 <= clip[0] <= 200 - 64 and np.all(np.diff(clip) >= 8) and clip[-1] <= 199
+    starts.add(clip[0])
+  assert len(starts) > 30

@@ -9,6 +9,7 @@ import pytest
 from salinet_jax.models import build_model
 from salinet_jax.models import nonlocal_block
 from salinet_jax.models import resnet3d
+from tests.conftest import random_variables
 
 K400_CLASSES = 400
 CLIP_224 = (1, 8, 224, 224, 3)
@@ -18,21 +19,6 @@ def _init(model, *args, **kwargs):
   """model.init, jitted, with the non-partitionable threefry: compiles ~5x faster on CPU."""
   with jax.threefry_partitionable(False):
     return jax.jit(lambda *a: model.init(jax.random.PRNGKey(0), *a, **kwargs))(*args)
-
-
-def _random_init(module, *args, seed=0, **kwargs):
-  """Random variables drawn with numpy (no XLA compile): kernels He normal, BN identity, rest 0."""
-  abstract = jax.eval_shape(lambda *a: module.init(jax.random.PRNGKey(0), *a, **kwargs), *args)
-  rng = np.random.default_rng(seed)
-
-  def fill(path, leaf):
-    name = jax.tree_util.keystr(path)
-    if name.endswith("['kernel']"):
-      fan_out = int(np.prod(leaf.shape[:-2])) * leaf.shape[-1]
-      return jnp.asarray(rng.normal(0.0, np.sqrt(2.0 / fan_out), leaf.shape), leaf.dtype)
-    value = 1.0 if name.endswith("['scale']") or name.endswith("['var']") else 0.0
-    return jnp.full(leaf.shape, value, leaf.dtype)
-  return jax.tree_util.tree_map_with_path(fill, abstract)
 
 
 TINY_NONLOCAL = ((), (1,), (1,), ())
@@ -143,7 +129,7 @@ def test_nonlocal_block_matches_numpy_reference():
   x = jnp.asarray(np.random.default_rng(0).normal(size=(batch, frames, height, width, channels)),
                   jnp.float32)
   block = nonlocal_block.NonLocalBlock(inner, (1, 2, 2), conv_impl='native')
-  variables = _random_init(block, x, train=False)
+  variables = random_variables(block, x, train=False)
   variables = jax.tree_util.tree_map(  # non-zero conv biases too
       lambda v: v + 0.1 if v.ndim == 1 else v, variables)
   variables = _randomise_batch_norms(variables, seed=2)
@@ -196,7 +182,7 @@ def test_tiny_nl_i3d_via_registry_train_and_eval_signatures():
 def test_hara_classifier_still_works():
   model = resnet3d.HaraResNet3DClassifier(num_classes=3, depth=10, width=8, conv_impl='native')
   x = jnp.ones((1, 8, 32, 32, 3))
-  variables = _random_init(model, x)
+  variables = random_variables(model, x)
   logits = model.apply(variables, x)
   assert logits.shape == (1, 3) and bool(jnp.all(jnp.isfinite(logits)))
   assert set(variables['params']) == {'backbone', 'head'}

@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 
 from configs import base
+from configs import mini_kinetics_s2dnet
 from salinet_jax import flops
 from salinet_jax import losses
+from salinet_jax import optim
 from salinet_jax.models import build_model
 from salinet_jax.models import mobilenet_v2
 from salinet_jax.models import resnet2d
@@ -69,9 +71,11 @@ def test_full_size_parameters_match_the_spec():
   assert fix_b['dnet/fc/kernel'].shape == (2048 + 256 + 200, 200)
   assert fix_b['dnet/fusion_layer2/conv/kernel'].shape == (1, 1, 1, 512 + 256, 512)
   assert fix_b['f_m/kernel'].shape == (200 + 1280, 256)
-  assert {k for k in fix_b if re.search(s2dnet.LINEAR_PARAMS, k)} == {
+  names = optim.qualified_names(params_b).values()
+  paths = lambda pattern: {n.split(':', 1)[1] for n in names if re.search(pattern, n)}  # noqa: E731
+  assert paths(mini_kinetics_s2dnet.LINEAR_PARAMS) == {
       'snet/fc/kernel', 'snet/fc/bias', 'f_m/kernel', 'f_m/bias', 'dnet/fc/kernel', 'dnet/fc/bias'}
-  assert {k for k in fix_b if re.search(s2dnet.F_THETA_PARAMS, k)} == {
+  assert paths(mini_kinetics_s2dnet.F_THETA_PARAMS) == {
       k for k in fix_b if k.startswith('f_theta/')}
 
 

@@ -1,5 +1,8 @@
 """SaliNet side modules and models: shapes, closed form vs literal, switches, gradients."""
 
+from typing import Any, Dict, Sequence
+
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -9,8 +12,10 @@ import pytest
 from configs import base
 from salinet_jax import losses
 from salinet_jax.models import build_model
+from salinet_jax.models import layers
 from salinet_jax.models import salient
 from salinet_jax.models import salinet
+from tests.conftest import random_variables
 
 K400_CLASSES = 400
 CLIP_224 = (1, 8, 224, 224, 3)
@@ -19,22 +24,43 @@ I3D_STRIDES = ((1, 2, 2), (1, 2, 2), (1, 2, 2))
 FAST_COMPILE = {'xla_backend_optimization_level': 0}
 
 
-def _init(module, *args, seed=0, **kwargs):
-  """Random variables of the right structure, drawn with numpy (no XLA compile, unlike init).
+def interleave_frames(a, b):
+  """[a_0, b_0, a_1, b_1, ...] along time (axis 1): the reference's chunk-and-concatenate."""
+  if a.shape != b.shape:
+    raise ValueError(f'Cannot interleave maps of shapes {a.shape} and {b.shape}.')
+  stacked = jnp.stack([a, b], axis=2)
+  return stacked.reshape((a.shape[0], 2 * a.shape[1]) + a.shape[2:])
 
-  Kernels ~ He normal (fan_out), BN scales and variances 1, everything else 0.
+
+class InterleavedCrossScaleFusion(nn.Module):
+  """The reference's literal interleave-then-pool, to test the closed-form `CrossScaleFusion`.
+
+  Same attributes and parameter names as `CrossScaleFusion`. Where the closed form pools with
+  temporal stride r, the literal form pools the interleaved (2x longer) sequence with stride 2r,
+  and TSFP_2's gate runs on the interleaved sequence with temporal stride 2r. Requires sizes that
+  divide exactly (as in the reference).
   """
-  abstract = jax.eval_shape(lambda *a: module.init(jax.random.PRNGKey(0), *a, **kwargs), *args)
-  rng = np.random.default_rng(seed)
+  strides: Sequence[layers.Triple]
+  use_tsfp: bool = True
+  dtype: Any = jnp.float32
+  conv_impl: str = 'auto'
 
-  def fill(path, leaf):
-    name = jax.tree_util.keystr(path)
-    if name.endswith("['kernel']"):
-      fan_out = int(np.prod(leaf.shape[:-2])) * leaf.shape[-1]
-      return jnp.asarray(rng.normal(0.0, np.sqrt(2.0 / fan_out), leaf.shape), leaf.dtype)
-    value = 1.0 if name.endswith("['scale']") or name.endswith("['var']") else 0.0
-    return jnp.full(leaf.shape, value, leaf.dtype)
-  return jax.tree_util.tree_map_with_path(fill, abstract)
+  @nn.compact
+  def __call__(self, s1, s2, s3) -> Dict[str, jnp.ndarray]:
+    st1, st2, st3 = (tuple(s) for s in self.strides)
+    doubled = lambda s: (2 * s[0], s[1], s[2])  # noqa: E731
+    out = {}
+    if self.use_tsfp:
+      out['P1'], out['G1'] = salient.TSFP(st1, dtype=self.dtype, conv_impl=self.conv_impl,
+                                          name='tsfp1')(s1)
+      out['P2'], out['G2'] = salient.TSFP(doubled(st2), dtype=self.dtype,
+                                          conv_impl=self.conv_impl,
+                                          name='tsfp2')(interleave_frames(out['P1'], s2))
+    else:
+      out['P1'] = layers.avg_pool3d(s1, st1, st1)
+      out['P2'] = layers.avg_pool3d(interleave_frames(out['P1'], s2), doubled(st2), doubled(st2))
+    out['P3'] = layers.avg_pool3d(interleave_frames(out['P2'], s3), doubled(st3), doubled(st3))
+    return out
 
 
 def _abstract(model, shape):
@@ -106,8 +132,8 @@ def test_shared_saliency_bn_updates_its_statistics_once_per_scale():
               for k in range(3)]
   separate = salient.SSFPyramid(shared_bn=False, conv_impl='native')
   shared = salient.SSFPyramid(shared_bn=True, conv_impl='native')
-  sep_vars = _init(separate, features, train=False)
-  shared_vars = _init(shared, features, train=False)
+  sep_vars = random_variables(separate, features, train=False)
+  shared_vars = random_variables(shared, features, train=False)
   # Same SSF weights in both; BN scale 1 / bias 0 and running stats (0, 1) in both.
   shared_vars['params'].update(
       {k: {n: v for n, v in sep_vars['params'][k].items() if n != 'bn'} for k in
@@ -166,8 +192,8 @@ def test_closed_form_matches_interleave_then_pool_when_time_halves():
 def _check_closed_form(scales, strides, use_tsfp, seed):
   s1, s2, s3 = _maps(seed, 2, scales)
   closed = salient.CrossScaleFusion(strides, use_tsfp=use_tsfp, conv_impl='native')
-  literal = salient.InterleavedCrossScaleFusion(strides, use_tsfp=use_tsfp, conv_impl='native')
-  variables = _init(closed, s1, s2, s3, seed=seed)
+  literal = InterleavedCrossScaleFusion(strides, use_tsfp=use_tsfp, conv_impl='native')
+  variables = random_variables(closed, s1, s2, s3, seed=seed)
   # Random output projections, so the gradient test sees every output.
   out_shapes = jax.eval_shape(lambda *a: closed.apply(variables, *a), s1, s2, s3)
   rng = np.random.default_rng(seed)
@@ -197,7 +223,7 @@ def _check_closed_form(scales, strides, use_tsfp, seed):
 def test_tsfp_module_returns_gated_pool():
   x = _uniform((1, 2, 8, 8, 1))
   tsfp = salient.TSFP((1, 2, 2), conv_impl='native')
-  variables = _init(tsfp, x)
+  variables = random_variables(tsfp, x)
   p, g = tsfp.apply(variables, x)
   assert p.shape == g.shape == (1, 2, 4, 4, 1)
   pooled = x.reshape(1, 2, 4, 2, 4, 2, 1).mean(axis=(3, 5))
@@ -209,7 +235,7 @@ def test_tsfp_module_returns_gated_pool():
 def test_temporal_mask_fusion_formula():
   p3 = _uniform((2, 4, 3, 3, 1))
   fusion = salient.TemporalMaskFusion()
-  variables = _init(fusion, p3)
+  variables = random_variables(fusion, p3)
   w1 = np.asarray(variables['params']['conv1']['kernel'][0, 0, 0])  # (T, T/2)
   w2 = np.asarray(variables['params']['conv2']['kernel'][0, 0, 0])  # (T/2, 1)
   assert w1.shape == (4, 2) and w2.shape == (2, 1)
@@ -269,7 +295,7 @@ def test_ce_l1_l2_gradients_reach_every_salient_parameter(name, extra):
   loss_config.name = 'ce_l1_l2'
   x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 8, 32, 32, 3)), jnp.float32)
   labels = jnp.array([1, 3])
-  variables = _init(model, x)
+  variables = random_variables(model, x)
 
   def loss_fn(params):
     (logits, aux), _ = model.apply({**variables, 'params': params}, x, train=True,

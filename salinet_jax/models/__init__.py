@@ -30,13 +30,22 @@ DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float
           'float64': jnp.float64}
 
 
+# Mixed precision as PyTorch AMP trains: bfloat16 activations where an accelerator computes them
+# fast, float32 on a CPU (where bfloat16 is slower and gains nothing).
+ACCELERATOR_BFLOAT16 = 'bfloat16_on_accelerators'
+
+
 def compute_dtype(name: str) -> Any:
   """Maps `config.dtype` to a jnp dtype, failing loudly on an unknown name.
 
-  'float64' (parity checks against PyTorch through the normal path) needs 64-bit JAX.
+  'float64' (parity checks against PyTorch through the normal path) needs 64-bit JAX;
+  'bfloat16_on_accelerators' is bfloat16 on GPU/TPU and float32 on CPU.
   """
+  if name == ACCELERATOR_BFLOAT16:
+    name = 'float32' if jax.default_backend() == 'cpu' else 'bfloat16'
   if name not in DTYPES:
-    raise errors.ConfigError(f'config.dtype must be one of {sorted(DTYPES)}, got {name!r}.')
+    raise errors.ConfigError(f'config.dtype must be one of {sorted(DTYPES) + [ACCELERATOR_BFLOAT16]}'
+                             f', got {name!r}.')
   if name == 'float64' and not jax.config.jax_enable_x64:
     raise errors.ConfigError("config.dtype='float64' needs 64-bit JAX: set JAX_ENABLE_X64=1 in "
                              "the environment (or jax.config.update('jax_enable_x64', True) "

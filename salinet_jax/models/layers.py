@@ -4,7 +4,9 @@ All tensors are NTHWC. Padding is always explicit and symmetric (PyTorch semanti
 XLA's 'SAME', so that PyTorch checkpoints give identical outputs after conversion.
 """
 
-from typing import Any, Callable, Sequence, Tuple, Union
+import contextlib
+import contextvars
+from typing import Any, Callable, Optional, Sequence, Tuple, Union
 
 import flax.linen as nn
 import jax
@@ -114,17 +116,90 @@ def _frame_sum_conv(x, kernel, strides: Triple, padding: Triple):
   return total.reshape((batch, out_frames) + total.shape[1:])
 
 
+_BN_GROUP_SIZE = contextvars.ContextVar('bn_group_size', default=0)
+
+
+@contextlib.contextmanager
+def batch_norm_groups(size: int):
+  """Within this context, training-mode BatchNorms normalise each group of `size` consecutive
+  clips of the batch with that group's own statistics (0: the whole, global batch).
+
+  PySlowFast's BatchNorm normalises over each GPU's own clips (BN.NUM_SYNC_DEVICES 1); a group
+  size makes that independent of how many devices run the job. The engine enters this context
+  around the training forward (config.bn_group_size), so it is fixed when the step is traced.
+  """
+  token = _BN_GROUP_SIZE.set(int(size))
+  try:
+    yield
+  finally:
+    _BN_GROUP_SIZE.reset(token)
+
+
+class BatchNorm(nn.Module):
+  """PyTorch's BatchNorm: the same parameters and statistics as flax.linen.BatchNorm ('scale',
+  'bias'; 'mean', 'var'), but the running variance takes the UNBIASED batch variance
+  (n / (n - 1), as torch.nn.BatchNorm updates running_var; Flax keeps the biased one), and
+  training statistics can come from groups of clips (`batch_norm_groups`). The running
+  statistics then move towards the mean over groups of their means and unbiased variances.
+  Statistics are computed in float32 (two passes); the output has `dtype`.
+  """
+  use_running_average: Optional[bool] = None
+  momentum: float = BN_MOMENTUM
+  epsilon: float = BN_EPSILON
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+  scale_init: Callable[..., Any] = nn.initializers.ones
+  bias_init: Callable[..., Any] = nn.initializers.zeros
+
+  @nn.compact
+  def __call__(self, x, use_running_average: Optional[bool] = None):
+    use_running_average = nn.merge_param('use_running_average', self.use_running_average,
+                                         use_running_average)
+    features = x.shape[-1]
+    stats_dtype = jnp.promote_types(self.param_dtype, jnp.float32)
+    ra_mean = self.variable('batch_stats', 'mean', lambda: jnp.zeros((features,), stats_dtype))
+    ra_var = self.variable('batch_stats', 'var', lambda: jnp.ones((features,), stats_dtype))
+    scale = self.param('scale', self.scale_init, (features,), self.param_dtype)
+    bias = self.param('bias', self.bias_init, (features,), self.param_dtype)
+    compute = jnp.promote_types(x.dtype, stats_dtype)
+    xf = x.astype(compute)
+    if use_running_average:
+      mean, var = ra_mean.value.astype(compute), ra_var.value.astype(compute)
+      normalized = (xf - mean) * jax.lax.rsqrt(var + self.epsilon)
+    else:
+      group = _BN_GROUP_SIZE.get() or x.shape[0]
+      if x.shape[0] % group:
+        raise ValueError(f'BatchNorm group size {group} does not divide the batch of '
+                         f'{x.shape[0]} clips (per micro-batch): set config.bn_group_size to a '
+                         'divisor of it.')
+      grouped = xf.reshape((x.shape[0] // group, group) + x.shape[1:])
+      axes = tuple(range(1, grouped.ndim - 1))
+      group_mean = jnp.mean(grouped, axis=axes, keepdims=True)
+      group_var = jnp.mean(jnp.square(grouped - group_mean), axis=axes, keepdims=True)
+      normalized = ((grouped - group_mean) * jax.lax.rsqrt(group_var + self.epsilon)).reshape(
+          xf.shape)
+      if not self.is_initializing():
+        count = grouped.size // (grouped.shape[0] * features)
+        bessel = count / max(count - 1, 1)
+        mean = jnp.mean(group_mean.reshape(-1, features), axis=0)
+        unbiased = jnp.mean(group_var.reshape(-1, features), axis=0) * bessel
+        ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
+        ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * unbiased
+    y = normalized * scale.astype(compute) + bias.astype(compute)
+    return y.astype(self.dtype)
+
+
 def batch_norm(train: bool, dtype: Any = jnp.float32, zero_init: bool = False,
-               name: str = None) -> nn.BatchNorm:
+               name: str = None) -> BatchNorm:
   """PyTorch-equivalent BatchNorm (momentum 0.1, eps 1e-5); statistics kept in float32.
 
   Under `jax.jit` on a device mesh the batch mean is taken over the global (sharded) batch,
-  which is what synchronised BatchNorm does in PyTorch.
+  which is what synchronised BatchNorm does in PyTorch; `batch_norm_groups` restricts it to
+  groups of clips.
   """
-  return nn.BatchNorm(
-      use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, dtype=dtype,
-      param_dtype=jnp.float32,
-      scale_init=nn.initializers.zeros if zero_init else nn.initializers.ones, name=name)
+  return BatchNorm(use_running_average=not train, dtype=dtype, param_dtype=jnp.float32,
+                   scale_init=nn.initializers.zeros if zero_init else nn.initializers.ones,
+                   name=name)
 
 
 def max_pool3d(x, window: IntOrTriple, strides: IntOrTriple, padding: IntOrTriple = 0):

@@ -147,9 +147,7 @@ class ResNet2D(nn.Module):
     every = 2 if stage_sizes[2] >= TSM_SPARSE_SHIFT_MIN_BLOCKS else 1
     self.conv1 = nn.Conv(self.width, (7, 7), (2, 2), ((3, 3), (3, 3)), use_bias=False,
                          kernel_init=layers.he_normal_fan_out, dtype=self.dtype)
-    self.bn1 = nn.BatchNorm(use_running_average=None, momentum=layers.BN_MOMENTUM,
-                            epsilon=layers.BN_EPSILON, dtype=self.dtype,
-                            param_dtype=jnp.float32)
+    self.bn1 = layers.BatchNorm(dtype=self.dtype)
     for stage, num_blocks in enumerate(stage_sizes):
       blocks = []
       for block in range(num_blocks):

@@ -359,11 +359,3 @@ class S2DNet(nn.Module):
     }
     aux.update(sampler_lib.sampler_aux(info))
     return logits, aux
-
-
-# Parameter-path regexes by optimisation role, for `config.optimizer.frozen` / `lr_multipliers`:
-# f_theta is frozen in warm-up and trains at LR x 0.1 in the sampling stage (its own Linear layers
-# follow that multiplier in the reference); the other Linear layers (SNet and DNet classifiers,
-# f_m) get TSM's LR x 5 (weights) / x 10 (biases). The Gaussian sampler has no parameters.
-F_THETA_PARAMS = r'^f_theta/'
-LINEAR_PARAMS = r'^(snet/fc|f_m|dnet/fc)/'

@@ -16,7 +16,7 @@ kernel 1, only ever reads the P1 frames. So, per frame:
 
 where `pool` is an average pool whose window = stride maps one scale onto the next one's (T, H, W)
 ((1,2,2) for I3D; (2,2,2) where a backbone halves time). `CrossScaleFusion` is this closed form,
-`InterleavedCrossScaleFusion` the literal interleave-then-pool (tests only). The two share
+tests/test_salient.py's `InterleavedCrossScaleFusion` the literal interleave-then-pool. The two share
 parameter names, so one set of variables drives both. The closed form runs TSFP_2's gate on T frames
 instead of the reference's 2T, so it costs half of the reference's TSFP_2 FLOPs for the same output.
 
@@ -72,14 +72,6 @@ def avg_pool_ceil(x, strides: Triple):
     return x
   pads = tuple((0, -size % s) for size, s in zip(x.shape[1:4], strides))
   return nn.avg_pool(x, strides, strides, pads, count_include_pad=False)
-
-
-def interleave_frames(a, b):
-  """[a_0, b_0, a_1, b_1, ...] along time (axis 1): the reference's chunk-and-concatenate."""
-  if a.shape != b.shape:
-    raise ValueError(f'Cannot interleave maps of shapes {a.shape} and {b.shape}.')
-  stacked = jnp.stack([a, b], axis=2)
-  return stacked.reshape((a.shape[0], 2 * a.shape[1]) + a.shape[2:])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -220,35 +212,6 @@ class CrossScaleFusion(nn.Module):
       out['P2'] = avg_pool_ceil((out['P1'] + s2) / 2, st2)
     _check_same(out['P2'], s3, 'P2', 'S3')
     out['P3'] = avg_pool_ceil((out['P2'] + s3) / 2, st3)
-    return out
-
-
-class InterleavedCrossScaleFusion(nn.Module):
-  """The reference's literal interleave-then-pool; for tests of `CrossScaleFusion` only.
-
-  Same attributes and parameter names as `CrossScaleFusion`. Where the closed form pools with
-  temporal stride r, the literal form pools the interleaved (2x longer) sequence with stride 2r,
-  and TSFP_2's gate runs on the interleaved sequence with temporal stride 2r. Requires sizes that
-  divide exactly (as in the reference).
-  """
-  strides: Sequence[Triple]
-  use_tsfp: bool = True
-  dtype: Any = jnp.float32
-  conv_impl: str = 'auto'
-
-  @nn.compact
-  def __call__(self, s1, s2, s3) -> Dict[str, jnp.ndarray]:
-    st1, st2, st3 = (tuple(s) for s in self.strides)
-    doubled = lambda s: (2 * s[0], s[1], s[2])  # noqa: E731
-    out = {}
-    if self.use_tsfp:
-      out['P1'], out['G1'] = TSFP(st1, dtype=self.dtype, conv_impl=self.conv_impl, name='tsfp1')(s1)
-      out['P2'], out['G2'] = TSFP(doubled(st2), dtype=self.dtype, conv_impl=self.conv_impl,
-                                  name='tsfp2')(interleave_frames(out['P1'], s2))
-    else:
-      out['P1'] = layers.avg_pool3d(s1, st1, st1)
-      out['P2'] = layers.avg_pool3d(interleave_frames(out['P1'], s2), doubled(st2), doubled(st2))
-    out['P3'] = layers.avg_pool3d(interleave_frames(out['P2'], s3), doubled(st3), doubled(st3))
     return out
 
 

@@ -1,0 +1,201 @@
+"""Generic layouts: `path label` lists, TSN frame-folder lists, class-per-folder trees and CSV
+lists with a header, plus the train/val split of a CSV list by whole groups (e.g. fight_surv's
+source videos, so clips of one source never sit on both sides).
+"""
+
+import collections
+import csv
+import os
+import random
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+from data.annotations.common import (AnnotationError, Annotations, PathLike, UnknownLabels,
+                                     VideoEntry, check_classes, index_of, is_int, numbered_lines,
+                                     parse_int)
+
+
+def _resolve_labels(path: PathLike, rows: List[Tuple[int, str]], classes: Optional[Sequence[str]],
+                    label_order: Optional[Sequence[str]], index_base: int):
+  """Maps label tokens to (index, text); integer labels iff every token of the file is an integer.
+
+  Integer labels index `label_order` (default `classes`), counted from `index_base`, and are then
+  looked up by name in `classes`; without any class list they are kept as-is with empty text.
+  Name labels without `classes` define the class list as their sorted unique values.
+  """
+  integer = bool(rows) and all(is_int(token) for _, token in rows)
+  if not integer and classes is None:
+    classes = sorted({token for _, token in rows})
+  if classes is None and label_order is not None:
+    classes = label_order
+  classes = check_classes(classes if classes is not None else (), os.fspath(path))
+  order = tuple(label_order) if label_order is not None else classes
+  index = index_of(classes)
+  unknown = UnknownLabels(path, classes)
+  resolved = []
+  for line, token in rows:
+    if integer:
+      number = int(token) - index_base
+      if not classes:
+        if number < 0:
+          raise AnnotationError(path, line, f'negative label {token} (index base {index_base}).')
+        resolved.append((number, ''))
+        continue
+      if not 0 <= number < len(order):
+        unknown.add(token, line)
+        resolved.append(None)
+        continue
+      token = order[number]
+    if token not in index:
+      unknown.add(token, line)
+      resolved.append(None)
+      continue
+    resolved.append((index[token], token))
+  unknown.check()
+  return resolved, classes
+
+
+def parse_list_file(path: PathLike, classes: Optional[Sequence[str]] = None,
+                    index_base: int = 0) -> Annotations:
+  """Parses a generic `<path> <label>` list; the label is a class index or a class name.
+
+  The path may contain spaces (the label is the last field). With name labels and no `classes`, the
+  class list is their sorted unique values; integer labels count from `index_base` (1 for lists
+  numbered like UCF101's) and keep empty `label_text` when no `classes` is given.
+  """
+  rows, paths = [], []
+  for line, text in numbered_lines(path):
+    parts = text.rsplit(None, 1)
+    if len(parts) != 2:
+      raise AnnotationError(path, line, f'expected "<path> <label>", got {text!r}.')
+    paths.append(parts[0])
+    rows.append((line, parts[1]))
+  resolved, classes = _resolve_labels(path, rows, classes, None, index_base)
+  return Annotations(tuple(VideoEntry(path_or_id=p, label_index=i, label_text=t)
+                           for p, (i, t) in zip(paths, resolved)), classes)
+
+
+def parse_tsn_list(path: PathLike, classes: Optional[Sequence[str]] = None,
+                   label_order: Optional[Sequence[str]] = None, index_base: int = 0) -> Annotations:
+  """Parses a TSN/mmaction frame-folder list `<frame_dir> <num_frames> <label>`.
+
+  `label_order` is the class order the file's integer labels refer to when it differs from the
+  official `classes` (see HMDB51_TSN_LIST_ORDER); entries get indices into `classes`.
+  """
+  rows, dirs, counts = [], [], []
+  for line, text in numbered_lines(path):
+    parts = text.rsplit(None, 2)
+    if len(parts) != 3:
+      raise AnnotationError(path, line,
+                            f'expected "<frame_dir> <num_frames> <label>", got {text!r}.')
+    frames = parse_int(path, line, parts[1], 'num_frames')
+    if frames < 0:
+      raise AnnotationError(path, line, f'negative num_frames {frames}.')
+    dirs.append(parts[0])
+    counts.append(frames)
+    rows.append((line, parts[2]))
+  resolved, classes = _resolve_labels(path, rows, classes, label_order, index_base)
+  return Annotations(tuple(VideoEntry(path_or_id=d, label_index=i, label_text=t, num_frames=n)
+                           for d, n, (i, t) in zip(dirs, counts, resolved)), classes)
+
+
+def parse_class_folders(root: PathLike, extensions: Optional[Iterable[str]] = None) -> Annotations:
+  """Reads a `root/<class>/<video or frame folder>` tree; classes are the sorted folder names.
+
+  `extensions` (e.g. ['.mp4', '.avi'], case-insensitive) keeps only matching files; without it every
+  non-hidden file and folder is a video. `path_or_id` is `<class>/<name>`; entries are sorted.
+  """
+  root = os.fspath(root)
+  if not os.path.isdir(root):
+    raise ValueError(f'{root}: not a directory.')
+  exts = None if extensions is None else {e.lower() if e.startswith('.') else '.' + e.lower()
+                                          for e in extensions}
+  classes = tuple(sorted(d for d in os.listdir(root)
+                         if not d.startswith('.') and os.path.isdir(os.path.join(root, d))))
+  if not classes:
+    raise ValueError(f'{root}: no class folders.')
+  entries = []
+  for idx, cls in enumerate(classes):
+    for name in sorted(os.listdir(os.path.join(root, cls))):
+      if name.startswith('.'):
+        continue
+      if exts is not None and os.path.splitext(name)[1].lower() not in exts:
+        continue
+      entries.append(VideoEntry(path_or_id=f'{cls}/{name}', label_index=idx, label_text=cls))
+  return Annotations(tuple(entries), classes)
+
+
+def parse_csv_list(path: PathLike, classes: Optional[Sequence[str]], path_column: str,
+                   label_column: str, group_column: str = '') -> Annotations:
+  """Reads a CSV list with a header (e.g. fight_surv's `path,label,source_group`).
+
+  Classes: `classes` when given, else the sorted label names. Labels outside the class list fail
+  together, listing each (with its first line). `group_column` fills each entry's `group`.
+  """
+  with open(path, encoding='utf-8-sig', newline='') as f:
+    reader = csv.DictReader(f)
+    header = reader.fieldnames or []
+    needed = [c for c in (path_column, label_column, group_column) if c]
+    missing = [c for c in needed if c not in header]
+    if missing:
+      raise AnnotationError(path, None, f'header {header} lacks column(s) {missing}.')
+    rows = []
+    for row in reader:
+      if not any((v or '').strip() for v in row.values()):
+        continue
+      video, label = (row[path_column] or '').strip(), (row[label_column] or '').strip()
+      if not video or not label:
+        raise AnnotationError(path, reader.line_num, f'empty {path_column} or {label_column}.')
+      rows.append((reader.line_num, video, label,
+                   (row[group_column] or '').strip() if group_column else ''))
+  if classes is None:
+    classes = sorted({label for _, _, label, _ in rows})
+  classes = check_classes(classes, os.fspath(path))
+  index = index_of(classes)
+  unknown = UnknownLabels(path, classes)
+  for line, _, label, _ in rows:
+    if label not in index:
+      unknown.add(label, line)
+  unknown.check()
+  return Annotations(tuple(VideoEntry(path_or_id=video, label_index=index[label],
+                                      label_text=label, group=group)
+                           for _, video, label, group in rows), classes)
+
+
+def split_by_group(entries: Sequence[VideoEntry], val_fraction: float, seed: int,
+                   val_groups: Sequence[str] = ()) -> Dict[str, List[VideoEntry]]:
+  """Splits entries into 'train' and 'val' by whole groups (never one group on both sides).
+
+  With `val_groups` those groups are val. Otherwise groups are visited in a seeded random order
+  and moved to val while val stays within `val_fraction` of the entries (groups that would
+  overshoot are skipped), until val holds at least 90 % of that target. Both sides keep the
+  entries' order. Errors name the converter's flags (--val_groups, --val_fraction) that set them.
+  """
+  by_group: Dict[str, List[VideoEntry]] = collections.defaultdict(list)
+  for entry in entries:
+    if not entry.group:
+      raise ValueError(f'{entry.path_or_id} has an empty group: cannot split by group.')
+    by_group[entry.group].append(entry)
+  if val_groups:
+    unknown = sorted(set(val_groups) - set(by_group))
+    if unknown:
+      raise ValueError(f'--val_groups not in the list: {unknown}.')
+    chosen = set(val_groups)
+  else:
+    if not 0.0 < val_fraction < 1.0:
+      raise ValueError(f'--val_fraction must be in (0, 1), got {val_fraction}.')
+    target = val_fraction * len(entries)
+    order = sorted(by_group)
+    random.Random(seed).shuffle(order)
+    chosen, size = set(), 0
+    for group in order:
+      if size >= 0.9 * target:
+        break
+      if size + len(by_group[group]) <= target:
+        chosen.add(group)
+        size += len(by_group[group])
+    if not chosen:  # every group is larger than the target: take the smallest one
+      chosen.add(min(order, key=lambda g: len(by_group[g])))
+  if len(chosen) == len(by_group):
+    raise ValueError('Splitting by group left no group for training.')
+  return {'train': [e for e in entries if e.group not in chosen],
+          'val': [e for e in entries if e.group in chosen]}

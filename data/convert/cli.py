@@ -1,0 +1,151 @@
+r"""Converts videos (or extracted frames) plus official annotation files into sharded TFRecords.
+
+  python -m data.convert --dataset=KIND --input=DIR --output=DIR [--annotations=PATH] [--split=NAME]
+
+KIND and what --input / --annotations are:
+  kinetics400, kinetics600  --input: the downloaded clips, `<youtube_id>_<start:06d>_<end:06d>.<ext>`
+                            (or `<youtube_id>.<ext>`), flat or in per-class / per-split folders.
+                            --annotations: crawler CSV(s), comma separated, `[split=]path`; the split
+                            is read from the file name (train / val|validate / test) unless given.
+                            Classes: sorted label names of the labeled CSVs (or --class_list).
+  ucf101                    --input: UCF-101/ (`<Class>/v_*.avi`). --annotations: ucfTrainTestlist/
+                            (classInd.txt, trainlist0k.txt, testlist0k.txt); --fold=1|2|3|all gives
+                            splits train<k>/test<k>. Classes: classInd order.
+  hmdb51                    --input: the per-class folders of .avi. --annotations: the official
+                            testTrainMulti_7030_splits/ folder (`*_test_split<k>.txt`) with --fold,
+                            or TSN-form list file(s) `split=path` (`<dir> <frames> <label>`).
+  ssv2                      --input: the .webm files. --annotations: folder holding
+                            something-something-v2-{labels,train,validation,test}.json
+                            (splits train / val / test). Classes: the labels json index order.
+  mini_kinetics             --input: a Kinetics-400 clip folder. --annotations: folder with
+                            {train,val}_ytid_list.txt; --kinetics_csv: labeled K400 CSV(s) for them.
+  folder                    --input: `<class>/<video>` tree (classes = sorted folder names).
+  list                      --annotations: `[split=]path` list file(s) of `<path> <label>` lines or a
+                            CSV with a header (`--path_column`, `--label_column`); with
+                            --split_by_group=COLUMN the CSV is split into train/val by that column
+                            (whole groups go to one side; --val_fraction, --val_groups, --group_seed).
+  frames                    --input: frame folders. --annotations: TSN list(s) `<dir> <frames> <label>`
+                            of `--frame_template` files (default {:06d}.jpg, from --frame_start).
+
+Frames are decoded with PyAV in presentation order, turned upright from rotation metadata, stored
+at --fps (0: every native frame) with short side --short_side (256) as JPEG (--jpeg_quality).
+Class indices follow the official class order (--class_list overrides it); a label missing from
+the class list stops the run before any decoding, listing every offender.
+
+The work runs over --workers processes with a progress bar. Each shard is written to a temporary
+name and renamed when complete, with its bookkeeping in OUTPUT/.convert/; a re-run with the same
+arguments skips finished shards. A video that is missing, empty, corrupt or has no frames is left
+out and reported (file, reason) in metadata.json and OUTPUT/failures.csv; the run carries on.
+
+Output (OUTPUT/): `<name>-<split>.tfrecord-<i:05d>-of-<n:05d>` shards (data/records.py schema),
+metadata.json, failures.csv, and TFDS's dataset_info.json + features.json: see data/records.py for
+what `tfds.builder_from_directory(OUTPUT)` gives. Exit status: 0 when at least one video of each
+converted split was written, 1 otherwise, 2 for bad arguments or annotations.
+"""
+
+import argparse
+import os
+import sys
+import time
+from typing import TYPE_CHECKING, Optional, Sequence
+
+from data import video_io
+from data.convert.outputs import FAILURES_FILE, existing_metadata, write_outputs
+from data.convert.plans import KINDS, ConversionError, make_plan
+from data.convert.shards import remove_stale_shards, run_jobs, shard_jobs
+
+if TYPE_CHECKING:  # TensorFlow is imported lazily: worker processes never need it
+  from data import records  # pylint: disable=g-bad-import-order
+
+VIDEO_EXTENSIONS = video_io.VIDEO_EXTENSIONS
+
+
+def convert(args) -> Optional['records.DatasetMetadata']:
+  """Runs a whole conversion for parsed arguments; returns the written metadata (None for
+  --dry_run). Splits other than this run's, already in the output, are kept."""
+  output = os.path.abspath(args.output)
+  plan = make_plan(args)
+  os.makedirs(output, exist_ok=True)
+  jobs = shard_jobs(plan, args, output)
+  counts = {split: len(items) for split, items in plan.splits.items()}
+  missing = sum(1 for items in plan.splits.values() for i in items if i.missing)
+  print(f'{plan.name}: {len(plan.classes)} classes, videos per split {counts}, '
+        f'{len(jobs)} shards, {missing} listed videos not found.', file=sys.stderr)
+  if args.dry_run:
+    return None
+  existing_metadata(output, plan)  # fail before decoding anything
+  remove_stale_shards(output, plan, jobs)
+  start = time.time()
+  states = run_jobs(jobs, args, output)
+  metadata = write_outputs(output, plan, jobs, states, args)
+  failed = [f for f in metadata.failures if f['split'] in plan.splits]
+  print(f'Wrote {sum(metadata.split_sizes[s] for s in plan.splits)} videos '
+        f'({ {s: metadata.split_sizes[s] for s in sorted(plan.splits)} }) to {output} in '
+        f'{time.time() - start:.1f}s; {len(failed)} failed'
+        + (f' (see {os.path.join(output, FAILURES_FILE)})' if failed else '') + '.',
+        file=sys.stderr)
+  for failure in failed[:10]:
+    print(f"  {failure['split']}: {failure['file']}: {failure['reason']}", file=sys.stderr)
+  return metadata
+
+
+def build_parser() -> argparse.ArgumentParser:
+  """The command line's flags; its help is this module's docstring."""
+  p = argparse.ArgumentParser(
+      prog='python -m data.convert', description=__doc__.split('\n\n')[0],
+      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split('\n\n', 1)[1])
+  p.add_argument('--dataset', required=True, choices=KINDS, help='source layout / dataset kind')
+  p.add_argument('--input', required=True, help='root of the videos or frame folders')
+  p.add_argument('--output', required=True, help='records directory to write')
+  p.add_argument('--annotations', default='', help='annotation file(s) or folder (see above)')
+  p.add_argument('--split', default='', help='split name (single-split kinds) or the one split '
+                 'to convert')
+  p.add_argument('--name', default='', help='dataset name in shard files, metadata and TFDS '
+                 '(default: the kind; use the registry name, e.g. fight_surv)')
+  p.add_argument('--class_list', default='', help='class names one per line, in index order')
+  p.add_argument('--fold', default='1', help='ucf101/hmdb51 fold: 1, 2, 3 or all')
+  p.add_argument('--kinetics_csv', default='', help='mini_kinetics: labeled K400 CSV(s)')
+  p.add_argument('--extensions', default=','.join(VIDEO_EXTENSIONS), help='video extensions')
+  p.add_argument('--path_column', default='path', help='CSV lists: column of the video path')
+  p.add_argument('--label_column', default='label', help='CSV lists: column of the label')
+  p.add_argument('--label_index_base', type=int, default=0, help='integer labels start here')
+  p.add_argument('--split_by_group', default='', help='CSV lists: split train/val by this column')
+  p.add_argument('--val_fraction', type=float, default=0.25, help='share of videos in val')
+  p.add_argument('--val_groups', default='', help='comma-separated groups forced into val')
+  p.add_argument('--group_seed', type=int, default=0, help='seed of the group split')
+  p.add_argument('--fps', type=float, default=0.0, help='stored frame rate; 0 = native')
+  p.add_argument('--short_side', type=int, default=video_io.DEFAULT_SHORT_SIDE,
+                 help='stored short side in pixels; 0 = original size')
+  p.add_argument('--jpeg_quality', type=int, default=video_io.DEFAULT_JPEG_QUALITY)
+  p.add_argument('--max_frames', type=int, default=0, help='keep at most this many frames; 0 = all')
+  p.add_argument('--interpolation', default=video_io.DEFAULT_INTERPOLATION,
+                 help='swscale resize filter (BILINEAR, AREA, BICUBIC, ...)')
+  p.add_argument('--decode_threads', type=int, default=1, help='FFmpeg threads per video')
+  p.add_argument('--frame_template', default='{:06d}.jpg', help='frames: file name template')
+  p.add_argument('--frame_start', type=int, default=1, help='frames: first frame number')
+  p.add_argument('--frames_fps', type=float, default=0.0, help='frames: rate they were taken at')
+  p.add_argument('--workers', type=int, default=os.cpu_count() or 1, help='decoding processes')
+  p.add_argument('--videos_per_shard', type=int, default=32)
+  p.add_argument('--num_shards', type=int, default=0, help='shards per split (overrides '
+                 '--videos_per_shard)')
+  p.add_argument('--shuffle_seed', type=int, default=0, help='order of videos in shards; -1 keeps '
+                 'the annotation order')
+  p.add_argument('--dry_run', action='store_true', help='parse annotations, print the plan, stop')
+  p.add_argument('--quiet', action='store_true', help='no progress bar')
+  return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  """Runs the command line; returns the exit status (0, 1 or 2: see the module docstring)."""
+  args = build_parser().parse_args(argv)
+  try:
+    metadata = convert(args)
+  except ConversionError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  if metadata is None:
+    return 0
+  empty = [s for s in metadata.extra['last_run'] if not metadata.split_sizes.get(s)]
+  if empty:
+    print(f'error: no video of split(s) {empty} could be converted.', file=sys.stderr)
+  return 1 if empty else 0

@@ -1,0 +1,93 @@
+"""Finding the source video (or frame folder) of each annotated item on disk.
+
+Annotations name videos by relative path, clip name, id or stem; `FileIndex` resolves those under
+an input root (exact path, case-insensitive path, then stem), and the `attach_*` helpers fill each
+item's `source`, or its `missing` reason, which becomes the video's failure record.
+"""
+
+import collections
+import os
+from typing import TYPE_CHECKING, Dict, Iterable, List, Optional, Sequence
+
+if TYPE_CHECKING:
+  from data.convert.plans import Item  # pylint: disable=g-bad-import-order
+
+
+class FileIndex:
+  """Finds files under a root by relative path, case-insensitive path, stem or basename."""
+
+  def __init__(self, root: str, extensions: Optional[Sequence[str]] = None, dirs: bool = False):
+    self.root = os.path.abspath(root)
+    self._extensions = None if extensions is None else {e.lower() for e in extensions}
+    self._dirs = dirs
+    self._built = False
+    self._by_lower: Dict[str, str] = {}
+    self._by_stem: Dict[str, List[str]] = collections.defaultdict(list)
+
+  def _build(self):
+    if self._built:
+      return
+    for parent, dirnames, filenames in os.walk(self.root):
+      dirnames[:] = [d for d in dirnames if not d.startswith('.')]
+      names = dirnames if self._dirs else filenames
+      for name in names:
+        if name.startswith('.'):
+          continue
+        stem, ext = os.path.splitext(name)
+        if not self._dirs and self._extensions is not None and ext.lower() not in self._extensions:
+          continue
+        path = os.path.join(parent, name)
+        rel = os.path.relpath(path, self.root)
+        self._by_lower.setdefault(rel.lower().replace(os.sep, '/'), path)
+        self._by_stem[name if self._dirs else stem].append(path)
+    self._built = True
+
+  def find(self, relative: Optional[str] = None, stems: Sequence[str] = ()) -> Optional[str]:
+    """The file at `relative` (exact, then case-insensitive), else the unique file of a stem."""
+    if relative:
+      exact = os.path.join(self.root, relative)
+      if os.path.exists(exact):
+        return exact
+      self._build()
+      found = self._by_lower.get(relative.lower().replace(os.sep, '/'))
+      if found:
+        return found
+    self._build()
+    for stem in stems:
+      candidates = self._by_stem.get(stem, [])
+      if len(candidates) >= 1:
+        return sorted(candidates)[0]
+    return None
+
+
+
+def attach_sources(items: Iterable['Item'], index: FileIndex, stems_of=None) -> List['Item']:
+  """Fills `source` of each item from the index (or records why it was not found)."""
+  out = []
+  for item in items:
+    stems = stems_of(item) if stems_of else (os.path.splitext(os.path.basename(item.filename))[0],)
+    path = index.find(item.filename, stems)
+    if path is None:
+      item.missing = (f'missing video file: {item.filename} (not found under {index.root})')
+    else:
+      item.source = path
+    out.append(item)
+  return out
+
+
+def attach_paths(items: Iterable['Item'], root: str) -> List['Item']:
+  """Fills `source` with `root/filename` (an absolute filename as it is) where that exists: a
+  video file, or a folder for frame items; otherwise records why it was not found."""
+  out = []
+  for item in items:
+    source = item.filename if os.path.isabs(item.filename) else os.path.join(root, item.filename)
+    if item.kind == 'frames':
+      found, missing = os.path.isdir(source), f'missing frame folder: {source}'
+    else:
+      found, missing = os.path.exists(source), f'missing video file: {source}'
+    if found:
+      item.source = source
+    else:
+      item.missing = missing
+    out.append(item)
+  return out

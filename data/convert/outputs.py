@@ -1,0 +1,80 @@
+"""What a run leaves beside the shards: metadata.json, failures.csv and the TFDS files.
+
+A run converts some splits; metadata of other splits already in OUTPUT is kept (and must be of the
+same dataset and class list). Per split it records sizes, shards (videos, bytes), failures, the
+timing source counts of its videos, and the conversion settings.
+"""
+
+import collections
+import csv
+import os
+from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence
+
+from data.convert.plans import ConversionError, Plan
+from data.convert.shards import ShardJob, settings_of
+
+if TYPE_CHECKING:  # TensorFlow is imported lazily: worker processes never need it
+  from data import records  # pylint: disable=g-bad-import-order
+
+FAILURES_FILE = 'failures.csv'
+
+
+def existing_metadata(output: str, plan: Plan) -> Optional['records.DatasetMetadata']:
+  """The metadata already in `output` (other splits), failing if it is another dataset."""
+  from data import records  # pylint: disable=g-import-not-at-top
+  if not os.path.exists(os.path.join(output, records.METADATA_FILE)):
+    return None
+  try:
+    metadata = records.read_metadata(output)
+  except ValueError as e:
+    raise ConversionError(str(e)) from None
+  if metadata.name != plan.name or tuple(metadata.classes) != plan.classes:
+    raise ConversionError(
+        f'{output} holds dataset {metadata.name!r} with {len(metadata.classes)} classes; this '
+        f'run converts {plan.name!r} with {len(plan.classes)} classes (another class list?). '
+        'Use another --output.')
+  return metadata
+
+
+def write_outputs(output: str, plan: Plan, jobs: Sequence[ShardJob],
+                  states: Dict[str, Dict[str, Any]], args) -> 'records.DatasetMetadata':
+  """metadata.json (merged with other splits already there), failures.csv and the TFDS files."""
+  from data import records  # pylint: disable=g-import-not-at-top
+  metadata = existing_metadata(output, plan)
+  if metadata is None:
+    metadata = records.DatasetMetadata(name=plan.name, classes=list(plan.classes), split_sizes={},
+                                       num_shards={})
+  converted = set(plan.splits)
+  metadata.failures = [f for f in metadata.failures if f.get('split') not in converted]
+  for split in sorted(converted):
+    split_jobs = [job for job in jobs if job.split == split]
+    shard_states = [states[job.path] for job in split_jobs]
+    metadata.split_sizes[split] = sum(s['num_videos'] for s in shard_states)
+    metadata.num_shards[split] = len(split_jobs)
+    metadata.shards[split] = [{'file': os.path.basename(job.path), 'num_videos': s['num_videos'],
+                               'num_bytes': s['num_bytes']} for job, s in zip(split_jobs,
+                                                                             shard_states)]
+    for state in shard_states:
+      metadata.failures.extend(state['failures'])
+    timing = collections.Counter(v.get('timing', 'unknown') for s in shard_states
+                                 for v in s['videos'])
+    metadata.extra.setdefault('timing', {})[split] = dict(sorted(timing.items()))
+  conversion = dict(metadata.extra.get('conversion', {}))
+  for split in converted:
+    conversion[split] = dict(source_kind=args.dataset, input=os.path.abspath(args.input),
+                             annotations=args.annotations, settings=settings_of(args))
+  metadata.extra['conversion'] = conversion
+  metadata.extra['last_run'] = sorted(converted)  # the splits the latest run converted
+  if 'groups' in plan.notes:
+    groups = dict(metadata.extra.get('groups', {}))
+    groups.update(plan.notes['groups'])
+    metadata.extra['groups'] = groups
+  records.write_metadata(output, metadata)
+  with open(os.path.join(output, FAILURES_FILE), 'w', newline='') as f:
+    writer = csv.writer(f)
+    writer.writerow(['split', 'file', 'reason'])
+    for failure in metadata.failures:
+      writer.writerow([failure['split'], failure['file'], failure['reason']])
+  records.write_tfds_info(output, metadata,
+                          description=f'{plan.name}: converted by salinet_jax data.convert.')
+  return metadata

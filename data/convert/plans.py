@@ -1,0 +1,331 @@
+"""What a conversion does, decided before any decoding: one planner per dataset kind.
+
+A planner reads the kind's annotation files (data/annotations/) into a `Plan`: the class list in
+its official order and, per split, the `Item`s to convert with their source files found on disk
+(data/convert/files.py). Bad arguments or annotations raise `ConversionError` here, so a run
+stops before decoding anything.
+"""
+
+import dataclasses
+import os
+import re
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+from data import annotations as ann
+from data.convert import files
+
+
+class ConversionError(ValueError):
+  """Bad arguments or annotations: reported before any video is decoded."""
+
+
+@dataclasses.dataclass
+class Item:
+  """One video (or frame folder) to convert."""
+  filename: str  # recorded as video/filename: the path or id the annotation gives
+  label_index: int
+  label_text: str
+  source: str = ''  # absolute path of the video file / frame folder; '' when not found
+  kind: str = 'video'  # 'video' | 'frames'
+  num_frames: int = 0  # frames: count from the list (0: read until a gap)
+  missing: str = ''  # why the source was not found
+
+
+@dataclasses.dataclass
+class Plan:
+  """What a run converts: the class list and the items of each split."""
+  name: str
+  classes: Tuple[str, ...]
+  splits: Dict[str, List[Item]]
+  notes: Dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def _split_specs(value: str, what: str) -> List[Tuple[Optional[str], str]]:
+  """Parses `[split=]path[,[split=]path...]`."""
+  if not value:
+    raise ConversionError(f'--annotations is required for --dataset={what}.')
+  specs = []
+  for part in value.split(','):
+    part = part.strip()
+    if not part:
+      continue
+    split, sep, path = part.partition('=')
+    if not sep:
+      split, path = None, part
+    if not os.path.exists(path):
+      raise ConversionError(f'Annotation file {path!r} does not exist.')
+    specs.append((split or None, path))
+  return specs
+
+
+def _split_from_filename(path: str) -> Optional[str]:
+  name = os.path.basename(path).lower()
+  for pattern, split in ((r'train', 'train'), (r'val', 'val'), (r'test', 'test')):
+    if re.search(pattern, name):
+      return split
+  return None
+
+
+def _entries_to_items(entries: Iterable[ann.VideoEntry], kind: str = 'video') -> List[Item]:
+  return [Item(filename=e.path_or_id, label_index=e.label_index, label_text=e.label_text,
+               kind=kind, num_frames=e.num_frames or 0) for e in entries]
+
+
+def _read_class_list(args) -> Optional[Tuple[str, ...]]:
+  return ann.read_class_list(args.class_list) if args.class_list else None
+
+
+def plan_kinetics(args) -> Plan:
+  specs = _split_specs(args.annotations, args.dataset)
+  classes = _read_class_list(args)
+  parsed = []
+  for split, path in specs:
+    split = split or (args.split if len(specs) == 1 and args.split else None) or \
+        _split_from_filename(path)
+    if split is None:
+      raise ConversionError(f'Cannot tell the split of {path}: write it as split=path.')
+    parsed.append((split, path))
+  if classes is None:
+    names = set()
+    for _, path in parsed:
+      names.update(e.label_text for e in ann.parse_kinetics_csv(path).entries if e.labeled)
+    classes = tuple(sorted(names))
+  splits = {}
+  index = files.FileIndex(args.input, _extensions(args))
+
+  def stems_of(item):
+    youtube_id = ann.parse_kinetics_clip_name(item.filename)[0]
+    return (item.filename, youtube_id)
+
+  for split, path in parsed:
+    entries = ann.parse_kinetics_csv(path, classes).entries
+    # The recorded filename is the clip name: it is how Kinetics clips are identified.
+    splits[split] = files.attach_sources(_entries_to_items(entries), index, stems_of)
+  return Plan(args.name or args.dataset, classes, splits)
+
+
+def plan_mini_kinetics(args) -> Plan:
+  if not args.kinetics_csv:
+    raise ConversionError('--dataset=mini_kinetics needs --kinetics_csv (labeled Kinetics-400 '
+                          'CSVs holding the listed ids, comma separated).')
+  csvs = [p.strip() for p in args.kinetics_csv.split(',') if p.strip()]
+  root = args.annotations
+  if not root or not os.path.isdir(root):
+    raise ConversionError('--annotations must be the folder with train_ytid_list.txt and '
+                          'val_ytid_list.txt.')
+  wanted = [args.split] if args.split else ['train', 'val']
+  classes = _read_class_list(args)
+  lists = {s: os.path.join(root, f'{s}_ytid_list.txt') for s in wanted}
+  lists = {s: p for s, p in lists.items() if os.path.exists(p)}
+  if not lists:
+    raise ConversionError(f'No {wanted} *_ytid_list.txt in {root}.')
+  if classes is None and 'val' in lists:
+    classes = ann.parse_mini_kinetics(lists['val'], csvs).classes
+  index = files.FileIndex(args.input, _extensions(args))
+  splits = {}
+  for split, path in lists.items():
+    parsed = ann.parse_mini_kinetics(path, csvs, classes)
+    classes = classes or parsed.classes
+    splits[split] = files.attach_sources(
+        _entries_to_items(parsed.entries), index,
+        lambda item: (item.filename, ann.parse_kinetics_clip_name(item.filename)[0]))
+  return Plan(args.name or 'mini_kinetics', tuple(classes), splits)
+
+
+def _folds(args) -> List[int]:
+  if args.fold == 'all':
+    return [1, 2, 3]
+  if args.fold not in ('1', '2', '3'):
+    raise ConversionError(f'--fold must be 1, 2, 3 or all, got {args.fold!r}.')
+  return [int(args.fold)]
+
+
+def _keep_split(args, split: str) -> bool:
+  return not args.split or args.split == split
+
+
+def plan_ucf101(args) -> Plan:
+  root = args.annotations
+  if not root or not os.path.isdir(root):
+    raise ConversionError('--annotations must be the ucfTrainTestlist folder (classInd.txt, '
+                          'trainlist0k.txt, testlist0k.txt).')
+  classes = ann.parse_ucf101_classes(os.path.join(root, 'classInd.txt'))
+  index = files.FileIndex(args.input, _extensions(args))
+  splits = {}
+  for fold in _folds(args):
+    for kind in ('train', 'test'):
+      split = f'{kind}{fold}'
+      if not _keep_split(args, split):
+        continue
+      parsed = ann.parse_ucf101_list(os.path.join(root, f'{kind}list0{fold}.txt'), classes)
+      splits[split] = files.attach_sources(_entries_to_items(parsed.entries), index)
+  return Plan(args.name or 'ucf101', classes, splits)
+
+
+def plan_hmdb51(args) -> Plan:
+  index = files.FileIndex(args.input, _extensions(args))
+  splits = {}
+  classes = ann.HMDB51_CLASSES
+  if args.annotations and os.path.isdir(args.annotations):
+    for fold in _folds(args):
+      train, test = ann.parse_hmdb51_split_dir(args.annotations, fold)
+      for split, parsed in ((f'train{fold}', train), (f'test{fold}', test)):
+        if _keep_split(args, split):
+          splits[split] = files.attach_sources(_entries_to_items(parsed.entries), index)
+  else:
+    for split, path in _split_specs(args.annotations, 'hmdb51'):
+      split = split or args.split
+      if not split:
+        raise ConversionError(f'Give the split of TSN list {path} as split=path.')
+      parsed = ann.parse_hmdb51_tsn_list(path)
+      # TSN lists name frame folders ('data/HMDB51_flow/<clip>'): the video is `<clip>.avi`.
+      items = [dataclasses.replace(i, filename=f'{i.label_text}/{os.path.basename(i.filename)}.avi')
+               for i in _entries_to_items(parsed.entries)]
+      splits[split] = files.attach_sources(items, index)
+  return Plan(args.name or 'hmdb51', classes, splits)
+
+
+def plan_ssv2(args) -> Plan:
+  root = args.annotations
+  if not root or not os.path.isdir(root):
+    raise ConversionError('--annotations must be the folder with something-something-v2-'
+                          '{labels,train,validation,test}.json.')
+  classes = ann.parse_ssv2_labels(os.path.join(root, 'something-something-v2-labels.json'))
+  index = files.FileIndex(args.input, _extensions(args))
+  splits = {}
+  for split, name in (('train', 'train'), ('val', 'validation'), ('test', 'test')):
+    path = os.path.join(root, f'something-something-v2-{name}.json')
+    if not _keep_split(args, split) or not os.path.exists(path):
+      continue
+    parsed = ann.parse_ssv2_list(path, classes)
+    splits[split] = files.attach_sources(_entries_to_items(parsed.entries), index,
+                                    lambda item: (item.filename,))
+  if not splits:
+    raise ConversionError(f'No something-something-v2 split json in {root}.')
+  return Plan(args.name or 'ssv2', classes, splits)
+
+
+def plan_folder(args) -> Plan:
+  parsed = ann.parse_class_folders(args.input, _extensions(args))
+  classes = parsed.classes
+  if args.class_list:
+    official = _read_class_list(args)
+    unknown = sorted(set(classes) - set(official))
+    if unknown:
+      raise ConversionError(f'{args.input}: {len(unknown)} class folder(s) not in the '
+                            f'{len(official)}-class list {args.class_list}: {unknown[:20]}.')
+    index = {name: i for i, name in enumerate(official)}
+    entries = [dataclasses.replace(e, label_index=index[e.label_text]) for e in parsed.entries]
+    parsed, classes = ann.Annotations(tuple(entries), official), official
+  items = _entries_to_items(parsed.entries)
+  for item in items:
+    item.source = os.path.join(os.path.abspath(args.input), item.filename)
+  return Plan(args.name or 'folder', tuple(classes), {args.split or 'train': items})
+
+
+
+def plan_list(args) -> Plan:
+  specs = _split_specs(args.annotations, 'list')
+  classes = _read_class_list(args)
+  parsed: List[Tuple[Optional[str], Sequence[ann.VideoEntry]]] = []
+  csv_files = [p for _, p in specs if p.lower().endswith('.csv')]
+  if csv_files and len(csv_files) != len(specs):
+    raise ConversionError('Mix of CSV and plain list files in --annotations.')
+  if csv_files:
+    if classes is None:  # the sorted union over every file keeps indices consistent
+      names = set()
+      for _, path in specs:
+        names.update(ann.parse_csv_list(path, None, args.path_column, args.label_column).classes)
+      classes = tuple(sorted(names))
+    for split, path in specs:
+      parsed.append((split, ann.parse_csv_list(path, classes, args.path_column, args.label_column,
+                                               args.split_by_group).entries))
+  else:
+    if args.split_by_group:
+      raise ConversionError('--split_by_group needs a CSV list with a header.')
+    if classes is None:
+      names, integer = set(), True
+      for _, path in specs:
+        result = ann.parse_list_file(path, None, args.label_index_base)
+        integer = integer and not result.classes
+        names.update(result.classes)
+      if integer:
+        raise ConversionError('The list files give integer labels: pass --class_list (one class '
+                              'name per line, in index order).')
+      classes = tuple(sorted(names))
+    for split, path in specs:
+      parsed.append((split, ann.parse_list_file(path, classes, args.label_index_base).entries))
+  splits: Dict[str, Sequence[ann.VideoEntry]] = {}
+  for split, entries in parsed:
+    if args.split_by_group:
+      if split:
+        raise ConversionError('With --split_by_group give one CSV without a split= prefix.')
+      val_groups = [g for g in (args.val_groups or '').split(',') if g]
+      splits.update(ann.split_by_group(entries, args.val_fraction, args.group_seed, val_groups))
+    else:
+      split = split or args.split or 'train'
+      if split in splits:
+        raise ConversionError(f'Split {split!r} is given twice in --annotations.')
+      splits[split] = entries
+  root = os.path.abspath(args.input)
+  plan = Plan(args.name or 'list', tuple(classes),
+              {split: files.attach_paths(_entries_to_items(entries), root)
+               for split, entries in splits.items()})
+  if args.split_by_group:
+    plan.notes['groups'] = {s: sorted({e.group for e in entries}) for s, entries in splits.items()}
+  return plan
+
+
+def plan_frames(args) -> Plan:
+  specs = _split_specs(args.annotations, 'frames')
+  classes = _read_class_list(args)
+  if classes is None:
+    names = set()
+    for _, path in specs:
+      names.update(ann.parse_tsn_list(path, None, index_base=args.label_index_base).classes)
+    if not names:
+      raise ConversionError('The TSN lists give integer labels: pass --class_list.')
+    classes = tuple(sorted(names))
+  root = os.path.abspath(args.input)
+  splits = {}
+  for split, path in specs:
+    split = split or args.split or _split_from_filename(path) or 'train'
+    entries = ann.parse_tsn_list(path, classes, index_base=args.label_index_base).entries
+    splits[split] = files.attach_paths(_entries_to_items(entries, 'frames'), root)
+  return Plan(args.name or 'frames', tuple(classes), splits)
+
+
+PLANNERS = {
+    'kinetics400': plan_kinetics, 'kinetics600': plan_kinetics, 'ucf101': plan_ucf101,
+    'hmdb51': plan_hmdb51, 'ssv2': plan_ssv2, 'mini_kinetics': plan_mini_kinetics,
+    'folder': plan_folder, 'list': plan_list, 'frames': plan_frames,
+}
+KINDS = tuple(PLANNERS)  # the --dataset choices
+
+
+def _extensions(args) -> Tuple[str, ...]:
+  return tuple(e.strip().lower() if e.strip().startswith('.') else '.' + e.strip().lower()
+               for e in args.extensions.split(',') if e.strip())
+
+
+def make_plan(args) -> Plan:
+  """Parses the annotations into the class list and each split's items (no decoding)."""
+  if args.dataset not in PLANNERS:
+    raise ConversionError(f'--dataset must be one of {KINDS}, got {args.dataset!r}.')
+  try:
+    plan = PLANNERS[args.dataset](args)
+  except ann.AnnotationError as e:
+    raise ConversionError(str(e)) from None
+  except ValueError as e:
+    if isinstance(e, ConversionError):
+      raise
+    raise ConversionError(str(e)) from None
+  if not plan.classes:
+    raise ConversionError('No classes: check --annotations / --class_list.')
+  if not re.fullmatch(r'[a-z][a-z0-9_]*', plan.name):
+    raise ConversionError(f'--name {plan.name!r} must be snake_case (letters, digits, _): it '
+                          'names the shard files and the TFDS dataset.')
+  if not plan.splits:
+    raise ConversionError('Nothing to convert: no split selected.')
+  return plan
+

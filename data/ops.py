@@ -1,0 +1,45 @@
+"""Named parts of the input pipeline: a registry per kind, so a config names what it uses.
+
+A new temporal sampler, train crop or augmentation is a function registered under a name
+(`@SAMPLERS.register('dense')` in data/sampling.py, `@CROP_BOXES.register(...)` and
+`@AUGMENTATIONS.register(...)` in data/augment.py); a config selects it by that name
+(`config.data.temporal_sampling`, `config.data.train_crop`, `config.data.train_augmentations`)
+and the part reads its numbers from `config.data`. Nothing else is edited (big_vision's op
+registry and DMVR's builders are the models).
+"""
+
+from typing import Callable, Dict, Tuple
+
+from data import errors
+
+
+class UnknownOpError(errors.DataError, ValueError):
+  """A config names a part that is not registered (the message lists the names there are)."""
+
+
+class Registry:
+  """Functions of one kind of pipeline part, by name."""
+
+  def __init__(self, kind: str, field: str):
+    self.kind = kind  # e.g. 'temporal sampler'
+    self.field = field  # the config field that names one, e.g. 'config.data.temporal_sampling'
+    self._parts: Dict[str, Callable] = {}
+
+  def register(self, name: str) -> Callable[[Callable], Callable]:
+    def add(fn: Callable) -> Callable:
+      if name in self._parts:
+        raise ValueError(f'{self.kind} {name!r} is registered twice.')
+      self._parts[name] = fn
+      return fn
+    return add
+
+  def get(self, name: str) -> Callable:
+    if name not in self._parts:
+      raise UnknownOpError(f'{self.field} must be one of {self.names()}, got {name!r}.')
+    return self._parts[name]
+
+  def names(self) -> Tuple[str, ...]:
+    return tuple(sorted(self._parts))
+
+  def __contains__(self, name: str) -> bool:
+    return name in self._parts

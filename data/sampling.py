@@ -1,0 +1,212 @@
+"""Temporal samplers: which frames of a video a training clip or the test views are made of.
+
+Frame indices are chosen BEFORE any JPEG is decoded, so only the frames a clip uses are decoded.
+Each sampler is registered by name in `SAMPLERS` and chosen by `config.data.temporal_sampling`;
+it takes one parsed video (`frames_jpeg` (N,), `fps`) and returns `frames_jpeg` (1, T) in
+training and (K, T) for the K test clips (`config.data.eval_num_clips`).
+
+  dense       num_frames x frame_stride native frames: a random start in training, K starts
+              spread over the video for test; short videos loop.
+  pyslowfast  PySlowFast's decoder: a clip spans num_frames * frame_stride frames at target_fps,
+              mapped onto the video's own frame rate; indices from a linspace over it, clamped
+              at the video's end (short videos repeat their last frame); random start in
+              [0, delta] for training, start delta * k / K for test clip k.
+  tsn         num_frames segments, one frame each (random in training, centred for test).
+  all_frames  every frame_stride-th frame up to num_frames (S2DNet), padded later with a
+              validity mask; training first trims a random 0..floor(n * trim_fraction) of them
+              at each end, n being the video's own (strided) length.
+"""
+
+from typing import Dict, Optional
+
+import tensorflow as tf
+
+from data import ops
+
+Features = Dict[str, tf.Tensor]
+
+SAMPLERS = ops.Registry('temporal sampler', 'config.data.temporal_sampling')
+
+
+def dense_clip_indices(num_available: tf.Tensor, num_frames: int, stride: int,
+                       start: tf.Tensor) -> tf.Tensor:
+  """`num_frames` indices `stride` apart from `start`; short videos loop around."""
+  offsets = start + tf.range(num_frames) * stride
+  return tf.math.floormod(offsets, tf.maximum(num_available, 1))
+
+
+def sample_random_clip(features: Features, num_frames: int, stride: int,
+                       seed: tf.Tensor) -> Features:
+  """Train sampling: one dense clip at a uniformly random start."""
+  available = tf.shape(features['frames_jpeg'])[0]
+  span = (num_frames - 1) * stride + 1
+  max_start = tf.maximum(available - span, 0)
+  start = tf.random.stateless_uniform([], seed, 0, max_start + 1, dtype=tf.int32)
+  indices = dense_clip_indices(available, num_frames, stride, start)
+  features['frames_jpeg'] = tf.gather(features['frames_jpeg'], indices)[None]
+  return features
+
+
+def sample_uniform_clips(features: Features, num_frames: int, stride: int,
+                         num_clips: int) -> Features:
+  """Test sampling: `num_clips` dense clips with uniformly spaced starts (K x T indices)."""
+  available = tf.shape(features['frames_jpeg'])[0]
+  span = (num_frames - 1) * stride + 1
+  max_start = tf.cast(tf.maximum(available - span, 0), tf.float32)
+  if num_clips == 1:
+    starts = tf.cast(tf.round(max_start / 2), tf.int32)[None]
+  else:
+    starts = tf.cast(tf.round(tf.linspace(0.0, max_start, num_clips)), tf.int32)
+  indices = tf.map_fn(lambda s: dense_clip_indices(available, num_frames, stride, s), starts)
+  features['frames_jpeg'] = tf.gather(features['frames_jpeg'], indices)
+  return features
+
+
+@SAMPLERS.register('dense')
+def dense(features: Features, data, *, train: bool, seed: Optional[tf.Tensor]) -> Features:
+  if train:
+    return sample_random_clip(features, data.num_frames, data.frame_stride, seed)
+  return sample_uniform_clips(features, data.num_frames, data.frame_stride, data.eval_num_clips)
+
+
+def pyslowfast_indices(num_available: tf.Tensor, fps: tf.Tensor, num_frames: int, stride: int,
+                       target_fps: float, clip_index: tf.Tensor, num_clips: float) -> tf.Tensor:
+  """PySlowFast's frame indices (decoder.py get_start_end_idx + temporal_sampling), (K, T).
+
+  The clip spans L = num_frames * stride * fps / target_fps native frames (fps 0, unknown, is
+  taken as target_fps); delta = max(N - L, 0); clip k starts at delta * clip_index[k] /
+  num_clips (in that order of operations, as the reference) and its indices are
+  floor(start + j (L - 1) / (T - 1)), clamped to N - 1. Computed in float64.
+  """
+  n = tf.cast(tf.maximum(num_available, 1), tf.float64)
+  rate = tf.where(fps > 0, tf.cast(fps, tf.float64), tf.constant(target_fps, tf.float64))
+  length = num_frames * stride * rate / target_fps
+  delta = tf.maximum(n - length, 0.0)
+  starts = delta * tf.cast(clip_index, tf.float64) / num_clips
+  step = (length - 1.0) / max(num_frames - 1, 1)
+  positions = starts[:, None] + tf.range(num_frames, dtype=tf.float64)[None, :] * step
+  return tf.cast(tf.minimum(tf.floor(positions), n - 1.0), tf.int32)
+
+
+@SAMPLERS.register('pyslowfast')
+def pyslowfast(features: Features, data, *, train: bool,
+               seed: Optional[tf.Tensor]) -> Features:
+  available = tf.shape(features['frames_jpeg'])[0]
+  if train:  # a uniform start in [0, delta]
+    clip_index, num_clips = tf.random.stateless_uniform([1], seed, dtype=tf.float64), 1.0
+  else:
+    clip_index, num_clips = tf.range(data.eval_num_clips, dtype=tf.float64), data.eval_num_clips
+  indices = pyslowfast_indices(available, features['fps'], data.num_frames, data.frame_stride,
+                               data.target_fps, clip_index, float(num_clips))
+  features['frames_jpeg'] = tf.gather(features['frames_jpeg'], indices)
+  return features
+
+
+def tsn_segment_indices(num_available: tf.Tensor, num_segments: int, positions: tf.Tensor
+                        ) -> tf.Tensor:
+  """One frame per segment: the video is cut into `num_segments` equal segments and each takes
+  the frame at relative `positions` (in [0, 1), one per segment) inside its segment.
+
+  Videos shorter than `num_segments` repeat frames (each segment still yields one index).
+  """
+  n = tf.cast(tf.maximum(num_available, 1), tf.float32)
+  seg = n / num_segments
+  starts = tf.range(num_segments, dtype=tf.float32) * seg
+  indices = tf.cast(tf.floor(starts + positions * seg), tf.int32)
+  return tf.clip_by_value(indices, 0, tf.maximum(num_available, 1) - 1)
+
+
+def sample_tsn_segments(features: Features, num_segments: int, *, train: bool,
+                        seed: Optional[tf.Tensor] = None, num_clips: int = 1) -> Features:
+  """TSN sampling: `num_segments` segments, one frame each.
+
+  Train: a uniformly random frame inside each segment -> (1, S). Test: `num_clips` views whose
+  frames sit at (k + 0.5) / num_clips of each segment (k = 0..K-1; K = 1 is the centre) -> (K, S).
+  """
+  available = tf.shape(features['frames_jpeg'])[0]
+  if train:
+    positions = tf.random.stateless_uniform([num_segments], seed)
+    indices = tsn_segment_indices(available, num_segments, positions)[None]
+  else:
+    offsets = (tf.range(num_clips, dtype=tf.float32) + 0.5) / num_clips
+    indices = tf.stack([tsn_segment_indices(available, num_segments,
+                                            tf.fill([num_segments], offsets[k]))
+                        for k in range(num_clips)])
+  features['frames_jpeg'] = tf.gather(features['frames_jpeg'], indices)
+  return features
+
+
+@SAMPLERS.register('tsn')
+def tsn(features: Features, data, *, train: bool, seed: Optional[tf.Tensor]) -> Features:
+  return sample_tsn_segments(features, data.num_frames, train=train, seed=seed,
+                             num_clips=1 if train else data.eval_num_clips)
+
+
+def sample_all_frames(features: Features, max_frames: int, *, train: bool,
+                      seed: Optional[tf.Tensor] = None, trim_fraction: float = 1 / 16,
+                      stride: int = 1) -> Features:
+  """All frames up to `max_frames` (S2DNet): returns (1, num_valid) JPEGs and 'num_valid'.
+
+  The video is first taken at every `stride`-th frame (S2DNet's x2 pre-subsampling), giving n
+  frames. Train: drops a random 0..floor(n * trim_fraction) of them at each end (at least one
+  frame always stays), as the reference trims relative to each video's own length; then keeps
+  the first `max_frames`. Test: the first `max_frames`. `pad_frames` later pads the decoded clip
+  to `max_frames` and adds the validity mask.
+  """
+  available = tf.shape(features['frames_jpeg'])[0]
+  strided = (available + stride - 1) // stride
+  start, end = tf.constant(0, tf.int32), strided
+  if train:
+    max_trim = tf.cast(tf.floor(tf.cast(strided, tf.float64) * trim_fraction), tf.int32)
+    trims = tf.random.stateless_uniform([2], seed, 0, max_trim + 1, dtype=tf.int32)
+    start = tf.minimum(trims[0], tf.maximum(strided - 1, 0))
+    end = tf.maximum(strided - trims[1], start + 1)
+  num_valid = tf.minimum(end - start, max_frames)
+  indices = stride * (start + tf.range(num_valid))
+  features['frames_jpeg'] = tf.gather(features['frames_jpeg'], indices)[None]
+  features['num_valid'] = num_valid
+  return features
+
+
+@SAMPLERS.register('all_frames')
+def all_frames(features: Features, data, *, train: bool, seed: Optional[tf.Tensor]) -> Features:
+  return sample_all_frames(features, data.num_frames, train=train, seed=seed,
+                           stride=data.frame_stride, trim_fraction=data.all_frames_trim_fraction)
+
+
+def pad_frames(features: Features, max_frames: int) -> Features:
+  """Pads decoded (V, T, H, W, C) clips with zero frames to T = `max_frames`.
+
+  Adds 'frame_mask' (max_frames,) bool, True for the `num_valid` real frames.
+  """
+  video = features['video']
+  num_valid = tf.shape(video)[1]
+  padding = [[0, 0], [0, max_frames - num_valid], [0, 0], [0, 0], [0, 0]]
+  padded = tf.pad(video, padding)
+  static = video.shape.as_list()
+  padded.set_shape([static[0], max_frames] + static[2:])
+  features['video'] = padded
+  features['frame_mask'] = tf.range(max_frames) < num_valid
+  features['num_valid'] = num_valid
+  return features
+
+
+def pads_frames(data_config) -> bool:
+  """Whether the config's sampler gives variable-length clips that are padded and masked."""
+  return data_config.temporal_sampling == 'all_frames'
+
+
+def check(data_config, *, train: bool) -> None:
+  """Fails, before any reading, on an unknown sampler or one the config cannot use."""
+  SAMPLERS.get(data_config.temporal_sampling)
+  if not train and pads_frames(data_config) and data_config.eval_num_clips != 1:
+    raise ops.UnknownOpError(
+        'temporal_sampling="all_frames" gives one temporal view per video: set '
+        f'config.data.eval_num_clips=1 (got {data_config.eval_num_clips}).')
+
+
+def sample(features: Features, data_config, *, train: bool,
+           seed: Optional[tf.Tensor] = None) -> Features:
+  """The sampler named by `config.data.temporal_sampling` applied to one parsed video."""
+  return SAMPLERS.get(data_config.temporal_sampling)(features, data_config, train=train,
+                                                     seed=seed)

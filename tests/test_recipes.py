@@ -1,0 +1,207 @@
+"""Every recipe against the reference code, number by number, through the recipe card.
+
+The expected values are read from the reference repositories (commit and file cited per value):
+  PSF    facebookresearch/SlowFast configs/Kinetics/I3D_NLN_8x8_R50.yaml ("PT"),
+         slowfast/config/defaults.py @ 3123669 ("D20"), slowfast/models/head_helper.py,
+         slowfast/datasets/decoder.py
+  SALI   xiaoxiAries/S2TFNet models/Nonlocal_I3D_R50.yaml ("Y", the only released SaliNet
+         config), xiaoxiAries/SaliNet train_net.py, utils/checkpoint.py, models/
+  S2D    aliyun/Synopsis-to-Detail-Network configs/mini_kinetics/train_warmup.yaml ("W"),
+         train_sampling.yaml ("S"), configs/default_config.py ("C"), s2d_main.py ("M"),
+         s2d/utils.py ("U"), README.md
+Values that no reference file holds (UCF101/HMDB51 fine-tuning, S2DNet on K400/SSv2 beyond the
+code's dataset branches) are marked 'inherited' and pinned to the recipe they inherit from.
+"""
+
+import glob
+import importlib
+import os
+import pathlib
+
+import jax
+import numpy as np
+import pytest
+
+from salinet_jax import info
+from salinet_jax import models
+from salinet_jax import recipe
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+# (config, field path in the card, expected value, source).
+REFERENCE = [
+    # SaliNet K400.
+    ('k400_salinet', 'global_batch', 2, 'Y:9 TRAIN.BATCH_SIZE 2 over NUM_GPUS 2 (Y:66)'),
+    ('k400_salinet', 'bn_group_batch', 1, 'per-GPU nn.BatchNorm3d (BN.NORM_TYPE batchnorm), 1 clip'),
+    ('k400_salinet', 'peak_learning_rate', 5e-4, 'Y:31 SOLVER.BASE_LR'),
+    ('k400_salinet', 'schedule', 'cosine', 'Y:32 LR_POLICY cosine, per iteration (train_net.py)'),
+    ('k400_salinet', 'warmup_epochs', 0.0, 'Y:36 WARMUP_EPOCHS 0.0'),
+    ('k400_salinet', 'final_lr_fraction', 0.0, 'utils/lr_policy.py cosine ends at 0'),
+    ('k400_salinet', 'epochs', 20.0, 'Y:33 MAX_EPOCH 20'),
+    ('k400_salinet', 'optimizer.momentum', 0.9, 'Y:34 MOMENTUM 0.9'),
+    ('k400_salinet', 'optimizer.nesterov', True, 'defaults.py NESTEROV True'),
+    ('k400_salinet', 'optimizer.weight_decay', 1e-4, 'Y:35 WEIGHT_DECAY 1e-4'),
+    ('k400_salinet', 'optimizer.weight_decay_rules', [['^norm:', 0.0], ['', 1.0]],
+     'Y:28 BN.WEIGHT_DECAY 0.0; models/optimizer.py decays biases'),
+    ('k400_salinet', 'frames.num_frames', 8, 'Y:16 DATA.NUM_ALL_FRAMES 8'),
+    ('k400_salinet', 'frames.frame_stride', 8, 'Y:17 DATA.SAMPLING_RATE 8'),
+    ('k400_salinet', 'frames.target_fps', 30.0, 'defaults.py DATA.TARGET_FPS 30'),
+    ('k400_salinet', 'frames.temporal_sampling', 'pyslowfast', 'decoder.py (PySlowFast)'),
+    ('k400_salinet', 'train_crop.short_side_range', [256, 320], 'Y:19 TRAIN_JITTER_SCALES'),
+    ('k400_salinet', 'train_crop.crop_size', 224, 'Y:20 TRAIN_CROP_SIZE'),
+    ('k400_salinet', 'train_augmentations', ['random_flip'], 'defaults.py RANDOM_FLIP True'),
+    ('k400_salinet', 'test.clips', 10, 'Y:57 TEST.NUM_ENSEMBLE_VIEWS 10'),
+    ('k400_salinet', 'test.crops', 3, 'Y:60 TEST.NUM_SPATIAL_CROP 3'),
+    ('k400_salinet', 'test.short_side', 256, 'Y:21 TEST_CROP_SIZE 256'),
+    ('k400_salinet', 'test.crop_size', 256, 'Y:21 TEST_CROP_SIZE 256'),
+    ('k400_salinet', 'test.view_reduction', 'sum of logits',
+     'ENSEMBLE_METHOD sum of the fc outputs: video_model_builder.py:199-202 has no softmax'),
+    ('k400_salinet', 'precise_bn_batches', 200, 'Y:26 NUM_BATCHES_PRECISE 200'),
+    ('k400_salinet', 'precision.config', 'float32', 'train_net.py: no autocast'),
+    ('k400_salinet', 'loss.l1_weight', 1e-4, 'Y:48 MODEL.LAMDA'),
+    ('k400_salinet', 'loss.gate1_weight', 1e-4, 'Y:49 MODEL.GAMA'),
+    ('k400_salinet', 'loss.gate2_weight', 1e-4, 'Y:50 MODEL.THETA'),
+    ('k400_salinet', 'initialisation.exclude', '^(ssf|tsfp|fusion|head)/',
+     'utils/checkpoint.py load_part_of_resnet_checkpoint loads names present in SaliNet only'),
+    # PySlowFast NL-I3D-R50 8x8 baseline.
+    ('k400_i3d_nl', 'global_batch', 64, 'PT:4 TRAIN.BATCH_SIZE 64 (8 GPUs, PT:52)'),
+    ('k400_i3d_nl', 'bn_group_batch', 8, 'per-GPU BatchNorm, 64 / 8 GPUs'),
+    ('k400_i3d_nl', 'peak_learning_rate', 0.1, 'PT:31 BASE_LR 0.1'),
+    ('k400_i3d_nl', 'schedule', 'pyslowfast_cosine', 'PT:32 cosine, lr_policy.py'),
+    ('k400_i3d_nl', 'warmup_epochs', 34.0, 'PT:36 WARMUP_EPOCHS 34'),
+    ('k400_i3d_nl', 'warmup_start_lr', 0.01, 'PT:37 WARMUP_START_LR 0.01'),
+    ('k400_i3d_nl', 'epochs', 196.0, 'PT:33 MAX_EPOCH 196'),
+    ('k400_i3d_nl', 'initialisation', 'from scratch', 'PT: no checkpoint for training'),
+    ('k400_i3d_nl', 'test.view_reduction', 'sum of softmax',
+     'head_helper.py softmax at test; meters.py sums the 30 views'),
+    ('k400_i3d_nl', 'precise_bn_batches', 200, 'PT:27-29'),
+    # SaliNet UCF101: only the initialisation is in the reference.
+    ('ucf101_salinet', 'initialisation.exclude', '^head/',
+     "utils/checkpoint.py load_part_of_checkpoint_for_other_dataset skips 'fc'"),
+    ('ucf101_salinet', 'peak_learning_rate', 5e-4, 'inherited from K400 (no reference config)'),
+    ('ucf101_salinet', 'test.views', 30, 'inherited from K400 (no reference config)'),
+    # S2DNet Mini-Kinetics, warm-up stage.
+    ('mini_kinetics_s2dnet:warmup', 'global_batch', 128,
+     'README TRAIN.BATCH_SIZE 32 per process, NUM_GPUS 2 (W:1) x NUM_SHARDS 2 (C:25)'),
+    ('mini_kinetics_s2dnet:warmup', 'bn_group_batch', 128, 'C:62 TRAIN.SYNC_BN True'),
+    ('mini_kinetics_s2dnet:warmup', 'peak_learning_rate', 1.28e-3,
+     'README BASE_LR 1e-5 per sample x 128 (M:969-976)'),
+    ('mini_kinetics_s2dnet:warmup', 'warmup_start_lr', 6.4e-7, 'W:48 WARMUP_LR 0.5e-8 x 128'),
+    ('mini_kinetics_s2dnet:warmup', 'schedule', 'epoch_cosine', 'U:96-163, once per epoch'),
+    ('mini_kinetics_s2dnet:warmup', 'warmup_epochs', 5.0, 'C:69 WARMUP_EPOCHS 5'),
+    ('mini_kinetics_s2dnet:warmup', 'final_lr_fraction', 0.01, 'U: lr_min = 0.01 BASE_LR'),
+    ('mini_kinetics_s2dnet:warmup', 'epochs', 40.0, 'W:43 EPOCHS 40'),
+    ('mini_kinetics_s2dnet:warmup', 'optimizer.nesterov', False, 'M:196-201 torch SGD default'),
+    ('mini_kinetics_s2dnet:warmup', 'optimizer.weight_decay', 1e-3, 'W:42'),
+    ('mini_kinetics_s2dnet:warmup', 'optimizer.weight_decay_rules', [['', 1.0]],
+     'every parameter decayed (U adjust_learning_rate ignores decay_mult)'),
+    ('mini_kinetics_s2dnet:warmup', 'optimizer.grad_clip_norm', 20.0, 'W:45 CLIP_GRADIENT 20'),
+    ('mini_kinetics_s2dnet:warmup', 'optimizer.frozen', ':f_theta/', 'sampler frozen in warm-up'),
+    ('mini_kinetics_s2dnet:warmup', 'precision.config', 'bfloat16_on_accelerators',
+     'C:27 AMP True (sampler in fp32)'),
+    ('mini_kinetics_s2dnet:warmup', 'frames.num_frames', 150, 'M:131-133 300 // 2'),
+    ('mini_kinetics_s2dnet:warmup', 'frames.frame_stride', 2, 'W:53 RAW_INPUT_SAMPLING_RATE 2'),
+    ('mini_kinetics_s2dnet:warmup', 'train_crop.scales', [1.0, 0.875, 0.75, 0.66],
+     'M:136-140 GroupMultiScaleCrop'),
+    ('mini_kinetics_s2dnet:warmup', 'test.short_side', 256, 'M:150-153 GroupScale(256)'),
+    ('mini_kinetics_s2dnet:warmup', 'test.crop_size', 224, 'M:150-153 GroupCenterCrop(224)'),
+    ('mini_kinetics_s2dnet:warmup', 'loss.dnet_label_smoothing', 0.1, 'W:19 DNET_SMOOTH_ALPHA'),
+    ('mini_kinetics_s2dnet:warmup', 'loss.snet_loss_weight', 0.1, 'SNET_LOSS_WEIGHT 0.1'),
+    ('mini_kinetics_s2dnet:warmup', 'initialisation.checkpoint', 'REQUIRED',
+     'W:9 SNET_RESUME, W:22 DNET_RESUME (AdaFocus Mini-Kinetics models)'),
+    # S2DNet Mini-Kinetics, sampling stage.
+    ('mini_kinetics_s2dnet:sampling', 'peak_learning_rate', 1.28e-4,
+     'README BASE_LR 1e-6 per sample x 128'),
+    ('mini_kinetics_s2dnet:sampling', 'epochs', 80.0, 'S:52 EPOCHS 80'),
+    ('mini_kinetics_s2dnet:sampling', 'initialisation.which', 'latest',
+     'README resumes the warm-up checkpoint saved after its last epoch (M:446-458)'),
+    ('mini_kinetics_s2dnet:sampling', 'optimizer.lr_multipliers',
+     [[':(snet/fc|f_m|dnet/fc)/kernel$', 5.0], [':(snet/fc|f_m|dnet/fc)/bias$', 10.0],
+      [':f_theta/', 0.1]], 's2d/models.py linear_mul 5 / x10 biases; S:36 SAMPLER_LR_RATIO 0.1'),
+    # S2DNet SSv2.
+    ('ssv2_s2dnet:warmup', 'frames.num_frames', 85, 'M:141-145 170 // 2 for somethingv2'),
+    ('ssv2_s2dnet:warmup', 'train_augmentations', [], 'M:146-149 no flip for somethingv2'),
+]
+
+# Worked LR values of the reference formula (U:96-163), per epoch start, as fractions of BASE.
+S2DNET_LR_FRACTIONS = {
+    'mini_kinetics_s2dnet:warmup': {0: 0.0005, 1: 0.2004, 5: 1.0, 6: 0.946, 20: 0.505, 39: 0.0115},
+    'mini_kinetics_s2dnet:sampling': {0: 0.005, 6: 0.986, 20: 0.855, 79: 0.0104},
+}
+
+
+def load(name: str):
+  """configs/<module>.py[:argument], as `--config=configs/<module>.py[:argument]` loads it."""
+  module, _, argument = name.partition(':')
+  return importlib.import_module(f'configs.{module}').get_config(*([argument] if argument else []))
+
+
+def _field(card, path):
+  value = card
+  for key in path.split('.'):
+    value = value[key]
+  return value
+
+
+@pytest.fixture(scope='module')
+def cards():
+  return {name: recipe.card(load(name)) for name in {row[0] for row in REFERENCE}
+          | set(S2DNET_LR_FRACTIONS)}
+
+
+@pytest.mark.parametrize('name,path,expected,source', REFERENCE,
+                         ids=[f'{r[0]}-{r[1]}' for r in REFERENCE])
+def test_card_matches_the_reference(cards, name, path, expected, source):
+  got = _field(cards[name], path)
+  if isinstance(expected, float):
+    assert got == pytest.approx(expected, rel=1e-9), source
+  else:
+    assert got == expected, source
+
+
+@pytest.mark.parametrize('name', sorted(S2DNET_LR_FRACTIONS))
+def test_s2dnet_learning_rate_per_epoch_follows_the_reference_formula(cards, name):
+  card = cards[name]
+  per_epoch = np.asarray(card['learning_rate_per_epoch']) / card['peak_learning_rate']
+  assert len(per_epoch) == int(card['epochs'])
+  for epoch, fraction in S2DNET_LR_FRACTIONS[name].items():
+    assert per_epoch[epoch] == pytest.approx(fraction, abs=6e-4), epoch
+
+
+def pyslowfast_indices(num_frames_video, fps, k, num_clips, frames=8, rate=8, target=30.0):
+  """PySlowFast decoder.py: L = T s F / F0, delta = max(N - L, 0), start = delta k / K,
+  indices floor(start + j (L - 1) / (T - 1)) clamped to N - 1."""
+  length = frames * rate * fps / target
+  start = max(num_frames_video - length, 0.0) * k / num_clips
+  return [min(int(np.floor(start + j * (length - 1) / (frames - 1))), num_frames_video - 1)
+          for j in range(frames)]
+
+
+@pytest.mark.parametrize('frames,fps', [(300, 30.0), (250, 25.0), (40, 30.0), (500, 59.94)])
+def test_test_frame_indices_of_the_salinet_recipe(frames, fps):
+  card = recipe.card(load('k400_salinet'), video_frames=frames, video_fps=fps)
+  clips = card['test_frame_indices']
+  assert len(clips) == 10
+  for k, clip in enumerate(clips):
+    assert clip == pyslowfast_indices(frames, fps, k, 10), k
+  if frames == 40:  # shorter than a clip: clamped at the end, no looping
+    assert clips[0] == [0, 9, 18, 27, 36, 39, 39, 39]
+
+
+CONFIG_NAMES = sorted(
+    os.path.splitext(os.path.basename(p))[0] for p in glob.glob(str(REPO_ROOT / 'configs' / '*.py'))
+    if not p.endswith(('__init__.py', 'base.py')))
+ARGUMENTS = {'ucf101_salinet': ('1', '2', '3'), 'hmdb51_salinet': ('1', '2', '3'),
+             'mini_kinetics_s2dnet': ('warmup', 'sampling'), 'k400_s2dnet': ('warmup', 'sampling'),
+             'ssv2_s2dnet': ('warmup', 'sampling'), 'demo_s2dnet': ('warmup', 'sampling')}
+EVERY_CONFIG = [f'{n}:{a}' if a else n for n in CONFIG_NAMES for a in ARGUMENTS.get(n, ('',))]
+
+
+@pytest.mark.parametrize('name', EVERY_CONFIG)
+def test_every_config_loads_and_builds_abstractly(name):
+  config = load(name)
+  model = models.build_model(config.model, info.num_classes_of(config), config.dtype)
+  variables = models.abstract_variables(
+      model, (1, config.data.num_frames, config.data.crop_size, config.data.crop_size, 3))
+  assert jax.tree.leaves(variables['params'])
+  assert recipe.card(config)['global_batch'] == config.batch_size

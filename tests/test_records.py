@@ -1,0 +1,81 @@
+"""Records written by earlier code stay readable: a fixture of record schema 1 read by today's code.
+
+tests/fixtures/records_schema1/ is what `python -m data.convert` of commit 7008138 (before the
+`video/timing` context key) wrote for five 4-frame 16x16 JPEG frame folders:
+  --dataset=frames --name=schema1 --short_side=0 --frames_fps=8 --num_shards=2
+  --annotations=train=train.txt,val=val.txt  (train.txt also lists `calm_missing`, absent)
+Frame i of video v is the solid colour (40 v + 20, 50 i + 30, 200 - 40 v), stored byte for byte.
+"""
+
+import io
+import pathlib
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+from data import records
+
+FIXTURE = pathlib.Path(__file__).resolve().parent / 'fixtures' / 'records_schema1'
+
+# split -> {video/filename: (v, label text)}, v as in the module docstring.
+VIDEOS = {'train': {'fight_a': (0, 'fight'), 'fight_b': (1, 'fight'), 'calm_a': (2, 'calm')},
+          'val': {'fight_c': (3, 'fight'), 'calm_b': (4, 'calm')}}
+
+
+def _colour(v, i):
+  return (40 * v + 20, 50 * i + 30, 200 - 40 * v)
+
+
+def test_schema1_metadata_reads_with_its_shards_and_failures():
+  metadata = records.read_metadata(str(FIXTURE))
+  assert metadata.name == 'schema1' and metadata.schema_version == 1
+  assert metadata.classes == ['calm', 'fight']
+  assert metadata.split_sizes == {'train': 3, 'val': 2}
+  assert metadata.num_shards == {'train': 2, 'val': 2}
+  assert [(f['split'], f['file']) for f in metadata.failures] == [('train', 'calm_missing')]
+  assert 'timing' not in metadata.extra  # per-split timing counts came later
+  for split in ('train', 'val'):
+    files = records.shard_files(str(FIXTURE), metadata.name, split)
+    assert [pathlib.Path(f).name for f in files] == [s['file'] for s in metadata.shards[split]]
+    records.check_shards(files, {s['file']: s['num_bytes'] for s in metadata.shards[split]})
+    assert [records.verify_records(f) for f in files] == \
+        [s['num_videos'] for s in metadata.shards[split]]
+
+
+def test_schema1_records_parse_with_frames_labels_fps_and_empty_timing():
+  metadata = records.read_metadata(str(FIXTURE))
+  for split, expected in VIDEOS.items():
+    seen = {}
+    for path in records.shard_files(str(FIXTURE), metadata.name, split):
+      for serialized in tf.data.TFRecordDataset(path):
+        f = records.parse_video_with_context(serialized)
+        name = f['filename'].numpy().decode()
+        frames = [np.asarray(Image.open(io.BytesIO(b)).convert('RGB'))
+                  for b in f['frames_jpeg'].numpy()]
+        seen[name] = (int(f['label']), f['label_text'].numpy().decode(), float(f['fps']),
+                      int(f['num_frames']), f['timing'].numpy().decode())
+        v = expected[name][0]
+        assert len(frames) == 4
+        for i, frame in enumerate(frames):
+          assert frame.shape == (16, 16, 3)
+          np.testing.assert_allclose(frame.reshape(-1, 3).mean(0), _colour(v, i), atol=3)
+    assert seen == {name: (metadata.classes.index(text), text, 8.0, 4, '')
+                    for name, (_, text) in expected.items()}
+
+
+def test_schema1_opens_with_tfds_builder_from_directory():
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  builder = tfds.builder_from_directory(str(FIXTURE))
+  assert builder.info.name == 'schema1'
+  assert {s: builder.info.splits[s].num_examples for s in ('train', 'val')} == \
+      {'train': 3, 'val': 2}
+  assert builder.info.splits['train'].shard_lengths == [1, 2]
+  label = builder.info.features['clip']['label']['index']
+  assert label.names == ['calm', 'fight']
+  examples = list(tfds.as_numpy(builder.as_dataset('val')))
+  assert sorted(e['video']['filename'].decode() for e in examples) == sorted(VIDEOS['val'])
+  assert all(label.names[e['clip']['label']['index']] == e['clip']['label']['text'].decode()
+             for e in examples)
+  full = list(records.tfds_video_dataset(str(FIXTURE), 'val').as_numpy_iterator())
+  assert [e['video'].shape for e in full] == [(4, 16, 16, 3)] * 2
