@@ -4,6 +4,7 @@
   python main.py --config=configs/demo.py --workdir=/tmp/demo --mode=eval   # evaluate a split
   python main.py --config=configs/demo.py --config.batch_size=16 ...        # override any field
   python main.py --config=configs/demo.py --workdir=/tmp/demo --mode=predict --video=DIR_OR_FILE
+  python main.py --config=configs/demo.py --workdir=/tmp/demo --mode=features --video=DIR_OR_FILE
 
 Mistakes a user can fix (a misspelt config field, a missing path, a busy or corrupt workdir)
 end with one `error:` line and exit status 1 (2 for bad flags); anything unexpected keeps its
@@ -26,6 +27,7 @@ import tensorflow as tf
 from data import errors as data_errors
 from salinet_jax import console
 from salinet_jax import errors
+from salinet_jax import features
 from salinet_jax import parallel
 from salinet_jax import predict
 from salinet_jax import train
@@ -33,13 +35,14 @@ from salinet_jax import train
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Experiment config file.', lock_config=True)
 flags.DEFINE_string('workdir', None, 'Where checkpoints, metrics and eval results go.')
-flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'predict'],
-                  'train (with periodic eval), eval (a whole split) or predict (video files).')
+flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'predict', 'features'],
+                  'train (with periodic eval), eval (a whole split), predict (video files) or '
+                  'features (pooled features of video files).')
 flags.DEFINE_string('split', None, 'Eval mode: the split to evaluate (default: the config\'s).')
 flags.DEFINE_string('output_dir', None, 'Eval and predict modes: where outputs go (default: '
                     'the workdir, or <workdir>/predictions).')
-flags.DEFINE_multi_string('video', [], 'Predict mode: a video file or a directory of videos '
-                          '(searched recursively; repeatable).')
+flags.DEFINE_multi_string('video', [], 'Predict and features modes: a video file or a directory '
+                          'of videos (searched recursively; repeatable).')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -76,10 +79,11 @@ def main(argv):
 
 
 def run(config) -> None:
-  if FLAGS.mode == 'predict':
-    results = predict.predict(config, FLAGS.workdir, FLAGS.video, FLAGS.output_dir)
+  if FLAGS.mode in ('predict', 'features'):
+    mode = predict.predict if FLAGS.mode == 'predict' else features.extract
+    results = mode(config, FLAGS.workdir, FLAGS.video, FLAGS.output_dir)
     if not any(r['ok'] for r in results):
-      raise errors.UserError('No video could be predicted (see the reasons above).')
+      raise errors.UserError(f'No video could be read for {FLAGS.mode} (see the reasons above).')
     return
   if FLAGS.mode == 'train':
     results = train.train_and_evaluate(config, FLAGS.workdir)

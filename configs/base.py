@@ -154,4 +154,19 @@ def get_base_config() -> ml_collections.ConfigDict:
   # Eval mode: PNGs of what the model looked at (S2DNet windows, SaliNet masks) for this many
   # videos of the first batch, in <workdir>/visualizations_<split>/.
   config.eval.num_visualizations = 0
+
+  # Predict mode (--mode=predict): > 0 slides a window of this many seconds over each video, every
+  # stride_seconds, and writes a timeline (json + PNG) of the top classes over time.
+  config.predict = ml_collections.ConfigDict()
+  config.predict.window_seconds = 0.0
+  config.predict.stride_seconds = 1.0
+  config.predict.window_batch = 8  # windows scored per step
+  config.predict.timeline_classes = 5  # classes drawn in the timeline PNG
+  # Predict through an export instead of the checkpoint: OUT/stablehlo, OUT/savedmodel or OUT/onnx
+  # written by python -m salinet_jax.export ('' = the checkpoint; not with window_seconds).
+  config.predict.exported = ''
+
+  # Features mode (--mode=features): pooled features of the eval views, one .npy per video.
+  config.features = ml_collections.ConfigDict()
+  config.features.per_view = False  # True: (views, D) per video; False: the mean over views (D,)
   return config

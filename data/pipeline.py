@@ -23,7 +23,7 @@ the same number of equal-size batches.
 import dataclasses
 import math
 import os
-from typing import Dict, Iterator, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, Optional, Sequence, Tuple
 
 import jax
 import numpy as np
@@ -302,9 +302,8 @@ def eval_views_fn(data_config):
   return sample_decode_views
 
 
-def pad_and_batch(ds: tf.data.Dataset, data_config, num_batches: int,
-                  batch_size: int) -> tf.data.Dataset:
-  """Eval elements padded with mask=False elements to `num_batches` full batches."""
+def _padding(data_config) -> tf.data.Dataset:
+  """Endless mask=False eval elements that fill the last batch."""
   data = data_config
   views = data.eval_num_clips * data.eval_num_crops
   padding = {
@@ -316,10 +315,39 @@ def pad_and_batch(ds: tf.data.Dataset, data_config, num_batches: int,
   }
   if sampling.pads_frames(data):
     padding['frame_mask'] = tf.zeros([data.num_frames], tf.bool)
-  padding = tf.data.Dataset.from_tensors(padding).repeat()
-  ds = ds.concatenate(padding).take(num_batches * batch_size)
+  return tf.data.Dataset.from_tensors(padding).repeat()
+
+
+def pad_and_batch(ds: tf.data.Dataset, data_config, num_batches: int,
+                  batch_size: int) -> tf.data.Dataset:
+  """Eval elements padded with mask=False elements to `num_batches` full batches."""
+  ds = ds.concatenate(_padding(data_config)).take(num_batches * batch_size)
   ds = ds.batch(batch_size, drop_remainder=True)
-  return ds.prefetch(data.prefetch_batches)
+  return ds.prefetch(data_config.prefetch_batches)
+
+
+def memory_eval_batches(data_config, videos: Callable[[], Iterator[Tuple[Sequence[bytes], str,
+                                                                         float]]],
+                        batch_size: int) -> tf.data.Dataset:
+  """The eval views of videos held in memory as JPEG frames, `videos()` yielding (jpegs,
+  filename, fps) for each, through the same ops as a split's videos, in batches of `batch_size`
+  (the last one padded with mask=False). Labels are -1 (unlabelled).
+
+  One pipeline serves the whole stream: a pipeline built per video (or per window of a long
+  video) grows TensorFlow's memory by megabytes each time."""
+
+  def elements():
+    for jpegs, filename, fps in videos():
+      yield {'frames_jpeg': list(jpegs), 'label': -1, 'label_text': '', 'filename': filename,
+             'fps': fps}
+
+  signature = {'frames_jpeg': tf.TensorSpec([None], tf.string),
+               'label': tf.TensorSpec([], tf.int32), 'label_text': tf.TensorSpec([], tf.string),
+               'filename': tf.TensorSpec([], tf.string), 'fps': tf.TensorSpec([], tf.float32)}
+  ds = tf.data.Dataset.from_generator(elements, output_signature=signature)
+  ds = ds.map(eval_views_fn(data_config))
+  ds = ds.concatenate(_padding(data_config).take(batch_size - 1))
+  return ds.batch(batch_size, drop_remainder=True).prefetch(data_config.prefetch_batches)
 
 
 def video_eval_batches(data_config, jpegs: Sequence[bytes], filename: str, fps: float,

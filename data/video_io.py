@@ -53,6 +53,8 @@ class DecodedVideo:
   height: int  # of the stored (upright, resized) frames
   width: int
   rotation: int  # clockwise degrees applied to make frames upright (0, 90, 180, 270)
+  source_height: int = 0  # of the upright source frames, before resizing (0: unknown)
+  source_width: int = 0
   timing: str = TIMING_CONTAINER  # what timed the frames: TIMING_CONTAINER | TIMING_DECODER_ORDER
 
 
@@ -156,6 +158,15 @@ def _average_rate(stream) -> float:
   return 0.0
 
 
+def stream_rate(path: str) -> float:
+  """The average frame rate of a video's first video stream (0 when unknown)."""
+  container, stream = _open(path, threads=1)
+  try:
+    return _average_rate(stream)
+  finally:
+    container.close()
+
+
 def iter_frames(path: str, *, short_side: int = DEFAULT_SHORT_SIDE,
                 interpolation: str = DEFAULT_INTERPOLATION, threads: int = 1
                 ) -> Iterator[Tuple[Optional[float], np.ndarray, int]]:
@@ -233,6 +244,7 @@ def decode_video(path: str, *, fps: Optional[float] = None, short_side: int = DE
   """
   container, stream = _open(path, threads)
   source_fps = _average_rate(stream)
+  coded = (int(stream.codec_context.height or 0), int(stream.codec_context.width or 0))
   container.close()
   resample = fps is not None and fps > 0
   timestamps: List[Optional[float]] = []
@@ -271,9 +283,11 @@ def decode_video(path: str, *, fps: Optional[float] = None, short_side: int = DE
     stored_fps = source_fps
     if not stored_fps and len(times) > 1 and times[-1] > times[0]:
       stored_fps = (len(times) - 1) / (times[-1] - times[0])
+  source = coded[::-1] if rotation in (90, 270) else coded
   return DecodedVideo(jpegs=jpegs, fps=stored_fps, source_fps=source_fps,
                       num_source_frames=num_decoded, height=int(shape[0]), width=int(shape[1]),
-                      rotation=rotation, timing=timing)
+                      rotation=rotation, timing=timing, source_height=source[0],
+                      source_width=source[1])
 
 
 def read_frame_folder(directory: str, *, num_frames: int = 0, template: str = '{:06d}.jpg',
@@ -290,6 +304,7 @@ def read_frame_folder(directory: str, *, num_frames: int = 0, template: str = '{
     raise VideoError(f'missing frame folder: {directory}')
   jpegs, size = [], (0, 0)
   first_size = None  # every frame takes the size the first one scales to
+  source_size = (0, 0)
   i = 0
   while not num_frames or i < num_frames:
     if max_frames and i >= max_frames:
@@ -306,6 +321,7 @@ def read_frame_folder(directory: str, *, num_frames: int = 0, template: str = '{
       width, height = image.size
       if first_size is None:
         first_size = output_size(width, height, short_side)
+        source_size = (width, height)
       target = first_size
       if image.format == 'JPEG' and image.mode == 'RGB' and target == (width, height):
         jpegs.append(data)
@@ -323,7 +339,8 @@ def read_frame_folder(directory: str, *, num_frames: int = 0, template: str = '{
                      f'first index {start_index})')
   return DecodedVideo(jpegs=jpegs, fps=float(fps), source_fps=float(fps),
                       num_source_frames=len(jpegs), height=size[0], width=size[1], rotation=0,
-                      timing=TIMING_DECODER_ORDER)
+                      timing=TIMING_DECODER_ORDER, source_height=source_size[1],
+                      source_width=source_size[0])
 
 
 def convert_task(task: Dict[str, Any]) -> Dict[str, Any]:
@@ -348,7 +365,8 @@ def convert_task(task: Dict[str, Any]) -> Dict[str, Any]:
       video = decode_video(task['source'], **options)
     result.update(ok=True, jpegs=video.jpegs, fps=video.fps, rotation=video.rotation,
                   height=video.height, width=video.width, timing=video.timing,
-                  num_source_frames=video.num_source_frames)
+                  num_source_frames=video.num_source_frames, source_fps=video.source_fps,
+                  source_height=video.source_height, source_width=video.source_width)
   except VideoError as e:
     result['reason'] = str(e)
   except MemoryError:

@@ -257,6 +257,9 @@ class CheckpointStore:
       metadata['config'] = config.to_json()
     if classes is not None:
       metadata['classes'] = list(classes)
+    # Orbax finishes the previous save before starting this one anyway; waiting here first keeps
+    # `_pending_step` naming the step whose commit callback runs next.
+    self.wait()
     self._pending_step = int(step)
     try:
       self.manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics, force=True,

@@ -8,6 +8,7 @@ JAX's backend probing, clu's work-unit notes, TensorFlow Datasets) and keeps pro
 
 import logging as std_logging
 import os
+import sys
 from typing import Optional
 
 import jax
@@ -67,6 +68,31 @@ def setup() -> None:
   logging.set_verbosity(logging.INFO if jax.process_index() == 0 else logging.WARNING)
 
 
+class _LogFile(std_logging.FileHandler):
+  """log.txt: a mirror of the console. Writing it must never hide the error that ends a run (a
+  full disk fails the checkpoint first), so a write failure is reported once in one line and
+  the mirror stops; the console keeps every line."""
+
+  failed = False
+
+  def handleError(self, record) -> None:
+    if not self.failed:
+      self.failed = True
+      error = sys.exc_info()[1]
+      print(f'Cannot write {self.baseFilename} ({error}): the console keeps logging, the file '
+            'stops here.', file=sys.stderr)
+
+  def emit(self, record) -> None:
+    if not self.failed:
+      super().emit(record)
+
+  def close(self) -> None:
+    try:
+      super().close()
+    except OSError:
+      pass
+
+
 def log_to_file(workdir: str) -> str:
   """Also writes every console line of this process to `<workdir>/log.txt` (appending)."""
   global _file_handler
@@ -74,7 +100,7 @@ def log_to_file(workdir: str) -> str:
   path = os.path.join(os.path.abspath(workdir), LOG_FILE)
   if jax.process_index() != 0:
     return path
-  _file_handler = std_logging.FileHandler(path)
+  _file_handler = _LogFile(path)
   _file_handler.setFormatter(_Format())
   for log_filter in _FILTERS:
     _file_handler.addFilter(log_filter)

@@ -190,9 +190,12 @@ class Engine:
         opt_config, abstract['params'], self.total_steps, config.batch_size,
         self.steps_per_epoch, config.num_epochs)
     replicated = parallel.replicated(self.mesh)
+    # Initialisation runs once and is mostly random-number generation: compiled without XLA's
+    # backend optimisations it compiles several times faster and gives the same values.
     self._init_state = jax.jit(
         functools.partial(create_train_state, self.model, self.tx, shape=self.input_shape),
-        out_shardings=replicated)
+        out_shardings=replicated,
+        compiler_options={'xla_backend_optimization_level': 0})
     self.train_step = jax.jit(
         functools.partial(train_step, model=self.model, tx=self.tx, loss_config=config.loss,
                           schedule=self.schedule, data_config=config.data,

@@ -237,6 +237,17 @@ def evaluate_split(config, variables, split: str, mesh, jitted_step,
   return results, predictions
 
 
+def view_probabilities(scores: np.ndarray, eval_config, num_views: int) -> np.ndarray:
+  """Per-video class probabilities from the view-reduced scores of the evaluation."""
+  if eval_config.view_scores == 'softmax':
+    if eval_config.view_reduction == 'max':
+      return scores / np.sum(scores)
+    return scores / (num_views if eval_config.view_reduction == 'sum' else 1.0)
+  logits = scores / (num_views if eval_config.view_reduction == 'sum' else 1.0)
+  exp = np.exp(logits - np.max(logits))
+  return exp / np.sum(exp)
+
+
 def summary_line(results: Dict[str, Any]) -> str:
   """One readable line of eval results: accuracies (over labelled videos), counts, time."""
   count, labelled = results['num_videos'], results['num_labeled']

@@ -126,11 +126,11 @@ def _abstract_input(input_shape: Sequence[int], dtype) -> jax.ShapeDtypeStruct:
 
 def params_by_prefix(params, depth: int = 1) -> Dict[str, int]:
   """Parameter count per module path truncated to `depth` components ('a/b'), counted by
-  clu.parameter_overview."""
+  clu.parameter_overview (as a Python int: clu returns numpy integers)."""
   groups = collections.defaultdict(dict)
   for path, leaf in flax.traverse_util.flatten_dict(params).items():
     groups['/'.join(str(p) for p in path[:depth])][path] = leaf
-  return {prefix: parameter_overview.count_parameters(flax.traverse_util.unflatten_dict(tree))
+  return {prefix: int(parameter_overview.count_parameters(flax.traverse_util.unflatten_dict(tree)))
           for prefix, tree in groups.items()}
 
 

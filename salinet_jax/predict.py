@@ -15,7 +15,7 @@ sampler (S2DNet), a PNG per video of what the model looked at, into `<workdir>/p
 
 import csv
 import os
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Sequence, Tuple
 
 import jax
 import ml_collections
@@ -27,6 +27,7 @@ from data import video_io
 from salinet_jax import engine
 from salinet_jax import errors
 from salinet_jax import evaluate as evaluate_lib
+from salinet_jax import timeline
 from salinet_jax import visualize
 from salinet_jax import workdir as workdir_lib
 
@@ -36,17 +37,6 @@ PREDICTIONS_FILE = 'predictions.csv'
 
 class PredictInputError(errors.UserError):
   """A --video path that does not exist, or no video at all."""
-
-
-def probabilities(scores: np.ndarray, eval_config, num_views: int) -> np.ndarray:
-  """Per-video class probabilities from the view-reduced scores of the evaluation."""
-  if eval_config.view_scores == 'softmax':
-    if eval_config.view_reduction == 'max':
-      return scores / np.sum(scores)
-    return scores / (num_views if eval_config.view_reduction == 'sum' else 1.0)
-  logits = scores / (num_views if eval_config.view_reduction == 'sum' else 1.0)
-  exp = np.exp(logits - np.max(logits))
-  return exp / np.sum(exp)
 
 
 def find_videos(paths: Sequence[str]) -> List[str]:
@@ -73,51 +63,90 @@ def find_videos(paths: Sequence[str]) -> List[str]:
   return files
 
 
-def predict(config: ml_collections.ConfigDict, workdir: str, video_paths: Sequence[str],
-            output_dir: str = None) -> List[Dict[str, Any]]:
-  """Top-5 predictions for each video; returns one dict per video: 'video', 'ok', 'error',
-  'top5' [(class, probability)], 'checkpoint'."""
-  files = find_videos(video_paths)
-  if jax.process_count() > 1:
-    raise errors.ConfigError('Predict mode runs in one process; start it without '
-                             'JAX_COORDINATOR_ADDRESS / SALINET_JAX_DISTRIBUTED.')
-  output_dir = workdir_lib.check_writable(
-      output_dir or os.path.join(workdir, 'predictions'), 'predictions',
-      'Pass --output_dir=DIR to write them elsewhere.')
-  classes = engine.checkpoint_classes(workdir, config)
-  model_engine = engine.Engine(config, classes)
-  state, source = model_engine.restore(workdir, config.eval.checkpoint)
-  logging.info('Predicting %d video(s) with checkpoint %s.', len(files), source)
-  views = config.data.eval_num_clips * config.data.eval_num_crops
-  results = []
-  for path in files:
-    result = {'video': path, 'checkpoint': source, 'ok': False, 'error': '', 'top5': []}
-    try:
-      decoded = video_io.decode_video(path, short_side=config.data.eval_short_side)
-    except video_io.VideoError as e:
-      result['error'] = str(e)
-      logging.warning('%s: cannot be predicted: %s', path, e)
-      results.append(result)
-      continue
-    batches = pipeline.as_numpy(pipeline.video_eval_batches(
-        config.data, decoded.jpegs, os.path.basename(path), decoded.fps, model_engine.mesh.size))
-    draw = None
-    if config.eval.num_visualizations:
-      draw = lambda batch: visualize.write_visualizations(  # noqa: E731
-          model_engine.model, state.variables, batch, output_dir, 1, config.data, classes)
-    _, predictions = evaluate_lib.evaluate_batches(batches, 1, state.variables, model_engine.mesh,
-                                                   model_engine.eval_step, classes, draw)
+class Predictor:
+  """A workdir's checkpoint (`config.eval.checkpoint`), restored to score videos held in memory
+  through the evaluation's views and step. One process only."""
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+    if jax.process_count() > 1:
+      raise errors.ConfigError('Predict and features modes run in one process; start them '
+                               'without JAX_COORDINATOR_ADDRESS / SALINET_JAX_DISTRIBUTED.')
+    self.config = config
+    self.classes = engine.checkpoint_classes(workdir, config)
+    self.engine = engine.Engine(config, self.classes)
+    self.state, self.source = self.engine.restore(workdir, config.eval.checkpoint)
+    self.num_views = config.data.eval_num_clips * config.data.eval_num_crops
+
+  def decode(self, path: str) -> video_io.DecodedVideo:
+    """The video as JPEG frames at the eval short side (raises video_io.VideoError)."""
+    return video_io.decode_video(path, short_side=self.config.data.eval_short_side)
+
+  def batches(self, jpegs: Sequence[bytes], fps: float, name: str):
+    """The eval batch (numpy) of one video: its views, padded to the mesh."""
+    return pipeline.as_numpy(pipeline.video_eval_batches(
+        self.config.data, jpegs, name, fps, self.engine.mesh.size))
+
+  def probabilities(self, jpegs: Sequence[bytes], fps: float, name: str, draw=None
+                    ) -> np.ndarray:
+    """Class probabilities of one video (its views reduced as the evaluation does)."""
+    _, predictions = evaluate_lib.evaluate_batches(
+        self.batches(jpegs, fps, name), 1, self.state.variables, self.engine.mesh,
+        self.engine.eval_step, self.classes, draw)
     scores = predictions.scores[0]
     if not np.all(np.isfinite(scores)):
       raise evaluate_lib.NonFiniteScoresError(
-          f'Checkpoint {source} gives NaN or Inf scores for {path}: its weights are not usable.')
-    probs = probabilities(scores, config.eval, views)
-    top = np.argsort(-probs, kind='stable')[:TOP_K]
-    result.update(ok=True, top5=[(classes[k], float(probs[k])) for k in top])
+          f'Checkpoint {self.source} gives NaN or Inf scores for {name}: its weights are not '
+          'usable.')
+    return evaluate_lib.view_probabilities(scores, self.config.eval, self.num_views)
+
+  def top(self, probs: np.ndarray) -> List[Tuple[str, float]]:
+    order = np.argsort(-probs, kind='stable')[:TOP_K]
+    return [(self.classes[k], float(probs[k])) for k in order]
+
+
+def predict(config: ml_collections.ConfigDict, workdir: str, video_paths: Sequence[str],
+            output_dir: str = None) -> List[Dict[str, Any]]:
+  """Top-5 predictions for each video; returns one dict per video: 'video', 'ok', 'error',
+  'top5' [(class, probability)], 'checkpoint'. With `config.predict.window_seconds` > 0 each
+  video is scored window by window instead (salinet_jax/timeline.py): its timeline json and
+  PNG are written and 'top5' ranks the mean of the windows' probabilities."""
+  files = find_videos(video_paths)
+  output_dir = workdir_lib.check_writable(
+      output_dir or os.path.join(workdir, 'predictions'), 'predictions',
+      'Pass --output_dir=DIR to write them elsewhere.')
+  if config.predict.exported:  # an export (python -m salinet_jax.export) instead of the checkpoint
+    from salinet_jax import export  # pylint: disable=g-import-not-at-top
+    predictor = export.ExportedPredictor(config, output_dir)
+  else:
+    predictor = Predictor(config, workdir)
+  windowed = config.predict.window_seconds > 0
+  logging.info('Predicting %d video(s) with checkpoint %s%s.', len(files), predictor.source,
+               f', in windows of {config.predict.window_seconds:g} s' if windowed else '')
+  results = []
+  for path in files:
+    result = {'video': path, 'checkpoint': predictor.source, 'ok': False, 'error': '',
+              'top5': []}
     results.append(result)
+    try:
+      if windowed:
+        probs = timeline.predict_windows(predictor, path, output_dir)
+      else:
+        decoded = predictor.decode(path)
+        draw = None
+        if config.eval.num_visualizations:
+          draw = lambda batch: visualize.write_visualizations(  # noqa: E731
+              predictor.engine.model, predictor.state.variables, batch, output_dir, 1,
+              config.data, predictor.classes)
+        probs = predictor.probabilities(decoded.jpegs, decoded.fps, os.path.basename(path),
+                                        draw)
+    except video_io.VideoError as e:
+      result['error'] = str(e)
+      logging.warning('%s: cannot be predicted: %s', path, e)
+      continue
+    result.update(ok=True, top5=predictor.top(probs))
     print(f'{path}:')
-    for rank, k in enumerate(top, 1):
-      print(f'  {rank}. {classes[k]:<32s} {probs[k]:.4f}')
+    for rank, (name, probability) in enumerate(result['top5'], 1):
+      print(f'  {rank}. {name:<32s} {probability:.4f}')
   csv_path = write_predictions(os.path.join(output_dir, PREDICTIONS_FILE), results)
   failed = sum(not r['ok'] for r in results)
   logging.info('Wrote %s: %d predicted, %d failed.', csv_path, len(results) - failed, failed)

@@ -137,3 +137,28 @@ def test_file_sharding_gives_processes_disjoint_files(config):
     labels.append(batch['label'])
   # Round-robin shards: shard 0 holds videos 0, 2, 4, 6 (labels 0, 2, 0, 2), shard 1 the others.
   assert set(labels[0]) <= {0, 2} and set(labels[1]) <= {1, 3}
+
+
+def test_records_of_a_standard_dataset_are_checked_against_the_official_facts():
+  from data import datasets  # pylint: disable=g-import-not-at-top
+  k400_val = records.DatasetMetadata('kinetics400', [f'c{i}' for i in range(400)],
+                                     {'val': 19_100}, {'val': 10})
+  warnings = datasets.check_records(k400_val, 'val')
+  assert warnings == ["Split 'val' of 'kinetics400' holds 19,100 of the official 19,906 videos "
+                      '(806 missing, 4.0%); accuracy is not comparable with published figures.']
+  wrong_classes = records.DatasetMetadata('ucf101', ['a', 'b'], {'test1': 3783}, {'test1': 1})
+  assert datasets.check_records(wrong_classes, 'test1') == [
+      "Records of 'ucf101' have 2 classes; the official dataset has 101: was another class list "
+      'used?']
+  own = records.DatasetMetadata('my_clips', ['a', 'b'], {'train': 3}, {'train': 1})
+  assert datasets.check_records(own, 'train') == []  # not a registered dataset: nothing to check
+
+
+def test_dataset_name_is_optional_but_must_agree_with_the_records(config):
+  config.dataset.name = ''
+  assert pipeline.split_info(config.dataset, 'val').dataset == 'synthetic'
+  config.dataset.name = 'kinetics400'
+  with pytest.raises(records.MissingRecordsError,
+                     match="config.dataset.name is 'kinetics400' but the records in .* hold "
+                     "dataset 'synthetic'"):
+    pipeline.split_info(config.dataset, 'val')

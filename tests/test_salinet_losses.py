@@ -73,7 +73,8 @@ def test_ce_l1_with_one_clip_per_device_equals_reference_sum():
 def test_ce_l1_l2_hand_computed():
   config = _config(name='ce_l1_l2', l1_weight=0.1, gate1_weight=2.0, gate2_weight=10.0)
   total, terms = losses.compute_loss(config, LOGITS, LABELS, _aux())
-  assert set(terms) == {'cross_entropy', 'saliency_l1', 'gate1_mse', 'gate2_mse'}
+  assert set(terms) == {'cross_entropy', 'weighted_saliency_l1', 'weighted_gate1_mse',
+                        'weighted_gate2_mse'}
   np.testing.assert_allclose(terms['weighted_gate1_mse'], 2.0 * 0.08, rtol=1e-6)
   np.testing.assert_allclose(terms['weighted_gate2_mse'], 10.0 * 0.26, rtol=1e-6)
   np.testing.assert_allclose(total, CE + 0.225 + 0.16 + 2.6, rtol=1e-6)

@@ -97,3 +97,19 @@ def test_console_is_one_line_per_interval_and_mirrored_in_log_txt(tiny_data_dir,
   config = json.loads((workdir / 'config.json').read_text())
   assert config['num_train_steps'] == 4 and config['model']['width'] == 4
   assert 'val top-1:' in proc.stdout
+
+
+def test_a_log_txt_that_cannot_be_written_is_reported_once_and_never_raises(tmp_path, capfd):
+  """On a full disk the run must end with the checkpoint's error, not with one from log.txt:
+  /dev/full fails every write with ENOSPC like a full disk does."""
+  from absl import logging  # pylint: disable=g-import-not-at-top
+  from salinet_jax import console  # pylint: disable=g-import-not-at-top
+  os.symlink('/dev/full', tmp_path / 'log.txt')
+  console.log_to_file(str(tmp_path))
+  try:
+    for i in range(3):
+      logging.warning('line %d', i)
+  finally:
+    console.close_log_file()
+  reports = [line for line in capfd.readouterr().err.splitlines() if 'Cannot write' in line]
+  assert len(reports) == 1 and 'No space left on device' in reports[0], reports

@@ -99,10 +99,12 @@ def parse_tsn_list(path: PathLike, classes: Optional[Sequence[str]] = None,
 
 
 def parse_class_folders(root: PathLike, extensions: Optional[Iterable[str]] = None) -> Annotations:
-  """Reads a `root/<class>/<video or frame folder>` tree; classes are the sorted folder names.
+  """Reads a `root/<class>/...` tree; classes are the sorted folder names.
 
-  `extensions` (e.g. ['.mp4', '.avi'], case-insensitive) keeps only matching files; without it every
-  non-hidden file and folder is a video. `path_or_id` is `<class>/<name>`; entries are sorted.
+  With `extensions` (e.g. ['.mp4', '.avi'], case-insensitive) every matching file below a class
+  folder is a video, at any depth; a video inside a subfolder (`<class>/<group>/<video>`) gets
+  that subfolder as its group. Without it every non-hidden file and folder directly in a class
+  folder is a video (frame folders). `path_or_id` is `<class>/<relative path>`; entries sorted.
   """
   root = os.fspath(root)
   if not os.path.isdir(root):
@@ -115,12 +117,20 @@ def parse_class_folders(root: PathLike, extensions: Optional[Iterable[str]] = No
     raise ValueError(f'{root}: no class folders.')
   entries = []
   for idx, cls in enumerate(classes):
-    for name in sorted(os.listdir(os.path.join(root, cls))):
-      if name.startswith('.'):
-        continue
-      if exts is not None and os.path.splitext(name)[1].lower() not in exts:
-        continue
-      entries.append(VideoEntry(path_or_id=f'{cls}/{name}', label_index=idx, label_text=cls))
+    folder = os.path.join(root, cls)
+    if exts is None:
+      names = [n for n in sorted(os.listdir(folder)) if not n.startswith('.')]
+    else:
+      names = []
+      for parent, dirnames, filenames in os.walk(folder):
+        dirnames[:] = [d for d in dirnames if not d.startswith('.')]
+        names += [os.path.relpath(os.path.join(parent, n), folder) for n in filenames
+                  if not n.startswith('.') and os.path.splitext(n)[1].lower() in exts]
+      names.sort()
+    for name in names:
+      parts = name.replace(os.sep, '/').split('/')
+      entries.append(VideoEntry(path_or_id=f'{cls}/{"/".join(parts)}', label_index=idx,
+                                label_text=cls, group=parts[0] if len(parts) > 1 else ''))
   return Annotations(tuple(entries), classes)
 
 

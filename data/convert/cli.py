@@ -19,7 +19,9 @@ KIND and what --input / --annotations are:
                             (splits train / val / test). Classes: the labels json index order.
   mini_kinetics             --input: a Kinetics-400 clip folder. --annotations: folder with
                             {train,val}_ytid_list.txt; --kinetics_csv: labeled K400 CSV(s) for them.
-  folder                    --input: `<class>/<video>` tree (classes = sorted folder names).
+  folder                    --input: `<class>/<video>` or `<class>/<group>/<video>` tree (classes =
+                            sorted folder names); --split_by_group=subfolder keeps each group on one
+                            side of a train/val split (=file splits by video; --val_fraction).
   list                      --annotations: `[split=]path` list file(s) of `<path> <label>` lines or a
                             CSV with a header (`--path_column`, `--label_column`); with
                             --split_by_group=COLUMN the CSV is split into train/val by that column
@@ -109,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument('--path_column', default='path', help='CSV lists: column of the video path')
   p.add_argument('--label_column', default='label', help='CSV lists: column of the label')
   p.add_argument('--label_index_base', type=int, default=0, help='integer labels start here')
-  p.add_argument('--split_by_group', default='', help='CSV lists: split train/val by this column')
+  p.add_argument('--split_by_group', default='', help='split train/val by whole groups: a CSV '
+                 'column (list), subfolder or file (folder)')
   p.add_argument('--val_fraction', type=float, default=0.25, help='share of videos in val')
   p.add_argument('--val_groups', default='', help='comma-separated groups forced into val')
   p.add_argument('--group_seed', type=int, default=0, help='seed of the group split')

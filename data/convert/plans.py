@@ -205,6 +205,10 @@ def plan_ssv2(args) -> Plan:
   return Plan(args.name or 'ssv2', classes, splits)
 
 
+# How --split_by_group splits a class-per-folder tree into train and val.
+FOLDER_GROUPS = ('subfolder', 'file')
+
+
 def plan_folder(args) -> Plan:
   parsed = ann.parse_class_folders(args.input, _extensions(args))
   classes = parsed.classes
@@ -217,10 +221,32 @@ def plan_folder(args) -> Plan:
     index = {name: i for i, name in enumerate(official)}
     entries = [dataclasses.replace(e, label_index=index[e.label_text]) for e in parsed.entries]
     parsed, classes = ann.Annotations(tuple(entries), official), official
-  items = _entries_to_items(parsed.entries)
-  for item in items:
-    item.source = os.path.join(os.path.abspath(args.input), item.filename)
-  return Plan(args.name or 'folder', tuple(classes), {args.split or 'train': items})
+  entries = list(parsed.entries)
+  if args.split_by_group:
+    if args.split_by_group not in FOLDER_GROUPS:
+      raise ConversionError(f'--dataset=folder splits with --split_by_group=subfolder (whole '
+                            f'subfolders of a class folder go to one side) or =file, got '
+                            f'{args.split_by_group!r}.')
+    if args.split_by_group == 'file':
+      entries = [dataclasses.replace(e, group=e.path_or_id) for e in entries]
+    loose = [e.path_or_id for e in entries if not e.group]
+    if loose:
+      raise ConversionError(f'--split_by_group=subfolder needs every video in a subfolder of its '
+                            f'class folder; {len(loose)} are not (e.g. {loose[0]}).')
+    val_groups = [g for g in (args.val_groups or '').split(',') if g]
+    splits = ann.split_by_group(entries, args.val_fraction, args.group_seed, val_groups)
+  else:
+    splits = {args.split or 'train': entries}
+  root = os.path.abspath(args.input)
+  plan = Plan(args.name or 'folder', tuple(classes), {})
+  for split, part in splits.items():
+    items = _entries_to_items(part)
+    for item in items:
+      item.source = os.path.join(root, item.filename)
+    plan.splits[split] = items
+  if args.split_by_group:
+    plan.notes['groups'] = {s: sorted({e.group for e in part}) for s, part in splits.items()}
+  return plan
 
 
 

@@ -216,8 +216,13 @@ def run_jobs(jobs: Sequence[ShardJob], args, output: str) -> Dict[str, Dict[str,
             writer.write(records.serialize_video(result['jpegs'], item.label_index,
                                                  item.label_text, item.filename, result['fps'],
                                                  timing=result['timing']))
-            videos.append({'filename': item.filename, 'num_frames': len(result['jpegs']),
-                           'fps': round(result['fps'], 4), 'timing': result['timing']})
+            videos.append({'filename': item.filename, 'label': item.label_index,
+                           'num_frames': len(result['jpegs']), 'fps': round(result['fps'], 4),
+                           'timing': result['timing'],
+                           'source_fps': round(result['source_fps'], 4),
+                           'source_frames': result['num_source_frames'],
+                           'source_height': result['source_height'],
+                           'source_width': result['source_width']})
           else:
             failures.append({'split': job.split, 'file': item.filename,
                              'source': item.source, 'reason': result['reason']})

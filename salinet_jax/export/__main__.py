@@ -1,0 +1,93 @@
+"""The command line: python -m salinet_jax.export --workdir=DIR --output=OUT [...].
+
+Prints one line per format (path, size, largest probability difference, top-1 agreement) and
+where export.json went. Exit status: 0 written; 1 bad input or refused (one `Export failed:`
+line, nothing written); 2 written, but some format could not be converted (see export.json).
+"""
+
+import os
+import sys
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # before TensorFlow is imported
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from absl import app
+from absl import flags
+
+from data import errors as data_errors
+from salinet_jax import console
+from salinet_jax import errors
+from salinet_jax.export import exporter
+from salinet_jax.export import formats
+
+
+def define_flags(values: flags.FlagValues = flags.FLAGS) -> flags.FlagValues:
+  names = ','.join(formats.FORMATS)
+  flags.DEFINE_string('workdir', None, 'Training workdir whose checkpoint is exported.',
+                      flag_values=values)
+  flags.DEFINE_string('checkpoint', 'best', "'best', 'latest' or a checkpoint step directory.",
+                      flag_values=values)
+  flags.DEFINE_string('formats', names, f'Comma-separated, of {names}.', flag_values=values)
+  flags.DEFINE_string('output', None, 'Output folder (new or empty, or --overwrite).',
+                      flag_values=values)
+  flags.DEFINE_string('batch', 'dynamic', "'dynamic' (any batch) or a fixed batch N.",
+                      flag_values=values)
+  flags.DEFINE_multi_string('video', [], 'Certify on the views of these video files instead of '
+                            'the eval split (repeatable).', flag_values=values)
+  flags.DEFINE_integer('num_videos', 8, 'Eval-split videos whose views certify the export.',
+                       flag_values=values)
+  flags.DEFINE_string('split', None, 'Split of the parity clips (default: the eval split).',
+                      flag_values=values)
+  flags.DEFINE_bool('overwrite', False, 'Replace a non-empty --output.', flag_values=values)
+  flags.DEFINE_float('tolerance', None, 'Certificate tolerance (default 1e-4 for float32, 1e-2 '
+                     'for bfloat16).', flag_values=values)
+  flags.DEFINE_list('platforms', [], "Lowering platforms of StableHLO and SavedModel (default: "
+                    "this machine's), e.g. cpu,cuda.", flag_values=values)
+  flags.DEFINE_integer('benchmark', 0, 'Also time each format and the jitted model over the '
+                       'parity clips this many times (clips/s in export.json).',
+                       flag_values=values)
+  flags.mark_flags_as_required(['workdir', 'output'], flag_values=values)
+  return values
+
+
+def _format_line(fmt: str, entry) -> str:
+  if entry['status'] != 'ok':
+    return f'{fmt}: FAILED: {entry["error"]}'
+  parity = entry['parity']
+  return (f'{fmt}: {entry["path"]} ({entry["bytes"] / 1e6:.2f} MB, '
+          f'{entry["export_seconds"]:.1f} s), max |diff| probabilities '
+          f'{parity["max_abs_diff"]["probabilities"]:.2e}, top-1 agreement '
+          f'{parity["top1_agreement_views"]:.3f} of views / '
+          f'{parity["top1_agreement_videos"]:.3f} of videos')
+
+
+def main(argv, values) -> int:
+  """Runs the export of the parsed flags `values`; returns the exit status."""
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  try:
+    summary = exporter.export(
+        values.workdir, values.output, values.formats, checkpoint=values.checkpoint,
+        batch=values.batch, videos=values.video, num_videos=values.num_videos,
+        overwrite=values.overwrite, tolerance=values.tolerance, platforms=values.platforms,
+        benchmark=values.benchmark, split=values.split)
+  except (errors.UserError, data_errors.DataError) as e:
+    print(f'Export failed: {e}', file=sys.stderr)
+    return 1
+  for fmt, entry in summary['formats'].items():
+    print(_format_line(fmt, entry))
+  print(f'Wrote {os.path.join(os.path.abspath(values.output), formats.EXPORT_JSON)} '
+        f'({summary["export_seconds"]:.1f} s).')
+  return 2 if summary['failed_formats'] else 0
+
+
+def _run(argv) -> None:
+  import tensorflow as tf
+  tf.config.set_visible_devices([], 'GPU')  # TensorFlow only reloads the SavedModel here
+  console.setup()
+  sys.exit(main(argv, flags.FLAGS))
+
+
+if __name__ == '__main__':
+  define_flags()
+  app.run(_run)

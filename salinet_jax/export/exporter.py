@@ -1,0 +1,270 @@
+"""export(): a workdir's checkpoint written in each format, certified, then moved into OUT.
+
+Files are assembled in a staging folder beside OUT and moved into place only once every format
+has passed its certificate, so a refused export leaves OUT untouched. A format that cannot be
+converted (or reloaded) at all is recorded as failed in export.json and the others are written.
+"""
+
+import dataclasses
+import functools
+import importlib.metadata
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import jax
+
+from salinet_jax.export import certificate
+from salinet_jax.export import formats as formats_lib
+from salinet_jax.export import onnx_support
+from salinet_jax.export import rewrites
+from salinet_jax.export import serving
+from salinet_jax.export import source
+from salinet_jax.export.errors import ExportError
+from salinet_jax.export.errors import ParityError
+
+EXPORT_FORMAT_VERSION = 1
+VERSION_PACKAGES = ('jax', 'jaxlib', 'flax', 'tensorflow-cpu', 'tensorflow', 'jax2onnx', 'onnx',
+                    'onnx-ir', 'onnxruntime')
+
+
+def parse_formats(value: Any) -> List[str]:
+  names = [n.strip() for n in (value.split(',') if isinstance(value, str) else value)]
+  names = [n for n in names if n]
+  unknown = [n for n in names if n not in formats_lib.FORMATS]
+  if unknown or not names:
+    raise ExportError(f'Unknown export format(s) {unknown or names}: choose from '
+                      f'{",".join(formats_lib.FORMATS)}.')
+  return list(dict.fromkeys(names))
+
+
+def parse_batch(value: Any) -> Optional[int]:
+  """'dynamic' -> None (batch-polymorphic); 'N' -> N."""
+  if value in (None, 'dynamic'):
+    return None
+  try:
+    batch = int(value)
+  except (TypeError, ValueError):
+    batch = 0
+  if batch < 1:
+    raise ExportError(f"--batch must be 'dynamic' or a positive integer, got {value!r}.")
+  return batch
+
+
+def _check_output(output: str, overwrite: bool) -> str:
+  output = os.path.abspath(output)
+  if os.path.exists(output):
+    if not os.path.isdir(output):
+      raise ExportError(f'--output {output} exists and is not a directory.')
+    if os.listdir(output) and not overwrite:
+      raise ExportError(f'--output {output} exists and is not empty: choose another folder or '
+                        'pass --overwrite.')
+  return output
+
+
+def _versions() -> Dict[str, str]:
+  versions = {}
+  for package in VERSION_PACKAGES:
+    try:
+      versions[package] = importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+      pass
+  return versions
+
+
+def _size(path: str) -> int:
+  if os.path.isfile(path):
+    return os.path.getsize(path)
+  return sum(os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(path)
+             for f in files)
+
+
+def _one_line(error: BaseException) -> str:
+  first = next((line.strip() for line in str(error).splitlines() if line.strip()), '')
+  return f'{type(error).__name__}: {first}'[:500]
+
+
+def _staging_folder(output: str) -> str:
+  """An empty folder beside `output`, with the permissions a new folder would get (mkdtemp's
+  0700 would hide OUT from a serving user)."""
+  parent = os.path.dirname(output)
+  os.makedirs(parent, exist_ok=True)
+  staging = tempfile.mkdtemp(prefix=f'.{os.path.basename(output)}.partial-', dir=parent)
+  umask = os.umask(0)
+  os.umask(umask)
+  os.chmod(staging, 0o777 & ~umask)
+  return staging
+
+
+def _move_into_place(staging: str, output: str) -> None:
+  """Replaces `output` by the finished staging folder; the old contents are removed last."""
+  old = None
+  if os.path.exists(output):
+    old = tempfile.mkdtemp(prefix=f'.{os.path.basename(output)}.old-', dir=os.path.dirname(output))
+    os.rmdir(old)
+    os.rename(output, old)
+  os.rename(staging, output)
+  if old:
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def export(workdir: str, output: str, formats: Any = formats_lib.FORMATS, *,
+           checkpoint: str = 'best', batch: Any = 'dynamic', videos: Sequence[str] = (),
+           num_videos: int = 8, overwrite: bool = False, tolerance: Optional[float] = None,
+           platforms: Sequence[str] = (), benchmark: int = 0,
+           split: Optional[str] = None) -> Dict[str, Any]:
+  """Exports checkpoint `checkpoint` of `workdir` into `output`; returns export.json's content.
+
+  Raises ExportError (nothing written) on bad arguments or a workdir without a usable
+  checkpoint, ParityError (nothing written) when a format exceeds its tolerance. A format that
+  fails to convert or reload is listed in `failed_formats`; the others are written.
+  """
+  formats = parse_formats(formats)
+  batch_size = parse_batch(batch)
+  output = _check_output(output, overwrite)
+  formats_lib.require_packages(formats)
+  if num_videos < 1:
+    raise ExportError(f'--num_videos must be positive, got {num_videos}.')
+  start = time.perf_counter()
+  run = source.restore(workdir, checkpoint)
+  config = run.config
+  tolerance = float(tolerance) if tolerance else certificate.TOLERANCES.get(config.dtype, 1e-4)
+  platforms = tuple(platforms) or (jax.export.default_export_platform(),)
+  clips = certificate.parity_clips(config, videos, num_videos, split)
+  specs = serving.input_specs(config, batch_size)
+  serve = serving.make_serving_fn(run.model, config.data, serving.takes_num_valid(config))
+  exported_fn = functools.partial(serve, run.variables)  # the variables become constants
+  chunk = batch_size or min(len(clips.video), config.eval_batch_size * clips.views_per_video)
+  jitted, on_device = jax.jit(serve), jax.device_put(run.variables)
+  reference_run = functools.partial(  # fed the same padded chunks as the exports
+      formats_lib.call_padded, lambda args: jitted(on_device, *args), batch_size, len(specs) > 1)
+  reference = certificate.run_in_chunks(reference_run, clips, chunk)
+  summary: Dict[str, Any] = {
+      'format_version': EXPORT_FORMAT_VERSION,
+      'source': {'workdir': os.path.abspath(workdir), 'checkpoint': run.checkpoint,
+                 'checkpoint_path': run.path, 'step': run.step, 'metrics': run.metrics},
+      'model': config.model.name,
+      'dtype': config.dtype,
+      'classes': run.classes,
+      'batch': 'dynamic' if batch_size is None else batch_size,
+      'platforms': list(platforms),
+      'inputs': [s.to_json() for s in specs],
+      'input_notes': serving.input_notes(specs),
+      'outputs': serving.output_specs(reference, batch_size),
+      'views': serving.views_doc(config),
+      'config': json.loads(config.to_json()),
+      'parity': {
+          'clips': clips.source, 'videos': clips.filenames, 'views': int(len(clips.video)),
+          'reference': ('jax.jit of normalisation + model.apply(train=False) + softmax, '
+                        f'variables as arguments, on {jax.default_backend()}'),
+          'tolerance': tolerance, 'rule': certificate.RULE,
+      },
+      'formats': {},
+      'versions': _versions(),
+  }
+  job = _Job(summary=summary, staging=_staging_folder(output), exported_fn=exported_fn,
+             specs=specs, clips=clips, chunk=chunk, reference=reference,
+             eval_config=config.eval, tolerance=tolerance, platforms=platforms)
+  try:
+    timings = {}
+    for fmt in formats:
+      loaded = job.write_and_certify(fmt)
+      if benchmark and loaded is not None:
+        timings[fmt] = certificate.clips_per_second(loaded, clips, chunk, benchmark)
+    refused = [(fmt, entry['parity']) for fmt, entry in summary['formats'].items()
+               if entry['status'] == 'refused']
+    if refused:
+      raise ParityError('; '.join(certificate.refusal(fmt, c, tolerance) for fmt, c in refused)
+                        + f'. Nothing written to {output}.')
+    if benchmark:
+      jit_rate = certificate.clips_per_second(reference_run, clips, chunk, benchmark)
+      summary['throughput_clips_per_second'] = {
+          'views': int(len(clips.video)), 'chunk': chunk, 'repeats': benchmark,
+          **{k: round(v, 2) for k, v in {'jax_jit': jit_rate, **timings}.items()}}
+    summary['failed_formats'] = [f for f, e in summary['formats'].items()
+                                 if e['status'] == 'failed']
+    summary['export_seconds'] = round(time.perf_counter() - start, 2)
+    job.write_json()
+    _move_into_place(job.staging, output)
+  except BaseException:
+    shutil.rmtree(job.staging, ignore_errors=True)
+    raise
+  return summary
+
+
+@dataclasses.dataclass
+class _Job:
+  """One export in progress: what every format is written from and certified against."""
+  summary: Dict[str, Any]  # export.json, its 'formats' filled in as they are done
+  staging: str
+  exported_fn: Callable
+  specs: Sequence[serving.InputSpec]
+  clips: certificate.Clips
+  chunk: int
+  reference: Dict[str, Any]
+  eval_config: Any
+  tolerance: float
+  platforms: Sequence[str]
+  traced: Optional[rewrites.Traced] = None
+
+  def __post_init__(self):
+    self.abstract = serving.abstract_args(self.specs)  # one symbolic 'batch' for every format
+
+  def write_json(self) -> None:
+    with open(os.path.join(self.staging, formats_lib.EXPORT_JSON), 'w') as f:
+      json.dump(self.summary, f, indent=1)
+
+  def _write(self, fmt: str, directory: str) -> None:
+    abstract = self.abstract
+    if fmt == 'savedmodel':
+      formats_lib.write_savedmodel(self.exported_fn, self.specs, directory, self.platforms)
+      return
+    if self.traced is None:  # one trace serves StableHLO and ONNX
+      self.traced = rewrites.trace(self.exported_fn, abstract)
+    if fmt == 'stablehlo':
+      formats_lib.write_stablehlo(self.traced, abstract, directory, self.platforms)
+    else:
+      formats_lib.write_onnx(self.traced, abstract, self.specs, directory,
+                             sorted(self.reference),
+                             {'salinet_jax_classes': json.dumps(self.summary['classes']),
+                              'salinet_jax_views': json.dumps(self.summary['views'])})
+
+  def write_and_certify(self, fmt: str) -> Optional[formats_lib.ExportedModel]:
+    """Writes `fmt`, reloads it from disk and certifies it; records the outcome in the
+    summary; returns the reloaded model if it passed."""
+    directory = os.path.join(self.staging, fmt)
+    os.makedirs(directory)
+    began = time.perf_counter()
+    try:
+      self._write(fmt, directory)
+    except Exception as e:  # pylint: disable=broad-except
+      return self._failed(fmt, directory, _one_line(e), 'not exported')
+    export_seconds = time.perf_counter() - began
+    self.write_json()  # the loader reads export.json
+    try:
+      loaded = formats_lib.load_exported(directory)
+      began = time.perf_counter()
+      outputs = certificate.run_in_chunks(loaded, self.clips, self.chunk)
+      check_seconds = time.perf_counter() - began
+    except Exception as e:  # pylint: disable=broad-except
+      return self._failed(fmt, directory, f'reload and run: {_one_line(e)}',
+                          'exported but it does not reload and run')
+    parity = certificate.certify(self.reference, outputs, self.clips, self.eval_config,
+                                 self.tolerance)
+    entry = {'status': 'ok' if parity['passed'] else 'refused',
+             'path': os.path.relpath(formats_lib.artifact(directory, fmt), self.staging),
+             'bytes': _size(directory), 'export_seconds': round(export_seconds, 3),
+             'parity_run_seconds': round(check_seconds, 3), 'parity': parity}
+    if fmt == 'onnx':
+      entry.update(opset=onnx_support.OPSET, runtime=formats_lib.ONNX_RUNTIME)
+    self.summary['formats'][fmt] = entry
+    return loaded if parity['passed'] else None
+
+  def _failed(self, fmt: str, directory: str, reason: str, what: str) -> None:
+    print(f'{fmt}: {what} ({self.summary["model"]}): {reason}', file=sys.stderr)
+    shutil.rmtree(directory, ignore_errors=True)
+    self.summary['formats'][fmt] = {'status': 'failed', 'error': reason}

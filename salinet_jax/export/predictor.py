@@ -1,0 +1,100 @@
+"""Predict mode through an export (`--config.predict.exported=OUT/FORMAT`).
+
+`ExportedPredictor` stands in for `predict.Predictor`: the same `decode`, `batches`,
+`probabilities` and `top`, with the views, view reduction and class names of the exported run
+(export.json), so predictions.csv and the printed top-5 have the same form. The checkpoint and
+the training records are not needed.
+"""
+
+import os
+from typing import List, Sequence, Tuple
+
+import numpy as np
+
+from data import pipeline
+from data import video_io
+from salinet_jax import errors
+from salinet_jax import evaluate as evaluate_lib
+from salinet_jax import inputs
+from salinet_jax import visualize
+from salinet_jax.export import formats
+from salinet_jax.export import serving
+from salinet_jax.export import source
+
+TOP_K = 5
+
+
+class ExportedPredictor:
+  """Scores videos held in memory through an exported model (any of the three formats)."""
+
+  def __init__(self, config, output_dir: str):
+    if config.predict.window_seconds > 0:
+      raise errors.ConfigError(
+          'config.predict.window_seconds needs the checkpoint: windowed predict does not run '
+          'through an export; unset config.predict.exported or config.predict.window_seconds.')
+    self.model = formats.load_exported(config.predict.exported)
+    metadata = self.model.metadata
+    self.config = source.config_from_json(metadata['config'])  # the exported run's views
+    self.classes = tuple(metadata['classes'])
+    self.source = (f'{self.model.format} export {self.model.directory} of '
+                   f'{metadata["source"]["checkpoint"]}')
+    self.num_views = self.config.data.eval_num_clips * self.config.data.eval_num_crops
+    self.output_dir = output_dir
+
+  def decode(self, path: str) -> video_io.DecodedVideo:
+    """The video as JPEG frames at the eval short side (raises video_io.VideoError)."""
+    return video_io.decode_video(path, short_side=self.config.data.eval_short_side)
+
+  def batches(self, jpegs: Sequence[bytes], fps: float, name: str):
+    """The eval batch (numpy) of one video: its views."""
+    return pipeline.as_numpy(pipeline.video_eval_batches(self.config.data, jpegs, name, fps, 1))
+
+  def probabilities(self, jpegs: Sequence[bytes], fps: float, name: str, draw=None
+                    ) -> np.ndarray:
+    """Class probabilities of one video (its views reduced as the evaluation does).
+
+    `draw` is the checkpoint Predictor's picture callback, which runs the Flax model; an export
+    has no variables for it, so when it is given the same picture is drawn from the export's
+    own outputs into `output_dir` instead.
+    """
+    batch = next(self.batches(jpegs, fps, name))
+    views = batch['video'][0]
+    num_valid = None
+    if 'frame_mask' in batch:
+      num_valid = np.full((len(views),), batch['frame_mask'][0].sum(), np.int32)
+    outputs = self.model(views, num_valid)
+    eval_config = self.config.eval
+    scores = np.asarray(evaluate_lib.reduce_views(
+        outputs['logits'][None], eval_config.view_reduction, eval_config.view_scores))[0]
+    if not np.all(np.isfinite(scores)):
+      raise evaluate_lib.NonFiniteScoresError(
+          f'The {self.source} gives NaN or Inf scores for {name}: it is not usable.')
+    if draw is not None:
+      self._draw(batch, outputs)
+    return evaluate_lib.view_probabilities(scores, eval_config, self.num_views)
+
+  def top(self, probs: np.ndarray) -> List[Tuple[str, float]]:
+    order = np.argsort(-probs, kind='stable')[:TOP_K]
+    return [(self.classes[k], float(probs[k])) for k in order]
+
+  def _draw(self, batch, outputs) -> None:
+    """visualize.write_visualizations' picture of the first view, from the exported outputs."""
+    data = self.config.data
+    mean, std = inputs.normalization(data)
+    first = {key: batch[key][:1] for key in ('video', 'frame_mask') if key in batch}
+    first['video'] = first['video'][:, 0]
+    video = np.asarray(inputs.model_inputs(first, data)[0])[0]
+    name = os.path.basename(batch['filename'][0].decode('utf-8', 'replace')) or 'video0'
+    probabilities = outputs['probabilities'][0]
+    predicted = int(np.argmax(probabilities))
+    label = int(batch['label'][0])
+    title = (f'{name}: predicted {self.classes[predicted]} ({probabilities[predicted]:.2f}, '
+             'first view)' + (f', label {self.classes[label]}' if label >= 0 else ''))
+    os.makedirs(self.output_dir, exist_ok=True)
+    path = os.path.join(self.output_dir, f'000_{name}.png')
+    if 'detail_frames' in outputs:
+      aux = {k: outputs[k][0] for k in serving.S2DNET_OUTPUTS if k in outputs}
+      visualize.s2dnet_figure(video, aux, path, mean=mean, std=std, title=title)
+    elif 'saliency_final' in outputs:
+      visualize.saliency_figure(video, outputs['saliency_final'][0], path, mean=mean, std=std,
+                                title=title)

@@ -1,0 +1,110 @@
+"""The run being exported: one checkpoint of a workdir, restored as eval mode restores it.
+
+Everything comes from the checkpoint itself: the run's config and class names from its metadata
+(saved with every step), the state through `engine.Engine.restore` (checksums verified), so
+`--workdir` alone suffices.
+"""
+
+import dataclasses
+import json
+import os
+from typing import Any, Dict, List, Tuple
+
+import jax
+import ml_collections
+
+from salinet_jax import checkpoints
+from salinet_jax import engine
+from salinet_jax.export.errors import ExportError
+
+SELECTORS = ('best', 'latest')
+
+
+@dataclasses.dataclass
+class Run:
+  """A restored checkpoint: the run's config, its model and host variables, and provenance."""
+  config: ml_collections.ConfigDict
+  model: Any
+  variables: Dict[str, Any]
+  classes: List[str]
+  checkpoint: str  # how it was chosen, e.g. 'best (step 600)' or a path
+  path: str  # the checkpoint's step directory
+  step: int
+  metrics: Dict[str, Any]
+
+
+def config_from_json(text: str) -> ml_collections.ConfigDict:
+  """A config saved as json (checkpoint metadata, export.json), with its tuples back."""
+
+  def tuples(value):
+    if isinstance(value, dict):
+      return {k: tuples(v) for k, v in value.items()}
+    if isinstance(value, list):
+      return tuple(tuples(v) for v in value)
+    return value
+
+  return ml_collections.ConfigDict(tuples(json.loads(text) if isinstance(text, str) else text))
+
+
+def _step_dir(path: str) -> str:
+  """The step directory of `--checkpoint=PATH` (the step itself or its orbax item folder)."""
+  path = os.path.abspath(path)
+  if not os.path.isdir(path):
+    raise ExportError(f'Checkpoint path {path} does not exist.')
+  return path if os.path.isdir(os.path.join(path, checkpoints.ITEM_DIR)) else os.path.dirname(path)
+
+
+def _newest_step_dir(workdir: str) -> str:
+  directory = checkpoints.checkpoint_dir(workdir)
+  if not checkpoints.has_checkpoints(workdir):
+    raise ExportError(f'No checkpoint in {directory}: train first, or pass --checkpoint=PATH.')
+  return os.path.join(directory, str(max(int(n) for n in os.listdir(directory) if n.isdigit())))
+
+
+def _metadata_config(metadata: Dict[str, Any], where: str) -> ml_collections.ConfigDict:
+  if 'config' not in metadata:
+    raise ExportError(f'Checkpoint {where} carries no config in its metadata (written before '
+                      'checkpoints stored it): it cannot be exported on its own.')
+  return config_from_json(metadata['config'])
+
+
+def locate(workdir: str, which: str) -> Tuple[ml_collections.ConfigDict, str, Dict[str, Any]]:
+  """(the run's config, step directory, its metadata) of `which`: 'best' | 'latest' (chosen by
+  the run's own best_metric and mode) | a checkpoint step directory."""
+  if which not in SELECTORS:
+    step_dir = _step_dir(which)
+    metadata = checkpoints.read_step_metadata(step_dir)
+    return _metadata_config(metadata, step_dir), step_dir, metadata
+  newest = _newest_step_dir(workdir)
+  config = _metadata_config(checkpoints.read_step_metadata(newest), newest)
+  store = checkpoints.CheckpointStore(workdir, config.checkpoint, read_only=True)
+  try:
+    step = store.select_step(which)
+    step_dir, metadata = store.step_dir(step), store.metadata(step)
+  finally:
+    store.close()
+  return _metadata_config(metadata, step_dir), step_dir, metadata
+
+
+def _restorable(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The run's config with batch sizes this machine's devices divide: restoring needs only the
+  model and the state's shapes, and the export host may have another device count."""
+  config = ml_collections.ConfigDict(config.to_dict())
+  devices = jax.device_count()
+  config.batch_size = devices * config.grad_accumulation_steps
+  config.eval_batch_size = devices
+  config.bn_group_size = 0
+  return config
+
+
+def restore(workdir: str, which: str = 'best') -> Run:
+  """Restores checkpoint `which` ('best' | 'latest' | a step directory) of the run in `workdir`."""
+  config, step_dir, metadata = locate(workdir, which)
+  selector = which if which in SELECTORS else step_dir
+  config.eval.checkpoint = selector
+  classes = [str(name) for name in engine.checkpoint_classes(workdir, config)]
+  restorer = engine.Engine(_restorable(config), classes)
+  state, description = restorer.restore(workdir, selector)
+  return Run(config=config, model=restorer.model, variables=jax.device_get(state.variables),
+             classes=classes, checkpoint=description, path=step_dir, step=int(state.step),
+             metrics=dict(metadata.get('metrics') or {}))

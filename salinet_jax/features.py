@@ -1,0 +1,107 @@
+"""Pooled features of videos, for linear probes, retrieval and temporal localisation.
+
+  python main.py --config=CONFIG --workdir=DIR --mode=features --video=DIR_OR_FILE \\
+      [--config.features.per_view=True] [--output_dir=OUT]
+
+Each video goes through the evaluation's views (as in predict mode); the features are what the
+model's final classifier reads (the input of its last `fc` layer: pooled backbone features, and
+for S2DNet the fused detail features with its context), per view or averaged over the views
+(`config.features.per_view`). One `.npy` per video plus `index.csv` (video, features file, shape,
+or the error of a video that could not be read), in `<workdir>/features/` by default.
+"""
+
+import csv
+import functools
+import os
+from typing import Any, Dict, List, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+from tqdm import tqdm
+
+from data import video_io
+from salinet_jax import inputs
+from salinet_jax import parallel
+from salinet_jax import predict as predict_lib
+from salinet_jax import workdir as workdir_lib
+
+INDEX_FILE = 'index.csv'
+
+
+def view_features(variables, batch, *, model, data_config) -> jnp.ndarray:
+  """(B, V, D) float32: the input of the model's last `fc` layer for every view of the batch."""
+  video, kwargs = inputs.model_inputs(batch, data_config)
+  batch_size, views = video.shape[:2]
+  if 'num_valid' in kwargs:
+    kwargs['num_valid'] = jnp.repeat(kwargs['num_valid'], views)
+  captured = []
+
+  def capture(next_fun, args, call_kwargs, context):
+    if (isinstance(context.module, nn.Dense) and context.module.name == 'fc'
+        and context.method_name == '__call__'):
+      captured.append(args[0])
+    return next_fun(*args, **call_kwargs)
+
+  with nn.intercept_methods(capture):
+    model.apply(variables, video.reshape((batch_size * views,) + video.shape[2:]), train=False,
+                **kwargs)
+  if not captured:
+    raise ValueError(f'{type(model).__name__} has no final `fc` layer to read features from.')
+  return captured[-1].reshape(batch_size, views, -1).astype(jnp.float32)
+
+
+def _output_names(files: Sequence[str]) -> List[str]:
+  """A distinct .npy file name per video: its path below the videos' common folder."""
+  root = os.path.commonpath([os.path.dirname(os.path.abspath(f)) for f in files])
+  return [os.path.relpath(os.path.abspath(f), root).replace(os.sep, '__') + '.npy'
+          for f in files]
+
+
+def extract(config, workdir: str, video_paths: Sequence[str],
+            output_dir: str = None) -> List[Dict[str, Any]]:
+  """Writes the features of every video; returns one dict per video ('video', 'ok', 'error',
+  'features' path, 'shape')."""
+  files = predict_lib.find_videos(video_paths)
+  output_dir = workdir_lib.check_writable(
+      output_dir or os.path.join(workdir, 'features'), 'features',
+      'Pass --output_dir=DIR to write them elsewhere.')
+  predictor = predict_lib.Predictor(config, workdir)
+  mesh = predictor.engine.mesh
+  step = jax.jit(functools.partial(view_features, model=predictor.engine.model,
+                                   data_config=config.data),
+                 in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)),
+                 out_shardings=parallel.replicated(mesh))
+  results = []
+  for path, name in tqdm(list(zip(files, _output_names(files))), unit='video', desc='features'):
+    result = {'video': path, 'ok': False, 'error': '', 'features': '', 'shape': ''}
+    results.append(result)
+    try:
+      decoded = predictor.decode(path)
+    except video_io.VideoError as e:
+      result['error'] = str(e)
+      logging.warning('%s: no features: %s', path, e)
+      continue
+    batch = next(predictor.batches(decoded.jpegs, decoded.fps, os.path.basename(path)))
+    batch.pop('filename')
+    features = np.asarray(step(predictor.state.variables, parallel.to_global(batch, mesh)))[0]
+    if not np.all(np.isfinite(features)):
+      raise predict_lib.evaluate_lib.NonFiniteScoresError(
+          f'Checkpoint {predictor.source} gives NaN or Inf features for {path}.')
+    if not config.features.per_view:
+      features = features.mean(axis=0)
+    target = os.path.join(output_dir, name)
+    np.save(target, features)
+    result.update(ok=True, features=target, shape='x'.join(str(d) for d in features.shape))
+  index = os.path.join(output_dir, INDEX_FILE)
+  with open(index, 'w', newline='') as f:
+    writer = csv.DictWriter(f, fieldnames=['video', 'features', 'shape', 'error'])
+    writer.writeheader()
+    for result in results:
+      writer.writerow({key: result[key] for key in ('video', 'features', 'shape', 'error')})
+  failed = sum(not r['ok'] for r in results)
+  logging.info('Wrote %s: features of %d videos, %d failed.', index, len(results) - failed,
+               failed)
+  return results

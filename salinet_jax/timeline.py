@@ -1,0 +1,124 @@
+"""Predictions along a long video: a window slides over it and each position is classified.
+
+  python main.py --config=CONFIG --workdir=DIR --mode=predict --video=long.mp4 \\
+      --config.predict.window_seconds=4 --config.predict.stride_seconds=2
+
+The video is decoded once, frame by frame (data/video_io.py), and only the frames of the current
+window are held (JPEG-encoded, as records hold them), so memory stays flat however long the video
+is. Each window goes through the evaluation's own views and step, `config.predict.window_batch`
+windows per step; the last window ends at the video's end. Frame i is timed i / frame rate.
+Writes `<name>.timeline.json` (per window: start, end, top-5 with probabilities) and
+`<name>.timeline.png` (the probability of the top classes over time) into the output directory.
+"""
+
+import collections
+import json
+import os
+from typing import Iterator, List, Tuple
+
+import numpy as np
+from absl import logging
+from tqdm import tqdm
+
+from data import pipeline
+from data import video_io
+from salinet_jax import evaluate as evaluate_lib
+from salinet_jax import parallel
+
+TIMELINE_SUFFIX = '.timeline'
+
+
+def windows(path: str, short_side: int, window_seconds: float, stride_seconds: float
+            ) -> Iterator[Tuple[int, int, float, List[bytes]]]:
+  """(first frame, end frame, frame rate, JPEG frames) of each window of a video, streamed:
+  windows start every stride frames, and a last one ends at the video's end."""
+  rate = video_io.stream_rate(path) or 25.0
+  size = max(1, int(round(window_seconds * rate)))
+  stride = max(1, int(round(stride_seconds * rate)))
+  recent: collections.deque = collections.deque(maxlen=size)  # the last `size` frames
+  count = 0
+  for _, rgb, _ in video_io.iter_frames(path, short_side=short_side):
+    recent.append(video_io.encode_jpeg(rgb))
+    count += 1
+    if count >= size and (count - size) % stride == 0:
+      yield count - size, count, rate, list(recent)
+  if count and (count < size or (count - size) % stride):
+    yield max(0, count - size), count, rate, list(recent)
+
+
+def predict_windows(predictor, path: str, output_dir: str) -> np.ndarray:
+  """Scores every window of `path`; writes its timeline json and PNG; returns the mean of the
+  windows' class probabilities."""
+  config = predictor.config
+  data = config.data
+  name = os.path.basename(path)
+  mesh_size = predictor.engine.mesh.size
+  batch_size = max(mesh_size, config.predict.window_batch // mesh_size * mesh_size)
+  spans, failure = [], []
+
+  def stream():
+    """The windows for the input pipeline; a decoding error is kept and re-raised below (tf.data
+    would turn it into one of its own)."""
+    try:
+      for begin, end, rate, jpegs in tqdm(
+          windows(path, data.eval_short_side, config.predict.window_seconds,
+                  config.predict.stride_seconds), desc=name, unit='window', leave=False):
+        spans.append((begin / rate, end / rate))
+        yield jpegs, name, rate
+    except Exception as e:  # pylint: disable=broad-except
+      failure.append(e)
+
+  probs = []
+  for batch in pipeline.as_numpy(pipeline.memory_eval_batches(data, stream, batch_size)):
+    batch.pop('filename')
+    valid = int(batch['mask'].sum())
+    outputs = predictor.engine.eval_step(predictor.state.variables,
+                                         parallel.to_global(batch, predictor.engine.mesh))
+    for row in np.asarray(outputs['scores'])[:valid]:
+      if not np.all(np.isfinite(row)):
+        raise evaluate_lib.NonFiniteScoresError(
+            f'Checkpoint {predictor.source} gives NaN or Inf scores for {path}.')
+      probs.append(evaluate_lib.view_probabilities(row, config.eval, predictor.num_views))
+  if failure:
+    raise failure[0]
+  if not probs:
+    raise video_io.VideoError('no video frames decoded (empty or zero-frame video)')
+  probs = np.stack(probs)
+  _write(predictor, path, output_dir, spans, probs)
+  return probs.mean(axis=0)
+
+
+def _write(predictor, path: str, output_dir: str, spans, probs: np.ndarray) -> None:
+  stem = os.path.join(output_dir, os.path.basename(path) + TIMELINE_SUFFIX)
+  classes = predictor.classes
+  entries = []
+  for (start, end), row in zip(spans, probs):
+    top = np.argsort(-row, kind='stable')[:5]
+    entries.append({'start_seconds': round(start, 3), 'end_seconds': round(end, 3),
+                    'top5': [[classes[k], float(row[k])] for k in top]})
+  config = predictor.config.predict
+  with open(stem + '.json', 'w') as f:
+    json.dump({'video': path, 'checkpoint': predictor.source,
+               'window_seconds': config.window_seconds, 'stride_seconds': config.stride_seconds,
+               'windows': entries}, f, indent=1)
+  _plot(stem + '.png', spans, probs, classes, config.timeline_classes, os.path.basename(path))
+  logging.info('%s: %d windows, timeline in %s.json and .png', path, len(spans), stem)
+
+
+def _plot(path: str, spans, probs: np.ndarray, classes, count: int, title: str) -> None:
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  centres = np.asarray([(start + end) / 2 for start, end in spans])
+  shown = np.argsort(-probs.max(axis=0), kind='stable')[:count]
+  fig, ax = plt.subplots(figsize=(min(4 + len(spans) * 0.05, 16), 3.6))
+  for k in shown:
+    ax.plot(centres, probs[:, k], label=classes[k], linewidth=1.4)
+  ax.set_xlabel('time (s, window centre)')
+  ax.set_ylabel('probability')
+  ax.set_ylim(0, 1)
+  ax.set_title(f'{title}: the {len(shown)} classes most probable in some window')
+  ax.legend(fontsize=8, loc='upper right')
+  fig.tight_layout()
+  fig.savefig(path, dpi=90)
+  plt.close(fig)

@@ -1,0 +1,155 @@
+"""Your own videos end to end, with no code edit and no registry entry: a class-per-folder tree of
+the shared fight clips under an unknown name is converted, trained with configs/custom.py,
+evaluated, predicted on (files, folders, windows along a long video) and turned into features."""
+
+import csv
+import hashlib
+import json
+import os
+import pathlib
+
+import numpy as np
+import pytest
+
+from configs import custom
+from data import convert
+from data import datasets
+from data import report
+from salinet_jax import features
+from salinet_jax import predict
+from salinet_jax import train
+
+TESTDATA = pathlib.Path(__file__).resolve().parents[1].parent / 'shared' / 'testdata'
+FIGHT = TESTDATA / 'real_clips' / 'fight_surv'
+NAME = 'my_own_clips'
+
+if not FIGHT.is_dir():
+  pytest.skip(f'Real test data not found at {FIGHT} (the shared testdata folder next to the '
+              'repository); these tests convert real videos.', allow_module_level=True)
+
+
+@pytest.fixture(scope='module')
+def own_records(tmp_path_factory):
+  """<class>/<source video>/<clip>: up to 2 clips of each class from 6 source videos of the
+  fight clips that show both classes, converted."""
+  with open(FIGHT / 'clips.csv') as f:
+    rows = list(csv.DictReader(f))
+  by_group = {}
+  for row in rows:
+    by_group.setdefault(row['source_group'], {}).setdefault(row['label'], []).append(row)
+  groups = sorted(g for g, labels in by_group.items() if len(labels) == 2)[:6]
+  chosen = [r for g in groups for clips in by_group[g].values() for r in clips[:2]]
+  work = tmp_path_factory.mktemp('own')
+  tree = work / 'videos'
+  for row in chosen:
+    group = hashlib.sha1(row['source_group'].encode()).hexdigest()[:8]
+    target = tree / row['label'] / group / os.path.basename(row['path'])
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.symlink_to(FIGHT / row['path'])
+  out = work / 'records'
+  assert NAME not in datasets.REGISTRY
+  status = convert.main(['--dataset=folder', f'--input={tree}', '--split_by_group=subfolder',
+                         '--val_fraction=0.3', '--short_side=48', f'--name={NAME}',
+                         f'--output={out}', '--workers=1', '--quiet'])
+  assert status == 0
+  return tree, out
+
+
+def _config(records):
+  config = custom.get_config()
+  config.dataset.data_dir = str(records)
+  config.data.update(dict(num_frames=4, frame_stride=2, crop_size=32, train_min_scale=40,
+                          train_max_scale=48, eval_short_side=32, eval_crop_size=32,
+                          eval_num_clips=2, eval_num_crops=1, shuffle_buffer=8))
+  config.model.width = 4
+  config.batch_size = 4
+  config.eval_batch_size = 4
+  config.num_train_steps = 2
+  config.optimizer.warmup_steps = 0
+  config.optimizer.schedule = 'cosine'
+  config.log_every_steps = config.eval_every_steps = config.checkpoint_every_steps = 2
+  config.checkpoint.async_save = False
+  return config
+
+
+def test_own_folder_converts_trains_evaluates_predicts_and_extracts(own_records, tmp_path):
+  tree, records_dir = own_records
+  config = _config(records_dir)
+  workdir = str(tmp_path / 'run')
+  results = train.train_and_evaluate(config, workdir)
+  metadata = json.loads((records_dir / 'metadata.json').read_text())
+  assert metadata['name'] == NAME and metadata['classes'] == ['fight', 'noFight']
+  assert results['num_videos'] == metadata['split_sizes']['val'] > 0
+  groups = metadata['extra']['groups']
+  assert not set(groups['train']) & set(groups['val'])  # whole source videos on one side
+
+  evaluated = train.evaluate(config, workdir)
+  assert evaluated['num_videos'] == results['num_videos']
+
+  predicted = predict.predict(config, workdir, [str(tree / 'fight')])
+  assert predicted and all(r['ok'] for r in predicted)
+  assert {name for name, _ in predicted[0]['top5']} == {'fight', 'noFight'}
+
+  extracted = features.extract(config, workdir, [str(tree)])
+  assert len(extracted) == sum(metadata['split_sizes'].values()) and all(r['ok'] for r in extracted)
+  first = np.load(extracted[0]['features'])
+  assert first.shape == (32,) and np.all(np.isfinite(first))  # ResNet-10 of width 4: 4 x 8 last
+  config.features.per_view = True
+  per_view = features.extract(config, workdir, [extracted[0]['video']],
+                              output_dir=str(tmp_path / 'per_view'))
+  views = np.load(per_view[0]['features'])
+  assert views.shape == (2, 32)  # eval_num_clips x crops views
+  np.testing.assert_allclose(views.mean(axis=0), first, rtol=1e-5, atol=1e-6)
+  with open(os.path.join(workdir, 'features', features.INDEX_FILE)) as f:
+    assert len(list(csv.DictReader(f))) == len(extracted)
+
+  card = report.build(str(records_dir))
+  assert card['dataset'] == NAME and 'official_videos' not in card['splits']['train']
+  assert card['splits']['train']['videos'] + card['splits']['val']['videos'] == len(extracted)
+  assert card['splits']['train']['short_side_pixels']['min'] >= 240  # the sources' size
+
+
+def _long_video(path, seconds=24, fps=10):
+  """A video of a bright bar moving right then left (so windows differ), seconds x fps frames."""
+  import av  # pylint: disable=g-import-not-at-top
+  with av.open(str(path), mode='w') as container:
+    stream = container.add_stream('mpeg4', rate=fps)
+    stream.width, stream.height, stream.pix_fmt = 64, 48, 'yuv420p'
+    for i in range(seconds * fps):
+      frame = np.zeros((48, 64, 3), np.uint8)
+      x = (i * 2) % 64 if i < seconds * fps // 2 else 63 - (i * 2) % 64
+      frame[:, max(0, x - 3):x + 3] = 255
+      for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format='rgb24')):
+        container.mux(packet)
+    for packet in stream.encode():
+      container.mux(packet)
+
+
+def test_windowed_predict_writes_a_timeline_over_the_whole_video(own_records, tmp_path):
+  _, records_dir = own_records
+  config = _config(records_dir)
+  workdir = str(tmp_path / 'run')
+  train.train_and_evaluate(config, workdir)
+  video = tmp_path / 'long.avi'
+  _long_video(video)
+  config.predict.window_seconds = 4.0
+  config.predict.stride_seconds = 3.0
+  config.predict.window_batch = 4
+  results = predict.predict(config, workdir, [str(video)], output_dir=str(tmp_path / 'out'))
+  assert results[0]['ok'] and len(results[0]['top5']) == 2
+  timeline = json.loads((tmp_path / 'out' / 'long.avi.timeline.json').read_text())
+  spans = [(w['start_seconds'], w['end_seconds']) for w in timeline['windows']]
+  # Windows start every 3 s (0, 3, ..., 18 s, each 4 s long) and the last one ends at 24 s.
+  assert spans == [(float(s), float(s + 4)) for s in range(0, 19, 3)] + [(20.0, 24.0)]
+  assert all(abs(sum(p for _, p in w['top5']) - 1.0) < 1e-4 for w in timeline['windows'])
+  assert os.path.getsize(tmp_path / 'out' / 'long.avi.timeline.png') > 5000
+
+  # A video one window long: its one window is scored exactly as predict scores the whole video.
+  short = tmp_path / 'short.avi'
+  _long_video(short, seconds=4)
+  windowed = predict.predict(config, workdir, [str(short)], output_dir=str(tmp_path / 'w'))
+  config.predict.window_seconds = 0.0
+  whole = predict.predict(config, workdir, [str(short)], output_dir=str(tmp_path / 'v'))
+  assert [n for n, _ in windowed[0]['top5']] == [n for n, _ in whole[0]['top5']]
+  np.testing.assert_allclose([p for _, p in windowed[0]['top5']],
+                             [p for _, p in whole[0]['top5']], rtol=1e-5, atol=1e-6)

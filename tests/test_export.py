@@ -1,0 +1,363 @@
+"""Export for serving (salinet_jax/export/).
+
+Tiny runs of the demo SaliNet, the tiny S2DNet (sampling stage) and a Hara 3D ResNet are trained
+once per module (2 steps), exported in every format, their certificates checked and each format
+reloaded and run on views of another batch size; predict mode runs through the SaliNet export.
+The exporter's own behaviour (fixed batch, --video clips, refusal, a format that fails, the
+command line and its one-line errors) is tested on the Hara run, the cheapest. ONNX needs
+requirements-export.txt: without it the ONNX parts are skipped, saying so.
+"""
+
+import csv
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import types
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+from data import records
+from salinet_jax import engine
+from salinet_jax import errors
+from salinet_jax import export
+from salinet_jax import predict
+from salinet_jax import train
+from salinet_jax.export import __main__ as cli
+from salinet_jax.export import formats
+from salinet_jax.export import rewrites
+from salinet_jax.export import serving
+from salinet_jax.export import source
+from tests.conftest import REPO_ROOT
+from tests.conftest import TESTDATA
+from tests.conftest import tiny_config
+from tests.test_s2dnet_stages import tiny_s2dnet_config
+
+HAVE_ONNX = all(importlib.util.find_spec(p) for p in ('jax2onnx', 'onnx', 'onnxruntime'))
+NO_ONNX = ('ONNX left out: it needs jax2onnx, onnx and onnxruntime '
+           '(pip install -r requirements-export.txt)')
+FORMATS = ['stablehlo', 'savedmodel'] + (['onnx'] if HAVE_ONNX else [])
+KINDS = ('salinet', 's2dnet', 'hara')
+PANCAKE = TESTDATA / 'real_clips' / 'codec_fixtures' / 'flipping_a_pancake.mkv'
+NO_PANCAKE = f'shared test data not found at {PANCAKE}'
+
+
+def kind_config(kind: str, data_dir):
+  if kind == 'salinet':  # the demo SaliNet, shrunk
+    config = tiny_config(data_dir)
+    # Native 3D convolutions compile faster than frame sums on CPU, and take ONNX through the
+    # 3D-convolution rewrite.
+    config.model.conv_impl = 'native'
+    return config
+  if kind == 's2dnet':  # f_theta and the sampler train in the sampling stage
+    config = tiny_s2dnet_config(data_dir, 'sampling')
+    config.init_from.checkpoint = 'none'
+    return config
+  config = tiny_config(data_dir)  # hara_resnet3d as configs/fight_surv.py, with its stem max pool
+  config.model = ml_collections.ConfigDict(dict(
+      name='hara_resnet3d', depth=10, width=4, stem_temporal_kernel=3, stem_max_pool=True,
+      dropout_rate=0.5, conv_impl='auto'))
+  config.loss.name = 'cross_entropy'
+  return config
+
+
+@pytest.fixture(scope='module')
+def trained(tiny_data_dir, tmp_path_factory):
+  """kind -> (config, workdir) of a tiny run, trained on first use."""
+  runs = {}
+
+  def get(kind):
+    if kind not in runs:
+      config = kind_config(kind, tiny_data_dir)
+      workdir = str(tmp_path_factory.mktemp(kind) / 'run')
+      train.train_and_evaluate(config, workdir)
+      runs[kind] = config, workdir
+    return runs[kind]
+
+  return get
+
+
+@pytest.fixture(scope='module')
+def exported(trained, tmp_path_factory):
+  """kind -> (config, workdir, OUT, summary) of an export of every format, made on first use."""
+  exports = {}
+
+  def get(kind):
+    if kind not in exports:
+      config, workdir = trained(kind)
+      out = str(tmp_path_factory.mktemp(f'{kind}_export') / 'out')
+      exports[kind] = config, workdir, out, export.export(workdir, out, FORMATS, num_videos=2)
+    return exports[kind]
+
+  return get
+
+
+def _views(config, rows: int, seed: int = 1):
+  """Random uint8 views (and valid-frame counts, padded like the pipeline) at the eval size."""
+  rng = np.random.default_rng(seed)
+  data = config.data
+  video = rng.integers(0, 256, (rows, data.num_frames, data.eval_crop_size,
+                                data.eval_crop_size, 3), dtype=np.uint8)
+  if not serving.takes_num_valid(config):
+    return [video]
+  num_valid = rng.integers(1, data.num_frames + 1, (rows,)).astype(np.int32)
+  video[np.arange(data.num_frames)[None, :] >= num_valid[:, None]] = 0
+  return [video, num_valid]
+
+
+def _assert_close(got, expected, what: str):
+  assert set(got) == set(expected), what
+  for key in expected:
+    scale = max(1.0, float(np.abs(expected[key]).max()))
+    np.testing.assert_allclose(got[key], expected[key], rtol=0, atol=1e-4 * scale,
+                               err_msg=f'{what} {key}')
+
+
+@pytest.mark.parametrize('kind', KINDS)
+def test_export_all_formats_certified_and_reloadable(exported, kind):
+  config, workdir, out, summary = exported(kind)
+  on_disk = json.loads(open(os.path.join(out, 'export.json')).read())
+  assert on_disk['formats'].keys() == summary['formats'].keys() == set(FORMATS)
+  assert on_disk['source']['step'] == 2 and on_disk['source']['checkpoint'] == 'best (step 2)'
+  assert on_disk['source']['checkpoint_path'] == os.path.join(workdir, 'checkpoints', '2')
+  assert on_disk['classes'] == list(engine.checkpoint_classes(workdir, config))
+  assert on_disk['config']['model']['name'] == config.model.name
+  data = config.data
+  views = data.eval_num_clips * data.eval_num_crops
+  assert on_disk['parity']['views'] == 2 * views and on_disk['views']['per_video'] == views
+  assert on_disk['parity']['tolerance'] == 1e-4 and on_disk['failed_formats'] == []
+  video = {'name': 'video', 'shape': [None, data.num_frames, 16, 16, 3], 'dtype': 'uint8'}
+  assert on_disk['inputs'] == [video] + (
+      [{'name': 'num_valid', 'shape': [None], 'dtype': 'int32'}] if kind == 's2dnet' else [])
+  extra = {'salinet': {'saliency_final'}, 'hara': set(), 's2dnet': set(serving.S2DNET_OUTPUTS)}
+  assert {o['name'] for o in on_disk['outputs']} == {'probabilities', 'logits'} | extra[kind]
+  assert os.listdir(os.path.dirname(out)) == ['out']  # no staging folder left behind
+  for fmt in FORMATS:
+    entry = on_disk['formats'][fmt]
+    assert entry['status'] == 'ok', entry
+    parity = entry['parity']
+    assert parity['passed'] and not parity['exceeded'] and not parity['missing_outputs']
+    assert parity['max_abs_diff']['probabilities'] <= 1e-4
+    assert parity['top1_agreement_views'] == parity['top1_agreement_videos'] == 1.0
+    assert set(parity['max_abs_diff']) == {o['name'] for o in on_disk['outputs']}
+    assert entry['bytes'] > 10_000 and os.path.exists(os.path.join(out, entry['path']))
+
+  # Each format reloaded from disk on 3 other views (the certificate ran batches of 4), against
+  # StableHLO, which the certificate found equal to the jitted model.
+  args = _views(config, rows=3)
+  expected = export.load_exported(os.path.join(out, 'stablehlo'))(*args)
+  assert expected['probabilities'].shape == (3, 4)
+  np.testing.assert_allclose(expected['probabilities'].sum(-1), 1.0, atol=1e-5)
+  for fmt in FORMATS[1:]:
+    _assert_close(export.load_exported(os.path.join(out, fmt))(*args), expected, fmt)
+  if not HAVE_ONNX:
+    pytest.skip(f'{NO_ONNX}; stablehlo and savedmodel passed')
+
+
+@pytest.mark.skipif(not PANCAKE.exists(), reason=NO_PANCAKE)
+def test_predict_through_an_export(exported, tmp_path, monkeypatch):
+  """--config.predict.exported=OUT/FORMAT: the checkpoint's top-5, CSV and picture, without the
+  checkpoint or any record."""
+  config, workdir, out, _ = exported('salinet')
+  from_checkpoint = predict.predict(config, workdir, [str(PANCAKE)], str(tmp_path / 'ckpt'))[0]
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.predict.exported = os.path.join(out, FORMATS[-1])
+  monkeypatch.setattr(records, 'ShardWriter', None)  # no temporary records
+  monkeypatch.setattr(predict.engine, 'Engine', None)  # no checkpoint
+  through = predict.predict(config, str(tmp_path / 'no_workdir'), [str(PANCAKE)],
+                            str(tmp_path / 'export'))[0]
+  assert through['ok'] and FORMATS[-1] in through['checkpoint']
+  assert [n for n, _ in through['top5']] == [n for n, _ in from_checkpoint['top5']]
+  np.testing.assert_allclose([p for _, p in through['top5']],
+                             [p for _, p in from_checkpoint['top5']], atol=1e-4)
+  tables = []
+  for name in ('ckpt', 'export'):
+    with open(tmp_path / name / predict.PREDICTIONS_FILE) as f:
+      tables.append(list(csv.reader(f)))
+    assert os.path.getsize(tmp_path / name / '000_flipping_a_pancake.mkv.png') > 1000
+  assert tables[0][0] == tables[1][0] and len(tables[0]) == len(tables[1]) == 2
+  assert [row[:3] for row in tables[0]] == [row[:3] for row in tables[1]]
+
+
+def test_windowed_predict_needs_the_checkpoint(tmp_path):
+  config = tiny_config(tmp_path)
+  config.predict.exported = str(tmp_path / 'out' / 'onnx')
+  config.predict.window_seconds = 2.0
+  (tmp_path / 'a.mp4').write_bytes(b'')
+  with pytest.raises(errors.ConfigError, match=r'^config\.predict\.window_seconds needs the '
+                     r'checkpoint: windowed predict does not run through an export; unset '):
+    predict.predict(config, str(tmp_path), [str(tmp_path / 'a.mp4')], str(tmp_path / 'p'))
+
+
+@pytest.mark.skipif(not PANCAKE.exists(), reason=NO_PANCAKE)
+def test_fixed_batch_export_on_video_clips(trained, tmp_path, monkeypatch):
+  """--batch=2 --video=FILE: parity clips decoded in memory; 3 views run as 2 chunks (the last
+  padded) and match the checkpoint's jitted model."""
+  _, workdir = trained('hara')
+  monkeypatch.setattr(records, 'ShardWriter', None)
+  summary = export.export(workdir, str(tmp_path / 'fixed'), FORMATS, batch='2',
+                          videos=[str(PANCAKE)])
+  assert summary['parity']['clips'] == '--video: 1 file(s)'
+  assert summary['parity']['videos'] == ['flipping_a_pancake.mkv']
+  assert summary['batch'] == 2 and summary['inputs'][0]['shape'][0] == 2
+  run = source.restore(workdir)
+  serve = jax.jit(serving.make_serving_fn(run.model, run.config.data, False))
+  args = _views(run.config, rows=3)
+  expected = jax.tree.map(np.asarray, serve(run.variables, *args))
+  for fmt in FORMATS:
+    model = export.load_exported(str(tmp_path / 'fixed' / fmt))
+    assert model.batch == 2
+    _assert_close(model(*args), expected, fmt)
+
+
+def test_refuses_beyond_tolerance_and_writes_nothing(trained, tmp_path, monkeypatch):
+  _, workdir = trained('hara')
+  write = formats.write_stablehlo
+
+  def off_by_a_little(traced, abstract, directory, platforms):
+    def shifted(*args):
+      outputs = dict(traced.function()(*args))
+      outputs['probabilities'] = outputs['probabilities'] + 3e-3
+      return outputs
+    write(rewrites.trace(shifted, abstract), abstract, directory, platforms)
+
+  monkeypatch.setattr(formats, 'write_stablehlo', off_by_a_little)
+  out = tmp_path / 'refused'
+  with pytest.raises(export.ParityError, match=r'^stablehlo probabilities differ from the jitted '
+                     r'model by 0\.003 \(allowed 0\.0001, tolerance 0\.0001; top-1 agreement '
+                     r'1\.000\)\. Nothing written to ') as error:
+    export.export(workdir, str(out), ['stablehlo', 'savedmodel'], num_videos=1)
+  assert 'savedmodel' not in str(error.value)
+  assert os.listdir(tmp_path) == []  # neither OUT nor a staging folder
+
+
+def _flags(**overrides):
+  values = dict(workdir=None, output=None, formats='stablehlo', checkpoint='best',
+                batch='dynamic', video=[], num_videos=1, overwrite=False, tolerance=None,
+                platforms=[], benchmark=0, split=None)
+  values.update(overrides)
+  return types.SimpleNamespace(**values)
+
+
+def test_a_format_that_cannot_convert_is_recorded(trained, tmp_path, monkeypatch, capsys):
+  _, workdir = trained('hara')
+
+  def unsupported(*args, **kwargs):
+    raise NotImplementedError('Unsupported primitive: some_op\nmore details')
+
+  monkeypatch.setattr(formats, 'write_onnx', unsupported)
+  monkeypatch.setitem(formats.FORMAT_PACKAGES, 'onnx', ())
+  out = tmp_path / 'partial'
+  assert cli.main(['export'], _flags(workdir=workdir, output=str(out),
+                                     formats='stablehlo,onnx')) == 2
+  printed = capsys.readouterr()
+  assert 'onnx: FAILED: NotImplementedError: Unsupported primitive: some_op' in printed.out
+  assert ('onnx: not exported (hara_resnet3d): NotImplementedError: Unsupported primitive: '
+          'some_op') in printed.err
+  recorded = json.loads((out / 'export.json').read_text())
+  assert recorded['formats']['onnx'] == {
+      'status': 'failed', 'error': 'NotImplementedError: Unsupported primitive: some_op'}
+  assert recorded['formats']['stablehlo']['status'] == 'ok'
+  assert recorded['failed_formats'] == ['onnx']
+  assert sorted(os.listdir(out)) == ['export.json', 'stablehlo']
+
+
+def test_command_line(trained, tmp_path, capsys):
+  _, workdir = trained('hara')
+  out = tmp_path / 'cli'
+  flags = _flags(workdir=workdir, output=str(out), checkpoint='latest', benchmark=1)
+  assert cli.main(['export'], flags) == 0
+  printed = capsys.readouterr().out.splitlines()
+  assert printed[0].startswith('stablehlo: stablehlo/model.jaxexport (')
+  assert printed[0].endswith('top-1 agreement 1.000 of views / 1.000 of videos')
+  assert printed[1].startswith(f'Wrote {out / "export.json"} (')
+  summary = json.loads((out / 'export.json').read_text())
+  assert summary['source']['checkpoint'] == 'latest (step 2)'
+  assert set(summary['throughput_clips_per_second']) >= {'jax_jit', 'stablehlo'}
+  flags.benchmark = 0
+  assert cli.main(['export'], flags) == 1  # OUT is no longer empty
+  assert capsys.readouterr().err.splitlines() == [
+      f'Export failed: --output {out} exists and is not empty: choose another folder or pass '
+      '--overwrite.']
+  flags.overwrite = True
+  flags.checkpoint = os.path.join(workdir, 'checkpoints', '2')
+  assert cli.main(['export'], flags) == 0
+  assert sorted(os.listdir(tmp_path)) == ['cli']
+  summary = json.loads((out / 'export.json').read_text())
+  assert summary['source']['checkpoint'] == flags.checkpoint
+
+
+@pytest.mark.parametrize('overrides,expected', [
+    (dict(formats='stablehlo,tflite'),
+     "Unknown export format(s) ['tflite']: choose from stablehlo,savedmodel,onnx."),
+    (dict(batch='0'), "--batch must be 'dynamic' or a positive integer, got '0'."),
+    (dict(batch='two'), "--batch must be 'dynamic' or a positive integer, got 'two'."),
+    (dict(checkpoint='/no/such/step'), 'Checkpoint path /no/such/step does not exist.'),
+])
+def test_bad_arguments_fail_with_one_line(tmp_path, capsys, overrides, expected):
+  flags = _flags(workdir=str(tmp_path), output=str(tmp_path / 'out'), **overrides)
+  assert cli.main(['export'], flags) == 1
+  assert capsys.readouterr().err.splitlines() == [f'Export failed: {expected}']
+  assert not (tmp_path / 'out').exists()
+
+
+def test_a_format_without_its_packages_fails_with_one_line(tmp_path, monkeypatch, capsys):
+  monkeypatch.setitem(formats.FORMAT_PACKAGES, 'onnx', ('onnx', 'no_such_package_xyz'))
+  flags = _flags(workdir=str(tmp_path), output=str(tmp_path / 'out'), formats='stablehlo,onnx')
+  assert cli.main(['export'], flags) == 1
+  assert capsys.readouterr().err.splitlines() == [
+      'Export failed: Format onnx needs no_such_package_xyz: pip install -r '
+      'requirements-export.txt']
+
+
+def test_workdir_without_checkpoints_fails_with_one_line(tmp_path):
+  """Through the real command line: exit status 1 and one line saying what to do."""
+  workdir = tmp_path / 'run'
+  workdir.mkdir()
+  proc = subprocess.run(
+      [sys.executable, '-m', 'salinet_jax.export', f'--workdir={workdir}',
+       f'--output={tmp_path / "out"}'], cwd=REPO_ROOT, capture_output=True, text=True,
+      timeout=300, env={**os.environ, 'JAX_PLATFORMS': 'cpu', 'TF_CPP_MIN_LOG_LEVEL': '2'})
+  assert proc.returncode == 1, proc.stderr[-2000:]
+  assert proc.stderr.strip().splitlines()[-1:] == [
+      f'Export failed: No checkpoint in {workdir}/checkpoints: train first, or pass '
+      '--checkpoint=PATH.'], proc.stderr[-2000:]
+  assert not (tmp_path / 'out').exists()
+
+
+def test_rewrites_are_exact():
+  """The ONNX and SavedModel rewrites give the originals' values: convolutions and window sums
+  up to float rounding, max pooling and top_k (values, indices, order of ties) exactly."""
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(2, 5, 9, 9, 4)).astype(np.float32)
+  kernel = rng.normal(size=(3, 3, 3, 4, 6)).astype(np.float32)
+  grouped = rng.normal(size=(6, 2, 2, 1, 3)).astype(np.float32)  # OIDHW, 2 groups
+
+  def model(x):
+    conv = jax.nn.relu(jax.lax.conv_general_dilated(  # relu: a custom_jvp call to inline
+        x, kernel, (2, 2, 1), ((1, 2), (1, 1), (0, 0)), rhs_dilation=(2, 1, 1),
+        dimension_numbers=('NDHWC', 'DHWIO', 'NDHWC')))
+    channels_first = jax.lax.conv_general_dilated(
+        jax.numpy.moveaxis(x, -1, 1), grouped, (1, 1, 2), 'SAME', feature_group_count=2,
+        dimension_numbers=('NCDHW', 'OIDHW', 'NCDHW'))
+    pooled = jax.lax.reduce_window(x, -np.inf, jax.lax.max, (1, 3, 3, 3, 1), (1, 2, 2, 2, 1),
+                                   ((0, 0), (1, 1), (1, 1), (1, 1), (0, 0)))
+    summed = jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, 1, 2, 2, 1), (1, 1, 2, 2, 1),
+                                   'VALID')
+    values, indices = jax.lax.top_k(jax.numpy.round(2 * x.reshape(2, -1)), 7)  # many ties
+    return conv, channels_first, summed, pooled, values, indices
+
+  rules = {**rewrites.ONNX_RULES, **rewrites.SAVEDMODEL_RULES}
+  rewritten = rewrites.rewrite_primitives(model, rules)
+  remaining = {e.primitive.name for e in rewrites.trace(rewritten, [x]).closed.jaxpr.eqns}
+  assert not {'reduce_window_max', 'reduce_window_sum', 'top_k'} & remaining
+  expected = [np.asarray(v) for v in jax.jit(model)(x)]
+  got = [np.asarray(v) for v in jax.jit(rewritten)(x)]
+  for name, a, b in zip(('3D conv', 'grouped channels-first conv', 'window sum'), got, expected):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5, err_msg=name)
+  for name, a, b in zip(('max pool', 'top_k values', 'top_k indices'), got[3:], expected[3:]):
+    np.testing.assert_array_equal(a, b, err_msg=name)
