@@ -65,6 +65,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.data.eval_crop_size = 256
 
   config.model = ml_collections.ConfigDict()  # filled by each experiment: name + module fields
+  # Rematerialisation in the backward pass: 'none' | 'blocks' (each residual block recomputed;
+  # 3D ResNets and SaliNet) | 'full' (the whole forward under jax.checkpoint). Less activation
+  # memory for more compute; `python -m salinet_jax.bench` reports the saving.
+  config.remat = 'none'
 
   config.loss = ml_collections.ConfigDict()
   config.loss.name = 'cross_entropy'

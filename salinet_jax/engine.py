@@ -180,7 +180,7 @@ class Engine:
           "config.dtype='float16' needs loss scaling, which is not implemented: use "
           "'bfloat16' (same memory, no loss scaling needed) or 'float32'.")
     inputs.normalization(config.data)  # an unknown preset fails now, not in the first step
-    self.model = models.build_model(config.model, len(self.classes), config.dtype)
+    self.model = models.build_model(config.model, len(self.classes), config.dtype, config.remat)
     self.input_shape = inputs.clip_shape(config.data)
     self.total_steps = (num_train_steps(config, train_videos) if train_videos is not None
                         else max(config.num_train_steps, 1))

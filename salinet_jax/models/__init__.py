@@ -6,6 +6,7 @@ and returns logits (float32), or `(logits, aux)` with a dict of auxiliary tensor
 """
 
 import dataclasses
+import functools
 from typing import Any, Dict, Sequence, Type
 
 import flax.linen as nn
@@ -25,6 +26,8 @@ MODELS: Dict[str, Type[nn.Module]] = {
     'salinet_hara': salinet.SaliNetHara,
     's2dnet': s2dnet.S2DNet,
 }
+
+REMAT_MODES = ('none', 'blocks', 'full')
 
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16,
           'float64': jnp.float64}
@@ -53,18 +56,34 @@ def compute_dtype(name: str) -> Any:
   return DTYPES[name]
 
 
-def build_model(model_config, num_classes: int, dtype: str = 'float32') -> nn.Module:
-  """Instantiates `MODELS[model_config.name]` with every other field of `model_config`."""
+def build_model(model_config, num_classes: int, dtype: str = 'float32',
+                remat: str = 'none') -> nn.Module:
+  """Instantiates `MODELS[model_config.name]` with every other field of `model_config`.
+
+  `remat` (`config.remat`): 'none'; 'blocks' recomputes each residual block in the backward
+  pass (models with a `remat_blocks` field: the 3D ResNets and SaliNet); 'full' recomputes the
+  whole forward (`jax.checkpoint` around the model), keeping only its inputs and parameters.
+  Parameter names and values are the same in every mode.
+  """
   fields = dict(model_config)
   name = fields.pop('name')
   if name not in MODELS:
     raise ValueError(f'config.model.name {name!r} is not one of {sorted(MODELS)}.')
+  if remat not in REMAT_MODES:
+    raise errors.ConfigError(f'config.remat must be one of {REMAT_MODES}, got {remat!r}.')
   model_cls = MODELS[name]
   accepted = {f.name for f in dataclasses.fields(model_cls)} - {'parent', 'name'}
   unknown = sorted(set(fields) - accepted)
   if unknown:
     raise ValueError(f'config.model has fields {unknown} that model {name!r} does not accept; '
                      f'accepted: {sorted(accepted - {"num_classes", "dtype"})}.')
+  if remat == 'blocks':
+    if 'remat_blocks' not in accepted:
+      raise errors.ConfigError(f"config.remat='blocks' is not available for model {name!r}; use "
+                       "'full' or 'none'.")
+    fields['remat_blocks'] = True
+  elif remat == 'full':
+    model_cls = full_remat(model_cls)
   return model_cls(num_classes=num_classes, dtype=compute_dtype(dtype), **fields)
 
 
@@ -81,3 +100,17 @@ def init_variables(model: nn.Module, rng: jax.Array, input_shape: Sequence[int])
 def abstract_variables(model: nn.Module, input_shape: Sequence[int]) -> Dict[str, Any]:
   """`init_variables` as ShapeDtypeStructs: shapes and dtypes only, nothing computed."""
   return jax.eval_shape(lambda: init_variables(model, jax.random.key(0), input_shape))
+
+
+@functools.cache
+def full_remat(model_cls: Type[nn.Module]) -> Type[nn.Module]:
+  """`model_cls` whose whole `__call__(x, train, return_aux, **inputs)` runs under
+  `jax.checkpoint` (`train` and `return_aux` static); same parameter tree as `model_cls`."""
+  rematted = nn.remat(model_cls, static_argnums=(2, 3))
+
+  class FullRemat(rematted):  # pylint: disable=missing-class-docstring
+    def __call__(self, x, train: bool = False, return_aux: bool = False, **kwargs):
+      return super().__call__(x, train, return_aux, **kwargs)
+
+  FullRemat.__name__ = FullRemat.__qualname__ = f'FullRemat{model_cls.__name__}'
+  return FullRemat

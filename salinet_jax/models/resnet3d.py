@@ -44,6 +44,11 @@ from salinet_jax.models.nonlocal_block import NonLocalBlock
 
 BOTTLENECK_EXPANSION = 4
 
+
+def maybe_remat(block_cls, remat: bool):
+  """`block_cls`, or its `nn.remat` version (called as `block(x, train)`, `train` static)."""
+  return nn.remat(block_cls, static_argnums=(2,)) if remat else block_cls
+
 # ----------------------------------------------------------------------------------------------
 # Hara et al. 3D-ResNet family.
 # ----------------------------------------------------------------------------------------------
@@ -111,6 +116,8 @@ class HaraResNet3D(nn.Module):
     width: channels of the first stage (64 in the paper); later stages double it.
     stem_temporal_kernel: temporal size of the stem convolution (7 in the paper).
     stem_max_pool: whether to keep the 3x3x3 stride-2 max-pool after the stem.
+    remat_blocks: recompute each residual block's activations in the backward pass
+      (`config.remat='blocks'`): less activation memory for one more forward of each block.
   """
   depth: int = 18
   width: int = 64
@@ -118,13 +125,15 @@ class HaraResNet3D(nn.Module):
   stem_max_pool: bool = True
   dtype: Any = jnp.float32
   conv_impl: str = 'auto'
+  remat_blocks: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool) -> Sequence[jnp.ndarray]:
     if self.depth not in HARA_DEPTHS:
       raise ValueError(f'model.depth must be one of {sorted(HARA_DEPTHS)}, got {self.depth}.')
     kind, stage_sizes = HARA_DEPTHS[self.depth]
-    block_cls = BasicBlock3D if kind == 'basic' else BottleneckBlock3D
+    block_cls = maybe_remat(BasicBlock3D if kind == 'basic' else BottleneckBlock3D,
+                            self.remat_blocks)
     kt = self.stem_temporal_kernel
     x = layers.Conv3D(self.width, (kt, 7, 7), (1, 2, 2), (kt // 2, 3, 3), dtype=self.dtype,
                       impl=self.conv_impl, name='stem_conv')(x)
@@ -253,16 +262,19 @@ class ResStage(nn.Module):
   nonlocal_pool: Sequence[int] = (1, 2, 2)
   dtype: Any = jnp.float32
   conv_impl: str = 'auto'
+  remat_blocks: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool):
     kernels = tuple(self.temporal_kernels)
+    res_block = maybe_remat(ResBlock, self.remat_blocks)
+    nonlocal_block = maybe_remat(NonLocalBlock, self.remat_blocks)
     for i in range(self.num_blocks):
-      x = ResBlock(self.features, self.inner_features, kernels[i % len(kernels)],
+      x = res_block(self.features, self.inner_features, kernels[i % len(kernels)],
                    self.spatial_stride if i == 0 else 1, self.dtype, self.conv_impl,
                    name=f'pathway0_res{i}')(x, train)
       if i in self.nonlocal_blocks:
-        x = NonLocalBlock(self.features // 2, tuple(self.nonlocal_pool), self.dtype,
+        x = nonlocal_block(self.features // 2, tuple(self.nonlocal_pool), self.dtype,
                           conv_impl=self.conv_impl, name=f'pathway0_nonlocal{i}')(x, train)
     return x
 
@@ -284,6 +296,7 @@ class I3DResNet(nn.Module):
     nonlocal_pool: max-pool window before non-local phi and g.
     stem_temporal_kernel: temporal size of the 7x7 stem conv (5 for I3D).
     pool1_temporal: temporal window = stride of the max-pool after res2 (2 halves time; 1 skips).
+    remat_blocks: recompute each residual and non-local block in the backward pass.
   """
   depth: int = 50
   width: int = 64
@@ -296,6 +309,7 @@ class I3DResNet(nn.Module):
   pool1_temporal: int = 2
   dtype: Any = jnp.float32
   conv_impl: str = 'auto'
+  remat_blocks: bool = False
 
   def stage_sizes(self) -> Tuple[int, ...]:
     """Blocks per stage res2..res5, validated."""
@@ -330,7 +344,8 @@ class I3DResNet(nn.Module):
           spatial_stride=1 if stage == 0 else 2,
           nonlocal_blocks=tuple(self.nonlocal_blocks[stage]) if self.use_nonlocal else (),
           nonlocal_pool=tuple(self.nonlocal_pool),
-          dtype=self.dtype, conv_impl=self.conv_impl, name=f's{stage + 2}')(x, train)
+          dtype=self.dtype, conv_impl=self.conv_impl, remat_blocks=self.remat_blocks,
+          name=f's{stage + 2}')(x, train)
       self.sow('intermediates', f's{stage + 2}_out', x)
       if stage == 0:
         pt = self.pool1_temporal
@@ -371,11 +386,12 @@ class HaraResNet3DClassifier(nn.Module):
   dropout_rate: float = 0.5
   dtype: Any = jnp.float32
   conv_impl: str = 'auto'
+  remat_blocks: bool = False
 
   def backbone(self) -> HaraResNet3D:
     """The trunk, named 'backbone' (call from inside `__call__`)."""
     return HaraResNet3D(self.depth, self.width, self.stem_temporal_kernel, self.stem_max_pool,
-                        self.dtype, self.conv_impl, name='backbone')
+                        self.dtype, self.conv_impl, self.remat_blocks, name='backbone')
 
   @nn.compact
   def __call__(self, x, train: bool = False, return_aux: bool = False):
@@ -405,6 +421,7 @@ class NonLocalI3DClassifier(nn.Module):
   dropout_rate: float = 0.5
   dtype: Any = jnp.float32
   conv_impl: str = 'auto'
+  remat_blocks: bool = False
 
   def backbone(self) -> I3DResNet:
     """The trunk, named 'backbone' (call from inside `__call__`)."""
@@ -413,7 +430,8 @@ class NonLocalI3DClassifier(nn.Module):
         temporal_kernels=self.temporal_kernels, use_nonlocal=self.use_nonlocal,
         nonlocal_blocks=self.nonlocal_blocks, nonlocal_pool=self.nonlocal_pool,
         stem_temporal_kernel=self.stem_temporal_kernel, pool1_temporal=self.pool1_temporal,
-        dtype=self.dtype, conv_impl=self.conv_impl, name='backbone')
+        dtype=self.dtype, conv_impl=self.conv_impl, remat_blocks=self.remat_blocks,
+        name='backbone')
 
   @nn.compact
   def __call__(self, x, train: bool = False, return_aux: bool = False):

@@ -1,0 +1,43 @@
+"""Hara et al. 3D-ResNet-18 (R3D-18) on Kinetics-400 at 8x112x112: the plain 3D-CNN baseline.
+
+Width 64, 7x7x7 stem stride (1, 2, 2), 3x3x3 stride-2 max-pool, basic blocks (2, 2, 2, 2); 8
+frames at stride 4 cropped to 112 from short side 128-160; SGD with Nesterov momentum. Also the
+R3D-18 workload of the step benchmark:
+
+  python -m salinet_jax.bench --config=configs/k400_r3d18.py --batch=4 --compare=torch
+  python main.py --config=configs/k400_r3d18.py --workdir=runs/k400_r3d18 \\
+      --config.dataset.data_dir=/data/k400_records
+"""
+
+import ml_collections
+
+from configs import base
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = base.get_base_config()
+  config.dataset.name = 'kinetics400'
+
+  config.data.num_frames = 8
+  config.data.frame_stride = 4
+  config.data.crop_size = 112
+  config.data.train_min_scale = 128
+  config.data.train_max_scale = 160
+  config.data.eval_num_clips = 10
+  config.data.eval_num_crops = 3
+  config.data.eval_short_side = 128
+  config.data.eval_crop_size = 128
+
+  config.model = ml_collections.ConfigDict(dict(
+      name='hara_resnet3d', depth=18, width=64, stem_temporal_kernel=7, stem_max_pool=True,
+      dropout_rate=0.5, conv_impl='auto'))
+
+  config.optimizer.name = 'sgd'
+  config.optimizer.base_learning_rate = 0.1
+  config.optimizer.base_batch_size = 64
+  config.optimizer.nesterov = True
+  config.optimizer.schedule = 'cosine'
+  config.batch_size = 64
+  config.eval_batch_size = 16
+  config.num_epochs = 100.0
+  return config

@@ -1,0 +1,408 @@
+r"""Step benchmark on any backend: one train step or eval forward of a config's model.
+
+  python -m salinet_jax.bench --config=CONFIG [--mode=train|eval|inputs] [--batch=N] [--steps=K]
+      [--dtype=float32|bfloat16] [--compare=torch] [--config.remat=blocks] [--config.x.y=...]
+
+Runs synthetic, device-resident batches of the config's shapes (random uint8 clips and labels,
+plus the keys the config's pipeline adds: 'frame_mask' for all-frames sampling, 'crop_hw' and
+'flip' for train crops resized on the accelerator), so it measures the jitted step (the project's
+own Engine: `train_step` / `eval_step`, normalisation included), not the input pipeline;
+--mode=inputs times only the train step's on-device input ops (what `python -m data.bench`
+leaves out).
+No dataset records are needed: the number of classes comes from --num_classes or the dataset
+registry (data/datasets.py).
+
+Prints one JSON line: backend and device kind, batch, input shape, step time (median, min and
+max over K steps after warm-up), clips/s, lower and compile time, peak memory (host RSS of this
+process, measured before PyTorch is imported; on accelerators also the device's peak bytes in
+use), the compiled step's memory analysis (arguments, outputs, temporaries: what `config.remat`
+saves), FLOPs per step from XLA's cost analysis of the compiled step and MFU against the device's
+peak for the dtype (`unknown` on CPU), and the load average before and after.
+
+--compare=torch runs the PyTorch counterpart of the same architecture (tests/torch_models.py:
+R3D/Hara 3D ResNets, NL-I3D-R50, SaliNet, S2DNet with its TSM-MobileNetV2 and TSM-ResNet-50) on
+the same shapes in this process, its steps interleaved with JAX's (A/B pairs, so a load change on
+a shared machine hits both), and its peak RSS in a child process that imports neither JAX nor
+TensorFlow; the line then also holds `torch` and the JAX/PyTorch ratios. PyTorch is a
+test/benchmark dependency only (requirements-test.txt).
+"""
+
+import datetime
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TORCH_MODELS = os.path.join(REPO_ROOT, 'tests', 'torch_models.py')
+
+FLAGS = flags.FLAGS
+
+# Dense peak FLOP/s per device kind and compute dtype, for MFU. float32 on NVIDIA GPUs: XLA's
+# default precision runs float32 matmuls and convolutions as TF32 on tensor cores, so the TF32
+# dense peak is the honest denominator. Unknown kinds (every CPU) report MFU as 'unknown'.
+PEAK_FLOPS = {
+    'A100': {'float32': 156e12, 'bfloat16': 312e12, 'float16': 312e12},
+    'H100': {'float32': 494.7e12, 'bfloat16': 989.4e12, 'float16': 989.4e12},
+    'H200': {'float32': 494.7e12, 'bfloat16': 989.4e12, 'float16': 989.4e12},
+    'TPU v4': {'bfloat16': 275e12},
+    'TPU v5e': {'bfloat16': 197e12},
+}
+# device_kind substrings -> PEAK_FLOPS key (first match wins).
+DEVICE_KINDS = (('H200', 'H200'), ('H100', 'H100'), ('A100', 'A100'), ('TPU v4', 'TPU v4'),
+                ('TPU v5 lite', 'TPU v5e'), ('TPU v5e', 'TPU v5e'))
+MIB = 1024.0 * 1024.0
+# config.model.name values with a PyTorch counterpart in tests/torch_models.py.
+TORCH_ARCHS = ('hara_resnet3d', 'i3d_nl', 'salinet_i3d', 's2dnet')
+
+
+def peak_flops(device_kind: str, dtype: str) -> Optional[float]:
+  """The device's dense peak FLOP/s for `dtype`, or None when unknown (CPUs)."""
+  for pattern, key in DEVICE_KINDS:
+    if pattern.lower() in device_kind.lower():
+      return PEAK_FLOPS[key].get(dtype)
+  return None
+
+
+def host_peak_rss_mib() -> float:
+  """Peak resident memory of this process so far (Linux reports ru_maxrss in KiB)."""
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def load_average() -> List[float]:
+  return [round(x, 2) for x in os.getloadavg()]
+
+
+def registry_classes(config, num_classes: Optional[int]) -> Tuple[int, int]:
+  """(number of classes, train-split size) without reading records: `num_classes`, else the
+  demo data's or the registry's classes; the train-split size is the registry's (0 otherwise;
+  only epoch-based schedules use it)."""
+  from data import datasets  # pylint: disable=g-import-not-at-top
+  from data import synthetic  # pylint: disable=g-import-not-at-top
+  name = config.dataset.name
+  if name == 'synthetic':
+    return num_classes or len(synthetic.CLASSES), 0
+  if name not in datasets.REGISTRY:
+    if num_classes is None:
+      raise SystemExit(f'Dataset {name!r} is not in the registry (data/datasets.py): pass '
+                       '--num_classes.')
+    return num_classes, 0
+  info = datasets.REGISTRY[name]
+  return num_classes or info.num_classes, info.split_sizes.get(config.dataset.train_split, 0)
+
+
+def synthetic_batch(config, mode: str, batch: int, frames: int, size: int, num_classes: int,
+                    seed: int = 0) -> Dict[str, Any]:
+  """Random uint8 clips and labels with the keys the config's pipeline gives the jitted step."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(seed)
+  views = (1,) if mode == 'eval' else ()
+  out = {
+      'video': rng.integers(0, 256, (batch,) + views + (frames, size, size, 3), dtype=np.uint8),
+      'label': rng.integers(0, num_classes, (batch,), dtype=np.int32),
+  }
+  if config.data.temporal_sampling == 'all_frames':
+    out['frame_mask'] = np.ones((batch, frames), bool)
+  if mode == 'train' and config.data.train_resize_on_device:
+    # Crop windows of 7/8 of the canvas: the resize-and-flip path runs as in training.
+    out['crop_hw'] = np.full((batch, 2), max(1, size * 7 // 8), np.int32)
+    out['flip'] = rng.integers(0, 2, (batch,)).astype(bool)
+  if mode == 'eval':
+    out['mask'] = np.ones((batch,), bool)
+  return out
+
+
+def bench_config(config, mode: str, batch: int, frames: int, size: int):
+  """A copy of `config` whose batch sizes and clip shape are the benchmark's."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.batch_size = config.eval_batch_size = batch
+  config.data.num_frames = frames
+  if mode == 'eval':
+    config.data.eval_crop_size = size
+  else:
+    config.data.crop_size = size
+  return config
+
+
+class JaxWorkload:
+  """The compiled step of one config and its device-resident arguments; `step()` runs it.
+
+  train and eval run the project's own Engine (salinet_jax/engine.py): the same jitted train
+  step (state donated) and eval step as training and evaluation. inputs runs only what the train
+  step does to a batch before the model (salinet_jax/inputs.py: resize and flip of unresized
+  crops, normalisation), the accelerator part of the input pipeline.
+  """
+
+  def __init__(self, config, mode: str, batch: int, frames: int, size: int, num_classes: int,
+               train_videos: int, compiler_options: Optional[Dict[str, Any]] = None):
+    import jax  # pylint: disable=g-import-not-at-top
+    from salinet_jax import engine  # pylint: disable=g-import-not-at-top
+    from salinet_jax import inputs  # pylint: disable=g-import-not-at-top
+    from salinet_jax import parallel  # pylint: disable=g-import-not-at-top
+
+    self.jax = jax
+    self.mode = mode
+    config = bench_config(config, mode, batch, frames, size)
+    trainer = engine.Engine(config, [f'class_{k}' for k in range(num_classes)],
+                            train_videos=max(train_videos, batch) if mode == 'train' else None)
+    host_batch = synthetic_batch(config, 'eval' if mode == 'eval' else 'train', batch, frames,
+                                 size, num_classes)
+    self.batch = jax.device_put(host_batch, parallel.batch_sharded(trainer.mesh))
+    state = trainer.fresh_state()
+    if mode == 'train':
+      step = trainer.train_step
+      self.args = [state, self.batch, jax.random.key(config.seed + 1)]
+    elif mode == 'eval':
+      step = trainer.eval_step
+      self.args = [state.variables, self.batch]
+    else:
+      step = jax.jit(lambda batch: inputs.model_inputs(batch, config.data)[0])
+      self.args = [self.batch]
+    self.params = sum(int(x.size) for x in jax.tree.leaves(state.params))
+    start = time.perf_counter()
+    lowered = step.lower(*self.args)
+    self.lower_time_s = time.perf_counter() - start
+    start = time.perf_counter()
+    self.compiled = lowered.compile(compiler_options)
+    self.compile_time_s = time.perf_counter() - start
+
+  def step(self) -> None:
+    out = self.compiled(*self.args)
+    if self.mode == 'train':
+      self.args[0] = out[0]  # the old state was donated
+    self.jax.block_until_ready(out)
+
+  def cost(self) -> Dict[str, Any]:
+    analysis = self.compiled.cost_analysis()
+    if isinstance(analysis, (list, tuple)):
+      analysis = analysis[0] if analysis else {}
+    analysis = analysis or {}
+    flops = analysis.get('flops')
+    return {'flops_per_step': float(flops) if flops is not None else None,
+            'bytes_accessed_per_step': analysis.get('bytes accessed')}
+
+  def memory_analysis(self) -> Dict[str, Any]:
+    stats = self.compiled.memory_analysis()
+    if stats is None:
+      return {}
+    fields = ('argument_size_in_bytes', 'output_size_in_bytes', 'alias_size_in_bytes',
+              'temp_size_in_bytes', 'generated_code_size_in_bytes', 'peak_memory_in_bytes')
+    out = {}
+    for field in fields:
+      value = getattr(stats, field, None)
+      if value is not None:
+        out[field.replace('_in_bytes', '_mib')] = round(value / MIB, 1)
+    return out
+
+
+def time_steps(step: Callable[[], None], steps: int) -> List[Tuple[float, float]]:
+  """(wall-clock seconds, CPU seconds of this process's threads) of each of `steps` steps."""
+  times = []
+  for _ in range(steps):
+    start, cpu_start = time.perf_counter(), time.process_time()
+    step()
+    times.append((time.perf_counter() - start, time.process_time() - cpu_start))
+  return times
+
+
+def summary(times: List[Tuple[float, float]], batch: int) -> Dict[str, Any]:
+  """Wall-clock median, min, max and clips/s; the median CPU time per step beside it (the work
+  done, which a busy machine inflates less than the wall-clock time)."""
+  wall = [t for t, _ in times]
+  median = statistics.median(wall)
+  return {'step_time_median_s': round(median, 4), 'step_time_min_s': round(min(wall), 4),
+          'step_time_max_s': round(max(wall), 4), 'clips_per_s': round(batch / median, 3),
+          'step_times_s': [round(t, 4) for t in wall],
+          'cpu_time_median_s': round(statistics.median([c for _, c in times]), 4)}
+
+
+def torch_spec(config, mode: str, batch: int, frames: int, size: int, num_classes: int,
+               threads: Optional[int]) -> Dict[str, Any]:
+  """The JSON description of the PyTorch counterpart's workload (tests/torch_models.py)."""
+  model = config.model.to_dict()
+  opt = config.optimizer
+  return {
+      'arch': model.pop('name'), 'model': model, 'mode': mode, 'batch': batch,
+      'frames': frames, 'size': size, 'num_classes': num_classes, 'seed': config.seed,
+      'threads': threads or os.cpu_count(), 'warmup': 1,
+      'optimizer': {'lr': opt.base_learning_rate, 'momentum': opt.momentum,
+                    'nesterov': opt.nesterov, 'weight_decay': opt.weight_decay},
+  }
+
+
+def import_torch_models():
+  """tests/torch_models.py, or a one-line SystemExit when PyTorch is not installed."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  if importlib.util.find_spec('torch') is None:
+    raise SystemExit('--compare=torch needs PyTorch: pip install -r requirements-test.txt')
+  sys.path.insert(0, os.path.dirname(TORCH_MODELS))
+  import torch_models  # pylint: disable=g-import-not-at-top
+  return torch_models
+
+
+def torch_child_memory(spec: Dict[str, Any]) -> Dict[str, Any]:
+  """Peak RSS (and step times) of the PyTorch workload in a fresh process without JAX."""
+  result = subprocess.run([sys.executable, TORCH_MODELS, json.dumps(spec), '2'],
+                          capture_output=True, text=True, check=False)
+  lines = [l for l in result.stdout.splitlines() if l.startswith('{')]
+  if result.returncode or not lines:
+    return {'error': (result.stderr or result.stdout).strip().splitlines()[-1:]}
+  return json.loads(lines[-1])
+
+
+def run(config, *, config_path: str, mode: str, batch: Optional[int], steps: int, warmup: int,
+        dtype: Optional[str] = None, num_classes: Optional[int] = None,
+        frames: Optional[int] = None, size: Optional[int] = None, compare: str = '',
+        threads: Optional[int] = None,
+        profile_dir: Optional[str] = None) -> Dict[str, Any]:
+  """Runs the benchmark and returns the JSON-ready result (see the module docstring)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  load_start = load_average()
+  if dtype:
+    with config.unlocked():
+      config.dtype = dtype
+  if batch is None:
+    batch = config.batch_size if mode == 'train' else config.eval_batch_size
+  frames = frames or config.data.num_frames
+  size = size or (config.data.eval_crop_size if mode == 'eval' else config.data.crop_size)
+  num_classes, train_videos = registry_classes(config, num_classes)
+  if compare == 'torch' and mode == 'inputs':
+    raise SystemExit('--compare=torch compares train and eval steps, not --mode=inputs.')
+  if compare == 'torch' and config.model.name not in TORCH_ARCHS:
+    raise SystemExit(f'--compare=torch: no PyTorch counterpart of model {config.model.name!r} '
+                     f'(have {", ".join(TORCH_ARCHS)}).')
+
+  workload = JaxWorkload(config, mode, batch, frames, size, num_classes, train_videos)
+  warmup_times = time_steps(workload.step, warmup)
+  rss_jax = host_peak_rss_mib()  # before PyTorch exists in this process
+  device = jax.devices()[0]
+  result: Dict[str, Any] = {
+      'bench': 'salinet_jax', 'config': config_path, 'model': config.model.name, 'mode': mode,
+      'backend': jax.default_backend(), 'device_kind': device.device_kind,
+      'num_devices': jax.device_count(), 'cpu_count': os.cpu_count(), 'dtype': config.dtype,
+      'remat': config.get('remat', 'none'), 'batch': batch,
+      'threads': threads or os.cpu_count(), 'xla_flags': os.environ.get('XLA_FLAGS', ''),
+      'input_shape': [batch, frames, size, size, 3], 'num_classes': num_classes,
+      'params': workload.params, 'steps': steps, 'warmup': warmup,
+  }
+
+  torch_workload = None
+  if compare == 'torch':
+    torch_models = import_torch_models()
+    spec = torch_spec(config, mode, batch, frames, size, num_classes, threads)
+    try:
+      torch_workload = torch_models.Workload(spec)
+    except ValueError as e:
+      raise SystemExit(f'--compare=torch: {e}') from None
+    time_steps(torch_workload.step, 1)
+
+  if profile_dir:
+    jax.profiler.start_trace(profile_dir)
+  jax_times, torch_times = [], []
+  for i in range(steps):
+    pair = [('jax', workload.step), ('torch', torch_workload.step if torch_workload else None)]
+    if i % 2:
+      pair.reverse()
+    for name, fn in pair:
+      if fn is None:
+        continue
+      (jax_times if name == 'jax' else torch_times).extend(time_steps(fn, 1))
+  if profile_dir:
+    jax.profiler.stop_trace()
+
+  result.update(summary(jax_times, batch))
+  result['warmup_times_s'] = [round(t, 4) for t, _ in warmup_times]
+  result['lower_time_s'] = round(workload.lower_time_s, 3)
+  result['compile_time_s'] = round(workload.compile_time_s, 3)
+  result['host_peak_rss_mib'] = round(rss_jax, 1)
+  stats = device.memory_stats() if hasattr(device, 'memory_stats') else None
+  result['device_peak_memory_mib'] = (round(stats['peak_bytes_in_use'] / MIB, 1)
+                                      if stats and 'peak_bytes_in_use' in stats else None)
+  result['memory_analysis'] = workload.memory_analysis()
+  result.update(workload.cost())
+  peak = peak_flops(device.device_kind, config.dtype)
+  flops = result['flops_per_step']
+  result['peak_flops_per_s'] = peak
+  result['mfu'] = (round(flops / result['step_time_median_s'] / peak / jax.device_count(), 4)
+                   if peak and flops else 'unknown')
+  result['achieved_gflops_per_s'] = (round(flops / result['step_time_median_s'] / 1e9, 2)
+                                     if flops else None)
+  result['tensorflow_imported'] = 'tensorflow' in sys.modules
+  if torch_workload is not None:
+    import torch  # pylint: disable=g-import-not-at-top
+    torch_result = {'version': torch.__version__, 'threads': torch.get_num_threads()}
+    torch_result.update(summary(torch_times, batch))
+    del torch_workload
+    child = torch_child_memory(spec)
+    torch_result['peak_rss_mib'] = child.get('peak_rss_mib')
+    if 'error' in child:
+      torch_result['memory_error'] = child['error']
+    result['torch'] = torch_result
+    result['ratio_step_time_jax_over_torch'] = round(
+        result['step_time_median_s'] / torch_result['step_time_median_s'], 3)
+    if torch_result['peak_rss_mib']:
+      result['ratio_peak_rss_jax_over_torch'] = round(
+          result['host_peak_rss_mib'] / torch_result['peak_rss_mib'], 3)
+  result['load_avg_start'] = load_start
+  result['load_avg_end'] = load_average()
+  result['jax_version'] = jax.__version__
+  result['time'] = datetime.datetime.now().isoformat(timespec='seconds')
+  return result
+
+
+def define_flags() -> None:
+  """The command line's flags (defined on demand, so that importing this module defines none)."""
+  config_flags.DEFINE_config_file('config', None, 'Experiment config file.', lock_config=True)
+  flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'inputs'],
+                    'train: one optimizer step (forward, backward, update); eval: one forward of '
+                    'a batch of views; inputs: only the on-device input ops of the train step '
+                    '(normalisation, resize and flip of unresized crops).')
+  flags.DEFINE_integer('batch', None, 'Clips per step (default: config.batch_size in train mode, '
+                       'config.eval_batch_size in eval mode).')
+  flags.DEFINE_integer('steps', 5, 'Timed steps after the warm-up.')
+  flags.DEFINE_integer('warmup', 2, 'Untimed steps after compilation.')
+  flags.DEFINE_string('dtype', None, 'Overrides config.dtype (float32 | bfloat16).')
+  flags.DEFINE_integer('num_classes', None, 'Classes of the model (default: the dataset registry).')
+  flags.DEFINE_integer('frames', None, 'Frames per clip (default: config.data.num_frames).')
+  flags.DEFINE_integer('size', None, 'Crop size (default: config.data.crop_size, in eval mode '
+                       'config.data.eval_crop_size).')
+  flags.DEFINE_enum('compare', '', ['', 'torch'], 'Also run the PyTorch counterpart.')
+  flags.DEFINE_enum('threads', 'all', ['all', '1'],
+                    "'1': XLA's CPU backend and PyTorch on one thread each (a comparison that a "
+                    "busy machine distorts less); 'all': every core (the default).")
+  flags.DEFINE_string('output', None, 'Also append the JSON line to this file.')
+  flags.DEFINE_string('profile_dir', None, 'Write a profiler trace of the timed JAX steps here.')
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  if FLAGS.threads == '1':  # read when JAX starts its CPU backend, i.e. in run()
+    os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
+                               ' --xla_cpu_multi_thread_eigen=false').strip()
+  config_arg = [a.split('=', 1)[1] for a in sys.argv if a.startswith('--config=')]
+  result = run(FLAGS.config, config_path=config_arg[0] if config_arg else '',
+               mode=FLAGS.mode, batch=FLAGS.batch, steps=FLAGS.steps, warmup=FLAGS.warmup,
+               dtype=FLAGS.dtype, num_classes=FLAGS.num_classes, frames=FLAGS.frames,
+               size=FLAGS.size, compare=FLAGS.compare,
+               threads=1 if FLAGS.threads == '1' else None,
+               profile_dir=FLAGS.profile_dir)
+  line = json.dumps(result)
+  print(line, flush=True)
+  if FLAGS.output:
+    with open(FLAGS.output, 'a') as f:
+      f.write(line + '\n')
+
+
+if __name__ == '__main__':
+  define_flags()
+  app.run(main)

@@ -1,0 +1,131 @@
+"""The step benchmark (salinet_jax/bench.py) on tiny configs, and config.remat's exactness."""
+
+import functools
+import importlib.util
+import json
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from configs import demo
+from salinet_jax import bench
+from salinet_jax import optim
+from salinet_jax import engine
+from salinet_jax.models import build_model
+
+from conftest import REPO_ROOT
+
+RESULT_KEYS = {
+    'backend', 'device_kind', 'batch', 'input_shape', 'step_time_median_s', 'step_time_min_s',
+    'step_time_max_s', 'clips_per_s', 'compile_time_s', 'host_peak_rss_mib',
+    'device_peak_memory_mib', 'memory_analysis', 'flops_per_step', 'mfu', 'remat',
+    'load_avg_start', 'load_avg_end'}
+
+
+def tiny_bench_config(name='salinet_hara'):
+  config = demo.get_config()
+  config.model.update(dict(name=name, depth=10, width=4))
+  if name == 'hara_resnet3d':
+    config.model = ml_collections.ConfigDict({
+        k: v for k, v in config.model.items() if k not in ('ssf', 'tsfp', 'shared_saliency_bn')})
+    config.loss.name = 'cross_entropy'
+  config.data.update(dict(num_frames=4, crop_size=16, eval_crop_size=16))
+  return config
+
+
+@pytest.mark.parametrize('mode', ['train', 'eval', 'inputs'])
+def test_bench_reports_every_key(mode):
+  result = bench.run(tiny_bench_config(), config_path='demo', mode=mode, batch=2, steps=2,
+                     warmup=1)
+  assert RESULT_KEYS <= set(result)
+  assert result['backend'] == jax.default_backend()
+  assert result['input_shape'] == [2, 4, 16, 16, 3]
+  assert len(result['step_times_s']) == 2 and result['step_time_median_s'] > 0
+  assert result['flops_per_step'] > 0
+  assert result['memory_analysis']['temp_size_mib'] >= 0
+  if jax.default_backend() == 'cpu':
+    assert result['mfu'] == 'unknown'
+  json.dumps(result)  # one JSON line
+
+
+def test_peak_flops_table():
+  assert bench.peak_flops('NVIDIA H200', 'bfloat16') == bench.PEAK_FLOPS['H200']['bfloat16']
+  assert bench.peak_flops('NVIDIA A100-SXM4-80GB', 'float32') == bench.PEAK_FLOPS['A100']['float32']
+  assert bench.peak_flops('TPU v5 lite', 'bfloat16') == bench.PEAK_FLOPS['TPU v5e']['bfloat16']
+  assert bench.peak_flops('cpu', 'float32') is None
+
+
+@pytest.mark.skipif(importlib.util.find_spec('torch') is None, reason='needs PyTorch')
+def test_bench_compares_with_torch():
+  result = bench.run(tiny_bench_config('hara_resnet3d'), config_path='demo', mode='train',
+                     batch=2, steps=2, warmup=1, compare='torch', num_classes=4)
+  torch_result = result['torch']
+  assert len(torch_result['step_times_s']) == 2
+  assert torch_result['peak_rss_mib'] > 0, torch_result
+  assert result['ratio_step_time_jax_over_torch'] > 0
+  assert result['ratio_peak_rss_jax_over_torch'] > 0
+
+
+def test_bench_command_line_without_counterpart_fails_in_one_line():
+  process = subprocess.run(
+      [sys.executable, '-m', 'salinet_jax.bench', '--config=configs/demo.py', '--compare=torch',
+       '--steps=1'], cwd=REPO_ROOT, capture_output=True, text=True, check=False, timeout=120)
+  assert process.returncode != 0
+  assert 'no PyTorch counterpart' in process.stderr.strip().splitlines()[-1]
+
+
+def _one_step(config, remat, state=None):
+  """(state after one train step, metrics, the initial state) with `config.remat = remat`."""
+  model = build_model(config.model, 4, config.dtype, remat)
+  shape = (2, config.data.num_frames, config.data.crop_size, config.data.crop_size, 3)
+  abstract = jax.eval_shape(lambda: model.init(
+      {'params': jax.random.key(0), 'dropout': jax.random.key(0)},
+      jnp.zeros((1,) + shape[1:]), train=False))
+  tx, schedule = optim.create_optimizer(config.optimizer, abstract['params'], 10, 2)
+  if state is None:
+    state = jax.jit(functools.partial(engine.create_train_state, model, tx,
+                                      shape=(1,) + shape[1:]))(jax.random.key(0))
+  rng = np.random.default_rng(0)
+  batch = {'video': rng.integers(0, 256, shape, dtype=np.uint8),
+           'label': np.arange(2, dtype=np.int32)}
+  step = jax.jit(functools.partial(engine.train_step, model=model, tx=tx, loss_config=config.loss,
+                                   schedule=schedule, data_config=config.data))
+  return step(state, batch, jax.random.key(1)) + (state,)
+
+
+@pytest.mark.parametrize('name,modes', [('hara_resnet3d', ('blocks', 'full')),
+                                        ('i3d_nl', ('blocks',))])
+def test_remat_gives_the_same_loss_and_update(name, modes):
+  config = tiny_bench_config(name)
+  if name == 'i3d_nl':
+    config.model = ml_collections.ConfigDict(dict(
+        name='i3d_nl', width=4, stage_blocks=(1, 1, 1, 1),
+        nonlocal_blocks=((), (0,), (), ()), dropout_rate=0.0))
+    config.loss.name = 'cross_entropy'
+    config.data.update(dict(num_frames=4, crop_size=32))
+  ref_state, ref_metrics, init_state = _one_step(config, 'none')
+  for remat in modes:
+    state, metrics, _ = _one_step(config, remat, init_state)
+    assert jax.tree.structure(state) == jax.tree.structure(ref_state)
+    np.testing.assert_allclose(metrics['loss'], ref_metrics['loss'], rtol=1e-6)
+    np.testing.assert_allclose(metrics['grad_norm'], ref_metrics['grad_norm'], rtol=1e-5)
+    for new, ref in zip(jax.tree.leaves(state.params), jax.tree.leaves(ref_state.params)):
+      np.testing.assert_allclose(new, ref, rtol=1e-5, atol=1e-6)
+    for new, ref in zip(jax.tree.leaves(state.batch_stats),
+                        jax.tree.leaves(ref_state.batch_stats)):
+      np.testing.assert_allclose(new, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_remat_modes_are_checked():
+  config = tiny_bench_config()
+  with pytest.raises(ValueError, match='config.remat'):
+    build_model(config.model, 4, remat='everything')
+  s2d = ml_collections.ConfigDict(dict(name='s2dnet'))
+  with pytest.raises(ValueError, match="'blocks' is not available"):
+    build_model(s2d, 4, remat='blocks')
+  assert jnp.float32 == build_model(config.model, 4, remat='full').dtype
