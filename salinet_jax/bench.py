@@ -262,10 +262,14 @@ def torch_child_memory(spec: Dict[str, Any]) -> Dict[str, Any]:
 def run(config, *, config_path: str, mode: str, batch: Optional[int], steps: int, warmup: int,
         dtype: Optional[str] = None, num_classes: Optional[int] = None,
         frames: Optional[int] = None, size: Optional[int] = None, compare: str = '',
-        threads: Optional[int] = None,
-        profile_dir: Optional[str] = None) -> Dict[str, Any]:
-  """Runs the benchmark and returns the JSON-ready result (see the module docstring)."""
+        threads: Optional[int] = None, profile_dir: Optional[str] = None,
+        cpu_kernels: bool = True) -> Dict[str, Any]:
+  """Runs the benchmark and returns the JSON-ready result (see the module docstring).
+  `cpu_kernels=False` traces XLA's own convolutions and pooling instead of
+  salinet_jax/models/fast_conv.py's (the A/B baseline)."""
+  import contextlib  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
+  from salinet_jax.models import fast_conv  # pylint: disable=g-import-not-at-top
   load_start = load_average()
   if dtype:
     with config.unlocked():
@@ -281,7 +285,8 @@ def run(config, *, config_path: str, mode: str, batch: Optional[int], steps: int
     raise SystemExit(f'--compare=torch: no PyTorch counterpart of model {config.model.name!r} '
                      f'(have {", ".join(TORCH_ARCHS)}).')
 
-  workload = JaxWorkload(config, mode, batch, frames, size, num_classes, train_videos)
+  with contextlib.nullcontext() if cpu_kernels else fast_conv.disabled():
+    workload = JaxWorkload(config, mode, batch, frames, size, num_classes, train_videos)
   warmup_times = time_steps(workload.step, warmup)
   rss_jax = host_peak_rss_mib()  # before PyTorch exists in this process
   device = jax.devices()[0]
@@ -293,6 +298,7 @@ def run(config, *, config_path: str, mode: str, batch: Optional[int], steps: int
       'threads': threads or os.cpu_count(), 'xla_flags': os.environ.get('XLA_FLAGS', ''),
       'input_shape': [batch, frames, size, size, 3], 'num_classes': num_classes,
       'params': workload.params, 'steps': steps, 'warmup': warmup,
+      'cpu_kernels': bool(cpu_kernels and fast_conv.use_cpu_kernels()),
   }
 
   torch_workload = None
@@ -379,6 +385,9 @@ def define_flags() -> None:
   flags.DEFINE_enum('threads', 'all', ['all', '1'],
                     "'1': XLA's CPU backend and PyTorch on one thread each (a comparison that a "
                     "busy machine distorts less); 'all': every core (the default).")
+  flags.DEFINE_bool('cpu_kernels', True, 'On the CPU backend, the convolution and pooling '
+                    'kernels of salinet_jax/models/fast_conv.py (--nocpu_kernels: XLA\'s own, '
+                    'for A/B runs).')
   flags.DEFINE_string('output', None, 'Also append the JSON line to this file.')
   flags.DEFINE_string('profile_dir', None, 'Write a profiler trace of the timed JAX steps here.')
 
@@ -395,7 +404,7 @@ def main(argv):
                dtype=FLAGS.dtype, num_classes=FLAGS.num_classes, frames=FLAGS.frames,
                size=FLAGS.size, compare=FLAGS.compare,
                threads=1 if FLAGS.threads == '1' else None,
-               profile_dir=FLAGS.profile_dir)
+               profile_dir=FLAGS.profile_dir, cpu_kernels=FLAGS.cpu_kernels)
   line = json.dumps(result)
   print(line, flush=True)
   if FLAGS.output:

@@ -12,6 +12,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from salinet_jax.models import fast_conv
+from salinet_jax.models import fast_pool
+
 Triple = Tuple[int, int, int]
 IntOrTriple = Union[int, Sequence[int]]
 
@@ -95,25 +98,10 @@ class Conv3D(nn.Module):
 
 
 def _frame_sum_conv(x, kernel, strides: Triple, padding: Triple):
-  """3D convolution as a sum over temporal taps of 2D convolutions on (B*T', H, W, C)."""
-  kt = kernel.shape[0]
-  st, sh, sw = strides
-  pt, ph, pw = padding
-  batch, frames = x.shape[:2]
-  if pt:
-    x = jnp.pad(x, ((0, 0), (pt, pt), (0, 0), (0, 0), (0, 0)))
-  out_frames = (frames + 2 * pt - kt) // st + 1
-  if out_frames < 1:
-    raise ValueError(f'Temporal kernel {kt} does not fit {frames} frames with padding {pt}.')
-  total = None
-  for tap in range(kt):
-    frames_for_tap = x[:, tap:tap + st * (out_frames - 1) + 1:st]
-    flat = frames_for_tap.reshape((batch * out_frames,) + frames_for_tap.shape[2:])
-    y = jax.lax.conv_general_dilated(
-        flat, kernel[tap], window_strides=(sh, sw), padding=((ph, ph), (pw, pw)),
-        dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-    total = y if total is None else total + y
-  return total.reshape((batch, out_frames) + total.shape[1:])
+  """3D convolution as a sum over temporal taps of 2D convolutions on (B*T', H, W, C)
+  (salinet_jax/models/fast_conv.py: padding frames are never materialised, weight gradients are
+  matrix products on the CPU backend)."""
+  return fast_conv.frame_sum_conv3d(x, kernel, tuple(strides), tuple(padding))
 
 
 _BN_GROUP_SIZE = contextvars.ContextVar('bn_group_size', default=0)
@@ -205,7 +193,8 @@ def batch_norm(train: bool, dtype: Any = jnp.float32, zero_init: bool = False,
 def max_pool3d(x, window: IntOrTriple, strides: IntOrTriple, padding: IntOrTriple = 0):
   """PyTorch MaxPool3d (padding never wins the max)."""
   pt, ph, pw = triple(padding)
-  return nn.max_pool(x, triple(window), triple(strides), ((pt, pt), (ph, ph), (pw, pw)))
+  return fast_pool.max_pool_for_backend(x, triple(window), triple(strides),
+                                        ((pt, pt), (ph, ph), (pw, pw)))
 
 
 def avg_pool3d(x, window: IntOrTriple, strides: IntOrTriple, padding: IntOrTriple = 0):

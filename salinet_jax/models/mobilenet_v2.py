@@ -32,6 +32,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from salinet_jax.models import fast_conv
 from salinet_jax.models import layers
 from salinet_jax.models import tsm
 
@@ -61,7 +62,8 @@ def conv2d(features: int, kernel: int, strides: int, dtype: Any, name: str,
   pad = kernel // 2
   return nn.Conv(features, (kernel, kernel), (strides, strides), ((pad, pad), (pad, pad)),
                  feature_group_count=groups, use_bias=False,
-                 kernel_init=layers.he_normal_fan_out, dtype=dtype, name=name)
+                 kernel_init=layers.he_normal_fan_out, dtype=dtype, name=name,
+                 conv_general_dilated_cls=fast_conv.ConvForBackend)
 
 
 class BlockSpec(NamedTuple):

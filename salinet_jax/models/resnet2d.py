@@ -30,6 +30,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from salinet_jax.models import fast_conv
 from salinet_jax.models import layers
 from salinet_jax.models import tsm
 
@@ -52,7 +53,8 @@ def conv2d(features: int, kernel: int, strides: int, dtype: Any, name: str) -> n
   """Bias-free 2D conv, PyTorch padding kernel // 2, He fan-out normal init (torchvision)."""
   pad = kernel // 2
   return nn.Conv(features, (kernel, kernel), (strides, strides), ((pad, pad), (pad, pad)),
-                 use_bias=False, kernel_init=layers.he_normal_fan_out, dtype=dtype, name=name)
+                 use_bias=False, kernel_init=layers.he_normal_fan_out, dtype=dtype, name=name,
+                 conv_general_dilated_cls=fast_conv.ConvForBackend)
 
 
 def uniform_fan_in(factor: float = 1.0):
@@ -146,7 +148,8 @@ class ResNet2D(nn.Module):
     block_cls = BasicBlock if kind == 'basic' else Bottleneck
     every = 2 if stage_sizes[2] >= TSM_SPARSE_SHIFT_MIN_BLOCKS else 1
     self.conv1 = nn.Conv(self.width, (7, 7), (2, 2), ((3, 3), (3, 3)), use_bias=False,
-                         kernel_init=layers.he_normal_fan_out, dtype=self.dtype)
+                         kernel_init=layers.he_normal_fan_out, dtype=self.dtype,
+                         conv_general_dilated_cls=fast_conv.ConvForBackend)
     self.bn1 = layers.BatchNorm(dtype=self.dtype)
     for stage, num_blocks in enumerate(stage_sizes):
       blocks = []

@@ -1,0 +1,336 @@
+"""2D convolutions (NHWC, HWIO) for XLA's CPU backend: the same results, faster gradients.
+
+XLA differentiates a convolution into two more convolutions. The input gradient is a transposed
+convolution that XLA's CPU backend runs about as fast as the forward. The weight gradient is a
+convolution whose window covers the whole output feature map (56x56, 28x28, ...) and whose
+"batch" is the input channels; XLA's CPU backend runs that several times slower than oneDNN's
+weight-gradient kernels (4-8x at 56^2 and 28^2 in this project's layers).
+
+`conv2d` keeps XLA's forward and input gradient and computes the weight gradient as what it is,
+a matrix product contracting over the (large) batch x output-space extent, one per kernel tap:
+
+    dW[i, j] = X_ij^T . dY,   X_ij = the input window of tap (i, j) at every output position,
+                              reshaped to (N * Ho * Wo, Cin); dY reshaped to (N * Ho * Wo, Cout)
+
+(for few input channels the taps are concatenated into one (N * Ho * Wo, kh * kw * Cin) patch
+matrix and a single product). 1x1 convolutions do that and their forward as plain matrix
+products. `depthwise_conv2d` runs a depthwise convolution as kh * kw shifted multiply-adds, which
+XLA fuses into one loop; its grouped convolution is several times slower on CPU.
+
+`conv_general_dilated_for_backend` is a drop-in for `lax.conv_general_dilated` (flax `nn.Conv`'s
+`conv_general_dilated_cls`) that uses these on the CPU backend and passes everything else
+(accelerators, dilations, other layouts) to `lax.conv_general_dilated` unchanged.
+"""
+
+import contextlib
+import functools
+from typing import Any, Optional, Sequence, Tuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+Pair = Tuple[int, int]
+Padding = Tuple[Pair, Pair]
+NHWC = ('NHWC', 'HWIO', 'NHWC')
+# Below this many input channels XLA's own weight gradient is as fast or faster (measured).
+MATMUL_GRAD_MIN_CHANNELS = 32
+# Up to this many output positions per image (14 x 14), the backward pass of a convolution is
+# two im2col matrix products: dW = patches^T . dY and dpatches = dY . W^T, folded back onto the
+# input (col2im). The patch matrix is small there, and XLA's CPU convolutions (and the kernel
+# transposes its input gradient needs) are slowest relative to a matrix product.
+IM2COL_GRAD_MAX_POSITIONS = 14 * 14
+# Up to this many input channels (video stems: 3), a 3D convolution's weight gradient is one
+# product of an im2col patch matrix (kh * kw * Cin columns) with the output gradient shifted
+# once per temporal tap (kt * Cout columns).
+PATCH_GRAD_MAX_CHANNELS = 4
+# Switch for A/B measurements: False makes every function here a plain lax convolution.
+CPU_KERNELS = True
+
+
+def _plain_conv(x, w, strides: Pair, padding: Padding, precision=None):
+  return lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=NHWC,
+                                  precision=precision)
+
+
+def _out_size(size: int, kernel: int, stride: int, pad: Pair) -> int:
+  return (size + pad[0] + pad[1] - kernel) // stride + 1
+
+
+def _tap(x_padded, i: int, j: int, strides: Pair, out_hw: Pair):
+  """The input of kernel tap (i, j) at every output position: (N, Ho, Wo, C)."""
+  n, _, _, c = x_padded.shape
+  (sh, sw), (ho, wo) = strides, out_hw
+  return lax.slice(x_padded, (0, i, j, 0), (n, i + sh * (ho - 1) + 1, j + sw * (wo - 1) + 1, c),
+                   (1, sh, sw, 1))
+
+
+def _pad_hw(x, padding: Padding):
+  if all(p == 0 for pair in padding for p in pair):
+    return x
+  return jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
+
+
+def _rows(a):
+  """(N, H, W, C) -> (N * H * W, C)."""
+  return a.reshape(-1, a.shape[-1])
+
+
+def weight_gradient(x, dy, kernel_hw: Pair, strides: Pair, padding: Padding, precision=None):
+  """dW (kh, kw, Cin, Cout) of `_plain_conv(x, w, strides, padding)` for output gradient dy:
+  one (Cin x M) . (M x Cout) product per tap, M = N * Ho * Wo."""
+  kh, kw = kernel_hw
+  cin, cout = x.shape[-1], dy.shape[-1]
+  out_hw = dy.shape[1:3]
+  x_padded = _pad_hw(x, padding)
+  dy_rows = _rows(dy)
+  grads = [jnp.dot(_rows(_tap(x_padded, i, j, strides, out_hw)).T, dy_rows, precision=precision)
+           for i in range(kh) for j in range(kw)]
+  return jnp.stack(grads).reshape(kh, kw, cin, cout)
+
+
+def _is_pointwise(w, padding: Padding) -> bool:
+  return w.shape[0] == 1 and w.shape[1] == 1 and all(p == 0 for pair in padding for p in pair)
+
+
+def pointwise_conv2d(x, w, strides: Pair, precision=None):
+  """A 1x1 convolution without padding as a matrix product (differentiated as one, too)."""
+  if strides != (1, 1):
+    x = x[:, ::strides[0], ::strides[1]]
+  return lax.dot_general(x, w[0, 0], (((3,), (0,)), ((), ())), precision=precision)
+
+
+def conv2d(x, w, strides: Pair, padding: Padding, precision=None):
+  """`lax.conv_general_dilated(x, w, strides, padding)` in NHWC/HWIO: 1x1 convolutions as
+  matrix products; wider ones with the matmul weight gradient from `Cin` =
+  MATMUL_GRAD_MIN_CHANNELS input channels up (see the module docstring)."""
+  if not use_cpu_kernels():
+    return _plain_conv(x, w, strides, padding, precision)
+  if _is_pointwise(w, padding):
+    return pointwise_conv2d(x, w, strides, precision)
+  if x.shape[-1] >= MATMUL_GRAD_MIN_CHANNELS:
+    return conv2d_matmul_grad(x, w, strides, padding, precision)
+  return _plain_conv(x, w, strides, padding, precision)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def conv2d_matmul_grad(x, w, strides: Pair, padding: Padding, precision=None):
+  """XLA's convolution and input gradient; the weight gradient from `weight_gradient`."""
+  return _plain_conv(x, w, strides, padding, precision)
+
+
+def _conv2d_fwd(x, w, strides, padding, precision):
+  return _plain_conv(x, w, strides, padding, precision), (x, w)
+
+
+def im2col(x, kernel_hw: Pair, strides: Pair, padding: Padding, out_hw: Pair):
+  """(N, Ho, Wo, kh * kw * C) patches, taps in (i, j) order, channels innermost."""
+  x_padded = _pad_hw(x, padding)
+  return jnp.concatenate([_tap(x_padded, i, j, strides, out_hw)
+                          for i in range(kernel_hw[0]) for j in range(kernel_hw[1])], axis=-1)
+
+
+def _conv2d_bwd(strides, padding, precision, residuals, dy):
+  x, w = residuals
+  out_hw = dy.shape[1:3]
+  if out_hw[0] * out_hw[1] <= IM2COL_GRAD_MAX_POSITIONS:
+    patches, col2im = jax.vjp(lambda x_: im2col(x_, w.shape[:2], strides, padding, out_hw), x)
+    w_rows = w.reshape(-1, w.shape[-1])
+    dw = jnp.dot(_rows(patches).T, _rows(dy), precision=precision).reshape(w.shape)
+    dpatches = lax.dot_general(dy, w_rows, (((3,), (1,)), ((), ())), precision=precision)
+    dx, = col2im(dpatches)
+    return dx.astype(x.dtype), dw.astype(w.dtype)
+  _, input_vjp = jax.vjp(lambda x_: _plain_conv(x_, w, strides, padding, precision), x)
+  dx, = input_vjp(dy)
+  dw = weight_gradient(x, dy, w.shape[:2], strides, padding, precision)
+  return dx.astype(x.dtype), dw.astype(w.dtype)
+
+
+conv2d_matmul_grad.defvjp(_conv2d_fwd, _conv2d_bwd)
+
+
+def depthwise_conv2d(x, w, strides: Pair, padding: Padding):
+  """Depthwise convolution (w: (kh, kw, 1, C), one filter per channel) as shifted
+  multiply-adds; equal to `lax.conv_general_dilated(..., feature_group_count=C)`."""
+  kh, kw = w.shape[:2]
+  out_hw = (_out_size(x.shape[1], kh, strides[0], padding[0]),
+            _out_size(x.shape[2], kw, strides[1], padding[1]))
+  x_padded = _pad_hw(x, padding)
+  total = None
+  for i in range(kh):
+    for j in range(kw):
+      term = _tap(x_padded, i, j, strides, out_hw) * w[i, j, 0]
+      total = term if total is None else total + term
+  return total
+
+
+# ----------------------------------------------------------------------------------------------
+# 3D convolutions as sums of 2D ones over temporal taps.
+# ----------------------------------------------------------------------------------------------
+
+Triple = Tuple[int, int, int]
+
+
+def _tap_frames(frames: int, out_frames: int, tap: int, stride: int, pad: int):
+  """(first, count) of the output frames whose input frame o * stride + tap - pad is real."""
+  first = max(0, -(-(pad - tap) // stride))
+  last = min(out_frames - 1, (frames - 1 + pad - tap) // stride)
+  return first, last - first + 1
+
+
+def _frame_sum_forward(x, kernel, strides: Triple, padding: Triple):
+  kt = kernel.shape[0]
+  st, sh, sw = strides
+  pt, ph, pw = padding
+  batch, frames = x.shape[:2]
+  out_frames = (frames + 2 * pt - kt) // st + 1
+  if out_frames < 1:
+    raise ValueError(f'Temporal kernel {kt} does not fit {frames} frames with padding {pt}.')
+  spatial_padding = ((ph, ph), (pw, pw))
+  if not use_cpu_kernels():  # the textbook form: every tap on the zero-padded clip
+    if pt:
+      x = jnp.pad(x, ((0, 0), (pt, pt)) + ((0, 0),) * (x.ndim - 2))
+      frames, pt = frames + 2 * pt, 0
+  total = None
+  for tap in range(kt):
+    first, count = _tap_frames(frames, out_frames, tap, st, pt)
+    if count < 1:
+      continue
+    start = first * st + tap - pt
+    frames_for_tap = x[:, start:start + st * (count - 1) + 1:st]
+    flat = frames_for_tap.reshape((batch * count,) + frames_for_tap.shape[2:])
+    y = conv2d(flat, kernel[tap], (sh, sw), spatial_padding)
+    y = y.reshape((batch, count) + y.shape[1:])
+    if count < out_frames:
+      y = jnp.pad(y, ((0, 0), (first, out_frames - first - count)) + ((0, 0),) * (y.ndim - 2))
+    total = y if total is None else total + y
+  if total is None:  # every output frame reads padding only
+    shape = jax.eval_shape(lambda: conv2d(x[:, 0], kernel[0], (sh, sw), spatial_padding)).shape
+    return jnp.zeros((batch, out_frames) + shape[1:], x.dtype)
+  return total
+
+
+def frame_sum_conv3d(x, kernel, strides: Triple, padding: Triple):
+  """A 3D convolution (NTHWC, kernel (kT, kH, kW, Cin, Cout), symmetric padding) as kT 2D
+  convolutions of the frames each temporal tap reads, summed.
+
+  Only real frames are convolved: the temporal zero padding is never materialised, and a tap
+  that would read padding only (a 3x3x3 kernel on a single frame) costs nothing; the sum is the
+  same as over a zero-padded clip. With up to PATCH_GRAD_MAX_CHANNELS input channels on the CPU
+  backend, the weight gradient is `patch_weight_gradient`.
+  """
+  if use_cpu_kernels() and x.shape[-1] <= PATCH_GRAD_MAX_CHANNELS and x.ndim == 5:
+    return _frame_sum_patch_grad(x, kernel, strides, padding)
+  return _frame_sum_forward(x, kernel, strides, padding)
+
+
+def patch_weight_gradient(x, dy, kernel_shape: Sequence[int], strides: Triple,
+                          padding: Triple):
+  """dW (kT, kH, kW, Cin, Cout) of a frame-sum 3D convolution as one matrix product:
+
+      patches (B*T*Ho*Wo, kH*kW*Cin)^T . [dY shifted to tap 0's frames | ... | tap kT-1's]
+
+  The 2D patches of every input frame are built once and shared by all temporal taps; the
+  output gradient is moved onto the input frames each tap reads (zeros elsewhere).
+  """
+  kt, kh, kw, cin, cout = kernel_shape
+  st, sh, sw = strides
+  pt, ph, pw = padding
+  batch, frames = x.shape[:2]
+  out_frames, out_hw = dy.shape[1], dy.shape[2:4]
+  flat = x.reshape((batch * frames,) + x.shape[2:])
+  x_padded = _pad_hw(flat, ((ph, ph), (pw, pw)))
+  patches = jnp.concatenate([_tap(x_padded, i, j, (sh, sw), out_hw)
+                             for i in range(kh) for j in range(kw)], axis=-1)
+  shifted = []
+  for tap in range(kt):
+    # Input frame f = o * st + tap - pt receives dY[o]: dilate by st, shift by tap - pt, crop.
+    low = tap - pt
+    high = frames - low - (out_frames - 1) * st - 1
+    shifted.append(lax.pad(dy, jnp.zeros((), dy.dtype),
+                           ((0, 0, 0), (low, high, st - 1), (0, 0, 0), (0, 0, 0), (0, 0, 0))))
+  dy_taps = jnp.concatenate(shifted, axis=-1)  # (B, T, Ho, Wo, kT * Cout)
+  grad = jnp.dot(_rows(patches).T, _rows(dy_taps))  # (kH * kW * Cin, kT * Cout)
+  return grad.reshape(kh, kw, cin, kt, cout).transpose(3, 0, 1, 2, 4)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _frame_sum_patch_grad(x, kernel, strides, padding):
+  return _frame_sum_forward(x, kernel, strides, padding)
+
+
+def _frame_sum_patch_grad_fwd(x, kernel, strides, padding):
+  return _frame_sum_forward(x, kernel, strides, padding), (x, kernel)
+
+
+def _frame_sum_patch_grad_bwd(strides, padding, residuals, dy):
+  x, kernel = residuals
+  # The input gradient (dead code, removed by XLA, where x is the clip itself: stems).
+  _, input_vjp = jax.vjp(lambda x_: _frame_sum_forward(x_, kernel, strides, padding), x)
+  dx, = input_vjp(dy)
+  dw = patch_weight_gradient(x, dy, kernel.shape, strides, padding)
+  return dx, dw.astype(kernel.dtype)
+
+
+_frame_sum_patch_grad.defvjp(_frame_sum_patch_grad_fwd, _frame_sum_patch_grad_bwd)
+
+
+def use_cpu_kernels() -> bool:
+  return CPU_KERNELS and jax.default_backend() == 'cpu'
+
+
+@contextlib.contextmanager
+def disabled():
+  """Traces plain XLA operations (and frame sums over padded clips) inside the block: what FLOP
+  counts (salinet_jax/flops.py) and A/B measurements compare against."""
+  global CPU_KERNELS
+  previous, CPU_KERNELS = CPU_KERNELS, False
+  try:
+    yield
+  finally:
+    CPU_KERNELS = previous
+
+
+def conv_general_dilated_for_backend(lhs, rhs, window_strides: Sequence[int], padding,
+                                     lhs_dilation: Optional[Sequence[int]] = None,
+                                     rhs_dilation: Optional[Sequence[int]] = None,
+                                     dimension_numbers: Any = None,
+                                     feature_group_count: int = 1,
+                                     batch_group_count: int = 1, precision=None,
+                                     preferred_element_type=None):
+  """`lax.conv_general_dilated`, with `conv2d` / `depthwise_conv2d` for the 2D NHWC cases on
+  the CPU backend."""
+  plain = functools.partial(
+      lax.conv_general_dilated, lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
+      rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
+      feature_group_count=feature_group_count, batch_group_count=batch_group_count,
+      precision=precision, preferred_element_type=preferred_element_type)
+  if (not use_cpu_kernels() or lhs.ndim != 4 or isinstance(padding, str)
+      or any(d != 1 for d in (lhs_dilation or (1, 1)))
+      or any(d != 1 for d in (rhs_dilation or (1, 1)))
+      or batch_group_count != 1 or preferred_element_type is not None
+      or not _is_nhwc(dimension_numbers, lhs.ndim)):
+    return plain()
+  strides = tuple(int(s) for s in window_strides)
+  pads = tuple((int(lo), int(hi)) for lo, hi in padding)
+  if feature_group_count == 1:
+    return conv2d(lhs, rhs, strides, pads, precision)
+  if feature_group_count == lhs.shape[-1] == rhs.shape[-1] and rhs.shape[2] == 1:
+    return depthwise_conv2d(lhs, rhs, strides, pads)
+  return plain()
+
+
+def _is_nhwc(dimension_numbers, ndim: int) -> bool:
+  if dimension_numbers is None:
+    return False
+  if isinstance(dimension_numbers, lax.ConvDimensionNumbers):
+    return dimension_numbers == lax.conv_dimension_numbers(
+        (1,) * ndim, (1,) * ndim, NHWC)
+  return tuple(dimension_numbers) == NHWC
+
+
+class ConvForBackend:
+  """For flax `nn.Conv(..., conv_general_dilated_cls=ConvForBackend)`."""
+
+  def __call__(self, *args, **kwargs):
+    return conv_general_dilated_for_backend(*args, **kwargs)

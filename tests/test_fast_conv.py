@@ -1,0 +1,144 @@
+"""CPU kernels (salinet_jax/models/fast_conv.py, fast_pool.py) against JAX's own operations.
+
+In float64, so that the custom gradients are checked to rounding, not to float32 noise: every
+path (1x1 as matmul, matmul weight gradient, im2col backward, patch weight gradient of stems,
+padding-free frame sums, depthwise multiply-adds, max-pool gradient routing with ties) must give
+the values and the gradients that autodiff of the plain XLA operation gives.
+"""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from salinet_jax.models import fast_conv
+from salinet_jax.models import fast_pool
+from salinet_jax.models import layers
+
+NHWC = ('NHWC', 'HWIO', 'NHWC')
+NDHWC = ('NDHWC', 'DHWIO', 'NDHWC')
+RTOL = 1e-10
+
+
+def _random(shape, seed):
+  return jnp.asarray(np.random.default_rng(seed).standard_normal(shape))
+
+
+def _value_and_grads(f, *args):
+  """f(*args) and the gradient of sum(sin(f)) (a non-uniform cotangent) for every argument."""
+  out = f(*args)
+  grads = jax.grad(lambda *a: jnp.sum(jnp.sin(f(*a))), argnums=tuple(range(len(args))))(*args)
+  return out, grads
+
+
+def _assert_same(got, expected):
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected)):
+    assert a.shape == b.shape
+    scale = max(1.0, float(jnp.max(jnp.abs(b))))
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=RTOL, atol=RTOL * scale)
+
+
+@pytest.mark.parametrize('n,size,cin,cout,k,stride,pad', [
+    (2, 6, 5, 7, 1, 1, 0),      # 1x1: matrix product
+    (2, 7, 5, 7, 1, 2, 0),      # strided 1x1
+    (2, 16, 32, 6, 3, 1, 1),    # matmul weight gradient (16 x 16 outputs > im2col limit)
+    (2, 33, 32, 6, 3, 2, 1),    # strided, odd size
+    (3, 7, 40, 8, 3, 1, 1),     # im2col backward (small feature map)
+    (2, 9, 36, 5, 5, 2, 2),     # im2col backward, 5x5 stride 2
+    (2, 10, 8, 6, 3, 1, 1),     # few channels: XLA's own gradient
+])
+def test_conv2d_matches_xla_values_and_gradients(n, size, cin, cout, k, stride, pad):
+  with jax.enable_x64(True):
+    x = _random((n, size, size, cin), 0)
+    w = _random((k, k, cin, cout), 1)
+    padding = ((pad, pad), (pad, pad))
+    expected = _value_and_grads(
+        lambda x, w: lax.conv_general_dilated(x, w, (stride, stride), padding,
+                                              dimension_numbers=NHWC), x, w)
+    got = _value_and_grads(
+        lambda x, w: fast_conv.conv2d(x, w, (stride, stride), padding), x, w)
+    _assert_same(got, expected)
+    # The weight gradient on its own (the custom rule), and under jit.
+    got_jit = jax.jit(lambda x, w: _value_and_grads(
+        lambda x, w: fast_conv.conv2d(x, w, (stride, stride), padding), x, w))(x, w)
+    _assert_same(got_jit, expected)
+
+
+@pytest.mark.parametrize('frames,kernel,strides,padding,cin', [
+    (8, (3, 3, 3), (1, 1, 1), (1, 1, 1), 32),   # matmul weight gradient per tap
+    (1, (3, 3, 3), (1, 1, 1), (1, 1, 1), 33),   # one frame: the outer taps read only padding
+    (2, (3, 3, 3), (2, 2, 2), (1, 1, 1), 32),   # strided in time
+    (8, (7, 7, 7), (1, 2, 2), (3, 3, 3), 3),    # R3D stem: patch weight gradient
+    (8, (5, 7, 7), (1, 2, 2), (2, 3, 3), 3),    # I3D stem
+    (5, (3, 3, 3), (2, 1, 1), (1, 1, 1), 3),    # patch gradient, strided in time
+    (4, (1, 9, 9), (1, 1, 1), (0, 4, 4), 1),    # TSFP's first gate
+    (4, (3, 1, 1), (1, 1, 1), (1, 0, 0), 6),    # I3D "a" conv (1x1 spatial)
+    (1, (3, 3, 3), (1, 1, 1), (3, 1, 1), 3),    # output frames that read padding only
+])
+def test_frame_sum_conv3d_matches_native_3d_conv(frames, kernel, strides, padding, cin):
+  with jax.enable_x64(True):
+    x = _random((2, frames, 15, 15, cin), 2)
+    w = _random(tuple(kernel) + (cin, 5), 3)
+    pads = tuple((p, p) for p in padding)
+    expected = _value_and_grads(
+        lambda x, w: lax.conv_general_dilated(x, w, strides, pads, dimension_numbers=NDHWC), x, w)
+    got = _value_and_grads(lambda x, w: fast_conv.frame_sum_conv3d(x, w, strides, padding), x, w)
+    _assert_same(got, expected)
+
+
+def test_kernels_switch_off_to_plain_xla():
+  x, w = _random((2, 4, 8, 8, 32), 4), _random((3, 3, 3, 32, 4), 5)
+  on = fast_conv.frame_sum_conv3d(x, w, (1, 1, 1), (1, 1, 1))
+  with fast_conv.disabled():
+    off = fast_conv.frame_sum_conv3d(x, w, (1, 1, 1), (1, 1, 1))
+  np.testing.assert_allclose(on, off, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('stride', [1, 2])
+def test_depthwise_conv_matches_grouped_conv(stride):
+  with jax.enable_x64(True):
+    x = _random((2, 11, 11, 6), 6)
+    w = _random((3, 3, 1, 6), 7)
+    padding = ((1, 1), (1, 1))
+    expected = _value_and_grads(
+        lambda x, w: lax.conv_general_dilated(x, w, (stride, stride), padding,
+                                              dimension_numbers=NHWC, feature_group_count=6),
+        x, w)
+    got = _value_and_grads(
+        lambda x, w: fast_conv.depthwise_conv2d(x, w, (stride, stride), padding), x, w)
+    _assert_same(got, expected)
+
+
+@pytest.mark.parametrize('groups,features', [(1, 8), (6, 6)])
+def test_flax_conv_with_the_backend_convolution(groups, features):
+  x = _random((2, 9, 9, 6), 8).astype(jnp.float32)
+  plain = nn.Conv(features, (3, 3), (2, 2), ((1, 1), (1, 1)), feature_group_count=groups,
+                  use_bias=False)
+  fast = nn.Conv(features, (3, 3), (2, 2), ((1, 1), (1, 1)), feature_group_count=groups,
+                 use_bias=False, conv_general_dilated_cls=fast_conv.ConvForBackend)
+  variables = plain.init(jax.random.key(0), x)
+  np.testing.assert_allclose(fast.apply(variables, x), plain.apply(variables, x), rtol=1e-5,
+                             atol=1e-5)
+
+
+@pytest.mark.parametrize('window,strides,padding', [
+    ((3, 3, 3), (2, 2, 2), ((1, 1), (1, 1), (1, 1))),   # R3D stem pool
+    ((1, 3, 3), (1, 2, 2), ((0, 0), (1, 1), (1, 1))),   # I3D stem pool
+    ((2, 1, 1), (2, 1, 1), ((0, 0), (0, 0), (0, 0))),   # I3D pool1
+    ((1, 2, 2), (1, 2, 2), ((0, 0), (0, 0), (0, 0))),   # non-local keys
+])
+@pytest.mark.parametrize('ties', [False, True])
+def test_max_pool_values_and_gradient_routing(window, strides, padding, ties):
+  with jax.enable_x64(True):
+    x = np.random.default_rng(9).standard_normal((2, 6, 9, 9, 3))
+    if ties:  # ReLU outputs: many equal maxima; the gradient goes to the first in window order
+      x = np.maximum(np.round(x), 0.0)
+    x = jnp.asarray(x)
+    expected = _value_and_grads(lambda x: nn.max_pool(x, window, strides, padding), x)
+    got = _value_and_grads(lambda x: fast_pool.max_pool(x, window, strides, padding), x)
+    _assert_same(got, expected)
+    np.testing.assert_array_equal(
+        layers.max_pool3d(x, window, strides, tuple(p[0] for p in padding)),
+        nn.max_pool(x, window, strides, padding))
