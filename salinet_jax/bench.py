@@ -25,6 +25,9 @@ the same shapes in this process, its steps interleaved with JAX's (A/B pairs, so
 a shared machine hits both), and its peak RSS in a child process that imports neither JAX nor
 TensorFlow; the line then also holds `torch` and the JAX/PyTorch ratios. PyTorch is a
 test/benchmark dependency only (requirements-test.txt).
+
+Over 400 lines because the command, its workloads and the result record are one tool; the PyTorch
+side lives in tests/torch_models.py.
 """
 
 import datetime

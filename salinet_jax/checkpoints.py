@@ -15,6 +15,9 @@ leaves to its user:
 * readable failures: a failed asynchronous save ends the run at the next step with one line
   naming the cause and the path; restoring into another model says which parameters differ and
   which config fields differ from the ones stored with the checkpoint.
+
+Over 400 lines because checksums, verification, quarantine and the orbax store are one concern:
+whether a saved step can be trusted.
 """
 
 import hashlib

@@ -186,9 +186,12 @@ class Engine:
                         else max(config.num_train_steps, 1))
     abstract = models.abstract_variables(self.model, self.input_shape)
     opt_config, self.steps_per_epoch = resolved_optimizer(config, train_videos)
+    # Evaluation, prediction and export never step the optimizer; an epoch-based schedule only
+    # needs some epoch length there to give the state its structure.
+    steps_per_epoch = self.steps_per_epoch or (1.0 if train_videos is None else 0.0)
     self.tx, self.schedule = optim.create_optimizer(
         opt_config, abstract['params'], self.total_steps, config.batch_size,
-        self.steps_per_epoch, config.num_epochs)
+        steps_per_epoch, config.num_epochs)
     replicated = parallel.replicated(self.mesh)
     # Initialisation runs once and is mostly random-number generation: compiled without XLA's
     # backend optimisations it compiles several times faster and gives the same values.

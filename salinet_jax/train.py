@@ -6,6 +6,9 @@ initialises, from `config.init_from` where set), runs the jitted train step on t
 evaluates the validation split every `eval_every_steps` (precise BatchNorm statistics first, from
 a stream of their own so the training data order never depends on evaluation) and keeps orbax
 checkpoints (last k + best) of finite states only. SIGTERM saves the current step and exits.
+
+Over 400 lines because the loop's phases (resume, steps, evaluation, precise BN, preemption, save
+failures) act on one run's state; the jitted parts live in engine.py.
 """
 
 import os

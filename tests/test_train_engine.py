@@ -108,3 +108,14 @@ def test_sigterm_saves_current_step_and_exits_cleanly(tiny_data_dir, tmp_path):
 def train_config_for(data_dir):
   from tests.conftest import tiny_config  # pylint: disable=g-import-not-at-top
   return tiny_config(data_dir)
+
+
+def test_an_epoch_schedule_needs_no_train_split_outside_training(config):
+  """Eval, predict and export build the Engine without the train split's size: an epoch-based
+  schedule (S2DNet's recipes) must not stop them (it did: the S2DNet sampling recipe could not
+  be evaluated or benchmarked)."""
+  config.optimizer.schedule = 'epoch_cosine'
+  config.num_epochs = 3.0
+  trainer = engine.Engine(config, ['a', 'b', 'c', 'd'])
+  assert jax.tree.structure(trainer.abstract_state()) == jax.tree.structure(
+      engine.Engine(config, ['a', 'b', 'c', 'd'], train_videos=64).abstract_state())

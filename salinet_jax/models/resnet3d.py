@@ -32,6 +32,8 @@ Two trunks, both returning the four feature maps that the SaliNet modules attach
 Both trunks `sow` their stage outputs into the 'intermediates' collection (a no-op unless that
 collection is mutable), which is how tests read every intermediate shape: I3D sows 's1_out' ..
 's5_out' and 'pool1'; Hara sows 'stem' and 'stage1' .. 'stage4'.
+
+Over 400 lines because both 3D ResNet families share their blocks, stages and classifier heads.
 """
 
 from typing import Any, Optional, Sequence, Tuple
