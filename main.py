@@ -54,7 +54,8 @@ def parse_flags(argv):
     print(f'error: {e}\nPass --helpshort or --helpfull to see help on flags.', file=sys.stderr)
     sys.exit(2)
   except (AttributeError, KeyError) as e:  # ml_collections: no such field in the config
-    message = str(e.args[0] if e.args else e).strip('\'"').replace('\\n', ' ').replace('\n', ' ')
+    message = (str(e.args[0] if e.args else e).strip('\'"').replace('\\n', ' ')
+               .replace('\n', ' ').replace("\\'", "'"))
     print(f'error: unknown config field in the command line: {message}', file=sys.stderr)
     sys.exit(2)
 
