@@ -225,11 +225,19 @@ def test_stored_frames_are_the_decoder_output_frame_by_frame(native_records, nam
            for f in _independent_decode(CODEC / name)]
   assert len(stored) == len(truth)
   for i, frame in enumerate(stored):
-    errors = [np.abs(frame - t).mean() for t in truth]
-    assert errors[i] < 5.0, (name, i, errors[i])  # JPEG quality 90 of the same frame
-    # Frame i is much closer to true frame i than to any other distinct frame: order is exact.
-    distinct = [j for j in range(len(truth)) if np.abs(truth[j] - truth[i]).mean() > 2.0]
-    assert all(errors[i] < 0.75 * errors[j] for j in distinct), (name, i)
+    error = np.abs(frame - truth[i]).mean()
+    assert error < 5.0, (name, i, error)  # JPEG quality 90 of the same frame
+  # Frame i is much closer to true frame i than to any other distinct frame: order is exact.
+  # Compared as 4x box-downsampled copies, all pairs at once (at full size the pairwise loop
+  # took minutes on the 310-frame video).
+  small = lambda f: f.reshape(f.shape[0] // 4, 4, f.shape[1] // 4, 4, 3).mean(axis=(1, 3))  # noqa: E731
+  crop = lambda f: f[:f.shape[0] // 4 * 4, :f.shape[1] // 4 * 4]  # noqa: E731
+  stored_small = np.stack([small(crop(f)) for f in stored])
+  truth_small = np.stack([small(crop(f)) for f in truth])
+  for i in range(len(truth)):
+    errors = np.abs(truth_small - stored_small[i]).mean(axis=(1, 2, 3))
+    distinct = np.abs(truth_small - truth_small[i]).mean(axis=(1, 2, 3)) > 2.0
+    assert np.all(errors[i] < 0.75 * errors[distinct]), (name, i)
 
 
 def test_avi_b_frames_are_timed_by_decoder_order_and_the_records_say_so(native_records):
