@@ -352,14 +352,9 @@ def memory_eval_batches(data_config, videos: Callable[[], Iterator[Tuple[Sequenc
 
 def video_eval_batches(data_config, jpegs: Sequence[bytes], filename: str, fps: float,
                        batch_size: int) -> tf.data.Dataset:
-  """The eval views of one video held in memory (JPEG frames, e.g. decoded for prediction),
-  through the same ops as a split's videos: one batch of `batch_size`, the video first and
-  the rest padding. Its label is -1 (unlabelled)."""
-  features = {'frames_jpeg': tf.constant(list(jpegs), tf.string),
-              'label': tf.constant(-1, tf.int32), 'label_text': tf.constant(''),
-              'filename': tf.constant(filename), 'fps': tf.constant(fps, tf.float32)}
-  ds = tf.data.Dataset.from_tensors(features).map(eval_views_fn(data_config))
-  return pad_and_batch(ds, data_config, 1, batch_size)
+  """The eval views of one video held in memory (JPEG frames, e.g. decoded for prediction): one
+  batch of `batch_size`, the video first and the rest padding (`memory_eval_batches`)."""
+  return memory_eval_batches(data_config, lambda: iter([(jpegs, filename, fps)]), batch_size)
 
 
 def as_numpy(ds: tf.data.Dataset, info: Optional[SplitInfo] = None
