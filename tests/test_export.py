@@ -1,11 +1,12 @@
 """Export for serving (salinet_jax/export/).
 
-Tiny runs of the demo SaliNet, the tiny S2DNet (sampling stage) and a Hara 3D ResNet are trained
-once per module (2 steps), exported in every format, their certificates checked and each format
-reloaded and run on views of another batch size; predict mode runs through the SaliNet export.
-The exporter's own behaviour (fixed batch, --video clips, refusal, a format that fails, the
-command line and its one-line errors) is tested on the Hara run, the cheapest. ONNX needs
-requirements-export.txt: without it the ONNX parts are skipped, saying so.
+Tiny runs of the demo SaliNet and a Hara 3D ResNet are trained once per module (2 steps); the tiny
+S2DNet is the sampling stage of the session's shared two-stage run. Each is exported in every
+format, its certificate checked and each format reloaded and run on views of another batch size;
+predict mode runs through the SaliNet export. The exporter's own behaviour (fixed batch, --video
+clips, refusal, a format that fails, the command line and its one-line errors) is tested on the
+Hara run, the cheapest. ONNX needs requirements-export.txt: without it the ONNX parts are skipped,
+saying so.
 """
 
 import csv
@@ -35,7 +36,6 @@ from salinet_jax.export import source
 from tests.conftest import REPO_ROOT
 from tests.conftest import TESTDATA
 from tests.conftest import tiny_config
-from tests.test_s2dnet_stages import tiny_s2dnet_config
 
 HAVE_ONNX = all(importlib.util.find_spec(p) for p in ('jax2onnx', 'onnx', 'onnxruntime'))
 NO_ONNX = ('ONNX left out: it needs jax2onnx, onnx and onnxruntime '
@@ -53,10 +53,6 @@ def kind_config(kind: str, data_dir):
     # 3D-convolution rewrite.
     config.model.conv_impl = 'native'
     return config
-  if kind == 's2dnet':  # f_theta and the sampler train in the sampling stage
-    config = tiny_s2dnet_config(data_dir, 'sampling')
-    config.init_from.checkpoint = 'none'
-    return config
   config = tiny_config(data_dir)  # hara_resnet3d as configs/fight_surv.py, with its stem max pool
   config.model = ml_collections.ConfigDict(dict(
       name='hara_resnet3d', depth=10, width=4, stem_temporal_kernel=3, stem_max_pool=True,
@@ -66,11 +62,14 @@ def kind_config(kind: str, data_dir):
 
 
 @pytest.fixture(scope='module')
-def trained(tiny_data_dir, tmp_path_factory):
-  """kind -> (config, workdir) of a tiny run, trained on first use."""
+def trained(tiny_data_dir, tmp_path_factory, request):
+  """kind -> (config, workdir) of a tiny run, trained on first use; 's2dnet' is the sampling
+  stage (f_theta and the sampler train) of the shared two-stage run."""
   runs = {}
 
   def get(kind):
+    if kind == 's2dnet':
+      return request.getfixturevalue('s2dnet_stage_runs')['sampling'][:2]
     if kind not in runs:
       config = kind_config(kind, tiny_data_dir)
       workdir = str(tmp_path_factory.mktemp(kind) / 'run')

@@ -46,9 +46,8 @@ def test_known_user_errors_end_in_one_line(case, tiny_data_dir, tmp_path):
     line = _one_error_line(_main('--config=configs/demo.py', workdir, '--config.batch_sise=8'), 2)
     assert 'batch_sise' in line and 'Did you mean "batch_size"' in line
   elif case == 'batch_not_divisible':
-    env = {'XLA_FLAGS': '--xla_force_host_platform_device_count=4'}
     line = _one_error_line(_main('--config=configs/demo.py', workdir, *overrides,
-                                 '--config.batch_size=6', env=env))
+                                 '--config.batch_size=6', devices=4))
     assert 'config.batch_size=6 is not divisible by the 4 devices' in line
   elif case == 'no_checkpoint':
     line = _one_error_line(_main('--config=configs/demo.py', workdir, *overrides, '--mode=eval'))

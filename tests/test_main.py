@@ -1,18 +1,16 @@
 """The command line: config overrides, locked configs, train then eval through main.py."""
 
 import json
-import os
-import pathlib
 import subprocess
 import sys
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+from tests.conftest import REPO_ROOT
+from tests.conftest import subprocess_env
 
 
-def _main(*args, timeout=600, env=None):
-  env = dict(os.environ, JAX_PLATFORMS='cpu', JAX_DISABLE_MOST_OPTIMIZATIONS='1',
-             TF_CPP_MIN_LOG_LEVEL='2', **(env or {}))
-  return subprocess.run([sys.executable, 'main.py', *args], cwd=REPO_ROOT, env=env,
+def _main(*args, timeout=600, devices=0):
+  return subprocess.run([sys.executable, 'main.py', *args], cwd=REPO_ROOT,
+                        env=subprocess_env(devices),
                         capture_output=True, text=True, timeout=timeout)
 
 

@@ -6,7 +6,6 @@ the same loss curve as an uninterrupted one.
 """
 
 import os
-import pathlib
 import socket
 import subprocess
 import sys
@@ -16,8 +15,9 @@ import numpy as np
 import tensorflow as tf
 
 from salinet_jax import train
+from tests.conftest import REPO_ROOT
+from tests.conftest import subprocess_env
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 WORKER = textwrap.dedent('''
     import sys
@@ -49,16 +49,10 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _env(devices: int, **extra):
-  return dict(os.environ, JAX_PLATFORMS='cpu', JAX_DISABLE_MOST_OPTIMIZATIONS='1',
-              XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
-              PYTHONPATH=str(REPO_ROOT), TF_CPP_MIN_LOG_LEVEL='2', **extra)
-
-
 def test_two_processes_match_one_process_with_four_devices(tiny_data_dir, tmp_path):
   single_out = tmp_path / 'single.npy'
   proc = subprocess.run([sys.executable, '-c', WORKER, str(tiny_data_dir), str(tmp_path / 'a'),
-                         str(single_out)], cwd=REPO_ROOT, env=_env(4), capture_output=True,
+                         str(single_out)], cwd=REPO_ROOT, env=subprocess_env(4), capture_output=True,
                         text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-4000:]
 
@@ -67,7 +61,7 @@ def test_two_processes_match_one_process_with_four_devices(tiny_data_dir, tmp_pa
   procs = [subprocess.Popen(
       [sys.executable, '-c', WORKER, str(tiny_data_dir), str(tmp_path / f'b{i}'), str(multi_out)],
       cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-      env=_env(2, JAX_COORDINATOR_ADDRESS=address, JAX_NUM_PROCESSES='2',
+      env=subprocess_env(2, JAX_COORDINATOR_ADDRESS=address, JAX_NUM_PROCESSES='2',
                JAX_PROCESS_ID=str(i))) for i in range(2)]
   for p in procs:
     _, err = p.communicate(timeout=600)

@@ -2,7 +2,6 @@
 
 import json
 import os
-import pathlib
 import subprocess
 import sys
 import textwrap
@@ -14,8 +13,8 @@ import pytest
 from salinet_jax import checkpoints
 from salinet_jax import engine
 from salinet_jax import train
-
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+from tests.conftest import REPO_ROOT
+from tests.conftest import subprocess_env
 
 
 def _leaves(tree):
@@ -152,12 +151,9 @@ WORKER = textwrap.dedent('''
 
 def _run_worker(data_dir, tmp_path, devices: int):
   out = tmp_path / f'result_{devices}.npz'
-  env = dict(os.environ, JAX_PLATFORMS='cpu', JAX_DISABLE_MOST_OPTIMIZATIONS='1',
-             XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
-             PYTHONPATH=str(REPO_ROOT))
   proc = subprocess.run(
       [sys.executable, '-c', WORKER, str(data_dir), str(tmp_path / f'w{devices}'), str(devices),
-       str(out)], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+       str(out)], cwd=REPO_ROOT, env=subprocess_env(devices), capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-4000:]
   return np.load(out)
 

@@ -1,8 +1,6 @@
 """Engine features: gradient accumulation, bfloat16 steps, SIGTERM save-and-exit."""
 
 import functools
-import os
-import pathlib
 import signal
 import subprocess
 import sys
@@ -18,9 +16,9 @@ from salinet_jax import engine
 from salinet_jax import losses
 from salinet_jax import train
 from salinet_jax.models import layers
+from tests.conftest import REPO_ROOT
+from tests.conftest import subprocess_env
 from tests.test_main import _tiny_overrides
-
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 class NormFreeModel(nn.Module):
@@ -76,8 +74,7 @@ def test_bfloat16_step_runs_and_keeps_float32_state(config, tmp_path):
 
 def test_sigterm_saves_current_step_and_exits_cleanly(tiny_data_dir, tmp_path):
   workdir = tmp_path / 'run'
-  env = dict(os.environ, JAX_PLATFORMS='cpu', JAX_DISABLE_MOST_OPTIMIZATIONS='1',
-             TF_CPP_MIN_LOG_LEVEL='2')
+  env = subprocess_env()
   args = [sys.executable, 'main.py', '--config=configs/demo.py', f'--workdir={workdir}',
           *_tiny_overrides(tiny_data_dir), '--config.num_train_steps=100000',
           '--config.eval_every_steps=100000', '--config.checkpoint_every_steps=100000']

@@ -2,7 +2,6 @@
 
 import json
 import os
-import pathlib
 import re
 import socket
 import subprocess
@@ -12,10 +11,10 @@ import time
 import pytest
 
 from salinet_jax import workdir as workdir_lib
+from tests.conftest import REPO_ROOT
+from tests.conftest import subprocess_env
 from tests.test_main import _main
 from tests.test_main import _tiny_overrides
-
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _dead_pid() -> int:
@@ -45,8 +44,7 @@ def test_lock_refuses_a_live_holder_and_takes_over_a_dead_one(tmp_path):
 
 def test_a_second_trainer_on_the_same_workdir_refuses_in_one_line(tiny_data_dir, tmp_path):
   workdir = tmp_path / 'run'
-  env = dict(os.environ, JAX_PLATFORMS='cpu', JAX_DISABLE_MOST_OPTIMIZATIONS='1',
-             TF_CPP_MIN_LOG_LEVEL='2')
+  env = subprocess_env()
   overrides = _tiny_overrides(tiny_data_dir)
   first = subprocess.Popen(
       [sys.executable, 'main.py', '--config=configs/demo.py', f'--workdir={workdir}', *overrides,
