@@ -53,6 +53,7 @@ def pytest_unconfigure(config):
 _OWNED_CACHE = pytest.StashKey[str]()
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+TESTDATA = REPO_ROOT.parent / 'shared' / 'testdata'
 
 
 def subprocess_env(devices: int = 0, **extra) -> dict:
@@ -62,7 +63,6 @@ def subprocess_env(devices: int = 0, **extra) -> dict:
   flags = TEST_XLA_FLAGS + (f' --xla_force_host_platform_device_count={devices}' if devices else '')
   return dict(os.environ, JAX_PLATFORMS='cpu', JAX_DISABLE_MOST_OPTIMIZATIONS='1',
               TF_CPP_MIN_LOG_LEVEL='2', PYTHONPATH=str(REPO_ROOT), XLA_FLAGS=flags, **extra)
-TESTDATA = REPO_ROOT.parent / 'shared' / 'testdata'
 
 
 def tiny_config(data_dir: str):
