@@ -11,13 +11,14 @@ import hashlib
 import io
 import json
 import os
-from typing import List, Tuple
+from typing import TYPE_CHECKING, List, Tuple
 
 import numpy as np
 from absl import logging
 from PIL import Image
 
-from data import records
+if TYPE_CHECKING:
+  from data import records
 
 CLASSES: Tuple[str, ...] = ('moving_right', 'moving_left', 'moving_down', 'moving_up')
 # (dy, dx) unit motion per class, in the order of CLASSES.
@@ -66,7 +67,7 @@ def fingerprint(cfg) -> str:
   return hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
-def generate(directory: str, cfg) -> records.DatasetMetadata:
+def generate(directory: str, cfg) -> 'records.DatasetMetadata':
   """Writes the train and val splits of the demo dataset into `directory`.
 
   Args:
@@ -75,6 +76,8 @@ def generate(directory: str, cfg) -> records.DatasetMetadata:
       object_size, object_cell, background_cell, speed, background_speed, seed, num_shards,
       jpeg_quality.
   """
+  # records (TensorFlow) is imported only to write: CLASSES alone must not load TensorFlow.
+  from data import records  # pylint: disable=g-import-not-at-top,redefined-outer-name
   os.makedirs(directory, exist_ok=True)
   sizes = {'train': cfg.num_train, 'val': cfg.num_val}
   num_shards, shards = {}, {}
@@ -97,8 +100,9 @@ def generate(directory: str, cfg) -> records.DatasetMetadata:
   return metadata
 
 
-def ensure_generated(directory: str, cfg) -> records.DatasetMetadata:
+def ensure_generated(directory: str, cfg) -> 'records.DatasetMetadata':
   """Generates the dataset unless `directory` already holds it (metadata is written last)."""
+  from data import records  # pylint: disable=g-import-not-at-top,redefined-outer-name
   if os.path.exists(os.path.join(directory, records.METADATA_FILE)):
     return records.read_metadata(directory)
   logging.info('Generating the synthetic demo videos (%d train, %d val) in %s; later runs reuse '

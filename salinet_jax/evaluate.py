@@ -18,7 +18,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from data import pipeline
 from salinet_jax import errors
 from salinet_jax import inputs
 from salinet_jax import parallel
@@ -202,6 +201,8 @@ def evaluate_split(config, variables, split: str, mesh, jitted_step,
   mean_class_accuracy (and the model's EXTRA_METRICS) only when some video is labelled.
   Raises NonFiniteScoresError when any video's scores are NaN or Inf.
   """
+  # Imported here: the eval step (engine, bench, export) must not load TensorFlow, only this.
+  from data import pipeline  # pylint: disable=g-import-not-at-top
   parallel.check_batch_size(config.eval_batch_size, mesh.size, 'config.eval_batch_size')
   ds, num_batches, info = pipeline.eval_dataset(config, split)
   start = time.time()

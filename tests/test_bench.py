@@ -19,6 +19,7 @@ from salinet_jax import engine
 from salinet_jax.models import build_model
 
 from conftest import REPO_ROOT
+from conftest import subprocess_env
 
 RESULT_KEYS = {
     'backend', 'device_kind', 'batch', 'input_shape', 'step_time_median_s', 'step_time_min_s',
@@ -69,6 +70,21 @@ def test_bench_compares_with_torch():
   assert torch_result['peak_rss_mib'] > 0, torch_result
   assert result['ratio_step_time_jax_over_torch'] > 0
   assert result['ratio_peak_rss_jax_over_torch'] > 0
+
+
+def test_bench_command_does_not_load_tensorflow():
+  """The step benchmark runs synthetic batches: TensorFlow (about 460 MiB of RSS) must not be
+  imported, or its memory would be counted in the step's peak RSS."""
+  process = subprocess.run(
+      [sys.executable, '-m', 'salinet_jax.bench', '--config=configs/demo.py', '--batch=2',
+       '--steps=1', '--warmup=0', '--config.model.depth=10', '--config.model.width=4',
+       '--config.data.num_frames=4', '--config.data.crop_size=16'],
+      cwd=REPO_ROOT, env=subprocess_env(), capture_output=True, text=True, check=False,
+      timeout=300)
+  assert process.returncode == 0, process.stderr[-2000:]
+  result = json.loads(process.stdout.strip().splitlines()[-1])
+  assert result['input_shape'] == [2, 4, 16, 16, 3]
+  assert result['tensorflow_imported'] is False
 
 
 def test_bench_command_line_without_counterpart_fails_in_one_line():
