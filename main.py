@@ -71,6 +71,8 @@ def main(argv):
                jax.process_count(), jax.local_device_count(), jax.device_count(),
                jax.default_backend())
   config = FLAGS.config
+  cache = parallel.enable_compilation_cache(config.compilation_cache_dir)
+  logging.info('XLA compilation cache: %s', cache or 'off')
   try:
     run(config)
   except (errors.UserError, data_errors.DataError) as e:

@@ -128,6 +128,11 @@ def get_base_config() -> ml_collections.ConfigDict:
   # evaluation (PySlowFast BN.NUM_BATCHES_PRECISE); 0 turns it off.
   config.precise_bn_batches = 0
 
+  # Persistent XLA compilation cache: a restart, resume, eval or predict run loads its compiled
+  # steps from here instead of compiling them again ('' = off; JAX_COMPILATION_CACHE_DIR in the
+  # environment takes precedence). Only programs that took >= 1 s to compile are stored.
+  config.compilation_cache_dir = '~/.cache/salinet_jax/xla'
+
   # Profiler: trace this many steps from `profile_first_step` into the workdir (0 = off).
   config.profile_num_steps = 0
   config.profile_first_step = 10

@@ -299,6 +299,8 @@ def run(config, *, config_path: str, mode: str, batch: Optional[int], steps: int
       'num_devices': jax.device_count(), 'cpu_count': os.cpu_count(), 'dtype': config.dtype,
       'remat': config.get('remat', 'none'), 'batch': batch,
       'threads': threads or os.cpu_count(), 'xla_flags': os.environ.get('XLA_FLAGS', ''),
+      # A warm cache (JAX_COMPILATION_CACHE_DIR) turns compile_time_s into a load time.
+      'compilation_cache_dir': os.environ.get('JAX_COMPILATION_CACHE_DIR', ''),
       'input_shape': [batch, frames, size, size, 3], 'num_classes': num_classes,
       'params': workload.params, 'steps': steps, 'warmup': warmup,
       'cpu_kernels': bool(cpu_kernels and fast_conv.use_cpu_kernels()),

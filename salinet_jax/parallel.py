@@ -6,6 +6,7 @@ Under jit, reductions over the batch (BatchNorm statistics, the mean loss) are g
 
 import collections
 import itertools
+import os
 from typing import Any, Dict, Iterator
 
 import jax
@@ -68,13 +69,25 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
   return jax.device_put(tree, replicated(mesh))
 
 
+def enable_compilation_cache(directory: str) -> str:
+  """Points JAX's persistent compilation cache at `directory` (user paths expanded) and returns
+  the folder in use: JAX_COMPILATION_CACHE_DIR when the environment sets it (JAX reads it
+  itself), '' when both are empty (off). Call before the first compilation."""
+  if os.environ.get('JAX_COMPILATION_CACHE_DIR'):
+    return os.environ['JAX_COMPILATION_CACHE_DIR']
+  if not directory:
+    return ''
+  directory = os.path.expanduser(directory)
+  jax.config.update('jax_compilation_cache_dir', directory)
+  return directory
+
+
 def initialize_distributed() -> None:
   """Joins a multi-process run through `jax.distributed` when the environment asks for one.
 
   JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID select it explicitly; on TPU
   pods and SLURM, JAX detects the cluster itself when SALINET_JAX_DISTRIBUTED=1.
   """
-  import os  # pylint: disable=g-import-not-at-top
   address = os.environ.get('JAX_COORDINATOR_ADDRESS')
   if (address or os.environ.get('SALINET_JAX_DISTRIBUTED') == '1') and \
       os.environ.get('JAX_PLATFORMS', '') == 'cpu':

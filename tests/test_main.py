@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO_ROOT
 from tests.conftest import subprocess_env
 
@@ -34,9 +36,40 @@ def test_train_then_eval_through_main(tiny_data_dir, tmp_path):
   assert proc.returncode == 0, proc.stderr[-4000:]
   assert 'val top-1:' in proc.stdout
   assert 'clips/s' in proc.stderr and 'ETA' in proc.stderr and 'GFLOPs per' in proc.stderr
+  # The environment's cache (the tests' own) takes precedence over the config's user folder.
+  assert f"XLA compilation cache: {subprocess_env()['JAX_COMPILATION_CACHE_DIR']}" in proc.stderr
   proc = _main('--config=configs/demo.py', f'--workdir={workdir}', '--mode=eval',
                *_tiny_overrides(tiny_data_dir))
   assert proc.returncode == 0, proc.stderr[-4000:]
   results = json.loads((workdir / 'eval_val.json').read_text())
   assert results['num_videos'] == 7 and results['step'] == 2
   assert f"{results['top1']:.4f}" in proc.stdout
+
+
+CACHE_PROBE = """
+import sys
+
+import pytest
+import jax
+from salinet_jax import parallel
+print(parallel.enable_compilation_cache(sys.argv[1]))
+jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
+jax.jit(lambda x: x * 2 + 1).lower(1.0).compile()
+"""
+
+
+@pytest.mark.parametrize('from_environment', [False, True])
+def test_compilation_cache_folder(tmp_path, from_environment):
+  """config.compilation_cache_dir (user paths expanded) receives the compiled programs; a
+  JAX_COMPILATION_CACHE_DIR in the environment is used instead."""
+  env = subprocess_env(HOME=str(tmp_path / 'home'))
+  env.pop('JAX_COMPILATION_CACHE_DIR')
+  if from_environment:
+    env['JAX_COMPILATION_CACHE_DIR'] = str(tmp_path / 'from_env')
+  proc = subprocess.run([sys.executable, '-c', CACHE_PROBE, '~/xla_cache'], cwd=REPO_ROOT,
+                        env=env, capture_output=True, text=True, timeout=120, check=False)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  used = tmp_path / ('from_env' if from_environment else 'home/xla_cache')
+  assert proc.stdout.split() == [str(used)]
+  assert any(used.iterdir())
+  assert from_environment != (tmp_path / 'home' / 'xla_cache').exists()
