@@ -76,7 +76,16 @@ def peak_flops(device_kind: str, dtype: str) -> Optional[float]:
 
 
 def host_peak_rss_mib() -> float:
-  """Peak resident memory of this process so far (Linux reports ru_maxrss in KiB)."""
+  """Peak resident memory of this process so far: Linux's VmHWM. Not ru_maxrss, which in a
+  child process starts at its parent's peak (it survives the exec), so a small child of a large
+  benchmark would report the benchmark's memory; ru_maxrss only where /proc is missing."""
+  try:
+    with open('/proc/self/status') as f:
+      for line in f:
+        if line.startswith('VmHWM:'):
+          return int(line.split()[1]) / 1024.0
+  except OSError:
+    pass
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 

@@ -72,6 +72,19 @@ def test_bench_compares_with_torch():
   assert result['ratio_peak_rss_jax_over_torch'] > 0
 
 
+@pytest.mark.skipif(importlib.util.find_spec('torch') is None, reason='needs PyTorch')
+def test_torch_child_reports_its_own_peak_rss_not_the_benchmarks():
+  """The PyTorch counterpart's memory is read in a child process; a child's ru_maxrss starts at
+  its parent's peak, so a large benchmark once passed its own memory off as PyTorch's."""
+  ballast = np.ones(1536 * 2**20 // 8)  # 1.5 GiB touched: the parent's peak is above it
+  spec = bench.torch_spec(tiny_bench_config('hara_resnet3d'), 'train', 2, 4, 16, 4, threads=1)
+  child = bench.torch_child_memory(spec)
+  parent = bench.host_peak_rss_mib()
+  del ballast
+  assert parent > 1536
+  assert 0 < child['peak_rss_mib'] < parent - 1024, (child, parent)
+
+
 def test_bench_command_does_not_load_tensorflow():
   """The step benchmark runs synthetic batches: TensorFlow (about 460 MiB of RSS) must not be
   imported, or its memory would be counted in the step's peak RSS."""

@@ -21,7 +21,6 @@ for PyTorch, measured in a process that never imported JAX or TensorFlow).
 
 import json
 import os
-import resource
 import statistics
 import sys
 import time
@@ -31,7 +30,10 @@ import torch
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import reference_torch as ref  # noqa: E402  pylint: disable=wrong-import-position
+# The benchmark's own peak-RSS reading (it imports neither JAX nor TensorFlow).
+from salinet_jax.bench import host_peak_rss_mib  # noqa: E402  pylint: disable=wrong-import-position
 
 KINETICS_MEAN = (0.45, 0.45, 0.45)
 KINETICS_STD = (0.225, 0.225, 0.225)
@@ -251,10 +253,6 @@ class Workload:
         self.model(x)
 
 
-def peak_rss_mib() -> float:
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
 def time_steps(step: Callable[[], None], steps: int):
   times = []
   for _ in range(steps):
@@ -273,7 +271,7 @@ def main(argv) -> None:
   print(json.dumps({'framework': 'torch', 'torch_version': torch.__version__,
                     'threads': torch.get_num_threads(), 'warmup_s': warmup,
                     'step_time_median_s': statistics.median(times), 'step_times_s': times,
-                    'peak_rss_mib': round(peak_rss_mib(), 1)}))
+                    'peak_rss_mib': round(host_peak_rss_mib(), 1)}))
 
 
 if __name__ == '__main__':
