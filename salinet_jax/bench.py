@@ -297,6 +297,8 @@ def run(config, *, config_path: str, mode: str, batch: Optional[int], steps: int
     raise SystemExit(f'--compare=torch: no PyTorch counterpart of model {config.model.name!r} '
                      f'(have {", ".join(TORCH_ARCHS)}).')
 
+  if warmup < 1:
+    raise ValueError('warmup must be >= 1: the peak RSS is read after the warm-up steps.')
   with contextlib.nullcontext() if cpu_kernels else fast_conv.disabled():
     workload = JaxWorkload(config, mode, batch, frames, size, num_classes, train_videos)
   warmup_times = time_steps(workload.step, warmup)
@@ -389,7 +391,8 @@ def define_flags() -> None:
   flags.DEFINE_integer('batch', None, 'Clips per step (default: config.batch_size in train mode, '
                        'config.eval_batch_size in eval mode).')
   flags.DEFINE_integer('steps', 5, 'Timed steps after the warm-up.')
-  flags.DEFINE_integer('warmup', 2, 'Untimed steps after compilation.')
+  flags.DEFINE_integer('warmup', 2, 'Untimed steps after compilation (at least 1: the peak '
+                       'RSS is read after them, before PyTorch is imported).', lower_bound=1)
   flags.DEFINE_string('dtype', None, 'Overrides config.dtype (float32 | bfloat16).')
   flags.DEFINE_integer('num_classes', None, 'Classes of the model (default: the dataset registry).')
   flags.DEFINE_integer('frames', None, 'Frames per clip (default: config.data.num_frames).')
@@ -409,6 +412,8 @@ def define_flags() -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  from salinet_jax import parallel  # pylint: disable=g-import-not-at-top
+  parallel.set_cpu_xla_flags()  # the flags training runs with; read when run() starts JAX
   if FLAGS.threads == '1':  # read when JAX starts its CPU backend, i.e. in run()
     os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                                ' --xla_cpu_multi_thread_eigen=false').strip()

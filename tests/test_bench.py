@@ -85,12 +85,13 @@ def test_torch_child_reports_its_own_peak_rss_not_the_benchmarks():
   assert 0 < child['peak_rss_mib'] < parent - 1024, (child, parent)
 
 
-def test_bench_command_does_not_load_tensorflow():
+def test_bench_command_runs_the_step_as_training_does():
   """The step benchmark runs synthetic batches: TensorFlow (about 460 MiB of RSS) must not be
-  imported, or its memory would be counted in the step's peak RSS."""
+  imported, or its memory would be counted in the step's peak RSS; and it runs with the XLA CPU
+  flags that main.py sets."""
   process = subprocess.run(
       [sys.executable, '-m', 'salinet_jax.bench', '--config=configs/demo.py', '--batch=2',
-       '--steps=1', '--warmup=0', '--config.model.depth=10', '--config.model.width=4',
+       '--steps=1', '--warmup=1', '--config.model.depth=10', '--config.model.width=4',
        '--config.data.num_frames=4', '--config.data.crop_size=16'],
       cwd=REPO_ROOT, env=subprocess_env(), capture_output=True, text=True, check=False,
       timeout=300)
@@ -98,6 +99,7 @@ def test_bench_command_does_not_load_tensorflow():
   result = json.loads(process.stdout.strip().splitlines()[-1])
   assert result['input_shape'] == [2, 4, 16, 16, 3]
   assert result['tensorflow_imported'] is False
+  assert '--xla_cpu_enable_concurrency_optimized_scheduler=false' in result['xla_flags'].split()
 
 
 def test_bench_command_line_without_counterpart_fails_in_one_line():

@@ -73,3 +73,14 @@ def test_compilation_cache_folder(tmp_path, from_environment):
   assert proc.stdout.split() == [str(used)]
   assert any(used.iterdir())
   assert from_environment != (tmp_path / 'home' / 'xla_cache').exists()
+
+
+def test_cpu_xla_flags_added_once_and_never_over_the_users(monkeypatch):
+  from salinet_jax import parallel  # pylint: disable=g-import-not-at-top
+  monkeypatch.setenv('XLA_FLAGS', '--xla_cpu_multi_thread_eigen=false')
+  flags = parallel.set_cpu_xla_flags()
+  assert flags.split() == ['--xla_cpu_multi_thread_eigen=false',
+                           '--xla_cpu_enable_concurrency_optimized_scheduler=false']
+  assert parallel.set_cpu_xla_flags() == flags  # a second call adds nothing
+  monkeypatch.setenv('XLA_FLAGS', '--xla_cpu_enable_concurrency_optimized_scheduler=true')
+  assert parallel.set_cpu_xla_flags() == '--xla_cpu_enable_concurrency_optimized_scheduler=true'
