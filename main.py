@@ -64,6 +64,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   parallel.set_cpu_xla_flags()  # before JAX starts its backends, below
+  parallel.trim_host_memory_after_compiles()
   # TensorFlow only feeds data: keep it off the accelerators JAX uses.
   tf.config.set_visible_devices([], 'GPU')
   console.setup()

@@ -1,4 +1,4 @@
-"""glibc malloc settings for the input pipeline's host process.
+"""glibc malloc settings for the input pipeline's host process, and handing freed memory back.
 
 Every train clip reads its whole video record (megabytes of JPEGs) into fresh buffers. glibc
 serves blocks above a dynamic threshold with a new mmap and unmaps them on free, so each record's
@@ -18,6 +18,27 @@ _M_MMAP_THRESHOLD = -3
 
 
 @functools.cache
+def _libc():
+  """glibc, or None where there is none (then every function here is a no-op)."""
+  try:
+    libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
+  except OSError:
+    return None
+  return libc if hasattr(libc, 'mallopt') and hasattr(libc, 'malloc_trim') else None
+
+
+def trim() -> bool:
+  """Returns the heap's free pages to the kernel (glibc's malloc_trim(0)); whether any were.
+
+  glibc keeps what a process frees in its heaps, and large blocks (an XLA executable's temporary
+  buffer) are new mmaps that cannot reuse it: after XLA compiles a big step, over a GiB of the
+  compiler's freed memory stays resident under the step's own.
+  """
+  libc = _libc()
+  return bool(libc.malloc_trim(0)) if libc is not None else False
+
+
+@functools.cache
 def keep_buffers_in_heap(mmap_threshold_mib: int) -> bool:
   """Serves blocks up to `mmap_threshold_mib` MiB from the heap (0: glibc defaults).
 
@@ -26,12 +47,11 @@ def keep_buffers_in_heap(mmap_threshold_mib: int) -> bool:
   """
   if mmap_threshold_mib <= 0:
     return False
-  try:
-    libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
-    mallopt = libc.mallopt
-  except (OSError, AttributeError):
+  libc = _libc()
+  if libc is None:
     logging.info('No glibc mallopt here: malloc settings left as they are.')
     return False
+  mallopt = libc.mallopt
   threshold = mmap_threshold_mib << 20
   applied = bool(mallopt(_M_MMAP_THRESHOLD, threshold) and
                  mallopt(_M_TRIM_THRESHOLD, 2 * threshold))

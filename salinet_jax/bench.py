@@ -414,6 +414,7 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   from salinet_jax import parallel  # pylint: disable=g-import-not-at-top
   parallel.set_cpu_xla_flags()  # the flags training runs with; read when run() starts JAX
+  parallel.trim_host_memory_after_compiles()
   if FLAGS.threads == '1':  # read when JAX starts its CPU backend, i.e. in run()
     os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                                ' --xla_cpu_multi_thread_eigen=false').strip()

@@ -5,6 +5,7 @@ Under jit, reductions over the batch (BatchNorm statistics, the mean loss) are g
 """
 
 import collections
+import functools
 import itertools
 import os
 from typing import Any, Dict, Iterator
@@ -13,6 +14,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from data import host_malloc
 from salinet_jax import errors
 
 DATA_AXIS = 'data'
@@ -69,6 +71,8 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
   return jax.device_put(tree, replicated(mesh))
 
 
+# What jax.monitoring calls the end of an XLA compilation (jax/_src/dispatch.py).
+BACKEND_COMPILE_EVENT = '/jax/core/compile/backend_compile_duration'
 # XLA CPU flags of every train, eval and benchmark process (main.py, salinet_jax.bench). The
 # concurrency-optimised scheduler orders independent ops to run side by side and keeps many
 # activations alive for it: SaliNet's K400 train step (batch 2 x 8 x 224^2) needs 4.39 GiB of
@@ -87,6 +91,20 @@ def set_cpu_xla_flags() -> str:
       flags = f'{flags} --{name}={value}'.strip()
   os.environ['XLA_FLAGS'] = flags
   return flags
+
+
+@functools.cache
+def trim_host_memory_after_compiles() -> None:
+  """After every XLA compilation in this process, hands the compiler's freed host memory back to
+  the kernel (data/host_malloc.py `trim`). Without it, SaliNet's K400 train step (batch 2 x 8 x
+  224^2, CPU) peaks at about 5.0 GiB of RSS; with it, 3.8 GiB. Registered once."""
+  jax.monitoring.register_event_duration_secs_listener(_trim_after_compile)
+
+
+def _trim_after_compile(event: str, duration: float, **kwargs) -> None:
+  del duration, kwargs
+  if event == BACKEND_COMPILE_EVENT:
+    host_malloc.trim()
 
 
 def enable_compilation_cache(directory: str) -> str:
