@@ -63,7 +63,20 @@ def parse_flags(argv):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  parallel.set_cpu_xla_flags()  # before JAX starts its backends, below
+  config = FLAGS.config
+  try:
+    setup_process(config)
+    run(config)
+  except (errors.UserError, data_errors.DataError) as e:
+    logging.get_absl_handler().flush()
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(1)
+
+
+def setup_process(config) -> None:
+  """XLA flags and host-memory handling, the console, TensorFlow off the accelerators, the
+  multi-process join and the compilation cache: all before JAX starts its backends."""
+  parallel.set_cpu_xla_flags(config.xla_cpu_scheduler)
   parallel.trim_host_memory_after_compiles()
   # TensorFlow only feeds data: keep it off the accelerators JAX uses.
   tf.config.set_visible_devices([], 'GPU')
@@ -72,15 +85,8 @@ def main(argv):
   logging.info('JAX process %d/%d, %d local / %d global %s devices.', jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count(),
                jax.default_backend())
-  config = FLAGS.config
   cache = parallel.enable_compilation_cache(config.compilation_cache_dir)
   logging.info('XLA compilation cache: %s', cache or 'off')
-  try:
-    run(config)
-  except (errors.UserError, data_errors.DataError) as e:
-    logging.get_absl_handler().flush()
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(1)
 
 
 def run(config) -> None:

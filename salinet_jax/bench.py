@@ -412,8 +412,12 @@ def define_flags() -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  from salinet_jax import errors  # pylint: disable=g-import-not-at-top
   from salinet_jax import parallel  # pylint: disable=g-import-not-at-top
-  parallel.set_cpu_xla_flags()  # the flags training runs with; read when run() starts JAX
+  try:  # the flags training runs with; read when run() starts JAX
+    parallel.set_cpu_xla_flags(FLAGS.config.xla_cpu_scheduler)
+  except errors.ConfigError as e:
+    raise SystemExit(f'error: {e}') from None
   parallel.trim_host_memory_after_compiles()
   if FLAGS.threads == '1':  # read when JAX starts its CPU backend, i.e. in run()
     os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +

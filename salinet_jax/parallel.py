@@ -73,20 +73,24 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
 
 # What jax.monitoring calls the end of an XLA compilation (jax/_src/dispatch.py).
 BACKEND_COMPILE_EVENT = '/jax/core/compile/backend_compile_duration'
-# XLA CPU flags of every train, eval and benchmark process (main.py, salinet_jax.bench). The
-# concurrency-optimised scheduler orders independent ops to run side by side and keeps many
-# activations alive for it: SaliNet's K400 train step (batch 2 x 8 x 224^2) needs 4.39 GiB of
-# XLA temporaries with it and 2.61 GiB without, at the same step time (measured with
-# `python -m salinet_jax.bench`, 2 cores). Read only by XLA's CPU backend, and only from
-# XLA_FLAGS: the per-jit compiler option is accepted but ignored.
-CPU_XLA_FLAGS = {'xla_cpu_enable_concurrency_optimized_scheduler': 'false'}
+# XLA_FLAGS of each `config.xla_cpu_scheduler`, set by main.py and the bench. XLA's CPU backend
+# reads the scheduler choice only from XLA_FLAGS (a per-jit compiler option is accepted but
+# ignored), and XLA's concurrency-optimised scheduler is its default.
+CPU_SCHEDULER_FLAGS = {
+    'concurrency': {},
+    'memory': {'xla_cpu_enable_concurrency_optimized_scheduler': 'false'},
+}
 
 
-def set_cpu_xla_flags() -> str:
-  """Adds CPU_XLA_FLAGS to XLA_FLAGS, except those the environment sets itself; returns the
-  result. Call before JAX starts a backend (XLA reads its flags once)."""
+def set_cpu_xla_flags(scheduler: str) -> str:
+  """Adds the flags of `scheduler` (config.xla_cpu_scheduler) to XLA_FLAGS, except those the
+  environment sets itself; returns the result. Call before JAX starts a backend (XLA reads its
+  flags once)."""
+  if scheduler not in CPU_SCHEDULER_FLAGS:
+    raise errors.ConfigError(f'config.xla_cpu_scheduler must be one of '
+                             f'{sorted(CPU_SCHEDULER_FLAGS)}, got {scheduler!r}.')
   flags = os.environ.get('XLA_FLAGS', '')
-  for name, value in CPU_XLA_FLAGS.items():
+  for name, value in CPU_SCHEDULER_FLAGS[scheduler].items():
     if f'--{name}=' not in flags:
       flags = f'{flags} --{name}={value}'.strip()
   os.environ['XLA_FLAGS'] = flags

@@ -6,6 +6,8 @@ import json
 import os
 import pathlib
 import shutil
+import subprocess
+import sys
 import tempfile
 from typing import Callable
 
@@ -14,6 +16,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
 import jax  # noqa: E402
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from configs import demo  # noqa: E402
@@ -176,6 +179,59 @@ def s2dnet_stage_runs(tiny_data_dir, tmp_path_factory):
 
 
 STAGES = ('warmup', 'sampling')
+
+# Three train steps of the tiny config on however many devices and processes the environment
+# gives (jax.distributed joins when it names a coordinator): the losses, and on one process
+# every parameter and BN statistic, saved to argv[3].
+MESH_WORKER = """
+import sys
+from salinet_jax import parallel
+parallel.initialize_distributed()
+import jax, numpy as np
+from data import pipeline
+from salinet_jax import train
+from tests.conftest import tiny_config
+config = tiny_config(sys.argv[1])
+config.data.train_sharding = 'global_order'
+trainer = train.training_engine(config)
+assert jax.device_count() == int(sys.argv[2]), jax.devices()
+state = trainer.fresh_state()
+batches = pipeline.as_numpy(pipeline.train_dataset(config, seed=11))
+losses = []
+for _ in range(3):
+  batch = parallel.to_global(next(batches), trainer.mesh)
+  state, metrics = trainer.train_step(state, batch, jax.random.key(5))
+  losses.append(float(metrics['loss']))
+if jax.process_count() == 1:
+  leaves = [np.asarray(x) for x in jax.tree.leaves((state.params, state.batch_stats))]
+  np.savez(sys.argv[3], losses=np.array(losses), *leaves)
+elif jax.process_index() == 0:
+  np.savez(sys.argv[3], losses=np.array(losses))
+"""
+
+
+def mesh_worker(data_dir, out: pathlib.Path, devices: int, processes: int = 1, **env):
+  """Runs MESH_WORKER in `processes` processes of `devices // processes` CPU devices each (extra
+  `env` for every one) and returns what it saved."""
+  procs = [subprocess.Popen(
+      [sys.executable, '-c', MESH_WORKER, str(data_dir), str(devices), str(out)], cwd=REPO_ROOT,
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+      env=subprocess_env(devices // processes,
+                         **(dict(env, JAX_PROCESS_ID=str(i)) if processes > 1 else env)))
+           for i in range(processes)]
+  for proc in procs:
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-4000:]
+  return np.load(out)
+
+
+@pytest.fixture(scope='session')
+def four_device_run(tiny_data_dir, tmp_path_factory):
+  """MESH_WORKER on one process with four devices, once per test run: the reference of both the
+  one-device and the two-process comparisons."""
+  folder = once_per_run(tmp_path_factory, 'four_device_run',
+                        lambda folder: mesh_worker(tiny_data_dir, folder / 'result.npz', 4))
+  return np.load(folder / 'result.npz')
 
 
 @pytest.fixture

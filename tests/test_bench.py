@@ -88,11 +88,12 @@ def test_torch_child_reports_its_own_peak_rss_not_the_benchmarks():
 def test_bench_command_runs_the_step_as_training_does():
   """The step benchmark runs synthetic batches: TensorFlow (about 460 MiB of RSS) must not be
   imported, or its memory would be counted in the step's peak RSS; and it runs with the XLA CPU
-  flags that main.py sets."""
+  flags of the config's scheduler, as main.py does."""
   process = subprocess.run(
       [sys.executable, '-m', 'salinet_jax.bench', '--config=configs/demo.py', '--batch=2',
        '--steps=1', '--warmup=1', '--config.model.depth=10', '--config.model.width=4',
-       '--config.data.num_frames=4', '--config.data.crop_size=16'],
+       '--config.data.num_frames=4', '--config.data.crop_size=16',
+       '--config.xla_cpu_scheduler=memory'],
       cwd=REPO_ROOT, env=subprocess_env(), capture_output=True, text=True, check=False,
       timeout=300)
   assert process.returncode == 0, process.stderr[-2000:]

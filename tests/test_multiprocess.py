@@ -7,40 +7,12 @@ the same loss curve as an uninterrupted one.
 
 import os
 import socket
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import tensorflow as tf
 
 from salinet_jax import train
-from tests.conftest import REPO_ROOT
-from tests.conftest import subprocess_env
-
-
-WORKER = textwrap.dedent('''
-    import sys
-    from salinet_jax import parallel
-    parallel.initialize_distributed()
-    import jax, numpy as np
-    from data import pipeline
-    from salinet_jax import train
-    from tests.conftest import tiny_config
-    config = tiny_config(sys.argv[1])
-    config.data.train_sharding = 'global_order'
-    trainer = train.training_engine(config)
-    assert jax.device_count() == 4, jax.devices()
-    state = trainer.fresh_state()
-    batches = pipeline.as_numpy(pipeline.train_dataset(config, seed=11))
-    losses = []
-    for _ in range(3):
-      batch = parallel.to_global(next(batches), trainer.mesh)
-      state, metrics = trainer.train_step(state, batch, jax.random.key(5))
-      losses.append(float(metrics['loss']))
-    if jax.process_index() == 0:
-      np.save(sys.argv[3], np.array(losses))
-''')
+from tests.conftest import mesh_worker
 
 
 def _free_port() -> int:
@@ -49,24 +21,11 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def test_two_processes_match_one_process_with_four_devices(tiny_data_dir, tmp_path):
-  single_out = tmp_path / 'single.npy'
-  proc = subprocess.run([sys.executable, '-c', WORKER, str(tiny_data_dir), str(tmp_path / 'a'),
-                         str(single_out)], cwd=REPO_ROOT, env=subprocess_env(4), capture_output=True,
-                        text=True, timeout=600)
-  assert proc.returncode == 0, proc.stderr[-4000:]
-
-  multi_out = tmp_path / 'multi.npy'
-  address = f'127.0.0.1:{_free_port()}'
-  procs = [subprocess.Popen(
-      [sys.executable, '-c', WORKER, str(tiny_data_dir), str(tmp_path / f'b{i}'), str(multi_out)],
-      cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-      env=subprocess_env(2, JAX_COORDINATOR_ADDRESS=address, JAX_NUM_PROCESSES='2',
-               JAX_PROCESS_ID=str(i))) for i in range(2)]
-  for p in procs:
-    _, err = p.communicate(timeout=600)
-    assert p.returncode == 0, err[-4000:]
-  np.testing.assert_allclose(np.load(multi_out), np.load(single_out), rtol=1e-5, atol=1e-6)
+def test_two_processes_match_one_process_with_four_devices(tiny_data_dir, tmp_path,
+                                                          four_device_run):
+  multi = mesh_worker(tiny_data_dir, tmp_path / 'multi.npz', 4, processes=2,
+                      JAX_COORDINATOR_ADDRESS=f'127.0.0.1:{_free_port()}', JAX_NUM_PROCESSES='2')
+  np.testing.assert_allclose(multi['losses'], four_device_run['losses'], rtol=1e-5, atol=1e-6)
 
 
 def _scalars(workdir: str, tag: str):

@@ -2,9 +2,6 @@
 
 import json
 import os
-import subprocess
-import sys
-import textwrap
 
 import jax
 import numpy as np
@@ -13,8 +10,7 @@ import pytest
 from salinet_jax import checkpoints
 from salinet_jax import engine
 from salinet_jax import train
-from tests.conftest import REPO_ROOT
-from tests.conftest import subprocess_env
+from tests.conftest import mesh_worker
 
 
 def _leaves(tree):
@@ -128,39 +124,9 @@ def test_batch_that_does_not_divide_over_devices_fails_with_advice():
   parallel.check_batch_size(8, 4, 'config.batch_size')
 
 
-WORKER = textwrap.dedent('''
-    import sys
-    import jax, numpy as np
-    from data import pipeline
-    from salinet_jax import parallel, train
-    from tests.conftest import tiny_config
-    config = tiny_config(sys.argv[1])
-    trainer = train.training_engine(config)
-    assert jax.device_count() == int(sys.argv[3]), jax.devices()
-    state = trainer.fresh_state()
-    batches = pipeline.as_numpy(pipeline.train_dataset(config, seed=11))
-    rng = jax.random.key(5)
-    losses = []
-    for _ in range(2):
-      state, metrics = trainer.train_step(state, parallel.to_global(next(batches), trainer.mesh), rng)
-      losses.append(float(metrics['loss']))
-    leaves = [np.asarray(x) for x in jax.tree.leaves((state.params, state.batch_stats))]
-    np.savez(sys.argv[4], losses=np.array(losses), *leaves)
-''')
-
-
-def _run_worker(data_dir, tmp_path, devices: int):
-  out = tmp_path / f'result_{devices}.npz'
-  proc = subprocess.run(
-      [sys.executable, '-c', WORKER, str(data_dir), str(tmp_path / f'w{devices}'), str(devices),
-       str(out)], cwd=REPO_ROOT, env=subprocess_env(devices), capture_output=True, text=True, timeout=600)
-  assert proc.returncode == 0, proc.stderr[-4000:]
-  return np.load(out)
-
-
-def test_four_device_mesh_matches_one_device(tiny_data_dir, tmp_path):
-  one = _run_worker(tiny_data_dir, tmp_path, 1)
-  four = _run_worker(tiny_data_dir, tmp_path, 4)
+def test_four_device_mesh_matches_one_device(tiny_data_dir, tmp_path, four_device_run):
+  one = mesh_worker(tiny_data_dir, tmp_path / 'one.npz', 1)
+  four = four_device_run
   np.testing.assert_allclose(one['losses'], four['losses'], atol=1e-5, rtol=1e-5)
   keys = [k for k in one.files if k != 'losses']
   assert len(keys) > 20
