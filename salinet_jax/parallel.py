@@ -1,7 +1,9 @@
 """Data parallelism with `jax.jit` on a device mesh (one CPU, many GPUs, a TPU pod).
 
 The batch is sharded along the mesh's 'data' axis; parameters and optimizer state are replicated.
-Under jit, reductions over the batch (BatchNorm statistics, the mean loss) are global.
+Under jit, reductions over the batch (BatchNorm statistics, the mean loss) are global. Also the
+process's setup before JAX starts its backends: XLA CPU flags, the persistent compilation cache,
+host memory handed back after compilations, the multi-process join.
 """
 
 import collections
