@@ -82,11 +82,10 @@ def setup_process(config) -> None:
   tf.config.set_visible_devices([], 'GPU')
   console.setup()
   parallel.initialize_distributed()
-  logging.info('JAX process %d/%d, %d local / %d global %s devices.', jax.process_index(),
-               jax.process_count(), jax.local_device_count(), jax.device_count(),
-               jax.default_backend())
   cache = parallel.enable_compilation_cache(config.compilation_cache_dir)
-  logging.info('XLA compilation cache: %s', cache or 'off')
+  logging.info('JAX process %d/%d, %d local / %d global %s devices; XLA compilation cache: %s.',
+               jax.process_index(), jax.process_count(), jax.local_device_count(),
+               jax.device_count(), jax.default_backend(), cache or 'off')
 
 
 def run(config) -> None:

@@ -76,7 +76,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.batch_size = REFERENCE_GLOBAL_BATCH
   config.bn_group_size = REFERENCE_CLIPS_PER_GPU
   # CPU: XLA's memory-minimising scheduler (configs/base.py): 2.6 instead of 4.4 GiB of XLA
-  # temporaries for this train step at batch 2, at the same speed (python -m salinet_jax.bench).
+  # temporaries for this train step at batch 2, and no slower (python -m salinet_jax.bench).
   config.xla_cpu_scheduler = 'memory'
   config.eval_batch_size = 2
   config.num_train_steps = -1
