@@ -48,8 +48,6 @@ def test_train_then_eval_through_main(tiny_data_dir, tmp_path):
 
 CACHE_PROBE = """
 import sys
-
-import pytest
 import jax
 from salinet_jax import parallel
 print(parallel.enable_compilation_cache(sys.argv[1]))
