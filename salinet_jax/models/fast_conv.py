@@ -94,10 +94,37 @@ def _is_pointwise(w, padding: Padding) -> bool:
 
 
 def pointwise_conv2d(x, w, strides: Pair, precision=None):
-  """A 1x1 convolution without padding as a matrix product (differentiated as one, too)."""
+  """A 1x1 convolution without padding as a matrix product (see `channel_matmul`)."""
   if strides != (1, 1):
     x = x[:, ::strides[0], ::strides[1]]
-  return lax.dot_general(x, w[0, 0], (((3,), (0,)), ((), ())), precision=precision)
+  return channel_matmul(x, w[0, 0], precision)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def channel_matmul(x, w, precision=None):
+  """x (..., Cin) . w (Cin, Cout), with the weight gradient written as x_rows^T . dy_rows.
+
+  Differentiated automatically, the weight gradient comes out as a product that XLA's CPU
+  backend feeds with a transposed copy of dy, fused into the producer of dy (BatchNorm's
+  backward pass): a strided write of the whole activation, duplicating the producer's work.
+  Written this way, the product reads both operands as they are stored; a 1x1 convolution and
+  the BatchNorm around it train 12-30 % faster (16 x 56^2, 256 -> 64 and 64 -> 256 channels).
+  """
+  return lax.dot_general(x, w, (((x.ndim - 1,), (0,)), ((), ())), precision=precision)
+
+
+def _channel_matmul_fwd(x, w, precision):
+  return channel_matmul(x, w, precision), (x, w)
+
+
+def _channel_matmul_bwd(precision, residuals, dy):
+  x, w = residuals
+  dx = lax.dot_general(dy, w, (((dy.ndim - 1,), (1,)), ((), ())), precision=precision)
+  dw = lax.dot_general(_rows(x), _rows(dy), (((0,), (0,)), ((), ())), precision=precision)
+  return dx.astype(x.dtype), dw.astype(w.dtype)
+
+
+channel_matmul.defvjp(_channel_matmul_fwd, _channel_matmul_bwd)
 
 
 def conv2d(x, w, strides: Pair, padding: Padding, precision=None):
