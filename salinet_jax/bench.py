@@ -14,8 +14,9 @@ registry (data/datasets.py).
 
 Prints one JSON line: backend and device kind, batch, input shape, step time (median, min and
 max over K steps after warm-up), clips/s, lower and compile time, peak memory (host RSS of this
-process, measured before PyTorch is imported; on accelerators also the device's peak bytes in
-use), the compiled step's memory analysis (arguments, outputs, temporaries: what `config.remat`
+process, measured before PyTorch is imported: the whole process's peak, its peak up to the end
+of compilation, and the peak of the warm-up steps alone, counted from the RSS they start from;
+on accelerators also the device's peak bytes in use), the compiled step's memory analysis (arguments, outputs, temporaries: what `config.remat`
 saves), FLOPs per step from XLA's cost analysis of the compiled step and MFU against the device's
 peak for the dtype (`unknown` on CPU), and the load average before and after.
 
@@ -87,6 +88,18 @@ def host_peak_rss_mib() -> float:
   except OSError:
     pass
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def reset_host_peak_rss() -> bool:
+  """Restarts this process's VmHWM from its current RSS (Linux's /proc/self/clear_refs, value 5),
+  so a later `host_peak_rss_mib` is the peak of what ran since; False where that is unavailable.
+  The benchmark uses it to tell the compiler's transient peak from the step's own."""
+  try:
+    with open('/proc/self/clear_refs', 'w') as f:
+      f.write('5')
+    return True
+  except OSError:
+    return False
 
 
 def load_average() -> List[float]:
@@ -180,6 +193,7 @@ class JaxWorkload:
       step = jax.jit(lambda batch: inputs.model_inputs(batch, config.data)[0])
       self.args = [self.batch]
     self.params = sum(int(x.size) for x in jax.tree.leaves(state.params))
+    del state  # evaluation keeps the variables only, as main.py's eval and predict modes do
     start = time.perf_counter()
     lowered = step.lower(*self.args)
     self.lower_time_s = time.perf_counter() - start
@@ -301,8 +315,11 @@ def run(config, *, config_path: str, mode: str, batch: Optional[int], steps: int
     raise ValueError('warmup must be >= 1: the peak RSS is read after the warm-up steps.')
   with contextlib.nullcontext() if cpu_kernels else fast_conv.disabled():
     workload = JaxWorkload(config, mode, batch, frames, size, num_classes, train_videos)
+  rss_compile = host_peak_rss_mib()
+  resettable = reset_host_peak_rss()
   warmup_times = time_steps(workload.step, warmup)
-  rss_jax = host_peak_rss_mib()  # before PyTorch exists in this process
+  rss_step = host_peak_rss_mib() if resettable else None
+  rss_jax = max(rss_compile, rss_step or 0.0)  # before PyTorch exists in this process
   device = jax.devices()[0]
   result: Dict[str, Any] = {
       'bench': 'salinet_jax', 'config': config_path, 'model': config.model.name, 'mode': mode,
@@ -346,6 +363,8 @@ def run(config, *, config_path: str, mode: str, batch: Optional[int], steps: int
   result['lower_time_s'] = round(workload.lower_time_s, 3)
   result['compile_time_s'] = round(workload.compile_time_s, 3)
   result['host_peak_rss_mib'] = round(rss_jax, 1)
+  result['compile_peak_rss_mib'] = round(rss_compile, 1)
+  result['step_peak_rss_mib'] = round(rss_step, 1) if rss_step is not None else None
   stats = device.memory_stats() if hasattr(device, 'memory_stats') else None
   result['device_peak_memory_mib'] = (round(stats['peak_bytes_in_use'] / MIB, 1)
                                       if stats and 'peak_bytes_in_use' in stats else None)
@@ -374,6 +393,9 @@ def run(config, *, config_path: str, mode: str, batch: Optional[int], steps: int
     if torch_result['peak_rss_mib']:
       result['ratio_peak_rss_jax_over_torch'] = round(
           result['host_peak_rss_mib'] / torch_result['peak_rss_mib'], 3)
+      if rss_step is not None:
+        result['ratio_step_peak_rss_jax_over_torch'] = round(
+            rss_step / torch_result['peak_rss_mib'], 3)
   result['load_avg_start'] = load_start
   result['load_avg_end'] = load_average()
   result['jax_version'] = jax.__version__

@@ -86,7 +86,7 @@ def extract(config, workdir: str, video_paths: Sequence[str],
       continue
     batch = next(predictor.batches(decoded.jpegs, decoded.fps, os.path.basename(path)))
     batch.pop('filename')
-    features = np.asarray(step(predictor.state.variables, parallel.to_global(batch, mesh)))[0]
+    features = np.asarray(step(predictor.variables, parallel.to_global(batch, mesh)))[0]
     if not np.all(np.isfinite(features)):
       raise predict_lib.evaluate_lib.NonFiniteScoresError(
           f'Checkpoint {predictor.source} gives NaN or Inf features for {path}.')

@@ -74,7 +74,9 @@ class Predictor:
     self.config = config
     self.classes = engine.checkpoint_classes(workdir, config)
     self.engine = engine.Engine(config, self.classes)
-    self.state, self.source = self.engine.restore(workdir, config.eval.checkpoint)
+    state, self.source = self.engine.restore(workdir, config.eval.checkpoint)
+    # Only the variables are kept: the optimizer state is as large as the parameters.
+    self.variables = state.variables
     self.num_views = config.data.eval_num_clips * config.data.eval_num_crops
 
   def decode(self, path: str) -> video_io.DecodedVideo:
@@ -90,7 +92,7 @@ class Predictor:
                     ) -> np.ndarray:
     """Class probabilities of one video (its views reduced as the evaluation does)."""
     _, predictions = evaluate_lib.evaluate_batches(
-        self.batches(jpegs, fps, name), 1, self.state.variables, self.engine.mesh,
+        self.batches(jpegs, fps, name), 1, self.variables, self.engine.mesh,
         self.engine.eval_step, self.classes, draw)
     scores = predictions.scores[0]
     if not np.all(np.isfinite(scores)):
@@ -135,7 +137,7 @@ def predict(config: ml_collections.ConfigDict, workdir: str, video_paths: Sequen
         draw = None
         if config.eval.num_visualizations:
           draw = lambda batch: visualize.write_visualizations(  # noqa: E731
-              predictor.engine.model, predictor.state.variables, batch, output_dir, 1,
+              predictor.engine.model, predictor.variables, batch, output_dir, 1,
               config.data, predictor.classes)
         probs = predictor.probabilities(decoded.jpegs, decoded.fps, os.path.basename(path),
                                         draw)

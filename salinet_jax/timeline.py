@@ -72,7 +72,7 @@ def predict_windows(predictor, path: str, output_dir: str) -> np.ndarray:
   for batch in pipeline.as_numpy(pipeline.memory_eval_batches(data, stream, batch_size)):
     batch.pop('filename')
     valid = int(batch['mask'].sum())
-    outputs = predictor.engine.eval_step(predictor.state.variables,
+    outputs = predictor.engine.eval_step(predictor.variables,
                                          parallel.to_global(batch, predictor.engine.mesh))
     for row in np.asarray(outputs['scores'])[:valid]:
       if not np.all(np.isfinite(row)):

@@ -403,16 +403,19 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, split: Optional[st
       'Pass --output_dir=DIR to write them elsewhere (the workdir is only read).')
   trainer = evaluation_engine(config, workdir, split)
   state, source = trainer.restore(workdir, config.eval.checkpoint)
+  # Evaluation keeps the variables only: the optimizer state is as large as the parameters.
+  variables, step = state.variables, int(state.step)
+  del state
   visualize_fn = None
   if config.eval.num_visualizations and jax.process_index() == 0:
     directory = os.path.join(output_dir, f'visualizations_{split}')
     visualize_fn = lambda batch: visualize.write_visualizations(  # noqa: E731
-        trainer.model, state.variables, batch, directory, config.eval.num_visualizations,
+        trainer.model, variables, batch, directory, config.eval.num_visualizations,
         config.data, trainer.classes)
   results, predictions = evaluate_lib.evaluate_split(
-      config, state.variables, split, trainer.mesh, trainer.eval_step, visualize_fn,
+      config, variables, split, trainer.mesh, trainer.eval_step, visualize_fn,
       what=f'checkpoint {source}')
-  results['step'] = int(state.step)
+  results['step'] = step
   results['checkpoint'] = source
   logging.info('eval %s (checkpoint %s): %s', split, source, evaluate_lib.summary_line(results))
   for path in reports.write_outputs(output_dir, results, predictions):
