@@ -16,8 +16,8 @@ Prints one JSON line: backend and device kind, batch, input shape, step time (me
 max over K steps after warm-up), clips/s, lower and compile time, peak memory (host RSS of this
 process, measured before PyTorch is imported: the whole process's peak, its peak up to the end
 of compilation, and the peak of the warm-up steps alone, counted from the RSS they start from;
-on accelerators also the device's peak bytes in use), the compiled step's memory analysis (arguments, outputs, temporaries: what `config.remat`
-saves), FLOPs per step from XLA's cost analysis of the compiled step and MFU against the device's
+on accelerators also the device's peak bytes in use), the compiled step's memory analysis
+(arguments, outputs, temporaries: what `config.remat` saves), FLOPs per step from XLA's cost analysis of the compiled step and MFU against the device's
 peak for the dtype (`unknown` on CPU), and the load average before and after.
 
 --compare=torch runs the PyTorch counterpart of the same architecture (tests/torch_models.py:

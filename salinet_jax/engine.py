@@ -236,6 +236,13 @@ class Engine:
         store.close()
     return checkpoints.restore_from_path(which, target, self.config), which
 
+  def restore_variables(self, workdir: str, which: str) -> Tuple[Dict[str, Any], int, str]:
+    """The variables and step of the verified checkpoint `which`, and a description of it: what
+    evaluation, prediction and export use. The optimizer state (as large as the parameters) is
+    not kept."""
+    state, description = self.restore(workdir, which)
+    return state.variables, int(state.step), description
+
 
 def checkpoint_classes(workdir: str, config) -> Tuple[str, ...]:
   """The class names saved with the checkpoint `config.eval.checkpoint` selects.

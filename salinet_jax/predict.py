@@ -74,9 +74,8 @@ class Predictor:
     self.config = config
     self.classes = engine.checkpoint_classes(workdir, config)
     self.engine = engine.Engine(config, self.classes)
-    state, self.source = self.engine.restore(workdir, config.eval.checkpoint)
-    # Only the variables are kept: the optimizer state is as large as the parameters.
-    self.variables = state.variables
+    self.variables, _, self.source = self.engine.restore_variables(workdir,
+                                                                   config.eval.checkpoint)
     self.num_views = config.data.eval_num_clips * config.data.eval_num_crops
 
   def decode(self, path: str) -> video_io.DecodedVideo:

@@ -402,10 +402,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, split: Optional[st
       output_dir or workdir, 'eval outputs',
       'Pass --output_dir=DIR to write them elsewhere (the workdir is only read).')
   trainer = evaluation_engine(config, workdir, split)
-  state, source = trainer.restore(workdir, config.eval.checkpoint)
-  # Evaluation keeps the variables only: the optimizer state is as large as the parameters.
-  variables, step = state.variables, int(state.step)
-  del state
+  variables, step, source = trainer.restore_variables(workdir, config.eval.checkpoint)
   visualize_fn = None
   if config.eval.num_visualizations and jax.process_index() == 0:
     directory = os.path.join(output_dir, f'visualizations_{split}')

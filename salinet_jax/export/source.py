@@ -104,7 +104,7 @@ def restore(workdir: str, which: str = 'best') -> Run:
   config.eval.checkpoint = selector
   classes = [str(name) for name in engine.checkpoint_classes(workdir, config)]
   restorer = engine.Engine(_restorable(config), classes)
-  state, description = restorer.restore(workdir, selector)
-  return Run(config=config, model=restorer.model, variables=jax.device_get(state.variables),
-             classes=classes, checkpoint=description, path=step_dir, step=int(state.step),
+  variables, step, description = restorer.restore_variables(workdir, selector)
+  return Run(config=config, model=restorer.model, variables=jax.device_get(variables),
+             classes=classes, checkpoint=description, path=step_dir, step=step,
              metrics=dict(metadata.get('metrics') or {}))
