@@ -63,8 +63,11 @@ def test_peak_flops_table():
 
 @pytest.mark.skipif(importlib.util.find_spec('torch') is None, reason='needs PyTorch')
 def test_bench_compares_with_torch():
+  """PyTorch's steps interleave with JAX's from a child process: this one never imports it."""
+  torch_here = 'torch' in sys.modules  # other tests in this worker may have imported it
   result = bench.run(tiny_bench_config('hara_resnet3d'), config_path='demo', mode='train',
                      batch=2, steps=2, warmup=1, compare='torch', num_classes=4)
+  assert torch_here or 'torch' not in sys.modules
   torch_result = result['torch']
   assert len(torch_result['step_times_s']) == 2
   assert torch_result['peak_rss_mib'] > 0, torch_result
@@ -74,15 +77,26 @@ def test_bench_compares_with_torch():
 
 @pytest.mark.skipif(importlib.util.find_spec('torch') is None, reason='needs PyTorch')
 def test_torch_child_reports_its_own_peak_rss_not_the_benchmarks():
-  """The PyTorch counterpart's memory is read in a child process; a child's ru_maxrss starts at
-  its parent's peak, so a large benchmark once passed its own memory off as PyTorch's."""
+  """The PyTorch counterpart runs and is measured in a child process; a child's ru_maxrss starts
+  at its parent's peak, so a large benchmark once passed its own memory off as PyTorch's."""
   ballast = np.ones(1536 * 2**20 // 8)  # 1.5 GiB touched: the parent's peak is above it
   spec = bench.torch_spec(tiny_bench_config('hara_resnet3d'), 'train', 2, 4, 16, 4, threads=1)
-  child = bench.torch_child_memory(spec)
+  child = bench.TorchChild(spec)
+  assert child.step() > 0
+  final = child.finish()
   parent = bench.host_peak_rss_mib()
   del ballast
+  assert child.process.returncode == 0
   assert parent > 1536
-  assert 0 < child['peak_rss_mib'] < parent - 1024, (child, parent)
+  assert 0 < final['peak_rss_mib'] < parent - 1024, (final, parent)
+
+
+@pytest.mark.skipif(importlib.util.find_spec('torch') is None, reason='needs PyTorch')
+def test_torch_child_that_cannot_build_the_model_fails_in_one_line():
+  spec = bench.torch_spec(tiny_bench_config('hara_resnet3d'), 'train', 2, 4, 16, 4, threads=1)
+  spec['arch'] = 'no_such_arch'
+  with pytest.raises(SystemExit, match='--compare=torch: No PyTorch counterpart'):
+    bench.TorchChild(spec)
 
 
 def test_step_peak_rss_leaves_out_memory_freed_before_the_steps():

@@ -15,8 +15,9 @@ config) so that a child process can rebuild it without importing JAX:
      "optimizer": {"lr", "momentum", "nesterov", "weight_decay"}, "threads": N, "seed": 0}
 
 `python tests/torch_models.py SPEC_JSON [STEPS]` runs that workload's warm-up and STEPS steps and
-prints one JSON line with the step times and the process's peak RSS (the bench's memory figure
-for PyTorch, measured in a process that never imported JAX or TensorFlow).
+prints one JSON line with the step times and the process's peak RSS. `... SPEC_JSON --serve` is
+how the benchmark runs it: one step per `step` line on stdin, so that its steps interleave with
+JAX's while each framework has its own process (neither imports the other, nor TensorFlow).
 """
 
 import json
@@ -262,8 +263,31 @@ def time_steps(step: Callable[[], None], steps: int):
   return times
 
 
+def serve(spec: Dict[str, Any]) -> None:
+  """The benchmark's side of an interleaved comparison: builds the workload and runs its
+  warm-up, prints a `ready` line, then runs one step per `step` line read from stdin and prints
+  its time; at the end of stdin prints the process's peak RSS. A spec PyTorch cannot build is one
+  `error` line and exit status 2."""
+  try:
+    workload = Workload(spec)
+  except ValueError as e:
+    print(json.dumps({'error': str(e)}), flush=True)
+    sys.exit(2)
+  warmup = time_steps(workload.step, int(spec.get('warmup', 1)))
+  print(json.dumps({'ready': True, 'torch_version': torch.__version__,
+                    'threads': torch.get_num_threads(), 'warmup_s': warmup}), flush=True)
+  for line in sys.stdin:
+    if line.strip() != 'step':
+      raise ValueError(f'unexpected command {line.strip()!r} (expected "step")')
+    print(json.dumps({'step_s': time_steps(workload.step, 1)[0]}), flush=True)
+  print(json.dumps({'peak_rss_mib': round(host_peak_rss_mib(), 1)}), flush=True)
+
+
 def main(argv) -> None:
   spec = json.loads(argv[1])
+  if argv[2:] == ['--serve']:
+    serve(spec)
+    return
   steps = int(argv[2]) if len(argv) > 2 else 2
   workload = Workload(spec)
   warmup = time_steps(workload.step, int(spec.get('warmup', 1)))
