@@ -231,25 +231,30 @@ class JaxWorkload:
     return out
 
 
-def time_steps(step: Callable[[], None], steps: int) -> List[Tuple[float, float]]:
-  """(wall-clock seconds, CPU seconds of this process's threads) of each of `steps` steps."""
+def time_steps(step: Callable[[], None], steps: int) -> List[Tuple[float, float, float]]:
+  """(wall-clock seconds, CPU seconds, of which system) of this process's threads for each of
+  `steps` steps. System time is mostly page faults: XLA maps its temporaries afresh each step."""
   times = []
   for _ in range(steps):
-    start, cpu_start = time.perf_counter(), time.process_time()
+    start, cpu_start = time.perf_counter(), os.times()
     step()
-    times.append((time.perf_counter() - start, time.process_time() - cpu_start))
+    cpu_end = os.times()
+    times.append((time.perf_counter() - start,
+                  cpu_end.user + cpu_end.system - cpu_start.user - cpu_start.system,
+                  cpu_end.system - cpu_start.system))
   return times
 
 
-def summary(times: List[Tuple[float, float]], batch: int) -> Dict[str, Any]:
+def summary(times: List[Tuple[float, float, float]], batch: int) -> Dict[str, Any]:
   """Wall-clock median, min, max and clips/s; the median CPU time per step beside it (the work
-  done, which a busy machine inflates less than the wall-clock time)."""
-  wall = [t for t, _ in times]
+  done, which a busy machine inflates less than the wall-clock time) and its system part."""
+  wall = [t for t, _, _ in times]
   median = statistics.median(wall)
   return {'step_time_median_s': round(median, 4), 'step_time_min_s': round(min(wall), 4),
           'step_time_max_s': round(max(wall), 4), 'clips_per_s': round(batch / median, 3),
           'step_times_s': [round(t, 4) for t in wall],
-          'cpu_time_median_s': round(statistics.median([c for _, c in times]), 4)}
+          'cpu_time_median_s': round(statistics.median([c for _, c, _ in times]), 4),
+          'system_time_median_s': round(statistics.median([s for _, _, s in times]), 4)}
 
 
 def torch_spec(config, mode: str, batch: int, frames: int, size: int, num_classes: int,
@@ -351,6 +356,8 @@ def run(config, *, config_path: str, mode: str, batch: Optional[int], steps: int
       'num_devices': jax.device_count(), 'cpu_count': os.cpu_count(), 'dtype': config.dtype,
       'remat': config.get('remat', 'none'), 'batch': batch,
       'threads': threads or os.cpu_count(), 'xla_flags': os.environ.get('XLA_FLAGS', ''),
+      # glibc.malloc.hugetlb=1: huge pages for XLA's per-step temporaries (data/host_malloc.py).
+      'glibc_tunables': os.environ.get('GLIBC_TUNABLES', ''),
       # A warm cache (JAX_COMPILATION_CACHE_DIR) turns compile_time_s into a load time.
       'compilation_cache_dir': os.environ.get('JAX_COMPILATION_CACHE_DIR', ''),
       'input_shape': [batch, frames, size, size, 3], 'num_classes': num_classes,
@@ -372,12 +379,12 @@ def run(config, *, config_path: str, mode: str, batch: Optional[int], steps: int
       if name == 'jax':
         jax_times.extend(time_steps(workload.step, 1))
       else:  # wall-clock time measured in the child, no CPU time of this process
-        torch_times.append((torch_child.step(), 0.0))
+        torch_times.append((torch_child.step(), 0.0, 0.0))
   if profile_dir:
     jax.profiler.stop_trace()
 
   result.update(summary(jax_times, batch))
-  result['warmup_times_s'] = [round(t, 4) for t, _ in warmup_times]
+  result['warmup_times_s'] = [round(t, 4) for t, _, _ in warmup_times]
   result['lower_time_s'] = round(workload.lower_time_s, 3)
   result['compile_time_s'] = round(workload.compile_time_s, 3)
   result['host_peak_rss_mib'] = round(rss_jax, 1)
@@ -399,7 +406,8 @@ def run(config, *, config_path: str, mode: str, batch: Optional[int], steps: int
   if torch_child is not None:
     torch_result = torch_child.finish()
     torch_result.update(summary(torch_times, batch))
-    del torch_result['cpu_time_median_s']  # measured in the child: wall-clock only
+    for key in ('cpu_time_median_s', 'system_time_median_s'):  # the child reports wall-clock
+      del torch_result[key]
     result['torch'] = torch_result
     result['ratio_step_time_jax_over_torch'] = round(
         result['step_time_median_s'] / torch_result['step_time_median_s'], 3)
@@ -472,5 +480,7 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  from data import host_malloc  # pylint: disable=g-import-not-at-top
+  host_malloc.restart_with_huge_pages()  # as main.py does
   define_flags()
   app.run(main)

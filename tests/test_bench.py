@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from configs import demo
+from data import host_malloc
 from salinet_jax import bench
 from salinet_jax import optim
 from salinet_jax import engine
@@ -118,20 +119,26 @@ def test_step_peak_rss_leaves_out_memory_freed_before_the_steps():
 
 def test_bench_command_runs_the_step_as_training_does():
   """The step benchmark runs synthetic batches: TensorFlow (about 460 MiB of RSS) must not be
-  imported, or its memory would be counted in the step's peak RSS; and it runs with the XLA CPU
-  flags of the config's scheduler, as main.py does."""
+  imported, or its memory would be counted in the step's peak RSS; and it runs as main.py does:
+  with the XLA CPU flags of the config's scheduler, and restarted with glibc's huge-page tunable
+  where that changes something (its arguments kept)."""
+  env = subprocess_env()
   process = subprocess.run(
       [sys.executable, '-m', 'salinet_jax.bench', '--config=configs/demo.py', '--batch=2',
        '--steps=1', '--warmup=1', '--config.model.depth=10', '--config.model.width=4',
        '--config.data.num_frames=4', '--config.data.crop_size=16',
        '--config.xla_cpu_scheduler=memory'],
-      cwd=REPO_ROOT, env=subprocess_env(), capture_output=True, text=True, check=False,
+      cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=False,
       timeout=300)
   assert process.returncode == 0, process.stderr[-2000:]
   result = json.loads(process.stdout.strip().splitlines()[-1])
   assert result['input_shape'] == [2, 4, 16, 16, 3]
   assert result['tensorflow_imported'] is False
   assert '--xla_cpu_enable_concurrency_optimized_scheduler=false' in result['xla_flags'].split()
+  restarted = host_malloc.huge_pages_environment(env, host_malloc.glibc_version(),
+                                                 host_malloc.transparent_huge_pages_mode())
+  assert result['glibc_tunables'] == (restarted or env).get('GLIBC_TUNABLES', '')
+  assert 0 <= result['system_time_median_s'] <= result['cpu_time_median_s']
 
 
 def test_bench_command_line_without_counterpart_fails_in_one_line():
