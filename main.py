@@ -17,10 +17,6 @@ import sys
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # before TensorFlow is imported
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-if __name__ == '__main__':  # glibc reads its tunables at startup: restart before the big imports
-  from data import host_malloc
-  host_malloc.restart_with_huge_pages()
-
 from absl import app
 from absl import flags
 from absl import logging

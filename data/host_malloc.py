@@ -1,23 +1,15 @@
-"""glibc malloc settings for this project's processes, and handing freed memory back.
+"""glibc malloc settings for the input pipeline's host process, and handing freed memory back.
 
 Every train clip reads its whole video record (megabytes of JPEGs) into fresh buffers. glibc
 serves blocks above a dynamic threshold with a new mmap and unmaps them on free, so each record's
 pages are faulted in and zeroed by the kernel again: about a tenth of the pipeline's CPU time on
 the fight_surv records (python -m data.bench). Keeping blocks up to `mmap_threshold_mib` in the
 heap lets the pipeline reuse those pages. Process-wide, set once; a no-op off glibc.
-
-XLA's CPU backend allocates each step's temporaries as one block (0.85 GiB for R3D-18's train
-step, 2.6 GiB for SaliNet's), which glibc maps afresh every step: 217,000 page faults and 0.7 s
-of kernel time per R3D-18 step. `restart_with_huge_pages` has glibc ask for transparent huge
-pages on such blocks instead.
 """
 
 import ctypes
 import ctypes.util
 import functools
-import os
-import sys
-from typing import Dict, Mapping, Optional
 
 from absl import logging
 
@@ -67,55 +59,3 @@ def keep_buffers_in_heap(mmap_threshold_mib: int) -> bool:
     logging.warning('glibc refused mallopt(M_MMAP_THRESHOLD=%d MiB): malloc settings unchanged.',
                     mmap_threshold_mib)
   return applied
-
-
-HUGE_PAGES_TUNABLE = 'glibc.malloc.hugetlb'
-THP_MODE_FILE = '/sys/kernel/mm/transparent_hugepage/enabled'
-
-
-def glibc_version() -> Optional[tuple]:
-  """(major, minor) of the C library when it is glibc, else None."""
-  try:
-    name, version = os.confstr('CS_GNU_LIBC_VERSION').split()
-  except (ValueError, OSError, AttributeError):
-    return None
-  return tuple(int(x) for x in version.split('.')[:2]) if name == 'glibc' else None
-
-
-def transparent_huge_pages_mode(path: str = THP_MODE_FILE) -> Optional[str]:
-  """The kernel's transparent huge page mode ('always' | 'madvise' | 'never'), None if unknown."""
-  try:
-    with open(path) as f:
-      text = f.read()
-  except OSError:
-    return None
-  chosen = [word[1:-1] for word in text.split() if word.startswith('[')]
-  return chosen[0] if chosen else None
-
-
-def huge_pages_environment(environ: Mapping[str, str], libc_version: Optional[tuple],
-                           thp_mode: Optional[str]) -> Optional[Dict[str, str]]:
-  """`environ` with glibc's `glibc.malloc.hugetlb=1` tunable added to GLIBC_TUNABLES, or None
-  when a restart would change nothing: glibc older than 2.35 (no such tunable) or absent,
-  huge pages off ('never') or unknown, or GLIBC_TUNABLES already setting the tunable (set it
-  to 0 there to opt out)."""
-  tunables = environ.get('GLIBC_TUNABLES', '')
-  if (libc_version is None or libc_version < (2, 35) or thp_mode not in ('always', 'madvise') or
-      HUGE_PAGES_TUNABLE + '=' in tunables):
-    return None
-  env = dict(environ)
-  env['GLIBC_TUNABLES'] = ':'.join(t for t in (tunables, HUGE_PAGES_TUNABLE + '=1') if t)
-  return env
-
-
-def restart_with_huge_pages() -> None:
-  """Runs this command again (same interpreter and arguments) with glibc asking for transparent
-  huge pages on the blocks it maps, where that changes something (`huge_pages_environment`):
-  glibc reads its tunables only when a process starts. R3D-18's CPU train step: 1.3-1.7 s ->
-  1.0-1.2 s, page faults 217,000 -> about 1,000 per step. Call it first thing in a command's
-  entry point, never from a library function (it replaces the process)."""
-  env = huge_pages_environment(os.environ, glibc_version(), transparent_huge_pages_mode())
-  if env is not None:
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execve(sys.executable, sys.orig_argv, env)

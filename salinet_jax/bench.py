@@ -233,7 +233,8 @@ class JaxWorkload:
 
 def time_steps(step: Callable[[], None], steps: int) -> List[Tuple[float, float, float]]:
   """(wall-clock seconds, CPU seconds, of which system) of this process's threads for each of
-  `steps` steps. System time is mostly page faults: XLA maps its temporaries afresh each step."""
+  `steps` steps. The system time is mostly page faults: on the CPU backend XLA maps its
+  temporaries afresh each step."""
   times = []
   for _ in range(steps):
     start, cpu_start = time.perf_counter(), os.times()
@@ -356,7 +357,7 @@ def run(config, *, config_path: str, mode: str, batch: Optional[int], steps: int
       'num_devices': jax.device_count(), 'cpu_count': os.cpu_count(), 'dtype': config.dtype,
       'remat': config.get('remat', 'none'), 'batch': batch,
       'threads': threads or os.cpu_count(), 'xla_flags': os.environ.get('XLA_FLAGS', ''),
-      # glibc.malloc.hugetlb=1: huge pages for XLA's per-step temporaries (data/host_malloc.py).
+      # glibc's malloc tunables change how XLA's per-step temporaries are faulted in (README).
       'glibc_tunables': os.environ.get('GLIBC_TUNABLES', ''),
       # A warm cache (JAX_COMPILATION_CACHE_DIR) turns compile_time_s into a load time.
       'compilation_cache_dir': os.environ.get('JAX_COMPILATION_CACHE_DIR', ''),
@@ -480,7 +481,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  from data import host_malloc  # pylint: disable=g-import-not-at-top
-  host_malloc.restart_with_huge_pages()  # as main.py does
   define_flags()
   app.run(main)

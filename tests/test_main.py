@@ -101,29 +101,6 @@ def test_host_memory_handed_back_after_each_compile(monkeypatch):
   assert len(calls) == 1
 
 
-def test_huge_pages_environment_adds_the_tunable_only_where_it_changes_something():
-  from data import host_malloc  # pylint: disable=g-import-not-at-top
-  env = host_malloc.huge_pages_environment({'PATH': '/bin'}, (2, 36), 'madvise')
-  assert env == {'PATH': '/bin', 'GLIBC_TUNABLES': 'glibc.malloc.hugetlb=1'}
-  env = host_malloc.huge_pages_environment({'GLIBC_TUNABLES': 'glibc.malloc.arena_max=2'},
-                                           (2, 39), 'always')
-  assert env['GLIBC_TUNABLES'] == 'glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1'
-  for environ, version, mode in (({'GLIBC_TUNABLES': 'glibc.malloc.hugetlb=0'}, (2, 36),
-                                   'madvise'),  # the user's opt-out
-                                 ({}, (2, 31), 'madvise'),  # no such tunable before 2.35
-                                 ({}, None, 'madvise'),  # not glibc
-                                 ({}, (2, 36), 'never'), ({}, (2, 36), None)):
-    assert host_malloc.huge_pages_environment(environ, version, mode) is None
-
-
-def test_transparent_huge_pages_mode_is_the_bracketed_word(tmp_path):
-  from data import host_malloc  # pylint: disable=g-import-not-at-top
-  path = tmp_path / 'enabled'
-  path.write_text('always [madvise] never\n')
-  assert host_malloc.transparent_huge_pages_mode(str(path)) == 'madvise'
-  assert host_malloc.transparent_huge_pages_mode(str(tmp_path / 'missing')) is None
-
-
 def test_trim_frees_released_heap_pages_on_glibc():
   import platform  # pylint: disable=g-import-not-at-top
   from data import host_malloc  # pylint: disable=g-import-not-at-top
