@@ -274,10 +274,9 @@ def torch_spec(config, mode: str, batch: int, frames: int, size: int, num_classe
 
 class TorchChild:
   """The PyTorch counterpart in a child process (`tests/torch_models.py SPEC --serve`) that runs
-  one step each time `step()` asks. Its steps interleave with JAX's, yet neither framework's
-  threads share a process with the other's: beside PyTorch in one process JAX's SaliNet train
-  step ran 10.9 s instead of 8.2-8.4 s, PyTorch's OpenMP threads taking the cores from XLA's.
-  The child imports neither JAX nor TensorFlow, so its peak RSS is PyTorch's own."""
+  one step each time `step()` asks. Its steps interleave with JAX's while the two frameworks'
+  thread pools and allocators stay in processes of their own; the child imports neither JAX nor
+  TensorFlow, so its peak RSS is PyTorch's own."""
 
   def __init__(self, spec: Dict[str, Any]):
     import importlib.util  # pylint: disable=g-import-not-at-top
