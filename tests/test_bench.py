@@ -161,12 +161,13 @@ def _one_step(config, remat, state=None):
   batch = {'video': rng.integers(0, 256, shape, dtype=np.uint8),
            'label': np.arange(2, dtype=np.int32)}
   step = jax.jit(functools.partial(engine.train_step, model=model, tx=tx, loss_config=config.loss,
-                                   schedule=schedule, data_config=config.data))
+                                   schedule=schedule, data_config=config.data),
+                 compiler_options=engine.remat_compiler_options(remat))
   return step(state, batch, jax.random.key(1)) + (state,)
 
 
-@pytest.mark.parametrize('name,modes', [('hara_resnet3d', ('blocks', 'full')),
-                                        ('i3d_nl', ('blocks',))])
+@pytest.mark.parametrize('name,modes', [('hara_resnet3d', ('elementwise', 'blocks', 'full')),
+                                        ('i3d_nl', ('elementwise', 'blocks'))])
 def test_remat_gives_the_same_loss_and_update(name, modes):
   config = tiny_bench_config(name)
   if name == 'i3d_nl':
@@ -186,6 +187,33 @@ def test_remat_gives_the_same_loss_and_update(name, modes):
     for new, ref in zip(jax.tree.leaves(state.batch_stats),
                         jax.tree.leaves(ref_state.batch_stats)):
       np.testing.assert_allclose(new, ref, rtol=1e-5, atol=1e-6)
+
+
+def _train_step_temporaries(config, remat):
+  """(temporary MiB, optimized HLO) of the Engine's compiled train step with `config.remat`."""
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.remat = remat
+  trainer = engine.Engine(config, [f'class_{k}' for k in range(4)], train_videos=8)
+  batch = bench.synthetic_batch(config, 'train', 2, config.data.num_frames,
+                                config.data.crop_size, 4)
+  compiled = trainer.train_step.lower(trainer.abstract_state(), batch,
+                                      jax.random.key(0)).compile()
+  return compiled.memory_analysis().temp_size_in_bytes / 2**20, compiled.as_text()
+
+
+def test_remat_saves_temporaries_in_the_compiled_train_step():
+  """XLA's CPU compiler drops jax.checkpoint's optimisation barriers unless told not to
+  (engine.KEEP_REMAT_ON_CPU); then common-subexpression elimination undoes every remat mode."""
+  config = tiny_bench_config('hara_resnet3d')
+  config.model.width = 16
+  config.data.update(dict(num_frames=8, crop_size=32))
+  none, _ = _train_step_temporaries(config, 'none')
+  # Measured on this model: 17.2 MiB without remat, 15.1 elementwise, 9.9 blocks; 17.2 for
+  # each mode with the barriers dropped.
+  for remat, most in (('elementwise', 0.95), ('blocks', 0.8)):
+    temporaries, hlo = _train_step_temporaries(config, remat)
+    assert 'opt-barrier' in hlo or jax.default_backend() != 'cpu'
+    assert temporaries < most * none, (remat, temporaries, none)
 
 
 def test_remat_modes_are_checked():

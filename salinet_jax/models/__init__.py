@@ -15,6 +15,7 @@ import jax.numpy as jnp
 
 from salinet_jax import errors
 
+from salinet_jax.models import fast_conv
 from salinet_jax.models import resnet3d
 from salinet_jax.models import s2dnet
 from salinet_jax.models import salinet
@@ -27,7 +28,7 @@ MODELS: Dict[str, Type[nn.Module]] = {
     's2dnet': s2dnet.S2DNet,
 }
 
-REMAT_MODES = ('none', 'blocks', 'full')
+REMAT_MODES = ('none', 'elementwise', 'blocks', 'full')
 
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16,
           'float64': jnp.float64}
@@ -60,10 +61,13 @@ def build_model(model_config, num_classes: int, dtype: str = 'float32',
                 remat: str = 'none') -> nn.Module:
   """Instantiates `MODELS[model_config.name]` with every other field of `model_config`.
 
-  `remat` (`config.remat`): 'none'; 'blocks' recomputes each residual block in the backward
-  pass (models with a `remat_blocks` field: the 3D ResNets and SaliNet); 'full' recomputes the
-  whole forward (`jax.checkpoint` around the model), keeping only its inputs and parameters.
-  Parameter names and values are the same in every mode.
+  `remat` (`config.remat`): 'none'; 'elementwise' saves only the convolutions' outputs for the
+  backward pass and recomputes what follows them (BatchNorm, activations, pooling, attention);
+  'blocks' recomputes each residual block in the backward pass (models with a `remat_blocks`
+  field: the 3D ResNets and SaliNet); 'full' recomputes the whole forward (`jax.checkpoint`
+  around the model), keeping only its inputs and parameters. Parameter names and values are the
+  same in every mode. On the CPU backend only a train step compiled with
+  `engine.remat_compiler_options` honours any of them.
   """
   fields = dict(model_config)
   name = fields.pop('name')
@@ -82,8 +86,8 @@ def build_model(model_config, num_classes: int, dtype: str = 'float32',
       raise errors.ConfigError(f"config.remat='blocks' is not available for model {name!r}; use "
                        "'full' or 'none'.")
     fields['remat_blocks'] = True
-  elif remat == 'full':
-    model_cls = full_remat(model_cls)
+  elif remat in ('full', 'elementwise'):
+    model_cls = full_remat(model_cls, remat == 'elementwise')
   return model_cls(num_classes=num_classes, dtype=compute_dtype(dtype), **fields)
 
 
@@ -103,14 +107,19 @@ def abstract_variables(model: nn.Module, input_shape: Sequence[int]) -> Dict[str
 
 
 @functools.cache
-def full_remat(model_cls: Type[nn.Module]) -> Type[nn.Module]:
+def full_remat(model_cls: Type[nn.Module], save_conv_outputs: bool = False) -> Type[nn.Module]:
   """`model_cls` whose whole `__call__(x, train, return_aux, **inputs)` runs under
-  `jax.checkpoint` (`train` and `return_aux` static); same parameter tree as `model_cls`."""
-  rematted = nn.remat(model_cls, static_argnums=(2, 3))
+  `jax.checkpoint` (`train` and `return_aux` static); same parameter tree as `model_cls`.
+  `save_conv_outputs` keeps the outputs named `fast_conv.CONV_OUTPUT`: only the work after
+  each convolution is recomputed."""
+  policy = (jax.checkpoint_policies.save_only_these_names(fast_conv.CONV_OUTPUT)
+            if save_conv_outputs else None)
+  rematted = nn.remat(model_cls, static_argnums=(2, 3), policy=policy)
 
   class FullRemat(rematted):  # pylint: disable=missing-class-docstring
     def __call__(self, x, train: bool = False, return_aux: bool = False, **kwargs):
       return super().__call__(x, train, return_aux, **kwargs)
 
-  FullRemat.__name__ = FullRemat.__qualname__ = f'FullRemat{model_cls.__name__}'
+  prefix = 'ElementwiseRemat' if save_conv_outputs else 'FullRemat'
+  FullRemat.__name__ = FullRemat.__qualname__ = f'{prefix}{model_cls.__name__}'
   return FullRemat

@@ -29,6 +29,7 @@ from typing import Any, Optional, Sequence, Tuple
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.ad_checkpoint import checkpoint_name
 
 Pair = Tuple[int, int]
 Padding = Tuple[Pair, Pair]
@@ -46,6 +47,9 @@ IM2COL_GRAD_MAX_POSITIONS = 14 * 14
 PATCH_GRAD_MAX_CHANNELS = 4
 # Switch for A/B measurements: False makes every function here a plain lax convolution.
 CPU_KERNELS = True
+# The `jax.checkpoint` name of every convolution's output (here and in layers.Conv3D):
+# config.remat='elementwise' saves these for the backward pass and recomputes the rest.
+CONV_OUTPUT = 'conv_output'
 
 
 def _plain_conv(x, w, strides: Pair, padding: Padding, precision=None):
@@ -357,7 +361,8 @@ def _is_nhwc(dimension_numbers, ndim: int) -> bool:
 
 
 class ConvForBackend:
-  """For flax `nn.Conv(..., conv_general_dilated_cls=ConvForBackend)`."""
+  """For flax `nn.Conv(..., conv_general_dilated_cls=ConvForBackend)`; its output is named
+  CONV_OUTPUT."""
 
   def __call__(self, *args, **kwargs):
-    return conv_general_dilated_for_backend(*args, **kwargs)
+    return checkpoint_name(conv_general_dilated_for_backend(*args, **kwargs), CONV_OUTPUT)

@@ -10,6 +10,7 @@ from typing import Any, Callable, Optional, Sequence, Tuple, Union
 
 import flax.linen as nn
 import jax
+from jax.ad_checkpoint import checkpoint_name
 import jax.numpy as jnp
 
 from salinet_jax.models import fast_conv
@@ -62,7 +63,8 @@ class Conv3D(nn.Module):
   """A 3D convolution with PyTorch padding; kernel layout (kT, kH, kW, Cin, Cout) like nn.Conv.
 
   `impl='frame_sum'` computes the same result as kT 2D convolutions over temporally shifted
-  frames (faster on CPU); `impl='native'` is a single 3D convolution.
+  frames (faster on CPU); `impl='native'` is a single 3D convolution. The output is named
+  `fast_conv.CONV_OUTPUT` (what config.remat='elementwise' saves).
   """
   features: int
   kernel_size: IntOrTriple
@@ -94,7 +96,7 @@ class Conv3D(nn.Module):
     if self.use_bias:
       bias = self.param('bias', self.bias_init, (self.features,), self.param_dtype)
       y = y + bias.astype(self.dtype)
-    return y
+    return checkpoint_name(y, fast_conv.CONV_OUTPUT)
 
 
 def _frame_sum_conv(x, kernel, strides: Triple, padding: Triple):
