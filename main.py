@@ -11,10 +11,11 @@ end with one `error:` line and exit status 1 (2 for bad flags); anything unexpec
 traceback.
 """
 
-import os
 import sys
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # before TensorFlow is imported
+import data
+
+data.quiet_tensorflow()  # before TensorFlow is imported
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import app

@@ -36,6 +36,8 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
+import data
+
 
 def _peak_rss_mib() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -76,7 +78,7 @@ _WORKER_CLIPS = []
 
 
 def _ceiling_init(clips: List[List[bytes]]) -> None:
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  data.quiet_tensorflow()
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.threading.set_inter_op_parallelism_threads(1)
   tf.config.threading.set_intra_op_parallelism_threads(1)
@@ -224,7 +226,7 @@ def main(argv=None) -> int:
   parser.add_argument('--batch_size', type=int, default=8)
   parser.add_argument('--num_clips', type=int, default=256, help='clips in the (b)/(c) list')
   args = parser.parse_args(argv)
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  data.quiet_tensorflow()
   cores = os.cpu_count() or 1
   from data import records  # pylint: disable=g-import-not-at-top
   metadata = records.read_metadata(args.records)

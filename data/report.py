@@ -24,6 +24,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+import data
 from data import datasets
 from data import records
 
@@ -203,7 +204,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument('--output', default='', help='where report.json/.png go (default '
                       'RECORDS/report)')
   args = parser.parse_args(argv)
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  data.quiet_tensorflow()
   try:
     card = build(args.records)
   except (records.MissingRecordsError, records.CorruptShardError) as e:

@@ -10,7 +10,9 @@ own Engine: `train_step` / `eval_step`, normalisation included), not the input p
 --mode=inputs times only the train step's on-device input ops (what `python -m data.bench`
 leaves out).
 No dataset records are needed: the number of classes comes from --num_classes or the dataset
-registry (data/datasets.py).
+registry (data/datasets.py). The weights are a fresh initialisation, or with --checkpoint=DIR
+(a workdir's latest step, or a step directory) restored as main.py restores them: the state for
+--mode=train, the variables alone for --mode=eval, so the peak RSS is that of an eval process.
 
 Prints one JSON line: backend and device kind, batch, input shape, step time (median, min and
 max over K steps after warm-up), clips/s, lower and compile time, peak memory (host RSS of this
@@ -146,6 +148,13 @@ def synthetic_batch(config, mode: str, batch: int, frames: int, size: int, num_c
   return out
 
 
+def checkpoint_selector(checkpoint: str) -> str:
+  """`Engine.restore`'s `which` for --checkpoint: a workdir's latest step, or the step directory
+  itself."""
+  from salinet_jax import checkpoints  # pylint: disable=g-import-not-at-top
+  return 'latest' if checkpoints.has_checkpoints(checkpoint) else checkpoint
+
+
 def bench_config(config, mode: str, batch: int, frames: int, size: int):
   """A copy of `config` whose batch sizes and clip shape are the benchmark's."""
   import ml_collections  # pylint: disable=g-import-not-at-top
@@ -169,8 +178,10 @@ class JaxWorkload:
   """
 
   def __init__(self, config, mode: str, batch: int, frames: int, size: int, num_classes: int,
-               train_videos: int, compiler_options: Optional[Dict[str, Any]] = None):
+               train_videos: int, compiler_options: Optional[Dict[str, Any]] = None,
+               checkpoint: Optional[str] = None):
     import jax  # pylint: disable=g-import-not-at-top
+    from data import host_malloc  # pylint: disable=g-import-not-at-top
     from salinet_jax import engine  # pylint: disable=g-import-not-at-top
     from salinet_jax import inputs  # pylint: disable=g-import-not-at-top
     from salinet_jax import parallel  # pylint: disable=g-import-not-at-top
@@ -183,18 +194,26 @@ class JaxWorkload:
     host_batch = synthetic_batch(config, 'eval' if mode == 'eval' else 'train', batch, frames,
                                  size, num_classes)
     self.batch = jax.device_put(host_batch, parallel.batch_sharded(trainer.mesh))
-    state = trainer.fresh_state()
+    if checkpoint and mode == 'eval':
+      # Only the variables, as main.py's eval and predict modes restore them.
+      variables = trainer.restore_variables(checkpoint, checkpoint_selector(checkpoint))[0]
+    else:
+      state = (trainer.restore(checkpoint, checkpoint_selector(checkpoint))[0] if checkpoint
+               else trainer.fresh_state())
+      variables = state.variables
     if mode == 'train':
       step = trainer.train_step
       self.args = [state, self.batch, jax.random.key(config.seed + 1)]
     elif mode == 'eval':
       step = trainer.eval_step
-      self.args = [state.variables, self.batch]
+      self.args = [variables, self.batch]
     else:
       step = jax.jit(lambda batch: inputs.model_inputs(batch, config.data)[0])
       self.args = [self.batch]
-    self.params = sum(int(x.size) for x in jax.tree.leaves(state.params))
-    del state  # evaluation keeps the variables only, as main.py's eval and predict modes do
+    self.params = sum(int(x.size) for x in jax.tree.leaves(variables['params']))
+    if mode != 'train':
+      state = None  # evaluation keeps the variables only, as main.py's eval and predict modes do
+      host_malloc.trim()  # and hands the freed memory back, as Engine.restore_variables does
     start = time.perf_counter()
     lowered = step.lower(*self.args)
     self.lower_time_s = time.perf_counter() - start
@@ -318,7 +337,7 @@ def run(config, *, config_path: str, mode: str, batch: Optional[int], steps: int
         dtype: Optional[str] = None, num_classes: Optional[int] = None,
         frames: Optional[int] = None, size: Optional[int] = None, compare: str = '',
         threads: Optional[int] = None, profile_dir: Optional[str] = None,
-        cpu_kernels: bool = True) -> Dict[str, Any]:
+        cpu_kernels: bool = True, checkpoint: Optional[str] = None) -> Dict[str, Any]:
   """Runs the benchmark and returns the JSON-ready result (see the module docstring).
   `cpu_kernels=False` traces XLA's own convolutions and pooling instead of
   salinet_jax/models/fast_conv.py's (the A/B baseline)."""
@@ -343,7 +362,8 @@ def run(config, *, config_path: str, mode: str, batch: Optional[int], steps: int
   if warmup < 1:
     raise ValueError('warmup must be >= 1: the peak RSS is read after the warm-up steps.')
   with contextlib.nullcontext() if cpu_kernels else fast_conv.disabled():
-    workload = JaxWorkload(config, mode, batch, frames, size, num_classes, train_videos)
+    workload = JaxWorkload(config, mode, batch, frames, size, num_classes, train_videos,
+                           checkpoint=checkpoint)
   rss_compile = host_peak_rss_mib()
   resettable = reset_host_peak_rss()
   warmup_times = time_steps(workload.step, warmup)
@@ -363,6 +383,7 @@ def run(config, *, config_path: str, mode: str, batch: Optional[int], steps: int
       'input_shape': [batch, frames, size, size, 3], 'num_classes': num_classes,
       'params': workload.params, 'steps': steps, 'warmup': warmup,
       'cpu_kernels': bool(cpu_kernels and fast_conv.use_cpu_kernels()),
+      'checkpoint': checkpoint or '',
   }
 
   torch_child = None
@@ -448,6 +469,9 @@ def define_flags() -> None:
   flags.DEFINE_bool('cpu_kernels', True, 'On the CPU backend, the convolution and pooling '
                     'kernels of salinet_jax/models/fast_conv.py (--nocpu_kernels: XLA\'s own, '
                     'for A/B runs).')
+  flags.DEFINE_string('checkpoint', None, 'Restore the weights from this workdir (its latest '
+                      'step) or step directory, as main.py does, instead of initialising them: '
+                      'the state in train mode, the variables alone in eval mode.')
   flags.DEFINE_string('output', None, 'Also append the JSON line to this file.')
   flags.DEFINE_string('profile_dir', None, 'Write a profiler trace of the timed JAX steps here.')
 
@@ -471,7 +495,8 @@ def main(argv):
                dtype=FLAGS.dtype, num_classes=FLAGS.num_classes, frames=FLAGS.frames,
                size=FLAGS.size, compare=FLAGS.compare,
                threads=1 if FLAGS.threads == '1' else None,
-               profile_dir=FLAGS.profile_dir, cpu_kernels=FLAGS.cpu_kernels)
+               profile_dir=FLAGS.profile_dir, cpu_kernels=FLAGS.cpu_kernels,
+               checkpoint=FLAGS.checkpoint)
   line = json.dumps(result)
   print(line, flush=True)
   if FLAGS.output:

@@ -35,6 +35,7 @@ from etils import epath
 from absl import logging
 from orbax.checkpoint import checkpoint_managers
 
+from data import host_malloc
 from salinet_jax import errors
 
 CHECKPOINT_DIR = 'checkpoints'
@@ -396,11 +397,16 @@ class CheckpointStore:
 
 def _restore_checked(manager: ocp.CheckpointManager, step: int, target: Any,
                      stored_config: Optional[str], config: Any, what: str) -> Any:
+  """Restores `step` into `target` after checking the shapes. Orbax's read buffers, once freed,
+  would stay resident under the compilation and steps that follow (an eval process of SaliNet
+  K400 peaked at 980 instead of 884 MiB), so the heap is trimmed after every restore."""
   mismatches = _shape_mismatches(_item_tree(os.path.join(str(manager.directory), str(step),
                                                          ITEM_DIR)), target)
   if mismatches:
     raise _mismatch_error(what, mismatches, stored_config, config)
-  return manager.restore(step, args=ocp.args.StandardRestore(target))
+  state = manager.restore(step, args=ocp.args.StandardRestore(target))
+  host_malloc.trim()
+  return state
 
 
 def _item_tree(item_dir: str) -> Any:
@@ -458,7 +464,9 @@ def restore_from_path(path: str, target: Any, config: Any = None) -> Any:
     if mismatches:
       stored_config = read_step_metadata(step_dir).get('config')
       raise _mismatch_error(f'Checkpoint {step_dir}', mismatches, stored_config, config)
-    return checkpointer.restore(item, target)
+    state = checkpointer.restore(item, target)
+  host_malloc.trim()
+  return state
 
 
 def read_step_metadata(step_dir: str) -> Dict[str, Any]:

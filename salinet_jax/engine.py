@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from data import host_malloc
 from salinet_jax import checkpoints
 from salinet_jax import errors
 from salinet_jax import evaluate as evaluate_lib
@@ -260,7 +261,10 @@ class Engine:
     evaluation, prediction and export use. The optimizer state (as large as the parameters) is
     not kept."""
     state, description = self.restore(workdir, which)
-    return state.variables, int(state.step), description
+    variables, step = state.variables, int(state.step)
+    del state
+    host_malloc.trim()  # the optimizer state's buffers
+    return variables, step, description
 
 
 def checkpoint_classes(workdir: str, config) -> Tuple[str, ...]:

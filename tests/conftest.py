@@ -11,8 +11,10 @@ import sys
 import tempfile
 from typing import Callable
 
+import data  # noqa: E402
+
 # Keep TensorFlow quiet and off any accelerator; tests run on the CPU.
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+data.quiet_tensorflow()
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
 import jax  # noqa: E402
@@ -65,7 +67,7 @@ def subprocess_env(devices: int = 0, **extra) -> dict:
   devices when given."""
   flags = TEST_XLA_FLAGS + (f' --xla_force_host_platform_device_count={devices}' if devices else '')
   return dict(os.environ, JAX_PLATFORMS='cpu', JAX_DISABLE_MOST_OPTIMIZATIONS='1',
-              TF_CPP_MIN_LOG_LEVEL='2', PYTHONPATH=str(REPO_ROOT), XLA_FLAGS=flags, **extra)
+              PYTHONPATH=str(REPO_ROOT), XLA_FLAGS=flags, **{**data.TENSORFLOW_ENV, **extra})
 
 
 def tiny_config(data_dir: str):

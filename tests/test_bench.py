@@ -14,6 +14,7 @@ import pytest
 
 from configs import demo
 from salinet_jax import bench
+from salinet_jax import checkpoints
 from salinet_jax import optim
 from salinet_jax import engine
 from salinet_jax.models import build_model
@@ -114,6 +115,31 @@ def test_step_peak_rss_leaves_out_memory_freed_before_the_steps():
   assert 0 < result['step_peak_rss_mib'] <= result['host_peak_rss_mib']
   assert result['host_peak_rss_mib'] == max(result['compile_peak_rss_mib'],
                                             result['step_peak_rss_mib'])
+
+
+def test_bench_restores_the_checkpoint_it_is_given(tmp_path):
+  """--checkpoint: the weights main.py would restore (the whole state in train mode, only the
+  variables in eval mode), not a fresh initialisation."""
+  config = tiny_bench_config()
+  config.checkpoint.async_save = False
+  trainer = engine.Engine(bench.bench_config(config, 'train', 2, 4, 16), ['a', 'b', 'c', 'd'],
+                          train_videos=8)
+  state = trainer.fresh_state()
+  saved = state.replace(step=state.step + 3, params=jax.tree.map(lambda x: x + 0.5, state.params))
+  store = checkpoints.CheckpointStore(str(tmp_path), config.checkpoint)
+  store.save(3, saved, config=config, classes=list(trainer.classes))
+  store.close()
+
+  train = bench.JaxWorkload(config, 'train', 2, 4, 16, 4, 8, checkpoint=str(tmp_path))
+  assert int(train.args[0].step) == 3
+  jax.tree.map(np.testing.assert_array_equal, train.args[0].params, saved.params)
+  step_dir = checkpoints.checkpoint_dir(str(tmp_path)) + '/3'
+  evaluation = bench.JaxWorkload(config, 'eval', 2, 4, 16, 4, 8, checkpoint=step_dir)
+  assert set(evaluation.args[0]) == {'params', 'batch_stats'}
+  jax.tree.map(np.testing.assert_array_equal, evaluation.args[0]['params'], saved.params)
+  result = bench.run(config, config_path='demo', mode='eval', batch=2, steps=1, warmup=1,
+                     num_classes=4, checkpoint=str(tmp_path))
+  assert result['checkpoint'] == str(tmp_path)
 
 
 def test_bench_command_runs_the_step_as_training_does():

@@ -8,7 +8,9 @@ line, nothing written); 2 written, but some format could not be converted (see e
 import os
 import sys
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # before TensorFlow is imported
+import data
+
+data.quiet_tensorflow()  # before TensorFlow is imported
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import app
