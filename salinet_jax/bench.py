@@ -161,8 +161,9 @@ def bench_config(config, mode: str, batch: int, frames: int, size: int):
   config = ml_collections.ConfigDict(config.to_dict())
   config.batch_size = config.eval_batch_size = batch
   config.data.num_frames = frames
-  if mode == 'eval':
+  if mode == 'eval':  # a batch of `batch` single-view videos
     config.data.eval_crop_size = size
+    config.data.eval_num_clips = config.data.eval_num_crops = 1
   else:
     config.data.crop_size = size
   return config

@@ -159,6 +159,9 @@ def check_batch_sizes(config, devices: int) -> None:
         f'config.grad_accumulation_steps={accumulation} micro-batches that each divide over '
         f'the {devices} devices: use a multiple of {accumulation * devices}.')
   parallel.check_batch_size(config.eval_batch_size, devices, 'config.eval_batch_size')
+  evaluate_lib.check_clips_per_device_forward(
+      config.eval.clips_per_device_forward, config.eval_batch_size // devices
+      * config.data.eval_num_clips * config.data.eval_num_crops)
   micro_batch = config.batch_size // accumulation
   if config.bn_group_size < 0 or (config.bn_group_size and micro_batch % config.bn_group_size):
     raise errors.ConfigError(

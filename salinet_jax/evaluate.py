@@ -70,18 +70,61 @@ def batch_metric_sums(scores, labels, mask) -> Dict[str, jnp.ndarray]:
   }
 
 
-def eval_step(variables, batch, *, model, reduction: str, scores: str, data_config):
+# The model's auxiliary outputs the eval step reads; the others are not kept.
+EVAL_AUX = ('snet_logits', 'saliency_final')
+
+
+def check_clips_per_device_forward(clips_per_device: int, device_clips: int) -> None:
+  """Fails in one line unless `config.eval.clips_per_device_forward` (0: all) divides the
+  `device_clips` clips (videos x views) that each device holds in an eval batch."""
+  if clips_per_device < 0 or (clips_per_device and device_clips % clips_per_device):
+    raise errors.ConfigError(
+        f'config.eval.clips_per_device_forward={clips_per_device} must divide the '
+        f'{device_clips} clips each device holds in an eval batch (config.eval_batch_size / '
+        'devices x views per video); 0 runs them all in one forward pass.')
+
+
+def forward_in_chunks(apply_fn, clips: Dict[str, jnp.ndarray], clips_per_forward: int):
+  """`apply_fn(clips)` over a dict of (N, ...) per-clip arrays, `clips_per_forward` clips at a
+  time (0: all at once), results in the clips' order. Pass j takes clips j, j + N/c, j + 2N/c,
+  ...: with the clips sharded in contiguous blocks over the devices, every pass stays sharded
+  the same way. Activation memory then scales with c instead of N."""
+  count = clips['video'].shape[0]
+  if not clips_per_forward or clips_per_forward >= count:
+    return apply_fn(clips)
+  passes = count // clips_per_forward
+
+  def split(x):
+    return jnp.swapaxes(x.reshape((clips_per_forward, passes) + x.shape[1:]), 0, 1)
+
+  def join(y):
+    return jnp.swapaxes(y, 0, 1).reshape((count,) + y.shape[2:])
+
+  return jax.tree.map(join, jax.lax.map(apply_fn, jax.tree.map(split, clips)))
+
+
+def eval_step(variables, batch, *, model, reduction: str, scores: str, data_config,
+              clips_per_forward: int):
   """Scores one multi-view batch: masked metric sums plus per-video scores for the outputs.
 
-  For models with a saliency mask (SaliNet), also sums the spatial standard deviation of S_final
-  per video (0 would mean a constant, uninformative mask).
+  The batch's clips (videos x views) go through the model `clips_per_forward` at a time (over
+  all devices; 0: all in one pass). For models with a saliency mask (SaliNet), also sums the spatial standard
+  deviation of S_final per video (0 would mean a constant, uninformative mask).
   """
-  video, kwargs = inputs.model_inputs(batch, data_config)
-  batch_size, views = video.shape[:2]
-  if 'num_valid' in kwargs:  # variable-length videos: every view has the video's valid count
-    kwargs['num_valid'] = jnp.repeat(kwargs['num_valid'], views)
-  logits, aux = model.apply(variables, video.reshape((batch_size * views,) + video.shape[2:]),
-                            train=False, return_aux=True, **kwargs)
+  batch_size, views = batch['video'].shape[:2]
+  if clips_per_forward and (batch_size * views) % clips_per_forward:
+    raise errors.ConfigError(f'{clips_per_forward} clips per forward pass do not divide the '
+                             f'{batch_size * views} clips of an eval batch.')
+  clips = {'video': batch['video'].reshape((batch_size * views,) + batch['video'].shape[2:])}
+  if 'frame_mask' in batch:  # variable-length videos: every view has the video's valid frames
+    clips['frame_mask'] = jnp.repeat(batch['frame_mask'], views, axis=0)
+
+  def apply_fn(clip_batch):  # normalised here, so only the pass's own clips are ever float
+    video, kwargs = inputs.model_inputs(clip_batch, data_config)
+    logits, aux = model.apply(variables, video, train=False, return_aux=True, **kwargs)
+    return logits, {name: aux[name] for name in EVAL_AUX if name in aux}
+
+  logits, aux = forward_in_chunks(apply_fn, clips, clips_per_forward)
   per_video = reduce_views(logits.reshape(batch_size, views, -1), reduction, scores)
   sums = batch_metric_sums(per_video, batch['label'], batch['mask'])
   labelled = (batch['mask'] & (batch['label'] >= 0)).astype(jnp.float32)
@@ -100,7 +143,8 @@ def make_eval_step(model, eval_config, mesh, data_config):
   """The jitted eval step: batch sharded over the mesh, variables and outputs replicated."""
   reduce_views(jnp.zeros((1, 1, 1)), eval_config.view_reduction, eval_config.view_scores)
   step = functools.partial(eval_step, model=model, reduction=eval_config.view_reduction,
-                           scores=eval_config.view_scores, data_config=data_config)
+                           scores=eval_config.view_scores, data_config=data_config,
+                           clips_per_forward=eval_config.clips_per_device_forward * mesh.size)
   return jax.jit(step, in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)),
                  out_shardings=parallel.replicated(mesh))
 

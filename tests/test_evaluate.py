@@ -4,6 +4,8 @@ import csv
 import io
 import json
 import os
+import subprocess
+import sys
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -12,9 +14,13 @@ import pytest
 from PIL import Image
 
 from data import records
+from salinet_jax import engine
+from salinet_jax import errors
 from salinet_jax import evaluate
 from salinet_jax import parallel
 from salinet_jax import reports
+from tests.conftest import REPO_ROOT
+from tests.conftest import subprocess_env
 from tests.conftest import tiny_config
 
 NUM_VIDEOS, NUM_FRAMES, NUM_CLASSES, CLIP_STARTS = 7, 6, 7, (0, 4)
@@ -88,13 +94,17 @@ def expected_metrics(reduction: str, scores: str):
   return top1, top5
 
 
-@pytest.mark.parametrize('reduction,scores', [('sum', 'logits'), ('mean', 'softmax'),
-                                              ('max', 'logits'), ('max', 'softmax')])
-def test_fixed_logit_metrics_by_hand(fixed_records, reduction, scores):
+@pytest.mark.parametrize('reduction,scores,clips_per_forward', [
+    ('sum', 'logits', 0), ('mean', 'softmax', 0), ('max', 'logits', 0), ('max', 'softmax', 0),
+    ('sum', 'logits', 2), ('mean', 'softmax', 4), ('max', 'logits', 1)])
+def test_fixed_logit_metrics_by_hand(fixed_records, reduction, scores, clips_per_forward):
+  """Every video's views reach its own score, whether a batch's 8 clips go through the model
+  at once or `clips_per_forward` at a time."""
   config = tiny_config(fixed_records)
   config.dataset.name = 'fixed_logit_test'
   config.data.update(dict(num_frames=2, eval_num_clips=2, eval_num_crops=1))
   config.eval.view_reduction, config.eval.view_scores = reduction, scores
+  config.eval.clips_per_device_forward = clips_per_forward
   config.eval_batch_size = 4  # 7 videos: the second batch holds 3 videos and 1 padding slot
   mesh = parallel.create_mesh()
   model = FixedLogitModel()
@@ -106,6 +116,21 @@ def test_fixed_logit_metrics_by_hand(fixed_records, reduction, scores):
   assert results['top1'] == pytest.approx(top1)
   assert results['top5'] == pytest.approx(top5)
   assert 0 < top1 < 1 and top5 < 1  # the table makes the check non-trivial
+
+
+def test_clips_per_device_forward_that_does_not_split_the_batch_fails_in_one_line(tmp_path):
+  config = tiny_config(tmp_path)
+  config.data.update(dict(eval_num_clips=2, eval_num_crops=1))
+  config.eval_batch_size = 4
+  config.eval.clips_per_device_forward = 3
+  with pytest.raises(errors.ConfigError, match=r'config.eval.clips_per_device_forward=3 must '
+                     r'divide the 8 clips each device holds'):
+    engine.check_batch_sizes(config, 1)
+  config.eval.clips_per_device_forward = 4
+  engine.check_batch_sizes(config, 1)
+  engine.check_batch_sizes(config, 2)  # 4 videos x 2 views over 2 devices: one pass each
+  with pytest.raises(errors.ConfigError, match='divide the 2 clips each device holds'):
+    engine.check_batch_sizes(config, 4)
 
 
 def test_reduce_views_rejects_unknown_modes():
@@ -195,3 +220,35 @@ def test_non_finite_scores_stop_the_evaluation_and_json_stays_valid(fixed_record
     _evaluate(fixed_records, NaNModel())
   path = reports.write_json(str(tmp_path / 'x.json'), {'top1': float('nan'), 'n': np.int64(3)})
   assert json.loads(open(path).read()) == {'top1': None, 'n': 3}  # strict JSON, no NaN token
+
+
+_FOUR_DEVICE_EVAL = """
+import json, sys
+import jax
+from salinet_jax import evaluate, parallel
+from tests.test_evaluate import FixedLogitModel, tiny_config
+config = tiny_config(sys.argv[1])
+config.dataset.name = 'fixed_logit_test'
+config.data.update(dict(num_frames=2, eval_num_clips=2, eval_num_crops=1))
+config.eval_batch_size = 8  # 7 videos and 1 padding slot: 2 videos x 2 views on each device
+config.eval.clips_per_device_forward = int(sys.argv[2])
+mesh = parallel.create_mesh()
+assert mesh.size == 4, jax.devices()
+step = evaluate.make_eval_step(FixedLogitModel(), config.eval, mesh, config.data)
+results, _ = evaluate.evaluate_split(config, {'params': {}}, 'val', mesh, step)
+print(json.dumps(results))
+"""
+
+
+@pytest.mark.parametrize('clips_per_device_forward', [0, 2, 1])
+def test_four_devices_score_every_video_in_chunks(fixed_records, clips_per_device_forward):
+  """On a 4-device mesh each forward pass takes clips from every device's share: the scores
+  are the ones computed by hand, however the passes split them."""
+  out = subprocess.run(
+      [sys.executable, '-c', _FOUR_DEVICE_EVAL, str(fixed_records), str(clips_per_device_forward)],
+      env=subprocess_env(devices=4), capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
+  assert out.returncode == 0, out.stderr[-3000:]
+  results = json.loads(out.stdout.strip().splitlines()[-1])
+  top1, top5 = expected_metrics('sum', 'logits')
+  assert results['num_videos'] == NUM_VIDEOS
+  assert results['top1'] == pytest.approx(top1) and results['top5'] == pytest.approx(top5)
