@@ -252,3 +252,42 @@ def test_four_devices_score_every_video_in_chunks(fixed_records, clips_per_devic
   top1, top5 = expected_metrics('sum', 'logits')
   assert results['num_videos'] == NUM_VIDEOS
   assert results['top1'] == pytest.approx(top1) and results['top5'] == pytest.approx(top5)
+
+
+_EVAL_COLLECTIVES = """
+import json, re, sys
+import jax, numpy as np
+from salinet_jax import engine, parallel
+from tests.conftest import tiny_config
+config = tiny_config(sys.argv[1])
+config.data.update(dict(eval_num_clips=2, eval_num_crops=1))
+config.eval_batch_size = 4
+counts = {}
+for clips in (0, 1):
+  config.eval.clips_per_device_forward = clips
+  trainer = engine.Engine(config, ['a', 'b', 'c', 'd'])
+  assert trainer.mesh.size == 4
+  shard = parallel.batch_sharded(trainer.mesh)
+  variables = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=parallel.replicated(trainer.mesh)),
+      trainer.abstract_state().variables)
+  frames, size = config.data.num_frames, config.data.eval_crop_size
+  batch = {'video': jax.ShapeDtypeStruct((4, 2, frames, size, size, 3), np.uint8, sharding=shard),
+           'label': jax.ShapeDtypeStruct((4,), np.int32, sharding=shard),
+           'mask': jax.ShapeDtypeStruct((4,), bool, sharding=shard)}
+  text = trainer.eval_step.lower(variables, batch).compile().as_text()
+  counts[clips] = {op: len(re.findall(' ' + op + r'[-\\(]', text))
+                   for op in ('all-gather', 'all-to-all', 'collective-permute', 'all-reduce')}
+print(json.dumps(counts))
+"""
+
+
+def test_eval_passes_on_four_devices_move_no_clips_between_devices(tmp_path):
+  """Each forward pass takes every device's own clips: chunking adds no collective to the step
+  (passes of contiguous clips would gather them across devices)."""
+  out = subprocess.run([sys.executable, '-c', _EVAL_COLLECTIVES, str(tmp_path)],
+                       env=subprocess_env(devices=4), capture_output=True, text=True, timeout=600,
+                       cwd=REPO_ROOT)
+  assert out.returncode == 0, out.stderr[-3000:]
+  counts = json.loads(out.stdout.strip().splitlines()[-1])
+  assert counts['1'] == counts['0'], counts
