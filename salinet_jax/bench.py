@@ -386,6 +386,8 @@ def run(config, *, config_path: str, mode: str, batch: Optional[int], steps: int
       'cpu_kernels': bool(cpu_kernels and fast_conv.use_cpu_kernels()),
       'checkpoint': checkpoint or '',
   }
+  if mode == 'eval':  # how many of the batch's clips each forward pass runs per device
+    result['clips_per_device_forward'] = config.eval.clips_per_device_forward
 
   torch_child = None
   if compare == 'torch':

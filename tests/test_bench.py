@@ -52,6 +52,7 @@ def test_bench_reports_every_key(mode):
   assert result['memory_analysis']['temp_size_mib'] >= 0
   if jax.default_backend() == 'cpu':
     assert result['mfu'] == 'unknown'
+  assert ('clips_per_device_forward' in result) == (mode == 'eval')
   json.dumps(result)  # one JSON line
 
 
