@@ -84,12 +84,25 @@ def check_clips_per_device_forward(clips_per_device: int, device_clips: int) -> 
         'devices x views per video); 0 runs them all in one forward pass.')
 
 
+def batch_clips(batch) -> Tuple[Dict[str, jnp.ndarray], int, int]:
+  """(clips, B, V): a (B, V, ...) eval batch's B x V clips as per-clip arrays ('video', and
+  'frame_mask' for variable-length videos: every view has its video's valid frames)."""
+  batch_size, views = batch['video'].shape[:2]
+  clips = {'video': batch['video'].reshape((batch_size * views,) + batch['video'].shape[2:])}
+  if 'frame_mask' in batch:
+    clips['frame_mask'] = jnp.repeat(batch['frame_mask'], views, axis=0)
+  return clips, batch_size, views
+
+
 def forward_in_chunks(apply_fn, clips: Dict[str, jnp.ndarray], clips_per_forward: int):
   """`apply_fn(clips)` over a dict of (N, ...) per-clip arrays, `clips_per_forward` clips at a
   time (0: all at once), results in the clips' order. Pass j takes clips j, j + N/c, j + 2N/c,
   ...: with the clips sharded in contiguous blocks over the devices, every pass stays sharded
   the same way. Activation memory then scales with c instead of N."""
   count = clips['video'].shape[0]
+  if clips_per_forward and count % clips_per_forward:
+    raise errors.ConfigError(f'{clips_per_forward} clips per forward pass do not divide the '
+                             f'{count} clips of an eval batch.')
   if not clips_per_forward or clips_per_forward >= count:
     return apply_fn(clips)
   passes = count // clips_per_forward
@@ -111,13 +124,7 @@ def eval_step(variables, batch, *, model, reduction: str, scores: str, data_conf
   all devices; 0: all in one pass). For models with a saliency mask (SaliNet), also sums the spatial standard
   deviation of S_final per video (0 would mean a constant, uninformative mask).
   """
-  batch_size, views = batch['video'].shape[:2]
-  if clips_per_forward and (batch_size * views) % clips_per_forward:
-    raise errors.ConfigError(f'{clips_per_forward} clips per forward pass do not divide the '
-                             f'{batch_size * views} clips of an eval batch.')
-  clips = {'video': batch['video'].reshape((batch_size * views,) + batch['video'].shape[2:])}
-  if 'frame_mask' in batch:  # variable-length videos: every view has the video's valid frames
-    clips['frame_mask'] = jnp.repeat(batch['frame_mask'], views, axis=0)
+  clips, batch_size, views = batch_clips(batch)
 
   def apply_fn(clip_batch):  # normalised here, so only the pass's own clips are ever float
     video, kwargs = inputs.model_inputs(clip_batch, data_config)

@@ -23,6 +23,7 @@ from absl import logging
 from tqdm import tqdm
 
 from data import video_io
+from salinet_jax import evaluate as evaluate_lib
 from salinet_jax import inputs
 from salinet_jax import parallel
 from salinet_jax import predict as predict_lib
@@ -31,26 +32,29 @@ from salinet_jax import workdir as workdir_lib
 INDEX_FILE = 'index.csv'
 
 
-def view_features(variables, batch, *, model, data_config) -> jnp.ndarray:
-  """(B, V, D) float32: the input of the model's last `fc` layer for every view of the batch."""
-  video, kwargs = inputs.model_inputs(batch, data_config)
-  batch_size, views = video.shape[:2]
-  if 'num_valid' in kwargs:
-    kwargs['num_valid'] = jnp.repeat(kwargs['num_valid'], views)
-  captured = []
+def view_features(variables, batch, *, model, data_config, clips_per_forward: int) -> jnp.ndarray:
+  """(B, V, D) float32: the input of the model's last `fc` layer for every view of the batch,
+  `clips_per_forward` clips per forward pass as in evaluation (0: all at once)."""
+  clips, batch_size, views = evaluate_lib.batch_clips(batch)
 
-  def capture(next_fun, args, call_kwargs, context):
-    if (isinstance(context.module, nn.Dense) and context.module.name == 'fc'
-        and context.method_name == '__call__'):
-      captured.append(args[0])
-    return next_fun(*args, **call_kwargs)
+  def apply_fn(clip_batch):
+    video, kwargs = inputs.model_inputs(clip_batch, data_config)
+    captured = []
 
-  with nn.intercept_methods(capture):
-    model.apply(variables, video.reshape((batch_size * views,) + video.shape[2:]), train=False,
-                **kwargs)
-  if not captured:
-    raise ValueError(f'{type(model).__name__} has no final `fc` layer to read features from.')
-  return captured[-1].reshape(batch_size, views, -1).astype(jnp.float32)
+    def capture(next_fun, args, call_kwargs, context):
+      if (isinstance(context.module, nn.Dense) and context.module.name == 'fc'
+          and context.method_name == '__call__'):
+        captured.append(args[0])
+      return next_fun(*args, **call_kwargs)
+
+    with nn.intercept_methods(capture):
+      model.apply(variables, video, train=False, **kwargs)
+    if not captured:
+      raise ValueError(f'{type(model).__name__} has no final `fc` layer to read features from.')
+    return captured[-1].astype(jnp.float32)
+
+  features = evaluate_lib.forward_in_chunks(apply_fn, clips, clips_per_forward)
+  return features.reshape(batch_size, views, -1)
 
 
 def _output_names(files: Sequence[str]) -> List[str]:
@@ -71,7 +75,8 @@ def extract(config, workdir: str, video_paths: Sequence[str],
   predictor = predict_lib.Predictor(config, workdir)
   mesh = predictor.engine.mesh
   step = jax.jit(functools.partial(view_features, model=predictor.engine.model,
-                                   data_config=config.data),
+                                   data_config=config.data, clips_per_forward=(
+                                       config.eval.clips_per_device_forward * mesh.size)),
                  in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)),
                  out_shardings=parallel.replicated(mesh))
   results = []

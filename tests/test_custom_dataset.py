@@ -100,6 +100,10 @@ def test_own_folder_converts_trains_evaluates_predicts_and_extracts(own_records,
   views = np.load(per_view[0]['features'])
   assert views.shape == (2, 32)  # eval_num_clips x crops views
   np.testing.assert_allclose(views.mean(axis=0), first, rtol=1e-5, atol=1e-6)
+  config.eval.clips_per_device_forward = 1  # one view per forward pass: the same features
+  one_at_a_time = features.extract(config, workdir, [extracted[0]['video']],
+                                   output_dir=str(tmp_path / 'one_view_per_pass'))
+  np.testing.assert_allclose(np.load(one_at_a_time[0]['features']), views, rtol=1e-5, atol=1e-6)
   with open(os.path.join(workdir, 'features', features.INDEX_FILE)) as f:
     assert len(list(csv.DictReader(f))) == len(extracted)
 
