@@ -493,13 +493,16 @@ def main(argv):
     os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                                ' --xla_cpu_multi_thread_eigen=false').strip()
   config_arg = [a.split('=', 1)[1] for a in sys.argv if a.startswith('--config=')]
-  result = run(FLAGS.config, config_path=config_arg[0] if config_arg else '',
-               mode=FLAGS.mode, batch=FLAGS.batch, steps=FLAGS.steps, warmup=FLAGS.warmup,
-               dtype=FLAGS.dtype, num_classes=FLAGS.num_classes, frames=FLAGS.frames,
-               size=FLAGS.size, compare=FLAGS.compare,
-               threads=1 if FLAGS.threads == '1' else None,
-               profile_dir=FLAGS.profile_dir, cpu_kernels=FLAGS.cpu_kernels,
-               checkpoint=FLAGS.checkpoint)
+  try:
+    result = run(FLAGS.config, config_path=config_arg[0] if config_arg else '',
+                 mode=FLAGS.mode, batch=FLAGS.batch, steps=FLAGS.steps, warmup=FLAGS.warmup,
+                 dtype=FLAGS.dtype, num_classes=FLAGS.num_classes, frames=FLAGS.frames,
+                 size=FLAGS.size, compare=FLAGS.compare,
+                 threads=1 if FLAGS.threads == '1' else None,
+                 profile_dir=FLAGS.profile_dir, cpu_kernels=FLAGS.cpu_kernels,
+                 checkpoint=FLAGS.checkpoint)
+  except errors.UserError as e:  # a bad config value or checkpoint: one line, no traceback
+    raise SystemExit(f'error: {e}') from None
   line = json.dumps(result)
   print(line, flush=True)
   if FLAGS.output:

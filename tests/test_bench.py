@@ -173,6 +173,17 @@ def test_bench_command_line_without_counterpart_fails_in_one_line():
   assert 'no PyTorch counterpart' in process.stderr.strip().splitlines()[-1]
 
 
+def test_bench_command_line_with_a_missing_checkpoint_fails_in_one_line(tmp_path):
+  process = subprocess.run(
+      [sys.executable, '-m', 'salinet_jax.bench', '--config=configs/demo.py', '--mode=eval',
+       f'--checkpoint={tmp_path}/nope', '--steps=1'], cwd=REPO_ROOT, capture_output=True,
+      text=True, check=False, timeout=300, env=subprocess_env())
+  assert process.returncode != 0
+  last = process.stderr.strip().splitlines()[-1]
+  assert last.startswith('error: ') and f'{tmp_path}/nope' in last, process.stderr[-2000:]
+  assert 'Traceback' not in process.stderr
+
+
 def _one_step(config, remat, state=None):
   """(state after one train step, metrics, the initial state) with `config.remat = remat`."""
   model = build_model(config.model, 4, config.dtype, remat)
