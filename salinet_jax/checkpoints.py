@@ -398,8 +398,8 @@ class CheckpointStore:
 def _restore_checked(manager: ocp.CheckpointManager, step: int, target: Any,
                      stored_config: Optional[str], config: Any, what: str) -> Any:
   """Restores `step` into `target` after checking the shapes. Orbax's read buffers, once freed,
-  would stay resident under the compilation and steps that follow (an eval process of SaliNet
-  K400 peaked at 980 instead of 884 MiB), so the heap is trimmed after every restore."""
+  would stay resident under the compilation and steps that follow (README, step benchmark), so
+  the heap is trimmed after every restore."""
   mismatches = _shape_mismatches(_item_tree(os.path.join(str(manager.directory), str(step),
                                                          ITEM_DIR)), target)
   if mismatches:

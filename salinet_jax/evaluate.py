@@ -121,8 +121,8 @@ def eval_step(variables, batch, *, model, reduction: str, scores: str, data_conf
   """Scores one multi-view batch: masked metric sums plus per-video scores for the outputs.
 
   The batch's clips (videos x views) go through the model `clips_per_forward` at a time (over
-  all devices; 0: all in one pass). For models with a saliency mask (SaliNet), also sums the spatial standard
-  deviation of S_final per video (0 would mean a constant, uninformative mask).
+  all devices; 0: all in one pass). For models with a saliency mask (SaliNet), also sums the
+  spatial standard deviation of S_final per video (0 would mean a constant, uninformative mask).
   """
   clips, batch_size, views = batch_clips(batch)
 

@@ -11,7 +11,7 @@ import sys
 import tempfile
 from typing import Callable
 
-import data  # noqa: E402
+import data
 
 # Keep TensorFlow quiet and off any accelerator; tests run on the CPU.
 data.quiet_tensorflow()

@@ -166,8 +166,9 @@ def measured_trim():
 
 host_malloc.trim = measured_trim
 trainer.restore_variables(workdir, 'latest')
-print(json.dumps({'released_mib': sum(released), 'optimizer_mib': sum(
-    x.size * x.dtype.itemsize for x in jax.tree.leaves(trainer.abstract_state().opt_state)) / 2**20}))
+optimizer = jax.tree.leaves(trainer.abstract_state().opt_state)
+print(json.dumps({'released_mib': sum(released),
+                  'optimizer_mib': sum(x.size * x.dtype.itemsize for x in optimizer) / 2**20}))
 '''
 
 
