@@ -67,9 +67,10 @@ def test_conv2d_matches_xla_values_and_gradients(n, size, cin, cout, k, stride, 
 
 
 @pytest.mark.parametrize('frames,kernel,strides,padding,cin', [
-    (8, (3, 3, 3), (1, 1, 1), (1, 1, 1), 32),   # matmul weight gradient per tap
+    (8, (3, 3, 3), (1, 1, 1), (1, 1, 1), 32),   # patch weight gradient (R3D's 3x3x3)
     (1, (3, 3, 3), (1, 1, 1), (1, 1, 1), 33),   # one frame: the outer taps read only padding
-    (2, (3, 3, 3), (2, 2, 2), (1, 1, 1), 32),   # strided in time
+    (2, (3, 3, 3), (2, 2, 2), (1, 1, 1), 32),   # strided in time: matmul weight gradient per tap
+    (4, (1, 3, 3), (1, 1, 1), (0, 1, 1), 32),   # one temporal tap: matmul weight gradient
     (8, (7, 7, 7), (1, 2, 2), (3, 3, 3), 3),    # R3D stem: patch weight gradient
     (8, (5, 7, 7), (1, 2, 2), (2, 3, 3), 3),    # I3D stem
     (5, (3, 3, 3), (2, 1, 1), (1, 1, 1), 3),    # patch gradient, strided in time
@@ -86,6 +87,16 @@ def test_frame_sum_conv3d_matches_native_3d_conv(frames, kernel, strides, paddin
         lambda x, w: lax.conv_general_dilated(x, w, strides, pads, dimension_numbers=NDHWC), x, w)
     got = _value_and_grads(lambda x, w: fast_conv.frame_sum_conv3d(x, w, strides, padding), x, w)
     _assert_same(got, expected)
+
+
+def test_patch_weight_gradient_serves_stems_and_stride_one_temporal_kernels():
+  uses = fast_conv.uses_patch_weight_gradient
+  assert uses(3, (5, 7, 7), (1, 2, 2))       # stem
+  assert uses(3, (1, 7, 7), (1, 2, 2))       # 2D stem of a frame-wise network
+  assert uses(64, (3, 3, 3), (1, 1, 1))      # R3D-18's blocks
+  assert uses(256, (3, 1, 1), (1, 1, 1))     # I3D's temporal "a" convolutions
+  assert not uses(64, (3, 3, 3), (2, 2, 2))  # R3D-18's downsampling: half the frames
+  assert not uses(64, (1, 3, 3), (1, 1, 1))  # I3D's spatial "b" convolutions
 
 
 def test_pointwise_weight_gradient_reads_the_output_gradient_untransposed():

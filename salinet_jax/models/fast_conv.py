@@ -41,9 +41,10 @@ MATMUL_GRAD_MIN_CHANNELS = 32
 # input (col2im). The patch matrix is small there, and XLA's CPU convolutions (and the kernel
 # transposes its input gradient needs) are slowest relative to a matrix product.
 IM2COL_GRAD_MAX_POSITIONS = 14 * 14
-# Up to this many input channels (video stems: 3), a 3D convolution's weight gradient is one
-# product of an im2col patch matrix (kh * kw * Cin columns) with the output gradient shifted
-# once per temporal tap (kt * Cout columns).
+# A 3D convolution's weight gradient is one product of an im2col patch matrix (kh * kw * Cin
+# columns) with the output gradient shifted once per temporal tap (kt * Cout columns) up to this
+# many input channels (video stems: 3), and for every kernel with several temporal taps and
+# temporal stride 1 (see `uses_patch_weight_gradient`).
 PATCH_GRAD_MAX_CHANNELS = 4
 # Switch for A/B measurements: False makes every function here a plain lax convolution.
 CPU_KERNELS = True
@@ -247,12 +248,26 @@ def frame_sum_conv3d(x, kernel, strides: Triple, padding: Triple):
 
   Only real frames are convolved: the temporal zero padding is never materialised, and a tap
   that would read padding only (a 3x3x3 kernel on a single frame) costs nothing; the sum is the
-  same as over a zero-padded clip. With up to PATCH_GRAD_MAX_CHANNELS input channels on the CPU
-  backend, the weight gradient is `patch_weight_gradient`.
+  same as over a zero-padded clip. On the CPU backend, the weight gradient is
+  `patch_weight_gradient` where `uses_patch_weight_gradient` says so.
   """
-  if use_cpu_kernels() and x.shape[-1] <= PATCH_GRAD_MAX_CHANNELS and x.ndim == 5:
+  if use_cpu_kernels() and x.ndim == 5 and uses_patch_weight_gradient(
+      x.shape[-1], kernel.shape, strides):
     return _frame_sum_patch_grad(x, kernel, strides, padding)
   return _frame_sum_forward(x, kernel, strides, padding)
+
+
+def uses_patch_weight_gradient(cin: int, kernel_shape: Sequence[int], strides: Triple) -> bool:
+  """Whether a frame-sum 3D convolution's weight gradient is `patch_weight_gradient`.
+
+  Stems (few input channels), and kernels with several temporal taps at temporal stride 1:
+  per tap, the 2D weight gradients would copy the input kT * kH * kW times, the patch matrix
+  copies it kH * kW times, and one large product replaces kT * kH * kW small ones. R3D-18's
+  3x3x3 convolutions (64 channels, 28^2): dW in 0.039 s instead of 0.067 s, train step 0.89 s
+  instead of 0.97 s, peak RSS 1,237 MiB instead of 1,416 (2-core CPU). With temporal stride 2
+  the patch matrix covers twice the frames the taps read (0.0094 s against 0.0054).
+  """
+  return cin <= PATCH_GRAD_MAX_CHANNELS or (kernel_shape[0] > 1 and strides[0] == 1)
 
 
 def patch_weight_gradient(x, dy, kernel_shape: Sequence[int], strides: Triple,
