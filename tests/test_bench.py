@@ -1,8 +1,12 @@
 """The step benchmark (salinet_jax/bench.py) on tiny configs, and config.remat's exactness."""
 
+import collections
+import contextlib
 import functools
 import importlib.util
+import io
 import json
+import re
 import subprocess
 import sys
 
@@ -18,6 +22,9 @@ from salinet_jax import checkpoints
 from salinet_jax import optim
 from salinet_jax import engine
 from salinet_jax.models import build_model
+from salinet_jax.models import fast_conv
+from salinet_jax.models import init_variables
+from salinet_jax.models import layers
 
 from conftest import REPO_ROOT
 from conftest import subprocess_env
@@ -252,6 +259,30 @@ def test_remat_saves_temporaries_in_the_compiled_train_step():
     temporaries, hlo = _train_step_temporaries(config, remat)
     assert 'opt-barrier' in hlo or jax.default_backend() != 'cpu'
     assert temporaries < most * none, (remat, temporaries, none)
+
+
+def test_elementwise_remat_saves_conv_outputs_and_batch_norm_statistics_only():
+  """Activations saved for the backward pass are the convolutions' outputs; with them, each
+  BatchNorm's mean and 1 / std, so the backward pass does not reduce the activations again."""
+  config = tiny_bench_config('hara_resnet3d')
+  model = build_model(config.model, 4, remat='elementwise')
+  variables = init_variables(model, jax.random.key(0), (2, 4, 16, 16, 3))
+  clip = jnp.ones((2, 4, 16, 16, 3))
+
+  def loss(params):
+    logits, _ = model.apply({'params': params, 'batch_stats': variables['batch_stats']}, clip,
+                            True, mutable=['batch_stats'], rngs={'dropout': jax.random.key(1)})
+    return jnp.sum(logits)
+
+  printed = io.StringIO()
+  with contextlib.redirect_stdout(printed):
+    jax.ad_checkpoint.print_saved_residuals(loss, variables['params'])
+  saved = [line for line in printed.getvalue().splitlines()
+           if 'from the argument' not in line and 'from a constant' not in line
+           and 'random_seed' not in line]
+  names = collections.Counter(re.search(r"named '(\w+)'", line).group(1) for line in saved)
+  norms = len(jax.tree.leaves(variables['batch_stats'])) // 2  # mean and var per BatchNorm
+  assert names == {fast_conv.CONV_OUTPUT: norms, layers.BN_STATISTICS: 2 * norms}, saved
 
 
 def test_remat_modes_are_checked():

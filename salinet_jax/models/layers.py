@@ -25,6 +25,10 @@ he_normal_fan_out = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
 # PyTorch BatchNorm defaults: momentum 0.1 on the new value == Flax momentum 0.9 on the old one.
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
+# The `jax.checkpoint` name of BatchNorm's training statistics (per group and channel: the mean
+# and 1 / std). config.remat='elementwise' saves them, so the backward pass recomputes the
+# normalisation elementwise without reducing the activations again.
+BN_STATISTICS = 'bn_statistics'
 
 
 def triple(value: IntOrTriple) -> Triple:
@@ -164,10 +168,10 @@ class BatchNorm(nn.Module):
                          'divisor of it.')
       grouped = xf.reshape((x.shape[0] // group, group) + x.shape[1:])
       axes = tuple(range(1, grouped.ndim - 1))
-      group_mean = jnp.mean(grouped, axis=axes, keepdims=True)
+      group_mean = checkpoint_name(jnp.mean(grouped, axis=axes, keepdims=True), BN_STATISTICS)
       group_var = jnp.mean(jnp.square(grouped - group_mean), axis=axes, keepdims=True)
-      normalized = ((grouped - group_mean) * jax.lax.rsqrt(group_var + self.epsilon)).reshape(
-          xf.shape)
+      inv_std = checkpoint_name(jax.lax.rsqrt(group_var + self.epsilon), BN_STATISTICS)
+      normalized = ((grouped - group_mean) * inv_std).reshape(xf.shape)
       if not self.is_initializing():
         count = grouped.size // (grouped.shape[0] * features)
         bessel = count / max(count - 1, 1)
