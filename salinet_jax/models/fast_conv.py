@@ -210,14 +210,19 @@ def _tap_frames(frames: int, out_frames: int, tap: int, stride: int, pad: int):
   return first, last - first + 1
 
 
+def _output_frames(frames: int, kt: int, st: int, pt: int) -> int:
+  out_frames = (frames + 2 * pt - kt) // st + 1
+  if out_frames < 1:
+    raise ValueError(f'Temporal kernel {kt} does not fit {frames} frames with padding {pt}.')
+  return out_frames
+
+
 def _frame_sum_forward(x, kernel, strides: Triple, padding: Triple):
   kt = kernel.shape[0]
   st, sh, sw = strides
   pt, ph, pw = padding
   batch, frames = x.shape[:2]
-  out_frames = (frames + 2 * pt - kt) // st + 1
-  if out_frames < 1:
-    raise ValueError(f'Temporal kernel {kt} does not fit {frames} frames with padding {pt}.')
+  out_frames = _output_frames(frames, kt, st, pt)
   spatial_padding = ((ph, ph), (pw, pw))
   if not use_cpu_kernels():  # the textbook form: every tap on the zero-padded clip
     if pt:
@@ -314,9 +319,7 @@ def stacked_taps_conv3d(x, kernel, strides: Triple, padding: Triple):
   st, sh, sw = strides
   pt, ph, pw = padding
   batch, frames = x.shape[:2]
-  out_frames = (frames + 2 * pt - kt) // st + 1
-  if out_frames < 1:
-    raise ValueError(f'Temporal kernel {kt} does not fit {frames} frames with padding {pt}.')
+  out_frames = _output_frames(frames, kt, st, pt)
   x_padded = jnp.pad(x, ((0, 0), (pt, pt), (0, 0), (0, 0), (0, 0)))
   stacked = jnp.concatenate(
       [x_padded[:, tap:tap + st * (out_frames - 1) + 1:st] for tap in range(kt)], axis=-1)
