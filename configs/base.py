@@ -65,8 +65,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.data.eval_crop_size = 256
 
   config.model = ml_collections.ConfigDict()  # filled by each experiment: name + module fields
-  # Rematerialisation in the backward pass: 'none' | 'elementwise' (convolution outputs kept,
-  # the work after them recomputed) | 'blocks' (each residual block recomputed; 3D ResNets and
+  # Rematerialisation in the backward pass: 'none' | 'elementwise' (convolution outputs and
+  # BatchNorm statistics kept, the work after the convolutions recomputed) | 'blocks' (each residual block recomputed; 3D ResNets and
   # SaliNet) | 'full' (the whole forward under jax.checkpoint). Less activation memory for more
   # compute; `python -m salinet_jax.bench` reports the saving.
   config.remat = 'none'
