@@ -113,9 +113,8 @@ def full_remat(model_cls: Type[nn.Module], save_conv_outputs: bool = False) -> T
   """`model_cls` whose whole `__call__(x, train, return_aux, **inputs)` runs under
   `jax.checkpoint` (`train` and `return_aux` static); same parameter tree as `model_cls`.
   `save_conv_outputs` keeps the outputs named `fast_conv.CONV_OUTPUT` and BatchNorm's
-  statistics (`layers.BN_STATISTICS`): only the elementwise work after each convolution is
-  recomputed. Keeping the statistics cost no measurable memory and took SaliNet K400's train
-  step from 2,664-2,669 to 2,507-2,514 MiB peak RSS (batch 2, CPU)."""
+  statistics (`layers.BN_STATISTICS`, a few numbers per channel): only the elementwise work
+  after each convolution is recomputed (figures: README, `config.remat`)."""
   policy = (jax.checkpoint_policies.save_only_these_names(fast_conv.CONV_OUTPUT,
                                                           layers.BN_STATISTICS)
             if save_conv_outputs else None)
