@@ -68,7 +68,8 @@ def _ours_after_one_step(x, weight, bias, group_size):
   with jax.enable_x64(True), layers.batch_norm_groups(group_size):
     bn = layers.BatchNorm(use_running_average=False, dtype=np.float64, param_dtype=np.float64)
     out, updates = bn.apply(variables, x, mutable=['batch_stats'])
-  return np.asarray(out), updates['batch_stats']
+  # As numpy arrays: arithmetic on them after the float64 block would truncate to float32.
+  return np.asarray(out), jax.tree.map(np.asarray, updates['batch_stats'])
 
 
 def test_batch_norm_running_variance_is_unbiased_as_in_pytorch():
