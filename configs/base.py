@@ -66,9 +66,10 @@ def get_base_config() -> ml_collections.ConfigDict:
 
   config.model = ml_collections.ConfigDict()  # filled by each experiment: name + module fields
   # Rematerialisation in the backward pass: 'none' | 'elementwise' (convolution outputs and
-  # BatchNorm statistics kept, the work after the convolutions recomputed) | 'blocks' (each residual block recomputed; 3D ResNets and
-  # SaliNet) | 'full' (the whole forward under jax.checkpoint). Less activation memory for more
-  # compute; `python -m salinet_jax.bench` reports the saving.
+  # BatchNorm statistics kept, the work after the convolutions recomputed) | 'blocks' (each
+  # residual block recomputed; 3D ResNets and SaliNet) | 'full' (the whole forward under
+  # jax.checkpoint). Less activation memory for more compute; `python -m salinet_jax.bench`
+  # reports the saving.
   config.remat = 'none'
   # XLA's instruction scheduler on the CPU backend (read by main.py and the bench before JAX
   # starts): 'concurrency' (XLA's default: independent ops side by side, more buffers alive) or
