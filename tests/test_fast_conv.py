@@ -71,7 +71,9 @@ def test_conv2d_matches_xla_values_and_gradients(n, size, cin, cout, k, stride, 
     (1, (3, 3, 3), (1, 1, 1), (1, 1, 1), 33),   # one frame: the outer taps read only padding
     (2, (3, 3, 3), (2, 2, 2), (1, 1, 1), 32),   # strided in time: matmul weight gradient per tap
     (4, (1, 3, 3), (1, 1, 1), (0, 1, 1), 32),   # one temporal tap: matmul weight gradient
-    (8, (7, 7, 7), (1, 2, 2), (3, 3, 3), 3),    # R3D stem: frame-pair weight gradient
+    (8, (7, 7, 7), (1, 2, 2), (3, 3, 3), 3),    # R3D stem: frame pairs forward and backward
+    (6, (5, 3, 3), (2, 2, 2), (2, 1, 1), 3),    # frame pairs forward, strided in time
+    (4, (4, 3, 3), (1, 1, 1), (0, 1, 1), 2),    # frame pairs forward: one output frame
     (8, (5, 7, 7), (1, 2, 2), (2, 3, 3), 3),    # I3D stem
     (5, (3, 3, 3), (2, 1, 1), (1, 1, 1), 3),    # frame pairs, strided in time
     (4, (2, 4, 4), (1, 3, 3), (0, 1, 1), 2),    # frame pairs: even kernel, stride 3 in space
@@ -101,14 +103,18 @@ def test_patch_weight_gradient_serves_stems_and_stride_one_temporal_kernels():
   assert not uses(64, (1, 3, 3), (1, 1, 1))  # I3D's spatial "b" convolutions
 
 
-def test_frame_pair_weight_gradient_serves_stems_on_clips_of_few_frames_per_tap():
+def test_frame_pairs_serve_stems_where_they_waste_few_products():
+  waste = fast_conv.frame_pair_waste
+  assert waste(8, 7, 1, 3) == 64 / 44          # R3D-18's stem: 8 x 8 pairs, 44 read
+  assert waste(6, 5, 2, 2) == 18 / 12
+  assert waste(4, 4, 1, 0) == 1
   uses = fast_conv.uses_frame_pair_weight_gradient
-  assert uses(3, 8, (7, 7, 7))        # R3D-18's stem, 8 or 16 frames
-  assert uses(3, 16, (7, 7, 7))
-  assert uses(3, 8, (5, 7, 7))        # I3D's stem
-  assert not uses(3, 16, (3, 7, 7))   # 5.3 frame pairs computed per pair needed
-  assert not uses(3, 32, (5, 7, 7))
-  assert not uses(64, 8, (3, 3, 3))   # R3D-18's blocks: patch weight gradient
+  assert uses(3, 8, (7, 7, 7), (1, 2, 2), (3, 3, 3))       # R3D-18's stem, 8 or 16 frames
+  assert uses(3, 16, (7, 7, 7), (1, 2, 2), (3, 3, 3))
+  assert uses(3, 8, (5, 7, 7), (1, 2, 2), (2, 3, 3))       # I3D's stem
+  assert not uses(3, 16, (3, 7, 7), (1, 2, 2), (1, 3, 3))  # 5.6 pairs computed per pair read
+  assert not uses(3, 32, (5, 7, 7), (1, 2, 2), (2, 3, 3))
+  assert not uses(64, 8, (3, 3, 3), (1, 1, 1), (1, 1, 1))  # R3D-18's blocks: patch gradient
 
 
 def test_pointwise_weight_gradient_reads_the_output_gradient_untransposed():

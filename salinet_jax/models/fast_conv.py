@@ -46,12 +46,15 @@ IM2COL_GRAD_MAX_POSITIONS = 14 * 14
 # many input channels (video stems: 3), and for every kernel with several temporal taps and
 # temporal stride 1 (see `uses_patch_weight_gradient`).
 PATCH_GRAD_MAX_CHANNELS = 4
-# A stem's weight gradient multiplies the patches of every input frame with the output gradient
-# of every output frame in one matrix product (`frame_pair_weight_gradient`) while the clip has
-# at most this many frames per temporal tap: that computes frames / kT times the products the
-# kernel needs. Measured on a 2-core CPU, 7x7x7 stem on 16 frames (2.3x): 0.17 s against the
-# patch weight gradient's 0.235 s; 3x7x7 on 16 frames (5.3x): 0.165 against 0.12 s.
-FRAME_PAIRS_MAX_FRAMES_PER_TAP = 2.5
+# Stems can run as one matrix product over all (input frame, output frame) pairs of a clip,
+# which computes `frame_pair_waste` times the pairs the kernel needs. Their weight gradient does
+# up to FRAME_PAIRS_MAX_WASTE, measured on a 2-core CPU: 7x7x7 on 16 frames (2.6x) 0.17 s against
+# the patch weight gradient's 0.235 s; 3x7x7 on 16 frames (5.6x) 0.165 against 0.12 s. Their
+# forward does up to FRAME_PAIRS_FORWARD_MAX_WASTE, against `stacked_taps_conv3d`: R3D-18's
+# 7x7x7 on 8 frames (1.45x) 0.096 against 0.128 s; I3D's 5x7x7 on 8 frames (1.6x) 0.19 against
+# 0.11 s, at 112^2 0.10 against 0.073 s.
+FRAME_PAIRS_MAX_WASTE = 3.0
+FRAME_PAIRS_FORWARD_MAX_WASTE = 1.5
 # Switch for A/B measurements: False makes every function here a plain lax convolution.
 CPU_KERNELS = True
 # The `jax.checkpoint` name of every convolution's output (here and in layers.Conv3D):
@@ -332,13 +335,21 @@ def _frame_major_patches(x, kernel_hw: Pair, strides: Pair, padding: Padding, ou
   return taps.reshape(frames, cin * kh * kw, batch * ho * wo)
 
 
-def uses_frame_pair_weight_gradient(cin: int, frames: int, kernel_shape: Sequence[int]) -> bool:
+def frame_pair_waste(frames: int, kt: int, st: int, pt: int) -> float:
+  """All (input frame, output frame) pairs of a clip over those a temporal kernel reads."""
+  out_frames = _output_frames(frames, kt, st, pt)
+  needed = sum(_tap_frames(frames, out_frames, tap, st, pt)[1] for tap in range(kt))
+  return frames * out_frames / max(needed, 1)
+
+
+def uses_frame_pair_weight_gradient(cin: int, frames: int, kernel_shape: Sequence[int],
+                                    strides: Triple, padding: Triple) -> bool:
   """Whether a frame-sum 3D convolution's weight gradient is `frame_pair_weight_gradient`:
-  stems (few input channels) on clips of at most FRAME_PAIRS_MAX_FRAMES_PER_TAP frames per
-  temporal tap. For more channels the frame-major patches are no faster than
-  `patch_weight_gradient`'s (R3D-18's 3x3x3 at 14^2: 0.010 s against 0.008 s)."""
-  return (cin <= PATCH_GRAD_MAX_CHANNELS
-          and frames <= FRAME_PAIRS_MAX_FRAMES_PER_TAP * kernel_shape[0])
+  stems (few input channels) where the frame pairs waste at most FRAME_PAIRS_MAX_WASTE. For
+  more channels the frame-major patches are no faster than `patch_weight_gradient`'s (R3D-18's
+  3x3x3 at 14^2: 0.010 s against 0.008 s)."""
+  return (cin <= PATCH_GRAD_MAX_CHANNELS and frame_pair_waste(
+      frames, kernel_shape[0], strides[0], padding[0]) <= FRAME_PAIRS_MAX_WASTE)
 
 
 def frame_pair_weight_gradient(x, dy, kernel_shape: Sequence[int], strides: Triple,
@@ -373,6 +384,37 @@ def frame_pair_weight_gradient(x, dy, kernel_shape: Sequence[int], strides: Trip
   return grad.reshape(kt, cin, kh, kw, cout).transpose(0, 2, 3, 1, 4)
 
 
+def _frame_pair_kernel(kernel, frames: int, out_frames: int, st: int, pt: int):
+  """The kernel (kT, kH, kW, Cin, Cout) as a (To * Cout, T * Cin * kH * kW) block-Toeplitz matrix:
+  block (o, f) is tap f - o * sT + pT, zero where the kernel does not reach frame f."""
+  kt, kh, kw, cin, cout = kernel.shape
+  padded = frames + 2 * pt
+  taps = kernel.transpose(0, 4, 3, 1, 2).reshape(kt, cout, cin * kh * kw)
+  # Row o starts at padded frame o * sT: lay the taps out in rows of padded + sT frames and
+  # read them back in rows of padded frames (the inverse of frame_pair_weight_gradient's skew).
+  rows = jnp.pad(jnp.broadcast_to(taps, (out_frames,) + taps.shape),
+                 ((0, 0), (0, padded + st - kt), (0, 0), (0, 0)))
+  rows = rows.reshape((-1,) + taps.shape[1:])[:out_frames * padded]
+  rows = rows.reshape((out_frames, padded) + taps.shape[1:])[:, pt:pt + frames]
+  return rows.transpose(0, 2, 1, 3).reshape(out_frames * cout, frames * cin * kh * kw)
+
+
+def frame_pair_conv3d(x, kernel, strides: Triple, padding: Triple):
+  """A 3D convolution as one product of the block-Toeplitz kernel (`_frame_pair_kernel`) with
+  the frame-major patches of the clip (`_frame_major_patches`); for stems, see
+  FRAME_PAIRS_FORWARD_MAX_WASTE."""
+  kt, kh, kw, cin, cout = kernel.shape
+  st, sh, sw = strides
+  pt, ph, pw = padding
+  batch, frames, height, width = x.shape[:4]
+  out_frames = _output_frames(frames, kt, st, pt)
+  out_hw = (_out_size(height, kh, sh, (ph, ph)), _out_size(width, kw, sw, (pw, pw)))
+  patches = _frame_major_patches(x, (kh, kw), (sh, sw), ((ph, ph), (pw, pw)), out_hw)
+  y = jnp.dot(_frame_pair_kernel(kernel, frames, out_frames, st, pt),
+              patches.reshape(frames * cin * kh * kw, -1))
+  return y.reshape((out_frames, cout, batch) + out_hw).transpose(2, 0, 3, 4, 1)
+
+
 def stacked_taps_conv3d(x, kernel, strides: Triple, padding: Triple):
   """A 3D convolution as one 2D convolution over frames whose channels are the kT frames each
   output frame reads (zero frames for the temporal padding), kernel (kH, kW, kT * Cin, Cout).
@@ -398,6 +440,9 @@ def stacked_taps_conv3d(x, kernel, strides: Triple, padding: Triple):
 
 def _patch_grad_forward(x, kernel, strides, padding):
   if x.shape[-1] <= PATCH_GRAD_MAX_CHANNELS:
+    if frame_pair_waste(x.shape[1], kernel.shape[0], strides[0],
+                        padding[0]) <= FRAME_PAIRS_FORWARD_MAX_WASTE:
+      return frame_pair_conv3d(x, kernel, strides, padding)
     return stacked_taps_conv3d(x, kernel, strides, padding)
   return _frame_sum_forward(x, kernel, strides, padding)
 
@@ -416,7 +461,7 @@ def _frame_sum_patch_grad_bwd(strides, padding, residuals, dy):
   # The input gradient (dead code, removed by XLA, where x is the clip itself: stems).
   _, input_vjp = jax.vjp(lambda x_: _patch_grad_forward(x_, kernel, strides, padding), x)
   dx, = input_vjp(dy)
-  if uses_frame_pair_weight_gradient(x.shape[-1], x.shape[1], kernel.shape):
+  if uses_frame_pair_weight_gradient(x.shape[-1], x.shape[1], kernel.shape, strides, padding):
     dw = frame_pair_weight_gradient(x, dy, kernel.shape, strides, padding)
   else:
     dw = patch_weight_gradient(x, dy, kernel.shape, strides, padding)
