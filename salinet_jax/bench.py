@@ -485,7 +485,8 @@ def main(argv):
   from salinet_jax import errors  # pylint: disable=g-import-not-at-top
   from salinet_jax import parallel  # pylint: disable=g-import-not-at-top
   try:  # the flags training runs with; read when run() starts JAX
-    parallel.set_cpu_xla_flags(FLAGS.config.xla_cpu_scheduler)
+    parallel.set_cpu_xla_flags(FLAGS.config.xla_cpu_scheduler,
+                              FLAGS.config.xla_cpu_convolutions)
   except errors.ConfigError as e:
     raise SystemExit(f'error: {e}') from None
   parallel.trim_host_memory_after_compiles()

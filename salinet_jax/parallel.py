@@ -82,19 +82,26 @@ CPU_SCHEDULER_FLAGS = {
     'concurrency': {},
     'memory': {'xla_cpu_enable_concurrency_optimized_scheduler': 'false'},
 }
+# XLA_FLAGS of each `config.xla_cpu_convolutions`: jax 0.10's XLA hands convolutions to YNNPACK
+# by default; taking them out of its fusions leaves them to XLA's Eigen convolution kernels.
+CPU_CONVOLUTION_FLAGS = {
+    'ynnpack': {},
+    'eigen': {'xla_cpu_experimental_ynn_fusion_type': '-individual_convolution'},
+}
 
 
-def set_cpu_xla_flags(scheduler: str) -> str:
-  """Adds the flags of `scheduler` (config.xla_cpu_scheduler) to XLA_FLAGS, except those the
-  environment sets itself; returns the result. Call before JAX starts a backend (XLA reads its
-  flags once)."""
-  if scheduler not in CPU_SCHEDULER_FLAGS:
-    raise errors.ConfigError(f'config.xla_cpu_scheduler must be one of '
-                             f'{sorted(CPU_SCHEDULER_FLAGS)}, got {scheduler!r}.')
+def set_cpu_xla_flags(scheduler: str, convolutions: str) -> str:
+  """Adds the flags of `scheduler` and `convolutions` (config.xla_cpu_scheduler and
+  config.xla_cpu_convolutions) to XLA_FLAGS, except those the environment sets itself; returns
+  the result. Call before JAX starts a backend (XLA reads its flags once)."""
   flags = os.environ.get('XLA_FLAGS', '')
-  for name, value in CPU_SCHEDULER_FLAGS[scheduler].items():
-    if f'--{name}=' not in flags:
-      flags = f'{flags} --{name}={value}'.strip()
+  for field, value, choices in (('xla_cpu_scheduler', scheduler, CPU_SCHEDULER_FLAGS),
+                                ('xla_cpu_convolutions', convolutions, CPU_CONVOLUTION_FLAGS)):
+    if value not in choices:
+      raise errors.ConfigError(f'config.{field} must be one of {sorted(choices)}, got {value!r}.')
+    for name, flag_value in choices[value].items():
+      if f'--{name}=' not in flags:
+        flags = f'{flags} --{name}={flag_value}'.strip()
   os.environ['XLA_FLAGS'] = flags
   return flags
 

@@ -73,20 +73,25 @@ def test_compilation_cache_folder(tmp_path, from_environment):
   assert from_environment != (tmp_path / 'home' / 'xla_cache').exists()
 
 
-def test_cpu_scheduler_flags_added_once_and_never_over_the_users(monkeypatch):
+def test_cpu_xla_flags_added_once_and_never_over_the_users(monkeypatch):
   from salinet_jax import errors  # pylint: disable=g-import-not-at-top
   from salinet_jax import parallel  # pylint: disable=g-import-not-at-top
   monkeypatch.setenv('XLA_FLAGS', '--xla_cpu_multi_thread_eigen=false')
-  assert parallel.set_cpu_xla_flags('concurrency') == '--xla_cpu_multi_thread_eigen=false'
-  flags = parallel.set_cpu_xla_flags('memory')
+  assert (parallel.set_cpu_xla_flags('concurrency', 'ynnpack') ==
+          '--xla_cpu_multi_thread_eigen=false')
+  flags = parallel.set_cpu_xla_flags('memory', 'eigen')
   assert flags.split() == ['--xla_cpu_multi_thread_eigen=false',
-                           '--xla_cpu_enable_concurrency_optimized_scheduler=false']
-  assert parallel.set_cpu_xla_flags('memory') == flags  # a second call adds nothing
-  monkeypatch.setenv('XLA_FLAGS', '--xla_cpu_enable_concurrency_optimized_scheduler=true')
-  assert (parallel.set_cpu_xla_flags('memory') ==
-          '--xla_cpu_enable_concurrency_optimized_scheduler=true')
+                           '--xla_cpu_enable_concurrency_optimized_scheduler=false',
+                           '--xla_cpu_experimental_ynn_fusion_type=-individual_convolution']
+  assert parallel.set_cpu_xla_flags('memory', 'eigen') == flags  # a second call adds nothing
+  users = ('--xla_cpu_enable_concurrency_optimized_scheduler=true '
+           '--xla_cpu_experimental_ynn_fusion_type=individual_dot')
+  monkeypatch.setenv('XLA_FLAGS', users)
+  assert parallel.set_cpu_xla_flags('memory', 'eigen') == users
   with pytest.raises(errors.ConfigError, match="xla_cpu_scheduler must be one of .* 'memroy'"):
-    parallel.set_cpu_xla_flags('memroy')
+    parallel.set_cpu_xla_flags('memroy', 'eigen')
+  with pytest.raises(errors.ConfigError, match="xla_cpu_convolutions must be one of .* 'egien'"):
+    parallel.set_cpu_xla_flags('memory', 'egien')
 
 
 def test_host_memory_handed_back_after_each_compile(monkeypatch):

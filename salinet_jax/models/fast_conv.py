@@ -43,8 +43,9 @@ MATMUL_GRAD_MIN_CHANNELS = 32
 IM2COL_GRAD_MAX_POSITIONS = 14 * 14
 # A 3D convolution's weight gradient is one product of an im2col patch matrix (kh * kw * Cin
 # columns) with the output gradient shifted once per temporal tap (kt * Cout columns) up to this
-# many input channels (video stems: 3), and for every kernel with several temporal taps and
-# temporal stride 1 (see `uses_patch_weight_gradient`).
+# many input channels (video stems: 3; most take the frame pairs below instead), and for every
+# kernel with several temporal taps and temporal stride 1 (see `uses_patch_weight_gradient`).
+# Stems run forward as `frame_pair_conv3d` or `stacked_taps_conv3d`.
 PATCH_GRAD_MAX_CHANNELS = 4
 # Stems can run as one matrix product over all (input frame, output frame) pairs of a clip,
 # which computes `frame_pair_waste` times the pairs the kernel needs. Their weight gradient does
@@ -273,7 +274,8 @@ def frame_sum_conv3d(x, kernel, strides: Triple, padding: Triple):
 
 
 def uses_patch_weight_gradient(cin: int, kernel_shape: Sequence[int], strides: Triple) -> bool:
-  """Whether a frame-sum 3D convolution's weight gradient is `patch_weight_gradient`.
+  """Whether a frame-sum 3D convolution's weight gradient is `patch_weight_gradient` (or, for
+  stems, `frame_pair_weight_gradient` where `uses_frame_pair_weight_gradient` says so).
 
   Stems (few input channels), and kernels with several temporal taps at temporal stride 1:
   per tap, the 2D weight gradients would copy the input kT * kH * kW times, the patch matrix
@@ -327,8 +329,8 @@ def _frame_major_patches(x, kernel_hw: Pair, strides: Pair, padding: Padding, ou
   batch, frames, height, width, cin = x.shape
   (ph0, ph1), (pw0, pw1) = padding
   hq, wq = -(-(height + ph0 + ph1) // sh), -(-(width + pw0 + pw1) // sw)
-  x = jnp.pad(x.transpose(1, 4, 0, 2, 3), ((0, 0), (0, 0), (0, 0),
-                                          (ph0, hq * sh - height - ph0), (pw0, wq * sw - width - pw0)))
+  pads = ((0, 0),) * 3 + ((ph0, hq * sh - height - ph0), (pw0, wq * sw - width - pw0))
+  x = jnp.pad(x.transpose(1, 4, 0, 2, 3), pads)
   phases = x.reshape(frames, cin, batch, hq, sh, wq, sw).transpose(0, 1, 2, 4, 6, 3, 5)
   rows = jnp.stack([phases[:, :, :, i % sh, :, i // sh:i // sh + ho] for i in range(kh)], 2)
   taps = jnp.stack([rows[:, :, :, :, j % sw, :, j // sw:j // sw + wo] for j in range(kw)], 3)
