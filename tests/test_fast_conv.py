@@ -71,9 +71,9 @@ def test_conv2d_matches_xla_values_and_gradients(n, size, cin, cout, k, stride, 
     (1, (3, 3, 3), (1, 1, 1), (1, 1, 1), 33),   # one frame: the outer taps read only padding
     (2, (3, 3, 3), (2, 2, 2), (1, 1, 1), 32),   # strided in time: matmul weight gradient per tap
     (4, (1, 3, 3), (1, 1, 1), (0, 1, 1), 32),   # one temporal tap: matmul weight gradient
-    (8, (7, 7, 7), (1, 2, 2), (3, 3, 3), 3),    # R3D stem: frame pairs forward and backward
-    (6, (5, 3, 3), (2, 2, 2), (2, 1, 1), 3),    # frame pairs forward, strided in time
-    (4, (4, 3, 3), (1, 1, 1), (0, 1, 1), 2),    # frame pairs forward: one output frame
+    (8, (7, 7, 7), (1, 2, 2), (3, 3, 3), 3),    # R3D stem: frame-pair weight gradient
+    (6, (5, 3, 3), (2, 2, 2), (2, 1, 1), 3),    # frame pairs, strided in time and space
+    (4, (4, 3, 3), (1, 1, 1), (0, 1, 1), 2),    # frame pairs: one output frame
     (8, (5, 7, 7), (1, 2, 2), (2, 3, 3), 3),    # I3D stem
     (5, (3, 3, 3), (2, 1, 1), (1, 1, 1), 3),    # frame pairs, strided in time
     (4, (2, 4, 4), (1, 3, 3), (0, 1, 1), 2),    # frame pairs: even kernel, stride 3 in space

@@ -45,17 +45,15 @@ IM2COL_GRAD_MAX_POSITIONS = 14 * 14
 # columns) with the output gradient shifted once per temporal tap (kt * Cout columns) up to this
 # many input channels (video stems: 3; most take the frame pairs below instead), and for every
 # kernel with several temporal taps and temporal stride 1 (see `uses_patch_weight_gradient`).
-# Stems run forward as `frame_pair_conv3d` or `stacked_taps_conv3d`.
+# Stems run forward as `stacked_taps_conv3d`.
 PATCH_GRAD_MAX_CHANNELS = 4
-# Stems can run as one matrix product over all (input frame, output frame) pairs of a clip,
-# which computes `frame_pair_waste` times the pairs the kernel needs. Their weight gradient does
-# up to FRAME_PAIRS_MAX_WASTE, measured on a 2-core CPU: 7x7x7 on 16 frames (2.6x) 0.17 s against
-# the patch weight gradient's 0.235 s; 3x7x7 on 16 frames (5.6x) 0.165 against 0.12 s. Their
-# forward does up to FRAME_PAIRS_FORWARD_MAX_WASTE, against `stacked_taps_conv3d`: R3D-18's
-# 7x7x7 on 8 frames (1.45x) 0.096 against 0.128 s; I3D's 5x7x7 on 8 frames (1.6x) 0.19 against
-# 0.11 s, at 112^2 0.10 against 0.073 s.
+# A stem's weight gradient is one matrix product over all (input frame, output frame) pairs of
+# the clip (`frame_pair_weight_gradient`) where that computes at most this many times the pairs
+# the kernel reads (`frame_pair_waste`). Measured on a 2-core CPU: 7x7x7 on 16 frames (2.6x)
+# 0.17 s against the patch weight gradient's 0.235 s; 3x7x7 on 16 frames (5.6x) 0.165 against
+# 0.12 s. (The forward as the same kind of product, with a block-Toeplitz kernel, lost to
+# `stacked_taps_conv3d` with XLA's Eigen convolutions: R3D-18's stem 0.094 against 0.077 s.)
 FRAME_PAIRS_MAX_WASTE = 3.0
-FRAME_PAIRS_FORWARD_MAX_WASTE = 1.5
 # Switch for A/B measurements: False makes every function here a plain lax convolution.
 CPU_KERNELS = True
 # The `jax.checkpoint` name of every convolution's output (here and in layers.Conv3D):
@@ -386,37 +384,6 @@ def frame_pair_weight_gradient(x, dy, kernel_shape: Sequence[int], strides: Trip
   return grad.reshape(kt, cin, kh, kw, cout).transpose(0, 2, 3, 1, 4)
 
 
-def _frame_pair_kernel(kernel, frames: int, out_frames: int, st: int, pt: int):
-  """The kernel (kT, kH, kW, Cin, Cout) as a (To * Cout, T * Cin * kH * kW) block-Toeplitz matrix:
-  block (o, f) is tap f - o * sT + pT, zero where the kernel does not reach frame f."""
-  kt, kh, kw, cin, cout = kernel.shape
-  padded = frames + 2 * pt
-  taps = kernel.transpose(0, 4, 3, 1, 2).reshape(kt, cout, cin * kh * kw)
-  # Row o starts at padded frame o * sT: lay the taps out in rows of padded + sT frames and
-  # read them back in rows of padded frames (the inverse of frame_pair_weight_gradient's skew).
-  rows = jnp.pad(jnp.broadcast_to(taps, (out_frames,) + taps.shape),
-                 ((0, 0), (0, padded + st - kt), (0, 0), (0, 0)))
-  rows = rows.reshape((-1,) + taps.shape[1:])[:out_frames * padded]
-  rows = rows.reshape((out_frames, padded) + taps.shape[1:])[:, pt:pt + frames]
-  return rows.transpose(0, 2, 1, 3).reshape(out_frames * cout, frames * cin * kh * kw)
-
-
-def frame_pair_conv3d(x, kernel, strides: Triple, padding: Triple):
-  """A 3D convolution as one product of the block-Toeplitz kernel (`_frame_pair_kernel`) with
-  the frame-major patches of the clip (`_frame_major_patches`); for stems, see
-  FRAME_PAIRS_FORWARD_MAX_WASTE."""
-  kt, kh, kw, cin, cout = kernel.shape
-  st, sh, sw = strides
-  pt, ph, pw = padding
-  batch, frames, height, width = x.shape[:4]
-  out_frames = _output_frames(frames, kt, st, pt)
-  out_hw = (_out_size(height, kh, sh, (ph, ph)), _out_size(width, kw, sw, (pw, pw)))
-  patches = _frame_major_patches(x, (kh, kw), (sh, sw), ((ph, ph), (pw, pw)), out_hw)
-  y = jnp.dot(_frame_pair_kernel(kernel, frames, out_frames, st, pt),
-              patches.reshape(frames * cin * kh * kw, -1))
-  return y.reshape((out_frames, cout, batch) + out_hw).transpose(2, 0, 3, 4, 1)
-
-
 def stacked_taps_conv3d(x, kernel, strides: Triple, padding: Triple):
   """A 3D convolution as one 2D convolution over frames whose channels are the kT frames each
   output frame reads (zero frames for the temporal padding), kernel (kH, kW, kT * Cin, Cout).
@@ -442,9 +409,6 @@ def stacked_taps_conv3d(x, kernel, strides: Triple, padding: Triple):
 
 def _patch_grad_forward(x, kernel, strides, padding):
   if x.shape[-1] <= PATCH_GRAD_MAX_CHANNELS:
-    if frame_pair_waste(x.shape[1], kernel.shape[0], strides[0],
-                        padding[0]) <= FRAME_PAIRS_FORWARD_MAX_WASTE:
-      return frame_pair_conv3d(x, kernel, strides, padding)
     return stacked_taps_conv3d(x, kernel, strides, padding)
   return _frame_sum_forward(x, kernel, strides, padding)
 
