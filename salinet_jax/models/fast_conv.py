@@ -388,10 +388,11 @@ def stacked_taps_conv3d(x, kernel, strides: Triple, padding: Triple):
   """A 3D convolution as one 2D convolution over frames whose channels are the kT frames each
   output frame reads (zero frames for the temporal padding), kernel (kH, kW, kT * Cin, Cout).
 
-  For stems (3 input channels) XLA's CPU convolution runs far below its speed on more channels:
-  SaliNet's 5x7x7 stem on 2 x 8 x 224^2 takes 0.115 s this way against 0.235 s as a frame sum
-  (R3D-18's 7x7x7 stem on 4 x 8 x 112^2: 0.13 s either way), though it also multiplies the
-  padding frames.
+  For stems (3 input channels) XLA's CPU convolution runs far below its speed on more channels.
+  With its Eigen kernels (config.xla_cpu_convolutions='eigen'), SaliNet's 5x7x7 stem on
+  2 x 8 x 224^2 takes 0.127-0.132 s this way against 0.174-0.186 s as a frame sum, R3D-18's
+  7x7x7 on 4 x 8 x 112^2 0.080-0.084 against 0.112-0.116 s (with YNNPACK's: 0.11-0.12 against
+  0.24 s, 0.13 s either way), though it also multiplies the padding frames.
   """
   kt, kh, kw, cin, cout = kernel.shape
   st, sh, sw = strides
