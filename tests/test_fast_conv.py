@@ -93,7 +93,8 @@ def test_frame_sum_conv3d_matches_native_3d_conv(frames, kernel, strides, paddin
     _assert_same(got, expected)
 
 
-def test_patch_weight_gradient_serves_stems_and_stride_one_temporal_kernels():
+def test_patch_weight_gradient_serves_stems_and_stride_one_temporal_kernels(monkeypatch):
+  monkeypatch.setenv('XLA_FLAGS', '')  # YNNPACK's convolutions, XLA's default
   uses = fast_conv.uses_patch_weight_gradient
   assert uses(3, (5, 7, 7), (1, 2, 2))       # stem
   assert uses(3, (1, 7, 7), (1, 2, 2))       # 2D stem of a frame-wise network
@@ -101,6 +102,44 @@ def test_patch_weight_gradient_serves_stems_and_stride_one_temporal_kernels():
   assert uses(256, (3, 1, 1), (1, 1, 1))     # I3D's temporal "a" convolutions
   assert not uses(64, (3, 3, 3), (2, 2, 2))  # R3D-18's downsampling: half the frames
   assert not uses(64, (1, 3, 3), (1, 1, 1))  # I3D's spatial "b" convolutions
+
+
+@pytest.mark.parametrize('flags,eigen', [
+    ('', False),
+    ('--xla_cpu_multi_thread_eigen=false', False),
+    ('--xla_cpu_experimental_ynn_fusion_type=-individual_convolution', True),
+    ('--a=1 --xla_cpu_experimental_ynn_fusion_type=-INDIVIDUAL_CONVOLUTION,+eltwise --b=2', True),
+    ('--xla_cpu_experimental_ynn_fusion_type=-individual_dot', False),
+    ('--xla_cpu_experimental_ynn_fusion_type=individual_dot', True),   # overwrites the list
+    ('--xla_cpu_experimental_ynn_fusion_type=individual_dot,individual_convolution', False),
+    ('--xla_cpu_experimental_ynn_fusion_type=', True),                 # no YNNPACK fusions
+])
+def test_eigen_convolutions_read_from_xla_flags(monkeypatch, flags, eigen):
+  monkeypatch.setenv('XLA_FLAGS', flags)
+  assert fast_conv.xla_convolutions_are_eigens() == eigen
+
+
+def test_eigen_convolutions_keep_xla_weight_gradients_except_for_stems(monkeypatch):
+  """With XLA's Eigen convolutions (config.xla_cpu_convolutions='eigen'), its own 2D weight
+  gradients are faster than the matmul and patch ones: only stems keep theirs, and the values
+  and gradients stay XLA's."""
+  monkeypatch.setenv('XLA_FLAGS', '--xla_cpu_experimental_ynn_fusion_type=-individual_convolution')
+  uses = fast_conv.uses_patch_weight_gradient
+  assert not uses(64, (3, 3, 3), (1, 1, 1))
+  assert not uses(256, (3, 1, 1), (1, 1, 1))
+  assert uses(3, (7, 7, 7), (1, 2, 2))
+  with jax.enable_x64(True):
+    x, w = _random((2, 4, 9, 9, 32), 8), _random((3, 3, 3, 32, 4), 9)
+    pads = ((1, 1),) * 3
+    expected = _value_and_grads(
+        lambda x, w: lax.conv_general_dilated(x, w, (1, 1, 1), pads, dimension_numbers=NDHWC),
+        x, w)
+    got = _value_and_grads(lambda x, w: fast_conv.frame_sum_conv3d(x, w, (1, 1, 1), (1, 1, 1)),
+                           x, w)
+    _assert_same(got, expected)
+    x2, w2 = _random((2, 9, 9, 32), 10), _random((3, 3, 32, 4), 11)
+    jaxpr = str(jax.make_jaxpr(lambda w: fast_conv.conv2d(x2, w, (1, 1), ((1, 1), (1, 1))))(w2))
+    assert 'custom_vjp' not in jaxpr  # with YNNPACK's convolutions: conv2d_matmul_grad's rule
 
 
 def test_frame_pairs_serve_stems_where_they_waste_few_products():

@@ -24,6 +24,7 @@ XLA fuses into one loop; its grouped convolution is several times slower on CPU.
 
 import contextlib
 import functools
+import os
 from typing import Any, Optional, Sequence, Tuple
 
 import jax
@@ -36,6 +37,11 @@ Padding = Tuple[Pair, Pair]
 NHWC = ('NHWC', 'HWIO', 'NHWC')
 # Below this many input channels XLA's own weight gradient is as fast or faster (measured).
 MATMUL_GRAD_MIN_CHANNELS = 32
+# The XLA flag of config.xla_cpu_convolutions='eigen' (salinet_jax/parallel.py) and the fusion
+# type it removes from YNNPACK. With XLA's Eigen convolutions, XLA's own 2D weight gradients beat
+# the matmul ones (`xla_convolutions_are_eigens`).
+YNN_FUSION_FLAG = '--xla_cpu_experimental_ynn_fusion_type='
+YNN_CONVOLUTION_FUSION = 'individual_convolution'
 # Up to this many output positions per image (14 x 14), the backward pass of a convolution is
 # two im2col matrix products: dW = patches^T . dY and dpatches = dY . W^T, folded back onto the
 # input (col2im). The patch matrix is small there, and XLA's CPU convolutions (and the kernel
@@ -140,15 +146,35 @@ def _channel_matmul_bwd(precision, residuals, dy):
 channel_matmul.defvjp(_channel_matmul_fwd, _channel_matmul_bwd)
 
 
+def xla_convolutions_are_eigens() -> bool:
+  """Whether XLA's CPU backend runs convolutions with its Eigen kernels rather than YNNPACK's,
+  as XLA_FLAGS tells it (config.xla_cpu_convolutions; XLA reads the flags once, at start).
+
+  With Eigen's, XLA's own weight gradients of 2D convolutions are faster than the matmul ones
+  here (2-core AVX-512 Xeon, 3x3, batch 16): 0.0059 against 0.0176 s at 28^2 x 64 channels,
+  0.027 against 0.100 s at 56^2 x 64, 0.017 against 0.043 s at 28^2 x 128, 0.015 against
+  0.023 s at 14^2 x 256; with YNNPACK's they are slower (0.023, 0.102, 0.052, 0.017 s).
+  """
+  flags = os.environ.get('XLA_FLAGS', '')
+  if YNN_FUSION_FLAG not in flags:
+    return False  # XLA's default list, which holds the convolutions
+  value = (flags.rpartition(YNN_FUSION_FLAG)[2].split() or [''])[0].strip('"\'').lower()
+  items = [item for item in value.split(',') if item]
+  if items and all(item[0] in '+-' for item in items):
+    return '-' + YNN_CONVOLUTION_FUSION in items
+  return YNN_CONVOLUTION_FUSION not in items
+
+
 def conv2d(x, w, strides: Pair, padding: Padding, precision=None):
   """`lax.conv_general_dilated(x, w, strides, padding)` in NHWC/HWIO: 1x1 convolutions as
   matrix products; wider ones with the matmul weight gradient from `Cin` =
-  MATMUL_GRAD_MIN_CHANNELS input channels up (see the module docstring)."""
+  MATMUL_GRAD_MIN_CHANNELS input channels up (see the module docstring), unless XLA runs
+  convolutions with its Eigen kernels (`xla_convolutions_are_eigens`)."""
   if not use_cpu_kernels():
     return _plain_conv(x, w, strides, padding, precision)
   if _is_pointwise(w, padding):
     return pointwise_conv2d(x, w, strides, precision)
-  if x.shape[-1] >= MATMUL_GRAD_MIN_CHANNELS:
+  if x.shape[-1] >= MATMUL_GRAD_MIN_CHANNELS and not xla_convolutions_are_eigens():
     return conv2d_matmul_grad(x, w, strides, padding, precision)
   return _plain_conv(x, w, strides, padding, precision)
 
@@ -280,9 +306,13 @@ def uses_patch_weight_gradient(cin: int, kernel_shape: Sequence[int], strides: T
   copies it kH * kW times, and one large product replaces kT * kH * kW small ones. R3D-18's
   3x3x3 convolutions (64 channels, 28^2): dW in 0.039 s instead of 0.067 s on a 2-core CPU
   (train step: README). With temporal stride 2 the patch matrix covers twice the frames the
-  taps read (0.0094 s against 0.0054).
+  taps read (0.0094 s against 0.0054). Where XLA runs convolutions with its Eigen kernels, only
+  stems: the per-tap 2D convolutions' own weight gradients are faster than the patch one (R3D-18
+  train step 0.650 s against 0.717-0.723 s, SaliNet K400 4.60-4.71 s against 4.80-4.82 s).
   """
-  return cin <= PATCH_GRAD_MAX_CHANNELS or (kernel_shape[0] > 1 and strides[0] == 1)
+  if cin <= PATCH_GRAD_MAX_CHANNELS:
+    return True
+  return kernel_shape[0] > 1 and strides[0] == 1 and not xla_convolutions_are_eigens()
 
 
 def patch_weight_gradient(x, dy, kernel_shape: Sequence[int], strides: Triple,
