@@ -81,7 +81,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   # faster everywhere measured: R3D-18's 3x3x3 convolution at 28^2, forward 0.010 s against 0.018
   # and input gradient 0.010 against 0.018; the R3D-18 train step 0.77 s against 0.82-0.88, the
   # SaliNet K400 one 4.98-5.12 against 5.05-5.25 s; eval of one clip, SaliNet 0.605-0.619 against
-  # 0.624-0.652 s, S2DNet 0.315 against 0.333-0.347 s. GPUs and TPUs ignore it.
+  # 0.624-0.652 s, S2DNet 0.315 against 0.333-0.347 s; with it, salinet_jax/models/fast_conv.py
+  # keeps XLA's own (faster) 2D weight gradients: R3D-18 0.650 s, SaliNet 4.60-4.71 s. GPUs and
+  # TPUs ignore it.
   config.xla_cpu_convolutions = 'eigen'
 
   config.loss = ml_collections.ConfigDict()

@@ -17,6 +17,11 @@ matrix and a single product). 1x1 convolutions do that and their forward as plai
 products. `depthwise_conv2d` runs a depthwise convolution as kh * kw shifted multiply-adds, which
 XLA fuses into one loop; its grouped convolution is several times slower on CPU.
 
+Where XLA runs convolutions with its Eigen kernels instead of YNNPACK's
+(config.xla_cpu_convolutions='eigen', the default of main.py and the benchmark), its own 2D
+weight gradients are the faster ones, and only 1x1 convolutions and 3D stems keep the products
+(`xla_convolutions_are_eigens`).
+
 `conv_general_dilated_for_backend` is a drop-in for `lax.conv_general_dilated` (flax `nn.Conv`'s
 `conv_general_dilated_cls`) that uses these on the CPU backend and passes everything else
 (accelerators, dilations, other layouts) to `lax.conv_general_dilated` unchanged.
