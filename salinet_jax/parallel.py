@@ -84,9 +84,11 @@ CPU_SCHEDULER_FLAGS = {
 }
 # XLA_FLAGS of each `config.xla_cpu_convolutions`: jax 0.10's XLA hands convolutions to YNNPACK
 # by default; taking them out of its fusions leaves them to XLA's Eigen convolution kernels.
+YNN_FUSION_TYPE = 'xla_cpu_experimental_ynn_fusion_type'
+YNN_CONVOLUTION_FUSION = 'individual_convolution'
 CPU_CONVOLUTION_FLAGS = {
     'ynnpack': {},
-    'eigen': {'xla_cpu_experimental_ynn_fusion_type': '-individual_convolution'},
+    'eigen': {YNN_FUSION_TYPE: '-' + YNN_CONVOLUTION_FUSION},
 }
 
 
@@ -104,6 +106,21 @@ def set_cpu_xla_flags(scheduler: str, convolutions: str) -> str:
         flags = f'{flags} --{name}={flag_value}'.strip()
   os.environ['XLA_FLAGS'] = flags
   return flags
+
+
+def cpu_convolutions_are_eigens() -> bool:
+  """Whether XLA's CPU backend runs convolutions with its Eigen kernels rather than YNNPACK's,
+  as XLA_FLAGS tells it (XLA reads them once, when the backend starts): YNNPACK's fusion types
+  edited with '-'/'+' items, or overwritten by a list without the convolutions."""
+  flags = os.environ.get('XLA_FLAGS', '')
+  prefix = f'--{YNN_FUSION_TYPE}='
+  if prefix not in flags:
+    return False  # XLA's default list, which holds the convolutions
+  value = (flags.rpartition(prefix)[2].split() or [''])[0].strip('"\'').lower()
+  items = [item for item in value.split(',') if item]
+  if items and all(item[0] in '+-' for item in items):
+    return '-' + YNN_CONVOLUTION_FUSION in items
+  return YNN_CONVOLUTION_FUSION not in items
 
 
 @functools.cache

@@ -104,21 +104,6 @@ def test_patch_weight_gradient_serves_stems_and_stride_one_temporal_kernels(monk
   assert not uses(64, (1, 3, 3), (1, 1, 1))  # I3D's spatial "b" convolutions
 
 
-@pytest.mark.parametrize('flags,eigen', [
-    ('', False),
-    ('--xla_cpu_multi_thread_eigen=false', False),
-    ('--xla_cpu_experimental_ynn_fusion_type=-individual_convolution', True),
-    ('--a=1 --xla_cpu_experimental_ynn_fusion_type=-INDIVIDUAL_CONVOLUTION,+eltwise --b=2', True),
-    ('--xla_cpu_experimental_ynn_fusion_type=-individual_dot', False),
-    ('--xla_cpu_experimental_ynn_fusion_type=individual_dot', True),   # overwrites the list
-    ('--xla_cpu_experimental_ynn_fusion_type=individual_dot,individual_convolution', False),
-    ('--xla_cpu_experimental_ynn_fusion_type=', True),                 # no YNNPACK fusions
-])
-def test_eigen_convolutions_read_from_xla_flags(monkeypatch, flags, eigen):
-  monkeypatch.setenv('XLA_FLAGS', flags)
-  assert fast_conv.xla_convolutions_are_eigens() == eigen
-
-
 def test_eigen_convolutions_keep_xla_weight_gradients_except_for_stems(monkeypatch):
   """With XLA's Eigen convolutions (config.xla_cpu_convolutions='eigen'), its own 2D weight
   gradients are faster than the matmul and patch ones: only stems keep theirs, and the values

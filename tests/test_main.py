@@ -84,6 +84,7 @@ def test_cpu_xla_flags_added_once_and_never_over_the_users(monkeypatch):
                            '--xla_cpu_enable_concurrency_optimized_scheduler=false',
                            '--xla_cpu_experimental_ynn_fusion_type=-individual_convolution']
   assert parallel.set_cpu_xla_flags('memory', 'eigen') == flags  # a second call adds nothing
+  assert parallel.cpu_convolutions_are_eigens()  # what fast_conv reads back
   users = ('--xla_cpu_enable_concurrency_optimized_scheduler=true '
            '--xla_cpu_experimental_ynn_fusion_type=individual_dot')
   monkeypatch.setenv('XLA_FLAGS', users)
@@ -92,6 +93,22 @@ def test_cpu_xla_flags_added_once_and_never_over_the_users(monkeypatch):
     parallel.set_cpu_xla_flags('memroy', 'eigen')
   with pytest.raises(errors.ConfigError, match="xla_cpu_convolutions must be one of .* 'egien'"):
     parallel.set_cpu_xla_flags('memory', 'egien')
+
+
+@pytest.mark.parametrize('flags,eigen', [
+    ('', False),
+    ('--xla_cpu_multi_thread_eigen=false', False),
+    ('--xla_cpu_experimental_ynn_fusion_type=-individual_convolution', True),
+    ('--a=1 --xla_cpu_experimental_ynn_fusion_type=-INDIVIDUAL_CONVOLUTION,+eltwise --b=2', True),
+    ('--xla_cpu_experimental_ynn_fusion_type=-individual_dot', False),
+    ('--xla_cpu_experimental_ynn_fusion_type=individual_dot', True),   # overwrites the list
+    ('--xla_cpu_experimental_ynn_fusion_type=individual_dot,individual_convolution', False),
+    ('--xla_cpu_experimental_ynn_fusion_type=', True),                 # no YNNPACK fusions
+])
+def test_eigen_convolutions_read_from_xla_flags(monkeypatch, flags, eigen):
+  from salinet_jax import parallel  # pylint: disable=g-import-not-at-top
+  monkeypatch.setenv('XLA_FLAGS', flags)
+  assert parallel.cpu_convolutions_are_eigens() == eigen
 
 
 def test_host_memory_handed_back_after_each_compile(monkeypatch):

@@ -29,7 +29,6 @@ weight gradients are the faster ones, and only 1x1 convolutions and 3D stems kee
 
 import contextlib
 import functools
-import os
 from typing import Any, Optional, Sequence, Tuple
 
 import jax
@@ -37,16 +36,13 @@ import jax.numpy as jnp
 from jax import lax
 from jax.ad_checkpoint import checkpoint_name
 
+from salinet_jax import parallel
+
 Pair = Tuple[int, int]
 Padding = Tuple[Pair, Pair]
 NHWC = ('NHWC', 'HWIO', 'NHWC')
 # Below this many input channels XLA's own weight gradient is as fast or faster (measured).
 MATMUL_GRAD_MIN_CHANNELS = 32
-# The XLA flag of config.xla_cpu_convolutions='eigen' (salinet_jax/parallel.py) and the fusion
-# type it removes from YNNPACK. With XLA's Eigen convolutions, XLA's own 2D weight gradients beat
-# the matmul ones (`xla_convolutions_are_eigens`).
-YNN_FUSION_FLAG = '--xla_cpu_experimental_ynn_fusion_type='
-YNN_CONVOLUTION_FUSION = 'individual_convolution'
 # Up to this many output positions per image (14 x 14), the backward pass of a convolution is
 # two im2col matrix products: dW = patches^T . dY and dpatches = dY . W^T, folded back onto the
 # input (col2im). The patch matrix is small there, and XLA's CPU convolutions (and the kernel
@@ -152,22 +148,14 @@ channel_matmul.defvjp(_channel_matmul_fwd, _channel_matmul_bwd)
 
 
 def xla_convolutions_are_eigens() -> bool:
-  """Whether XLA's CPU backend runs convolutions with its Eigen kernels rather than YNNPACK's,
-  as XLA_FLAGS tells it (config.xla_cpu_convolutions; XLA reads the flags once, at start).
-
-  With Eigen's, XLA's own weight gradients of 2D convolutions are faster than the matmul ones
-  here (2-core AVX-512 Xeon, 3x3, batch 16): 0.0059 against 0.0176 s at 28^2 x 64 channels,
-  0.027 against 0.100 s at 56^2 x 64, 0.017 against 0.043 s at 28^2 x 128, 0.015 against
-  0.023 s at 14^2 x 256; with YNNPACK's they are slower (0.023, 0.102, 0.052, 0.017 s).
+  """Whether XLA runs convolutions with its Eigen kernels (config.xla_cpu_convolutions='eigen';
+  `parallel.cpu_convolutions_are_eigens`). Then XLA's own weight gradients of 2D convolutions are
+  faster than the matmul ones here (2-core AVX-512 Xeon, 3x3, batch 16): 0.0059 against 0.0176 s
+  at 28^2 x 64 channels, 0.027 against 0.100 s at 56^2 x 64, 0.017 against 0.043 s at
+  28^2 x 128, 0.015 against 0.023 s at 14^2 x 256; with YNNPACK's they are slower (0.023, 0.102,
+  0.052, 0.017 s).
   """
-  flags = os.environ.get('XLA_FLAGS', '')
-  if YNN_FUSION_FLAG not in flags:
-    return False  # XLA's default list, which holds the convolutions
-  value = (flags.rpartition(YNN_FUSION_FLAG)[2].split() or [''])[0].strip('"\'').lower()
-  items = [item for item in value.split(',') if item]
-  if items and all(item[0] in '+-' for item in items):
-    return '-' + YNN_CONVOLUTION_FUSION in items
-  return YNN_CONVOLUTION_FUSION not in items
+  return parallel.cpu_convolutions_are_eigens()
 
 
 def conv2d(x, w, strides: Pair, padding: Padding, precision=None):
