@@ -17,8 +17,19 @@ from salinet_jax.models import fast_conv
 from salinet_jax.models import fast_pool
 from salinet_jax.models import layers
 
+from conftest import TEST_XLA_FLAGS
+
 NHWC = ('NHWC', 'HWIO', 'NHWC')
 NDHWC = ('NDHWC', 'DHWIO', 'NDHWC')
+
+
+@pytest.fixture(autouse=True)
+def _ynnpack_convolutions(monkeypatch):
+  """The matmul, patch and frame-pair paths run where XLA keeps YNNPACK's convolutions (its
+  default); tests of the Eigen mode set XLA_FLAGS themselves."""
+  monkeypatch.setenv('XLA_FLAGS', TEST_XLA_FLAGS)
+
+
 RTOL = 1e-10
 
 
@@ -93,8 +104,7 @@ def test_frame_sum_conv3d_matches_native_3d_conv(frames, kernel, strides, paddin
     _assert_same(got, expected)
 
 
-def test_patch_weight_gradient_serves_stems_and_stride_one_temporal_kernels(monkeypatch):
-  monkeypatch.setenv('XLA_FLAGS', '')  # YNNPACK's convolutions, XLA's default
+def test_patch_weight_gradient_serves_stems_and_stride_one_temporal_kernels():
   uses = fast_conv.uses_patch_weight_gradient
   assert uses(3, (5, 7, 7), (1, 2, 2))       # stem
   assert uses(3, (1, 7, 7), (1, 2, 2))       # 2D stem of a frame-wise network

@@ -18,9 +18,12 @@ products. `depthwise_conv2d` runs a depthwise convolution as kh * kw shifted mul
 XLA fuses into one loop; its grouped convolution is several times slower on CPU.
 
 Where XLA runs convolutions with its Eigen kernels instead of YNNPACK's
-(config.xla_cpu_convolutions='eigen', the default of main.py and the benchmark), its own 2D
-weight gradients are the faster ones, and only 1x1 convolutions and 3D stems keep the products
-(`xla_convolutions_are_eigens`).
+(config.xla_cpu_convolutions='eigen', the default of main.py and the benchmark;
+`parallel.cpu_convolutions_are_eigens`), its own 2D weight gradients are the faster ones, and
+only 1x1 convolutions and 3D stems keep the products. 3x3, batch 16, 2-core AVX-512 Xeon, XLA's
+against the matmul ones: 0.0059 against 0.0176 s at 28^2 x 64 channels, 0.027 against 0.100 s
+at 56^2 x 64, 0.017 against 0.043 s at 28^2 x 128, 0.015 against 0.023 s at 14^2 x 256 (with
+YNNPACK's convolutions XLA's take 0.023, 0.102, 0.052 and 0.017 s).
 
 `conv_general_dilated_for_backend` is a drop-in for `lax.conv_general_dilated` (flax `nn.Conv`'s
 `conv_general_dilated_cls`) that uses these on the CPU backend and passes everything else
@@ -147,27 +150,16 @@ def _channel_matmul_bwd(precision, residuals, dy):
 channel_matmul.defvjp(_channel_matmul_fwd, _channel_matmul_bwd)
 
 
-def xla_convolutions_are_eigens() -> bool:
-  """Whether XLA runs convolutions with its Eigen kernels (config.xla_cpu_convolutions='eigen';
-  `parallel.cpu_convolutions_are_eigens`). Then XLA's own weight gradients of 2D convolutions are
-  faster than the matmul ones here (2-core AVX-512 Xeon, 3x3, batch 16): 0.0059 against 0.0176 s
-  at 28^2 x 64 channels, 0.027 against 0.100 s at 56^2 x 64, 0.017 against 0.043 s at
-  28^2 x 128, 0.015 against 0.023 s at 14^2 x 256; with YNNPACK's they are slower (0.023, 0.102,
-  0.052, 0.017 s).
-  """
-  return parallel.cpu_convolutions_are_eigens()
-
-
 def conv2d(x, w, strides: Pair, padding: Padding, precision=None):
   """`lax.conv_general_dilated(x, w, strides, padding)` in NHWC/HWIO: 1x1 convolutions as
   matrix products; wider ones with the matmul weight gradient from `Cin` =
-  MATMUL_GRAD_MIN_CHANNELS input channels up (see the module docstring), unless XLA runs
-  convolutions with its Eigen kernels (`xla_convolutions_are_eigens`)."""
+  MATMUL_GRAD_MIN_CHANNELS input channels up, unless XLA runs convolutions with its Eigen
+  kernels (see the module docstring)."""
   if not use_cpu_kernels():
     return _plain_conv(x, w, strides, padding, precision)
   if _is_pointwise(w, padding):
     return pointwise_conv2d(x, w, strides, precision)
-  if x.shape[-1] >= MATMUL_GRAD_MIN_CHANNELS and not xla_convolutions_are_eigens():
+  if x.shape[-1] >= MATMUL_GRAD_MIN_CHANNELS and not parallel.cpu_convolutions_are_eigens():
     return conv2d_matmul_grad(x, w, strides, padding, precision)
   return _plain_conv(x, w, strides, padding, precision)
 
@@ -305,7 +297,7 @@ def uses_patch_weight_gradient(cin: int, kernel_shape: Sequence[int], strides: T
   """
   if cin <= PATCH_GRAD_MAX_CHANNELS:
     return True
-  return kernel_shape[0] > 1 and strides[0] == 1 and not xla_convolutions_are_eigens()
+  return kernel_shape[0] > 1 and strides[0] == 1 and not parallel.cpu_convolutions_are_eigens()
 
 
 def patch_weight_gradient(x, dy, kernel_shape: Sequence[int], strides: Triple,
