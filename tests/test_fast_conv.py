@@ -116,13 +116,16 @@ def test_patch_weight_gradient_serves_stems_and_stride_one_temporal_kernels():
 
 def test_eigen_convolutions_keep_xla_weight_gradients_except_for_stems(monkeypatch):
   """With XLA's Eigen convolutions (config.xla_cpu_convolutions='eigen'), its own 2D weight
-  gradients are faster than the matmul and patch ones: only stems keep theirs, and the values
-  and gradients stay XLA's."""
+  gradients are faster than the matmul and patch ones: only stems with several temporal taps
+  keep theirs (2D kernels on few channels too run as XLA's), and the values and gradients stay
+  XLA's."""
   monkeypatch.setenv('XLA_FLAGS', '--xla_cpu_experimental_ynn_fusion_type=-individual_convolution')
   uses = fast_conv.uses_patch_weight_gradient
   assert not uses(64, (3, 3, 3), (1, 1, 1))
   assert not uses(256, (3, 1, 1), (1, 1, 1))
   assert uses(3, (7, 7, 7), (1, 2, 2))
+  assert not uses(1, (1, 9, 9), (1, 1, 1))  # TSFP's gate on a one-channel map: a 2D kernel
+  assert not uses(3, (1, 7, 7), (1, 2, 2))
   with jax.enable_x64(True):
     x, w = _random((2, 4, 9, 9, 32), 8), _random((3, 3, 3, 32, 4), 9)
     pads = ((1, 1),) * 3
@@ -131,6 +134,14 @@ def test_eigen_convolutions_keep_xla_weight_gradients_except_for_stems(monkeypat
         x, w)
     got = _value_and_grads(lambda x, w: fast_conv.frame_sum_conv3d(x, w, (1, 1, 1), (1, 1, 1)),
                            x, w)
+    _assert_same(got, expected)
+    x1, w1 = _random((2, 3, 11, 11, 1), 12), _random((1, 5, 5, 1, 4), 13)
+    pads = ((0, 0), (2, 2), (2, 2))
+    expected = _value_and_grads(
+        lambda x, w: lax.conv_general_dilated(x, w, (1, 1, 1), pads, dimension_numbers=NDHWC),
+        x1, w1)
+    got = _value_and_grads(lambda x, w: fast_conv.frame_sum_conv3d(x, w, (1, 1, 1), (0, 2, 2)),
+                           x1, w1)
     _assert_same(got, expected)
     x2, w2 = _random((2, 9, 9, 32), 10), _random((3, 3, 32, 4), 11)
     jaxpr = str(jax.make_jaxpr(lambda w: fast_conv.conv2d(x2, w, (1, 1), ((1, 1), (1, 1))))(w2))
