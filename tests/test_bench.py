@@ -263,6 +263,24 @@ def test_remat_saves_temporaries_in_the_compiled_train_step():
     assert temporaries < most * none, (remat, temporaries, none)
 
 
+def test_remat_keeps_float32_activations_without_copying_them():
+  """jax.checkpoint rounds every saved activation to its own dtype (reduce_precision), a no-op
+  for float32 that XLA's CPU compiler keeps as a copy of each one (SaliNet K400: 630 MiB per
+  step); the Engine's step saves them as they are (engine.round_narrow_residuals_only). The
+  rounding stays for bfloat16, where XLA may hold more precision than the saved value."""
+  config = tiny_bench_config('hara_resnet3d')
+  config.data.update(dict(num_frames=4, crop_size=32))
+  for remat in ('elementwise', 'blocks'):
+    _, hlo = _train_step_temporaries(config, remat)
+    assert 'opt-barrier' in hlo or jax.default_backend() != 'cpu'  # remat is on
+    assert 'reduce-precision' not in hlo, remat
+  saving = jax.checkpoint(lambda y: jnp.sin(y * y) * y,
+                          policy=jax.checkpoint_policies.everything_saveable)
+  for dtype, rounded in ((jnp.float32, False), (jnp.bfloat16, True)):
+    jaxpr = jax.make_jaxpr(jax.grad(lambda x: jnp.sum(saving(x))))(jnp.ones(4, dtype))
+    assert ('reduce_precision' in str(jaxpr)) == rounded, dtype
+
+
 def test_elementwise_remat_saves_conv_outputs_and_batch_norm_statistics_only():
   """Activations saved for the backward pass are the convolutions' outputs; with them, each
   BatchNorm's mean and 1 / std, so the backward pass does not reduce the activations again."""
