@@ -149,11 +149,12 @@ def round_narrow_residuals_only(insert_rounding):
 
   JAX rounds each value a checkpointed region saves for the backward pass to its own dtype
   (reduce_precision; JAX PR 22244), in case XLA computed it in more precision than it stores,
-  so that the saved and the recomputed values agree. No XLA backend holds float32 or float64 in
-  more precision, so there it is a no-op, which XLA's GPU compiler removes and its CPU compiler
-  keeps as a copy of every saved activation: 630 MiB per SaliNet K400 train step (b2), and its
-  train step compiled in 18.2-20.3 s instead of 23.9-25.6 s without them. Private JAX API: no
-  public switch exists (tests/test_bench.py checks the compiled step holds no such copy).
+  so that the saved and the recomputed values agree. XLA only holds narrower floats in more
+  precision (bfloat16 computed in float32); rounding a float32 or float64 value to its own dtype
+  changes nothing. XLA's GPU compiler removes that no-op; its CPU compiler keeps it as a copy of
+  every saved activation: 630 MiB per SaliNet K400 train step (b2), whose compile took 23.9-25.6 s
+  with the copies and 18.2-20.3 s without (2 interleaved rounds). Private JAX API: no public
+  switch exists (tests/test_bench.py checks the compiled step holds no such copy).
   """
   def is_wide(var) -> bool:
     dtype = var.aval.dtype
