@@ -77,6 +77,15 @@ def test_conv2d_matches_xla_values_and_gradients(n, size, cin, cout, k, stride, 
     _assert_same(got_jit, expected)
 
 
+def _assert_frame_sum_matches_xla(x, w, strides, padding):
+  """frame_sum_conv3d's value and gradients equal XLA's 3D convolution's (float64)."""
+  pads = tuple((p, p) for p in padding)
+  expected = _value_and_grads(
+      lambda x, w: lax.conv_general_dilated(x, w, strides, pads, dimension_numbers=NDHWC), x, w)
+  got = _value_and_grads(lambda x, w: fast_conv.frame_sum_conv3d(x, w, strides, padding), x, w)
+  _assert_same(got, expected)
+
+
 @pytest.mark.parametrize('frames,kernel,strides,padding,cin', [
     (8, (3, 3, 3), (1, 1, 1), (1, 1, 1), 32),   # patch weight gradient (R3D's 3x3x3)
     (1, (3, 3, 3), (1, 1, 1), (1, 1, 1), 33),   # one frame: the outer taps read only padding
@@ -97,11 +106,7 @@ def test_frame_sum_conv3d_matches_native_3d_conv(frames, kernel, strides, paddin
   with jax.enable_x64(True):
     x = _random((2, frames, 15, 15, cin), 2)
     w = _random(tuple(kernel) + (cin, 5), 3)
-    pads = tuple((p, p) for p in padding)
-    expected = _value_and_grads(
-        lambda x, w: lax.conv_general_dilated(x, w, strides, pads, dimension_numbers=NDHWC), x, w)
-    got = _value_and_grads(lambda x, w: fast_conv.frame_sum_conv3d(x, w, strides, padding), x, w)
-    _assert_same(got, expected)
+    _assert_frame_sum_matches_xla(x, w, strides, padding)
 
 
 def test_patch_weight_gradient_serves_stems_and_stride_one_temporal_kernels():
@@ -127,22 +132,10 @@ def test_eigen_convolutions_keep_xla_weight_gradients_except_for_stems(monkeypat
   assert not uses(1, (1, 9, 9), (1, 1, 1))  # TSFP's gate on a one-channel map: a 2D kernel
   assert not uses(3, (1, 7, 7), (1, 2, 2))
   with jax.enable_x64(True):
-    x, w = _random((2, 4, 9, 9, 32), 8), _random((3, 3, 3, 32, 4), 9)
-    pads = ((1, 1),) * 3
-    expected = _value_and_grads(
-        lambda x, w: lax.conv_general_dilated(x, w, (1, 1, 1), pads, dimension_numbers=NDHWC),
-        x, w)
-    got = _value_and_grads(lambda x, w: fast_conv.frame_sum_conv3d(x, w, (1, 1, 1), (1, 1, 1)),
-                           x, w)
-    _assert_same(got, expected)
-    x1, w1 = _random((2, 3, 11, 11, 1), 12), _random((1, 5, 5, 1, 4), 13)
-    pads = ((0, 0), (2, 2), (2, 2))
-    expected = _value_and_grads(
-        lambda x, w: lax.conv_general_dilated(x, w, (1, 1, 1), pads, dimension_numbers=NDHWC),
-        x1, w1)
-    got = _value_and_grads(lambda x, w: fast_conv.frame_sum_conv3d(x, w, (1, 1, 1), (0, 2, 2)),
-                           x1, w1)
-    _assert_same(got, expected)
+    _assert_frame_sum_matches_xla(_random((2, 4, 9, 9, 32), 8), _random((3, 3, 3, 32, 4), 9),
+                                  (1, 1, 1), (1, 1, 1))
+    _assert_frame_sum_matches_xla(_random((2, 3, 11, 11, 1), 12), _random((1, 5, 5, 1, 4), 13),
+                                  (1, 1, 1), (0, 2, 2))
     x2, w2 = _random((2, 9, 9, 32), 10), _random((3, 3, 32, 4), 11)
     jaxpr = str(jax.make_jaxpr(lambda w: fast_conv.conv2d(x2, w, (1, 1), ((1, 1), (1, 1))))(w2))
     assert 'custom_vjp' not in jaxpr  # with YNNPACK's convolutions: conv2d_matmul_grad's rule
