@@ -295,8 +295,9 @@ def uses_patch_weight_gradient(cin: int, kernel_shape: Sequence[int], strides: T
   stems: the per-tap 2D convolutions' own weight gradients are faster than the patch one (R3D-18
   train step 0.650 s against 0.717-0.723 s, SaliNet K400 4.60-4.71 s against 4.80-4.82 s).
   There, a 2D kernel (kT = 1) on few channels runs as XLA's too: SaliNet's TSFP gate, 1x9x9 on
-  a one-channel 2 x 8 x 56^2 map, forward and backward in 9.7-9.8 ms against 14.5-16 ms, and
-  compiled in 0.26-0.29 s against 1.15 s (the patch matrix's 81 tap slices are 81 kernels).
+  a one-channel 2 x 8 x 56^2 map, forward and backward in 9.7-11.0 ms against 15.2-16.3 ms,
+  and compiled in 0.27-0.30 s against 1.15-1.24 s (the patch matrix's 81 tap slices are 81
+  kernels).
   """
   if cin <= PATCH_GRAD_MAX_CHANNELS:
     return kernel_shape[0] > 1 or not parallel.cpu_convolutions_are_eigens()
