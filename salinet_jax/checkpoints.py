@@ -152,9 +152,10 @@ _OS_ERROR_CODE = re.compile(r"os_error_code='?(\d+)")
 _QUOTED_PATH = re.compile(r'"(/[^"]+)"')
 
 
-def _root_cause(error: BaseException) -> str:
-  """The innermost OS-level reason of a (chained) exception, e.g. 'No space left on device at
-  PATH', also when it arrives as the text of a TensorStore error."""
+def _root_cause(error: BaseException) -> Tuple[str, Optional[str]]:
+  """The innermost OS-level reason of a (chained) exception and the path it names, if any,
+  e.g. ('No space left on device', PATH), also when it arrives as the text of a TensorStore
+  error. A failed `write()` carries no path: then the path is None."""
   seen, cause, found = set(), error, None
   while cause is not None and id(cause) not in seen:
     seen.add(id(cause))
@@ -162,14 +163,14 @@ def _root_cause(error: BaseException) -> str:
       found = cause
     cause = cause.__cause__ or cause.__context__
   if found is not None:
-    return found.strerror + (f' at {found.filename}' if found.filename else '')
+    return found.strerror, found.filename
   text = str(error)
   code = _OS_ERROR_CODE.search(text)
   if code:
     paths = _QUOTED_PATH.findall(text)
-    return os.strerror(int(code.group(1))) + (f' at {paths[-1]}' if paths else '')
+    return os.strerror(int(code.group(1))), paths[-1] if paths else None
   lines = text.strip().splitlines()
-  return f'{type(error).__name__}: {lines[-1] if lines else ""}'
+  return f'{type(error).__name__}: {lines[-1] if lines else ""}', None
 
 
 def _flat_shapes(tree: Any) -> Dict[str, Tuple[int, ...]]:
@@ -274,10 +275,16 @@ class CheckpointStore:
       self.wait()
 
   def _save_error(self, step: Optional[int], error: BaseException) -> CheckpointSaveError:
+    """The one-line error for a failed save: OS reason, where (the step's directory being
+    written when the OS error names no file), and the newest step a resume can use."""
+    step = step if step is not None else self._pending_step
+    reason, path = _root_cause(error)
+    if path is None and step is not None:
+      path = os.path.join(self.directory, f'{step}{_TMP_SUFFIX}')
     intact = self.newest_intact_step()
     return CheckpointSaveError(
-        f'Saving checkpoint step {step if step is not None else self._pending_step} failed: '
-        f'{_root_cause(error)}. Newest intact checkpoint: '
+        f'Saving checkpoint step {step} failed: {reason}' + (f' at {path}' if path else '')
+        + '. Newest intact checkpoint: '
         + (f'step {intact} in {self.directory}.' if intact is not None else 'none.'))
 
   def check_for_errors(self) -> None:

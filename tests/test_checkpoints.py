@@ -123,13 +123,17 @@ def test_restoring_into_another_model_names_parameters_and_config_fields(tmp_pat
   store.close()
 
 
-def test_a_failed_save_names_the_cause_and_the_newest_intact_step(tmp_path, ckpt_config,
-                                                                   monkeypatch):
+@pytest.mark.parametrize('error_names_its_file', [True, False])
+def test_a_failed_save_names_the_cause_and_the_newest_intact_step(error_names_its_file, tmp_path,
+                                                                   ckpt_config, monkeypatch):
+  """The path is in the message also when the OS error carries none (a full disk hit by a
+  `write()` call, as in orbax's metadata writer): then the step directory being written."""
   store = checkpoints.CheckpointStore(str(tmp_path), ckpt_config)
   store.save(1, _state(1))
 
   def disk_full(step_dir):
-    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), step_dir)
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC),
+                  *([step_dir] if error_names_its_file else []))
 
   monkeypatch.setattr(checkpoints, 'write_checksums', disk_full)
   with pytest.raises(checkpoints.CheckpointSaveError,
