@@ -33,6 +33,7 @@ from absl import logging
 from data import augment
 from data import datasets
 from data import host_malloc
+from data import ops
 from data import records
 from data import sampling
 from data import synthetic
@@ -166,7 +167,7 @@ def train_sharding(data_config, process_count: int) -> str:
   """
   mode = data_config.train_sharding
   if mode not in TRAIN_SHARDINGS:
-    raise ValueError(f'config.data.train_sharding must be one of {TRAIN_SHARDINGS}, got {mode!r}.')
+    raise ops.UnknownOpError(f'config.data.train_sharding must be one of {TRAIN_SHARDINGS}, got {mode!r}.')
   if mode == 'auto':
     return 'global_order' if process_count == 1 else 'files'
   return mode

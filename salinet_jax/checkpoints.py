@@ -26,7 +26,7 @@ import os
 import re
 import shutil
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -378,8 +378,14 @@ class CheckpointStore:
         logging.warning('Checkpoint step %d: %s; restoring it without verification.', step,
                         problem)
       self._quarantine(corrupt)
-      state = _restore_checked(self.manager, step, target, self.metadata(step).get('config'),
-                               config, f'checkpoint step {step} in {self.directory}')
+      stored_config = self.metadata(step).get('config')
+      state = _restore_checked(self.manager, step, target, stored_config, config,
+                               f'checkpoint step {step} in {self.directory}')
+      differences = config_differences(stored_config, config) if stored_config and config else []
+      if differences:
+        logging.warning('Resuming checkpoint step %d with a config that differs from the one it '
+                        'was trained with (schedule and data follow the given one): %s.', step,
+                        '; '.join(differences))
       if corrupt:
         logging.warning('Resuming from step %d, the newest intact checkpoint (corrupt steps %s '
                         'moved to %s).', step, corrupt, os.path.join(self.workdir,
@@ -411,9 +417,22 @@ def _restore_checked(manager: ocp.CheckpointManager, step: int, target: Any,
                                                          ITEM_DIR)), target)
   if mismatches:
     raise _mismatch_error(what, mismatches, stored_config, config)
-  state = manager.restore(step, args=ocp.args.StandardRestore(target))
+  state = _restore_fitting(lambda: manager.restore(step, args=ocp.args.StandardRestore(target)),
+                           what, stored_config, config)
   host_malloc.trim()
   return state
+
+
+def _restore_fitting(restore: Callable[[], Any], what: str, stored_config: Optional[str],
+                     config: Any) -> Any:
+  """`restore()`, with orbax's tree-structure error (same parameters, another optimizer state:
+  another optimizer, freezing or S2DNet stage) turned into the mismatch error."""
+  try:
+    return restore()
+  except ValueError as e:
+    if 'tree structures do not match' not in str(e):
+      raise
+    raise _mismatch_error(what, [], stored_config, config) from e
 
 
 def _item_tree(item_dir: str) -> Any:
@@ -443,9 +462,13 @@ def _field(tree: Any, name: str) -> Any:
 
 def _mismatch_error(what: str, mismatches: List[str], stored_config: Optional[str],
                     config: Any) -> CheckpointMismatchError:
+  """The error for a checkpoint that does not fit: the parameters whose shapes differ (none:
+  the parameters fit but the optimizer state has another structure) and the config fields."""
   shown = mismatches[:8] + ([f'... and {len(mismatches) - 8} more'] if len(mismatches) > 8 else [])
   message = (f'{what} does not fit the model of the given config: {len(mismatches)} '
-             'parameter(s) differ:\n  ' + '\n  '.join(shown))
+             'parameter(s) differ:\n  ' + '\n  '.join(shown) if mismatches else
+             f'{what} does not fit the optimizer of the given config: its optimizer state has '
+             'another structure.')
   differences = config_differences(stored_config, config) if stored_config and config else []
   if differences:
     message += ('\nThe config stored with the checkpoint differs from the given one:\n  '
@@ -454,12 +477,29 @@ def _mismatch_error(what: str, mismatches: List[str], stored_config: Optional[st
   return CheckpointMismatchError(message)
 
 
-def restore_from_path(path: str, target: Any, config: Any = None) -> Any:
-  """Restores a train state from an explicit checkpoint step directory (verified)."""
+def step_dir_of(path: str) -> str:
+  """The step directory an explicit checkpoint path names (the step directory or its item
+  directory). A workdir or a checkpoints folder is refused with the steps it holds: which of
+  them is meant ('best', 'latest') is the config's choice, not a guess."""
   path = os.path.abspath(path)
   if not os.path.isdir(path):
     raise NoCheckpointError(f'Checkpoint path {path} does not exist.')
-  step_dir = path if os.path.isdir(os.path.join(path, ITEM_DIR)) else os.path.dirname(path)
+  if os.path.isdir(os.path.join(path, ITEM_DIR)):
+    return path
+  if os.path.basename(path) == ITEM_DIR:
+    return os.path.dirname(path)
+  folder = checkpoint_dir(path) if os.path.isdir(checkpoint_dir(path)) else path
+  steps = sorted(int(name) for name in os.listdir(folder) if name.isdigit())
+  example = f' such as {os.path.join(folder, str(steps[-1]))}' if steps else ''
+  raise NoCheckpointError(
+      f'Checkpoint path {path} is not a checkpoint step directory (it has no {ITEM_DIR}/ '
+      f'folder): pass a step directory{example}, or best / latest to use the --workdir\'s '
+      'checkpoints.')
+
+
+def restore_from_path(path: str, target: Any, config: Any = None) -> Any:
+  """Restores a train state from an explicit checkpoint step directory (verified)."""
+  step_dir = step_dir_of(path)
   intact, problem = verify_step_dir(step_dir)
   if not intact:
     raise CorruptCheckpointError(f'Checkpoint {step_dir} is corrupt: {problem}.')
@@ -468,10 +508,11 @@ def restore_from_path(path: str, target: Any, config: Any = None) -> Any:
   item = os.path.join(step_dir, ITEM_DIR)
   with ocp.StandardCheckpointer() as checkpointer:
     mismatches = _shape_mismatches(_item_tree(item), target)
+    stored_config = read_step_metadata(step_dir).get('config')
     if mismatches:
-      stored_config = read_step_metadata(step_dir).get('config')
       raise _mismatch_error(f'Checkpoint {step_dir}', mismatches, stored_config, config)
-    state = checkpointer.restore(item, target)
+    state = _restore_fitting(lambda: checkpointer.restore(item, target), f'Checkpoint {step_dir}',
+                             stored_config, config)
   host_malloc.trim()
   return state
 

@@ -8,7 +8,6 @@ training records.
 
 import functools
 import math
-import os
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 import flax
@@ -323,12 +322,8 @@ def checkpoint_classes(workdir: str, config) -> Tuple[str, ...]:
     finally:
       store.close()
   else:
-    where = os.path.abspath(which)
-    if not os.path.isdir(where):
-      raise checkpoints.NoCheckpointError(f'Checkpoint path {where} does not exist.')
-    metadata = checkpoints.read_step_metadata(
-        where if os.path.isdir(os.path.join(where, checkpoints.ITEM_DIR)) else
-        os.path.dirname(where))
+    where = checkpoints.step_dir_of(which)
+    metadata = checkpoints.read_step_metadata(where)
   classes = metadata.get('classes')
   if not classes:
     raise checkpoints.CheckpointError(

@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from salinet_jax import errors
+
 Terms = Dict[str, jnp.ndarray]
 
 
@@ -129,7 +131,7 @@ LOSSES_NEEDING_AUX = frozenset({'ce_l1', 'ce_l1_l2', 's2dnet'})
 
 def _check_name(name: str) -> None:
   if name not in LOSSES:
-    raise ValueError(f'config.loss.name {name!r} is not one of {sorted(LOSSES)}.')
+    raise errors.ConfigError(f'config.loss.name {name!r} is not one of {sorted(LOSSES)}.')
 
 
 def needs_aux(loss_config) -> bool:

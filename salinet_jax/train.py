@@ -147,6 +147,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
   try:
     state, step = store.restore_for_resume(trainer.abstract_state(), config)
     if state is not None:
+      _check_same_classes(store.metadata(step).get('classes'), trainer.classes,
+                          f'Checkpoint step {step} in {store.directory}', config.dataset)
       logging.info('Resumed from checkpoint step %d in %s.', step, store.directory)
     else:
       writer.write_hparams(_flat_hparams(config))
@@ -381,6 +383,18 @@ def evaluation_engine(config: ml_collections.ConfigDict, workdir: str,
         f'{split!r} in {info.directory} has {len(info.classes)} ({_preview(info.classes)}): '
         'evaluate on records of the same dataset.')
   return engine.Engine(config, classes)
+
+
+def _check_same_classes(stored, classes, what: str, dataset_config) -> None:
+  """A resumed run must train on the classes its checkpoint was trained on: the same number
+  of other classes would fit the model and silently mix two datasets in one workdir."""
+  if stored is not None and tuple(stored) != tuple(classes):
+    info = pipeline.split_info(dataset_config, dataset_config.train_split)
+    raise checkpoints.CheckpointMismatchError(
+        f'{what} was trained on {len(stored)} classes ({_preview(stored)}) but split '
+        f'{dataset_config.train_split!r} in {info.directory} has {len(classes)} '
+        f'({_preview(classes)}): resume on the records it was trained on, or use another '
+        '--workdir.')
 
 
 def _preview(names, count: int = 4) -> str:

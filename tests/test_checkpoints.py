@@ -157,6 +157,34 @@ def test_explicit_path_and_missing_checkpoints(tmp_path, ckpt_config):
   assert int(restored['step']) == 7
   with pytest.raises(checkpoints.NoCheckpointError, match='does not exist'):
     checkpoints.restore_from_path(str(tmp_path / 'nope'), _state(0))
+  step_dir = os.path.join(checkpoints.checkpoint_dir(str(tmp_path)), '7')
+  assert int(checkpoints.restore_from_path(os.path.join(step_dir, checkpoints.ITEM_DIR),
+                                           _state(0))['step']) == 7
+  # A workdir or its checkpoints folder is not a step: the message names one there is.
+  for folder in (str(tmp_path), checkpoints.checkpoint_dir(str(tmp_path))):
+    with pytest.raises(checkpoints.NoCheckpointError,
+                       match=rf'{folder} is not a checkpoint step directory .* such as '
+                       rf'{step_dir}, or best / latest'):
+      checkpoints.restore_from_path(folder, _state(0))
+
+
+def test_restoring_another_optimizer_state_names_the_config_fields(tmp_path, ckpt_config):
+  """Same parameters, another optimizer state structure: the mismatch error, not orbax's."""
+  config = base.get_base_config()
+  store = checkpoints.CheckpointStore(str(tmp_path), ckpt_config)
+  store.save(1, _state(1), config=config)
+  store.close()
+  other = base.get_base_config()
+  other.optimizer.name = 'adamw'
+  target = {**_state(0), 'opt_state': {'m': jnp.zeros((3,)), 'v': jnp.zeros((3,))}}
+  store = checkpoints.CheckpointStore(str(tmp_path), ckpt_config, read_only=True)
+  for restore in (lambda: store.restore_for_resume(target, other),
+                  lambda: checkpoints.restore_from_path(store.step_dir(1), target, other)):
+    with pytest.raises(checkpoints.CheckpointMismatchError,
+                       match=r"(?s)does not fit the optimizer of the given config: its optimizer "
+                       r"state has another structure.*optimizer.name: stored 'sgd', given 'adamw'"):
+      restore()
+  store.close()
 
 
 def test_interrupted_save_leaves_previous_checkpoint_usable(tmp_path, ckpt_config):

@@ -2,6 +2,7 @@
 known user errors, corrupt TFRecords, a resume with another model, a read-only workdir, SIGTERM
 at the next step."""
 
+import json
 import os
 import re
 import shutil
@@ -37,14 +38,18 @@ def trained_workdir(tmp_path_factory, tiny_data_dir):
   return workdir
 
 
-@pytest.mark.parametrize('case', ['misspelt_field', 'batch_not_divisible', 'no_checkpoint',
-                                  'missing_records'])
+@pytest.mark.parametrize('case', ['misspelt_field', 'misspelt_model_name', 'batch_not_divisible',
+                                  'no_checkpoint', 'missing_records'])
 def test_known_user_errors_end_in_one_line(case, tiny_data_dir, tmp_path):
   overrides = _tiny_overrides(tiny_data_dir)
   workdir = f'--workdir={tmp_path / "run"}'
   if case == 'misspelt_field':
     line = _one_error_line(_main('--config=configs/demo.py', workdir, '--config.batch_sise=8'), 2)
     assert 'batch_sise' in line and 'Did you mean "batch_size"' in line
+  elif case == 'misspelt_model_name':
+    line = _one_error_line(_main('--config=configs/demo.py', workdir, *overrides,
+                                 '--config.model.name=salinet_har'))
+    assert "config.model.name 'salinet_har' is not one of" in line
   elif case == 'batch_not_divisible':
     line = _one_error_line(_main('--config=configs/demo.py', workdir, *overrides,
                                  '--config.batch_size=6', devices=4))
@@ -67,6 +72,48 @@ def test_resume_with_another_model_names_parameters_and_config_fields(trained_wo
   assert 'does not fit the model of the given config' in line
   assert re.search(r'params/\S+/kernel: stored \([\d, ]*4\), model \([\d, ]*8\)', proc.stderr)
   assert 'model.width: stored 4, given 8' in proc.stderr
+
+
+def test_resume_with_changed_settings_names_them(trained_workdir, tiny_data_dir, tmp_path):
+  """Resuming with another learning rate or length is allowed (a longer run, a lower rate) but
+  never silent: the schedule then follows the given config."""
+  workdir = tmp_path / 'run'
+  shutil.copytree(trained_workdir, workdir)
+  proc = _main('--config=configs/demo.py', f'--workdir={workdir}', *_tiny_overrides(tiny_data_dir),
+               '--config.num_train_steps=3', '--config.optimizer.base_learning_rate=0.7')
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  warning = [line for line in proc.stderr.splitlines() if 'differs from the one it was' in line]
+  assert len(warning) == 1, proc.stderr[-4000:]
+  assert 'optimizer.base_learning_rate: stored 0.1, given 0.7' in warning[0]
+  assert 'num_train_steps: stored 2, given 3' in warning[0]
+
+
+def test_resume_on_records_of_other_classes_is_refused(trained_workdir, tiny_data_dir, tmp_path):
+  """Same number of classes, other names: the model would fit, and the workdir would silently
+  hold checkpoints of two datasets (and pick its best across them)."""
+  workdir, data = tmp_path / 'run', tmp_path / 'other_records'
+  shutil.copytree(trained_workdir, workdir)
+  shutil.copytree(tiny_data_dir, data)
+  metadata = json.loads((data / 'metadata.json').read_text())
+  metadata['classes'] = [f'other_{name}' for name in metadata['classes']]
+  (data / 'metadata.json').write_text(json.dumps(metadata))
+  line = _one_error_line(_main('--config=configs/demo.py', f'--workdir={workdir}',
+                               *_tiny_overrides(data), '--config.num_train_steps=3'))
+  assert re.search(r'Checkpoint step 2 in \S+ was trained on 4 classes \(moving_right, .*\) but '
+                   rf"split 'train' in {data} has 4 \(other_moving_right, ", line), line
+
+
+def test_resume_with_another_optimizer_names_the_config_fields(trained_workdir, tiny_data_dir,
+                                                               tmp_path):
+  """Same parameters, another optimizer state: one line and the differing fields, not orbax's
+  tree-structure traceback."""
+  workdir = tmp_path / 'run'
+  shutil.copytree(trained_workdir, workdir)
+  proc = _main('--config=configs/demo.py', f'--workdir={workdir}', *_tiny_overrides(tiny_data_dir),
+               '--config.optimizer.name=adamw', '--config.num_train_steps=3')
+  line = _one_error_line(proc)
+  assert 'does not fit the optimizer of the given config: its optimizer state has another' in line
+  assert "optimizer.name: stored 'sgd', given 'adamw'" in proc.stderr
 
 
 def _make_read_only(path):

@@ -74,14 +74,14 @@ def build_model(model_config, num_classes: int, dtype: str = 'float32',
   fields = dict(model_config)
   name = fields.pop('name')
   if name not in MODELS:
-    raise ValueError(f'config.model.name {name!r} is not one of {sorted(MODELS)}.')
+    raise errors.ConfigError(f'config.model.name {name!r} is not one of {sorted(MODELS)}.')
   if remat not in REMAT_MODES:
     raise errors.ConfigError(f'config.remat must be one of {REMAT_MODES}, got {remat!r}.')
   model_cls = MODELS[name]
   accepted = {f.name for f in dataclasses.fields(model_cls)} - {'parent', 'name'}
   unknown = sorted(set(fields) - accepted)
   if unknown:
-    raise ValueError(f'config.model has fields {unknown} that model {name!r} does not accept; '
+    raise errors.ConfigError(f'config.model has fields {unknown} that model {name!r} does not accept; '
                      f'accepted: {sorted(accepted - {"num_classes", "dtype"})}.')
   if remat == 'blocks':
     if 'remat_blocks' not in accepted:
