@@ -48,11 +48,23 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def parse_flags(argv):
-  """absl's flag parsing, with a misspelt or mistyped --config field reported as one line."""
+  """absl's flag parsing, with a misspelt or mistyped --config field, a missing config file and
+  a config's own ValueError (e.g. an unknown recipe stage) reported as one line."""
   try:
-    return FLAGS(argv)
+    remaining = FLAGS(argv)
+    # A config file that failed to load stands in as an object that raises on any attribute.
+    FLAGS.config.to_dict  # pylint: disable=pointless-statement
+    return remaining
   except flags.Error as e:
-    print(f'error: {e}\nPass --helpshort or --helpfull to see help on flags.', file=sys.stderr)
+    lines = str(e).strip().splitlines()
+    if 'Traceback (most recent call last)' in str(e) and lines[-1].startswith('ValueError: '):
+      lines = [lines[0], lines[-1][len('ValueError: '):]]  # the config refused a value itself
+    print(f'error: {" ".join(lines)}\nPass --helpshort or --helpfull to see help on flags.',
+          file=sys.stderr)
+    sys.exit(2)
+  except OSError as e:  # ml_collections: the config file could not be read
+    reason = ' '.join(str(e).split()).split('earlier failure to load: ')[-1]
+    print(f'error: --config: {reason}', file=sys.stderr)
     sys.exit(2)
   except (AttributeError, KeyError) as e:  # ml_collections: no such field in the config
     message = (str(e.args[0] if e.args else e).strip('\'"').replace('\\n', ' ')

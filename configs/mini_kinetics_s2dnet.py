@@ -43,8 +43,8 @@ LINEAR_PARAMS = r':(snet/fc|f_m|dnet/fc)/'
 def s2dnet_config(dataset: str, stage: str) -> ml_collections.ConfigDict:
   """The S2DNet recipe on `dataset` for one training `stage`."""
   if stage not in STAGES:
-    raise ValueError(f'S2DNet stage must be one of {STAGES}, got {stage!r} '
-                     f'(use configs/{dataset}_s2dnet.py:warmup).')
+    raise ValueError(f'S2DNet stage must be one of {STAGES}, got {stage!r} (it follows the '
+                     'config file: --config=FILE.py:warmup).')
   warmup = stage == 'warmup'
   config = base.get_base_config()
   config.dataset.name = dataset

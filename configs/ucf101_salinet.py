@@ -20,8 +20,8 @@ def fold_config(dataset: str, split: str) -> ml_collections.ConfigDict:
   """The K400 recipe moved to `dataset`'s official fold `split` (UCF101 and HMDB51)."""
   split = str(split)
   if split not in SPLITS:
-    raise ValueError(f'{dataset} split must be one of {SPLITS}, got {split!r} '
-                     f'(use configs/{dataset}_salinet.py:1).')
+    raise ValueError(f'{dataset} split must be one of {SPLITS}, got {split!r} (it follows the '
+                     'config file: --config=FILE.py:1).')
   config = k400_salinet.get_config()
   config.dataset.name = dataset
   config.dataset.train_split = f'train{split}'

@@ -38,8 +38,9 @@ def trained_workdir(tmp_path_factory, tiny_data_dir):
   return workdir
 
 
-@pytest.mark.parametrize('case', ['misspelt_field', 'misspelt_model_name', 'batch_not_divisible',
-                                  'no_checkpoint', 'missing_records'])
+@pytest.mark.parametrize('case', ['misspelt_field', 'misspelt_model_name', 'missing_config_file',
+                                  'unknown_recipe_stage', 'batch_not_divisible', 'no_checkpoint',
+                                  'missing_records'])
 def test_known_user_errors_end_in_one_line(case, tiny_data_dir, tmp_path):
   overrides = _tiny_overrides(tiny_data_dir)
   workdir = f'--workdir={tmp_path / "run"}'
@@ -50,6 +51,13 @@ def test_known_user_errors_end_in_one_line(case, tiny_data_dir, tmp_path):
     line = _one_error_line(_main('--config=configs/demo.py', workdir, *overrides,
                                  '--config.model.name=salinet_har'))
     assert "config.model.name 'salinet_har' is not one of" in line
+  elif case == 'missing_config_file':
+    line = _one_error_line(_main('--config=configs/dmeo.py', workdir), 2)
+    assert "No such file or directory: 'configs/dmeo.py'" in line
+  elif case == 'unknown_recipe_stage':
+    line = _one_error_line(_main('--config=configs/demo_s2dnet.py:samplng', workdir), 2)
+    assert "S2DNet stage must be one of ('warmup', 'sampling'), got 'samplng'" in line
+    assert '--config=FILE.py:warmup' in line
   elif case == 'batch_not_divisible':
     line = _one_error_line(_main('--config=configs/demo.py', workdir, *overrides,
                                  '--config.batch_size=6', devices=4))
