@@ -5,6 +5,7 @@ import glob
 import io
 import os
 import pathlib
+import re
 import shutil
 
 import numpy as np
@@ -459,6 +460,39 @@ def test_missing_and_corrupt_videos_never_lose_the_others(tmp_path):
   assert sorted(os.path.basename(f['file']) for f in metadata.failures) == \
       ['corrupted.mp4', 'missing.mp4']
   assert sorted(_videos(out, 'train')) == ['fight/fi001.mp4', 'noFight/nofi001.mp4']
+
+
+def test_class_folder_tree_problems_are_named_before_decoding(tmp_path, capsys):
+  """Folders without videos would become classes nobody trains; a class on one side of a group
+  split is warned about; a re-conversion that moves groups between train and val is refused
+  (a trained model would be scored on its own training videos)."""
+  tree, out = tmp_path / 'videos', tmp_path / 'out'
+  for target, source in [('a/g1/fi001.mp4', 'fight/fi001.mp4'),
+                         ('b/g3/nofi001.mp4', 'noFight/nofi001.mp4'),
+                         ('b/g4/nofi002.mp4', 'noFight/nofi002.mp4')]:
+    (tree / target).parent.mkdir(parents=True, exist_ok=True)
+    (tree / target).symlink_to(FIGHT / source)
+  (tree / 'c').mkdir()
+  (tree / 'd').mkdir()
+  (tree / 'd' / 'notes.txt').write_text('not a video')
+  args = ['--dataset=folder', f'--input={tree}', '--split_by_group=subfolder',
+          '--val_fraction=0.5', f'--output={out}', '--short_side=32', '--workers=1']
+  assert _run(*args) == 2
+  assert "2 class folder(s) hold no video with extensions" in capsys.readouterr().err
+  assert not out.exists() or not glob.glob(str(out / '*.tfrecord-*'))
+  shutil.rmtree(tree / 'c')
+  shutil.rmtree(tree / 'd')
+  assert _run(*args) == 0
+  err = capsys.readouterr().err
+  assert re.search(r"warning: split '(train|val)' has no video of 1 of the 2 classes: "
+                   r"\['[ab]'\]", err), err
+  groups = records.read_metadata(str(out)).extra['groups']
+  moved = next(g for g in groups['train'])
+  assert _run(*args, f'--val_groups={moved}') == 2
+  err = capsys.readouterr().err
+  assert 'would move, e.g. ' in err and f'{moved} (train -> val)' in err
+  assert f"--val_groups={','.join(groups['val'])}" in err
+  assert _run(*args) == 0  # the same split again: nothing moves
 
 
 def test_a_split_where_every_video_fails_exits_non_zero(tmp_path):

@@ -49,7 +49,7 @@ import argparse
 import os
 import sys
 import time
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import TYPE_CHECKING, List, Optional, Sequence
 
 from data import video_io
 from data.convert.outputs import FAILURES_FILE, existing_metadata, write_outputs
@@ -73,6 +73,8 @@ def convert(args) -> Optional['records.DatasetMetadata']:
   missing = sum(1 for items in plan.splits.values() for i in items if i.missing)
   print(f'{plan.name}: {len(plan.classes)} classes, videos per split {counts}, '
         f'{len(jobs)} shards, {missing} listed videos not found.', file=sys.stderr)
+  for line in coverage_warnings(plan):
+    print(f'warning: {line}', file=sys.stderr)
   if args.dry_run:
     return None
   existing_metadata(output, plan)  # fail before decoding anything
@@ -89,6 +91,19 @@ def convert(args) -> Optional['records.DatasetMetadata']:
   for failure in failed[:10]:
     print(f"  {failure['split']}: {failure['file']}: {failure['reason']}", file=sys.stderr)
   return metadata
+
+
+def coverage_warnings(plan) -> List[str]:
+  """One line per labelled split that lacks some classes: a model trained without a class
+  still predicts it, and an evaluation without it scores the others only."""
+  lines = []
+  for split, items in sorted(plan.splits.items()):
+    labelled = {item.label_index for item in items if item.label_index >= 0}
+    absent = [name for index, name in enumerate(plan.classes) if index not in labelled]
+    if labelled and absent:
+      lines.append(f'split {split!r} has no video of {len(absent)} of the {len(plan.classes)} '
+                   f'classes: {absent[:20]}' + (' ...' if len(absent) > 20 else '') + '.')
+  return lines
 
 
 def build_parser() -> argparse.ArgumentParser:

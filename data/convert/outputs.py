@@ -8,7 +8,7 @@ timing source counts of its videos, and the conversion settings.
 import collections
 import csv
 import os
-from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
 from data.convert.plans import ConversionError, Plan
 from data.convert.shards import ShardJob, settings_of
@@ -33,7 +33,26 @@ def existing_metadata(output: str, plan: Plan) -> Optional['records.DatasetMetad
         f'{output} holds dataset {metadata.name!r} with {len(metadata.classes)} classes; this '
         f'run converts {plan.name!r} with {len(plan.classes)} classes (another class list?). '
         'Use another --output.')
+  old_groups = metadata.extra.get('groups', {})
+  moved = _moved_groups(old_groups, plan.notes.get('groups', {}))
+  if moved:
+    old_val = old_groups.get('val', [])
+    raise ConversionError(
+        f'{output} holds a split by group that this run would change: {len(moved)} group(s) '
+        'would move, e.g. ' + ', '.join(f'{g} ({a} -> {b})' for g, a, b in moved[:5]) + '. A '
+        'model trained on the old records would then be scored on videos it trained on. Keep '
+        + (f'the old sides with --val_groups={",".join(old_val)}' if len(old_val) <= 20 else
+           "the old sides with --val_groups (the old val groups are in metadata.json's "
+           'extra.groups.val)') + ', or use another --output.')
   return metadata
+
+
+def _moved_groups(old: Dict[str, Sequence[str]], new: Dict[str, Sequence[str]]
+                  ) -> List[Tuple[str, str, str]]:
+  """(group, old split, new split) for the groups that change sides between two group splits."""
+  side_of = lambda groups: {g: split for split, names in groups.items() for g in names}
+  before, after = side_of(old), side_of(new)
+  return [(g, before[g], after[g]) for g in sorted(after) if g in before and before[g] != after[g]]
 
 
 def write_outputs(output: str, plan: Plan, jobs: Sequence[ShardJob],

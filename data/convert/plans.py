@@ -212,6 +212,12 @@ FOLDER_GROUPS = ('subfolder', 'file')
 def plan_folder(args) -> Plan:
   parsed = ann.parse_class_folders(args.input, _extensions(args))
   classes = parsed.classes
+  empty = sorted(set(classes) - {e.label_text for e in parsed.entries})
+  if empty and not args.class_list:
+    raise ConversionError(
+        f'{args.input}: {len(empty)} class folder(s) hold no video with extensions '
+        f'{args.extensions}: {empty[:20]}. Each folder is a class of the model: remove these '
+        '(or add their videos), or pass --class_list to fix the class list yourself.')
   if args.class_list:
     official = _read_class_list(args)
     unknown = sorted(set(classes) - set(official))
