@@ -42,6 +42,7 @@ CHECKPOINT_DIR = 'checkpoints'
 QUARANTINE_DIR = 'checkpoints_corrupt'
 ITEM_DIR = 'default'  # orbax's item directory inside a step directory
 CHECKSUMS_FILE = 'checksums.json'
+STEP_METADATA_FILE = '_CHECKPOINT_METADATA'  # orbax's: step, metrics, our config and classes
 _TMP_SUFFIX = '.orbax-checkpoint-tmp'
 _CHUNK = 1 << 22
 
@@ -108,8 +109,16 @@ def verify_step_dir(step_dir: str) -> Tuple[bool, str]:
   """(intact, problem) of a committed step directory.
 
   `problem` names the first file that is missing, unexpected or differs from its recorded
-  checksum. A step written before checksums existed is (True, 'unverified: ...').
+  checksum, or a step metadata file (config, classes) that is not JSON. A step written before
+  checksums existed is (True, 'unverified: ...').
   """
+  metadata = os.path.join(step_dir, STEP_METADATA_FILE)
+  if os.path.exists(metadata):
+    try:
+      with open(metadata) as f:
+        json.load(f)
+    except (OSError, ValueError) as e:
+      return False, f'{metadata} is unreadable ({e})'
   path = os.path.join(step_dir, CHECKSUMS_FILE)
   if not os.path.exists(path):
     return True, f'unverified: {CHECKSUMS_FILE} is missing (written by an older version)'
@@ -520,7 +529,7 @@ def restore_from_path(path: str, target: Any, config: Any = None) -> Any:
 def read_step_metadata(step_dir: str) -> Dict[str, Any]:
   """The custom metadata of a step directory, read without a manager ({} if unreadable)."""
   try:
-    with open(os.path.join(step_dir, '_CHECKPOINT_METADATA')) as f:
+    with open(os.path.join(step_dir, STEP_METADATA_FILE)) as f:
       return dict(json.load(f).get('custom_metadata') or {})
   except (OSError, ValueError):
     return {}

@@ -3,6 +3,7 @@
 import errno
 import json
 import os
+import pathlib
 
 import jax.numpy as jnp
 import numpy as np
@@ -90,6 +91,21 @@ def test_corrupt_checkpoint_fails_restore_and_resume_falls_back_to_an_intact_one
   assert len(moved) == 1 and moved[0].startswith('2-')  # ... and kept for inspection
   store.save(2, _state(2, width=4096))  # so training can save that step number again
   assert store.steps() == [1, 2]
+  store.close()
+
+
+def test_a_step_whose_metadata_is_not_json_is_corrupt(tmp_path, ckpt_config):
+  """Its config and class names are lost: not a checkpoint 'written before they were saved'."""
+  store = checkpoints.CheckpointStore(str(tmp_path), ckpt_config)
+  store.save(1, _state(1))
+  store.save(2, _state(2))
+  (pathlib.Path(store.step_dir(2)) / checkpoints.STEP_METADATA_FILE).write_text('')
+  intact, problem = store.verify(2)
+  assert not intact and f'{checkpoints.STEP_METADATA_FILE} is unreadable' in problem
+  with pytest.raises(checkpoints.CorruptCheckpointError, match='is unreadable'):
+    checkpoints.restore_from_path(store.step_dir(2), _state(0))
+  state, step = store.restore_for_resume(_state(0))
+  assert step == 1 and int(state['step']) == 1
   store.close()
 
 
