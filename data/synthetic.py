@@ -101,10 +101,23 @@ def generate(directory: str, cfg) -> 'records.DatasetMetadata':
 
 
 def ensure_generated(directory: str, cfg) -> 'records.DatasetMetadata':
-  """Generates the dataset unless `directory` already holds it (metadata is written last)."""
+  """Generates the dataset unless `directory` already holds it (metadata is written last).
+
+  Records there from other generator settings (an explicit `data_dir` is not named by the
+  settings' fingerprint) are refused: reusing them would silently ignore the settings.
+  """
   from data import records  # pylint: disable=g-import-not-at-top,redefined-outer-name
   if os.path.exists(os.path.join(directory, records.METADATA_FILE)):
-    return records.read_metadata(directory)
+    metadata = records.read_metadata(directory)
+    stored = metadata.extra.get('generator', {})
+    changed = [f'{key}: stored {stored.get(key)!r}, given {value!r}'
+               for key, value in sorted(dict(cfg).items()) if stored.get(key) != value]
+    if changed:
+      raise records.MissingRecordsError(
+          f'The synthetic records in {directory} were generated with other settings ('
+          + '; '.join(changed) + '): remove that folder to regenerate them, or point '
+          'config.dataset.data_dir elsewhere.')
+    return metadata
   logging.info('Generating the synthetic demo videos (%d train, %d val) in %s; later runs reuse '
                'them.', cfg.num_train, cfg.num_val, directory)
   return generate(directory, cfg)

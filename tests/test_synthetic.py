@@ -1,6 +1,7 @@
 """The built-in demo data: deterministic, motion-only, written in the DMVR record schema."""
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from data import records
@@ -74,3 +75,14 @@ def test_metadata_errors_name_the_file(tmp_path):
   (tmp_path / 'metadata.json').write_text('{not json')
   with pytest.raises(ValueError, match=str(tmp_path / 'metadata.json')):
     records.read_metadata(str(tmp_path))
+
+
+def test_existing_records_from_other_settings_are_refused(tiny_data_dir):
+  """An explicit data_dir holding records of other generator settings is not reused silently."""
+  cfg = tiny_config(tiny_data_dir).dataset.synthetic
+  assert synthetic.ensure_generated(str(tiny_data_dir), cfg).split_sizes['train'] == 8
+  cfg.num_frames += 2
+  with pytest.raises(records.MissingRecordsError,
+                     match=rf'generated with other settings \(num_frames: stored '
+                     rf'{cfg.num_frames - 2}, given {cfg.num_frames}\): remove'):
+    synthetic.ensure_generated(str(tiny_data_dir), cfg)
