@@ -367,8 +367,11 @@ class CheckpointStore:
              else 'No intact step is left.'))
     if problem:
       logging.warning('Checkpoint step %d: %s.', step, problem)
-    return _restore_checked(self.manager, step, target, self.metadata(step).get('config'),
-                            config, f'checkpoint step {step} in {self.directory}')
+    stored_config = self.metadata(step).get('config')
+    what = f'checkpoint step {step} in {self.directory}'
+    state = _restore_checked(self.manager, step, target, stored_config, config, what)
+    _warn_of_input_differences(what, stored_config, config)
+    return state
 
   def restore_for_resume(self, target: Any, config: Any = None) -> Tuple[Any, Optional[int]]:
     """(state, step) of the newest intact checkpoint, or (None, None) when there is none.
@@ -430,6 +433,25 @@ def _restore_checked(manager: ocp.CheckpointManager, step: int, target: Any,
                            what, stored_config, config)
   host_malloc.trim()
   return state
+
+
+# Config fields that change what a restored model computes on a view: the model, its dtype and
+# the clip it sees. Training-only augmentation and the number of eval views are left out.
+_INPUT_FIELDS = ('model.', 'dtype', 'data.')
+_INPUT_FIELDS_IGNORED = ('data.train_', 'data.shuffle_buffer', 'data.eval_num_clips',
+                         'data.eval_num_crops')
+
+
+def _warn_of_input_differences(what: str, stored_config: Optional[str], config: Any) -> None:
+  """One warning when a checkpoint is used (eval, predict, export) with other model or clip
+  settings than it was trained with: allowed (e.g. longer clips), never silent."""
+  if not stored_config or config is None:
+    return
+  differences = [line for line in config_differences(stored_config, config, limit=1000)
+                 if line.startswith(_INPUT_FIELDS) and not line.startswith(_INPUT_FIELDS_IGNORED)]
+  if differences:
+    logging.warning('%s was trained with other model or clip settings; using the given ones: %s.',
+                    what[0].upper() + what[1:], '; '.join(differences))
 
 
 def _restore_fitting(restore: Callable[[], Any], what: str, stored_config: Optional[str],
@@ -523,6 +545,7 @@ def restore_from_path(path: str, target: Any, config: Any = None) -> Any:
     state = _restore_fitting(lambda: checkpointer.restore(item, target), f'Checkpoint {step_dir}',
                              stored_config, config)
   host_malloc.trim()
+  _warn_of_input_differences(f'Checkpoint {step_dir}', stored_config, config)
   return state
 
 

@@ -109,6 +109,30 @@ def test_a_step_whose_metadata_is_not_json_is_corrupt(tmp_path, ckpt_config):
   store.close()
 
 
+def test_using_a_checkpoint_with_other_clip_settings_is_said(tmp_path, ckpt_config, caplog):
+  """Eval or predict with other model or clip settings than training: allowed, with a warning;
+  another number of eval views is a plain eval choice and says nothing."""
+  config = base.get_base_config()
+  store = checkpoints.CheckpointStore(str(tmp_path), ckpt_config)
+  store.save(1, _state(1), config=config)
+  store.close()
+  store = checkpoints.CheckpointStore(str(tmp_path), ckpt_config, read_only=True)
+  views = base.get_base_config()
+  views.data.eval_num_clips += 1
+  store.restore(1, _state(0), views)
+  assert 'other model or clip settings' not in caplog.text
+  longer = base.get_base_config()
+  longer.data.num_frames += 2
+  for restore in (lambda: store.restore(1, _state(0), longer),
+                  lambda: checkpoints.restore_from_path(store.step_dir(1), _state(0), longer)):
+    caplog.clear()
+    restore()
+    assert (f'data.num_frames: stored {config.data.num_frames}, given '
+            f'{config.data.num_frames + 2}') in caplog.text
+    assert 'trained with other model or clip settings; using the given ones' in caplog.text
+  store.close()
+
+
 def test_non_finite_states_are_never_saved(tmp_path, ckpt_config):
   store = checkpoints.CheckpointStore(str(tmp_path), ckpt_config)
   store.save(1, _state(1))
