@@ -111,6 +111,11 @@ def predict(config: ml_collections.ConfigDict, workdir: str, video_paths: Sequen
   'top5' [(class, probability)], 'checkpoint'. With `config.predict.window_seconds` > 0 each
   video is scored window by window instead (salinet_jax/timeline.py): its timeline json and
   PNG are written and 'top5' ranks the mean of the windows' probabilities."""
+  window, stride = config.predict.window_seconds, config.predict.stride_seconds
+  if window < 0 or (window > 0 and stride <= 0):
+    raise errors.ConfigError(
+        f'config.predict.window_seconds={window:g} and stride_seconds={stride:g}: windows need '
+        'both > 0 (window_seconds=0 scores whole videos).')
   files = find_videos(video_paths)
   output_dir = workdir_lib.check_writable(
       output_dir or os.path.join(workdir, 'predictions'), 'predictions',

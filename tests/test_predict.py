@@ -77,6 +77,11 @@ def test_a_missing_path_fails_before_the_model_loads(trained, tmp_path, monkeypa
   monkeypatch.setattr(predict.engine, 'Engine', no_model)
   with pytest.raises(predict.PredictInputError, match='nope.mp4 does not exist'):
     predict.predict(config, workdir, [str(tmp_path / 'nope.mp4')])
+  for window, stride in [(-2, 2), (4, 0)]:  # never silently whole videos or a window per frame
+    bad = config.copy_and_resolve_references()
+    bad.predict.window_seconds, bad.predict.stride_seconds = window, stride
+    with pytest.raises(predict.errors.ConfigError, match='windows need both > 0'):
+      predict.predict(bad, workdir, [str(tmp_path / 'nope.mp4')])
   (tmp_path / 'only_text').mkdir()
   (tmp_path / 'only_text' / 'a.txt').write_text('x')
   with pytest.raises(predict.PredictInputError, match='No video file'):
