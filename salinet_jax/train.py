@@ -133,8 +133,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   with workdir_lib.WorkdirLock(workdir):
     log_path = console.log_to_file(workdir)
     try:
-      logging.info('Config written to %s; this log also goes to %s.',
-                   workdir_lib.write_config(workdir, config), log_path)
+      logging.info('This log also goes to %s.', log_path)
       return _train(config, workdir)
     finally:
       console.close_log_file()
@@ -157,6 +156,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
       if config.init_from.checkpoint not in pretrained.FROM_SCRATCH:
         state = initialize_from(trainer, state, config.init_from)
     start_step = int(state.step)
+    # Only now: a config the checkpoint refused must not replace the one it was trained with.
+    logging.info('Config written to %s.', workdir_lib.write_config(workdir, config))
     logging.info('%s; %d train steps of %d clips.', _model_summary(trainer, state, writer),
                  trainer.total_steps, config.batch_size)
     results: Dict[str, Any] = {}

@@ -122,6 +122,8 @@ def test_resume_with_another_optimizer_names_the_config_fields(trained_workdir, 
   line = _one_error_line(proc)
   assert 'does not fit the optimizer of the given config: its optimizer state has another' in line
   assert "optimizer.name: stored 'sgd', given 'adamw'" in proc.stderr
+  # The workdir's config.json still describes its checkpoints, not the refused config.
+  assert json.loads((workdir / 'config.json').read_text())['optimizer']['name'] == 'sgd'
 
 
 def _make_read_only(path):
