@@ -104,14 +104,17 @@ def ensure_generated(directory: str, cfg) -> 'records.DatasetMetadata':
   """Generates the dataset unless `directory` already holds it (metadata is written last).
 
   Records there from other generator settings (an explicit `data_dir` is not named by the
-  settings' fingerprint) are refused: reusing them would silently ignore the settings.
+  settings' fingerprint) are refused: reusing them would silently ignore the settings. Records
+  that carry no generator settings (assembled by hand, e.g. a held-out split) are taken as
+  they are.
   """
   from data import records  # pylint: disable=g-import-not-at-top,redefined-outer-name
   if os.path.exists(os.path.join(directory, records.METADATA_FILE)):
     metadata = records.read_metadata(directory)
-    stored = metadata.extra.get('generator', {})
+    stored = metadata.extra.get('generator')
     changed = [f'{key}: stored {stored.get(key)!r}, given {value!r}'
-               for key, value in sorted(dict(cfg).items()) if stored.get(key) != value]
+               for key, value in sorted(dict(cfg).items())
+               if stored is not None and stored.get(key) != value]
     if changed:
       raise records.MissingRecordsError(
           f'The synthetic records in {directory} were generated with other settings ('
