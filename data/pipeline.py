@@ -167,7 +167,8 @@ def train_sharding(data_config, process_count: int) -> str:
   """
   mode = data_config.train_sharding
   if mode not in TRAIN_SHARDINGS:
-    raise ops.UnknownOpError(f'config.data.train_sharding must be one of {TRAIN_SHARDINGS}, got {mode!r}.')
+    raise ops.UnknownOpError(f'config.data.train_sharding must be one of {TRAIN_SHARDINGS}, '
+                             f'got {mode!r}.')
   if mode == 'auto':
     return 'global_order' if process_count == 1 else 'files'
   return mode

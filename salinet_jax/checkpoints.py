@@ -194,8 +194,9 @@ def _flat_shapes(tree: Any) -> Dict[str, Tuple[int, ...]]:
   return out
 
 
-def config_differences(stored_json: str, config: Any, limit: int = 12) -> List[str]:
-  """'field: stored X, given Y' lines for the config fields that differ."""
+def config_differences(stored_json: str, config: Any, limit: int = 12,
+                       relevant: Callable[[str], bool] = lambda line: True) -> List[str]:
+  """'field: stored X, given Y' lines for the `relevant` config fields that differ."""
   import flax  # pylint: disable=g-import-not-at-top
   try:
     stored = flax.traverse_util.flatten_dict(json.loads(stored_json), sep='.')
@@ -204,9 +205,10 @@ def config_differences(stored_json: str, config: Any, limit: int = 12) -> List[s
   given = flax.traverse_util.flatten_dict(json.loads(config.to_json()), sep='.')
   lines = []
   for key in sorted(set(stored) | set(given)):
-    if stored.get(key, '<absent>') != given.get(key, '<absent>'):
-      lines.append(f'{key}: stored {stored.get(key, "<absent>")!r}, given '
-                   f'{given.get(key, "<absent>")!r}')
+    before, after = stored.get(key, '<absent>'), given.get(key, '<absent>')
+    if before != after:
+      lines.append(f'{key}: stored {before!r}, given {after!r}')
+  lines = [line for line in lines if relevant(line)]
   return lines[:limit] + ([f'... and {len(lines) - limit} more'] if len(lines) > limit else [])
 
 
@@ -370,7 +372,8 @@ class CheckpointStore:
     stored_config = self.metadata(step).get('config')
     what = f'checkpoint step {step} in {self.directory}'
     state = _restore_checked(self.manager, step, target, stored_config, config, what)
-    _warn_of_input_differences(what, stored_config, config)
+    _warn_of_differences(f'Checkpoint step {step} in {self.directory}{_INPUT_DIFFERENCES}',
+                         stored_config, config, _is_input_field)
     return state
 
   def restore_for_resume(self, target: Any, config: Any = None) -> Tuple[Any, Optional[int]]:
@@ -393,11 +396,9 @@ class CheckpointStore:
       stored_config = self.metadata(step).get('config')
       state = _restore_checked(self.manager, step, target, stored_config, config,
                                f'checkpoint step {step} in {self.directory}')
-      differences = config_differences(stored_config, config) if stored_config and config else []
-      if differences:
-        logging.warning('Resuming checkpoint step %d with a config that differs from the one it '
-                        'was trained with (schedule and data follow the given one): %s.', step,
-                        '; '.join(differences))
+      _warn_of_differences(f'Resuming checkpoint step {step} with a config that differs from the '
+                           'one it was trained with (schedule and data follow the given one)',
+                           stored_config, config)
       if corrupt:
         logging.warning('Resuming from step %d, the newest intact checkpoint (corrupt steps %s '
                         'moved to %s).', step, corrupt, os.path.join(self.workdir,
@@ -442,16 +443,23 @@ _INPUT_FIELDS_IGNORED = ('data.train_', 'data.shuffle_buffer', 'data.eval_num_cl
                          'data.eval_num_crops')
 
 
-def _warn_of_input_differences(what: str, stored_config: Optional[str], config: Any) -> None:
-  """One warning when a checkpoint is used (eval, predict, export) with other model or clip
-  settings than it was trained with: allowed (e.g. longer clips), never silent."""
+_INPUT_DIFFERENCES = ' was trained with other model or clip settings; using the given ones'
+
+
+def _is_input_field(line: str) -> bool:
+  return line.startswith(_INPUT_FIELDS) and not line.startswith(_INPUT_FIELDS_IGNORED)
+
+
+def _warn_of_differences(message: str, stored_config: Optional[str], config: Any,
+                         relevant: Callable[[str], bool] = lambda line: True) -> None:
+  """One warning, `message: field: stored X, given Y; ...`, when a checkpoint is resumed or used
+  (eval, predict, export) with a config whose `relevant` fields differ from its own: allowed
+  (a longer run, longer clips), never silent."""
   if not stored_config or config is None:
     return
-  differences = [line for line in config_differences(stored_config, config, limit=1000)
-                 if line.startswith(_INPUT_FIELDS) and not line.startswith(_INPUT_FIELDS_IGNORED)]
+  differences = config_differences(stored_config, config, relevant=relevant)
   if differences:
-    logging.warning('%s was trained with other model or clip settings; using the given ones: %s.',
-                    what[0].upper() + what[1:], '; '.join(differences))
+    logging.warning('%s: %s.', message, '; '.join(differences))
 
 
 def _restore_fitting(restore: Callable[[], Any], what: str, stored_config: Optional[str],
@@ -545,7 +553,8 @@ def restore_from_path(path: str, target: Any, config: Any = None) -> Any:
     state = _restore_fitting(lambda: checkpointer.restore(item, target), f'Checkpoint {step_dir}',
                              stored_config, config)
   host_malloc.trim()
-  _warn_of_input_differences(f'Checkpoint {step_dir}', stored_config, config)
+  _warn_of_differences(f'Checkpoint {step_dir}{_INPUT_DIFFERENCES}', stored_config, config,
+                       _is_input_field)
   return state
 
 

@@ -146,8 +146,13 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
   try:
     state, step = store.restore_for_resume(trainer.abstract_state(), config)
     if state is not None:
-      _check_same_classes(store.metadata(step).get('classes'), trainer.classes,
-                          f'Checkpoint step {step} in {store.directory}', config.dataset)
+      trained_on = store.metadata(step).get('classes')
+      if trained_on is not None:
+        split = config.dataset.train_split
+        _require_same_classes(
+            trained_on, pipeline.split_info(config.dataset, split), split,
+            f'Checkpoint step {step} in {store.directory}', 'resume on the records it was '
+            'trained on, or use another --workdir', checkpoints.CheckpointMismatchError)
       logging.info('Resumed from checkpoint step %d in %s.', step, store.directory)
     else:
       writer.write_hparams(_flat_hparams(config))
@@ -378,24 +383,20 @@ def evaluation_engine(config: ml_collections.ConfigDict, workdir: str,
   except checkpoints.CheckpointError as e:
     logging.warning('%s Using the class names of the records instead.', e)
     classes = info.classes
-  if tuple(classes) != tuple(info.classes):
-    raise records.MissingRecordsError(
-        f'The checkpoint was trained on {len(classes)} classes ({_preview(classes)}) but split '
-        f'{split!r} in {info.directory} has {len(info.classes)} ({_preview(info.classes)}): '
-        'evaluate on records of the same dataset.')
+  _require_same_classes(classes, info, split, 'The checkpoint',
+                        'evaluate on records of the same dataset', records.MissingRecordsError)
   return engine.Engine(config, classes)
 
 
-def _check_same_classes(stored, classes, what: str, dataset_config) -> None:
-  """A resumed run must train on the classes its checkpoint was trained on: the same number
-  of other classes would fit the model and silently mix two datasets in one workdir."""
-  if stored is not None and tuple(stored) != tuple(classes):
-    info = pipeline.split_info(dataset_config, dataset_config.train_split)
-    raise checkpoints.CheckpointMismatchError(
-        f'{what} was trained on {len(stored)} classes ({_preview(stored)}) but split '
-        f'{dataset_config.train_split!r} in {info.directory} has {len(classes)} '
-        f'({_preview(classes)}): resume on the records it was trained on, or use another '
-        '--workdir.')
+def _require_same_classes(trained_on, info, split: str, what: str, remedy: str,
+                          error: type) -> None:
+  """A checkpoint is evaluated on, or resumed with, records of the classes it was trained on:
+  the same number of other classes would fit the model and be silently wrong."""
+  if tuple(trained_on) != tuple(info.classes):
+    raise error(
+        f'{what} was trained on {len(trained_on)} classes ({_preview(trained_on)}) but split '
+        f'{split!r} in {info.directory} has {len(info.classes)} ({_preview(info.classes)}): '
+        f'{remedy}.')
 
 
 def _preview(names, count: int = 4) -> str:

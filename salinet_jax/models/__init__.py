@@ -81,8 +81,8 @@ def build_model(model_config, num_classes: int, dtype: str = 'float32',
   accepted = {f.name for f in dataclasses.fields(model_cls)} - {'parent', 'name'}
   unknown = sorted(set(fields) - accepted)
   if unknown:
-    raise errors.ConfigError(f'config.model has fields {unknown} that model {name!r} does not accept; '
-                     f'accepted: {sorted(accepted - {"num_classes", "dtype"})}.')
+    raise errors.ConfigError(f'config.model has fields {unknown} that model {name!r} does not '
+                             f'accept; accepted: {sorted(accepted - {"num_classes", "dtype"})}.')
   if remat == 'blocks':
     if 'remat_blocks' not in accepted:
       raise errors.ConfigError(f"config.remat='blocks' is not available for model {name!r}; use "
