@@ -280,8 +280,8 @@ def test_command_line(trained, tmp_path, capsys):
   flags.benchmark = 0
   assert cli.main(['export'], flags) == 1  # OUT is no longer empty
   assert capsys.readouterr().err.splitlines() == [
-      f'Export failed: --output {out} exists and is not empty: choose another folder or pass '
-      '--overwrite.']
+      f'error: export failed: --output {out} exists and is not empty: choose another folder or '
+      'pass --overwrite.']
   flags.overwrite = True
   flags.checkpoint = os.path.join(workdir, 'checkpoints', '2')
   assert cli.main(['export'], flags) == 0
@@ -300,7 +300,7 @@ def test_command_line(trained, tmp_path, capsys):
 def test_bad_arguments_fail_with_one_line(tmp_path, capsys, overrides, expected):
   flags = _flags(workdir=str(tmp_path), output=str(tmp_path / 'out'), **overrides)
   assert cli.main(['export'], flags) == 1
-  assert capsys.readouterr().err.splitlines() == [f'Export failed: {expected}']
+  assert capsys.readouterr().err.splitlines() == [f'error: export failed: {expected}']
   assert not (tmp_path / 'out').exists()
 
 
@@ -309,7 +309,7 @@ def test_a_format_without_its_packages_fails_with_one_line(tmp_path, monkeypatch
   flags = _flags(workdir=str(tmp_path), output=str(tmp_path / 'out'), formats='stablehlo,onnx')
   assert cli.main(['export'], flags) == 1
   assert capsys.readouterr().err.splitlines() == [
-      'Export failed: Format onnx needs no_such_package_xyz: pip install -r '
+      'error: export failed: Format onnx needs no_such_package_xyz: pip install -r '
       'requirements-export.txt']
 
 
@@ -323,7 +323,7 @@ def test_workdir_without_checkpoints_fails_with_one_line(tmp_path):
       timeout=300, env={**os.environ, 'JAX_PLATFORMS': 'cpu', 'TF_CPP_MIN_LOG_LEVEL': '2'})
   assert proc.returncode == 1, proc.stderr[-2000:]
   assert proc.stderr.strip().splitlines()[-1:] == [
-      f'Export failed: No checkpoint in {workdir}/checkpoints: train first, or pass '
+      f'error: export failed: No checkpoint in {workdir}/checkpoints: train first, or pass '
       '--checkpoint=PATH.'], proc.stderr[-2000:]
   assert not (tmp_path / 'out').exists()
 

@@ -1,8 +1,9 @@
 """The command line: python -m salinet_jax.export --workdir=DIR --output=OUT [...].
 
 Prints one line per format (path, size, largest probability difference, top-1 agreement) and
-where export.json went. Exit status: 0 written; 1 bad input or refused (one `Export failed:`
-line, nothing written); 2 written, but some format could not be converted (see export.json).
+where export.json went. Exit status: 0 written; 1 bad input or refused (one
+`error: export failed:` line, nothing written); 2 written, but some format could not be
+converted (see export.json).
 """
 
 import os
@@ -74,7 +75,7 @@ def main(argv, values) -> int:
         overwrite=values.overwrite, tolerance=values.tolerance, platforms=values.platforms,
         benchmark=values.benchmark, split=values.split)
   except (errors.UserError, data_errors.DataError) as e:
-    print(f'Export failed: {e}', file=sys.stderr)
+    print(f'error: export failed: {e}', file=sys.stderr)
     return 1
   for fmt, entry in summary['formats'].items():
     print(_format_line(fmt, entry))
