@@ -9,7 +9,8 @@ leaves to its user:
   into orbax's temporary directory before the step is committed (orbax's post-finalisation
   callback), so a committed step always has them. Restoring verifies them: a corrupt step is
   named; a resumed run moves it to `<workdir>/checkpoints_corrupt/` and continues from the newest
-  intact step, saying so; evaluating a corrupt step fails.
+  intact step, saying so; evaluating a corrupt step fails. A step whose files cannot be read or
+  decoded (damage in a step written before checksums existed) is corrupt in the same way.
 * finite state only: a step whose parameters, optimizer state or BatchNorm statistics hold a NaN
   or an Inf is never saved, so it can never become "last good" or "best".
 * readable failures: a failed asynchronous save ends the run at the next step with one line
@@ -25,7 +26,9 @@ import json
 import os
 import re
 import shutil
+import sys
 import time
+import traceback
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import jax
@@ -56,7 +59,8 @@ class NoCheckpointError(CheckpointError, FileNotFoundError):
 
 
 class CorruptCheckpointError(CheckpointError):
-  """A checkpoint whose files differ from the checksums recorded when it was written."""
+  """A checkpoint whose files differ from the checksums recorded when it was written, or whose
+  files cannot be read or decoded."""
 
 
 class CheckpointSaveError(CheckpointError):
@@ -361,20 +365,27 @@ class CheckpointStore:
     """
     intact, problem = self.verify(step)
     if not intact:
-      others = [s for s in self.steps() if s != step and self.verify(s)[0]]
-      raise CorruptCheckpointError(
-          f'Checkpoint step {step} in {self.directory} is corrupt: {problem}. '
-          + (f'Intact steps: {others}; pass one as a path, e.g. '
-             f'--config.eval.checkpoint={self.step_dir(others[-1])}.' if others
-             else 'No intact step is left.'))
+      raise CorruptCheckpointError(f'Checkpoint step {step} in {self.directory} is corrupt: '
+                                   f'{problem}. {self._other_intact_steps(step)}')
     if problem:
       logging.warning('Checkpoint step %d: %s.', step, problem)
     stored_config = self.metadata(step).get('config')
     what = f'checkpoint step {step} in {self.directory}'
-    state = _restore_checked(self.manager, step, target, stored_config, config, what)
+    try:
+      state = _restore_checked(self.manager, step, target, stored_config, config, what)
+    except CorruptCheckpointError as e:
+      raise CorruptCheckpointError(f'{e} {self._other_intact_steps(step)}') from e
     _warn_of_differences(f'Checkpoint step {step} in {self.directory}{_INPUT_DIFFERENCES}',
                          stored_config, config, _is_input_field)
     return state
+
+  def _other_intact_steps(self, step: int) -> str:
+    """Which verified steps other than `step` there are, and how to evaluate one."""
+    others = [s for s in self.steps() if s != step and self.verify(s)[0]]
+    if not others:
+      return 'No intact step is left.'
+    return (f'Intact steps: {others}; pass one as a path, e.g. '
+            f'--config.eval.checkpoint={self.step_dir(others[-1])}.')
 
   def restore_for_resume(self, target: Any, config: Any = None) -> Tuple[Any, Optional[int]]:
     """(state, step) of the newest intact checkpoint, or (None, None) when there is none.
@@ -392,10 +403,15 @@ class CheckpointStore:
       if problem:
         logging.warning('Checkpoint step %d: %s; restoring it without verification.', step,
                         problem)
-      self._quarantine(corrupt)
       stored_config = self.metadata(step).get('config')
-      state = _restore_checked(self.manager, step, target, stored_config, config,
-                               f'checkpoint step {step} in {self.directory}')
+      try:
+        state = _restore_checked(self.manager, step, target, stored_config, config,
+                                 f'checkpoint step {step} in {self.directory}')
+      except CorruptCheckpointError as e:
+        logging.warning('%s Skipping it.', e)
+        corrupt.append(step)
+        continue
+      self._quarantine(corrupt)
       _warn_of_differences(f'Resuming checkpoint step {step} with a config that differs from the '
                            'one it was trained with (schedule and data follow the given one)',
                            stored_config, config)
@@ -426,12 +442,9 @@ def _restore_checked(manager: ocp.CheckpointManager, step: int, target: Any,
   """Restores `step` into `target` after checking the shapes. Orbax's read buffers, once freed,
   would stay resident under the compilation and steps that follow (README, step benchmark), so
   the heap is trimmed after every restore."""
-  mismatches = _shape_mismatches(_item_tree(os.path.join(str(manager.directory), str(step),
-                                                         ITEM_DIR)), target)
-  if mismatches:
-    raise _mismatch_error(what, mismatches, stored_config, config)
-  state = _restore_fitting(lambda: manager.restore(step, args=ocp.args.StandardRestore(target)),
-                           what, stored_config, config)
+  state = _restore_item(os.path.join(str(manager.directory), str(step), ITEM_DIR),
+                        lambda: manager.restore(step, args=ocp.args.StandardRestore(target)),
+                        target, what, stored_config, config)
   host_malloc.trim()
   return state
 
@@ -462,16 +475,76 @@ def _warn_of_differences(message: str, stored_config: Optional[str], config: Any
     logging.warning('%s: %s.', message, '; '.join(differences))
 
 
-def _restore_fitting(restore: Callable[[], Any], what: str, stored_config: Optional[str],
-                     config: Any) -> Any:
-  """`restore()`, with orbax's tree-structure error (same parameters, another optimizer state:
-  another optimizer, freezing or S2DNet stage) turned into the mismatch error."""
+def _restore_item(item_dir: str, restore: Callable[[], Any], target: Any, what: str,
+                  stored_config: Optional[str], config: Any) -> Any:
+  """`restore()` of the orbax item `item_dir` into `target`, its failures named in one line:
+  arrays of other shapes, or orbax's tree-structure error (same parameters, another optimizer
+  state: another optimizer, freezing or S2DNet stage), become the mismatch error; files that
+  cannot be read or decoded (damage no checksum caught: a step written before checksums) a
+  CorruptCheckpointError. Anything else keeps its traceback."""
   try:
+    mismatches = _shape_mismatches(_item_tree(item_dir), target)
+    if mismatches:
+      raise _mismatch_error(what, mismatches, stored_config, config)
     return restore()
-  except ValueError as e:
-    if 'tree structures do not match' not in str(e):
+  except CheckpointError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except (TensorStore raises plain Exceptions)
+    if 'tree structures do not match' in str(e):
+      raise _mismatch_error(what, [], stored_config, config) from e
+    damage = _read_failure(e)
+    if damage is None:
       raise
-    raise _mismatch_error(what, [], stored_config, config) from e
+    _drop_reports_of_abandoned_reads()
+    raise CorruptCheckpointError(f'{what[0].upper()}{what[1:]} is corrupt: {damage}.') from e
+
+
+def _drop_reports_of_abandoned_reads() -> None:
+  """After a restore failed on a damaged file, orbax's other reads of that step still end in
+  TensorStore's threads: each prints a traceback as an unraisable error ('Event loop is closed'
+  once orbax closed its loop, or its own read error, ~100 lines with the TensorStore spec, when
+  the coroutine is collected), burying the one-line error or the resume's warning under
+  thousands of lines. From then on those (and only those) are dropped; every other unraisable
+  error is reported as before."""
+  previous = sys.unraisablehook
+  if getattr(previous, 'drops_abandoned_reads', False):
+    return
+
+  def hook(unraisable):
+    if not _is_abandoned_read(unraisable.exc_value, unraisable.exc_traceback):
+      previous(unraisable)
+
+  hook.drops_abandoned_reads = True
+  sys.unraisablehook = hook
+
+
+def _is_abandoned_read(error: BaseException, trace: Any) -> bool:
+  if isinstance(error, RuntimeError) and str(error) == 'Event loop is closed':
+    return True
+  in_orbax = any(f'{os.sep}orbax{os.sep}' in frame.filename
+                 for frame in traceback.extract_tb(trace)) if trace else False
+  return in_orbax and 'error while reading' in str(error).lower()
+
+
+# TensorStore's status line for a file it could not read or decode (truncated, missing, garbled).
+_TENSORSTORE_READ_FAILURE = re.compile(
+    r'^(?:OUT_OF_RANGE|DATA_LOSS|NOT_FOUND|FAILED_PRECONDITION|INVALID_ARGUMENT): '
+    r'Error (?:reading|decoding).*$', re.M)
+
+
+def _read_failure(error: BaseException) -> Optional[str]:
+  """What in a chained restore error says the files are damaged: TensorStore's read or decode
+  failure, or orbax metadata that is not JSON; None for any other error."""
+  seen, cause = set(), error
+  while cause is not None and id(cause) not in seen:
+    seen.add(id(cause))
+    if isinstance(cause, json.JSONDecodeError):
+      return f'its orbax metadata is not JSON ({cause})'
+    found = _TENSORSTORE_READ_FAILURE.search(str(cause))
+    if found:
+      return found.group(0).rstrip('.')
+    cause = cause.__cause__ or cause.__context__
+  return None
 
 
 def _item_tree(item_dir: str) -> Any:
@@ -545,13 +618,10 @@ def restore_from_path(path: str, target: Any, config: Any = None) -> Any:
   if problem:
     logging.warning('Checkpoint %s: %s.', step_dir, problem)
   item = os.path.join(step_dir, ITEM_DIR)
+  stored_config = read_step_metadata(step_dir).get('config')
   with ocp.StandardCheckpointer() as checkpointer:
-    mismatches = _shape_mismatches(_item_tree(item), target)
-    stored_config = read_step_metadata(step_dir).get('config')
-    if mismatches:
-      raise _mismatch_error(f'Checkpoint {step_dir}', mismatches, stored_config, config)
-    state = _restore_fitting(lambda: checkpointer.restore(item, target), f'Checkpoint {step_dir}',
-                             stored_config, config)
+    state = _restore_item(item, lambda: checkpointer.restore(item, target), target,
+                          f'Checkpoint {step_dir}', stored_config, config)
   host_malloc.trim()
   _warn_of_differences(f'Checkpoint {step_dir}{_INPUT_DIFFERENCES}', stored_config, config,
                        _is_input_field)

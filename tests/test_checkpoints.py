@@ -4,6 +4,7 @@ import errno
 import json
 import os
 import pathlib
+import sys
 
 import jax.numpy as jnp
 import numpy as np
@@ -107,6 +108,55 @@ def test_a_step_whose_metadata_is_not_json_is_corrupt(tmp_path, ckpt_config):
   state, step = store.restore_for_resume(_state(0))
   assert step == 1 and int(state['step']) == 1
   store.close()
+
+
+def _random_state(value: float, width: int = 4096):
+  """A state whose arrays do not compress away, so they live in orbax's data files."""
+  state = _state(value, width)
+  state['params']['w'] = state['params']['w'] + np.random.default_rng(0).normal(size=width)
+  return state
+
+
+@pytest.mark.parametrize('damage', ['truncated_array_file', 'truncated_orbax_metadata'])
+def test_an_unverified_step_that_cannot_be_read_is_corrupt(damage, tmp_path, ckpt_config,
+                                                           monkeypatch, caplog):
+  """A step written before checksums existed (nothing to verify) whose files were cut short: a
+  one-line corrupt-step error naming the step (eval), skipped and moved away (resume); the
+  reports orbax's abandoned reads leave behind are dropped, other unraisable errors are not."""
+  reported = []
+  monkeypatch.setattr(sys, 'unraisablehook', reported.append)
+  store = checkpoints.CheckpointStore(str(tmp_path), ckpt_config)
+  store.save(1, _random_state(1))
+  store.save(2, _random_state(2))
+  for step in (1, 2):
+    os.remove(os.path.join(store.step_dir(step), checkpoints.CHECKSUMS_FILE))
+  item = os.path.join(store.step_dir(2), checkpoints.ITEM_DIR)
+  if damage == 'truncated_array_file':
+    os.truncate(_largest_array_file(store.step_dir(2)), 100)
+    cause = r'OUT_OF_RANGE: Error reading "params\.w/0"'
+  else:
+    os.truncate(os.path.join(item, '_METADATA'), 90)
+    cause = 'its orbax metadata is not JSON'
+  with pytest.raises(checkpoints.CorruptCheckpointError,
+                     match=rf'^Checkpoint step 2 in .* is corrupt: {cause}.*Intact steps: \[1\]'):
+    store.restore(2, _random_state(0))
+  with pytest.raises(checkpoints.CorruptCheckpointError, match=rf'/2 is corrupt: {cause}'):
+    checkpoints.restore_from_path(store.step_dir(2), _random_state(0))
+
+  state, step = store.restore_for_resume(_random_state(0))
+  assert step == 1 and int(state['step']) == 1
+  assert 'Checkpoint step 2 in' in caplog.text and 'Skipping it.' in caplog.text
+  assert store.steps() == [1] and len(os.listdir(tmp_path / checkpoints.QUARANTINE_DIR)) == 1
+  store.close()
+
+  class Unraisable:  # what CPython hands sys.unraisablehook
+    def __init__(self, error):
+      self.exc_type, self.exc_value, self.exc_traceback = type(error), error, None
+      self.err_msg = self.object = None
+
+  sys.unraisablehook(Unraisable(RuntimeError('Event loop is closed')))
+  sys.unraisablehook(Unraisable(ValueError('something else')))
+  assert [str(u.exc_value) for u in reported] == ['something else']
 
 
 def test_using_a_checkpoint_with_other_clip_settings_is_said(tmp_path, ckpt_config, caplog):
