@@ -23,6 +23,7 @@ whether a saved step can be trusted.
 
 import hashlib
 import json
+import logging as python_logging
 import os
 import re
 import shutil
@@ -247,6 +248,7 @@ class CheckpointStore:
         create=not read_only, enable_async_checkpointing=not read_only,
         async_options=None if read_only else ocp.AsyncOptions(
             post_finalization_callback=self._record_checksums))
+    _drop_reports_of_abandoned_orbax_work()
     self.manager = ocp.CheckpointManager(self.directory, options=options)
 
   # -- writing -------------------------------------------------------------------------------
@@ -495,35 +497,52 @@ def _restore_item(item_dir: str, restore: Callable[[], Any], target: Any, what: 
     damage = _read_failure(e)
     if damage is None:
       raise
-    _drop_reports_of_abandoned_reads()
     raise CorruptCheckpointError(f'{what[0].upper()}{what[1:]} is corrupt: {damage}.') from e
 
 
-def _drop_reports_of_abandoned_reads() -> None:
-  """After a restore failed on a damaged file, orbax's other reads of that step still end in
-  TensorStore's threads: each prints a traceback as an unraisable error ('Event loop is closed'
-  once orbax closed its loop, or its own read error, ~100 lines with the TensorStore spec, when
-  the coroutine is collected), burying the one-line error or the resume's warning under
-  thousands of lines. From then on those (and only those) are dropped; every other unraisable
-  error is reported as before."""
+def _drop_reports_of_abandoned_orbax_work() -> None:
+  """Keeps the console to the one line that reports a failed save or restore.
+
+  When one write or read of a step fails, orbax closes its private event loop while the step's
+  other writes and reads are still in TensorStore's threads; each of them then prints a
+  traceback, as an unraisable error ('Event loop is closed', or its own error with the whole
+  TensorStore spec) or through asyncio's logger ('Task exception was never retrieved'): 326
+  tracebacks (980 lines) and then 131 more (630 lines) for one full-disk save of the demo
+  model, thousands of lines for a resume past a truncated step. The failure itself reaches the
+  caller through orbax's API and is reported there, so these copies are dropped; every other
+  unraisable error or asyncio record is reported as before. Installed once per process.
+  """
   previous = sys.unraisablehook
-  if getattr(previous, 'drops_abandoned_reads', False):
+  if getattr(previous, 'drops_abandoned_orbax_work', False):
     return
 
   def hook(unraisable):
-    if not _is_abandoned_read(unraisable.exc_value, unraisable.exc_traceback):
+    if not _is_abandoned_orbax_work(unraisable.exc_value, unraisable.exc_traceback):
       previous(unraisable)
 
-  hook.drops_abandoned_reads = True
+  hook.drops_abandoned_orbax_work = True
   sys.unraisablehook = hook
+  python_logging.getLogger('asyncio').addFilter(_keep_unless_abandoned_orbax_work)
 
 
-def _is_abandoned_read(error: BaseException, trace: Any) -> bool:
+def _keep_unless_abandoned_orbax_work(record: python_logging.LogRecord) -> bool:
+  error = record.exc_info[1] if record.exc_info else None
+  return error is None or not _is_abandoned_orbax_work(error, error.__traceback__)
+
+
+# TensorStore's status line for a file it could not read, write or decode; in this process only
+# orbax's checkpoints use TensorStore.
+_TENSORSTORE_FILE_FAILURE = re.compile(
+    r'^[A-Z_]+: Error (?:reading|writing|decoding).*$', re.M)
+
+
+def _is_abandoned_orbax_work(error: BaseException, trace: Any) -> bool:
   if isinstance(error, RuntimeError) and str(error) == 'Event loop is closed':
     return True
-  in_orbax = any(f'{os.sep}orbax{os.sep}' in frame.filename
-                 for frame in traceback.extract_tb(trace)) if trace else False
-  return in_orbax and 'error while reading' in str(error).lower()
+  if _TENSORSTORE_FILE_FAILURE.search(str(error)):
+    return True
+  return bool(trace) and any(f'{os.sep}orbax{os.sep}' in frame.filename
+                             for frame in traceback.extract_tb(trace))
 
 
 # TensorStore's status line for a file it could not read or decode (truncated, missing, garbled).
@@ -619,6 +638,7 @@ def restore_from_path(path: str, target: Any, config: Any = None) -> Any:
     logging.warning('Checkpoint %s: %s.', step_dir, problem)
   item = os.path.join(step_dir, ITEM_DIR)
   stored_config = read_step_metadata(step_dir).get('config')
+  _drop_reports_of_abandoned_orbax_work()
   with ocp.StandardCheckpointer() as checkpointer:
     state = _restore_item(item, lambda: checkpointer.restore(item, target), target,
                           f'Checkpoint {step_dir}', stored_config, config)
