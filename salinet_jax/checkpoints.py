@@ -530,8 +530,8 @@ def _keep_unless_abandoned_orbax_work(record: python_logging.LogRecord) -> bool:
   return error is None or not _is_abandoned_orbax_work(error, error.__traceback__)
 
 
-# TensorStore's status line for a file it could not read, write or decode; in this process only
-# orbax's checkpoints use TensorStore.
+# TensorStore's status line for a file it could not read, write or decode (truncated, missing,
+# garbled, disk full); in this process only orbax's checkpoints use TensorStore.
 _TENSORSTORE_FILE_FAILURE = re.compile(
     r'^[A-Z_]+: Error (?:reading|writing|decoding).*$', re.M)
 
@@ -545,12 +545,6 @@ def _is_abandoned_orbax_work(error: BaseException, trace: Any) -> bool:
                              for frame in traceback.extract_tb(trace))
 
 
-# TensorStore's status line for a file it could not read or decode (truncated, missing, garbled).
-_TENSORSTORE_READ_FAILURE = re.compile(
-    r'^(?:OUT_OF_RANGE|DATA_LOSS|NOT_FOUND|FAILED_PRECONDITION|INVALID_ARGUMENT): '
-    r'Error (?:reading|decoding).*$', re.M)
-
-
 def _read_failure(error: BaseException) -> Optional[str]:
   """What in a chained restore error says the files are damaged: TensorStore's read or decode
   failure, or orbax metadata that is not JSON; None for any other error."""
@@ -559,7 +553,7 @@ def _read_failure(error: BaseException) -> Optional[str]:
     seen.add(id(cause))
     if isinstance(cause, json.JSONDecodeError):
       return f'its orbax metadata is not JSON ({cause})'
-    found = _TENSORSTORE_READ_FAILURE.search(str(cause))
+    found = _TENSORSTORE_FILE_FAILURE.search(str(cause))
     if found:
       return found.group(0).rstrip('.')
     cause = cause.__cause__ or cause.__context__
