@@ -9,8 +9,9 @@ leaves to its user:
   into orbax's temporary directory before the step is committed (orbax's post-finalisation
   callback), so a committed step always has them. Restoring verifies them: a corrupt step is
   named; a resumed run moves it to `<workdir>/checkpoints_corrupt/` and continues from the newest
-  intact step, saying so; evaluating a corrupt step fails. A step whose files cannot be read or
-  decoded (damage in a step written before checksums existed) is corrupt in the same way.
+  intact step, saying so; evaluating a corrupt step fails. A step written before checksums
+  existed is corrupt in the same way when its files are missing, cut short or undecodable (a
+  denied permission or a full disk is not damage and keeps its traceback).
 * finite state only: a step whose parameters, optimizer state or BatchNorm statistics hold a NaN
   or an Inf is never saved, so it can never become "last good" or "best".
 * readable failures: a failed asynchronous save ends the run at the next step with one line
@@ -34,6 +35,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 from absl import logging
@@ -406,11 +408,16 @@ class CheckpointStore:
         logging.warning('Checkpoint step %d: %s; restoring it without verification.', step,
                         problem)
       stored_config = self.metadata(step).get('config')
+      state, unreadable = None, ''
       try:
         state = _restore_checked(self.manager, step, target, stored_config, config,
                                  f'checkpoint step {step} in {self.directory}')
       except CorruptCheckpointError as e:
-        logging.warning('%s Skipping it.', e)
+        unreadable = str(e)
+      # Every process skips the step if any could not read it, so all resume from one step.
+      if _on_any_process(bool(unreadable)):
+        logging.warning('%s Skipping it.', unreadable or
+                        f'Checkpoint step {step} could not be read by another process.')
         corrupt.append(step)
         continue
       self._quarantine(corrupt)
@@ -437,6 +444,14 @@ class CheckpointStore:
       from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
       multihost_utils.sync_global_devices('corrupt checkpoints moved')
     self.manager.reload()
+
+
+def _on_any_process(flag: bool) -> bool:
+  """Whether `flag` holds on any process (every process must call this, in the same order)."""
+  if jax.process_count() == 1:
+    return flag
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return bool(np.any(multihost_utils.process_allgather(np.asarray(flag))))
 
 
 def _restore_checked(manager: ocp.CheckpointManager, step: int, target: Any,
@@ -494,7 +509,7 @@ def _restore_item(item_dir: str, restore: Callable[[], Any], target: Any, what: 
   except Exception as e:  # pylint: disable=broad-except (TensorStore raises plain Exceptions)
     if 'tree structures do not match' in str(e):
       raise _mismatch_error(what, [], stored_config, config) from e
-    damage = _read_failure(e)
+    damage = _damage(e, item_dir)
     if damage is None:
       raise
     raise CorruptCheckpointError(f'{what[0].upper()}{what[1:]} is corrupt: {damage}.') from e
@@ -509,15 +524,18 @@ def _drop_reports_of_abandoned_orbax_work() -> None:
   TensorStore spec) or through asyncio's logger ('Task exception was never retrieved'): 326
   tracebacks (980 lines) and then 131 more (630 lines) for one full-disk save of the demo
   model, thousands of lines for a resume past a truncated step. The failure itself reaches the
-  caller through orbax's API and is reported there, so these copies are dropped; every other
-  unraisable error or asyncio record is reported as before. Installed once per process.
+  caller through orbax's API and is reported there, so these copies go to the debug log only;
+  every other unraisable error or asyncio record is reported as before. Installed once per
+  process.
   """
   previous = sys.unraisablehook
   if getattr(previous, 'drops_abandoned_orbax_work', False):
     return
 
   def hook(unraisable):
-    if not _is_abandoned_orbax_work(unraisable.exc_value, unraisable.exc_traceback):
+    if _is_abandoned_orbax_work(unraisable.exc_value, unraisable.exc_traceback):
+      logging.debug('Orbax work abandoned after a failure: %r', unraisable.exc_value)
+    else:
       previous(unraisable)
 
   hook.drops_abandoned_orbax_work = True
@@ -527,13 +545,20 @@ def _drop_reports_of_abandoned_orbax_work() -> None:
 
 def _keep_unless_abandoned_orbax_work(record: python_logging.LogRecord) -> bool:
   error = record.exc_info[1] if record.exc_info else None
-  return error is None or not _is_abandoned_orbax_work(error, error.__traceback__)
+  if error is None or not _is_abandoned_orbax_work(error, error.__traceback__):
+    return True
+  logging.debug('Orbax work abandoned after a failure: %r', error)
+  return False
 
 
-# TensorStore's status line for a file it could not read, write or decode (truncated, missing,
-# garbled, disk full); in this process only orbax's checkpoints use TensorStore.
-_TENSORSTORE_FILE_FAILURE = re.compile(
-    r'^[A-Z_]+: Error (?:reading|writing|decoding).*$', re.M)
+# TensorStore's status line for a file it could not read, write or open (missing, truncated,
+# garbled, disk full, ...); in this process only orbax's checkpoints use TensorStore.
+_TENSORSTORE_FILE_FAILURE = re.compile(r'^[A-Z_]+: Error (?:reading|writing|opening|decoding)', re.M)
+# Those of them that say the files themselves are damaged; a denied permission, a full disk or a
+# timeout says nothing about the checkpoint, so it keeps its traceback.
+_TENSORSTORE_DAMAGE = re.compile(
+    r'^(?:OUT_OF_RANGE|DATA_LOSS|NOT_FOUND): Error (?:reading|opening|decoding).*$', re.M)
+_ORBAX_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(ocp.__file__))) + os.sep
 
 
 def _is_abandoned_orbax_work(error: BaseException, trace: Any) -> bool:
@@ -541,22 +566,23 @@ def _is_abandoned_orbax_work(error: BaseException, trace: Any) -> bool:
     return True
   if _TENSORSTORE_FILE_FAILURE.search(str(error)):
     return True
-  return bool(trace) and any(f'{os.sep}orbax{os.sep}' in frame.filename
+  return bool(trace) and any(frame.filename.startswith(_ORBAX_PACKAGE)
                              for frame in traceback.extract_tb(trace))
 
 
-def _read_failure(error: BaseException) -> Optional[str]:
-  """What in a chained restore error says the files are damaged: TensorStore's read or decode
-  failure, or orbax metadata that is not JSON; None for any other error."""
+def _damage(error: BaseException, item_dir: str) -> Optional[str]:
+  """What in a restore error (or the errors it was raised from) says the files of `item_dir`
+  are damaged: TensorStore's missing, truncated or undecodable file, or orbax metadata that is
+  not JSON; None for any other error."""
   seen, cause = set(), error
   while cause is not None and id(cause) not in seen:
     seen.add(id(cause))
-    if isinstance(cause, json.JSONDecodeError):
-      return f'its orbax metadata is not JSON ({cause})'
-    found = _TENSORSTORE_FILE_FAILURE.search(str(cause))
+    if isinstance(cause, (json.JSONDecodeError, UnicodeDecodeError)):
+      return f'orbax metadata in {item_dir} is not JSON ({cause})'
+    found = _TENSORSTORE_DAMAGE.search(str(cause))
     if found:
       return found.group(0).rstrip('.')
-    cause = cause.__cause__ or cause.__context__
+    cause = cause.__cause__
   return None
 
 

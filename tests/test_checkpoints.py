@@ -1,10 +1,12 @@
 """Checkpoints a run can trust: retention, metadata, checksums, finite states, clear failures."""
 
 import errno
+import gc
 import json
 import os
 import pathlib
 import sys
+import time
 
 import jax.numpy as jnp
 import numpy as np
@@ -117,26 +119,47 @@ def _random_state(value: float, width: int = 4096):
   return state
 
 
-@pytest.mark.parametrize('damage', ['truncated_array_file', 'truncated_orbax_metadata'])
-def test_an_unverified_step_that_cannot_be_read_is_corrupt(damage, tmp_path, ckpt_config,
-                                                           monkeypatch, caplog):
-  """A step written before checksums existed (nothing to verify) whose files were cut short: a
-  one-line corrupt-step error naming the step (eval), skipped and moved away (resume); the
-  reports orbax's abandoned reads leave behind are dropped, other unraisable errors are not."""
-  reported = []
-  monkeypatch.setattr(sys, 'unraisablehook', reported.append)
-  store = checkpoints.CheckpointStore(str(tmp_path), ckpt_config)
+def _saved_without_checksums(directory, ckpt_config):
+  """Steps 1 and 2, as a version without checksums wrote them (nothing to verify)."""
+  store = checkpoints.CheckpointStore(directory, ckpt_config)
   store.save(1, _random_state(1))
   store.save(2, _random_state(2))
   for step in (1, 2):
     os.remove(os.path.join(store.step_dir(step), checkpoints.CHECKSUMS_FILE))
+  return store
+
+
+def _wait_for_abandoned_reads():
+  """Lets orbax's reads abandoned by a failed restore end (and report) before the test ends."""
+  time.sleep(1)
+  gc.collect()
+
+
+@pytest.mark.parametrize('damage', ['truncated_array_file', 'truncated_manifest',
+                                    'truncated_orbax_metadata', 'garbled_orbax_metadata'])
+def test_an_unverified_step_that_cannot_be_read_is_corrupt(damage, tmp_path, ckpt_config,
+                                                           monkeypatch, caplog):
+  """A step written before checksums existed (nothing to verify) whose files were cut short or
+  garbled: a one-line corrupt-step error naming the step (eval), skipped and moved away
+  (resume); the reports orbax's abandoned reads leave behind are dropped, other unraisable
+  errors are not."""
+  reported = []
+  monkeypatch.setattr(sys, 'unraisablehook', reported.append)
+  store = _saved_without_checksums(str(tmp_path), ckpt_config)
   item = os.path.join(store.step_dir(2), checkpoints.ITEM_DIR)
   if damage == 'truncated_array_file':
     os.truncate(_largest_array_file(store.step_dir(2)), 100)
     cause = r'OUT_OF_RANGE: Error reading "params\.w/0"'
+  elif damage == 'truncated_manifest':
+    manifest = os.path.join(item, 'manifest.ocdbt')
+    os.truncate(manifest, os.path.getsize(manifest) // 2)
+    cause = 'DATA_LOSS: Error opening'
   else:
-    os.truncate(os.path.join(item, '_METADATA'), 90)
-    cause = 'its orbax metadata is not JSON'
+    if damage == 'truncated_orbax_metadata':
+      os.truncate(os.path.join(item, '_METADATA'), 90)
+    else:
+      _corrupt(os.path.join(item, '_METADATA'))
+    cause = f'orbax metadata in {item} is not JSON'
   with pytest.raises(checkpoints.CorruptCheckpointError,
                      match=rf'^Checkpoint step 2 in .* is corrupt: {cause}.*Intact steps: \[1\]'):
     store.restore(2, _random_state(0))
@@ -146,8 +169,11 @@ def test_an_unverified_step_that_cannot_be_read_is_corrupt(damage, tmp_path, ckp
   state, step = store.restore_for_resume(_random_state(0))
   assert step == 1 and int(state['step']) == 1
   assert 'Checkpoint step 2 in' in caplog.text and 'Skipping it.' in caplog.text
-  assert store.steps() == [1] and len(os.listdir(tmp_path / checkpoints.QUARANTINE_DIR)) == 1
+  assert store.steps() == [1]
+  moved = os.listdir(tmp_path / checkpoints.QUARANTINE_DIR)
+  assert len(moved) == 1 and moved[0].startswith('2-')
   store.close()
+  _wait_for_abandoned_reads()
 
   class Unraisable:  # what CPython hands sys.unraisablehook
     def __init__(self, error):
@@ -157,6 +183,25 @@ def test_an_unverified_step_that_cannot_be_read_is_corrupt(damage, tmp_path, ckp
   sys.unraisablehook(Unraisable(RuntimeError('Event loop is closed')))
   sys.unraisablehook(Unraisable(ValueError('something else')))
   assert [str(u.exc_value) for u in reported] == ['something else']
+
+
+def test_a_read_error_that_is_not_damage_keeps_its_traceback(tmp_path, ckpt_config,
+                                                             monkeypatch):
+  """A denied permission (or a full disk, a timeout) says nothing about the step: no 'corrupt',
+  and resume moves nothing away."""
+  store = _saved_without_checksums(str(tmp_path), ckpt_config)
+  denied = ValueError(f'PERMISSION_DENIED: Error reading "params.w/0" in OCDBT database at '
+                      f'local file "{store.step_dir(2)}/default/": Permission denied')
+
+  def restore(*args, **kwargs):
+    raise Exception('Encountered error while reading array index') from denied
+
+  monkeypatch.setattr(store.manager, 'restore', restore)
+  with pytest.raises(Exception, match='Encountered error') as raised:
+    store.restore_for_resume(_random_state(0))
+  assert not isinstance(raised.value, checkpoints.CheckpointError)
+  assert store.steps() == [1, 2] and not (tmp_path / checkpoints.QUARANTINE_DIR).exists()
+  store.close()
 
 
 def test_using_a_checkpoint_with_other_clip_settings_is_said(tmp_path, ckpt_config, caplog):
