@@ -11,8 +11,6 @@ end with one `error:` line and exit status 1 (2 for bad flags); anything unexpec
 traceback.
 """
 
-import sys
-
 import data
 
 data.quiet_tensorflow()  # before TensorFlow is imported
@@ -25,7 +23,7 @@ import jax
 from ml_collections import config_flags
 import tensorflow as tf
 
-from data import errors as data_errors
+from salinet_jax import cli
 from salinet_jax import console
 from salinet_jax import errors
 from salinet_jax import features
@@ -47,43 +45,13 @@ flags.DEFINE_multi_string('video', [], 'Predict and features modes: a video file
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
-def parse_flags(argv):
-  """absl's flag parsing, with a misspelt or mistyped --config field, a missing config file and
-  a config's own ValueError (e.g. an unknown recipe stage) reported as one line."""
-  try:
-    remaining = FLAGS(argv)
-    # A config file that failed to load stands in as an object that raises on any attribute.
-    FLAGS.config.to_dict  # pylint: disable=pointless-statement
-    return remaining
-  except flags.Error as e:
-    lines = str(e).strip().splitlines()
-    if 'Traceback (most recent call last)' in str(e) and lines[-1].startswith('ValueError: '):
-      lines = [lines[0], lines[-1][len('ValueError: '):]]  # the config refused a value itself
-    print(f'error: {" ".join(lines)}\nPass --helpshort or --helpfull to see help on flags.',
-          file=sys.stderr)
-    sys.exit(2)
-  except OSError as e:  # ml_collections: the config file could not be read
-    reason = ' '.join(str(e).split()).split('earlier failure to load: ')[-1]
-    print(f'error: --config: {reason}', file=sys.stderr)
-    sys.exit(2)
-  except (AttributeError, KeyError) as e:  # ml_collections: no such field in the config
-    message = (str(e.args[0] if e.args else e).strip('\'"').replace('\\n', ' ')
-               .replace('\n', ' ').replace("\\'", "'"))
-    print(f'error: unknown config field in the command line: {message}', file=sys.stderr)
-    sys.exit(2)
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   config = FLAGS.config
-  try:
+  with cli.user_errors_in_one_line():
     setup_process(config)
     run(config)
-  except (errors.UserError, data_errors.DataError) as e:
-    logging.get_absl_handler().flush()
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(1)
 
 
 def setup_process(config) -> None:
@@ -125,4 +93,4 @@ def run(config) -> None:
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=parse_flags)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -37,6 +37,7 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 
 import data
+from data import errors
 
 
 def _peak_rss_mib() -> float:
@@ -227,6 +228,15 @@ def main(argv=None) -> int:
   parser.add_argument('--num_clips', type=int, default=256, help='clips in the (b)/(c) list')
   args = parser.parse_args(argv)
   data.quiet_tensorflow()
+  try:
+    return _measure(args, parser)
+  except errors.DataError as e:  # missing or corrupt records: one line
+    print(f'error: {e}', file=sys.stderr)
+    return 1
+
+
+def _measure(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+  """The rounds of (a), (b) and (c) on `args`' records, printed; returns the exit status."""
   cores = os.cpu_count() or 1
   from data import records  # pylint: disable=g-import-not-at-top
   metadata = records.read_metadata(args.records)

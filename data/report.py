@@ -25,7 +25,12 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 import data
+
+data.quiet_tensorflow()  # before TensorFlow is imported
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 from data import datasets
+from data import errors
 from data import records
 
 STATE_DIR = '.convert'
@@ -204,10 +209,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument('--output', default='', help='where report.json/.png go (default '
                       'RECORDS/report)')
   args = parser.parse_args(argv)
-  data.quiet_tensorflow()
   try:
     card = build(args.records)
-  except (records.MissingRecordsError, records.CorruptShardError) as e:
+  except errors.DataError as e:
     print(f'error: {e}', file=sys.stderr)
     return 1
   output = args.output or os.path.join(args.records, 'report')

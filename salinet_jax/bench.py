@@ -48,6 +48,8 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from salinet_jax import cli
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TORCH_MODELS = os.path.join(REPO_ROOT, 'tests', 'torch_models.py')
 
@@ -482,19 +484,16 @@ def define_flags() -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  from salinet_jax import errors  # pylint: disable=g-import-not-at-top
   from salinet_jax import parallel  # pylint: disable=g-import-not-at-top
-  try:  # the flags training runs with; read when run() starts JAX
+  with cli.user_errors_in_one_line():  # the flags training runs with; read when run() starts JAX
     parallel.set_cpu_xla_flags(FLAGS.config.xla_cpu_scheduler,
-                              FLAGS.config.xla_cpu_convolutions)
-  except errors.ConfigError as e:
-    raise SystemExit(f'error: {e}') from None
+                               FLAGS.config.xla_cpu_convolutions)
   parallel.trim_host_memory_after_compiles()
   if FLAGS.threads == '1':  # read when JAX starts its CPU backend, i.e. in run()
     os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                                ' --xla_cpu_multi_thread_eigen=false').strip()
   config_arg = [a.split('=', 1)[1] for a in sys.argv if a.startswith('--config=')]
-  try:
+  with cli.user_errors_in_one_line():  # a bad config value or checkpoint
     result = run(FLAGS.config, config_path=config_arg[0] if config_arg else '',
                  mode=FLAGS.mode, batch=FLAGS.batch, steps=FLAGS.steps, warmup=FLAGS.warmup,
                  dtype=FLAGS.dtype, num_classes=FLAGS.num_classes, frames=FLAGS.frames,
@@ -502,8 +501,6 @@ def main(argv):
                  threads=1 if FLAGS.threads == '1' else None,
                  profile_dir=FLAGS.profile_dir, cpu_kernels=FLAGS.cpu_kernels,
                  checkpoint=FLAGS.checkpoint)
-  except errors.UserError as e:  # a bad config value or checkpoint: one line, no traceback
-    raise SystemExit(f'error: {e}') from None
   line = json.dumps(result)
   print(line, flush=True)
   if FLAGS.output:
@@ -513,4 +510,4 @@ def main(argv):
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -21,6 +21,7 @@ from ml_collections import config_flags
 from data import datasets
 from data import pipeline
 from data import synthetic
+from salinet_jax import cli
 from salinet_jax import flops
 from salinet_jax import inputs
 from salinet_jax import models
@@ -90,19 +91,21 @@ def format_report(report: Dict[str, Any]) -> str:
 
 
 def main(argv):
-  del argv
-  if FLAGS.recipe:
-    card = recipe.card(FLAGS.config, FLAGS.video_frames, FLAGS.video_fps)
-    print(json.dumps(card) if FLAGS.json else recipe.format_card(card))
-    return
-  report = model_report(FLAGS.config, FLAGS.count_norm)
-  print(json.dumps(report) if FLAGS.json else format_report(report))
-  if FLAGS.params:
-    config = FLAGS.config
-    model = build_model(config.model, report['num_classes'], config.dtype)
-    params = models.abstract_variables(model, inputs.clip_shape(config.data))['params']
-    print(parameter_overview.get_parameter_overview(params, include_stats=False))
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  with cli.user_errors_in_one_line():
+    if FLAGS.recipe:
+      card = recipe.card(FLAGS.config, FLAGS.video_frames, FLAGS.video_fps)
+      print(json.dumps(card) if FLAGS.json else recipe.format_card(card))
+      return
+    report = model_report(FLAGS.config, FLAGS.count_norm)
+    print(json.dumps(report) if FLAGS.json else format_report(report))
+    if FLAGS.params:
+      config = FLAGS.config
+      model = build_model(config.model, report['num_classes'], config.dtype)
+      params = models.abstract_variables(model, inputs.clip_shape(config.data))['params']
+      print(parameter_overview.get_parameter_overview(params, include_stats=False))
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -8,6 +8,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
 import jax
@@ -16,6 +17,8 @@ import pytest
 from data import records
 from salinet_jax import engine
 from salinet_jax import train
+from tests.conftest import REPO_ROOT
+from tests.conftest import subprocess_env
 from tests.test_main import _main
 from tests.test_main import _tiny_overrides
 
@@ -27,6 +30,30 @@ def _one_error_line(proc, code=1):
   errors = [line for line in proc.stderr.splitlines() if line.startswith('error:')]
   assert len(errors) == 1, proc.stderr[-4000:]
   return errors[0]
+
+
+@pytest.mark.parametrize('command, code, expected', [
+    (('salinet_jax.bench', '--config=configs/demo.py', '--config.model.wdth=8'), 2,
+     'unknown config field in the command line: \'wdth\' Did you mean "width"'),
+    (('salinet_jax.bench', '--config=configs/dmeo.py'), 2,
+     "--config: Failed loading config file"),
+    (('salinet_jax.info', '--config=configs/dmeo.py'), 2,
+     "No such file or directory: 'configs/dmeo.py'"),
+    (('salinet_jax.info', '--config=configs/demo.py', '--config.model.name=salinet_har'), 1,
+     "config.model.name 'salinet_har' is not one of"),
+    (('data.bench', '--records=/no/such'), 1, "records directory '/no/such' (the directory"),
+    (('data.report', '--records=/no/such'), 1, "records directory '/no/such' (the directory"),
+], ids=['bench_misspelt_field', 'bench_missing_config', 'info_missing_config',
+        'info_misspelt_model_name', 'data_bench_missing_records', 'data_report_missing_records'])
+def test_the_other_commands_end_user_errors_in_one_line(command, code, expected):
+  """The benchmark, info and the data tools report config and records mistakes as main.py
+  does: one `error:` line, no traceback (and no TensorFlow start-up notices before it)."""
+  proc = subprocess.run([sys.executable, '-m', *command], cwd=REPO_ROOT, env=subprocess_env(),
+                        capture_output=True, text=True, timeout=300)
+  assert expected in _one_error_line(proc, code)
+  assert proc.stderr.splitlines()[-1].startswith('error:')
+  if command[0].startswith('data.'):
+    assert len(proc.stderr.splitlines()) == 1, proc.stderr
 
 
 @pytest.fixture(scope='module')

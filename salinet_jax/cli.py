@@ -1,0 +1,58 @@
+"""Command-line plumbing shared by `main.py`, `salinet_jax.bench` and `salinet_jax.info`.
+
+A mistake the user can fix ends in one `error:` line: a misspelt `--config` field, a config file
+that does not exist or refuses a value (exit status 2, as absl does for bad flags), and a
+`UserError` or `DataError` raised while running (exit status 1). Anything else keeps its
+traceback, because it is a bug to report.
+"""
+
+import contextlib
+import sys
+from typing import Iterator, List
+
+from absl import flags
+from absl import logging
+
+from data import errors as data_errors
+from salinet_jax import errors
+
+
+def parse_flags(argv: List[str]) -> List[str]:
+  """absl's flag parsing (`app.run(main, flags_parser=parse_flags)`), with a misspelt or
+  mistyped --config field, a missing config file and a config's own ValueError (e.g. an unknown
+  recipe stage) reported as one line."""
+  values = flags.FLAGS
+  try:
+    remaining = values(argv)
+    if 'config' in values:
+      # A config file that failed to load stands in as an object that raises on any attribute.
+      values.config.to_dict  # pylint: disable=pointless-statement
+    return remaining
+  except flags.Error as e:
+    lines = str(e).strip().splitlines()
+    if 'Traceback (most recent call last)' in str(e) and lines[-1].startswith('ValueError: '):
+      lines = [lines[0], lines[-1][len('ValueError: '):]]  # the config refused a value itself
+    print(f'error: {" ".join(lines)}\nPass --helpshort or --helpfull to see help on flags.',
+          file=sys.stderr)
+    sys.exit(2)
+  except OSError as e:  # ml_collections: the config file could not be read
+    reason = ' '.join(str(e).split()).split('earlier failure to load: ')[-1]
+    print(f'error: --config: {reason}', file=sys.stderr)
+    sys.exit(2)
+  except (AttributeError, KeyError) as e:  # ml_collections: no such field in the config
+    message = (str(e.args[0] if e.args else e).strip('\'"').replace('\\n', ' ')
+               .replace('\n', ' ').replace("\\'", "'"))
+    print(f'error: unknown config field in the command line: {message}', file=sys.stderr)
+    sys.exit(2)
+
+
+@contextlib.contextmanager
+def user_errors_in_one_line() -> Iterator[None]:
+  """Inside it, a UserError or DataError ends the process with `error: <message>` (status 1),
+  after the log lines written before it."""
+  try:
+    yield
+  except (errors.UserError, data_errors.DataError) as e:
+    logging.get_absl_handler().flush()
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(1)
