@@ -203,7 +203,8 @@ def _flat_shapes(tree: Any) -> Dict[str, Tuple[int, ...]]:
 
 def config_differences(stored_json: str, config: Any, limit: int = 12,
                        relevant: Callable[[str], bool] = lambda line: True) -> List[str]:
-  """'field: stored X, given Y' lines for the `relevant` config fields that differ."""
+  """'field: stored X, given Y' lines for the `relevant` config fields that differ: the model's
+  fields and dtype first (what decides whether the arrays fit), then the rest by name."""
   import flax  # pylint: disable=g-import-not-at-top
   try:
     stored = flax.traverse_util.flatten_dict(json.loads(stored_json), sep='.')
@@ -211,7 +212,8 @@ def config_differences(stored_json: str, config: Any, limit: int = 12,
     return []
   given = flax.traverse_util.flatten_dict(json.loads(config.to_json()), sep='.')
   lines = []
-  for key in sorted(set(stored) | set(given)):
+  for key in sorted(set(stored) | set(given),
+                    key=lambda key: (not key.startswith(('model.', 'dtype')), key)):
     before, after = stored.get(key, '<absent>'), given.get(key, '<absent>')
     if before != after:
       lines.append(f'{key}: stored {before!r}, given {after!r}')
