@@ -51,12 +51,21 @@ def register(info: DatasetInfo) -> DatasetInfo:
 
 
 def check_records(metadata, split: str) -> List[str]:
-  """Warnings for records (a `records.DatasetMetadata`) of a registered dataset whose split
-  `split` or class count differs from the official facts; [] for unregistered datasets."""
+  """Warnings for records (a `records.DatasetMetadata`) whose labelled split `split` holds no
+  video of some classes (any dataset; counted by the converter), or, for a registered dataset,
+  whose split or class count differs from the official facts."""
+  warnings = []
+  per_class = metadata.extra.get('videos_per_class', {}).get(split)
+  absent = [name for name, count in zip(metadata.classes, per_class or ()) if not count]
+  if absent and any(per_class):
+    warnings.append(
+        f'Split {split!r} of {metadata.name!r} holds no video of {len(absent)} of its '
+        f'{len(metadata.classes)} classes: {absent[:20]}' + (' ...' if len(absent) > 20 else '')
+        + '; trained on, the model never sees them; evaluated on, its accuracy covers the other '
+        'classes only.')
   info = REGISTRY.get(metadata.name)
   if info is None:
-    return []
-  warnings = []
+    return warnings
   if metadata.num_classes != info.num_classes:
     warnings.append(f'Records of {info.name!r} have {metadata.num_classes} classes; the official '
                     f'dataset has {info.num_classes}: was another class list used?')

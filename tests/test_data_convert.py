@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from data import convert
+from data import datasets
 from data import records
 from data import video_io
 
@@ -486,13 +487,35 @@ def test_class_folder_tree_problems_are_named_before_decoding(tmp_path, capsys):
   err = capsys.readouterr().err
   assert re.search(r"warning: split '(train|val)' has no video of 1 of the 2 classes: "
                    r"\['[ab]'\]", err), err
-  groups = records.read_metadata(str(out)).extra['groups']
+  # The records keep the count per class of what was written, so training and evaluation on
+  # the split say so too (data.pipeline.split_info logs these warnings).
+  metadata = records.read_metadata(str(out))
+  lacking = next(s for s, counts in metadata.extra['videos_per_class'].items() if 0 in counts)
+  assert sum(metadata.extra['videos_per_class'][lacking]) == metadata.split_sizes[lacking]
+  warning, = datasets.check_records(metadata, lacking)
+  assert re.match(rf"Split '{lacking}' of 'folder' holds no video of 1 of its 2 classes: "
+                  r"\['[ab]'\]; trained on, the model never sees them", warning)
+  groups = metadata.extra['groups']
   moved = next(g for g in groups['train'])
   assert _run(*args, f'--val_groups={moved}') == 2
   err = capsys.readouterr().err
   assert 'would move, e.g. ' in err and f'{moved} (train -> val)' in err
   assert f"--val_groups={','.join(groups['val'])}" in err
   assert _run(*args) == 0  # the same split again: nothing moves
+
+
+@pytest.mark.parametrize('flag', ['--val_fraction=0.3', '--val_groups=g1'])
+def test_group_split_flags_without_a_group_split_are_refused(flag, tmp_path, capsys):
+  """Without --split_by_group every video goes to one split: a val share or val groups asked
+  for would be ignored, and training would find no val split after its first steps."""
+  tree = tmp_path / 'videos'
+  (tree / 'a').mkdir(parents=True)
+  (tree / 'a' / 'fi001.mp4').symlink_to(FIGHT / 'fight' / 'fi001.mp4')
+  assert _run('--dataset=folder', f'--input={tree}', f'--output={tmp_path / "out"}', flag,
+              '--dry_run') == 2
+  err = capsys.readouterr().err
+  assert f"error: {flag.split('=')[0]} only apply with --split_by_group" in err
+  assert "every video goes to the 'train' split" in err
 
 
 def test_a_split_where_every_video_fails_exits_non_zero(tmp_path):

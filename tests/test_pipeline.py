@@ -152,6 +152,11 @@ def test_records_of_a_standard_dataset_are_checked_against_the_official_facts():
       'used?']
   own = records.DatasetMetadata('my_clips', ['a', 'b'], {'train': 3}, {'train': 1})
   assert datasets.check_records(own, 'train') == []  # not a registered dataset: nothing to check
+  own.extra['videos_per_class'] = {'train': [3, 0], 'test': [0, 0]}  # test: unlabelled
+  assert datasets.check_records(own, 'train') == [
+      "Split 'train' of 'my_clips' holds no video of 1 of its 2 classes: ['b']; trained on, the "
+      'model never sees them; evaluated on, its accuracy covers the other classes only.']
+  assert datasets.check_records(own, 'test') == []
 
 
 def test_dataset_name_is_optional_but_must_agree_with_the_records(config):

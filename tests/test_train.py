@@ -158,6 +158,27 @@ def test_evaluate_needs_only_the_split_it_reads(config, tmp_path):
   assert results['top1'] == trained['top1']  # the same videos under another split name
 
 
+def test_training_on_records_without_the_eval_split_fails_before_the_first_step(config,
+                                                                                 tmp_path):
+  """Records converted without a val split (e.g. a folder tree without --split_by_group): the
+  missing eval split is named at once, not after the train steps have run."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  from data import records  # pylint: disable=g-import-not-at-top
+  source, train_only = config.dataset.data_dir, tmp_path / 'train_only'
+  train_only.mkdir()
+  metadata = records.read_metadata(source)
+  for shard in metadata.shards['train']:
+    shutil.copy(os.path.join(source, shard['file']), train_only / shard['file'])
+  records.write_metadata(str(train_only), records.DatasetMetadata(
+      metadata.name, metadata.classes, {'train': metadata.split_sizes['train']},
+      {'train': metadata.num_shards['train']}, shards={'train': metadata.shards['train']}))
+  config.dataset.data_dir = str(train_only)
+  workdir = tmp_path / 'run'
+  with pytest.raises(records.MissingRecordsError, match=r"^Split 'val' is not in the records"):
+    train.train_and_evaluate(config, str(workdir))
+  assert not (workdir / 'checkpoints').exists() or not os.listdir(workdir / 'checkpoints')
+
+
 def test_float64_runs_through_the_normal_path_only_with_64_bit_jax(config):
   from salinet_jax import errors  # pylint: disable=g-import-not-at-top
   from salinet_jax import models  # pylint: disable=g-import-not-at-top

@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, List, Optional, Sequence
 
 from data import video_io
 from data.convert.outputs import FAILURES_FILE, existing_metadata, write_outputs
-from data.convert.plans import KINDS, ConversionError, make_plan
+from data.convert.plans import DEFAULT_VAL_FRACTION, KINDS, ConversionError, make_plan
 from data.convert.shards import remove_stale_shards, run_jobs, shard_jobs
 
 if TYPE_CHECKING:  # TensorFlow is imported lazily: worker processes never need it
@@ -128,8 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument('--label_index_base', type=int, default=0, help='integer labels start here')
   p.add_argument('--split_by_group', default='', help='split train/val by whole groups: a CSV '
                  'column (list), subfolder or file (folder)')
-  p.add_argument('--val_fraction', type=float, default=0.25, help='share of videos in val')
-  p.add_argument('--val_groups', default='', help='comma-separated groups forced into val')
+  p.add_argument('--val_fraction', type=float, default=None, help='share of videos in val '
+                 f'(with --split_by_group; default {DEFAULT_VAL_FRACTION})')
+  p.add_argument('--val_groups', default='', help='comma-separated groups forced into val (with '
+                 '--split_by_group)')
   p.add_argument('--group_seed', type=int, default=0, help='seed of the group split')
   p.add_argument('--fps', type=float, default=0.0, help='stored frame rate; 0 = native')
   p.add_argument('--short_side', type=int, default=video_io.DEFAULT_SHORT_SIDE,

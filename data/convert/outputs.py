@@ -78,6 +78,10 @@ def write_outputs(output: str, plan: Plan, jobs: Sequence[ShardJob],
     timing = collections.Counter(v.get('timing', 'unknown') for s in shard_states
                                  for v in s['videos'])
     metadata.extra.setdefault('timing', {})[split] = dict(sorted(timing.items()))
+    per_class = [0] * len(plan.classes)  # of the videos written, so failures are counted out
+    for video in (v for s in shard_states for v in s['videos'] if v['label'] >= 0):
+      per_class[video['label']] += 1
+    metadata.extra.setdefault('videos_per_class', {})[split] = per_class
   conversion = dict(metadata.extra.get('conversion', {}))
   for split in converted:
     conversion[split] = dict(source_kind=args.dataset, input=os.path.abspath(args.input),

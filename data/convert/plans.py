@@ -340,10 +340,30 @@ def _extensions(args) -> Tuple[str, ...]:
                for e in args.extensions.split(',') if e.strip())
 
 
+DEFAULT_VAL_FRACTION = 0.25
+
+
+def _check_split_arguments(args) -> None:
+  """--val_fraction and --val_groups shape a group split: without --split_by_group they would be
+  ignored (every video in one split), so they are refused; with it the fraction defaults."""
+  if args.split_by_group:
+    if args.val_fraction is None:
+      args.val_fraction = DEFAULT_VAL_FRACTION
+    return
+  given = [f'--{name}' for name in ('val_fraction', 'val_groups') if getattr(args, name)
+           not in (None, '')]
+  if given:
+    raise ConversionError(
+        f'{" and ".join(given)} only apply with --split_by_group (whole groups of videos to train '
+        'or val: =subfolder or =file for a folder tree, a CSV column for a list); without it '
+        f'every video goes to the {args.split or "train"!r} split.')
+
+
 def make_plan(args) -> Plan:
   """Parses the annotations into the class list and each split's items (no decoding)."""
   if args.dataset not in PLANNERS:
     raise ConversionError(f'--dataset must be one of {KINDS}, got {args.dataset!r}.')
+  _check_split_arguments(args)
   try:
     plan = PLANNERS[args.dataset](args)
   except ann.AnnotationError as e:
