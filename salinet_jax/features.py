@@ -6,7 +6,8 @@
 Each video goes through the evaluation's views (as in predict mode); the features are what the
 model's final classifier reads (the input of its last `fc` layer: pooled backbone features, and
 for S2DNet the fused detail features with its context), per view or averaged over the views
-(`config.features.per_view`). One `.npy` per video plus `index.csv` (video, features file, shape,
+(`config.features.per_view`). One `.npy` per video (its path below the videos' common folder)
+plus `index.csv` (video, features file, shape,
 or the error of a video that could not be read), in `<workdir>/features/` by default.
 """
 
@@ -57,13 +58,6 @@ def view_features(variables, batch, *, model, data_config, clips_per_forward: in
   return features.reshape(batch_size, views, -1)
 
 
-def _output_names(files: Sequence[str]) -> List[str]:
-  """A distinct .npy file name per video: its path below the videos' common folder."""
-  root = os.path.commonpath([os.path.dirname(os.path.abspath(f)) for f in files])
-  return [os.path.relpath(os.path.abspath(f), root).replace(os.sep, '__') + '.npy'
-          for f in files]
-
-
 def extract(config, workdir: str, video_paths: Sequence[str],
             output_dir: str = None) -> List[Dict[str, Any]]:
   """Writes the features of every video; returns one dict per video ('video', 'ok', 'error',
@@ -80,7 +74,8 @@ def extract(config, workdir: str, video_paths: Sequence[str],
                  in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)),
                  out_shardings=parallel.replicated(mesh))
   results = []
-  for path, name in tqdm(list(zip(files, _output_names(files))), unit='video', desc='features'):
+  for path, name in tqdm(list(zip(files, predict_lib.output_names(files))), unit='video',
+                         desc='features'):
     result = {'video': path, 'ok': False, 'error': '', 'features': '', 'shape': ''}
     results.append(result)
     try:
@@ -97,7 +92,8 @@ def extract(config, workdir: str, video_paths: Sequence[str],
           f'Checkpoint {predictor.source} gives NaN or Inf features for {path}.')
     if not config.features.per_view:
       features = features.mean(axis=0)
-    target = os.path.join(output_dir, name)
+    target = os.path.join(output_dir, name + '.npy')
+    os.makedirs(os.path.dirname(target), exist_ok=True)
     np.save(target, features)
     result.update(ok=True, features=target, shape='x'.join(str(d) for d in features.shape))
   index = os.path.join(output_dir, INDEX_FILE)

@@ -63,6 +63,14 @@ def find_videos(paths: Sequence[str]) -> List[str]:
   return files
 
 
+def output_names(files: Sequence[str]) -> List[str]:
+  """Where each video's own output files go, relative to the output folder: its path below the
+  videos' common folder (`a/x.mp4` and `b/x.mp4` keep their folders), so distinct videos never
+  share a name; one file or a flat folder gives the bare file names."""
+  root = os.path.commonpath([os.path.dirname(os.path.abspath(f)) for f in files])
+  return [os.path.relpath(os.path.abspath(f), root) for f in files]
+
+
 class Predictor:
   """A workdir's checkpoint (`config.eval.checkpoint`), restored to score videos held in memory
   through the evaluation's views and step. One process only."""
@@ -129,22 +137,22 @@ def predict(config: ml_collections.ConfigDict, workdir: str, video_paths: Sequen
   logging.info('Predicting %d video(s) with checkpoint %s%s.', len(files), predictor.source,
                f', in windows of {config.predict.window_seconds:g} s' if windowed else '')
   results = []
-  for path in files:
+  for path, name in zip(files, output_names(files)):
     result = {'video': path, 'checkpoint': predictor.source, 'ok': False, 'error': '',
               'top5': []}
     results.append(result)
     try:
       if windowed:
-        probs = timeline.predict_windows(predictor, path, output_dir)
+        probs = timeline.predict_windows(predictor, path, os.path.join(output_dir, name))
       else:
         decoded = predictor.decode(path)
         draw = None
         if config.eval.num_visualizations:
           draw = lambda batch: visualize.write_visualizations(  # noqa: E731
-              predictor.engine.model, predictor.variables, batch, output_dir, 1,
-              config.data, predictor.classes)
-        probs = predictor.probabilities(decoded.jpegs, decoded.fps, os.path.basename(path),
-                                        draw)
+              predictor.engine.model, predictor.variables, batch,
+              os.path.join(output_dir, os.path.dirname(name)), 1, config.data,
+              predictor.classes)
+        probs = predictor.probabilities(decoded.jpegs, decoded.fps, name, draw)
     except video_io.VideoError as e:
       result['error'] = str(e)
       logging.warning('%s: cannot be predicted: %s', path, e)

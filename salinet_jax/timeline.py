@@ -46,9 +46,9 @@ def windows(path: str, short_side: int, window_seconds: float, stride_seconds: f
     yield max(0, count - size), count, rate, list(recent)
 
 
-def predict_windows(predictor, path: str, output_dir: str) -> np.ndarray:
-  """Scores every window of `path`; writes its timeline json and PNG; returns the mean of the
-  windows' class probabilities."""
+def predict_windows(predictor, path: str, output_stem: str) -> np.ndarray:
+  """Scores every window of `path`; writes its timeline json and PNG as
+  `<output_stem>.timeline.json|.png`; returns the mean of the windows' class probabilities."""
   config = predictor.config
   data = config.data
   name = os.path.basename(path)
@@ -84,12 +84,13 @@ def predict_windows(predictor, path: str, output_dir: str) -> np.ndarray:
   if not probs:
     raise video_io.VideoError('no video frames decoded (empty or zero-frame video)')
   probs = np.stack(probs)
-  _write(predictor, path, output_dir, spans, probs)
+  _write(predictor, path, output_stem, spans, probs)
   return probs.mean(axis=0)
 
 
-def _write(predictor, path: str, output_dir: str, spans, probs: np.ndarray) -> None:
-  stem = os.path.join(output_dir, os.path.basename(path) + TIMELINE_SUFFIX)
+def _write(predictor, path: str, output_stem: str, spans, probs: np.ndarray) -> None:
+  stem = output_stem + TIMELINE_SUFFIX
+  os.makedirs(os.path.dirname(stem), exist_ok=True)
   classes = predictor.classes
   entries = []
   for (start, end), row in zip(spans, probs):

@@ -106,6 +106,19 @@ def test_own_folder_converts_trains_evaluates_predicts_and_extracts(own_records,
   np.testing.assert_allclose(np.load(one_at_a_time[0]['features']), views, rtol=1e-5, atol=1e-6)
   with open(os.path.join(workdir, 'features', features.INDEX_FILE)) as f:
     assert len(list(csv.DictReader(f))) == len(extracted)
+  # Videos whose flattened paths would coincide keep their own files (sub/v.mp4, sub__v.mp4).
+  config.features.per_view = False
+  config.eval.clips_per_device_forward = 0
+  clash = tmp_path / 'clash'
+  (clash / 'sub').mkdir(parents=True)
+  (clash / 'sub' / 'v.mp4').symlink_to(extracted[0]['video'])
+  (clash / 'sub__v.mp4').symlink_to(extracted[1]['video'])
+  clashing = features.extract(config, workdir, [str(clash)], output_dir=str(tmp_path / 'f'))
+  assert len({r['features'] for r in clashing}) == 2
+  for result in clashing:
+    source = extracted[0] if result['video'].endswith('sub/v.mp4') else extracted[1]
+    np.testing.assert_allclose(np.load(result['features']), np.load(source['features']),
+                               rtol=1e-5, atol=1e-6)
 
   card = report.build(str(records_dir))
   assert card['dataset'] == NAME and 'official_videos' not in card['splits']['train']
@@ -157,3 +170,14 @@ def test_windowed_predict_writes_a_timeline_over_the_whole_video(own_records, tm
   assert [n for n, _ in windowed[0]['top5']] == [n for n, _ in whole[0]['top5']]
   np.testing.assert_allclose([p for _, p in windowed[0]['top5']],
                              [p for _, p in whole[0]['top5']], rtol=1e-5, atol=1e-6)
+
+  # Two videos of one name in different folders: a timeline each, in its folder.
+  config.predict.window_seconds = 4.0
+  for folder, source in (('a', video), ('b', short)):
+    (tmp_path / folder).mkdir()
+    (tmp_path / folder / 'clip.avi').symlink_to(source)
+  predict.predict(config, workdir, [str(tmp_path / 'a'), str(tmp_path / 'b')],
+                  output_dir=str(tmp_path / 'same_names'))
+  for folder, windows in (('a', 8), ('b', 1)):
+    kept = json.loads((tmp_path / 'same_names' / folder / 'clip.avi.timeline.json').read_text())
+    assert kept['video'].endswith(f'{folder}/clip.avi') and len(kept['windows']) == windows

@@ -158,9 +158,9 @@ def test_export_all_formats_certified_and_reloadable(exported, kind):
 
 
 @pytest.mark.skipif(not PANCAKE.exists(), reason=NO_PANCAKE)
-def test_predict_through_an_export(exported, tmp_path, monkeypatch):
+def test_predict_through_an_export(exported, tmp_path, monkeypatch, caplog):
   """--config.predict.exported=OUT/FORMAT: the checkpoint's top-5, CSV and picture, without the
-  checkpoint or any record."""
+  checkpoint or any record; view settings given beside it are not used, and that is said."""
   config, workdir, out, _ = exported('salinet')
   from_checkpoint = predict.predict(config, workdir, [str(PANCAKE)], str(tmp_path / 'ckpt'))[0]
   config = ml_collections.ConfigDict(config.to_dict())
@@ -180,6 +180,15 @@ def test_predict_through_an_export(exported, tmp_path, monkeypatch):
     assert os.path.getsize(tmp_path / name / '000_flipping_a_pancake.mkv.png') > 1000
   assert tables[0][0] == tables[1][0] and len(tables[0]) == len(tables[1]) == 2
   assert [row[:3] for row in tables[0]] == [row[:3] for row in tables[1]]
+  assert 'is not used' not in caplog.text
+
+  stored_reduction = config.eval.view_reduction
+  config.eval.view_reduction = 'max' if stored_reduction != 'max' else 'mean'
+  again = predict.predict(config, str(tmp_path / 'no_workdir'), [str(PANCAKE)],
+                          str(tmp_path / 'export_other_views'))[0]
+  assert again['top5'] == through['top5']  # the export's own views and reduction
+  assert (f"eval.view_reduction: stored {stored_reduction!r}, given "
+          f"{config.eval.view_reduction!r}") in caplog.text and 'is not used' in caplog.text
 
 
 def test_windowed_predict_needs_the_checkpoint(tmp_path):

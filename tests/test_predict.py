@@ -65,7 +65,8 @@ def test_predict_a_folder_with_a_good_video_an_empty_file_and_a_text_file(traine
   assert float(rows['pancake.mkv']['top1_probability']) == pytest.approx(
       good['top5'][0][1], abs=1e-6)
   assert 'empty file' in rows['empty.mp4']['error'] and rows['empty.mp4']['top1'] == ''
-  assert sorted(p for p in os.listdir(output) if p.endswith('.png')) == ['000_pancake.mkv.png']
+  # Its picture keeps its folder below the videos' common folder.
+  assert sorted(os.listdir(os.path.join(output, 'nested'))) == ['000_pancake.mkv.png']
 
 
 def test_a_missing_path_fails_before_the_model_loads(trained, tmp_path, monkeypatch):

@@ -6,13 +6,16 @@
 the training records are not needed.
 """
 
+import json
 import os
 from typing import List, Sequence, Tuple
 
+from absl import logging
 import numpy as np
 
 from data import pipeline
 from data import video_io
+from salinet_jax import checkpoints
 from salinet_jax import errors
 from salinet_jax import evaluate as evaluate_lib
 from salinet_jax import inputs
@@ -40,6 +43,12 @@ class ExportedPredictor:
                    f'{metadata["source"]["checkpoint"]}')
     self.num_views = self.config.data.eval_num_clips * self.config.data.eval_num_crops
     self.output_dir = output_dir
+    differences = checkpoints.config_differences(json.dumps(metadata['config']), config,
+                                                 relevant=_shapes_predictions)
+    if differences:
+      logging.warning('Predicting through the %s with the model, clips and views it was '
+                      'exported with; the given config differs there and is not used: %s.',
+                      self.source, '; '.join(differences))
 
   def decode(self, path: str) -> video_io.DecodedVideo:
     """The video as JPEG frames at the eval short side (raises video_io.VideoError)."""
@@ -84,17 +93,27 @@ class ExportedPredictor:
     first = {key: batch[key][:1] for key in ('video', 'frame_mask') if key in batch}
     first['video'] = first['video'][:, 0]
     video = np.asarray(inputs.model_inputs(first, data)[0])[0]
-    name = os.path.basename(batch['filename'][0].decode('utf-8', 'replace')) or 'video0'
+    # The video's output name (its path below the videos' common folder): its folder is kept.
+    output_name = batch['filename'][0].decode('utf-8', 'replace')
+    name = os.path.basename(output_name) or 'video0'
     probabilities = outputs['probabilities'][0]
     predicted = int(np.argmax(probabilities))
     label = int(batch['label'][0])
     title = (f'{name}: predicted {self.classes[predicted]} ({probabilities[predicted]:.2f}, '
              'first view)' + (f', label {self.classes[label]}' if label >= 0 else ''))
-    os.makedirs(self.output_dir, exist_ok=True)
-    path = os.path.join(self.output_dir, f'000_{name}.png')
+    directory = os.path.join(self.output_dir, os.path.dirname(output_name))
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, f'000_{name}.png')
     if 'detail_frames' in outputs:
       aux = {k: outputs[k][0] for k in serving.S2DNET_OUTPUTS if k in outputs}
       visualize.s2dnet_figure(video, aux, path, mean=mean, std=std, title=title)
     elif 'saliency_final' in outputs:
       visualize.saliency_figure(video, outputs['saliency_final'][0], path, mean=mean, std=std,
                                 title=title)
+
+
+def _shapes_predictions(line: str) -> bool:
+  """Config fields an export fixes: the model, its dtype, the clips and views and their
+  reduction (training-only augmentation is not among them)."""
+  return (line.startswith(('model.', 'dtype', 'data.', 'eval.view_'))
+          and not line.startswith(('data.train_', 'data.shuffle_buffer')))
