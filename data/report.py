@@ -139,14 +139,23 @@ def summary(card: Dict[str, Any]) -> str:
     lines.append(f"    per class: min {counts[0]}, median {int(np.median(counts))}, max "
                  f"{counts[-1]}" + (f"; no video: {entry['classes_without_videos'][:5]}"
                                     if entry['classes_without_videos'] else ''))
-    for key, unit in (('duration_seconds', 's'), ('fps', 'fps'), ('short_side_pixels', 'px'),
-                      ('frames_per_video', 'frames')):
+    side = f"{entry['source_resolution'].split()[0]} short side pixels"
+    for key, name, unit in (('duration_seconds', 'duration seconds', 's'), ('fps', 'fps', 'fps'),
+                            ('short_side_pixels', side, 'px'),
+                            ('frames_per_video', 'frames per video', 'frames')):
       h = entry[key]
       if h.get('count'):
-        lines.append(f"    {key.replace('_', ' ')}: {h['min']:.4g}-{h['max']:.4g} {unit}, "
+        lines.append(f"    {name}: {h['min']:.4g}-{h['max']:.4g} {unit}, "
                      f"median {h['median']:.4g}")
     lines.append(f"    frames timed by: {entry['timing']}; resolution: {entry['source_resolution']}")
   return '\n'.join(lines)
+
+
+def _side_kind(card: Dict[str, Any]) -> str:
+  """'source' when the short sides plotted are the source videos' (the converter recorded
+  them), 'stored' when they are the records' own frames."""
+  kinds = {entry['source_resolution'].split()[0] for entry in card['splits'].values()}
+  return kinds.pop() if len(kinds) == 1 else 'source or stored'
 
 
 def plot(card: Dict[str, Any], path: str) -> str:
@@ -171,7 +180,8 @@ def plot(card: Dict[str, Any], path: str) -> str:
   ax.legend(fontsize=8)
   for ax, key, label in ((axes[0, 1], 'duration_seconds', 'duration (s)'),
                          (axes[0, 2], 'fps', 'frames per second'),
-                         (axes[1, 0], 'short_side_pixels', 'short side (px)'),
+                         (axes[1, 0], 'short_side_pixels',
+                          f"{_side_kind(card)} short side (px)"),
                          (axes[1, 1], 'frames_per_video', 'frames per video')):
     for split in splits:
       h = card['splits'][split][key]

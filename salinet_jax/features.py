@@ -67,6 +67,7 @@ def extract(config, workdir: str, video_paths: Sequence[str],
       output_dir or os.path.join(workdir, 'features'), 'features',
       'Pass --output_dir=DIR to write them elsewhere.')
   predictor = predict_lib.Predictor(config, workdir)
+  logging.info('Features of %d video(s) with checkpoint %s.', len(files), predictor.source)
   mesh = predictor.engine.mesh
   step = jax.jit(functools.partial(view_features, model=predictor.engine.model,
                                    data_config=config.data, clips_per_forward=(

@@ -124,6 +124,8 @@ def test_own_folder_converts_trains_evaluates_predicts_and_extracts(own_records,
   assert card['dataset'] == NAME and 'official_videos' not in card['splits']['train']
   assert card['splits']['train']['videos'] + card['splits']['val']['videos'] == len(extracted)
   assert card['splits']['train']['short_side_pixels']['min'] >= 240  # the sources' size
+  assert '    source short side pixels: ' in report.summary(card)  # not the stored 48 px
+  assert os.path.getsize(report.plot(card, str(tmp_path / 'card.png'))) > 10_000
 
 
 def _long_video(path, seconds=24, fps=10):
