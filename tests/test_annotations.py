@@ -295,3 +295,32 @@ def test_registry_rejects_entries_whose_splits_are_not_listed():
   with pytest.raises(ValueError, match="train split 'train' is not among its splits"):
     datasets.register(datasets.DatasetInfo('broken_test_entry', 3, {'train1': 10, 'test1': 5}))
   assert 'broken_test_entry' not in datasets.REGISTRY
+
+
+def _entry(path, label, group):
+  return A.VideoEntry(path_or_id=path, label_index=label, label_text=str(label), group=group)
+
+
+@pytest.mark.parametrize('seed', range(4))
+def test_group_split_trains_and_evaluates_every_class_spread_over_groups(seed):
+  """Two classes share three source videos (groups); a third has three groups of its own, one
+  video each. A split by group size alone put all of the third class in val (never trained on)
+  for every seed; now each class is on both sides, and no group on both."""
+  entries = [_entry(f'{name}/{group}/{k}', label, group)
+             for group in ('y1', 'y2', 'y3') for k in range(2)
+             for label, name in enumerate(('fight', 'noFight'))]
+  entries += [_entry(f'pancake/{group}/0', 2, group) for group in ('kinetics', 'rot', 'bad')]
+  split = A.split_by_group(entries, 0.25, seed)
+  for side in ('train', 'val'):
+    assert {e.label_index for e in split[side]} == {0, 1, 2}
+  assert not {e.group for e in split['train']} & {e.group for e in split['val']}
+  assert sorted(split['train'] + split['val'], key=entries.index) == entries
+
+
+def test_group_split_never_takes_the_only_group_of_a_class():
+  entries = [_entry('a/g1/0', 0, 'g1'), _entry('b/g2/0', 1, 'g2'), _entry('b/g3/0', 1, 'g3'),
+             _entry('b/g4/0', 1, 'g4')]
+  for seed in range(8):
+    split = A.split_by_group(entries, 0.5, seed)
+    assert [e.group for e in split['train'] if e.label_index == 0] == ['g1']
+    assert {e.label_index for e in split['val']} == {1}

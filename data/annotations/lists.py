@@ -177,8 +177,11 @@ def split_by_group(entries: Sequence[VideoEntry], val_fraction: float, seed: int
 
   With `val_groups` those groups are val. Otherwise groups are visited in a seeded random order
   and moved to val while val stays within `val_fraction` of the entries (groups that would
-  overshoot are skipped), until val holds at least 90 % of that target. Both sides keep the
-  entries' order. Errors name the converter's flags (--val_groups, --val_fraction) that set them.
+  overshoot are skipped), until val holds at least 90 % of that target. A group is not moved
+  when it holds the last train videos of a class, and a class still missing from val then gets
+  one of its groups there where that takes no class's last train group: a class spread over
+  two or more groups is trained and evaluated on. Both sides keep the entries' order. Errors
+  name the converter's flags (--val_groups, --val_fraction) that set them.
   """
   by_group: Dict[str, List[VideoEntry]] = collections.defaultdict(list)
   for entry in entries:
@@ -196,13 +199,29 @@ def split_by_group(entries: Sequence[VideoEntry], val_fraction: float, seed: int
     target = val_fraction * len(entries)
     order = sorted(by_group)
     random.Random(seed).shuffle(order)
-    chosen, size = set(), 0
+    classes_of = {g: {e.label_index for e in by_group[g] if e.label_index >= 0} for g in order}
+    train_groups = collections.Counter(c for g in order for c in classes_of[g])
+    chosen, size, in_val = set(), 0, set()
+
+    def keeps_every_class_trained(group: str) -> bool:
+      return all(train_groups[c] > 1 for c in classes_of[group])
+
+    def choose(group: str) -> None:
+      nonlocal size
+      chosen.add(group)
+      size += len(by_group[group])
+      train_groups.subtract(classes_of[group])
+      in_val.update(classes_of[group])
+
     for group in order:
       if size >= 0.9 * target:
         break
-      if size + len(by_group[group]) <= target:
-        chosen.add(group)
-        size += len(by_group[group])
+      if size + len(by_group[group]) <= target and keeps_every_class_trained(group):
+        choose(group)
+    for group in sorted(order, key=lambda g: len(by_group[g])):  # smallest groups first
+      if (group not in chosen and classes_of[group] - in_val
+          and keeps_every_class_trained(group)):
+        choose(group)
     if not chosen:  # every group is larger than the target: take the smallest one
       chosen.add(min(order, key=lambda g: len(by_group[g])))
   if len(chosen) == len(by_group):
