@@ -88,6 +88,15 @@ def has_checkpoints(workdir: str) -> bool:
   return os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory))
 
 
+def require_checkpoint(workdir: str, which: str) -> None:
+  """Fails before anything is written (eval, predict, features) when `which` ('best' or
+  'latest') finds no checkpoint in `workdir`, e.g. a misspelt --workdir; a path is checked
+  when it is restored."""
+  if which in ('best', 'latest') and not has_checkpoints(workdir):
+    raise NoCheckpointError(f'No checkpoint in {checkpoint_dir(workdir)}: train first (or pass '
+                            'the path of a checkpoint step directory).')
+
+
 # ----------------------------------------------------------------------------------- integrity
 def file_checksums(item_dir: str) -> Dict[str, str]:
   """SHA-256 of every file below `item_dir`, by path relative to it."""

@@ -24,6 +24,7 @@ from absl import logging
 from tqdm import tqdm
 
 from data import video_io
+from salinet_jax import checkpoints
 from salinet_jax import evaluate as evaluate_lib
 from salinet_jax import inputs
 from salinet_jax import parallel
@@ -63,6 +64,7 @@ def extract(config, workdir: str, video_paths: Sequence[str],
   """Writes the features of every video; returns one dict per video ('video', 'ok', 'error',
   'features' path, 'shape')."""
   files = predict_lib.find_videos(video_paths)
+  checkpoints.require_checkpoint(workdir, config.eval.checkpoint)
   output_dir = workdir_lib.check_writable(
       output_dir or os.path.join(workdir, 'features'), 'features',
       'Pass --output_dir=DIR to write them elsewhere.')

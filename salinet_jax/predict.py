@@ -24,6 +24,7 @@ from absl import logging
 
 from data import pipeline
 from data import video_io
+from salinet_jax import checkpoints
 from salinet_jax import engine
 from salinet_jax import errors
 from salinet_jax import evaluate as evaluate_lib
@@ -125,6 +126,8 @@ def predict(config: ml_collections.ConfigDict, workdir: str, video_paths: Sequen
         f'config.predict.window_seconds={window:g} and stride_seconds={stride:g}: windows need '
         'both > 0 (window_seconds=0 scores whole videos).')
   files = find_videos(video_paths)
+  if not config.predict.exported:
+    checkpoints.require_checkpoint(workdir, config.eval.checkpoint)
   output_dir = workdir_lib.check_writable(
       output_dir or os.path.join(workdir, 'predictions'), 'predictions',
       'Pass --output_dir=DIR to write them elsewhere.')

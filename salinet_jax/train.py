@@ -416,6 +416,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, split: Optional[st
   writable before any work).
   """
   split = split or config.dataset.eval_split
+  checkpoints.require_checkpoint(workdir, config.eval.checkpoint)
   output_dir = workdir_lib.check_writable(
       output_dir or workdir, 'eval outputs',
       'Pass --output_dir=DIR to write them elsewhere (the workdir is only read).')

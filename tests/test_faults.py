@@ -92,6 +92,7 @@ def test_known_user_errors_end_in_one_line(case, tiny_data_dir, tmp_path):
   elif case == 'no_checkpoint':
     line = _one_error_line(_main('--config=configs/demo.py', workdir, *overrides, '--mode=eval'))
     assert 'No checkpoint in' in line and 'train first' in line
+    assert not (tmp_path / 'run').exists()  # a misspelt --workdir is not created
   else:
     line = _one_error_line(_main('--config=configs/demo.py', workdir, *overrides,
                                  "--config.dataset.name=", '--config.dataset.data_dir=/no/such'))

@@ -9,6 +9,7 @@ import pytest
 
 from data import records
 from salinet_jax import checkpoints
+from salinet_jax import features
 from salinet_jax import predict
 from salinet_jax import train
 from tests.conftest import TESTDATA
@@ -87,6 +88,11 @@ def test_a_missing_path_fails_before_the_model_loads(trained, tmp_path, monkeypa
   (tmp_path / 'only_text' / 'a.txt').write_text('x')
   with pytest.raises(predict.PredictInputError, match='No video file'):
     predict.predict(config, workdir, [str(tmp_path / 'only_text')])
+  (tmp_path / 'a.mp4').write_bytes(b'')
+  for mode in (predict.predict, features.extract):  # a misspelt --workdir: named, not created
+    with pytest.raises(checkpoints.NoCheckpointError, match='typo/checkpoints: train first'):
+      mode(config, str(tmp_path / 'typo'), [str(tmp_path / 'a.mp4')])
+    assert not (tmp_path / 'typo').exists()
 
 
 def test_a_checkpoint_without_class_names_is_refused_clearly(trained, tmp_path):
