@@ -111,8 +111,7 @@ def build(directory: str) -> Dict[str, Any]:
         'duration_seconds': _histogram(durations),
         'fps': _histogram([v.get('source_fps') or v.get('fps') for v in videos]),
         'short_side_pixels': _histogram(short_sides),
-        'source_resolution': 'source' if any(v.get('source_height') for v in videos)
-                             else 'stored (the converter recorded no source size)',
+        'source_resolution': _resolution_kind(videos),
         'frames_per_video': _histogram([v['num_frames'] for v in videos]),
         'timing': dict(collections.Counter(v.get('timing') or 'not recorded' for v in videos)),
     }
@@ -123,6 +122,18 @@ def build(directory: str) -> Dict[str, Any]:
   if official is not None:
     card['official_num_classes'] = official.num_classes
   return card
+
+
+def _resolution_kind(videos: List[Dict[str, Any]]) -> str:
+  """Which short sides a split's histogram shows: the sources' (the converter recorded them),
+  the stored frames', or both."""
+  recorded = sum(1 for v in videos if v.get('source_height'))
+  if recorded == len(videos):
+    return 'source'
+  if not recorded:
+    return 'stored (the converter recorded no source size)'
+  return (f'mixed (source for {recorded} of {len(videos)} videos, stored for the others: '
+          'converted by versions with and without source sizes)')
 
 
 def summary(card: Dict[str, Any]) -> str:
@@ -153,9 +164,9 @@ def summary(card: Dict[str, Any]) -> str:
 
 def _side_kind(card: Dict[str, Any]) -> str:
   """'source' when the short sides plotted are the source videos' (the converter recorded
-  them), 'stored' when they are the records' own frames."""
+  them), 'stored' when they are the records' own frames, 'mixed' otherwise."""
   kinds = {entry['source_resolution'].split()[0] for entry in card['splits'].values()}
-  return kinds.pop() if len(kinds) == 1 else 'source or stored'
+  return kinds.pop() if len(kinds) == 1 else 'mixed'
 
 
 def plot(card: Dict[str, Any], path: str) -> str:

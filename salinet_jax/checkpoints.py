@@ -90,9 +90,11 @@ def has_checkpoints(workdir: str) -> bool:
 
 def require_checkpoint(workdir: str, which: str) -> None:
   """Fails before anything is written (eval, predict, features) when `which` ('best' or
-  'latest') finds no checkpoint in `workdir`, e.g. a misspelt --workdir; a path is checked
-  when it is restored."""
-  if which in ('best', 'latest') and not has_checkpoints(workdir):
+  'latest') finds no checkpoint in `workdir`, e.g. a misspelt --workdir, or when `which` is a
+  path that is not a checkpoint step directory."""
+  if which not in ('best', 'latest'):
+    step_dir_of(which)
+  elif not has_checkpoints(workdir):
     raise NoCheckpointError(f'No checkpoint in {checkpoint_dir(workdir)}: train first (or pass '
                             'the path of a checkpoint step directory).')
 
@@ -391,7 +393,7 @@ class CheckpointStore:
     except CorruptCheckpointError as e:
       raise CorruptCheckpointError(f'{e} {self._other_intact_steps(step)}') from e
     _warn_of_differences(f'Checkpoint step {step} in {self.directory}{_INPUT_DIFFERENCES}',
-                         stored_config, config, _is_input_field)
+                         stored_config, config, changes_a_view)
     return state
 
   def _other_intact_steps(self, step: int) -> str:
@@ -477,18 +479,20 @@ def _restore_checked(manager: ocp.CheckpointManager, step: int, target: Any,
   return state
 
 
-# Config fields that change what a restored model computes on a view: the model, its dtype and
-# the clip it sees. Training-only augmentation and the number of eval views are left out.
-_INPUT_FIELDS = ('model.', 'dtype', 'data.')
-_INPUT_FIELDS_IGNORED = ('data.train_', 'data.shuffle_buffer', 'data.eval_num_clips',
-                         'data.eval_num_crops')
+# Config fields that change what a restored model computes on one view: the model, its dtype
+# and how the clip it sees is sampled, sized and normalised. Training-only augmentation, input
+# plumbing (prefetching, sharding) and the number of eval views are left out.
+_VIEW_FIELDS = ('model.', 'dtype', 'data.temporal_sampling', 'data.num_frames',
+                'data.frame_stride', 'data.target_fps', 'data.all_frames_trim_fraction',
+                'data.normalization', 'data.eval_short_side', 'data.eval_crop_size')
 
 
 _INPUT_DIFFERENCES = ' was trained with other model or clip settings; using the given ones'
 
 
-def _is_input_field(line: str) -> bool:
-  return line.startswith(_INPUT_FIELDS) and not line.startswith(_INPUT_FIELDS_IGNORED)
+def changes_a_view(line: str) -> bool:
+  """Whether a `config_differences` line is a field that changes a model's output on a view."""
+  return line.startswith(_VIEW_FIELDS)
 
 
 def _warn_of_differences(message: str, stored_config: Optional[str], config: Any,
@@ -675,7 +679,7 @@ def restore_from_path(path: str, target: Any, config: Any = None) -> Any:
                           f'Checkpoint {step_dir}', stored_config, config)
   host_malloc.trim()
   _warn_of_differences(f'Checkpoint {step_dir}{_INPUT_DIFFERENCES}', stored_config, config,
-                       _is_input_field)
+                       changes_a_view)
   return state
 
 

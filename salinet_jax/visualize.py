@@ -152,12 +152,12 @@ def write_visualizations(model, variables, batch: Dict[str, np.ndarray], directo
       paths.append(saliency_figure(
           video[i], aux['saliency_final'][i], path, mean=mean, std=std, title=title))
   if count and not paths:
-    _say_nothing_to_draw(type(model).__name__)
+    say_nothing_to_draw(type(model).__name__)
   return paths
 
 
 @functools.cache
-def _say_nothing_to_draw(model_name: str) -> None:
+def say_nothing_to_draw(model_name: str) -> None:
   """Once per model: the pictures asked for (config.eval.num_visualizations) are not coming."""
   logging.warning('config.eval.num_visualizations: %s has no saliency mask or detail windows '
                   'to draw, so no pictures are written.', model_name)

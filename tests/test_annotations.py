@@ -324,3 +324,14 @@ def test_group_split_never_takes_the_only_group_of_a_class():
     split = A.split_by_group(entries, 0.5, seed)
     assert [e.group for e in split['train'] if e.label_index == 0] == ['g1']
     assert {e.label_index for e in split['val']} == {1}
+
+
+def test_group_split_adds_val_groups_for_classes_within_bounds():
+  """100 classes of two 10-video groups at 0.1: covering every class would put half the data
+  in val; val stays within twice the target, and both sides keep groups whole."""
+  entries = [_entry(f'c{c}/g{c}_{g}/{k}', c, f'g{c}_{g}') for c in range(100) for g in range(2)
+             for k in range(10)]
+  split = A.split_by_group(entries, 0.1, 0)
+  assert 200 <= len(split['val']) <= 400
+  assert {e.label_index for e in split['train']} == set(range(100))
+  assert not {e.group for e in split['train']} & {e.group for e in split['val']}

@@ -1,5 +1,6 @@
 """The converter on real videos: fight_surv clips, codec edge cases, bad input, resuming, TFDS."""
 
+import argparse
 import csv
 import glob
 import io
@@ -506,8 +507,9 @@ def test_class_folder_tree_problems_are_named_before_decoding(tmp_path, capsys):
 
 @pytest.mark.parametrize('flag', ['--val_fraction=0.3', '--val_groups=g1'])
 def test_group_split_flags_without_a_group_split_are_refused(flag, tmp_path, capsys):
-  """Without --split_by_group every video goes to one split: a val share or val groups asked
-  for would be ignored, and training would find no val split after its first steps."""
+  """Without --split_by_group a val share or val groups asked for would be ignored (a folder
+  tree would go to train alone, and training find no val split after its first steps); a group
+  split asked of a dataset with splits of its own likewise."""
   tree = tmp_path / 'videos'
   (tree / 'a').mkdir(parents=True)
   (tree / 'a' / 'fi001.mp4').symlink_to(FIGHT / 'fight' / 'fi001.mp4')
@@ -515,7 +517,22 @@ def test_group_split_flags_without_a_group_split_are_refused(flag, tmp_path, cap
               '--dry_run') == 2
   err = capsys.readouterr().err
   assert f"error: {flag.split('=')[0]} only apply with --split_by_group" in err
-  assert "every video goes to the 'train' split" in err
+  assert 'without it they would be ignored' in err
+  assert _run('--dataset=frames', f'--input={tree}', f'--output={tmp_path / "out"}',
+              f'--annotations={tree}', '--split_by_group=subfolder', '--dry_run') == 2
+  assert ('--split_by_group splits --dataset=folder or list; --dataset=frames has splits of '
+          'its own') in capsys.readouterr().err
+
+
+def test_a_val_share_well_above_the_fraction_is_said():
+  from data.convert import cli  # pylint: disable=g-import-not-at-top
+  plan = convert.Plan('mine', ('a', 'b'), {'train': [None] * 6, 'val': [None] * 4})
+  args = argparse.Namespace(split_by_group='subfolder', val_groups='', val_fraction=0.2)
+  assert cli.share_warnings(plan, args) == [
+      'val holds 4 of 10 videos (40%) for --val_fraction=0.2: groups go whole, and classes '
+      'without a val group get one where the bounds allow.']
+  args.val_fraction = 0.4
+  assert cli.share_warnings(plan, args) == []
 
 
 def test_a_split_where_every_video_fails_exits_non_zero(tmp_path):

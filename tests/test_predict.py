@@ -93,6 +93,11 @@ def test_a_missing_path_fails_before_the_model_loads(trained, tmp_path, monkeypa
     with pytest.raises(checkpoints.NoCheckpointError, match='typo/checkpoints: train first'):
       mode(config, str(tmp_path / 'typo'), [str(tmp_path / 'a.mp4')])
     assert not (tmp_path / 'typo').exists()
+    explicit = config.copy_and_resolve_references()  # a misspelt checkpoint path likewise
+    explicit.eval.checkpoint = str(tmp_path / 'no_such_step')
+    with pytest.raises(checkpoints.NoCheckpointError, match='no_such_step does not exist'):
+      mode(explicit, str(tmp_path / 'typo'), [str(tmp_path / 'a.mp4')])
+    assert not (tmp_path / 'typo').exists()
 
 
 def test_a_checkpoint_without_class_names_is_refused_clearly(trained, tmp_path):

@@ -20,7 +20,7 @@ def _pictures(name, tmp_path, caplog):
            'mask': np.ones((1,), bool), 'label': np.zeros((1,), np.int32),
            'filename': np.array([b'clips/a.mp4'])}
   caplog.clear()
-  visualize._say_nothing_to_draw.cache_clear()  # once per process and model: this test's own
+  visualize.say_nothing_to_draw.cache_clear()  # once per process and model: this test's own
   return visualize.write_visualizations(model, variables, batch, str(tmp_path / name), 1,
                                         config.data, ['w', 'x', 'y', 'z'])
 

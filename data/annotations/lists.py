@@ -178,10 +178,11 @@ def split_by_group(entries: Sequence[VideoEntry], val_fraction: float, seed: int
   With `val_groups` those groups are val. Otherwise groups are visited in a seeded random order
   and moved to val while val stays within `val_fraction` of the entries (groups that would
   overshoot are skipped), until val holds at least 90 % of that target. A group is not moved
-  when it holds the last train videos of a class, and a class still missing from val then gets
-  one of its groups there where that takes no class's last train group: a class spread over
-  two or more groups is trained and evaluated on. Both sides keep the entries' order. Errors
-  name the converter's flags (--val_groups, --val_fraction) that set them.
+  when it holds the last train videos of a class, and classes still missing from val then get
+  one of their groups there (smallest first) where that takes no class's last train group,
+  while val stays within twice the target and below half of the entries: a class spread over
+  two or more groups is trained and, as far as those bounds allow, evaluated on. Both sides
+  keep the entries' order. Errors name the converter's flags (--val_groups, --val_fraction).
   """
   by_group: Dict[str, List[VideoEntry]] = collections.defaultdict(list)
   for entry in entries:
@@ -218,12 +219,16 @@ def split_by_group(entries: Sequence[VideoEntry], val_fraction: float, seed: int
         break
       if size + len(by_group[group]) <= target and keeps_every_class_trained(group):
         choose(group)
-    for group in sorted(order, key=lambda g: len(by_group[g])):  # smallest groups first
+    # Classes still without a val group get one, smallest groups first, while val stays within
+    # twice the target and below half of the entries.
+    limit = min(2 * target, len(entries) / 2)
+    for group in sorted(order, key=lambda g: len(by_group[g])):
       if (group not in chosen and classes_of[group] - in_val
-          and keeps_every_class_trained(group)):
+          and size + len(by_group[group]) <= limit and keeps_every_class_trained(group)):
         choose(group)
-    if not chosen:  # every group is larger than the target: take the smallest one
-      chosen.add(min(order, key=lambda g: len(by_group[g])))
+    if not chosen:  # every group is larger than the target: take the smallest one, if possible
+      smallest = sorted(order, key=lambda g: len(by_group[g]))  # one that keeps classes trained
+      chosen.add(next((g for g in smallest if keeps_every_class_trained(g)), smallest[0]))
   if len(chosen) == len(by_group):
     raise ValueError('Splitting by group left no group for training.')
   return {'train': [e for e in entries if e.group not in chosen],

@@ -73,7 +73,7 @@ def convert(args) -> Optional['records.DatasetMetadata']:
   missing = sum(1 for items in plan.splits.values() for i in items if i.missing)
   print(f'{plan.name}: {len(plan.classes)} classes, videos per split {counts}, '
         f'{len(jobs)} shards, {missing} listed videos not found.', file=sys.stderr)
-  for line in coverage_warnings(plan):
+  for line in coverage_warnings(plan) + share_warnings(plan, args):
     print(f'warning: {line}', file=sys.stderr)
   if args.dry_run:
     return None
@@ -104,6 +104,20 @@ def coverage_warnings(plan) -> List[str]:
       lines.append(f'split {split!r} has no video of {len(absent)} of the {len(plan.classes)} '
                    f'classes: {absent[:20]}' + (' ...' if len(absent) > 20 else '') + '.')
   return lines
+
+
+def share_warnings(plan, args) -> List[str]:
+  """A line when a group split's val share is well above --val_fraction: whole groups, or
+  groups added so that more classes are evaluated on (data/annotations/lists.split_by_group)."""
+  total = sum(len(items) for items in plan.splits.values())
+  val = len(plan.splits.get('val', ()))
+  if not args.split_by_group or args.val_groups or not total:
+    return []
+  if val / total > 1.2 * args.val_fraction and val - args.val_fraction * total >= 2:
+    return [f'val holds {val} of {total} videos ({100 * val / total:.0f}%) for --val_fraction='
+            f'{args.val_fraction:g}: groups go whole, and classes without a val group get one '
+            'where the bounds allow.']
+  return []
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -343,9 +343,16 @@ def _extensions(args) -> Tuple[str, ...]:
 DEFAULT_VAL_FRACTION = 0.25
 
 
+GROUP_SPLIT_KINDS = ('folder', 'list')
+
+
 def _check_split_arguments(args) -> None:
-  """--val_fraction and --val_groups shape a group split: without --split_by_group they would be
-  ignored (every video in one split), so they are refused; with it the fraction defaults."""
+  """--split_by_group splits folder trees and lists; --val_fraction and --val_groups shape that
+  split. Anywhere else they would be ignored without a word, so they are refused; with a group
+  split the fraction defaults."""
+  if args.split_by_group and args.dataset not in GROUP_SPLIT_KINDS:
+    raise ConversionError(f'--split_by_group splits --dataset={" or ".join(GROUP_SPLIT_KINDS)}; '
+                          f'--dataset={args.dataset} has splits of its own.')
   if args.split_by_group:
     if args.val_fraction is None:
       args.val_fraction = DEFAULT_VAL_FRACTION
@@ -356,7 +363,7 @@ def _check_split_arguments(args) -> None:
     raise ConversionError(
         f'{" and ".join(given)} only apply with --split_by_group (whole groups of videos to train '
         'or val: =subfolder or =file for a folder tree, a CSV column for a list); without it '
-        f'every video goes to the {args.split or "train"!r} split.')
+        'they would be ignored.')
 
 
 def make_plan(args) -> Plan:

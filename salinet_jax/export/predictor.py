@@ -101,6 +101,9 @@ class ExportedPredictor:
     label = int(batch['label'][0])
     title = (f'{name}: predicted {self.classes[predicted]} ({probabilities[predicted]:.2f}, '
              'first view)' + (f', label {self.classes[label]}' if label >= 0 else ''))
+    if 'detail_frames' not in outputs and 'saliency_final' not in outputs:
+      visualize.say_nothing_to_draw(self.config.model.name)
+      return
     directory = os.path.join(self.output_dir, os.path.dirname(output_name))
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, f'000_{name}.png')
@@ -113,7 +116,5 @@ class ExportedPredictor:
 
 
 def _shapes_predictions(line: str) -> bool:
-  """Config fields an export fixes: the model, its dtype, the clips and views and their
-  reduction (training-only augmentation is not among them)."""
-  return (line.startswith(('model.', 'dtype', 'data.', 'eval.view_'))
-          and not line.startswith(('data.train_', 'data.shuffle_buffer')))
+  """Config fields an export fixes: the model and its clips, the views and their reduction."""
+  return checkpoints.changes_a_view(line) or line.startswith(('data.eval_num_', 'eval.view_'))
