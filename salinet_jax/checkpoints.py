@@ -404,11 +404,15 @@ class CheckpointStore:
     return (f'Intact steps: {others}; pass one as a path, e.g. '
             f'--config.eval.checkpoint={self.step_dir(others[-1])}.')
 
-  def restore_for_resume(self, target: Any, config: Any = None) -> Tuple[Any, Optional[int]]:
+  def restore_for_resume(self, target: Any, config: Any = None,
+                         accept: Optional[Callable[[int], None]] = None
+                         ) -> Tuple[Any, Optional[int]]:
     """(state, step) of the newest intact checkpoint, or (None, None) when there is none.
 
     Corrupt steps are reported and moved to `<workdir>/checkpoints_corrupt/` (process 0), so
     the run continues from the newest intact one and saves that step number again later.
+    `accept(step)` may refuse the restored step by raising, before a word is said about
+    resuming it (e.g. the trainer's check that the records hold the classes it was trained on).
     """
     corrupt = []
     for step in reversed(self.steps()):
@@ -434,6 +438,8 @@ class CheckpointStore:
         corrupt.append(step)
         continue
       self._quarantine(corrupt)
+      if accept is not None:
+        accept(step)
       _warn_of_differences(f'Resuming checkpoint step {step} with a config that differs from the '
                            'one it was trained with (schedule and data follow the given one)',
                            stored_config, config)

@@ -145,16 +145,20 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
   trainer = training_engine(config)
   writer = _metric_writer(workdir)
   store = checkpoints.CheckpointStore(workdir, config.checkpoint)
+
+  def trained_on_these_classes(step: int) -> None:
+    trained_on = store.metadata(step).get('classes')
+    if trained_on is not None:
+      split = config.dataset.train_split
+      _require_same_classes(
+          trained_on, pipeline.split_info(config.dataset, split), split,
+          f'Checkpoint step {step} in {store.directory}', 'resume on the records it was '
+          'trained on, or use another --workdir', checkpoints.CheckpointMismatchError)
+
   try:
-    state, step = store.restore_for_resume(trainer.abstract_state(), config)
+    state, step = store.restore_for_resume(trainer.abstract_state(), config,
+                                           trained_on_these_classes)
     if state is not None:
-      trained_on = store.metadata(step).get('classes')
-      if trained_on is not None:
-        split = config.dataset.train_split
-        _require_same_classes(
-            trained_on, pipeline.split_info(config.dataset, split), split,
-            f'Checkpoint step {step} in {store.directory}', 'resume on the records it was '
-            'trained on, or use another --workdir', checkpoints.CheckpointMismatchError)
       logging.info('Resumed from checkpoint step %d in %s.', step, store.directory)
     else:
       writer.write_hparams(_flat_hparams(config))

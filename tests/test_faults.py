@@ -133,10 +133,12 @@ def test_resume_on_records_of_other_classes_is_refused(trained_workdir, tiny_dat
   metadata = json.loads((data / 'metadata.json').read_text())
   metadata['classes'] = [f'other_{name}' for name in metadata['classes']]
   (data / 'metadata.json').write_text(json.dumps(metadata))
-  line = _one_error_line(_main('--config=configs/demo.py', f'--workdir={workdir}',
-                               *_tiny_overrides(data), '--config.num_train_steps=3'))
+  proc = _main('--config=configs/demo.py', f'--workdir={workdir}', *_tiny_overrides(data),
+               '--config.num_train_steps=3')
+  line = _one_error_line(proc)
   assert re.search(r'Checkpoint step 2 in \S+ was trained on 4 classes \(moving_right, .*\) but '
                    rf"split 'train' in {data} has 4 \(other_moving_right, ", line), line
+  assert 'Resuming checkpoint step' not in proc.stderr  # refused before a word on resuming it
 
 
 def test_resume_with_another_optimizer_names_the_config_fields(trained_workdir, tiny_data_dir,
