@@ -66,7 +66,9 @@ def model_report(config, count_norm: bool = False) -> Dict[str, Any]:
     params, params_by_group = info['params'], info['params_by_group']
     views[name] = {'input_shape': list(shape), 'gflops': info['gflops'],
                    'gflops_by_group': info['gflops_by_group']}
-  return {'model': config.model.name, 'dataset': config.dataset.name, 'num_classes': num_classes,
+  # An empty config.dataset.name takes the records' own (configs/custom.py).
+  dataset = config.dataset.name or pipeline.prepare(config.dataset).name
+  return {'model': config.model.name, 'dataset': dataset, 'num_classes': num_classes,
           'params': params, 'params_millions': params / 1e6, 'params_by_group': params_by_group,
           'views': views}
 

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from configs import custom
 from configs import hmdb51_salinet
 from configs import k400_i3d_nl
 from configs import ucf101_salinet
@@ -47,3 +48,13 @@ def test_fold_configs_name_their_splits(split):
 def test_unknown_fold_is_a_clear_error():
   with pytest.raises(ValueError, match='split must be one of'):
     ucf101_salinet.get_config('4')
+
+
+def test_a_config_that_takes_the_dataset_from_its_records_names_it(tiny_data_dir):
+  """configs/custom.py leaves config.dataset.name empty: the report names the records' dataset
+  (it printed 'hara_resnet3d on  (3 classes)')."""
+  config = custom.get_config()
+  config.dataset.data_dir = str(tiny_data_dir)
+  report = info.model_report(config)
+  assert report['dataset'] == 'synthetic' and report['num_classes'] == 4
+  assert info.format_report(report).startswith(f'{config.model.name} on synthetic (4 classes)')
