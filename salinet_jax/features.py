@@ -6,9 +6,9 @@
 Each video goes through the evaluation's views (as in predict mode); the features are what the
 model's final classifier reads (the input of its last `fc` layer: pooled backbone features, and
 for S2DNet the fused detail features with its context), per view or averaged over the views
-(`config.features.per_view`). One `.npy` per video (its path below the videos' common folder)
-plus `index.csv` (video, features file, shape,
-or the error of a video that could not be read), in `<workdir>/features/` by default.
+(`config.features.per_view`). One `.npy` per video (at its path below the videos' common
+folder) plus `index.csv` (video, features file, shape, or the error of a video that could not be
+read), in `<workdir>/features/` by default.
 """
 
 import csv
