@@ -150,7 +150,7 @@ def summary(card: Dict[str, Any]) -> str:
     lines.append(f"    per class: min {counts[0]}, median {int(np.median(counts))}, max "
                  f"{counts[-1]}" + (f"; no video: {entry['classes_without_videos'][:5]}"
                                     if entry['classes_without_videos'] else ''))
-    side = f"{entry['source_resolution'].split()[0]} short side pixels"
+    side = f'{_side_kind(entry)} short side pixels'
     for key, name, unit in (('duration_seconds', 'duration seconds', 's'), ('fps', 'fps', 'fps'),
                             ('short_side_pixels', side, 'px'),
                             ('frames_per_video', 'frames per video', 'frames')):
@@ -162,10 +162,13 @@ def summary(card: Dict[str, Any]) -> str:
   return '\n'.join(lines)
 
 
-def _side_kind(card: Dict[str, Any]) -> str:
-  """'source' when the short sides plotted are the source videos' (the converter recorded
-  them), 'stored' when they are the records' own frames, 'mixed' otherwise."""
-  kinds = {entry['source_resolution'].split()[0] for entry in card['splits'].values()}
+def _side_kind(entry: Dict[str, Any]) -> str:
+  """'source', 'stored' or 'mixed': the first word of a split's `source_resolution`."""
+  return entry['source_resolution'].split()[0]
+
+
+def _plotted_side_kind(card: Dict[str, Any]) -> str:
+  kinds = {_side_kind(entry) for entry in card['splits'].values()}
   return kinds.pop() if len(kinds) == 1 else 'mixed'
 
 
@@ -192,7 +195,7 @@ def plot(card: Dict[str, Any], path: str) -> str:
   for ax, key, label in ((axes[0, 1], 'duration_seconds', 'duration (s)'),
                          (axes[0, 2], 'fps', 'frames per second'),
                          (axes[1, 0], 'short_side_pixels',
-                          f"{_side_kind(card)} short side (px)"),
+                          f'{_plotted_side_kind(card)} short side (px)'),
                          (axes[1, 1], 'frames_per_video', 'frames per video')):
     for split in splits:
       h = card['splits'][split][key]

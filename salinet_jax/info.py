@@ -11,7 +11,7 @@ test input (num_frames x eval_crop_size^2); nothing is run, the model is only tr
 """
 
 import json
-from typing import Any, Dict
+from typing import Any, Dict, Tuple
 
 from absl import app
 from absl import flags
@@ -40,19 +40,26 @@ flags.DEFINE_float('video_fps', 30.0, 'Recipe card: the frame rate of that video
 flags.mark_flags_as_required(['config'])
 
 
+def dataset_of(config) -> Tuple[str, int]:
+  """(dataset name, class count) of the config without reading data where possible: the
+  built-in synthetic classes, the registry's standard datasets, else the records' metadata
+  (whose name stands in for an empty config.dataset.name, as in configs/custom.py)."""
+  name = config.dataset.name
+  if name == 'synthetic':
+    return name, len(synthetic.CLASSES)
+  if name in datasets.REGISTRY:
+    return name, datasets.REGISTRY[name].num_classes
+  metadata = pipeline.prepare(config.dataset)
+  return metadata.name, len(metadata.classes)
+
+
 def num_classes_of(config) -> int:
-  """The config's class count without reading data where possible: the built-in synthetic
-  classes, the registry's standard datasets, else the records' metadata."""
-  if config.dataset.name == 'synthetic':
-    return len(synthetic.CLASSES)
-  if config.dataset.name in datasets.REGISTRY:
-    return datasets.REGISTRY[config.dataset.name].num_classes
-  return len(pipeline.prepare(config.dataset).classes)
+  return dataset_of(config)[1]
 
 
 def model_report(config, count_norm: bool = False) -> Dict[str, Any]:
   """{'model', 'num_classes', 'params', 'params_by_group', 'views': {train, test}} for `config`."""
-  num_classes = num_classes_of(config)
+  dataset, num_classes = dataset_of(config)
   model = build_model(config.model, num_classes, config.dtype)
   data = config.data
   shapes = {
@@ -66,8 +73,6 @@ def model_report(config, count_norm: bool = False) -> Dict[str, Any]:
     params, params_by_group = info['params'], info['params_by_group']
     views[name] = {'input_shape': list(shape), 'gflops': info['gflops'],
                    'gflops_by_group': info['gflops_by_group']}
-  # An empty config.dataset.name takes the records' own (configs/custom.py).
-  dataset = config.dataset.name or pipeline.prepare(config.dataset).name
   return {'model': config.model.name, 'dataset': dataset, 'num_classes': num_classes,
           'params': params, 'params_millions': params / 1e6, 'params_by_group': params_by_group,
           'views': views}

@@ -88,6 +88,9 @@ class ExportedPredictor:
 
   def _draw(self, batch, outputs) -> None:
     """visualize.write_visualizations' picture of the first view, from the exported outputs."""
+    if 'detail_frames' not in outputs and 'saliency_final' not in outputs:
+      visualize.say_nothing_to_draw(self.config.model.name)
+      return
     data = self.config.data
     mean, std = inputs.normalization(data)
     first = {key: batch[key][:1] for key in ('video', 'frame_mask') if key in batch}
@@ -101,9 +104,6 @@ class ExportedPredictor:
     label = int(batch['label'][0])
     title = (f'{name}: predicted {self.classes[predicted]} ({probabilities[predicted]:.2f}, '
              'first view)' + (f', label {self.classes[label]}' if label >= 0 else ''))
-    if 'detail_frames' not in outputs and 'saliency_final' not in outputs:
-      visualize.say_nothing_to_draw(self.config.model.name)
-      return
     directory = os.path.join(self.output_dir, os.path.dirname(output_name))
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, f'000_{name}.png')
