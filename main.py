@@ -8,8 +8,13 @@
 
 Mistakes a user can fix (a misspelt config field, a missing path, a busy or corrupt workdir)
 end with one `error:` line and exit status 1 (2 for bad flags); anything unexpected keeps its
-traceback.
+traceback. A run stopped by SIGTERM saves its step and exits with status 143 (128 + SIGTERM, what
+a shell reports for a process the signal killed), so that no script or scheduler takes an
+unfinished run for a finished one.
 """
+
+import signal
+import sys
 
 import data
 
@@ -32,6 +37,9 @@ from salinet_jax import predict
 from salinet_jax import train
 
 FLAGS = flags.FLAGS
+# The exit status of a run stopped by SIGTERM after saving its step, as a shell reports a
+# process the signal killed.
+PREEMPTED_EXIT_STATUS = 128 + signal.SIGTERM
 config_flags.DEFINE_config_file('config', None, 'Experiment config file.', lock_config=True)
 flags.DEFINE_string('workdir', None, 'Where checkpoints, metrics and eval results go.')
 flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'predict', 'features'],
@@ -81,8 +89,10 @@ def run(config) -> None:
   else:
     results = train.evaluate(config, FLAGS.workdir, FLAGS.split, FLAGS.output_dir)
   if 'preempted_at_step' in results:
-    logging.warning('Stopped by SIGTERM after saving step %d.', results['preempted_at_step'])
-  elif results and jax.process_index() == 0:
+    logging.warning('Stopped by SIGTERM after saving step %d; exit status %d (unfinished run).',
+                    results['preempted_at_step'], PREEMPTED_EXIT_STATUS)
+    sys.exit(PREEMPTED_EXIT_STATUS)
+  if results and jax.process_index() == 0:
     split, step = results['split'], results['step']
     if 'top1' in results:
       print(f"{split} top-1: {results['top1']:.4f} (top-5 {results['top5']:.4f}, "

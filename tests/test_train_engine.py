@@ -85,7 +85,9 @@ def test_fresh_state_drops_its_compiled_initialisation(config):
   assert jax.tree.structure(trainer.abstract_state()) == jax.tree.structure(first)
 
 
-def test_sigterm_saves_current_step_and_exits_cleanly(tiny_data_dir, tmp_path):
+def test_sigterm_saves_current_step_and_exits_as_unfinished(tiny_data_dir, tmp_path):
+  """SIGTERM saves the step and exits with status 143, not 0: a script (`train && eval`) or a
+  scheduler that reruns failed jobs must not take the stopped run for a finished one."""
   workdir = tmp_path / 'run'
   env = subprocess_env()
   args = [sys.executable, 'main.py', '--config=configs/demo.py', f'--workdir={workdir}',
@@ -101,7 +103,7 @@ def test_sigterm_saves_current_step_and_exits_cleanly(tiny_data_dir, tmp_path):
       break
   _, rest = proc.communicate(timeout=300)
   log.append(rest)
-  assert proc.returncode == 0, ''.join(log)[-4000:]
+  assert proc.returncode == 143, ''.join(log)[-4000:]
   store = checkpoints.CheckpointStore(str(workdir), train_config_for(tiny_data_dir).checkpoint,
                                      read_only=True)
   steps = store.steps()
