@@ -492,6 +492,8 @@ def main(argv):
   if FLAGS.threads == '1':  # read when JAX starts its CPU backend, i.e. in run()
     os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                                ' --xla_cpu_multi_thread_eigen=false').strip()
+  from salinet_jax import console  # pylint: disable=g-import-not-at-top
+  console.setup()  # main.py's console: no backend-probing chatter (starts JAX: flags set above)
   config_arg = [a.split('=', 1)[1] for a in sys.argv if a.startswith('--config=')]
   with cli.user_errors_in_one_line():  # a bad config value or checkpoint
     result = run(FLAGS.config, config_path=config_arg[0] if config_arg else '',

@@ -22,6 +22,7 @@ from data import datasets
 from data import pipeline
 from data import synthetic
 from salinet_jax import cli
+from salinet_jax import console
 from salinet_jax import flops
 from salinet_jax import inputs
 from salinet_jax import models
@@ -100,6 +101,7 @@ def format_report(report: Dict[str, Any]) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  console.setup()  # main.py's console: no backend-probing chatter
   with cli.user_errors_in_one_line():
     if FLAGS.recipe:
       card = recipe.card(FLAGS.config, FLAGS.video_frames, FLAGS.video_fps)

@@ -183,14 +183,19 @@ def test_bench_command_line_without_counterpart_fails_in_one_line():
 
 
 def test_bench_command_line_with_a_missing_checkpoint_fails_in_one_line(tmp_path):
+  """Without JAX_PLATFORMS, as a user runs it: JAX's backend probing ("Unable to initialize
+  backend 'tpu'") stays off the console, as in main.py."""
+  env = subprocess_env()
+  env.pop('JAX_PLATFORMS')
   process = subprocess.run(
       [sys.executable, '-m', 'salinet_jax.bench', '--config=configs/demo.py', '--mode=eval',
        f'--checkpoint={tmp_path}/nope', '--steps=1'], cwd=REPO_ROOT, capture_output=True,
-      text=True, check=False, timeout=300, env=subprocess_env())
+      text=True, check=False, timeout=300, env=env)
   assert process.returncode != 0
   last = process.stderr.strip().splitlines()[-1]
   assert last.startswith('error: ') and f'{tmp_path}/nope' in last, process.stderr[-2000:]
   assert 'Traceback' not in process.stderr
+  assert 'Unable to initialize backend' not in process.stderr, process.stderr[-2000:]
 
 
 def _one_step(config, remat, state=None):
