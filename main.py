@@ -65,7 +65,8 @@ def main(argv):
 def setup_process(config) -> None:
   """XLA flags and host-memory handling, the console, TensorFlow off the accelerators, the
   multi-process join and the compilation cache: all before JAX starts its backends."""
-  parallel.set_cpu_xla_flags(config.xla_cpu_scheduler, config.xla_cpu_convolutions)
+  parallel.set_cpu_xla_flags(config.xla_cpu_scheduler, config.xla_cpu_convolutions,
+                             config.xla_cpu_unroll_loops)
   parallel.trim_host_memory_after_compiles()
   # TensorFlow only feeds data: keep it off the accelerators JAX uses.
   tf.config.set_visible_devices([], 'GPU')

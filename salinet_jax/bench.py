@@ -487,7 +487,8 @@ def main(argv):
   from salinet_jax import parallel  # pylint: disable=g-import-not-at-top
   with cli.user_errors_in_one_line():  # the flags training runs with; read when run() starts JAX
     parallel.set_cpu_xla_flags(FLAGS.config.xla_cpu_scheduler,
-                               FLAGS.config.xla_cpu_convolutions)
+                               FLAGS.config.xla_cpu_convolutions,
+                               FLAGS.config.xla_cpu_unroll_loops)
   parallel.trim_host_memory_after_compiles()
   if FLAGS.threads == '1':  # read when JAX starts its CPU backend, i.e. in run()
     os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +

@@ -91,14 +91,23 @@ CPU_CONVOLUTION_FLAGS = {
     'eigen': {YNN_FUSION_TYPE: '-' + YNN_CONVOLUTION_FUSION},
 }
 
+# XLA_FLAGS of `config.xla_cpu_unroll_loops`: whether LLVM unrolls the loops of XLA's CPU kernels.
+# An option of XLA's CPU backend that only XLA_FLAGS reaches (not a per-jit compiler option).
+CPU_LOOP_UNROLLING_FLAGS = {
+    True: {},
+    False: {'xla_backend_extra_options': 'xla_cpu_disable_loop_unrolling'},
+}
 
-def set_cpu_xla_flags(scheduler: str, convolutions: str) -> str:
-  """Adds the flags of `scheduler` and `convolutions` (config.xla_cpu_scheduler and
-  config.xla_cpu_convolutions) to XLA_FLAGS, except those the environment sets itself; returns
-  the result. Call before JAX starts a backend (XLA reads its flags once)."""
+
+def set_cpu_xla_flags(scheduler: str, convolutions: str, unroll_loops: bool) -> str:
+  """Adds the flags of `scheduler`, `convolutions` and `unroll_loops` (config.xla_cpu_scheduler,
+  config.xla_cpu_convolutions, config.xla_cpu_unroll_loops) to XLA_FLAGS, except those the
+  environment sets itself; returns the result. Call before JAX starts a backend (XLA reads its
+  flags once)."""
   flags = os.environ.get('XLA_FLAGS', '')
   for field, value, choices in (('xla_cpu_scheduler', scheduler, CPU_SCHEDULER_FLAGS),
-                                ('xla_cpu_convolutions', convolutions, CPU_CONVOLUTION_FLAGS)):
+                                ('xla_cpu_convolutions', convolutions, CPU_CONVOLUTION_FLAGS),
+                                ('xla_cpu_unroll_loops', unroll_loops, CPU_LOOP_UNROLLING_FLAGS)):
     if value not in choices:
       raise errors.ConfigError(f'config.{field} must be one of {sorted(choices)}, got {value!r}.')
     for name, flag_value in choices[value].items():

@@ -153,8 +153,8 @@ def test_bench_restores_the_checkpoint_it_is_given(tmp_path):
 def test_bench_command_runs_the_step_as_training_does():
   """The step benchmark runs synthetic batches: TensorFlow (about 460 MiB of RSS) must not be
   imported, or its memory would be counted in the step's peak RSS; and it runs with the XLA CPU
-  flags of the config's scheduler and convolution kernels, as main.py does. The line records
-  glibc's tunables and the steps' system time (page faults of XLA's temporaries)."""
+  flags of the config's scheduler, convolution kernels and loop unrolling, as main.py does. The
+  line records glibc's tunables and the steps' system time (page faults of XLA's temporaries)."""
   env = subprocess_env()
   process = subprocess.run(
       [sys.executable, '-m', 'salinet_jax.bench', '--config=configs/demo.py', '--batch=2',
@@ -169,6 +169,8 @@ def test_bench_command_runs_the_step_as_training_does():
   assert result['tensorflow_imported'] is False
   assert '--xla_cpu_enable_concurrency_optimized_scheduler=false' in result['xla_flags'].split()
   assert ('--xla_cpu_experimental_ynn_fusion_type=-individual_convolution'
+          in result['xla_flags'].split())
+  assert ('--xla_backend_extra_options=xla_cpu_disable_loop_unrolling'
           in result['xla_flags'].split())
   assert result['glibc_tunables'] == env.get('GLIBC_TUNABLES', '')
   assert 0 <= result['system_time_median_s'] <= result['cpu_time_median_s']

@@ -77,22 +77,26 @@ def test_cpu_xla_flags_added_once_and_never_over_the_users(monkeypatch):
   from salinet_jax import errors  # pylint: disable=g-import-not-at-top
   from salinet_jax import parallel  # pylint: disable=g-import-not-at-top
   monkeypatch.setenv('XLA_FLAGS', '--xla_cpu_multi_thread_eigen=false')
-  assert (parallel.set_cpu_xla_flags('concurrency', 'ynnpack') ==
+  assert (parallel.set_cpu_xla_flags('concurrency', 'ynnpack', True) ==
           '--xla_cpu_multi_thread_eigen=false')
-  flags = parallel.set_cpu_xla_flags('memory', 'eigen')
+  flags = parallel.set_cpu_xla_flags('memory', 'eigen', False)
   assert flags.split() == ['--xla_cpu_multi_thread_eigen=false',
                            '--xla_cpu_enable_concurrency_optimized_scheduler=false',
-                           '--xla_cpu_experimental_ynn_fusion_type=-individual_convolution']
-  assert parallel.set_cpu_xla_flags('memory', 'eigen') == flags  # a second call adds nothing
+                           '--xla_cpu_experimental_ynn_fusion_type=-individual_convolution',
+                           '--xla_backend_extra_options=xla_cpu_disable_loop_unrolling']
+  assert parallel.set_cpu_xla_flags('memory', 'eigen', False) == flags  # a second call adds nothing
   assert parallel.cpu_convolutions_are_eigens()  # what fast_conv reads back
   users = ('--xla_cpu_enable_concurrency_optimized_scheduler=true '
-           '--xla_cpu_experimental_ynn_fusion_type=individual_dot')
+           '--xla_cpu_experimental_ynn_fusion_type=individual_dot '
+           '--xla_backend_extra_options=xla_cpu_disable_slp_vectorizer')
   monkeypatch.setenv('XLA_FLAGS', users)
-  assert parallel.set_cpu_xla_flags('memory', 'eigen') == users
+  assert parallel.set_cpu_xla_flags('memory', 'eigen', False) == users
   with pytest.raises(errors.ConfigError, match="xla_cpu_scheduler must be one of .* 'memroy'"):
-    parallel.set_cpu_xla_flags('memroy', 'eigen')
+    parallel.set_cpu_xla_flags('memroy', 'eigen', False)
   with pytest.raises(errors.ConfigError, match="xla_cpu_convolutions must be one of .* 'egien'"):
-    parallel.set_cpu_xla_flags('memory', 'egien')
+    parallel.set_cpu_xla_flags('memory', 'egien', False)
+  with pytest.raises(errors.ConfigError, match="xla_cpu_unroll_loops must be one of .* 'no'"):
+    parallel.set_cpu_xla_flags('memory', 'eigen', 'no')
 
 
 @pytest.mark.parametrize('flags,eigen', [
