@@ -12,3 +12,8 @@ class UserError(Exception):
 
 class ConfigError(UserError, ValueError):
   """A config value that cannot work (batch not divisible by devices, unknown dtype, ...)."""
+
+
+class ConversionError(UserError, ValueError):
+  """A checkpoint that cannot be converted as asked: missing, unreadable, unsafe to unpickle, or
+  for another model than the config builds."""

@@ -58,7 +58,7 @@ def save_converted(output_dir: str, variables: Mapping[str, Any], info: Mapping[
   output_dir = os.path.abspath(output_dir)
   target = os.path.join(output_dir, VARIABLES_DIR)
   if os.path.exists(target) and not overwrite:
-    raise FileExistsError(f'{target} exists; pass --overwrite to replace it.')
+    raise errors.UserError(f'{target} exists; pass --overwrite to replace it.')
   os.makedirs(output_dir, exist_ok=True)
   tree = {c: jax.tree.map(np.asarray, dict(variables.get(c, {}))) for c in COLLECTIONS}
   with ocp.StandardCheckpointer() as checkpointer:

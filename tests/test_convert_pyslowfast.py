@@ -16,6 +16,7 @@ import pytest
 
 import reference_torch as ref
 from salinet_jax import convert
+from salinet_jax import errors
 from salinet_jax import pretrained
 from salinet_jax.convert import layout
 from salinet_jax.convert import pyslowfast
@@ -181,10 +182,8 @@ def test_caffe2_pkl_names_map_to_pyslowfast_keys(tiny_nl_i3d, tmp_path):
 
 
 def test_caffe2_reader_refuses_arbitrary_objects(tmp_path):
-  path = tmp_path / 'evil.pkl'
-  with open(path, 'wb') as f:
-    pickle.dump({'blobs': {'conv1_w': np.zeros(2)}, 'x': subprocess.Popen}, f)
-  with pytest.raises(pickle.UnpicklingError, match='Refusing'):
+  path = _caffe2_pickle_with_an_object(tmp_path / 'evil.pkl')
+  with pytest.raises(errors.ConversionError, match='Refusing to unpickle subprocess.Popen'):
     convert.read_checkpoint('pyslowfast', str(path))
 
 
@@ -248,11 +247,61 @@ def test_command_line_writes_a_checkpoint_that_init_from_loads(tiny_nl_i3d, tmp_
 
   # A second run refuses to overwrite; a strict run that cannot convert everything writes nothing.
   again = subprocess.run(args, capture_output=True, text=True, check=False)
-  assert again.returncode != 0 and 'exists' in again.stderr
+  assert again.returncode == 1 and 'exists' in again.stderr.strip().splitlines()[-1]
+  assert 'Traceback' not in again.stderr
   bad = subprocess.run(args[:-1] + [f'--output={tmp_path / "bad"}', '--config.model.width=8'],
                        capture_output=True, text=True, check=False)
   assert bad.returncode == 1 and 'mis-shaped' in bad.stdout
   assert not (tmp_path / 'bad').exists()
+
+
+def _caffe2_pickle_with_an_object(path):
+  with open(path, 'wb') as f:
+    pickle.dump({'blobs': {'conv1_w': np.zeros(2)}, 'x': subprocess.Popen}, f)
+  return path
+
+
+@pytest.mark.parametrize('case', ['missing_checkpoint', 'truncated_checkpoint', 'unsafe_pickle',
+                                  'misspelt_config_field', 'missing_config_file', 'bad_exclude'])
+def test_command_line_mistakes_end_in_one_line(case, tmp_path):
+  """A checkpoint that is missing, damaged or unsafe, a misspelt config field or file and a bad
+  --exclude regex each end the converter in one `error:` line naming the path or value, with
+  nothing written; a traceback is kept for bugs."""
+  config_file = tmp_path / 'tiny_config.py'
+  config_file.write_text(TINY_CONFIG)
+  checkpoint = tmp_path / 'tiny.pyth'
+  torch.save({'model_state': {'w': torch.zeros(2)}}, checkpoint)
+  args = {'--source': 'pyslowfast', '--checkpoint': str(checkpoint),
+          '--config': str(config_file), '--output': str(tmp_path / 'out')}
+  named = {
+      'missing_checkpoint': str(tmp_path / 'nope.pyth'),
+      'truncated_checkpoint': str(checkpoint),
+      'unsafe_pickle': str(tmp_path / 'evil.pkl'),
+      'misspelt_config_field': 'widht',
+      'missing_config_file': str(tmp_path / 'nope.py'),
+      'bad_exclude': '[',
+  }[case]
+  extra = []
+  if case == 'missing_checkpoint':
+    args['--checkpoint'] = named
+  elif case == 'truncated_checkpoint':
+    checkpoint.write_bytes(checkpoint.read_bytes()[:100])
+  elif case == 'unsafe_pickle':
+    args['--checkpoint'] = str(_caffe2_pickle_with_an_object(tmp_path / 'evil.pkl'))
+  elif case == 'misspelt_config_field':
+    extra = ['--config.model.widht=8']
+  elif case == 'missing_config_file':
+    args['--config'] = named
+  else:
+    extra = ['--exclude=[']
+  result = subprocess.run([sys.executable, '-m', 'salinet_jax.convert',
+                           *[f'{k}={v}' for k, v in args.items()], *extra],
+                          capture_output=True, text=True, check=False)
+  last = result.stderr.strip().splitlines()[-1]
+  assert result.returncode in (1, 2), result.stderr[-3000:]
+  assert last.startswith('error: ') and named in last, result.stderr[-3000:]
+  assert 'Traceback' not in result.stderr
+  assert not (tmp_path / 'out').exists()
 
 
 def test_caffe2_key_rules():

@@ -24,6 +24,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from salinet_jax import errors
 from salinet_jax import models
 from salinet_jax.convert import inflate
 from salinet_jax.convert import layout
@@ -61,8 +62,8 @@ def _read_pyslowfast(path: str, trust_pickle: bool):
 
 def _require_model(source: str, model_name: str, allowed: Sequence[str]) -> None:
   if model_name not in allowed:
-    raise ValueError(f'--source={source} converts into models {list(allowed)}, but the config '
-                     f'builds {model_name!r}.')
+    raise errors.ConversionError(f'--source={source} converts into models {list(allowed)}, but '
+                                 f'the config builds {model_name!r}.')
 
 
 def _pyslowfast_map(model_name, state_dict, options):
@@ -149,7 +150,7 @@ def convert(source: str, state_dict: Mapping[str, np.ndarray], template: Mapping
   template's), whose reference numbers its fusion convs by rank among those stages.
   """
   if source not in SOURCES:
-    raise ValueError(f'Unknown source {source!r}; one of {sorted(SOURCES)}.')
+    raise errors.ConversionError(f'Unknown source {source!r}; one of {sorted(SOURCES)}.')
   options = dict(options or {})
   if source == 's2dnet':
     options.setdefault('fusion_stages', s2dnet.fusion_stages_of(template))
@@ -172,7 +173,7 @@ def read_checkpoint(source: str, path: str, trust_pickle: bool = False
                     ) -> Tuple[Dict[str, np.ndarray], Sequence[str]]:
   """(state dict with PyTorch keys, unplaced names) of a checkpoint file of `source`."""
   if source not in SOURCES:
-    raise ValueError(f'Unknown source {source!r}; one of {sorted(SOURCES)}.')
+    raise errors.ConversionError(f'Unknown source {source!r}; one of {sorted(SOURCES)}.')
   return SOURCES[source].read(path, trust_pickle)
 
 
@@ -197,5 +198,5 @@ def sanitize_regex(pattern: str) -> str:
   try:
     re.compile(pattern)
   except re.error as e:
-    raise ValueError(f'Invalid regex {pattern!r}: {e}') from e
+    raise errors.ConversionError(f'Invalid regex {pattern!r}: {e}') from e
   return pattern

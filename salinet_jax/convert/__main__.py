@@ -24,6 +24,8 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from salinet_jax import cli
+
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.',
                                           lock_config=True)
 _SOURCE = flags.DEFINE_enum('source', None,
@@ -53,14 +55,19 @@ def main(argv):
       raise app.UsageError(f'--{flag.name} is required.')
   if _CONFIG.value is None:
     raise app.UsageError('--config is required.')
-  # Imported here so that --help is instant.
-  from salinet_jax import console  # pylint: disable=g-import-not-at-top
+  from salinet_jax import console  # pylint: disable=g-import-not-at-top  (--help stays instant)
+  console.setup()
+  with cli.user_errors_in_one_line():  # a missing, damaged or unsafe checkpoint, a bad --exclude
+    _convert()
+
+
+def _convert():
+  """Reads, converts and writes the checkpoint of the parsed flags."""
   from salinet_jax import convert  # pylint: disable=g-import-not-at-top
   from salinet_jax import inputs  # pylint: disable=g-import-not-at-top
   from salinet_jax import pretrained  # pylint: disable=g-import-not-at-top
   from salinet_jax.models import build_model  # pylint: disable=g-import-not-at-top
 
-  console.setup()
   config = _CONFIG.value
   source = convert.SOURCES[_SOURCE.value]
   exclude = convert.sanitize_regex(_EXCLUDE.value)
@@ -104,4 +111,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

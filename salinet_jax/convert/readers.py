@@ -18,6 +18,8 @@ from typing import Any, Dict, Mapping
 
 import numpy as np
 
+from salinet_jax import errors
+
 STATE_DICT_KEYS = ('model_state', 'state_dict', 'model')
 DATA_PARALLEL_PREFIX = 'module.'
 
@@ -27,8 +29,8 @@ def import_torch():
   try:
     import torch  # pylint: disable=g-import-not-at-top
   except ImportError as e:
-    raise ImportError('Reading PyTorch checkpoints needs PyTorch: pip install torch '
-                      '(the CPU build is enough).') from e
+    raise errors.ConversionError('Reading PyTorch checkpoints needs PyTorch: pip install torch '
+                                 '(the CPU build is enough).') from e
   return torch
 
 
@@ -45,14 +47,16 @@ def to_numpy(value: Any) -> np.ndarray:
 def find_state_dict(checkpoint: Any) -> Mapping[str, Any]:
   """The state dict inside a loaded checkpoint object."""
   if not isinstance(checkpoint, Mapping):
-    raise ValueError(f'Expected a dict-like checkpoint, got {type(checkpoint).__name__}.')
+    raise errors.ConversionError(
+        f'Expected a dict-like checkpoint, got {type(checkpoint).__name__}.')
   for key in STATE_DICT_KEYS:
     if key in checkpoint and isinstance(checkpoint[key], Mapping):
       return checkpoint[key]
   if checkpoint and all(hasattr(v, 'shape') for v in checkpoint.values()):
     return checkpoint
-  raise ValueError(f'No state dict found: the checkpoint has keys {sorted(checkpoint)[:10]}; '
-                   f'expected one of {STATE_DICT_KEYS} or a bare state dict.')
+  raise errors.ConversionError(
+      f'No state dict found: the checkpoint has keys {sorted(checkpoint)[:10]}; expected one of '
+      f'{STATE_DICT_KEYS} or a bare state dict.')
 
 
 def strip_data_parallel(state_dict: Mapping[str, Any]) -> Dict[str, Any]:
@@ -72,17 +76,29 @@ def numpy_state_dict(state_dict: Mapping[str, Any]) -> Dict[str, np.ndarray]:
   return out
 
 
+def _require_file(path: str) -> None:
+  if not os.path.isfile(path):
+    raise errors.ConversionError(f'Checkpoint {path} does not exist.')
+
+
+def _first_line(error: Exception) -> str:
+  """The first line of a reader's error (torch's run on with advice on its own internals)."""
+  return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
 def load_torch_checkpoint(path: str, trust_pickle: bool = False) -> Dict[str, np.ndarray]:
   """The state dict of a PyTorch checkpoint file as {key: numpy array}."""
   torch = import_torch()
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f'Checkpoint {path} does not exist.')
+  _require_file(path)
   try:
     checkpoint = torch.load(path, map_location='cpu', weights_only=not trust_pickle)
   except pickle.UnpicklingError as e:
-    raise ValueError(
+    raise errors.ConversionError(
         f'{path} pickles Python objects besides tensors, so it cannot be opened safely. If you '
         'trust its source, pass --trust_pickle (loads it with weights_only=False).') from e
+  except (RuntimeError, EOFError, OSError) as e:  # torch's reader on a damaged or other file
+    raise errors.ConversionError(
+        f'{path} could not be read as a PyTorch checkpoint: {_first_line(e)}') from e
   return numpy_state_dict(strip_data_parallel(find_state_dict(checkpoint)))
 
 
@@ -96,17 +112,27 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
       ('builtins', 'bytes'), ('_codecs', 'encode'),
   }
 
+  def __init__(self, file, path: str):
+    super().__init__(file, encoding='latin1')
+    self.path = path
+
   def find_class(self, module, name):
     if (module, name) in self.ALLOWED:
       return super().find_class(module, name)
-    raise pickle.UnpicklingError(f'Refusing to unpickle {module}.{name} from a Caffe2 .pkl.')
+    raise errors.ConversionError(f'Refusing to unpickle {module}.{name} from {self.path} (a Caffe2 '
+                                 '.pkl holds only arrays).')
 
 
 def load_caffe2_blobs(path: str) -> Dict[str, np.ndarray]:
   """The blobs of a Caffe2 .pkl checkpoint ({'blobs': {...}} or a bare dict of arrays)."""
-  with open(path, 'rb') as f:
-    data = _NumpyOnlyUnpickler(io.BufferedReader(f), encoding='latin1').load()
+  _require_file(path)
+  try:
+    with open(path, 'rb') as f:
+      data = _NumpyOnlyUnpickler(io.BufferedReader(f), path).load()
+  except (pickle.UnpicklingError, EOFError, OSError) as e:
+    raise errors.ConversionError(
+        f'{path} could not be read as a Caffe2 .pkl: {_first_line(e)}') from e
   blobs = data.get('blobs', data) if isinstance(data, Mapping) else None
   if not isinstance(blobs, Mapping):
-    raise ValueError(f'{path} is not a Caffe2 checkpoint (no blobs dict).')
+    raise errors.ConversionError(f'{path} is not a Caffe2 checkpoint (no blobs dict).')
   return {str(k): np.asarray(v) for k, v in blobs.items() if hasattr(v, 'shape')}

@@ -32,6 +32,7 @@ from typing import Dict, Mapping, Sequence, Tuple
 
 import numpy as np
 
+from salinet_jax import errors
 from salinet_jax.convert import layout
 from salinet_jax.convert import torchvision as tv
 
@@ -83,8 +84,8 @@ def name_map(fusion_stages: Sequence[int] = DEFAULT_FUSION_STAGES) -> layout.Nam
   def fusion(match) -> str:
     stage = int(match.group(1))
     if stage not in fusion_index:
-      raise ValueError(f'dnet/fusion_layer{stage} is not among the fusion stages '
-                       f'{tuple(fusion_stages)}.')
+      raise errors.ConversionError(f'dnet/fusion_layer{stage} is not among the fusion stages '
+                                   f'{tuple(fusion_stages)}.')
     return f'{DNET}.fusion_layers.{fusion_index[stage]}.0'
 
   return [

@@ -30,6 +30,7 @@ from typing import Any, Dict, Mapping, Tuple
 
 import numpy as np
 
+from salinet_jax import errors
 from salinet_jax.convert import layout
 
 S2DNET = 's2dnet'
@@ -59,14 +60,15 @@ def detect_target(state_dict: Mapping[str, Any]) -> str:
     return 'dnet'
   if any(k.startswith('features.') for k in state_dict):
     return 'snet'
-  raise ValueError('Cannot tell whether the checkpoint is a ResNet (layer1.*) or a MobileNetV2 '
-                   '(features.*): pass --target.')
+  raise errors.ConversionError('Cannot tell whether the checkpoint is a ResNet (layer1.*) or a '
+                               'MobileNetV2 (features.*): pass --target.')
 
 
 def _target(model_name: str, state_dict, options) -> str:
   if model_name != S2DNET:
-    raise ValueError(f'2D checkpoints convert into the S2DNet model ({S2DNET!r}) or, inflated, '
-                     f'into i3d_nl / salinet_i3d; the config builds {model_name!r}.')
+    raise errors.ConversionError(
+        f'2D checkpoints convert into the S2DNet model ({S2DNET!r}) or, inflated, into i3d_nl / '
+        f'salinet_i3d; the config builds {model_name!r}.')
   target = options.get('target', 'auto')
   return detect_target(state_dict) if target in ('auto', None, '') else target
 
