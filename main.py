@@ -70,8 +70,10 @@ def setup_process(config) -> None:
   parallel.trim_host_memory_after_compiles()
   # TensorFlow only feeds data: keep it off the accelerators JAX uses.
   tf.config.set_visible_devices([], 'GPU')
-  console.setup()
+  # Joining jax.distributed must come before anything starts JAX's backend (the console asks
+  # for the process index).
   parallel.initialize_distributed()
+  console.setup()
   cache = parallel.enable_compilation_cache(config.compilation_cache_dir)
   logging.info('JAX process %d/%d, %d local / %d global %s devices; XLA compilation cache: %s.',
                jax.process_index(), jax.process_count(), jax.local_device_count(),

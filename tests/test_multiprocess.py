@@ -7,12 +7,17 @@ the same loss curve as an uninterrupted one.
 
 import os
 import socket
+import subprocess
+import sys
 
 import numpy as np
 import tensorflow as tf
 
 from salinet_jax import train
+from tests.conftest import REPO_ROOT
 from tests.conftest import mesh_worker
+from tests.conftest import subprocess_env
+from tests.test_main import _tiny_overrides
 
 
 def _free_port() -> int:
@@ -26,6 +31,25 @@ def test_two_processes_match_one_process_with_four_devices(tiny_data_dir, tmp_pa
   multi = mesh_worker(tiny_data_dir, tmp_path / 'multi.npz', 4, processes=2,
                       JAX_COORDINATOR_ADDRESS=f'127.0.0.1:{_free_port()}', JAX_NUM_PROCESSES='2')
   np.testing.assert_allclose(multi['losses'], four_device_run['losses'], rtol=1e-5, atol=1e-6)
+
+
+def test_two_processes_train_through_main_py(tiny_data_dir, tmp_path):
+  """main.py as a multi-host job starts it: it must join jax.distributed before anything starts
+  JAX's backend (its console setup did, and every process died with 'jax.distributed.initialize()
+  must be called before any JAX calls'), then train and save as one run."""
+  workdir = tmp_path / 'run'
+  address = f'127.0.0.1:{_free_port()}'
+  procs = [subprocess.Popen(
+      [sys.executable, 'main.py', '--config=configs/demo.py', f'--workdir={workdir}',
+       *_tiny_overrides(tiny_data_dir)], cwd=REPO_ROOT, stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True,
+      env=subprocess_env(1, JAX_COORDINATOR_ADDRESS=address, JAX_NUM_PROCESSES='2',
+                         JAX_PROCESS_ID=str(i))) for i in range(2)]
+  outputs = [proc.communicate(timeout=600) for proc in procs]
+  for proc, (_, err) in zip(procs, outputs):
+    assert proc.returncode == 0, err[-4000:]
+  assert 'JAX process 0/2, 1 local / 2 global cpu devices' in outputs[0][1], outputs[0][1][-3000:]
+  assert os.listdir(workdir / 'checkpoints') == ['2'], os.listdir(workdir / 'checkpoints')
 
 
 def _scalars(workdir: str, tag: str):
