@@ -453,6 +453,7 @@ def run(config, *, config_path: str, mode: str, batch: Optional[int], steps: int
 def define_flags() -> None:
   """The command line's flags (defined on demand, so that importing this module defines none)."""
   config_flags.DEFINE_config_file('config', None, 'Experiment config file.', lock_config=True)
+  flags.mark_flags_as_required(['config'])
   flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'inputs'],
                     'train: one optimizer step (forward, backward, update); eval: one forward of '
                     'a batch of views; inputs: only the on-device input ops of the train step '

@@ -24,7 +24,7 @@ def parse_flags(argv: List[str]) -> List[str]:
   values = flags.FLAGS
   try:
     remaining = values(argv)
-    if 'config' in values:
+    if 'config' in values and values.config is not None:
       # A config file that failed to load stands in as an object that raises on any attribute.
       values.config.to_dict  # pylint: disable=pointless-statement
     return remaining

@@ -15,5 +15,5 @@ class ConfigError(UserError, ValueError):
 
 
 class ConversionError(UserError, ValueError):
-  """A checkpoint that cannot be converted as asked: missing, unreadable, unsafe to unpickle, or
-  for another model than the config builds."""
+  """A checkpoint that cannot be converted as asked: missing, unreadable, unsafe to unpickle, for
+  another model than the config builds, or PyTorch missing to read it."""

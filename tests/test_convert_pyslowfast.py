@@ -202,7 +202,7 @@ def test_pyth_file_with_data_parallel_prefix(tiny_nl_i3d, tmp_path):
 def test_pickled_objects_need_trust(tmp_path):
   path = tmp_path / 'with_object.pyth'
   torch.save({'model_state': {'w': torch.zeros(2)}, 'extra': pytest.raises}, path)
-  with pytest.raises(ValueError, match='trust_pickle'):
+  with pytest.raises(errors.ConversionError, match=r'\(_pytest.raises.raises\).*trust_pickle'):
     convert.read_checkpoint('pyslowfast', str(path))
 
 
@@ -261,12 +261,14 @@ def _caffe2_pickle_with_an_object(path):
   return path
 
 
-@pytest.mark.parametrize('case', ['missing_checkpoint', 'truncated_checkpoint', 'unsafe_pickle',
-                                  'misspelt_config_field', 'missing_config_file', 'bad_exclude'])
+@pytest.mark.parametrize('case', ['missing_checkpoint', 'truncated_checkpoint', 'not_a_checkpoint',
+                                  'unsafe_pickle', 'misspelt_config_field', 'missing_config_file',
+                                  'bad_exclude', 'no_config'])
 def test_command_line_mistakes_end_in_one_line(case, tmp_path):
-  """A checkpoint that is missing, damaged or unsafe, a misspelt config field or file and a bad
-  --exclude regex each end the converter in one `error:` line naming the path or value, with
-  nothing written; a traceback is kept for bugs."""
+  """A checkpoint that is missing, damaged, not a checkpoint or unsafe, a misspelt config
+  field, a missing config file, no --config and a bad --exclude regex each end the converter in
+  one `error:` line naming the path or value, with nothing written. Only a file that pickles
+  objects is told about --trust_pickle (a web page saved as .pth was told it too)."""
   config_file = tmp_path / 'tiny_config.py'
   config_file.write_text(TINY_CONFIG)
   checkpoint = tmp_path / 'tiny.pyth'
@@ -276,31 +278,37 @@ def test_command_line_mistakes_end_in_one_line(case, tmp_path):
   named = {
       'missing_checkpoint': str(tmp_path / 'nope.pyth'),
       'truncated_checkpoint': str(checkpoint),
+      'not_a_checkpoint': str(checkpoint),
       'unsafe_pickle': str(tmp_path / 'evil.pkl'),
       'misspelt_config_field': 'widht',
       'missing_config_file': str(tmp_path / 'nope.py'),
       'bad_exclude': '[',
+      'no_config': '--config',
   }[case]
   extra = []
   if case == 'missing_checkpoint':
     args['--checkpoint'] = named
   elif case == 'truncated_checkpoint':
     checkpoint.write_bytes(checkpoint.read_bytes()[:100])
+  elif case == 'not_a_checkpoint':
+    checkpoint.write_text('<html>Not found</html>')
   elif case == 'unsafe_pickle':
     args['--checkpoint'] = str(_caffe2_pickle_with_an_object(tmp_path / 'evil.pkl'))
   elif case == 'misspelt_config_field':
     extra = ['--config.model.widht=8']
   elif case == 'missing_config_file':
     args['--config'] = named
+  elif case == 'no_config':
+    del args['--config']
   else:
     extra = ['--exclude=[']
   result = subprocess.run([sys.executable, '-m', 'salinet_jax.convert',
                            *[f'{k}={v}' for k, v in args.items()], *extra],
                           capture_output=True, text=True, check=False)
-  last = result.stderr.strip().splitlines()[-1]
+  lines = [line for line in result.stderr.splitlines() if line.startswith('error: ')]
   assert result.returncode in (1, 2), result.stderr[-3000:]
-  assert last.startswith('error: ') and named in last, result.stderr[-3000:]
-  assert 'Traceback' not in result.stderr
+  assert len(lines) == 1 and named in lines[0], result.stderr[-3000:]
+  assert 'Traceback' not in result.stderr and 'trust_pickle' not in lines[0]
   assert not (tmp_path / 'out').exists()
 
 

@@ -28,6 +28,7 @@ from salinet_jax import cli
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.',
                                           lock_config=True)
+flags.mark_flags_as_required(['config'])
 _SOURCE = flags.DEFINE_enum('source', None,
                             ['pyslowfast', 'salinet', 'torchvision', 'tsm', 's2dnet'],
                             'Checkpoint family.')
@@ -53,8 +54,6 @@ def main(argv):
   for flag in (_SOURCE, _CHECKPOINT, _OUTPUT):
     if not flag.value:
       raise app.UsageError(f'--{flag.name} is required.')
-  if _CONFIG.value is None:
-    raise app.UsageError('--config is required.')
   from salinet_jax import console  # pylint: disable=g-import-not-at-top  (--help stays instant)
   console.setup()
   with cli.user_errors_in_one_line():  # a missing, damaged or unsafe checkpoint, a bad --exclude

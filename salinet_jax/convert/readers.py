@@ -14,6 +14,8 @@ ndarray}}. It is read with an unpickler that only accepts NumPy arrays and plain
 import io
 import os
 import pickle
+import re
+import struct
 from typing import Any, Dict, Mapping
 
 import numpy as np
@@ -25,7 +27,7 @@ DATA_PARALLEL_PREFIX = 'module.'
 
 
 def import_torch():
-  """torch, or an ImportError that says how to get it."""
+  """torch, or a ConversionError that says how to get it."""
   try:
     import torch  # pylint: disable=g-import-not-at-top
   except ImportError as e:
@@ -78,7 +80,7 @@ def numpy_state_dict(state_dict: Mapping[str, Any]) -> Dict[str, np.ndarray]:
 
 def _require_file(path: str) -> None:
   if not os.path.isfile(path):
-    raise errors.ConversionError(f'Checkpoint {path} does not exist.')
+    raise errors.ConversionError(f'Checkpoint {path} does not exist or is not a file.')
 
 
 def _first_line(error: Exception) -> str:
@@ -86,17 +88,34 @@ def _first_line(error: Exception) -> str:
   return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
+# What torch's weights-only unpickler says about a pickled object it refuses (torch 2.6+).
+_REFUSED_GLOBAL = re.compile(r'GLOBAL (\S+) was not an allowed global')
+_WEIGHTS_UNPICKLER_REASON = re.compile(r'WeightsUnpickler error:\s*(\S[^\n]*)')
+
+
 def load_torch_checkpoint(path: str, trust_pickle: bool = False) -> Dict[str, np.ndarray]:
-  """The state dict of a PyTorch checkpoint file as {key: numpy array}."""
+  """The state dict of a PyTorch checkpoint file as {key: numpy array}.
+
+  Without `trust_pickle`, torch loads tensors and plain containers only; a file that pickles
+  other objects is refused with the hint to trust it, any other unreadable file (damaged, not a
+  checkpoint) is named with torch's reason.
+  """
   torch = import_torch()
   _require_file(path)
   try:
     checkpoint = torch.load(path, map_location='cpu', weights_only=not trust_pickle)
   except pickle.UnpicklingError as e:
+    refused = _REFUSED_GLOBAL.search(str(e))
+    if refused and not trust_pickle:
+      raise errors.ConversionError(
+          f'{path} pickles Python objects besides tensors ({refused.group(1)}), so it cannot be '
+          'opened safely. If you trust its source, pass --trust_pickle (loads it with '
+          'weights_only=False).') from e
+    reason = _WEIGHTS_UNPICKLER_REASON.search(str(e))
     raise errors.ConversionError(
-        f'{path} pickles Python objects besides tensors, so it cannot be opened safely. If you '
-        'trust its source, pass --trust_pickle (loads it with weights_only=False).') from e
-  except (RuntimeError, EOFError, OSError) as e:  # torch's reader on a damaged or other file
+        f'{path} could not be read as a PyTorch checkpoint: '
+        f'{reason.group(1) if reason else _first_line(e)}') from e
+  except (RuntimeError, EOFError, OSError, struct.error) as e:  # damaged or not a checkpoint
     raise errors.ConversionError(
         f'{path} could not be read as a PyTorch checkpoint: {_first_line(e)}') from e
   return numpy_state_dict(strip_data_parallel(find_state_dict(checkpoint)))
