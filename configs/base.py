@@ -87,7 +87,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.xla_cpu_convolutions = 'eigen'
   # Whether LLVM unrolls the loops of XLA's CPU kernels (read with the scheduler). Off, the train
   # steps compiled 11-23% faster at the same step speed on a 2-core AVX-512 Xeon (README, "Step
-  # benchmark"). An `--xla_backend_extra_options` in XLA_FLAGS wins. GPUs and TPUs ignore it.
+  # benchmark"); it joins any `--xla_backend_extra_options` in XLA_FLAGS. GPUs and TPUs ignore it.
   config.xla_cpu_unroll_loops = False
 
   config.loss = ml_collections.ConfigDict()

@@ -442,7 +442,7 @@ class CheckpointStore:
         accept(step)
       _warn_of_differences(f'Resuming checkpoint step {step} with a config that differs from the '
                            'one it was trained with (schedule and data follow the given one)',
-                           stored_config, config)
+                           stored_config, config, relevant=changes_the_run)
       if corrupt:
         logging.warning('Resuming from step %d, the newest intact checkpoint (corrupt steps %s '
                         'moved to %s).', step, corrupt, os.path.join(self.workdir,
@@ -493,12 +493,21 @@ _VIEW_FIELDS = ('model.', 'dtype', 'data.temporal_sampling', 'data.num_frames',
                 'data.normalization', 'data.eval_short_side', 'data.eval_crop_size')
 
 
+# Config fields that only set how this process compiles (XLA's CPU flags) and caches what it
+# compiled: a resume with other values trains the same run, so they are not named.
+_PROCESS_FIELDS = ('xla_cpu_', 'compilation_cache_dir')
+
 _INPUT_DIFFERENCES = ' was trained with other model or clip settings; using the given ones'
 
 
 def changes_a_view(line: str) -> bool:
   """Whether a `config_differences` line is a field that changes a model's output on a view."""
   return line.startswith(_VIEW_FIELDS)
+
+
+def changes_the_run(line: str) -> bool:
+  """Whether a `config_differences` line is a field that changes what a run computes."""
+  return not line.startswith(_PROCESS_FIELDS)
 
 
 def _warn_of_differences(message: str, stored_config: Optional[str], config: Any,

@@ -10,6 +10,7 @@ import collections
 import functools
 import itertools
 import os
+import re
 from typing import Any, Dict, Iterator
 
 import jax
@@ -93,9 +94,10 @@ CPU_CONVOLUTION_FLAGS = {
 
 # XLA_FLAGS of `config.xla_cpu_unroll_loops`: whether LLVM unrolls the loops of XLA's CPU kernels.
 # An option of XLA's CPU backend that only XLA_FLAGS reaches (not a per-jit compiler option).
+BACKEND_OPTIONS = 'xla_backend_extra_options'
 CPU_LOOP_UNROLLING_FLAGS = {
     True: {},
-    False: {'xla_backend_extra_options': 'xla_cpu_disable_loop_unrolling'},
+    False: {BACKEND_OPTIONS: 'xla_cpu_disable_loop_unrolling'},
 }
 
 
@@ -103,7 +105,7 @@ def set_cpu_xla_flags(scheduler: str, convolutions: str, unroll_loops: bool) -> 
   """Adds the flags of `scheduler`, `convolutions` and `unroll_loops` (config.xla_cpu_scheduler,
   config.xla_cpu_convolutions, config.xla_cpu_unroll_loops) to XLA_FLAGS, except those the
   environment sets itself; returns the result. Call before JAX starts a backend (XLA reads its
-  flags once)."""
+  flags once). The backend's extra options are a list: ours join the user's own."""
   flags = os.environ.get('XLA_FLAGS', '')
   for field, value, choices in (('xla_cpu_scheduler', scheduler, CPU_SCHEDULER_FLAGS),
                                 ('xla_cpu_convolutions', convolutions, CPU_CONVOLUTION_FLAGS),
@@ -111,8 +113,12 @@ def set_cpu_xla_flags(scheduler: str, convolutions: str, unroll_loops: bool) -> 
     if value not in choices:
       raise errors.ConfigError(f'config.{field} must be one of {sorted(choices)}, got {value!r}.')
     for name, flag_value in choices[value].items():
-      if f'--{name}=' not in flags:
+      users = re.search(rf'--{name}=(\S*)', flags)
+      if users is None:
         flags = f'{flags} --{name}={flag_value}'.strip()
+      elif name == BACKEND_OPTIONS and flag_value not in users.group(1).split(','):
+        flags = (flags[:users.end(1)] + (',' if users.group(1) else '') + flag_value
+                 + flags[users.end(1):])
   os.environ['XLA_FLAGS'] = flags
   return flags
 

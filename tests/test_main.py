@@ -90,7 +90,11 @@ def test_cpu_xla_flags_added_once_and_never_over_the_users(monkeypatch):
            '--xla_cpu_experimental_ynn_fusion_type=individual_dot '
            '--xla_backend_extra_options=xla_cpu_disable_slp_vectorizer')
   monkeypatch.setenv('XLA_FLAGS', users)
-  assert parallel.set_cpu_xla_flags('memory', 'eigen', False) == users
+  assert parallel.set_cpu_xla_flags('memory', 'eigen', True) == users
+  # The backend's extra options are a list: the user's own keep loop unrolling off too.
+  both = users + ',xla_cpu_disable_loop_unrolling'
+  assert parallel.set_cpu_xla_flags('memory', 'eigen', False) == both
+  assert parallel.set_cpu_xla_flags('memory', 'eigen', False) == both
   with pytest.raises(errors.ConfigError, match="xla_cpu_scheduler must be one of .* 'memroy'"):
     parallel.set_cpu_xla_flags('memroy', 'eigen', False)
   with pytest.raises(errors.ConfigError, match="xla_cpu_convolutions must be one of .* 'egien'"):
