@@ -263,11 +263,12 @@ def _caffe2_pickle_with_an_object(path):
 
 @pytest.mark.parametrize('case', ['missing_checkpoint', 'truncated_checkpoint', 'not_a_checkpoint',
                                   'unsafe_pickle', 'misspelt_config_field', 'missing_config_file',
-                                  'bad_exclude', 'no_config'])
+                                  'bad_exclude', 'no_config', 'no_classifier'])
 def test_command_line_mistakes_end_in_one_line(case, tmp_path):
   """A checkpoint that is missing, damaged, not a checkpoint or unsafe, a misspelt config
-  field, a missing config file, no --config and a bad --exclude regex each end the converter in
-  one `error:` line naming the path or value, with nothing written. Only a file that pickles
+  field, a missing config file, no --config, a bad --exclude regex and a checkpoint without a
+  classifier (no --num_classes) each end the converter in one `error:` line naming the path or
+  value, with nothing written. Only a file that pickles
   objects is told about --trust_pickle (a web page saved as .pth was told it too)."""
   config_file = tmp_path / 'tiny_config.py'
   config_file.write_text(TINY_CONFIG)
@@ -284,6 +285,7 @@ def test_command_line_mistakes_end_in_one_line(case, tmp_path):
       'missing_config_file': str(tmp_path / 'nope.py'),
       'bad_exclude': '[',
       'no_config': '--config',
+      'no_classifier': '--num_classes',
   }[case]
   extra = []
   if case == 'missing_checkpoint':
@@ -300,7 +302,7 @@ def test_command_line_mistakes_end_in_one_line(case, tmp_path):
     args['--config'] = named
   elif case == 'no_config':
     del args['--config']
-  else:
+  elif case == 'bad_exclude':
     extra = ['--exclude=[']
   result = subprocess.run([sys.executable, '-m', 'salinet_jax.convert',
                            *[f'{k}={v}' for k, v in args.items()], *extra],

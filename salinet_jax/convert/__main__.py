@@ -28,7 +28,6 @@ from salinet_jax import cli
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.',
                                           lock_config=True)
-flags.mark_flags_as_required(['config'])
 _SOURCE = flags.DEFINE_enum('source', None,
                             ['pyslowfast', 'salinet', 'torchvision', 'tsm', 's2dnet'],
                             'Checkpoint family.')
@@ -47,13 +46,12 @@ _TRUST_PICKLE = flags.DEFINE_bool('trust_pickle', False,
                                   'Open PyTorch files with weights_only=False (trusted files '
                                   'that pickle Python objects besides tensors).')
 _OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Replace an existing output.')
+flags.mark_flags_as_required(['config', 'source', 'checkpoint', 'output'])
 
 
 def main(argv):
-  del argv
-  for flag in (_SOURCE, _CHECKPOINT, _OUTPUT):
-    if not flag.value:
-      raise app.UsageError(f'--{flag.name} is required.')
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   from salinet_jax import console  # pylint: disable=g-import-not-at-top  (--help stays instant)
   console.setup()
   with cli.user_errors_in_one_line():  # a missing, damaged or unsafe checkpoint, a bad --exclude
@@ -63,6 +61,7 @@ def main(argv):
 def _convert():
   """Reads, converts and writes the checkpoint of the parsed flags."""
   from salinet_jax import convert  # pylint: disable=g-import-not-at-top
+  from salinet_jax import errors  # pylint: disable=g-import-not-at-top
   from salinet_jax import inputs  # pylint: disable=g-import-not-at-top
   from salinet_jax import pretrained  # pylint: disable=g-import-not-at-top
   from salinet_jax.models import build_model  # pylint: disable=g-import-not-at-top
@@ -72,8 +71,8 @@ def _convert():
   exclude = convert.sanitize_regex(_EXCLUDE.value)
   paths = [p for p in _CHECKPOINT.value.split(',') if p]
   if len(paths) > 1 and config.model.name != 's2dnet':
-    raise app.UsageError('Several --checkpoint files (comma-separated) only combine for S2DNet '
-                         '(an SNet and a DNet backbone).')
+    raise errors.ConversionError('Several --checkpoint files (comma-separated) only combine for '
+                                 'S2DNet (an SNet and a DNet backbone).')
   loaded = [convert.read_checkpoint(source.name, p, _TRUST_PICKLE.value) for p in paths]
   num_classes = _NUM_CLASSES.value
   for state_dict, _ in loaded:
@@ -81,8 +80,9 @@ def _convert():
   if not num_classes and config.model.name == 's2dnet':
     num_classes = 2  # the backbones converted from 2D checkpoints do not depend on it
   if not num_classes:
-    raise app.UsageError(f'The checkpoint has no classifier ({", ".join(source.classifier_keys)})'
-                         ': pass --num_classes.')
+    raise errors.ConversionError(
+        f'The checkpoint has no classifier ({", ".join(source.classifier_keys)}): pass '
+        '--num_classes.')
   model = build_model(config.model, num_classes, 'float32')
   template = convert.model_template(model, inputs.clip_shape(config.data))
   options = {'target': _TARGET.value}
