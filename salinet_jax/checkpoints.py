@@ -443,6 +443,10 @@ class CheckpointStore:
       _warn_of_differences(f'Resuming checkpoint step {step} with a config that differs from the '
                            'one it was trained with (schedule and data follow the given one)',
                            stored_config, config, relevant=changes_the_run)
+      if stored_config and config is not None and config_differences(
+          stored_config, config, relevant=lambda line: line.startswith('init_from.')):
+        logging.warning('config.init_from only starts a run: the resumed weights are checkpoint '
+                        'step %d\'s, not those of the given init_from.', step)
       if corrupt:
         logging.warning('Resuming from step %d, the newest intact checkpoint (corrupt steps %s '
                         'moved to %s).', step, corrupt, os.path.join(self.workdir,

@@ -90,6 +90,11 @@ def resolve_checkpoint(path: str, which: str = 'best') -> str:
   Training checkpoints are verified against their recorded checksums first.
   """
   path = os.path.abspath(path)
+  if os.path.isfile(path):
+    raise checkpoints.NoCheckpointError(
+        f'Pretrained checkpoint {path} is a file, not a converted checkpoint directory: convert '
+        'it first (python -m salinet_jax.convert --source=... --checkpoint=FILE --config=... '
+        '--output=DIR) and pass DIR.')
   if not os.path.isdir(path):
     raise checkpoints.NoCheckpointError(f'Pretrained checkpoint {path} does not exist.')
   if os.path.isdir(os.path.join(path, 'checkpoints')):
@@ -142,6 +147,8 @@ class PretrainedMismatchError(errors.UserError, ValueError):
 
 REQUIRED = 'REQUIRED'
 FROM_SCRATCH = ('none', '')
+# Which checkpoint of a workdir `init_from` takes.
+WHICH = ('best', 'latest')
 
 
 class InitCheckpointRequiredError(errors.UserError):
@@ -149,7 +156,21 @@ class InitCheckpointRequiredError(errors.UserError):
 
 
 def check_init_from(init_config) -> None:
-  """Fails, before any work, when the recipe needs a checkpoint that was not given."""
+  """Fails, before any work, when the recipe needs a checkpoint that was not given, when the
+  checkpoint is empty (an unset shell variable would otherwise train from scratch without a
+  word: from scratch is `none`), or when `which` or `exclude` cannot work."""
+  if init_config.which not in WHICH:
+    raise errors.ConfigError(f'config.init_from.which must be one of {WHICH}, got '
+                             f'{init_config.which!r}.')
+  try:
+    re.compile(init_config.exclude)
+  except re.error as e:
+    raise errors.ConfigError(f'config.init_from.exclude is not a valid regex '
+                             f'({init_config.exclude!r}: {e}).') from e
+  if not init_config.checkpoint.strip():
+    raise InitCheckpointRequiredError(
+        'config.init_from.checkpoint is empty: pass the checkpoint directory to start from, '
+        'or =none to train from scratch.')
   if init_config.checkpoint != REQUIRED:
     return
   command = init_config.convert_command
@@ -241,6 +262,11 @@ def load_pretrained(params: Any, batch_stats: Any, init_config: Any
                                    pretrained, _get(init_config, 'exclude', ''))
   report.checkpoint = path
   strict = bool(_get(init_config, 'strict', True))
+  if not report.loaded:
+    raise PretrainedMismatchError(
+        f'{report.summary()}\nNothing of {path} was loaded: the model would start from scratch. '
+        'Check the checkpoint, init_from.exclude and the model config (or pass '
+        'init_from.checkpoint=none to train from scratch).')
   if report.mis_shaped or (strict and not report.ok):
     hint = ('exclude them with init_from.exclude (e.g. \'^head/\' for a classifier trained on '
             'other classes)' + ('' if not strict else ', or set init_from.strict=False to '

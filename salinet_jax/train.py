@@ -103,7 +103,9 @@ def initialize_from(trainer: engine.Engine, state: engine.TrainState,
   """
   params, batch_stats, report = pretrained.load_pretrained(state.params, state.batch_stats,
                                                            init_config)
-  logging.info('Initialised from %s', report.summary())
+  # Tensors left fresh under init_from.strict=False are a warning: the user should see them.
+  log = logging.info if report.ok else logging.warning
+  log('Initialised from %s', report.summary())
   return state.replace(params=params, batch_stats=batch_stats)
 
 

@@ -113,18 +113,20 @@ def test_resume_with_another_model_names_parameters_and_config_fields(trained_wo
 def test_resume_with_changed_settings_names_them(trained_workdir, tiny_data_dir, tmp_path):
   """Resuming with another learning rate or length is allowed (a longer run, a lower rate) but
   never silent: the schedule then follows the given config. XLA's CPU flags only change how the
-  step compiles, so they are not named."""
+  step compiles, so they are not named; another init_from is said to be unused."""
   workdir = tmp_path / 'run'
   shutil.copytree(trained_workdir, workdir)
   proc = _main('--config=configs/demo.py', f'--workdir={workdir}', *_tiny_overrides(tiny_data_dir),
                '--config.num_train_steps=3', '--config.optimizer.base_learning_rate=0.7',
-               '--config.xla_cpu_unroll_loops=True')
+               '--config.xla_cpu_unroll_loops=True', f'--config.init_from.checkpoint={tmp_path}')
   assert proc.returncode == 0, proc.stderr[-4000:]
   warning = [line for line in proc.stderr.splitlines() if 'differs from the one it was' in line]
   assert len(warning) == 1, proc.stderr[-4000:]
   assert 'optimizer.base_learning_rate: stored 0.1, given 0.7' in warning[0]
   assert 'num_train_steps: stored 2, given 3' in warning[0]
   assert 'xla_cpu_' not in warning[0], warning[0]
+  assert ("config.init_from only starts a run: the resumed weights are checkpoint step 2's, not "
+          'those of the given init_from.') in proc.stderr
 
 
 def test_resume_on_records_of_other_classes_is_refused(trained_workdir, tiny_data_dir, tmp_path):

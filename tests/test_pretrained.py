@@ -9,6 +9,7 @@ import pytest
 from configs import k400_i3d_nl
 from configs import ucf101_salinet
 from salinet_jax import checkpoints
+from salinet_jax import errors
 from salinet_jax import parallel
 from salinet_jax import pretrained
 from salinet_jax.convert import layout
@@ -168,3 +169,41 @@ def test_flax_frozen_dicts_are_accepted(k400_salinet):
   assert report.ok
   np.testing.assert_array_equal(params['fusion']['conv1']['kernel'],
                                 k400_params['fusion']['conv1']['kernel'])
+
+
+def test_a_checkpoint_that_loads_nothing_is_an_error_even_when_not_strict(k400_salinet):
+  """init_from asked for weights: all of them excluded, or none matching, would train a random
+  model without a word (strict=False printed 'loaded 0 tensors' and went on)."""
+  path, _, _ = k400_salinet
+  model = tiny_model(ucf101_salinet.get_config('1'), 7)
+  fresh_params, fresh_stats = init(model, seed=2)
+  with pytest.raises(pretrained.PretrainedMismatchError, match=f'Nothing of {path} was loaded'):
+    pretrained.load_pretrained(fresh_params, fresh_stats,
+                               {'checkpoint': path, 'exclude': '.*', 'strict': False})
+
+
+def test_a_file_instead_of_a_converted_directory_says_to_convert_it(tmp_path):
+  raw = tmp_path / 'I3D_NLN_8x8_R50.pyth'
+  raw.write_bytes(b'not converted')
+  with pytest.raises(checkpoints.NoCheckpointError,
+                     match=f'{raw} is a file, not a converted checkpoint directory: convert it'):
+    pretrained.load_variables(str(raw))
+
+
+@pytest.mark.parametrize('field,value,message', [
+    ('checkpoint', '', 'config.init_from.checkpoint is empty'),
+    ('checkpoint', '  ', 'config.init_from.checkpoint is empty'),
+    ('which', 'bogus', "config.init_from.which must be one of \\('best', 'latest'\\), got 'bogus'"),
+    ('exclude', '([', r"config.init_from.exclude is not a valid regex \('\(\['"),
+])
+def test_init_from_settings_that_cannot_work_fail_before_any_work(field, value, message):
+  """An empty checkpoint (e.g. an unset shell variable) trained from scratch without a word; a
+  bad `which` was blamed on config.eval.checkpoint, a bad `exclude` ended in re's traceback."""
+  init_config = k400_i3d_nl.get_config().init_from
+  init_config.checkpoint = '/ckpt/converted'
+  init_config[field] = value
+  with pytest.raises(errors.UserError, match=message):
+    pretrained.check_init_from(init_config)
+  init_config.checkpoint = 'none'
+  if field == 'checkpoint':
+    pretrained.check_init_from(init_config)  # from scratch, said so explicitly
