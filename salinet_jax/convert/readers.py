@@ -84,7 +84,7 @@ def _require_file(path: str) -> None:
 
 
 def _first_line(error: Exception) -> str:
-  """The first line of a reader's error (torch's run on with advice on its own internals)."""
+  """The first line of a reader's error (torch's go on with advice about its own internals)."""
   return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
