@@ -1,9 +1,13 @@
 """Shared layers: the CPU-friendly 3D convolution equals the native one, PyTorch padding."""
 
 import jax
+import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
+from salinet_jax import errors
+from salinet_jax.models import build_model
 from salinet_jax.models import layers
 
 
@@ -103,3 +107,21 @@ def test_batch_norm_groups_normalise_each_group_as_its_own_device_would():
   np.testing.assert_allclose(stats['var'], np.mean([d[2] for d in per_device], 0), atol=1e-12)
   with pytest.raises(ValueError, match='group size 3 does not divide the batch of 4'):
     _ours_after_one_step(x, weight, bias, group_size=3)
+
+
+def test_a_pooling_window_larger_than_the_feature_map_is_a_config_error():
+  """A clip too small for the model: NL-I3D's non-local key pool (1x2x2) met a 1x1 map at
+  16^2 crops, gave empty attention and failed deep in the backward pass; now the model says so
+  when it is traced."""
+  with pytest.raises(errors.ConfigError, match=r'max-pool window \(1, 2, 2\) .* \(2, 1, 1\)'):
+    layers.max_pool3d(jnp.zeros((1, 2, 1, 1, 4)), (1, 2, 2), (1, 2, 2))
+  fits = layers.max_pool3d(jnp.zeros((1, 2, 2, 2, 4)), (1, 2, 2), (1, 2, 2))
+  assert fits.shape == (1, 2, 1, 1, 4)
+  assert layers.max_pool3d(jnp.zeros((1, 2, 1, 1, 4)), 3, 2, 1).shape == (1, 1, 1, 1, 4)
+  model = build_model(ml_collections.ConfigDict(dict(
+      name='i3d_nl', depth=50, width=4, stage_blocks=(1, 2, 2, 1),
+      nonlocal_blocks=((), (1,), (1,), ()), use_nonlocal=True, dropout_rate=0.5,
+      conv_impl='auto')), 4)
+  with pytest.raises(errors.ConfigError, match='clips are too small for this model'):
+    jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 4, 16, 16, 3)),
+                                      train=False))

@@ -13,6 +13,7 @@ import jax
 from jax.ad_checkpoint import checkpoint_name
 import jax.numpy as jnp
 
+from salinet_jax import errors
 from salinet_jax.models import fast_conv
 from salinet_jax.models import fast_pool
 
@@ -196,9 +197,22 @@ def batch_norm(train: bool, dtype: Any = jnp.float32, zero_init: bool = False,
                    name=name)
 
 
+def check_window_fits(x, window: Triple, padding: Triple, what: str) -> None:
+  """Fails when a pooling window is larger than the (padded) feature map of NTHWC `x`: the output
+  would have no elements (a clip too small for the model; the non-local blocks' 1x2x2 key pool
+  on a 1x1 map gave empty attention and an error deep inside the backward pass)."""
+  sizes = tuple(x.shape[1:4])
+  if any(n + 2 * p < w for n, w, p in zip(sizes, window, padding)):
+    raise errors.ConfigError(
+        f'The clips are too small for this model: a {what} window {window} (padding {padding}) '
+        f'does not fit its {sizes} (frames, height, width) feature map. Use larger clips '
+        '(config.data.crop_size / eval_crop_size, num_frames).')
+
+
 def max_pool3d(x, window: IntOrTriple, strides: IntOrTriple, padding: IntOrTriple = 0):
   """PyTorch MaxPool3d (padding never wins the max)."""
   pt, ph, pw = triple(padding)
+  check_window_fits(x, triple(window), (pt, ph, pw), 'max-pool')
   return fast_pool.max_pool_for_backend(x, triple(window), triple(strides),
                                         ((pt, pt), (ph, ph), (pw, pw)))
 
@@ -206,5 +220,6 @@ def max_pool3d(x, window: IntOrTriple, strides: IntOrTriple, padding: IntOrTripl
 def avg_pool3d(x, window: IntOrTriple, strides: IntOrTriple, padding: IntOrTriple = 0):
   """PyTorch AvgPool3d with count_include_pad=True."""
   pt, ph, pw = triple(padding)
+  check_window_fits(x, triple(window), (pt, ph, pw), 'average-pool')
   return nn.avg_pool(x, triple(window), triple(strides), ((pt, pt), (ph, ph), (pw, pw)),
                      count_include_pad=True)
