@@ -79,6 +79,10 @@ def _workdir_step_dir(workdir: str, which: str) -> str:
       keep_last=1, keep_best=True, best_metric='val_top1', best_mode='max', async_save=False))
   store = checkpoints.CheckpointStore(workdir, ckpt_config, read_only=True)
   try:
+    if not store.steps():
+      raise checkpoints.NoCheckpointError(
+          f'Pretrained checkpoint {workdir} is a workdir without checkpoints yet: train it first '
+          'or point config.init_from.checkpoint elsewhere.')
     return store.step_dir(store.select_step(which))
   finally:
     store.close()

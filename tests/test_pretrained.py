@@ -182,6 +182,13 @@ def test_a_checkpoint_that_loads_nothing_is_an_error_even_when_not_strict(k400_s
                                {'checkpoint': path, 'exclude': '.*', 'strict': False})
 
 
+def test_a_workdir_without_checkpoints_is_named_as_the_init_checkpoint(tmp_path):
+  (tmp_path / 'run' / 'checkpoints').mkdir(parents=True)
+  with pytest.raises(checkpoints.NoCheckpointError,
+                     match=f'{tmp_path}/run is a workdir without checkpoints yet'):
+    pretrained.load_variables(str(tmp_path / 'run'))
+
+
 def test_a_file_instead_of_a_converted_directory_says_to_convert_it(tmp_path):
   raw = tmp_path / 'I3D_NLN_8x8_R50.pyth'
   raw.write_bytes(b'not converted')
