@@ -444,7 +444,7 @@ class CheckpointStore:
                            'one it was trained with (schedule and data follow the given one)',
                            stored_config, config, relevant=changes_the_run)
       if stored_config and config is not None and config_differences(
-          stored_config, config, relevant=lambda line: line.startswith('init_from.')):
+          stored_config, config, relevant=lambda line: line.startswith(_INIT_WEIGHT_FIELDS)):
         logging.warning('config.init_from only starts a run: the resumed weights are checkpoint '
                         'step %d\'s, not those of the given init_from.', step)
       if corrupt:
@@ -500,6 +500,10 @@ _VIEW_FIELDS = ('model.', 'dtype', 'data.temporal_sampling', 'data.num_frames',
 # Config fields that only set how this process compiles (XLA's CPU flags) and caches what it
 # compiled: a resume with other values trains the same run, so they are not named.
 _PROCESS_FIELDS = ('xla_cpu_', 'compilation_cache_dir')
+
+# The config.init_from fields that decide which weights a run starts from (the others describe).
+_INIT_WEIGHT_FIELDS = ('init_from.checkpoint', 'init_from.which', 'init_from.exclude',
+                       'init_from.strict')
 
 _INPUT_DIFFERENCES = ' was trained with other model or clip settings; using the given ones'
 

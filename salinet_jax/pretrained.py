@@ -150,9 +150,11 @@ class PretrainedMismatchError(errors.UserError, ValueError):
 
 
 REQUIRED = 'REQUIRED'
-FROM_SCRATCH = ('none', '')
+FROM_SCRATCH = ('none',)
 # Which checkpoint of a workdir `init_from` takes.
 WHICH = ('best', 'latest')
+EMPTY_CHECKPOINT = ('config.init_from.checkpoint is empty: pass the checkpoint directory to '
+                    'start from, or =none to train from scratch.')
 
 
 class InitCheckpointRequiredError(errors.UserError):
@@ -172,9 +174,7 @@ def check_init_from(init_config) -> None:
     raise errors.ConfigError(f'config.init_from.exclude is not a valid regex '
                              f'({init_config.exclude!r}: {e}).') from e
   if not init_config.checkpoint.strip():
-    raise InitCheckpointRequiredError(
-        'config.init_from.checkpoint is empty: pass the checkpoint directory to start from, '
-        'or =none to train from scratch.')
+    raise InitCheckpointRequiredError(EMPTY_CHECKPOINT)
   if init_config.checkpoint != REQUIRED:
     return
   command = init_config.convert_command
@@ -245,8 +245,9 @@ def load_pretrained(params: Any, batch_stats: Any, init_config: Any
   Args:
     params, batch_stats: the freshly initialised variables (nested dicts of arrays).
     init_config: `config.init_from`-like (ConfigDict, dict or object) with `checkpoint` (path;
-      '' returns the inputs unchanged), `exclude` (regex, '' = none), `strict` (bool, default
-      True) and `which` ('best' | 'latest' for a workdir, default 'best').
+      'none', the default, returns the inputs unchanged; an empty one is refused), `exclude`
+      (regex, '' = none), `strict` (bool, default True) and `which` ('best' | 'latest' for a
+      workdir, default 'best').
 
   Returns:
     (params, batch_stats, LoadReport).
@@ -255,10 +256,12 @@ def load_pretrained(params: Any, batch_stats: Any, init_config: Any
     PretrainedMismatchError: mis-shaped tensors not excluded; with `strict`, also missing or
       unexpected ones. The message is the report.
   """
-  path = _get(init_config, 'checkpoint', '')
+  path = _get(init_config, 'checkpoint', 'none')
   report = LoadReport(checkpoint=path)
   if path in FROM_SCRATCH:
     return params, batch_stats, report
+  if not path.strip():
+    raise InitCheckpointRequiredError(EMPTY_CHECKPOINT)
   if path == REQUIRED:
     check_init_from(init_config)
   pretrained = load_variables(path, _get(init_config, 'which', 'best'))

@@ -4,6 +4,8 @@ Float64 on both sides must agree to 1e-6; float32 within a small multiple of the
 own float32-vs-float64 error (see reference_torch.assert_f32_parity).
 """
 
+import os
+import pathlib
 import pickle
 import subprocess
 import sys
@@ -206,6 +208,8 @@ def test_pickled_objects_need_trust(tmp_path):
     convert.read_checkpoint('pyslowfast', str(path))
 
 
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
 TINY_CONFIG = textwrap.dedent('''
     from configs import k400_i3d_nl
 
@@ -263,12 +267,14 @@ def _caffe2_pickle_with_an_object(path):
 
 @pytest.mark.parametrize('case', ['missing_checkpoint', 'truncated_checkpoint', 'not_a_checkpoint',
                                   'unsafe_pickle', 'misspelt_config_field', 'missing_config_file',
-                                  'bad_exclude', 'no_config', 'no_classifier'])
+                                  'bad_exclude', 'no_config', 'no_classifier', 'empty_checkpoint',
+                                  'empty_output'])
 def test_command_line_mistakes_end_in_one_line(case, tmp_path):
   """A checkpoint that is missing, damaged, not a checkpoint or unsafe, a misspelt config
   field, a missing config file, no --config, a bad --exclude regex and a checkpoint without a
-  classifier (no --num_classes) each end the converter in one `error:` line naming the path or
-  value, with nothing written. Only a file that pickles
+  classifier (no --num_classes) or an empty --checkpoint or --output (an unset shell variable;
+  an empty --output wrote into the current directory) each end the converter in one `error:`
+  line naming the path or value, with nothing written. Only a file that pickles
   objects is told about --trust_pickle (a web page saved as .pth was told it too)."""
   config_file = tmp_path / 'tiny_config.py'
   config_file.write_text(TINY_CONFIG)
@@ -286,6 +292,8 @@ def test_command_line_mistakes_end_in_one_line(case, tmp_path):
       'bad_exclude': '[',
       'no_config': '--config',
       'no_classifier': '--num_classes',
+      'empty_checkpoint': '--checkpoint',
+      'empty_output': '--output',
   }[case]
   extra = []
   if case == 'missing_checkpoint':
@@ -304,14 +312,19 @@ def test_command_line_mistakes_end_in_one_line(case, tmp_path):
     del args['--config']
   elif case == 'bad_exclude':
     extra = ['--exclude=[']
+  elif case in ('empty_checkpoint', 'empty_output'):
+    args[named] = ''
+  workdir = tmp_path / 'cwd'  # where an empty --output would write
+  workdir.mkdir()
   result = subprocess.run([sys.executable, '-m', 'salinet_jax.convert',
                            *[f'{k}={v}' for k, v in args.items()], *extra],
-                          capture_output=True, text=True, check=False)
+                          capture_output=True, text=True, check=False, cwd=workdir,
+                          env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)))
   lines = [line for line in result.stderr.splitlines() if line.startswith('error: ')]
   assert result.returncode in (1, 2), result.stderr[-3000:]
   assert len(lines) == 1 and named in lines[0], result.stderr[-3000:]
   assert 'Traceback' not in result.stderr and 'trust_pickle' not in lines[0]
-  assert not (tmp_path / 'out').exists()
+  assert not (tmp_path / 'out').exists() and not any(workdir.iterdir())
 
 
 def test_caffe2_key_rules():

@@ -153,10 +153,13 @@ def test_values_take_the_dtype_and_sharding_of_the_fresh_variables(k400_salinet)
       'kernel'])
 
 
-def test_no_checkpoint_is_a_no_op():
+def test_no_checkpoint_is_a_no_op_and_an_empty_one_is_refused():
   params = {'a': {'kernel': jnp.ones(2)}}
-  out, stats, report = pretrained.load_pretrained(params, {}, {'checkpoint': ''})
+  out, stats, report = pretrained.load_pretrained(params, {}, {'checkpoint': 'none'})
   assert out is params and stats == {} and report.ok and not report.loaded
+  assert pretrained.load_pretrained(params, {}, {})[0] is params
+  with pytest.raises(pretrained.InitCheckpointRequiredError, match='checkpoint is empty'):
+    pretrained.load_pretrained(params, {}, {'checkpoint': ''})
 
 
 def test_flax_frozen_dicts_are_accepted(k400_salinet):

@@ -47,6 +47,13 @@ _TRUST_PICKLE = flags.DEFINE_bool('trust_pickle', False,
                                   'that pickle Python objects besides tensors).')
 _OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Replace an existing output.')
 flags.mark_flags_as_required(['config', 'source', 'checkpoint', 'output'])
+# An empty value (an unset shell variable) passes the required-flag check: refuse it too, or an
+# empty --output writes into the current directory.
+flags.register_validator(
+    'checkpoint', lambda value: value is None or any(p.strip() for p in value.split(',')),
+    '--checkpoint names no file')
+flags.register_validator('output', lambda value: value is None or bool(value.strip()),
+                         '--output is empty')
 
 
 def main(argv):
