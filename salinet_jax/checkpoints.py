@@ -31,6 +31,7 @@ import shutil
 import sys
 import time
 import traceback
+import warnings
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import jax
@@ -310,6 +311,10 @@ class CheckpointStore:
     """The one-line error for a failed save: OS reason, where (the step's directory being
     written when the OS error names no file), and the newest step a resume can use."""
     step = step if step is not None else self._pending_step
+    # The step's other writes are left to orbax as coroutines it never awaits; Python warns of
+    # each when it collects them, at exit after the one error line (seen once in a CI run).
+    warnings.filterwarnings('ignore', message=r"coroutine '.*' was never awaited",
+                            category=RuntimeWarning)
     reason, path = _root_cause(error)
     if path is None and step is not None:
       path = os.path.join(self.directory, f'{step}{_TMP_SUFFIX}')
