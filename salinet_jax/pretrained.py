@@ -150,7 +150,7 @@ class PretrainedMismatchError(errors.UserError, ValueError):
 
 
 REQUIRED = 'REQUIRED'
-FROM_SCRATCH = ('none',)
+FROM_SCRATCH = 'none'  # init_from.checkpoint of a run that starts from a random initialisation
 # Which checkpoint of a workdir `init_from` takes.
 WHICH = ('best', 'latest')
 EMPTY_CHECKPOINT = ('config.init_from.checkpoint is empty: pass the checkpoint directory to '
@@ -258,7 +258,7 @@ def load_pretrained(params: Any, batch_stats: Any, init_config: Any
   """
   path = _get(init_config, 'checkpoint', 'none')
   report = LoadReport(checkpoint=path)
-  if path in FROM_SCRATCH:
+  if path == FROM_SCRATCH:
     return params, batch_stats, report
   if not path.strip():
     raise InitCheckpointRequiredError(EMPTY_CHECKPOINT)

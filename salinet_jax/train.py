@@ -166,7 +166,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
       writer.write_hparams(_flat_hparams(config))
       logging.info('Initialising the model (compiled once per run)...')
       state = trainer.fresh_state()
-      if config.init_from.checkpoint not in pretrained.FROM_SCRATCH:
+      if config.init_from.checkpoint != pretrained.FROM_SCRATCH:
         state = initialize_from(trainer, state, config.init_from)
     start_step = int(state.step)
     # Only now: a config the checkpoint refused must not replace the one it was trained with.
