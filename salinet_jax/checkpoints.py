@@ -523,6 +523,23 @@ def changes_the_run(line: str) -> bool:
   return not line.startswith(_PROCESS_FIELDS)
 
 
+def with_stored_init_from(config: Any, stored_config: Optional[str]) -> Any:
+  """A copy of `config` whose `init_from` is the stored config's: what a resumed run records in
+  config.json, since its weights descend from the init_from it started with, not the given one."""
+  try:
+    stored = json.loads(stored_config or '').get('init_from')
+  except (AttributeError, ValueError):
+    return config
+  if not isinstance(stored, dict) or 'init_from' not in config:
+    return config
+  as_run = config.copy_and_resolve_references()
+  with as_run.unlocked():
+    for field, value in stored.items():
+      if field in as_run.init_from:
+        as_run.init_from[field] = value
+  return as_run
+
+
 def _warn_of_differences(message: str, stored_config: Optional[str], config: Any,
                          relevant: Callable[[str], bool] = lambda line: True) -> None:
   """One warning, `message: field: stored X, given Y; ...`, when a checkpoint is resumed or used

@@ -170,7 +170,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
         state = initialize_from(trainer, state, config.init_from)
     start_step = int(state.step)
     # Only now: a config the checkpoint refused must not replace the one it was trained with.
-    logging.info('Config written to %s.', workdir_lib.write_config(workdir, config))
+    as_run = (checkpoints.with_stored_init_from(config, store.metadata(step).get('config'))
+              if step is not None else config)
+    logging.info('Config written to %s.', workdir_lib.write_config(workdir, as_run))
     logging.info('%s; %d train steps of %d clips.', _model_summary(trainer, state, writer),
                  trainer.total_steps, config.batch_size)
     results: Dict[str, Any] = {}

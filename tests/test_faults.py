@@ -113,7 +113,8 @@ def test_resume_with_another_model_names_parameters_and_config_fields(trained_wo
 def test_resume_with_changed_settings_names_them(trained_workdir, tiny_data_dir, tmp_path):
   """Resuming with another learning rate or length is allowed (a longer run, a lower rate) but
   never silent: the schedule then follows the given config. XLA's CPU flags only change how the
-  step compiles, so they are not named; another init_from is said to be unused."""
+  step compiles, so they are not named; another init_from is said to be unused, and config.json
+  keeps the one the run started from."""
   workdir = tmp_path / 'run'
   shutil.copytree(trained_workdir, workdir)
   proc = _main('--config=configs/demo.py', f'--workdir={workdir}', *_tiny_overrides(tiny_data_dir),
@@ -127,6 +128,10 @@ def test_resume_with_changed_settings_names_them(trained_workdir, tiny_data_dir,
   assert 'xla_cpu_' not in warning[0], warning[0]
   assert ("config.init_from only starts a run: the resumed weights are checkpoint step 2's, not "
           'those of the given init_from.') in proc.stderr
+  # config.json records the run as it ran: the given schedule, the init_from it started from.
+  written = json.loads((workdir / 'config.json').read_text())
+  assert written['optimizer']['base_learning_rate'] == 0.7
+  assert written['init_from']['checkpoint'] == 'none', written['init_from']
 
 
 def test_resume_on_records_of_other_classes_is_refused(trained_workdir, tiny_data_dir, tmp_path):
