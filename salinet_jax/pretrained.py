@@ -118,7 +118,10 @@ def resolve_checkpoint(path: str, which: str = 'best') -> str:
 
 def load_variables(path: str, which: str = 'best') -> Dict[str, Any]:
   """{'params', 'batch_stats'} (numpy leaves) of a converted or training checkpoint."""
-  item = resolve_checkpoint(path, which)
+  return _variables_of(resolve_checkpoint(path, which))
+
+
+def _variables_of(item: str) -> Dict[str, Any]:
   tree = _restore_raw(item)
   if not isinstance(tree, Mapping) or 'params' not in tree:
     raise ValueError(f'{item} holds no params (keys: {sorted(tree)[:10]}).')
@@ -134,10 +137,12 @@ def load_variables(path: str, which: str = 'best') -> Dict[str, Any]:
 class LoadReport(layout.MatchReport):
   """What `load_pretrained` did; paths are 'collection:module/.../leaf'."""
   checkpoint: str = ''
+  taken: str = ''  # which checkpoint of a workdir was taken, e.g. 'its best checkpoint, step 12'
   loaded: List[str] = dataclasses.field(default_factory=list)
 
   def summary(self, limit: int = 20) -> str:
-    header = (f'init_from {self.checkpoint}: loaded {len(self.loaded)} tensors, kept fresh '
+    source = f'{self.checkpoint} ({self.taken})' if self.taken else self.checkpoint
+    header = (f'init_from {source}: loaded {len(self.loaded)} tensors, kept fresh '
               f'{len(self.excluded)} excluded; missing {len(self.missing)}, unexpected '
               f'{len(self.unexpected)}, mis-shaped {len(self.mis_shaped)}')
     return '\n'.join([header] + self.problem_lines(
@@ -238,8 +243,8 @@ def _like(value: np.ndarray, leaf: Any) -> Any:
   return value
 
 
-def load_pretrained(params: Any, batch_stats: Any, init_config: Any
-                    ) -> Tuple[Any, Any, LoadReport]:
+def load_pretrained(params: Any, batch_stats: Any, init_config: Any,
+                    model_config: Optional[Any] = None) -> Tuple[Any, Any, LoadReport]:
   """Merges the checkpoint of `init_config` into fresh `params` / `batch_stats`.
 
   Args:
@@ -248,6 +253,8 @@ def load_pretrained(params: Any, batch_stats: Any, init_config: Any
       'none', the default, returns the inputs unchanged; an empty one is refused), `exclude`
       (regex, '' = none), `strict` (bool, default True) and `which` ('best' | 'latest' for a
       workdir, default 'best').
+    model_config: the `config.model` of `params`; a mismatch error then also names the model
+      fields the checkpoint was made with that differ from it.
 
   Returns:
     (params, batch_stats, LoadReport).
@@ -264,10 +271,13 @@ def load_pretrained(params: Any, batch_stats: Any, init_config: Any
     raise InitCheckpointRequiredError(EMPTY_CHECKPOINT)
   if path == REQUIRED:
     check_init_from(init_config)
-  pretrained = load_variables(path, _get(init_config, 'which', 'best'))
+  which = _get(init_config, 'which', 'best')
+  item = resolve_checkpoint(path, which)
   merged, report = merge_variables({'params': params, 'batch_stats': batch_stats or {}},
-                                   pretrained, _get(init_config, 'exclude', ''))
+                                   _variables_of(item), _get(init_config, 'exclude', ''))
   report.checkpoint = path
+  if os.path.isdir(os.path.join(os.path.abspath(path), 'checkpoints')):
+    report.taken = f'its {which} checkpoint, step {os.path.basename(os.path.dirname(item))}'
   strict = bool(_get(init_config, 'strict', True))
   if not report.loaded:
     raise PretrainedMismatchError(
@@ -278,8 +288,35 @@ def load_pretrained(params: Any, batch_stats: Any, init_config: Any
     hint = ('exclude them with init_from.exclude (e.g. \'^head/\' for a classifier trained on '
             'other classes)' + ('' if not strict else ', or set init_from.strict=False to '
                                 'accept missing/unexpected tensors'))
-    raise PretrainedMismatchError(f'{report.summary()}\n{hint}.')
+    raise PretrainedMismatchError(f'{report.summary()}\n{hint}.'
+                                  + _model_differences(item, model_config))
   return merged['params'], merged['batch_stats'], report
+
+
+def _model_differences(item: str, model_config: Optional[Any]) -> str:
+  """'The checkpoint was made for another model: ...' lines (the converted checkpoint's
+  conversion.json or the training checkpoint's stored config against `model_config`), or ''."""
+  if model_config is None:
+    return ''
+  parent = os.path.dirname(item)
+  stored: Any = None
+  if os.path.basename(item) == VARIABLES_DIR:
+    stored = (conversion_info(parent) or {}).get('model')
+  elif os.path.basename(item) == checkpoints.ITEM_DIR:
+    try:
+      stored = json.loads(checkpoints.read_step_metadata(parent).get('config') or '{}')
+    except ValueError:
+      stored = None
+    stored = stored.get('model') if isinstance(stored, dict) else None
+  if not isinstance(stored, dict):
+    return ''
+  given = ml_collections.ConfigDict({'model': (model_config.to_dict() if hasattr(
+      model_config, 'to_dict') else dict(model_config))})
+  differences = checkpoints.config_differences(json.dumps({'model': stored}), given)
+  if not differences:
+    return ''
+  return ('\nThe checkpoint was made for another model config than the given one:\n  '
+          + '\n  '.join(differences))
 
 
 def conversion_info(path: str) -> Optional[Dict[str, Any]]:

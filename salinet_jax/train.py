@@ -102,7 +102,7 @@ def initialize_from(trainer: engine.Engine, state: engine.TrainState,
   the optimizer state and step start afresh.
   """
   params, batch_stats, report = pretrained.load_pretrained(state.params, state.batch_stats,
-                                                           init_config)
+                                                           init_config, trainer.config.model)
   # Tensors left fresh under init_from.strict=False are a warning: the user should see them.
   log = logging.info if report.ok else logging.warning
   log('Initialised from %s', report.summary())

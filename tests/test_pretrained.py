@@ -84,6 +84,32 @@ def test_a_mis_shaped_head_is_an_error_unless_excluded(k400_salinet):
                                  {'checkpoint': path, 'exclude': '', 'strict': strict})
 
 
+def test_a_width_mismatch_names_the_model_fields_the_checkpoint_was_made_for(tmp_path):
+  """A converted checkpoint records the model config it was converted for, a training checkpoint
+  its run's config: a model of another width gets every tensor mis-shaped, and the error says
+  which config field is why."""
+  config = k400_i3d_nl.get_config()
+  config.checkpoint.async_save = False
+  model = tiny_model(config, 7)
+  params, batch_stats = init(model, seed=3)
+  converted = pretrained.save_converted(str(tmp_path / 'i3d'),
+                                        {'params': params, 'batch_stats': batch_stats},
+                                        {'source': 'test', 'model': config.model.to_dict()})
+  store = checkpoints.CheckpointStore(str(tmp_path / 'run'), config.checkpoint)
+  store.save(1, {'step': jnp.asarray(1), 'params': params, 'batch_stats': batch_stats},
+             config=config)
+  store.close()
+  wider = k400_i3d_nl.get_config()
+  wider.model.update(dict(TINY, width=8))
+  fresh_params, fresh_stats = init(build_model(wider.model, 7), seed=4)
+  for path in (converted, str(tmp_path / 'run')):
+    with pytest.raises(pretrained.PretrainedMismatchError,
+                       match=r'(?s)mis-shaped.*another model config than the given one:\n'
+                             r'  model.width: stored 4, given 8$'):
+      pretrained.load_pretrained(fresh_params, fresh_stats,
+                                 {'checkpoint': path, 'which': 'latest'}, wider.model)
+
+
 def test_strict_fails_on_missing_modules_and_non_strict_keeps_them_fresh(tmp_path):
   """A plain NL-I3D checkpoint into SaliNet: the SSF/TSFP/fusion modules are missing."""
   i3d = tiny_model(k400_i3d_nl.get_config(), 7)
@@ -130,12 +156,17 @@ def test_training_checkpoints_load_from_the_workdir_and_step_dir(tmp_path):
   store.save(3, state, metrics={'val_top1': 0.5})
   store.close()
   fresh_params, fresh_stats = init(model, seed=7)
+  summaries = []
   for source in (str(tmp_path), str(tmp_path / 'checkpoints' / '3')):
     got, got_stats, report = pretrained.load_pretrained(
         fresh_params, fresh_stats, {'checkpoint': source, 'exclude': '', 'strict': True,
                                     'which': 'latest'})
     assert report.ok
     np.testing.assert_array_equal(got['head']['fc']['kernel'], params['head']['fc']['kernel'])
+    summaries.append(report.summary())
+  # The log line says which step a workdir gave; a step directory names itself.
+  assert summaries[0].startswith(f'init_from {tmp_path} (its latest checkpoint, step 3): loaded')
+  assert summaries[1].startswith(f'init_from {tmp_path}/checkpoints/3: loaded')
 
 
 def test_values_take_the_dtype_and_sharding_of_the_fresh_variables(k400_salinet):
