@@ -169,10 +169,13 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
       if config.init_from.checkpoint != pretrained.FROM_SCRATCH:
         state = initialize_from(trainer, state, config.init_from)
     start_step = int(state.step)
+    # The run's config from here on: a resumed run's init_from stays the one its weights started
+    # from, in config.json and in every checkpoint it saves.
+    if step is not None:
+      trainer.config = checkpoints.with_stored_init_from(config,
+                                                         store.metadata(step).get('config'))
     # Only now: a config the checkpoint refused must not replace the one it was trained with.
-    as_run = (checkpoints.with_stored_init_from(config, store.metadata(step).get('config'))
-              if step is not None else config)
-    logging.info('Config written to %s.', workdir_lib.write_config(workdir, as_run))
+    logging.info('Config written to %s.', workdir_lib.write_config(workdir, trainer.config))
     logging.info('%s; %d train steps of %d clips.', _model_summary(trainer, state, writer),
                  trainer.total_steps, config.batch_size)
     results: Dict[str, Any] = {}

@@ -15,6 +15,7 @@ import jax
 import pytest
 
 from data import records
+from salinet_jax import checkpoints
 from salinet_jax import engine
 from salinet_jax import train
 from tests.conftest import REPO_ROOT
@@ -132,6 +133,9 @@ def test_resume_with_changed_settings_names_them(trained_workdir, tiny_data_dir,
   written = json.loads((workdir / 'config.json').read_text())
   assert written['optimizer']['base_learning_rate'] == 0.7
   assert written['init_from']['checkpoint'] == 'none', written['init_from']
+  # and so does the checkpoint the resumed run saves.
+  saved = json.loads(checkpoints.read_step_metadata(str(workdir / 'checkpoints' / '3'))['config'])
+  assert saved['init_from']['checkpoint'] == 'none', saved['init_from']
 
 
 def test_resume_on_records_of_other_classes_is_refused(trained_workdir, tiny_data_dir, tmp_path):
