@@ -29,6 +29,7 @@ from salinet_jax import optim
 from salinet_jax import parallel
 from salinet_jax import precise_bn
 from salinet_jax.models import layers
+from salinet_jax.models import s2dnet
 
 
 @flax.struct.dataclass
@@ -249,6 +250,9 @@ class Engine:
     self.tx, self.schedule = optim.create_optimizer(
         opt_config, abstract['params'], self.total_steps, config.batch_size,
         steps_per_epoch, config.num_epochs)
+    if train_videos is not None and config.model.name == 's2dnet':
+      s2dnet.check_stage_recipe(config.model.stage, optim.frozen_names(
+          abstract['params'], opt_config.frozen), opt_config.frozen)
     replicated = parallel.replicated(self.mesh)
     # Initialisation runs once and is mostly random-number generation: compiled without XLA's
     # backend optimisations it compiles several times faster and gives the same values.

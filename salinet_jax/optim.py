@@ -162,11 +162,17 @@ def factors_from_rules(params: Any, rules: Sequence[Tuple[str, float]], unmatche
   return flax.traverse_util.unflatten_dict(factors)
 
 
+def frozen_names(params: Any, pattern: str) -> Dict[str, bool]:
+  """{qualified name: whether `pattern` freezes it} ('' freezes nothing)."""
+  regex = re.compile(pattern) if pattern else None
+  return {name: bool(regex and regex.search(name)) for name in qualified_names(params).values()}
+
+
 def frozen_mask(params: Any, pattern: str) -> Any:
   """True for parameters whose qualified name matches `pattern` ('' freezes nothing)."""
-  regex = re.compile(pattern) if pattern else None
+  frozen = frozen_names(params, pattern)
   return flax.traverse_util.unflatten_dict(
-      {path: bool(regex and regex.search(name)) for path, name in qualified_names(params).items()})
+      {path: frozen[name] for path, name in qualified_names(params).items()})
 
 
 def scale_by_multipliers(multipliers: Any) -> optax.GradientTransformation:

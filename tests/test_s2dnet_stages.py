@@ -4,8 +4,11 @@ import flax
 import jax
 import ml_collections
 import numpy as np
+import pytest
 
 from salinet_jax import checkpoints
+from salinet_jax import engine
+from salinet_jax import errors
 from salinet_jax import train
 
 
@@ -54,3 +57,16 @@ def test_warmup_freezes_f_theta_and_sampling_starts_from_warmup(s2dnet_stage_run
   assert evaluated['num_videos'] == 7 and 0 <= evaluated['snet_top1'] <= 1
   pictures = list((out / 'visualizations_val').iterdir())
   assert len(pictures) == 2 and all(p.stat().st_size > 1000 for p in pictures)
+
+
+def test_a_stage_with_the_other_stages_recipe_is_refused(s2dnet_stage_runs):
+  """--config.model.stage=sampling on the warm-up's config file trained everything but the
+  sampler, whose weights stayed at their initialisation, without a word (and the reverse)."""
+  for recipe, stage, problem in (('warmup', 'sampling', 'freezes the sampler f_theta'),
+                                 ('sampling', 'warmup', 'leaves the sampler f_theta trainable')):
+    config = ml_collections.ConfigDict(s2dnet_stage_runs[recipe][0].to_dict())
+    config.model.stage = stage
+    with pytest.raises(errors.ConfigError, match=rf"config.model.stage='{stage}' but "
+                       rf'config.optimizer.frozen=.* {problem}.*--config=FILE.py:STAGE'):
+      train.training_engine(config)
+    engine.Engine(config, ['a', 'b'])  # evaluating never steps the optimizer: no objection

@@ -46,6 +46,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from salinet_jax import errors
 from salinet_jax.models import layers
 from salinet_jax.models import mobilenet_v2
 from salinet_jax.models import resnet2d
@@ -53,6 +54,7 @@ from salinet_jax.models import sampler as sampler_lib
 from salinet_jax.models import tsm
 
 STAGES = ('warmup', 'sampling')
+SAMPLER = 'f_theta'  # the learned sampler's module: frozen in the warm-up, trained when sampling
 SYNOPSIS_TYPES = ('multi_hot', 'prob')
 # Trunk channels of f_theta's 1x1x1 conv under each fix of the reference's size bug.
 F_THETA_FIX_CHANNELS = {'A': 64, 'B': 4}
@@ -359,3 +361,22 @@ class S2DNet(nn.Module):
     }
     aux.update(sampler_lib.sampler_aux(info))
     return logits, aux
+
+
+def check_stage_recipe(stage: str, frozen_by_name: Dict[str, bool], frozen_pattern: str) -> None:
+  """Refuses a stage trained with the other stage's recipe, as `--config.model.stage` on the
+  other stage's config file gives: a sampling stage with the warm-up's frozen sampler would
+  train everything but f_theta, whose values stay at their initialisation, without a word."""
+  sampler = [frozen for name, frozen in frozen_by_name.items()
+             if name.split(':', 1)[-1].startswith(SAMPLER + '/')]
+  if stage == 'sampling' and any(sampler):
+    problem = 'freezes the sampler f_theta, which the sampling stage trains'
+  elif stage == 'warmup' and sampler and not all(sampler):
+    problem = 'leaves the sampler f_theta trainable, which the warm-up freezes'
+  else:
+    return
+  raise errors.ConfigError(
+      f'config.model.stage={stage!r} but config.optimizer.frozen={frozen_pattern!r} {problem}: '
+      'the config is the other stage\'s recipe. Choose the stage with --config=FILE.py:STAGE, '
+      'which sets its whole recipe (learning rate, frozen parameters, init_from), not with '
+      '--config.model.stage.')
