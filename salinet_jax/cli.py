@@ -7,7 +7,10 @@ traceback, because it is a bug to report.
 """
 
 import contextlib
+import os
 import sys
+import threading
+import time
 from typing import Iterator, List
 
 from absl import flags
@@ -55,4 +58,25 @@ def user_errors_in_one_line() -> Iterator[None]:
   except (errors.UserError, data_errors.DataError) as e:
     logging.get_absl_handler().flush()
     print(f'error: {e}', file=sys.stderr)
-    sys.exit(1)
+    exit_even_if_threads_hang(1)
+
+
+# How long an ending process waits for its other threads before leaving them behind.
+THREAD_GRACE_S = 5.0
+
+
+def exit_even_if_threads_hang(status: int) -> None:
+  """sys.exit(status), unless threads that will never finish would keep the process alive: after
+  a failed checkpoint save, orbax's save threads wait for signals that never come, and a job
+  whose error line is printed would hold its machine until the scheduler's time limit. Other
+  threads get `THREAD_GRACE_S` to finish; then the process ends without waiting for them."""
+  deadline = time.monotonic() + THREAD_GRACE_S
+  others = [t for t in threading.enumerate()
+            if t is not threading.current_thread() and not t.daemon]
+  for thread in others:
+    thread.join(max(0.0, deadline - time.monotonic()))
+  if any(thread.is_alive() for thread in others):
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)  # pylint: disable=protected-access
+  sys.exit(status)

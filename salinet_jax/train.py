@@ -134,6 +134,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     pretrained.check_init_from(config.init_from)
   workdir_lib.check_writable(workdir, 'checkpoints and logs',
                              'Pass a --workdir you can write to.')
+  # Its checkpoints folder too: otherwise the run would train until its first save fails.
+  workdir_lib.check_writable(checkpoints.checkpoint_dir(workdir), 'checkpoints',
+                             'Pass a --workdir you can write to.')
   with workdir_lib.WorkdirLock(workdir):
     log_path = console.log_to_file(workdir)
     try:

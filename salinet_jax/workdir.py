@@ -135,6 +135,9 @@ def check_writable(directory: str, what: str, hint: str = '') -> str:
   Raises NotWritableError naming the directory, the reason and `hint`.
   """
   directory = os.path.abspath(directory)
+  if os.path.exists(directory) and not os.path.isdir(directory):
+    raise NotWritableError(f'Cannot write {what} to {directory}: it is a file, not a directory.'
+                           + (f' {hint}' if hint else ''))
   probe = os.path.join(directory, f'.write_test_{os.getpid()}')
   try:
     os.makedirs(directory, exist_ok=True)

@@ -202,6 +202,29 @@ def test_read_only_workdir_evaluates_into_output_dir_or_says_so(trained_workdir,
     undo()
 
 
+def test_unwritable_checkpoints_folder_or_a_file_as_workdir_fail_before_training(
+    tiny_data_dir, tmp_path):
+  """A checkpoints folder that refuses files trained until the first save, whose failure then
+  left orbax's threads waiting forever (the process never exited); a file as --workdir got
+  'File exists'."""
+  workdir = tmp_path / 'run'
+  (workdir / 'checkpoints').mkdir(parents=True)
+  undo = _make_read_only(workdir / 'checkpoints')
+  try:
+    start = time.monotonic()
+    line = _one_error_line(_main('--config=configs/demo.py', f'--workdir={workdir}',
+                                 *_tiny_overrides(tiny_data_dir), '--config.num_train_steps=4'))
+    assert f'Cannot write checkpoints to {workdir}/checkpoints' in line, line
+    assert time.monotonic() - start < 120
+  finally:
+    undo()
+  afile = tmp_path / 'afile'
+  afile.write_text('not a workdir')
+  line = _one_error_line(_main('--config=configs/demo.py', f'--workdir={afile}',
+                               *_tiny_overrides(tiny_data_dir), '--config.num_train_steps=4'))
+  assert f'Cannot write checkpoints and logs to {afile}: it is a file, not a directory.' in line
+
+
 def _corrupt_shard(directory, pattern, truncate):
   shard = sorted(p for p in os.listdir(directory) if pattern in p)[0]
   path = os.path.join(directory, shard)

@@ -139,3 +139,22 @@ def test_trim_frees_released_heap_pages_on_glibc():
   blocks = [bytearray(64 * 1024) for _ in range(4096)]  # 256 MiB of heap (below mmap size)
   del blocks[::2]
   assert host_malloc.trim() is True
+
+
+_USER_ERROR_BESIDE_A_HUNG_THREAD = '''
+import threading, time
+from salinet_jax import cli, errors
+threading.Thread(target=time.sleep, args=(600,)).start()  # like orbax's threads after a failed save
+with cli.user_errors_in_one_line():
+  raise errors.UserError('Saving checkpoint step 4 failed: Operation not permitted.')
+'''
+
+
+def test_a_user_error_ends_the_process_even_if_another_thread_never_finishes():
+  """After a failed save orbax's threads wait for signals that never come: the process printed
+  its error line and then never exited (a job holding its machine until the time limit)."""
+  proc = subprocess.run([sys.executable, '-c', _USER_ERROR_BESIDE_A_HUNG_THREAD], cwd=REPO_ROOT,
+                        env=subprocess_env(0), capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 1, proc.stderr[-3000:]
+  assert proc.stderr.strip().splitlines()[-1] == (
+      'error: Saving checkpoint step 4 failed: Operation not permitted.')
