@@ -12,6 +12,7 @@ import datetime
 import json
 import os
 import socket
+import uuid
 from typing import Any, Dict, Optional
 
 import jax
@@ -74,30 +75,72 @@ class WorkdirLock:
     if jax.process_index() != 0:
       return self
     os.makedirs(os.path.dirname(self.path), exist_ok=True)
-    holder = self._holder()
-    for _ in range(2):
-      try:
-        fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-      except FileExistsError:
-        existing = self._read()
-        if existing is None or self._is_stale(existing):
-          logging.warning('Taking over the stale lock %s of %s.', self.path,
-                          _describe(existing) if existing else 'an unreadable holder')
-          os.remove(self.path)
-          continue
-        raise WorkdirBusyError(
-            f'Workdir {os.path.dirname(self.path)} is in use by another trainer '
-            f'({_describe(existing)}): stop it first, or train in another --workdir.') from None
-      with os.fdopen(fd, 'w') as f:
-        json.dump(holder, f)
-      self._held = True
-      return self
+    for _ in range(3):
+      if self._create():
+        self._held = True
+        return self
+      existing = self._read()
+      if existing is None or self._is_stale(existing):
+        self._take_over(existing)
+        continue
+      advice = ('' if existing.get('host') == socket.gethostname() else
+                f' If it no longer runs (e.g. a job requeued on another machine), delete '
+                f'{self.path}.')
+      raise WorkdirBusyError(
+          f'Workdir {os.path.dirname(self.path)} is in use by another trainer '
+          f'({_describe(existing)}): stop it first, or train in another --workdir.{advice}')
     raise WorkdirBusyError(f'Could not take the lock {self.path}: another trainer keeps taking '
                            'it.')
 
-  def _read(self) -> Optional[Dict[str, Any]]:
+  def _create(self) -> bool:
+    """Creates the lock file with this process as its holder in one step (False if it exists).
+
+    The holder is written to a private file first and linked into place: a lock file created
+    empty and filled afterwards looked unreadable, hence stale, to a second trainer started at
+    the same moment, and both trained.
+    """
+    private = f'{self.path}.{os.getpid()}.{uuid.uuid4().hex}'
+    with open(private, 'w') as f:
+      json.dump(self._holder(), f)
     try:
-      with open(self.path) as f:
+      os.link(private, self.path)
+      return True
+    except FileExistsError:
+      return False
+    except OSError:  # a filesystem without hard links: create it exclusively, then fill it
+      try:
+        fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+      except FileExistsError:
+        return False
+      with os.fdopen(fd, 'w') as f:
+        json.dump(self._holder(), f)
+      return True
+    finally:
+      os.remove(private)
+
+  def _take_over(self, stale: Optional[Dict[str, Any]]) -> None:
+    """Removes the stale lock `stale`, unless another trainer replaced it meanwhile: the lock is
+    moved aside first and put back if it is no longer the one judged stale."""
+    aside = f'{self.path}.stale.{os.getpid()}.{uuid.uuid4().hex}'
+    try:
+      os.rename(self.path, aside)
+    except FileNotFoundError:
+      return  # another trainer removed it first; try again
+    moved = self._read(aside)
+    if moved != stale:
+      try:
+        os.link(aside, self.path)
+      except FileExistsError:
+        pass
+      os.remove(aside)
+      return
+    logging.warning('Taking over the stale lock %s of %s.', self.path,
+                    _describe(stale) if stale else 'an unreadable holder')
+    os.remove(aside)
+
+  def _read(self, path: Optional[str] = None) -> Optional[Dict[str, Any]]:
+    try:
+      with open(path or self.path) as f:
         return json.load(f)
     except (OSError, ValueError):
       return None

@@ -111,3 +111,45 @@ def test_a_log_txt_that_cannot_be_written_is_reported_once_and_never_raises(tmp_
     console.close_log_file()
   reports = [line for line in capfd.readouterr().err.splitlines() if 'Cannot write' in line]
   assert len(reports) == 1 and 'No space left on device' in reports[0], reports
+
+
+def _race_for_the_lock(workdir, trials, barrier, results):
+  """One of two trainers starting at the same moment, `trials` times."""
+  for _ in range(trials):
+    barrier.wait()
+    lock = workdir_lib.WorkdirLock(workdir)
+    try:
+      lock.acquire()
+      results.put(1)
+    except workdir_lib.WorkdirBusyError:
+      results.put(0)
+    barrier.wait()  # both have tried
+    lock.release()
+    barrier.wait()  # the lock is gone before the next trial
+
+
+def test_two_trainers_starting_at_once_never_both_hold_the_lock(tmp_path):
+  """The lock file was created empty and filled afterwards: a trainer reading it in between took
+  it for a stale lock and took it over, and both trained (51 of 100 trials, forked processes)."""
+  import multiprocessing  # pylint: disable=g-import-not-at-top
+  context = multiprocessing.get_context('spawn')
+  trials = 25
+  barrier, results = context.Barrier(2), context.Queue()
+  workers = [context.Process(target=_race_for_the_lock,
+                             args=(str(tmp_path), trials, barrier, results)) for _ in range(2)]
+  for worker in workers:
+    worker.start()
+  held = [results.get(timeout=300) for _ in range(2 * trials)]
+  for worker in workers:
+    worker.join(60)
+  assert sum(held) == trials, held  # exactly one holder per trial
+  assert not os.listdir(tmp_path)  # no lock and no private or moved-aside files left
+
+
+def test_a_lock_of_another_machine_says_how_to_clear_it(tmp_path):
+  path = tmp_path / workdir_lib.LOCK_FILE
+  path.write_text(json.dumps({'host': 'node17', 'pid': 12345, 'started': '2026-12-01T08:00:00'}))
+  with pytest.raises(workdir_lib.WorkdirBusyError,
+                     match=r'\(host node17, .*If it no longer runs \(e.g. a job requeued on '
+                           rf'another machine\), delete {re.escape(str(path))}\.$'):
+    workdir_lib.WorkdirLock(str(tmp_path)).acquire()
