@@ -188,6 +188,38 @@ def remat_compiler_options(remat: str) -> Optional[Dict[str, str]]:
   return None
 
 
+# Config fields that count something (clips, frames, pixels, steps): 0 or less cannot work, and
+# failed deep inside the run (a division by zero, an empty tensor) or, for a negative batch,
+# after training had started.
+_COUNTS = ('batch_size', 'eval_batch_size', 'data.num_frames', 'data.frame_stride',
+           'data.crop_size', 'data.eval_short_side', 'data.eval_crop_size',
+           'data.eval_num_clips', 'data.eval_num_crops', 'model.width')
+_TRAINING_COUNTS = ('log_every_steps', 'eval_every_steps', 'checkpoint_every_steps')
+# Rates that a sign error turns into a silently different run (a negative learning rate ascends
+# the loss).
+_RATES = ('optimizer.base_learning_rate', 'optimizer.weight_decay')
+
+
+def check_counts_and_rates(config, training: bool) -> None:
+  """Fails before any work on a count below 1 or a negative rate, naming the field."""
+  def value(field):
+    node = config
+    for part in field.split('.'):
+      if not isinstance(node, (dict, ml_collections.ConfigDict)) or part not in node:
+        return None
+      node = node[part]
+    return node
+
+  for field in _COUNTS + (_TRAINING_COUNTS if training else ()):
+    got = value(field)
+    if got is not None and not isinstance(got, bool) and got <= 0:
+      raise errors.ConfigError(f'config.{field} must be positive, got {got}.')
+  for field in _RATES if training else ():
+    got = value(field)
+    if got is not None and got < 0:
+      raise errors.ConfigError(f'config.{field} must not be negative, got {got}.')
+
+
 def check_batch_sizes(config, devices: int) -> None:
   """Fails before any work when a batch cannot be split over the devices (or micro-batches)."""
   parallel.check_batch_size(config.batch_size, devices, 'config.batch_size')
@@ -232,6 +264,7 @@ class Engine:
     if not self.classes:
       raise errors.ConfigError('The model needs at least one class name.')
     self.mesh = parallel.create_mesh()
+    check_counts_and_rates(config, training=train_videos is not None)
     check_batch_sizes(config, self.mesh.size)
     if config.dtype == 'float16':
       raise errors.ConfigError(

@@ -2,6 +2,7 @@
 
 import functools
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -11,13 +12,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from salinet_jax import checkpoints
 from salinet_jax import engine
+from salinet_jax import errors
 from salinet_jax import losses
 from salinet_jax import train
 from salinet_jax.models import layers
 from tests.conftest import REPO_ROOT
+from tests.conftest import tiny_config
 from tests.conftest import subprocess_env
 from tests.test_main import _tiny_overrides
 
@@ -118,7 +122,6 @@ def test_sigterm_saves_current_step_and_exits_as_unfinished(tiny_data_dir, tmp_p
 
 
 def train_config_for(data_dir):
-  from tests.conftest import tiny_config  # pylint: disable=g-import-not-at-top
   return tiny_config(data_dir)
 
 
@@ -188,3 +191,31 @@ def test_restoring_only_the_variables_hands_the_optimizer_state_memory_back(tmp_
   assert result['optimizer_mib'] > 40  # SGD momentum: as large as the parameters
   # Alone 56-63 MiB are handed back; under a loaded machine as little as 32 was seen.
   assert result['released_mib'] > 0.25 * result['optimizer_mib'], result
+
+
+@pytest.mark.parametrize('field, value, message', [
+    ('batch_size', 0, 'config.batch_size must be positive, got 0.'),
+    ('batch_size', -8, 'config.batch_size must be positive, got -8.'),
+    ('eval_batch_size', 0, 'config.eval_batch_size must be positive, got 0.'),
+    ('log_every_steps', 0, 'config.log_every_steps must be positive, got 0.'),
+    ('checkpoint_every_steps', 0, 'config.checkpoint_every_steps must be positive, got 0.'),
+    ('data.num_frames', 0, 'config.data.num_frames must be positive, got 0.'),
+    ('data.crop_size', 0, 'config.data.crop_size must be positive, got 0.'),
+    ('data.eval_num_clips', 0, 'config.data.eval_num_clips must be positive, got 0.'),
+    ('model.width', 0, 'config.model.width must be positive, got 0.'),
+    ('optimizer.base_learning_rate', -0.1,
+     'config.optimizer.base_learning_rate must not be negative, got -0.1.'),
+])
+def test_counts_below_one_and_negative_rates_are_config_errors(tiny_data_dir, field, value,
+                                                               message):
+  """Each of these ended in a ZeroDivisionError or an XLA shape error deep in the run (a zero
+  eval batch after all the training steps), or, for a negative learning rate, trained uphill
+  without a word."""
+  config = tiny_config(str(tiny_data_dir))
+  node = config
+  *parents, leaf = field.split('.')
+  for part in parents:
+    node = node[part]
+  node[leaf] = value
+  with pytest.raises(errors.ConfigError, match=re.escape(message)):
+    train.training_engine(config)
