@@ -79,20 +79,14 @@ def _workdir_step_dir(workdir: str, which: str) -> str:
       keep_last=1, keep_best=True, best_metric='val_top1', best_mode='max', async_save=False))
   store = checkpoints.CheckpointStore(workdir, ckpt_config, read_only=True)
   try:
-    if not store.steps():
-      raise checkpoints.NoCheckpointError(
-          f'Pretrained checkpoint {workdir} is a workdir without checkpoints yet: train it first '
-          'or point config.init_from.checkpoint elsewhere.')
-    return store.step_dir(store.select_step(which))
+    return store.step_dir(store.select_step(which))  # check_location saw checkpoints there
   finally:
     store.close()
 
 
-def resolve_checkpoint(path: str, which: str = 'best') -> str:
-  """The orbax item directory behind a converted dir, a workdir or a (step) checkpoint dir.
-
-  Training checkpoints are verified against their recorded checksums first.
-  """
+def check_location(path: str) -> str:
+  """The absolute `path`, if it can be a pretrained checkpoint: an existing directory, and for a
+  workdir one with checkpoints (its contents are checked when loaded)."""
   path = os.path.abspath(path)
   if os.path.isfile(path):
     raise checkpoints.NoCheckpointError(
@@ -101,6 +95,20 @@ def resolve_checkpoint(path: str, which: str = 'best') -> str:
         '--output=DIR) and pass DIR.')
   if not os.path.isdir(path):
     raise checkpoints.NoCheckpointError(f'Pretrained checkpoint {path} does not exist.')
+  if (os.path.isdir(os.path.join(path, 'checkpoints'))
+      and not checkpoints.has_checkpoints(path)):
+    raise checkpoints.NoCheckpointError(
+        f'Pretrained checkpoint {path} is a workdir without checkpoints yet: train it first '
+        'or point config.init_from.checkpoint elsewhere.')
+  return path
+
+
+def resolve_checkpoint(path: str, which: str = 'best') -> str:
+  """The orbax item directory behind a converted dir, a workdir or a (step) checkpoint dir.
+
+  Training checkpoints are verified against their recorded checksums first.
+  """
+  path = check_location(path)
   if os.path.isdir(os.path.join(path, 'checkpoints')):
     path = _workdir_step_dir(path, which)
   for item in (os.path.join(path, VARIABLES_DIR), os.path.join(path, checkpoints.ITEM_DIR), path):
@@ -169,7 +177,8 @@ class InitCheckpointRequiredError(errors.UserError):
 def check_init_from(init_config) -> None:
   """Fails, before any work, when the recipe needs a checkpoint that was not given, when the
   checkpoint is empty (an unset shell variable would otherwise train from scratch without a
-  word: from scratch is `none`), or when `which` or `exclude` cannot work."""
+  word: from scratch is `none`), or when `which` or `exclude` cannot work, or the checkpoint
+  is not there (before a workdir is made for a run that cannot start)."""
   if init_config.which not in WHICH:
     raise errors.ConfigError(f'config.init_from.which must be one of {WHICH}, got '
                              f'{init_config.which!r}.')
@@ -180,7 +189,10 @@ def check_init_from(init_config) -> None:
                              f'({init_config.exclude!r}: {e}).') from e
   if not init_config.checkpoint.strip():
     raise InitCheckpointRequiredError(EMPTY_CHECKPOINT)
+  if init_config.checkpoint == FROM_SCRATCH:
+    return
   if init_config.checkpoint != REQUIRED:
+    check_location(init_config.checkpoint)
     return
   command = init_config.convert_command
   raise InitCheckpointRequiredError(

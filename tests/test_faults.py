@@ -225,6 +225,18 @@ def test_unwritable_checkpoints_folder_or_a_file_as_workdir_fail_before_training
   assert f'Cannot write checkpoints and logs to {afile}: it is a file, not a directory.' in line
 
 
+def test_a_missing_init_from_checkpoint_fails_before_the_workdir_is_made(tiny_data_dir,
+                                                                        tmp_path):
+  """It failed after the workdir, its lock, log, TensorBoard hparams and a fresh model were made,
+  leaving a workdir behind for a run that could not start."""
+  workdir, missing = tmp_path / 'run', tmp_path / 'no_such_warmup'
+  line = _one_error_line(_main('--config=configs/demo.py', f'--workdir={workdir}',
+                               *_tiny_overrides(tiny_data_dir),
+                               f'--config.init_from.checkpoint={missing}'))
+  assert line == f'error: Pretrained checkpoint {missing} does not exist.'
+  assert not workdir.exists()
+
+
 def _corrupt_shard(directory, pattern, truncate):
   shard = sorted(p for p in os.listdir(directory) if pattern in p)[0]
   path = os.path.join(directory, shard)
