@@ -275,8 +275,10 @@ class CheckpointStore:
     write_checksums(os.path.join(self.directory, f'{self._pending_step}{_TMP_SUFFIX}'))
 
   def save(self, step: int, state: Any, *, metrics: Optional[Dict[str, float]] = None,
-           config: Any = None, classes: Optional[Sequence[str]] = None) -> None:
-    """Saves `state` at `step` with its validation `metrics`, the config and the class names.
+           config: Any = None, classes: Optional[Sequence[str]] = None,
+           total_steps: Optional[int] = None) -> None:
+    """Saves `state` at `step` with its validation `metrics`, the config, the class names and
+    the run's length in steps (whether the step finished its run).
 
     Raises NonFiniteStateError (nothing written) when the state holds NaN or Inf, and
     CheckpointSaveError when writing fails.
@@ -295,6 +297,8 @@ class CheckpointStore:
       metadata['config'] = config.to_json()
     if classes is not None:
       metadata['classes'] = list(classes)
+    if total_steps is not None:
+      metadata['total_steps'] = int(total_steps)
     # Orbax finishes the previous save before starting this one anyway; waiting here first keeps
     # `_pending_step` naming the step whose commit callback runs next.
     self.wait()

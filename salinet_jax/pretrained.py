@@ -37,6 +37,7 @@ import jax
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
 
 from salinet_jax import checkpoints
 from salinet_jax import errors
@@ -290,6 +291,8 @@ def load_pretrained(params: Any, batch_stats: Any, init_config: Any,
   report.checkpoint = path
   if os.path.isdir(os.path.join(os.path.abspath(path), 'checkpoints')):
     report.taken = f'its {which} checkpoint, step {os.path.basename(os.path.dirname(item))}'
+  if os.path.basename(item) == checkpoints.ITEM_DIR:
+    _warn_if_unfinished(os.path.dirname(item))
   strict = bool(_get(init_config, 'strict', True))
   if not report.loaded:
     raise PretrainedMismatchError(
@@ -303,6 +306,22 @@ def load_pretrained(params: Any, batch_stats: Any, init_config: Any,
     raise PretrainedMismatchError(f'{report.summary()}\n{hint}.'
                                   + _model_differences(item, model_config))
   return merged['params'], merged['batch_stats'], report
+
+
+def _warn_if_unfinished(step_dir: str) -> None:
+  """A warning when a training checkpoint is not its run's last step (e.g. a warm-up stopped
+  by a preemption and never resumed): the next stage would start from it without a word."""
+  metadata = checkpoints.read_step_metadata(step_dir)
+  step, total = metadata.get('step'), metadata.get('total_steps')
+  if total is None:  # saved before the run's length was recorded: its config's, if in steps
+    try:
+      total = json.loads(metadata.get('config') or '{}').get('num_train_steps')
+    except (AttributeError, ValueError):
+      total = None
+  if isinstance(step, int) and isinstance(total, int) and 0 < total and step < total:
+    logging.warning('init_from %s is step %d of a run of %d steps, which has not finished: '
+                    'resume that run first if the next stage should start from its end.',
+                    step_dir, step, total)
 
 
 def _model_differences(item: str, model_config: Optional[Any]) -> str:

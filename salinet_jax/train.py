@@ -358,7 +358,8 @@ def _run_steps(trainer, state, start_step, store, writer, train_iter, rng, progr
                                   if k in ('top1', 'top5') + evaluate_lib.EXTRA_METRICS})
       logging.info('eval %s @ step %d: %s', split, step, evaluate_lib.summary_line(eval_results))
       metric = ({'val_top1': eval_results['top1']} if 'top1' in eval_results else None)
-      store.save(step, state, metrics=metric, config=config, classes=trainer.classes)
+      store.save(step, state, metrics=metric, config=config, classes=trainer.classes,
+                 total_steps=trainer.total_steps)
     elif step % config.checkpoint_every_steps == 0 or stop:
       _check_finite_loss(float(metrics['loss']), step, store)
       if not bool(trainer.outputs_finite(state, batch)):
@@ -368,7 +369,8 @@ def _run_steps(trainer, state, start_step, store, writer, train_iter, rng, progr
             + (f'The last good checkpoint is step {latest} in {store.directory}; '
                if latest is not None else 'No checkpoint was saved; ')
             + 'lower the learning rate or check the input data.')
-      store.save(step, state, config=config, classes=trainer.classes)
+      store.save(step, state, config=config, classes=trainer.classes,
+                 total_steps=trainer.total_steps)
     progress.pause(time.monotonic() - paused)
     if stop:
       store.wait()

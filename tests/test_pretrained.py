@@ -248,3 +248,29 @@ def test_init_from_settings_that_cannot_work_fail_before_any_work(field, value, 
   init_config.checkpoint = 'none'
   if field == 'checkpoint':
     pretrained.check_init_from(init_config)  # from scratch, said so explicitly
+
+
+def test_an_unfinished_run_as_init_from_is_a_warning(tmp_path, caplog):
+  """A warm-up preempted at step 5 of 10 and never resumed: the sampling stage started from its
+  half-trained weights with an INFO line only."""
+  model = tiny_model(k400_i3d_nl.get_config(), 4)
+  params, batch_stats = init(model, seed=6)
+  config = k400_i3d_nl.get_config()
+  config.checkpoint.async_save = False
+  state = {'step': jnp.asarray(5), 'params': params, 'batch_stats': batch_stats}
+  store = checkpoints.CheckpointStore(str(tmp_path), config.checkpoint)
+  store.save(5, state, total_steps=10)
+  store.close()
+  init_config = {'checkpoint': str(tmp_path), 'which': 'latest'}
+  with caplog.at_level('WARNING'):
+    pretrained.load_pretrained(*init(model, seed=7), init_config)
+  assert [r.getMessage() for r in caplog.records if r.getMessage().startswith('init_from')] == [
+      f'init_from {tmp_path}/checkpoints/5 is step 5 of a run of 10 steps, which has not '
+      'finished: resume that run first if the next stage should start from its end.']
+  caplog.clear()
+  store = checkpoints.CheckpointStore(str(tmp_path), config.checkpoint)
+  store.save(10, dict(state, step=jnp.asarray(10)), total_steps=10)
+  store.close()
+  with caplog.at_level('WARNING'):
+    pretrained.load_pretrained(*init(model, seed=7), init_config)
+  assert not [r for r in caplog.records if r.getMessage().startswith('init_from')]
