@@ -621,7 +621,8 @@ _TENSORSTORE_FILE_FAILURE = re.compile(r'^[A-Z_]+: Error (?:reading|writing|open
 # Those of them that say the files themselves are damaged; a denied permission, a full disk or a
 # timeout says nothing about the checkpoint, so it keeps its traceback.
 _TENSORSTORE_DAMAGE = re.compile(
-    r'^(?:OUT_OF_RANGE|DATA_LOSS|NOT_FOUND): Error (?:reading|opening|decoding).*$', re.M)
+    r'^(?:(?:OUT_OF_RANGE|DATA_LOSS|NOT_FOUND): Error (?:reading|opening|decoding).*|'
+    r'FAILED_PRECONDITION: Error reading .*(?:decompress|[Cc]orrupt).*)$', re.M)
 _ORBAX_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(ocp.__file__))) + os.sep
 
 
@@ -646,7 +647,9 @@ def _damage(error: BaseException, item_dir: str) -> Optional[str]:
     found = _TENSORSTORE_DAMAGE.search(str(cause))
     if found:
       return found.group(0).rstrip('.')
-    cause = cause.__cause__
+    # orbax re-raises TensorStore's error while handling it (e.g. 'Encountered error while
+    # reading array index'), so the damage may only be in the context.
+    cause = cause.__cause__ or cause.__context__
   return None
 
 

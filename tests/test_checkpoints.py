@@ -185,6 +185,26 @@ def test_an_unverified_step_that_cannot_be_read_is_corrupt(damage, tmp_path, ckp
   assert [str(u.exc_value) for u in reported] == ['something else']
 
 
+def test_an_unverified_step_whose_compressed_array_is_garbled_is_corrupt(tmp_path, ckpt_config):
+  """Garbled bytes inside a compressed array (a step without checksums to verify): TensorStore's
+  'ZSTD_decompressStream() failed: ...' reached the user as a 160-line traceback (orbax re-raises
+  it while handling it) instead of a corrupt step."""
+  state = _state(1.0, 262144)  # compresses (unlike noise) into one data file of about 5 KB
+  state['params']['w'] = jnp.tile(jnp.arange(4096.0) % 97, 64) + jnp.repeat(jnp.arange(64.0), 4096)
+  store = checkpoints.CheckpointStore(str(tmp_path), ckpt_config)
+  store.save(1, state)
+  os.remove(os.path.join(store.step_dir(1), checkpoints.CHECKSUMS_FILE))
+  data = os.path.join(store.step_dir(1), checkpoints.ITEM_DIR, 'ocdbt.process_0', 'd')
+  for name in os.listdir(data):
+    _corrupt(os.path.join(data, name), offset=os.path.getsize(os.path.join(data, name)) // 2)
+  with pytest.raises(checkpoints.CorruptCheckpointError,
+                     match=r'/1 is corrupt: FAILED_PRECONDITION: Error reading "params\.w/0".*'
+                           r'ZSTD_decompressStream\(\) failed'):
+    checkpoints.restore_from_path(store.step_dir(1), _state(0.0, 262144))
+  store.close()
+  _wait_for_abandoned_reads()
+
+
 def test_a_read_error_that_is_not_damage_keeps_its_traceback(tmp_path, ckpt_config,
                                                              monkeypatch):
   """A denied permission (or a full disk, a timeout) says nothing about the step: no 'corrupt',
