@@ -94,6 +94,14 @@ def require_checkpoint(workdir: str, which: str) -> None:
   'latest') finds no checkpoint in `workdir`, e.g. a misspelt --workdir, or when `which` is a
   path that is not a checkpoint step directory."""
   if which not in ('best', 'latest'):
+    if os.sep not in which and not os.path.exists(which):  # a misspelt word or a bare step
+      folder = checkpoint_dir(workdir)
+      steps = (sorted(int(name) for name in os.listdir(folder) if name.isdigit())
+               if os.path.isdir(folder) else [])
+      example = f' (e.g. {os.path.join(folder, str(steps[-1]))})' if steps else ''
+      raise errors.ConfigError(
+          f"config.eval.checkpoint must be 'best', 'latest' or the path of a checkpoint step "
+          f'directory{example}, got {which!r}. Steps in {folder}: {steps or "none"}.')
     step_dir_of(which)
   elif not has_checkpoints(workdir):
     raise NoCheckpointError(f'No checkpoint in {checkpoint_dir(workdir)}: train first (or pass '

@@ -14,6 +14,7 @@ import pytest
 
 from configs import base
 from salinet_jax import checkpoints
+from salinet_jax import errors
 
 
 def _state(value: float, width: int = 3):
@@ -331,6 +332,13 @@ def test_explicit_path_and_missing_checkpoints(tmp_path, ckpt_config):
                        match=rf'{folder} is not a checkpoint step directory .* such as '
                        rf'{step_dir}, or best / latest'):
       checkpoints.restore_from_path(folder, _state(0))
+  # A misspelt 'best' or a bare step number was taken for a relative path that does not exist.
+  for which in ('bset', '7'):
+    with pytest.raises(errors.ConfigError,
+                       match=rf"^config.eval.checkpoint must be 'best', 'latest' or the path of a "
+                       rf"checkpoint step directory \(e.g. {step_dir}\), got '{which}'. Steps in "
+                       rf'.*: \[7\].$'):
+      checkpoints.require_checkpoint(str(tmp_path), which)
 
 
 def test_restoring_another_optimizer_state_names_the_config_fields(tmp_path, ckpt_config):
