@@ -329,7 +329,10 @@ class Engine:
       store = checkpoints.CheckpointStore(workdir, self.config.checkpoint, read_only=True)
       try:
         step = store.select_step(which)
-        return store.restore(step, target, self.config), f'{which} (step {step})'
+        # 'best' of a workdir where no step was evaluated falls back to the latest: say so.
+        chosen = ('best: none evaluated, so the latest' if which == 'best'
+                  and store.manager.best_step() is None else which)
+        return store.restore(step, target, self.config), f'{chosen} (step {step})'
       finally:
         store.close()
     return checkpoints.restore_from_path(which, target, self.config), which

@@ -219,3 +219,18 @@ def test_counts_below_one_and_negative_rates_are_config_errors(tiny_data_dir, fi
   node[leaf] = value
   with pytest.raises(errors.ConfigError, match=re.escape(message)):
     train.training_engine(config)
+
+
+def test_best_of_a_workdir_where_no_step_was_evaluated_says_it_is_the_latest(tiny_data_dir,
+                                                                            tmp_path):
+  """A run stopped before its first evaluation: eval reported 'best (step 11)', a step that was
+  never compared with any other."""
+  config = tiny_config(str(tiny_data_dir))
+  trainer = train.training_engine(config)
+  store = checkpoints.CheckpointStore(str(tmp_path), config.checkpoint)
+  store.save(1, trainer.fresh_state())
+  store.wait()
+  assert trainer.restore(str(tmp_path), 'best')[1] == 'best: none evaluated, so the latest (step 1)'
+  store.save(2, trainer.fresh_state(), metrics={'val_top1': 0.5})
+  store.close()
+  assert trainer.restore(str(tmp_path), 'best')[1] == 'best (step 2)'
