@@ -300,12 +300,26 @@ def load_pretrained(params: Any, batch_stats: Any, init_config: Any,
         'Check the checkpoint, init_from.exclude and the model config (or pass '
         'init_from.checkpoint=none to train from scratch).')
   if report.mis_shaped or (strict and not report.ok):
-    hint = ('exclude them with init_from.exclude (e.g. \'^head/\' for a classifier trained on '
-            'other classes)' + ('' if not strict else ', or set init_from.strict=False to '
-                                'accept missing/unexpected tensors'))
-    raise PretrainedMismatchError(f'{report.summary()}\n{hint}.'
+    raise PretrainedMismatchError(f'{report.summary()}\n{_mismatch_hint(report, strict)}.'
                                   + _model_differences(item, model_config))
   return merged['params'], merged['batch_stats'], report
+
+
+def _mismatch_hint(report: LoadReport, strict: bool) -> str:
+  """What to do about a report's problems: mis-shaped tensors only go with init_from.exclude
+  (for a few modules, e.g. a classifier trained on other classes, the regex of those modules);
+  missing or unexpected ones also with init_from.strict=False."""
+  hints = []
+  if report.mis_shaped:
+    modules = sorted({entry.split(':')[1].rsplit('/', 1)[0] for entry in report.mis_shaped})
+    example = (f" (here '^({'|'.join(modules)})/')" if len(modules) <= 3 else
+               " (e.g. '^head/' for a classifier trained on other classes)")
+    hints.append(f'mis-shaped tensors must be excluded with init_from.exclude{example}, or the '
+                 'model config must match the checkpoint')
+  if strict and (report.missing or report.unexpected):
+    hints.append('missing or unexpected tensors are accepted with init_from.strict=False '
+                 '(missing ones keep their fresh values), or can be excluded likewise')
+  return '; '.join(hints)
 
 
 def _warn_if_unfinished(step_dir: str) -> None:

@@ -78,8 +78,12 @@ def test_a_mis_shaped_head_is_an_error_unless_excluded(k400_salinet):
   model = tiny_model(ucf101_salinet.get_config('1'), 3)
   fresh_params, fresh_stats = init(model, seed=2)
   for strict in (True, False):
+    # The hint names the mis-shaped modules (S2DNet's classifier is dnet/fc, not head/) and
+    # not strict=False, which does not accept mis-shaped tensors.
     with pytest.raises(pretrained.PretrainedMismatchError, match=r"(?s)mis-shaped.*head/fc/kernel"
-                       r".*checkpoint \(128, 7\), model \(128, 3\).*'\^head/'"):
+                       r".*checkpoint \(128, 7\), model \(128, 3\).*\nmis-shaped tensors must be "
+                       r"excluded with init_from.exclude \(here '\^\(head/fc\)/'\), or the model "
+                       r'config must match the checkpoint\.$'):
       pretrained.load_pretrained(fresh_params, fresh_stats,
                                  {'checkpoint': path, 'exclude': '', 'strict': strict})
 
