@@ -108,6 +108,14 @@ def log_to_file(workdir: str) -> str:
   return path
 
 
+def error_to_log_file(message: str) -> None:
+  """Writes `message` as an error line to log.txt alone: the command line prints the error that
+  ends a run on the console itself (salinet_jax/cli.py), and log.txt should end with it too."""
+  if _file_handler is not None:
+    _file_handler.handle(logging.get_absl_logger().makeRecord(
+        'absl', std_logging.ERROR, __file__, 0, message, None, None))
+
+
 def close_log_file() -> None:
   global _file_handler
   if _file_handler is not None:

@@ -25,6 +25,7 @@ from absl import logging
 from clu import metric_writers
 from clu import periodic_actions
 
+from data import errors as data_errors
 from data import pipeline
 from data import records
 from salinet_jax import checkpoints
@@ -142,6 +143,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     try:
       logging.info('This log also goes to %s.', log_path)
       return _train(config, workdir)
+    except (errors.UserError, data_errors.DataError) as e:
+      console.error_to_log_file(str(e))
+      raise
     finally:
       console.close_log_file()
 

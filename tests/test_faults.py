@@ -153,6 +153,9 @@ def test_resume_on_records_of_other_classes_is_refused(trained_workdir, tiny_dat
   assert re.search(r'Checkpoint step 2 in \S+ was trained on 4 classes \(moving_right, .*\) but '
                    rf"split 'train' in {data} has 4 \(other_moving_right, ", line), line
   assert 'Resuming checkpoint step' not in proc.stderr  # refused before a word on resuming it
+  # log.txt ends with the error too (it ended with the line before it).
+  last = (workdir / 'log.txt').read_text().strip().splitlines()[-1]
+  assert re.fullmatch(r'\d\d:\d\d:\d\d error: ' + re.escape(line[len('error: '):]), last), last
 
 
 def test_resume_with_another_optimizer_names_the_config_fields(trained_workdir, tiny_data_dir,
