@@ -8,6 +8,7 @@ traceback, because it is a bug to report.
 
 import contextlib
 import os
+import re
 import sys
 import threading
 import time
@@ -43,10 +44,20 @@ def parse_flags(argv: List[str]) -> List[str]:
     print(f'error: --config: {reason}', file=sys.stderr)
     sys.exit(2)
   except (AttributeError, KeyError) as e:  # ml_collections: no such field in the config
-    message = (str(e.args[0] if e.args else e).strip('\'"').replace('\\n', ' ')
-               .replace('\n', ' ').replace("\\'", "'"))
-    print(f'error: unknown config field in the command line: {message}', file=sys.stderr)
+    print(f'error: {_unknown_field(str(e.args[0] if e.args else e), argv)}', file=sys.stderr)
     sys.exit(2)
+
+
+def _unknown_field(message: str, argv: List[str]) -> str:
+  """'unknown config field --config.data.numframes (did you mean "num_frames"?)' from
+  ml_collections' "'numframes' Did you mean ..." (which names the last component only)."""
+  name = re.match(r"""[\s'"\\]*(\w+)""", message)
+  suggestion = re.search(r'Did you mean "([^"]+)"', message)
+  flags_given = [arg.split('=', 1)[0] for arg in argv if arg.startswith('--config.')]
+  field = next((flag for flag in flags_given if name and name.group(1) in
+                flag[len('--config.'):].split('.')), None)
+  return (f'unknown config field {field or (name.group(1) if name else message)} in the command '
+          'line' + (f' (did you mean "{suggestion.group(1)}"?)' if suggestion else '') + '.')
 
 
 @contextlib.contextmanager
