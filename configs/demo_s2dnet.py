@@ -35,6 +35,7 @@ def get_config(stage: str = 'warmup') -> ml_collections.ConfigDict:
   config.init_from.exclude = ''
   if stage == 'warmup':
     config.init_from.checkpoint = 'none'  # a demo: no pretrained backbones
+    config.init_from.source = config.init_from.convert_command = ''
   else:
     config.init_from.checkpoint = '/tmp/s2dnet_demo_warmup'
   config.batch_size = 16
