@@ -37,9 +37,6 @@ from salinet_jax import predict
 from salinet_jax import train
 
 FLAGS = flags.FLAGS
-# The exit status of a run stopped by SIGTERM after saving its step, as a shell reports a
-# process the signal killed.
-PREEMPTED_EXIT_STATUS = 128 + signal.SIGTERM
 config_flags.DEFINE_config_file('config', None, 'Experiment config file.', lock_config=True)
 flags.DEFINE_string('workdir', None, 'Where checkpoints, metrics and eval results go.')
 flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'predict', 'features'],
@@ -92,9 +89,13 @@ def run(config) -> None:
   else:
     results = train.evaluate(config, FLAGS.workdir, FLAGS.split, FLAGS.output_dir)
   if 'preempted_at_step' in results:
-    logging.warning('Stopped by SIGTERM after saving step %d; exit status %d (unfinished run).',
-                    results['preempted_at_step'], PREEMPTED_EXIT_STATUS)
-    sys.exit(PREEMPTED_EXIT_STATUS)
+    # 128 + the signal, as a shell reports a process the signal killed: never 0.
+    stopped_by = results['stopped_by']
+    status = 128 + signal.Signals[stopped_by]
+    logging.warning('Stopped by %s after saving step %d; exit status %d (unfinished run).',
+                    stopped_by + (' (Ctrl-C)' if stopped_by == 'SIGINT' else ''),
+                    results['preempted_at_step'], status)
+    sys.exit(status)
   if results and jax.process_index() == 0:
     split, step = results['split'], results['step']
     if 'top1' in results:

@@ -46,31 +46,44 @@ class NonFiniteLossError(errors.UserError):
 
 
 class PreemptionWatcher:
-  """Turns SIGTERM (preemption, `kill`, SLURM time-out) into a save-and-exit at a step boundary.
+  """Turns SIGTERM (preemption, `kill`, SLURM time-out) into a save-and-exit at a step boundary,
+  and on a single process the first Ctrl-C (SIGINT) too: a second Ctrl-C interrupts at once,
+  without saving.
 
-  On several processes JAX's coordination service makes every process agree on the step.
+  On several processes JAX's coordination service makes every process agree on the step (a
+  Ctrl-C reaches one process only, so it interrupts as Python does).
   """
 
   def __init__(self):
-    self._requested = False
-    self._previous = None
+    self.received: Optional[str] = None  # the name of the signal that asked to stop
+    self._previous = {}
     if threading.current_thread() is threading.main_thread():
-      self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+      self._previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._on_signal)
+      if jax.process_count() == 1:
+        self._previous[signal.SIGINT] = signal.signal(signal.SIGINT, self._on_signal)
 
-  def _on_sigterm(self, signum, frame):
-    del signum, frame
-    logging.warning('SIGTERM received: saving a checkpoint at the end of this step and exiting.')
-    self._requested = True
+  def _on_signal(self, signum, frame):
+    del frame
+    name = signal.Signals(signum).name
+    if signum == signal.SIGINT:  # the next Ctrl-C interrupts as usual
+      signal.signal(signal.SIGINT, self._previous.pop(signal.SIGINT))
+      logging.warning('Ctrl-C received: saving a checkpoint at the end of this step and exiting '
+                      '(Ctrl-C again stops at once, without saving).')
+    else:
+      logging.warning('%s received: saving a checkpoint at the end of this step and exiting.',
+                      name)
+    self.received = self.received or name
 
   def should_stop(self, step: int) -> bool:
     if jax.process_count() > 1:
       from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-      return bool(multihost_utils.reached_preemption_sync_point(step)) or self._requested
-    return self._requested
+      return bool(multihost_utils.reached_preemption_sync_point(step)) or bool(self.received)
+    return bool(self.received)
 
   def close(self) -> None:
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
+    for signum, previous in self._previous.items():
+      signal.signal(signum, previous)
+    self._previous = {}
 
 
 def _with_memory_advice(error: Exception, config) -> Exception:
@@ -130,7 +143,7 @@ def _metric_writer(workdir: str):
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
   """Trains `config` in `workdir` (resuming if it has checkpoints); returns the last eval results
-  (or {'preempted_at_step': step} after a SIGTERM)."""
+  (or {'preempted_at_step': step, 'stopped_by': 'SIGTERM' | 'SIGINT'} after either)."""
   if not checkpoints.has_checkpoints(workdir):  # a resumed run does not initialise again
     pretrained.check_init_from(config.init_from)
   workdir_lib.check_writable(workdir, 'checkpoints and logs',
@@ -380,7 +393,7 @@ def _run_steps(trainer, state, start_step, store, writer, train_iter, rng, progr
       store.wait()
       logging.warning('Preempted: saved checkpoint step %d in %s; rerun the same command to '
                       'resume.', step, store.directory)
-      return {'preempted_at_step': step}
+      return {'preempted_at_step': step, 'stopped_by': preemption.received or 'SIGTERM'}
   return eval_results
 
 

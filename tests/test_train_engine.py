@@ -89,9 +89,15 @@ def test_fresh_state_drops_its_compiled_initialisation(config):
   assert jax.tree.structure(trainer.abstract_state()) == jax.tree.structure(first)
 
 
-def test_sigterm_saves_current_step_and_exits_as_unfinished(tiny_data_dir, tmp_path):
+@pytest.mark.parametrize('signum, status, said', [
+    (signal.SIGTERM, 143, 'Stopped by SIGTERM after saving step'),
+    (signal.SIGINT, 130, 'Stopped by SIGINT (Ctrl-C) after saving step')])
+def test_sigterm_or_ctrl_c_saves_current_step_and_exits_as_unfinished(tiny_data_dir, tmp_path,
+                                                                     signum, status, said):
   """SIGTERM saves the step and exits with status 143, not 0: a script (`train && eval`) or a
-  scheduler that reruns failed jobs must not take the stopped run for a finished one."""
+  scheduler that reruns failed jobs must not take the stopped run for a finished one. A Ctrl-C
+  printed a 60-line KeyboardInterrupt traceback and saved nothing; now it stops as SIGTERM does
+  (status 130)."""
   workdir = tmp_path / 'run'
   env = subprocess_env()
   args = [sys.executable, 'main.py', '--config=configs/demo.py', f'--workdir={workdir}',
@@ -103,11 +109,12 @@ def test_sigterm_saves_current_step_and_exits_as_unfinished(tiny_data_dir, tmp_p
   for line in proc.stderr:
     log.append(line)
     if 'step 3/100000' in line:
-      proc.send_signal(signal.SIGTERM)
+      proc.send_signal(signum)
       break
   _, rest = proc.communicate(timeout=300)
   log.append(rest)
-  assert proc.returncode == 143, ''.join(log)[-4000:]
+  assert proc.returncode == status, ''.join(log)[-4000:]
+  assert said in ''.join(log) and 'Traceback' not in ''.join(log), ''.join(log)[-4000:]
   store = checkpoints.CheckpointStore(str(workdir), train_config_for(tiny_data_dir).checkpoint,
                                      read_only=True)
   steps = store.steps()
