@@ -132,6 +132,18 @@ def write_checksums(step_dir: str) -> None:
   os.replace(path + '.tmp', path)
 
 
+def metadata_problem(step_dir: str) -> Optional[str]:
+  """'<file> is unreadable (...)' when the step's metadata file exists but is not JSON."""
+  metadata = os.path.join(step_dir, STEP_METADATA_FILE)
+  if os.path.exists(metadata):
+    try:
+      with open(metadata) as f:
+        json.load(f)
+    except (OSError, ValueError) as e:
+      return f'{metadata} is unreadable ({e})'
+  return None
+
+
 def verify_step_dir(step_dir: str) -> Tuple[bool, str]:
   """(intact, problem) of a committed step directory.
 
@@ -139,13 +151,9 @@ def verify_step_dir(step_dir: str) -> Tuple[bool, str]:
   checksum, or a step metadata file (config, classes) that is not JSON. A step written before
   checksums existed is (True, 'unverified: ...').
   """
-  metadata = os.path.join(step_dir, STEP_METADATA_FILE)
-  if os.path.exists(metadata):
-    try:
-      with open(metadata) as f:
-        json.load(f)
-    except (OSError, ValueError) as e:
-      return False, f'{metadata} is unreadable ({e})'
+  problem = metadata_problem(step_dir)
+  if problem:
+    return False, problem
   path = os.path.join(step_dir, CHECKSUMS_FILE)
   if not os.path.exists(path):
     return True, f'unverified: {CHECKSUMS_FILE} is missing (written by an older version)'

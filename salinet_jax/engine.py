@@ -364,6 +364,9 @@ def checkpoint_classes(workdir: str, config) -> Tuple[str, ...]:
   else:
     where = checkpoints.step_dir_of(which)
     metadata = checkpoints.read_step_metadata(where)
+  problem = checkpoints.metadata_problem(where)
+  if problem:  # not a checkpoint from before class names were saved: a damaged one
+    raise checkpoints.CorruptCheckpointError(f'Checkpoint {where} is corrupt: {problem}.')
   classes = metadata.get('classes')
   if not classes:
     raise checkpoints.CheckpointError(

@@ -413,7 +413,7 @@ def evaluation_engine(config: ml_collections.ConfigDict, workdir: str,
   info = pipeline.split_info(config.dataset, split)
   try:
     classes = engine.checkpoint_classes(workdir, config)
-  except checkpoints.NoCheckpointError:
+  except (checkpoints.NoCheckpointError, checkpoints.CorruptCheckpointError):
     raise
   except checkpoints.CheckpointError as e:
     logging.warning('%s Using the class names of the records instead.', e)

@@ -229,6 +229,20 @@ def test_unwritable_checkpoints_folder_or_a_file_as_workdir_fail_before_training
   assert f'Cannot write checkpoints and logs to {afile}: it is a file, not a directory.' in line
 
 
+def test_eval_of_a_step_with_unreadable_metadata_says_only_that_it_is_corrupt(
+    trained_workdir, tiny_data_dir, tmp_path):
+  """A truncated _CHECKPOINT_METADATA first drew 'carries no class names (it was written before
+  they were saved) ... using the class names of the records', a wrong explanation."""
+  workdir = tmp_path / 'run'
+  shutil.copytree(trained_workdir, workdir)
+  (workdir / 'checkpoints' / '2' / checkpoints.STEP_METADATA_FILE).write_text('{"step": 2, "cu')
+  proc = _main('--config=configs/demo.py', f'--workdir={workdir}', *_tiny_overrides(tiny_data_dir),
+               '--mode=eval', '--config.eval.checkpoint=latest')
+  line = _one_error_line(proc)
+  assert 'checkpoints/2 is corrupt: ' in line and 'is unreadable' in line, line
+  assert 'class names' not in proc.stderr, proc.stderr[-3000:]
+
+
 def test_a_missing_init_from_checkpoint_fails_before_the_workdir_is_made(tiny_data_dir,
                                                                         tmp_path):
   """It failed after the workdir, its lock, log, TensorBoard hparams and a fresh model were made,
