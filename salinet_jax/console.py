@@ -52,7 +52,16 @@ class _DropNoise(std_logging.Filter):
     return not any(noise in message for noise in _NOISE)
 
 
+class _DropOrbaxErrors(std_logging.Filter):
+  """Console only: orbax's own error lines (a failed save logs three or four from its threads)
+  repeat what the project reports in its one error line; log.txt keeps them for diagnosis."""
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    return not ('/orbax/' in record.pathname and record.levelno >= std_logging.ERROR)
+
+
 _FILTERS = (_DropNoise(),)
+_CONSOLE_FILTERS = _FILTERS + (_DropOrbaxErrors(),)
 _file_handler: Optional[std_logging.Handler] = None
 
 
@@ -60,7 +69,7 @@ def setup() -> None:
   """Formats and filters the absl console handler (idempotent)."""
   handler = logging.get_absl_handler()
   handler.python_handler.setFormatter(_Format())
-  for log_filter in _FILTERS:
+  for log_filter in _CONSOLE_FILTERS:
     if log_filter not in handler.filters:
       handler.addFilter(log_filter)
   for name in _QUIET_LOGGERS:

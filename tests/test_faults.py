@@ -357,3 +357,5 @@ def test_disk_full_during_a_save_ends_the_run_naming_the_cause(tiny_data_dir, tm
                       rf'{small}/run/.*Newest intact checkpoint: step \d+ in {small}/run/\S+',
                       lines[-1]), lines[-1]
   assert 'Traceback' not in proc.stderr and len(lines) < 25, proc.stderr[-3000:]
+  # That line alone: orbax's three or four error lines about the same failure went first.
+  assert [line for line in lines if 'error' in line.lower()] == [lines[-1]], proc.stderr[-3000:]
