@@ -294,11 +294,12 @@ def load_pretrained(params: Any, batch_stats: Any, init_config: Any,
   if os.path.basename(item) == checkpoints.ITEM_DIR:
     _warn_if_unfinished(os.path.dirname(item))
   strict = bool(_get(init_config, 'strict', True))
-  if not report.loaded:
+  if not report.loaded:  # the reason first: the listing of every tensor follows
     raise PretrainedMismatchError(
-        f'{report.summary()}\nNothing of {path} was loaded: the model would start from scratch. '
-        'Check the checkpoint, init_from.exclude and the model config (or pass '
-        'init_from.checkpoint=none to train from scratch).')
+        f'Nothing of {path} was loaded: the model would start from scratch. Check the '
+        'checkpoint, init_from.exclude and the model config (or pass init_from.checkpoint=none '
+        'to train from scratch).' + _model_differences(item, model_config)
+        + f'\n{report.summary(limit=5)}')
   if report.mis_shaped or (strict and not report.ok):
     raise PretrainedMismatchError(f'{report.summary()}\n{_mismatch_hint(report, strict)}.'
                                   + _model_differences(item, model_config))

@@ -215,7 +215,7 @@ def test_a_checkpoint_that_loads_nothing_is_an_error_even_when_not_strict(k400_s
   path, _, _ = k400_salinet
   model = tiny_model(ucf101_salinet.get_config('1'), 7)
   fresh_params, fresh_stats = init(model, seed=2)
-  with pytest.raises(pretrained.PretrainedMismatchError, match=f'Nothing of {path} was loaded'):
+  with pytest.raises(pretrained.PretrainedMismatchError, match=f'^Nothing of {path} was loaded'):
     pretrained.load_pretrained(fresh_params, fresh_stats,
                                {'checkpoint': path, 'exclude': '.*', 'strict': False})
 
