@@ -70,6 +70,8 @@ class CorruptCheckpointError(CheckpointError):
 class CheckpointSaveError(CheckpointError):
   """Writing a checkpoint failed (disk full, directory gone, ...)."""
 
+  leaves_threads_hanging = True  # orbax's save threads wait for signals that never come
+
 
 class NonFiniteStateError(CheckpointError):
   """The train state holds NaN or Inf values: it is not saved."""
@@ -205,7 +207,7 @@ def _root_cause(error: BaseException) -> Tuple[str, Optional[str]]:
     seen.add(id(cause))
     if isinstance(cause, OSError) and cause.strerror:
       found = cause
-    cause = cause.__cause__ or cause.__context__
+    cause = cause.__cause__ or (None if cause.__suppress_context__ else cause.__context__)
   if found is not None:
     return found.strerror, found.filename
   text = str(error)

@@ -49,15 +49,22 @@ def parse_flags(argv: List[str]) -> List[str]:
 
 
 def _unknown_field(message: str, argv: List[str]) -> str:
-  """'unknown config field --config.data.numframes (did you mean "num_frames"?)' from
-  ml_collections' "'numframes' Did you mean ..." (which names the last component only)."""
-  name = re.match(r"""[\s'"\\]*(\w+)""", message)
+  """'unknown config field --config.data.numframes in the command line (did you mean
+  "num_frames"?).' from ml_collections' message, which names only the component it missed (the
+  override naming it is the flag, when one alone does) or the whole lookup path."""
+  message = ' '.join(message.replace('\\n', ' ').replace("\\'", "'").split()).strip('\'"')
+  lookup = re.search(r'Attempting to lookup: (\S+)', message)
+  name = re.match(r"""[\s'"]*(\w+)""", message)
+  overrides = [arg.split('=', 1)[0] for arg in argv if arg.startswith('--config.')]
+  naming = [flag for flag in overrides
+            if name and name.group(1) in flag[len('--config.'):].split('.')]
+  field = (f'--config.{lookup.group(1)}' if lookup else
+           naming[0] if len(naming) == 1 else None)
+  if field is None:
+    return f'unknown config field in the command line: {message}'
   suggestion = re.search(r'Did you mean "([^"]+)"', message)
-  flags_given = [arg.split('=', 1)[0] for arg in argv if arg.startswith('--config.')]
-  field = next((flag for flag in flags_given if name and name.group(1) in
-                flag[len('--config.'):].split('.')), None)
-  return (f'unknown config field {field or (name.group(1) if name else message)} in the command '
-          'line' + (f' (did you mean "{suggestion.group(1)}"?)' if suggestion else '') + '.')
+  return (f'unknown config field {field} in the command line'
+          + (f' (did you mean "{suggestion.group(1)}"?)' if suggestion else '') + '.')
 
 
 @contextlib.contextmanager
@@ -69,7 +76,9 @@ def user_errors_in_one_line() -> Iterator[None]:
   except (errors.UserError, data_errors.DataError) as e:
     logging.get_absl_handler().flush()
     print(f'error: {e}', file=sys.stderr)
-    exit_even_if_threads_hang(1)
+    if getattr(e, 'leaves_threads_hanging', False):
+      exit_even_if_threads_hang(1)
+    sys.exit(1)
 
 
 # How long an ending process waits for its other threads before leaving them behind.
@@ -80,7 +89,9 @@ def exit_even_if_threads_hang(status: int) -> None:
   """sys.exit(status), unless threads that will never finish would keep the process alive: after
   a failed checkpoint save, orbax's save threads wait for signals that never come, and a job
   whose error line is printed would hold its machine until the scheduler's time limit. Other
-  threads get `THREAD_GRACE_S` to finish; then the process ends without waiting for them."""
+  threads get `THREAD_GRACE_S` to finish; then the process ends without waiting for them (and
+  without atexit handlers). Only for errors that say they leave such threads: idle
+  non-daemon pool workers end only at interpreter shutdown."""
   deadline = time.monotonic() + THREAD_GRACE_S
   others = [t for t in threading.enumerate()
             if t is not threading.current_thread() and not t.daemon]

@@ -9,6 +9,10 @@ because it is a bug to report, not an input to correct.
 class UserError(Exception):
   """Bad input or a state of the workdir the user can correct; the message says how."""
 
+  # Whether the failure can leave library threads waiting forever (a failed checkpoint save):
+  # the command line then ends the process without waiting for them.
+  leaves_threads_hanging = False
+
 
 class ConfigError(UserError, ValueError):
   """A config value that cannot work (batch not divisible by devices, unknown dtype, ...)."""

@@ -302,7 +302,8 @@ def load_pretrained(params: Any, batch_stats: Any, init_config: Any,
         + f'\n{report.summary(limit=5)}')
   if report.mis_shaped or (strict and not report.ok):
     raise PretrainedMismatchError(f'{report.summary()}\n{_mismatch_hint(report, strict)}.'
-                                  + _model_differences(item, model_config))
+                                  + _model_differences(item, model_config,
+                                                       other_architecture=False))
   return merged['params'], merged['batch_stats'], report
 
 
@@ -313,7 +314,7 @@ def _mismatch_hint(report: LoadReport, strict: bool) -> str:
   hints = []
   if report.mis_shaped:
     modules = sorted({entry.split(':')[1].rsplit('/', 1)[0] for entry in report.mis_shaped})
-    example = (f" (here '^({'|'.join(modules)})/')" if len(modules) <= 3 else
+    example = (f" (here '^({'|'.join(modules)})(/|$)')" if len(modules) <= 3 else
                " (e.g. '^head/' for a classifier trained on other classes)")
     hints.append(f'mis-shaped tensors must be excluded with init_from.exclude{example}, or the '
                  'model config must match the checkpoint')
@@ -324,8 +325,9 @@ def _mismatch_hint(report: LoadReport, strict: bool) -> str:
 
 
 def _warn_if_unfinished(step_dir: str) -> None:
-  """A warning when a training checkpoint is not its run's last step (e.g. a warm-up stopped
-  by a preemption and never resumed): the next stage would start from it without a word."""
+  """A warning when a training checkpoint comes from a run that has not finished (e.g. a
+  warm-up stopped by a preemption and never resumed): the next stage would start from it
+  without a word. The best step of a finished run is not one."""
   metadata = checkpoints.read_step_metadata(step_dir)
   step, total = metadata.get('step'), metadata.get('total_steps')
   if total is None:  # saved before the run's length was recorded: its config's, if in steps
@@ -333,15 +335,20 @@ def _warn_if_unfinished(step_dir: str) -> None:
       total = json.loads(metadata.get('config') or '{}').get('num_train_steps')
     except (AttributeError, ValueError):
       total = None
-  if isinstance(step, int) and isinstance(total, int) and 0 < total and step < total:
+  folder = os.path.dirname(step_dir)  # the run's checkpoints: a finished run has its last step
+  newest = max((int(name) for name in os.listdir(folder) if name.isdigit()), default=step)
+  if isinstance(step, int) and isinstance(total, int) and 0 < total and newest < total:
     logging.warning('init_from %s is step %d of a run of %d steps, which has not finished: '
                     'resume that run first if the next stage should start from its end.',
                     step_dir, step, total)
 
 
-def _model_differences(item: str, model_config: Optional[Any]) -> str:
+def _model_differences(item: str, model_config: Optional[Any],
+                       other_architecture: bool = True) -> str:
   """'The checkpoint was made for another model: ...' lines (the converted checkpoint's
-  conversion.json or the training checkpoint's stored config against `model_config`), or ''."""
+  conversion.json or the training checkpoint's stored config against `model_config`), or ''.
+  A checkpoint of another architecture is named as such (unless `other_architecture` is off:
+  e.g. NL-I3D weights for SaliNet, where that is the recipe)."""
   if model_config is None:
     return ''
   parent = os.path.dirname(item)
@@ -356,8 +363,12 @@ def _model_differences(item: str, model_config: Optional[Any]) -> str:
     stored = stored.get('model') if isinstance(stored, dict) else None
   if not isinstance(stored, dict):
     return ''
-  given = ml_collections.ConfigDict({'model': (model_config.to_dict() if hasattr(
-      model_config, 'to_dict') else dict(model_config))})
+  given_dict = (model_config.to_dict() if hasattr(model_config, 'to_dict')
+                else dict(model_config))
+  if stored.get('name') != given_dict.get('name'):  # its fields differ by design
+    return (f"\nThe checkpoint was made for model.name {stored.get('name')!r}, the given model "
+            f"is {given_dict.get('name')!r}." if other_architecture else '')
+  given = ml_collections.ConfigDict({'model': given_dict})
   differences = checkpoints.config_differences(json.dumps({'model': stored}), given)
   if not differences:
     return ''

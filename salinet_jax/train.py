@@ -47,8 +47,8 @@ class NonFiniteLossError(errors.UserError):
 
 class PreemptionWatcher:
   """Turns SIGTERM (preemption, `kill`, SLURM time-out) into a save-and-exit at a step boundary,
-  and on a single process the first Ctrl-C (SIGINT) too: a second Ctrl-C interrupts at once,
-  without saving.
+  and on a single process the first Ctrl-C (SIGINT, where Python's default handler has it) too:
+  a second Ctrl-C interrupts at once, without saving.
 
   On several processes JAX's coordination service makes every process agree on the step (a
   Ctrl-C reaches one process only, so it interrupts as Python does).
@@ -59,7 +59,9 @@ class PreemptionWatcher:
     self._previous = {}
     if threading.current_thread() is threading.main_thread():
       self._previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._on_signal)
-      if jax.process_count() == 1:
+      # Not where SIGINT is ignored (a background job of a script) or handled by someone else.
+      if (jax.process_count() == 1
+          and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
         self._previous[signal.SIGINT] = signal.signal(signal.SIGINT, self._on_signal)
 
   def _on_signal(self, signum, frame):
@@ -81,7 +83,7 @@ class PreemptionWatcher:
     return bool(self.received)
 
   def close(self) -> None:
-    for signum, previous in self._previous.items():
+    for signum, previous in list(self._previous.items()):
       signal.signal(signum, previous)
     self._previous = {}
 

@@ -12,6 +12,7 @@ import datetime
 import json
 import os
 import socket
+import time
 import uuid
 from typing import Any, Dict, Optional
 
@@ -59,6 +60,11 @@ def _pid_running(pid: int, start_ticks: Optional[int]) -> bool:
   return current is None or current == start_ticks
 
 
+# How long a lock file may stay empty while its creator fills it in (filesystems without hard
+# links); an empty one older than that is stale.
+_FILLING_S = 10.0
+
+
 class WorkdirLock:
   """Exclusive right to train in one workdir (process 0 of a run holds it)."""
 
@@ -75,11 +81,14 @@ class WorkdirLock:
     if jax.process_index() != 0:
       return self
     os.makedirs(os.path.dirname(self.path), exist_ok=True)
-    for _ in range(3):
+    for _ in range(20):
       if self._create():
         self._held = True
         return self
       existing = self._read()
+      if existing is None and self._age_s() < _FILLING_S:
+        time.sleep(0.1)  # another trainer is filling it in (where locks cannot be linked)
+        continue
       if existing is None or self._is_stale(existing):
         self._take_over(existing)
         continue
@@ -107,7 +116,11 @@ class WorkdirLock:
       return True
     except FileExistsError:
       return False
-    except OSError:  # a filesystem without hard links: create it exclusively, then fill it
+    except OSError:
+      if os.stat(private).st_nlink == 2:  # NFS can report a link it made as failed
+        return True
+      # A filesystem without hard links: create it exclusively, then fill it in (a trainer
+      # finding it empty waits `_FILLING_S` before taking it for stale).
       try:
         fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
       except FileExistsError:
@@ -127,16 +140,27 @@ class WorkdirLock:
     except FileNotFoundError:
       return  # another trainer removed it first; try again
     moved = self._read(aside)
-    if moved != stale:
+    if moved != stale:  # another trainer's fresh lock: put it back
       try:
         os.link(aside, self.path)
+        os.remove(aside)
       except FileExistsError:
-        pass
-      os.remove(aside)
+        os.remove(aside)
+      except OSError:  # no hard links here
+        if not os.path.exists(self.path):
+          os.rename(aside, self.path)
+        else:
+          os.remove(aside)
       return
     logging.warning('Taking over the stale lock %s of %s.', self.path,
                     _describe(stale) if stale else 'an unreadable holder')
     os.remove(aside)
+
+  def _age_s(self) -> float:
+    try:
+      return time.time() - os.path.getmtime(self.path)
+    except OSError:
+      return 0.0
 
   def _read(self, path: Optional[str] = None) -> Optional[Dict[str, Any]]:
     try:
@@ -181,7 +205,7 @@ def check_writable(directory: str, what: str, hint: str = '') -> str:
   if os.path.exists(directory) and not os.path.isdir(directory):
     raise NotWritableError(f'Cannot write {what} to {directory}: it is a file, not a directory.'
                            + (f' {hint}' if hint else ''))
-  probe = os.path.join(directory, f'.write_test_{os.getpid()}')
+  probe = os.path.join(directory, f'.write_test_{socket.gethostname()}_{uuid.uuid4().hex}')
   try:
     os.makedirs(directory, exist_ok=True)
     with open(probe, 'w') as f:

@@ -143,10 +143,10 @@ def test_trim_frees_released_heap_pages_on_glibc():
 
 _USER_ERROR_BESIDE_A_HUNG_THREAD = '''
 import threading, time
-from salinet_jax import cli, errors
+from salinet_jax import checkpoints, cli
 threading.Thread(target=time.sleep, args=(600,)).start()  # like orbax's threads after a failed save
 with cli.user_errors_in_one_line():
-  raise errors.UserError('Saving checkpoint step 4 failed: Operation not permitted.')
+  raise checkpoints.CheckpointSaveError('Saving checkpoint step 4 failed: Operation not permitted.')
 '''
 
 

@@ -241,3 +241,21 @@ def test_best_of_a_workdir_where_no_step_was_evaluated_says_it_is_the_latest(tin
   store.save(2, trainer.fresh_state(), metrics={'val_top1': 0.5})
   store.close()
   assert trainer.restore(str(tmp_path), 'best')[1] == 'best (step 2)'
+
+
+def test_ctrl_c_is_taken_over_only_where_python_handles_it():
+  """A background job of a script starts with SIGINT ignored: a Ctrl-C aimed at the script must
+  not stop it (the watcher replaced the ignored handler with its own)."""
+  before = signal.getsignal(signal.SIGINT)
+  try:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    watcher = train.PreemptionWatcher()
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    watcher.close()
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    watcher = train.PreemptionWatcher()
+    assert signal.getsignal(signal.SIGINT) == watcher._on_signal  # pylint: disable=protected-access
+    watcher.close()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+  finally:
+    signal.signal(signal.SIGINT, before)
