@@ -32,7 +32,7 @@ import sys
 import time
 import traceback
 import warnings
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -198,16 +198,25 @@ _OS_ERROR_CODE = re.compile(r"os_error_code='?(\d+)")
 _QUOTED_PATH = re.compile(r'"(/[^"]+)"')
 
 
+def _chain(error: BaseException, past_suppressed: bool = True) -> Iterator[BaseException]:
+  """`error` and the errors it was raised from or while handling (`raise ... from None` ends
+  the chain unless `past_suppressed`)."""
+  seen, cause = set(), error
+  while cause is not None and id(cause) not in seen:
+    seen.add(id(cause))
+    yield cause
+    suppressed = cause.__suppress_context__ and not past_suppressed
+    cause = cause.__cause__ or (None if suppressed else cause.__context__)
+
+
 def _root_cause(error: BaseException) -> Tuple[str, Optional[str]]:
   """The innermost OS-level reason of a (chained) exception and the path it names, if any,
   e.g. ('No space left on device', PATH), also when it arrives as the text of a TensorStore
   error. A failed `write()` carries no path: then the path is None."""
-  seen, cause, found = set(), error, None
-  while cause is not None and id(cause) not in seen:
-    seen.add(id(cause))
+  found = None
+  for cause in _chain(error):
     if isinstance(cause, OSError) and cause.strerror:
       found = cause
-    cause = cause.__cause__ or (None if cause.__suppress_context__ else cause.__context__)
   if found is not None:
     return found.strerror, found.filename
   text = str(error)
@@ -657,17 +666,14 @@ def _damage(error: BaseException, item_dir: str) -> Optional[str]:
   """What in a restore error (or the errors it was raised from) says the files of `item_dir`
   are damaged: TensorStore's missing, truncated or undecodable file, or orbax metadata that is
   not JSON; None for any other error."""
-  seen, cause = set(), error
-  while cause is not None and id(cause) not in seen:
-    seen.add(id(cause))
+  # orbax re-raises TensorStore's error while handling it (e.g. 'Encountered error while
+  # reading array index'), so the damage may only be in the context.
+  for cause in _chain(error, past_suppressed=False):
     if isinstance(cause, (json.JSONDecodeError, UnicodeDecodeError)):
       return f'orbax metadata in {item_dir} is not JSON ({cause})'
     found = _TENSORSTORE_DAMAGE.search(str(cause))
     if found:
       return found.group(0).rstrip('.')
-    # orbax re-raises TensorStore's error while handling it (e.g. 'Encountered error while
-    # reading array index'), so the damage may only be in the context.
-    cause = cause.__cause__ or cause.__context__
   return None
 
 
