@@ -702,16 +702,23 @@ def _field(tree: Any, name: str) -> Any:
   return getattr(tree, name, None)
 
 
+# Config fields (prefixes) whose values decide the structure of the optimizer state.
+_OPTIMIZER_STATE_FIELDS = ('optimizer.', 'model.stage:')
+
+
 def _mismatch_error(what: str, mismatches: List[str], stored_config: Optional[str],
                     config: Any) -> CheckpointMismatchError:
   """The error for a checkpoint that does not fit: the parameters whose shapes differ (none:
   the parameters fit but the optimizer state has another structure) and the config fields."""
   shown = mismatches[:8] + ([f'... and {len(mismatches) - 8} more'] if len(mismatches) > 8 else [])
+  differences = config_differences(stored_config, config) if stored_config and config else []
+  # Those of them that build another optimizer state (S2DNet's stages freeze other parts): named on
+  # the first line, where 'optimizer' alone misleads an evaluation that never steps it.
+  shaping = [line for line in differences if line.startswith(_OPTIMIZER_STATE_FIELDS)][:3]
   message = (f'{what} does not fit the model of the given config: {len(mismatches)} '
              'parameter(s) differ:\n  ' + '\n  '.join(shown) if mismatches else
              f'{what} does not fit the optimizer of the given config: its optimizer state has '
-             'another structure.')
-  differences = config_differences(stored_config, config) if stored_config and config else []
+             'another structure' + (f' ({"; ".join(shaping)}).' if shaping else '.'))
   if differences:
     message += ('\nThe config stored with the checkpoint differs from the given one:\n  '
                 + '\n  '.join(differences))

@@ -70,3 +70,16 @@ def test_a_stage_with_the_other_stages_recipe_is_refused(s2dnet_stage_runs):
                        rf'config.optimizer.frozen=.* {problem}.*--config=FILE.py:STAGE'):
       train.training_engine(config)
     engine.Engine(config, ['a', 'b'])  # evaluating never steps the optimizer: no objection
+
+
+def test_evaluating_a_stage_with_the_other_stages_config_names_the_stage(s2dnet_stage_runs,
+                                                                         tmp_path):
+  """The warm-up's config on the sampling stage's workdir is refused (the forward differs by
+  stage); the first line said only that the optimizer state has another structure."""
+  config = ml_collections.ConfigDict(s2dnet_stage_runs['warmup'][0].to_dict())
+  config.eval.checkpoint = 'latest'
+  with pytest.raises(checkpoints.CheckpointMismatchError) as refused:
+    train.evaluate(config, s2dnet_stage_runs['sampling'][1], output_dir=str(tmp_path / 'eval'))
+  first_line = str(refused.value).splitlines()[0]
+  assert "(model.stage: stored 'sampling', given 'warmup'; optimizer.frozen: stored " in first_line
+  assert not (tmp_path / 'eval' / 'eval_val.json').exists()
