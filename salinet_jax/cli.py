@@ -70,7 +70,8 @@ def _unknown_field(message: str, argv: List[str]) -> str:
 @contextlib.contextmanager
 def user_errors_in_one_line() -> Iterator[None]:
   """Inside it, a UserError or DataError ends the process with `error: <message>` (status 1),
-  after the log lines written before it."""
+  after the log lines written before it, and a Ctrl-C that reaches it with one line (status
+  130, 128 + SIGINT)."""
   try:
     yield
   except (errors.UserError, data_errors.DataError) as e:
@@ -79,6 +80,11 @@ def user_errors_in_one_line() -> Iterator[None]:
     if getattr(e, 'leaves_threads_hanging', False):
       exit_even_if_threads_hang(1)
     sys.exit(1)
+  except KeyboardInterrupt as e:  # asked for, not a bug: one line, and the status a shell gives
+    logging.get_absl_handler().flush()
+    print(f'Interrupted by Ctrl-C{": " + str(e) if str(e) else "."} Exit status 130.',
+          file=sys.stderr)
+    sys.exit(130)
 
 
 # How long an ending process waits for its other threads before leaving them behind.

@@ -21,3 +21,8 @@ class ConfigError(UserError, ValueError):
 class ConversionError(UserError, ValueError):
   """A checkpoint that cannot be converted as asked: missing, unreadable, unsafe to unpickle, for
   another model than the config builds, or PyTorch missing to read it."""
+
+
+class Interrupted(KeyboardInterrupt):
+  """A Ctrl-C that ended a command before it finished, carrying what the user should know
+  (what was saved, where the traceback of where it stopped went)."""

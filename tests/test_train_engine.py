@@ -259,3 +259,29 @@ def test_ctrl_c_is_taken_over_only_where_python_handles_it():
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
   finally:
     signal.signal(signal.SIGINT, before)
+
+
+def test_ctrl_c_before_the_training_loop_ends_in_one_line(tiny_data_dir, tmp_path):
+  """A Ctrl-C while the model is initialised (before the loop takes Ctrl-C over to save) printed
+  a KeyboardInterrupt traceback; now one line on the console, the traceback in log.txt."""
+  workdir = tmp_path / 'run'
+  proc = subprocess.Popen(
+      [sys.executable, 'main.py', '--config=configs/demo.py', f'--workdir={workdir}',
+       *_tiny_overrides(tiny_data_dir)], cwd=REPO_ROOT, env=subprocess_env(),
+      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  log = []
+  for line in proc.stderr:
+    log.append(line)
+    if 'Initialising the model' in line:
+      proc.send_signal(signal.SIGINT)
+      break
+  _, rest = proc.communicate(timeout=300)
+  console = ''.join(log) + rest
+  assert proc.returncode == 130, console[-4000:]
+  assert 'Traceback' not in console, console[-4000:]
+  assert console.strip().splitlines()[-1] == (
+      'Interrupted by Ctrl-C: nothing was saved on the way out; the same command resumes from '
+      f'the newest checkpoint, if any (the traceback of where it stopped is in '
+      f'{workdir}/log.txt). Exit status 130.')
+  assert 'KeyboardInterrupt' in (workdir / 'log.txt').read_text()
+  assert not list((workdir / 'checkpoints').glob('[0-9]*'))
