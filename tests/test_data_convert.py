@@ -8,15 +8,22 @@ import os
 import pathlib
 import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 from PIL import Image
 
+import data
 from data import convert
 from data import datasets
 from data import records
 from data import video_io
+from tests.conftest import REPO_ROOT
+from tests.conftest import subprocess_env
 
 TESTDATA = pathlib.Path(__file__).resolve().parents[1].parent / 'shared' / 'testdata'
 FIGHT = TESTDATA / 'real_clips' / 'fight_surv'
@@ -278,7 +285,6 @@ def test_avi_b_frames_are_timed_by_decoder_order_and_the_records_say_so(native_r
                     'needs it (the project itself never does)')
 def test_independent_decode_equals_ffmpeg_passthrough():
   """The test's reference decode is what ffmpeg writes with -vsync passthrough, bit for bit."""
-  import subprocess  # pylint: disable=g-import-not-at-top
   for name in sorted(GOOD_FIXTURES):
     truth = np.stack(_independent_decode(CODEC / name))
     raw = subprocess.run(['ffmpeg', '-v', 'error', '-noautorotate', '-i', str(CODEC / name),
@@ -388,6 +394,40 @@ def test_second_run_skips_finished_shards_and_rewrites_a_lost_one(fight_subset, 
   after = {p: os.stat(p).st_mtime_ns for p in shards}
   assert os.path.exists(shards[0])
   assert [p for p in shards if after[p] != before.get(p)] == [shards[0]]
+
+
+def test_ctrl_c_keeps_finished_shards_in_one_line_and_the_same_command_resumes(tmp_path):
+  """A Ctrl-C (to the whole process group, as a terminal sends it) printed a KeyboardInterrupt
+  traceback; the console also began with TensorFlow's start-up notices (the converter's command
+  did not quiet TensorFlow as the others do)."""
+  videos = tmp_path / 'videos'
+  for label in ('fight', 'noFight'):
+    (videos / label).mkdir(parents=True)
+    for clip in sorted((FIGHT / label).glob('*.mp4'))[:8]:
+      (videos / label / clip.name).symlink_to(clip)
+  out = tmp_path / 'records'
+  command = [sys.executable, '-m', 'data.convert', '--dataset=folder', f'--input={videos}',
+             f'--output={out}', '--short_side=32', '--workers=1', '--videos_per_shard=1']
+  env = {k: v for k, v in subprocess_env().items() if k not in data.TENSORFLOW_ENV}
+  proc = subprocess.Popen(command, cwd=REPO_ROOT, env=env, start_new_session=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  deadline = time.monotonic() + 120
+  while len(glob.glob(str(out / '*.tfrecord-*'))) < 2 and time.monotonic() < deadline:
+    time.sleep(0.02)
+  os.killpg(proc.pid, signal.SIGINT)
+  _, console = proc.communicate(timeout=120)
+  assert proc.returncode == 130, console[-3000:]
+  assert 'Traceback' not in console and 'oneDNN' not in console, console[-3000:]
+  assert console.strip().splitlines()[-1] == (
+      f'Interrupted by Ctrl-C: the shards completed so far stay in {out}, and the same command '
+      'resumes from them. Exit status 130.')
+  done = len(glob.glob(str(out / '*.tfrecord-*')))
+  assert 2 <= done < 16
+  resumed = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                           timeout=300)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert f'Resuming: {done} of 16 shards already written' in resumed.stderr
+  assert records.read_metadata(str(out)).split_sizes == {'train': 16}
 
 
 def test_tfds_builder_from_directory_reads_the_output(fight_subset):

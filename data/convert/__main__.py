@@ -2,6 +2,11 @@
 
 import sys
 
+import data
+
+data.quiet_tensorflow()  # before TensorFlow is imported
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 from data.convert import cli
 
 if __name__ == '__main__':

@@ -42,7 +42,8 @@ out and reported (file, reason) in metadata.json and OUTPUT/failures.csv; the ru
 Output (OUTPUT/): `<name>-<split>.tfrecord-<i:05d>-of-<n:05d>` shards (data/records.py schema),
 metadata.json, failures.csv, and TFDS's dataset_info.json + features.json: see data/records.py for
 what `tfds.builder_from_directory(OUTPUT)` gives. Exit status: 0 when at least one video of each
-converted split was written, 1 otherwise, 2 for bad arguments or annotations.
+converted split was written, 1 otherwise, 2 for bad arguments or annotations, 130 after a Ctrl-C
+(finished shards are kept for the re-run).
 """
 
 import argparse
@@ -170,13 +171,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-  """Runs the command line; returns the exit status (0, 1 or 2: see the module docstring)."""
+  """Runs the command line; returns the exit status (see the module docstring)."""
   args = build_parser().parse_args(argv)
   try:
     metadata = convert(args)
   except ConversionError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
+  except KeyboardInterrupt:  # asked for, not a bug: one line, and the status a shell gives
+    print(f'Interrupted by Ctrl-C: the shards completed so far stay in {args.output}, and the '
+          'same command resumes from them. Exit status 130.', file=sys.stderr)
+    return 130
   if metadata is None:
     return 0
   empty = [s for s in metadata.extra['last_run'] if not metadata.split_sizes.get(s)]
