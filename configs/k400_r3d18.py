@@ -1,8 +1,14 @@
-"""Hara et al. 3D-ResNet-18 (R3D-18) on Kinetics-400 at 8x112x112: the plain 3D-CNN baseline.
+"""Hara et al.'s 3D-ResNet-18 (R3D-18) architecture on Kinetics-400 at 8x112x112: the plain 3D-CNN
+baseline and the R3D-18 workload of the step benchmark.
 
-Width 64, 7x7x7 stem stride (1, 2, 2), 3x3x3 stride-2 max-pool, basic blocks (2, 2, 2, 2); 8
-frames at stride 4 cropped to 112 from short side 128-160; SGD with Nesterov momentum. Also the
-R3D-18 workload of the step benchmark:
+Architecture as Hara et al. (kenshohara/3D-ResNets-PyTorch, models/resnet.py): width 64, 7x7x7
+stem stride (1, 2, 2), 3x3x3 stride-2 max-pool, basic blocks (2, 2, 2, 2). The recipe is NOT
+theirs but this project's PySlowFast-style one (base.py): 8 frames at stride 4 (theirs: 16
+consecutive), crops of 112 from short side 128-160 (theirs: random-scale crops), SGD with Nesterov
+momentum, LR 0.1 per 64 clips with a cosine schedule, weight decay 1e-4 without BatchNorm (theirs:
+1e-3 on everything, multistep LR over 200 epochs, batch 128), dropout 0.5 and the last BatchNorm
+of each block starting at zero (theirs: neither), 'kinetics' mean/std (0.45/0.225), 100 epochs,
+eval 10 clips x 3 crops at 128. No published number comes from this recipe:
 
   python -m salinet_jax.bench --config=configs/k400_r3d18.py --batch=4 --compare=torch
   python main.py --config=configs/k400_r3d18.py --workdir=runs/k400_r3d18 \\
