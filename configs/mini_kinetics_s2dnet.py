@@ -1,5 +1,13 @@
 """S2DNet on Mini-Kinetics-200, in two stages: `...s2dnet.py:warmup`, then `...s2dnet.py:sampling`.
 
+Dataset, not the paper's: `mini_kinetics` records are Xie et al.'s Mini-Kinetics-200, the
+YouTube-id lists of 80,000 train and 5,000 val videos that `python -m data.convert
+--dataset=mini_kinetics` converts. The reference trained and evaluated on AR-Net's Mini-Kinetics
+split files instead (its README: "use the train/val splits file from AR-Net"; ops/dataset_config.py
+reads train/val_videofolder_mini.txt), which this project does not ship: accuracies on these
+records are not comparable with the paper's. With AR-Net's files, convert their videos with the
+`list` or `frames` kind of `python -m data.convert`.
+
 The reference recipe (aliyun/Synopsis-to-Detail-Network: configs/mini_kinetics/train_*.yaml,
 configs/default_config.py, s2d/default_config.py, s2d_main.py): all frames of a video
 pre-subsampled x2 (up to 150; training trims a random 0..n/16 of the video's own frames at each
