@@ -121,7 +121,7 @@ def test_export_all_formats_certified_and_reloadable(exported, kind):
   config, workdir, out, summary = exported(kind)
   on_disk = json.loads(open(os.path.join(out, 'export.json')).read())
   assert on_disk['formats'].keys() == summary['formats'].keys() == set(FORMATS)
-  assert on_disk['source']['step'] == 2 and on_disk['source']['checkpoint'] == 'best (step 2)'
+  assert on_disk['source']['step'] == 2 and on_disk['source']['checkpoint'] == 'latest (step 2)'
   assert on_disk['source']['checkpoint_path'] == os.path.join(workdir, 'checkpoints', '2')
   assert on_disk['classes'] == list(engine.checkpoint_classes(workdir, config))
   assert on_disk['config']['model']['name'] == config.model.name
@@ -212,7 +212,7 @@ def test_fixed_batch_export_on_video_clips(trained, tmp_path, monkeypatch):
   assert summary['parity']['clips'] == '--video: 1 file(s)'
   assert summary['parity']['videos'] == ['flipping_a_pancake.mkv']
   assert summary['batch'] == 2 and summary['inputs'][0]['shape'][0] == 2
-  run = source.restore(workdir)
+  run = source.restore(workdir, 'latest')
   serve = jax.jit(serving.make_serving_fn(run.model, run.config.data, False))
   args = _views(run.config, rows=3)
   expected = jax.tree.map(np.asarray, serve(run.variables, *args))

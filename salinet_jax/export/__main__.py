@@ -28,8 +28,8 @@ def define_flags(values: flags.FlagValues = flags.FLAGS) -> flags.FlagValues:
   names = ','.join(formats.FORMATS)
   flags.DEFINE_string('workdir', None, 'Training workdir whose checkpoint is exported.',
                       flag_values=values)
-  flags.DEFINE_string('checkpoint', 'best', "'best', 'latest' or a checkpoint step directory.",
-                      flag_values=values)
+  flags.DEFINE_string('checkpoint', 'latest', "'latest' (as eval), 'best' or a checkpoint step "
+                      'directory.', flag_values=values)
   flags.DEFINE_string('formats', names, f'Comma-separated, of {names}.', flag_values=values)
   flags.DEFINE_string('output', None, 'Output folder (new or empty, or --overwrite).',
                       flag_values=values)

@@ -113,7 +113,7 @@ def _move_into_place(staging: str, output: str) -> None:
 
 
 def export(workdir: str, output: str, formats: Any = formats_lib.FORMATS, *,
-           checkpoint: str = 'best', batch: Any = 'dynamic', videos: Sequence[str] = (),
+           checkpoint: str = 'latest', batch: Any = 'dynamic', videos: Sequence[str] = (),
            num_videos: int = 8, overwrite: bool = False, tolerance: Optional[float] = None,
            platforms: Sequence[str] = (), benchmark: int = 0,
            split: Optional[str] = None) -> Dict[str, Any]:

@@ -97,7 +97,7 @@ def _restorable(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return config
 
 
-def restore(workdir: str, which: str = 'best') -> Run:
+def restore(workdir: str, which: str) -> Run:
   """Restores checkpoint `which` ('best' | 'latest' | a step directory) of the run in `workdir`."""
   config, step_dir, metadata = locate(workdir, which)
   selector = which if which in SELECTORS else step_dir
