@@ -31,7 +31,7 @@ import dataclasses
 import json
 import os
 import re
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import jax
 import ml_collections
@@ -257,7 +257,8 @@ def _like(value: np.ndarray, leaf: Any) -> Any:
 
 
 def load_pretrained(params: Any, batch_stats: Any, init_config: Any,
-                    model_config: Optional[Any] = None) -> Tuple[Any, Any, LoadReport]:
+                    model_config: Optional[Any] = None,
+                    classes: Optional[Sequence[str]] = None) -> Tuple[Any, Any, LoadReport]:
   """Merges the checkpoint of `init_config` into fresh `params` / `batch_stats`.
 
   Args:
@@ -268,13 +269,15 @@ def load_pretrained(params: Any, batch_stats: Any, init_config: Any,
       workdir, default 'best').
     model_config: the `config.model` of `params`; a mismatch error then also names the model
       fields the checkpoint was made with that differ from it.
+    classes: the class names the model is trained on; a training checkpoint that recorded
+      other ones (same count, so the shapes fit) is refused while its classifier loads.
 
   Returns:
     (params, batch_stats, LoadReport).
 
   Raises:
     PretrainedMismatchError: mis-shaped tensors not excluded; with `strict`, also missing or
-      unexpected ones. The message is the report.
+      unexpected ones (the message is the report); a classifier of other classes.
   """
   path = _get(init_config, 'checkpoint', 'none')
   report = LoadReport(checkpoint=path)
@@ -304,7 +307,41 @@ def load_pretrained(params: Any, batch_stats: Any, init_config: Any,
     raise PretrainedMismatchError(f'{report.summary()}\n{_mismatch_hint(report, strict)}.'
                                   + _model_differences(item, model_config,
                                                        other_architecture=False))
+  if classes is not None and os.path.basename(item) == checkpoints.ITEM_DIR:
+    _refuse_a_classifier_of_other_classes(
+        report, params, checkpoints.read_step_metadata(os.path.dirname(item)).get('classes'),
+        list(classes))
   return merged['params'], merged['batch_stats'], report
+
+
+def _refuse_a_classifier_of_other_classes(report: LoadReport, params: Any,
+                                          trained_on: Optional[List[str]],
+                                          classes: List[str]) -> None:
+  """A training checkpoint records its classes: with as many other ones (or the same in another
+  order) the classifier's shapes fit, and its rows would score the wrong classes. Classifiers
+  are the loaded Dense kernels (2-D) with one output per class."""
+  if not trained_on or trained_on == classes or len(trained_on) != len(classes):
+    return
+  loaded = set(report.loaded)
+  classifiers = sorted(
+      layout.path_str(path[:-1]) for path, leaf in layout.flatten(params).items()
+      if path[-1] == 'kernel' and len(np.shape(leaf)) == 2 and np.shape(leaf)[-1] == len(classes)
+      and f'params:{layout.path_str(path)}' in loaded)
+  if not classifiers:
+    return
+  if sorted(trained_on) == sorted(classes):
+    index = next(i for i, (a, b) in enumerate(zip(trained_on, classes)) if a != b)
+    how = (f'the same classes in another order: class {index} is {trained_on[index]!r} there, '
+           f'{classes[index]!r} here')
+  else:
+    only = lambda a, b: ', '.join([c for c in a if c not in b][:4])  # noqa: E731
+    how = f'classes only there: {only(trained_on, classes)}; only here: {only(classes, trained_on)}'
+  source = f'{report.checkpoint} ({report.taken})' if report.taken else report.checkpoint
+  raise PretrainedMismatchError(
+      f'init_from {source} was trained on other classes than these records ({how}), so its '
+      f'classifier ({", ".join(classifiers)}) would score the wrong classes. Exclude it with '
+      f"init_from.exclude='^({'|'.join(classifiers)})(/|$)' to train it afresh, or train on "
+      'records of its classes.')
 
 
 def _mismatch_hint(report: LoadReport, strict: bool) -> str:

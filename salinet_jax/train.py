@@ -119,7 +119,8 @@ def initialize_from(trainer: engine.Engine, state: engine.TrainState,
   the optimizer state and step start afresh.
   """
   params, batch_stats, report = pretrained.load_pretrained(state.params, state.batch_stats,
-                                                           init_config, trainer.config.model)
+                                                           init_config, trainer.config.model,
+                                                           trainer.classes)
   # Tensors left fresh under init_from.strict=False are a warning: the user should see them.
   log = logging.info if report.ok else logging.warning
   log('Initialised from %s', report.summary())

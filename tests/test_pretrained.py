@@ -173,6 +173,38 @@ def test_training_checkpoints_load_from_the_workdir_and_step_dir(tmp_path):
   assert summaries[1].startswith(f'init_from {tmp_path}/checkpoints/3: loaded')
 
 
+def test_a_classifier_trained_on_other_classes_of_the_same_count_is_refused(tmp_path):
+  """init_from a run on records with other classes (or the same ones in another order, e.g. a
+  class folder renamed) loaded its classifier rows onto the wrong classes without a word; the
+  shapes fit, so nothing else could see it."""
+  model = tiny_model(k400_i3d_nl.get_config(), 4)
+  params, batch_stats = init(model, seed=6)
+  config = k400_i3d_nl.get_config()
+  config.checkpoint.async_save = False
+  store = checkpoints.CheckpointStore(str(tmp_path), config.checkpoint)
+  state = {'step': jnp.asarray(3), 'params': params, 'batch_stats': batch_stats,
+           'opt_state': {'momentum': jax.tree.map(jnp.zeros_like, params)}}
+  store.save(3, state, metrics={'val_top1': 0.5}, classes=['cat', 'dog', 'eel', 'fox'])
+  store.close()
+  fresh = init(model, seed=7)
+  source = {'checkpoint': str(tmp_path), 'which': 'latest'}
+  for classes, said in ((['cat', 'eel', 'dog', 'fox'], "the same classes in another order: "
+                         "class 1 is 'dog' there, 'eel' here"),
+                        (['cat', 'dog', 'eel', 'gnu'], "classes only there: fox; only here: gnu")):
+    with pytest.raises(pretrained.PretrainedMismatchError) as refused:
+      pretrained.load_pretrained(*fresh, source, classes=classes)
+    message = str(refused.value)
+    assert message.startswith(f'init_from {tmp_path} (its latest checkpoint, step 3) was trained '
+                              f'on other classes than these records ({said})'), message
+    assert "init_from.exclude='^(head/fc)(/|$)'" in message, message
+  # Excluded, the classifier starts fresh; the same classes load it.
+  got, _, report = pretrained.load_pretrained(*fresh, {**source, 'exclude': '^head/fc/'},
+                                              classes=['cat', 'eel', 'dog', 'fox'])
+  np.testing.assert_array_equal(got['head']['fc']['kernel'], fresh[0]['head']['fc']['kernel'])
+  got, _, _ = pretrained.load_pretrained(*fresh, source, classes=['cat', 'dog', 'eel', 'fox'])
+  np.testing.assert_array_equal(got['head']['fc']['kernel'], params['head']['fc']['kernel'])
+
+
 def test_values_take_the_dtype_and_sharding_of_the_fresh_variables(k400_salinet):
   path, k400_params, _ = k400_salinet
   model = tiny_model(ucf101_salinet.get_config('1'), 7)
