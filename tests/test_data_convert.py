@@ -490,6 +490,82 @@ def test_unknown_labels_fail_before_decoding_listing_every_offender(tmp_path, ca
   assert "'kicking' (line 3)" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize('rows, said', [
+    ('path,label\nfight/fi001.mp4,fight\nfight/fi002.mp4,fight\nfight/fi001.mp4,fight\n',
+     "fight/fi001.mp4 (train as 'fight', train as 'fight')"),
+    ('path,label\nfight/fi001.mp4,fight\nfight/fi001.mp4,noFight\n',
+     "fight/fi001.mp4 (train as 'fight', train as 'noFight')"),
+    ('path,label,g\nfight/fi001.mp4,fight,g1\nnoFight/nofi004.mp4,noFight,g2\n'
+     'fight/fi001.mp4,fight,g2\n', "fight/fi001.mp4 ("),
+], ids=['twice', 'two_labels', 'two_groups'])
+def test_a_video_listed_twice_is_refused_before_decoding(tmp_path, capsys, rows, said):
+  """Every row was written: a video twice in a split, with two labels, or in train and val at
+  once (a video of two groups defeated the group split, a val video was trained on)."""
+  table = tmp_path / 'list.csv'
+  table.write_text(rows)
+  out = tmp_path / 'out'
+  extra = ['--split_by_group=g', '--val_groups=g2'] if ',g\n' in rows else []
+  assert _run('--dataset=list', f'--input={FIGHT}', f'--annotations={table}', f'--output={out}',
+              *extra) == 2
+  err = capsys.readouterr().err
+  assert 'error: 1 video(s) are listed more than once: ' in err and said in err, err
+  assert not out.exists()
+
+
+def test_a_split_given_twice_for_frame_lists_is_refused(tmp_path, capsys):
+  """The second TSN list of a split replaced the first without a word (4 rows, 2 written)."""
+  for name, rows in (('part1.txt', 'fA 40 a\nfB 40 b\n'), ('part2.txt', 'fC 40 b\n')):
+    (tmp_path / name).write_text(rows)
+  assert _run('--dataset=frames', f'--input={tmp_path}', f'--output={tmp_path / "out"}',
+              f'--annotations={tmp_path / "part1.txt"},{tmp_path / "part2.txt"}') == 2
+  assert ("error: Split 'train' is given twice in --annotations "
+          f"({tmp_path / 'part2.txt'} is the second)") in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('kind, flag', [('frames', '--fps=10'), ('frames', '--interpolation=AREA'),
+                                        ('folder', '--frames_fps=10'),
+                                        ('folder', '--frame_start=0')])
+def test_flags_of_the_other_source_kind_are_refused(tmp_path, capsys, kind, flag):
+  """`--dataset=frames --fps=10` stored every frame at their own rate while metadata.json said
+  fps 10; the frame flags were ignored for videos likewise."""
+  (tmp_path / 'list.txt').write_text('fA 40 a\n')
+  assert _run(f'--dataset={kind}', f'--input={FIGHT}', f'--output={tmp_path / "out"}',
+              f'--annotations={tmp_path / "list.txt"}', flag) == 2
+  err = capsys.readouterr().err
+  assert f'error: --{flag[2:].split("=")[0]} only apply to ' in err and 'ignored' in err, err
+
+
+def test_left_out_files_and_classes_differing_in_case_are_warned_about(tmp_path, capsys):
+  """A folder tree's .ts/.mts videos were left out without a word; a label typo ('Fight')
+  became a class of its own, said only by the class count."""
+  tree = tmp_path / 'tree'
+  for label, source in (('fight', 'fight/fi001.mp4'), ('Fight', 'fight/fi002.mp4'),
+                        ('noFight', 'noFight/nofi001.mp4')):
+    (tree / label).mkdir(parents=True)
+    (tree / label / os.path.basename(source)).symlink_to(FIGHT / source)
+  (tree / 'fight' / 'x2.ts').write_bytes(b'')
+  (tree / 'noFight' / 'notes.txt').write_text('')
+  assert _run('--dataset=folder', f'--input={tree}', f'--output={tmp_path / "out"}',
+              '--dry_run') == 0
+  err = capsys.readouterr().err
+  assert ('warning: 2 file(s) in the class folders are left out, their extensions not being '
+          'among --extensions (fight/x2.ts, noFight/notes.txt)') in err, err
+  assert "warning: classes 'Fight', 'fight' differ in case only" in err, err
+
+
+def test_classes_left_without_videos_by_failures_are_warned_about(tmp_path, capsys):
+  """A list's header line ('path label') became class 'label' with a missing video: the
+  converter named the missing file only, not that a class of the model has no video."""
+  listing = tmp_path / 'list.txt'
+  listing.write_text('path label\nfight/fi001.mp4 fight\nnoFight/nofi001.mp4 noFight\n')
+  out = tmp_path / 'out'
+  assert _run('--dataset=list', f'--input={FIGHT}', f'--annotations={listing}',
+              f'--output={out}', '--short_side=32', '--workers=1', '--fps=2') == 0
+  assert ("warning: split 'train': no video of class(es) ['label'] could be converted (see the "
+          'failures above)') in capsys.readouterr().err
+  assert records.read_metadata(str(out)).classes == ['fight', 'label', 'noFight']
+
+
 def test_missing_and_corrupt_videos_never_lose_the_others(tmp_path):
   listing = tmp_path / 'list.txt'
   listing.write_text(f'fight/fi001.mp4 fight\nfight/missing.mp4 fight\n'

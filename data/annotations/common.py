@@ -50,9 +50,11 @@ class VideoEntry:
 
 
 class Annotations(NamedTuple):
-  """Parsed entries (file order) and the class list (official order) their indices refer to."""
+  """Parsed entries (file order) and the class list (official order) their indices refer to;
+  `skipped`: files a folder tree holds that were not taken as videos (their extension)."""
   entries: Tuple[VideoEntry, ...]
   classes: Tuple[str, ...]
+  skipped: Tuple[str, ...] = ()
 
 
 class AnnotationError(ValueError):

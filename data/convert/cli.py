@@ -67,6 +67,7 @@ def convert(args) -> Optional['records.DatasetMetadata']:
   """Runs a whole conversion for parsed arguments; returns the written metadata (None for
   --dry_run). Splits other than this run's, already in the output, are kept."""
   output = os.path.abspath(args.output)
+  _refuse_flags_of_the_other_source_kind(args)
   plan = make_plan(args)
   os.makedirs(output, exist_ok=True)
   jobs = shard_jobs(plan, args, output)
@@ -74,7 +75,7 @@ def convert(args) -> Optional['records.DatasetMetadata']:
   missing = sum(1 for items in plan.splits.values() for i in items if i.missing)
   print(f'{plan.name}: {len(plan.classes)} classes, videos per split {counts}, '
         f'{len(jobs)} shards, {missing} listed videos not found.', file=sys.stderr)
-  for line in coverage_warnings(plan) + share_warnings(plan, args):
+  for line in plan.warnings + coverage_warnings(plan) + share_warnings(plan, args):
     print(f'warning: {line}', file=sys.stderr)
   if args.dry_run:
     return None
@@ -91,7 +92,42 @@ def convert(args) -> Optional['records.DatasetMetadata']:
         file=sys.stderr)
   for failure in failed[:10]:
     print(f"  {failure['split']}: {failure['file']}: {failure['reason']}", file=sys.stderr)
+  for line in emptied_class_warnings(plan, metadata):
+    print(f'warning: {line}', file=sys.stderr)
   return metadata
+
+
+def emptied_class_warnings(plan, metadata) -> List[str]:
+  """A line per split where classes the annotations gave videos hold none once the failures
+  are left out (e.g. a header line read as a video of class 'label', whose file is missing)."""
+  lines = []
+  for split, items in sorted(plan.splits.items()):
+    listed = {item.label_index for item in items}
+    written = metadata.extra.get('videos_per_class', {}).get(split) or ()
+    emptied = [name for index, name in enumerate(plan.classes)
+               if index in listed and index < len(written) and not written[index]]
+    if emptied:
+      lines.append(f'split {split!r}: no video of class(es) {emptied[:20]} could be converted '
+                   '(see the failures above): they stay classes of the model, without videos.')
+  return lines
+
+
+# Flags for one kind of source only, with the kinds they are for: given for another they would be
+# ignored, while metadata.json recorded them as applied.
+_FRAMES_FLAGS = ('frame_template', 'frame_start', 'frames_fps')
+_VIDEO_FLAGS = ('fps', 'interpolation', 'decode_threads')
+
+
+def _refuse_flags_of_the_other_source_kind(args) -> None:
+  defaults = build_parser()
+  frames = args.dataset == 'frames'
+  given = [f'--{name}' for name in (_VIDEO_FLAGS if frames else _FRAMES_FLAGS)
+           if getattr(args, name) != defaults.get_default(name)]
+  if given:
+    raise ConversionError(
+        f'{" and ".join(given)} only apply to '
+        + ('videos; frame folders are stored as they are (--frames_fps gives their rate)'
+           if frames else 'frame folders (--dataset=frames)') + ': they would be ignored.')
 
 
 def coverage_warnings(plan) -> List[str]:

@@ -38,6 +38,7 @@ class Plan:
   classes: Tuple[str, ...]
   splits: Dict[str, List[Item]]
   notes: Dict[str, Any] = dataclasses.field(default_factory=dict)
+  warnings: List[str] = dataclasses.field(default_factory=list)  # printed before decoding
 
 
 def _split_specs(value: str, what: str) -> List[Tuple[Optional[str], str]]:
@@ -226,7 +227,7 @@ def plan_folder(args) -> Plan:
                             f'{len(official)}-class list {args.class_list}: {unknown[:20]}.')
     index = {name: i for i, name in enumerate(official)}
     entries = [dataclasses.replace(e, label_index=index[e.label_text]) for e in parsed.entries]
-    parsed, classes = ann.Annotations(tuple(entries), official), official
+    parsed, classes = ann.Annotations(tuple(entries), official, parsed.skipped), official
   entries = list(parsed.entries)
   if args.split_by_group:
     if args.split_by_group not in FOLDER_GROUPS:
@@ -252,6 +253,12 @@ def plan_folder(args) -> Plan:
     plan.splits[split] = items
   if args.split_by_group:
     plan.notes['groups'] = {s: sorted({e.group for e in part}) for s, part in splits.items()}
+  if parsed.skipped:
+    plan.warnings.append(
+        f'{len(parsed.skipped)} file(s) in the class folders are left out, their extensions not '
+        f'being among --extensions ({", ".join(parsed.skipped[:5])}'
+        + (', ...' if len(parsed.skipped) > 5 else '') + '); add any that are videos to '
+        '--extensions.')
   return plan
 
 
@@ -322,6 +329,9 @@ def plan_frames(args) -> Plan:
   splits = {}
   for split, path in specs:
     split = split or args.split or _split_from_filename(path) or 'train'
+    if split in splits:
+      raise ConversionError(f'Split {split!r} is given twice in --annotations ({path} is the '
+                            'second); give each list its split, e.g. train=LIST,val=LIST.')
     entries = ann.parse_tsn_list(path, classes, index_base=args.label_index_base).entries
     splits[split] = files.attach_paths(_entries_to_items(entries, 'frames'), root)
   return Plan(args.name or 'frames', tuple(classes), splits)
@@ -386,5 +396,34 @@ def make_plan(args) -> Plan:
                           'names the shard files and the TFDS dataset.')
   if not plan.splits:
     raise ConversionError('Nothing to convert: no split selected.')
+  _refuse_videos_listed_twice(plan)
+  plan.warnings.extend(_classes_differing_in_case_only(plan.classes))
   return plan
+
+
+def _refuse_videos_listed_twice(plan: Plan) -> None:
+  """A video listed twice would be stored twice: in train and val (scored on what it trained
+  on), with two labels, or twice in one split (counted twice)."""
+  where = {}
+  for split, items in plan.splits.items():
+    for item in items:
+      where.setdefault(item.source or item.filename, []).append(f'{split} as {item.label_text!r}')
+  repeated = [(video, places) for video, places in where.items() if len(places) > 1]
+  if repeated:
+    shown = '; '.join(f'{video} ({", ".join(places)})' for video, places in repeated[:5])
+    raise ConversionError(
+        f'{len(repeated)} video(s) are listed more than once: {shown}'
+        + (' ...' if len(repeated) > 5 else '') + '. List each video once, in one split.')
+
+
+def _classes_differing_in_case_only(classes: Sequence[str]) -> List[str]:
+  """A warning per set of class names that differ in case only (a typo in a list, e.g. 'Fight'
+  beside 'fight', makes a class of its own)."""
+  by_folded = {}
+  for name in classes:
+    by_folded.setdefault(name.casefold(), []).append(name)
+  return [f'classes {", ".join(repr(n) for n in names)} differ in case only: each is a class of '
+          'the model; correct the labels if they are one class (--class_list then refuses any '
+          'label outside the list).'
+          for names in by_folded.values() if len(names) > 1]
 
