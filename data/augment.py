@@ -226,6 +226,14 @@ def resize_short_side(video: tf.Tensor, short_side: int) -> tf.Tensor:
   return tf.reshape(resized, tf.concat([shape[:-3], [new_h, new_w, 3]], axis=0))
 
 
+TEST_CROP_COUNTS = (1, 3)  # a centre crop, or PySlowFast's three along the long side
+
+
+def check_test_crops(num_crops: int) -> None:
+  if num_crops not in TEST_CROP_COUNTS:
+    raise ops.UnknownOpError(f'config.data.eval_num_crops must be 1 or 3, got {num_crops}.')
+
+
 def spatial_test_crops(features: Features, short_side: int, crop_size: int,
                        num_crops: int) -> Features:
   """Test views: resize short side, then 1 centre crop or 3 crops along the long side
@@ -233,8 +241,7 @@ def spatial_test_crops(features: Features, short_side: int, crop_size: int,
 
   (clips, T, H, W, 3) -> (clips * num_crops, T, crop, crop, 3), clip-major.
   """
-  if num_crops not in (1, 3):
-    raise ops.UnknownOpError(f'config.data.eval_num_crops must be 1 or 3, got {num_crops}.')
+  check_test_crops(num_crops)
   video = resize_short_side(features['video'], short_side)
   height, width = tf.shape(video)[2], tf.shape(video)[3]
   centre_y = (height - crop_size + 1) // 2

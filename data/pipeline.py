@@ -293,11 +293,18 @@ def eval_dataset(config, split: str, *, process_index: Optional[int] = None,
   return pad_and_batch(ds, data, num_batches, local_batch), num_batches, info
 
 
+def check_eval_views(data_config) -> None:
+  """Fails, before any reading, on eval view settings that cannot work: a training run checks
+  them at its start, not at its first evaluation."""
+  sampling.check(data_config, train=False)
+  augment.check_test_crops(data_config.eval_num_crops)
+
+
 def eval_views_fn(data_config):
   """The eval map of one parsed video (frames_jpeg, fps, label, filename): its test views as
   uint8 (V, T, crop, crop, 3), label, filename, mask=True (and frame_mask when padded)."""
   data = data_config
-  sampling.check(data, train=False)
+  check_eval_views(data)
   padded = sampling.pads_frames(data)
 
   @_graph_only

@@ -103,9 +103,11 @@ def _with_memory_advice(error: Exception, config) -> Exception:
 
 def training_engine(config: ml_collections.ConfigDict) -> engine.Engine:
   """The Engine of a training run: classes and the epoch length come from the train split. The
-  eval split is looked up too, so records without it fail now, not after the first steps."""
+  eval split and the eval view settings are checked too, so that they fail now, not after the
+  first steps."""
   info = pipeline.split_info(config.dataset, config.dataset.train_split)
   pipeline.split_info(config.dataset, config.dataset.eval_split)
+  pipeline.check_eval_views(config.data)
   return engine.Engine(config, info.classes, train_videos=info.num_videos)
 
 

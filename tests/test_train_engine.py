@@ -14,6 +14,7 @@ import numpy as np
 import optax
 import pytest
 
+from data import errors as data_errors
 from salinet_jax import checkpoints
 from salinet_jax import engine
 from salinet_jax import errors
@@ -285,3 +286,14 @@ def test_ctrl_c_before_the_training_loop_ends_in_one_line(tiny_data_dir, tmp_pat
       f'{workdir}/log.txt). Exit status 130.')
   assert 'KeyboardInterrupt' in (workdir / 'log.txt').read_text()
   assert not list((workdir / 'checkpoints').glob('[0-9]*'))
+
+
+@pytest.mark.parametrize('field, value, said', [
+    ('eval_num_crops', 2, 'config.data.eval_num_crops must be 1 or 3, got 2.'),
+    ('temporal_sampling', 'all_frames', 'set config.data.eval_num_clips=1 (got 2)')])
+def test_eval_view_settings_that_cannot_work_fail_before_training(config, field, value, said):
+  """They failed at the first evaluation, after the steps before it, whose checkpoint was then
+  never written (the save follows the evaluation)."""
+  config.data[field] = value
+  with pytest.raises(data_errors.DataError, match=re.escape(said)):
+    train.training_engine(config)
