@@ -23,7 +23,7 @@ the same number of equal-size batches.
 import dataclasses
 import math
 import os
-from typing import Callable, Dict, Iterator, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple
 
 import jax
 import numpy as np
@@ -37,6 +37,7 @@ from data import ops
 from data import records
 from data import sampling
 from data import synthetic
+from data import video_io
 
 Features = Dict[str, tf.Tensor]
 
@@ -112,6 +113,31 @@ def split_info(dataset_config, split: str) -> SplitInfo:
                       for shard in metadata.shards.get(split, ()))
   return SplitInfo(directory, metadata.name, split, metadata.split_sizes[split],
                    tuple(metadata.classes), shard_bytes)
+
+
+def split_decoding(dataset_config, split: str) -> Dict[str, Any]:
+  """How the converter decoded the videos of `split` into its records: {'fps': the rate frames
+  were resampled to (0: every native frame), 'max_frames': the cap (0: none)}, so that videos
+  given to a trained model later (predict, features, export) are decoded alike; {} where the
+  records do not say (synthetic data, records converted before settings were kept)."""
+  conversion = prepare(dataset_config).extra.get('conversion', {}).get(split) or {}
+  settings = conversion.get('settings')
+  if not settings:
+    return {}
+  fps = settings.get('fps') or 0.0
+  if conversion.get('source_kind') == 'frames':  # frame folders keep their own rate
+    fps = settings.get('frames_fps') or 0.0
+  return {'fps': float(fps), 'max_frames': int(settings.get('max_frames') or 0)}
+
+
+def decode_like_records(path: str, data_config, decoding: Dict[str, Any]
+                        ) -> video_io.DecodedVideo:
+  """A video file decoded as the converter decoded the model's eval records (`decoding`, from
+  `split_decoding`: their frame rate and frame cap, which the temporal sampling counts in), at
+  the eval short side."""
+  return video_io.decode_video(path, short_side=data_config.eval_short_side,
+                               fps=decoding.get('fps') or None,
+                               max_frames=decoding.get('max_frames') or 0)
 
 
 # ----------------------------------------------------------------------------- read

@@ -303,9 +303,10 @@ class CheckpointStore:
 
   def save(self, step: int, state: Any, *, metrics: Optional[Dict[str, float]] = None,
            config: Any = None, classes: Optional[Sequence[str]] = None,
-           total_steps: Optional[int] = None) -> None:
-    """Saves `state` at `step` with its validation `metrics`, the config, the class names and
-    the run's length in steps (whether the step finished its run).
+           total_steps: Optional[int] = None, decoding: Optional[Dict[str, Any]] = None) -> None:
+    """Saves `state` at `step` with its validation `metrics`, the config, the class names, the
+    run's length in steps (whether the step finished its run) and how the videos of its eval
+    records were decoded (data/pipeline.split_decoding, for predict to decode alike).
 
     Raises NonFiniteStateError (nothing written) when the state holds NaN or Inf, and
     CheckpointSaveError when writing fails.
@@ -326,6 +327,8 @@ class CheckpointStore:
       metadata['classes'] = list(classes)
     if total_steps is not None:
       metadata['total_steps'] = int(total_steps)
+    if decoding:
+      metadata['decoding'] = dict(decoding)
     # Orbax finishes the previous save before starting this one anyway; waiting here first keeps
     # `_pending_step` naming the step whose commit callback runs next.
     self.wait()

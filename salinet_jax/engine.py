@@ -353,6 +353,12 @@ def checkpoint_classes(workdir: str, config) -> Tuple[str, ...]:
 
   Fails with a clear message when the checkpoint has none (written before names were saved).
   """
+  return tuple(checkpoint_metadata(workdir, config)['classes'])
+
+
+def checkpoint_metadata(workdir: str, config) -> Dict[str, Any]:
+  """The metadata saved with the checkpoint `config.eval.checkpoint` selects (classes, config,
+  decoding, ...); fails clearly on a damaged one or one without class names."""
   which = config.eval.checkpoint
   if which in ('best', 'latest'):
     store = checkpoints.CheckpointStore(workdir, config.checkpoint, read_only=True)
@@ -373,4 +379,4 @@ def checkpoint_classes(workdir: str, config) -> Tuple[str, ...]:
         f'Checkpoint {where} carries no class names (it was written before they were saved): '
         'evaluate it on the records it was trained with (eval mode reads their names), or '
         'train it again.')
-  return tuple(classes)
+  return metadata

@@ -81,15 +81,17 @@ class Predictor:
       raise errors.ConfigError('Predict and features modes run in one process; start them '
                                'without JAX_COORDINATOR_ADDRESS / SALINET_JAX_DISTRIBUTED.')
     self.config = config
-    self.classes = engine.checkpoint_classes(workdir, config)
+    metadata = engine.checkpoint_metadata(workdir, config)
+    self.classes = tuple(metadata['classes'])
+    self.decoding = say_decoding(metadata.get('decoding') or {})
     self.engine = engine.Engine(config, self.classes)
     self.variables, _, self.source = self.engine.restore_variables(workdir,
                                                                    config.eval.checkpoint)
     self.num_views = config.data.eval_num_clips * config.data.eval_num_crops
 
   def decode(self, path: str) -> video_io.DecodedVideo:
-    """The video as JPEG frames at the eval short side (raises video_io.VideoError)."""
-    return video_io.decode_video(path, short_side=self.config.data.eval_short_side)
+    """The video as its eval records hold videos (raises video_io.VideoError)."""
+    return pipeline.decode_like_records(path, self.config.data, self.decoding)
 
   def batches(self, jpegs: Sequence[bytes], fps: float, name: str):
     """The eval batch (numpy) of one video: its views, padded to the mesh."""
@@ -112,6 +114,18 @@ class Predictor:
   def top(self, probs: np.ndarray) -> List[Tuple[str, float]]:
     order = np.argsort(-probs, kind='stable')[:TOP_K]
     return [(self.classes[k], float(probs[k])) for k in order]
+
+
+def say_decoding(decoding: Dict[str, Any]) -> Dict[str, Any]:
+  """Logs how videos will be decoded when the records were not every native frame; returns
+  `decoding` (data/pipeline.split_decoding's dict, {} for checkpoints that predate it)."""
+  if decoding.get('fps') or decoding.get('max_frames'):
+    logging.info('Videos are decoded as the eval records the checkpoint was trained with were '
+                 'converted: %s.', ', '.join(
+                     ([f"resampled to {decoding['fps']:g} fps"] if decoding.get('fps') else [])
+                     + ([f"the first {decoding['max_frames']} frames"]
+                        if decoding.get('max_frames') else [])))
+  return decoding
 
 
 def predict(config: ml_collections.ConfigDict, workdir: str, video_paths: Sequence[str],

@@ -5,7 +5,8 @@
 
 The video is decoded once, frame by frame (data/video_io.py), and only the frames of the current
 window are held (JPEG-encoded, as records hold them), so memory stays flat however long the video
-is. Each window goes through the evaluation's own views and step, `config.predict.window_batch`
+is. Frames are resampled to the rate the checkpoint's eval records were converted at, if they
+were. Each window goes through the evaluation's own views and step, `config.predict.window_batch`
 windows per step; the last window ends at the video's end. Frame i is timed i / frame rate.
 Writes `<name>.timeline.json` (per window: start, end, top-5 with probabilities) and
 `<name>.timeline.png` (the probability of the top classes over time) into the output directory.
@@ -13,6 +14,7 @@ Writes `<name>.timeline.json` (per window: start, end, top-5 with probabilities)
 
 import collections
 import json
+import math
 import os
 from typing import Iterator, List, Tuple
 
@@ -28,20 +30,30 @@ from salinet_jax import parallel
 TIMELINE_SUFFIX = '.timeline'
 
 
-def windows(path: str, short_side: int, window_seconds: float, stride_seconds: float
-            ) -> Iterator[Tuple[int, int, float, List[bytes]]]:
+def windows(path: str, short_side: int, window_seconds: float, stride_seconds: float,
+            fps: float = 0.0) -> Iterator[Tuple[int, int, float, List[bytes]]]:
   """(first frame, end frame, frame rate, JPEG frames) of each window of a video, streamed:
-  windows start every stride frames, and a last one ends at the video's end."""
-  rate = video_io.stream_rate(path) or 25.0
+  windows start every stride frames, and a last one ends at the video's end. With `fps` > 0 the
+  frames are resampled to that rate first (the frame on screen at each 1/fps tick), as the
+  converter resamples a video into records."""
+  source_rate = video_io.stream_rate(path) or 25.0
+  rate = fps if fps > 0 else source_rate
   size = max(1, int(round(window_seconds * rate)))
   stride = max(1, int(round(stride_seconds * rate)))
   recent: collections.deque = collections.deque(maxlen=size)  # the last `size` frames
-  count = 0
-  for _, rgb, _ in video_io.iter_frames(path, short_side=short_side):
-    recent.append(video_io.encode_jpeg(rgb))
-    count += 1
-    if count >= size and (count - size) % stride == 0:
-      yield count - size, count, rate, list(recent)
+  count, tick = 0, 0
+  for index, (_, rgb, _) in enumerate(video_io.iter_frames(path, short_side=short_side)):
+    repeats = 1  # every frame once; resampled, as often as 1/fps ticks fall on it (maybe never)
+    if fps > 0:
+      repeats = 0
+      while math.floor(tick * source_rate / fps + 1e-6) <= index:
+        tick, repeats = tick + 1, repeats + 1
+    jpeg = video_io.encode_jpeg(rgb) if repeats else None
+    for _ in range(repeats):
+      recent.append(jpeg)
+      count += 1
+      if count >= size and (count - size) % stride == 0:
+        yield count - size, count, rate, list(recent)
   if count and (count < size or (count - size) % stride):
     yield max(0, count - size), count, rate, list(recent)
 
@@ -62,7 +74,8 @@ def predict_windows(predictor, path: str, output_stem: str) -> np.ndarray:
     try:
       for begin, end, rate, jpegs in tqdm(
           windows(path, data.eval_short_side, config.predict.window_seconds,
-                  config.predict.stride_seconds), desc=name, unit='window', leave=False):
+                  config.predict.stride_seconds, predictor.decoding.get('fps', 0.0)),
+          desc=name, unit='window', leave=False):
         spans.append((begin / rate, end / rate))
         yield jpegs, name, rate
     except Exception as e:  # pylint: disable=broad-except

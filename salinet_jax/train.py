@@ -342,6 +342,7 @@ def _run_steps(trainer, state, start_step, store, writer, train_iter, rng, progr
                preemption):
   config = trainer.config
   total_steps = trainer.total_steps
+  decoding = pipeline.split_decoding(config.dataset, config.dataset.eval_split)
   eval_results: Dict[str, Any] = {}
   previous = None  # the metrics of the step before: at most two steps are ever in flight
   for step in range(start_step + 1, total_steps + 1):
@@ -387,7 +388,7 @@ def _run_steps(trainer, state, start_step, store, writer, train_iter, rng, progr
       logging.info('eval %s @ step %d: %s', split, step, evaluate_lib.summary_line(eval_results))
       metric = ({'val_top1': eval_results['top1']} if 'top1' in eval_results else None)
       store.save(step, state, metrics=metric, config=config, classes=trainer.classes,
-                 total_steps=trainer.total_steps)
+                 total_steps=trainer.total_steps, decoding=decoding)
     elif step % config.checkpoint_every_steps == 0 or stop:
       _check_finite_loss(float(metrics['loss']), step, store)
       if not bool(trainer.outputs_finite(state, batch)):
@@ -398,7 +399,7 @@ def _run_steps(trainer, state, start_step, store, writer, train_iter, rng, progr
                if latest is not None else 'No checkpoint was saved; ')
             + 'lower the learning rate or check the input data.')
       store.save(step, state, config=config, classes=trainer.classes,
-                 total_steps=trainer.total_steps)
+                 total_steps=trainer.total_steps, decoding=decoding)
     progress.pause(time.monotonic() - paused)
     if stop:
       store.wait()

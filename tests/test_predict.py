@@ -5,12 +5,14 @@ import csv
 import os
 import shutil
 
+import numpy as np
 import pytest
 
 from data import records
 from salinet_jax import checkpoints
 from salinet_jax import features
 from salinet_jax import predict
+from salinet_jax import timeline
 from salinet_jax import train
 from tests.conftest import TESTDATA
 
@@ -132,3 +134,38 @@ def test_the_predictor_holds_the_variables_not_the_optimizer_state(trained):
   variables = sum(x.nbytes for x in jax.tree.leaves(predictor.variables))
   params = sum(x.nbytes for x in jax.tree.leaves(predictor.variables['params']))
   assert variables <= held < variables + params // 2, (held, variables, params)
+
+
+def test_videos_are_decoded_as_the_records_were_converted(tmp_path):
+  """Records converted at --fps=8 --max_frames=12 were scored by eval on those frames, while
+  predict (and features, windowed predict, predict through an export) decoded every native
+  frame of the same files: other clips, other scores, no word."""
+  from data import convert  # pylint: disable=g-import-not-at-top
+  from tests.conftest import tiny_config  # pylint: disable=g-import-not-at-top
+  from tests.test_data_convert import FIGHT, _jpeg, _videos  # pylint: disable=g-import-not-at-top
+  videos = tmp_path / 'videos'
+  for label, clip in (('fight', 'fi001.mp4'), ('noFight', 'nofi001.mp4')):
+    (videos / label).mkdir(parents=True)
+    (videos / label / clip).symlink_to(FIGHT / label / clip)
+  data_dir = tmp_path / 'records'
+  assert convert.main(['--dataset=folder', f'--input={videos}', f'--output={data_dir}',
+                       '--fps=8', '--max_frames=12', '--short_side=16', '--workers=1',
+                       '--quiet']) == 0
+  config = tiny_config(str(data_dir))
+  config.dataset.update(dict(name='folder', train_split='train', eval_split='train'))
+  config.update(dict(batch_size=2, eval_batch_size=2))
+  workdir = str(tmp_path / 'run')
+  train.train_and_evaluate(config, workdir)
+
+  predictor = predict.Predictor(config, workdir)
+  stored = _videos(data_dir, 'train')
+  for label, clip in (('fight', 'fi001.mp4'), ('noFight', 'nofi001.mp4')):
+    decoded = predictor.decode(str(videos / label / clip))
+    _, _, fps, frames = stored[f'{label}/{clip}']
+    assert decoded.fps == fps == 8 and len(decoded.jpegs) == len(frames) == 12
+    for got, want in zip(decoded.jpegs, frames):
+      np.testing.assert_array_equal(_jpeg(got), want)
+  # Windowed predict streams the video at the same rate: 1-second windows of 8 frames.
+  window = next(timeline.windows(str(videos / 'fight' / 'fi001.mp4'), 16, 1.0, 1.0,
+                                 predictor.decoding['fps']))
+  assert window[2] == 8 and len(window[3]) == 8

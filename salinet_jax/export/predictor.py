@@ -19,6 +19,7 @@ from salinet_jax import checkpoints
 from salinet_jax import errors
 from salinet_jax import evaluate as evaluate_lib
 from salinet_jax import inputs
+from salinet_jax import predict as predict_lib
 from salinet_jax import visualize
 from salinet_jax.export import formats
 from salinet_jax.export import serving
@@ -39,6 +40,7 @@ class ExportedPredictor:
     metadata = self.model.metadata
     self.config = source.config_from_json(metadata['config'])  # the exported run's views
     self.classes = tuple(metadata['classes'])
+    self.decoding = predict_lib.say_decoding(metadata.get('decoding') or {})
     self.source = (f'{self.model.format} export {self.model.directory} of '
                    f'{metadata["source"]["checkpoint"]}')
     self.num_views = self.config.data.eval_num_clips * self.config.data.eval_num_crops
@@ -51,8 +53,8 @@ class ExportedPredictor:
                       self.source, '; '.join(differences))
 
   def decode(self, path: str) -> video_io.DecodedVideo:
-    """The video as JPEG frames at the eval short side (raises video_io.VideoError)."""
-    return video_io.decode_video(path, short_side=self.config.data.eval_short_side)
+    """The video as the exported run's eval records hold videos (raises video_io.VideoError)."""
+    return pipeline.decode_like_records(path, self.config.data, self.decoding)
 
   def batches(self, jpegs: Sequence[bytes], fps: float, name: str):
     """The eval batch (numpy) of one video: its views."""

@@ -31,6 +31,7 @@ class Run:
   path: str  # the checkpoint's step directory
   step: int
   metrics: Dict[str, Any]
+  decoding: Dict[str, Any]  # how its eval records were decoded (data/pipeline.split_decoding)
 
 
 def config_from_json(text: str) -> ml_collections.ConfigDict:
@@ -107,4 +108,5 @@ def restore(workdir: str, which: str) -> Run:
   variables, step, description = restorer.restore_variables(workdir, selector)
   return Run(config=config, model=restorer.model, variables=jax.device_get(variables),
              classes=classes, checkpoint=description, path=step_dir, step=step,
-             metrics=dict(metadata.get('metrics') or {}))
+             metrics=dict(metadata.get('metrics') or {}),
+             decoding=dict(metadata.get('decoding') or {}))
