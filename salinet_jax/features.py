@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from data import video_io
 from salinet_jax import checkpoints
+from salinet_jax import errors
 from salinet_jax import evaluate as evaluate_lib
 from salinet_jax import inputs
 from salinet_jax import parallel
@@ -63,6 +64,10 @@ def extract(config, workdir: str, video_paths: Sequence[str],
             output_dir: str = None) -> List[Dict[str, Any]]:
   """Writes the features of every video; returns one dict per video ('video', 'ok', 'error',
   'features' path, 'shape')."""
+  if config.predict.exported:  # it would otherwise be the workdir's checkpoint, without a word
+    raise errors.ConfigError(
+        f'Features mode reads the checkpoint of the workdir; config.predict.exported='
+        f'{config.predict.exported!r} (an export) is for predict mode only: unset it.')
   files = predict_lib.find_videos(video_paths)
   checkpoints.require_checkpoint(workdir, config.eval.checkpoint)
   output_dir = workdir_lib.check_writable(

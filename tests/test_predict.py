@@ -100,6 +100,11 @@ def test_a_missing_path_fails_before_the_model_loads(trained, tmp_path, monkeypa
     with pytest.raises(checkpoints.NoCheckpointError, match='no_such_step does not exist'):
       mode(explicit, str(tmp_path / 'typo'), [str(tmp_path / 'a.mp4')])
     assert not (tmp_path / 'typo').exists()
+  exported = config.copy_and_resolve_references()  # features from the checkpoint, not an export
+  exported.predict.exported = str(tmp_path / 'export' / 'stablehlo')
+  with pytest.raises(predict.errors.ConfigError, match='config.predict.exported=.* is for '
+                     'predict mode only'):
+    features.extract(exported, workdir, [str(tmp_path / 'a.mp4')])
 
 
 def test_a_checkpoint_without_class_names_is_refused_clearly(trained, tmp_path):
