@@ -24,7 +24,6 @@ from salinet_jax import parallel
 
 VIEW_REDUCTIONS = ('sum', 'mean', 'max')
 VIEW_SCORES = ('logits', 'softmax')
-FILENAME_BYTES = 512  # longest video filename gathered across processes
 # Model-specific figures reported beside top-1/top-5 when a model provides them.
 EXTRA_METRICS = ('saliency_final_spatial_std', 'snet_top1', 'snet_top5')
 
@@ -179,17 +178,18 @@ def _gather_rows(local: np.ndarray) -> np.ndarray:
   return gathered.reshape((-1,) + local.shape[1:])
 
 
-def _encode_names(names: np.ndarray) -> np.ndarray:
-  """bytes filenames -> fixed-width uint8 rows, so they can be gathered across processes."""
-  encoded = np.zeros((len(names), FILENAME_BYTES), np.uint8)
+def _gather_names(names: np.ndarray) -> List[str]:
+  """Every process's bytes filenames, whole, in `_gather_rows` order: across processes they
+  travel as uint8 rows as wide as the longest name of any process."""
+  if jax.process_count() == 1:
+    return [bytes(name).decode('utf-8', 'replace') for name in names]
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  longest = max((len(name) for name in names), default=0)
+  width = int(np.max(multihost_utils.process_allgather(np.asarray([longest], np.int32))))
+  encoded = np.zeros((len(names), max(width, 1)), np.uint8)
   for i, name in enumerate(names):
-    raw = name[:FILENAME_BYTES]
-    encoded[i, :len(raw)] = np.frombuffer(raw, np.uint8)
-  return encoded
-
-
-def _decode_names(encoded: np.ndarray) -> List[str]:
-  return [bytes(row).rstrip(b'\0').decode('utf-8', 'replace') for row in encoded]
+    encoded[i, :len(name)] = np.frombuffer(bytes(name), np.uint8)
+  return [bytes(row).rstrip(b'\0').decode('utf-8', 'replace') for row in _gather_rows(encoded)]
 
 
 # Per-class accuracy and the confusion matrix are a bincount each in numpy: scikit-learn would be
@@ -225,7 +225,7 @@ def evaluate_batches(batches, num_videos: int, variables, mesh, jitted_step, cla
     if visualize is not None:
       visualize(dict(batch))
       visualize = None
-    names = _decode_names(_gather_rows(_encode_names(batch.pop('filename'))))
+    names = _gather_names(batch.pop('filename'))
     mask = _gather_rows(batch['mask'])
     outputs = jitted_step(variables, parallel.to_global(batch, mesh))
     sums = outputs['sums']

@@ -48,8 +48,9 @@ class FixedLogitModel(nn.Module):
     return (logits, {}) if return_aux else logits
 
 
-def write_fixed_records(directory, labels, split='val'):
-  """The 7 constant-pixel videos as records of `split`, with `labels` (-1 = unlabelled)."""
+def write_fixed_records(directory, labels, split='val', names=None):
+  """The 7 constant-pixel videos as records of `split`, with `labels` (-1 = unlabelled) and
+  `names` (default v0 ... v6)."""
   classes = [f'class{i}' for i in range(NUM_CLASSES)]
   with records.ShardWriter(str(directory), 'fixed_logit_test', split, 2) as writer:
     for v in range(NUM_VIDEOS):
@@ -61,7 +62,7 @@ def write_fixed_records(directory, labels, split='val'):
         frames.append(buffer.getvalue())
       label = int(labels[v])
       writer.write(records.serialize_video(frames, label, classes[label] if label >= 0 else '',
-                                           f'v{v}'))
+                                           names[v] if names else f'v{v}'))
   records.write_metadata(str(directory), records.DatasetMetadata(
       'fixed_logit_test', classes, {split: NUM_VIDEOS}, {split: 2},
       shards={split: writer.shard_entries()}))
@@ -174,6 +175,14 @@ def test_outputs_per_class_predictions_and_confusion(fixed_records, tmp_path):
   confusion = evaluate.confusion_matrix(predictions)
   assert confusion.sum() == NUM_VIDEOS and np.trace(confusion) == sum(predicted == LABELS)
   assert os.path.getsize(tmp_path / 'eval_val_confusion.png') > 1000
+
+
+def test_long_filenames_are_kept_whole(tmp_path):
+  """Names were cut at 512 bytes: two videos deep in one folder came out as one name in the
+  predictions CSV."""
+  names = ['d' * 300 + '/' + 'e' * 300 + f'/clip_{v}.mp4' for v in range(NUM_VIDEOS)]
+  _, predictions = _evaluate(write_fixed_records(tmp_path, LABELS, names=names))
+  assert sorted(predictions.filenames) == sorted(names)
 
 
 def test_unlabelled_split_gets_predictions_and_counts_but_no_accuracy(tmp_path):
