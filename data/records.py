@@ -99,6 +99,16 @@ def read_metadata(directory: str) -> DatasetMetadata:
   if metadata.schema_version != SCHEMA_VERSION:
     raise CorruptShardError(f'{path} has record schema version {metadata.schema_version}; this code reads '
                      f'version {SCHEMA_VERSION}: convert the dataset again.')
+  for split, shards in sorted(metadata.shards.items()):
+    if not shards or split not in metadata.split_sizes or any('num_videos' not in shard
+                                                               for shard in shards):
+      continue
+    listed = sum(int(shard['num_videos']) for shard in shards)
+    if listed != metadata.split_sizes[split]:
+      raise CorruptShardError(
+          f'{path} contradicts itself: split_sizes gives split {split!r} '
+          f'{metadata.split_sizes[split]} videos, its shards list {listed} (edited by hand, or '
+          'mixed from two conversions?): convert the split again.')
   return metadata
 
 
