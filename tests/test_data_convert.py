@@ -726,6 +726,28 @@ def test_plans_from_official_annotation_files(tmp_path):
   assert [i.label_text for i in mini.splits['val'] if i.source] == ['belly dancing']
 
 
+def test_official_annotations_matching_one_file_twice_report_both_and_go_on(tmp_path):
+  """Two Kinetics clips of one YouTube id both matched a download named `<id>.mp4` (which holds
+  one of them at most): the file was stored twice, under both labels."""
+  videos = tmp_path / 'videos'
+  _touch(videos, 'abc.mp4', 'xyz_000000_000010.mp4')
+  listing = tmp_path / 'kinetics_val.csv'
+  listing.write_text('label,youtube_id,time_start,time_end,split\n'
+                     'fight,abc,0,10,val\nnoFight,abc,20,30,val\nnoFight,xyz,0,10,val\n')
+  plan = _plan('--dataset=kinetics400', f'--input={videos}', f'--output={tmp_path / "out"}',
+               f'--annotations={listing}')
+  by_name = {item.filename: item for item in plan.splits['val']}
+  assert by_name['xyz_000000_000010'].source.endswith('xyz_000000_000010.mp4')
+  for name in ('abc_000000_000010', 'abc_000020_000030'):
+    assert not by_name[name].source
+    assert by_name[name].missing == (
+        f"{videos / 'abc.mp4'} is listed 2 times (val as 'fight', val as 'noFight'): which "
+        'listing it is cannot be told')
+  assert plan.warnings == [
+      '1 video file(s) are listed more than once and are left out, each listing reported as a '
+      f"failure: {videos / 'abc.mp4'} (val as 'fight', val as 'noFight')."]
+
+
 def test_frame_folders_are_stored_as_given(tmp_path):
   frames = tmp_path / 'frames'
   for name, count, size in (('clip_a', 5, (80, 60)), ('clip_b', 3, (40, 30))):

@@ -396,24 +396,41 @@ def make_plan(args) -> Plan:
                           'names the shard files and the TFDS dataset.')
   if not plan.splits:
     raise ConversionError('Nothing to convert: no split selected.')
-  _refuse_videos_listed_twice(plan)
+  _handle_videos_listed_twice(plan, args.dataset)
   plan.warnings.extend(_classes_differing_in_case_only(plan.classes))
   return plan
 
 
-def _refuse_videos_listed_twice(plan: Plan) -> None:
+# Kinds whose lists the user writes: a video listed twice there is refused. The official
+# datasets' annotations cannot be corrected by the user: their repeats are reported and skipped.
+USER_LIST_KINDS = ('folder', 'list', 'frames')
+
+
+def _handle_videos_listed_twice(plan: Plan, kind: str) -> None:
   """A video listed twice would be stored twice: in train and val (scored on what it trained
-  on), with two labels, or twice in one split (counted twice)."""
+  on), with two labels, or twice in one split (counted twice). For official annotations (e.g.
+  two Kinetics clips of one YouTube id found as one `<id>.mp4`, which holds one of them at most)
+  every listing of such a file becomes a failure with the reason."""
   where = {}
   for split, items in plan.splits.items():
     for item in items:
-      where.setdefault(item.source or item.filename, []).append(f'{split} as {item.label_text!r}')
-  repeated = [(video, places) for video, places in where.items() if len(places) > 1]
-  if repeated:
-    shown = '; '.join(f'{video} ({", ".join(places)})' for video, places in repeated[:5])
-    raise ConversionError(
-        f'{len(repeated)} video(s) are listed more than once: {shown}'
-        + (' ...' if len(repeated) > 5 else '') + '. List each video once, in one split.')
+      where.setdefault(item.source or item.filename, []).append((split, item))
+  repeated = {video: listed for video, listed in where.items() if len(listed) > 1}
+  if not repeated:
+    return
+  places = lambda listed: ', '.join(f'{split} as {item.label_text!r}'  # noqa: E731
+                                    for split, item in listed)
+  shown = '; '.join(f'{video} ({places(listed)})' for video, listed in list(repeated.items())[:5])
+  more = ' ...' if len(repeated) > 5 else ''
+  if kind in USER_LIST_KINDS:
+    raise ConversionError(f'{len(repeated)} video(s) are listed more than once: {shown}{more}. '
+                          'List each video once, in one split.')
+  for video, listed in repeated.items():
+    for _, item in listed:
+      item.source, item.missing = '', (f'{video} is listed {len(listed)} times '
+                                       f'({places(listed)}): which listing it is cannot be told')
+  plan.warnings.append(f'{len(repeated)} video file(s) are listed more than once and are left '
+                       f'out, each listing reported as a failure: {shown}{more}.')
 
 
 def _classes_differing_in_case_only(classes: Sequence[str]) -> List[str]:
