@@ -149,16 +149,22 @@ def test_unexpected_tensors_are_reported(k400_salinet):
                                 k400_salinet[1]['head']['fc']['kernel'])
 
 
-def test_training_checkpoints_load_from_the_workdir_and_step_dir(tmp_path):
+def _training_checkpoint(workdir, classes=None):
+  """A tiny 4-class NL-I3D trained-run checkpoint (step 3) in `workdir`: (model, params)."""
   model = tiny_model(k400_i3d_nl.get_config(), 4)
   params, batch_stats = init(model, seed=6)
   config = k400_i3d_nl.get_config()
   config.checkpoint.async_save = False
-  store = checkpoints.CheckpointStore(str(tmp_path), config.checkpoint)
+  store = checkpoints.CheckpointStore(str(workdir), config.checkpoint)
   state = {'step': jnp.asarray(3), 'params': params, 'batch_stats': batch_stats,
            'opt_state': {'momentum': jax.tree.map(jnp.zeros_like, params)}}
-  store.save(3, state, metrics={'val_top1': 0.5})
+  store.save(3, state, metrics={'val_top1': 0.5}, classes=classes)
   store.close()
+  return model, params
+
+
+def test_training_checkpoints_load_from_the_workdir_and_step_dir(tmp_path):
+  model, params = _training_checkpoint(tmp_path)
   fresh_params, fresh_stats = init(model, seed=7)
   summaries = []
   for source in (str(tmp_path), str(tmp_path / 'checkpoints' / '3')):
@@ -177,15 +183,7 @@ def test_a_classifier_trained_on_other_classes_of_the_same_count_is_refused(tmp_
   """init_from a run on records with other classes (or the same ones in another order, e.g. a
   class folder renamed) loaded its classifier rows onto the wrong classes without a word; the
   shapes fit, so nothing else could see it."""
-  model = tiny_model(k400_i3d_nl.get_config(), 4)
-  params, batch_stats = init(model, seed=6)
-  config = k400_i3d_nl.get_config()
-  config.checkpoint.async_save = False
-  store = checkpoints.CheckpointStore(str(tmp_path), config.checkpoint)
-  state = {'step': jnp.asarray(3), 'params': params, 'batch_stats': batch_stats,
-           'opt_state': {'momentum': jax.tree.map(jnp.zeros_like, params)}}
-  store.save(3, state, metrics={'val_top1': 0.5}, classes=['cat', 'dog', 'eel', 'fox'])
-  store.close()
+  model, params = _training_checkpoint(tmp_path, classes=['cat', 'dog', 'eel', 'fox'])
   fresh = init(model, seed=7)
   source = {'checkpoint': str(tmp_path), 'which': 'latest'}
   for classes, said in ((['cat', 'eel', 'dog', 'fox'], "the same classes in another order: "
