@@ -290,6 +290,17 @@ def decode_video(path: str, *, fps: Optional[float] = None, short_side: int = DE
                       source_width=source[1])
 
 
+def _refuse_a_gap(directory: str, template: str, start_index: int, missing: int) -> None:
+  """Frames of unknown count are read until the first missing index: frames after it would be
+  left out without a word, so a gap is an error."""
+  names = set(os.listdir(directory))
+  later = sum(template.format(start_index + j) in names
+              for j in range(missing + 1, missing + 1 + len(names)))
+  if later:
+    raise VideoError(f'missing frame {template.format(start_index + missing)} with {later} '
+                     'frame(s) after it: the folder has a gap')
+
+
 def read_frame_folder(directory: str, *, num_frames: int = 0, template: str = '{:06d}.jpg',
                       start_index: int = 1, short_side: int = DEFAULT_SHORT_SIDE,
                       jpeg_quality: int = DEFAULT_JPEG_QUALITY, fps: float = 0.0,
@@ -297,7 +308,7 @@ def read_frame_folder(directory: str, *, num_frames: int = 0, template: str = '{
   """Reads a folder of extracted frames (TSN layout) into JPEG frames.
 
   Frames are `template.format(start_index + i)`; with `num_frames` 0 (unknown) they are read until
-  the first missing index. JPEG files whose short side already equals `short_side` (or with
+  the first missing index, which must be the end (a gap is a VideoError). JPEG files whose short side already equals `short_side` (or with
   `short_side` 0) are stored byte for byte; others are decoded, resized and re-encoded.
   """
   if not os.path.isdir(directory):
@@ -313,6 +324,7 @@ def read_frame_folder(directory: str, *, num_frames: int = 0, template: str = '{
     if not os.path.exists(path):
       if num_frames:
         raise VideoError(f'missing frame {os.path.basename(path)} ({i} of {num_frames} read)')
+      _refuse_a_gap(directory, template, start_index, i)
       break
     with open(path, 'rb') as f:
       data = f.read()

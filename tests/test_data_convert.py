@@ -748,6 +748,19 @@ def test_official_annotations_matching_one_file_twice_report_both_and_go_on(tmp_
       f"failure: {videos / 'abc.mp4'} (val as 'fight', val as 'noFight')."]
 
 
+def test_a_gap_in_a_frame_folder_of_unknown_length_is_a_failure(tmp_path):
+  """A TSN row with frame count 0 is read until the first missing frame: a folder with a gap
+  at frame 10 of 40 stored 9 frames without a word."""
+  folder = tmp_path / 'clip'
+  folder.mkdir()
+  for i in [i for i in range(1, 41) if i != 10]:
+    Image.fromarray(np.full((16, 16, 3), i, np.uint8)).save(folder / f'{i:06d}.jpg')
+  with pytest.raises(video_io.VideoError, match=r'^missing frame 000010.jpg with 30 frame\(s\) '
+                     'after it: the folder has a gap$'):
+    video_io.read_frame_folder(str(folder), short_side=0)
+  assert len(video_io.read_frame_folder(str(folder), short_side=0, max_frames=9).jpegs) == 9
+
+
 def test_frame_folders_are_stored_as_given(tmp_path):
   frames = tmp_path / 'frames'
   for name, count, size in (('clip_a', 5, (80, 60)), ('clip_b', 3, (40, 30))):
