@@ -410,12 +410,14 @@ def _handle_videos_listed_twice(plan: Plan, kind: str) -> None:
   """A video listed twice would be stored twice: in train and val (scored on what it trained
   on), with two labels, or twice in one split (counted twice). For official annotations (e.g.
   two Kinetics clips of one YouTube id found as one `<id>.mp4`, which holds one of them at most)
-  every listing of such a file becomes a failure with the reason."""
+  every listing of such a file becomes a failure with the reason. The splits of different folds
+  (train1/test1 beside train2/test2, as --fold=all gives) hold the same videos by design."""
   where = {}
   for split, items in plan.splits.items():
+    fold = re.search(r'\d*$', split).group()
     for item in items:
-      where.setdefault(item.source or item.filename, []).append((split, item))
-  repeated = {video: listed for video, listed in where.items() if len(listed) > 1}
+      where.setdefault((fold, item.source or item.filename), []).append((split, item))
+  repeated = {video: listed for (_, video), listed in where.items() if len(listed) > 1}
   if not repeated:
     return
   places = lambda listed: ', '.join(f'{split} as {item.label_text!r}'  # noqa: E731
@@ -427,8 +429,10 @@ def _handle_videos_listed_twice(plan: Plan, kind: str) -> None:
                           'List each video once, in one split.')
   for video, listed in repeated.items():
     for _, item in listed:
-      item.source, item.missing = '', (f'{video} is listed {len(listed)} times '
-                                       f'({places(listed)}): which listing it is cannot be told')
+      item.source, item.missing = '', (
+          f'{video} is listed {len(listed)} times ({places(listed)}): which listing it holds '
+          'cannot be told (name each file after its listing, e.g. Kinetics clips '
+          '<youtube_id>_<start>_<end>)')
   plan.warnings.append(f'{len(repeated)} video file(s) are listed more than once and are left '
                        f'out, each listing reported as a failure: {shown}{more}.')
 
