@@ -705,8 +705,11 @@ def _field(tree: Any, name: str) -> Any:
   return getattr(tree, name, None)
 
 
-# Config fields (prefixes) whose values decide the structure of the optimizer state.
-_OPTIMIZER_STATE_FIELDS = ('optimizer.', 'model.stage:')
+# Config fields that decide the structure of the optimizer state (salinet_jax/optim.py), most
+# telling first; S2DNet's stages freeze other parts.
+_OPTIMIZER_STATE_FIELDS = ('optimizer.name', 'model.stage', 'optimizer.frozen',
+                           'optimizer.grad_clip_norm', 'optimizer.lr_multipliers',
+                           'optimizer.momentum')
 
 
 def _mismatch_error(what: str, mismatches: List[str], stored_config: Optional[str],
@@ -715,9 +718,12 @@ def _mismatch_error(what: str, mismatches: List[str], stored_config: Optional[st
   the parameters fit but the optimizer state has another structure) and the config fields."""
   shown = mismatches[:8] + ([f'... and {len(mismatches) - 8} more'] if len(mismatches) > 8 else [])
   differences = config_differences(stored_config, config) if stored_config and config else []
-  # Those of them that build another optimizer state (S2DNet's stages freeze other parts): named on
-  # the first line, where 'optimizer' alone misleads an evaluation that never steps it.
-  shaping = [line for line in differences if line.startswith(_OPTIMIZER_STATE_FIELDS)][:3]
+  # Those of them that build another optimizer state: named on the first line, where 'optimizer'
+  # alone misleads an evaluation that never steps it.
+  by_field = {line.split(':', 1)[0]: line for line in config_differences(
+      stored_config, config, limit=len(_OPTIMIZER_STATE_FIELDS),
+      relevant=lambda line: line.split(':', 1)[0] in _OPTIMIZER_STATE_FIELDS)} if differences else {}
+  shaping = [by_field[field] for field in _OPTIMIZER_STATE_FIELDS if field in by_field][:3]
   message = (f'{what} does not fit the model of the given config: {len(mismatches)} '
              'parameter(s) differ:\n  ' + '\n  '.join(shown) if mismatches else
              f'{what} does not fit the optimizer of the given config: its optimizer state has '

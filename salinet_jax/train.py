@@ -168,8 +168,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     except KeyboardInterrupt:  # before the loop takes Ctrl-C over, or a second one inside it
       console.error_to_log_file('Interrupted by Ctrl-C at:\n' + traceback.format_exc())
       raise errors.Interrupted(
-          'nothing was saved on the way out; the same command resumes from the newest '
-          f'checkpoint, if any (the traceback of where it stopped is in {log_path}).') from None
+          'the run stopped unfinished; the same command resumes from its newest checkpoint, '
+          f'if any (the traceback of where it stopped is in {log_path}).') from None
     finally:
       console.close_log_file()
 

@@ -349,14 +349,18 @@ def test_restoring_another_optimizer_state_names_the_config_fields(tmp_path, ckp
   store.close()
   other = base.get_base_config()
   other.optimizer.name = 'adamw'
+  # Fields that come before 'name' alphabetically but leave the state's structure as it is: the
+  # first line names the optimizer (it named these three).
+  other.optimizer.update(adam_b2=0.9, base_batch_size=7, base_learning_rate=0.5)
   target = {**_state(0), 'opt_state': {'m': jnp.zeros((3,)), 'v': jnp.zeros((3,))}}
   store = checkpoints.CheckpointStore(str(tmp_path), ckpt_config, read_only=True)
   for restore in (lambda: store.restore_for_resume(target, other),
                   lambda: checkpoints.restore_from_path(store.step_dir(1), target, other)):
-    with pytest.raises(checkpoints.CheckpointMismatchError,
-                       match=r"(?s)does not fit the optimizer of the given config: its optimizer "
-                       r"state has another structure.*optimizer.name: stored 'sgd', given 'adamw'"):
+    with pytest.raises(checkpoints.CheckpointMismatchError) as refused:
       restore()
+    assert str(refused.value).splitlines()[0].endswith(
+        "does not fit the optimizer of the given config: its optimizer state has another "
+        "structure (optimizer.name: stored 'sgd', given 'adamw').")
   store.close()
 
 

@@ -281,9 +281,9 @@ def test_ctrl_c_before_the_training_loop_ends_in_one_line(tiny_data_dir, tmp_pat
   assert proc.returncode == 130, console[-4000:]
   assert 'Traceback' not in console, console[-4000:]
   assert console.strip().splitlines()[-1] == (
-      'Interrupted by Ctrl-C: nothing was saved on the way out; the same command resumes from '
-      f'the newest checkpoint, if any (the traceback of where it stopped is in '
-      f'{workdir}/log.txt). Exit status 130.')
+      'Interrupted by Ctrl-C: the run stopped unfinished; the same command resumes from its '
+      f'newest checkpoint, if any (the traceback of where it stopped is in {workdir}/log.txt). '
+      'Exit status 130.')
   assert 'KeyboardInterrupt' in (workdir / 'log.txt').read_text()
   assert not list((workdir / 'checkpoints').glob('[0-9]*'))
 
