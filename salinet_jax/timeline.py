@@ -41,21 +41,33 @@ def windows(path: str, short_side: int, window_seconds: float, stride_seconds: f
   size = max(1, int(round(window_seconds * rate)))
   stride = max(1, int(round(stride_seconds * rate)))
   recent: collections.deque = collections.deque(maxlen=size)  # the last `size` frames
-  count, tick = 0, 0
-  for index, (_, rgb, _) in enumerate(video_io.iter_frames(path, short_side=short_side)):
-    repeats = 1  # every frame once; resampled, as often as 1/fps ticks fall on it (maybe never)
-    if fps > 0:
-      repeats = 0
-      while math.floor(tick * source_rate / fps + 1e-6) <= index:
-        tick, repeats = tick + 1, repeats + 1
-    jpeg = video_io.encode_jpeg(rgb) if repeats else None
-    for _ in range(repeats):
-      recent.append(jpeg)
-      count += 1
-      if count >= size and (count - size) % stride == 0:
-        yield count - size, count, rate, list(recent)
+  count = 0
+  for jpeg in _frames_at(path, short_side, source_rate, fps):
+    recent.append(jpeg)
+    count += 1
+    if count >= size and (count - size) % stride == 0:
+      yield count - size, count, rate, list(recent)
   if count and (count < size or (count - size) % stride):
     yield max(0, count - size), count, rate, list(recent)
+
+
+def _frames_at(path: str, short_side: int, source_rate: float, fps: float) -> Iterator[bytes]:
+  """The video's JPEG frames, streamed: every frame, or with `fps` > 0 the frames
+  video_io.resample_times picks for frame i timed i / source_rate (the one on screen at each
+  1/fps tick, the last tick only if the video lasts its whole interval)."""
+  pending: collections.deque = collections.deque()  # (tick, frame) until the video outlasts it
+  tick = 0
+  for index, (_, rgb, _) in enumerate(video_io.iter_frames(path, short_side=short_side)):
+    if fps <= 0:
+      yield video_io.encode_jpeg(rgb)
+      continue
+    jpeg = None
+    while math.floor(tick * source_rate / fps + 1e-6) <= index:
+      jpeg = jpeg or video_io.encode_jpeg(rgb)
+      pending.append((tick, jpeg))
+      tick += 1
+    while pending and (pending[0][0] + 1) * source_rate / fps <= index + 1 + 1e-6:
+      yield pending.popleft()[1]
 
 
 def predict_windows(predictor, path: str, output_stem: str) -> np.ndarray:

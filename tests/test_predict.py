@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from data import records
+from data import video_io
 from salinet_jax import checkpoints
 from salinet_jax import features
 from salinet_jax import predict
@@ -170,7 +171,10 @@ def test_videos_are_decoded_as_the_records_were_converted(tmp_path):
     assert decoded.fps == fps == 8 and len(decoded.jpegs) == len(frames) == 12
     for got, want in zip(decoded.jpegs, frames):
       np.testing.assert_array_equal(_jpeg(got), want)
-  # Windowed predict streams the video at the same rate: 1-second windows of 8 frames.
-  window = next(timeline.windows(str(videos / 'fight' / 'fi001.mp4'), 16, 1.0, 1.0,
-                                 predictor.decoding['fps']))
+  # Windowed predict streams the video at the same rate, picking the same frames: 1-second
+  # windows of 8 frames, and a window longer than the video holds what the converter stores.
+  path = str(videos / 'fight' / 'fi001.mp4')
+  window = next(timeline.windows(path, 16, 1.0, 1.0, predictor.decoding['fps']))
   assert window[2] == 8 and len(window[3]) == 8
+  whole = list(timeline.windows(path, 16, 1e4, 1e4, predictor.decoding['fps']))
+  assert whole[0][3] == video_io.decode_video(path, short_side=16, fps=8).jpegs
