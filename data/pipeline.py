@@ -118,16 +118,23 @@ def split_info(dataset_config, split: str) -> SplitInfo:
 def split_decoding(dataset_config, split: str) -> Dict[str, Any]:
   """How the converter decoded the videos of `split` into its records: {'fps': the rate frames
   were resampled to (0: every native frame), 'max_frames': the cap (0: none)}, so that videos
-  given to a trained model later (predict, features, export) are decoded alike; {} where the
-  records do not say (synthetic data, records converted before settings were kept)."""
+  given to a trained model later (predict, features, export) are decoded alike, with
+  'rate_unknown' for frame folders of unknown rate; {} where the records do not say (converted
+  before settings were kept, or written by other code). Synthetic clips have no source video:
+  any decoding is theirs."""
+  if dataset_config.name == 'synthetic':
+    return {'fps': 0.0, 'max_frames': 0}
   conversion = prepare(dataset_config).extra.get('conversion', {}).get(split) or {}
   settings = conversion.get('settings')
   if not settings:
     return {}
-  fps = settings.get('fps') or 0.0
-  if conversion.get('source_kind') == 'frames':  # frame folders keep their own rate
-    fps = settings.get('frames_fps') or 0.0
-  return {'fps': float(fps), 'max_frames': int(settings.get('max_frames') or 0)}
+  decoding = {'fps': float(settings.get('fps') or 0.0),
+              'max_frames': int(settings.get('max_frames') or 0)}
+  if conversion.get('source_kind') == 'frames':  # frame folders keep the rate they were taken at
+    decoding['fps'] = float(settings.get('frames_fps') or 0.0)
+    if not decoding['fps']:
+      decoding['rate_unknown'] = True
+  return decoding
 
 
 def decode_like_records(path: str, data_config, decoding: Dict[str, Any]

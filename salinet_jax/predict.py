@@ -83,10 +83,10 @@ class Predictor:
     self.config = config
     metadata = engine.checkpoint_metadata(workdir, config)
     self.classes = tuple(metadata['classes'])
-    self.decoding = say_decoding(metadata.get('decoding') or {})
     self.engine = engine.Engine(config, self.classes)
     self.variables, _, self.source = self.engine.restore_variables(workdir,
                                                                    config.eval.checkpoint)
+    self.decoding = say_decoding(metadata.get('decoding') or {}, f'Checkpoint {self.source}')
     self.num_views = config.data.eval_num_clips * config.data.eval_num_crops
 
   def decode(self, path: str) -> video_io.DecodedVideo:
@@ -116,10 +116,20 @@ class Predictor:
     return [(self.classes[k], float(probs[k])) for k in order]
 
 
-def say_decoding(decoding: Dict[str, Any]) -> Dict[str, Any]:
-  """Logs how videos will be decoded when the records were not every native frame; returns
-  `decoding` (data/pipeline.split_decoding's dict, {} for checkpoints that predate it)."""
-  if decoding.get('fps') or decoding.get('max_frames'):
+def say_decoding(decoding: Dict[str, Any], source: str) -> Dict[str, Any]:
+  """Logs how videos will be decoded when the records were not every native frame, and warns
+  where that cannot be matched; returns `decoding` (data/pipeline.split_decoding's dict, {}
+  for a checkpoint or export `source` that predates it)."""
+  if not decoding:
+    logging.warning('%s does not record how its eval records decoded their videos (it predates '
+                    'that, or the records do not say): videos are decoded at their native frame '
+                    'rate, so their clips differ from the evaluation\'s if the records were '
+                    'converted with --fps or --max_frames.', source)
+  elif decoding.get('rate_unknown'):
+    logging.warning('The eval records of %s are frame folders of unknown rate (converted '
+                    'without --frames_fps): videos are decoded at their native frame rate, which '
+                    'may not be the folders\'.', source)
+  elif decoding.get('fps') or decoding.get('max_frames'):
     logging.info('Videos are decoded as the eval records the checkpoint was trained with were '
                  'converted: %s.', ', '.join(
                      ([f"resampled to {decoding['fps']:g} fps"] if decoding.get('fps') else [])

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 
+import ml_collections
 import numpy as np
 import pytest
 from PIL import Image
@@ -20,6 +21,7 @@ from PIL import Image
 import data
 from data import convert
 from data import datasets
+from data import pipeline
 from data import records
 from data import video_io
 from tests.conftest import REPO_ROOT
@@ -796,3 +798,6 @@ def test_frame_folders_are_stored_as_given(tmp_path):
   assert jpegs['clip_a'][1] == (frames / 'clip_a' / 'img_00002.jpg').read_bytes()
   assert videos['clip_b'][0] == 0 and len(videos['clip_b'][3]) == 3
   assert videos['clip_b'][3][0].shape == (60, 80, 3)  # 40x30 scaled to short side 60
+  # Videos given to a model trained on them are decoded at the folders' rate.
+  records_config = ml_collections.ConfigDict({'name': '', 'data_dir': str(out)})
+  assert pipeline.split_decoding(records_config, 'train') == {'fps': 25.0, 'max_frames': 0}

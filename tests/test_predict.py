@@ -164,6 +164,7 @@ def test_videos_are_decoded_as_the_records_were_converted(tmp_path):
   train.train_and_evaluate(config, workdir)
 
   predictor = predict.Predictor(config, workdir)
+  assert predictor.decoding == {'fps': 8.0, 'max_frames': 12}
   stored = _videos(data_dir, 'train')
   for label, clip in (('fight', 'fi001.mp4'), ('noFight', 'nofi001.mp4')):
     decoded = predictor.decode(str(videos / label / clip))
@@ -178,3 +179,19 @@ def test_videos_are_decoded_as_the_records_were_converted(tmp_path):
   assert window[2] == 8 and len(window[3]) == 8
   whole = list(timeline.windows(path, 16, 1e4, 1e4, predictor.decoding['fps']))
   assert whole[0][3] == video_io.decode_video(path, short_side=16, fps=8).jpegs
+
+
+def test_decoding_that_cannot_be_matched_is_warned_about(trained, caplog):
+  """A checkpoint (or export) from before the decoding was kept, or of frame folders of unknown
+  rate, decodes at the native rate: said, not silent. Synthetic clips need no word."""
+  config, workdir = trained
+  with caplog.at_level('INFO'):
+    assert predict.Predictor(config, workdir).decoding == {'fps': 0.0, 'max_frames': 0}
+    assert 'decoded' not in caplog.text
+    predict.say_decoding({}, 'Checkpoint c')
+    predict.say_decoding({'fps': 0.0, 'max_frames': 0, 'rate_unknown': True}, 'checkpoint d')
+  assert ('Checkpoint c does not record how its eval records decoded their videos (it predates '
+          'that, or the records do not say): videos are decoded at their native frame rate'
+          in caplog.text)
+  assert ('The eval records of checkpoint d are frame folders of unknown rate (converted '
+          'without --frames_fps)' in caplog.text)

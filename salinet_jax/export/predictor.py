@@ -40,9 +40,10 @@ class ExportedPredictor:
     metadata = self.model.metadata
     self.config = source.config_from_json(metadata['config'])  # the exported run's views
     self.classes = tuple(metadata['classes'])
-    self.decoding = predict_lib.say_decoding(metadata.get('decoding') or {})
     self.source = (f'{self.model.format} export {self.model.directory} of '
                    f'{metadata["source"]["checkpoint"]}')
+    self.decoding = predict_lib.say_decoding(metadata.get('decoding') or {},
+                                             f'The {self.source}')
     self.num_views = self.config.data.eval_num_clips * self.config.data.eval_num_crops
     self.output_dir = output_dir
     differences = checkpoints.config_differences(json.dumps(metadata['config']), config,
