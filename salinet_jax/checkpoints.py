@@ -775,6 +775,23 @@ def restore_from_path(path: str, target: Any, config: Any = None) -> Any:
   return state
 
 
+def unfinished_run(step_dir: str) -> Optional[Tuple[int, int]]:
+  """(step, the run's length in steps) when the run of checkpoint `step_dir` has not finished
+  (its newest step is short of its length: stopped and never resumed), else None."""
+  metadata = read_step_metadata(step_dir)
+  step, total = metadata.get('step'), metadata.get('total_steps')
+  if total is None:  # saved before the run's length was recorded: its config's, if in steps
+    try:
+      total = json.loads(metadata.get('config') or '{}').get('num_train_steps')
+    except (AttributeError, ValueError):
+      total = None
+  folder = os.path.dirname(step_dir)  # the run's checkpoints: a finished run has its last step
+  newest = max((int(name) for name in os.listdir(folder) if name.isdigit()), default=step)
+  if isinstance(step, int) and isinstance(total, int) and 0 < total and newest < total:
+    return step, total
+  return None
+
+
 def read_step_metadata(step_dir: str) -> Dict[str, Any]:
   """The custom metadata of a step directory, read without a manager ({} if unreadable)."""
   try:

@@ -8,6 +8,7 @@ training records.
 
 import functools
 import math
+import os
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 import flax
@@ -17,6 +18,7 @@ from jax._src import ad_checkpoint  # private: see round_narrow_residuals_only
 import jax.numpy as jnp
 import ml_collections
 import optax
+from absl import logging
 
 from data import host_malloc
 from salinet_jax import checkpoints
@@ -345,6 +347,12 @@ class Engine:
     variables, step = state.variables, int(state.step)
     del state
     host_malloc.trim()  # the optimizer state's buffers
+    step_dir = (os.path.join(checkpoints.checkpoint_dir(workdir), str(step))
+                if which in ('best', 'latest') else checkpoints.step_dir_of(which))
+    unfinished = checkpoints.unfinished_run(step_dir)
+    if unfinished:
+      logging.warning('Checkpoint %s is step %d of a run of %d steps, which has not finished: '
+                      'rerun its training command to finish it.', description, *unfinished)
     return variables, step, description
 
 

@@ -365,19 +365,11 @@ def _warn_if_unfinished(step_dir: str) -> None:
   """A warning when a training checkpoint comes from a run that has not finished (e.g. a
   warm-up stopped by a preemption and never resumed): the next stage would start from it
   without a word. The best step of a finished run is not one."""
-  metadata = checkpoints.read_step_metadata(step_dir)
-  step, total = metadata.get('step'), metadata.get('total_steps')
-  if total is None:  # saved before the run's length was recorded: its config's, if in steps
-    try:
-      total = json.loads(metadata.get('config') or '{}').get('num_train_steps')
-    except (AttributeError, ValueError):
-      total = None
-  folder = os.path.dirname(step_dir)  # the run's checkpoints: a finished run has its last step
-  newest = max((int(name) for name in os.listdir(folder) if name.isdigit()), default=step)
-  if isinstance(step, int) and isinstance(total, int) and 0 < total and newest < total:
+  unfinished = checkpoints.unfinished_run(step_dir)
+  if unfinished:
     logging.warning('init_from %s is step %d of a run of %d steps, which has not finished: '
                     'resume that run first if the next stage should start from its end.',
-                    step_dir, step, total)
+                    step_dir, *unfinished)
 
 
 def _model_differences(item: str, model_config: Optional[Any],

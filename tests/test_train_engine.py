@@ -244,6 +244,26 @@ def test_best_of_a_workdir_where_no_step_was_evaluated_says_it_is_the_latest(tin
   assert trainer.restore(str(tmp_path), 'best')[1] == 'best (step 2)'
 
 
+def test_evaluating_a_run_that_has_not_finished_is_a_warning(tiny_data_dir, tmp_path, caplog):
+  """With 'latest' the default, eval, predict and export of a run stopped at step 1 of 2 (and
+  never resumed) scored it as the run's result without a word."""
+  config = tiny_config(str(tiny_data_dir))
+  trainer = train.training_engine(config)
+  store = checkpoints.CheckpointStore(str(tmp_path), config.checkpoint)
+  state = trainer.fresh_state()
+  store.save(1, state.replace(step=state.step + 1), total_steps=2)
+  store.close()
+  trainer.restore_variables(str(tmp_path), 'latest')
+  assert ('Checkpoint latest (step 1) is step 1 of a run of 2 steps, which has not finished: '
+          'rerun its training command to finish it.') in caplog.text
+  caplog.clear()
+  store = checkpoints.CheckpointStore(str(tmp_path), config.checkpoint)
+  store.save(2, state.replace(step=state.step + 2), total_steps=2)
+  store.close()
+  trainer.restore_variables(str(tmp_path), str(tmp_path / 'checkpoints' / '1'))  # finished run
+  assert 'has not finished' not in caplog.text
+
+
 def test_ctrl_c_is_taken_over_only_where_python_handles_it():
   """A background job of a script starts with SIGINT ignored: a Ctrl-C aimed at the script must
   not stop it (the watcher replaced the ignored handler with its own)."""
