@@ -233,6 +233,9 @@ def main(argv=None) -> int:
   except errors.DataError as e:  # missing or corrupt records: one line
     print(f'error: {e}', file=sys.stderr)
     return 1
+  except KeyboardInterrupt:  # asked for: one line
+    print('Interrupted by Ctrl-C. Exit status 130.', file=sys.stderr)
+    return 130
 
 
 def _measure(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

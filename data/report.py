@@ -238,6 +238,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   except errors.DataError as e:
     print(f'error: {e}', file=sys.stderr)
     return 1
+  except KeyboardInterrupt:  # asked for: one line, nothing written yet
+    print('Interrupted by Ctrl-C: nothing was written. Exit status 130.', file=sys.stderr)
+    return 130
   output = args.output or os.path.join(args.records, 'report')
   os.makedirs(output, exist_ok=True)
   with open(os.path.join(output, 'report.json'), 'w') as f:

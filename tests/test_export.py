@@ -251,6 +251,22 @@ def _flags(**overrides):
   return types.SimpleNamespace(**values)
 
 
+def test_ctrl_c_during_an_export_ends_in_one_line_and_writes_nothing(trained, tmp_path,
+                                                                    monkeypatch, capsys):
+  """It printed a KeyboardInterrupt traceback (the README says every command ends in one line)."""
+  _, workdir = trained('hara')
+
+  def interrupted(*args, **kwargs):
+    raise KeyboardInterrupt
+
+  monkeypatch.setattr(formats, 'write_stablehlo', interrupted)
+  out = tmp_path / 'out'
+  assert cli.main(['export'], _flags(workdir=workdir, output=str(out))) == 130
+  assert capsys.readouterr().err == (f'Interrupted by Ctrl-C: nothing was written to {out}. '
+                                     'Exit status 130.\n')
+  assert os.listdir(tmp_path) == []  # nor is a staging folder left beside it
+
+
 def test_a_format_that_cannot_convert_is_recorded(trained, tmp_path, monkeypatch, capsys):
   _, workdir = trained('hara')
 

@@ -359,3 +359,20 @@ def test_disk_full_during_a_save_ends_the_run_naming_the_cause(tiny_data_dir, tm
   assert 'Traceback' not in proc.stderr and len(lines) < 25, proc.stderr[-3000:]
   # That line alone: orbax's three or four error lines about the same failure went first.
   assert [line for line in lines if 'error' in line.lower()] == [lines[-1]], proc.stderr[-3000:]
+
+
+def test_ctrl_c_in_the_data_report_and_bench_commands_ends_in_one_line(monkeypatch, capsys):
+  """Both printed a KeyboardInterrupt traceback (the README says every command ends in one
+  line on a Ctrl-C)."""
+  from data import bench as data_bench  # pylint: disable=g-import-not-at-top
+  from data import report  # pylint: disable=g-import-not-at-top
+
+  def interrupted(*args, **kwargs):
+    raise KeyboardInterrupt
+
+  monkeypatch.setattr(report, 'build', interrupted)
+  monkeypatch.setattr(data_bench, '_measure', interrupted)
+  assert report.main(['--records=/any']) == 130
+  assert capsys.readouterr().err == 'Interrupted by Ctrl-C: nothing was written. Exit status 130.\n'
+  assert data_bench.main(['--records=/any']) == 130
+  assert capsys.readouterr().err == 'Interrupted by Ctrl-C. Exit status 130.\n'

@@ -77,6 +77,10 @@ def main(argv, values) -> int:
   except (errors.UserError, data_errors.DataError) as e:
     print(f'error: export failed: {e}', file=sys.stderr)
     return 1
+  except KeyboardInterrupt:  # asked for: one line; the staging folder is already removed
+    print(f'Interrupted by Ctrl-C: nothing was written to {values.output}. Exit status 130.',
+          file=sys.stderr)
+    return 130
   for fmt, entry in summary['formats'].items():
     print(_format_line(fmt, entry))
   print(f'Wrote {os.path.join(os.path.abspath(values.output), formats.EXPORT_JSON)} '
