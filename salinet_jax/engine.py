@@ -9,7 +9,7 @@ training records.
 import functools
 import math
 import os
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, FrozenSet, Optional, Sequence, Tuple
 
 import flax
 import flax.linen as nn
@@ -338,6 +338,18 @@ class Engine:
       finally:
         store.close()
     return checkpoints.restore_from_path(which, target, self.config), which
+
+  def classifier_params(self) -> FrozenSet[str]:
+    """Paths of the parameters whose shapes follow the number of classes ('head/fc/kernel',
+    S2DNet's 'snet/fc/bias', ...): the classifiers, found by building the model for one class
+    more (shapes only)."""
+    other = models.build_model(self.config.model, len(self.classes) + 1, self.config.dtype,
+                               self.config.remat)
+    flat = lambda model: flax.traverse_util.flatten_dict(  # noqa: E731
+        models.abstract_variables(model, self.input_shape)['params'], sep='/')
+    mine, theirs = flat(self.model), flat(other)
+    return frozenset(path for path, leaf in mine.items()
+                     if path not in theirs or theirs[path].shape != leaf.shape)
 
   def restore_variables(self, workdir: str, which: str) -> Tuple[Dict[str, Any], int, str]:
     """The variables and step of the verified checkpoint `which`, and a description of it: what

@@ -31,7 +31,7 @@ import dataclasses
 import json
 import os
 import re
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import jax
 import ml_collections
@@ -258,7 +258,9 @@ def _like(value: np.ndarray, leaf: Any) -> Any:
 
 def load_pretrained(params: Any, batch_stats: Any, init_config: Any,
                     model_config: Optional[Any] = None,
-                    classes: Optional[Sequence[str]] = None) -> Tuple[Any, Any, LoadReport]:
+                    classes: Optional[Sequence[str]] = None,
+                    classifier_params: Optional[Callable[[], Iterable[str]]] = None
+                    ) -> Tuple[Any, Any, LoadReport]:
   """Merges the checkpoint of `init_config` into fresh `params` / `batch_stats`.
 
   Args:
@@ -269,8 +271,10 @@ def load_pretrained(params: Any, batch_stats: Any, init_config: Any,
       workdir, default 'best').
     model_config: the `config.model` of `params`; a mismatch error then also names the model
       fields the checkpoint was made with that differ from it.
-    classes: the class names the model is trained on; a training checkpoint that recorded
-      other ones (same count, so the shapes fit) is refused while its classifier loads.
+    classes, classifier_params: the class names the model is trained on, and a function giving
+      the paths of its classifier parameters (engine.Engine.classifier_params, called only when
+      needed); a training checkpoint that recorded other classes (same count, so the shapes
+      fit) is refused while its classifier loads.
 
   Returns:
     (params, batch_stats, LoadReport).
@@ -307,26 +311,25 @@ def load_pretrained(params: Any, batch_stats: Any, init_config: Any,
     raise PretrainedMismatchError(f'{report.summary()}\n{_mismatch_hint(report, strict)}.'
                                   + _model_differences(item, model_config,
                                                        other_architecture=False))
-  if classes is not None and os.path.basename(item) == checkpoints.ITEM_DIR:
+  if (classes is not None and classifier_params is not None
+      and os.path.basename(item) == checkpoints.ITEM_DIR):
     _refuse_a_classifier_of_other_classes(
-        report, params, checkpoints.read_step_metadata(os.path.dirname(item)).get('classes'),
-        list(classes))
+        report, classifier_params,
+        checkpoints.read_step_metadata(os.path.dirname(item)).get('classes'), list(classes))
   return merged['params'], merged['batch_stats'], report
 
 
-def _refuse_a_classifier_of_other_classes(report: LoadReport, params: Any,
+def _refuse_a_classifier_of_other_classes(report: LoadReport,
+                                          classifier_params: Callable[[], Iterable[str]],
                                           trained_on: Optional[List[str]],
                                           classes: List[str]) -> None:
   """A training checkpoint records its classes: with as many other ones (or the same in another
-  order) the classifier's shapes fit, and its rows would score the wrong classes. Classifiers
-  are the loaded Dense kernels (2-D) with one output per class."""
+  order) the shapes of its classifiers (and of S2DNet's layers reading class scores) fit, and
+  their rows would be matched to the wrong classes."""
   if not trained_on or trained_on == classes or len(trained_on) != len(classes):
     return
-  loaded = set(report.loaded)
-  classifiers = sorted(
-      layout.path_str(path[:-1]) for path, leaf in layout.flatten(params).items()
-      if path[-1] == 'kernel' and len(np.shape(leaf)) == 2 and np.shape(leaf)[-1] == len(classes)
-      and f'params:{layout.path_str(path)}' in loaded)
+  loaded = {entry.split(':', 1)[1] for entry in report.loaded if entry.startswith('params:')}
+  classifiers = sorted({path.rsplit('/', 1)[0] for path in classifier_params() if path in loaded})
   if not classifiers:
     return
   if sorted(trained_on) == sorted(classes):
@@ -339,9 +342,9 @@ def _refuse_a_classifier_of_other_classes(report: LoadReport, params: Any,
   source = f'{report.checkpoint} ({report.taken})' if report.taken else report.checkpoint
   raise PretrainedMismatchError(
       f'init_from {source} was trained on other classes than these records ({how}), so its '
-      f'classifier ({", ".join(classifiers)}) would score the wrong classes. Exclude it with '
-      f"init_from.exclude='^({'|'.join(classifiers)})(/|$)' to train it afresh, or train on "
-      'records of its classes.')
+      f'layers with a row per class ({", ".join(classifiers)}) would be matched to the wrong '
+      f"classes. Exclude them with init_from.exclude='^({'|'.join(classifiers)})(/|$)' to "
+      'train them afresh, or train on records of its classes.')
 
 
 def _mismatch_hint(report: LoadReport, strict: bool) -> str:

@@ -120,9 +120,9 @@ def initialize_from(trainer: engine.Engine, state: engine.TrainState,
   Parameters matching `init_from.exclude` keep their fresh initialisation. Only weights travel:
   the optimizer state and step start afresh.
   """
-  params, batch_stats, report = pretrained.load_pretrained(state.params, state.batch_stats,
-                                                           init_config, trainer.config.model,
-                                                           trainer.classes)
+  params, batch_stats, report = pretrained.load_pretrained(
+      state.params, state.batch_stats, init_config, trainer.config.model, trainer.classes,
+      trainer.classifier_params)
   # Tensors left fresh under init_from.strict=False are a warning: the user should see them.
   log = logging.info if report.ok else logging.warning
   log('Initialised from %s', report.summary())

@@ -186,20 +186,23 @@ def test_a_classifier_trained_on_other_classes_of_the_same_count_is_refused(tmp_
   model, params = _training_checkpoint(tmp_path, classes=['cat', 'dog', 'eel', 'fox'])
   fresh = init(model, seed=7)
   source = {'checkpoint': str(tmp_path), 'which': 'latest'}
+  head = lambda: {'head/fc/kernel', 'head/fc/bias'}  # noqa: E731  (Engine.classifier_params)
   for classes, said in ((['cat', 'eel', 'dog', 'fox'], "the same classes in another order: "
                          "class 1 is 'dog' there, 'eel' here"),
                         (['cat', 'dog', 'eel', 'gnu'], "classes only there: fox; only here: gnu")):
     with pytest.raises(pretrained.PretrainedMismatchError) as refused:
-      pretrained.load_pretrained(*fresh, source, classes=classes)
+      pretrained.load_pretrained(*fresh, source, classes=classes, classifier_params=head)
     message = str(refused.value)
     assert message.startswith(f'init_from {tmp_path} (its latest checkpoint, step 3) was trained '
                               f'on other classes than these records ({said})'), message
     assert "init_from.exclude='^(head/fc)(/|$)'" in message, message
   # Excluded, the classifier starts fresh; the same classes load it.
   got, _, report = pretrained.load_pretrained(*fresh, {**source, 'exclude': '^head/fc/'},
-                                              classes=['cat', 'eel', 'dog', 'fox'])
+                                              classes=['cat', 'eel', 'dog', 'fox'],
+                                              classifier_params=head)
   np.testing.assert_array_equal(got['head']['fc']['kernel'], fresh[0]['head']['fc']['kernel'])
-  got, _, _ = pretrained.load_pretrained(*fresh, source, classes=['cat', 'dog', 'eel', 'fox'])
+  got, _, _ = pretrained.load_pretrained(*fresh, source, classes=['cat', 'dog', 'eel', 'fox'],
+                                         classifier_params=head)
   np.testing.assert_array_equal(got['head']['fc']['kernel'], params['head']['fc']['kernel'])
 
 

@@ -317,3 +317,18 @@ def test_eval_view_settings_that_cannot_work_fail_before_training(config, field,
   config.data[field] = value
   with pytest.raises(data_errors.DataError, match=re.escape(said)):
     train.training_engine(config)
+
+
+def test_the_parameters_that_follow_the_classes_are_found_by_their_shapes(tmp_path):
+  """init_from refuses a checkpoint of other classes while these load. The first heuristic (2-D
+  kernels with a column per class) took S2DNet's f_theta/fc2, spatial_offset and spatial_stride
+  (8 wide here) for classifiers on 8 classes, and missed f_theta/conv, which reads class
+  scores."""
+  from tests.conftest import tiny_s2dnet_config  # pylint: disable=g-import-not-at-top
+  classes = [f'c{i}' for i in range(8)]
+  assert engine.Engine(tiny_config(str(tmp_path)), classes).classifier_params() == {
+      'head/fc/kernel', 'head/fc/bias'}
+  s2dnet = tiny_s2dnet_config(str(tmp_path), 'sampling')
+  assert engine.Engine(s2dnet, classes).classifier_params() == {
+      'snet/fc/kernel', 'snet/fc/bias', 'dnet/fc/kernel', 'dnet/fc/bias', 'f_m/kernel',
+      'f_theta/conv/kernel'}
