@@ -48,8 +48,9 @@ F_THETA_PARAMS = r':f_theta/'
 LINEAR_PARAMS = r':(snet/fc|f_m|dnet/fc)/'
 
 
-def s2dnet_config(dataset: str, stage: str) -> ml_collections.ConfigDict:
-  """The S2DNet recipe on `dataset` for one training `stage`."""
+def s2dnet_config(dataset: str, stage: str, config_file: str = '') -> ml_collections.ConfigDict:
+  """The S2DNet recipe on `dataset` for one training `stage`, from `config_file` (default
+  configs/<dataset>_s2dnet.py), which the warm-up's convert command names."""
   if stage not in STAGES:
     raise ValueError(f'S2DNet stage must be one of {STAGES}, got {stage!r} (it follows the '
                      'config file: --config=FILE.py:warmup).')
@@ -103,7 +104,8 @@ def s2dnet_config(dataset: str, stage: str) -> ml_collections.ConfigDict:
         'MobileNetV2 and ResNet-50 TSN models), converted together')
     config.init_from.convert_command = (
         'python -m salinet_jax.convert --source=tsm --checkpoint=SNET.pth.tar,DNET.pth.tar '
-        f'--config=configs/{dataset}_s2dnet.py:warmup --output=/ckpt/s2dnet_{dataset}_init')
+        f'--config={config_file or f"configs/{dataset}_s2dnet.py"}:warmup '
+        f'--output=/ckpt/s2dnet_{dataset}_init')
     # New in S2DNet, or reshaped by it (the DNet classifier also reads g and the top-k vector).
     config.init_from.exclude = '^(f_theta|f_m|dnet/fusion_layer\\d+|dnet/fc)/'
   else:

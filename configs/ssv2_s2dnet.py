@@ -3,7 +3,7 @@ most 85 frames (170 // 2) per video. The reference ships no SSv2 hyper-parameter
 the rest is the Mini-Kinetics recipe.
 
   python main.py --config=configs/ssv2_s2dnet.py:warmup --workdir=runs/ssv2_s2dnet_warmup \\
-      --config.dataset.data_dir=/data/ssv2_records
+      --config.dataset.data_dir=/data/ssv2_records --config.init_from.checkpoint=/ckpt/s2dnet_ssv2_init
   python main.py --config=configs/ssv2_s2dnet.py:sampling --workdir=runs/ssv2_s2dnet_sampling \\
       --config.dataset.data_dir=/data/ssv2_records
 """

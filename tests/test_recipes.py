@@ -16,6 +16,7 @@ code's dataset branches) are marked 'inherited' and pinned to the recipe they in
 import glob
 import importlib
 import os
+import re
 import pathlib
 
 import jax
@@ -191,7 +192,8 @@ def test_test_frame_indices_of_the_salinet_recipe(frames, fps):
 CONFIG_NAMES = sorted(
     os.path.splitext(os.path.basename(p))[0] for p in glob.glob(str(REPO_ROOT / 'configs' / '*.py'))
     if not p.endswith(('__init__.py', 'base.py')))
-ARGUMENTS = {'ucf101_salinet': ('1', '2', '3'), 'hmdb51_salinet': ('1', '2', '3'),
+ARGUMENTS = {'custom': ('scratch', 'i3d'), 'ucf101_salinet': ('1', '2', '3'),
+             'hmdb51_salinet': ('1', '2', '3'),
              'mini_kinetics_s2dnet': ('warmup', 'sampling'), 'k400_s2dnet': ('warmup', 'sampling'),
              'ssv2_s2dnet': ('warmup', 'sampling'), 'demo_s2dnet': ('warmup', 'sampling')}
 EVERY_CONFIG = [f'{n}:{a}' if a else n for n in CONFIG_NAMES for a in ARGUMENTS.get(n, ('',))]
@@ -207,3 +209,12 @@ def test_every_config_loads_and_builds_abstractly(name):
       model, (1, config.data.num_frames, config.data.crop_size, config.data.crop_size, 3))
   assert jax.tree.leaves(variables['params'])
   assert recipe.card(config)['global_batch'] == config.batch_size
+
+
+@pytest.mark.parametrize('name', EVERY_CONFIG)
+def test_the_convert_command_a_recipe_gives_names_a_config_file_that_exists(name):
+  """The Kinetics-400 S2DNet warm-up told its users to convert with
+  --config=configs/kinetics400_s2dnet.py, a file that does not exist."""
+  command = load(name).init_from.convert_command
+  for config_file in re.findall(r'--config=([^\s:]+)', command):
+    assert (REPO_ROOT / config_file).is_file(), (name, command)
