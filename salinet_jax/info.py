@@ -13,6 +13,11 @@ test input (num_frames x eval_crop_size^2); nothing is run, the model is only tr
 import json
 from typing import Any, Dict, Tuple
 
+import data
+
+data.quiet_tensorflow()  # before TensorFlow is imported
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import app
 from absl import flags
 from clu import parameter_overview

@@ -19,6 +19,11 @@ The package, by concept:
   __main__.py     the command line.
 """
 
+import data
+
+data.quiet_tensorflow()  # `python -m salinet_jax.export` imports TensorFlow through here
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 from salinet_jax.export.errors import ExportError
 from salinet_jax.export.errors import ParityError
 from salinet_jax.export.exporter import export

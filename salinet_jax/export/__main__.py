@@ -2,22 +2,18 @@
 
 Prints one line per format (path, size, largest probability difference, top-1 agreement) and
 where export.json went. Exit status: 0 written; 1 bad input or refused (one
-`error: export failed:` line, nothing written); 2 written, but some format could not be
-converted (see export.json).
+`error: export failed:` line, nothing written); 2 a bad flag (one line, as every command here);
+3 written, but some format could not be converted (see export.json); 130 a Ctrl-C.
 """
 
 import os
 import sys
 
-import data
-
-data.quiet_tensorflow()  # before TensorFlow is imported
-
-# pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import app
 from absl import flags
 
 from data import errors as data_errors
+from salinet_jax import cli
 from salinet_jax import console
 from salinet_jax import errors
 from salinet_jax.export import exporter
@@ -85,7 +81,7 @@ def main(argv, values) -> int:
     print(_format_line(fmt, entry))
   print(f'Wrote {os.path.join(os.path.abspath(values.output), formats.EXPORT_JSON)} '
         f'({summary["export_seconds"]:.1f} s).')
-  return 2 if summary['failed_formats'] else 0
+  return 3 if summary['failed_formats'] else 0
 
 
 def _run(argv) -> None:
@@ -97,4 +93,4 @@ def _run(argv) -> None:
 
 if __name__ == '__main__':
   define_flags()
-  app.run(_run)
+  app.run(_run, flags_parser=cli.parse_flags)  # a bad flag: one line, status 2
