@@ -144,7 +144,7 @@ def _long_video(path, seconds=24, fps=10):
       container.mux(packet)
 
 
-def test_windowed_predict_writes_a_timeline_over_the_whole_video(own_records, tmp_path):
+def test_windowed_predict_writes_a_timeline_over_the_whole_video(own_records, tmp_path, caplog):
   _, records_dir = own_records
   config = _config(records_dir)
   workdir = str(tmp_path / 'run')
@@ -183,3 +183,9 @@ def test_windowed_predict_writes_a_timeline_over_the_whole_video(own_records, tm
   for folder, windows in (('a', 8), ('b', 1)):
     kept = json.loads((tmp_path / 'same_names' / folder / 'clip.avi.timeline.json').read_text())
     assert kept['video'].endswith(f'{folder}/clip.avi') and len(kept['windows']) == windows
+
+  # Pictures of what the model looked at are for whole videos: asked for here, said so.
+  config.eval.num_visualizations = 1
+  predict.predict(config, workdir, [str(short)], output_dir=str(tmp_path / 'pictures'))
+  assert ('config.eval.num_visualizations=1: windowed predict draws its timelines, not pictures'
+          in caplog.text)
