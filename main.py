@@ -43,8 +43,8 @@ flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'predict', 'features'],
                   'train (with periodic eval), eval (a whole split), predict (video files) or '
                   'features (pooled features of video files).')
 flags.DEFINE_string('split', None, 'Eval mode: the split to evaluate (default: the config\'s).')
-flags.DEFINE_string('output_dir', None, 'Eval and predict modes: where outputs go (default: '
-                    'the workdir, or <workdir>/predictions).')
+flags.DEFINE_string('output_dir', None, 'Eval, predict and features modes: where outputs go '
+                    '(default: the workdir, <workdir>/predictions or <workdir>/features).')
 flags.DEFINE_multi_string('video', [], 'Predict and features modes: a video file or a directory '
                           'of videos (searched recursively; repeatable).')
 flags.mark_flags_as_required(['config', 'workdir'])

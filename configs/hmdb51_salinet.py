@@ -1,7 +1,9 @@
 """SaliNet on HMDB51, one of the three official splits: `configs/hmdb51_salinet.py:3`.
 
+Fine-tuned from a Kinetics-400 SaliNet, as configs/ucf101_salinet.py (whose docstring says how).
+
   python main.py --config=configs/hmdb51_salinet.py:1 --workdir=runs/hmdb51_s1 \\
-      --config.dataset.data_dir=/data/hmdb51_records
+      --config.dataset.data_dir=/data/hmdb51_records --config.init_from.checkpoint=runs/k400_salinet
 """
 
 import ml_collections

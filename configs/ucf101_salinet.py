@@ -2,8 +2,7 @@
 
 Fine-tuned from a Kinetics-400 SaliNet (a K400 run's workdir or a converted reference SaliNet
 checkpoint) without its classifier, as the reference's loader skips every 'fc' key. The SaliNet
-release holds no UCF101/HMDB51 config: every other number is the K400 recipe's (the recipe card
-says so).
+release holds no UCF101/HMDB51 config: every other number is the K400 recipe's.
 
   python main.py --config=configs/ucf101_salinet.py:1 --workdir=runs/ucf101_s1 \\
       --config.dataset.data_dir=/data/ucf101_records --config.init_from.checkpoint=runs/k400_salinet
