@@ -185,6 +185,29 @@ def test_long_filenames_are_kept_whole(tmp_path):
   assert sorted(predictions.filenames) == sorted(names)
 
 
+def test_filenames_of_several_processes_are_gathered_whole(monkeypatch):
+  """Across processes the names travel as rows as wide as the longest name of any process (a
+  fixed 512 bytes cut longer ones); two processes simulated, each allgather stacking both."""
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  local = [[b'a' * 600, b'', b'short'], [b'b' * 700, b'x', b'']]
+  calls = []
+
+  def allgather(value):  # what each process gets: both processes' values, stacked
+    calls.append(value)
+    if np.asarray(value).ndim == 1:  # the widths
+      return np.stack([np.asarray([600], np.int32), np.asarray([700], np.int32)])
+    other = np.zeros_like(value)
+    for i, name in enumerate(local[1]):
+      other[i, :len(name)] = np.frombuffer(name, np.uint8)
+    return np.stack([value, other])
+
+  monkeypatch.setattr(evaluate.jax, 'process_count', lambda: 2)
+  monkeypatch.setattr(multihost_utils, 'process_allgather', allgather)
+  names = evaluate._gather_names(np.asarray(local[0], dtype=object))  # pylint: disable=protected-access
+  assert names == [n.decode() for n in local[0] + local[1]]
+  assert np.asarray(calls[1]).shape == (3, 700)
+
+
 def test_unlabelled_split_gets_predictions_and_counts_but_no_accuracy(tmp_path):
   directory = write_fixed_records(tmp_path / 'records', [-1] * NUM_VIDEOS, split='test')
   results, predictions = _evaluate(directory, split='test')

@@ -101,7 +101,13 @@ def test_a_missing_path_fails_before_the_model_loads(trained, tmp_path, monkeypa
     with pytest.raises(checkpoints.NoCheckpointError, match='no_such_step does not exist'):
       mode(explicit, str(tmp_path / 'typo'), [str(tmp_path / 'a.mp4')])
     assert not (tmp_path / 'typo').exists()
-  exported = config.copy_and_resolve_references()  # features from the checkpoint, not an export
+
+
+def test_features_mode_refuses_an_export(trained, tmp_path):
+  """--config.predict.exported was ignored by features mode, which read the workdir's checkpoint
+  without a word."""
+  config, workdir = trained
+  exported = config.copy_and_resolve_references()
   exported.predict.exported = str(tmp_path / 'export' / 'stablehlo')
   with pytest.raises(predict.errors.ConfigError, match='config.predict.exported=.* is for '
                      'predict mode only'):
