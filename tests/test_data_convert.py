@@ -769,6 +769,19 @@ def test_a_gap_in_a_frame_folder_of_unknown_length_is_a_failure(tmp_path):
   assert len(video_io.read_frame_folder(str(folder), short_side=0, max_frames=9).jpegs) == 9
 
 
+def test_a_video_in_train_and_test_of_every_fold_is_left_out_of_every_fold():
+  """Repeats were collected by file alone, so each fold's listing overwrote the one before:
+  only the last fold's were reported, the others stored the video in train and test."""
+  from data.convert import plans  # pylint: disable=g-import-not-at-top
+  item = lambda: plans.Item('a.avi', 0, 'run', source='/v/a.avi')  # noqa: E731
+  plan = plans.Plan('hmdb51', ('run',), {f'{part}{k}': [item()] for k in (1, 2, 3)
+                                          for part in ('train', 'test')})
+  plans._handle_videos_listed_twice(plan, 'hmdb51')  # pylint: disable=protected-access
+  for split, items in plan.splits.items():
+    assert not items[0].source and f'(train{split[-1]} as ' in items[0].missing, split
+  assert plan.warnings[0].startswith('3 video file(s) are listed more than once')
+
+
 def test_frame_folders_are_stored_as_given(tmp_path):
   frames = tmp_path / 'frames'
   for name, count, size in (('clip_a', 5, (80, 60)), ('clip_b', 3, (40, 30))):

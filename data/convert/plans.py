@@ -417,17 +417,18 @@ def _handle_videos_listed_twice(plan: Plan, kind: str) -> None:
     fold = re.search(r'\d*$', split).group()
     for item in items:
       where.setdefault((fold, item.source or item.filename), []).append((split, item))
-  repeated = {video: listed for (_, video), listed in where.items() if len(listed) > 1}
+  repeated = {key: listed for key, listed in where.items() if len(listed) > 1}
   if not repeated:
     return
   places = lambda listed: ', '.join(f'{split} as {item.label_text!r}'  # noqa: E731
                                     for split, item in listed)
-  shown = '; '.join(f'{video} ({places(listed)})' for video, listed in list(repeated.items())[:5])
+  shown = '; '.join(f'{video} ({places(listed)})'
+                    for (_, video), listed in list(repeated.items())[:5])
   more = ' ...' if len(repeated) > 5 else ''
   if kind in USER_LIST_KINDS:
     raise ConversionError(f'{len(repeated)} video(s) are listed more than once: {shown}{more}. '
                           'List each video once, in one split.')
-  for video, listed in repeated.items():
+  for (_, video), listed in repeated.items():
     for _, item in listed:
       item.source, item.missing = '', (
           f'{video} is listed {len(listed)} times ({places(listed)}): which listing it holds '
