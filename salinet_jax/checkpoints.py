@@ -709,7 +709,7 @@ def _field(tree: Any, name: str) -> Any:
 # telling first; S2DNet's stages freeze other parts.
 _OPTIMIZER_STATE_FIELDS = ('optimizer.name', 'model.stage', 'optimizer.frozen',
                            'optimizer.grad_clip_norm', 'optimizer.lr_multipliers',
-                           'optimizer.momentum')
+                           'optimizer.weight_decay', 'optimizer.momentum')
 
 
 def _mismatch_error(what: str, mismatches: List[str], stored_config: Optional[str],
@@ -777,7 +777,11 @@ def restore_from_path(path: str, target: Any, config: Any = None) -> Any:
 
 def unfinished_run(step_dir: str) -> Optional[Tuple[int, int]]:
   """(step, the run's length in steps) when the run of checkpoint `step_dir` has not finished
-  (its newest step is short of its length: stopped and never resumed), else None."""
+  (its newest step is short of its length: stopped and never resumed), else None; None also
+  for a step outside a run's checkpoints folder (a copied step: its run cannot be seen)."""
+  folder = os.path.dirname(os.path.abspath(step_dir))  # a finished run has its last step there
+  if os.path.basename(folder) != CHECKPOINT_DIR:
+    return None
   metadata = read_step_metadata(step_dir)
   step, total = metadata.get('step'), metadata.get('total_steps')
   if total is None:  # saved before the run's length was recorded: its config's, if in steps
@@ -785,7 +789,6 @@ def unfinished_run(step_dir: str) -> Optional[Tuple[int, int]]:
       total = json.loads(metadata.get('config') or '{}').get('num_train_steps')
     except (AttributeError, ValueError):
       total = None
-  folder = os.path.dirname(step_dir)  # the run's checkpoints: a finished run has its last step
   newest = max((int(name) for name in os.listdir(folder) if name.isdigit()), default=step)
   if isinstance(step, int) and isinstance(total, int) and 0 < total and newest < total:
     return step, total

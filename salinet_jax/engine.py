@@ -8,7 +8,6 @@ training records.
 
 import functools
 import math
-import os
 from typing import Any, Dict, FrozenSet, Optional, Sequence, Tuple
 
 import flax
@@ -325,7 +324,7 @@ class Engine:
 
   def restore(self, workdir: str, which: str) -> Tuple[TrainState, str]:
     """The verified state chosen by `which` ('best' | 'latest' | a step directory path) and a
-    description of it."""
+    description of it; a warning when its run has not finished."""
     target = self.abstract_state()
     if which in ('best', 'latest'):
       store = checkpoints.CheckpointStore(workdir, self.config.checkpoint, read_only=True)
@@ -334,10 +333,18 @@ class Engine:
         # 'best' of a workdir where no step was evaluated falls back to the latest: say so.
         chosen = ('best: none evaluated, so the latest' if which == 'best'
                   and store.manager.best_step() is None else which)
-        return store.restore(step, target, self.config), f'{chosen} (step {step})'
+        state, description = store.restore(step, target, self.config), f'{chosen} (step {step})'
+        step_dir = store.step_dir(step)
       finally:
         store.close()
-    return checkpoints.restore_from_path(which, target, self.config), which
+    else:
+      state, description = checkpoints.restore_from_path(which, target, self.config), which
+      step_dir = checkpoints.step_dir_of(which)
+    unfinished = checkpoints.unfinished_run(step_dir)
+    if unfinished:
+      logging.warning('Checkpoint %s is step %d of a run of %d steps, which has not finished: '
+                      'rerun its training command to finish it.', description, *unfinished)
+    return state, description
 
   def classifier_params(self) -> FrozenSet[str]:
     """Paths of the parameters whose shapes follow the number of classes ('head/fc/kernel',
@@ -359,12 +366,6 @@ class Engine:
     variables, step = state.variables, int(state.step)
     del state
     host_malloc.trim()  # the optimizer state's buffers
-    step_dir = (os.path.join(checkpoints.checkpoint_dir(workdir), str(step))
-                if which in ('best', 'latest') else checkpoints.step_dir_of(which))
-    unfinished = checkpoints.unfinished_run(step_dir)
-    if unfinished:
-      logging.warning('Checkpoint %s is step %d of a run of %d steps, which has not finished: '
-                      'rerun its training command to finish it.', description, *unfinished)
     return variables, step, description
 
 

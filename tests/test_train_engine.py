@@ -3,6 +3,7 @@
 import functools
 import json
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -257,6 +258,10 @@ def test_evaluating_a_run_that_has_not_finished_is_a_warning(tiny_data_dir, tmp_
   assert ('Checkpoint latest (step 1) is step 1 of a run of 2 steps, which has not finished: '
           'rerun its training command to finish it.') in caplog.text
   caplog.clear()
+  # A step copied out of its run's checkpoints folder: whether the run finished cannot be seen.
+  shutil.copytree(tmp_path / 'checkpoints' / '1', tmp_path / 'kept' / '1')
+  trainer.restore_variables(str(tmp_path), str(tmp_path / 'kept' / '1'))
+  assert 'has not finished' not in caplog.text
   store = checkpoints.CheckpointStore(str(tmp_path), config.checkpoint)
   store.save(2, state.replace(step=state.step + 2), total_steps=2)
   store.close()
