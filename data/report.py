@@ -235,19 +235,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   args = parser.parse_args(argv)
   try:
     card = build(args.records)
+    output = args.output or os.path.join(args.records, 'report')
+    os.makedirs(output, exist_ok=True)
+    with open(os.path.join(output, 'report.json'), 'w') as f:
+      json.dump(card, f, indent=1)
+    print(summary(card))
+    print(f"wrote {os.path.join(output, 'report.json')} and "
+          f"{plot(card, os.path.join(output, 'report.png'))}")
   except errors.DataError as e:
     print(f'error: {e}', file=sys.stderr)
     return 1
-  except KeyboardInterrupt:  # asked for: one line, nothing written yet
-    print('Interrupted by Ctrl-C: nothing was written. Exit status 130.', file=sys.stderr)
+  except KeyboardInterrupt:  # asked for: one line
+    print('Interrupted by Ctrl-C: the report is incomplete. Exit status 130.', file=sys.stderr)
     return 130
-  output = args.output or os.path.join(args.records, 'report')
-  os.makedirs(output, exist_ok=True)
-  with open(os.path.join(output, 'report.json'), 'w') as f:
-    json.dump(card, f, indent=1)
-  print(summary(card))
-  print(f"wrote {os.path.join(output, 'report.json')} and "
-        f"{plot(card, os.path.join(output, 'report.png'))}")
   return 0
 
 

@@ -373,6 +373,7 @@ def test_ctrl_c_in_the_data_report_and_bench_commands_ends_in_one_line(monkeypat
   monkeypatch.setattr(report, 'build', interrupted)
   monkeypatch.setattr(data_bench, '_measure', interrupted)
   assert report.main(['--records=/any']) == 130
-  assert capsys.readouterr().err == 'Interrupted by Ctrl-C: nothing was written. Exit status 130.\n'
+  assert capsys.readouterr().err == ('Interrupted by Ctrl-C: the report is incomplete. Exit status '
+                                     '130.\n')
   assert data_bench.main(['--records=/any']) == 130
   assert capsys.readouterr().err == 'Interrupted by Ctrl-C. Exit status 130.\n'
