@@ -21,6 +21,7 @@ Decoding rules (see `decode_video`):
 
 import dataclasses
 import io
+import itertools
 import math
 import os
 import time
@@ -160,11 +161,70 @@ def _average_rate(stream) -> float:
 
 def stream_rate(path: str) -> float:
   """The average frame rate of a video's first video stream (0 when unknown)."""
+  return stream_timing(path)[0]
+
+
+def stream_timing(path: str) -> Tuple[float, float]:
+  """(average frame rate or 0, timestamp tolerance) of a video's first video stream: the
+  tolerance is half the container's time unit (Matroska and WebM round timestamps to 1 ms), at
+  least a microsecond, so that resampling is not thrown by the rounding."""
   container, stream = _open(path, threads=1)
   try:
-    return _average_rate(stream)
+    return _average_rate(stream), _tolerance(stream)
   finally:
     container.close()
+
+
+def _tolerance(stream) -> float:
+  return max(1e-6, 0.5 * float(stream.time_base)) if stream.time_base else 1e-6
+
+
+_TIMING_LOOKAHEAD = 32  # frames whose timestamps decide the timing of a stream
+
+
+def resample_stream(frames: Iterator[Tuple[Optional[float], Any]], rate: float, fps: float,
+                    tolerance: float = 1e-6) -> Iterator[Any]:
+  """Streams what `resample_times` picks from (container timestamp or None, frame) pairs in
+  output order, holding a few frames at a time: the frame on screen at each 1/fps tick, a tick
+  only once the video outlasts it. The timestamps are used when they increase over the first
+  frames (and until they stop); else frame i is timed i / rate, as `frame_times` times a whole
+  video."""
+  single_frame_duration = 1.0 / (rate if rate > 0 else fps)
+  rate = rate if rate > 0 else 25.0
+  tick, gaps = 0, []
+  held = held_time = start = None
+  # Decoders reorder B-frames within their first frames: timestamps that do not increase there
+  # (AVI gives decode-order times) time the whole video by frame count, as frame_times does.
+  frames = iter(frames)
+  head = list(itertools.islice(frames, _TIMING_LOOKAHEAD))
+  stamps = [stamp for stamp, _ in head]
+  container = all(s is not None for s in stamps) and all(b > a for a, b in zip(stamps, stamps[1:]))
+  pending: List[Tuple[int, Any]] = []  # ticks given a frame, until the video outlasts them
+  for index, (stamp, frame) in enumerate(itertools.chain(head, frames)):
+    if container and (stamp is None or (held_time is not None and stamp - start <= held_time)):
+      container = False
+    time = stamp - (start if start is not None else stamp) if container else index / rate
+    if start is None:
+      start = stamp if container else 0.0
+    if held is not None:
+      gaps.append(time - held_time)
+      while tick / fps + tolerance < time:
+        pending.append((tick, held))
+        tick += 1
+    held, held_time = frame, time
+    while pending and (pending[0][0] + 1) / fps <= time + 1e-6:  # the tick's whole interval
+      yield pending.pop(0)[1]
+  if held is None:
+    return
+  positive = [gap for gap in gaps if gap > 0]
+  duration = float(np.median(positive)) if positive else single_frame_duration
+  total = max(1, int(math.floor((held_time + duration) * fps + 1e-6)))
+  while tick < total:
+    pending.append((tick, held))
+    tick += 1
+  for pending_tick, frame in pending:
+    if pending_tick < total:
+      yield frame
 
 
 def iter_frames(path: str, *, short_side: int = DEFAULT_SHORT_SIDE,
@@ -211,7 +271,8 @@ def frame_times(timestamps: Sequence[Optional[float]], rate: float) -> Tuple[Lis
   return [i / rate for i in range(len(timestamps))], TIMING_DECODER_ORDER
 
 
-def resample_times(times: Sequence[float], fps: float, frame_duration: float) -> List[int]:
+def resample_times(times: Sequence[float], fps: float, frame_duration: float,
+                   tolerance: float = 1e-6) -> List[int]:
   """Indices into sorted `times` of the frames on screen at t0, t0 + 1/fps, ... until the end.
 
   The last frame is taken to stay on screen for `frame_duration` seconds.
@@ -221,7 +282,7 @@ def resample_times(times: Sequence[float], fps: float, frame_duration: float) ->
   t0, end = times[0], times[-1] + frame_duration
   count = max(1, int(math.floor((end - t0) * fps + 1e-6)))
   targets = t0 + np.arange(count) / fps
-  indices = np.searchsorted(np.asarray(times), targets + 1e-6, side='right') - 1
+  indices = np.searchsorted(np.asarray(times), targets + tolerance, side='right') - 1
   return np.clip(indices, 0, len(times) - 1).tolist()
 
 
@@ -243,7 +304,7 @@ def decode_video(path: str, *, fps: Optional[float] = None, short_side: int = DE
     VideoError: missing/empty/unreadable file, no video stream, a decoding error, or no frames.
   """
   container, stream = _open(path, threads)
-  source_fps = _average_rate(stream)
+  source_fps, tolerance = _average_rate(stream), _tolerance(stream)
   coded = (int(stream.codec_context.height or 0), int(stream.codec_context.width or 0))
   container.close()
   resample = fps is not None and fps > 0
@@ -268,7 +329,7 @@ def decode_video(path: str, *, fps: Optional[float] = None, short_side: int = DE
     gaps = np.diff(times)
     gaps = gaps[gaps > 0]
     duration = float(np.median(gaps)) if gaps.size else 1.0 / (source_fps or fps)
-    chosen = resample_times(times, fps, duration)
+    chosen = resample_times(times, fps, duration, tolerance)
     if max_frames:
       chosen = chosen[:max_frames]
     cache: Dict[int, bytes] = {}

@@ -14,7 +14,6 @@ Writes `<name>.timeline.json` (per window: start, end, top-5 with probabilities)
 
 import collections
 import json
-import math
 import os
 from typing import Iterator, List, Tuple
 
@@ -36,13 +35,14 @@ def windows(path: str, short_side: int, window_seconds: float, stride_seconds: f
   windows start every stride frames, and a last one ends at the video's end. With `fps` > 0 the
   frames are resampled to that rate first (the frame on screen at each 1/fps tick), as the
   converter resamples a video into records."""
-  source_rate = video_io.stream_rate(path) or 25.0
+  source_rate, tolerance = video_io.stream_timing(path)
+  source_rate = source_rate or 25.0
   rate = fps if fps > 0 else source_rate
   size = max(1, int(round(window_seconds * rate)))
   stride = max(1, int(round(stride_seconds * rate)))
   recent: collections.deque = collections.deque(maxlen=size)  # the last `size` frames
   count = 0
-  for jpeg in _frames_at(path, short_side, source_rate, fps):
+  for jpeg in _frames_at(path, short_side, source_rate, fps, tolerance):
     recent.append(jpeg)
     count += 1
     if count >= size and (count - size) % stride == 0:
@@ -51,23 +51,20 @@ def windows(path: str, short_side: int, window_seconds: float, stride_seconds: f
     yield max(0, count - size), count, rate, list(recent)
 
 
-def _frames_at(path: str, short_side: int, source_rate: float, fps: float) -> Iterator[bytes]:
-  """The video's JPEG frames, streamed: every frame, or with `fps` > 0 the frames
-  video_io.resample_times picks for frame i timed i / source_rate (the one on screen at each
-  1/fps tick, the last tick only if the video lasts its whole interval)."""
-  pending: collections.deque = collections.deque()  # (tick, frame) until the video outlasts it
-  tick = 0
-  for index, (_, rgb, _) in enumerate(video_io.iter_frames(path, short_side=short_side)):
-    if fps <= 0:
+def _frames_at(path: str, short_side: int, source_rate: float, fps: float,
+               tolerance: float) -> Iterator[bytes]:
+  """The video's JPEG frames, streamed: every frame, or with `fps` > 0 those the converter picks
+  when it resamples (video_io.resample_stream), each encoded once."""
+  frames = ((stamp, rgb) for stamp, rgb, _ in video_io.iter_frames(path, short_side=short_side))
+  if fps <= 0:
+    for _, rgb in frames:
       yield video_io.encode_jpeg(rgb)
-      continue
-    jpeg = None
-    while math.floor(tick * source_rate / fps + 1e-6) <= index:
-      jpeg = jpeg or video_io.encode_jpeg(rgb)
-      pending.append((tick, jpeg))
-      tick += 1
-    while pending and (pending[0][0] + 1) * source_rate / fps <= index + 1 + 1e-6:
-      yield pending.popleft()[1]
+    return
+  last, jpeg = None, None
+  for rgb in video_io.resample_stream(frames, source_rate, fps, tolerance):
+    if rgb is not last:
+      last, jpeg = rgb, video_io.encode_jpeg(rgb)
+    yield jpeg
 
 
 def predict_windows(predictor, path: str, output_stem: str) -> np.ndarray:

@@ -314,6 +314,36 @@ def _write_vfr_video(path, times_ms, levels):
       container.mux(packet)
 
 
+@pytest.mark.parametrize('path', [CODEC / 'bframes_h264.avi', CODEC / 'flipping_a_pancake.mkv',
+                                  CODEC / 'unordered.mov', FIGHT / 'fight' / 'fi001.mp4'],
+                         ids=lambda p: p.name)
+def test_streamed_resampling_picks_the_frames_of_a_whole_decode(path):
+  """Windowed predict resamples a stream it never holds whole: it kept a tick past the end of
+  most videos and timed B-frame AVIs and millisecond Matroska stamps otherwise than the
+  converter."""
+  stamps = [t for t, _, _ in video_io.iter_frames(str(path), short_side=16)]
+  rate, tolerance = video_io.stream_timing(str(path))
+  times, _ = video_io.frame_times(stamps, rate)
+  gaps = np.diff(times)
+  duration = float(np.median(gaps[gaps > 0]))
+  for fps in (8, 12.5, 15, 30, 60):
+    streamed = list(video_io.resample_stream(((t, i) for i, t in enumerate(stamps)), rate, fps,
+                                             tolerance))
+    assert streamed == video_io.resample_times(times, fps, duration, tolerance), fps
+
+
+def test_millisecond_timestamps_resample_evenly():
+  """Matroska rounds timestamps to 1 ms: with a 1 us tolerance, 15 fps of a 30 fps clip took
+  frames 0, 1, 4, 6, 7, 10, ... (every second one is right)."""
+  path = str(CODEC / 'flipping_a_pancake.mkv')
+  stamps = [t for t, _, _ in video_io.iter_frames(path, short_side=16)]
+  rate, tolerance = video_io.stream_timing(path)
+  assert rate == pytest.approx(30, abs=0.1) and tolerance == 0.0005
+  times, _ = video_io.frame_times(stamps, rate)
+  chosen = video_io.resample_times(times, 15, 1 / rate, tolerance)
+  assert chosen == list(range(0, 2 * len(chosen), 2))
+
+
 def test_variable_frame_rate_keeps_order_and_resamples_by_timestamp(tmp_path):
   path = tmp_path / 'vfr.mkv'
   levels = [20, 60, 100, 140, 180, 220]
