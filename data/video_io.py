@@ -166,8 +166,9 @@ def stream_rate(path: str) -> float:
 
 def stream_timing(path: str) -> Tuple[float, float]:
   """(average frame rate or 0, timestamp tolerance) of a video's first video stream: the
-  tolerance is half the container's time unit (Matroska and WebM round timestamps to 1 ms), at
-  least a microsecond, so that resampling is not thrown by the rounding."""
+  tolerance is half the container's time unit where that unit is finer than a quarter frame
+  (Matroska and WebM round timestamps to 1 ms), else a microsecond (a unit as coarse as a frame,
+  AVI's, times frames exactly), so that resampling is not thrown by the rounding."""
   container, stream = _open(path, threads=1)
   try:
     return _average_rate(stream), _tolerance(stream)
@@ -176,7 +177,8 @@ def stream_timing(path: str) -> Tuple[float, float]:
 
 
 def _tolerance(stream) -> float:
-  return max(1e-6, 0.5 * float(stream.time_base)) if stream.time_base else 1e-6
+  unit, rate = float(stream.time_base or 0), _average_rate(stream)
+  return max(1e-6, 0.5 * unit) if unit and rate and unit <= 0.25 / rate else 1e-6
 
 
 _TIMING_LOOKAHEAD = 32  # frames whose timestamps decide the timing of a stream
@@ -208,7 +210,7 @@ def resample_stream(frames: Iterator[Tuple[Optional[float], Any]], rate: float, 
       start = stamp if container else 0.0
     if held is not None:
       gaps.append(time - held_time)
-      while tick / fps + tolerance < time:
+      while tick / fps + (tolerance if container else 1e-6) < time:
         pending.append((tick, held))
         tick += 1
     held, held_time = frame, time
@@ -329,7 +331,8 @@ def decode_video(path: str, *, fps: Optional[float] = None, short_side: int = DE
     gaps = np.diff(times)
     gaps = gaps[gaps > 0]
     duration = float(np.median(gaps)) if gaps.size else 1.0 / (source_fps or fps)
-    chosen = resample_times(times, fps, duration, tolerance)
+    chosen = resample_times(times, fps, duration,
+                            tolerance if timing == TIMING_CONTAINER else 1e-6)
     if max_frames:
       chosen = chosen[:max_frames]
     cache: Dict[int, bytes] = {}
