@@ -159,11 +159,6 @@ def _average_rate(stream) -> float:
   return 0.0
 
 
-def stream_rate(path: str) -> float:
-  """The average frame rate of a video's first video stream (0 when unknown)."""
-  return stream_timing(path)[0]
-
-
 def stream_timing(path: str) -> Tuple[float, float]:
   """(average frame rate or 0, timestamp tolerance) of a video's first video stream: the
   tolerance is half the container's time unit where that unit is finer than a quarter frame
@@ -372,7 +367,8 @@ def read_frame_folder(directory: str, *, num_frames: int = 0, template: str = '{
   """Reads a folder of extracted frames (TSN layout) into JPEG frames.
 
   Frames are `template.format(start_index + i)`; with `num_frames` 0 (unknown) they are read until
-  the first missing index, which must be the end (a gap is a VideoError). JPEG files whose short side already equals `short_side` (or with
+  the first missing index, which must be the end (a gap is a VideoError). JPEG files whose short
+  side already equals `short_side` (or with
   `short_side` 0) are stored byte for byte; others are decoded, resized and re-encoded.
   """
   if not os.path.isdir(directory):

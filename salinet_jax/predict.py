@@ -163,8 +163,8 @@ def predict(config: ml_collections.ConfigDict, workdir: str, video_paths: Sequen
   windowed = config.predict.window_seconds > 0
   if windowed and config.eval.num_visualizations:  # the demo configs ask for pictures: info
     logging.info('config.eval.num_visualizations=%d: windowed predict draws its timelines, '
-                    'not pictures of what the model looked at (predict whole videos for those).',
-                    config.eval.num_visualizations)
+                 'not pictures of what the model looked at (predict whole videos for those).',
+                 config.eval.num_visualizations)
   logging.info('Predicting %d video(s) with checkpoint %s%s.', len(files), predictor.source,
                f', in windows of {config.predict.window_seconds:g} s' if windowed else '')
   results = []
