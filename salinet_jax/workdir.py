@@ -2,19 +2,22 @@
 
 * `WorkdirLock`: `<workdir>/trainer.lock` names the process that trains in the workdir (host, pid,
   start time). A second trainer refuses to start; a lock left by a process that is gone (same host,
-  its pid no longer running that process) is taken over with a warning. On several hosts only
-  process 0 takes it. Evaluation and prediction only read the workdir and take no lock.
+  its pid no longer running that process) is taken over with a warning. Trainers starting together
+  decide one at a time (an flock on the workdir). On several hosts only process 0 takes it.
+  Evaluation and prediction only read the workdir and take no lock.
 * `write_config`: the resolved config as `<workdir>/config.json`, named once in the log.
 * `check_writable`: fails before any work when outputs cannot be written where asked.
 """
 
+import contextlib
 import datetime
+import fcntl
 import json
 import os
 import socket
 import time
 import uuid
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Iterator, Optional
 
 import jax
 from absl import logging
@@ -63,6 +66,40 @@ def _pid_running(pid: int, start_ticks: Optional[int]) -> bool:
 # How long a lock file may stay empty while its creator fills it in (filesystems without hard
 # links); an empty one older than that is stale.
 _FILLING_S = 10.0
+# How long a trainer waits for another one to finish deciding about the lock.
+_DECIDING_S = 30.0
+
+
+@contextlib.contextmanager
+def _one_at_a_time(directory: str) -> Iterator[None]:
+  """An exclusive flock on `directory` while a trainer reads, takes over or creates its lock.
+
+  Without it, three trainers meeting a stale lock could interleave so that one moved a fresh lock
+  aside while a third created its own, and two trained. The kernel drops the flock when its
+  process ends, so it never goes stale; where the filesystem has no flock (some network ones),
+  the decisions go unguarded.
+  """
+  try:
+    fd = os.open(directory, os.O_RDONLY)
+  except OSError:
+    yield
+    return
+  try:
+    deadline = time.monotonic() + _DECIDING_S
+    while True:
+      try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        break
+      except BlockingIOError:
+        if time.monotonic() > deadline:
+          raise WorkdirBusyError(f'Workdir {directory}: another trainer has been taking its lock '
+                                 f'for {_DECIDING_S:g} s; is it stuck?') from None
+        time.sleep(0.05)
+      except OSError:
+        break  # no flock on this filesystem
+    yield
+  finally:
+    os.close(fd)  # drops the flock
 
 
 class WorkdirLock:
@@ -81,23 +118,24 @@ class WorkdirLock:
     if jax.process_index() != 0:
       return self
     os.makedirs(os.path.dirname(self.path), exist_ok=True)
-    for _ in range(20):
-      if self._create():
-        self._held = True
-        return self
-      existing = self._read()
-      if existing is None and self._age_s() < _FILLING_S:
-        time.sleep(0.1)  # another trainer is filling it in (where locks cannot be linked)
-        continue
-      if existing is None or self._is_stale(existing):
-        self._take_over(existing)
-        continue
-      advice = ('' if existing.get('host') == socket.gethostname() else
-                f' If it no longer runs (e.g. a job requeued on another machine), delete '
-                f'{self.path}.')
-      raise WorkdirBusyError(
-          f'Workdir {os.path.dirname(self.path)} is in use by another trainer '
-          f'({_describe(existing)}): stop it first, or train in another --workdir.{advice}')
+    with _one_at_a_time(os.path.dirname(self.path)):
+      for _ in range(20):
+        if self._create():
+          self._held = True
+          return self
+        existing = self._read()
+        if existing is None and self._age_s() < _FILLING_S:
+          time.sleep(0.1)  # another trainer is filling it in (where locks cannot be linked)
+          continue
+        if existing is None or self._is_stale(existing):
+          self._take_over(existing)
+          continue
+        advice = ('' if existing.get('host') == socket.gethostname() else
+                  f' If it no longer runs (e.g. a job requeued on another machine), delete '
+                  f'{self.path}.')
+        raise WorkdirBusyError(
+            f'Workdir {os.path.dirname(self.path)} is in use by another trainer '
+            f'({_describe(existing)}): stop it first, or train in another --workdir.{advice}')
     raise WorkdirBusyError(f'Could not take the lock {self.path}: another trainer keeps taking '
                            'it.')
 

@@ -154,6 +154,76 @@ def test_two_trainers_starting_at_once_never_both_hold_the_lock(tmp_path, hard_l
   assert not os.listdir(tmp_path)  # no lock and no private or moved-aside files left
 
 
+def test_three_trainers_meeting_a_stale_lock_never_both_hold_it(tmp_path, monkeypatch):
+  """B judged a dead trainer's lock stale, but A took it over first and created its own; B then
+  moved A's fresh lock aside, C created its lock in the gap before B could put A's back, B deleted
+  A's, and A and C both trained. The interleaving is forced with threads; trainers now decide one
+  at a time (B, which judged first, takes the lock and the others are refused)."""
+  import threading  # pylint: disable=g-import-not-at-top
+  path = tmp_path / workdir_lib.LOCK_FILE
+  path.write_text(json.dumps({'host': socket.gethostname(), 'pid': _dead_pid(),
+                              'started': '2026-12-01T08:00:00'}))
+  b_judged, a_holds, b_moved, c_holds = (threading.Event() for _ in range(4))
+  rename, link = os.rename, os.link
+
+  def paced_rename(src, dst):
+    if threading.current_thread().name == 'B' and '.stale.' in str(dst):
+      b_judged.set()
+      a_holds.wait(3)  # B moves the lock aside only after A has taken it over
+      rename(src, dst)
+      b_moved.set()
+    else:
+      rename(src, dst)
+
+  def paced_link(src, dst):
+    if threading.current_thread().name == 'B' and '.stale.' in str(src):
+      c_holds.wait(3)  # and puts it back only after C has created its own
+    link(src, dst)
+
+  monkeypatch.setattr(os, 'rename', paced_rename)
+  monkeypatch.setattr(os, 'link', paced_link)
+  held = {}
+
+  def trainer(after, holds):
+    if after is not None:
+      after.wait(10)
+    lock = workdir_lib.WorkdirLock(str(tmp_path))
+    try:
+      lock.acquire()
+      held[threading.current_thread().name] = lock
+    except workdir_lib.WorkdirBusyError:
+      pass
+    holds.set()
+
+  threads = [threading.Thread(target=trainer, args=args, name=name)
+             for name, args in (('B', (None, threading.Event())), ('A', (b_judged, a_holds)),
+                                ('C', (b_moved, c_holds)))]
+  for thread in threads:
+    thread.start()
+  for thread in threads:
+    thread.join(30)
+  assert sorted(held) == ['B'], sorted(held)
+  assert os.listdir(tmp_path) == [workdir_lib.LOCK_FILE]  # nothing moved aside is left behind
+  held['B'].release()
+  assert not os.listdir(tmp_path)
+
+
+def test_a_trainer_stuck_while_taking_the_lock_is_reported_not_waited_for_forever(
+    tmp_path, monkeypatch):
+  import fcntl  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(workdir_lib, '_DECIDING_S', 0.3)
+  fd = os.open(tmp_path, os.O_RDONLY)
+  try:
+    fcntl.flock(fd, fcntl.LOCK_EX)  # a trainer stopped in the middle of taking the lock
+    with pytest.raises(workdir_lib.WorkdirBusyError,
+                       match=r'another trainer has been taking its lock for 0.3 s; is it stuck\?'):
+      workdir_lib.WorkdirLock(str(tmp_path)).acquire()
+  finally:
+    os.close(fd)
+  with workdir_lib.WorkdirLock(str(tmp_path)):  # once it is gone, the lock is free
+    assert (tmp_path / workdir_lib.LOCK_FILE).exists()
+
+
 def test_a_lock_of_another_machine_says_how_to_clear_it(tmp_path):
   path = tmp_path / workdir_lib.LOCK_FILE
   path.write_text(json.dumps({'host': 'node17', 'pid': 12345, 'started': '2026-12-01T08:00:00'}))
