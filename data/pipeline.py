@@ -115,21 +115,31 @@ def split_info(dataset_config, split: str) -> SplitInfo:
                    tuple(metadata.classes), shard_bytes)
 
 
+# The converter's settings that decide how a frame is stored.
+FRAME_OPTIONS = ('short_side', 'jpeg_quality', 'interpolation')
+
+
 def split_decoding(dataset_config, split: str) -> Dict[str, Any]:
   """How the converter decoded the videos of `split` into its records: {'fps': the rate frames
-  were resampled to (0: every native frame), 'max_frames': the cap (0: none)}, so that videos
-  given to a trained model later (predict, features, export) are decoded alike, with
-  'rate_unknown' for frame folders of unknown rate; {} where the records do not say (converted
-  before settings were kept, or written by other code). Synthetic clips have no source video:
-  any decoding is theirs."""
+  were resampled to (0: every native frame), 'max_frames': the cap (0: none), and the
+  `FRAME_OPTIONS` their frames were stored with: 'short_side' (0: as decoded), 'jpeg_quality',
+  'interpolation'}, so that videos given to a trained model later (predict, features, export)
+  are decoded alike, with 'rate_unknown' for frame folders of unknown rate; {} where the records
+  do not say (converted before settings were kept, or written by other code). Synthetic clips
+  have no source video: any frame rate is theirs, and their frames' size and quality are
+  those they were rendered at."""
   if dataset_config.name == 'synthetic':
-    return {'fps': 0.0, 'max_frames': 0}
+    synthetic = dataset_config.synthetic
+    return {'fps': 0.0, 'max_frames': 0, 'short_side': int(synthetic.frame_size),
+            'jpeg_quality': int(synthetic.jpeg_quality),
+            'interpolation': video_io.DEFAULT_INTERPOLATION}
   conversion = prepare(dataset_config).extra.get('conversion', {}).get(split) or {}
   settings = conversion.get('settings')
   if not settings:
     return {}
   decoding = {'fps': float(settings.get('fps') or 0.0),
               'max_frames': int(settings.get('max_frames') or 0)}
+  decoding.update({name: settings[name] for name in FRAME_OPTIONS if name in settings})
   if conversion.get('source_kind') == 'frames':  # frame folders keep the rate they were taken at
     decoding['fps'] = float(settings.get('frames_fps') or 0.0)
     if not decoding['fps']:
@@ -137,14 +147,25 @@ def split_decoding(dataset_config, split: str) -> Dict[str, Any]:
   return decoding
 
 
+def frame_options(data_config, decoding: Dict[str, Any]) -> Dict[str, Any]:
+  """The `FRAME_OPTIONS` (video_io.decode_video's keywords) the eval records stored their frames
+  with, from `decoding` (`split_decoding`); the eval short side and the converter's defaults
+  where it does not say (synthetic clips, checkpoints from before they were kept). The eval ops
+  then resize the frames to the eval short side, as they resize the records'."""
+  return {'short_side': int(decoding.get('short_side', data_config.eval_short_side)),
+          'jpeg_quality': int(decoding.get('jpeg_quality', video_io.DEFAULT_JPEG_QUALITY)),
+          'interpolation': str(decoding.get('interpolation', video_io.DEFAULT_INTERPOLATION))}
+
+
 def decode_like_records(path: str, data_config, decoding: Dict[str, Any]
                         ) -> video_io.DecodedVideo:
   """A video file decoded as the converter decoded the model's eval records (`decoding`, from
-  `split_decoding`: their frame rate and frame cap, which the temporal sampling counts in), at
-  the eval short side."""
-  return video_io.decode_video(path, short_side=data_config.eval_short_side,
-                               fps=decoding.get('fps') or None,
-                               max_frames=decoding.get('max_frames') or 0)
+  `split_decoding`): their frame rate and frame cap, which the temporal sampling counts in, and
+  their frames' size, JPEG quality and resampling filter, so that the eval ops see the same
+  bytes."""
+  return video_io.decode_video(path, fps=decoding.get('fps') or None,
+                               max_frames=decoding.get('max_frames') or 0,
+                               **frame_options(data_config, decoding))
 
 
 # ----------------------------------------------------------------------------- read

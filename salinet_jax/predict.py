@@ -125,7 +125,12 @@ def say_decoding(decoding: Dict[str, Any], source: str) -> Dict[str, Any]:
                     'that, or the records do not say): videos are decoded at their native frame '
                     'rate, so their clips differ from the evaluation\'s if the records were '
                     'converted with --fps or --max_frames.', source)
-  elif decoding.get('rate_unknown'):
+  elif 'short_side' not in decoding:
+    logging.warning('%s does not record the short side, JPEG quality and filter its eval records '
+                    'stored frames with (it predates that): videos are resized straight to the '
+                    'eval short side, so their pixels may differ slightly from the evaluation\'s '
+                    'where the records were stored at another size.', source)
+  if decoding.get('rate_unknown'):
     logging.warning('The eval records of %s are frame folders of unknown rate (converted '
                     'without --frames_fps): videos are decoded at their native frame rate, which '
                     'may not be the folders\'.', source)

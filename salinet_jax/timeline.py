@@ -15,7 +15,7 @@ Writes `<name>.timeline.json` (per window: start, end, top-5 with probabilities)
 import collections
 import json
 import os
-from typing import Iterator, List, Tuple
+from typing import Any, Dict, Iterator, List, Tuple
 
 import numpy as np
 from absl import logging
@@ -29,12 +29,14 @@ from salinet_jax import parallel
 TIMELINE_SUFFIX = '.timeline'
 
 
-def windows(path: str, short_side: int, window_seconds: float, stride_seconds: float,
-            fps: float = 0.0) -> Iterator[Tuple[int, int, float, List[bytes]]]:
+def windows(path: str, frame_options: Dict[str, Any], window_seconds: float,
+            stride_seconds: float, fps: float = 0.0
+            ) -> Iterator[Tuple[int, int, float, List[bytes]]]:
   """(first frame, end frame, frame rate, JPEG frames) of each window of a video, streamed:
   windows start every stride frames, and a last one ends at the video's end. With `fps` > 0 the
   frames are resampled to that rate first (the frame on screen at each 1/fps tick), as the
-  converter resamples a video into records."""
+  converter resamples a video into records; `frame_options` (data/pipeline.frame_options) size
+  and encode them as the records' frames."""
   source_rate, tolerance = video_io.stream_timing(path)
   source_rate = source_rate or 25.0
   rate = fps if fps > 0 else source_rate
@@ -42,7 +44,7 @@ def windows(path: str, short_side: int, window_seconds: float, stride_seconds: f
   stride = max(1, int(round(stride_seconds * rate)))
   recent: collections.deque = collections.deque(maxlen=size)  # the last `size` frames
   count = 0
-  for jpeg in _frames_at(path, short_side, source_rate, fps, tolerance):
+  for jpeg in _frames_at(path, frame_options, source_rate, fps, tolerance):
     recent.append(jpeg)
     count += 1
     if count >= size and (count - size) % stride == 0:
@@ -51,19 +53,22 @@ def windows(path: str, short_side: int, window_seconds: float, stride_seconds: f
     yield max(0, count - size), count, rate, list(recent)
 
 
-def _frames_at(path: str, short_side: int, source_rate: float, fps: float,
+def _frames_at(path: str, frame_options: Dict[str, Any], source_rate: float, fps: float,
                tolerance: float) -> Iterator[bytes]:
   """The video's JPEG frames, streamed: every frame, or with `fps` > 0 those the converter picks
   when it resamples (video_io.resample_stream), each encoded once."""
-  frames = ((stamp, rgb) for stamp, rgb, _ in video_io.iter_frames(path, short_side=short_side))
+  quality = frame_options['jpeg_quality']
+  frames = ((stamp, rgb) for stamp, rgb, _ in video_io.iter_frames(
+      path, short_side=frame_options['short_side'],
+      interpolation=frame_options['interpolation']))
   if fps <= 0:
     for _, rgb in frames:
-      yield video_io.encode_jpeg(rgb)
+      yield video_io.encode_jpeg(rgb, quality)
     return
   last, jpeg = None, None
   for rgb in video_io.resample_stream(frames, source_rate, fps, tolerance):
     if rgb is not last:
-      last, jpeg = rgb, video_io.encode_jpeg(rgb)
+      last, jpeg = rgb, video_io.encode_jpeg(rgb, quality)
     yield jpeg
 
 
@@ -82,8 +87,9 @@ def predict_windows(predictor, path: str, output_stem: str) -> np.ndarray:
     would turn it into one of its own)."""
     try:
       for begin, end, rate, jpegs in tqdm(
-          windows(path, data.eval_short_side, config.predict.window_seconds,
-                  config.predict.stride_seconds, predictor.decoding.get('fps', 0.0)),
+          windows(path, pipeline.frame_options(data, predictor.decoding),
+                  config.predict.window_seconds, config.predict.stride_seconds,
+                  predictor.decoding.get('fps', 0.0)),
           desc=name, unit='window', leave=False):
         spans.append((begin / rate, end / rate))
         yield jpegs, name, rate

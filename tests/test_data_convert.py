@@ -842,6 +842,8 @@ def test_frame_folders_are_stored_as_given(tmp_path):
   assert jpegs['clip_a'][1] == (frames / 'clip_a' / 'img_00002.jpg').read_bytes()
   assert videos['clip_b'][0] == 0 and len(videos['clip_b'][3]) == 3
   assert videos['clip_b'][3][0].shape == (60, 80, 3)  # 40x30 scaled to short side 60
-  # Videos given to a model trained on them are decoded at the folders' rate.
+  # Videos given to a model trained on them are decoded at the folders' rate and stored size.
   records_config = ml_collections.ConfigDict({'name': '', 'data_dir': str(out)})
-  assert pipeline.split_decoding(records_config, 'train') == {'fps': 25.0, 'max_frames': 0}
+  assert pipeline.split_decoding(records_config, 'train') == {
+      'fps': 25.0, 'max_frames': 0, 'short_side': 60,
+      'jpeg_quality': video_io.DEFAULT_JPEG_QUALITY, 'interpolation': 'BILINEAR'}

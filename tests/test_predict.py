@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
+from data import pipeline
 from data import records
 from data import video_io
 from salinet_jax import checkpoints
@@ -151,7 +152,9 @@ def test_the_predictor_holds_the_variables_not_the_optimizer_state(trained):
 def test_videos_are_decoded_as_the_records_were_converted(tmp_path):
   """Records converted at --fps=8 --max_frames=12 were scored by eval on those frames, while
   predict (and features, windowed predict, predict through an export) decoded every native
-  frame of the same files: other clips, other scores, no word."""
+  frame of the same files: other clips, other scores, no word. Records stored at a short side
+  other than the eval one (resized again by the eval ops) were likewise scored on other pixels
+  than predict's, which resized each video straight to the eval short side."""
   from data import convert  # pylint: disable=g-import-not-at-top
   from tests.conftest import tiny_config  # pylint: disable=g-import-not-at-top
   from tests.test_data_convert import FIGHT, _jpeg, _videos  # pylint: disable=g-import-not-at-top
@@ -161,8 +164,8 @@ def test_videos_are_decoded_as_the_records_were_converted(tmp_path):
     (videos / label / clip).symlink_to(FIGHT / label / clip)
   data_dir = tmp_path / 'records'
   assert convert.main(['--dataset=folder', f'--input={videos}', f'--output={data_dir}',
-                       '--fps=8', '--max_frames=12', '--short_side=16', '--workers=1',
-                       '--quiet']) == 0
+                       '--fps=8', '--max_frames=12', '--short_side=20', '--jpeg_quality=70',
+                       '--interpolation=AREA', '--workers=1', '--quiet']) == 0
   config = tiny_config(str(data_dir))
   config.dataset.update(dict(name='folder', train_split='train', eval_split='train'))
   config.update(dict(batch_size=2, eval_batch_size=2))
@@ -170,7 +173,9 @@ def test_videos_are_decoded_as_the_records_were_converted(tmp_path):
   train.train_and_evaluate(config, workdir)
 
   predictor = predict.Predictor(config, workdir)
-  assert predictor.decoding == {'fps': 8.0, 'max_frames': 12}
+  assert config.data.eval_short_side == 16
+  assert predictor.decoding == {'fps': 8.0, 'max_frames': 12, 'short_side': 20,
+                                'jpeg_quality': 70, 'interpolation': 'AREA'}
   stored = _videos(data_dir, 'train')
   for label, clip in (('fight', 'fi001.mp4'), ('noFight', 'nofi001.mp4')):
     decoded = predictor.decode(str(videos / label / clip))
@@ -178,26 +183,41 @@ def test_videos_are_decoded_as_the_records_were_converted(tmp_path):
     assert decoded.fps == fps == 8 and len(decoded.jpegs) == len(frames) == 12
     for got, want in zip(decoded.jpegs, frames):
       np.testing.assert_array_equal(_jpeg(got), want)
+    # and the eval ops then see the same clip as the evaluation of the records
+    views = next(iter(predictor.batches(decoded.jpegs, decoded.fps, clip)))['video'][0]
+    dataset, _, info = pipeline.eval_dataset(config, 'train')
+    evaluated = [batch['video'][i] for batch in pipeline.as_numpy(dataset, info)
+                 for i, name in enumerate(batch['filename']) if name.decode() == f'{label}/{clip}']
+    assert len(evaluated) == 1
+    np.testing.assert_array_equal(views, evaluated[0])
   # Windowed predict streams the video at the same rate, picking the same frames: 1-second
   # windows of 8 frames, and a window longer than the video holds what the converter stores.
   path = str(videos / 'fight' / 'fi001.mp4')
-  window = next(timeline.windows(path, 16, 1.0, 1.0, predictor.decoding['fps']))
+  options = pipeline.frame_options(config.data, predictor.decoding)
+  window = next(timeline.windows(path, options, 1.0, 1.0, predictor.decoding['fps']))
   assert window[2] == 8 and len(window[3]) == 8
-  whole = list(timeline.windows(path, 16, 1e4, 1e4, predictor.decoding['fps']))
-  assert whole[0][3] == video_io.decode_video(path, short_side=16, fps=8).jpegs
+  whole = list(timeline.windows(path, options, 1e4, 1e4, predictor.decoding['fps']))
+  assert whole[0][3] == video_io.decode_video(path, fps=8, **options).jpegs
 
 
 def test_decoding_that_cannot_be_matched_is_warned_about(trained, caplog):
   """A checkpoint (or export) from before the decoding was kept, or of frame folders of unknown
-  rate, decodes at the native rate: said, not silent. Synthetic clips need no word."""
+  rate, decodes at the native rate, and one from before the frames' size was kept resizes
+  straight to the eval short side: said, not silent. Synthetic clips need no word."""
   config, workdir = trained
   with caplog.at_level('INFO'):
-    assert predict.Predictor(config, workdir).decoding == {'fps': 0.0, 'max_frames': 0}
-    assert 'decoded' not in caplog.text
+    assert predict.Predictor(config, workdir).decoding == {
+        'fps': 0.0, 'max_frames': 0, 'short_side': config.dataset.synthetic.frame_size,
+        'jpeg_quality': config.dataset.synthetic.jpeg_quality, 'interpolation': 'BILINEAR'}
+    assert 'decoded' not in caplog.text and 'resized' not in caplog.text
     predict.say_decoding({}, 'Checkpoint c')
     predict.say_decoding({'fps': 0.0, 'max_frames': 0, 'rate_unknown': True}, 'checkpoint d')
+    predict.say_decoding({'fps': 8.0, 'max_frames': 0}, 'Checkpoint e')
   assert ('Checkpoint c does not record how its eval records decoded their videos (it predates '
           'that, or the records do not say): videos are decoded at their native frame rate'
           in caplog.text)
   assert ('The eval records of checkpoint d are frame folders of unknown rate (converted '
           'without --frames_fps)' in caplog.text)
+  assert ('Checkpoint e does not record the short side, JPEG quality and filter its eval records '
+          'stored frames with (it predates that): videos are resized straight to the eval short '
+          'side' in caplog.text)
