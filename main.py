@@ -99,8 +99,9 @@ def run(config) -> None:
   if results and jax.process_index() == 0:
     split, step = results['split'], results['step']
     if 'top1' in results:
-      print(f"{split} top-1: {results['top1']:.4f} (top-5 {results['top5']:.4f}, "
-            f"{results['num_labeled']} labelled of {results['num_videos']} videos, step {step})")
+      top5 = f"top-5 {results['top5']:.4f}, " if 'top5' in results else ''
+      print(f"{split} top-1: {results['top1']:.4f} ({top5}{results['num_labeled']} labelled of "
+            f"{results['num_videos']} videos, step {step})")
     else:
       print(f"{split}: {results['num_videos']} unlabelled videos predicted (step {step}); no "
             'accuracy without labels.')

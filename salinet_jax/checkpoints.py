@@ -50,6 +50,8 @@ QUARANTINE_DIR = 'checkpoints_corrupt'
 ITEM_DIR = 'default'  # orbax's item directory inside a step directory
 CHECKSUMS_FILE = 'checksums.json'
 STEP_METADATA_FILE = '_CHECKPOINT_METADATA'  # orbax's: step, metrics, our config and classes
+# What the evaluations during training record with each step (config.checkpoint.best_metric).
+BEST_METRICS = ('val_top1', 'val_mean_class_accuracy')
 _TMP_SUFFIX = '.orbax-checkpoint-tmp'
 _CHUNK = 1 << 22
 
@@ -275,8 +277,16 @@ class CheckpointStore:
     self._async = bool(ckpt_config.async_save)
     self._pending_step: Optional[int] = None
     metric, mode = ckpt_config.best_metric, ckpt_config.best_mode
-    if mode not in ('max', 'min'):
-      raise errors.ConfigError(f"config.checkpoint.best_mode must be 'max' or 'min', got {mode!r}.")
+    if metric not in BEST_METRICS:
+      raise errors.ConfigError(f'config.checkpoint.best_metric must be one of {BEST_METRICS} (what '
+                               f'the evaluations during training record), got {metric!r}.')
+    if mode != 'max':
+      raise errors.ConfigError(f"config.checkpoint.best_mode must be 'max' (the best metrics are "
+                               f'accuracies: {mode!r} would keep the worst step), got {mode!r}.')
+    if ckpt_config.keep_last < 1:
+      raise errors.ConfigError(f'config.checkpoint.keep_last must be at least 1, got '
+                               f'{ckpt_config.keep_last}: a run resumes from its newest '
+                               'checkpoint, which would be deleted.')
     if read_only and not os.path.isdir(self.directory):
       raise NoCheckpointError(f'No checkpoint in {self.directory}: train first (or pass the path '
                               'of a checkpoint step directory).')

@@ -249,7 +249,8 @@ def evaluate_split(config, variables, split: str, mesh, jitted_step,
   `visualize`, if given, is called once with the first local batch (host numpy arrays).
   Returns (results, per-video predictions). Results always hold split, num_videos,
   num_labeled, views_per_video, view_reduction, eval_seconds, num_batches; top1, top5 and
-  mean_class_accuracy (and the model's EXTRA_METRICS) only when some video is labelled.
+  mean_class_accuracy (and the model's EXTRA_METRICS) only when some video is labelled, and
+  top5 (snet_top5) only with more than 5 classes.
   Raises NonFiniteScoresError when any video's scores are NaN or Inf.
   """
   # Imported here: the eval step (engine, bench, export) must not load TensorFlow, only this.
@@ -275,15 +276,19 @@ def evaluate_split(config, variables, split: str, mesh, jitted_step,
       'num_batches': num_batches,
   }
   labelled = totals['labeled']
+  # With 5 classes or fewer every video is in its top 5: top-5 would read 1.0 whatever the model.
+  top5 = len(info.classes) > 5
   if labelled:
     results['top1'] = totals['top1'] / labelled
-    results['top5'] = totals['top5'] / labelled
+    if top5:
+      results['top5'] = totals['top5'] / labelled
     present = per_class_accuracy(predictions)
     present = present[~np.isnan(present)]
     results['mean_class_accuracy'] = float(np.mean(present))
     if 'snet_top1' in totals:
       results['snet_top1'] = totals['snet_top1'] / labelled
-      results['snet_top5'] = totals['snet_top5'] / labelled
+      if top5:
+        results['snet_top5'] = totals['snet_top5'] / labelled
   if 'saliency_spatial_std' in totals:
     results['saliency_final_spatial_std'] = totals['saliency_spatial_std'] / totals['count']
   return results, predictions
@@ -305,7 +310,8 @@ def summary_line(results: Dict[str, Any]) -> str:
   count, labelled = results['num_videos'], results['num_labeled']
   parts = []
   if 'top1' in results:
-    parts.append(f"top-1 {results['top1']:.4f}  top-5 {results['top5']:.4f}")
+    parts.append(f"top-1 {results['top1']:.4f}"
+                 + (f"  top-5 {results['top5']:.4f}" if 'top5' in results else ''))
     parts += [f"{key.replace('_', ' ')} {results[key]:.4f}" for key in EXTRA_METRICS
               if key in results and key != 'saliency_final_spatial_std']
   else:

@@ -293,8 +293,16 @@ def load_pretrained(params: Any, batch_stats: Any, init_config: Any,
     check_init_from(init_config)
   which = _get(init_config, 'which', 'best')
   item = resolve_checkpoint(path, which)
+  exclude = _get(init_config, 'exclude', '')
   merged, report = merge_variables({'params': params, 'batch_stats': batch_stats or {}},
-                                   _variables_of(item), _get(init_config, 'exclude', ''))
+                                   _variables_of(item), exclude)
+  if exclude and not report.excluded:  # a typo would silently load what it meant to keep fresh
+    names = [layout.path_str(p) for p in sorted(layout.flatten(params))]
+    heads = [n for n in names if re.search(r'(^|/)(head|fc|classifier)', n)]
+    raise errors.ConfigError(
+        f'config.init_from.exclude={exclude!r} matches no parameter of the model, so it would '
+        f'keep nothing fresh; names look like {", ".join(repr(n) for n in (heads or names)[:3])} '
+        '(a regex searched in each).')
   report.checkpoint = path
   if os.path.isdir(os.path.join(os.path.abspath(path), 'checkpoints')):
     report.taken = f'its {which} checkpoint, step {os.path.basename(os.path.dirname(item))}'

@@ -11,6 +11,7 @@ Over 400 lines because the loop's phases (resume, steps, evaluation, precise BN,
 failures) act on one run's state; the jitted parts live in engine.py.
 """
 
+import json
 import os
 import signal
 import threading
@@ -179,18 +180,20 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
   writer = _metric_writer(workdir)
   store = checkpoints.CheckpointStore(workdir, config.checkpoint)
 
-  def trained_on_these_classes(step: int) -> None:
-    trained_on = store.metadata(step).get('classes')
-    if trained_on is not None:
-      split = config.dataset.train_split
+  def resumable(step: int) -> None:
+    stored = store.metadata(step)
+    split = config.dataset.train_split
+    info = pipeline.split_info(config.dataset, split)
+    if stored.get('classes') is not None:
       _require_same_classes(
-          trained_on, pipeline.split_info(config.dataset, split), split,
-          f'Checkpoint step {step} in {store.directory}', 'resume on the records it was '
-          'trained on, or use another --workdir', checkpoints.CheckpointMismatchError)
+          stored['classes'], info, split, f'Checkpoint step {step} in {store.directory}',
+          'resume on the records it was trained on, or use another --workdir',
+          checkpoints.CheckpointMismatchError)
+    _check_run_length(stored, step, store.directory, config, trainer.total_steps,
+                      info.num_videos)
 
   try:
-    state, step = store.restore_for_resume(trainer.abstract_state(), config,
-                                           trained_on_these_classes)
+    state, step = store.restore_for_resume(trainer.abstract_state(), config, resumable)
     if state is not None:
       logging.info('Resumed from checkpoint step %d in %s.', step, store.directory)
     else:
@@ -220,6 +223,36 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
   finally:
     store.close()
     writer.close()
+
+
+def _check_run_length(stored: Dict[str, Any], step: int, directory: str, config,
+                      total_steps: int, train_videos: int) -> None:
+  """A resumed run counts where its data stream and schedule stand in steps of its batch: a
+  batch_size other than the checkpoint's would skip or repeat clips and shift an epoch-based
+  schedule, so it is refused; a run length other than the checkpoint's (a changed
+  num_train_steps or num_epochs, or train records of another size) is said."""
+  try:
+    stored_config = json.loads(stored.get('config') or '{}')
+  except ValueError:
+    stored_config = {}
+  stored_batch = stored_config.get('batch_size') if isinstance(stored_config, dict) else None
+  if stored_batch is not None and stored_batch != config.batch_size:
+    raise checkpoints.CheckpointMismatchError(
+        f'Checkpoint step {step} in {directory} was trained with batch_size {stored_batch}, '
+        f'this config has {config.batch_size}: a resumed run counts where its data stream and '
+        f'learning-rate schedule stand in steps of its batch, so it would skip or repeat clips '
+        f'and move its schedule. Resume with --config.batch_size={stored_batch}, or start '
+        'another --workdir from this one (config.init_from).')
+  stored_total = stored.get('total_steps')
+  if stored_total is not None and int(stored_total) != total_steps:
+    length_fields = [f for f in ('num_train_steps', 'num_epochs')
+                     if isinstance(stored_config, dict) and f in stored_config
+                     and stored_config[f] != config[f]]
+    why = (f"{' and '.join(length_fields)} changed" if length_fields else
+           f'the train split now holds {train_videos} videos')
+    logging.warning('Checkpoint step %d belongs to a run of %d steps; this run has %d (%s): '
+                    'the rest of its learning-rate schedule follows the new length.', step,
+                    int(stored_total), total_steps, why)
 
 
 class _Progress:
@@ -386,7 +419,8 @@ def _run_steps(trainer, state, start_step, store, writer, train_iter, rng, progr
       writer.write_scalars(step, {f'{split}/{k}': v for k, v in eval_results.items()
                                   if k in ('top1', 'top5') + evaluate_lib.EXTRA_METRICS})
       logging.info('eval %s @ step %d: %s', split, step, evaluate_lib.summary_line(eval_results))
-      metric = ({'val_top1': eval_results['top1']} if 'top1' in eval_results else None)
+      metric = ({name: eval_results[name[len('val_'):]] for name in checkpoints.BEST_METRICS}
+                if 'top1' in eval_results else None)
       store.save(step, state, metrics=metric, config=config, classes=trainer.classes,
                  total_steps=trainer.total_steps, decoding=decoding)
     elif step % config.checkpoint_every_steps == 0 or stop:

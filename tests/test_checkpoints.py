@@ -5,6 +5,7 @@ import gc
 import json
 import os
 import pathlib
+import re
 import sys
 import time
 
@@ -60,6 +61,23 @@ def test_keeps_last_k_plus_best_and_selects_best(tmp_path, ckpt_config):
   with pytest.raises(ValueError, match="'best', 'latest' or a checkpoint path"):
     store.select_step('newest')
   store.close()
+
+
+@pytest.mark.parametrize('field,value,said', [
+    ('keep_last', 0, 'keep_last must be at least 1, got 0: a run resumes from its newest '
+                     'checkpoint, which would be deleted'),
+    ('best_metric', 'val_top5', "best_metric must be one of ('val_top1', "
+                                "'val_mean_class_accuracy')"),
+    ('best_mode', 'min', "best_mode must be 'max' (the best metrics are accuracies: 'min' "
+                         'would keep the worst step)')])
+def test_checkpoint_settings_that_would_lose_or_misjudge_steps_are_refused(
+    tmp_path, ckpt_config, field, value, said):
+  """keep_last=0 deleted every step but the best (a preempted run said 'saved checkpoint step 11'
+  of a step already gone); best_metric='val_top5' trained until the second save and failed there
+  with a KeyError; best_mode='min' kept the worst step."""
+  ckpt_config[field] = value
+  with pytest.raises(errors.ConfigError, match=re.escape(f'config.checkpoint.{said}')):
+    checkpoints.CheckpointStore(str(tmp_path), ckpt_config)
 
 
 def test_every_committed_step_carries_checksums_of_its_array_files(tmp_path, ckpt_config):

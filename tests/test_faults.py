@@ -12,6 +12,7 @@ import sys
 import time
 
 import jax
+import ml_collections
 import pytest
 
 from data import records
@@ -128,6 +129,9 @@ def test_resume_with_changed_settings_names_them(trained_workdir, tiny_data_dir,
   assert 'optimizer.base_learning_rate: stored 0.1, given 0.7' in warning[0]
   assert 'num_train_steps: stored 2, given 3' in warning[0]
   assert 'xla_cpu_' not in warning[0], warning[0]
+  assert ('Checkpoint step 2 belongs to a run of 2 steps; this run has 3 (num_train_steps '
+          'changed): the rest of its learning-rate schedule follows the new length.'
+          in proc.stderr)
   assert ("config.init_from only starts a run: the resumed weights are checkpoint step 2's, not "
           'those of the given init_from.') in proc.stderr
   # config.json records the run as it ran: the given schedule, the init_from it started from.
@@ -137,6 +141,37 @@ def test_resume_with_changed_settings_names_them(trained_workdir, tiny_data_dir,
   # and so does the checkpoint the resumed run saves.
   saved = json.loads(checkpoints.read_step_metadata(str(workdir / 'checkpoints' / '3'))['config'])
   assert saved['init_from']['checkpoint'] == 'none', saved['init_from']
+
+
+def test_resume_with_another_batch_size_is_refused(trained_workdir, tiny_data_dir, tmp_path):
+  """Resuming at another batch size counted the checkpoint's steps in clips of the new batch:
+  an epoch-based run resumed at batch 8 after 8 steps of 4 took itself for finished after half
+  an epoch (exit 0), and the data stream skipped clips never seen."""
+  workdir = tmp_path / 'run'
+  shutil.copytree(trained_workdir, workdir)
+  proc = _main('--config=configs/demo.py', f'--workdir={workdir}', *_tiny_overrides(tiny_data_dir),
+               '--config.batch_size=8', '--config.num_train_steps=3')
+  line = _one_error_line(proc)
+  assert re.fullmatch(r'error: Checkpoint step 2 in \S+ was trained with batch_size 4, this config '
+                      r'has 8: a resumed run counts where its data stream and learning-rate '
+                      r'schedule stand in steps of its batch, .* Resume with '
+                      r'--config.batch_size=4, or start another --workdir from this one '
+                      r'\(config.init_from\).', line), line
+  assert sorted(os.listdir(workdir / 'checkpoints')) == ['2']  # nothing trained
+
+
+def test_a_run_length_other_than_the_checkpoints_is_said_with_its_cause(caplog):
+  """Train records of another size (re-converted in place) changed an epoch-based run's length
+  and learning-rate schedule on resume without a word: the LR rose again after the resume."""
+  config = ml_collections.ConfigDict({'batch_size': 4, 'num_train_steps': -1, 'num_epochs': 0.5})
+  stored = {'config': config.to_json(), 'total_steps': 8}
+  train._check_run_length(stored, 4, '/w/checkpoints', config, 16, 128)
+  assert ('Checkpoint step 4 belongs to a run of 8 steps; this run has 16 (the train split now '
+          'holds 128 videos): the rest of its learning-rate schedule follows the new length.'
+          in caplog.text)
+  caplog.clear()
+  train._check_run_length(stored, 4, '/w/checkpoints', config, 8, 64)
+  assert not caplog.text
 
 
 def test_resume_on_records_of_other_classes_is_refused(trained_workdir, tiny_data_dir, tmp_path):

@@ -92,6 +92,20 @@ def test_batch_norm_running_variance_is_unbiased_as_in_pytorch():
   assert np.abs(stats['var'] - biased).min() > 1e-3  # the difference is real
 
 
+def test_batch_norm_statistics_keep_their_dtype_under_float64_activations():
+  """config.dtype='float64' with float32 parameters turned the float32 running statistics into
+  float64 after the first step: another train-state structure, so the step compiled again, and
+  a resumed run (restored into float32) was no longer the uninterrupted one."""
+  x = np.random.default_rng(2).normal(size=(2, 2, 2, 2, 4))
+  with jax.enable_x64(True):
+    bn = layers.BatchNorm(use_running_average=False, dtype=np.float64, param_dtype=np.float32)
+    variables = bn.init(jax.random.key(0), x)
+    assert variables['batch_stats']['mean'].dtype == np.float32
+    out, updates = bn.apply(variables, x, mutable=['batch_stats'])
+    assert out.dtype == np.float64
+    assert {v.dtype for v in jax.tree.leaves(updates['batch_stats'])} == {np.dtype(np.float32)}
+
+
 def test_batch_norm_groups_normalise_each_group_as_its_own_device_would():
   """Group size 2 on 4 clips = two PyTorch BatchNorms (one per device with 2 clips each):
   identical outputs; the running statistics take the mean of the two devices' updates."""

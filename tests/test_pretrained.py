@@ -73,6 +73,19 @@ def test_fine_tune_on_ucf101_with_the_head_excluded(k400_salinet):
   assert logits.shape == (1, 3) and np.all(np.isfinite(logits))
 
 
+def test_an_exclude_pattern_that_matches_nothing_is_refused(k400_salinet):
+  """A misspelt init_from.exclude ('^heads/') loaded the classifier it meant to keep fresh, with
+  only 'kept fresh 0 excluded' in an info line (the optimizer's rules fail on such a pattern)."""
+  path, k400_params, k400_stats = k400_salinet
+  model = tiny_model(ucf101_salinet.get_config('1'), 7)
+  with pytest.raises(errors.ConfigError,
+                     match=r"^config.init_from.exclude='\^heads/' matches no parameter of the "
+                           r"model, so it would keep nothing fresh; names look like "
+                           r"'head/fc/bias', 'head/fc/kernel'"):
+    pretrained.load_pretrained(k400_params, k400_stats,
+                               {'checkpoint': path, 'exclude': '^heads/', 'strict': True})
+
+
 def test_a_mis_shaped_head_is_an_error_unless_excluded(k400_salinet):
   path = k400_salinet[0]
   model = tiny_model(ucf101_salinet.get_config('1'), 3)

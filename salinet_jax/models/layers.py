@@ -178,8 +178,12 @@ class BatchNorm(nn.Module):
         bessel = count / max(count - 1, 1)
         mean = jnp.mean(group_mean.reshape(-1, features), axis=0)
         unbiased = jnp.mean(group_var.reshape(-1, features), axis=0) * bessel
-        ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
-        ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * unbiased
+        # Cast back: float64 activations would otherwise turn float32 statistics into float64
+        # ones after the first step (another state structure, so the step compiled again).
+        ra_mean.value = (self.momentum * ra_mean.value
+                         + (1 - self.momentum) * mean).astype(stats_dtype)
+        ra_var.value = (self.momentum * ra_var.value
+                        + (1 - self.momentum) * unbiased).astype(stats_dtype)
     y = normalized * scale.astype(compute) + bias.astype(compute)
     return y.astype(self.dtype)
 
