@@ -281,9 +281,12 @@ class Engine:
     # Evaluation, prediction and export never step the optimizer; an epoch-based schedule only
     # needs some epoch length there to give the state its structure.
     steps_per_epoch = self.steps_per_epoch or (1.0 if train_videos is None else 0.0)
+    # An epoch schedule spans the run: num_epochs, or the epochs num_train_steps makes.
+    epochs = (self.total_steps / self.steps_per_epoch
+              if config.num_train_steps > 0 and self.steps_per_epoch else config.num_epochs)
     self.tx, self.schedule = optim.create_optimizer(
         opt_config, abstract['params'], self.total_steps, config.batch_size,
-        steps_per_epoch, config.num_epochs)
+        steps_per_epoch, epochs)
     if train_videos is not None and config.model.name == 's2dnet':
       s2dnet.check_stage_recipe(config.model.stage, optim.frozen_names(
           abstract['params'], opt_config.frozen), opt_config.frozen)

@@ -60,8 +60,9 @@ def learning_rate_schedule(opt_config, total_steps: int, global_batch: int,
     epoch_cosine: S2DNet's (s2d/utils.py adjust_learning_rate): for epoch e <= W
       (warmup_epochs), start + e (peak - start) / W; after it, floor + (peak - floor) / 2
       (1 + cos(pi e / E)), floor = peak * final_lr_fraction, E = num_epochs, the cosine counted
-      from epoch 0.
-  `steps_per_epoch` (float) and `num_epochs` define the epochs of 'epoch_cosine'.
+      from epoch 0 (and the floor after epoch E).
+  `steps_per_epoch` (float) and `num_epochs` (the run's length in epochs) define the epochs of
+  'epoch_cosine'.
   """
   peak = peak_learning_rate(opt_config, global_batch)
   start = scaled_learning_rate(opt_config, opt_config.warmup_start_lr, global_batch)
@@ -119,7 +120,7 @@ def _epoch_cosine(opt_config, peak: float, start: float, steps_per_epoch: float,
   floor = peak * opt_config.final_lr_fraction
 
   def schedule(step):
-    epoch = jnp.floor(step / steps_per_epoch)
+    epoch = jnp.minimum(jnp.floor(step / steps_per_epoch), epochs)  # the floor after the end
     ramp = start + epoch * (peak - start) / max(warmup_epochs, 1e-9)
     cosine = floor + 0.5 * (peak - floor) * (1.0 + jnp.cos(jnp.pi * epoch / epochs))
     return jnp.where(epoch <= warmup_epochs, ramp, cosine) if warmup_epochs else cosine

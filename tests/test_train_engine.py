@@ -145,6 +145,22 @@ def test_an_epoch_schedule_needs_no_train_split_outside_training(config):
       engine.Engine(config, ['a', 'b', 'c', 'd'], train_videos=64).abstract_state())
 
 
+def test_an_epoch_schedule_spans_the_steps_the_run_is_given(config):
+  """schedule='epoch_cosine' spanned config.num_epochs (20 in base.py) whatever
+  num_train_steps said: a 6-step run ended at the peak LR, and past num_epochs the cosine rose
+  again."""
+  config.optimizer.update(dict(schedule='epoch_cosine', warmup_epochs=0.0,
+                               final_lr_fraction=0.01))
+  config.update(dict(num_train_steps=6, num_epochs=20.0, batch_size=4))
+  trainer = engine.Engine(config, ['a', 'b', 'c', 'd'], train_videos=8)  # 2 steps an epoch
+  lrs = [float(trainer.schedule(step)) for step in range(7)]
+  peak = lrs[0]
+  expected = [0.01 + 0.99 * 0.5 * (1 + np.cos(np.pi * (step // 2) / 3)) for step in range(7)]
+  np.testing.assert_allclose(np.array(lrs) / peak, expected, rtol=1e-5)
+  assert lrs[6] == pytest.approx(0.01 * peak, rel=1e-5)
+  assert float(trainer.schedule(40)) == pytest.approx(0.01 * peak, rel=1e-5)  # stays at the floor
+
+
 # A process restores a checkpoint's variables (Engine.restore_variables, as eval and predict do)
 # and reports how much resident memory the heap trims around it handed back to the kernel.
 _RESTORE_RELEASE = r'''
