@@ -4,8 +4,10 @@
       [--config.features.per_view=True] [--output_dir=OUT]
 
 Each video goes through the evaluation's views (as in predict mode); the features are what the
-model's final classifier reads (the input of its last `fc` layer: pooled backbone features, and
-for S2DNet the fused detail features with its context), per view or averaged over the views
+model's final classifier reads (the input of its last `fc` layer: pooled backbone features;
+where the classifier runs on every frame and averages, as in TSM and S2DNet, its input averaged
+over the frames, which for S2DNet is the detail features, then its context features, then the
+synopsis' top-k multi-hot vector over the classes), per view or averaged over the views
 (`config.features.per_view`). One `.npy` per video (at its path below the videos' common
 folder) plus `index.csv` (video, features file, shape, or the error of a video that could not be
 read), in `<workdir>/features/` by default.
@@ -36,8 +38,9 @@ INDEX_FILE = 'index.csv'
 
 
 def view_features(variables, batch, *, model, data_config, clips_per_forward: int) -> jnp.ndarray:
-  """(B, V, D) float32: the input of the model's last `fc` layer for every view of the batch,
-  `clips_per_forward` clips per forward pass as in evaluation (0: all at once)."""
+  """(B, V, D) float32: the input of the model's last `fc` layer for every view of the batch
+  (averaged over the frames where it runs per frame), `clips_per_forward` clips per forward
+  pass as in evaluation (0: all at once)."""
   clips, batch_size, views = evaluate_lib.batch_clips(batch)
 
   def apply_fn(clip_batch):
@@ -54,7 +57,12 @@ def view_features(variables, batch, *, model, data_config, clips_per_forward: in
       model.apply(variables, video, train=False, **kwargs)
     if not captured:
       raise ValueError(f'{type(model).__name__} has no final `fc` layer to read features from.')
-    return captured[-1].astype(jnp.float32)
+    read = captured[-1].astype(jnp.float32)
+    if read.shape[0] != video.shape[0]:
+      # A classifier applied to every frame and averaged (TSM, S2DNet's detail network): it
+      # reads, in effect, its input averaged over the frames (it is linear).
+      read = jnp.mean(read.reshape((video.shape[0], -1, read.shape[-1])), axis=1)
+    return read
 
   features = evaluate_lib.forward_in_chunks(apply_fn, clips, clips_per_forward)
   return features.reshape(batch_size, views, -1)

@@ -257,3 +257,25 @@ def test_warmup_stage_freezes_the_sampler(tiny_batch):
   for b, n in enumerate([12, 7]):
     np.testing.assert_allclose(aux['sampler_mu_t'][b],
                                [(n - 1) / 2 + (i - 1.5) * n / 3 for i in range(4)], rtol=1e-6)
+
+
+def test_features_are_what_the_per_frame_classifier_reads_averaged_over_frames(tiny_batch):
+  """S2DNet's classifier runs on every detail frame and averages: features mode wrote its inputs
+  of all frames end to end (8 frames x D), not one D-vector per view, with no word. The features
+  are the frames' mean, so the classifier applied to them gives the model's logits."""
+  from salinet_jax import features  # pylint: disable=g-import-not-at-top
+  from salinet_jax import inputs  # pylint: disable=g-import-not-at-top
+  video, num_valid, _, variables = tiny_batch
+  model = s2dnet.S2DNet(num_classes=TINY_CLASSES, **TINY)
+  data_config = ml_collections.ConfigDict(dict(normalization='kinetics', num_frames=12))
+  frame_mask = jnp.arange(12)[None, :] < num_valid[:, None]
+  batch = {'video': video[:, None], 'frame_mask': frame_mask}
+  got = features.view_features(variables, batch, model=model, data_config=data_config,
+                               clips_per_forward=0)
+  dim = TINY['dnet_width'] * 8 + TINY['context_features'] + TINY_CLASSES  # ResNet-10: 8x width
+  assert got.shape == (2, 1, dim)
+  fc = variables['params']['dnet']['fc']
+  logits = model.apply(variables, inputs.normalize_on_device(video, data_config, frame_mask),
+                       num_valid=num_valid)
+  np.testing.assert_allclose(got[:, 0] @ fc['kernel'] + fc['bias'], logits, rtol=1e-4, atol=1e-5)
+  np.testing.assert_array_equal(np.sort(got[:, 0, -TINY_CLASSES:], axis=-1)[:, -2:], 1.0)
