@@ -147,6 +147,7 @@ class LoadReport(layout.MatchReport):
   """What `load_pretrained` did; paths are 'collection:module/.../leaf'."""
   checkpoint: str = ''
   taken: str = ''  # which checkpoint of a workdir was taken, e.g. 'its best checkpoint, step 12'
+  source_config: str = ''  # the config (json) a training checkpoint was trained with
   loaded: List[str] = dataclasses.field(default_factory=list)
 
   def summary(self, limit: int = 20) -> str:
@@ -308,6 +309,7 @@ def load_pretrained(params: Any, batch_stats: Any, init_config: Any,
     report.taken = f'its {which} checkpoint, step {os.path.basename(os.path.dirname(item))}'
   if os.path.basename(item) == checkpoints.ITEM_DIR:
     _warn_if_unfinished(os.path.dirname(item))
+    report.source_config = checkpoints.read_step_metadata(os.path.dirname(item)).get('config', '')
   strict = bool(_get(init_config, 'strict', True))
   if not report.loaded:  # the reason first: the listing of every tensor follows
     raise PretrainedMismatchError(

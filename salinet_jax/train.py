@@ -127,7 +127,37 @@ def initialize_from(trainer: engine.Engine, state: engine.TrainState,
   # Tensors left fresh under init_from.strict=False are a warning: the user should see them.
   log = logging.info if report.ok else logging.warning
   log('Initialised from %s', report.summary())
+  if report.source_config:
+    _say_how_the_source_differs(report, trainer.config)
   return state.replace(params=params, batch_stats=batch_stats)
+
+
+# Model fields that only shape a fresh initialisation (loaded weights replace it), and the S2DNet
+# stage, which the sampling stage changes on purpose.
+_INIT_ONLY_FIELDS = ('model.f_theta_head_init:', 'model.stage:')
+
+
+def _say_how_the_source_differs(report: pretrained.LoadReport, config) -> None:
+  """A run started from another run's checkpoint whose model or clip settings differ (input
+  normalisation, frames, S2DNet's top-k), or an S2DNet sampling stage started from anything but
+  a warm-up stage, is warned about: its weights were trained under other conditions."""
+  differences = checkpoints.config_differences(
+      report.source_config, config,
+      relevant=lambda line: (checkpoints.changes_a_view(line)
+                             and not line.startswith(_INIT_ONLY_FIELDS)))
+  source = f'{report.checkpoint} ({report.taken})' if report.taken else report.checkpoint
+  if differences:
+    logging.warning('init_from %s was trained with other model or clip settings than this run: '
+                    '%s.', source, '; '.join(differences))
+  if config.model.name == 's2dnet' and config.model.stage == 'sampling':
+    try:
+      stage = json.loads(report.source_config).get('model', {}).get('stage')
+    except (AttributeError, ValueError):
+      stage = None
+    if stage != 'warmup':
+      logging.warning("S2DNet's sampling stage starts from its warm-up stage, but init_from %s "
+                      'is %s.', source, f'a {stage!r}-stage run' if stage else
+                      'not an S2DNet run')
 
 
 def _model_summary(trainer: engine.Engine, state: engine.TrainState, writer) -> str:

@@ -83,3 +83,36 @@ def test_evaluating_a_stage_with_the_other_stages_config_names_the_stage(s2dnet_
   first_line = str(refused.value).splitlines()[0]
   assert "(model.stage: stored 'sampling', given 'warmup'; optimizer.frozen: stored " in first_line
   assert not (tmp_path / 'eval' / 'eval_val.json').exists()
+
+
+def test_a_sampling_stage_started_from_other_weights_than_its_warm_up_is_said(
+    s2dnet_stage_runs, caplog):
+  """The sampling stage initialised from a sampling-stage run, or from a warm-up trained with
+  another top-k and input normalisation, said only 'Initialised from ...'. Its own start from
+  the warm-up (whose recipe differs only in the stage and in f_theta's initialisation, which
+  loaded weights replace) needs no word."""
+  config, sampling_dir, _ = s2dnet_stage_runs['sampling']
+  warmup_dir = s2dnet_stage_runs['warmup'][1]
+  trainer = train.training_engine(config)
+  with caplog.at_level('INFO'):
+    train.initialize_from(trainer, trainer.fresh_state(), config.init_from)
+  assert 'Initialised from' in caplog.text
+  assert 'other model or clip settings' not in caplog.text
+  assert 'sampling stage starts from' not in caplog.text
+  caplog.clear()
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.init_from.checkpoint = sampling_dir
+  train.initialize_from(trainer, trainer.fresh_state(), config.init_from)
+  assert ("S2DNet's sampling stage starts from its warm-up stage, but init_from "
+          f"{sampling_dir} (its latest checkpoint, step 2) is a 'sampling'-stage run."
+          in caplog.text)
+  caplog.clear()
+  config.init_from.checkpoint = warmup_dir
+  config.model.topk = config.model.topk + 1
+  config.data.normalization = 'imagenet'
+  trainer = train.training_engine(config)
+  train.initialize_from(trainer, trainer.fresh_state(), config.init_from)
+  assert (f'init_from {warmup_dir} (its latest checkpoint, step 2) was trained with other model '
+          'or clip settings than this run: model.topk: stored' in caplog.text)
+  assert "data.normalization: stored 'kinetics', given 'imagenet'" in caplog.text
+  assert 'sampling stage starts from' not in caplog.text

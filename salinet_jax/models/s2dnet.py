@@ -272,7 +272,8 @@ class S2DNet(nn.Module):
     dnet_depth, dnet_width: ResNet depth (50) and base width (64).
     shift_div: TSM fold divisor of both networks (8).
     f_theta_fix: 'A' | 'B' (see module doc); f_theta_mlp: f_theta Linear widths (1024, 512);
-      f_theta_head_init: head init factor (0.05; the sampling config's 0.01).
+      f_theta_head_init: head init factor of a fresh f_theta (0.05; the reference's sampling
+      config says 0.01, but that stage starts from the warm-up's f_theta).
     context_features: width of m (256).
     fusion_stages: DNet stages followed by lateral fusion ((2, 3)).
     snet_dropout, context_dropout, dnet_dropout: 0.5 each.
