@@ -21,6 +21,7 @@ from typing import Any, Dict, Optional
 
 import flax
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
@@ -401,6 +402,19 @@ def _train_loop(trainer: engine.Engine, state: engine.TrainState, start_step: in
     preemption.close()
 
 
+@jax.jit
+def _add_metrics(a, b):
+  return jax.tree.map(jnp.add, a, b)
+
+
+def _window_means(window, steps: int, last) -> Dict[str, float]:
+  """The logged metrics: means over the steps since the last log line (as PySlowFast and Scenic
+  log them; one batch's loss and top-1 are noisy), the learning rate that of the last step."""
+  values = {name: float(np.asarray(value)) / steps for name, value in window.items()}
+  values['learning_rate'] = float(np.asarray(last['learning_rate']))
+  return values
+
+
 def _run_steps(trainer, state, start_step, store, writer, train_iter, rng, progress, hooks,
                preemption):
   config = trainer.config
@@ -408,6 +422,7 @@ def _run_steps(trainer, state, start_step, store, writer, train_iter, rng, progr
   decoding = pipeline.split_decoding(config.dataset, config.dataset.eval_split)
   eval_results: Dict[str, Any] = {}
   previous = None  # the metrics of the step before: at most two steps are ever in flight
+  window, window_steps = None, 0  # the metrics summed over the steps since the last log line
   for step in range(start_step + 1, total_steps + 1):
     fetch_start = time.monotonic()
     batch = next(train_iter)
@@ -424,6 +439,8 @@ def _run_steps(trainer, state, start_step, store, writer, train_iter, rng, progr
       # save is acted on at the next step, not after a queue of dispatched ones.
       _check_finite_loss(float(previous[1]['loss']), previous[0], store)
     previous = (step, metrics)
+    window = metrics if window is None else _add_metrics(window, metrics)
+    window_steps += 1
     progress.step_done(step)
     for hook in hooks:
       hook(step)
@@ -431,7 +448,8 @@ def _run_steps(trainer, state, start_step, store, writer, train_iter, rng, progr
     is_last = step == total_steps
     stop = preemption.should_stop(step) and not is_last
     if step % config.log_every_steps == 0 or is_last:
-      values = jax.tree.map(lambda x: float(np.asarray(x)), metrics)
+      values = _window_means(window, window_steps, metrics)
+      window, window_steps = None, 0
       _check_finite_loss(values['loss'], step, store)
       values.update(progress.window(step))
       writer.write_scalars(step, values)

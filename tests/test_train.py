@@ -191,3 +191,27 @@ def test_float64_runs_through_the_normal_path_only_with_64_bit_jax(config):
     variables = models.init_variables(trainer.model, jax.random.key(0), trainer.input_shape)
     logits = trainer.model.apply(variables, np.zeros(trainer.input_shape), train=False)
     assert logits.dtype == np.float64
+
+
+def test_the_logged_loss_and_top1_are_means_over_the_log_window(tiny_data_dir, tmp_path):
+  """With log_every_steps=2 the line of step 2 showed step 2's batch alone under 'loss' and
+  'train top-1' (and TensorBoard the same), as if it described the window; PySlowFast and Scenic
+  log the window's median or mean. The learning rate stays the last step's."""
+  import re  # pylint: disable=g-import-not-at-top
+  from tests.test_main import _main, _tiny_overrides  # pylint: disable=g-import-not-at-top
+
+  def logged(every: int, name: str):
+    proc = _main('--config=configs/demo.py', f'--workdir={tmp_path / name}',
+                 *_tiny_overrides(tiny_data_dir), '--config.num_train_steps=4',
+                 '--config.eval_every_steps=4', f'--config.log_every_steps={every}')
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return {int(m[1]): (float(m[2]), float(m[3]), float(m[4])) for m in re.finditer(
+        r'step (\d)/4  loss ([\d.]+)  lr (\S+)  train top-1 ([\d.]+)', proc.stderr)}
+
+  each, window = logged(1, 'every_step'), logged(2, 'every_2')
+  assert sorted(each) == [1, 2, 3, 4] and sorted(window) == [2, 4]
+  for step in (2, 4):
+    assert window[step][0] == pytest.approx((each[step - 1][0] + each[step][0]) / 2, abs=1e-4)
+    assert window[step][2] == pytest.approx((each[step - 1][2] + each[step][2]) / 2, abs=1e-3)
+    assert window[step][1] == each[step][1]
+  assert abs(window[2][0] - each[2][0]) > 1e-3  # the two steps' losses differ: not trivial
