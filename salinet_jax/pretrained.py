@@ -306,7 +306,12 @@ def load_pretrained(params: Any, batch_stats: Any, init_config: Any,
         '(a regex searched in each).')
   report.checkpoint = path
   if os.path.isdir(os.path.join(os.path.abspath(path), 'checkpoints')):
-    report.taken = f'its {which} checkpoint, step {os.path.basename(os.path.dirname(item))}'
+    step = os.path.basename(os.path.dirname(item))
+    if which == 'best' and not checkpoints.read_step_metadata(os.path.dirname(item)).get(
+        'metrics'):  # no step of it was evaluated: the store fell back to the newest
+      report.taken = f'its latest checkpoint, step {step}: none was evaluated, so none is best'
+    else:
+      report.taken = f'its {which} checkpoint, step {step}'
   if os.path.basename(item) == checkpoints.ITEM_DIR:
     _warn_if_unfinished(os.path.dirname(item))
     report.source_config = checkpoints.read_step_metadata(os.path.dirname(item)).get('config', '')

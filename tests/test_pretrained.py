@@ -1,5 +1,7 @@
 """load_pretrained: fine-tuning with the head excluded, strictness, reports, checkpoint kinds."""
 
+import shutil
+
 import flax
 import jax
 import jax.numpy as jnp
@@ -77,7 +79,6 @@ def test_an_exclude_pattern_that_matches_nothing_is_refused(k400_salinet):
   """A misspelt init_from.exclude ('^heads/') loaded the classifier it meant to keep fresh, with
   only 'kept fresh 0 excluded' in an info line (the optimizer's rules fail on such a pattern)."""
   path, k400_params, k400_stats = k400_salinet
-  model = tiny_model(ucf101_salinet.get_config('1'), 7)
   with pytest.raises(errors.ConfigError,
                      match=r"^config.init_from.exclude='\^heads/' matches no parameter of the "
                            r"model, so it would keep nothing fresh; names look like "
@@ -326,3 +327,24 @@ def test_an_unfinished_run_as_init_from_is_a_warning(tmp_path, caplog):
     with caplog.at_level('WARNING'):
       pretrained.load_pretrained(*init(model, seed=7), source)
     assert not [r for r in caplog.records if r.getMessage().startswith('init_from')]
+
+
+def test_the_checkpoint_taken_from_a_run_never_evaluated_is_not_called_its_best(tmp_path):
+  """init_from.which='best' on a run with no evaluation falls back to its newest step, and the
+  report called that 'its best checkpoint'."""
+  model = tiny_model(k400_i3d_nl.get_config(), 4)
+  params, batch_stats = init(model, seed=6)
+  config = k400_i3d_nl.get_config()
+  config.checkpoint.async_save = False
+  store = checkpoints.CheckpointStore(str(tmp_path), config.checkpoint)
+  for step in (1, 2):
+    store.save(step, {'step': jnp.asarray(step), 'params': params, 'batch_stats': batch_stats},
+               metrics={'val_top1': 0.5, 'val_mean_class_accuracy': 0.5} if step == 1 else None)
+  store.close()
+  report = pretrained.load_pretrained(*init(model, seed=7),
+                                      {'checkpoint': str(tmp_path), 'which': 'best'})[2]
+  assert report.taken == 'its best checkpoint, step 1'
+  shutil.rmtree(tmp_path / 'checkpoints' / '1')
+  report = pretrained.load_pretrained(*init(model, seed=7),
+                                      {'checkpoint': str(tmp_path), 'which': 'best'})[2]
+  assert report.taken == 'its latest checkpoint, step 2: none was evaluated, so none is best'
