@@ -172,8 +172,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.checkpoint = ml_collections.ConfigDict()
   config.checkpoint.keep_last = 3  # at least 1: a run resumes from its newest checkpoint
   config.checkpoint.keep_best = True
-  config.checkpoint.best_metric = 'val_top1'  # or 'val_mean_class_accuracy'
-  config.checkpoint.best_mode = 'max'  # both are accuracies
+  config.checkpoint.best_metric = 'val_top1'  # what the evaluations during training record
+  config.checkpoint.best_mode = 'max'
   config.checkpoint.async_save = True
 
   config.eval = ml_collections.ConfigDict()

@@ -51,7 +51,7 @@ ITEM_DIR = 'default'  # orbax's item directory inside a step directory
 CHECKSUMS_FILE = 'checksums.json'
 STEP_METADATA_FILE = '_CHECKPOINT_METADATA'  # orbax's: step, metrics, our config and classes
 # What the evaluations during training record with each step (config.checkpoint.best_metric).
-BEST_METRICS = ('val_top1', 'val_mean_class_accuracy')
+BEST_METRICS = ('val_top1',)
 _TMP_SUFFIX = '.orbax-checkpoint-tmp'
 _CHUNK = 1 << 22
 
@@ -281,9 +281,9 @@ class CheckpointStore:
       raise errors.ConfigError(f'config.checkpoint.best_metric must be one of {BEST_METRICS} (what '
                                f'the evaluations during training record), got {metric!r}.')
     if mode != 'max':
-      raise errors.ConfigError(f"config.checkpoint.best_mode must be 'max' (the best metrics are "
-                               f'accuracies: {mode!r} would keep the worst step), got {mode!r}.')
-    if ckpt_config.keep_last < 1:
+      raise errors.ConfigError(f"config.checkpoint.best_mode must be 'max' (the best metric is an "
+                               f'accuracy: {mode!r} would keep the worst step), got {mode!r}.')
+    if ckpt_config.keep_last < 1 and not read_only:
       raise errors.ConfigError(f'config.checkpoint.keep_last must be at least 1, got '
                                f'{ckpt_config.keep_last}: a run resumes from its newest '
                                'checkpoint, which would be deleted.')

@@ -241,6 +241,18 @@ def check_batch_sizes(config, devices: int) -> None:
         'micro-batch (0 normalises over the whole batch).')
 
 
+def schedule_epochs(config, total_steps: int, steps_per_epoch: float, training: bool = True
+                    ) -> float:
+  """The epochs an epoch-based schedule spans: the run's, i.e. config.num_epochs, or the epochs
+  that num_train_steps makes when it is set. Outside training (steps_per_epoch unknown) any
+  positive span gives the optimizer state its structure: the schedule is never stepped there."""
+  if config.num_train_steps > 0 and steps_per_epoch:
+    return total_steps / steps_per_epoch
+  if not training:
+    return config.num_epochs if config.num_epochs > 0 else 1.0
+  return config.num_epochs
+
+
 def resolved_optimizer(config, train_videos: Optional[int]):
   """(config.optimizer with warmup_epochs turned into warmup_steps, steps per epoch or 0)."""
   opt_config = config.optimizer
@@ -281,12 +293,10 @@ class Engine:
     # Evaluation, prediction and export never step the optimizer; an epoch-based schedule only
     # needs some epoch length there to give the state its structure.
     steps_per_epoch = self.steps_per_epoch or (1.0 if train_videos is None else 0.0)
-    # An epoch schedule spans the run: num_epochs, or the epochs num_train_steps makes.
-    epochs = (self.total_steps / self.steps_per_epoch
-              if config.num_train_steps > 0 and self.steps_per_epoch else config.num_epochs)
     self.tx, self.schedule = optim.create_optimizer(
         opt_config, abstract['params'], self.total_steps, config.batch_size,
-        steps_per_epoch, epochs)
+        steps_per_epoch, schedule_epochs(config, self.total_steps, self.steps_per_epoch,
+                                         training=train_videos is not None))
     if train_videos is not None and config.model.name == 's2dnet':
       s2dnet.check_stage_recipe(config.model.stage, optim.frozen_names(
           abstract['params'], opt_config.frozen), opt_config.frozen)

@@ -148,6 +148,8 @@ class LoadReport(layout.MatchReport):
   checkpoint: str = ''
   taken: str = ''  # which checkpoint of a workdir was taken, e.g. 'its best checkpoint, step 12'
   source_config: str = ''  # the config (json) a training checkpoint was trained with
+  # checkpoint tensors the model does not have, left out by init_from.exclude
+  excluded_unexpected: List[str] = dataclasses.field(default_factory=list)
   loaded: List[str] = dataclasses.field(default_factory=list)
 
   def summary(self, limit: int = 20) -> str:
@@ -243,7 +245,9 @@ def merge_variables(fresh: Mapping[str, Any], pretrained: Mapping[str, Any], exc
       report.loaded.append(label)
     for path in sorted(set(ckpt_flat) - set(fresh_flat)):
       name = layout.path_str(path)
-      if not excluded(name):
+      if excluded(name):
+        report.excluded_unexpected.append(f'{collection}:{name}')
+      else:
         report.unexpected.append(f'{collection}:{name}')
     merged[collection] = layout.unflatten(out)
   return merged, report
@@ -297,13 +301,14 @@ def load_pretrained(params: Any, batch_stats: Any, init_config: Any,
   exclude = _get(init_config, 'exclude', '')
   merged, report = merge_variables({'params': params, 'batch_stats': batch_stats or {}},
                                    _variables_of(item), exclude)
-  if exclude and not report.excluded:  # a typo would silently load what it meant to keep fresh
+  if exclude and not (report.excluded or report.excluded_unexpected):
+    # A typo would silently load what it meant to keep fresh.
     names = [layout.path_str(p) for p in sorted(layout.flatten(params))]
     heads = [n for n in names if re.search(r'(^|/)(head|fc|classifier)', n)]
     raise errors.ConfigError(
-        f'config.init_from.exclude={exclude!r} matches no parameter of the model, so it would '
-        f'keep nothing fresh; names look like {", ".join(repr(n) for n in (heads or names)[:3])} '
-        '(a regex searched in each).')
+        f'config.init_from.exclude={exclude!r} matches no parameter of the model or the '
+        f'checkpoint, so it would keep nothing fresh; names look like '
+        f'{", ".join(repr(n) for n in (heads or names)[:3])} (a regex searched in each).')
   report.checkpoint = path
   if os.path.isdir(os.path.join(os.path.abspath(path), 'checkpoints')):
     step = os.path.basename(os.path.dirname(item))

@@ -44,7 +44,7 @@ def learning_rate_per_epoch(config, train_videos: int) -> List[float]:
   opt_config, steps_per_epoch = engine.resolved_optimizer(config, train_videos)
   total = engine.num_train_steps(config, train_videos)
   schedule = optim.learning_rate_schedule(opt_config, total, config.batch_size, steps_per_epoch,
-                                          config.num_epochs)
+                                          engine.schedule_epochs(config, total, steps_per_epoch))
   epochs = int(math.ceil(total / steps_per_epoch))
   return [float(schedule(int(round(e * steps_per_epoch)))) for e in range(epochs)]
 

@@ -133,9 +133,9 @@ def initialize_from(trainer: engine.Engine, state: engine.TrainState,
   return state.replace(params=params, batch_stats=batch_stats)
 
 
-# Model fields that only shape a fresh initialisation (loaded weights replace it), and the S2DNet
-# stage, which the sampling stage changes on purpose.
-_INIT_ONLY_FIELDS = ('model.f_theta_head_init:', 'model.stage:')
+# Model fields that only shape a fresh initialisation (loaded weights replace it) or pick an
+# implementation of the same function, and the S2DNet stage, which its sampling stage changes.
+_INIT_ONLY_FIELDS = ('model.f_theta_head_init:', 'model.conv_impl:', 'model.stage:')
 
 
 def _say_how_the_source_differs(report: pretrained.LoadReport, config) -> None:

@@ -3,7 +3,8 @@
 * `WorkdirLock`: `<workdir>/trainer.lock` names the process that trains in the workdir (host, pid,
   start time). A second trainer refuses to start; a lock left by a process that is gone (same host,
   its pid no longer running that process) is taken over with a warning. Trainers starting together
-  decide one at a time (an flock on the workdir). On several hosts only process 0 takes it.
+  decide one at a time (an flock on `.trainer.lock.guard`). On several hosts only process 0
+  takes it.
   Evaluation and prediction only read the workdir and take no lock.
 * `write_config`: the resolved config as `<workdir>/config.json`, named once in the log.
 * `check_writable`: fails before any work when outputs cannot be written where asked.
@@ -25,6 +26,7 @@ from absl import logging
 from salinet_jax import errors
 
 LOCK_FILE = 'trainer.lock'
+GUARD_FILE = '.trainer.lock.guard'  # flocked while a trainer takes the lock; empty, kept
 CONFIG_FILE = 'config.json'
 
 
@@ -72,15 +74,17 @@ _DECIDING_S = 30.0
 
 @contextlib.contextmanager
 def _one_at_a_time(directory: str) -> Iterator[None]:
-  """An exclusive flock on `directory` while a trainer reads, takes over or creates its lock.
+  """An exclusive flock on `<directory>/GUARD_FILE` while a trainer reads, takes over or
+  creates its lock.
 
   Without it, three trainers meeting a stale lock could interleave so that one moved a fresh lock
   aside while a third created its own, and two trained. The kernel drops the flock when its
-  process ends, so it never goes stale; where the filesystem has no flock (some network ones),
-  the decisions go unguarded.
+  process ends, so it never goes stale. The guard is a file of its own, opened for writing: a job
+  script's `flock $WORKDIR` does not block it, and NFS grants it (as a POSIX lock). Where the
+  filesystem has no locks at all, the decisions go unguarded.
   """
   try:
-    fd = os.open(directory, os.O_RDONLY)
+    fd = os.open(os.path.join(directory, GUARD_FILE), os.O_RDWR | os.O_CREAT, 0o644)
   except OSError:
     yield
     return

@@ -66,9 +66,8 @@ def test_keeps_last_k_plus_best_and_selects_best(tmp_path, ckpt_config):
 @pytest.mark.parametrize('field,value,said', [
     ('keep_last', 0, 'keep_last must be at least 1, got 0: a run resumes from its newest '
                      'checkpoint, which would be deleted'),
-    ('best_metric', 'val_top5', "best_metric must be one of ('val_top1', "
-                                "'val_mean_class_accuracy')"),
-    ('best_mode', 'min', "best_mode must be 'max' (the best metrics are accuracies: 'min' "
+    ('best_metric', 'val_top5', "best_metric must be one of ('val_top1',)"),
+    ('best_mode', 'min', "best_mode must be 'max' (the best metric is an accuracy: 'min' "
                          'would keep the worst step)')])
 def test_checkpoint_settings_that_would_lose_or_misjudge_steps_are_refused(
     tmp_path, ckpt_config, field, value, said):

@@ -75,16 +75,24 @@ def test_fine_tune_on_ucf101_with_the_head_excluded(k400_salinet):
   assert logits.shape == (1, 3) and np.all(np.isfinite(logits))
 
 
-def test_an_exclude_pattern_that_matches_nothing_is_refused(k400_salinet):
+def test_an_exclude_pattern_that_matches_nothing_is_refused(k400_salinet, tmp_path):
   """A misspelt init_from.exclude ('^heads/') loaded the classifier it meant to keep fresh, with
   only 'kept fresh 0 excluded' in an info line (the optimizer's rules fail on such a pattern)."""
   path, k400_params, k400_stats = k400_salinet
   with pytest.raises(errors.ConfigError,
                      match=r"^config.init_from.exclude='\^heads/' matches no parameter of the "
-                           r"model, so it would keep nothing fresh; names look like "
+                           r"model or the checkpoint, so it would keep nothing fresh; names look "
+                           r"like "
                            r"'head/fc/bias', 'head/fc/kernel'"):
     pretrained.load_pretrained(k400_params, k400_stats,
                                {'checkpoint': path, 'exclude': '^heads/', 'strict': True})
+  # A pattern that leaves out checkpoint tensors the model lacks (as the strict error advises)
+  # matches something.
+  extra = save(tmp_path, 'extra', {**k400_params, 'aux': {'kernel': np.zeros(3, np.float32)}},
+               k400_stats)
+  report = pretrained.load_pretrained(
+      k400_params, k400_stats, {'checkpoint': extra, 'exclude': '^aux/', 'strict': True})[2]
+  assert report.ok and report.excluded_unexpected == ['params:aux/kernel']
 
 
 def test_a_mis_shaped_head_is_an_error_unless_excluded(k400_salinet):

@@ -159,6 +159,12 @@ def test_an_epoch_schedule_spans_the_steps_the_run_is_given(config):
   np.testing.assert_allclose(np.array(lrs) / peak, expected, rtol=1e-5)
   assert lrs[6] == pytest.approx(0.01 * peak, rel=1e-5)
   assert float(trainer.schedule(40)) == pytest.approx(0.01 * peak, rel=1e-5)  # stays at the floor
+  # The recipe card shows the same curve, and evaluation builds without an epoch count.
+  from salinet_jax import recipe  # pylint: disable=g-import-not-at-top
+  np.testing.assert_allclose(recipe.learning_rate_per_epoch(config, 8), lrs[0:6:2], rtol=1e-6)
+  config.num_epochs = -1.0
+  engine.Engine(config, ['a', 'b', 'c', 'd'], train_videos=8)
+  engine.Engine(config, ['a', 'b', 'c', 'd'])
 
 
 # A process restores a checkpoint's variables (Engine.restore_variables, as eval and predict do)

@@ -151,7 +151,8 @@ def test_two_trainers_starting_at_once_never_both_hold_the_lock(tmp_path, hard_l
   for worker in workers:
     worker.join(60)
   assert sum(held) == trials, held  # exactly one holder per trial
-  assert not os.listdir(tmp_path)  # no lock and no private or moved-aside files left
+  # no lock and no private or moved-aside files left
+  assert os.listdir(tmp_path) == [workdir_lib.GUARD_FILE]
 
 
 def test_three_trainers_meeting_a_stale_lock_never_both_hold_it(tmp_path, monkeypatch):
@@ -203,16 +204,17 @@ def test_three_trainers_meeting_a_stale_lock_never_both_hold_it(tmp_path, monkey
   for thread in threads:
     thread.join(30)
   assert sorted(held) == ['B'], sorted(held)
-  assert os.listdir(tmp_path) == [workdir_lib.LOCK_FILE]  # nothing moved aside is left behind
+  # nothing moved aside is left behind
+  assert sorted(os.listdir(tmp_path)) == [workdir_lib.GUARD_FILE, workdir_lib.LOCK_FILE]
   held['B'].release()
-  assert not os.listdir(tmp_path)
+  assert os.listdir(tmp_path) == [workdir_lib.GUARD_FILE]
 
 
 def test_a_trainer_stuck_while_taking_the_lock_is_reported_not_waited_for_forever(
     tmp_path, monkeypatch):
   import fcntl  # pylint: disable=g-import-not-at-top
   monkeypatch.setattr(workdir_lib, '_DECIDING_S', 0.3)
-  fd = os.open(tmp_path, os.O_RDONLY)
+  fd = os.open(tmp_path / workdir_lib.GUARD_FILE, os.O_RDWR | os.O_CREAT)
   try:
     fcntl.flock(fd, fcntl.LOCK_EX)  # a trainer stopped in the middle of taking the lock
     with pytest.raises(workdir_lib.WorkdirBusyError,
@@ -222,6 +224,14 @@ def test_a_trainer_stuck_while_taking_the_lock_is_reported_not_waited_for_foreve
     os.close(fd)
   with workdir_lib.WorkdirLock(str(tmp_path)):  # once it is gone, the lock is free
     assert (tmp_path / workdir_lib.LOCK_FILE).exists()
+  # A job script's `flock $WORKDIR python main.py ...` holds the directory, not the guard.
+  fd = os.open(tmp_path, os.O_RDONLY)
+  try:
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    with workdir_lib.WorkdirLock(str(tmp_path)):
+      assert (tmp_path / workdir_lib.LOCK_FILE).exists()
+  finally:
+    os.close(fd)
 
 
 def test_a_lock_of_another_machine_says_how_to_clear_it(tmp_path):
