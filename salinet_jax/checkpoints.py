@@ -567,13 +567,20 @@ def changes_the_run(line: str) -> bool:
   return not line.startswith(_PROCESS_FIELDS)
 
 
+def stored_config_dict(stored_config: Optional[str]) -> Dict[str, Any]:
+  """The config a checkpoint recorded (its metadata's json), as a dict; {} where there is none
+  or it cannot be read (a step saved by other code)."""
+  try:
+    stored = json.loads(stored_config or '{}')
+  except ValueError:
+    return {}
+  return stored if isinstance(stored, dict) else {}
+
+
 def with_stored_init_from(config: Any, stored_config: Optional[str]) -> Any:
   """A copy of `config` whose `init_from` is the stored config's: what a resumed run records in
   config.json, since its weights descend from the init_from it started with, not the given one."""
-  try:
-    stored = json.loads(stored_config or '').get('init_from')
-  except (AttributeError, ValueError):
-    return config
+  stored = stored_config_dict(stored_config).get('init_from')
   if not isinstance(stored, dict) or 'init_from' not in config:
     return config
   as_run = config.copy_and_resolve_references()
@@ -795,10 +802,7 @@ def unfinished_run(step_dir: str) -> Optional[Tuple[int, int]]:
   metadata = read_step_metadata(step_dir)
   step, total = metadata.get('step'), metadata.get('total_steps')
   if total is None:  # saved before the run's length was recorded: its config's, if in steps
-    try:
-      total = json.loads(metadata.get('config') or '{}').get('num_train_steps')
-    except (AttributeError, ValueError):
-      total = None
+    total = stored_config_dict(metadata.get('config')).get('num_train_steps')
   newest = max((int(name) for name in os.listdir(folder) if name.isdigit()), default=step)
   if isinstance(step, int) and isinstance(total, int) and 0 < total and newest < total:
     return step, total

@@ -152,9 +152,13 @@ class LoadReport(layout.MatchReport):
   excluded_unexpected: List[str] = dataclasses.field(default_factory=list)
   loaded: List[str] = dataclasses.field(default_factory=list)
 
+  @property
+  def source(self) -> str:
+    """The checkpoint, and which of a workdir's was taken."""
+    return f'{self.checkpoint} ({self.taken})' if self.taken else self.checkpoint
+
   def summary(self, limit: int = 20) -> str:
-    source = f'{self.checkpoint} ({self.taken})' if self.taken else self.checkpoint
-    header = (f'init_from {source}: loaded {len(self.loaded)} tensors, kept fresh '
+    header = (f'init_from {self.source}: loaded {len(self.loaded)} tensors, kept fresh '
               f'{len(self.excluded)} excluded; missing {len(self.missing)}, unexpected '
               f'{len(self.unexpected)}, mis-shaped {len(self.mis_shaped)}')
     return '\n'.join([header] + self.problem_lines(
@@ -310,16 +314,18 @@ def load_pretrained(params: Any, batch_stats: Any, init_config: Any,
         f'checkpoint, so it would keep nothing fresh; names look like '
         f'{", ".join(repr(n) for n in (heads or names)[:3])} (a regex searched in each).')
   report.checkpoint = path
+  step_metadata = (checkpoints.read_step_metadata(os.path.dirname(item))
+                   if os.path.basename(item) == checkpoints.ITEM_DIR else {})
   if os.path.isdir(os.path.join(os.path.abspath(path), 'checkpoints')):
     step = os.path.basename(os.path.dirname(item))
-    if which == 'best' and not checkpoints.read_step_metadata(os.path.dirname(item)).get(
-        'metrics'):  # no step of it was evaluated: the store fell back to the newest
+    if which == 'best' and not step_metadata.get('metrics'):
+      # No step of it was evaluated: the store fell back to the newest.
       report.taken = f'its latest checkpoint, step {step}: none was evaluated, so none is best'
     else:
       report.taken = f'its {which} checkpoint, step {step}'
   if os.path.basename(item) == checkpoints.ITEM_DIR:
     _warn_if_unfinished(os.path.dirname(item))
-    report.source_config = checkpoints.read_step_metadata(os.path.dirname(item)).get('config', '')
+    report.source_config = step_metadata.get('config', '')
   strict = bool(_get(init_config, 'strict', True))
   if not report.loaded:  # the reason first: the listing of every tensor follows
     raise PretrainedMismatchError(
@@ -408,11 +414,8 @@ def _model_differences(item: str, model_config: Optional[Any],
   if os.path.basename(item) == VARIABLES_DIR:
     stored = (conversion_info(parent) or {}).get('model')
   elif os.path.basename(item) == checkpoints.ITEM_DIR:
-    try:
-      stored = json.loads(checkpoints.read_step_metadata(parent).get('config') or '{}')
-    except ValueError:
-      stored = None
-    stored = stored.get('model') if isinstance(stored, dict) else None
+    stored = checkpoints.stored_config_dict(
+        checkpoints.read_step_metadata(parent).get('config')).get('model')
   if not isinstance(stored, dict):
     return ''
   given_dict = (model_config.to_dict() if hasattr(model_config, 'to_dict')

@@ -11,7 +11,6 @@ Over 400 lines because the loop's phases (resume, steps, evaluation, precise BN,
 failures) act on one run's state; the jitted parts live in engine.py.
 """
 
-import json
 import os
 import signal
 import threading
@@ -146,18 +145,14 @@ def _say_how_the_source_differs(report: pretrained.LoadReport, config) -> None:
       report.source_config, config,
       relevant=lambda line: (checkpoints.changes_a_view(line)
                              and not line.startswith(_INIT_ONLY_FIELDS)))
-  source = f'{report.checkpoint} ({report.taken})' if report.taken else report.checkpoint
   if differences:
     logging.warning('init_from %s was trained with other model or clip settings than this run: '
-                    '%s.', source, '; '.join(differences))
+                    '%s.', report.source, '; '.join(differences))
   if config.model.name == 's2dnet' and config.model.stage == 'sampling':
-    try:
-      stage = json.loads(report.source_config).get('model', {}).get('stage')
-    except (AttributeError, ValueError):
-      stage = None
+    stage = (checkpoints.stored_config_dict(report.source_config).get('model') or {}).get('stage')
     if stage != 'warmup':
       logging.warning("S2DNet's sampling stage starts from its warm-up stage, but init_from %s "
-                      'is %s.', source, f'a {stage!r}-stage run' if stage else
+                      'is %s.', report.source, f'a {stage!r}-stage run' if stage else
                       'not an S2DNet run')
 
 
@@ -262,11 +257,8 @@ def _check_run_length(stored: Dict[str, Any], step: int, directory: str, config,
   batch_size other than the checkpoint's would skip or repeat clips and shift an epoch-based
   schedule, so it is refused; a run length other than the checkpoint's (a changed
   num_train_steps or num_epochs, or train records of another size) is said."""
-  try:
-    stored_config = json.loads(stored.get('config') or '{}')
-  except ValueError:
-    stored_config = {}
-  stored_batch = stored_config.get('batch_size') if isinstance(stored_config, dict) else None
+  stored_config = checkpoints.stored_config_dict(stored.get('config'))
+  stored_batch = stored_config.get('batch_size')
   if stored_batch is not None and stored_batch != config.batch_size:
     raise checkpoints.CheckpointMismatchError(
         f'Checkpoint step {step} in {directory} was trained with batch_size {stored_batch}, '
@@ -277,8 +269,7 @@ def _check_run_length(stored: Dict[str, Any], step: int, directory: str, config,
   stored_total = stored.get('total_steps')
   if stored_total is not None and int(stored_total) != total_steps:
     length_fields = [f for f in ('num_train_steps', 'num_epochs')
-                     if isinstance(stored_config, dict) and f in stored_config
-                     and stored_config[f] != config[f]]
+                     if f in stored_config and stored_config[f] != config[f]]
     why = (f"{' and '.join(length_fields)} changed" if length_fields else
            f'the train split now holds {train_videos} videos')
     logging.warning('Checkpoint step %d belongs to a run of %d steps; this run has %d (%s): '
