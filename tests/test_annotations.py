@@ -1,6 +1,7 @@
 """Annotation parsers on the real annotation files in ../shared/testdata, plus their error paths."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -267,6 +268,22 @@ def test_generic_list_file(tmp_path):
   path.write_text('a.mp4 dog\nb.mp4\n')
   with pytest.raises(A.AnnotationError, match=r'list\.txt:2: expected "<path> <label>"'):
     A.parse_list_file(path)
+
+
+@pytest.mark.parametrize('row, said', [
+    ('fight/fi066.mp4,fight,s4,extra', '4 fields, the header (path,label,source_group) has 3.'),
+    ('fight/fi066.mp4,fight', '2 fields, the header (path,label,source_group) has 3.'),
+    ('fight/fi066.mp4,fight,', 'empty source_group: cannot split by group.'),
+], ids=['a_field_too_many', 'a_field_too_few', 'empty_group'])
+def test_a_csv_row_with_other_fields_than_its_header_is_refused_at_its_line(tmp_path, row, said):
+  """A fourth field was dropped without a word (a comma in a path shifts the columns); a row
+  without its group failed with no file or line."""
+  path = tmp_path / 'list.csv'
+  path.write_text(f'path,label,source_group\nfight/fi001.mp4,fight,s1\n\n{row}\n')
+  with pytest.raises(A.AnnotationError, match=f'^{path}:4: ' + re.escape(said)):
+    A.parse_csv_list(path, None, 'path', 'label', 'source_group')
+  path.write_text('path,label,source_group\nfight/fi001.mp4,fight,s1\n,,\n')
+  assert len(A.parse_csv_list(path, None, 'path', 'label', 'source_group').entries) == 1
 
 
 def test_generic_tsn_list(tmp_path):

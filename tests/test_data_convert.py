@@ -530,10 +530,14 @@ def test_unknown_labels_fail_before_decoding_listing_every_offender(tmp_path, ca
      "fight/fi001.mp4 (train as 'fight', train as 'noFight')"),
     ('path,label,g\nfight/fi001.mp4,fight,g1\nnoFight/nofi004.mp4,noFight,g2\n'
      'fight/fi001.mp4,fight,g2\n', "fight/fi001.mp4 ("),
-], ids=['twice', 'two_labels', 'two_groups'])
+    ('path,label,g\nfight/fi001.mp4,fight,g1\nnoFight/nofi004.mp4,noFight,g2\n'
+     './fight//fi001.mp4,fight,g2\n',
+     "(train as 'fight' (fight/fi001.mp4), val as 'fight' (./fight//fi001.mp4))"),
+], ids=['twice', 'two_labels', 'two_groups', 'two_spellings'])
 def test_a_video_listed_twice_is_refused_before_decoding(tmp_path, capsys, rows, said):
   """Every row was written: a video twice in a split, with two labels, or in train and val at
-  once (a video of two groups defeated the group split, a val video was trained on)."""
+  once (a video of two groups defeated the group split, a val video was trained on); spelt
+  'fight/fi001.mp4' and './fight//fi001.mp4' it went to train and val without a word."""
   table = tmp_path / 'list.csv'
   table.write_text(rows)
   out = tmp_path / 'out'
@@ -780,11 +784,50 @@ def test_official_annotations_matching_one_file_twice_report_both_and_go_on(tmp_
   for name in ('abc_000000_000010', 'abc_000020_000030'):
     assert not by_name[name].source
     assert by_name[name].missing.startswith(
-        f"{videos / 'abc.mp4'} is listed 2 times (val as 'fight', val as 'noFight'): which "
-        'listing it holds cannot be told (name each file after its listing')
+        f"{videos / 'abc.mp4'} is listed 2 times (val as 'fight' (abc_000000_000010), val as "
+        "'noFight' (abc_000020_000030)): which listing it holds cannot be told (name each file "
+        'after its listing')
   assert plan.warnings == [
       '1 video file(s) are listed more than once and are left out, each listing reported as a '
-      f"failure: {videos / 'abc.mp4'} (val as 'fight', val as 'noFight')."]
+      f"failure: {videos / 'abc.mp4'} (val as 'fight' (abc_000000_000010), val as 'noFight' "
+      '(abc_000020_000030)).']
+
+
+def test_official_annotations_finding_two_files_of_one_name_report_it_and_go_on(tmp_path):
+  """Two copies of a video (e.g. of 23 and 50 frames) under the input root: the first in sorted
+  order was stored without a word."""
+  videos = tmp_path / 'videos'
+  _touch(videos, 'copyA/abc_000000_000010.mp4', 'copyB/abc_000000_000010.mp4',
+         'xyz_000000_000010.mp4')
+  listing = tmp_path / 'kinetics_val.csv'
+  listing.write_text('label,youtube_id,time_start,time_end,split\n'
+                     'fight,abc,0,10,val\nnoFight,xyz,0,10,val\n')
+  plan = _plan('--dataset=kinetics400', f'--input={videos}', f'--output={tmp_path / "out"}',
+               f'--annotations={listing}')
+  twice, found = plan.splits['val']
+  assert found.source == str(videos / 'xyz_000000_000010.mp4')
+  assert not twice.source and twice.missing == (
+      f'2 files named abc_000000_000010 under {videos} (copyA/abc_000000_000010.mp4, '
+      'copyB/abc_000000_000010.mp4): which one is the listed video cannot be told; keep one')
+
+
+def test_classes_written_in_two_unicode_forms_are_refused_and_names_are_printed(tmp_path,
+                                                                                capsys):
+  """Folders 'crêpe' (composed) and 'crêpe' (e + combining accent) became two classes that
+  print alike, and no summary line named the classes."""
+  tree = tmp_path / 'tree'
+  for label, source in (('cr\u00eape', 'fight/fi001.mp4'), ('cre\u0302pe', 'fight/fi002.mp4'),
+                        ('noFight', 'noFight/nofi001.mp4')):
+    (tree / label).mkdir(parents=True)
+    (tree / label / os.path.basename(source)).symlink_to(FIGHT / source)
+  assert _run('--dataset=folder', f'--input={tree}', f'--output={tmp_path / "out"}',
+              '--dry_run') == 2
+  err = capsys.readouterr().err
+  assert "error: classes 'cre\u0302pe' (decomposed), 'cr\u00eape' (composed) are one name " in err
+  (tree / 'cre\u0302pe').rename(tree / 'pancake')
+  assert _run('--dataset=folder', f'--input={tree}', f'--output={tmp_path / "out"}',
+              '--dry_run') == 0
+  assert ': 3 classes (cr\u00eape, noFight, pancake), videos per split ' in capsys.readouterr().err
 
 
 def test_a_gap_in_a_frame_folder_of_unknown_length_is_a_failure(tmp_path):

@@ -154,13 +154,21 @@ def parse_csv_list(path: PathLike, classes: Optional[Sequence[str]], path_column
       raise AnnotationError(path, None, f'header {header} lacks column(s) {missing}.')
     rows = []
     for row in reader:
-      if not any((v or '').strip() for v in row.values()):
+      extra, short = row.pop(None, []), [c for c in header if row[c] is None]
+      if not any((v or '').strip() for v in list(row.values()) + extra):
         continue
-      video, label = (row[path_column] or '').strip(), (row[label_column] or '').strip()
+      if extra or short:  # a comma too many or too few: the columns may have shifted
+        fields = len(header) + len(extra) - len(short)
+        raise AnnotationError(path, reader.line_num, f'{fields} fields, the header '
+                              f'({",".join(header)}) has {len(header)}.')
+      video, label = row[path_column].strip(), row[label_column].strip()
       if not video or not label:
         raise AnnotationError(path, reader.line_num, f'empty {path_column} or {label_column}.')
-      rows.append((reader.line_num, video, label,
-                   (row[group_column] or '').strip() if group_column else ''))
+      group = row[group_column].strip() if group_column else ''
+      if group_column and not group:
+        raise AnnotationError(path, reader.line_num, f'empty {group_column}: cannot split by '
+                              'group.')
+      rows.append((reader.line_num, video, label, group))
   if classes is None:
     classes = sorted({label for _, _, label, _ in rows})
   classes = check_classes(classes, os.fspath(path))

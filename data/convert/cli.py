@@ -63,6 +63,12 @@ if TYPE_CHECKING:  # TensorFlow is imported lazily: worker processes never need 
 VIDEO_EXTENSIONS = video_io.VIDEO_EXTENSIONS
 
 
+def _names(classes, shown: int = 12) -> str:
+  """The class names for a summary line: all of a few, the first `shown` of many."""
+  head = ', '.join(classes[:shown])
+  return head if len(classes) <= shown else f'{head}, ... ({len(classes) - shown} more)'
+
+
 def convert(args) -> Optional['records.DatasetMetadata']:
   """Runs a whole conversion for parsed arguments; returns the written metadata (None for
   --dry_run). Splits other than this run's, already in the output, are kept."""
@@ -73,8 +79,9 @@ def convert(args) -> Optional['records.DatasetMetadata']:
   jobs = shard_jobs(plan, args, output)
   counts = {split: len(items) for split, items in plan.splits.items()}
   missing = sum(1 for items in plan.splits.values() for i in items if i.missing)
-  print(f'{plan.name}: {len(plan.classes)} classes, videos per split {counts}, '
-        f'{len(jobs)} shards, {missing} listed videos not found.', file=sys.stderr)
+  print(f'{plan.name}: {len(plan.classes)} classes ({_names(plan.classes)}), videos per split '
+        f'{counts}, {len(jobs)} shards, {missing} listed videos left out (not found, found '
+        'twice or listed twice: each becomes a failure).', file=sys.stderr)
   for line in plan.warnings + coverage_warnings(plan) + share_warnings(plan, args):
     print(f'warning: {line}', file=sys.stderr)
   if args.dry_run:

@@ -13,6 +13,10 @@ if TYPE_CHECKING:
   from data.convert.plans import Item  # pylint: disable=g-bad-import-order
 
 
+class AmbiguousFile(ValueError):
+  """Several files under the input root match a listed video's stem."""
+
+
 class FileIndex:
   """Finds files under a root by relative path, case-insensitive path, stem or basename."""
 
@@ -43,7 +47,9 @@ class FileIndex:
     self._built = True
 
   def find(self, relative: Optional[str] = None, stems: Sequence[str] = ()) -> Optional[str]:
-    """The file at `relative` (exact, then case-insensitive), else the unique file of a stem."""
+    """The file at `relative` (exact, then case-insensitive), else the unique file of a stem;
+    `AmbiguousFile` where several files have the stem (two copies of a dataset, a re-download
+    beside the first: taking one would store whichever sorts first)."""
     if relative:
       exact = os.path.join(self.root, relative)
       if os.path.exists(exact):
@@ -54,9 +60,14 @@ class FileIndex:
         return found
     self._build()
     for stem in stems:
-      candidates = self._by_stem.get(stem, [])
-      if len(candidates) >= 1:
-        return sorted(candidates)[0]
+      candidates = sorted(self._by_stem.get(stem, []))
+      if len(candidates) > 1:
+        shown = ', '.join(os.path.relpath(c, self.root) for c in candidates[:4])
+        raise AmbiguousFile(f'{len(candidates)} files named {stem} under {self.root} '
+                            f'({shown}{", ..." if len(candidates) > 4 else ""}): which one is '
+                            'the listed video cannot be told; keep one')
+      if candidates:
+        return candidates[0]
     return None
 
 
@@ -66,7 +77,12 @@ def attach_sources(items: Iterable['Item'], index: FileIndex, stems_of=None) -> 
   out = []
   for item in items:
     stems = stems_of(item) if stems_of else (os.path.splitext(os.path.basename(item.filename))[0],)
-    path = index.find(item.filename, stems)
+    try:
+      path = index.find(item.filename, stems)
+    except AmbiguousFile as e:
+      item.missing = str(e)
+      out.append(item)
+      continue
     if path is None:
       item.missing = (f'missing video file: {item.filename} (not found under {index.root})')
     else:

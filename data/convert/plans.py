@@ -9,6 +9,7 @@ stops before decoding anything.
 import dataclasses
 import os
 import re
+import unicodedata
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from data import annotations as ann
@@ -416,36 +417,62 @@ def _handle_videos_listed_twice(plan: Plan, kind: str) -> None:
   for split, items in plan.splits.items():
     fold = re.search(r'\d*$', split).group()
     for item in items:
-      where.setdefault((fold, item.source or item.filename), []).append((split, item))
+      where.setdefault((fold, _same_file_key(item)), []).append((split, item))
   repeated = {key: listed for key, listed in where.items() if len(listed) > 1}
   if not repeated:
     return
-  places = lambda listed: ', '.join(f'{split} as {item.label_text!r}'  # noqa: E731
-                                    for split, item in listed)
-  shown = '; '.join(f'{video} ({places(listed)})'
-                    for (_, video), listed in list(repeated.items())[:5])
+  spelt = lambda item: item.source or item.filename  # noqa: E731
+  places = lambda listed: ', '.join(  # noqa: E731
+      f'{split} as {item.label_text!r}'
+      + (f' ({item.filename})' if len({i.filename for _, i in listed}) > 1 else '')
+      for split, item in listed)
+  shown = '; '.join(f'{spelt(listed[0][1])} ({places(listed)})'
+                    for listed in list(repeated.values())[:5])
   more = ' ...' if len(repeated) > 5 else ''
   if kind in USER_LIST_KINDS:
     raise ConversionError(f'{len(repeated)} video(s) are listed more than once: {shown}{more}. '
                           'List each video once, in one split.')
-  for (_, video), listed in repeated.items():
+  for listed in repeated.values():
+    video, said = spelt(listed[0][1]), places(listed)
     for _, item in listed:
       item.source, item.missing = '', (
-          f'{video} is listed {len(listed)} times ({places(listed)}): which listing it holds '
+          f'{video} is listed {len(listed)} times ({said}): which listing it holds '
           'cannot be told (name each file after its listing, e.g. Kinetics clips '
           '<youtube_id>_<start>_<end>)')
   plan.warnings.append(f'{len(repeated)} video file(s) are listed more than once and are left '
                        f'out, each listing reported as a failure: {shown}{more}.')
 
 
+def _same_file_key(item) -> str:
+  """One key per file on disk however a list spells its path ('./a/x.mp4', 'a//x.mp4', an
+  absolute path, a symbolic link): a video listed under two spellings is one video."""
+  if item.source:
+    return os.path.realpath(item.source)
+  return os.path.normpath(item.filename)
+
+
 def _classes_differing_in_case_only(classes: Sequence[str]) -> List[str]:
   """A warning per set of class names that differ in case only (a typo in a list, e.g. 'Fight'
-  beside 'fight', makes a class of its own)."""
+  beside 'fight', makes a class of its own). Names that are one name in two Unicode forms
+  (an accent composed in one folder name, decomposed in another: they print alike) are
+  refused: no output could tell the two classes apart."""
   by_folded = {}
   for name in classes:
-    by_folded.setdefault(name.casefold(), []).append(name)
-  return [f'classes {", ".join(repr(n) for n in names)} differ in case only: each is a class of '
-          'the model; correct the labels if they are one class (--class_list then refuses any '
-          'label outside the list).'
-          for names in by_folded.values() if len(names) > 1]
-
+    by_folded.setdefault(unicodedata.normalize('NFC', name).casefold(), []).append(name)
+  warnings = []
+  for names in by_folded.values():
+    if len(names) < 2:
+      continue
+    composed = [unicodedata.normalize('NFC', n) for n in names]
+    if len(set(composed)) < len(names):
+      forms = ', '.join(
+          f"{n!r} ({'composed' if unicodedata.is_normalized('NFC', n) else 'decomposed'})"
+          for n in names)
+      raise ConversionError(f'classes {forms} are one name written in two Unicode forms (an '
+                            'accent as one character, or as a letter and a combining accent): '
+                            'they would print alike as two classes. Rename the folders or '
+                            'labels to one form.')
+    warnings.append(f'classes {", ".join(repr(n) for n in names)} differ in case only: each is '
+                    'a class of the model; correct the labels if they are one class '
+                    '(--class_list then refuses any label outside the list).')
+  return warnings
