@@ -48,6 +48,10 @@ flags.DEFINE_string('output_dir', None, 'Eval, predict and features modes: where
 flags.DEFINE_multi_string('video', [], 'Predict and features modes: a video file or a directory '
                           'of videos (searched recursively; repeatable).')
 flags.mark_flags_as_required(['config', 'workdir'])
+# The modes each flag above means something in: given to another it would be ignored (a
+# forgotten --mode=predict trains, or resumes training, in the workdir).
+MODES_OF_FLAGS = {'split': ('eval',), 'output_dir': ('eval', 'predict', 'features'),
+                  'video': ('predict', 'features')}
 
 
 def main(argv):
@@ -55,6 +59,11 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   config = FLAGS.config
   with cli.user_errors_in_one_line():
+    for name, modes in MODES_OF_FLAGS.items():
+      if FLAGS[name].present and FLAGS.mode not in modes:
+        raise errors.UserError(f'--{name} applies to --mode={" or ".join(modes)} only, not to '
+                               f'--mode={FLAGS.mode} (the default is train): add the mode it '
+                               'was meant for, or leave it out.')
     setup_process(config)
     run(config)
 
