@@ -23,7 +23,7 @@ the same number of equal-size batches.
 import dataclasses
 import math
 import os
-from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import jax
 import numpy as np
@@ -145,6 +145,35 @@ def split_decoding(dataset_config, split: str) -> Dict[str, Any]:
     if not decoding['fps']:
       decoding['rate_unknown'] = True
   return decoding
+
+
+def records_identity(dataset_config, splits: Sequence[str]) -> Dict[str, Dict[str, Any]]:
+  """`records.split_identity` of each of `splits` the config's records hold, by split name: what
+  a checkpoint keeps so that evaluating or resuming it on records converted anew is said."""
+  metadata = prepare(dataset_config)
+  return {split: records.split_identity(metadata, split) for split in dict.fromkeys(splits)
+          if split in metadata.split_sizes}
+
+
+def enlarging_warnings(dataset_config, data_config, train_split: Optional[str] = None,
+                       eval_split: Optional[str] = None) -> List[str]:
+  """A line per split (read for training, for evaluation) whose records store frames smaller
+  than the config resizes every clip to (the train short side jitter's lower end or, for other
+  train crops, the crop; the eval short side): each frame is then enlarged, with detail the
+  records never held."""
+  train_field = ('train_min_scale' if data_config.train_crop == 'short_side_jitter'
+                 else 'crop_size')
+  lines = []
+  for split, field in ((train_split, train_field), (eval_split, 'eval_short_side')):
+    if split is None:
+      continue
+    wanted, stored = data_config[field], split_decoding(dataset_config, split).get('short_side')
+    if stored and stored < wanted:
+      lines.append(f'split {split!r} of {records_directory(dataset_config)} stores frames at '
+                   f'short side {stored} px and config.data.{field}={wanted} enlarges every one '
+                   f'({wanted / stored:.2g}x): convert with --short_side={wanted} or more, or '
+                   f'lower config.data.{field}.')
+  return lines
 
 
 def frame_options(data_config, decoding: Dict[str, Any]) -> Dict[str, Any]:

@@ -21,6 +21,7 @@ training pipeline reads the same files (data/pipeline.py).
 
 import dataclasses
 import glob
+import hashlib
 import json
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence
@@ -70,6 +71,48 @@ class MissingRecordsError(errors.DataError, FileNotFoundError):
 
 class CorruptShardError(errors.DataError, ValueError):
   """A shard that is missing, truncated, corrupt or not the one the metadata describes."""
+
+
+def names_digest(names) -> str:
+  """A short digest of a split's video names (order-free): two conversions with one digest hold
+  the same videos. data.convert keeps it per split in `extra['names_digest']`."""
+  return hashlib.sha256('\n'.join(sorted(names)).encode('utf-8')).hexdigest()[:16]
+
+
+def split_identity(metadata: DatasetMetadata, split: str) -> Dict[str, Any]:
+  """What tells one conversion of `split` from another, for a checkpoint to keep beside its
+  weights: the split's name and number of videos, the digest of their names, the groups the
+  converter put there and its settings (None where the metadata does not say: records written
+  before it kept them, synthetic clips)."""
+  extra = metadata.extra
+  return {'split': split, 'videos': metadata.split_sizes.get(split),
+          'names_digest': extra.get('names_digest', {}).get(split),
+          'groups': extra.get('groups', {}).get(split),
+          'settings': (extra.get('conversion', {}).get(split) or {}).get('settings')}
+
+
+def split_changes(then: Mapping[str, Any], now: Mapping[str, Any]) -> List[str]:
+  """How two `split_identity`s of a split differ, one phrase per difference; what either side
+  does not know is not compared."""
+  known = lambda field: then.get(field) is not None and now.get(field) is not None  # noqa: E731
+  changes = []
+  if known('videos') and then['videos'] != now['videos']:
+    changes.append(f"{then['videos']} videos then, {now['videos']} now")
+  if known('names_digest') and then['names_digest'] != now['names_digest']:
+    changes.append('other videos' if not changes else 'and other videos')
+  if known('groups') and sorted(then['groups']) != sorted(now['groups']):
+    changes.append(f"groups {_few(sorted(then['groups']))} then, "
+                   f"{_few(sorted(now['groups']))} now")
+  if known('settings'):
+    for name in sorted(set(then['settings']) | set(now['settings'])):
+      before, after = then['settings'].get(name), now['settings'].get(name)
+      if before != after:
+        changes.append(f'converted with {name} {before!r} then, {after!r} now')
+  return changes
+
+
+def _few(names: Sequence[str], count: int = 5) -> str:
+  return ', '.join(names[:count]) + (f' ... ({len(names)})' if len(names) > count else '')
 
 
 def write_metadata(directory: str, metadata: DatasetMetadata) -> None:

@@ -313,10 +313,12 @@ class CheckpointStore:
 
   def save(self, step: int, state: Any, *, metrics: Optional[Dict[str, float]] = None,
            config: Any = None, classes: Optional[Sequence[str]] = None,
-           total_steps: Optional[int] = None, decoding: Optional[Dict[str, Any]] = None) -> None:
+           total_steps: Optional[int] = None, decoding: Optional[Dict[str, Any]] = None,
+           records: Optional[Dict[str, Any]] = None) -> None:
     """Saves `state` at `step` with its validation `metrics`, the config, the class names, the
-    run's length in steps (whether the step finished its run) and how the videos of its eval
-    records were decoded (data/pipeline.split_decoding, for predict to decode alike).
+    run's length in steps (whether the step finished its run), how the videos of its eval
+    records were decoded (data/pipeline.split_decoding, for predict to decode alike) and which
+    conversion of its train and eval splits it saw (data/pipeline.records_identity).
 
     Raises NonFiniteStateError (nothing written) when the state holds NaN or Inf, and
     CheckpointSaveError when writing fails.
@@ -339,6 +341,8 @@ class CheckpointStore:
       metadata['total_steps'] = int(total_steps)
     if decoding:
       metadata['decoding'] = dict(decoding)
+    if records:
+      metadata['records'] = dict(records)
     # Orbax finishes the previous save before starting this one anyway; waiting here first keeps
     # `_pending_step` naming the step whose commit callback runs next.
     self.wait()

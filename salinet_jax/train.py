@@ -35,6 +35,7 @@ from salinet_jax import console
 from salinet_jax import engine
 from salinet_jax import errors
 from salinet_jax import evaluate as evaluate_lib
+from salinet_jax import optim
 from salinet_jax import parallel
 from salinet_jax import precise_bn
 from salinet_jax import pretrained
@@ -109,7 +110,19 @@ def training_engine(config: ml_collections.ConfigDict) -> engine.Engine:
   info = pipeline.split_info(config.dataset, config.dataset.train_split)
   pipeline.split_info(config.dataset, config.dataset.eval_split)
   pipeline.check_eval_views(config.data)
-  return engine.Engine(config, info.classes, train_videos=info.num_videos)
+  for line in pipeline.enlarging_warnings(config.dataset, config.data,
+                                          config.dataset.train_split, config.dataset.eval_split):
+    logging.warning('%s', line)
+  trainer = engine.Engine(config, info.classes, train_videos=info.num_videos)
+  warmup = engine.resolved_optimizer(config, info.num_videos)[0].warmup_steps
+  if config.optimizer.schedule != 'epoch_cosine' and warmup >= trainer.total_steps:
+    logging.warning('The warm-up (%d steps) is not shorter than this run of %d: its learning rate '
+                    'never reaches the peak %.4g (the last step trains at %.4g); shorten '
+                    'config.optimizer.warmup_steps (or warmup_epochs).', warmup,
+                    trainer.total_steps, optim.peak_learning_rate(config.optimizer,
+                                                                  config.batch_size),
+                    float(trainer.schedule(trainer.total_steps - 1)))
+  return trainer
 
 
 def initialize_from(trainer: engine.Engine, state: engine.TrainState,
@@ -217,6 +230,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
           checkpoints.CheckpointMismatchError)
     _check_run_length(stored, step, store.directory, config, trainer.total_steps,
                       info.num_videos)
+    _say_records_changes(stored.get('records'), config.dataset,
+                         f'Checkpoint step {step} in {store.directory}')
 
   try:
     state, step = store.restore_for_resume(trainer.abstract_state(), config, resumable)
@@ -411,6 +426,8 @@ def _run_steps(trainer, state, start_step, store, writer, train_iter, rng, progr
   config = trainer.config
   total_steps = trainer.total_steps
   decoding = pipeline.split_decoding(config.dataset, config.dataset.eval_split)
+  seen = pipeline.records_identity(config.dataset,
+                                   (config.dataset.train_split, config.dataset.eval_split))
   eval_results: Dict[str, Any] = {}
   previous = None  # the metrics of the step before: at most two steps are ever in flight
   window, window_steps = None, 0  # the metrics summed over the steps since the last log line
@@ -461,7 +478,7 @@ def _run_steps(trainer, state, start_step, store, writer, train_iter, rng, progr
       metric = ({name: eval_results[name[len('val_'):]] for name in checkpoints.BEST_METRICS}
                 if 'top1' in eval_results else None)
       store.save(step, state, metrics=metric, config=config, classes=trainer.classes,
-                 total_steps=trainer.total_steps, decoding=decoding)
+                 total_steps=trainer.total_steps, decoding=decoding, records=seen)
     elif step % config.checkpoint_every_steps == 0 or stop:
       _check_finite_loss(float(metrics['loss']), step, store)
       if not bool(trainer.outputs_finite(state, batch)):
@@ -472,7 +489,7 @@ def _run_steps(trainer, state, start_step, store, writer, train_iter, rng, progr
                if latest is not None else 'No checkpoint was saved; ')
             + 'lower the learning rate or check the input data.')
       store.save(step, state, config=config, classes=trainer.classes,
-                 total_steps=trainer.total_steps, decoding=decoding)
+                 total_steps=trainer.total_steps, decoding=decoding, records=seen)
     progress.pause(time.monotonic() - paused)
     if stop:
       store.wait()
@@ -497,15 +514,45 @@ def evaluation_engine(config: ml_collections.ConfigDict, workdir: str,
   """
   info = pipeline.split_info(config.dataset, split)
   try:
-    classes = engine.checkpoint_classes(workdir, config)
+    metadata = engine.checkpoint_metadata(workdir, config)
+    classes = metadata['classes']
   except (checkpoints.NoCheckpointError, checkpoints.CorruptCheckpointError):
     raise
   except checkpoints.CheckpointError as e:
     logging.warning('%s Using the class names of the records instead.', e)
-    classes = info.classes
+    metadata, classes = {}, info.classes
   _require_same_classes(classes, info, split, 'The checkpoint',
                         'evaluate on records of the same dataset', records.MissingRecordsError)
+  _say_records_changes(metadata.get('records'), config.dataset, 'The checkpoint', split)
+  for line in pipeline.enlarging_warnings(config.dataset, config.data, eval_split=split):
+    logging.warning('%s', line)
   return engine.Engine(config, classes)
+
+
+def _say_records_changes(seen: Optional[Dict[str, Any]], dataset_config, what: str,
+                         evaluated: Optional[str] = None) -> None:
+  """Warns where the records of the splits a checkpoint trained and was evaluated on are not
+  the conversion it saw (`seen`: pipeline.records_identity when it was saved; None for
+  checkpoints from before): other videos, sizes, groups or settings. Where `evaluated` holds
+  groups the checkpoint trained on (the videos split anew, into another --output or not), its
+  evaluation would score videos it trained on: that is said apart."""
+  if not seen:
+    return
+  now = pipeline.records_identity(dataset_config, seen)
+  directory = pipeline.records_directory(dataset_config)
+  for split, then in seen.items():
+    changes = records.split_changes(then, now[split]) if split in now else []
+    if changes:
+      logging.warning('%s was trained on another conversion of split %r than %s holds now: %s.',
+                      what, split, directory, '; '.join(changes))
+  train_split = dataset_config.train_split
+  trained_groups = set((seen.get(train_split) or {}).get('groups') or ())
+  if evaluated and evaluated != train_split and evaluated in now:
+    shared = sorted(trained_groups & set(now[evaluated].get('groups') or ()))
+    if shared:
+      logging.warning('%s trained on %d of the groups split %r of %s holds now (%s): its '
+                      'evaluation there scores videos it trained on.', what, len(shared),
+                      evaluated, directory, _preview(shared))
 
 
 def _require_same_classes(trained_on, info, split: str, what: str, remedy: str,

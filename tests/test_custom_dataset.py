@@ -128,6 +128,73 @@ def test_own_folder_converts_trains_evaluates_predicts_and_extracts(own_records,
   assert os.path.getsize(report.plot(card, str(tmp_path / 'card.png'))) > 10_000
 
 
+def test_a_checkpoint_evaluated_or_resumed_on_records_converted_anew_is_told_so(own_records,
+                                                                                tmp_path, caplog):
+  """Records split anew into another --output (--group_seed) were evaluated without a word
+  while every val video had been trained on; records re-converted with another --fps were
+  evaluated and resumed on without a word (and predict, decoding as the checkpoint's records
+  were, no longer matched eval)."""
+  tree, records_dir = own_records
+  config = _config(records_dir)
+  config.num_train_steps = 1
+  workdir = str(tmp_path / 'run')
+  train.train_and_evaluate(config, workdir)
+  trained = json.loads((records_dir / 'metadata.json').read_text())['extra']['groups']
+  caplog.set_level('WARNING')
+  train.evaluate(config, workdir)
+  assert 'another conversion' not in caplog.text and 'trained on' not in caplog.text
+
+  def converted(name, *flags):
+    out = tmp_path / name
+    assert convert.main(['--dataset=folder', f'--input={tree}', '--split_by_group=subfolder',
+                         '--val_fraction=0.3', '--short_side=48', f'--name={NAME}',
+                         f'--output={out}', '--workers=1', '--quiet', *flags]) == 0
+    return out, json.loads((out / 'metadata.json').read_text())['extra']['groups']
+
+  seed = next(seed for seed in range(1, 20)
+              if set(converted(f'seed{seed}', f'--group_seed={seed}')[1]['val'])
+              & set(trained['train']))
+  config.dataset.data_dir = str(tmp_path / f'seed{seed}')
+  caplog.clear()
+  train.evaluate(config, workdir)
+  resplit = json.loads((tmp_path / f'seed{seed}' / 'metadata.json').read_text())['extra']['groups']
+  shared = sorted(set(resplit['val']) & set(trained['train']))
+  assert (f"The checkpoint trained on {len(shared)} of the groups split 'val' of "
+          f"{tmp_path / f'seed{seed}'} holds now ({', '.join(shared[:4])}") in caplog.text
+  assert "The checkpoint was trained on another conversion of split 'val' than " in caplog.text
+
+  resampled, _ = converted('fps5', '--fps=5')
+  config.dataset.data_dir = str(resampled)
+  caplog.clear()
+  train.evaluate(config, workdir)
+  assert (f"The checkpoint was trained on another conversion of split 'val' than {resampled} "
+          "holds now: converted with fps 0.0 then, 5.0 now.") in caplog.text
+  assert 'of the groups' not in caplog.text
+  config.num_train_steps = 2
+  caplog.clear()
+  train.train_and_evaluate(config, workdir)
+  assert (f"was trained on another conversion of split 'train' than {resampled} holds now: "
+          'converted with fps 0.0 then, 5.0 now.') in caplog.text
+
+
+def test_records_smaller_than_the_clips_they_are_resized_to_are_warned_about(own_records,
+                                                                            caplog):
+  """Records stored at short side 48 were enlarged to a 96-112 px jitter (and a 64 px eval
+  short side) without a word."""
+  _, records_dir = own_records
+  config = _config(records_dir)
+  caplog.set_level('WARNING')
+  train.training_engine(config)
+  assert 'enlarges' not in caplog.text
+  config.data.update(dict(train_min_scale=96, train_max_scale=112, crop_size=64,
+                          eval_short_side=64, eval_crop_size=64))
+  train.training_engine(config)
+  assert (f"split 'train' of {records_dir} stores frames at short side 48 px and "
+          'config.data.train_min_scale=96 enlarges every one (2x): convert with '
+          '--short_side=96 or more, or lower config.data.train_min_scale.') in caplog.text
+  assert "split 'val' of " in caplog.text and 'config.data.eval_short_side=64 enlarges' in caplog.text
+
+
 def _long_video(path, seconds=24, fps=10):
   """A video of a bright bar moving right then left (so windows differ), seconds x fps frames."""
   import av  # pylint: disable=g-import-not-at-top

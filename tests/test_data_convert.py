@@ -590,6 +590,21 @@ def test_left_out_files_and_classes_differing_in_case_are_warned_about(tmp_path,
   assert "warning: classes 'Fight', 'fight' differ in case only" in err, err
 
 
+def test_converting_a_split_again_with_other_settings_is_warned_about(tmp_path, capsys):
+  """Records re-converted in place with another --fps replaced those a model was trained on
+  without a word."""
+  listing = tmp_path / 'list.txt'
+  listing.write_text('fight/fi001.mp4 fight\nnoFight/nofi001.mp4 noFight\n')
+  out = tmp_path / 'out'
+  common = ['--dataset=list', f'--input={FIGHT}', f'--annotations={listing}', f'--output={out}',
+            '--short_side=24', '--workers=1']
+  assert _run(*common, '--fps=2') == 0
+  assert 'converted again' not in capsys.readouterr().err
+  assert _run(*common, '--fps=3') == 0
+  assert ("warning: split 'train' is converted again with other settings (fps 2.0 -> 3.0): "
+          'checkpoints trained on the old records will say so') in capsys.readouterr().err
+
+
 def test_classes_left_without_videos_by_failures_are_warned_about(tmp_path, capsys):
   """A list's header line ('path label') became class 'label' with a missing video: the
   converter named the missing file only, not that a class of the model has no video."""

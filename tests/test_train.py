@@ -193,6 +193,20 @@ def test_float64_runs_through_the_normal_path_only_with_64_bit_jax(config):
     assert logits.dtype == np.float64
 
 
+def test_a_warm_up_as_long_as_the_run_is_warned_about(config, caplog):
+  """warmup_steps=20 in a run of 2 steps trained at a fraction of the peak LR (a one-step run
+  at LR 0) without a word."""
+  config.optimizer.schedule = 'warmup_cosine'
+  config.optimizer.warmup_steps = 1
+  caplog.set_level('WARNING')
+  train.training_engine(config)
+  assert 'warm-up' not in caplog.text
+  config.optimizer.warmup_steps = 20
+  train.training_engine(config)
+  assert ('The warm-up (20 steps) is not shorter than this run of 2: its learning rate never '
+          'reaches the peak 0.1 (the last step trains at 0.005); shorten ') in caplog.text
+
+
 def test_the_logged_loss_and_top1_are_means_over_the_log_window(tiny_data_dir, tmp_path):
   """With log_every_steps=2 the line of step 2 showed step 2's batch alone under 'loss' and
   'train top-1' (and TensorBoard the same), as if it described the window; PySlowFast and Scenic

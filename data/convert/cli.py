@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, List, Optional, Sequence
 from data import video_io
 from data.convert.outputs import FAILURES_FILE, existing_metadata, write_outputs
 from data.convert.plans import DEFAULT_VAL_FRACTION, KINDS, ConversionError, make_plan
-from data.convert.shards import remove_stale_shards, run_jobs, shard_jobs
+from data.convert.shards import remove_stale_shards, run_jobs, settings_of, shard_jobs
 
 if TYPE_CHECKING:  # TensorFlow is imported lazily: worker processes never need it
   from data import records  # pylint: disable=g-bad-import-order
@@ -67,6 +67,24 @@ def _names(classes, shown: int = 12) -> str:
   """The class names for a summary line: all of a few, the first `shown` of many."""
   head = ', '.join(classes[:shown])
   return head if len(classes) <= shown else f'{head}, ... ({len(classes) - shown} more)'
+
+
+def _replaced_conversions(before, plan, args) -> List[str]:
+  """A line per split in the output that this run converts again with other settings: a model
+  trained on the old records is then evaluated or resumed on other frames (train and eval say
+  so, from what each checkpoint keeps of its records)."""
+  if before is None:
+    return []
+  settings, lines = settings_of(args), []
+  for split in sorted(plan.splits):
+    old = (before.extra.get('conversion', {}).get(split) or {}).get('settings') or {}
+    changed = [f'{name} {old[name]!r} -> {settings[name]!r}' for name in sorted(settings)
+               if name in old and old[name] != settings[name]]
+    if changed:
+      lines.append(f"split {split!r} is converted again with other settings ({', '.join(changed)})"
+                   ': checkpoints trained on the old records will say so when evaluated or '
+                   'resumed on these.')
+  return lines
 
 
 def convert(args) -> Optional['records.DatasetMetadata']:
@@ -86,7 +104,9 @@ def convert(args) -> Optional['records.DatasetMetadata']:
     print(f'warning: {line}', file=sys.stderr)
   if args.dry_run:
     return None
-  existing_metadata(output, plan)  # fail before decoding anything
+  before = existing_metadata(output, plan)  # fail before decoding anything
+  for line in _replaced_conversions(before, plan, args):
+    print(f'warning: {line}', file=sys.stderr)
   remove_stale_shards(output, plan, jobs)
   start = time.time()
   states = run_jobs(jobs, args, output)

@@ -82,6 +82,8 @@ def write_outputs(output: str, plan: Plan, jobs: Sequence[ShardJob],
     for video in (v for s in shard_states for v in s['videos'] if v['label'] >= 0):
       per_class[video['label']] += 1
     metadata.extra.setdefault('videos_per_class', {})[split] = per_class
+    metadata.extra.setdefault('names_digest', {})[split] = records.names_digest(
+        v['filename'] for s in shard_states for v in s['videos'])
   conversion = dict(metadata.extra.get('conversion', {}))
   for split in converted:
     conversion[split] = dict(source_kind=args.dataset, input=os.path.abspath(args.input),
