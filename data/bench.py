@@ -78,7 +78,7 @@ def sample_clips(records_dir: str, split: str, num_clips: int, seed: int = 0
 _WORKER_CLIPS = []
 
 
-def _ceiling_init(clips: List[List[bytes]]) -> None:
+def _ceiling_init(clips: List[List[bytes]], everyone_ready) -> None:
   data.quiet_tensorflow()
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.threading.set_inter_op_parallelism_threads(1)
@@ -86,6 +86,11 @@ def _ceiling_init(clips: List[List[bytes]]) -> None:
   _WORKER_CLIPS[:] = [[tf.constant(b) for b in clip] for clip in clips]
   for jpeg in _WORKER_CLIPS[0]:
     tf.io.decode_jpeg(jpeg, channels=3)
+  everyone_ready.wait()
+
+
+def _started(_) -> int:
+  return os.getpid()
 
 
 def _decode_loop(args: Tuple[int, float, float]) -> Tuple[int, float]:
@@ -111,7 +116,11 @@ class Ceiling:
   def __init__(self, frames: Dict[int, List[bytes]], processes: int):
     clips = [frames[k] for k in sorted(frames)]
     self.processes = processes
-    self._pool = multiprocessing.get_context('spawn').Pool(processes, _ceiling_init, (clips,))
+    context = multiprocessing.get_context('spawn')
+    # Each worker imports TensorFlow first (seconds): a round timed before all had started
+    # counted nothing in those that had not (round 1 read 0 clips/s).
+    self._pool = context.Pool(processes, _ceiling_init, (clips, context.Barrier(processes)))
+    self._pool.map(_started, range(processes), chunksize=1)
 
   def run(self, seconds: float, processes: int) -> float:
     start_at = time.time() + 0.5
