@@ -32,6 +32,7 @@ from absl import logging
 
 from data import augment
 from data import datasets
+from data import errors
 from data import host_malloc
 from data import ops
 from data import records
@@ -53,6 +54,8 @@ class SplitInfo:
   classes: Tuple[str, ...]
   # (shard basename, bytes written by the converter) pairs; empty when not recorded.
   shard_bytes: Tuple[Tuple[str, int], ...] = ()
+  # Videos per shard file, in file order; empty when not recorded.
+  shard_videos: Tuple[int, ...] = ()
 
 
 def records_directory(dataset_config) -> str:
@@ -111,8 +114,9 @@ def split_info(dataset_config, split: str) -> SplitInfo:
       logging.warning('%s', warning)
   shard_bytes = tuple((shard['file'], int(shard['num_bytes']))
                       for shard in metadata.shards.get(split, ()))
+  shard_videos = tuple(int(shard['num_videos']) for shard in metadata.shards.get(split, ()))
   return SplitInfo(directory, metadata.name, split, metadata.split_sizes[split],
-                   tuple(metadata.classes), shard_bytes)
+                   tuple(metadata.classes), shard_bytes, shard_videos)
 
 
 # The converter's settings that decide how a frame is stored.
@@ -213,7 +217,9 @@ def read(info: SplitInfo, *, shuffle: bool, seed: int, process_index: int,
   if by_file:
     files = files[process_index::process_count]
   ds = tf.data.Dataset.from_tensor_slices(files)
-  if shuffle:
+  if shuffle and by_file:
+    # Not before an element-wise shard: each process's own file order would interleave other
+    # elements into its every n-th, and the processes' parts would overlap.
     ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
   ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 8),
                      num_parallel_calls=tf.data.AUTOTUNE)
@@ -239,7 +245,7 @@ def _graph_only(fn):
   return tf.autograph.experimental.do_not_convert(fn)
 
 
-def train_sharding(data_config, process_count: int) -> str:
+def train_sharding(data_config, process_count: int, info: Optional[SplitInfo] = None) -> str:
   """'global_order' on one process (same cost, exact resume), else the configured mode.
 
   'global_order': every process walks the same global, per-epoch shuffled stream and keeps every
@@ -247,14 +253,42 @@ def train_sharding(data_config, process_count: int) -> str:
   a resumed run sees exactly the batches an uninterrupted one would (each process reads every
   file, but parses and decodes only its own elements). 'files': each process reads its own shard
   files (the least I/O on many hosts); a resumed run reshuffles with the step folded into the seed.
+  'auto' takes 'files' on several processes only where the shard files divide the train videos
+  evenly between them (`info`): each process draws its batch share from its own files, so the
+  videos of a smaller share would be drawn more often than the others.
   """
   mode = data_config.train_sharding
   if mode not in TRAIN_SHARDINGS:
     raise ops.UnknownOpError(f'config.data.train_sharding must be one of {TRAIN_SHARDINGS}, '
                              f'got {mode!r}.')
+  if process_count == 1 and mode == 'auto':
+    return 'global_order'
+  shares = _file_shares(info, process_count) if info is not None else None
   if mode == 'auto':
-    return 'global_order' if process_count == 1 else 'files'
+    return 'files' if shares is not None and len(set(shares)) == 1 else 'global_order'
+  if mode == 'files' and info is not None:
+    if (min(shares) if shares else info.num_videos - process_count + 1) < 1:
+      raise errors.DataError(f'Split {info.split!r} holds {info.num_videos} video(s) for '
+                       f"{process_count} processes: with config.data.train_sharding='files' "
+                       "some would read none. Use 'global_order' (or 'auto').")
+    if shares is not None and len(set(shares)) > 1:
+      logging.warning("config.data.train_sharding='files': the %d shard files of split %r give "
+                      'the %d processes %s train videos, so the videos of the smallest share are '
+                      "drawn %.2gx as often as those of the largest; 'auto' or 'global_order' "
+                      'draw every video alike.', len(info.shard_videos), info.split,
+                      process_count, shares, max(shares) / max(min(shares), 1))
   return mode
+
+
+def _file_shares(info: SplitInfo, process_count: int) -> Optional[List[int]]:
+  """The train videos each process reads in 'files' mode (its shard files, or every n-th video
+  where there are fewer files than processes); None where the shards' counts are not recorded."""
+  counts = info.shard_videos
+  if not counts:
+    return None
+  if len(counts) < process_count:  # `read` then gives each process every n-th video
+    return [len(range(p, info.num_videos, process_count)) for p in range(process_count)]
+  return [sum(counts[p::process_count]) for p in range(process_count)]
 
 
 def train_dataset(config, *, seed: int, start_step: int = 0,
@@ -298,7 +332,7 @@ def train_dataset(config, *, seed: int, start_step: int = 0,
         out[key] = features[key]
     return out
 
-  if train_sharding(data, process_count) == 'global_order':
+  if train_sharding(data, process_count, info) == 'global_order':
     ds = _global_order_stream(info, data, seed, start_step * config.batch_size, parse_and_sample)
     if process_count > 1:
       # Process p takes rows [p * local, (p + 1) * local) of every global batch, so the assembled

@@ -8,6 +8,7 @@ import tensorflow as tf
 from PIL import Image
 
 from data import augment
+from data import errors
 from data import pipeline
 from data import records
 from data import sampling
@@ -140,6 +141,43 @@ def test_file_sharding_gives_processes_disjoint_files(config):
     labels.append(batch['label'])
   # Round-robin shards: shard 0 holds videos 0, 2, 4, 6 (labels 0, 2, 0, 2), shard 1 the others.
   assert set(labels[0]) <= {0, 2} and set(labels[1]) <= {1, 3}
+
+
+def test_processes_reading_fewer_files_than_they_are_read_disjoint_videos(config, tmp_path):
+  """Each process shuffled the file order with its own seed before keeping every n-th record:
+  3 processes over 2 files each read 8 of 12 videos, overlapping."""
+  config.dataset.data_dir = str(tmp_path)
+  config.dataset.synthetic.num_train = 12
+  config.dataset.synthetic.num_shards = 2
+  info = pipeline.split_info(config.dataset, 'train')
+  seen = []
+  for index in range(3):
+    ds = pipeline.read(info, shuffle=True, seed=100 + index, process_index=index,
+                       process_count=3).map(records.parse_video)
+    seen.append([f['filename'] for f in pipeline.as_numpy(ds)])
+  assert sorted(sum(seen, [])) == sorted(set(sum(seen, []))) and len(sum(seen, [])) == 12
+  assert [len(names) for names in seen] == [4, 4, 4]
+
+
+def test_file_sharding_is_chosen_only_where_it_draws_every_video_alike(config, caplog):
+  """With 3 shard files of 3, 3 and 2 videos over 2 processes, 'auto' read by file: the
+  videos of process 1's one file were drawn 1.65x as often, without a word; 1 video over 2
+  processes ended process 1 in a bare StopIteration."""
+  info = lambda videos, shards: pipeline.SplitInfo('d', 'x', 'train', videos, ('a',),  # noqa
+                                                   (), shards)
+  data = config.data
+  assert pipeline.train_sharding(data, 2, info(8, (4, 4))) == 'files'
+  assert pipeline.train_sharding(data, 2, info(8, (3, 3, 2))) == 'global_order'
+  assert pipeline.train_sharding(data, 3, info(7, (4, 3))) == 'global_order'  # every 3rd video
+  assert pipeline.train_sharding(data, 2, info(8, ())) == 'global_order'  # counts unknown
+  assert pipeline.train_sharding(data, 1, info(8, (3, 3, 2))) == 'global_order'
+  data.train_sharding = 'files'
+  caplog.set_level('WARNING')
+  assert pipeline.train_sharding(data, 2, info(8, (3, 3, 2))) == 'files'
+  assert ("the 3 shard files of split 'train' give the 2 processes [5, 3] train videos, so the "
+          'videos of the smallest share are drawn 1.7x as often') in caplog.text
+  with pytest.raises(errors.DataError, match=r"^Split 'train' holds 1 video\(s\) for 2 processes"):
+    pipeline.train_sharding(data, 2, info(1, (1,)))
 
 
 def test_records_of_a_standard_dataset_are_checked_against_the_official_facts():
