@@ -53,18 +53,22 @@ class PreemptionWatcher:
   and on a single process the first Ctrl-C (SIGINT, where Python's default handler has it) too:
   a second Ctrl-C interrupts at once, without saving.
 
-  On several processes JAX's coordination service makes every process agree on the step (a
-  Ctrl-C reaches one process only, so it interrupts as Python does).
+  On several processes SIGTERM is left to JAX's preemption service (jax.distributed installs
+  its handler; a Python handler would replace it): a SIGTERM to any process of the group
+  reaches every process through the coordination service, and all stop at the same step
+  (`multihost_utils.reached_preemption_sync_point`). Each process stopping at the step its own
+  signal arrived in left the others waiting in a collective until the group aborted. A Ctrl-C
+  reaches one process only, so it interrupts as Python does.
   """
 
   def __init__(self):
     self.received: Optional[str] = None  # the name of the signal that asked to stop
     self._previous = {}
-    if threading.current_thread() is threading.main_thread():
+    self._group = jax.process_count() > 1
+    if threading.current_thread() is threading.main_thread() and not self._group:
       self._previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._on_signal)
       # Not where SIGINT is ignored (a background job of a script) or handled by someone else.
-      if (jax.process_count() == 1
-          and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+      if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         self._previous[signal.SIGINT] = signal.signal(signal.SIGINT, self._on_signal)
 
   def _on_signal(self, signum, frame):
@@ -80,9 +84,13 @@ class PreemptionWatcher:
     self.received = self.received or name
 
   def should_stop(self, step: int) -> bool:
-    if jax.process_count() > 1:
+    if self._group:
       from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-      return bool(multihost_utils.reached_preemption_sync_point(step)) or bool(self.received)
+      if multihost_utils.reached_preemption_sync_point(step):
+        logging.warning('SIGTERM reached a process of this group: every process saves a '
+                        'checkpoint at the end of step %d and exits.', step)
+        self.received = 'SIGTERM'
+      return bool(self.received)
     return bool(self.received)
 
   def close(self) -> None:

@@ -6,9 +6,11 @@ the same loss curve as an uninterrupted one.
 """
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import tensorflow as tf
@@ -50,6 +52,43 @@ def test_two_processes_train_through_main_py(tiny_data_dir, tmp_path):
     assert proc.returncode == 0, err[-4000:]
   assert 'JAX process 0/2, 1 local / 2 global cpu devices' in outputs[0][1], outputs[0][1][-3000:]
   assert os.listdir(workdir / 'checkpoints') == ['2'], os.listdir(workdir / 'checkpoints')
+
+
+def test_a_sigterm_to_one_process_stops_the_whole_group_at_one_step(tiny_data_dir, tmp_path):
+  """A SIGTERM to process 1 alone stopped it at its own step while process 0 trained on: a
+  collective mismatch, then the group aborted (status 134) with no checkpoint. Python's SIGTERM
+  handler had replaced JAX's preemption notifier, so the processes never agreed on a step."""
+  workdir = tmp_path / 'run'
+  address = f'127.0.0.1:{_free_port()}'
+  logs = [tmp_path / f'process{i}.log' for i in range(2)]
+  procs = []
+  for i, log in enumerate(logs):
+    with open(log, 'w') as err:
+      procs.append(subprocess.Popen(
+          [sys.executable, 'main.py', '--config=configs/demo.py', f'--workdir={workdir}',
+           *_tiny_overrides(tiny_data_dir), '--config.num_train_steps=100000',
+           '--config.eval_every_steps=100000', '--config.checkpoint_every_steps=100000'],
+          cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=err, text=True,
+          env=subprocess_env(1, JAX_COORDINATOR_ADDRESS=address, JAX_NUM_PROCESSES='2',
+                             JAX_PROCESS_ID=str(i))))
+  try:
+    deadline = time.monotonic() + 400
+    while 'step 3/100000' not in logs[0].read_text():
+      assert time.monotonic() < deadline and procs[0].poll() is None, logs[0].read_text()[-3000:]
+      time.sleep(0.5)
+    procs[1].send_signal(signal.SIGTERM)
+    for proc in procs:
+      proc.wait(timeout=300)
+  finally:
+    for proc in procs:
+      proc.kill()
+  texts = [log.read_text() for log in logs]
+  for proc, text in zip(procs, texts):
+    assert proc.returncode == 143, text[-3000:]
+  saved = os.listdir(workdir / 'checkpoints')
+  assert len(saved) == 1, saved
+  for text in texts:
+    assert f'Stopped by SIGTERM after saving step {saved[0]}; exit status 143' in text, text[-3000:]
 
 
 def _scalars(workdir: str, tag: str):
