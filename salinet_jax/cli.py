@@ -14,6 +14,7 @@ import threading
 import time
 from typing import Iterator, List
 
+import jax
 from absl import flags
 from absl import logging
 
@@ -67,11 +68,17 @@ def _unknown_field(message: str, argv: List[str]) -> str:
           + (f' (did you mean "{suggestion.group(1)}"?)' if suggestion else '') + '.')
 
 
+# How the runtime reports, on a process of a group, that another process of it has stopped.
+LOST_THE_GROUP = re.compile(r'DEADLINE_EXCEEDED|heartbeat timeout|Barrier failed|'
+                            r'Gloo context initialization failed|collective mismatch')
+
+
 @contextlib.contextmanager
 def user_errors_in_one_line() -> Iterator[None]:
   """Inside it, a UserError or DataError ends the process with `error: <message>` (status 1),
   after the log lines written before it, and a Ctrl-C that reaches it with one line (status
-  130, 128 + SIGINT)."""
+  130, 128 + SIGINT); on a process of a group, a collective that fails because another process
+  stopped ends it with one line saying so (status 1)."""
   try:
     yield
   except (errors.UserError, data_errors.DataError) as e:
@@ -79,6 +86,17 @@ def user_errors_in_one_line() -> Iterator[None]:
     print(f'error: {e}', file=sys.stderr)
     if getattr(e, 'leaves_threads_hanging', False):
       exit_even_if_threads_hang(1)
+    sys.exit(1)
+  except jax.errors.JaxRuntimeError as e:
+    if jax.process_count() == 1 or not LOST_THE_GROUP.search(str(e)):
+      raise
+    # Another process of the group stopped (its own output says why: a user error there ends
+    # it at once); this one then fails in its next collective after a timeout, with a long
+    # runtime traceback that names neither the other process nor its reason.
+    logging.get_absl_handler().flush()
+    print(f'error: process {jax.process_index()} of {jax.process_count()} lost the other '
+          f'processes of its group in a collective ({str(e).splitlines()[0][:300]}): one of them '
+          'stopped, and its own output (process 0 writes log.txt) says why.', file=sys.stderr)
     sys.exit(1)
   except KeyboardInterrupt as e:  # asked for, not a bug: one line, and the status a shell gives
     logging.get_absl_handler().flush()

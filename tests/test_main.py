@@ -164,6 +164,33 @@ with cli.user_errors_in_one_line():
 '''
 
 
+def test_a_process_that_loses_its_group_says_so_in_one_line(monkeypatch, capsys):
+  """When process 0 of a group stopped on a user error (a workdir in use), process 1 printed,
+  30 s later, a long runtime traceback ending in a Gloo DEADLINE_EXCEEDED, with no word about
+  the other process."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from salinet_jax import cli  # pylint: disable=g-import-not-at-top
+  lost = ("UNKNOWN: Gloo context initialization failed: DEADLINE_EXCEEDED: Barrier timed out "
+          "(sync_global_devices 'synthetic data generated')\nmore")
+  monkeypatch.setattr(jax, 'process_count', lambda: 2)
+  monkeypatch.setattr(jax, 'process_index', lambda: 1)
+  with pytest.raises(SystemExit) as stopped:
+    with cli.user_errors_in_one_line():
+      raise jax.errors.JaxRuntimeError(lost)
+  assert stopped.value.code == 1
+  assert capsys.readouterr().err == (
+      f'error: process 1 of 2 lost the other processes of its group in a collective '
+      f'({lost.splitlines()[0]}): one of them stopped, and its own output (process 0 writes '
+      'log.txt) says why.\n')
+  with pytest.raises(jax.errors.JaxRuntimeError):  # any other runtime error keeps its traceback
+    with cli.user_errors_in_one_line():
+      raise jax.errors.JaxRuntimeError('INTERNAL: something else')
+  monkeypatch.setattr(jax, 'process_count', lambda: 1)
+  with pytest.raises(jax.errors.JaxRuntimeError):
+    with cli.user_errors_in_one_line():
+      raise jax.errors.JaxRuntimeError(lost)
+
+
 def test_a_user_error_ends_the_process_even_if_another_thread_never_finishes():
   """After a failed save orbax's threads wait for signals that never come: the process printed
   its error line and then never exited (a job holding its machine until the time limit)."""
