@@ -24,6 +24,7 @@ import glob
 import hashlib
 import json
 import os
+import re
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import tensorflow as tf
@@ -282,9 +283,13 @@ def verify_records(path: str) -> int:
 
 
 def _reason(error: tf.errors.OpError) -> str:
-  """TensorFlow's own reason ('corrupted record at 5120', 'truncated record at ...')."""
+  """TensorFlow's own reason ('corrupted record at 5120', 'truncated record at ...') without the
+  name of the graph function that read it, the offset said to be where the record starts."""
   lines = [line.strip() for line in (error.message or str(error)).splitlines() if line.strip()]
-  return lines[0] if lines else type(error).__name__
+  if not lines:
+    return type(error).__name__
+  reason = re.sub(r'\{\{[^}]*\}\}\s*', '', lines[0])
+  return re.sub(r'\b(record) at (\d+)\b', r'\1 starting at byte \2', reason)
 
 
 def locate_corruption(files: Sequence[str], error: tf.errors.OpError) -> CorruptShardError:
