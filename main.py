@@ -109,11 +109,15 @@ def run(config) -> None:
     split, step = results['split'], results['step']
     if 'top1' in results:
       top5 = f"top-5 {results['top5']:.4f}, " if 'top5' in results else ''
-      print(f"{split} top-1: {results['top1']:.4f} ({top5}{results['num_labeled']} labelled of "
-            f"{results['num_videos']} videos, step {step})")
+      summary = (f"{split} top-1: {results['top1']:.4f} ({top5}{results['num_labeled']} "
+                 f"labelled of {results['num_videos']} videos, step {step})")
     else:
-      print(f"{split}: {results['num_videos']} unlabelled videos predicted (step {step}); no "
-            'accuracy without labels.')
+      summary = (f"{split}: {results['num_videos']} unlabelled videos predicted (step {step}); "
+                 'no accuracy without labels.')
+    if FLAGS.mode == 'train':
+      console.line_after_run(FLAGS.workdir, summary)
+    else:
+      print(summary)
 
 
 if __name__ == '__main__':

@@ -3,7 +3,8 @@
 `setup()` (main.py calls it once) gives absl's handler a compact `HH:MM:SS message` format
 (warnings and errors say so), hides INFO lines of libraries that speak for themselves (orbax,
 JAX's backend probing, clu's work-unit notes, TensorFlow Datasets) and keeps processes other than
-0 to warnings. `log_to_file(workdir)` sends the same lines to `<workdir>/log.txt`.
+0 to warnings. `log_to_file(workdir)` sends the same lines to `<workdir>/log.txt`, starting with
+those logged since `setup()`.
 """
 
 import logging as std_logging
@@ -65,6 +66,24 @@ _CONSOLE_FILTERS = _FILTERS + (_DropOrbaxErrors(),)
 _file_handler: Optional[std_logging.Handler] = None
 
 
+class _EarlyLines(std_logging.Handler):
+  """The lines logged between `setup()` and the first log file (the process and device line,
+  the compilation cache), which log.txt then starts with."""
+
+  LIMIT = 200
+
+  def __init__(self):
+    super().__init__()
+    self.records = []
+
+  def emit(self, record: std_logging.LogRecord) -> None:
+    if len(self.records) < self.LIMIT:
+      self.records.append(record)
+
+
+_early_lines: Optional[_EarlyLines] = None
+
+
 def setup() -> None:
   """Formats and filters the absl console handler (idempotent)."""
   handler = logging.get_absl_handler()
@@ -75,6 +94,12 @@ def setup() -> None:
   for name in _QUIET_LOGGERS:
     std_logging.getLogger(name).setLevel(std_logging.WARNING)
   logging.set_verbosity(logging.INFO if jax.process_index() == 0 else logging.WARNING)
+  global _early_lines
+  if _early_lines is None and _file_handler is None and jax.process_index() == 0:
+    _early_lines = _EarlyLines()
+    for log_filter in _FILTERS:
+      _early_lines.addFilter(log_filter)
+    logging.get_absl_logger().addHandler(_early_lines)
 
 
 class _LogFile(std_logging.FileHandler):
@@ -113,8 +138,28 @@ def log_to_file(workdir: str) -> str:
   _file_handler.setFormatter(_Format())
   for log_filter in _FILTERS:
     _file_handler.addFilter(log_filter)
+  global _early_lines
+  if _early_lines is not None:
+    logging.get_absl_logger().removeHandler(_early_lines)
+    for record in _early_lines.records:
+      _file_handler.handle(record)
+    _early_lines = None
   logging.get_absl_logger().addHandler(_file_handler)
   return path
+
+
+def line_after_run(workdir: str, text: str) -> None:
+  """Prints `text` (main.py's closing summary) and appends it to the workdir's log.txt, which
+  the run has closed by then, so that log.txt ends as the console does."""
+  print(text)
+  path = os.path.join(os.path.abspath(workdir), LOG_FILE)
+  if jax.process_index() != 0 or not os.path.exists(path):
+    return
+  handler = _LogFile(path)
+  handler.setFormatter(_Format())
+  handler.handle(logging.get_absl_logger().makeRecord(
+      'absl', std_logging.INFO, __file__, 0, text, None, None))
+  handler.close()
 
 
 def error_to_log_file(message: str) -> None:

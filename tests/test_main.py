@@ -38,6 +38,9 @@ def test_train_then_eval_through_main(tiny_data_dir, tmp_path):
   assert 'clips/s' in proc.stderr and 'ETA' in proc.stderr and 'GFLOPs per' in proc.stderr
   # The environment's cache (the tests' own) takes precedence over the config's user folder.
   assert f"XLA compilation cache: {subprocess_env()['JAX_COMPILATION_CACHE_DIR']}" in proc.stderr
+  # log.txt holds the console's lines from the first (process and devices) to the last.
+  logged = (workdir / 'log.txt').read_text().splitlines()
+  assert 'JAX process 0/1, ' in logged[0] and 'val top-1: ' in logged[-1], logged
   proc = _main('--config=configs/demo.py', f'--workdir={workdir}', '--mode=eval',
                *_tiny_overrides(tiny_data_dir))
   assert proc.returncode == 0, proc.stderr[-4000:]
