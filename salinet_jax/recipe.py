@@ -39,6 +39,15 @@ def train_videos_of(config) -> Optional[int]:
     return None  # no records here: the card gives steps, not epochs
 
 
+def records_name_of(config) -> str:
+  """The name the records give their dataset, for a config that leaves config.dataset.name
+  empty (configs/custom.py); '' without records to read."""
+  try:
+    return pipeline.prepare(config.dataset).name
+  except Exception:  # pylint: disable=broad-except
+    return ''
+
+
 def learning_rate_per_epoch(config, train_videos: int) -> List[float]:
   """The LR of the first step of every epoch of the run."""
   opt_config, steps_per_epoch = engine.resolved_optimizer(config, train_videos)
@@ -67,7 +76,7 @@ def card(config: ml_collections.ConfigDict, video_frames: int = 0,
   init = config.init_from
   train_videos = train_videos_of(config)
   out: Dict[str, Any] = {
-      'dataset': config.dataset.name,
+      'dataset': config.dataset.name or records_name_of(config),
       'model': config.model.name,
       'initialisation': ('from scratch' if init.checkpoint in ('none', '') else {
           'checkpoint': init.checkpoint, 'source': init.source, 'exclude': init.exclude,
