@@ -605,6 +605,21 @@ def test_converting_a_split_again_with_other_settings_is_warned_about(tmp_path, 
           'checkpoints trained on the old records will say so') in capsys.readouterr().err
 
 
+def test_a_label_one_typo_from_a_larger_class_is_warned_about(tmp_path, capsys):
+  """Without --class_list, a CSV label 'figth' became a third class, said only by a warning
+  that val had no video of it."""
+  table = tmp_path / 'list.csv'
+  rows = [f'fight/fi00{i}.mp4,fight' for i in range(1, 5)] + ['fight/fi005.mp4,figth']
+  rows += [f'noFight/nofi00{i}.mp4,noFight' for i in range(1, 3)]
+  table.write_text('path,label\n' + '\n'.join(rows) + '\n')
+  assert _run('--dataset=list', f'--input={FIGHT}', f'--annotations={table}',
+              f'--output={tmp_path / "out"}', '--dry_run') == 0
+  err = capsys.readouterr().err
+  assert ("warning: classes 'fight' (4 videos) and 'figth' (1) are one typo apart: if the "
+          'smaller is a misspelt label, correct it') in err, err
+  assert err.count('one typo apart') == 1  # 'fight' and 'noFight' are not
+
+
 def test_classes_left_without_videos_by_failures_are_warned_about(tmp_path, capsys):
   """A list's header line ('path label') became class 'label' with a missing video: the
   converter named the missing file only, not that a class of the model has no video."""

@@ -6,6 +6,7 @@ its official order and, per split, the `Item`s to convert with their source file
 stops before decoding anything.
 """
 
+import collections
 import dataclasses
 import os
 import re
@@ -399,6 +400,8 @@ def make_plan(args) -> Plan:
     raise ConversionError('Nothing to convert: no split selected.')
   _handle_videos_listed_twice(plan, args.dataset)
   plan.warnings.extend(_classes_differing_in_case_only(plan.classes))
+  if args.dataset in USER_LIST_KINDS and not args.class_list:
+    plan.warnings.extend(_classes_one_typo_apart(plan))
   return plan
 
 
@@ -441,6 +444,34 @@ def _handle_videos_listed_twice(plan: Plan, kind: str) -> None:
           '<youtube_id>_<start>_<end>)')
   plan.warnings.append(f'{len(repeated)} video file(s) are listed more than once and are left '
                        f'out, each listing reported as a failure: {shown}{more}.')
+
+
+def _classes_one_typo_apart(plan: Plan) -> List[str]:
+  """A warning per pair of class names (of 4 or more characters) one typo apart (a letter
+  added, dropped, replaced or two swapped: 'figth' beside 'fight') where one has at most a
+  quarter of the other's videos. Without --class_list, a mistyped label is a class of its own,
+  which only its few videos show; real classes one letter apart ('kick', 'pick') are alike in
+  size."""
+  videos = collections.Counter(item.label_index for items in plan.splits.values()
+                               for item in items)
+  classes = plan.classes
+  return [f'classes {classes[i]!r} ({videos[i]} videos) and {classes[j]!r} ({videos[j]}) are '
+          'one typo apart: if the smaller is a misspelt label, correct it (or pass '
+          '--class_list, which refuses labels outside it).'
+          for i in range(len(classes)) for j in range(i + 1, len(classes))
+          if min(len(classes[i]), len(classes[j])) >= 4
+          and 4 * min(videos[i], videos[j]) <= max(videos[i], videos[j])
+          and _one_edit_apart(classes[i], classes[j])]
+
+
+def _one_edit_apart(a: str, b: str) -> bool:
+  """Whether one insertion, deletion, substitution or swap of neighbours turns a into b."""
+  if a == b or abs(len(a) - len(b)) > 1:
+    return False
+  start = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+  rest_a, rest_b = a[start:], b[start:]
+  return (rest_a[1:] == rest_b[1:] or rest_a[1:] == rest_b or rest_a == rest_b[1:]
+          or (len(rest_a) >= 2 and rest_a[:2] == rest_b[1::-1] and rest_a[2:] == rest_b[2:]))
 
 
 def _same_file_key(item) -> str:
