@@ -197,9 +197,13 @@ def predict(config: ml_collections.ConfigDict, workdir: str, video_paths: Sequen
     print(f'{path}:')
     for rank, (name, probability) in enumerate(result['top5'], 1):
       print(f'  {rank}. {name:<32s} {probability:.4f}')
-  csv_path = write_predictions(os.path.join(output_dir, PREDICTIONS_FILE), results)
+  csv_path = os.path.join(output_dir, PREDICTIONS_FILE)
+  replaced = os.path.exists(csv_path)
+  write_predictions(csv_path, results)
   failed = sum(not r['ok'] for r in results)
-  logging.info('Wrote %s: %d predicted, %d failed.', csv_path, len(results) - failed, failed)
+  logging.info('Wrote %s: %d predicted, %d failed%s.', csv_path, len(results) - failed, failed,
+               ' (it replaces the one an earlier run wrote there; --output_dir keeps both)'
+               if replaced else '')
   return results
 
 

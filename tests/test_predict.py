@@ -33,7 +33,8 @@ def trained(tmp_path_factory, tiny_data_dir):
 
 @pytest.mark.skipif(not PANCAKE.exists(), reason=f'shared test data not found at {PANCAKE}')
 def test_predict_a_folder_with_a_good_video_an_empty_file_and_a_text_file(trained, tmp_path,
-                                                                         capsys, monkeypatch):
+                                                                         capsys, monkeypatch,
+                                                                         caplog):
   config, workdir = trained
   folder = tmp_path / 'videos'
   (folder / 'nested').mkdir(parents=True)
@@ -72,6 +73,12 @@ def test_predict_a_folder_with_a_good_video_an_empty_file_and_a_text_file(traine
   assert 'empty file' in rows['empty.mp4']['error'] and rows['empty.mp4']['top1'] == ''
   # Its picture keeps its folder below the videos' common folder.
   assert sorted(os.listdir(os.path.join(output, 'nested'))) == ['000_pancake.mkv.png']
+  # A second run replaces predictions.csv: said, not done silently.
+  assert 'replaces the one an earlier run wrote' not in caplog.text
+  caplog.set_level('INFO')
+  predict.predict(config, workdir, [str(folder / 'empty.mp4')])
+  assert ('predictions.csv: 0 predicted, 1 failed (it replaces the one an earlier run wrote '
+          'there; --output_dir keeps both).') in caplog.text
 
 
 def test_a_missing_path_fails_before_the_model_loads(trained, tmp_path, monkeypatch):

@@ -89,9 +89,10 @@ def test_console_is_one_line_per_interval_and_mirrored_in_log_txt(tiny_data_dir,
   assert len(evals) == 1
   assert any('Compiling the train step' in line for line in lines)
   assert len(lines) <= 14, '\n'.join(lines)
+  # log.txt: every console line, from the process line on, then main.py's closing summary.
   logged = (workdir / 'log.txt').read_text().strip().splitlines()
-  project_lines = [line for line in lines if 'JAX process' not in line]
-  assert logged == project_lines
+  assert logged[:-1] == lines and 'JAX process 0/1' in logged[0]
+  assert logged[-1].endswith(proc.stdout.strip().splitlines()[-1]), logged[-1]
   config = json.loads((workdir / 'config.json').read_text())
   assert config['num_train_steps'] == 4 and config['model']['width'] == 4
   assert 'val top-1:' in proc.stdout
