@@ -148,6 +148,8 @@ class LoadReport(layout.MatchReport):
   checkpoint: str = ''
   taken: str = ''  # which checkpoint of a workdir was taken, e.g. 'its best checkpoint, step 12'
   source_config: str = ''  # the config (json) a training checkpoint was trained with
+  # the model config a converted checkpoint was converted for (its conversion.json)
+  converted_for: Optional[Dict[str, Any]] = None
   # checkpoint tensors the model does not have, left out by init_from.exclude
   excluded_unexpected: List[str] = dataclasses.field(default_factory=list)
   loaded: List[str] = dataclasses.field(default_factory=list)
@@ -326,6 +328,9 @@ def load_pretrained(params: Any, batch_stats: Any, init_config: Any,
   if os.path.basename(item) == checkpoints.ITEM_DIR:
     _warn_if_unfinished(os.path.dirname(item))
     report.source_config = step_metadata.get('config', '')
+  elif os.path.basename(item) == VARIABLES_DIR:
+    stored_model = (conversion_info(os.path.dirname(item)) or {}).get('model')
+    report.converted_for = stored_model if isinstance(stored_model, dict) else None
   strict = bool(_get(init_config, 'strict', True))
   if not report.loaded:  # the reason first: the listing of every tensor follows
     raise PretrainedMismatchError(
@@ -429,6 +434,40 @@ def _model_differences(item: str, model_config: Optional[Any],
     return ''
   return ('\nThe checkpoint was made for another model config than the given one:\n  '
           + '\n  '.join(differences))
+
+
+# Model fields that leave what loaded weights compute unchanged: the implementation of a
+# convolution, the dropout rate (training only), how a fresh S2DNet head starts and its stage.
+_SAME_COMPUTATION_FIELDS = ('conv_impl', 'dropout_rate', 'f_theta_head_init', 'stage')
+
+
+def converted_model_differences(converted_for: Mapping[str, Any], model_config: Any) -> List[str]:
+  """'model.F: converted with X, given Y' for each field of both models (the conversion's and
+  this run's, defaults filled in from their classes) that differs and changes what the weights
+  compute. Weights converted for one temporal pooling, kernel or tiling load into another
+  without a mis-shaped tensor: e.g. NL-I3D converted with pool1_temporal=1 loaded into the
+  default 2 (0.0197 off on logits of scale 2.1), reported by nothing."""
+  from salinet_jax import models  # pylint: disable=g-import-not-at-top
+  given = model_config.to_dict() if hasattr(model_config, 'to_dict') else dict(model_config)
+
+  def as_json(value: Any) -> Any:  # tuples as lists, as conversion.json holds them
+    try:
+      return json.loads(json.dumps(value))
+    except TypeError:  # a default that is no config value (a dtype, a module)
+      return None
+
+  def resolved(fields: Mapping[str, Any]) -> Dict[str, Any]:
+    model_cls = models.MODELS.get(fields.get('name'))
+    defaults = {} if model_cls is None else {
+        f.name: f.default for f in dataclasses.fields(model_cls)
+        if f.default is not dataclasses.MISSING}
+    return {key: as_json(value) for key, value in {**defaults, **fields}.items()}
+
+  before, after = resolved(converted_for), resolved(given)
+  named = (set(converted_for) | set(given)) & set(before) & set(after)
+  return [f'model.{key}: converted with {before[key]!r}, given {after[key]!r}'
+          for key in sorted(named - {'name', *_SAME_COMPUTATION_FIELDS})
+          if before[key] != after[key]]
 
 
 def conversion_info(path: str) -> Optional[Dict[str, Any]]:

@@ -150,6 +150,13 @@ def initialize_from(trainer: engine.Engine, state: engine.TrainState,
   log('Initialised from %s', report.summary())
   if report.source_config:
     _say_how_the_source_differs(report, trainer.config)
+  if report.converted_for:
+    differences = pretrained.converted_model_differences(report.converted_for,
+                                                         trainer.config.model)
+    if differences:
+      logging.warning('init_from %s was converted for another model than this run, with the '
+                      'same tensor shapes (the weights load, but compute otherwise): %s.',
+                      report.source, '; '.join(differences))
   return state.replace(params=params, batch_stats=batch_stats)
 
 

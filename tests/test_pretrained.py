@@ -136,6 +136,26 @@ def test_a_width_mismatch_names_the_model_fields_the_checkpoint_was_made_for(tmp
                                  {'checkpoint': path, 'which': 'latest'}, wider.model)
 
 
+def test_weights_converted_for_another_model_of_the_same_shapes_are_said(tmp_path):
+  """NL-I3D converted with pool1_temporal=1 (Slow R50's max-pool) loaded into the default
+  pool1_temporal=2 without a word: every tensor fits, the model computes otherwise (0.0197 off
+  on logits of scale 2.1 in the audit's forward against PyTorch)."""
+  config = k400_i3d_nl.get_config()
+  config.model.update(TINY)
+  params, batch_stats = init(build_model(config.model, 7), seed=3)
+  converted_for = dict(config.model.to_dict(), pool1_temporal=1)
+  converted = pretrained.save_converted(str(tmp_path / 'slow'),
+                                        {'params': params, 'batch_stats': batch_stats},
+                                        {'source': 'test', 'model': converted_for})
+  _, _, report = pretrained.load_pretrained(params, batch_stats, {'checkpoint': converted},
+                                            config.model)
+  assert report.converted_for['pool1_temporal'] == 1  # read back from conversion.json
+  assert pretrained.converted_model_differences(report.converted_for, config.model) == [
+      'model.pool1_temporal: converted with 1, given 2']
+  config.model.pool1_temporal = 1
+  assert pretrained.converted_model_differences(report.converted_for, config.model) == []
+
+
 def test_strict_fails_on_missing_modules_and_non_strict_keeps_them_fresh(tmp_path):
   """A plain NL-I3D checkpoint into SaliNet: the SSF/TSFP/fusion modules are missing."""
   i3d = tiny_model(k400_i3d_nl.get_config(), 7)

@@ -26,6 +26,7 @@ import pytest
 from data import records
 
 from salinet_jax import info
+from salinet_jax import pretrained
 from salinet_jax import models
 from salinet_jax import recipe
 
@@ -224,3 +225,7 @@ def test_the_convert_command_a_recipe_gives_names_a_config_file_that_exists(name
   command = load(name).init_from.convert_command
   for config_file in re.findall(r'--config=([^\s:]+)', command):
     assert (REPO_ROOT / config_file).is_file(), (name, command)
+  # The weights it converts are for this recipe's model: init_from says nothing about them.
+  for config_name in re.findall(r'--config=configs/(\S+)\.py(?::(\w+))?', command):
+    converted_for = load(':'.join(filter(None, config_name))).model.to_dict()
+    assert pretrained.converted_model_differences(converted_for, load(name).model) == []
