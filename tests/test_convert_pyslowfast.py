@@ -201,6 +201,42 @@ def test_pyth_file_with_data_parallel_prefix(tiny_nl_i3d, tmp_path):
                                 state_dict['head.projection.weight'].numpy())
 
 
+def test_checkpoint_layouts_the_audit_found_misread(tiny_nl_i3d, tmp_path, caplog):
+  """DataParallel weights beside a bare 'num_updates' counter kept their 'module.' prefix (every
+  tensor then 'missing' and 'unexpected'); a whole model saved with torch.save(model) gave
+  'Expected a dict-like checkpoint, got PySlowFastResNet.' naming no file; an EMA copy beside
+  'model_state' was left out without a word."""
+  state_dict = tiny_nl_i3d.float().state_dict()
+  prefixed = tmp_path / 'data_parallel.pyth'
+  torch.save({**{f'module.{k}': v for k, v in state_dict.items()}, 'num_updates': 7}, prefixed)
+  loaded, _ = convert.read_checkpoint('pyslowfast', str(prefixed))
+  assert sorted(loaded) == sorted(state_dict)  # the counter is no tensor: not converted
+  whole = tmp_path / 'whole_model.pyth'
+  torch.save(tiny_nl_i3d, whole)
+  caplog.set_level('WARNING')
+  loaded, _ = convert.read_checkpoint('pyslowfast', str(whole), trust_pickle=True)
+  assert sorted(loaded) == sorted(state_dict)
+  assert f'{whole}: a whole {type(tiny_nl_i3d).__name__} object was saved' in caplog.text
+  with_ema = tmp_path / 'with_ema.pyth'
+  torch.save({'model_state': state_dict, 'model_ema': state_dict}, with_ema)
+  convert.read_checkpoint('pyslowfast', str(with_ema))
+  assert f"{with_ema}: converting the weights under 'model_state'; the file also holds " \
+         "'model_ema', left out." in caplog.text
+  # A whole model of a class that cannot be imported here: one line, not a traceback.
+  (tmp_path / 'gone_module.py').write_text('import torch\nclass Net(torch.nn.Linear):\n  pass\n')
+  sys.path.insert(0, str(tmp_path))
+  try:
+    import gone_module  # pylint: disable=g-import-not-at-top
+    torch.save(gone_module.Net(2, 2), tmp_path / 'gone.pyth')
+  finally:
+    sys.path.remove(str(tmp_path))
+    sys.modules.pop('gone_module', None)
+  with pytest.raises(errors.ConversionError, match=(
+      rf"^{tmp_path / 'gone.pyth'} pickles an object whose class cannot be imported here "
+      r"\(No module named 'gone_module'\): save its weights instead")):
+    convert.read_checkpoint('pyslowfast', str(tmp_path / 'gone.pyth'), trust_pickle=True)
+
+
 def test_pickled_objects_need_trust(tmp_path):
   path = tmp_path / 'with_object.pyth'
   torch.save({'model_state': {'w': torch.zeros(2)}, 'extra': pytest.raises}, path)

@@ -18,9 +18,9 @@ leaf then picks the tensor inside that module and its layout:
 `num_batches_tracked` has no Flax counterpart and is skipped. BatchNorm conventions: Flax momentum
 m is PyTorch momentum 1 - m (the models use 0.9 == PyTorch 0.1) and both use eps inside the square
 root, so only the model's hyper-parameters have to agree, not the tensors. PyTorch's running_var is
-the running average of *unbiased* batch variances and Flax's of biased ones; both use the stored
-value as is in inference, so copying it is exact for evaluation (fine-tuning then continues the
-average with Flax's convention; the difference is a factor n/(n-1) on the per-step updates).
+the running average of *unbiased* batch variances, as this project's BatchNorm keeps it
+(models/layers.py), so copying it is exact for evaluation and fine-tuning continues the same
+average.
 
 Conversion is checked against a *template*: the Flax variables the target model has (shapes from
 `jax.eval_shape` of its `init`). Every template leaf is either converted, excluded (by regex), or

@@ -19,6 +19,7 @@ import struct
 from typing import Any, Dict, Mapping
 
 import numpy as np
+from absl import logging
 
 from salinet_jax import errors
 
@@ -46,26 +47,44 @@ def to_numpy(value: Any) -> np.ndarray:
   return np.asarray(value)
 
 
-def find_state_dict(checkpoint: Any) -> Mapping[str, Any]:
-  """The state dict inside a loaded checkpoint object."""
+def find_state_dict(checkpoint: Any, path: str = '') -> Mapping[str, Any]:
+  """The state dict inside a loaded checkpoint object (of `path`, for messages): a whole model
+  saved with torch.save(model) gives its state_dict(). Where the file holds other weight sets
+  beside the one taken (an EMA copy, a teacher), they are named in a warning."""
+  where = f'{path}: ' if path else ''
+  if not isinstance(checkpoint, Mapping) and callable(getattr(checkpoint, 'state_dict', None)):
+    logging.warning('%sa whole %s object was saved; converting its state_dict().', where,
+                    type(checkpoint).__name__)
+    checkpoint = checkpoint.state_dict()
   if not isinstance(checkpoint, Mapping):
     raise errors.ConversionError(
-        f'Expected a dict-like checkpoint, got {type(checkpoint).__name__}.')
+        f'{where}expected a dict-like checkpoint, got {type(checkpoint).__name__}.')
   for key in STATE_DICT_KEYS:
     if key in checkpoint and isinstance(checkpoint[key], Mapping):
+      others = [other for other, value in checkpoint.items() if other != key
+                and isinstance(value, Mapping) and value
+                and all(hasattr(v, 'shape') for v in value.values())]
+      if others:
+        logging.warning('%sconverting the weights under %r; the file also holds %s, left out.',
+                        where, key, ', '.join(repr(other) for other in others))
       return checkpoint[key]
-  if checkpoint and all(hasattr(v, 'shape') for v in checkpoint.values()):
+  values = list(checkpoint.values())
+  if (any(hasattr(v, 'shape') for v in values)  # tensors, maybe beside a counter or two
+      and all(hasattr(v, 'shape') or isinstance(v, (int, float)) for v in values)):
     return checkpoint
   raise errors.ConversionError(
-      f'No state dict found: the checkpoint has keys {sorted(checkpoint)[:10]}; expected one of '
-      f'{STATE_DICT_KEYS} or a bare state dict.')
+      f'{where}no state dict found: the checkpoint has keys {sorted(checkpoint)[:10]}; expected '
+      f'one of {STATE_DICT_KEYS} or a bare state dict.')
 
 
 def strip_data_parallel(state_dict: Mapping[str, Any]) -> Dict[str, Any]:
-  """Removes one leading 'module.' from every key if all keys have it."""
-  keys = list(state_dict)
-  if keys and all(k.startswith(DATA_PARALLEL_PREFIX) for k in keys):
-    return {k[len(DATA_PARALLEL_PREFIX):]: v for k, v in state_dict.items()}
+  """Removes one leading 'module.' from the keys of a DataParallel model's tensors, when all of
+  them have it; entries that are no tensors (a counter such as 'num_updates' saved beside
+  them) keep their names, and the report lists them as unexpected."""
+  tensors = [k for k, v in state_dict.items() if getattr(v, 'ndim', 0) > 0]
+  if tensors and all(k.startswith(DATA_PARALLEL_PREFIX) for k in tensors):
+    return {k[len(DATA_PARALLEL_PREFIX):] if k.startswith(DATA_PARALLEL_PREFIX) else k: v
+            for k, v in state_dict.items()}
   return dict(state_dict)
 
 
@@ -115,10 +134,14 @@ def load_torch_checkpoint(path: str, trust_pickle: bool = False) -> Dict[str, np
     raise errors.ConversionError(
         f'{path} could not be read as a PyTorch checkpoint: '
         f'{reason.group(1) if reason else _first_line(e)}') from e
+  except (ModuleNotFoundError, AttributeError) as e:  # a pickled object whose class is not here
+    raise errors.ConversionError(
+        f'{path} pickles an object whose class cannot be imported here ({_first_line(e)}): save '
+        'its weights instead, torch.save(model.state_dict(), path), and convert that.') from e
   except (RuntimeError, EOFError, OSError, struct.error) as e:  # damaged or not a checkpoint
     raise errors.ConversionError(
         f'{path} could not be read as a PyTorch checkpoint: {_first_line(e)}') from e
-  return numpy_state_dict(strip_data_parallel(find_state_dict(checkpoint)))
+  return numpy_state_dict(strip_data_parallel(find_state_dict(checkpoint, path)))
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
