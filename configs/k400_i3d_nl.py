@@ -9,6 +9,12 @@ time). Known difference: PySlowFast's test head is fully convolutional (2 x 2 po
 
   python main.py --config=configs/k400_i3d_nl.py --workdir=runs/k400_i3d_nl \\
       --config.dataset.data_dir=/data/k400_records
+
+`configs/k400_i3d_nl.py:slow_r50` is PySlowFast's Slow R50 8x8 (configs/Kinetics/SLOW_8x8_R50.yaml)
+on the same recipe: no non-local blocks, a stem and res2-res3 without temporal kernels, res4-res5
+with them, and no temporal pooling after res2. Its weights have the same shapes as those of an
+I3D with other temporal settings, so the conversion cannot tell them apart: convert Slow R50
+checkpoints with this config.
 """
 
 import ml_collections
@@ -16,10 +22,15 @@ import ml_collections
 from configs import k400_salinet
 
 
-def get_config() -> ml_collections.ConfigDict:
+def get_config(variant: str = '') -> ml_collections.ConfigDict:
+  if variant not in ('', 'slow_r50'):
+    raise ValueError(f"configs/k400_i3d_nl.py takes no argument or 'slow_r50', got {variant!r}.")
   config = k400_salinet.get_config()
   config.model = ml_collections.ConfigDict(dict(
       name='i3d_nl', depth=50, width=64, use_nonlocal=True, dropout_rate=0.5, conv_impl='auto'))
+  if variant == 'slow_r50':
+    config.model.update(dict(use_nonlocal=False, stem_temporal_kernel=1,
+                             temporal_kernels=((1,), (1,), (3,), (3,)), pool1_temporal=1))
   config.init_from.checkpoint = 'none'  # PySlowFast trains it from scratch
   config.init_from.source = ''
   config.init_from.convert_command = ''

@@ -11,7 +11,7 @@ r"""Command line: convert a PyTorch/Caffe2 checkpoint for `config.init_from`.
       --config=configs/mini_kinetics_s2dnet.py:sampling --config.model.f_theta_fix=A \
       --output=/ckpt/s2dnet_mini_kinetics
 
-The model is built from `--config` (any `--config.a.b=value` override works) with the number of
+The model is built from `--config` (`--config.a.b=value` overrides any field the config has) with the number of
 classes of the checkpoint's classifier (or `--num_classes`). Every model variable must come from
 the checkpoint and every checkpoint tensor must be used, else the command lists what is missing,
 unexpected or mis-shaped and writes nothing; `--exclude` (regex over Flax paths such as
