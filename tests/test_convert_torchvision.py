@@ -12,6 +12,7 @@ import pytest
 
 import reference_torch as ref
 from salinet_jax import convert
+from salinet_jax import errors
 from salinet_jax.convert import layout
 from salinet_jax.convert import torchvision as tv
 from salinet_jax.models import mobilenet_v2
@@ -130,6 +131,23 @@ def test_tsm_resnet50_checkpoint_initialises_the_dnet():
 
   compare(trunk, lambda d: resnet2d.ResNet2D(50, 4, num_segments=SEGMENTS, dtype=d), x, fn,
           'TSM-ResNet-50 features')
+
+
+def test_s2dnet_files_convert_into_one_network_each_and_both_are_needed():
+  """A DNet file alone reported 'missing 0' and was written without an SNet (init_from then
+  failed with 262 missing tensors); two files of one network merged, the second winning."""
+  dnet = {'params': {'dnet': {'backbone': {'conv': np.zeros(2)}}}}
+  snet = {'params': {'snet': {'backbone': {'conv': np.ones(2)}}},
+          'batch_stats': {'snet': {'bn': {'mean': np.ones(2)}}}}
+  assert convert.networks_not_converted(dnet, 's2dnet') == ['snet']
+  assert convert.networks_not_converted(dnet, 'i3d_nl') == []
+  merged = convert.merge_parts([('D.pth', dnet), ('S.pth', snet)])
+  assert convert.networks_not_converted(merged, 's2dnet') == []
+  np.testing.assert_array_equal(merged['params']['snet']['backbone']['conv'], np.ones(2))
+  with pytest.raises(errors.ConversionError,
+                     match=r'^D.pth and D2.pth both convert params/dnet/backbone/conv: give one '
+                           'checkpoint per network.'):
+    convert.merge_parts([('D.pth', dnet), ('D2.pth', dnet)])
 
 
 def test_torchvision_imagenet_files_pick_their_network():

@@ -20,7 +20,7 @@ The layout rules live in `layout.py`; each source contributes a name map.
 
 import dataclasses
 import re
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -177,11 +177,33 @@ def read_checkpoint(source: str, path: str, trust_pickle: bool = False
   return SOURCES[source].read(path, trust_pickle)
 
 
-def merge_trees(a: Mapping[str, Any], b: Mapping[str, Any]) -> Dict[str, Any]:
-  """Nested-dict union; `b` wins on equal paths."""
-  flat = layout.flatten(a)
-  flat.update(layout.flatten(b))
+def merge_parts(parts: Sequence[Tuple[str, Mapping[str, Any]]]) -> Dict[str, Any]:
+  """The union of the variables converted from several files (S2DNet's SNet and DNet
+  checkpoints), each leaf from one file only: two files of one network would have the second
+  replace the first without a word."""
+  flat, origin = {}, {}
+  for path, variables in parts:
+    for key, value in layout.flatten(variables).items():
+      if key in origin:
+        raise errors.ConversionError(
+            f'{origin[key]} and {path} both convert {layout.path_str(key)}: give one checkpoint '
+            'per network.')
+      origin[key], flat[key] = path, value
   return layout.unflatten(flat)
+
+
+# The networks S2DNet's warm-up takes from 2D checkpoints, one file each.
+S2DNET_NETWORKS = ('snet', 'dnet')
+
+
+def networks_not_converted(variables: Mapping[str, Any], model_name: str) -> List[str]:
+  """S2DNet's networks that no file converted into (its 2D sources convert one network per
+  file, each file's report complete for its own network: one file alone reported nothing
+  missing)."""
+  if model_name != 's2dnet':
+    return []
+  converted = {key[1] for key in layout.flatten(variables) if len(key) > 1}
+  return [network for network in S2DNET_NETWORKS if network not in converted]
 
 
 def merge_reports(a: ConversionReport, b: ConversionReport) -> ConversionReport:

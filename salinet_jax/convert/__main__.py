@@ -93,19 +93,26 @@ def _convert():
   model = build_model(config.model, num_classes, 'float32')
   template = convert.model_template(model, inputs.clip_shape(config.data))
   options = {'target': _TARGET.value}
-  variables, report = {}, None
+  parts, report = [], None
   for path, (state_dict, unplaced) in zip(paths, loaded):
     part, part_report = convert.convert(source.name, state_dict, template, config.model.name,
                                         exclude=exclude, inflate_mode=_INFLATE.value,
                                         options=options, unplaced=unplaced)
     if len(paths) > 1:
       print(f'{path}: {part_report.summary(limit=50)}')
-    variables = convert.merge_trees(variables, part)
+    parts.append((path, part))
     report = part_report if report is None else convert.merge_reports(report, part_report)
+  variables = convert.merge_parts(parts)
   print(report.summary(limit=50))
   if _STRICT.value and not report.ok:
     print('Nothing written: fix the mismatch, leave tensors out with --exclude, or pass '
           '--nostrict to write what converted.', file=sys.stderr)
+    sys.exit(1)
+  absent = convert.networks_not_converted(variables, config.model.name)
+  if _STRICT.value and absent:
+    print(f"Nothing written: no checkpoint converted into S2DNet's {' and '.join(absent)}; its "
+          'warm-up starts from both networks: pass one checkpoint for each, comma-separated '
+          '(or --nostrict to write what converted).', file=sys.stderr)
     sys.exit(1)
   info = {
       'source': source.name, 'checkpoint': paths, 'model': config.model.to_dict(),
