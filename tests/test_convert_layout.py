@@ -131,6 +131,11 @@ def test_report_lists_missing_unexpected_mis_shaped_and_excluded():
   assert variables['params']['a']['kernel'].shape == (1, 1, 1, 2, 3)
   assert variables['params']['a']['kernel'].dtype == np.float64  # dtype=None keeps it
   assert 'head' not in variables['params']
+  # A checkpoint tensor the model has no place for is left out by --exclude too (it stayed
+  # 'unexpected', and only --nostrict, which lifts every check, got past it).
+  _, report = layout.convert_state_dict(state_dict, template, layout.identity_name_map(),
+                                        exclude='^head/|^extra\\.')
+  assert report.unexpected == [] and report.excluded == ['head/kernel', 'checkpoint:extra.weight']
 
 
 def test_name_map_first_match_and_callables():

@@ -104,6 +104,11 @@ def _convert():
     report = part_report if report is None else convert.merge_reports(report, part_report)
   variables = convert.merge_parts(parts)
   print(report.summary(limit=50))
+  if exclude and not report.excluded:
+    raise errors.ConversionError(
+        f'--exclude={exclude!r} matches nothing in the model or the checkpoint (a regex '
+        'searched in Flax paths such as head/fc/kernel and in checkpoint names), so it leaves '
+        'nothing out.')
   if _STRICT.value and not report.ok:
     print('Nothing written: fix the mismatch, leave tensors out with --exclude, or pass '
           '--nostrict to write what converted.', file=sys.stderr)

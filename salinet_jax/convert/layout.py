@@ -231,7 +231,10 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], template: Mapping[s
       `jax.ShapeDtypeStruct`s): the variables of the target model.
     name_map: rules from Flax module paths to PyTorch module names (see the module docstring).
     exclude: regex (re.search) over Flax paths without collection; matching leaves are neither
-      converted nor reported missing, and the PyTorch tensors they map to count as used.
+      converted nor reported missing, and the PyTorch tensors they map to count as used. It
+      is also searched in the names of checkpoint tensors the model has no place for: those
+      it matches are left out as excluded ('checkpoint:<name>'), not reported unexpected (e.g.
+      the non-local blocks of a checkpoint converted for a model without them).
     inflate: None, 'repeat' or 'centre': how a 2D (or kT = 1) kernel fills a 3D template kernel.
     dtype: output dtype of floating tensors (None keeps the checkpoint's).
     extra_ignored: PyTorch keys to skip silently (buffers without a Flax counterpart).
@@ -280,6 +283,8 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], template: Mapping[s
       continue
     if key.split('.')[-1] in IGNORED_TORCH_SUFFIXES or key in ignored:
       report.ignored.append(key)
+    elif exclude_re is not None and exclude_re.search(key):
+      report.excluded.append(f'checkpoint:{key}')
     else:
       report.unexpected.append(key)
   report.unexpected.sort()
