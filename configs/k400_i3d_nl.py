@@ -14,7 +14,8 @@ time). Known difference: PySlowFast's test head is fully convolutional (2 x 2 po
 on the same recipe: no non-local blocks, a stem and res2-res3 without temporal kernels, res4-res5
 with them, and no temporal pooling after res2. Its weights have the same shapes as those of an
 I3D with other temporal settings, so the conversion cannot tell them apart: convert Slow R50
-checkpoints with this config.
+checkpoints with this config. (The tests check these settings, not outputs against a PyTorch
+Slow R50: their reference model is PySlowFast's I3D.)
 """
 
 import ml_collections

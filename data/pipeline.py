@@ -114,7 +114,9 @@ def split_info(dataset_config, split: str) -> SplitInfo:
       logging.warning('%s', warning)
   shard_bytes = tuple((shard['file'], int(shard['num_bytes']))
                       for shard in metadata.shards.get(split, ()))
-  shard_videos = tuple(int(shard['num_videos']) for shard in metadata.shards.get(split, ()))
+  shards = metadata.shards.get(split, ())
+  shard_videos = (tuple(int(shard['num_videos']) for shard in shards)
+                  if all('num_videos' in shard for shard in shards) else ())
   return SplitInfo(directory, metadata.name, split, metadata.split_sizes[split],
                    tuple(metadata.classes), shard_bytes, shard_videos)
 
@@ -151,12 +153,15 @@ def split_decoding(dataset_config, split: str) -> Dict[str, Any]:
   return decoding
 
 
-def records_identity(dataset_config, splits: Sequence[str]) -> Dict[str, Dict[str, Any]]:
-  """`records.split_identity` of each of `splits` the config's records hold, by split name: what
-  a checkpoint keeps so that evaluating or resuming it on records converted anew is said."""
+def records_identity(dataset_config, splits: Sequence[str],
+                     groups_of: Optional[Sequence[str]] = None) -> Dict[str, Dict[str, Any]]:
+  """`records.split_identity` of each of `splits` the config's records hold, by split name (with
+  their groups for those of `groups_of`; None: all): what a checkpoint keeps so that evaluating
+  or resuming it on records converted anew is said."""
   metadata = prepare(dataset_config)
-  return {split: records.split_identity(metadata, split) for split in dict.fromkeys(splits)
-          if split in metadata.split_sizes}
+  with_groups = lambda split: groups_of is None or split in groups_of  # noqa: E731
+  return {split: records.split_identity(metadata, split, with_groups(split))
+          for split in dict.fromkeys(splits) if split in metadata.split_sizes}
 
 
 def enlarging_warnings(dataset_config, data_config, train_split: Optional[str] = None,
@@ -173,10 +178,12 @@ def enlarging_warnings(dataset_config, data_config, train_split: Optional[str] =
       continue
     wanted, stored = data_config[field], split_decoding(dataset_config, split).get('short_side')
     if stored and stored < wanted:
+      remedy = (f'raise config.dataset.synthetic.frame_size to {wanted}'
+                if dataset_config.name == 'synthetic' else
+                f'convert with --short_side={wanted} or more')
       lines.append(f'split {split!r} of {records_directory(dataset_config)} stores frames at '
                    f'short side {stored} px and config.data.{field}={wanted} enlarges every one '
-                   f'({wanted / stored:.2g}x): convert with --short_side={wanted} or more, or '
-                   f'lower config.data.{field}.')
+                   f'({wanted / stored:.2g}x): {remedy}, or lower config.data.{field}.')
   return lines
 
 
@@ -253,9 +260,10 @@ def train_sharding(data_config, process_count: int, info: Optional[SplitInfo] = 
   a resumed run sees exactly the batches an uninterrupted one would (each process reads every
   file, but parses and decodes only its own elements). 'files': each process reads its own shard
   files (the least I/O on many hosts); a resumed run reshuffles with the step folded into the seed.
-  'auto' takes 'files' on several processes only where the shard files divide the train videos
-  evenly between them (`info`): each process draws its batch share from its own files, so the
-  videos of a smaller share would be drawn more often than the others.
+  'auto' takes 'files' on several processes only where each has shard files of its own and
+  their train videos divide between the processes within `FILES_MAX_IMBALANCE` (`info`): each
+  process draws its batch share from its own files, so the videos of a smaller share are drawn
+  more often than the others (by the ratio of the shares).
   """
   mode = data_config.train_sharding
   if mode not in TRAIN_SHARDINGS:
@@ -265,12 +273,24 @@ def train_sharding(data_config, process_count: int, info: Optional[SplitInfo] = 
     return 'global_order'
   shares = _file_shares(info, process_count) if info is not None else None
   if mode == 'auto':
-    return 'files' if shares is not None and len(set(shares)) == 1 else 'global_order'
+    by_file = (shares is not None and len(info.shard_videos) >= process_count
+               and min(shares) > 0 and max(shares) <= FILES_MAX_IMBALANCE * min(shares))
+    chosen = 'files' if by_file else 'global_order'
+    if info is not None:
+      logging.info("config.data.train_sharding='auto' reads %r on %d processes (the shard "
+                   "files' videos per process: %s).", chosen, process_count,
+                   shares if shares is not None else 'not recorded')
+    return chosen
   if mode == 'files' and info is not None:
-    if (min(shares) if shares else info.num_videos - process_count + 1) < 1:
+    if info.num_videos < process_count:
       raise errors.DataError(f'Split {info.split!r} holds {info.num_videos} video(s) for '
-                       f"{process_count} processes: with config.data.train_sharding='files' "
-                       "some would read none. Use 'global_order' (or 'auto').")
+                             f"{process_count} processes: with config.data.train_sharding='files' "
+                             "some would read none. Use 'global_order' (or 'auto').")
+    if shares is not None and min(shares) < 1:
+      raise errors.DataError(f'The shard files of split {info.split!r} give process '
+                             f'{shares.index(0)} of {process_count} no video (its files are '
+                             "empty: their videos failed to convert). Use 'global_order' (or "
+                             "'auto').")
     if shares is not None and len(set(shares)) > 1:
       logging.warning("config.data.train_sharding='files': the %d shard files of split %r give "
                       'the %d processes %s train videos, so the videos of the smallest share are '
@@ -278,6 +298,12 @@ def train_sharding(data_config, process_count: int, info: Optional[SplitInfo] = 
                       'draw every video alike.', len(info.shard_videos), info.split,
                       process_count, shares, max(shares) / max(min(shares), 1))
   return mode
+
+
+# How much larger the largest process's share of the train videos may be than the smallest for
+# 'auto' to read by file (its videos are drawn that much more often): 2 %. Converted shards
+# differ by a video or by their failures, so equal shares are rare on real datasets.
+FILES_MAX_IMBALANCE = 1.02
 
 
 def _file_shares(info: SplitInfo, process_count: int) -> Optional[List[int]]:

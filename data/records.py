@@ -80,15 +80,22 @@ def names_digest(names) -> str:
   return hashlib.sha256('\n'.join(sorted(names)).encode('utf-8')).hexdigest()[:16]
 
 
-def split_identity(metadata: DatasetMetadata, split: str) -> Dict[str, Any]:
+# Up to this many groups of a split are kept whole in an identity (a split by file has one
+# group per video: Kinetics' 240k names would weigh megabytes in every checkpoint).
+IDENTITY_MAX_GROUPS = 5000
+
+
+def split_identity(metadata: DatasetMetadata, split: str,
+                   with_groups: bool = True) -> Dict[str, Any]:
   """What tells one conversion of `split` from another, for a checkpoint to keep beside its
   weights: the split's name and number of videos, the digest of their names, the groups the
-  converter put there and its settings (None where the metadata does not say: records written
-  before it kept them, synthetic clips)."""
+  converter put there (`with_groups`, up to IDENTITY_MAX_GROUPS) and its settings (None where
+  the metadata does not say: records written before it kept them, synthetic clips)."""
   extra = metadata.extra
+  groups = extra.get('groups', {}).get(split) if with_groups else None
   return {'split': split, 'videos': metadata.split_sizes.get(split),
           'names_digest': extra.get('names_digest', {}).get(split),
-          'groups': extra.get('groups', {}).get(split),
+          'groups': groups if groups is not None and len(groups) <= IDENTITY_MAX_GROUPS else None,
           'settings': (extra.get('conversion', {}).get(split) or {}).get('settings')}
 
 

@@ -12,6 +12,7 @@ import re
 import sys
 import threading
 import time
+import traceback
 from typing import Iterator, List
 
 import jax
@@ -68,17 +69,18 @@ def _unknown_field(message: str, argv: List[str]) -> str:
           + (f' (did you mean "{suggestion.group(1)}"?)' if suggestion else '') + '.')
 
 
-# How the runtime reports, on a process of a group, that another process of it has stopped.
-LOST_THE_GROUP = re.compile(r'DEADLINE_EXCEEDED|heartbeat timeout|Barrier failed|'
-                            r'Gloo context initialization failed|collective mismatch')
+# How the runtime reports, on a process of a group, that the others did not answer in a
+# collective (one stopped, or is stuck).
+LOST_THE_GROUP = re.compile(r'heartbeat timeout|Barrier failed|Gloo context initialization '
+                            r'failed|collective mismatch')
 
 
 @contextlib.contextmanager
 def user_errors_in_one_line() -> Iterator[None]:
   """Inside it, a UserError or DataError ends the process with `error: <message>` (status 1),
   after the log lines written before it, and a Ctrl-C that reaches it with one line (status
-  130, 128 + SIGINT); on a process of a group, a collective that fails because another process
-  stopped ends it with one line saying so (status 1)."""
+  130, 128 + SIGINT); on a process of a group, a collective that times out waiting for the
+  others ends it with its traceback and a line saying so (status 1)."""
   try:
     yield
   except (errors.UserError, data_errors.DataError) as e:
@@ -91,12 +93,15 @@ def user_errors_in_one_line() -> Iterator[None]:
     if jax.process_count() == 1 or not LOST_THE_GROUP.search(str(e)):
       raise
     # Another process of the group stopped (its own output says why: a user error there ends
-    # it at once); this one then fails in its next collective after a timeout, with a long
-    # runtime traceback that names neither the other process nor its reason.
+    # it at once) or is stuck; this one then fails in its next collective after a timeout,
+    # with a runtime traceback that names neither the other process nor its reason. The
+    # traceback stays (the cause may be another), the line after it says what it most likely is.
     logging.get_absl_handler().flush()
-    print(f'error: process {jax.process_index()} of {jax.process_count()} lost the other '
-          f'processes of its group in a collective ({str(e).splitlines()[0][:300]}): one of them '
-          'stopped, and its own output (process 0 writes log.txt) says why.', file=sys.stderr)
+    traceback.print_exc()
+    print(f'error: process {jax.process_index()} of {jax.process_count()} timed out waiting '
+          f'for the other processes of its group in a collective ({str(e).splitlines()[0][:300]}'
+          '): one of them stopped or is stuck, and its own output (process 0 writes log.txt) '
+          'says why.', file=sys.stderr)
     sys.exit(1)
   except KeyboardInterrupt as e:  # asked for, not a bug: one line, and the status a shell gives
     logging.get_absl_handler().flush()

@@ -437,8 +437,10 @@ def _model_differences(item: str, model_config: Optional[Any],
 
 
 # Model fields that leave what loaded weights compute unchanged: the implementation of a
-# convolution, the dropout rate (training only), how a fresh S2DNet head starts and its stage.
-_SAME_COMPUTATION_FIELDS = ('conv_impl', 'dropout_rate', 'f_theta_head_init', 'stage')
+# convolution, dropout rates (training only), how fresh parameters start, and the S2DNet stage
+# (its sampling stage starts from the warm-up's weights by design).
+SAME_COMPUTATION_FIELDS = ('conv_impl', 'dropout_rate', 'snet_dropout', 'context_dropout',
+                           'dnet_dropout', 'zero_init_residual', 'f_theta_head_init', 'stage')
 
 
 def converted_model_differences(converted_for: Mapping[str, Any], model_config: Any) -> List[str]:
@@ -466,7 +468,7 @@ def converted_model_differences(converted_for: Mapping[str, Any], model_config: 
   before, after = resolved(converted_for), resolved(given)
   named = (set(converted_for) | set(given)) & set(before) & set(after)
   return [f'model.{key}: converted with {before[key]!r}, given {after[key]!r}'
-          for key in sorted(named - {'name', *_SAME_COMPUTATION_FIELDS})
+          for key in sorted(named - {'name', *SAME_COMPUTATION_FIELDS})
           if before[key] != after[key]]
 
 

@@ -160,9 +160,8 @@ def initialize_from(trainer: engine.Engine, state: engine.TrainState,
   return state.replace(params=params, batch_stats=batch_stats)
 
 
-# Model fields that only shape a fresh initialisation (loaded weights replace it) or pick an
-# implementation of the same function, and the S2DNet stage, which its sampling stage changes.
-_INIT_ONLY_FIELDS = ('model.f_theta_head_init:', 'model.conv_impl:', 'model.stage:')
+# Model fields that leave what the loaded weights compute unchanged (pretrained.py says which).
+_INIT_ONLY_FIELDS = tuple(f'model.{field}:' for field in pretrained.SAME_COMPUTATION_FIELDS)
 
 
 def _say_how_the_source_differs(report: pretrained.LoadReport, config) -> None:
@@ -441,8 +440,9 @@ def _run_steps(trainer, state, start_step, store, writer, train_iter, rng, progr
   config = trainer.config
   total_steps = trainer.total_steps
   decoding = pipeline.split_decoding(config.dataset, config.dataset.eval_split)
-  seen = pipeline.records_identity(config.dataset,
-                                   (config.dataset.train_split, config.dataset.eval_split))
+  seen = pipeline.records_identity(  # the eval split's groups are not needed: its digest is
+      config.dataset, (config.dataset.train_split, config.dataset.eval_split),
+      groups_of=(config.dataset.train_split,))
   eval_results: Dict[str, Any] = {}
   previous = None  # the metrics of the step before: at most two steps are ever in flight
   window, window_steps = None, 0  # the metrics summed over the steps since the last log line
@@ -555,12 +555,13 @@ def _say_records_changes(seen: Optional[Dict[str, Any]], dataset_config, what: s
     return
   now = pipeline.records_identity(dataset_config, seen)
   directory = pipeline.records_directory(dataset_config)
+  train_split = dataset_config.train_split
   for split, then in seen.items():
     changes = records.split_changes(then, now[split]) if split in now else []
     if changes:
-      logging.warning('%s was trained on another conversion of split %r than %s holds now: %s.',
-                      what, split, directory, '; '.join(changes))
-  train_split = dataset_config.train_split
+      logging.warning('%s was %s on another conversion of split %r than %s holds now: %s.',
+                      what, 'trained' if split == train_split else 'evaluated while training',
+                      split, directory, '; '.join(changes))
   trained_groups = set((seen.get(train_split) or {}).get('groups') or ())
   if evaluated and evaluated != train_split and evaluated in now:
     shared = sorted(trained_groups & set(now[evaluated].get('groups') or ()))

@@ -161,14 +161,15 @@ def test_a_checkpoint_evaluated_or_resumed_on_records_converted_anew_is_told_so(
   shared = sorted(set(resplit['val']) & set(trained['train']))
   assert (f"The checkpoint trained on {len(shared)} of the groups split 'val' of "
           f"{tmp_path / f'seed{seed}'} holds now ({', '.join(shared[:4])}") in caplog.text
-  assert "The checkpoint was trained on another conversion of split 'val' than " in caplog.text
+  assert ("The checkpoint was evaluated while training on another conversion of split 'val' "
+          'than ') in caplog.text
 
   resampled, _ = converted('fps5', '--fps=5')
   config.dataset.data_dir = str(resampled)
   caplog.clear()
   train.evaluate(config, workdir)
-  assert (f"The checkpoint was trained on another conversion of split 'val' than {resampled} "
-          "holds now: converted with fps 0.0 then, 5.0 now.") in caplog.text
+  assert ("The checkpoint was evaluated while training on another conversion of split 'val' "
+          f'than {resampled} holds now: converted with fps 0.0 then, 5.0 now.') in caplog.text
   assert 'of the groups' not in caplog.text
   config.num_train_steps = 2
   caplog.clear()

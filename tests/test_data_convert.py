@@ -602,7 +602,7 @@ def test_converting_a_split_again_with_other_settings_is_warned_about(tmp_path, 
   assert 'converted again' not in capsys.readouterr().err
   assert _run(*common, '--fps=3') == 0
   assert ("warning: split 'train' is converted again with other settings (fps 2.0 -> 3.0): "
-          'checkpoints trained on the old records will say so') in capsys.readouterr().err
+          'a model trained on the old records sees other frames') in capsys.readouterr().err
 
 
 def test_a_label_one_typo_from_a_larger_class_is_warned_about(tmp_path, capsys):
@@ -839,6 +839,13 @@ def test_official_annotations_finding_two_files_of_one_name_report_it_and_go_on(
   assert not twice.source and twice.missing == (
       f'2 files named abc_000000_000010 under {videos} (copyA/abc_000000_000010.mp4, '
       'copyB/abc_000000_000010.mp4): which one is the listed video cannot be told; keep one')
+  # A link to a video is that video, not a second copy (a flat view of a class tree).
+  (videos / 'copyB' / 'abc_000000_000010.mp4').unlink()
+  (videos / 'flat').mkdir()
+  (videos / 'flat' / 'abc_000000_000010.mp4').symlink_to(videos / 'copyA' / 'abc_000000_000010.mp4')
+  plan = _plan('--dataset=kinetics400', f'--input={videos}', f'--output={tmp_path / "out"}',
+               f'--annotations={listing}')
+  assert plan.splits['val'][0].source == str(videos / 'copyA' / 'abc_000000_000010.mp4')
 
 
 def test_classes_written_in_two_unicode_forms_are_refused_and_names_are_printed(tmp_path,

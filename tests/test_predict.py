@@ -74,8 +74,9 @@ def test_predict_a_folder_with_a_good_video_an_empty_file_and_a_text_file(traine
   # Its picture keeps its folder below the videos' common folder.
   assert sorted(os.listdir(os.path.join(output, 'nested'))) == ['000_pancake.mkv.png']
   # A second run replaces predictions.csv: said, not done silently.
-  assert 'replaces the one an earlier run wrote' not in caplog.text
   caplog.set_level('INFO')
+  predict.predict(config, workdir, [str(folder / 'empty.mp4')], output_dir=str(tmp_path / 'o'))
+  assert 'Wrote ' in caplog.text and 'replaces the one an earlier run wrote' not in caplog.text
   predict.predict(config, workdir, [str(folder / 'empty.mp4')])
   assert ('predictions.csv: 0 predicted, 1 failed (it replaces the one an earlier run wrote '
           'there; --output_dir keeps both).') in caplog.text

@@ -82,8 +82,8 @@ def _replaced_conversions(before, plan, args) -> List[str]:
                if name in old and old[name] != settings[name]]
     if changed:
       lines.append(f"split {split!r} is converted again with other settings ({', '.join(changed)})"
-                   ': checkpoints trained on the old records will say so when evaluated or '
-                   'resumed on these.')
+                   ': a model trained on the old records sees other frames (checkpoints keep '
+                   'which conversion they trained on, and say so when evaluated or resumed).')
   return lines
 
 
@@ -100,13 +100,12 @@ def convert(args) -> Optional['records.DatasetMetadata']:
   print(f'{plan.name}: {len(plan.classes)} classes ({_names(plan.classes)}), videos per split '
         f'{counts}, {len(jobs)} shards, {missing} listed videos left out (not found, found '
         'twice or listed twice: each becomes a failure).', file=sys.stderr)
-  for line in plan.warnings + coverage_warnings(plan) + share_warnings(plan, args):
+  before = existing_metadata(output, plan)  # fail before decoding anything, dry run or not
+  for line in (plan.warnings + coverage_warnings(plan) + share_warnings(plan, args)
+               + _replaced_conversions(before, plan, args)):
     print(f'warning: {line}', file=sys.stderr)
   if args.dry_run:
     return None
-  before = existing_metadata(output, plan)  # fail before decoding anything
-  for line in _replaced_conversions(before, plan, args):
-    print(f'warning: {line}', file=sys.stderr)
   remove_stale_shards(output, plan, jobs)
   start = time.time()
   states = run_jobs(jobs, args, output)

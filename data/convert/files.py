@@ -25,7 +25,7 @@ class FileIndex:
     self._extensions = None if extensions is None else {e.lower() for e in extensions}
     self._dirs = dirs
     self._built = False
-    self._by_lower: Dict[str, str] = {}
+    self._by_lower: Dict[str, List[str]] = collections.defaultdict(list)
     self._by_stem: Dict[str, List[str]] = collections.defaultdict(list)
 
   def _build(self):
@@ -42,7 +42,7 @@ class FileIndex:
           continue
         path = os.path.join(parent, name)
         rel = os.path.relpath(path, self.root)
-        self._by_lower.setdefault(rel.lower().replace(os.sep, '/'), path)
+        self._by_lower[rel.lower().replace(os.sep, '/')].append(path)
         self._by_stem[name if self._dirs else stem].append(path)
     self._built = True
 
@@ -55,20 +55,29 @@ class FileIndex:
       if os.path.exists(exact):
         return exact
       self._build()
-      found = self._by_lower.get(relative.lower().replace(os.sep, '/'))
+      found = self._one(self._by_lower.get(relative.lower().replace(os.sep, '/'), []),
+                        relative)
       if found:
         return found
     self._build()
     for stem in stems:
-      candidates = sorted(self._by_stem.get(stem, []))
-      if len(candidates) > 1:
-        shown = ', '.join(os.path.relpath(c, self.root) for c in candidates[:4])
-        raise AmbiguousFile(f'{len(candidates)} files named {stem} under {self.root} '
-                            f'({shown}{", ..." if len(candidates) > 4 else ""}): which one is '
-                            'the listed video cannot be told; keep one')
-      if candidates:
-        return candidates[0]
+      found = self._one(self._by_stem.get(stem, []), stem)
+      if found:
+        return found
     return None
+
+  def _one(self, candidates: Sequence[str], name: str) -> Optional[str]:
+    """The one file among `candidates` (links to one file count once), None for none;
+    `AmbiguousFile` for several."""
+    files = {}
+    for path in sorted(candidates):
+      files.setdefault(os.path.realpath(path), path)
+    if len(files) > 1:
+      shown = ', '.join(os.path.relpath(c, self.root) for c in list(files.values())[:4])
+      raise AmbiguousFile(f'{len(files)} files named {name} under {self.root} ({shown}'
+                          f'{", ..." if len(files) > 4 else ""}): which one is the listed video '
+                          'cannot be told; keep one')
+    return next(iter(files.values()), None)
 
 
 

@@ -460,6 +460,7 @@ def _classes_one_typo_apart(plan: Plan) -> List[str]:
           '--class_list, which refuses labels outside it).'
           for i in range(len(classes)) for j in range(i + 1, len(classes))
           if min(len(classes[i]), len(classes[j])) >= 4
+          and classes[i].casefold() != classes[j].casefold()  # said as differing in case
           and 4 * min(videos[i], videos[j]) <= max(videos[i], videos[j])
           and _one_edit_apart(classes[i], classes[j])]
 

@@ -79,8 +79,8 @@ def find_state_dict(checkpoint: Any, path: str = '') -> Mapping[str, Any]:
 
 def strip_data_parallel(state_dict: Mapping[str, Any]) -> Dict[str, Any]:
   """Removes one leading 'module.' from the keys of a DataParallel model's tensors, when all of
-  them have it; entries that are no tensors (a counter such as 'num_updates' saved beside
-  them) keep their names, and the report lists them as unexpected."""
+  them have it. Entries beside them keep their names: a plain number (a counter such as
+  'num_updates') is no tensor and is not converted; a 0-d tensor is reported unexpected."""
   tensors = [k for k, v in state_dict.items() if getattr(v, 'ndim', 0) > 0]
   if tensors and all(k.startswith(DATA_PARALLEL_PREFIX) for k in tensors):
     return {k[len(DATA_PARALLEL_PREFIX):] if k.startswith(DATA_PARALLEL_PREFIX) else k: v
