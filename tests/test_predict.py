@@ -73,8 +73,9 @@ def test_predict_a_folder_with_a_good_video_an_empty_file_and_a_text_file(traine
   assert 'empty file' in rows['empty.mp4']['error'] and rows['empty.mp4']['top1'] == ''
   # Its picture keeps its folder below the videos' common folder.
   assert sorted(os.listdir(os.path.join(output, 'nested'))) == ['000_pancake.mkv.png']
-  # A second run replaces predictions.csv: said, not done silently.
-  caplog.set_level('INFO')
+  # A second run replaces predictions.csv: said, not done silently. (absl's own level too: an
+  # earlier test in the worker may have left it at WARNING.)
+  caplog.set_level('INFO', logger='absl')
   predict.predict(config, workdir, [str(folder / 'empty.mp4')], output_dir=str(tmp_path / 'o'))
   assert 'Wrote ' in caplog.text and 'replaces the one an earlier run wrote' not in caplog.text
   predict.predict(config, workdir, [str(folder / 'empty.mp4')])
