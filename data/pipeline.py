@@ -112,9 +112,8 @@ def split_info(dataset_config, split: str) -> SplitInfo:
     _CHECKED.add((directory, split))
     for warning in datasets.check_records(metadata, split):
       logging.warning('%s', warning)
-  shard_bytes = tuple((shard['file'], int(shard['num_bytes']))
-                      for shard in metadata.shards.get(split, ()))
   shards = metadata.shards.get(split, ())
+  shard_bytes = tuple((shard['file'], int(shard['num_bytes'])) for shard in shards)
   shard_videos = (tuple(int(shard['num_videos']) for shard in shards)
                   if all('num_videos' in shard for shard in shards) else ())
   return SplitInfo(directory, metadata.name, split, metadata.split_sizes[split],

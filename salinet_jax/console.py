@@ -127,6 +127,15 @@ class _LogFile(std_logging.FileHandler):
       pass
 
 
+def _log_file(path: str) -> _LogFile:
+  """A log.txt handler: the console's format and filters."""
+  handler = _LogFile(path)
+  handler.setFormatter(_Format())
+  for log_filter in _FILTERS:
+    handler.addFilter(log_filter)
+  return handler
+
+
 def log_to_file(workdir: str) -> str:
   """Also writes every console line of this process to `<workdir>/log.txt` (appending)."""
   global _file_handler
@@ -134,10 +143,7 @@ def log_to_file(workdir: str) -> str:
   path = os.path.join(os.path.abspath(workdir), LOG_FILE)
   if jax.process_index() != 0:
     return path
-  _file_handler = _LogFile(path)
-  _file_handler.setFormatter(_Format())
-  for log_filter in _FILTERS:
-    _file_handler.addFilter(log_filter)
+  _file_handler = _log_file(path)
   global _early_lines
   if _early_lines is not None:
     logging.get_absl_logger().removeHandler(_early_lines)
@@ -155,8 +161,7 @@ def line_after_run(workdir: str, text: str) -> None:
   path = os.path.join(os.path.abspath(workdir), LOG_FILE)
   if jax.process_index() != 0 or not os.path.exists(path):
     return
-  handler = _LogFile(path)
-  handler.setFormatter(_Format())
+  handler = _log_file(path)
   handler.handle(logging.get_absl_logger().makeRecord(
       'absl', std_logging.INFO, __file__, 0, text, None, None))
   handler.close()

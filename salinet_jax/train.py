@@ -90,7 +90,6 @@ class PreemptionWatcher:
         logging.warning('SIGTERM reached a process of this group: every process saves a '
                         'checkpoint at the end of step %d and exits.', step)
         self.received = 'SIGTERM'
-      return bool(self.received)
     return bool(self.received)
 
   def close(self) -> None:
