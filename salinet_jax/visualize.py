@@ -127,6 +127,8 @@ def write_visualizations(model, variables, batch: Dict[str, np.ndarray], directo
   """
   mean, std = inputs.normalization(data_config)
   count = min(count, int(np.sum(batch['mask'])))
+  if not count:
+    return []
   first_views = {key: batch[key][:count] for key in ('video', 'frame_mask') if key in batch}
   first_views['video'] = first_views['video'][:, 0]
   video, kwargs = inputs.model_inputs(first_views, data_config)
@@ -136,6 +138,9 @@ def write_visualizations(model, variables, batch: Dict[str, np.ndarray], directo
           variables, video, kwargs)
   aux = jax.tree.map(np.asarray, aux)
   probabilities = np.asarray(jax.nn.softmax(logits, axis=-1))
+  if 'detail_frames' not in aux and 'saliency_final' not in aux:
+    say_nothing_to_draw(type(model).__name__)
+    return []
   os.makedirs(directory, exist_ok=True)
   paths = []
   for i in range(count):
@@ -151,8 +156,6 @@ def write_visualizations(model, variables, batch: Dict[str, np.ndarray], directo
     elif 'saliency_final' in aux:
       paths.append(saliency_figure(
           video[i], aux['saliency_final'][i], path, mean=mean, std=std, title=title))
-  if count and not paths:
-    say_nothing_to_draw(type(model).__name__)
   return paths
 
 

@@ -28,6 +28,7 @@ def _pictures(name, tmp_path, caplog):
 def test_a_model_with_nothing_to_draw_says_so(tmp_path, caplog):
   assert _pictures('hara_resnet3d', tmp_path, caplog) == []
   assert 'has no saliency mask or detail windows to draw' in caplog.text
+  assert not (tmp_path / 'hara_resnet3d').exists()  # no empty folder left where none was drawn
   drawn = _pictures('salinet_hara', tmp_path, caplog)
   assert [p.rsplit('/', 1)[-1] for p in drawn] == ['000_a.mp4.png']
   assert 'nothing' not in caplog.text and 'no saliency mask' not in caplog.text
