@@ -14,6 +14,7 @@ from typing import Dict
 
 import tensorflow as tf
 
+from data import errors
 from data import ops
 
 Features = Dict[str, tf.Tensor]
@@ -232,6 +233,30 @@ TEST_CROP_COUNTS = (1, 3)  # a centre crop, or PySlowFast's three along the long
 def check_test_crops(num_crops: int) -> None:
   if num_crops not in TEST_CROP_COUNTS:
     raise ops.UnknownOpError(f'config.data.eval_num_crops must be 1 or 3, got {num_crops}.')
+
+
+def check_crop_sizes(data_config, *, train: bool) -> None:
+  """Fails, before any reading, where a crop is larger than the frame it is cut from: tf's
+  slices then start from the end and cut strips, and a jitter below the crop squashes whole
+  frames to squares (PySlowFast's crops fail there too)."""
+  data = data_config
+  if data.eval_crop_size > data.eval_short_side:
+    raise errors.SettingError(
+        f'config.data.eval_crop_size={data.eval_crop_size} is larger than '
+        f'config.data.eval_short_side={data.eval_short_side}, the size test crops are cut from: '
+        'use a crop no larger than the short side.')
+  if train and data.train_crop == 'short_side_jitter':
+    if data.train_max_scale < data.train_min_scale:
+      raise errors.SettingError(
+          f'config.data.train_max_scale={data.train_max_scale} is smaller than '
+          f'config.data.train_min_scale={data.train_min_scale}: the short side jitters between '
+          'the two.')
+    if data.train_min_scale < data.crop_size:
+      raise errors.SettingError(
+          f'config.data.train_min_scale={data.train_min_scale} is smaller than '
+          f'config.data.crop_size={data.crop_size}: frames resized to that short side cannot '
+          'hold the crop (whole frames would be squashed to squares instead); use a '
+          'train_min_scale of at least the crop size.')
 
 
 def spatial_test_crops(features: Features, short_side: int, crop_size: int,

@@ -7,3 +7,7 @@ command line reports both kinds as one line without a traceback.
 
 class DataError(Exception):
   """Input data that cannot be read as asked; the message names the file, field or value."""
+
+
+class SettingError(DataError, ValueError):
+  """A `config.data` value the input pipeline cannot work with (the message names the field)."""

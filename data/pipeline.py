@@ -330,11 +330,7 @@ def train_dataset(config, *, seed: int, start_step: int = 0,
   info = split_info(config.dataset, config.dataset.train_split)
   local_batch = _check_batch(config.batch_size, process_count, 'config.batch_size')
   host_malloc.keep_buffers_in_heap(data.malloc_mmap_threshold_mib)
-  # Unknown part names fail here, before any reading.
-  sampling.check(data, train=True)
-  augment.CROP_BOXES.get(data.train_crop)
-  for name in data.train_augmentations:
-    augment.AUGMENTATIONS.get(name)
+  check_train_clips(data)
   padded = sampling.pads_frames(data)
 
   @_graph_only
@@ -435,11 +431,22 @@ def eval_dataset(config, split: str, *, process_index: Optional[int] = None,
   return pad_and_batch(ds, data, num_batches, local_batch), num_batches, info
 
 
+def check_train_clips(data_config) -> None:
+  """Fails, before any reading, on an unknown part name or train clip settings that cannot
+  work."""
+  sampling.check(data_config, train=True)
+  augment.CROP_BOXES.get(data_config.train_crop)
+  for name in data_config.train_augmentations:
+    augment.AUGMENTATIONS.get(name)
+  augment.check_crop_sizes(data_config, train=True)
+
+
 def check_eval_views(data_config) -> None:
   """Fails, before any reading, on eval view settings that cannot work: a training run checks
   them at its start, not at its first evaluation."""
   sampling.check(data_config, train=False)
   augment.check_test_crops(data_config.eval_num_crops)
+  augment.check_crop_sizes(data_config, train=False)
 
 
 def eval_views_fn(data_config):

@@ -21,6 +21,7 @@ from typing import Dict, Optional
 
 import tensorflow as tf
 
+from data import errors
 from data import ops
 
 Features = Dict[str, tf.Tensor]
@@ -199,6 +200,10 @@ def pads_frames(data_config) -> bool:
 def check(data_config, *, train: bool) -> None:
   """Fails, before any reading, on an unknown sampler or one the config cannot use."""
   SAMPLERS.get(data_config.temporal_sampling)
+  if data_config.temporal_sampling == 'pyslowfast' and data_config.target_fps <= 0:
+    raise errors.SettingError(
+        "config.data.target_fps must be positive for temporal_sampling='pyslowfast', got "
+        f'{data_config.target_fps}.')
   if not train and pads_frames(data_config) and data_config.eval_num_clips != 1:
     raise ops.UnknownOpError(
         'temporal_sampling="all_frames" gives one temporal view per video: set '

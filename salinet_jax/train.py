@@ -116,6 +116,7 @@ def training_engine(config: ml_collections.ConfigDict) -> engine.Engine:
   first steps."""
   info = pipeline.split_info(config.dataset, config.dataset.train_split)
   pipeline.split_info(config.dataset, config.dataset.eval_split)
+  pipeline.check_train_clips(config.data)
   pipeline.check_eval_views(config.data)
   for line in pipeline.enlarging_warnings(config.dataset, config.data,
                                           config.dataset.train_split, config.dataset.eval_split):

@@ -51,8 +51,8 @@ def test_train_batches_are_pixel_clips_and_deterministic(config):
 
 def test_device_resize_gives_the_host_pipelines_model_inputs(config):
   from salinet_jax import inputs  # pylint: disable=g-import-not-at-top
-  # Short side 14..28 of the 20 px frames: windows of 11..23 px around the 16 px crop.
-  config.data.update(dict(train_min_scale=14, train_max_scale=28,
+  # Short side 16..28 of the 20 px frames: windows of 11..20 px around the 16 px crop.
+  config.data.update(dict(train_min_scale=16, train_max_scale=28,
                           train_augmentations=('random_flip',)))
   on_device = next(pipeline.as_numpy(pipeline.train_dataset(config, seed=5)))
   config.data.train_resize_on_device = False

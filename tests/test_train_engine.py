@@ -16,6 +16,7 @@ import optax
 import pytest
 
 from data import errors as data_errors
+from data import pipeline
 from salinet_jax import checkpoints
 from salinet_jax import engine
 from salinet_jax import errors
@@ -250,6 +251,30 @@ def test_counts_below_one_and_negative_rates_are_config_errors(tiny_data_dir, fi
   node[leaf] = value
   with pytest.raises(errors.ConfigError, match=re.escape(message)):
     train.training_engine(config)
+
+
+@pytest.mark.parametrize('fields, message', [
+    ({'eval_crop_size': 20},
+     'config.data.eval_crop_size=20 is larger than config.data.eval_short_side=16'),
+    ({'train_min_scale': 12},
+     'config.data.train_min_scale=12 is smaller than config.data.crop_size=16'),
+    ({'train_min_scale': 24, 'train_max_scale': 20},
+     'config.data.train_max_scale=20 is smaller than config.data.train_min_scale=24'),
+    ({'temporal_sampling': 'pyslowfast', 'target_fps': 0.0},
+     "config.data.target_fps must be positive for temporal_sampling='pyslowfast', got 0.0."),
+])
+def test_crops_larger_than_their_frames_are_refused_before_any_work(tiny_data_dir, fields,
+                                                                    message):
+  """An eval crop larger than the eval short side cut 4x40-pixel strips (tf slices from a
+  negative start) and eval still reported a top-1; a train scale below the crop squashed every
+  frame to a square with no jitter; target_fps 0 failed in a bare GatherV2 error."""
+  config = tiny_config(str(tiny_data_dir))
+  config.data.update(fields)
+  with pytest.raises(data_errors.SettingError, match=re.escape(message)):
+    train.training_engine(config)
+  if 'eval_crop_size' in fields:  # eval and predict cut their views through the same check
+    with pytest.raises(data_errors.SettingError, match=re.escape(message)):
+      pipeline.video_eval_batches(config.data, [b''], 'a.mp4', 25.0, 1)
 
 
 def test_best_of_a_workdir_where_no_step_was_evaluated_says_it_is_the_latest(tiny_data_dir,
