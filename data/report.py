@@ -102,6 +102,8 @@ def build(directory: str) -> Dict[str, Any]:
     entry = {
         'videos': metadata.split_sizes[split],
         'failures': len(failures),
+        'videos_with_warnings': len({file for file, _ in
+                                     metadata.extra.get('warnings', {}).get(split, ())}),
         'failure_reasons': dict(collections.Counter(_reason_kind(f['reason'])
                                                     for f in failures).most_common()),
         'videos_per_class': {metadata.classes[k]: per_class.get(k, 0)
@@ -145,7 +147,9 @@ def summary(card: Dict[str, Any]) -> str:
     official = (f" of {entry['official_videos']:,} official ({entry['missing_from_official']:,} "
                 'missing)' if 'official_videos' in entry else '')
     lines.append(f"  {split}: {entry['videos']:,} videos{official}, {entry['failures']} failed"
-                 + (f" {entry['failure_reasons']}" if entry['failures'] else ''))
+                 + (f" {entry['failure_reasons']}" if entry['failures'] else '')
+                 + (f", {entry['videos_with_warnings']} kept with a warning (warnings.csv)"
+                    if entry['videos_with_warnings'] else ''))
     counts = sorted(entry['videos_per_class'].values())
     lines.append(f"    per class: min {counts[0]}, median {int(np.median(counts))}, max "
                  f"{counts[-1]}" + (f"; no video: {entry['classes_without_videos'][:5]}"

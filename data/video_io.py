@@ -57,6 +57,8 @@ class DecodedVideo:
   source_height: int = 0  # of the upright source frames, before resizing (0: unknown)
   source_width: int = 0
   timing: str = TIMING_CONTAINER  # what timed the frames: TIMING_CONTAINER | TIMING_DECODER_ORDER
+  # What a user should know about a video kept as decoded (a truncated file, uncertain timing).
+  warnings: List[str] = dataclasses.field(default_factory=list)
 
 
 def list_videos(path: str, extensions: Sequence[str] = VIDEO_EXTENSIONS
@@ -169,6 +171,44 @@ def stream_timing(path: str) -> Tuple[float, float]:
     return _average_rate(stream), _tolerance(stream)
   finally:
     container.close()
+
+
+def _declared_seconds(container, stream) -> float:
+  """The video's length as its container declares it (the stream's, else the whole file's;
+  0 when neither says)."""
+  if stream.duration and stream.time_base:
+    return float(stream.duration * stream.time_base)
+  return container.duration / 1e6 if container.duration else 0.0  # AV_TIME_BASE units
+
+
+# A video decoded this much shorter than declared (and at least a tenth of it) is likely a
+# truncated file: partly downloaded clips decode cleanly up to where they stop.
+_SHORTFALL_SECONDS = 1.0
+
+
+def _timing_warnings(timestamps: Sequence[Optional[float]], times: Sequence[float], timing: str,
+                     rate: float, declared: float, complete: bool) -> List[str]:
+  """Lines about a decoded video's length and timing that its records cannot show: decoded
+  well short of the declared length (`complete`: every frame was decoded), or timed by frame
+  count where its timestamps, sorted, are unevenly spaced (a variable frame rate, where the
+  count gives other times than the video shows; B-frame AVIs are even and say nothing)."""
+  lines = []
+  gaps = np.diff(times)
+  frame = float(np.median(gaps[gaps > 0])) if (gaps > 0).any() else 1.0 / (rate or 25.0)
+  span = times[-1] - times[0] + frame
+  if complete and declared and span < declared - max(_SHORTFALL_SECONDS, 0.1 * declared):
+    lines.append(f'decoded {span:.1f} s of the {declared:.1f} s its container declares: the file '
+                 'may be truncated (kept as decoded)')
+  if timing == TIMING_DECODER_ORDER and len(timestamps) > 2 and all(
+      t is not None for t in timestamps):
+    sorted_gaps = np.diff(np.sort(np.asarray(timestamps, np.float64)))
+    positive = sorted_gaps[sorted_gaps > 0]
+    if positive.size and positive.max() > 1.5 * positive.min():
+      first = next(i for i in range(1, len(timestamps)) if timestamps[i] <= timestamps[i - 1])
+      lines.append(f'its timestamps stop increasing at frame {first} of {len(timestamps)} and are '
+                   'unevenly spaced (a variable frame rate?): its frames are timed by their count '
+                   f'at {rate or 25.0:g} fps instead')
+  return lines
 
 
 def _tolerance(stream) -> float:
@@ -303,6 +343,7 @@ def decode_video(path: str, *, fps: Optional[float] = None, short_side: int = DE
   container, stream = _open(path, threads)
   source_fps, tolerance = _average_rate(stream), _tolerance(stream)
   coded = (int(stream.codec_context.height or 0), int(stream.codec_context.width or 0))
+  declared = _declared_seconds(container, stream)
   container.close()
   resample = fps is not None and fps > 0
   timestamps: List[Optional[float]] = []
@@ -322,6 +363,8 @@ def decode_video(path: str, *, fps: Optional[float] = None, short_side: int = DE
     raise VideoError('no video frames decoded (empty or zero-frame video)')
   times, timing = frame_times(timestamps, source_fps)
   num_decoded = len(frames)
+  warnings = _timing_warnings(timestamps, times, timing, source_fps, declared,
+                              complete=resample or not max_frames or num_decoded < max_frames)
   if resample:
     gaps = np.diff(times)
     gaps = gaps[gaps > 0]
@@ -346,7 +389,7 @@ def decode_video(path: str, *, fps: Optional[float] = None, short_side: int = DE
   return DecodedVideo(jpegs=jpegs, fps=stored_fps, source_fps=source_fps,
                       num_source_frames=num_decoded, height=int(shape[0]), width=int(shape[1]),
                       rotation=rotation, timing=timing, source_height=source[0],
-                      source_width=source[1])
+                      source_width=source[1], warnings=warnings)
 
 
 def _refuse_a_gap(directory: str, template: str, start_index: int, missing: int) -> None:
@@ -438,7 +481,8 @@ def convert_task(task: Dict[str, Any]) -> Dict[str, Any]:
     result.update(ok=True, jpegs=video.jpegs, fps=video.fps, rotation=video.rotation,
                   height=video.height, width=video.width, timing=video.timing,
                   num_source_frames=video.num_source_frames, source_fps=video.source_fps,
-                  source_height=video.source_height, source_width=video.source_width)
+                  source_height=video.source_height, source_width=video.source_width,
+                  warnings=video.warnings)
   except VideoError as e:
     result['reason'] = str(e)
   except MemoryError:

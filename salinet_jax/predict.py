@@ -91,7 +91,7 @@ class Predictor:
 
   def decode(self, path: str) -> video_io.DecodedVideo:
     """The video as its eval records hold videos (raises video_io.VideoError)."""
-    return pipeline.decode_like_records(path, self.config.data, self.decoding)
+    return decode_like_records(path, self.config.data, self.decoding)
 
   def batches(self, jpegs: Sequence[bytes], fps: float, name: str):
     """The eval batch (numpy) of one video: its views, padded to the mesh."""
@@ -114,6 +114,16 @@ class Predictor:
   def top(self, probs: np.ndarray) -> List[Tuple[str, float]]:
     order = np.argsort(-probs, kind='stable')[:TOP_K]
     return [(self.classes[k], float(probs[k])) for k in order]
+
+
+def decode_like_records(path: str, data_config, decoding: Dict[str, Any]
+                        ) -> video_io.DecodedVideo:
+  """data/pipeline's decode_like_records, logging what the converter would have warned about
+  the video (a truncated file, uncertain timing)."""
+  video = pipeline.decode_like_records(path, data_config, decoding)
+  for line in video.warnings:
+    logging.warning('%s: %s', path, line)
+  return video
 
 
 def say_decoding(decoding: Dict[str, Any], source: str) -> Dict[str, Any]:

@@ -927,3 +927,60 @@ def test_frame_folders_are_stored_as_given(tmp_path):
   assert pipeline.split_decoding(records_config, 'train') == {
       'fps': 25.0, 'max_frames': 0, 'short_side': 60,
       'jpeg_quality': video_io.DEFAULT_JPEG_QUALITY, 'interpolation': 'BILINEAR'}
+
+
+def _write_vfr_video_with_a_repeated_timestamp(path):
+  """10 frames 100 ms apart, then 10 frames 33 ms apart whose last repeats its predecessor's
+  timestamp (what some muxers write at the end of a variable-rate stream)."""
+  import av  # pylint: disable=g-import-not-at-top
+  import fractions  # pylint: disable=g-import-not-at-top
+  times = [i * 100 for i in range(10)] + [1000 + i * 33 for i in range(10)]
+  with av.open(str(path), mode='w') as container:
+    stream = container.add_stream('mpeg4', rate=25)
+    stream.width, stream.height, stream.pix_fmt = 64, 48, 'yuv420p'
+    stream.codec_context.time_base = fractions.Fraction(1, 1000)
+    packets = []
+    for t in times:
+      frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), t % 250, np.uint8), format='rgb24')
+      frame.pts, frame.time_base = t, fractions.Fraction(1, 1000)
+      packets += list(stream.encode(frame))
+    packets += list(stream.encode())
+    for packet in packets:  # the encoder refuses a repeated timestamp: the muxer takes it
+      if packet.pts == times[-1]:
+        packet.pts = packet.dts = times[-2]
+      container.mux(packet)
+
+
+def test_videos_kept_short_of_their_length_or_timed_by_count_are_warned_about(tmp_path, capsys):
+  """A Matroska file cut to half its bytes was stored as 150 of its 310 frames, and a
+  variable-rate video with one repeated timestamp was timed by its frame count (0.8 s of its
+  1.3 s at --fps=10), each without a word."""
+  videos = tmp_path / 'videos'
+  videos.mkdir()
+  whole = (CODEC / 'flipping_a_pancake.mkv').read_bytes()
+  (videos / 'cut.mkv').write_bytes(whole[:len(whole) // 2])
+  (videos / 'whole.mkv').write_bytes(whole)
+  _write_vfr_video_with_a_repeated_timestamp(videos / 'vfr.mkv')
+  shutil.copy(CODEC / 'bframes_h264.avi', videos / 'bframes.avi')  # timed by count, rightly
+  listing = tmp_path / 'list.txt'
+  listing.write_text(''.join(f'{name} a\n' for name in ('cut.mkv', 'whole.mkv', 'vfr.mkv',
+                                                        'bframes.avi')))
+  out = tmp_path / 'out'
+  assert _run('--dataset=list', f'--input={videos}', f'--annotations={listing}', '--split=test',
+              f'--output={out}', '--short_side=32', '--workers=1', '--fps=10') == 0
+  err = capsys.readouterr().err
+  assert 'Wrote 4 videos' in err and '0 failed' in err
+  assert f'warning: 2 video(s) converted with a warning (all in {out / "warnings.csv"}):' in err
+  assert re.search(r'test: cut\.mkv: decoded 5\.\d s of the 10\.4 s its container declares: the '
+                   r'file may be truncated', err), err
+  assert re.search(r"test: vfr\.mkv: its timestamps stop increasing at frame 19 of 20 and are "
+                   r'unevenly spaced \(a variable frame rate\?\): its frames are timed by their '
+                   r'count at [\d.]+ fps instead', err), err
+  with open(out / 'warnings.csv') as f:
+    rows = list(csv.DictReader(f))
+  assert [(r['split'], r['file']) for r in rows] == [('test', 'cut.mkv'), ('test', 'vfr.mkv')]
+  kept = records.read_metadata(str(out)).extra['warnings']
+  assert [file for file, _ in kept['test']] == ['cut.mkv', 'vfr.mkv']
+  from data import report  # pylint: disable=g-import-not-at-top
+  assert '0 failed, 2 kept with a warning (warnings.csv)' in '\n'.join(
+      [report.summary(report.build(str(out)))])

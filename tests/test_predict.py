@@ -76,7 +76,13 @@ def test_predict_a_folder_with_a_good_video_an_empty_file_and_a_text_file(traine
   # A second run replaces predictions.csv: said, not done silently. (absl's own level too: an
   # earlier test in the worker may have left it at WARNING.)
   caplog.set_level('INFO', logger='absl')
-  predict.predict(config, workdir, [str(folder / 'empty.mp4')], output_dir=str(tmp_path / 'o'))
+  # A file cut short (a partial download) is predicted as decoded, and said to be.
+  whole = PANCAKE.read_bytes()
+  (tmp_path / 'cut.mkv').write_bytes(whole[:len(whole) // 2])
+  cut = predict.predict(config, workdir, [str(tmp_path / 'cut.mkv')],
+                        output_dir=str(tmp_path / 'o'))
+  assert cut[0]['ok'] and 'cut.mkv: decoded 5.' in caplog.text
+  assert 's its container declares: the file may be truncated' in caplog.text
   assert 'Wrote ' in caplog.text and 'replaces the one an earlier run wrote' not in caplog.text
   predict.predict(config, workdir, [str(folder / 'empty.mp4')])
   assert ('predictions.csv: 0 predicted, 1 failed (it replaces the one an earlier run wrote '

@@ -38,9 +38,12 @@ The work runs over --workers processes with a progress bar. Each shard is writte
 name and renamed when complete, with its bookkeeping in OUTPUT/.convert/; a re-run with the same
 arguments skips finished shards. A video that is missing, empty, corrupt or has no frames is left
 out and reported (file, reason) in metadata.json and OUTPUT/failures.csv; the run carries on.
+A video kept with something to know about it (decoded well short of the length its container
+declares, as a partly downloaded file is; or timed by frame count because its timestamps stop
+increasing and are unevenly spaced) is reported in OUTPUT/warnings.csv and metadata.json.
 
 Output (OUTPUT/): `<name>-<split>.tfrecord-<i:05d>-of-<n:05d>` shards (data/records.py schema),
-metadata.json, failures.csv, and TFDS's dataset_info.json + features.json: see data/records.py for
+metadata.json, failures.csv, warnings.csv, and TFDS's dataset_info.json + features.json: see data/records.py for
 what `tfds.builder_from_directory(OUTPUT)` gives. Exit status: 0 when at least one video of each
 converted split was written, 1 otherwise, 2 for bad arguments or annotations, 130 after a Ctrl-C
 (finished shards are kept for the re-run).
@@ -53,7 +56,8 @@ import time
 from typing import TYPE_CHECKING, List, Optional, Sequence
 
 from data import video_io
-from data.convert.outputs import FAILURES_FILE, existing_metadata, write_outputs
+from data.convert.outputs import FAILURES_FILE, WARNINGS_FILE, existing_metadata, write_outputs
+from data.convert.outputs import video_warnings
 from data.convert.plans import DEFAULT_VAL_FRACTION, KINDS, ConversionError, make_plan
 from data.convert.shards import remove_stale_shards, run_jobs, settings_of, shard_jobs
 
@@ -118,6 +122,12 @@ def convert(args) -> Optional['records.DatasetMetadata']:
         file=sys.stderr)
   for failure in failed[:10]:
     print(f"  {failure['split']}: {failure['file']}: {failure['reason']}", file=sys.stderr)
+  warned = video_warnings(states)
+  if warned:
+    print(f'warning: {len({(split, file) for split, file, _ in warned})} video(s) converted with '
+          f'a warning (all in {os.path.join(output, WARNINGS_FILE)}):', file=sys.stderr)
+    for split, file, warning in warned[:10]:
+      print(f'  {split}: {file}: {warning}', file=sys.stderr)
   for line in emptied_class_warnings(plan, metadata):
     print(f'warning: {line}', file=sys.stderr)
   return metadata

@@ -1,4 +1,5 @@
-"""What a run leaves beside the shards: metadata.json, failures.csv and the TFDS files.
+"""What a run leaves beside the shards: metadata.json, failures.csv, warnings.csv and the TFDS
+files.
 
 A run converts some splits; metadata of other splits already in OUTPUT is kept (and must be of the
 same dataset and class list). Per split it records sizes, shards (videos, bytes), failures, the
@@ -17,6 +18,7 @@ if TYPE_CHECKING:  # TensorFlow is imported lazily: worker processes never need 
   from data import records  # pylint: disable=g-bad-import-order
 
 FAILURES_FILE = 'failures.csv'
+WARNINGS_FILE = 'warnings.csv'  # videos kept as decoded, with what to know about them
 
 
 def existing_metadata(output: str, plan: Plan) -> Optional['records.DatasetMetadata']:
@@ -57,7 +59,8 @@ def _moved_groups(old: Dict[str, Sequence[str]], new: Dict[str, Sequence[str]]
 
 def write_outputs(output: str, plan: Plan, jobs: Sequence[ShardJob],
                   states: Dict[str, Dict[str, Any]], args) -> 'records.DatasetMetadata':
-  """metadata.json (merged with other splits already there), failures.csv and the TFDS files."""
+  """metadata.json (merged with other splits already there), failures.csv, warnings.csv (the
+  videos kept with a warning, also in metadata's extra.warnings) and the TFDS files."""
   from data import records  # pylint: disable=g-import-not-at-top
   metadata = existing_metadata(output, plan)
   if metadata is None:
@@ -94,12 +97,30 @@ def write_outputs(output: str, plan: Plan, jobs: Sequence[ShardJob],
     groups = dict(metadata.extra.get('groups', {}))
     groups.update(plan.notes['groups'])
     metadata.extra['groups'] = groups
+  warnings = {split: lines for split, lines in metadata.extra.get('warnings', {}).items()
+              if split not in converted}
+  for split, file, warning in video_warnings(states):
+    warnings.setdefault(split, []).append([file, warning])
+  metadata.extra['warnings'] = dict(sorted(warnings.items()))
   records.write_metadata(output, metadata)
   with open(os.path.join(output, FAILURES_FILE), 'w', newline='') as f:
     writer = csv.writer(f)
     writer.writerow(['split', 'file', 'reason'])
     for failure in metadata.failures:
       writer.writerow([failure['split'], failure['file'], failure['reason']])
+  with open(os.path.join(output, WARNINGS_FILE), 'w', newline='') as f:
+    writer = csv.writer(f)
+    writer.writerow(['split', 'file', 'warning'])
+    for split, lines in metadata.extra['warnings'].items():
+      for file, warning in lines:
+        writer.writerow([split, file, warning])
   records.write_tfds_info(output, metadata,
                           description=f'{plan.name}: converted by salinet_jax data.convert.')
   return metadata
+
+
+def video_warnings(states: Dict[str, Dict[str, Any]]) -> List[Tuple[str, str, str]]:
+  """(split, file, warning) of each warning the converted videos of `states` carry, sorted
+  (shards written before warnings were kept carry none)."""
+  return sorted((state['split'], video['filename'], warning) for state in states.values()
+                for video in state['videos'] for warning in video.get('warnings', ()))

@@ -222,7 +222,8 @@ def run_jobs(jobs: Sequence[ShardJob], args, output: str) -> Dict[str, Dict[str,
                            'source_fps': round(result['source_fps'], 4),
                            'source_frames': result['num_source_frames'],
                            'source_height': result['source_height'],
-                           'source_width': result['source_width']})
+                           'source_width': result['source_width'],
+                           'warnings': result['warnings']})
           else:
             failures.append({'split': job.split, 'file': item.filename,
                              'source': item.source, 'reason': result['reason']})

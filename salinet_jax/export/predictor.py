@@ -55,7 +55,7 @@ class ExportedPredictor:
 
   def decode(self, path: str) -> video_io.DecodedVideo:
     """The video as the exported run's eval records hold videos (raises video_io.VideoError)."""
-    return pipeline.decode_like_records(path, self.config.data, self.decoding)
+    return predict_lib.decode_like_records(path, self.config.data, self.decoding)
 
   def batches(self, jpegs: Sequence[bytes], fps: float, name: str):
     """The eval batch (numpy) of one video: its views."""
