@@ -436,7 +436,7 @@ class CheckpointStore:
     intact, problem = self.verify(step)
     if not intact:
       raise CorruptCheckpointError(f'Checkpoint step {step} in {self.directory} is corrupt: '
-                                   f'{problem}. {self._other_intact_steps(step)}')
+                                   f'{problem}. {self.other_intact_steps(step)}')
     if problem:
       logging.warning('Checkpoint step %d: %s.', step, problem)
     stored_config = self.metadata(step).get('config')
@@ -444,18 +444,18 @@ class CheckpointStore:
     try:
       state = _restore_checked(self.manager, step, target, stored_config, config, what)
     except CorruptCheckpointError as e:
-      raise CorruptCheckpointError(f'{e} {self._other_intact_steps(step)}') from e
+      raise CorruptCheckpointError(f'{e} {self.other_intact_steps(step)}') from e
     _warn_of_differences(f'Checkpoint step {step} in {self.directory}{_INPUT_DIFFERENCES}',
                          stored_config, config, changes_a_view)
     return state
 
-  def _other_intact_steps(self, step: int) -> str:
+  def other_intact_steps(self, step: int) -> str:
     """Which verified steps other than `step` there are, and how to evaluate one."""
     others = [s for s in self.steps() if s != step and self.verify(s)[0]]
     if not others:
       return 'No intact step is left.'
     return (f'Intact steps: {others}; pass one as a path, e.g. '
-            f'--config.eval.checkpoint={self.step_dir(others[-1])}.')
+            f'--config.eval.checkpoint={self.step_dir(others[-1])} (export: --checkpoint=...).')
 
   def restore_for_resume(self, target: Any, config: Any = None,
                          accept: Optional[Callable[[int], None]] = None

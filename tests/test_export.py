@@ -13,6 +13,7 @@ import csv
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 import types
@@ -385,3 +386,89 @@ def test_rewrites_are_exact():
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5, err_msg=name)
   for name, a, b in zip(('max pool', 'top_k values', 'top_k indices'), got[3:], expected[3:]):
     np.testing.assert_array_equal(a, b, err_msg=name)
+
+
+def _a_run_folder(root):
+  """A workdir's files (as far as the output checks look): a log and a checkpoint step."""
+  workdir = root / 'run'
+  (workdir / 'checkpoints' / '2').mkdir(parents=True)
+  (workdir / 'log.txt').write_text('a training log\n')
+  (root / 'other_run').mkdir()
+  (root / 'other_run' / 'log.txt').write_text('another run\n')
+  (root / 'notes').mkdir()
+  (root / 'notes' / 'todo.txt').write_text('keep me\n')
+  (root / 'a_file').write_text('a file\n')
+  return workdir
+
+
+@pytest.mark.parametrize('output, overrides, expected', [
+    ('run', {}, 'is or holds the workdir'),
+    ('.', {}, 'is or holds the workdir'),
+    ('run/checkpoints', {}, 'is or holds the workdir'),
+    ('run/checkpoints/2/export', {}, 'lies in its checkpoints'),
+    ('notes', {}, 'holds files that are not an export (no export.json): --overwrite replaces '
+                  'only an earlier export'),
+    ('a_file/out', {}, 'Cannot write the export to {root}/a_file: it is a file'),
+    ('out', {'platforms': ['cuda']}, "--platforms=cuda leaves out this host's platform (cpu): "
+                                     'the certificate reloads and runs every export here'),
+    ('out', {'tolerance': -1.0}, '--tolerance must be 0 or more, got -1.'),
+])
+def test_overwrite_never_replaces_what_is_not_an_export(tmp_path, capsys, output, overrides,
+                                                         expected):
+  """--overwrite replaced whatever --output named: the workdir (its checkpoints, log and config
+  gone, exit 0), a folder holding other runs, or the run's checkpoints folder. --platforms=cuda
+  on a CPU host exported, failed its own reload and deleted the formats it replaced; a negative
+  tolerance was reported as a parity failure; an output under a file ended in a traceback."""
+  workdir = _a_run_folder(tmp_path)
+  before = sorted(str(p) for p in tmp_path.rglob('*'))
+  flags = _flags(workdir=str(workdir), output=str(tmp_path / output), overwrite=True,
+                 **overrides)
+  assert cli.main(['export'], flags) == 1
+  err = capsys.readouterr().err.splitlines()
+  assert len(err) == 1 and err[0].startswith('error: export failed: '), err
+  assert expected.format(root=tmp_path) in err[0], err
+  assert sorted(str(p) for p in tmp_path.rglob('*')) == before  # nothing moved or removed
+
+
+def test_a_failed_format_never_replaces_an_earlier_export(trained, tmp_path, monkeypatch,
+                                                          capsys):
+  """With --overwrite, a format that failed (e.g. --platforms that cannot run here) deleted the
+  earlier export's working copy of that format."""
+  _, workdir = trained('hara')
+  out = tmp_path / 'out'
+  assert cli.main(['export'], _flags(workdir=workdir, output=str(out), tolerance=0.5)) == 0
+  earlier = (out / 'export.json').read_text()
+  assert json.loads(earlier)['parity']['tolerance'] == 0.5  # as given
+  assert json.loads(earlier)['parity']['platform_run'] == 'cpu'
+  # What predict does to the summed logits (evaluate.view_probabilities), for a server to match.
+  assert json.loads(earlier)['views']['probabilities'] == (
+      'softmax of the mean over the views of the logits')
+
+  def unsupported(*args, **kwargs):
+    raise NotImplementedError('Unsupported primitive: some_op')
+
+  monkeypatch.setattr(formats, 'write_stablehlo', unsupported)
+  capsys.readouterr()
+  assert cli.main(['export'], _flags(workdir=workdir, output=str(out), overwrite=True)) == 1
+  assert capsys.readouterr().err.splitlines()[-1] == (
+      f'error: export failed: stablehlo failed (above): the earlier export in {out} is kept and '
+      'nothing is written; export to another folder to keep the formats that passed.')
+  assert (out / 'export.json').read_text() == earlier
+  assert sorted(os.listdir(out)) == ['export.json', 'stablehlo']
+  assert sorted(os.listdir(tmp_path)) == ['out']  # no staging folder left
+
+
+def test_a_damaged_newest_step_is_called_corrupt_and_the_intact_ones_named(trained, tmp_path):
+  """Its unreadable metadata was reported as 'written before checkpoints stored it', with no
+  intact step named."""
+  _, workdir = trained('hara')
+  copy = tmp_path / 'run'
+  shutil.copytree(workdir, copy)
+  steps = sorted(int(n) for n in os.listdir(copy / 'checkpoints') if n.isdigit())
+  metadata = copy / 'checkpoints' / str(steps[-1]) / '_CHECKPOINT_METADATA'
+  metadata.write_text(metadata.read_text()[:40])
+  with pytest.raises(export.ExportError, match=(
+      rf'Checkpoint {copy}/checkpoints/{steps[-1]} is corrupt: .*_CHECKPOINT_METADATA is '
+      r'unreadable \(.*\)\.' + (r' Intact steps: \[' if len(steps) > 1 else '$'))):
+    export.export(str(copy), str(tmp_path / 'out'), ['stablehlo'], checkpoint='latest')
+  assert not (tmp_path / 'out').exists()

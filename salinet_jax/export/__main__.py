@@ -79,6 +79,10 @@ def main(argv, values) -> int:
     return 130
   for fmt, entry in summary['formats'].items():
     print(_format_line(fmt, entry))
+  unrun = [p for p in summary['platforms'] if p != summary['parity']['platform_run']]
+  if unrun:
+    print(f'Certified on {summary["parity"]["platform_run"]} only: the {", ".join(unrun)} '
+          'lowering is exported but was not run here (certify it on such a host).')
   print(f'Wrote {os.path.join(os.path.abspath(values.output), formats.EXPORT_JSON)} '
         f'({summary["export_seconds"]:.1f} s).')
   return 3 if summary['failed_formats'] else 0

@@ -14,10 +14,12 @@ import shutil
 import sys
 import tempfile
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import jax
 
+from salinet_jax import checkpoints
+from salinet_jax import workdir as workdir_lib
 from salinet_jax.export import certificate
 from salinet_jax.export import formats as formats_lib
 from salinet_jax.export import onnx_support
@@ -55,15 +57,47 @@ def parse_batch(value: Any) -> Optional[int]:
   return batch
 
 
-def _check_output(output: str, overwrite: bool) -> str:
-  output = os.path.abspath(output)
+def _inside(path: str, folder: str) -> bool:
+  return os.path.commonpath([path, folder]) == folder
+
+
+def _check_output(output: str, overwrite: bool, workdir: str) -> str:
+  """OUT as an absolute path, once it is known that the export may be moved there: a new or
+  empty folder, or with `overwrite` an earlier export (never the run it exports, a folder that
+  holds it, or its checkpoints), whose parent folder can be written."""
+  output = os.path.realpath(output)
+  workdir = os.path.realpath(workdir)
+  if _inside(workdir, output) or _inside(output, checkpoints.checkpoint_dir(workdir)):
+    raise ExportError(f'--output {output} is or holds the workdir {workdir}, or lies in its '
+                      'checkpoints: an export goes to a folder of its own.')
   if os.path.exists(output):
     if not os.path.isdir(output):
       raise ExportError(f'--output {output} exists and is not a directory.')
     if os.listdir(output) and not overwrite:
       raise ExportError(f'--output {output} exists and is not empty: choose another folder or '
                         'pass --overwrite.')
+    if os.listdir(output) and not os.path.exists(os.path.join(output, formats_lib.EXPORT_JSON)):
+      raise ExportError(f'--output {output} holds files that are not an export (no '
+                        f'{formats_lib.EXPORT_JSON}): --overwrite replaces only an earlier export; '
+                        'choose another folder.')
+  try:
+    workdir_lib.check_writable(os.path.dirname(output), 'the export')
+  except workdir_lib.NotWritableError as e:
+    raise ExportError(str(e)) from None
   return output
+
+
+def _check_platforms(platforms: Sequence[str]) -> Tuple[str, ...]:
+  """The lowering platforms, which must include this host's: the certificate runs every
+  export here (by default this host's platform alone)."""
+  host = jax.export.default_export_platform()
+  platforms = tuple(p.strip().lower() for p in platforms if p.strip()) or (host,)
+  if host not in platforms:
+    raise ExportError(f'--platforms={",".join(platforms)} leaves out this host\'s platform '
+                      f'({host}): the certificate reloads and runs every export here. Add it '
+                      f'(--platforms={",".join((host,) + platforms)}), or export on a {platforms[0]} '
+                      'host.')
+  return platforms
 
 
 def _versions() -> Dict[str, str]:
@@ -125,15 +159,19 @@ def export(workdir: str, output: str, formats: Any = formats_lib.FORMATS, *,
   """
   formats = parse_formats(formats)
   batch_size = parse_batch(batch)
-  output = _check_output(output, overwrite)
+  output = _check_output(output, overwrite, workdir)
+  platforms = _check_platforms(platforms)
+  if tolerance is not None and tolerance < 0:
+    raise ExportError(f'--tolerance must be 0 or more, got {tolerance:g}.')
   formats_lib.require_packages(formats)
   if num_videos < 1:
     raise ExportError(f'--num_videos must be positive, got {num_videos}.')
   start = time.perf_counter()
   run = source.restore(workdir, checkpoint)
   config = run.config
-  tolerance = float(tolerance) if tolerance else certificate.TOLERANCES.get(config.dtype, 1e-4)
-  platforms = tuple(platforms) or (jax.export.default_export_platform(),)
+  # A tolerance given is the one applied (0 demands equal outputs); else the dtype's.
+  tolerance = (certificate.TOLERANCES.get(config.dtype, 1e-4) if tolerance is None
+               else float(tolerance))
   clips = certificate.parity_clips(config, videos, num_videos, split)
   specs = serving.input_specs(config, batch_size)
   serve = serving.make_serving_fn(run.model, config.data, serving.takes_num_valid(config))
@@ -162,6 +200,8 @@ def export(workdir: str, output: str, formats: Any = formats_lib.FORMATS, *,
           'clips': clips.source, 'videos': clips.filenames, 'views': int(len(clips.video)),
           'reference': ('jax.jit of normalisation + model.apply(train=False) + softmax, '
                         f'variables as arguments, on {jax.default_backend()}'),
+          # Each export runs here, on this host's lowering; the others are exported unrun.
+          'platform_run': jax.export.default_export_platform(),
           'tolerance': tolerance, 'rule': certificate.RULE,
       },
       'formats': {},
@@ -188,6 +228,12 @@ def export(workdir: str, output: str, formats: Any = formats_lib.FORMATS, *,
           **{k: round(v, 2) for k, v in {'jax_jit': jit_rate, **timings}.items()}}
     summary['failed_formats'] = [f for f, e in summary['formats'].items()
                                  if e['status'] == 'failed']
+    if summary['failed_formats'] and os.path.exists(os.path.join(output,
+                                                                  formats_lib.EXPORT_JSON)):
+      raise ExportError(
+          f'{", ".join(summary["failed_formats"])} failed (above): the earlier export in '
+          f'{output} is kept and nothing is written; export to another folder to keep the '
+          'formats that passed.')
     summary['export_seconds'] = round(time.perf_counter() - start, 2)
     job.write_json()
     _move_into_place(job.staging, output)

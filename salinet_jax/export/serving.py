@@ -126,8 +126,19 @@ def views_doc(config) -> Dict[str, Any]:
       'how': (f'feed each view (temporal clip x spatial crop) as one row, then take the '
               f'{ev.view_reduction} over the views of a video of their {scores} '
               '(salinet_jax.evaluate.reduce_views)'),
+      'probabilities': _probability_rule(ev.view_scores, ev.view_reduction),
       'temporal_sampling': data.temporal_sampling,
       'num_frames': int(data.num_frames), 'frame_stride': int(data.frame_stride),
       'eval_short_side': int(data.eval_short_side), 'eval_crop_size': int(data.eval_crop_size),
       'normalization': data.normalization, 'mean_std': [list(mean), list(std)],
   }
+
+
+def _probability_rule(scores: str, reduction: str) -> str:
+  """How predict turns a video's reduced view scores into its class probabilities
+  (salinet_jax.evaluate.view_probabilities), in words for export.json."""
+  if scores == 'softmax':
+    return ('the maximum over the views of each class probability, divided by their total'
+            if reduction == 'max' else 'the mean over the views of the probabilities')
+  return (f'softmax of the {"maximum" if reduction == "max" else "mean"} over the views of the '
+          'logits')

@@ -55,14 +55,26 @@ def _step_dir(path: str) -> str:
   return path if os.path.isdir(os.path.join(path, checkpoints.ITEM_DIR)) else os.path.dirname(path)
 
 
-def _newest_step_dir(workdir: str) -> str:
+def _run_config(workdir: str) -> ml_collections.ConfigDict:
+  """The run's config, from its newest step whose metadata holds one (a damaged newest step
+  does not hide the run: choosing among the steps then reports it)."""
   directory = checkpoints.checkpoint_dir(workdir)
   if not checkpoints.has_checkpoints(workdir):
     raise ExportError(f'No checkpoint in {directory}: train first, or pass --checkpoint=PATH.')
-  return os.path.join(directory, str(max(int(n) for n in os.listdir(directory) if n.isdigit())))
+  steps = sorted((int(n) for n in os.listdir(directory) if n.isdigit()), reverse=True)
+  for step in steps:
+    metadata = checkpoints.read_step_metadata(os.path.join(directory, str(step)))
+    if 'config' in metadata:
+      return config_from_json(metadata['config'])
+  return _metadata_config({}, os.path.join(directory, str(steps[0])))
 
 
-def _metadata_config(metadata: Dict[str, Any], where: str) -> ml_collections.ConfigDict:
+def _metadata_config(metadata: Dict[str, Any], where: str,
+                     intact_steps: str = '') -> ml_collections.ConfigDict:
+  problem = checkpoints.metadata_problem(where)
+  if problem:  # unreadable, as opposed to written before configs were stored
+    raise ExportError(f'Checkpoint {where} is corrupt: {problem}.'
+                      + (f' {intact_steps}' if intact_steps else ''))
   if 'config' not in metadata:
     raise ExportError(f'Checkpoint {where} carries no config in its metadata (written before '
                       'checkpoints stored it): it cannot be exported on its own.')
@@ -76,15 +88,15 @@ def locate(workdir: str, which: str) -> Tuple[ml_collections.ConfigDict, str, Di
     step_dir = _step_dir(which)
     metadata = checkpoints.read_step_metadata(step_dir)
     return _metadata_config(metadata, step_dir), step_dir, metadata
-  newest = _newest_step_dir(workdir)
-  config = _metadata_config(checkpoints.read_step_metadata(newest), newest)
+  config = _run_config(workdir)
   store = checkpoints.CheckpointStore(workdir, config.checkpoint, read_only=True)
   try:
     step = store.select_step(which)
     step_dir, metadata = store.step_dir(step), store.metadata(step)
+    config = _metadata_config(metadata, step_dir, store.other_intact_steps(step))
   finally:
     store.close()
-  return _metadata_config(metadata, step_dir), step_dir, metadata
+  return config, step_dir, metadata
 
 
 def _restorable(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
