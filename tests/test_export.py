@@ -221,6 +221,13 @@ def test_fixed_batch_export_on_video_clips(trained, tmp_path, monkeypatch):
     model = export.load_exported(str(tmp_path / 'fixed' / fmt))
     assert model.batch == 2
     _assert_close(model(*args), expected, fmt)
+  # The certificate's views of --video are predict's views of that file (they were decoded
+  # straight at the eval short side, ignoring how the run's records were decoded).
+  clips = export.certificate.parity_clips(run.config, [str(PANCAKE)], decoding=run.decoding)
+  predictor = predict.Predictor(run.config, workdir)
+  decoded = predictor.decode(str(PANCAKE))
+  views = next(iter(predictor.batches(decoded.jpegs, decoded.fps, 'pancake')))['video'][0]
+  np.testing.assert_array_equal(clips.video, views)
 
 
 def test_refuses_beyond_tolerance_and_writes_nothing(trained, tmp_path, monkeypatch):

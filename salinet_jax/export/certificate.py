@@ -61,11 +61,13 @@ def _split_videos(config, split: str, num_videos: int):
                       f'({str(e).splitlines()[0]}); pass --video=PATH instead.') from e
 
 
-def _file_videos(config, paths: Sequence[str]):
+def _file_videos(config, paths: Sequence[str], decoding: Dict[str, Any]):
+  """The views of video files, decoded as predict decodes them (as the run's eval records
+  were: `decoding`), so the certificate sees what serving through predict does."""
   videos = []
   for path in paths:
     try:
-      decoded = video_io.decode_video(path, short_side=config.data.eval_short_side)
+      decoded = pipeline.decode_like_records(path, config.data, decoding)
     except video_io.VideoError as e:
       raise ExportError(f'--video {path} cannot be used for the parity clips: {e}') from e
     batches = pipeline.as_numpy(pipeline.video_eval_batches(
@@ -75,10 +77,12 @@ def _file_videos(config, paths: Sequence[str]):
 
 
 def parity_clips(config, videos: Sequence[str] = (), num_videos: int = 8,
-                 split: Optional[str] = None) -> Clips:
-  """The eval views of `videos` files, or of the first `num_videos` videos of the eval split."""
+                 split: Optional[str] = None, decoding: Optional[Dict[str, Any]] = None
+                 ) -> Clips:
+  """The eval views of `videos` files (decoded as the records were: `decoding`), or of the
+  first `num_videos` videos of the eval split."""
   if videos:
-    found = _file_videos(config, videos)
+    found = _file_videos(config, videos, decoding or {})
     source = f'--video: {len(videos)} file(s)'
   else:
     split = split or config.dataset.eval_split

@@ -172,7 +172,7 @@ def export(workdir: str, output: str, formats: Any = formats_lib.FORMATS, *,
   # A tolerance given is the one applied (0 demands equal outputs); else the dtype's.
   tolerance = (certificate.TOLERANCES.get(config.dtype, 1e-4) if tolerance is None
                else float(tolerance))
-  clips = certificate.parity_clips(config, videos, num_videos, split)
+  clips = certificate.parity_clips(config, videos, num_videos, split, run.decoding)
   specs = serving.input_specs(config, batch_size)
   serve = serving.make_serving_fn(run.model, config.data, serving.takes_num_valid(config))
   exported_fn = functools.partial(serve, run.variables)  # the variables become constants
