@@ -154,6 +154,14 @@ def test_export_all_formats_certified_and_reloadable(exported, kind):
   np.testing.assert_allclose(expected['probabilities'].sum(-1), 1.0, atol=1e-5)
   for fmt in FORMATS[1:]:
     _assert_close(export.load_exported(os.path.join(out, fmt))(*args), expected, fmt)
+  if kind == 's2dnet':  # a row with no real frame, or more than fit, is NaN in every format
+    # (it was scored as a blank clip, with probabilities that looked like any other's)
+    video, num_valid = args
+    num_valid = np.asarray([0, 2, data.num_frames + 1], np.int32)
+    for fmt in FORMATS:
+      got = export.load_exported(os.path.join(out, fmt))(video, num_valid)
+      assert np.isnan(got['probabilities'][[0, 2]]).all(), fmt
+      assert np.isfinite(got['probabilities'][1]).all(), fmt
   if not HAVE_ONNX:
     pytest.skip(f'{NO_ONNX}; stablehlo and savedmodel passed')
 

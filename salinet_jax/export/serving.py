@@ -59,7 +59,13 @@ def make_serving_fn(model, data_config, with_num_valid: bool) -> Callable[..., D
       batch['frame_mask'] = frames[None, :] < num_valid.astype(jnp.int32)[:, None]
     clips, kwargs = inputs.model_inputs(batch, data_config)
     logits, aux = model.apply(variables, clips, train=False, return_aux=True, **kwargs)
-    return serving_outputs(logits, aux)
+    outputs = serving_outputs(logits, aux)
+    if with_num_valid:  # a graph cannot raise: rows with no real frame (or more than fit) are NaN
+      valid = (num_valid >= 1) & (num_valid <= video.shape[1])
+      outputs = {name: jnp.where(valid.reshape((-1,) + (1,) * (value.ndim - 1)), value, jnp.nan)
+                 if jnp.issubdtype(value.dtype, jnp.floating) else value
+                 for name, value in outputs.items()}
+    return outputs
 
   return serve
 
@@ -110,7 +116,8 @@ def input_notes(specs: Sequence[InputSpec]) -> str:
   notes = ('video: uint8 RGB, one view per row, (batch, frames, height, width, 3) at the eval '
            'view size; normalisation runs inside the model')
   if len(specs) > 1:
-    notes += '; num_valid: real frames of each zero-padded clip (S2DNet)'
+    notes += ('; num_valid: real frames of each zero-padded clip (S2DNet), 1 to frames: '
+              'outside that a row\'s outputs are NaN')
   return notes
 
 
