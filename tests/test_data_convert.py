@@ -984,3 +984,23 @@ def test_videos_kept_short_of_their_length_or_timed_by_count_are_warned_about(tm
   from data import report  # pylint: disable=g-import-not-at-top
   assert '0 failed, 2 kept with a warning (warnings.csv)' in '\n'.join(
       [report.summary(report.build(str(out)))])
+
+
+def test_frame_folders_without_their_rate_are_warned_about(tmp_path, capsys):
+  """Without --frames_fps the folders were stored at rate 0 (unknown) without a word: pyslowfast
+  sampling then takes them at config.data.target_fps, and only predict said anything."""
+  frames = tmp_path / 'frames' / 'clip_a'
+  frames.mkdir(parents=True)
+  for i in range(3):
+    Image.fromarray(np.full((30, 40, 3), 40 * i, np.uint8)).save(frames / f'{i + 1:06d}.jpg')
+  listing = tmp_path / 'train.txt'
+  listing.write_text('clip_a 3 0\n')
+  classes = tmp_path / 'classes.txt'
+  classes.write_text('a\n')
+  for extra, warned in (([], True), (['--frames_fps=25'], False)):
+    assert _run('--dataset=frames', f'--input={tmp_path / "frames"}', f'--annotations={listing}',
+                f'--class_list={classes}', f'--output={tmp_path / "out"}', '--dry_run',
+                *extra) == 0
+    err = capsys.readouterr().err
+    assert ('warning: 1 frame folder(s) are converted without --frames_fps: their rate is stored '
+            'as unknown (0)' in err) == warned, err

@@ -106,7 +106,7 @@ def convert(args) -> Optional['records.DatasetMetadata']:
         'twice or listed twice: each becomes a failure).', file=sys.stderr)
   before = existing_metadata(output, plan)  # fail before decoding anything, dry run or not
   for line in (plan.warnings + coverage_warnings(plan) + share_warnings(plan, args)
-               + _replaced_conversions(before, plan, args)):
+               + frame_rate_warnings(plan, args) + _replaced_conversions(before, plan, args)):
     print(f'warning: {line}', file=sys.stderr)
   if args.dry_run:
     return None
@@ -177,6 +177,18 @@ def coverage_warnings(plan) -> List[str]:
       lines.append(f'split {split!r} has no video of {len(absent)} of the {len(plan.classes)} '
                    f'classes: {absent[:20]}' + (' ...' if len(absent) > 20 else '') + '.')
   return lines
+
+
+def frame_rate_warnings(plan, args) -> List[str]:
+  """A line when frame folders are converted without --frames_fps: their rate is stored as
+  unknown, which sampling by time and predict can only guess."""
+  folders = sum(item.kind == 'frames' for items in plan.splits.values() for item in items)
+  if not folders or args.frames_fps > 0:
+    return []
+  return [f'{folders} frame folder(s) are converted without --frames_fps: their rate is stored as '
+          "unknown (0), so temporal_sampling='pyslowfast' takes them at config.data.target_fps "
+          'and predict decodes videos at their native rate. Pass --frames_fps with the rate the '
+          'frames were extracted at.']
 
 
 def share_warnings(plan, args) -> List[str]:
