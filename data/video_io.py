@@ -219,6 +219,19 @@ def _tolerance(stream) -> float:
 _TIMING_LOOKAHEAD = 32  # frames whose timestamps decide the timing of a stream
 
 
+def frame_duration(times: Sequence[float], rate: float, tolerance: float) -> Optional[float]:
+  """How long a video's last frame stays on screen: the median gap between its frames' times,
+  or the average rate's frame period where the two agree within the timestamps' rounding
+  (`tolerance`: Matroska's 1 ms stamps make a 30 fps gap 33 ms, and a resampled clip lost its
+  last tick); None for a single frame."""
+  gaps = np.diff(np.asarray(times, np.float64))
+  gaps = gaps[gaps > 0]
+  if not gaps.size:
+    return None
+  median = float(np.median(gaps))
+  return 1.0 / rate if rate > 0 and abs(median - 1.0 / rate) <= tolerance else median
+
+
 def resample_stream(frames: Iterator[Tuple[Optional[float], Any]], rate: float, fps: float,
                     tolerance: float = 1e-6) -> Iterator[Any]:
   """Streams what `resample_times` picks from (container timestamp or None, frame) pairs in
@@ -227,8 +240,9 @@ def resample_stream(frames: Iterator[Tuple[Optional[float], Any]], rate: float, 
   frames (and until they stop); else frame i is timed i / rate, as `frame_times` times a whole
   video."""
   single_frame_duration = 1.0 / (rate if rate > 0 else fps)
-  rate = rate if rate > 0 else 25.0
-  tick, gaps = 0, []
+  rate_known = rate > 0
+  rate = rate if rate_known else 25.0
+  tick, times = 0, []
   held = held_time = start = None
   # Decoders reorder B-frames within their first frames: timestamps that do not increase there
   # (AVI gives decode-order times) time the whole video by frame count, as frame_times does.
@@ -243,8 +257,8 @@ def resample_stream(frames: Iterator[Tuple[Optional[float], Any]], rate: float, 
     time = stamp - (start if start is not None else stamp) if container else index / rate
     if start is None:
       start = stamp if container else 0.0
+    times.append(time)
     if held is not None:
-      gaps.append(time - held_time)
       while tick / fps + (tolerance if container else 1e-6) < time:
         pending.append((tick, held))
         tick += 1
@@ -253,8 +267,8 @@ def resample_stream(frames: Iterator[Tuple[Optional[float], Any]], rate: float, 
       yield pending.pop(0)[1]
   if held is None:
     return
-  positive = [gap for gap in gaps if gap > 0]
-  duration = float(np.median(positive)) if positive else single_frame_duration
+  duration = frame_duration(times, rate if rate_known else 0.0,
+                            tolerance if container else 1e-6) or single_frame_duration
   total = max(1, int(math.floor((held_time + duration) * fps + 1e-6)))
   while tick < total:
     pending.append((tick, held))
@@ -366,11 +380,9 @@ def decode_video(path: str, *, fps: Optional[float] = None, short_side: int = DE
   warnings = _timing_warnings(timestamps, times, timing, source_fps, declared,
                               complete=resample or not max_frames or num_decoded < max_frames)
   if resample:
-    gaps = np.diff(times)
-    gaps = gaps[gaps > 0]
-    duration = float(np.median(gaps)) if gaps.size else 1.0 / (source_fps or fps)
-    chosen = resample_times(times, fps, duration,
-                            tolerance if timing == TIMING_CONTAINER else 1e-6)
+    rounding = tolerance if timing == TIMING_CONTAINER else 1e-6
+    duration = frame_duration(times, source_fps, rounding) or 1.0 / (source_fps or fps)
+    chosen = resample_times(times, fps, duration, rounding)
     if max_frames:
       chosen = chosen[:max_frames]
     cache: Dict[int, bytes] = {}
