@@ -145,6 +145,8 @@ def test_export_all_formats_certified_and_reloadable(exported, kind):
     assert parity['top1_agreement_views'] == parity['top1_agreement_videos'] == 1.0
     assert set(parity['max_abs_diff']) == {o['name'] for o in on_disk['outputs']}
     assert entry['bytes'] > 10_000 and os.path.exists(os.path.join(out, entry['path']))
+    with open(os.path.join(out, fmt, formats.CLASSES_FILE)) as f:  # travels with the folder
+      assert f.read().splitlines() == on_disk['classes']
 
   # Each format reloaded from disk on 3 other views (the certificate ran batches of 4), against
   # StableHLO, which the certificate found equal to the jitted model.

@@ -291,6 +291,10 @@ class _Job:
     except Exception as e:  # pylint: disable=broad-except
       return self._failed(fmt, directory, _one_line(e), 'not exported')
     export_seconds = time.perf_counter() - began
+    # Class names travel with each format's folder too (a server copying only savedmodel/ or
+    # stablehlo/ would otherwise lose them; ONNX also carries them in its metadata).
+    with open(os.path.join(directory, formats_lib.CLASSES_FILE), 'w') as f:
+      f.write(''.join(f'{name}\n' for name in self.summary['classes']))
     self.write_json()  # the loader reads export.json
     try:
       loaded = formats_lib.load_exported(directory)

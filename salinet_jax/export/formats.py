@@ -24,6 +24,7 @@ from salinet_jax.export.errors import ExportError
 
 FORMATS = ('stablehlo', 'savedmodel', 'onnx')
 EXPORT_JSON = 'export.json'
+CLASSES_FILE = 'classes.txt'  # in each format's folder: the class names, one per line
 STABLEHLO_FILE = 'model.jaxexport'
 SAVEDMODEL_VERSION = '1'
 ONNX_FILE = 'model.onnx'
