@@ -17,7 +17,7 @@ from absl import logging
 
 LOG_FILE = 'log.txt'
 # Loggers whose INFO lines only repeat what the project logs itself, or that no user can act on.
-_QUIET_LOGGERS = ('jax._src.xla_bridge', 'jax._src.distributed', 'tensorflow_datasets',
+_QUIET_LOGGERS = ('jax._src.xla_bridge', 'jax._src.distributed', 'tensorflow',
                   'orbax', 'absl.flags')
 _NOISE = ('Setting work unit notes',  # clu's ReportProgress: the project's own line has it
           'Unable to initialize backend')
@@ -39,7 +39,8 @@ class _Format(std_logging.Formatter):
 
 
 class _DropNoise(std_logging.Filter):
-  """Drops library INFO lines (orbax logs dozens per save) and the noise listed above."""
+  """Drops library INFO lines (orbax logs dozens per save, TensorFlow's SavedModel writer a
+  few per export through absl) and the noise listed above."""
 
   def filter(self, record: std_logging.LogRecord) -> bool:
     message = record.getMessage()
@@ -48,7 +49,7 @@ class _DropNoise(std_logging.Filter):
               and not any(noise in message for noise in _ORBAX_NOISE))
     if record.levelno >= std_logging.WARNING:
       return True
-    if record.name.startswith(_QUIET_LOGGERS):
+    if record.name.startswith(_QUIET_LOGGERS) or '/tensorflow/' in record.pathname:
       return False
     return not any(noise in message for noise in _NOISE)
 

@@ -242,3 +242,20 @@ def test_a_lock_of_another_machine_says_how_to_clear_it(tmp_path):
                      match=r'\(host node17, .*If it no longer runs \(e.g. a job requeued on '
                            rf'another machine\), delete {re.escape(str(path))}\.$'):
     workdir_lib.WorkdirLock(str(tmp_path)).acquire()
+
+
+def test_tensorflow_info_lines_logged_through_absl_stay_off_the_console():
+  """Each export printed 'Sharding callback duration: 4 microseconds' and 'Writing fingerprint
+  to <a staging folder gone afterwards>' (TensorFlow's SavedModel writer logs INFO through absl);
+  its warnings still show."""
+  import logging as std_logging  # pylint: disable=g-import-not-at-top
+  from salinet_jax import console  # pylint: disable=g-import-not-at-top
+  saver = '/venv/lib/python3.11/site-packages/tensorflow/python/checkpoint/functional_saver.py'
+
+  def shown(level, pathname, message):
+    record = std_logging.LogRecord('absl', level, pathname, 1, message, None, None)
+    return all(f.filter(record) for f in console._CONSOLE_FILTERS)  # pylint: disable=protected-access
+
+  assert not shown(std_logging.INFO, saver, 'Sharding callback duration: 4 microseconds')
+  assert shown(std_logging.WARNING, saver, 'a TensorFlow warning')
+  assert shown(std_logging.INFO, '/work/main/salinet_jax/train.py', 'step 2/4')
