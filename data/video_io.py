@@ -174,11 +174,22 @@ def stream_timing(path: str) -> Tuple[float, float]:
 
 
 def _declared_seconds(container, stream) -> float:
-  """The video's length as its container declares it (the stream's, else the whole file's;
-  0 when neither says)."""
+  """The video stream's length as the file declares it, 0 where it does not say: the stream's
+  duration (MP4, MOV, AVI), else its DURATION tag (Matroska and WebM, which ffmpeg and
+  mkvmerge write per track), else the container's where the video is its only stream (with
+  an audio track that outlasts the video, the container's length is the audio's)."""
   if stream.duration and stream.time_base:
     return float(stream.duration * stream.time_base)
-  return container.duration / 1e6 if container.duration else 0.0  # AV_TIME_BASE units
+  tag = (stream.metadata or {}).get('DURATION') or (stream.metadata or {}).get('duration')
+  if tag:
+    try:
+      hours, minutes, seconds = tag.split(':')
+      return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    except ValueError:
+      pass
+  if container.duration and len(container.streams) == 1:
+    return container.duration / 1e6  # AV_TIME_BASE units
+  return 0.0
 
 
 # A video decoded this much shorter than declared (and at least a tenth of it) is likely a
@@ -193,21 +204,22 @@ def _timing_warnings(timestamps: Sequence[Optional[float]], times: Sequence[floa
   count where its timestamps, sorted, are unevenly spaced (a variable frame rate, where the
   count gives other times than the video shows; B-frame AVIs are even and say nothing)."""
   lines = []
-  gaps = np.diff(times)
-  frame = float(np.median(gaps[gaps > 0])) if (gaps > 0).any() else 1.0 / (rate or 25.0)
-  span = times[-1] - times[0] + frame
-  if complete and declared and span < declared - max(_SHORTFALL_SECONDS, 0.1 * declared):
-    lines.append(f'decoded {span:.1f} s of the {declared:.1f} s its container declares: the file '
-                 'may be truncated (kept as decoded)')
+  frame = frame_duration(times, rate, 1e-6) or 1.0 / (rate or 25.0)
+  # Declared lengths count from the stream's start or from 0 (a stream starting late): the
+  # decoded video reaches whichever is longer.
+  reached = max(times[-1] - times[0], times[-1]) + frame
+  if complete and declared and reached < declared - max(_SHORTFALL_SECONDS, 0.1 * declared):
+    lines.append(f'decoded {reached:.1f} s of the {declared:.1f} s its container declares: the '
+                 'file may be truncated (kept as decoded)')
   if timing == TIMING_DECODER_ORDER and len(timestamps) > 2 and all(
       t is not None for t in timestamps):
     sorted_gaps = np.diff(np.sort(np.asarray(timestamps, np.float64)))
     positive = sorted_gaps[sorted_gaps > 0]
     if positive.size and positive.max() > 1.5 * positive.min():
       first = next(i for i in range(1, len(timestamps)) if timestamps[i] <= timestamps[i - 1])
-      lines.append(f'its timestamps stop increasing at frame {first} of {len(timestamps)} and are '
-                   'unevenly spaced (a variable frame rate?): its frames are timed by their count '
-                   f'at {rate or 25.0:g} fps instead')
+      lines.append(f'its timestamps stop increasing at frame {first + 1} of {len(timestamps)} '
+                   'and are unevenly spaced (a variable frame rate?): its frames are timed by '
+                   f'their count at {rate or 25.0:g} fps instead')
   return lines
 
 

@@ -4,6 +4,7 @@ import argparse
 import csv
 import glob
 import io
+import json
 import os
 import pathlib
 import re
@@ -954,6 +955,33 @@ def _write_vfr_video_with_a_repeated_timestamp(path):
       container.mux(packet)
 
 
+def _write_video_with_a_longer_audio_track(path, video_seconds=1, audio_seconds=3):
+  """A complete video whose (silent) audio track outlasts it: the container's length is the
+  audio's."""
+  import av  # pylint: disable=g-import-not-at-top
+  import fractions  # pylint: disable=g-import-not-at-top
+  with av.open(str(path), mode='w') as container:
+    video = container.add_stream('mpeg4', rate=25)
+    video.width, video.height, video.pix_fmt = 64, 48, 'yuv420p'
+    audio = container.add_stream('pcm_s16le', rate=8000)
+    for i in range(video_seconds * 25):
+      frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 9 * i, np.uint8), format='rgb24')
+      frame.pts, frame.time_base = i, fractions.Fraction(1, 25)
+      for packet in video.encode(frame):
+        container.mux(packet)
+    for packet in video.encode():
+      container.mux(packet)
+    for start in range(0, audio_seconds * 8000, 800):
+      samples = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format='s16',
+                                           layout='mono')
+      samples.sample_rate, samples.pts = 8000, start
+      samples.time_base = fractions.Fraction(1, 8000)
+      for packet in audio.encode(samples):
+        container.mux(packet)
+    for packet in audio.encode():
+      container.mux(packet)
+
+
 def test_videos_kept_short_of_their_length_or_timed_by_count_are_warned_about(tmp_path, capsys):
   """A Matroska file cut to half its bytes was stored as 150 of its 310 frames, and a
   variable-rate video with one repeated timestamp was timed by its frame count (0.8 s of its
@@ -965,18 +993,22 @@ def test_videos_kept_short_of_their_length_or_timed_by_count_are_warned_about(tm
   (videos / 'whole.mkv').write_bytes(whole)
   _write_vfr_video_with_a_repeated_timestamp(videos / 'vfr.mkv')
   shutil.copy(CODEC / 'bframes_h264.avi', videos / 'bframes.avi')  # timed by count, rightly
+  # Complete, with audio outlasting the video: Matroska declares the container's length only
+  # (the audio's) and the video track's in a tag; MP4 declares each stream's.
+  _write_video_with_a_longer_audio_track(videos / 'audio.mkv')
+  _write_video_with_a_longer_audio_track(videos / 'audio.mp4')
   listing = tmp_path / 'list.txt'
   listing.write_text(''.join(f'{name} a\n' for name in ('cut.mkv', 'whole.mkv', 'vfr.mkv',
-                                                        'bframes.avi')))
+                                                        'bframes.avi', 'audio.mkv', 'audio.mp4')))
   out = tmp_path / 'out'
   assert _run('--dataset=list', f'--input={videos}', f'--annotations={listing}', '--split=test',
               f'--output={out}', '--short_side=32', '--workers=1', '--fps=10') == 0
   err = capsys.readouterr().err
-  assert 'Wrote 4 videos' in err and '0 failed' in err
+  assert 'Wrote 6 videos' in err and '0 failed' in err
   assert f'warning: 2 video(s) converted with a warning (all in {out / "warnings.csv"}):' in err
-  assert re.search(r'test: cut\.mkv: decoded 5\.\d s of the 10\.4 s its container declares: the '
+  assert re.search(r'test: cut\.mkv: decoded 5\.\d s of the 10\.3 s its container declares: the '
                    r'file may be truncated', err), err
-  assert re.search(r"test: vfr\.mkv: its timestamps stop increasing at frame 19 of 20 and are "
+  assert re.search(r"test: vfr\.mkv: its timestamps stop increasing at frame 20 of 20 and are "
                    r'unevenly spaced \(a variable frame rate\?\): its frames are timed by their '
                    r'count at [\d.]+ fps instead', err), err
   with open(out / 'warnings.csv') as f:
@@ -987,6 +1019,16 @@ def test_videos_kept_short_of_their_length_or_timed_by_count_are_warned_about(tm
   from data import report  # pylint: disable=g-import-not-at-top
   assert '0 failed, 2 kept with a warning (warnings.csv)' in '\n'.join(
       [report.summary(report.build(str(out)))])
+  # Shards written before warnings were kept are resumed as they are, and that is said.
+  for state in (out / '.convert').glob('*.json'):
+    written = json.loads(state.read_text())
+    for video in written['videos']:
+      del video['warnings']
+    state.write_text(json.dumps(written))
+  assert _run('--dataset=list', f'--input={videos}', f'--annotations={listing}', '--split=test',
+              f'--output={out}', '--short_side=32', '--workers=1', '--fps=10') == 0
+  assert ('warning: 1 shard(s) were written by a version that kept no video warnings: their '
+          'videos were not checked') in capsys.readouterr().err
 
 
 def test_frame_folders_without_their_rate_are_warned_about(tmp_path, capsys):

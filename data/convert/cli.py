@@ -43,10 +43,10 @@ declares, as a partly downloaded file is; or timed by frame count because its ti
 increasing and are unevenly spaced) is reported in OUTPUT/warnings.csv and metadata.json.
 
 Output (OUTPUT/): `<name>-<split>.tfrecord-<i:05d>-of-<n:05d>` shards (data/records.py schema),
-metadata.json, failures.csv, warnings.csv, and TFDS's dataset_info.json + features.json: see data/records.py for
-what `tfds.builder_from_directory(OUTPUT)` gives. Exit status: 0 when at least one video of each
-converted split was written, 1 otherwise, 2 for bad arguments or annotations, 130 after a Ctrl-C
-(finished shards are kept for the re-run).
+metadata.json, failures.csv, warnings.csv, and TFDS's dataset_info.json + features.json: see
+data/records.py for what `tfds.builder_from_directory(OUTPUT)` gives. Exit status: 0 when at
+least one video of each converted split was written, 1 otherwise, 2 for bad arguments or
+annotations, 130 after a Ctrl-C (finished shards are kept for the re-run).
 """
 
 import argparse
@@ -128,6 +128,12 @@ def convert(args) -> Optional['records.DatasetMetadata']:
           f'a warning (all in {os.path.join(output, WARNINGS_FILE)}):', file=sys.stderr)
     for split, file, warning in warned[:10]:
       print(f'  {split}: {file}: {warning}', file=sys.stderr)
+  unchecked = sum(1 for state in states.values()
+                  if state['videos'] and 'warnings' not in state['videos'][0])
+  if unchecked:
+    print(f'warning: {unchecked} shard(s) were written by a version that kept no video '
+          'warnings: their videos were not checked for them (convert them anew to check).',
+          file=sys.stderr)
   for line in emptied_class_warnings(plan, metadata):
     print(f'warning: {line}', file=sys.stderr)
   return metadata

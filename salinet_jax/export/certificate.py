@@ -19,6 +19,7 @@ from data import errors as data_errors
 from data import pipeline
 from data import video_io
 from salinet_jax import evaluate as evaluate_lib
+from salinet_jax import predict as predict_lib
 from salinet_jax.export.errors import ExportError
 
 TOLERANCES = {'float32': 1e-4, 'bfloat16': 1e-2, 'float16': 1e-2}  # by config.dtype
@@ -67,7 +68,7 @@ def _file_videos(config, paths: Sequence[str], decoding: Dict[str, Any]):
   videos = []
   for path in paths:
     try:
-      decoded = pipeline.decode_like_records(path, config.data, decoding)
+      decoded = predict_lib.decode_like_records(path, config.data, decoding)
     except video_io.VideoError as e:
       raise ExportError(f'--video {path} cannot be used for the parity clips: {e}') from e
     batches = pipeline.as_numpy(pipeline.video_eval_batches(
