@@ -44,6 +44,8 @@ NO_ONNX = ('ONNX left out: it needs jax2onnx, onnx and onnxruntime '
 FORMATS = ['stablehlo', 'savedmodel'] + (['onnx'] if HAVE_ONNX else [])
 KINDS = ('salinet', 's2dnet', 'hara')
 PANCAKE = TESTDATA / 'real_clips' / 'codec_fixtures' / 'flipping_a_pancake.mkv'
+HOST_PLATFORM = jax.export.default_export_platform()
+OTHER_PLATFORM = 'tpu' if HOST_PLATFORM != 'tpu' else 'cpu'
 NO_PANCAKE = f'shared test data not found at {PANCAKE}'
 
 
@@ -164,6 +166,8 @@ def test_export_all_formats_certified_and_reloadable(exported, kind):
       got = export.load_exported(os.path.join(out, fmt))(video, num_valid)
       assert np.isnan(got['probabilities'][[0, 2]]).all(), fmt
       assert np.isfinite(got['probabilities'][1]).all(), fmt
+      indices = [name for name, value in got.items() if np.asarray(value).dtype.kind == 'i']
+      assert indices and all((np.asarray(got[name])[[0, 2]] == -1).all() for name in indices)
   if not HAVE_ONNX:
     pytest.skip(f'{NO_ONNX}; stablehlo and savedmodel passed')
 
@@ -415,27 +419,34 @@ def _a_run_folder(root):
   (root / 'notes').mkdir()
   (root / 'notes' / 'todo.txt').write_text('keep me\n')
   (root / 'a_file').write_text('a file\n')
+  (root / 'an_export' / 'nested').mkdir(parents=True)  # an export.json beside other files
+  for folder in (root / 'an_export', root / 'an_export' / 'nested'):
+    (folder / 'export.json').write_text('{}')
+  (root / 'an_export' / 'todo.txt').write_text('keep me\n')
   return workdir
 
 
 @pytest.mark.parametrize('output, overrides, expected', [
     ('run', {}, 'is or holds the workdir'),
     ('.', {}, 'is or holds the workdir'),
-    ('run/checkpoints', {}, 'is or holds the workdir'),
-    ('run/checkpoints/2/export', {}, 'lies in its checkpoints'),
-    ('notes', {}, 'holds files that are not an export (no export.json): --overwrite replaces '
+    ('run/checkpoints', {}, 'lies in the checkpoints of'),
+    ('run/checkpoints/2/export', {}, 'lies in the checkpoints of'),
+    ('notes', {}, "holds files that are not an export's (no export.json): --overwrite replaces "
                   'only an earlier export'),
-    ('a_file/out', {}, 'Cannot write the export to {root}/a_file: it is a file'),
-    ('out', {'platforms': ['cuda']}, "--platforms=cuda leaves out this host's platform (cpu): "
-                                     'the certificate reloads and runs every export here'),
-    ('out', {'tolerance': -1.0}, '--tolerance must be 0 or more, got -1.'),
+    ('an_export', {}, "holds files that are not an export's (nested, todo.txt)"),
+    ('a_file/out', {}, '--output {root}/a_file/out cannot be created: {root}/a_file is a file.'),
+    ('new/deeper/out', {'platforms': [OTHER_PLATFORM]},
+     f"--platforms={OTHER_PLATFORM} leaves out this host's platform ({HOST_PLATFORM}): the "
+     'certificate reloads and runs every export here'),
+    ('new/deeper/out', {'tolerance': -1.0}, '--tolerance must be 0 or more, got -1.'),
 ])
 def test_overwrite_never_replaces_what_is_not_an_export(tmp_path, capsys, output, overrides,
                                                          expected):
   """--overwrite replaced whatever --output named: the workdir (its checkpoints, log and config
   gone, exit 0), a folder holding other runs, or the run's checkpoints folder. --platforms=cuda
   on a CPU host exported, failed its own reload and deleted the formats it replaced; a negative
-  tolerance was reported as a parity failure; an output under a file ended in a traceback."""
+  tolerance was reported as a parity failure; an output under a file ended in a traceback. A
+  refusal creates no folder either."""
   workdir = _a_run_folder(tmp_path)
   before = sorted(str(p) for p in tmp_path.rglob('*'))
   flags = _flags(workdir=str(workdir), output=str(tmp_path / output), overwrite=True,
@@ -456,7 +467,7 @@ def test_a_failed_format_never_replaces_an_earlier_export(trained, tmp_path, mon
   assert cli.main(['export'], _flags(workdir=workdir, output=str(out), tolerance=0.5)) == 0
   earlier = (out / 'export.json').read_text()
   assert json.loads(earlier)['parity']['tolerance'] == 0.5  # as given
-  assert json.loads(earlier)['parity']['platform_run'] == 'cpu'
+  assert json.loads(earlier)['parity']['platform_run'] == HOST_PLATFORM
   # What predict does to the summed logits (evaluate.view_probabilities), for a server to match.
   assert json.loads(earlier)['views']['probabilities'] == (
       'softmax of the mean over the views of the logits')

@@ -3,7 +3,8 @@ certificate (issue #15).
 
   python -m salinet_jax.export --workdir=DIR --output=OUT [--checkpoint=best|latest|PATH] \
       [--formats=stablehlo,savedmodel,onnx] [--batch=dynamic|N] [--video=clip.mp4 ...] \
-      [--num_videos=8] [--overwrite] [--tolerance=1e-4] [--platforms=cpu,cuda] [--benchmark=N]
+      [--num_videos=8] [--split=NAME] [--overwrite] [--tolerance=1e-4] [--platforms=cpu,cuda] \
+      [--benchmark=N]
 
 The package, by concept:
   source.py       the checkpoint to export: config and class names from its metadata, the state

@@ -1,9 +1,10 @@
 """The command line: python -m salinet_jax.export --workdir=DIR --output=OUT [...].
 
 Prints one line per format (path, size, largest probability difference, top-1 agreement) and
-where export.json went. Exit status: 0 written; 1 bad input or refused (one
-`error: export failed:` line, nothing written); 2 a bad flag (one line, as every command here);
-3 written, but some format could not be converted (see export.json); 130 a Ctrl-C.
+where export.json went. Exit status: 0 written; 1 bad input or refused (an `error: export
+failed:` line, after a line per failed format where an earlier export in OUT is kept; nothing
+written); 2 a bad flag (one line, as every command here); 3 written, but some format could not
+be converted (see export.json); 130 a Ctrl-C.
 """
 
 import os
@@ -37,7 +38,8 @@ def define_flags(values: flags.FlagValues = flags.FLAGS) -> flags.FlagValues:
                        flag_values=values)
   flags.DEFINE_string('split', None, 'Split of the parity clips (default: the eval split).',
                       flag_values=values)
-  flags.DEFINE_bool('overwrite', False, 'Replace a non-empty --output.', flag_values=values)
+  flags.DEFINE_bool('overwrite', False, 'Replace an earlier export in --output (only an '
+                    'export: never a workdir or other files).', flag_values=values)
   flags.DEFINE_float('tolerance', None, 'Certificate tolerance (default 1e-4 for float32, 1e-2 '
                      'for bfloat16).', flag_values=values)
   flags.DEFINE_list('platforms', [], "Lowering platforms of StableHLO and SavedModel (default: "

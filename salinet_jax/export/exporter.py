@@ -2,7 +2,8 @@
 
 Files are assembled in a staging folder beside OUT and moved into place only once every format
 has passed its certificate, so a refused export leaves OUT untouched. A format that cannot be
-converted (or reloaded) at all is recorded as failed in export.json and the others are written.
+converted (or reloaded) at all is recorded as failed in export.json and the others are written,
+unless OUT holds an earlier export: that is then kept and nothing is written.
 """
 
 import dataclasses
@@ -19,7 +20,6 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import jax
 
 from salinet_jax import checkpoints
-from salinet_jax import workdir as workdir_lib
 from salinet_jax.export import certificate
 from salinet_jax.export import formats as formats_lib
 from salinet_jax.export import onnx_support
@@ -62,41 +62,52 @@ def _inside(path: str, folder: str) -> bool:
 
 
 def _check_output(output: str, overwrite: bool, workdir: str) -> str:
-  """OUT as an absolute path, once it is known that the export may be moved there: a new or
-  empty folder, or with `overwrite` an earlier export (never the run it exports, a folder that
-  holds it, or its checkpoints), whose parent folder can be written."""
+  """OUT as an absolute path, once it is known that the export may be moved there (nothing is
+  created here): a new or empty folder, or with `overwrite` an earlier export and nothing else
+  (never the run it exports, a folder that holds it, or its checkpoints), in a folder that can
+  be written."""
   output = os.path.realpath(output)
   workdir = os.path.realpath(workdir)
-  if _inside(workdir, output) or _inside(output, checkpoints.checkpoint_dir(workdir)):
-    raise ExportError(f'--output {output} is or holds the workdir {workdir}, or lies in its '
-                      'checkpoints: an export goes to a folder of its own.')
+  if _inside(workdir, output):
+    raise ExportError(f'--output {output} is or holds the workdir {workdir}: an export goes to a '
+                      'folder of its own.')
+  if _inside(output, checkpoints.checkpoint_dir(workdir)):
+    raise ExportError(f'--output {output} lies in the checkpoints of {workdir}: an export goes '
+                      'to a folder of its own.')
   if os.path.exists(output):
     if not os.path.isdir(output):
       raise ExportError(f'--output {output} exists and is not a directory.')
-    if os.listdir(output) and not overwrite:
+    present = set(os.listdir(output))
+    if present and not overwrite:
       raise ExportError(f'--output {output} exists and is not empty: choose another folder or '
                         'pass --overwrite.')
-    if os.listdir(output) and not os.path.exists(os.path.join(output, formats_lib.EXPORT_JSON)):
-      raise ExportError(f'--output {output} holds files that are not an export (no '
-                        f'{formats_lib.EXPORT_JSON}): --overwrite replaces only an earlier export; '
-                        'choose another folder.')
-  try:
-    workdir_lib.check_writable(os.path.dirname(output), 'the export')
-  except workdir_lib.NotWritableError as e:
-    raise ExportError(str(e)) from None
+    others = sorted(present - {formats_lib.EXPORT_JSON, *formats_lib.FORMATS})
+    if present and (formats_lib.EXPORT_JSON not in present or others):
+      raise ExportError(f'--output {output} holds files that are not an export\'s ('
+                        + (', '.join(others[:5]) if formats_lib.EXPORT_JSON in present
+                           else f'no {formats_lib.EXPORT_JSON}')
+                        + '): --overwrite replaces only an earlier export; choose another folder.')
+  existing = os.path.dirname(output)
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    raise ExportError(f'--output {output} cannot be created: {existing} is a file.')
+  if not os.access(existing, os.W_OK | os.X_OK):
+    raise ExportError(f'--output {output} cannot be created: {existing} is not writable.')
   return output
 
 
-def _check_platforms(platforms: Sequence[str]) -> Tuple[str, ...]:
-  """The lowering platforms, which must include this host's: the certificate runs every
-  export here (by default this host's platform alone)."""
+def _check_platforms(platforms: Sequence[str], formats: Sequence[str]) -> Tuple[str, ...]:
+  """The lowering platforms of StableHLO and SavedModel, which must include this host's: the
+  certificate runs every export here (by default this host's platform alone). ONNX has
+  none."""
   host = jax.export.default_export_platform()
   platforms = tuple(p.strip().lower() for p in platforms if p.strip()) or (host,)
-  if host not in platforms:
+  if host not in platforms and {'stablehlo', 'savedmodel'} & set(formats):
     raise ExportError(f'--platforms={",".join(platforms)} leaves out this host\'s platform '
                       f'({host}): the certificate reloads and runs every export here. Add it '
-                      f'(--platforms={",".join((host,) + platforms)}), or export on a {platforms[0]} '
-                      'host.')
+                      f'(--platforms={",".join((host,) + platforms)}), or export on a '
+                      f'{platforms[0]} host.')
   return platforms
 
 
@@ -155,12 +166,13 @@ def export(workdir: str, output: str, formats: Any = formats_lib.FORMATS, *,
 
   Raises ExportError (nothing written) on bad arguments or a workdir without a usable
   checkpoint, ParityError (nothing written) when a format exceeds its tolerance. A format that
-  fails to convert or reload is listed in `failed_formats`; the others are written.
+  fails to convert or reload is listed in `failed_formats`; the others are written (where OUT
+  holds an earlier export, ExportError instead: it is kept and nothing is written).
   """
   formats = parse_formats(formats)
   batch_size = parse_batch(batch)
   output = _check_output(output, overwrite, workdir)
-  platforms = _check_platforms(platforms)
+  platforms = _check_platforms(platforms, formats)
   if tolerance is not None and tolerance < 0:
     raise ExportError(f'--tolerance must be 0 or more, got {tolerance:g}.')
   formats_lib.require_packages(formats)

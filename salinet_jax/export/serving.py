@@ -3,7 +3,8 @@
 One view per row: uint8 `video` (batch, frames, height, width, 3) RGB at the eval view size,
 plus `num_valid` (batch,) for models fed padded clips (S2DNet's all-frames sampling). Inside:
 the normalisation of `inputs.model_inputs`, `model.apply(train=False, return_aux=True)` and a
-softmax, so a serving system needs no Python preprocessing.
+softmax. The views themselves (decoding, temporal sampling, resize and crops) are built outside,
+as `data/pipeline.py:video_eval_batches` builds them (export.json's `views` and `decoding`).
 """
 
 import dataclasses
@@ -60,10 +61,11 @@ def make_serving_fn(model, data_config, with_num_valid: bool) -> Callable[..., D
     clips, kwargs = inputs.model_inputs(batch, data_config)
     logits, aux = model.apply(variables, clips, train=False, return_aux=True, **kwargs)
     outputs = serving_outputs(logits, aux)
-    if with_num_valid:  # a graph cannot raise: rows with no real frame (or more than fit) are NaN
+    if with_num_valid:  # a graph cannot raise: rows with no real frame (or more than fit) are
+      # NaN, their indices -1
       valid = (num_valid >= 1) & (num_valid <= video.shape[1])
-      outputs = {name: jnp.where(valid.reshape((-1,) + (1,) * (value.ndim - 1)), value, jnp.nan)
-                 if jnp.issubdtype(value.dtype, jnp.floating) else value
+      outputs = {name: jnp.where(valid.reshape((-1,) + (1,) * (value.ndim - 1)), value,
+                                 jnp.nan if jnp.issubdtype(value.dtype, jnp.floating) else -1)
                  for name, value in outputs.items()}
     return outputs
 
@@ -117,7 +119,7 @@ def input_notes(specs: Sequence[InputSpec]) -> str:
            'view size; normalisation runs inside the model')
   if len(specs) > 1:
     notes += ('; num_valid: real frames of each zero-padded clip (S2DNet), 1 to frames: '
-              'outside that a row\'s outputs are NaN')
+              'outside that a row\'s outputs are NaN and its indices -1')
   return notes
 
 

@@ -8,7 +8,7 @@ Everything comes from the checkpoint itself: the run's config and class names fr
 import dataclasses
 import json
 import os
-from typing import Any, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 import jax
 import ml_collections
@@ -70,11 +70,16 @@ def _run_config(workdir: str) -> ml_collections.ConfigDict:
 
 
 def _metadata_config(metadata: Dict[str, Any], where: str,
-                     intact_steps: str = '') -> ml_collections.ConfigDict:
+                     intact_steps: Callable[[], str] = str) -> ml_collections.ConfigDict:
+  """The config saved with the checkpoint at step directory `where`; `intact_steps` says which
+  other steps could be exported instead (asked only when this one is damaged: it verifies
+  every other step's checksums)."""
   problem = checkpoints.metadata_problem(where)
-  if problem:  # unreadable, as opposed to written before configs were stored
-    raise ExportError(f'Checkpoint {where} is corrupt: {problem}.'
-                      + (f' {intact_steps}' if intact_steps else ''))
+  if not os.path.exists(os.path.join(where, checkpoints.STEP_METADATA_FILE)):
+    problem = f'{os.path.join(where, checkpoints.STEP_METADATA_FILE)} is missing'
+  if problem:  # unreadable or missing, as opposed to written before configs were stored
+    hint = intact_steps()
+    raise ExportError(f'Checkpoint {where} is corrupt: {problem}.' + (f' {hint}' if hint else ''))
   if 'config' not in metadata:
     raise ExportError(f'Checkpoint {where} carries no config in its metadata (written before '
                       'checkpoints stored it): it cannot be exported on its own.')
@@ -93,7 +98,7 @@ def locate(workdir: str, which: str) -> Tuple[ml_collections.ConfigDict, str, Di
   try:
     step = store.select_step(which)
     step_dir, metadata = store.step_dir(step), store.metadata(step)
-    config = _metadata_config(metadata, step_dir, store.other_intact_steps(step))
+    config = _metadata_config(metadata, step_dir, lambda: store.other_intact_steps(step))
   finally:
     store.close()
   return config, step_dir, metadata
