@@ -221,6 +221,14 @@ def check_counts_and_rates(config, training: bool) -> None:
       raise errors.ConfigError(f'config.{field} must not be negative, got {got}.')
 
 
+def training_bn_group_size(config) -> int:
+  """The clips a training forward's BatchNorm normalises together, for the forwards that must
+  see what training saw (precise BN's statistics, the finiteness check) over a whole batch:
+  config.bn_group_size, else each micro-batch of gradient accumulation (0: the whole batch)."""
+  accumulation = config.grad_accumulation_steps
+  return config.bn_group_size or (config.batch_size // accumulation if accumulation > 1 else 0)
+
+
 def check_batch_sizes(config, devices: int) -> None:
   """Fails before any work when a batch cannot be split over the devices (or micro-batches)."""
   parallel.check_batch_size(config.batch_size, devices, 'config.batch_size')
@@ -317,12 +325,12 @@ class Engine:
         compiler_options=remat_compiler_options(config.remat))
     self.outputs_finite = jax.jit(
         functools.partial(outputs_finite, model=self.model, data_config=config.data,
-                          bn_group_size=config.bn_group_size),
+                          bn_group_size=training_bn_group_size(config)),
         in_shardings=(replicated, parallel.batch_sharded(self.mesh)), out_shardings=replicated)
     self.eval_step = evaluate_lib.make_eval_step(self.model, config.eval, self.mesh, config.data)
     self.moments_step = precise_bn.make_moments_step(
         self.model, self.mesh, functools.partial(inputs.model_inputs, data_config=config.data),
-        config.bn_group_size)
+        training_bn_group_size(config))
 
   def fresh_state(self) -> TrainState:
     """A freshly initialised state. The compiled initialisation is dropped after its run: a

@@ -6,8 +6,11 @@ population estimator: the mean and the variance E[x^2] - E[x]^2 of every input e
 all batches (so the spread between batch means counts). Here every BatchNorm call of the training
 forward is intercepted and its input's per-channel mean and mean square recorded; a BatchNorm
 module called several times per forward (SaliNet's shared saliency BN) averages the moments of
-its calls, where fvcore refuses such a layer. The batches come from a stream of their own (train.py), so
-the training data order does not depend on evaluation.
+its calls, where fvcore refuses such a layer. The clips are grouped as the training forward
+groups them (config.bn_group_size, else each micro-batch of gradient accumulation:
+engine.training_bn_group_size), so every layer sees the inputs training gave it. The batches
+come from a stream of their own (train.py), so the training data order does not depend on
+evaluation.
 """
 
 from typing import Any, Dict, Iterator, Tuple

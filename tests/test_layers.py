@@ -123,6 +123,21 @@ def test_batch_norm_groups_normalise_each_group_as_its_own_device_would():
     _ours_after_one_step(x, weight, bias, group_size=3)
 
 
+def test_a_batch_norm_over_one_value_per_channel_is_a_config_error():
+  """bn_group_size=1 on clips whose last stage is 1x1x1 trained with every such output
+  constant (loss exactly ln 2 for 2 classes), where PyTorch raises."""
+  bn = layers.BatchNorm(use_running_average=False)
+  x = jnp.ones((2, 1, 1, 1, 4))
+  variables = bn.init(jax.random.key(0), x)
+  with layers.batch_norm_groups(1), pytest.raises(
+      errors.ConfigError, match=r'would normalise 1 value per channel \(groups of 1 clip\(s\) of '
+      r'\(1, 1, 1\) positions\)'):
+    bn.apply(variables, x, mutable=['batch_stats'])
+  with layers.batch_norm_groups(2):  # 2 values per channel: fine
+    bn.apply(variables, x, mutable=['batch_stats'])
+  bn.apply(variables, x, mutable=['batch_stats'])  # the whole batch of 2: fine
+
+
 def test_a_pooling_window_larger_than_the_feature_map_is_a_config_error():
   """A clip too small for the model: NL-I3D's non-local key pool (1x2x2) met a 1x1 map at
   16^2 crops, gave empty attention and failed deep in the backward pass; now the model says so

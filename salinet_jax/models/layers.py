@@ -169,6 +169,13 @@ class BatchNorm(nn.Module):
                          'divisor of it.')
       grouped = xf.reshape((x.shape[0] // group, group) + x.shape[1:])
       axes = tuple(range(1, grouped.ndim - 1))
+      if grouped.size == grouped.shape[0] * features and not self.is_initializing():
+        # PyTorch refuses this too: every value would normalise to 0 (its variance is 0).
+        raise errors.ConfigError(
+            f'BatchNorm {"/".join(self.path) or "layer"} would normalise 1 value per channel '
+            f'(groups of {group} clip(s) of {x.shape[1:-1]} positions): its outputs would be '
+            'constant. Use larger clips or more clips per BatchNorm group '
+            '(config.bn_group_size, config.batch_size).')
       group_mean = checkpoint_name(jnp.mean(grouped, axis=axes, keepdims=True), BN_STATISTICS)
       group_var = jnp.mean(jnp.square(grouped - group_mean), axis=axes, keepdims=True)
       inv_std = checkpoint_name(jax.lax.rsqrt(group_var + self.epsilon), BN_STATISTICS)
