@@ -181,7 +181,11 @@ def predict(config: ml_collections.ConfigDict, workdir: str, video_paths: Sequen
                  'not pictures of what the model looked at (predict whole videos for those).',
                  config.eval.num_visualizations)
   logging.info('Predicting %d video(s) with checkpoint %s%s.', len(files), predictor.source,
-               f', in windows of {config.predict.window_seconds:g} s' if windowed else '')
+               f', in windows of {config.predict.window_seconds:g} s (a video\'s top-5 is the '
+               'mean over its windows)' if windowed else '')
+  if windowed and predictor.decoding.get('max_frames'):
+    logging.info('Windows cover each whole video: the records\' cap of the first %d frames '
+                 'applies to whole-video predict only.', predictor.decoding['max_frames'])
   results = []
   for path, name in zip(files, output_names(files)):
     result = {'video': path, 'checkpoint': predictor.source, 'ok': False, 'error': '',
@@ -204,7 +208,7 @@ def predict(config: ml_collections.ConfigDict, workdir: str, video_paths: Sequen
       logging.warning('%s: cannot be predicted: %s', path, e)
       continue
     result.update(ok=True, top5=predictor.top(probs))
-    print(f'{path}:')
+    print(f'{path}:' + (' (mean over its windows)' if windowed else ''))
     for rank, (name, probability) in enumerate(result['top5'], 1):
       print(f'  {rank}. {name:<32s} {probability:.4f}')
   csv_path = os.path.join(output_dir, PREDICTIONS_FILE)

@@ -212,7 +212,8 @@ def _long_video(path, seconds=24, fps=10):
       container.mux(packet)
 
 
-def test_windowed_predict_writes_a_timeline_over_the_whole_video(own_records, tmp_path, caplog):
+def test_windowed_predict_writes_a_timeline_over_the_whole_video(own_records, tmp_path, caplog,
+                                                                 capsys):
   _, records_dir = own_records
   config = _config(records_dir)
   workdir = str(tmp_path / 'run')
@@ -230,6 +231,9 @@ def test_windowed_predict_writes_a_timeline_over_the_whole_video(own_records, tm
   assert spans == [(float(s), float(s + 4)) for s in range(0, 19, 3)] + [(20.0, 24.0)]
   assert all(abs(sum(p for _, p in w['top5']) - 1.0) < 1e-4 for w in timeline['windows'])
   assert os.path.getsize(tmp_path / 'out' / 'long.avi.timeline.png') > 5000
+  # The video's top-5 is the mean over its windows, and the console says so (it printed the
+  # same lines as a whole-video prediction).
+  assert f'{video}: (mean over its windows)' in capsys.readouterr().out
 
   # A video one window long: its one window is scored exactly as predict scores the whole video.
   short = tmp_path / 'short.avi'
