@@ -394,10 +394,16 @@ def _precise_bn_stats(trainer: engine.Engine, state: engine.TrainState, step: in
   config = trainer.config
   seed = int(np.random.SeedSequence([config.seed, step, 0x5BA7]).generate_state(1)[0] >> 1)
   info = pipeline.split_info(config.dataset, config.dataset.train_split)
-  batches = pipeline.as_numpy(
-      pipeline.train_dataset(config, seed=seed).take(config.precise_bn_batches), info)
-  return precise_bn.recompute(trainer.moments_step, state.variables, batches,
-                              config.precise_bn_batches, trainer.mesh)
+  # At most one pass over the split, as PySlowFast caps NUM_BATCHES_PRECISE at its loader's
+  # length: more batches would count clips twice.
+  count = min(config.precise_bn_batches, max(1, info.num_videos // config.batch_size))
+  if count < config.precise_bn_batches:
+    logging.info('Precise BN: config.precise_bn_batches=%d, but the %d train videos make %d '
+                 'batch(es) of %d: using %d.', config.precise_bn_batches, info.num_videos,
+                 count, config.batch_size, count)
+  batches = pipeline.as_numpy(pipeline.train_dataset(config, seed=seed).take(count), info)
+  return precise_bn.recompute(trainer.moments_step, state.variables, batches, count,
+                              trainer.mesh)
 
 
 def _train_loop(trainer: engine.Engine, state: engine.TrainState, start_step: int,

@@ -25,10 +25,14 @@ def _restore(config, workdir, step):
   return trainer, state
 
 
-def test_train_then_evaluate_writes_checkpoints_metrics_and_json(config, tmp_path):
+def test_train_then_evaluate_writes_checkpoints_metrics_and_json(config, tmp_path, caplog):
   workdir = str(tmp_path / 'run')
-  config.precise_bn_batches = 1
+  # More precise-BN batches than the split holds: one pass, said (clips were counted twice).
+  config.precise_bn_batches = 50
+  caplog.set_level('INFO', logger='absl')
   results = train.train_and_evaluate(config, workdir)
+  assert (f'Precise BN: config.precise_bn_batches=50, but the 8 train videos make 2 batch(es) '
+          f'of {config.batch_size}: using 2.') in caplog.text
   assert results['step'] == 2 and results['num_videos'] == results['num_labeled'] == 7
   # Accuracies are counts of the 7 labelled videos.
   assert results['top1'] * 7 == pytest.approx(round(results['top1'] * 7))
