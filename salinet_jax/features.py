@@ -113,12 +113,13 @@ def extract(config, workdir: str, video_paths: Sequence[str],
     np.save(target, features)
     result.update(ok=True, features=target, shape='x'.join(str(d) for d in features.shape))
   index = os.path.join(output_dir, INDEX_FILE)
+  replaced = predict_lib.replaced_note(index)
   with open(index, 'w', newline='') as f:
     writer = csv.DictWriter(f, fieldnames=['video', 'features', 'shape', 'error'])
     writer.writeheader()
     for result in results:
       writer.writerow({key: result[key] for key in ('video', 'features', 'shape', 'error')})
   failed = sum(not r['ok'] for r in results)
-  logging.info('Wrote %s: features of %d videos, %d failed.', index, len(results) - failed,
-               failed)
+  logging.info('Wrote %s: features of %d videos, %d failed%s.', index, len(results) - failed,
+               failed, replaced)
   return results

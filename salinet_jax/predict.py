@@ -212,13 +212,18 @@ def predict(config: ml_collections.ConfigDict, workdir: str, video_paths: Sequen
     for rank, (name, probability) in enumerate(result['top5'], 1):
       print(f'  {rank}. {name:<32s} {probability:.4f}')
   csv_path = os.path.join(output_dir, PREDICTIONS_FILE)
-  replaced = os.path.exists(csv_path)
+  replaced = replaced_note(csv_path)
   write_predictions(csv_path, results)
   failed = sum(not r['ok'] for r in results)
   logging.info('Wrote %s: %d predicted, %d failed%s.', csv_path, len(results) - failed, failed,
-               ' (it replaces the one an earlier run wrote there; --output_dir keeps both)'
-               if replaced else '')
+               replaced)
   return results
+
+
+def replaced_note(path: str) -> str:
+  """What the 'Wrote' line of an index file adds where an earlier run's is replaced."""
+  return (' (it replaces the one an earlier run wrote there; --output_dir keeps both)'
+          if os.path.exists(path) else '')
 
 
 def write_predictions(path: str, results: Sequence[Dict[str, Any]]) -> str:

@@ -72,7 +72,8 @@ def _config(records):
   return config
 
 
-def test_own_folder_converts_trains_evaluates_predicts_and_extracts(own_records, tmp_path):
+def test_own_folder_converts_trains_evaluates_predicts_and_extracts(own_records, tmp_path,
+                                                                    caplog):
   tree, records_dir = own_records
   config = _config(records_dir)
   workdir = str(tmp_path / 'run')
@@ -103,6 +104,11 @@ def test_own_folder_converts_trains_evaluates_predicts_and_extracts(own_records,
   config.eval.clips_per_device_forward = 1  # one view per forward pass: the same features
   one_at_a_time = features.extract(config, workdir, [extracted[0]['video']],
                                    output_dir=str(tmp_path / 'one_view_per_pass'))
+  # A second run into one folder replaces its index.csv: said (it was replaced silently).
+  caplog.set_level('INFO', logger='absl')
+  features.extract(config, workdir, [extracted[0]['video']],
+                   output_dir=str(tmp_path / 'one_view_per_pass'))
+  assert 'it replaces the one an earlier run wrote there' in caplog.text
   np.testing.assert_allclose(np.load(one_at_a_time[0]['features']), views, rtol=1e-5, atol=1e-6)
   with open(os.path.join(workdir, 'features', features.INDEX_FILE)) as f:
     assert len(list(csv.DictReader(f))) == len(extracted)
