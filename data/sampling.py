@@ -8,9 +8,9 @@ training and (K, T) for the K test clips (`config.data.eval_num_clips`).
   dense       num_frames x frame_stride native frames: a random start in training, K starts
               spread over the video for test; a video shorter than the clip's span loops
               (index modulo its length, MMAction2's 'loop': the clip jumps back to the start,
-              and one shorter than frame_stride repeats or scrambles its frames; PySlowFast's sampler
-              repeats the last frame instead). The data card (python -m data.report) shows
-              the frame counts.
+              and one shorter than frame_stride repeats or scrambles its frames; PySlowFast's
+              sampler repeats the last frame instead). The data card (python -m data.report)
+              shows the frame counts.
   pyslowfast  PySlowFast's decoder: a clip spans num_frames * frame_stride frames at target_fps,
               mapped onto the video's own frame rate; indices from a linspace over it, clamped
               at the video's end (short videos repeat their last frame); random start in

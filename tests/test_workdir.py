@@ -254,7 +254,8 @@ def test_tensorflow_info_lines_logged_through_absl_stay_off_the_console():
 
   def shown(level, pathname, message):
     record = std_logging.LogRecord('absl', level, pathname, 1, message, None, None)
-    return all(f.filter(record) for f in console._CONSOLE_FILTERS)  # pylint: disable=protected-access
+    filters = console._CONSOLE_FILTERS  # pylint: disable=protected-access
+    return all(f.filter(record) for f in filters)
 
   assert not shown(std_logging.INFO, saver, 'Sharding callback duration: 4 microseconds')
   assert shown(std_logging.WARNING, saver, 'a TensorFlow warning')
