@@ -231,6 +231,20 @@ def _tolerance(stream) -> float:
 _TIMING_LOOKAHEAD = 32  # frames whose timestamps decide the timing of a stream
 
 
+def stream_warnings(path: str, timestamps: Sequence[Optional[float]]) -> List[str]:
+  """What `decode_video` warns about a video (DecodedVideo.warnings), from the container
+  timestamps of all its frames as a stream decoded them (windowed predict)."""
+  if not timestamps:
+    return []
+  container, stream = _open(path, threads=1)
+  try:
+    rate, declared = _average_rate(stream), _declared_seconds(container, stream)
+  finally:
+    container.close()
+  times, timing = frame_times(timestamps, rate)
+  return _timing_warnings(timestamps, times, timing, rate, declared, complete=True)
+
+
 def frame_duration(times: Sequence[float], rate: float, tolerance: float) -> Optional[float]:
   """How long a video's last frame stays on screen: the median gap between its frames' times,
   or the average rate's frame period where the two agree within the timestamps' rounding

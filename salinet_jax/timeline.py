@@ -44,23 +44,32 @@ def windows(path: str, frame_options: Dict[str, Any], window_seconds: float,
   stride = max(1, int(round(stride_seconds * rate)))
   recent: collections.deque = collections.deque(maxlen=size)  # the last `size` frames
   count = 0
-  for jpeg in _frames_at(path, frame_options, source_rate, fps, tolerance):
+  stamps: List[Any] = []  # every decoded frame's container timestamp
+  for jpeg in _frames_at(path, frame_options, source_rate, fps, tolerance, stamps):
     recent.append(jpeg)
     count += 1
     if count >= size and (count - size) % stride == 0:
       yield count - size, count, rate, list(recent)
   if count and (count < size or (count - size) % stride):
     yield max(0, count - size), count, rate, list(recent)
+  for line in video_io.stream_warnings(path, stamps):  # as predict of a whole video logs them
+    logging.warning('%s: %s', path, line)
 
 
 def _frames_at(path: str, frame_options: Dict[str, Any], source_rate: float, fps: float,
-               tolerance: float) -> Iterator[bytes]:
+               tolerance: float, stamps: List[Any]) -> Iterator[bytes]:
   """The video's JPEG frames, streamed: every frame, or with `fps` > 0 those the converter picks
-  when it resamples (video_io.resample_stream), each encoded once."""
+  when it resamples (video_io.resample_stream), each encoded once. Each decoded frame's
+  container timestamp is appended to `stamps`."""
   quality = frame_options['jpeg_quality']
-  frames = ((stamp, rgb) for stamp, rgb, _ in video_io.iter_frames(
-      path, short_side=frame_options['short_side'],
-      interpolation=frame_options['interpolation']))
+
+  def decoded():
+    for stamp, rgb, _ in video_io.iter_frames(path, short_side=frame_options['short_side'],
+                                              interpolation=frame_options['interpolation']):
+      stamps.append(stamp)
+      yield stamp, rgb
+
+  frames = decoded()
   if fps <= 0:
     for _, rgb in frames:
       yield video_io.encode_jpeg(rgb, quality)

@@ -215,6 +215,23 @@ def test_videos_are_decoded_as_the_records_were_converted(tmp_path):
   assert whole[0][3] == video_io.decode_video(path, fps=8, **options).jpegs
 
 
+def test_windowed_predict_warns_of_a_truncated_file_as_whole_video_predict_does(tmp_path,
+                                                                                caplog):
+  """Windowed predict streams its frames and never computed the decoder's warnings: a file cut
+  to half its bytes was scored window by window without a word."""
+  whole = PANCAKE.read_bytes()
+  cut = tmp_path / 'cut.mkv'
+  cut.write_bytes(whole[:len(whole) // 2])
+  options = {'short_side': 16, 'jpeg_quality': 90, 'interpolation': 'BILINEAR'}
+  caplog.set_level('WARNING', logger='absl')
+  windows = list(timeline.windows(str(cut), options, 2.0, 2.0))
+  assert windows and windows[-1][1] == 150  # its 150 decodable frames
+  assert f'{cut}: decoded 5.0 s of the 10.3 s its container declares' in caplog.text
+  caplog.clear()
+  list(timeline.windows(str(PANCAKE), options, 4.0, 4.0))
+  assert 'container declares' not in caplog.text
+
+
 def test_decoding_that_cannot_be_matched_is_warned_about(trained, caplog):
   """A checkpoint (or export) from before the decoding was kept, or of frame folders of unknown
   rate, decodes at the native rate, and one from before the frames' size was kept resizes
