@@ -486,6 +486,24 @@ def test_a_failed_format_never_replaces_an_earlier_export(trained, tmp_path, mon
   assert sorted(os.listdir(tmp_path)) == ['out']  # no staging folder left
 
 
+def test_a_checkpoint_of_another_run_is_recorded_as_that_runs(trained, tmp_path, capsys):
+  """--workdir=A --checkpoint=B/checkpoints/N exported B's model with A recorded as its source,
+  without a word; and B was not protected from --output."""
+  _, hara = trained('hara')
+  _, salinet = trained('salinet')
+  step = os.path.join(salinet, 'checkpoints', '2')
+  out = tmp_path / 'out'
+  assert cli.main(['export'], _flags(workdir=hara, output=str(out), checkpoint=step)) == 0
+  assert (f'--checkpoint is a step of the run {os.path.realpath(salinet)}, not of --workdir '
+          f'{hara}: export.json records that run as the source.') in capsys.readouterr().err
+  summary = json.loads((out / 'export.json').read_text())
+  assert summary['source']['workdir'] == os.path.realpath(salinet)
+  assert summary['model'] != 'hara_resnet3d'  # the checkpoint's own model, as before
+  assert cli.main(['export'], _flags(workdir=hara, output=salinet, checkpoint=step,
+                                     overwrite=True)) == 1
+  assert 'is or holds the workdir' in capsys.readouterr().err
+
+
 def test_a_damaged_newest_step_is_called_corrupt_and_the_intact_ones_named(trained, tmp_path):
   """Its unreadable metadata was reported as 'written before checkpoints stored it', with no
   intact step named."""

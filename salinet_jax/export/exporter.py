@@ -171,6 +171,11 @@ def export(workdir: str, output: str, formats: Any = formats_lib.FORMATS, *,
   """
   formats = parse_formats(formats)
   batch_size = parse_batch(batch)
+  run_dir = source.run_folder(workdir, checkpoint)
+  if run_dir != os.path.realpath(workdir):
+    print(f'--checkpoint is a step of the run {run_dir}, not of --workdir {workdir}: export.json '
+          'records that run as the source.', file=sys.stderr)
+    _check_output(output, overwrite, run_dir)
   output = _check_output(output, overwrite, workdir)
   platforms = _check_platforms(platforms, formats)
   if tolerance is not None and tolerance < 0:
@@ -195,7 +200,7 @@ def export(workdir: str, output: str, formats: Any = formats_lib.FORMATS, *,
   reference = certificate.run_in_chunks(reference_run, clips, chunk)
   summary: Dict[str, Any] = {
       'format_version': EXPORT_FORMAT_VERSION,
-      'source': {'workdir': os.path.abspath(workdir), 'checkpoint': run.checkpoint,
+      'source': {'workdir': run_dir, 'checkpoint': run.checkpoint,
                  'checkpoint_path': run.path, 'step': run.step, 'metrics': run.metrics},
       'model': config.model.name,
       'dtype': config.dtype,

@@ -55,6 +55,17 @@ def _step_dir(path: str) -> str:
   return path if os.path.isdir(os.path.join(path, checkpoints.ITEM_DIR)) else os.path.dirname(path)
 
 
+def run_folder(workdir: str, which: str) -> str:
+  """The run (workdir) that checkpoint `which` of `workdir` belongs to: `workdir`, or for a
+  step directory under another run's checkpoints/ folder, that run."""
+  if which in SELECTORS:
+    return os.path.realpath(workdir)
+  parent = os.path.dirname(os.path.realpath(_step_dir(which)))
+  if os.path.basename(parent) == checkpoints.CHECKPOINT_DIR:
+    return os.path.dirname(parent)
+  return os.path.realpath(workdir)
+
+
 def _run_config(workdir: str) -> ml_collections.ConfigDict:
   """The run's config, from its newest step whose metadata holds one (a damaged newest step
   does not hide the run: choosing among the steps then reports it)."""
