@@ -80,6 +80,12 @@ def write_onnx(traced: rewrites.Traced, abstract, specs: Sequence[serving.InputS
   from salinet_jax.export import onnx_support  # pylint: disable=g-import-not-at-top
   model = onnx_support.convert(traced.function(rewrites.ONNX_RULES), abstract,
                                [s.name for s in specs], output_names)
+  # jax2onnx stamps some intermediate shapes wrongly (S2DNet: a Max after a folded reshape given
+  # rank 5 for its rank-4 tensor), which onnx.checker and strict runtimes reject. Intermediate
+  # shapes are optional in ONNX: dropped, every runtime infers them; the checker then proves
+  # the graph valid, or the format fails here.
+  del model.graph.value_info[:]
+  onnx.checker.check_model(model, full_check=True)
   for key, value in metadata.items():
     entry = model.metadata_props.add()
     entry.key, entry.value = key, value
