@@ -95,8 +95,7 @@ def train_step(state: TrainState, batch, rng: jax.Array, *, model, tx, loss_conf
                                                         dropout_rng)
   else:
     k = accumulation_steps
-    micro_batches = jax.tree.map(
-        lambda x: jnp.swapaxes(x.reshape((x.shape[0] // k, k) + x.shape[1:]), 0, 1), batch)
+    micro_batches = parallel.micro_batches(batch, k)
 
     def accumulate(carry, inputs_k):
       grads_sum, batch_stats = carry
@@ -124,16 +123,22 @@ def train_step(state: TrainState, batch, rng: jax.Array, *, model, tx, loss_conf
   return new_state, metrics
 
 
-def outputs_finite(state: TrainState, batch, *, model, data_config,
-                   bn_group_size: int = 0) -> jnp.ndarray:
-  """Whether `state` gives finite logits on `batch` in both a training (batch statistics) and an
-  evaluation (running statistics) forward: finite weights can still predict NaN."""
+def outputs_finite(state: TrainState, batch, *, model, data_config, bn_group_size: int = 0,
+                   accumulation_steps: int = 1) -> jnp.ndarray:
+  """Whether `state` gives finite logits on `batch` in both a training (batch statistics, each
+  micro-batch on its own as the train step normalises it) and an evaluation (running
+  statistics) forward: finite weights can still predict NaN."""
+  finite = jnp.array(True)
+  stacked = parallel.micro_batches(batch, accumulation_steps)
+  for index in range(accumulation_steps):
+    video, kwargs = inputs.model_inputs(jax.tree.map(lambda x: x[index], stacked), data_config)
+    with layers.batch_norm_groups(bn_group_size):
+      train_logits, _ = model.apply(state.variables, video, train=True, mutable=['batch_stats'],
+                                    rngs={'dropout': jax.random.key(0)}, **kwargs)
+    finite &= jnp.all(jnp.isfinite(train_logits))
   video, kwargs = inputs.model_inputs(batch, data_config)
-  with layers.batch_norm_groups(bn_group_size):
-    train_logits, _ = model.apply(state.variables, video, train=True, mutable=['batch_stats'],
-                                  rngs={'dropout': jax.random.key(0)}, **kwargs)
   eval_logits = model.apply(state.variables, video, train=False, **kwargs)
-  return jnp.all(jnp.isfinite(train_logits)) & jnp.all(jnp.isfinite(eval_logits))
+  return finite & jnp.all(jnp.isfinite(eval_logits))
 
 
 # XLA's CPU compiler turns optimisation barriers into no-ops (its pass 'cse_barrier_expander')
@@ -219,14 +224,6 @@ def check_counts_and_rates(config, training: bool) -> None:
     got = value(field)
     if got is not None and got < 0:
       raise errors.ConfigError(f'config.{field} must not be negative, got {got}.')
-
-
-def training_bn_group_size(config) -> int:
-  """The clips a training forward's BatchNorm normalises together, for the forwards that must
-  see what training saw (precise BN's statistics, the finiteness check) over a whole batch:
-  config.bn_group_size, else each micro-batch of gradient accumulation (0: the whole batch)."""
-  accumulation = config.grad_accumulation_steps
-  return config.bn_group_size or (config.batch_size // accumulation if accumulation > 1 else 0)
 
 
 def check_batch_sizes(config, devices: int) -> None:
@@ -325,12 +322,13 @@ class Engine:
         compiler_options=remat_compiler_options(config.remat))
     self.outputs_finite = jax.jit(
         functools.partial(outputs_finite, model=self.model, data_config=config.data,
-                          bn_group_size=training_bn_group_size(config)),
+                          bn_group_size=config.bn_group_size,
+                          accumulation_steps=config.grad_accumulation_steps),
         in_shardings=(replicated, parallel.batch_sharded(self.mesh)), out_shardings=replicated)
     self.eval_step = evaluate_lib.make_eval_step(self.model, config.eval, self.mesh, config.data)
     self.moments_step = precise_bn.make_moments_step(
         self.model, self.mesh, functools.partial(inputs.model_inputs, data_config=config.data),
-        training_bn_group_size(config))
+        config.bn_group_size, config.grad_accumulation_steps)
 
   def fresh_state(self) -> TrainState:
     """A freshly initialised state. The compiled initialisation is dropped after its run: a

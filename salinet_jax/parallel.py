@@ -44,6 +44,13 @@ def check_batch_size(global_batch: int, devices: int, what: str) -> None:
                      f'multiple of {devices} (e.g. {max(devices, global_batch // devices * devices)}).')
 
 
+def micro_batches(batch: Any, k: int) -> Any:
+  """The `k` micro-batches of gradient accumulation, stacked on a new leading axis: rows i,
+  i+k, i+2k, ... form micro-batch i, so each stays sharded over the devices."""
+  return jax.tree.map(
+      lambda x: x.reshape((x.shape[0] // k, k) + x.shape[1:]).swapaxes(0, 1), batch)
+
+
 def to_global(batch: Dict[str, np.ndarray], mesh: Mesh) -> Dict[str, jax.Array]:
   """Assembles process-local numpy batches into global arrays sharded along 'data'."""
   sharding = batch_sharded(mesh)

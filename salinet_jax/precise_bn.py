@@ -6,9 +6,9 @@ population estimator: the mean and the variance E[x^2] - E[x]^2 of every input e
 all batches (so the spread between batch means counts). Here every BatchNorm call of the training
 forward is intercepted and its input's per-channel mean and mean square recorded; a BatchNorm
 module called several times per forward (SaliNet's shared saliency BN) averages the moments of
-its calls, where fvcore refuses such a layer. The clips are grouped as the training forward
-groups them (config.bn_group_size, else each micro-batch of gradient accumulation:
-engine.training_bn_group_size), so every layer sees the inputs training gave it. The batches
+its calls, where fvcore refuses such a layer. Each micro-batch of gradient accumulation runs
+on its own and its clips are grouped by config.bn_group_size, as in the train step, so every
+layer sees the inputs training gave it. The batches
 come from a stream of their own (train.py), so the training data order does not depend on
 evaluation.
 """
@@ -49,16 +49,25 @@ def batch_moments(model: nn.Module, variables, video, kwargs,
           for path, calls in records.items()}
 
 
-def make_moments_step(model: nn.Module, mesh, model_inputs, bn_group_size: int = 0):
+def make_moments_step(model: nn.Module, mesh, model_inputs, bn_group_size: int = 0,
+                      accumulation_steps: int = 1):
   """The jitted (variables, batch) -> `batch_moments` step; build it once per run, since every
-  new jit of it compiles a training forward again.
+  new jit of it compiles a training forward again. With gradient accumulation each of the
+  batch's `accumulation_steps` micro-batches runs on its own, as the train step runs them, and
+  their moments are averaged (equal sizes: the moments of the whole batch).
 
   `model_inputs(batch)` gives the model's (clip, keyword inputs), see salinet_jax/inputs.py.
   """
-  return jax.jit(
-      lambda v, batch: batch_moments(model, v, *model_inputs(batch), bn_group_size),
-      in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)),
-      out_shardings=parallel.replicated(mesh))
+  def moments(variables, batch):
+    stacked = parallel.micro_batches(batch, accumulation_steps)
+    parts = [batch_moments(model, variables,
+                           *model_inputs(jax.tree.map(lambda x, i=i: x[i], stacked)),
+                           bn_group_size)
+             for i in range(accumulation_steps)]
+    return jax.tree.map(lambda *values: sum(values) / accumulation_steps, *parts)
+
+  return jax.jit(moments, in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)),
+                 out_shardings=parallel.replicated(mesh))
 
 
 def recompute(moments_step, variables: Dict[str, Any], batches: Iterator[Dict[str, Any]],

@@ -397,7 +397,10 @@ def _precise_bn_stats(trainer: engine.Engine, state: engine.TrainState, step: in
   # At most one pass over the split, as PySlowFast caps NUM_BATCHES_PRECISE at its loader's
   # length: more batches would count clips twice.
   count = min(config.precise_bn_batches, max(1, info.num_videos // config.batch_size))
-  if count < config.precise_bn_batches:
+  if info.num_videos < config.batch_size:
+    logging.warning('Precise BN: the %d train videos are fewer than a batch of %d, so its one '
+                    'batch repeats clips.', info.num_videos, config.batch_size)
+  elif count < config.precise_bn_batches:
     logging.info('Precise BN: config.precise_bn_batches=%d, but the %d train videos make %d '
                  'batch(es) of %d: using %d.', config.precise_bn_batches, info.num_videos,
                  count, config.batch_size, count)

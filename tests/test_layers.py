@@ -130,12 +130,28 @@ def test_a_batch_norm_over_one_value_per_channel_is_a_config_error():
   x = jnp.ones((2, 1, 1, 1, 4))
   variables = bn.init(jax.random.key(0), x)
   with layers.batch_norm_groups(1), pytest.raises(
-      errors.ConfigError, match=r'would normalise 1 value per channel \(groups of 1 clip\(s\) of '
+      errors.ConfigError, match=r'would normalise 1 value per channel \(groups of 1 row\(s\) of '
       r'\(1, 1, 1\) positions\)'):
     bn.apply(variables, x, mutable=['batch_stats'])
   with layers.batch_norm_groups(2):  # 2 values per channel: fine
     bn.apply(variables, x, mutable=['batch_stats'])
   bn.apply(variables, x, mutable=['batch_stats'])  # the whole batch of 2: fine
+
+
+def test_batch_norm_groups_of_clips_hold_every_frame_of_a_clip_in_2d_backbones():
+  """S2DNet's backbones run on (B * T) frames: config.bn_group_size=1 normalised each frame
+  alone, where PySlowFast's per-GPU BatchNorm (and the README: groups of clips) takes a clip's
+  frames together."""
+  rng = np.random.default_rng(2)
+  x = rng.normal(1.0, 2.0, (4, 3, 3, 5))  # 2 clips of 2 frames
+  bn = layers.BatchNorm(use_running_average=False)
+  variables = bn.init(jax.random.key(0), x)
+  with layers.batch_norm_groups(1), layers.rows_per_clip(2):
+    out, _ = bn.apply(variables, x, mutable=['batch_stats'])
+  for clip in (slice(0, 2), slice(2, 4)):
+    part = x[clip]
+    want = (part - part.mean((0, 1, 2))) / np.sqrt(part.var((0, 1, 2)) + 1e-5)
+    np.testing.assert_allclose(out[clip], want, rtol=1e-4, atol=1e-5)
 
 
 def test_a_pooling_window_larger_than_the_feature_map_is_a_config_error():

@@ -112,6 +112,7 @@ def _frame_sum_conv(x, kernel, strides: Triple, padding: Triple):
 
 
 _BN_GROUP_SIZE = contextvars.ContextVar('bn_group_size', default=0)
+_ROWS_PER_CLIP = contextvars.ContextVar('rows_per_clip', default=1)
 
 
 @contextlib.contextmanager
@@ -128,6 +129,17 @@ def batch_norm_groups(size: int):
     yield
   finally:
     _BN_GROUP_SIZE.reset(token)
+
+
+@contextlib.contextmanager
+def rows_per_clip(rows: int):
+  """Within this context the batch's rows are frames, `rows` per clip (TSM's 2D backbones run
+  on (B * T) frames): a `batch_norm_groups` group of g clips is g * rows rows."""
+  token = _ROWS_PER_CLIP.set(int(rows))
+  try:
+    yield
+  finally:
+    _ROWS_PER_CLIP.reset(token)
 
 
 class BatchNorm(nn.Module):
@@ -162,7 +174,7 @@ class BatchNorm(nn.Module):
       mean, var = ra_mean.value.astype(compute), ra_var.value.astype(compute)
       normalized = (xf - mean) * jax.lax.rsqrt(var + self.epsilon)
     else:
-      group = _BN_GROUP_SIZE.get() or x.shape[0]
+      group = _BN_GROUP_SIZE.get() * _ROWS_PER_CLIP.get() or x.shape[0]
       if x.shape[0] % group:
         raise ValueError(f'BatchNorm group size {group} does not divide the batch of '
                          f'{x.shape[0]} clips (per micro-batch): set config.bn_group_size to a '
@@ -173,9 +185,9 @@ class BatchNorm(nn.Module):
         # PyTorch refuses this too: every value would normalise to 0 (its variance is 0).
         raise errors.ConfigError(
             f'BatchNorm {"/".join(self.path) or "layer"} would normalise 1 value per channel '
-            f'(groups of {group} clip(s) of {x.shape[1:-1]} positions): its outputs would be '
-            'constant. Use larger clips or more clips per BatchNorm group '
-            '(config.bn_group_size, config.batch_size).')
+            f'(groups of {group} row(s) of {x.shape[1:-1]} positions): its outputs would be '
+            'constant. Use larger clips or more clips per BatchNorm group (config.bn_group_size, '
+            'or config.batch_size over config.grad_accumulation_steps).')
       group_mean = checkpoint_name(jnp.mean(grouped, axis=axes, keepdims=True), BN_STATISTICS)
       group_var = jnp.mean(jnp.square(grouped - group_mean), axis=axes, keepdims=True)
       inv_std = checkpoint_name(jax.lax.rsqrt(group_var + self.epsilon), BN_STATISTICS)

@@ -119,10 +119,11 @@ class SynopsisNetwork(nn.Module):
     frames, indices = sampler_lib.synopsis_frames(jax.lax.stop_gradient(video), num_valid,
                                                   self.num_frames, self.size)
     frames = frames.reshape((batch * self.num_frames,) + frames.shape[2:])
-    features = mobilenet_v2.MobileNetV2(
-        width_mult=self.width_mult, last_channels=self.last_channels,
-        num_segments=self.num_frames, shift_div=self.shift_div, dtype=self.dtype,
-        name='backbone')(frames, train)
+    with layers.rows_per_clip(self.num_frames):
+      features = mobilenet_v2.MobileNetV2(
+          width_mult=self.width_mult, last_channels=self.last_channels,
+          num_segments=self.num_frames, shift_div=self.shift_div, dtype=self.dtype,
+          name='backbone')(frames, train)
     e = features.reshape((batch, self.num_frames) + features.shape[1:])
     out_dtype = layers.at_least_float32(self.dtype)
     pooled = jnp.mean(e.astype(out_dtype), axis=(2, 3))  # (B, T, C)
@@ -239,11 +240,12 @@ class DetailNetwork(nn.Module):
                                  num_segments=self.num_frames, shift_div=self.shift_div,
                                  zero_init_residual=self.zero_init_residual, dtype=self.dtype,
                                  name='backbone')
-    x = backbone.stem(x, train)
-    for stage in range(1, resnet2d.NUM_STAGES + 1):
-      x = backbone.stage(stage, x, train)
-      if stage in self.fusion_stages:
-        x = LateralFusion(self.num_frames, self.dtype, name=f'fusion_layer{stage}')(x, context)
+    with layers.rows_per_clip(self.num_frames):
+      x = backbone.stem(x, train)
+      for stage in range(1, resnet2d.NUM_STAGES + 1):
+        x = backbone.stage(stage, x, train)
+        if stage in self.fusion_stages:
+          x = LateralFusion(self.num_frames, self.dtype, name=f'fusion_layer{stage}')(x, context)
     x = jnp.mean(x, axis=(1, 2))
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     x = jnp.concatenate([
