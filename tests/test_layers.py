@@ -143,7 +143,7 @@ def test_batch_norm_groups_of_clips_hold_every_frame_of_a_clip_in_2d_backbones()
   alone, where PySlowFast's per-GPU BatchNorm (and the README: groups of clips) takes a clip's
   frames together."""
   rng = np.random.default_rng(2)
-  x = rng.normal(1.0, 2.0, (4, 3, 3, 5))  # 2 clips of 2 frames
+  x = rng.normal(1.0, 2.0, (4, 3, 3, 5)).astype(np.float32)  # 2 clips of 2 frames
   bn = layers.BatchNorm(use_running_average=False)
   variables = bn.init(jax.random.key(0), x)
   with layers.batch_norm_groups(1), layers.rows_per_clip(2):
