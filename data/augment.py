@@ -236,11 +236,11 @@ def check_test_crops(num_crops: int) -> None:
 
 
 def check_crop_sizes(data_config, *, train: bool) -> None:
-  """Fails, before any reading, where a crop is larger than the frame it is cut from: tf's
-  slices then start from the end and cut strips, and a jitter below the crop squashes whole
-  frames to squares (PySlowFast's crops fail there too)."""
+  """Fails, before any reading, where a `train` (else test) crop is larger than the frame it is
+  cut from: tf's slices then start from the end and cut strips, and a jitter below the crop
+  squashes whole frames to squares (PySlowFast's crops fail there too)."""
   data = data_config
-  if data.eval_crop_size > data.eval_short_side:
+  if not train and data.eval_crop_size > data.eval_short_side:
     raise errors.SettingError(
         f'config.data.eval_crop_size={data.eval_crop_size} is larger than '
         f'config.data.eval_short_side={data.eval_short_side}, the size test crops are cut from: '

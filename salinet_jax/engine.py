@@ -129,9 +129,8 @@ def outputs_finite(state: TrainState, batch, *, model, data_config, bn_group_siz
   micro-batch on its own as the train step normalises it) and an evaluation (running
   statistics) forward: finite weights can still predict NaN."""
   finite = jnp.array(True)
-  stacked = parallel.micro_batches(batch, accumulation_steps)
-  for index in range(accumulation_steps):
-    video, kwargs = inputs.model_inputs(jax.tree.map(lambda x: x[index], stacked), data_config)
+  for micro_batch in parallel.each_micro_batch(batch, accumulation_steps):
+    video, kwargs = inputs.model_inputs(micro_batch, data_config)
     with layers.batch_norm_groups(bn_group_size):
       train_logits, _ = model.apply(state.variables, video, train=True, mutable=['batch_stats'],
                                     rngs={'dropout': jax.random.key(0)}, **kwargs)

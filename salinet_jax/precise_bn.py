@@ -8,9 +8,8 @@ forward is intercepted and its input's per-channel mean and mean square recorded
 module called several times per forward (SaliNet's shared saliency BN) averages the moments of
 its calls, where fvcore refuses such a layer. Each micro-batch of gradient accumulation runs
 on its own and its clips are grouped by config.bn_group_size, as in the train step, so every
-layer sees the inputs training gave it. The batches
-come from a stream of their own (train.py), so the training data order does not depend on
-evaluation.
+layer sees the inputs training gave it. The batches come from a stream of their own
+(train.py), so the training data order does not depend on evaluation.
 """
 
 from typing import Any, Dict, Iterator, Tuple
@@ -59,11 +58,8 @@ def make_moments_step(model: nn.Module, mesh, model_inputs, bn_group_size: int =
   `model_inputs(batch)` gives the model's (clip, keyword inputs), see salinet_jax/inputs.py.
   """
   def moments(variables, batch):
-    stacked = parallel.micro_batches(batch, accumulation_steps)
-    parts = [batch_moments(model, variables,
-                           *model_inputs(jax.tree.map(lambda x, i=i: x[i], stacked)),
-                           bn_group_size)
-             for i in range(accumulation_steps)]
+    parts = [batch_moments(model, variables, *model_inputs(micro_batch), bn_group_size)
+             for micro_batch in parallel.each_micro_batch(batch, accumulation_steps)]
     return jax.tree.map(lambda *values: sum(values) / accumulation_steps, *parts)
 
   return jax.jit(moments, in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)),

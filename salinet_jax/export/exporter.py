@@ -61,19 +61,19 @@ def _inside(path: str, folder: str) -> bool:
   return os.path.commonpath([path, folder]) == folder
 
 
-def _check_output(output: str, overwrite: bool, workdir: str) -> str:
+def _check_output(output: str, overwrite: bool, runs: Sequence[str]) -> str:
   """OUT as an absolute path, once it is known that the export may be moved there (nothing is
   created here): a new or empty folder, or with `overwrite` an earlier export and nothing else
-  (never the run it exports, a folder that holds it, or its checkpoints), in a folder that can
-  be written."""
+  (never one of the `runs` it exports from, a folder that holds one, or its checkpoints), in a
+  folder that can be written."""
   output = os.path.realpath(output)
-  workdir = os.path.realpath(workdir)
-  if _inside(workdir, output):
-    raise ExportError(f'--output {output} is or holds the workdir {workdir}: an export goes to a '
-                      'folder of its own.')
-  if _inside(output, checkpoints.checkpoint_dir(workdir)):
-    raise ExportError(f'--output {output} lies in the checkpoints of {workdir}: an export goes '
-                      'to a folder of its own.')
+  for workdir in map(os.path.realpath, runs):
+    if _inside(workdir, output):
+      raise ExportError(f'--output {output} is or holds the workdir {workdir}: an export goes to '
+                        'a folder of its own.')
+    if _inside(output, checkpoints.checkpoint_dir(workdir)):
+      raise ExportError(f'--output {output} lies in the checkpoints of {workdir}: an export goes '
+                        'to a folder of its own.')
   if os.path.exists(output):
     if not os.path.isdir(output):
       raise ExportError(f'--output {output} exists and is not a directory.')
@@ -175,8 +175,7 @@ def export(workdir: str, output: str, formats: Any = formats_lib.FORMATS, *,
   if run_dir != os.path.realpath(workdir):
     print(f'--checkpoint is a step of the run {run_dir}, not of --workdir {workdir}: export.json '
           'records that run as the source.', file=sys.stderr)
-    _check_output(output, overwrite, run_dir)
-  output = _check_output(output, overwrite, workdir)
+  output = _check_output(output, overwrite, (workdir, run_dir))
   platforms = _check_platforms(platforms, formats)
   if tolerance is not None and tolerance < 0:
     raise ExportError(f'--tolerance must be 0 or more, got {tolerance:g}.')
