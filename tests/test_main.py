@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -203,3 +204,34 @@ def test_a_user_error_ends_the_process_even_if_another_thread_never_finishes():
   assert proc.returncode == 1, proc.stderr[-3000:]
   assert proc.stderr.strip().splitlines()[-1] == (
       'error: Saving checkpoint step 4 failed: Operation not permitted.')
+
+
+_CTRL_C_IN_A_GC_CALLBACK = '''
+import gc, signal, time
+from salinet_jax import cli
+
+armed = [True]
+def callback(phase, info):  # stands for JAX's _xla_gc_callback, where a Ctrl-C was dropped
+  if armed:
+    armed.pop()
+    signal.raise_signal(signal.SIGINT)  # Python raises the KeyboardInterrupt here and drops it
+gc.callbacks.append(callback)
+with cli.user_errors_in_one_line():
+  gc.collect()
+  time.sleep(60)
+  print('ran to the end')
+'''
+
+
+def test_a_ctrl_c_that_python_drops_in_a_gc_callback_still_interrupts():
+  """Python drops an exception raised in a gc callback, a __del__ or a weakref callback: a Ctrl-C
+  that landed in JAX's gc callback while a run initialised was lost, and the run trained to its
+  end (exit status 0)."""
+  start = time.monotonic()
+  proc = subprocess.run([sys.executable, '-c', _CTRL_C_IN_A_GC_CALLBACK], cwd=REPO_ROOT,
+                        env=subprocess_env(0), capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 130, proc.stdout + proc.stderr[-3000:]
+  assert 'ran to the end' not in proc.stdout
+  assert 'Traceback' not in proc.stderr, proc.stderr[-3000:]
+  assert proc.stderr.strip().splitlines()[-1] == 'Interrupted by Ctrl-C. Exit status 130.'
+  assert time.monotonic() - start < 50

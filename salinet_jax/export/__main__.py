@@ -95,7 +95,9 @@ def _run(argv) -> None:
   import tensorflow as tf
   tf.config.set_visible_devices([], 'GPU')  # TensorFlow only reloads the SavedModel here
   console.setup()
-  sys.exit(main(argv, flags.FLAGS))
+  with cli.ctrl_c_never_dropped():
+    status = main(argv, flags.FLAGS)
+  sys.exit(status)
 
 
 if __name__ == '__main__':
