@@ -522,3 +522,22 @@ def test_a_damaged_newest_step_is_called_corrupt_and_the_intact_ones_named(train
       r'unreadable \(.*\)\.' + (r' Intact steps: \[' if len(steps) > 1 else '$'))):
     export.export(str(copy), str(tmp_path / 'out'), ['stablehlo'], checkpoint='latest')
   assert not (tmp_path / 'out').exists()
+
+
+def test_the_step_of_an_unfinished_run_is_recorded_as_such(trained, exported, tmp_path):
+  """The console warned that the checkpoint's run had not finished, but export.json, which goes
+  with the model where the console does not, said nothing."""
+  assert exported('hara')[3]['source']['unfinished_run'] is None
+  _, workdir = trained('hara')
+  copy = tmp_path / 'run'
+  shutil.copytree(workdir, copy)
+  step = max(int(n) for n in os.listdir(copy / 'checkpoints') if n.isdigit())
+  metadata_file = copy / 'checkpoints' / str(step) / '_CHECKPOINT_METADATA'
+  metadata = json.loads(metadata_file.read_text())
+  metadata['custom_metadata']['total_steps'] = 10 * step  # as if stopped before its end
+  metadata_file.write_text(json.dumps(metadata))
+  summary = export.export(str(copy), str(tmp_path / 'out'), ['stablehlo'], checkpoint='latest',
+                          num_videos=1)
+  assert summary['source']['unfinished_run'] == {'step': step, 'run_steps': 10 * step}
+  written = json.loads((tmp_path / 'out' / 'export.json').read_text())
+  assert written['source']['unfinished_run'] == summary['source']['unfinished_run']

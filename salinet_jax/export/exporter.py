@@ -133,6 +133,13 @@ def _one_line(error: BaseException) -> str:
   return f'{type(error).__name__}: {first}'[:500]
 
 
+def _unfinished_run(step_dir: str) -> Optional[Dict[str, int]]:
+  """{'step', 'run_steps'} when the checkpoint's run stopped short of its length, else None: the
+  console's warning does not travel with the export."""
+  unfinished = checkpoints.unfinished_run(step_dir)
+  return None if unfinished is None else dict(zip(('step', 'run_steps'), unfinished))
+
+
 def _staging_folder(output: str) -> str:
   """An empty folder beside `output`, with the permissions a new folder would get (mkdtemp's
   0700 would hide OUT from a serving user)."""
@@ -200,7 +207,8 @@ def export(workdir: str, output: str, formats: Any = formats_lib.FORMATS, *,
   summary: Dict[str, Any] = {
       'format_version': EXPORT_FORMAT_VERSION,
       'source': {'workdir': run_dir, 'checkpoint': run.checkpoint,
-                 'checkpoint_path': run.path, 'step': run.step, 'metrics': run.metrics},
+                 'checkpoint_path': run.path, 'step': run.step, 'metrics': run.metrics,
+                 'unfinished_run': _unfinished_run(run.path)},
       'model': config.model.name,
       'dtype': config.dtype,
       'classes': run.classes,
