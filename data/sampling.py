@@ -21,6 +21,7 @@ training and (K, T) for the K test clips (`config.data.eval_num_clips`).
               at each end, n being the video's own (strided) length.
 """
 
+import math
 from typing import Dict, Optional
 
 import tensorflow as tf
@@ -199,6 +200,22 @@ def pad_frames(features: Features, max_frames: int) -> Features:
 def pads_frames(data_config) -> bool:
   """Whether the config's sampler gives variable-length clips that are padded and masked."""
   return data_config.temporal_sampling == 'all_frames'
+
+
+def clip_span(data_config, fps: float) -> Optional[int]:
+  """The fewest frames of a video at `fps` from which a test clip takes what it takes from a
+  long video (TSN: distinct frames); fewer, and it loops, repeats or squeezes them. None for
+  all_frames, whose clips take the frames there are."""
+  sampling, frames, stride = (data_config.temporal_sampling, data_config.num_frames,
+                              data_config.frame_stride)
+  if sampling == 'dense':
+    return (frames - 1) * stride + 1
+  if sampling == 'pyslowfast':  # its last index is floor(length - 1), length in native frames
+    rate = fps if fps > 0 else data_config.target_fps
+    return max(1, math.floor(frames * stride * rate / data_config.target_fps))
+  if sampling == 'tsn':
+    return frames
+  return None
 
 
 def check(data_config, *, train: bool) -> None:

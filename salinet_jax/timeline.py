@@ -22,11 +22,33 @@ from absl import logging
 from tqdm import tqdm
 
 from data import pipeline
+from data import sampling
 from data import video_io
 from salinet_jax import evaluate as evaluate_lib
 from salinet_jax import parallel
 
 TIMELINE_SUFFIX = '.timeline'
+
+
+def window_frames(seconds: float, rate: float) -> int:
+  """How many frames `seconds` of a video at `rate` hold, for a window or a stride (at least 1)."""
+  return max(1, int(round(seconds * rate)))
+
+
+def _say_short_windows(path: str, frames: int, rate: float, config) -> None:
+  """A warning when the windows of `path` hold fewer frames than a clip spans: each window's
+  clips then take frames as from a video that short (looped, repeated or squeezed)."""
+  span = sampling.clip_span(config.data, rate)
+  if span is None or frames >= span:
+    return
+  short = (f"fewer than a clip's {span} (temporal_sampling={config.data.temporal_sampling!r})")
+  if frames < window_frames(config.predict.window_seconds, rate):
+    logging.warning('%s: its one window holds all its %d frames, %s: its clips loop, repeat or '
+                    'squeeze frames.', path, frames, short)
+  else:
+    logging.warning('%s: its windows hold %d frames (%g s at %g fps), %s: their clips loop, '
+                    'repeat or squeeze frames; windows of at least %.2f s hold whole clips.',
+                    path, frames, config.predict.window_seconds, rate, short, span / rate)
 
 
 def windows(path: str, frame_options: Dict[str, Any], window_seconds: float,
@@ -40,8 +62,7 @@ def windows(path: str, frame_options: Dict[str, Any], window_seconds: float,
   source_rate, tolerance = video_io.stream_timing(path)
   source_rate = source_rate or 25.0
   rate = fps if fps > 0 else source_rate
-  size = max(1, int(round(window_seconds * rate)))
-  stride = max(1, int(round(stride_seconds * rate)))
+  size, stride = window_frames(window_seconds, rate), window_frames(stride_seconds, rate)
   recent: collections.deque = collections.deque(maxlen=size)  # the last `size` frames
   count = 0
   stamps: List[Any] = []  # every decoded frame's container timestamp
@@ -100,6 +121,8 @@ def predict_windows(predictor, path: str, output_stem: str) -> np.ndarray:
                   config.predict.window_seconds, config.predict.stride_seconds,
                   predictor.decoding.get('fps', 0.0)),
           desc=name, unit='window', leave=False):
+        if not spans:
+          _say_short_windows(path, len(jpegs), rate, config)
         spans.append((begin / rate, end / rate))
         yield jpegs, name, rate
     except Exception as e:  # pylint: disable=broad-except

@@ -268,3 +268,21 @@ def test_windowed_predict_writes_a_timeline_over_the_whole_video(own_records, tm
   predict.predict(config, workdir, [str(short)], output_dir=str(tmp_path / 'pictures'))
   assert ('config.eval.num_visualizations=1: windowed predict draws its timelines, not pictures'
           in caplog.text)
+
+  # Windows shorter than a clip's 7 frames (4 x stride 2), and a video shorter than a clip: each
+  # clip loops over its frames, which went without a word.
+  config.eval.num_visualizations = 0
+  config.predict.window_seconds = config.predict.stride_seconds = 0.5
+  caplog.clear()
+  predict.predict(config, workdir, [str(short)], output_dir=str(tmp_path / 'narrow'))
+  assert (f"{short}: its windows hold 5 frames (0.5 s at 10 fps), fewer than a clip's 7 "
+          "(temporal_sampling='dense'): their clips loop, repeat or squeeze frames; windows of "
+          'at least 0.70 s hold whole clips.') in caplog.text, caplog.text
+  tiny = tmp_path / 'tiny.avi'
+  _long_video(tiny, seconds=4, fps=1)
+  config.predict.window_seconds = 8.0
+  caplog.clear()
+  predict.predict(config, workdir, [str(tiny)], output_dir=str(tmp_path / 'tiny'))
+  assert (f"{tiny}: its one window holds all its 4 frames, fewer than a clip's 7 "
+          "(temporal_sampling='dense'): its clips loop, repeat or squeeze frames."
+          in caplog.text), caplog.text

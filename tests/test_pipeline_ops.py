@@ -403,3 +403,28 @@ def test_pyslowfast_train_clip_starts_anywhere_in_the_slack():
     assert 0 <= clip[0] <= 200 - 64 and np.all(np.diff(clip) >= 8) and clip[-1] <= 199
     starts.add(clip[0])
   assert len(starts) > 30
+
+
+@pytest.mark.parametrize('sampling_name, fps', [
+    ('dense', 25.0), ('pyslowfast', 30.0), ('pyslowfast', 17.0), ('pyslowfast', 0.0),
+    ('tsn', 25.0), ('all_frames', 25.0)])
+def test_clip_span_is_the_fewest_frames_a_whole_clip_needs(sampling_name, fps):
+  """Windowed predict warns of windows shorter than `clip_span`: with that many frames a test
+  clip takes what it takes from a long video (TSN: distinct frames), with one fewer it does not."""
+  data = _data(temporal_sampling=sampling_name, num_frames=4, frame_stride=3, target_fps=30.0,
+               eval_num_clips=2)
+  span = sampling.clip_span(data, fps)
+  if sampling_name == 'all_frames':  # takes the frames there are: no span to fall short of
+    assert span is None
+    return
+
+  def first_clip(n):
+    features = dict(_frames(n), fps=tf.constant(fps, tf.float32))
+    return list(_ints(tf.strings.to_number(
+        sampling.sample(features, data, train=False)['frames_jpeg']))[0])
+
+  def whole(n):
+    clip = first_clip(n)
+    return len(set(clip)) == len(clip) if sampling_name == 'tsn' else clip == first_clip(1000)
+
+  assert whole(span) and not whole(span - 1), span
