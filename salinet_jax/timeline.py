@@ -41,7 +41,7 @@ def _say_short_windows(path: str, frames: int, rate: float, config) -> None:
   span = sampling.clip_span(config.data, rate)
   if span is None or frames >= span:
     return
-  short = (f"fewer than a clip's {span} (temporal_sampling={config.data.temporal_sampling!r})")
+  short = f"fewer than a clip's {span} (temporal_sampling={config.data.temporal_sampling!r})"
   if frames < window_frames(config.predict.window_seconds, rate):
     logging.warning('%s: its one window holds all its %d frames, %s: its clips loop, repeat or '
                     'squeeze frames.', path, frames, short)
