@@ -120,6 +120,23 @@ def split_info(dataset_config, split: str) -> SplitInfo:
                    tuple(metadata.classes), shard_bytes, shard_videos)
 
 
+def train_split_info(dataset_config) -> SplitInfo:
+  """The train split's `split_info`; fails on unlabelled videos in it (label -1, from annotation
+  rows without a label), which the loss would read as the last class."""
+  split = dataset_config.train_split
+  info = split_info(dataset_config, split)
+  metadata = prepare(dataset_config)
+  per_class = metadata.extra.get('videos_per_class', {}).get(split)
+  unlabelled = info.num_videos - sum(per_class) if per_class is not None else 0
+  if unlabelled > 0:
+    raise errors.DataError(
+        f'Split {split!r} of {info.dataset!r} in {info.directory} holds {unlabelled} unlabelled '
+        f'video(s) of its {info.num_videos}: training needs a label for every video. Convert '
+        'them into a split of their own (e.g. test), or set config.dataset.train_split to a '
+        'labelled split.')
+  return info
+
+
 # The converter's settings that decide how a frame is stored.
 FRAME_OPTIONS = ('short_side', 'jpeg_quality', 'interpolation')
 
@@ -327,7 +344,7 @@ def train_dataset(config, *, seed: int, start_step: int = 0,
   process_index = jax.process_index() if process_index is None else process_index
   process_count = jax.process_count() if process_count is None else process_count
   data = config.data
-  info = split_info(config.dataset, config.dataset.train_split)
+  info = train_split_info(config.dataset)
   local_batch = _check_batch(config.batch_size, process_count, 'config.batch_size')
   host_malloc.keep_buffers_in_heap(data.malloc_mmap_threshold_mib)
   check_train_clips(data)

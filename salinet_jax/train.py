@@ -114,7 +114,7 @@ def training_engine(config: ml_collections.ConfigDict) -> engine.Engine:
   """The Engine of a training run: classes and the epoch length come from the train split. The
   eval split and the eval view settings are checked too, so that they fail now, not after the
   first steps."""
-  info = pipeline.split_info(config.dataset, config.dataset.train_split)
+  info = pipeline.train_split_info(config.dataset)
   pipeline.split_info(config.dataset, config.dataset.eval_split)
   pipeline.check_train_clips(config.data)
   pipeline.check_eval_views(config.data)

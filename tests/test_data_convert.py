@@ -1049,3 +1049,32 @@ def test_frame_folders_without_their_rate_are_warned_about(tmp_path, capsys):
     err = capsys.readouterr().err
     assert ('warning: 1 frame folder(s) are converted without --frames_fps: their rate is stored '
             'as unknown (0)' in err) == warned, err
+
+
+def test_unlabelled_videos_in_a_training_split_are_warned_about_and_refused(tmp_path, capsys):
+  """A test-format Kinetics CSV (no label column) given as the train split converted without a
+  word, and training read its videos' label -1 as the last class."""
+  from data import errors as data_errors  # pylint: disable=g-import-not-at-top
+  from tests.conftest import tiny_config  # pylint: disable=g-import-not-at-top
+  videos = tmp_path / 'videos'
+  videos.mkdir()
+  for name, source in (('aaaaaaaaaaa_000000_000010.mov', 'video_0.mov'),
+                       ('bbbbbbbbbbb_000000_000010.mov', 'video_90.mov')):
+    (videos / name).symlink_to(CODEC / source)
+  (tmp_path / 'train.csv').write_text('youtube_id,time_start,time_end,split\n'
+                                      'aaaaaaaaaaa,0,10,train\n')
+  (tmp_path / 'val.csv').write_text('label,youtube_id,time_start,time_end,split\n'
+                                    'flipping pancake,bbbbbbbbbbb,0,10,val\n')
+  out = tmp_path / 'out'
+  assert _run('--dataset=kinetics400', f'--input={videos}', f'--output={out}', '--short_side=32',
+              f'--annotations=train={tmp_path / "train.csv"},val={tmp_path / "val.csv"}') == 0
+  assert ("split 'train' holds 1 unlabelled video(s) of its 1 (annotation rows without a label): "
+          'training refuses a split with unlabelled videos; an evaluation scores them without '
+          'counting them in its accuracy.') in capsys.readouterr().err
+  config = tiny_config(str(out))
+  config.dataset.name = 'kinetics400'
+  with pytest.raises(data_errors.DataError, match=re.escape(
+      f"Split 'train' of 'kinetics400' in {out} holds 1 unlabelled video(s) of its 1: training "
+      'needs a label for every video. Convert them into a split of their own (e.g. test), or '
+      'set config.dataset.train_split to a labelled split.')):
+    pipeline.train_dataset(config, seed=0)

@@ -105,7 +105,8 @@ def convert(args) -> Optional['records.DatasetMetadata']:
         f'{counts}, {len(jobs)} shards, {missing} listed videos left out (not found, found '
         'twice or listed twice: each becomes a failure).', file=sys.stderr)
   before = existing_metadata(output, plan)  # fail before decoding anything, dry run or not
-  for line in (plan.warnings + coverage_warnings(plan) + share_warnings(plan, args)
+  for line in (plan.warnings + coverage_warnings(plan) + unlabelled_warnings(plan)
+               + share_warnings(plan, args)
                + frame_rate_warnings(plan, args) + _replaced_conversions(before, plan, args)):
     print(f'warning: {line}', file=sys.stderr)
   if args.dry_run:
@@ -182,6 +183,20 @@ def coverage_warnings(plan) -> List[str]:
     if labelled and absent:
       lines.append(f'split {split!r} has no video of {len(absent)} of the {len(plan.classes)} '
                    f'classes: {absent[:20]}' + (' ...' if len(absent) > 20 else '') + '.')
+  return lines
+
+
+def unlabelled_warnings(plan) -> List[str]:
+  """A line per split holding unlabelled videos beside labelled ones, or named for training:
+  training refuses them (their label -1 is no class), an evaluation leaves them out of its
+  accuracy."""
+  lines = []
+  for split, items in sorted(plan.splits.items()):
+    unlabelled = sum(item.label_index < 0 for item in items)
+    if unlabelled and (unlabelled < len(items) or split.startswith('train')):
+      lines.append(f'split {split!r} holds {unlabelled} unlabelled video(s) of its {len(items)} '
+                   '(annotation rows without a label): training refuses a split with unlabelled '
+                   'videos; an evaluation scores them without counting them in its accuracy.')
   return lines
 
 
