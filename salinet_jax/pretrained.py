@@ -342,26 +342,41 @@ def load_pretrained(params: Any, batch_stats: Any, init_config: Any,
     raise PretrainedMismatchError(f'{report.summary()}\n{_mismatch_hint(report, strict)}.'
                                   + _model_differences(item, model_config,
                                                        other_architecture=False))
-  if (classes is not None and classifier_params is not None
-      and os.path.basename(item) == checkpoints.ITEM_DIR):
-    _refuse_a_classifier_of_other_classes(
-        report, classifier_params,
-        checkpoints.read_step_metadata(os.path.dirname(item)).get('classes'), list(classes))
+  if classes is not None and classifier_params is not None:
+    if os.path.basename(item) == checkpoints.ITEM_DIR:
+      trained_on = step_metadata.get('classes')
+      remedy = 'It was saved before runs recorded their classes'
+    else:
+      trained_on = (conversion_info(os.path.dirname(item)) or {}).get('classes')
+      remedy = ("Convert it again with --classes=FILE (the names in its classifier's row "
+                'order) to have them checked')
+    _check_the_classes_of_a_classifier(report, classifier_params, trained_on, list(classes),
+                                       remedy)
   return merged['params'], merged['batch_stats'], report
 
 
-def _refuse_a_classifier_of_other_classes(report: LoadReport,
-                                          classifier_params: Callable[[], Iterable[str]],
-                                          trained_on: Optional[List[str]],
-                                          classes: List[str]) -> None:
-  """A training checkpoint records its classes: with as many other ones (or the same in another
-  order) the shapes of its classifiers (and of S2DNet's layers reading class scores) fit, and
-  their rows would be matched to the wrong classes."""
-  if not trained_on or trained_on == classes or len(trained_on) != len(classes):
+def _check_the_classes_of_a_classifier(report: LoadReport,
+                                       classifier_params: Callable[[], Iterable[str]],
+                                       trained_on: Optional[List[str]],
+                                       classes: List[str], remedy: str) -> None:
+  """With as many other classes (or the same in another order) the shapes of a checkpoint's
+  classifiers (and of S2DNet's layers reading class scores) fit, and their rows would be matched
+  to the wrong classes: refused where the checkpoint records its classes (training checkpoints;
+  converted ones given --classes), a warning where it records none."""
+  if trained_on == classes or (trained_on and len(trained_on) != len(classes)):
     return
   loaded = {entry.split(':', 1)[1] for entry in report.loaded if entry.startswith('params:')}
   classifiers = sorted({path.rsplit('/', 1)[0] for path in classifier_params() if path in loaded})
   if not classifiers:
+    return
+  source = f'{report.checkpoint} ({report.taken})' if report.taken else report.checkpoint
+  exclude = f"init_from.exclude='^({'|'.join(classifiers)})(/|$)'"
+  if not trained_on:
+    logging.warning(
+        'init_from %s records no class names: its layers with a row per class (%s) are read as '
+        "these records' %d classes in their order (%s), unchecked. %s; or exclude them with "
+        '%s to train them afresh.', source, ', '.join(classifiers), len(classes),
+        ', '.join(classes[:3]) + (', ...' if len(classes) > 3 else ''), remedy, exclude)
     return
   if sorted(trained_on) == sorted(classes):
     index = next(i for i, (a, b) in enumerate(zip(trained_on, classes)) if a != b)
@@ -370,12 +385,11 @@ def _refuse_a_classifier_of_other_classes(report: LoadReport,
   else:
     only = lambda a, b: ', '.join([c for c in a if c not in b][:4])  # noqa: E731
     how = f'classes only there: {only(trained_on, classes)}; only here: {only(classes, trained_on)}'
-  source = f'{report.checkpoint} ({report.taken})' if report.taken else report.checkpoint
   raise PretrainedMismatchError(
       f'init_from {source} was trained on other classes than these records ({how}), so its '
       f'layers with a row per class ({", ".join(classifiers)}) would be matched to the wrong '
-      f"classes. Exclude them with init_from.exclude='^({'|'.join(classifiers)})(/|$)' to "
-      'train them afresh, or train on records of its classes.')
+      f'classes. Exclude them with {exclude} to train them afresh, or train on records of its '
+      'classes.')
 
 
 def _mismatch_hint(report: LoadReport, strict: bool) -> str:

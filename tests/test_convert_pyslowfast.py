@@ -294,6 +294,22 @@ def test_command_line_writes_a_checkpoint_that_init_from_loads(tiny_nl_i3d, tmp_
   assert bad.returncode == 1 and 'mis-shaped' in bad.stdout
   assert not (tmp_path / 'bad').exists()
 
+  # --classes records the classifier's class names (for init_from to check); a list of another
+  # length is refused before anything is written.
+  names = tmp_path / 'labels.txt'
+  names.write_text('\ufeffa\r\nb\r\nc\r\nd\r\ne\r\n\r\n')  # a BOM, CRLF, a blank last line
+  named = subprocess.run(args[:-1] + [f'--output={tmp_path / "named"}', f'--classes={names}'],
+                         capture_output=True, text=True, check=False)
+  assert named.returncode == 0, named.stderr[-3000:]
+  assert pretrained.conversion_info(str(tmp_path / 'named'))['classes'] == list('abcde')
+  names.write_text('a\nb\nc\nd\n')
+  short = subprocess.run(args[:-1] + [f'--output={tmp_path / "short"}', f'--classes={names}'],
+                         capture_output=True, text=True, check=False)
+  assert short.returncode == 1 and short.stderr.strip().splitlines()[-1] == (
+      f'error: --classes={names} lists 4 class names, but the classifier has 5 rows: give one '
+      'name per line, in row order.')
+  assert not (tmp_path / 'short').exists()
+
 
 def _caffe2_pickle_with_an_object(path):
   with open(path, 'wb') as f:

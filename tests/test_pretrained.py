@@ -1,5 +1,6 @@
 """load_pretrained: fine-tuning with the head excluded, strictness, reports, checkpoint kinds."""
 
+import re
 import shutil
 
 import flax
@@ -376,3 +377,40 @@ def test_the_checkpoint_taken_from_a_run_never_evaluated_is_not_called_its_best(
   report = pretrained.load_pretrained(*init(model, seed=7),
                                       {'checkpoint': str(tmp_path), 'which': 'best'})[2]
   assert report.taken == 'its latest checkpoint, step 2: none was evaluated, so none is best'
+
+
+def test_a_converted_classifier_is_checked_by_its_recorded_classes_or_said_unchecked(tmp_path,
+                                                                                    caplog):
+  """A converted reference checkpoint recorded no class names: its classifier rows were read as
+  the records' classes in their order, unchecked and without a word."""
+  model = tiny_model(k400_i3d_nl.get_config(), 4)
+  params, batch_stats = init(model, seed=6)
+  fresh = init(model, seed=7)
+  head = lambda: {'head/fc/kernel', 'head/fc/bias'}  # noqa: E731  (Engine.classifier_params)
+  named = pretrained.save_converted(str(tmp_path / 'named'),
+                                    {'params': params, 'batch_stats': batch_stats},
+                                    {'source': 'test', 'classes': ['cat', 'dog', 'eel', 'fox']})
+  with pytest.raises(pretrained.PretrainedMismatchError, match=re.escape(
+      f'init_from {named} was trained on other classes than these records (the same classes in '
+      "another order: class 1 is 'dog' there, 'eel' here)")):
+    pretrained.load_pretrained(*fresh, {'checkpoint': named}, classes=['cat', 'eel', 'dog', 'fox'],
+                               classifier_params=head)
+  caplog.set_level('WARNING', logger='absl')
+  got, _, _ = pretrained.load_pretrained(*fresh, {'checkpoint': named},
+                                         classes=['cat', 'dog', 'eel', 'fox'],
+                                         classifier_params=head)
+  np.testing.assert_array_equal(got['head']['fc']['kernel'], params['head']['fc']['kernel'])
+  assert 'records no class names' not in caplog.text
+
+  unnamed = save(tmp_path, 'unnamed', params, batch_stats)
+  pretrained.load_pretrained(*fresh, {'checkpoint': unnamed}, classes=['cat', 'eel', 'dog', 'fox'],
+                             classifier_params=head)
+  assert (f'init_from {unnamed} records no class names: its layers with a row per class (head/fc) '
+          "are read as these records' 4 classes in their order (cat, eel, dog, ...), unchecked. "
+          "Convert it again with --classes=FILE (the names in its classifier's row order) to "
+          "have them checked; or exclude them with init_from.exclude='^(head/fc)(/|$)' to train "
+          'them afresh.') in caplog.text, caplog.text
+  caplog.clear()
+  pretrained.load_pretrained(*fresh, {'checkpoint': unnamed, 'exclude': '^head/fc/'},
+                             classes=['cat', 'eel', 'dog', 'fox'], classifier_params=head)
+  assert 'records no class names' not in caplog.text

@@ -3,7 +3,7 @@ r"""Command line: convert a PyTorch/Caffe2 checkpoint for `config.init_from`.
   python -m salinet_jax.convert --source=pyslowfast --checkpoint=I3D_NLN_8x8_R50.pkl \
       --config=configs/k400_i3d_nl.py --output=/ckpt/i3d_nln_k400
   python -m salinet_jax.convert --source=salinet --checkpoint=salinet_k400.pyth \
-      --config=configs/k400_salinet.py --output=/ckpt/salinet_k400
+      --config=configs/k400_salinet.py --output=/ckpt/salinet_k400 --classes=k400_labels.txt
   python -m salinet_jax.convert --source=torchvision --checkpoint=resnet50-11ad3fa6.pth \
       --config=configs/k400_i3d_nl.py --output=/ckpt/i3d_inflated --inflate=repeat \
       --exclude='^head/|/pathway0_nonlocal\d+/'
@@ -16,8 +16,12 @@ classes of the checkpoint's classifier (or `--num_classes`). Every model variabl
 the checkpoint and every checkpoint tensor must be used, else the command lists what is missing,
 unexpected or mis-shaped and writes nothing; `--exclude` (regex over Flax paths such as
 'head/fc/kernel') leaves variables out on purpose, `--nostrict` writes what converted anyway.
+`--classes` records the class names of the classifier's rows: init_from then refuses records
+whose classes differ (or come in another order), and warns where a converted classifier
+records none.
 """
 
+import collections
 import sys
 
 from absl import app
@@ -35,6 +39,10 @@ _CHECKPOINT = flags.DEFINE_string('checkpoint', None, 'Checkpoint file to conver
 _OUTPUT = flags.DEFINE_string('output', None, 'Output directory.')
 _NUM_CLASSES = flags.DEFINE_integer(
     'num_classes', 0, 'Classes of the model; 0 = rows of the checkpoint\'s classifier.')
+_CLASSES = flags.DEFINE_string(
+    'classes', None, "A file of the checkpoint's class names, one per line in its classifier's "
+    'row order (e.g. the label map it was trained with): recorded, so that init_from checks '
+    "them against the records' classes.")
 _EXCLUDE = flags.DEFINE_string('exclude', '', 'Regex over Flax variable paths to leave out.')
 _STRICT = flags.DEFINE_bool('strict', True, 'Fail on missing, unexpected or mis-shaped tensors.')
 _INFLATE = flags.DEFINE_enum('inflate', None, ['none', 'repeat', 'centre'],
@@ -90,6 +98,7 @@ def _convert():
     raise errors.ConversionError(
         f'The checkpoint has no classifier ({", ".join(source.classifier_keys)}): pass '
         '--num_classes.')
+  classes = _class_names(_CLASSES.value, num_classes) if _CLASSES.value else None
   model = build_model(config.model, num_classes, 'float32')
   template = convert.model_template(model, inputs.clip_shape(config.data))
   options = {'target': _TARGET.value}
@@ -124,8 +133,29 @@ def _convert():
       'num_classes': num_classes, 'exclude': exclude, 'inflate': _INFLATE.value,
       'target': _TARGET.value, 'report': report.to_dict(),
   }
+  if classes:
+    info['classes'] = classes
   out = pretrained.save_converted(_OUTPUT.value, variables, info, overwrite=_OVERWRITE.value)
   print(f'Wrote {out}')
+
+
+def _class_names(path: str, num_classes: int) -> list:
+  """The class names of --classes: one per line (blank lines and surrounding spaces dropped), as
+  many as the classifier has rows, none twice."""
+  from salinet_jax import errors  # pylint: disable=g-import-not-at-top
+  try:
+    with open(path, encoding='utf-8-sig') as f:
+      names = [line.strip() for line in f if line.strip()]
+  except OSError as e:
+    raise errors.ConversionError(f'--classes={path} cannot be read: {e.strerror}.') from None
+  if len(names) != num_classes:
+    raise errors.ConversionError(
+        f'--classes={path} lists {len(names)} class names, but the classifier has {num_classes} '
+        'rows: give one name per line, in row order.')
+  twice = sorted(name for name, count in collections.Counter(names).items() if count > 1)
+  if twice:
+    raise errors.ConversionError(f'--classes={path} lists {", ".join(twice[:5])} more than once.')
+  return names
 
 
 if __name__ == '__main__':
