@@ -565,10 +565,18 @@ def test_a_split_given_twice_for_frame_lists_is_refused(tmp_path, capsys):
 
 @pytest.mark.parametrize('kind, flag', [('frames', '--fps=10'), ('frames', '--interpolation=AREA'),
                                         ('folder', '--frames_fps=10'),
-                                        ('folder', '--frame_start=0')])
+                                        ('folder', '--frame_start=0'),
+                                        ('ucf101', '--class_list=classes.txt'),
+                                        ('ssv2', '--class_list=classes.txt'),
+                                        ('kinetics400', '--fold=2'),
+                                        ('folder', '--kinetics_csv=k400.csv'),
+                                        ('kinetics400', '--label_index_base=1'),
+                                        ('folder', '--label_column=class')])
 def test_flags_of_the_other_source_kind_are_refused(tmp_path, capsys, kind, flag):
   """`--dataset=frames --fps=10` stored every frame at their own rate while metadata.json said
-  fps 10; the frame flags were ignored for videos likewise."""
+  fps 10; the frame flags were ignored for videos likewise, and so were --class_list for ucf101,
+  hmdb51 and ssv2 (their official order was kept, not the one asked for), --fold outside
+  ucf101/hmdb51 and the list-only flags elsewhere."""
   (tmp_path / 'list.txt').write_text('fA 40 a\n')
   assert _run(f'--dataset={kind}', f'--input={FIGHT}', f'--output={tmp_path / "out"}',
               f'--annotations={tmp_path / "list.txt"}', flag) == 2
@@ -1078,3 +1086,49 @@ def test_unlabelled_videos_in_a_training_split_are_warned_about_and_refused(tmp_
       'needs a label for every video. Convert them into a split of their own (e.g. test), or '
       'set config.dataset.train_split to a labelled split.')):
     pipeline.train_dataset(config, seed=0)
+
+
+def test_integer_labels_beside_names_or_numbered_from_one_are_caught(tmp_path):
+  """A list of integer labels beside one of names read the integers as indices into the other's
+  sorted names; UCF101's lists, numbered from 1, without --label_index_base=1 failed on label
+  101 with no word of the base, and without their class-101 rows labelled every video with the
+  next class (said only as a class without videos)."""
+  (tmp_path / 'train.txt').write_text('a/x1.mp4 fight\na/x2.mp4 noFight\n')
+  (tmp_path / 'val.txt').write_text('a/y1.mp4 1\na/y2.mp4 0\n')
+  with pytest.raises(convert.ConversionError, match=re.escape(
+      f'{tmp_path / "val.txt"} gives integer labels and {tmp_path / "train.txt"} class names: '
+      'the integers would be read as indices into the sorted names.')):
+    _plan('--dataset=list', f'--input={tmp_path}', f'--output={tmp_path / "out"}',
+          f'--annotations=train={tmp_path / "train.txt"},val={tmp_path / "val.txt"}')
+
+  ucf = ANNOTATIONS / 'ucf101_official_splits'
+  classes = tmp_path / 'classes.txt'
+  classes.write_text(''.join(line.split()[1] + '\n'
+                             for line in (ucf / 'classInd.txt').read_text().splitlines()))
+  with pytest.raises(convert.ConversionError, match=re.escape(
+      "Labels reach 101 with 101 classes: if they count from 1 (as UCF101's lists do), give an "
+      'index base of 1 (--label_index_base=1).')):
+    _plan('--dataset=list', f'--input={tmp_path}', f'--output={tmp_path / "out"}',
+          f'--annotations=train={ucf / "trainlist01.txt"}', f'--class_list={classes}')
+  without_101 = tmp_path / 'trainlist01.txt'
+  without_101.write_text(''.join(line + '\n' for line in
+                                 (ucf / 'trainlist01.txt').read_text().splitlines()
+                                 if line.strip() and not line.rstrip().endswith(' 101')))
+  plan = _plan('--dataset=list', f'--input={tmp_path}', f'--output={tmp_path / "out"}',
+               f'--annotations=train={without_101}', f'--class_list={classes}')
+  assert (f'the integer labels of {without_101} never use 0: if they count from 1 (as UCF101\'s '
+          "lists do), pass --label_index_base=1, or each video takes the class after its own."
+          ) in plan.warnings
+  plan = _plan('--dataset=list', f'--input={tmp_path}', f'--output={tmp_path / "out"}',
+               f'--annotations=train={without_101}', f'--class_list={classes}',
+               '--label_index_base=1')
+  assert not any('never use 0' in line for line in plan.warnings)
+  assert plan.splits['train'][0].label_text == 'ApplyEyeMakeup'
+
+
+def test_a_fold_with_hmdb51_tsn_lists_is_refused():
+  """TSN lists are a fold each: --fold=2 was ignored."""
+  lists = ANNOTATIONS / 'hmdb51_splits_derived'
+  with pytest.raises(convert.ConversionError, match=r'^--fold=2 picks a fold of the official '):
+    _plan('--dataset=hmdb51', f'--input={lists}', '--output=/tmp/unused', '--fold=2',
+          f'--annotations=train2={lists / "hmdb51_flow_train_split_2.txt"}')

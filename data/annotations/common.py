@@ -106,6 +106,7 @@ class UnknownLabels:
     self.path = os.fspath(path)
     self.num_classes = len(classes)
     self.first_line: Dict[str, Optional[int]] = {}
+    self.hint = ''  # what the labels suggest, added to the error
 
   def add(self, label: str, line: Optional[int]):
     self.first_line.setdefault(label, line)
@@ -118,7 +119,7 @@ class UnknownLabels:
     more = len(self.first_line) - len(shown)
     raise ValueError(
         f'{self.path}: {len(self.first_line)} label(s) not in the {self.num_classes}-class list: '
-        + ', '.join(shown) + (f' and {more} more' if more > 0 else '') + '.')
+        + ', '.join(shown) + (f' and {more} more' if more > 0 else '') + '.' + self.hint)
 
 
 def read_class_list(path: PathLike) -> Tuple[str, ...]:

@@ -42,6 +42,10 @@ def _resolve_labels(path: PathLike, rows: List[Tuple[int, str]], classes: Option
         continue
       if not 0 <= number < len(order):
         unknown.add(token, line)
+        if number == len(order) and index_base == 0:
+          unknown.hint = (f' Labels reach {number} with {len(order)} classes: if they count from '
+                          '1 (as UCF101\'s lists do), give an index base of 1 '
+                          '(--label_index_base=1).')
         resolved.append(None)
         continue
       token = order[number]

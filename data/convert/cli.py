@@ -31,8 +31,10 @@ KIND and what --input / --annotations are:
 
 Frames are decoded with PyAV in presentation order, turned upright from rotation metadata, stored
 at --fps (0: every native frame) with short side --short_side (256) as JPEG (--jpeg_quality).
-Class indices follow the official class order (--class_list overrides it); a label missing from
-the class list stops the run before any decoding, listing every offender.
+Class indices follow the official class order (--class_list overrides it for the kinds that have
+no official list file: kinetics, mini_kinetics, folder, list, frames); a label missing from the
+class list stops the run before any decoding, listing every offender. Flags the kind does not
+read are refused, and list files mixing integer and name labels too.
 
 The work runs over --workers processes with a progress bar. Each shard is written to a temporary
 name and renamed when complete, with its bookkeeping in OUTPUT/.convert/; a re-run with the same
@@ -95,7 +97,7 @@ def convert(args) -> Optional['records.DatasetMetadata']:
   """Runs a whole conversion for parsed arguments; returns the written metadata (None for
   --dry_run). Splits other than this run's, already in the output, are kept."""
   output = os.path.abspath(args.output)
-  _refuse_flags_of_the_other_source_kind(args)
+  _refuse_flags_the_kind_ignores(args)
   plan = make_plan(args)
   os.makedirs(output, exist_ok=True)
   jobs = shard_jobs(plan, args, output)
@@ -159,18 +161,34 @@ def emptied_class_warnings(plan, metadata) -> List[str]:
 # ignored, while metadata.json recorded them as applied.
 _FRAMES_FLAGS = ('frame_template', 'frame_start', 'frames_fps')
 _VIDEO_FLAGS = ('fps', 'interpolation', 'decode_threads')
+# Annotation flags that only some kinds read, with those kinds (the official datasets' kinds
+# order their classes as their annotations do, so --class_list is not theirs).
+_KIND_FLAGS = {
+    'class_list': ('kinetics400', 'kinetics600', 'mini_kinetics', 'folder', 'list', 'frames'),
+    'fold': ('ucf101', 'hmdb51'),
+    'kinetics_csv': ('mini_kinetics',),
+    'label_index_base': ('list', 'frames'),
+    'path_column': ('list',),
+    'label_column': ('list',),
+}
 
 
-def _refuse_flags_of_the_other_source_kind(args) -> None:
+def _refuse_flags_the_kind_ignores(args) -> None:
   defaults = build_parser()
+  given = lambda names: [n for n in names if getattr(args, n) != defaults.get_default(n)]  # noqa: E731
   frames = args.dataset == 'frames'
-  given = [f'--{name}' for name in (_VIDEO_FLAGS if frames else _FRAMES_FLAGS)
-           if getattr(args, name) != defaults.get_default(name)]
-  if given:
+  other_source = given(_VIDEO_FLAGS if frames else _FRAMES_FLAGS)
+  if other_source:
     raise ConversionError(
-        f'{" and ".join(given)} only apply to '
+        f'{" and ".join("--" + n for n in other_source)} only apply to '
         + ('videos; frame folders are stored as they are (--frames_fps gives their rate)'
            if frames else 'frame folders (--dataset=frames)') + ': they would be ignored.')
+  other_kind = given(n for n, kinds in _KIND_FLAGS.items() if args.dataset not in kinds)
+  if other_kind:
+    kinds = sorted({kind for n in other_kind for kind in _KIND_FLAGS[n]}, key=KINDS.index)
+    raise ConversionError(
+        f'{" and ".join("--" + n for n in other_kind)} only apply to --dataset='
+        f'{"|".join(kinds)}: with --dataset={args.dataset} they would be ignored.')
 
 
 def coverage_warnings(plan) -> List[str]:

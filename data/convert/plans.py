@@ -176,6 +176,9 @@ def plan_hmdb51(args) -> Plan:
         if _keep_split(args, split):
           splits[split] = files.attach_sources(_entries_to_items(parsed.entries), index)
   else:
+    if args.fold != '1':
+      raise ConversionError(f'--fold={args.fold} picks a fold of the official split folder; TSN '
+                            'lists are one fold each, given as split=path: it would be ignored.')
     for split, path in _split_specs(args.annotations, 'hmdb51'):
       split = split or args.split
       if not split:
@@ -265,6 +268,35 @@ def plan_folder(args) -> Plan:
 
 
 
+def _names_of_the_labels(named: Dict[str, Tuple[str, ...]]) -> Tuple[str, ...]:
+  """The sorted class names that list files label their videos with, from `named` (each file's
+  label names, none where its labels are integers). Files of integer labels need --class_list,
+  and beside files of names they would index those files' sorted names: both are refused."""
+  integer = [path for path, names in named.items() if not names]
+  if integer and len(integer) < len(named):
+    raise ConversionError(
+        f'{integer[0]} gives integer labels and {next(p for p in named if named[p])} class '
+        'names: the integers would be read as indices into the sorted names. Give every file '
+        'names, or integers with --class_list (one class name per line, in index order).')
+  if integer:
+    raise ConversionError('The list files give integer labels: pass --class_list (one class '
+                          'name per line, in index order).')
+  return tuple(sorted({name for names in named.values() for name in names}))
+
+
+def _index_base_warnings(named: Dict[str, Tuple[str, ...]], splits, index_base: int) -> List[str]:
+  """A line when integer labels counted from 0 never use 0: lists numbered from 1 (UCF101's)
+  read that way label every video with the class after its own, and only a class left without
+  videos would show it."""
+  if index_base != 0 or any(named.values()):
+    return []
+  if any(item.label_index == 0 for items in splits.values() for item in items):
+    return []
+  return [f'the integer labels of {", ".join(named)} never use 0: if they count from 1 (as '
+          "UCF101's lists do), pass --label_index_base=1, or each video takes the class after "
+          'its own.']
+
+
 def plan_list(args) -> Plan:
   specs = _split_specs(args.annotations, 'list')
   classes = _read_class_list(args)
@@ -284,16 +316,10 @@ def plan_list(args) -> Plan:
   else:
     if args.split_by_group:
       raise ConversionError('--split_by_group needs a CSV list with a header.')
+    named = {path: tuple(ann.parse_list_file(path, None, args.label_index_base).classes)
+             for _, path in specs}
     if classes is None:
-      names, integer = set(), True
-      for _, path in specs:
-        result = ann.parse_list_file(path, None, args.label_index_base)
-        integer = integer and not result.classes
-        names.update(result.classes)
-      if integer:
-        raise ConversionError('The list files give integer labels: pass --class_list (one class '
-                              'name per line, in index order).')
-      classes = tuple(sorted(names))
+      classes = _names_of_the_labels(named)
     for split, path in specs:
       parsed.append((split, ann.parse_list_file(path, classes, args.label_index_base).entries))
   splits: Dict[str, Sequence[ann.VideoEntry]] = {}
@@ -314,19 +340,18 @@ def plan_list(args) -> Plan:
                for split, entries in splits.items()})
   if args.split_by_group:
     plan.notes['groups'] = {s: sorted({e.group for e in entries}) for s, entries in splits.items()}
+  if not csv_files:
+    plan.warnings.extend(_index_base_warnings(named, plan.splits, args.label_index_base))
   return plan
 
 
 def plan_frames(args) -> Plan:
   specs = _split_specs(args.annotations, 'frames')
   classes = _read_class_list(args)
+  named = {path: tuple(ann.parse_tsn_list(path, None, index_base=args.label_index_base).classes)
+           for _, path in specs}
   if classes is None:
-    names = set()
-    for _, path in specs:
-      names.update(ann.parse_tsn_list(path, None, index_base=args.label_index_base).classes)
-    if not names:
-      raise ConversionError('The TSN lists give integer labels: pass --class_list.')
-    classes = tuple(sorted(names))
+    classes = _names_of_the_labels(named)
   root = os.path.abspath(args.input)
   splits = {}
   for split, path in specs:
@@ -336,7 +361,9 @@ def plan_frames(args) -> Plan:
                             'second); give each list its split, e.g. train=LIST,val=LIST.')
     entries = ann.parse_tsn_list(path, classes, index_base=args.label_index_base).entries
     splits[split] = files.attach_paths(_entries_to_items(entries, 'frames'), root)
-  return Plan(args.name or 'frames', tuple(classes), splits)
+  plan = Plan(args.name or 'frames', tuple(classes), splits)
+  plan.warnings.extend(_index_base_warnings(named, splits, args.label_index_base))
+  return plan
 
 
 PLANNERS = {
