@@ -279,3 +279,17 @@ def test_features_are_what_the_per_frame_classifier_reads_averaged_over_frames(t
                        num_valid=num_valid)
   np.testing.assert_allclose(got[:, 0] @ fc['kernel'] + fc['bias'], logits, rtol=1e-4, atol=1e-5)
   np.testing.assert_array_equal(np.sort(got[:, 0, -TINY_CLASSES:], axis=-1)[:, -2:], 1.0)
+
+
+def test_the_detail_classifier_starts_as_a_fresh_torch_linear(tiny_batch):
+  """The reference replaces DNet's new_fc by a fresh nn.Linear over [features; context; synopsis]
+  (s2d/models.py mount_lateral_fusion), after TSN's N(0, 0.001) init of the old one: PyTorch's
+  default U(+-1/sqrt(fan_in)) for weight and bias. It was N(0, 0.001) with a zero bias here,
+  about 20x smaller at full size; SNet's classifier keeps TSN's init."""
+  params = tiny_batch[3]['params']
+  kernel, bias = (np.asarray(params['dnet']['fc'][n]) for n in ('kernel', 'bias'))
+  bound = 1 / np.sqrt(kernel.shape[0])
+  assert np.abs(kernel).max() <= bound and np.abs(bias).max() <= bound
+  assert kernel.std() > 0.4 * bound and np.abs(bias).max() > 0.2 * bound
+  snet = np.asarray(params['snet']['fc']['kernel'])
+  assert snet.std() < 0.002 and not np.any(np.asarray(params['snet']['fc']['bias']))

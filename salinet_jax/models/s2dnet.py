@@ -58,7 +58,8 @@ SAMPLER = 'f_theta'  # the learned sampler's module: frozen in the warm-up, trai
 SYNOPSIS_TYPES = ('multi_hot', 'prob')
 # Trunk channels of f_theta's 1x1x1 conv under each fix of the reference's size bug.
 F_THETA_FIX_CHANNELS = {'A': 64, 'B': 4}
-# TSN's new_fc init: N(0, 0.001), bias 0 (SNet and DNet classifiers).
+# TSN's new_fc init: N(0, 0.001), bias 0 (the SNet classifier; the DNet one is replaced by a fresh
+# nn.Linear with PyTorch's default init, as the reference's mount_lateral_fusion does).
 CLASSIFIER_INIT_STD = 0.001
 # Masked softmax ('prob' synopsis) denominator floor, as the reference.
 MASKED_SOFTMAX_EPS = 1e-6
@@ -254,7 +255,8 @@ class DetailNetwork(nn.Module):
         tile_per_frame(synopsis.astype(x.dtype), self.num_frames, self.faithful_topk_tiling),
     ], axis=-1)
     per_frame = nn.Dense(self.num_classes, dtype=self.dtype,
-                         kernel_init=nn.initializers.normal(CLASSIFIER_INIT_STD), name='fc')(x)
+                         kernel_init=resnet2d.uniform_fan_in(),
+                         bias_init=resnet2d.torch_bias_init(x.shape[-1]), name='fc')(x)
     per_frame = per_frame.astype(layers.at_least_float32(self.dtype))
     per_frame = per_frame.reshape((batch, self.num_frames, -1))
     return jnp.mean(per_frame, axis=1)
