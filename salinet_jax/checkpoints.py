@@ -277,6 +277,7 @@ class CheckpointStore:
     self._async = bool(ckpt_config.async_save)
     self._pending_step: Optional[int] = None
     metric, mode = ckpt_config.best_metric, ckpt_config.best_mode
+    self._metric = metric
     if metric not in BEST_METRICS:
       raise errors.ConfigError(f'config.checkpoint.best_metric must be one of {BEST_METRICS} (what '
                                f'the evaluations during training record), got {metric!r}.')
@@ -332,7 +333,14 @@ class CheckpointStore:
              if latest is not None else 'No checkpoint was saved; ')
           + 'lower the learning rate or check the input data.')
     self.check_for_errors()
+    # Orbax finishes the previous save before starting this one anyway; waiting here first keeps
+    # `_pending_step` naming the step whose commit callback runs next, and lets `_best_seen`
+    # read the previous step's metadata.
+    self.wait()
     metadata = {'step': int(step), 'metrics': dict(metrics or {})}
+    best_seen = self._best_seen(step, metrics)
+    if best_seen:
+      metadata['best_seen'] = best_seen
     if config is not None:
       metadata['config'] = config.to_json()
     if classes is not None:
@@ -343,9 +351,6 @@ class CheckpointStore:
       metadata['decoding'] = dict(decoding)
     if records:
       metadata['records'] = dict(records)
-    # Orbax finishes the previous save before starting this one anyway; waiting here first keeps
-    # `_pending_step` naming the step whose commit callback runs next.
-    self.wait()
     self._pending_step = int(step)
     try:
       self.manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics, force=True,
@@ -354,6 +359,17 @@ class CheckpointStore:
       raise self._save_error(step, e) from e
     if not self._async:
       self.wait()
+
+  def _best_seen(self, step: int, metrics: Optional[Dict[str, float]]) -> Dict[str, Any]:
+    """{'step', best_metric} of the best evaluation of the run up to `step` (a tie goes to the
+    newest, as the kept best), carried from the newest step's metadata: 'best' can then say
+    when that step is no longer kept."""
+    latest = self.manager.latest_step()
+    seen = self.metadata(latest).get('best_seen', {}) if latest is not None else {}
+    value = (metrics or {}).get(self._metric)
+    if value is not None and (not seen or value >= seen[self._metric]):
+      return {'step': int(step), self._metric: float(value)}
+    return seen
 
   def _save_error(self, step: Optional[int], error: BaseException) -> CheckpointSaveError:
     """The one-line error for a failed save: OS reason, where (the step's directory being
@@ -423,7 +439,16 @@ class CheckpointStore:
       raise NoCheckpointError(f'No checkpoint in {self.directory}: train first.')
     if which == 'best':
       best = self.manager.best_step()
-      return self.manager.latest_step() if best is None else best
+      if best is None:
+        return self.manager.latest_step()
+      seen = self.metadata(self.manager.latest_step()).get('best_seen', {})
+      if seen and seen['step'] not in steps:
+        logging.warning(
+            "'best' is step %d of %s (%s %.4g), the best of the steps kept; the best evaluation "
+            'of the run, step %d (%s %.4g), is not kept (config.checkpoint.keep_best was off).',
+            best, self.directory, self._metric, self.metadata(best)['metrics'][self._metric],
+            seen['step'], self._metric, seen[self._metric])
+      return best
     return self.manager.latest_step()
 
   def restore(self, step: int, target: Any, config: Any = None) -> Any:

@@ -395,3 +395,30 @@ def test_interrupted_save_leaves_previous_checkpoint_usable(tmp_path, ckpt_confi
   assert step == 1
   np.testing.assert_array_equal(state['params']['w'], [1, 1, 1])
   store.close()
+
+
+def test_best_says_when_the_runs_best_evaluation_is_no_longer_kept(tmp_path, ckpt_config, caplog):
+  """With keep_best off, 'best' gave the best of the steps left on disk (step 5 here) as if it
+  were the best the run's evaluations scored (step 2), without a word."""
+  ckpt_config.keep_best = False
+  store = checkpoints.CheckpointStore(str(tmp_path), ckpt_config)
+  for step, top1 in [(1, 0.3), (2, 0.9), (3, 0.5), (4, None), (5, 0.6)]:
+    store.save(step, _state(step), metrics=None if top1 is None else {'val_top1': top1})
+  store.close()
+  assert checkpoints.read_step_metadata(str(tmp_path / 'checkpoints' / '5'))['best_seen'] == {
+      'step': 2, 'val_top1': 0.9}
+  caplog.set_level('WARNING', logger='absl')
+  reader = checkpoints.CheckpointStore(str(tmp_path), ckpt_config, read_only=True)
+  assert reader.steps() == [4, 5] and reader.select_step('best') == 5
+  reader.close()
+  assert (f"'best' is step 5 of {tmp_path / 'checkpoints'} (val_top1 0.6), the best of the "
+          'steps kept; the best evaluation of the run, step 2 (val_top1 0.9), is not kept '
+          '(config.checkpoint.keep_best was off).') in caplog.text, caplog.text
+  caplog.clear()
+  ckpt_config.keep_best = True
+  kept = checkpoints.CheckpointStore(str(tmp_path / 'kept'), ckpt_config)
+  for step, top1 in [(1, 0.3), (2, 0.9), (3, 0.5), (4, 0.4)]:
+    kept.save(step, _state(step), metrics={'val_top1': top1})
+  assert kept.select_step('best') == 2
+  kept.close()
+  assert 'not kept' not in caplog.text
