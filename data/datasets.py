@@ -52,8 +52,8 @@ def register(info: DatasetInfo) -> DatasetInfo:
 
 def check_records(metadata, split: str) -> List[str]:
   """Warnings for records (a `records.DatasetMetadata`) whose labelled split `split` holds no
-  video of some classes (any dataset; counted by the converter), or, for a registered dataset,
-  whose split or class count differs from the official facts."""
+  video of some classes or lacks listed videos the converter could not read (any dataset), or,
+  for a registered dataset, whose split or class count differs from the official facts."""
   warnings = []
   per_class = metadata.extra.get('videos_per_class', {}).get(split)
   absent = [name for name, count in zip(metadata.classes, per_class or ()) if not count]
@@ -63,6 +63,12 @@ def check_records(metadata, split: str) -> List[str]:
         f'{len(metadata.classes)} classes: {absent[:20]}' + (' ...' if len(absent) > 20 else '')
         + '; trained on, the model never sees them; evaluated on, its accuracy covers the other '
         'classes only.')
+  failed = sum(failure.get('split') == split for failure in metadata.failures)
+  if failed:
+    warnings.append(
+        f'Split {split!r} of {metadata.name!r} lacks {failed:,} of its listed videos, which the '
+        "converter could not read (the records' failures.csv names them): training and "
+        f'evaluation see its other {metadata.split_sizes.get(split, 0):,}.')
   info = REGISTRY.get(metadata.name)
   if info is None:
     return warnings

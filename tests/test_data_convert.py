@@ -657,6 +657,10 @@ def test_missing_and_corrupt_videos_never_lose_the_others(tmp_path):
   assert sorted(os.path.basename(f['file']) for f in metadata.failures) == \
       ['corrupted.mp4', 'missing.mp4']
   assert sorted(_videos(out, 'train')) == ['fight/fi001.mp4', 'noFight/nofi001.mp4']
+  # Training and evaluation say the split lacks them: they counted 2 videos without a word.
+  assert ("Split 'train' of 'list' lacks 2 of its listed videos, which the converter could not "
+          "read (the records' failures.csv names them): training and evaluation see its other 2."
+          ) in datasets.check_records(metadata, 'train')
 
 
 def test_class_folder_tree_problems_are_named_before_decoding(tmp_path, capsys):
