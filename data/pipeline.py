@@ -562,4 +562,14 @@ def _explained(iterator, info: SplitInfo):
     except tf.errors.DataLossError as e:
       files = records.shard_files(info.directory, info.dataset, info.split)
       raise records.locate_corruption(files, e) from None
+    except tf.errors.InvalidArgumentError as e:
+      if '{{node Decode' not in e.message:
+        raise
+      # Checksums pass, so the frame was written so (other code, a faulty writer): finding the
+      # video would mean decoding every frame of the split.
+      reason = e.message.strip().splitlines()[0].rsplit(': ', 1)[-1]
+      raise records.CorruptShardError(
+          f'A frame in the records of split {info.split!r} of {info.dataset!r} in '
+          f'{info.directory} cannot be decoded as an image ({reason}): the records hold a '
+          'damaged frame; convert the split again.') from None
     yield element

@@ -505,6 +505,32 @@ def test_truncated_shard_is_a_clear_error_naming_the_file(fight_subset, tmp_path
     records.verify_records(shard)
 
 
+def test_an_undecodable_frame_is_a_clear_error_naming_the_split(fight_subset, tmp_path, config):
+  """A frame that is not a JPEG (records written by other code or a faulty writer; the records'
+  checksums hold) ended an evaluation in a 41-line TensorFlow traceback naming neither the
+  split nor the records."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  out, _, _ = fight_subset
+  copy = tmp_path / 'records'
+  shutil.copytree(out, copy)
+  shard = sorted(glob.glob(str(copy / 'fight_surv-val.tfrecord-*')))[0]
+  examples = [tf.train.SequenceExample.FromString(r.numpy())
+              for r in tf.data.TFRecordDataset(shard)]
+  frame = examples[0].feature_lists.feature_list[records.IMAGE_KEY].feature[0].bytes_list
+  frame.value[0] = b'X' * len(frame.value[0])  # the same size: the shard's recorded size holds
+  with tf.io.TFRecordWriter(shard) as writer:
+    for example in examples:
+      writer.write(example.SerializeToString())
+  config.dataset.data_dir = str(copy)
+  config.dataset.name = 'fight_surv'
+  ds, _, info = pipeline.eval_dataset(config, 'val')
+  with pytest.raises(records.CorruptShardError, match=re.escape(
+      f"A frame in the records of split 'val' of 'fight_surv' in {copy} cannot be decoded as "
+      'an image (Unknown image file format.')):
+    for _ in pipeline.as_numpy(ds, info):
+      pass
+
+
 # ----------------------------------------------------------------------------- bad input
 def test_unknown_labels_fail_before_decoding_listing_every_offender(tmp_path, capsys):
   classes = tmp_path / 'classes.txt'
