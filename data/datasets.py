@@ -1,14 +1,17 @@
-"""The official facts of the standard datasets (class counts, split sizes), to check records.
+"""The official facts of the standard datasets (class lists, split sizes), to check records.
 
 A records directory written by python -m data.convert describes its own dataset (classes in
 order, splits and their sizes: metadata.json), so any converted folder trains without an entry
 here. For the datasets registered here, `check_records` compares converted records with the
-official facts and says what differs (a class count, videos missing from a split), because a
-downloaded copy of a YouTube-based set is usually incomplete and a wrong class list is silent.
+official facts and says what differs (a class count, the class list or its order, videos
+missing from a split), because a downloaded copy of a YouTube-based set is usually incomplete
+and a wrong class list is silent: a reference checkpoint's classifier reads its rows in the
+official order.
 """
 
 import dataclasses
-from typing import Dict, List, Mapping, Optional, Tuple
+import hashlib
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,6 +25,8 @@ class DatasetInfo:
     train_split: split used for training.
     eval_split: split used for validation/evaluation.
     class_names: the class list when it is fixed by the code (synthetic data), else None.
+    classes_sha256: the SHA-256 of the official class list ('\n'-joined names in index order, as
+      the converter writes them from the official annotation files), else ''.
     description: one line for humans.
   """
   name: str
@@ -30,6 +35,7 @@ class DatasetInfo:
   train_split: str = 'train'
   eval_split: str = 'val'
   class_names: Optional[Tuple[str, ...]] = None
+  classes_sha256: str = ''
   description: str = ''
 
 
@@ -75,6 +81,12 @@ def check_records(metadata, split: str) -> List[str]:
   if metadata.num_classes != info.num_classes:
     warnings.append(f'Records of {info.name!r} have {metadata.num_classes} classes; the official '
                     f'dataset has {info.num_classes}: was another class list used?')
+  elif not official_classes(info, metadata.classes):
+    warnings.append(
+        f'Records of {info.name!r} name or order their {info.num_classes} classes otherwise than '
+        'the official list: a classifier trained on that list (a reference checkpoint) would read '
+        f'its rows as other classes. Convert with --dataset={info.name} from the official '
+        'annotation files.')
   official = info.split_sizes.get(split)
   have = metadata.split_sizes.get(split, 0)
   if official and have != official:
@@ -85,6 +97,19 @@ def check_records(metadata, split: str) -> List[str]:
            f' ({-missing:,} more than official)')
         + '; accuracy is not comparable with published figures.')
   return warnings
+
+
+def classes_digest(classes: Sequence[str]) -> str:
+  """The SHA-256 of a class list in order (`DatasetInfo.classes_sha256`)."""
+  return hashlib.sha256('\n'.join(classes).encode('utf-8')).hexdigest()
+
+
+def official_classes(info: DatasetInfo, classes: Sequence[str]) -> bool:
+  """Whether `classes` are the registered dataset's official list in its order (True where the
+  registry holds no list)."""
+  if info.class_names is not None:
+    return tuple(classes) == tuple(info.class_names)
+  return not info.classes_sha256 or classes_digest(classes) == info.classes_sha256
 
 
 def get(name: str) -> DatasetInfo:
@@ -104,6 +129,7 @@ KINETICS400 = register(DatasetInfo(
     name='kinetics400',
     num_classes=400,
     split_sizes={'train': 246_535, 'val': 19_906, 'test': 38_685},
+    classes_sha256='a8dafb93a1204d4ecfa904f943ce5ee0c62ddeeb1df71aa1f96983fca17d777e',
     description='Kinetics-400 (crawler CSVs, classes = sorted label names). val/test: rows of '
                 'kinetics-400_{val,test}.csv; train: the commonly cited count, not checked here; '
                 'test is unlabeled.'))
@@ -112,6 +138,7 @@ KINETICS600 = register(DatasetInfo(
     name='kinetics600',
     num_classes=600,
     split_sizes={'train': 392_622, 'val': 30_000, 'test': 72_924},
+    classes_sha256='5d9a560f98fcfed08f6129dd498f97e043edf729efb3c02dd96b482d2970f9c0',
     description='Kinetics-600 (crawler CSVs, classes = sorted label names). val/test: rows of '
                 'kinetics-600_{val,test}.csv; train: the commonly cited count, not checked here; '
                 'test is unlabeled.'))
@@ -123,6 +150,7 @@ UCF101 = register(DatasetInfo(
                  'train3': 9624, 'test3': 3696},
     train_split='train1',
     eval_split='test1',
+    classes_sha256='3ec3894f84996395754fb9c47fe6decb6a3a713ab4621a9ab090802e4f316525',
     description='UCF101, 3 official folds (classInd.txt order; 13,320 clips per fold); counts of '
                 'trainlist0k/testlist0k.txt.'))
 
@@ -133,6 +161,7 @@ HMDB51 = register(DatasetInfo(
                  'train3': 3570, 'test3': 1530},
     train_split='train1',
     eval_split='test1',
+    classes_sha256='154ef596b60371212a4963ee5f33996f926eb53ca8e44fa2499c8267f9db561e',
     description='HMDB51, 3 official folds of 70 train / 30 test clips per class (sorted class '
                 'names; the rest of the 6,766 clips is unused in each fold).'))
 
@@ -140,6 +169,7 @@ SSV2 = register(DatasetInfo(
     name='ssv2',
     num_classes=174,
     split_sizes={'train': 168_913, 'val': 24_777, 'test': 27_157},
+    classes_sha256='a31a2ad624a558d609762c50f4d5d4778246d3ace6717cf24b993b0bf2d9a68b',
     description='Something-Something v2 (class order = labels json index). Commonly cited sizes '
                 '(no list files checked here); test labels were never released.'))
 
@@ -147,6 +177,7 @@ MINI_KINETICS = register(DatasetInfo(
     name='mini_kinetics',
     num_classes=200,
     split_sizes={'train': 80_000, 'val': 5_000},
+    classes_sha256='a63f2d5afa051e890a92fdf522bb5bfa648777ad8305fbf6a2a0dba0c3aaba65',
     description='Mini-Kinetics-200 (Xie et al. 2018): YouTube-id lists over Kinetics-400 with K400 '
                 'labels; classes = sorted names of its 200 K400 classes; counts of the id lists.'))
 

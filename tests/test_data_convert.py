@@ -839,6 +839,9 @@ def test_plans_from_official_annotation_files(tmp_path):
                f'--kinetics_csv={ANNOTATIONS / "mini-kinetics-200" / "val_labeled_from_k400_val.csv"}')
   assert len(mini.classes) == 200 and len(mini.splits['val']) == 5000
   assert [i.label_text for i in mini.splits['val'] if i.source] == ['belly dancing']
+  # The registry knows each official class list, in order, as the converter writes it.
+  for plan in (ucf, k400, hmdb, mini):
+    assert datasets.official_classes(datasets.get(plan.name), plan.classes), plan.name
 
 
 def test_official_annotations_matching_one_file_twice_report_both_and_go_on(tmp_path):
