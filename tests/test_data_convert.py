@@ -821,6 +821,13 @@ def test_plans_from_official_annotation_files(tmp_path):
                f'--annotations={ANNOTATIONS / "kinetics" / "kinetics-400_val.csv"}')
   assert len(k400.classes) == 400 and list(k400.classes) == sorted(k400.classes)
   assert list(k400.splits) == ['val'] and len(k400.splits['val']) == 19_906
+  assert not k400.warnings
+  # Rows converted as another split than their own column names are said.
+  as_train = _plan('--dataset=kinetics400', f'--input={videos}', f'--output={out}',
+                   f'--annotations=train={ANNOTATIONS / "kinetics" / "kinetics-400_val.csv"}')
+  assert as_train.warnings == [
+      f"19,906 row(s) of {ANNOTATIONS / 'kinetics' / 'kinetics-400_val.csv'} name split 'val' in "
+      "their split column, but are converted as split 'train': check the split=path given."]
   found = {(i.filename, i.label_text) for i in k400.splits['val'] if i.source}
   # By clip name, and by YouTube id alone for downloads named `<youtube_id>.<ext>`.
   assert found == {('--07WQ2iBlw_000001_000011', 'javelin throw'),

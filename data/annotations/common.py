@@ -32,6 +32,7 @@ class VideoEntry:
     placeholders: SSv2 objects filling the template's [something] slots.
     group: CSV lists' group column (e.g. fight_surv's source_group), '' elsewhere; whole groups
       go to one side of a train/val split (`split_by_group`).
+    listed_split: the split the row itself names (Kinetics CSVs' split column), '' elsewhere.
   """
   path_or_id: str
   label_index: int = UNLABELED
@@ -43,6 +44,7 @@ class VideoEntry:
   caption: Optional[str] = None
   placeholders: Tuple[str, ...] = ()
   group: str = ''
+  listed_split: str = ''
 
   @property
   def labeled(self) -> bool:

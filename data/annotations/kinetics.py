@@ -82,21 +82,22 @@ def parse_kinetics_csv(path: PathLike, classes: Optional[Sequence[str]] = None) 
       label = row[col['label']].strip() if has_label else ''
       if has_label and not label:
         raise AnnotationError(path, line, 'empty label in a labeled CSV.')
-      rows.append((line, youtube_id, start, end, label))
+      listed = row[col['split']].strip() if 'split' in col else ''
+      rows.append((line, youtube_id, start, end, label, listed))
 
   if classes is None:
     classes = sorted({r[4] for r in rows}) if has_label else ()
   classes = check_classes(classes, os.fspath(path))
   index = index_of(classes)
   unknown = UnknownLabels(path, classes)
-  for line, youtube_id, start, end, label in rows:
+  for line, youtube_id, start, end, label, listed in rows:
     if has_label and label not in index:
       unknown.add(label, line)
       continue
     entries.append(VideoEntry(
         path_or_id=kinetics_clip_name(youtube_id, start, end),
         label_index=index[label] if has_label else UNLABELED,
-        label_text=label, youtube_id=youtube_id, start=start, end=end))
+        label_text=label, youtube_id=youtube_id, start=start, end=end, listed_split=listed))
   unknown.check()
   return Annotations(tuple(entries), classes)
 
@@ -154,5 +155,6 @@ def parse_mini_kinetics(id_list_path: PathLike, kinetics_csvs: Sequence[PathLike
     if entry.label_text not in index:
       unknown.add(entry.label_text, line)
   unknown.check()
-  return Annotations(
-      tuple(dataclasses.replace(e, label_index=index[e.label_text]) for e in joined), classes)
+  # The K400 split a row came from is not the Mini-Kinetics split its id list gives.
+  return Annotations(tuple(dataclasses.replace(e, label_index=index[e.label_text], listed_split='')
+                           for e in joined), classes)

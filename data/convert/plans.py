@@ -100,11 +100,17 @@ def plan_kinetics(args) -> Plan:
     youtube_id = ann.parse_kinetics_clip_name(item.filename)[0]
     return (item.filename, youtube_id)
 
+  warnings = []
   for split, path in parsed:
     entries = ann.parse_kinetics_csv(path, classes).entries
+    listed = collections.Counter(_split_from_filename(e.listed_split) or e.listed_split
+                                 for e in entries if e.listed_split)
+    warnings.extend(f'{count:,} row(s) of {path} name split {other!r} in their split column, '
+                    f'but are converted as split {split!r}: check the split=path given.'
+                    for other, count in sorted(listed.items()) if other != split)
     # The recorded filename is the clip name: it is how Kinetics clips are identified.
     splits[split] = files.attach_sources(_entries_to_items(entries), index, stems_of)
-  return Plan(args.name or args.dataset, classes, splits)
+  return Plan(args.name or args.dataset, classes, splits, warnings=warnings)
 
 
 def plan_mini_kinetics(args) -> Plan:
