@@ -546,7 +546,8 @@ def video_eval_batches(data_config, jpegs: Sequence[bytes], filename: str, fps: 
 def as_numpy(ds: tf.data.Dataset, info: Optional[SplitInfo] = None
              ) -> Iterator[Dict[str, np.ndarray]]:
   """The dataset's elements as numpy. With the split's `info`, a corrupt shard met while reading
-  ends the iteration with a CorruptShardError naming the file and the byte offset."""
+  ends the iteration with a CorruptShardError naming the file and the byte offset, and so do a
+  frame that is no image and a label beyond the split's classes."""
   iterator = ds.as_numpy_iterator()
   if info is None:
     return iterator
@@ -572,4 +573,11 @@ def _explained(iterator, info: SplitInfo):
           f'A frame in the records of split {info.split!r} of {info.dataset!r} in '
           f'{info.directory} cannot be decoded as an image ({reason}): the records hold a '
           'damaged frame; convert the split again.') from None
+    labels = element.get('label') if isinstance(element, dict) else None
+    if labels is not None and np.any(labels >= len(info.classes)):
+      # The loss would one-hot it to no class at all, and an evaluation count it as a class.
+      raise records.CorruptShardError(
+          f'The records of split {info.split!r} of {info.dataset!r} in {info.directory} hold '
+          f'label {int(np.max(labels))}, beyond their {len(info.classes)} classes '
+          '(metadata.json): records written by other code? Convert the split again.')
     yield element

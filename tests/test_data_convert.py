@@ -505,10 +505,13 @@ def test_truncated_shard_is_a_clear_error_naming_the_file(fight_subset, tmp_path
     records.verify_records(shard)
 
 
-def test_an_undecodable_frame_is_a_clear_error_naming_the_split(fight_subset, tmp_path, config):
-  """A frame that is not a JPEG (records written by other code or a faulty writer; the records'
-  checksums hold) ended an evaluation in a 41-line TensorFlow traceback naming neither the
-  split nor the records."""
+@pytest.mark.parametrize('damage', ['frame', 'label'])
+def test_an_undecodable_frame_or_a_label_beyond_the_classes_is_one_line(fight_subset, tmp_path,
+                                                                       config, damage):
+  """Records written by other code or a faulty writer (their checksums hold): a frame that is no
+  image ended an evaluation in a 41-line TensorFlow traceback naming neither the split nor the
+  records; a label beyond the classes was trained on as no class at all, and evaluated as a
+  class of its own until the predictions file failed with an IndexError."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   out, _, _ = fight_subset
   copy = tmp_path / 'records'
@@ -516,17 +519,22 @@ def test_an_undecodable_frame_is_a_clear_error_naming_the_split(fight_subset, tm
   shard = sorted(glob.glob(str(copy / 'fight_surv-val.tfrecord-*')))[0]
   examples = [tf.train.SequenceExample.FromString(r.numpy())
               for r in tf.data.TFRecordDataset(shard)]
-  frame = examples[0].feature_lists.feature_list[records.IMAGE_KEY].feature[0].bytes_list
-  frame.value[0] = b'X' * len(frame.value[0])  # the same size: the shard's recorded size holds
+  if damage == 'frame':
+    frame = examples[0].feature_lists.feature_list[records.IMAGE_KEY].feature[0].bytes_list
+    frame.value[0] = b'X' * len(frame.value[0])  # the same size: the shard's recorded size holds
+    said = (f"A frame in the records of split 'val' of 'fight_surv' in {copy} cannot be decoded "
+            'as an image (Unknown image file format.')
+  else:
+    examples[0].context.feature[records.LABEL_INDEX_KEY].int64_list.value[0] = 7
+    said = (f"The records of split 'val' of 'fight_surv' in {copy} hold label 7, beyond their 2 "
+            'classes (metadata.json): records written by other code? Convert the split again.')
   with tf.io.TFRecordWriter(shard) as writer:
     for example in examples:
       writer.write(example.SerializeToString())
   config.dataset.data_dir = str(copy)
   config.dataset.name = 'fight_surv'
   ds, _, info = pipeline.eval_dataset(config, 'val')
-  with pytest.raises(records.CorruptShardError, match=re.escape(
-      f"A frame in the records of split 'val' of 'fight_surv' in {copy} cannot be decoded as "
-      'an image (Unknown image file format.')):
+  with pytest.raises(records.CorruptShardError, match=re.escape(said)):
     for _ in pipeline.as_numpy(ds, info):
       pass
 
