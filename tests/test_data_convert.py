@@ -1180,3 +1180,20 @@ def test_a_fold_with_hmdb51_tsn_lists_is_refused():
   with pytest.raises(convert.ConversionError, match=r'^--fold=2 picks a fold of the official '):
     _plan('--dataset=hmdb51', f'--input={lists}', '--output=/tmp/unused', '--fold=2',
           f'--annotations=train2={lists / "hmdb51_flow_train_split_2.txt"}')
+
+
+def test_a_split_or_classes_that_cannot_be_had_say_why(tmp_path):
+  """`--split=val` for UCF101 said 'no split selected' without naming its splits; the Kinetics
+  test CSV alone said 'No classes' without a word of its missing labels."""
+  ucf = ANNOTATIONS / 'ucf101_official_splits'
+  with pytest.raises(convert.ConversionError, match=re.escape(
+      'Nothing to convert: --split=val is none of the splits the annotations give (test1, '
+      'train1).')):
+    _plan('--dataset=ucf101', f'--input={tmp_path}', f'--output={tmp_path / "out"}',
+          f'--annotations={ucf}', '--split=val')
+  with pytest.raises(convert.ConversionError, match=re.escape(
+      'No classes: check --annotations / --class_list (the annotations give 38,685 videos and '
+      'no label, as test lists do: add a labelled list, e.g. the val one, or pass --class_list '
+      'with the label map).')):
+    _plan('--dataset=kinetics400', f'--input={tmp_path}', f'--output={tmp_path / "out"}',
+          f'--annotations={ANNOTATIONS / "kinetics" / "kinetics-400_test.csv"}')

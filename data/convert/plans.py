@@ -6,6 +6,7 @@ its official order and, per split, the `Item`s to convert with their source file
 stops before decoding anything.
 """
 
+import argparse
 import collections
 import dataclasses
 import os
@@ -425,12 +426,20 @@ def make_plan(args) -> Plan:
       raise
     raise ConversionError(str(e)) from None
   if not plan.classes:
-    raise ConversionError('No classes: check --annotations / --class_list.')
+    unlabelled = sum(len(items) for items in plan.splits.values())
+    raise ConversionError(
+        'No classes: check --annotations / --class_list' + (
+            f' (the annotations give {unlabelled:,} videos and no label, as test lists do: add '
+            'a labelled list, e.g. the val one, or pass --class_list with the label map).'
+            if unlabelled else '.'))
   if not re.fullmatch(r'[a-z][a-z0-9_]*', plan.name):
     raise ConversionError(f'--name {plan.name!r} must be snake_case (letters, digits, _): it '
                           'names the shard files and the TFDS dataset.')
   if not plan.splits:
-    raise ConversionError('Nothing to convert: no split selected.')
+    every = PLANNERS[args.dataset](argparse.Namespace(**{**vars(args), 'split': ''})).splits
+    raise ConversionError(f'Nothing to convert: --split={args.split} is none of the splits the '
+                          f'annotations give ({", ".join(sorted(every))}).' if args.split else
+                          'Nothing to convert: no split selected.')
   _handle_videos_listed_twice(plan, args.dataset)
   plan.warnings.extend(_classes_differing_in_case_only(plan.classes))
   if args.dataset in USER_LIST_KINDS and not args.class_list:
