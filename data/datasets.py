@@ -73,8 +73,8 @@ def check_records(metadata, split: str) -> List[str]:
   if failed:
     warnings.append(
         f'Split {split!r} of {metadata.name!r} lacks {failed:,} of its listed videos, which the '
-        "converter could not read (the records' failures.csv names them): training and "
-        f'evaluation see its other {metadata.split_sizes.get(split, 0):,}.')
+        "converter left out (not found, listed twice or unreadable; the records' failures.csv "
+        f'names them): training and evaluation see its other {metadata.split_sizes.get(split, 0):,}.')
   info = REGISTRY.get(metadata.name)
   if info is None:
     return warnings

@@ -125,7 +125,7 @@ def train_split_info(dataset_config) -> SplitInfo:
   rows without a label), which the loss would read as the last class."""
   split = dataset_config.train_split
   info = split_info(dataset_config, split)
-  metadata = prepare(dataset_config)
+  metadata = records.read_metadata(info.directory)  # prepared by split_info
   per_class = metadata.extra.get('videos_per_class', {}).get(split)
   unlabelled = info.num_videos - sum(per_class) if per_class is not None else 0
   if unlabelled > 0:

@@ -24,6 +24,7 @@ training and (K, T) for the K test clips (`config.data.eval_num_clips`).
 import math
 from typing import Dict, Optional
 
+import numpy as np
 import tensorflow as tf
 
 from data import errors
@@ -211,7 +212,8 @@ def clip_span(data_config, fps: float) -> Optional[int]:
   if sampling == 'dense':
     return (frames - 1) * stride + 1
   if sampling == 'pyslowfast':  # its last index is floor(length - 1), length in native frames
-    rate = fps if fps > 0 else data_config.target_fps
+    # The rate as the sampler sees it: a float32 feature, widened to float64.
+    rate = float(np.float32(fps)) if fps > 0 else data_config.target_fps
     return max(1, math.floor(frames * stride * rate / data_config.target_fps))
   if sampling == 'tsn':
     return frames

@@ -439,17 +439,26 @@ class CheckpointStore:
       raise NoCheckpointError(f'No checkpoint in {self.directory}: train first.')
     if which == 'best':
       best = self.manager.best_step()
-      if best is None:
-        return self.manager.latest_step()
-      seen = self.metadata(self.manager.latest_step()).get('best_seen', {})
-      if seen and seen['step'] not in steps:
-        logging.warning(
-            "'best' is step %d of %s (%s %.4g), the best of the steps kept; the best evaluation "
-            'of the run, step %d (%s %.4g), is not kept (config.checkpoint.keep_best was off).',
-            best, self.directory, self._metric, self.metadata(best)['metrics'][self._metric],
-            seen['step'], self._metric, seen[self._metric])
-      return best
+      self._say_a_better_step_is_gone(best, steps)
+      return self.manager.latest_step() if best is None else best
     return self.manager.latest_step()
+
+  def _say_a_better_step_is_gone(self, best: Optional[int], steps: List[int]) -> None:
+    """A warning when the run's best evaluation (`best_seen`) scored above the best kept step
+    (or no kept step was evaluated) and is gone: 'best' then is not what the run scored best."""
+    seen = self.metadata(steps[-1]).get('best_seen', {})
+    if not seen or seen['step'] in steps:
+      return
+    if best is None:
+      taken = f'the newest step, {steps[-1]}, as no step kept was evaluated'
+    else:
+      score = self.metadata(best)['metrics'][self._metric]
+      if score >= seen[self._metric]:
+        return
+      taken = f'step {best} ({self._metric} {score:.4g}), the best of the steps kept'
+    logging.warning("'best' of %s is %s; the best evaluation of the run, step %d (%s %.4g), was "
+                    'deleted (config.checkpoint.keep_best was off).', self.directory, taken,
+                    seen['step'], self._metric, seen[self._metric])
 
   def restore(self, step: int, target: Any, config: Any = None) -> Any:
     """Restores verified step `step` into the structure (and shardings) of `target`.

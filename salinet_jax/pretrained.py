@@ -345,7 +345,8 @@ def load_pretrained(params: Any, batch_stats: Any, init_config: Any,
   if classes is not None and classifier_params is not None:
     if os.path.basename(item) == checkpoints.ITEM_DIR:
       trained_on = step_metadata.get('classes')
-      remedy = 'It was saved before runs recorded their classes'
+      remedy = ('It was saved before runs recorded their classes: check that its run had these '
+                'classes in this order')
     else:
       trained_on = (conversion_info(os.path.dirname(item)) or {}).get('classes')
       remedy = ("Convert it again with --classes=FILE (the names in its classifier's row "

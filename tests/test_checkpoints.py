@@ -400,25 +400,44 @@ def test_interrupted_save_leaves_previous_checkpoint_usable(tmp_path, ckpt_confi
 def test_best_says_when_the_runs_best_evaluation_is_no_longer_kept(tmp_path, ckpt_config, caplog):
   """With keep_best off, 'best' gave the best of the steps left on disk (step 5 here) as if it
   were the best the run's evaluations scored (step 2), without a word."""
-  ckpt_config.keep_best = False
-  store = checkpoints.CheckpointStore(str(tmp_path), ckpt_config)
-  for step, top1 in [(1, 0.3), (2, 0.9), (3, 0.5), (4, None), (5, 0.6)]:
-    store.save(step, _state(step), metrics=None if top1 is None else {'val_top1': top1})
-  store.close()
-  assert checkpoints.read_step_metadata(str(tmp_path / 'checkpoints' / '5'))['best_seen'] == {
-      'step': 2, 'val_top1': 0.9}
   caplog.set_level('WARNING', logger='absl')
-  reader = checkpoints.CheckpointStore(str(tmp_path), ckpt_config, read_only=True)
+
+  def run(name, scores, keep_best):
+    ckpt_config.keep_best = keep_best
+    store = checkpoints.CheckpointStore(str(tmp_path / name), ckpt_config)
+    for step, top1 in scores:
+      store.save(step, _state(step), metrics=None if top1 is None else {'val_top1': top1})
+    store.close()
+    return checkpoints.CheckpointStore(str(tmp_path / name), ckpt_config, read_only=True)
+
+  reader = run('off', [(1, 0.3), (2, 0.9), (3, 0.5), (4, None), (5, 0.6)], keep_best=False)
+  assert checkpoints.read_step_metadata(str(tmp_path / 'off' / 'checkpoints' / '5'))[
+      'best_seen'] == {'step': 2, 'val_top1': 0.9}
   assert reader.steps() == [4, 5] and reader.select_step('best') == 5
-  reader.close()
-  assert (f"'best' is step 5 of {tmp_path / 'checkpoints'} (val_top1 0.6), the best of the "
-          'steps kept; the best evaluation of the run, step 2 (val_top1 0.9), is not kept '
+  assert (f"'best' of {tmp_path / 'off' / 'checkpoints'} is step 5 (val_top1 0.6), the best of "
+          'the steps kept; the best evaluation of the run, step 2 (val_top1 0.9), was deleted '
           '(config.checkpoint.keep_best was off).') in caplog.text, caplog.text
   caplog.clear()
-  ckpt_config.keep_best = True
-  kept = checkpoints.CheckpointStore(str(tmp_path / 'kept'), ckpt_config)
-  for step, top1 in [(1, 0.3), (2, 0.9), (3, 0.5), (4, 0.4)]:
-    kept.save(step, _state(step), metrics={'val_top1': top1})
-  assert kept.select_step('best') == 2
-  kept.close()
-  assert 'not kept' not in caplog.text
+
+  # No kept step evaluated: 'best' falls back to the newest, and says what was lost.
+  reader = run('none_kept', [(1, 0.9), (2, None), (3, None)], keep_best=False)
+  assert reader.steps() == [2, 3] and reader.select_step('best') == 3
+  assert (f"'best' of {tmp_path / 'none_kept' / 'checkpoints'} is the newest step, 3, as no step "
+          'kept was evaluated; the best evaluation of the run, step 1 (val_top1 0.9), was '
+          'deleted') in caplog.text, caplog.text
+  caplog.clear()
+
+  # Kept: nothing to say.
+  assert run('on', [(1, 0.3), (2, 0.9), (3, 0.5), (4, 0.4)], keep_best=True
+             ).select_step('best') == 2
+  # Checkpoints saved before best_seen existed, resumed: it starts afresh from the resumed
+  # evaluations, and a kept step that scored above them is no loss.
+  run('older', [(1, 0.9), (2, 0.5), (3, 0.4)], keep_best=True)
+  for step in (1, 2, 3):
+    metadata_file = tmp_path / 'older' / 'checkpoints' / str(step) / '_CHECKPOINT_METADATA'
+    metadata = json.loads(metadata_file.read_text())
+    del metadata['custom_metadata']['best_seen']
+    metadata_file.write_text(json.dumps(metadata))
+  reader = run('older', [(4, 0.3), (5, 0.2), (6, 0.1)], keep_best=True)
+  assert reader.steps() == [1, 5, 6] and reader.select_step('best') == 1
+  assert 'was deleted' not in caplog.text, caplog.text

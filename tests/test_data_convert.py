@@ -615,7 +615,7 @@ def test_flags_of_the_other_source_kind_are_refused(tmp_path, capsys, kind, flag
   assert _run(f'--dataset={kind}', f'--input={FIGHT}', f'--output={tmp_path / "out"}',
               f'--annotations={tmp_path / "list.txt"}', flag) == 2
   err = capsys.readouterr().err
-  assert f'error: --{flag[2:].split("=")[0]} only apply to ' in err and 'ignored' in err, err
+  assert f'error: --{flag[2:].split("=")[0]} only applies to ' in err and 'ignored' in err, err
 
 
 def test_left_out_files_and_classes_differing_in_case_are_warned_about(tmp_path, capsys):
@@ -692,9 +692,9 @@ def test_missing_and_corrupt_videos_never_lose_the_others(tmp_path):
       ['corrupted.mp4', 'missing.mp4']
   assert sorted(_videos(out, 'train')) == ['fight/fi001.mp4', 'noFight/nofi001.mp4']
   # Training and evaluation say the split lacks them: they counted 2 videos without a word.
-  assert ("Split 'train' of 'list' lacks 2 of its listed videos, which the converter could not "
-          "read (the records' failures.csv names them): training and evaluation see its other 2."
-          ) in datasets.check_records(metadata, 'train')
+  assert ("Split 'train' of 'list' lacks 2 of its listed videos, which the converter left out "
+          "(not found, listed twice or unreadable; the records' failures.csv names them): "
+          'training and evaluation see its other 2.') in datasets.check_records(metadata, 'train')
 
 
 def test_class_folder_tree_problems_are_named_before_decoding(tmp_path, capsys):
@@ -1197,3 +1197,13 @@ def test_a_split_or_classes_that_cannot_be_had_say_why(tmp_path):
       'with the label map).')):
     _plan('--dataset=kinetics400', f'--input={tmp_path}', f'--output={tmp_path / "out"}',
           f'--annotations={ANNOTATIONS / "kinetics" / "kinetics-400_test.csv"}')
+
+
+def test_hmdb51_tsn_lists_beyond_their_classes_get_no_advice_their_kind_refuses(tmp_path):
+  """The index-base hint named --label_index_base for --dataset=hmdb51, which refuses it."""
+  listing = tmp_path / 'train.txt'
+  listing.write_text('data/HMDB51_flow/brush_hair_clip 30 51\n')
+  with pytest.raises(convert.ConversionError, match="label\\(s\\) not in the 51-class list") as e:
+    _plan('--dataset=hmdb51', f'--input={tmp_path}', f'--output={tmp_path / "out"}',
+          f'--annotations=train1={listing}')
+  assert 'label_index_base' not in str(e.value)

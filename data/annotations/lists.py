@@ -42,7 +42,7 @@ def _resolve_labels(path: PathLike, rows: List[Tuple[int, str]], classes: Option
         continue
       if not 0 <= number < len(order):
         unknown.add(token, line)
-        if number == len(order) and index_base == 0:
+        if number == len(order) and index_base == 0 and label_order is None:  # a user's list
           unknown.hint = (f' Labels reach {number} with {len(order)} classes: if they count from '
                           '1 (as UCF101\'s lists do), give an index base of 1 '
                           '(--label_index_base=1).')

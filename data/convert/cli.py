@@ -175,20 +175,26 @@ _KIND_FLAGS = {
 
 def _refuse_flags_the_kind_ignores(args) -> None:
   defaults = build_parser()
-  given = lambda names: [n for n in names if getattr(args, n) != defaults.get_default(n)]  # noqa: E731
+
+  def given(names) -> List[str]:
+    return [name for name in names if getattr(args, name) != defaults.get_default(name)]
+
+  def only_apply(names) -> str:
+    return ' and '.join(f'--{n}' for n in names) + (' only applies' if len(names) == 1 else
+                                                      ' only apply')
+
   frames = args.dataset == 'frames'
   other_source = given(_VIDEO_FLAGS if frames else _FRAMES_FLAGS)
   if other_source:
     raise ConversionError(
-        f'{" and ".join("--" + n for n in other_source)} only apply to '
+        f'{only_apply(other_source)} to '
         + ('videos; frame folders are stored as they are (--frames_fps gives their rate)'
-           if frames else 'frame folders (--dataset=frames)') + ': they would be ignored.')
+           if frames else 'frame folders (--dataset=frames)') + ': it would be ignored.')
   other_kind = given(n for n, kinds in _KIND_FLAGS.items() if args.dataset not in kinds)
   if other_kind:
     kinds = sorted({kind for n in other_kind for kind in _KIND_FLAGS[n]}, key=KINDS.index)
-    raise ConversionError(
-        f'{" and ".join("--" + n for n in other_kind)} only apply to --dataset='
-        f'{"|".join(kinds)}: with --dataset={args.dataset} they would be ignored.')
+    raise ConversionError(f'{only_apply(other_kind)} to --dataset={"|".join(kinds)}: with '
+                          f'--dataset={args.dataset} it would be ignored.')
 
 
 def coverage_warnings(plan) -> List[str]:

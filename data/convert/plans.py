@@ -275,6 +275,12 @@ def plan_folder(args) -> Plan:
 
 
 
+def _label_names(parsed: Iterable[Tuple[str, ann.Annotations]]) -> Dict[str, Tuple[str, ...]]:
+  """Each list file's label names, from (path, its annotations parsed without a class list):
+  none where its labels are integers; files without entries are left out (they label nothing)."""
+  return {path: tuple(a.classes) for path, a in parsed if a.entries}
+
+
 def _names_of_the_labels(named: Dict[str, Tuple[str, ...]]) -> Tuple[str, ...]:
   """The sorted class names that list files label their videos with, from `named` (each file's
   label names, none where its labels are integers). Files of integer labels need --class_list,
@@ -323,8 +329,8 @@ def plan_list(args) -> Plan:
   else:
     if args.split_by_group:
       raise ConversionError('--split_by_group needs a CSV list with a header.')
-    named = {path: tuple(ann.parse_list_file(path, None, args.label_index_base).classes)
-             for _, path in specs}
+    named = _label_names((path, ann.parse_list_file(path, None, args.label_index_base))
+                         for _, path in specs)
     if classes is None:
       classes = _names_of_the_labels(named)
     for split, path in specs:
@@ -355,8 +361,8 @@ def plan_list(args) -> Plan:
 def plan_frames(args) -> Plan:
   specs = _split_specs(args.annotations, 'frames')
   classes = _read_class_list(args)
-  named = {path: tuple(ann.parse_tsn_list(path, None, index_base=args.label_index_base).classes)
-           for _, path in specs}
+  named = _label_names((path, ann.parse_tsn_list(path, None, index_base=args.label_index_base))
+                       for _, path in specs)
   if classes is None:
     classes = _names_of_the_labels(named)
   root = os.path.abspath(args.input)
@@ -412,19 +418,24 @@ def _check_split_arguments(args) -> None:
         'they would be ignored.')
 
 
-def make_plan(args) -> Plan:
-  """Parses the annotations into the class list and each split's items (no decoding)."""
-  if args.dataset not in PLANNERS:
-    raise ConversionError(f'--dataset must be one of {KINDS}, got {args.dataset!r}.')
-  _check_split_arguments(args)
+def _planned(args) -> Plan:
+  """The plan of --dataset's planner, its annotation errors as ConversionErrors."""
   try:
-    plan = PLANNERS[args.dataset](args)
+    return PLANNERS[args.dataset](args)
   except ann.AnnotationError as e:
     raise ConversionError(str(e)) from None
   except ValueError as e:
     if isinstance(e, ConversionError):
       raise
     raise ConversionError(str(e)) from None
+
+
+def make_plan(args) -> Plan:
+  """Parses the annotations into the class list and each split's items (no decoding)."""
+  if args.dataset not in PLANNERS:
+    raise ConversionError(f'--dataset must be one of {KINDS}, got {args.dataset!r}.')
+  _check_split_arguments(args)
+  plan = _planned(args)
   if not plan.classes:
     unlabelled = sum(len(items) for items in plan.splits.values())
     raise ConversionError(
@@ -436,7 +447,7 @@ def make_plan(args) -> Plan:
     raise ConversionError(f'--name {plan.name!r} must be snake_case (letters, digits, _): it '
                           'names the shard files and the TFDS dataset.')
   if not plan.splits:
-    every = PLANNERS[args.dataset](argparse.Namespace(**{**vars(args), 'split': ''})).splits
+    every = _planned(argparse.Namespace(**{**vars(args), 'split': ''})).splits if args.split else ()
     raise ConversionError(f'Nothing to convert: --split={args.split} is none of the splits the '
                           f'annotations give ({", ".join(sorted(every))}).' if args.split else
                           'Nothing to convert: no split selected.')
