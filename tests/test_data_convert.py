@@ -605,7 +605,8 @@ def test_a_split_given_twice_for_frame_lists_is_refused(tmp_path, capsys):
                                         ('kinetics400', '--fold=2'),
                                         ('folder', '--kinetics_csv=k400.csv'),
                                         ('kinetics400', '--label_index_base=1'),
-                                        ('folder', '--label_column=class')])
+                                        ('folder', '--label_column=class'),
+                                        ('list', '--path_column=file')])
 def test_flags_of_the_other_source_kind_are_refused(tmp_path, capsys, kind, flag):
   """`--dataset=frames --fps=10` stored every frame at their own rate while metadata.json said
   fps 10; the frame flags were ignored for videos likewise, and so were --class_list for ucf101,

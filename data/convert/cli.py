@@ -60,7 +60,8 @@ from typing import TYPE_CHECKING, List, Optional, Sequence
 from data import video_io
 from data.convert.outputs import FAILURES_FILE, WARNINGS_FILE, existing_metadata, write_outputs
 from data.convert.outputs import video_warnings
-from data.convert.plans import DEFAULT_VAL_FRACTION, KINDS, ConversionError, make_plan
+from data.convert.plans import (DEFAULT_VAL_FRACTION, KINDS, ConversionError, make_plan,
+                                 split_specs)
 from data.convert.shards import remove_stale_shards, run_jobs, settings_of, shard_jobs
 
 if TYPE_CHECKING:  # TensorFlow is imported lazily: worker processes never need it
@@ -195,6 +196,13 @@ def _refuse_flags_the_kind_ignores(args) -> None:
     kinds = sorted({kind for n in other_kind for kind in _KIND_FLAGS[n]}, key=KINDS.index)
     raise ConversionError(f'{only_apply(other_kind)} to --dataset={"|".join(kinds)}: with '
                           f'--dataset={args.dataset} it would be ignored.')
+  if args.dataset == 'list' and args.annotations:
+    csv = any(path.lower().endswith('.csv') for _, path in split_specs(args.annotations, 'list'))
+    other_format = given(('label_index_base',) if csv else ('path_column', 'label_column'))
+    if other_format:
+      raise ConversionError(f'{only_apply(other_format)} to '
+                            + ('plain list files (CSV lists name their labels)' if csv else
+                               'CSV lists (with a header)') + ': it would be ignored.')
 
 
 def coverage_warnings(plan) -> List[str]:

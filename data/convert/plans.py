@@ -44,7 +44,7 @@ class Plan:
   warnings: List[str] = dataclasses.field(default_factory=list)  # printed before decoding
 
 
-def _split_specs(value: str, what: str) -> List[Tuple[Optional[str], str]]:
+def split_specs(value: str, what: str) -> List[Tuple[Optional[str], str]]:
   """Parses `[split=]path[,[split=]path...]`."""
   if not value:
     raise ConversionError(f'--annotations is required for --dataset={what}.')
@@ -80,7 +80,7 @@ def _read_class_list(args) -> Optional[Tuple[str, ...]]:
 
 
 def plan_kinetics(args) -> Plan:
-  specs = _split_specs(args.annotations, args.dataset)
+  specs = split_specs(args.annotations, args.dataset)
   classes = _read_class_list(args)
   parsed = []
   for split, path in specs:
@@ -186,7 +186,7 @@ def plan_hmdb51(args) -> Plan:
     if args.fold != '1':
       raise ConversionError(f'--fold={args.fold} picks a fold of the official split folder; TSN '
                             'lists are one fold each, given as split=path: it would be ignored.')
-    for split, path in _split_specs(args.annotations, 'hmdb51'):
+    for split, path in split_specs(args.annotations, 'hmdb51'):
       split = split or args.split
       if not split:
         raise ConversionError(f'Give the split of TSN list {path} as split=path.')
@@ -311,7 +311,7 @@ def _index_base_warnings(named: Dict[str, Tuple[str, ...]], splits, index_base: 
 
 
 def plan_list(args) -> Plan:
-  specs = _split_specs(args.annotations, 'list')
+  specs = split_specs(args.annotations, 'list')
   classes = _read_class_list(args)
   parsed: List[Tuple[Optional[str], Sequence[ann.VideoEntry]]] = []
   csv_files = [p for _, p in specs if p.lower().endswith('.csv')]
@@ -359,7 +359,7 @@ def plan_list(args) -> Plan:
 
 
 def plan_frames(args) -> Plan:
-  specs = _split_specs(args.annotations, 'frames')
+  specs = split_specs(args.annotations, 'frames')
   classes = _read_class_list(args)
   named = _label_names((path, ann.parse_tsn_list(path, None, index_base=args.label_index_base))
                        for _, path in specs)
