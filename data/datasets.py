@@ -58,8 +58,9 @@ def register(info: DatasetInfo) -> DatasetInfo:
 
 def check_records(metadata, split: str) -> List[str]:
   """Warnings for records (a `records.DatasetMetadata`) whose labelled split `split` holds no
-  video of some classes or lacks listed videos the converter could not read (any dataset), or,
-  for a registered dataset, whose split or class count differs from the official facts."""
+  video of some classes or lacks listed videos the converter left out (any dataset), or, for a
+  registered dataset, whose split size, class count or class list differs from the official
+  facts."""
   warnings = []
   per_class = metadata.extra.get('videos_per_class', {}).get(split)
   absent = [name for name, count in zip(metadata.classes, per_class or ()) if not count]
@@ -71,10 +72,11 @@ def check_records(metadata, split: str) -> List[str]:
         'classes only.')
   failed = sum(failure.get('split') == split for failure in metadata.failures)
   if failed:
+    kept = metadata.split_sizes.get(split, 0)
     warnings.append(
         f'Split {split!r} of {metadata.name!r} lacks {failed:,} of its listed videos, which the '
         "converter left out (not found, listed twice or unreadable; the records' failures.csv "
-        f'names them): training and evaluation see its other {metadata.split_sizes.get(split, 0):,}.')
+        f'names them): training and evaluation see its other {kept:,}.')
   info = REGISTRY.get(metadata.name)
   if info is None:
     return warnings

@@ -446,11 +446,12 @@ def make_plan(args) -> Plan:
   if not re.fullmatch(r'[a-z][a-z0-9_]*', plan.name):
     raise ConversionError(f'--name {plan.name!r} must be snake_case (letters, digits, _): it '
                           'names the shard files and the TFDS dataset.')
-  if not plan.splits:
-    every = _planned(argparse.Namespace(**{**vars(args), 'split': ''})).splits if args.split else ()
+  if not plan.splits and args.split:
+    every = _planned(argparse.Namespace(**{**vars(args), 'split': ''})).splits
     raise ConversionError(f'Nothing to convert: --split={args.split} is none of the splits the '
-                          f'annotations give ({", ".join(sorted(every))}).' if args.split else
-                          'Nothing to convert: no split selected.')
+                          f'annotations give ({", ".join(sorted(every))}).')
+  if not plan.splits:
+    raise ConversionError('Nothing to convert: no split selected.')
   _handle_videos_listed_twice(plan, args.dataset)
   plan.warnings.extend(_classes_differing_in_case_only(plan.classes))
   if args.dataset in USER_LIST_KINDS and not args.class_list:
