@@ -89,7 +89,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.num_train_steps = -1
   config.num_epochs = 20.0
   config.log_every_steps = 100
-  config.eval_every_steps = 246_536  # every 2 epochs at batch 2 (246,535 train videos)
+  config.eval_every_steps = 246_535  # every 2 epochs at batch 2 (246,535 train videos)
   config.checkpoint_every_steps = 10_000
   config.precise_bn_batches = 200
 
