@@ -56,6 +56,8 @@ class SplitInfo:
   shard_bytes: Tuple[Tuple[str, int], ...] = ()
   # Videos per shard file, in file order; empty when not recorded.
   shard_videos: Tuple[int, ...] = ()
+  # Videos without a label (-1: rows of a test list); 0 when not recorded.
+  unlabelled: int = 0
 
 
 def records_directory(dataset_config) -> str:
@@ -116,24 +118,23 @@ def split_info(dataset_config, split: str) -> SplitInfo:
   shard_bytes = tuple((shard['file'], int(shard['num_bytes'])) for shard in shards)
   shard_videos = (tuple(int(shard['num_videos']) for shard in shards)
                   if all('num_videos' in shard for shard in shards) else ())
-  return SplitInfo(directory, metadata.name, split, metadata.split_sizes[split],
-                   tuple(metadata.classes), shard_bytes, shard_videos)
+  per_class = metadata.extra.get('videos_per_class', {}).get(split)
+  num_videos = metadata.split_sizes[split]
+  return SplitInfo(directory, metadata.name, split, num_videos, tuple(metadata.classes),
+                   shard_bytes, shard_videos,
+                   num_videos - sum(per_class) if per_class is not None else 0)
 
 
 def train_split_info(dataset_config) -> SplitInfo:
   """The train split's `split_info`; fails on unlabelled videos in it (label -1, from annotation
   rows without a label), which the loss would read as the last class."""
-  split = dataset_config.train_split
-  info = split_info(dataset_config, split)
-  metadata = records.read_metadata(info.directory)  # prepared by split_info
-  per_class = metadata.extra.get('videos_per_class', {}).get(split)
-  unlabelled = info.num_videos - sum(per_class) if per_class is not None else 0
-  if unlabelled > 0:
+  info = split_info(dataset_config, dataset_config.train_split)
+  if info.unlabelled > 0:
     raise errors.DataError(
-        f'Split {split!r} of {info.dataset!r} in {info.directory} holds {unlabelled} unlabelled '
-        f'video(s) of its {info.num_videos}: training needs a label for every video. Convert '
-        'them into a split of their own (e.g. test), or set config.dataset.train_split to a '
-        'labelled split.')
+        f'Split {info.split!r} of {info.dataset!r} in {info.directory} holds {info.unlabelled} '
+        f'unlabelled video(s) of its {info.num_videos}: training needs a label for every video. '
+        'Convert them into a split of their own (e.g. test), or set config.dataset.train_split '
+        'to a labelled split.')
   return info
 
 

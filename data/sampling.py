@@ -35,6 +35,17 @@ Features = Dict[str, tf.Tensor]
 SAMPLERS = ops.Registry('temporal sampler', 'config.data.temporal_sampling')
 
 
+def dense_span(num_frames: int, stride: int) -> int:
+  """The native frames a dense clip spans, first to last."""
+  return (num_frames - 1) * stride + 1
+
+
+def pyslowfast_length(num_frames: int, stride: int, rate, target_fps: float):
+  """PySlowFast's clip length L in native frames of a video at `rate` (a float or a float64
+  tensor): num_frames * stride frames counted at target_fps."""
+  return num_frames * stride * rate / target_fps
+
+
 def dense_clip_indices(num_available: tf.Tensor, num_frames: int, stride: int,
                        start: tf.Tensor) -> tf.Tensor:
   """`num_frames` indices `stride` apart from `start`; short videos loop around."""
@@ -46,7 +57,7 @@ def sample_random_clip(features: Features, num_frames: int, stride: int,
                        seed: tf.Tensor) -> Features:
   """Train sampling: one dense clip at a uniformly random start."""
   available = tf.shape(features['frames_jpeg'])[0]
-  span = (num_frames - 1) * stride + 1
+  span = dense_span(num_frames, stride)
   max_start = tf.maximum(available - span, 0)
   start = tf.random.stateless_uniform([], seed, 0, max_start + 1, dtype=tf.int32)
   indices = dense_clip_indices(available, num_frames, stride, start)
@@ -58,7 +69,7 @@ def sample_uniform_clips(features: Features, num_frames: int, stride: int,
                          num_clips: int) -> Features:
   """Test sampling: `num_clips` dense clips with uniformly spaced starts (K x T indices)."""
   available = tf.shape(features['frames_jpeg'])[0]
-  span = (num_frames - 1) * stride + 1
+  span = dense_span(num_frames, stride)
   max_start = tf.cast(tf.maximum(available - span, 0), tf.float32)
   if num_clips == 1:
     starts = tf.cast(tf.round(max_start / 2), tf.int32)[None]
@@ -87,7 +98,7 @@ def pyslowfast_indices(num_available: tf.Tensor, fps: tf.Tensor, num_frames: int
   """
   n = tf.cast(tf.maximum(num_available, 1), tf.float64)
   rate = tf.where(fps > 0, tf.cast(fps, tf.float64), tf.constant(target_fps, tf.float64))
-  length = num_frames * stride * rate / target_fps
+  length = pyslowfast_length(num_frames, stride, rate, target_fps)
   delta = tf.maximum(n - length, 0.0)
   starts = delta * tf.cast(clip_index, tf.float64) / num_clips
   step = (length - 1.0) / max(num_frames - 1, 1)
@@ -210,11 +221,11 @@ def clip_span(data_config, fps: float) -> Optional[int]:
   sampling, frames, stride = (data_config.temporal_sampling, data_config.num_frames,
                               data_config.frame_stride)
   if sampling == 'dense':
-    return (frames - 1) * stride + 1
+    return dense_span(frames, stride)
   if sampling == 'pyslowfast':  # its last index is floor(length - 1), length in native frames
     # The rate as the sampler sees it: a float32 feature, widened to float64.
     rate = float(np.float32(fps)) if fps > 0 else data_config.target_fps
-    return max(1, math.floor(frames * stride * rate / data_config.target_fps))
+    return max(1, math.floor(pyslowfast_length(frames, stride, rate, data_config.target_fps)))
   if sampling == 'tsn':
     return frames
   return None
