@@ -203,6 +203,21 @@ def test_hmdb51_class_from_clip_name():
   assert A.hmdb51_class_from_clip_name('Movie_draw_sword_f_cm_np1_fr_med_3.avi') == 'draw_sword'
   assert A.hmdb51_class_from_clip_name('x/Fencing_sword_u_cm_np2_le_goo_0') == 'sword'
   assert A.hmdb51_class_from_clip_name('not_an_hmdb_name') is None
+  assert A.hmdb51_class_from_clip_name('Mr._Bean_kick_ball_f_cm_np1_ri_med_2.avi') == 'kick_ball'
+
+
+def test_the_class_a_clip_name_carries_is_looked_up_in_the_class_list():
+  """UCF101 names match case-insensitively (HandStandPushups files of class HandstandPushups);
+  a class outside the list, or a name following neither scheme, carries none."""
+  ucf = ('ApplyEyeMakeup', 'HandstandPushups')
+  assert A.class_in_clip_name('HandStandPushups/v_HandStandPushups_g01_c01.avi', ucf) == (
+      'HandstandPushups')
+  assert A.class_in_clip_name('frames/v_ApplyEyeMakeup_g08_c01/', ucf) == 'ApplyEyeMakeup'
+  assert A.class_in_clip_name('v_Archery_g01_c01.avi', ucf) is None
+  assert A.class_in_clip_name('fight/fi001.mp4', ucf) is None
+  assert A.class_in_clip_name('data/HMDB51_flow/THE_PROTECTOR_kick_f_cm_np2_ri_med_81',
+                              A.HMDB51_CLASSES) == 'kick'
+  assert A.class_in_clip_name('THE_PROTECTOR_kick_f_cm_np2_ri_med_81', ('kick_ball',)) is None
 
 
 # --- SSv2

@@ -1159,10 +1159,17 @@ def test_integer_labels_beside_names_or_numbered_from_one_are_caught(tmp_path):
       'index base of 1 (--label_index_base=1).')):
     _plan('--dataset=list', f'--input={tmp_path}', f'--output={tmp_path / "out"}',
           f'--annotations=train={ucf / "trainlist01.txt"}', f'--class_list={classes}')
+  rows = [line.split() for line in (ucf / 'trainlist01.txt').read_text().splitlines()
+          if line.strip() and not line.rstrip().endswith(' 101')]
   without_101 = tmp_path / 'trainlist01.txt'
-  without_101.write_text(''.join(line + '\n' for line in
-                                 (ucf / 'trainlist01.txt').read_text().splitlines()
-                                 if line.strip() and not line.rstrip().endswith(' 101')))
+  without_101.write_text(''.join(f'{path} {label}\n' for path, label in rows))
+  with pytest.raises(convert.ConversionError, match=re.escape(
+      f'{without_101}: {len(rows):,} of its {len(rows):,} clips are labelled with another class '
+      "than their names carry (e.g. 'ApplyEyeMakeup' labelled 'ApplyLipstick': ")):
+    _plan('--dataset=list', f'--input={tmp_path}', f'--output={tmp_path / "out"}',
+          f'--annotations=train={without_101}', f'--class_list={classes}')
+  # Clip names that carry no class leave the never-used 0 as the only sign.
+  without_101.write_text(''.join(f'clip{i}.avi {label}\n' for i, (_, label) in enumerate(rows)))
   plan = _plan('--dataset=list', f'--input={tmp_path}', f'--output={tmp_path / "out"}',
                f'--annotations=train={without_101}', f'--class_list={classes}')
   assert (f'the integer labels of {without_101} never use 0: if they count from 1 (as UCF101\'s '
@@ -1208,3 +1215,49 @@ def test_hmdb51_tsn_lists_beyond_their_classes_get_no_advice_their_kind_refuses(
     _plan('--dataset=hmdb51', f'--input={tmp_path}', f'--output={tmp_path / "out"}',
           f'--annotations=train1={listing}')
   assert 'label_index_base' not in str(e.value)
+
+
+def test_lists_whose_labels_contradict_the_clip_names_are_refused(tmp_path):
+  """HMDB51's TSN lists number kick_ball 20 and kick 21, mmaction2's label map the other way round
+  (and sword/sword_exercise likewise): `--dataset=frames` with that map labelled 280 of the 3,570
+  training clips with the other class of their pair, without a word. A UCF101 list numbered
+  from 1 read from 0 is caught the same way, by the class its clip names carry."""
+  lists = ANNOTATIONS / 'hmdb51_splits_derived'
+  train = lists / 'hmdb51_flow_train_split_1.txt'
+  with pytest.raises(convert.ConversionError) as e:
+    _plan('--dataset=frames', f'--input={tmp_path}', f'--output={tmp_path / "out"}',
+          f'--annotations=train={train},val={lists / "hmdb51_flow_val_split_1.txt"}',
+          f'--class_list={ANNOTATIONS / "label_maps" / "hmdb51_label_map.txt"}')
+  message = str(e.value)
+  assert '\n' not in message
+  assert message.startswith(f'{train}: 280 of its 3,570 clips are labelled with another class '
+                            'than their names carry (e.g. ')
+  for pair in ("'kick_ball' labelled 'kick'", "'kick' labelled 'kick_ball'",
+               "'sword_exercise' labelled 'sword'", "'sword' labelled 'sword_exercise'"):
+    assert pair in message
+  assert '--dataset=hmdb51' in message
+
+  in_list_order = tmp_path / 'tsn_order.txt'
+  in_list_order.write_text('\n'.join(data.annotations.HMDB51_TSN_LIST_ORDER) + '\n')
+  plan = _plan('--dataset=frames', f'--input={tmp_path}', f'--output={tmp_path / "out"}',
+               f'--annotations=train={train}', f'--class_list={in_list_order}')
+  named = {data.annotations.hmdb51_class_from_clip_name(item.filename): item.label_text
+           for item in plan.splits['train']}
+  assert named['kick_ball'] == 'kick_ball' and named['sword'] == 'sword'
+
+  ucf = tmp_path / 'ucf_train.txt'
+  ucf.write_text('ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi 1\n'
+                 'HandstandPushups/v_HandStandPushups_g01_c01.avi 37\n'
+                 'ApplyLipstick/v_ApplyLipstick_g01_c01.avi 2\n')
+  with pytest.raises(convert.ConversionError, match=re.escape(
+      f"{ucf}: 3 of its 3 clips are labelled with another class than their names carry (e.g. "
+      "'ApplyEyeMakeup' labelled 'ApplyLipstick': ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi; "
+      "'HandstandPushups' labelled 'HandstandWalking': ")):
+    _plan('--dataset=list', f'--input={tmp_path}', f'--output={tmp_path / "out"}',
+          f'--annotations=train={ucf}',
+          f'--class_list={ANNOTATIONS / "label_maps" / "ucf101_label_map.txt"}')
+  plan = _plan('--dataset=list', f'--input={tmp_path}', f'--output={tmp_path / "out"}',
+               f'--annotations=train={ucf}', '--label_index_base=1',
+               f'--class_list={ANNOTATIONS / "label_maps" / "ucf101_label_map.txt"}')
+  assert [item.label_text for item in plan.splits['train']] == [
+      'ApplyEyeMakeup', 'HandstandPushups', 'ApplyLipstick']

@@ -110,20 +110,37 @@ _HMDB51_TAGS = re.compile(
     r'^(?P<head>.+)_[fhlu]_(?:cm|nm)_np\d+_(?:fr|le|ri|ba)_(?:bad|med|goo)_\d+$')
 
 
+def _clip_stem(name: str) -> str:
+  """A clip's file or frame-folder name without its extension; dots inside HMDB51 titles stay."""
+  return re.sub(r'\.[A-Za-z0-9]{2,4}$', '', os.path.basename(name.rstrip('/')))
+
+
 def hmdb51_class_from_clip_name(name: str) -> Optional[str]:
   """The class token of an HMDB51 clip name (`<title>_<class>_<tags>_<n>[.avi]`), None if absent.
 
   The longest matching class wins, so '..._draw_sword_f_...' is draw_sword, not sword.
   """
-  stem = os.path.basename(name)
-  if stem.endswith('.avi'):
-    stem = stem[:-4]
-  match = _HMDB51_TAGS.match(stem)
+  match = _HMDB51_TAGS.match(_clip_stem(name))
   if not match:
     return None
   head = match.group('head')
   found = [c for c in HMDB51_CLASSES if head == c or head.endswith('_' + c)]
   return max(found, key=len) if found else None
+
+
+_UCF101_CLIP = re.compile(r'^v_(?P<name>[A-Za-z]+)_g\d+_c\d+$')
+
+
+def class_in_clip_name(name: str, classes: Sequence[str]) -> Optional[str]:
+  """The class of `classes` that a UCF101 (`v_<Class>_g08_c01`) or HMDB51 clip name carries; None
+  where the name follows neither scheme or its class is not in `classes`. UCF101 names match
+  case-insensitively: its files say HandStandPushups where classInd says HandstandPushups."""
+  ucf = _UCF101_CLIP.match(_clip_stem(name))
+  if ucf:
+    folded = {c.lower(): c for c in classes}
+    return folded.get(ucf.group('name').lower())
+  hmdb = hmdb51_class_from_clip_name(name)
+  return hmdb if hmdb in classes else None
 
 
 def parse_hmdb51_split_dir(split_dir: PathLike, fold: int, classes: Sequence[str] = HMDB51_CLASSES

@@ -310,6 +310,32 @@ def _index_base_warnings(named: Dict[str, Tuple[str, ...]], splits, index_base: 
           'its own.']
 
 
+def _refuse_labels_that_contradict_clip_names(path: str, entries: Sequence[ann.VideoEntry],
+                                             classes: Sequence[str]) -> None:
+  """Refuses a list whose labels contradict the class its UCF101 or HMDB51 clip names carry.
+
+  Integer labels read in another class order or from another base label videos with a wrong
+  class and nothing else shows it: HMDB51's TSN lists swap kick/kick_ball and
+  sword/sword_exercise against mmaction2's label map, UCF101's lists count from 1.
+  """
+  wrong = [(carried, e) for e in entries if e.labeled
+           for carried in [ann.class_in_clip_name(e.path_or_id, classes)]
+           if carried is not None and carried != e.label_text]
+  if not wrong:
+    return
+  first: Dict[Tuple[str, str], str] = {}
+  for carried, e in wrong:
+    first.setdefault((carried, e.label_text), e.path_or_id)
+  examples = '; '.join(f'{carried!r} labelled {label!r}: {clip}'
+                       for (carried, label), clip in list(first.items())[:4])
+  hmdb51 = (' HMDB51\'s TSN lists convert with --dataset=hmdb51, which reads their order.'
+            if set(classes) == set(ann.HMDB51_CLASSES) else '')
+  raise ConversionError(
+      f'{path}: {len(wrong):,} of its {len(entries):,} clips are labelled with another class '
+      f'than their names carry (e.g. {examples}): its labels count the classes in another order '
+      f'than the class list, or from another base (--label_index_base).{hmdb51}')
+
+
 def plan_list(args) -> Plan:
   specs = split_specs(args.annotations, 'list')
   classes = _read_class_list(args)
@@ -324,8 +350,10 @@ def plan_list(args) -> Plan:
         names.update(ann.parse_csv_list(path, None, args.path_column, args.label_column).classes)
       classes = tuple(sorted(names))
     for split, path in specs:
-      parsed.append((split, ann.parse_csv_list(path, classes, args.path_column, args.label_column,
-                                               args.split_by_group).entries))
+      entries = ann.parse_csv_list(path, classes, args.path_column, args.label_column,
+                                   args.split_by_group).entries
+      _refuse_labels_that_contradict_clip_names(path, entries, classes)
+      parsed.append((split, entries))
   else:
     if args.split_by_group:
       raise ConversionError('--split_by_group needs a CSV list with a header.')
@@ -334,7 +362,9 @@ def plan_list(args) -> Plan:
     if classes is None:
       classes = _names_of_the_labels(named)
     for split, path in specs:
-      parsed.append((split, ann.parse_list_file(path, classes, args.label_index_base).entries))
+      entries = ann.parse_list_file(path, classes, args.label_index_base).entries
+      _refuse_labels_that_contradict_clip_names(path, entries, classes)
+      parsed.append((split, entries))
   splits: Dict[str, Sequence[ann.VideoEntry]] = {}
   for split, entries in parsed:
     if args.split_by_group:
@@ -373,6 +403,7 @@ def plan_frames(args) -> Plan:
       raise ConversionError(f'Split {split!r} is given twice in --annotations ({path} is the '
                             'second); give each list its split, e.g. train=LIST,val=LIST.')
     entries = ann.parse_tsn_list(path, classes, index_base=args.label_index_base).entries
+    _refuse_labels_that_contradict_clip_names(path, entries, classes)
     splits[split] = files.attach_paths(_entries_to_items(entries, 'frames'), root)
   plan = Plan(args.name or 'frames', tuple(classes), splits)
   plan.warnings.extend(_index_base_warnings(named, splits, args.label_index_base))
