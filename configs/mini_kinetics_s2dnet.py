@@ -26,13 +26,17 @@ DETAIL_SAMPLING_DIM_RATE 1` configuration, the one that runs. `python -m salinet
 --config=configs/mini_kinetics_s2dnet.py:sampling --recipe` prints the recipe.
 
   python -m salinet_jax.convert --source=tsm --checkpoint=mini_mbv2.pth.tar,mini_r50.pth.tar \
-      --config=configs/mini_kinetics_s2dnet.py:warmup --output=/ckpt/s2dnet_mini_kinetics_init
+      --config=configs/mini_kinetics_s2dnet.py:warmup --output=/ckpt/s2dnet_mini_kinetics_init \
+      --classes=mini-kinetics_label_map.txt
   python main.py --config=configs/mini_kinetics_s2dnet.py:warmup \
       --workdir=runs/mini_kinetics_s2dnet_warmup --config.dataset.data_dir=/data/mini_kinetics \
       --config.init_from.checkpoint=/ckpt/s2dnet_mini_kinetics_init
   python main.py --config=configs/mini_kinetics_s2dnet.py:sampling \
       --workdir=runs/mini_kinetics_s2dnet_sampling --config.dataset.data_dir=/data/mini_kinetics
-(the sampling stage's `init_from.checkpoint` defaults to the warm-up workdir above.)
+(the sampling stage's `init_from.checkpoint` defaults to the warm-up workdir above.) The warm-up
+keeps the SNet classifier of the reference's checkpoint: `--classes` gives the label map whose
+order its rows follow (the reference's, REFERENCE_LABEL_MAPS), and init_from refuses records of
+other classes or another order instead of reading its rows as the wrong classes.
 """
 
 import ml_collections
@@ -46,6 +50,10 @@ STAGES = ('warmup', 'sampling')
 # Gaussian sampler has no parameters. Regexes over 'KIND:PATH' names (salinet_jax/optim.py).
 F_THETA_PARAMS = r':f_theta/'
 LINEAR_PARAMS = r':(snet/fc|f_m|dnet/fc)/'
+# The label map of each dataset in the reference (ops/dataset_config.py), the class order of its
+# lists and so of its checkpoints' classifier rows.
+REFERENCE_LABEL_MAPS = {'mini_kinetics': 'mini-kinetics_label_map.txt',
+                        'kinetics400': 'kinetics_label_map.txt', 'ssv2': 'category.txt'}
 
 
 def s2dnet_config(dataset: str, stage: str, config_file: str = '') -> ml_collections.ConfigDict:
@@ -108,7 +116,8 @@ def s2dnet_config(dataset: str, stage: str, config_file: str = '') -> ml_collect
     config.init_from.convert_command = (
         'python -m salinet_jax.convert --source=tsm --checkpoint=SNET.pth.tar,DNET.pth.tar '
         f'--config={config_file or f"configs/{dataset}_s2dnet.py"}:warmup '
-        f'--output=/ckpt/s2dnet_{dataset}_init')
+        f'--output=/ckpt/s2dnet_{dataset}_init '
+        f'--classes={REFERENCE_LABEL_MAPS.get(dataset, "CLASSES.txt")}')
     # New in S2DNet, or reshaped by it (the DNet classifier also reads g and the top-k vector).
     config.init_from.exclude = '^(f_theta|f_m|dnet/fusion_layer\\d+|dnet/fc)/'
   else:

@@ -365,16 +365,9 @@ class Engine:
     return state, description
 
   def classifier_params(self) -> FrozenSet[str]:
-    """Paths of the parameters whose shapes follow the number of classes ('head/fc/kernel',
-    S2DNet's 'snet/fc/bias', ...): the classifiers, found by building the model for one class
-    more (shapes only)."""
-    other = models.build_model(self.config.model, len(self.classes) + 1, self.config.dtype,
-                               self.config.remat)
-    flat = lambda model: flax.traverse_util.flatten_dict(  # noqa: E731
-        models.abstract_variables(model, self.input_shape)['params'], sep='/')
-    mine, theirs = flat(self.model), flat(other)
-    return frozenset(path for path, leaf in mine.items()
-                     if path not in theirs or theirs[path].shape != leaf.shape)
+    """Paths of the parameters whose shapes follow the number of classes (models.py)."""
+    return models.classifier_paths(self.config.model, len(self.classes), self.input_shape,
+                                   self.config.dtype, self.config.remat)
 
   def restore_variables(self, workdir: str, which: str) -> Tuple[Dict[str, Any], int, str]:
     """The variables and step of the verified checkpoint `which`, and a description of it: what

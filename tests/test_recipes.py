@@ -26,6 +26,7 @@ import pytest
 from data import records
 
 from salinet_jax import info
+from salinet_jax import inputs
 from salinet_jax import pretrained
 from salinet_jax import models
 from salinet_jax import recipe
@@ -251,3 +252,18 @@ def test_the_convert_command_a_recipe_gives_names_a_config_file_that_exists(name
   for config_name in re.findall(r'--config=configs/(\S+)\.py(?::(\w+))?', command):
     converted_for = load(':'.join(filter(None, config_name))).model.to_dict()
     assert pretrained.converted_model_differences(converted_for, load(name).model) == []
+
+
+WITH_CONVERT_COMMAND = [name for name in EVERY_CONFIG if load(name).init_from.convert_command]
+
+
+@pytest.mark.parametrize('name', WITH_CONVERT_COMMAND)
+def test_a_convert_command_whose_classifier_is_kept_records_its_classes(name):
+  """The S2DNet warm-ups keep the reference's SNet classifier (only the DNet's is left out), but
+  their convert command gave no --classes: every run warned that its rows were read in the
+  records' class order unchecked, and a checkpoint of another order would have loaded."""
+  config = load(name)
+  kept = [path for path in models.classifier_paths(config.model, 7, inputs.clip_shape(config.data))
+          if not (config.init_from.exclude and re.search(config.init_from.exclude, path))]
+  command = config.init_from.convert_command
+  assert ('--classes=' in command) == bool(kept), (kept, command)

@@ -7,8 +7,9 @@ and returns logits (float32), or `(logits, aux)` with a dict of auxiliary tensor
 
 import dataclasses
 import functools
-from typing import Any, Dict, Sequence, Type
+from typing import Any, Dict, FrozenSet, Sequence, Type
 
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -106,6 +107,19 @@ def init_variables(model: nn.Module, rng: jax.Array, input_shape: Sequence[int])
 def abstract_variables(model: nn.Module, input_shape: Sequence[int]) -> Dict[str, Any]:
   """`init_variables` as ShapeDtypeStructs: shapes and dtypes only, nothing computed."""
   return jax.eval_shape(lambda: init_variables(model, jax.random.key(0), input_shape))
+
+
+def classifier_paths(model_config, num_classes: int, input_shape: Sequence[int],
+                     dtype: str = 'float32', remat: str = 'none') -> FrozenSet[str]:
+  """Paths of the parameters whose shapes follow the number of classes ('head/fc/kernel',
+  S2DNet's 'snet/fc/bias', ...): the classifiers, found by building the model for one class more
+  (shapes only). Their rows mean classes in an order that a checkpoint has to record."""
+  flat = lambda classes: flax.traverse_util.flatten_dict(  # noqa: E731
+      abstract_variables(build_model(model_config, classes, dtype, remat), input_shape)['params'],
+      sep='/')
+  mine, theirs = flat(num_classes), flat(num_classes + 1)
+  return frozenset(path for path, leaf in mine.items()
+                   if path not in theirs or theirs[path].shape != leaf.shape)
 
 
 @functools.cache
