@@ -367,3 +367,17 @@ def test_group_split_adds_val_groups_for_classes_within_bounds():
   assert 200 <= len(split['val']) <= 400
   assert {e.label_index for e in split['train']} == set(range(100))
   assert not {e.group for e in split['train']} & {e.group for e in split['val']}
+
+
+def test_an_ssv2_label_map_with_missing_or_negative_indices_names_them(tmp_path):
+  """A gap said only 'indices must be 0..N without gaps', and "-1" was 'not an integer'."""
+  labels = tmp_path / 'labels.json'
+  labels.write_text('{\n"Holding something": "0",\n"Moving something up": "2",\n'
+                    '"Pushing something": "4"\n}\n')
+  with pytest.raises(A.AnnotationError, match=re.escape(
+      f'{labels}: indices must be 0..2 (3 templates) without gaps: 1 missing, 4 beyond.')):
+    A.parse_ssv2_labels(labels)
+  labels.write_text('{\n"Holding something": "0",\n"Moving something up": "-1"\n}\n')
+  with pytest.raises(A.AnnotationError, match=re.escape(
+      f"{labels}:3: index of 'Moving something up' must be 0 or more, got '-1'.")):
+    A.parse_ssv2_labels(labels)

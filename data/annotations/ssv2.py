@@ -43,6 +43,9 @@ def parse_ssv2_labels(labels_json: PathLike) -> Tuple[str, ...]:
   by_index: Dict[int, str] = {}
   for name, value in pairs:
     line = _line_at(text, max(text.find(json.dumps(name)), 0))
+    if re.fullmatch(r'-\d+', str(value)):
+      raise AnnotationError(labels_json, line,
+                            f'index of {name!r} must be 0 or more, got {value!r}.')
     if not re.fullmatch(r'\d+', str(value)):
       raise AnnotationError(labels_json, line,
                             f'index of {name!r} must be an integer, got {value!r}.')
@@ -50,9 +53,14 @@ def parse_ssv2_labels(labels_json: PathLike) -> Tuple[str, ...]:
       raise AnnotationError(labels_json, line, f'index {value} of {name!r} is already used by '
                             f'{by_index[int(value)]!r}.')
     by_index[int(value)] = name
-  if sorted(by_index) != list(range(len(by_index))):
+  count = len(by_index)
+  if sorted(by_index) != list(range(count)):
+    listed = lambda ids: ', '.join(map(str, ids[:10])) + ', ...' * (len(ids) > 10)  # noqa: E731
+    missing = [i for i in range(count) if i not in by_index]
+    beyond = sorted(i for i in by_index if i >= count)
     raise AnnotationError(labels_json, None,
-                          f'indices must be 0..{len(by_index) - 1} without gaps.')
+                          f'indices must be 0..{count - 1} ({count:,} templates) without gaps: '
+                          f'{listed(missing)} missing, {listed(beyond)} beyond.')
   return check_classes([by_index[i] for i in range(len(by_index))], os.fspath(labels_json))
 
 
