@@ -26,6 +26,8 @@ VIEW_REDUCTIONS = ('sum', 'mean', 'max')
 VIEW_SCORES = ('logits', 'softmax')
 # Model-specific figures reported beside top-1/top-5 when a model provides them.
 EXTRA_METRICS = ('saliency_final_spatial_std', 'snet_top1', 'snet_top5')
+# The results that are scalar metrics (what training writes to TensorBoard after each evaluation).
+SCALAR_METRICS = ('top1', 'top5', 'mean_class_accuracy') + EXTRA_METRICS
 
 
 class NonFiniteScoresError(errors.UserError):
@@ -311,7 +313,8 @@ def summary_line(results: Dict[str, Any]) -> str:
   parts = []
   if 'top1' in results:
     parts.append(f"top-1 {results['top1']:.4f}"
-                 + (f"  top-5 {results['top5']:.4f}" if 'top5' in results else ''))
+                 + (f"  top-5 {results['top5']:.4f}" if 'top5' in results else '')
+                 + f"  mean class {results['mean_class_accuracy']:.4f}")
     parts += [f"{key.replace('_', ' ')} {results[key]:.4f}" for key in EXTRA_METRICS
               if key in results and key != 'saliency_final_spatial_std']
   else:

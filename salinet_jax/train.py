@@ -497,7 +497,7 @@ def _run_steps(trainer, state, start_step, store, writer, train_iter, rng, progr
           what=f'the model at step {step}')
       eval_results['step'] = step
       writer.write_scalars(step, {f'{split}/{k}': v for k, v in eval_results.items()
-                                  if k in ('top1', 'top5') + evaluate_lib.EXTRA_METRICS})
+                                  if k in evaluate_lib.SCALAR_METRICS})
       logging.info('eval %s @ step %d: %s', split, step, evaluate_lib.summary_line(eval_results))
       metric = ({name: eval_results[name[len('val_'):]] for name in checkpoints.BEST_METRICS}
                 if 'top1' in eval_results else None)

@@ -127,6 +127,19 @@ def random_variables(module, *args, seed=0, **kwargs):
   return jax.tree_util.tree_map_with_path(fill, abstract)
 
 
+def scalars_written(workdir, tag: str) -> dict:
+  """{step: value} of the TensorBoard scalar `tag` that a run wrote into `workdir`."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  values = {}
+  for name in os.listdir(workdir):
+    if name.startswith('events.out.tfevents'):
+      for event in tf.compat.v1.train.summary_iterator(os.path.join(workdir, name)):
+        for value in event.summary.value:
+          if value.tag == tag:
+            values[event.step] = float(tf.make_ndarray(value.tensor))
+  return values
+
+
 def once_per_run(tmp_path_factory, name: str, build: Callable[[pathlib.Path], None]) -> pathlib.Path:
   """The folder `name`, filled by `build(folder)` once per test run: session fixtures are per
   xdist worker, so the first worker to ask builds it under a lock and the others wait for it and

@@ -13,11 +13,11 @@ import sys
 import time
 
 import numpy as np
-import tensorflow as tf
 
 from salinet_jax import train
 from tests.conftest import REPO_ROOT
 from tests.conftest import mesh_worker
+from tests.conftest import scalars_written
 from tests.conftest import subprocess_env
 from tests.test_main import _tiny_overrides
 
@@ -91,18 +91,6 @@ def test_a_sigterm_to_one_process_stops_the_whole_group_at_one_step(tiny_data_di
     assert f'Stopped by SIGTERM after saving step {saved[0]}; exit status 143' in text, text[-3000:]
 
 
-def _scalars(workdir: str, tag: str):
-  values = {}
-  for name in os.listdir(workdir):
-    if not name.startswith('events.out.tfevents'):
-      continue
-    for event in tf.compat.v1.train.summary_iterator(os.path.join(workdir, name)):
-      for value in event.summary.value:
-        if value.tag == tag:
-          values[event.step] = float(tf.make_ndarray(value.tensor))
-  return values
-
-
 def test_stopped_and_resumed_run_repeats_the_uninterrupted_loss_curve(config, tmp_path,
                                                                        monkeypatch):
   """Exact resume with precise BN on: the stop comes right after an evaluation (step 2) whose
@@ -122,8 +110,8 @@ def test_stopped_and_resumed_run_repeats_the_uninterrupted_loss_curve(config, tm
   monkeypatch.undo()
   train.train_and_evaluate(config, interrupted)
 
-  expected = _scalars(uninterrupted, 'loss')
-  got = _scalars(interrupted, 'loss')
+  expected = scalars_written(uninterrupted, 'loss')
+  got = scalars_written(interrupted, 'loss')
   assert sorted(expected) == [1, 2, 3, 4] and sorted(got) == [1, 2, 3, 4]
   for step in (1, 2, 3, 4):  # bit-identical: same batches, dropout keys and optimizer state
     assert got[step] == expected[step], (step, got, expected)

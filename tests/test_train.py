@@ -11,6 +11,7 @@ from salinet_jax import checkpoints
 from salinet_jax import engine
 from salinet_jax import train
 from tests.conftest import mesh_worker
+from tests.conftest import scalars_written
 
 
 def _leaves(tree):
@@ -40,6 +41,8 @@ def test_train_then_evaluate_writes_checkpoints_metrics_and_json(config, tmp_pat
   assert results['saliency_final_spatial_std'] == 0.0
   assert os.path.isdir(os.path.join(workdir, 'checkpoints', '2'))
   assert any(name.startswith('events.out.tfevents') for name in os.listdir(workdir))
+  for tag in ('val/top1', 'val/mean_class_accuracy', 'val/saliency_final_spatial_std'):
+    assert list(scalars_written(workdir, tag)) == [2], tag
   store = checkpoints.CheckpointStore(workdir, config.checkpoint, read_only=True)
   assert store.metadata(2)['classes'] == ['moving_right', 'moving_left', 'moving_down',
                                           'moving_up']
