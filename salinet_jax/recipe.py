@@ -49,13 +49,14 @@ def records_name_of(config) -> str:
 
 
 def learning_rate_per_epoch(config, train_videos: int) -> List[float]:
-  """The LR of the first step of every epoch of the run."""
+  """The LR of the first step of every epoch of the run: the first step whose batch starts at
+  or after video e x videos, step ceil(e x videos / batch) counted from 0 as the schedule counts."""
   opt_config, steps_per_epoch = engine.resolved_optimizer(config, train_videos)
   total = engine.num_train_steps(config, train_videos)
   schedule = optim.learning_rate_schedule(opt_config, total, config.batch_size, steps_per_epoch,
                                           engine.schedule_epochs(config, total, steps_per_epoch))
   epochs = int(math.ceil(total / steps_per_epoch))
-  return [float(schedule(int(round(e * steps_per_epoch)))) for e in range(epochs)]
+  return [float(schedule(-(-e * train_videos // config.batch_size))) for e in range(epochs)]
 
 
 def test_frame_indices(data_config, num_frames: int, fps: float) -> List[List[int]]:

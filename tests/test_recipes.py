@@ -267,3 +267,15 @@ def test_a_convert_command_whose_classifier_is_kept_records_its_classes(name):
           if not (config.init_from.exclude and re.search(config.init_from.exclude, path))]
   command = config.init_from.convert_command
   assert ('--classes=' in command) == bool(kept), (kept, command)
+
+
+def test_the_card_gives_each_epoch_the_learning_rate_of_its_first_step():
+  """With a fractional number of steps per epoch (1,000 videos in batches of 128: 7.8125) the
+  card read epoch 3's LR at step 23, still in epoch 2, and so printed epoch 2's LR twice."""
+  config = load('mini_kinetics_s2dnet:warmup')
+  per_epoch = recipe.learning_rate_per_epoch(config, 1000)
+  peak = recipe.card(config)['peak_learning_rate']
+  warmup = int(config.optimizer.warmup_epochs)
+  start = config.optimizer.warmup_start_lr * config.batch_size
+  for epoch in range(warmup + 1):  # the ramp: start + e (peak - start) / W, a new value each epoch
+    assert per_epoch[epoch] == pytest.approx(start + epoch * (peak - start) / warmup, rel=1e-5)
