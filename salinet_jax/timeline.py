@@ -7,7 +7,9 @@ The video is decoded once, frame by frame (data/video_io.py), and only the frame
 window are held (JPEG-encoded, as records hold them), so memory stays flat however long the video
 is. Frames are resampled to the rate the checkpoint's eval records were converted at, if they
 were. Each window goes through the evaluation's own views and step, `config.predict.window_batch`
-windows per step; the last window ends at the video's end. Frame i is timed i / frame rate.
+windows per step; the last window ends at the video's end. Windows hold a fixed number of
+frames; their times are the frames' own: the container's timestamps at the native rate (a
+variable frame rate gives windows of unequal length, which is said), the ticks when resampled.
 Writes `<name>.timeline.json` (per window: start, end, top-5 with probabilities) and
 `<name>.timeline.png` (the probability of the top classes over time) into the output directory.
 """
@@ -15,7 +17,7 @@ Writes `<name>.timeline.json` (per window: start, end, top-5 with probabilities)
 import collections
 import json
 import os
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 from absl import logging
@@ -52,13 +54,14 @@ def _say_short_windows(path: str, frames: int, rate: float, config) -> None:
 
 
 def windows(path: str, frame_options: Dict[str, Any], window_seconds: float,
-            stride_seconds: float, fps: float = 0.0
+            stride_seconds: float, fps: float = 0.0, seconds: Optional[List[float]] = None
             ) -> Iterator[Tuple[int, int, float, List[bytes]]]:
   """(first frame, end frame, frame rate, JPEG frames) of each window of a video, streamed:
   windows start every stride frames, and a last one ends at the video's end. With `fps` > 0 the
   frames are resampled to that rate first (the frame on screen at each 1/fps tick), as the
   converter resamples a video into records; `frame_options` (data/pipeline.frame_options) size
-  and encode them as the records' frames."""
+  and encode them as the records' frames. Once the video is done, `seconds` (if given) holds
+  each frame's start and the video's end, counted from its first frame (`_frame_seconds`)."""
   source_rate, tolerance = video_io.stream_timing(path)
   source_rate = source_rate or 25.0
   rate = fps if fps > 0 else source_rate
@@ -75,6 +78,37 @@ def windows(path: str, frame_options: Dict[str, Any], window_seconds: float,
     yield max(0, count - size), count, rate, list(recent)
   for line in video_io.stream_warnings(path, stamps):  # as predict of a whole video logs them
     logging.warning('%s: %s', path, line)
+  if seconds is not None and count:
+    seconds.extend(_frame_seconds(stamps, count, source_rate, fps, tolerance))
+
+
+def _frame_seconds(stamps: List[Any], count: int, source_rate: float, fps: float,
+                   tolerance: float) -> List[float]:
+  """The start of each of `count` window frames and the end of the last, from the first frame:
+  resampled, the 1/fps ticks; at the native rate, the frames' presentation times
+  (video_io.frame_times: the container's timestamps where they time the video, else the count
+  at the average rate), the last frame lasting as long as the gap before it."""
+  if fps > 0:
+    return [i / fps for i in range(count + 1)]
+  times, _ = video_io.frame_times(stamps, source_rate)
+  times = [t - times[0] for t in times]
+  last = video_io.frame_duration(times[-2:], source_rate, tolerance) or 1.0 / source_rate
+  return times + [times[-1] + last]
+
+
+def _say_uneven_windows(path: str, spans: List[Tuple[float, float]], frames: int,
+                        seconds: List[float], config) -> None:
+  """A warning when a video's windows, a fixed count of frames each, span unequal lengths of
+  it: its frame rate varies, and windows at its native rate follow its frames, not the clock."""
+  lengths = [end - start for start, end in spans]
+  if len(lengths) < 2 or max(lengths) <= 1.25 * min(lengths):
+    return
+  gaps = np.diff(seconds)
+  logging.warning('%s: its frame rate varies (its frames are %.0f to %.0f ms apart): windows of '
+                  '%d frames at its native rate span %.2f to %.2f s of it (the timeline gives '
+                  'their real times); records converted at a fixed rate (data.convert --fps) '
+                  'make windows of %g s.', path, 1000 * gaps.min(), 1000 * gaps.max(), frames,
+                  min(lengths), max(lengths), config.predict.window_seconds)
 
 
 def _frames_at(path: str, frame_options: Dict[str, Any], source_rate: float, fps: float,
@@ -110,7 +144,7 @@ def predict_windows(predictor, path: str, output_stem: str) -> np.ndarray:
   name = os.path.basename(path)
   mesh_size = predictor.engine.mesh.size
   batch_size = max(mesh_size, config.predict.window_batch // mesh_size * mesh_size)
-  spans, failure = [], []
+  frames, failure, seconds = [], [], []
 
   def stream():
     """The windows for the input pipeline; a decoding error is kept and re-raised below (tf.data
@@ -119,11 +153,11 @@ def predict_windows(predictor, path: str, output_stem: str) -> np.ndarray:
       for begin, end, rate, jpegs in tqdm(
           windows(path, pipeline.frame_options(data, predictor.decoding),
                   config.predict.window_seconds, config.predict.stride_seconds,
-                  predictor.decoding.get('fps', 0.0)),
+                  predictor.decoding.get('fps', 0.0), seconds),
           desc=name, unit='window', leave=False):
-        if not spans:
+        if not frames:
           _say_short_windows(path, len(jpegs), rate, config)
-        spans.append((begin / rate, end / rate))
+        frames.append((begin, end))
         yield jpegs, name, rate
     except Exception as e:  # pylint: disable=broad-except
       failure.append(e)
@@ -144,6 +178,8 @@ def predict_windows(predictor, path: str, output_stem: str) -> np.ndarray:
   if not probs:
     raise video_io.VideoError('no video frames decoded (empty or zero-frame video)')
   probs = np.stack(probs)
+  spans = [(seconds[begin], seconds[end]) for begin, end in frames]
+  _say_uneven_windows(path, spans, frames[0][1] - frames[0][0], seconds, config)
   _write(predictor, path, output_stem, spans, probs)
   return probs.mean(axis=0)
 

@@ -3,6 +3,7 @@ the shared fight clips under an unknown name is converted, trained with configs/
 evaluated, predicted on (files, folders, windows along a long video) and turned into features."""
 
 import csv
+import fractions
 import hashlib
 import json
 import os
@@ -202,17 +203,24 @@ def test_records_smaller_than_the_clips_they_are_resized_to_are_warned_about(own
   assert "split 'val' of " in caplog.text and 'config.data.eval_short_side=64 enlarges' in caplog.text
 
 
-def _long_video(path, seconds=24, fps=10):
-  """A video of a bright bar moving right then left (so windows differ), seconds x fps frames."""
+def _long_video(path, seconds=24, fps=10, times=None):
+  """A video of a bright bar moving right then left (so windows differ), seconds x fps frames,
+  or one frame at each of `times` (seconds, in a millisecond time base: a variable rate)."""
   import av  # pylint: disable=g-import-not-at-top
+  count = len(times) if times is not None else seconds * fps
   with av.open(str(path), mode='w') as container:
     stream = container.add_stream('mpeg4', rate=fps)
     stream.width, stream.height, stream.pix_fmt = 64, 48, 'yuv420p'
-    for i in range(seconds * fps):
+    if times is not None:
+      stream.time_base = stream.codec_context.time_base = fractions.Fraction(1, 1000)
+    for i in range(count):
       frame = np.zeros((48, 64, 3), np.uint8)
-      x = (i * 2) % 64 if i < seconds * fps // 2 else 63 - (i * 2) % 64
+      x = (i * 2) % 64 if i < count // 2 else 63 - (i * 2) % 64
       frame[:, max(0, x - 3):x + 3] = 255
-      for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format='rgb24')):
+      frame = av.VideoFrame.from_ndarray(frame, format='rgb24')
+      if times is not None:
+        frame.pts, frame.time_base = int(round(times[i] * 1000)), fractions.Fraction(1, 1000)
+      for packet in stream.encode(frame):
         container.mux(packet)
     for packet in stream.encode():
       container.mux(packet)
@@ -286,3 +294,21 @@ def test_windowed_predict_writes_a_timeline_over_the_whole_video(own_records, tm
   assert (f"{tiny}: its one window holds all its 4 frames, fewer than a clip's 7 "
           "(temporal_sampling='dense'): its clips loop, repeat or squeeze frames."
           in caplog.text), caplog.text
+
+  # A variable frame rate (2 s at 10 fps, then 6 s at 2.5 fps) at the records' native rate:
+  # windows hold a fixed count of frames, and were timed by that count at the average rate
+  # (35 frames in 8 s): the first "4 s" window held 1.5 s of video, without a word.
+  vfr = tmp_path / 'vfr.mp4'
+  times = [i / 10 for i in range(20)] + [2 + i / 2.5 for i in range(15)]
+  _long_video(vfr, fps=10, times=times)
+  config.predict.window_seconds, config.predict.stride_seconds = 4.0, 2.0
+  caplog.clear()
+  predict.predict(config, workdir, [str(vfr)], output_dir=str(tmp_path / 'vfr'))
+  windows = json.loads((tmp_path / 'vfr' / 'vfr.mp4.timeline.json').read_text())['windows']
+  rate = 35 / 8  # frames per window and per stride at the average rate: 18 and 9
+  assert [(w['start_seconds'], w['end_seconds']) for w in windows] == [
+      (0.0, times[18]), (times[9], times[27]), (times[17], 8.0)], (rate, windows)
+  assert (f'{vfr}: its frame rate varies (its frames are 100 to 400 ms apart): windows of 18 '
+          'frames at its native rate span 1.80 to 6.30 s of it (the timeline gives their real '
+          'times); records converted at a fixed rate (data.convert --fps) make windows of 4 s.'
+          ) in caplog.text, caplog.text
