@@ -231,6 +231,15 @@ def clip_span(data_config, fps: float) -> Optional[int]:
   return None
 
 
+def clip_reach(data_config) -> Optional[int]:
+  """The most frames from a video's start that its test clip takes from: all_frames takes the
+  first num_frames x frame_stride and nothing after them; None for the samplers that spread
+  their clips over the whole video."""
+  if data_config.temporal_sampling == 'all_frames':
+    return data_config.num_frames * data_config.frame_stride
+  return None
+
+
 def check(data_config, *, train: bool) -> None:
   """Fails, before any reading, on an unknown sampler or one the config cannot use."""
   SAMPLERS.get(data_config.temporal_sampling)

@@ -35,6 +35,7 @@ VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mkv', '.webm', '.mov', '.m4v', '.mpg', '.m
 DEFAULT_SHORT_SIDE = 256
 DEFAULT_JPEG_QUALITY = 90
 DEFAULT_INTERPOLATION = 'BILINEAR'  # swscale filter used when resizing decoded frames
+ASSUMED_FPS = 25.0  # the frame rate of a video whose container gives none
 # How the frames of a video were timed (see `frame_times`).
 TIMING_CONTAINER = 'container'  # the container's presentation timestamps
 TIMING_DECODER_ORDER = 'decoder_order'  # output index / average frame rate
@@ -204,7 +205,7 @@ def _timing_warnings(timestamps: Sequence[Optional[float]], times: Sequence[floa
   count where its timestamps, sorted, are unevenly spaced (a variable frame rate, where the
   count gives other times than the video shows; B-frame AVIs are even and say nothing)."""
   lines = []
-  frame = frame_duration(times, rate, 1e-6) or 1.0 / (rate or 25.0)
+  frame = frame_duration(times, rate, 1e-6) or 1.0 / (rate or ASSUMED_FPS)
   # Declared lengths count from the stream's start or from 0 (a stream starting late): the
   # decoded video reaches whichever is longer.
   reached = max(times[-1] - times[0], times[-1]) + frame
@@ -219,7 +220,7 @@ def _timing_warnings(timestamps: Sequence[Optional[float]], times: Sequence[floa
       first = next(i for i in range(1, len(timestamps)) if timestamps[i] <= timestamps[i - 1])
       lines.append(f'its timestamps stop increasing at frame {first + 1} of {len(timestamps)} '
                    'and are unevenly spaced (a variable frame rate?): its frames are timed by '
-                   f'their count at {rate or 25.0:g} fps instead')
+                   f'their count at {rate or ASSUMED_FPS:g} fps instead')
   return lines
 
 
@@ -267,7 +268,7 @@ def resample_stream(frames: Iterator[Tuple[Optional[float], Any]], rate: float, 
   video."""
   single_frame_duration = 1.0 / (rate if rate > 0 else fps)
   rate_known = rate > 0
-  rate = rate if rate_known else 25.0
+  rate = rate if rate_known else ASSUMED_FPS
   tick, times = 0, []
   held = held_time = start = None
   # Decoders reorder B-frames within their first frames: timestamps that do not increase there
@@ -344,7 +345,7 @@ def frame_times(timestamps: Sequence[Optional[float]], rate: float) -> Tuple[Lis
   if timestamps and all(t is not None for t in timestamps) and all(
       b > a for a, b in zip(timestamps, timestamps[1:])):
     return [float(t) for t in timestamps], TIMING_CONTAINER
-  rate = rate if rate > 0 else 25.0
+  rate = rate if rate > 0 else ASSUMED_FPS
   return [i / rate for i in range(len(timestamps))], TIMING_DECODER_ORDER
 
 

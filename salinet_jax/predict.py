@@ -23,6 +23,7 @@ import numpy as np
 from absl import logging
 
 from data import pipeline
+from data import sampling
 from data import video_io
 from salinet_jax import checkpoints
 from salinet_jax import engine
@@ -121,9 +122,28 @@ def decode_like_records(path: str, data_config, decoding: Dict[str, Any]
   """data/pipeline's decode_like_records, logging what the converter would have warned about
   the video (a truncated file, uncertain timing)."""
   video = pipeline.decode_like_records(path, data_config, decoding)
-  for line in video.warnings:
+  for line in video.warnings + clip_coverage(data_config, len(video.jpegs), video.fps):
     logging.warning('%s: %s', path, line)
   return video
+
+
+def clip_coverage(data_config, frames: int, fps: float) -> List[str]:
+  """What the test clips of a whole video of `frames` frames at `fps` miss: frames they repeat
+  (a video shorter than a clip spans, data.sampling.clip_span) or the frames after those they
+  take from its start (all_frames, data.sampling.clip_reach)."""
+  span, reach = sampling.clip_span(data_config, fps), sampling.clip_reach(data_config)
+  how = f'temporal_sampling={data_config.temporal_sampling!r}'
+  if span is not None and frames < span:
+    return [f"it has {frames} frames, fewer than a clip's {span} ({how}): its clips loop, repeat "
+            'or squeeze frames.']
+  if reach is not None and frames > reach:
+    rate = fps if fps > 0 else video_io.ASSUMED_FPS
+    return [f'its clips take only its first {reach} of {frames} frames ({reach / rate:.1f} s of '
+            f'{frames / rate:.1f} s; {how} takes at most num_frames x frame_stride = '
+            f'{data_config.num_frames} x {data_config.frame_stride}): the rest is not scored; '
+            f'windowed predict (config.predict.window_seconds at most {reach / rate:.1f} s) '
+            'scores all of it.']
+  return []
 
 
 def say_decoding(decoding: Dict[str, Any], source: str) -> Dict[str, Any]:

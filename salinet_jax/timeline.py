@@ -37,13 +37,22 @@ def window_frames(seconds: float, rate: float) -> int:
   return max(1, int(round(seconds * rate)))
 
 
-def _say_short_windows(path: str, frames: int, rate: float, config) -> None:
-  """A warning when the windows of `path` hold fewer frames than a clip spans: each window's
-  clips then take frames as from a video that short (looped, repeated or squeezed)."""
-  span = sampling.clip_span(config.data, rate)
+def _say_what_windows_miss(path: str, frames: int, rate: float, config) -> None:
+  """A warning when the windows of `path` hold fewer frames than a clip spans (each window's
+  clips then take frames as from a video that short: looped, repeated or squeezed), or more
+  than the clip takes from a window's start (all_frames: the rest of each window is unseen)."""
+  data = config.data
+  span, reach = sampling.clip_span(data, rate), sampling.clip_reach(data)
+  if reach is not None and frames > reach:
+    logging.warning("%s: its windows hold %d frames (%g s at %g fps), but a clip takes only the "
+                    "first %d of them (temporal_sampling=%r takes at most num_frames x "
+                    'frame_stride = %d x %d): windows of at most %.2f s are scored whole.', path,
+                    frames, config.predict.window_seconds, rate, reach, data.temporal_sampling,
+                    data.num_frames, data.frame_stride, reach / rate)
+    return
   if span is None or frames >= span:
     return
-  short = f"fewer than a clip's {span} (temporal_sampling={config.data.temporal_sampling!r})"
+  short = f"fewer than a clip's {span} (temporal_sampling={data.temporal_sampling!r})"
   if frames < window_frames(config.predict.window_seconds, rate):
     logging.warning('%s: its one window holds all its %d frames, %s: its clips loop, repeat or '
                     'squeeze frames.', path, frames, short)
@@ -63,7 +72,7 @@ def windows(path: str, frame_options: Dict[str, Any], window_seconds: float,
   and encode them as the records' frames. Once the video is done, `seconds` (if given) holds
   each frame's start and the video's end, counted from its first frame (`_frame_seconds`)."""
   source_rate, tolerance = video_io.stream_timing(path)
-  source_rate = source_rate or 25.0
+  source_rate = source_rate or video_io.ASSUMED_FPS
   rate = fps if fps > 0 else source_rate
   size, stride = window_frames(window_seconds, rate), window_frames(stride_seconds, rate)
   recent: collections.deque = collections.deque(maxlen=size)  # the last `size` frames
@@ -156,7 +165,7 @@ def predict_windows(predictor, path: str, output_stem: str) -> np.ndarray:
                   predictor.decoding.get('fps', 0.0), seconds),
           desc=name, unit='window', leave=False):
         if not frames:
-          _say_short_windows(path, len(jpegs), rate, config)
+          _say_what_windows_miss(path, len(jpegs), rate, config)
         frames.append((begin, end))
         yield jpegs, name, rate
     except Exception as e:  # pylint: disable=broad-except

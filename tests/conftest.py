@@ -2,6 +2,7 @@
 the costliest trained runs shared, and the compile settings that keep the suite within minutes."""
 
 import fcntl
+import fractions
 import json
 import os
 import pathlib
@@ -125,6 +126,30 @@ def random_variables(module, *args, seed=0, **kwargs):
     value = 1.0 if name.endswith("['scale']") or name.endswith("['var']") else 0.0
     return jnp.full(leaf.shape, value, leaf.dtype)
   return jax.tree_util.tree_map_with_path(fill, abstract)
+
+
+def write_moving_bar_video(path, seconds=24, fps=10, times=None):
+  """A video of a bright bar moving right then left (so windows differ), seconds x fps frames,
+  or one frame at each of `times` (seconds, in a millisecond time base: a variable rate)."""
+  import av  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  count = len(times) if times is not None else seconds * fps
+  with av.open(str(path), mode='w') as container:
+    stream = container.add_stream('mpeg4', rate=fps)
+    stream.width, stream.height, stream.pix_fmt = 64, 48, 'yuv420p'
+    if times is not None:
+      stream.time_base = stream.codec_context.time_base = fractions.Fraction(1, 1000)
+    for i in range(count):
+      frame = np.zeros((48, 64, 3), np.uint8)
+      x = (i * 2) % 64 if i < count // 2 else 63 - (i * 2) % 64
+      frame[:, max(0, x - 3):x + 3] = 255
+      frame = av.VideoFrame.from_ndarray(frame, format='rgb24')
+      if times is not None:
+        frame.pts, frame.time_base = int(round(times[i] * 1000)), fractions.Fraction(1, 1000)
+      for packet in stream.encode(frame):
+        container.mux(packet)
+    for packet in stream.encode():
+      container.mux(packet)
 
 
 def scalars_written(workdir, tag: str) -> dict:

@@ -3,7 +3,6 @@ the shared fight clips under an unknown name is converted, trained with configs/
 evaluated, predicted on (files, folders, windows along a long video) and turned into features."""
 
 import csv
-import fractions
 import hashlib
 import json
 import os
@@ -19,6 +18,7 @@ from data import report
 from salinet_jax import features
 from salinet_jax import predict
 from salinet_jax import train
+from tests.conftest import write_moving_bar_video
 
 TESTDATA = pathlib.Path(__file__).resolve().parents[1].parent / 'shared' / 'testdata'
 FIGHT = TESTDATA / 'real_clips' / 'fight_surv'
@@ -203,29 +203,6 @@ def test_records_smaller_than_the_clips_they_are_resized_to_are_warned_about(own
   assert "split 'val' of " in caplog.text and 'config.data.eval_short_side=64 enlarges' in caplog.text
 
 
-def _long_video(path, seconds=24, fps=10, times=None):
-  """A video of a bright bar moving right then left (so windows differ), seconds x fps frames,
-  or one frame at each of `times` (seconds, in a millisecond time base: a variable rate)."""
-  import av  # pylint: disable=g-import-not-at-top
-  count = len(times) if times is not None else seconds * fps
-  with av.open(str(path), mode='w') as container:
-    stream = container.add_stream('mpeg4', rate=fps)
-    stream.width, stream.height, stream.pix_fmt = 64, 48, 'yuv420p'
-    if times is not None:
-      stream.time_base = stream.codec_context.time_base = fractions.Fraction(1, 1000)
-    for i in range(count):
-      frame = np.zeros((48, 64, 3), np.uint8)
-      x = (i * 2) % 64 if i < count // 2 else 63 - (i * 2) % 64
-      frame[:, max(0, x - 3):x + 3] = 255
-      frame = av.VideoFrame.from_ndarray(frame, format='rgb24')
-      if times is not None:
-        frame.pts, frame.time_base = int(round(times[i] * 1000)), fractions.Fraction(1, 1000)
-      for packet in stream.encode(frame):
-        container.mux(packet)
-    for packet in stream.encode():
-      container.mux(packet)
-
-
 def test_windowed_predict_writes_a_timeline_over_the_whole_video(own_records, tmp_path, caplog,
                                                                  capsys):
   _, records_dir = own_records
@@ -233,7 +210,7 @@ def test_windowed_predict_writes_a_timeline_over_the_whole_video(own_records, tm
   workdir = str(tmp_path / 'run')
   train.train_and_evaluate(config, workdir)
   video = tmp_path / 'long.avi'
-  _long_video(video)
+  write_moving_bar_video(video)
   config.predict.window_seconds = 4.0
   config.predict.stride_seconds = 3.0
   config.predict.window_batch = 4
@@ -251,7 +228,7 @@ def test_windowed_predict_writes_a_timeline_over_the_whole_video(own_records, tm
 
   # A video one window long: its one window is scored exactly as predict scores the whole video.
   short = tmp_path / 'short.avi'
-  _long_video(short, seconds=4)
+  write_moving_bar_video(short, seconds=4)
   windowed = predict.predict(config, workdir, [str(short)], output_dir=str(tmp_path / 'w'))
   config.predict.window_seconds = 0.0
   whole = predict.predict(config, workdir, [str(short)], output_dir=str(tmp_path / 'v'))
@@ -287,7 +264,7 @@ def test_windowed_predict_writes_a_timeline_over_the_whole_video(own_records, tm
           "(temporal_sampling='dense'): their clips loop, repeat or squeeze frames; windows of "
           'at least 0.70 s hold whole clips.') in caplog.text, caplog.text
   tiny = tmp_path / 'tiny.avi'
-  _long_video(tiny, seconds=4, fps=1)
+  write_moving_bar_video(tiny, seconds=4, fps=1)
   config.predict.window_seconds = 8.0
   caplog.clear()
   predict.predict(config, workdir, [str(tiny)], output_dir=str(tmp_path / 'tiny'))
@@ -300,7 +277,7 @@ def test_windowed_predict_writes_a_timeline_over_the_whole_video(own_records, tm
   # (35 frames in 8 s): the first "4 s" window held 1.5 s of video, without a word.
   vfr = tmp_path / 'vfr.mp4'
   times = [i / 10 for i in range(20)] + [2 + i / 2.5 for i in range(15)]
-  _long_video(vfr, fps=10, times=times)
+  write_moving_bar_video(vfr, fps=10, times=times)
   config.predict.window_seconds, config.predict.stride_seconds = 4.0, 2.0
   caplog.clear()
   predict.predict(config, workdir, [str(vfr)], output_dir=str(tmp_path / 'vfr'))

@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
+from configs import mini_kinetics_s2dnet
 from data import pipeline
 from data import records
 from data import video_io
@@ -17,6 +18,7 @@ from salinet_jax import predict
 from salinet_jax import timeline
 from salinet_jax import train
 from tests.conftest import TESTDATA
+from tests.conftest import write_moving_bar_video
 
 PANCAKE = TESTDATA / 'real_clips' / 'codec_fixtures' / 'flipping_a_pancake.mkv'
 CLASSES = ['moving_right', 'moving_left', 'moving_down', 'moving_up']
@@ -253,3 +255,51 @@ def test_decoding_that_cannot_be_matched_is_warned_about(trained, caplog):
   assert ('Checkpoint e does not record the short side, JPEG quality and filter its eval records '
           'stored frames with (it predates that): videos are resized straight to the eval short '
           'side' in caplog.text)
+
+
+def test_what_the_clips_of_a_whole_video_miss_is_said(trained, tmp_path, caplog):
+  """A video shorter than a clip (its clips repeat frames) was predicted without a word, while
+  windowed predict said so of its windows."""
+  config, workdir = trained
+  short = tmp_path / 'two_frames.avi'
+  write_moving_bar_video(short, seconds=1, fps=2)
+  caplog.set_level('WARNING', logger='absl')
+  results = predict.predict(config, workdir, [str(short)], output_dir=str(tmp_path / 'out'))
+  assert results[0]['ok']
+  assert (f"{short}: it has 2 frames, fewer than a clip's 4 (temporal_sampling='dense'): its "
+          'clips loop, repeat or squeeze frames.') in caplog.text, caplog.text
+
+
+def test_clip_coverage_names_what_clips_miss():
+  """S2DNet's all_frames clips take the first num_frames x frame_stride frames of a video: a
+  longer video was scored on its start alone, without a word."""
+  data = mini_kinetics_s2dnet.get_config('warmup').data
+  assert (data.temporal_sampling, data.num_frames, data.frame_stride) == ('all_frames', 150, 2)
+  assert predict.clip_coverage(data, 300, 30.0) == []
+  assert predict.clip_coverage(data, 900, 30.0) == [
+      "its clips take only its first 300 of 900 frames (10.0 s of 30.0 s; "
+      "temporal_sampling='all_frames' takes at most num_frames x frame_stride = 150 x 2): the "
+      'rest is not scored; windowed predict (config.predict.window_seconds at most 10.0 s) '
+      'scores all of it.']
+  assert predict.clip_coverage(data, 1, 30.0) == []  # all_frames takes the frames there are
+
+
+@pytest.mark.skipif(not PANCAKE.exists(), reason=f'shared test data not found at {PANCAKE}')
+def test_s2dnet_predict_says_its_clips_take_the_start_of_long_videos_and_windows(
+    s2dnet_stage_runs, tmp_path, caplog):
+  """The tiny S2DNet takes 6 frames: predict of the 310-frame pancake, and its 4 s windows, were
+  scored on their first 6 frames (0.2 s) alone, without a word."""
+  config, workdir, _ = s2dnet_stage_runs['warmup']
+  config = config.copy_and_resolve_references()
+  caplog.set_level('WARNING', logger='absl')
+  predict.predict(config, workdir, [str(PANCAKE)], output_dir=str(tmp_path / 'whole'))
+  assert (f"{PANCAKE}: its clips take only its first 6 of 310 frames (0.2 s of 10.3 s; "
+          "temporal_sampling='all_frames' takes at most num_frames x frame_stride = 6 x 1)"
+          ) in caplog.text, caplog.text
+  config.predict.window_seconds = config.predict.stride_seconds = 4.0
+  caplog.clear()
+  predict.predict(config, workdir, [str(PANCAKE)], output_dir=str(tmp_path / 'windows'))
+  assert (f"{PANCAKE}: its windows hold 120 frames (4 s at 30 fps), but a clip takes only the "
+          "first 6 of them (temporal_sampling='all_frames' takes at most num_frames x "
+          'frame_stride = 6 x 1): windows of at most 0.20 s are scored whole.') in caplog.text, (
+              caplog.text)
