@@ -30,6 +30,8 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
+from data import tree
+
 VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mkv', '.webm', '.mov', '.m4v', '.mpg', '.mpeg', '.flv',
                     '.3gp', '.wmv')
 DEFAULT_SHORT_SIDE = 256
@@ -71,8 +73,7 @@ def list_videos(path: str, extensions: Sequence[str] = VIDEO_EXTENSIONS
     return [path], []
   wanted = {e.lower() for e in extensions}
   videos, others = [], []
-  for parent, dirnames, names in os.walk(path):
-    dirnames[:] = sorted(d for d in dirnames if not d.startswith('.'))
+  for parent, _, names in tree.walk(path):
     for name in names:
       if not name.startswith('.'):
         is_video = os.path.splitext(name)[1].lower() in wanted

@@ -1261,3 +1261,25 @@ def test_lists_whose_labels_contradict_the_clip_names_are_refused(tmp_path):
                f'--class_list={ANNOTATIONS / "label_maps" / "ucf101_label_map.txt"}')
   assert [item.label_text for item in plan.splits['train']] == [
       'ApplyEyeMakeup', 'HandstandPushups', 'ApplyLipstick']
+
+
+def test_videos_below_linked_folders_are_found_and_link_loops_end(tmp_path):
+  """A folder reached through a symbolic link (a class's group, or part of a dataset on another
+  disk) was not walked: its videos were left out of the converter's folder kind, its file index
+  and predict's video list, without a word. A link back to a folder above it must not loop."""
+  elsewhere = tmp_path / 'elsewhere'
+  elsewhere.mkdir()
+  shutil.copy(CODEC / 'video_0.mov', elsewhere / 'linked.mov')
+  tree = tmp_path / 'tree'
+  (tree / 'run' / 'own_group').mkdir(parents=True)
+  shutil.copy(CODEC / 'video_90.mov', tree / 'run' / 'own_group' / 'own.mov')
+  (tree / 'run' / 'linked_group').symlink_to(elsewhere, target_is_directory=True)
+  (tree / 'run' / 'own_group' / 'loop').symlink_to(tree, target_is_directory=True)
+
+  parsed = data.annotations.parse_class_folders(tree, ['.mov'])
+  assert sorted(e.path_or_id for e in parsed.entries) == ['run/linked_group/linked.mov',
+                                                         'run/own_group/own.mov']
+  assert sorted(video_io.list_videos(str(tree))[0]) == [
+      str(tree / 'run' / 'linked_group' / 'linked.mov'), str(tree / 'run' / 'own_group' / 'own.mov')]
+  index = convert.FileIndex(str(tree), ['.mov'])
+  assert index.find(stems=['linked']) == str(tree / 'run' / 'linked_group' / 'linked.mov')

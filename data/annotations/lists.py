@@ -9,6 +9,7 @@ import os
 import random
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
+from data import tree
 from data.annotations.common import (AnnotationError, Annotations, PathLike, UnknownLabels,
                                      VideoEntry, check_classes, index_of, is_int, numbered_lines,
                                      parse_int)
@@ -127,8 +128,7 @@ def parse_class_folders(root: PathLike, extensions: Optional[Iterable[str]] = No
       names = [n for n in sorted(os.listdir(folder)) if not n.startswith('.')]
     else:
       names = []
-      for parent, dirnames, filenames in os.walk(folder):
-        dirnames[:] = [d for d in dirnames if not d.startswith('.')]
+      for parent, _, filenames in tree.walk(folder):
         for n in filenames:
           if not n.startswith('.'):
             relative = os.path.relpath(os.path.join(parent, n), folder)

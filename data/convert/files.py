@@ -9,6 +9,8 @@ import collections
 import os
 from typing import TYPE_CHECKING, Dict, Iterable, List, Optional, Sequence
 
+from data import tree
+
 if TYPE_CHECKING:
   from data.convert.plans import Item  # pylint: disable=g-bad-import-order
 
@@ -31,8 +33,7 @@ class FileIndex:
   def _build(self):
     if self._built:
       return
-    for parent, dirnames, filenames in os.walk(self.root):
-      dirnames[:] = [d for d in dirnames if not d.startswith('.')]
+    for parent, dirnames, filenames in tree.walk(self.root):
       names = dirnames if self._dirs else filenames
       for name in names:
         if name.startswith('.'):

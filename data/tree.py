@@ -1,0 +1,29 @@
+"""Walking a user's folder of videos or frame folders, through symbolic links.
+
+Datasets are often assembled from links (a class's group folder, a part on another disk), and
+`os.walk` does not enter a linked folder by default: its videos would be left out without a
+word. `walk` enters every linked folder once per path and stops where a link leads back into
+a folder above it (a loop), which would otherwise never end.
+"""
+
+import os
+from typing import Dict, FrozenSet, Iterator, List, Tuple
+
+
+def walk(root: str) -> Iterator[Tuple[str, List[str], List[str]]]:
+  """`os.walk(root)` (top-down, non-hidden folders only, sorted), following links to folders,
+  except those that lead back to a folder on the way down to them. The caller may prune the
+  yielded folder names in place, as with os.walk."""
+  chains: Dict[str, FrozenSet[str]] = {root: frozenset([os.path.realpath(root)])}
+  for parent, dirnames, filenames in os.walk(root, followlinks=True):
+    above = chains.pop(parent, frozenset())
+    kept = []
+    for name in sorted(dirnames):
+      if name.startswith('.'):
+        continue
+      real = os.path.realpath(os.path.join(parent, name))
+      if real not in above:
+        chains[os.path.join(parent, name)] = above | {real}
+        kept.append(name)
+    dirnames[:] = kept
+    yield parent, dirnames, filenames
