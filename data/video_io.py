@@ -241,10 +241,23 @@ def stream_warnings(path: str, timestamps: Sequence[Optional[float]]) -> List[st
   container, stream = _open(path, threads=1)
   try:
     rate, declared = _average_rate(stream), _declared_seconds(container, stream)
+    pixel_shape = _pixel_shape_warnings(stream)
   finally:
     container.close()
   times, timing = frame_times(timestamps, rate)
-  return _timing_warnings(timestamps, times, timing, rate, declared, complete=True)
+  return pixel_shape + _timing_warnings(timestamps, times, timing, rate, declared, complete=True)
+
+
+def _pixel_shape_warnings(stream) -> List[str]:
+  """A line when a stream's pixels are not square: its frames are kept as coded (as PySlowFast
+  and TSM read videos), so shapes look narrower or wider than a player shows them."""
+  ratio = stream.sample_aspect_ratio
+  if not ratio or ratio == 1:
+    return []
+  width, height = int(stream.codec_context.width), int(stream.codec_context.height)
+  return [f'its pixels are not square (sample aspect ratio {ratio.numerator}:{ratio.denominator}'
+          f'): its frames are kept as coded, {width}x{height}, where players show '
+          f'{round(width * ratio)}x{height}']
 
 
 def frame_duration(times: Sequence[float], rate: float, tolerance: float) -> Optional[float]:
@@ -386,6 +399,7 @@ def decode_video(path: str, *, fps: Optional[float] = None, short_side: int = DE
   source_fps, tolerance = _average_rate(stream), _tolerance(stream)
   coded = (int(stream.codec_context.height or 0), int(stream.codec_context.width or 0))
   declared = _declared_seconds(container, stream)
+  pixel_shape = _pixel_shape_warnings(stream)
   container.close()
   resample = fps is not None and fps > 0
   timestamps: List[Optional[float]] = []
@@ -405,8 +419,9 @@ def decode_video(path: str, *, fps: Optional[float] = None, short_side: int = DE
     raise VideoError('no video frames decoded (empty or zero-frame video)')
   times, timing = frame_times(timestamps, source_fps)
   num_decoded = len(frames)
-  warnings = _timing_warnings(timestamps, times, timing, source_fps, declared,
-                              complete=resample or not max_frames or num_decoded < max_frames)
+  warnings = pixel_shape + _timing_warnings(
+      timestamps, times, timing, source_fps, declared,
+      complete=resample or not max_frames or num_decoded < max_frames)
   if resample:
     rounding = tolerance if timing == TIMING_CONTAINER else 1e-6
     duration = frame_duration(times, source_fps, rounding) or 1.0 / (source_fps or fps)

@@ -2,6 +2,7 @@
 
 import argparse
 import csv
+import fractions
 import glob
 import io
 import json
@@ -1283,3 +1284,26 @@ def test_videos_below_linked_folders_are_found_and_link_loops_end(tmp_path):
       str(tree / 'run' / 'linked_group' / 'linked.mov'), str(tree / 'run' / 'own_group' / 'own.mov')]
   index = convert.FileIndex(str(tree), ['.mov'])
   assert index.find(stems=['linked']) == str(tree / 'run' / 'linked_group' / 'linked.mov')
+
+
+def test_a_video_of_non_square_pixels_is_said_to_be_kept_as_coded(tmp_path):
+  """Coded 64x48 with a sample aspect ratio of 2:1 (players show 128x48): its frames are stored
+  and predicted as coded, as PySlowFast and TSM read videos, and nothing said so."""
+  import av  # pylint: disable=g-import-not-at-top
+  path = tmp_path / 'anamorphic.mp4'
+  with av.open(str(path), 'w') as container:
+    stream = container.add_stream('mpeg4', rate=25)
+    stream.width, stream.height, stream.pix_fmt = 64, 48, 'yuv420p'
+    stream.codec_context.sample_aspect_ratio = fractions.Fraction(2, 1)
+    for _ in range(5):
+      frame = av.VideoFrame.from_ndarray(np.zeros((48, 64, 3), np.uint8), format='rgb24')
+      for packet in stream.encode(frame):
+        container.mux(packet)
+    for packet in stream.encode():
+      container.mux(packet)
+  line = ('its pixels are not square (sample aspect ratio 2:1): its frames are kept as coded, '
+          '64x48, where players show 128x48')
+  video = video_io.decode_video(str(path), short_side=0)
+  assert (video.width, video.height) == (64, 48) and line in video.warnings
+  assert line in video_io.stream_warnings(str(path), [i / 25 for i in range(5)])
+  assert not any('square' in w for w in video_io.decode_video(str(CODEC / 'video_0.mov')).warnings)
