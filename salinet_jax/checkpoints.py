@@ -540,6 +540,10 @@ class CheckpointStore:
                                                                       QUARANTINE_DIR))
       return state, step
     self._quarantine(corrupt)
+    if corrupt:
+      logging.warning('No intact checkpoint is left in %s: training starts again from step 0 '
+                      '(corrupt steps %s moved to %s).', self.directory, corrupt,
+                      os.path.join(self.workdir, QUARANTINE_DIR))
     return None, None
 
   def _quarantine(self, steps: Sequence[int]) -> None:

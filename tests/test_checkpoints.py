@@ -115,6 +115,20 @@ def test_corrupt_checkpoint_fails_restore_and_resume_falls_back_to_an_intact_one
   store.close()
 
 
+def test_a_workdir_whose_only_checkpoint_is_corrupt_says_training_starts_again(
+    tmp_path, ckpt_config, caplog):
+  """It said only that the step was skipped, then 'Initialising the model': not that the run
+  starts again from step 0, nor where the corrupt step went."""
+  store = checkpoints.CheckpointStore(str(tmp_path), ckpt_config)
+  store.save(2, _state(2, width=4096))
+  _corrupt(_largest_array_file(store.step_dir(2)), offset=100)
+  caplog.set_level('WARNING', logger='absl')
+  assert store.restore_for_resume(_state(0, width=4096)) == (None, None)
+  assert (f'No intact checkpoint is left in {store.directory}: training starts again from step 0 '
+          f'(corrupt steps [2] moved to {tmp_path / checkpoints.QUARANTINE_DIR}).') in caplog.text
+  store.close()
+
+
 def test_a_step_whose_metadata_is_not_json_is_corrupt(tmp_path, ckpt_config):
   """Its config and class names are lost: not a checkpoint 'written before they were saved'."""
   store = checkpoints.CheckpointStore(str(tmp_path), ckpt_config)
