@@ -336,11 +336,13 @@ def _file_shares(info: SplitInfo, process_count: int) -> Optional[List[int]]:
 
 def train_dataset(config, *, seed: int, start_step: int = 0,
                   process_index: Optional[int] = None,
-                  process_count: Optional[int] = None) -> tf.data.Dataset:
+                  process_count: Optional[int] = None,
+                  sharding: Optional[str] = None) -> tf.data.Dataset:
   """Infinite, shuffled, augmented train batches for this process (batch = global / processes).
 
   The stream starts at global step `start_step` (see `train_sharding` for what resuming means in
-  each mode).
+  each mode). `sharding` is the mode `train_sharding` chose, where the caller has it (training
+  records it with each checkpoint); None chooses it here.
   """
   process_index = jax.process_index() if process_index is None else process_index
   process_count = jax.process_count() if process_count is None else process_count
@@ -371,7 +373,7 @@ def train_dataset(config, *, seed: int, start_step: int = 0,
         out[key] = features[key]
     return out
 
-  if train_sharding(data, process_count, info) == 'global_order':
+  if (sharding or train_sharding(data, process_count, info)) == 'global_order':
     ds = _global_order_stream(info, data, seed, start_step * config.batch_size, parse_and_sample)
     if process_count > 1:
       # Process p takes rows [p * local, (p + 1) * local) of every global batch, so the assembled

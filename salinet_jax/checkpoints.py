@@ -315,11 +315,13 @@ class CheckpointStore:
   def save(self, step: int, state: Any, *, metrics: Optional[Dict[str, float]] = None,
            config: Any = None, classes: Optional[Sequence[str]] = None,
            total_steps: Optional[int] = None, decoding: Optional[Dict[str, Any]] = None,
-           records: Optional[Dict[str, Any]] = None) -> None:
+           records: Optional[Dict[str, Any]] = None,
+           environment: Optional[Dict[str, Any]] = None) -> None:
     """Saves `state` at `step` with its validation `metrics`, the config, the class names, the
     run's length in steps (whether the step finished its run), how the videos of its eval
     records were decoded (data/pipeline.split_decoding, for predict to decode alike) and which
-    conversion of its train and eval splits it saw (data/pipeline.records_identity).
+    conversion of its train and eval splits it saw (data/pipeline.records_identity), and how
+    the run read its train stream and with which libraries (train._run_environment).
 
     Raises NonFiniteStateError (nothing written) when the state holds NaN or Inf, and
     CheckpointSaveError when writing fails.
@@ -351,6 +353,8 @@ class CheckpointStore:
       metadata['decoding'] = dict(decoding)
     if records:
       metadata['records'] = dict(records)
+    if environment:
+      metadata['environment'] = dict(environment)
     self._pending_step = int(step)
     try:
       self.manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics, force=True,

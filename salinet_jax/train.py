@@ -233,10 +233,13 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
   writer = _metric_writer(workdir)
   store = checkpoints.CheckpointStore(workdir, config.checkpoint)
 
+  environment = _run_environment(config)
+
   def resumable(step: int) -> None:
     stored = store.metadata(step)
     split = config.dataset.train_split
     info = pipeline.split_info(config.dataset, split)
+    _say_how_the_environment_changed(stored.get('environment'), environment, step)
     if stored.get('classes') is not None:
       _require_same_classes(
           stored['classes'], info, split, f'Checkpoint step {step} in {store.directory}',
@@ -272,12 +275,59 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
       logging.info('Checkpoint step %d >= num_train_steps %d: nothing to train.', start_step,
                    trainer.total_steps)
     else:
-      results = _train_loop(trainer, state, start_step, store, writer)
+      results = _train_loop(trainer, state, start_step, store, writer, environment)
     store.wait()
     return results
   finally:
     store.close()
     writer.close()
+
+
+def _run_environment(config) -> Dict[str, Any]:
+  """What decides a run's batches and random draws besides its config: the mode its processes
+  read the train stream in (data/pipeline.train_sharding: 'auto' depends on the process count)
+  and the libraries that draw them. Saved with every checkpoint; a resume says what changed."""
+  import jaxlib  # pylint: disable=g-import-not-at-top
+  import optax  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  info = pipeline.split_info(config.dataset, config.dataset.train_split)
+  return {'train_sharding': pipeline.train_sharding(config.data, jax.process_count(), info),
+          'processes': jax.process_count(),
+          'versions': {'jax': jax.__version__, 'jaxlib': jaxlib.__version__,
+                       'flax': flax.__version__, 'optax': optax.__version__,
+                       'tensorflow': tf.__version__},
+          'jax_threefry_partitionable': bool(jax.config.jax_threefry_partitionable)}
+
+
+def _say_how_the_environment_changed(stored: Optional[Dict[str, Any]], now: Dict[str, Any],
+                                     step: int) -> None:
+  """Warns where a resumed run's batches or random draws will not be those an uninterrupted run
+  would have had: a train stream read by files (reshuffled at the resumed step) or in another
+  mode than before, and other library versions or RNG settings (checkpoints from before these
+  were recorded say nothing of the libraries)."""
+  stored = stored or {}
+  mode, before = now['train_sharding'], stored.get('train_sharding')
+  how = f"config.data.train_sharding reads {mode!r} on {now['processes']} process(es)"
+  if before is not None and before != mode:
+    logging.warning("Resuming at step %d: the run so far read its train stream in %r on %d "
+                    'process(es); %s, so the batches from here on are not those an '
+                    "uninterrupted run would have seen (set config.data.train_sharding=%r to "
+                    'keep them).', step, before, stored.get('processes', 1), how, before)
+  elif mode == 'files':
+    logging.warning("Resuming at step %d: %s, which reshuffles the train stream at the resumed "
+                    "step: the batches from here on are not those an uninterrupted run would "
+                    "have seen ('global_order' resumes them exactly).", step, how)
+  changed = [f'{name} {stored["versions"][name]} -> {version}'
+             for name, version in now['versions'].items()
+             if name in stored.get('versions', {}) and stored['versions'][name] != version]
+  if 'jax_threefry_partitionable' in stored and (
+      stored['jax_threefry_partitionable'] != now['jax_threefry_partitionable']):
+    changed.append(f"jax_threefry_partitionable {stored['jax_threefry_partitionable']} -> "
+                   f"{now['jax_threefry_partitionable']}")
+  if changed:
+    logging.warning('Resuming at step %d with other libraries or random-number settings than '
+                    'it was trained with (%s): its random draws (dropout, augmentation) may '
+                    'differ from an uninterrupted run\'s.', step, ', '.join(changed))
 
 
 def _check_run_length(stored: Dict[str, Any], step: int, directory: str, config,
@@ -388,9 +438,11 @@ def _check_finite_loss(loss: float, step: int, store: checkpoints.CheckpointStor
         + 'lower the learning rate or check the input data.')
 
 
-def _precise_bn_stats(trainer: engine.Engine, state: engine.TrainState, step: int):
+def _precise_bn_stats(trainer: engine.Engine, state: engine.TrainState, step: int,
+                      sharding: str):
   """BatchNorm statistics over `precise_bn_batches` train batches from a stream of their own
-  (seeded by the step), so that the training stream is the same with or without it."""
+  (seeded by the step, read in the training stream's `sharding`), so that the training stream
+  is the same with or without it."""
   config = trainer.config
   seed = int(np.random.SeedSequence([config.seed, step, 0x5BA7]).generate_state(1)[0] >> 1)
   info = pipeline.split_info(config.dataset, config.dataset.train_split)
@@ -404,17 +456,20 @@ def _precise_bn_stats(trainer: engine.Engine, state: engine.TrainState, step: in
     logging.info('Precise BN: config.precise_bn_batches=%d, but the %d train videos make %d '
                  'batch(es) of %d: using %d.', config.precise_bn_batches, info.num_videos,
                  count, config.batch_size, count)
-  batches = pipeline.as_numpy(pipeline.train_dataset(config, seed=seed).take(count), info)
+  batches = pipeline.as_numpy(
+      pipeline.train_dataset(config, seed=seed, sharding=sharding).take(count), info)
   return precise_bn.recompute(trainer.moments_step, state.variables, batches, count,
                               trainer.mesh)
 
 
 def _train_loop(trainer: engine.Engine, state: engine.TrainState, start_step: int,
-                store: checkpoints.CheckpointStore, writer) -> Dict[str, Any]:
+                store: checkpoints.CheckpointStore, writer,
+                environment: Dict[str, Any]) -> Dict[str, Any]:
   config = trainer.config
   info = pipeline.split_info(config.dataset, config.dataset.train_split)
   train_iter = parallel.prefetch_to_mesh(pipeline.as_numpy(
-      pipeline.train_dataset(config, seed=config.seed, start_step=start_step), info),
+      pipeline.train_dataset(config, seed=config.seed, start_step=start_step,
+                             sharding=environment['train_sharding']), info),
       trainer.mesh, config.data.device_prefetch)
   rng = jax.random.key(config.seed + 1)
   progress = _Progress(trainer.total_steps, config.log_every_steps, config.batch_size, writer)
@@ -426,7 +481,7 @@ def _train_loop(trainer: engine.Engine, state: engine.TrainState, start_step: in
   preemption = PreemptionWatcher()
   try:
     return _run_steps(trainer, state, start_step, store, writer, train_iter, rng, progress,
-                      hooks, preemption)
+                      hooks, preemption, environment)
   finally:
     preemption.close()
 
@@ -445,7 +500,7 @@ def _window_means(window, steps: int, last) -> Dict[str, float]:
 
 
 def _run_steps(trainer, state, start_step, store, writer, train_iter, rng, progress, hooks,
-               preemption):
+               preemption, environment):
   config = trainer.config
   total_steps = trainer.total_steps
   decoding = pipeline.split_decoding(config.dataset, config.dataset.eval_split)
@@ -479,7 +534,7 @@ def _run_steps(trainer, state, start_step, store, writer, train_iter, rng, progr
     store.check_for_errors()
     is_last = step == total_steps
     stop = preemption.should_stop(step) and not is_last
-    if step % config.log_every_steps == 0 or is_last:
+    if step % config.log_every_steps == 0 or is_last or stop:
       values = _window_means(window, window_steps, metrics)
       window, window_steps = None, 0
       _check_finite_loss(values['loss'], step, store)
@@ -490,7 +545,8 @@ def _run_steps(trainer, state, start_step, store, writer, train_iter, rng, progr
     if step % config.eval_every_steps == 0 or is_last:
       _check_finite_loss(float(metrics['loss']), step, store)
       if config.precise_bn_batches:
-        state = state.replace(batch_stats=_precise_bn_stats(trainer, state, step))
+        state = state.replace(batch_stats=_precise_bn_stats(trainer, state, step,
+                                                            environment['train_sharding']))
       split = config.dataset.eval_split
       eval_results, _ = evaluate_lib.evaluate_split(
           config, state.variables, split, trainer.mesh, trainer.eval_step,
@@ -502,7 +558,8 @@ def _run_steps(trainer, state, start_step, store, writer, train_iter, rng, progr
       metric = ({name: eval_results[name[len('val_'):]] for name in checkpoints.BEST_METRICS}
                 if 'top1' in eval_results else None)
       store.save(step, state, metrics=metric, config=config, classes=trainer.classes,
-                 total_steps=trainer.total_steps, decoding=decoding, records=seen)
+                 total_steps=trainer.total_steps, decoding=decoding, records=seen,
+                 environment=environment)
     elif step % config.checkpoint_every_steps == 0 or stop:
       _check_finite_loss(float(metrics['loss']), step, store)
       if not bool(trainer.outputs_finite(state, batch)):
@@ -513,7 +570,8 @@ def _run_steps(trainer, state, start_step, store, writer, train_iter, rng, progr
                if latest is not None else 'No checkpoint was saved; ')
             + 'lower the learning rate or check the input data.')
       store.save(step, state, config=config, classes=trainer.classes,
-                 total_steps=trainer.total_steps, decoding=decoding, records=seen)
+                 total_steps=trainer.total_steps, decoding=decoding, records=seen,
+                 environment=environment)
     progress.pause(time.monotonic() - paused)
     if stop:
       store.wait()

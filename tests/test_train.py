@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import jax
 import numpy as np
@@ -236,3 +237,57 @@ def test_the_logged_loss_and_top1_are_means_over_the_log_window(tiny_data_dir, t
     assert window[step][2] == pytest.approx((each[step - 1][2] + each[step][2]) / 2, abs=1e-3)
     assert window[step][1] == each[step][1]
   assert abs(window[2][0] - each[2][0]) > 1e-3  # the two steps' losses differ: not trivial
+
+
+def test_a_resume_says_when_its_batches_or_random_draws_leave_the_uninterrupted_run(
+    config, tmp_path, caplog, monkeypatch):
+  """'files' sharding reshuffles the train stream at the resumed step, 'auto' turns from
+  'global_order' to 'files' when a run resumes on several processes, and other library versions
+  or RNG settings draw other dropout: each changed a resumed run's batches or draws silently."""
+  workdir = str(tmp_path / 'run')
+  train.train_and_evaluate(config, workdir)  # 2 steps; each rerun below resumes with nothing to do
+  store = checkpoints.CheckpointStore(workdir, config.checkpoint, read_only=True)
+  environment = store.metadata(2)['environment']
+  store.close()
+  assert (environment['train_sharding'], environment['processes']) == ('global_order', 1)
+  assert environment['versions']['jax'] == jax.__version__
+  caplog.set_level('WARNING', logger='absl')
+  train.train_and_evaluate(config, workdir)
+  assert 'Resuming at step' not in caplog.text
+
+  real = train._run_environment  # pylint: disable=protected-access
+  monkeypatch.setattr(train, '_run_environment', lambda c: dict(
+      real(c), versions=dict(real(c)['versions'], jax='0.0.1'),
+      jax_threefry_partitionable=not real(c)['jax_threefry_partitionable']))
+  config.data.train_sharding = 'files'
+  train.train_and_evaluate(config, workdir)
+  assert ("Resuming at step 2: the run so far read its train stream in 'global_order' on 1 "
+          "process(es); config.data.train_sharding reads 'files' on 1 process(es), so the "
+          'batches from here on are not those an uninterrupted run would have seen (set '
+          "config.data.train_sharding='global_order' to keep them).") in caplog.text
+  assert (f'Resuming at step 2 with other libraries or random-number settings than it was '
+          f'trained with (jax {jax.__version__} -> 0.0.1, jax_threefry_partitionable '
+          f'{environment["jax_threefry_partitionable"]} -> '
+          f'{not environment["jax_threefry_partitionable"]}): its random draws (dropout, '
+          "augmentation) may differ from an uninterrupted run's.") in caplog.text
+
+  caplog.clear()
+  train._say_how_the_environment_changed(  # pylint: disable=protected-access
+      dict(environment, train_sharding='files'), dict(environment, train_sharding='files'), 7)
+  assert ("Resuming at step 7: config.data.train_sharding reads 'files' on 1 process(es), which "
+          'reshuffles the train stream at the resumed step') in caplog.text
+
+
+def test_a_stop_between_log_lines_logs_the_steps_since_the_last_one(config, tmp_path,
+                                                                    monkeypatch, caplog):
+  """A stop at step 2 of windows of 3 steps: the loss and top-1 of steps 1-2 were logged
+  nowhere, neither on the console nor in TensorBoard."""
+  config.num_train_steps = 4
+  config.log_every_steps = 3
+  config.eval_every_steps = config.checkpoint_every_steps = 4
+  workdir = str(tmp_path / 'run')
+  monkeypatch.setattr(train.PreemptionWatcher, 'should_stop', lambda self, step: step == 2)
+  caplog.set_level('INFO', logger='absl')
+  assert train.train_and_evaluate(config, workdir)['preempted_at_step'] == 2
+  assert sorted(scalars_written(workdir, 'loss')) == [2]
+  assert re.search(r'step 2/4  loss [\d.]+', caplog.text), caplog.text
