@@ -316,12 +316,15 @@ class CheckpointStore:
            config: Any = None, classes: Optional[Sequence[str]] = None,
            total_steps: Optional[int] = None, decoding: Optional[Dict[str, Any]] = None,
            records: Optional[Dict[str, Any]] = None,
-           environment: Optional[Dict[str, Any]] = None) -> None:
+           environment: Optional[Dict[str, Any]] = None,
+           evaluation: Optional[Dict[str, Any]] = None) -> None:
     """Saves `state` at `step` with its validation `metrics`, the config, the class names, the
     run's length in steps (whether the step finished its run), how the videos of its eval
     records were decoded (data/pipeline.split_decoding, for predict to decode alike) and which
     conversion of its train and eval splits it saw (data/pipeline.records_identity), and how
-    the run read its train stream and with which libraries (train._run_environment).
+    the run read its train stream and with which libraries (train._run_environment); with
+    `metrics`, how the evaluation that scored them was made (`evaluation`: its split, views and
+    labelled videos), which 'best' compares across steps.
 
     Raises NonFiniteStateError (nothing written) when the state holds NaN or Inf, and
     CheckpointSaveError when writing fails.
@@ -355,6 +358,8 @@ class CheckpointStore:
       metadata['records'] = dict(records)
     if environment:
       metadata['environment'] = dict(environment)
+    if evaluation:
+      metadata['evaluation'] = dict(evaluation)
     self._pending_step = int(step)
     try:
       self.manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics, force=True,
@@ -444,8 +449,34 @@ class CheckpointStore:
     if which == 'best':
       best = self.manager.best_step()
       self._say_a_better_step_is_gone(best, steps)
+      self._say_evaluations_differ(steps)
       return self.manager.latest_step() if best is None else best
     return self.manager.latest_step()
+
+  def _say_evaluations_differ(self, steps: List[int]) -> None:
+    """A warning when the kept steps that 'best' chooses among were evaluated differently
+    (another split, views or labelled videos: a resume with another eval config): their scores
+    do not compare, and the highest may be the easier evaluation's."""
+    ways: Dict[str, List[int]] = {}
+    for step in steps:
+      metadata = self.metadata(step)
+      if metadata.get('metrics'):
+        evaluation = metadata.get('evaluation')
+        ways.setdefault(json.dumps(evaluation, sort_keys=True) if evaluation else '', []).append(
+            step)
+    if len(ways) < 2:
+      return
+    settings = {key: json.loads(key) for key in ways if key}
+    differing = sorted({name for a in settings.values() for b in settings.values()
+                        for name in set(a) | set(b) if a.get(name) != b.get(name)})
+    described = '; '.join(
+        f"step(s) {', '.join(map(str, taken))}: "
+        + (', '.join(f'{name} {settings[key].get(name)}' for name in differing) if key
+           else 'not recorded (saved before evaluations were)')
+        for key, taken in ways.items())
+    logging.warning("'best' of %s compares %s scored by different evaluations, which do not "
+                    "compare (%s): pass a step's path to choose one.", self.directory,
+                    self._metric, described)
 
   def _say_a_better_step_is_gone(self, best: Optional[int], steps: List[int]) -> None:
     """A warning when the run's best evaluation (`best_seen`) scored above the best kept step

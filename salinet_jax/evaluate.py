@@ -26,6 +26,9 @@ VIEW_REDUCTIONS = ('sum', 'mean', 'max')
 VIEW_SCORES = ('logits', 'softmax')
 # Model-specific figures reported beside top-1/top-5 when a model provides them.
 EXTRA_METRICS = ('saliency_final_spatial_std', 'snet_top1', 'snet_top5')
+# The results that say how an evaluation was made: scores of evaluations that differ in them
+# do not compare (checkpoints record them beside the best metric).
+EVALUATION_SETTINGS = ('split', 'num_videos', 'num_labeled', 'views_per_video', 'view_reduction')
 # The results that are scalar metrics (what training writes to TensorBoard after each evaluation).
 SCALAR_METRICS = ('top1', 'top5', 'mean_class_accuracy') + EXTRA_METRICS
 

@@ -559,7 +559,8 @@ def _run_steps(trainer, state, start_step, store, writer, train_iter, rng, progr
                 if 'top1' in eval_results else None)
       store.save(step, state, metrics=metric, config=config, classes=trainer.classes,
                  total_steps=trainer.total_steps, decoding=decoding, records=seen,
-                 environment=environment)
+                 environment=environment, evaluation={
+                     key: eval_results[key] for key in evaluate_lib.EVALUATION_SETTINGS})
     elif step % config.checkpoint_every_steps == 0 or stop:
       _check_finite_loss(float(metrics['loss']), step, store)
       if not bool(trainer.outputs_finite(state, batch)):

@@ -455,3 +455,25 @@ def test_best_says_when_the_runs_best_evaluation_is_no_longer_kept(tmp_path, ckp
   reader = run('older', [(4, 0.3), (5, 0.2), (6, 0.1)], keep_best=True)
   assert reader.steps() == [1, 5, 6] and reader.select_step('best') == 1
   assert 'was deleted' not in caplog.text, caplog.text
+
+
+def test_best_says_when_the_steps_it_compares_were_evaluated_differently(tmp_path, ckpt_config,
+                                                                         caplog):
+  """A run resumed with another eval split saved train-split accuracies as val_top1 beside the
+  val ones, and 'best' took the highest of them without a word."""
+  caplog.set_level('WARNING', logger='absl')
+  ckpt_config.keep_last = 3
+  store = checkpoints.CheckpointStore(str(tmp_path), ckpt_config)
+  val = {'split': 'val', 'num_videos': 7, 'num_labeled': 7, 'views_per_video': 2,
+         'view_reduction': 'sum of logits'}
+  for step, top1, evaluation in ((2, 0.14, val), (4, 0.25, dict(val, split='train')),
+                                 (6, 0.5, dict(val, split='train'))):
+    store.save(step, _state(step), metrics={'val_top1': top1}, evaluation=evaluation)
+  store.close()
+  reader = checkpoints.CheckpointStore(str(tmp_path), ckpt_config, read_only=True)
+  assert reader.select_step('best') == 6
+  assert (f"'best' of {reader.directory} compares val_top1 scored by different evaluations, "
+          "which do not compare (step(s) 2: split val; step(s) 4, 6: split train): pass a "
+          "step's path to choose one.") in caplog.text, caplog.text
+  caplog.clear()
+  assert reader.select_step('latest') == 6 and not caplog.text

@@ -47,6 +47,10 @@ def test_train_then_evaluate_writes_checkpoints_metrics_and_json(config, tmp_pat
   store = checkpoints.CheckpointStore(workdir, config.checkpoint, read_only=True)
   assert store.metadata(2)['classes'] == ['moving_right', 'moving_left', 'moving_down',
                                           'moving_up']
+  # How the evaluation was made, which 'best' compares across steps.
+  assert store.metadata(2)['evaluation'] == {
+      'split': 'val', 'num_videos': 7, 'num_labeled': 7, 'views_per_video': 2,
+      'view_reduction': 'sum of logits'}
   store.close()
 
   config.eval.checkpoint = 'latest'
