@@ -153,6 +153,8 @@ class LoadReport(layout.MatchReport):
   # checkpoint tensors the model does not have, left out by init_from.exclude
   excluded_unexpected: List[str] = dataclasses.field(default_factory=list)
   loaded: List[str] = dataclasses.field(default_factory=list)
+  # (step, run length) where the training checkpoint's run had not finished when loaded
+  unfinished: Optional[Tuple[int, int]] = None
 
   @property
   def source(self) -> str:
@@ -326,7 +328,13 @@ def load_pretrained(params: Any, batch_stats: Any, init_config: Any,
     else:
       report.taken = f'its {which} checkpoint, step {step}'
   if os.path.basename(item) == checkpoints.ITEM_DIR:
-    _warn_if_unfinished(os.path.dirname(item))
+    report.unfinished = checkpoints.unfinished_run(os.path.dirname(item))
+    if report.unfinished:
+      # E.g. a warm-up stopped by a preemption and never resumed: the next stage would start
+      # from it without a word. The best step of a finished run is not one.
+      logging.warning('init_from %s is step %d of a run of %d steps, which has not finished: '
+                      'resume that run first if the next stage should start from its end.',
+                      os.path.dirname(item), *report.unfinished)
     report.source_config = step_metadata.get('config', '')
   elif os.path.basename(item) == VARIABLES_DIR:
     stored_model = (conversion_info(os.path.dirname(item)) or {}).get('model')
@@ -408,17 +416,6 @@ def _mismatch_hint(report: LoadReport, strict: bool) -> str:
     hints.append('missing or unexpected tensors are accepted with init_from.strict=False '
                  '(missing ones keep their fresh values), or can be excluded likewise')
   return '; '.join(hints)
-
-
-def _warn_if_unfinished(step_dir: str) -> None:
-  """A warning when a training checkpoint comes from a run that has not finished (e.g. a
-  warm-up stopped by a preemption and never resumed): the next stage would start from it
-  without a word. The best step of a finished run is not one."""
-  unfinished = checkpoints.unfinished_run(step_dir)
-  if unfinished:
-    logging.warning('init_from %s is step %d of a run of %d steps, which has not finished: '
-                    'resume that run first if the next stage should start from its end.',
-                    step_dir, *unfinished)
 
 
 def _model_differences(item: str, model_config: Optional[Any],

@@ -16,7 +16,7 @@ import signal
 import threading
 import time
 import traceback
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import flax
 import jax
@@ -134,8 +134,10 @@ def training_engine(config: ml_collections.ConfigDict) -> engine.Engine:
 
 
 def initialize_from(trainer: engine.Engine, state: engine.TrainState,
-                    init_config) -> engine.TrainState:
-  """Loads `config.init_from` weights into a fresh state (salinet_jax/pretrained.py).
+                    init_config) -> Tuple[engine.TrainState, Dict[str, Any]]:
+  """Loads `config.init_from` weights into a fresh state (salinet_jax/pretrained.py); returns
+  it and what it started from ({'source', 'unfinished': [step, run steps] of a source run that
+  had not finished, or None}), which the run's checkpoints keep for its resumes.
 
   The source is another run's workdir (e.g. S2DNet's warm-up stage for its sampling stage), a
   checkpoint step directory, or a converted PyTorch checkpoint (python -m salinet_jax.convert).
@@ -157,7 +159,9 @@ def initialize_from(trainer: engine.Engine, state: engine.TrainState,
       logging.warning('init_from %s was converted for another model than this run, with the '
                       'same tensor shapes (the weights load, but compute otherwise): %s.',
                       report.source, '; '.join(differences))
-  return state.replace(params=params, batch_stats=batch_stats)
+  started_from = {'source': report.source,
+                  'unfinished': list(report.unfinished) if report.unfinished else None}
+  return state.replace(params=params, batch_stats=batch_stats), started_from
 
 
 # Model fields that leave what the loaded weights compute unchanged (pretrained.py says which).
@@ -250,16 +254,19 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
     _say_records_changes(stored.get('records'), config.dataset,
                          f'Checkpoint step {step} in {store.directory}')
 
+  started_from = None
   try:
     state, step = store.restore_for_resume(trainer.abstract_state(), config, resumable)
     if state is not None:
       logging.info('Resumed from checkpoint step %d in %s.', step, store.directory)
+      started_from = (store.metadata(step).get('environment') or {}).get('started_from')
+      _say_the_run_started_from_an_unfinished_one(started_from)
     else:
       writer.write_hparams(_flat_hparams(config))
       logging.info('Initialising the model (compiled once per run)...')
       state = trainer.fresh_state()
       if config.init_from.checkpoint != pretrained.FROM_SCRATCH:
-        state = initialize_from(trainer, state, config.init_from)
+        state, started_from = initialize_from(trainer, state, config.init_from)
     start_step = int(state.step)
     # The run's config from here on: a resumed run's init_from stays the one its weights started
     # from, in config.json and in every checkpoint it saves.
@@ -275,7 +282,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
       logging.info('Checkpoint step %d >= num_train_steps %d: nothing to train.', start_step,
                    trainer.total_steps)
     else:
-      results = _train_loop(trainer, state, start_step, store, writer, environment)
+      results = _train_loop(trainer, state, start_step, store, writer,
+                            dict(environment, started_from=started_from))
     store.wait()
     return results
   finally:
@@ -283,10 +291,22 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
     writer.close()
 
 
+def _say_the_run_started_from_an_unfinished_one(started_from: Optional[Dict[str, Any]]) -> None:
+  """A resumed run whose weights started from a run that had not finished (warned about then)
+  keeps that start: said again at every resume, as finishing the source since changes nothing."""
+  if started_from and started_from.get('unfinished'):
+    step, total = started_from['unfinished']
+    logging.warning('This run started from init_from %s, step %d of a run of %d steps that had '
+                    'not finished: resuming keeps that start. To start from the finished run, '
+                    'train this one again in a new --workdir.', started_from['source'], step,
+                    total)
+
+
 def _run_environment(config) -> Dict[str, Any]:
   """What decides a run's batches and random draws besides its config: the mode its processes
   read the train stream in (data/pipeline.train_sharding: 'auto' depends on the process count)
-  and the libraries that draw them. Saved with every checkpoint; a resume says what changed."""
+  and the libraries that draw them. Saved with every checkpoint, with what its weights started
+  from ('started_from', from `initialize_from`); a resume says what changed."""
   import jaxlib  # pylint: disable=g-import-not-at-top
   import optax  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top

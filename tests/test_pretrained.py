@@ -343,7 +343,8 @@ def test_an_unfinished_run_as_init_from_is_a_warning(tmp_path, caplog):
   store.close()
   init_config = {'checkpoint': str(tmp_path), 'which': 'latest'}
   with caplog.at_level('WARNING'):
-    pretrained.load_pretrained(*init(model, seed=7), init_config)
+    report = pretrained.load_pretrained(*init(model, seed=7), init_config)[2]
+  assert report.unfinished == (5, 10)  # which the run's checkpoints keep for its resumes
   assert [r.getMessage() for r in caplog.records if r.getMessage().startswith('init_from')] == [
       f'init_from {tmp_path}/checkpoints/5 is step 5 of a run of 10 steps, which has not '
       'finished: resume that run first if the next stage should start from its end.']

@@ -295,3 +295,23 @@ def test_a_stop_between_log_lines_logs_the_steps_since_the_last_one(config, tmp_
   assert train.train_and_evaluate(config, workdir)['preempted_at_step'] == 2
   assert sorted(scalars_written(workdir, 'loss')) == [2]
   assert re.search(r'step 2/4  loss [\d.]+', caplog.text), caplog.text
+
+
+def test_a_run_started_from_an_unfinished_one_says_so_at_every_resume(config, tmp_path, caplog,
+                                                                      monkeypatch):
+  """A stage started from a run stopped at step 2 of 4 was warned about once; its resumes kept
+  those weights without a word, even after the source run had been finished."""
+  source = str(tmp_path / 'source')
+  config.num_train_steps = 4
+  with monkeypatch.context() as patch:
+    patch.setattr(train.PreemptionWatcher, 'should_stop', lambda self, step: step == 2)
+    train.train_and_evaluate(config, source)
+  config.num_train_steps = 2
+  config.init_from.checkpoint, config.init_from.which = source, 'latest'
+  workdir = str(tmp_path / 'next_stage')
+  train.train_and_evaluate(config, workdir)
+  caplog.set_level('WARNING', logger='absl')
+  train.train_and_evaluate(config, workdir)  # resumes at its end: nothing to train
+  assert (f'This run started from init_from {source} (its latest checkpoint, step 2), step 2 of a '
+          'run of 4 steps that had not finished: resuming keeps that start. To start from the '
+          'finished run, train this one again in a new --workdir.') in caplog.text, caplog.text
