@@ -134,8 +134,8 @@ def clip_coverage(data_config, frames: int, fps: float) -> List[str]:
   span, reach = sampling.clip_span(data_config, fps), sampling.clip_reach(data_config)
   how = f'temporal_sampling={data_config.temporal_sampling!r}'
   if span is not None and frames < span:
-    return [f"it has {frames} frames, fewer than a clip's {span} ({how}): its clips loop, repeat "
-            'or squeeze frames.']
+    return [f"it has {frames} frame{'s' * (frames != 1)}, fewer than a clip's {span} ({how}): "
+            'its clips loop, repeat or squeeze frames.']
   if reach is not None and frames > reach:
     rate = fps if fps > 0 else video_io.ASSUMED_FPS
     return [f'its clips take only its first {reach} of {frames} frames ({reach / rate:.1f} s of '
