@@ -48,6 +48,9 @@ flags.DEFINE_string('output_dir', None, 'Eval, predict and features modes: where
 flags.DEFINE_multi_string('video', [], 'Predict and features modes: a video file or a directory '
                           'of videos (searched recursively; repeatable).')
 flags.mark_flags_as_required(['config', 'workdir'])
+# An empty --workdir (an unset shell variable) would train in the current directory.
+flags.register_validator('workdir', lambda value: value is None or bool(value.strip()),
+                         '--workdir must name a directory (it is empty).')
 # The modes each flag above means something in: given to another it would be ignored (a
 # forgotten --mode=predict trains, or resumes training, in the workdir).
 MODES_OF_FLAGS = {'split': ('eval',), 'output_dir': ('eval', 'predict', 'features'),

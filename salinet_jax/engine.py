@@ -200,13 +200,50 @@ _COUNTS = ('batch_size', 'eval_batch_size', 'data.num_frames', 'data.frame_strid
            'data.crop_size', 'data.eval_short_side', 'data.eval_crop_size',
            'data.eval_num_clips', 'data.eval_num_crops', 'model.width')
 _TRAINING_COUNTS = ('log_every_steps', 'eval_every_steps', 'checkpoint_every_steps')
-# Rates that a sign error turns into a silently different run (a negative learning rate ascends
-# the loss).
-_RATES = ('optimizer.base_learning_rate', 'optimizer.weight_decay')
+# Fields outside whose range a run computes something else without failing: a negative learning
+# rate or clip norm ascends the loss, a dropout of 1.5 zeroes every activation, a label smoothing
+# above 1 makes the true class's target negative, a final LR fraction above 1 makes the schedule
+# rise. field -> (lowest, highest or None, whether the highest itself is allowed).
+_TRAINING_RANGES = {
+    'optimizer.base_learning_rate': (0.0, None, False),
+    'optimizer.weight_decay': (0.0, None, False),
+    'optimizer.grad_clip_norm': (0.0, None, False),
+    'optimizer.momentum': (0.0, 1.0, False),
+    'optimizer.adam_b1': (0.0, 1.0, False),
+    'optimizer.adam_b2': (0.0, 1.0, False),
+    'optimizer.warmup_steps': (0, None, False),
+    'optimizer.warmup_epochs': (0.0, None, False),
+    'optimizer.warmup_start_lr': (0.0, None, False),
+    'optimizer.base_batch_size': (0, None, False),
+    'optimizer.final_lr_fraction': (0.0, 1.0, True),
+    'loss.label_smoothing': (0.0, 1.0, False),
+    'loss.dnet_label_smoothing': (0.0, 1.0, False),
+    'loss.snet_label_smoothing': (0.0, 1.0, False),
+    'loss.l1_weight': (0.0, None, False),
+    'loss.gate1_weight': (0.0, None, False),
+    'loss.gate2_weight': (0.0, None, False),
+    'loss.snet_loss_weight': (0.0, None, False),
+    'loss.reference_per_device_batch': (1, None, False),
+    'model.dropout_rate': (0.0, 1.0, False),
+    'data.all_frames_trim_fraction': (0.0, 0.5, False),  # trimmed at each end: 0.5 trims all
+    'data.shuffle_buffer': (1, None, False),
+    'precise_bn_batches': (0, None, False),
+}
+_RANGES = {
+    'eval.num_visualizations': (0, None, False),
+    'predict.timeline_classes': (1, None, False),
+    'predict.window_batch': (1, None, False),
+}
+
+
+def _range_text(low, high, high_allowed: bool) -> str:
+  if high is None:
+    return f'at least {low}'
+  return f'from {low} to {high}' + ('' if high_allowed else ' (not included)')
 
 
 def check_counts_and_rates(config, training: bool) -> None:
-  """Fails before any work on a count below 1 or a negative rate, naming the field."""
+  """Fails before any work on a count below 1 or a field outside its range, naming the field."""
   def value(field):
     node = config
     for part in field.split('.'):
@@ -219,10 +256,14 @@ def check_counts_and_rates(config, training: bool) -> None:
     got = value(field)
     if got is not None and not isinstance(got, bool) and got <= 0:
       raise errors.ConfigError(f'config.{field} must be positive, got {got}.')
-  for field in _RATES if training else ():
+  ranges = dict(_RANGES, **(_TRAINING_RANGES if training else {}))
+  for field, (low, high, high_allowed) in ranges.items():
     got = value(field)
-    if got is not None and got < 0:
-      raise errors.ConfigError(f'config.{field} must not be negative, got {got}.')
+    if got is None or isinstance(got, bool):
+      continue
+    if got < low or (high is not None and (got > high or (got == high and not high_allowed))):
+      raise errors.ConfigError(f'config.{field} must be {_range_text(low, high, high_allowed)}, '
+                               f'got {got}.')
 
 
 def check_batch_sizes(config, devices: int) -> None:

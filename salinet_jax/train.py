@@ -122,6 +122,10 @@ def training_engine(config: ml_collections.ConfigDict) -> engine.Engine:
                                           config.dataset.train_split, config.dataset.eval_split):
     logging.warning('%s', line)
   trainer = engine.Engine(config, info.classes, train_videos=info.num_videos)
+  if config.num_train_steps > 0 and config.num_epochs > 0:
+    logging.warning('config.num_train_steps=%d sets the run\'s length: config.num_epochs=%g is '
+                    'not read (set num_train_steps=-1 to train by epochs).',
+                    config.num_train_steps, config.num_epochs)
   warmup = engine.resolved_optimizer(config, info.num_videos)[0].warmup_steps
   if config.optimizer.schedule != 'epoch_cosine' and warmup >= trainer.total_steps:
     logging.warning('The warm-up (%d steps) is not shorter than this run of %d: its learning rate '

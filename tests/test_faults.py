@@ -67,7 +67,8 @@ def trained_workdir(tmp_path_factory, tiny_data_dir):
   return workdir
 
 
-@pytest.mark.parametrize('case', ['misspelt_field', 'misspelt_model_name', 'missing_config_file',
+@pytest.mark.parametrize('case', ['misspelt_field', 'misspelt_field_in_the_file',
+                                  'empty_workdir', 'misspelt_model_name', 'missing_config_file',
                                   'unknown_recipe_stage', 'batch_not_divisible', 'no_checkpoint',
                                   'missing_records'])
 def test_known_user_errors_end_in_one_line(case, tiny_data_dir, tmp_path):
@@ -77,6 +78,24 @@ def test_known_user_errors_end_in_one_line(case, tiny_data_dir, tmp_path):
     line = _one_error_line(_main('--config=configs/demo.py', workdir, '--config.batch_sise=8'), 2)
     assert line == ('error: unknown config field --config.batch_sise in the command line (did '
                     'you mean "batch_size"?).')
+  elif case == 'misspelt_field_in_the_file':
+    # A config file's own typo added a field nothing reads, and trained with the default.
+    config_file = tmp_path / 'typo.py'
+    config_file.write_text('from configs import demo\n\n\ndef get_config():\n'
+                           '  config = demo.get_config()\n  config.data.numframes = 3\n'
+                           '  return config\n')
+    line = _one_error_line(_main(f'--config={config_file}', workdir, *overrides), 2)
+    assert line == (f'error: --config={config_file} sets config.data.numframes, a field no part '
+                    'of the code reads (did you mean "num_frames"?).')
+  elif case == 'empty_workdir':
+    # It trained in the current directory (here tmp_path, not the repository).
+    line = _one_error_line(subprocess.run(
+        [sys.executable, str(REPO_ROOT / 'main.py'), f'--config={REPO_ROOT}/configs/demo.py',
+         '--workdir=',
+         *overrides], cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True,
+        timeout=600), 2)
+    assert 'flag --workdir=: --workdir must name a directory' in line
+    assert not os.listdir(tmp_path)
   elif case == 'misspelt_model_name':
     line = _one_error_line(_main('--config=configs/demo.py', workdir, *overrides,
                                  '--config.model.name=salinet_har'))

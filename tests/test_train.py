@@ -315,3 +315,12 @@ def test_a_run_started_from_an_unfinished_one_says_so_at_every_resume(config, tm
   assert (f'This run started from init_from {source} (its latest checkpoint, step 2), step 2 of a '
           'run of 4 steps that had not finished: resuming keeps that start. To start from the '
           'finished run, train this one again in a new --workdir.') in caplog.text, caplog.text
+
+
+def test_a_run_length_in_epochs_beside_one_in_steps_is_said_to_be_unread(config, caplog):
+  """--config.num_epochs=5 on a config of num_train_steps trained the steps without a word."""
+  config.num_epochs = 5.0
+  caplog.set_level('WARNING', logger='absl')
+  train.training_engine(config)
+  assert ("config.num_train_steps=2 sets the run's length: config.num_epochs=5 is not read (set "
+          'num_train_steps=-1 to train by epochs).') in caplog.text

@@ -236,13 +236,31 @@ def test_restoring_only_the_variables_hands_the_optimizer_state_memory_back(tmp_
     ('data.eval_num_clips', 0, 'config.data.eval_num_clips must be positive, got 0.'),
     ('model.width', 0, 'config.model.width must be positive, got 0.'),
     ('optimizer.base_learning_rate', -0.1,
-     'config.optimizer.base_learning_rate must not be negative, got -0.1.'),
+     'config.optimizer.base_learning_rate must be at least 0.0, got -0.1.'),
+    # Each of these trained otherwise without a word (config audit): reversed gradients, an
+    # ascending schedule, all-zero activations, negative targets, reversed momentum.
+    ('optimizer.grad_clip_norm', -1.0, 'config.optimizer.grad_clip_norm must be at least 0.0, '
+     'got -1.0.'),
+    ('optimizer.final_lr_fraction', 2.0, 'config.optimizer.final_lr_fraction must be from 0.0 '
+     'to 1.0, got 2.0.'),
+    ('optimizer.momentum', -0.9, 'config.optimizer.momentum must be from 0.0 to 1.0 (not '
+     'included), got -0.9.'),
+    ('optimizer.warmup_steps', -3, 'config.optimizer.warmup_steps must be at least 0, got -3.'),
+    ('model.dropout_rate', 1.5, 'config.model.dropout_rate must be from 0.0 to 1.0 (not '
+     'included), got 1.5.'),
+    ('loss.label_smoothing', 1.5, 'config.loss.label_smoothing must be from 0.0 to 1.0 (not '
+     'included), got 1.5.'),
+    ('loss.reference_per_device_batch', 0, 'config.loss.reference_per_device_batch must be at '
+     'least 1, got 0.'),
+    ('data.shuffle_buffer', 0, 'config.data.shuffle_buffer must be at least 1, got 0.'),
+    ('precise_bn_batches', -1, 'config.precise_bn_batches must be at least 0, got -1.'),
+    ('predict.window_batch', 0, 'config.predict.window_batch must be at least 1, got 0.'),
 ])
-def test_counts_below_one_and_negative_rates_are_config_errors(tiny_data_dir, field, value,
-                                                               message):
+def test_counts_below_one_and_values_out_of_range_are_config_errors(tiny_data_dir, field, value,
+                                                                    message):
   """Each of these ended in a ZeroDivisionError or an XLA shape error deep in the run (a zero
-  eval batch after all the training steps), or, for a negative learning rate, trained uphill
-  without a word."""
+  eval batch after all the training steps), or trained otherwise without a word (a negative
+  learning rate trained uphill)."""
   config = tiny_config(str(tiny_data_dir))
   node = config
   *parents, leaf = field.split('.')
