@@ -43,10 +43,15 @@ def _one_error_line(proc, code=1):
      "No such file or directory: 'configs/dmeo.py'"),
     (('salinet_jax.info', '--config=configs/demo.py', '--config.model.name=salinet_har'), 1,
      "config.model.name 'salinet_har' is not one of"),
+    (('salinet_jax.info', '--config=configs/demo.py', '--config.model.depth=11'), 1,
+     'config.model.depth must be one of [10, 18, 34, 50, 101], got 11.'),
+    (('salinet_jax.info', '--config=configs/demo_s2dnet.py:warmup', '--config.model.topk=4'), 1,
+     'config.model.topk must be from 1 to 3 (fewer than the 4 classes), got 4.'),
     (('data.bench', '--records=/no/such'), 1, "records directory '/no/such' (the directory"),
     (('data.report', '--records=/no/such'), 1, "records directory '/no/such' (the directory"),
 ], ids=['bench_misspelt_field', 'bench_missing_config', 'info_missing_config',
-        'info_misspelt_model_name', 'data_bench_missing_records', 'data_report_missing_records'])
+        'info_misspelt_model_name', 'info_model_depth', 'info_s2dnet_topk',
+        'data_bench_missing_records', 'data_report_missing_records'])
 def test_the_other_commands_end_user_errors_in_one_line(command, code, expected):
   """The benchmark, info and the data tools report config and records mistakes as main.py
   does: one `error:` line, no traceback (and no TensorFlow start-up notices before it)."""

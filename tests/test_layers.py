@@ -44,7 +44,7 @@ def test_conv_uses_symmetric_pytorch_padding():
 
 
 def test_unknown_conv_impl_is_rejected():
-  with pytest.raises(ValueError, match="conv impl must be"):
+  with pytest.raises(ValueError, match="conv_impl must be"):
     layers.conv_impl_for_backend('im2col')
 
 

@@ -60,7 +60,8 @@ def conv_impl_for_backend(impl: str) -> str:
   if impl == 'auto':
     return 'frame_sum' if jax.default_backend() == 'cpu' else 'native'
   if impl not in ('native', 'frame_sum'):
-    raise ValueError(f"conv impl must be 'auto', 'native' or 'frame_sum', got {impl!r}.")
+    raise errors.ConfigError(f"config.model.conv_impl must be 'auto', 'native' or 'frame_sum', "
+                             f'got {impl!r}.')
   return impl
 
 

@@ -41,6 +41,7 @@ from typing import Any, Optional, Sequence, Tuple
 import flax.linen as nn
 import jax.numpy as jnp
 
+from salinet_jax import errors
 from salinet_jax.models import layers
 from salinet_jax.models.nonlocal_block import NonLocalBlock
 
@@ -132,7 +133,8 @@ class HaraResNet3D(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool) -> Sequence[jnp.ndarray]:
     if self.depth not in HARA_DEPTHS:
-      raise ValueError(f'model.depth must be one of {sorted(HARA_DEPTHS)}, got {self.depth}.')
+      raise errors.ConfigError(f'config.model.depth must be one of {sorted(HARA_DEPTHS)}, got '
+                               f'{self.depth}.')
     kind, stage_sizes = HARA_DEPTHS[self.depth]
     block_cls = maybe_remat(BasicBlock3D if kind == 'basic' else BottleneckBlock3D,
                             self.remat_blocks)
@@ -320,7 +322,8 @@ class I3DResNet(nn.Module):
     elif self.depth in I3D_STAGE_BLOCKS:
       sizes = I3D_STAGE_BLOCKS[self.depth]
     else:
-      raise ValueError(f'model.depth must be one of {sorted(I3D_STAGE_BLOCKS)}, got {self.depth}.')
+      raise errors.ConfigError(f'config.model.depth must be one of {sorted(I3D_STAGE_BLOCKS)}, '
+                               f'got {self.depth}.')
     if len(sizes) != 4 or len(self.temporal_kernels) != 4 or len(self.nonlocal_blocks) != 4:
       raise ValueError('stage_blocks, temporal_kernels and nonlocal_blocks need 4 entries '
                        '(res2..res5).')

@@ -313,12 +313,18 @@ class S2DNet(nn.Module):
 
   def _check(self):
     if self.stage not in STAGES:
-      raise ValueError(f'model.stage must be one of {STAGES}, got {self.stage!r}.')
+      raise errors.ConfigError(f'config.model.stage must be one of {STAGES}, got {self.stage!r}.')
     if self.synopsis_type not in SYNOPSIS_TYPES:
-      raise ValueError(f'model.synopsis_type must be one of {SYNOPSIS_TYPES}, '
-                       f'got {self.synopsis_type!r}.')
+      raise errors.ConfigError(f'config.model.synopsis_type must be one of {SYNOPSIS_TYPES}, '
+                               f'got {self.synopsis_type!r}.')
     if self.f_theta_fix not in F_THETA_FIX_CHANNELS:
-      raise ValueError(f"model.f_theta_fix must be 'A' or 'B', got {self.f_theta_fix!r}.")
+      raise errors.ConfigError(f"config.model.f_theta_fix must be 'A' or 'B', got "
+                               f'{self.f_theta_fix!r}.')
+    if not 1 <= self.topk < self.num_classes:
+      # topk of all classes or more makes the synopsis all ones: it tells the detail network
+      # nothing, without a word.
+      raise errors.ConfigError(f'config.model.topk must be from 1 to {self.num_classes - 1} (fewer '
+                               f'than the {self.num_classes} classes), got {self.topk}.')
 
   @nn.compact
   def __call__(self, x, train: bool = False, return_aux: bool = False,

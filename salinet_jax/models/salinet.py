@@ -24,6 +24,7 @@ from typing import Any, Dict, Sequence, Tuple
 import flax.linen as nn
 import jax.numpy as jnp
 
+from salinet_jax import errors
 from salinet_jax.models import layers
 from salinet_jax.models import resnet3d
 from salinet_jax.models import salient
@@ -57,7 +58,8 @@ class _SaliNetMixin:
 
   def _check_switches(self):
     if self.tsfp and not self.ssf:
-      raise ValueError('model.tsfp=True needs model.ssf=True (TSFP fuses the SSF maps).')
+      raise errors.ConfigError('config.model.tsfp=True needs config.model.ssf=True (TSFP fuses the '
+                               'SSF maps).')
 
   def _forward(self, x, train: bool, return_aux: bool):
     self._check_switches()
