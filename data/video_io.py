@@ -37,6 +37,9 @@ VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mkv', '.webm', '.mov', '.m4v', '.mpg', '.m
 DEFAULT_SHORT_SIDE = 256
 DEFAULT_JPEG_QUALITY = 90
 DEFAULT_INTERPOLATION = 'BILINEAR'  # swscale filter used when resizing decoded frames
+# swscale's resize filters (PyAV's Interpolation names).
+INTERPOLATIONS = ('FAST_BILINEAR', 'BILINEAR', 'BICUBIC', 'X', 'POINT', 'AREA', 'BICUBLIN', 'GAUSS',
+                  'SINC', 'LANCZOS', 'SPLINE')
 ASSUMED_FPS = 25.0  # the frame rate of a video whose container gives none
 # How the frames of a video were timed (see `frame_times`).
 TIMING_CONTAINER = 'container'  # the container's presentation timestamps

@@ -1307,3 +1307,16 @@ def test_a_video_of_non_square_pixels_is_said_to_be_kept_as_coded(tmp_path):
   assert (video.width, video.height) == (64, 48) and line in video.warnings
   assert line in video_io.stream_warnings(str(path), [i / 25 for i in range(5)])
   assert not any('square' in w for w in video_io.decode_video(str(CODEC / 'video_0.mov')).warnings)
+
+
+@pytest.mark.parametrize('flag', ['--short_side=-64', '--fps=-5', '--max_frames=-3',
+                                  '--jpeg_quality=150', '--videos_per_shard=0', '--num_shards=-2',
+                                  '--workers=0', '--interpolation=cubic', '--val_fraction=1.5'])
+def test_converter_numbers_out_of_range_are_refused_before_anything_runs(flag, capsys):
+  """Each was accepted (config audit): a negative --max_frames kept one frame of every video,
+  --short_side=-64 stored native sizes, --jpeg_quality=150 passed, a bad --interpolation failed
+  every video one by one."""
+  with pytest.raises(SystemExit) as e:
+    convert.build_parser().parse_args(['--dataset=folder', '--input=in', '--output=out', flag])
+  assert e.value.code == 2
+  assert f'argument {flag.split("=")[0]}: ' in capsys.readouterr().err
