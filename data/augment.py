@@ -257,6 +257,18 @@ def check_crop_sizes(data_config, *, train: bool) -> None:
           f'config.data.crop_size={data.crop_size}: frames resized to that short side cannot '
           'hold the crop (whole frames would be squashed to squares instead); use a '
           'train_min_scale of at least the crop size.')
+  if train and data.train_crop == 'inception':
+    (area_low, area_high), (aspect_low, aspect_high) = (data.inception_area_range,
+                                                        data.inception_aspect_range)
+    # A reversed or negative range crops what no range would (or fails inside TensorFlow).
+    if not 0 < area_low <= area_high <= 1:
+      raise errors.SettingError(
+          f'config.data.inception_area_range={tuple(data.inception_area_range)} must be (low, '
+          'high) with 0 < low <= high <= 1: the share of the frame a crop covers.')
+    if not 0 < aspect_low <= aspect_high:
+      raise errors.SettingError(
+          f'config.data.inception_aspect_range={tuple(data.inception_aspect_range)} must be '
+          '(low, high) with 0 < low <= high: the width / height ratios a crop takes.')
 
 
 def spatial_test_crops(features: Features, short_side: int, crop_size: int,

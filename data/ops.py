@@ -43,3 +43,14 @@ class Registry:
 
   def __contains__(self, name: str) -> bool:
     return name in self._parts
+
+
+# Temporal samplers whose clips hold a video's frames there are, padded to num_frames and masked:
+# the model is given each clip's count of real frames (`num_valid`). Here, beside the registries,
+# because code that must not load TensorFlow (the model's engine) checks it too.
+PADDED_SAMPLERS = ('all_frames',)
+
+
+def pads_frames(data_config) -> bool:
+  """Whether the config's sampler gives variable-length clips that are padded and masked."""
+  return data_config.temporal_sampling in PADDED_SAMPLERS

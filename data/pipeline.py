@@ -351,7 +351,7 @@ def train_dataset(config, *, seed: int, start_step: int = 0,
   local_batch = _check_batch(config.batch_size, process_count, 'config.batch_size')
   host_malloc.keep_buffers_in_heap(data.malloc_mmap_threshold_mib)
   check_train_clips(data)
-  padded = sampling.pads_frames(data)
+  padded = ops.pads_frames(data)
 
   @_graph_only
   def parse_and_sample(serialized, element_seed):
@@ -474,7 +474,7 @@ def eval_views_fn(data_config):
   uint8 (V, T, crop, crop, 3), label, filename, mask=True (and frame_mask when padded)."""
   data = data_config
   check_eval_views(data)
-  padded = sampling.pads_frames(data)
+  padded = ops.pads_frames(data)
 
   @_graph_only
   def sample_decode_views(features):
@@ -502,7 +502,7 @@ def _padding(data_config) -> tf.data.Dataset:
       'filename': tf.constant(b''),
       'mask': tf.constant(False),
   }
-  if sampling.pads_frames(data):
+  if ops.pads_frames(data):
     padding['frame_mask'] = tf.zeros([data.num_frames], tf.bool)
   return tf.data.Dataset.from_tensors(padding).repeat()
 

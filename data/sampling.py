@@ -209,11 +209,6 @@ def pad_frames(features: Features, max_frames: int) -> Features:
   return features
 
 
-def pads_frames(data_config) -> bool:
-  """Whether the config's sampler gives variable-length clips that are padded and masked."""
-  return data_config.temporal_sampling == 'all_frames'
-
-
 def clip_span(data_config, fps: float) -> Optional[int]:
   """The fewest frames of a video at `fps` from which a test clip takes what it takes from a
   long video (TSN: distinct frames); fewer, and it loops, repeats or squeezes them. None for
@@ -247,7 +242,7 @@ def check(data_config, *, train: bool) -> None:
     raise errors.SettingError(
         "config.data.target_fps must be positive for temporal_sampling='pyslowfast', got "
         f'{data_config.target_fps}.')
-  if not train and pads_frames(data_config) and data_config.eval_num_clips != 1:
+  if not train and ops.pads_frames(data_config) and data_config.eval_num_clips != 1:
     raise ops.UnknownOpError(
         'temporal_sampling="all_frames" gives one temporal view per video: set '
         f'config.data.eval_num_clips=1 (got {data_config.eval_num_clips}).')

@@ -20,6 +20,7 @@ import optax
 from absl import logging
 
 from data import host_malloc
+from data import ops as data_ops
 from salinet_jax import checkpoints
 from salinet_jax import errors
 from salinet_jax import evaluate as evaluate_lib
@@ -330,6 +331,11 @@ class Engine:
           "'bfloat16' (same memory, no loss scaling needed) or 'float32'.")
     inputs.normalization(config.data)  # an unknown preset fails now, not in the first step
     self.model = models.build_model(config.model, len(self.classes), config.dtype, config.remat)
+    if data_ops.pads_frames(config.data) and not models.takes_frame_counts(config.model):
+      raise errors.ConfigError(
+          f"config.data.temporal_sampling={config.data.temporal_sampling!r} pads each clip to "
+          "num_frames and gives the model the count of its real frames, which model "
+          f"{config.model.name!r} does not take: use it with 's2dnet', or another sampler.")
     self.input_shape = inputs.clip_shape(config.data)
     self.total_steps = (num_train_steps(config, train_videos) if train_videos is not None
                         else max(config.num_train_steps, 1))

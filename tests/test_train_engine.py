@@ -280,6 +280,11 @@ def test_counts_below_one_and_values_out_of_range_are_config_errors(tiny_data_di
      'config.data.train_max_scale=20 is smaller than config.data.train_min_scale=24'),
     ({'temporal_sampling': 'pyslowfast', 'target_fps': 0.0},
      "config.data.target_fps must be positive for temporal_sampling='pyslowfast', got 0.0."),
+    # A reversed area range trained on crops no range gives (val top-1 0), without a word.
+    ({'train_crop': 'inception', 'inception_area_range': (1.0, 0.08)},
+     'config.data.inception_area_range=(1.0, 0.08) must be (low, high) with 0 < low <= high <= 1'),
+    ({'train_crop': 'inception', 'inception_aspect_range': (-1.0, 2.0)},
+     'config.data.inception_aspect_range=(-1.0, 2.0) must be (low, high) with 0 < low <= high'),
 ])
 def test_crops_larger_than_their_frames_are_refused_before_any_work(tiny_data_dir, fields,
                                                                     message):
@@ -402,3 +407,14 @@ def test_the_parameters_that_follow_the_classes_are_found_by_their_shapes(tmp_pa
   assert engine.Engine(s2dnet, classes).classifier_params() == {
       'snet/fc/kernel', 'snet/fc/bias', 'dnet/fc/kernel', 'dnet/fc/bias', 'f_m/kernel',
       'f_theta/conv/kernel'}
+
+
+def test_padded_clips_are_refused_for_a_model_that_cannot_read_their_frame_counts(tiny_data_dir):
+  """SaliNet with all_frames clips failed in the first step with a TypeError traceback (an
+  unexpected keyword argument 'num_valid')."""
+  config = tiny_config(str(tiny_data_dir))
+  config.data.update(dict(temporal_sampling='all_frames', eval_num_clips=1))
+  with pytest.raises(errors.ConfigError, match=re.escape(
+      "config.data.temporal_sampling='all_frames' pads each clip to num_frames and gives the "
+      "model the count of its real frames, which model 'salinet_hara' does not take")):
+    train.training_engine(config)

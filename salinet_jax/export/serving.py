@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from data import sampling
+from data import ops
 from salinet_jax import inputs
 
 VIDEO_INPUT = 'video'
@@ -34,7 +34,7 @@ _DESCRIPTIONS = {
 
 def takes_num_valid(config) -> bool:
   """Whether the model reads zero-padded clips plus their real frame counts."""
-  return sampling.pads_frames(config.data)
+  return ops.pads_frames(config.data)
 
 
 def serving_outputs(logits: jnp.ndarray, aux: Dict[str, jnp.ndarray]) -> Dict[str, jnp.ndarray]:

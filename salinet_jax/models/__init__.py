@@ -7,6 +7,7 @@ and returns logits (float32), or `(logits, aux)` with a dict of auxiliary tensor
 
 import dataclasses
 import functools
+import inspect
 from typing import Any, Dict, FrozenSet, Sequence, Type
 
 import flax
@@ -92,6 +93,12 @@ def build_model(model_config, num_classes: int, dtype: str = 'float32',
   elif remat in ('full', 'elementwise'):
     model_cls = full_remat(model_cls, remat == 'elementwise')
   return model_cls(num_classes=num_classes, dtype=compute_dtype(dtype), **fields)
+
+
+def takes_frame_counts(model_config) -> bool:
+  """Whether the model reads the count of real frames of zero-padded clips (`num_valid`)."""
+  model_cls = MODELS.get(model_config.name)
+  return model_cls is not None and 'num_valid' in inspect.signature(model_cls.__call__).parameters
 
 
 def init_variables(model: nn.Module, rng: jax.Array, input_shape: Sequence[int]) -> Dict[str, Any]:
