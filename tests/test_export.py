@@ -443,6 +443,12 @@ def _a_run_folder(root):
      f"--platforms={OTHER_PLATFORM} leaves out this host's platform ({HOST_PLATFORM}): the "
      'certificate reloads and runs every export here'),
     ('new/deeper/out', {'tolerance': -1.0}, '--tolerance must be 0 or more, got -1.'),
+    # A misspelt platform was exported as a lowering nobody could run, said as "not run here".
+    ('new/deeper/out', {'platforms': [HOST_PLATFORM, 'cdua']},
+     '--platforms names cdua: lowering platforms are cpu, cuda, rocm, tpu.'),
+    ('new/deeper/out', {'platforms': [HOST_PLATFORM, 'gpu']},
+     "--platforms names gpu: lowering platforms are cpu, cuda, rocm, tpu (a GPU is 'cuda' or "
+     "'rocm')."),
 ])
 def test_overwrite_never_replaces_what_is_not_an_export(tmp_path, capsys, output, overrides,
                                                          expected):

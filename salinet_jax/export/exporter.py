@@ -97,12 +97,22 @@ def _check_output(output: str, overwrite: bool, runs: Sequence[str]) -> str:
   return output
 
 
+# The platforms jax.export lowers for (jax.export.Exported.platforms).
+LOWERING_PLATFORMS = ('cpu', 'cuda', 'rocm', 'tpu')
+
+
 def _check_platforms(platforms: Sequence[str], formats: Sequence[str]) -> Tuple[str, ...]:
   """The lowering platforms of StableHLO and SavedModel, which must include this host's: the
   certificate runs every export here (by default this host's platform alone). ONNX has
   none."""
   host = jax.export.default_export_platform()
   platforms = tuple(p.strip().lower() for p in platforms if p.strip()) or (host,)
+  unknown = [p for p in platforms if p not in LOWERING_PLATFORMS]
+  if unknown:
+    # An unknown name was exported as a lowering nobody could run, said only as "not run here".
+    raise ExportError(f'--platforms names {", ".join(unknown)}: lowering platforms are '
+                      f'{", ".join(LOWERING_PLATFORMS)}'
+                      + (" (a GPU is 'cuda' or 'rocm')" if 'gpu' in unknown else '') + '.')
   if host not in platforms and {'stablehlo', 'savedmodel'} & set(formats):
     raise ExportError(f'--platforms={",".join(platforms)} leaves out this host\'s platform '
                       f'({host}): the certificate reloads and runs every export here. Add it '
