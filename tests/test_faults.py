@@ -47,10 +47,19 @@ def _one_error_line(proc, code=1):
      'config.model.depth must be one of [10, 18, 34, 50, 101], got 11.'),
     (('salinet_jax.info', '--config=configs/demo_s2dnet.py:warmup', '--config.model.topk=4'), 1,
      'config.model.topk must be from 1 to 3 (fewer than the 4 classes), got 4.'),
+    (('salinet_jax.convert', '--source=pyslowfast', '--checkpoint=missing.pyth',
+      '--config=configs/k400_i3d_nl.py', '--output=/tmp/unused', '--target=dnet'), 1,
+     "--target picks the S2DNet network a 2D checkpoint (--source=torchvision or tsm) "
+     "initialises; it is not read for --source=pyslowfast into 'i3d_nl'."),
+    (('salinet_jax.convert', '--source=salinet', '--checkpoint=missing.pyth',
+      '--config=configs/k400_salinet.py', '--output=/tmp/unused', '--inflate=centre'), 1,
+     '--inflate turns a 2D checkpoint (--source=torchvision or tsm) into a 3D model (i3d_nl, '
+     "salinet_i3d); it is not read for --source=salinet into 'salinet_i3d'."),
     (('data.bench', '--records=/no/such'), 1, "records directory '/no/such' (the directory"),
     (('data.report', '--records=/no/such'), 1, "records directory '/no/such' (the directory"),
 ], ids=['bench_misspelt_field', 'bench_missing_config', 'info_missing_config',
         'info_misspelt_model_name', 'info_model_depth', 'info_s2dnet_topk',
+        'convert_target_unread', 'convert_inflate_unread',
         'data_bench_missing_records', 'data_report_missing_records'])
 def test_the_other_commands_end_user_errors_in_one_line(command, code, expected):
   """The benchmark, info and the data tools report config and records mistakes as main.py

@@ -123,6 +123,11 @@ SOURCES: Dict[str, Source] = {
 }
 
 
+# Sources of 2D networks: inflated into a 3D model (--inflate), or one S2DNet backbone each
+# (--target).
+TWO_D_SOURCES = ('torchvision', 'tsm')
+
+
 def num_classes_of(state_dict: Mapping[str, np.ndarray], keys: Sequence[str]) -> Optional[int]:
   """Rows of the first classifier weight found in `state_dict`, else None."""
   for key in keys:
@@ -158,7 +163,7 @@ def convert(source: str, state_dict: Mapping[str, np.ndarray], template: Mapping
   mode = default_inflate if inflate_mode is None else inflate_mode
   mode = None if mode in (None, 'none', '') else mode
   ignored: Sequence[str] = ()
-  if source in ('torchvision', 'tsm') and model_name not in I3D_MODELS:
+  if source in TWO_D_SOURCES and model_name not in I3D_MODELS:
     # A 2D checkpoint initialises one S2DNet backbone: convert (and report on) that part only.
     from salinet_jax.convert import torchvision as tv  # pylint: disable=g-import-not-at-top
     template, target = tv.restrict_template(template, model_name, state_dict, options, source)

@@ -83,6 +83,18 @@ def _convert():
 
   config = _CONFIG.value
   source = convert.SOURCES[_SOURCE.value]
+  two_d = source.name in convert.TWO_D_SOURCES
+  # Given where nothing reads them, they were ignored and the conversion went ahead.
+  if _TARGET.value != 'auto' and not (two_d and config.model.name == 's2dnet'):
+    raise errors.ConversionError(
+        f'--target picks the S2DNet network a 2D checkpoint (--source='
+        f'{" or ".join(convert.TWO_D_SOURCES)}) initialises; it is not read for --source='
+        f'{source.name} into {config.model.name!r}.')
+  if _INFLATE.value is not None and not (two_d and config.model.name in convert.I3D_MODELS):
+    raise errors.ConversionError(
+        f'--inflate turns a 2D checkpoint (--source={" or ".join(convert.TWO_D_SOURCES)}) into '
+        f'a 3D model ({", ".join(convert.I3D_MODELS)}); it is not read for --source='
+        f'{source.name} into {config.model.name!r}.')
   exclude = convert.sanitize_regex(_EXCLUDE.value)
   paths = [p for p in _CHECKPOINT.value.split(',') if p]
   if len(paths) > 1 and config.model.name != 's2dnet':
