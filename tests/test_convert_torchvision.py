@@ -75,7 +75,7 @@ def test_torchvision_inverted_residual(inp, oup, stride, t):
 
 
 def s2dnet_template(num_classes=3, **kwargs):
-  model = s2dnet.S2DNet(num_classes, synopsis_frames=SEGMENTS, detail_frames=SEGMENTS,
+  model = s2dnet.S2DNet(num_classes, topk=2, synopsis_frames=SEGMENTS, detail_frames=SEGMENTS,
                         synopsis_size=32, detail_size=32, f_theta_mlp=(8, 8),
                         context_features=8, **kwargs)
   return convert.model_template(model, (1, 6, 48, 48, 3))

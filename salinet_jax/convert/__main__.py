@@ -80,6 +80,7 @@ def _convert():
   from salinet_jax import inputs  # pylint: disable=g-import-not-at-top
   from salinet_jax import pretrained  # pylint: disable=g-import-not-at-top
   from salinet_jax.models import build_model  # pylint: disable=g-import-not-at-top
+  from salinet_jax.models import s2dnet as s2dnet_model  # pylint: disable=g-import-not-at-top
 
   config = _CONFIG.value
   source = convert.SOURCES[_SOURCE.value]
@@ -105,7 +106,9 @@ def _convert():
   for state_dict, _ in loaded:
     num_classes = num_classes or convert.num_classes_of(state_dict, source.classifier_keys)
   if not num_classes and config.model.name == 's2dnet':
-    num_classes = 2  # the backbones converted from 2D checkpoints do not depend on it
+    # The backbones converted from 2D checkpoints do not depend on it; the synopsis' top-k needs
+    # more classes than it picks.
+    num_classes = config.model.get('topk', s2dnet_model.S2DNet.topk) + 1
   if not num_classes:
     raise errors.ConversionError(
         f'The checkpoint has no classifier ({", ".join(source.classifier_keys)}): pass '
