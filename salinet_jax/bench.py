@@ -459,15 +459,17 @@ def define_flags() -> None:
                     'a batch of views; inputs: only the on-device input ops of the train step '
                     '(normalisation, resize and flip of unresized crops).')
   flags.DEFINE_integer('batch', None, 'Clips per step (default: config.batch_size in train mode, '
-                       'config.eval_batch_size in eval mode).')
-  flags.DEFINE_integer('steps', 5, 'Timed steps after the warm-up.')
+                       'config.eval_batch_size in eval mode).', lower_bound=1)
+  flags.DEFINE_integer('steps', 5, 'Timed steps after the warm-up.', lower_bound=1)
   flags.DEFINE_integer('warmup', 2, 'Untimed steps after compilation (at least 1: the peak '
                        'RSS is read after them).', lower_bound=1)
   flags.DEFINE_string('dtype', None, 'Overrides config.dtype (float32 | bfloat16).')
-  flags.DEFINE_integer('num_classes', None, 'Classes of the model (default: the dataset registry).')
-  flags.DEFINE_integer('frames', None, 'Frames per clip (default: config.data.num_frames).')
+  flags.DEFINE_integer('num_classes', None, 'Classes of the model (default: the dataset registry).',
+                       lower_bound=1)
+  flags.DEFINE_integer('frames', None, 'Frames per clip (default: config.data.num_frames).',
+                       lower_bound=1)
   flags.DEFINE_integer('size', None, 'Crop size (default: config.data.crop_size, in eval mode '
-                       'config.data.eval_crop_size).')
+                       'config.data.eval_crop_size).', lower_bound=1)
   flags.DEFINE_enum('compare', '', ['', 'torch'], 'Also run the PyTorch counterpart.')
   flags.DEFINE_enum('threads', 'all', ['all', '1'],
                     "'1': XLA's CPU backend and PyTorch on one thread each (a comparison that a "

@@ -41,8 +41,8 @@ flags.DEFINE_bool('count_norm', False, 'Also count BatchNorm (2 FLOPs per elemen
 flags.DEFINE_bool('params', False, 'Also print every parameter (clu.parameter_overview table).')
 flags.DEFINE_bool('recipe', False, 'Print the recipe card instead of the model report.')
 flags.DEFINE_integer('video_frames', 0, 'Recipe card: frames of a video whose test clip frame '
-                     'indices to list.')
-flags.DEFINE_float('video_fps', 30.0, 'Recipe card: the frame rate of that video.')
+                     'indices to list.', lower_bound=0)
+flags.DEFINE_float('video_fps', 30.0, 'Recipe card: the frame rate of that video.', lower_bound=0.0)
 flags.mark_flags_as_required(['config'])
 
 

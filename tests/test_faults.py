@@ -55,11 +55,13 @@ def _one_error_line(proc, code=1):
       '--config=configs/k400_salinet.py', '--output=/tmp/unused', '--inflate=centre'), 1,
      '--inflate turns a 2D checkpoint (--source=torchvision or tsm) into a 3D model (i3d_nl, '
      "salinet_i3d); it is not read for --source=salinet into 'salinet_i3d'."),
+    (('salinet_jax.bench', '--config=configs/demo.py', '--steps=0'), 2,
+     'flag --steps=0: 0 is not a positive integer'),
     (('data.bench', '--records=/no/such'), 1, "records directory '/no/such' (the directory"),
     (('data.report', '--records=/no/such'), 1, "records directory '/no/such' (the directory"),
 ], ids=['bench_misspelt_field', 'bench_missing_config', 'info_missing_config',
         'info_misspelt_model_name', 'info_model_depth', 'info_s2dnet_topk',
-        'convert_target_unread', 'convert_inflate_unread',
+        'convert_target_unread', 'convert_inflate_unread', 'bench_no_steps',
         'data_bench_missing_records', 'data_report_missing_records'])
 def test_the_other_commands_end_user_errors_in_one_line(command, code, expected):
   """The benchmark, info and the data tools report config and records mistakes as main.py

@@ -38,7 +38,8 @@ _SOURCE = flags.DEFINE_enum('source', None,
 _CHECKPOINT = flags.DEFINE_string('checkpoint', None, 'Checkpoint file to convert.')
 _OUTPUT = flags.DEFINE_string('output', None, 'Output directory.')
 _NUM_CLASSES = flags.DEFINE_integer(
-    'num_classes', 0, 'Classes of the model; 0 = rows of the checkpoint\'s classifier.')
+    'num_classes', 0, 'Classes of the model; 0 = rows of the checkpoint\'s classifier.',
+    lower_bound=0)
 _CLASSES = flags.DEFINE_string(
     'classes', None, "A file of the checkpoint's class names, one per line in its classifier's "
     'row order (e.g. the label map it was trained with): recorded, so that init_from checks '

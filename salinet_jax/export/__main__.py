@@ -46,7 +46,7 @@ def define_flags(values: flags.FlagValues = flags.FLAGS) -> flags.FlagValues:
                     "this machine's), e.g. cpu,cuda.", flag_values=values)
   flags.DEFINE_integer('benchmark', 0, 'Also time each format and the jitted model over the '
                        'parity clips this many times (clips/s in export.json).',
-                       flag_values=values)
+                       lower_bound=0, flag_values=values)
   flags.mark_flags_as_required(['workdir', 'output'], flag_values=values)
   return values
 
