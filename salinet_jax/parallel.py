@@ -178,12 +178,27 @@ def enable_compilation_cache(directory: str) -> str:
   return directory
 
 
+# The environment of an explicitly configured multi-process run.
+_JOIN_VARIABLES = ('JAX_COORDINATOR_ADDRESS', 'JAX_NUM_PROCESSES', 'JAX_PROCESS_ID')
+
+
 def initialize_distributed() -> None:
   """Joins a multi-process run through `jax.distributed` when the environment asks for one.
 
   JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID select it explicitly; on TPU
   pods and SLURM, JAX detects the cluster itself when SALINET_JAX_DISTRIBUTED=1.
   """
+  given = [name for name in _JOIN_VARIABLES if os.environ.get(name)]
+  if given and len(given) < len(_JOIN_VARIABLES):
+    # Part of the set ran one process alone (or failed on a bare KeyError).
+    raise errors.ConfigError(
+        f'{", ".join(given)} set without {", ".join(n for n in _JOIN_VARIABLES if n not in given)}'
+        ': a multi-process run needs all three (or SALINET_JAX_DISTRIBUTED=1 where JAX detects '
+        'the cluster).')
+  detect = os.environ.get('SALINET_JAX_DISTRIBUTED', '0')
+  if detect not in ('0', '1'):
+    raise errors.ConfigError(f'SALINET_JAX_DISTRIBUTED must be 1 (join the cluster JAX detects) or '
+                             f'0, got {detect!r}.')
   address = os.environ.get('JAX_COORDINATOR_ADDRESS')
   if (address or os.environ.get('SALINET_JAX_DISTRIBUTED') == '1') and \
       os.environ.get('JAX_PLATFORMS', '') == 'cpu':

@@ -450,3 +450,21 @@ def test_ctrl_c_in_the_data_report_and_bench_commands_ends_in_one_line(monkeypat
                                      '130.\n')
   assert data_bench.main(['--records=/any']) == 130
   assert capsys.readouterr().err == 'Interrupted by Ctrl-C. Exit status 130.\n'
+
+
+@pytest.mark.parametrize('env, expected', [
+    ({'JAX_NUM_PROCESSES': '2'}, 'JAX_NUM_PROCESSES set without JAX_COORDINATOR_ADDRESS, '
+     'JAX_PROCESS_ID: a multi-process run needs all three'),
+    ({'JAX_COORDINATOR_ADDRESS': 'localhost:12355'}, 'JAX_COORDINATOR_ADDRESS set without '
+     'JAX_NUM_PROCESSES, JAX_PROCESS_ID'),
+    ({'SALINET_JAX_DISTRIBUTED': 'yes'}, "SALINET_JAX_DISTRIBUTED must be 1 (join the cluster JAX "
+     "detects) or 0, got 'yes'."),
+])
+def test_a_partial_multi_process_environment_is_refused(env, expected, tiny_data_dir, tmp_path):
+  """JAX_NUM_PROCESSES=2 alone, or SALINET_JAX_DISTRIBUTED=yes, trained as one process without a
+  word; the coordinator's address alone ended in a bare KeyError traceback."""
+  proc = subprocess.run(
+      [sys.executable, 'main.py', '--config=configs/demo.py', f'--workdir={tmp_path / "run"}',
+       *_tiny_overrides(tiny_data_dir)], cwd=REPO_ROOT, env=subprocess_env(**env),
+      capture_output=True, text=True, timeout=600)
+  assert expected in _one_error_line(proc)
