@@ -141,11 +141,19 @@ def qualified_names(params: Any) -> Dict[Tuple[str, ...], str]:
   return {path: f"{kind(path)}:{'/'.join(str(p) for p in path)}" for path in flat}
 
 
+def _regex(pattern: str, field: str) -> 're.Pattern':
+  """`pattern` compiled, or a ConfigError naming the config `field` that holds it."""
+  try:
+    return re.compile(pattern)
+  except re.error as e:
+    raise errors.ConfigError(f'{field}: {pattern!r} is not a valid regex ({e}).') from None
+
+
 def factors_from_rules(params: Any, rules: Sequence[Tuple[str, float]], unmatched: float,
                        what: str) -> Any:
   """Per-parameter factor: that of the first (regex, factor) rule found in its qualified name,
   `unmatched` where none is. A rule that matches no parameter is a config error."""
-  compiled = [(re.compile(pattern), float(factor)) for pattern, factor in rules]
+  compiled = [(_regex(pattern, what), float(factor)) for pattern, factor in rules]
   names = qualified_names(params)
   used = set()
   factors = {}
@@ -165,7 +173,7 @@ def factors_from_rules(params: Any, rules: Sequence[Tuple[str, float]], unmatche
 
 def frozen_names(params: Any, pattern: str) -> Dict[str, bool]:
   """{qualified name: whether `pattern` freezes it} ('' freezes nothing)."""
-  regex = re.compile(pattern) if pattern else None
+  regex = _regex(pattern, 'config.optimizer.frozen') if pattern else None
   return {name: bool(regex and regex.search(name)) for name in qualified_names(params).values()}
 
 

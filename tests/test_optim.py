@@ -1,5 +1,7 @@
 """Optimisers, schedules, weight-decay masks, per-group LR multipliers and frozen parameters."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -8,6 +10,7 @@ import optax
 import pytest
 
 from configs import base
+from salinet_jax import errors
 from salinet_jax import optim
 
 PARAMS = {
@@ -94,6 +97,13 @@ def test_lr_multipliers_and_frozen_parameters():
   assert float(jnp.abs(updates['conv']['kernel']).max()) > 0
   with pytest.raises(ValueError, match='matches no parameter'):
     _one_update(_opt_config(frozen=r'^nothing_here/'))
+  # A malformed pattern was an re.error traceback, naming no field.
+  with pytest.raises(errors.ConfigError, match=re.escape(
+      "config.optimizer.frozen: '[' is not a valid regex (unterminated character set")):
+    _one_update(_opt_config(frozen='['))
+  with pytest.raises(errors.ConfigError, match=re.escape(
+      "config.optimizer.weight_decay_rules: '[norm' is not a valid regex")):
+    _one_update(_opt_config(weight_decay_rules=(('[norm', 0.0),)))
 
 
 def test_adamw_decays_decoupled_and_unknown_names_fail():
