@@ -43,17 +43,32 @@ def parse_flags(argv: List[str]) -> List[str]:
     return remaining
   except flags.Error as e:
     lines = str(e).strip().splitlines()
-    if 'Traceback (most recent call last)' in str(e) and lines[-1].startswith('ValueError: '):
-      lines = [lines[0], lines[-1][len('ValueError: '):]]  # the config refused a value itself
+    if 'Traceback (most recent call last)' in str(e):
+      # The config file's get_config failed: the flag and its exception, not the traceback.
+      last = lines[-1]
+      if last.startswith('ValueError: '):
+        last = last[len('ValueError: '):]  # the config refused a value itself
+      elif last.startswith('TypeError: get_config() takes'):
+        last += " (this config file takes no ':ARG')"
+      lines = [lines[0].split('Traceback (most recent call last)')[0].strip(), last]
     print(f'error: {" ".join(lines)}\nPass --helpshort or --helpfull to see help on flags.',
           file=sys.stderr)
+    sys.exit(2)
+  except SyntaxError as e:  # the config file itself
+    print(f'error: --config: {e.filename}:{e.lineno}: {e.msg}.', file=sys.stderr)
+    sys.exit(2)
+  except ImportError as e:  # what the config file imports
+    print(f'error: --config: the config file\'s import failed: {e}.', file=sys.stderr)
     sys.exit(2)
   except OSError as e:  # ml_collections: the config file could not be read
     reason = ' '.join(str(e).split()).split('earlier failure to load: ')[-1]
     print(f'error: --config: {reason}', file=sys.stderr)
     sys.exit(2)
   except (AttributeError, KeyError) as e:  # ml_collections: no such field in the config
-    print(f'error: {_unknown_field(str(e.args[0] if e.args else e), argv)}', file=sys.stderr)
+    if isinstance(e, AttributeError) and "has no attribute 'get_config'" in str(e):
+      print('error: --config: the config file defines no get_config().', file=sys.stderr)
+    else:
+      print(f'error: {_unknown_field(str(e.args[0] if e.args else e), argv)}', file=sys.stderr)
     sys.exit(2)
 
 

@@ -468,3 +468,25 @@ def test_a_partial_multi_process_environment_is_refused(env, expected, tiny_data
        *_tiny_overrides(tiny_data_dir)], cwd=REPO_ROOT, env=subprocess_env(**env),
       capture_output=True, text=True, timeout=600)
   assert expected in _one_error_line(proc)
+
+
+@pytest.mark.parametrize('text, argument, expected', [
+    ('def get_config(:\n  pass\n', '', '--config: {file}:1: invalid syntax.'),
+    ('import no_such_module\n', '', "--config: the config file's import failed: No module named "
+     "'no_such_module'."),
+    ('x = 1\n', '', '--config: the config file defines no get_config().'),
+    ('from configs import demo\nget_config = demo.get_config\n', ':foo',
+     "get_config() takes 0 positional arguments but 1 was given (this config file takes no "
+     "':ARG')"),
+], ids=['syntax_error', 'failed_import', 'no_get_config', 'unwanted_argument'])
+def test_a_config_file_that_cannot_load_is_one_line(text, argument, expected, tmp_path):
+  """A syntax error or a failed import in the config file was a 30-line traceback, a file
+  without get_config was called an unknown config field, and an unwanted ':ARG' printed the
+  traceback folded into the error line."""
+  config_file = tmp_path / 'my_config.py'
+  config_file.write_text(text)
+  proc = subprocess.run([sys.executable, '-m', 'salinet_jax.info', f'--config={config_file}'
+                         f'{argument}'], cwd=REPO_ROOT, env=subprocess_env(), capture_output=True,
+                        text=True, timeout=300)
+  line = _one_error_line(proc, 2)
+  assert expected.format(file=config_file) in line and 'File "' not in line, line
