@@ -178,6 +178,20 @@ def enable_compilation_cache(directory: str) -> str:
   return directory
 
 
+def start_backend() -> None:
+  """Starts JAX's backend; where JAX_PLATFORMS names one this machine cannot start, a UserError
+  naming it (JAX raises a RuntimeError, or for 'cuda' without CUDA a bare AssertionError)."""
+  platforms = os.environ.get('JAX_PLATFORMS', '')
+  try:
+    jax.devices()
+  except (RuntimeError, AssertionError) as e:
+    if not platforms:
+      raise
+    raise errors.UserError(f'JAX_PLATFORMS={platforms} names a backend this machine cannot start'
+                           + (f' ({e})' if str(e) else '') + ': unset it to use what there is.'
+                           ) from None
+
+
 # The environment of an explicitly configured multi-process run.
 _JOIN_VARIABLES = ('JAX_COORDINATOR_ADDRESS', 'JAX_NUM_PROCESSES', 'JAX_PROCESS_ID')
 

@@ -490,3 +490,15 @@ def test_a_config_file_that_cannot_load_is_one_line(text, argument, expected, tm
                         text=True, timeout=300)
   line = _one_error_line(proc, 2)
   assert expected.format(file=config_file) in line and 'File "' not in line, line
+
+
+def test_a_backend_this_machine_cannot_start_is_one_line(tmp_path):
+  """JAX_PLATFORMS naming a backend that is not there ended in a RuntimeError traceback (for
+  'cuda' on a CPU machine, a bare AssertionError with no message at all)."""
+  env = dict(subprocess_env(), JAX_PLATFORMS='bogus')
+  proc = subprocess.run([sys.executable, 'main.py', '--config=configs/demo.py',
+                         f'--workdir={tmp_path / "run"}'], cwd=REPO_ROOT, env=env,
+                        capture_output=True, text=True, timeout=300)
+  assert _one_error_line(proc).startswith(
+      'error: JAX_PLATFORMS=bogus names a backend this machine cannot start')
+  assert not (tmp_path / 'run').exists()
