@@ -82,7 +82,8 @@ def learning_rate_schedule(opt_config, total_steps: int, global_batch: int,
     after_warmup = optax.constant_schedule(peak)
   elif name in ('cosine', 'warmup_cosine'):
     if name == 'cosine' and warmup:
-      raise errors.ConfigError("config.optimizer.warmup_steps needs schedule='warmup_cosine' "
+      given = 'warmup_epochs' if opt_config.warmup_epochs > 0 else 'warmup_steps'
+      raise errors.ConfigError(f"config.optimizer.{given} needs schedule='warmup_cosine' "
                                "(or 'steps').")
     # The cosine starts after the warm-up and reaches peak * final_lr_fraction at total_steps.
     after_warmup = optax.cosine_decay_schedule(peak, max(total_steps - warmup, 1),

@@ -115,6 +115,10 @@ def test_adamw_decays_decoupled_and_unknown_names_fail():
     _one_update(_opt_config(name='lamb'))
   with pytest.raises(ValueError, match='schedule must be'):
     _one_update(_opt_config(schedule='poly'))
+  # A warm-up in epochs was refused as warmup_steps, a field the user had not set.
+  with pytest.raises(errors.ConfigError, match=re.escape(
+      "config.optimizer.warmup_epochs needs schedule='warmup_cosine' (or 'steps').")):
+    _one_update(_opt_config(schedule='cosine', warmup_epochs=1.0, warmup_steps=4))
   assert isinstance(optax.global_norm(updates), jax.Array)
 
 
