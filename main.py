@@ -62,6 +62,9 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   config = FLAGS.config
   with cli.user_errors_in_one_line():
+    unread = cli.unread_override(config, sys.argv)
+    if unread:
+      raise errors.UserError(unread)
     for name, modes in MODES_OF_FLAGS.items():
       if FLAGS[name].present and FLAGS.mode not in modes:
         raise errors.UserError(f'--{name} applies to --mode={" or ".join(modes)} only, not to '

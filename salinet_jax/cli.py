@@ -72,6 +72,37 @@ def parse_flags(argv: List[str]) -> List[str]:
     sys.exit(2)
 
 
+def unread_override(config, argv: List[str]) -> str:
+  """The first `--config.loss.FIELD` or `--config.optimizer.FIELD` override in `argv` that the
+  config's loss, optimizer or schedule does not read, said as the error to print; '' if none.
+  Such an override changed nothing, without a word (l1_weight with cross_entropy, adam_b1 with
+  sgd, step_boundaries with a cosine)."""
+  from salinet_jax import losses  # pylint: disable=g-import-not-at-top
+  from salinet_jax import optim  # pylint: disable=g-import-not-at-top
+  opt = config.optimizer
+  for arg in argv:
+    match = re.match(r'--config\.(loss|optimizer)\.(\w+)=', arg)
+    if not match:
+      continue
+    group, field = match.groups()
+    if group == 'loss' and field != 'name':
+      reads = losses.LOSS_FIELDS.get(config.loss.name)
+      if reads is not None and field not in reads:
+        return (f"--config.loss.{field} is not read by loss {config.loss.name!r} (it reads "
+                f"{', '.join(reads)}): set --config.loss.name too, or leave it out.")
+    elif group == 'optimizer':
+      for choice, table in ((opt.name, optim.OPTIMIZER_FIELDS),
+                            (opt.schedule, optim.SCHEDULE_FIELDS)):
+        owners = [key for key, fields in table.items() if field in fields]
+        if owners and choice not in owners:
+          what = 'optimizer' if table is optim.OPTIMIZER_FIELDS else 'schedule'
+          return (f'--config.optimizer.{field} is read by {what} '
+                  f'{" or ".join(map(repr, owners))} only, '
+                  f'not by {choice!r}: set --config.optimizer.'
+                  f'{"name" if what == "optimizer" else "schedule"} too, or leave it out.')
+  return ''
+
+
 # Config fields whose names vary with what they configure, checked where they are read: the
 # model's (models.build_model) and the demo data's generator (data/synthetic.py).
 _FREE_FORM_FIELDS = ('model.', 'dataset.synthetic.')

@@ -42,6 +42,10 @@ def peak_learning_rate(opt_config, global_batch: int) -> float:
 
 
 SCHEDULES = ('constant', 'cosine', 'warmup_cosine', 'steps', 'pyslowfast_cosine', 'epoch_cosine')
+# The config.optimizer fields only some optimizers or schedules read (the others read all the
+# rest): an override of one the config's choice does not read changes nothing.
+OPTIMIZER_FIELDS = {'sgd': ('momentum', 'nesterov'), 'adamw': ('adam_b1', 'adam_b2', 'adam_eps')}
+SCHEDULE_FIELDS = {'steps': ('step_boundaries', 'relative_lrs')}
 
 
 def learning_rate_schedule(opt_config, total_steps: int, global_batch: int,

@@ -15,8 +15,10 @@ import jax
 import ml_collections
 import pytest
 
+from configs import demo
 from data import records
 from salinet_jax import checkpoints
+from salinet_jax import cli
 from salinet_jax import engine
 from salinet_jax import train
 from tests.conftest import REPO_ROOT
@@ -382,6 +384,7 @@ def test_sigterm_is_acted_on_at_the_next_step(config, tmp_path, monkeypatch):
 _AFTER_A_FAILED_SAVE = '''
 import sys
 from salinet_jax import checkpoints
+from salinet_jax import cli
 from tests.conftest import tiny_config
 store = checkpoints.CheckpointStore(sys.argv[1], tiny_config(sys.argv[1]).checkpoint)
 print(store._save_error(3, OSError(28, 'No space left on device')))
@@ -502,3 +505,23 @@ def test_a_backend_this_machine_cannot_start_is_one_line(tmp_path):
   assert _one_error_line(proc).startswith(
       'error: JAX_PLATFORMS=bogus names a backend this machine cannot start')
   assert not (tmp_path / 'run').exists()
+
+
+def test_an_override_the_configs_loss_optimizer_or_schedule_does_not_read_is_refused(
+    tiny_data_dir, tmp_path):
+  """--config.loss.l1_weight with the cross-entropy loss, adam_b1 with SGD, step_boundaries with
+  a cosine: each trained exactly as without it, without a word (config audit)."""
+  config = demo.get_config()
+  config.loss.name = 'cross_entropy'
+  assert cli.unread_override(config, ['--config.loss.l1_weight=0.5']) == (
+      "--config.loss.l1_weight is not read by loss 'cross_entropy' (it reads label_smoothing): "
+      'set --config.loss.name too, or leave it out.')
+  assert cli.unread_override(config, ['--config.optimizer.step_boundaries=(0.3,0.6)']) == (
+      "--config.optimizer.step_boundaries is read by schedule 'steps' only, not by 'cosine': "
+      'set --config.optimizer.schedule too, or leave it out.')
+  assert cli.unread_override(config, ['--config.loss.label_smoothing=0.1',
+                                      '--config.optimizer.momentum=0.8']) == ''
+  line = _one_error_line(_main('--config=configs/demo.py', f'--workdir={tmp_path / "run"}',
+                               *_tiny_overrides(tiny_data_dir), '--config.optimizer.adam_b1=0.5'))
+  assert line == ("error: --config.optimizer.adam_b1 is read by optimizer 'adamw' only, not by "
+                  "'sgd': set --config.optimizer.name too, or leave it out.")
