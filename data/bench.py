@@ -144,7 +144,7 @@ def decode_clip_pyav(task: Tuple[str, float, Sequence[int], int, int]) -> Tuple[
   wanted = sorted(set(indices))
   with av.open(path) as container:
     stream = container.streams.video[0]
-    rate = fps or float(stream.average_rate or 25)
+    rate = fps or float(stream.average_rate or video_io.ASSUMED_FPS)
     first = wanted[0]
     start_time = float(stream.start_time * stream.time_base) if stream.start_time else 0.0
     if first > 0:

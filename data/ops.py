@@ -4,8 +4,9 @@ A new temporal sampler, train crop or augmentation is a function registered unde
 (`@SAMPLERS.register('dense')` in data/sampling.py, `@CROP_BOXES.register(...)` and
 `@AUGMENTATIONS.register(...)` in data/augment.py); a config selects it by that name
 (`config.data.temporal_sampling`, `config.data.train_crop`, `config.data.train_augmentations`)
-and the part reads its numbers from `config.data`. Nothing else is edited (big_vision's op
-registry and DMVR's builders are the models).
+and the part reads its numbers from `config.data`, whose defaults (a new part's new fields too)
+are in configs/base.py. Nothing else is edited (big_vision's op registry and DMVR's builders are
+the models).
 """
 
 from typing import Callable, Dict, Tuple

@@ -456,23 +456,21 @@ class CheckpointStore:
   def _say_evaluations_differ(self, steps: List[int]) -> None:
     """A warning when the kept steps that 'best' chooses among were evaluated differently
     (another split, views or labelled videos: a resume with another eval config): their scores
-    do not compare, and the highest may be the easier evaluation's."""
+    do not compare, and the highest may be the easier evaluation's. Steps saved before
+    evaluations were recorded are not compared."""
     ways: Dict[str, List[int]] = {}
     for step in steps:
       metadata = self.metadata(step)
-      if metadata.get('metrics'):
-        evaluation = metadata.get('evaluation')
-        ways.setdefault(json.dumps(evaluation, sort_keys=True) if evaluation else '', []).append(
-            step)
+      if metadata.get('metrics') and metadata.get('evaluation'):
+        ways.setdefault(json.dumps(metadata['evaluation'], sort_keys=True), []).append(step)
     if len(ways) < 2:
       return
-    settings = {key: json.loads(key) for key in ways if key}
+    settings = {key: json.loads(key) for key in ways}
     differing = sorted({name for a in settings.values() for b in settings.values()
                         for name in set(a) | set(b) if a.get(name) != b.get(name)})
     described = '; '.join(
         f"step(s) {', '.join(map(str, taken))}: "
-        + (', '.join(f'{name} {settings[key].get(name)}' for name in differing) if key
-           else 'not recorded (saved before evaluations were)')
+        + ', '.join(f'{name} {settings[key].get(name)}' for name in differing)
         for key, taken in ways.items())
     logging.warning("'best' of %s compares %s scored by different evaluations, which do not "
                     "compare (%s): pass a step's path to choose one.", self.directory,

@@ -57,7 +57,9 @@ def parse_flags(argv: List[str]) -> List[str]:
   except SyntaxError as e:  # the config file itself
     print(f'error: --config: {e.filename}:{e.lineno}: {e.msg}.', file=sys.stderr)
     sys.exit(2)
-  except ImportError as e:  # what the config file imports
+  except ImportError as e:  # what the config file imports; the project's own keep a traceback
+    if (e.name or '').split('.')[0] in ('salinet_jax', 'data', 'configs'):
+      raise
     print(f'error: --config: the config file\'s import failed: {e}.', file=sys.stderr)
     sys.exit(2)
   except OSError as e:  # ml_collections: the config file could not be read
@@ -81,10 +83,10 @@ def unread_override(config, argv: List[str]) -> str:
   from salinet_jax import optim  # pylint: disable=g-import-not-at-top
   opt = config.optimizer
   for arg in argv:
-    match = re.match(r'--config\.(loss|optimizer)\.(\w+)=', arg)
+    match = re.match(r'--?config\.(loss|optimizer)\.(\w+)(=|$)', arg)
     if not match:
       continue
-    group, field = match.groups()
+    group, field = match.group(1), match.group(2)
     if group == 'loss' and field != 'name':
       reads = losses.LOSS_FIELDS.get(config.loss.name)
       if reads is not None and field not in reads:
@@ -103,15 +105,15 @@ def unread_override(config, argv: List[str]) -> str:
   return ''
 
 
-# Config fields whose names vary with what they configure, checked where they are read: the
-# model's (models.build_model) and the demo data's generator (data/synthetic.py).
+# Config fields whose names vary with what they configure, so base.py defines none of them: the
+# model's (checked by models.build_model) and the demo data generator's (data/synthetic.py).
 _FREE_FORM_FIELDS = ('model.', 'dataset.synthetic.')
 
 
 def fields_nothing_reads(config) -> str:
-  """'config.FIELD, a field no part of the code reads (did you mean "NAME"?)' for the first field
-  a config file sets that configs/base.py does not define (a typo in the file: locking catches
-  those of the command line only), '' when there is none."""
+  """'config.FIELD, a field configs/base.py does not define (did you mean "NAME"?) ...' for the
+  first field a config file sets that base.py lacks (a typo in the file: locking catches those
+  of the command line only), '' when there is none."""
   import difflib  # pylint: disable=g-import-not-at-top
   import flax  # pylint: disable=g-import-not-at-top
   from configs import base  # pylint: disable=g-import-not-at-top
@@ -122,8 +124,9 @@ def fields_nothing_reads(config) -> str:
     parent, _, name = field.rpartition('.')
     siblings = [k.rpartition('.')[2] for k in known if k.rpartition('.')[0] == parent]
     close = difflib.get_close_matches(name, siblings, n=1)
-    return (f'config.{field}, a field no part of the code reads'
-            + (f' (did you mean "{close[0]}"?)' if close else ''))
+    return (f'config.{field}, a field configs/base.py does not define'
+            + (f' (did you mean "{close[0]}"?)' if close else '')
+            + ': nothing reads it (a new field that new code reads gets its default there)')
   return ''
 
 

@@ -207,8 +207,9 @@ def initialize_distributed() -> None:
     # Part of the set ran one process alone (or failed on a bare KeyError).
     raise errors.ConfigError(
         f'{", ".join(given)} set without {", ".join(n for n in _JOIN_VARIABLES if n not in given)}'
-        ': a multi-process run needs all three (or SALINET_JAX_DISTRIBUTED=1 where JAX detects '
-        'the cluster).')
+        ': a multi-process run configured by hand needs all three'
+        + ('' if os.environ.get('SALINET_JAX_DISTRIBUTED') == '1' else
+           ' (or SALINET_JAX_DISTRIBUTED=1 where JAX detects the cluster)') + '.')
   detect = os.environ.get('SALINET_JAX_DISTRIBUTED', '0')
   if detect not in ('0', '1'):
     raise errors.ConfigError(f'SALINET_JAX_DISTRIBUTED must be 1 (join the cluster JAX detects) or '

@@ -136,7 +136,7 @@ def clip_coverage(data_config, frames: int, fps: float) -> List[str]:
   if span is not None and frames < span:
     return [f"it has {frames} frame{'s' * (frames != 1)}, fewer than a clip's {span} ({how}): "
             'its clips loop, repeat or squeeze frames.']
-  if reach is not None and frames > reach:
+  if sampling.misses_frames(data_config, frames):
     rate = fps if fps > 0 else video_io.ASSUMED_FPS
     return [f'its clips take only its first {reach} of {frames} frames ({reach / rate:.1f} s of '
             f'{frames / rate:.1f} s; {how} takes at most num_frames x frame_stride = '

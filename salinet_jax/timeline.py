@@ -43,7 +43,7 @@ def _say_what_windows_miss(path: str, frames: int, rate: float, config) -> None:
   than the clip takes from a window's start (all_frames: the rest of each window is unseen)."""
   data = config.data
   span, reach = sampling.clip_span(data, rate), sampling.clip_reach(data)
-  if reach is not None and frames > reach:
+  if sampling.misses_frames(data, frames):
     logging.warning("%s: its windows hold %d frames (%g s at %g fps), but a clip takes only the "
                     "first %d of them (temporal_sampling=%r takes at most num_frames x "
                     'frame_stride = %d x %d): windows of at most %.2f s are scored whole.', path,

@@ -300,10 +300,9 @@ def _say_the_run_started_from_an_unfinished_one(started_from: Optional[Dict[str,
   keeps that start: said again at every resume, as finishing the source since changes nothing."""
   if started_from and started_from.get('unfinished'):
     step, total = started_from['unfinished']
-    logging.warning('This run started from init_from %s, step %d of a run of %d steps that had '
-                    'not finished: resuming keeps that start. To start from the finished run, '
-                    'train this one again in a new --workdir.', started_from['source'], step,
-                    total)
+    logging.warning('This run started from init_from %s when its run had reached step %d of '
+                    '%d: resuming keeps that start. To start from the finished run, train this '
+                    'one again in a new --workdir.', started_from['source'], step, total)
 
 
 def _run_environment(config) -> Dict[str, Any]:

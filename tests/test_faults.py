@@ -53,17 +53,23 @@ def _one_error_line(proc, code=1):
       '--config=configs/k400_i3d_nl.py', '--output=/tmp/unused', '--target=dnet'), 1,
      "--target picks the S2DNet network a 2D checkpoint (--source=torchvision or tsm) "
      "initialises; it is not read for --source=pyslowfast into 'i3d_nl'."),
-    (('salinet_jax.convert', '--source=salinet', '--checkpoint=missing.pyth',
-      '--config=configs/k400_salinet.py', '--output=/tmp/unused', '--inflate=centre'), 1,
-     '--inflate turns a 2D checkpoint (--source=torchvision or tsm) into a 3D model (i3d_nl, '
-     "salinet_i3d); it is not read for --source=salinet into 'salinet_i3d'."),
+    (('salinet_jax.convert', '--source=tsm', '--checkpoint=missing.pth',
+      '--config=configs/mini_kinetics_s2dnet.py:warmup', '--output=/tmp/unused',
+      '--inflate=centre'), 1,
+     "--inflate turns 2D kernels into the 3D kernels of an I3D (i3d_nl, salinet_i3d); it is not "
+     "read for model 's2dnet'."),
+    # PySlowFast's C2D / Caffe2 R-50 weights inflate into an I3D (README): not refused.
+    (('salinet_jax.convert', '--source=pyslowfast', '--checkpoint=missing.pkl',
+      '--config=configs/k400_i3d_nl.py', '--output=/tmp/unused', '--inflate=repeat'), 1,
+     'missing.pkl'),
     (('salinet_jax.bench', '--config=configs/demo.py', '--steps=0'), 2,
      'flag --steps=0: 0 is not a positive integer'),
     (('data.bench', '--records=/no/such'), 1, "records directory '/no/such' (the directory"),
     (('data.report', '--records=/no/such'), 1, "records directory '/no/such' (the directory"),
 ], ids=['bench_misspelt_field', 'bench_missing_config', 'info_missing_config',
         'info_misspelt_model_name', 'info_model_depth', 'info_s2dnet_topk',
-        'convert_target_unread', 'convert_inflate_unread', 'bench_no_steps',
+        'convert_target_unread', 'convert_inflate_unread', 'convert_inflate_pyslowfast',
+        'bench_no_steps',
         'data_bench_missing_records', 'data_report_missing_records'])
 def test_the_other_commands_end_user_errors_in_one_line(command, code, expected):
   """The benchmark, info and the data tools report config and records mistakes as main.py
@@ -103,8 +109,9 @@ def test_known_user_errors_end_in_one_line(case, tiny_data_dir, tmp_path):
                            '  config = demo.get_config()\n  config.data.numframes = 3\n'
                            '  return config\n')
     line = _one_error_line(_main(f'--config={config_file}', workdir, *overrides), 2)
-    assert line == (f'error: --config={config_file} sets config.data.numframes, a field no part '
-                    'of the code reads (did you mean "num_frames"?).')
+    assert line == (f'error: --config={config_file} sets config.data.numframes, a field '
+                    'configs/base.py does not define (did you mean "num_frames"?): nothing reads '
+                    'it (a new field that new code reads gets its default there).')
   elif case == 'empty_workdir':
     # It trained in the current directory (here tmp_path, not the repository).
     line = _one_error_line(subprocess.run(
@@ -457,7 +464,8 @@ def test_ctrl_c_in_the_data_report_and_bench_commands_ends_in_one_line(monkeypat
 
 @pytest.mark.parametrize('env, expected', [
     ({'JAX_NUM_PROCESSES': '2'}, 'JAX_NUM_PROCESSES set without JAX_COORDINATOR_ADDRESS, '
-     'JAX_PROCESS_ID: a multi-process run needs all three'),
+     'JAX_PROCESS_ID: a multi-process run configured by hand needs all three (or '
+     'SALINET_JAX_DISTRIBUTED=1 where JAX detects the cluster).'),
     ({'JAX_COORDINATOR_ADDRESS': 'localhost:12355'}, 'JAX_COORDINATOR_ADDRESS set without '
      'JAX_NUM_PROCESSES, JAX_PROCESS_ID'),
     ({'SALINET_JAX_DISTRIBUTED': 'yes'}, "SALINET_JAX_DISTRIBUTED must be 1 (join the cluster JAX "
@@ -519,6 +527,8 @@ def test_an_override_the_configs_loss_optimizer_or_schedule_does_not_read_is_ref
   assert cli.unread_override(config, ['--config.optimizer.step_boundaries=(0.3,0.6)']) == (
       "--config.optimizer.step_boundaries is read by schedule 'steps' only, not by 'cosine': "
       'set --config.optimizer.schedule too, or leave it out.')
+  assert cli.unread_override(config, ['--config.optimizer.adam_b1', '0.5']).startswith(
+      '--config.optimizer.adam_b1 is read by')  # absl's space-separated form
   assert cli.unread_override(config, ['--config.loss.label_smoothing=0.1',
                                       '--config.optimizer.momentum=0.8']) == ''
   line = _one_error_line(_main('--config=configs/demo.py', f'--workdir={tmp_path / "run"}',

@@ -282,6 +282,8 @@ def test_clip_coverage_names_what_clips_miss():
       'rest is not scored; windowed predict (config.predict.window_seconds at most 10.0 s) '
       'scores all of it.']
   assert predict.clip_coverage(data, 1, 30.0) == []  # all_frames takes the frames there are
+  # A 10 s clip decoded to 301 frames misses one: not worth a line on every prediction.
+  assert predict.clip_coverage(data, 301, 30.0) == []
 
 
 @pytest.mark.skipif(not PANCAKE.exists(), reason=f'shared test data not found at {PANCAKE}')

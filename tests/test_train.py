@@ -312,9 +312,9 @@ def test_a_run_started_from_an_unfinished_one_says_so_at_every_resume(config, tm
   train.train_and_evaluate(config, workdir)
   caplog.set_level('WARNING', logger='absl')
   train.train_and_evaluate(config, workdir)  # resumes at its end: nothing to train
-  assert (f'This run started from init_from {source} (its latest checkpoint, step 2), step 2 of a '
-          'run of 4 steps that had not finished: resuming keeps that start. To start from the '
-          'finished run, train this one again in a new --workdir.') in caplog.text, caplog.text
+  assert (f'This run started from init_from {source} (its latest checkpoint, step 2) when its run '
+          'had reached step 2 of 4: resuming keeps that start. To start from the finished run, '
+          'train this one again in a new --workdir.') in caplog.text, caplog.text
 
 
 def test_a_run_length_in_epochs_beside_one_in_steps_is_said_to_be_unread(config, caplog):

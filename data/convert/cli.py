@@ -288,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument('--fps', type=_in_range(float, 0.0), default=0.0, help='stored frame rate; 0 = native')
   p.add_argument('--short_side', type=_in_range(int, 0), default=video_io.DEFAULT_SHORT_SIDE,
                  help='stored short side in pixels; 0 = original size')
-  p.add_argument('--jpeg_quality', type=_in_range(int, 1, 95),
+  p.add_argument('--jpeg_quality', type=_in_range(int, 1, 100),
                  default=video_io.DEFAULT_JPEG_QUALITY)
   p.add_argument('--max_frames', type=_in_range(int, 0), default=0, help='keep at most this many frames; 0 = all')
   p.add_argument('--interpolation', default=video_io.DEFAULT_INTERPOLATION,

@@ -92,11 +92,10 @@ def _convert():
         f'--target picks the S2DNet network a 2D checkpoint (--source='
         f'{" or ".join(convert.TWO_D_SOURCES)}) initialises; it is not read for --source='
         f'{source.name} into {config.model.name!r}.')
-  if _INFLATE.value is not None and not (two_d and config.model.name in convert.I3D_MODELS):
+  if _INFLATE.value is not None and config.model.name not in convert.I3D_MODELS:
     raise errors.ConversionError(
-        f'--inflate turns a 2D checkpoint (--source={" or ".join(convert.TWO_D_SOURCES)}) into '
-        f'a 3D model ({", ".join(convert.I3D_MODELS)}); it is not read for --source='
-        f'{source.name} into {config.model.name!r}.')
+        f'--inflate turns 2D kernels into the 3D kernels of an I3D ('
+        f'{", ".join(convert.I3D_MODELS)}); it is not read for model {config.model.name!r}.')
   exclude = convert.sanitize_regex(_EXCLUDE.value)
   paths = [p for p in _CHECKPOINT.value.split(',') if p]
   if len(paths) > 1 and config.model.name != 's2dnet':

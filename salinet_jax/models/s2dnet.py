@@ -320,11 +320,14 @@ class S2DNet(nn.Module):
     if self.f_theta_fix not in F_THETA_FIX_CHANNELS:
       raise errors.ConfigError(f"config.model.f_theta_fix must be 'A' or 'B', got "
                                f'{self.f_theta_fix!r}.')
-    if not 1 <= self.topk < self.num_classes:
-      # topk of all classes or more makes the synopsis all ones: it tells the detail network
-      # nothing, without a word.
-      raise errors.ConfigError(f'config.model.topk must be from 1 to {self.num_classes - 1} (fewer '
-                               f'than the {self.num_classes} classes), got {self.topk}.')
+    # A multi-hot of all classes (or more) is all ones: it tells the detail network nothing,
+    # without a word. A masked softmax over all classes is the plain softmax, which still does.
+    most = self.num_classes - 1 if self.synopsis_type == 'multi_hot' else self.num_classes
+    if not 1 <= self.topk <= most:
+      raise errors.ConfigError(
+          f'config.model.topk must be from 1 to {most} ('
+          + (f'fewer than the {self.num_classes} classes' if most < self.num_classes
+             else f'the {self.num_classes} classes') + f'), got {self.topk}.')
 
   @nn.compact
   def __call__(self, x, train: bool = False, return_aux: bool = False,
