@@ -230,7 +230,7 @@ def clip_reach(data_config) -> Optional[int]:
   """The most frames from a video's start that its test clip takes from: all_frames takes the
   first num_frames x frame_stride and nothing after them; None for the samplers that spread
   their clips over the whole video."""
-  if data_config.temporal_sampling == 'all_frames':
+  if ops.pads_frames(data_config):
     return data_config.num_frames * data_config.frame_stride
   return None
 

@@ -1281,7 +1281,8 @@ def test_videos_below_linked_folders_are_found_and_link_loops_end(tmp_path):
   assert sorted(e.path_or_id for e in parsed.entries) == ['run/linked_group/linked.mov',
                                                          'run/own_group/own.mov']
   assert sorted(video_io.list_videos(str(tree))[0]) == [
-      str(tree / 'run' / 'linked_group' / 'linked.mov'), str(tree / 'run' / 'own_group' / 'own.mov')]
+      str(tree / 'run' / 'linked_group' / 'linked.mov'),
+      str(tree / 'run' / 'own_group' / 'own.mov')]
   index = convert.FileIndex(str(tree), ['.mov'])
   assert index.find(stems=['linked']) == str(tree / 'run' / 'linked_group' / 'linked.mov')
 

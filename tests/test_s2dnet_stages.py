@@ -69,7 +69,8 @@ def test_a_stage_with_the_other_stages_recipe_is_refused(s2dnet_stage_runs):
     with pytest.raises(errors.ConfigError, match=rf"config.model.stage='{stage}' but "
                        rf'config.optimizer.frozen=.* {problem}.*--config=FILE.py:STAGE'):
       train.training_engine(config)
-    engine.Engine(config, ['a', 'b', 'c', 'd'])  # evaluating never steps the optimizer: no objection
+    # Evaluating never steps the optimizer: no objection.
+    engine.Engine(config, ['a', 'b', 'c', 'd'])
 
 
 def test_evaluating_a_stage_with_the_other_stages_config_names_the_stage(s2dnet_stage_runs,

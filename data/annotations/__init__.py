@@ -20,7 +20,8 @@ from data.annotations.lists import (parse_class_folders, parse_csv_list, parse_l
                                     parse_tsn_list, split_by_group)
 from data.annotations.ssv2 import parse_ssv2_labels, parse_ssv2_list, ssv2_template_class
 from data.annotations.ucf_hmdb import (HMDB51_CLASSES, HMDB51_TSN_LIST_ORDER,
-                                       class_in_clip_name, hmdb51_class_from_clip_name, parse_hmdb51_split_dir,
+                                       class_in_clip_name, hmdb51_class_from_clip_name,
+                                       parse_hmdb51_split_dir,
                                        parse_hmdb51_tsn_list, parse_ucf101_classes,
                                        parse_ucf101_list, parse_ucf101_split)
 
