@@ -65,6 +65,7 @@ def records_directory(dataset_config) -> str:
   if dataset_config.data_dir:
     return os.path.expanduser(dataset_config.data_dir)
   if dataset_config.name == 'synthetic':
+    synthetic.check_settings(dataset_config.synthetic)
     cache = os.environ.get('SALINET_JAX_CACHE', os.path.expanduser('~/.cache/salinet_jax'))
     return os.path.join(cache, f'synthetic-{synthetic.fingerprint(dataset_config.synthetic)}')
   raise records.MissingRecordsError(

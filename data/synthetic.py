@@ -24,6 +24,25 @@ CLASSES: Tuple[str, ...] = ('moving_right', 'moving_left', 'moving_down', 'movin
 # (dy, dx) unit motion per class, in the order of CLASSES.
 DIRECTIONS = ((0, 1), (0, -1), (1, 0), (-1, 0))
 SPLITS = ('train', 'val')
+# The generator's settings (`config.dataset.synthetic`), each read by `generate`.
+SETTINGS = ('background_cell', 'background_speed', 'fps', 'frame_size', 'jpeg_quality',
+            'num_frames', 'num_shards', 'num_train', 'num_val', 'object_cell', 'object_size',
+            'seed', 'speed')
+
+
+def check_settings(cfg) -> None:
+  """Refuses generator settings with a field it does not read (a typo in a config file, which
+  the locked config does not catch there) or without one it reads."""
+  from data import errors  # pylint: disable=g-import-not-at-top
+  given = set(dict(cfg))
+  unknown, missing = sorted(given - set(SETTINGS)), [s for s in SETTINGS if s not in given]
+  if unknown:
+    raise errors.SettingError(
+        f'config.dataset.synthetic sets {", ".join(unknown)}, which the generator does not read '
+        f'(it reads {", ".join(SETTINGS)}).')
+  if missing:
+    raise errors.SettingError(f'config.dataset.synthetic lacks {", ".join(missing)} (the '
+                              f'generator reads {", ".join(SETTINGS)}).')
 
 
 def _smooth_texture(rng: np.random.Generator, size: int, cell: int, channels: int = 3):
@@ -72,10 +91,9 @@ def generate(directory: str, cfg) -> 'records.DatasetMetadata':
 
   Args:
     directory: output folder (created).
-    cfg: the `config.dataset.synthetic` settings: num_train, num_val, num_frames, frame_size,
-      object_size, object_cell, background_cell, speed, background_speed, seed, num_shards,
-      jpeg_quality.
+    cfg: the `config.dataset.synthetic` settings (`SETTINGS`).
   """
+  check_settings(cfg)
   # records (TensorFlow) is imported only to write: CLASSES alone must not load TensorFlow.
   from data import records  # pylint: disable=g-import-not-at-top,redefined-outer-name
   os.makedirs(directory, exist_ok=True)

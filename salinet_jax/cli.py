@@ -105,28 +105,33 @@ def unread_override(config, argv: List[str]) -> str:
   return ''
 
 
-# Config fields whose names vary with what they configure, so base.py defines none of them: the
-# model's (checked by models.build_model) and the demo data generator's (data/synthetic.py).
-_FREE_FORM_FIELDS = ('model.', 'dataset.synthetic.')
+# Config fields whose names vary with the model they configure, so base.py defines none of them
+# (models.build_model checks them).
+_FREE_FORM_FIELDS = ('model.',)
 
 
 def fields_nothing_reads(config) -> str:
   """'config.FIELD, a field configs/base.py does not define (did you mean "NAME"?) ...' for the
   first field a config file sets that base.py lacks (a typo in the file: locking catches those
-  of the command line only), '' when there is none."""
+  of the command line only), '' when there is none. The demo data generator's settings are
+  checked against those data/synthetic.py reads."""
   import difflib  # pylint: disable=g-import-not-at-top
   import flax  # pylint: disable=g-import-not-at-top
   from configs import base  # pylint: disable=g-import-not-at-top
+  from data import synthetic  # pylint: disable=g-import-not-at-top
   known = set(flax.traverse_util.flatten_dict(base.get_base_config().to_dict(), sep='.'))
+  known.update(f'dataset.synthetic.{name}' for name in synthetic.SETTINGS)
   for field in sorted(flax.traverse_util.flatten_dict(config.to_dict(), sep='.')):
     if field in known or field.startswith(_FREE_FORM_FIELDS):
       continue
     parent, _, name = field.rpartition('.')
     siblings = [k.rpartition('.')[2] for k in known if k.rpartition('.')[0] == parent]
     close = difflib.get_close_matches(name, siblings, n=1)
-    return (f'config.{field}, a field configs/base.py does not define'
-            + (f' (did you mean "{close[0]}"?)' if close else '')
-            + ': nothing reads it (a new field that new code reads gets its default there)')
+    generator = parent == 'dataset.synthetic'
+    return (f'config.{field}, a field '
+            + ('data/synthetic.py does not read' if generator else 'configs/base.py does not define')
+            + (f' (did you mean "{close[0]}"?)' if close else '') + ': nothing reads it'
+            + ('' if generator else ' (a new field that new code reads gets its default there)'))
   return ''
 
 

@@ -86,3 +86,23 @@ def test_existing_records_from_other_settings_are_refused(tiny_data_dir):
                      match=rf'generated with other settings \(num_frames: stored '
                      rf'{cfg.num_frames - 2}, given {cfg.num_frames}\): remove'):
     synthetic.ensure_generated(str(tiny_data_dir), cfg)
+
+
+def test_generator_settings_that_nothing_reads_or_that_are_missing_are_named(tmp_path):
+  """A typo among a config file's generator settings was ignored (and a missing one raised an
+  AttributeError deep in the renderer)."""
+  from data import errors  # pylint: disable=g-import-not-at-top
+  from salinet_jax import cli  # pylint: disable=g-import-not-at-top
+  config = tiny_config(tmp_path)
+  config.dataset.synthetic.num_trian = 8
+  assert cli.fields_nothing_reads(config) == (
+      'config.dataset.synthetic.num_trian, a field data/synthetic.py does not read (did you '
+      'mean "num_train"?): nothing reads it')
+  with pytest.raises(errors.SettingError, match=r'config.dataset.synthetic sets num_trian, '
+                     r'which the generator does not read \(it reads background_cell, .*\)\.'):
+    synthetic.generate(str(tmp_path / 'typo'), config.dataset.synthetic)
+  del config.dataset.synthetic['num_trian']
+  del config.dataset.synthetic['jpeg_quality']
+  with pytest.raises(errors.SettingError, match=r'config.dataset.synthetic lacks jpeg_quality'):
+    synthetic.generate(str(tmp_path / 'missing'), config.dataset.synthetic)
+  assert not (tmp_path / 'typo').exists() and not (tmp_path / 'missing').exists()
