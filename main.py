@@ -62,7 +62,7 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   config = FLAGS.config
   with cli.user_errors_in_one_line():
-    unread = cli.unread_override(config, sys.argv)
+    unread = cli.unread_override(config, sys.argv, FLAGS.mode)
     if unread:
       raise errors.UserError(unread)
     for name, modes in MODES_OF_FLAGS.items():

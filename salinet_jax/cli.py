@@ -74,20 +74,34 @@ def parse_flags(argv: List[str]) -> List[str]:
     sys.exit(2)
 
 
-def unread_override(config, argv: List[str]) -> str:
-  """The first `--config.loss.FIELD` or `--config.optimizer.FIELD` override in `argv` that the
-  config's loss, optimizer or schedule does not read, said as the error to print; '' if none.
-  Such an override changed nothing, without a word (l1_weight with cross_entropy, adam_b1 with
-  sgd, step_boundaries with a cosine)."""
+# The config groups one --mode alone reads, and the predict settings only windows read.
+MODE_OF_CONFIG_GROUP = {'predict': 'predict', 'features': 'features'}
+WINDOW_SETTINGS = ('stride_seconds', 'window_batch', 'timeline_classes')
+
+
+def unread_override(config, argv: List[str], mode: str = 'train') -> str:
+  """The first `--config.GROUP.FIELD` override in `argv` that nothing reads, said as the error to
+  print; '' if none: a loss or optimizer field the config's loss, optimizer or schedule does not
+  read (l1_weight with cross_entropy, adam_b1 with sgd, step_boundaries with a cosine), a
+  `predict` or `features` field in another `mode`, or a window setting without a window. Each
+  changed nothing, without a word."""
   from salinet_jax import losses  # pylint: disable=g-import-not-at-top
   from salinet_jax import optim  # pylint: disable=g-import-not-at-top
   opt = config.optimizer
   for arg in argv:
-    match = re.match(r'--?config\.(loss|optimizer)\.(\w+)(=|$)', arg)
+    match = re.match(r'--?config\.(loss|optimizer|predict|features)\.(\w+)(=|$)', arg)
     if not match:
       continue
     group, field = match.group(1), match.group(2)
-    if group == 'loss' and field != 'name':
+    if group in MODE_OF_CONFIG_GROUP:
+      if MODE_OF_CONFIG_GROUP[group] != mode:
+        return (f'--config.{group}.{field} is read by --mode={MODE_OF_CONFIG_GROUP[group]} only, '
+                f'not by --mode={mode}: add the mode it was meant for, or leave it out.')
+      if field in WINDOW_SETTINGS and not config.predict.window_seconds > 0:
+        return (f'--config.predict.{field} is read by windowed predict only '
+                f'(config.predict.window_seconds > 0, here {config.predict.window_seconds:g}): '
+                'set --config.predict.window_seconds too, or leave it out.')
+    elif group == 'loss' and field != 'name':
       reads = losses.LOSS_FIELDS.get(config.loss.name)
       if reads is not None and field not in reads:
         return (f"--config.loss.{field} is not read by loss {config.loss.name!r} (it reads "

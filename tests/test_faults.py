@@ -535,3 +535,28 @@ def test_an_override_the_configs_loss_optimizer_or_schedule_does_not_read_is_ref
                                *_tiny_overrides(tiny_data_dir), '--config.optimizer.adam_b1=0.5'))
   assert line == ("error: --config.optimizer.adam_b1 is read by optimizer 'adamw' only, not by "
                   "'sgd': set --config.optimizer.name too, or leave it out.")
+
+
+def test_an_override_of_another_modes_settings_is_refused(tiny_data_dir, tmp_path):
+  """--config.predict.* in eval or features, --config.features.* in predict, and a window's
+  stride without a window changed nothing, without a word (config audit)."""
+  config = demo.get_config()
+  assert cli.unread_override(config, ['--config.predict.window_seconds=4'], 'eval') == (
+      '--config.predict.window_seconds is read by --mode=predict only, not by --mode=eval: add '
+      'the mode it was meant for, or leave it out.')
+  assert cli.unread_override(config, ['--config.features.per_view=True'], 'predict').startswith(
+      '--config.features.per_view is read by --mode=features only, not by --mode=predict')
+  for field in ('stride_seconds=2', 'window_batch=4', 'timeline_classes=3'):
+    assert cli.unread_override(config, [f'--config.predict.{field}'], 'predict') == (
+        f'--config.predict.{field.split("=")[0]} is read by windowed predict only '
+        '(config.predict.window_seconds > 0, here 0): set --config.predict.window_seconds too, '
+        'or leave it out.')
+  config.predict.window_seconds = 4.0
+  assert cli.unread_override(config, ['--config.predict.stride_seconds=2'], 'predict') == ''
+  assert cli.unread_override(config, ['--config.predict.exported=x'], 'predict') == ''
+  assert cli.unread_override(config, ['--config.features.per_view=True'], 'features') == ''
+  line = _one_error_line(_main('--config=configs/demo.py', f'--workdir={tmp_path / "run"}',
+                               *_tiny_overrides(tiny_data_dir), '--mode=eval',
+                               '--config.predict.window_seconds=4'))
+  assert line.startswith('error: --config.predict.window_seconds is read by --mode=predict only')
+  assert not (tmp_path / 'run').exists()
