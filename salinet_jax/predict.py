@@ -62,7 +62,29 @@ def find_videos(paths: Sequence[str]) -> List[str]:
       raise PredictInputError(f'No video file (extensions {", ".join(video_io.VIDEO_EXTENSIONS)}) '
                               f'under {path}.')
     files += found
-  return files
+  return _each_video_once(files)
+
+
+def _each_video_once(files: Sequence[str]) -> List[str]:
+  """`files` without those naming a file named before (the same path twice, a folder and a file
+  in it, a link): each video is scored, and counted in the CSV, once, under its first path."""
+  first: Dict[str, str] = {}
+  repeats = []
+  for path in files:
+    real = os.path.realpath(path)
+    if real in first:
+      repeats.append((path, first[real]))
+    else:
+      first[real] = path
+  if repeats:
+    path, earlier = next(((p, e) for p, e in repeats if p != e), repeats[0])
+    root = os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in (path, earlier)])
+    example = (f'{os.path.relpath(os.path.abspath(path), root)} is '
+               f'{os.path.relpath(os.path.abspath(earlier), root)}' if path != earlier
+               else f'{path} twice')
+    logging.warning('%d of the --video files are a video found before (e.g. %s): each video is '
+                    'scored once, under the first path that names it.', len(repeats), example)
+  return list(first.values())
 
 
 def output_names(files: Sequence[str]) -> List[str]:

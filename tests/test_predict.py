@@ -121,6 +121,23 @@ def test_a_missing_path_fails_before_the_model_loads(trained, tmp_path, monkeypa
     assert not (tmp_path / 'typo').exists()
 
 
+def test_a_video_named_twice_is_scored_once(tmp_path, caplog):
+  """A folder and a file in it, the same path twice, or a link to a video beside it: each video
+  was scored (and counted in the CSV) as often as it was named."""
+  (tmp_path / 'videos' / 'sub').mkdir(parents=True)
+  for name in ('a.mp4', 'sub/b.mp4'):
+    (tmp_path / 'videos' / name).write_bytes(b'x')
+  os.symlink('a.mp4', tmp_path / 'videos' / 'latest.mp4')
+  folder = str(tmp_path / 'videos')
+  found = predict.find_videos([folder, f'{folder}/sub/b.mp4', f'{folder}/a.mp4'])
+  assert found == [f'{folder}/a.mp4', f'{folder}/sub/b.mp4']
+  assert ('3 of the --video files are a video found before (e.g. latest.mp4 is a.mp4): each video '
+          'is scored once, under the first path that names it.') in caplog.text
+  caplog.clear()
+  assert predict.find_videos([folder + '/sub']) == [f'{folder}/sub/b.mp4']
+  assert 'found before' not in caplog.text
+
+
 def test_features_mode_refuses_an_export(trained, tmp_path):
   """--config.predict.exported was ignored by features mode, which read the workdir's checkpoint
   without a word."""
