@@ -28,6 +28,7 @@ from data import pipeline
 from data import synthetic
 from salinet_jax import cli
 from salinet_jax import console
+from salinet_jax import errors
 from salinet_jax import flops
 from salinet_jax import inputs
 from salinet_jax import models
@@ -43,6 +44,9 @@ flags.DEFINE_bool('recipe', False, 'Print the recipe card instead of the model r
 flags.DEFINE_integer('video_frames', 0, 'Recipe card: frames of a video whose test clip frame '
                      'indices to list.', lower_bound=0)
 flags.DEFINE_float('video_fps', 30.0, 'Recipe card: the frame rate of that video.', lower_bound=0.0)
+# The flags only the recipe card reads, and those only the model report reads.
+RECIPE_FLAGS = ('video_frames', 'video_fps')
+REPORT_FLAGS = ('count_norm', 'params')
 flags.mark_flags_as_required(['config'])
 
 
@@ -108,6 +112,13 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   console.setup()  # main.py's console: no backend-probing chatter
   with cli.user_errors_in_one_line():
+    for name in RECIPE_FLAGS + REPORT_FLAGS:
+      if FLAGS[name].present and FLAGS.recipe != (name in RECIPE_FLAGS):
+        raise errors.UserError(
+            f'--{name} applies to --recipe only (it is not read without it): add --recipe, or '
+            'leave it out.' if name in RECIPE_FLAGS else
+            f'--{name} applies to the model report only (it is not read with --recipe): leave '
+            'it or --recipe out.')
     if FLAGS.recipe:
       card = recipe.card(FLAGS.config, FLAGS.video_frames, FLAGS.video_fps)
       print(json.dumps(card) if FLAGS.json else recipe.format_card(card))

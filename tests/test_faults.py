@@ -62,6 +62,12 @@ def _one_error_line(proc, code=1):
     (('salinet_jax.convert', '--source=pyslowfast', '--checkpoint=missing.pkl',
       '--config=configs/k400_i3d_nl.py', '--output=/tmp/unused', '--inflate=repeat'), 1,
      'missing.pkl'),
+    (('salinet_jax.info', '--config=configs/demo.py', '--video_frames=300'), 1,
+     '--video_frames applies to --recipe only (it is not read without it): add --recipe, or '
+     'leave it out.'),
+    (('salinet_jax.info', '--config=configs/demo.py', '--recipe', '--params'), 1,
+     '--params applies to the model report only (it is not read with --recipe): leave it or '
+     '--recipe out.'),
     (('salinet_jax.bench', '--config=configs/demo.py', '--steps=0'), 2,
      'flag --steps=0: 0 is not a positive integer'),
     (('data.bench', '--records=/no/such'), 1, "records directory '/no/such' (the directory"),
@@ -69,7 +75,7 @@ def _one_error_line(proc, code=1):
 ], ids=['bench_misspelt_field', 'bench_missing_config', 'info_missing_config',
         'info_misspelt_model_name', 'info_model_depth', 'info_s2dnet_topk',
         'convert_target_unread', 'convert_inflate_unread', 'convert_inflate_pyslowfast',
-        'bench_no_steps',
+        'info_video_without_recipe', 'info_params_with_recipe', 'bench_no_steps',
         'data_bench_missing_records', 'data_report_missing_records'])
 def test_the_other_commands_end_user_errors_in_one_line(command, code, expected):
   """The benchmark, info and the data tools report config and records mistakes as main.py
