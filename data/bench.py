@@ -38,6 +38,7 @@ import numpy as np
 
 import data
 from data import errors
+from data.convert.cli import in_range
 
 
 def _peak_rss_mib() -> float:
@@ -230,11 +231,13 @@ def main(argv=None) -> int:
   parser.add_argument('--split', default='train')
   parser.add_argument('--videos', default='', help='root of the source videos (default: the '
                       'conversion input in metadata.json)')
-  parser.add_argument('--seconds', type=float, default=8.0, help='timed seconds per measurement')
-  parser.add_argument('--rounds', type=int, default=3, help='rounds of (a), (b), (c); the best '
-                      'round of each counts (the machine may be shared)')
-  parser.add_argument('--batch_size', type=int, default=8)
-  parser.add_argument('--num_clips', type=int, default=256, help='clips in the (b)/(c) list')
+  parser.add_argument('--seconds', type=in_range(float, 0.1), default=8.0,
+                      help='timed seconds per measurement')
+  parser.add_argument('--rounds', type=in_range(int, 1), default=3, help='rounds of (a), (b), '
+                      '(c); the best round of each counts (the machine may be shared)')
+  parser.add_argument('--batch_size', type=in_range(int, 1), default=8)
+  parser.add_argument('--num_clips', type=in_range(int, 1), default=256,
+                      help='clips in the (b)/(c) list')
   args = parser.parse_args(argv)
   data.quiet_tensorflow()
   try:

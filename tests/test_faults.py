@@ -468,6 +468,23 @@ def test_ctrl_c_in_the_data_report_and_bench_commands_ends_in_one_line(monkeypat
   assert capsys.readouterr().err == 'Interrupted by Ctrl-C. Exit status 130.\n'
 
 
+@pytest.mark.parametrize('flag', ['--seconds=0', '--rounds=0', '--batch_size=0', '--num_clips=-1'])
+def test_data_bench_numbers_out_of_range_are_refused_before_anything_runs(flag, monkeypatch,
+                                                                          capsys):
+  """Each ran into a traceback (an empty max(), a division by zero) after the measurements had
+  started (config audit)."""
+  from data import bench as data_bench  # pylint: disable=g-import-not-at-top
+
+  def never(*args, **kwargs):
+    raise AssertionError('nothing may be measured')
+
+  monkeypatch.setattr(data_bench, '_measure', never)
+  with pytest.raises(SystemExit) as e:
+    data_bench.main(['--records=/any', flag])
+  assert e.value.code == 2
+  assert f'argument {flag.split("=")[0]}: must be ' in capsys.readouterr().err
+
+
 @pytest.mark.parametrize('env, expected', [
     ({'JAX_NUM_PROCESSES': '2'}, 'JAX_NUM_PROCESSES set without JAX_COORDINATOR_ADDRESS, '
      'JAX_PROCESS_ID: a multi-process run configured by hand needs all three (or '

@@ -280,36 +280,36 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument('--label_index_base', type=int, default=0, help='integer labels start here')
   p.add_argument('--split_by_group', default='', help='split train/val by whole groups: a CSV '
                  'column (list), subfolder or file (folder)')
-  p.add_argument('--val_fraction', type=_in_range(float, 0.0, 1.0), default=None,
+  p.add_argument('--val_fraction', type=in_range(float, 0.0, 1.0), default=None,
                  help='share of videos in val '
                  f'(with --split_by_group; default {DEFAULT_VAL_FRACTION})')
   p.add_argument('--val_groups', default='', help='comma-separated groups forced into val (with '
                  '--split_by_group)')
   p.add_argument('--group_seed', type=int, default=0, help='seed of the group split')
-  p.add_argument('--fps', type=_in_range(float, 0.0), default=0.0,
+  p.add_argument('--fps', type=in_range(float, 0.0), default=0.0,
                  help='stored frame rate; 0 = native')
-  p.add_argument('--short_side', type=_in_range(int, 0), default=video_io.DEFAULT_SHORT_SIDE,
+  p.add_argument('--short_side', type=in_range(int, 0), default=video_io.DEFAULT_SHORT_SIDE,
                  help='stored short side in pixels; 0 = original size')
-  p.add_argument('--jpeg_quality', type=_in_range(int, 1, 100),
+  p.add_argument('--jpeg_quality', type=in_range(int, 1, 100),
                  default=video_io.DEFAULT_JPEG_QUALITY)
-  p.add_argument('--max_frames', type=_in_range(int, 0), default=0,
+  p.add_argument('--max_frames', type=in_range(int, 0), default=0,
                  help='keep at most this many frames; 0 = all')
   p.add_argument('--interpolation', default=video_io.DEFAULT_INTERPOLATION,
                  choices=video_io.INTERPOLATIONS, help='swscale resize filter')
-  p.add_argument('--decode_threads', type=_in_range(int, 0), default=1,
+  p.add_argument('--decode_threads', type=in_range(int, 0), default=1,
                  help='FFmpeg threads per video')
   p.add_argument('--frame_template', default='{:06d}.jpg', help='frames: file name template')
-  p.add_argument('--frame_start', type=_in_range(int, 0), default=1,
+  p.add_argument('--frame_start', type=in_range(int, 0), default=1,
                  help='frames: first frame number')
-  p.add_argument('--frames_fps', type=_in_range(float, 0.0), default=0.0,
+  p.add_argument('--frames_fps', type=in_range(float, 0.0), default=0.0,
                  help='frames: rate they were taken at')
-  p.add_argument('--workers', type=_in_range(int, 1), default=os.cpu_count() or 1,
+  p.add_argument('--workers', type=in_range(int, 1), default=os.cpu_count() or 1,
                  help='decoding processes')
-  p.add_argument('--videos_per_shard', type=_in_range(int, 1), default=32)
-  p.add_argument('--num_shards', type=_in_range(int, 0), default=0,
+  p.add_argument('--videos_per_shard', type=in_range(int, 1), default=32)
+  p.add_argument('--num_shards', type=in_range(int, 0), default=0,
                  help='shards per split (overrides '
                  '--videos_per_shard)')
-  p.add_argument('--shuffle_seed', type=_in_range(int, -1), default=0,
+  p.add_argument('--shuffle_seed', type=in_range(int, -1), default=0,
                  help='order of videos in shards; -1 keeps '
                  'the annotation order')
   p.add_argument('--dry_run', action='store_true', help='parse annotations, print the plan, stop')
@@ -317,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
   return p
 
 
-def _in_range(kind, low, high=None):
+def in_range(kind, low, high=None):
   """An argparse type: `kind` from `low` to `high` (None: no limit), else one usage line (a
   negative --max_frames kept one frame of every video, a --short_side of -64 the native size)."""
   def parse(text: str):
