@@ -868,19 +868,26 @@ def restore_from_path(path: str, target: Any, config: Any = None) -> Any:
 
 
 def unfinished_run(step_dir: str) -> Optional[Tuple[int, int]]:
-  """(step, the run's length in steps) when the run of checkpoint `step_dir` has not finished
-  (its newest step is short of its length: stopped and never resumed), else None; None also
-  for a step outside a run's checkpoints folder (a copied step: its run cannot be seen)."""
+  """(the step its run stopped at, the run's length in steps) when the run of checkpoint
+  `step_dir` has not finished (its newest step is short of the length that step recorded:
+  stopped and never resumed), else None; None also for a step outside a run's checkpoints
+  folder (a copied step: its run cannot be seen). The newest step says, since a resume may have
+  changed the run's length after `step_dir` was saved."""
   folder = os.path.dirname(os.path.abspath(step_dir))  # a finished run has its last step there
   if os.path.basename(folder) != CHECKPOINT_DIR:
     return None
-  metadata = read_step_metadata(step_dir)
-  step, total = metadata.get('step'), metadata.get('total_steps')
+  steps = [int(name) for name in os.listdir(folder) if name.isdigit()]
+  if not steps:
+    return None
+  reached = max(steps)
+  metadata = read_step_metadata(os.path.join(folder, str(reached)))
+  if not metadata:  # its newest step's metadata is unreadable: this step's length, then
+    metadata = read_step_metadata(step_dir)
+  total = metadata.get('total_steps')
   if total is None:  # saved before the run's length was recorded: its config's, if in steps
     total = stored_config_dict(metadata.get('config')).get('num_train_steps')
-  newest = max((int(name) for name in os.listdir(folder) if name.isdigit()), default=step)
-  if isinstance(step, int) and isinstance(total, int) and 0 < total and newest < total:
-    return step, total
+  if isinstance(total, int) and reached < total:
+    return reached, total
   return None
 
 

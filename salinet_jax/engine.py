@@ -407,8 +407,9 @@ class Engine:
       step_dir = checkpoints.step_dir_of(which)
     unfinished = checkpoints.unfinished_run(step_dir)
     if unfinished:
-      logging.warning('Checkpoint %s is step %d of a run of %d steps, which has not finished: '
-                      'rerun its training command to finish it.', description, *unfinished)
+      logging.warning('Checkpoint %s is from a run that stopped at step %d of its %d steps, '
+                      'unfinished: rerun its training command to finish it.', description,
+                      *unfinished)
     return state, description
 
   def classifier_params(self) -> FrozenSet[str]:

@@ -332,8 +332,9 @@ def load_pretrained(params: Any, batch_stats: Any, init_config: Any,
     if report.unfinished:
       # E.g. a warm-up stopped by a preemption and never resumed: the next stage would start
       # from it without a word. The best step of a finished run is not one.
-      logging.warning('init_from %s is step %d of a run of %d steps, which has not finished: '
-                      'resume that run first if the next stage should start from its end.',
+      logging.warning('init_from %s is from a run that stopped at step %d of its %d steps, '
+                      'unfinished: resume that run first if the next stage should start from its '
+                      'end.',
                       os.path.dirname(item), *report.unfinished)
     report.source_config = step_metadata.get('config', '')
   elif os.path.basename(item) == VARIABLES_DIR:

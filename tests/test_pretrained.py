@@ -346,8 +346,8 @@ def test_an_unfinished_run_as_init_from_is_a_warning(tmp_path, caplog):
     report = pretrained.load_pretrained(*init(model, seed=7), init_config)[2]
   assert report.unfinished == (5, 10)  # which the run's checkpoints keep for its resumes
   assert [r.getMessage() for r in caplog.records if r.getMessage().startswith('init_from')] == [
-      f'init_from {tmp_path}/checkpoints/5 is step 5 of a run of 10 steps, which has not '
-      'finished: resume that run first if the next stage should start from its end.']
+      f'init_from {tmp_path}/checkpoints/5 is from a run that stopped at step 5 of its 10 '
+      'steps, unfinished: resume that run first if the next stage should start from its end.']
   caplog.clear()
   store = checkpoints.CheckpointStore(str(tmp_path), config.checkpoint)
   store.save(10, dict(state, step=jnp.asarray(10)), total_steps=10)

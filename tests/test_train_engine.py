@@ -325,18 +325,30 @@ def test_evaluating_a_run_that_has_not_finished_is_a_warning(tiny_data_dir, tmp_
   store.save(1, state.replace(step=state.step + 1), total_steps=2)
   store.close()
   trainer.restore_variables(str(tmp_path), 'latest')
-  assert ('Checkpoint latest (step 1) is step 1 of a run of 2 steps, which has not finished: '
-          'rerun its training command to finish it.') in caplog.text
+  assert ('Checkpoint latest (step 1) is from a run that stopped at step 1 of its 2 steps, '
+          'unfinished: rerun its training command to finish it.') in caplog.text
   caplog.clear()
   # A step copied out of its run's checkpoints folder: whether the run finished cannot be seen.
   shutil.copytree(tmp_path / 'checkpoints' / '1', tmp_path / 'kept' / '1')
   trainer.restore_variables(str(tmp_path), str(tmp_path / 'kept' / '1'))
-  assert 'has not finished' not in caplog.text
+  assert 'unfinished' not in caplog.text
   store = checkpoints.CheckpointStore(str(tmp_path), config.checkpoint)
   store.save(2, state.replace(step=state.step + 2), total_steps=2)
   store.close()
   trainer.restore_variables(str(tmp_path), str(tmp_path / 'checkpoints' / '1'))  # finished run
-  assert 'has not finished' not in caplog.text
+  assert 'unfinished' not in caplog.text
+  # Whether the run finished is its newest step's to say (audit): a run resumed with a shorter
+  # length finished though its step 1 recorded a longer one, and one resumed with a longer
+  # length and stopped has not though its step 1 recorded a shorter one.
+  for first, last, said in ((400, 3, ''), (1, 9, 'stopped at step 3 of its 9 steps')):
+    run = tmp_path / f'resumed_{first}_{last}'
+    store = checkpoints.CheckpointStore(str(run), config.checkpoint)
+    store.save(1, state.replace(step=state.step + 1), total_steps=first)
+    store.save(3, state.replace(step=state.step + 3), total_steps=last)
+    store.close()
+    caplog.clear()
+    trainer.restore_variables(str(run), str(run / 'checkpoints' / '1'))
+    assert (said in caplog.text) if said else ('unfinished' not in caplog.text), (first, last)
 
 
 def test_ctrl_c_is_taken_over_only_where_python_handles_it():
