@@ -396,6 +396,7 @@ class _Progress:
     self._paused = 0.0
     self._data_wait = 0.0
     self._window_start = time.monotonic()
+    self._window_first_step: Optional[int] = None  # None until a window of clu's has ended
     self.total_steps, self.batch_size = total_steps, batch_size
 
   def clock(self) -> float:
@@ -414,7 +415,13 @@ class _Progress:
     """clips/s, data-wait fraction and ETA (minutes) of the window ending at `step`."""
     elapsed = max(self.clock() - self._window_start, 1e-9)
     out = {'data_wait_fraction': self._data_wait / elapsed}
-    steps_per_sec = self._capture.latest.get('steps_per_sec')
+    if self._capture.steps.get('steps_per_sec') == step:  # clu measured this window
+      steps_per_sec = self._capture.latest['steps_per_sec']
+    elif self._window_first_step is not None:  # cut short by a stop: timed here
+      steps_per_sec = (step - self._window_first_step) / elapsed
+    else:  # the first window cut short: its time is mostly compiling
+      steps_per_sec = None
+    self._window_first_step = step
     if steps_per_sec:
       out['clips_per_sec'] = steps_per_sec * self.batch_size
       out['eta_minutes'] = (self.total_steps - step) / steps_per_sec / 60
@@ -423,14 +430,16 @@ class _Progress:
 
 
 class _LatestScalars(metric_writers.MultiWriter):
-  """Forwards to a writer and remembers the latest value of each scalar."""
+  """Forwards to a writer and remembers the latest value of each scalar, and its step."""
 
   def __init__(self, writer):
     super().__init__([writer])
     self.latest: Dict[str, float] = {}
+    self.steps: Dict[str, int] = {}  # the step each latest value was written at
 
   def write_scalars(self, step, scalars):
     self.latest.update({k: float(v) for k, v in scalars.items()})
+    self.steps.update({k: int(step) for k in scalars})
     super().write_scalars(step, scalars)
 
 

@@ -297,6 +297,33 @@ def test_a_stop_between_log_lines_logs_the_steps_since_the_last_one(config, tmp_
   assert re.search(r'step 2/4  loss [\d.]+', caplog.text), caplog.text
 
 
+def test_a_window_cut_short_by_a_stop_is_timed_by_its_own_steps(monkeypatch):
+  """The line logged at a stop between log lines repeated the window before's clips/s and ETA
+  (clu's ReportProgress measures whole windows only), as if measured anew (audit)."""
+  now = [0.0]
+  monkeypatch.setattr(train.time, 'monotonic', lambda: now[0])
+
+  class Writer:
+    def write_scalars(self, step, scalars):
+      pass
+
+  progress = train._Progress(total_steps=20, every_steps=5, batch_size=4, writer=Writer())
+  for step, t in zip(range(1, 6), (10.0, 11.0, 12.0, 13.0, 14.0)):  # 1 step/s after compiling
+    now[0] = t
+    progress.step_done(step)
+  assert progress.window(5)['clips_per_sec'] == pytest.approx(4.0)
+  for step, t in ((6, 16.0), (7, 18.0)):  # 0.5 steps/s, stopped at step 7
+    now[0] = t
+    progress.step_done(step)
+  cut = progress.window(7)
+  assert cut['clips_per_sec'] == pytest.approx(2.0)
+  assert cut['eta_minutes'] == pytest.approx(13 / 0.5 / 60)
+  first = train._Progress(total_steps=20, every_steps=5, batch_size=4, writer=Writer())
+  now[0] = 30.0
+  first.step_done(1)
+  assert 'clips_per_sec' not in first.window(1)  # its time is mostly compiling: not a rate
+
+
 def test_a_run_started_from_an_unfinished_one_says_so_at_every_resume(config, tmp_path, caplog,
                                                                       monkeypatch):
   """A stage started from a run stopped at step 2 of 4 was warned about once; its resumes kept
