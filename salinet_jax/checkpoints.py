@@ -561,7 +561,8 @@ class CheckpointStore:
       if accept is not None:
         accept(step)
       _warn_of_differences(f'Resuming checkpoint step {step} with a config that differs from the '
-                           'one it was trained with (schedule and data follow the given one)',
+                           'one it was trained with (schedule and data follow the given one; '
+                           "TensorBoard's HParams keep the values the run started with)",
                            stored_config, config, relevant=changes_the_run)
       if stored_config and config is not None and config_differences(
           stored_config, config, relevant=lambda line: line.startswith(_INIT_WEIGHT_FIELDS)):

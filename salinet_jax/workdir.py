@@ -8,6 +8,8 @@
   Evaluation and prediction only read the workdir and take no lock.
 * `write_config`: the resolved config as `<workdir>/config.json`, named once in the log.
 * `check_writable`: fails before any work when outputs cannot be written where asked.
+* `set_aside_events_after`: at a resume, TensorBoard points of steps no checkpoint kept move to
+  `<workdir>/discarded/`, so the plots show one value per step.
 """
 
 import contextlib
@@ -267,3 +269,45 @@ def write_config(workdir: str, config: Any) -> str:
       f.write(config.to_json_best_effort(indent=2, sort_keys=True))
     os.replace(path + '.tmp', path)
   return path
+
+
+def set_aside_events_after(workdir: str, step: int) -> None:
+  """Moves the TensorBoard points of steps after `step` out of the workdir's event files, into
+  `<workdir>/discarded/after_step_<step>/` (TensorBoard shows it as a run of its own), saying so.
+
+  A run resumed at checkpoint `step` trains the steps after it again; points logged there by a
+  run that stopped without saving them (a crash, an out-of-memory kill) came from weights no
+  checkpoint kept, and would share the plots with the resumed run's. Process 0 only, which
+  alone writes event files.
+  """
+  if jax.process_index() != 0:
+    return
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  aside = os.path.join(os.path.abspath(workdir), 'discarded', f'after_step_{step}')
+  later = []
+  for name in sorted(os.listdir(workdir)):
+    path = os.path.join(workdir, name)
+    if not name.startswith('events.out.tfevents.') or not os.path.isfile(path):
+      continue
+    events = []
+    try:
+      for raw in tf.data.TFRecordDataset(path):
+        events.append((tf.compat.v1.Event.FromString(raw.numpy()).step, raw.numpy()))
+    except tf.errors.DataLossError:  # a last record cut short by the kill: unreadable anyway
+      pass
+    if not any(event_step > step for event_step, _ in events):
+      continue
+    os.makedirs(aside, exist_ok=True)
+    # Each file keeps its header (the file version, at step 0) and the points it is kept for.
+    for target, kept in ((os.path.join(aside, name), lambda s: s == 0 or s > step),
+                         (path + '.tmp', lambda s: s <= step)):
+      with tf.io.TFRecordWriter(target) as writer:
+        for event_step, raw in events:
+          if kept(event_step):
+            writer.write(raw)
+    os.replace(path + '.tmp', path)
+    later += [event_step for event_step, _ in events if event_step > step]
+  if later:
+    logging.warning('TensorBoard: the points of steps %d-%d in the event files were logged by '
+                    'weights no checkpoint kept; moved to %s (a run of its own in TensorBoard).',
+                    min(later), max(later), aside)

@@ -177,6 +177,8 @@ def test_resume_with_changed_settings_names_them(trained_workdir, tiny_data_dir,
   warning = [line for line in proc.stderr.splitlines() if 'differs from the one it was' in line]
   assert len(warning) == 1, proc.stderr[-4000:]
   assert 'optimizer.base_learning_rate: stored 0.1, given 0.7' in warning[0]
+  # The HParams dashboard shows the run under the values it started with (audit).
+  assert "TensorBoard's HParams keep the values the run started with" in warning[0]
   assert 'num_train_steps: stored 2, given 3' in warning[0]
   assert 'xla_cpu_' not in warning[0], warning[0]
   assert ('Checkpoint step 2 belongs to a run of 2 steps; this run has 3 (num_train_steps '

@@ -324,6 +324,40 @@ def test_a_window_cut_short_by_a_stop_is_timed_by_its_own_steps(monkeypatch):
   assert 'clips_per_sec' not in first.window(1)  # its time is mostly compiling: not a rate
 
 
+def test_tensorboard_points_of_steps_no_checkpoint_kept_are_set_aside_at_a_resume(
+    config, tmp_path, caplog):
+  """After a crash (SIGKILL, out of memory) the steps past the last checkpoint are trained
+  again, and TensorBoard showed both their points: the plots zig-zagged back over steps whose
+  weights were lost, without a word (audit)."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  config.num_train_steps = 4
+  config.log_every_steps = 1
+  config.eval_every_steps = config.checkpoint_every_steps = 2
+  workdir = str(tmp_path / 'run')
+  train.train_and_evaluate(config, workdir)
+  first = scalars_written(workdir, 'loss')
+  assert sorted(first) == [1, 2, 3, 4]
+  shutil.rmtree(os.path.join(checkpoints.checkpoint_dir(workdir), '4'))  # lost in the crash
+  events = [name for name in os.listdir(workdir) if name.startswith('events.out.tfevents.')]
+  with open(os.path.join(workdir, events[0]), 'rb+') as f:
+    head = f.read(20)
+    f.seek(0, os.SEEK_END)
+    f.write(head)  # a record the kill cut short: its length and checksum, part of its data
+  config.optimizer.base_learning_rate /= 2  # the resumed steps log other values
+  train.train_and_evaluate(config, workdir)
+  aside = os.path.join(workdir, 'discarded', 'after_step_2')
+  assert ('TensorBoard: the points of steps 3-4 in the event files were logged by weights no '
+          f'checkpoint kept; moved to {aside} (a run of its own in TensorBoard).') in caplog.text
+  resumed = scalars_written(workdir, 'loss')
+  assert sorted(resumed) == [1, 2, 3, 4]
+  assert resumed[4] != first[4] and resumed[2] == first[2]
+  assert scalars_written(aside, 'loss') == {3: first[3], 4: first[4]}
+  assert sorted(scalars_written(aside, 'val/top1')) == [4]
+  caplog.clear()
+  train.train_and_evaluate(config, workdir)  # nothing to train, nothing to set aside
+  assert 'TensorBoard: the points' not in caplog.text
+
+
 def test_a_run_started_from_an_unfinished_one_says_so_at_every_resume(config, tmp_path, caplog,
                                                                       monkeypatch):
   """A stage started from a run stopped at step 2 of 4 was warned about once; its resumes kept
