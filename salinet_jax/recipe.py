@@ -11,8 +11,8 @@ official train split of the registered datasets (data/datasets.py), else over th
 tests/test_recipes.py pins every card against the reference code, file by file.
 """
 
+import itertools
 import json
-import math
 from typing import Any, Dict, List, Optional
 
 import jax
@@ -55,8 +55,9 @@ def learning_rate_per_epoch(config, train_videos: int) -> List[float]:
   total = engine.num_train_steps(config, train_videos)
   schedule = optim.learning_rate_schedule(opt_config, total, config.batch_size, steps_per_epoch,
                                           engine.schedule_epochs(config, total, steps_per_epoch))
-  epochs = int(math.ceil(total / steps_per_epoch))
-  return [float(schedule(-(-e * train_videos // config.batch_size))) for e in range(epochs)]
+  starts = (-(-e * train_videos // config.batch_size) for e in itertools.count())
+  firsts = itertools.takewhile(lambda step: step < total, starts)  # the epochs the run trains
+  return [float(schedule(step)) for step in firsts]
 
 
 def test_frame_indices(data_config, num_frames: int, fps: float) -> List[List[int]]:

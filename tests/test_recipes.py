@@ -279,3 +279,10 @@ def test_the_card_gives_each_epoch_the_learning_rate_of_its_first_step():
   start = config.optimizer.warmup_start_lr * config.batch_size
   for epoch in range(warmup + 1):  # the ramp: start + e (peak - start) / W, a new value each epoch
     assert per_epoch[epoch] == pytest.approx(start + epoch * (peak - start) / warmup, rel=1e-5)
+
+
+def test_the_card_lists_the_epochs_the_run_trains_and_no_more():
+  """A run of 100 epochs of 246,535 videos in batches of 64 is 385,211 steps (0-385,210); the
+  card also listed an epoch 100, whose first step (385,211) is never trained (audit)."""
+  assert len(recipe.learning_rate_per_epoch(load('k400_r3d18'), 246535)) == 100
+  assert len(recipe.learning_rate_per_epoch(load('k400_r3d18'), 6400)) == 100  # whole steps
