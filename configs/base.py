@@ -172,7 +172,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.checkpoint = ml_collections.ConfigDict()
   config.checkpoint.keep_last = 3  # at least 1: a run resumes from its newest checkpoint
   config.checkpoint.keep_best = True
-  config.checkpoint.best_metric = 'val_top1'  # what the evaluations during training record
+  # What the evaluations during training record: 'val_top1' is the top-1 on
+  # config.dataset.eval_split, whatever that split is called.
+  config.checkpoint.best_metric = 'val_top1'
   config.checkpoint.best_mode = 'max'
   config.checkpoint.async_save = True
 
