@@ -142,8 +142,8 @@ def fields_nothing_reads(config) -> str:
     siblings = [k.rpartition('.')[2] for k in known if k.rpartition('.')[0] == parent]
     close = difflib.get_close_matches(name, siblings, n=1)
     generator = parent == 'dataset.synthetic'
-    return (f'config.{field}, a field '
-            + ('data/synthetic.py does not read' if generator else 'configs/base.py does not define')
+    definer = 'data/synthetic.py does not read' if generator else 'configs/base.py does not define'
+    return (f'config.{field}, a field {definer}'
             + (f' (did you mean "{close[0]}"?)' if close else '') + ': nothing reads it'
             + ('' if generator else ' (a new field that new code reads gets its default there)'))
   return ''
