@@ -23,6 +23,7 @@ the same number of equal-size batches.
 import dataclasses
 import math
 import os
+import re
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import jax
@@ -127,9 +128,19 @@ def split_info(dataset_config, split: str) -> SplitInfo:
 
 
 def train_split_info(dataset_config) -> SplitInfo:
-  """The train split's `split_info`; fails on unlabelled videos in it (label -1, from annotation
-  rows without a label), which the loss would read as the last class."""
+  """The train split's `split_info`; fails on a split without videos or classes to learn, and on
+  unlabelled videos in it (label -1, from annotation rows without a label), which the loss would
+  read as no class at all."""
   info = split_info(dataset_config, dataset_config.train_split)
+  if not info.num_videos:  # the stream would wait for a first batch forever
+    raise errors.DataError(
+        f'Split {info.split!r} of {info.dataset!r} in {info.directory} holds no video: nothing '
+        "to train on (see the conversion's failures: python -m data.report "
+        f'--records={info.directory}).')
+  if len(info.classes) < 2:  # its loss is 0 and its top-1 1.0 whatever the model learns
+    raise errors.DataError(
+        f'The records of {info.dataset!r} in {info.directory} hold {len(info.classes)} class '
+        f"({', '.join(map(repr, info.classes))}): a classifier needs two or more.")
   if info.unlabelled > 0:
     raise errors.DataError(
         f'Split {info.split!r} of {info.dataset!r} in {info.directory} holds {info.unlabelled} '
@@ -547,18 +558,23 @@ def video_eval_batches(data_config, jpegs: Sequence[bytes], filename: str, fps: 
   return memory_eval_batches(data_config, lambda: iter([(jpegs, filename, fps)]), batch_size)
 
 
-def as_numpy(ds: tf.data.Dataset, info: Optional[SplitInfo] = None
+def as_numpy(ds: tf.data.Dataset, info: Optional[SplitInfo] = None, training: bool = False
              ) -> Iterator[Dict[str, np.ndarray]]:
   """The dataset's elements as numpy. With the split's `info`, a corrupt shard met while reading
   ends the iteration with a CorruptShardError naming the file and the byte offset, and so do a
-  frame that is no image and a label beyond the split's classes."""
+  frame that is no image, a label beyond the split's classes or below -1 (unlabelled), and, in
+  a `training` stream, any label below 0; a shard removed while read, a MissingRecordsError."""
   iterator = ds.as_numpy_iterator()
   if info is None:
     return iterator
-  return _explained(iterator, info)
+  return _explained(iterator, info, training)
 
 
-def _explained(iterator, info: SplitInfo):
+# The ops that read a frame's JPEG: their errors mean a damaged frame.
+_FRAME_OPS = ('{{node Decode', '{{node ExtractJpegShape')
+
+
+def _explained(iterator, info: SplitInfo, training: bool):
   while True:
     try:
       element = next(iterator)
@@ -567,8 +583,15 @@ def _explained(iterator, info: SplitInfo):
     except tf.errors.DataLossError as e:
       files = records.shard_files(info.directory, info.dataset, info.split)
       raise records.locate_corruption(files, e) from None
+    except tf.errors.NotFoundError as e:
+      missing = re.search(r'\S+\.tfrecord-\d+-of-\d+', e.message)
+      if not missing or os.path.exists(missing.group(0)):
+        raise
+      raise records.MissingRecordsError(
+          f'{missing.group(0)}, a shard of split {info.split!r} of {info.dataset!r}, was removed '
+          'while it was read: convert the split again, or restore the file.') from None
     except tf.errors.InvalidArgumentError as e:
-      if '{{node Decode' not in e.message:
+      if not any(op in e.message for op in _FRAME_OPS):
         raise
       # Checksums pass, so the frame was written so (other code, a faulty writer): finding the
       # video would mean decoding every frame of the split.
@@ -584,4 +607,13 @@ def _explained(iterator, info: SplitInfo):
           f'The records of split {info.split!r} of {info.dataset!r} in {info.directory} hold '
           f'label {int(np.max(labels))}, beyond their {len(info.classes)} classes '
           '(metadata.json): records written by other code? Convert the split again.')
+    lowest = -1 if not training else 0  # -1: unlabelled, which training cannot use
+    if labels is not None and np.any(labels < lowest):
+      raise records.CorruptShardError(
+          f'The records of split {info.split!r} of {info.dataset!r} in {info.directory} hold '
+          f'label {int(np.min(labels))}'
+          + (', though a train split needs a class for every video and metadata.json counts '
+             'every one as labelled' if training else
+             ' (-1 marks an unlabelled video; nothing lower is a label)')
+          + ': records written by other code? Convert the split again.')
     yield element

@@ -502,7 +502,7 @@ def _train_loop(trainer: engine.Engine, state: engine.TrainState, start_step: in
   info = pipeline.split_info(config.dataset, config.dataset.train_split)
   train_iter = parallel.prefetch_to_mesh(pipeline.as_numpy(
       pipeline.train_dataset(config, seed=config.seed, start_step=start_step,
-                             sharding=environment['train_sharding']), info),
+                             sharding=environment['train_sharding']), info, training=True),
       trainer.mesh, config.data.device_prefetch)
   rng = jax.random.key(config.seed + 1)
   progress = _Progress(trainer.total_steps, config.log_every_steps, config.batch_size, writer)

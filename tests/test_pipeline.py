@@ -1,6 +1,7 @@
 """The tf.data pipeline on real tiny TFRecords: sampling, views, sharding, exact eval coverage."""
 
 import io
+import os
 
 import numpy as np
 import pytest
@@ -257,3 +258,69 @@ def test_the_decode_ceilings_first_round_waits_for_every_worker():
     assert ceiling.run(0.3, 2) > 0
   finally:
     ceiling.close()
+
+
+def _jpeg(level: int, size: int = 20) -> bytes:
+  buffer = io.BytesIO()
+  Image.fromarray(np.full((size, size, 3), level, np.uint8)).save(buffer, format='JPEG')
+  return buffer.getvalue()
+
+
+def _write_records(directory, train_labels, classes, frames=None):
+  """Records of a train split with `train_labels` (6 frames per video; `frames` replaces the
+  first video's) and a val split of one video per class, under the synthetic data's name."""
+  sizes, shards, num_shards = {}, {}, {}
+  for split, labels in (('train', train_labels), ('val', list(range(len(classes))))):
+    num_shards[split] = max(1, min(2, len(labels)))
+    with records.ShardWriter(str(directory), 'synthetic', split, num_shards[split]) as writer:
+      for index, label in enumerate(labels):
+        video = [_jpeg(10 * t) for t in range(6)] if frames is None or index else frames
+        writer.write(records.serialize_video(video, label, classes[label] if label >= 0 else '',
+                                             f'{split}/{index}.mp4', fps=25.0))
+    sizes[split], shards[split] = len(labels), writer.shard_entries()
+  records.write_metadata(str(directory), records.DatasetMetadata(
+      'synthetic', list(classes), sizes, num_shards, shards=shards))
+  return str(directory)
+
+
+def test_a_train_split_without_videos_or_of_one_class_is_refused(config, tmp_path):
+  """A train split whose videos all failed to convert hung training (it waited for a batch that
+  never came, deaf to SIGTERM); a dataset of one class trained to loss 0 and top-1 1.0, without
+  a word (data audit)."""
+  config.dataset.data_dir = _write_records(tmp_path / 'empty', [], ['a', 'b'])
+  with pytest.raises(errors.DataError, match=r"Split 'train' of 'synthetic' in .*empty holds no "
+                     r'video: nothing to train on \(see the conversion\'s failures'):
+    pipeline.train_split_info(config.dataset)
+  config.dataset.data_dir = _write_records(tmp_path / 'one', [0, 0, 0], ['only'])
+  with pytest.raises(errors.DataError, match=r"The records of 'synthetic' in .*one hold 1 class "
+                     r"\('only'\): a classifier needs two or more"):
+    pipeline.train_split_info(config.dataset)
+
+
+def test_the_train_stream_names_unlabelled_videos_damaged_frames_and_deleted_shards(config,
+                                                                                     tmp_path):
+  """Label -1 in a train split its metadata counts as labelled trained as no class at all (and
+  -3 ended in a NaN loss blamed on the learning rate); a frame whose JPEG header is damaged and
+  a shard deleted while training were tracebacks (data audit)."""
+  def first_batch(directory):
+    config.dataset.data_dir = directory
+    info = pipeline.train_split_info(config.dataset)
+    return next(pipeline.as_numpy(pipeline.train_dataset(config, seed=0), info, training=True))
+
+  for label in (-1, -3):
+    with pytest.raises(records.CorruptShardError, match=rf"split 'train' of 'synthetic' in .* "
+                       rf'hold label {label}, though a train split needs a class for every video'):
+      first_batch(_write_records(tmp_path / f'label{label}', [0, 1, label, 0], ['a', 'b']))
+  cut = _jpeg(30)[:300]  # its header cut short
+  with pytest.raises(records.CorruptShardError, match='cannot be decoded as an image'):
+    first_batch(_write_records(tmp_path / 'cut', [0, 1, 0, 1], ['a', 'b'], frames=[cut] * 6))
+  directory = _write_records(tmp_path / 'deleted', [0, 1, 0, 1], ['a', 'b'])
+  config.dataset.data_dir = directory
+  info = pipeline.train_split_info(config.dataset)
+  stream = pipeline.as_numpy(pipeline.train_dataset(config, seed=0), info, training=True)
+  shard = records.shard_files(directory, 'synthetic', 'train')[1]
+  os.remove(shard)
+  with pytest.raises(records.MissingRecordsError, match=rf'{shard}.*was removed while it was '
+                     r'read'):
+    for _ in range(20):
+      next(stream)
