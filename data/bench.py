@@ -174,9 +174,6 @@ class PyAV:
   def __init__(self, clips: Sequence[Dict], video_root: str, processes: int):
     self.tasks = [(os.path.join(video_root, c['filename']), c['fps'], c['indices'], 256, 224)
                   for c in clips]
-    missing = [t[0] for t in self.tasks if not os.path.exists(t[0])]
-    if missing:
-      raise FileNotFoundError(f'Source videos not found (pass --videos): {missing[:3]}')
     self._pool = multiprocessing.get_context('spawn').Pool(processes)
     self._pool.map(decode_clip_pyav, self.tasks[:processes])  # start workers, import PyAV
     self._next = 0
@@ -255,15 +252,26 @@ def _measure(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
   cores = os.cpu_count() or 1
   from data import records  # pylint: disable=g-import-not-at-top
   metadata = records.read_metadata(args.records)
+  if not metadata.split_sizes.get(args.split):
+    raise errors.DataError(
+        f'The records in {args.records} hold no video of split {args.split!r} (their splits: '
+        + ', '.join(f'{split} {size}' for split, size in sorted(metadata.split_sizes.items()))
+        + '): pass --split=NAME.')
   video_root = args.videos or metadata.extra.get('conversion', {}).get(args.split, {}).get('input')
   if not video_root:
     parser.error('--videos is needed: metadata.json does not say where the source videos are.')
   short = metadata.extra.get('conversion', {}).get(args.split, {}).get('settings', {}).get(
       'short_side')
   print(f'records {args.records} ({metadata.name}/{args.split}, short side {short}), '
-        f'{cores} CPU cores, {args.seconds:.0f}s per measurement', flush=True)
+        f'{cores} CPU cores, {args.seconds:g} s per measurement', flush=True)
 
   clips, frames = sample_clips(args.records, args.split, args.num_clips)
+  missing = list(dict.fromkeys(c['filename'] for c in clips
+                               if not os.path.exists(os.path.join(video_root, c['filename']))))
+  if missing:
+    raise errors.DataError(f'{len(missing)} source videos of the records are not under '
+                           f'{video_root} (e.g. {missing[0]}): pass --videos=DIR, the folder '
+                           'they were converted from.')
   pipe = Pipeline(args.records, args.split, args.batch_size)
   ceiling = Ceiling(frames, cores)
   pyav = PyAV(clips, video_root, cores)

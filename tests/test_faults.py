@@ -470,7 +470,8 @@ def test_ctrl_c_in_the_data_report_and_bench_commands_ends_in_one_line(monkeypat
   assert capsys.readouterr().err == 'Interrupted by Ctrl-C. Exit status 130.\n'
 
 
-@pytest.mark.parametrize('flag', ['--seconds=0', '--rounds=0', '--batch_size=0', '--num_clips=-1'])
+@pytest.mark.parametrize('flag', ['--seconds=0', '--seconds=nan', '--seconds=inf', '--rounds=0',
+                                  '--batch_size=0', '--num_clips=-1'])
 def test_data_bench_numbers_out_of_range_are_refused_before_anything_runs(flag, monkeypatch,
                                                                           capsys):
   """Each ran into a traceback (an empty max(), a division by zero) after the measurements had
@@ -485,6 +486,21 @@ def test_data_bench_numbers_out_of_range_are_refused_before_anything_runs(flag, 
     data_bench.main(['--records=/any', flag])
   assert e.value.code == 2
   assert f'argument {flag.split("=")[0]}: must be ' in capsys.readouterr().err
+
+
+def test_data_bench_on_a_split_the_records_lack_or_without_the_sources_is_one_line(
+    tiny_data_dir, tmp_path, capsys):
+  """--split=test was a KeyError, an empty split hung, and source videos not found a
+  FileNotFoundError traceback (data audit)."""
+  from data import bench as data_bench  # pylint: disable=g-import-not-at-top
+  assert data_bench.main([f'--records={tiny_data_dir}', '--split=test', '--seconds=1']) == 1
+  assert capsys.readouterr().err == (
+      f"error: The records in {tiny_data_dir} hold no video of split 'test' (their splits: "
+      "train 8, val 7): pass --split=NAME.\n")
+  assert data_bench.main([f'--records={tiny_data_dir}', f'--videos={tmp_path}',
+                          '--seconds=1']) == 1
+  assert capsys.readouterr().err.startswith(
+      f'error: 8 source videos of the records are not under {tmp_path} (e.g. ')
 
 
 @pytest.mark.parametrize('env, expected', [

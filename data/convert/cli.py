@@ -52,6 +52,7 @@ annotations, 130 after a Ctrl-C (finished shards are kept for the re-run).
 """
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -325,7 +326,7 @@ def in_range(kind, low, high=None):
       value = kind(text)
     except ValueError:
       raise argparse.ArgumentTypeError(f'expected {kind.__name__}, got {text!r}') from None
-    if value < low or (high is not None and value > high):
+    if not math.isfinite(value) or value < low or (high is not None and value > high):
       raise argparse.ArgumentTypeError(
           f'must be {"at least " + str(low) if high is None else f"from {low} to {high}"}, '
           f'got {text}')
