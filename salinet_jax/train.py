@@ -16,7 +16,7 @@ import signal
 import threading
 import time
 import traceback
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Set, Tuple
 
 import flax
 import jax
@@ -256,7 +256,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
     _check_run_length(stored, step, store.directory, config, trainer.total_steps,
                       info.num_videos)
     _say_records_changes(stored.get('records'), config.dataset,
-                         f'Checkpoint step {step} in {store.directory}')
+                         f'Checkpoint step {step} in {store.directory}',
+                         config.dataset.eval_split)
 
   started_from = None
   try:
@@ -540,6 +541,9 @@ def _run_steps(trainer, state, start_step, store, writer, train_iter, rng, progr
   seen = pipeline.records_identity(  # the eval split's groups are not needed: its digest is
       config.dataset, (config.dataset.train_split, config.dataset.eval_split),
       groups_of=(config.dataset.train_split,))
+  if start_step in store.steps():  # resumed: what it trained on before counts too
+    _keep_earlier_train_groups(seen, store.metadata(start_step).get('records'),
+                               config.dataset.train_split)
   eval_results: Dict[str, Any] = {}
   previous = None  # the metrics of the step before: at most two steps are ever in flight
   window, window_steps = None, 0  # the metrics summed over the steps since the last log line
@@ -663,13 +667,34 @@ def _say_records_changes(seen: Optional[Dict[str, Any]], dataset_config, what: s
       logging.warning('%s was %s on another conversion of split %r than %s holds now: %s.',
                       what, 'trained' if split == train_split else 'evaluated while training',
                       split, directory, '; '.join(changes))
-  trained_groups = set((seen.get(train_split) or {}).get('groups') or ())
+  trained_groups = _trained_groups(seen.get(train_split))
   if evaluated and evaluated != train_split and evaluated in now:
     shared = sorted(trained_groups & set(now[evaluated].get('groups') or ()))
     if shared:
       logging.warning('%s trained on %d of the groups split %r of %s holds now (%s): its '
                       'evaluation there scores videos it trained on.', what, len(shared),
                       evaluated, directory, _preview(shared))
+
+
+def _trained_groups(identity: Optional[Dict[str, Any]]) -> Set[str]:
+  """The groups a checkpoint trained on: those of the train split's records when it was saved
+  and, after a resume on records split anew, those of the records its earlier steps read."""
+  identity = identity or {}
+  return set(identity.get('groups') or ()) | set(identity.get('earlier_groups') or ())
+
+
+def _keep_earlier_train_groups(seen: Dict[str, Any], resumed: Optional[Dict[str, Any]],
+                               train_split: str) -> None:
+  """Adds to the train split's identity in `seen` (the records read from now on) the groups the
+  resumed checkpoint trained on that these records' train split lacks, as 'earlier_groups': the
+  steps saved from now on trained on both, and evaluating them on a split holding the earlier
+  groups scores videos they trained on."""
+  now = seen.get(train_split)
+  if now is None or now.get('groups') is None:
+    return
+  earlier = sorted(_trained_groups((resumed or {}).get(train_split)) - set(now['groups']))
+  if earlier:
+    now['earlier_groups'] = earlier
 
 
 def _require_same_classes(trained_on, info, split: str, what: str, remedy: str,

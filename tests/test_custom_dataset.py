@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import pathlib
+import shutil
 
 import numpy as np
 import pytest
@@ -170,6 +171,20 @@ def test_a_checkpoint_evaluated_or_resumed_on_records_converted_anew_is_told_so(
           f"{tmp_path / f'seed{seed}'} holds now ({', '.join(shared[:4])}") in caplog.text
   assert ("The checkpoint was evaluated while training on another conversion of split 'val' "
           'than ') in caplog.text
+  # Resumed on the records split anew: said, and still said when its later steps are evaluated
+  # there, though they recorded the new split's groups (each was silent; data audit).
+  resumed = str(tmp_path / 'resumed')
+  shutil.copytree(workdir, resumed)
+  config.num_train_steps = 2
+  caplog.clear()
+  train.train_and_evaluate(config, resumed)
+  assert (f'Checkpoint step 1 in {resumed}/checkpoints trained on {len(shared)} of the groups '
+          f"split 'val' of {tmp_path / f'seed{seed}'} holds now") in caplog.text
+  caplog.clear()
+  train.evaluate(config, resumed)
+  assert (f"The checkpoint trained on {len(shared)} of the groups split 'val' of "
+          f"{tmp_path / f'seed{seed}'} holds now ({', '.join(shared[:4])}") in caplog.text
+  config.num_train_steps = 1
 
   resampled, _ = converted('fps5', '--fps=5')
   config.dataset.data_dir = str(resampled)
