@@ -127,6 +127,15 @@ def split_info(dataset_config, split: str) -> SplitInfo:
                    num_videos - sum(per_class) if per_class is not None else 0)
 
 
+def checked_shard_files(info: SplitInfo) -> List[str]:
+  """The shard files of split `info`, failing naming one that is missing or not the size the
+  converter wrote (records.check_shards). A stream checks them when it starts; training checks
+  them again before each save, since every epoch opens them anew."""
+  files = records.shard_files(info.directory, info.dataset, info.split)
+  records.check_shards(files, dict(info.shard_bytes))
+  return files
+
+
 def train_split_info(dataset_config) -> SplitInfo:
   """The train split's `split_info`; fails on a split without videos or classes to learn, and on
   unlabelled videos in it (label -1, from annotation rows without a label), which the loss would
@@ -246,9 +255,8 @@ def read(info: SplitInfo, *, shuffle: bool, seed: int, process_index: int,
   files as processes; otherwise every process reads every file and keeps every n-th element
   (evaluation does that so each process holds at most ceil(num_videos / processes) videos).
   """
-  files = records.shard_files(info.directory, info.dataset, info.split)
   # A missing or truncated shard fails here, naming the file, instead of deep inside tf.data.
-  records.check_shards(files, dict(info.shard_bytes))
+  files = checked_shard_files(info)
   by_file = by_file and len(files) >= process_count
   if by_file:
     files = files[process_index::process_count]
@@ -411,9 +419,7 @@ def _global_order_stream(info: SplitInfo, data, seed: int, start_element: int,
                          parse_and_sample) -> tf.data.Dataset:
   """The global train stream from element `start_element` on: epoch after epoch, each with its
   own file order, shuffle and per-element seeds, all derived from (seed, epoch, position)."""
-  files = records.shard_files(info.directory, info.dataset, info.split)
-  records.check_shards(files, dict(info.shard_bytes))
-  files = tf.constant(files)
+  files = tf.constant(checked_shard_files(info))
   num_files = int(files.shape[0])
   per_epoch = max(info.num_videos, 1)
   first_epoch, skip = divmod(start_element, per_epoch)

@@ -269,8 +269,8 @@ def check_shards(files: Sequence[str], expected: Optional[Mapping[str, int]]) ->
     if actual != size:
       raise CorruptShardError(
           f'TFRecord shard {present[name]} is {actual} bytes but {size} were written by the '
-          f'converter: the file is {"truncated" if actual < size else "changed"}; convert it '
-          'again (python -m data.convert resumes and rewrites missing shards).')
+          f'converter: the file is {"truncated or replaced" if actual < size else "changed"}; '
+          'convert it again (python -m data.convert resumes and rewrites missing shards).')
   unexpected = sorted(set(present) - set(expected))
   if unexpected:
     raise CorruptShardError(f'TFRecord shard(s) {unexpected} in {os.path.dirname(files[0])} are '

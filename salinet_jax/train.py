@@ -544,6 +544,7 @@ def _run_steps(trainer, state, start_step, store, writer, train_iter, rng, progr
   if start_step in store.steps():  # resumed: what it trained on before counts too
     _keep_earlier_train_groups(seen, store.metadata(start_step).get('records'),
                                config.dataset.train_split)
+  train_info = pipeline.split_info(config.dataset, config.dataset.train_split)
   eval_results: Dict[str, Any] = {}
   previous = None  # the metrics of the step before: at most two steps are ever in flight
   window, window_steps = None, 0  # the metrics summed over the steps since the last log line
@@ -579,6 +580,10 @@ def _run_steps(trainer, state, start_step, store, writer, train_iter, rng, progr
       writer.write_scalars(step, values)
       logging.info('%s', _log_line(step, total_steps, values))
     paused = time.monotonic()
+    saving = (step % config.eval_every_steps == 0 or is_last
+              or step % config.checkpoint_every_steps == 0 or stop)
+    if saving:  # not a state trained on shards changed since the stream opened them
+      pipeline.checked_shard_files(train_info)
     if step % config.eval_every_steps == 0 or is_last:
       _check_finite_loss(float(metrics['loss']), step, store)
       if config.precise_bn_batches:

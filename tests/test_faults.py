@@ -355,6 +355,35 @@ def _corrupt_shard(directory, pattern, truncate):
   return path
 
 
+def test_a_train_shard_cut_while_training_stops_the_run_at_its_next_checkpoint(
+    config, tiny_data_dir, tmp_path, monkeypatch):
+  """Shards are checked when the stream starts, but each epoch opens them again: one cut to its
+  first record at step 1 (at a record boundary, so it reads cleanly) trained the rest of the run
+  on the videos left, without a word (data audit)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  copy = tmp_path / 'records'
+  shutil.copytree(tiny_data_dir, copy)
+  config.dataset.data_dir = str(copy)
+  config.num_train_steps = 6
+  config.checkpoint_every_steps = 2
+  config.eval_every_steps = 6
+  shard = records.shard_files(str(copy), 'synthetic', 'train')[0]
+
+  def cut_at_step_1(self, step):
+    if step == 1:
+      first = next(iter(tf.data.TFRecordDataset(shard))).numpy()
+      with tf.io.TFRecordWriter(shard) as writer:
+        writer.write(first)
+    return False
+
+  monkeypatch.setattr(train.PreemptionWatcher, 'should_stop', cut_at_step_1)
+  with pytest.raises(records.CorruptShardError, match=rf'{shard} is \d+ bytes but \d+ were '
+                     'written by the converter: the file is truncated or replaced'):
+    train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert checkpoints.CheckpointStore(str(tmp_path / 'run'), config.checkpoint,
+                                     read_only=True).steps() == []
+
+
 @pytest.mark.parametrize('truncate', [True, False], ids=['truncated', 'corrupt_bytes'])
 @pytest.mark.parametrize('split', ['train', 'val'])
 def test_bad_tfrecord_names_the_file(split, truncate, config, tiny_data_dir, tmp_path):
