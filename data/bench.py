@@ -29,7 +29,6 @@ import json
 import multiprocessing
 import os
 import random
-import resource
 import sys
 import time
 from typing import Dict, List, Sequence, Tuple
@@ -38,11 +37,8 @@ import numpy as np
 
 import data
 from data import errors
+from data import host_malloc
 from data.convert.cli import in_range
-
-
-def _peak_rss_mib() -> float:
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def sample_clips(records_dir: str, split: str, num_clips: int, seed: int = 0
@@ -287,7 +283,7 @@ def _measure(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
   finally:
     ceiling.close()
     pyav.close()
-  peak_rss = _peak_rss_mib()
+  peak_rss = host_malloc.peak_rss_mib()
   clips_per_s, ceiling_cps, pyav_cps = max(rounds['a']), max(rounds['b']), max(rounds['c'])
   print(f'(a) train pipeline:            {clips_per_s:.1f} clips/s (best of {args.rounds} '
         f'rounds, batch {args.batch_size}); peak RSS {peak_rss:.0f} MiB')

@@ -1,4 +1,5 @@
-"""glibc malloc settings for the input pipeline's host process, and handing freed memory back.
+"""glibc malloc settings for the input pipeline's host process, handing freed memory back, and
+the process's peak resident memory (what the benchmarks report).
 
 Every train clip reads its whole video record (megabytes of JPEGs) into fresh buffers. glibc
 serves blocks above a dynamic threshold with a new mmap and unmaps them on free, so each record's
@@ -10,6 +11,7 @@ heap lets the pipeline reuse those pages. Process-wide, set once; a no-op off gl
 import ctypes
 import ctypes.util
 import functools
+import resource
 
 from absl import logging
 
@@ -59,3 +61,17 @@ def keep_buffers_in_heap(mmap_threshold_mib: int) -> bool:
     logging.warning('glibc refused mallopt(M_MMAP_THRESHOLD=%d MiB): malloc settings unchanged.',
                     mmap_threshold_mib)
   return applied
+
+
+def peak_rss_mib() -> float:
+  """Peak resident memory of this process so far: Linux's VmHWM. Not ru_maxrss, which in a
+  child process starts at its parent's peak (it survives the exec), so a small child of a large
+  process would report that process's memory; ru_maxrss only where /proc is missing."""
+  try:
+    with open('/proc/self/status') as f:
+      for line in f:
+        if line.startswith('VmHWM:'):
+          return int(line.split()[1]) / 1024.0
+  except OSError:
+    pass
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

@@ -37,7 +37,6 @@ side lives in tests/torch_models.py.
 import datetime
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -48,7 +47,10 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from data import host_malloc
 from salinet_jax import cli
+from salinet_jax import errors
+from salinet_jax import workdir
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TORCH_MODELS = os.path.join(REPO_ROOT, 'tests', 'torch_models.py')
@@ -60,39 +62,28 @@ FLAGS = flags.FLAGS
 # dense peak is the honest denominator. Unknown kinds (every CPU) report MFU as 'unknown'.
 PEAK_FLOPS = {
     'A100': {'float32': 156e12, 'bfloat16': 312e12, 'float16': 312e12},
+    'H100 PCIe': {'float32': 378e12, 'bfloat16': 756e12, 'float16': 756e12},
     'H100': {'float32': 494.7e12, 'bfloat16': 989.4e12, 'float16': 989.4e12},
     'H200': {'float32': 494.7e12, 'bfloat16': 989.4e12, 'float16': 989.4e12},
     'TPU v4': {'bfloat16': 275e12},
     'TPU v5e': {'bfloat16': 197e12},
 }
 # device_kind substrings -> PEAK_FLOPS key (first match wins).
-DEVICE_KINDS = (('H200', 'H200'), ('H100', 'H100'), ('A100', 'A100'), ('TPU v4', 'TPU v4'),
-                ('TPU v5 lite', 'TPU v5e'), ('TPU v5e', 'TPU v5e'))
+DEVICE_KINDS = (('H200', 'H200'), ('H100 PCIe', 'H100 PCIe'), ('H100', 'H100'),
+                ('A100', 'A100'), ('TPU v4', 'TPU v4'), ('TPU v5 lite', 'TPU v5e'),
+                ('TPU v5e', 'TPU v5e'))
 MIB = 1024.0 * 1024.0
 # config.model.name values with a PyTorch counterpart in tests/torch_models.py.
 TORCH_ARCHS = ('hara_resnet3d', 'i3d_nl', 'salinet_i3d', 's2dnet')
 
 
 def peak_flops(device_kind: str, dtype: str) -> Optional[float]:
-  """The device's dense peak FLOP/s for `dtype`, or None when unknown (CPUs)."""
+  """The device's dense peak FLOP/s for the compute `dtype` (config.dtype as the model computes
+  in it: models.compute_dtype), or None when unknown (CPUs)."""
   for pattern, key in DEVICE_KINDS:
     if pattern.lower() in device_kind.lower():
       return PEAK_FLOPS[key].get(dtype)
   return None
-
-
-def host_peak_rss_mib() -> float:
-  """Peak resident memory of this process so far: Linux's VmHWM. Not ru_maxrss, which in a
-  child process starts at its parent's peak (it survives the exec), so a small child of a large
-  benchmark would report the benchmark's memory; ru_maxrss only where /proc is missing."""
-  try:
-    with open('/proc/self/status') as f:
-      for line in f:
-        if line.startswith('VmHWM:'):
-          return int(line.split()[1]) / 1024.0
-  except OSError:
-    pass
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def reset_host_peak_rss() -> bool:
@@ -122,8 +113,8 @@ def registry_classes(config, num_classes: Optional[int]) -> Tuple[int, int]:
     return num_classes or len(synthetic.CLASSES), 0
   if name not in datasets.REGISTRY:
     if num_classes is None:
-      raise SystemExit(f'Dataset {name!r} is not in the registry (data/datasets.py): pass '
-                       '--num_classes.')
+      raise errors.UserError(f'Dataset {name!r} is not in the registry (data/datasets.py): pass '
+                             '--num_classes.')
     return num_classes, 0
   info = datasets.REGISTRY[name]
   return num_classes or info.num_classes, info.split_sizes.get(config.dataset.train_split, 0)
@@ -236,7 +227,7 @@ class JaxWorkload:
       analysis = analysis[0] if analysis else {}
     analysis = analysis or {}
     flops = analysis.get('flops')
-    return {'flops_per_step': float(flops) if flops is not None else None,
+    return {'flops_per_device': float(flops) if flops is not None else None,
             'bytes_accessed_per_step': analysis.get('bytes accessed')}
 
   def memory_analysis(self) -> Dict[str, Any]:
@@ -250,6 +241,9 @@ class JaxWorkload:
       value = getattr(stats, field, None)
       if value is not None:
         out[field.replace('_in_bytes', '_mib')] = round(value / MIB, 1)
+    # XLA's peak_memory leaves the temporaries out on CPU: the step's own total, beside it.
+    out['step_total_mib'] = round((stats.argument_size_in_bytes + stats.output_size_in_bytes
+                                   - stats.alias_size_in_bytes + stats.temp_size_in_bytes) / MIB, 1)
     return out
 
 
@@ -303,14 +297,15 @@ class TorchChild:
   def __init__(self, spec: Dict[str, Any]):
     import importlib.util  # pylint: disable=g-import-not-at-top
     if importlib.util.find_spec('torch') is None:
-      raise SystemExit('--compare=torch needs PyTorch: pip install -r requirements-test.txt')
+      raise errors.UserError('--compare=torch needs PyTorch: pip install -r '
+                             'requirements-test.txt')
     self.process = subprocess.Popen(
         [sys.executable, TORCH_MODELS, json.dumps(spec), '--serve'], stdin=subprocess.PIPE,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     self.ready = self._read()
     if 'error' in self.ready:
       self.process.wait()
-      raise SystemExit(f'--compare=torch: {self.ready["error"]}')
+      raise errors.UserError(f'--compare=torch: {self.ready["error"]}')
 
   def _read(self) -> Dict[str, Any]:
     line = self.process.stdout.readline()
@@ -346,6 +341,8 @@ def run(config, *, config_path: str, mode: str, batch: Optional[int], steps: int
   salinet_jax/models/fast_conv.py's (the A/B baseline)."""
   import contextlib  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from salinet_jax import models  # pylint: disable=g-import-not-at-top
   from salinet_jax.models import fast_conv  # pylint: disable=g-import-not-at-top
   load_start = load_average()
   if dtype:
@@ -356,21 +353,31 @@ def run(config, *, config_path: str, mode: str, batch: Optional[int], steps: int
   frames = frames or config.data.num_frames
   size = size or (config.data.eval_crop_size if mode == 'eval' else config.data.crop_size)
   num_classes, train_videos = registry_classes(config, num_classes)
-  if compare == 'torch' and mode == 'inputs':
-    raise SystemExit('--compare=torch compares train and eval steps, not --mode=inputs.')
+  if mode == 'inputs':  # its step has no model: these would change nothing, and be recorded
+    given = [name for name, value in (('--dtype', dtype), ('--compare', compare),
+                                      ('--nocpu_kernels', not cpu_kernels),
+                                      ('--checkpoint', checkpoint)) if value]
+    if given:
+      raise errors.UserError(f'{", ".join(given)} applies to --mode=train and eval, not to '
+                             '--mode=inputs (its step runs no model).')
+  compute = np.dtype(models.compute_dtype(config.dtype)).name
   if compare == 'torch' and config.model.name not in TORCH_ARCHS:
-    raise SystemExit(f'--compare=torch: no PyTorch counterpart of model {config.model.name!r} '
-                     f'(have {", ".join(TORCH_ARCHS)}).')
+    raise errors.UserError(f'--compare=torch: no PyTorch counterpart of model '
+                           f'{config.model.name!r} (have {", ".join(TORCH_ARCHS)}).')
+  if compare == 'torch' and compute != 'float32':
+    raise errors.UserError(f'--compare=torch runs PyTorch in float32: the JAX side would compute '
+                           f'in {compute} (config.dtype={config.dtype!r}); compare with '
+                           '--dtype=float32.')
 
   if warmup < 1:
     raise ValueError('warmup must be >= 1: the peak RSS is read after the warm-up steps.')
   with contextlib.nullcontext() if cpu_kernels else fast_conv.disabled():
     workload = JaxWorkload(config, mode, batch, frames, size, num_classes, train_videos,
                            checkpoint=checkpoint)
-  rss_compile = host_peak_rss_mib()
+  rss_compile = host_malloc.peak_rss_mib()
   resettable = reset_host_peak_rss()
   warmup_times = time_steps(workload.step, warmup)
-  rss_step = host_peak_rss_mib() if resettable else None
+  rss_step = host_malloc.peak_rss_mib() if resettable else None
   rss_jax = max(rss_compile, rss_step or 0.0)
   device = jax.devices()[0]
   result: Dict[str, Any] = {
@@ -378,7 +385,8 @@ def run(config, *, config_path: str, mode: str, batch: Optional[int], steps: int
       'backend': jax.default_backend(), 'device_kind': device.device_kind,
       'num_devices': jax.device_count(), 'cpu_count': os.cpu_count(), 'dtype': config.dtype,
       'remat': config.get('remat', 'none'), 'batch': batch,
-      'threads': threads or os.cpu_count(), 'xla_flags': os.environ.get('XLA_FLAGS', ''),
+      'threads': threads or os.cpu_count(), 'cores': len(os.sched_getaffinity(0)),
+      'xla_flags': os.environ.get('XLA_FLAGS', ''),
       # glibc's malloc tunables change how XLA's per-step temporaries are faulted in (README).
       'glibc_tunables': os.environ.get('GLIBC_TUNABLES', ''),
       # A warm cache (JAX_COMPILATION_CACHE_DIR) turns compile_time_s into a load time.
@@ -421,8 +429,18 @@ def run(config, *, config_path: str, mode: str, batch: Optional[int], steps: int
                                       if stats and 'peak_bytes_in_use' in stats else None)
   result['memory_analysis'] = workload.memory_analysis()
   result.update(workload.cost())
-  peak = peak_flops(device.device_kind, config.dtype)
-  flops = result['flops_per_step']
+  # XLA's cost analysis is of one device's program, and of a loop's body once: the step's FLOPs
+  # are those of every device, and of every micro-batch (the update once per micro-batch then).
+  accumulation = config.grad_accumulation_steps if mode == 'train' else 1
+  per_device = result.pop('flops_per_device')
+  flops = per_device * jax.device_count() * accumulation if per_device is not None else None
+  result['flops_per_step'] = flops
+  result['flops_per_device_step'] = (per_device * accumulation if per_device is not None
+                                     else None)
+  if accumulation > 1:
+    result['flops_counted'] = (f'one micro-batch x grad_accumulation_steps={accumulation} (the '
+                               'optimizer update counted once per micro-batch)')
+  peak = peak_flops(device.device_kind, compute)
   result['peak_flops_per_s'] = peak
   result['mfu'] = (round(flops / result['step_time_median_s'] / peak / jax.device_count(), 4)
                    if peak and flops else 'unknown')
@@ -472,8 +490,9 @@ def define_flags() -> None:
                        'config.data.eval_crop_size).', lower_bound=1)
   flags.DEFINE_enum('compare', '', ['', 'torch'], 'Also run the PyTorch counterpart.')
   flags.DEFINE_enum('threads', 'all', ['all', '1'],
-                    "'1': XLA's CPU backend and PyTorch on one thread each (a comparison that a "
-                    "busy machine distorts less); 'all': every core (the default).")
+                    "'1': this process and the PyTorch child on one core (a comparison that a "
+                    "busy machine distorts less; XLA keeps threads of its own, so they are held "
+                    "to the core); 'all': every core (the default).")
   flags.DEFINE_bool('cpu_kernels', True, 'On the CPU backend, the convolution and pooling '
                     'kernels of salinet_jax/models/fast_conv.py (--nocpu_kernels: XLA\'s own, '
                     'for A/B runs).')
@@ -496,10 +515,15 @@ def main(argv):
   if FLAGS.threads == '1':  # read when JAX starts its CPU backend, i.e. in run()
     os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                                ' --xla_cpu_multi_thread_eigen=false').strip()
+    # XLA runs threads of its own whatever the flag: one core holds them (and the PyTorch child,
+    # which inherits it), or the JAX side would run on every core against PyTorch's one.
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
   from salinet_jax import console  # pylint: disable=g-import-not-at-top
   console.setup()  # main.py's console: no backend-probing chatter (starts JAX: flags set above)
   config_arg = [a.split('=', 1)[1] for a in sys.argv if a.startswith('--config=')]
-  with cli.user_errors_in_one_line():  # a bad config value or checkpoint
+  with cli.user_errors_in_one_line():  # a bad config value or checkpoint, an unwritable output
+    if FLAGS.output:  # before the run, not after it
+      workdir.check_writable(os.path.dirname(os.path.abspath(FLAGS.output)), 'the JSON line')
     result = run(FLAGS.config, config_path=config_arg[0] if config_arg else '',
                  mode=FLAGS.mode, batch=FLAGS.batch, steps=FLAGS.steps, warmup=FLAGS.warmup,
                  dtype=FLAGS.dtype, num_classes=FLAGS.num_classes, frames=FLAGS.frames,

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from configs import demo
+from data import host_malloc
 from salinet_jax import bench
 from salinet_jax import checkpoints
 from salinet_jax import optim
@@ -68,6 +69,62 @@ def test_peak_flops_table():
   assert bench.peak_flops('NVIDIA A100-SXM4-80GB', 'float32') == bench.PEAK_FLOPS['A100']['float32']
   assert bench.peak_flops('TPU v5 lite', 'bfloat16') == bench.PEAK_FLOPS['TPU v5e']['bfloat16']
   assert bench.peak_flops('cpu', 'float32') is None
+  # A PCIe H100 was given the SXM part's peaks (MFU a quarter low; audit).
+  assert bench.peak_flops('NVIDIA H100 PCIe', 'bfloat16') == 756e12
+  assert bench.peak_flops('NVIDIA H100 80GB HBM3', 'bfloat16') == 989.4e12
+
+
+def test_flops_count_every_micro_batch_and_memory_totals_count_temporaries():
+  """With gradient accumulation XLA counts the loop's body once: flops_per_step was one
+  micro-batch's. XLA's peak_memory leaves the temporaries out on CPU (audit)."""
+  config = tiny_bench_config()
+  whole = bench.run(config, config_path='demo', mode='train', batch=4, steps=1, warmup=1)
+  config.grad_accumulation_steps = 2
+  halves = bench.run(config, config_path='demo', mode='train', batch=4, steps=1, warmup=1)
+  assert halves['flops_per_step'] == pytest.approx(whole['flops_per_step'], rel=0.1)
+  assert halves['flops_counted'].startswith('one micro-batch x grad_accumulation_steps=2')
+  memory = whole['memory_analysis']
+  assert memory['step_total_mib'] == pytest.approx(
+      memory['argument_size_mib'] + memory['output_size_mib'] - memory['alias_size_mib']
+      + memory['temp_size_mib'], abs=0.2)
+
+
+def test_flags_the_workload_does_not_read_are_refused():
+  """--mode=inputs recorded --dtype, --nocpu_kernels and --checkpoint though its step runs no
+  model; --compare=torch set a bfloat16 JAX step against PyTorch's float32 one (audit)."""
+  with pytest.raises(bench.errors.UserError, match=r'--dtype, --nocpu_kernels applies to '
+                     r'--mode=train and eval, not to --mode=inputs'):
+    bench.run(tiny_bench_config(), config_path='demo', mode='inputs', batch=2, steps=1, warmup=1,
+              dtype='bfloat16', cpu_kernels=False)
+  with pytest.raises(bench.errors.UserError, match=r'--compare=torch runs PyTorch in float32: '
+                     r'the JAX side would compute in bfloat16'):
+    bench.run(tiny_bench_config('hara_resnet3d'), config_path='demo', mode='train', batch=2,
+              steps=1, warmup=1, dtype='bfloat16', compare='torch')
+
+
+def test_flops_per_step_counts_every_device_and_one_thread_is_one_core(tmp_path):
+  """On two devices flops_per_step was one device's, and MFU half what it is; --threads=1 left
+  XLA's threads on every core (audit). An unwritable --output failed after the whole run."""
+  command = [sys.executable, '-m', 'salinet_jax.bench', '--config=configs/demo.py', '--mode=eval',
+             '--batch=2', '--steps=1', '--warmup=1', '--config.model.width=4',
+             '--config.data.num_frames=4', '--size=16']
+  lines = []
+  for devices, extra in ((0, ['--threads=1']), (2, [])):
+    process = subprocess.run(command + extra, cwd=REPO_ROOT, env=subprocess_env(devices),
+                             capture_output=True, text=True, check=False, timeout=300)
+    assert process.returncode == 0, process.stderr[-2000:]
+    lines.append(json.loads(process.stdout.strip().splitlines()[-1]))
+  one, two = lines
+  assert (one['num_devices'], two['num_devices'], one['cores']) == (1, 2, 1)
+  assert two['flops_per_step'] == pytest.approx(one['flops_per_step'], rel=0.02)
+  assert two['flops_per_device_step'] == pytest.approx(one['flops_per_step'] / 2, rel=0.02)
+  (tmp_path / 'a_file').write_text('')
+  process = subprocess.run(command + [f'--output={tmp_path}/a_file/line.json'], cwd=REPO_ROOT,
+                           env=subprocess_env(), capture_output=True, text=True, check=False,
+                           timeout=300)
+  assert process.returncode == 1 and not process.stdout.strip(), process.stderr[-2000:]
+  assert process.stderr.strip().splitlines()[-1].startswith(
+      f'error: Cannot write the JSON line to {tmp_path}/a_file')
 
 
 @pytest.mark.skipif(importlib.util.find_spec('torch') is None, reason='needs PyTorch')
@@ -93,7 +150,7 @@ def test_torch_child_reports_its_own_peak_rss_not_the_benchmarks():
   child = bench.TorchChild(spec)
   assert child.step() > 0
   final = child.finish()
-  parent = bench.host_peak_rss_mib()
+  parent = host_malloc.peak_rss_mib()
   del ballast
   assert child.process.returncode == 0
   assert parent > 1536
@@ -104,7 +161,7 @@ def test_torch_child_reports_its_own_peak_rss_not_the_benchmarks():
 def test_torch_child_that_cannot_build_the_model_fails_in_one_line():
   spec = bench.torch_spec(tiny_bench_config('hara_resnet3d'), 'train', 2, 4, 16, 4, threads=1)
   spec['arch'] = 'no_such_arch'
-  with pytest.raises(SystemExit, match='--compare=torch: No PyTorch counterpart'):
+  with pytest.raises(bench.errors.UserError, match='--compare=torch: No PyTorch counterpart'):
     bench.TorchChild(spec)
 
 
@@ -113,10 +170,10 @@ def test_step_peak_rss_leaves_out_memory_freed_before_the_steps():
   reset after compiling, so memory freed before the steps is not counted in their peak."""
   ballast = np.ones(512 * 2**20 // 8)  # 512 MiB touched, then freed, like the compiler's memory
   del ballast
-  before = bench.host_peak_rss_mib()
+  before = host_malloc.peak_rss_mib()
   if not bench.reset_host_peak_rss():
     pytest.skip('this kernel has no writable /proc/self/clear_refs to reset VmHWM')
-  after = bench.host_peak_rss_mib()
+  after = host_malloc.peak_rss_mib()
   assert after < before - 400, (before, after)
   result = bench.run(tiny_bench_config(), config_path='demo', mode='train', batch=2, steps=1,
                      warmup=1)

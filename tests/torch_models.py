@@ -34,7 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import reference_torch as ref  # noqa: E402  pylint: disable=wrong-import-position
 # The benchmark's own peak-RSS reading (it imports neither JAX nor TensorFlow).
-from salinet_jax.bench import host_peak_rss_mib  # noqa: E402  pylint: disable=wrong-import-position
+from data.host_malloc import peak_rss_mib  # noqa: E402  pylint: disable=wrong-import-position
 
 KINETICS_MEAN = (0.45, 0.45, 0.45)
 KINETICS_STD = (0.225, 0.225, 0.225)
@@ -280,7 +280,7 @@ def serve(spec: Dict[str, Any]) -> None:
     if line.strip() != 'step':
       raise ValueError(f'unexpected command {line.strip()!r} (expected "step")')
     print(json.dumps({'step_s': time_steps(workload.step, 1)[0]}), flush=True)
-  print(json.dumps({'peak_rss_mib': round(host_peak_rss_mib(), 1)}), flush=True)
+  print(json.dumps({'peak_rss_mib': round(peak_rss_mib(), 1)}), flush=True)
 
 
 def main(argv) -> None:
@@ -295,7 +295,7 @@ def main(argv) -> None:
   print(json.dumps({'framework': 'torch', 'torch_version': torch.__version__,
                     'threads': torch.get_num_threads(), 'warmup_s': warmup,
                     'step_time_median_s': statistics.median(times), 'step_times_s': times,
-                    'peak_rss_mib': round(host_peak_rss_mib(), 1)}))
+                    'peak_rss_mib': round(peak_rss_mib(), 1)}))
 
 
 if __name__ == '__main__':
