@@ -3,11 +3,13 @@
   python -m data.report --records=DIR [--output=DIR/report]
 
 Prints, and writes as report.json and report.png: videos per split and per class, the failures
-and their reasons, histograms of duration, frame rate, source resolution and frames per video,
+and their reasons, histograms of duration and frames per video (of the stored frames, after the
+converter's --fps and --max_frames, which it names), frame rate and source resolution,
 how each split's frames were timed (container timestamps or decoder order), and, for the standard
 datasets of the registry, the official count beside the converted one. The check PySlowFast and
 MMAction2 maintainers ask for when accuracy does not reproduce: a missing tenth of a split or a
-resolution mix shows here first.
+resolution mix shows here first. A split whose shard files are missing, cut short or damaged
+is named on a DAMAGED line, and the command then exits with status 1.
 
 Per-video facts come from the converter's bookkeeping (DIR/.convert/, source sizes and rates
 included); records written without it are read directly (context features and the stored
@@ -51,7 +53,11 @@ def _from_records(directory: str, metadata, split: str) -> List[Dict[str, Any]]:
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   out = []
   for shard in records.shard_files(directory, metadata.name, split):
-    for serialized in tf.data.TFRecordDataset(shard):
+    try:
+      serialized_videos = list(tf.data.TFRecordDataset(shard))
+    except tf.errors.DataLossError as e:  # the shard and byte offset, as training says them
+      raise records.locate_corruption([shard], e) from None
+    for serialized in serialized_videos:
       features = records.parse_video_with_context(serialized)
       jpegs = features['frames_jpeg']
       height, width = (int(v) for v in tf.image.extract_jpeg_shape(jpegs[0])[:2]) \
@@ -61,6 +67,20 @@ def _from_records(directory: str, metadata, split: str) -> List[Dict[str, Any]]:
                   'fps': float(features['fps']), 'timing': features['timing'].numpy().decode(),
                   'stored_height': height, 'stored_width': width})
   return out
+
+
+def _damage(directory: str, metadata, split: str) -> str:
+  """What is wrong with the split's shard files (missing, another size than the converter
+  wrote, left over from another conversion: records.check_shards), '' when nothing is."""
+  if not metadata.split_sizes.get(split):
+    return ''
+  try:
+    records.check_shards(records.shard_files(directory, metadata.name, split),
+                         {s['file']: int(s['num_bytes']) for s in metadata.shards.get(split, ())
+                          if 'num_bytes' in s})
+  except errors.DataError as e:
+    return str(e)
+  return ''
 
 
 def _histogram(values: Sequence[float], bins: int = 12) -> Dict[str, Any]:
@@ -92,7 +112,14 @@ def build(directory: str) -> Dict[str, Any]:
                           'num_classes': metadata.num_classes, 'classes': list(metadata.classes),
                           'splits': {}}
   for split in sorted(metadata.split_sizes):
-    videos = from_states.get(split) or _from_records(directory, metadata, split)
+    damage = _damage(directory, metadata, split)
+    settings = (metadata.extra.get('conversion', {}).get(split) or {}).get('settings') or {}
+    videos = from_states.get(split) or []
+    if not videos and not damage:
+      try:
+        videos = _from_records(directory, metadata, split)
+      except errors.DataError as e:
+        damage = str(e)
     failures = [f for f in metadata.failures if f.get('split') == split]
     per_class = collections.Counter(v['label'] for v in videos)
     durations = [v['num_frames'] / v['fps'] if v.get('fps') else None for v in videos]
@@ -101,6 +128,7 @@ def build(directory: str) -> Dict[str, Any]:
                    for v in videos]
     entry = {
         'videos': metadata.split_sizes[split],
+        'damaged': damage,
         'failures': len(failures),
         'videos_with_warnings': len({file for file, _ in
                                      metadata.extra.get('warnings', {}).get(split, ())}),
@@ -112,6 +140,12 @@ def build(directory: str) -> Dict[str, Any]:
                                    if not per_class.get(k)],
         'duration_seconds': _histogram(durations),
         'fps': _histogram([v.get('source_fps') or v.get('fps') for v in videos]),
+        'fps_of': ('source' if videos and all(v.get('source_fps') for v in videos)
+                   else 'stored'),
+        # The converter's --fps and --max_frames (0: native rate, no cap): the durations and
+        # frames above are of the stored frames.
+        'stored_fps': float(settings.get('fps') or 0.0),
+        'stored_max_frames': int(settings.get('max_frames') or 0),
         'short_side_pixels': _histogram(short_sides),
         'source_resolution': _resolution_kind(videos),
         'frames_per_video': _histogram([v['num_frames'] for v in videos]),
@@ -150,14 +184,23 @@ def summary(card: Dict[str, Any]) -> str:
                  + (f" {entry['failure_reasons']}" if entry['failures'] else '')
                  + (f", {entry['videos_with_warnings']} kept with a warning (warnings.csv)"
                     if entry['videos_with_warnings'] else ''))
+    if entry['damaged']:
+      lines.append(f"    DAMAGED: {entry['damaged']}")
     counts = sorted(entry['videos_per_class'].values())
     lines.append(f"    per class: min {counts[0]}, median {int(np.median(counts))}, max "
                  f"{counts[-1]}" + (f"; no video: {entry['classes_without_videos'][:5]}"
                                     if entry['classes_without_videos'] else ''))
     side = f'{_side_kind(entry)} short side pixels'
-    for key, name, unit in (('duration_seconds', 'duration seconds', 's'), ('fps', 'fps', 'fps'),
+    resampled = ', '.join(
+        ([f"resampled to {entry['stored_fps']:g} fps"] if entry.get('stored_fps') else [])
+        + ([f"at most {entry['stored_max_frames']} frames"] if entry.get('stored_max_frames')
+           else []))
+    if resampled:
+      lines.append(f'    stored {resampled}: durations and frames are of the stored frames')
+    for key, name, unit in (('duration_seconds', 'stored duration seconds', 's'),
+                            ('fps', f"{entry.get('fps_of', 'stored')} fps", 'fps'),
                             ('short_side_pixels', side, 'px'),
-                            ('frames_per_video', 'frames per video', 'frames')):
+                            ('frames_per_video', 'stored frames per video', 'frames')):
       h = entry[key]
       if h.get('count'):
         lines.append(f"    {name}: {h['min']:.4g}-{h['max']:.4g} {unit}, "
@@ -246,6 +289,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(summary(card))
     print(f"wrote {os.path.join(output, 'report.json')} and "
           f"{plot(card, os.path.join(output, 'report.png'))}")
+    damaged = [split for split, entry in card['splits'].items() if entry['damaged']]
+    if damaged:
+      print(f"error: the records of split{'s' if len(damaged) > 1 else ''} "
+            f"{', '.join(map(repr, damaged))} in {args.records} are damaged (the DAMAGED "
+            f"line{'s' if len(damaged) > 1 else ''} above): convert the split again.",
+            file=sys.stderr)
+      return 1
   except errors.DataError as e:
     print(f'error: {e}', file=sys.stderr)
     return 1

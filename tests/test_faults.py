@@ -532,6 +532,46 @@ def test_data_bench_on_a_split_the_records_lack_or_without_the_sources_is_one_li
       f'error: 8 source videos of the records are not under {tmp_path} (e.g. ')
 
 
+@pytest.mark.parametrize('damage', ['deleted', 'truncated', 'truncated_unrecorded'])
+def test_the_data_report_of_damaged_records_says_so(damage, tiny_data_dir, tmp_path, capsys):
+  """A deleted val shard and a train shard cut short printed a clean card ('val: 7 videos, 0
+  failed', exit 0), and records whose metadata keeps no shard sizes a DataLossError traceback
+  (data audit)."""
+  from data import report  # pylint: disable=g-import-not-at-top
+  copy = tmp_path / 'records'
+  shutil.copytree(tiny_data_dir, copy)
+  split = 'val' if damage == 'deleted' else 'train'
+  shard = records.shard_files(str(copy), 'synthetic', split)[0]
+  if damage == 'deleted':
+    os.remove(shard)
+  else:
+    with open(shard, 'r+b') as f:
+      f.truncate(1000)
+  if damage == 'truncated_unrecorded':
+    metadata = json.loads((copy / 'metadata.json').read_text())
+    metadata['shards'] = {}
+    (copy / 'metadata.json').write_text(json.dumps(metadata))
+  assert report.main([f'--records={copy}', f'--output={tmp_path / "card"}']) == 1
+  out, err = capsys.readouterr()
+  damaged = [line for line in out.splitlines() if line.startswith('    DAMAGED: ')]
+  assert len(damaged) == 1 and os.path.basename(shard) in damaged[0], out
+  assert err == (f'error: the records of split {split!r} in {copy} are damaged (the DAMAGED line '
+                 'above): convert the split again.\n')
+
+
+def test_the_data_report_says_which_figures_are_of_the_stored_frames(tiny_data_dir):
+  """After --fps=10 --max_frames=40 the card gave the sources' 25-30 fps beside the stored
+  frames' durations and counts, without saying either (data audit)."""
+  from data import report  # pylint: disable=g-import-not-at-top
+  card = report.build(str(tiny_data_dir))
+  card['splits']['train'].update(stored_fps=10.0, stored_max_frames=40)
+  text = report.summary(card)
+  assert ('    stored resampled to 10 fps, at most 40 frames: durations and frames are of the '
+          'stored frames') in text
+  assert '    stored duration seconds: ' in text and '    stored frames per video: ' in text
+  assert '    stored fps: ' in text  # synthetic records keep no source rate
+
+
 @pytest.mark.parametrize('env, expected', [
     ({'JAX_NUM_PROCESSES': '2'}, 'JAX_NUM_PROCESSES set without JAX_COORDINATOR_ADDRESS, '
      'JAX_PROCESS_ID: a multi-process run configured by hand needs all three (or '
