@@ -630,11 +630,15 @@ def test_left_out_files_and_classes_differing_in_case_are_warned_about(tmp_path,
     (tree / label / os.path.basename(source)).symlink_to(FIGHT / source)
   (tree / 'fight' / 'x2.ts').write_bytes(b'')
   (tree / 'noFight' / 'notes.txt').write_text('')
+  (tree / 'stray.mp4').symlink_to(FIGHT / 'fight/fi003.mp4')  # in no class folder (data audit)
+  (tree / 'README.txt').write_text('')
   assert _run('--dataset=folder', f'--input={tree}', f'--output={tmp_path / "out"}',
               '--dry_run') == 0
   err = capsys.readouterr().err
   assert ('warning: 2 file(s) in the class folders are left out, their extensions not being '
           'among --extensions (fight/x2.ts, noFight/notes.txt)') in err, err
+  assert (f'warning: 1 video(s) directly in {tree} are in no class folder and left out '
+          '(stray.mp4): move each into the folder of its class.') in err, err
   assert "warning: classes 'Fight', 'fight' differ in case only" in err, err
 
 

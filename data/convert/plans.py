@@ -265,6 +265,14 @@ def plan_folder(args) -> Plan:
     plan.splits[split] = items
   if args.split_by_group:
     plan.notes['groups'] = {s: sorted({e.group for e in part}) for s, part in splits.items()}
+  stray = sorted(name for name in os.listdir(root) if not name.startswith('.')
+                 and os.path.isfile(os.path.join(root, name))
+                 and os.path.splitext(name)[1].lower() in _extensions(args))
+  if stray:
+    plan.warnings.append(
+        f'{len(stray)} video(s) directly in {args.input} are in no class folder and left out '
+        f'({", ".join(stray[:5])}{", ..." if len(stray) > 5 else ""}): move each into the '
+        'folder of its class.')
   if parsed.skipped:
     plan.warnings.append(
         f'{len(parsed.skipped)} file(s) in the class folders are left out, their extensions not '
