@@ -358,6 +358,18 @@ def test_group_split_never_takes_the_only_group_of_a_class():
     assert {e.label_index for e in split['val']} == {1}
 
 
+def test_a_group_split_where_every_group_holds_a_class_alone_is_refused():
+  """Each class in one group: the split put a class's only group in val, so the model never
+  trained on it, though the README says such a class stays in train (data audit)."""
+  entries = [_entry('fight/g1/0', 0, 'g1'), _entry('fight/g1/1', 0, 'g1'),
+             _entry('noFight/g2/0', 1, 'g2'), _entry('noFight/g2/1', 1, 'g2')]
+  with pytest.raises(ValueError, match=r'Every group holds the only videos of a class \(2 groups'
+                     r', e.g. g1\): any val group would leave its class untrained; pass '
+                     r'--val_groups to choose them anyway, or split by file'):
+    A.split_by_group(entries, 0.25, 0)
+  assert [e.group for e in A.split_by_group(entries, 0.25, 0, ['g2'])['val']] == ['g2', 'g2']
+
+
 def test_group_split_adds_val_groups_for_classes_within_bounds():
   """100 classes of two 10-video groups at 0.1: covering every class would put half the data
   in val; val stays within twice the target, and both sides keep groups whole."""

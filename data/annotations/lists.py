@@ -243,8 +243,14 @@ def split_by_group(entries: Sequence[VideoEntry], val_fraction: float, seed: int
           and size + len(by_group[group]) <= limit and keeps_every_class_trained(group)):
         choose(group)
     if not chosen:  # every group is larger than the target: take the smallest one, if possible
-      smallest = sorted(order, key=lambda g: len(by_group[g]))  # one that keeps classes trained
-      chosen.add(next((g for g in smallest if keeps_every_class_trained(g)), smallest[0]))
+      smallest = [g for g in sorted(order, key=lambda g: len(by_group[g]))
+                  if keeps_every_class_trained(g)]
+      if not smallest:
+        raise ValueError(
+            f'Every group holds the only videos of a class ({len(order)} groups, e.g. '
+            f'{sorted(order)[0]}): any val group would leave its class untrained; pass '
+            '--val_groups to choose them anyway, or split by file (--split_by_group=file).')
+      chosen.add(smallest[0])
   if len(chosen) == len(by_group):
     raise ValueError('Splitting by group left no group for training.')
   return {'train': [e for e in entries if e.group not in chosen],
