@@ -136,6 +136,26 @@ def checked_shard_files(info: SplitInfo) -> List[str]:
   return files
 
 
+def check_video_counts(info: SplitInfo) -> None:
+  """Fails naming the first shard of split `info` that holds another number of videos than
+  metadata.json counts, or the split when only its total is recorded (records written by other
+  code, an edited metadata.json); reads every record, so only run after a count went wrong."""
+  files = records.shard_files(info.directory, info.dataset, info.split)
+  held = [records.verify_records(path) for path in files]
+  where = f'Split {info.split!r} of {info.dataset!r} in {info.directory}'
+  for path, count, counted in zip(files, held, info.shard_videos):
+    if count != counted:
+      raise records.CorruptShardError(
+          f'{where}: shard {os.path.basename(path)} holds {count} videos, but metadata.json '
+          f'counts {counted} ({sum(held)} in the split, {info.num_videos} counted): records '
+          'written by other code, or an edited metadata.json? Convert the split again.')
+  if sum(held) != info.num_videos:
+    raise records.CorruptShardError(
+        f'{where}: its shards hold {sum(held)} videos, but metadata.json counts '
+        f'{info.num_videos}: records written by other code, or an edited metadata.json? Convert '
+        'the split again.')
+
+
 def train_split_info(dataset_config) -> SplitInfo:
   """The train split's `split_info`; fails on a split without videos or classes to learn, and on
   unlabelled videos in it (label -1, from annotation rows without a label), which the loss would

@@ -37,6 +37,10 @@ class NonFiniteScoresError(errors.UserError):
   """The model produced NaN or Inf scores: no accuracy is reported."""
 
 
+class VideoCountError(RuntimeError):
+  """An evaluation scored another number of videos than its split holds."""
+
+
 def reduce_views(logits: jnp.ndarray, reduction: str, scores: str) -> jnp.ndarray:
   """(B, V, K) per-view logits -> (B, K) per-video scores."""
   if reduction not in VIEW_REDUCTIONS:
@@ -240,8 +244,8 @@ def evaluate_batches(batches, num_videos: int, variables, mesh, jitted_step, cla
     filenames += [n for n, real in zip(names, mask) if real]
   totals = jax.tree.map(lambda x: float(np.asarray(x)), totals)
   if int(round(totals['count'])) != num_videos:
-    raise RuntimeError(f'Evaluated {totals["count"]} videos but there are {num_videos}: the eval '
-                       'pipeline lost or repeated videos.')
+    raise VideoCountError(f'Evaluated {totals["count"]} videos but there are {num_videos}: the '
+                          'eval pipeline lost or repeated videos.')
   return totals, Predictions(np.concatenate(scores), np.concatenate(labels).astype(np.int64),
                              filenames, tuple(classes))
 
@@ -263,8 +267,12 @@ def evaluate_split(config, variables, split: str, mesh, jitted_step,
   parallel.check_batch_size(config.eval_batch_size, mesh.size, 'config.eval_batch_size')
   ds, num_batches, info = pipeline.eval_dataset(config, split)
   start = time.time()
-  totals, predictions = evaluate_batches(pipeline.as_numpy(ds, info), info.num_videos, variables,
-                                         mesh, jitted_step, info.classes, visualize)
+  try:
+    totals, predictions = evaluate_batches(pipeline.as_numpy(ds, info), info.num_videos,
+                                           variables, mesh, jitted_step, info.classes, visualize)
+  except VideoCountError:
+    pipeline.check_video_counts(info)  # records that hold another count than metadata.json's
+    raise
   if totals['non_finite']:
     raise NonFiniteScoresError(
         f'{what} gives NaN or Inf scores for {int(totals["non_finite"])} of {info.num_videos} '

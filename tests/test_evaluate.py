@@ -325,3 +325,20 @@ def test_eval_passes_on_four_devices_move_no_clips_between_devices(tmp_path):
   assert out.returncode == 0, out.stderr[-3000:]
   counts = json.loads(out.stdout.strip().splitlines()[-1])
   assert counts['1'] == counts['0'], counts
+
+
+def test_records_holding_another_number_of_videos_than_their_metadata_are_named(tmp_path):
+  """Records whose shards hold one video more than metadata.json counts (written by other code,
+  or an edited metadata.json) ended in a RuntimeError traceback blaming the eval pipeline
+  (data audit)."""
+  directory = write_fixed_records(tmp_path / 'records', LABELS)
+  metadata = json.loads((directory / 'metadata.json').read_text())
+  metadata['split_sizes']['val'] -= 1
+  metadata['shards']['val'][0]['num_videos'] -= 1
+  (directory / 'metadata.json').write_text(json.dumps(metadata))
+  shard = metadata['shards']['val'][0]
+  with pytest.raises(records.CorruptShardError, match=(
+      rf"Split 'val' of 'fixed_logit_test' in {directory}: shard {shard['file']} holds "
+      rf"{shard['num_videos'] + 1} videos, but metadata.json counts {shard['num_videos']} "
+      r'\(7 in the split, 6 counted\)')):
+    _evaluate(directory)
