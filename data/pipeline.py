@@ -621,7 +621,7 @@ def _explained(iterator, info: SplitInfo, training: bool):
         raise
       # Checksums pass, so the frame was written so (other code, a faulty writer): finding the
       # video would mean decoding every frame of the split.
-      reason = e.message.strip().splitlines()[0].rsplit(': ', 1)[-1]
+      reason = records.error_reason(e).rsplit(': ', 1)[-1]
       raise records.CorruptShardError(
           f'A frame in the records of split {info.split!r} of {info.dataset!r} in '
           f'{info.directory} cannot be decoded as an image ({reason}): the records hold a '

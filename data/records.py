@@ -285,17 +285,21 @@ def verify_records(path: str) -> int:
       count += 1
   except tf.errors.DataLossError as e:
     raise CorruptShardError(f'TFRecord shard {path} is corrupt after record {count}: '
-                            f'{_reason(e)}') from None
+                            f'{error_reason(e)}') from None
   return count
 
 
-def _reason(error: tf.errors.OpError) -> str:
+def error_reason(error: tf.errors.OpError) -> str:
   """TensorFlow's own reason ('corrupted record at 5120', 'truncated record at ...') without the
   name of the graph function that read it, the offset said to be where the record starts."""
   lines = [line.strip() for line in (error.message or str(error)).splitlines() if line.strip()]
   if not lines:
     return type(error).__name__
   reason = re.sub(r'\{\{[^}]*\}\}\s*', '', lines[0])
+  reason = re.sub(r'\s*\[Op:[^\]]*\].*$', '', reason)  # the op that read it, and its name
+  failed = re.match(r"(.*?)'? failed with (.+)$", reason)  # a reader's own failure, quoted
+  if failed:
+    reason = f'{failed.group(1)} ({failed.group(2)[:1].lower()}{failed.group(2)[1:]})'
   return re.sub(r'\b(record) at (\d+)\b', r'\1 starting at byte \2', reason)
 
 
@@ -310,7 +314,7 @@ def locate_corruption(files: Sequence[str], error: tf.errors.OpError) -> Corrupt
       verify_records(path)
     except CorruptShardError as e:
       return e
-  return CorruptShardError(f'Reading the TFRecord shards {files[0]}... failed ({_reason(error)}) '
+  return CorruptShardError(f'Reading the TFRecord shards {files[0]}... failed ({error_reason(error)}) '
                            'but each reads cleanly on its own now: was a file being rewritten?')
 
 

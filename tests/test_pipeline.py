@@ -312,7 +312,8 @@ def test_the_train_stream_names_unlabelled_videos_damaged_frames_and_deleted_sha
                        rf'hold label {label}, though a train split needs a class for every video'):
       first_batch(_write_records(tmp_path / f'label{label}', [0, 1, label, 0], ['a', 'b']))
   cut = _jpeg(30)[:300]  # its header cut short
-  with pytest.raises(records.CorruptShardError, match='cannot be decoded as an image'):
+  with pytest.raises(records.CorruptShardError, match=r'cannot be decoded as an image \(Invalid '
+                     r'JPEG data, size 300\): the records hold a damaged frame'):
     first_batch(_write_records(tmp_path / 'cut', [0, 1, 0, 1], ['a', 'b'], frames=[cut] * 6))
   directory = _write_records(tmp_path / 'deleted', [0, 1, 0, 1], ['a', 'b'])
   config.dataset.data_dir = directory
