@@ -218,6 +218,17 @@ class Pipeline:
     return clips / (time.perf_counter() - start)
 
 
+def short_side_warning(short_side) -> str:
+  """A line when the records' frames are not stored at short side 256: (a) and (b) then decode
+  frames of another size than (c) decodes and resizes the sources to, and the ratios' targets
+  do not hold for them."""
+  if short_side == 256:
+    return ''
+  return (f'the records store frames at short side {short_side or "unknown"}, not 256: (a) and '
+          '(b) decode those while (c) decodes the sources to 256, so (a)/(b) and (a)/(c) do not '
+          'compare with their targets; measure records converted with --short_side=256.')
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog='python -m data.bench', description=__doc__.split('\n')[0])
   parser.add_argument('--records', required=True, help='records directory (short side 256)')
@@ -260,6 +271,9 @@ def _measure(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
       'short_side')
   print(f'records {args.records} ({metadata.name}/{args.split}, short side {short}), '
         f'{cores} CPU cores, {args.seconds:g} s per measurement', flush=True)
+  warning = short_side_warning(short)
+  if warning:
+    print(f'warning: {warning}', flush=True)
 
   clips, frames = sample_clips(args.records, args.split, args.num_clips)
   missing = list(dict.fromkeys(c['filename'] for c in clips

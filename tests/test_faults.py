@@ -519,6 +519,15 @@ def test_data_bench_numbers_out_of_range_are_refused_before_anything_runs(flag, 
   assert f'argument {flag.split("=")[0]}: must be ' in capsys.readouterr().err
 
 
+def test_data_bench_says_when_its_ratios_do_not_compare_with_their_targets():
+  """Records at short side 64 read (a)/(c) = 11.9x against a 5x target, as if the pipeline
+  were twice as fast as at 256 (data audit)."""
+  from data import bench as data_bench  # pylint: disable=g-import-not-at-top
+  assert data_bench.short_side_warning(256) == ''
+  assert data_bench.short_side_warning(64).startswith(
+      'the records store frames at short side 64, not 256: (a) and (b) decode those')
+
+
 def test_data_bench_on_a_split_the_records_lack_or_without_the_sources_is_one_line(
     tiny_data_dir, tmp_path, capsys):
   """--split=test was a KeyError, an empty split hung, and source videos not found a
