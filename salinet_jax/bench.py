@@ -16,11 +16,13 @@ registry (data/datasets.py). The weights are a fresh initialisation, or with --c
 
 Prints one JSON line: backend and device kind, batch, input shape, step time (median, min and
 max over K steps after warm-up), clips/s, lower and compile time, peak memory (host RSS of this
-process: the whole process's peak, its peak up to the end
-of compilation, and the peak of the warm-up steps alone, counted from the RSS they start from;
-on accelerators also the device's peak bytes in use), the compiled step's memory analysis
-(arguments, outputs, temporaries: what `config.remat` saves), FLOPs per step from XLA's cost analysis of the compiled step and MFU against the device's
-peak for the dtype (`unknown` on CPU), and the load average before and after.
+process: the whole process's peak, its peak up to the end of compilation, and the peak of the
+steps alone (warm-up and timed), counted from the RSS they start from; on accelerators also the
+device's peak bytes in use), the compiled step's memory analysis (arguments, outputs,
+temporaries, and their total: what `config.remat` saves), FLOPs per step from XLA's cost
+analysis of the compiled step (every device's, every micro-batch's) and MFU against the
+device's peak for the dtype the model computes in (`unknown` on CPU), and the load average
+before and after.
 
 --compare=torch runs the PyTorch counterpart of the same architecture (tests/torch_models.py:
 R3D/Hara 3D ResNets, NL-I3D-R50, SaliNet, S2DNet with its TSM-MobileNetV2 and TSM-ResNet-50) on
@@ -267,9 +269,9 @@ def summary(times: List[Tuple[float, float, float]], batch: int) -> Dict[str, An
   done, which a busy machine inflates less than the wall-clock time) and its system part."""
   wall = [t for t, _, _ in times]
   median = statistics.median(wall)
-  return {'step_time_median_s': round(median, 4), 'step_time_min_s': round(min(wall), 4),
-          'step_time_max_s': round(max(wall), 4), 'clips_per_s': round(batch / median, 3),
-          'step_times_s': [round(t, 4) for t in wall],
+  return {'step_time_median_s': round(median, 6), 'step_time_min_s': round(min(wall), 6),
+          'step_time_max_s': round(max(wall), 6), 'clips_per_s': round(batch / median, 3),
+          'step_times_s': [round(t, 6) for t in wall],
           'cpu_time_median_s': round(statistics.median([c for _, c, _ in times]), 4),
           'system_time_median_s': round(statistics.median([s for _, _, s in times]), 4)}
 
@@ -377,8 +379,6 @@ def run(config, *, config_path: str, mode: str, batch: Optional[int], steps: int
   rss_compile = host_malloc.peak_rss_mib()
   resettable = reset_host_peak_rss()
   warmup_times = time_steps(workload.step, warmup)
-  rss_step = host_malloc.peak_rss_mib() if resettable else None
-  rss_jax = max(rss_compile, rss_step or 0.0)
   device = jax.devices()[0]
   result: Dict[str, Any] = {
       'bench': 'salinet_jax', 'config': config_path, 'model': config.model.name, 'mode': mode,
@@ -416,6 +416,8 @@ def run(config, *, config_path: str, mode: str, batch: Optional[int], steps: int
         torch_times.append((torch_child.step(), 0.0, 0.0))
   if profile_dir:
     jax.profiler.stop_trace()
+  rss_step = host_malloc.peak_rss_mib() if resettable else None  # warm-up and timed steps
+  rss_jax = max(rss_compile, rss_step or 0.0)
 
   result.update(summary(jax_times, batch))
   result['warmup_times_s'] = [round(t, 4) for t, _, _ in warmup_times]
