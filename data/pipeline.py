@@ -22,6 +22,7 @@ the same number of equal-size batches.
 
 import dataclasses
 import math
+import glob
 import os
 import re
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -113,6 +114,7 @@ def split_info(dataset_config, split: str) -> SplitInfo:
         f'{sorted(metadata.split_sizes)}): pass one of those (--split=NAME in eval mode, '
         'config.dataset.train_split / eval_split in training).')
   if (directory, split) not in _CHECKED:
+    _check_first_label(metadata, directory, split)
     _CHECKED.add((directory, split))
     for warning in datasets.check_records(metadata, split):
       logging.warning('%s', warning)
@@ -125,6 +127,30 @@ def split_info(dataset_config, split: str) -> SplitInfo:
   return SplitInfo(directory, metadata.name, split, num_videos, tuple(metadata.classes),
                    shard_bytes, shard_videos,
                    num_videos - sum(per_class) if per_class is not None else 0)
+
+
+def _check_first_label(metadata: records.DatasetMetadata, directory: str, split: str) -> None:
+  """Fails when the split's first video is labelled with another class name than
+  metadata.json's classes give its index (a class list edited, or written by other code):
+  every class would be trained and reported as another. Names compare without case, spaces or
+  underscores; one record is read."""
+  files = sorted(glob.glob(os.path.join(directory, f'{metadata.name}-{split}.tfrecord-*')))
+  first = next(iter(tf.data.TFRecordDataset(files[:1]).take(1)), None) if files else None
+  if first is None:
+    return
+  context = tf.io.parse_single_sequence_example(first, context_features={
+      records.LABEL_INDEX_KEY: tf.io.FixedLenFeature([], tf.int64, default_value=-1),
+      records.LABEL_TEXT_KEY: tf.io.FixedLenFeature([], tf.string, default_value='')})[0]
+  index = int(context[records.LABEL_INDEX_KEY])
+  text = context[records.LABEL_TEXT_KEY].numpy().decode('utf-8', 'replace')
+  plain = lambda name: re.sub(r'[\s_]+', '', name).lower()  # noqa: E731
+  if text and 0 <= index < metadata.num_classes and plain(text) != plain(
+      metadata.classes[index]):
+    raise errors.DataError(
+        f'The records of split {split!r} of {metadata.name!r} in {directory} label their first '
+        f'video {text!r} (index {index}), but metadata.json\'s classes name index {index} '
+        f'{metadata.classes[index]!r}: its class list is not the one the records were written '
+        'with. Convert the records again (or restore their metadata.json).')
 
 
 def checked_shard_files(info: SplitInfo) -> List[str]:

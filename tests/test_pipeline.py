@@ -325,3 +325,18 @@ def test_the_train_stream_names_unlabelled_videos_damaged_frames_and_deleted_sha
                      r'read'):
     for _ in range(20):
       next(stream)
+
+
+def test_records_whose_classes_contradict_metadata_json_are_refused(config, tmp_path):
+  """metadata.json's class list reversed (edited by hand, or written by other code) trained and
+  evaluated with every class named as the other, without a word (data audit)."""
+  import json  # pylint: disable=g-import-not-at-top
+  directory = _write_records(tmp_path / 'records', [0, 1, 0, 1], ['fight', 'noFight'])
+  metadata = json.loads((tmp_path / 'records' / 'metadata.json').read_text())
+  metadata['classes'] = ['noFight', 'fight']
+  (tmp_path / 'records' / 'metadata.json').write_text(json.dumps(metadata))
+  config.dataset.data_dir = directory
+  with pytest.raises(errors.DataError, match=(
+      r"The records of split 'train' of 'synthetic' in .* label their first video 'fight' "
+      r"\(index 0\), but metadata.json's classes name index 0 'noFight'")):
+    pipeline.train_split_info(config.dataset)
