@@ -892,6 +892,16 @@ def unfinished_run(step_dir: str) -> Optional[Tuple[int, int]]:
   return None
 
 
+def save_started_ns(step_dir: str) -> Optional[int]:
+  """When the save of a step directory began (orbax's init timestamp, in ns), None if unknown."""
+  try:
+    with open(os.path.join(step_dir, STEP_METADATA_FILE)) as f:
+      started = json.load(f).get('init_timestamp_nsecs')
+  except (OSError, ValueError):
+    return None
+  return int(started) if isinstance(started, int) else None
+
+
 def read_step_metadata(step_dir: str) -> Dict[str, Any]:
   """The custom metadata of a step directory, read without a manager ({} if unreadable)."""
   try:

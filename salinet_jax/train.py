@@ -264,7 +264,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
     state, step = store.restore_for_resume(trainer.abstract_state(), config, resumable)
     if state is not None:
       logging.info('Resumed from checkpoint step %d in %s.', step, store.directory)
-      workdir_lib.set_aside_events_after(workdir, step)
+      workdir_lib.set_aside_events_after(workdir, step,
+                                         checkpoints.save_started_ns(store.step_dir(step)))
       started_from = (store.metadata(step).get('environment') or {}).get('started_from')
       _say_the_run_started_from_an_unfinished_one(started_from)
     else:

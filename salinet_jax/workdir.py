@@ -271,14 +271,16 @@ def write_config(workdir: str, config: Any) -> str:
   return path
 
 
-def set_aside_events_after(workdir: str, step: int) -> None:
+def set_aside_events_after(workdir: str, step: int, since_ns: Optional[int] = None) -> None:
   """Moves the TensorBoard points of steps after `step` out of the workdir's event files, into
   `<workdir>/discarded/after_step_<step>/` (TensorBoard shows it as a run of its own), saying so.
 
   A run resumed at checkpoint `step` trains the steps after it again; points logged there by a
   run that stopped without saving them (a crash, an out-of-memory kill) came from weights no
-  checkpoint kept, and would share the plots with the resumed run's. Process 0 only, which
-  alone writes event files.
+  checkpoint kept, and would share the plots with the resumed run's. Files last written before
+  `since_ns` (when the checkpoint's save began, less a minute) hold none and are not read. A
+  file damaged before its end is left as it is, and said. Process 0 only, which alone writes
+  event files.
   """
   if jax.process_index() != 0:
     return
@@ -287,26 +289,31 @@ def set_aside_events_after(workdir: str, step: int) -> None:
   later = []
   for name in sorted(os.listdir(workdir)):
     path = os.path.join(workdir, name)
-    if not name.startswith('events.out.tfevents.') or not os.path.isfile(path):
+    if (not name.startswith('events.out.tfevents.') or not os.path.isfile(path)
+        or (since_ns is not None and os.stat(path).st_mtime_ns < since_ns - 60 * 10**9)):
       continue
-    events = []
+    steps = []
     try:
       for raw in tf.data.TFRecordDataset(path):
-        events.append((tf.compat.v1.Event.FromString(raw.numpy()).step, raw.numpy()))
-    except tf.errors.DataLossError:  # a last record cut short by the kill: unreadable anyway
-      pass
-    if not any(event_step > step for event_step, _ in events):
+        steps.append(tf.compat.v1.Event.FromString(raw.numpy()).step)
+    except tf.errors.DataLossError as e:  # a record cut short at the end (a kill) is dropped
+      if 'truncated' not in e.message:  # records after the damage would be lost with it
+        logging.warning('TensorBoard: %s is damaged (%s): its points of steps after %d, if any, '
+                        'stay in it.', path, e.message.strip().splitlines()[0], step)
+        continue
+    if not any(event_step > step for event_step in steps):
       continue
     os.makedirs(aside, exist_ok=True)
     # Each file keeps its header (the file version, at step 0) and the points it is kept for.
-    for target, kept in ((os.path.join(aside, name), lambda s: s == 0 or s > step),
-                         (path + '.tmp', lambda s: s <= step)):
-      with tf.io.TFRecordWriter(target) as writer:
-        for event_step, raw in events:
-          if kept(event_step):
-            writer.write(raw)
+    with tf.io.TFRecordWriter(os.path.join(aside, name)) as moved, \
+        tf.io.TFRecordWriter(path + '.tmp') as kept:
+      for raw, event_step in zip(tf.data.TFRecordDataset(path).take(len(steps)), steps):
+        if event_step == 0 or event_step > step:
+          moved.write(raw.numpy())
+        if event_step <= step:
+          kept.write(raw.numpy())
     os.replace(path + '.tmp', path)
-    later += [event_step for event_step, _ in events if event_step > step]
+    later += [event_step for event_step in steps if event_step > step]
   if later:
     logging.warning('TensorBoard: the points of steps %d-%d in the event files were logged by '
                     'weights no checkpoint kept; moved to %s (a run of its own in TensorBoard).',

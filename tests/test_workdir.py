@@ -260,3 +260,36 @@ def test_tensorflow_info_lines_logged_through_absl_stay_off_the_console():
   assert not shown(std_logging.INFO, saver, 'Sharding callback duration: 4 microseconds')
   assert shown(std_logging.WARNING, saver, 'a TensorFlow warning')
   assert shown(std_logging.INFO, '/work/main/salinet_jax/train.py', 'step 2/4')
+
+
+def _event_file(path, steps):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  with tf.io.TFRecordWriter(str(path)) as writer:
+    for step in steps:
+      event = tf.compat.v1.Event(step=step, wall_time=1.0)
+      event.summary.value.add(tag='loss', simple_value=float(step))
+      writer.write(event.SerializeToString())
+
+
+def test_event_files_damaged_before_their_end_or_older_than_the_checkpoint_are_left_alone(
+    tmp_path, caplog):
+  """Points after a damaged record would have been lost with it when a file was rewritten
+  without them (review); files last written before the checkpoint's save hold no later points
+  and are not read."""
+  damaged = tmp_path / 'events.out.tfevents.1.host.1.v2'
+  _event_file(damaged, [0, 1, 2, 3, 4])
+  data = bytearray(damaged.read_bytes())
+  data[len(data) * 9 // 10] ^= 0xFF  # inside the last record: step 3 reads before it
+  damaged.write_bytes(bytes(data))
+  before = damaged.read_bytes()
+  workdir_lib.set_aside_events_after(str(tmp_path), 2)
+  assert damaged.read_bytes() == before and not (tmp_path / 'discarded').exists()
+  assert f'TensorBoard: {damaged} is damaged (' in caplog.text
+  old = tmp_path / 'events.out.tfevents.2.host.2.v2'
+  _event_file(old, [0, 3, 4])
+  damaged.unlink()
+  later = os.stat(old).st_mtime_ns + 120 * 10**9  # the save began two minutes after its write
+  workdir_lib.set_aside_events_after(str(tmp_path), 2, since_ns=later)
+  assert not (tmp_path / 'discarded').exists()
+  workdir_lib.set_aside_events_after(str(tmp_path), 2, since_ns=os.stat(old).st_mtime_ns)
+  assert (tmp_path / 'discarded' / 'after_step_2' / old.name).exists()
