@@ -22,7 +22,6 @@ the same number of equal-size batches.
 
 import dataclasses
 import math
-import glob
 import os
 import re
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -133,16 +132,21 @@ def _check_first_label(metadata: records.DatasetMetadata, directory: str, split:
   """Fails when the split's first video is labelled with another class name than
   metadata.json's classes give its index (a class list edited, or written by other code):
   every class would be trained and reported as another. Names compare without case, spaces or
-  underscores; one record is read."""
-  files = sorted(glob.glob(os.path.join(directory, f'{metadata.name}-{split}.tfrecord-*')))
-  first = next(iter(tf.data.TFRecordDataset(files[:1]).take(1)), None) if files else None
+  underscores; one record is read, after the shards' sizes are checked."""
+  if not metadata.split_sizes.get(split):
+    return
+  files = records.shard_files(directory, metadata.name, split)
+  records.check_shards(files, {s['file']: int(s['num_bytes'])
+                               for s in metadata.shards.get(split, ()) if 'num_bytes' in s})
+  try:
+    first = next(iter(tf.data.TFRecordDataset(files).take(1)), None)
+  except tf.errors.DataLossError as e:
+    raise records.locate_corruption(files, e) from None
   if first is None:
     return
-  context = tf.io.parse_single_sequence_example(first, context_features={
-      records.LABEL_INDEX_KEY: tf.io.FixedLenFeature([], tf.int64, default_value=-1),
-      records.LABEL_TEXT_KEY: tf.io.FixedLenFeature([], tf.string, default_value='')})[0]
-  index = int(context[records.LABEL_INDEX_KEY])
-  text = context[records.LABEL_TEXT_KEY].numpy().decode('utf-8', 'replace')
+  video = records.parse_video(first)
+  index = int(video['label'])
+  text = video['label_text'].numpy().decode('utf-8', 'replace')
   plain = lambda name: re.sub(r'[\s_]+', '', name).lower()  # noqa: E731
   if text and 0 <= index < metadata.num_classes and plain(text) != plain(
       metadata.classes[index]):

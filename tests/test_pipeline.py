@@ -340,3 +340,11 @@ def test_records_whose_classes_contradict_metadata_json_are_refused(config, tmp_
       r"The records of split 'train' of 'synthetic' in .* label their first video 'fight' "
       r"\(index 0\), but metadata.json's classes name index 0 'noFight'")):
     pipeline.train_split_info(config.dataset)
+  # A damaged first record is the shard's own one-line error, not a DataLossError (review).
+  config.dataset.data_dir = _write_records(tmp_path / 'damaged', [0, 1, 0, 1], ['a', 'b'])
+  shard = records.shard_files(config.dataset.data_dir, 'synthetic', 'train')[0]
+  with open(shard, 'r+b') as f:
+    f.seek(200)
+    f.write(b'\xff' * 16)
+  with pytest.raises(records.CorruptShardError, match=rf'{shard} is corrupt after record 0'):
+    pipeline.train_split_info(config.dataset)
