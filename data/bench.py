@@ -224,7 +224,9 @@ def short_side_warning(short_side) -> str:
   do not hold for them."""
   if short_side == 256:
     return ''
-  return (f'the records store frames at short side {short_side or "unknown"}, not 256: (a) and '
+  stored = {0: 'their original size', None: 'an unknown size'}.get(short_side,
+                                                                    f'short side {short_side}')
+  return (f'the records store frames at {stored}, not short side 256: (a) and '
           '(b) decode those while (c) decodes the sources to 256, so (a)/(b) and (a)/(c) do not '
           'compare with their targets; measure records converted with --short_side=256.')
 
@@ -279,7 +281,7 @@ def _measure(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
   missing = list(dict.fromkeys(c['filename'] for c in clips
                                if not os.path.exists(os.path.join(video_root, c['filename']))))
   if missing:
-    raise errors.DataError(f'{len(missing)} source videos of the records are not under '
+    raise errors.DataError(f'{len(missing)} source videos of the sampled clips are not under '
                            f'{video_root} (e.g. {missing[0]}): pass --videos=DIR, the folder '
                            'they were converted from.')
   pipe = Pipeline(args.records, args.split, args.batch_size)

@@ -75,3 +75,15 @@ def peak_rss_mib() -> float:
   except OSError:
     pass
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def reset_peak_rss() -> bool:
+  """Restarts this process's VmHWM from its current RSS (Linux's /proc/self/clear_refs, value 5),
+  so a later `peak_rss_mib` is the peak of what ran since; False where that is unavailable. The
+  benchmark uses it to tell the compiler's transient peak from the step's own."""
+  try:
+    with open('/proc/self/clear_refs', 'w') as f:
+      f.write('5')
+    return True
+  except OSError:
+    return False

@@ -314,8 +314,9 @@ def locate_corruption(files: Sequence[str], error: tf.errors.OpError) -> Corrupt
       verify_records(path)
     except CorruptShardError as e:
       return e
-  return CorruptShardError(f'Reading the TFRecord shards {files[0]}... failed ({error_reason(error)}) '
-                           'but each reads cleanly on its own now: was a file being rewritten?')
+  return CorruptShardError(f'Reading the TFRecord shards {files[0]}... failed '
+                           f'({error_reason(error)}) but each reads cleanly on its own now: was a '
+                           'file being rewritten?')
 
 
 # ----------------------------------------------------------------------------- TFDS

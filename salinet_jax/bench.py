@@ -88,18 +88,6 @@ def peak_flops(device_kind: str, dtype: str) -> Optional[float]:
   return None
 
 
-def reset_host_peak_rss() -> bool:
-  """Restarts this process's VmHWM from its current RSS (Linux's /proc/self/clear_refs, value 5),
-  so a later `host_peak_rss_mib` is the peak of what ran since; False where that is unavailable.
-  The benchmark uses it to tell the compiler's transient peak from the step's own."""
-  try:
-    with open('/proc/self/clear_refs', 'w') as f:
-      f.write('5')
-    return True
-  except OSError:
-    return False
-
-
 def load_average() -> List[float]:
   return [round(x, 2) for x in os.getloadavg()]
 
@@ -231,6 +219,11 @@ class JaxWorkload:
     flops = analysis.get('flops')
     return {'flops_per_device': float(flops) if flops is not None else None,
             'bytes_accessed_per_step': analysis.get('bytes accessed')}
+
+  def loops(self) -> bool:
+    """Whether the compiled step still holds a loop (XLA may unroll short ones), whose body its
+    cost analysis counts once."""
+    return ' while(' in self.compiled.as_text()
 
   def memory_analysis(self) -> Dict[str, Any]:
     stats = self.compiled.memory_analysis()
@@ -377,7 +370,7 @@ def run(config, *, config_path: str, mode: str, batch: Optional[int], steps: int
     workload = JaxWorkload(config, mode, batch, frames, size, num_classes, train_videos,
                            checkpoint=checkpoint)
   rss_compile = host_malloc.peak_rss_mib()
-  resettable = reset_host_peak_rss()
+  resettable = host_malloc.reset_peak_rss()
   warmup_times = time_steps(workload.step, warmup)
   device = jax.devices()[0]
   result: Dict[str, Any] = {
@@ -385,7 +378,9 @@ def run(config, *, config_path: str, mode: str, batch: Optional[int], steps: int
       'backend': jax.default_backend(), 'device_kind': device.device_kind,
       'num_devices': jax.device_count(), 'cpu_count': os.cpu_count(), 'dtype': config.dtype,
       'remat': config.get('remat', 'none'), 'batch': batch,
-      'threads': threads or os.cpu_count(), 'cores': len(os.sched_getaffinity(0)),
+      'threads': threads or os.cpu_count(),
+      'cores': (len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity')
+                else os.cpu_count()),
       'xla_flags': os.environ.get('XLA_FLAGS', ''),
       # glibc's malloc tunables change how XLA's per-step temporaries are faulted in (README).
       'glibc_tunables': os.environ.get('GLIBC_TUNABLES', ''),
@@ -414,9 +409,9 @@ def run(config, *, config_path: str, mode: str, batch: Optional[int], steps: int
         jax_times.extend(time_steps(workload.step, 1))
       else:  # wall-clock time measured in the child, no CPU time of this process
         torch_times.append((torch_child.step(), 0.0, 0.0))
-  if profile_dir:
-    jax.profiler.stop_trace()
   rss_step = host_malloc.peak_rss_mib() if resettable else None  # warm-up and timed steps
+  if profile_dir:  # after the reading: the profiler's buffers are not the steps'
+    jax.profiler.stop_trace()
   rss_jax = max(rss_compile, rss_step or 0.0)
 
   result.update(summary(jax_times, batch))
@@ -434,14 +429,17 @@ def run(config, *, config_path: str, mode: str, batch: Optional[int], steps: int
   # XLA's cost analysis is of one device's program, and of a loop's body once: the step's FLOPs
   # are those of every device, and of every micro-batch (the update once per micro-batch then).
   accumulation = config.grad_accumulation_steps if mode == 'train' else 1
+  if accumulation > 1 and not workload.loops():  # XLA unrolled it: counted whole already
+    result['flops_counted'] = 'the whole step (XLA unrolled the micro-batch loop)'
+    accumulation = 1
+  elif accumulation > 1:
+    result['flops_counted'] = (f'one micro-batch x grad_accumulation_steps={accumulation} (the '
+                               'optimizer update counted once per micro-batch)')
   per_device = result.pop('flops_per_device')
   flops = per_device * jax.device_count() * accumulation if per_device is not None else None
   result['flops_per_step'] = flops
   result['flops_per_device_step'] = (per_device * accumulation if per_device is not None
                                      else None)
-  if accumulation > 1:
-    result['flops_counted'] = (f'one micro-batch x grad_accumulation_steps={accumulation} (the '
-                               'optimizer update counted once per micro-batch)')
   peak = peak_flops(device.device_kind, compute)
   result['peak_flops_per_s'] = peak
   result['mfu'] = (round(flops / result['step_time_median_s'] / peak / jax.device_count(), 4)
@@ -519,6 +517,8 @@ def main(argv):
                                ' --xla_cpu_multi_thread_eigen=false').strip()
     # XLA runs threads of its own whatever the flag: one core holds them (and the PyTorch child,
     # which inherits it), or the JAX side would run on every core against PyTorch's one.
+    if not hasattr(os, 'sched_setaffinity'):
+      raise app.UsageError('--threads=1 holds the process to one core, which needs Linux.')
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
   from salinet_jax import console  # pylint: disable=g-import-not-at-top
   console.setup()  # main.py's console: no backend-probing chatter (starts JAX: flags set above)

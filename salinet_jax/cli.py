@@ -79,7 +79,7 @@ MODE_OF_CONFIG_GROUP = {'predict': 'predict', 'features': 'features'}
 WINDOW_SETTINGS = ('stride_seconds', 'window_batch', 'timeline_classes')
 
 
-def unread_override(config, argv: List[str], mode: str = 'train') -> str:
+def unread_override(config, argv: List[str], mode: str) -> str:
   """The first `--config.GROUP.FIELD` override in `argv` that nothing reads, said as the error to
   print; '' if none: a loss or optimizer field the config's loss, optimizer or schedule does not
   read (l1_weight with cross_entropy, adam_b1 with sgd, step_boundaries with a cosine), a

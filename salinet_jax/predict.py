@@ -77,10 +77,11 @@ def _each_video_once(files: Sequence[str]) -> List[str]:
     else:
       first[real] = path
   if repeats:
-    path, earlier = next(((p, e) for p, e in repeats if p != e), repeats[0])
+    same = lambda a, b: os.path.abspath(a) == os.path.abspath(b)  # noqa: E731
+    path, earlier = next(((p, e) for p, e in repeats if not same(p, e)), repeats[0])
     root = os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in (path, earlier)])
     example = (f'{os.path.relpath(os.path.abspath(path), root)} is '
-               f'{os.path.relpath(os.path.abspath(earlier), root)}' if path != earlier
+               f'{os.path.relpath(os.path.abspath(earlier), root)}' if not same(path, earlier)
                else f'{path} twice')
     logging.warning('%d of the --video files are a video found before (e.g. %s): each video is '
                     'scored once, under the first path that names it.', len(repeats), example)

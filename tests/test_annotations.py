@@ -365,7 +365,7 @@ def test_a_group_split_where_every_group_holds_a_class_alone_is_refused():
              _entry('noFight/g2/0', 1, 'g2'), _entry('noFight/g2/1', 1, 'g2')]
   with pytest.raises(ValueError, match=r'Every group holds the only videos of a class \(2 groups'
                      r', e.g. g1\): any val group would leave its class untrained; pass '
-                     r'--val_groups to choose them anyway, or split by file'):
+                     r'--val_groups to choose them anyway, or split by finer groups'):
     A.split_by_group(entries, 0.25, 0)
   assert [e.group for e in A.split_by_group(entries, 0.25, 0, ['g2'])['val']] == ['g2', 'g2']
 

@@ -171,7 +171,7 @@ def test_step_peak_rss_leaves_out_memory_freed_before_the_steps():
   ballast = np.ones(512 * 2**20 // 8)  # 512 MiB touched, then freed, like the compiler's memory
   del ballast
   before = host_malloc.peak_rss_mib()
-  if not bench.reset_host_peak_rss():
+  if not host_malloc.reset_peak_rss():
     pytest.skip('this kernel has no writable /proc/self/clear_refs to reset VmHWM')
   after = host_malloc.peak_rss_mib()
   assert after < before - 400, (before, after)

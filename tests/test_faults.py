@@ -525,7 +525,9 @@ def test_data_bench_says_when_its_ratios_do_not_compare_with_their_targets():
   from data import bench as data_bench  # pylint: disable=g-import-not-at-top
   assert data_bench.short_side_warning(256) == ''
   assert data_bench.short_side_warning(64).startswith(
-      'the records store frames at short side 64, not 256: (a) and (b) decode those')
+      'the records store frames at short side 64, not short side 256: (a) and (b) decode those')
+  assert data_bench.short_side_warning(0).startswith(
+      'the records store frames at their original size, not short side 256')
 
 
 def test_data_bench_on_a_split_the_records_lack_or_without_the_sources_is_one_line(
@@ -540,7 +542,7 @@ def test_data_bench_on_a_split_the_records_lack_or_without_the_sources_is_one_li
   assert data_bench.main([f'--records={tiny_data_dir}', f'--videos={tmp_path}',
                           '--seconds=1']) == 1
   assert capsys.readouterr().err.startswith(
-      f'error: 8 source videos of the records are not under {tmp_path} (e.g. ')
+      f'error: 8 source videos of the sampled clips are not under {tmp_path} (e.g. ')
 
 
 @pytest.mark.parametrize('damage', ['deleted', 'truncated', 'truncated_unrecorded'])
@@ -642,16 +644,17 @@ def test_an_override_the_configs_loss_optimizer_or_schedule_does_not_read_is_ref
   a cosine: each trained exactly as without it, without a word (config audit)."""
   config = demo.get_config()
   config.loss.name = 'cross_entropy'
-  assert cli.unread_override(config, ['--config.loss.l1_weight=0.5']) == (
+  assert cli.unread_override(config, ['--config.loss.l1_weight=0.5'], 'train') == (
       "--config.loss.l1_weight is not read by loss 'cross_entropy' (it reads label_smoothing): "
       'set --config.loss.name too, or leave it out.')
-  assert cli.unread_override(config, ['--config.optimizer.step_boundaries=(0.3,0.6)']) == (
+  assert cli.unread_override(config, ['--config.optimizer.step_boundaries=(0.3,0.6)'],
+                             'train') == (
       "--config.optimizer.step_boundaries is read by schedule 'steps' only, not by 'cosine': "
       'set --config.optimizer.schedule too, or leave it out.')
-  assert cli.unread_override(config, ['--config.optimizer.adam_b1', '0.5']).startswith(
+  assert cli.unread_override(config, ['--config.optimizer.adam_b1', '0.5'], 'train').startswith(
       '--config.optimizer.adam_b1 is read by')  # absl's space-separated form
   assert cli.unread_override(config, ['--config.loss.label_smoothing=0.1',
-                                      '--config.optimizer.momentum=0.8']) == ''
+                                      '--config.optimizer.momentum=0.8'], 'train') == ''
   line = _one_error_line(_main('--config=configs/demo.py', f'--workdir={tmp_path / "run"}',
                                *_tiny_overrides(tiny_data_dir), '--config.optimizer.adam_b1=0.5'))
   assert line == ("error: --config.optimizer.adam_b1 is read by optimizer 'adamw' only, not by "

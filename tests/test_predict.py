@@ -129,7 +129,7 @@ def test_a_video_named_twice_is_scored_once(tmp_path, caplog):
     (tmp_path / 'videos' / name).write_bytes(b'x')
   os.symlink('a.mp4', tmp_path / 'videos' / 'latest.mp4')
   folder = str(tmp_path / 'videos')
-  found = predict.find_videos([folder, f'{folder}/sub/b.mp4', f'{folder}/a.mp4'])
+  found = predict.find_videos([folder, f'{folder}/sub/b.mp4', f'{folder}/./a.mp4'])
   assert found == [f'{folder}/a.mp4', f'{folder}/sub/b.mp4']
   assert ('3 of the --video files are a video found before (e.g. latest.mp4 is a.mp4): each video '
           'is scored once, under the first path that names it.') in caplog.text

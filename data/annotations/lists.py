@@ -249,7 +249,8 @@ def split_by_group(entries: Sequence[VideoEntry], val_fraction: float, seed: int
         raise ValueError(
             f'Every group holds the only videos of a class ({len(order)} groups, e.g. '
             f'{sorted(order)[0]}): any val group would leave its class untrained; pass '
-            '--val_groups to choose them anyway, or split by file (--split_by_group=file).')
+            '--val_groups to choose them anyway, or split by finer groups (a folder tree: '
+            '--split_by_group=file).')
       chosen.add(smallest[0])
   if len(chosen) == len(by_group):
     raise ValueError('Splitting by group left no group for training.')

@@ -327,8 +327,9 @@ def in_range(kind, low, high=None):
     except ValueError:
       raise argparse.ArgumentTypeError(f'expected {kind.__name__}, got {text!r}') from None
     if not math.isfinite(value) or value < low or (high is not None and value > high):
+      bounds = f'at least {low}' if high is None else f'from {low} to {high}'
       raise argparse.ArgumentTypeError(
-          f'must be {"at least " + str(low) if high is None else f"from {low} to {high}"}, '
+          f'must be {bounds if math.isfinite(value) else "a finite number, " + bounds}, '
           f'got {text}')
     return value
   return parse
