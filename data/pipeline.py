@@ -196,16 +196,16 @@ def train_split_info(dataset_config) -> SplitInfo:
         f'Split {info.split!r} of {info.dataset!r} in {info.directory} holds no video: nothing '
         "to train on (see the conversion's failures: python -m data.report "
         f'--records={info.directory}).')
-  if len(info.classes) < 2:  # its loss is 0 and its top-1 1.0 whatever the model learns
-    raise errors.DataError(
-        f'The records of {info.dataset!r} in {info.directory} hold {len(info.classes)} class '
-        f"({', '.join(map(repr, info.classes))}): a classifier needs two or more.")
   if info.unlabelled > 0:
     raise errors.DataError(
         f'Split {info.split!r} of {info.dataset!r} in {info.directory} holds {info.unlabelled} '
         f'unlabelled video(s) of its {info.num_videos}: training needs a label for every video. '
         'Convert them into a split of their own (e.g. test), or set config.dataset.train_split '
         'to a labelled split.')
+  if len(info.classes) < 2:  # its loss is 0 and its top-1 1.0 whatever the model learns
+    raise errors.DataError(
+        f'The records of {info.dataset!r} in {info.directory} hold {len(info.classes)} class '
+        f"({', '.join(map(repr, info.classes))}): a classifier needs two or more.")
   return info
 
 

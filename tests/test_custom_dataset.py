@@ -264,7 +264,7 @@ def test_windowed_predict_writes_a_timeline_over_the_whole_video(own_records, tm
 
   # Pictures of what the model looked at are for whole videos: asked for here, said so.
   config.eval.num_visualizations = 1
-  caplog.set_level('INFO')
+  caplog.set_level('INFO', logger='absl')
   predict.predict(config, workdir, [str(short)], output_dir=str(tmp_path / 'pictures'))
   assert ('config.eval.num_visualizations=1: windowed predict draws its timelines, not pictures'
           in caplog.text)

@@ -256,7 +256,7 @@ def test_decoding_that_cannot_be_matched_is_warned_about(trained, caplog):
   rate, decodes at the native rate, and one from before the frames' size was kept resizes
   straight to the eval short side: said, not silent. Synthetic clips need no word."""
   config, workdir = trained
-  with caplog.at_level('INFO'):
+  with caplog.at_level('INFO', logger='absl'):
     assert predict.Predictor(config, workdir).decoding == {
         'fps': 0.0, 'max_frames': 0, 'short_side': config.dataset.synthetic.frame_size,
         'jpeg_quality': config.dataset.synthetic.jpeg_quality, 'interpolation': 'BILINEAR'}

@@ -95,7 +95,7 @@ def test_a_sampling_stage_started_from_other_weights_than_its_warm_up_is_said(
   config, sampling_dir, _ = s2dnet_stage_runs['sampling']
   warmup_dir = s2dnet_stage_runs['warmup'][1]
   trainer = train.training_engine(config)
-  with caplog.at_level('INFO'):
+  with caplog.at_level('INFO', logger='absl'):
     train.initialize_from(trainer, trainer.fresh_state(), config.init_from)
   assert 'Initialised from' in caplog.text
   assert 'other model or clip settings' not in caplog.text
