@@ -112,32 +112,30 @@ def split_info(dataset_config, split: str) -> SplitInfo:
         f'Split {split!r} is not in the records of {metadata.name!r} in {directory} (it has '
         f'{sorted(metadata.split_sizes)}): pass one of those (--split=NAME in eval mode, '
         'config.dataset.train_split / eval_split in training).')
-  if (directory, split) not in _CHECKED:
-    _check_first_label(metadata, directory, split)
-    _CHECKED.add((directory, split))
-    for warning in datasets.check_records(metadata, split):
-      logging.warning('%s', warning)
   shards = metadata.shards.get(split, ())
-  shard_bytes = tuple((shard['file'], int(shard['num_bytes'])) for shard in shards)
   shard_videos = (tuple(int(shard['num_videos']) for shard in shards)
                   if all('num_videos' in shard for shard in shards) else ())
   per_class = metadata.extra.get('videos_per_class', {}).get(split)
   num_videos = metadata.split_sizes[split]
-  return SplitInfo(directory, metadata.name, split, num_videos, tuple(metadata.classes),
-                   shard_bytes, shard_videos,
+  info = SplitInfo(directory, metadata.name, split, num_videos, tuple(metadata.classes),
+                   tuple(records.recorded_shard_bytes(metadata, split).items()), shard_videos,
                    num_videos - sum(per_class) if per_class is not None else 0)
+  if (directory, split) not in _CHECKED:
+    _check_first_label(info)
+    _CHECKED.add((directory, split))
+    for warning in datasets.check_records(metadata, split):
+      logging.warning('%s', warning)
+  return info
 
 
-def _check_first_label(metadata: records.DatasetMetadata, directory: str, split: str) -> None:
+def _check_first_label(info: SplitInfo) -> None:
   """Fails when the split's first video is labelled with another class name than
   metadata.json's classes give its index (a class list edited, or written by other code):
   every class would be trained and reported as another. Names compare without case, spaces or
   underscores; one record is read, after the shards' sizes are checked."""
-  if not metadata.split_sizes.get(split):
+  if not info.num_videos:
     return
-  files = records.shard_files(directory, metadata.name, split)
-  records.check_shards(files, {s['file']: int(s['num_bytes'])
-                               for s in metadata.shards.get(split, ()) if 'num_bytes' in s})
+  files = checked_shard_files(info)
   try:
     first = next(iter(tf.data.TFRecordDataset(files).take(1)), None)
   except tf.errors.DataLossError as e:
@@ -148,13 +146,12 @@ def _check_first_label(metadata: records.DatasetMetadata, directory: str, split:
   index = int(video['label'])
   text = video['label_text'].numpy().decode('utf-8', 'replace')
   plain = lambda name: re.sub(r'[\s_]+', '', name).lower()  # noqa: E731
-  if text and 0 <= index < metadata.num_classes and plain(text) != plain(
-      metadata.classes[index]):
+  if text and 0 <= index < len(info.classes) and plain(text) != plain(info.classes[index]):
     raise errors.DataError(
-        f'The records of split {split!r} of {metadata.name!r} in {directory} label their first '
-        f'video {text!r} (index {index}), but metadata.json\'s classes name index {index} '
-        f'{metadata.classes[index]!r}: its class list is not the one the records were written '
-        'with. Convert the records again (or restore their metadata.json).')
+        f'The records of split {info.split!r} of {info.dataset!r} in {info.directory} label '
+        f'their first video {text!r} (index {index}), but metadata.json\'s classes name index '
+        f'{index} {info.classes[index]!r}: its class list is not the one the records were '
+        'written with. Convert the records again (or restore their metadata.json).')
 
 
 def checked_shard_files(info: SplitInfo) -> List[str]:

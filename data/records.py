@@ -251,6 +251,13 @@ class ShardWriter:
 
 
 # ----------------------------------------------------------------------------- shard checks
+def recorded_shard_bytes(metadata: DatasetMetadata, split: str) -> Dict[str, int]:
+  """The byte size the converter wrote of each shard of `split` (basename -> bytes), in file
+  order; {} where the metadata does not say (records written before sizes were kept)."""
+  return {s['file']: int(s['num_bytes']) for s in metadata.shards.get(split, ())
+          if 'num_bytes' in s}
+
+
 def check_shards(files: Sequence[str], expected: Optional[Mapping[str, int]]) -> None:
   """Compares shard files with the byte sizes recorded at conversion (basename -> bytes).
 
@@ -387,9 +394,7 @@ def tfds_video_dataset(directory: str, split: str, *, decode_frames: bool = True
                      f'(has {sorted(builder.info.splits)}).')
   files = [os.path.join(directory, name) for name in builder.info.splits[split].filenames]
   if os.path.exists(os.path.join(directory, METADATA_FILE)):
-    recorded = read_metadata(directory).shards.get(split)
-    if recorded:
-      check_shards(files, {s['file']: int(s['num_bytes']) for s in recorded})
+    check_shards(files, recorded_shard_bytes(read_metadata(directory), split))
   ds = tf.data.Dataset.from_tensor_slices(files)
   if shuffle_files:
     ds = ds.shuffle(len(files))

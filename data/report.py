@@ -76,8 +76,7 @@ def _damage(directory: str, metadata, split: str) -> str:
     return ''
   try:
     records.check_shards(records.shard_files(directory, metadata.name, split),
-                         {s['file']: int(s['num_bytes']) for s in metadata.shards.get(split, ())
-                          if 'num_bytes' in s})
+                         records.recorded_shard_bytes(metadata, split))
   except errors.DataError as e:
     return str(e)
   return ''
