@@ -396,13 +396,15 @@ def decode_video(path: str, *, fps: Optional[float] = None, short_side: int = DE
     threads: decoder threads (1 inside a worker pool; 0 = FFmpeg's choice).
 
   Raises:
-    VideoError: missing/empty/unreadable file, no video stream, a decoding error, or no frames.
+    VideoError: missing/empty/unreadable file, no video stream, a decoding error, no frames, or
+      a single frame (a still image named like a video) unless max_frames is 1.
   """
   container, stream = _open(path, threads)
   source_fps, tolerance = _average_rate(stream), _tolerance(stream)
   coded = (int(stream.codec_context.height or 0), int(stream.codec_context.width or 0))
   declared = _declared_seconds(container, stream)
   pixel_shape = _pixel_shape_warnings(stream)
+  container_format = container.format.name
   container.close()
   resample = fps is not None and fps > 0
   timestamps: List[Optional[float]] = []
@@ -420,6 +422,10 @@ def decode_video(path: str, *, fps: Optional[float] = None, short_side: int = DE
       break
   if not frames:
     raise VideoError('no video frames decoded (empty or zero-frame video)')
+  if len(frames) == 1 and max_frames != 1:
+    still = (f' (a still image in format {container_format})'
+             if container_format.endswith('_pipe') or container_format == 'image2' else '')
+    raise VideoError(f'a single frame{still}, not a video')
   times, timing = frame_times(timestamps, source_fps)
   num_decoded = len(frames)
   warnings = pixel_shape + _timing_warnings(

@@ -123,11 +123,15 @@ def codec_records(tmp_path_factory):
   container.start_encoding()
   container.close()
   (work / 'empty.mp4').write_bytes(b'')
+  # Still images given a video's name: FFmpeg opens them as one-frame videos.
+  Image.fromarray(np.full((48, 64, 3), 90, np.uint8)).save(work / 'photo.mp4', format='JPEG')
+  Image.fromarray(np.full((48, 64, 3), 90, np.uint8)).save(work / 'drawing.avi', format='PNG')
   lines = [f'{CODEC / name} {label}' for name, label in [
       ('video_0.mov', 'keyboard'), ('video_90.mov', 'keyboard'), ('video_180.mov', 'keyboard'),
       ('video_270.mov', 'keyboard'), ('unordered.mov', 'white'), ('corrupted.mp4', 'other'),
       ('flipping_a_pancake.mkv', 'pancake')]]
-  lines += [f'{work / "not_there.mp4"} other', f'{zero} other', f'{work / "empty.mp4"} other']
+  lines += [f'{work / name} other'
+            for name in ('not_there.mp4', 'zero_frames.avi', 'empty.mp4', 'photo.mp4', 'drawing.avi')]
   listing = work / 'videos.txt'
   listing.write_text('\n'.join(lines) + '\n')
   out = work / 'records'
@@ -147,12 +151,15 @@ def test_codec_fixtures_convert_every_good_clip_and_report_the_rest(codec_record
       set(GOOD_FIXTURES) - {'bframes_h264.avi'})
   assert metadata.split_sizes == {'test': 6}
   reasons = {os.path.basename(f['file']): f['reason'] for f in metadata.failures}
-  assert set(reasons) == {'corrupted.mp4', 'not_there.mp4', 'zero_frames.avi', 'empty.mp4'}
+  assert set(reasons) == {'corrupted.mp4', 'not_there.mp4', 'zero_frames.avi', 'empty.mp4',
+                          'photo.mp4', 'drawing.avi'}
   assert 'decoding failed after 28 frames' in reasons['corrupted.mp4']
   assert 'InvalidDataError' in reasons['corrupted.mp4']
   assert reasons['not_there.mp4'].startswith('missing video file')
   assert 'no video frames decoded' in reasons['zero_frames.avi']
   assert 'empty file' in reasons['empty.mp4']
+  assert reasons['photo.mp4'] == 'a single frame (a still image in format jpeg_pipe), not a video'
+  assert reasons['drawing.avi'] == 'a single frame (a still image in format png_pipe), not a video'
   with open(out / 'failures.csv') as f:
     rows = list(csv.DictReader(f))
   assert {os.path.basename(r['file']) for r in rows} == set(reasons)
