@@ -191,12 +191,16 @@ def _say_how_the_source_differs(report: pretrained.LoadReport, config) -> None:
                       'not an S2DNet run')
 
 
-def _model_summary(trainer: engine.Engine, state: engine.TrainState, writer) -> str:
+def _model_summary(trainer: engine.Engine, state: engine.TrainState, writer,
+                   resumed: bool) -> str:
+  """The console's Model line; TensorBoard gets its figures once, when the run starts (a resume
+  writing them again would put a second point at step 0)."""
   from salinet_jax import flops  # pylint: disable=g-import-not-at-top
   num_params = int(sum(np.prod(x.shape) for x in jax.tree.leaves(state.params)))
   gflops = float(flops.model_info(trainer.model, trainer.input_shape)['gflops'])
-  writer.write_scalars(0, {'model/params_millions': num_params / 1e6,
-                           'model/gflops_per_view': gflops})
+  if not resumed:
+    writer.write_scalars(0, {'model/params_millions': num_params / 1e6,
+                             'model/gflops_per_view': gflops})
   t, h, w = trainer.input_shape[1:4]
   return (f'Model {trainer.config.model.name}: {num_params / 1e6:.3f} M parameters, '
           f'{gflops:.3f} GFLOPs per {t}x{h}x{w} view, {len(trainer.classes)} classes')
@@ -282,7 +286,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
                                                          store.metadata(step).get('config'))
     # Only now: a config the checkpoint refused must not replace the one it was trained with.
     logging.info('Config written to %s.', workdir_lib.write_config(workdir, trainer.config))
-    logging.info('%s; %d train steps of %d clips.', _model_summary(trainer, state, writer),
+    logging.info('%s; %d train steps of %d clips.',
+                 _model_summary(trainer, state, writer, resumed=step is not None),
                  trainer.total_steps, config.batch_size)
     results: Dict[str, Any] = {}
     if start_step >= trainer.total_steps:

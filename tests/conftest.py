@@ -152,17 +152,22 @@ def write_moving_bar_video(path, seconds=24, fps=10, times=None):
       container.mux(packet)
 
 
-def scalars_written(workdir, tag: str) -> dict:
-  """{step: value} of the TensorBoard scalar `tag` that a run wrote into `workdir`."""
+def scalar_points(workdir, tag: str) -> list:
+  """[(step, value)] of every point of the TensorBoard scalar `tag` written into `workdir`."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  values = {}
-  for name in os.listdir(workdir):
+  points = []
+  for name in sorted(os.listdir(workdir)):
     if name.startswith('events.out.tfevents'):
       for event in tf.compat.v1.train.summary_iterator(os.path.join(workdir, name)):
         for value in event.summary.value:
           if value.tag == tag:
-            values[event.step] = float(tf.make_ndarray(value.tensor))
-  return values
+            points.append((event.step, float(tf.make_ndarray(value.tensor))))
+  return points
+
+
+def scalars_written(workdir, tag: str) -> dict:
+  """{step: value} of the TensorBoard scalar `tag` that a run wrote into `workdir`."""
+  return dict(scalar_points(workdir, tag))
 
 
 def once_per_run(tmp_path_factory, name: str, build: Callable[[pathlib.Path], None]) -> pathlib.Path:

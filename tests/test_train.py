@@ -12,7 +12,7 @@ from salinet_jax import checkpoints
 from salinet_jax import engine
 from salinet_jax import train
 from tests.conftest import mesh_worker
-from tests.conftest import scalars_written
+from tests.conftest import scalar_points, scalars_written
 
 
 def _leaves(tree):
@@ -356,6 +356,8 @@ def test_tensorboard_points_of_steps_no_checkpoint_kept_are_set_aside_at_a_resum
   caplog.clear()
   train.train_and_evaluate(config, workdir)  # nothing to train, nothing to set aside
   assert 'TensorBoard: the points' not in caplog.text
+  # The model's size is a point of the run, not of each start: a resume wrote it again at step 0.
+  assert [step for step, _ in scalar_points(workdir, 'model/params_millions')] == [0]
 
 
 def test_a_run_started_from_an_unfinished_one_says_so_at_every_resume(config, tmp_path, caplog,
