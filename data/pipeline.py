@@ -644,6 +644,12 @@ def _explained(iterator, info: SplitInfo, training: bool):
           f'{missing.group(0)}, a shard of split {info.split!r} of {info.dataset!r}, was removed '
           'while it was read: convert the split again, or restore the file.') from None
     except tf.errors.InvalidArgumentError as e:
+      empty = re.search(rf'assertion failed: \[(.*?)\] \[{sampling.NO_FRAMES}\]', e.message)
+      if empty:
+        raise records.CorruptShardError(
+            f'The records of split {info.split!r} of {info.dataset!r} in {info.directory} hold '
+            f'a video without frames ({empty.group(1)}): records written by other code? Convert '
+            'the split again.') from None
       if not any(op in e.message for op in _FRAME_OPS):
         raise
       # Checksums pass, so the frame was written so (other code, a faulty writer): finding the

@@ -260,8 +260,19 @@ def check(data_config, *, train: bool) -> None:
         f'config.data.eval_num_clips=1 (got {data_config.eval_num_clips}).')
 
 
+# What the check in `sample` says when a record holds no frame (data/pipeline.py reads it back).
+NO_FRAMES = 'holds no frames'
+
+
 def sample(features: Features, data_config, *, train: bool,
            seed: Optional[tf.Tensor] = None) -> Features:
-  """The sampler named by `config.data.temporal_sampling` applied to one parsed video."""
+  """The sampler named by `config.data.temporal_sampling` applied to one parsed video.
+
+  A record without frames (other code wrote it: the converter fails such a video) fails here
+  naming its file, instead of inside a sampler's gather."""
+  has_frames = tf.debugging.Assert(tf.size(features['frames_jpeg']) > 0,
+                                   [features.get('filename', ''), NO_FRAMES])
+  with tf.control_dependencies([has_frames]):
+    features = dict(features, frames_jpeg=tf.identity(features['frames_jpeg']))
   return SAMPLERS.get(data_config.temporal_sampling)(features, data_config, train=train,
                                                      seed=seed)

@@ -327,6 +327,25 @@ def test_the_train_stream_names_unlabelled_videos_damaged_frames_and_deleted_sha
       next(stream)
 
 
+@pytest.mark.parametrize('sampler', ['dense', 'tsn', 'all_frames'])
+def test_a_video_record_without_frames_is_named(config, tmp_path, sampler):
+  """A record holding no frame (written by other code: the converter fails such a video) was a
+  TensorFlow traceback from inside the sampler's gather ('indices[0] = 0 is not in [0, 0)')."""
+  config.data.temporal_sampling = sampler
+  if sampler == 'all_frames':
+    config.data.eval_num_clips = 1
+  config.dataset.data_dir = _write_records(tmp_path / 'records', [0, 1, 0, 1], ['a', 'b'],
+                                           frames=[])
+  said = (r"The records of split 'train' of 'synthetic' in .*records hold a video without "
+          r"frames \(train/0.mp4\): records written by other code\? Convert the split again.")
+  info = pipeline.train_split_info(config.dataset)
+  with pytest.raises(records.CorruptShardError, match=said):
+    next(pipeline.as_numpy(pipeline.train_dataset(config, seed=0), info, training=True))
+  dataset, _, info = pipeline.eval_dataset(config, 'train')
+  with pytest.raises(records.CorruptShardError, match=said):
+    next(pipeline.as_numpy(dataset, info))
+
+
 def test_records_whose_classes_contradict_metadata_json_are_refused(config, tmp_path):
   """metadata.json's class list reversed (edited by hand, or written by other code) trained and
   evaluated with every class named as the other, without a word (data audit)."""
