@@ -130,8 +130,8 @@ def codec_records(tmp_path_factory):
       ('video_0.mov', 'keyboard'), ('video_90.mov', 'keyboard'), ('video_180.mov', 'keyboard'),
       ('video_270.mov', 'keyboard'), ('unordered.mov', 'white'), ('corrupted.mp4', 'other'),
       ('flipping_a_pancake.mkv', 'pancake')]]
-  lines += [f'{work / name} other'
-            for name in ('not_there.mp4', 'zero_frames.avi', 'empty.mp4', 'photo.mp4', 'drawing.avi')]
+  lines += [f'{work / name} other' for name in ('not_there.mp4', 'zero_frames.avi', 'empty.mp4',
+                                                'photo.mp4', 'drawing.avi')]
   listing = work / 'videos.txt'
   listing.write_text('\n'.join(lines) + '\n')
   out = work / 'records'
