@@ -4,9 +4,12 @@ Running averages with momentum lag behind the weights during training; PySlowFas
 recomputes them before evaluation (BN.USE_PRECISE_STATS, BN.NUM_BATCHES_PRECISE), with fvcore's
 population estimator: the mean and the variance E[x^2] - E[x]^2 of every input element pooled over
 all batches (so the spread between batch means counts). Here every BatchNorm call of the training
-forward is intercepted and its input's per-channel mean and mean square recorded; a BatchNorm
-module called several times per forward (SaliNet's shared saliency BN) averages the moments of
-its calls, where fvcore refuses such a layer. Each micro-batch of gradient accumulation runs
+forward is intercepted and its input's per-channel mean and mean square recorded. A BatchNorm
+module called several times per forward (SaliNet's shared saliency BN, where fvcore refuses the
+layer) gets each call's population statistics weighted as its running averages weight them once
+settled (call k of C: d^(C-k), d its momentum): pooling the calls as one population would add the
+spread between their means to the variance, which training never normalised with. Each
+micro-batch of gradient accumulation runs
 on its own and its clips are grouped by config.bn_group_size, as in the train step, so every
 layer sees the inputs training gave it. The batches come from a stream of their own
 (train.py), so the training data order does not depend on evaluation.
@@ -28,24 +31,31 @@ Path = Tuple[str, ...]
 
 def batch_moments(model: nn.Module, variables, video, kwargs,
                   bn_group_size: int = 0) -> Dict[Path, Tuple[jnp.ndarray, ...]]:
-  """Per BatchNorm module: (mean, mean square) of its inputs in a training forward, averaged
-  over its calls."""
+  """Per BatchNorm module: (weight (C,), mean (C, F), mean square (C, F)) of the inputs of its C
+  calls in a training forward, each call weighted as its running average weights it."""
   records: Dict[Path, list] = {}
+  momenta: Dict[Path, float] = {}
 
   def record(next_fun, args, kwargs, context):
     is_norm = isinstance(context.module, (nn.BatchNorm, layers.BatchNorm))
     if is_norm and context.method_name == '__call__':
       x = args[0].astype(jnp.float32)
       axes = tuple(range(x.ndim - 1))
-      records.setdefault(tuple(context.module.path), []).append(
+      path = tuple(context.module.path)
+      momenta[path] = context.module.momentum
+      records.setdefault(path, []).append(
           (jnp.mean(x, axis=axes), jnp.mean(jnp.square(x), axis=axes)))
     return next_fun(*args, **kwargs)
 
   with nn.intercept_methods(record), layers.batch_norm_groups(bn_group_size):
     model.apply(variables, video, train=True, mutable=['batch_stats'],
                 rngs={'dropout': jax.random.key(0)}, **kwargs)
-  return {path: tuple(jnp.mean(jnp.stack(values), axis=0) for values in zip(*calls))
-          for path, calls in records.items()}
+  moments = {}
+  for path, calls in records.items():
+    weights = jnp.float32(momenta[path]) ** jnp.arange(len(calls) - 1, -1, -1)
+    means, squares = (jnp.stack(values) for values in zip(*calls))
+    moments[path] = (weights / jnp.sum(weights), means, squares)
+  return moments
 
 
 def make_moments_step(model: nn.Module, mesh, model_inputs, bn_group_size: int = 0,
@@ -77,12 +87,14 @@ def recompute(moments_step, variables: Dict[str, Any], batches: Iterator[Dict[st
     moments = moments_step(variables, batch)
     totals = moments if totals is None else jax.tree.map(jnp.add, totals, moments)
   flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(variables['batch_stats']))
-  for path, (mean_sum, square_sum) in totals.items():
+  for path, (weight_sum, mean_sum, square_sum) in totals.items():
     if path + ('mean',) not in flat:
       raise KeyError(f'BatchNorm at {"/".join(path)} has no running statistics to replace.')
-    mean = mean_sum / num_batches
-    flat[path + ('mean',)] = mean
-    flat[path + ('var',)] = jnp.maximum(square_sum / num_batches - jnp.square(mean), 0.0)
+    weights = (weight_sum / num_batches)[:, None]
+    means = mean_sum / num_batches  # one row per call
+    variances = jnp.maximum(square_sum / num_batches - jnp.square(means), 0.0)
+    flat[path + ('mean',)] = jnp.sum(weights * means, axis=0)
+    flat[path + ('var',)] = jnp.sum(weights * variances, axis=0)
   logging.info('Precise BN: recomputed %d BatchNorm layers over %d batches.', len(totals),
                num_batches)
   return flax.traverse_util.unflatten_dict(flat)
