@@ -83,6 +83,8 @@ def s2dnet_config(dataset: str, stage: str, config_file: str = '') -> ml_collect
   # f_theta_head_init is the reference's TIME_PARAM_INIT_FACTOR (0.05 warm-up, 0.01 sampling
   # config); it only sets a fresh f_theta, and the sampling stage starts from the warm-up's
   # weights, f_theta included (as the reference's TRAIN.RESUME does), so 0.01 never applies there.
+  # faithful_topk_tiling=True pairs DNet's frames with other videos' top-k vector as the reference
+  # does, over the micro-batch rather than each of the reference's GPUs (models/s2dnet.py).
   config.model = ml_collections.ConfigDict(dict(
       name='s2dnet', stage=stage, synopsis_frames=16, synopsis_size=144, detail_frames=16,
       detail_size=112, topk=5, f_theta_fix='B', f_theta_head_init=0.05 if warmup else 0.01,

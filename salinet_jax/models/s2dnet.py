@@ -37,7 +37,9 @@ Precision: logits, s, f_theta and the sampler run in float32 for float32 and bfl
 
 `faithful_topk_tiling=True` reproduces the reference's tiling of s onto DNet's frame rows
 (`repeat(T, 1)`: frame row r of the batch gets s of video r mod B, i.e. other videos' s when
-B > 1); the default gives each frame its own video's s.
+B > 1); the default gives each frame its own video's s. The reference tiles each GPU's batch
+(B = its 32 videos under DDP) and this model the batch it is given (the micro-batch, over all
+devices), so the pairing is the reference's only where the two batches are the same videos.
 """
 
 from typing import Any, Dict, Optional, Sequence
