@@ -61,6 +61,10 @@ def sample_clips(records_dir: str, split: str, num_clips: int, seed: int = 0
       features = records.parse_video(serialized)
       jpegs = features['frames_jpeg'].numpy()
       count = len(jpegs)
+      if not count:
+        raise errors.DataError(
+            f'{path} holds a video without frames ({features["filename"].numpy().decode()}): '
+            'records written by other code? Convert the split again.')
       for k in range(video, num_clips, num_videos):
         start = int(starts[k] * (max(count - (7 * 8 + 1), 0) + 1))
         indices = [(start + 8 * i) % count for i in range(8)]

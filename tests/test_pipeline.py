@@ -328,9 +328,10 @@ def test_the_train_stream_names_unlabelled_videos_damaged_frames_and_deleted_sha
 
 
 @pytest.mark.parametrize('sampler', ['dense', 'tsn', 'all_frames'])
-def test_a_video_record_without_frames_is_named(config, tmp_path, sampler):
+def test_a_video_record_without_frames_is_named(config, tmp_path, sampler, capsys):
   """A record holding no frame (written by other code: the converter fails such a video) was a
-  TensorFlow traceback from inside the sampler's gather ('indices[0] = 0 is not in [0, 0)')."""
+  TensorFlow traceback from inside the sampler's gather ('indices[0] = 0 is not in [0, 0)'), and
+  a ZeroDivisionError in data.bench."""
   config.data.temporal_sampling = sampler
   if sampler == 'all_frames':
     config.data.eval_num_clips = 1
@@ -344,6 +345,14 @@ def test_a_video_record_without_frames_is_named(config, tmp_path, sampler):
   dataset, _, info = pipeline.eval_dataset(config, 'train')
   with pytest.raises(records.CorruptShardError, match=said):
     next(pipeline.as_numpy(dataset, info))
+  if sampler == 'dense':  # data.bench samples its own dense clips
+    from data import bench  # pylint: disable=g-import-not-at-top
+    directory = config.dataset.data_dir
+    assert bench.main([f'--records={directory}', f'--videos={tmp_path}', '--seconds=1']) == 1
+    shard = records.shard_files(directory, 'synthetic', 'train')[0]
+    assert capsys.readouterr().err.endswith(
+        f"error: {shard} holds a video without frames (train/0.mp4): records written by other "
+        'code? Convert the split again.\n')
 
 
 def test_records_whose_classes_contradict_metadata_json_are_refused(config, tmp_path):
