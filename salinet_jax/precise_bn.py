@@ -9,10 +9,10 @@ module called several times per forward (SaliNet's shared saliency BN, where fvc
 layer) gets each call's population statistics weighted as its running averages weight them once
 settled (call k of C: d^(C-k), d its momentum): pooling the calls as one population would add the
 spread between their means to the variance, which training never normalised with. Each
-micro-batch of gradient accumulation runs
-on its own and its clips are grouped by config.bn_group_size, as in the train step, so every
-layer sees the inputs training gave it. The batches come from a stream of their own
-(train.py), so the training data order does not depend on evaluation.
+micro-batch of gradient accumulation runs on its own and its clips are grouped by
+config.bn_group_size, as in the train step, so every layer sees the inputs training gave it.
+The batches come from a stream of their own (train.py), so the training data order does not
+depend on evaluation.
 """
 
 from typing import Any, Dict, Iterator, Tuple
