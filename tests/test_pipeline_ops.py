@@ -121,6 +121,16 @@ def test_short_side_jitter_box_is_a_square_of_crop_over_scale():
     assert 0 <= y <= 256 - h + 1e-3 and 0 <= x <= 340 - w + 1e-3
 
 
+def test_short_side_jitter_draws_every_scale_from_min_to_max():
+  """Mutation audit: a jitter that never drew train_max_scale passed every test."""
+  scales = set()
+  for i in range(200):
+    _, _, h, _ = _box('short_side_jitter', 100, 150, i, crop_size=8, train_min_scale=10,
+                      train_max_scale=14)
+    scales.add(round(8 * 100 / h))  # the crop is crop_size / scale of the 100 px short side
+  assert scales == {10, 11, 12, 13, 14}
+
+
 def test_inception_box_area_and_aspect_ranges():
   areas = []
   for i in range(60):
@@ -214,6 +224,23 @@ def test_random_flip_mirrors_the_clip():
   assert 0 < sum(flips) < len(flips)
 
 
+def test_random_flip_flips_half_of_the_clips():
+  """Mutation audit: a flip probability of 0.2 instead of 0.5 passed every test."""
+  data = _data(train_augmentations=('random_flip',))
+  flips = [bool(augment.augment({'flip': tf.constant(False)}, data, _seed(i))['flip'])
+           for i in range(1000)]
+  assert 0.45 < np.mean(flips) < 0.55
+
+
+def test_host_resize_rounds_to_the_nearest_level():
+  """Mutation audit: truncating the resized pixels (a darker image, -0.5 levels on average)
+  passed every test."""
+  frames = np.random.default_rng(0).integers(0, 256, (2, 7, 9, 3)).astype(np.uint8)
+  resized = tf.image.resize(tf.cast(frames, tf.float32), [8, 8], method='bilinear').numpy()
+  np.testing.assert_array_equal(augment.host_resize(tf.constant(frames), 8).numpy(),
+                                np.floor(resized + 0.5).astype(np.uint8))
+
+
 def test_device_resize_matches_tf_resize_then_flip():
   rng = np.random.default_rng(0)
   size = 24
@@ -271,6 +298,21 @@ def test_device_normalisation_matches_the_preset_formula(preset):
     keep = frame_mask.reshape((2,) + (1,) * (video.ndim - 5) + (4, 1, 1, 1))
     np.testing.assert_allclose(masked, np.where(keep, expected if video.ndim == 6 else
                                                 expected[:, 0], 0.0), atol=1e-5)
+
+
+def test_normalisation_presets_are_the_published_rgb_statistics():
+  """Mutation audit: the ImageNet mean and std in BGR order passed every test (the formula test
+  reads the presets it checks). Pure red, green and blue pixels against the published values:
+  torchvision's ImageNet (TSM, S2DNet) and PySlowFast's Kinetics ones."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  pixels = np.array([[[[[255, 0, 0], [0, 255, 0], [0, 0, 255]]]]], np.uint8)  # (1, 1, 1, 3, 3)
+  published = {'imagenet': ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+               'kinetics': ((0.45, 0.45, 0.45), (0.225, 0.225, 0.225))}
+  for preset, (mean, std) in published.items():
+    out = np.asarray(inputs.normalize_on_device(
+        pixels, ml_collections.ConfigDict({'normalization': preset})))[0, 0, 0]
+    mean, std = np.array(mean), np.array(std)
+    np.testing.assert_allclose(out, (np.eye(3) - mean) / std, atol=1e-5, err_msg=preset)
 
 
 def test_malloc_settings_apply_on_glibc_and_zero_keeps_defaults():
