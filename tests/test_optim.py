@@ -58,6 +58,35 @@ def test_cosine_warmup_and_linear_batch_scaling():
     optim.learning_rate_schedule(_opt_config(schedule='cosine', warmup_steps=3), 10, 8)
 
 
+@pytest.mark.parametrize('nesterov', [True, False])
+def test_sgd_momentum_is_torchs_with_and_without_nesterov(nesterov):
+  """Mutation audit: the nesterov flag ignored passed every test. torch.optim.SGD with a constant
+  gradient g: buffer g then (1 + m) g; steps g (1 + m) then g (1 + m + m^2) with Nesterov, g then
+  g (1 + m) without."""
+  m = 0.9
+  config = _opt_config(momentum=m, nesterov=nesterov)
+  tx, schedule = optim.create_optimizer(config, PARAMS, total_steps=10, global_batch=8)
+  grads = jax.tree.map(jnp.ones_like, PARAMS)
+  state = tx.init(PARAMS)
+  expected = [1 + m, 1 + m + m * m] if nesterov else [1.0, 1 + m]
+  for step, factor in enumerate(expected):
+    updates, state = tx.update(grads, state, PARAMS)
+    np.testing.assert_allclose(updates['conv']['kernel'], -float(schedule(step)) * factor,
+                               rtol=1e-6, err_msg=f'step {step}')
+
+
+def test_gradients_above_the_clip_norm_are_scaled_to_it():
+  """Mutation audit: clipping never applied passed every test (S2DNet's recipes clip at 20)."""
+  config = _opt_config(grad_clip_norm=2.0)
+  lr = float(optim.learning_rate_schedule(config, total_steps=10, global_batch=8)(0))
+  for scale, clipped in ((10.0, True), (1e-3, False)):
+    grads = jax.tree.map(lambda x, s=scale: s * jnp.ones_like(x), PARAMS)
+    norm = float(optax.global_norm(grads))
+    assert (norm > 2.0) == clipped
+    updates = _one_update(config, grads)
+    assert float(optax.global_norm(updates)) == pytest.approx(lr * min(norm, 2.0), rel=1e-5)
+
+
 def test_qualified_names_tell_norm_layers_biases_and_weights():
   assert sorted(optim.qualified_names(PARAMS).values()) == [
       'bias:head/fc/bias', 'bias:sampler/dense/bias', 'norm:bn/bias', 'norm:bn/scale',
