@@ -9,6 +9,7 @@ import sys
 
 import flax.linen as nn
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 from PIL import Image
@@ -34,18 +35,35 @@ def pixel_value(video: int, frame: int) -> int:
   return 10 + 20 * video + 3 * frame
 
 
+def video_and_view(x):
+  """(video, view) of each clip, read back from its constant pixel value."""
+  pixel = (jnp.mean(x[:, 0], axis=(1, 2, 3)) * STD + MEAN) * 255.0 - 10.0
+  video = jnp.floor((pixel + 3.0) / 20.0).astype(jnp.int32)
+  start = jnp.round((pixel - 20.0 * video) / 3.0).astype(jnp.int32)
+  return video, (start == CLIP_STARTS[1]).astype(jnp.int32)
+
+
 class FixedLogitModel(nn.Module):
   """Reads (video, clip start) back from the constant pixel value and returns TABLE's row."""
   num_classes: int = NUM_CLASSES
 
   @nn.compact
   def __call__(self, x, train: bool = False, return_aux: bool = False):
-    pixel = (jnp.mean(x[:, 0], axis=(1, 2, 3)) * STD + MEAN) * 255.0 - 10.0
-    video = jnp.floor((pixel + 3.0) / 20.0).astype(jnp.int32)
-    start = jnp.round((pixel - 20.0 * video) / 3.0).astype(jnp.int32)
-    view = (start == CLIP_STARTS[1]).astype(jnp.int32)
-    logits = jnp.asarray(TABLE)[video, view]
+    logits = jnp.asarray(TABLE)[video_and_view(x)]
     return (logits, {}) if return_aux else logits
+
+
+class FixedSaliencyModel(nn.Module):
+  """FixedLogitModel plus a 2x2 saliency map [[0, v], [0, v]] for video v (spatial std v / 2)."""
+  num_classes: int = NUM_CLASSES
+
+  @nn.compact
+  def __call__(self, x, train: bool = False, return_aux: bool = False):
+    video, view = video_and_view(x)
+    column = jnp.stack([jnp.zeros_like(video), video], axis=-1).astype(jnp.float32)
+    saliency = jnp.stack([column, column], axis=1)  # (clips, 2, 2)
+    logits = jnp.asarray(TABLE)[video, view]
+    return (logits, {'saliency_final': saliency}) if return_aux else logits
 
 
 def write_fixed_records(directory, labels, split='val', names=None):
@@ -117,6 +135,47 @@ def test_fixed_logit_metrics_by_hand(fixed_records, reduction, scores, clips_per
   assert results['top1'] == pytest.approx(top1)
   assert results['top5'] == pytest.approx(top5)
   assert 0 < top1 < 1 and top5 < 1  # the table makes the check non-trivial
+
+
+def test_the_saliency_spread_is_the_mean_over_the_real_videos(fixed_records):
+  """Mutation audit: the padding slots of the last batch counted in SaliNet's mask spread
+  (saliency_final_spatial_std) passed every test."""
+  config = tiny_config(fixed_records)
+  config.dataset.name = 'fixed_logit_test'
+  config.data.update(dict(num_frames=2, eval_num_clips=2, eval_num_crops=1))
+  config.eval_batch_size = 4  # 7 videos: the second batch holds 3 videos and 1 padding slot
+  mesh = parallel.create_mesh()
+  step = evaluate.make_eval_step(FixedSaliencyModel(), config.eval, mesh, config.data)
+  results, _ = evaluate.evaluate_split(config, {'params': {}}, 'val', mesh, step)
+  assert results['num_batches'] == 2
+  assert results['saliency_final_spatial_std'] == pytest.approx(
+      np.mean(np.arange(NUM_VIDEOS) / 2))
+
+
+@pytest.mark.parametrize('reduction', ['sum', 'mean', 'max'])
+@pytest.mark.parametrize('scores', ['logits', 'softmax'])
+def test_predicted_probabilities_follow_the_view_reduction(reduction, scores):
+  """Mutation audit: predict's probabilities from summed logits not divided by the views (an
+  overconfident softmax of 10 x 3 views' logits) passed every test. Probabilities: the softmax
+  of the views' mean (or max) logits; the mean (or renormalised max) of the views' softmax."""
+  views = TABLE[:, None].repeat(3, axis=1).reshape(NUM_VIDEOS, 6, NUM_CLASSES)  # 6 views
+  views = views + np.linspace(-1, 1, 6)[None, :, None] * TABLE[:, :1, :]
+  config = ml_collections.ConfigDict({'view_reduction': reduction, 'view_scores': scores})
+  reduced = np.asarray(evaluate.reduce_views(jnp.asarray(views), reduction, scores))
+
+  def softmax(x):
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+  for v in range(NUM_VIDEOS):
+    got = evaluate.view_probabilities(reduced[v], config, num_views=6)
+    if scores == 'logits':
+      pooled = views[v].max(0) if reduction == 'max' else views[v].mean(0)
+      expected = softmax(pooled)
+    else:
+      expected = softmax(views[v]).max(0) if reduction == 'max' else softmax(views[v]).mean(0)
+      expected = expected / expected.sum()
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
 
 
 def test_clips_per_device_forward_that_does_not_split_the_batch_fails_in_one_line(tmp_path):
