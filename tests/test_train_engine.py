@@ -62,6 +62,52 @@ def test_gradient_accumulation_equals_one_big_batch(config):
   assert int(accumulated.step) == 1
 
 
+class DropoutModel(nn.Module):
+  """NormFreeModel with dropout before its classifier."""
+  num_classes: int = 4
+
+  @nn.compact
+  def __call__(self, x, train: bool = False, return_aux: bool = False):
+    x = nn.relu(layers.Conv3D(6, 3, 1, 1, use_bias=True)(x))
+    x = nn.Dropout(0.5, deterministic=not train)(jnp.mean(x, axis=(1, 2, 3)))
+    logits = nn.Dense(self.num_classes)(x)
+    return (logits, {}) if return_aux else logits
+
+
+def test_each_step_draws_its_own_dropout_masks(config):
+  """Mutation audit: the same dropout mask at every step (the run's key not folded with the
+  step) passed every test. The train loop passes one key to every step."""
+  config.loss.name = 'cross_entropy'
+  model = DropoutModel()
+  tx = optax.sgd(0.0)  # the weights stay: the losses differ by their masks only
+  rng = np.random.default_rng(0)
+  batch = {'video': jnp.asarray(rng.normal(size=(4, 2, 6, 6, 3)), jnp.float32),
+           'label': jnp.asarray(rng.integers(0, 4, 4), jnp.int32)}
+  state = engine.create_train_state(model, tx, jax.random.key(0), (1, 2, 6, 6, 3))
+  step = jax.jit(functools.partial(engine.train_step, model=model, tx=tx,
+                                   loss_config=config.loss, schedule=optax.constant_schedule(0.0),
+                                   data_config=config.data))
+  losses_seen = []
+  for _ in range(3):
+    state, metrics = step(state, batch, jax.random.key(1))
+    losses_seen.append(float(metrics['loss']))
+  assert len(set(losses_seen)) == 3, losses_seen
+  # The same step with the same key repeats its masks (a resumed step trains as the first did).
+  _, again = step(state.replace(step=state.step - 1), batch, jax.random.key(1))
+  assert float(again['loss']) == losses_seen[-1]
+
+
+def test_epochs_and_warm_up_epochs_round_up_to_whole_steps(config):
+  """Mutation audit: epochs floored to steps (the last partial batch of an epoch dropped from the
+  run) and warm-up epochs taken as steps passed every test. 10 videos in batches of 4: an epoch
+  is 2.5 steps."""
+  config.batch_size, config.num_train_steps, config.num_epochs = 4, -1, 1.5
+  assert engine.num_train_steps(config, train_videos=10) == 4  # 3.75 steps
+  config.optimizer.warmup_epochs = 2.5
+  opt_config, steps_per_epoch = engine.resolved_optimizer(config, train_videos=10)
+  assert steps_per_epoch == 2.5 and opt_config.warmup_steps == 7  # 6.25 steps
+
+
 def test_bfloat16_step_runs_and_keeps_float32_state(config, tmp_path):
   config.dtype = 'bfloat16'
   trainer = train.training_engine(config)
