@@ -90,6 +90,12 @@ def test_every_committed_step_carries_checksums_of_its_array_files(tmp_path, ckp
   assert recorded == checkpoints.file_checksums(os.path.join(step_dir, checkpoints.ITEM_DIR))
   assert len(recorded) >= 4 and checkpoints.verify_step_dir(step_dir) == (True, '')
   store.close()
+  # A file the checkpoint never wrote (mutation audit: its check could go unnoticed).
+  stray = os.path.join(step_dir, checkpoints.ITEM_DIR, 'stray')
+  with open(stray, 'wb') as f:
+    f.write(b'0')
+  assert checkpoints.verify_step_dir(step_dir) == (False, f'{stray} was not part of the '
+                                                   'checkpoint')
 
 
 def test_corrupt_checkpoint_fails_restore_and_resume_falls_back_to_an_intact_one(
@@ -444,6 +450,12 @@ def test_best_says_when_the_runs_best_evaluation_is_no_longer_kept(tmp_path, ckp
   # Kept: nothing to say.
   assert run('on', [(1, 0.3), (2, 0.9), (3, 0.5), (4, 0.4)], keep_best=True
              ).select_step('best') == 2
+  # A tie goes to the newest step, in the kept best and the run's best alike (mutation audit:
+  # the older one as the run's best called the kept best a deleted step's stand-in).
+  assert run('tie', [(1, 0.3), (2, 0.9), (3, 0.9)], keep_best=True).select_step('best') == 3
+  assert checkpoints.read_step_metadata(str(tmp_path / 'tie' / 'checkpoints' / '3'))[
+      'best_seen'] == {'step': 3, 'val_top1': 0.9}
+  assert 'was deleted' not in caplog.text, caplog.text
   # Checkpoints saved before best_seen existed, resumed: it starts afresh from the resumed
   # evaluations, and a kept step that scored above them is no loss.
   run('older', [(1, 0.9), (2, 0.5), (3, 0.4)], keep_best=True)
