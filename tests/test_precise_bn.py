@@ -11,6 +11,7 @@ from salinet_jax import inputs
 from salinet_jax import parallel
 from salinet_jax import precise_bn
 from salinet_jax.bench import synthetic_batch
+from salinet_jax.models import layers
 from tests.conftest import tiny_config
 from tests.conftest import tiny_s2dnet_config
 
@@ -73,6 +74,42 @@ def test_a_batch_norm_called_several_times_gets_what_its_running_averages_settle
                            batches[0]['video'], train=True, mutable=['batch_stats'])
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
                updated['batch_stats'], stats)
+
+
+class GroupedNormModel(nn.Module):
+  """BN -> ReLU -> BN with the project's BatchNorm, which honours config.bn_group_size."""
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    x = nn.relu(layers.BatchNorm(use_running_average=not train, name='first')(x))
+    return layers.BatchNorm(use_running_average=not train, name='second')(x)
+
+
+def test_precise_statistics_normalise_each_bn_group_of_clips_on_its_own():
+  """Mutation audit: precise BN normalising the whole batch where training normalises groups of
+  bn_group_size clips (PySlowFast's per-GPU BN) passed every test; the second layer's inputs
+  then differ from training's."""
+  model = GroupedNormModel()
+  rng = np.random.default_rng(0)
+  video = np.concatenate([rng.normal(0.0, 1.0, (1, 6, 2)), rng.normal(10.0, 3.0, (1, 6, 2))])
+  variables = model.init(jax.random.key(0), jnp.zeros((2, 6, 2)))
+  mesh = parallel.create_mesh()
+
+  def second_layer_mean(group_size):
+    step = precise_bn.make_moments_step(model, mesh, lambda batch: (batch['video'], {}),
+                                        bn_group_size=group_size)
+    stats = precise_bn.recompute(step, variables, iter([{'video': video.astype(np.float32)}]), 1,
+                                 mesh)
+    return np.asarray(stats['second']['mean'])
+
+  def by_hand(groups):
+    parts = np.split(video, groups)
+    normalised = [(p - p.mean((0, 1))) / np.sqrt(p.var((0, 1)) + 1e-5) for p in parts]
+    return np.maximum(np.concatenate(normalised), 0).mean((0, 1))
+
+  np.testing.assert_allclose(second_layer_mean(1), by_hand(2), rtol=1e-4)
+  np.testing.assert_allclose(second_layer_mean(0), by_hand(1), rtol=1e-4)
+  assert not np.allclose(by_hand(1), by_hand(2), rtol=1e-2)
 
 
 @pytest.mark.parametrize('kind', ['salinet', 's2dnet'])
