@@ -285,6 +285,18 @@ def test_generic_list_file(tmp_path):
     A.parse_list_file(path)
 
 
+def test_csv_classes_are_sorted_names_unless_given(tmp_path):
+  """Mutation audit: classes in the order the rows name them first (so the same videos listed in
+  another order gave other class indices) passed every test."""
+  path = tmp_path / 'list.csv'
+  path.write_text('path,label\nb/1.mp4,walk\na/2.mp4,run\nc/3.mp4,jump\nd/4.mp4,run\n')
+  annotations = A.parse_csv_list(path, None, 'path', 'label')
+  assert list(annotations.classes) == ['jump', 'run', 'walk']
+  assert [e.label_index for e in annotations.entries] == [2, 1, 0, 1]
+  given = A.parse_csv_list(path, ['walk', 'run', 'jump'], 'path', 'label')
+  assert [e.label_index for e in given.entries] == [0, 1, 2, 1]
+
+
 @pytest.mark.parametrize('row, said', [
     ('fight/fi066.mp4,fight,s4,extra', '4 fields, the header (path,label,source_group) has 3.'),
     ('fight/fi066.mp4,fight', '2 fields, the header (path,label,source_group) has 3.'),
