@@ -52,6 +52,11 @@ def test_tsn_train_takes_one_random_frame_inside_each_segment():
       assert int(np.floor(k * 23 / 4)) <= index < int(np.ceil((k + 1) * 23 / 4))
     seen.add(tuple(indices))
   assert len(seen) > 20  # random, not fixed
+  # Each segment draws its own position (mutation audit: one position shared by all passed).
+  offsets = [tuple(_ints(sampling.sample_tsn_segments(_frames(40), num_segments=4, train=True,
+                                                      seed=_seed(i))['frames_jpeg'])[0]
+                   - 10 * np.arange(4)) for i in range(10)]
+  assert any(len(set(row)) > 1 for row in offsets)
 
 
 def test_tsn_short_videos_repeat_frames():

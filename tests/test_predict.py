@@ -247,8 +247,12 @@ def test_windowed_predict_warns_of_a_truncated_file_as_whole_video_predict_does(
   assert windows and windows[-1][1] == 150  # its 150 decodable frames
   assert f'{cut}: decoded 5.0 s of the 10.3 s its container declares' in caplog.text
   caplog.clear()
-  list(timeline.windows(str(PANCAKE), options, 4.0, 4.0))
+  starts = [window[0] for window in timeline.windows(str(PANCAKE), options, 4.0, 4.0)]
   assert 'container declares' not in caplog.text
+  # Windows start at the first frame, every stride (mutation audit: the first window dropped
+  # passed every test); the last one ends at the video's end.
+  stride = timeline.window_frames(4.0, video_io.stream_timing(str(PANCAKE))[0])
+  assert starts[:-1] == list(range(0, stride * (len(starts) - 1), stride)), starts
 
 
 def test_decoding_that_cannot_be_matched_is_warned_about(trained, caplog):

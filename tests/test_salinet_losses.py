@@ -50,6 +50,15 @@ def test_cross_entropy_unchanged():
   assert set(terms) == {'cross_entropy'}
 
 
+def test_cross_entropy_with_label_smoothing_by_hand():
+  """Mutation audit: the cross_entropy loss ignoring config.loss.label_smoothing passed every
+  test. Targets (1 - e) one-hot + e / K, as torch's CrossEntropyLoss(label_smoothing=e)."""
+  total, _ = losses.compute_loss(_config(name='cross_entropy', label_smoothing=0.1), LOGITS,
+                                 LABELS, {})
+  second = -(0.05 * math.log(0.75) + 0.95 * math.log(0.25))  # softmax [0.75, 0.25], label 1
+  np.testing.assert_allclose(total, (math.log(2.0) + second) / 2, rtol=1e-6)
+
+
 def test_ce_l1_hand_computed():
   config = _config(name='ce_l1', l1_weight=0.1)
   total, terms = losses.compute_loss(config, LOGITS, LABELS, _aux())
