@@ -26,15 +26,21 @@ class SharedNormModel(nn.Module):
     return shared(first) + shared(2.0 * x + 1.0)
 
 
-def test_running_stats_become_the_population_moments_pooled_over_batches():
+def _shared_norm_run():
+  """(model, its variables, 3 batches, the moments step, the mesh, precise statistics of the
+  3 batches) of SharedNormModel."""
   model = SharedNormModel()
   rng = np.random.default_rng(0)
   batches = [{'video': rng.normal(3.0, 2.0, (4, 5, 3)).astype(np.float32)} for _ in range(3)]
   variables = model.init(jax.random.key(0), jnp.zeros((4, 5, 3)))
   mesh = parallel.create_mesh()
   step = precise_bn.make_moments_step(model, mesh, lambda batch: (batch['video'], {}))
-  stats = precise_bn.recompute(step, variables, iter(batches), 3, mesh)
+  return model, variables, batches, step, mesh, precise_bn.recompute(step, variables,
+                                                                      iter(batches), 3, mesh)
 
+
+def test_running_stats_become_the_population_moments_pooled_over_batches():
+  _, _, batches, _, _, stats = _shared_norm_run()
   # fvcore's population estimator: every element of every batch pooled (E[x^2] - E[x]^2), so the
   # spread between the batch means counts too.
   flat = np.concatenate([b['video'].reshape(-1, 3) for b in batches])
@@ -48,13 +54,7 @@ def test_a_batch_norm_called_several_times_gets_what_its_running_averages_settle
   variance: 3.7x what the running averages hold (8042 against 2189 on the tiny model), and the
   logits moved by 0.7 on a scale of 7 at every evaluation, without a word (training audit).
   Each call is now a population of its own, weighted as the running averages weight it."""
-  model = SharedNormModel()
-  rng = np.random.default_rng(0)
-  batches = [{'video': rng.normal(3.0, 2.0, (4, 5, 3)).astype(np.float32)} for _ in range(3)]
-  variables = model.init(jax.random.key(0), jnp.zeros((4, 5, 3)))
-  mesh = parallel.create_mesh()
-  step = precise_bn.make_moments_step(model, mesh, lambda batch: (batch['video'], {}))
-  stats = precise_bn.recompute(step, variables, iter(batches), 3, mesh)
+  model, variables, batches, step, mesh, stats = _shared_norm_run()
   # The shared BN sees each batch normalised by its own statistics (mean 0, var ~1), then 2x + 1
   # (mean 7, var 16): each call's inputs pooled over all batches, the later call weighted as a
   # running average of momentum d updated by both calls in turn weights it (1 against d).
