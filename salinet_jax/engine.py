@@ -287,6 +287,23 @@ def check_batch_sizes(config, devices: int) -> None:
         'micro-batch (0 normalises over the whole batch).')
 
 
+def check_config(config, training: bool, devices: int) -> None:
+  """The checks the config alone decides: a run makes them before it reads data or writes to its
+  workdir, so that a mistyped value leaves nothing behind."""
+  check_counts_and_rates(config, training)
+  check_batch_sizes(config, devices)
+  if config.dtype == 'float16':
+    raise errors.ConfigError(
+        "config.dtype='float16' needs loss scaling, which is not implemented: use "
+        "'bfloat16' (same memory, no loss scaling needed) or 'float32'.")
+  inputs.normalization(config.data)  # an unknown preset fails now, not in the first step
+  if data_ops.pads_frames(config.data) and not models.takes_frame_counts(config.model):
+    raise errors.ConfigError(
+        f"config.data.temporal_sampling={config.data.temporal_sampling!r} pads each clip to "
+        "num_frames and gives the model the count of its real frames, which model "
+        f"{config.model.name!r} does not take: use it with 's2dnet', or another sampler.")
+
+
 def schedule_epochs(config, total_steps: int, steps_per_epoch: float, training: bool = True
                     ) -> float:
   """The epochs an epoch-based schedule spans: the run's, i.e. config.num_epochs, or the epochs
@@ -323,19 +340,8 @@ class Engine:
     if not self.classes:
       raise errors.ConfigError('The model needs at least one class name.')
     self.mesh = parallel.create_mesh()
-    check_counts_and_rates(config, training=train_videos is not None)
-    check_batch_sizes(config, self.mesh.size)
-    if config.dtype == 'float16':
-      raise errors.ConfigError(
-          "config.dtype='float16' needs loss scaling, which is not implemented: use "
-          "'bfloat16' (same memory, no loss scaling needed) or 'float32'.")
-    inputs.normalization(config.data)  # an unknown preset fails now, not in the first step
+    check_config(config, training=train_videos is not None, devices=self.mesh.size)
     self.model = models.build_model(config.model, len(self.classes), config.dtype, config.remat)
-    if data_ops.pads_frames(config.data) and not models.takes_frame_counts(config.model):
-      raise errors.ConfigError(
-          f"config.data.temporal_sampling={config.data.temporal_sampling!r} pads each clip to "
-          "num_frames and gives the model the count of its real frames, which model "
-          f"{config.model.name!r} does not take: use it with 's2dnet', or another sampler.")
     self.input_shape = inputs.clip_shape(config.data)
     self.total_steps = (num_train_steps(config, train_videos) if train_videos is not None
                         else max(config.num_train_steps, 1))

@@ -110,14 +110,20 @@ def _with_memory_advice(error: Exception, config) -> Exception:
       f'Original error: {str(error)[:2000]}')
 
 
+def check_training_config(config: ml_collections.ConfigDict) -> None:
+  """Fails on what the config alone makes wrong for training, before data or the workdir."""
+  pipeline.check_train_clips(config.data)
+  pipeline.check_eval_views(config.data)
+  engine.check_config(config, training=True, devices=jax.device_count())
+
+
 def training_engine(config: ml_collections.ConfigDict) -> engine.Engine:
   """The Engine of a training run: classes and the epoch length come from the train split. The
   eval split and the eval view settings are checked too, so that they fail now, not after the
   first steps."""
+  check_training_config(config)
   info = pipeline.train_split_info(config.dataset)
   pipeline.split_info(config.dataset, config.dataset.eval_split)
-  pipeline.check_train_clips(config.data)
-  pipeline.check_eval_views(config.data)
   for line in pipeline.enlarging_warnings(config.dataset, config.data,
                                           config.dataset.train_split, config.dataset.eval_split):
     logging.warning('%s', line)
@@ -216,6 +222,7 @@ def _metric_writer(workdir: str):
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
   """Trains `config` in `workdir` (resuming if it has checkpoints); returns the last eval results
   (or {'preempted_at_step': step, 'stopped_by': 'SIGTERM' | 'SIGINT'} after either)."""
+  check_training_config(config)
   if not checkpoints.has_checkpoints(workdir):  # a resumed run does not initialise again
     pretrained.check_init_from(config.init_from)
   workdir_lib.check_writable(workdir, 'checkpoints and logs',

@@ -8,8 +8,10 @@ import jax
 import numpy as np
 import pytest
 
+from data import errors as data_errors
 from salinet_jax import checkpoints
 from salinet_jax import engine
+from salinet_jax import errors
 from salinet_jax import train
 from tests.conftest import mesh_worker
 from tests.conftest import scalar_points, scalars_written
@@ -190,6 +192,28 @@ def test_training_on_records_without_the_eval_split_fails_before_the_first_step(
   with pytest.raises(records.MissingRecordsError, match=r"^Split 'val' is not in the records"):
     train.train_and_evaluate(config, str(workdir))
   assert not (workdir / 'checkpoints').exists() or not os.listdir(workdir / 'checkpoints')
+
+
+@pytest.mark.parametrize('field, value, message', [
+    ('optimizer.base_learning_rate', -1.0, 'base_learning_rate must be at least 0.0'),
+    ('dtype', 'float16', 'needs loss scaling'),
+    ('data.eval_crop_size', 20, 'is larger than config.data.eval_short_side'),
+    ('grad_accumulation_steps', 3, 'micro-batches'),
+    ('bn_group_size', 3, 'must divide the 4 clips'),
+])
+def test_a_config_error_leaves_a_new_workdir_unmade(config, tmp_path, field, value, message):
+  """A mistyped value fails before the workdir is touched: it left a workdir holding a lock
+  guard, an empty checkpoints folder and a log of the one error (after generating the demo's
+  videos), which the corrected command then resumed into."""
+  node = config
+  *parents, leaf = field.split('.')
+  for part in parents:
+    node = node[part]
+  node[leaf] = value
+  workdir = tmp_path / 'run'
+  with pytest.raises((errors.ConfigError, data_errors.SettingError), match=re.escape(message)):
+    train.train_and_evaluate(config, str(workdir))
+  assert not workdir.exists(), sorted(p.name for p in workdir.iterdir())
 
 
 def test_float64_runs_through_the_normal_path_only_with_64_bit_jax(config):
