@@ -1,5 +1,7 @@
 """Precise BN replaces running statistics by the average batch statistics over N batches."""
 
+import types
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -145,3 +147,25 @@ def test_precise_statistics_and_the_nan_check_see_the_micro_batches_training_see
   assert differs  # the whole batch at once is another forward
   # The NaN check at each checkpoint runs the same micro-batches.
   assert bool(trainer.outputs_finite(state, full))
+
+
+def test_each_evaluation_step_draws_its_own_precise_bn_clips(tiny_data_dir, monkeypatch):
+  """Precise BN before each evaluation reads a stream seeded by the step: seeded by the run's
+  seed alone, every evaluation would estimate from the same clips (and, in files mode, the ones
+  the run's first batches hold). The same step draws the same clips again after a resume."""
+  from salinet_jax import train  # pylint: disable=g-import-not-at-top
+  config = tiny_config(str(tiny_data_dir))
+  seeds = []
+
+  def recording_stream(stream_config, seed, **kwargs):
+    seeds.append(seed)
+    return real_stream(stream_config, seed=seed, **kwargs)
+
+  real_stream = train.pipeline.train_dataset
+  monkeypatch.setattr(train.pipeline, 'train_dataset', recording_stream)
+  monkeypatch.setattr(precise_bn, 'recompute', lambda *args: None)
+  trainer = engine.Engine(config, ['a', 'b', 'c'], train_videos=8)
+  state = types.SimpleNamespace(variables=None)
+  for step in (4, 8, 4):
+    train._precise_bn_stats(trainer, state, step, 'global_order')  # pylint: disable=protected-access
+  assert seeds[0] == seeds[2] and len({seeds[0], seeds[1], config.seed}) == 3, seeds
