@@ -8,8 +8,9 @@ converter's --fps and --max_frames, which it names), frame rate and source resol
 how each split's frames were timed (container timestamps or decoder order), and, for the standard
 datasets of the registry, the official count beside the converted one. The check PySlowFast and
 MMAction2 maintainers ask for when accuracy does not reproduce: a missing tenth of a split or a
-resolution mix shows here first. A split whose shard files are missing, cut short or damaged
-is named on a DAMAGED line, and the command then exits with status 1.
+resolution mix shows here first. A split whose shard files are missing, cut short or damaged,
+or that holds videos without frames, is named on a DAMAGED line, and the command then exits with
+status 1.
 
 Per-video facts come from the converter's bookkeeping (DIR/.convert/, source sizes and rates
 included); records written without it are read directly (context features and the stored
@@ -82,6 +83,17 @@ def _damage(directory: str, metadata, split: str) -> str:
   return ''
 
 
+def _frameless(videos: List[Dict[str, Any]]) -> str:
+  """The damage of a split holding videos without frames (written by other code: the converter
+  fails such a video), which training and evaluation refuse; '' when every video has frames."""
+  empty = [v['filename'] for v in videos if not v['num_frames']]
+  if not empty:
+    return ''
+  return (f"{len(empty)} of its {len(videos)} videos {'has' if len(empty) == 1 else 'have'} no "
+          f"frames ({', '.join(empty[:3])}{', ...' if len(empty) > 3 else ''}): records written "
+          'by other code? Training and evaluation refuse such a split; convert it again.')
+
+
 def _histogram(values: Sequence[float], bins: int = 12) -> Dict[str, Any]:
   values = np.asarray([v for v in values if v is not None and np.isfinite(v)], np.float64)
   if not values.size:
@@ -119,6 +131,7 @@ def build(directory: str) -> Dict[str, Any]:
         videos = _from_records(directory, metadata, split)
       except errors.DataError as e:
         damage = str(e)
+    damage = damage or _frameless(videos)
     failures = [f for f in metadata.failures if f.get('split') == split]
     per_class = collections.Counter(v['label'] for v in videos)
     durations = [v['num_frames'] / v['fps'] if v.get('fps') else None for v in videos]

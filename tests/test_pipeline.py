@@ -365,6 +365,12 @@ def test_a_video_record_without_frames_is_named(config, tmp_path, sampler, capsy
     assert capsys.readouterr().err.endswith(
         f"error: {shard} holds a video without frames (train/0.mp4): records written by other "
         'code? Convert the split again.\n')
+    # The data card showed them as 'stored frames per video: 0-...' and exited 0.
+    from data import report  # pylint: disable=g-import-not-at-top
+    assert report.main([f'--records={directory}', f'--output={tmp_path / "card"}']) == 1
+    assert ('    DAMAGED: 1 of its 4 videos has no frames (train/0.mp4): records written by '
+            'other code? Training and evaluation refuse such a split; convert it again.'
+            ) in capsys.readouterr().out
 
 
 def test_records_whose_classes_contradict_metadata_json_are_refused(config, tmp_path):
