@@ -10,6 +10,7 @@ Frame i of video v is the solid colour (40 v + 20, 50 i + 30, 200 - 40 v), store
 import io
 import json
 import pathlib
+import re
 import shutil
 
 import numpy as np
@@ -96,3 +97,33 @@ def test_metadata_whose_sizes_contradict_its_shards_is_refused(tmp_path):
       r"metadata.json contradicts itself: split_sizes gives split 'val' 3 videos, its shards "
       r'list 2 \(edited by hand')):
     records.read_metadata(str(copy))
+
+
+def test_a_shard_left_from_another_conversion_is_refused(tmp_path):
+  """A shard file metadata.json does not list (an earlier conversion into the same folder with
+  more shards) would be read as part of the split."""
+  copy = tmp_path / 'records'
+  shutil.copytree(FIXTURE, copy)
+  metadata = records.read_metadata(str(copy))
+  recorded = records.recorded_shard_bytes(metadata, 'train')
+  records.check_shards(records.shard_files(str(copy), 'schema1', 'train'), recorded)
+  shutil.copy(copy / 'schema1-train.tfrecord-00000-of-00002',
+              copy / 'schema1-train.tfrecord-00000-of-00003')
+  with pytest.raises(records.CorruptShardError, match=re.escape(
+      "TFRecord shard(s) ['schema1-train.tfrecord-00000-of-00003'] in ")):
+    records.check_shards(records.shard_files(str(copy), 'schema1', 'train'), recorded)
+
+
+@pytest.mark.parametrize('then, now, said', [
+    ({'groups': ['g1', 'g2', 'g3']}, {'groups': ['g3', 'g1', 'g2']}, []),
+    ({'groups': ['g1', 'g2']}, {'groups': ['g1', 'g3']}, ['groups g1, g2 then, g1, g3 now']),
+    ({'settings': {'short_side': 256}}, {'settings': {'short_side': 256, 'fps': 15}},
+     ['converted with fps None then, 15 now']),
+    ({'settings': {'short_side': 256, 'fps': 15}}, {'settings': {'short_side': 256}},
+     ['converted with fps 15 then, None now']),
+    ({'groups': None, 'settings': None}, {'groups': ['g1'], 'settings': {'fps': 15}}, []),
+])
+def test_split_changes_name_what_differs_between_two_conversions(then, now, said):
+  """Groups are a set (listed in another order they are the same split); a setting only one
+  conversion has is a change; what one side does not know is not compared."""
+  assert records.split_changes(then, now) == said
