@@ -63,6 +63,20 @@ def test_keeps_last_k_plus_best_and_selects_best(tmp_path, ckpt_config):
   store.close()
 
 
+def test_steps_saved_without_an_evaluation_follow_keep_last(tmp_path, ckpt_config):
+  """Only evaluated steps compete for the best: unevaluated ones kept for it would pile up
+  (every save between evaluations, forever)."""
+  store = checkpoints.CheckpointStore(str(tmp_path), ckpt_config)
+  for step in (1, 2, 3, 4):
+    store.save(step, _state(step))
+  assert store.steps() == [3, 4]
+  store.save(5, _state(5), metrics={'val_top1': 0.5})
+  for step in (6, 7):
+    store.save(step, _state(step))
+  assert store.steps() == [5, 6, 7]
+  store.close()
+
+
 @pytest.mark.parametrize('field,value,said', [
     ('keep_last', 0, 'keep_last must be at least 1, got 0: a run resumes from its newest '
                      'checkpoint, which would be deleted'),
@@ -103,8 +117,10 @@ def test_corrupt_checkpoint_fails_restore_and_resume_falls_back_to_an_intact_one
   store = checkpoints.CheckpointStore(str(tmp_path), ckpt_config)
   store.save(1, _state(1, width=4096))
   store.save(2, _state(2, width=4096))
+  assert store.newest_intact_step() == 2
   damaged = _largest_array_file(store.step_dir(2))
   _corrupt(damaged, offset=100)
+  assert store.newest_intact_step() == 1  # what a NaN stop or a failed save names
   with pytest.raises(checkpoints.CorruptCheckpointError, match=r'step 2 .* is corrupt: .*'
                      + os.path.basename(damaged) + r' does not match its checksum'):
     store.restore(2, _state(0, width=4096))
