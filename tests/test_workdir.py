@@ -42,6 +42,33 @@ def test_lock_refuses_a_live_holder_and_takes_over_a_dead_one(tmp_path):
     workdir_lib.WorkdirLock(str(tmp_path)).acquire()  # its pid cannot be checked from here
 
 
+def test_a_lock_of_another_users_live_process_is_not_taken_over(tmp_path, monkeypatch):
+  """Signalling another user's process is not permitted: that process is alive, and its lock
+  is not stale."""
+  path = tmp_path / workdir_lib.LOCK_FILE
+  holder = {'host': socket.gethostname(), 'pid': 4242, 'started': '2026-11-30T08:00:00'}
+  path.write_text(json.dumps(holder))
+
+  def not_permitted(pid, signal):
+    raise PermissionError(f'[Errno 1] Operation not permitted: {pid}, {signal}')
+
+  monkeypatch.setattr(os, 'kill', not_permitted)
+  with pytest.raises(workdir_lib.WorkdirBusyError, match='pid 4242'):
+    workdir_lib.WorkdirLock(str(tmp_path)).acquire()
+  assert json.loads(path.read_text()) == holder
+
+
+def test_releasing_a_lock_another_trainer_took_over_leaves_it_in_place(tmp_path):
+  """A trainer whose lock was judged stale and taken over (e.g. it hung past the takeover)
+  must not delete the new holder's lock when it finally exits."""
+  lock = workdir_lib.WorkdirLock(str(tmp_path)).acquire()
+  path = tmp_path / workdir_lib.LOCK_FILE
+  newer = {'host': socket.gethostname(), 'pid': os.getpid() + 1, 'started': '2026-12-03T10:00:00'}
+  path.write_text(json.dumps(newer))
+  lock.release()
+  assert json.loads(path.read_text()) == newer
+
+
 def test_a_second_trainer_on_the_same_workdir_refuses_in_one_line(tiny_data_dir, tmp_path):
   workdir = tmp_path / 'run'
   env = subprocess_env()
