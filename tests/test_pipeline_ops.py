@@ -63,6 +63,15 @@ def test_the_centre_crop_offset_rounds_up_like_pyslowfast():
   assert float(out['video'][0, 0, 0, 0, 0]) == 1 * 12 + 2  # rows ceil(1/2) = 1, columns 2
 
 
+def test_three_test_crops_of_a_square_frame_run_left_to_right_like_pyslowfast():
+  """PySlowFast's uniform_crop takes a square frame's three crops along its width (mutation
+  audit: top/centre/bottom passed every test)."""
+  video = tf.reshape(tf.range(4 * 4, dtype=tf.float32), [1, 1, 4, 4, 1]) * tf.ones([3])
+  out = augment.spatial_test_crops({'video': video}, short_side=4, crop_size=2, num_crops=3)
+  corners = [int(out['video'][k, 0, 0, 0, 0]) for k in range(3)]
+  assert corners == [1 * 4 + 0, 1 * 4 + 1, 1 * 4 + 2]  # row 1 (the centre), columns 0, 1, 2
+
+
 # ----------------------------------------------------------------------------- TSN
 def test_tsn_test_views_take_segment_centres():
   out = sampling.sample_tsn_segments(_frames(20), num_segments=4, train=False)
@@ -195,6 +204,21 @@ def test_tsm_multiscale_box_scales_distortion_and_grid():
   grid = {(0, 0), (0, 4), (4, 0), (4, 4), (2, 2), (2, 0), (2, 4), (4, 2), (0, 2), (1, 1), (1, 3),
           (3, 1), (3, 3)}
   assert positions <= grid and len(positions) >= 12
+
+
+def test_tsm_multiscale_snaps_sizes_less_than_3_px_from_the_crop():
+  """TSM snaps a scaled size to the crop size when abs(size - crop) < 3: 96 px (0.75 x 128)
+  stays 96 beside a 99 px crop (mutation audit: a snap at <= 3 passed every test)."""
+  drawn = set()
+  for i in range(200):
+    _, _, h, w = _box('tsm_multiscale', 128, 160, i, crop_size=99)
+    drawn |= {int(h), int(w)}
+  assert drawn == {128, 112, 96, 84}  # int(128 x (1, .875, .75, .66))
+  drawn = set()
+  for i in range(200):
+    _, _, h, w = _box('tsm_multiscale', 128, 160, i, crop_size=98)
+    drawn |= {int(h), int(w)}
+  assert drawn == {128, 112, 98, 84}  # 96 is 2 px from 98
 
 
 def test_tsm_offsets_five_or_thirteen_positions():
