@@ -22,6 +22,7 @@ from salinet_jax import engine
 from salinet_jax import errors
 from salinet_jax import losses
 from salinet_jax import train
+from salinet_jax.bench import synthetic_batch
 from salinet_jax.models import layers
 from tests.conftest import REPO_ROOT
 from tests.conftest import tiny_config
@@ -476,3 +477,19 @@ def test_padded_clips_are_refused_for_a_model_that_cannot_read_their_frame_count
       "config.data.temporal_sampling='all_frames' pads each clip to num_frames and gives the "
       "model the count of its real frames, which model 'salinet_hara' does not take")):
     train.training_engine(config)
+
+
+def test_weights_whose_evaluation_forward_is_nan_are_not_finite(tiny_data_dir):
+  """Running variances below zero (finite numbers) leave training's forward finite and make the
+  evaluation forward NaN: the check before each save must see that state as broken (mutation
+  audit: a check of the training forward alone passed every test)."""
+  config = tiny_config(str(tiny_data_dir))
+  trainer = engine.Engine(config, ['a', 'b', 'c'], train_videos=8)
+  state = trainer.fresh_state()
+  batch = synthetic_batch(config, 'train', 4, config.data.num_frames, config.data.crop_size, 3)
+  assert bool(trainer.outputs_finite(state, batch))
+  broken = jax.tree_util.tree_map_with_path(
+      lambda path, x: -jnp.ones_like(x) if path[-1].key == 'var' else x,
+      state.variables['batch_stats'])
+  state = state.replace(batch_stats=broken)
+  assert not bool(trainer.outputs_finite(state, batch))
