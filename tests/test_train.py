@@ -110,6 +110,19 @@ def test_nonfinite_loss_stops_training_and_keeps_last_good_checkpoint(config, tm
   store.close()
 
 
+def test_a_non_finite_loss_is_said_at_the_step_that_had_it(config, tmp_path):
+  """Between log lines the loss of step s is read while step s + 1 runs: the stop names step s
+  (mutation audit: naming the step running then passed every test, which saved every step)."""
+  config.num_train_steps = 6
+  config.log_every_steps = config.eval_every_steps = config.checkpoint_every_steps = 100
+  config.precise_bn_batches = 0
+  config.optimizer.base_learning_rate = 1e38  # step 1 trains from finite weights, step 2 not
+  config.optimizer.schedule = 'constant'
+  with pytest.raises(train.NonFiniteLossError,
+                     match=r'^Loss is (nan|inf) at step 2: stopping. No checkpoint was saved'):
+    train.train_and_evaluate(config, str(tmp_path / 'run'))
+
+
 def test_huge_learning_rate_never_leaves_a_non_finite_checkpoint(config, tmp_path):
   """lr 1e6, a checkpoint every step: whatever step goes bad, no saved state holds NaN/Inf,
   and the best checkpoint is one of them."""
