@@ -149,13 +149,15 @@ def test_precise_statistics_and_the_nan_check_see_the_micro_batches_training_see
   assert bool(trainer.outputs_finite(state, full))
 
 
-def test_each_evaluation_step_draws_its_own_precise_bn_clips(tiny_data_dir, monkeypatch):
+def test_each_evaluation_step_draws_its_own_precise_bn_clips_as_many_batches_as_asked(
+    tiny_data_dir, monkeypatch):
   """Precise BN before each evaluation reads a stream seeded by the step: seeded by the run's
   seed alone, every evaluation would estimate from the same clips (and, in files mode, the ones
-  the run's first batches hold). The same step draws the same clips again after a resume."""
+  the run's first batches hold). The same step draws the same clips again after a resume. It
+  reads config.precise_bn_batches batches, at most one pass over the split."""
   from salinet_jax import train  # pylint: disable=g-import-not-at-top
   config = tiny_config(str(tiny_data_dir))
-  seeds = []
+  seeds, counts = [], []
 
   def recording_stream(stream_config, seed, **kwargs):
     seeds.append(seed)
@@ -163,9 +165,17 @@ def test_each_evaluation_step_draws_its_own_precise_bn_clips(tiny_data_dir, monk
 
   real_stream = train.pipeline.train_dataset
   monkeypatch.setattr(train.pipeline, 'train_dataset', recording_stream)
-  monkeypatch.setattr(precise_bn, 'recompute', lambda *args: None)
+  monkeypatch.setattr(precise_bn, 'recompute', lambda step, variables, batches, count, mesh:
+                      counts.append(count))
   trainer = engine.Engine(config, ['a', 'b', 'c'], train_videos=8)
   state = types.SimpleNamespace(variables=None)
+  statistics = train._precise_bn_stats  # pylint: disable=protected-access
   for step in (4, 8, 4):
-    train._precise_bn_stats(trainer, state, step, 'global_order')  # pylint: disable=protected-access
+    statistics(trainer, state, step, 'global_order')
   assert seeds[0] == seeds[2] and len({seeds[0], seeds[1], config.seed}) == 3, seeds
+  one_pass = train.pipeline.split_info(config.dataset, 'train').num_videos // config.batch_size
+  assert one_pass > 1
+  for asked, read in ((1, 1), (one_pass + 5, one_pass)):
+    config.precise_bn_batches = asked
+    statistics(trainer, state, 4, 'global_order')
+    assert counts[-1] == read
