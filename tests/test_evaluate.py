@@ -137,10 +137,18 @@ def test_fixed_logit_metrics_by_hand(fixed_records, reduction, scores, clips_per
   assert 0 < top1 < 1 and top5 < 1  # the table makes the check non-trivial
 
 
-def test_the_saliency_spread_is_the_mean_over_the_real_videos(fixed_records):
+@pytest.mark.parametrize('unlabelled', [(), (1, 4)])
+def test_the_saliency_spread_is_the_mean_over_the_real_videos(fixed_records, tmp_path,
+                                                              unlabelled):
   """Mutation audit: the padding slots of the last batch counted in SaliNet's mask spread
-  (saliency_final_spatial_std) passed every test."""
-  config = tiny_config(fixed_records)
+  (saliency_final_spatial_std) passed every test, and so did a mean over the labelled videos
+  only (the mask needs no label)."""
+  directory = fixed_records
+  if unlabelled:
+    labels = LABELS.copy()
+    labels[list(unlabelled)] = -1
+    directory = write_fixed_records(tmp_path / 'records', labels)
+  config = tiny_config(directory)
   config.dataset.name = 'fixed_logit_test'
   config.data.update(dict(num_frames=2, eval_num_clips=2, eval_num_crops=1))
   config.eval_batch_size = 4  # 7 videos: the second batch holds 3 videos and 1 padding slot
