@@ -286,3 +286,15 @@ def test_the_card_lists_the_epochs_the_run_trains_and_no_more():
   card also listed an epoch 100, whose first step (385,211) is never trained (audit)."""
   assert len(recipe.learning_rate_per_epoch(load('k400_r3d18'), 246535)) == 100
   assert len(recipe.learning_rate_per_epoch(load('k400_r3d18'), 6400)) == 100  # whole steps
+
+
+def test_the_printed_card_numbers_each_epoch_across_folded_lines():
+  """Mutation audit: labels restarting at e0 on each folded line passed every test."""
+  printed = recipe.format_card({'learning_rate_per_epoch': [0.1 * (i + 1) for i in range(10)],
+                                'test_frame_indices': [[0, 2], [4, 6]], 'num_epochs': 10})
+  assert printed.splitlines() == [
+      'learning_rate_per_epoch:',
+      '    e0=0.1 e1=0.2 e2=0.3 e3=0.4 e4=0.5 e5=0.6 e6=0.7 e7=0.8',
+      '    e8=0.9 e9=1',
+      'test_frame_indices:', '    clip 0: [0, 2]', '    clip 1: [4, 6]',
+      'num_epochs: 10']

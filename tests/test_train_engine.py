@@ -493,3 +493,13 @@ def test_weights_whose_evaluation_forward_is_nan_are_not_finite(tiny_data_dir):
       state.variables['batch_stats'])
   state = state.replace(batch_stats=broken)
   assert not bool(trainer.outputs_finite(state, batch))
+
+
+@pytest.mark.parametrize('size', [0, 1, 2])
+def test_batches_reach_the_devices_in_order_whatever_the_prefetch(size):
+  """device_prefetch=0 (transfers on demand) is a documented value (mutation audit: it yielding
+  no batch at all passed every test)."""
+  from salinet_jax import parallel  # pylint: disable=g-import-not-at-top
+  batches = [{'video': np.full((2, 3), float(k), np.float32)} for k in range(3)]
+  got = list(parallel.prefetch_to_mesh(iter(batches), parallel.create_mesh(), size))
+  assert [float(batch['video'][0, 0]) for batch in got] == [0.0, 1.0, 2.0]
