@@ -975,6 +975,18 @@ def test_a_video_in_train_and_test_of_every_fold_is_left_out_of_every_fold():
   assert plan.warnings[0].startswith('3 video file(s) are listed more than once')
 
 
+def test_two_spellings_of_a_missing_video_in_a_list_are_one_video():
+  """'./a/x.mp4' and 'a/x.mp4' name one file even where it is not found (mutation audit:
+  comparing the spellings as given passed every test)."""
+  from data.convert import plans  # pylint: disable=g-import-not-at-top
+  plan = plans.Plan('l', ('c',), {'train': [plans.Item('./a/x.mp4', 0, 'c')],
+                                  'val': [plans.Item('a//x.mp4', 0, 'c')]})
+  with pytest.raises(plans.ConversionError,
+                     match=re.escape("1 video(s) are listed more than once: ./a/x.mp4 (train as "
+                                     "'c' (./a/x.mp4), val as 'c' (a//x.mp4))")):
+    plans._handle_videos_listed_twice(plan, 'list')  # pylint: disable=protected-access
+
+
 def test_frame_folders_are_stored_as_given(tmp_path):
   frames = tmp_path / 'frames'
   for name, count, size in (('clip_a', 5, (80, 60)), ('clip_b', 3, (40, 30))):
