@@ -382,6 +382,18 @@ def test_a_group_split_where_every_group_holds_a_class_alone_is_refused():
   assert [e.group for e in A.split_by_group(entries, 0.25, 0, ['g2'])['val']] == ['g2', 'g2']
 
 
+def test_val_groups_added_for_classes_stay_within_half_of_the_videos():
+  """Class 0 in groups of 4 and 2 videos, class 1 in two of 3, a third for val: where the first
+  pass takes the 4-video group, adding a group of class 1 would give val 7 of the 12 videos
+  (mutation audit: dropping that bound passed every test)."""
+  sizes = {('gA1', 0): 4, ('gA2', 0): 2, ('gB1', 1): 3, ('gB2', 1): 3}
+  entries = [_entry(f'c{label}/{group}/{k}', label, group)
+             for (group, label), size in sizes.items() for k in range(size)]
+  for seed in range(12):
+    split = A.split_by_group(entries, 0.34, seed)
+    assert len(split['val']) <= len(entries) / 2, (seed, len(split['val']))
+
+
 def test_group_split_adds_val_groups_for_classes_within_bounds():
   """100 classes of two 10-video groups at 0.1: covering every class would put half the data
   in val; val stays within twice the target, and both sides keep groups whole."""
