@@ -1,6 +1,7 @@
 """FLOP and parameter counting: single layers by hand, the K400 SaliNet against the reference."""
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import pytest
 
@@ -32,7 +33,8 @@ def test_single_conv_and_dense_by_hand(conv_impl):
   assert info['gflops'] == pytest.approx((conv_macs + dense_macs) * 1e-9)
   assert info['params_by_group'] == {'conv': 3 * 27 * 8 + 8, 'bn': 16, 'fc': 8 * 5 + 5}
   assert info['params'] == 656 + 16 + 45
-  with_norm = flops.model_info(ConvThenDense(conv_impl), (4, 10, 10, 3), count_norm=True)
+  # Per view too (mutation audit: BatchNorm counted over the whole batch passed every test).
+  with_norm = flops.model_info(ConvThenDense(conv_impl), (2, 4, 10, 10, 3), count_norm=True)
   assert with_norm['gflops_by_kind']['norm'] == pytest.approx(2 * 4 * 5 * 5 * 8 * 1e-9)
 
 
@@ -40,6 +42,15 @@ def test_matmul_counts():
   macs = flops.count_macs(lambda a, b: jnp.einsum('bqc,bkc->bqk', a, b),
                           jnp.ones((2, 6, 4)), jnp.ones((2, 3, 4)))
   assert sum(macs.values()) == 2 * 6 * 3 * 4
+
+
+def test_matmuls_inside_a_scan_count_once_per_iteration():
+  """Mutation audit: a scan's body counted once passed every test."""
+  def three_steps(x, w):
+    return jax.lax.scan(lambda carry, _: (carry @ w, None), x, None, length=3)[0]
+
+  macs = flops.count_macs(three_steps, jnp.ones((1, 8)), jnp.ones((8, 8)))
+  assert sum(macs.values()) == 3 * 8 * 8
 
 
 def test_nl_i3d_r50_matches_reference_figures():
