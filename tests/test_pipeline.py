@@ -295,6 +295,21 @@ def _write_records(directory, train_labels, classes, frames=None):
   return str(directory)
 
 
+def test_as_many_shard_files_as_processes_are_read_one_file_per_process(tmp_path):
+  """Files of 5 and 2 videos (the others of one failed to convert) over 2 processes: each reads
+  its own file, as the per-process video counts assume (mutation audit: reading every n-th
+  element there, which mixes the files, passed every test)."""
+  for shard, names in enumerate((['a0', 'a1', 'a2', 'a3', 'a4'], ['b0', 'b1'])):
+    with tf.io.TFRecordWriter(str(tmp_path / f'd-train.tfrecord-{shard:05d}-of-00002')) as f:
+      for name in names:
+        f.write(name.encode())
+  info = pipeline.SplitInfo(str(tmp_path), 'd', 'train', 7, ('a', 'b'), shard_videos=(5, 2))
+  read = [[x.decode() for x in pipeline.read(info, shuffle=False, seed=0, process_index=p,
+                                             process_count=2).as_numpy_iterator()]
+          for p in (0, 1)]
+  assert read == [['a0', 'a1', 'a2', 'a3', 'a4'], ['b0', 'b1']]
+
+
 def test_a_train_split_without_videos_or_of_one_class_is_refused(config, tmp_path):
   """A train split whose videos all failed to convert hung training (it waited for a batch that
   never came, deaf to SIGTERM); a dataset of one class trained to loss 0 and top-1 1.0, without
