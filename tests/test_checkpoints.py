@@ -513,3 +513,18 @@ def test_best_says_when_the_steps_it_compares_were_evaluated_differently(tmp_pat
   store.close()
   reader = checkpoints.CheckpointStore(str(tmp_path / 'upgraded'), ckpt_config, read_only=True)
   assert reader.select_step('best') == 4 and 'different evaluations' not in caplog.text
+
+
+def test_a_run_resumed_with_more_steps_is_unfinished_until_its_new_length(tmp_path,
+                                                                            ckpt_config):
+  """An earlier step records the run's length when it was saved; a resume may lengthen the run,
+  and the newest step says by how much (mutation audit: reading the earlier step's length
+  passed every test)."""
+  ckpt_config.keep_last = 3
+  store = checkpoints.CheckpointStore(str(tmp_path), ckpt_config)
+  store.save(2, _state(2), total_steps=4)
+  store.save(4, _state(4), total_steps=8)  # resumed with num_train_steps 8, stopped at 4
+  assert checkpoints.unfinished_run(store.step_dir(2)) == (4, 8)
+  store.save(8, _state(8), total_steps=8)
+  assert checkpoints.unfinished_run(store.step_dir(2)) is None
+  store.close()

@@ -503,3 +503,17 @@ def test_batches_reach_the_devices_in_order_whatever_the_prefetch(size):
   batches = [{'video': np.full((2, 3), float(k), np.float32)} for k in range(3)]
   got = list(parallel.prefetch_to_mesh(iter(batches), parallel.create_mesh(), size))
   assert [float(batch['video'][0, 0]) for batch in got] == [0.0, 1.0, 2.0]
+
+
+def test_the_logged_learning_rate_is_the_one_the_step_trained_with(tiny_data_dir):
+  """Mutation audit: logging the next step's learning rate passed every test."""
+  config = tiny_config(str(tiny_data_dir))  # a cosine over 2 steps
+  trainer = engine.Engine(config, ['a', 'b', 'c'], train_videos=8)
+  state = trainer.fresh_state()
+  batch = synthetic_batch(config, 'train', 4, config.data.num_frames, config.data.crop_size, 3)
+  rates = []
+  for _ in range(2):
+    state, metrics = trainer.train_step(state, batch, jax.random.key(0))
+    rates.append(float(metrics['learning_rate']))
+  expected = [float(trainer.schedule(0)), float(trainer.schedule(1))]
+  assert expected[0] != expected[1] and rates == pytest.approx(expected)
