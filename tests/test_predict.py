@@ -4,6 +4,7 @@ checkpoint, no temporary records."""
 import csv
 import os
 import shutil
+import types
 
 import numpy as np
 import pytest
@@ -326,3 +327,24 @@ def test_s2dnet_predict_says_its_clips_take_the_start_of_long_videos_and_windows
           "first 6 of them (temporal_sampling='all_frames' takes at most num_frames x "
           'frame_stride = 6 x 1): windows of at most 0.20 s are scored whole.') in caplog.text, (
               caplog.text)
+
+
+def test_a_video_shorter_than_a_window_is_one_window_of_all_its_frames(tmp_path):
+  """20 frames under windows of 30 every 10: the last-window rule saw (20 - 30) % 10 == 0 as a
+  window already taken (mutation audit: that passed every test). Window lengths round to the
+  nearest frame: 2 s at 29.97 fps hold 60 frames, not 59."""
+  path = tmp_path / 'short.mp4'
+  write_moving_bar_video(path, seconds=2, fps=10)
+  options = {'short_side': 16, 'jpeg_quality': 90, 'interpolation': 'BILINEAR'}
+  got = [(first, end, len(frames)) for first, end, _, frames
+         in timeline.windows(str(path), options, 3.0, 1.0)]
+  assert got == [(0, 20, 20)]
+  assert timeline.window_frames(2.0, 29.97) == 60
+
+
+def test_tied_probabilities_keep_the_class_order():
+  """Classes of equal probability are listed in class order, as the evaluation's top-5 lists
+  them (mutation audit: the reverse passed every test)."""
+  ranked = predict.Predictor.top(types.SimpleNamespace(classes=list('abcdef')),
+                                 np.array([0.1, 0.3, 0.1, 0.3, 0.1, 0.1]))
+  assert [name for name, _ in ranked] == ['b', 'd', 'a', 'c', 'e']

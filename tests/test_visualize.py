@@ -10,18 +10,19 @@ from salinet_jax import visualize
 from tests.test_bench import tiny_bench_config
 
 
-def _pictures(name, tmp_path, caplog):
+def _pictures(name, tmp_path, caplog, mask=(True,), count=1):
+  """The pictures of a batch of len(mask) videos (False: a padding row), `count` asked for."""
   config = tiny_bench_config(name)
   model = models.build_model(config.model, 4, config.dtype)
   variables = models.init_variables(model, jax.random.key(0), inputs.clip_shape(config.data))
-  frames, size = config.data.num_frames, config.data.eval_crop_size
-  batch = {'video': np.random.default_rng(0).integers(0, 256, (1, 1, frames, size, size, 3),
+  frames, size, rows = config.data.num_frames, config.data.eval_crop_size, len(mask)
+  batch = {'video': np.random.default_rng(0).integers(0, 256, (rows, 1, frames, size, size, 3),
                                                       dtype=np.uint8),
-           'mask': np.ones((1,), bool), 'label': np.zeros((1,), np.int32),
-           'filename': np.array([b'clips/a.mp4'])}
+           'mask': np.asarray(mask, bool), 'label': np.zeros((rows,), np.int32),
+           'filename': np.array([f'clips/{"abc"[k]}.mp4'.encode() for k in range(rows)])}
   caplog.clear()
   visualize.say_nothing_to_draw.cache_clear()  # once per process and model: this test's own
-  return visualize.write_visualizations(model, variables, batch, str(tmp_path / name), 1,
+  return visualize.write_visualizations(model, variables, batch, str(tmp_path / name), count,
                                         config.data, ['w', 'x', 'y', 'z'])
 
 
@@ -32,3 +33,10 @@ def test_a_model_with_nothing_to_draw_says_so(tmp_path, caplog):
   drawn = _pictures('salinet_hara', tmp_path, caplog)
   assert [p.rsplit('/', 1)[-1] for p in drawn] == ['000_a.mp4.png']
   assert 'nothing' not in caplog.text and 'no saliency mask' not in caplog.text
+
+
+def test_padding_rows_of_the_last_batch_get_no_picture(tmp_path, caplog):
+  """Mutation audit: pictures of the padding rows (zeros named like no video) passed every
+  test."""
+  drawn = _pictures('salinet_hara', tmp_path, caplog, mask=(True, True, False), count=4)
+  assert [p.rsplit('/', 1)[-1] for p in drawn] == ['000_a.mp4.png', '001_b.mp4.png']
