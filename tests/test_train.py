@@ -144,7 +144,6 @@ def test_huge_learning_rate_never_leaves_a_non_finite_checkpoint(config, tmp_pat
 
 
 def test_batch_that_does_not_divide_over_devices_fails_with_advice():
-  from salinet_jax import errors  # pylint: disable=g-import-not-at-top
   from salinet_jax import parallel  # pylint: disable=g-import-not-at-top
   with pytest.raises(errors.ConfigError,
                      match=r'config.batch_size=6 is not divisible by the 4 devices'):
@@ -230,7 +229,6 @@ def test_a_config_error_leaves_a_new_workdir_unmade(config, tmp_path, field, val
 
 
 def test_float64_runs_through_the_normal_path_only_with_64_bit_jax(config):
-  from salinet_jax import errors  # pylint: disable=g-import-not-at-top
   from salinet_jax import models  # pylint: disable=g-import-not-at-top
   config.dtype = 'float64'
   with pytest.raises(errors.ConfigError, match='JAX_ENABLE_X64=1'):

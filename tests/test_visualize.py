@@ -36,7 +36,7 @@ def test_a_model_with_nothing_to_draw_says_so(tmp_path, caplog):
 
 
 def test_padding_rows_of_the_last_batch_get_no_picture(tmp_path, caplog):
-  """Mutation audit: pictures of the padding rows (zeros named like no video) passed every
-  test."""
+  """The first `count` rows of a last batch may include the rows it is padded with, which are
+  no video (mutation audit: drawing them passed every test)."""
   drawn = _pictures('salinet_hara', tmp_path, caplog, mask=(True, True, False), count=4)
   assert [p.rsplit('/', 1)[-1] for p in drawn] == ['000_a.mp4.png', '001_b.mp4.png']
