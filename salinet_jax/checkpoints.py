@@ -276,6 +276,7 @@ class CheckpointStore:
     self.read_only = read_only
     self._async = bool(ckpt_config.async_save)
     self._pending_step: Optional[int] = None
+    self._save_failed = False  # a failed save has been raised as a CheckpointSaveError
     metric, mode = ckpt_config.best_metric, ckpt_config.best_mode
     self._metric = metric
     if metric not in BEST_METRICS:
@@ -384,6 +385,7 @@ class CheckpointStore:
     """The one-line error for a failed save: OS reason, where (the step's directory being
     written when the OS error names no file), and the newest step a resume can use."""
     step = step if step is not None else self._pending_step
+    self._save_failed = True
     # The step's other writes are left to orbax as coroutines it never awaits; Python warns of
     # each when it collects them, at exit after the one error line (seen once in a CI run).
     warnings.filterwarnings('ignore', message=r"coroutine '.*' was never awaited",
@@ -413,7 +415,17 @@ class CheckpointStore:
     self.check_for_errors()
 
   def close(self) -> None:
-    self.manager.close()
+    """Finishes the pending save and closes orbax's threads. A failed save is raised as a
+    CheckpointSaveError once: orbax raises a failed background write again to each thread
+    that waits for it, and closing after the failure was said (a run's `finally`) would replace
+    its one line with that traceback."""
+    try:
+      self.manager.close()
+    except Exception as e:  # pylint: disable=broad-except
+      # Orbax stopped closing at the re-raised error; the second call closes the rest.
+      self.manager.close()
+      if not self._save_failed:
+        raise self._save_error(None, e) from e
 
   # -- reading -------------------------------------------------------------------------------
   def steps(self) -> List[int]:

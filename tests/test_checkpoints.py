@@ -6,7 +6,9 @@ import json
 import os
 import pathlib
 import re
+import subprocess
 import sys
+import threading
 import time
 
 import jax.numpy as jnp
@@ -361,6 +363,59 @@ def test_a_failed_save_names_the_cause_and_the_newest_intact_step(error_names_it
     store.save(2, _state(2))
     store.wait()
   assert store.newest_intact_step() == 1
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+  """A directory on a real filesystem of 1 MiB (a tmpfs)."""
+  disk = tmp_path / 'small_disk'
+  disk.mkdir()
+  if subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', str(disk)],
+                    capture_output=True).returncode:
+    pytest.skip('cannot mount a small tmpfs here (needs root): no real full disk to test on')
+  yield disk
+  subprocess.run(['umount', '--lazy', str(disk)], check=True)
+
+
+def _fill(disk: pathlib.Path) -> None:
+  filler = os.open(disk / 'filler', os.O_WRONLY | os.O_CREAT)
+  try:
+    while os.write(filler, bytes(4096)):
+      pass
+  except OSError as e:
+    assert e.errno == errno.ENOSPC, e
+  finally:
+    os.close(filler)
+
+
+def test_closing_a_store_after_a_failed_save_raises_nothing_more(small_disk, ckpt_config):
+  """A CI run of the disk-full test ended in a traceback, not in its one line: the training
+  loop's failed save was said, then closing the store in its `finally` met orbax's own report
+  of the same failed write (orbax raises a failed background write once to each thread that
+  waits for it) and that replaced the line. Closing also finishes: no orbax thread is left."""
+  _fill(small_disk)
+  ckpt_config.async_save = True
+  threads_before = set(threading.enumerate())
+  store = checkpoints.CheckpointStore(str(small_disk / 'run'), ckpt_config)
+  with pytest.raises(checkpoints.CheckpointSaveError, match='step 1 failed: No space left'):
+    store.save(1, _state(1))
+    store.wait()
+  store.close()
+  assert [thread.name for thread in set(threading.enumerate()) - threads_before] == []
+
+
+def test_a_save_that_fails_in_the_background_is_said_when_the_store_closes(small_disk,
+                                                                            ckpt_config):
+  """Arrays larger than the disk: the save returns, its background write fails, and closing the
+  store is the first to hear of it (orbax raised its own error there, a traceback)."""
+  ckpt_config.async_save = True
+  store = checkpoints.CheckpointStore(str(small_disk / 'run'), ckpt_config)
+  noise = np.random.default_rng(0).random(2**19, np.float32)  # 2 MiB that do not compress
+  store.save(1, {'params': {'w': jnp.asarray(noise)}, 'step': jnp.asarray(1)})
+  with pytest.raises(checkpoints.CheckpointSaveError,
+                     match=r'^Saving checkpoint step 1 failed: No space left on device at '
+                     rf'{small_disk}/run/.*Newest intact checkpoint: none\.$'):
+    store.close()
 
 
 def test_explicit_path_and_missing_checkpoints(tmp_path, ckpt_config):
