@@ -54,16 +54,18 @@ class _DropNoise(std_logging.Filter):
     return not any(noise in message for noise in _NOISE)
 
 
-class _DropOrbaxErrors(std_logging.Filter):
+class _DropReportedLibraryErrors(std_logging.Filter):
   """Console only: orbax's own error lines (a failed save logs three or four from its threads)
-  repeat what the project reports in its one error line; log.txt keeps them for diagnosis."""
+  and clu's traceback of a failed TensorBoard write repeat what the project reports in one line
+  (salinet_jax/train.py's event files); log.txt keeps them for diagnosis."""
 
   def filter(self, record: std_logging.LogRecord) -> bool:
-    return not ('/orbax/' in record.pathname and record.levelno >= std_logging.ERROR)
+    return not (record.levelno >= std_logging.ERROR
+                and ('/orbax/' in record.pathname or record.pathname.endswith('/clu/asynclib.py')))
 
 
 _FILTERS = (_DropNoise(),)
-_CONSOLE_FILTERS = _FILTERS + (_DropOrbaxErrors(),)
+_CONSOLE_FILTERS = _FILTERS + (_DropReportedLibraryErrors(),)
 _file_handler: Optional[std_logging.Handler] = None
 
 

@@ -12,6 +12,7 @@ failures) act on one run's state; the jitted parts live in engine.py.
 """
 
 import os
+import re
 import signal
 import threading
 import time
@@ -216,7 +217,68 @@ def _metric_writer(workdir: str):
   """TensorBoard event files on process 0 (the console has its own lines: no logging writer)."""
   if jax.process_index() != 0:
     return metric_writers.MultiWriter([])
-  return metric_writers.AsyncWriter(metric_writers.SummaryWriter(workdir))
+  return _EventFiles(workdir)
+
+
+class _EventFiles(metric_writers.MultiWriter):
+  """The workdir's TensorBoard event files. A write that fails (a full disk) is said once in one
+  line and ends the writing, as for log.txt: clu's traceback ended the run mid-training, or
+  replaced the line a failed save ends a run with when closing flushed the writer."""
+
+  def __init__(self, workdir: str):
+    super().__init__([metric_writers.AsyncWriter(metric_writers.SummaryWriter(workdir))])
+    self.failed = False
+
+  def _guarded(self, write, *args, **kwargs) -> None:
+    if self.failed:
+      return
+    try:
+      write(*args, **kwargs)
+    except Exception as e:  # pylint: disable=broad-except
+      self.failed = True
+      logging.warning('Cannot write TensorBoard events to %s. Training goes on; the points from '
+                      'here on are in the console only.', _events_failure(e))
+
+  def write_summaries(self, *args, **kwargs):
+    self._guarded(super().write_summaries, *args, **kwargs)
+
+  def write_scalars(self, *args, **kwargs):
+    self._guarded(super().write_scalars, *args, **kwargs)
+
+  def write_images(self, *args, **kwargs):
+    self._guarded(super().write_images, *args, **kwargs)
+
+  def write_videos(self, *args, **kwargs):
+    self._guarded(super().write_videos, *args, **kwargs)
+
+  def write_audios(self, *args, **kwargs):
+    self._guarded(super().write_audios, *args, **kwargs)
+
+  def write_texts(self, *args, **kwargs):
+    self._guarded(super().write_texts, *args, **kwargs)
+
+  def write_histograms(self, *args, **kwargs):
+    self._guarded(super().write_histograms, *args, **kwargs)
+
+  def write_hparams(self, *args, **kwargs):
+    self._guarded(super().write_hparams, *args, **kwargs)
+
+  def flush(self):
+    self._guarded(super().flush)
+
+  def close(self):
+    self._guarded(super().close)
+
+
+def _events_failure(error: BaseException) -> str:
+  """'PATH: REASON' from what TensorFlow's event writer raised (innermost in clu's AsyncError):
+  '{{function_node ...}} PATH; REASON' on its first line."""
+  while (error.__cause__ or error.__context__) is not None:
+    error = error.__cause__ or error.__context__
+  lines = str(error).strip().splitlines()
+  line = re.sub(r'^.*\}\}\s*', '', lines[0]) if lines else type(error).__name__
+  path, _, reason = line.rpartition('; ')
+  return f'{path}: {reason}' if path else line
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:

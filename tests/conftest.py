@@ -1,6 +1,7 @@
 """Shared fixtures and settings: tiny configs over real (tiny) TFRecords written once per test run,
 the costliest trained runs shared, and the compile settings that keep the suite within minutes."""
 
+import errno
 import fcntl
 import fractions
 import json
@@ -277,6 +278,31 @@ def four_device_run(tiny_data_dir, tmp_path_factory):
   folder = once_per_run(tmp_path_factory, 'four_device_run',
                         lambda folder: mesh_worker(tiny_data_dir, folder / 'result.npz', 4))
   return np.load(folder / 'result.npz')
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+  """A directory on a real filesystem of 1 MiB (a tmpfs), for tests of a full disk."""
+  disk = tmp_path / 'small_disk'
+  disk.mkdir()
+  if subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', str(disk)],
+                    capture_output=True).returncode:
+    pytest.skip('cannot mount a small tmpfs here (needs root): no real full disk to test on')
+  yield disk
+  subprocess.run(['umount', '--lazy', str(disk)], check=True)
+
+
+def fill_disk(disk: pathlib.Path) -> None:
+  """Writes a file in `disk` until its filesystem has no space left."""
+  filler = os.open(disk / 'filler', os.O_WRONLY | os.O_CREAT)
+  try:
+    while os.write(filler, bytes(4096)):
+      pass
+  except OSError as e:
+    if e.errno != errno.ENOSPC:
+      raise
+  finally:
+    os.close(filler)
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import json
 import os
 import pathlib
 import re
-import subprocess
 import sys
 import threading
 import time
@@ -18,6 +17,7 @@ import pytest
 from configs import base
 from salinet_jax import checkpoints
 from salinet_jax import errors
+from tests.conftest import fill_disk
 
 
 def _state(value: float, width: int = 3):
@@ -365,35 +365,12 @@ def test_a_failed_save_names_the_cause_and_the_newest_intact_step(error_names_it
   assert store.newest_intact_step() == 1
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-  """A directory on a real filesystem of 1 MiB (a tmpfs)."""
-  disk = tmp_path / 'small_disk'
-  disk.mkdir()
-  if subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', str(disk)],
-                    capture_output=True).returncode:
-    pytest.skip('cannot mount a small tmpfs here (needs root): no real full disk to test on')
-  yield disk
-  subprocess.run(['umount', '--lazy', str(disk)], check=True)
-
-
-def _fill(disk: pathlib.Path) -> None:
-  filler = os.open(disk / 'filler', os.O_WRONLY | os.O_CREAT)
-  try:
-    while os.write(filler, bytes(4096)):
-      pass
-  except OSError as e:
-    assert e.errno == errno.ENOSPC, e
-  finally:
-    os.close(filler)
-
-
 def test_closing_a_store_after_a_failed_save_raises_nothing_more(small_disk, ckpt_config):
   """A CI run of the disk-full test ended in a traceback, not in its one line: the training
   loop's failed save was said, then closing the store in its `finally` met orbax's own report
   of the same failed write (orbax raises a failed background write once to each thread that
   waits for it) and that replaced the line. Closing also finishes: no orbax thread is left."""
-  _fill(small_disk)
+  fill_disk(small_disk)
   ckpt_config.async_save = True
   threads_before = set(threading.enumerate())
   store = checkpoints.CheckpointStore(str(small_disk / 'run'), ckpt_config)

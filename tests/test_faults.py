@@ -504,6 +504,51 @@ def test_disk_full_during_a_save_ends_the_run_naming_the_cause(tiny_data_dir, tm
   assert [line for line in lines if 'error' in line.lower()] == [lines[-1]], proc.stderr[-3000:]
 
 
+_EVENTS_ON_A_FULL_DISK = '''
+import pathlib
+import sys
+from absl import app
+from salinet_jax import console
+from salinet_jax import train
+from tests.conftest import fill_disk
+
+
+def main(argv):
+  console.setup()
+  disk = pathlib.Path(argv[1])
+  writer = train._metric_writer(str(disk / 'run'))
+  writer.write_scalars(0, {'loss': 1.0})
+  writer.flush()
+  fill_disk(disk)
+  for step in range(1, 3000):  # about 200 KB of events, more than the 4 KiB page they can end
+    writer.write_scalars(step, {'loss': 1.0, 'val/top1': 0.5})
+  writer.flush()
+  writer.close()
+  print('closed')
+
+
+app.run(main)
+'''
+
+
+def test_tensorboard_events_that_cannot_be_written_are_said_once_and_training_goes_on(
+    small_disk):
+  """A full disk met by the TensorBoard writer (its file grows between checkpoints) ended a run
+  in clu's AsyncError traceback, mid-training or after a failed save's one line (closing the
+  writer flushes it). Now, as for log.txt: one warning line on the console, and the writer
+  stops writing."""
+  proc = subprocess.run([sys.executable, '-c', _EVENTS_ON_A_FULL_DISK, str(small_disk)],
+                        cwd=REPO_ROOT, env=subprocess_env(), capture_output=True, text=True,
+                        timeout=300)
+  assert proc.returncode == 0 and proc.stdout == 'closed\n', proc.stderr[-3000:]
+  said = proc.stderr.splitlines()
+  assert len(said) == 1, proc.stderr[-3000:]
+  assert re.fullmatch(rf'\d\d:\d\d:\d\d warning: Cannot write TensorBoard events to '
+                      rf'{small_disk}/run/events\.out\.tfevents\.\S+: No space left on device\. '
+                      r'Training goes on; the points from here on are in the console only\.',
+                      said[0]), said[0]
+
+
 def test_ctrl_c_in_the_data_report_and_bench_commands_ends_in_one_line(monkeypatch, capsys):
   """Both printed a KeyboardInterrupt traceback (the README says every command ends in one
   line on a Ctrl-C)."""
