@@ -2,9 +2,9 @@
 
 A mistake the user can fix ends in one `error:` line: a misspelt `--config` field, a config file
 that does not exist or refuses a value (exit status 2, as absl does for bad flags), and a
-`UserError` or `DataError` raised while running (exit status 1). Anything else keeps its
-traceback, because it is a bug to report. A Ctrl-C ends in one line too (status 130), even one
-that Python itself would drop.
+`UserError` or `DataError` raised while running, or a write a full disk refused (exit status
+1). Anything else keeps its traceback, because it is a bug to report. A Ctrl-C ends in one line
+too (status 130), even one that Python itself would drop.
 """
 
 import contextlib
@@ -176,19 +176,20 @@ LOST_THE_GROUP = re.compile(r'heartbeat timeout|Barrier failed|Gloo context init
 
 @contextlib.contextmanager
 def user_errors_in_one_line() -> Iterator[None]:
-  """Inside it, a UserError or DataError ends the process with `error: <message>` (status 1),
-  after the log lines written before it, and a Ctrl-C that reaches it with one line (status
-  130, 128 + SIGINT); on a process of a group, a collective that times out waiting for the
-  others ends it with its traceback and a line saying so (status 1)."""
+  """Inside it, a UserError or DataError, or a write refused for space, ends the process with
+  `error: <message>` (status 1), after the log lines written before it, and a Ctrl-C that
+  reaches it with one line (status 130, 128 + SIGINT); on a process of a group, a collective
+  that times out waiting for the others ends it with its traceback and a line saying so
+  (status 1)."""
   try:
     with ctrl_c_never_dropped():
       yield
   except (errors.UserError, data_errors.DataError) as e:
-    logging.get_absl_handler().flush()
-    print(f'error: {e}', file=sys.stderr)
-    if getattr(e, 'leaves_threads_hanging', False):
-      exit_even_if_threads_hang(1)
-    sys.exit(1)
+    _end_with_one_line(e)
+  except OSError as e:  # a write refused for space where no `errors.writing` names the file
+    if e.errno not in errors.NO_SPACE:
+      raise
+    _end_with_one_line(errors.NoSpaceError.of(e.filename, e))
   except jax.errors.JaxRuntimeError as e:
     if jax.process_count() == 1 or not LOST_THE_GROUP.search(str(e)):
       raise
@@ -208,6 +209,15 @@ def user_errors_in_one_line() -> Iterator[None]:
     print(f'Interrupted by Ctrl-C{": " + str(e) if str(e) else "."} Exit status 130.',
           file=sys.stderr)
     sys.exit(130)
+
+
+def _end_with_one_line(error: Exception) -> None:
+  """`error: <message>` after the log lines written before it, and exit status 1."""
+  logging.get_absl_handler().flush()
+  print(f'error: {error}', file=sys.stderr)
+  if getattr(error, 'leaves_threads_hanging', False):
+    exit_even_if_threads_hang(1)
+  sys.exit(1)
 
 
 # How long the main thread gets to leave the code that dropped a Ctrl-C before it is sent again.

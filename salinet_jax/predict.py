@@ -271,7 +271,7 @@ def replaced_note(path: str) -> str:
 
 def write_predictions(path: str, results: Sequence[Dict[str, Any]]) -> str:
   """predictions.csv: video, error, then top-k class and probability pairs."""
-  with open(path, 'w', newline='') as f:
+  with errors.writing(path), open(path, 'w', newline='') as f:
     writer = csv.writer(f)
     header = ['video', 'error']
     for k in range(1, TOP_K + 1):

@@ -1,6 +1,7 @@
 """The command line: config overrides, locked configs, train then eval through main.py."""
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -8,6 +9,7 @@ import time
 import pytest
 
 from tests.conftest import REPO_ROOT
+from tests.conftest import fill_disk
 from tests.conftest import subprocess_env
 
 
@@ -194,6 +196,50 @@ def test_a_process_that_loses_its_group_says_so_in_one_line(monkeypatch, capsys)
   with pytest.raises(jax.errors.JaxRuntimeError):
     with cli.user_errors_in_one_line():
       raise jax.errors.JaxRuntimeError(lost)
+
+
+def _write_config(path):
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from salinet_jax import workdir  # pylint: disable=g-import-not-at-top
+  workdir.write_config(os.path.dirname(path), ml_collections.ConfigDict({'batch_size': 8}))
+
+
+def _write_predictions(path):
+  from salinet_jax import predict  # pylint: disable=g-import-not-at-top
+  predict.write_predictions(path, [])
+
+
+def _write_results(path):
+  from salinet_jax import reports  # pylint: disable=g-import-not-at-top
+  reports.write_json(path, {'top1': 0.5})
+
+
+@pytest.mark.parametrize('name, write', [('config.json', _write_config),
+                                         ('predictions.csv', _write_predictions),
+                                         ('eval_val.json', _write_results)])
+def test_a_write_to_a_full_disk_ends_the_command_in_one_line(small_disk, capsys, name, write):
+  """A full disk under eval's results and reports, predict's CSV, features, pictures or
+  config.json ended a command in a traceback, as if it were a bug; now one line naming the file
+  (the checkpoints have their own, salinet_jax/checkpoints.py), or saying a write failed where
+  Python's error names none. Other OS errors keep their traceback."""
+  from salinet_jax import cli  # pylint: disable=g-import-not-at-top
+  fill_disk(small_disk)
+  advice = ('No space left on device (what it holds may be incomplete). Free some space, or '
+            'write to another --workdir or --output_dir, and run the command again.\n')
+  with pytest.raises(SystemExit) as stopped:
+    with cli.user_errors_in_one_line():
+      write(str(small_disk / name))
+  assert stopped.value.code == 1
+  assert capsys.readouterr().err == f'error: Cannot write {small_disk / name}: {advice}'
+  with pytest.raises(SystemExit) as stopped:
+    with cli.user_errors_in_one_line():
+      with open(small_disk / 'written_elsewhere.csv', 'w') as f:
+        f.write('video,label\n' * 2000)
+  assert stopped.value.code == 1
+  assert capsys.readouterr().err == f'error: A write failed: {advice}'
+  with pytest.raises(FileNotFoundError):
+    with cli.user_errors_in_one_line():
+      open(small_disk / 'no' / 'such.csv', 'w')  # pylint: disable=consider-using-with
 
 
 def test_a_user_error_ends_the_process_even_if_another_thread_never_finishes():
