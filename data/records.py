@@ -127,7 +127,7 @@ def write_metadata(directory: str, metadata: DatasetMetadata) -> None:
   """Writes metadata.json atomically (a crash never leaves a half-written file)."""
   path = os.path.join(directory, METADATA_FILE)
   tmp_path = path + '.tmp'
-  with open(tmp_path, 'w') as f:
+  with errors.writing(path), open(tmp_path, 'w') as f:
     json.dump(dataclasses.asdict(metadata), f, indent=2)
   os.replace(tmp_path, path)
 

@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 import traceback
-from typing import Iterator, List
+from typing import Any, Iterator, List
 
 import jax
 from absl import flags
@@ -186,10 +186,13 @@ def user_errors_in_one_line() -> Iterator[None]:
       yield
   except (errors.UserError, data_errors.DataError) as e:
     _end_with_one_line(e)
-  except OSError as e:  # a write refused for space where no `errors.writing` names the file
-    if e.errno not in errors.NO_SPACE:
+  except OSError as e:
+    if e.errno not in data_errors.NO_SPACE:
       raise
-    _end_with_one_line(errors.NoSpaceError.of(e.filename, e))
+    # `data.errors.writing` names the file where the error itself does not.
+    _end_with_one_line(f'{"Cannot write " + e.filename if e.filename else "A write failed"}: '
+                       f'{e.strerror} (what it holds may be incomplete). Free some space, or '
+                       'write to another --workdir or --output_dir, and run the command again.')
   except jax.errors.JaxRuntimeError as e:
     if jax.process_count() == 1 or not LOST_THE_GROUP.search(str(e)):
       raise
@@ -211,7 +214,7 @@ def user_errors_in_one_line() -> Iterator[None]:
     sys.exit(130)
 
 
-def _end_with_one_line(error: Exception) -> None:
+def _end_with_one_line(error: Any) -> None:
   """`error: <message>` after the log lines written before it, and exit status 1."""
   logging.get_absl_handler().flush()
   print(f'error: {error}', file=sys.stderr)

@@ -26,6 +26,7 @@ from absl import logging
 from tqdm import tqdm
 
 from data import video_io
+from data import errors as data_errors
 from salinet_jax import checkpoints
 from salinet_jax import errors
 from salinet_jax import evaluate as evaluate_lib
@@ -110,12 +111,12 @@ def extract(config, workdir: str, video_paths: Sequence[str],
       features = features.mean(axis=0)
     target = os.path.join(output_dir, name + '.npy')
     os.makedirs(os.path.dirname(target), exist_ok=True)
-    with errors.writing(target):
+    with data_errors.writing(target):
       np.save(target, features)
     result.update(ok=True, features=target, shape='x'.join(str(d) for d in features.shape))
   index = os.path.join(output_dir, INDEX_FILE)
   replaced = predict_lib.replaced_note(index)
-  with errors.writing(index), open(index, 'w', newline='') as f:
+  with data_errors.writing(index), open(index, 'w', newline='') as f:
     writer = csv.DictWriter(f, fieldnames=['video', 'features', 'shape', 'error'])
     writer.writeheader()
     for result in results:

@@ -25,6 +25,7 @@ from absl import logging
 from data import pipeline
 from data import sampling
 from data import video_io
+from data import errors as data_errors
 from salinet_jax import checkpoints
 from salinet_jax import engine
 from salinet_jax import errors
@@ -271,7 +272,7 @@ def replaced_note(path: str) -> str:
 
 def write_predictions(path: str, results: Sequence[Dict[str, Any]]) -> str:
   """predictions.csv: video, error, then top-k class and probability pairs."""
-  with errors.writing(path), open(path, 'w', newline='') as f:
+  with data_errors.writing(path), open(path, 'w', newline='') as f:
     writer = csv.writer(f)
     header = ['video', 'error']
     for k in range(1, TOP_K + 1):

@@ -16,7 +16,7 @@ import jax
 import numpy as np
 from PIL import Image
 
-from salinet_jax import errors
+from data import errors as data_errors
 from salinet_jax import inputs
 
 
@@ -71,7 +71,7 @@ def s2dnet_figure(video: np.ndarray, aux: Mapping[str, np.ndarray], path: str, *
   fig.suptitle(title or 'synopsis frames with the sampled window (top), detail frames (bottom)',
                fontsize=9)
   fig.tight_layout()
-  with errors.writing(path):
+  with data_errors.writing(path):
     fig.savefig(path, dpi=90)
   plt.close(fig)
   return path
@@ -115,7 +115,7 @@ def saliency_figure(video: np.ndarray, saliency: np.ndarray, path: str, *,
   fig.text(0.01, 0.02, f'Overlay: the final saliency mask S_final ({mask.shape[0]}x'
            f'{mask.shape[1]}, one per clip) upsampled to the frame; brighter = more salient.',
            fontsize=6.5)
-  with errors.writing(path):
+  with data_errors.writing(path):
     fig.savefig(path, dpi=90, bbox_inches='tight')
   plt.close(fig)
   return path

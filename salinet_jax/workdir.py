@@ -25,6 +25,7 @@ from typing import Any, Dict, Iterator, Optional
 import jax
 from absl import logging
 
+from data import errors as data_errors
 from salinet_jax import errors
 
 LOCK_FILE = 'trainer.lock'
@@ -265,7 +266,7 @@ def write_config(workdir: str, config: Any) -> str:
   """Writes the resolved config to `<workdir>/config.json` (process 0); returns the path."""
   path = os.path.join(os.path.abspath(workdir), CONFIG_FILE)
   if jax.process_index() == 0:
-    with errors.writing(path), open(path + '.tmp', 'w') as f:
+    with data_errors.writing(path), open(path + '.tmp', 'w') as f:
       f.write(config.to_json_best_effort(indent=2, sort_keys=True))
     os.replace(path + '.tmp', path)
   return path

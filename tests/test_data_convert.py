@@ -484,6 +484,33 @@ def test_ctrl_c_keeps_finished_shards_in_one_line_and_the_same_command_resumes(t
   assert records.read_metadata(str(out)).split_sizes == {'train': 16}
 
 
+def test_a_full_disk_keeps_finished_shards_in_one_line_and_the_same_command_resumes(
+    small_disk, tmp_path, capsys):
+  """Records larger than the disk (1 MiB) ended in TensorFlow's ResourceExhaustedError
+  traceback, and the half-written shard stayed, holding the space a re-run needs."""
+  videos = tmp_path / 'videos'
+  for label in ('fight', 'noFight'):
+    (videos / label).mkdir(parents=True)
+    for clip in sorted((FIGHT / label).glob('*.mp4'))[:8]:
+      (videos / label / clip.name).symlink_to(clip)
+  out = small_disk / 'records'
+  command = ['--dataset=folder', f'--input={videos}', f'--output={out}', '--short_side=64',
+             '--workers=1', '--videos_per_shard=1']
+  assert _run(*command) == 1
+  finished = sorted(glob.glob(str(out / '*.tfrecord-*')))
+  assert 1 <= len(finished) < 16
+  said = capsys.readouterr().err.strip().splitlines()[-1]
+  assert re.fullmatch(rf'error: Cannot write {out}/\.folder-train\.tfrecord-\d+-of-00016\.'
+                      r'incomplete: No space left on device\. The shards finished so far stay '
+                      rf'in {out}; free some space and the same command resumes from them\.',
+                      said), said
+  assert not glob.glob(str(out / '.*.incomplete'))
+  subprocess.run(['mount', '-o', 'remount,size=20m', str(small_disk)], check=True)
+  assert _run(*command) == 0
+  assert f'Resuming: {len(finished)} of 16 shards already written' in capsys.readouterr().err
+  assert records.read_metadata(str(out)).split_sizes == {'train': 16}
+
+
 def test_tfds_builder_from_directory_reads_the_output(fight_subset):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   out, _, _ = fight_subset

@@ -47,8 +47,9 @@ increasing and are unevenly spaced) is reported in OUTPUT/warnings.csv and metad
 Output (OUTPUT/): `<name>-<split>.tfrecord-<i:05d>-of-<n:05d>` shards (data/records.py schema),
 metadata.json, failures.csv, warnings.csv, and TFDS's dataset_info.json + features.json: see
 data/records.py for what `tfds.builder_from_directory(OUTPUT)` gives. Exit status: 0 when at
-least one video of each converted split was written, 1 otherwise, 2 for bad arguments or
-annotations, 130 after a Ctrl-C (finished shards are kept for the re-run).
+least one video of each converted split was written, 1 otherwise or when the disk is full, 2
+for bad arguments or annotations, 130 after a Ctrl-C (finished shards are kept for the re-run,
+after a full disk too).
 """
 
 import argparse
@@ -58,6 +59,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, List, Optional, Sequence
 
+from data import errors as data_errors
 from data import video_io
 from data.convert.outputs import FAILURES_FILE, WARNINGS_FILE, existing_metadata, write_outputs
 from data.convert.outputs import video_warnings
@@ -343,6 +345,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   except ConversionError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
+  except OSError as e:
+    if e.errno not in data_errors.NO_SPACE:
+      raise
+    print(f'error: Cannot write {e.filename or "the output"}: {e.strerror}. The shards finished '
+          f'so far stay in {os.path.abspath(args.output)}; free some space and the same command '
+          'resumes from them.', file=sys.stderr)
+    return 1
   except KeyboardInterrupt:  # asked for, not a bug: one line, and the status a shell gives
     print(f'Interrupted by Ctrl-C: the shards completed so far stay in {args.output}, and the '
           'same command resumes from them. Exit status 130.', file=sys.stderr)

@@ -11,6 +11,7 @@ import csv
 import os
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
+from data import errors as data_errors
 from data.convert.plans import ConversionError, Plan
 from data.convert.shards import ShardJob, settings_of
 
@@ -103,12 +104,14 @@ def write_outputs(output: str, plan: Plan, jobs: Sequence[ShardJob],
     warnings.setdefault(split, []).append([file, warning])
   metadata.extra['warnings'] = dict(sorted(warnings.items()))
   records.write_metadata(output, metadata)
-  with open(os.path.join(output, FAILURES_FILE), 'w', newline='') as f:
+  with data_errors.writing(os.path.join(output, FAILURES_FILE)), \
+      open(os.path.join(output, FAILURES_FILE), 'w', newline='') as f:
     writer = csv.writer(f)
     writer.writerow(['split', 'file', 'reason'])
     for failure in metadata.failures:
       writer.writerow([failure['split'], failure['file'], failure['reason']])
-  with open(os.path.join(output, WARNINGS_FILE), 'w', newline='') as f:
+  with data_errors.writing(os.path.join(output, WARNINGS_FILE)), \
+      open(os.path.join(output, WARNINGS_FILE), 'w', newline='') as f:
     writer = csv.writer(f)
     writer.writerow(['split', 'file', 'warning'])
     for split, lines in metadata.extra['warnings'].items():

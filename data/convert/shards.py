@@ -9,6 +9,7 @@ processes; a worker that dies is retried alone, so only the culprit video is rep
 
 import collections
 import concurrent.futures
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -18,6 +19,7 @@ import random
 import sys
 from typing import Any, Dict, Iterator, List, Optional, Sequence
 
+from data import errors as data_errors
 from data import video_io
 from data.convert.plans import Item, Plan
 
@@ -110,9 +112,21 @@ def _read_state(output: str, job: ShardJob) -> Optional[Dict[str, Any]]:
 
 def _write_json(path: str, value: Any) -> None:
   os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path + '.tmp', 'w') as f:
+  with data_errors.writing(path), open(path + '.tmp', 'w') as f:
     json.dump(value, f, indent=1)
   os.replace(path + '.tmp', path)
+
+
+@contextlib.contextmanager
+def _removed_if_space_runs_out(path: str) -> Iterator[None]:
+  """Removes the half-written `path` when the disk refuses a write to it: it would keep the space
+  the re-run needs (which removes it anyway)."""
+  try:
+    yield
+  except OSError as e:
+    if e.errno in data_errors.NO_SPACE and os.path.exists(path):
+      os.remove(path)
+    raise
 
 
 class _Runner:
@@ -209,7 +223,8 @@ def run_jobs(jobs: Sequence[ShardJob], args, output: str) -> Dict[str, Dict[str,
     for job in todo:
       tmp = _temporary_path(job.path)
       failures, videos = [], []
-      with tf.io.TFRecordWriter(tmp) as writer:
+      with _removed_if_space_runs_out(tmp), data_errors.writing(tmp), \
+          tf.io.TFRecordWriter(tmp) as writer:
         for item in job.items:
           result = next(results)
           if result['ok']:
