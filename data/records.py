@@ -226,8 +226,10 @@ class ShardWriter:
     self._count = 0
 
   def write(self, serialized: bytes) -> None:
-    self._writers[self._count % len(self._writers)].write(serialized)
-    self._videos[self._count % len(self._writers)] += 1
+    shard = self._count % len(self._writers)
+    with errors.writing(self.paths[shard]):
+      self._writers[shard].write(serialized)
+    self._videos[shard] += 1
     self._count += 1
 
   @property
@@ -235,8 +237,9 @@ class ShardWriter:
     return self._count
 
   def close(self) -> None:
-    for writer in self._writers:
-      writer.close()
+    for path, writer in zip(self.paths, self._writers):
+      with errors.writing(path):
+        writer.close()
 
   def shard_entries(self) -> List[Dict[str, Any]]:
     """The `DatasetMetadata.shards` entries of the closed shards (file, videos, bytes)."""

@@ -280,7 +280,8 @@ def plot(card: Dict[str, Any], path: str) -> str:
   ax.set_title('splits and failures')
   fig.suptitle(f"{card['dataset']}: {card['num_classes']} classes ({card['records']})")
   fig.tight_layout()
-  fig.savefig(path, dpi=90)
+  with errors.writing(path):
+    fig.savefig(path, dpi=90)
   plt.close(fig)
   return path
 
@@ -296,7 +297,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     card = build(args.records)
     output = args.output or os.path.join(args.records, 'report')
     os.makedirs(output, exist_ok=True)
-    with open(os.path.join(output, 'report.json'), 'w') as f:
+    with errors.writing(os.path.join(output, 'report.json')), \
+        open(os.path.join(output, 'report.json'), 'w') as f:
       json.dump(card, f, indent=1)
     print(summary(card))
     print(f"wrote {os.path.join(output, 'report.json')} and "
@@ -310,6 +312,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       return 1
   except errors.DataError as e:
     print(f'error: {e}', file=sys.stderr)
+    return 1
+  except OSError as e:
+    if e.errno not in errors.NO_SPACE:
+      raise
+    print(f'error: Cannot write {e.filename}: {e.strerror}. Free some space, or pass another '
+          '--output.', file=sys.stderr)
     return 1
   except KeyboardInterrupt:  # asked for: one line
     print('Interrupted by Ctrl-C: the report is incomplete. Exit status 130.', file=sys.stderr)

@@ -192,7 +192,7 @@ def user_errors_in_one_line() -> Iterator[None]:
     # `data.errors.writing` names the file where the error itself does not.
     _end_with_one_line(f'{"Cannot write " + e.filename if e.filename else "A write failed"}: '
                        f'{e.strerror} (what it holds may be incomplete). Free some space, or '
-                       'write to another --workdir or --output_dir, and run the command again.')
+                       'write elsewhere, and run the command again.')
   except jax.errors.JaxRuntimeError as e:
     if jax.process_count() == 1 or not LOST_THE_GROUP.search(str(e)):
       raise

@@ -549,6 +549,27 @@ def test_tensorboard_events_that_cannot_be_written_are_said_once_and_training_go
                       said[0]), said[0]
 
 
+def test_the_data_card_and_the_demo_records_on_a_full_disk_end_in_one_line(tiny_data_dir,
+                                                                           small_disk, capsys):
+  """Both ended in a traceback: Python's OSError naming no file for the card, TensorFlow's
+  ResourceExhaustedError for the demo's synthetic records (what main.py writes first)."""
+  from data import report  # pylint: disable=g-import-not-at-top
+  from data import synthetic  # pylint: disable=g-import-not-at-top
+  from tests.conftest import fill_disk, tiny_config  # pylint: disable=g-import-not-at-top
+  fill_disk(small_disk)
+  assert report.main([f'--records={tiny_data_dir}', f'--output={small_disk}']) == 1
+  assert capsys.readouterr().err == (f'error: Cannot write {small_disk}/report.json: No space '
+                                     'left on device. Free some space, or pass another --output.\n')
+  with pytest.raises(SystemExit) as stopped:
+    with cli.user_errors_in_one_line():
+      synthetic.generate(str(small_disk / 'demo'), tiny_config(small_disk).dataset.synthetic)
+  assert stopped.value.code == 1
+  assert re.fullmatch(rf'error: Cannot write {small_disk}/demo/synthetic-train\.tfrecord-\d+-of-'
+                      r'\d+: No space left on device \(what it holds may be incomplete\)\. Free '
+                      r'some space, or write elsewhere, and run the command again\.\n',
+                      capsys.readouterr().err)
+
+
 def test_ctrl_c_in_the_data_report_and_bench_commands_ends_in_one_line(monkeypatch, capsys):
   """Both printed a KeyboardInterrupt traceback (the README says every command ends in one
   line on a Ctrl-C)."""

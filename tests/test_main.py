@@ -225,7 +225,7 @@ def test_a_write_to_a_full_disk_ends_the_command_in_one_line(small_disk, capsys,
   from salinet_jax import cli  # pylint: disable=g-import-not-at-top
   fill_disk(small_disk)
   advice = ('No space left on device (what it holds may be incomplete). Free some space, or '
-            'write to another --workdir or --output_dir, and run the command again.\n')
+            'write elsewhere, and run the command again.\n')
   with pytest.raises(SystemExit) as stopped:
     with cli.user_errors_in_one_line():
       write(str(small_disk / name))
