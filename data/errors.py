@@ -8,32 +8,59 @@ command line reports both kinds, and a full disk, as one line without a tracebac
 import contextlib
 import errno
 import os
-from typing import Iterator
+import re
+import sys
+from typing import Iterator, Optional
 
 # The OS errors of a write refused for space (a full disk, an exceeded quota), which every
 # command reports in one line: not a bug, and nothing the traceback would help with.
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
+class NoSpace(OSError):
+  """A write refused for space, naming the file: what the command lines report in one line."""
+
+  def __str__(self) -> str:
+    return f'Cannot write {self.filename}: {self.strerror}; the command stopped there'
+
+
+def refused_for_space(error: BaseException) -> Optional[OSError]:
+  """The OSError of a write refused for space in `error` or what it was raised from: Python's,
+  or TensorFlow's ResourceExhaustedError ('PATH; REASON' on its first line), as an OSError
+  naming that PATH; None for any other error."""
+  reasons = {os.strerror(code): code for code in NO_SPACE}
+  tf = sys.modules.get('tensorflow')  # not loaded: no TensorFlow error to find
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if isinstance(error, OSError) and error.errno in NO_SPACE:
+      return error
+    if tf is not None and isinstance(error, tf.errors.ResourceExhaustedError):
+      first_line = (error.message.strip().splitlines() or [''])[0]
+      path, _, reason = re.sub(r'^\{\{.*?\}\}\s*', '', first_line).rpartition('; ')
+      if reason in reasons:
+        return OSError(reasons[reason], reason, path or None)
+    error = error.__cause__ or error.__context__
+  return None
+
+
 @contextlib.contextmanager
-def writing(path: str) -> Iterator[None]:
-  """Inside it, a write refused for space raises an OSError of that errno naming `path`, for the
-  command line to name: Python's own names no file when the refused write is the flush at a
-  file's close, and TensorFlow's writers raise a ResourceExhaustedError ('PATH; REASON')."""
+def writing(path: str, *partial: str) -> Iterator[None]:
+  """Inside it, a write refused for space raises NoSpace naming `path` (Python's own error names
+  no file when the refused write is the flush at a file's close; TensorFlow's is no OSError),
+  after removing the `partial` files being written: they would hold the space a re-run needs."""
   try:
     yield
-  except OSError as e:
-    if e.errno not in NO_SPACE or e.filename:
-      raise
-    raise OSError(e.errno, e.strerror, path) from e
   except Exception as e:  # pylint: disable=broad-except
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    reasons = {os.strerror(code): code for code in NO_SPACE}
-    first_line = (e.message.strip().splitlines() or [''])[0] if hasattr(e, 'message') else ''
-    reason = first_line.rpartition('; ')[2]
-    if not isinstance(e, tf.errors.ResourceExhaustedError) or reason not in reasons:
+    refused = refused_for_space(e)
+    if refused is None:
       raise
-    raise OSError(reasons[reason], reason, path) from e
+    for leftover in partial:
+      if os.path.exists(leftover):
+        os.remove(leftover)
+    if isinstance(e, NoSpace):
+      raise
+    raise NoSpace(refused.errno, refused.strerror, path) from e
 
 
 class DataError(Exception):

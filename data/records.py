@@ -127,7 +127,7 @@ def write_metadata(directory: str, metadata: DatasetMetadata) -> None:
   """Writes metadata.json atomically (a crash never leaves a half-written file)."""
   path = os.path.join(directory, METADATA_FILE)
   tmp_path = path + '.tmp'
-  with errors.writing(path), open(tmp_path, 'w') as f:
+  with errors.writing(path, tmp_path), open(tmp_path, 'w') as f:
     json.dump(dataclasses.asdict(metadata), f, indent=2)
   os.replace(tmp_path, path)
 
@@ -237,9 +237,16 @@ class ShardWriter:
     return self._count
 
   def close(self) -> None:
+    """Closes every shard, then raises the first failure (a full disk names its shard)."""
+    failures = []
     for path, writer in zip(self.paths, self._writers):
-      with errors.writing(path):
-        writer.close()
+      try:
+        with errors.writing(path):
+          writer.close()
+      except Exception as e:  # pylint: disable=broad-except
+        failures.append(e)
+    if failures:
+      raise failures[0]
 
   def shard_entries(self) -> List[Dict[str, Any]]:
     """The `DatasetMetadata.shards` entries of the closed shards (file, videos, bytes)."""

@@ -313,11 +313,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   except errors.DataError as e:
     print(f'error: {e}', file=sys.stderr)
     return 1
-  except OSError as e:
-    if e.errno not in errors.NO_SPACE:
-      raise
-    print(f'error: Cannot write {e.filename}: {e.strerror}. Free some space, or pass another '
-          '--output.', file=sys.stderr)
+  except errors.NoSpace as e:
+    print(f'error: {e}. Free some space, or pass another --output.', file=sys.stderr)
     return 1
   except KeyboardInterrupt:  # asked for: one line
     print('Interrupted by Ctrl-C: the report is incomplete. Exit status 130.', file=sys.stderr)

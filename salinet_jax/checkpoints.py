@@ -422,6 +422,8 @@ class CheckpointStore:
     try:
       self.manager.close()
     except Exception as e:  # pylint: disable=broad-except
+      if self.read_only:  # it saves nothing: not a save failure
+        raise
       # Orbax stopped closing at the re-raised error; the second call closes the rest.
       self.manager.close()
       if not self._save_failed:

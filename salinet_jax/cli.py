@@ -186,13 +186,8 @@ def user_errors_in_one_line() -> Iterator[None]:
       yield
   except (errors.UserError, data_errors.DataError) as e:
     _end_with_one_line(e)
-  except OSError as e:
-    if e.errno not in data_errors.NO_SPACE:
-      raise
-    # `data.errors.writing` names the file where the error itself does not.
-    _end_with_one_line(f'{"Cannot write " + e.filename if e.filename else "A write failed"}: '
-                       f'{e.strerror} (what it holds may be incomplete). Free some space, or '
-                       'write elsewhere, and run the command again.')
+  except data_errors.NoSpace as e:
+    _end_with_one_line(f'{e}. Free some space, or write elsewhere, and run the command again.')
   except jax.errors.JaxRuntimeError as e:
     if jax.process_count() == 1 or not LOST_THE_GROUP.search(str(e)):
       raise

@@ -36,7 +36,7 @@ def as_finite_json(value: Any) -> Any:
 def write_json(path: str, value: Any) -> str:
   """Writes `value` as strict JSON, atomically (process 0 only); returns the path."""
   if jax.process_index() == 0:
-    with data_errors.writing(path), open(path + '.tmp', 'w') as f:
+    with data_errors.writing(path, path + '.tmp'), open(path + '.tmp', 'w') as f:
       json.dump(as_finite_json(value), f, indent=2, allow_nan=False)
     os.replace(path + '.tmp', path)
   return path

@@ -12,7 +12,6 @@ failures) act on one run's state; the jitted parts live in engine.py.
 """
 
 import os
-import re
 import signal
 import threading
 import time
@@ -221,9 +220,10 @@ def _metric_writer(workdir: str):
 
 
 class _EventFiles(metric_writers.MultiWriter):
-  """The workdir's TensorBoard event files. A write that fails (a full disk) is said once in one
-  line and ends the writing, as for log.txt: clu's traceback ended the run mid-training, or
-  replaced the line a failed save ends a run with when closing flushed the writer."""
+  """The workdir's TensorBoard event files. A write the disk refuses for space is said once in
+  one line and ends the writing, as for log.txt: clu's traceback ended the run mid-training, or
+  replaced the line a failed save ends a run with when closing flushed the writer. Any other
+  error is raised."""
 
   def __init__(self, workdir: str):
     super().__init__([metric_writers.AsyncWriter(metric_writers.SummaryWriter(workdir))])
@@ -235,9 +235,12 @@ class _EventFiles(metric_writers.MultiWriter):
     try:
       write(*args, **kwargs)
     except Exception as e:  # pylint: disable=broad-except
+      refused = data_errors.refused_for_space(e)
+      if refused is None:
+        raise
       self.failed = True
-      logging.warning('Cannot write TensorBoard events to %s. Training goes on; the points from '
-                      'here on are in the console only.', _events_failure(e))
+      logging.warning('Cannot write TensorBoard events to %s: %s. Training goes on; the points '
+                      'from here on are in the console only.', refused.filename, refused.strerror)
 
   def write_summaries(self, *args, **kwargs):
     self._guarded(super().write_summaries, *args, **kwargs)
@@ -267,18 +270,15 @@ class _EventFiles(metric_writers.MultiWriter):
     self._guarded(super().flush)
 
   def close(self):
-    self._guarded(super().close)
-
-
-def _events_failure(error: BaseException) -> str:
-  """'PATH: REASON' from what TensorFlow's event writer raised (innermost in clu's AsyncError):
-  '{{function_node ...}} PATH; REASON' on its first line."""
-  while (error.__cause__ or error.__context__) is not None:
-    error = error.__cause__ or error.__context__
-  lines = str(error).strip().splitlines()
-  line = re.sub(r'^.*\}\}\s*', '', lines[0]) if lines else type(error).__name__
-  path, _, reason = line.rpartition('; ')
-  return f'{path}: {reason}' if path else line
+    """Closes the writer's thread and file, also after a refused write (refused again then)."""
+    if not self.failed:
+      self._guarded(super().close)
+      return
+    try:
+      super().close()
+    except Exception as e:  # pylint: disable=broad-except
+      if data_errors.refused_for_space(e) is None:
+        raise
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
@@ -366,9 +366,23 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
       results = _train_loop(trainer, state, start_step, store, writer,
                             dict(environment, started_from=started_from))
     store.wait()
-    return results
-  finally:
+  except BaseException:
+    _close_while_failing(store, writer)
+    raise
+  store.close()  # a failed save heard only now is the run's error
+  writer.close()
+  return results
+
+
+def _close_while_failing(store, writer) -> None:
+  """Closes the store and the writer while an error ends the run: a save failure first heard
+  there (the pending save) is said as a warning, so that it replaces neither the error's own
+  line or traceback nor a Ctrl-C's status."""
+  try:
     store.close()
+  except checkpoints.CheckpointSaveError as failed:
+    logging.warning('%s', failed)
+  finally:
     writer.close()
 
 

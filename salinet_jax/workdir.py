@@ -266,7 +266,7 @@ def write_config(workdir: str, config: Any) -> str:
   """Writes the resolved config to `<workdir>/config.json` (process 0); returns the path."""
   path = os.path.join(os.path.abspath(workdir), CONFIG_FILE)
   if jax.process_index() == 0:
-    with data_errors.writing(path), open(path + '.tmp', 'w') as f:
+    with data_errors.writing(path, path + '.tmp'), open(path + '.tmp', 'w') as f:
       f.write(config.to_json_best_effort(indent=2, sort_keys=True))
     os.replace(path + '.tmp', path)
   return path
@@ -306,7 +306,8 @@ def set_aside_events_after(workdir: str, step: int, since_ns: Optional[int] = No
       continue
     os.makedirs(aside, exist_ok=True)
     # Each file keeps its header (the file version, at step 0) and the points it is kept for.
-    with tf.io.TFRecordWriter(os.path.join(aside, name)) as moved, \
+    with data_errors.writing(path, path + '.tmp', os.path.join(aside, name)), \
+        tf.io.TFRecordWriter(os.path.join(aside, name)) as moved, \
         tf.io.TFRecordWriter(path + '.tmp') as kept:
       for raw, event_step in zip(tf.data.TFRecordDataset(path).take(len(steps)), steps):
         if event_step == 0 or event_step > step:

@@ -500,10 +500,10 @@ def test_a_full_disk_keeps_finished_shards_in_one_line_and_the_same_command_resu
   finished = sorted(glob.glob(str(out / '*.tfrecord-*')))
   assert 1 <= len(finished) < 16
   said = capsys.readouterr().err.strip().splitlines()[-1]
-  assert re.fullmatch(rf'error: Cannot write {out}/\.folder-train\.tfrecord-\d+-of-00016\.'
-                      r'incomplete: No space left on device\. The shards finished so far stay '
-                      rf'in {out}; free some space and the same command resumes from them\.',
-                      said), said
+  assert re.fullmatch(rf'error: Cannot write {out}/folder-train\.tfrecord-\d+-of-00016: No '
+                      r'space left on device; the command stopped there\. The shards finished so '
+                      rf'far stay in {out}; free some space and the same command resumes from '
+                      r'them\.', said), said
   assert not glob.glob(str(out / '.*.incomplete'))
   subprocess.run(['mount', '-o', 'remount,size=20m', str(small_disk)], check=True)
   assert _run(*command) == 0

@@ -16,6 +16,7 @@ import ml_collections
 import pytest
 
 from configs import demo
+from data import errors as data_errors
 from data import records
 from salinet_jax import checkpoints
 from salinet_jax import cli
@@ -549,6 +550,67 @@ def test_tensorboard_events_that_cannot_be_written_are_said_once_and_training_go
                       said[0]), said[0]
 
 
+def test_only_a_write_refused_for_space_becomes_no_space():
+  """TensorFlow's ResourceExhaustedError also means out of memory: that keeps its traceback."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  with pytest.raises(tf.errors.ResourceExhaustedError, match='OOM'):
+    with data_errors.writing('/any/file'):
+      raise tf.errors.ResourceExhaustedError(None, None, 'OOM when allocating tensor')
+  with pytest.raises(data_errors.NoSpace, match='^Cannot write /any/file: No space left'):
+    with data_errors.writing('/any/file'):
+      raise tf.errors.ResourceExhaustedError(None, None, '/tmp/x.incomplete; No space left on '
+                                             'device\n\tFailed to flush')
+
+
+def test_an_event_write_that_fails_for_another_reason_keeps_its_traceback(tmp_path):
+  """Only a write refused for space is said in a warning: a value TensorBoard cannot take is a
+  bug, and was once swallowed with the rest (review)."""
+  writer = train._metric_writer(str(tmp_path))
+  with pytest.raises(Exception, match='Cast string to float'):
+    writer.write_scalars(0, {'loss': 'not a number'})
+    writer.flush()
+  assert not writer.failed
+
+
+def test_a_save_failure_heard_while_another_error_ends_the_run_replaces_neither(
+    small_disk, caplog):
+  """A pending save failing in the background is first heard when the run's error closes the
+  store; its one line replaced the error, a bug's traceback or a Ctrl-C's status (review)."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  config = demo.get_config()
+  store = checkpoints.CheckpointStore(str(small_disk / 'run'), config.checkpoint)
+  writer = train._metric_writer(str(small_disk / 'run'))
+  noise = np.random.default_rng(0).random(2**19, np.float32)  # 2 MiB that do not compress
+  store.save(1, {'params': {'w': jnp.asarray(noise)}, 'step': jnp.asarray(1)})
+  with pytest.raises(KeyboardInterrupt):
+    try:
+      raise KeyboardInterrupt
+    except BaseException:  # pylint: disable=broad-except
+      train._close_while_failing(store, writer)
+      raise
+  assert re.search(r'Saving checkpoint step 1 failed: No space left on device', caplog.text)
+
+
+def test_setting_aside_tensorboard_points_on_a_full_disk_leaves_the_files_as_they_were(
+    small_disk):
+  """A resume after a full disk (what the one-line error advises) set the points of unsaved steps
+  aside through TensorFlow's writer: its traceback, and half-written copies (review)."""
+  from salinet_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  from tests.conftest import fill_disk  # pylint: disable=g-import-not-at-top
+  run = small_disk / 'run'
+  writer = train._metric_writer(str(run))
+  for step in range(1, 500):
+    writer.write_scalars(step, {'loss': 1.0})
+  writer.close()
+  before = {path.name: path.read_bytes() for path in run.iterdir()}
+  fill_disk(small_disk)
+  with pytest.raises(data_errors.NoSpace, match=rf'^Cannot write {run}/events\.out\.tfevents'):
+    workdir_lib.set_aside_events_after(str(run), 10)
+  assert {path.name: path.read_bytes() for path in run.iterdir() if path.is_file()} == before
+  assert not list((run / 'discarded').rglob('events*'))
+
+
 def test_the_data_card_and_the_demo_records_on_a_full_disk_end_in_one_line(tiny_data_dir,
                                                                            small_disk, capsys):
   """Both ended in a traceback: Python's OSError naming no file for the card, TensorFlow's
@@ -559,14 +621,15 @@ def test_the_data_card_and_the_demo_records_on_a_full_disk_end_in_one_line(tiny_
   fill_disk(small_disk)
   assert report.main([f'--records={tiny_data_dir}', f'--output={small_disk}']) == 1
   assert capsys.readouterr().err == (f'error: Cannot write {small_disk}/report.json: No space '
-                                     'left on device. Free some space, or pass another --output.\n')
+                                     'left on device; the command stopped there. Free some '
+                                     'space, or pass another --output.\n')
   with pytest.raises(SystemExit) as stopped:
     with cli.user_errors_in_one_line():
       synthetic.generate(str(small_disk / 'demo'), tiny_config(small_disk).dataset.synthetic)
   assert stopped.value.code == 1
   assert re.fullmatch(rf'error: Cannot write {small_disk}/demo/synthetic-train\.tfrecord-\d+-of-'
-                      r'\d+: No space left on device \(what it holds may be incomplete\)\. Free '
-                      r'some space, or write elsewhere, and run the command again\.\n',
+                      r'\d+: No space left on device; the command stopped there\. Free some '
+                      r'space, or write elsewhere, and run the command again\.\n',
                       capsys.readouterr().err)
 
 

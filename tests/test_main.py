@@ -218,25 +218,24 @@ def _write_results(path):
                                          ('predictions.csv', _write_predictions),
                                          ('eval_val.json', _write_results)])
 def test_a_write_to_a_full_disk_ends_the_command_in_one_line(small_disk, capsys, name, write):
-  """A full disk under eval's results and reports, predict's CSV, features, pictures or
-  config.json ended a command in a traceback, as if it were a bug; now one line naming the file
-  (the checkpoints have their own, salinet_jax/checkpoints.py), or saying a write failed where
-  Python's error names none. Other OS errors keep their traceback."""
+  """A full disk under config.json, predict's CSV or eval's results (and the other files the
+  commands write through `data.errors.writing`) ended a command in a traceback, as if it were a
+  bug; now one line naming the file (the checkpoints have their own). An OS error of a write no
+  such site names, and any other OS error, keep their traceback."""
   from salinet_jax import cli  # pylint: disable=g-import-not-at-top
   fill_disk(small_disk)
-  advice = ('No space left on device (what it holds may be incomplete). Free some space, or '
-            'write elsewhere, and run the command again.\n')
   with pytest.raises(SystemExit) as stopped:
     with cli.user_errors_in_one_line():
       write(str(small_disk / name))
   assert stopped.value.code == 1
-  assert capsys.readouterr().err == f'error: Cannot write {small_disk / name}: {advice}'
-  with pytest.raises(SystemExit) as stopped:
+  assert capsys.readouterr().err == (
+      f'error: Cannot write {small_disk / name}: No space left on device; the command stopped '
+      'there. Free some space, or write elsewhere, and run the command again.\n')
+  assert not list(small_disk.glob('*.tmp'))  # an atomic writer's half-written copy is removed
+  with pytest.raises(OSError, match='No space left'):
     with cli.user_errors_in_one_line():
       with open(small_disk / 'written_elsewhere.csv', 'w') as f:
         f.write('video,label\n' * 2000)
-  assert stopped.value.code == 1
-  assert capsys.readouterr().err == f'error: A write failed: {advice}'
   with pytest.raises(FileNotFoundError):
     with cli.user_errors_in_one_line():
       open(small_disk / 'no' / 'such.csv', 'w')  # pylint: disable=consider-using-with

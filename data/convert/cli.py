@@ -345,12 +345,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   except ConversionError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
-  except OSError as e:
-    if e.errno not in data_errors.NO_SPACE:
-      raise
-    print(f'error: Cannot write {e.filename or "the output"}: {e.strerror}. The shards finished '
-          f'so far stay in {os.path.abspath(args.output)}; free some space and the same command '
-          'resumes from them.', file=sys.stderr)
+  except data_errors.NoSpace as e:
+    print(f'error: {e}. The shards finished so far stay in {os.path.abspath(args.output)}; free '
+          'some space and the same command resumes from them.', file=sys.stderr)
     return 1
   except KeyboardInterrupt:  # asked for, not a bug: one line, and the status a shell gives
     print(f'Interrupted by Ctrl-C: the shards completed so far stay in {args.output}, and the '

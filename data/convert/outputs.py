@@ -117,8 +117,9 @@ def write_outputs(output: str, plan: Plan, jobs: Sequence[ShardJob],
     for split, lines in metadata.extra['warnings'].items():
       for file, warning in lines:
         writer.writerow([split, file, warning])
-  records.write_tfds_info(output, metadata,
-                          description=f'{plan.name}: converted by salinet_jax data.convert.')
+  with data_errors.writing(os.path.join(output, 'dataset_info.json')):
+    records.write_tfds_info(output, metadata,
+                            description=f'{plan.name}: converted by salinet_jax data.convert.')
   return metadata
 
 

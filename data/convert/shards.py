@@ -9,7 +9,6 @@ processes; a worker that dies is retried alone, so only the culprit video is rep
 
 import collections
 import concurrent.futures
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -112,21 +111,9 @@ def _read_state(output: str, job: ShardJob) -> Optional[Dict[str, Any]]:
 
 def _write_json(path: str, value: Any) -> None:
   os.makedirs(os.path.dirname(path), exist_ok=True)
-  with data_errors.writing(path), open(path + '.tmp', 'w') as f:
+  with data_errors.writing(path, path + '.tmp'), open(path + '.tmp', 'w') as f:
     json.dump(value, f, indent=1)
   os.replace(path + '.tmp', path)
-
-
-@contextlib.contextmanager
-def _removed_if_space_runs_out(path: str) -> Iterator[None]:
-  """Removes the half-written `path` when the disk refuses a write to it: it would keep the space
-  the re-run needs (which removes it anyway)."""
-  try:
-    yield
-  except OSError as e:
-    if e.errno in data_errors.NO_SPACE and os.path.exists(path):
-      os.remove(path)
-    raise
 
 
 class _Runner:
@@ -223,8 +210,7 @@ def run_jobs(jobs: Sequence[ShardJob], args, output: str) -> Dict[str, Dict[str,
     for job in todo:
       tmp = _temporary_path(job.path)
       failures, videos = [], []
-      with _removed_if_space_runs_out(tmp), data_errors.writing(tmp), \
-          tf.io.TFRecordWriter(tmp) as writer:
+      with data_errors.writing(job.path, tmp), tf.io.TFRecordWriter(tmp) as writer:
         for item in job.items:
           result = next(results)
           if result['ok']:

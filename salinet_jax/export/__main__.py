@@ -75,6 +75,10 @@ def main(argv, values) -> int:
   except (errors.UserError, data_errors.DataError) as e:
     print(f'error: export failed: {e}', file=sys.stderr)
     return 1
+  except data_errors.NoSpace as e:  # the staging folder is already removed
+    print(f'error: export failed: {e}. Nothing was written to {values.output}; free some space '
+          'and export again.', file=sys.stderr)
+    return 1
   except KeyboardInterrupt:  # asked for: one line; the staging folder is already removed
     print(f'Interrupted by Ctrl-C: nothing was written to {values.output}. Exit status 130.',
           file=sys.stderr)

@@ -19,6 +19,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import jax
 
+from data import errors as data_errors
 from salinet_jax import checkpoints
 from salinet_jax.export import certificate
 from salinet_jax.export import formats as formats_lib
@@ -296,7 +297,8 @@ class _Job:
     self.abstract = serving.abstract_args(self.specs)  # one symbolic 'batch' for every format
 
   def write_json(self) -> None:
-    with open(os.path.join(self.staging, formats_lib.EXPORT_JSON), 'w') as f:
+    path = os.path.join(self.staging, formats_lib.EXPORT_JSON)
+    with data_errors.writing(path), open(path, 'w') as f:
       json.dump(self.summary, f, indent=1)
 
   def _write(self, fmt: str, directory: str) -> None:
@@ -327,7 +329,8 @@ class _Job:
     export_seconds = time.perf_counter() - began
     # Class names travel with each format's folder too (a server copying only savedmodel/ or
     # stablehlo/ would otherwise lose them; ONNX also carries them in its metadata).
-    with open(os.path.join(directory, formats_lib.CLASSES_FILE), 'w') as f:
+    classes = os.path.join(directory, formats_lib.CLASSES_FILE)
+    with data_errors.writing(classes), open(classes, 'w') as f:
       f.write(''.join(f'{name}\n' for name in self.summary['classes']))
     self.write_json()  # the loader reads export.json
     try:
