@@ -450,15 +450,20 @@ def test_second_run_skips_finished_shards_and_rewrites_a_lost_one(fight_subset, 
   assert [p for p in shards if after[p] != before.get(p)] == [shards[0]]
 
 
-def test_ctrl_c_keeps_finished_shards_in_one_line_and_the_same_command_resumes(tmp_path):
-  """A Ctrl-C (to the whole process group, as a terminal sends it) printed a KeyboardInterrupt
-  traceback; the console also began with TensorFlow's start-up notices (the converter's command
-  did not quiet TensorFlow as the others do)."""
-  videos = tmp_path / 'videos'
+def _sixteen_fight_clips(videos: pathlib.Path) -> pathlib.Path:
+  """A class folder tree of 8 fight and 8 noFight clips (links to the shared test data)."""
   for label in ('fight', 'noFight'):
     (videos / label).mkdir(parents=True)
     for clip in sorted((FIGHT / label).glob('*.mp4'))[:8]:
       (videos / label / clip.name).symlink_to(clip)
+  return videos
+
+
+def test_ctrl_c_keeps_finished_shards_in_one_line_and_the_same_command_resumes(tmp_path):
+  """A Ctrl-C (to the whole process group, as a terminal sends it) printed a KeyboardInterrupt
+  traceback; the console also began with TensorFlow's start-up notices (the converter's command
+  did not quiet TensorFlow as the others do)."""
+  videos = _sixteen_fight_clips(tmp_path / 'videos')
   out = tmp_path / 'records'
   command = [sys.executable, '-m', 'data.convert', '--dataset=folder', f'--input={videos}',
              f'--output={out}', '--short_side=32', '--workers=1', '--videos_per_shard=1']
@@ -488,11 +493,7 @@ def test_a_full_disk_keeps_finished_shards_in_one_line_and_the_same_command_resu
     small_disk, tmp_path, capsys):
   """Records larger than the disk (1 MiB) ended in TensorFlow's ResourceExhaustedError
   traceback, and the half-written shard stayed, holding the space a re-run needs."""
-  videos = tmp_path / 'videos'
-  for label in ('fight', 'noFight'):
-    (videos / label).mkdir(parents=True)
-    for clip in sorted((FIGHT / label).glob('*.mp4'))[:8]:
-      (videos / label / clip.name).symlink_to(clip)
+  videos = _sixteen_fight_clips(tmp_path / 'videos')
   out = small_disk / 'records'
   command = ['--dataset=folder', f'--input={videos}', f'--output={out}', '--short_side=64',
              '--workers=1', '--videos_per_shard=1']
