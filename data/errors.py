@@ -1,5 +1,6 @@
 """Errors in the input data a user can fix (missing records, corrupt shards, bad videos), and
-`writing`, which names the file of a write a full disk refused.
+`writing`, which names the file of a write a full disk refused, and `replacing`, which writes
+a whole file so that a failed write loses nothing.
 
 Kept apart from `salinet_jax.errors` because `data/` never imports the model package; the
 command line reports both kinds, and a full disk, as one line without a traceback.
@@ -10,7 +11,7 @@ import errno
 import os
 import re
 import sys
-from typing import Iterator, Optional
+from typing import IO, Any, Iterator, Optional
 
 # The OS errors of a write refused for space (a full disk, an exceeded quota), which every
 # command reports in one line: not a bug, and nothing the traceback would help with.
@@ -61,6 +62,23 @@ def writing(path: str, *partial: str) -> Iterator[None]:
     if isinstance(e, NoSpace):
       raise
     raise NoSpace(refused.errno, refused.strerror, path) from e
+
+
+@contextlib.contextmanager
+def replacing(path: str, mode: str = 'w', **open_args: Any) -> Iterator[IO[Any]]:
+  """The open file of a new copy of `path`, which replaces the old one only once it is whole: a
+  full disk, a Ctrl-C or a bug while writing leaves an earlier run's copy as it was, and no
+  half-written one (a write refused for space raises NoSpace naming `path`, as `writing`)."""
+  partial = path + '.tmp'
+  with writing(path):
+    try:
+      with open(partial, mode, **open_args) as f:
+        yield f
+    except BaseException:
+      if os.path.exists(partial):
+        os.remove(partial)
+      raise
+    os.replace(partial, path)
 
 
 class DataError(Exception):

@@ -125,11 +125,8 @@ def _few(names: Sequence[str], count: int = 5) -> str:
 
 def write_metadata(directory: str, metadata: DatasetMetadata) -> None:
   """Writes metadata.json atomically (a crash never leaves a half-written file)."""
-  path = os.path.join(directory, METADATA_FILE)
-  tmp_path = path + '.tmp'
-  with errors.writing(path, tmp_path), open(tmp_path, 'w') as f:
+  with errors.replacing(os.path.join(directory, METADATA_FILE)) as f:
     json.dump(dataclasses.asdict(metadata), f, indent=2)
-  os.replace(tmp_path, path)
 
 
 def read_metadata(directory: str) -> DatasetMetadata:

@@ -280,8 +280,8 @@ def plot(card: Dict[str, Any], path: str) -> str:
   ax.set_title('splits and failures')
   fig.suptitle(f"{card['dataset']}: {card['num_classes']} classes ({card['records']})")
   fig.tight_layout()
-  with errors.writing(path):
-    fig.savefig(path, dpi=90)
+  with errors.replacing(path, 'wb') as f:
+    fig.savefig(f, format='png', dpi=90)
   plt.close(fig)
   return path
 
@@ -297,12 +297,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     card = build(args.records)
     output = args.output or os.path.join(args.records, 'report')
     os.makedirs(output, exist_ok=True)
-    with errors.writing(os.path.join(output, 'report.json')), \
-        open(os.path.join(output, 'report.json'), 'w') as f:
+    card_path = os.path.join(output, 'report.json')
+    with errors.replacing(card_path) as f:
       json.dump(card, f, indent=1)
     print(summary(card))
-    print(f"wrote {os.path.join(output, 'report.json')} and "
-          f"{plot(card, os.path.join(output, 'report.png'))}")
+    print(f"wrote {card_path} and {plot(card, os.path.join(output, 'report.png'))}")
     damaged = [split for split, entry in card['splits'].items() if entry['damaged']]
     if damaged:
       print(f"error: the records of split{'s' if len(damaged) > 1 else ''} "

@@ -111,12 +111,12 @@ def extract(config, workdir: str, video_paths: Sequence[str],
       features = features.mean(axis=0)
     target = os.path.join(output_dir, name + '.npy')
     os.makedirs(os.path.dirname(target), exist_ok=True)
-    with data_errors.writing(target):
-      np.save(target, features)
+    with data_errors.replacing(target, 'wb') as f:
+      np.save(f, features)
     result.update(ok=True, features=target, shape='x'.join(str(d) for d in features.shape))
   index = os.path.join(output_dir, INDEX_FILE)
   replaced = predict_lib.replaced_note(index)
-  with data_errors.writing(index), open(index, 'w', newline='') as f:
+  with data_errors.replacing(index, newline='') as f:
     writer = csv.DictWriter(f, fieldnames=['video', 'features', 'shape', 'error'])
     writer.writeheader()
     for result in results:

@@ -272,7 +272,7 @@ def replaced_note(path: str) -> str:
 
 def write_predictions(path: str, results: Sequence[Dict[str, Any]]) -> str:
   """predictions.csv: video, error, then top-k class and probability pairs."""
-  with data_errors.writing(path), open(path, 'w', newline='') as f:
+  with data_errors.replacing(path, newline='') as f:
     writer = csv.writer(f)
     header = ['video', 'error']
     for k in range(1, TOP_K + 1):

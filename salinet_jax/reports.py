@@ -36,9 +36,8 @@ def as_finite_json(value: Any) -> Any:
 def write_json(path: str, value: Any) -> str:
   """Writes `value` as strict JSON, atomically (process 0 only); returns the path."""
   if jax.process_index() == 0:
-    with data_errors.writing(path, path + '.tmp'), open(path + '.tmp', 'w') as f:
+    with data_errors.replacing(path) as f:
       json.dump(as_finite_json(value), f, indent=2, allow_nan=False)
-    os.replace(path + '.tmp', path)
   return path
 
 
@@ -67,7 +66,7 @@ def write_per_class_csv(path: str, predictions: evaluate.Predictions) -> str:
   classes = list(predictions.classes)
   accuracy = evaluate.per_class_accuracy(predictions)
   counts = np.bincount(predictions.labels[predictions.labeled], minlength=len(classes))
-  with data_errors.writing(path), open(path, 'w', newline='') as f:
+  with data_errors.replacing(path, newline='') as f:
     writer = csv.writer(f)
     writer.writerow(['class_index', 'class_name', 'num_videos', 'top1'])
     for index, name in enumerate(classes):
@@ -81,7 +80,7 @@ def write_predictions_csv(path: str, predictions: evaluate.Predictions) -> str:
   top-5 classes with their scores."""
   classes = list(predictions.classes)
   top = np.argsort(-predictions.scores, axis=-1, kind='stable')[:, :TOP_PREDICTIONS]
-  with data_errors.writing(path), open(path, 'w', newline='') as f:
+  with data_errors.replacing(path, newline='') as f:
     writer = csv.writer(f)
     header = ['video', 'label', 'label_name', 'correct']
     for k in range(top.shape[1]):
@@ -117,7 +116,7 @@ def plot_confusion(matrix: np.ndarray, classes: Sequence[str], path: str, title:
     ax.set_yticks(range(len(classes)), classes)
   fig.colorbar(image, ax=ax, fraction=0.046, label='fraction of the true class')
   fig.tight_layout()
-  with data_errors.writing(path):
-    fig.savefig(path, dpi=100)
+  with data_errors.replacing(path, 'wb') as f:
+    fig.savefig(f, format='png', dpi=100)
   plt.close(fig)
   return path

@@ -204,7 +204,7 @@ def _write(predictor, path: str, output_stem: str, spans, probs: np.ndarray) -> 
     entries.append({'start_seconds': round(start, 3), 'end_seconds': round(end, 3),
                     'top5': [[classes[k], float(row[k])] for k in top]})
   config = predictor.config.predict
-  with data_errors.writing(stem + '.json'), open(stem + '.json', 'w') as f:
+  with data_errors.replacing(stem + '.json') as f:
     json.dump({'video': path, 'checkpoint': predictor.source,
                'window_seconds': config.window_seconds, 'stride_seconds': config.stride_seconds,
                'windows': entries}, f, indent=1)
@@ -227,6 +227,6 @@ def _plot(path: str, spans, probs: np.ndarray, classes, count: int, title: str) 
   ax.set_title(f'{title}: the {len(shown)} classes most probable in some window')
   ax.legend(fontsize=8, loc='upper right')
   fig.tight_layout()
-  with data_errors.writing(path):
-    fig.savefig(path, dpi=90)
+  with data_errors.replacing(path, 'wb') as f:
+    fig.savefig(f, format='png', dpi=90)
   plt.close(fig)

@@ -71,8 +71,8 @@ def s2dnet_figure(video: np.ndarray, aux: Mapping[str, np.ndarray], path: str, *
   fig.suptitle(title or 'synopsis frames with the sampled window (top), detail frames (bottom)',
                fontsize=9)
   fig.tight_layout()
-  with data_errors.writing(path):
-    fig.savefig(path, dpi=90)
+  with data_errors.replacing(path, 'wb') as f:
+    fig.savefig(f, format='png', dpi=90)
   plt.close(fig)
   return path
 
@@ -115,8 +115,8 @@ def saliency_figure(video: np.ndarray, saliency: np.ndarray, path: str, *,
   fig.text(0.01, 0.02, f'Overlay: the final saliency mask S_final ({mask.shape[0]}x'
            f'{mask.shape[1]}, one per clip) upsampled to the frame; brighter = more salient.',
            fontsize=6.5)
-  with data_errors.writing(path):
-    fig.savefig(path, dpi=90, bbox_inches='tight')
+  with data_errors.replacing(path, 'wb') as f:
+    fig.savefig(f, format='png', dpi=90, bbox_inches='tight')
   plt.close(fig)
   return path
 

@@ -266,9 +266,8 @@ def write_config(workdir: str, config: Any) -> str:
   """Writes the resolved config to `<workdir>/config.json` (process 0); returns the path."""
   path = os.path.join(os.path.abspath(workdir), CONFIG_FILE)
   if jax.process_index() == 0:
-    with data_errors.writing(path, path + '.tmp'), open(path + '.tmp', 'w') as f:
+    with data_errors.replacing(path) as f:
       f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-    os.replace(path + '.tmp', path)
   return path
 
 

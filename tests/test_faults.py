@@ -562,6 +562,27 @@ def test_only_a_write_refused_for_space_becomes_no_space():
                                              'device\n\tFailed to flush')
 
 
+def test_a_file_written_anew_keeps_the_earlier_copy_when_the_write_fails(tmp_path):
+  """Eval's CSVs were written in place: an error half-way (here a label no class has) left a
+  file with a header and a row, the earlier run's copy gone. Now the earlier copy stays, no
+  half-written one is left, and the error keeps its traceback; a whole write replaces it."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from salinet_jax import evaluate  # pylint: disable=g-import-not-at-top
+  from salinet_jax import reports  # pylint: disable=g-import-not-at-top
+  path = tmp_path / 'eval_val_predictions.csv'
+  path.write_text('the earlier run\'s copy\n')
+  bad = evaluate.Predictions(scores=np.eye(2, 3, dtype=np.float32), labels=np.array([0, 7]),
+                             filenames=['a.mp4', 'b.mp4'], classes=['x', 'y', 'z'])
+  with pytest.raises(IndexError):
+    reports.write_predictions_csv(str(path), bad)
+  assert path.read_text() == 'the earlier run\'s copy\n'
+  assert os.listdir(tmp_path) == ['eval_val_predictions.csv']
+  reports.write_predictions_csv(str(path), evaluate.Predictions(
+      scores=bad.scores, labels=np.array([0, 1]), filenames=bad.filenames, classes=bad.classes))
+  assert path.read_text().splitlines()[1].startswith('a.mp4,0,x,1,0,x,1,')
+  assert os.listdir(tmp_path) == ['eval_val_predictions.csv']
+
+
 def test_an_event_write_that_fails_for_another_reason_keeps_its_traceback(tmp_path):
   """Only a write refused for space is said in a warning: a value TensorBoard cannot take is a
   bug, and was once swallowed with the rest (review)."""
@@ -590,6 +611,25 @@ def test_a_save_failure_heard_while_another_error_ends_the_run_replaces_neither(
       train._close_while_failing(store, writer)
       raise
   assert re.search(r'Saving checkpoint step 1 failed: No space left on device', caplog.text)
+
+
+def test_the_training_run_closes_its_store_while_failing_without_replacing_the_error(
+    config, tmp_path, monkeypatch, caplog):
+  """The run wires the above in: its error stays the error when the store's close reports a
+  save that failed in the background (a `finally: store.close()` replaced it)."""
+  def failing_close(self):
+    del self
+    raise checkpoints.CheckpointSaveError('Saving checkpoint step 2 failed: No space left.')
+
+  def a_bug(*args):
+    del args
+    raise RuntimeError('a bug in the training loop')
+
+  monkeypatch.setattr(checkpoints.CheckpointStore, 'close', failing_close)
+  monkeypatch.setattr(train, '_train_loop', a_bug)
+  with pytest.raises(RuntimeError, match='^a bug in the training loop$'):
+    train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert 'Saving checkpoint step 2 failed: No space left.' in caplog.text
 
 
 def test_setting_aside_tensorboard_points_on_a_full_disk_leaves_the_files_as_they_were(

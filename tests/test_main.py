@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from tests.conftest import REPO_ROOT
@@ -214,15 +215,41 @@ def _write_results(path):
   reports.write_json(path, {'top1': 0.5})
 
 
+def _eval_predictions():
+  from salinet_jax import evaluate  # pylint: disable=g-import-not-at-top
+  return evaluate.Predictions(scores=np.eye(3, dtype=np.float32), labels=np.arange(3),
+                              filenames=['a.mp4', 'b.mp4', 'c.mp4'], classes=['x', 'y', 'z'])
+
+
+def _write_eval_predictions(path):
+  from salinet_jax import reports  # pylint: disable=g-import-not-at-top
+  reports.write_predictions_csv(path, _eval_predictions())
+
+
+def _write_per_class(path):
+  from salinet_jax import reports  # pylint: disable=g-import-not-at-top
+  reports.write_per_class_csv(path, _eval_predictions())
+
+
+def _plot_confusion(path):
+  from salinet_jax import reports  # pylint: disable=g-import-not-at-top
+  reports.plot_confusion(np.eye(3), ['x', 'y', 'z'], path, title='a full disk')
+
+
 @pytest.mark.parametrize('name, write', [('config.json', _write_config),
                                          ('predictions.csv', _write_predictions),
-                                         ('eval_val.json', _write_results)])
+                                         ('eval_val.json', _write_results),
+                                         ('eval_val_predictions.csv', _write_eval_predictions),
+                                         ('eval_val_per_class.csv', _write_per_class),
+                                         ('eval_val_confusion.png', _plot_confusion)])
 def test_a_write_to_a_full_disk_ends_the_command_in_one_line(small_disk, capsys, name, write):
   """A full disk under config.json, predict's CSV or eval's results (and the other files the
-  commands write through `data.errors.writing`) ended a command in a traceback, as if it were a
-  bug; now one line naming the file (the checkpoints have their own). An OS error of a write no
-  such site names, and any other OS error, keep their traceback."""
+  commands write through `data.errors`) ended a command in a traceback, as if it were a bug; now
+  one line naming the file (the checkpoints have their own), and the copy an earlier run wrote
+  there is kept: the CSVs and pictures were written in place, emptying it first. An OS error of
+  a write no such site names, and any other OS error, keep their traceback."""
   from salinet_jax import cli  # pylint: disable=g-import-not-at-top
+  (small_disk / name).write_text('an earlier run\'s copy\n')
   fill_disk(small_disk)
   with pytest.raises(SystemExit) as stopped:
     with cli.user_errors_in_one_line():
@@ -232,6 +259,7 @@ def test_a_write_to_a_full_disk_ends_the_command_in_one_line(small_disk, capsys,
       f'error: Cannot write {small_disk / name}: No space left on device; the command stopped '
       'there. Free some space, or write elsewhere, and run the command again.\n')
   assert not list(small_disk.glob('*.tmp'))  # an atomic writer's half-written copy is removed
+  assert (small_disk / name).read_bytes() == b"an earlier run's copy\n"
   with pytest.raises(OSError, match='No space left'):
     with cli.user_errors_in_one_line():
       with open(small_disk / 'written_elsewhere.csv', 'w') as f:

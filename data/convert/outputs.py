@@ -104,14 +104,12 @@ def write_outputs(output: str, plan: Plan, jobs: Sequence[ShardJob],
     warnings.setdefault(split, []).append([file, warning])
   metadata.extra['warnings'] = dict(sorted(warnings.items()))
   records.write_metadata(output, metadata)
-  with data_errors.writing(os.path.join(output, FAILURES_FILE)), \
-      open(os.path.join(output, FAILURES_FILE), 'w', newline='') as f:
+  with data_errors.replacing(os.path.join(output, FAILURES_FILE), newline='') as f:
     writer = csv.writer(f)
     writer.writerow(['split', 'file', 'reason'])
     for failure in metadata.failures:
       writer.writerow([failure['split'], failure['file'], failure['reason']])
-  with data_errors.writing(os.path.join(output, WARNINGS_FILE)), \
-      open(os.path.join(output, WARNINGS_FILE), 'w', newline='') as f:
+  with data_errors.replacing(os.path.join(output, WARNINGS_FILE), newline='') as f:
     writer = csv.writer(f)
     writer.writerow(['split', 'file', 'warning'])
     for split, lines in metadata.extra['warnings'].items():

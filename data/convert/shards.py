@@ -111,9 +111,8 @@ def _read_state(output: str, job: ShardJob) -> Optional[Dict[str, Any]]:
 
 def _write_json(path: str, value: Any) -> None:
   os.makedirs(os.path.dirname(path), exist_ok=True)
-  with data_errors.writing(path, path + '.tmp'), open(path + '.tmp', 'w') as f:
+  with data_errors.replacing(path) as f:
     json.dump(value, f, indent=1)
-  os.replace(path + '.tmp', path)
 
 
 class _Runner:

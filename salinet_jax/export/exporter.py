@@ -298,7 +298,7 @@ class _Job:
 
   def write_json(self) -> None:
     path = os.path.join(self.staging, formats_lib.EXPORT_JSON)
-    with data_errors.writing(path), open(path, 'w') as f:
+    with data_errors.replacing(path) as f:
       json.dump(self.summary, f, indent=1)
 
   def _write(self, fmt: str, directory: str) -> None:
@@ -330,7 +330,7 @@ class _Job:
     # Class names travel with each format's folder too (a server copying only savedmodel/ or
     # stablehlo/ would otherwise lose them; ONNX also carries them in its metadata).
     classes = os.path.join(directory, formats_lib.CLASSES_FILE)
-    with data_errors.writing(classes), open(classes, 'w') as f:
+    with data_errors.replacing(classes) as f:
       f.write(''.join(f'{name}\n' for name in self.summary['classes']))
     self.write_json()  # the loader reads export.json
     try:
