@@ -242,9 +242,10 @@ def export(workdir: str, output: str, formats: Any = formats_lib.FORMATS, *,
       'formats': {},
       'versions': _versions(),
   }
-  job = _Job(summary=summary, staging=_staging_folder(output), exported_fn=exported_fn,
-             specs=specs, clips=clips, chunk=chunk, reference=reference,
-             eval_config=config.eval, tolerance=tolerance, platforms=platforms)
+  job = _Job(summary=summary, output=output, staging=_staging_folder(output),
+             exported_fn=exported_fn, specs=specs, clips=clips, chunk=chunk,
+             reference=reference, eval_config=config.eval, tolerance=tolerance,
+             platforms=platforms)
   try:
     timings = {}
     for fmt in formats:
@@ -282,6 +283,7 @@ def export(workdir: str, output: str, formats: Any = formats_lib.FORMATS, *,
 class _Job:
   """One export in progress: what every format is written from and certified against."""
   summary: Dict[str, Any]  # export.json, its 'formats' filled in as they are done
+  output: str
   staging: str
   exported_fn: Callable
   specs: Sequence[serving.InputSpec]
@@ -296,9 +298,14 @@ class _Job:
   def __post_init__(self):
     self.abstract = serving.abstract_args(self.specs)  # one symbolic 'batch' for every format
 
+  def _in_output(self, path: str) -> str:
+    """Where the staged `path` goes once moved into place: what a full disk's line names (the
+    staging folder is new, so its files are written in place)."""
+    return os.path.join(self.output, os.path.relpath(path, self.staging))
+
   def write_json(self) -> None:
     path = os.path.join(self.staging, formats_lib.EXPORT_JSON)
-    with data_errors.replacing(path) as f:
+    with data_errors.writing(self._in_output(path)), open(path, 'w') as f:
       json.dump(self.summary, f, indent=1)
 
   def _write(self, fmt: str, directory: str) -> None:
@@ -323,14 +330,17 @@ class _Job:
     os.makedirs(directory)
     began = time.perf_counter()
     try:
-      self._write(fmt, directory)
+      with data_errors.writing(self._in_output(directory)):
+        self._write(fmt, directory)
+    except data_errors.NoSpace:
+      raise  # not a format that failed: the export stops, in one line
     except Exception as e:  # pylint: disable=broad-except
       return self._failed(fmt, directory, _one_line(e), 'not exported')
     export_seconds = time.perf_counter() - began
     # Class names travel with each format's folder too (a server copying only savedmodel/ or
     # stablehlo/ would otherwise lose them; ONNX also carries them in its metadata).
     classes = os.path.join(directory, formats_lib.CLASSES_FILE)
-    with data_errors.replacing(classes) as f:
+    with data_errors.writing(self._in_output(classes)), open(classes, 'w') as f:
       f.write(''.join(f'{name}\n' for name in self.summary['classes']))
     self.write_json()  # the loader reads export.json
     try:
