@@ -164,13 +164,20 @@ def _staging_folder(output: str) -> str:
 
 
 def _move_into_place(staging: str, output: str) -> None:
-  """Replaces `output` by the finished staging folder; the old contents are removed last."""
+  """Replaces `output` by the finished staging folder; the old contents are removed last, and
+  put back if the move is cut short (a Ctrl-C between the two renames left neither in OUT)."""
   old = None
-  if os.path.exists(output):
-    old = tempfile.mkdtemp(prefix=f'.{os.path.basename(output)}.old-', dir=os.path.dirname(output))
-    os.rmdir(old)
-    os.rename(output, old)
-  os.rename(staging, output)
+  try:
+    if os.path.exists(output):
+      old = tempfile.mkdtemp(prefix=f'.{os.path.basename(output)}.old-',
+                             dir=os.path.dirname(output))
+      os.rmdir(old)
+      os.rename(output, old)
+    os.rename(staging, output)
+  except BaseException:
+    if old and os.path.exists(old) and not os.path.exists(output):
+      os.rename(old, output)
+    raise
   if old:
     shutil.rmtree(old, ignore_errors=True)
 
