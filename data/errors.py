@@ -10,12 +10,15 @@ import contextlib
 import errno
 import os
 import re
+import shutil
 import sys
 from typing import IO, Any, Iterator, Optional
 
 # The OS errors of a write refused for space (a full disk, an exceeded quota), which every
 # command reports in one line: not a bug, and nothing the traceback would help with.
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+# How TensorStore (orbax's writer) gives the OS error behind the text of its own errors.
+OS_ERROR_CODE = re.compile(r"os_error_code='?(\d+)")
 
 
 class NoSpace(OSError):
@@ -27,8 +30,8 @@ class NoSpace(OSError):
 
 def refused_for_space(error: BaseException) -> Optional[OSError]:
   """The OSError of a write refused for space in `error` or what it was raised from: Python's,
-  or TensorFlow's ResourceExhaustedError ('PATH; REASON' on its first line), as an OSError
-  naming that PATH; None for any other error."""
+  TensorFlow's ResourceExhaustedError ('PATH; REASON' on its first line), as an OSError
+  naming that PATH, or TensorStore's (an os_error_code in its text); None for any other error."""
   reasons = {os.strerror(code): code for code in NO_SPACE}
   tf = sys.modules.get('tensorflow')  # not loaded: no TensorFlow error to find
   seen = set()
@@ -38,9 +41,13 @@ def refused_for_space(error: BaseException) -> Optional[OSError]:
       return error
     if tf is not None and isinstance(error, tf.errors.ResourceExhaustedError):
       first_line = (error.message.strip().splitlines() or [''])[0]
-      path, _, reason = re.sub(r'^\{\{.*?\}\}\s*', '', first_line).rpartition('; ')
+      first_line = re.sub(r'^\{\{.*?\}\}\s*|\s*\[Op:\w+\]$', '', first_line)  # eager op's
+      path, _, reason = first_line.rpartition('; ')
       if reason in reasons:
         return OSError(reasons[reason], reason, path or None)
+    code = OS_ERROR_CODE.search(str(error)) if not isinstance(error, OSError) else None
+    if code and int(code.group(1)) in NO_SPACE:
+      return OSError(int(code.group(1)), os.strerror(int(code.group(1))))
     error = error.__cause__ or error.__context__
   return None
 
@@ -49,7 +56,8 @@ def refused_for_space(error: BaseException) -> Optional[OSError]:
 def writing(path: str, *partial: str) -> Iterator[None]:
   """Inside it, a write refused for space raises NoSpace naming `path` (Python's own error names
   no file when the refused write is the flush at a file's close; TensorFlow's is no OSError),
-  after removing the `partial` files being written: they would hold the space a re-run needs."""
+  after removing the `partial` files or folders being written: they would hold the space a
+  re-run needs."""
   try:
     yield
   except Exception as e:  # pylint: disable=broad-except
@@ -57,7 +65,9 @@ def writing(path: str, *partial: str) -> Iterator[None]:
     if refused is None:
       raise
     for leftover in partial:
-      if os.path.exists(leftover):
+      if os.path.isdir(leftover):
+        shutil.rmtree(leftover, ignore_errors=True)
+      elif os.path.exists(leftover):
         os.remove(leftover)
     if isinstance(e, NoSpace):
       raise
@@ -68,17 +78,25 @@ def writing(path: str, *partial: str) -> Iterator[None]:
 def replacing(path: str, mode: str = 'w', **open_args: Any) -> Iterator[IO[Any]]:
   """The open file of a new copy of `path`, which replaces the old one only once it is whole: a
   full disk, a Ctrl-C or a bug while writing leaves an earlier run's copy as it was, and no
-  half-written one (a write refused for space raises NoSpace naming `path`, as `writing`)."""
-  partial = path + '.tmp'
+  half-written one (a write refused for space raises NoSpace naming `path`, as `writing`).
+
+  Its folder is made if missing. A symlinked `path` keeps its link (the file it points to is
+  replaced) and the replaced file's permissions carry over, as when it was written in place.
+  """
+  target = os.path.realpath(path)
+  partial = target + '.tmp'
   with writing(path):
     try:
+      os.makedirs(os.path.dirname(target), exist_ok=True)
       with open(partial, mode, **open_args) as f:
         yield f
+      if os.path.exists(target):
+        shutil.copymode(target, partial)
+      os.replace(partial, target)
     except BaseException:
       if os.path.exists(partial):
         os.remove(partial)
       raise
-    os.replace(partial, path)
 
 
 class DataError(Exception):

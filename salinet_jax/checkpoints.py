@@ -42,6 +42,7 @@ from etils import epath
 from absl import logging
 from orbax.checkpoint import checkpoint_managers
 
+from data import errors as data_errors
 from data import host_malloc
 from salinet_jax import errors
 
@@ -52,7 +53,7 @@ CHECKSUMS_FILE = 'checksums.json'
 STEP_METADATA_FILE = '_CHECKPOINT_METADATA'  # orbax's: step, metrics, our config and classes
 # What the evaluations during training record with each step (config.checkpoint.best_metric).
 BEST_METRICS = ('val_top1',)
-_TMP_SUFFIX = '.orbax-checkpoint-tmp'
+TMP_SUFFIX = '.orbax-checkpoint-tmp'  # orbax's folder of a save in progress
 _CHUNK = 1 << 22
 
 
@@ -196,7 +197,6 @@ def non_finite_parts(state: Any) -> List[str]:
   return sorted(name for name, ok in flags.items() if not bool(ok))
 
 
-_OS_ERROR_CODE = re.compile(r"os_error_code='?(\d+)")
 _QUOTED_PATH = re.compile(r'"(/[^"]+)"')
 
 
@@ -222,7 +222,7 @@ def _root_cause(error: BaseException) -> Tuple[str, Optional[str]]:
   if found is not None:
     return found.strerror, found.filename
   text = str(error)
-  code = _OS_ERROR_CODE.search(text)
+  code = data_errors.OS_ERROR_CODE.search(text)
   if code:
     paths = _QUOTED_PATH.findall(text)
     return os.strerror(int(code.group(1))), paths[-1] if paths else None
@@ -311,7 +311,7 @@ class CheckpointStore:
     """Orbax's post-finalisation callback: the step's files are final, not yet committed."""
     if jax.process_index() != 0 or self._pending_step is None:
       return
-    write_checksums(os.path.join(self.directory, f'{self._pending_step}{_TMP_SUFFIX}'))
+    write_checksums(os.path.join(self.directory, f'{self._pending_step}{TMP_SUFFIX}'))
 
   def save(self, step: int, state: Any, *, metrics: Optional[Dict[str, float]] = None,
            config: Any = None, classes: Optional[Sequence[str]] = None,
@@ -392,7 +392,7 @@ class CheckpointStore:
                             category=RuntimeWarning)
     reason, path = _root_cause(error)
     if path is None and step is not None:
-      path = os.path.join(self.directory, f'{step}{_TMP_SUFFIX}')
+      path = os.path.join(self.directory, f'{step}{TMP_SUFFIX}')
     intact = self.newest_intact_step()
     return CheckpointSaveError(
         f'Saving checkpoint step {step} failed: {reason}' + (f' at {path}' if path else '')

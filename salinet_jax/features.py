@@ -110,7 +110,6 @@ def extract(config, workdir: str, video_paths: Sequence[str],
     if not config.features.per_view:
       features = features.mean(axis=0)
     target = os.path.join(output_dir, name + '.npy')
-    os.makedirs(os.path.dirname(target), exist_ok=True)
     with data_errors.replacing(target, 'wb') as f:
       np.save(f, features)
     result.update(ok=True, features=target, shape='x'.join(str(d) for d in features.shape))

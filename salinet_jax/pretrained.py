@@ -39,6 +39,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
+from data import errors as data_errors
 from salinet_jax import checkpoints
 from salinet_jax import errors
 from salinet_jax.convert import layout
@@ -60,11 +61,12 @@ def save_converted(output_dir: str, variables: Mapping[str, Any], info: Mapping[
   target = os.path.join(output_dir, VARIABLES_DIR)
   if os.path.exists(target) and not overwrite:
     raise errors.UserError(f'{target} exists; pass --overwrite to replace it.')
-  os.makedirs(output_dir, exist_ok=True)
   tree = {c: jax.tree.map(np.asarray, dict(variables.get(c, {}))) for c in COLLECTIONS}
-  with ocp.StandardCheckpointer() as checkpointer:
-    checkpointer.save(target, tree, force=overwrite)
-  with open(os.path.join(output_dir, REPORT_FILE), 'w') as f:
+  with data_errors.writing(target, target + checkpoints.TMP_SUFFIX):
+    os.makedirs(output_dir, exist_ok=True)
+    with ocp.StandardCheckpointer() as checkpointer:
+      checkpointer.save(target, tree, force=overwrite)
+  with data_errors.replacing(os.path.join(output_dir, REPORT_FILE)) as f:
     json.dump(dict(info), f, indent=2, sort_keys=True, default=str)
   return output_dir
 

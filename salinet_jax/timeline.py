@@ -196,7 +196,6 @@ def predict_windows(predictor, path: str, output_stem: str) -> np.ndarray:
 
 def _write(predictor, path: str, output_stem: str, spans, probs: np.ndarray) -> None:
   stem = output_stem + TIMELINE_SUFFIX
-  os.makedirs(os.path.dirname(stem), exist_ok=True)
   classes = predictor.classes
   entries = []
   for (start, end), row in zip(spans, probs):

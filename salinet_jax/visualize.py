@@ -144,7 +144,6 @@ def write_visualizations(model, variables, batch: Dict[str, np.ndarray], directo
   if 'detail_frames' not in aux and 'saliency_final' not in aux:
     say_nothing_to_draw(type(model).__name__)
     return []
-  os.makedirs(directory, exist_ok=True)
   paths = []
   for i in range(count):
     name = os.path.basename(batch['filename'][i].decode('utf-8', 'replace')) or f'video{i}'

@@ -4,6 +4,7 @@ the costliest trained runs shared, and the compile settings that keep the suite 
 import errno
 import fcntl
 import fractions
+import itertools
 import json
 import os
 import pathlib
@@ -282,18 +283,21 @@ def four_device_run(tiny_data_dir, tmp_path_factory):
 
 @pytest.fixture
 def small_disk(tmp_path):
-  """A directory on a real filesystem of 1 MiB (a tmpfs), for tests of a full disk."""
+  """A directory on a real filesystem of 1 MiB and 2000 files or folders (a tmpfs), for tests
+  of a full disk."""
   disk = tmp_path / 'small_disk'
   disk.mkdir()
-  if subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', str(disk)],
+  if subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=1m,nr_inodes=2000', 'tmpfs', str(disk)],
                     capture_output=True).returncode:
     pytest.skip('cannot mount a small tmpfs here (needs root): no real full disk to test on')
   yield disk
   subprocess.run(['umount', '--lazy', str(disk)], check=True)
 
 
-def fill_disk(disk: pathlib.Path) -> None:
-  """Writes a file in `disk` until its filesystem has no space left."""
+def fill_disk(disk: pathlib.Path, inodes: bool = False) -> None:
+  """Writes a file in `disk` until its filesystem has no space left; with `inodes`, then makes
+  empty files in `disk/fillers` until it has room for no new file or folder either (as a full
+  ext4 disk, where a folder needs a block of its own)."""
   filler = os.open(disk / 'filler', os.O_WRONLY | os.O_CREAT)
   try:
     while os.write(filler, bytes(4096)):
@@ -303,6 +307,14 @@ def fill_disk(disk: pathlib.Path) -> None:
       raise
   finally:
     os.close(filler)
+  if inodes:
+    (disk / 'fillers').mkdir()
+    try:
+      for i in itertools.count():
+        (disk / 'fillers' / str(i)).touch()
+    except OSError as e:
+      if e.errno != errno.ENOSPC:
+        raise
 
 
 @pytest.fixture

@@ -560,6 +560,19 @@ def test_only_a_write_refused_for_space_becomes_no_space():
     with data_errors.writing('/any/file'):
       raise tf.errors.ResourceExhaustedError(None, None, '/tmp/x.incomplete; No space left on '
                                              'device\n\tFailed to flush')
+  # An eager op's error ends with the op (TensorFlow's SavedModel writer: review).
+  with pytest.raises(data_errors.NoSpace, match='^Cannot write /any/file: No space left'):
+    with data_errors.writing('/any/file'):
+      raise tf.errors.ResourceExhaustedError(None, None, '{{function_node __wrapped__SaveV2}} /x/'
+                                             'part-0; No space left on device [Op:SaveV2]')
+  # TensorStore's (orbax's) errors give the OS error as a code in their text.
+  with pytest.raises(data_errors.NoSpace, match='^Cannot write /any/file: No space left'):
+    with data_errors.writing('/any/file'):
+      raise ValueError('RESOURCE_EXHAUSTED: Error writing "params.w/.zarray": Failed to write '
+                       "180 bytes to file 9: No space left on device [os_error_code='28']")
+  with pytest.raises(ValueError, match='denied'):
+    with data_errors.writing('/any/file'):
+      raise ValueError("PERMISSION_DENIED: Error writing: denied [os_error_code='13']")
 
 
 def test_a_file_written_anew_keeps_the_earlier_copy_when_the_write_fails(tmp_path):
@@ -581,6 +594,42 @@ def test_a_file_written_anew_keeps_the_earlier_copy_when_the_write_fails(tmp_pat
       scores=bad.scores, labels=np.array([0, 1]), filenames=bad.filenames, classes=bad.classes))
   assert path.read_text().splitlines()[1].startswith('a.mp4,0,x,1,0,x,1,')
   assert os.listdir(tmp_path) == ['eval_val_predictions.csv']
+
+
+def test_a_file_written_anew_keeps_its_link_and_permissions(tmp_path):
+  """Written in place, an output that is a symlink (e.g. into shared storage) stayed one, and
+  its permissions stayed; the first version of the atomic writer replaced the link by a file,
+  leaving the file it pointed to stale without a word, and reset the mode (review)."""
+  shared = tmp_path / 'shared' / 'predictions.csv'
+  shared.parent.mkdir()
+  shared.write_text('earlier\n')
+  shared.chmod(0o640)
+  link = tmp_path / 'run' / 'predictions.csv'
+  link.parent.mkdir()
+  link.symlink_to(shared)
+  with data_errors.replacing(str(link)) as f:
+    f.write('new\n')
+  assert link.is_symlink() and shared.read_text() == 'new\n'
+  assert shared.stat().st_mode & 0o777 == 0o640
+  assert sorted(os.listdir(shared.parent)) == ['predictions.csv']
+  with data_errors.replacing(str(tmp_path / 'a' / 'new' / 'folder' / 'x.json')) as f:
+    f.write('{}')
+  assert (tmp_path / 'a' / 'new' / 'folder' / 'x.json').read_text() == '{}'
+
+
+def test_a_converted_checkpoint_on_a_full_disk_ends_in_one_line_and_leaves_nothing(small_disk):
+  """`python -m salinet_jax.convert` onto a full disk ended in TensorStore's traceback and left
+  orbax's unfinished save folder holding space (review)."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from salinet_jax import pretrained  # pylint: disable=g-import-not-at-top
+  from tests.conftest import fill_disk  # pylint: disable=g-import-not-at-top
+  fill_disk(small_disk)
+  target = small_disk / 'converted'
+  with pytest.raises(data_errors.NoSpace, match=f'^Cannot write {target}/variables: No space '
+                     'left on device; the command stopped there$'):
+    pretrained.save_converted(str(target), {'params': {'w': np.zeros(1000, np.float32)}},
+                              {'source': 'a PyTorch checkpoint'})
+  assert os.listdir(target) == []
 
 
 def test_an_event_write_that_fails_for_another_reason_keeps_its_traceback(tmp_path):

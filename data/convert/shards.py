@@ -110,7 +110,6 @@ def _read_state(output: str, job: ShardJob) -> Optional[Dict[str, Any]]:
 
 
 def _write_json(path: str, value: Any) -> None:
-  os.makedirs(os.path.dirname(path), exist_ok=True)
   with data_errors.replacing(path) as f:
     json.dump(value, f, indent=1)
 

@@ -249,7 +249,9 @@ def export(workdir: str, output: str, formats: Any = formats_lib.FORMATS, *,
       'formats': {},
       'versions': _versions(),
   }
-  job = _Job(summary=summary, output=output, staging=_staging_folder(output),
+  with data_errors.writing(output):
+    staging = _staging_folder(output)
+  job = _Job(summary=summary, output=output, staging=staging,
              exported_fn=exported_fn, specs=specs, clips=clips, chunk=chunk,
              reference=reference, eval_config=config.eval, tolerance=tolerance,
              platforms=platforms)
@@ -334,10 +336,10 @@ class _Job:
     """Writes `fmt`, reloads it from disk and certifies it; records the outcome in the
     summary; returns the reloaded model if it passed."""
     directory = os.path.join(self.staging, fmt)
-    os.makedirs(directory)
     began = time.perf_counter()
     try:
       with data_errors.writing(self._in_output(directory)):
+        os.makedirs(directory)
         self._write(fmt, directory)
     except data_errors.NoSpace:
       raise  # not a format that failed: the export stops, in one line
