@@ -41,11 +41,13 @@ def refused_for_space(error: BaseException) -> Optional[OSError]:
       return error
     if tf is not None and isinstance(error, tf.errors.ResourceExhaustedError):
       first_line = (error.message.strip().splitlines() or [''])[0]
-      first_line = re.sub(r'^\{\{.*?\}\}\s*|\s*\[Op:\w+\]$', '', first_line)  # eager op's
+      first_line = re.sub(r'^\{\{.*?\}\}\s*|\s*\[Op:[^\]]*\](\s*name:.*)?$', '',
+                          first_line)  # the graph function's or eager op's name
       path, _, reason = first_line.rpartition('; ')
       if reason in reasons:
         return OSError(reasons[reason], reason, path or None)
-    code = OS_ERROR_CODE.search(str(error)) if not isinstance(error, OSError) else None
+    code = (OS_ERROR_CODE.search(str(error))
+            if str(error).startswith('RESOURCE_EXHAUSTED') else None)  # TensorStore's status
     if code and int(code.group(1)) in NO_SPACE:
       return OSError(int(code.group(1)), os.strerror(int(code.group(1))))
     error = error.__cause__ or error.__context__

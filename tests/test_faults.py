@@ -565,6 +565,10 @@ def test_only_a_write_refused_for_space_becomes_no_space():
     with data_errors.writing('/any/file'):
       raise tf.errors.ResourceExhaustedError(None, None, '{{function_node __wrapped__SaveV2}} /x/'
                                              'part-0; No space left on device [Op:SaveV2]')
+  with pytest.raises(data_errors.NoSpace, match='^Cannot write /any/file: No space left'):
+    with data_errors.writing('/any/file'):
+      raise tf.errors.ResourceExhaustedError(None, None, '/x/part-0; No space left on device '
+                                             '[Op:SaveV2] name: ')
   # TensorStore's (orbax's) errors give the OS error as a code in their text.
   with pytest.raises(data_errors.NoSpace, match='^Cannot write /any/file: No space left'):
     with data_errors.writing('/any/file'):
@@ -573,6 +577,9 @@ def test_only_a_write_refused_for_space_becomes_no_space():
   with pytest.raises(ValueError, match='denied'):
     with data_errors.writing('/any/file'):
       raise ValueError("PERMISSION_DENIED: Error writing: denied [os_error_code='13']")
+  with pytest.raises(RuntimeError, match='quoted'):  # only TensorStore's own status says it
+    with data_errors.writing('/any/file'):
+      raise RuntimeError("a value os_error_code='28' quoted")
 
 
 def test_a_file_written_anew_keeps_the_earlier_copy_when_the_write_fails(tmp_path):
