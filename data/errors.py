@@ -31,7 +31,10 @@ class NoSpace(OSError):
 def refused_for_space(error: BaseException) -> Optional[OSError]:
   """The OSError of a write refused for space in `error` or what it was raised from: Python's,
   TensorFlow's ResourceExhaustedError ('PATH; REASON' on its first line), as an OSError
-  naming that PATH, or TensorStore's (an os_error_code in its text); None for any other error."""
+  naming that PATH, or TensorStore's (an os_error_code in its text); None for any other error.
+
+  Only an explicit cause (`raise ... from`) is followed: an error raised while a refusal was
+  being handled (a bug in a writer's close, say) is a bug of its own and keeps its traceback."""
   reasons = {os.strerror(code): code for code in NO_SPACE}
   tf = sys.modules.get('tensorflow')  # not loaded: no TensorFlow error to find
   seen = set()
@@ -50,7 +53,7 @@ def refused_for_space(error: BaseException) -> Optional[OSError]:
             if str(error).startswith('RESOURCE_EXHAUSTED') else None)  # TensorStore's status
     if code and int(code.group(1)) in NO_SPACE:
       return OSError(int(code.group(1)), os.strerror(int(code.group(1))))
-    error = error.__cause__ or error.__context__
+    error = error.__cause__
   return None
 
 

@@ -550,36 +550,58 @@ def test_tensorboard_events_that_cannot_be_written_are_said_once_and_training_go
                       said[0]), said[0]
 
 
-def test_only_a_write_refused_for_space_becomes_no_space():
-  """TensorFlow's ResourceExhaustedError also means out of memory: that keeps its traceback."""
+def _resource_exhausted(message):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  with pytest.raises(tf.errors.ResourceExhaustedError, match='OOM'):
+  return tf.errors.ResourceExhaustedError(None, None, message)
+
+
+def _raised_while_handling(error, handled):
+  """`error` as Python has it when raised, with no `from`, in an `except` handling `handled`."""
+  error.__context__ = handled
+  return error
+
+
+def _raised_from(error, cause):
+  error.__cause__ = cause
+  return error
+
+
+_NO_SPACE = OSError(28, 'No space left on device')
+
+
+@pytest.mark.parametrize('make_error, kept', [
+    # TensorFlow's ResourceExhaustedError also means out of memory: that keeps its traceback.
+    (lambda: _resource_exhausted('OOM when allocating tensor'), 'OOM'),
+    (lambda: _resource_exhausted('/tmp/x.incomplete; No space left on device\n\tFailed to flush'),
+     None),
+    # An eager op's error ends with the op (TensorFlow's SavedModel writer: review).
+    (lambda: _resource_exhausted('{{function_node __wrapped__SaveV2}} /x/part-0; No space left '
+                                 'on device [Op:SaveV2]'), None),
+    (lambda: _resource_exhausted('/x/part-0; No space left on device [Op:SaveV2] name: '), None),
+    # TensorStore's (orbax's) errors give the OS error as a code in their text.
+    (lambda: ValueError('RESOURCE_EXHAUSTED: Error writing "params.w/.zarray": Failed to write '
+                        "180 bytes to file 9: No space left on device [os_error_code='28']"),
+     None),
+    (lambda: ValueError("PERMISSION_DENIED: Error writing: denied [os_error_code='13']"),
+     'denied'),
+    (lambda: RuntimeError("a value os_error_code='28' quoted"), 'quoted'),  # not TensorStore's
+    (lambda: _raised_from(RuntimeError('wrapped'), _NO_SPACE), None),
+    # A bug while a refusal is handled (e.g. in a writer's close after a failed save) is a bug.
+    (lambda: _raised_while_handling(KeyError('a bug'), _NO_SPACE), 'a bug'),
+], ids=['tf_out_of_memory', 'tf_no_space', 'tf_graph_op', 'tf_eager_op', 'tensorstore_28',
+        'tensorstore_13', 'quoted_code', 'raised_from_a_refusal', 'bug_while_handling_one'])
+def test_only_a_write_refused_for_space_becomes_no_space(make_error, kept):
+  """A write refused for space becomes NoSpace naming the file; any other error is raised as
+  it was, with its traceback."""
+  error = make_error()
+  with pytest.raises(Exception) as raised:
     with data_errors.writing('/any/file'):
-      raise tf.errors.ResourceExhaustedError(None, None, 'OOM when allocating tensor')
-  with pytest.raises(data_errors.NoSpace, match='^Cannot write /any/file: No space left'):
-    with data_errors.writing('/any/file'):
-      raise tf.errors.ResourceExhaustedError(None, None, '/tmp/x.incomplete; No space left on '
-                                             'device\n\tFailed to flush')
-  # An eager op's error ends with the op (TensorFlow's SavedModel writer: review).
-  with pytest.raises(data_errors.NoSpace, match='^Cannot write /any/file: No space left'):
-    with data_errors.writing('/any/file'):
-      raise tf.errors.ResourceExhaustedError(None, None, '{{function_node __wrapped__SaveV2}} /x/'
-                                             'part-0; No space left on device [Op:SaveV2]')
-  with pytest.raises(data_errors.NoSpace, match='^Cannot write /any/file: No space left'):
-    with data_errors.writing('/any/file'):
-      raise tf.errors.ResourceExhaustedError(None, None, '/x/part-0; No space left on device '
-                                             '[Op:SaveV2] name: ')
-  # TensorStore's (orbax's) errors give the OS error as a code in their text.
-  with pytest.raises(data_errors.NoSpace, match='^Cannot write /any/file: No space left'):
-    with data_errors.writing('/any/file'):
-      raise ValueError('RESOURCE_EXHAUSTED: Error writing "params.w/.zarray": Failed to write '
-                       "180 bytes to file 9: No space left on device [os_error_code='28']")
-  with pytest.raises(ValueError, match='denied'):
-    with data_errors.writing('/any/file'):
-      raise ValueError("PERMISSION_DENIED: Error writing: denied [os_error_code='13']")
-  with pytest.raises(RuntimeError, match='quoted'):  # only TensorStore's own status says it
-    with data_errors.writing('/any/file'):
-      raise RuntimeError("a value os_error_code='28' quoted")
+      raise error
+  if kept is None:
+    assert isinstance(raised.value, data_errors.NoSpace), repr(raised.value)
+    assert str(raised.value).startswith('Cannot write /any/file: No space left'), raised.value
+  else:
+    assert raised.value is error and kept in str(error)
 
 
 def test_a_file_written_anew_keeps_the_earlier_copy_when_the_write_fails(tmp_path):
