@@ -198,6 +198,8 @@ def non_finite_parts(state: Any) -> List[str]:
 
 
 _QUOTED_PATH = re.compile(r'"(/[^"]+)"')
+# How a best-step warning names the records' digest of the evaluated split's video names.
+_VIDEO_NAMES = 'video names digest'
 
 
 def _chain(error: BaseException, past_suppressed: bool = True) -> Iterator[BaseException]:
@@ -469,23 +471,33 @@ class CheckpointStore:
 
   def _say_evaluations_differ(self, steps: List[int]) -> None:
     """A warning when the kept steps that 'best' chooses among were evaluated differently
-    (another split, views or labelled videos: a resume with another eval config): their scores
-    do not compare, and the highest may be the easier evaluation's. Steps saved before
-    evaluations were recorded are not compared."""
-    ways: Dict[str, List[int]] = {}
+    (another split, views, labelled videos, or other videos by the records' digest of the split's
+    video names: a resume with another eval config or on records split anew): their scores do
+    not compare, and the highest may be the easier evaluation's. What a step's metadata does not
+    know (steps saved before evaluations or digests were recorded) is not compared."""
+    evaluations: Dict[int, Dict[str, Any]] = {}
     for step in steps:
       metadata = self.metadata(step)
       if metadata.get('metrics') and metadata.get('evaluation'):
-        ways.setdefault(json.dumps(metadata['evaluation'], sort_keys=True), []).append(step)
+        evaluation = dict(metadata['evaluation'])
+        records = (metadata.get('records') or {}).get(evaluation.get('split')) or {}
+        evaluation[_VIDEO_NAMES] = records.get('names_digest')
+        evaluations[step] = evaluation
+    known = lambda name: [e[name] for e in evaluations.values()  # noqa: E731
+                          if e.get(name) is not None]
+    differing = sorted(name for name in {n for e in evaluations.values() for n in e}
+                       if len({json.dumps(v, sort_keys=True) for v in known(name)}) > 1)
+    ways: Dict[Tuple[Any, ...], List[int]] = {}
+    for step, evaluation in evaluations.items():
+      way = tuple(evaluation.get(name) for name in differing)
+      if any(value is not None for value in way):
+        ways.setdefault(way, []).append(step)
     if len(ways) < 2:
       return
-    settings = {key: json.loads(key) for key in ways}
-    differing = sorted({name for a in settings.values() for b in settings.values()
-                        for name in set(a) | set(b) if a.get(name) != b.get(name)})
     described = '; '.join(
         f"step(s) {', '.join(map(str, taken))}: "
-        + ', '.join(f'{name} {settings[key].get(name)}' for name in differing)
-        for key, taken in ways.items())
+        + ', '.join(f'{name} {value}' for name, value in zip(differing, way) if value is not None)
+        for way, taken in ways.items())
     logging.warning("'best' of %s compares %s scored by different evaluations, which do not "
                     "compare (%s): pass a step's path to choose one.", self.directory,
                     self._metric, described)

@@ -547,6 +547,31 @@ def test_best_says_when_the_steps_it_compares_were_evaluated_differently(tmp_pat
   assert reader.select_step('best') == 4 and 'different evaluations' not in caplog.text
 
 
+def test_best_says_when_the_steps_it_compares_were_evaluated_on_other_videos(tmp_path,
+                                                                           ckpt_config, caplog):
+  """A run resumed on records split anew scored its later steps on another val split of the same
+  size (README audit: one group it had trained on), and 'best' compared them without a word.
+  The records' digest of the evaluated split's video names tells them apart; a step whose
+  records do not know it is not compared."""
+  caplog.set_level('WARNING', logger='absl')
+  ckpt_config.keep_last = 3
+  store = checkpoints.CheckpointStore(str(tmp_path), ckpt_config)
+  val = {'split': 'val', 'num_videos': 4, 'num_labeled': 4, 'views_per_video': 2,
+         'view_reduction': 'sum of logits'}
+  for step, digest in ((2, 'aaaa'), (4, None), (6, 'bbbb')):
+    records = {'val': {'split': 'val', 'videos': 4, 'names_digest': digest},
+               'train': {'split': 'train', 'videos': 8, 'names_digest': f'train{step}'}}
+    store.save(step, _state(step), metrics={'val_top1': step / 10}, evaluation=val,
+               records=records)
+  store.close()
+  reader = checkpoints.CheckpointStore(str(tmp_path), ckpt_config, read_only=True)
+  assert reader.select_step('best') == 6
+  assert (f"'best' of {reader.directory} compares val_top1 scored by different evaluations, "
+          "which do not compare (step(s) 2: video names digest aaaa; step(s) 6: video names "
+          "digest bbbb): pass a step's path to choose one.") in caplog.text, caplog.text
+  reader.close()
+
+
 def test_a_run_resumed_with_more_steps_is_unfinished_until_its_new_length(tmp_path,
                                                                             ckpt_config):
   """An earlier step records the run's length when it was saved; a resume may lengthen the run,
