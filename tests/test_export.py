@@ -30,6 +30,7 @@ from salinet_jax import export
 from salinet_jax import predict
 from salinet_jax import train
 from salinet_jax.export import __main__ as cli
+from salinet_jax.export import certificate as certificate_lib
 from salinet_jax.export import formats
 from salinet_jax.export import rewrites
 from salinet_jax.export import serving
@@ -276,6 +277,21 @@ def test_refuses_beyond_tolerance_and_writes_nothing(trained, tmp_path, monkeypa
     export.export(workdir, str(out), ['stablehlo', 'savedmodel'], num_videos=1)
   assert 'savedmodel' not in str(error.value)
   assert os.listdir(tmp_path) == []  # neither OUT nor a staging folder
+
+
+def test_a_refusal_at_tolerance_zero_names_the_worst_output():
+  """`--tolerance=0` (README: demands equal outputs) ended in ZeroDivisionError (audit) when
+  picking the worst output by its share of the allowed difference; a NaN difference is worst."""
+  certificate = {'missing_outputs': [], 'top1_agreement_views': 1.0,
+                 'exceeded': {'logits': 2e-7, 'probabilities': 1.2e-7},
+                 'allowed_abs_diff': {'logits': 0.0, 'probabilities': 0.0}}
+  assert certificate_lib.refusal('stablehlo', certificate, 0.0) == (
+      'stablehlo logits differ from the jitted model by 2e-07 (allowed 0, tolerance 0; top-1 '
+      'agreement 1.000)')
+  certificate['exceeded']['probabilities'] = float('nan')
+  certificate['allowed_abs_diff']['probabilities'] = 1e-4
+  assert certificate_lib.refusal('stablehlo', certificate, 1e-4).startswith(
+      'stablehlo probabilities differ from the jitted model by nan (allowed 0.0001,')
 
 
 def _flags(**overrides):

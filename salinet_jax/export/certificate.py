@@ -8,6 +8,7 @@ reduced as the eval reduces them) is recorded beside it.
 """
 
 import dataclasses
+import math
 import os
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
@@ -152,7 +153,11 @@ def refusal(fmt: str, certificate: Dict[str, Any], tolerance: float) -> str:
   if certificate['missing_outputs']:
     return f'{fmt} lacks outputs {certificate["missing_outputs"]}'
   exceeded, allowed = certificate['exceeded'], certificate['allowed_abs_diff']
-  worst = max(exceeded, key=lambda k: exceeded[k] / allowed[k])
+  def over(k):  # (share of the allowed difference, difference); a NaN is the worst, and at
+    # tolerance 0 every difference is infinitely over
+    diff = math.inf if math.isnan(exceeded[k]) else exceeded[k]
+    return (diff / allowed[k] if allowed[k] else math.inf), diff
+  worst = max(exceeded, key=over)
   return (f'{fmt} {worst} differ from the jitted model by {exceeded[worst]:.3g} (allowed '
           f'{allowed[worst]:.3g}, tolerance {tolerance:g}; top-1 agreement '
           f'{certificate["top1_agreement_views"]:.3f})')
