@@ -17,24 +17,26 @@ import signal
 import sys
 
 import data
+from data import errors as data_errors
 
 data.quiet_tensorflow()  # before TensorFlow is imported
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from absl import app
-from absl import flags
-from absl import logging
-import jax
-from ml_collections import config_flags
-import tensorflow as tf
+with data_errors.ctrl_c_while_starting():
+  from absl import app
+  from absl import flags
+  from absl import logging
+  import jax
+  from ml_collections import config_flags
+  import tensorflow as tf
 
-from salinet_jax import cli
-from salinet_jax import console
-from salinet_jax import errors
-from salinet_jax import features
-from salinet_jax import parallel
-from salinet_jax import predict
-from salinet_jax import train
+  from salinet_jax import cli
+  from salinet_jax import console
+  from salinet_jax import errors
+  from salinet_jax import features
+  from salinet_jax import parallel
+  from salinet_jax import predict
+  from salinet_jax import train
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Experiment config file.', lock_config=True)

@@ -1,6 +1,6 @@
-"""Errors in the input data a user can fix (missing records, corrupt shards, bad videos), and
-`writing`, which names the file of a write a full disk refused, and `replacing`, which writes
-a whole file so that a failed write loses nothing.
+"""Errors in the input data a user can fix (missing records, corrupt shards, bad videos),
+`writing`, which names the file of a write a full disk refused, `replacing`, which writes a
+whole file so that a failed write loses nothing, and the Ctrl-C handling every command shares.
 
 Kept apart from `salinet_jax.errors` because `data/` never imports the model package; the
 command line reports both kinds, and a full disk, as one line without a traceback.
@@ -11,7 +11,9 @@ import errno
 import os
 import re
 import shutil
+import signal
 import sys
+import threading
 from typing import IO, Any, Iterator, Optional
 
 # The OS errors of a write refused for space (a full disk, an exceeded quota), which every
@@ -102,6 +104,62 @@ def replacing(path: str, mode: str = 'w', **open_args: Any) -> Iterator[IO[Any]]
       if os.path.exists(partial):
         os.remove(partial)
       raise
+
+
+# How long the main thread gets to leave the code that dropped a Ctrl-C before it is sent again.
+REDELIVERY_DELAY_S = 0.05
+
+
+@contextlib.contextmanager
+def ctrl_c_never_dropped() -> Iterator[None]:
+  """Inside it, a Ctrl-C that Python drops is sent to the main thread again.
+
+  Python drops an exception raised where no caller can catch it (a gc callback, a `__del__`, a
+  weakref callback) and hands it to `sys.unraisablehook`. A Ctrl-C whose KeyboardInterrupt
+  landed there, e.g. in JAX's `_xla_gc_callback` while a run initialised, was lost, and the run
+  trained to its end. The hook cannot raise it again (that is dropped too), so a thread sends
+  SIGINT to the main thread once the dropping code has had `REDELIVERY_DELAY_S` to return.
+  """
+  previous = sys.unraisablehook
+  main = threading.main_thread()
+  dropped = threading.Event()
+  finished = threading.Event()
+
+  def send_again() -> None:
+    while dropped.wait() and not finished.is_set():
+      dropped.clear()
+      if not finished.wait(REDELIVERY_DELAY_S):
+        signal.pthread_kill(main.ident, signal.SIGINT)
+
+  def hook(unraisable) -> None:
+    if (issubclass(unraisable.exc_type, KeyboardInterrupt)
+        and threading.current_thread() is main):
+      dropped.set()
+    else:
+      previous(unraisable)
+
+  sender = threading.Thread(target=send_again, name='ctrl-c-sender', daemon=True)
+  sender.start()
+  sys.unraisablehook = hook
+  try:
+    yield
+  finally:
+    sys.unraisablehook = previous
+    finished.set()
+    dropped.set()
+
+
+@contextlib.contextmanager
+def ctrl_c_while_starting() -> Iterator[None]:
+  """Around a command's imports (TensorFlow's and JAX's take seconds): a Ctrl-C there ends the
+  command with one line and status 130, as it does once the command runs, instead of an
+  import's traceback. Nothing has been written yet, so nothing is lost."""
+  try:
+    with ctrl_c_never_dropped():  # JAX's import runs its gc callback, which drops one
+      yield
+  except KeyboardInterrupt:
+    print('Interrupted by Ctrl-C while starting. Exit status 130.', file=sys.stderr)
+    sys.exit(130)
 
 
 class DataError(Exception):

@@ -10,7 +10,6 @@ too (status 130), even one that Python itself would drop.
 import contextlib
 import os
 import re
-import signal
 import sys
 import threading
 import time
@@ -182,7 +181,7 @@ def user_errors_in_one_line() -> Iterator[None]:
   that times out waiting for the others ends it with its traceback and a line saying so
   (status 1)."""
   try:
-    with ctrl_c_never_dropped():
+    with data_errors.ctrl_c_never_dropped():
       yield
   except (errors.UserError, data_errors.DataError) as e:
     _end_with_one_line(e)
@@ -216,49 +215,6 @@ def _end_with_one_line(error: Any) -> None:
   if getattr(error, 'leaves_threads_hanging', False):
     exit_even_if_threads_hang(1)
   sys.exit(1)
-
-
-# How long the main thread gets to leave the code that dropped a Ctrl-C before it is sent again.
-REDELIVERY_DELAY_S = 0.05
-
-
-@contextlib.contextmanager
-def ctrl_c_never_dropped() -> Iterator[None]:
-  """Inside it, a Ctrl-C that Python drops is sent to the main thread again.
-
-  Python drops an exception raised where no caller can catch it (a gc callback, a `__del__`, a
-  weakref callback) and hands it to `sys.unraisablehook`. A Ctrl-C whose KeyboardInterrupt
-  landed there, e.g. in JAX's `_xla_gc_callback` while a run initialised, was lost, and the run
-  trained to its end. The hook cannot raise it again (that is dropped too), so a thread sends
-  SIGINT to the main thread once the dropping code has had `REDELIVERY_DELAY_S` to return.
-  """
-  previous = sys.unraisablehook
-  main = threading.main_thread()
-  dropped = threading.Event()
-  finished = threading.Event()
-
-  def send_again() -> None:
-    while dropped.wait() and not finished.is_set():
-      dropped.clear()
-      if not finished.wait(REDELIVERY_DELAY_S):
-        signal.pthread_kill(main.ident, signal.SIGINT)
-
-  def hook(unraisable) -> None:
-    if (issubclass(unraisable.exc_type, KeyboardInterrupt)
-        and threading.current_thread() is main):
-      dropped.set()
-    else:
-      previous(unraisable)
-
-  sender = threading.Thread(target=send_again, name='ctrl-c-sender', daemon=True)
-  sender.start()
-  sys.unraisablehook = hook
-  try:
-    yield
-  finally:
-    sys.unraisablehook = previous
-    finished.set()
-    dropped.set()
 
 
 # How long an ending process waits for its other threads before leaving them behind.

@@ -308,3 +308,46 @@ def test_a_ctrl_c_that_python_drops_in_a_gc_callback_still_interrupts():
   assert 'Traceback' not in proc.stderr, proc.stderr[-3000:]
   assert proc.stderr.strip().splitlines()[-1] == 'Interrupted by Ctrl-C. Exit status 130.'
   assert time.monotonic() - start < 50
+
+
+_CTRL_C_IN_AN_IMPORT = '''
+import runpy, sys, time
+
+HOW = sys.argv[2]
+
+
+class Dropping:
+  def __del__(self):
+    raise KeyboardInterrupt  # Python drops it, as one in JAX's gc callback while it is imported
+
+
+class CtrlC:
+  """Raises KeyboardInterrupt where a Ctrl-C lands while main.py imports JAX (raised in the
+  import, or dropped in a destructor)."""
+
+  def find_spec(self, name, path=None, target=None):
+    if name == 'jax' and HOW == 'raised':
+      raise KeyboardInterrupt
+    if name == 'jax' and HOW == 'dropped':
+      Dropping()
+      time.sleep(2)  # the interrupt sent again lands here
+    return None
+
+
+sys.meta_path.insert(0, CtrlC())
+sys.argv = ['main.py', '--config=configs/demo.py', '--workdir=' + sys.argv[1], '--mode=eval']
+runpy.run_path('main.py', run_name='__main__')
+'''
+
+
+@pytest.mark.parametrize('how', ['raised', 'dropped'])
+def test_a_ctrl_c_while_main_starts_ends_in_one_line(tmp_path, how):
+  """A Ctrl-C in main.py's first seconds (importing TensorFlow and JAX) printed an import's
+  KeyboardInterrupt traceback (README audit), or was lost where JAX's import dropped it (the
+  command then ran to its end); now the one line and status 130 it gives later."""
+  proc = subprocess.run([sys.executable, '-c', _CTRL_C_IN_AN_IMPORT, str(tmp_path / 'w'), how],
+                        cwd=REPO_ROOT, env=subprocess_env(), capture_output=True, text=True,
+                        timeout=300)
+  assert proc.returncode == 130, proc.stderr[-3000:]
+  assert proc.stderr == 'Interrupted by Ctrl-C while starting. Exit status 130.\n', proc.stderr
+  assert not os.path.exists(tmp_path / 'w')

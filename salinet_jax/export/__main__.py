@@ -99,7 +99,7 @@ def _run(argv) -> None:
   import tensorflow as tf
   tf.config.set_visible_devices([], 'GPU')  # TensorFlow only reloads the SavedModel here
   console.setup()
-  with cli.ctrl_c_never_dropped():
+  with data_errors.ctrl_c_never_dropped():
     status = main(argv, flags.FLAGS)
   sys.exit(status)
 
