@@ -69,9 +69,10 @@ def main(argv):
       raise errors.UserError(unread)
     for name, modes in MODES_OF_FLAGS.items():
       if FLAGS[name].present and FLAGS.mode not in modes:
+        default = '' if FLAGS['mode'].present else ' (the default)'
         raise errors.UserError(f'--{name} applies to --mode={" or ".join(modes)} only, not to '
-                               f'--mode={FLAGS.mode} (the default is train): add the mode it '
-                               'was meant for, or leave it out.')
+                               f'--mode={FLAGS.mode}{default}: add the mode it was meant for, '
+                               'or leave it out.')
     setup_process(config)
     run(config)
 

@@ -77,7 +77,7 @@ def extract(config, workdir: str, video_paths: Sequence[str],
     raise errors.ConfigError(
         f'Features mode reads the checkpoint of the workdir; config.predict.exported='
         f'{config.predict.exported!r} (an export) is for predict mode only: unset it.')
-  files = predict_lib.find_videos(video_paths)
+  files = predict_lib.find_videos(video_paths, mode='features')
   checkpoints.require_checkpoint(workdir, config.eval.checkpoint)
   output_dir = workdir_lib.check_writable(
       output_dir or os.path.join(workdir, 'features'), 'features',

@@ -42,13 +42,14 @@ class PredictInputError(errors.UserError):
   """A --video path that does not exist, or no video at all."""
 
 
-def find_videos(paths: Sequence[str]) -> List[str]:
+def find_videos(paths: Sequence[str], mode: str = 'predict') -> List[str]:
   """The video files named by `paths` (files as given, directories searched recursively).
 
-  Raises PredictInputError naming the first missing path, or when nothing is left.
+  Raises PredictInputError naming the first missing path, or when nothing is left (naming
+  --mode=`mode`, the mode that needs them).
   """
   if not paths:
-    raise PredictInputError('--mode=predict needs at least one --video=PATH (a file or a '
+    raise PredictInputError(f'--mode={mode} needs at least one --video=PATH (a file or a '
                             'directory of videos).')
   files = []
   for path in paths:

@@ -53,18 +53,21 @@ def test_train_then_eval_through_main(tiny_data_dir, tmp_path):
   assert f"{results['top1']:.4f}" in proc.stdout
 
 
-@pytest.mark.parametrize('mode, flag', [('train', '--video=clip.mp4'), ('train', '--split=val'),
+@pytest.mark.parametrize('mode, flag', [(None, '--video=clip.mp4'), ('train', '--split=val'),
                                         ('train', '--output_dir=out'), ('eval', '--video=x.mp4'),
                                         ('predict', '--split=val')])
 def test_a_flag_of_another_mode_is_refused_before_anything_runs(tmp_path, mode, flag):
   """`main.py --video=clip.mp4` without --mode=predict trained (or resumed training) in the
-  workdir; --split and --output_dir were ignored outside their modes likewise."""
+  workdir; --split and --output_dir were ignored outside their modes likewise. The mode named is
+  the one given, or train as the default where none was (it said 'the default is train' after
+  an --mode=eval given too: audit)."""
   workdir = tmp_path / 'run'
-  proc = _main('--config=configs/demo.py', f'--workdir={workdir}', f'--mode={mode}', flag,
-               timeout=120)
+  proc = _main('--config=configs/demo.py', f'--workdir={workdir}',
+               *([f'--mode={mode}'] if mode else []), flag, timeout=120)
   name = flag[2:].split('=')[0]
   assert proc.returncode == 1 and f'error: --{name} applies to --mode=' in proc.stderr, proc.stderr
-  assert f'not to --mode={mode}' in proc.stderr and not workdir.exists()
+  said = 'not to --mode=train (the default):' if mode is None else f'not to --mode={mode}:'
+  assert said in proc.stderr and not workdir.exists(), proc.stderr
 
 
 CACHE_PROBE = """

@@ -9,6 +9,7 @@ import types
 import numpy as np
 import pytest
 
+from configs import demo
 from configs import mini_kinetics_s2dnet
 from data import pipeline
 from data import records
@@ -120,6 +121,15 @@ def test_a_missing_path_fails_before_the_model_loads(trained, tmp_path, monkeypa
     with pytest.raises(checkpoints.NoCheckpointError, match='no_such_step does not exist'):
       mode(explicit, str(tmp_path / 'typo'), [str(tmp_path / 'a.mp4')])
     assert not (tmp_path / 'typo').exists()
+
+
+def test_no_video_is_said_for_the_mode_that_needs_one():
+  """--mode=features without --video said '--mode=predict needs at least one --video' (audit)."""
+  config = demo.get_config()
+  with pytest.raises(predict.PredictInputError, match=r'^--mode=predict needs at least one'):
+    predict.predict(config, '/no/workdir', [])
+  with pytest.raises(predict.PredictInputError, match=r'^--mode=features needs at least one'):
+    features.extract(config, '/no/workdir', [])
 
 
 def test_a_video_named_twice_is_scored_once(tmp_path, caplog):
