@@ -1381,3 +1381,31 @@ def test_converter_numbers_out_of_range_are_refused_before_anything_runs(flag, c
     convert.build_parser().parse_args(['--dataset=folder', '--input=in', '--output=out', flag])
   assert e.value.code == 2
   assert f'argument {flag.split("=")[0]}: ' in capsys.readouterr().err
+
+
+def test_the_data_report_finds_a_damaged_byte_in_converted_records(tmp_path, capsys):
+  """With the converter's bookkeeping present the card compared shard sizes only: a shard with a
+  flipped byte (its size unchanged) gave a clean card and exit 0, while evaluation refused it
+  as corrupt (README audit). Every record's checksum is now read, as training would."""
+  from data import report  # pylint: disable=g-import-not-at-top
+  source = tmp_path / 'videos'
+  for label, clip in (('fight', 'fight/fi001.mp4'), ('noFight', 'noFight/nofi001.mp4')):
+    (source / label).mkdir(parents=True)
+    os.symlink(FIGHT / clip, source / label / os.path.basename(clip))
+  out = tmp_path / 'records'
+  assert _run('--dataset=folder', f'--input={source}', f'--output={out}', '--short_side=32',
+              '--max_frames=8', '--name=tiny') == 0
+  assert report.main([f'--records={out}', f'--output={tmp_path / "card"}']) == 0
+  capsys.readouterr()
+  shard = records.shard_files(str(out), 'tiny', 'train')[0]
+  with open(shard, 'r+b') as f:
+    f.seek(os.path.getsize(shard) // 2)
+    byte = f.read(1)
+    f.seek(-1, os.SEEK_CUR)
+    f.write(bytes([byte[0] ^ 0xFF]))
+  assert report.main([f'--records={out}', f'--output={tmp_path / "card"}']) == 1
+  printed, err = capsys.readouterr()
+  damaged = [line for line in printed.splitlines() if line.startswith('    DAMAGED: ')]
+  assert len(damaged) == 1 and f'TFRecord shard {shard} is corrupt after record' in damaged[0], (
+      printed)
+  assert err.startswith("error: the records of split 'train' in "), err
