@@ -73,8 +73,10 @@ def parse_flags(argv: List[str]) -> List[str]:
     sys.exit(2)
 
 
-# The config groups one --mode alone reads, and the predict settings only windows read.
-MODE_OF_CONFIG_GROUP = {'predict': 'predict', 'features': 'features'}
+# The config groups (or GROUP.FIELD) only some modes read (training evaluates the weights it
+# trains, so it restores no eval.checkpoint), and the predict settings only windows read.
+MODES_OF_CONFIG_FIELDS = {'predict': ('predict',), 'features': ('features',),
+                          'eval.checkpoint': ('eval', 'predict', 'features')}
 WINDOW_SETTINGS = ('stride_seconds', 'window_batch', 'timeline_classes')
 
 
@@ -82,20 +84,22 @@ def unread_override(config, argv: List[str], mode: str) -> str:
   """The first `--config.GROUP.FIELD` override in `argv` that nothing reads, said as the error to
   print; '' if none: a loss or optimizer field the config's loss, optimizer or schedule does not
   read (l1_weight with cross_entropy, adam_b1 with sgd, step_boundaries with a cosine), a
-  `predict` or `features` field in another `mode`, or a window setting without a window. Each
-  changed nothing, without a word."""
+  `predict` or `features` field in another `mode`, `eval.checkpoint` in training, or a window
+  setting without a window. Each changed nothing, without a word."""
   from salinet_jax import losses  # pylint: disable=g-import-not-at-top
   from salinet_jax import optim  # pylint: disable=g-import-not-at-top
   opt = config.optimizer
   for arg in argv:
-    match = re.match(r'--?config\.(loss|optimizer|predict|features)\.(\w+)(=|$)', arg)
+    match = re.match(r'--?config\.(loss|optimizer|predict|features|eval)\.(\w+)(=|$)', arg)
     if not match:
       continue
     group, field = match.group(1), match.group(2)
-    if group in MODE_OF_CONFIG_GROUP:
-      if MODE_OF_CONFIG_GROUP[group] != mode:
-        return (f'--config.{group}.{field} is read by --mode={MODE_OF_CONFIG_GROUP[group]} only, '
-                f'not by --mode={mode}: add the mode it was meant for, or leave it out.')
+    modes = MODES_OF_CONFIG_FIELDS.get(f'{group}.{field}', MODES_OF_CONFIG_FIELDS.get(group))
+    if modes and mode not in modes:
+      return (f'--config.{group}.{field} is read by --mode={", ".join(modes[:-1])}'
+              f'{" or " if len(modes) > 1 else ""}{modes[-1]} only, not by --mode={mode}: add '
+              'the mode it was meant for, or leave it out.')
+    if group == 'predict':
       if field in WINDOW_SETTINGS and not config.predict.window_seconds > 0:
         return (f'--config.predict.{field} is read by windowed predict only '
                 f'(config.predict.window_seconds > 0, here {config.predict.window_seconds:g}): '

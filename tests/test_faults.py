@@ -943,6 +943,14 @@ def test_an_override_of_another_modes_settings_is_refused(tiny_data_dir, tmp_pat
         f'--config.predict.{field.split("=")[0]} is read by windowed predict only '
         '(config.predict.window_seconds > 0, here 0): set --config.predict.window_seconds too, '
         'or leave it out.')
+  # Training evaluates the weights it trains: which checkpoint to restore is for the other modes
+  # (the README's own example trained with it, unread: README audit).
+  assert cli.unread_override(config, ['--config.eval.checkpoint=best'], 'train') == (
+      '--config.eval.checkpoint is read by --mode=eval, predict or features only, not by '
+      '--mode=train: add the mode it was meant for, or leave it out.')
+  for mode in ('eval', 'predict', 'features'):
+    assert cli.unread_override(config, ['--config.eval.checkpoint=best'], mode) == ''
+  assert cli.unread_override(config, ['--config.eval.view_reduction=mean'], 'train') == ''
   config.predict.window_seconds = 4.0
   assert cli.unread_override(config, ['--config.predict.stride_seconds=2'], 'predict') == ''
   assert cli.unread_override(config, ['--config.predict.exported=x'], 'predict') == ''
