@@ -294,6 +294,16 @@ def test_a_refusal_at_tolerance_zero_names_the_worst_output():
       'stablehlo probabilities differ from the jitted model by nan (allowed 0.0001,')
 
 
+def test_a_misspelt_checkpoint_selector_is_named_as_one(tmp_path):
+  """`--checkpoint=bset` said 'Checkpoint path <cwd>/bset does not exist.' (README audit), not
+  which words the flag takes, as main.py does for the same mistake."""
+  with pytest.raises(errors.UserError, match=r"^--checkpoint must be 'best', 'latest' or the "
+                     r"path of a checkpoint step directory, got 'bset'\.$"):
+    source.locate(str(tmp_path), 'bset')
+  with pytest.raises(errors.UserError, match=r'^Checkpoint path /no/such/step does not exist\.$'):
+    source.locate(str(tmp_path), '/no/such/step')
+
+
 def _flags(**overrides):
   values = dict(workdir=None, output=None, formats='stablehlo', checkpoint='best',
                 batch='dynamic', video=[], num_videos=1, overwrite=False, tolerance=None,

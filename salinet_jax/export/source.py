@@ -49,6 +49,9 @@ def config_from_json(text: str) -> ml_collections.ConfigDict:
 
 def _step_dir(path: str) -> str:
   """The step directory of `--checkpoint=PATH` (the step itself or its orbax item folder)."""
+  if os.sep not in path and not os.path.exists(path):  # a misspelt word, not a path
+    raise ExportError(f"--checkpoint must be 'best', 'latest' or the path of a checkpoint step "
+                      f'directory, got {path!r}.')
   path = os.path.abspath(path)
   if not os.path.isdir(path):
     raise ExportError(f'Checkpoint path {path} does not exist.')
