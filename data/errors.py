@@ -118,17 +118,24 @@ def ctrl_c_never_dropped() -> Iterator[None]:
   weakref callback) and hands it to `sys.unraisablehook`. A Ctrl-C whose KeyboardInterrupt
   landed there, e.g. in JAX's `_xla_gc_callback` while a run initialised, was lost, and the run
   trained to its end. The hook cannot raise it again (that is dropped too), so a thread sends
-  SIGINT to the main thread once the dropping code has had `REDELIVERY_DELAY_S` to return.
+  SIGINT to the main thread once the dropping code has had `REDELIVERY_DELAY_S` to return; one
+  dropped too late for that is raised as the guarded code ends.
   """
   previous = sys.unraisablehook
   main = threading.main_thread()
-  dropped = threading.Event()
+  dropped = threading.Event()  # a drop the sender has not acted on
   finished = threading.Event()
+  lock = threading.Lock()  # the sender sends, or the main thread raises, never both
 
   def send_again() -> None:
-    while dropped.wait() and not finished.is_set():
-      dropped.clear()
-      if not finished.wait(REDELIVERY_DELAY_S):
+    while True:
+      dropped.wait()
+      if finished.wait(REDELIVERY_DELAY_S):
+        return
+      with lock:
+        if finished.is_set():
+          return
+        dropped.clear()
         signal.pthread_kill(main.ident, signal.SIGINT)
 
   def hook(unraisable) -> None:
@@ -146,7 +153,11 @@ def ctrl_c_never_dropped() -> Iterator[None]:
   finally:
     sys.unraisablehook = previous
     finished.set()
-    dropped.set()
+    with lock:  # once the sender has sent a drop, or will not
+      unsent = dropped.is_set()
+    dropped.set()  # wakes the sender, which then ends
+  if unsent:
+    raise KeyboardInterrupt
 
 
 @contextlib.contextmanager
