@@ -499,6 +499,8 @@ def _a_run_folder(root):
      f"--platforms={OTHER_PLATFORM} leaves out this host's platform ({HOST_PLATFORM}): the "
      'certificate reloads and runs every export here'),
     ('new/deeper/out', {'tolerance': -1.0}, '--tolerance must be 0 or more, got -1.'),
+    # NaN refused every format as over 'allowed nan' (review)
+    ('new/deeper/out', {'tolerance': float('nan')}, '--tolerance must be 0 or more, got nan.'),
     # A misspelt platform was exported as a lowering nobody could run, said as "not run here".
     ('new/deeper/out', {'platforms': [HOST_PLATFORM, 'cdua']},
      '--platforms names cdua: lowering platforms are cpu, cuda, rocm, tpu.'),

@@ -202,7 +202,7 @@ def export(workdir: str, output: str, formats: Any = formats_lib.FORMATS, *,
           'records that run as the source.', file=sys.stderr)
   output = _check_output(output, overwrite, (workdir, run_dir))
   platforms = _check_platforms(platforms, formats)
-  if tolerance is not None and tolerance < 0:
+  if tolerance is not None and not tolerance >= 0:  # NaN too
     raise ExportError(f'--tolerance must be 0 or more, got {tolerance:g}.')
   formats_lib.require_packages(formats)
   if num_videos < 1:
