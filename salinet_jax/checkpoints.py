@@ -200,6 +200,8 @@ def non_finite_parts(state: Any) -> List[str]:
 _QUOTED_PATH = re.compile(r'"(/[^"]+)"')
 # How a best-step warning names the records' digest of the evaluated split's video names.
 _VIDEO_NAMES = 'video names digest'
+# ... and each of its conversion settings (the same videos converted again keep their digest).
+_CONVERTED_WITH = 'converted with'
 
 
 def _chain(error: BaseException, past_suppressed: bool = True) -> Iterator[BaseException]:
@@ -471,10 +473,11 @@ class CheckpointStore:
 
   def _say_evaluations_differ(self, steps: List[int]) -> None:
     """A warning when the kept steps that 'best' chooses among were evaluated differently
-    (another split, views, labelled videos, or other videos by the records' digest of the split's
-    video names: a resume with another eval config or on records split anew): their scores do
-    not compare, and the highest may be the easier evaluation's. What a step's metadata does not
-    know (steps saved before evaluations or digests were recorded) is not compared."""
+    (another split, views, labelled videos, other videos by the records' digest of the split's
+    video names, or other conversion settings of the split: a resume with another eval config or
+    on records split or converted anew): their scores do not compare, and the highest may be the
+    easier evaluation's. What a step's metadata does not know (steps saved before evaluations,
+    digests or settings were recorded) is not compared."""
     evaluations: Dict[int, Dict[str, Any]] = {}
     for step in steps:
       metadata = self.metadata(step)
@@ -482,6 +485,8 @@ class CheckpointStore:
         evaluation = dict(metadata['evaluation'])
         records = (metadata.get('records') or {}).get(evaluation.get('split')) or {}
         evaluation[_VIDEO_NAMES] = records.get('names_digest')
+        for name, value in (records.get('settings') or {}).items():
+          evaluation[f'{_CONVERTED_WITH} {name}'] = repr(value)  # None is a setting's value here
         evaluations[step] = evaluation
     known = lambda name: [e[name] for e in evaluations.values()  # noqa: E731
                           if e.get(name) is not None]
