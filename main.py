@@ -88,6 +88,7 @@ def setup_process(config) -> None:
   # Joining jax.distributed must come before anything starts JAX's backend (the console asks
   # for the process index).
   parallel.initialize_distributed()
+  console.quiet_libraries()
   parallel.start_backend()
   console.setup()
   cache = parallel.enable_compilation_cache(config.compilation_cache_dir)

@@ -1,6 +1,7 @@
 """A console a person can read: short time-stamped lines, no library chatter, a copy in the workdir.
 
-`setup()` (main.py calls it once) gives absl's handler a compact `HH:MM:SS message` format
+`setup()` (main.py calls it once, and `quiet_libraries()`, its first half, before JAX's backend
+starts) gives absl's handler a compact `HH:MM:SS message` format
 (warnings and errors say so), hides INFO lines of libraries that speak for themselves (orbax,
 JAX's backend probing, clu's work-unit notes, TensorFlow Datasets) and keeps processes other than
 0 to warnings. `log_to_file(workdir)` sends the same lines to `<workdir>/log.txt`, starting with
@@ -87,8 +88,10 @@ class _EarlyLines(std_logging.Handler):
 _early_lines: Optional[_EarlyLines] = None
 
 
-def setup() -> None:
-  """Formats and filters the absl console handler (idempotent)."""
+def quiet_libraries() -> None:
+  """Formats and filters the absl console handler without starting JAX: main.py calls it before
+  the backend starts, so that JAX's probing of backends this machine lacks stays off the console
+  (idempotent; `setup` calls it too)."""
   handler = logging.get_absl_handler()
   handler.python_handler.setFormatter(_Format())
   for log_filter in _CONSOLE_FILTERS:
@@ -96,6 +99,12 @@ def setup() -> None:
       handler.addFilter(log_filter)
   for name in _QUIET_LOGGERS:
     std_logging.getLogger(name).setLevel(std_logging.WARNING)
+
+
+def setup() -> None:
+  """The console of this process (idempotent): `quiet_libraries`, then INFO lines on process 0
+  only, and the early lines kept for log.txt. Starts JAX's backend if nothing has."""
+  quiet_libraries()
   logging.set_verbosity(logging.INFO if jax.process_index() == 0 else logging.WARNING)
   global _early_lines
   if _early_lines is None and _file_handler is None and jax.process_index() == 0:

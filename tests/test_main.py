@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -14,9 +15,12 @@ from tests.conftest import fill_disk
 from tests.conftest import subprocess_env
 
 
-def _main(*args, timeout=600, devices=0):
-  return subprocess.run([sys.executable, 'main.py', *args], cwd=REPO_ROOT,
-                        env=subprocess_env(devices),
+def _main(*args, timeout=600, devices=0, platforms='cpu'):
+  """main.py in a subprocess; `platforms=None` leaves JAX_PLATFORMS unset, as a user runs it."""
+  env = subprocess_env(devices)
+  if platforms is None:
+    env.pop('JAX_PLATFORMS')
+  return subprocess.run([sys.executable, 'main.py', *args], cwd=REPO_ROOT, env=env,
                         capture_output=True, text=True, timeout=timeout)
 
 
@@ -45,9 +49,13 @@ def test_train_then_eval_through_main(tiny_data_dir, tmp_path):
   # log.txt holds the console's lines from the first (process and devices) to the last.
   logged = (workdir / 'log.txt').read_text().splitlines()
   assert 'JAX process 0/1, ' in logged[0] and 'val top-1: ' in logged[-1], logged
+  # Evaluated without JAX_PLATFORMS, as a user runs it: JAX's probing of backends this machine
+  # lacks ("Unable to initialize backend 'tpu'") stays off the console.
   proc = _main('--config=configs/demo.py', f'--workdir={workdir}', '--mode=eval',
-               *_tiny_overrides(tiny_data_dir))
+               *_tiny_overrides(tiny_data_dir), platforms=None)
   assert proc.returncode == 0, proc.stderr[-4000:]
+  assert 'Unable to initialize backend' not in proc.stderr, proc.stderr[:2000]
+  assert re.match(r'\d\d:\d\d:\d\d JAX process 0/1, ', proc.stderr), proc.stderr[:2000]
   results = json.loads((workdir / 'eval_val.json').read_text())
   assert results['num_videos'] == 7 and results['step'] == 2
   assert f"{results['top1']:.4f}" in proc.stdout
