@@ -32,7 +32,7 @@ import sys
 import time
 import traceback
 import warnings
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -202,6 +202,18 @@ _QUOTED_PATH = re.compile(r'"(/[^"]+)"')
 _VIDEO_NAMES = 'video names digest'
 # ... and each of its conversion settings (the same videos converted again keep their digest).
 _CONVERTED_WITH = 'converted with'
+
+
+_said: Set[str] = set()
+
+
+def _say_once(message: str, *args: Any) -> None:
+  """A warning about what 'best' chooses, said once per process: a command selects a checkpoint
+  more than once (eval reads its classes, then its weights; export three times)."""
+  text = message % args
+  if text not in _said:
+    _said.add(text)
+    logging.warning('%s', text)
 
 
 def _chain(error: BaseException, past_suppressed: bool = True) -> Iterator[BaseException]:
@@ -503,9 +515,9 @@ class CheckpointStore:
         f"step(s) {', '.join(map(str, taken))}: "
         + ', '.join(f'{name} {value}' for name, value in zip(differing, way) if value is not None)
         for way, taken in ways.items())
-    logging.warning("'best' of %s compares %s scored by different evaluations, which do not "
-                    "compare (%s): pass a step's path to choose one.", self.directory,
-                    self._metric, described)
+    _say_once("'best' of %s compares %s scored by different evaluations, which do not "
+              "compare (%s): pass a step's path to choose one.", self.directory, self._metric,
+              described)
 
   def _say_a_better_step_is_gone(self, best: Optional[int], steps: List[int]) -> None:
     """A warning when the run's best evaluation (`best_seen`) scored above the best kept step
@@ -520,9 +532,9 @@ class CheckpointStore:
       if score >= seen[self._metric]:
         return
       taken = f'step {best} ({self._metric} {score:.4g}), the best of the steps kept'
-    logging.warning("'best' of %s is %s; the best evaluation of the run, step %d (%s %.4g), was "
-                    'deleted (config.checkpoint.keep_best was off).', self.directory, taken,
-                    seen['step'], self._metric, seen[self._metric])
+    _say_once("'best' of %s is %s; the best evaluation of the run, step %d (%s %.4g), was "
+              'deleted (config.checkpoint.keep_best was off).', self.directory, taken,
+              seen['step'], self._metric, seen[self._metric])
 
   def restore(self, step: int, target: Any, config: Any = None) -> Any:
     """Restores verified step `step` into the structure (and shardings) of `target`.

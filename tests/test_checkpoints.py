@@ -598,6 +598,12 @@ def test_best_says_when_the_steps_it_compares_were_evaluated_on_videos_converted
           "which do not compare (step(s) 2, 6: converted with short_side 64; step(s) 8: "
           "converted with short_side 128): pass a step's path to choose one.") in caplog.text, (
               caplog.text)
+  # A command selects 'best' more than once (eval reads the classes, then the weights; export
+  # three times): the warning is said once.
+  again = checkpoints.CheckpointStore(str(tmp_path), ckpt_config, read_only=True)
+  assert again.select_step('best') == 8
+  again.close()
+  assert caplog.text.count('different evaluations') == 1, caplog.text
   caplog.clear()
   for step in (2, 6):  # the same conversion for every step that knows it: no warning
     shutil.rmtree(reader.step_dir(step))
