@@ -160,17 +160,38 @@ def ctrl_c_never_dropped() -> Iterator[None]:
     raise KeyboardInterrupt
 
 
+_STARTING = 'Interrupted by Ctrl-C while starting. Exit status 130.'
+
+
 @contextlib.contextmanager
-def ctrl_c_while_starting() -> Iterator[None]:
+def ctrl_c_while_starting(module: str = '__main__') -> Iterator[None]:
   """Around a command's imports (TensorFlow's and JAX's take seconds): a Ctrl-C there ends the
-  command with one line and status 130, as it does once the command runs, instead of an
-  import's traceback. Nothing has been written yet, so nothing is lost."""
+  command at once with one line and status 130, as it does once the command runs, instead of an
+  import's traceback. Nothing has been written yet, so nothing is lost.
+
+  A handler of its own takes the signal: as a KeyboardInterrupt it came out as an ImportError
+  traceback where it landed in a C extension's initialisation (numpy's, while JAX is imported),
+  or was dropped in JAX's gc callback and the command ran on. A module that is also imported as
+  a library passes its `__name__`: guarded only when it runs as the command.
+  """
+  if module != '__main__' or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    yield  # imported, or started with Ctrl-C ignored (in the background)
+    return
+
+  def stop(signum, frame) -> None:
+    del signum, frame
+    print(_STARTING, file=sys.stderr, flush=True)
+    os._exit(130)  # not an exception: that is what an import mangles or drops
+
+  previous = signal.signal(signal.SIGINT, stop)
   try:
-    with ctrl_c_never_dropped():  # JAX's import runs its gc callback, which drops one
+    with ctrl_c_never_dropped():  # a KeyboardInterrupt some code raises itself and Python drops
       yield
   except KeyboardInterrupt:
-    print('Interrupted by Ctrl-C while starting. Exit status 130.', file=sys.stderr)
+    print(_STARTING, file=sys.stderr)
     sys.exit(130)
+  finally:
+    signal.signal(signal.SIGINT, previous)
 
 
 class DataError(Exception):

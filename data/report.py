@@ -27,16 +27,17 @@ import os
 import sys
 from typing import Any, Dict, List, Optional, Sequence
 
-import numpy as np
-
 import data
+from data import errors
 
 data.quiet_tensorflow()  # before TensorFlow is imported
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from data import datasets
-from data import errors
-from data import records
+with errors.ctrl_c_while_starting(__name__):  # TensorFlow's and JAX's imports take seconds
+  import numpy as np
+
+  from data import datasets
+  from data import records
 
 STATE_DIR = '.convert'
 

@@ -45,14 +45,18 @@ import sys
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from absl import app
-from absl import flags
-from ml_collections import config_flags
+from data import errors as data_errors
 
-from data import host_malloc
-from salinet_jax import cli
-from salinet_jax import errors
-from salinet_jax import workdir
+# pylint: disable=g-import-not-at-top,wrong-import-position
+with data_errors.ctrl_c_while_starting(__name__):  # JAX's import, through cli
+  from absl import app
+  from absl import flags
+  from ml_collections import config_flags
+
+  from data import host_malloc
+  from salinet_jax import cli
+  from salinet_jax import errors
+  from salinet_jax import workdir
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TORCH_MODELS = os.path.join(REPO_ROOT, 'tests', 'torch_models.py')

@@ -14,26 +14,28 @@ import json
 from typing import Any, Dict, Tuple
 
 import data
+from data import errors as data_errors
 
 data.quiet_tensorflow()  # before TensorFlow is imported
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from absl import app
-from absl import flags
-from clu import parameter_overview
-from ml_collections import config_flags
+with data_errors.ctrl_c_while_starting(__name__):
+  from absl import app
+  from absl import flags
+  from clu import parameter_overview
+  from ml_collections import config_flags
 
-from data import datasets
-from data import pipeline
-from data import synthetic
-from salinet_jax import cli
-from salinet_jax import console
-from salinet_jax import errors
-from salinet_jax import flops
-from salinet_jax import inputs
-from salinet_jax import models
-from salinet_jax import recipe
-from salinet_jax.models import build_model
+  from data import datasets
+  from data import pipeline
+  from data import synthetic
+  from salinet_jax import cli
+  from salinet_jax import console
+  from salinet_jax import errors
+  from salinet_jax import flops
+  from salinet_jax import inputs
+  from salinet_jax import models
+  from salinet_jax import recipe
+  from salinet_jax.models import build_model
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Experiment config file.', lock_config=True)

@@ -25,7 +25,6 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from salinet_jax import errors
-from salinet_jax import models
 from salinet_jax.convert import inflate
 from salinet_jax.convert import layout
 from salinet_jax.convert import pyslowfast
@@ -138,6 +137,9 @@ def num_classes_of(state_dict: Mapping[str, np.ndarray], keys: Sequence[str]) ->
 
 def model_template(model, input_shape: Sequence[int]) -> Dict[str, Any]:
   """{'params', 'batch_stats'} of `model` as ShapeDtypeStructs (no computation)."""
+  # Imported here: `python -m salinet_jax.convert` imports this package before its __main__.py,
+  # which guards the seconds-long imports of JAX and Flax against a Ctrl-C.
+  from salinet_jax import models  # pylint: disable=g-import-not-at-top
   shapes = models.abstract_variables(model, input_shape)
   return {'params': shapes.get('params', {}), 'batch_stats': shapes.get('batch_stats', {})}
 

@@ -24,11 +24,15 @@ records none.
 import collections
 import sys
 
-from absl import app
-from absl import flags
-from ml_collections import config_flags
+from data import errors as data_errors
 
-from salinet_jax import cli
+# pylint: disable=g-import-not-at-top,wrong-import-position
+with data_errors.ctrl_c_while_starting(__name__):
+  from absl import app
+  from absl import flags
+  from ml_collections import config_flags
+
+  from salinet_jax import cli
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.',
                                           lock_config=True)
@@ -68,7 +72,8 @@ flags.register_validator('output', lambda value: value is None or bool(value.str
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  from salinet_jax import console  # pylint: disable=g-import-not-at-top  (--help stays instant)
+  with data_errors.ctrl_c_while_starting():  # JAX's import, here so that --help stays instant
+    from salinet_jax import console  # pylint: disable=g-import-not-at-top
   console.setup()
   with cli.user_errors_in_one_line():  # a missing, damaged or unsafe checkpoint, a bad --exclude
     _convert()

@@ -20,18 +20,22 @@ The package, by concept:
   __main__.py     the command line.
 """
 
+import importlib
+
 import data
 
-data.quiet_tensorflow()  # `python -m salinet_jax.export` imports TensorFlow through here
+data.quiet_tensorflow()  # before TensorFlow is imported, through any module of the package
 
-# pylint: disable=g-import-not-at-top,wrong-import-position
-from salinet_jax.export.errors import ExportError
-from salinet_jax.export.errors import ParityError
-from salinet_jax.export.exporter import export
-from salinet_jax.export.formats import FORMATS
-from salinet_jax.export.formats import ExportedModel
-from salinet_jax.export.formats import load_exported
-from salinet_jax.export.predictor import ExportedPredictor
+# The package's names, by the module they live in, imported when first used (PEP 562):
+# `python -m salinet_jax.export` imports this file before __main__.py, which guards its own
+# seconds-long imports against a Ctrl-C.
+_HOMES = {'ExportError': 'errors', 'ParityError': 'errors', 'export': 'exporter',
+          'FORMATS': 'formats', 'ExportedModel': 'formats', 'load_exported': 'formats',
+          'ExportedPredictor': 'predictor'}
+__all__ = list(_HOMES)
 
-__all__ = ['ExportError', 'ParityError', 'export', 'FORMATS', 'ExportedModel', 'load_exported',
-           'ExportedPredictor']
+
+def __getattr__(name: str):
+  if name not in _HOMES:
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+  return getattr(importlib.import_module(f'{__name__}.{_HOMES[name]}'), name)

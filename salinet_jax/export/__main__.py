@@ -10,15 +10,18 @@ be converted (see export.json); 130 a Ctrl-C.
 import os
 import sys
 
-from absl import app
-from absl import flags
-
 from data import errors as data_errors
-from salinet_jax import cli
-from salinet_jax import console
-from salinet_jax import errors
-from salinet_jax.export import exporter
-from salinet_jax.export import formats
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+with data_errors.ctrl_c_while_starting(__name__):
+  from absl import app
+  from absl import flags
+
+  from salinet_jax import cli
+  from salinet_jax import console
+  from salinet_jax import errors
+  from salinet_jax.export import exporter
+  from salinet_jax.export import formats
 
 
 def define_flags(values: flags.FlagValues = flags.FLAGS) -> flags.FlagValues:
