@@ -548,24 +548,31 @@ def test_best_says_when_the_steps_it_compares_were_evaluated_differently(tmp_pat
   assert reader.select_step('best') == 4 and 'different evaluations' not in caplog.text
 
 
+def _steps_evaluated_on(directory, ckpt_config, records_of_steps):
+  """A read-only store of steps that one eval config scored (val_top1 rising with the step), on
+  records described by `records_of_steps` ({step: the checkpoint's `records` metadata})."""
+  ckpt_config.keep_last = len(records_of_steps)
+  store = checkpoints.CheckpointStore(directory, ckpt_config)
+  val = {'split': 'val', 'num_videos': 4, 'num_labeled': 4, 'views_per_video': 2,
+         'view_reduction': 'sum of logits'}
+  for step, records in records_of_steps.items():
+    store.save(step, _state(step), metrics={'val_top1': step / 10}, evaluation=val,
+               records=records)
+  store.close()
+  return checkpoints.CheckpointStore(directory, ckpt_config, read_only=True)
+
+
 def test_best_says_when_the_steps_it_compares_were_evaluated_on_other_videos(tmp_path,
                                                                            ckpt_config, caplog):
   """A run resumed on records split anew scored its later steps on another val split of the same
   size (README audit: one group it had trained on), and 'best' compared them without a word.
   The records' digest of the evaluated split's video names tells them apart; a step whose
-  records do not know it is not compared."""
+  records do not know it is not compared, nor are the train split's."""
   caplog.set_level('WARNING', logger='absl')
-  ckpt_config.keep_last = 3
-  store = checkpoints.CheckpointStore(str(tmp_path), ckpt_config)
-  val = {'split': 'val', 'num_videos': 4, 'num_labeled': 4, 'views_per_video': 2,
-         'view_reduction': 'sum of logits'}
-  for step, digest in ((2, 'aaaa'), (4, None), (6, 'bbbb')):
-    records = {'val': {'split': 'val', 'videos': 4, 'names_digest': digest},
-               'train': {'split': 'train', 'videos': 8, 'names_digest': f'train{step}'}}
-    store.save(step, _state(step), metrics={'val_top1': step / 10}, evaluation=val,
-               records=records)
-  store.close()
-  reader = checkpoints.CheckpointStore(str(tmp_path), ckpt_config, read_only=True)
+  reader = _steps_evaluated_on(str(tmp_path), ckpt_config, {
+      step: {'val': {'split': 'val', 'videos': 4, 'names_digest': digest},
+             'train': {'split': 'train', 'videos': 8, 'names_digest': f'train{step}'}}
+      for step, digest in ((2, 'aaaa'), (4, None), (6, 'bbbb'))})
   assert reader.select_step('best') == 6
   assert (f"'best' of {reader.directory} compares val_top1 scored by different evaluations, "
           "which do not compare (step(s) 2: video names digest aaaa; step(s) 6: video names "
@@ -580,19 +587,11 @@ def test_best_says_when_the_steps_it_compares_were_evaluated_on_videos_converted
   a word). Each conversion setting of the evaluated split is compared; a step whose records do
   not know the settings is not, and a setting that is None is a value like any other."""
   caplog.set_level('WARNING', logger='absl')
-  ckpt_config.keep_last = 4
-  store = checkpoints.CheckpointStore(str(tmp_path), ckpt_config)
-  val = {'split': 'val', 'num_videos': 4, 'num_labeled': 4, 'views_per_video': 2,
-         'view_reduction': 'sum of logits'}
-  for step, settings in ((2, {'short_side': 64, 'fps': None}), (4, None),
-                         (6, {'short_side': 64, 'fps': None}),
-                         (8, {'short_side': 128, 'fps': None})):
-    records = {'val': {'split': 'val', 'videos': 4, 'names_digest': 'aaaa',
-                       'settings': settings}}
-    store.save(step, _state(step), metrics={'val_top1': step / 10}, evaluation=val,
-               records=records)
-  store.close()
-  reader = checkpoints.CheckpointStore(str(tmp_path), ckpt_config, read_only=True)
+  reader = _steps_evaluated_on(str(tmp_path), ckpt_config, {
+      step: {'val': {'split': 'val', 'videos': 4, 'names_digest': 'aaaa', 'settings': settings}}
+      for step, settings in ((2, {'short_side': 64, 'fps': None}), (4, None),
+                             (6, {'short_side': 64, 'fps': None}),
+                             (8, {'short_side': 128, 'fps': None}))})
   assert reader.select_step('best') == 8
   assert (f"'best' of {reader.directory} compares val_top1 scored by different evaluations, "
           "which do not compare (step(s) 2, 6: converted with short_side 64; step(s) 8: "
