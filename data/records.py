@@ -99,6 +99,13 @@ def split_identity(metadata: DatasetMetadata, split: str,
           'settings': (extra.get('conversion', {}).get(split) or {}).get('settings')}
 
 
+def shared_videos(metadata: DatasetMetadata, split: str, other: str) -> Optional[int]:
+  """How many videos splits `split` and `other` both hold (by file name), as data.convert
+  counted them; None where it could not (records converted before it counted, a split whose
+  bookkeeping was gone)."""
+  return metadata.extra.get('shared_videos', {}).get(split, {}).get(other)
+
+
 def split_changes(then: Mapping[str, Any], now: Mapping[str, Any]) -> List[str]:
   """How two `split_identity`s of a split differ, one phrase per difference; what either side
   does not know is not compared."""

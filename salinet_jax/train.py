@@ -124,8 +124,12 @@ def training_engine(config: ml_collections.ConfigDict) -> engine.Engine:
   check_training_config(config)
   info = pipeline.train_split_info(config.dataset)
   pipeline.split_info(config.dataset, config.dataset.eval_split)
-  for line in pipeline.enlarging_warnings(config.dataset, config.data,
-                                          config.dataset.train_split, config.dataset.eval_split):
+  lines = [pipeline.shared_videos_warning(config.dataset, config.dataset.eval_split,
+                                         'the evaluations during training score videos the '
+                                         'model trains on')]
+  lines += pipeline.enlarging_warnings(config.dataset, config.data, config.dataset.train_split,
+                                       config.dataset.eval_split)
+  for line in filter(None, lines):
     logging.warning('%s', line)
   trainer = engine.Engine(config, info.classes, train_videos=info.num_videos)
   if config.num_train_steps > 0 and config.num_epochs > 0:
@@ -738,7 +742,10 @@ def evaluation_engine(config: ml_collections.ConfigDict, workdir: str,
   _require_same_classes(classes, info, split, 'The checkpoint',
                         'evaluate on records of the same dataset', records.MissingRecordsError)
   _say_records_changes(metadata.get('records'), config.dataset, 'The checkpoint', split)
-  for line in pipeline.enlarging_warnings(config.dataset, config.data, eval_split=split):
+  lines = [pipeline.shared_videos_warning(config.dataset, split, 'evaluating the checkpoint '
+                                          'there scores videos it trained on')]
+  for line in filter(None, lines + pipeline.enlarging_warnings(config.dataset, config.data,
+                                                               eval_split=split)):
     logging.warning('%s', line)
   return engine.Engine(config, classes)
 

@@ -1409,3 +1409,64 @@ def test_the_data_report_finds_a_damaged_byte_in_converted_records(tmp_path, cap
   assert len(damaged) == 1 and f'TFRecord shard {shard} is corrupt after record' in damaged[0], (
       printed)
   assert err.startswith("error: the records of split 'train' in "), err
+
+
+def _ucf101_folder(root):
+  """A UCF-101 folder of 12 real clips: 3 classes, each with videos of groups 1, 8 and 15 (one
+  in each official test split), HandstandPushups' files spelled as the archive spells them."""
+  clips = sorted(glob.glob(str(FIGHT / 'fight' / '*.mp4')))[:12]
+  for index, (folder, prefix) in enumerate((('ApplyEyeMakeup', 'ApplyEyeMakeup'),
+                                            ('HandstandPushups', 'HandStandPushups'),
+                                            ('YoYo', 'YoYo'))):
+    (root / folder).mkdir(parents=True)
+    for offset, name in enumerate(('g08_c01', 'g08_c02', 'g01_c01', 'g15_c01')):
+      os.symlink(clips[4 * index + offset], root / folder / f'v_{prefix}_{name}.avi')
+  return root
+
+
+def test_the_converter_counts_the_videos_official_folds_share_and_runs_warn_of_them(tmp_path,
+                                                                                   caplog):
+  """UCF101's test2 is part of train1: a fold-1 model evaluated on test2 (records of every fold)
+  was scored on videos it trained on without a word (README audit; the promise covered groups of
+  --split_by_group records only). The converter counts the videos each pair of splits shares,
+  also with a split converted by an earlier run (from its shards' bookkeeping), and training
+  and eval warn where the evaluated split holds videos of the train split."""
+  from configs import custom  # pylint: disable=g-import-not-at-top
+  from salinet_jax import checkpoints  # pylint: disable=g-import-not-at-top
+  from salinet_jax import train  # pylint: disable=g-import-not-at-top
+  videos = _ucf101_folder(tmp_path / 'UCF-101')
+  common = [f'--input={videos}', '--dataset=ucf101', '--short_side=32', '--max_frames=4',
+            '--num_shards=1', f'--annotations={ANNOTATIONS / "ucf101_official_splits"}']
+  everything = tmp_path / 'all'
+  assert _run(*common, '--fold=all', f'--output={everything}') == 0
+  two_runs = tmp_path / 'two_runs'
+  assert _run(*common, '--fold=1', f'--output={two_runs}') == 0
+  assert _run(*common, '--fold=2', f'--output={two_runs}') == 0
+  shared = records.read_metadata(str(everything)).extra['shared_videos']
+  assert (shared['train1']['test2'], shared['test2']['train1'], shared['train2']['test1'],
+          shared['train1']['test1'], shared['train3']['test3']) == (6, 6, 3, 0, 0), shared
+  assert records.read_metadata(str(two_runs)).extra['shared_videos'] == {
+      split: {other: shared[split][other] for other in ('train1', 'test1', 'train2', 'test2')
+              if other != split} for split in ('train1', 'test1', 'train2', 'test2')}
+
+  config = custom.get_config()
+  config.dataset.update(dict(data_dir=str(everything), train_split='train1', eval_split='test2'))
+  config.data.update(dict(num_frames=4, crop_size=32, train_min_scale=32, train_max_scale=32,
+                          eval_short_side=32, eval_crop_size=32))
+  caplog.set_level('WARNING', logger='absl')
+  train.training_engine(config)
+  assert (f"Split 'test2' of {everything} holds 6 of the 9 videos of the train split 'train1': "
+          'the evaluations during training score videos the model trains on.') in caplog.text
+  caplog.clear()
+  config.dataset.eval_split = 'test1'
+  train.training_engine(config)
+  assert 'videos the model trains on' not in caplog.text, caplog.text
+  # Eval of a checkpoint of that run on test2 (the weights are not read before the warning).
+  config.checkpoint.async_save = False
+  store = checkpoints.CheckpointStore(str(tmp_path / 'run'), config.checkpoint)
+  store.save(2, {'params': {'w': np.zeros(3)}}, classes=records.read_metadata(
+      str(everything)).classes)
+  store.close()
+  train.evaluation_engine(config, str(tmp_path / 'run'), 'test2')
+  assert (f"Split 'test2' of {everything} holds 6 of the 9 videos of the train split 'train1': "
+          'evaluating the checkpoint there scores videos it trained on.') in caplog.text

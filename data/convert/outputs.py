@@ -3,17 +3,18 @@ files.
 
 A run converts some splits; metadata of other splits already in OUTPUT is kept (and must be of the
 same dataset and class list). Per split it records sizes, shards (videos, bytes), failures, the
-timing source counts of its videos, and the conversion settings.
+timing source counts of its videos, and the conversion settings; per pair of splits, the videos
+both hold.
 """
 
 import collections
 import csv
 import os
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from data import errors as data_errors
 from data.convert.plans import ConversionError, Plan
-from data.convert.shards import ShardJob, settings_of
+from data.convert.shards import ShardJob, recorded_videos, settings_of
 
 if TYPE_CHECKING:  # TensorFlow is imported lazily: worker processes never need it
   from data import records  # pylint: disable=g-bad-import-order
@@ -88,6 +89,9 @@ def write_outputs(output: str, plan: Plan, jobs: Sequence[ShardJob],
     metadata.extra.setdefault('videos_per_class', {})[split] = per_class
     metadata.extra.setdefault('names_digest', {})[split] = records.names_digest(
         v['filename'] for s in shard_states for v in s['videos'])
+  metadata.extra['shared_videos'] = _shared_videos(output, metadata, {
+      split: {v['filename'] for job in jobs if job.split == split
+              for v in states[job.path]['videos']} for split in converted})
   conversion = dict(metadata.extra.get('conversion', {}))
   for split in converted:
     conversion[split] = dict(source_kind=args.dataset, input=os.path.abspath(args.input),
@@ -119,6 +123,35 @@ def write_outputs(output: str, plan: Plan, jobs: Sequence[ShardJob],
     records.write_tfds_info(output, metadata,
                             description=f'{plan.name}: converted by salinet_jax data.convert.')
   return metadata
+
+
+def _shared_videos(output: str, metadata: 'records.DatasetMetadata',
+                   converted: Dict[str, Set[str]]) -> Dict[str, Dict[str, int]]:
+  """{split: {other split: videos both hold}} for every pair of splits in `output` whose video
+  names are known: this run's, and the others' from their shards' bookkeeping (or the counts
+  an earlier run kept for two splits this run leaves alone). Official folds share videos
+  (UCF101's test2 is in train1): a checkpoint evaluated on a split holding videos it trained
+  on is warned about from these counts."""
+  names = dict(converted)
+  for split, shards in metadata.shards.items():
+    if split in names or split not in metadata.split_sizes:
+      continue
+    listed = [recorded_videos(output, shard['file']) for shard in shards]
+    if shards and all(videos is not None for videos in listed):
+      kept = {video['filename'] for videos in listed for video in videos}
+      if len(kept) == metadata.split_sizes[split]:
+        names[split] = kept
+  old = metadata.extra.get('shared_videos', {})
+  shared: Dict[str, Dict[str, int]] = {}
+  for split in sorted(metadata.split_sizes):
+    for other in sorted(metadata.split_sizes):
+      if other == split:
+        continue
+      if split in names and other in names:
+        shared.setdefault(split, {})[other] = len(names[split] & names[other])
+      elif split not in converted and other not in converted and other in old.get(split, {}):
+        shared.setdefault(split, {})[other] = old[split][other]
+  return shared
 
 
 def video_warnings(states: Dict[str, Dict[str, Any]]) -> List[Tuple[str, str, str]]:

@@ -109,6 +109,16 @@ def _read_state(output: str, job: ShardJob) -> Optional[Dict[str, Any]]:
   return state
 
 
+def recorded_videos(output: str, shard_file: str) -> Optional[List[Dict[str, Any]]]:
+  """The videos the bookkeeping of shard `shard_file` (a basename) in `output` lists; None where
+  it is gone or unreadable."""
+  try:
+    with open(_state_path(output, shard_file)) as f:
+      return list(json.load(f)['videos'])
+  except (OSError, ValueError, KeyError, TypeError):
+    return None
+
+
 def _write_json(path: str, value: Any) -> None:
   with data_errors.replacing(path) as f:
     json.dump(value, f, indent=1)
