@@ -229,6 +229,9 @@ _TRAINING_RANGES = {
     'data.all_frames_trim_fraction': (0.0, 0.5, False),  # trimmed at each end: 0.5 trims all
     'data.shuffle_buffer': (1, None, False),
     'precise_bn_batches': (0, None, False),
+    'grad_accumulation_steps': (1, None, False),
+    'profile_num_steps': (0, None, False),
+    'profile_first_step': (0, None, False),
 }
 _RANGES = {
     'eval.num_visualizations': (0, None, False),

@@ -45,7 +45,11 @@ SCHEDULES = ('constant', 'cosine', 'warmup_cosine', 'steps', 'pyslowfast_cosine'
 # The config.optimizer fields only some optimizers or schedules read (the others read all the
 # rest): an override of one the config's choice does not read changes nothing.
 OPTIMIZER_FIELDS = {'sgd': ('momentum', 'nesterov'), 'adamw': ('adam_b1', 'adam_b2', 'adam_eps')}
-SCHEDULE_FIELDS = {'steps': ('step_boundaries', 'relative_lrs')}
+SCHEDULE_FIELDS = {'steps': ('step_boundaries', 'relative_lrs', 'warmup_steps'),
+                   'cosine': ('final_lr_fraction',),
+                   'warmup_cosine': ('final_lr_fraction', 'warmup_steps'),
+                   'epoch_cosine': ('final_lr_fraction',),  # its warm-up counts epochs
+                   'constant': ('warmup_steps',), 'pyslowfast_cosine': ('warmup_steps',)}
 
 
 def learning_rate_schedule(opt_config, total_steps: int, global_batch: int,

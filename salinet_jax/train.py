@@ -16,7 +16,7 @@ import signal
 import threading
 import time
 import traceback
-from typing import Any, Dict, Optional, Set, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 import flax
 import jax
@@ -137,6 +137,11 @@ def training_engine(config: ml_collections.ConfigDict) -> engine.Engine:
                     'not read (set num_train_steps=-1 to train by epochs).',
                     config.num_train_steps, config.num_epochs)
   warmup = engine.resolved_optimizer(config, info.num_videos)[0].warmup_steps
+  opt = config.optimizer
+  if opt.warmup_epochs > 0 and opt.warmup_steps > 0 and opt.schedule != 'epoch_cosine':
+    logging.warning('config.optimizer.warmup_epochs=%g sets the warm-up (%d step(s) here): '
+                    'config.optimizer.warmup_steps=%d is not read (set warmup_epochs=0 to warm '
+                    'up by steps).', opt.warmup_epochs, warmup, opt.warmup_steps)
   if config.optimizer.schedule != 'epoch_cosine' and warmup >= trainer.total_steps:
     logging.warning('The warm-up (%d steps) is not shorter than this run of %d: its learning rate '
                     'never reaches the peak %.4g (the last step trains at %.4g); shorten '
@@ -602,9 +607,7 @@ def _train_loop(trainer: engine.Engine, state: engine.TrainState, start_step: in
   progress = _Progress(trainer.total_steps, config.log_every_steps, config.batch_size, writer)
   hooks = []
   if config.profile_num_steps and jax.process_index() == 0:
-    hooks.append(periodic_actions.Profile(
-        logdir=store.workdir, num_profile_steps=config.profile_num_steps,
-        first_profile=config.profile_first_step, every_secs=None))
+    hooks += _profiler(config, start_step, trainer.total_steps, store.workdir)
   preemption = PreemptionWatcher()
   try:
     return _run_steps(trainer, state, start_step, store, writer, train_iter, rng, progress,
@@ -624,6 +627,24 @@ def _window_means(window, steps: int, last) -> Dict[str, float]:
   values = {name: float(np.asarray(value)) / steps for name, value in window.items()}
   values['learning_rate'] = float(np.asarray(last['learning_rate']))
   return values
+
+
+def _profiler(config, start_step: int, total_steps: int, workdir: str) -> List[Any]:
+  """clu's profiler of the `profile_num_steps` steps after step `profile_first_step`, or, where
+  this run (resumed at `start_step`) does not hold them all, a warning and none: it starts only
+  at that step and writes its trace only once they have run."""
+  first, count = config.profile_first_step, config.profile_num_steps
+  if start_step < first and first + count <= total_steps:
+    return [periodic_actions.Profile(logdir=workdir, num_profile_steps=count,
+                                     profile_duration_ms=None, first_profile=first,
+                                     every_secs=None)]
+  latest = total_steps - count  # the last step after which the whole trace fits in the run
+  remedy = (f'set --config.profile_first_step to a step from {start_step + 1} to {latest}'
+            if latest > start_step else 'the run has too few steps left for that many')
+  logging.warning('config.profile_num_steps=%d traces the %d step(s) after step %d '
+                  '(config.profile_first_step), outside this run (steps %d to %d): no trace is '
+                  'written; %s.', count, count, first, start_step + 1, total_steps, remedy)
+  return []
 
 
 def _run_steps(trainer, state, start_step, store, writer, train_iter, rng, progress, hooks,

@@ -921,6 +921,20 @@ def test_an_override_the_configs_loss_optimizer_or_schedule_does_not_read_is_ref
       'set --config.optimizer.schedule too, or leave it out.')
   assert cli.unread_override(config, ['--config.optimizer.adam_b1', '0.5'], 'train').startswith(
       '--config.optimizer.adam_b1 is read by')  # absl's space-separated form
+  # A floor under a schedule that has none, a warm-up in steps for the one counted in epochs
+  # (engine audit: both trained as without them).
+  config.optimizer.schedule = 'pyslowfast_cosine'
+  assert cli.unread_override(config, ['--config.optimizer.final_lr_fraction=0.5'], 'train') == (
+      "--config.optimizer.final_lr_fraction is read by schedule 'cosine' or 'warmup_cosine' or "
+      "'epoch_cosine' only, not by 'pyslowfast_cosine': set --config.optimizer.schedule too, or "
+      'leave it out.')
+  config.optimizer.schedule = 'epoch_cosine'
+  assert cli.unread_override(config, ['--config.optimizer.warmup_steps=3'], 'train').startswith(
+      "--config.optimizer.warmup_steps is read by schedule 'steps' or 'warmup_cosine' or "
+      "'constant' or 'pyslowfast_cosine' only, not by 'epoch_cosine'")
+  assert cli.unread_override(config, ['--config.optimizer.final_lr_fraction=0.5',
+                                      '--config.optimizer.warmup_epochs=2'], 'train') == ''
+  config.optimizer.schedule = 'cosine'
   assert cli.unread_override(config, ['--config.loss.label_smoothing=0.1',
                                       '--config.optimizer.momentum=0.8'], 'train') == ''
   line = _one_error_line(_main('--config=configs/demo.py', f'--workdir={tmp_path / "run"}',

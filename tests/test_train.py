@@ -1,5 +1,6 @@
 """train_and_evaluate / evaluate end to end on tiny real records: checkpoints, resume, DP mesh."""
 
+import glob
 import json
 import os
 import re
@@ -252,6 +253,36 @@ def test_a_warm_up_as_long_as_the_run_is_warned_about(config, caplog):
   train.training_engine(config)
   assert ('The warm-up (20 steps) is not shorter than this run of 2: its learning rate never '
           'reaches the peak 0.1 (the last step trains at 0.005); shorten ') in caplog.text
+
+
+def test_the_profiler_traces_the_steps_asked_for_or_says_why_none(config, tmp_path, caplog):
+  """profile_num_steps traced from step profile_first_step (10 by default, which the README did
+  not say): a shorter run, or a resume past it, wrote no trace without a word (engine audit)."""
+  config.profile_num_steps = 1
+  caplog.set_level('WARNING')
+  train.train_and_evaluate(config, str(tmp_path / 'short'))
+  assert ('config.profile_num_steps=1 traces the 1 step(s) after step 10 '
+          '(config.profile_first_step), outside this run (steps 1 to 2): no trace is written; set '
+          '--config.profile_first_step to a step from 1 to 1.') in caplog.text, caplog.text
+  assert not (tmp_path / 'short' / 'plugins').exists()
+  config.profile_first_step = 1
+  train.train_and_evaluate(config, str(tmp_path / 'traced'))
+  assert glob.glob(str(tmp_path / 'traced' / 'plugins' / 'profile' / '*' / '*.xplane.pb'))
+
+
+def test_a_warm_up_in_epochs_beside_one_in_steps_is_said_to_override_it(config, caplog):
+  """Both set: the epochs' warm-up won without a word (engine audit; only base.py's comment
+  said so)."""
+  config.optimizer.schedule = 'warmup_cosine'
+  config.optimizer.warmup_steps = 1
+  caplog.set_level('WARNING')
+  train.training_engine(config)
+  assert 'warmup_epochs' not in caplog.text
+  config.optimizer.warmup_epochs = 0.25
+  train.training_engine(config)
+  assert ('config.optimizer.warmup_epochs=0.25 sets the warm-up (1 step(s) here): '
+          'config.optimizer.warmup_steps=1 is not read (set warmup_epochs=0 to warm up by '
+          'steps).') in caplog.text, caplog.text
 
 
 def test_the_logged_loss_and_top1_are_means_over_the_log_window(tiny_data_dir, tmp_path):

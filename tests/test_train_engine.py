@@ -302,6 +302,11 @@ def test_restoring_only_the_variables_hands_the_optimizer_state_memory_back(tmp_
     ('data.shuffle_buffer', 0, 'config.data.shuffle_buffer must be at least 1, got 0.'),
     ('precise_bn_batches', -1, 'config.precise_bn_batches must be at least 0, got -1.'),
     ('predict.window_batch', 0, 'config.predict.window_batch must be at least 1, got 0.'),
+    # A negative count still traced 10 steps in (engine audit); zero micro-batches said 'use a
+    # multiple of 0'.
+    ('profile_num_steps', -1, 'config.profile_num_steps must be at least 0, got -1.'),
+    ('profile_first_step', -1, 'config.profile_first_step must be at least 0, got -1.'),
+    ('grad_accumulation_steps', 0, 'config.grad_accumulation_steps must be at least 1, got 0.'),
 ])
 def test_counts_below_one_and_values_out_of_range_are_config_errors(tiny_data_dir, field, value,
                                                                     message):
