@@ -648,6 +648,7 @@ def test_a_split_given_twice_for_frame_lists_is_refused(tmp_path, capsys):
                                         ('ucf101', '--class_list=classes.txt'),
                                         ('ssv2', '--class_list=classes.txt'),
                                         ('kinetics400', '--fold=2'),
+                                        ('kinetics400', '--fold=1'),  # the default's value
                                         ('folder', '--kinetics_csv=k400.csv'),
                                         ('kinetics400', '--label_index_base=1'),
                                         ('folder', '--label_column=class'),

@@ -274,8 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
                  'to convert')
   p.add_argument('--name', default='', help='dataset name in shard files, metadata and TFDS '
                  '(default: the kind; use the registry name, e.g. fight_surv)')
-  p.add_argument('--class_list', default='', help='class names one per line, in index order')
-  p.add_argument('--fold', default='1', help='ucf101/hmdb51 fold: 1, 2, 3 or all')
+  p.add_argument('--class_list', default='', help='class names one per line, in index order, or '
+                 '`<index> <name>` lines numbered from 0 or 1 (classInd.txt)')
+  p.add_argument('--fold', default=None, help='ucf101/hmdb51 fold: 1 (the default), 2, 3 or all')
   p.add_argument('--kinetics_csv', default='', help='mini_kinetics: labeled K400 CSV(s)')
   p.add_argument('--extensions', default=','.join(VIDEO_EXTENSIONS), help='video extensions')
   p.add_argument('--path_column', default='path', help='CSV lists: column of the video path')

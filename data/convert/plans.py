@@ -143,11 +143,12 @@ def plan_mini_kinetics(args) -> Plan:
 
 
 def _folds(args) -> List[int]:
-  if args.fold == 'all':
+  fold = args.fold or '1'
+  if fold == 'all':
     return [1, 2, 3]
-  if args.fold not in ('1', '2', '3'):
-    raise ConversionError(f'--fold must be 1, 2, 3 or all, got {args.fold!r}.')
-  return [int(args.fold)]
+  if fold not in ('1', '2', '3'):
+    raise ConversionError(f'--fold must be 1, 2, 3 or all, got {fold!r}.')
+  return [int(fold)]
 
 
 def _keep_split(args, split: str) -> bool:
@@ -183,7 +184,7 @@ def plan_hmdb51(args) -> Plan:
         if _keep_split(args, split):
           splits[split] = files.attach_sources(_entries_to_items(parsed.entries), index)
   else:
-    if args.fold != '1':
+    if args.fold is not None:
       raise ConversionError(f'--fold={args.fold} picks a fold of the official split folder; TSN '
                             'lists are one fold each, given as split=path: it would be ignored.')
     for split, path in split_specs(args.annotations, 'hmdb51'):
