@@ -126,6 +126,10 @@ def s2dnet_config(dataset: str, stage: str, config_file: str = '') -> ml_collect
     opt.lr_multipliers = opt.lr_multipliers + ((F_THETA_PARAMS, 0.1),)
     config.init_from.checkpoint = f'runs/{dataset}_s2dnet_warmup'
     config.init_from.which = 'latest'  # the warm-up's final weights, as the reference resumes
+    config.init_from.source = (
+        "the warm-up stage's final weights: train `python main.py "
+        f'--config={config_file or f"configs/{dataset}_s2dnet.py"}:warmup '
+        f'--workdir=runs/{dataset}_s2dnet_warmup ...` first')
 
   config.batch_size = 128  # 2 GPUs x 2 shards (NUM_SHARDS default) x 32 in the reference
   config.bn_group_size = 0  # synchronised BatchNorm over the whole batch (TRAIN.SYNC_BN)

@@ -17,6 +17,10 @@ from configs import mini_kinetics_s2dnet
 
 def get_config(stage: str = 'warmup') -> ml_collections.ConfigDict:
   config = mini_kinetics_s2dnet.s2dnet_config('ssv2', stage)
+  if stage == 'warmup':
+    config.init_from.source = (
+        'MobileNetV2 and ResNet-50 TSM/TSN checkpoints trained on SSv2, converted together (the '
+        'reference ships none; ImageNet ones convert with --source=torchvision)')
   config.data.train_augmentations = ()  # "pushing left to right" must not become its mirror
   config.data.num_frames = 170 // 2  # s2d_main.py's MAX_FRAME_NUM for somethingv2, stride 2
   config.eval_every_steps = 5_000

@@ -206,7 +206,14 @@ def check_init_from(init_config) -> None:
   if init_config.checkpoint == FROM_SCRATCH:
     return
   if init_config.checkpoint != REQUIRED:
-    check_location(init_config.checkpoint)
+    try:
+      check_location(init_config.checkpoint)
+    except checkpoints.NoCheckpointError as e:
+      if not init_config.source or not str(e).endswith(' does not exist.'):
+        raise
+      raise checkpoints.NoCheckpointError(
+          f'{str(e)[:-1]}: this recipe starts from {init_config.source}, or pass '
+          '--config.init_from.checkpoint=DIR.') from None
     return
   command = init_config.convert_command
   raise InitCheckpointRequiredError(

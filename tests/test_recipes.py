@@ -25,6 +25,7 @@ import pytest
 
 from data import records
 
+from salinet_jax import checkpoints
 from salinet_jax import info
 from salinet_jax import inputs
 from salinet_jax import pretrained
@@ -298,3 +299,30 @@ def test_the_printed_card_numbers_each_epoch_across_folded_lines():
       '    e8=0.9 e9=1',
       'test_frame_indices:', '    clip 0: [0, 2]', '    clip 1: [4, 6]',
       'num_epochs: 10']
+
+
+@pytest.mark.parametrize('name, dataset', [('mini_kinetics_s2dnet', 'mini_kinetics'),
+                                           ('k400_s2dnet', 'kinetics400'),
+                                           ('ssv2_s2dnet', 'ssv2')])
+def test_a_sampling_stage_before_its_warm_up_says_to_train_the_warm_up_first(name, dataset,
+                                                                              tmp_path,
+                                                                              monkeypatch):
+  """The sampling stage starts from the warm-up's workdir; run first, it said only 'Pretrained
+  checkpoint .../runs/..._s2dnet_warmup does not exist.' (README audit): neither that this is the
+  warm-up's default workdir nor how to make it."""
+  monkeypatch.chdir(tmp_path)
+  config = load(f'{name}:sampling')
+  with pytest.raises(checkpoints.NoCheckpointError) as raised:
+    pretrained.check_init_from(config.init_from)
+  assert str(raised.value) == (
+      f'Pretrained checkpoint {tmp_path}/runs/{dataset}_s2dnet_warmup does not exist: this recipe '
+      f"starts from the warm-up stage's final weights: train `python main.py "
+      f'--config=configs/{name}.py:warmup --workdir=runs/{dataset}_s2dnet_warmup ...` '
+      'first, or pass --config.init_from.checkpoint=DIR.')
+
+
+def test_the_ssv2_warm_up_asks_for_what_exists():
+  """The SSv2 recipe said the reference ships no SSv2 checkpoints, and its warm-up asked for
+  'the reference's ssv2 SNET_RESUME / DNET_RESUME checkpoints' (README audit)."""
+  source = load('ssv2_s2dnet:warmup').init_from.source
+  assert "the reference's" not in source and 'ships none' in source, source
