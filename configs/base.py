@@ -115,7 +115,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.optimizer.adam_eps = 1e-8
   config.optimizer.weight_decay = 1e-4
   # (regex, factor) rules over 'KIND:PATH' names (KIND norm | bias | weight), first match wins;
-  # 0 where none matches (salinet_jax/optim.py). PySlowFast: no decay on BatchNorm.
+  # 1 (full decay) where none matches (salinet_jax/optim.py). PySlowFast: no decay on BatchNorm.
   config.optimizer.weight_decay_rules = (('^norm:', 0.0), ('', 1.0))
   # constant | cosine | warmup_cosine | steps | pyslowfast_cosine | epoch_cosine
   # (salinet_jax/optim.py; epoch_cosine is S2DNet's, set once per epoch).

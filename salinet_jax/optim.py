@@ -7,7 +7,7 @@
   name is 'KIND:PATH', PATH the '/'-joined parameter path and KIND 'norm' for the scale and bias
   of normalisation layers (recognised by their `scale`, whatever the layer is called), 'bias' for
   other biases and 'weight' for the rest, e.g. 'norm:backbone/s1/pathway0_stem/bn/scale'.
-- Weight decay (`weight_decay` x the factor of `weight_decay_rules`; 0 where no rule matches) is
+- Weight decay (`weight_decay` x the factor of `weight_decay_rules`; 1 where no rule matches) is
   coupled L2 added to the gradient before momentum for SGD, as PyTorch's SGD does, decoupled for
   AdamW. PySlowFast: (('^norm:', 0.0), ('', 1.0)), no decay on BatchNorm (BN.WEIGHT_DECAY = 0).
 - LR multipliers (`lr_multipliers`; 1 where no rule matches), e.g. TSM's x5 for classifier
@@ -216,7 +216,7 @@ def create_optimizer(opt_config, params: Any, total_steps: int, global_batch: in
   parts = []
   if opt_config.grad_clip_norm:
     parts.append(optax.clip_by_global_norm(opt_config.grad_clip_norm))
-  decay = factors_from_rules(params, opt_config.weight_decay_rules, 0.0,
+  decay = factors_from_rules(params, opt_config.weight_decay_rules, 1.0,
                              'config.optimizer.weight_decay_rules')
   decayed = [add_decayed_weights(decay, opt_config.weight_decay)] if opt_config.weight_decay else []
   if opt_config.name == 'sgd':  # coupled L2: decay enters the momentum, as in torch.optim.SGD

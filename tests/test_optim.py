@@ -110,6 +110,13 @@ def test_weight_decay_rules_first_match_wins_and_default_skips_norm_parameters()
   np.testing.assert_allclose(updates['conv']['kernel'], -0.5 * 0.1)
   np.testing.assert_allclose(updates['head']['fc']['kernel'], -0.5 * 0.1 * 2.0)
   np.testing.assert_allclose(updates['bn']['scale'], 0.0)
+  # A rule set without a catch-all, meaning 'no decay on biases', took every other parameter's
+  # decay away without a word (engine audit): a parameter no rule matches decays fully, as a
+  # parameter no lr_multipliers rule matches keeps its learning rate.
+  updates = _one_update(_opt_config(weight_decay=0.1, weight_decay_rules=(('^bias:', 0.0),)),
+                        jax.tree.map(jnp.zeros_like, PARAMS))
+  np.testing.assert_allclose(updates['conv']['kernel'], -0.5 * 0.1)
+  np.testing.assert_allclose(updates['head']['fc']['bias'], 0.0)
 
 
 def test_lr_multipliers_and_frozen_parameters():
