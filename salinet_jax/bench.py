@@ -243,6 +243,9 @@ class JaxWorkload:
     # XLA's peak_memory leaves the temporaries out on CPU: the step's own total, beside it.
     out['step_total_mib'] = round((stats.argument_size_in_bytes + stats.output_size_in_bytes
                                    - stats.alias_size_in_bytes + stats.temp_size_in_bytes) / MIB, 1)
+    # XLA analyses one device's program: its share of the batch, not the whole step's (unlike
+    # flops_per_step, which is scaled up to the whole step).
+    out['scope'] = 'one device'
     return out
 
 
@@ -345,6 +348,9 @@ def run(config, *, config_path: str, mode: str, batch: Optional[int], steps: int
   from salinet_jax.models import fast_conv  # pylint: disable=g-import-not-at-top
   load_start = load_average()
   if dtype:
+    known = sorted(models.DTYPES) + [models.ACCELERATOR_BFLOAT16]
+    if dtype not in known:  # config.dtype's own message would name a field the user never set
+      raise errors.UserError(f'--dtype must be one of {known}, got {dtype!r}.')
     with config.unlocked():
       config.dtype = dtype
   if batch is None:

@@ -58,6 +58,8 @@ def test_bench_reports_every_key(mode):
   assert len(result['step_times_s']) == 2 and result['step_time_median_s'] > 0
   assert result['flops_per_step'] > 0
   assert result['memory_analysis']['temp_size_mib'] >= 0
+  # One device's program, unlike flops_per_step (engine audit: unlabelled, it read as the step's).
+  assert result['memory_analysis']['scope'] == 'one device'
   if jax.default_backend() == 'cpu':
     assert result['mfu'] == 'unknown'
   assert ('clips_per_device_forward' in result) == (mode == 'eval')
@@ -87,6 +89,16 @@ def test_flops_count_every_micro_batch_and_memory_totals_count_temporaries():
   assert memory['step_total_mib'] == pytest.approx(
       memory['argument_size_mib'] + memory['output_size_mib'] - memory['alias_size_mib']
       + memory['temp_size_mib'], abs=0.2)
+
+
+def test_an_unknown_dtype_is_named_as_the_flag_given():
+  """--dtype=bf16 said 'config.dtype must be one of ...', a field the user never set (engine
+  audit)."""
+  with pytest.raises(bench.errors.UserError, match=re.escape(
+      "--dtype must be one of ['bfloat16', 'float16', 'float32', 'float64', "
+      "'bfloat16_on_accelerators'], got 'bf16'.")):
+    bench.run(tiny_bench_config(), config_path='demo', mode='train', batch=2, steps=1, warmup=1,
+              dtype='bf16')
 
 
 def test_flags_the_workload_does_not_read_are_refused():
