@@ -300,6 +300,10 @@ def check_config(config, training: bool, devices: int) -> None:
         "config.dtype='float16' needs loss scaling, which is not implemented: use "
         "'bfloat16' (same memory, no loss scaling needed) or 'float32'.")
   inputs.normalization(config.data)  # an unknown preset fails now, not in the first step
+  models.check_remat(config.remat)
+  if training:  # an unknown schedule, or a warm-up the schedule has none of (one step an epoch)
+    opt_config, _ = resolved_optimizer(config, train_videos=config.batch_size)
+    optim.learning_rate_schedule(opt_config, 1, config.batch_size, 1.0, 1.0)
   if data_ops.pads_frames(config.data) and not models.takes_frame_counts(config.model):
     raise errors.ConfigError(
         f"config.data.temporal_sampling={config.data.temporal_sampling!r} pads each clip to "

@@ -91,8 +91,9 @@ def learning_rate_schedule(opt_config, total_steps: int, global_batch: int,
   elif name in ('cosine', 'warmup_cosine'):
     if name == 'cosine' and warmup:
       given = 'warmup_epochs' if opt_config.warmup_epochs > 0 else 'warmup_steps'
-      raise errors.ConfigError(f"config.optimizer.{given} needs schedule='warmup_cosine' "
-                               "(or 'steps').")
+      raise errors.ConfigError(f"config.optimizer.{given} needs a schedule with a warm-up "
+                               "('warmup_cosine', 'steps', 'constant' or 'pyslowfast_cosine'), "
+                               "not 'cosine'.")
     # The cosine starts after the warm-up and reaches peak * final_lr_fraction at total_steps.
     after_warmup = optax.cosine_decay_schedule(peak, max(total_steps - warmup, 1),
                                                alpha=opt_config.final_lr_fraction)

@@ -943,6 +943,24 @@ def test_an_override_the_configs_loss_optimizer_or_schedule_does_not_read_is_ref
                   "'sgd': set --config.optimizer.name too, or leave it out.")
 
 
+@pytest.mark.parametrize('override, expected', [
+    ('--config.remat=bogus', "error: config.remat must be one of ('none', 'elementwise', "
+     "'blocks', 'full'), got 'bogus'."),
+    ('--config.optimizer.schedule=foo', 'error: config.optimizer.schedule must be one of '),
+    ('--config.optimizer.warmup_epochs=1', "error: config.optimizer.warmup_epochs needs a "
+     "schedule with a warm-up ('warmup_cosine', 'steps', 'constant' or 'pyslowfast_cosine'), "
+     "not 'cosine'."),
+])
+def test_a_mistyped_remat_or_schedule_leaves_no_workdir_behind(tiny_data_dir, tmp_path, override,
+                                                                expected):
+  """These failed after the workdir, its checkpoints/ folder and log.txt were made (engine
+  audit), against the promise that a mistyped value leaves nothing behind."""
+  line = _one_error_line(_main('--config=configs/demo.py', f'--workdir={tmp_path / "run"}',
+                               *_tiny_overrides(tiny_data_dir), override))
+  assert line.startswith(expected), line
+  assert not (tmp_path / 'run').exists()
+
+
 def test_an_override_of_another_modes_settings_is_refused(tiny_data_dir, tmp_path):
   """--config.predict.* in eval or features, --config.features.* in predict, and a window's
   stride without a window changed nothing, without a word (config audit)."""

@@ -153,7 +153,8 @@ def test_adamw_decays_decoupled_and_unknown_names_fail():
     _one_update(_opt_config(schedule='poly'))
   # A warm-up in epochs was refused as warmup_steps, a field the user had not set.
   with pytest.raises(errors.ConfigError, match=re.escape(
-      "config.optimizer.warmup_epochs needs schedule='warmup_cosine' (or 'steps').")):
+      "config.optimizer.warmup_epochs needs a schedule with a warm-up ('warmup_cosine', 'steps', "
+      "'constant' or 'pyslowfast_cosine'), not 'cosine'.")):
     _one_update(_opt_config(schedule='cosine', warmup_epochs=1.0, warmup_steps=4))
   assert isinstance(optax.global_norm(updates), jax.Array)
 

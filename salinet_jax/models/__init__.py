@@ -60,6 +60,12 @@ def compute_dtype(name: str) -> Any:
   return DTYPES[name]
 
 
+def check_remat(remat: str) -> None:
+  """Fails on a `config.remat` that is not one of REMAT_MODES."""
+  if remat not in REMAT_MODES:
+    raise errors.ConfigError(f'config.remat must be one of {REMAT_MODES}, got {remat!r}.')
+
+
 def build_model(model_config, num_classes: int, dtype: str = 'float32',
                 remat: str = 'none') -> nn.Module:
   """Instantiates `MODELS[model_config.name]` with every other field of `model_config`.
@@ -77,8 +83,7 @@ def build_model(model_config, num_classes: int, dtype: str = 'float32',
   name = fields.pop('name')
   if name not in MODELS:
     raise errors.ConfigError(f'config.model.name {name!r} is not one of {sorted(MODELS)}.')
-  if remat not in REMAT_MODES:
-    raise errors.ConfigError(f'config.remat must be one of {REMAT_MODES}, got {remat!r}.')
+  check_remat(remat)
   model_cls = MODELS[name]
   accepted = {f.name for f in dataclasses.fields(model_cls)} - {'parent', 'name'}
   unknown = sorted(set(fields) - accepted)
