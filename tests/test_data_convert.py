@@ -1471,3 +1471,22 @@ def test_the_converter_counts_the_videos_official_folds_share_and_runs_warn_of_t
   train.evaluation_engine(config, str(tmp_path / 'run'), 'test2')
   assert (f"Split 'test2' of {everything} holds 6 of the 9 videos of the train split 'train1': "
           'evaluating the checkpoint there scores videos it trained on.') in caplog.text
+
+
+def test_videos_enlarged_to_the_stored_short_side_are_warned_about(tmp_path, capsys):
+  """Sources smaller than --short_side were stored enlarged without a word (README audit: 64x48
+  frames stored at 341x256), and training's warning about enlarged frames compares with the
+  stored size, so it never saw them."""
+  source = tmp_path / 'videos'
+  for label, clip in (('fight', 'fight/fi150.mp4'), ('noFight', 'noFight/nofi001.mp4')):
+    (source / label).mkdir(parents=True)
+    os.symlink(FIGHT / clip, source / label / os.path.basename(clip))
+  common = ['--dataset=folder', f'--input={source}', '--max_frames=4', '--name=tiny']
+  assert _run(*common, f'--output={tmp_path / "small"}', '--short_side=240') == 0
+  assert 'stored enlarged' not in capsys.readouterr().err
+  assert _run(*common, f'--output={tmp_path / "large"}', '--short_side=300') == 0
+  err = capsys.readouterr().err
+  assert ("warning: 1 video(s) converted in this run have a short side below --short_side=300 "
+          "(the smallest 240 px: train: fight/fi150.mp4) and were stored enlarged to it, with "
+          "detail the source never had: convert with a smaller --short_side (0 keeps each "
+          "video's size) to store them as they are.") in err, err

@@ -141,9 +141,28 @@ def convert(args) -> Optional['records.DatasetMetadata']:
     print(f'warning: {unchecked} shard(s) were written by a version that kept no video '
           'warnings: their videos were not checked for them (convert them anew to check).',
           file=sys.stderr)
-  for line in emptied_class_warnings(plan, metadata):
+  for line in emptied_class_warnings(plan, metadata) + enlarged_warnings(states, args):
     print(f'warning: {line}', file=sys.stderr)
   return metadata
+
+
+def enlarged_warnings(states, args) -> List[str]:
+  """A line when this run stored videos whose source short side is below --short_side: they
+  were enlarged, with detail the source never had, and training's warning about enlarged
+  frames compares with the stored size, so it cannot tell."""
+  if not args.short_side:
+    return []
+  smaller = sorted((min(video['source_height'], video['source_width']), state['split'],
+                    video['filename']) for state in states.values() for video in state['videos']
+                   if 0 < min(video.get('source_height', 0), video.get('source_width', 0))
+                   < args.short_side)
+  if not smaller:
+    return []
+  side, split, file = smaller[0]
+  return [f'{len(smaller)} video(s) converted in this run have a short side below '
+          f'--short_side={args.short_side} (the smallest {side} px: {split}: {file}) and were '
+          'stored enlarged to it, with detail the source never had: convert with a smaller '
+          "--short_side (0 keeps each video's size) to store them as they are."]
 
 
 def emptied_class_warnings(plan, metadata) -> List[str]:
