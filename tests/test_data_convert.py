@@ -1490,3 +1490,19 @@ def test_videos_enlarged_to_the_stored_short_side_are_warned_about(tmp_path, cap
           "(the smallest 240 px: train: fight/fi150.mp4) and were stored enlarged to it, with "
           "detail the source never had: convert with a smaller --short_side (0 keeps each "
           "video's size) to store them as they are.") in err, err
+
+
+def test_another_datasets_class_list_under_a_registered_name_is_warned_about_before_decoding(
+    tmp_path, capsys):
+  """Kinetics-600's CSVs converted as --dataset=kinetics400 planned 600 classes without a word
+  (README audit); training said so only once the records were written."""
+  assert _run('--dataset=kinetics400', f'--input={tmp_path}', f'--output={tmp_path / "out"}',
+              f'--annotations={ANNOTATIONS / "kinetics" / "kinetics-600_val.csv"}',
+              '--dry_run') == 0
+  assert ("warning: these annotations give 600 classes; the official 'kinetics400' has 400: "
+          "another dataset's annotation files? (--dataset=kinetics600 has 600)"
+          in capsys.readouterr().err)
+  assert _run('--dataset=kinetics400', f'--input={tmp_path}', f'--output={tmp_path / "out"}',
+              f'--annotations={ANNOTATIONS / "kinetics" / "kinetics-400_val.csv"}',
+              '--dry_run') == 0
+  assert 'official' not in capsys.readouterr().err

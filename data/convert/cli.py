@@ -59,6 +59,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, List, Optional, Sequence
 
+from data import datasets
 from data import errors as data_errors
 from data import video_io
 from data.convert.outputs import FAILURES_FILE, WARNINGS_FILE, existing_metadata, write_outputs
@@ -111,7 +112,8 @@ def convert(args) -> Optional['records.DatasetMetadata']:
         f'{counts}, {len(jobs)} shards, {missing} listed videos left out (not found, found '
         'twice or listed twice: each becomes a failure).', file=sys.stderr)
   before = existing_metadata(output, plan)  # fail before decoding anything, dry run or not
-  for line in (plan.warnings + coverage_warnings(plan) + unlabelled_warnings(plan)
+  for line in (plan.warnings + official_class_warnings(plan) + coverage_warnings(plan)
+               + unlabelled_warnings(plan)
                + share_warnings(plan, args)
                + frame_rate_warnings(plan, args) + _replaced_conversions(before, plan, args)):
     print(f'warning: {line}', file=sys.stderr)
@@ -238,6 +240,21 @@ def coverage_warnings(plan) -> List[str]:
       lines.append(f'split {split!r} has no video of {len(absent)} of the {len(plan.classes)} '
                    f'classes: {absent[:20]}' + (' ...' if len(absent) > 20 else '') + '.')
   return lines
+
+
+def official_class_warnings(plan) -> List[str]:
+  """A line when a registered dataset's name is given classes of another count (Kinetics-600's
+  CSVs as kinetics400): training would say so, but only once the records are written."""
+  info = datasets.REGISTRY.get(plan.name)
+  if info is None or len(plan.classes) == info.num_classes:
+    return []
+  count = len(plan.classes)
+  others = [name for name, other in sorted(datasets.REGISTRY.items())
+            if other.num_classes == count]
+  return [f'these annotations give {count} classes; the official {plan.name!r} has '
+          f"{info.num_classes}: another dataset's annotation files? ("
+          + (f"{' or '.join('--dataset=' + name for name in others)} has {count}" if others
+             else '--name=NAME converts them as a dataset of your own') + ')']
 
 
 def unlabelled_warnings(plan) -> List[str]:
