@@ -1506,3 +1506,31 @@ def test_another_datasets_class_list_under_a_registered_name_is_warned_about_bef
               f'--annotations={ANNOTATIONS / "kinetics" / "kinetics-400_val.csv"}',
               '--dry_run') == 0
   assert 'official' not in capsys.readouterr().err
+
+
+def test_a_listed_path_is_found_whatever_its_letter_case_as_the_official_kinds_find_it(
+    tmp_path):
+  """UCF101's own lists given to the `list` kind lost every HandstandPushups video on a
+  case-sensitive disk ('missing video file: .../HandStandPushups/...', README audit), while the
+  `ucf101` kind found them: a listed path is now found exactly, else in any letter case, as the
+  official kinds find theirs; where two files differ only in case it stays missing."""
+  videos = _ucf101_folder(tmp_path / 'UCF-101')
+  listed = tmp_path / 'train.txt'
+  listed.write_text('HandStandPushups/v_HandStandPushups_g08_c01.avi 37\n'
+                    'ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi 1\n'
+                    'YoYo/v_YoYo_g99_c01.avi 101\n')
+  plan = _plan('--dataset=list', f'--input={videos}', f'--output={tmp_path / "out"}',
+               f'--annotations=train={listed}', '--label_index_base=1',
+               f'--class_list={ANNOTATIONS / "ucf101_official_splits" / "classInd.txt"}')
+  found = {item.filename: item.source for item in plan.splits['train']}
+  assert found['HandStandPushups/v_HandStandPushups_g08_c01.avi'] == str(
+      videos / 'HandstandPushups' / 'v_HandStandPushups_g08_c01.avi')
+  assert found['ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi'] == str(
+      videos / 'ApplyEyeMakeup' / 'v_ApplyEyeMakeup_g08_c01.avi')
+  assert not found['YoYo/v_YoYo_g99_c01.avi']
+  (videos / 'HANDSTANDPUSHUPS').mkdir()  # two spellings: which one is meant cannot be told
+  plan = _plan('--dataset=list', f'--input={videos}', f'--output={tmp_path / "out"}',
+               f'--annotations=train={listed}', '--label_index_base=1',
+               f'--class_list={ANNOTATIONS / "ucf101_official_splits" / "classInd.txt"}')
+  assert not {item.filename: item.source for item in plan.splits['train']}[
+      'HandStandPushups/v_HandStandPushups_g08_c01.avi']

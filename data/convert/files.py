@@ -103,17 +103,47 @@ def attach_sources(items: Iterable['Item'], index: FileIndex, stems_of=None) -> 
 
 def attach_paths(items: Iterable['Item'], root: str) -> List['Item']:
   """Fills `source` with `root/filename` (an absolute filename as it is) where that exists: a
-  video file, or a folder for frame items; otherwise records why it was not found."""
+  video file, or a folder for frame items; else the one path under `root` that `filename` names
+  in another letter case, as FileIndex finds official lists' videos (UCF101's lists say
+  HandStandPushups/ where the folder is HandstandPushups/); otherwise records why it was not
+  found."""
+  listings: Dict[str, Dict[str, List[str]]] = {}
   out = []
   for item in items:
     source = item.filename if os.path.isabs(item.filename) else os.path.join(root, item.filename)
-    if item.kind == 'frames':
-      found, missing = os.path.isdir(source), f'missing frame folder: {source}'
-    else:
-      found, missing = os.path.exists(source), f'missing video file: {source}'
-    if found:
+    exists = os.path.isdir if item.kind == 'frames' else os.path.exists
+    if not exists(source) and not os.path.isabs(item.filename):
+      source = _in_any_case(root, item.filename, listings) or source
+    if exists(source):
       item.source = source
     else:
-      item.missing = missing
+      item.missing = (f'missing frame folder: {source}' if item.kind == 'frames' else
+                      f'missing video file: {source}')
     out.append(item)
   return out
+
+
+def _in_any_case(root: str, relative: str, listings: Dict[str, Dict[str, List[str]]]
+                 ) -> Optional[str]:
+  """The one path under `root` that `relative` names when letter case is ignored; None where
+  there is none, or several (two spellings: which one is meant cannot be told). `listings`
+  keeps each folder's names by their lower case."""
+  path = root
+  for part in relative.replace(os.sep, '/').split('/'):
+    if part in ('', '.'):
+      continue
+    if part == '..':
+      return None
+    if path not in listings:
+      by_lower: Dict[str, List[str]] = collections.defaultdict(list)
+      try:
+        for name in os.listdir(path):
+          by_lower[name.lower()].append(name)
+      except OSError:
+        pass
+      listings[path] = by_lower
+    matches = listings[path].get(part.lower(), [])
+    if len(matches) != 1:
+      return None
+    path = os.path.join(path, matches[0])
+  return path
