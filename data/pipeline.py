@@ -249,11 +249,12 @@ def records_identity(dataset_config, splits: Sequence[str],
           for split in dict.fromkeys(splits) if split in metadata.split_sizes}
 
 
-def shared_videos_warning(dataset_config, evaluated: str, consequence: str) -> Optional[str]:
-  """A line where split `evaluated` holds videos of the config's train split, as official
-  folds do (UCF101's and HMDB51's test2 is part of train1), ending with `consequence` (what
-  evaluating there scores). None where they share none, or the records do not say."""
-  train_split = dataset_config.train_split
+def shared_videos_warning(dataset_config, evaluated: str, consequence: str,
+                          train_split: Optional[str] = None) -> Optional[str]:
+  """A line where split `evaluated` holds videos of `train_split` (default: the config's), as
+  official folds do (UCF101's and HMDB51's test2 is part of train1), ending with `consequence`
+  (what evaluating there scores). None where they share none, or the records do not say."""
+  train_split = train_split or dataset_config.train_split
   directory = records_directory(dataset_config)
   metadata = records.read_metadata(directory)
   count = records.shared_videos(metadata, train_split, evaluated)

@@ -763,8 +763,10 @@ def evaluation_engine(config: ml_collections.ConfigDict, workdir: str,
   _require_same_classes(classes, info, split, 'The checkpoint',
                         'evaluate on records of the same dataset', records.MissingRecordsError)
   _say_records_changes(metadata.get('records'), config.dataset, 'The checkpoint', split)
+  trained = checkpoints.stored_config_dict(metadata.get('config')).get('dataset') or {}
   lines = [pipeline.shared_videos_warning(config.dataset, split, 'evaluating the checkpoint '
-                                          'there scores videos it trained on')]
+                                          'there scores videos it trained on',
+                                          trained.get('train_split'))]
   for line in filter(None, lines + pipeline.enlarging_warnings(config.dataset, config.data,
                                                                eval_split=split)):
     logging.warning('%s', line)

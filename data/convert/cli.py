@@ -112,7 +112,7 @@ def convert(args) -> Optional['records.DatasetMetadata']:
         f'{counts}, {len(jobs)} shards, {missing} listed videos left out (not found, found '
         'twice or listed twice: each becomes a failure).', file=sys.stderr)
   before = existing_metadata(output, plan)  # fail before decoding anything, dry run or not
-  for line in (plan.warnings + official_class_warnings(plan) + coverage_warnings(plan)
+  for line in (plan.warnings + official_class_warnings(plan, args) + coverage_warnings(plan)
                + unlabelled_warnings(plan)
                + share_warnings(plan, args)
                + frame_rate_warnings(plan, args) + _replaced_conversions(before, plan, args)):
@@ -143,9 +143,27 @@ def convert(args) -> Optional['records.DatasetMetadata']:
     print(f'warning: {unchecked} shard(s) were written by a version that kept no video '
           'warnings: their videos were not checked for them (convert them anew to check).',
           file=sys.stderr)
-  for line in emptied_class_warnings(plan, metadata) + enlarged_warnings(states, args):
+  for line in (emptied_class_warnings(plan, metadata) + enlarged_warnings(states, args)
+               + uncounted_share_warnings(plan, metadata)):
     print(f'warning: {line}', file=sys.stderr)
   return metadata
+
+
+def uncounted_share_warnings(plan, metadata) -> List[str]:
+  """A line per split of this run whose shared videos with another split in the output could
+  not be counted (that split's bookkeeping in .convert/ is gone, or from before sources were
+  kept): training and eval then cannot say where one holds videos of the other."""
+  shared = metadata.extra.get('shared_videos', {})
+  lines = []
+  for split in sorted(plan.splits):
+    others = sorted(other for other in metadata.split_sizes
+                    if other != split and other not in shared.get(split, {}))
+    if others:
+      lines.append(f'split {split!r}: the videos it shares with split(s) {others} cannot be '
+                   "counted (their shards' bookkeeping in .convert/ is gone, or older than this "
+                   'count): training and eval cannot warn where one holds videos of the other; '
+                   'convert those splits again to count them.')
+  return lines
 
 
 def enlarged_warnings(states, args) -> List[str]:
@@ -242,18 +260,18 @@ def coverage_warnings(plan) -> List[str]:
   return lines
 
 
-def official_class_warnings(plan) -> List[str]:
+def official_class_warnings(plan, args) -> List[str]:
   """A line when a registered dataset's name is given classes of another count (Kinetics-600's
   CSVs as kinetics400): training would say so, but only once the records are written."""
   info = datasets.REGISTRY.get(plan.name)
   if info is None or len(plan.classes) == info.num_classes:
     return []
   count = len(plan.classes)
-  others = [name for name, other in sorted(datasets.REGISTRY.items())
-            if other.num_classes == count]
+  kinds = [name for name, other in sorted(datasets.REGISTRY.items())
+           if other.num_classes == count and name in KINDS and args.dataset == plan.name]
   return [f'these annotations give {count} classes; the official {plan.name!r} has '
           f"{info.num_classes}: another dataset's annotation files? ("
-          + (f"{' or '.join('--dataset=' + name for name in others)} has {count}" if others
+          + (f"{' or '.join('--dataset=' + name for name in kinds)} has {count}" if kinds
              else '--name=NAME converts them as a dataset of your own') + ')']
 
 
@@ -311,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument('--name', default='', help='dataset name in shard files, metadata and TFDS '
                  '(default: the kind; use the registry name, e.g. fight_surv)')
   p.add_argument('--class_list', default='', help='class names one per line, in index order, or '
-                 '`<index> <name>` lines numbered from 0 or 1 (classInd.txt)')
+                 '`<index> <name>` lines numbered in order from 0 or 1 (classInd.txt)')
   p.add_argument('--fold', default=None, help='ucf101/hmdb51 fold: 1 (the default), 2, 3 or all')
   p.add_argument('--kinetics_csv', default='', help='mini_kinetics: labeled K400 CSV(s)')
   p.add_argument('--extensions', default=','.join(VIDEO_EXTENSIONS), help='video extensions')

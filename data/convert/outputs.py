@@ -90,8 +90,8 @@ def write_outputs(output: str, plan: Plan, jobs: Sequence[ShardJob],
     metadata.extra.setdefault('names_digest', {})[split] = records.names_digest(
         v['filename'] for s in shard_states for v in s['videos'])
   metadata.extra['shared_videos'] = _shared_videos(output, metadata, {
-      split: {v['filename'] for job in jobs if job.split == split
-              for v in states[job.path]['videos']} for split in converted})
+      split: _files_of([v for job in jobs if job.split == split
+                        for v in states[job.path]['videos']]) for split in converted})
   conversion = dict(metadata.extra.get('conversion', {}))
   for split in converted:
     conversion[split] = dict(source_kind=args.dataset, input=os.path.abspath(args.input),
@@ -125,21 +125,35 @@ def write_outputs(output: str, plan: Plan, jobs: Sequence[ShardJob],
   return metadata
 
 
+def _files_of(videos: Sequence[Dict[str, Any]]) -> Optional[Set[str]]:
+  """The real paths of the source files of `videos` (bookkeeping entries); None where an entry
+  does not keep its source (written before sources were kept)."""
+  if any('source' not in video for video in videos):
+    return None
+  return {video['source'] for video in videos}
+
+
 def _shared_videos(output: str, metadata: 'records.DatasetMetadata',
-                   converted: Dict[str, Set[str]]) -> Dict[str, Dict[str, int]]:
-  """{split: {other split: videos both hold}} for every pair of splits in `output` whose video
-  names are known: this run's, and the others' from their shards' bookkeeping (or the counts
+                   converted: Dict[str, Optional[Set[str]]]) -> Dict[str, Dict[str, int]]:
+  """{split: {other split: videos both hold}} for every pair of splits in `output` whose source
+  files are known (by real path, whatever spelling each list gives): this run's, and the
+  others' from their shards' bookkeeping where it describes the records there (or the counts
   an earlier run kept for two splits this run leaves alone). Official folds share videos
   (UCF101's test2 is in train1): a checkpoint evaluated on a split holding videos it trained
   on is warned about from these counts."""
-  names = dict(converted)
+  from data import records  # pylint: disable=g-import-not-at-top,redefined-outer-name
+  names = {split: files for split, files in converted.items() if files is not None}
   for split, shards in metadata.shards.items():
-    if split in names or split not in metadata.split_sizes:
+    if split in converted or split not in metadata.split_sizes:
       continue
     listed = [recorded_videos(output, shard['file']) for shard in shards]
-    if shards and all(videos is not None for videos in listed):
-      kept = {video['filename'] for videos in listed for video in videos}
-      if len(kept) == metadata.split_sizes[split]:
+    if not shards or any(videos is None for videos in listed):
+      continue
+    videos = [video for videos in listed for video in videos]
+    digest = metadata.extra.get('names_digest', {}).get(split)
+    if digest and records.names_digest(v['filename'] for v in videos) == digest:
+      kept = _files_of(videos)  # the bookkeeping of the records there, not of earlier ones
+      if kept is not None:
         names[split] = kept
   old = metadata.extra.get('shared_videos', {})
   shared: Dict[str, Dict[str, int]] = {}

@@ -143,7 +143,7 @@ def plan_mini_kinetics(args) -> Plan:
 
 
 def _folds(args) -> List[int]:
-  fold = args.fold or '1'
+  fold = '1' if args.fold is None else args.fold
   if fold == 'all':
     return [1, 2, 3]
   if fold not in ('1', '2', '3'):
