@@ -174,8 +174,9 @@ def ctrl_c_while_starting(module: str = '__main__') -> Iterator[None]:
   or was dropped in JAX's gc callback and the command ran on. A module that is also imported as
   a library passes its `__name__`: guarded only when it runs as the command.
   """
-  if module != '__main__' or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-    yield  # imported, or started with Ctrl-C ignored (in the background)
+  if (module != '__main__' or threading.current_thread() is not threading.main_thread()
+      or signal.getsignal(signal.SIGINT) is signal.SIG_IGN):
+    yield  # imported, run in a thread, or started with Ctrl-C ignored (in the background)
     return
 
   def stop(signum, frame) -> None:

@@ -202,6 +202,9 @@ _QUOTED_PATH = re.compile(r'"(/[^"]+)"')
 _VIDEO_NAMES = 'video names digest'
 # ... and each of its conversion settings (the same videos converted again keep their digest).
 _CONVERTED_WITH = 'converted with'
+# Conversion settings that leave every video's frames as they were (the order of the videos in
+# the shards): steps evaluated before and after such a change compare.
+_SCORE_NEUTRAL_SETTINGS = ('shuffle_seed',)
 
 
 _said: Set[str] = set()
@@ -498,7 +501,8 @@ class CheckpointStore:
         records = (metadata.get('records') or {}).get(evaluation.get('split')) or {}
         evaluation[_VIDEO_NAMES] = records.get('names_digest')
         for name, value in (records.get('settings') or {}).items():
-          evaluation[f'{_CONVERTED_WITH} {name}'] = repr(value)  # None is a setting's value here
+          if name not in _SCORE_NEUTRAL_SETTINGS:  # None is a setting's value here
+            evaluation[f'{_CONVERTED_WITH} {name}'] = repr(value)
         evaluations[step] = evaluation
     known = lambda name: [e[name] for e in evaluations.values()  # noqa: E731
                           if e.get(name) is not None]

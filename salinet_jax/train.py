@@ -11,6 +11,7 @@ Over 400 lines because the loop's phases (resume, steps, evaluation, precise BN,
 failures) act on one run's state; the jitted parts live in engine.py.
 """
 
+import glob
 import os
 import signal
 import threading
@@ -138,7 +139,11 @@ def training_engine(config: ml_collections.ConfigDict) -> engine.Engine:
                     config.num_train_steps, config.num_epochs)
   warmup = engine.resolved_optimizer(config, info.num_videos)[0].warmup_steps
   opt = config.optimizer
-  if opt.warmup_epochs > 0 and opt.warmup_steps > 0 and opt.schedule != 'epoch_cosine':
+  if opt.warmup_steps > 0 and opt.schedule == 'epoch_cosine':
+    logging.warning("config.optimizer.warmup_steps=%d is not read by schedule='epoch_cosine', "
+                    'whose warm-up counts epochs (config.optimizer.warmup_epochs=%g).',
+                    opt.warmup_steps, opt.warmup_epochs)
+  elif opt.warmup_epochs > 0 and opt.warmup_steps > 0:
     logging.warning('config.optimizer.warmup_epochs=%g sets the warm-up (%d step(s) here): '
                     'config.optimizer.warmup_steps=%d is not read (set warmup_epochs=0 to warm '
                     'up by steps).', opt.warmup_epochs, warmup, opt.warmup_steps)
@@ -638,6 +643,8 @@ def _profiler(config, start_step: int, total_steps: int, workdir: str) -> List[A
     return [periodic_actions.Profile(logdir=workdir, num_profile_steps=count,
                                      profile_duration_ms=None, first_profile=first,
                                      every_secs=None)]
+  if first + count <= start_step and glob.glob(os.path.join(workdir, 'plugins', 'profile', '*')):
+    return []  # resumed past the steps it traced before
   latest = total_steps - count  # the last step after which the whole trace fits in the run
   remedy = (f'set --config.profile_first_step to a step from {start_step + 1} to {latest}'
             if latest > start_step else 'the run has too few steps left for that many')

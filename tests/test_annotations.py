@@ -422,22 +422,20 @@ def test_an_ssv2_label_map_with_missing_or_negative_indices_names_them(tmp_path)
 def test_a_class_list_of_numbered_lines_is_read_by_its_numbers(tmp_path):
   """--class_list=classInd.txt (UCF101's `<index> <name>` lines) stored the names as
   '1 ApplyEyeMakeup', '2 ApplyLipstick', ... in the records and their label texts, without a
-  word, and so skipped the check of labels against clip names (README audit). Lines numbered
-  from 0 or 1 are read by their numbers; numbered otherwise, they are refused; every real label
-  map of names is read as before."""
+  word, and so skipped the check of labels against clip names (README audit). Lines numbered in
+  order from 0 or 1 are read by their numbers; numbered otherwise, they are names that begin
+  with a number (review); every real label map of names is read as before."""
   class_ind = ANN / 'ucf101_official_splits' / 'classInd.txt'
   assert A.read_class_list(class_ind) == A.parse_ucf101_classes(class_ind)
   assert A.read_class_list(class_ind)[:2] == ('ApplyEyeMakeup', 'ApplyLipstick')
   zero_based = tmp_path / 'zero_based.txt'
-  zero_based.write_text('1 air drumming\n0 abseiling\n')
+  zero_based.write_text('0 abseiling\n1 air drumming\n')
   assert A.read_class_list(zero_based) == ('abseiling', 'air drumming')
-  gaps = tmp_path / 'gaps.txt'
-  gaps.write_text('1 abseiling\n3 air drumming\n')
-  with pytest.raises(A.AnnotationError, match=re.escape(
-      f'{gaps}: every line starts with a number, as `<index> <name>` lines do (UCF101\'s '
-      'classInd.txt), but the numbers are not 0..1 or 1..2: give one class name per line, or '
-      'number the lines in order.')):
-    A.read_class_list(gaps)
+  for names in (('3 point shot', '2 hand dunk'), ('10 pin bowling', '9 ball pool'),
+                ('1 abseiling', '3 air drumming')):
+    named = tmp_path / 'named.txt'
+    named.write_text('\n'.join(names) + '\n')
+    assert A.read_class_list(named) == names
   for label_map in sorted((ANN / 'label_maps').glob('*.txt')):
     with open(label_map, encoding='utf-8-sig') as f:
       assert A.read_class_list(label_map) == tuple(line.strip() for line in f if line.strip())

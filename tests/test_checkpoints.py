@@ -585,13 +585,14 @@ def test_best_says_when_the_steps_it_compares_were_evaluated_on_videos_converted
   """The same val videos converted again at another short side keep their names digest, but
   the frames a step was scored on differ (the last note's open item: 'best' compared them without
   a word). Each conversion setting of the evaluated split is compared; a step whose records do
-  not know the settings is not, and a setting that is None is a value like any other."""
+  not know the settings is not, and a setting that is None is a value like any other. The
+  order of the videos in the shards (shuffle_seed) changes no score, and is not compared."""
   caplog.set_level('WARNING', logger='absl')
   reader = _steps_evaluated_on(str(tmp_path), ckpt_config, {
       step: {'val': {'split': 'val', 'videos': 4, 'names_digest': 'aaaa', 'settings': settings}}
-      for step, settings in ((2, {'short_side': 64, 'fps': None}), (4, None),
-                             (6, {'short_side': 64, 'fps': None}),
-                             (8, {'short_side': 128, 'fps': None}))})
+      for step, settings in ((2, {'short_side': 64, 'fps': None, 'shuffle_seed': 0}),
+                             (4, None), (6, {'short_side': 64, 'fps': None, 'shuffle_seed': 1}),
+                             (8, {'short_side': 128, 'fps': None, 'shuffle_seed': 0}))})
   assert reader.select_step('best') == 8
   assert (f"'best' of {reader.directory} compares val_top1 scored by different evaluations, "
           "which do not compare (step(s) 2, 6: converted with short_side 64; step(s) 8: "

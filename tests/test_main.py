@@ -350,6 +350,12 @@ class CtrlC:
     if name == 'jax' and HOW == 'signal in a destructor':
       Signalling()
       time.sleep(2)
+    if name == 'jax' and HOW == 'signal in an extension':  # as numpy's C initialisation does
+      try:
+        signal.raise_signal(signal.SIGINT)
+        time.sleep(2)
+      except KeyboardInterrupt:
+        raise ImportError('Encountered an error while initializing the extension.')
     if name == 'jax' and HOW == 'raised':
       raise KeyboardInterrupt
     if name == 'jax' and HOW == 'dropped':
@@ -369,7 +375,9 @@ else:  # as `python -m COMMAND`: its packages are imported first
 
 
 @pytest.mark.parametrize('command, how', [
-    ('main.py', 'signal'), ('main.py', 'signal in a destructor'), ('main.py', 'raised'),
+    ('main.py', 'signal'), ('main.py', 'signal in a destructor'),
+    ('main.py', 'signal in an extension'), ('salinet_jax.info', 'signal in an extension'),
+    ('main.py', 'raised'),
     ('main.py', 'dropped'), ('salinet_jax.export', 'signal'),
     ('salinet_jax.export', 'signal in a destructor'), ('salinet_jax.convert', 'signal'),
     ('salinet_jax.bench', 'signal'), ('salinet_jax.info', 'signal'), ('data.report', 'signal')])

@@ -268,6 +268,10 @@ def test_the_profiler_traces_the_steps_asked_for_or_says_why_none(config, tmp_pa
   config.profile_first_step = 1
   train.train_and_evaluate(config, str(tmp_path / 'traced'))
   assert glob.glob(str(tmp_path / 'traced' / 'plugins' / 'profile' / '*' / '*.xplane.pb'))
+  caplog.clear()  # a resume past the steps it traced has nothing to say (review)
+  config.num_train_steps = 4
+  train.train_and_evaluate(config, str(tmp_path / 'traced'))
+  assert 'no trace is written' not in caplog.text, caplog.text
 
 
 def test_a_warm_up_in_epochs_beside_one_in_steps_is_said_to_override_it(config, caplog):
@@ -283,6 +287,10 @@ def test_a_warm_up_in_epochs_beside_one_in_steps_is_said_to_override_it(config, 
   assert ('config.optimizer.warmup_epochs=0.25 sets the warm-up (1 step(s) here): '
           'config.optimizer.warmup_steps=1 is not read (set warmup_epochs=0 to warm up by '
           'steps).') in caplog.text, caplog.text
+  config.optimizer.schedule = 'epoch_cosine'  # its warm-up counts epochs only (review)
+  train.training_engine(config)
+  assert ("config.optimizer.warmup_steps=1 is not read by schedule='epoch_cosine', whose "
+          'warm-up counts epochs (config.optimizer.warmup_epochs=0.25).') in caplog.text
 
 
 def test_the_logged_loss_and_top1_are_means_over_the_log_window(tiny_data_dir, tmp_path):

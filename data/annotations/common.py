@@ -125,21 +125,18 @@ class UnknownLabels:
 
 
 def read_class_list(path: PathLike) -> Tuple[str, ...]:
-  """Reads a label map: one class name per line (line i -> index i, mmaction2's), or
-  `<index> <name>` lines numbered from 0 or 1 (UCF101's classInd.txt), whose numbers are no part
-  of the names: stored in the records, '1 ApplyEyeMakeup' would be every class's name."""
+  """Reads a label map: one class name per line (line i -> index i, mmaction2's), or lines
+  numbered in order from 0 or 1, `<index> <name>` (UCF101's classInd.txt), whose numbers are no
+  part of the names: stored in the records, '1 ApplyEyeMakeup' would be every class's name.
+  Lines numbered otherwise are names (that begin with a number)."""
   lines = [text for _, text in numbered_lines(path)]
   numbered = [re.fullmatch(r'(\d+)\s+(\S.*)', text) for text in lines]
-  if not lines or not all(numbered):
-    return check_classes(lines, os.fspath(path))
-  by_number = sorted((int(match[1]), match[2]) for match in numbered)
-  first = by_number[0][0]
-  if first not in (0, 1) or [n for n, _ in by_number] != list(range(first, first + len(lines))):
-    raise AnnotationError(
-        path, None, "every line starts with a number, as `<index> <name>` lines do (UCF101's "
-        f'classInd.txt), but the numbers are not 0..{len(lines) - 1} or 1..{len(lines)}: give '
-        'one class name per line, or number the lines in order.')
-  return check_classes([name for _, name in by_number], os.fspath(path))
+  if lines and all(numbered):
+    first = int(numbered[0][1])
+    if first in (0, 1) and [int(m[1]) for m in numbered] == list(range(first,
+                                                                        first + len(lines))):
+      return check_classes([match[2] for match in numbered], os.fspath(path))
+  return check_classes(lines, os.fspath(path))
 
 
 def index_of(classes: Sequence[str]) -> Dict[str, int]:
