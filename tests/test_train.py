@@ -241,18 +241,29 @@ def test_float64_runs_through_the_normal_path_only_with_64_bit_jax(config):
     assert logits.dtype == np.float64
 
 
-def test_a_warm_up_as_long_as_the_run_is_warned_about(config, caplog):
+def test_a_warm_up_as_long_as_the_run_or_one_not_read_is_warned_about(config, caplog):
   """warmup_steps=20 in a run of 2 steps trained at a fraction of the peak LR (a one-step run
-  at LR 0) without a word."""
+  at LR 0) without a word. Beside warmup_epochs, warmup_steps was not read, also without a word
+  (engine audit; only base.py's comment said so), nor by epoch_cosine (review)."""
   config.optimizer.schedule = 'warmup_cosine'
   config.optimizer.warmup_steps = 1
   caplog.set_level('WARNING')
   train.training_engine(config)
-  assert 'warm-up' not in caplog.text
+  assert 'warm-up' not in caplog.text and 'warmup_' not in caplog.text
   config.optimizer.warmup_steps = 20
   train.training_engine(config)
   assert ('The warm-up (20 steps) is not shorter than this run of 2: its learning rate never '
           'reaches the peak 0.1 (the last step trains at 0.005); shorten ') in caplog.text
+  config.optimizer.warmup_steps = 1
+  config.optimizer.warmup_epochs = 0.25
+  train.training_engine(config)
+  assert ('config.optimizer.warmup_epochs=0.25 sets the warm-up (1 step(s) here): '
+          'config.optimizer.warmup_steps=1 is not read (set warmup_epochs=0 to warm up by '
+          'steps).') in caplog.text, caplog.text
+  config.optimizer.schedule = 'epoch_cosine'
+  train.training_engine(config)
+  assert ("config.optimizer.warmup_steps=1 is not read by schedule='epoch_cosine', whose "
+          'warm-up counts epochs (config.optimizer.warmup_epochs=0.25).') in caplog.text
 
 
 def test_the_profiler_traces_the_steps_asked_for_or_says_why_none(config, tmp_path, caplog):
@@ -272,25 +283,6 @@ def test_the_profiler_traces_the_steps_asked_for_or_says_why_none(config, tmp_pa
   config.num_train_steps = 4
   train.train_and_evaluate(config, str(tmp_path / 'traced'))
   assert 'no trace is written' not in caplog.text, caplog.text
-
-
-def test_a_warm_up_in_epochs_beside_one_in_steps_is_said_to_override_it(config, caplog):
-  """Both set: the epochs' warm-up won without a word (engine audit; only base.py's comment
-  said so)."""
-  config.optimizer.schedule = 'warmup_cosine'
-  config.optimizer.warmup_steps = 1
-  caplog.set_level('WARNING')
-  train.training_engine(config)
-  assert 'warmup_epochs' not in caplog.text
-  config.optimizer.warmup_epochs = 0.25
-  train.training_engine(config)
-  assert ('config.optimizer.warmup_epochs=0.25 sets the warm-up (1 step(s) here): '
-          'config.optimizer.warmup_steps=1 is not read (set warmup_epochs=0 to warm up by '
-          'steps).') in caplog.text, caplog.text
-  config.optimizer.schedule = 'epoch_cosine'  # its warm-up counts epochs only (review)
-  train.training_engine(config)
-  assert ("config.optimizer.warmup_steps=1 is not read by schedule='epoch_cosine', whose "
-          'warm-up counts epochs (config.optimizer.warmup_epochs=0.25).') in caplog.text
 
 
 def test_the_logged_loss_and_top1_are_means_over_the_log_window(tiny_data_dir, tmp_path):
