@@ -348,9 +348,8 @@ def run(config, *, config_path: str, mode: str, batch: Optional[int], steps: int
   from salinet_jax.models import fast_conv  # pylint: disable=g-import-not-at-top
   load_start = load_average()
   if dtype:
-    known = sorted(models.DTYPES) + [models.ACCELERATOR_BFLOAT16]
-    if dtype not in known:  # config.dtype's own message would name a field the user never set
-      raise errors.UserError(f'--dtype must be one of {known}, got {dtype!r}.')
+    if dtype not in models.DTYPE_NAMES:  # config.dtype's message names a field never set
+      raise errors.UserError(f'--dtype must be one of {models.DTYPE_NAMES}, got {dtype!r}.')
     with config.unlocked():
       config.dtype = dtype
   if batch is None:

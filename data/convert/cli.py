@@ -267,8 +267,9 @@ def official_class_warnings(plan, args) -> List[str]:
   if info is None or len(plan.classes) == info.num_classes:
     return []
   count = len(plan.classes)
-  kinds = [name for name, other in sorted(datasets.REGISTRY.items())
-           if other.num_classes == count and name in KINDS and args.dataset == plan.name]
+  kinds = ([name for name, other in sorted(datasets.REGISTRY.items())
+            if other.num_classes == count and name in KINDS]
+           if args.dataset == plan.name else [])  # another kind is renamed, not re-kinded
   return [f'these annotations give {count} classes; the official {plan.name!r} has '
           f"{info.num_classes}: another dataset's annotation files? ("
           + (f"{' or '.join('--dataset=' + name for name in kinds)} has {count}" if kinds

@@ -40,6 +40,8 @@ DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float
 # Mixed precision as PyTorch AMP trains: bfloat16 activations where an accelerator computes them
 # fast, float32 on a CPU (where bfloat16 is slower and gains nothing).
 ACCELERATOR_BFLOAT16 = 'bfloat16_on_accelerators'
+# Every value config.dtype takes.
+DTYPE_NAMES = sorted(DTYPES) + [ACCELERATOR_BFLOAT16]
 
 
 def compute_dtype(name: str) -> Any:
@@ -51,8 +53,7 @@ def compute_dtype(name: str) -> Any:
   if name == ACCELERATOR_BFLOAT16:
     name = 'float32' if jax.default_backend() == 'cpu' else 'bfloat16'
   if name not in DTYPES:
-    raise errors.ConfigError(f'config.dtype must be one of {sorted(DTYPES) + [ACCELERATOR_BFLOAT16]}'
-                             f', got {name!r}.')
+    raise errors.ConfigError(f'config.dtype must be one of {DTYPE_NAMES}, got {name!r}.')
   if name == 'float64' and not jax.config.jax_enable_x64:
     raise errors.ConfigError("config.dtype='float64' needs 64-bit JAX: set JAX_ENABLE_X64=1 in "
                              "the environment (or jax.config.update('jax_enable_x64', True) "
