@@ -30,6 +30,14 @@ def normalization(data_config) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
   return NORMALIZATION_PRESETS[data_config.normalization]
 
 
+def described_normalization(name: str) -> str:
+  """"'NAME' (mean M, std S)" of a preset, for messages; the name alone where it is none."""
+  if name not in NORMALIZATION_PRESETS:
+    return repr(name)
+  mean, std = NORMALIZATION_PRESETS[name]
+  return f'{name!r} (mean {mean}, std {std})'
+
+
 def normalize_on_device(video: jnp.ndarray, data_config,
                         frame_mask: Optional[jnp.ndarray] = None) -> jnp.ndarray:
   """The pipeline's last op, run inside the jitted steps: uint8 (or float) pixels ->

@@ -41,6 +41,7 @@ from absl import logging
 
 from data import errors as data_errors
 from salinet_jax import checkpoints
+from salinet_jax import convert
 from salinet_jax import errors
 from salinet_jax.convert import layout
 
@@ -152,6 +153,8 @@ class LoadReport(layout.MatchReport):
   source_config: str = ''  # the config (json) a training checkpoint was trained with
   # the model config a converted checkpoint was converted for (its conversion.json)
   converted_for: Optional[Dict[str, Any]] = None
+  # the normalisation preset of the pixels a converted checkpoint's weights were trained on
+  converted_normalization: Optional[str] = None
   # checkpoint tensors the model does not have, left out by init_from.exclude
   excluded_unexpected: List[str] = dataclasses.field(default_factory=list)
   loaded: List[str] = dataclasses.field(default_factory=list)
@@ -347,8 +350,9 @@ def load_pretrained(params: Any, batch_stats: Any, init_config: Any,
                       os.path.dirname(item), *report.unfinished)
     report.source_config = step_metadata.get('config', '')
   elif os.path.basename(item) == VARIABLES_DIR:
-    stored_model = (conversion_info(os.path.dirname(item)) or {}).get('model')
-    report.converted_for = stored_model if isinstance(stored_model, dict) else None
+    info = conversion_info(os.path.dirname(item)) or {}
+    report.converted_for = info['model'] if isinstance(info.get('model'), dict) else None
+    report.converted_normalization = converted_normalization(info)
   strict = bool(_get(init_config, 'strict', True))
   if not report.loaded:  # the reason first: the listing of every tensor follows
     raise PretrainedMismatchError(
@@ -492,6 +496,14 @@ def converted_model_differences(converted_for: Mapping[str, Any], model_config: 
   return [f'model.{key}: converted with {before[key]!r}, given {after[key]!r}'
           for key in sorted(named - {'name', *SAME_COMPUTATION_FIELDS})
           if before[key] != after[key]]
+
+
+def converted_normalization(info: Mapping[str, Any]) -> Optional[str]:
+  """The normalisation preset of the pixels a converted checkpoint's weights were trained on:
+  its conversion.json's record or, for conversions written before the converter recorded it,
+  the convention of its source; None where neither is known."""
+  source = convert.SOURCES.get(info.get('source'))
+  return info.get('normalization') or (source.normalization if source else None)
 
 
 def conversion_info(path: str) -> Optional[Dict[str, Any]]:

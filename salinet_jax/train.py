@@ -36,6 +36,7 @@ from salinet_jax import console
 from salinet_jax import engine
 from salinet_jax import errors
 from salinet_jax import evaluate as evaluate_lib
+from salinet_jax import inputs
 from salinet_jax import optim
 from salinet_jax import parallel
 from salinet_jax import precise_bn
@@ -183,6 +184,15 @@ def initialize_from(trainer: engine.Engine, state: engine.TrainState,
       logging.warning('init_from %s was converted for another model than this run, with the '
                       'same tensor shapes (the weights load, but compute otherwise): %s.',
                       report.source, '; '.join(differences))
+  normalization = trainer.config.data.normalization
+  if report.converted_normalization not in (None, normalization):
+    logging.warning('init_from %s holds weights trained on pixels normalised as %s, but this run '
+                    'normalises them as %s: set --config.data.normalization=%s to give them the '
+                    'inputs they were trained on (weights trained otherwise than their source: '
+                    'convert them again with --normalization=%s to record it).', report.source,
+                    inputs.described_normalization(report.converted_normalization),
+                    inputs.described_normalization(normalization),
+                    report.converted_normalization, normalization)
   started_from = {'source': report.source,
                   'unfinished': list(report.unfinished) if report.unfinished else None}
   return state.replace(params=params, batch_stats=batch_stats), started_from

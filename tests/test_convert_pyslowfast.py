@@ -271,6 +271,7 @@ def test_command_line_writes_a_checkpoint_that_init_from_loads(tiny_nl_i3d, tmp_
   assert 'missing 0, unexpected 0, mis-shaped 0' in result.stdout
   info = pretrained.conversion_info(str(output))
   assert info['source'] == 'pyslowfast' and info['num_classes'] == 5 and info['report']['ok']
+  assert info['normalization'] == 'kinetics'  # PySlowFast's pixels, for init_from to compare
 
   model = resnet3d.NonLocalI3DClassifier(5, **TINY)
   x = random_input((1, 8, 64, 64, 3)).astype(np.float32)
@@ -298,16 +299,24 @@ def test_command_line_writes_a_checkpoint_that_init_from_loads(tiny_nl_i3d, tmp_
   # length is refused before anything is written.
   names = tmp_path / 'labels.txt'
   names.write_text('\ufeffa\r\nb\r\nc\r\nd\r\ne\r\n\r\n')  # a BOM, CRLF, a blank last line
-  named = subprocess.run(args[:-1] + [f'--output={tmp_path / "named"}', f'--classes={names}'],
+  named = subprocess.run(args[:-1] + [f'--output={tmp_path / "named"}', f'--classes={names}',
+                                      '--normalization=imagenet'],
                          capture_output=True, text=True, check=False)
   assert named.returncode == 0, named.stderr[-3000:]
-  assert pretrained.conversion_info(str(tmp_path / 'named'))['classes'] == list('abcde')
+  named_info = pretrained.conversion_info(str(tmp_path / 'named'))
+  assert named_info['classes'] == list('abcde') and named_info['normalization'] == 'imagenet'
   names.write_text('a\nb\nc\nd\n')
   short = subprocess.run(args[:-1] + [f'--output={tmp_path / "short"}', f'--classes={names}'],
                          capture_output=True, text=True, check=False)
   assert short.returncode == 1 and short.stderr.strip().splitlines()[-1] == (
       f'error: --classes={names} lists 4 class names, but the classifier has 5 rows: give one '
       'name per line, in row order.')
+  typo = subprocess.run(args[:-1] + [f'--output={tmp_path / "typo"}', '--normalization=imagnet'],
+                        capture_output=True, text=True, check=False)
+  assert typo.returncode == 1 and typo.stderr.strip().splitlines()[-1] == (
+      "error: --normalization must be one of ['imagenet', 'kinetics'] (config.data.normalization's "
+      "presets), got 'imagnet'.")
+  assert not (tmp_path / 'typo').exists()
   assert not (tmp_path / 'short').exists()
 
 

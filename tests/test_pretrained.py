@@ -415,3 +415,41 @@ def test_a_converted_classifier_is_checked_by_its_recorded_classes_or_said_unche
   pretrained.load_pretrained(*fresh, {'checkpoint': unnamed, 'exclude': '^head/fc/'},
                              classes=['cat', 'eel', 'dog', 'fox'], classifier_params=head)
   assert 'records no class names' not in caplog.text
+
+
+def test_converted_weights_trained_on_otherwise_normalised_pixels_are_said(config, tmp_path,
+                                                                           caplog):
+  """ImageNet weights (--source=torchvision or tsm) fine-tuned on the default 'kinetics'
+  normalisation (or Kinetics weights on 'imagenet') loaded without a word: the first layer saw
+  pixels normalised otherwise than in training. A run's own checkpoints were compared (its
+  config records data.normalization); converted ones record their source's convention, and
+  conversions written before that are read by their source."""
+  from salinet_jax import train  # pylint: disable=g-import-not-at-top
+  trainer = train.training_engine(config)
+  state = trainer.fresh_state()
+  variables = {'params': state.params, 'batch_stats': state.batch_stats}
+  model = config.model.to_dict()
+  older = pretrained.save_converted(str(tmp_path / 'older'), variables,
+                                    {'source': 'torchvision', 'model': model})
+  recorded = pretrained.save_converted(str(tmp_path / 'recorded'), variables,
+                                       {'source': 'torchvision', 'model': model,
+                                        'normalization': 'kinetics'})
+  unknown = save(tmp_path, 'unknown', state.params, state.batch_stats)  # source 'test'
+  assert config.data.normalization == 'kinetics'
+  caplog.set_level('INFO', logger='absl')
+  for path, said in ((older, True), (recorded, False), (unknown, False)):
+    caplog.clear()
+    config.init_from.checkpoint = path
+    train.initialize_from(trainer, state, config.init_from)
+    assert 'Initialised from' in caplog.text
+    assert (f"init_from {path} holds weights trained on pixels normalised as 'imagenet' (mean "
+            "(0.485, 0.456, 0.406), std (0.229, 0.224, 0.225)), but this run normalises them as "
+            "'kinetics' (mean (0.45, 0.45, 0.45), std (0.225, 0.225, 0.225)): set "
+            '--config.data.normalization=imagenet to give them the inputs they were trained on '
+            '(weights trained otherwise than their source: convert them again with '
+            '--normalization=kinetics to record it).' in caplog.text) == said, caplog.text
+  config.data.normalization = 'imagenet'
+  config.init_from.checkpoint = older
+  caplog.clear()
+  train.initialize_from(train.training_engine(config), state, config.init_from)
+  assert 'normalised as' not in caplog.text

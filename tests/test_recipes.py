@@ -26,6 +26,7 @@ import pytest
 from data import records
 
 from salinet_jax import checkpoints
+from salinet_jax import convert
 from salinet_jax import info
 from salinet_jax import inputs
 from salinet_jax import pretrained
@@ -253,6 +254,9 @@ def test_the_convert_command_a_recipe_gives_names_a_config_file_that_exists(name
   for config_name in re.findall(r'--config=configs/(\S+)\.py(?::(\w+))?', command):
     converted_for = load(':'.join(filter(None, config_name))).model.to_dict()
     assert pretrained.converted_model_differences(converted_for, load(name).model) == []
+  # ... and were trained on pixels normalised as the recipe normalises them.
+  for source in re.findall(r'--source=(\w+)', command):
+    assert convert.SOURCES[source].normalization == load(name).data.normalization, (name, source)
 
 
 WITH_CONVERT_COMMAND = [name for name in EVERY_CONFIG if load(name).init_from.convert_command]

@@ -47,6 +47,8 @@ class Source:
   name_map: Callable[[str, Mapping[str, np.ndarray], Mapping[str, Any]],
                      Tuple[layout.NameMap, Optional[str]]]
   classifier_keys: Tuple[str, ...]
+  # The config.data.normalization preset of the pixels the family's weights were trained on.
+  normalization: str
 
 
 def _read_torch(path: str, trust_pickle: bool):
@@ -106,19 +108,19 @@ def _read_tsm(path: str, trust_pickle: bool):
 SOURCES: Dict[str, Source] = {
     'pyslowfast': Source(
         'pyslowfast', 'PySlowFast .pyth (model_state) or model-zoo Caffe2 .pkl I3D/NLN/Slow/C2D',
-        _read_pyslowfast, _pyslowfast_map, pyslowfast.CLASSIFIER_KEYS),
+        _read_pyslowfast, _pyslowfast_map, pyslowfast.CLASSIFIER_KEYS, 'kinetics'),
     'salinet': Source(
         'salinet', 'reference SaliNet / S2TF-Net checkpoint (PySlowFast fork, 433 keys)',
-        _read_torch, _salinet_map, salinet.CLASSIFIER_KEYS),
+        _read_torch, _salinet_map, salinet.CLASSIFIER_KEYS, 'kinetics'),
     'torchvision': Source(
         'torchvision', 'torchvision ImageNet ResNet-50 / MobileNetV2 state dict',
-        _read_torch, _torchvision_map, ('fc.weight', 'classifier.1.weight')),
+        _read_torch, _torchvision_map, ('fc.weight', 'classifier.1.weight'), 'imagenet'),
     'tsm': Source(
         'tsm', "TSM checkpoint ('module.base_model.*', 'module.new_fc.*')",
-        _read_tsm, _tsm_map, ('new_fc.weight',)),
+        _read_tsm, _tsm_map, ('new_fc.weight',), 'imagenet'),
     's2dnet': Source(
         's2dnet', "whole reference S2DNet checkpoint ('module.SNet.*', 'module.DNet.*')",
-        _read_s2dnet, _s2dnet_map, s2dnet.CLASSIFIER_KEYS),
+        _read_s2dnet, _s2dnet_map, s2dnet.CLASSIFIER_KEYS, 'imagenet'),
 }
 
 

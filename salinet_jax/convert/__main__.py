@@ -18,7 +18,9 @@ unexpected or mis-shaped and writes nothing; `--exclude` (regex over Flax paths 
 'head/fc/kernel') leaves variables out on purpose, `--nostrict` writes what converted anyway.
 `--classes` records the class names of the classifier's rows: init_from then refuses records
 whose classes differ (or come in another order), and warns where a converted classifier
-records none.
+records none. The normalisation of the pixels the weights were trained on (the source's
+convention, or `--normalization`) is recorded too: init_from warns a run that normalises its
+pixels otherwise.
 """
 
 import collections
@@ -48,6 +50,9 @@ _CLASSES = flags.DEFINE_string(
     'classes', None, "A file of the checkpoint's class names, one per line in its classifier's "
     'row order (e.g. the label map it was trained with): recorded, so that init_from checks '
     "them against the records' classes.")
+_NORMALIZATION = flags.DEFINE_string(
+    'normalization', None, 'The config.data.normalization preset of the pixels the weights were '
+    "trained on (default: the --source family's convention): recorded for init_from to compare.")
 _EXCLUDE = flags.DEFINE_string('exclude', '', 'Regex over Flax variable paths to leave out.')
 _STRICT = flags.DEFINE_bool('strict', True, 'Fail on missing, unexpected or mis-shaped tensors.')
 _INFLATE = flags.DEFINE_enum('inflate', None, ['none', 'repeat', 'centre'],
@@ -101,6 +106,11 @@ def _convert():
     raise errors.ConversionError(
         f'--inflate turns 2D kernels into the 3D kernels of an I3D ('
         f'{", ".join(convert.I3D_MODELS)}); it is not read for model {config.model.name!r}.')
+  normalization = _NORMALIZATION.value or source.normalization
+  if normalization not in inputs.NORMALIZATION_PRESETS:
+    raise errors.ConversionError(
+        f'--normalization must be one of {sorted(inputs.NORMALIZATION_PRESETS)} '
+        f"(config.data.normalization's presets), got {normalization!r}.")
   exclude = convert.sanitize_regex(_EXCLUDE.value)
   paths = [p for p in _CHECKPOINT.value.split(',') if p]
   if len(paths) > 1 and config.model.name != 's2dnet':
@@ -150,8 +160,8 @@ def _convert():
     sys.exit(1)
   info = {
       'source': source.name, 'checkpoint': paths, 'model': config.model.to_dict(),
-      'num_classes': num_classes, 'exclude': exclude, 'inflate': _INFLATE.value,
-      'target': _TARGET.value, 'report': report.to_dict(),
+      'num_classes': num_classes, 'normalization': normalization, 'exclude': exclude,
+      'inflate': _INFLATE.value, 'target': _TARGET.value, 'report': report.to_dict(),
   }
   if classes:
     info['classes'] = classes
