@@ -33,12 +33,15 @@ import sys
 import time
 from typing import Dict, List, Sequence, Tuple
 
-import numpy as np
-
 import data
 from data import errors
-from data import host_malloc
-from data.convert.cli import in_range
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+with errors.ctrl_c_while_starting(__name__):  # numpy's, and the converter's through its package
+  import numpy as np
+
+  from data import host_malloc
+  from data.convert.cli import in_range
 
 
 def sample_clips(records_dir: str, split: str, num_clips: int, seed: int = 0

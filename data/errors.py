@@ -172,9 +172,12 @@ def ctrl_c_while_starting(module: str = '__main__') -> Iterator[None]:
   A handler of its own takes the signal: as a KeyboardInterrupt it came out as an ImportError
   traceback where it landed in a C extension's initialisation (numpy's, while JAX is imported),
   or was dropped in JAX's gc callback and the command ran on. A module that is also imported as
-  a library passes its `__name__`: guarded only when it runs as the command.
+  a library passes its `__name__`: guarded only when it runs as the command, or when it is
+  imported while `python -m` locates the command's module (a package's `__init__`, imported
+  before its `__main__`; Python sets `sys.argv[0]` to '-m' for that time).
   """
-  if (module != '__main__' or threading.current_thread() is not threading.main_thread()
+  starting = module == '__main__' or getattr(sys, 'argv', [])[:1] == ['-m']
+  if (not starting or threading.current_thread() is not threading.main_thread()
       or signal.getsignal(signal.SIGINT) is signal.SIG_IGN):
     yield  # imported, run in a thread, or started with Ctrl-C ignored (in the background)
     return

@@ -27,7 +27,14 @@ from salinet_jax import errors
 def parse_flags(argv: List[str]) -> List[str]:
   """absl's flag parsing (`app.run(main, flags_parser=parse_flags)`), with a misspelt or
   mistyped --config field, a missing config file and a config's own ValueError (e.g. an unknown
-  recipe stage) reported as one line."""
+  recipe stage) reported as one line. It loads the config file and imports Flax to check its
+  fields (seconds, before anything is written): a Ctrl-C meanwhile ends the command as one
+  while it imports."""
+  with data_errors.ctrl_c_while_starting():
+    return _parse_flags(argv)
+
+
+def _parse_flags(argv: List[str]) -> List[str]:
   values = flags.FLAGS
   try:
     remaining = values(argv)

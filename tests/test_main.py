@@ -325,6 +325,7 @@ _CTRL_C_IN_AN_IMPORT = '''
 import runpy, signal, sys, time
 
 HOW = sys.argv[2]
+FIRST_HEAVY_IMPORT = 'numpy'
 signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
 
 
@@ -339,23 +340,27 @@ class Signalling:
 
 
 class CtrlC:
-  """A Ctrl-C while a command imports JAX: a real SIGINT in the import or in a destructor (as
-  a KeyboardInterrupt, Python drops what a destructor raises), or a KeyboardInterrupt the
-  import raises itself."""
+  """A Ctrl-C while a command imports its first heavy module (numpy, before TensorFlow and
+  JAX): a real SIGINT in the import or in a destructor (as a KeyboardInterrupt, Python drops
+  what a destructor raises); or, in JAX's import, a KeyboardInterrupt it raises itself or
+  drops."""
 
   def find_spec(self, name, path=None, target=None):
-    if name == 'jax' and HOW == 'signal':
+    if name == FIRST_HEAVY_IMPORT and HOW == 'signal':
       signal.raise_signal(signal.SIGINT)
       time.sleep(2)
-    if name == 'jax' and HOW == 'signal in a destructor':
+    if name == FIRST_HEAVY_IMPORT and HOW == 'signal in a destructor':
       Signalling()
       time.sleep(2)
-    if name == 'jax' and HOW == 'signal in an extension':  # as numpy's C initialisation does
+    if name == FIRST_HEAVY_IMPORT and HOW == 'signal in an extension':  # as numpy's C init does
       try:
         signal.raise_signal(signal.SIGINT)
         time.sleep(2)
       except KeyboardInterrupt:
         raise ImportError('Encountered an error while initializing the extension.')
+    if name == 'flax' and HOW == 'signal while its flags are parsed':  # config fields checked
+      signal.raise_signal(signal.SIGINT)
+      time.sleep(2)
     if name == 'jax' and HOW == 'raised':
       raise KeyboardInterrupt
     if name == 'jax' and HOW == 'dropped':
@@ -369,7 +374,8 @@ COMMAND, ARGS = sys.argv[3], sys.argv[4:]
 sys.argv = [COMMAND, *ARGS]
 if COMMAND == 'main.py':
   runpy.run_path('main.py', run_name='__main__')
-else:  # as `python -m COMMAND`: its packages are imported first
+else:  # as `python -m COMMAND`: its packages are imported first, with sys.argv[0] '-m'
+  sys.argv[0] = '-m'
   runpy.run_module(COMMAND, run_name='__main__', alter_sys=True)
 '''
 
@@ -380,7 +386,9 @@ else:  # as `python -m COMMAND`: its packages are imported first
     ('main.py', 'raised'),
     ('main.py', 'dropped'), ('salinet_jax.export', 'signal'),
     ('salinet_jax.export', 'signal in a destructor'), ('salinet_jax.convert', 'signal'),
-    ('salinet_jax.bench', 'signal'), ('salinet_jax.info', 'signal'), ('data.report', 'signal')])
+    ('salinet_jax.convert', 'signal while its flags are parsed'),
+    ('salinet_jax.bench', 'signal'), ('salinet_jax.info', 'signal'), ('data.report', 'signal'),
+    ('data.convert', 'signal'), ('data.bench', 'signal')])
 def test_a_ctrl_c_while_a_command_starts_ends_in_one_line(tmp_path, command, how):
   """A Ctrl-C in a command's first seconds (importing TensorFlow and JAX) printed an import's
   KeyboardInterrupt traceback (README audit), or was lost where JAX's import dropped it (the
@@ -396,7 +404,9 @@ def test_a_ctrl_c_while_a_command_starts_ends_in_one_line(tmp_path, command, how
                                   '--config=configs/demo.py', f'--output={workdir}'],
           'salinet_jax.bench': ['--config=configs/demo.py', f'--output={workdir}'],
           'salinet_jax.info': ['--config=configs/demo.py'],
-          'data.report': [f'--records={tmp_path}', f'--output={workdir}']}[command]
+          'data.report': [f'--records={tmp_path}', f'--output={workdir}'],
+          'data.convert': ['--dataset=folder', f'--input={tmp_path}', f'--output={workdir}'],
+          'data.bench': [f'--records={tmp_path}']}[command]
   proc = subprocess.run([sys.executable, '-c', _CTRL_C_IN_AN_IMPORT, '', how, command, *args],
                         cwd=REPO_ROOT, env=subprocess_env(), capture_output=True, text=True,
                         timeout=300)

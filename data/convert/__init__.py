@@ -8,12 +8,16 @@ command line lives in cli.py, not __main__.py: importing __main__ here would mak
 `python -m data.convert` run it twice (runpy warns).
 """
 
-from data.convert.cli import VIDEO_EXTENSIONS, build_parser, convert, main
-from data.convert.files import FileIndex, attach_paths, attach_sources
-from data.convert.outputs import FAILURES_FILE, existing_metadata, write_outputs
-from data.convert.plans import KINDS, PLANNERS, ConversionError, Item, Plan, make_plan
-from data.convert.shards import (STATE_DIR, ShardJob, remove_stale_shards, run_jobs, settings_of,
-                                 shard_jobs)
+from data import errors
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+with errors.ctrl_c_while_starting(__name__):  # numpy's and TensorFlow's, for `python -m`
+  from data.convert.cli import VIDEO_EXTENSIONS, build_parser, convert, main
+  from data.convert.files import FileIndex, attach_paths, attach_sources
+  from data.convert.outputs import FAILURES_FILE, existing_metadata, write_outputs
+  from data.convert.plans import KINDS, PLANNERS, ConversionError, Item, Plan, make_plan
+  from data.convert.shards import (STATE_DIR, ShardJob, remove_stale_shards, run_jobs,
+                                   settings_of, shard_jobs)
 
 __all__ = [
     'VIDEO_EXTENSIONS', 'build_parser', 'convert', 'main', 'FileIndex', 'attach_paths',

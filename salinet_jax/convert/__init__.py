@@ -22,16 +22,20 @@ import dataclasses
 import re
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-import numpy as np
+from data import errors as data_errors
 
-from salinet_jax import errors
-from salinet_jax.convert import inflate
-from salinet_jax.convert import layout
-from salinet_jax.convert import pyslowfast
-from salinet_jax.convert import readers
-from salinet_jax.convert import s2dnet
-from salinet_jax.convert import salinet
-from salinet_jax.convert.layout import ConversionReport, convert_state_dict  # noqa: F401
+# pylint: disable=g-import-not-at-top,wrong-import-position
+with data_errors.ctrl_c_while_starting(__name__):  # numpy's, for `python -m salinet_jax.convert`
+  import numpy as np
+
+  from salinet_jax import errors
+  from salinet_jax.convert import inflate
+  from salinet_jax.convert import layout
+  from salinet_jax.convert import pyslowfast
+  from salinet_jax.convert import readers
+  from salinet_jax.convert import s2dnet
+  from salinet_jax.convert import salinet
+  from salinet_jax.convert.layout import ConversionReport, convert_state_dict  # noqa: F401
 
 I3D_MODELS = ('i3d_nl', 'salinet_i3d')
 
