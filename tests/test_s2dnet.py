@@ -181,6 +181,14 @@ def _is_nonzero_everywhere(tree) -> bool:
   return all(np.any(np.asarray(x)) for x in jax.tree.leaves(tree))
 
 
+def _but_biases_before_batch_norm(f_theta):
+  """f_theta's gradients without those of fc1's and fc2's biases: a train-mode BatchNorm
+  follows each and subtracts the batch mean, so their exact gradient is zero and what is
+  computed is rounding noise, all zero on some CPUs (an AMD EPYC's run failed on fc1's)."""
+  return {name: ({'kernel': leaves['kernel']} if name in ('fc1', 'fc2') else leaves)
+          for name, leaves in f_theta.items()}
+
+
 @pytest.fixture(scope='module')
 def tiny_batch():
   """Two videos of 12 and 7 valid frames (the second zero-padded to 12), 32 x 32, labels, and
@@ -221,10 +229,10 @@ def _stage_gradients(stage, batch):
 def test_sampling_stage_gradient_paths(tiny_batch):
   variables, (total, dnet_ce, geometry), aux, updates = _stage_gradients('sampling', tiny_batch)
   # The loss trains f_theta through the sampler...
-  assert _is_nonzero_everywhere(total['f_theta'])
+  assert _is_nonzero_everywhere(_but_biases_before_batch_norm(total['f_theta']))
   assert _is_nonzero_everywhere(total['dnet'])
   # ... whose parameters depend on f_theta only: e is detached and s carries no gradient.
-  assert _is_nonzero_everywhere(geometry['f_theta'])
+  assert _is_nonzero_everywhere(_but_biases_before_batch_norm(geometry['f_theta']))
   assert _is_zero(geometry['snet']) and _is_zero(geometry['dnet']) and _is_zero(geometry['f_m'])
   # The DNet loss reaches SNet's backbone through g only: SNet's classifier (which only feeds
   # the detached top-k s) gets nothing from it.
