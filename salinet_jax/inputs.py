@@ -31,7 +31,8 @@ def normalization(data_config) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
 
 
 def described_normalization(name: str) -> str:
-  """"'NAME' (mean M, std S)" of a preset, for messages; the name alone where it is none."""
+  """`'NAME' (mean M, std S)` of a preset, for messages; the quoted name alone where `name`
+  is no preset."""
   if name not in NORMALIZATION_PRESETS:
     return repr(name)
   mean, std = NORMALIZATION_PRESETS[name]

@@ -143,8 +143,8 @@ def num_classes_of(state_dict: Mapping[str, np.ndarray], keys: Sequence[str]) ->
 
 def model_template(model, input_shape: Sequence[int]) -> Dict[str, Any]:
   """{'params', 'batch_stats'} of `model` as ShapeDtypeStructs (no computation)."""
-  # Imported here: `python -m salinet_jax.convert` imports this package before its __main__.py,
-  # which guards the seconds-long imports of JAX and Flax against a Ctrl-C.
+  # Imported here: the seconds-long imports of JAX and Flax are not needed for `--help` or by
+  # the library users of this package that only read checkpoints.
   from salinet_jax import models  # pylint: disable=g-import-not-at-top
   shapes = models.abstract_variables(model, input_shape)
   return {'params': shapes.get('params', {}), 'batch_stats': shapes.get('batch_stats', {})}
