@@ -782,14 +782,16 @@ def test_class_folder_tree_problems_are_named_before_decoding(tmp_path, capsys):
                   r"\['[ab]'\]; trained on, the model never sees them", warning)
   groups = metadata.extra['groups']
   moved = next(g for g in groups['train'])
-  assert _run(*args, f'--val_groups={moved}') == 2
+  by_name = [a for a in args if not a.startswith('--val_fraction')]
+  assert _run(*by_name, f'--val_groups={moved}') == 2
   err = capsys.readouterr().err
   assert 'would move, e.g. ' in err and f'{moved} (train -> val)' in err
-  assert f"--val_groups={','.join(groups['val'])}" in err
+  assert f"--val_groups={','.join(groups['val'])} (in place of --val_fraction" in err
   assert _run(*args) == 0  # the same split again: nothing moves
+  assert _run(*by_name, f"--val_groups={','.join(groups['val'])}") == 0  # as the error says
 
 
-@pytest.mark.parametrize('flag', ['--val_fraction=0.3', '--val_groups=g1'])
+@pytest.mark.parametrize('flag', ['--val_fraction=0.3', '--val_groups=g1', '--group_seed=3'])
 def test_group_split_flags_without_a_group_split_are_refused(flag, tmp_path, capsys):
   """Without --split_by_group a val share or val groups asked for would be ignored (a folder
   tree would go to train alone, and training find no val split after its first steps); a group
@@ -800,18 +802,80 @@ def test_group_split_flags_without_a_group_split_are_refused(flag, tmp_path, cap
   assert _run('--dataset=folder', f'--input={tree}', f'--output={tmp_path / "out"}', flag,
               '--dry_run') == 2
   err = capsys.readouterr().err
-  assert f"error: {flag.split('=')[0]} only apply with --split_by_group" in err
-  assert 'without it they would be ignored' in err
+  assert f"error: {flag.split('=')[0]} applies only with --split_by_group" in err
+  assert 'alone it would be ignored' in err
   assert _run('--dataset=frames', f'--input={tree}', f'--output={tmp_path / "out"}',
               f'--annotations={tree}', '--split_by_group=subfolder', '--dry_run') == 2
   assert ('--split_by_group splits --dataset=folder or list; --dataset=frames has splits of '
           'its own') in capsys.readouterr().err
 
 
+def _group_tree(tmp_path):
+  """A class-per-folder tree of real clips, two subfolders (groups) per class."""
+  tree = tmp_path / 'videos'
+  for target, source in [('a/g1/fi001.mp4', 'fight/fi001.mp4'), ('a/g2/fi002.mp4', 'fight/fi002.mp4'),
+                         ('b/g3/nofi001.mp4', 'noFight/nofi001.mp4'),
+                         ('b/g4/nofi002.mp4', 'noFight/nofi002.mp4')]:
+    (tree / target).parent.mkdir(parents=True, exist_ok=True)
+    (tree / target).symlink_to(FIGHT / source)
+  return tree
+
+
+@pytest.mark.parametrize('flag', ['--val_fraction=0.3', '--group_seed=3'])
+def test_a_val_share_or_seed_beside_val_groups_is_refused(flag, tmp_path, capsys):
+  """--val_groups names the val side itself: a val share or a seed given beside it would be
+  ignored without a word (the split would not be the one asked for)."""
+  tree = _group_tree(tmp_path)
+  assert _run('--dataset=folder', f'--input={tree}', f'--output={tmp_path / "out"}',
+              '--split_by_group=subfolder', '--val_groups=g1,g3', flag, '--dry_run') == 2
+  err = capsys.readouterr().err
+  assert f"error: {flag.split('=')[0]} would be ignored beside --val_groups" in err, err
+
+
+def test_a_group_split_converts_only_the_split_asked_for(tmp_path, capsys):
+  """--split=NAME converts one split; with a group split it is one side of that split (it was
+  ignored, and both sides written), and a name that is neither side is refused."""
+  tree, out = _group_tree(tmp_path), tmp_path / 'out'
+  args = ['--dataset=folder', f'--input={tree}', f'--output={out}', '--split_by_group=subfolder',
+          '--val_groups=g2,g4', '--short_side=32', '--workers=1']
+  assert _run(*args, '--split=val') == 0
+  metadata = records.read_metadata(str(out))
+  assert metadata.split_sizes == {'val': 2}
+  assert sorted(_videos(out, 'val')) == ['a/g2/fi002.mp4', 'b/g4/nofi002.mp4']
+  assert metadata.extra['groups'] == {'train': ['g1', 'g3'], 'val': ['g2', 'g4']}
+  capsys.readouterr()
+  assert _run(*args, '--split=test') == 2
+  assert ('Nothing to convert: --split=test is none of the splits the annotations give '
+          '(train, val)') in capsys.readouterr().err
+  listing = tmp_path / 'list.csv'
+  listing.write_text('path,label,group\na/g1/fi001.mp4,a,g1\na/g2/fi002.mp4,a,g2\n'
+                     'b/g3/nofi001.mp4,b,g3\nb/g4/nofi002.mp4,b,g4\n')
+  assert _run('--dataset=list', f'--input={tree}', f'--annotations={listing}',
+              f'--output={tmp_path / "list_out"}', '--split_by_group=group', '--val_groups=g2,g4',
+              '--split=train', '--dry_run') == 0
+  assert "videos per split {'train': 2}" in capsys.readouterr().err
+
+
+def test_converting_a_group_split_again_without_it_is_refused(tmp_path, capsys):
+  """Converting train again without --split_by_group puts every video in it, while the val split
+  of the group split stays beside it: a model would be scored on videos it trained on."""
+  tree, out = _group_tree(tmp_path), tmp_path / 'out'
+  common = ['--dataset=folder', f'--input={tree}', f'--output={out}', '--short_side=32',
+            '--workers=1']
+  assert _run(*common, '--split_by_group=subfolder', '--val_groups=g2,g4') == 0
+  capsys.readouterr()
+  assert _run(*common) == 2
+  err = capsys.readouterr().err
+  assert (f'error: {out} holds a split by group (train, val) and this run converts train '
+          'without --split_by_group') in err, err
+  assert records.read_metadata(str(out)).split_sizes == {'train': 2, 'val': 2}
+  assert _run(*common, '--split=test') == 0  # a split the group split does not hold
+
+
 def test_a_val_share_well_above_the_fraction_is_said():
   from data.convert import cli  # pylint: disable=g-import-not-at-top
   plan = convert.Plan('mine', ('a', 'b'), {'train': [None] * 6, 'val': [None] * 4})
-  args = argparse.Namespace(split_by_group='subfolder', val_groups='', val_fraction=0.2)
+  args = argparse.Namespace(split_by_group='subfolder', val_groups='', val_fraction=0.2, split='')
   assert cli.share_warnings(plan, args) == [
       'val holds 4 of 10 videos (40%) for --val_fraction=0.2: groups go whole, and classes '
       'without a val group get one where the bounds allow.']

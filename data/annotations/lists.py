@@ -196,7 +196,7 @@ def split_by_group(entries: Sequence[VideoEntry], val_fraction: float, seed: int
   overshoot are skipped), until val holds at least 90 % of that target. A group is not moved
   when it holds the last train videos of a class, and classes still missing from val then get
   one of their groups there (smallest first) where that takes no class's last train group,
-  while val stays within twice the target and below half of the entries: a class spread over
+  while val stays within twice the target and at most half of the entries: a class spread over
   two or more groups is trained and, as far as those bounds allow, evaluated on. Both sides
   keep the entries' order. Errors name the converter's flags (--val_groups, --val_fraction).
   """
@@ -236,7 +236,7 @@ def split_by_group(entries: Sequence[VideoEntry], val_fraction: float, seed: int
       if size + len(by_group[group]) <= target and keeps_every_class_trained(group):
         choose(group)
     # Classes still without a val group get one, smallest groups first, while val stays within
-    # twice the target and below half of the entries.
+    # twice the target and at most half of the entries.
     limit = min(2 * target, len(entries) / 2)
     for group in sorted(order, key=lambda g: len(by_group[g])):
       if (group not in chosen and classes_of[group] - in_val

@@ -64,8 +64,8 @@ from data import errors as data_errors
 from data import video_io
 from data.convert.outputs import FAILURES_FILE, WARNINGS_FILE, existing_metadata, write_outputs
 from data.convert.outputs import video_warnings
-from data.convert.plans import (DEFAULT_VAL_FRACTION, KINDS, ConversionError, make_plan,
-                                 split_specs)
+from data.convert.plans import (DEFAULT_GROUP_SEED, DEFAULT_VAL_FRACTION, KINDS, ConversionError,
+                                 make_plan, split_specs)
 from data.convert.shards import remove_stale_shards, run_jobs, settings_of, shard_jobs
 
 if TYPE_CHECKING:  # TensorFlow is imported lazily: worker processes never need it
@@ -304,10 +304,11 @@ def frame_rate_warnings(plan, args) -> List[str]:
 
 def share_warnings(plan, args) -> List[str]:
   """A line when a group split's val share is well above --val_fraction: whole groups, or
-  groups added so that more classes are evaluated on (data/annotations/lists.split_by_group)."""
+  groups added so that more classes are evaluated on (data/annotations/lists.split_by_group).
+  Nothing when --split converts one side only (its share of the split is not known here)."""
   total = sum(len(items) for items in plan.splits.values())
   val = len(plan.splits.get('val', ()))
-  if not args.split_by_group or args.val_groups or not total:
+  if not args.split_by_group or args.val_groups or args.split or not total:
     return []
   if val / total > 1.2 * args.val_fraction and val - args.val_fraction * total >= 2:
     return [f'val holds {val} of {total} videos ({100 * val / total:.0f}%) for --val_fraction='
@@ -344,7 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
                  f'(with --split_by_group; default {DEFAULT_VAL_FRACTION})')
   p.add_argument('--val_groups', default='', help='comma-separated groups forced into val (with '
                  '--split_by_group)')
-  p.add_argument('--group_seed', type=int, default=0, help='seed of the group split')
+  p.add_argument('--group_seed', type=int, default=None, help='seed of the group split (with '
+                 f'--split_by_group; default {DEFAULT_GROUP_SEED})')
   p.add_argument('--fps', type=in_range(float, 0.0), default=0.0,
                  help='stored frame rate; 0 = native')
   p.add_argument('--short_side', type=in_range(int, 0), default=video_io.DEFAULT_SHORT_SIDE,

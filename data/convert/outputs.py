@@ -47,7 +47,16 @@ def existing_metadata(output: str, plan: Plan) -> Optional['records.DatasetMetad
         'model trained on the old records would then be scored on videos it trained on. Keep '
         + (f'the old sides with --val_groups={",".join(old_val)}' if len(old_val) <= 20 else
            "the old sides with --val_groups (the old val groups are in metadata.json's "
-           'extra.groups.val)') + ', or use another --output.')
+           'extra.groups.val)') + ' (in place of --val_fraction and --group_seed), or use '
+        'another --output.')
+  regrouped = sorted(set(old_groups) & set(plan.splits)) if 'groups' not in plan.notes else []
+  kept = sorted(set(old_groups) - set(plan.splits))
+  if regrouped and kept:
+    raise ConversionError(
+        f'{output} holds a split by group ({", ".join(sorted(old_groups))}) and this run '
+        f'converts {", ".join(regrouped)} without --split_by_group: the {", ".join(kept)} '
+        'split kept beside it would share its videos, and a model be scored on videos it '
+        'trained on. Give the --split_by_group of that conversion, or use another --output.')
   return metadata
 
 
@@ -102,6 +111,8 @@ def write_outputs(output: str, plan: Plan, jobs: Sequence[ShardJob],
     groups = dict(metadata.extra.get('groups', {}))
     groups.update(plan.notes['groups'])
     metadata.extra['groups'] = groups
+  elif set(metadata.extra.get('groups', {})) <= converted:  # a split by group replaced whole
+    metadata.extra.pop('groups', None)
   warnings = {split: lines for split, lines in metadata.extra.get('warnings', {}).items()
               if split not in converted}
   for split, file, warning in video_warnings(states):

@@ -433,29 +433,38 @@ def _extensions(args) -> Tuple[str, ...]:
 
 
 DEFAULT_VAL_FRACTION = 0.25
+DEFAULT_GROUP_SEED = 0
 
 
 GROUP_SPLIT_KINDS = ('folder', 'list')
 
 
 def _check_split_arguments(args) -> None:
-  """--split_by_group splits folder trees and lists; --val_fraction and --val_groups shape that
-  split. Anywhere else they would be ignored without a word, so they are refused; with a group
-  split the fraction defaults."""
+  """--split_by_group splits folder trees and lists; --val_groups names its val side, or
+  --val_fraction and --group_seed draw it. A flag that would be ignored without a word is
+  refused (any of them without a group split, the draw's beside --val_groups); with a group
+  split the draw's defaults are filled in."""
   if args.split_by_group and args.dataset not in GROUP_SPLIT_KINDS:
     raise ConversionError(f'--split_by_group splits --dataset={" or ".join(GROUP_SPLIT_KINDS)}; '
                           f'--dataset={args.dataset} has splits of its own.')
+  given = [f'--{name}' for name in ('val_fraction', 'val_groups', 'group_seed')
+           if getattr(args, name) not in (None, '')]
   if args.split_by_group:
+    drawn = [flag for flag in given if flag != '--val_groups']
+    if args.val_groups and drawn:
+      raise ConversionError(f'{" and ".join(drawn)} would be ignored beside --val_groups, which '
+                            'names the val groups itself: give one or the other.')
     if args.val_fraction is None:
       args.val_fraction = DEFAULT_VAL_FRACTION
+    if args.group_seed is None:
+      args.group_seed = DEFAULT_GROUP_SEED
     return
-  given = [f'--{name}' for name in ('val_fraction', 'val_groups') if getattr(args, name)
-           not in (None, '')]
   if given:
     raise ConversionError(
-        f'{" and ".join(given)} only apply with --split_by_group (whole groups of videos to train '
-        'or val: =subfolder or =file for a folder tree, a CSV column for a list); without it '
-        'they would be ignored.')
+        f'{" and ".join(given)} {"applies" if len(given) == 1 else "apply"} only with '
+        '--split_by_group (whole groups of videos to train or val: =subfolder or =file for a '
+        'folder tree, a CSV column for a list); alone '
+        + ('it' if len(given) == 1 else 'they') + ' would be ignored.')
 
 
 def _planned(args) -> Plan:
@@ -476,6 +485,8 @@ def make_plan(args) -> Plan:
     raise ConversionError(f'--dataset must be one of {KINDS}, got {args.dataset!r}.')
   _check_split_arguments(args)
   plan = _planned(args)
+  if args.split_by_group and args.split:  # one side of the group split, drawn as a whole
+    plan.splits = {split: items for split, items in plan.splits.items() if split == args.split}
   if not plan.classes:
     unlabelled = sum(len(items) for items in plan.splits.values())
     raise ConversionError(
