@@ -43,6 +43,7 @@ from data import errors as data_errors
 from salinet_jax import checkpoints
 from salinet_jax import convert
 from salinet_jax import errors
+from salinet_jax import inputs
 from salinet_jax.convert import layout
 
 VARIABLES_DIR = 'variables'
@@ -350,9 +351,11 @@ def load_pretrained(params: Any, batch_stats: Any, init_config: Any,
                       os.path.dirname(item), *report.unfinished)
     report.source_config = step_metadata.get('config', '')
   elif os.path.basename(item) == VARIABLES_DIR:
-    info = conversion_info(os.path.dirname(item)) or {}
-    report.converted_for = info['model'] if isinstance(info.get('model'), dict) else None
-    report.converted_normalization = converted_normalization(info)
+    info = conversion_info(os.path.dirname(item))
+    report.converted_for = info['model'] if isinstance((info or {}).get('model'), dict) else None
+    if info is not None:
+      report.converted_normalization = converted_normalization(
+          info, os.path.join(os.path.dirname(item), REPORT_FILE))
   strict = bool(_get(init_config, 'strict', True))
   if not report.loaded:  # the reason first: the listing of every tensor follows
     raise PretrainedMismatchError(
@@ -498,12 +501,25 @@ def converted_model_differences(converted_for: Mapping[str, Any], model_config: 
           if before[key] != after[key]]
 
 
-def converted_normalization(info: Mapping[str, Any]) -> Optional[str]:
+def converted_normalization(info: Mapping[str, Any], report: str) -> Optional[str]:
   """The normalisation preset of the pixels a converted checkpoint's weights were trained on:
-  its conversion.json's record or, for conversions written before the converter recorded it,
-  the convention of its source; None where neither is known."""
-  source = convert.SOURCES.get(info.get('source'))
-  return info.get('normalization') or (source.normalization if source else None)
+  its conversion.json's (`report`) record (null: not known) or, for conversions written before
+  the converter recorded it, the convention of its source; None where neither is known. A value
+  that is no preset, or a source that is no name, fails naming the file and field."""
+  source = info.get('source')
+  if not isinstance(source, str):
+    raise errors.UserError(f'{report}: source {source!r} is not the name of a checkpoint '
+                           f'family ({", ".join(convert.SOURCES)}); convert the checkpoint '
+                           'again, or correct the field.')
+  if 'normalization' not in info:
+    return convert.SOURCES[source].normalization if source in convert.SOURCES else None
+  value = info['normalization']
+  if value is not None and (not isinstance(value, str)
+                            or value not in inputs.NORMALIZATION_PRESETS):
+    raise errors.UserError(f'{report}: normalization {value!r} is not one of '
+                           f'{sorted(inputs.NORMALIZATION_PRESETS)} (or null: not known); '
+                           'convert the checkpoint again, or correct the field.')
+  return value
 
 
 def conversion_info(path: str) -> Optional[Dict[str, Any]]:
@@ -512,4 +528,12 @@ def conversion_info(path: str) -> Optional[Dict[str, Any]]:
   if not os.path.exists(report):
     return None
   with open(report) as f:
-    return json.load(f)
+    try:
+      info = json.load(f)
+    except json.JSONDecodeError as e:
+      raise errors.UserError(f'{report} is not valid JSON ({e}); convert the checkpoint '
+                             'again.') from None
+  if not isinstance(info, dict):
+    raise errors.UserError(f'{report} holds {type(info).__name__}, not the object the converter '
+                           'writes; convert the checkpoint again.')
+  return info

@@ -1,5 +1,6 @@
 """load_pretrained: fine-tuning with the head excluded, strictness, reports, checkpoint kinds."""
 
+import os
 import re
 import shutil
 
@@ -453,3 +454,39 @@ def test_converted_weights_trained_on_otherwise_normalised_pixels_are_said(confi
   caplog.clear()
   train.initialize_from(train.training_engine(config), state, config.init_from)
   assert 'normalised as' not in caplog.text
+
+
+def test_a_conversion_record_of_unknown_or_unreadable_normalisation(config, tmp_path, caplog):
+  """Weights whose normalisation the converter could not know (inflated 2D weights of
+  --source=pyslowfast) record null and are not compared; a hand-edited conversion.json with a
+  value that is no preset, or a source that is no name, is one line naming the file and field
+  (it gave a hint naming a preset that does not exist, or a TypeError)."""
+  from salinet_jax import train  # pylint: disable=g-import-not-at-top
+  trainer = train.training_engine(config)
+  state = trainer.fresh_state()
+  variables = {'params': state.params, 'batch_stats': state.batch_stats}
+  model = config.model.to_dict()
+  config.data.normalization = 'imagenet'
+  caplog.set_level('INFO', logger='absl')
+  config.init_from.checkpoint = pretrained.save_converted(
+      str(tmp_path / 'inflated'), variables,
+      {'source': 'pyslowfast', 'model': model, 'normalization': None})
+  train.initialize_from(trainer, state, config.init_from)
+  assert 'Initialised from' in caplog.text and 'normalised as' not in caplog.text
+  for name, info, field in [
+      ('edited', {'source': 'torchvision', 'normalization': 'ImageNet'},
+       "normalization 'ImageNet'"),
+      ('listed', {'source': ['torchvision'], 'normalization': 'imagenet'},
+       "source ['torchvision']"),
+      ('no_source', {'source': {'a': 1}}, "source {'a': 1}")]:
+    config.init_from.checkpoint = pretrained.save_converted(
+        str(tmp_path / name), variables, {**info, 'model': model})
+    with pytest.raises(errors.UserError) as raised:
+      train.initialize_from(trainer, state, config.init_from)
+    report = os.path.join(config.init_from.checkpoint, pretrained.REPORT_FILE)
+    assert str(raised.value).startswith(f'{report}: {field} is not'), str(raised.value)
+    assert '\n' not in str(raised.value)
+  with open(report, 'w') as f:
+    f.write('{"source": "torch')
+  with pytest.raises(errors.UserError, match=f'^{report} is not valid JSON'):
+    train.initialize_from(trainer, state, config.init_from)

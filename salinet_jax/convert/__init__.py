@@ -53,6 +53,10 @@ class Source:
   classifier_keys: Tuple[str, ...]
   # The config.data.normalization preset of the pixels the family's weights were trained on.
   normalization: str
+  # The same for weights that had to be inflated from 2D; None where the family's 2D weights
+  # were trained on pixels of another kind (PySlowFast's inflation source: Caffe2 ImageNet
+  # ResNets, BGR with the mean subtracted and no std).
+  inflated_normalization: Optional[str]
 
 
 def _read_torch(path: str, trust_pickle: bool):
@@ -112,19 +116,20 @@ def _read_tsm(path: str, trust_pickle: bool):
 SOURCES: Dict[str, Source] = {
     'pyslowfast': Source(
         'pyslowfast', 'PySlowFast .pyth (model_state) or model-zoo Caffe2 .pkl I3D/NLN/Slow/C2D',
-        _read_pyslowfast, _pyslowfast_map, pyslowfast.CLASSIFIER_KEYS, 'kinetics'),
+        _read_pyslowfast, _pyslowfast_map, pyslowfast.CLASSIFIER_KEYS, 'kinetics', None),
     'salinet': Source(
         'salinet', 'reference SaliNet / S2TF-Net checkpoint (PySlowFast fork, 433 keys)',
-        _read_torch, _salinet_map, salinet.CLASSIFIER_KEYS, 'kinetics'),
+        _read_torch, _salinet_map, salinet.CLASSIFIER_KEYS, 'kinetics', 'kinetics'),
     'torchvision': Source(
         'torchvision', 'torchvision ImageNet ResNet-50 / MobileNetV2 state dict',
-        _read_torch, _torchvision_map, ('fc.weight', 'classifier.1.weight'), 'imagenet'),
+        _read_torch, _torchvision_map, ('fc.weight', 'classifier.1.weight'), 'imagenet',
+        'imagenet'),
     'tsm': Source(
         'tsm', "TSM checkpoint ('module.base_model.*', 'module.new_fc.*')",
-        _read_tsm, _tsm_map, ('new_fc.weight',), 'imagenet'),
+        _read_tsm, _tsm_map, ('new_fc.weight',), 'imagenet', 'imagenet'),
     's2dnet': Source(
         's2dnet', "whole reference S2DNet checkpoint ('module.SNet.*', 'module.DNet.*')",
-        _read_s2dnet, _s2dnet_map, s2dnet.CLASSIFIER_KEYS, 'imagenet'),
+        _read_s2dnet, _s2dnet_map, s2dnet.CLASSIFIER_KEYS, 'imagenet', 'imagenet'),
 }
 
 

@@ -19,8 +19,9 @@ unexpected or mis-shaped and writes nothing; `--exclude` (regex over Flax paths 
 `--classes` records the class names of the classifier's rows: init_from then refuses records
 whose classes differ (or come in another order), and warns where a converted classifier
 records none. The normalisation of the pixels the weights were trained on (the source's
-convention, or `--normalization`) is recorded too: init_from warns a run that normalises its
-pixels otherwise.
+convention, or `--normalization`; none for 2D weights of --source=pyslowfast inflated, whose
+pixels are not known) is recorded too: init_from warns a run that normalises its pixels
+otherwise.
 """
 
 import collections
@@ -106,11 +107,11 @@ def _convert():
     raise errors.ConversionError(
         f'--inflate turns 2D kernels into the 3D kernels of an I3D ('
         f'{", ".join(convert.I3D_MODELS)}); it is not read for model {config.model.name!r}.')
-  normalization = _NORMALIZATION.value or source.normalization
-  if normalization not in inputs.NORMALIZATION_PRESETS:
+  if (_NORMALIZATION.value is not None
+      and _NORMALIZATION.value not in inputs.NORMALIZATION_PRESETS):
     raise errors.ConversionError(
         f'--normalization must be one of {sorted(inputs.NORMALIZATION_PRESETS)} '
-        f"(config.data.normalization's presets), got {normalization!r}.")
+        f"(config.data.normalization's presets), got {_NORMALIZATION.value!r}.")
   exclude = convert.sanitize_regex(_EXCLUDE.value)
   paths = [p for p in _CHECKPOINT.value.split(',') if p]
   if len(paths) > 1 and config.model.name != 's2dnet':
@@ -158,6 +159,13 @@ def _convert():
           'warm-up starts from both networks: pass one checkpoint for each, comma-separated '
           '(or --nostrict to write what converted).', file=sys.stderr)
     sys.exit(1)
+  normalization = _NORMALIZATION.value
+  if normalization is None:
+    normalization = source.inflated_normalization if report.inflated else source.normalization
+    if normalization is None:
+      print(f'The normalisation of the pixels the inflated weights were trained on is not known '
+            f'for --source={source.name}, so none is recorded: pass --normalization=PRESET to '
+            'record it (init_from then compares it with the run).')
   info = {
       'source': source.name, 'checkpoint': paths, 'model': config.model.to_dict(),
       'num_classes': num_classes, 'normalization': normalization, 'exclude': exclude,
