@@ -121,6 +121,13 @@ class _LogFile(std_logging.FileHandler):
 
   failed = False
 
+  def __init__(self, path: str):
+    super().__init__(path, delay=True)
+    try:  # a directory or a link into a folder that is gone: said like a failed write
+      self.stream = self._open()
+    except OSError:
+      self.handleError(None)
+
   def handleError(self, record) -> None:
     if not self.failed:
       self.failed = True
@@ -148,8 +155,9 @@ def _log_file(path: str) -> _LogFile:
   return handler
 
 
-def log_to_file(workdir: str) -> str:
-  """Also writes every console line of this process to `<workdir>/log.txt` (appending)."""
+def log_to_file(workdir: str) -> Optional[str]:
+  """Also writes every console line of this process to `<workdir>/log.txt` (appending); returns
+  its path, or None where it cannot be opened (said in one line)."""
   global _file_handler
   close_log_file()
   path = os.path.join(os.path.abspath(workdir), LOG_FILE)
@@ -163,7 +171,7 @@ def log_to_file(workdir: str) -> str:
       _file_handler.handle(record)
     _early_lines = None
   logging.get_absl_logger().addHandler(_file_handler)
-  return path
+  return None if _file_handler.failed else path
 
 
 def line_after_run(workdir: str, text: str) -> None:
@@ -171,7 +179,7 @@ def line_after_run(workdir: str, text: str) -> None:
   the run has closed by then, so that log.txt ends as the console does."""
   print(text)
   path = os.path.join(os.path.abspath(workdir), LOG_FILE)
-  if jax.process_index() != 0 or not os.path.exists(path):
+  if jax.process_index() != 0 or not os.path.isfile(path):  # the run said why there is none
     return
   handler = _log_file(path)
   handler.handle(logging.get_absl_logger().makeRecord(

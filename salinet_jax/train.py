@@ -319,7 +319,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   with workdir_lib.WorkdirLock(workdir):
     log_path = console.log_to_file(workdir)
     try:
-      logging.info('This log also goes to %s.', log_path)
+      if log_path:
+        logging.info('This log also goes to %s.', log_path)
       return _train(config, workdir)
     except (errors.UserError, data_errors.DataError) as e:
       console.error_to_log_file(str(e))

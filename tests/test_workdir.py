@@ -141,6 +141,31 @@ def test_a_log_txt_that_cannot_be_written_is_reported_once_and_never_raises(tmp_
   assert len(reports) == 1 and 'No space left on device' in reports[0], reports
 
 
+@pytest.mark.parametrize('kind', ['directory', 'dangling link'])
+def test_a_log_txt_that_cannot_be_opened_is_reported_once_and_never_raises(kind, tmp_path, capfd):
+  """A log.txt that is a directory, or a link into a folder that is gone, raised out of the
+  file handler's open and ended the run in a traceback; the README promises a warning."""
+  from absl import logging  # pylint: disable=g-import-not-at-top
+  from salinet_jax import console  # pylint: disable=g-import-not-at-top
+  if kind == 'directory':
+    (tmp_path / 'log.txt').mkdir()
+  else:
+    os.symlink(tmp_path / 'gone' / 'log.txt', tmp_path / 'log.txt')
+  assert console.log_to_file(str(tmp_path)) is None  # train.py leaves out 'This log also goes'
+  try:
+    for i in range(3):
+      logging.warning('line %d', i)
+  finally:
+    console.close_log_file()
+  console.line_after_run(str(tmp_path), 'the closing summary')
+  err = capfd.readouterr().err
+  reports = [line for line in err.splitlines() if 'Cannot write' in line]
+  assert len(reports) == 1, err
+  assert reports[0].startswith(f"Cannot write {tmp_path / 'log.txt'} (") and reports[0].endswith(
+      'the console keeps logging, the file stops here.'), reports[0]
+  assert 'Traceback' not in err
+
+
 def _race_for_the_lock(workdir, trials, barrier, results, hard_links):
   """One of two trainers starting at the same moment, `trials` times."""
   if not hard_links:  # a filesystem that refuses them (some network and FUSE mounts)
