@@ -342,8 +342,8 @@ class Signalling:
 class CtrlC:
   """A Ctrl-C while a command imports its first heavy module (numpy, before TensorFlow and
   JAX): a real SIGINT in the import or in a destructor (as a KeyboardInterrupt, Python drops
-  what a destructor raises); or, in JAX's import, a KeyboardInterrupt it raises itself or
-  drops."""
+  what a destructor raises); a real SIGINT at a later heavy import ('signal at jax'); or, in
+  JAX's import, a KeyboardInterrupt it raises itself or drops."""
 
   def find_spec(self, name, path=None, target=None):
     if name == FIRST_HEAVY_IMPORT and HOW == 'signal':
@@ -358,6 +358,9 @@ class CtrlC:
         time.sleep(2)
       except KeyboardInterrupt:
         raise ImportError('Encountered an error while initializing the extension.')
+    if HOW.startswith('signal at ') and name == HOW[len('signal at '):]:  # a later heavy import
+      signal.raise_signal(signal.SIGINT)
+      time.sleep(2)
     if name == 'flax' and HOW == 'signal while its flags are parsed':  # config fields checked
       signal.raise_signal(signal.SIGINT)
       time.sleep(2)
@@ -388,7 +391,11 @@ else:  # as `python -m COMMAND`: its packages are imported first, with sys.argv[
     ('salinet_jax.export', 'signal in a destructor'), ('salinet_jax.convert', 'signal'),
     ('salinet_jax.convert', 'signal while its flags are parsed'),
     ('salinet_jax.bench', 'signal'), ('salinet_jax.info', 'signal'), ('data.report', 'signal'),
-    ('data.convert', 'signal'), ('data.bench', 'signal')])
+    ('data.convert', 'signal'), ('data.bench', 'signal'),
+    ('main.py', 'signal at tensorflow'), ('main.py', 'signal at jax'),
+    ('salinet_jax.export', 'signal at jax'), ('salinet_jax.info', 'signal at jax'),
+    ('salinet_jax.bench', 'signal at jax'), ('salinet_jax.convert', 'signal at jax'),
+    ('data.report', 'signal at tensorflow')])
 def test_a_ctrl_c_while_a_command_starts_ends_in_one_line(tmp_path, command, how):
   """A Ctrl-C in a command's first seconds (importing TensorFlow and JAX) printed an import's
   KeyboardInterrupt traceback (README audit), or was lost where JAX's import dropped it (the
@@ -413,6 +420,36 @@ def test_a_ctrl_c_while_a_command_starts_ends_in_one_line(tmp_path, command, how
   assert proc.returncode == 130, proc.stderr[-3000:]
   assert proc.stderr == 'Interrupted by Ctrl-C while starting. Exit status 130.\n', proc.stderr
   assert not os.path.exists(workdir)
+
+
+def test_the_start_up_guard_takes_ctrl_c_only_where_a_command_starts(monkeypatch):
+  """The guard takes the signal in the command's own module and while `python -m` imports its
+  packages (sys.argv[0] '-m'); a library import, a thread, or a command started with Ctrl-C
+  ignored (in the background) keep their handler, and it is given back when the guard ends."""
+  import signal  # pylint: disable=g-import-not-at-top
+  import threading  # pylint: disable=g-import-not-at-top
+  from data import errors as data_errors  # pylint: disable=g-import-not-at-top
+
+  def handler_inside(module, argv0='main.py'):
+    monkeypatch.setattr(sys, 'argv', [argv0])
+    with data_errors.ctrl_c_while_starting(module):
+      return signal.getsignal(signal.SIGINT)
+
+  own = signal.getsignal(signal.SIGINT)
+  assert handler_inside('__main__') is not own
+  assert handler_inside('data.convert', argv0='-m') is not own
+  assert handler_inside('data.convert') is own
+  assert signal.getsignal(signal.SIGINT) is own
+  in_thread = []
+  thread = threading.Thread(target=lambda: in_thread.append(handler_inside('__main__')))
+  thread.start()
+  thread.join()
+  assert in_thread == [own]
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
+  try:
+    assert handler_inside('__main__') is signal.SIG_IGN
+  finally:
+    signal.signal(signal.SIGINT, own)
 
 
 def test_a_ctrl_c_dropped_as_a_command_leaves_its_guard_still_interrupts(capsys):
