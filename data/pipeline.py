@@ -253,12 +253,16 @@ def shared_videos_warning(dataset_config, evaluated: str, consequence: str,
                           train_split: Optional[str] = None) -> Optional[str]:
   """A line where split `evaluated` holds videos of `train_split` (default: the config's), as
   official folds do (UCF101's and HMDB51's test2 is part of train1), ending with `consequence`
-  (what evaluating there scores). None where they share none, or the records do not say."""
+  (what evaluating there scores), and where `evaluated` is the train split itself. None where
+  they share none, or the records do not say."""
   train_split = train_split or dataset_config.train_split
   directory = records_directory(dataset_config)
   metadata = records.read_metadata(directory)
+  if evaluated == train_split:
+    return (f'Split {evaluated!r} of {directory} is the train split itself '
+            f'({metadata.split_sizes.get(train_split, 0)} videos): {consequence}.')
   count = records.shared_videos(metadata, train_split, evaluated)
-  if evaluated == train_split or not count:
+  if not count:
     return None
   return (f'Split {evaluated!r} of {directory} holds {count} of the '
           f'{metadata.split_sizes[train_split]} videos of the train split {train_split!r}: '

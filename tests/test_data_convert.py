@@ -1570,6 +1570,12 @@ def test_the_converter_counts_the_videos_official_folds_share_and_runs_warn_of_t
   train.evaluation_engine(config, str(tmp_path / 'fold2'), 'test1')
   assert (f"Split 'test1' of {everything} holds 3 of the 6 videos of the train split 'train2': "
           'evaluating the checkpoint there scores videos it trained on.') in caplog.text
+  # Evaluated on the very split it trained on (--split=train2), which the README says is
+  # warned about too: nothing was said.
+  caplog.clear()
+  train.evaluation_engine(config, str(tmp_path / 'fold2'), 'train2')
+  assert (f"Split 'train2' of {everything} is the train split itself (6 videos): evaluating the "
+          'checkpoint there scores videos it trained on.') in caplog.text, caplog.text
 
 
 def test_videos_enlarged_to_the_stored_short_side_are_warned_about(tmp_path, capsys):
