@@ -224,15 +224,15 @@ def confusion_matrix(predictions: Predictions) -> np.ndarray:
 
 
 def evaluate_batches(batches, num_videos: int, variables, mesh, jitted_step, classes,
-                     visualize: Optional[Callable[[Dict[str, np.ndarray]], None]] = None
+                     visualize: Optional[Callable[[Dict[str, np.ndarray]], bool]] = None
                      ) -> Tuple[Dict[str, float], Predictions]:
   """Runs `jitted_step` over eval batches (host numpy, the pipeline's eval layout) holding
-  `num_videos` real videos; returns (metric totals, per-video predictions)."""
+  `num_videos` real videos; returns (metric totals, per-video predictions). `visualize` is
+  called with each local batch while it returns True (it wants more)."""
   totals = None
   scores, labels, filenames = [], [], []
   for batch in batches:
-    if visualize is not None:
-      visualize(dict(batch))
+    if visualize is not None and not visualize(dict(batch)):
       visualize = None
     names = _gather_names(batch.pop('filename'))
     mask = _gather_rows(batch['mask'])
@@ -251,11 +251,12 @@ def evaluate_batches(batches, num_videos: int, variables, mesh, jitted_step, cla
 
 
 def evaluate_split(config, variables, split: str, mesh, jitted_step,
-                   visualize: Optional[Callable[[Dict[str, np.ndarray]], None]] = None,
+                   visualize: Optional[Callable[[Dict[str, np.ndarray]], bool]] = None,
                    what: str = 'the model') -> Tuple[Dict[str, Any], Predictions]:
   """Evaluates `variables` on every video of `split` with `make_eval_step`'s step.
 
-  `visualize`, if given, is called once with the first local batch (host numpy arrays).
+  `visualize`, if given, is called with the local batches (host numpy arrays) from the first
+  on, while it returns True (visualize.EvalPictures).
   Returns (results, per-video predictions). Results always hold split, num_videos,
   num_labeled, views_per_video, view_reduction, eval_seconds, num_batches; top1, top5 and
   mean_class_accuracy (and the model's EXTRA_METRICS) only when some video is labelled, and

@@ -243,8 +243,8 @@ def predict(config: ml_collections.ConfigDict, workdir: str, video_paths: Sequen
         decoded = predictor.decode(path)
         draw = None
         if config.eval.num_visualizations:
-          draw = lambda batch: visualize.write_visualizations(  # noqa: E731
-              predictor.engine.model, predictor.variables, batch,
+          draw = visualize.EvalPictures(
+              predictor.engine.model, predictor.variables,
               os.path.join(output_dir, os.path.dirname(name)), 1, config.data,
               predictor.classes)
         probs = predictor.probabilities(decoded.jpegs, decoded.fps, name, draw)

@@ -871,18 +871,19 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, split: Optional[st
       'Pass --output_dir=DIR to write them elsewhere (the workdir is only read).')
   trainer = evaluation_engine(config, workdir, split)
   variables, step, source = trainer.restore_variables(workdir, config.eval.checkpoint)
-  visualize_fn = None
+  pictures = None
   if config.eval.num_visualizations and jax.process_index() == 0:
-    directory = os.path.join(output_dir, f'visualizations_{split}')
-    visualize_fn = lambda batch: visualize.write_visualizations(  # noqa: E731
-        trainer.model, variables, batch, directory, config.eval.num_visualizations,
-        config.data, trainer.classes)
+    pictures = visualize.EvalPictures(
+        trainer.model, variables, os.path.join(output_dir, f'visualizations_{split}'),
+        config.eval.num_visualizations, config.data, trainer.classes)
   results, predictions = evaluate_lib.evaluate_split(
-      config, variables, split, trainer.mesh, trainer.eval_step, visualize_fn,
+      config, variables, split, trainer.mesh, trainer.eval_step, pictures,
       what=f'checkpoint {source}')
   results['step'] = step
   results['checkpoint'] = source
   logging.info('eval %s (checkpoint %s): %s', split, source, evaluate_lib.summary_line(results))
   for path in reports.write_outputs(output_dir, results, predictions):
     logging.info('Wrote %s', path)
+  if pictures is not None and pictures.paths:
+    logging.info('%s', pictures.summary(results['num_videos']))
   return results

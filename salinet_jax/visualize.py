@@ -122,8 +122,10 @@ def saliency_figure(video: np.ndarray, saliency: np.ndarray, path: str, *,
 
 
 def write_visualizations(model, variables, batch: Dict[str, np.ndarray], directory: str,
-                         count: int, data_config, classes: Sequence[str]) -> List[str]:
-  """PNGs of what the model looked at for the first `count` videos of `batch` (first view).
+                         count: int, data_config, classes: Sequence[str],
+                         first: int = 0) -> List[str]:
+  """PNGs of what the model looked at for the first `count` videos of `batch` (first view),
+  numbered from `first`.
 
   S2DNet: sampled detail windows and detail frames; SaliNet: the S_final mask over the clip.
   Other models have nothing to draw and write nothing.
@@ -147,7 +149,7 @@ def write_visualizations(model, variables, batch: Dict[str, np.ndarray], directo
   paths = []
   for i in range(count):
     name = os.path.basename(batch['filename'][i].decode('utf-8', 'replace')) or f'video{i}'
-    path = os.path.join(directory, f'{i:03d}_{name}.png')
+    path = os.path.join(directory, f'{first + i:03d}_{name}.png')
     label = int(batch['label'][i])
     predicted = int(np.argmax(probabilities[i]))
     title = (f'{name}: predicted {classes[predicted]} ({probabilities[i, predicted]:.2f}, '
@@ -159,6 +161,28 @@ def write_visualizations(model, variables, batch: Dict[str, np.ndarray], directo
       paths.append(saliency_figure(
           video[i], aux['saliency_final'][i], path, mean=mean, std=std, title=title))
   return paths
+
+
+class EvalPictures:
+  """The pictures of an evaluation's first `count` videos, drawn batch after batch (an eval
+  batch may hold fewer): called with each local batch, it says whether it wants the next."""
+
+  def __init__(self, model, variables, directory: str, count: int, data_config,
+               classes: Sequence[str]):
+    self.draw = functools.partial(write_visualizations, model, variables, directory=directory,
+                                  data_config=data_config, classes=classes)
+    self.directory, self.count, self.paths = directory, count, []
+
+  def __call__(self, batch: Dict[str, np.ndarray]) -> bool:
+    paths = self.draw(batch, count=self.count - len(self.paths), first=len(self.paths))
+    self.paths += paths
+    return bool(paths) and len(self.paths) < self.count  # none: no masks to draw, or the end
+
+  def summary(self, num_videos: int) -> str:
+    """The line that says where the pictures went, and why fewer than asked."""
+    short = (f' (config.eval.num_visualizations={self.count}, but the split holds {num_videos} '
+             'videos)' if num_videos < self.count else '')
+    return f'Wrote {len(self.paths)} pictures to {self.directory}{short}.'
 
 
 @functools.cache

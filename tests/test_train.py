@@ -4,6 +4,7 @@ import glob
 import json
 import os
 import re
+import shutil
 
 import jax
 import numpy as np
@@ -67,6 +68,17 @@ def test_train_then_evaluate_writes_checkpoints_metrics_and_json(config, tmp_pat
   assert written['top1'] == pytest.approx(results['top1'])
   pictures = sorted(os.listdir(os.path.join(workdir, 'visualizations_val')))
   assert len(pictures) == 4 and all(p.endswith('.png') for p in pictures)  # S_final overlays
+  # More pictures than an eval batch holds (4): they were cut to the first batch without a word.
+  for asked, drawn in ((6, 6), (10, 7)):
+    config.eval.num_visualizations = asked
+    shutil.rmtree(os.path.join(workdir, 'visualizations_val'))
+    caplog.clear()
+    train.evaluate(config, workdir)
+    pictures = sorted(os.listdir(os.path.join(workdir, 'visualizations_val')))
+    assert [p[:4] for p in pictures] == [f'{i:03d}_' for i in range(drawn)], pictures
+    assert (f"Wrote {drawn} pictures to {os.path.join(workdir, 'visualizations_val')}"
+            + (' (config.eval.num_visualizations=10, but the split holds 7 videos).'
+               if drawn < asked else '.')) in caplog.text, caplog.text
 
 
 def test_resume_continues_from_saved_step_without_initialising_again(config, tmp_path,
