@@ -154,7 +154,7 @@ def predict_windows(predictor, path: str, output_stem: str) -> np.ndarray:
   name = os.path.basename(path)
   mesh_size = predictor.engine.mesh.size
   batch_size = max(mesh_size, config.predict.window_batch // mesh_size * mesh_size)
-  frames, failure, seconds = [], [], []
+  frames, failure, seconds, rates = [], [], [], []
 
   def stream():
     """The windows for the input pipeline; a decoding error is kept and re-raised below (tf.data
@@ -167,6 +167,7 @@ def predict_windows(predictor, path: str, output_stem: str) -> np.ndarray:
           desc=name, unit='window', leave=False):
         if not frames:
           _say_what_windows_miss(path, len(jpegs), rate, config)
+          rates.append(rate)
         frames.append((begin, end))
         yield jpegs, name, rate
     except Exception as e:  # pylint: disable=broad-except
@@ -190,11 +191,14 @@ def predict_windows(predictor, path: str, output_stem: str) -> np.ndarray:
   probs = np.stack(probs)
   spans = [(seconds[begin], seconds[end]) for begin, end in frames]
   _say_uneven_windows(path, spans, frames[0][1] - frames[0][0], seconds, config)
-  _write(predictor, path, output_stem, spans, probs)
+  _write(predictor, path, output_stem, spans, probs, rates[0])
   return probs.mean(axis=0)
 
 
-def _write(predictor, path: str, output_stem: str, spans, probs: np.ndarray) -> None:
+def _write(predictor, path: str, output_stem: str, spans, probs: np.ndarray,
+           rate: float) -> None:
+  """The timeline json (windows of whole frames at `rate`: the seconds they hold, beside those
+  asked for) and its PNG."""
   stem = output_stem + TIMELINE_SUFFIX
   classes = predictor.classes
   entries = []
@@ -203,9 +207,14 @@ def _write(predictor, path: str, output_stem: str, spans, probs: np.ndarray) -> 
     entries.append({'start_seconds': round(start, 3), 'end_seconds': round(end, 3),
                     'top5': [[classes[k], float(row[k])] for k in top]})
   config = predictor.config.predict
+  size, stride = window_frames(config.window_seconds, rate), window_frames(config.stride_seconds,
+                                                                          rate)
   with data_errors.replacing(stem + '.json') as f:
-    json.dump({'video': path, 'checkpoint': predictor.source,
-               'window_seconds': config.window_seconds, 'stride_seconds': config.stride_seconds,
+    json.dump({'video': path, 'checkpoint': predictor.source, 'frame_rate': rate,
+               'window_frames': size, 'stride_frames': stride,
+               'window_seconds': round(size / rate, 3), 'stride_seconds': round(stride / rate, 3),
+               'asked': {'window_seconds': config.window_seconds,
+                         'stride_seconds': config.stride_seconds},
                'windows': entries}, f, indent=1)
   _plot(stem + '.png', spans, probs, classes, config.timeline_classes, os.path.basename(path))
   logging.info('%s: %d windows, timeline in %s.json and .png', path, len(spans), stem)

@@ -226,12 +226,18 @@ def test_windowed_predict_writes_a_timeline_over_the_whole_video(own_records, tm
   train.train_and_evaluate(config, workdir)
   video = tmp_path / 'long.avi'
   write_moving_bar_video(video)
-  config.predict.window_seconds = 4.0
-  config.predict.stride_seconds = 3.0
+  # Windows hold whole frames: at 10 fps 4.04 s is 40 frames and 2.96 s 30. The timeline
+  # recorded the seconds asked for as the windows' (README audit), not those used.
+  config.predict.window_seconds = 4.04
+  config.predict.stride_seconds = 2.96
   config.predict.window_batch = 4
   results = predict.predict(config, workdir, [str(video)], output_dir=str(tmp_path / 'out'))
   assert results[0]['ok'] and len(results[0]['top5']) == 2
   timeline = json.loads((tmp_path / 'out' / 'long.avi.timeline.json').read_text())
+  assert {k: timeline[k] for k in ('frame_rate', 'window_frames', 'stride_frames',
+                                   'window_seconds', 'stride_seconds', 'asked')} == {
+      'frame_rate': 10.0, 'window_frames': 40, 'stride_frames': 30, 'window_seconds': 4.0,
+      'stride_seconds': 3.0, 'asked': {'window_seconds': 4.04, 'stride_seconds': 2.96}}
   spans = [(w['start_seconds'], w['end_seconds']) for w in timeline['windows']]
   # Windows start every 3 s (0, 3, ..., 18 s, each 4 s long) and the last one ends at 24 s.
   assert spans == [(float(s), float(s + 4)) for s in range(0, 19, 3)] + [(20.0, 24.0)]
