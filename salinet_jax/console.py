@@ -8,10 +8,11 @@ JAX's backend probing, clu's work-unit notes, TensorFlow Datasets) and keeps pro
 those logged since `setup()`.
 """
 
+import contextlib
 import logging as std_logging
 import os
 import sys
-from typing import Optional
+from typing import Iterator, Optional, TextIO
 
 import jax
 from absl import logging
@@ -185,6 +186,28 @@ def line_after_run(workdir: str, text: str) -> None:
   handler.handle(logging.get_absl_logger().makeRecord(
       'absl', std_logging.INFO, __file__, 0, text, None, None))
   handler.close()
+
+
+@contextlib.contextmanager
+def progress_bar_stream() -> Iterator[TextIO]:
+  """The stream to draw a tqdm bar on (stderr), with the console's lines written above the bar
+  while it lasts (tqdm.contrib's DummyTqdmFile): written as they come, they were glued to the
+  end of the bar's text. Inside another such bar, the same stream."""
+  from tqdm.contrib import DummyTqdmFile  # pylint: disable=g-import-not-at-top
+  if isinstance(sys.stderr, DummyTqdmFile):
+    yield sys.stderr._wrapped  # pylint: disable=protected-access
+    return
+  stderr, handler = sys.stderr, logging.get_absl_handler().python_handler
+  above, previous = DummyTqdmFile(stderr), handler.stream
+  sys.stderr = above
+  if previous is stderr:
+    handler.stream = above
+  try:
+    yield stderr
+  finally:
+    sys.stderr = stderr
+    if handler.stream is above:
+      handler.stream = previous
 
 
 def error_to_log_file(message: str) -> None:

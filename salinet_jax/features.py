@@ -28,6 +28,7 @@ from tqdm import tqdm
 from data import video_io
 from data import errors as data_errors
 from salinet_jax import checkpoints
+from salinet_jax import console
 from salinet_jax import errors
 from salinet_jax import evaluate as evaluate_lib
 from salinet_jax import inputs
@@ -69,6 +70,31 @@ def view_features(variables, batch, *, model, data_config, clips_per_forward: in
   return features.reshape(batch_size, views, -1)
 
 
+def _one_video(predictor, step, path: str, target: str, per_view: bool) -> Dict[str, Any]:
+  """Writes the features of the video at `path` to `target` (.npy); returns its index row (a
+  video that cannot be decoded is one with its error)."""
+  result = {'video': path, 'ok': False, 'error': '', 'features': '', 'shape': ''}
+  try:
+    decoded = predictor.decode(path)
+  except video_io.VideoError as e:
+    result['error'] = str(e)
+    logging.warning('%s: no features: %s', path, e)
+    return result
+  batch = next(predictor.batches(decoded.jpegs, decoded.fps, os.path.basename(path)))
+  batch.pop('filename')
+  mesh = predictor.engine.mesh
+  features = np.asarray(step(predictor.variables, parallel.to_global(batch, mesh)))[0]
+  if not np.all(np.isfinite(features)):
+    raise predict_lib.evaluate_lib.NonFiniteScoresError(
+        f'Checkpoint {predictor.source} gives NaN or Inf features for {path}.')
+  if not per_view:
+    features = features.mean(axis=0)
+  with data_errors.replacing(target, 'wb') as f:
+    np.save(f, features)
+  result.update(ok=True, features=target, shape='x'.join(str(d) for d in features.shape))
+  return result
+
+
 def extract(config, workdir: str, video_paths: Sequence[str],
             output_dir: str = None) -> List[Dict[str, Any]]:
   """Writes the features of every video; returns one dict per video ('video', 'ok', 'error',
@@ -90,29 +116,11 @@ def extract(config, workdir: str, video_paths: Sequence[str],
                                        config.eval.clips_per_device_forward * mesh.size)),
                  in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)),
                  out_shardings=parallel.replicated(mesh))
-  results = []
-  for path, name in tqdm(list(zip(files, predict_lib.output_names(files))), unit='video',
-                         desc='features'):
-    result = {'video': path, 'ok': False, 'error': '', 'features': '', 'shape': ''}
-    results.append(result)
-    try:
-      decoded = predictor.decode(path)
-    except video_io.VideoError as e:
-      result['error'] = str(e)
-      logging.warning('%s: no features: %s', path, e)
-      continue
-    batch = next(predictor.batches(decoded.jpegs, decoded.fps, os.path.basename(path)))
-    batch.pop('filename')
-    features = np.asarray(step(predictor.variables, parallel.to_global(batch, mesh)))[0]
-    if not np.all(np.isfinite(features)):
-      raise predict_lib.evaluate_lib.NonFiniteScoresError(
-          f'Checkpoint {predictor.source} gives NaN or Inf features for {path}.')
-    if not config.features.per_view:
-      features = features.mean(axis=0)
-    target = os.path.join(output_dir, name + '.npy')
-    with data_errors.replacing(target, 'wb') as f:
-      np.save(f, features)
-    result.update(ok=True, features=target, shape='x'.join(str(d) for d in features.shape))
+  with console.progress_bar_stream() as bar_stream:
+    results = [_one_video(predictor, step, path, os.path.join(output_dir, name + '.npy'),
+                          config.features.per_view)
+               for path, name in tqdm(list(zip(files, predict_lib.output_names(files))),
+                                      unit='video', desc='features', file=bar_stream)]
   index = os.path.join(output_dir, INDEX_FILE)
   replaced = predict_lib.replaced_note(index)
   with data_errors.replacing(index, newline='') as f:

@@ -27,6 +27,7 @@ from data import errors as data_errors
 from data import pipeline
 from data import sampling
 from data import video_io
+from salinet_jax import console
 from salinet_jax import evaluate as evaluate_lib
 from salinet_jax import parallel
 
@@ -164,7 +165,7 @@ def predict_windows(predictor, path: str, output_stem: str) -> np.ndarray:
           windows(path, pipeline.frame_options(data, predictor.decoding),
                   config.predict.window_seconds, config.predict.stride_seconds,
                   predictor.decoding.get('fps', 0.0), seconds),
-          desc=name, unit='window', leave=False):
+          desc=name, unit='window', leave=False, file=bar_stream):
         if not frames:
           _say_what_windows_miss(path, len(jpegs), rate, config)
           rates.append(rate)
@@ -174,16 +175,17 @@ def predict_windows(predictor, path: str, output_stem: str) -> np.ndarray:
       failure.append(e)
 
   probs = []
-  for batch in pipeline.as_numpy(pipeline.memory_eval_batches(data, stream, batch_size)):
-    batch.pop('filename')
-    valid = int(batch['mask'].sum())
-    outputs = predictor.engine.eval_step(predictor.variables,
-                                         parallel.to_global(batch, predictor.engine.mesh))
-    for row in np.asarray(outputs['scores'])[:valid]:
-      if not np.all(np.isfinite(row)):
-        raise evaluate_lib.NonFiniteScoresError(
-            f'Checkpoint {predictor.source} gives NaN or Inf scores for {path}.')
-      probs.append(evaluate_lib.view_probabilities(row, config.eval, predictor.num_views))
+  with console.progress_bar_stream() as bar_stream:
+    for batch in pipeline.as_numpy(pipeline.memory_eval_batches(data, stream, batch_size)):
+      batch.pop('filename')
+      valid = int(batch['mask'].sum())
+      outputs = predictor.engine.eval_step(predictor.variables,
+                                           parallel.to_global(batch, predictor.engine.mesh))
+      for row in np.asarray(outputs['scores'])[:valid]:
+        if not np.all(np.isfinite(row)):
+          raise evaluate_lib.NonFiniteScoresError(
+              f'Checkpoint {predictor.source} gives NaN or Inf scores for {path}.')
+        probs.append(evaluate_lib.view_probabilities(row, config.eval, predictor.num_views))
   if failure:
     raise failure[0]
   if not probs:

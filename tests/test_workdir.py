@@ -166,6 +166,30 @@ def test_a_log_txt_that_cannot_be_opened_is_reported_once_and_never_raises(kind,
   assert 'Traceback' not in err
 
 
+_LINES_DURING_A_BAR = r"""
+from absl import logging
+from tqdm import tqdm
+from salinet_jax import console
+logging.use_absl_handler()  # as absl's app.run does
+console.setup()
+with console.progress_bar_stream() as stream:
+  for i in tqdm(range(3), file=stream, desc='videos', mininterval=0):
+    logging.warning('video %d is odd', i)
+"""
+
+
+def test_console_lines_during_a_progress_bar_start_a_line_of_their_own():
+  """predict's and features' warnings were written after the progress bar's text, on its line
+  (README audit: '...| 1/3 [00:01, ...]12:00:01 warning: ...'); now above the bar, whole."""
+  proc = subprocess.run([sys.executable, '-c', _LINES_DURING_A_BAR], cwd=REPO_ROOT,
+                        env=subprocess_env(), capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  said = [line.split('\r')[-1] for line in proc.stderr.split('\n') if 'is odd' in line]
+  assert len(said) == 3 and all(re.fullmatch(r'\d\d:\d\d:\d\d warning: video \d is odd', line)
+                                for line in said), proc.stderr
+  assert 'videos: 100%' in proc.stderr  # the bar is still drawn
+
+
 def _race_for_the_lock(workdir, trials, barrier, results, hard_links):
   """One of two trainers starting at the same moment, `trials` times."""
   if not hard_links:  # a filesystem that refuses them (some network and FUSE mounts)
