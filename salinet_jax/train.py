@@ -119,6 +119,15 @@ def check_training_config(config: ml_collections.ConfigDict) -> None:
   engine.check_config(config, training=True, devices=jax.device_count())
 
 
+def with_run_length(config: ml_collections.ConfigDict, total_steps: int
+                    ) -> ml_collections.ConfigDict:
+  """A copy of `config` whose num_train_steps is the run's length: a run by epochs (-1) says in
+  config.json how many steps its epochs made."""
+  resolved = ml_collections.ConfigDict(config.to_dict())
+  resolved.num_train_steps = total_steps
+  return resolved
+
+
 def training_engine(config: ml_collections.ConfigDict) -> engine.Engine:
   """The Engine of a training run: classes and the epoch length come from the train split. The
   eval split and the eval view settings are checked too, so that they fail now, not after the
@@ -379,7 +388,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
       trainer.config = checkpoints.with_stored_init_from(config,
                                                          store.metadata(step).get('config'))
     # Only now: a config the checkpoint refused must not replace the one it was trained with.
-    logging.info('Config written to %s.', workdir_lib.write_config(workdir, trainer.config))
+    logging.info('Config written to %s.', workdir_lib.write_config(
+        workdir, with_run_length(trainer.config, trainer.total_steps)))
     logging.info('%s; %d train steps of %d clips.',
                  _model_summary(trainer, state, writer, resumed=step is not None),
                  trainer.total_steps, config.batch_size)

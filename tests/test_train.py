@@ -467,6 +467,16 @@ def test_a_run_length_in_epochs_beside_one_in_steps_is_said_to_be_unread(config,
           'num_train_steps=-1 to train by epochs).') in caplog.text
 
 
+def test_a_run_by_epochs_writes_its_step_count_to_config_json(config, tmp_path):
+  """config.json, the run's resolved config, kept num_train_steps=-1 for a run by epochs: how
+  long it trained was not in it (README audit)."""
+  config.num_train_steps, config.num_epochs = -1, 1.0  # 8 train videos, batches of 4
+  workdir = tmp_path / 'run'
+  train.train_and_evaluate(config, str(workdir))
+  written = json.loads((workdir / 'config.json').read_text())
+  assert written['num_train_steps'] == 2 and written['num_epochs'] == 1.0
+
+
 def test_a_run_stopped_in_its_last_step_ends_with_its_final_evaluation(config, tmp_path,
                                                                         monkeypatch):
   """The last step is evaluated and saved whatever eval_every_steps divides, and a SIGTERM that
