@@ -872,6 +872,34 @@ def test_converting_a_group_split_again_without_it_is_refused(tmp_path, capsys):
   assert _run(*common, '--split=test') == 0  # a split the group split does not hold
 
 
+def test_a_tree_of_one_class_is_refused_and_hidden_videos_are_named(tmp_path, capsys):
+  """A tree of one class folder converted without a word into records that training refuses
+  (one class) and evaluation cannot use; hidden files with a video's extension (a renamed
+  video, macOS's ._ files) were left out without being named."""
+  tree = tmp_path / 'videos'
+  (tree / 'fight').mkdir(parents=True)
+  (tree / 'fight' / 'fi001.mp4').symlink_to(FIGHT / 'fight' / 'fi001.mp4')
+  (tree / 'fight' / '.fi002.mp4').symlink_to(FIGHT / 'fight' / 'fi002.mp4')
+  (tree / 'fight' / '._fi001.mp4').write_bytes(b'\x00\x05\x16\x07')
+  args = ['--dataset=folder', f'--input={tree}', f'--output={tmp_path / "out"}', '--dry_run']
+  assert _run(*args) == 2
+  assert (f'error: {tree} holds one class folder (fight): a model needs two or more classes '
+          '(training refuses records of one). Add the folders of the other classes, or pass '
+          '--class_list with the classes of the model these videos are for.'
+          ) in capsys.readouterr().err
+  classes = tmp_path / 'classes.txt'
+  classes.write_text('fight\nnoFight\n')
+  assert _run(*args, f'--class_list={classes}') == 0
+  (tree / 'noFight').mkdir()
+  (tree / 'noFight' / 'nofi001.mp4').symlink_to(FIGHT / 'noFight' / 'nofi001.mp4')
+  capsys.readouterr()
+  assert _run(*args) == 0
+  assert ('warning: 2 hidden file(s) in the class folders are left out although their '
+          'extensions are among --extensions (fight/._fi001.mp4, fight/.fi002.mp4): rename any '
+          'that is a video so that its name does not start with a dot.'
+          ) in capsys.readouterr().err
+
+
 def test_a_val_share_well_above_the_fraction_is_said():
   from data.convert import cli  # pylint: disable=g-import-not-at-top
   plan = convert.Plan('mine', ('a', 'b'), {'train': [None] * 6, 'val': [None] * 4})

@@ -53,10 +53,12 @@ class VideoEntry:
 
 class Annotations(NamedTuple):
   """Parsed entries (file order) and the class list (official order) their indices refer to;
-  `skipped`: files a folder tree holds that were not taken as videos (their extension)."""
+  `skipped`: files a folder tree holds that were not taken as videos (their extension);
+  `hidden`: those left out as hidden files (a leading dot), though of a video's extension."""
   entries: Tuple[VideoEntry, ...]
   classes: Tuple[str, ...]
   skipped: Tuple[str, ...] = ()
+  hidden: Tuple[str, ...] = ()
 
 
 class AnnotationError(ValueError):

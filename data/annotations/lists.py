@@ -110,7 +110,8 @@ def parse_class_folders(root: PathLike, extensions: Optional[Iterable[str]] = No
   folder is a video, at any depth; a video inside a subfolder (`<class>/<group>/<video>`) gets
   that subfolder as its group. Without it every non-hidden file and folder directly in a class
   folder is a video (frame folders). `path_or_id` is `<class>/<relative path>`; entries sorted;
-  the other files below the class folders are listed in `skipped`.
+  the other files below the class folders are listed in `skipped`, and hidden files of a
+  video's extension (macOS's ._ files, or a video renamed) in `hidden`.
   """
   root = os.fspath(root)
   if not os.path.isdir(root):
@@ -121,7 +122,7 @@ def parse_class_folders(root: PathLike, extensions: Optional[Iterable[str]] = No
                          if not d.startswith('.') and os.path.isdir(os.path.join(root, d))))
   if not classes:
     raise ValueError(f'{root}: no class folders.')
-  entries, skipped = [], []
+  entries, skipped, hidden = [], [], []
   for idx, cls in enumerate(classes):
     folder = os.path.join(root, cls)
     if exts is None:
@@ -130,16 +131,19 @@ def parse_class_folders(root: PathLike, extensions: Optional[Iterable[str]] = No
       names = []
       for parent, _, filenames in tree.walk(folder):
         for n in filenames:
-          if not n.startswith('.'):
-            relative = os.path.relpath(os.path.join(parent, n), folder)
-            video = os.path.splitext(n)[1].lower() in exts
+          relative = os.path.relpath(os.path.join(parent, n), folder)
+          video = os.path.splitext(n)[1].lower() in exts
+          if n.startswith('.'):
+            if video:
+              hidden.append(f'{cls}/{relative}')
+          else:
             (names if video else skipped).append(relative if video else f'{cls}/{relative}')
       names.sort()
     for name in names:
       parts = name.replace(os.sep, '/').split('/')
       entries.append(VideoEntry(path_or_id=f'{cls}/{"/".join(parts)}', label_index=idx,
                                 label_text=cls, group=parts[0] if len(parts) > 1 else ''))
-  return Annotations(tuple(entries), classes, tuple(sorted(skipped)))
+  return Annotations(tuple(entries), classes, tuple(sorted(skipped)), tuple(sorted(hidden)))
 
 
 def parse_csv_list(path: PathLike, classes: Optional[Sequence[str]], path_column: str,

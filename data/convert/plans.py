@@ -232,6 +232,11 @@ def plan_folder(args) -> Plan:
         f'{args.input}: {len(empty)} class folder(s) hold no video with extensions '
         f'{args.extensions}: {empty[:20]}. Each folder is a class of the model: remove these '
         '(or add their videos), or pass --class_list to fix the class list yourself.')
+  if len(classes) == 1 and not args.class_list:
+    raise ConversionError(
+        f'{args.input} holds one class folder ({classes[0]}): a model needs two or more classes '
+        '(training refuses records of one). Add the folders of the other classes, or pass '
+        '--class_list with the classes of the model these videos are for.')
   if args.class_list:
     official = _read_class_list(args)
     unknown = sorted(set(classes) - set(official))
@@ -240,7 +245,7 @@ def plan_folder(args) -> Plan:
                             f'{len(official)}-class list {args.class_list}: {unknown[:20]}.')
     index = {name: i for i, name in enumerate(official)}
     entries = [dataclasses.replace(e, label_index=index[e.label_text]) for e in parsed.entries]
-    parsed, classes = ann.Annotations(tuple(entries), official, parsed.skipped), official
+    parsed, classes = parsed._replace(entries=tuple(entries), classes=official), official
   entries = list(parsed.entries)
   if args.split_by_group:
     if args.split_by_group not in FOLDER_GROUPS:
@@ -274,6 +279,12 @@ def plan_folder(args) -> Plan:
         f'{len(stray)} video(s) directly in {args.input} are in no class folder and left out '
         f'({", ".join(stray[:5])}{", ..." if len(stray) > 5 else ""}): move each into the '
         'folder of its class.')
+  if parsed.hidden:
+    plan.warnings.append(
+        f'{len(parsed.hidden)} hidden file(s) in the class folders are left out although their '
+        f'extensions are among --extensions ({", ".join(parsed.hidden[:5])}'
+        + (', ...' if len(parsed.hidden) > 5 else '') + '): rename any that is a video so that '
+        'its name does not start with a dot.')
   if parsed.skipped:
     plan.warnings.append(
         f'{len(parsed.skipped)} file(s) in the class folders are left out, their extensions not '
