@@ -108,13 +108,17 @@ def _histogram(values: Sequence[float], bins: int = 12) -> Dict[str, Any]:
 
 
 def _reason_kind(reason: str) -> str:
-  """A short category of a failure reason, for counting."""
+  """A short category of a failure reason, for counting: a known kind, else the reason up to
+  its first colon, cut at a word past 80 characters."""
   for kind in ('missing video file', 'missing frame', 'empty file', 'cannot open video',
                'decoding failed', 'no video frames', 'no video stream', 'out of memory',
                'decoder process crashed', 'unexpected'):
     if reason.startswith(kind) or kind in reason:
       return kind
-  return reason.split(':')[0][:60]
+  if reason.startswith('a single frame (a still image'):
+    return 'a single frame (a still image), not a video'
+  head = reason.split(':')[0]
+  return head if len(head) <= 80 else head[:80].rsplit(' ', 1)[0] + ' ...'
 
 
 def build(directory: str) -> Dict[str, Any]:

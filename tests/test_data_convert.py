@@ -164,6 +164,11 @@ def test_codec_fixtures_convert_every_good_clip_and_report_the_rest(codec_record
     rows = list(csv.DictReader(f))
   assert {os.path.basename(r['file']) for r in rows} == set(reasons)
   assert all(r['split'] == 'test' and r['reason'] for r in rows)
+  # data.report counts them by kind; a still image's was cut short ('... not a vi').
+  from data import report  # pylint: disable=g-import-not-at-top
+  kinds = report.build(str(out))['splits']['test']['failure_reasons']
+  assert kinds == {'decoding failed': 1, 'missing video file': 1, 'no video frames': 1,
+                   'empty file': 1, 'a single frame (a still image), not a video': 2}, kinds
 
 
 def test_the_long_side_is_scaled_to_the_nearest_pixel():
