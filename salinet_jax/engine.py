@@ -453,11 +453,14 @@ def checkpoint_metadata(workdir: str, config) -> Dict[str, Any]:
   """The metadata saved with the checkpoint `config.eval.checkpoint` selects (classes, config,
   decoding, ...); fails clearly on a damaged one or one without class names."""
   which = config.eval.checkpoint
+  others = ''  # the intact steps of the workdir, named when the one chosen is damaged
   if which in ('best', 'latest'):
     store = checkpoints.CheckpointStore(workdir, config.checkpoint, read_only=True)
     try:
       step = store.select_step(which)
       metadata, where = store.metadata(step), store.step_dir(step)
+      if checkpoints.metadata_problem(where):
+        others = ' ' + store.other_intact_steps(step)
     finally:
       store.close()
   else:
@@ -465,7 +468,7 @@ def checkpoint_metadata(workdir: str, config) -> Dict[str, Any]:
     metadata = checkpoints.read_step_metadata(where)
   problem = checkpoints.metadata_problem(where)
   if problem:  # not a checkpoint from before class names were saved: a damaged one
-    raise checkpoints.CorruptCheckpointError(f'Checkpoint {where} is corrupt: {problem}.')
+    raise checkpoints.CorruptCheckpointError(f'Checkpoint {where} is corrupt: {problem}.{others}')
   classes = metadata.get('classes')
   if not classes:
     raise checkpoints.CheckpointError(

@@ -164,6 +164,16 @@ def test_a_step_whose_metadata_is_not_json_is_corrupt(tmp_path, ckpt_config):
   assert not intact and f'{checkpoints.STEP_METADATA_FILE} is unreadable' in problem
   with pytest.raises(checkpoints.CorruptCheckpointError, match='is unreadable'):
     checkpoints.restore_from_path(store.step_dir(2), _state(0))
+  # Evaluating it ('latest', whose metadata eval reads first) named no intact step, as a
+  # corrupt array file does (README audit).
+  from salinet_jax import engine  # pylint: disable=g-import-not-at-top
+  config = base.get_base_config()
+  config.checkpoint = ckpt_config
+  config.eval.checkpoint = 'latest'
+  with pytest.raises(checkpoints.CorruptCheckpointError) as raised:
+    engine.checkpoint_metadata(str(tmp_path), config)
+  assert str(raised.value).startswith(f'Checkpoint {store.step_dir(2)} is corrupt: ')
+  assert 'Intact steps: [1]; pass one as a path' in str(raised.value), str(raised.value)
   state, step = store.restore_for_resume(_state(0))
   assert step == 1 and int(state['step']) == 1
   store.close()
