@@ -316,6 +316,8 @@ class CheckpointStore:
       policies.append(checkpoint_managers.BestN(
           get_metric_fn=lambda metrics: metrics[metric], reverse=(mode == 'min'), n=1,
           keep_checkpoints_without_metrics=False))
+    if not read_only:
+      self._remove_unfinished_saves()
     options = ocp.CheckpointManagerOptions(
         preservation_policy=checkpoint_managers.AnyPreservationPolicy(policies),
         best_fn=lambda metrics: metrics[metric], best_mode=mode, read_only=read_only,
@@ -324,6 +326,20 @@ class CheckpointStore:
             post_finalization_callback=self._record_checksums))
     _drop_reports_of_abandoned_orbax_work()
     self.manager = ocp.CheckpointManager(self.directory, options=options)
+
+  def _remove_unfinished_saves(self) -> None:
+    """Removes, and names, the folders of saves that never finished (a full disk, a kill): they
+    held their disk space for good. Done here rather than by orbax's cleanup_tmp_directories,
+    which runs in the background: the line says what is gone by the time it is read."""
+    if jax.process_index() != 0 or not os.path.isdir(self.directory):
+      return
+    for name in sorted(os.listdir(self.directory)):
+      path = os.path.join(self.directory, name)
+      if (name.endswith(TMP_SUFFIX) and name[:-len(TMP_SUFFIX)].isdigit()
+          and os.path.isdir(path)):
+        shutil.rmtree(path)
+        logging.info('Removed the folder of an unfinished save of step %s in %s (a save that '
+                     'failed or was cut short).', name[:-len(TMP_SUFFIX)], self.directory)
 
   # -- writing -------------------------------------------------------------------------------
   def _record_checksums(self) -> None:

@@ -154,6 +154,27 @@ def test_a_workdir_whose_only_checkpoint_is_corrupt_says_training_starts_again(
   store.close()
 
 
+def test_the_folder_of_a_save_that_never_finished_is_removed_by_the_next_writer(
+    tmp_path, ckpt_config, caplog):
+  """A save that failed (a full disk) or was cut short (a kill) left its
+  `N.orbax-checkpoint-tmp` folder in checkpoints/ for good, holding the disk space it took;
+  the next run that writes there removes it and says so; evaluation only reads."""
+  store = checkpoints.CheckpointStore(str(tmp_path), ckpt_config)
+  store.save(1, _state(1))
+  store.close()
+  unfinished = pathlib.Path(store.directory) / f'2{checkpoints.TMP_SUFFIX}'
+  (unfinished / 'default').mkdir(parents=True)
+  (unfinished / 'default' / 'part').write_bytes(b'\0' * 1000)
+  checkpoints.CheckpointStore(str(tmp_path), ckpt_config, read_only=True).close()
+  assert unfinished.exists()
+  caplog.set_level('INFO', logger='absl')
+  store = checkpoints.CheckpointStore(str(tmp_path), ckpt_config)
+  assert not unfinished.exists() and store.steps() == [1]
+  assert (f'Removed the folder of an unfinished save of step 2 in {store.directory} (a save '
+          'that failed or was cut short).') in caplog.text, caplog.text
+  store.close()
+
+
 def test_a_step_whose_metadata_is_not_json_is_corrupt(tmp_path, ckpt_config):
   """Its config and class names are lost: not a checkpoint 'written before they were saved'."""
   store = checkpoints.CheckpointStore(str(tmp_path), ckpt_config)
