@@ -226,6 +226,7 @@ FOLDER_GROUPS = ('subfolder', 'file')
 def plan_folder(args) -> Plan:
   parsed = ann.parse_class_folders(args.input, _extensions(args))
   classes = parsed.classes
+  _refuse_one_name_in_two_unicode_forms(classes)
   empty = sorted(set(classes) - {e.label_text for e in parsed.entries})
   if empty and not args.class_list:
     raise ConversionError(
@@ -385,6 +386,7 @@ def plan_list(args) -> Plan:
       entries = ann.parse_list_file(path, classes, args.label_index_base).entries
       _refuse_labels_that_contradict_clip_names(path, entries, classes)
       parsed.append((split, entries))
+  _refuse_one_name_in_two_unicode_forms(classes)
   splits: Dict[str, Sequence[ann.VideoEntry]] = {}
   for split, entries in parsed:
     if args.split_by_group:
@@ -599,20 +601,16 @@ def _same_file_key(item) -> str:
   return os.path.normpath(item.filename)
 
 
-def _classes_differing_in_case_only(classes: Sequence[str]) -> List[str]:
-  """A warning per set of class names that differ in case only (a typo in a list, e.g. 'Fight'
-  beside 'fight', makes a class of its own). Names that are one name in two Unicode forms
-  (an accent composed in one folder name, decomposed in another: they print alike) are
-  refused: no output could tell the two classes apart."""
-  by_folded = {}
+def _refuse_one_name_in_two_unicode_forms(classes: Sequence[str]) -> None:
+  """Class names that are one name in two Unicode forms (an accent composed in one folder name,
+  decomposed in another: they print alike) are refused: no output could tell the two classes
+  apart. The planners of user trees and lists call it before a group split, whose errors about
+  such classes would hide the cause."""
+  by_composed = {}
   for name in classes:
-    by_folded.setdefault(unicodedata.normalize('NFC', name).casefold(), []).append(name)
-  warnings = []
-  for names in by_folded.values():
-    if len(names) < 2:
-      continue
-    composed = [unicodedata.normalize('NFC', n) for n in names]
-    if len(set(composed)) < len(names):
+    by_composed.setdefault(unicodedata.normalize('NFC', name), []).append(name)
+  for names in by_composed.values():
+    if len(names) > 1:
       forms = ', '.join(
           f"{n!r} ({'composed' if unicodedata.is_normalized('NFC', n) else 'decomposed'})"
           for n in names)
@@ -620,6 +618,19 @@ def _classes_differing_in_case_only(classes: Sequence[str]) -> List[str]:
                             'accent as one character, or as a letter and a combining accent): '
                             'they would print alike as two classes. Rename the folders or '
                             'labels to one form.')
+
+
+def _classes_differing_in_case_only(classes: Sequence[str]) -> List[str]:
+  """A warning per set of class names that differ in case only (a typo in a list, e.g. 'Fight'
+  beside 'fight', makes a class of its own); one name in two Unicode forms is refused."""
+  _refuse_one_name_in_two_unicode_forms(classes)
+  by_folded = {}
+  for name in classes:
+    by_folded.setdefault(unicodedata.normalize('NFC', name).casefold(), []).append(name)
+  warnings = []
+  for names in by_folded.values():
+    if len(names) < 2:
+      continue
     warnings.append(f'classes {", ".join(repr(n) for n in names)} differ in case only: each is '
                     'a class of the model; correct the labels if they are one class '
                     '(--class_list then refuses any label outside the list).')
