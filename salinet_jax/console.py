@@ -69,6 +69,7 @@ class _DropReportedLibraryErrors(std_logging.Filter):
 _FILTERS = (_DropNoise(),)
 _CONSOLE_FILTERS = _FILTERS + (_DropReportedLibraryErrors(),)
 _file_handler: Optional[std_logging.Handler] = None
+_unwritable_logs = set()  # log.txt paths that could not be opened (said once already)
 
 
 class _EarlyLines(std_logging.Handler):
@@ -172,7 +173,10 @@ def log_to_file(workdir: str) -> Optional[str]:
       _file_handler.handle(record)
     _early_lines = None
   logging.get_absl_logger().addHandler(_file_handler)
-  return None if _file_handler.failed else path
+  if _file_handler.failed:
+    _unwritable_logs.add(path)
+    return None
+  return path
 
 
 def line_after_run(workdir: str, text: str) -> None:
@@ -180,8 +184,8 @@ def line_after_run(workdir: str, text: str) -> None:
   the run has closed by then, so that log.txt ends as the console does."""
   print(text)
   path = os.path.join(os.path.abspath(workdir), LOG_FILE)
-  if jax.process_index() != 0 or not os.path.isfile(path):  # the run said why there is none
-    return
+  if jax.process_index() != 0 or not os.path.isfile(path) or path in _unwritable_logs:
+    return  # the run said why there is none
   handler = _log_file(path)
   handler.handle(logging.get_absl_logger().makeRecord(
       'absl', std_logging.INFO, __file__, 0, text, None, None))

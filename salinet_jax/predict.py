@@ -15,7 +15,7 @@ sampler (S2DNet), a PNG per video of what the model looked at, into `<workdir>/p
 
 import csv
 import os
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import jax
 import ml_collections
@@ -124,12 +124,17 @@ class Predictor:
     return pipeline.as_numpy(pipeline.video_eval_batches(
         self.config.data, jpegs, name, fps, self.engine.mesh.size))
 
-  def probabilities(self, jpegs: Sequence[bytes], fps: float, name: str, draw=None
-                    ) -> np.ndarray:
-    """Class probabilities of one video (its views reduced as the evaluation does)."""
+  def probabilities(self, jpegs: Sequence[bytes], fps: float, name: str,
+                    pictures_dir: Optional[str] = None) -> np.ndarray:
+    """Class probabilities of one video (its views reduced as the evaluation does); with
+    `pictures_dir`, its picture (visualize.EvalPictures) is drawn there."""
+    pictures = None
+    if pictures_dir is not None:
+      pictures = visualize.EvalPictures(self.engine.model, self.variables, pictures_dir, 1,
+                                        self.config.data, self.classes)
     _, predictions = evaluate_lib.evaluate_batches(
         self.batches(jpegs, fps, name), 1, self.variables, self.engine.mesh,
-        self.engine.eval_step, self.classes, draw)
+        self.engine.eval_step, self.classes, pictures)
     scores = predictions.scores[0]
     if not np.all(np.isfinite(scores)):
       raise evaluate_lib.NonFiniteScoresError(
@@ -217,7 +222,7 @@ def predict(config: ml_collections.ConfigDict, workdir: str, video_paths: Sequen
       'Pass --output_dir=DIR to write them elsewhere.')
   if config.predict.exported:  # an export (python -m salinet_jax.export) instead of the checkpoint
     from salinet_jax import export  # pylint: disable=g-import-not-at-top
-    predictor = export.ExportedPredictor(config, output_dir)
+    predictor = export.ExportedPredictor(config)
   else:
     predictor = Predictor(config, workdir)
   windowed = config.predict.window_seconds > 0
@@ -241,13 +246,9 @@ def predict(config: ml_collections.ConfigDict, workdir: str, video_paths: Sequen
         probs = timeline.predict_windows(predictor, path, os.path.join(output_dir, name))
       else:
         decoded = predictor.decode(path)
-        draw = None
-        if config.eval.num_visualizations:
-          draw = visualize.EvalPictures(
-              predictor.engine.model, predictor.variables,
-              os.path.join(output_dir, os.path.dirname(name)), 1, config.data,
-              predictor.classes)
-        probs = predictor.probabilities(decoded.jpegs, decoded.fps, name, draw)
+        pictures_dir = (os.path.join(output_dir, os.path.dirname(name))
+                        if config.eval.num_visualizations else None)
+        probs = predictor.probabilities(decoded.jpegs, decoded.fps, name, pictures_dir)
     except video_io.VideoError as e:
       result['error'] = str(e)
       logging.warning('%s: cannot be predicted: %s', path, e)

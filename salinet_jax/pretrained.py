@@ -527,12 +527,12 @@ def conversion_info(path: str) -> Optional[Dict[str, Any]]:
   report = os.path.join(os.path.abspath(path), REPORT_FILE)
   if not os.path.exists(report):
     return None
-  with open(report) as f:
-    try:
+  try:
+    with open(report, encoding='utf-8') as f:
       info = json.load(f)
-    except json.JSONDecodeError as e:
-      raise errors.UserError(f'{report} is not valid JSON ({e}); convert the checkpoint '
-                             'again.') from None
+  except (OSError, ValueError) as e:  # not UTF-8 or not JSON, a folder, unreadable
+    raise errors.UserError(f'{report} is not valid JSON ({e}); convert the checkpoint '
+                           'again.') from None
   if not isinstance(info, dict):
     raise errors.UserError(f'{report} holds {type(info).__name__}, not the object the converter '
                            'writes; convert the checkpoint again.')

@@ -193,14 +193,14 @@ def predict_windows(predictor, path: str, output_stem: str) -> np.ndarray:
   probs = np.stack(probs)
   spans = [(seconds[begin], seconds[end]) for begin, end in frames]
   _say_uneven_windows(path, spans, frames[0][1] - frames[0][0], seconds, config)
-  _write(predictor, path, output_stem, spans, probs, rates[0])
+  _write(predictor, path, output_stem, spans, probs, rates[0], frames[0][1] - frames[0][0])
   return probs.mean(axis=0)
 
 
 def _write(predictor, path: str, output_stem: str, spans, probs: np.ndarray,
-           rate: float) -> None:
-  """The timeline json (windows of whole frames at `rate`: the seconds they hold, beside those
-  asked for) and its PNG."""
+           rate: float, size: int) -> None:
+  """The timeline json (windows of `size` whole frames at `rate`, fewer than asked in a video
+  shorter than one: the seconds they hold, beside those asked for) and its PNG."""
   stem = output_stem + TIMELINE_SUFFIX
   classes = predictor.classes
   entries = []
@@ -209,8 +209,7 @@ def _write(predictor, path: str, output_stem: str, spans, probs: np.ndarray,
     entries.append({'start_seconds': round(start, 3), 'end_seconds': round(end, 3),
                     'top5': [[classes[k], float(row[k])] for k in top]})
   config = predictor.config.predict
-  size, stride = window_frames(config.window_seconds, rate), window_frames(config.stride_seconds,
-                                                                          rate)
+  stride = window_frames(config.stride_seconds, rate)
   with data_errors.replacing(stem + '.json') as f:
     json.dump({'video': path, 'checkpoint': predictor.source, 'frame_rate': rate,
                'window_frames': size, 'stride_frames': stride,

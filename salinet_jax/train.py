@@ -792,13 +792,29 @@ def evaluation_engine(config: ml_collections.ConfigDict, workdir: str,
                         'evaluate on records of the same dataset', records.MissingRecordsError)
   _say_records_changes(metadata.get('records'), config.dataset, 'The checkpoint', split)
   trained = checkpoints.stored_config_dict(metadata.get('config')).get('dataset') or {}
-  lines = [pipeline.shared_videos_warning(config.dataset, split, 'evaluating the checkpoint '
-                                          'there scores videos it trained on',
-                                          trained.get('train_split'))]
+  lines = []
+  if not _other_videos_of_its_train_split(metadata.get('records'), config.dataset, split,
+                                          trained.get('train_split')):
+    lines.append(pipeline.shared_videos_warning(config.dataset, split, 'evaluating the '
+                                                'checkpoint there scores videos it trained on',
+                                                trained.get('train_split')))
   for line in filter(None, lines + pipeline.enlarging_warnings(config.dataset, config.data,
                                                                eval_split=split)):
     logging.warning('%s', line)
   return engine.Engine(config, classes)
+
+
+def _other_videos_of_its_train_split(seen: Optional[Dict[str, Any]], dataset_config, split: str,
+                                     train_split: Optional[str]) -> bool:
+  """Whether `split`, named as the checkpoint's train split, holds other videos than those it
+  trained on (the digests of their names differ: a held-out set converted as 'train' into
+  another output), which `_say_records_changes` says; unknown is False."""
+  train_split = train_split or dataset_config.train_split
+  trained_on = ((seen or {}).get(train_split) or {}).get('names_digest')
+  if split != train_split or not trained_on:
+    return False
+  now = pipeline.records_identity(dataset_config, [split]).get(split, {}).get('names_digest')
+  return bool(now) and now != trained_on
 
 
 def _say_records_changes(seen: Optional[Dict[str, Any]], dataset_config, what: str,

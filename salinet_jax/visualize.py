@@ -9,7 +9,7 @@ Titles name the predicted class (and the label, when the video has one).
 
 import functools
 import os
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 from absl import logging
 import jax
@@ -123,9 +123,10 @@ def saliency_figure(video: np.ndarray, saliency: np.ndarray, path: str, *,
 
 def write_visualizations(model, variables, batch: Dict[str, np.ndarray], directory: str,
                          count: int, data_config, classes: Sequence[str],
-                         first: int = 0) -> List[str]:
+                         first: int = 0, apply: Optional[Callable] = None) -> List[str]:
   """PNGs of what the model looked at for the first `count` videos of `batch` (first view),
-  numbered from `first`.
+  numbered from `first`. `apply` is `with_aux(model)` where batches follow one another (one
+  compilation).
 
   S2DNet: sampled detail windows and detail frames; SaliNet: the S_final mask over the clip.
   Other models have nothing to draw and write nothing.
@@ -138,9 +139,7 @@ def write_visualizations(model, variables, batch: Dict[str, np.ndarray], directo
   first_views['video'] = first_views['video'][:, 0]
   video, kwargs = inputs.model_inputs(first_views, data_config)
   video = np.asarray(video)
-  logits, aux = jax.jit(
-      lambda v, x, kw: model.apply(v, x, train=False, return_aux=True, **kw))(
-          variables, video, kwargs)
+  logits, aux = (apply or with_aux(model))(variables, video, kwargs)
   aux = jax.tree.map(np.asarray, aux)
   probabilities = np.asarray(jax.nn.softmax(logits, axis=-1))
   if 'detail_frames' not in aux and 'saliency_final' not in aux:
@@ -163,6 +162,11 @@ def write_visualizations(model, variables, batch: Dict[str, np.ndarray], directo
   return paths
 
 
+def with_aux(model) -> Callable:
+  """The jitted eval forward of `model` that returns its aux outputs (masks, detail windows)."""
+  return jax.jit(lambda v, x, kw: model.apply(v, x, train=False, return_aux=True, **kw))
+
+
 class EvalPictures:
   """The pictures of an evaluation's first `count` videos, drawn batch after batch (an eval
   batch may hold fewer): called with each local batch, it says whether it wants the next."""
@@ -170,18 +174,25 @@ class EvalPictures:
   def __init__(self, model, variables, directory: str, count: int, data_config,
                classes: Sequence[str]):
     self.draw = functools.partial(write_visualizations, model, variables, directory=directory,
-                                  data_config=data_config, classes=classes)
+                                  data_config=data_config, classes=classes,
+                                  apply=with_aux(model))
     self.directory, self.count, self.paths = directory, count, []
+    self.videos_seen = 0  # the real (unpadded) videos of the batches it was called with
 
   def __call__(self, batch: Dict[str, np.ndarray]) -> bool:
+    self.videos_seen += int(np.sum(batch['mask']))
     paths = self.draw(batch, count=self.count - len(self.paths), first=len(self.paths))
     self.paths += paths
     return bool(paths) and len(self.paths) < self.count  # none: no masks to draw, or the end
 
   def summary(self, num_videos: int) -> str:
-    """The line that says where the pictures went, and why fewer than asked."""
-    short = (f' (config.eval.num_visualizations={self.count}, but the split holds {num_videos} '
-             'videos)' if num_videos < self.count else '')
+    """The line that says where the pictures went, and why fewer than asked: the split (of
+    `num_videos`), or this process's share of it, holds fewer videos."""
+    short = ''
+    if len(self.paths) < self.count:
+      held = 'the split' if self.videos_seen == num_videos else "this process's share of the split"
+      short = (f' (config.eval.num_visualizations={self.count}, but {held} holds '
+               f'{self.videos_seen} videos)')
     return f'Wrote {len(self.paths)} pictures to {self.directory}{short}.'
 
 

@@ -323,22 +323,26 @@ def test_command_line_writes_a_checkpoint_that_init_from_loads(tiny_nl_i3d, tmp_
   assert empty.returncode == 1 and empty.stderr.strip().splitlines()[-1].startswith(
       "error: --normalization must be one of ['imagenet', 'kinetics']"), empty.stderr[-2000:]
 
-  # 2D kernels (a C2D, or a Caffe2 ImageNet ResNet of BGR pixels) inflated into the I3D: the
-  # pixels they were trained on are not known, so none is recorded (it recorded 'kinetics').
-  flat = {k: (v[:, :, :1].clone() if v.ndim == 5 and v.shape[2] > 1 else v)
-          for k, v in tiny_nl_i3d.float().state_dict().items()}
-  torch.save({'model_state': flat}, tmp_path / 'c2d.pyth')
-  c2d = f'--checkpoint={tmp_path / "c2d.pyth"}'
-  inflated_args = [c2d if a.startswith('--checkpoint=') else a
-                   for a in args[:-1]] + ['--inflate=repeat']
-  inflated = subprocess.run(inflated_args + [f'--output={tmp_path / "inflated"}'],
-                            capture_output=True, text=True, check=False)
-  assert inflated.returncode == 0, inflated.stderr[-3000:]
-  assert 'so none is recorded: pass --normalization=PRESET' in inflated.stdout
-  inflated_info = pretrained.conversion_info(str(tmp_path / 'inflated'))
-  assert inflated_info['report']['inflated'] and inflated_info['normalization'] is None
-  told = subprocess.run(inflated_args + [f'--output={tmp_path / "told"}',
-                                         '--normalization=kinetics'],
+  # 2D kernels (an image network's, e.g. a Caffe2 ImageNet ResNet of BGR pixels) inflated into
+  # the I3D: the pixels they were trained on are not known, so none is recorded (it recorded
+  # 'kinetics'). A C2D's 3D kernels of one tap, trained by PySlowFast on video, keep it.
+  state = tiny_nl_i3d.float().state_dict()
+  for kind, kernels in (('c2d', lambda v: v[:, :, :1].clone()), ('2d', lambda v: v[:, :, 0])):
+    torch.save({'model_state': {k: kernels(v) if v.ndim == 5 else v for k, v in state.items()}},
+               tmp_path / f'{kind}.pyth')
+  inflated_args = {
+      kind: [f'--checkpoint={tmp_path / f"{kind}.pyth"}' if a.startswith('--checkpoint=') else a
+             for a in args[:-1]] + ['--inflate=repeat'] for kind in ('c2d', '2d')}
+  for kind, recorded in (('c2d', 'kinetics'), ('2d', None)):
+    inflated = subprocess.run(inflated_args[kind] + [f'--output={tmp_path / kind}'],
+                              capture_output=True, text=True, check=False)
+    assert inflated.returncode == 0, inflated.stderr[-3000:]
+    assert ('so none is recorded: pass --normalization=PRESET' in inflated.stdout) == (
+        recorded is None), inflated.stdout
+    inflated_info = pretrained.conversion_info(str(tmp_path / kind))
+    assert inflated_info['report']['inflated'] and inflated_info['normalization'] == recorded
+  told = subprocess.run(inflated_args['2d'] + [f'--output={tmp_path / "told"}',
+                                               '--normalization=kinetics'],
                         capture_output=True, text=True, check=False)
   assert told.returncode == 0 and 'none is recorded' not in told.stdout
   assert pretrained.conversion_info(str(tmp_path / 'told'))['normalization'] == 'kinetics'

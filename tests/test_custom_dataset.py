@@ -247,10 +247,13 @@ def test_windowed_predict_writes_a_timeline_over_the_whole_video(own_records, tm
   # same lines as a whole-video prediction).
   assert f'{video}: (mean over its windows)' in capsys.readouterr().out
 
-  # A video one window long: its one window is scored exactly as predict scores the whole video.
+  # A video shorter than a window: its one window is scored exactly as predict scores the
+  # whole video, and the timeline gives the frames it holds (it gave the 40 asked for).
   short = tmp_path / 'short.avi'
-  write_moving_bar_video(short, seconds=4)
+  write_moving_bar_video(short, seconds=3)
   windowed = predict.predict(config, workdir, [str(short)], output_dir=str(tmp_path / 'w'))
+  one = json.loads((tmp_path / 'w' / 'short.avi.timeline.json').read_text())
+  assert (one['window_frames'], one['window_seconds']) == (30, 3.0)
   config.predict.window_seconds = 0.0
   whole = predict.predict(config, workdir, [str(short)], output_dir=str(tmp_path / 'v'))
   assert [n for n, _ in windowed[0]['top5']] == [n for n, _ in whole[0]['top5']]

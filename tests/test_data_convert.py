@@ -818,7 +818,8 @@ def test_group_split_flags_without_a_group_split_are_refused(flag, tmp_path, cap
 def _group_tree(tmp_path):
   """A class-per-folder tree of real clips, two subfolders (groups) per class."""
   tree = tmp_path / 'videos'
-  for target, source in [('a/g1/fi001.mp4', 'fight/fi001.mp4'), ('a/g2/fi002.mp4', 'fight/fi002.mp4'),
+  for target, source in [('a/g1/fi001.mp4', 'fight/fi001.mp4'),
+                         ('a/g2/fi002.mp4', 'fight/fi002.mp4'),
                          ('b/g3/nofi001.mp4', 'noFight/nofi001.mp4'),
                          ('b/g4/nofi002.mp4', 'noFight/nofi002.mp4')]:
     (tree / target).parent.mkdir(parents=True, exist_ok=True)
@@ -1615,6 +1616,16 @@ def test_the_converter_counts_the_videos_official_folds_share_and_runs_warn_of_t
   train.evaluation_engine(config, str(tmp_path / 'fold2'), 'train2')
   assert (f"Split 'train2' of {everything} is the train split itself (6 videos): evaluating the "
           'checkpoint there scores videos it trained on.') in caplog.text, caplog.text
+  # Unless the checkpoint trained on other videos of that name (a held-out set converted as
+  # 'train' into another output): the records' changes are said instead.
+  caplog.clear()
+  store = checkpoints.CheckpointStore(str(tmp_path / 'elsewhere'), config.checkpoint)
+  store.save(2, {'params': {'w': np.zeros(3)}}, config=ml_collections.ConfigDict(trained_on),
+             classes=records.read_metadata(str(everything)).classes,
+             records={'train2': {'split': 'train2', 'videos': 6, 'names_digest': 'other'}})
+  store.close()
+  train.evaluation_engine(config, str(tmp_path / 'elsewhere'), 'train2')
+  assert 'is the train split itself' not in caplog.text, caplog.text
 
 
 def test_videos_enlarged_to_the_stored_short_side_are_warned_about(tmp_path, capsys):

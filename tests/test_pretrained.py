@@ -478,7 +478,7 @@ def test_a_conversion_record_of_unknown_or_unreadable_normalisation(config, tmp_
        "normalization 'ImageNet'"),
       ('listed', {'source': ['torchvision'], 'normalization': 'imagenet'},
        "source ['torchvision']"),
-      ('no_source', {'source': {'a': 1}}, "source {'a': 1}")]:
+      ('mapping', {'source': {'a': 1}}, "source {'a': 1}"), ('no_source', {}, 'source None')]:
     config.init_from.checkpoint = pretrained.save_converted(
         str(tmp_path / name), variables, {**info, 'model': model})
     with pytest.raises(errors.UserError) as raised:
@@ -486,7 +486,8 @@ def test_a_conversion_record_of_unknown_or_unreadable_normalisation(config, tmp_
     report = os.path.join(config.init_from.checkpoint, pretrained.REPORT_FILE)
     assert str(raised.value).startswith(f'{report}: {field} is not'), str(raised.value)
     assert '\n' not in str(raised.value)
-  with open(report, 'w') as f:
-    f.write('{"source": "torch')
-  with pytest.raises(errors.UserError, match=f'^{report} is not valid JSON'):
-    train.initialize_from(trainer, state, config.init_from)
+  for damaged in (b'{"source": "torch', b'\xff\xfe{"a": 1}'):  # cut short; not UTF-8
+    with open(report, 'wb') as f:
+      f.write(damaged)
+    with pytest.raises(errors.UserError, match=f'^{report} is not valid JSON'):
+      train.initialize_from(trainer, state, config.init_from)

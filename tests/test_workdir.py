@@ -141,16 +141,25 @@ def test_a_log_txt_that_cannot_be_written_is_reported_once_and_never_raises(tmp_
   assert len(reports) == 1 and 'No space left on device' in reports[0], reports
 
 
-@pytest.mark.parametrize('kind', ['directory', 'dangling link'])
-def test_a_log_txt_that_cannot_be_opened_is_reported_once_and_never_raises(kind, tmp_path, capfd):
+@pytest.mark.parametrize('kind', ['directory', 'dangling link', 'file it may not write'])
+def test_a_log_txt_that_cannot_be_opened_is_reported_once_and_never_raises(kind, tmp_path, capfd,
+                                                                           monkeypatch):
   """A log.txt that is a directory, or a link into a folder that is gone, raised out of the
-  file handler's open and ended the run in a traceback; the README promises a warning."""
+  file handler's open and ended the run in a traceback; the README promises a warning. A file
+  it may not write (root may write any, so its open is made to fail) is said once, not again
+  by the closing summary."""
   from absl import logging  # pylint: disable=g-import-not-at-top
   from salinet_jax import console  # pylint: disable=g-import-not-at-top
   if kind == 'directory':
     (tmp_path / 'log.txt').mkdir()
-  else:
+  elif kind == 'dangling link':
     os.symlink(tmp_path / 'gone' / 'log.txt', tmp_path / 'log.txt')
+  else:
+    (tmp_path / 'log.txt').write_text('an earlier run\n')
+
+    def refused(self):
+      raise PermissionError(13, 'Permission denied', self.baseFilename)
+    monkeypatch.setattr(console._LogFile, '_open', refused)  # pylint: disable=protected-access
   assert console.log_to_file(str(tmp_path)) is None  # train.py leaves out 'This log also goes'
   try:
     for i in range(3):

@@ -53,8 +53,8 @@ class Source:
   classifier_keys: Tuple[str, ...]
   # The config.data.normalization preset of the pixels the family's weights were trained on.
   normalization: str
-  # The same for weights that had to be inflated from 2D; None where the family's 2D weights
-  # were trained on pixels of another kind (PySlowFast's inflation source: Caffe2 ImageNet
+  # The same for 2D kernels (an image network's) inflated into a 3D model; None where the
+  # family's 2D weights were trained on pixels of another kind (PySlowFast's: Caffe2 ImageNet
   # ResNets, BGR with the mean subtracted and no std).
   inflated_normalization: Optional[str]
 
@@ -230,6 +230,7 @@ def merge_reports(a: ConversionReport, b: ConversionReport) -> ConversionReport:
       converted=a.converted + b.converted, missing=a.missing + b.missing,
       unexpected=a.unexpected + b.unexpected, mis_shaped=a.mis_shaped + b.mis_shaped,
       excluded=sorted(set(a.excluded) | set(b.excluded)), inflated=a.inflated + b.inflated,
+      inflated_from_2d=a.inflated_from_2d + b.inflated_from_2d,
       ignored=a.ignored + b.ignored)
 
 

@@ -19,8 +19,8 @@ unexpected or mis-shaped and writes nothing; `--exclude` (regex over Flax paths 
 `--classes` records the class names of the classifier's rows: init_from then refuses records
 whose classes differ (or come in another order), and warns where a converted classifier
 records none. The normalisation of the pixels the weights were trained on (the source's
-convention, or `--normalization`; none for 2D weights of --source=pyslowfast inflated, whose
-pixels are not known) is recorded too: init_from warns a run that normalises its pixels
+convention, or `--normalization`; none for 2D kernels of --source=pyslowfast inflated, an
+image network's of unknown pixels) is recorded too: init_from warns a run that normalises its pixels
 otherwise.
 """
 
@@ -161,11 +161,12 @@ def _convert():
     sys.exit(1)
   normalization = _NORMALIZATION.value
   if normalization is None:
-    normalization = source.inflated_normalization if report.inflated else source.normalization
+    normalization = (source.inflated_normalization if report.inflated_from_2d
+                     else source.normalization)
     if normalization is None:
-      print(f'The normalisation of the pixels the inflated weights were trained on is not known '
-            f'for --source={source.name}, so none is recorded: pass --normalization=PRESET to '
-            'record it (init_from then compares it with the run).')
+      print(f'The normalisation of the pixels the inflated 2D weights were trained on is not '
+            f'known for --source={source.name}, so none is recorded: pass '
+            '--normalization=PRESET to record it (init_from then compares it with the run).')
   info = {
       'source': source.name, 'checkpoint': paths, 'model': config.model.to_dict(),
       'num_classes': num_classes, 'normalization': normalization, 'exclude': exclude,

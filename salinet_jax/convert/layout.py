@@ -204,6 +204,9 @@ class ConversionReport(MatchReport):
   """What a conversion did. Paths are Flax paths without the collection ('head/fc/kernel')."""
   converted: int = 0
   inflated: List[str] = dataclasses.field(default_factory=list)
+  # Those of `inflated` that were 2D kernels in the checkpoint (not 3D ones with kT = 1): weights
+  # of an image network, trained on other pixels than a video network's.
+  inflated_from_2d: List[str] = dataclasses.field(default_factory=list)
   ignored: List[str] = dataclasses.field(default_factory=list)  # num_batches_tracked etc.
 
   def summary(self, limit: int = 20) -> str:
@@ -268,6 +271,8 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], template: Mapping[s
         want = _shape(leaf)
         if inflate and len(want) == 5 and value.shape != want and (
             value.ndim == 4 or (value.ndim == 5 and value.shape[0] == 1)):
+          if value.ndim == 4:
+            report.inflated_from_2d.append(name)
           value = inflate_kernel(value, want[0], inflate)
           report.inflated.append(name)
       if dtype is not None and np.issubdtype(value.dtype, np.floating):

@@ -8,7 +8,7 @@ the training records are not needed.
 
 import json
 import os
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from absl import logging
 import numpy as np
@@ -31,7 +31,7 @@ TOP_K = 5
 class ExportedPredictor:
   """Scores videos held in memory through an exported model (any of the three formats)."""
 
-  def __init__(self, config, output_dir: str):
+  def __init__(self, config):
     if config.predict.window_seconds > 0:
       raise errors.ConfigError(
           'config.predict.window_seconds needs the checkpoint: windowed predict does not run '
@@ -45,7 +45,6 @@ class ExportedPredictor:
     self.decoding = predict_lib.say_decoding(metadata.get('decoding') or {},
                                              f'The {self.source}')
     self.num_views = self.config.data.eval_num_clips * self.config.data.eval_num_crops
-    self.output_dir = output_dir
     differences = checkpoints.config_differences(json.dumps(metadata['config']), config,
                                                  relevant=_shapes_predictions)
     if differences:
@@ -61,13 +60,12 @@ class ExportedPredictor:
     """The eval batch (numpy) of one video: its views."""
     return pipeline.as_numpy(pipeline.video_eval_batches(self.config.data, jpegs, name, fps, 1))
 
-  def probabilities(self, jpegs: Sequence[bytes], fps: float, name: str, draw=None
-                    ) -> np.ndarray:
+  def probabilities(self, jpegs: Sequence[bytes], fps: float, name: str,
+                    pictures_dir: Optional[str] = None) -> np.ndarray:
     """Class probabilities of one video (its views reduced as the evaluation does).
 
-    `draw` is the checkpoint Predictor's picture callback, which runs the Flax model; an export
-    has no variables for it, so when it is given the same picture is drawn from the export's
-    own outputs into `output_dir` instead.
+    With `pictures_dir`, its picture is drawn there as the checkpoint Predictor draws it, from
+    the export's own outputs (an export has no variables to run the Flax model with).
     """
     batch = next(self.batches(jpegs, fps, name))
     views = batch['video'][0]
@@ -81,15 +79,15 @@ class ExportedPredictor:
     if not np.all(np.isfinite(scores)):
       raise evaluate_lib.NonFiniteScoresError(
           f'The {self.source} gives NaN or Inf scores for {name}: it is not usable.')
-    if draw is not None:
-      self._draw(batch, outputs)
+    if pictures_dir is not None:
+      self._draw(batch, outputs, pictures_dir)
     return evaluate_lib.view_probabilities(scores, eval_config, self.num_views)
 
   def top(self, probs: np.ndarray) -> List[Tuple[str, float]]:
     order = np.argsort(-probs, kind='stable')[:TOP_K]
     return [(self.classes[k], float(probs[k])) for k in order]
 
-  def _draw(self, batch, outputs) -> None:
+  def _draw(self, batch, outputs, directory: str) -> None:
     """visualize.write_visualizations' picture of the first view, from the exported outputs."""
     if 'detail_frames' not in outputs and 'saliency_final' not in outputs:
       visualize.say_nothing_to_draw(self.config.model.name)
@@ -99,15 +97,12 @@ class ExportedPredictor:
     first = {key: batch[key][:1] for key in ('video', 'frame_mask') if key in batch}
     first['video'] = first['video'][:, 0]
     video = np.asarray(inputs.model_inputs(first, data)[0])[0]
-    # The video's output name (its path below the videos' common folder): its folder is kept.
-    output_name = batch['filename'][0].decode('utf-8', 'replace')
-    name = os.path.basename(output_name) or 'video0'
+    name = os.path.basename(batch['filename'][0].decode('utf-8', 'replace')) or 'video0'
     probabilities = outputs['probabilities'][0]
     predicted = int(np.argmax(probabilities))
     label = int(batch['label'][0])
     title = (f'{name}: predicted {self.classes[predicted]} ({probabilities[predicted]:.2f}, '
              'first view)' + (f', label {self.classes[label]}' if label >= 0 else ''))
-    directory = os.path.join(self.output_dir, os.path.dirname(output_name))
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, f'000_{name}.png')
     if 'detail_frames' in outputs:
