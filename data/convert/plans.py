@@ -223,6 +223,11 @@ def plan_ssv2(args) -> Plan:
 FOLDER_GROUPS = ('subfolder', 'file')
 
 
+def _first_few(names: Sequence[str], count: int = 5) -> str:
+  """The first `count` of `names`, comma-separated, with ', ...' where there are more."""
+  return ', '.join(names[:count]) + (', ...' if len(names) > count else '')
+
+
 def plan_folder(args) -> Plan:
   parsed = ann.parse_class_folders(args.input, _extensions(args))
   classes = parsed.classes
@@ -278,19 +283,16 @@ def plan_folder(args) -> Plan:
   if stray:
     plan.warnings.append(
         f'{len(stray)} video(s) directly in {args.input} are in no class folder and left out '
-        f'({", ".join(stray[:5])}{", ..." if len(stray) > 5 else ""}): move each into the '
-        'folder of its class.')
+        f'({_first_few(stray)}): move each into the folder of its class.')
   if parsed.hidden:
     plan.warnings.append(
         f'{len(parsed.hidden)} hidden file(s) in the class folders are left out although their '
-        f'extensions are among --extensions ({", ".join(parsed.hidden[:5])}'
-        + (', ...' if len(parsed.hidden) > 5 else '') + '): rename any that is a video so that '
-        'its name does not start with a dot.')
+        f'extensions are among --extensions ({_first_few(parsed.hidden)}): rename any that is '
+        'a video so that its name does not start with a dot.')
   if parsed.skipped:
     plan.warnings.append(
         f'{len(parsed.skipped)} file(s) in the class folders are left out, their extensions not '
-        f'being among --extensions ({", ".join(parsed.skipped[:5])}'
-        + (', ...' if len(parsed.skipped) > 5 else '') + '); add any that are videos to '
+        f'being among --extensions ({_first_few(parsed.skipped)}); add any that are videos to '
         '--extensions.')
   return plan
 
