@@ -106,6 +106,13 @@ def shared_videos(metadata: DatasetMetadata, split: str, other: str) -> Optional
   return metadata.extra.get('shared_videos', {}).get(split, {}).get(other)
 
 
+def holds_other_videos(then: Mapping[str, Any], now: Mapping[str, Any]) -> bool:
+  """Whether two `split_identity`s of a split name other videos (the digests of their names
+  differ); False where either does not know."""
+  return bool(then.get('names_digest') and now.get('names_digest')
+              and then['names_digest'] != now['names_digest'])
+
+
 def split_changes(then: Mapping[str, Any], now: Mapping[str, Any]) -> List[str]:
   """How two `split_identity`s of a split differ, one phrase per difference; what either side
   does not know is not compared."""
@@ -113,7 +120,7 @@ def split_changes(then: Mapping[str, Any], now: Mapping[str, Any]) -> List[str]:
   changes = []
   if known('videos') and then['videos'] != now['videos']:
     changes.append(f"{then['videos']} videos then, {now['videos']} now")
-  if known('names_digest') and then['names_digest'] != now['names_digest']:
+  if holds_other_videos(then, now):
     changes.append('other videos' if not changes else 'and other videos')
   if known('groups') and sorted(then['groups']) != sorted(now['groups']):
     changes.append(f"groups {_few(sorted(then['groups']))} then, "

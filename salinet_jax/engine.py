@@ -459,14 +459,15 @@ def checkpoint_metadata(workdir: str, config) -> Dict[str, Any]:
     try:
       step = store.select_step(which)
       metadata, where = store.metadata(step), store.step_dir(step)
-      if checkpoints.metadata_problem(where):
+      problem = checkpoints.metadata_problem(where)
+      if problem:
         others = ' ' + store.other_intact_steps(step)
     finally:
       store.close()
   else:
     where = checkpoints.step_dir_of(which)
     metadata = checkpoints.read_step_metadata(where)
-  problem = checkpoints.metadata_problem(where)
+    problem = checkpoints.metadata_problem(where)
   if problem:  # not a checkpoint from before class names were saved: a damaged one
     raise checkpoints.CorruptCheckpointError(f'Checkpoint {where} is corrupt: {problem}.{others}')
   classes = metadata.get('classes')

@@ -790,42 +790,33 @@ def evaluation_engine(config: ml_collections.ConfigDict, workdir: str,
     metadata, classes = {}, info.classes
   _require_same_classes(classes, info, split, 'The checkpoint',
                         'evaluate on records of the same dataset', records.MissingRecordsError)
-  _say_records_changes(metadata.get('records'), config.dataset, 'The checkpoint', split)
-  trained = checkpoints.stored_config_dict(metadata.get('config')).get('dataset') or {}
+  other_videos = _say_records_changes(metadata.get('records'), config.dataset, 'The checkpoint',
+                                      split)
+  train_split = ((checkpoints.stored_config_dict(metadata.get('config')).get('dataset') or {})
+                 .get('train_split') or config.dataset.train_split)
   lines = []
-  if not _other_videos_of_its_train_split(metadata.get('records'), config.dataset, split,
-                                          trained.get('train_split')):
+  # A split of the train split's name, but of other videos (a held-out set converted as 'train'
+  # into another output), is not the one it trained on: its changes were said above.
+  if not (split == train_split and split in other_videos):
     lines.append(pipeline.shared_videos_warning(config.dataset, split, 'evaluating the '
                                                 'checkpoint there scores videos it trained on',
-                                                trained.get('train_split')))
+                                                train_split))
   for line in filter(None, lines + pipeline.enlarging_warnings(config.dataset, config.data,
                                                                eval_split=split)):
     logging.warning('%s', line)
   return engine.Engine(config, classes)
 
 
-def _other_videos_of_its_train_split(seen: Optional[Dict[str, Any]], dataset_config, split: str,
-                                     train_split: Optional[str]) -> bool:
-  """Whether `split`, named as the checkpoint's train split, holds other videos than those it
-  trained on (the digests of their names differ: a held-out set converted as 'train' into
-  another output), which `_say_records_changes` says; unknown is False."""
-  train_split = train_split or dataset_config.train_split
-  trained_on = ((seen or {}).get(train_split) or {}).get('names_digest')
-  if split != train_split or not trained_on:
-    return False
-  now = pipeline.records_identity(dataset_config, [split]).get(split, {}).get('names_digest')
-  return bool(now) and now != trained_on
-
-
 def _say_records_changes(seen: Optional[Dict[str, Any]], dataset_config, what: str,
-                         evaluated: Optional[str] = None) -> None:
+                         evaluated: Optional[str] = None) -> Set[str]:
   """Warns where the records of the splits a checkpoint trained and was evaluated on are not
   the conversion it saw (`seen`: pipeline.records_identity when it was saved; None for
   checkpoints from before): other videos, sizes, groups or settings. Where `evaluated` holds
   groups the checkpoint trained on (the videos split anew, into another --output or not), its
-  evaluation would score videos it trained on: that is said apart."""
+  evaluation would score videos it trained on: that is said apart. Returns the splits of
+  `seen` that now hold other videos."""
   if not seen:
-    return
+    return set()
   now = pipeline.records_identity(dataset_config, seen)
   directory = pipeline.records_directory(dataset_config)
   train_split = dataset_config.train_split
@@ -842,6 +833,8 @@ def _say_records_changes(seen: Optional[Dict[str, Any]], dataset_config, what: s
       logging.warning('%s trained on %d of the groups split %r of %s holds now (%s): its '
                       'evaluation there scores videos it trained on.', what, len(shared),
                       evaluated, directory, _preview(shared))
+  return {split for split, then in seen.items()
+          if split in now and records.holds_other_videos(then, now[split])}
 
 
 def _trained_groups(identity: Optional[Dict[str, Any]]) -> Set[str]:
