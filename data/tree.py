@@ -10,16 +10,16 @@ import os
 from typing import Dict, FrozenSet, Iterator, List, Tuple
 
 
-def walk(root: str) -> Iterator[Tuple[str, List[str], List[str]]]:
-  """`os.walk(root)` (top-down, non-hidden folders only, sorted), following links to folders,
-  except those that lead back to a folder on the way down to them. The caller may prune the
-  yielded folder names in place, as with os.walk."""
+def walk(root: str, hidden: bool = False) -> Iterator[Tuple[str, List[str], List[str]]]:
+  """`os.walk(root)` (top-down, sorted; hidden folders only with `hidden`), following links to
+  folders, except those that lead back to a folder on the way down to them. The caller may
+  prune the yielded folder names in place, as with os.walk."""
   chains: Dict[str, FrozenSet[str]] = {root: frozenset([os.path.realpath(root)])}
   for parent, dirnames, filenames in os.walk(root, followlinks=True):
     above = chains.pop(parent, frozenset())
     kept = []
     for name in sorted(dirnames):
-      if name.startswith('.'):
+      if name.startswith('.') and not hidden:
         continue
       real = os.path.realpath(os.path.join(parent, name))
       if real not in above:
@@ -27,3 +27,9 @@ def walk(root: str) -> Iterator[Tuple[str, List[str], List[str]]]:
         kept.append(name)
     dirnames[:] = kept
     yield parent, dirnames, filenames
+
+
+def is_hidden(relative: str) -> bool:
+  """Whether a path relative to a walked root names a hidden file or lies in a hidden folder."""
+  return any(part.startswith('.') and part not in ('.', '..')
+             for part in relative.split(os.sep))

@@ -68,20 +68,25 @@ class DecodedVideo:
 
 
 def list_videos(path: str, extensions: Sequence[str] = VIDEO_EXTENSIONS
-                ) -> Tuple[List[str], List[str]]:
-  """(videos, other files) of `path`: the file itself, or every file below the directory
-  `path`, split by whether its extension is a video's (case-insensitive; hidden names are
-  skipped); both sorted."""
+                ) -> Tuple[List[str], List[str], List[str]]:
+  """(videos, other files, hidden videos) of `path`: the file itself, or every file below the
+  directory `path`, split by whether its extension is a video's (case-insensitive); a video
+  that is hidden or in a hidden folder is listed apart, other hidden files not at all; each
+  sorted."""
   if not os.path.isdir(path):
-    return [path], []
+    return [path], [], []
   wanted = {e.lower() for e in extensions}
-  videos, others = [], []
-  for parent, _, names in tree.walk(path):
+  videos, others, hidden = [], [], []
+  for parent, _, names in tree.walk(path, hidden=True):
     for name in names:
-      if not name.startswith('.'):
-        is_video = os.path.splitext(name)[1].lower() in wanted
-        (videos if is_video else others).append(os.path.join(parent, name))
-  return sorted(videos), sorted(others)
+      file = os.path.join(parent, name)
+      is_video = os.path.splitext(name)[1].lower() in wanted
+      if tree.is_hidden(os.path.relpath(file, path)):
+        if is_video:
+          hidden.append(file)
+      else:
+        (videos if is_video else others).append(file)
+  return sorted(videos), sorted(others), sorted(hidden)
 
 
 def output_size(width: int, height: int, short_side: int) -> Tuple[int, int]:

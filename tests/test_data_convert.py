@@ -881,7 +881,8 @@ def test_converting_a_group_split_again_without_it_is_refused(tmp_path, capsys):
 def test_a_tree_of_one_class_is_refused_and_hidden_videos_are_named(tmp_path, capsys):
   """A tree of one class folder converted without a word into records that training refuses
   (one class) and evaluation cannot use; hidden files with a video's extension (a renamed
-  video, macOS's ._ files) were left out without being named."""
+  video, macOS's ._ files), and videos in hidden folders or directly hidden in the input
+  folder, were left out without being named."""
   tree = tmp_path / 'videos'
   (tree / 'fight').mkdir(parents=True)
   (tree / 'fight' / 'fi001.mp4').symlink_to(FIGHT / 'fight' / 'fi001.mp4')
@@ -896,13 +897,20 @@ def test_a_tree_of_one_class_is_refused_and_hidden_videos_are_named(tmp_path, ca
   classes = tmp_path / 'classes.txt'
   classes.write_text('fight\nnoFight\n')
   assert _run(*args, f'--class_list={classes}') == 0
-  (tree / 'noFight').mkdir()
+  (tree / 'noFight' / '.thumbs').mkdir(parents=True)
   (tree / 'noFight' / 'nofi001.mp4').symlink_to(FIGHT / 'noFight' / 'nofi001.mp4')
+  (tree / 'noFight' / '.thumbs' / 'nofi002.mp4').symlink_to(FIGHT / 'noFight' / 'nofi002.mp4')
+  (tree / '.fight_old').mkdir()
+  (tree / '.fight_old' / 'fi003.mp4').symlink_to(FIGHT / 'fight' / 'fi003.mp4')
+  (tree / '.fi004.mp4').symlink_to(FIGHT / 'fight' / 'fi004.mp4')
+  (tree / '.git').mkdir()
+  (tree / '.git' / 'HEAD').write_text('ref: refs/heads/main\n')
   capsys.readouterr()
   assert _run(*args) == 0
-  assert ('warning: 2 hidden file(s) in the class folders are left out although their '
-          'extensions are among --extensions (fight/._fi001.mp4, fight/.fi002.mp4): rename any '
-          'that is a video so that its name does not start with a dot.'
+  assert ('warning: 5 hidden file(s) under ' f'{tree}' ' are left out although their extensions '
+          'are among --extensions (.fi004.mp4, .fight_old/fi003.mp4, fight/._fi001.mp4, '
+          'fight/.fi002.mp4, noFight/.thumbs/nofi002.mp4): rename any that is a video, or the '
+          'hidden folder holding it, so that no part of its path starts with a dot.'
           ) in capsys.readouterr().err
 
 

@@ -149,6 +149,18 @@ def test_a_video_named_twice_is_scored_once(tmp_path, caplog):
   assert 'found before' not in caplog.text
 
 
+def test_hidden_videos_of_a_folder_are_named_when_left_out(tmp_path, caplog):
+  """A hidden video in a --video folder (a renamed clip, one in a hidden sub-folder) was left
+  out of predict and features without a word."""
+  (tmp_path / 'videos' / '.old').mkdir(parents=True)
+  for name in ('a.mp4', '.b.mp4', '.old/c.mp4'):
+    (tmp_path / 'videos' / name).write_bytes(b'x')
+  folder = str(tmp_path / 'videos')
+  assert predict.find_videos([folder]) == [f'{folder}/a.mp4']
+  assert (f'{folder}: leaving out 2 hidden video file(s) (.b.mp4, .old/c.mp4); rename any to '
+          'score so that no part of its path starts with a dot.') in caplog.text
+
+
 def test_features_mode_refuses_an_export(trained, tmp_path):
   """--config.predict.exported was ignored by features mode, which read the workdir's checkpoint
   without a word."""

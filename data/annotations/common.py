@@ -54,7 +54,8 @@ class VideoEntry:
 class Annotations(NamedTuple):
   """Parsed entries (file order) and the class list (official order) their indices refer to;
   `skipped`: files a folder tree holds that were not taken as videos (their extension);
-  `hidden`: those left out as hidden files (a leading dot), though of a video's extension."""
+  `hidden`: those left out as hidden (a leading dot in their name or a folder's), though of a
+  video's extension."""
   entries: Tuple[VideoEntry, ...]
   classes: Tuple[str, ...]
   skipped: Tuple[str, ...] = ()

@@ -7,7 +7,7 @@ import collections
 import csv
 import os
 import random
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from data import tree
 from data.annotations.common import (AnnotationError, Annotations, PathLike, UnknownLabels,
@@ -122,18 +122,19 @@ def parse_class_folders(root: PathLike, extensions: Optional[Iterable[str]] = No
                          if not d.startswith('.') and os.path.isdir(os.path.join(root, d))))
   if not classes:
     raise ValueError(f'{root}: no class folders.')
-  entries, skipped, hidden = [], [], []
+  entries, skipped = [], []
+  hidden = [] if exts is None else _hidden_videos_outside_class_folders(root, exts)
   for idx, cls in enumerate(classes):
     folder = os.path.join(root, cls)
     if exts is None:
       names = [n for n in sorted(os.listdir(folder)) if not n.startswith('.')]
     else:
       names = []
-      for parent, _, filenames in tree.walk(folder):
+      for parent, _, filenames in tree.walk(folder, hidden=True):
         for n in filenames:
           relative = os.path.relpath(os.path.join(parent, n), folder)
           video = os.path.splitext(n)[1].lower() in exts
-          if n.startswith('.'):
+          if tree.is_hidden(relative):
             if video:
               hidden.append(f'{cls}/{relative}')
           else:
@@ -144,6 +145,23 @@ def parse_class_folders(root: PathLike, extensions: Optional[Iterable[str]] = No
       entries.append(VideoEntry(path_or_id=f'{cls}/{"/".join(parts)}', label_index=idx,
                                 label_text=cls, group=parts[0] if len(parts) > 1 else ''))
   return Annotations(tuple(entries), classes, tuple(sorted(skipped)), tuple(sorted(hidden)))
+
+
+def _hidden_videos_outside_class_folders(root: str, exts: Set[str]) -> List[str]:
+  """The files of an extension in `exts` hidden directly in `root` or below its hidden folders
+  (relative to `root`): a class folder's are found while walking it."""
+  found = []
+  for name in os.listdir(root):
+    path = os.path.join(root, name)
+    if not name.startswith('.'):
+      continue
+    if os.path.isdir(path):
+      for parent, _, filenames in tree.walk(path, hidden=True):
+        found += [os.path.relpath(os.path.join(parent, n), root) for n in filenames
+                  if os.path.splitext(n)[1].lower() in exts]
+    elif os.path.splitext(name)[1].lower() in exts:
+      found.append(name)
+  return found
 
 
 def parse_csv_list(path: PathLike, classes: Optional[Sequence[str]], path_column: str,

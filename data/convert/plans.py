@@ -286,9 +286,10 @@ def plan_folder(args) -> Plan:
         f'({_first_few(stray)}): move each into the folder of its class.')
   if parsed.hidden:
     plan.warnings.append(
-        f'{len(parsed.hidden)} hidden file(s) in the class folders are left out although their '
+        f'{len(parsed.hidden)} hidden file(s) under {args.input} are left out although their '
         f'extensions are among --extensions ({_first_few(parsed.hidden)}): rename any that is '
-        'a video so that its name does not start with a dot.')
+        'a video, or the hidden folder holding it, so that no part of its path starts with a '
+        'dot.')
   if parsed.skipped:
     plan.warnings.append(
         f'{len(parsed.skipped)} file(s) in the class folders are left out, their extensions not '
