@@ -862,6 +862,23 @@ def test_a_group_split_converts_only_the_split_asked_for(tmp_path, capsys):
   assert "videos per split {'train': 2}" in capsys.readouterr().err
 
 
+def test_split_picks_one_of_the_splits_several_annotation_files_give(tmp_path, capsys):
+  """--split=NAME with --annotations naming several splits converted all of them (and replaced
+  the others' records) without a word, although it is the one split to convert; a name the
+  annotations do not give converted theirs."""
+  train, val = tmp_path / 'train.csv', tmp_path / 'val.csv'
+  train.write_text('path,label\nfight/fi001.mp4,fight\nnoFight/nofi001.mp4,noFight\n')
+  val.write_text('path,label\nfight/fi002.mp4,fight\nnoFight/nofi002.mp4,noFight\n')
+  common = ['--dataset=list', f'--input={FIGHT}', f'--output={tmp_path / "out"}', '--dry_run']
+  assert _run(*common, f'--annotations=train={train},val={val}', '--split=val') == 0
+  assert "videos per split {'val': 2}" in capsys.readouterr().err
+  assert _run(*common, f'--annotations=train={train}', '--split=val') == 2
+  assert ('Nothing to convert: --split=val is none of the splits the annotations give (train)'
+          ) in capsys.readouterr().err
+  assert _run(*common, f'--annotations={train}', '--split=val') == 0  # names an unnamed list
+  assert "videos per split {'val': 2}" in capsys.readouterr().err
+
+
 def test_converting_a_group_split_again_without_it_is_refused(tmp_path, capsys):
   """Converting train again without --split_by_group puts every video in it, while the val split
   of the group split stays beside it: a model would be scored on videos it trained on."""

@@ -501,7 +501,7 @@ def make_plan(args) -> Plan:
     raise ConversionError(f'--dataset must be one of {KINDS}, got {args.dataset!r}.')
   _check_split_arguments(args)
   plan = _planned(args)
-  if args.split_by_group and args.split:  # one side of the group split, drawn as a whole
+  if args.split:  # the one split to convert (with a group split, one side of it, drawn whole)
     plan.splits = {split: items for split, items in plan.splits.items() if split == args.split}
   if not plan.classes:
     unlabelled = sum(len(items) for items in plan.splits.values())
