@@ -1376,6 +1376,42 @@ def test_integer_labels_beside_names_or_numbered_from_one_are_caught(tmp_path):
   assert plan.splits['train'][0].label_text == 'ApplyEyeMakeup'
 
 
+def test_integer_labels_of_a_csv_list_index_the_class_list_and_mixed_labels_are_refused(
+    tmp_path, capsys):
+  """A CSV list of integer labels took them as class names sorted as text (0, 1, 10, 11, 2, ...):
+  videos labelled 2 were stored as class 4 without a word. A list mixing integers and names (in
+  a CSV or a plain list) made classes of both. Integers now index --class_list, as in plain
+  lists, and the mix is refused."""
+  rows = [('fight/fi001.mp4', 0), ('noFight/nofi001.mp4', 1), ('fight/fi002.mp4', 2),
+          ('noFight/nofi002.mp4', 10), ('fight/fi003.mp4', 11)]
+  listing = tmp_path / 'int.csv'
+  listing.write_text('path,label\n' + ''.join(f'{p},{label}\n' for p, label in rows))
+  classes = tmp_path / 'classes.txt'
+  classes.write_text(''.join(f'class{i}\n' for i in range(12)))
+  common = ['--dataset=list', f'--input={FIGHT}', f'--annotations=train={listing}']
+  assert _run(*common, f'--output={tmp_path / "a"}', '--dry_run') == 2
+  assert ('error: The list files give integer labels: pass --class_list (one class name per '
+          'line, in index order).') in capsys.readouterr().err
+  out = tmp_path / 'out'
+  assert _run(*common, f'--output={out}', f'--class_list={classes}', '--short_side=32',
+              '--workers=1') == 0
+  assert {name: stored[:2] for name, stored in _videos(out, 'train').items()} == {
+      p: (label, f'class{label}') for p, label in rows}
+
+  capsys.readouterr()
+  mixed_csv = tmp_path / 'mixed.csv'
+  mixed_csv.write_text('path,label\nfight/fi001.mp4,fight\nfight/fi002.mp4,0\n'
+                       'noFight/nofi001.mp4,noFight\n')
+  mixed_list = tmp_path / 'mixed.txt'
+  mixed_list.write_text('fight/fi001.mp4 fight\nfight/fi002.mp4 0\nnoFight/nofi001.mp4 noFight\n')
+  for path, line in ((mixed_csv, 3), (mixed_list, 2)):
+    assert _run('--dataset=list', f'--input={FIGHT}', f'--annotations=train={path}',
+                f'--output={tmp_path / "b"}', '--dry_run') == 2
+    assert (f"{path}:{line}: labels mix integers (e.g. '0') and class names (e.g. 'fight'): "
+            'give every label as a name, or every one as an index with --class_list.'
+            ) in capsys.readouterr().err
+
+
 def test_a_fold_with_hmdb51_tsn_lists_is_refused():
   """TSN lists are a fold each: --fold=2 was ignored."""
   lists = ANNOTATIONS / 'hmdb51_splits_derived'

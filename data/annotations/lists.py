@@ -25,6 +25,12 @@ def _resolve_labels(path: PathLike, rows: List[Tuple[int, str]], classes: Option
   """
   integer = bool(rows) and all(is_int(token) for _, token in rows)
   if not integer and classes is None:
+    numbered = next(((line, token) for line, token in rows if is_int(token)), None)
+    if numbered is not None:  # as names, the integers would become classes of their own
+      named = next(token for _, token in rows if not is_int(token))
+      raise AnnotationError(path, numbered[0], f'labels mix integers (e.g. {numbered[1]!r}) and '
+                            f'class names (e.g. {named!r}): give every label as a name, or every '
+                            'one as an index with --class_list.')
     classes = sorted({token for _, token in rows})
   if classes is None and label_order is not None:
     classes = label_order
@@ -165,11 +171,12 @@ def _hidden_videos_outside_class_folders(root: str, exts: Set[str]) -> List[str]
 
 
 def parse_csv_list(path: PathLike, classes: Optional[Sequence[str]], path_column: str,
-                   label_column: str, group_column: str = '') -> Annotations:
+                   label_column: str, group_column: str = '', index_base: int = 0
+                   ) -> Annotations:
   """Reads a CSV list with a header (e.g. fight_surv's `path,label,source_group`).
 
-  Classes: `classes` when given, else the sorted label names. Labels outside the class list fail
-  together, listing each (with its first line). `group_column` fills each entry's `group`.
+  Labels are class names or indices, as in `parse_list_file`. Labels outside the class list
+  fail together, listing each (with its first line). `group_column` fills each entry's `group`.
   """
   with open(path, encoding='utf-8-sig', newline='') as f:
     reader = csv.DictReader(f)
@@ -195,18 +202,11 @@ def parse_csv_list(path: PathLike, classes: Optional[Sequence[str]], path_column
         raise AnnotationError(path, reader.line_num, f'empty {group_column}: cannot split by '
                               'group.')
       rows.append((reader.line_num, video, label, group))
-  if classes is None:
-    classes = sorted({label for _, _, label, _ in rows})
-  classes = check_classes(classes, os.fspath(path))
-  index = index_of(classes)
-  unknown = UnknownLabels(path, classes)
-  for line, _, label, _ in rows:
-    if label not in index:
-      unknown.add(label, line)
-  unknown.check()
-  return Annotations(tuple(VideoEntry(path_or_id=video, label_index=index[label],
-                                      label_text=label, group=group)
-                           for _, video, label, group in rows), classes)
+  resolved, classes = _resolve_labels(path, [(line, label) for line, _, label, _ in rows],
+                                      classes, None, index_base)
+  return Annotations(tuple(VideoEntry(path_or_id=video, label_index=i, label_text=text,
+                                      group=group)
+                           for (_, video, _, group), (i, text) in zip(rows, resolved)), classes)
 
 
 def split_by_group(entries: Sequence[VideoEntry], val_fraction: float, seed: int,

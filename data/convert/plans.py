@@ -368,27 +368,21 @@ def plan_list(args) -> Plan:
   if csv_files and len(csv_files) != len(specs):
     raise ConversionError('Mix of CSV and plain list files in --annotations.')
   if csv_files:
-    if classes is None:  # the sorted union over every file keeps indices consistent
-      names = set()
-      for _, path in specs:
-        names.update(ann.parse_csv_list(path, None, args.path_column, args.label_column).classes)
-      classes = tuple(sorted(names))
-    for split, path in specs:
-      entries = ann.parse_csv_list(path, classes, args.path_column, args.label_column,
-                                   args.split_by_group).entries
-      _refuse_labels_that_contradict_clip_names(path, entries, classes)
-      parsed.append((split, entries))
+    parse = lambda path, classes: ann.parse_csv_list(  # noqa: E731
+        path, classes, args.path_column, args.label_column, args.split_by_group,
+        args.label_index_base)
   else:
     if args.split_by_group:
       raise ConversionError('--split_by_group needs a CSV list with a header.')
-    named = _label_names((path, ann.parse_list_file(path, None, args.label_index_base))
-                         for _, path in specs)
-    if classes is None:
-      classes = _names_of_the_labels(named)
-    for split, path in specs:
-      entries = ann.parse_list_file(path, classes, args.label_index_base).entries
-      _refuse_labels_that_contradict_clip_names(path, entries, classes)
-      parsed.append((split, entries))
+    parse = lambda path, classes: ann.parse_list_file(  # noqa: E731
+        path, classes, args.label_index_base)
+  named = _label_names((path, parse(path, None)) for _, path in specs)
+  if classes is None:  # the sorted union over every file keeps indices consistent
+    classes = _names_of_the_labels(named)
+  for split, path in specs:
+    entries = parse(path, classes).entries
+    _refuse_labels_that_contradict_clip_names(path, entries, classes)
+    parsed.append((split, entries))
   _refuse_one_name_in_two_unicode_forms(classes)
   splits: Dict[str, Sequence[ann.VideoEntry]] = {}
   for split, entries in parsed:
@@ -408,8 +402,7 @@ def plan_list(args) -> Plan:
                for split, entries in splits.items()})
   if args.split_by_group:
     plan.notes['groups'] = {s: sorted({e.group for e in entries}) for s, entries in splits.items()}
-  if not csv_files:
-    plan.warnings.extend(_index_base_warnings(named, plan.splits, args.label_index_base))
+  plan.warnings.extend(_index_base_warnings(named, plan.splits, args.label_index_base))
   return plan
 
 
