@@ -472,6 +472,18 @@ def _refuse_a_gap(directory: str, template: str, start_index: int, missing: int)
                      'frame(s) after it: the folder has a gap')
 
 
+def _refuse_frames_before_the_start(directory: str, template: str, start_index: int) -> None:
+  """Frames numbered below `start_index` (a folder counting from 0 read from 1) would be left out
+  without a word: an error naming the start the folder uses."""
+  lower = next((i for i in range(start_index)
+                if os.path.exists(os.path.join(directory, template.format(i)))), None)
+  if lower is not None:
+    raise VideoError(f'frame {template.format(lower)} comes before {template.format(start_index)}'
+                     f', the first one read (start index {start_index}): it would be left out; '
+                     f'the folder numbers its frames from {lower}, so give that start '
+                     f'(--frame_start={lower})')
+
+
 def read_frame_folder(directory: str, *, num_frames: int = 0, template: str = '{:06d}.jpg',
                       start_index: int = 1, short_side: int = DEFAULT_SHORT_SIDE,
                       jpeg_quality: int = DEFAULT_JPEG_QUALITY, fps: float = 0.0,
@@ -485,6 +497,7 @@ def read_frame_folder(directory: str, *, num_frames: int = 0, template: str = '{
   """
   if not os.path.isdir(directory):
     raise VideoError(f'missing frame folder: {directory}')
+  _refuse_frames_before_the_start(directory, template, start_index)
   jpegs, size = [], (0, 0)
   first_size = None  # every frame takes the size the first one scales to
   source_size = (0, 0)

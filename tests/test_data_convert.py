@@ -1123,6 +1123,22 @@ def test_a_gap_in_a_frame_folder_of_unknown_length_is_a_failure(tmp_path):
   assert len(video_io.read_frame_folder(str(folder), short_side=0, max_frames=9).jpegs) == 9
 
 
+def test_a_frame_folder_numbered_below_the_start_index_is_a_failure(tmp_path):
+  """A folder numbering its frames from 0, read from the default start index 1, lost its first
+  frame without a word (TSN rows of frame count 0, as HMDB51's lists give)."""
+  folder = tmp_path / 'clip'
+  folder.mkdir()
+  for i in range(10):
+    Image.fromarray(np.full((16, 16, 3), i * 20, np.uint8)).save(folder / f'{i:06d}.jpg')
+  for num_frames in (0, 9):
+    with pytest.raises(video_io.VideoError, match=re.escape(
+        'frame 000000.jpg comes before 000001.jpg, the first one read (start index 1): it '
+        'would be left out; the folder numbers its frames from 0, so give that start '
+        '(--frame_start=0)')):
+      video_io.read_frame_folder(str(folder), short_side=0, num_frames=num_frames)
+  assert len(video_io.read_frame_folder(str(folder), short_side=0, start_index=0).jpegs) == 10
+
+
 def test_a_video_in_train_and_test_of_every_fold_is_left_out_of_every_fold():
   """Repeats were collected by file alone, so each fold's listing overwrote the one before:
   only the last fold's were reported, the others stored the video in train and test."""
