@@ -269,6 +269,30 @@ def shared_videos_warning(dataset_config, evaluated: str, consequence: str,
           f'{consequence}.')
 
 
+def clip_settings_warning(dataset_config, evaluated: str, consequence: str,
+                          train_split: Optional[str] = None,
+                          trained_settings: Optional[Dict[str, Any]] = None) -> Optional[str]:
+  """A line where split `evaluated` was converted with other clip settings
+  (records.CLIP_SETTINGS) than `train_split` (default: the config's), ending with
+  `consequence`; `trained_settings`, the conversion settings a checkpoint trained on, stand
+  for the records' own train split. None where they match or either is unknown, and for the
+  train split itself (a checkpoint's evaluation says how its conversion changed)."""
+  train_split = train_split or dataset_config.train_split
+  if evaluated == train_split:
+    return None
+  metadata = records.read_metadata(records_directory(dataset_config))
+  settings = lambda split: (metadata.extra.get('conversion', {}).get(split) or {}).get(  # noqa
+      'settings')
+  if trained_settings is None:
+    trained_settings = settings(train_split)
+  differences = records.clip_settings_differences(settings(evaluated), trained_settings)
+  if not differences:
+    return None
+  return (f'Split {evaluated!r} of {records_directory(dataset_config)} was converted with other '
+          f'clip settings than the train split {train_split!r} ({", ".join(differences)}): '
+          f'{consequence}.')
+
+
 def enlarging_warnings(dataset_config, data_config, train_split: Optional[str] = None,
                        eval_split: Optional[str] = None) -> List[str]:
   """A line per split (read for training, for evaluation) whose records store frames smaller

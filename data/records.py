@@ -133,6 +133,20 @@ def split_changes(then: Mapping[str, Any], now: Mapping[str, Any]) -> List[str]:
   return changes
 
 
+# The conversion settings that change what a clip of the records spans: its frames' rate (a
+# frame folder's, the rate its frames were taken at) and the cap on their number.
+CLIP_SETTINGS = ('fps', 'frames_fps', 'max_frames')
+
+
+def clip_settings_differences(settings: Optional[Mapping[str, Any]],
+                              others: Optional[Mapping[str, Any]]) -> List[str]:
+  """'NAME A against B' for each of CLIP_SETTINGS that two splits' conversion settings give
+  differently; none where either side does not know."""
+  settings, others = settings or {}, others or {}
+  return [f'{name} {settings[name]!r} against {others[name]!r}' for name in CLIP_SETTINGS
+          if name in settings and name in others and settings[name] != others[name]]
+
+
 def _few(names: Sequence[str], count: int = 5) -> str:
   return ', '.join(names[:count]) + (f' ... ({len(names)})' if len(names) > count else '')
 

@@ -386,9 +386,15 @@ def resample_times(times: Sequence[float], fps: float, frame_duration: float,
   return np.clip(indices, 0, len(times) - 1).tolist()
 
 
+# How much longer than the clip it should hold a file may declare itself (a clip cut at the
+# key frames around its segment runs a little over) before it is taken for an untrimmed video.
+CLIP_SLACK_SECONDS = 2.0
+
+
 def decode_video(path: str, *, fps: Optional[float] = None, short_side: int = DEFAULT_SHORT_SIDE,
                  jpeg_quality: int = DEFAULT_JPEG_QUALITY, max_frames: int = 0,
-                 interpolation: str = DEFAULT_INTERPOLATION, threads: int = 1) -> DecodedVideo:
+                 interpolation: str = DEFAULT_INTERPOLATION, threads: int = 1,
+                 clip_seconds: float = 0.0) -> DecodedVideo:
   """Decodes `path` into upright, resized JPEG frames in presentation order.
 
   Args:
@@ -399,15 +405,23 @@ def decode_video(path: str, *, fps: Optional[float] = None, short_side: int = DE
     max_frames: keep at most this many frames from the start (0: all).
     interpolation: swscale filter name ('BILINEAR', 'AREA', 'BICUBIC', ...).
     threads: decoder threads (1 inside a worker pool; 0 = FFmpeg's choice).
+    clip_seconds: the length of the clip the file should hold (0: not known).
 
   Raises:
-    VideoError: missing/empty/unreadable file, no video stream, a decoding error, no frames, or
-      a single frame (a still image named like a video) unless max_frames is 1.
+    VideoError: missing/empty/unreadable file, no video stream, a decoding error, no frames, a
+      single frame (a still image named like a video) unless max_frames is 1, or a file that
+      declares itself longer than `clip_seconds` by more than CLIP_SLACK_SECONDS (an untrimmed
+      video: its frames are not the clip's).
   """
   container, stream = _open(path, threads)
   source_fps, tolerance = _average_rate(stream), _tolerance(stream)
   coded = (int(stream.codec_context.height or 0), int(stream.codec_context.width or 0))
   declared = _declared_seconds(container, stream)
+  if clip_seconds and declared > clip_seconds + CLIP_SLACK_SECONDS:
+    container.close()
+    raise VideoError(f'the file is {declared:.1f} s long and the clip it should hold '
+                     f'{clip_seconds:g} s: an untrimmed video? Store the clip\'s own segment '
+                     '(trim the file to it)')
   pixel_shape = _pixel_shape_warnings(stream)
   container_format = container.format.name
   container.close()

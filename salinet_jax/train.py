@@ -137,7 +137,10 @@ def training_engine(config: ml_collections.ConfigDict) -> engine.Engine:
   pipeline.split_info(config.dataset, config.dataset.eval_split)
   lines = [pipeline.shared_videos_warning(config.dataset, config.dataset.eval_split,
                                          'the evaluations during training score videos the '
-                                         'model trains on')]
+                                         'model trains on'),
+           pipeline.clip_settings_warning(config.dataset, config.dataset.eval_split,
+                                          'the evaluations during training score clips unlike '
+                                          'those the model trains on')]
   lines += pipeline.enlarging_warnings(config.dataset, config.data, config.dataset.train_split,
                                        config.dataset.eval_split)
   for line in filter(None, lines):
@@ -801,6 +804,10 @@ def evaluation_engine(config: ml_collections.ConfigDict, workdir: str,
     lines.append(pipeline.shared_videos_warning(config.dataset, split, 'evaluating the '
                                                 'checkpoint there scores videos it trained on',
                                                 train_split))
+  trained = (metadata.get('records') or {}).get(train_split) or {}
+  lines.append(pipeline.clip_settings_warning(config.dataset, split, 'the checkpoint is scored on '
+                                              'clips unlike those it trained on', train_split,
+                                              trained.get('settings')))
   for line in filter(None, lines + pipeline.enlarging_warnings(config.dataset, config.data,
                                                                eval_split=split)):
     logging.warning('%s', line)

@@ -1060,6 +1060,30 @@ def test_official_annotations_matching_one_file_twice_report_both_and_go_on(tmp_
       '(abc_000020_000030)).']
 
 
+def test_a_kinetics_file_named_by_its_youtube_id_and_longer_than_its_clip_is_a_failure(
+    tmp_path, capsys):
+  """A download named `<youtube_id>.mkv` (10.3 s) for the 2 s clip 2-4 s of the CSV was stored
+  whole under the clip's name without a word: an untrimmed video passed as the clip. A file of
+  about the clip's length (a trimmed clip named by its id) still converts."""
+  videos = tmp_path / 'videos'
+  videos.mkdir()
+  (videos / 'abcdefghijk.mkv').symlink_to(CODEC / 'flipping_a_pancake.mkv')
+  shutil.copy(CODEC / 'flipping_a_pancake.mkv', videos / 'bbbbbbbbbbb.mkv')  # another file
+  listing = tmp_path / 'kinetics_val.csv'
+  listing.write_text('label,youtube_id,time_start,time_end,split\n'
+                     'flipping pancake,abcdefghijk,2,4,val\nflipping pancake,bbbbbbbbbbb,0,10,val\n')
+  out = tmp_path / 'out'
+  assert _run('--dataset=kinetics400', f'--input={videos}', f'--output={out}', '--short_side=32',
+              f'--annotations={listing}', '--max_frames=8', '--workers=1') == 0
+  metadata = records.read_metadata(str(out))
+  assert metadata.split_sizes == {'val': 1}
+  assert sorted(_videos(out, 'val')) == ['bbbbbbbbbbb_000000_000010']
+  assert [(f['file'], f['reason']) for f in metadata.failures] == [(
+      'abcdefghijk_000002_000004',
+      'the file is 10.3 s long and the clip it should hold 2 s: an untrimmed video? Store the '
+      "clip's own segment (trim the file to it)")]
+
+
 def test_official_annotations_finding_two_files_of_one_name_report_it_and_go_on(tmp_path):
   """Two copies of a video (e.g. of 23 and 50 frames) under the input root: the first in sorted
   order was stored without a word."""
@@ -1607,6 +1631,55 @@ def _ucf101_folder(root):
     for offset, name in enumerate(('g08_c01', 'g08_c02', 'g01_c01', 'g15_c01')):
       os.symlink(clips[4 * index + offset], root / folder / f'v_{prefix}_{name}.avi')
   return root
+
+
+def test_splits_converted_with_other_clip_settings_are_said_at_conversion_training_and_eval(
+    tmp_path, caplog, capsys):
+  """Train converted at 10 fps and val at the native rate (or with another frame cap) were
+  trained and evaluated together without a word: a clip of 8 frames spans 0.8 s of one and about
+  0.3 s of the other. The converter, training and eval now say so; eval compares with the
+  conversion the checkpoint trained on."""
+  from configs import custom  # pylint: disable=g-import-not-at-top
+  from salinet_jax import checkpoints  # pylint: disable=g-import-not-at-top
+  from salinet_jax import train  # pylint: disable=g-import-not-at-top
+  lists = {'train': 'fight/fi001.mp4,fight\nnoFight/nofi001.mp4,noFight\n',
+           'val': 'fight/fi002.mp4,fight\nnoFight/nofi002.mp4,noFight\n'}
+  for split, rows in lists.items():
+    (tmp_path / f'{split}.csv').write_text('path,label\n' + rows)
+  out = tmp_path / 'out'
+  common = ['--dataset=list', f'--input={FIGHT}', f'--output={out}', '--short_side=32',
+            '--workers=1']
+  assert _run(*common, f'--annotations=train={tmp_path / "train.csv"}', '--fps=10') == 0
+  capsys.readouterr()
+  assert _run(*common, f'--annotations=val={tmp_path / "val.csv"}', '--max_frames=30') == 0
+  assert (f"warning: split 'val' is converted with other clip settings than split 'train' kept "
+          f"in {out} (fps 0.0 against 10.0, max_frames 30 against 0): a model trained on one "
+          'and scored on the other sees clips of other lengths in time; convert them alike.'
+          ) in capsys.readouterr().err
+
+  config = custom.get_config()
+  config.dataset.update(dict(data_dir=str(out), name='list'))
+  config.data.update(dict(num_frames=4, crop_size=32, train_min_scale=32, train_max_scale=32,
+                          eval_short_side=32, eval_crop_size=32))
+  caplog.set_level('WARNING', logger='absl')
+  train.training_engine(config)
+  unlike = (f"Split 'val' of {out} was converted with other clip settings than the train split "
+            "'train' (fps 0.0 against 10.0, max_frames 30 against 0): ")
+  assert unlike + 'the evaluations during training score clips unlike those the model trains on.' \
+      in caplog.text, caplog.text
+  # Eval compares with the conversion the checkpoint trained on, kept in its metadata, after
+  # train was converted again like val.
+  config.checkpoint.async_save = False
+  store = checkpoints.CheckpointStore(str(tmp_path / 'run'), config.checkpoint)
+  store.save(2, {'params': {'w': np.zeros(3)}}, classes=('fight', 'noFight'),
+             records=pipeline.records_identity(config.dataset, ['train', 'val']))
+  store.close()
+  assert _run(*common, f'--annotations=train={tmp_path / "train.csv"}', '--max_frames=30') == 0
+  caplog.clear()
+  train.training_engine(config)
+  assert 'other clip settings' not in caplog.text
+  train.evaluation_engine(config, str(tmp_path / 'run'), 'val')
+  assert unlike + 'the checkpoint is scored on clips unlike those it trained on.' in caplog.text
 
 
 def test_the_converter_counts_the_videos_official_folds_share_and_runs_warn_of_them(tmp_path,

@@ -53,6 +53,7 @@ after a full disk too).
 """
 
 import argparse
+import collections
 import math
 import os
 import sys
@@ -98,6 +99,31 @@ def _replaced_conversions(before, plan, args) -> List[str]:
   return lines
 
 
+def _clip_settings_unlike_kept_splits(before, plan, args) -> List[str]:
+  """A line per split this run converts with other clip settings (records.CLIP_SETTINGS) than
+  splits it keeps in the output: a model trained on one is scored on clips spanning other
+  lengths of time in the other (training and eval say so too)."""
+  from data import records  # pylint: disable=g-import-not-at-top,redefined-outer-name
+  if before is None:
+    return []
+  conversions = before.extra.get('conversion', {})
+  kept = [split for split in sorted(before.split_sizes) if split not in plan.splits]
+  lines = []
+  for split in sorted(plan.splits):
+    unlike = collections.defaultdict(list)
+    for other in kept:
+      differences = records.clip_settings_differences(
+          settings_of(args), (conversions.get(other) or {}).get('settings'))
+      if differences:
+        unlike[', '.join(differences)].append(repr(other))
+    lines += [f"split {split!r} is converted with other clip settings than split"
+              f"{'s' if len(others) > 1 else ''} {', '.join(others)} kept in {os.path.abspath(args.output)} "
+              f'({differences}): a model trained on one and scored on the other sees clips of '
+              'other lengths in time; convert them alike.'
+              for differences, others in unlike.items()]
+  return lines
+
+
 def convert(args) -> Optional['records.DatasetMetadata']:
   """Runs a whole conversion for parsed arguments; returns the written metadata (None for
   --dry_run). Splits other than this run's, already in the output, are kept."""
@@ -115,7 +141,8 @@ def convert(args) -> Optional['records.DatasetMetadata']:
   for line in (plan.warnings + official_class_warnings(plan, args) + coverage_warnings(plan)
                + unlabelled_warnings(plan)
                + share_warnings(plan, args)
-               + frame_rate_warnings(plan, args) + _replaced_conversions(before, plan, args)):
+               + frame_rate_warnings(plan, args) + _replaced_conversions(before, plan, args)
+               + _clip_settings_unlike_kept_splits(before, plan, args)):
     print(f'warning: {line}', file=sys.stderr)
   if args.dry_run:
     return None

@@ -32,6 +32,7 @@ class Item:
   kind: str = 'video'  # 'video' | 'frames'
   num_frames: int = 0  # frames: count from the list (0: read until a gap)
   missing: str = ''  # why the source was not found
+  clip_seconds: float = 0.0  # the clip's length where its file may hold more (0: not checked)
 
 
 @dataclasses.dataclass
@@ -110,8 +111,19 @@ def plan_kinetics(args) -> Plan:
                     f'but are converted as split {split!r}: check the split=path given.'
                     for other, count in sorted(listed.items()) if other != split)
     # The recorded filename is the clip name: it is how Kinetics clips are identified.
-    splits[split] = files.attach_sources(_entries_to_items(entries), index, stems_of)
+    splits[split] = _clip_lengths_of_files_named_by_id(
+        files.attach_sources(_entries_to_items(entries), index, stems_of))
   return Plan(args.name or args.dataset, classes, splits, warnings=warnings)
+
+
+def _clip_lengths_of_files_named_by_id(items: List[Item]) -> List[Item]:
+  """Sets `clip_seconds` of the Kinetics clips found as a file named by their YouTube id alone:
+  such a download may be the whole video, not the clip (decoding refuses it if it is longer)."""
+  for item in items:
+    youtube_id, start, end = ann.parse_kinetics_clip_name(item.filename)
+    if item.source and os.path.basename(item.source).split('.', 1)[0] == youtube_id:
+      item.clip_seconds = float(end - start)
+  return items
 
 
 def plan_mini_kinetics(args) -> Plan:
@@ -136,9 +148,9 @@ def plan_mini_kinetics(args) -> Plan:
   for split, path in lists.items():
     parsed = ann.parse_mini_kinetics(path, csvs, classes)
     classes = classes or parsed.classes
-    splits[split] = files.attach_sources(
+    splits[split] = _clip_lengths_of_files_named_by_id(files.attach_sources(
         _entries_to_items(parsed.entries), index,
-        lambda item: (item.filename, ann.parse_kinetics_clip_name(item.filename)[0]))
+        lambda item: (item.filename, ann.parse_kinetics_clip_name(item.filename)[0])))
   return Plan(args.name or 'mini_kinetics', tuple(classes), splits)
 
 

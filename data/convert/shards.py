@@ -32,7 +32,7 @@ def _decode_options(args, item: Item) -> Dict[str, Any]:
                 jpeg_quality=args.jpeg_quality, fps=args.frames_fps, max_frames=args.max_frames)
   return dict(fps=args.fps or None, short_side=args.short_side, jpeg_quality=args.jpeg_quality,
               max_frames=args.max_frames, interpolation=args.interpolation,
-              threads=args.decode_threads)
+              threads=args.decode_threads, clip_seconds=item.clip_seconds)
 
 
 def settings_of(args) -> Dict[str, Any]:
