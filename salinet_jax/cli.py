@@ -81,9 +81,13 @@ def _parse_flags(argv: List[str]) -> List[str]:
 
 
 # The config groups (or GROUP.FIELD) only some modes read (training evaluates the weights it
-# trains, so it restores no eval.checkpoint), and the predict settings only windows read.
+# trains, so it restores no eval.checkpoint; features average a video's views and draw no
+# pictures), and the predict settings only windows read.
 MODES_OF_CONFIG_FIELDS = {'predict': ('predict',), 'features': ('features',),
-                          'eval.checkpoint': ('eval', 'predict', 'features')}
+                          'eval.checkpoint': ('eval', 'predict', 'features'),
+                          'eval.view_reduction': ('train', 'eval', 'predict'),
+                          'eval.view_scores': ('train', 'eval', 'predict'),
+                          'eval.num_visualizations': ('eval', 'predict')}
 WINDOW_SETTINGS = ('stride_seconds', 'window_batch', 'timeline_classes')
 
 
@@ -91,8 +95,9 @@ def unread_override(config, argv: List[str], mode: str) -> str:
   """The first `--config.GROUP.FIELD` override in `argv` that nothing reads, said as the error to
   print; '' if none: a loss or optimizer field the config's loss, optimizer or schedule does not
   read (l1_weight with cross_entropy, adam_b1 with sgd, step_boundaries with a cosine), a
-  `predict` or `features` field in another `mode`, `eval.checkpoint` in training, or a window
-  setting without a window. Each changed nothing, without a word."""
+  `predict` or `features` field in another `mode`, `eval.checkpoint` in training or predict
+  through an export, view settings or pictures in features, or a window setting without a
+  window. Each changed nothing, without a word."""
   from salinet_jax import losses  # pylint: disable=g-import-not-at-top
   from salinet_jax import optim  # pylint: disable=g-import-not-at-top
   opt = config.optimizer
@@ -106,6 +111,11 @@ def unread_override(config, argv: List[str], mode: str) -> str:
       return (f'--config.{group}.{field} is read by --mode={", ".join(modes[:-1])}'
               f'{" or " if len(modes) > 1 else ""}{modes[-1]} only, not by --mode={mode}: add '
               'the mode it was meant for, or leave it out.')
+    if group == 'eval' and field == 'checkpoint' and mode == 'predict' and \
+        config.predict.exported:
+      return ('--config.eval.checkpoint is not read by predict through an export '
+              f'(config.predict.exported={config.predict.exported!r}): it predicts with the '
+              'weights exported; leave one of them out.')
     if group == 'predict':
       if field in WINDOW_SETTINGS and not config.predict.window_seconds > 0:
         return (f'--config.predict.{field} is read by windowed predict only '

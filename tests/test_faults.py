@@ -983,6 +983,19 @@ def test_an_override_of_another_modes_settings_is_refused(tiny_data_dir, tmp_pat
   for mode in ('eval', 'predict', 'features'):
     assert cli.unread_override(config, ['--config.eval.checkpoint=best'], mode) == ''
   assert cli.unread_override(config, ['--config.eval.view_reduction=mean'], 'train') == ''
+  # Features average a video's views and draw no pictures; predict through an export restores
+  # no checkpoint (audit: each was accepted and changed nothing).
+  for field in ('view_reduction=max', 'view_scores=softmax', 'num_visualizations=3'):
+    assert cli.unread_override(config, [f'--config.eval.{field}'], 'features').startswith(
+        f'--config.eval.{field.split("=")[0]} is read by --mode=')
+  assert cli.unread_override(config, ['--config.eval.num_visualizations=3'], 'train') != ''
+  assert cli.unread_override(config, ['--config.eval.num_visualizations=3'], 'predict') == ''
+  config.predict.exported = '/exports/stablehlo'
+  assert cli.unread_override(config, ['--config.eval.checkpoint=best'], 'predict') == (
+      "--config.eval.checkpoint is not read by predict through an export "
+      "(config.predict.exported='/exports/stablehlo'): it predicts with the weights exported; "
+      'leave one of them out.')
+  config.predict.exported = ''
   config.predict.window_seconds = 4.0
   assert cli.unread_override(config, ['--config.predict.stride_seconds=2'], 'predict') == ''
   assert cli.unread_override(config, ['--config.predict.exported=x'], 'predict') == ''
