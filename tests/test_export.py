@@ -13,6 +13,7 @@ import csv
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -594,6 +595,20 @@ def test_a_checkpoint_of_another_run_is_recorded_as_that_runs(trained, tmp_path,
   assert cli.main(['export'], _flags(workdir=hara, output=salinet, checkpoint=step,
                                      overwrite=True)) == 1
   assert 'is or holds the workdir' in capsys.readouterr().err
+
+
+def test_split_or_num_videos_beside_video_files_are_refused(trained, tmp_path):
+  """--split and --num_videos pick the eval-split videos that certify an export: beside --video
+  (the files given certify it) they were accepted and ignored, a split that does not exist
+  included."""
+  _, workdir = trained('hara')
+  for given in (dict(split='no_such_split'), dict(num_videos=1)):
+    with pytest.raises(export.ExportError, match=re.escape(
+        '--split and --num_videos choose the eval-split videos that certify the export; with '
+        '--video the files given do: leave out --split and --num_videos, or --video.')):
+      export.export(workdir, str(tmp_path / 'out'), ['stablehlo'], videos=[str(PANCAKE)],
+                    **given)
+  assert not (tmp_path / 'out').exists()
 
 
 def test_a_damaged_newest_step_is_called_corrupt_and_the_intact_ones_named(trained, tmp_path):

@@ -37,10 +37,11 @@ def define_flags(values: flags.FlagValues = flags.FLAGS) -> flags.FlagValues:
                       flag_values=values)
   flags.DEFINE_multi_string('video', [], 'Certify on the views of these video files instead of '
                             'the eval split (repeatable).', flag_values=values)
-  flags.DEFINE_integer('num_videos', 8, 'Eval-split videos whose views certify the export.',
+  flags.DEFINE_integer('num_videos', None, 'Eval-split videos whose views certify the export '
+                       f'(default {exporter.certificate.DEFAULT_NUM_VIDEOS}; not with --video).',
                        flag_values=values)
-  flags.DEFINE_string('split', None, 'Split of the parity clips (default: the eval split).',
-                      flag_values=values)
+  flags.DEFINE_string('split', None, 'Split of the parity clips (default: the eval split; not '
+                      'with --video).', flag_values=values)
   flags.DEFINE_bool('overwrite', False, 'Replace an earlier export in --output (only an '
                     'export: never a workdir or other files).', flag_values=values)
   flags.DEFINE_float('tolerance', None, 'Certificate tolerance (default 1e-4 for float32, 1e-2 '

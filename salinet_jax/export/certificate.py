@@ -78,17 +78,22 @@ def _file_videos(config, paths: Sequence[str], decoding: Dict[str, Any]):
   return videos
 
 
-def parity_clips(config, videos: Sequence[str] = (), num_videos: int = 8,
+# Eval-split videos whose views certify an export where no video files are given.
+DEFAULT_NUM_VIDEOS = 8
+
+
+def parity_clips(config, videos: Sequence[str] = (), num_videos: Optional[int] = None,
                  split: Optional[str] = None, decoding: Optional[Dict[str, Any]] = None
                  ) -> Clips:
   """The eval views of `videos` files (decoded as the records were: `decoding`), or of the
-  first `num_videos` videos of the eval split."""
+  first `num_videos` (default DEFAULT_NUM_VIDEOS) videos of `split` (default: the eval
+  split)."""
   if videos:
     found = _file_videos(config, videos, decoding or {})
     source = f'--video: {len(videos)} file(s)'
   else:
     split = split or config.dataset.eval_split
-    found = _split_videos(config, split, num_videos)
+    found = _split_videos(config, split, num_videos or DEFAULT_NUM_VIDEOS)
     source = f'eval split {split!r}: first {len(found)} video(s)'
   if not found:
     raise ExportError(f'No clips for the parity check: split {split!r} is empty; pass --video.')

@@ -184,10 +184,13 @@ def _move_into_place(staging: str, output: str) -> None:
 
 def export(workdir: str, output: str, formats: Any = formats_lib.FORMATS, *,
            checkpoint: str = 'latest', batch: Any = 'dynamic', videos: Sequence[str] = (),
-           num_videos: int = 8, overwrite: bool = False, tolerance: Optional[float] = None,
+           num_videos: Optional[int] = None, overwrite: bool = False,
+           tolerance: Optional[float] = None,
            platforms: Sequence[str] = (), benchmark: int = 0,
            split: Optional[str] = None) -> Dict[str, Any]:
   """Exports checkpoint `checkpoint` of `workdir` into `output`; returns export.json's content.
+  The export is certified on the views of `videos` files, else of the first `num_videos`
+  (default certificate.DEFAULT_NUM_VIDEOS) videos of `split` (default: the eval split).
 
   Raises ExportError (nothing written) on bad arguments or a workdir without a usable
   checkpoint, ParityError (nothing written) when a format exceeds its tolerance. A format that
@@ -205,7 +208,11 @@ def export(workdir: str, output: str, formats: Any = formats_lib.FORMATS, *,
   if tolerance is not None and not tolerance >= 0:  # NaN too
     raise ExportError(f'--tolerance must be 0 or more, got {tolerance:g}.')
   formats_lib.require_packages(formats)
-  if num_videos < 1:
+  if videos and (split is not None or num_videos is not None):
+    raise ExportError('--split and --num_videos choose the eval-split videos that certify the '
+                      'export; with --video the files given do: leave out --split and '
+                      '--num_videos, or --video.')
+  if num_videos is not None and num_videos < 1:
     raise ExportError(f'--num_videos must be positive, got {num_videos}.')
   start = time.perf_counter()
   run = source.restore(workdir, checkpoint)
