@@ -79,6 +79,7 @@ def _one_video(predictor, step, path: str, target: str, per_view: bool) -> Dict[
   except video_io.VideoError as e:
     result['error'] = str(e)
     logging.warning('%s: no features: %s', path, e)
+    predict_lib.remove_earlier_outputs(path, [target])
     return result
   batch = next(predictor.batches(decoded.jpegs, decoded.fps, os.path.basename(path)))
   batch.pop('filename')

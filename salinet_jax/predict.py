@@ -257,6 +257,8 @@ def predict(config: ml_collections.ConfigDict, workdir: str, video_paths: Sequen
     except video_io.VideoError as e:
       result['error'] = str(e)
       logging.warning('%s: cannot be predicted: %s', path, e)
+      if windowed:
+        remove_earlier_outputs(path, timeline.output_files(os.path.join(output_dir, name)))
       continue
     result.update(ok=True, top5=predictor.top(probs))
     print(f'{path}:' + (' (mean over its windows)' if windowed else ''))
@@ -269,6 +271,17 @@ def predict(config: ml_collections.ConfigDict, workdir: str, video_paths: Sequen
   logging.info('Wrote %s: %d predicted, %d failed%s.', csv_path, len(results) - failed, failed,
                replaced)
   return results
+
+
+def remove_earlier_outputs(video: str, paths: Sequence[str]) -> None:
+  """Removes those of `paths` (a video's own output files) that an earlier run wrote, saying
+  so: this run could not score the video, and its index says that beside them."""
+  earlier = [path for path in paths if os.path.isfile(path)]
+  for path in earlier:
+    os.remove(path)
+  if earlier:
+    logging.warning('%s: removed %s, written for it by an earlier run.', video,
+                    ', '.join(earlier))
 
 
 def replaced_note(path: str) -> str:

@@ -197,6 +197,11 @@ def predict_windows(predictor, path: str, output_stem: str) -> np.ndarray:
   return probs.mean(axis=0)
 
 
+def output_files(output_stem: str) -> List[str]:
+  """The timeline json and PNG that `predict_windows` writes for `output_stem`."""
+  return [output_stem + TIMELINE_SUFFIX + extension for extension in ('.json', '.png')]
+
+
 def _write(predictor, path: str, output_stem: str, spans, probs: np.ndarray,
            rate: float, size: int) -> None:
   """The timeline json (windows of `size` whole frames at `rate`, fewer than asked in a video
@@ -210,14 +215,15 @@ def _write(predictor, path: str, output_stem: str, spans, probs: np.ndarray,
                     'top5': [[classes[k], float(row[k])] for k in top]})
   config = predictor.config.predict
   stride = window_frames(config.stride_seconds, rate)
-  with data_errors.replacing(stem + '.json') as f:
+  json_path, png_path = output_files(output_stem)
+  with data_errors.replacing(json_path) as f:
     json.dump({'video': path, 'checkpoint': predictor.source, 'frame_rate': rate,
                'window_frames': size, 'stride_frames': stride,
                'window_seconds': round(size / rate, 3), 'stride_seconds': round(stride / rate, 3),
                'asked': {'window_seconds': config.window_seconds,
                          'stride_seconds': config.stride_seconds},
                'windows': entries}, f, indent=1)
-  _plot(stem + '.png', spans, probs, classes, config.timeline_classes, os.path.basename(path))
+  _plot(png_path, spans, probs, classes, config.timeline_classes, os.path.basename(path))
   logging.info('%s: %d windows, timeline in %s.json and .png', path, len(spans), stem)
 
 
