@@ -23,6 +23,7 @@ with data_errors.ctrl_c_while_starting(__name__):
   from absl import app
   from absl import flags
   from clu import parameter_overview
+  import flax
   from ml_collections import config_flags
 
   from data import datasets
@@ -41,7 +42,8 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Experiment config file.', lock_config=True)
 flags.DEFINE_bool('json', False, 'Print one machine-readable JSON object instead of a table.')
 flags.DEFINE_bool('count_norm', False, 'Also count BatchNorm (2 FLOPs per element, fvcore style).')
-flags.DEFINE_bool('params', False, 'Also print every parameter (clu.parameter_overview table).')
+flags.DEFINE_bool('params', False, 'Also print every parameter (clu.parameter_overview table; '
+                  'with --json, its "parameters" field).')
 flags.DEFINE_bool('recipe', False, 'Print the recipe card instead of the model report.')
 flags.DEFINE_integer('video_frames', 0, 'Recipe card: frames of a video whose test clip frame '
                      'indices to list.', lower_bound=0)
@@ -126,11 +128,20 @@ def main(argv):
       print(json.dumps(card) if FLAGS.json else recipe.format_card(card))
       return
     report = model_report(FLAGS.config, FLAGS.count_norm)
-    print(json.dumps(report) if FLAGS.json else format_report(report))
+    params = None
     if FLAGS.params:
       config = FLAGS.config
       model = build_model(config.model, report['num_classes'], config.dtype)
       params = models.abstract_variables(model, inputs.clip_shape(config.data))['params']
+    if FLAGS.json:  # one object: the parameters, asked for, go inside it
+      if params is not None:
+        report['parameters'] = {
+            name: {'shape': list(p.shape), 'dtype': str(p.dtype), 'size': int(p.size)}
+            for name, p in flax.traverse_util.flatten_dict(params, sep='/').items()}
+      print(json.dumps(report))
+      return
+    print(format_report(report))
+    if params is not None:
       print(parameter_overview.get_parameter_overview(params, include_stats=False))
 
 

@@ -18,16 +18,20 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def test_info_command_reports_k400_salinet_size_and_cost():
-  """Run as a user runs it (no JAX_PLATFORMS): JAX's backend probing stays off the console."""
+  """Run as a user runs it (no JAX_PLATFORMS): JAX's backend probing stays off the console.
+  With --params, --json printed the parameter table after the JSON: not one JSON object."""
   env = {k: v for k, v in os.environ.items() if k != 'JAX_PLATFORMS'}
   env['TF_CPP_MIN_LOG_LEVEL'] = '2'
   proc = subprocess.run([sys.executable, '-m', 'salinet_jax.info',
-                         '--config=configs/k400_salinet.py', '--json'], cwd=REPO_ROOT, env=env,
-                        capture_output=True, text=True, timeout=300)
+                         '--config=configs/k400_salinet.py', '--json', '--params'],
+                        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert 'Unable to initialize backend' not in proc.stderr, proc.stderr[-3000:]
-  report = json.loads(proc.stdout.strip().splitlines()[-1])
+  report = json.loads(proc.stdout)
   assert report['params'] == 46_534_276
+  assert sum(p['size'] for p in report['parameters'].values()) == report['params']
+  assert report['parameters']['head/fc/kernel'] == {'shape': [2048, 400], 'dtype': 'float32',
+                                                    'size': 2048 * 400}
   assert report['views']['train']['gflops'] == pytest.approx(57.4, abs=1.5)
   assert report['views']['test']['gflops'] == pytest.approx(76.2, abs=2.0)
   assert set(report['params_by_group']) == {'backbone', 'ssf', 'tsfp', 'fusion', 'head'}
