@@ -231,6 +231,10 @@ def predict(config: ml_collections.ConfigDict, workdir: str, video_paths: Sequen
   else:
     predictor = Predictor(config, workdir)
   windowed = config.predict.window_seconds > 0
+  if windowed and stride > window:
+    logging.warning('config.predict.stride_seconds=%g is longer than window_seconds=%g: %g s of '
+                    'every %g s of each video are in no window (neither in its timeline nor in '
+                    'its top-5).', stride, window, stride - window, stride)
   if windowed and config.eval.num_visualizations:  # the demo configs ask for pictures: info
     logging.info('config.eval.num_visualizations=%d: windowed predict draws its timelines, '
                  'not pictures of what the model looked at (predict whole videos for those).',

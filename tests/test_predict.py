@@ -196,6 +196,24 @@ def test_a_video_that_fails_now_keeps_no_outputs_of_an_earlier_run(trained, tmp_
             'for it by an earlier run.') in caplog.text
 
 
+@pytest.mark.skipif(not PANCAKE.exists(), reason=f'shared test data not found at {PANCAKE}')
+def test_windows_further_apart_than_they_are_long_are_said_to_leave_gaps(trained, tmp_path,
+                                                                         caplog):
+  """A stride of 3 s with windows of 0.5 s scored a sixth of the video, and its top-5 (the mean
+  over the windows) was given for the whole video without a word."""
+  config, workdir = trained
+  windowed = config.copy_and_resolve_references()
+  windowed.predict.window_seconds, windowed.predict.stride_seconds = 0.5, 3.0
+  assert predict.predict(windowed, workdir, [str(PANCAKE)], str(tmp_path / 'out'))[0]['ok']
+  assert ('config.predict.stride_seconds=3 is longer than window_seconds=0.5: 2.5 s of every 3 s '
+          'of each video are in no window (neither in its timeline nor in its top-5).'
+          ) in caplog.text
+  caplog.clear()
+  windowed.predict.stride_seconds = 0.5
+  assert predict.predict(windowed, workdir, [str(PANCAKE)], str(tmp_path / 'out'))[0]['ok']
+  assert 'in no window' not in caplog.text
+
+
 def test_a_checkpoint_without_class_names_is_refused_clearly(trained, tmp_path):
   config, workdir = trained
   copy = tmp_path / 'old_run'
