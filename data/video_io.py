@@ -208,11 +208,14 @@ _SHORTFALL_SECONDS = 1.0
 
 
 def _timing_warnings(timestamps: Sequence[Optional[float]], times: Sequence[float], timing: str,
-                     rate: float, declared: float, complete: bool) -> List[str]:
+                     rate: float, declared: float, complete: bool,
+                     later: Sequence[Optional[float]] = ()) -> List[str]:
   """Lines about a decoded video's length and timing that its records cannot show: decoded
   well short of the declared length (`complete`: every frame was decoded), or timed by frame
   count where its timestamps, sorted, are unevenly spaced (a variable frame rate, where the
-  count gives other times than the video shows; B-frame AVIs are even and say nothing)."""
+  count gives other times than the video shows; B-frame AVIs are even and say nothing). `later`:
+  the times of frames after those kept (a cut), those below the kept ones' filling the gaps
+  that B-frames leave in a cut's times."""
   lines = []
   frame = frame_duration(times, rate, 1e-6) or 1.0 / (rate or ASSUMED_FPS)
   # Declared lengths count from the stream's start or from 0 (a stream starting late): the
@@ -223,7 +226,9 @@ def _timing_warnings(timestamps: Sequence[Optional[float]], times: Sequence[floa
                  'file may be truncated (kept as decoded)')
   if timing == TIMING_DECODER_ORDER and len(timestamps) > 2 and all(
       t is not None for t in timestamps):
-    sorted_gaps = np.diff(np.sort(np.asarray(timestamps, np.float64)))
+    last = max(timestamps)
+    spaced = list(timestamps) + [t for t in later if t is not None and t < last]
+    sorted_gaps = np.diff(np.sort(np.asarray(spaced, np.float64)))
     positive = sorted_gaps[sorted_gaps > 0]
     if positive.size and positive.max() > 1.5 * positive.min():
       first = next(i for i in range(1, len(timestamps)) if timestamps[i] <= timestamps[i - 1])
@@ -391,6 +396,20 @@ def resample_times(times: Sequence[float], fps: float, frame_duration: float,
 CLIP_SLACK_SECONDS = 2.0
 
 
+def _times_of_the_next_frames(decoded: Iterator[Tuple[Optional[float], Any, int]]
+                              ) -> List[Optional[float]]:
+  """The timestamps of up to _TIMING_LOOKAHEAD more frames of `decoded` (`iter_frames`), fewer
+  where the file ends or cannot be decoded there (the frames before are whole): B-frames carry
+  the times of frames decoded after them, which the spacing of a cut's times lacks."""
+  times = []
+  try:
+    for t, _, _ in itertools.islice(decoded, _TIMING_LOOKAHEAD - 1):
+      times.append(t)
+  except VideoError:
+    pass
+  return times
+
+
 def decode_video(path: str, *, fps: Optional[float] = None, short_side: int = DEFAULT_SHORT_SIDE,
                  jpeg_quality: int = DEFAULT_JPEG_QUALITY, max_frames: int = 0,
                  interpolation: str = DEFAULT_INTERPOLATION, threads: int = 1,
@@ -430,15 +449,18 @@ def decode_video(path: str, *, fps: Optional[float] = None, short_side: int = DE
   frames: List[Any] = []  # jpeg bytes, or (small, resized) arrays while resampling
   rotation = 0
   shape = (0, 0)
-  for t, rgb, rotation in iter_frames(path, short_side=short_side, interpolation=interpolation,
-                                      threads=threads):
+  later: List[Optional[float]] = []  # times of frames past a cut, to judge the spacing by
+  decoded = iter_frames(path, short_side=short_side, interpolation=interpolation,
+                        threads=threads)
+  for t, rgb, rotation in decoded:
+    if max_frames and not resample and len(frames) >= max_frames:
+      later = [t] + _times_of_the_next_frames(decoded)
+      break
     shape = rgb.shape[:2]
     # Resampling needs the time of every frame before choosing: keep the arrays then and encode
     # only the chosen ones; otherwise encode right away.
     timestamps.append(t)
     frames.append(rgb if resample else encode_jpeg(rgb, jpeg_quality))
-    if max_frames and not resample and len(frames) >= max_frames:
-      break
   if not frames:
     raise VideoError('no video frames decoded (empty or zero-frame video)')
   if len(frames) == 1 and max_frames != 1:
@@ -449,7 +471,7 @@ def decode_video(path: str, *, fps: Optional[float] = None, short_side: int = DE
   num_decoded = len(frames)
   warnings = pixel_shape + _timing_warnings(
       timestamps, times, timing, source_fps, declared,
-      complete=resample or not max_frames or num_decoded < max_frames)
+      complete=resample or not max_frames or not later, later=later)
   if resample:
     rounding = tolerance if timing == TIMING_CONTAINER else 1e-6
     duration = frame_duration(times, source_fps, rounding) or 1.0 / (source_fps or fps)

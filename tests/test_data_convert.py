@@ -1273,6 +1273,25 @@ def _write_video_with_a_longer_audio_track(path, video_seconds=1, audio_seconds=
       container.mux(packet)
 
 
+@pytest.mark.parametrize('max_frames', [8, 16])
+def test_b_frames_cut_by_max_frames_are_not_called_a_variable_frame_rate(max_frames):
+  """The first frames of a B-frame AVI carry decode-order times with gaps where later frames'
+  times go: cut with --max_frames, the constant 25 fps file was warned about as a variable
+  frame rate. A variable-rate file cut alike still is (tested below)."""
+  video = video_io.decode_video(str(CODEC / 'bframes_h264.avi'), short_side=32,
+                                max_frames=max_frames)
+  assert video.timing == video_io.TIMING_DECODER_ORDER and len(video.jpegs) == max_frames
+  assert video.warnings == []
+
+
+def test_a_variable_frame_rate_cut_by_max_frames_is_still_said(tmp_path):
+  path = tmp_path / 'vfr.mkv'
+  _write_vfr_video_with_a_repeated_timestamp(path)
+  for max_frames in (0, 20):  # its 20th frame repeats a time: timed by count
+    warnings = video_io.decode_video(str(path), short_side=32, max_frames=max_frames).warnings
+    assert any('unevenly spaced (a variable frame rate?)' in w for w in warnings), warnings
+
+
 def test_videos_kept_short_of_their_length_or_timed_by_count_are_warned_about(tmp_path, capsys):
   """A Matroska file cut to half its bytes was stored as 150 of its 310 frames, and a
   variable-rate video with one repeated timestamp was timed by its frame count (0.8 s of its
