@@ -877,6 +877,10 @@ def test_split_picks_one_of_the_splits_several_annotation_files_give(tmp_path, c
           ) in capsys.readouterr().err
   assert _run(*common, f'--annotations={train}', '--split=val') == 0  # names an unnamed list
   assert "videos per split {'val': 2}" in capsys.readouterr().err
+  # A video listed in both splits is refused whichever one is converted (review).
+  val.write_text('path,label\nfight/fi001.mp4,fight\nnoFight/nofi002.mp4,noFight\n')
+  assert _run(*common, f'--annotations=train={train},val={val}', '--split=val') == 2
+  assert "error: 1 video(s) are listed more than once: " in capsys.readouterr().err
 
 
 def test_converting_a_group_split_again_without_it_is_refused(tmp_path, capsys):
@@ -1456,6 +1460,20 @@ def test_integer_labels_of_a_csv_list_index_the_class_list_and_mixed_labels_are_
               '--workers=1') == 0
   assert {name: stored[:2] for name, stored in _videos(out, 'train').items()} == {
       p: (label, f'class{label}') for p, label in rows}
+  # Counted from 1 (as UCF101's lists are): --label_index_base=1, which the hint names, applies
+  # (review: it was refused for CSV lists); beside name labels it would be ignored: refused.
+  from_one = tmp_path / 'from_one.csv'
+  from_one.write_text('path,label\n' + ''.join(f'{p},{label + 1}\n' for p, label in rows))
+  plan = _plan('--dataset=list', f'--input={FIGHT}', f'--annotations=train={from_one}',
+               f'--output={tmp_path / "c"}', f'--class_list={classes}', '--label_index_base=1')
+  assert {i.filename: i.label_index for i in plan.splits['train']} == dict(rows)
+  named = tmp_path / 'named.csv'
+  named.write_text('path,label\nfight/fi001.mp4,fight\nnoFight/nofi001.mp4,noFight\n')
+  capsys.readouterr()
+  assert _run('--dataset=list', f'--input={FIGHT}', f'--annotations=train={named}',
+              f'--output={tmp_path / "d"}', '--label_index_base=1', '--dry_run') == 2
+  assert ('error: --label_index_base=1 counts integer labels, and the labels of '
+          f'{named} are class names: it would be ignored.') in capsys.readouterr().err
 
   capsys.readouterr()
   mixed_csv = tmp_path / 'mixed.csv'

@@ -267,11 +267,10 @@ def _refuse_flags_the_kind_ignores(args) -> None:
                           f'--dataset={args.dataset} it would be ignored.')
   if args.dataset == 'list' and args.annotations:
     csv = any(path.lower().endswith('.csv') for _, path in split_specs(args.annotations, 'list'))
-    other_format = given(('label_index_base',) if csv else ('path_column', 'label_column'))
+    other_format = given(('path_column', 'label_column')) if not csv else []
     if other_format:
-      raise ConversionError(f'{only_apply(other_format)} to '
-                            + ('plain list files (CSV lists name their labels)' if csv else
-                               'CSV lists (with a header)') + ': it would be ignored.')
+      raise ConversionError(f'{only_apply(other_format)} to CSV lists (with a header): it would '
+                            'be ignored.')
 
 
 def coverage_warnings(plan) -> List[str]:

@@ -317,6 +317,13 @@ def _label_names(parsed: Iterable[Tuple[str, ann.Annotations]]) -> Dict[str, Tup
   return {path: tuple(a.classes) for path, a in parsed if a.entries}
 
 
+def _refuse_an_index_base_for_names(named: Dict[str, Tuple[str, ...]], index_base: int) -> None:
+  """--label_index_base counts integer labels: beside files of name labels it is ignored."""
+  if index_base and named and all(named.values()):
+    raise ConversionError(f'--label_index_base={index_base} counts integer labels, and the labels '
+                          f'of {", ".join(named)} are class names: it would be ignored.')
+
+
 def _names_of_the_labels(named: Dict[str, Tuple[str, ...]]) -> Tuple[str, ...]:
   """The sorted class names that list files label their videos with, from `named` (each file's
   label names, none where its labels are integers). Files of integer labels need --class_list,
@@ -389,6 +396,7 @@ def plan_list(args) -> Plan:
     parse = lambda path, classes: ann.parse_list_file(  # noqa: E731
         path, classes, args.label_index_base)
   named = _label_names((path, parse(path, None)) for _, path in specs)
+  _refuse_an_index_base_for_names(named, args.label_index_base)
   if classes is None:  # the sorted union over every file keeps indices consistent
     classes = _names_of_the_labels(named)
   for split, path in specs:
@@ -423,6 +431,7 @@ def plan_frames(args) -> Plan:
   classes = _read_class_list(args)
   named = _label_names((path, ann.parse_tsn_list(path, None, index_base=args.label_index_base))
                        for _, path in specs)
+  _refuse_an_index_base_for_names(named, args.label_index_base)
   if classes is None:
     classes = _names_of_the_labels(named)
   root = os.path.abspath(args.input)
@@ -506,6 +515,8 @@ def make_plan(args) -> Plan:
     raise ConversionError(f'--dataset must be one of {KINDS}, got {args.dataset!r}.')
   _check_split_arguments(args)
   plan = _planned(args)
+  # A video listed in two splits is one whether or not both are converted now.
+  _handle_videos_listed_twice(plan, args.dataset)
   if args.split:  # the one split to convert (with a group split, one side of it, drawn whole)
     plan.splits = {split: items for split, items in plan.splits.items() if split == args.split}
   if not plan.classes:
@@ -524,7 +535,6 @@ def make_plan(args) -> Plan:
                           f'annotations give ({", ".join(sorted(every))}).')
   if not plan.splits:
     raise ConversionError('Nothing to convert: no split selected.')
-  _handle_videos_listed_twice(plan, args.dataset)
   plan.warnings.extend(_classes_differing_in_case_only(plan.classes))
   if args.dataset in USER_LIST_KINDS and not args.class_list:
     plan.warnings.extend(_classes_one_typo_apart(plan))
