@@ -11,15 +11,16 @@ from typing import Dict, FrozenSet, Iterator, List, Tuple
 
 
 def walk(root: str, hidden: bool = False) -> Iterator[Tuple[str, List[str], List[str]]]:
-  """`os.walk(root)` (top-down, sorted; hidden folders only with `hidden`), following links to
-  folders, except those that lead back to a folder on the way down to them. The caller may
-  prune the yielded folder names in place, as with os.walk."""
+  """`os.walk(root)` (top-down, sorted; hidden folders only with `hidden`, and then not through
+  a hidden link: `.current -> .` holds the tree's own videos), following links to folders,
+  except those that lead back to a folder on the way down to them. The caller may prune the
+  yielded folder names in place, as with os.walk."""
   chains: Dict[str, FrozenSet[str]] = {root: frozenset([os.path.realpath(root)])}
   for parent, dirnames, filenames in os.walk(root, followlinks=True):
     above = chains.pop(parent, frozenset())
     kept = []
     for name in sorted(dirnames):
-      if name.startswith('.') and not hidden:
+      if name.startswith('.') and (not hidden or os.path.islink(os.path.join(parent, name))):
         continue
       real = os.path.realpath(os.path.join(parent, name))
       if real not in above:

@@ -61,8 +61,8 @@ def find_videos(paths: Sequence[str], mode: str = 'predict') -> List[str]:
                    ', '.join(os.path.basename(o) for o in others[:5])
                    + (', ...' if len(others) > 5 else ''))
     if hidden:
-      logging.warning('%s: leaving out %d hidden video file(s) (%s); rename any to score so that '
-                      'no part of its path starts with a dot.', path, len(hidden),
+      logging.warning('%s: leaving out %d hidden video file(s) (%s); rename any to include so '
+                      'that no part of its path starts with a dot.', path, len(hidden),
                       ', '.join(os.path.relpath(h, path) for h in hidden[:5])
                       + (', ...' if len(hidden) > 5 else ''))
     if not found:

@@ -155,10 +155,12 @@ def test_hidden_videos_of_a_folder_are_named_when_left_out(tmp_path, caplog):
   (tmp_path / 'videos' / '.old').mkdir(parents=True)
   for name in ('a.mp4', '.b.mp4', '.old/c.mp4'):
     (tmp_path / 'videos' / name).write_bytes(b'x')
+  (tmp_path / 'videos' / '.current').symlink_to('.', target_is_directory=True)  # no hidden video
+  (tmp_path / 'videos' / '.old' / '.up').symlink_to('..', target_is_directory=True)
   folder = str(tmp_path / 'videos')
   assert predict.find_videos([folder]) == [f'{folder}/a.mp4']
   assert (f'{folder}: leaving out 2 hidden video file(s) (.b.mp4, .old/c.mp4); rename any to '
-          'score so that no part of its path starts with a dot.') in caplog.text
+          'include so that no part of its path starts with a dot.') in caplog.text
 
 
 def test_features_mode_refuses_an_export(trained, tmp_path):

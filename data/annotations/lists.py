@@ -157,16 +157,12 @@ def _hidden_videos_outside_class_folders(root: str, exts: Set[str]) -> List[str]
   """The files of an extension in `exts` hidden directly in `root` or below its hidden folders
   (relative to `root`): a class folder's are found while walking it."""
   found = []
-  for name in os.listdir(root):
-    path = os.path.join(root, name)
-    if not name.startswith('.'):
-      continue
-    if os.path.isdir(path):
-      for parent, _, filenames in tree.walk(path, hidden=True):
-        found += [os.path.relpath(os.path.join(parent, n), root) for n in filenames
-                  if os.path.splitext(n)[1].lower() in exts]
-    elif os.path.splitext(name)[1].lower() in exts:
-      found.append(name)
+  for parent, dirnames, filenames in tree.walk(root, hidden=True):
+    if parent == root:
+      dirnames[:] = [d for d in dirnames if d.startswith('.')]
+      filenames = [n for n in filenames if n.startswith('.')]
+    found += [os.path.relpath(os.path.join(parent, n), root) for n in filenames
+              if os.path.splitext(n)[1].lower() in exts]
   return found
 
 
