@@ -261,8 +261,8 @@ def predict(config: ml_collections.ConfigDict, workdir: str, video_paths: Sequen
     except video_io.VideoError as e:
       result['error'] = str(e)
       logging.warning('%s: cannot be predicted: %s', path, e)
-      if windowed:
-        remove_earlier_outputs(path, timeline.output_files(os.path.join(output_dir, name)))
+      remove_earlier_outputs(path, timeline.output_files(os.path.join(output_dir, name)) + [
+          visualize.picture_path(os.path.join(output_dir, os.path.dirname(name)), 0, name)])
       continue
     result.update(ok=True, top5=predictor.top(probs))
     print(f'{path}:' + (' (mean over its windows)' if windowed else ''))

@@ -148,7 +148,7 @@ def write_visualizations(model, variables, batch: Dict[str, np.ndarray], directo
   paths = []
   for i in range(count):
     name = os.path.basename(batch['filename'][i].decode('utf-8', 'replace')) or f'video{i}'
-    path = os.path.join(directory, f'{first + i:03d}_{name}.png')
+    path = picture_path(directory, first + i, name)
     label = int(batch['label'][i])
     predicted = int(np.argmax(probabilities[i]))
     title = (f'{name}: predicted {classes[predicted]} ({probabilities[i, predicted]:.2f}, '
@@ -197,6 +197,11 @@ class EvalPictures:
 
 
 @functools.cache
+def picture_path(directory: str, index: int, name: str) -> str:
+  """Where the picture of the `index`-th video drawn into `directory`, `name`, goes."""
+  return os.path.join(directory, f'{index:03d}_{os.path.basename(name)}.png')
+
+
 def say_nothing_to_draw(model_name: str) -> None:
   """Once per model: the pictures asked for (config.eval.num_visualizations) are not coming."""
   logging.warning('config.eval.num_visualizations: %s has no saliency mask or detail windows '

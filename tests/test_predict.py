@@ -176,8 +176,9 @@ def test_features_mode_refuses_an_export(trained, tmp_path):
 
 @pytest.mark.skipif(not PANCAKE.exists(), reason=f'shared test data not found at {PANCAKE}')
 def test_a_video_that_fails_now_keeps_no_outputs_of_an_earlier_run(trained, tmp_path, caplog):
-  """Features (and a windowed predict's timeline) of a video an earlier run scored stayed beside
-  an index saying that this run could not read it: a glob of *.npy read the old features."""
+  """Features (and a predict's timeline or picture) of a video an earlier run scored stayed
+  beside an index saying that this run could not read it: a glob of *.npy read the old
+  features."""
   config, workdir = trained
   folder, out = tmp_path / 'videos', tmp_path / 'out'
   folder.mkdir()
@@ -186,12 +187,16 @@ def test_a_video_that_fails_now_keeps_no_outputs_of_an_earlier_run(trained, tmp_
   windowed = config.copy_and_resolve_references()
   windowed.predict.window_seconds = 4.0
   assert predict.predict(windowed, workdir, [str(folder)], str(out))[0]['ok']
-  written = ['clip.mkv.npy', 'clip.mkv.timeline.json', 'clip.mkv.timeline.png']
+  pictured = config.copy_and_resolve_references()
+  pictured.eval.num_visualizations = 1
+  assert predict.predict(pictured, workdir, [str(folder)], str(out))[0]['ok']
+  written = ['clip.mkv.npy', 'clip.mkv.timeline.json', 'clip.mkv.timeline.png',
+             '000_clip.mkv.png']
   assert all((out / name).exists() for name in written)
   (folder / 'clip.mkv').write_bytes(b'no longer a video')
   caplog.clear()
   assert not features.extract(config, workdir, [str(folder)], str(out))[0]['ok']
-  assert not predict.predict(windowed, workdir, [str(folder)], str(out))[0]['ok']
+  assert not predict.predict(config, workdir, [str(folder)], str(out))[0]['ok']
   assert not any((out / name).exists() for name in written)
   for removed in (written[:1], written[1:]):
     assert (f'{folder / "clip.mkv"}: removed {", ".join(str(out / n) for n in removed)}, written '
