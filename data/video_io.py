@@ -396,6 +396,15 @@ def resample_times(times: Sequence[float], fps: float, frame_duration: float,
 CLIP_SLACK_SECONDS = 2.0
 
 
+def _longer_than_its_clip(seconds: float, clip_seconds: float) -> Optional[str]:
+  """Why a video of `seconds` is not the clip of `clip_seconds` (0: not known) it should hold;
+  None where it may be."""
+  if clip_seconds and seconds > clip_seconds + CLIP_SLACK_SECONDS:
+    return (f'the file is {seconds:.1f} s long and the clip it should hold {clip_seconds:g} s: '
+            "an untrimmed video? Store the clip's own segment (trim the file to it)")
+  return None
+
+
 def _times_of_the_next_frames(decoded: Iterator[Tuple[Optional[float], Any, int]]
                               ) -> List[Optional[float]]:
   """The timestamps of up to _TIMING_LOOKAHEAD more frames of `decoded` (`iter_frames`), fewer
@@ -436,11 +445,10 @@ def decode_video(path: str, *, fps: Optional[float] = None, short_side: int = DE
   source_fps, tolerance = _average_rate(stream), _tolerance(stream)
   coded = (int(stream.codec_context.height or 0), int(stream.codec_context.width or 0))
   declared = _declared_seconds(container, stream)
-  if clip_seconds and declared > clip_seconds + CLIP_SLACK_SECONDS:
+  too_long = _longer_than_its_clip(declared, clip_seconds)
+  if too_long:
     container.close()
-    raise VideoError(f'the file is {declared:.1f} s long and the clip it should hold '
-                     f'{clip_seconds:g} s: an untrimmed video? Store the clip\'s own segment '
-                     '(trim the file to it)')
+    raise VideoError(too_long)
   pixel_shape = _pixel_shape_warnings(stream)
   container_format = container.format.name
   container.close()
@@ -469,9 +477,15 @@ def decode_video(path: str, *, fps: Optional[float] = None, short_side: int = DE
     raise VideoError(f'a single frame{still}, not a video')
   times, timing = frame_times(timestamps, source_fps)
   num_decoded = len(frames)
+  complete = resample or not max_frames or not later  # every frame decoded
+  if complete and not declared:  # a length the file does not declare: the decoded one
+    too_long = _longer_than_its_clip(times[-1] - times[0] + (
+        frame_duration(times, source_fps, 1e-6) or 1.0 / (source_fps or ASSUMED_FPS)),
+                                     clip_seconds)
+    if too_long:
+      raise VideoError(too_long)
   warnings = pixel_shape + _timing_warnings(
-      timestamps, times, timing, source_fps, declared,
-      complete=resample or not max_frames or not later, later=later)
+      timestamps, times, timing, source_fps, declared, complete=complete, later=later)
   if resample:
     rounding = tolerance if timing == TIMING_CONTAINER else 1e-6
     duration = frame_duration(times, source_fps, rounding) or 1.0 / (source_fps or fps)

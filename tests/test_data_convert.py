@@ -1091,6 +1091,17 @@ def test_a_kinetics_file_named_by_its_youtube_id_and_longer_than_its_clip_is_a_f
       "clip's own segment (trim the file to it)")]
 
 
+def test_a_video_that_declares_no_length_is_held_to_its_clip_by_the_length_decoded(monkeypatch):
+  """A file declaring no length (several streams, none with its duration) passed the untrimmed
+  check (review): the length decoded is compared instead."""
+  monkeypatch.setattr(video_io, '_declared_seconds', lambda container, stream: 0.0)
+  with pytest.raises(video_io.VideoError, match=r'^the file is 10\.3 s long and the clip it '
+                     r'should hold 2 s: an untrimmed video\?'):
+    video_io.decode_video(str(CODEC / 'flipping_a_pancake.mkv'), short_side=32, clip_seconds=2)
+  assert len(video_io.decode_video(str(CODEC / 'flipping_a_pancake.mkv'), short_side=32,
+                                   clip_seconds=10).jpegs) == 310
+
+
 def test_official_annotations_finding_two_files_of_one_name_report_it_and_go_on(tmp_path):
   """Two copies of a video (e.g. of 23 and 50 frames) under the input root: the first in sorted
   order was stored without a word."""

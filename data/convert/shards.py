@@ -57,7 +57,8 @@ class ShardJob:
 def _fingerprint(plan: Plan, split: str, items: Sequence[Item], settings: Dict[str, Any],
                  index: int, num_shards: int) -> str:
   text = json.dumps([plan.name, list(plan.classes), split, index, num_shards, settings,
-                     [(i.filename, i.label_index, i.source, i.kind, i.num_frames) for i in items]],
+                     [(i.filename, i.label_index, i.source, i.kind, i.num_frames)
+                      + ((i.clip_seconds,) if i.clip_seconds else ()) for i in items]],
                     sort_keys=True)
   return hashlib.sha1(text.encode()).hexdigest()
 
