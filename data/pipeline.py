@@ -285,12 +285,12 @@ def clip_settings_warning(dataset_config, evaluated: str, consequence: str,
       'settings')
   if trained_settings is None:
     trained_settings = settings(train_split)
-  differences = records.clip_settings_differences(settings(evaluated), trained_settings)
-  if not differences:
+  unlike = records.unlike_clip_settings(evaluated, settings(evaluated), train_split,
+                                       trained_settings)
+  if not unlike:
     return None
   return (f'Split {evaluated!r} of {records_directory(dataset_config)} was converted with other '
-          f'clip settings than the train split {train_split!r} ({", ".join(differences)}): '
-          f'{consequence}.')
+          f'clip settings than the train split {train_split!r} ({unlike}): {consequence}.')
 
 
 def enlarging_warnings(dataset_config, data_config, train_split: Optional[str] = None,

@@ -133,18 +133,25 @@ def split_changes(then: Mapping[str, Any], now: Mapping[str, Any]) -> List[str]:
   return changes
 
 
-# The conversion settings that change what a clip of the records spans: its frames' rate (a
-# frame folder's, the rate its frames were taken at) and the cap on their number.
-CLIP_SETTINGS = ('fps', 'frames_fps', 'max_frames')
+# The conversion settings that change what a clip of the records spans: the rate its frames
+# were resampled to (0: every native frame) and the cap on their number (0: none).
+CLIP_SETTINGS = ('fps', 'max_frames')
 
 
-def clip_settings_differences(settings: Optional[Mapping[str, Any]],
-                              others: Optional[Mapping[str, Any]]) -> List[str]:
-  """'NAME A against B' for each of CLIP_SETTINGS that two splits' conversion settings give
-  differently; none where either side does not know."""
+def unlike_clip_settings(name: str, settings: Optional[Mapping[str, Any]], other: str,
+                         others: Optional[Mapping[str, Any]]) -> str:
+  """'NAME: fps native, max_frames 30; OTHER: fps 10, max_frames none' for the CLIP_SETTINGS
+  that the conversion settings of two splits give differently; '' where they agree or either
+  side does not know."""
   settings, others = settings or {}, others or {}
-  return [f'{name} {settings[name]!r} against {others[name]!r}' for name in CLIP_SETTINGS
-          if name in settings and name in others and settings[name] != others[name]]
+  differ = [field for field in CLIP_SETTINGS
+            if field in settings and field in others and settings[field] != others[field]]
+  if not differ:
+    return ''
+  said = {'fps': lambda v: f'{float(v):g}' if v else 'native',
+          'max_frames': lambda v: str(int(v)) if v else 'none'}
+  describe = lambda values: ', '.join(f'{f} {said[f](values[f])}' for f in differ)  # noqa: E731
+  return f'{name}: {describe(settings)}; {other}: {describe(others)}'
 
 
 def _few(names: Sequence[str], count: int = 5) -> str:

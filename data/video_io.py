@@ -525,8 +525,10 @@ def _refuse_a_gap(directory: str, template: str, start_index: int, missing: int)
 def _refuse_frames_before_the_start(directory: str, template: str, start_index: int) -> None:
   """Frames numbered below `start_index` (a folder counting from 0 read from 1) would be left out
   without a word: an error naming the start the folder uses."""
-  lower = next((i for i in range(start_index)
-                if os.path.exists(os.path.join(directory, template.format(i)))), None)
+  if not start_index:
+    return
+  names = set(os.listdir(directory))  # one listing, not a look-up per index below the start
+  lower = next((i for i in range(start_index) if template.format(i) in names), None)
   if lower is not None:
     raise VideoError(f'frame {template.format(lower)} comes before {template.format(start_index)}'
                      f', the first one read (start index {start_index}): it would be left out; '

@@ -116,6 +116,11 @@ def unread_override(config, argv: List[str], mode: str) -> str:
       return ('--config.eval.checkpoint is not read by predict through an export '
               f'(config.predict.exported={config.predict.exported!r}): it predicts with the '
               'weights exported; leave one of them out.')
+    if (group, field, mode) == ('eval', 'num_visualizations', 'predict') and \
+        config.predict.window_seconds > 0:
+      return ('--config.eval.num_visualizations is not read by windowed predict '
+              f'(config.predict.window_seconds={config.predict.window_seconds:g}), which draws '
+              'timelines: predict whole videos for pictures, or leave it out.')
     if group == 'predict':
       if field in WINDOW_SETTINGS and not config.predict.window_seconds > 0:
         return (f'--config.predict.{field} is read by windowed predict only '

@@ -1078,7 +1078,8 @@ def test_a_kinetics_file_named_by_its_youtube_id_and_longer_than_its_clip_is_a_f
   shutil.copy(CODEC / 'flipping_a_pancake.mkv', videos / 'bbbbbbbbbbb.mkv')  # another file
   listing = tmp_path / 'kinetics_val.csv'
   listing.write_text('label,youtube_id,time_start,time_end,split\n'
-                     'flipping pancake,abcdefghijk,2,4,val\nflipping pancake,bbbbbbbbbbb,0,10,val\n')
+                     'flipping pancake,abcdefghijk,2,4,val\n'
+                     'flipping pancake,bbbbbbbbbbb,0,10,val\n')
   out = tmp_path / 'out'
   assert _run('--dataset=kinetics400', f'--input={videos}', f'--output={out}', '--short_side=32',
               f'--annotations={listing}', '--max_frames=8', '--workers=1') == 0
@@ -1704,9 +1705,9 @@ def test_splits_converted_with_other_clip_settings_are_said_at_conversion_traini
   capsys.readouterr()
   assert _run(*common, f'--annotations=val={tmp_path / "val.csv"}', '--max_frames=30') == 0
   assert (f"warning: split 'val' is converted with other clip settings than split 'train' kept "
-          f"in {out} (fps 0.0 against 10.0, max_frames 30 against 0): a model trained on one "
-          'and scored on the other sees clips of other lengths in time; convert them alike.'
-          ) in capsys.readouterr().err
+          f"in {out} (val: fps native, max_frames 30; train: fps 10, max_frames none): a model "
+          'trained on one and scored on the other sees clips of other lengths in time; convert '
+          'them alike.') in capsys.readouterr().err
 
   config = custom.get_config()
   config.dataset.update(dict(data_dir=str(out), name='list'))
@@ -1715,7 +1716,7 @@ def test_splits_converted_with_other_clip_settings_are_said_at_conversion_traini
   caplog.set_level('WARNING', logger='absl')
   train.training_engine(config)
   unlike = (f"Split 'val' of {out} was converted with other clip settings than the train split "
-            "'train' (fps 0.0 against 10.0, max_frames 30 against 0): ")
+            "'train' (val: fps native, max_frames 30; train: fps 10, max_frames none): ")
   assert unlike + 'the evaluations during training score clips unlike those the model trains on.' \
       in caplog.text, caplog.text
   # Eval compares with the conversion the checkpoint trained on, kept in its metadata, after

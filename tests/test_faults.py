@@ -990,6 +990,12 @@ def test_an_override_of_another_modes_settings_is_refused(tiny_data_dir, tmp_pat
         f'--config.eval.{field.split("=")[0]} is read by --mode=')
   assert cli.unread_override(config, ['--config.eval.num_visualizations=3'], 'train') != ''
   assert cli.unread_override(config, ['--config.eval.num_visualizations=3'], 'predict') == ''
+  config.predict.window_seconds = 2.0
+  assert cli.unread_override(config, ['--config.eval.num_visualizations=3'], 'predict') == (
+      '--config.eval.num_visualizations is not read by windowed predict '
+      '(config.predict.window_seconds=2), which draws timelines: predict whole videos for '
+      'pictures, or leave it out.')
+  config.predict.window_seconds = 0.0
   config.predict.exported = '/exports/stablehlo'
   assert cli.unread_override(config, ['--config.eval.checkpoint=best'], 'predict') == (
       "--config.eval.checkpoint is not read by predict through an export "

@@ -53,7 +53,6 @@ after a full disk too).
 """
 
 import argparse
-import collections
 import math
 import os
 import sys
@@ -100,8 +99,8 @@ def _replaced_conversions(before, plan, args) -> List[str]:
 
 
 def _clip_settings_unlike_kept_splits(before, plan, args) -> List[str]:
-  """A line per split this run converts with other clip settings (records.CLIP_SETTINGS) than
-  splits it keeps in the output: a model trained on one is scored on clips spanning other
+  """A line per split this run converts with other clip settings (records.CLIP_SETTINGS) than a
+  split it keeps in the output: a model trained on one is scored on clips spanning other
   lengths of time in the other (training and eval say so too)."""
   from data import records  # pylint: disable=g-import-not-at-top,redefined-outer-name
   if before is None:
@@ -110,17 +109,14 @@ def _clip_settings_unlike_kept_splits(before, plan, args) -> List[str]:
   kept = [split for split in sorted(before.split_sizes) if split not in plan.splits]
   lines = []
   for split in sorted(plan.splits):
-    unlike = collections.defaultdict(list)
     for other in kept:
-      differences = records.clip_settings_differences(
-          settings_of(args), (conversions.get(other) or {}).get('settings'))
-      if differences:
-        unlike[', '.join(differences)].append(repr(other))
-    lines += [f"split {split!r} is converted with other clip settings than split"
-              f"{'s' if len(others) > 1 else ''} {', '.join(others)} kept in {os.path.abspath(args.output)} "
-              f'({differences}): a model trained on one and scored on the other sees clips of '
-              'other lengths in time; convert them alike.'
-              for differences, others in unlike.items()]
+      unlike = records.unlike_clip_settings(split, settings_of(args), other,
+                                            (conversions.get(other) or {}).get('settings'))
+      if unlike:
+        lines.append(f'split {split!r} is converted with other clip settings than split '
+                     f'{other!r} kept in {os.path.abspath(args.output)} ({unlike}): a model '
+                     'trained on one and scored on the other sees clips of other lengths in '
+                     'time; convert them alike.')
   return lines
 
 
