@@ -437,9 +437,9 @@ def decode_video(path: str, *, fps: Optional[float] = None, short_side: int = DE
 
   Raises:
     VideoError: missing/empty/unreadable file, no video stream, a decoding error, no frames, a
-      single frame (a still image named like a video) unless max_frames is 1, or a file that
-      declares itself longer than `clip_seconds` by more than CLIP_SLACK_SECONDS (an untrimmed
-      video: its frames are not the clip's).
+      single frame (a still image named like a video) unless max_frames is 1, or a file longer
+      (as it declares, else as decoded) than `clip_seconds` by more than CLIP_SLACK_SECONDS (an
+      untrimmed video: its frames are not the clip's).
   """
   container, stream = _open(path, threads)
   source_fps, tolerance = _average_rate(stream), _tolerance(stream)
