@@ -196,12 +196,12 @@ class EvalPictures:
     return f'Wrote {len(self.paths)} pictures to {self.directory}{short}.'
 
 
-@functools.cache
 def picture_path(directory: str, index: int, name: str) -> str:
   """Where the picture of the `index`-th video drawn into `directory`, `name`, goes."""
   return os.path.join(directory, f'{index:03d}_{os.path.basename(name)}.png')
 
 
+@functools.cache
 def say_nothing_to_draw(model_name: str) -> None:
   """Once per model: the pictures asked for (config.eval.num_visualizations) are not coming."""
   logging.warning('config.eval.num_visualizations: %s has no saliency mask or detail windows '
