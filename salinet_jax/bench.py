@@ -19,10 +19,11 @@ max over K steps after warm-up), clips/s, lower and compile time, peak memory (h
 process: the whole process's peak, its peak up to the end of compilation, and the peak of the
 steps alone (warm-up and timed), counted from the RSS they start from; on accelerators also the
 device's peak bytes in use), the compiled step's memory analysis (arguments, outputs,
-temporaries, and their total: what `config.remat` saves), FLOPs per step from XLA's cost
-analysis of the compiled step (every device's, every micro-batch's) and MFU against the
-device's peak for the dtype the model computes in (`unknown` on CPU), and the load average
-before and after.
+temporaries, and their total: what `config.remat` saves), FLOPs per step (every device's,
+every micro-batch's) from XLA's cost analysis of the compiled step and from the traced step's
+convolutions and matrix products (`model_flops_per_step`, which XLA's misses where it hands
+them to cuDNN), MFU of the latter against the device's peak for the dtype the model computes
+in (`unknown` on CPU), and the load average before and after.
 
 --compare=torch runs the PyTorch counterpart of the same architecture (tests/torch_models.py:
 R3D/Hara 3D ResNets, NL-I3D-R50, SaliNet, S2DNet with its TSM-MobileNetV2 and TSM-ResNet-50) on
@@ -171,6 +172,7 @@ class JaxWorkload:
     import jax  # pylint: disable=g-import-not-at-top
     from data import host_malloc  # pylint: disable=g-import-not-at-top
     from salinet_jax import engine  # pylint: disable=g-import-not-at-top
+    from salinet_jax import flops as flops_lib  # pylint: disable=g-import-not-at-top
     from salinet_jax import inputs  # pylint: disable=g-import-not-at-top
     from salinet_jax import parallel  # pylint: disable=g-import-not-at-top
 
@@ -203,11 +205,18 @@ class JaxWorkload:
       state = None  # evaluation keeps the variables only, as main.py's eval and predict modes do
       host_malloc.trim()  # and hands the freed memory back, as Engine.restore_variables does
     start = time.perf_counter()
-    lowered = step.lower(*self.args)
+    traced = step.trace(*self.args)
+    lowered = traced.lower()
     self.lower_time_s = time.perf_counter() - start
     start = time.perf_counter()
     self.compiled = lowered.compile(compiler_options)
     self.compile_time_s = time.perf_counter() - start
+    # The step's convolutions and matrix products as traced (every device's, every
+    # micro-batch's; two FLOPs a multiply-add, as XLA counts): the FLOPs that MFU counts. The
+    # compiled program's own count leaves out what XLA hands to libraries (cuDNN's convolutions
+    # are custom calls on GPUs), and the lowered program's has no FLOPs there.
+    macs = sum(flops_lib.jaxpr_macs(traced.jaxpr).values())
+    self.model_flops = 2.0 * macs if macs else None
 
   def step(self) -> None:
     out = self.compiled(*self.args)
@@ -449,12 +458,14 @@ def run(config, *, config_path: str, mode: str, batch: Optional[int], steps: int
   result['flops_per_step'] = flops
   result['flops_per_device_step'] = (per_device * accumulation if per_device is not None
                                      else None)
+  model_flops = workload.model_flops
+  result['model_flops_per_step'] = model_flops
   peak = peak_flops(device.device_kind, compute)
   result['peak_flops_per_s'] = peak
-  result['mfu'] = (round(flops / result['step_time_median_s'] / peak / jax.device_count(), 4)
-                   if peak and flops else 'unknown')
-  result['achieved_gflops_per_s'] = (round(flops / result['step_time_median_s'] / 1e9, 2)
-                                     if flops else None)
+  result['mfu'] = (round(model_flops / result['step_time_median_s'] / peak / jax.device_count(),
+                         4) if peak and model_flops else 'unknown')
+  result['achieved_gflops_per_s'] = (round(model_flops / result['step_time_median_s'] / 1e9, 2)
+                                     if model_flops else None)
   result['tensorflow_imported'] = 'tensorflow' in sys.modules
   if torch_child is not None:
     torch_result = torch_child.finish()

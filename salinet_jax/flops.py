@@ -112,6 +112,11 @@ def count_macs(fn: Callable, *args, **kwargs) -> Dict[Tuple[Tuple[str, ...], str
   """{(name-stack path, 'conv'|'dot_general'): MACs} of `fn(*args, **kwargs)`, traced abstractly."""
   with nn.override_named_call(True), fast_conv.disabled():  # the textbook operations
     closed = jax.make_jaxpr(lambda *a: fn(*a, **kwargs))(*args)
+  return jaxpr_macs(closed)
+
+
+def jaxpr_macs(closed) -> Dict[Tuple[Tuple[str, ...], str], int]:
+  """`count_macs` of a traced program (a ClosedJaxpr, e.g. a jitted step's `.trace(...).jaxpr`)."""
   counts = collections.Counter()
   _walk(closed.jaxpr, (), 1, counts)
   return dict(counts)

@@ -85,6 +85,13 @@ def test_flops_count_every_micro_batch_and_memory_totals_count_temporaries():
   halves = bench.run(config, config_path='demo', mode='train', batch=4, steps=1, warmup=1)
   assert halves['flops_per_step'] == pytest.approx(whole['flops_per_step'], rel=0.1)
   assert halves['flops_counted'].startswith('one micro-batch x grad_accumulation_steps=2')
+  # MFU's numerator counts the step's convolutions and matrix products as traced: on a GPU the
+  # compiled program's count leaves out the convolutions cuDNN runs (SaliNet K400 b8 on an
+  # H200: 68 GFLOPs a step, MFU 0.0018). Every micro-batch counts, and the backward pass (about
+  # twice the forward's).
+  assert halves['model_flops_per_step'] == pytest.approx(whole['model_flops_per_step'], rel=0.01)
+  forward = bench.run(config, config_path='demo', mode='eval', batch=4, steps=1, warmup=1)
+  assert 2.5 < whole['model_flops_per_step'] / forward['model_flops_per_step'] < 3.3
   memory = whole['memory_analysis']
   assert memory['step_total_mib'] == pytest.approx(
       memory['argument_size_mib'] + memory['output_size_mib'] - memory['alias_size_mib']
@@ -130,6 +137,7 @@ def test_flops_per_step_counts_every_device_and_one_thread_is_one_core(tmp_path)
   assert (one['num_devices'], two['num_devices'], one['cores']) == (1, 2, 1)
   assert two['flops_per_step'] == pytest.approx(one['flops_per_step'], rel=0.02)
   assert two['flops_per_device_step'] == pytest.approx(one['flops_per_step'] / 2, rel=0.02)
+  assert two['model_flops_per_step'] == pytest.approx(one['model_flops_per_step'], rel=0.02)
   (tmp_path / 'a_file').write_text('')
   process = subprocess.run(command + [f'--output={tmp_path}/a_file/line.json'], cwd=REPO_ROOT,
                            env=subprocess_env(), capture_output=True, text=True, check=False,
