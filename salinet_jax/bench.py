@@ -30,7 +30,10 @@ R3D/Hara 3D ResNets, NL-I3D-R50, SaliNet, S2DNet with its TSM-MobileNetV2 and TS
 the same shapes, its steps interleaved with JAX's (A/B pairs, so a load change on a shared
 machine hits both), in a child process that imports neither JAX nor TensorFlow (so the frameworks'
 thread pools never share a process, and the child's peak RSS is PyTorch's); the line then also
-holds `torch` and the JAX/PyTorch ratios. PyTorch is a
+holds `torch` and the JAX/PyTorch ratios. PyTorch runs where JAX does: on the CPU in float32
+(--dtype=float32), on a CUDA GPU in the JAX step's compute dtype through PyTorch AMP (autocast),
+with TF32 as JAX's default precision has it, cuDNN's autotuner, and GPU peaks compared (JAX then
+takes GPU memory as it needs it, not 75% up front). PyTorch is a
 test/benchmark dependency only (requirements-test.txt).
 
 Over 400 lines because the command, its workloads and the result record are one tool; the PyTorch
@@ -285,17 +288,37 @@ def summary(times: List[Tuple[float, float, float]], batch: int) -> Dict[str, An
           'system_time_median_s': round(statistics.median([s for _, _, s in times]), 4)}
 
 
+def torch_device_settings(backend: str, compute: str,
+                          matmul_precision: Optional[str]) -> Dict[str, Any]:
+  """Where and in what precision the PyTorch counterpart runs, for JAX on `backend` computing
+  in `compute`: on the CPU in float32; on a GPU as PyTorch AMP in `compute` (plain float32
+  otherwise), with TF32 as JAX's `matmul_precision` (jax_default_matmul_precision) has it."""
+  if backend == 'cpu':
+    if compute != 'float32':
+      raise errors.UserError(f'--compare=torch runs PyTorch in float32 on the CPU: the JAX side '
+                             f'would compute in {compute}; compare with --dtype=float32.')
+    return {'device': 'cpu', 'autocast': None, 'tf32': False}
+  if backend in ('gpu', 'cuda', 'rocm'):
+    return {'device': 'cuda', 'autocast': None if compute == 'float32' else compute,
+            'tf32': matmul_precision not in ('highest', 'float32')}
+  raise errors.UserError(f'--compare=torch runs PyTorch on the CPU or a CUDA GPU, beside JAX on '
+                         f'the same backend; this one is {backend}.')
+
+
 def torch_spec(config, mode: str, batch: int, frames: int, size: int, num_classes: int,
-               threads: Optional[int]) -> Dict[str, Any]:
-  """The JSON description of the PyTorch counterpart's workload (tests/torch_models.py)."""
+               threads: Optional[int], warmup: int = 1,
+               device: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+  """The JSON description of the PyTorch counterpart's workload (tests/torch_models.py);
+  `device` is torch_device_settings' (the CPU in float32 when None)."""
   model = config.model.to_dict()
   opt = config.optimizer
   return {
       'arch': model.pop('name'), 'model': model, 'mode': mode, 'batch': batch,
       'frames': frames, 'size': size, 'num_classes': num_classes, 'seed': config.seed,
-      'threads': threads or os.cpu_count(), 'warmup': 1,
+      'threads': threads or os.cpu_count(), 'warmup': warmup,
       'optimizer': {'lr': opt.base_learning_rate, 'momentum': opt.momentum,
                     'nesterov': opt.nesterov, 'weight_decay': opt.weight_decay},
+      **(device or {'device': 'cpu', 'autocast': None, 'tf32': False}),
   }
 
 
@@ -310,9 +333,12 @@ class TorchChild:
     if importlib.util.find_spec('torch') is None:
       raise errors.UserError('--compare=torch needs PyTorch: pip install -r '
                              'requirements-test.txt')
+    import tempfile  # pylint: disable=g-import-not-at-top
+    # A file, not a pipe: warnings the child writes as it runs could fill a pipe nobody reads.
+    self.stderr = tempfile.TemporaryFile('w+')
     self.process = subprocess.Popen(
         [sys.executable, TORCH_MODELS, json.dumps(spec), '--serve'], stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE, stderr=self.stderr, text=True)
     self.ready = self._read()
     if 'error' in self.ready:
       self.process.wait()
@@ -322,7 +348,9 @@ class TorchChild:
     line = self.process.stdout.readline()
     if not line.startswith('{'):
       self.process.kill()
-      stderr = self.process.communicate()[1].strip().splitlines()
+      self.process.wait()
+      self.stderr.seek(0)
+      stderr = self.stderr.read().strip().splitlines()
       raise RuntimeError('the PyTorch child process stopped: ' +
                          (stderr[-1] if stderr else f'exit status {self.process.returncode}'))
     return json.loads(line)
@@ -334,12 +362,13 @@ class TorchChild:
     return self._read()['step_s']
 
   def finish(self) -> Dict[str, Any]:
-    """Ends the child; its version, threads and peak RSS."""
+    """Ends the child; its version, threads, peak RSS and GPU peak (None on the CPU)."""
     self.process.stdin.close()
     final = self._read()
     self.process.wait()
     return {'version': self.ready['torch_version'], 'threads': self.ready['threads'],
-            'peak_rss_mib': final['peak_rss_mib']}
+            'peak_rss_mib': final['peak_rss_mib'],
+            'device_peak_memory_mib': final['device_peak_memory_mib']}
 
 
 def run(config, *, config_path: str, mode: str, batch: Optional[int], steps: int, warmup: int,
@@ -377,10 +406,9 @@ def run(config, *, config_path: str, mode: str, batch: Optional[int], steps: int
   if compare == 'torch' and config.model.name not in TORCH_ARCHS:
     raise errors.UserError(f'--compare=torch: no PyTorch counterpart of model '
                            f'{config.model.name!r} (have {", ".join(TORCH_ARCHS)}).')
-  if compare == 'torch' and compute != 'float32':
-    raise errors.UserError(f'--compare=torch runs PyTorch in float32: the JAX side would compute '
-                           f'in {compute} (config.dtype={config.dtype!r}); compare with '
-                           '--dtype=float32.')
+  torch_device = (torch_device_settings(jax.default_backend(), compute,
+                                        jax.config.jax_default_matmul_precision)
+                  if compare == 'torch' else None)
 
   if warmup < 1:
     raise ValueError('warmup must be >= 1: the peak RSS is read after the warm-up steps.')
@@ -404,6 +432,8 @@ def run(config, *, config_path: str, mode: str, batch: Optional[int], steps: int
       'glibc_tunables': os.environ.get('GLIBC_TUNABLES', ''),
       # A warm cache (JAX_COMPILATION_CACHE_DIR) turns compile_time_s into a load time.
       'compilation_cache_dir': os.environ.get('JAX_COMPILATION_CACHE_DIR', ''),
+      # 'false' on a GPU: device memory taken as needed, leaving room for the PyTorch child.
+      'xla_python_client_preallocate': os.environ.get('XLA_PYTHON_CLIENT_PREALLOCATE', ''),
       'input_shape': [batch, frames, size, size, 3], 'num_classes': num_classes,
       'params': workload.params, 'steps': steps, 'warmup': warmup,
       'cpu_kernels': bool(cpu_kernels and fast_conv.use_cpu_kernels()),
@@ -414,7 +444,8 @@ def run(config, *, config_path: str, mode: str, batch: Optional[int], steps: int
 
   torch_child = None
   if compare == 'torch':
-    spec = torch_spec(config, mode, batch, frames, size, num_classes, threads)
+    spec = torch_spec(config, mode, batch, frames, size, num_classes, threads, warmup,
+                      torch_device)
     torch_child = TorchChild(spec)
 
   if profile_dir:
@@ -472,7 +503,10 @@ def run(config, *, config_path: str, mode: str, batch: Optional[int], steps: int
     torch_result.update(summary(torch_times, batch))
     for key in ('cpu_time_median_s', 'system_time_median_s'):  # the child reports wall-clock
       del torch_result[key]
-    result['torch'] = torch_result
+    result['torch'] = {**torch_device, **torch_result}
+    if torch_result['device_peak_memory_mib'] and result['device_peak_memory_mib']:
+      result['ratio_device_peak_memory_jax_over_torch'] = round(
+          result['device_peak_memory_mib'] / torch_result['device_peak_memory_mib'], 3)
     result['ratio_step_time_jax_over_torch'] = round(
         result['step_time_median_s'] / torch_result['step_time_median_s'], 3)
     if torch_result['peak_rss_mib']:
@@ -540,6 +574,8 @@ def main(argv):
     if not hasattr(os, 'sched_setaffinity'):
       raise app.UsageError('--threads=1 holds the process to one core, which needs Linux.')
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+  if FLAGS.compare == 'torch':  # JAX would take 75% of a GPU's memory up front, not its peak
+    os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
   from salinet_jax import console  # pylint: disable=g-import-not-at-top
   console.setup()  # main.py's console: no backend-probing chatter (starts JAX: flags set above)
   config_arg = [a.split('=', 1)[1] for a in sys.argv if a.startswith('--config=')]

@@ -578,7 +578,7 @@ class S2DSamplerHead(nn.Module):
 
 def gaussian_rows(centres, length: int, eps: float = 1e-7):
   """(K,) centres -> (K, length): exp(-(a - mu)^2 / 2) over a, each row over max(its sum, eps)."""
-  positions = torch.arange(length, dtype=centres.dtype)
+  positions = torch.arange(length, dtype=centres.dtype, device=centres.device)
   weights = torch.exp(-(positions[None, :] - centres[:, None]) ** 2 / 2)
   return weights / torch.clamp(weights.sum(dim=1, keepdim=True), min=eps)
 
@@ -588,27 +588,26 @@ def gaussian_detail_frames(x, valid, offset_t, stride_t, offsets, strides, out_f
   """x (B, N, C, H, W) -> (B, T', C, out, out): temporal filterbank on the valid frames, then
   F_y frame F_x^T per output frame. `fixed`: uniform centres and a central crop at 1 px stride."""
   _, _, _, height, width = x.shape
-  steps = lambda n: torch.arange(n, dtype=x.dtype) - (n - 1) / 2  # noqa: E731
+  steps = lambda n: torch.arange(n, dtype=x.dtype, device=x.device) - (n - 1) / 2  # noqa: E731
   videos = []
   for b, n in enumerate(valid):
-    o_t = torch.zeros((), dtype=x.dtype) if fixed else offset_t[b]
-    s_t = torch.zeros((), dtype=x.dtype) if fixed else stride_t[b]
+    o_t = x.new_zeros(()) if fixed else offset_t[b]
+    s_t = x.new_zeros(()) if fixed else stride_t[b]
     centre = torch.tanh(o_t) * (n - 1) / 2 + (n - 1) / 2
     mu_t = centre + steps(out_frames) * (n / (out_frames - 1) * torch.exp(s_t))
     frames = torch.einsum('in,nchw->ichw', gaussian_rows(mu_t, n), x[b, :n])
-    outputs = []
-    for i in range(out_frames):
-      banks = []
-      for axis, size in ((0, width), (1, height)):
-        if fixed:
-          centre, stride = (size - 1) / 2, 1.0
-        else:
-          centre = torch.tanh(offsets[b, i, axis]) * (size - 1) / 2 + (size - 1) / 2
-          stride = size / (out_size - 1) * torch.exp(strides[b, i, axis])
-        banks.append(gaussian_rows(centre + steps(out_size) * stride, size))
-      f_x, f_y = banks
-      outputs.append(f_y @ frames[i] @ f_x.T)
-    videos.append(torch.stack(outputs))
+    banks = []  # each output frame's F_x, then F_y: (T', out, size)
+    for axis, size in ((0, width), (1, height)):
+      if fixed:
+        centres = x.new_full((out_frames,), (size - 1) / 2)
+        spacing = x.new_ones((out_frames,))
+      else:
+        centres = torch.tanh(offsets[b, :, axis]) * (size - 1) / 2 + (size - 1) / 2
+        spacing = size / (out_size - 1) * torch.exp(strides[b, :, axis])
+      mu = centres[:, None] + steps(out_size)[None, :] * spacing[:, None]
+      banks.append(gaussian_rows(mu.reshape(-1), size).view(out_frames, out_size, size))
+    f_x, f_y = banks
+    videos.append(f_y[:, None] @ frames @ f_x[:, None].transpose(-1, -2))
   return torch.stack(videos)
 
 
@@ -668,7 +667,7 @@ class S2DNetReference(nn.Module):
     """x (B, N, 3, H, W), valid: frames per video -> DNet logits, SNet logits, detail frames."""
     synopsis_frames, synopsis_size, detail_frames, detail_size = self.sizes
     batch = x.shape[0]
-    picked = torch.stack([x[b, torch.linspace(0, n - 1, synopsis_frames).long()]
+    picked = torch.stack([x[b, torch.linspace(0, n - 1, synopsis_frames, device=x.device).long()]
                           for b, n in enumerate(valid)])
     picked = nn.functional.interpolate(picked.flatten(1, 2), size=synopsis_size)
     snet = self.SNet.model

@@ -6,6 +6,7 @@ import functools
 import importlib.util
 import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -115,7 +116,7 @@ def test_flags_the_workload_does_not_read_are_refused():
                      r'--mode=train and eval, not to --mode=inputs'):
     bench.run(tiny_bench_config(), config_path='demo', mode='inputs', batch=2, steps=1, warmup=1,
               dtype='bfloat16', cpu_kernels=False)
-  with pytest.raises(bench.errors.UserError, match=r'--compare=torch runs PyTorch in float32: '
+  with pytest.raises(bench.errors.UserError, match=r'--compare=torch runs PyTorch in float32 on the CPU: '
                      r'the JAX side would compute in bfloat16'):
     bench.run(tiny_bench_config('hara_resnet3d'), config_path='demo', mode='train', batch=2,
               steps=1, warmup=1, dtype='bfloat16', compare='torch')
@@ -183,6 +184,68 @@ def test_torch_child_that_cannot_build_the_model_fails_in_one_line():
   spec['arch'] = 'no_such_arch'
   with pytest.raises(bench.errors.UserError, match='--compare=torch: No PyTorch counterpart'):
     bench.TorchChild(spec)
+
+
+@pytest.mark.skipif(importlib.util.find_spec('torch') is None, reason='needs PyTorch')
+def test_torch_child_that_stops_is_named_by_its_last_error_line():
+  """The child's stderr goes to a file, not a pipe no one reads while it runs (a pipe it fills
+  would stall it); when it stops, its last line is the message."""
+  spec = bench.torch_spec(tiny_bench_config('hara_resnet3d'), 'train', 2, 4, 16, 4, threads=1)
+  spec['num_classes'] = 0  # no label can be drawn: PyTorch raises inside the child
+  with pytest.raises(RuntimeError, match=r"^the PyTorch child process stopped: RuntimeError: "
+                     r"random_ expects 'from' to be less than 'to'"):
+    bench.TorchChild(spec)
+
+
+def test_compare_runs_pytorch_where_jax_runs_with_its_precision():
+  """On a GPU the comparison ran PyTorch on the CPU, and refused bfloat16, so the GPU figures
+  against PyTorch AMP came from a scratch script. PyTorch now runs on the backend JAX runs on:
+  AMP in the compute dtype, TF32 where JAX's default precision computes float32 as TF32."""
+  settings = bench.torch_device_settings
+  assert settings('cpu', 'float32', None) == {'device': 'cpu', 'autocast': None, 'tf32': False}
+  assert settings('gpu', 'bfloat16', None) == {'device': 'cuda', 'autocast': 'bfloat16',
+                                               'tf32': True}
+  assert settings('gpu', 'float32', None) == {'device': 'cuda', 'autocast': None, 'tf32': True}
+  assert settings('gpu', 'float32', 'highest')['tf32'] is False
+  with pytest.raises(bench.errors.UserError, match=r'--compare=torch runs PyTorch in float32 on '
+                     r'the CPU: the JAX side would compute in bfloat16'):
+    settings('cpu', 'bfloat16', None)
+  with pytest.raises(bench.errors.UserError, match=r'--compare=torch runs PyTorch on the CPU or '
+                     r'a CUDA GPU, beside JAX on the same backend; this one is tpu'):
+    settings('tpu', 'bfloat16', None)
+
+
+@pytest.mark.skipif(importlib.util.find_spec('torch') is None, reason='needs PyTorch')
+def test_torch_child_without_the_device_asked_for_fails_in_one_line():
+  import torch  # pylint: disable=g-import-not-at-top
+  if torch.cuda.is_available():
+    pytest.skip('this PyTorch sees a CUDA device: the line for its absence cannot be shown')
+  spec = bench.torch_spec(tiny_bench_config('hara_resnet3d'), 'train', 2, 4, 16, 4, threads=1,
+                          device=bench.torch_device_settings('gpu', 'bfloat16', None))
+  with pytest.raises(bench.errors.UserError, match=r'--compare=torch: PyTorch \S+ here sees no '
+                     r'CUDA device'):
+    bench.TorchChild(spec)
+
+
+@pytest.mark.skipif(importlib.util.find_spec('torch') is None, reason='needs PyTorch')
+@pytest.mark.parametrize('arch,mode', [('hara_resnet3d', 'train'), ('salinet_i3d', 'eval'),
+                                       ('s2dnet', 'eval'), ('s2dnet', 'train')])
+def test_torch_counterparts_make_their_tensors_on_their_inputs_device(arch, mode):
+  """The S2DNet counterpart made tensors on the CPU inside its forward pass, so it failed on a
+  GPU ('Expected all tensors to be on the same device'). PyTorch's meta device, which computes
+  shapes only, stands in for a GPU here: a tensor made on the CPU meets a meta one and fails."""
+  sys.path.insert(0, os.path.join(REPO_ROOT, 'tests'))
+  import torch_models  # pylint: disable=g-import-not-at-top
+  spec = {'arch': arch, 'mode': mode, 'batch': 2, 'frames': 8, 'size': 32, 'num_classes': 6,
+          'threads': 1, 'device': 'meta',
+          'model': {'hara_resnet3d': {'depth': 10, 'width': 4},
+                    'salinet_i3d': {'width': 4, 'stage_blocks': (1, 1, 1, 1)},
+                    's2dnet': {'synopsis_frames': 4, 'synopsis_size': 32, 'detail_frames': 4,
+                               'detail_size': 16, 'dnet_width': 4, 'f_theta_mlp': (8, 4),
+                               'context_features': 4}}[arch]}
+  workload = torch_models.Workload(spec)
+  workload.step()
+  assert {p.device.type for p in workload.model.parameters()} == {'meta'}
 
 
 def test_step_peak_rss_leaves_out_memory_freed_before_the_steps():

@@ -12,7 +12,12 @@ config) so that a child process can rebuild it without importing JAX:
 
     {"arch": "hara_resnet3d" | "i3d_nl" | "salinet_i3d" | "s2dnet", "model": {...config.model},
      "mode": "train" | "eval", "batch": B, "frames": T, "size": S, "num_classes": K,
-     "optimizer": {"lr", "momentum", "nesterov", "weight_decay"}, "threads": N, "seed": 0}
+     "optimizer": {"lr", "momentum", "nesterov", "weight_decay"}, "threads": N, "seed": 0,
+     "device": "cpu" | "cuda", "autocast": null | "bfloat16" | "float16", "tf32": bool}
+
+On "cuda" the step runs under `torch.autocast` in the "autocast" dtype (PyTorch AMP) when one is
+given, with cuDNN's autotuner on and TF32 matmuls and convolutions as "tf32" says, and each
+step's time includes waiting for the GPU.
 
 `python tests/torch_models.py SPEC_JSON [STEPS]` runs that workload's warm-up and STEPS steps and
 prints one JSON line with the step times and the process's peak RSS. `... SPEC_JSON --serve` is
@@ -20,12 +25,13 @@ how the benchmark runs it: one step per `step` line on stdin, so that its steps 
 JAX's while each framework has its own process (neither imports the other, nor TensorFlow).
 """
 
+import contextlib
 import json
 import os
 import statistics
 import sys
 import time
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Optional
 
 import torch
 from torch import nn
@@ -192,6 +198,15 @@ class Workload:
     torch.set_num_threads(int(spec.get('threads') or os.cpu_count()))
     torch.manual_seed(spec.get('seed', 0))
     self.spec = spec
+    self.device = torch.device(spec.get('device', 'cpu'))
+    if self.device.type == 'cuda':
+      if not torch.cuda.is_available():
+        raise ValueError(f'PyTorch {torch.__version__} here sees no CUDA device (a build without '
+                         'CUDA, or CUDA_VISIBLE_DEVICES empty?).')
+      torch.backends.cudnn.benchmark = True
+      torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = bool(
+          spec.get('tf32'))
+    self.autocast = spec.get('autocast')
     self.arch, self.mode = spec['arch'], spec['mode']
     self.model = build_model(spec)
     batch, frames, size = spec['batch'], spec['frames'], spec['size']
@@ -209,6 +224,9 @@ class Workload:
     self.scale = (1.0 / (255.0 * torch.tensor(std))).reshape(stat_shape)
     self.offset = (-torch.tensor(mean) / torch.tensor(std)).reshape(stat_shape)
     self.labels = torch.randint(0, spec['num_classes'], (batch,), generator=gen)
+    self.model.to(self.device)
+    self.video, self.scale, self.offset, self.labels = (
+        t.to(self.device) for t in (self.video, self.scale, self.offset, self.labels))
     self.valid = [frames] * batch
     self.fixed = spec.get('model', {}).get('stage') == 'warmup'
     opt = spec.get('optimizer', {})
@@ -240,6 +258,21 @@ class Workload:
     return ce(self.model(x), self.labels)
 
   def step(self) -> None:
+    """One step, done when it returns (on a GPU too)."""
+    amp = (torch.autocast(self.device.type, dtype=getattr(torch, self.autocast))
+           if self.autocast else contextlib.nullcontext())
+    with amp:
+      self._step()
+    if self.device.type == 'cuda':
+      torch.cuda.synchronize(self.device)
+
+  def device_peak_mib(self) -> Optional[float]:
+    """The peak of PyTorch's allocations on the GPU, or None on the CPU."""
+    if self.device.type != 'cuda':
+      return None
+    return round(torch.cuda.max_memory_allocated(self.device) / 2**20, 1)
+
+  def _step(self) -> None:
     if self.mode == 'train':
       self.optimizer.zero_grad(set_to_none=True)
       loss = self._loss(self._inputs())
@@ -280,7 +313,8 @@ def serve(spec: Dict[str, Any]) -> None:
     if line.strip() != 'step':
       raise ValueError(f'unexpected command {line.strip()!r} (expected "step")')
     print(json.dumps({'step_s': time_steps(workload.step, 1)[0]}), flush=True)
-  print(json.dumps({'peak_rss_mib': round(peak_rss_mib(), 1)}), flush=True)
+  print(json.dumps({'peak_rss_mib': round(peak_rss_mib(), 1),
+                    'device_peak_memory_mib': workload.device_peak_mib()}), flush=True)
 
 
 def main(argv) -> None:
@@ -295,7 +329,8 @@ def main(argv) -> None:
   print(json.dumps({'framework': 'torch', 'torch_version': torch.__version__,
                     'threads': torch.get_num_threads(), 'warmup_s': warmup,
                     'step_time_median_s': statistics.median(times), 'step_times_s': times,
-                    'peak_rss_mib': round(peak_rss_mib(), 1)}))
+                    'peak_rss_mib': round(peak_rss_mib(), 1),
+                    'device_peak_memory_mib': workload.device_peak_mib()}))
 
 
 if __name__ == '__main__':
