@@ -14,7 +14,7 @@ import shutil
 import signal
 import sys
 import threading
-from typing import IO, Any, Iterator, Optional
+from typing import IO, Any, Iterator, Optional, Sequence
 
 # The OS errors of a write refused for space (a full disk, an exceeded quota), which every
 # command reports in one line: not a bug, and nothing the traceback would help with.
@@ -196,6 +196,12 @@ def ctrl_c_while_starting(module: str = '__main__') -> Iterator[None]:
     sys.exit(130)
   finally:
     signal.signal(signal.SIGINT, previous)
+
+
+def first_few(names: Sequence[str], count: int = 5) -> str:
+  """The first `count` of `names` comma-separated, for a message; with how many there are in all
+  where there are more."""
+  return ', '.join(names[:count]) + (f', ... ({len(names)} in all)' if len(names) > count else '')
 
 
 class DataError(Exception):

@@ -281,12 +281,10 @@ def clip_settings_warning(dataset_config, evaluated: str, consequence: str,
   if evaluated == train_split:
     return None
   metadata = records.read_metadata(records_directory(dataset_config))
-  settings = lambda split: (metadata.extra.get('conversion', {}).get(split) or {}).get(  # noqa
-      'settings')
   if trained_settings is None:
-    trained_settings = settings(train_split)
-  unlike = records.unlike_clip_settings(evaluated, settings(evaluated), train_split,
-                                       trained_settings)
+    trained_settings = records.conversion_settings(metadata, train_split)
+  unlike = records.unlike_clip_settings(evaluated, records.conversion_settings(metadata, evaluated),
+                                       train_split, trained_settings)
   if not unlike:
     return None
   return (f'Split {evaluated!r} of {records_directory(dataset_config)} was converted with other '

@@ -96,7 +96,13 @@ def split_identity(metadata: DatasetMetadata, split: str,
   return {'split': split, 'videos': metadata.split_sizes.get(split),
           'names_digest': extra.get('names_digest', {}).get(split),
           'groups': groups if groups is not None and len(groups) <= IDENTITY_MAX_GROUPS else None,
-          'settings': (extra.get('conversion', {}).get(split) or {}).get('settings')}
+          'settings': conversion_settings(metadata, split)}
+
+
+def conversion_settings(metadata: DatasetMetadata, split: str) -> Optional[Dict[str, Any]]:
+  """The converter's settings for `split` (fps, max_frames, short_side, ...); None where the
+  metadata does not say (records written before it kept them, synthetic clips)."""
+  return (metadata.extra.get('conversion', {}).get(split) or {}).get('settings')
 
 
 def shared_videos(metadata: DatasetMetadata, split: str, other: str) -> Optional[int]:
@@ -123,8 +129,8 @@ def split_changes(then: Mapping[str, Any], now: Mapping[str, Any]) -> List[str]:
   if holds_other_videos(then, now):
     changes.append('other videos' if not changes else 'and other videos')
   if known('groups') and sorted(then['groups']) != sorted(now['groups']):
-    changes.append(f"groups {_few(sorted(then['groups']))} then, "
-                   f"{_few(sorted(now['groups']))} now")
+    changes.append(f"groups {errors.first_few(sorted(then['groups']))} then, "
+                   f"{errors.first_few(sorted(now['groups']))} now")
   if known('settings'):
     for name in sorted(set(then['settings']) | set(now['settings'])):
       before, after = then['settings'].get(name), now['settings'].get(name)
@@ -152,10 +158,6 @@ def unlike_clip_settings(name: str, settings: Optional[Mapping[str, Any]], other
           'max_frames': lambda v: str(int(v)) if v else 'none'}
   describe = lambda values: ', '.join(f'{f} {said[f](values[f])}' for f in differ)  # noqa: E731
   return f'{name}: {describe(settings)}; {other}: {describe(others)}'
-
-
-def _few(names: Sequence[str], count: int = 5) -> str:
-  return ', '.join(names[:count]) + (f' ... ({len(names)})' if len(names) > count else '')
 
 
 def write_metadata(directory: str, metadata: DatasetMetadata) -> None:

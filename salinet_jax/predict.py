@@ -58,13 +58,11 @@ def find_videos(paths: Sequence[str], mode: str = 'predict') -> List[str]:
     found, others, hidden = video_io.list_videos(path)
     if others:
       logging.info('%s: skipping %d file(s) without a video extension (%s).', path, len(others),
-                   ', '.join(os.path.basename(o) for o in others[:5])
-                   + (', ...' if len(others) > 5 else ''))
+                   data_errors.first_few([os.path.basename(o) for o in others]))
     if hidden:
       logging.warning('%s: leaving out %d hidden video file(s) (%s); rename any to include so '
                       'that no part of its path starts with a dot.', path, len(hidden),
-                      ', '.join(os.path.relpath(h, path) for h in hidden[:5])
-                      + (', ...' if len(hidden) > 5 else ''))
+                      data_errors.first_few([os.path.relpath(h, path) for h in hidden]))
     if not found:
       raise PredictInputError(f'No video file (extensions {", ".join(video_io.VIDEO_EXTENSIONS)}) '
                               f'under {path}.')

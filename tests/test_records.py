@@ -18,6 +18,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from data import errors as data_errors
 from data import records
 
 FIXTURE = pathlib.Path(__file__).resolve().parent / 'fixtures' / 'records_schema1'
@@ -112,6 +113,13 @@ def test_a_shard_left_from_another_conversion_is_refused(tmp_path):
   with pytest.raises(records.CorruptShardError, match=re.escape(
       "TFRecord shard(s) ['schema1-train.tfrecord-00000-of-00003'] in ")):
     records.check_shards(records.shard_files(str(copy), 'schema1', 'train'), recorded)
+
+
+def test_messages_name_the_first_five_and_how_many_in_all():
+  assert data_errors.first_few(['a', 'b']) == 'a, b'
+  assert data_errors.first_few(list('abcdefg')) == 'a, b, c, d, e, ... (7 in all)'
+  then, now = {'groups': list('abcdefg')}, {'groups': ['a']}
+  assert records.split_changes(then, now) == ['groups a, b, c, d, e, ... (7 in all) then, a now']
 
 
 @pytest.mark.parametrize('then, now, said', [

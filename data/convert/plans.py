@@ -15,6 +15,7 @@ import unicodedata
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from data import annotations as ann
+from data import errors
 from data.convert import files
 
 
@@ -235,11 +236,6 @@ def plan_ssv2(args) -> Plan:
 FOLDER_GROUPS = ('subfolder', 'file')
 
 
-def _first_few(names: Sequence[str], count: int = 5) -> str:
-  """The first `count` of `names`, comma-separated, with ', ...' where there are more."""
-  return ', '.join(names[:count]) + (', ...' if len(names) > count else '')
-
-
 def plan_folder(args) -> Plan:
   parsed = ann.parse_class_folders(args.input, _extensions(args))
   classes = parsed.classes
@@ -295,18 +291,18 @@ def plan_folder(args) -> Plan:
   if stray:
     plan.warnings.append(
         f'{len(stray)} video(s) directly in {args.input} are in no class folder and left out '
-        f'({_first_few(stray)}): move each into the folder of its class.')
+        f'({errors.first_few(stray)}): move each into the folder of its class.')
   if parsed.hidden:
     plan.warnings.append(
         f'{len(parsed.hidden)} hidden file(s) under {args.input} are left out although their '
-        f'extensions are among --extensions ({_first_few(parsed.hidden)}): rename any that is '
-        'a video, or the hidden folder holding it, so that no part of its path starts with a '
-        'dot.')
+        f'extensions are among --extensions ({errors.first_few(parsed.hidden)}): rename any '
+        'that is a video, or the hidden folder holding it, so that no part of its path starts '
+        'with a dot.')
   if parsed.skipped:
     plan.warnings.append(
         f'{len(parsed.skipped)} file(s) in the class folders are left out, their extensions not '
-        f'being among --extensions ({_first_few(parsed.skipped)}); add any that are videos to '
-        '--extensions.')
+        f'being among --extensions ({errors.first_few(parsed.skipped)}); add any that are '
+        'videos to --extensions.')
   return plan
 
 
