@@ -84,6 +84,7 @@ def _parse_flags(argv: List[str]) -> List[str]:
 # trains, so it restores no eval.checkpoint; features average a video's views and draw no
 # pictures), and the predict settings only windows read.
 MODES_OF_CONFIG_FIELDS = {'predict': ('predict',), 'features': ('features',),
+                          'init_from': ('train',), 'precise_bn_batches': ('train',),
                           'eval.checkpoint': ('eval', 'predict', 'features'),
                           'eval.view_reduction': ('train', 'eval', 'predict'),
                           'eval.view_scores': ('train', 'eval', 'predict'),
@@ -96,21 +97,25 @@ def unread_override(config, argv: List[str], mode: str) -> str:
   print; '' if none: a loss or optimizer field the config's loss, optimizer or schedule does not
   read (l1_weight with cross_entropy, adam_b1 with sgd, step_boundaries with a cosine), a
   `predict` or `features` field in another `mode`, `eval.checkpoint` in training or predict
-  through an export, view settings or pictures in features, or a window setting without a
-  window. Each changed nothing, without a word."""
+  through an export, `init_from` or `precise_bn_batches` outside training (eval scored the
+  workdir's checkpoint, not init_from's), view settings or pictures in features, or a window
+  setting without a window. Each changed nothing, without a word."""
   from salinet_jax import losses  # pylint: disable=g-import-not-at-top
   from salinet_jax import optim  # pylint: disable=g-import-not-at-top
   opt = config.optimizer
   for arg in argv:
-    match = re.match(r'--?config\.(loss|optimizer|predict|features|eval)\.(\w+)(=|$)', arg)
+    match = re.match(r'--?config\.(\w+)(?:\.(\w+))?(=|$)', arg)
     if not match:
       continue
     group, field = match.group(1), match.group(2)
-    modes = MODES_OF_CONFIG_FIELDS.get(f'{group}.{field}', MODES_OF_CONFIG_FIELDS.get(group))
+    name = f'{group}.{field}' if field else group
+    modes = MODES_OF_CONFIG_FIELDS.get(name, MODES_OF_CONFIG_FIELDS.get(group))
     if modes and mode not in modes:
-      return (f'--config.{group}.{field} is read by --mode={", ".join(modes[:-1])}'
+      return (f'--config.{name} is read by --mode={", ".join(modes[:-1])}'
               f'{" or " if len(modes) > 1 else ""}{modes[-1]} only, not by --mode={mode}: add '
               'the mode it was meant for, or leave it out.')
+    if field is None:
+      continue
     if group == 'eval' and field == 'checkpoint' and mode == 'predict' and \
         config.predict.exported:
       return ('--config.eval.checkpoint is not read by predict through an export '

@@ -996,6 +996,16 @@ def test_an_override_of_another_modes_settings_is_refused(tiny_data_dir, tmp_pat
       '(config.predict.window_seconds=2), which draws timelines: predict whole videos for '
       'pictures, or leave it out.')
   config.predict.window_seconds = 0.0
+  # Eval scored the workdir's checkpoint, not init_from's weights, and recomputed no BatchNorm
+  # statistics (train/eval audit: another checkpoint's top-1 was reported without a word).
+  for mode in ('eval', 'predict', 'features'):
+    assert cli.unread_override(config, ['--config.init_from.checkpoint=/other/run'], mode) == (
+        f'--config.init_from.checkpoint is read by --mode=train only, not by --mode={mode}: '
+        'add the mode it was meant for, or leave it out.')
+    assert cli.unread_override(config, ['--config.precise_bn_batches=5'], mode).startswith(
+        '--config.precise_bn_batches is read by --mode=train only')
+  assert cli.unread_override(config, ['--config.init_from.checkpoint=/other/run',
+                                      '--config.precise_bn_batches=5'], 'train') == ''
   config.predict.exported = '/exports/stablehlo'
   assert cli.unread_override(config, ['--config.eval.checkpoint=best'], 'predict') == (
       "--config.eval.checkpoint is not read by predict through an export "
