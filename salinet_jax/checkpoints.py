@@ -22,6 +22,7 @@ Over 400 lines because checksums, verification, quarantine and the orbax store a
 whether a saved step can be trusted.
 """
 
+import functools
 import hashlib
 import json
 import logging as python_logging
@@ -205,6 +206,12 @@ _CONVERTED_WITH = 'converted with'
 # Conversion settings that leave every video's frames as they were (the order of the videos in
 # the shards): steps evaluated before and after such a change compare.
 _SCORE_NEUTRAL_SETTINGS = ('shuffle_seed',)
+# The config fields that change how an evaluation scores a video (its clips' sampling, size and
+# normalisation, the dtype, how views' scores combine): a best-step warning names each one the
+# steps' stored configs give differently (the model itself cannot change across a resume).
+_EVALUATION_FIELDS = ('dtype', 'data.temporal_sampling', 'data.num_frames', 'data.frame_stride',
+                      'data.target_fps', 'data.all_frames_trim_fraction', 'data.normalization',
+                      'data.eval_short_side', 'data.eval_crop_size', 'eval.view_scores')
 
 
 _said: Set[str] = set()
@@ -505,9 +512,10 @@ class CheckpointStore:
   def _say_evaluations_differ(self, steps: List[int]) -> None:
     """A warning when the kept steps that 'best' chooses among were evaluated differently
     (another split, views, labelled videos, other videos by the records' digest of the split's
-    video names, or other conversion settings of the split: a resume with another eval config or
-    on records split or converted anew): their scores do not compare, and the highest may be the
-    easier evaluation's. What a step's metadata does not know (steps saved before evaluations,
+    video names, other conversion settings of the split, or other clip settings in the steps'
+    configs (_EVALUATION_FIELDS): a resume with another eval config or on records split or
+    converted anew): their scores do not compare, and the highest may be the easier
+    evaluation's. What a step's metadata does not know (steps saved before evaluations,
     digests or settings were recorded) is not compared."""
     evaluations: Dict[int, Dict[str, Any]] = {}
     for step in steps:
@@ -519,6 +527,12 @@ class CheckpointStore:
         for name, value in (records.get('settings') or {}).items():
           if name not in _SCORE_NEUTRAL_SETTINGS:  # None is a setting's value here
             evaluation[f'{_CONVERTED_WITH} {name}'] = repr(value)
+        stored = stored_config_dict(metadata.get('config'))
+        for field in _EVALUATION_FIELDS:
+          value = functools.reduce(lambda d, key: d.get(key) if isinstance(d, dict) else None,
+                                   field.split('.'), stored)
+          if value is not None:
+            evaluation[f'config.{field}'] = repr(value)
         evaluations[step] = evaluation
     known = lambda name: [e[name] for e in evaluations.values()  # noqa: E731
                           if e.get(name) is not None]

@@ -579,6 +579,35 @@ def test_best_says_when_the_steps_it_compares_were_evaluated_differently(tmp_pat
   assert reader.select_step('best') == 4 and 'different evaluations' not in caplog.text
 
 
+def test_best_says_when_the_steps_it_compares_were_evaluated_with_other_clip_settings(
+    tmp_path, ckpt_config, caplog):
+  """A run resumed with another eval crop, short side and frame stride scored its later step on
+  other clips of the same videos and views, and 'best' compared it with the earlier ones
+  without a word (train/eval audit). The fields come from each step's stored config; a step
+  saved without one is not compared, nor are fields no evaluation reads (the learning rate)."""
+  caplog.set_level('WARNING', logger='absl')
+  ckpt_config.keep_last = 4
+  store = checkpoints.CheckpointStore(str(tmp_path), ckpt_config)
+  val = {'split': 'val', 'num_videos': 4, 'num_labeled': 4, 'views_per_video': 2,
+         'view_reduction': 'sum of logits'}
+  first, resumed = base.get_base_config(), base.get_base_config()
+  first.data.update(dict(eval_crop_size=48, eval_short_side=64, frame_stride=4))
+  resumed.data.update(dict(eval_crop_size=24, eval_short_side=32, frame_stride=1))
+  resumed.optimizer.base_learning_rate = 0.5
+  for step, top1, config in ((2, 0.3, first), (4, 0.5, first), (6, 0.4, None), (8, 0.4, resumed)):
+    store.save(step, _state(step), metrics={'val_top1': top1}, evaluation=val, config=config)
+  store.close()
+  reader = checkpoints.CheckpointStore(str(tmp_path), ckpt_config, read_only=True)
+  assert reader.select_step('best') == 4
+  assert (f"'best' of {reader.directory} compares val_top1 scored by different evaluations, "
+          "which do not compare (step(s) 2, 4: config.data.eval_crop_size 48, "
+          "config.data.eval_short_side 64, config.data.frame_stride 4; step(s) 8: "
+          "config.data.eval_crop_size 24, config.data.eval_short_side 32, "
+          "config.data.frame_stride 1): pass a step's path to choose one.") in caplog.text, (
+              caplog.text)
+  reader.close()
+
+
 def _steps_evaluated_on(directory, ckpt_config, records_of_steps):
   """A read-only store of steps that one eval config scored (val_top1 rising with the step), on
   records described by `records_of_steps` ({step: the checkpoint's `records` metadata})."""
