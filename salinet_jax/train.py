@@ -390,16 +390,22 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
     if step is not None:
       trainer.config = checkpoints.with_stored_init_from(config,
                                                          store.metadata(step).get('config'))
-    # Only now: a config the checkpoint refused must not replace the one it was trained with.
-    logging.info('Config written to %s.', workdir_lib.write_config(
-        workdir, with_run_length(trainer.config, trainer.total_steps)))
+    # Only now: a config the checkpoint refused must not replace the one it was trained with;
+    # nor a config no step will train with (a resume with nothing left to train).
+    finished = step is not None and start_step >= trainer.total_steps
+    if not finished:
+      logging.info('Config written to %s.', workdir_lib.write_config(
+          workdir, with_run_length(trainer.config, trainer.total_steps)))
     logging.info('%s; %d train steps of %d clips.',
                  _model_summary(trainer, state, writer, resumed=step is not None),
                  trainer.total_steps, config.batch_size)
     results: Dict[str, Any] = {}
-    if start_step >= trainer.total_steps:
-      logging.info('Checkpoint step %d >= num_train_steps %d: nothing to train.', start_step,
-                   trainer.total_steps)
+    if finished:
+      logging.info('Checkpoint step %d >= num_train_steps %d: nothing to train; %s keeps the '
+                   'config its steps trained with.', start_step, trainer.total_steps,
+                   os.path.join(os.path.abspath(workdir), workdir_lib.CONFIG_FILE))
+    elif start_step >= trainer.total_steps:
+      logging.info('num_train_steps is %d: nothing to train.', trainer.total_steps)
     else:
       results = _train_loop(trainer, state, start_step, store, writer,
                             dict(environment, started_from=started_from))

@@ -436,6 +436,19 @@ def test_tensorboard_points_of_steps_no_checkpoint_kept_are_set_aside_at_a_resum
   assert 'TensorBoard: the points' not in caplog.text
   # The model's size is a point of the run, not of each start: a resume wrote it again at step 0.
   assert [step for step, _ in scalar_points(workdir, 'model/params_millions')] == [0]
+  # A resume with nothing to train left config.json saying settings no step trained with
+  # (train/eval audit: num_train_steps 3 and the new learning rate beside step 4's weights).
+  with open(os.path.join(workdir, 'config.json')) as f:
+    kept = f.read()
+  config.num_train_steps, config.optimizer.base_learning_rate = 3, 0.5
+  caplog.set_level('INFO', logger='absl')
+  caplog.clear()
+  train.train_and_evaluate(config, workdir)
+  with open(os.path.join(workdir, 'config.json')) as f:
+    assert f.read() == kept
+  assert (f'Checkpoint step 4 >= num_train_steps 3: nothing to train; '
+          f'{os.path.join(workdir, "config.json")} keeps the config its steps trained with.'
+          ) in caplog.text
 
 
 def test_a_run_started_from_an_unfinished_one_says_so_at_every_resume(config, tmp_path, caplog,
