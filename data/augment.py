@@ -10,7 +10,8 @@ Test: the short side is resized to eval_short_side and 1 centre or 3 crops are t
 long side, with PySlowFast's geometry (long side floored, centre offset rounded up).
 """
 
-from typing import Dict
+import re
+from typing import Dict, Optional, Sequence
 
 import tensorflow as tf
 
@@ -202,6 +203,28 @@ def random_flip(features: Features, data, seed: tf.Tensor) -> Features:
     features['video'] = tf.cond(do_flip, lambda: flip_rows(features['video']),
                                 lambda: features['video'])
   return features
+
+
+# Words of a class name that tell a motion's direction apart from its mirror image.
+DIRECTION_WORDS = re.compile(r'\b(left|right)(wards?)?\b|\b(anti|counter)?-?clockwise\b',
+                             re.IGNORECASE)
+
+
+def mirrored_directions_warning(classes: Sequence[str], data_config) -> Optional[str]:
+  """A line when `random_flip` is among the train augmentations and class names name a
+  direction (left, right, clockwise): a mirrored clip of 'swiping left' shows a swipe to the
+  right and keeps the label 'swiping left'. None otherwise."""
+  if 'random_flip' not in tuple(data_config.train_augmentations):
+    return None
+  named = [name for name in classes if DIRECTION_WORDS.search(name)]
+  if not named:
+    return None
+  kept = [name for name in data_config.train_augmentations if name != 'random_flip']
+  return (f"config.data.train_augmentations holds 'random_flip', which mirrors half the clips "
+          f'left to right, and {len(named)} of the {len(classes)} classes name a direction '
+          f"({errors.first_few([repr(n) for n in named])}): a mirrored clip keeps its label "
+          'though it shows the other direction. Where these classes are told apart by '
+          f'direction, train with --config.data.train_augmentations="{tuple(kept)}".')
 
 
 def augment(features: Features, data_config, seed: tf.Tensor) -> Features:

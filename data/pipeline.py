@@ -314,6 +314,59 @@ def enlarging_warnings(dataset_config, data_config, train_split: Optional[str] =
   return lines
 
 
+# What a clip does with a video shorter than it spans, by temporal sampling.
+SHORT_VIDEO_CLIPS = {'dense': 'wrap around to their first frames',
+                     'pyslowfast': 'repeat their last frame',
+                     'tsn': 'take frames more than once'}
+
+
+def clip_coverage_warnings(dataset_config, data_config, train_split: Optional[str] = None,
+                           eval_split: Optional[str] = None) -> List[str]:
+  """A line per split (read for training, for evaluation) holding videos that the config's clips
+  cover otherwise than a long video: shorter than a clip spans (sampling.clip_span: their clips
+  repeat frames, and an evaluation's temporal views of one take the same frames), or, for
+  all_frames, longer than the frames a clip takes from a video's start (sampling.misses_frames:
+  the rest is never read). Counted from the lengths the converter kept (records.split_lengths);
+  nothing is said of records converted before it kept them, nor of synthetic clips."""
+  if dataset_config.name == 'synthetic':
+    return []
+  metadata = prepare(dataset_config)
+  sampler, lines = data_config.temporal_sampling, []
+  for split, use in ((train_split, 'trained on'), (eval_split, 'scored')):
+    lengths = records.split_lengths(metadata, split) if split else None
+    if not lengths:
+      continue
+    total = sum(count for _, _, count in lengths)
+    short, spans, unseen = [], set(), []
+    for frames, fps, count in lengths:
+      span = sampling.clip_span(data_config, fps)
+      if span is not None and frames < span:
+        short += [frames] * int(count)
+        spans.add(span)
+      elif sampling.misses_frames(data_config, int(frames)):
+        unseen += [frames] * int(count)
+    where = f'split {split!r} of {records_directory(dataset_config)}'
+    if short:
+      span_text = (f'{min(spans)} frames' if len(spans) == 1 else
+                   f'{min(spans)}-{max(spans)} frames at their frame rates')
+      views = data_config.eval_num_clips
+      alike = (f', and the {views} temporal views of each take the same frames'
+               if use == 'scored' and views > 1 and sampler in ('dense', 'pyslowfast') else '')
+      lines.append(
+          f"{len(short)} of {total} videos of {where} hold fewer frames than a clip of "
+          f"temporal_sampling={sampler!r} spans ({span_text}; the shortest holds {min(short)}): "
+          f'their clips {SHORT_VIDEO_CLIPS.get(sampler, "repeat frames")}{alike}. Lower '
+          'config.data.num_frames or frame_stride, or convert at a lower --fps, where that '
+          'matters.')
+    if unseen:
+      reach = sampling.clip_reach(data_config)
+      lines.append(
+          f"{len(unseen)} of {total} videos of {where} hold more frames than the {reach} a clip "
+          f"of temporal_sampling={sampler!r} takes from a video's start (num_frames x "
+          f'frame_stride; the longest holds {max(unseen)}): the rest of each is never {use}.')
+  return lines
+
+
 def frame_options(data_config, decoding: Dict[str, Any]) -> Dict[str, Any]:
   """The `FRAME_OPTIONS` (video_io.decode_video's keywords) the eval records stored their frames
   with, from `decoding` (`split_decoding`); the eval short side and the converter's defaults

@@ -19,13 +19,14 @@ the builder lists them and parses full videos (frames included) with this module
 training pipeline reads the same files (data/pipeline.py).
 """
 
+import collections
 import dataclasses
 import glob
 import hashlib
 import json
 import os
 import re
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 import tensorflow as tf
 
@@ -103,6 +104,25 @@ def conversion_settings(metadata: DatasetMetadata, split: str) -> Optional[Dict[
   """The converter's settings for `split` (fps, max_frames, short_side, ...); None where the
   metadata does not say (records written before it kept them, synthetic clips)."""
   return (metadata.extra.get('conversion', {}).get(split) or {}).get('settings')
+
+
+def video_lengths(videos: Iterable[Mapping[str, Any]]) -> Optional[List[List[float]]]:
+  """[[frames, fps, videos], ...] of the converter's bookkeeping entries `videos`, sorted: how
+  many videos of each length and frame rate a split holds, for training and eval to say which
+  ones a clip's span loops over or leaves partly unseen without reading the records; None where
+  an entry does not keep its length."""
+  counts = collections.Counter()
+  for video in videos:
+    if 'num_frames' not in video or 'fps' not in video:
+      return None
+    counts[(int(video['num_frames']), float(video['fps']))] += 1
+  return [[frames, fps, count] for (frames, fps), count in sorted(counts.items())]
+
+
+def split_lengths(metadata: DatasetMetadata, split: str) -> Optional[List[List[float]]]:
+  """`video_lengths` of `split` as the converter kept them; None for records converted before
+  it kept them, and for synthetic clips."""
+  return metadata.extra.get('lengths', {}).get(split)
 
 
 def shared_videos(metadata: DatasetMetadata, split: str, other: str) -> Optional[int]:

@@ -28,6 +28,7 @@ from absl import logging
 from clu import metric_writers
 from clu import periodic_actions
 
+from data import augment
 from data import errors as data_errors
 from data import pipeline
 from data import records
@@ -143,6 +144,9 @@ def training_engine(config: ml_collections.ConfigDict) -> engine.Engine:
                                           'those the model trains on')]
   lines += pipeline.enlarging_warnings(config.dataset, config.data, config.dataset.train_split,
                                        config.dataset.eval_split)
+  lines += pipeline.clip_coverage_warnings(config.dataset, config.data,
+                                           config.dataset.train_split, config.dataset.eval_split)
+  lines.append(augment.mirrored_directions_warning(info.classes, config.data))
   for line in filter(None, lines):
     logging.warning('%s', line)
   trainer = engine.Engine(config, info.classes, train_videos=info.num_videos)
@@ -814,8 +818,9 @@ def evaluation_engine(config: ml_collections.ConfigDict, workdir: str,
   lines.append(pipeline.clip_settings_warning(config.dataset, split, 'the checkpoint is scored on '
                                               'clips unlike those it trained on', train_split,
                                               trained.get('settings')))
-  for line in filter(None, lines + pipeline.enlarging_warnings(config.dataset, config.data,
-                                                               eval_split=split)):
+  lines += pipeline.enlarging_warnings(config.dataset, config.data, eval_split=split)
+  for line in filter(None, lines + pipeline.clip_coverage_warnings(config.dataset, config.data,
+                                                                   eval_split=split)):
     logging.warning('%s', line)
   return engine.Engine(config, classes)
 

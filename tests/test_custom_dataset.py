@@ -13,8 +13,11 @@ import numpy as np
 import pytest
 
 from configs import custom
+from data import augment
 from data import convert
 from data import datasets
+from data import pipeline
+from data import records
 from data import report
 from salinet_jax import features
 from salinet_jax import predict
@@ -216,6 +219,63 @@ def test_records_smaller_than_the_clips_they_are_resized_to_are_warned_about(own
           'config.data.train_min_scale=96 enlarges every one (2x): convert with '
           '--short_side=96 or more, or lower config.data.train_min_scale.') in caplog.text
   assert "split 'val' of " in caplog.text and 'config.data.eval_short_side=64 enlarges' in caplog.text
+
+
+def test_videos_shorter_than_a_clip_or_longer_than_its_reach_are_counted_at_the_start(
+    own_records, caplog):
+  """Videos shorter than a clip spans were trained and scored without a word, though their
+  clips loop and their temporal views are one clip (fight_surv's 12 fps clips of 23-26 frames
+  against its 29-frame span: audit); all_frames left the end of longer videos unread. The
+  converter keeps each split's lengths, so the counts need no read of the records."""
+  _, records_dir = own_records
+  config = _config(records_dir)
+  config.data.update(dict(num_frames=8, frame_stride=8))  # a 57-frame span
+  stored = {split: sorted(int(v['num_frames']) for v in records.tfds_video_dataset(
+      str(records_dir), split, decode_frames=False).as_numpy_iterator())
+            for split in ('train', 'val')}
+  kept = json.loads((records_dir / 'metadata.json').read_text())['extra']['lengths']
+  assert {split: sorted(int(frames) for frames, _, count in lengths for _ in range(count))
+          for split, lengths in kept.items()} == stored
+  caplog.set_level('WARNING')
+  train.training_engine(config)
+  for split, use in (('train', ''), ('val', ', and the 2 temporal views of each take the same '
+                                            'frames')):
+    short = [frames for frames in stored[split] if frames < 57]
+    assert short, stored  # the chosen clips are 33-142 frames long
+    assert (f'{len(short)} of {len(stored[split])} videos of split {split!r} of {records_dir} '
+            "hold fewer frames than a clip of temporal_sampling='dense' spans (57 frames; the "
+            f'shortest holds {short[0]}): their clips wrap around to their first frames{use}. '
+            'Lower config.data.num_frames or frame_stride, or convert at a lower --fps, where '
+            'that matters.') in caplog.text, caplog.text
+  config.data.update(dict(num_frames=4, frame_stride=2))  # every chosen clip is longer than 8
+  caplog.clear()
+  train.training_engine(config)
+  assert 'hold fewer frames' not in caplog.text
+  config.data.temporal_sampling = 'all_frames'
+  config.data.update(dict(num_frames=16, frame_stride=2))
+  lines = pipeline.clip_coverage_warnings(config.dataset, config.data, eval_split='val')
+  assert lines == [f"{len(stored['val'])} of {len(stored['val'])} videos of split 'val' of "
+                   f"{records_dir} hold more frames than the 32 a clip of "
+                   "temporal_sampling='all_frames' takes from a video's start (num_frames x "
+                   f"frame_stride; the longest holds {stored['val'][-1]}): the rest of each is "
+                   'never scored.']
+
+
+def test_random_flip_beside_classes_that_name_a_direction_is_said(own_records, caplog):
+  """Clips of 'Swiping Left' mirrored by the default random_flip kept their label without a
+  word (audit): configs/custom.py, the path for a user's own videos, flips by default."""
+  _, records_dir = own_records
+  config = _config(records_dir)
+  assert augment.mirrored_directions_warning(['fight', 'noFight'], config.data) is None
+  classes = ['Swiping Left', 'Swiping Right', 'Turning the hand clockwise', 'Upright', 'Shaking']
+  assert augment.mirrored_directions_warning(classes, config.data) == (
+      "config.data.train_augmentations holds 'random_flip', which mirrors half the clips left "
+      "to right, and 3 of the 5 classes name a direction ('Swiping Left', 'Swiping Right', "
+      "'Turning the hand clockwise'): a mirrored clip keeps its label though it shows the other "
+      'direction. Where these classes are told apart by direction, train with '
+      '--config.data.train_augmentations="()".')
+  config.data.train_augmentations = ()
+  assert augment.mirrored_directions_warning(classes, config.data) is None
 
 
 def test_windowed_predict_writes_a_timeline_over_the_whole_video(own_records, tmp_path, caplog,

@@ -98,6 +98,11 @@ def write_outputs(output: str, plan: Plan, jobs: Sequence[ShardJob],
     metadata.extra.setdefault('videos_per_class', {})[split] = per_class
     metadata.extra.setdefault('names_digest', {})[split] = records.names_digest(
         v['filename'] for s in shard_states for v in s['videos'])
+    lengths = records.video_lengths(v for s in shard_states for v in s['videos'])
+    if lengths is None:  # shards kept from a conversion whose bookkeeping had no lengths
+      metadata.extra.get('lengths', {}).pop(split, None)
+    else:
+      metadata.extra.setdefault('lengths', {})[split] = lengths
   metadata.extra['shared_videos'] = _shared_videos(output, metadata, {
       split: _files_of([v for job in jobs if job.split == split
                         for v in states[job.path]['videos']]) for split in converted})
