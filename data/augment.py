@@ -21,6 +21,11 @@ from data import ops
 Features = Dict[str, tf.Tensor]
 
 CROP_BOXES = ops.Registry('train crop', 'config.data.train_crop')
+# The config.data fields each train crop reads beside crop_size: an override of another crop's
+# field changes nothing (main.py refuses it; a crop registered elsewhere is not checked).
+CROP_FIELDS = {'short_side_jitter': ('train_min_scale', 'train_max_scale'),
+               'inception': ('inception_area_range', 'inception_aspect_range'),
+               'tsm_multiscale': ('tsm_scales', 'tsm_max_distort', 'tsm_more_fix_crop')}
 AUGMENTATIONS = ops.Registry('augmentation', 'config.data.train_augmentations')
 
 

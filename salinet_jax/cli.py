@@ -97,9 +97,12 @@ def unread_override(config, argv: List[str], mode: str) -> str:
   print; '' if none: a loss or optimizer field the config's loss, optimizer or schedule does not
   read (l1_weight with cross_entropy, adam_b1 with sgd, step_boundaries with a cosine), a
   `predict` or `features` field in another `mode`, `eval.checkpoint` in training or predict
-  through an export, `init_from` or `precise_bn_batches` outside training (eval scored the
-  workdir's checkpoint, not init_from's), view settings or pictures in features, or a window
-  setting without a window. Each changed nothing, without a word."""
+  through an export, a `data` field the config's temporal sampler or train crop does not read
+  (target_fps with dense sampling), `init_from` or `precise_bn_batches` outside training (eval
+  scored the workdir's checkpoint, not init_from's), view settings or pictures in features, or
+  a window setting without a window. Each changed nothing, without a word."""
+  from data import augment  # pylint: disable=g-import-not-at-top
+  from data import sampling  # pylint: disable=g-import-not-at-top
   from salinet_jax import losses  # pylint: disable=g-import-not-at-top
   from salinet_jax import optim  # pylint: disable=g-import-not-at-top
   opt = config.optimizer
@@ -136,6 +139,14 @@ def unread_override(config, argv: List[str], mode: str) -> str:
       if reads is not None and field not in reads:
         return (f"--config.loss.{field} is not read by loss {config.loss.name!r} (it reads "
                 f"{', '.join(reads)}): set --config.loss.name too, or leave it out.")
+    elif group == 'data':
+      for choice, table, what in (
+          (config.data.temporal_sampling, sampling.SAMPLER_FIELDS, 'temporal_sampling'),
+          (config.data.train_crop, augment.CROP_FIELDS, 'train_crop')):
+        owners = [key for key, fields in table.items() if field in fields]
+        if owners and choice in table and choice not in owners:
+          return (f'--config.data.{field} is read by {what} {" or ".join(map(repr, owners))} '
+                  f'only, not by {choice!r}: set --config.data.{what} too, or leave it out.')
     elif group == 'optimizer':
       for choice, table in ((opt.name, optim.OPTIMIZER_FIELDS),
                             (opt.schedule, optim.SCHEDULE_FIELDS)):

@@ -1006,6 +1006,24 @@ def test_an_override_of_another_modes_settings_is_refused(tiny_data_dir, tmp_pat
         '--config.precise_bn_batches is read by --mode=train only')
   assert cli.unread_override(config, ['--config.init_from.checkpoint=/other/run',
                                       '--config.precise_bn_batches=5'], 'train') == ''
+  # Settings of another temporal sampler or train crop (pipeline audit: eval batches were
+  # byte-identical for target_fps 30 and 10 under dense sampling, and for strides 4 and 16
+  # under tsn).
+  assert cli.unread_override(config, ['--config.data.target_fps=10'], 'train') == (
+      "--config.data.target_fps is read by temporal_sampling 'pyslowfast' only, not by 'dense': "
+      'set --config.data.temporal_sampling too, or leave it out.')
+  config.data.temporal_sampling = 'tsn'
+  assert cli.unread_override(config, ['--config.data.frame_stride=16'], 'eval').startswith(
+      "--config.data.frame_stride is read by temporal_sampling 'dense' or 'pyslowfast' or "
+      "'all_frames' only, not by 'tsn'")
+  config.data.temporal_sampling, config.data.train_crop = 'pyslowfast', 'inception'
+  assert cli.unread_override(config, ['--config.data.target_fps=10',
+                                      '--config.data.inception_area_range=(0.2,1.0)'],
+                             'train') == ''
+  assert cli.unread_override(config, ['--config.data.train_min_scale=200'], 'train') == (
+      "--config.data.train_min_scale is read by train_crop 'short_side_jitter' only, not by "
+      "'inception': set --config.data.train_crop too, or leave it out.")
+  config.data.temporal_sampling, config.data.train_crop = 'dense', 'short_side_jitter'
   config.predict.exported = '/exports/stablehlo'
   assert cli.unread_override(config, ['--config.eval.checkpoint=best'], 'predict') == (
       "--config.eval.checkpoint is not read by predict through an export "
