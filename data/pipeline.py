@@ -320,13 +320,20 @@ SHORT_VIDEO_CLIPS = {'dense': 'wrap around to their first frames',
                      'tsn': 'take frames more than once'}
 
 
+# How far apart the frame rates of one split's videos may be (highest over lowest: 30 and 25 fps
+# are alike enough) before dense clips of a fixed frame count are said to differ in time.
+RATE_SPREAD = 1.25
+
+
 def clip_coverage_warnings(dataset_config, data_config, train_split: Optional[str] = None,
                            eval_split: Optional[str] = None) -> List[str]:
   """A line per split (read for training, for evaluation) holding videos that the config's clips
   cover otherwise than a long video: shorter than a clip spans (sampling.clip_span: their clips
   repeat frames, and an evaluation's temporal views of one take the same frames), or, for
   all_frames, longer than the frames a clip takes from a video's start (sampling.misses_frames:
-  the rest is never read). Counted from the lengths the converter kept (records.split_lengths);
+  the rest is never read); and, for dense clips, a split of frame rates further apart than
+  RATE_SPREAD, whose clips then span other lengths of time. Counted from the lengths the
+  converter kept (records.split_lengths);
   nothing is said of records converted before it kept them, nor of synthetic clips."""
   if dataset_config.name == 'synthetic':
     return []
@@ -346,6 +353,15 @@ def clip_coverage_warnings(dataset_config, data_config, train_split: Optional[st
       elif sampling.misses_frames(data_config, int(frames)):
         unseen += [frames] * int(count)
     where = f'split {split!r} of {records_directory(dataset_config)}'
+    rates = [fps for _, fps, _ in lengths if fps > 0]
+    if sampler == 'dense' and rates and max(rates) > RATE_SPREAD * min(rates):
+      span = sampling.clip_span(data_config, 0.0)
+      lines.append(
+          f'the videos of {where} are stored at {min(rates):g}-{max(rates):g} fps: a clip of '
+          f"temporal_sampling='dense' spans {span} frames, {span / max(rates):.2g}-"
+          f'{span / min(rates):.2g} s of them. Clips of one length in time come from '
+          "temporal_sampling='pyslowfast' (at config.data.target_fps) or from converting at "
+          'one --fps.')
     if short:
       span_text = (f'{min(spans)} frames' if len(spans) == 1 else
                    f'{min(spans)}-{max(spans)} frames at their frame rates')

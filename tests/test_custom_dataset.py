@@ -247,6 +247,17 @@ def test_videos_shorter_than_a_clip_or_longer_than_its_reach_are_counted_at_the_
             f'shortest holds {short[0]}): their clips wrap around to their first frames{use}. '
             'Lower config.data.num_frames or frame_stride, or convert at a lower --fps, where '
             'that matters.') in caplog.text, caplog.text
+  # Dense clips of videos at 12 and 30 fps span other lengths of time (audit: fight_surv's 29
+  # frames are 2.4 s of one and 0.97 s of the other).
+  spread = {split: max(fps for _, fps, _ in lengths) > 1.25 * min(fps for _, fps, _ in lengths)
+            for split, lengths in kept.items()}
+  assert any(spread.values()), kept  # the chosen clips are stored at 12 to 30 fps
+  for split, lengths in kept.items():
+    rates = [fps for _, fps, _ in lengths]
+    line = (f"the videos of split {split!r} of {records_dir} are stored at {min(rates):g}-"
+            f"{max(rates):g} fps: a clip of temporal_sampling='dense' spans 57 frames, "
+            f"{57 / max(rates):.2g}-{57 / min(rates):.2g} s of them.")
+    assert (line in caplog.text) == spread[split], (line, caplog.text)
   config.data.update(dict(num_frames=4, frame_stride=2))  # every chosen clip is longer than 8
   caplog.clear()
   train.training_engine(config)
