@@ -21,11 +21,6 @@ from data import ops
 Features = Dict[str, tf.Tensor]
 
 CROP_BOXES = ops.Registry('train crop', 'config.data.train_crop')
-# The config.data fields each train crop reads beside crop_size: an override of another crop's
-# field changes nothing (main.py refuses it; a crop registered elsewhere is not checked).
-CROP_FIELDS = {'short_side_jitter': ('train_min_scale', 'train_max_scale'),
-               'inception': ('inception_area_range', 'inception_aspect_range'),
-               'tsm_multiscale': ('tsm_scales', 'tsm_max_distort', 'tsm_more_fix_crop')}
 AUGMENTATIONS = ops.Registry('augmentation', 'config.data.train_augmentations')
 
 
@@ -211,8 +206,15 @@ def random_flip(features: Features, data, seed: tf.Tensor) -> Features:
 
 
 # Words of a class name that tell a motion's direction apart from its mirror image.
-DIRECTION_WORDS = re.compile(r'\b(left|right)(wards?)?\b|\b(anti|counter)?-?clockwise\b',
-                             re.IGNORECASE)
+DIRECTION_WORDS = ('left', 'right', 'leftward', 'leftwards', 'rightward', 'rightwards',
+                   'clockwise', 'anticlockwise', 'counterclockwise')
+
+
+def names_a_direction(name: str) -> bool:
+  """Whether class `name` holds a direction word, however its words are joined ('Swiping Left',
+  'swipe_left', 'SwipeLeft', 'counter-clockwise'; not 'Upright')."""
+  words = re.findall(r'[A-Z]?[a-z]+|[A-Z]+(?![a-z])', name)
+  return any(word.lower() in DIRECTION_WORDS for word in words)
 
 
 def mirrored_directions_warning(classes: Sequence[str], data_config) -> Optional[str]:
@@ -221,7 +223,7 @@ def mirrored_directions_warning(classes: Sequence[str], data_config) -> Optional
   right and keeps the label 'swiping left'. None otherwise."""
   if 'random_flip' not in tuple(data_config.train_augmentations):
     return None
-  named = [name for name in classes if DIRECTION_WORDS.search(name)]
+  named = [name for name in classes if names_a_direction(name)]
   if not named:
     return None
   kept = [name for name in data_config.train_augmentations if name != 'random_flip']

@@ -50,6 +50,15 @@ class Registry:
 # the model is given each clip's count of real frames (`num_valid`). Here, beside the registries,
 # because code that must not load TensorFlow (the model's engine) checks it too.
 PADDED_SAMPLERS = ('all_frames',)
+# The config.data fields each temporal sampler (data/sampling.py) reads beside num_frames and
+# eval_num_clips, and each train crop (data/augment.py) beside crop_size: an override of another
+# one's field changes nothing (main.py refuses it; tsn takes one frame per segment, no stride).
+# Parts registered elsewhere are not checked.
+SAMPLER_FIELDS = {'dense': ('frame_stride',), 'pyslowfast': ('frame_stride', 'target_fps'),
+                  'tsn': (), 'all_frames': ('frame_stride', 'all_frames_trim_fraction')}
+CROP_FIELDS = {'short_side_jitter': ('train_min_scale', 'train_max_scale'),
+               'inception': ('inception_area_range', 'inception_aspect_range'),
+               'tsm_multiscale': ('tsm_scales', 'tsm_max_distort', 'tsm_more_fix_crop')}
 
 
 def pads_frames(data_config) -> bool:

@@ -314,10 +314,16 @@ def enlarging_warnings(dataset_config, data_config, train_split: Optional[str] =
   return lines
 
 
-# What a clip does with a video shorter than it spans, by temporal sampling.
-SHORT_VIDEO_CLIPS = {'dense': 'wrap around to their first frames',
-                     'pyslowfast': 'repeat their last frame',
-                     'tsn': 'take frames more than once'}
+# What a clip does with a video shorter than it spans, by temporal sampling, and what shortens
+# the span: dense and tsn count stored frames (a higher --fps stores more of them), pyslowfast
+# counts frames at target_fps.
+SHORT_VIDEO_CLIPS = {
+    'dense': ('wrap around to their first frames',
+              'lower config.data.num_frames or frame_stride, or convert at a higher --fps'),
+    'pyslowfast': ('repeat their last frame', 'lower config.data.num_frames or frame_stride, '
+                   'or raise config.data.target_fps'),
+    'tsn': ('take frames more than once',
+            'lower config.data.num_frames, or convert at a higher --fps')}
 
 
 # How far apart the frame rates of one split's videos may be (highest over lowest: 30 and 25 fps
@@ -358,8 +364,8 @@ def clip_coverage_warnings(dataset_config, data_config, train_split: Optional[st
       span = sampling.clip_span(data_config, 0.0)
       lines.append(
           f'the videos of {where} are stored at {min(rates):g}-{max(rates):g} fps: a clip of '
-          f"temporal_sampling='dense' spans {span} frames, {span / max(rates):.2g}-"
-          f'{span / min(rates):.2g} s of them. Clips of one length in time come from '
+          f"temporal_sampling='dense' spans {span} frames, {span / max(rates):.1f}-"
+          f'{span / min(rates):.1f} s of them. Clips of one length in time come from '
           "temporal_sampling='pyslowfast' (at config.data.target_fps) or from converting at "
           'one --fps.')
     if short:
@@ -368,18 +374,20 @@ def clip_coverage_warnings(dataset_config, data_config, train_split: Optional[st
       views = data_config.eval_num_clips
       alike = (f', and the {views} temporal views of each take the same frames'
                if use == 'scored' and views > 1 and sampler in ('dense', 'pyslowfast') else '')
+      clips, remedy = SHORT_VIDEO_CLIPS.get(
+          sampler, ('repeat frames', 'lower config.data.num_frames'))
       lines.append(
           f"{len(short)} of {total} videos of {where} hold fewer frames than a clip of "
           f"temporal_sampling={sampler!r} spans ({span_text}; the shortest holds {min(short)}): "
-          f'their clips {SHORT_VIDEO_CLIPS.get(sampler, "repeat frames")}{alike}. Lower '
-          'config.data.num_frames or frame_stride, or convert at a lower --fps, where that '
-          'matters.')
+          f'their clips {clips}{alike}. Where that matters, {remedy}.')
     if unseen:
       reach = sampling.clip_reach(data_config)
       lines.append(
           f"{len(unseen)} of {total} videos of {where} hold more frames than the {reach} a clip "
           f"of temporal_sampling={sampler!r} takes from a video's start (num_frames x "
-          f'frame_stride; the longest holds {max(unseen)}): the rest of each is never {use}.')
+          f'frame_stride; the longest holds {max(unseen)}): the rest of each is '
+          + ('never scored.' if use == 'scored' else 'trained on only as far as the random '
+             'trim of a clip\'s start (config.data.all_frames_trim_fraction) shifts it.'))
   return lines
 
 

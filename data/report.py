@@ -93,7 +93,7 @@ def _frameless(videos: List[Dict[str, Any]]) -> str:
   if not empty:
     return ''
   return (f"{len(empty)} of its {len(videos)} videos {'has' if len(empty) == 1 else 'have'} no "
-          f"frames ({', '.join(empty[:3])}{', ...' if len(empty) > 3 else ''}): records written "
+          f"frames ({errors.first_few(empty, 3)}): records written "
           'by other code? Training and evaluation refuse such a split; convert it again.')
 
 
@@ -131,7 +131,7 @@ def build(directory: str) -> Dict[str, Any]:
                           'splits': {}}
   for split in sorted(metadata.split_sizes):
     damage = _damage(directory, metadata, split)
-    settings = (metadata.extra.get('conversion', {}).get(split) or {}).get('settings') or {}
+    settings = records.conversion_settings(metadata, split) or {}
     videos = from_states.get(split) or []
     if not damage:
       try:

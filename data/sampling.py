@@ -33,11 +33,6 @@ from data import ops
 Features = Dict[str, tf.Tensor]
 
 SAMPLERS = ops.Registry('temporal sampler', 'config.data.temporal_sampling')
-# The config.data fields each temporal sampler reads beside num_frames and eval_num_clips: an
-# override of another sampler's field changes nothing (main.py refuses it; tsn takes one frame
-# per segment, no stride; a sampler registered elsewhere is not checked).
-SAMPLER_FIELDS = {'dense': ('frame_stride',), 'pyslowfast': ('frame_stride', 'target_fps'),
-                  'tsn': (), 'all_frames': ('frame_stride', 'all_frames_trim_fraction')}
 
 
 def dense_span(num_frames: int, stride: int) -> int:

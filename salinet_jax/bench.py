@@ -292,7 +292,8 @@ def torch_device_settings(backend: str, compute: str,
                           matmul_precision: Optional[str]) -> Dict[str, Any]:
   """Where and in what precision the PyTorch counterpart runs, for JAX on `backend` computing
   in `compute`: on the CPU in float32; on a GPU as PyTorch AMP in `compute` (plain float32
-  otherwise), with TF32 as JAX's `matmul_precision` (jax_default_matmul_precision) has it."""
+  otherwise), with TF32 unless JAX's `matmul_precision` (jax_default_matmul_precision) is
+  'highest' or 'float32' (JAX's other settings are not matched more closely)."""
   if backend == 'cpu':
     if compute != 'float32':
       raise errors.UserError(f'--compare=torch runs PyTorch in float32 on the CPU: the JAX side '

@@ -45,6 +45,7 @@ from orbax.checkpoint import checkpoint_managers
 
 from data import errors as data_errors
 from data import host_malloc
+from data import ops
 from salinet_jax import errors
 
 CHECKPOINT_DIR = 'checkpoints'
@@ -206,12 +207,6 @@ _CONVERTED_WITH = 'converted with'
 # Conversion settings that leave every video's frames as they were (the order of the videos in
 # the shards): steps evaluated before and after such a change compare.
 _SCORE_NEUTRAL_SETTINGS = ('shuffle_seed',)
-# The config fields that change how an evaluation scores a video (its clips' sampling, size and
-# normalisation, the dtype, how views' scores combine): a best-step warning names each one the
-# steps' stored configs give differently (the model itself cannot change across a resume).
-_EVALUATION_FIELDS = ('dtype', 'data.temporal_sampling', 'data.num_frames', 'data.frame_stride',
-                      'data.target_fps', 'data.all_frames_trim_fraction', 'data.normalization',
-                      'data.eval_short_side', 'data.eval_crop_size', 'eval.view_scores')
 
 
 _said: Set[str] = set()
@@ -527,12 +522,7 @@ class CheckpointStore:
         for name, value in (records.get('settings') or {}).items():
           if name not in _SCORE_NEUTRAL_SETTINGS:  # None is a setting's value here
             evaluation[f'{_CONVERTED_WITH} {name}'] = repr(value)
-        stored = stored_config_dict(metadata.get('config'))
-        for field in _EVALUATION_FIELDS:
-          value = functools.reduce(lambda d, key: d.get(key) if isinstance(d, dict) else None,
-                                   field.split('.'), stored)
-          if value is not None:
-            evaluation[f'config.{field}'] = repr(value)
+        evaluation.update(_evaluation_settings(stored_config_dict(metadata.get('config'))))
         evaluations[step] = evaluation
     known = lambda name: [e[name] for e in evaluations.values()  # noqa: E731
                           if e.get(name) is not None]
@@ -695,13 +685,37 @@ def _restore_checked(manager: ocp.CheckpointManager, step: int, target: Any,
 # and how the clip it sees is sampled, sized and normalised. Training-only augmentation, input
 # plumbing (prefetching, sharding) and the number of eval views are left out.
 _VIEW_FIELDS = ('model.', 'dtype', 'data.temporal_sampling', 'data.num_frames',
-                'data.frame_stride', 'data.target_fps', 'data.all_frames_trim_fraction',
-                'data.normalization', 'data.eval_short_side', 'data.eval_crop_size')
+                'data.frame_stride', 'data.target_fps', 'data.normalization',
+                'data.eval_short_side', 'data.eval_crop_size')
 
 
 # Config fields that only set how this process compiles (XLA's CPU flags) and caches what it
 # compiled: a resume with other values trains the same run, so they are not named.
 _PROCESS_FIELDS = ('xla_cpu_', 'compilation_cache_dir')
+# The config fields that change how an evaluation scores a video: those of a view (the model
+# cannot change across a resume) and how the views' scores combine.
+_EVALUATION_FIELDS = tuple(f for f in _VIEW_FIELDS if not f.endswith('.')) + ('eval.view_scores',)
+
+
+def _evaluation_settings(stored: Dict[str, Any]) -> Dict[str, str]:
+  """{'config.FIELD': repr(value)} of the _EVALUATION_FIELDS a step's stored config gives, for
+  'best' to compare across steps; a sampler's own field (target_fps, frame_stride) only under a
+  sampler that reads it (data.ops.SAMPLER_FIELDS)."""
+  data = stored.get('data') if isinstance(stored.get('data'), dict) else {}
+  sampler_reads = ops.SAMPLER_FIELDS.get(data.get('temporal_sampling'))
+  owned = {field for fields in ops.SAMPLER_FIELDS.values() for field in fields}
+  settings = {}
+  for field in _EVALUATION_FIELDS:
+    name = field.split('.')[-1]
+    if field.startswith('data.') and name in owned and sampler_reads is not None \
+        and name not in sampler_reads:
+      continue
+    value = functools.reduce(lambda d, key: d.get(key) if isinstance(d, dict) else None,
+                             field.split('.'), stored)
+    if value is not None:
+      settings[f'config.{field}'] = repr(value)
+  return settings
+
 
 # The config.init_from fields that decide which weights a run starts from (the others describe).
 _INIT_WEIGHT_FIELDS = ('init_from.checkpoint', 'init_from.which', 'init_from.exclude',

@@ -80,9 +80,10 @@ def _parse_flags(argv: List[str]) -> List[str]:
     sys.exit(2)
 
 
-# The config groups (or GROUP.FIELD) only some modes read (training evaluates the weights it
-# trains, so it restores no eval.checkpoint; features average a video's views and draw no
-# pictures), and the predict settings only windows read.
+# The config groups, GROUP.FIELDs and top-level fields only some modes read (training evaluates
+# the weights it trains, so it restores no eval.checkpoint; features average a video's views and
+# draw no pictures; only training starts from init_from), and the predict settings only windows
+# read.
 MODES_OF_CONFIG_FIELDS = {'predict': ('predict',), 'features': ('features',),
                           'init_from': ('train',), 'precise_bn_batches': ('train',),
                           'eval.checkpoint': ('eval', 'predict', 'features'),
@@ -101,8 +102,7 @@ def unread_override(config, argv: List[str], mode: str) -> str:
   (target_fps with dense sampling), `init_from` or `precise_bn_batches` outside training (eval
   scored the workdir's checkpoint, not init_from's), view settings or pictures in features, or
   a window setting without a window. Each changed nothing, without a word."""
-  from data import augment  # pylint: disable=g-import-not-at-top
-  from data import sampling  # pylint: disable=g-import-not-at-top
+  from data import ops  # pylint: disable=g-import-not-at-top
   from salinet_jax import losses  # pylint: disable=g-import-not-at-top
   from salinet_jax import optim  # pylint: disable=g-import-not-at-top
   opt = config.optimizer
@@ -141,8 +141,8 @@ def unread_override(config, argv: List[str], mode: str) -> str:
                 f"{', '.join(reads)}): set --config.loss.name too, or leave it out.")
     elif group == 'data':
       for choice, table, what in (
-          (config.data.temporal_sampling, sampling.SAMPLER_FIELDS, 'temporal_sampling'),
-          (config.data.train_crop, augment.CROP_FIELDS, 'train_crop')):
+          (config.data.temporal_sampling, ops.SAMPLER_FIELDS, 'temporal_sampling'),
+          (config.data.train_crop, ops.CROP_FIELDS, 'train_crop')):
         owners = [key for key, fields in table.items() if field in fields]
         if owners and choice in table and choice not in owners:
           return (f'--config.data.{field} is read by {what} {" or ".join(map(repr, owners))} '

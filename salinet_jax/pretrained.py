@@ -402,7 +402,7 @@ def _check_the_classes_of_a_classifier(report: LoadReport,
         'init_from %s records no class names: its layers with a row per class (%s) are read as '
         "these records' %d classes in their order (%s), unchecked. %s; or exclude them with "
         '%s to train them afresh.', source, ', '.join(classifiers), len(classes),
-        ', '.join(classes[:3]) + (', ...' if len(classes) > 3 else ''), remedy, exclude)
+        data_errors.first_few(list(classes), 3), remedy, exclude)
     return
   if sorted(trained_on) == sorted(classes):
     index = next(i for i, (a, b) in enumerate(zip(trained_on, classes)) if a != b)

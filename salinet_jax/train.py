@@ -850,7 +850,7 @@ def _say_records_changes(seen: Optional[Dict[str, Any]], dataset_config, what: s
     if shared:
       logging.warning('%s trained on %d of the groups split %r of %s holds now (%s): its '
                       'evaluation there scores videos it trained on.', what, len(shared),
-                      evaluated, directory, _preview(shared))
+                      evaluated, directory, data_errors.first_few(list(shared), 4))
   return {split for split, then in seen.items()
           if split in now and records.holds_other_videos(then, now[split])}
 
@@ -882,14 +882,10 @@ def _require_same_classes(trained_on, info, split: str, what: str, remedy: str,
   the same number of other classes would fit the model and be silently wrong."""
   if tuple(trained_on) != tuple(info.classes):
     raise error(
-        f'{what} was trained on {len(trained_on)} classes ({_preview(trained_on)}) but split '
-        f'{split!r} in {info.directory} has {len(info.classes)} ({_preview(info.classes)}): '
-        f'{remedy}.')
-
-
-def _preview(names, count: int = 4) -> str:
-  names = list(names)
-  return ', '.join(names[:count]) + (', ...' if len(names) > count else '')
+        f'{what} was trained on {len(trained_on)} classes '
+        f'({data_errors.first_few(list(trained_on), 4)}) but split {split!r} in '
+        f'{info.directory} has {len(info.classes)} '
+        f'({data_errors.first_few(list(info.classes), 4)}): {remedy}.')
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str, split: Optional[str] = None,

@@ -116,8 +116,8 @@ def test_flags_the_workload_does_not_read_are_refused():
                      r'--mode=train and eval, not to --mode=inputs'):
     bench.run(tiny_bench_config(), config_path='demo', mode='inputs', batch=2, steps=1, warmup=1,
               dtype='bfloat16', cpu_kernels=False)
-  with pytest.raises(bench.errors.UserError, match=r'--compare=torch runs PyTorch in float32 on the CPU: '
-                     r'the JAX side would compute in bfloat16'):
+  with pytest.raises(bench.errors.UserError, match=r'--compare=torch runs PyTorch in float32 on '
+                     r'the CPU: the JAX side would compute in bfloat16'):
     bench.run(tiny_bench_config('hara_resnet3d'), config_path='demo', mode='train', batch=2,
               steps=1, warmup=1, dtype='bfloat16', compare='torch')
 

@@ -584,7 +584,8 @@ def test_best_says_when_the_steps_it_compares_were_evaluated_with_other_clip_set
   """A run resumed with another eval crop, short side and frame stride scored its later step on
   other clips of the same videos and views, and 'best' compared it with the earlier ones
   without a word (train/eval audit). The fields come from each step's stored config; a step
-  saved without one is not compared, nor are fields no evaluation reads (the learning rate)."""
+  saved without one is not compared, nor are fields no evaluation reads (the learning rate, the
+  all_frames trim, another sampler's target fps)."""
   caplog.set_level('WARNING', logger='absl')
   ckpt_config.keep_last = 4
   store = checkpoints.CheckpointStore(str(tmp_path), ckpt_config)
@@ -594,6 +595,9 @@ def test_best_says_when_the_steps_it_compares_were_evaluated_with_other_clip_set
   first.data.update(dict(eval_crop_size=48, eval_short_side=64, frame_stride=4))
   resumed.data.update(dict(eval_crop_size=24, eval_short_side=32, frame_stride=1))
   resumed.optimizer.base_learning_rate = 0.5
+  # Read by no evaluation of these steps: pyslowfast's rate beside dense sampling, and the
+  # all_frames trim, which only training clips take.
+  resumed.data.target_fps, resumed.data.all_frames_trim_fraction = 10.0, 0.25
   for step, top1, config in ((2, 0.3, first), (4, 0.5, first), (6, 0.4, None), (8, 0.4, resumed)):
     store.save(step, _state(step), metrics={'val_top1': top1}, evaluation=val, config=config)
   store.close()

@@ -81,7 +81,7 @@ def test_f_theta_matches_the_reference_sampler_head(fix):
 
 
 @pytest.mark.parametrize('fixed', [False, True])
-def test_gaussian_sampler_matches_the_reference_loop(fixed):
+def test_gaussian_sampler_matches_the_reference(fixed):
   rng = np.random.default_rng(1)
   video = rng.standard_normal((2, 7, 3, 12, 10))  # (B, N, C, H, W), W != H
   video[1, VALID[1]:] = 1e4  # padding, never read

@@ -245,8 +245,8 @@ def test_videos_shorter_than_a_clip_or_longer_than_its_reach_are_counted_at_the_
     assert (f'{len(short)} of {len(stored[split])} videos of split {split!r} of {records_dir} '
             "hold fewer frames than a clip of temporal_sampling='dense' spans (57 frames; the "
             f'shortest holds {short[0]}): their clips wrap around to their first frames{use}. '
-            'Lower config.data.num_frames or frame_stride, or convert at a lower --fps, where '
-            'that matters.') in caplog.text, caplog.text
+            'Where that matters, lower config.data.num_frames or frame_stride, or convert at a '
+            'higher --fps.') in caplog.text, caplog.text
   # Dense clips of videos at 12 and 30 fps span other lengths of time (audit: fight_surv's 29
   # frames are 2.4 s of one and 0.97 s of the other).
   spread = {split: max(fps for _, fps, _ in lengths) > 1.25 * min(fps for _, fps, _ in lengths)
@@ -256,7 +256,7 @@ def test_videos_shorter_than_a_clip_or_longer_than_its_reach_are_counted_at_the_
     rates = [fps for _, fps, _ in lengths]
     line = (f"the videos of split {split!r} of {records_dir} are stored at {min(rates):g}-"
             f"{max(rates):g} fps: a clip of temporal_sampling='dense' spans 57 frames, "
-            f"{57 / max(rates):.2g}-{57 / min(rates):.2g} s of them.")
+            f"{57 / max(rates):.1f}-{57 / min(rates):.1f} s of them.")
     assert (line in caplog.text) == spread[split], (line, caplog.text)
   config.data.update(dict(num_frames=4, frame_stride=2))  # every chosen clip is longer than 8
   caplog.clear()
@@ -278,11 +278,12 @@ def test_random_flip_beside_classes_that_name_a_direction_is_said(own_records, c
   _, records_dir = own_records
   config = _config(records_dir)
   assert augment.mirrored_directions_warning(['fight', 'noFight'], config.data) is None
-  classes = ['Swiping Left', 'Swiping Right', 'Turning the hand clockwise', 'Upright', 'Shaking']
+  classes = ['Swiping Left', 'swipe_right', 'TurnLeft', 'counter-clockwise', 'Upright',
+             'copyright_notice', 'Shaking']
   assert augment.mirrored_directions_warning(classes, config.data) == (
       "config.data.train_augmentations holds 'random_flip', which mirrors half the clips left "
-      "to right, and 3 of the 5 classes name a direction ('Swiping Left', 'Swiping Right', "
-      "'Turning the hand clockwise'): a mirrored clip keeps its label though it shows the other "
+      "to right, and 4 of the 7 classes name a direction ('Swiping Left', 'swipe_right', "
+      "'TurnLeft', 'counter-clockwise'): a mirrored clip keeps its label though it shows the other "
       'direction. Where these classes are told apart by direction, train with '
       '--config.data.train_augmentations="()".')
   config.data.train_augmentations = ()

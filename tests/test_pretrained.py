@@ -408,7 +408,8 @@ def test_a_converted_classifier_is_checked_by_its_recorded_classes_or_said_unche
   pretrained.load_pretrained(*fresh, {'checkpoint': unnamed}, classes=['cat', 'eel', 'dog', 'fox'],
                              classifier_params=head)
   assert (f'init_from {unnamed} records no class names: its layers with a row per class (head/fc) '
-          "are read as these records' 4 classes in their order (cat, eel, dog, ...), unchecked. "
+          "are read as these records' 4 classes in their order (cat, eel, dog, ... (4 in all)), "
+          "unchecked. "
           "Convert it again with --classes=FILE (the names in its classifier's row order) to "
           "have them checked; or exclude them with init_from.exclude='^(head/fc)(/|$)' to train "
           'them afresh.') in caplog.text, caplog.text

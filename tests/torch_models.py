@@ -259,12 +259,15 @@ class Workload:
 
   def step(self) -> None:
     """One step, done when it returns (on a GPU too)."""
-    amp = (torch.autocast(self.device.type, dtype=getattr(torch, self.autocast))
-           if self.autocast else contextlib.nullcontext())
-    with amp:
-      self._step()
+    self._step()
     if self.device.type == 'cuda':
       torch.cuda.synchronize(self.device)
+
+  def _amp(self):
+    """PyTorch AMP's autocast where the spec asks for it: around the forward pass and the loss,
+    not the backward pass or the update (as PyTorch's AMP recipe has it)."""
+    return (torch.autocast(self.device.type, dtype=getattr(torch, self.autocast))
+            if self.autocast else contextlib.nullcontext())
 
   def device_peak_mib(self) -> Optional[float]:
     """The peak of PyTorch's allocations on the GPU, or None on the CPU."""
@@ -275,11 +278,12 @@ class Workload:
   def _step(self) -> None:
     if self.mode == 'train':
       self.optimizer.zero_grad(set_to_none=True)
-      loss = self._loss(self._inputs())
+      with self._amp():
+        loss = self._loss(self._inputs())
       loss.backward()
       self.optimizer.step()
       return
-    with torch.no_grad():
+    with torch.no_grad(), self._amp():
       x = self._inputs()
       if self.arch == 's2dnet':
         self.model(x, self.valid, self.fixed)

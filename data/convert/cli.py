@@ -86,9 +86,10 @@ def _replaced_conversions(before, plan, args) -> List[str]:
   so, from what each checkpoint keeps of its records)."""
   if before is None:
     return []
+  from data import records  # pylint: disable=g-import-not-at-top,redefined-outer-name
   settings, lines = settings_of(args), []
   for split in sorted(plan.splits):
-    old = (before.extra.get('conversion', {}).get(split) or {}).get('settings') or {}
+    old = records.conversion_settings(before, split) or {}
     changed = [f'{name} {old[name]!r} -> {settings[name]!r}' for name in sorted(settings)
                if name in old and old[name] != settings[name]]
     if changed:
