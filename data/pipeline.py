@@ -339,8 +339,8 @@ def clip_coverage_warnings(dataset_config, data_config, train_split: Optional[st
   all_frames, longer than the frames a clip takes from a video's start (sampling.misses_frames:
   the rest is never read); and, for dense clips, a split of frame rates further apart than
   RATE_SPREAD, whose clips then span other lengths of time. Counted from the lengths the
-  converter kept (records.split_lengths);
-  nothing is said of records converted before it kept them, nor of synthetic clips."""
+  converter kept (records.split_lengths): nothing is said of records converted before it kept
+  them, nor of synthetic clips."""
   if dataset_config.name == 'synthetic':
     return []
   metadata = prepare(dataset_config)
