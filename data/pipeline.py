@@ -20,6 +20,7 @@ clips x spatial crops views per video, padded at the end with mask=False so ever
 the same number of equal-size batches.
 """
 
+import collections
 import dataclasses
 import math
 import os
@@ -350,14 +351,14 @@ def clip_coverage_warnings(dataset_config, data_config, train_split: Optional[st
     if not lengths:
       continue
     total = sum(count for _, _, count in lengths)
-    short, spans, unseen = [], set(), []
+    short, spans, unseen = collections.Counter(), set(), collections.Counter()  # length: videos
     for frames, fps, count in lengths:
       span = sampling.clip_span(data_config, fps)
       if span is not None and frames < span:
-        short += [frames] * int(count)
+        short[frames] += count
         spans.add(span)
       elif sampling.misses_frames(data_config, int(frames)):
-        unseen += [frames] * int(count)
+        unseen[frames] += count
     where = f'split {split!r} of {records_directory(dataset_config)}'
     rates = [fps for _, fps, _ in lengths if fps > 0]
     if sampler == 'dense' and rates and max(rates) > RATE_SPREAD * min(rates):
@@ -377,15 +378,15 @@ def clip_coverage_warnings(dataset_config, data_config, train_split: Optional[st
       clips, remedy = SHORT_VIDEO_CLIPS.get(
           sampler, ('repeat frames', 'lower config.data.num_frames'))
       lines.append(
-          f"{len(short)} of {total} videos of {where} hold fewer frames than a clip of "
+          f"{sum(short.values())} of {total} videos of {where} hold fewer frames than a clip of "
           f"temporal_sampling={sampler!r} spans ({span_text}; the shortest holds {min(short)}): "
           f'their clips {clips}{alike}. Where that matters, {remedy}.')
     if unseen:
       reach = sampling.clip_reach(data_config)
       lines.append(
-          f"{len(unseen)} of {total} videos of {where} hold more frames than the {reach} a clip "
-          f"of temporal_sampling={sampler!r} takes from a video's start (num_frames x "
-          f'frame_stride; the longest holds {max(unseen)}): the rest of each is '
+          f"{sum(unseen.values())} of {total} videos of {where} hold more frames than the "
+          f"{reach} a clip of temporal_sampling={sampler!r} takes from a video's start "
+          f'(num_frames x frame_stride; the longest holds {max(unseen)}): the rest of each is '
           + ('never scored.' if use == 'scored' else 'trained on only as far as the random '
              'trim of a clip\'s start (config.data.all_frames_trim_fraction) shifts it.'))
   return lines

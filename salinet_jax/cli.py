@@ -139,24 +139,20 @@ def unread_override(config, argv: List[str], mode: str) -> str:
       if reads is not None and field not in reads:
         return (f"--config.loss.{field} is not read by loss {config.loss.name!r} (it reads "
                 f"{', '.join(reads)}): set --config.loss.name too, or leave it out.")
-    elif group == 'data':
-      for choice, table, what in (
-          (config.data.temporal_sampling, ops.SAMPLER_FIELDS, 'temporal_sampling'),
-          (config.data.train_crop, ops.CROP_FIELDS, 'train_crop')):
+    else:
+      # (what chooses, its field, the choice, what each choice reads): a field of other choices.
+      choosers = {'optimizer': (('optimizer', 'name', opt.name, optim.OPTIMIZER_FIELDS),
+                                ('schedule', 'schedule', opt.schedule, optim.SCHEDULE_FIELDS)),
+                  'data': (('temporal_sampling', 'temporal_sampling',
+                            config.data.temporal_sampling, ops.SAMPLER_FIELDS),
+                           ('train_crop', 'train_crop', config.data.train_crop,
+                            ops.CROP_FIELDS))}.get(group, ())
+      for what, selector, choice, table in choosers:
         owners = [key for key, fields in table.items() if field in fields]
         if owners and choice in table and choice not in owners:
-          return (f'--config.data.{field} is read by {what} {" or ".join(map(repr, owners))} '
-                  f'only, not by {choice!r}: set --config.data.{what} too, or leave it out.')
-    elif group == 'optimizer':
-      for choice, table in ((opt.name, optim.OPTIMIZER_FIELDS),
-                            (opt.schedule, optim.SCHEDULE_FIELDS)):
-        owners = [key for key, fields in table.items() if field in fields]
-        if owners and choice not in owners:
-          what = 'optimizer' if table is optim.OPTIMIZER_FIELDS else 'schedule'
-          return (f'--config.optimizer.{field} is read by {what} '
-                  f'{" or ".join(map(repr, owners))} only, '
-                  f'not by {choice!r}: set --config.optimizer.'
-                  f'{"name" if what == "optimizer" else "schedule"} too, or leave it out.')
+          return (f'--config.{group}.{field} is read by {what} '
+                  f'{" or ".join(map(repr, owners))} only, not by {choice!r}: set '
+                  f'--config.{group}.{selector} too, or leave it out.')
   return ''
 
 
