@@ -1,10 +1,13 @@
 """CPU kernels (salinet_jax/models/fast_conv.py, fast_pool.py) against JAX's own operations.
 
 In float64, so that the custom gradients are checked to rounding, not to float32 noise: every
-path (1x1 as matmul, matmul weight gradient, im2col backward, patch weight gradient of stems,
-padding-free frame sums, depthwise multiply-adds, max-pool gradient routing with ties) must give
-the values and the gradients that autodiff of the plain XLA operation gives.
+path (1x1 as matmul, matmul weight gradient, im2col backward, gradients written as convolutions,
+patch weight gradient of stems, padding-free frame sums, depthwise multiply-adds, max-pool
+gradient routing with ties) must give the values and the gradients that autodiff of the plain
+XLA operation gives.
 """
+
+import re
 
 import flax.linen as nn
 import jax
@@ -58,7 +61,10 @@ def _assert_same(got, expected):
     (2, 33, 32, 6, 3, 2, 1),    # strided, odd size
     (3, 7, 40, 8, 3, 1, 1),     # im2col backward (small feature map)
     (2, 9, 36, 5, 5, 2, 2),     # im2col backward, 5x5 stride 2
-    (2, 10, 8, 6, 3, 1, 1),     # few channels: XLA's own gradient
+    (2, 10, 8, 6, 3, 1, 1),     # few channels: gradients as library convolutions
+    (2, 11, 8, 6, 3, 2, 1),     # strided, odd size: the last input row is never read
+    (2, 12, 5, 3, 4, 3, 1),     # even kernel, stride 3
+    (1, 9, 6, 4, 5, 2, 2),      # 5x5 stride 2
 ])
 def test_conv2d_matches_xla_values_and_gradients(n, size, cin, cout, k, stride, pad):
   with jax.enable_x64(True):
@@ -75,6 +81,79 @@ def test_conv2d_matches_xla_values_and_gradients(n, size, cin, cout, k, stride, 
     got_jit = jax.jit(lambda x, w: _value_and_grads(
         lambda x, w: fast_conv.conv2d(x, w, (stride, stride), padding), x, w))(x, w)
     _assert_same(got_jit, expected)
+
+
+@pytest.mark.parametrize('size,k,stride,padding', [
+    (10, 3, 2, ((0, 2), (1, 0))),   # asymmetric padding
+    (7, 2, 2, ((0, 0), (0, 1))),    # even kernel, no padding on one side
+    (13, 5, 4, ((2, 1), (3, 3))),   # stride 4: three input rows past the last window
+])
+def test_gradients_written_as_convolutions_equal_autodiffs(size, k, stride, padding):
+  with jax.enable_x64(True):
+    x, w = _random((2, size, size + 1, 6), 14), _random((k, k, 6, 5), 15)
+    strides = (stride, stride)
+    expected = _value_and_grads(
+        lambda x, w: lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=NHWC),
+        x, w)
+    got = _value_and_grads(
+        lambda x, w: fast_conv.conv2d_library_gradients(x, w, strides, padding), x, w)
+    _assert_same(got, expected)
+
+
+def _convolution_layouts(compiled_text: str):
+  return sorted(set(re.findall(r'dim_labels=([0-9a-z_]+->[0-9a-z]+)', compiled_text)))
+
+
+@pytest.mark.parametrize('eigen', [False, True], ids=['ynnpack', 'eigen'])
+@pytest.mark.parametrize('cin,stride,size', [(8, 1, 12), (32, 1, 16), (32, 2, 17)])
+def test_gradients_inside_a_loop_are_library_convolutions(monkeypatch, eigen, cin, stride, size):
+  """Autodiff's gradient convolutions come in dimension orders that XLA's CPU backend turns into
+  its library kernels' order in the entry computation only: inside the `lax.scan` of gradient
+  accumulation they ran as generic loops, 20x slower. Every convolution of a scanned gradient is
+  in the NHWC/HWIO order (XLA's b01f_01io->b01f)."""
+  if jax.default_backend() != 'cpu':
+    pytest.skip('the CPU kernels are only used on the CPU backend')
+  if eigen:
+    monkeypatch.setenv('XLA_FLAGS', '--xla_cpu_experimental_ynn_fusion_type=-individual_convolution')
+  w = _random((3, 3, cin, 8), 16).astype(jnp.float32)
+  clips = _random((2, 2, size, size, cin), 17).astype(jnp.float32)
+  padding = ((1, 1), (1, 1))
+
+  def loss(w, x):
+    return jnp.sum(fast_conv.conv2d(x, w, (stride, stride), padding) ** 2)
+
+  def accumulated(w, clips):
+    def step(total, x):
+      return total + jax.grad(loss)(w, x), None
+    return lax.scan(step, jnp.zeros_like(w), clips)[0]
+
+  text = jax.jit(accumulated).lower(w, clips).compile().as_text()
+  assert 'while' in text
+  assert _convolution_layouts(text) == ['b01f_01io->b01f']
+
+
+@pytest.mark.parametrize('conv', ['conv2d', 'stem'])
+def test_gradients_not_asked_for_are_not_traced(conv):
+  """A clip's input gradient (a stem's) was traced, though never used: XLA removed it, but the
+  benchmark's FLOP count, which reads the traced program, counted it (R3D-18's train step at
+  4 x 8 x 112^2: 141 GFLOPs, of which 66 this gradient). The rules build only the gradients
+  of what is differentiated."""
+  from salinet_jax import flops  # pylint: disable=g-import-not-at-top
+  if conv == 'conv2d':
+    x, w = _random((2, 10, 10, 8), 18), _random((3, 3, 8, 4), 19)
+    apply = lambda x, w: fast_conv.conv2d(x, w, (1, 1), ((1, 1), (1, 1)))
+  else:
+    x, w = _random((2, 4, 12, 12, 3), 20), _random((3, 5, 5, 3, 4), 21)
+    apply = lambda x, w: fast_conv.frame_sum_conv3d(x, w, (1, 2, 2), (1, 2, 2))
+
+  def macs(argnums):
+    grad = jax.grad(lambda x, w: jnp.sum(jnp.sin(apply(x, w))), argnums=argnums)
+    return sum(flops.jaxpr_macs(jax.make_jaxpr(grad)(x, w)).values())
+
+  forward = sum(flops.jaxpr_macs(jax.make_jaxpr(apply)(x, w)).values())
+  weight_only, input_only, both = macs(1), macs(0), macs((0, 1))
+  assert weight_only + input_only == both + forward
+  assert weight_only < both and input_only < both
 
 
 def _assert_frame_sum_matches_xla(x, w, strides, padding):
@@ -119,11 +198,11 @@ def test_patch_weight_gradient_serves_stems_and_stride_one_temporal_kernels():
   assert not uses(64, (1, 3, 3), (1, 1, 1))  # I3D's spatial "b" convolutions
 
 
-def test_eigen_convolutions_keep_xla_weight_gradients_except_for_stems(monkeypatch):
-  """With XLA's Eigen convolutions (config.xla_cpu_convolutions='eigen'), its own 2D weight
-  gradients are faster than the matmul and patch ones: only stems with several temporal taps
-  keep theirs (2D kernels on few channels too run as XLA's), and the values and gradients stay
-  XLA's."""
+def test_eigen_convolutions_keep_convolution_weight_gradients_except_for_stems(monkeypatch):
+  """With XLA's Eigen convolutions (config.xla_cpu_convolutions='eigen'), 2D weight gradients
+  as convolutions are faster than the matmul and patch ones: only stems with several temporal
+  taps keep theirs (2D kernels on few channels too run as convolutions), and the values and
+  gradients stay XLA's."""
   monkeypatch.setenv('XLA_FLAGS', '--xla_cpu_experimental_ynn_fusion_type=-individual_convolution')
   uses = fast_conv.uses_patch_weight_gradient
   assert not uses(64, (3, 3, 3), (1, 1, 1))
@@ -137,8 +216,11 @@ def test_eigen_convolutions_keep_xla_weight_gradients_except_for_stems(monkeypat
     _assert_frame_sum_matches_xla(_random((2, 3, 11, 11, 1), 12), _random((1, 5, 5, 1, 4), 13),
                                   (1, 1, 1), (0, 2, 2))
     x2, w2 = _random((2, 9, 9, 32), 10), _random((3, 3, 32, 4), 11)
-    jaxpr = str(jax.make_jaxpr(lambda w: fast_conv.conv2d(x2, w, (1, 1), ((1, 1), (1, 1))))(w2))
-    assert 'custom_vjp' not in jaxpr  # with YNNPACK's convolutions: conv2d_matmul_grad's rule
+    jaxpr = str(jax.make_jaxpr(jax.grad(
+        lambda w: jnp.sum(fast_conv.conv2d(x2, w, (1, 1), ((1, 1), (1, 1))))))(w2))
+    # The weight gradient is one convolution (with YNNPACK's: a matrix product per tap).
+    assert 'dot_general' not in jaxpr
+    assert jaxpr.count('conv_general_dilated') == 2  # the forward and the weight gradient
 
 
 def test_frame_pairs_serve_stems_where_they_waste_few_products():
