@@ -361,6 +361,9 @@ class Engine:
         opt_config, abstract['params'], self.total_steps, config.batch_size,
         steps_per_epoch, schedule_epochs(config, self.total_steps, self.steps_per_epoch,
                                          training=train_videos is not None))
+    pairing = s2dnet.batch_pairing_warning(config.model)
+    if pairing:
+      logging.warning('%s', pairing)
     if train_videos is not None and config.model.name == 's2dnet':
       s2dnet.check_stage_recipe(config.model.stage, optim.frozen_names(
           abstract['params'], opt_config.frozen), opt_config.frozen)

@@ -12,6 +12,7 @@ import pytest
 
 from configs import base
 from configs import mini_kinetics_s2dnet
+from salinet_jax import engine
 from salinet_jax import flops
 from salinet_jax import losses
 from salinet_jax import optim
@@ -19,6 +20,8 @@ from salinet_jax.models import build_model
 from salinet_jax.models import mobilenet_v2
 from salinet_jax.models import resnet2d
 from salinet_jax.models import s2dnet
+
+from conftest import tiny_s2dnet_config
 
 # A CPU-sized S2DNet: 4 synopsis frames at 32 px, 4 detail frames at 16 px, ResNet-10 of width 8.
 TINY = dict(synopsis_frames=4, synopsis_size=32, detail_frames=4, detail_size=16, snet_width=0.25,
@@ -163,6 +166,20 @@ def test_detail_network_tiles_synopsis_per_video_unless_faithful():
   # Under the bug both videos' frame rows alternate s0, s1: each video sees their mean.
   np.testing.assert_allclose(faithful - correct, (s.mean(0, keepdims=True) - s) @ w_s,
                              rtol=1e-4, atol=1e-5)
+
+
+def test_faithful_tiling_says_that_scores_depend_on_the_batch(tiny_data_dir, caplog):
+  """With the reference's tiling a video's scores change with the videos beside it (the test
+  above), so an engine built for it says so; the default tiling says nothing."""
+  caplog.set_level('WARNING', logger='absl')
+  config = tiny_s2dnet_config(tiny_data_dir, 'sampling')
+  engine.Engine(config, ['a', 'b', 'c'])
+  assert 'faithful_topk_tiling' not in caplog.text
+  config.model.faithful_topk_tiling = True
+  engine.Engine(config, ['a', 'b', 'c'])
+  assert ("config.model.faithful_topk_tiling=True pairs each clip's detail frames with other "
+          "clips' top-k vectors") in caplog.text
+  assert 'config.eval_batch_size' in caplog.text
 
 
 # ---------------------------------------------------------------------------------------------

@@ -99,6 +99,18 @@ def tile_per_frame(vectors: jnp.ndarray, frames: int, faithful_bug: bool = False
   return jnp.repeat(vectors, frames, axis=0)
 
 
+def batch_pairing_warning(model_config) -> Optional[str]:
+  """The line that says what `faithful_topk_tiling=True` does to an S2DNet's outputs, or None
+  for any other model: with it, a video's loss and scores depend on the batch it shares."""
+  if model_config.get('name') != 's2dnet' or not model_config.get('faithful_topk_tiling'):
+    return None
+  return ("config.model.faithful_topk_tiling=True pairs each clip's detail frames with other "
+          "clips' top-k vectors, as the reference's tiling does: a video's loss and scores "
+          'depend on the other videos of its batch (config.batch_size, config.eval_batch_size, '
+          "the views and the padded tail of an eval batch). Set it False to score each video "
+          'on its own.')
+
+
 class SynopsisNetwork(nn.Module):
   """SNet: TSM-MobileNetV2 on T uniform frames at S x S; returns (logits, e, g, frame indices).
 
