@@ -177,9 +177,9 @@ def test_faithful_tiling_says_that_scores_depend_on_the_batch(tiny_data_dir, cap
   assert 'faithful_topk_tiling' not in caplog.text
   config.model.faithful_topk_tiling = True
   engine.Engine(config, ['a', 'b', 'c'])
-  assert ("config.model.faithful_topk_tiling=True pairs each clip's detail frames with other "
-          "clips' top-k vectors") in caplog.text
-  assert 'config.eval_batch_size' in caplog.text
+  assert ("config.model.faithful_topk_tiling=True gives the detail frames of a clip the top-k "
+          'vectors of the clips of its batch in turn') in caplog.text
+  assert 'grad_accumulation_steps, config.eval_batch_size' in caplog.text
 
 
 # ---------------------------------------------------------------------------------------------

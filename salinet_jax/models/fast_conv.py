@@ -6,8 +6,9 @@ convolution whose window covers the whole output feature map (56x56, 28x28, ...)
 "batch" is the input channels; XLA's CPU backend runs that several times slower than oneDNN's
 weight-gradient kernels (4-8x at 56^2 and 28^2 in this project's layers).
 
-`conv2d` keeps XLA's forward and input gradient and computes the weight gradient as what it is,
-a matrix product contracting over the (large) batch x output-space extent, one per kernel tap:
+`conv2d` keeps XLA's forward, writes the input gradient as one convolution (`input_gradient`)
+and computes the weight gradient as what it is, a matrix product contracting over the (large)
+batch x output-space extent, one per kernel tap:
 
     dW[i, j] = X_ij^T . dY,   X_ij = the input window of tap (i, j) at every output position,
                               reshaped to (N * Ho * Wo, Cin); dY reshaped to (N * Ho * Wo, Cout)
@@ -19,8 +20,8 @@ XLA fuses into one loop; its grouped convolution is several times slower on CPU.
 
 Where XLA runs convolutions with its Eigen kernels instead of YNNPACK's
 (config.xla_cpu_convolutions='eigen', the default of main.py and the benchmark;
-`parallel.cpu_convolutions_are_eigens`), its own 2D weight gradients are the faster ones, and
-only 1x1 convolutions and 3D stems keep the products. 3x3, batch 16, 2-core AVX-512 Xeon, XLA's
+`parallel.cpu_convolutions_are_eigens`), 2D weight gradients as convolutions are the faster
+ones, and only 1x1 convolutions and 3D stems keep the products. 3x3, batch 16, 2-core AVX-512 Xeon, XLA's
 against the matmul ones: 0.0059 against 0.0176 s at 28^2 x 64 channels, 0.027 against 0.100 s
 at 56^2 x 64, 0.017 against 0.043 s at 28^2 x 128, 0.015 against 0.023 s at 14^2 x 256 (with
 YNNPACK's convolutions XLA's take 0.023, 0.102, 0.052 and 0.017 s).
@@ -29,7 +30,10 @@ The other 2D convolutions (`conv2d_library_gradients`) have their gradients writ
 convolutions in the NHWC/HWIO order of XLA's library kernels, as has the input gradient of the
 matmul path: XLA's CPU backend puts autodiff's dimension orders into that order in its entry
 computation only, and inside a loop (the `lax.scan` of gradient accumulation) ran them as
-generic loops. The custom rules build only the gradients asked for (no clip's input gradient).
+generic loops. A convolution on a map smaller than its kernel, of SMALL_MAP_MIN_CHANNELS input
+channels or more (`small_map_conv2d`), is one matrix product over im2col patches. Every custom rule here builds only the gradients of the operands
+being differentiated (never a clip's input gradient: XLA would remove it, but the benchmark's
+FLOP count reads the traced program).
 
 `conv_general_dilated_for_backend` is a drop-in for `lax.conv_general_dilated` (flax `nn.Conv`'s
 `conv_general_dilated_cls`) that uses these on the CPU backend and passes everything else
@@ -57,6 +61,12 @@ MATMUL_GRAD_MIN_CHANNELS = 32
 # input (col2im). The patch matrix is small there, and XLA's CPU convolutions (and the kernel
 # transposes its input gradient needs) are slowest relative to a matrix product.
 IM2COL_GRAD_MAX_POSITIONS = 14 * 14
+# From this many input channels up, a convolution on a map smaller than its kernel is an im2col
+# product (`small_map_conv2d`). 3x3 on 32 x 2 x 2 maps, forward and backward, XLA's against the
+# product's: 49.8 against 5.3 ms at 256 channels, 600 against 12 ms at 512; 5.2 against 0.9 ms
+# at 64 and 6.8 against 2.2 at 128, where the product's extra kernels cost more compile time
+# (the demo's train step: 9.2 s against 7.1) than they save in a short run.
+SMALL_MAP_MIN_CHANNELS = 256
 # A 3D convolution's weight gradient is one product of an im2col patch matrix (kh * kw * Cin
 # columns) with the output gradient shifted once per temporal tap (kt * Cout columns) up to this
 # many input channels (video stems: 3; most take the frame pairs below instead), and for every
@@ -118,6 +128,26 @@ def weight_gradient(x, dy, kernel_hw: Pair, strides: Pair, padding: Padding, pre
   return jnp.stack(grads).reshape(kh, kw, cin, cout)
 
 
+def _define_rule(op, forward, gradients):
+  """Gives the custom_vjp `op(x, w, *settings)` its rule, with symbolic zeros: the value from
+  `forward(x, w, *settings)`, and `gradients(settings, x, w, dy, want_dx, want_dw)` ->
+  (dx or None, dw or None) for the operands being differentiated only; no gradient at all for
+  a zero cotangent."""
+
+  def fwd(x, w, *settings):
+    return forward(x.value, w.value, *settings), (x.value, w.value, x.perturbed, w.perturbed)
+
+  def bwd(*args):
+    settings, (x, w, want_dx, want_dw), dy = args[:-2], args[-2], args[-1]
+    if isinstance(dy, jax.custom_derivatives.SymbolicZero):
+      return None, None
+    dx, dw = gradients(settings, x, w, dy, want_dx, want_dw)
+    return (None if dx is None else dx.astype(x.dtype),
+            None if dw is None else dw.astype(w.dtype))
+
+  op.defvjp(fwd, bwd, symbolic_zeros=True)
+
+
 def input_gradient(dy, w, in_hw: Pair, strides: Pair, padding: Padding, precision=None):
   """dx (N, H, W, Cin) of `_plain_conv(x, w, strides, padding)` for output gradient dy, as one
   NHWC/HWIO convolution: dy dilated by the strides, correlated with the flipped kernel whose
@@ -160,27 +190,17 @@ def conv2d_library_gradients(x, w, strides: Pair, padding: Padding, precision=No
   return _plain_conv(x, w, strides, padding, precision)
 
 
-def _library_gradients_fwd(x, w, strides, padding, precision):
-  # With symbolic zeros, x and w come with whether they are differentiated (a clip is not).
-  y = _plain_conv(x.value, w.value, strides, padding, precision)
-  return y, (x.value, w.value, x.perturbed, w.perturbed)
-
-
-def _library_gradients_bwd(strides, padding, precision, residuals, dy):
-  """Only the gradients asked for: no convolution left for XLA to remove (nor for the
-  benchmark's FLOP count to count)."""
-  x, w, x_perturbed, w_perturbed = residuals
+def _library_gradients(settings, x, w, dy, want_dx: bool, want_dw: bool):
+  strides, padding, precision = settings
   dx = dw = None
-  if x_perturbed:
-    dx = input_gradient(dy, w, x.shape[1:3], strides, padding, precision).astype(x.dtype)
-  if w_perturbed:
+  if want_dx:
+    dx = input_gradient(dy, w, x.shape[1:3], strides, padding, precision)
+  if want_dw:
     dw = weight_gradient_as_conv(x, dy, w.shape[:2], strides, padding, precision)
-    dw = dw.astype(w.dtype)
   return dx, dw
 
 
-conv2d_library_gradients.defvjp(_library_gradients_fwd, _library_gradients_bwd,
-                                symbolic_zeros=True)
+_define_rule(conv2d_library_gradients, _plain_conv, _library_gradients)
 
 
 def _is_pointwise(w, padding: Padding) -> bool:
@@ -204,32 +224,38 @@ def channel_matmul(x, w, precision=None):
   Written this way, the product reads both operands as they are stored; a 1x1 convolution and
   the BatchNorm around it train 12-30 % faster (16 x 56^2, 256 -> 64 and 64 -> 256 channels).
   """
+  return _channel_product(x, w, precision)
+
+
+def _channel_product(x, w, precision=None):
   return lax.dot_general(x, w, (((x.ndim - 1,), (0,)), ((), ())), precision=precision)
 
 
-def _channel_matmul_fwd(x, w, precision):
-  return channel_matmul(x, w, precision), (x, w)
+def _channel_matmul_gradients(settings, x, w, dy, want_dx: bool, want_dw: bool):
+  precision, = settings
+  dx = dw = None
+  if want_dx:
+    dx = lax.dot_general(dy, w, (((dy.ndim - 1,), (1,)), ((), ())), precision=precision)
+  if want_dw:
+    dw = lax.dot_general(_rows(x), _rows(dy), (((0,), (0,)), ((), ())), precision=precision)
+  return dx, dw
 
 
-def _channel_matmul_bwd(precision, residuals, dy):
-  x, w = residuals
-  dx = lax.dot_general(dy, w, (((dy.ndim - 1,), (1,)), ((), ())), precision=precision)
-  dw = lax.dot_general(_rows(x), _rows(dy), (((0,), (0,)), ((), ())), precision=precision)
-  return dx.astype(x.dtype), dw.astype(w.dtype)
-
-
-channel_matmul.defvjp(_channel_matmul_fwd, _channel_matmul_bwd)
+_define_rule(channel_matmul, _channel_product, _channel_matmul_gradients)
 
 
 def conv2d(x, w, strides: Pair, padding: Padding, precision=None):
   """`lax.conv_general_dilated(x, w, strides, padding)` in NHWC/HWIO: 1x1 convolutions as
   matrix products; wider ones with the matmul weight gradient from `Cin` =
   MATMUL_GRAD_MIN_CHANNELS input channels up, unless XLA runs convolutions with its Eigen
-  kernels (see the module docstring)."""
+  kernels; wide maps smaller than the kernel as im2col products (see the module docstring)."""
   if not use_cpu_kernels():
     return _plain_conv(x, w, strides, padding, precision)
   if _is_pointwise(w, padding):
     return pointwise_conv2d(x, w, strides, precision)
+  if x.shape[-1] >= SMALL_MAP_MIN_CHANNELS and (x.shape[1] < w.shape[0]
+                                                or x.shape[2] < w.shape[1]):
+    return small_map_conv2d(x, w, strides, padding, precision)
   if x.shape[-1] >= MATMUL_GRAD_MIN_CHANNELS and not parallel.cpu_convolutions_are_eigens():
     return conv2d_matmul_grad(x, w, strides, padding, precision)
   return conv2d_library_gradients(x, w, strides, padding, precision)
@@ -237,12 +263,9 @@ def conv2d(x, w, strides: Pair, padding: Padding, precision=None):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
 def conv2d_matmul_grad(x, w, strides: Pair, padding: Padding, precision=None):
-  """XLA's convolution and input gradient; the weight gradient from `weight_gradient`."""
+  """XLA's convolution; the input gradient from `input_gradient` and the weight gradient from
+  `weight_gradient` (on small maps, both from im2col products)."""
   return _plain_conv(x, w, strides, padding, precision)
-
-
-def _conv2d_fwd(x, w, strides, padding, precision):
-  return _plain_conv(x, w, strides, padding, precision), (x, w)
 
 
 def im2col(x, kernel_hw: Pair, strides: Pair, padding: Padding, out_hw: Pair):
@@ -252,22 +275,37 @@ def im2col(x, kernel_hw: Pair, strides: Pair, padding: Padding, out_hw: Pair):
                           for i in range(kernel_hw[0]) for j in range(kernel_hw[1])], axis=-1)
 
 
-def _conv2d_bwd(strides, padding, precision, residuals, dy):
-  x, w = residuals
+def small_map_conv2d(x, w, strides: Pair, padding: Padding, precision=None):
+  """A convolution on a map smaller than its kernel, as one product of its im2col patches with
+  the kernel's rows. XLA's CPU backend swaps such a convolution's operands (the map becomes the
+  kernel) into an order its library kernels do not take, and runs it as a generic loop: 3x3 on
+  8 x 2 x 2 x 512 in 155 ms, a stage-4 map of R3D-18 on 64^2 clips."""
+  out_hw = tuple(_out_size(size, k, stride, pad) for size, k, stride, pad
+                 in zip(x.shape[1:3], w.shape[:2], strides, padding))
+  patches = im2col(x, w.shape[:2], strides, padding, out_hw)
+  return _channel_product(patches, w.reshape(-1, w.shape[-1]), precision)
+
+
+def _matmul_path_gradients(settings, x, w, dy, want_dx: bool, want_dw: bool):
+  strides, padding, precision = settings
   out_hw = dy.shape[1:3]
+  dx = dw = None
   if out_hw[0] * out_hw[1] <= IM2COL_GRAD_MAX_POSITIONS:
     patches, col2im = jax.vjp(lambda x_: im2col(x_, w.shape[:2], strides, padding, out_hw), x)
-    w_rows = w.reshape(-1, w.shape[-1])
-    dw = jnp.dot(_rows(patches).T, _rows(dy), precision=precision).reshape(w.shape)
-    dpatches = lax.dot_general(dy, w_rows, (((3,), (1,)), ((), ())), precision=precision)
-    dx, = col2im(dpatches)
-    return dx.astype(x.dtype), dw.astype(w.dtype)
-  dx = input_gradient(dy, w, x.shape[1:3], strides, padding, precision)
-  dw = weight_gradient(x, dy, w.shape[:2], strides, padding, precision)
-  return dx.astype(x.dtype), dw.astype(w.dtype)
+    if want_dw:
+      dw = jnp.dot(_rows(patches).T, _rows(dy), precision=precision).reshape(w.shape)
+    if want_dx:
+      w_rows = w.reshape(-1, w.shape[-1])
+      dx, = col2im(lax.dot_general(dy, w_rows, (((3,), (1,)), ((), ())), precision=precision))
+    return dx, dw
+  if want_dx:
+    dx = input_gradient(dy, w, x.shape[1:3], strides, padding, precision)
+  if want_dw:
+    dw = weight_gradient(x, dy, w.shape[:2], strides, padding, precision)
+  return dx, dw
 
 
-conv2d_matmul_grad.defvjp(_conv2d_fwd, _conv2d_bwd)
+_define_rule(conv2d_matmul_grad, _plain_conv, _matmul_path_gradients)
 
 
 def depthwise_conv2d(x, w, strides: Pair, padding: Padding):
@@ -509,29 +547,21 @@ def _frame_sum_patch_grad(x, kernel, strides, padding):
   return _patch_grad_forward(x, kernel, strides, padding)
 
 
-def _frame_sum_patch_grad_fwd(x, kernel, strides, padding):
-  y = _patch_grad_forward(x.value, kernel.value, strides, padding)
-  return y, (x.value, kernel.value, x.perturbed, kernel.perturbed)
-
-
-def _frame_sum_patch_grad_bwd(strides, padding, residuals, dy):
-  x, kernel, x_perturbed, kernel_perturbed = residuals
+def _frame_sum_patch_gradients(settings, x, kernel, dy, want_dx: bool, want_dw: bool):
+  strides, padding = settings
   dx = dw = None
-  if x_perturbed:  # not where x is the clip itself (stems)
+  if want_dx:
     _, input_vjp = jax.vjp(lambda x_: _patch_grad_forward(x_, kernel, strides, padding), x)
     dx, = input_vjp(dy)
-  if kernel_perturbed:
-    if uses_frame_pair_weight_gradient(x.shape[-1], x.shape[1], kernel.shape, strides,
-                                       padding):
-      dw = frame_pair_weight_gradient(x, dy, kernel.shape, strides, padding)
-    else:
-      dw = patch_weight_gradient(x, dy, kernel.shape, strides, padding)
-    dw = dw.astype(kernel.dtype)
+  if want_dw and uses_frame_pair_weight_gradient(x.shape[-1], x.shape[1], kernel.shape, strides,
+                                                 padding):
+    dw = frame_pair_weight_gradient(x, dy, kernel.shape, strides, padding)
+  elif want_dw:
+    dw = patch_weight_gradient(x, dy, kernel.shape, strides, padding)
   return dx, dw
 
 
-_frame_sum_patch_grad.defvjp(_frame_sum_patch_grad_fwd, _frame_sum_patch_grad_bwd,
-                             symbolic_zeros=True)
+_define_rule(_frame_sum_patch_grad, _patch_grad_forward, _frame_sum_patch_gradients)
 
 
 def use_cpu_kernels() -> bool:

@@ -104,11 +104,11 @@ def batch_pairing_warning(model_config) -> Optional[str]:
   for any other model: with it, a video's loss and scores depend on the batch it shares."""
   if model_config.get('name') != 's2dnet' or not model_config.get('faithful_topk_tiling'):
     return None
-  return ("config.model.faithful_topk_tiling=True pairs each clip's detail frames with other "
-          "clips' top-k vectors, as the reference's tiling does: a video's loss and scores "
-          'depend on the other videos of its batch (config.batch_size, config.eval_batch_size, '
-          "the views and the padded tail of an eval batch). Set it False to score each video "
-          'on its own.')
+  return ("config.model.faithful_topk_tiling=True gives the detail frames of a clip the top-k "
+          "vectors of the clips of its batch in turn, as the reference's tiling does: a video's "
+          'loss and scores depend on the other videos of its batch (config.batch_size and '
+          'grad_accumulation_steps, config.eval_batch_size, the views and the padded tail of an '
+          'eval batch). Set it False to score each video on its own.')
 
 
 class SynopsisNetwork(nn.Module):
