@@ -54,6 +54,15 @@ def _assert_same(got, expected):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=RTOL, atol=RTOL * scale)
 
 
+def _assert_conv_matches_xla(conv, x, w, strides, padding):
+  """`conv(x, w, strides, padding)` gives XLA's convolution's value and gradients; returns
+  those."""
+  expected = _value_and_grads(
+      lambda x, w: lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=NHWC), x, w)
+  _assert_same(_value_and_grads(lambda x, w: conv(x, w, strides, padding), x, w), expected)
+  return expected
+
+
 @pytest.mark.parametrize('n,size,cin,cout,k,stride,pad', [
     (2, 6, 5, 7, 1, 1, 0),      # 1x1: matrix product
     (2, 7, 5, 7, 1, 2, 0),      # strided 1x1
@@ -71,12 +80,7 @@ def test_conv2d_matches_xla_values_and_gradients(n, size, cin, cout, k, stride, 
     x = _random((n, size, size, cin), 0)
     w = _random((k, k, cin, cout), 1)
     padding = ((pad, pad), (pad, pad))
-    expected = _value_and_grads(
-        lambda x, w: lax.conv_general_dilated(x, w, (stride, stride), padding,
-                                              dimension_numbers=NHWC), x, w)
-    got = _value_and_grads(
-        lambda x, w: fast_conv.conv2d(x, w, (stride, stride), padding), x, w)
-    _assert_same(got, expected)
+    expected = _assert_conv_matches_xla(fast_conv.conv2d, x, w, (stride, stride), padding)
     # The weight gradient on its own (the custom rule), and under jit.
     got_jit = jax.jit(lambda x, w: _value_and_grads(
         lambda x, w: fast_conv.conv2d(x, w, (stride, stride), padding), x, w))(x, w)
@@ -91,13 +95,7 @@ def test_conv2d_matches_xla_values_and_gradients(n, size, cin, cout, k, stride, 
 def test_gradients_written_as_convolutions_equal_autodiffs(size, k, stride, padding):
   with jax.enable_x64(True):
     x, w = _random((2, size, size + 1, 6), 14), _random((k, k, 6, 5), 15)
-    strides = (stride, stride)
-    expected = _value_and_grads(
-        lambda x, w: lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=NHWC),
-        x, w)
-    got = _value_and_grads(
-        lambda x, w: fast_conv.conv2d_library_gradients(x, w, strides, padding), x, w)
-    _assert_same(got, expected)
+    _assert_conv_matches_xla(fast_conv.conv2d_library_gradients, x, w, (stride, stride), padding)
 
 
 def _convolution_layouts(compiled_text: str):
@@ -191,12 +189,7 @@ def test_maps_smaller_than_their_kernel_are_matrix_products(size, k, stride, pad
   cin = fast_conv.SMALL_MAP_MIN_CHANNELS
   with jax.enable_x64(True):
     x, w = _random((3, size, size, cin), 26), _random((k, k, cin, 4), 27)
-    expected = _value_and_grads(
-        lambda x, w: lax.conv_general_dilated(x, w, (stride, stride), padding,
-                                              dimension_numbers=NHWC), x, w)
-    got = _value_and_grads(
-        lambda x, w: fast_conv.conv2d(x, w, (stride, stride), padding), x, w)
-    _assert_same(got, expected)
+    _assert_conv_matches_xla(fast_conv.conv2d, x, w, (stride, stride), padding)
   if jax.default_backend() == 'cpu':
     x, w = x.astype(jnp.float32), w.astype(jnp.float32)
     grads = jax.grad(lambda x, w: jnp.sum(fast_conv.conv2d(x, w, (stride, stride), padding)),
