@@ -321,6 +321,24 @@ def test_depthwise_conv_matches_grouped_conv(stride):
     _assert_same(got, expected)
 
 
+def test_pointwise_3d_convolution_is_a_product_of_channels():
+  """A 1x1x1 3D convolution through the backend drop-in (S2DNet's f_theta trunk) is a matrix
+  product with XLA's values and gradients: no convolution, so none in autodiff's order inside
+  the loop of gradient accumulation."""
+  with jax.enable_x64(True):
+    x, w = _random((2, 3, 4, 4, 6), 28), _random((1, 1, 1, 6, 5), 29)
+    pads = ((0, 0),) * 3
+    numbers = lax.conv_dimension_numbers(x.shape, w.shape, NDHWC)
+    conv = lambda x, w: fast_conv.conv_general_dilated_for_backend(  # noqa: E731
+        x, w, (1, 1, 1), 'SAME', dimension_numbers=numbers)  # as flax nn.Conv passes it
+    expected = _value_and_grads(
+        lambda x, w: lax.conv_general_dilated(x, w, (1, 1, 1), pads, dimension_numbers=NDHWC),
+        x, w)
+    _assert_same(_value_and_grads(conv, x, w), expected)
+    assert 'conv_general_dilated' not in str(jax.make_jaxpr(jax.grad(
+        lambda x, w: jnp.sum(conv(x, w)), argnums=(0, 1)))(x, w))
+
+
 @pytest.mark.parametrize('groups,features', [(1, 8), (6, 6)])
 def test_flax_conv_with_the_backend_convolution(groups, features):
   x = _random((2, 9, 9, 6), 8).astype(jnp.float32)

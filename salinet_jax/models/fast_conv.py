@@ -54,6 +54,7 @@ from salinet_jax import parallel
 Pair = Tuple[int, int]
 Padding = Tuple[Pair, Pair]
 NHWC = ('NHWC', 'HWIO', 'NHWC')
+CHANNELS_LAST = {4: NHWC, 5: ('NDHWC', 'DHWIO', 'NDHWC')}
 # Below this many input channels XLA's own weight gradient is as fast or faster (measured).
 MATMUL_GRAD_MIN_CHANNELS = 32
 # Up to this many output positions per image (14 x 14), the backward pass of a convolution is
@@ -589,20 +590,27 @@ def conv_general_dilated_for_backend(lhs, rhs, window_strides: Sequence[int], pa
                                      batch_group_count: int = 1, precision=None,
                                      preferred_element_type=None):
   """`lax.conv_general_dilated`, with `conv2d` / `depthwise_conv2d` for the 2D NHWC cases on
-  the CPU backend."""
+  the CPU backend, and a matrix product for pointwise 3D ones (S2DNet's f_theta trunk; the
+  other 3D convolutions are layers.Conv3D's frame sums)."""
   plain = functools.partial(
       lax.conv_general_dilated, lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
       rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
       feature_group_count=feature_group_count, batch_group_count=batch_group_count,
       precision=precision, preferred_element_type=preferred_element_type)
-  if (not use_cpu_kernels() or lhs.ndim != 4 or isinstance(padding, str)
-      or any(d != 1 for d in (lhs_dilation or (1, 1)))
-      or any(d != 1 for d in (rhs_dilation or (1, 1)))
+  if (not use_cpu_kernels() or any(d != 1 for d in (lhs_dilation or ()))
+      or any(d != 1 for d in (rhs_dilation or ()))
       or batch_group_count != 1 or preferred_element_type is not None
-      or not _is_nhwc(dimension_numbers, lhs.ndim)):
+      or not _is_channels_last(dimension_numbers, lhs.ndim)):
     return plain()
   strides = tuple(int(s) for s in window_strides)
+  if isinstance(padding, str):  # 'SAME' or 'VALID' (flax nn.Conv's default is 'SAME')
+    padding = lax.padtype_to_pads(lhs.shape[1:-1], rhs.shape[:-2], strides, padding)
   pads = tuple((int(lo), int(hi)) for lo, hi in padding)
+  if lhs.ndim == 5:
+    if (feature_group_count == 1 and rhs.shape[:3] == (1, 1, 1) and strides == (1, 1, 1)
+        and all(pad == (0, 0) for pad in pads)):
+      return channel_matmul(lhs, rhs[0, 0, 0], precision)
+    return plain()
   if feature_group_count == 1:
     return conv2d(lhs, rhs, strides, pads, precision)
   if feature_group_count == lhs.shape[-1] == rhs.shape[-1] and rhs.shape[2] == 1:
@@ -610,13 +618,14 @@ def conv_general_dilated_for_backend(lhs, rhs, window_strides: Sequence[int], pa
   return plain()
 
 
-def _is_nhwc(dimension_numbers, ndim: int) -> bool:
-  if dimension_numbers is None:
+def _is_channels_last(dimension_numbers, ndim: int) -> bool:
+  """Whether a convolution's dimension numbers are NHWC/HWIO (2D) or NDHWC/DHWIO (3D)."""
+  spec = CHANNELS_LAST.get(ndim)
+  if dimension_numbers is None or spec is None:
     return False
   if isinstance(dimension_numbers, lax.ConvDimensionNumbers):
-    return dimension_numbers == lax.conv_dimension_numbers(
-        (1,) * ndim, (1,) * ndim, NHWC)
-  return tuple(dimension_numbers) == NHWC
+    return dimension_numbers == lax.conv_dimension_numbers((1,) * ndim, (1,) * ndim, spec)
+  return tuple(dimension_numbers) == spec
 
 
 class ConvForBackend:

@@ -49,6 +49,7 @@ import jax
 import jax.numpy as jnp
 
 from salinet_jax import errors
+from salinet_jax.models import fast_conv
 from salinet_jax.models import layers
 from salinet_jax.models import mobilenet_v2
 from salinet_jax.models import resnet2d
@@ -187,6 +188,7 @@ class SamplerHead(nn.Module):
     x = jnp.concatenate([e, s], axis=-1)
     x = nn.Conv(self.channels, (1, 1, 1), use_bias=True, dtype=dtype,
                 precision=sampler_lib.FLOAT32_PRECISION,
+                conv_general_dilated_cls=fast_conv.ConvForBackend,
                 kernel_init=kaiming_uniform(self.trunk_init_factor), name='conv')(x)
     x = layers.batch_norm(train, dtype, name='conv_bn')(nn.relu(x))
     x = jnp.transpose(x, (0, 4, 1, 2, 3)).reshape((batch, -1))
