@@ -819,8 +819,8 @@ def evaluation_engine(config: ml_collections.ConfigDict, workdir: str,
                                               'clips unlike those it trained on', train_split,
                                               trained.get('settings')))
   lines += pipeline.enlarging_warnings(config.dataset, config.data, eval_split=split)
-  for line in filter(None, lines + pipeline.clip_coverage_warnings(config.dataset, config.data,
-                                                                   eval_split=split)):
+  lines += pipeline.clip_coverage_warnings(config.dataset, config.data, eval_split=split)
+  for line in filter(None, lines):
     logging.warning('%s', line)
   return engine.Engine(config, classes)
 

@@ -191,17 +191,19 @@ def conv2d_library_gradients(x, w, strides: Pair, padding: Padding, precision=No
   return _plain_conv(x, w, strides, padding, precision)
 
 
-def _library_gradients(settings, x, w, dy, want_dx: bool, want_dw: bool):
+def _gradients_with(weight_gradient_fn, settings, x, w, dy, want_dx: bool, want_dw: bool):
+  """The gradients asked for: dx from `input_gradient`, dW from `weight_gradient_fn`."""
   strides, padding, precision = settings
   dx = dw = None
   if want_dx:
     dx = input_gradient(dy, w, x.shape[1:3], strides, padding, precision)
   if want_dw:
-    dw = weight_gradient_as_conv(x, dy, w.shape[:2], strides, padding, precision)
+    dw = weight_gradient_fn(x, dy, w.shape[:2], strides, padding, precision)
   return dx, dw
 
 
-_define_rule(conv2d_library_gradients, _plain_conv, _library_gradients)
+_define_rule(conv2d_library_gradients, _plain_conv,
+             functools.partial(_gradients_with, weight_gradient_as_conv))
 
 
 def _is_pointwise(w, padding: Padding) -> bool:
@@ -300,11 +302,7 @@ def _matmul_path_gradients(settings, x, w, dy, want_dx: bool, want_dw: bool):
       w_rows = w.reshape(-1, w.shape[-1])
       dx, = col2im(lax.dot_general(dy, w_rows, (((3,), (1,)), ((), ())), precision=precision))
     return dx, dw
-  if want_dx:
-    dx = input_gradient(dy, w, x.shape[1:3], strides, padding, precision)
-  if want_dw:
-    dw = weight_gradient(x, dy, w.shape[:2], strides, padding, precision)
-  return dx, dw
+  return _gradients_with(weight_gradient, settings, x, w, dy, want_dx, want_dw)
 
 
 _define_rule(conv2d_matmul_grad, _plain_conv, _matmul_path_gradients)
