@@ -1020,6 +1020,14 @@ def test_plans_from_official_annotation_files(tmp_path):
   assert as_train.warnings == [
       f"19,906 row(s) of {ANNOTATIONS / 'kinetics' / 'kinetics-400_val.csv'} name split 'val' in "
       "their split column, but are converted as split 'train': check the split=path given."]
+  # ... but not those of a split that --split leaves out.
+  both = (f'--annotations=train={ANNOTATIONS / "kinetics" / "kinetics-400_test.csv"},'
+          f'val={ANNOTATIONS / "kinetics" / "kinetics-400_val.csv"}')
+  assert len(_plan('--dataset=kinetics400', f'--input={videos}', f'--output={out}',
+                   both).warnings) == 1
+  only_val = _plan('--dataset=kinetics400', f'--input={videos}', f'--output={out}', both,
+                   '--split=val')
+  assert list(only_val.splits) == ['val'] and not only_val.warnings
   found = {(i.filename, i.label_text) for i in k400.splits['val'] if i.source}
   # By clip name, and by YouTube id alone for downloads named `<youtube_id>.<ext>`.
   assert found == {('--07WQ2iBlw_000001_000011', 'javelin throw'),

@@ -110,7 +110,8 @@ def plan_kinetics(args) -> Plan:
                                  for e in entries if e.listed_split)
     warnings.extend(f'{count:,} row(s) of {path} name split {other!r} in their split column, '
                     f'but are converted as split {split!r}: check the split=path given.'
-                    for other, count in sorted(listed.items()) if other != split)
+                    for other, count in sorted(listed.items())
+                    if other != split and _keep_split(args, split))
     # The recorded filename is the clip name: it is how Kinetics clips are identified.
     splits[split] = _clip_lengths_of_files_named_by_id(
         files.attach_sources(_entries_to_items(entries), index, stems_of))
