@@ -339,9 +339,10 @@ def clip_coverage_warnings(dataset_config, data_config, train_split: Optional[st
   repeat frames, and an evaluation's temporal views of one take the same frames), or, for
   all_frames, longer than the frames a clip takes from a video's start (sampling.misses_frames:
   the rest is never read); and, for dense clips, a split of frame rates further apart than
-  RATE_SPREAD, whose clips then span other lengths of time. Counted from the lengths the
-  converter kept (records.split_lengths): nothing is said of records converted before it kept
-  them, nor of synthetic clips."""
+  RATE_SPREAD, whose clips then span other lengths of time (with how many videos are near its
+  most common rate: one outlier and an even spread read alike otherwise). Counted from the
+  lengths the converter kept (records.split_lengths): nothing is said of records converted
+  before it kept them, nor of synthetic clips."""
   if dataset_config.name == 'synthetic':
     return []
   metadata = prepare(dataset_config)
@@ -360,15 +361,22 @@ def clip_coverage_warnings(dataset_config, data_config, train_split: Optional[st
       elif sampling.misses_frames(data_config, int(frames)):
         unseen[frames] += count
     where = f'split {split!r} of {records_directory(dataset_config)}'
-    rates = [fps for _, fps, _ in lengths if fps > 0]
-    if sampler == 'dense' and rates and max(rates) > RATE_SPREAD * min(rates):
+    videos_at = collections.Counter()  # frame rate: videos
+    for _, fps, count in lengths:
+      if fps > 0:
+        videos_at[fps] += count
+    if sampler == 'dense' and videos_at and max(videos_at) > RATE_SPREAD * min(videos_at):
       span = sampling.clip_span(data_config, 0.0)
+      usual = videos_at.most_common(1)[0][0]
+      near = sum(count for fps, count in videos_at.items()
+                 if usual / RATE_SPREAD <= fps <= usual * RATE_SPREAD)
       lines.append(
-          f'the videos of {where} are stored at {min(rates):g}-{max(rates):g} fps: a clip of '
-          f"temporal_sampling='dense' spans {span} frames, {span / max(rates):.1f}-"
-          f'{span / min(rates):.1f} s of them. Clips of one length in time come from '
-          "temporal_sampling='pyslowfast' (at config.data.target_fps) or from converting at "
-          'one --fps.')
+          f'the videos of {where} are stored at {min(videos_at):g}-{max(videos_at):g} fps '
+          f'({near} of {sum(videos_at.values())} within {RATE_SPREAD:g}x of the most common '
+          f"rate, {usual:g} fps): a clip of temporal_sampling='dense' spans {span} frames, "
+          f'{span / max(videos_at):.1f}-{span / min(videos_at):.1f} s of them. Clips of one '
+          "length in time come from temporal_sampling='pyslowfast' (at "
+          "config.data.target_fps) or from converting at one --fps.")
     if short:
       span_text = (f'{min(spans)} frames' if len(spans) == 1 else
                    f'{min(spans)}-{max(spans)} frames at their frame rates')

@@ -255,9 +255,10 @@ def test_videos_shorter_than_a_clip_or_longer_than_its_reach_are_counted_at_the_
   for split, lengths in kept.items():
     rates = [fps for _, fps, _ in lengths]
     line = (f"the videos of split {split!r} of {records_dir} are stored at {min(rates):g}-"
-            f"{max(rates):g} fps: a clip of temporal_sampling='dense' spans 57 frames, "
-            f"{57 / max(rates):.1f}-{57 / min(rates):.1f} s of them.")
+            f"{max(rates):g} fps (")
     assert (line in caplog.text) == spread[split], (line, caplog.text)
+    assert (f"fps): a clip of temporal_sampling='dense' spans 57 frames, {57 / max(rates):.1f}-"
+            f"{57 / min(rates):.1f} s of them." in caplog.text) == spread[split], caplog.text
   config.data.update(dict(num_frames=4, frame_stride=2))  # every chosen clip is longer than 8
   caplog.clear()
   train.training_engine(config)
@@ -270,6 +271,24 @@ def test_videos_shorter_than_a_clip_or_longer_than_its_reach_are_counted_at_the_
                    "temporal_sampling='all_frames' takes from a video's start (num_frames x "
                    f"frame_stride; the longest holds {stored['val'][-1]}): the rest of each is "
                    'never scored.']
+
+
+def test_the_frame_rate_line_counts_the_videos_near_the_most_common_rate(own_records,
+                                                                          tmp_path):
+  """One video at 12 fps among 86 at 30 fps brought the same line as a split spread evenly over
+  12-30 fps (review): the line now says how many are near the most common rate."""
+  _, records_dir = own_records
+  metadata = json.loads((records_dir / 'metadata.json').read_text())
+  metadata['extra']['lengths'] = {'train': [[300, 30.0, 80], [300, 29.97, 6], [300, 12.0, 1]]}
+  (tmp_path / 'metadata.json').write_text(json.dumps(metadata))
+  config = _config(tmp_path)
+  config.data.update(dict(num_frames=8, frame_stride=8))
+  assert pipeline.clip_coverage_warnings(config.dataset, config.data, train_split='train') == [
+      f"the videos of split 'train' of {tmp_path} are stored at 12-30 fps (86 of 87 within "
+      "1.25x of the most common rate, 30 fps): a clip of temporal_sampling='dense' spans 57 "
+      "frames, 1.9-4.8 s of them. Clips of one length in time come from "
+      "temporal_sampling='pyslowfast' (at config.data.target_fps) or from converting at one "
+      "--fps."]
 
 
 def test_random_flip_beside_classes_that_name_a_direction_is_said(own_records, caplog):
