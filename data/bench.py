@@ -326,4 +326,5 @@ def _measure(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 if __name__ == '__main__':
-  sys.exit(main())
+  with errors.ctrl_c_while_ending():
+    sys.exit(main())

@@ -6,6 +6,7 @@ Kept apart from `salinet_jax.errors` because `data/` never imports the model pac
 command line reports both kinds, and a full disk, as one line without a traceback.
 """
 
+import atexit
 import contextlib
 import errno
 import os
@@ -161,6 +162,58 @@ def ctrl_c_never_dropped() -> Iterator[None]:
 
 
 _STARTING = 'Interrupted by Ctrl-C while starting. Exit status 130.'
+_ENDING = ('Interrupted by Ctrl-C while ending, after its last line: its clean-up was cut short. '
+           'Exit status 130.')
+_ignores_ctrl_c_at_exit = False
+
+
+def _ignore_ctrl_c_once_only_memory_is_left() -> None:
+  """Once per process, as a command starts: its last atexit callback ignores Ctrl-C. Python then
+  gives SIGINT back to the system and frees its modules, where a Ctrl-C killed the process
+  without a line, its outputs all written. Registered before the heavy imports register their
+  callbacks, it runs after them (last registered, first run)."""
+  global _ignores_ctrl_c_at_exit
+  if _ignores_ctrl_c_at_exit:
+    return
+  _ignores_ctrl_c_at_exit = True
+  atexit.register(signal.signal, signal.SIGINT, signal.SIG_IGN)
+
+
+def _ending_at_once(line: str):
+  """A SIGINT handler that prints `line` and ends the process with status 130, as no exception
+  does: an import mangles or drops one, and Python's shutdown reports it as ignored."""
+
+  def stop(signum, frame) -> None:
+    del signum, frame
+    sys.stdout.flush()
+    print(line, file=sys.stderr, flush=True)
+    os._exit(130)  # pylint: disable=protected-access
+
+  return stop
+
+
+@contextlib.contextmanager
+def ctrl_c_while_ending() -> Iterator[None]:
+  """Around a command's run, in its `__main__` block: once the run returns or exits (after its
+  last line), a Ctrl-C ends the process at once with one line and status 130. Python's shutdown
+  joins threads and runs the atexit callbacks of concurrent.futures, JAX, orbax and TensorFlow,
+  where it was an "Exception ignored" traceback and the run's own status (and something there
+  could hang, so it is not ignored). An unexpected error keeps Python's handling."""
+
+  def take_ctrl_c() -> None:
+    if (threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN):
+      signal.signal(signal.SIGINT, _ending_at_once(_ENDING))
+
+  try:
+    try:
+      yield
+    except SystemExit:
+      take_ctrl_c()
+      raise
+    take_ctrl_c()
+  except KeyboardInterrupt:  # after the command's own handling, or before the handler was set
+    _ending_at_once(_ENDING)(signal.SIGINT, None)
 
 
 @contextlib.contextmanager
@@ -174,7 +227,9 @@ def ctrl_c_while_starting(module: str = '__main__') -> Iterator[None]:
   or was dropped in JAX's gc callback and the command ran on. A module that is also imported as
   a library passes its `__name__`: guarded only when it runs as the command, or when it is
   imported while `python -m` locates the command's module (a package's `__init__`, imported
-  before its `__main__`; Python sets `sys.argv[0]` to '-m' for that time).
+  before its `__main__`; Python sets `sys.argv[0]` to '-m' for that time). A guarded command
+  also ignores a Ctrl-C in its very last moments (`_ignore_ctrl_c_once_only_memory_is_left`);
+  `ctrl_c_while_ending` takes the moments before them.
   """
   starting = module == '__main__' or getattr(sys, 'argv', [])[:1] == ['-m']
   if (not starting or threading.current_thread() is not threading.main_thread()
@@ -182,12 +237,8 @@ def ctrl_c_while_starting(module: str = '__main__') -> Iterator[None]:
     yield  # imported, run in a thread, or started with Ctrl-C ignored (in the background)
     return
 
-  def stop(signum, frame) -> None:
-    del signum, frame
-    print(_STARTING, file=sys.stderr, flush=True)
-    os._exit(130)  # not an exception: that is what an import mangles or drops
-
-  previous = signal.signal(signal.SIGINT, stop)
+  _ignore_ctrl_c_once_only_memory_is_left()
+  previous = signal.signal(signal.SIGINT, _ending_at_once(_STARTING))
   try:
     with ctrl_c_never_dropped():  # a KeyboardInterrupt some code raises itself and Python drops
       yield

@@ -333,4 +333,5 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == '__main__':
-  sys.exit(main())
+  with errors.ctrl_c_while_ending():
+    sys.exit(main())

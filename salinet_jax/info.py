@@ -146,4 +146,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=cli.parse_flags)
+  with data_errors.ctrl_c_while_ending():
+    app.run(main, flags_parser=cli.parse_flags)

@@ -7,7 +7,9 @@ import data
 data.quiet_tensorflow()  # before TensorFlow is imported
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
+from data import errors
 from data.convert import cli
 
 if __name__ == '__main__':
-  sys.exit(cli.main())
+  with errors.ctrl_c_while_ending():
+    sys.exit(cli.main())

@@ -198,4 +198,5 @@ def _class_names(path: str, num_classes: int) -> list:
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=cli.parse_flags)
+  with data_errors.ctrl_c_while_ending():
+    app.run(main, flags_parser=cli.parse_flags)

@@ -110,4 +110,5 @@ def _run(argv) -> None:
 
 if __name__ == '__main__':
   define_flags()
-  app.run(_run, flags_parser=cli.parse_flags)  # a bad flag: one line, status 2
+  with data_errors.ctrl_c_while_ending():
+    app.run(_run, flags_parser=cli.parse_flags)  # a bad flag: one line, status 2
