@@ -162,6 +162,7 @@ def ctrl_c_never_dropped() -> Iterator[None]:
 
 
 _STARTING = 'Interrupted by Ctrl-C while starting. Exit status 130.'
+_INTERRUPTED = 'Interrupted by Ctrl-C. Exit status 130.'
 _ENDING = ('Interrupted by Ctrl-C while ending, after its last line: its clean-up was cut short. '
            'Exit status 130.')
 _ignores_ctrl_c_at_exit = False
@@ -171,7 +172,7 @@ def _ignore_ctrl_c_once_only_memory_is_left() -> None:
   """Once per process, as a command starts: its last atexit callback ignores Ctrl-C. Python then
   gives SIGINT back to the system and frees its modules, where a Ctrl-C killed the process
   without a line, its outputs all written. Registered before the heavy imports register their
-  callbacks, it runs after them (last registered, first run)."""
+  callbacks, it runs after them (atexit runs the first registered last)."""
   global _ignores_ctrl_c_at_exit
   if _ignores_ctrl_c_at_exit:
     return
@@ -185,11 +186,22 @@ def _ending_at_once(line: str):
 
   def stop(signum, frame) -> None:
     del signum, frame
-    sys.stdout.flush()
-    print(line, file=sys.stderr, flush=True)
-    os._exit(130)  # pylint: disable=protected-access
+    try:
+      with contextlib.suppress(OSError, ValueError):  # a reader gone (`| head`), a stream closed
+        sys.stdout.flush()
+      with contextlib.suppress(OSError, ValueError):
+        print(line, file=sys.stderr, flush=True)
+    finally:
+      os._exit(130)  # pylint: disable=protected-access
 
   return stop
+
+
+def _takes_ctrl_c_here() -> bool:
+  """Whether a handler set here takes Ctrl-C: in the main thread (Python's only place for one),
+  and not where the command was started with it ignored (in the background)."""
+  return (threading.current_thread() is threading.main_thread()
+          and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN)
 
 
 @contextlib.contextmanager
@@ -197,12 +209,13 @@ def ctrl_c_while_ending() -> Iterator[None]:
   """Around a command's run, in its `__main__` block: once the run returns or exits (after its
   last line), a Ctrl-C ends the process at once with one line and status 130. Python's shutdown
   joins threads and runs the atexit callbacks of concurrent.futures, JAX, orbax and TensorFlow,
-  where it was an "Exception ignored" traceback and the run's own status (and something there
-  could hang, so it is not ignored). An unexpected error keeps Python's handling."""
+  where it was an "Exception ignored" traceback and the run's own status. It is not ignored
+  there: a wait in Python (a thread joined) ends at once; one inside C code (jax.distributed's
+  shutdown barrier) ends when that returns. A Ctrl-C that nothing in the run caught is one line
+  too; an unexpected error keeps Python's handling."""
 
   def take_ctrl_c() -> None:
-    if (threading.current_thread() is threading.main_thread()
-        and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN):
+    if _takes_ctrl_c_here():
       signal.signal(signal.SIGINT, _ending_at_once(_ENDING))
 
   try:
@@ -212,8 +225,8 @@ def ctrl_c_while_ending() -> Iterator[None]:
       take_ctrl_c()
       raise
     take_ctrl_c()
-  except KeyboardInterrupt:  # after the command's own handling, or before the handler was set
-    _ending_at_once(_ENDING)(signal.SIGINT, None)
+  except KeyboardInterrupt:  # in the run outside its own handling, or before the handler was set
+    _ending_at_once(_INTERRUPTED)(signal.SIGINT, None)
 
 
 @contextlib.contextmanager
@@ -232,8 +245,7 @@ def ctrl_c_while_starting(module: str = '__main__') -> Iterator[None]:
   `ctrl_c_while_ending` takes the moments before them.
   """
   starting = module == '__main__' or getattr(sys, 'argv', [])[:1] == ['-m']
-  if (not starting or threading.current_thread() is not threading.main_thread()
-      or signal.getsignal(signal.SIGINT) is signal.SIG_IGN):
+  if not starting or not _takes_ctrl_c_here():
     yield  # imported, run in a thread, or started with Ctrl-C ignored (in the background)
     return
 

@@ -339,8 +339,8 @@ def clip_coverage_warnings(dataset_config, data_config, train_split: Optional[st
   repeat frames, and an evaluation's temporal views of one take the same frames), or, for
   all_frames, longer than the frames a clip takes from a video's start (sampling.misses_frames:
   the rest is never read); and, for dense clips, a split of frame rates further apart than
-  RATE_SPREAD, whose clips then span other lengths of time (with how many videos are near its
-  most common rate: one outlier and an even spread read alike otherwise). Counted from the
+  RATE_SPREAD, whose clips then span other lengths of time (with how many lie near the rate
+  most of them are near: one odd video and an even spread read alike otherwise). Counted from the
   lengths the converter kept (records.split_lengths): nothing is said of records converted
   before it kept them, nor of synthetic clips."""
   if dataset_config.name == 'synthetic':
@@ -353,6 +353,7 @@ def clip_coverage_warnings(dataset_config, data_config, train_split: Optional[st
       continue
     total = sum(count for _, _, count in lengths)
     short, spans, unseen = collections.Counter(), set(), collections.Counter()  # length: videos
+    videos_at = collections.Counter()  # frame rate, where known: videos
     for frames, fps, count in lengths:
       span = sampling.clip_span(data_config, fps)
       if span is not None and frames < span:
@@ -360,22 +361,23 @@ def clip_coverage_warnings(dataset_config, data_config, train_split: Optional[st
         spans.add(span)
       elif sampling.misses_frames(data_config, int(frames)):
         unseen[frames] += count
-    where = f'split {split!r} of {records_directory(dataset_config)}'
-    videos_at = collections.Counter()  # frame rate: videos
-    for _, fps, count in lengths:
       if fps > 0:
         videos_at[fps] += count
+    where = f'split {split!r} of {records_directory(dataset_config)}'
     if sampler == 'dense' and videos_at and max(videos_at) > RATE_SPREAD * min(videos_at):
+      near = lambda rate: sum(count for fps, count in videos_at.items()  # noqa: E731
+                              if rate / RATE_SPREAD <= fps <= rate * RATE_SPREAD)
+      # The rate most videos lie near: rates are kept to 4 decimals, so NTSC files and phone
+      # videos each have one of their own.
+      usual = max(videos_at, key=lambda rate: (near(rate), videos_at[rate]))
+      known = sum(videos_at.values())
       span = sampling.clip_span(data_config, 0.0)
-      usual = videos_at.most_common(1)[0][0]
-      near = sum(count for fps, count in videos_at.items()
-                 if usual / RATE_SPREAD <= fps <= usual * RATE_SPREAD)
       lines.append(
           f'the videos of {where} are stored at {min(videos_at):g}-{max(videos_at):g} fps '
-          f'({near} of {sum(videos_at.values())} within {RATE_SPREAD:g}x of the most common '
-          f"rate, {usual:g} fps): a clip of temporal_sampling='dense' spans {span} frames, "
-          f'{span / max(videos_at):.1f}-{span / min(videos_at):.1f} s of them. Clips of one '
-          "length in time come from temporal_sampling='pyslowfast' (at "
+          f'({near(usual)} of {known}{"" if known == total else " with a known rate"} within '
+          f"{RATE_SPREAD:g}x of {usual:g} fps): a clip of temporal_sampling='dense' spans "
+          f'{span} frames, {span / max(videos_at):.1f}-{span / min(videos_at):.1f} s of them. '
+          "Clips of one length in time come from temporal_sampling='pyslowfast' (at "
           "config.data.target_fps) or from converting at one --fps.")
     if short:
       span_text = (f'{min(spans)} frames' if len(spans) == 1 else

@@ -273,22 +273,31 @@ def test_videos_shorter_than_a_clip_or_longer_than_its_reach_are_counted_at_the_
                    'never scored.']
 
 
-def test_the_frame_rate_line_counts_the_videos_near_the_most_common_rate(own_records,
-                                                                          tmp_path):
+@pytest.mark.parametrize('lengths, counted', [
+    ([[300, 30.0, 80], [300, 29.97, 6], [300, 12.0, 1]], '86 of 87 within 1.25x of 30 fps'),
+    ([[300, 60.0, 1], [300, 29.97, 6], [300, 25.0, 80]], '86 of 87 within 1.25x of 25 fps'),
+    # Rates kept to 4 decimals: each phone or NTSC video may have one of its own (review).
+    ([[300, 12.0, 1]] + [[300, 29.9 + i / 1000, 1] for i in range(86)],
+     '86 of 87 within 1.25x of 29.9 fps'),
+    ([[300, 0.0, 3], [300, 30.0, 80], [300, 12.0, 7]],
+     '80 of 87 with a known rate within 1.25x of 30 fps')])
+def test_the_frame_rate_line_counts_the_videos_near_the_usual_rate(own_records, tmp_path,
+                                                                   lengths, counted):
   """One video at 12 fps among 86 at 30 fps brought the same line as a split spread evenly over
-  12-30 fps (review): the line now says how many are near the most common rate."""
+  12-30 fps (audit): the line now says how many lie near the rate most of them are near."""
   _, records_dir = own_records
   metadata = json.loads((records_dir / 'metadata.json').read_text())
-  metadata['extra']['lengths'] = {'train': [[300, 30.0, 80], [300, 29.97, 6], [300, 12.0, 1]]}
+  metadata['extra']['lengths'] = {'train': lengths}
   (tmp_path / 'metadata.json').write_text(json.dumps(metadata))
   config = _config(tmp_path)
   config.data.update(dict(num_frames=8, frame_stride=8))
+  rates = [fps for _, fps, _ in lengths if fps > 0]
   assert pipeline.clip_coverage_warnings(config.dataset, config.data, train_split='train') == [
-      f"the videos of split 'train' of {tmp_path} are stored at 12-30 fps (86 of 87 within "
-      "1.25x of the most common rate, 30 fps): a clip of temporal_sampling='dense' spans 57 "
-      "frames, 1.9-4.8 s of them. Clips of one length in time come from "
-      "temporal_sampling='pyslowfast' (at config.data.target_fps) or from converting at one "
-      "--fps."]
+      f"the videos of split 'train' of {tmp_path} are stored at {min(rates):g}-{max(rates):g} "
+      f"fps ({counted}): a clip of temporal_sampling='dense' spans 57 frames, "
+      f"{57 / max(rates):.1f}-{57 / min(rates):.1f} s of them. Clips of one length in time "
+      "come from temporal_sampling='pyslowfast' (at config.data.target_fps) or from converting "
+      "at one --fps."]
 
 
 def test_random_flip_beside_classes_that_name_a_direction_is_said(own_records, caplog):

@@ -423,7 +423,7 @@ def test_a_ctrl_c_while_a_command_starts_ends_in_one_line(tmp_path, command, how
 
 
 _CTRL_C_WHILE_ENDING = '''
-import atexit, os, runpy, signal, sys, threading, time
+import atexit, io, os, runpy, signal, sys, threading, time
 from data import errors as data_errors
 
 WHEN = sys.argv[1]
@@ -433,6 +433,11 @@ signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
 def ctrl_c():
   os.kill(os.getpid(), signal.SIGINT)
   time.sleep(2)
+
+
+class Gone(io.StringIO):
+  def flush(self):
+    raise BrokenPipeError(32, 'Broken pipe')
 
 
 class TornDown:
@@ -454,9 +459,14 @@ with data_errors.ctrl_c_while_ending():
     threading.Thread(target=lambda: (time.sleep(0.5), ctrl_c(), time.sleep(60))).start()
   elif WHEN == 'as it exits':
     threading._register_atexit(ctrl_c)
+  elif WHEN == 'after its reader went':  # `| head`
+    print('last line', flush=True)
+    atexit.register(ctrl_c)
+    sys.stdout = Gone()
   elif WHEN == 'while the interpreter frees its modules':
     torn_down = TornDown()
-  print('last line', flush=True)
+  if WHEN != 'after its reader went':
+    print('last line', flush=True)
   if WHEN == 'as its run returns':  # past the command's own handling (absl's app.run)
     ctrl_c()
   sys.exit(3)
@@ -466,7 +476,8 @@ _ENDING = ('Interrupted by Ctrl-C while ending, after its last line: its clean-u
 
 
 @pytest.mark.parametrize('when, status, stderr', [
-    ('as its run returns', 130, _ENDING), ('as it exits', 130, _ENDING),
+    ('as its run returns', 130, 'Interrupted by Ctrl-C. Exit status 130.\n'),
+    ('as it exits', 130, _ENDING), ('after its reader went', 130, _ENDING),
     ('in an atexit callback', 130, _ENDING),
     ('while threads are joined', 130, _ENDING), ('while the interpreter frees its modules', 3, '')])
 def test_a_ctrl_c_while_a_command_ends_is_one_line_or_nothing(when, status, stderr):

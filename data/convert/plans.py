@@ -108,10 +108,10 @@ def plan_kinetics(args) -> Plan:
     entries = ann.parse_kinetics_csv(path, classes).entries
     listed = collections.Counter(_split_from_filename(e.listed_split) or e.listed_split
                                  for e in entries if e.listed_split)
-    warnings.extend(f'{count:,} row(s) of {path} name split {other!r} in their split column, '
-                    f'but are converted as split {split!r}: check the split=path given.'
-                    for other, count in sorted(listed.items())
-                    if other != split and _keep_split(args, split))
+    if _keep_split(args, split):
+      warnings.extend(f'{count:,} row(s) of {path} name split {other!r} in their split '
+                      f'column, but are converted as split {split!r}: check the split=path '
+                      'given.' for other, count in sorted(listed.items()) if other != split)
     # The recorded filename is the clip name: it is how Kinetics clips are identified.
     splits[split] = _clip_lengths_of_files_named_by_id(
         files.attach_sources(_entries_to_items(entries), index, stems_of))
