@@ -132,9 +132,10 @@ def get_base_config() -> ml_collections.ConfigDict:
 
   config.batch_size = 64  # global, over all devices and processes
   # BatchNorm statistics in training over groups of this many clips (PySlowFast: each GPU's own
-  # clips, BN.NUM_SYNC_DEVICES 1), whatever the device count; 0 = the whole global batch (sync BN).
+  # clips, BN.NUM_SYNC_DEVICES 1), whatever the device count; 0 = the whole global batch (sync BN),
+  # or with gradient accumulation the whole micro-batch.
   config.bn_group_size = 0
-  # Split each global batch into this many sequential micro-batches whose gradients are summed
+  # Split each global batch into this many sequential micro-batches whose gradients are averaged
   # before one update (same effective batch, less memory; BN sees micro-batches).
   config.grad_accumulation_steps = 1
   config.eval_batch_size = 16  # global, in videos (each with all its views)

@@ -68,7 +68,7 @@ def train_step(state: TrainState, batch, rng: jax.Array, *, model, tx, loss_conf
                data_config, accumulation_steps: int = 1, bn_group_size: int = 0):
   """One optimizer step on a global batch; returns (new state, scalar metrics).
 
-  BatchNorm statistics come from groups of `bn_group_size` clips (0: the whole batch; see
+  BatchNorm statistics come from groups of `bn_group_size` clips (0: the whole micro-batch; see
   layers.batch_norm_groups).
 
   With `accumulation_steps` k > 1 the batch is processed as k sequential micro-batches (rows
@@ -287,7 +287,27 @@ def check_batch_sizes(config, devices: int) -> None:
   if config.bn_group_size < 0 or (config.bn_group_size and micro_batch % config.bn_group_size):
     raise errors.ConfigError(
         f'config.bn_group_size={config.bn_group_size} must divide the {micro_batch} clips of a '
-        'micro-batch (0 normalises over the whole batch).')
+        'micro-batch (0 normalises over the whole micro-batch).')
+
+
+def bn_group_batch(config) -> int:
+  """How many clips each BatchNorm statistic of a train step comes from: a group of
+  config.bn_group_size, or with 0 the whole micro-batch (the global batch without gradient
+  accumulation: each micro-batch runs through the model on its own)."""
+  return config.bn_group_size or config.batch_size // config.grad_accumulation_steps
+
+
+def micro_batch_norm_warning(config) -> str:
+  """A line when gradient accumulation makes bn_group_size=0, which reads as the whole global
+  batch, normalise over each micro-batch instead; '' otherwise."""
+  accumulation = config.grad_accumulation_steps
+  if accumulation == 1 or config.bn_group_size:
+    return ''
+  return (f'config.grad_accumulation_steps={accumulation} with config.bn_group_size=0: '
+          f'BatchNorm normalises each micro-batch of {bn_group_batch(config)} clips on its own, '
+          f'not the global batch of {config.batch_size}, and updates its running averages '
+          f'{accumulation} times a step. Set config.bn_group_size={bn_group_batch(config)} to say '
+          'so (the same training, without this line).')
 
 
 def check_config(config, training: bool, devices: int) -> None:

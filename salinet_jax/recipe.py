@@ -84,7 +84,7 @@ def card(config: ml_collections.ConfigDict, video_frames: int = 0,
           'checkpoint': init.checkpoint, 'source': init.source, 'exclude': init.exclude,
           'which': init.which, 'convert_command': init.convert_command}),
       'global_batch': config.batch_size,
-      'bn_group_batch': config.bn_group_size or config.batch_size,
+      'bn_group_batch': engine.bn_group_batch(config),
       'grad_accumulation_steps': config.grad_accumulation_steps,
       'optimizer': {
           'name': opt.name, 'momentum': opt.momentum, 'nesterov': opt.nesterov,

@@ -106,11 +106,13 @@ def _with_memory_advice(error: Exception, config) -> Exception:
   if 'RESOURCE_EXHAUSTED' not in str(error) and 'Out of memory' not in str(error):
     return error
   per_device = config.batch_size // max(jax.device_count(), 1)
+  accumulation = config.grad_accumulation_steps
+  held = f'{per_device} clips' + (f' ({per_device // accumulation} in each of its {accumulation} '
+                                  'micro-batches)' if accumulation > 1 else '')
   return MemoryError(
-      f'Out of device memory with a per-device batch of {per_device} clips. Lower '
-      f'config.batch_size, raise config.grad_accumulation_steps (same effective batch, '
-      f"{config.grad_accumulation_steps} now), or use config.dtype='bfloat16'. "
-      f'Original error: {str(error)[:2000]}')
+      f'Out of device memory with a per-device batch of {held}. Lower config.batch_size, raise '
+      f'config.grad_accumulation_steps (same effective batch, {accumulation} now), or use '
+      f"config.dtype='bfloat16'. Original error: {str(error)[:2000]}")
 
 
 def check_training_config(config: ml_collections.ConfigDict) -> None:
@@ -147,6 +149,7 @@ def training_engine(config: ml_collections.ConfigDict) -> engine.Engine:
   lines += pipeline.clip_coverage_warnings(config.dataset, config.data,
                                            config.dataset.train_split, config.dataset.eval_split)
   lines.append(augment.mirrored_directions_warning(info.classes, config.data))
+  lines.append(engine.micro_batch_norm_warning(config))
   for line in filter(None, lines):
     logging.warning('%s', line)
   trainer = engine.Engine(config, info.classes, train_videos=info.num_videos)

@@ -300,6 +300,22 @@ def test_the_frame_rate_line_counts_the_videos_near_the_usual_rate(own_records, 
       "at one --fps."]
 
 
+def test_batch_norm_over_micro_batches_is_said_as_training_starts(own_records, caplog):
+  """bn_group_size=0 reads as the whole global batch, but with gradient accumulation BatchNorm
+  normalises each micro-batch: training said nothing (audit)."""
+  _, records_dir = own_records
+  config = _config(records_dir)
+  config.grad_accumulation_steps = 2
+  caplog.set_level('WARNING')
+  train.training_engine(config)
+  assert ('config.grad_accumulation_steps=2 with config.bn_group_size=0: BatchNorm normalises '
+          'each micro-batch of 2 clips on its own, not the global batch of 4') in caplog.text
+  caplog.clear()
+  config.bn_group_size = 2
+  train.training_engine(config)
+  assert 'BatchNorm normalises' not in caplog.text
+
+
 def test_random_flip_beside_classes_that_name_a_direction_is_said(own_records, caplog):
   """Clips of 'Swiping Left' mirrored by the default random_flip kept their label without a
   word (audit): configs/custom.py, the path for a user's own videos, flips by default."""

@@ -27,6 +27,7 @@ from data import records
 
 from salinet_jax import checkpoints
 from salinet_jax import convert
+from salinet_jax import engine
 from salinet_jax import info
 from salinet_jax import inputs
 from salinet_jax import pretrained
@@ -241,6 +242,24 @@ def test_slow_r50_is_the_i3d_without_temporal_pooling_kernels_in_its_stem_or_non
       'model.temporal_kernels: converted with [[1], [1], [3], [3]], given [[3], [3, 1], [3, 1], '
       '[1, 3]]',
       'model.use_nonlocal: converted with False, given True']
+
+
+def test_batch_norm_over_micro_batches_is_on_the_card_and_said():
+  """With gradient accumulation, bn_group_size=0 normalises over each micro-batch (each runs
+  through the model on its own), but the card said the global batch: the S2DNet warm-up's sync
+  BN over 128 clips printed 'bn_group_batch: 128' with 4 micro-batches of 32 (audit)."""
+  config = load('mini_kinetics_s2dnet:warmup')
+  assert (config.batch_size, config.bn_group_size) == (128, 0)
+  assert engine.micro_batch_norm_warning(config) == ''
+  config.grad_accumulation_steps = 4
+  assert recipe.card(config)['bn_group_batch'] == 32
+  assert engine.micro_batch_norm_warning(config) == (
+      'config.grad_accumulation_steps=4 with config.bn_group_size=0: BatchNorm normalises each '
+      'micro-batch of 32 clips on its own, not the global batch of 128, and updates its running '
+      'averages 4 times a step. Set config.bn_group_size=32 to say so (the same training, '
+      'without this line).')
+  config.bn_group_size = 32
+  assert recipe.card(config)['bn_group_batch'] == 32 and not engine.micro_batch_norm_warning(config)
 
 
 @pytest.mark.parametrize('name', EVERY_CONFIG)

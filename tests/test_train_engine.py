@@ -63,6 +63,18 @@ def test_gradient_accumulation_equals_one_big_batch(config):
   assert int(accumulated.step) == 1
 
 
+def test_out_of_memory_advice_names_the_micro_batch(config):
+  """The advice quoted the per-device batch, though each forward holds one micro-batch of it
+  (audit)."""
+  config.batch_size, config.grad_accumulation_steps = 8, 2
+  error = train._with_memory_advice(RuntimeError('RESOURCE_EXHAUSTED: 3 GiB'), config)
+  per_device = 8 // jax.device_count()
+  assert str(error).startswith(
+      f'Out of device memory with a per-device batch of {per_device} clips ({per_device // 2} in '
+      'each of its 2 micro-batches). Lower config.batch_size, raise '
+      'config.grad_accumulation_steps (same effective batch, 2 now)')
+
+
 class DropoutModel(nn.Module):
   """NormFreeModel with dropout before its classifier."""
   num_classes: int = 4
