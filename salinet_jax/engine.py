@@ -369,6 +369,11 @@ class Engine:
     self.mesh = parallel.create_mesh()
     check_config(config, training=train_videos is not None, devices=self.mesh.size)
     self.model = models.build_model(config.model, len(self.classes), config.dtype, config.remat)
+    # Passes that read values inside the forward (precise BN's statistics, features' pooled
+    # inputs) run it without remat: remat only matters with a backward pass, and a value read
+    # inside jax.checkpoint leaks out of it (UnexpectedTracerError). Same variables.
+    self.forward_model = (self.model if config.remat == 'none' else models.build_model(
+        config.model, len(self.classes), config.dtype, 'none'))
     self.input_shape = inputs.clip_shape(config.data)
     self.total_steps = (num_train_steps(config, train_videos) if train_videos is not None
                         else max(config.num_train_steps, 1))
@@ -409,7 +414,7 @@ class Engine:
         in_shardings=(replicated, parallel.batch_sharded(self.mesh)), out_shardings=replicated)
     self.eval_step = evaluate_lib.make_eval_step(self.model, config.eval, self.mesh, config.data)
     self.moments_step = precise_bn.make_moments_step(
-        self.model, self.mesh, functools.partial(inputs.model_inputs, data_config=config.data),
+        self.forward_model, self.mesh, functools.partial(inputs.model_inputs, data_config=config.data),
         config.bn_group_size, config.grad_accumulation_steps)
 
   def fresh_state(self) -> TrainState:

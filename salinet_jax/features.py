@@ -112,7 +112,7 @@ def extract(config, workdir: str, video_paths: Sequence[str],
   predictor = predict_lib.Predictor(config, workdir)
   logging.info('Features of %d video(s) with checkpoint %s.', len(files), predictor.source)
   mesh = predictor.engine.mesh
-  step = jax.jit(functools.partial(view_features, model=predictor.engine.model,
+  step = jax.jit(functools.partial(view_features, model=predictor.engine.forward_model,
                                    data_config=config.data, clips_per_forward=(
                                        config.eval.clips_per_device_forward * mesh.size)),
                  in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)),

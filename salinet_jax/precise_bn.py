@@ -32,13 +32,21 @@ Path = Tuple[str, ...]
 def batch_moments(model: nn.Module, variables, video, kwargs,
                   bn_group_size: int = 0) -> Dict[Path, Tuple[jnp.ndarray, ...]]:
   """Per BatchNorm module: (weight (C,), mean (C, F), mean square (C, F)) of the inputs of its C
-  calls in a training forward, each call weighted as its running average weights it."""
+  calls in a training forward, each call weighted as its running average weights it. A call on
+  its running averages (S2DNet's f_theta in the warm-up, which training never updates) is left
+  out, and its statistics stay as they are."""
   records: Dict[Path, list] = {}
   momenta: Dict[Path, float] = {}
 
+  def on_batch_statistics(context, args, kwargs) -> bool:
+    if not (isinstance(context.module, (nn.BatchNorm, layers.BatchNorm))
+            and context.method_name == '__call__'):
+      return False
+    given = kwargs.get('use_running_average', args[1] if len(args) > 1 else None)
+    return not (context.module.use_running_average if given is None else given)
+
   def record(next_fun, args, kwargs, context):
-    is_norm = isinstance(context.module, (nn.BatchNorm, layers.BatchNorm))
-    if is_norm and context.method_name == '__call__':
+    if on_batch_statistics(context, args, kwargs):
       x = args[0].astype(jnp.float32)
       axes = tuple(range(x.ndim - 1))
       path = tuple(context.module.path)

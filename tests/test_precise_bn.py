@@ -2,6 +2,7 @@
 
 import types
 
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -147,6 +148,45 @@ def test_precise_statistics_and_the_nan_check_see_the_micro_batches_training_see
   assert differs  # the whole batch at once is another forward
   # The NaN check at each checkpoint runs the same micro-batches.
   assert bool(trainer.outputs_finite(state, full))
+
+
+@pytest.mark.parametrize('remat', ['elementwise', 'blocks', 'full'])
+def test_precise_statistics_under_remat_are_those_without(tiny_data_dir, remat):
+  """Precise BN reads BatchNorm inputs inside the forward, which leaked out of jax.checkpoint:
+  the K400 SaliNet recipes and NL-I3D (remat='elementwise', precise_bn_batches=200) would stop
+  at their first evaluation with an UnexpectedTracerError (audit)."""
+  config = tiny_config(str(tiny_data_dir))
+  plain = engine.Engine(config, ['a', 'b', 'c'], train_videos=8)
+  config.remat = remat
+  rematted = engine.Engine(config, ['a', 'b', 'c'], train_videos=8)
+  state = plain.fresh_state()
+  full = synthetic_batch(config, 'train', 4, config.data.num_frames, config.data.crop_size, 3)
+  batch = {key: value for key, value in full.items() if key != 'label'}
+  expected = plain.moments_step(state.variables, batch)
+  got = rematted.moments_step(state.variables, batch)
+  assert sorted(got) == sorted(expected)
+  for path in got:
+    for k in range(3):
+      np.testing.assert_allclose(got[path][k], expected[path][k], rtol=1e-5, atol=1e-6)
+
+
+def test_precise_statistics_leave_batch_norms_on_running_averages_as_they_are(tiny_data_dir):
+  """S2DNet's warm-up runs f_theta's BatchNorms on their running averages, which training never
+  updates, but precise BN rewrote them from batch statistics (mean 0 / var 1 to 0.04-0.23 /
+  0.01-0.07 on the tiny model), into the checkpoint the sampling stage starts from (audit)."""
+  config = tiny_s2dnet_config(str(tiny_data_dir), 'warmup')
+  trainer = engine.Engine(config, ['a', 'b', 'c'], train_videos=8)
+  state = trainer.fresh_state()
+  full = synthetic_batch(config, 'train', 4, config.data.num_frames, config.data.crop_size, 3)
+  batch = {key: value for key, value in full.items() if key != 'label'}
+  recomputed = precise_bn.recompute(trainer.moments_step, state.variables, iter([batch]), 1,
+                                    trainer.mesh)
+  before = flax.traverse_util.flatten_dict(flax.core.unfreeze(state.batch_stats))
+  after = flax.traverse_util.flatten_dict(recomputed)
+  sampler = [path for path in before if path[0] == 'f_theta']
+  assert sampler and all(np.array_equal(after[path], before[path]) for path in sampler)
+  assert any(not np.allclose(after[path], before[path]) for path in before
+             if path[0] != 'f_theta')
 
 
 def test_each_evaluation_step_draws_its_own_precise_bn_clips_as_many_batches_as_asked(

@@ -175,6 +175,24 @@ def test_features_mode_refuses_an_export(trained, tmp_path):
 
 
 @pytest.mark.skipif(not PANCAKE.exists(), reason=f'shared test data not found at {PANCAKE}')
+def test_features_under_remat_are_those_without(trained, tmp_path):
+  """Features are read inside the forward, and under config.remat 'elementwise' or 'full' (the
+  K400 SaliNet and R3D-18 recipes) they leaked out of jax.checkpoint: --mode=features failed
+  with an UnexpectedTracerError (audit)."""
+  config, workdir = trained
+  folder = tmp_path / 'videos'
+  folder.mkdir()
+  shutil.copy(PANCAKE, folder / 'clip.mkv')
+  rematted = config.copy_and_resolve_references()
+  rematted.remat = 'elementwise'
+  read = {}
+  for name, settings in (('none', config), ('elementwise', rematted)):
+    assert features.extract(settings, workdir, [str(folder)], str(tmp_path / name))[0]['ok']
+    read[name] = np.load(tmp_path / name / 'clip.mkv.npy')
+  np.testing.assert_allclose(read['elementwise'], read['none'], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif(not PANCAKE.exists(), reason=f'shared test data not found at {PANCAKE}')
 def test_a_video_that_fails_now_keeps_no_outputs_of_an_earlier_run(trained, tmp_path, caplog):
   """Features (and a predict's timeline or picture) of a video an earlier run scored stayed
   beside an index saying that this run could not read it: a glob of *.npy read the old
