@@ -127,7 +127,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.optimizer.step_boundaries = (0.5, 0.75)  # 'steps': fractions of training
   config.optimizer.relative_lrs = (1.0, 0.1, 0.01)  # 'steps': LR factor in each interval
   config.optimizer.lr_multipliers = ()  # (regex, factor) rules as above; 1 where none matches
-  config.optimizer.frozen = ''  # regex over param paths that get no update ('' = none)
+  # Regex over param paths that get no update and zero gradients ('' = none); see README.
+  config.optimizer.frozen = ''
   config.optimizer.grad_clip_norm = 0.0  # 0 = no clipping
 
   config.batch_size = 64  # global, over all devices and processes

@@ -65,8 +65,13 @@ def create_train_state(model: nn.Module, tx, rng: jax.Array, shape) -> TrainStat
 
 
 def train_step(state: TrainState, batch, rng: jax.Array, *, model, tx, loss_config, schedule,
-               data_config, accumulation_steps: int = 1, bn_group_size: int = 0):
+               data_config, accumulation_steps: int = 1, bn_group_size: int = 0,
+               frozen: Any = None):
   """One optimizer step on a global batch; returns (new state, scalar metrics).
+
+  `frozen` (a tree of bools like the parameters, or None) marks the parameters
+  config.optimizer.frozen freezes: their gradients are zeros, as if they had none (PyTorch's
+  requires_grad=False), so they count neither in the clipping norm nor in `grad_norm`.
 
   BatchNorm statistics come from groups of `bn_group_size` clips (0: the whole micro-batch; see
   layers.batch_norm_groups).
@@ -110,6 +115,9 @@ def train_step(state: TrainState, batch, rng: jax.Array, *, model, tx, loss_conf
         accumulate, (zeros, state.batch_stats), (jnp.arange(k), micro_batches))
     grads = jax.tree.map(lambda g: g / k, grads_sum)
     loss, terms, top1 = jax.tree.map(jnp.mean, (losses_k, terms_k, top1_k))
+  if frozen is not None:
+    grads = jax.tree.map(lambda g, is_frozen: jnp.zeros_like(g) if is_frozen else g, grads,
+                         frozen)
   param_updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, param_updates)
   new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
@@ -393,6 +401,8 @@ class Engine:
       s2dnet.check_stage_recipe(config.model.stage, optim.frozen_names(
           abstract['params'], opt_config.frozen), opt_config.frozen)
     replicated = parallel.replicated(self.mesh)
+    frozen = (optim.frozen_mask(abstract['params'], opt_config.frozen) if opt_config.frozen
+              else None)
     # Initialisation runs once and is mostly random-number generation: compiled without XLA's
     # backend optimisations it compiles several times faster and gives the same values.
     self._init_state = jax.jit(
@@ -403,7 +413,7 @@ class Engine:
         functools.partial(train_step, model=self.model, tx=self.tx, loss_config=config.loss,
                           schedule=self.schedule, data_config=config.data,
                           accumulation_steps=config.grad_accumulation_steps,
-                          bn_group_size=config.bn_group_size),
+                          bn_group_size=config.bn_group_size, frozen=frozen),
         in_shardings=(replicated, parallel.batch_sharded(self.mesh), replicated),
         out_shardings=(replicated, replicated), donate_argnums=(0,),
         compiler_options=remat_compiler_options(config.remat))

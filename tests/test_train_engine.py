@@ -21,6 +21,7 @@ from salinet_jax import checkpoints
 from salinet_jax import engine
 from salinet_jax import errors
 from salinet_jax import losses
+from salinet_jax import optim
 from salinet_jax import train
 from salinet_jax.bench import synthetic_batch
 from salinet_jax.models import layers
@@ -61,6 +62,42 @@ def test_gradient_accumulation_equals_one_big_batch(config):
   for a, b in zip(jax.tree.leaves(accumulated.params), jax.tree.leaves(whole.params)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
   assert int(accumulated.step) == 1
+
+
+def test_frozen_parameters_count_in_neither_the_clipping_norm_nor_grad_norm(config):
+  """Frozen parameters' gradients entered the global norm that clips the others' (PyTorch's
+  clip_grad_norm_ skips parameters without gradients): the trainable ones were clipped harder,
+  and the logged grad_norm counted them too (audit)."""
+  config.loss.name = 'cross_entropy'
+  model = NormFreeModel()
+  rng = np.random.default_rng(0)
+  batch = {'video': jnp.asarray(rng.normal(size=(8, 2, 6, 6, 3)), jnp.float32),
+           'label': jnp.asarray(rng.integers(0, 4, 8), jnp.int32)}
+  schedule = optax.constant_schedule(0.5)
+
+  def step(tx, frozen=None):
+    state = engine.create_train_state(model, tx, jax.random.key(0), (1, 2, 6, 6, 3))
+    new, metrics = jax.jit(functools.partial(
+        engine.train_step, model=model, tx=tx, loss_config=config.loss, schedule=schedule,
+        data_config=config.data, frozen=frozen))(state, batch, jax.random.key(1))
+    return state.params, new.params, float(metrics['grad_norm'])
+
+  before, plain, _ = step(optax.sgd(1.0))
+  dense_grads = jax.tree.map(lambda old, new: old - new, before['Dense_0'], plain['Dense_0'])
+  dense_norm = float(optax.global_norm(dense_grads))
+  frozen = optim.frozen_mask(before, 'Conv3D')
+  clipped = optax.chain(optax.clip_by_global_norm(1e-3), optax.sgd(0.5),
+                        optax.masked(optax.set_to_zero(), frozen))
+  _, after, grad_norm = step(clipped, frozen)
+  assert grad_norm == pytest.approx(dense_norm, rel=1e-5)
+  for old, new, grad in zip(*(jax.tree.leaves(tree) for tree in
+                              (before['Dense_0'], after['Dense_0'], dense_grads))):
+    np.testing.assert_allclose(new, old - 0.5 * grad * 1e-3 / dense_norm, rtol=1e-5, atol=1e-7)
+  assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before['Conv3D_0']),
+                                                   jax.tree.leaves(after['Conv3D_0'])))
+  config.optimizer.frozen = '/fc/'  # the Engine's train step takes the config's frozen mask
+  passed = engine.Engine(config, ['a', 'b', 'c'], train_videos=8).train_step.__wrapped__.keywords
+  assert jax.tree.leaves(passed['frozen']).count(True) == 2  # fc's kernel and bias
 
 
 def test_out_of_memory_advice_names_the_micro_batch(config):
