@@ -67,7 +67,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.model = ml_collections.ConfigDict()  # filled by each experiment: name + module fields
   # Rematerialisation in the backward pass: 'none' | 'elementwise' (convolution outputs and
   # BatchNorm statistics kept, the work after the convolutions recomputed) | 'blocks' (each
-  # residual block recomputed; 3D ResNets and SaliNet) | 'full' (the whole forward under
+  # residual block of the 3D ResNets, SaliNet's backbone included) | 'full' (the whole forward under
   # jax.checkpoint). Less activation memory for more compute; `python -m salinet_jax.bench`
   # reports the saving.
   config.remat = 'none'
