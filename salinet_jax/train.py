@@ -17,7 +17,7 @@ import signal
 import threading
 import time
 import traceback
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 import flax
 import jax
@@ -45,6 +45,7 @@ from salinet_jax import pretrained
 from salinet_jax import reports
 from salinet_jax import visualize
 from salinet_jax import workdir as workdir_lib
+from salinet_jax.models import s2dnet
 
 
 class NonFiniteLossError(errors.UserError):
@@ -178,10 +179,11 @@ def training_engine(config: ml_collections.ConfigDict) -> engine.Engine:
 
 
 def initialize_from(trainer: engine.Engine, state: engine.TrainState,
-                    init_config) -> Tuple[engine.TrainState, Dict[str, Any]]:
+                    init_config) -> Tuple[engine.TrainState, Dict[str, Any], List[str]]:
   """Loads `config.init_from` weights into a fresh state (salinet_jax/pretrained.py); returns
-  it and what it started from ({'source', 'unfinished': [step, run steps] of a source run that
-  had not finished, or None}), which the run's checkpoints keep for its resumes.
+  it, what it started from ({'source', 'unfinished': [step, run steps] of a source run that
+  had not finished, or None}), which the run's checkpoints keep for its resumes, and the
+  variables it loaded ('collection:module/.../leaf').
 
   The source is another run's workdir (e.g. S2DNet's warm-up stage for its sampling stage), a
   checkpoint step directory, or a converted PyTorch checkpoint (python -m salinet_jax.convert).
@@ -214,7 +216,33 @@ def initialize_from(trainer: engine.Engine, state: engine.TrainState,
                     report.converted_normalization, normalization)
   started_from = {'source': report.source,
                   'unfinished': list(report.unfinished) if report.unfinished else None}
-  return state.replace(params=params, batch_stats=batch_stats), started_from
+  return state.replace(params=params, batch_stats=batch_stats), started_from, report.loaded
+
+
+def _refuse_frozen_random_parameters(config, params, loaded: Sequence[str]) -> None:
+  """Fails when config.optimizer.frozen freezes parameters that keep their random
+  initialisation (no init_from, or one that excludes or lacks them): they would never train,
+  without a word. S2DNet's warm-up freezes its fresh sampler on purpose (its sampling stage
+  trains it)."""
+  pattern = config.optimizer.frozen
+  if not pattern:
+    return
+  frozen = optim.frozen_names(params, pattern)
+  given = {name.split(':', 1)[1] for name in loaded if name.startswith('params:')}
+  warmup_sampler = (s2dnet.SAMPLER + '/' if config.model.name == 's2dnet'
+                    and config.model.stage == 'warmup' else None)
+  random = [path for path in (name.split(':', 1)[1] for name, is_frozen in frozen.items()
+                              if is_frozen)
+            if path not in given and not (warmup_sampler and path.startswith(warmup_sampler))]
+  if random:
+    source = ('no config.init_from' if config.init_from.checkpoint == pretrained.FROM_SCRATCH
+              else f'config.init_from.checkpoint={config.init_from.checkpoint!r} does not give '
+              'them (excluded or missing)')
+    raise errors.ConfigError(
+        f'config.optimizer.frozen={pattern!r} freezes {len(random)} parameters that keep their '
+        f'random initialisation ({data_errors.first_few(random, 3)}; {source}): they would '
+        'never train. Give them weights through config.init_from, or leave them out of '
+        'config.optimizer.frozen.')
 
 
 # Model fields that leave what the loaded weights compute unchanged (pretrained.py says which).
@@ -389,8 +417,10 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
       writer.write_hparams(_flat_hparams(config))
       logging.info('Initialising the model (compiled once per run)...')
       state = trainer.fresh_state()
+      loaded = ()
       if config.init_from.checkpoint != pretrained.FROM_SCRATCH:
-        state, started_from = initialize_from(trainer, state, config.init_from)
+        state, started_from, loaded = initialize_from(trainer, state, config.init_from)
+      _refuse_frozen_random_parameters(trainer.config, state.params, loaded)
     start_step = int(state.step)
     # The run's config from here on: a resumed run's init_from stays the one its weights started
     # from, in config.json and in every checkpoint it saves.

@@ -492,3 +492,28 @@ def test_a_conversion_record_of_unknown_or_unreadable_normalisation(config, tmp_
       f.write(damaged)
     with pytest.raises(errors.UserError, match=f'^{report} is not valid JSON'):
       train.initialize_from(trainer, state, config.init_from)
+
+
+def test_frozen_parameters_left_at_their_random_initialisation_are_refused(config, tmp_path):
+  """config.optimizer.frozen over parameters that keep their random initialisation (no
+  init_from, or one that excludes or lacks them) trained everything else around random weights
+  that never moved, without a word (audit)."""
+  from salinet_jax import train  # pylint: disable=g-import-not-at-top
+  config.optimizer.frozen = '/fc/'
+  with pytest.raises(errors.ConfigError, match=re.escape(
+      "config.optimizer.frozen='/fc/' freezes 2 parameters that keep their random "
+      'initialisation (head/fc/bias, head/fc/kernel; no config.init_from): they would never '
+      'train.')):
+    train.train_and_evaluate(config, str(tmp_path / 'run'))
+  trainer = train.training_engine(config)
+  state = trainer.fresh_state()
+  config.init_from.checkpoint = save(tmp_path, 'weights', state.params, state.batch_stats)
+  config.init_from.exclude = '/fc/'
+  loaded = train.initialize_from(trainer, state, config.init_from)[2]
+  with pytest.raises(errors.ConfigError, match=re.escape(
+      f"(head/fc/bias, head/fc/kernel; config.init_from.checkpoint="
+      f"'{config.init_from.checkpoint}' does not give them (excluded or missing))")):
+    train._refuse_frozen_random_parameters(config, state.params, loaded)
+  config.init_from.exclude = ''
+  loaded = train.initialize_from(trainer, state, config.init_from)[2]
+  train._refuse_frozen_random_parameters(config, state.params, loaded)  # given: trains on

@@ -41,7 +41,7 @@ def test_warmup_freezes_f_theta_and_sampling_starts_from_warmup(s2dnet_stage_run
   config, sampling_dir, _ = s2dnet_stage_runs['sampling']
   assert config.init_from.checkpoint == warmup_dir  # 2 steps: the warm-up schedule's first LR is 0
   sampling = train.training_engine(config)
-  start, _ = train.initialize_from(sampling, sampling.fresh_state(), config.init_from)
+  start, _, _ = train.initialize_from(sampling, sampling.fresh_state(), config.init_from)
   for a, b in zip(jax.tree.leaves(start.params), jax.tree.leaves(warm.params)):
     np.testing.assert_array_equal(a, b)
   _, sampled = _restore(config, sampling_dir)
