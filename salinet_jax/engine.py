@@ -424,7 +424,8 @@ class Engine:
         in_shardings=(replicated, parallel.batch_sharded(self.mesh)), out_shardings=replicated)
     self.eval_step = evaluate_lib.make_eval_step(self.model, config.eval, self.mesh, config.data)
     self.moments_step = precise_bn.make_moments_step(
-        self.forward_model, self.mesh, functools.partial(inputs.model_inputs, data_config=config.data),
+        self.forward_model, self.mesh,
+        functools.partial(inputs.model_inputs, data_config=config.data),
         config.bn_group_size, config.grad_accumulation_steps)
 
   def fresh_state(self) -> TrainState:
