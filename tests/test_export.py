@@ -597,6 +597,31 @@ def test_a_checkpoint_of_another_run_is_recorded_as_that_runs(trained, tmp_path,
   assert 'is or holds the workdir' in capsys.readouterr().err
 
 
+@pytest.mark.skipif(HOST_PLATFORM != 'cpu', reason='the line is about a CPU host exporting for '
+                    'accelerators; an accelerator host says the converse')
+def test_the_dtype_an_export_computes_in_is_recorded_and_a_mixed_lowering_said(trained,
+                                                                              tmp_path, capsys):
+  """'bfloat16_on_accelerators' resolves on the export host, and one export is one computation:
+  a CPU host's --platforms=cpu,cuda export computed in float32 on GPUs too (a GPU host's, in
+  bfloat16 on CPUs), said nowhere, and export.json recorded the unresolved name, whose parity
+  tolerance fell back to 1e-4 (audit)."""
+  from salinet_jax.export import exporter  # pylint: disable=g-import-not-at-top
+  assert exporter._dtype_said('bfloat16_on_accelerators', ['cpu']) == 'float32'
+  assert exporter._dtype_said('float32', ['cpu', 'cuda']) == 'float32'
+  assert capsys.readouterr().err == ''
+  assert exporter._dtype_said('bfloat16_on_accelerators', ['cpu', 'cuda', 'tpu']) == 'float32'
+  assert capsys.readouterr().err == (
+      "config.dtype='bfloat16_on_accelerators' computes in float32 on this cpu host, and one "
+      'export is one computation for all its --platforms: its cuda, tpu lowering computes in '
+      'float32 too. For bfloat16 on accelerators and float32 on CPUs, export each kind on a '
+      'host of that kind.\n')
+  config, workdir = trained('hara')
+  out = tmp_path / 'out'
+  assert cli.main(['export'], _flags(workdir=workdir, output=str(out))) == 0
+  summary = json.loads((out / 'export.json').read_text())
+  assert (summary['dtype'], summary['config_dtype']) == ('float32', config.dtype)
+
+
 def test_split_or_num_videos_beside_video_files_are_refused(trained, tmp_path):
   """--split and --num_videos pick the eval-split videos that certify an export: beside --video
   (the files given certify it) they were accepted and ignored, a split that does not exist

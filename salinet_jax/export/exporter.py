@@ -18,9 +18,11 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import jax
+import jax.numpy as jnp
 
 from data import errors as data_errors
 from salinet_jax import checkpoints
+from salinet_jax import models
 from salinet_jax.export import certificate
 from salinet_jax.export import formats as formats_lib
 from salinet_jax.export import onnx_support
@@ -122,6 +124,22 @@ def _check_platforms(platforms: Sequence[str], formats: Sequence[str]) -> Tuple[
   return platforms
 
 
+def _dtype_said(config_dtype: str, platforms: Sequence[str]) -> str:
+  """The dtype the export computes in on every platform: the model is built on this host, so
+  'bfloat16_on_accelerators' resolves to this host's (float32 on a CPU, bfloat16 on an
+  accelerator). One computation serves all the lowering platforms, so where they mix CPUs and
+  accelerators, the others get this host's dtype too: said in a line."""
+  computes_in = jnp.dtype(models.compute_dtype(config_dtype)).name
+  host = jax.export.default_export_platform()
+  others = [p for p in platforms if (p == 'cpu') != (host == 'cpu')]
+  if config_dtype == models.ACCELERATOR_BFLOAT16 and others:
+    print(f"config.dtype='{config_dtype}' computes in {computes_in} on this {host} host, and "
+          f'one export is one computation for all its --platforms: its {", ".join(others)} '
+          f'lowering computes in {computes_in} too. For bfloat16 on accelerators and float32 on '
+          'CPUs, export each kind on a host of that kind.', file=sys.stderr)
+  return computes_in
+
+
 def _versions() -> Dict[str, str]:
   versions = {}
   for package in VERSION_PACKAGES:
@@ -217,8 +235,9 @@ def export(workdir: str, output: str, formats: Any = formats_lib.FORMATS, *,
   start = time.perf_counter()
   run = source.restore(workdir, checkpoint)
   config = run.config
+  computes_in = _dtype_said(config.dtype, platforms)
   # A tolerance given is the one applied (0 demands equal outputs); else the dtype's.
-  tolerance = (certificate.TOLERANCES.get(config.dtype, 1e-4) if tolerance is None
+  tolerance = (certificate.TOLERANCES.get(computes_in, 1e-4) if tolerance is None
                else float(tolerance))
   clips = certificate.parity_clips(config, videos, num_videos, split, run.decoding)
   specs = serving.input_specs(config, batch_size)
@@ -235,7 +254,8 @@ def export(workdir: str, output: str, formats: Any = formats_lib.FORMATS, *,
                  'checkpoint_path': run.path, 'step': run.step, 'metrics': run.metrics,
                  'unfinished_run': _unfinished_run(run.path)},
       'model': config.model.name,
-      'dtype': config.dtype,
+      'dtype': computes_in,
+      'config_dtype': config.dtype,
       'classes': run.classes,
       'decoding': run.decoding,
       'batch': 'dynamic' if batch_size is None else batch_size,
