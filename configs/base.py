@@ -67,9 +67,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.model = ml_collections.ConfigDict()  # filled by each experiment: name + module fields
   # Rematerialisation in the backward pass: 'none' | 'elementwise' (convolution outputs and
   # BatchNorm statistics kept, the work after the convolutions recomputed) | 'blocks' (each
-  # residual block of the 3D ResNets, SaliNet's backbone included) | 'full' (the whole forward under
-  # jax.checkpoint). Less activation memory for more compute; `python -m salinet_jax.bench`
-  # reports the saving.
+  # residual block of the 3D ResNets, SaliNet's backbone and NL-I3D's non-local blocks included)
+  # | 'full' (the whole forward under jax.checkpoint). Less activation memory for more compute;
+  # `python -m salinet_jax.bench` reports the saving.
   config.remat = 'none'
   # XLA's instruction scheduler on the CPU backend (read by main.py and the bench before JAX
   # starts): 'concurrency' (XLA's default: independent ops side by side, more buffers alive) or
@@ -127,7 +127,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.optimizer.step_boundaries = (0.5, 0.75)  # 'steps': fractions of training
   config.optimizer.relative_lrs = (1.0, 0.1, 0.01)  # 'steps': LR factor in each interval
   config.optimizer.lr_multipliers = ()  # (regex, factor) rules as above; 1 where none matches
-  # Regex over param paths that get no update and zero gradients ('' = none); see README.
+  # Regex over 'KIND:PATH' parameter names that get no update ('' = none); see README.
   config.optimizer.frozen = ''
   config.optimizer.grad_clip_norm = 0.0  # 0 = no clipping
 

@@ -70,8 +70,8 @@ def train_step(state: TrainState, batch, rng: jax.Array, *, model, tx, loss_conf
   """One optimizer step on a global batch; returns (new state, scalar metrics).
 
   `frozen` (a tree of bools like the parameters, or None) marks the parameters
-  config.optimizer.frozen freezes: their gradients are zeros, as if they had none (PyTorch's
-  requires_grad=False), so they count neither in the clipping norm nor in `grad_norm`.
+  config.optimizer.frozen freezes: `grad_norm` leaves them out, as the clipping does
+  (optim.clip_trainable_by_global_norm).
 
   BatchNorm statistics come from groups of `bn_group_size` clips (0: the whole micro-batch; see
   layers.batch_norm_groups).
@@ -115,9 +115,6 @@ def train_step(state: TrainState, batch, rng: jax.Array, *, model, tx, loss_conf
         accumulate, (zeros, state.batch_stats), (jnp.arange(k), micro_batches))
     grads = jax.tree.map(lambda g: g / k, grads_sum)
     loss, terms, top1 = jax.tree.map(jnp.mean, (losses_k, terms_k, top1_k))
-  if frozen is not None:
-    grads = jax.tree.map(lambda g, is_frozen: jnp.zeros_like(g) if is_frozen else g, grads,
-                         frozen)
   param_updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, param_updates)
   new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
@@ -126,7 +123,7 @@ def train_step(state: TrainState, batch, rng: jax.Array, *, model, tx, loss_conf
       'loss': loss,
       'learning_rate': schedule(state.step),
       'train_top1': top1,
-      'grad_norm': optax.global_norm(grads),
+      'grad_norm': optim.trainable_norm(grads, frozen),
       **{f'loss/{name}': value for name, value in terms.items()},
   }
   return new_state, metrics

@@ -200,6 +200,32 @@ def scale_by_multipliers(multipliers: Any) -> optax.GradientTransformation:
       lambda u, m: u * jnp.asarray(m, u.dtype), updates, multipliers))
 
 
+def trainable_norm(grads: Any, frozen: Any = None) -> jnp.ndarray:
+  """The global norm of the gradients of the parameters `frozen` (a tree of bools, or None)
+  does not freeze: PyTorch's frozen parameters (requires_grad=False) have none."""
+  if frozen is None:
+    return optax.global_norm(grads)
+  return optax.global_norm([g for g, is_frozen in zip(jax.tree.leaves(grads),
+                                                      jax.tree.leaves(frozen)) if not is_frozen])
+
+
+def clip_trainable_by_global_norm(max_norm: float, frozen: Any = None
+                                  ) -> optax.GradientTransformation:
+  """optax.clip_by_global_norm over the trainable parameters' norm, as PyTorch's
+  clip_grad_norm_ skips frozen ones: counted, they clipped the others harder. Frozen gradients
+  still reach the optimizer's moments, so a resume that unfreezes them finds them warm. The
+  same (empty) state as optax's, so checkpoints resume either way."""
+  if frozen is None:
+    return optax.clip_by_global_norm(max_norm)
+
+  def clip(updates, params=None):
+    del params
+    norm = trainable_norm(updates, frozen)
+    return jax.tree.map(lambda u: jnp.where(norm < max_norm, u, u / norm.astype(u.dtype)
+                                            * max_norm), updates)
+  return optax.stateless(clip)
+
+
 def add_decayed_weights(factors: Any, weight_decay: float) -> optax.GradientTransformation:
   """update + weight_decay * factor * param, per parameter. optax's version takes one rate and a
   boolean mask; the rules may give any factor."""
@@ -214,9 +240,15 @@ def create_optimizer(opt_config, params: Any, total_steps: int, global_batch: in
   """Returns (optax transformation, schedule) for `config.optimizer` over `params`."""
   schedule = learning_rate_schedule(opt_config, total_steps, global_batch, steps_per_epoch,
                                     num_epochs)
+  frozen = None
+  if opt_config.frozen:
+    frozen = frozen_mask(params, opt_config.frozen)
+    if not any(jax.tree.leaves(frozen)):
+      raise errors.ConfigError(f'config.optimizer.frozen={opt_config.frozen!r} matches no '
+                               'parameter.')
   parts = []
   if opt_config.grad_clip_norm:
-    parts.append(optax.clip_by_global_norm(opt_config.grad_clip_norm))
+    parts.append(clip_trainable_by_global_norm(opt_config.grad_clip_norm, frozen))
   decay = factors_from_rules(params, opt_config.weight_decay_rules, 1.0,
                              'config.optimizer.weight_decay_rules')
   decayed = [add_decayed_weights(decay, opt_config.weight_decay)] if opt_config.weight_decay else []
@@ -235,11 +267,7 @@ def create_optimizer(opt_config, params: Any, total_steps: int, global_batch: in
   if opt_config.lr_multipliers:
     parts.append(scale_by_multipliers(factors_from_rules(
         params, opt_config.lr_multipliers, 1.0, 'config.optimizer.lr_multipliers')))
-  if opt_config.frozen:
-    frozen = frozen_mask(params, opt_config.frozen)
-    if not any(jax.tree.leaves(frozen)):
-      raise errors.ConfigError(f'config.optimizer.frozen={opt_config.frozen!r} matches no '
-                               'parameter.')
+  if frozen is not None:
     # Last in the chain: whatever decay or momentum computed, frozen parameters do not move.
     parts.append(optax.masked(optax.set_to_zero(), frozen))
   return optax.chain(*parts), schedule

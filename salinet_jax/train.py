@@ -414,13 +414,15 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
       started_from = (store.metadata(step).get('environment') or {}).get('started_from')
       _say_the_run_started_from_an_unfinished_one(started_from)
     else:
+      from_scratch = config.init_from.checkpoint == pretrained.FROM_SCRATCH
+      if from_scratch:  # before anything is compiled or written
+        _refuse_frozen_random_parameters(config, trainer.abstract_state().params, ())
       writer.write_hparams(_flat_hparams(config))
       logging.info('Initialising the model (compiled once per run)...')
       state = trainer.fresh_state()
-      loaded = ()
-      if config.init_from.checkpoint != pretrained.FROM_SCRATCH:
+      if not from_scratch:
         state, started_from, loaded = initialize_from(trainer, state, config.init_from)
-      _refuse_frozen_random_parameters(trainer.config, state.params, loaded)
+        _refuse_frozen_random_parameters(config, state.params, loaded)
     start_step = int(state.step)
     # The run's config from here on: a resumed run's init_from stays the one its weights started
     # from, in config.json and in every checkpoint it saves.

@@ -606,10 +606,12 @@ def test_the_dtype_an_export_computes_in_is_recorded_and_a_mixed_lowering_said(t
   bfloat16 on CPUs), said nowhere, and export.json recorded the unresolved name, whose parity
   tolerance fell back to 1e-4 (audit)."""
   from salinet_jax.export import exporter  # pylint: disable=g-import-not-at-top
-  assert exporter._dtype_said('bfloat16_on_accelerators', ['cpu']) == 'float32'
-  assert exporter._dtype_said('float32', ['cpu', 'cuda']) == 'float32'
-  assert capsys.readouterr().err == ''
-  assert exporter._dtype_said('bfloat16_on_accelerators', ['cpu', 'cuda', 'tpu']) == 'float32'
+  assert exporter._dtype_said('bfloat16_on_accelerators', ['cpu'], FORMATS) == 'float32'
+  assert exporter._dtype_said('float32', ['cpu', 'cuda'], FORMATS) == 'float32'
+  assert exporter._dtype_said('bfloat16_on_accelerators', ['cpu', 'cuda'], ['onnx']) == 'float32'
+  assert capsys.readouterr().err == ''  # ONNX has no lowering platform
+  assert exporter._dtype_said('bfloat16_on_accelerators', ['cpu', 'cuda', 'tpu'],
+                              ['stablehlo']) == 'float32'
   assert capsys.readouterr().err == (
       "config.dtype='bfloat16_on_accelerators' computes in float32 on this cpu host, and one "
       'export is one computation for all its --platforms: its cuda, tpu lowering computes in '

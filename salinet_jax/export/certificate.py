@@ -23,7 +23,8 @@ from salinet_jax import evaluate as evaluate_lib
 from salinet_jax import predict as predict_lib
 from salinet_jax.export.errors import ExportError
 
-TOLERANCES = {'float32': 1e-4, 'bfloat16': 1e-2, 'float16': 1e-2}  # by config.dtype
+# By the dtype the export computes in (config.dtype resolved on the export host).
+TOLERANCES = {'float32': 1e-4, 'bfloat16': 1e-2, 'float16': 1e-2}
 RULE = 'max abs diff <= tolerance * max(1, max abs of the reference output)'
 
 

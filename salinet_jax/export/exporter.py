@@ -124,15 +124,17 @@ def _check_platforms(platforms: Sequence[str], formats: Sequence[str]) -> Tuple[
   return platforms
 
 
-def _dtype_said(config_dtype: str, platforms: Sequence[str]) -> str:
+def _dtype_said(config_dtype: str, platforms: Sequence[str], formats: Sequence[str]) -> str:
   """The dtype the export computes in on every platform: the model is built on this host, so
   'bfloat16_on_accelerators' resolves to this host's (float32 on a CPU, bfloat16 on an
-  accelerator). One computation serves all the lowering platforms, so where they mix CPUs and
-  accelerators, the others get this host's dtype too: said in a line."""
+  accelerator). One computation serves all the lowering platforms (of StableHLO and
+  SavedModel), so where they mix CPUs and accelerators, the others get this host's dtype too:
+  said in a line."""
   computes_in = jnp.dtype(models.compute_dtype(config_dtype)).name
   host = jax.export.default_export_platform()
   others = [p for p in platforms if (p == 'cpu') != (host == 'cpu')]
-  if config_dtype == models.ACCELERATOR_BFLOAT16 and others:
+  lowered = {'stablehlo', 'savedmodel'} & set(formats)
+  if config_dtype == models.ACCELERATOR_BFLOAT16 and others and lowered:
     print(f"config.dtype='{config_dtype}' computes in {computes_in} on this {host} host, and "
           f'one export is one computation for all its --platforms: its {", ".join(others)} '
           f'lowering computes in {computes_in} too. For bfloat16 on accelerators and float32 on '
@@ -235,7 +237,7 @@ def export(workdir: str, output: str, formats: Any = formats_lib.FORMATS, *,
   start = time.perf_counter()
   run = source.restore(workdir, checkpoint)
   config = run.config
-  computes_in = _dtype_said(config.dtype, platforms)
+  computes_in = _dtype_said(config.dtype, platforms, formats)
   # A tolerance given is the one applied (0 demands equal outputs); else the dtype's.
   tolerance = (certificate.TOLERANCES.get(computes_in, 1e-4) if tolerance is None
                else float(tolerance))

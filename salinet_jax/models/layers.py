@@ -119,7 +119,8 @@ _ROWS_PER_CLIP = contextvars.ContextVar('rows_per_clip', default=1)
 @contextlib.contextmanager
 def batch_norm_groups(size: int):
   """Within this context, training-mode BatchNorms normalise each group of `size` consecutive
-  clips of the batch with that group's own statistics (0: the whole, global batch).
+  clips of the batch with that group's own statistics (0: the whole batch the model is given,
+  the global batch, or a micro-batch of it under gradient accumulation).
 
   PySlowFast's BatchNorm normalises over each GPU's own clips (BN.NUM_SYNC_DEVICES 1); a group
   size makes that independent of how many devices run the job. The engine enters this context
@@ -212,9 +213,9 @@ def batch_norm(train: bool, dtype: Any = jnp.float32, zero_init: bool = False,
                name: str = None) -> BatchNorm:
   """PyTorch-equivalent BatchNorm (momentum 0.1, eps 1e-5); statistics kept in float32.
 
-  Under `jax.jit` on a device mesh the batch mean is taken over the global (sharded) batch,
-  which is what synchronised BatchNorm does in PyTorch; `batch_norm_groups` restricts it to
-  groups of clips.
+  Under `jax.jit` on a device mesh the batch mean is taken over the whole (sharded) batch the
+  model is given (a micro-batch under gradient accumulation), which is what synchronised
+  BatchNorm does in PyTorch; `batch_norm_groups` restricts it to groups of clips.
   """
   return BatchNorm(use_running_average=not train, dtype=dtype, param_dtype=jnp.float32,
                    scale_init=nn.initializers.zeros if zero_init else nn.initializers.ones,
