@@ -227,13 +227,12 @@ def _refuse_frozen_random_parameters(config, params, loaded: Sequence[str]) -> N
   pattern = config.optimizer.frozen
   if not pattern:
     return
-  frozen = optim.frozen_names(params, pattern)
   given = {name.split(':', 1)[1] for name in loaded if name.startswith('params:')}
-  warmup_sampler = (s2dnet.SAMPLER + '/' if config.model.name == 's2dnet'
-                    and config.model.stage == 'warmup' else None)
-  random = [path for path in (name.split(':', 1)[1] for name, is_frozen in frozen.items()
-                              if is_frozen)
-            if path not in given and not (warmup_sampler and path.startswith(warmup_sampler))]
+  warmup = config.model.name == 's2dnet' and config.model.stage == 'warmup'
+  frozen = [name.split(':', 1)[1]
+            for name, is_frozen in optim.frozen_names(params, pattern).items() if is_frozen]
+  random = [path for path in frozen
+            if path not in given and not (warmup and s2dnet.in_sampler(path))]
   if random:
     source = ('no config.init_from' if config.init_from.checkpoint == pretrained.FROM_SCRATCH
               else f'config.init_from.checkpoint={config.init_from.checkpoint!r} does not give '

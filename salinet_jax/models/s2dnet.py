@@ -393,12 +393,16 @@ class S2DNet(nn.Module):
     return logits, aux
 
 
+def in_sampler(name: str) -> bool:
+  """Whether the parameter `name` ('KIND:PATH' or 'PATH') is one of the sampler f_theta's."""
+  return name.split(':', 1)[-1].startswith(SAMPLER + '/')
+
+
 def check_stage_recipe(stage: str, frozen_by_name: Dict[str, bool], frozen_pattern: str) -> None:
   """Refuses a stage trained with the other stage's recipe, as `--config.model.stage` on the
   other stage's config file gives: a sampling stage with the warm-up's frozen sampler would
   train everything but f_theta, whose values stay at their initialisation, without a word."""
-  sampler = [frozen for name, frozen in frozen_by_name.items()
-             if name.split(':', 1)[-1].startswith(SAMPLER + '/')]
+  sampler = [frozen for name, frozen in frozen_by_name.items() if in_sampler(name)]
   if stage == 'sampling' and any(sampler):
     problem = 'freezes the sampler f_theta, which the sampling stage trains'
   elif stage == 'warmup' and sampler and not all(sampler):
