@@ -206,7 +206,7 @@ class JaxWorkload:
     self.params = sum(int(x.size) for x in jax.tree.leaves(variables['params']))
     if mode != 'train':
       state = None  # evaluation keeps the variables only, as main.py's eval and predict modes do
-      host_malloc.trim()  # and hands the freed memory back, as Engine.restore_variables does
+      host_malloc.trim()  # and hands the freed optimizer state back, as a restore hands its reads
     start = time.perf_counter()
     traced = step.trace(*self.args)
     lowered = traced.lower()

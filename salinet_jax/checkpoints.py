@@ -476,6 +476,9 @@ class CheckpointStore:
   def step_dir(self, step: int) -> str:
     return os.path.join(self.directory, str(step))
 
+  def item_dir(self, step: int) -> str:
+    return os.path.join(self.step_dir(step), ITEM_DIR)
+
   def verify(self, step: int) -> Tuple[bool, str]:
     return verify_step_dir(self.step_dir(step))
 
@@ -576,7 +579,7 @@ class CheckpointStore:
     stored_config = self.metadata(step).get('config')
     what = f'checkpoint step {step} in {self.directory}'
     try:
-      state = _restore_checked(self.manager, step, target, stored_config, config, what)
+      state = _restore_item(self.item_dir(step), target, what, stored_config, config)
     except CorruptCheckpointError as e:
       raise CorruptCheckpointError(f'{e} {self.other_intact_steps(step)}') from e
     _warn_of_differences(f'Checkpoint step {step} in {self.directory}{_INPUT_DIFFERENCES}',
@@ -614,8 +617,8 @@ class CheckpointStore:
       stored_config = self.metadata(step).get('config')
       state, unreadable = None, ''
       try:
-        state = _restore_checked(self.manager, step, target, stored_config, config,
-                                 f'checkpoint step {step} in {self.directory}')
+        state = _restore_item(self.item_dir(step), target,
+                              f'checkpoint step {step} in {self.directory}', stored_config, config)
       except CorruptCheckpointError as e:
         unreadable = str(e)
       # Every process skips the step if any could not read it, so all resume from one step.
@@ -669,14 +672,28 @@ def _on_any_process(flag: bool) -> bool:
   return bool(np.any(multihost_utils.process_allgather(np.asarray(flag))))
 
 
-def _restore_checked(manager: ocp.CheckpointManager, step: int, target: Any,
-                     stored_config: Optional[str], config: Any, what: str) -> Any:
-  """Restores `step` into `target` after checking the shapes. Orbax's read buffers, once freed,
-  would stay resident under the compilation and steps that follow (README, step benchmark), so
-  the heap is trimmed after every restore."""
-  state = _restore_item(os.path.join(str(manager.directory), str(step), ITEM_DIR),
-                        lambda: manager.restore(step, args=ocp.args.StandardRestore(target)),
-                        target, what, stored_config, config)
+def without_optimizer_state(state: Any) -> Any:
+  """The restore target `state` (a TrainState's abstract value) whose optimizer state is only
+  checked, not read: its leaves become orbax placeholders. The stored optimizer state must still
+  have the structure the config builds (a checkpoint of another optimizer or S2DNet stage is
+  refused as before), but its arrays, as large as the parameters, never reach memory: an
+  evaluation's peak is the variables'."""
+  return state.replace(opt_state=jax.tree.map(lambda _: ocp.PLACEHOLDER, state.opt_state))
+
+
+def _read_item(item_dir: str, target: Any) -> Any:
+  """orbax's restore of the item `item_dir` into `target`, skipping its placeholder leaves
+  (which only the PyTree handler takes; the Standard one refuses them). Orbax's read buffers,
+  once freed, would stay resident under the compilation and steps that follow (README, step
+  benchmark): they are handed back."""
+  with host_malloc.frees_handed_back():
+    if not any(leaf is ocp.PLACEHOLDER for leaf in jax.tree.leaves(target)):
+      with ocp.StandardCheckpointer() as checkpointer:
+        state = checkpointer.restore(item_dir, target)
+    else:
+      with ocp.PyTreeCheckpointer() as checkpointer:
+        state = checkpointer.restore(item_dir, args=ocp.args.PyTreeRestore(
+            item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target)))
   host_malloc.trim()
   return state
 
@@ -770,18 +787,21 @@ def _warn_of_differences(message: str, stored_config: Optional[str], config: Any
     logging.warning('%s: %s.', message, '; '.join(differences))
 
 
-def _restore_item(item_dir: str, restore: Callable[[], Any], target: Any, what: str,
-                  stored_config: Optional[str], config: Any) -> Any:
-  """`restore()` of the orbax item `item_dir` into `target`, its failures named in one line:
+def _restore_item(item_dir: str, target: Any, what: str, stored_config: Optional[str],
+                  config: Any) -> Any:
+  """The orbax item `item_dir` read into `target`, its failures named in one line:
   arrays of other shapes, or orbax's tree-structure error (same parameters, another optimizer
   state: another optimizer, freezing or S2DNet stage), become the mismatch error; files that
   cannot be read or decoded (damage no checksum caught: a step written before checksums) a
   CorruptCheckpointError. Anything else keeps its traceback."""
   try:
-    mismatches = _shape_mismatches(_item_tree(item_dir), target)
+    stored_tree = _item_tree(item_dir)
+    mismatches = _shape_mismatches(stored_tree, target)
     if mismatches:
       raise _mismatch_error(what, mismatches, stored_config, config)
-    return restore()
+    if not _skipped_parts_fit(stored_tree, target):
+      raise _mismatch_error(what, [], stored_config, config)
+    return _read_item(item_dir, target)
   except CheckpointError:
     raise
   except Exception as e:  # pylint: disable=broad-except (TensorStore raises plain Exceptions)
@@ -883,6 +903,17 @@ def _shape_mismatches(stored_tree: Any, target: Any) -> List[str]:
   return lines
 
 
+def _skipped_parts_fit(stored_tree: Any, target: Any) -> bool:
+  """Whether the stored tree has the paths of the target's, where the target leaves leaves
+  unread (placeholders): orbax checks the structure of what it reads, but takes a placeholder
+  for a path the checkpoint lacks."""
+  def paths(tree):
+    return set(ocp.tree.to_flat_dict(ocp.tree.serialize_tree(tree, keep_empty_nodes=True)))
+  if not any(leaf is ocp.PLACEHOLDER for leaf in jax.tree.leaves(target)):
+    return True
+  return paths(target) == paths(stored_tree)
+
+
 def _field(tree: Any, name: str) -> Any:
   if isinstance(tree, dict):
     return tree.get(name)
@@ -950,10 +981,7 @@ def restore_from_path(path: str, target: Any, config: Any = None) -> Any:
   item = os.path.join(step_dir, ITEM_DIR)
   stored_config = read_step_metadata(step_dir).get('config')
   _drop_reports_of_abandoned_orbax_work()
-  with ocp.StandardCheckpointer() as checkpointer:
-    state = _restore_item(item, lambda: checkpointer.restore(item, target), target,
-                          f'Checkpoint {step_dir}', stored_config, config)
-  host_malloc.trim()
+  state = _restore_item(item, target, f'Checkpoint {step_dir}', stored_config, config)
   _warn_of_differences(f'Checkpoint {step_dir}{_INPUT_DIFFERENCES}', stored_config, config,
                        changes_a_view)
   return state

@@ -373,6 +373,9 @@ class Engine:
       raise errors.ConfigError('The model needs at least one class name.')
     self.mesh = parallel.create_mesh()
     check_config(config, training=train_videos is not None, devices=self.mesh.size)
+    # The config's malloc settings from the start, not only once an input pipeline is built:
+    # they also decide how a restore hands its reads back (data/host_malloc.py).
+    host_malloc.keep_buffers_in_heap(config.data.malloc_mmap_threshold_mib)
     self.model = models.build_model(config.model, len(self.classes), config.dtype, config.remat)
     # Passes that read values inside the forward (precise BN's statistics, features' pooled
     # inputs) run it without remat: remat only matters with a backward pass, and a value read
@@ -436,10 +439,12 @@ class Engine:
     """Shapes, dtypes and shardings of the train state: the restore target, nothing computed."""
     return jax.eval_shape(self._init_state, jax.random.key(self.config.seed))
 
-  def restore(self, workdir: str, which: str) -> Tuple[TrainState, str]:
-    """The verified state chosen by `which` ('best' | 'latest' | a step directory path) and a
-    description of it; a warning when its run has not finished."""
-    target = self.abstract_state()
+  def restore(self, workdir: str, which: str, target: Optional[TrainState] = None
+              ) -> Tuple[TrainState, str]:
+    """The verified state chosen by `which` ('best' | 'latest' | a step directory path), read
+    into `target` (the whole abstract state by default), and a description of it; a warning
+    when its run has not finished."""
+    target = self.abstract_state() if target is None else target
     if which in ('best', 'latest'):
       store = checkpoints.CheckpointStore(workdir, self.config.checkpoint, read_only=True)
       try:
@@ -469,12 +474,10 @@ class Engine:
   def restore_variables(self, workdir: str, which: str) -> Tuple[Dict[str, Any], int, str]:
     """The variables and step of the verified checkpoint `which`, and a description of it: what
     evaluation, prediction and export use. The optimizer state (as large as the parameters) is
-    not kept."""
-    state, description = self.restore(workdir, which)
-    variables, step = state.variables, int(state.step)
-    del state
-    host_malloc.trim()  # the optimizer state's buffers
-    return variables, step, description
+    checked against the config but not read."""
+    state, description = self.restore(
+        workdir, which, checkpoints.without_optimizer_state(self.abstract_state()))
+    return state.variables, int(state.step), description
 
 
 def checkpoint_classes(workdir: str, config) -> Tuple[str, ...]:

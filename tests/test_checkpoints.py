@@ -17,6 +17,7 @@ import pytest
 
 from configs import base
 from salinet_jax import checkpoints
+from salinet_jax import engine
 from salinet_jax import errors
 from tests.conftest import fill_disk
 
@@ -58,6 +59,10 @@ def test_keeps_last_k_plus_best_and_selects_best(tmp_path, ckpt_config):
   assert store.select_step('latest') == 5
   restored = store.restore(2, _state(0))
   np.testing.assert_array_equal(restored['params']['w'], [2, 2, 2])
+  # What evaluation reads: the step and the variables, the optimizer state left out.
+  restored = store.restore(2, checkpoints.without_optimizer_state(engine.TrainState(**_state(0))))
+  np.testing.assert_array_equal(restored.params['w'], [2, 2, 2])
+  assert int(restored.step) == 2 and restored.opt_state == {'m': checkpoints.ocp.PLACEHOLDER}
   meta = store.metadata(2)
   assert meta['step'] == 2 and meta['metrics'] == {'val_top1': 0.9}
   assert '"batch_size"' in meta['config'] and meta['classes'] == ['a', 'b']
@@ -304,7 +309,7 @@ def test_a_read_error_that_is_not_damage_keeps_its_traceback(tmp_path, ckpt_conf
   def restore(*args, **kwargs):
     raise Exception('Encountered error while reading array index') from denied
 
-  monkeypatch.setattr(store.manager, 'restore', restore)
+  monkeypatch.setattr(checkpoints, '_read_item', restore)
   with pytest.raises(Exception, match='Encountered error') as raised:
     store.restore_for_resume(_random_state(0))
   assert not isinstance(raised.value, checkpoints.CheckpointError)
@@ -470,9 +475,14 @@ def test_restoring_another_optimizer_state_names_the_config_fields(tmp_path, ckp
   # first line names the optimizer (it named these three).
   other.optimizer.update(adam_b2=0.9, base_batch_size=7, base_learning_rate=0.5)
   target = {**_state(0), 'opt_state': {'m': jnp.zeros((3,)), 'v': jnp.zeros((3,))}}
+  # An evaluation reads the variables only, but still refuses a stored optimizer state whose
+  # structure the config does not build (another S2DNet stage, whose forward differs).
+  variables_only = checkpoints.without_optimizer_state(engine.TrainState(**target))
   store = checkpoints.CheckpointStore(str(tmp_path), ckpt_config, read_only=True)
   for restore in (lambda: store.restore_for_resume(target, other),
-                  lambda: checkpoints.restore_from_path(store.step_dir(1), target, other)):
+                  lambda: checkpoints.restore_from_path(store.step_dir(1), target, other),
+                  lambda: store.restore(1, variables_only, other),
+                  lambda: checkpoints.restore_from_path(store.step_dir(1), variables_only, other)):
     with pytest.raises(checkpoints.CheckpointMismatchError) as refused:
       restore()
     assert str(refused.value).splitlines()[0].endswith(
