@@ -189,7 +189,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.eval.view_scores = 'logits'  # logits | softmax
   # Clips (videos x views) each device runs through the model per forward pass of the eval step
   # (0: its whole share of the batch at once): activation memory scales with it. Must divide
-  # eval_batch_size / devices x eval_num_clips x eval_num_crops.
+  # eval_batch_size / devices x eval_num_clips x eval_num_crops, and for predict and features
+  # one video's views (windowed predict: window_batch / devices windows' views).
   config.eval.clips_per_device_forward = 0
   # Eval mode: PNGs of what the model looked at (S2DNet windows, SaliNet masks) for this many
   # videos of the first batch, in <workdir>/visualizations_<split>/.

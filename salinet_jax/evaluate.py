@@ -82,14 +82,16 @@ def batch_metric_sums(scores, labels, mask) -> Dict[str, jnp.ndarray]:
 EVAL_AUX = ('snet_logits', 'saliency_final')
 
 
-def check_clips_per_device_forward(clips_per_device: int, device_clips: int) -> None:
+def check_clips_per_device_forward(
+    clips_per_device: int, device_clips: int,
+    batch: str = 'an eval batch (config.eval_batch_size / devices x views per video)') -> None:
   """Fails in one line unless `config.eval.clips_per_device_forward` (0: all) divides the
-  `device_clips` clips (videos x views) that each device holds in an eval batch."""
+  `device_clips` clips (videos x views) that each device holds in `batch`, what is said of it."""
   if clips_per_device < 0 or (clips_per_device and device_clips % clips_per_device):
     raise errors.ConfigError(
         f'config.eval.clips_per_device_forward={clips_per_device} must divide the '
-        f'{device_clips} clips each device holds in an eval batch (config.eval_batch_size / '
-        'devices x views per video); 0 runs them all in one forward pass.')
+        f'{device_clips} clips each device holds in {batch}; 0 runs them all in one forward '
+        'pass.')
 
 
 def batch_clips(batch) -> Tuple[Dict[str, jnp.ndarray], int, int]:

@@ -109,6 +109,7 @@ def extract(config, workdir: str, video_paths: Sequence[str],
   output_dir = workdir_lib.check_writable(
       output_dir or os.path.join(workdir, 'features'), 'features',
       'Pass --output_dir=DIR to write them elsewhere.')
+  predict_lib.check_clips_per_forward(config, 'features')
   predictor = predict_lib.Predictor(config, workdir)
   logging.info('Features of %d video(s) with checkpoint %s.', len(files), predictor.source)
   mesh = predictor.engine.mesh

@@ -206,6 +206,16 @@ def say_decoding(decoding: Dict[str, Any], source: str) -> Dict[str, Any]:
   return decoding
 
 
+def check_clips_per_forward(config, mode: str, windows_per_device: int = 0) -> None:
+  """config.eval.clips_per_device_forward against the batches `mode` scores, before the model
+  loads: one video a device (padded), or windowed predict's `windows_per_device`."""
+  views = config.data.eval_num_clips * config.data.eval_num_crops
+  held = (f'{windows_per_device} windows a device' if windows_per_device else '1 video a device')
+  evaluate_lib.check_clips_per_device_forward(
+      config.eval.clips_per_device_forward, max(windows_per_device, 1) * views,
+      f'a {mode} batch ({held} x {views} views)')
+
+
 def predict(config: ml_collections.ConfigDict, workdir: str, video_paths: Sequence[str],
             output_dir: str = None) -> List[Dict[str, Any]]:
   """Top-5 predictions for each video; returns one dict per video: 'video', 'ok', 'error',
@@ -223,12 +233,15 @@ def predict(config: ml_collections.ConfigDict, workdir: str, video_paths: Sequen
   output_dir = workdir_lib.check_writable(
       output_dir or os.path.join(workdir, 'predictions'), 'predictions',
       'Pass --output_dir=DIR to write them elsewhere.')
+  windowed = config.predict.window_seconds > 0
   if config.predict.exported:  # an export (python -m salinet_jax.export) instead of the checkpoint
     from salinet_jax import export  # pylint: disable=g-import-not-at-top
     predictor = export.ExportedPredictor(config)
   else:
+    check_clips_per_forward(config, 'windowed predict' if windowed else 'predict',
+                            timeline.window_batch_size(config, jax.device_count())
+                            // jax.device_count() if windowed else 0)
     predictor = Predictor(config, workdir)
-  windowed = config.predict.window_seconds > 0
   if windowed and stride > window:
     logging.warning('config.predict.stride_seconds=%g is longer than window_seconds=%g: %g s of '
                     'every %g s of each video are in no window (neither in its timeline nor in '

@@ -147,14 +147,18 @@ def _frames_at(path: str, frame_options: Dict[str, Any], source_rate: float, fps
     yield jpeg
 
 
+def window_batch_size(config, devices: int) -> int:
+  """How many windows a step scores: config.predict.window_batch, a multiple of the devices."""
+  return max(devices, config.predict.window_batch // devices * devices)
+
+
 def predict_windows(predictor, path: str, output_stem: str) -> np.ndarray:
   """Scores every window of `path`; writes its timeline json and PNG as
   `<output_stem>.timeline.json|.png`; returns the mean of the windows' class probabilities."""
   config = predictor.config
   data = config.data
   name = os.path.basename(path)
-  mesh_size = predictor.engine.mesh.size
-  batch_size = max(mesh_size, config.predict.window_batch // mesh_size * mesh_size)
+  batch_size = window_batch_size(config, predictor.engine.mesh.size)
   frames, failure, seconds, rates = [], [], [], []
 
   def stream():

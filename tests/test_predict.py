@@ -3,6 +3,7 @@ checkpoint, no temporary records."""
 
 import csv
 import os
+import re
 import shutil
 import types
 
@@ -15,6 +16,7 @@ from data import pipeline
 from data import records
 from data import video_io
 from salinet_jax import checkpoints
+from salinet_jax import errors
 from salinet_jax import features
 from salinet_jax import predict
 from salinet_jax import timeline
@@ -121,6 +123,36 @@ def test_a_missing_path_fails_before_the_model_loads(trained, tmp_path, monkeypa
     with pytest.raises(checkpoints.NoCheckpointError, match='no_such_step does not exist'):
       mode(explicit, str(tmp_path / 'typo'), [str(tmp_path / 'a.mp4')])
     assert not (tmp_path / 'typo').exists()
+
+
+def test_clips_per_forward_that_does_not_split_a_predict_batch_fails_before_the_model_loads(
+    trained, tmp_path, monkeypatch):
+  """Eval checks config.eval.clips_per_device_forward against its batch of eval_batch_size
+  videos; predict and features hold one video a device (windowed predict window_batch windows),
+  and a value eval took (here 8: 4 videos x 2 views) failed there only after the model loaded,
+  naming 'an eval batch', with no CSV (audit)."""
+  config, workdir = trained
+  (tmp_path / 'a.mp4').write_bytes(b'')
+
+  def no_model(*args, **kwargs):
+    raise AssertionError('the model must not load for a clips_per_device_forward that fails')
+
+  monkeypatch.setattr(predict.engine, 'Engine', no_model)
+  config = config.copy_and_resolve_references()
+  config.eval.clips_per_device_forward = 8
+  predict.engine.check_batch_sizes(config, 1)  # what eval takes
+  for mode, holds in [(predict.predict, 'the 2 clips each device holds in a predict batch (1 '
+                       'video a device x 2 views)'),
+                      (features.extract, 'the 2 clips each device holds in a features batch (1 '
+                       'video a device x 2 views)')]:
+    with pytest.raises(errors.ConfigError, match=re.escape(
+        f'config.eval.clips_per_device_forward=8 must divide {holds}')):
+      mode(config, workdir, [str(tmp_path / 'a.mp4')])
+  config.predict.update(window_seconds=1.0, stride_seconds=1.0, window_batch=3)
+  with pytest.raises(errors.ConfigError, match=re.escape(
+      'must divide the 6 clips each device holds in a windowed predict batch (3 windows a '
+      'device x 2 views)')):
+    predict.predict(config, workdir, [str(tmp_path / 'a.mp4')])
 
 
 def test_no_video_is_said_for_the_mode_that_needs_one():
