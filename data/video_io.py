@@ -238,6 +238,22 @@ def _timing_warnings(timestamps: Sequence[Optional[float]], times: Sequence[floa
   return lines
 
 
+def _native_rate_warnings(times: Sequence[float], timing: str) -> List[str]:
+  """A line for a video kept at its native rate whose frames are unevenly spaced in time (the
+  10th and 90th percentiles of the gaps more than 1.5x apart: a variable frame rate, not a few
+  dropped frames): the samplers count frames, so its clips span different lengths of it."""
+  gaps = np.diff(np.asarray(times, np.float64))
+  gaps = gaps[gaps > 0]
+  if timing != TIMING_CONTAINER or gaps.size < 2:
+    return []
+  short, long = np.percentile(gaps, [10, 90])
+  if long <= 1.5 * short:
+    return []
+  return [f'its frame rate varies (its frames are {1e3 * short:.0f} to {1e3 * long:.0f} ms '
+          'apart): kept at its native rate, clips, which count frames, span different lengths '
+          'of it; a fixed rate (data.convert --fps) evens them']
+
+
 def _tolerance(stream) -> float:
   unit, rate = float(stream.time_base or 0), _average_rate(stream)
   return max(1e-6, 0.5 * unit) if unit and rate and unit <= 0.25 / rate else 1e-6
@@ -486,6 +502,8 @@ def decode_video(path: str, *, fps: Optional[float] = None, short_side: int = DE
       raise VideoError(too_long)
   warnings = pixel_shape + _timing_warnings(
       timestamps, times, timing, source_fps, declared, complete=complete, later=later)
+  if not resample:
+    warnings += _native_rate_warnings(times, timing)
   if resample:
     rounding = tolerance if timing == TIMING_CONTAINER else 1e-6
     duration = frame_duration(times, source_fps, rounding) or 1.0 / (source_fps or fps)

@@ -383,6 +383,13 @@ def test_variable_frame_rate_keeps_order_and_resamples_by_timestamp(tmp_path):
   resampled = video_io.decode_video(str(path), fps=25, short_side=0)
   shown = [int(np.argmin([abs(_jpeg(j).mean() - v) for v in levels])) for j in resampled.jpegs]
   assert shown == [0, 1, 1, 2, 3, 3, 3, 3, 4]
+  # Kept at its native rate, its clips (a count of frames) span different lengths of it: said
+  # (the audit found it said nowhere); resampled, its frames are evenly timed.
+  assert native.warnings == [
+      'its frame rate varies (its frames are 40 to 116 ms apart): kept at its native rate, '
+      'clips, which count frames, span different lengths of it; a fixed rate (data.convert '
+      '--fps) evens them']
+  assert resampled.warnings == []
 
 
 def test_resampling_to_a_lower_frame_rate():
