@@ -5,9 +5,9 @@ Every train clip reads its whole video record (megabytes of JPEGs) into fresh bu
 serves blocks above a dynamic threshold with a new mmap and unmaps them on free, so each record's
 pages are faulted in and zeroed by the kernel again: about a tenth of the pipeline's CPU time on
 the fight_surv records (python -m data.bench). Keeping blocks up to `mmap_threshold_mib` in the
-heap lets the pipeline reuse those pages. Process-wide, set once (by the Engine, from the
-config, so a process runs under them from its start); a no-op off glibc. A checkpoint's reads
-are made under glibc's initial settings instead (`frees_handed_back`).
+heap lets the pipeline reuse those pages. Process-wide, set once (by the input pipeline, or
+earlier by a restore of eval, predict or export); a no-op off glibc. A checkpoint's reads are
+made with glibc's initial thresholds instead (`frees_handed_back`).
 """
 
 import contextlib
@@ -52,7 +52,8 @@ def frees_handed_back():
 
   For reads other threads make (TensorStore's, restoring a checkpoint): with blocks up to 32 MiB
   kept in their heaps, restoring 58 MiB of variables left 154-188 MiB resident, and freeing them
-  kept 90-118 MiB that `trim` did not hand back; within it, 93-98 and 24.
+  kept 90-118 MiB that `trim` did not hand back; within it, 93-98 and 24. Fixed thresholds are
+  not glibc's adaptive ones, and a block that free heap space can hold still comes from there.
   """
   libc = _libc()
   if libc is None or not _kept_in_heap_mib:

@@ -206,7 +206,10 @@ class JaxWorkload:
     self.params = sum(int(x.size) for x in jax.tree.leaves(variables['params']))
     if mode != 'train':
       state = None  # evaluation keeps the variables only, as main.py's eval and predict modes do
-      host_malloc.trim()  # and hands the freed optimizer state back, as a restore hands its reads
+      host_malloc.trim()  # and hands the dropped optimizer state back (a fresh init made one)
+    # The malloc settings that training's and evaluation's input pipelines put in effect before
+    # their first step compiles (data/pipeline.py): the step runs under them there.
+    host_malloc.keep_buffers_in_heap(config.data.malloc_mmap_threshold_mib)
     start = time.perf_counter()
     traced = step.trace(*self.args)
     lowered = traced.lower()

@@ -681,13 +681,18 @@ def without_optimizer_state(state: Any) -> Any:
   return state.replace(opt_state=jax.tree.map(lambda _: ocp.PLACEHOLDER, state.opt_state))
 
 
+def _has_placeholders(target: Any) -> bool:
+  return any(leaf is ocp.PLACEHOLDER for leaf in jax.tree.leaves(target))
+
+
 def _read_item(item_dir: str, target: Any) -> Any:
   """orbax's restore of the item `item_dir` into `target`, skipping its placeholder leaves
   (which only the PyTree handler takes; the Standard one refuses them). Orbax's read buffers,
   once freed, would stay resident under the compilation and steps that follow (README, step
-  benchmark): they are handed back."""
+  benchmark): they are read with glibc's initial thresholds where the config's are in effect
+  (host_malloc.frees_handed_back), and the heap is trimmed after every restore."""
   with host_malloc.frees_handed_back():
-    if not any(leaf is ocp.PLACEHOLDER for leaf in jax.tree.leaves(target)):
+    if not _has_placeholders(target):
       with ocp.StandardCheckpointer() as checkpointer:
         state = checkpointer.restore(item_dir, target)
     else:
@@ -904,14 +909,13 @@ def _shape_mismatches(stored_tree: Any, target: Any) -> List[str]:
 
 
 def _skipped_parts_fit(stored_tree: Any, target: Any) -> bool:
-  """Whether the stored tree has the paths of the target's, where the target leaves leaves
-  unread (placeholders): orbax checks the structure of what it reads, but takes a placeholder
-  for a path the checkpoint lacks."""
+  """Whether the stored tree's leaves have the paths of the target's when the target skips some
+  (placeholders): orbax takes a placeholder for a path the checkpoint lacks, so a checkpoint of
+  another optimizer would pass. (Empty nodes, such as optax's EmptyState, orbax checks itself.)"""
   def paths(tree):
+    # keep_empty_nodes only lets serialize_tree take a leading EmptyState; both sides drop them.
     return set(ocp.tree.to_flat_dict(ocp.tree.serialize_tree(tree, keep_empty_nodes=True)))
-  if not any(leaf is ocp.PLACEHOLDER for leaf in jax.tree.leaves(target)):
-    return True
-  return paths(target) == paths(stored_tree)
+  return not _has_placeholders(target) or paths(target) == paths(stored_tree)
 
 
 def _field(tree: Any, name: str) -> Any:

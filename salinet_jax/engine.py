@@ -373,9 +373,6 @@ class Engine:
       raise errors.ConfigError('The model needs at least one class name.')
     self.mesh = parallel.create_mesh()
     check_config(config, training=train_videos is not None, devices=self.mesh.size)
-    # The config's malloc settings from the start, not only once an input pipeline is built:
-    # they also decide how a restore hands its reads back (data/host_malloc.py).
-    host_malloc.keep_buffers_in_heap(config.data.malloc_mmap_threshold_mib)
     self.model = models.build_model(config.model, len(self.classes), config.dtype, config.remat)
     # Passes that read values inside the forward (precise BN's statistics, features' pooled
     # inputs) run it without remat: remat only matters with a backward pass, and a value read
@@ -445,6 +442,10 @@ class Engine:
     into `target` (the whole abstract state by default), and a description of it; a warning
     when its run has not finished."""
     target = self.abstract_state() if target is None else target
+    # The malloc settings the input pipeline would put in effect later (eval), or never
+    # (predict, export): from here, so the restore's reads leave no heap behind (data/
+    # host_malloc.py). A config stored before the setting existed (export) has none.
+    host_malloc.keep_buffers_in_heap(self.config.data.get('malloc_mmap_threshold_mib', 0))
     if which in ('best', 'latest'):
       store = checkpoints.CheckpointStore(workdir, self.config.checkpoint, read_only=True)
       try:

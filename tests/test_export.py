@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 
 from data import records
+from salinet_jax import checkpoints
 from salinet_jax import engine
 from salinet_jax import errors
 from salinet_jax import export
@@ -33,6 +34,7 @@ from salinet_jax import train
 from salinet_jax.export import __main__ as cli
 from salinet_jax.export import certificate as certificate_lib
 from salinet_jax.export import formats
+from salinet_jax.export import source as export_source
 from salinet_jax.export import rewrites
 from salinet_jax.export import serving
 from salinet_jax.export import source
@@ -671,3 +673,20 @@ def test_the_step_of_an_unfinished_run_is_recorded_as_such(trained, exported, tm
   assert summary['source']['unfinished_run'] == {'step': step, 'run_steps': 10 * step}
   written = json.loads((tmp_path / 'out' / 'export.json').read_text())
   assert written['source']['unfinished_run'] == summary['source']['unfinished_run']
+
+
+def test_a_checkpoint_whose_stored_config_predates_a_setting_restores(trained, tmp_path):
+  """Export builds its model from the config stored with the checkpoint, as it was written: one
+  from before config.data.malloc_mmap_threshold_mib existed must still restore (review: reading
+  it there raised AttributeError)."""
+  _, workdir = trained('hara')
+  copy = tmp_path / 'run'
+  shutil.copytree(workdir, copy)
+  for path in copy.glob(f'checkpoints/*/{checkpoints.STEP_METADATA_FILE}'):
+    metadata = json.loads(path.read_text())
+    stored = json.loads(metadata['custom_metadata']['config'])
+    del stored['data']['malloc_mmap_threshold_mib']
+    metadata['custom_metadata']['config'] = json.dumps(stored)
+    path.write_text(json.dumps(metadata))
+  run = export_source.restore(str(copy), 'latest')
+  assert run.step >= 1 and run.variables['params']

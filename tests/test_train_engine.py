@@ -301,12 +301,13 @@ print(json.dumps({'resident_rise_mib': status_mib('VmRSS') - before,
 """
 
 
-def test_restoring_the_variables_reads_no_optimizer_state_and_hands_its_reads_back(tmp_path):
+def test_restoring_the_variables_reads_no_optimizer_state_and_leaves_no_heap_behind(tmp_path):
   """Eval, predict and export use the variables only. Reading the optimizer state too (SGD's
-  momentum, as large as the parameters) and leaving what TensorStore's threads read into
-  resident set an eval process's memory: SaliNet K400 b1 peaked at 886-922 MiB, 848-852 now.
-  For these 58 MiB of variables the restore raised the peak by 215-234 MiB and left 161-175 MiB
-  resident; now 127-132 and 93-98 (without handing the reads back: 194-201 and 154-188)."""
+  momentum, as large as the parameters) set the peak of an eval process's restore, and the
+  blocks TensorStore's threads read into stayed resident in their heaps. For these 58 MiB of
+  variables the restore raised the peak by 194-199 MiB and left 109-137 MiB resident; without
+  the optimizer state 125-128 and 90-92; read with glibc's initial thresholds too, 95-108 and
+  75-76."""
   def run(what):
     return subprocess.run([sys.executable, '-c', _RESTORE_MEMORY, str(tmp_path), what],
                           env=subprocess_env(), capture_output=True, text=True, timeout=600,
@@ -315,8 +316,11 @@ def test_restoring_the_variables_reads_no_optimizer_state_and_hands_its_reads_ba
   run('save')
   result = json.loads(run('restore').strip().splitlines()[-1])
   assert result['optimizer_mib'] > 0.9 * result['variables_mib'] > 40, result
-  assert result['resident_rise_mib'] < 2 * result['variables_mib'], result
-  assert result['peak_rise_mib'] < 2.5 * result['variables_mib'], result
+  # A read peaks near twice what it reads (orbax's buffers, then the arrays); reading the
+  # optimizer state too passes this bound by half its size.
+  assert result['peak_rise_mib'] < 2 * result['variables_mib'] + 0.5 * result['optimizer_mib'], (
+      result)
+  assert result['resident_rise_mib'] < 1.5 * result['variables_mib'], result
 
 
 @pytest.mark.parametrize('field, value, message', [
