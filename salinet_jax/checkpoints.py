@@ -514,12 +514,13 @@ class CheckpointStore:
     configs (_EVALUATION_FIELDS): a resume with another eval config or on records split or
     converted anew): their scores do not compare, and the highest may be the easier
     evaluation's. What a step's metadata does not know (steps saved before evaluations,
-    digests or settings were recorded) is not compared."""
+    digests or settings were recorded) is not compared; a step saved before evaluations were
+    recorded is still compared by its stored config's clip settings."""
     evaluations: Dict[int, Dict[str, Any]] = {}
     for step in steps:
       metadata = self.metadata(step)
-      if metadata.get('metrics') and metadata.get('evaluation'):
-        evaluation = dict(metadata['evaluation'])
+      if metadata.get('metrics'):
+        evaluation = dict(metadata.get('evaluation') or {})
         records = (metadata.get('records') or {}).get(evaluation.get('split')) or {}
         evaluation[_VIDEO_NAMES] = records.get('names_digest')
         for name, value in (records.get('settings') or {}).items():

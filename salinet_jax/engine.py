@@ -275,8 +275,15 @@ def check_counts_and_rates(config, training: bool) -> None:
                                f'got {got}.')
 
 
-def check_batch_sizes(config, devices: int) -> None:
-  """Fails before any work when a batch cannot be split over the devices (or micro-batches)."""
+def check_batch_sizes(config, devices: int, training: bool = True) -> None:
+  """Fails before any work when a batch cannot be split over the devices (or micro-batches):
+  the eval batch always, the train batch when `training` (evaluation takes none)."""
+  parallel.check_batch_size(config.eval_batch_size, devices, 'config.eval_batch_size')
+  evaluate_lib.check_clips_per_device_forward(
+      config.eval.clips_per_device_forward, config.eval_batch_size // devices
+      * config.data.eval_num_clips * config.data.eval_num_crops)
+  if not training:
+    return
   parallel.check_batch_size(config.batch_size, devices, 'config.batch_size')
   accumulation = config.grad_accumulation_steps
   if accumulation < 1 or config.batch_size % (accumulation * devices):
@@ -284,10 +291,6 @@ def check_batch_sizes(config, devices: int) -> None:
         f'config.batch_size={config.batch_size} must split into '
         f'config.grad_accumulation_steps={accumulation} micro-batches that each divide over '
         f'the {devices} devices: use a multiple of {accumulation * devices}.')
-  parallel.check_batch_size(config.eval_batch_size, devices, 'config.eval_batch_size')
-  evaluate_lib.check_clips_per_device_forward(
-      config.eval.clips_per_device_forward, config.eval_batch_size // devices
-      * config.data.eval_num_clips * config.data.eval_num_crops)
   micro_batch = config.batch_size // accumulation
   if config.bn_group_size < 0 or (config.bn_group_size and micro_batch % config.bn_group_size):
     raise errors.ConfigError(
@@ -319,7 +322,7 @@ def check_config(config, training: bool, devices: int) -> None:
   """The checks the config alone decides: a run makes them before it reads data or writes to its
   workdir, so that a mistyped value leaves nothing behind."""
   check_counts_and_rates(config, training)
-  check_batch_sizes(config, devices)
+  check_batch_sizes(config, devices, training)
   if config.dtype == 'float16':
     raise errors.ConfigError(
         "config.dtype='float16' needs loss scaling, which is not implemented: use "

@@ -186,8 +186,10 @@ def say_decoding(decoding: Dict[str, Any], source: str) -> Dict[str, Any]:
   if not decoding:
     logging.warning('%s does not record how its eval records decoded their videos (it predates '
                     'that, or the records do not say): videos are decoded at their native frame '
-                    'rate, so their clips differ from the evaluation\'s if the records were '
-                    'converted with --fps or --max_frames.', source)
+                    'rate and resized straight to the eval short side, so their clips differ '
+                    'from the evaluation\'s if the records were converted with --fps or '
+                    '--max_frames, and their pixels slightly where the records stored frames at '
+                    'another size.', source)
   elif 'short_side' not in decoding:
     logging.warning('%s does not record the short side, JPEG quality and filter its eval records '
                     'stored frames with (it predates that): videos are resized straight to the '

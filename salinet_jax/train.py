@@ -38,6 +38,7 @@ from salinet_jax import engine
 from salinet_jax import errors
 from salinet_jax import evaluate as evaluate_lib
 from salinet_jax import inputs
+from salinet_jax import models
 from salinet_jax import optim
 from salinet_jax import parallel
 from salinet_jax import precise_bn
@@ -863,14 +864,17 @@ def _say_records_changes(seen: Optional[Dict[str, Any]], dataset_config, what: s
                          evaluated: Optional[str] = None) -> Set[str]:
   """Warns where the records of the splits a checkpoint trained and was evaluated on are not
   the conversion it saw (`seen`: pipeline.records_identity when it was saved; None for
-  checkpoints from before): other videos, sizes, groups or settings. Where `evaluated` holds
-  groups the checkpoint trained on (the videos split anew, into another --output or not), its
-  evaluation would score videos it trained on: that is said apart. Returns the splits of
-  `seen` that now hold other videos."""
+  checkpoints from before, whose check cannot be made: said): other videos, sizes, groups or
+  settings. Where `evaluated` holds groups the checkpoint trained on (the videos split anew,
+  into another --output or not), its evaluation would score videos it trained on: that is said
+  apart. Returns the splits of `seen` that now hold other videos."""
+  directory = pipeline.records_directory(dataset_config)
   if not seen:
+    logging.warning('%s does not record which conversion of its records it saw (it predates '
+                    'that): whether %s holds the videos, sizes and frame rates it was trained '
+                    'and evaluated on cannot be checked.', what, directory)
     return set()
   now = pipeline.records_identity(dataset_config, seen)
-  directory = pipeline.records_directory(dataset_config)
   train_split = dataset_config.train_split
   for split, then in seen.items():
     changes = records.split_changes(then, now[split]) if split in now else []
@@ -948,6 +952,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, split: Optional[st
       what=f'checkpoint {source}')
   results['step'] = step
   results['checkpoint'] = source
+  results['dtype'] = jnp.dtype(models.compute_dtype(config.dtype)).name  # what it computed in
   logging.info('eval %s (checkpoint %s): %s', split, source, evaluate_lib.summary_line(results))
   for path in reports.write_outputs(output_dir, results, predictions):
     logging.info('Wrote %s', path)

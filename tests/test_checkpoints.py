@@ -595,7 +595,8 @@ def test_best_says_when_the_steps_it_compares_were_evaluated_with_other_clip_set
   other clips of the same videos and views, and 'best' compared it with the earlier ones
   without a word (train/eval audit). The fields come from each step's stored config; a step
   saved without one is not compared, nor are fields no evaluation reads (the learning rate, the
-  all_frames trim, another sampler's target fps)."""
+  all_frames trim, another sampler's target fps). A step saved before evaluations were recorded
+  (step 2 here) is still compared by its stored config (audit: it was left out)."""
   caplog.set_level('WARNING', logger='absl')
   ckpt_config.keep_last = 4
   store = checkpoints.CheckpointStore(str(tmp_path), ckpt_config)
@@ -609,7 +610,8 @@ def test_best_says_when_the_steps_it_compares_were_evaluated_with_other_clip_set
   # all_frames trim, which only training clips take.
   resumed.data.target_fps, resumed.data.all_frames_trim_fraction = 10.0, 0.25
   for step, top1, config in ((2, 0.3, first), (4, 0.5, first), (6, 0.4, None), (8, 0.4, resumed)):
-    store.save(step, _state(step), metrics={'val_top1': top1}, evaluation=val, config=config)
+    store.save(step, _state(step), metrics={'val_top1': top1},
+               evaluation=val if step > 2 else None, config=config)
   store.close()
   reader = checkpoints.CheckpointStore(str(tmp_path), ckpt_config, read_only=True)
   assert reader.select_step('best') == 4

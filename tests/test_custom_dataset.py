@@ -203,6 +203,20 @@ def test_a_checkpoint_evaluated_or_resumed_on_records_converted_anew_is_told_so(
           'converted with fps 0.0 then, 5.0 now.') in caplog.text
 
 
+def test_a_checkpoint_that_does_not_record_its_records_says_they_cannot_be_checked(own_records,
+                                                                                   caplog):
+  """Audit: a checkpoint saved before the conversion it saw was recorded was evaluated and
+  resumed on records converted anew (scores changed) without a word, where one that records it
+  is told so: that the check cannot be made is said instead."""
+  _, records_dir = own_records
+  config = _config(records_dir)
+  caplog.set_level('WARNING')
+  assert train._say_records_changes(None, config.dataset, 'Checkpoint step 4') == set()
+  assert (f'Checkpoint step 4 does not record which conversion of its records it saw (it '
+          f'predates that): whether {records_dir} holds the videos, sizes and frame rates it '
+          'was trained and evaluated on cannot be checked.') in caplog.text, caplog.text
+
+
 def test_records_smaller_than_the_clips_they_are_resized_to_are_warned_about(own_records,
                                                                             caplog):
   """Records stored at short side 48 were enlarged to a 96-112 px jitter (and a 64 px eval

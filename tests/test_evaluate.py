@@ -201,6 +201,16 @@ def test_clips_per_device_forward_that_does_not_split_the_batch_fails_in_one_lin
     engine.check_batch_sizes(config, 4)
 
 
+def test_evaluation_on_devices_that_do_not_divide_the_train_batch_is_not_refused(tmp_path):
+  """Audit: eval on 3 devices was refused because config.batch_size=4 does not divide over
+  them, though evaluation never takes a train batch; training still is."""
+  config = tiny_config(tmp_path)
+  config.batch_size, config.eval_batch_size, config.bn_group_size = 4, 3, 4
+  engine.check_config(config, training=False, devices=3)
+  with pytest.raises(errors.ConfigError, match='config.batch_size=4 is not divisible by the 3'):
+    engine.check_config(config, training=True, devices=3)
+
+
 def test_reduce_views_rejects_unknown_modes():
   with pytest.raises(ValueError, match='view_reduction'):
     evaluate.reduce_views(jnp.zeros((1, 2, 3)), 'median', 'logits')

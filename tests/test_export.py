@@ -23,7 +23,9 @@ import jax
 import ml_collections
 import numpy as np
 import pytest
+from flax.traverse_util import flatten_dict
 
+from configs import base as base_config
 from data import records
 from salinet_jax import checkpoints
 from salinet_jax import engine
@@ -675,18 +677,54 @@ def test_the_step_of_an_unfinished_run_is_recorded_as_such(trained, exported, tm
   assert written['source']['unfinished_run'] == summary['source']['unfinished_run']
 
 
-def test_a_checkpoint_whose_stored_config_predates_a_setting_restores(trained, tmp_path):
-  """Export builds its model from the config stored with the checkpoint, as it was written: one
-  from before config.data.malloc_mmap_threshold_mib existed must still restore (review: reading
-  it there raised AttributeError)."""
-  _, workdir = trained('hara')
+def _as_an_older_version_wrote_it(workdir, tmp_path, change):
+  """A copy of run `workdir` whose every step's metadata `change` (a function of the metadata
+  dict) has edited the way an older version of the project would have written it."""
   copy = tmp_path / 'run'
   shutil.copytree(workdir, copy)
   for path in copy.glob(f'checkpoints/*/{checkpoints.STEP_METADATA_FILE}'):
     metadata = json.loads(path.read_text())
-    stored = json.loads(metadata['custom_metadata']['config'])
-    del stored['data']['malloc_mmap_threshold_mib']
-    metadata['custom_metadata']['config'] = json.dumps(stored)
+    change(metadata['custom_metadata'])
     path.write_text(json.dumps(metadata))
-  run = export_source.restore(str(copy), 'latest')
+  return str(copy)
+
+
+@pytest.mark.parametrize('field', ['data.malloc_mmap_threshold_mib', 'remat',
+                                   'eval.clips_per_device_forward'])
+def test_a_checkpoint_whose_stored_config_predates_a_setting_restores(trained, tmp_path, caplog,
+                                                                     field):
+  """Export builds its model from the config stored with the checkpoint, as it was written: one
+  from before a setting existed must still restore, with that setting's default, said (review:
+  malloc_mmap_threshold_mib raised AttributeError; audit: remat and
+  eval.clips_per_device_forward still did)."""
+  _, workdir = trained('hara')
+
+  def drop(metadata):
+    stored = json.loads(metadata['config'])
+    *parents, name = field.split('.')
+    parent = stored
+    for key in parents:
+      parent = parent[key]
+    del parent[name]
+    metadata['config'] = json.dumps(stored)
+
+  copy = _as_an_older_version_wrote_it(workdir, tmp_path, drop)
+  default = flatten_dict(base_config.get_base_config().to_dict(), sep='.')[field]
+  with caplog.at_level('WARNING', logger='absl'):
+    run = export_source.restore(copy, 'latest')
   assert run.step >= 1 and run.variables['params']
+  assert ' predates config.' in caplog.text and f'{field}={default!r}' in caplog.text, caplog.text
+
+
+def test_a_checkpoint_that_does_not_record_its_decoding_is_said_when_exported(trained, tmp_path,
+                                                                             caplog):
+  """Audit: an export of a checkpoint without a decoding record wrote `"decoding": {}` to
+  export.json and decoded its parity videos at their native rate and straight to the eval short
+  side without a word (predict said it)."""
+  _, workdir = trained('hara')
+  copy = _as_an_older_version_wrote_it(workdir, tmp_path,
+                                       lambda metadata: metadata.pop('decoding'))
+  with caplog.at_level('WARNING', logger='absl'):
+    run = export_source.restore(copy, 'latest')
+  assert run.decoding == {}
+  assert 'does not record how its eval records decoded their videos' in caplog.text

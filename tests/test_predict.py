@@ -390,9 +390,13 @@ def test_decoding_that_cannot_be_matched_is_warned_about(trained, caplog):
     predict.say_decoding({}, 'Checkpoint c')
     predict.say_decoding({'fps': 0.0, 'max_frames': 0, 'rate_unknown': True}, 'checkpoint d')
     predict.say_decoding({'fps': 8.0, 'max_frames': 0}, 'Checkpoint e')
+  # Audit: without any record the pixels change too (straight to the eval short side), and
+  # that went unsaid.
   assert ('Checkpoint c does not record how its eval records decoded their videos (it predates '
-          'that, or the records do not say): videos are decoded at their native frame rate'
-          in caplog.text)
+          'that, or the records do not say): videos are decoded at their native frame rate and '
+          'resized straight to the eval short side, so their clips differ from the '
+          "evaluation's if the records were converted with --fps or --max_frames, and their "
+          'pixels slightly where the records stored frames at another size.' in caplog.text)
   assert ('The eval records of checkpoint d are frame folders of unknown rate (converted '
           'without --frames_fps)' in caplog.text)
   assert ('Checkpoint e does not record the short side, JPEG quality and filter its eval records '

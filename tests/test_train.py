@@ -66,6 +66,8 @@ def test_train_then_evaluate_writes_checkpoints_metrics_and_json(config, tmp_pat
   assert 'top5' not in written  # 4 classes: every video is in its top 5
   assert written['num_videos'] == 7 and written['step'] == 2
   assert written['top1'] == pytest.approx(results['top1'])
+  # The dtype it computed in (audit: a bfloat16 and a float32 eval wrote the same keys).
+  assert written['dtype'] == 'float32'
   pictures = sorted(os.listdir(os.path.join(workdir, 'visualizations_val')))
   assert len(pictures) == 4 and all(p.endswith('.png') for p in pictures)  # S_final overlays
   # More pictures than an eval batch holds (4): they were cut to the first batch without a word.

@@ -12,9 +12,13 @@ from typing import Any, Callable, Dict, List, Tuple
 
 import jax
 import ml_collections
+from absl import logging
+from flax import traverse_util
 
+from configs import base
 from salinet_jax import checkpoints
 from salinet_jax import engine
+from salinet_jax import predict
 from salinet_jax.export.errors import ExportError
 
 SELECTORS = ('best', 'latest')
@@ -45,6 +49,23 @@ def config_from_json(text: str) -> ml_collections.ConfigDict:
     return value
 
   return ml_collections.ConfigDict(tuples(json.loads(text) if isinstance(text, str) else text))
+
+
+def with_later_settings(config: ml_collections.ConfigDict, where: str
+                        ) -> ml_collections.ConfigDict:
+  """`config` (stored with checkpoint `where`) with the configs/base.py settings it lacks set to
+  their defaults, said in one line: the Engine reads every setting, and those a checkpoint
+  predates did not exist when it was saved."""
+  stored = traverse_util.flatten_dict(config.to_dict(), keep_empty_nodes=True)
+  defaults = traverse_util.flatten_dict(base.get_base_config().to_dict())
+  absent = {path: value for path, value in defaults.items()
+            if not any(path[:n] in stored for n in range(1, len(path) + 1))}
+  if not absent:
+    return config
+  logging.warning('Checkpoint %s predates %s: their defaults are used (%s).', where,
+                  ', '.join(f'config.{".".join(path)}' for path in absent),
+                  ', '.join(f'{".".join(path)}={value!r}' for path, value in absent.items()))
+  return ml_collections.ConfigDict(traverse_util.unflatten_dict({**stored, **absent}))
 
 
 def _step_dir(path: str) -> str:
@@ -132,6 +153,8 @@ def _restorable(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 def restore(workdir: str, which: str) -> Run:
   """Restores checkpoint `which` ('best' | 'latest' | a step directory) of the run in `workdir`."""
   config, step_dir, metadata = locate(workdir, which)
+  config = with_later_settings(config, step_dir)
+  decoding = predict.say_decoding(dict(metadata.get('decoding') or {}), f'Checkpoint {step_dir}')
   selector = which if which in SELECTORS else step_dir
   config.eval.checkpoint = selector
   classes = [str(name) for name in engine.checkpoint_classes(workdir, config)]
@@ -139,5 +162,4 @@ def restore(workdir: str, which: str) -> Run:
   variables, step, description = restorer.restore_variables(workdir, selector)
   return Run(config=config, model=restorer.model, variables=jax.device_get(variables),
              classes=classes, checkpoint=description, path=step_dir, step=step,
-             metrics=dict(metadata.get('metrics') or {}),
-             decoding=dict(metadata.get('decoding') or {}))
+             metrics=dict(metadata.get('metrics') or {}), decoding=decoding)
