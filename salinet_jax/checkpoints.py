@@ -781,14 +781,28 @@ def with_stored_init_from(config: Any, stored_config: Optional[str]) -> Any:
   return as_run
 
 
+@functools.cache
+def _defaults_predated() -> frozenset:
+  """The `config_differences` lines of a configs/base.py setting a stored config lacks (saved
+  before it existed) given its default: the checkpoint was made as that default makes one."""
+  import flax  # pylint: disable=g-import-not-at-top
+  from configs import base  # pylint: disable=g-import-not-at-top
+  defaults = flax.traverse_util.flatten_dict(json.loads(base.get_base_config().to_json()),
+                                             sep='.')
+  return frozenset(f"{key}: stored '<absent>', given {value!r}" for key, value in defaults.items())
+
+
 def _warn_of_differences(message: str, stored_config: Optional[str], config: Any,
                          relevant: Callable[[str], bool] = lambda line: True) -> None:
   """One warning, `message: field: stored X, given Y; ...`, when a checkpoint is resumed or used
   (eval, predict, export) with a config whose `relevant` fields differ from its own: allowed
-  (a longer run, longer clips), never silent."""
+  (a longer run, longer clips), never silent. A setting the checkpoint predates, given its
+  default, is no difference."""
   if not stored_config or config is None:
     return
-  differences = config_differences(stored_config, config, relevant=relevant)
+  differences = config_differences(
+      stored_config, config, relevant=lambda line: relevant(line) and
+      line not in _defaults_predated())
   if differences:
     logging.warning('%s: %s.', message, '; '.join(differences))
 

@@ -447,8 +447,8 @@ class Engine:
     target = self.abstract_state() if target is None else target
     # The malloc settings the input pipeline would put in effect later (eval), or never
     # (predict, export): from here, so the restore's reads leave no heap behind (data/
-    # host_malloc.py). A config stored before the setting existed (export) has none.
-    host_malloc.keep_buffers_in_heap(self.config.data.get('malloc_mmap_threshold_mib', 0))
+    # host_malloc.py). Export completes a stored config that predates them (export/source.py).
+    host_malloc.keep_buffers_in_heap(self.config.data.malloc_mmap_threshold_mib)
     if which in ('best', 'latest'):
       store = checkpoints.CheckpointStore(workdir, self.config.checkpoint, read_only=True)
       try:

@@ -580,7 +580,7 @@ def test_best_says_when_the_steps_it_compares_were_evaluated_differently(tmp_pat
   caplog.clear()
   assert reader.select_step('latest') == 6 and not caplog.text
   reader.close()
-  # A step saved before evaluations were recorded is not compared (it is no other evaluation).
+  # A step saved before evaluations were recorded, and without a config, is not compared.
   store = checkpoints.CheckpointStore(str(tmp_path / 'upgraded'), ckpt_config)
   store.save(2, _state(2), metrics={'val_top1': 0.1})
   store.save(4, _state(4), metrics={'val_top1': 0.2}, evaluation=val)

@@ -690,7 +690,7 @@ def _as_an_older_version_wrote_it(workdir, tmp_path, change):
 
 
 @pytest.mark.parametrize('field', ['data.malloc_mmap_threshold_mib', 'remat',
-                                   'eval.clips_per_device_forward'])
+                                   'eval.clips_per_device_forward', 'data.temporal_sampling'])
 def test_a_checkpoint_whose_stored_config_predates_a_setting_restores(trained, tmp_path, caplog,
                                                                      field):
   """Export builds its model from the config stored with the checkpoint, as it was written: one
@@ -714,6 +714,34 @@ def test_a_checkpoint_whose_stored_config_predates_a_setting_restores(trained, t
     run = export_source.restore(copy, 'latest')
   assert run.step >= 1 and run.variables['params']
   assert ' predates config.' in caplog.text and f'{field}={default!r}' in caplog.text, caplog.text
+  # Not also 'trained with other model or clip settings' (review: a view setting it predates
+  # was listed as stored '<absent>').
+  assert 'other model or clip settings' not in caplog.text, caplog.text
+
+
+def test_a_checkpoint_of_this_version_is_exported_without_a_word_on_its_config(trained, caplog):
+  """Nothing predated, nothing unrecorded: the lines above are for older checkpoints only."""
+  _, workdir = trained('hara')
+  with caplog.at_level('WARNING', logger='absl'):
+    run = export_source.restore(workdir, 'latest')
+  assert run.decoding and 'predates' not in caplog.text and 'does not record' not in caplog.text
+
+
+def test_later_settings_fill_what_a_stored_config_lacks_and_keep_what_it_has(caplog):
+  """Only settings the stored config lacks take base.py's defaults: a section stored where
+  base.py has a value (or the reverse) is kept, and an empty stored section is filled (review)."""
+  stored = base_config.get_base_config().to_dict()
+  stored['remat'] = {'mode': 'blocks'}
+  stored['checkpoint'] = {}
+  del stored['eval']['clips_per_device_forward']
+  with caplog.at_level('WARNING', logger='absl'):
+    config = export_source.with_later_settings(ml_collections.ConfigDict(stored), 'c')
+  assert config.remat.mode == 'blocks'
+  assert config.checkpoint.to_dict() == base_config.get_base_config().checkpoint.to_dict()
+  assert config.eval.clips_per_device_forward == 0
+  assert 'config.remat' not in caplog.text and 'config.checkpoint.keep_last' in caplog.text
+  unchanged = base_config.get_base_config()
+  assert export_source.with_later_settings(unchanged, 'c') is unchanged
 
 
 def test_a_checkpoint_that_does_not_record_its_decoding_is_said_when_exported(trained, tmp_path,

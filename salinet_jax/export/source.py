@@ -55,17 +55,26 @@ def with_later_settings(config: ml_collections.ConfigDict, where: str
                         ) -> ml_collections.ConfigDict:
   """`config` (stored with checkpoint `where`) with the configs/base.py settings it lacks set to
   their defaults, said in one line: the Engine reads every setting, and those a checkpoint
-  predates did not exist when it was saved."""
+  predates did not exist when it was saved. A stored value where base.py has a section, or a
+  section where it has a value, is kept as it is."""
   stored = traverse_util.flatten_dict(config.to_dict(), keep_empty_nodes=True)
+  empty = {path for path, value in stored.items() if value is traverse_util.empty_node}
   defaults = traverse_util.flatten_dict(base.get_base_config().to_dict())
-  absent = {path: value for path, value in defaults.items()
-            if not any(path[:n] in stored for n in range(1, len(path) + 1))}
+
+  def lacks(path):
+    return not (any(key[:len(path)] == path for key in stored)  # the value, or a section
+                or any(path[:n] in stored and path[:n] not in empty
+                       for n in range(1, len(path))))  # a value where base.py has a section
+
+  absent = {path: value for path, value in defaults.items() if lacks(path)}
   if not absent:
     return config
   logging.warning('Checkpoint %s predates %s: their defaults are used (%s).', where,
                   ', '.join(f'config.{".".join(path)}' for path in absent),
                   ', '.join(f'{".".join(path)}={value!r}' for path, value in absent.items()))
-  return ml_collections.ConfigDict(traverse_util.unflatten_dict({**stored, **absent}))
+  filled = {key: value for key, value in stored.items()
+            if not (key in empty and any(path[:len(key)] == key for path in absent))}
+  return ml_collections.ConfigDict(traverse_util.unflatten_dict({**filled, **absent}))
 
 
 def _step_dir(path: str) -> str:
