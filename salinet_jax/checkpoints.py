@@ -37,6 +37,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set,
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
@@ -782,14 +783,46 @@ def with_stored_init_from(config: Any, stored_config: Optional[str]) -> Any:
 
 
 @functools.cache
-def _defaults_predated() -> frozenset:
-  """The `config_differences` lines of a configs/base.py setting a stored config lacks (saved
-  before it existed) given its default: the checkpoint was made as that default makes one."""
+def _base_defaults() -> Dict[Tuple[str, ...], Any]:
+  """configs/base.py's settings and their defaults, by path: what a stored config that lacks
+  one (saved before it existed) was made with."""
   import flax  # pylint: disable=g-import-not-at-top
   from configs import base  # pylint: disable=g-import-not-at-top
-  defaults = flax.traverse_util.flatten_dict(json.loads(base.get_base_config().to_json()),
-                                             sep='.')
-  return frozenset(f"{key}: stored '<absent>', given {value!r}" for key, value in defaults.items())
+  return flax.traverse_util.flatten_dict(base.get_base_config().to_dict())
+
+
+@functools.cache
+def _defaults_predated() -> frozenset:
+  """The `config_differences` lines of a setting a stored config lacks given its default
+  (_base_defaults): the checkpoint was made as that default makes one."""
+  return frozenset(f"{'.'.join(path)}: stored '<absent>', given {json.loads(json.dumps(value))!r}"
+                   for path, value in _base_defaults().items())
+
+
+def with_later_settings(config: Any, where: str) -> Any:
+  """`config` (stored with checkpoint `where`) with the configs/base.py settings it lacks set to
+  their defaults, said in one line: the Engine reads every setting, and those a checkpoint
+  predates did not exist when it was saved. A stored value where base.py has a section, or a
+  section where it has a value, is kept as it is."""
+  import flax  # pylint: disable=g-import-not-at-top
+  traverse_util = flax.traverse_util
+  stored = traverse_util.flatten_dict(config.to_dict(), keep_empty_nodes=True)
+  empty = {path for path, value in stored.items() if value is traverse_util.empty_node}
+
+  def lacks(path):
+    return not (any(key[:len(path)] == path for key in stored)  # the value, or a section
+                or any(path[:n] in stored and path[:n] not in empty
+                       for n in range(1, len(path))))  # a value where base.py has a section
+
+  absent = {path: value for path, value in _base_defaults().items() if lacks(path)}
+  if not absent:
+    return config
+  logging.warning('Checkpoint %s predates %s: their defaults are used (%s).', where,
+                  ', '.join(f'config.{".".join(path)}' for path in absent),
+                  ', '.join(f'{".".join(path)}={value!r}' for path, value in absent.items()))
+  filled = {key: value for key, value in stored.items()
+            if not (key in empty and any(path[:len(key)] == key for path in absent))}
+  return ml_collections.ConfigDict(traverse_util.unflatten_dict({**filled, **absent}))
 
 
 def _warn_of_differences(message: str, stored_config: Optional[str], config: Any,

@@ -735,13 +735,13 @@ def test_later_settings_fill_what_a_stored_config_lacks_and_keep_what_it_has(cap
   stored['checkpoint'] = {}
   del stored['eval']['clips_per_device_forward']
   with caplog.at_level('WARNING', logger='absl'):
-    config = export_source.with_later_settings(ml_collections.ConfigDict(stored), 'c')
+    config = checkpoints.with_later_settings(ml_collections.ConfigDict(stored), 'c')
   assert config.remat.mode == 'blocks'
   assert config.checkpoint.to_dict() == base_config.get_base_config().checkpoint.to_dict()
   assert config.eval.clips_per_device_forward == 0
   assert 'config.remat' not in caplog.text and 'config.checkpoint.keep_last' in caplog.text
   unchanged = base_config.get_base_config()
-  assert export_source.with_later_settings(unchanged, 'c') is unchanged
+  assert checkpoints.with_later_settings(unchanged, 'c') is unchanged
 
 
 def test_a_checkpoint_that_does_not_record_its_decoding_is_said_when_exported(trained, tmp_path,

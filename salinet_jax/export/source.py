@@ -12,10 +12,7 @@ from typing import Any, Callable, Dict, List, Tuple
 
 import jax
 import ml_collections
-from absl import logging
-from flax import traverse_util
 
-from configs import base
 from salinet_jax import checkpoints
 from salinet_jax import engine
 from salinet_jax import predict
@@ -49,32 +46,6 @@ def config_from_json(text: str) -> ml_collections.ConfigDict:
     return value
 
   return ml_collections.ConfigDict(tuples(json.loads(text) if isinstance(text, str) else text))
-
-
-def with_later_settings(config: ml_collections.ConfigDict, where: str
-                        ) -> ml_collections.ConfigDict:
-  """`config` (stored with checkpoint `where`) with the configs/base.py settings it lacks set to
-  their defaults, said in one line: the Engine reads every setting, and those a checkpoint
-  predates did not exist when it was saved. A stored value where base.py has a section, or a
-  section where it has a value, is kept as it is."""
-  stored = traverse_util.flatten_dict(config.to_dict(), keep_empty_nodes=True)
-  empty = {path for path, value in stored.items() if value is traverse_util.empty_node}
-  defaults = traverse_util.flatten_dict(base.get_base_config().to_dict())
-
-  def lacks(path):
-    return not (any(key[:len(path)] == path for key in stored)  # the value, or a section
-                or any(path[:n] in stored and path[:n] not in empty
-                       for n in range(1, len(path))))  # a value where base.py has a section
-
-  absent = {path: value for path, value in defaults.items() if lacks(path)}
-  if not absent:
-    return config
-  logging.warning('Checkpoint %s predates %s: their defaults are used (%s).', where,
-                  ', '.join(f'config.{".".join(path)}' for path in absent),
-                  ', '.join(f'{".".join(path)}={value!r}' for path, value in absent.items()))
-  filled = {key: value for key, value in stored.items()
-            if not (key in empty and any(path[:len(key)] == key for path in absent))}
-  return ml_collections.ConfigDict(traverse_util.unflatten_dict({**filled, **absent}))
 
 
 def _step_dir(path: str) -> str:
@@ -162,7 +133,7 @@ def _restorable(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 def restore(workdir: str, which: str) -> Run:
   """Restores checkpoint `which` ('best' | 'latest' | a step directory) of the run in `workdir`."""
   config, step_dir, metadata = locate(workdir, which)
-  config = with_later_settings(config, step_dir)
+  config = checkpoints.with_later_settings(config, step_dir)
   decoding = predict.say_decoding(dict(metadata.get('decoding') or {}), f'Checkpoint {step_dir}')
   selector = which if which in SELECTORS else step_dir
   config.eval.checkpoint = selector
