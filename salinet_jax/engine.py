@@ -70,8 +70,8 @@ def train_step(state: TrainState, batch, rng: jax.Array, *, model, tx, loss_conf
   """One optimizer step on a global batch; returns (new state, scalar metrics).
 
   `frozen` (a tree of bools like the parameters, or None) marks the parameters
-  config.optimizer.frozen freezes: `grad_norm` leaves them out, as the clipping does
-  (optim.clip_trainable_by_global_norm).
+  config.optimizer.frozen freezes: their gradients are not computed (optim.without_frozen_gradients)
+  and `grad_norm` leaves them out, as the clipping does (optim.clip_trainable_by_global_norm).
 
   BatchNorm statistics come from groups of `bn_group_size` clips (0: the whole micro-batch; see
   layers.batch_norm_groups).
@@ -88,8 +88,9 @@ def train_step(state: TrainState, batch, rng: jax.Array, *, model, tx, loss_conf
     video, kwargs = inputs.model_inputs(micro_batch, data_config)
     with layers.batch_norm_groups(bn_group_size):
       outputs, updates = model.apply(
-          {'params': params, 'batch_stats': batch_stats}, video, train=True,
-          return_aux=want_aux, mutable=['batch_stats'], rngs={'dropout': micro_rng}, **kwargs)
+          {'params': optim.without_frozen_gradients(params, frozen), 'batch_stats': batch_stats},
+          video, train=True, return_aux=want_aux, mutable=['batch_stats'],
+          rngs={'dropout': micro_rng}, **kwargs)
     logits, aux = outputs if want_aux else (outputs, {})
     total, terms = losses.compute_loss(loss_config, logits, micro_batch['label'], aux)
     top1 = jnp.mean(jnp.argmax(logits, -1) == micro_batch['label'])

@@ -12,7 +12,8 @@
   AdamW. PySlowFast: (('^norm:', 0.0), ('', 1.0)), no decay on BatchNorm (BN.WEIGHT_DECAY = 0).
 - LR multipliers (`lr_multipliers`; 1 where no rule matches), e.g. TSM's x5 for classifier
   weights and x10 for their biases.
-- Frozen parameters (`frozen`, a regex over the qualified names) get no update at all.
+- Frozen parameters (`frozen`, a regex over the qualified names) get no gradient, no update and
+  no change to their optimizer state, as PyTorch's parameters with requires_grad=False.
 - Optional global-norm clipping; `base_batch_size` > 0 scales the LR linearly with the batch.
 """
 
@@ -194,6 +195,32 @@ def frozen_mask(params: Any, pattern: str) -> Any:
       {path: frozen[name] for path, name in qualified_names(params).items()})
 
 
+def without_frozen_gradients(params: Any, frozen: Any = None) -> Any:
+  """`params` with the frozen ones (`frozen`, a tree of bools, or None) behind stop_gradient:
+  their gradients are zeros that cost nothing, as PyTorch computes none for parameters with
+  requires_grad=False (XLA drops their weight-gradient convolutions); the gradients of the
+  activations still flow through their layers."""
+  if frozen is None:
+    return params
+  return jax.tree.map(lambda p, is_frozen: jax.lax.stop_gradient(p) if is_frozen else p,
+                      params, frozen)
+
+
+def keep_frozen_state(inner: optax.GradientTransformation, frozen: Any
+                      ) -> optax.GradientTransformation:
+  """`inner` whose updates leave the frozen parameters' share of its state (momentum, Adam's
+  moments) as it was, as PyTorch's optimizers skip parameters without gradients: a resume that
+  unfreezes them starts them from it. The state is `inner`'s own, so checkpoints resume
+  either way."""
+  def update(updates, state, params=None):
+    new_updates, new_state = inner.update(updates, state, params)
+    keep = optax.tree_map_params(inner, lambda _, is_frozen: is_frozen, state, frozen,
+                                 transform_non_params=lambda _: False)
+    return new_updates, jax.tree.map(lambda new, old, is_frozen: old if is_frozen else new,
+                                     new_state, state, keep)
+  return optax.GradientTransformation(inner.init, update)
+
+
 def scale_by_multipliers(multipliers: Any) -> optax.GradientTransformation:
   """Multiplies each update by its fixed per-parameter factor."""
   return optax.stateless(lambda updates, params=None: jax.tree.map(
@@ -212,9 +239,8 @@ def trainable_norm(grads: Any, frozen: Any = None) -> jnp.ndarray:
 def clip_trainable_by_global_norm(max_norm: float, frozen: Any = None
                                   ) -> optax.GradientTransformation:
   """optax.clip_by_global_norm over the trainable parameters' norm, as PyTorch's
-  clip_grad_norm_ skips frozen ones: counted, they clipped the others harder. Frozen gradients
-  still reach the optimizer's moments, so a resume that unfreezes them finds them warm. The
-  same (empty) state as optax's, so checkpoints resume either way."""
+  clip_grad_norm_ skips frozen ones: counted, they clipped the others harder. The same (empty)
+  state as optax's, so checkpoints resume either way."""
   if frozen is None:
     return optax.clip_by_global_norm(max_norm)
 
@@ -267,7 +293,8 @@ def create_optimizer(opt_config, params: Any, total_steps: int, global_batch: in
   if opt_config.lr_multipliers:
     parts.append(scale_by_multipliers(factors_from_rules(
         params, opt_config.lr_multipliers, 1.0, 'config.optimizer.lr_multipliers')))
-  if frozen is not None:
-    # Last in the chain: whatever decay or momentum computed, frozen parameters do not move.
-    parts.append(optax.masked(optax.set_to_zero(), frozen))
-  return optax.chain(*parts), schedule
+  if frozen is None:
+    return optax.chain(*parts), schedule
+  # Last in the chain: whatever decay or momentum computed, frozen parameters do not move.
+  parts.append(optax.masked(optax.set_to_zero(), frozen))
+  return keep_frozen_state(optax.chain(*parts), frozen), schedule

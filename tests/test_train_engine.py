@@ -104,6 +104,54 @@ def test_frozen_parameters_count_in_neither_the_clipping_norm_nor_grad_norm(conf
   assert jax.tree.leaves(passed['frozen']).count(True) == 2  # fc's kernel and bias
 
 
+@pytest.mark.parametrize('name', ['sgd', 'adamw'])
+def test_frozen_parameters_keep_their_optimizer_state_and_cost_no_gradient(config, name):
+  """Frozen parameters' gradients reached the optimizer's moments every step (PyTorch's
+  optimizers skip parameters without gradients, whose state a later unfreezing starts from),
+  and so were computed: freezing a layer saved none of its backward pass."""
+  config.loss.name = 'cross_entropy'
+  model = NormFreeModel()
+  rng = np.random.default_rng(0)
+  batch = {'video': jnp.asarray(rng.normal(size=(8, 4, 12, 12, 3)), jnp.float32),
+           'label': jnp.asarray(rng.integers(0, 4, 8), jnp.int32)}
+  config.optimizer.update(dict(name=name, schedule='constant', base_learning_rate=0.1,
+                               momentum=0.9, weight_decay=1e-2, warmup_steps=0,
+                               weight_decay_rules=()))
+
+  def two_steps(pattern):
+    config.optimizer.frozen = pattern
+    shape = (1,) + batch['video'].shape[1:]
+    params = engine.create_train_state(model, optax.identity(), jax.random.key(0), shape).params
+    tx, schedule = optim.create_optimizer(config.optimizer, params, 10, 8)
+    state = engine.create_train_state(model, tx, jax.random.key(0), shape)
+    step = jax.jit(functools.partial(
+        engine.train_step, model=model, tx=tx, loss_config=config.loss, schedule=schedule,
+        data_config=config.data,
+        frozen=optim.frozen_mask(params, pattern) if pattern else None))
+    flops = step.lower(state, batch, jax.random.key(1)).compile().cost_analysis()['flops']
+    first = state
+    for i in range(2):
+      state, _ = step(state, batch, jax.random.key(i))
+    return first, state, flops
+
+  first, trained, all_flops = two_steps('')
+  first, frozen, frozen_flops = two_steps('Conv3D')
+  def moments(state, layer):  # the optimizer state's leaves of one layer
+    return [leaf for path, leaf in jax.tree_util.tree_leaves_with_path(state.opt_state)
+            if layer in jax.tree_util.keystr(path)]
+
+  conv = functools.partial(moments, layer='Conv3D_0')
+  dense = functools.partial(moments, layer='Dense_0')
+  assert conv(first) and all(not np.any(leaf) for leaf in conv(first))
+  assert all(np.array_equal(a, b) for a, b in zip(conv(first), conv(frozen)))
+  assert all(np.any(leaf) for leaf in conv(trained))
+  assert all(np.any(leaf) for leaf in dense(frozen))
+  assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(first.params['Conv3D_0']),
+                                                   jax.tree.leaves(frozen.params['Conv3D_0'])))
+  # The convolution's weight gradient (its input needs none) is all of its backward pass.
+  assert frozen_flops < 0.7 * all_flops, (frozen_flops, all_flops)
+
+
 def test_out_of_memory_advice_names_the_micro_batch(config):
   """The advice quoted the per-device batch, though each forward holds one micro-batch of it
   (audit)."""
