@@ -415,14 +415,15 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
       _say_the_run_started_from_an_unfinished_one(started_from)
     else:
       from_scratch = config.init_from.checkpoint == pretrained.FROM_SCRATCH
-      if from_scratch:  # before anything is compiled or written
+      if from_scratch:  # before anything is compiled
         _refuse_frozen_random_parameters(config, trainer.abstract_state().params, ())
-      writer.write_hparams(_flat_hparams(config))
       logging.info('Initialising the model (compiled once per run)...')
       state = trainer.fresh_state()
       if not from_scratch:
         state, started_from, loaded = initialize_from(trainer, state, config.init_from)
         _refuse_frozen_random_parameters(config, state.params, loaded)
+      # Once the run is known to start: a refused one leaves no hyperparameters in TensorBoard.
+      writer.write_hparams(_flat_hparams(config))
     start_step = int(state.step)
     # The run's config from here on: a resumed run's init_from stays the one its weights started
     # from, in config.json and in every checkpoint it saves.

@@ -494,6 +494,15 @@ def test_a_conversion_record_of_unknown_or_unreadable_normalisation(config, tmp_
       train.initialize_from(trainer, state, config.init_from)
 
 
+def _hparams_written(workdir) -> bool:
+  """Whether `workdir`'s TensorBoard event files hold hyperparameters."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  return any(value.metadata.plugin_data.plugin_name == 'hparams'
+             for name in os.listdir(workdir) if name.startswith('events.out.tfevents')
+             for event in tf.compat.v1.train.summary_iterator(os.path.join(workdir, name))
+             for value in event.summary.value)
+
+
 def test_frozen_parameters_left_at_their_random_initialisation_are_refused(config, tmp_path):
   """config.optimizer.frozen over parameters that keep their random initialisation (no
   init_from, or one that excludes or lacks them) trained everything else around random weights
@@ -509,10 +518,18 @@ def test_frozen_parameters_left_at_their_random_initialisation_are_refused(confi
   state = trainer.fresh_state()
   config.init_from.checkpoint = save(tmp_path, 'weights', state.params, state.batch_stats)
   config.init_from.exclude = '/fc/'
+  refusal = re.escape(f"(head/fc/bias, head/fc/kernel; config.init_from.checkpoint="
+                      f"'{config.init_from.checkpoint}' does not give them (excluded or missing))")
+  with pytest.raises(errors.ConfigError, match=refusal):
+    train.train_and_evaluate(config, str(tmp_path / 'fine_tune'))
+  # The refused run wrote no TensorBoard hyperparameters (it did, before loading the weights).
+  assert not _hparams_written(tmp_path / 'fine_tune')
+  writer = train._metric_writer(str(tmp_path / 'started'))
+  writer.write_hparams({'seed': 0})
+  writer.close()
+  assert _hparams_written(tmp_path / 'started')
   loaded = train.initialize_from(trainer, state, config.init_from)[2]
-  with pytest.raises(errors.ConfigError, match=re.escape(
-      f"(head/fc/bias, head/fc/kernel; config.init_from.checkpoint="
-      f"'{config.init_from.checkpoint}' does not give them (excluded or missing))")):
+  with pytest.raises(errors.ConfigError, match=refusal):
     train._refuse_frozen_random_parameters(config, state.params, loaded)
   config.init_from.exclude = ''
   loaded = train.initialize_from(trainer, state, config.init_from)[2]
