@@ -848,7 +848,7 @@ def _restore_item(item_dir: str, target: Any, what: str, stored_config: Optional
   cannot be read or decoded (damage no checksum caught: a step written before checksums) a
   CorruptCheckpointError. Anything else keeps its traceback."""
   try:
-    stored_tree = _item_tree(item_dir)
+    stored_tree = item_tree(item_dir)
     mismatches = _shape_mismatches(stored_tree, target)
     if mismatches:
       raise _mismatch_error(what, mismatches, stored_config, config)
@@ -937,8 +937,8 @@ def _damage(error: BaseException, item_dir: str) -> Optional[str]:
   return None
 
 
-def _item_tree(item_dir: str) -> Any:
-  """The tree of array metadata (shapes, dtypes) of an orbax item directory."""
+def item_tree(item_dir: str) -> Any:
+  """The tree of array metadata (shapes, dtypes) of an orbax item directory: no array read."""
   metadata = ocp.StandardCheckpointHandler().metadata(epath.Path(item_dir))
   return getattr(metadata, 'tree', metadata)
 

@@ -113,16 +113,22 @@ def resolve_checkpoint(path: str, which: str = 'best') -> str:
 
   Training checkpoints are verified against their recorded checksums first.
   """
+  item = _item_dir(path, which)
+  if os.path.basename(item) == checkpoints.ITEM_DIR:
+    intact, problem = checkpoints.verify_step_dir(os.path.dirname(item))
+    if not intact:
+      raise checkpoints.CorruptCheckpointError(
+          f'Pretrained checkpoint {os.path.dirname(item)} is corrupt: {problem}.')
+  return item
+
+
+def _item_dir(path: str, which: str) -> str:
+  """resolve_checkpoint's item directory, unverified."""
   path = check_location(path)
   if os.path.isdir(os.path.join(path, 'checkpoints')):
     path = _workdir_step_dir(path, which)
   for item in (os.path.join(path, VARIABLES_DIR), os.path.join(path, checkpoints.ITEM_DIR), path):
     if os.path.isdir(item) and os.path.exists(os.path.join(item, '_METADATA')):
-      if os.path.basename(item) == checkpoints.ITEM_DIR:
-        intact, problem = checkpoints.verify_step_dir(os.path.dirname(item))
-        if not intact:
-          raise checkpoints.CorruptCheckpointError(
-              f'Pretrained checkpoint {os.path.dirname(item)} is corrupt: {problem}.')
       return item
   raise checkpoints.NoCheckpointError(
       f'{path} is neither a converted checkpoint (with {VARIABLES_DIR}/), a workdir (with '
@@ -237,8 +243,7 @@ def _get(config: Any, name: str, default: Any) -> Any:
 def merge_variables(fresh: Mapping[str, Any], pretrained: Mapping[str, Any], exclude: str = ''
                     ) -> Tuple[Dict[str, Any], LoadReport]:
   """Merges `pretrained` into `fresh` ({collection: tree} both); returns (variables, report)."""
-  exclude_re = re.compile(exclude) if exclude else None
-  excluded = lambda path: exclude_re is not None and exclude_re.search(path)  # noqa: E731
+  excluded = _excluded_by(exclude)
   report = LoadReport()
   merged = {}
   for collection in COLLECTIONS:
@@ -272,6 +277,31 @@ def merge_variables(fresh: Mapping[str, Any], pretrained: Mapping[str, Any], exc
         report.unexpected.append(f'{collection}:{name}')
     merged[collection] = layout.unflatten(out)
   return merged, report
+
+
+def _excluded_by(exclude: str) -> Callable[[str], bool]:
+  """Whether init_from.exclude (a regex searched in each 'module/.../leaf' name; '' = none)
+  keeps a tensor fresh."""
+  pattern = re.compile(exclude) if exclude else None
+  return lambda name: pattern is not None and pattern.search(name) is not None
+
+
+def params_given(init_config: Any, params: Any) -> Optional[List[str]]:
+  """The 'params:module/.../leaf' names of `params` (arrays or shapes) that the checkpoint of
+  `init_config` holds and its `exclude` lets load, read from the checkpoint's metadata alone:
+  what a run can check before it compiles its model and loads every weight. One of another
+  shape counts as given: the load refuses it. None where the metadata shows no params (the
+  load says what the checkpoint is)."""
+  item = _item_dir(_get(init_config, 'checkpoint', FROM_SCRATCH), _get(init_config, 'which',
+                                                                       'best'))
+  stored = checkpoints.item_tree(item)
+  stored = stored.get('params') if isinstance(stored, Mapping) else None
+  if not isinstance(stored, Mapping):
+    return None
+  held = {layout.path_str(path) for path in layout.flatten(stored)}
+  excluded = _excluded_by(_get(init_config, 'exclude', ''))
+  return [f'params:{name}' for name in map(layout.path_str, layout.flatten(params))
+          if name in held and not excluded(name)]
 
 
 def _like(value: np.ndarray, leaf: Any) -> Any:

@@ -383,6 +383,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
 
 def _train(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
   trainer = training_engine(config)
+  if config.optimizer.frozen and not checkpoints.has_checkpoints(workdir):
+    # Before an event file, the init compile and the load: from shapes and the checkpoint's
+    # metadata. The checks after the load stay (a resume whose steps all turn out corrupt).
+    params = trainer.abstract_state().params
+    given = (() if config.init_from.checkpoint == pretrained.FROM_SCRATCH
+             else pretrained.params_given(config.init_from, params))
+    if given is not None:
+      _refuse_frozen_random_parameters(config, params, given)
   writer = _metric_writer(workdir)
   store = checkpoints.CheckpointStore(workdir, config.checkpoint)
 

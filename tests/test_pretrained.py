@@ -223,6 +223,29 @@ def test_training_checkpoints_load_from_the_workdir_and_step_dir(tmp_path):
   assert summaries[1].startswith(f'init_from {tmp_path}/checkpoints/3: loaded')
 
 
+def test_the_parameters_a_checkpoint_gives_are_read_from_its_metadata_alone(
+    tmp_path, k400_salinet, monkeypatch):
+  """params_given: the model's parameters a training or converted checkpoint holds, less those
+  init_from.exclude keeps fresh, known without reading an array (a run checks them before it
+  compiles); a tensor of another shape counts as given, since its load is refused."""
+  def read(*args, **kwargs):
+    raise AssertionError('arrays were read')
+
+  monkeypatch.setattr(pretrained, '_restore_raw', read)
+  _, params = _training_checkpoint(tmp_path)
+  names = sorted(f'params:{name}' for name in flat(params))
+  for source in (str(tmp_path), str(tmp_path / 'checkpoints' / '3')):
+    init_from = {'checkpoint': source, 'exclude': '/fc/', 'which': 'latest'}
+    assert sorted(pretrained.params_given(init_from, params)) == [
+        name for name in names if '/fc/' not in name]
+  converted, k400_params, _ = k400_salinet
+  shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), k400_params)
+  shapes['head']['fc']['kernel'] = jax.ShapeDtypeStruct((3, 3), jnp.float32)  # mis-shaped
+  shapes['extra'] = {'bias': jax.ShapeDtypeStruct((2,), jnp.float32)}  # not in the checkpoint
+  given = pretrained.params_given({'checkpoint': converted}, shapes)
+  assert sorted(given) == sorted(f'params:{name}' for name in flat(k400_params)), given
+
+
 def test_a_classifier_trained_on_other_classes_of_the_same_count_is_refused(tmp_path):
   """init_from a run on records with other classes (or the same ones in another order, e.g. a
   class folder renamed) loaded its classifier rows onto the wrong classes without a word; the
@@ -534,3 +557,36 @@ def test_frozen_parameters_left_at_their_random_initialisation_are_refused(confi
   config.init_from.exclude = ''
   loaded = train.initialize_from(trainer, state, config.init_from)[2]
   train._refuse_frozen_random_parameters(config, state.params, loaded)  # given: trains on
+
+
+def test_frozen_random_parameters_are_refused_before_the_model_compiles_or_loads(
+    config, tmp_path, monkeypatch):
+  """Under init_from, the refusal of frozen parameters its checkpoint leaves random (excluded,
+  or missing where strict=False lets that be) came after an event file, the init compile and
+  the load of every weight; the checkpoint's metadata says which it gives before any of them."""
+  from salinet_jax import engine  # pylint: disable=g-import-not-at-top
+  from salinet_jax import train  # pylint: disable=g-import-not-at-top
+  state = train.training_engine(config).fresh_state()
+  whole = save(tmp_path, 'whole', state.params, state.batch_stats)
+  headless = save(tmp_path, 'headless', {**state.params, 'head': {}}, state.batch_stats)
+
+  def initialised(*args, **kwargs):
+    raise AssertionError('the model was initialised')
+
+  def read(*args, **kwargs):
+    raise AssertionError('the weights were read')
+
+  monkeypatch.setattr(engine.Engine, 'fresh_state', initialised)
+  monkeypatch.setattr(pretrained, '_variables_of', read)
+  config.optimizer.frozen = '/fc/'
+  for run, checkpoint, exclude, strict in (('excluded', whole, '/fc/', True),
+                                           ('missing', headless, '', False)):
+    config.init_from.update(checkpoint=checkpoint, exclude=exclude, strict=strict)
+    with pytest.raises(errors.ConfigError, match=re.escape(
+        "freezes 2 parameters that keep their random initialisation (head/fc/bias, "
+        f"head/fc/kernel; config.init_from.checkpoint='{checkpoint}' does not give them")):
+      train.train_and_evaluate(config, str(tmp_path / run))
+    assert not [name for name in os.listdir(tmp_path / run) if name.startswith('events.')], run
+  config.init_from.update(checkpoint=whole, exclude='', strict=True)  # gives them: starts
+  with pytest.raises(AssertionError, match='the model was initialised'):
+    train.train_and_evaluate(config, str(tmp_path / 'given'))

@@ -9,6 +9,7 @@ import pytest
 from salinet_jax import checkpoints
 from salinet_jax import engine
 from salinet_jax import errors
+from salinet_jax import pretrained
 from salinet_jax import train
 
 
@@ -41,9 +42,12 @@ def test_warmup_freezes_f_theta_and_sampling_starts_from_warmup(s2dnet_stage_run
   config, sampling_dir, _ = s2dnet_stage_runs['sampling']
   assert config.init_from.checkpoint == warmup_dir  # 2 steps: the warm-up schedule's first LR is 0
   sampling = train.training_engine(config)
-  start, _, _ = train.initialize_from(sampling, sampling.fresh_state(), config.init_from)
+  start, _, loaded = train.initialize_from(sampling, sampling.fresh_state(), config.init_from)
   for a, b in zip(jax.tree.leaves(start.params), jax.tree.leaves(warm.params)):
     np.testing.assert_array_equal(a, b)
+  # What a run checks frozen parameters against before it compiles: the same, from metadata.
+  given = pretrained.params_given(config.init_from, sampling.abstract_state().params)
+  assert sorted(given) == sorted(name for name in loaded if name.startswith('params:'))
   _, sampled = _restore(config, sampling_dir)
   changed = [not np.array_equal(v, _f_theta(warm.params)[k])
              for k, v in _f_theta(sampled.params).items()]
