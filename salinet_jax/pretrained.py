@@ -113,22 +113,16 @@ def resolve_checkpoint(path: str, which: str = 'best') -> str:
 
   Training checkpoints are verified against their recorded checksums first.
   """
-  item = _item_dir(path, which)
-  if os.path.basename(item) == checkpoints.ITEM_DIR:
-    intact, problem = checkpoints.verify_step_dir(os.path.dirname(item))
-    if not intact:
-      raise checkpoints.CorruptCheckpointError(
-          f'Pretrained checkpoint {os.path.dirname(item)} is corrupt: {problem}.')
-  return item
-
-
-def _item_dir(path: str, which: str) -> str:
-  """resolve_checkpoint's item directory, unverified."""
   path = check_location(path)
   if os.path.isdir(os.path.join(path, 'checkpoints')):
     path = _workdir_step_dir(path, which)
   for item in (os.path.join(path, VARIABLES_DIR), os.path.join(path, checkpoints.ITEM_DIR), path):
     if os.path.isdir(item) and os.path.exists(os.path.join(item, '_METADATA')):
+      if os.path.basename(item) == checkpoints.ITEM_DIR:
+        intact, problem = checkpoints.verify_step_dir(os.path.dirname(item))
+        if not intact:
+          raise checkpoints.CorruptCheckpointError(
+              f'Pretrained checkpoint {os.path.dirname(item)} is corrupt: {problem}.')
       return item
   raise checkpoints.NoCheckpointError(
       f'{path} is neither a converted checkpoint (with {VARIABLES_DIR}/), a workdir (with '
@@ -141,10 +135,15 @@ def load_variables(path: str, which: str = 'best') -> Dict[str, Any]:
 
 
 def _variables_of(item: str) -> Dict[str, Any]:
-  tree = _restore_raw(item)
+  return {c: jax.tree.map(np.asarray, tree) for c, tree in _collections(_restore_raw(item),
+                                                                          item).items()}
+
+
+def _collections(tree: Any, item: str) -> Dict[str, Any]:
+  """{'params', 'batch_stats'} of an orbax item's tree (arrays, or its metadata's shapes)."""
   if not isinstance(tree, Mapping) or 'params' not in tree:
     raise ValueError(f'{item} holds no params (keys: {sorted(tree)[:10]}).')
-  return {c: jax.tree.map(np.asarray, dict(tree.get(c) or {})) for c in COLLECTIONS}
+  return {c: dict(tree.get(c) or {}) for c in COLLECTIONS}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -167,6 +166,8 @@ class LoadReport(layout.MatchReport):
   loaded: List[str] = dataclasses.field(default_factory=list)
   # (step, run length) where the training checkpoint's run had not finished when loaded
   unfinished: Optional[Tuple[int, int]] = None
+  # the warning that a classifier's rows are read as these classes unchecked (no names recorded)
+  unchecked_classes: str = ''
 
   @property
   def source(self) -> str:
@@ -243,65 +244,46 @@ def _get(config: Any, name: str, default: Any) -> Any:
 def merge_variables(fresh: Mapping[str, Any], pretrained: Mapping[str, Any], exclude: str = ''
                     ) -> Tuple[Dict[str, Any], LoadReport]:
   """Merges `pretrained` into `fresh` ({collection: tree} both); returns (variables, report)."""
-  excluded = _excluded_by(exclude)
-  report = LoadReport()
+  report = match_variables(fresh, pretrained, exclude)
+  loaded = set(report.loaded)
   merged = {}
   for collection in COLLECTIONS:
+    stored = layout.flatten(pretrained.get(collection) or {})
+    merged[collection] = layout.unflatten({
+        path: (_like(np.asarray(stored[path]), leaf)
+               if f'{collection}:{layout.path_str(path)}' in loaded else leaf)
+        for path, leaf in layout.flatten(fresh.get(collection) or {}).items()})
+  return merged, report
+
+
+def match_variables(fresh: Mapping[str, Any], stored: Mapping[str, Any], exclude: str = ''
+                    ) -> LoadReport:
+  """Which tensors of `stored` would load into `fresh` ({collection: tree} both, of arrays or
+  of shapes alone), and which not: excluded, missing, unexpected, mis-shaped."""
+  pattern = re.compile(exclude) if exclude else None
+  excluded = lambda name: pattern is not None and pattern.search(name)  # noqa: E731
+  report = LoadReport()
+  for collection in COLLECTIONS:
     fresh_flat = layout.flatten(fresh.get(collection) or {})
-    ckpt_flat = layout.flatten(pretrained.get(collection) or {})
-    out = {}
+    ckpt_flat = layout.flatten(stored.get(collection) or {})
     for path, leaf in sorted(fresh_flat.items()):
-      name = layout.path_str(path)
-      label = f'{collection}:{name}'
-      if excluded(name):
+      label = f'{collection}:{layout.path_str(path)}'
+      if excluded(layout.path_str(path)):
         report.excluded.append(label)
-        out[path] = leaf
-        continue
-      if path not in ckpt_flat:
+      elif path not in ckpt_flat:
         report.missing.append(label)
-        out[path] = leaf
-        continue
-      value = np.asarray(ckpt_flat[path])
-      if tuple(value.shape) != tuple(leaf.shape):
-        report.mis_shaped.append(f'{label}: checkpoint {tuple(value.shape)}, model '
+      elif tuple(ckpt_flat[path].shape) != tuple(leaf.shape):
+        report.mis_shaped.append(f'{label}: checkpoint {tuple(ckpt_flat[path].shape)}, model '
                                  f'{tuple(leaf.shape)}')
-        out[path] = leaf
-        continue
-      out[path] = _like(value, leaf)
-      report.loaded.append(label)
+      else:
+        report.loaded.append(label)
     for path in sorted(set(ckpt_flat) - set(fresh_flat)):
       name = layout.path_str(path)
       if excluded(name):
         report.excluded_unexpected.append(f'{collection}:{name}')
       else:
         report.unexpected.append(f'{collection}:{name}')
-    merged[collection] = layout.unflatten(out)
-  return merged, report
-
-
-def _excluded_by(exclude: str) -> Callable[[str], bool]:
-  """Whether init_from.exclude (a regex searched in each 'module/.../leaf' name; '' = none)
-  keeps a tensor fresh."""
-  pattern = re.compile(exclude) if exclude else None
-  return lambda name: pattern is not None and pattern.search(name) is not None
-
-
-def params_given(init_config: Any, params: Any) -> Optional[List[str]]:
-  """The 'params:module/.../leaf' names of `params` (arrays or shapes) that the checkpoint of
-  `init_config` holds and its `exclude` lets load, read from the checkpoint's metadata alone:
-  what a run can check before it compiles its model and loads every weight. One of another
-  shape counts as given: the load refuses it. None where the metadata shows no params (the
-  load says what the checkpoint is)."""
-  item = _item_dir(_get(init_config, 'checkpoint', FROM_SCRATCH), _get(init_config, 'which',
-                                                                       'best'))
-  stored = checkpoints.item_tree(item)
-  stored = stored.get('params') if isinstance(stored, Mapping) else None
-  if not isinstance(stored, Mapping):
-    return None
-  held = {layout.path_str(path) for path in layout.flatten(stored)}
-  excluded = _excluded_by(_get(init_config, 'exclude', ''))
-  return [f'params:{name}' for name in map(layout.path_str, layout.flatten(params))
-          if name in held and not excluded(name)]
+  return report
 
 
 def _like(value: np.ndarray, leaf: Any) -> Any:
@@ -339,22 +321,64 @@ def load_pretrained(params: Any, batch_stats: Any, init_config: Any,
     PretrainedMismatchError: mis-shaped tensors not excluded; with `strict`, also missing or
       unexpected ones (the message is the report); a classifier of other classes.
   """
-  path = _get(init_config, 'checkpoint', 'none')
-  report = LoadReport(checkpoint=path)
-  if path == FROM_SCRATCH:
-    return params, batch_stats, report
+  if _get(init_config, 'checkpoint', FROM_SCRATCH) == FROM_SCRATCH:
+    return params, batch_stats, LoadReport(checkpoint=FROM_SCRATCH)
+  item = resolve_checkpoint(_checkpoint_path(init_config), _get(init_config, 'which', 'best'))
+  stored = _variables_of(item)
+  report = _checked_report(item, {'params': params, 'batch_stats': batch_stats or {}}, stored,
+                           init_config, model_config, classes, classifier_params)
+  if report.unfinished:
+    # E.g. a warm-up stopped by a preemption and never resumed: the next stage would start
+    # from it without a word. The best step of a finished run is not one.
+    logging.warning('init_from %s is from a run that stopped at step %d of its %d steps, '
+                    'unfinished: resume that run first if the next stage should start from its '
+                    'end.', os.path.dirname(item), *report.unfinished)
+  if report.unchecked_classes:
+    logging.warning('%s', report.unchecked_classes)
+  merged, _ = merge_variables({'params': params, 'batch_stats': batch_stats or {}}, stored,
+                              _get(init_config, 'exclude', ''))
+  return merged['params'], merged['batch_stats'], report
+
+
+def check_fit(params: Any, batch_stats: Any, init_config: Any,
+              model_config: Optional[Any] = None,
+              classes: Optional[Sequence[str]] = None,
+              classifier_params: Optional[Callable[[], Iterable[str]]] = None) -> LoadReport:
+  """`load_pretrained`'s refusals and report, from the shapes of the fresh variables (arrays or
+  jax.ShapeDtypeStruct) and the checkpoint's metadata alone (a training checkpoint is verified
+  against its checksums first): no weight is read, nothing said. A run calls it before it
+  compiles its model, so that a checkpoint that cannot load fails in seconds."""
+  if _get(init_config, 'checkpoint', FROM_SCRATCH) == FROM_SCRATCH:
+    return LoadReport(checkpoint=FROM_SCRATCH)
+  item = resolve_checkpoint(_checkpoint_path(init_config), _get(init_config, 'which', 'best'))
+  return _checked_report(item, {'params': params, 'batch_stats': batch_stats or {}},
+                         _collections(checkpoints.item_tree(item), item), init_config,
+                         model_config, classes, classifier_params)
+
+
+def _checkpoint_path(init_config: Any) -> str:
+  """init_config.checkpoint, where it names one (empty and REQUIRED are refused)."""
+  path = _get(init_config, 'checkpoint', FROM_SCRATCH)
   if not path.strip():
     raise InitCheckpointRequiredError(EMPTY_CHECKPOINT)
   if path == REQUIRED:
     check_init_from(init_config)
+  return path
+
+
+def _checked_report(item: str, fresh: Mapping[str, Any], stored: Mapping[str, Any],
+                    init_config: Any, model_config: Optional[Any],
+                    classes: Optional[Sequence[str]],
+                    classifier_params: Optional[Callable[[], Iterable[str]]]) -> LoadReport:
+  """The LoadReport of loading checkpoint `item` (its variables `stored`: arrays or shapes) into
+  `fresh`, or the error that refuses it (see load_pretrained)."""
+  path = _get(init_config, 'checkpoint', FROM_SCRATCH)
   which = _get(init_config, 'which', 'best')
-  item = resolve_checkpoint(path, which)
   exclude = _get(init_config, 'exclude', '')
-  merged, report = merge_variables({'params': params, 'batch_stats': batch_stats or {}},
-                                   _variables_of(item), exclude)
+  report = match_variables(fresh, stored, exclude)
   if exclude and not (report.excluded or report.excluded_unexpected):
     # A typo would silently load what it meant to keep fresh.
-    names = [layout.path_str(p) for p in sorted(layout.flatten(params))]
+    names = [layout.path_str(p) for p in sorted(layout.flatten(fresh['params']))]
     heads = [n for n in names if re.search(r'(^|/)(head|fc|classifier)', n)]
     raise errors.ConfigError(
         f'config.init_from.exclude={exclude!r} matches no parameter of the model or the '
@@ -372,13 +396,6 @@ def load_pretrained(params: Any, batch_stats: Any, init_config: Any,
       report.taken = f'its {which} checkpoint, step {step}'
   if os.path.basename(item) == checkpoints.ITEM_DIR:
     report.unfinished = checkpoints.unfinished_run(os.path.dirname(item))
-    if report.unfinished:
-      # E.g. a warm-up stopped by a preemption and never resumed: the next stage would start
-      # from it without a word. The best step of a finished run is not one.
-      logging.warning('init_from %s is from a run that stopped at step %d of its %d steps, '
-                      'unfinished: resume that run first if the next stage should start from its '
-                      'end.',
-                      os.path.dirname(item), *report.unfinished)
     report.source_config = step_metadata.get('config', '')
   elif os.path.basename(item) == VARIABLES_DIR:
     info = conversion_info(os.path.dirname(item))
@@ -406,34 +423,32 @@ def load_pretrained(params: Any, batch_stats: Any, init_config: Any,
       trained_on = (conversion_info(os.path.dirname(item)) or {}).get('classes')
       remedy = ("Convert it again with --classes=FILE (the names in its classifier's row "
                 'order) to have them checked')
-    _check_the_classes_of_a_classifier(report, classifier_params, trained_on, list(classes),
-                                       remedy)
-  return merged['params'], merged['batch_stats'], report
+    report.unchecked_classes = _check_the_classes_of_a_classifier(
+        report, classifier_params, trained_on, list(classes), remedy)
+  return report
 
 
 def _check_the_classes_of_a_classifier(report: LoadReport,
                                        classifier_params: Callable[[], Iterable[str]],
                                        trained_on: Optional[List[str]],
-                                       classes: List[str], remedy: str) -> None:
+                                       classes: List[str], remedy: str) -> str:
   """With as many other classes (or the same in another order) the shapes of a checkpoint's
   classifiers (and of S2DNet's layers reading class scores) fit, and their rows would be matched
   to the wrong classes: refused where the checkpoint records its classes (training checkpoints;
-  converted ones given --classes), a warning where it records none."""
+  converted ones given --classes); where it records none, the warning to give (else '')."""
   if trained_on == classes or (trained_on and len(trained_on) != len(classes)):
-    return
+    return ''
   loaded = {entry.split(':', 1)[1] for entry in report.loaded if entry.startswith('params:')}
   classifiers = sorted({path.rsplit('/', 1)[0] for path in classifier_params() if path in loaded})
   if not classifiers:
-    return
+    return ''
   source = f'{report.checkpoint} ({report.taken})' if report.taken else report.checkpoint
   exclude = f"init_from.exclude='^({'|'.join(classifiers)})(/|$)'"
   if not trained_on:
-    logging.warning(
-        'init_from %s records no class names: its layers with a row per class (%s) are read as '
-        "these records' %d classes in their order (%s), unchecked. %s; or exclude them with "
-        '%s to train them afresh.', source, ', '.join(classifiers), len(classes),
-        data_errors.first_few(list(classes), 3), remedy, exclude)
-    return
+    return (f'init_from {source} records no class names: its layers with a row per class '
+            f"({', '.join(classifiers)}) are read as these records' {len(classes)} classes in "
+            f'their order ({data_errors.first_few(list(classes), 3)}), unchecked. {remedy}; or '
+            f'exclude them with {exclude} to train them afresh.')
   if sorted(trained_on) == sorted(classes):
     index = next(i for i, (a, b) in enumerate(zip(trained_on, classes)) if a != b)
     how = (f'the same classes in another order: class {index} is {trained_on[index]!r} there, '

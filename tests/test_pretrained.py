@@ -223,27 +223,38 @@ def test_training_checkpoints_load_from_the_workdir_and_step_dir(tmp_path):
   assert summaries[1].startswith(f'init_from {tmp_path}/checkpoints/3: loaded')
 
 
-def test_the_parameters_a_checkpoint_gives_are_read_from_its_metadata_alone(
+def test_check_fit_gives_the_loads_report_and_refusals_without_reading_a_weight(
     tmp_path, k400_salinet, monkeypatch):
-  """params_given: the model's parameters a training or converted checkpoint holds, less those
-  init_from.exclude keeps fresh, known without reading an array (a run checks them before it
-  compiles); a tensor of another shape counts as given, since its load is refused."""
+  """check_fit, which a run calls before it compiles its model: load_pretrained's report, or its
+  refusal, from the fresh variables' shapes and the checkpoint's metadata alone."""
+  converted, _, _ = k400_salinet
+  fresh = init(tiny_model(ucf101_salinet.get_config('1'), 3), seed=2)
+  trained_fresh = init(_training_checkpoint(tmp_path)[0], seed=7)
+  cases = [(fresh, {'checkpoint': converted, 'exclude': '^head/'}),  # fine-tuned
+           (fresh, {'checkpoint': converted}),  # mis-shaped head
+           (fresh, {'checkpoint': converted, 'exclude': '^heads/'}),  # matches nothing
+           (fresh, {'checkpoint': converted, 'exclude': '.'}),  # loads nothing
+           (trained_fresh, {'checkpoint': str(tmp_path), 'exclude': '/fc/', 'which': 'latest'}),
+           (trained_fresh, {'checkpoint': str(tmp_path / 'checkpoints' / '3')})]
+
+  def outcome(function, variables, init_from):
+    try:
+      report = function(*variables, init_from)
+    except (errors.UserError, ValueError) as e:
+      return f'{type(e).__name__}: {e}'
+    return report[2] if isinstance(report, tuple) else report
+
+  loads = [outcome(pretrained.load_pretrained, *case) for case in cases]
+  assert sum(isinstance(load, str) for load in loads) == 3, loads  # three refusals
+
   def read(*args, **kwargs):
-    raise AssertionError('arrays were read')
+    raise AssertionError('weights were read')
 
   monkeypatch.setattr(pretrained, '_restore_raw', read)
-  _, params = _training_checkpoint(tmp_path)
-  names = sorted(f'params:{name}' for name in flat(params))
-  for source in (str(tmp_path), str(tmp_path / 'checkpoints' / '3')):
-    init_from = {'checkpoint': source, 'exclude': '/fc/', 'which': 'latest'}
-    assert sorted(pretrained.params_given(init_from, params)) == [
-        name for name in names if '/fc/' not in name]
-  converted, k400_params, _ = k400_salinet
-  shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), k400_params)
-  shapes['head']['fc']['kernel'] = jax.ShapeDtypeStruct((3, 3), jnp.float32)  # mis-shaped
-  shapes['extra'] = {'bias': jax.ShapeDtypeStruct((2,), jnp.float32)}  # not in the checkpoint
-  given = pretrained.params_given({'checkpoint': converted}, shapes)
-  assert sorted(given) == sorted(f'params:{name}' for name in flat(k400_params)), given
+  shapes = lambda tree: jax.tree.map(  # noqa: E731
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), tree)
+  for (variables, init_from), load in zip(cases, loads):
+    assert outcome(pretrained.check_fit, shapes(variables), init_from) == load, init_from
 
 
 def test_a_classifier_trained_on_other_classes_of_the_same_count_is_refused(tmp_path):
@@ -559,16 +570,21 @@ def test_frozen_parameters_left_at_their_random_initialisation_are_refused(confi
   train._refuse_frozen_random_parameters(config, state.params, loaded)  # given: trains on
 
 
-def test_frozen_random_parameters_are_refused_before_the_model_compiles_or_loads(
+def test_a_fine_tune_that_cannot_start_is_refused_before_the_model_compiles_or_loads(
     config, tmp_path, monkeypatch):
-  """Under init_from, the refusal of frozen parameters its checkpoint leaves random (excluded,
-  or missing where strict=False lets that be) came after an event file, the init compile and
-  the load of every weight; the checkpoint's metadata says which it gives before any of them."""
+  """A fine-tune whose init_from does not fit the model, or leaves frozen parameters random
+  (excluded, or missing where strict=False lets that be), was refused after an event file, the
+  init compile (11 s for SaliNet K400) and the load of every weight; now before any of them,
+  from the model's shapes and the checkpoint's metadata."""
   from salinet_jax import engine  # pylint: disable=g-import-not-at-top
   from salinet_jax import train  # pylint: disable=g-import-not-at-top
   state = train.training_engine(config).fresh_state()
   whole = save(tmp_path, 'whole', state.params, state.batch_stats)
   headless = save(tmp_path, 'headless', {**state.params, 'head': {}}, state.batch_stats)
+  kernel = state.params['head']['fc']['kernel']
+  other_classes = save(tmp_path, 'other_classes', {**state.params, 'head': {'fc': {
+      'kernel': np.zeros((kernel.shape[0], 9), np.float32), 'bias': np.zeros(9, np.float32)}}},
+                       state.batch_stats)
 
   def initialised(*args, **kwargs):
     raise AssertionError('the model was initialised')
@@ -578,15 +594,18 @@ def test_frozen_random_parameters_are_refused_before_the_model_compiles_or_loads
 
   monkeypatch.setattr(engine.Engine, 'fresh_state', initialised)
   monkeypatch.setattr(pretrained, '_variables_of', read)
-  config.optimizer.frozen = '/fc/'
-  for run, checkpoint, exclude, strict in (('excluded', whole, '/fc/', True),
-                                           ('missing', headless, '', False)):
+  frozen_random = ("freezes 2 parameters that keep their random initialisation (head/fc/bias, "
+                   "head/fc/kernel; config.init_from.checkpoint='{}' does not give them")
+  for run, frozen, checkpoint, exclude, strict, refusal in (
+      ('excluded', '/fc/', whole, '/fc/', True, frozen_random.format(whole)),
+      ('missing', '/fc/', headless, '', False, frozen_random.format(headless)),
+      ('mis_shaped', '', other_classes, '', True, 'mis-shaped 2')):
+    config.optimizer.frozen = frozen
     config.init_from.update(checkpoint=checkpoint, exclude=exclude, strict=strict)
-    with pytest.raises(errors.ConfigError, match=re.escape(
-        "freezes 2 parameters that keep their random initialisation (head/fc/bias, "
-        f"head/fc/kernel; config.init_from.checkpoint='{checkpoint}' does not give them")):
+    with pytest.raises(errors.UserError, match=re.escape(refusal)):
       train.train_and_evaluate(config, str(tmp_path / run))
     assert not [name for name in os.listdir(tmp_path / run) if name.startswith('events.')], run
+  config.optimizer.frozen = '/fc/'
   config.init_from.update(checkpoint=whole, exclude='', strict=True)  # gives them: starts
   with pytest.raises(AssertionError, match='the model was initialised'):
     train.train_and_evaluate(config, str(tmp_path / 'given'))

@@ -46,8 +46,10 @@ def test_warmup_freezes_f_theta_and_sampling_starts_from_warmup(s2dnet_stage_run
   for a, b in zip(jax.tree.leaves(start.params), jax.tree.leaves(warm.params)):
     np.testing.assert_array_equal(a, b)
   # What a run checks frozen parameters against before it compiles: the same, from metadata.
-  given = pretrained.params_given(config.init_from, sampling.abstract_state().params)
-  assert sorted(given) == sorted(name for name in loaded if name.startswith('params:'))
+  abstract = sampling.abstract_state()
+  checked = pretrained.check_fit(abstract.params, abstract.batch_stats, config.init_from,
+                                 config.model, sampling.classes, sampling.classifier_params)
+  assert checked.loaded == loaded
   _, sampled = _restore(config, sampling_dir)
   changed = [not np.array_equal(v, _f_theta(warm.params)[k])
              for k, v in _f_theta(sampled.params).items()]
