@@ -241,19 +241,18 @@ def _get(config: Any, name: str, default: Any) -> Any:
   return getattr(config, name, default)
 
 
-def merge_variables(fresh: Mapping[str, Any], pretrained: Mapping[str, Any], exclude: str = ''
-                    ) -> Tuple[Dict[str, Any], LoadReport]:
-  """Merges `pretrained` into `fresh` ({collection: tree} both); returns (variables, report)."""
-  report = match_variables(fresh, pretrained, exclude)
-  loaded = set(report.loaded)
+def _merged(fresh: Mapping[str, Any], stored: Mapping[str, Any], loaded: Iterable[str]
+            ) -> Dict[str, Any]:
+  """`fresh` ({collection: tree}) with the tensors of `stored` that a report `loaded`."""
+  loaded = set(loaded)
   merged = {}
   for collection in COLLECTIONS:
-    stored = layout.flatten(pretrained.get(collection) or {})
+    values = layout.flatten(stored.get(collection) or {})
     merged[collection] = layout.unflatten({
-        path: (_like(np.asarray(stored[path]), leaf)
+        path: (_like(np.asarray(values[path]), leaf)
                if f'{collection}:{layout.path_str(path)}' in loaded else leaf)
         for path, leaf in layout.flatten(fresh.get(collection) or {}).items()})
-  return merged, report
+  return merged
 
 
 def match_variables(fresh: Mapping[str, Any], stored: Mapping[str, Any], exclude: str = ''
@@ -325,8 +324,9 @@ def load_pretrained(params: Any, batch_stats: Any, init_config: Any,
     return params, batch_stats, LoadReport(checkpoint=FROM_SCRATCH)
   item = resolve_checkpoint(_checkpoint_path(init_config), _get(init_config, 'which', 'best'))
   stored = _variables_of(item)
-  report = _checked_report(item, {'params': params, 'batch_stats': batch_stats or {}}, stored,
-                           init_config, model_config, classes, classifier_params)
+  fresh = {'params': params, 'batch_stats': batch_stats or {}}
+  report = _checked_report(item, fresh, stored, init_config, model_config, classes,
+                           classifier_params)
   if report.unfinished:
     # E.g. a warm-up stopped by a preemption and never resumed: the next stage would start
     # from it without a word. The best step of a finished run is not one.
@@ -335,8 +335,7 @@ def load_pretrained(params: Any, batch_stats: Any, init_config: Any,
                     'end.', os.path.dirname(item), *report.unfinished)
   if report.unchecked_classes:
     logging.warning('%s', report.unchecked_classes)
-  merged, _ = merge_variables({'params': params, 'batch_stats': batch_stats or {}}, stored,
-                              _get(init_config, 'exclude', ''))
+  merged = _merged(fresh, stored, report.loaded)
   return merged['params'], merged['batch_stats'], report
 
 
