@@ -153,7 +153,8 @@ def _collections(tree: Any, item: str) -> Dict[str, Any]:
 
 @dataclasses.dataclass
 class LoadReport(layout.MatchReport):
-  """What `load_pretrained` did; paths are 'collection:module/.../leaf'."""
+  """What `load_pretrained` did (or, from `check_fit`, will do); paths are
+  'collection:module/.../leaf'."""
   checkpoint: str = ''
   taken: str = ''  # which checkpoint of a workdir was taken, e.g. 'its best checkpoint, step 12'
   source_config: str = ''  # the config (json) a training checkpoint was trained with
@@ -243,7 +244,8 @@ def _get(config: Any, name: str, default: Any) -> Any:
 
 def _merged(fresh: Mapping[str, Any], stored: Mapping[str, Any], loaded: Iterable[str]
             ) -> Dict[str, Any]:
-  """`fresh` ({collection: tree}) with the tensors of `stored` that a report `loaded`."""
+  """`fresh` ({collection: tree}) with the tensors of `stored` named in `loaded` (a report's)
+  in place of its own."""
   loaded = set(loaded)
   merged = {}
   for collection in COLLECTIONS:
@@ -344,9 +346,10 @@ def check_fit(params: Any, batch_stats: Any, init_config: Any,
               classes: Optional[Sequence[str]] = None,
               classifier_params: Optional[Callable[[], Iterable[str]]] = None) -> LoadReport:
   """`load_pretrained`'s refusals and report, from the shapes of the fresh variables (arrays or
-  jax.ShapeDtypeStruct) and the checkpoint's metadata alone (a training checkpoint is verified
-  against its checksums first): no weight is read, nothing said. A run calls it before it
-  compiles its model, so that a checkpoint that cannot load fails in seconds."""
+  jax.ShapeDtypeStruct) and the checkpoint's metadata: no array is decoded and nothing merged
+  (a training checkpoint's files are still checksummed, as the load does). A run calls it
+  before it compiles its model, so that a checkpoint that cannot load fails in seconds; the
+  load's own warnings (an unfinished source run, unchecked classes) are left to the load."""
   if _get(init_config, 'checkpoint', FROM_SCRATCH) == FROM_SCRATCH:
     return LoadReport(checkpoint=FROM_SCRATCH)
   item = resolve_checkpoint(_checkpoint_path(init_config), _get(init_config, 'which', 'best'))

@@ -433,6 +433,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
       _say_the_run_started_from_an_unfinished_one(started_from)
     else:
       from_scratch = config.init_from.checkpoint == pretrained.FROM_SCRATCH
+      # Again, as after the load below: a workdir whose checkpoints all turned out corrupt
+      # skipped _refuse_a_start_that_cannot_work.
       if from_scratch:  # before anything is compiled
         _refuse_frozen_random_parameters(config, trainer.abstract_state().params, ())
       logging.info('Initialising the model (compiled once per run)...')
