@@ -373,6 +373,7 @@ class Engine:
                train_videos: Optional[int] = None):
     self.config = config
     self.classes = tuple(classes)
+    self._classifier_params: Optional[FrozenSet[str]] = None
     if not self.classes:
       raise errors.ConfigError('The model needs at least one class name.')
     self.mesh = parallel.create_mesh()
@@ -472,9 +473,14 @@ class Engine:
     return state, description
 
   def classifier_params(self) -> FrozenSet[str]:
-    """Paths of the parameters whose shapes follow the number of classes (models.py)."""
-    return models.classifier_paths(self.config.model, len(self.classes), self.input_shape,
-                                   self.config.dtype, self.config.remat)
+    """Paths of the parameters whose shapes follow the number of classes (models.py); found
+    once, since that builds the model twice (1 s for SaliNet K400), and a fine-tune's start
+    asks before its compile and again at its load."""
+    if self._classifier_params is None:
+      self._classifier_params = models.classifier_paths(
+          self.config.model, len(self.classes), self.input_shape, self.config.dtype,
+          self.config.remat)
+    return self._classifier_params
 
   def restore_variables(self, workdir: str, which: str) -> Tuple[Dict[str, Any], int, str]:
     """The variables and step of the verified checkpoint `which`, and a description of it: what
