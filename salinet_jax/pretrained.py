@@ -205,32 +205,34 @@ def check_init_from(init_config) -> None:
   checkpoint is empty (an unset shell variable would otherwise train from scratch without a
   word: from scratch is `none`), or when `which` or `exclude` cannot work, or the checkpoint
   is not there (before a workdir is made for a run that cannot start)."""
-  if init_config.which not in WHICH:
-    raise errors.ConfigError(f'config.init_from.which must be one of {WHICH}, got '
-                             f'{init_config.which!r}.')
+  which, exclude = _get(init_config, 'which', 'best'), _get(init_config, 'exclude', '')
+  checkpoint = _get(init_config, 'checkpoint', FROM_SCRATCH)
+  source = _get(init_config, 'source', '')
+  if which not in WHICH:
+    raise errors.ConfigError(f'config.init_from.which must be one of {WHICH}, got {which!r}.')
   try:
-    re.compile(init_config.exclude)
+    re.compile(exclude)
   except re.error as e:
-    raise errors.ConfigError(f'config.init_from.exclude is not a valid regex '
-                             f'({init_config.exclude!r}: {e}).') from e
-  if not init_config.checkpoint.strip():
+    raise errors.ConfigError(f'config.init_from.exclude is not a valid regex ({exclude!r}: '
+                             f'{e}).') from e
+  if not checkpoint.strip():
     raise InitCheckpointRequiredError(EMPTY_CHECKPOINT)
-  if init_config.checkpoint == FROM_SCRATCH:
+  if checkpoint == FROM_SCRATCH:
     return
-  if init_config.checkpoint != REQUIRED:
+  if checkpoint != REQUIRED:
     try:
-      check_location(init_config.checkpoint)
+      check_location(checkpoint)
     except checkpoints.NoCheckpointError as e:
-      if not init_config.source or not str(e).endswith(' does not exist.'):
+      if not source or not str(e).endswith(' does not exist.'):
         raise
       raise checkpoints.NoCheckpointError(
-          f'{str(e)[:-1]}: this recipe starts from {init_config.source}, or pass '
+          f'{str(e)[:-1]}: this recipe starts from {source}, or pass '
           '--config.init_from.checkpoint=DIR.') from None
     return
-  command = init_config.convert_command
+  command = _get(init_config, 'convert_command', '')
   raise InitCheckpointRequiredError(
       f'config.init_from.checkpoint must name what this recipe starts from: '
-      f'{init_config.source or "a pretrained checkpoint"}. '
+      f'{source or "a pretrained checkpoint"}. '
       + (f'Make it with `{command}`, then pass ' if command else 'Pass ')
       + '--config.init_from.checkpoint=DIR (or =none to train from scratch, which the '
       'reference does not do).')

@@ -306,6 +306,11 @@ def test_no_checkpoint_is_a_no_op_and_an_empty_one_is_refused():
   assert pretrained.load_pretrained(params, {}, {})[0] is params
   with pytest.raises(pretrained.InitCheckpointRequiredError, match='checkpoint is empty'):
     pretrained.load_pretrained(params, {}, {'checkpoint': ''})
+  # A plain dict with a recipe's placeholder (an AttributeError before).
+  for check in (pretrained.load_pretrained, pretrained.check_fit):
+    with pytest.raises(pretrained.InitCheckpointRequiredError, match='must name what this '
+                       'recipe starts from: a pretrained checkpoint'):
+      check(params, {}, {'checkpoint': pretrained.REQUIRED})
 
 
 def test_flax_frozen_dicts_are_accepted(k400_salinet):
