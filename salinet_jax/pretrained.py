@@ -324,9 +324,9 @@ def load_pretrained(params: Any, batch_stats: Any, init_config: Any,
     PretrainedMismatchError: mis-shaped tensors not excluded; with `strict`, also missing or
       unexpected ones (the message is the report); a classifier of other classes.
   """
-  if _get(init_config, 'checkpoint', FROM_SCRATCH) == FROM_SCRATCH:
+  item = _source_item(init_config)
+  if item is None:
     return params, batch_stats, LoadReport(checkpoint=FROM_SCRATCH)
-  item = resolve_checkpoint(_checkpoint_path(init_config), _get(init_config, 'which', 'best'))
   stored = _variables_of(item)
   fresh = {'params': params, 'batch_stats': batch_stats or {}}
   report = _checked_report(item, fresh, stored, init_config, model_config, classes,
@@ -352,22 +352,25 @@ def check_fit(params: Any, batch_stats: Any, init_config: Any,
   (a training checkpoint's files are still checksummed, as the load does). A run calls it
   before it compiles its model, so that a checkpoint that cannot load fails in seconds; the
   load's own warnings (an unfinished source run, unchecked classes) are left to the load."""
-  if _get(init_config, 'checkpoint', FROM_SCRATCH) == FROM_SCRATCH:
+  item = _source_item(init_config)
+  if item is None:
     return LoadReport(checkpoint=FROM_SCRATCH)
-  item = resolve_checkpoint(_checkpoint_path(init_config), _get(init_config, 'which', 'best'))
   return _checked_report(item, {'params': params, 'batch_stats': batch_stats or {}},
                          _collections(checkpoints.item_tree(item), item), init_config,
                          model_config, classes, classifier_params)
 
 
-def _checkpoint_path(init_config: Any) -> str:
-  """init_config.checkpoint, where it names one (empty and REQUIRED are refused)."""
+def _source_item(init_config: Any) -> Optional[str]:
+  """The verified orbax item `init_config.checkpoint` names (resolve_checkpoint), None for a
+  start from scratch; an empty checkpoint and the recipe placeholder REQUIRED are refused."""
   path = _get(init_config, 'checkpoint', FROM_SCRATCH)
+  if path == FROM_SCRATCH:
+    return None
   if not path.strip():
     raise InitCheckpointRequiredError(EMPTY_CHECKPOINT)
   if path == REQUIRED:
     check_init_from(init_config)
-  return path
+  return resolve_checkpoint(path, _get(init_config, 'which', 'best'))
 
 
 def _checked_report(item: str, fresh: Mapping[str, Any], stored: Mapping[str, Any],
