@@ -55,6 +55,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   # glibc keeps blocks up to this many MiB in the heap, so each video record's buffer reuses
   # pages instead of a fresh mmap (data/host_malloc.py); 0 leaves malloc's defaults.
   config.data.malloc_mmap_threshold_mib = 32
+  # and hands a heap's free top back to the kernel beyond this many MiB, in each thread's heap:
+  # lower saves memory, and the pipeline pays in page faults (data/host_malloc.py).
+  config.data.malloc_trim_threshold_mib = 32
   # How processes split the train stream: 'auto' | 'global_order' | 'files' (data/pipeline.py).
   config.data.train_sharding = 'auto'
   config.data.prefetch_batches = 2  # host batches tf.data prepares ahead

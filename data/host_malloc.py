@@ -56,7 +56,7 @@ def frees_handed_back():
   not glibc's adaptive ones, and a block that free heap space can hold still comes from there.
   """
   libc = _libc()
-  if libc is None or not _kept_in_heap_mib:
+  if libc is None or _thresholds_in_effect is None:
     yield
     return
   libc.mallopt(_M_MMAP_THRESHOLD, _GLIBC_THRESHOLDS)
@@ -64,19 +64,32 @@ def frees_handed_back():
   try:
     yield
   finally:
-    libc.mallopt(_M_MMAP_THRESHOLD, _kept_in_heap_mib << 20)
-    libc.mallopt(_M_TRIM_THRESHOLD, 2 * (_kept_in_heap_mib << 20))
+    _set_thresholds(libc, *_thresholds_in_effect)
 
 
-_kept_in_heap_mib = 0  # the mmap_threshold_mib keep_buffers_in_heap put in effect (0: none)
+# The (mmap_threshold_mib, trim_threshold_mib) keep_buffers_in_heap put in effect (None: none).
+_thresholds_in_effect = None
+
+
+def _set_thresholds(libc, mmap_threshold_mib: int, trim_threshold_mib: int) -> bool:
+  return bool(libc.mallopt(_M_MMAP_THRESHOLD, mmap_threshold_mib << 20) and
+              libc.mallopt(_M_TRIM_THRESHOLD, trim_threshold_mib << 20))
 
 
 @functools.cache
-def keep_buffers_in_heap(mmap_threshold_mib: int) -> bool:
-  """Serves blocks up to `mmap_threshold_mib` MiB from the heap (0: glibc defaults).
+def keep_buffers_in_heap(mmap_threshold_mib: int, trim_threshold_mib: int) -> bool:
+  """Serves blocks up to `mmap_threshold_mib` MiB from the heap (0: glibc defaults), and hands a
+  heap's free top back to the kernel beyond `trim_threshold_mib` MiB.
 
-  The heap's free top is returned to the kernel only beyond twice that size. Returns whether
-  the settings are in effect.
+  Every thread that allocates gets a heap of its own (glibc's arenas: up to 8 per core), so
+  what the trim threshold keeps is kept per heap. Measured on 2 cores with the 32 MiB mmap
+  threshold (2026-12-05), trim threshold: SaliNet K400's eval step at batch 1, peak RSS; the
+  fight_surv train pipeline (python -m data.bench), clips/s and peak RSS:
+    64 (twice the mmap threshold, as before): 889-900 MiB; 409-430 clips/s, 958-975 MiB
+    32: 872-881 MiB; 406-408 clips/s, 939 MiB
+    16: -; 374-389 clips/s, 914-918 MiB
+     8: 838-842 MiB; 369-390 clips/s, 854-865 MiB
+  Returns whether the settings are in effect.
   """
   if mmap_threshold_mib <= 0:
     return False
@@ -84,17 +97,19 @@ def keep_buffers_in_heap(mmap_threshold_mib: int) -> bool:
   if libc is None:
     logging.info('No glibc mallopt here: malloc settings left as they are.')
     return False
-  mallopt = libc.mallopt
-  threshold = mmap_threshold_mib << 20
-  applied = bool(mallopt(_M_MMAP_THRESHOLD, threshold) and
-                 mallopt(_M_TRIM_THRESHOLD, 2 * threshold))
+  applied = _set_thresholds(libc, mmap_threshold_mib, trim_threshold_mib)
   if not applied:
-    logging.warning('glibc refused mallopt(M_MMAP_THRESHOLD=%d MiB): malloc settings unchanged.',
-                    mmap_threshold_mib)
+    logging.warning('glibc refused mallopt(M_MMAP_THRESHOLD=%d MiB, M_TRIM_THRESHOLD=%d MiB): '
+                    'malloc settings unchanged.', mmap_threshold_mib, trim_threshold_mib)
   else:
-    global _kept_in_heap_mib
-    _kept_in_heap_mib = mmap_threshold_mib
+    global _thresholds_in_effect
+    _thresholds_in_effect = (mmap_threshold_mib, trim_threshold_mib)
   return applied
+
+
+def apply_settings(data) -> bool:
+  """`keep_buffers_in_heap` with the thresholds of `data` (config.data); whether in effect."""
+  return keep_buffers_in_heap(data.malloc_mmap_threshold_mib, data.malloc_trim_threshold_mib)
 
 
 def peak_rss_mib() -> float:

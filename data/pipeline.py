@@ -546,7 +546,7 @@ def train_dataset(config, *, seed: int, start_step: int = 0,
   data = config.data
   info = train_split_info(config.dataset)
   local_batch = _check_batch(config.batch_size, process_count, 'config.batch_size')
-  host_malloc.keep_buffers_in_heap(data.malloc_mmap_threshold_mib)
+  host_malloc.apply_settings(data)
   check_train_clips(data)
   padded = ops.pads_frames(data)
 
@@ -638,7 +638,7 @@ def eval_dataset(config, split: str, *, process_index: Optional[int] = None,
   info = split_info(config.dataset, split)
   local_batch = _check_batch(config.eval_batch_size, process_count, 'config.eval_batch_size')
   num_batches = num_eval_batches(info.num_videos, local_batch, process_count)
-  host_malloc.keep_buffers_in_heap(data.malloc_mmap_threshold_mib)
+  host_malloc.apply_settings(data)
   ds = read(info, shuffle=False, seed=0, process_index=process_index,
             process_count=process_count, by_file=False)
   ds = ds.map(_graph_only(records.parse_video), num_parallel_calls=tf.data.AUTOTUNE)

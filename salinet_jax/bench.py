@@ -209,7 +209,7 @@ class JaxWorkload:
       host_malloc.trim()  # and hands the dropped optimizer state back (a fresh init made one)
     # The malloc settings that training's and evaluation's input pipelines put in effect before
     # their first step compiles (data/pipeline.py): the step runs under them there.
-    host_malloc.keep_buffers_in_heap(config.data.malloc_mmap_threshold_mib)
+    host_malloc.apply_settings(config.data)
     start = time.perf_counter()
     traced = step.trace(*self.args)
     lowered = traced.lower()

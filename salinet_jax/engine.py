@@ -234,6 +234,7 @@ _TRAINING_RANGES = {
     'model.dropout_rate': (0.0, 1.0, False),
     'data.all_frames_trim_fraction': (0.0, 0.5, False),  # trimmed at each end: 0.5 trims all
     'data.shuffle_buffer': (1, None, False),
+    'data.malloc_trim_threshold_mib': (0, None, False),
     'precise_bn_batches': (0, None, False),
     'grad_accumulation_steps': (1, None, False),
     'profile_num_steps': (0, None, False),
@@ -450,7 +451,7 @@ class Engine:
     # The malloc settings the input pipeline would put in effect later (eval), or never
     # (predict, export): from here, so the restore's reads leave no heap behind (data/
     # host_malloc.py). Export completes a stored config that predates them (export/source.py).
-    host_malloc.keep_buffers_in_heap(self.config.data.malloc_mmap_threshold_mib)
+    host_malloc.apply_settings(self.config.data)
     if which in ('best', 'latest'):
       store = checkpoints.CheckpointStore(workdir, self.config.checkpoint, read_only=True)
       try:

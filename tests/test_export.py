@@ -689,7 +689,8 @@ def _as_an_older_version_wrote_it(workdir, tmp_path, change):
   return str(copy)
 
 
-@pytest.mark.parametrize('field', ['data.malloc_mmap_threshold_mib', 'remat',
+@pytest.mark.parametrize('field', ['data.malloc_mmap_threshold_mib',
+                                   'data.malloc_trim_threshold_mib', 'remat',
                                    'eval.clips_per_device_forward', 'data.temporal_sampling'])
 def test_a_checkpoint_whose_stored_config_predates_a_setting_restores(trained, tmp_path, caplog,
                                                                      field):

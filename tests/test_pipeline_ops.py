@@ -2,12 +2,17 @@
 augmentations, and their selection by config."""
 
 import io
+import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
 
+from conftest import REPO_ROOT
+from conftest import subprocess_env
 from configs import base
 from data import augment
 from data import pipeline
@@ -376,10 +381,68 @@ def test_normalisation_presets_are_the_published_rgb_statistics():
 def test_malloc_settings_apply_on_glibc_and_zero_keeps_defaults():
   import platform  # pylint: disable=g-import-not-at-top
   from data import host_malloc  # pylint: disable=g-import-not-at-top
-  assert host_malloc.keep_buffers_in_heap(0) is False
+  assert host_malloc.keep_buffers_in_heap(0, 8) is False
   if platform.libc_ver()[0] != 'glibc':
     pytest.skip('mallopt is glibc-only; elsewhere the setting is a documented no-op')
-  assert host_malloc.keep_buffers_in_heap(32) is True
+  assert host_malloc.apply_settings(base.get_base_config().data) is True
+
+
+# A worker thread (its own glibc heap) fills 48 MiB of 1 MiB blocks and frees them: what stays
+# resident once they are freed, under the config's malloc settings with the given trim threshold.
+_THREAD_HEAP_LEFT = r"""
+import ctypes, json, sys, threading
+from configs import base
+from data import host_malloc
+
+def rss_mib():
+  with open('/proc/self/status') as f:
+    return next(int(l.split()[1]) / 1024 for l in f if l.startswith('VmRSS'))
+
+data = base.get_base_config().data
+data.malloc_trim_threshold_mib = int(sys.argv[1])
+assert host_malloc.apply_settings(data)
+libc = ctypes.CDLL('libc.so.6')
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+libc.memset.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]
+result = {}
+
+def work():
+  before = rss_mib()
+  blocks = [libc.malloc(1 << 20) for _ in range(48)]
+  for block in blocks:
+    libc.memset(block, 1, 1 << 20)
+  result['held_mib'] = rss_mib() - before
+  for block in reversed(blocks):
+    libc.free(block)
+  result['left_mib'] = rss_mib() - before
+
+thread = threading.Thread(target=work)
+thread.start()
+thread.join()
+print(json.dumps(result))
+"""
+
+
+def test_a_threads_freed_heap_beyond_the_trim_threshold_goes_back_to_the_kernel():
+  """XLA's and tf.data's threads each allocate in a heap of their own, whose free top glibc kept
+  up to twice the 32 MiB mmap threshold; the config now sets that threshold
+  (data/host_malloc.py has what it trades)."""
+  import platform  # pylint: disable=g-import-not-at-top
+  if platform.libc_ver()[0] != 'glibc':
+    pytest.skip('mallopt is glibc-only; elsewhere the setting is a documented no-op')
+
+  def left_after_freeing(trim_threshold_mib):
+    out = subprocess.run([sys.executable, '-c', _THREAD_HEAP_LEFT, str(trim_threshold_mib)],
+                         env=subprocess_env(), capture_output=True, text=True, timeout=300,
+                         check=True, cwd=REPO_ROOT).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+  trimmed = left_after_freeing(8)
+  kept = left_after_freeing(64)  # the threshold before: twice the mmap threshold
+  assert trimmed['held_mib'] > 40 and kept['held_mib'] > 40, (trimmed, kept)
+  assert trimmed['left_mib'] < 8, trimmed
+  assert kept['left_mib'] > 40, kept  # the measurement sees a heap that keeps its pages
 
 
 def test_unknown_normalisation_preset_is_named():
