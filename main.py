@@ -6,11 +6,11 @@
   python main.py --config=configs/demo.py --workdir=/tmp/demo --mode=predict --video=DIR_OR_FILE
   python main.py --config=configs/demo.py --workdir=/tmp/demo --mode=features --video=DIR_OR_FILE
 
-Mistakes a user can fix (a misspelt config field, a missing path, a busy or corrupt workdir)
-end with one `error:` line and exit status 1 (2 for bad flags); anything unexpected keeps its
-traceback. A run stopped by SIGTERM saves its step and exits with status 143 (128 + SIGTERM, what
-a shell reports for a process the signal killed), so that no script or scheduler takes an
-unfinished run for a finished one.
+Mistakes a user can fix (a misspelt model name, a missing path, a busy or corrupt workdir)
+end with one `error:` line and exit status 1 (2 for bad flags, a misspelt --config. field
+among them); anything unexpected keeps its traceback. A run stopped by SIGTERM saves its
+step and exits with status 143 (128 + SIGTERM, what a shell reports for a process the signal
+killed), so that no script or scheduler takes an unfinished run for a finished one.
 """
 
 import signal
