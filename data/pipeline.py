@@ -282,14 +282,17 @@ def clip_settings_warning(dataset_config, evaluated: str, consequence: str,
   if evaluated == train_split:
     return None
   metadata = records.read_metadata(records_directory(dataset_config))
+  against, label = f'the train split {train_split!r}', train_split
   if trained_settings is None:
     trained_settings = records.conversion_settings(metadata, train_split)
+  else:  # not the records' own train split, which may have been converted again since
+    against, label = f'{against} had when the checkpoint trained on it', f'{train_split} then'
   unlike = records.unlike_clip_settings(evaluated, records.conversion_settings(metadata, evaluated),
-                                       train_split, trained_settings)
+                                       label, trained_settings)
   if not unlike:
     return None
   return (f'Split {evaluated!r} of {records_directory(dataset_config)} was converted with other '
-          f'clip settings than the train split {train_split!r} ({unlike}): {consequence}.')
+          f'clip settings than {against} ({unlike}): {consequence}.')
 
 
 def enlarging_warnings(dataset_config, data_config, train_split: Optional[str] = None,

@@ -1746,7 +1746,12 @@ def test_splits_converted_with_other_clip_settings_are_said_at_conversion_traini
   train.training_engine(config)
   assert 'other clip settings' not in caplog.text
   train.evaluation_engine(config, str(tmp_path / 'run'), 'val')
-  assert unlike + 'the checkpoint is scored on clips unlike those it trained on.' in caplog.text
+  # Against the train split as the checkpoint trained on it, said so (audit: 'than the train
+  # split' read as the records' own train split, converted like val by then).
+  assert (f"Split 'val' of {out} was converted with other clip settings than the train split "
+          "'train' had when the checkpoint trained on it (val: fps native, max_frames 30; train "
+          "then: fps 10, max_frames none): the checkpoint is scored on clips unlike those it "
+          "trained on.") in caplog.text, caplog.text
 
 
 def test_the_converter_counts_the_videos_official_folds_share_and_runs_warn_of_them(tmp_path,
