@@ -22,6 +22,7 @@ LOG_FILE = 'log.txt'
 _QUIET_LOGGERS = ('jax._src.xla_bridge', 'jax._src.distributed', 'tensorflow',
                   'orbax', 'absl.flags')
 _NOISE = ('Setting work unit notes',  # clu's ReportProgress: the project's own line has it
+          'Created artifact',  # clu's Profile ('value None'): the project says where traces go
           'Unable to initialize backend')
 # Orbax warnings a user cannot act on: a read-only manager (eval), a best-metric policy before
 # the first evaluation has given it a metric.

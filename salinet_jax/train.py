@@ -730,6 +730,8 @@ def _profiler(config, start_step: int, total_steps: int, workdir: str) -> List[A
   at that step and writes its trace only once they have run."""
   first, count = config.profile_first_step, config.profile_num_steps
   if start_step < first and first + count <= total_steps:
+    logging.info('Steps %d to %d are traced into %s (TensorBoard\'s Profile tab).', first + 1,
+                 first + count, os.path.join(workdir, 'plugins', 'profile'))
     return [periodic_actions.Profile(logdir=workdir, num_profile_steps=count,
                                      profile_duration_ms=None, first_profile=first,
                                      every_secs=None)]

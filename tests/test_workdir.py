@@ -1,5 +1,6 @@
 """One trainer per workdir, a readable console mirrored to log.txt, the config written once."""
 
+import glob
 import json
 import os
 import re
@@ -94,6 +95,21 @@ def test_a_second_trainer_on_the_same_workdir_refuses_in_one_line(tiny_data_dir,
   finally:
     first.kill()
     first.wait()
+
+
+def test_a_profiled_run_says_where_its_trace_goes_and_not_clus_artifact(tiny_data_dir, tmp_path):
+  """clu's profiler logged 'Created artifact [1] Profile of type ArtifactType.URL and value
+  None.' and nothing said where the trace went (README audit)."""
+  workdir = tmp_path / 'run'
+  proc = _main('--config=configs/demo.py', f'--workdir={workdir}',
+               *_tiny_overrides(tiny_data_dir), '--config.num_train_steps=2',
+               '--config.profile_first_step=1', '--config.profile_num_steps=1')
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  where = workdir / 'plugins' / 'profile'
+  assert f"Steps 2 to 2 are traced into {where} (TensorBoard's Profile tab)." in proc.stderr, (
+      proc.stderr[-4000:])
+  assert glob.glob(str(where / '*' / '*.xplane.pb'))
+  assert 'Created artifact' not in proc.stderr, proc.stderr[-4000:]
 
 
 def test_console_is_one_line_per_interval_and_mirrored_in_log_txt(tiny_data_dir, tmp_path):
