@@ -55,8 +55,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   # glibc keeps blocks up to this many MiB in the heap, so each video record's buffer reuses
   # pages instead of a fresh mmap (data/host_malloc.py); 0 leaves malloc's defaults.
   config.data.malloc_mmap_threshold_mib = 32
-  # and hands a heap's free top back to the kernel beyond this many MiB, in each thread's heap:
-  # lower saves memory, and the pipeline pays in page faults (data/host_malloc.py).
+  # With it, each thread's heap hands its free top back to the kernel beyond this many MiB (0:
+  # at every free): lower saves memory, and the pipeline pays in page faults (data/host_malloc.py).
   config.data.malloc_trim_threshold_mib = 32
   # How processes split the train stream: 'auto' | 'global_order' | 'files' (data/pipeline.py).
   config.data.train_sharding = 'auto'

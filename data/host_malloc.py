@@ -76,7 +76,6 @@ def _set_thresholds(libc, mmap_threshold_mib: int, trim_threshold_mib: int) -> b
               libc.mallopt(_M_TRIM_THRESHOLD, trim_threshold_mib << 20))
 
 
-@functools.cache
 def keep_buffers_in_heap(mmap_threshold_mib: int, trim_threshold_mib: int) -> bool:
   """Serves blocks up to `mmap_threshold_mib` MiB from the heap (0: glibc defaults), and hands a
   heap's free top back to the kernel beyond `trim_threshold_mib` MiB.
@@ -91,8 +90,11 @@ def keep_buffers_in_heap(mmap_threshold_mib: int, trim_threshold_mib: int) -> bo
      8: 838-842 MiB; 369-390 clips/s, 854-865 MiB
   Returns whether the settings are in effect.
   """
+  global _thresholds_in_effect
   if mmap_threshold_mib <= 0:
     return False
+  if _thresholds_in_effect == (mmap_threshold_mib, trim_threshold_mib):
+    return True
   libc = _libc()
   if libc is None:
     logging.info('No glibc mallopt here: malloc settings left as they are.')
@@ -102,7 +104,6 @@ def keep_buffers_in_heap(mmap_threshold_mib: int, trim_threshold_mib: int) -> bo
     logging.warning('glibc refused mallopt(M_MMAP_THRESHOLD=%d MiB, M_TRIM_THRESHOLD=%d MiB): '
                     'malloc settings unchanged.', mmap_threshold_mib, trim_threshold_mib)
   else:
-    global _thresholds_in_effect
     _thresholds_in_effect = (mmap_threshold_mib, trim_threshold_mib)
   return applied
 

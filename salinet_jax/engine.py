@@ -234,16 +234,19 @@ _TRAINING_RANGES = {
     'model.dropout_rate': (0.0, 1.0, False),
     'data.all_frames_trim_fraction': (0.0, 0.5, False),  # trimmed at each end: 0.5 trims all
     'data.shuffle_buffer': (1, None, False),
-    'data.malloc_trim_threshold_mib': (0, None, False),
     'precise_bn_batches': (0, None, False),
     'grad_accumulation_steps': (1, None, False),
     'profile_num_steps': (0, None, False),
     'profile_first_step': (0, None, False),
 }
+# Fields of every mode. The malloc thresholds reach glibc as a C int of bytes: from 2048 MiB
+# they wrapped around, to never trimming or to trimming at every free, without a word.
 _RANGES = {
     'eval.num_visualizations': (0, None, False),
     'predict.timeline_classes': (1, None, False),
     'predict.window_batch': (1, None, False),
+    'data.malloc_mmap_threshold_mib': (0, 2047, True),
+    'data.malloc_trim_threshold_mib': (0, 2047, True),
 }
 
 

@@ -361,9 +361,10 @@ def test_restoring_the_variables_reads_no_optimizer_state_and_leaves_no_heap_beh
   momentum, as large as the parameters) set the peak of an eval process's restore, and the
   blocks TensorStore's threads read into stayed resident in their heaps. For these 58 MiB of
   variables the restore raised the peak by 194-199 MiB and left 109-137 MiB resident. Without
-  the optimizer state, read with the pipeline's 32 MiB malloc thresholds in effect: 146-193
-  resident while the variables are held and 88-117 once they are freed and the heap trimmed;
-  with glibc's initial thresholds (host_malloc.frees_handed_back), 82-106 and 21-25. The
+  the optimizer state, read with the pipeline's malloc thresholds in effect (32 MiB mmap, 64
+  MiB trim): 146-193 resident while the variables are held and 88-117 once they are freed and
+  the heap trimmed; with glibc's initial thresholds (host_malloc.frees_handed_back), 82-106
+  and 21-25. The
   resident figure with the variables held varies by tens of MiB from run to run, so the bounds
   sit midway between the two regimes."""
   def run(what):
@@ -417,6 +418,13 @@ def test_restoring_the_variables_reads_no_optimizer_state_and_leaves_no_heap_beh
     ('profile_num_steps', -1, 'config.profile_num_steps must be at least 0, got -1.'),
     ('profile_first_step', -1, 'config.profile_first_step must be at least 0, got -1.'),
     ('grad_accumulation_steps', 0, 'config.grad_accumulation_steps must be at least 1, got 0.'),
+    # glibc reads the malloc thresholds as a C int of bytes: 4096 MiB wrapped around to 0.
+    ('data.malloc_trim_threshold_mib', -1, 'config.data.malloc_trim_threshold_mib must be from 0 '
+     'to 2047, got -1.'),
+    ('data.malloc_trim_threshold_mib', 4096, 'config.data.malloc_trim_threshold_mib must be from '
+     '0 to 2047, got 4096.'),
+    ('data.malloc_mmap_threshold_mib', 4096, 'config.data.malloc_mmap_threshold_mib must be from '
+     '0 to 2047, got 4096.'),
 ])
 def test_counts_below_one_and_values_out_of_range_are_config_errors(tiny_data_dir, field, value,
                                                                     message):
@@ -431,6 +439,17 @@ def test_counts_below_one_and_values_out_of_range_are_config_errors(tiny_data_di
   node[leaf] = value
   with pytest.raises(errors.ConfigError, match=re.escape(message)):
     train.training_engine(config)
+
+
+def test_malloc_thresholds_out_of_range_are_refused_in_eval_predict_and_export_too(
+    tiny_data_dir):
+  """Evaluation, prediction and export put the malloc settings in effect too (their restore),
+  and the range was checked for training only (review): -1 reached glibc as never trimming."""
+  config = tiny_config(str(tiny_data_dir))
+  config.data.malloc_trim_threshold_mib = -1
+  with pytest.raises(errors.ConfigError, match=re.escape(
+      'config.data.malloc_trim_threshold_mib must be from 0 to 2047, got -1.')):
+    engine.Engine(config, ['a', 'b'])
 
 
 @pytest.mark.parametrize('fields, message', [
