@@ -729,13 +729,14 @@ def _profiler(config, start_step: int, total_steps: int, workdir: str) -> List[A
   this run (resumed at `start_step`) does not hold them all, a warning and none: it starts only
   at that step and writes its trace only once they have run."""
   first, count = config.profile_first_step, config.profile_num_steps
+  traces = os.path.join(workdir, 'plugins', 'profile')  # where clu's Profile writes them
   if start_step < first and first + count <= total_steps:
     logging.info('Steps %d to %d are traced into %s (TensorBoard\'s Profile tab).', first + 1,
-                 first + count, os.path.join(workdir, 'plugins', 'profile'))
+                 first + count, traces)
     return [periodic_actions.Profile(logdir=workdir, num_profile_steps=count,
                                      profile_duration_ms=None, first_profile=first,
                                      every_secs=None)]
-  if first + count <= start_step and glob.glob(os.path.join(workdir, 'plugins', 'profile', '*')):
+  if first + count <= start_step and glob.glob(os.path.join(traces, '*')):
     return []  # resumed past the steps it traced before
   latest = total_steps - count  # the last step after which the whole trace fits in the run
   remedy = (f'set --config.profile_first_step to a step from {start_step + 1} to {latest}'
