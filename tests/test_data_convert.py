@@ -760,6 +760,31 @@ def test_missing_and_corrupt_videos_never_lose_the_others(tmp_path):
           'training and evaluation see its other 2.') in datasets.check_records(metadata, 'train')
 
 
+def test_shards_are_counted_by_the_videos_found_not_the_listed_ones(tmp_path):
+  """A partial copy of UCF101 converted with --fold=all wrote 1,252 shard files for its 9 videos
+  (README audit): the shard count came from the listed videos, found or not. It comes from the
+  found ones; each missing video is still a failure, in the bookkeeping of some shard."""
+  listing = tmp_path / 'list.txt'
+  listing.write_text(''.join(f'fight/gone{i}.mp4 fight\n' for i in range(5)) +
+                     'fight/fi001.mp4 fight\nnoFight/nofi001.mp4 noFight\n')
+  out = tmp_path / 'out'
+  assert _run('--dataset=list', f'--input={FIGHT}', f'--annotations={listing}',
+              f'--output={out}', '--short_side=32', '--max_frames=4', '--workers=1',
+              '--videos_per_shard=1') == 0
+  metadata = records.read_metadata(str(out))
+  assert metadata.num_shards == {'train': 2}, metadata.num_shards
+  assert len(records.shard_files(str(out), 'list', 'train')) == 2
+  assert sorted(_videos(out, 'train')) == ['fight/fi001.mp4', 'noFight/nofi001.mp4']
+  assert sorted(os.path.basename(f['file']) for f in metadata.failures) == [
+      f'gone{i}.mp4' for i in range(5)]
+  # An explicit --num_shards is capped by the videos found, as it was by the listed ones.
+  capped = tmp_path / 'capped'
+  assert _run('--dataset=list', f'--input={FIGHT}', f'--annotations={listing}',
+              f'--output={capped}', '--short_side=32', '--max_frames=4', '--workers=1',
+              '--num_shards=6') == 0
+  assert records.read_metadata(str(capped)).num_shards == {'train': 2}
+
+
 def test_class_folder_tree_problems_are_named_before_decoding(tmp_path, capsys):
   """Folders without videos would become classes nobody trains; a class on one side of a group
   split is warned about; a re-conversion that moves groups between train and val is refused

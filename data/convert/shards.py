@@ -63,8 +63,15 @@ def _fingerprint(plan: Plan, split: str, items: Sequence[Item], settings: Dict[s
   return hashlib.sha1(text.encode()).hexdigest()
 
 
+def _nth_part(items: List[Item], index: int, count: int) -> List[Item]:
+  """Part `index` of `items` cut into `count` parts of sizes differing by one at most."""
+  return items[index * len(items) // count:(index + 1) * len(items) // count]
+
+
 def shard_jobs(plan: Plan, args, output: str) -> List[ShardJob]:
-  """Orders each split (seeded shuffle) and cuts it into shards of --videos_per_shard."""
+  """Orders each split (seeded shuffle) and cuts it into shards of --videos_per_shard. Shards are
+  counted by the videos found (a partial copy of a dataset gets as many as it fills); the missing
+  ones are spread over them, each to become a failure in its shard's bookkeeping."""
   from data import records  # pylint: disable=g-import-not-at-top
   settings = settings_of(args)
   jobs = []
@@ -72,12 +79,14 @@ def shard_jobs(plan: Plan, args, output: str) -> List[ShardJob]:
     items = list(plan.splits[split])
     if args.shuffle_seed >= 0:
       random.Random(f'{args.shuffle_seed}-{split}').shuffle(items)
+    found = [item for item in items if not item.missing]
+    missing = [item for item in items if item.missing]
     if args.num_shards > 0:
-      num_shards = min(args.num_shards, max(1, len(items)))
+      num_shards = min(args.num_shards, max(1, len(found)))
     else:
-      num_shards = max(1, -(-len(items) // max(1, args.videos_per_shard)))
+      num_shards = max(1, -(-len(found) // max(1, args.videos_per_shard)))
     for index in range(num_shards):
-      part = items[index * len(items) // num_shards:(index + 1) * len(items) // num_shards]
+      part = _nth_part(found, index, num_shards) + _nth_part(missing, index, num_shards)
       path = records.shard_path(output, plan.name, split, index, num_shards)
       jobs.append(ShardJob(split, index, num_shards, path, part,
                            _fingerprint(plan, split, part, settings, index, num_shards)))
