@@ -389,10 +389,11 @@ def build_parser() -> argparse.ArgumentParser:
                  help='frames: rate they were taken at')
   p.add_argument('--workers', type=in_range(int, 1), default=os.cpu_count() or 1,
                  help='decoding processes')
-  p.add_argument('--videos_per_shard', type=in_range(int, 1), default=32)
+  p.add_argument('--videos_per_shard', type=in_range(int, 1), default=32,
+                 help='shard size, counted in the videos found (listed ones missing add none)')
   p.add_argument('--num_shards', type=in_range(int, 0), default=0,
-                 help='shards per split (overrides '
-                 '--videos_per_shard)')
+                 help='shards per split (overrides --videos_per_shard; at most one per video '
+                 'found)')
   p.add_argument('--shuffle_seed', type=in_range(int, -1), default=0,
                  help='order of videos in shards; -1 keeps '
                  'the annotation order')
