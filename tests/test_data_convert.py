@@ -618,6 +618,42 @@ def test_unknown_labels_fail_before_decoding_listing_every_offender(tmp_path, ca
   assert "'kicking' (line 3)" in capsys.readouterr().err
 
 
+def test_integer_labels_of_classes_named_by_integers_are_read_as_the_user_says(tmp_path, capsys):
+  """Classes named '0', '1', '10', '2' (folders named by number sort as text) and a list labelling
+  a video '2': the label was read as index 2, class '10', without a word (user audit). Where the
+  two readings disagree the converter refuses, and --integer_labels picks one."""
+  classes = tmp_path / 'classes.txt'
+  classes.write_text('0\n1\n10\n2\n')
+  table = tmp_path / 'list.csv'
+  table.write_text('path,label\nfight/fi001.mp4,2\nnoFight/nofi001.mp4,0\n')
+  common = ['--dataset=list', f'--input={FIGHT}', f'--annotations={table}',
+            f'--class_list={classes}', '--short_side=32', '--max_frames=4', '--workers=1']
+  out = tmp_path / 'out'
+  assert _run(*common, f'--output={out}') == 2
+  assert (f"{table}:2: label '2' is the class named '2' and also index 2 of the class list, "
+          "class '10': say which it is with --integer_labels=name or --integer_labels=index."
+          ) in capsys.readouterr().err
+  assert not out.exists() or not glob.glob(str(out / '*.tfrecord-*'))
+  for how, expected in (('name', {'fight/fi001.mp4': 3, 'noFight/nofi001.mp4': 0}),
+                        ('index', {'fight/fi001.mp4': 2, 'noFight/nofi001.mp4': 0})):
+    assert _run(*common, f'--output={tmp_path / how}', f'--integer_labels={how}') == 0
+    assert {name: video[0] for name, video in _videos(tmp_path / how, 'train').items()} == (
+        expected), how
+  # A label no class is named: read as an index it is class '2', which may not be what is meant.
+  table.write_text('path,label\nfight/fi001.mp4,0\nnoFight/nofi001.mp4,3\n')
+  assert _run(*common, f'--output={out}') == 2
+  assert (f"{table}:3: label '3' is named by no class of the integer-named classes, and index 3 "
+          "of the class list, class '2': say which it is with --integer_labels=name or "
+          '--integer_labels=index.') in capsys.readouterr().err
+  # Readings that agree need no flag; the flag is for integer labels only.
+  table.write_text('path,label\nfight/fi001.mp4,1\nnoFight/nofi001.mp4,0\n')
+  assert _run(*common, f'--output={tmp_path / "agree"}') == 0
+  assert _run('--dataset=folder', f'--input={FIGHT}', f'--output={tmp_path / "folder"}',
+              '--integer_labels=name') == 2
+  assert ('--integer_labels only applies to --dataset=list|frames: with --dataset=folder it '
+          'would be ignored.') in capsys.readouterr().err
+
+
 @pytest.mark.parametrize('rows, said', [
     ('path,label\nfight/fi001.mp4,fight\nfight/fi002.mp4,fight\nfight/fi001.mp4,fight\n',
      "fight/fi001.mp4 (train as 'fight', train as 'fight')"),

@@ -15,18 +15,48 @@ from data.annotations.common import (AnnotationError, Annotations, PathLike, Unk
                                      parse_int)
 
 
+def _refuse_two_readings(path: PathLike, rows: List[Tuple[int, str]], classes: Sequence[str],
+                         order: Sequence[str], index_base: int) -> None:
+  """Integer labels beside classes named by integers read two ways: as an index into `order`
+  and as a class name. Where the two differ for some label, which one is meant is the user's to
+  say (`integer_labels`)."""
+  if not any(is_int(name) for name in classes):
+    return
+  names = set(classes)
+  for line, token in rows:
+    number = int(token) - index_base
+    by_index = order[number] if 0 <= number < len(order) else None
+    if by_index == token:
+      continue
+    index_class = f'class {by_index!r}' if by_index is not None else 'no class'
+    by_name = (f'the class named {token!r} and also' if token in names else
+               'named by no class of the integer-named classes, and')
+    base = f' (counted from {index_base})' if index_base else ''
+    raise AnnotationError(path, line, f'label {token!r} is {by_name} index {token}{base} of the '
+                          f'class list, {index_class}: say which it is with --integer_labels=name '
+                          'or --integer_labels=index.')
+
+
 def _resolve_labels(path: PathLike, rows: List[Tuple[int, str]], classes: Optional[Sequence[str]],
-                    label_order: Optional[Sequence[str]], index_base: int):
-  """Maps label tokens to (index, text); integer labels iff every token of the file is an integer.
+                    label_order: Optional[Sequence[str]], index_base: int,
+                    integer_labels: str = ''):
+  """Maps label tokens to (index, text); integer labels iff every token of the file is an integer
+  (read as names instead with `integer_labels='name'`).
 
   Integer labels index `label_order` (default `classes`), counted from `index_base`, and are then
   looked up by name in `classes`; without any class list they are kept as-is with empty text.
-  Name labels without `classes` define the class list as their sorted unique values.
+  Where classes are named by integers too and the readings differ, `integer_labels` ('index' or
+  'name') must say which is meant. Name labels without `classes` define the class list as their
+  sorted unique values.
   """
-  integer = bool(rows) and all(is_int(token) for _, token in rows)
+  integer = (bool(rows) and all(is_int(token) for _, token in rows)
+             and integer_labels != 'name')
+  if integer and classes is not None and not integer_labels:
+    _refuse_two_readings(path, rows, classes,
+                         label_order if label_order is not None else classes, index_base)
   if not integer and classes is None:
     numbered = next(((line, token) for line, token in rows if is_int(token)), None)
-    if numbered is not None:  # as names, the integers would become classes of their own
+    if numbered is not None and integer_labels != 'name':  # they would become classes
       named = next(token for _, token in rows if not is_int(token))
       raise AnnotationError(path, numbered[0], f'labels mix integers (e.g. {numbered[1]!r}) and '
                             f'class names (e.g. {named!r}): give every label as a name, or every '
@@ -66,7 +96,7 @@ def _resolve_labels(path: PathLike, rows: List[Tuple[int, str]], classes: Option
 
 
 def parse_list_file(path: PathLike, classes: Optional[Sequence[str]] = None,
-                    index_base: int = 0) -> Annotations:
+                    index_base: int = 0, integer_labels: str = '') -> Annotations:
   """Parses a generic `<path> <label>` list; the label is a class index or a class name.
 
   The path may contain spaces (the label is the last field). With name labels and no `classes`, the
@@ -80,13 +110,14 @@ def parse_list_file(path: PathLike, classes: Optional[Sequence[str]] = None,
       raise AnnotationError(path, line, f'expected "<path> <label>", got {text!r}.')
     paths.append(parts[0])
     rows.append((line, parts[1]))
-  resolved, classes = _resolve_labels(path, rows, classes, None, index_base)
+  resolved, classes = _resolve_labels(path, rows, classes, None, index_base, integer_labels)
   return Annotations(tuple(VideoEntry(path_or_id=p, label_index=i, label_text=t)
                            for p, (i, t) in zip(paths, resolved)), classes)
 
 
 def parse_tsn_list(path: PathLike, classes: Optional[Sequence[str]] = None,
-                   label_order: Optional[Sequence[str]] = None, index_base: int = 0) -> Annotations:
+                   label_order: Optional[Sequence[str]] = None, index_base: int = 0,
+                   integer_labels: str = '') -> Annotations:
   """Parses a TSN/mmaction frame-folder list `<frame_dir> <num_frames> <label>`.
 
   `label_order` is the class order the file's integer labels refer to when it differs from the
@@ -104,7 +135,8 @@ def parse_tsn_list(path: PathLike, classes: Optional[Sequence[str]] = None,
     dirs.append(parts[0])
     counts.append(frames)
     rows.append((line, parts[2]))
-  resolved, classes = _resolve_labels(path, rows, classes, label_order, index_base)
+  resolved, classes = _resolve_labels(path, rows, classes, label_order, index_base,
+                                      integer_labels)
   return Annotations(tuple(VideoEntry(path_or_id=d, label_index=i, label_text=t, num_frames=n)
                            for d, n, (i, t) in zip(dirs, counts, resolved)), classes)
 
@@ -167,8 +199,8 @@ def _hidden_videos_outside_class_folders(root: str, exts: Set[str]) -> List[str]
 
 
 def parse_csv_list(path: PathLike, classes: Optional[Sequence[str]], path_column: str,
-                   label_column: str, group_column: str = '', index_base: int = 0
-                   ) -> Annotations:
+                   label_column: str, group_column: str = '', index_base: int = 0,
+                   integer_labels: str = '') -> Annotations:
   """Reads a CSV list with a header (e.g. fight_surv's `path,label,source_group`).
 
   Labels are class names or indices, as in `parse_list_file`. Labels outside the class list
@@ -199,7 +231,7 @@ def parse_csv_list(path: PathLike, classes: Optional[Sequence[str]], path_column
                               'group.')
       rows.append((reader.line_num, video, label, group))
   resolved, classes = _resolve_labels(path, [(line, label) for line, _, label, _ in rows],
-                                      classes, None, index_base)
+                                      classes, None, index_base, integer_labels)
   return Annotations(tuple(VideoEntry(path_or_id=video, label_index=i, label_text=text,
                                       group=group)
                            for (_, video, _, group), (i, text) in zip(rows, resolved)), classes)

@@ -235,6 +235,7 @@ _KIND_FLAGS = {
     'fold': ('ucf101', 'hmdb51'),
     'kinetics_csv': ('mini_kinetics',),
     'label_index_base': ('list', 'frames'),
+    'integer_labels': ('list', 'frames'),
     'path_column': ('list',),
     'label_column': ('list',),
 }
@@ -361,6 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument('--path_column', default='path', help='CSV lists: column of the video path')
   p.add_argument('--label_column', default='label', help='CSV lists: column of the label')
   p.add_argument('--label_index_base', type=int, default=0, help='integer labels start here')
+  p.add_argument('--integer_labels', choices=('', 'index', 'name'), default='',
+                 help='integer labels are indices into the class list (index) or class names '
+                 '(name); needed only where classes are named by integers and the two differ')
   p.add_argument('--split_by_group', default='', help='split train/val by whole groups: a CSV '
                  'column (list), subfolder or file (folder)')
   p.add_argument('--val_fraction', type=in_range(float, 0.0, 1.0), default=None,

@@ -386,12 +386,12 @@ def plan_list(args) -> Plan:
   if csv_files:
     parse = lambda path, classes: ann.parse_csv_list(  # noqa: E731
         path, classes, args.path_column, args.label_column, args.split_by_group,
-        args.label_index_base)
+        args.label_index_base, args.integer_labels)
   else:
     if args.split_by_group:
       raise ConversionError('--split_by_group needs a CSV list with a header.')
     parse = lambda path, classes: ann.parse_list_file(  # noqa: E731
-        path, classes, args.label_index_base)
+        path, classes, args.label_index_base, args.integer_labels)
   named = _label_names((path, parse(path, None)) for _, path in specs)
   _refuse_an_index_base_for_names(named, args.label_index_base)
   if classes is None:  # the sorted union over every file keeps indices consistent
@@ -426,7 +426,8 @@ def plan_list(args) -> Plan:
 def plan_frames(args) -> Plan:
   specs = split_specs(args.annotations, 'frames')
   classes = _read_class_list(args)
-  named = _label_names((path, ann.parse_tsn_list(path, None, index_base=args.label_index_base))
+  named = _label_names((path, ann.parse_tsn_list(path, None, index_base=args.label_index_base,
+                                                 integer_labels=args.integer_labels))
                        for _, path in specs)
   _refuse_an_index_base_for_names(named, args.label_index_base)
   if classes is None:
@@ -438,7 +439,8 @@ def plan_frames(args) -> Plan:
     if split in splits:
       raise ConversionError(f'Split {split!r} is given twice in --annotations ({path} is the '
                             'second); give each list its split, e.g. train=LIST,val=LIST.')
-    entries = ann.parse_tsn_list(path, classes, index_base=args.label_index_base).entries
+    entries = ann.parse_tsn_list(path, classes, index_base=args.label_index_base,
+                                 integer_labels=args.integer_labels).entries
     _refuse_labels_that_contradict_clip_names(path, entries, classes)
     splits[split] = files.attach_paths(_entries_to_items(entries, 'frames'), root)
   plan = Plan(args.name or 'frames', tuple(classes), splits)
