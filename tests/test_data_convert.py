@@ -462,6 +462,37 @@ def test_second_run_skips_finished_shards_and_rewrites_a_lost_one(fight_subset, 
   assert [p for p in shards if after[p] != before.get(p)] == [shards[0]]
 
 
+def test_a_rerun_rewrites_the_shard_of_a_video_whose_file_changed(tmp_path, capsys):
+  """A video replaced by another file under its name (re-encoded, re-downloaded), or a broken
+  one fixed, kept its old shard on a re-run ('Resuming: 1 of 1 shards already written'): the
+  old frames, and the old failure (user audit). A source's size and modification time are part
+  of its shard's fingerprint."""
+  tree = tmp_path / 'videos'
+  (tree / 'a').mkdir(parents=True)
+  (tree / 'b').mkdir()
+  shutil.copy(FIGHT / 'fight' / 'fi087.mp4', tree / 'a' / '1.mp4')
+  shutil.copy(FIGHT / 'noFight' / 'nofi005.mp4', tree / 'b' / '3.mp4')
+  (tree / 'b' / '5.mp4').write_bytes(b'garbage\n')
+  out = tmp_path / 'out'
+  args = ['--dataset=folder', f'--input={tree}', f'--output={out}', '--short_side=32',
+          '--num_shards=1', '--workers=1']
+  assert _run(*args) == 0
+  assert len(_videos(out, 'train')['a/1.mp4'][3]) == 23
+  assert [os.path.basename(f['file']) for f in records.read_metadata(str(out)).failures] == [
+      '5.mp4']
+  later = os.stat(tree / 'a' / '1.mp4').st_mtime_ns + 10**9
+  for source, target in (('fight/fi063.mp4', 'a/1.mp4'), ('noFight/nofi007.mp4', 'b/5.mp4')):
+    shutil.copy(FIGHT / source, tree / target)
+    os.utime(tree / target, ns=(later, later))
+  capsys.readouterr()
+  assert _run(*args) == 0
+  assert 'Resuming' not in capsys.readouterr().err
+  videos = _videos(out, 'train')
+  assert sorted(videos) == ['a/1.mp4', 'b/3.mp4', 'b/5.mp4']
+  assert len(videos['a/1.mp4'][3]) == 142
+  assert records.read_metadata(str(out)).failures == []
+
+
 def _sixteen_fight_clips(videos: pathlib.Path) -> pathlib.Path:
   """A class folder tree of 8 fight and 8 noFight clips (links to the shared test data)."""
   for label in ('fight', 'noFight'):

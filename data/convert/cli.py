@@ -38,7 +38,8 @@ read are refused, and list files mixing integer and name labels too.
 
 The work runs over --workers processes with a progress bar. Each shard is written to a temporary
 name and renamed when complete, with its bookkeeping in OUTPUT/.convert/; a re-run with the same
-arguments skips finished shards. A video that is missing, empty, corrupt or has no frames is left
+arguments skips finished shards, but those holding a video whose file changed since (size or
+modification time; a frame folder's own, which its entries' comings and goings set). A video that is missing, empty, corrupt or has no frames is left
 out and reported (file, reason) in metadata.json and OUTPUT/failures.csv; the run carries on.
 A video kept with something to know about it (decoded well short of the length its container
 declares, as a partly downloaded file is; or timed by frame count because its timestamps stop

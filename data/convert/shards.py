@@ -16,7 +16,7 @@ import multiprocessing
 import os
 import random
 import sys
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from data import errors as data_errors
 from data import video_io
@@ -54,11 +54,22 @@ class ShardJob:
   fingerprint: str
 
 
+def _file_state(source: str) -> Tuple[int, int]:
+  """A source's size and modification time (a frame folder's own: its entries' comings and
+  goings), so that a file replaced under its name is converted again; (0, 0) when not there."""
+  try:
+    stat = os.stat(source)
+  except OSError:
+    return 0, 0
+  return stat.st_size, stat.st_mtime_ns
+
+
 def _fingerprint(plan: Plan, split: str, items: Sequence[Item], settings: Dict[str, Any],
                  index: int, num_shards: int) -> str:
   text = json.dumps([plan.name, list(plan.classes), split, index, num_shards, settings,
                      [(i.filename, i.label_index, i.source, i.kind, i.num_frames)
-                      + ((i.clip_seconds,) if i.clip_seconds else ()) for i in items]],
+                      + ((i.clip_seconds,) if i.clip_seconds else ())
+                      + (_file_state(i.source) if i.source else ()) for i in items]],
                     sort_keys=True)
   return hashlib.sha1(text.encode()).hexdigest()
 
