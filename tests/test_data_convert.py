@@ -852,6 +852,20 @@ def test_shards_are_counted_by_the_videos_found_not_the_listed_ones(tmp_path):
   assert records.read_metadata(str(capped)).num_shards == {'train': 2}
 
 
+def test_a_class_folder_link_to_nowhere_is_refused_not_left_out(tmp_path, capsys):
+  """A class folder linked from another disk that is not mounted (`c -> /mnt/other/c`) was left
+  out without a word: the model got 2 classes instead of 3 (user audit)."""
+  tree = _sixteen_fight_clips(tmp_path / 'videos')
+  (tree / 'walking').symlink_to(tmp_path / 'unmounted' / 'walking')
+  out = tmp_path / 'out'
+  assert _run('--dataset=folder', f'--input={tree}', f'--output={out}', '--dry_run') == 2
+  assert (f"error: {tree / 'walking'}: a link to {tmp_path / 'unmounted' / 'walking'}, which is "
+          'not there: its class would be left out of the model. Make it reachable (mount it) '
+          'or remove the link.') in capsys.readouterr().err
+  (tree / 'walking').unlink()
+  assert _run('--dataset=folder', f'--input={tree}', f'--output={out}', '--dry_run') == 0
+
+
 def test_class_folder_tree_problems_are_named_before_decoding(tmp_path, capsys):
   """Folders without videos would become classes nobody trains; a class on one side of a group
   split is warned about; a re-conversion that moves groups between train and val is refused

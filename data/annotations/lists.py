@@ -156,8 +156,14 @@ def parse_class_folders(root: PathLike, extensions: Optional[Iterable[str]] = No
     raise ValueError(f'{root}: not a directory.')
   exts = None if extensions is None else {e.lower() if e.startswith('.') else '.' + e.lower()
                                           for e in extensions}
-  classes = tuple(sorted(d for d in os.listdir(root)
-                         if not d.startswith('.') and os.path.isdir(os.path.join(root, d))))
+  names = [d for d in sorted(os.listdir(root)) if not d.startswith('.')]
+  for name in names:  # a class folder on a disk not mounted: its class would be left out
+    link = os.path.join(root, name)
+    if os.path.islink(link) and not os.path.exists(link):
+      raise ValueError(f'{link}: a link to {os.path.realpath(link)}, which is not there: its '
+                       'class would be left out of the model. Make it reachable (mount it) or '
+                       'remove the link.')
+  classes = tuple(d for d in names if os.path.isdir(os.path.join(root, d)))
   if not classes:
     raise ValueError(f'{root}: no class folders.')
   entries, skipped = [], []
