@@ -1274,6 +1274,28 @@ def test_classes_written_in_two_unicode_forms_are_refused_and_names_are_printed(
   assert ': 3 classes (cr\u00eape, noFight, pancake), videos per split ' in capsys.readouterr().err
 
 
+@pytest.mark.parametrize('names, said', [
+    (('Foo Bar', 'Foo Bar '), "error: classes 'Foo Bar', 'Foo Bar ' print alike (they differ "
+     'in spaces or in compatibility characters such as a no-break space or a full-width '
+     'letter):'),
+    (('Foo Bar', 'Foo\u00a0Bar'), "error: classes 'Foo Bar', 'Foo\\xa0Bar' print alike"),
+    (('b\nc', 'noFight'), "error: class 'b\\nc' holds a control character (a line break, tab or "
+     'the like): the labels files, one class per line, would split or garble it.'),
+])
+def test_class_names_that_print_alike_or_hold_a_line_break_are_refused(tmp_path, capsys, names,
+                                                                       said):
+  """Folders 'Foo Bar', 'Foo Bar ' (a trailing space) and 'Foo<no-break space>Bar' became
+  three classes printed alike; a folder 'b<line break>c' made the labels file (one class per
+  line) a line longer, shifting every later index for a reader of it (user audit)."""
+  tree = tmp_path / 'tree'
+  for name, source in zip(names, ('fight/fi001.mp4', 'noFight/nofi001.mp4')):
+    (tree / name).mkdir(parents=True)
+    (tree / name / os.path.basename(source)).symlink_to(FIGHT / source)
+  assert _run('--dataset=folder', f'--input={tree}', f'--output={tmp_path / "out"}',
+              '--dry_run') == 2
+  assert said in capsys.readouterr().err
+
+
 def test_a_gap_in_a_frame_folder_of_unknown_length_is_a_failure(tmp_path):
   """A TSN row with frame count 0 is read until the first missing frame: a folder with a gap
   at frame 10 of 40 stored 9 frames without a word."""

@@ -240,7 +240,7 @@ FOLDER_GROUPS = ('subfolder', 'file')
 def plan_folder(args) -> Plan:
   parsed = ann.parse_class_folders(args.input, _extensions(args))
   classes = parsed.classes
-  _refuse_one_name_in_two_unicode_forms(classes)
+  _refuse_class_names_that_print_alike(classes)
   empty = sorted(set(classes) - {e.label_text for e in parsed.entries})
   if empty and not args.class_list:
     raise ConversionError(
@@ -400,7 +400,7 @@ def plan_list(args) -> Plan:
     entries = parse(path, classes).entries
     _refuse_labels_that_contradict_clip_names(path, entries, classes)
     parsed.append((split, entries))
-  _refuse_one_name_in_two_unicode_forms(classes)
+  _refuse_class_names_that_print_alike(classes)
   splits: Dict[str, Sequence[ann.VideoEntry]] = {}
   for split, entries in parsed:
     if args.split_by_group:
@@ -618,36 +618,52 @@ def _same_file_key(item) -> str:
   return os.path.normpath(item.filename)
 
 
-def _refuse_one_name_in_two_unicode_forms(classes: Sequence[str]) -> None:
-  """Class names that are one name in two Unicode forms (an accent composed in one folder name,
-  decomposed in another: they print alike) are refused: no output could tell the two classes
-  apart. The planners of user trees and lists call it before a group split, whose errors about
-  such classes would hide the cause."""
-  by_composed = {}
+def _printed(name: str) -> str:
+  """How a class name reads on a screen: compatibility characters (a no-break space, a
+  full-width letter) as their plain forms, runs of spaces as one, none at the ends."""
+  return ' '.join(unicodedata.normalize('NFKC', name).split())
+
+
+def _refuse_class_names_that_print_alike(classes: Sequence[str]) -> None:
+  """Class names no output could tell apart are refused: one name in two Unicode forms (an
+  accent composed in one folder name, decomposed in another), names differing in spaces or
+  compatibility characters only, and names holding a control character (a line break would
+  split the one-class-per-line labels files). The planners of user trees and lists call it
+  before a group split, whose errors about such classes would hide the cause."""
   for name in classes:
-    by_composed.setdefault(unicodedata.normalize('NFC', name), []).append(name)
-  for names in by_composed.values():
-    if len(names) > 1:
-      forms = ', '.join(
-          f"{n!r} ({'composed' if unicodedata.is_normalized('NFC', n) else 'decomposed'})"
-          for n in names)
-      raise ConversionError(f'classes {forms} are one name written in two Unicode forms (an '
-                            'accent as one character, or as a letter and a combining accent): '
-                            'they would print alike as two classes. Rename the folders or '
-                            'labels to one form.')
+    if any(unicodedata.category(c) == 'Cc' for c in name):
+      raise ConversionError(f'class {name!r} holds a control character (a line break, tab or '
+                            'the like): the labels files, one class per line, would split or '
+                            'garble it. Rename the folder or label.')
+  for names in _alike(classes, lambda n: unicodedata.normalize('NFC', n)):
+    forms = ', '.join(
+        f"{n!r} ({'composed' if unicodedata.is_normalized('NFC', n) else 'decomposed'})"
+        for n in names)
+    raise ConversionError(f'classes {forms} are one name written in two Unicode forms (an '
+                          'accent as one character, or as a letter and a combining accent): '
+                          'they would print alike as two classes. Rename the folders or labels '
+                          'to one form.')
+  for names in _alike(classes, _printed):
+    raise ConversionError(f'classes {", ".join(repr(n) for n in names)} print alike (they '
+                          'differ in spaces or in compatibility characters such as a no-break '
+                          'space or a full-width letter): no output could tell the classes '
+                          'apart. Rename the folders or labels to one spelling.')
+
+
+def _alike(classes: Sequence[str], key) -> List[List[str]]:
+  """The sets of two or more class names that `key` maps to one value."""
+  groups = {}
+  for name in classes:
+    groups.setdefault(key(name), []).append(name)
+  return [names for names in groups.values() if len(names) > 1]
 
 
 def _classes_differing_in_case_only(classes: Sequence[str]) -> List[str]:
   """A warning per set of class names that differ in case only (a typo in a list, e.g. 'Fight'
-  beside 'fight', makes a class of its own); one name in two Unicode forms is refused."""
-  _refuse_one_name_in_two_unicode_forms(classes)
-  by_folded = {}
-  for name in classes:
-    by_folded.setdefault(unicodedata.normalize('NFC', name).casefold(), []).append(name)
+  beside 'fight', makes a class of its own); names that print alike are refused."""
+  _refuse_class_names_that_print_alike(classes)
   warnings = []
-  for names in by_folded.values():
-    if len(names) < 2:
-      continue
+  for names in _alike(classes, lambda n: unicodedata.normalize('NFC', n).casefold()):
     warnings.append(f'classes {", ".join(repr(n) for n in names)} differ in case only: each is '
                     'a class of the model; correct the labels if they are one class '
                     '(--class_list then refuses any label outside the list).')
