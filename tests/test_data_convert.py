@@ -852,6 +852,27 @@ def test_shards_are_counted_by_the_videos_found_not_the_listed_ones(tmp_path):
   assert records.read_metadata(str(capped)).num_shards == {'train': 2}
 
 
+def test_split_folders_given_as_the_class_folder_tree_are_refused_with_the_commands(tmp_path,
+                                                                                    capsys):
+  """ROOT/train/<class>/... and ROOT/val/<class>/..., the commonest layout, converted into a
+  'train vs val' classifier, its real classes made groups, without a word (user audit)."""
+  tree = tmp_path / 'videos'
+  for split, label, clip in (('train', 'fight', 'fi001'), ('train', 'noFight', 'nofi001'),
+                             ('Val', 'fight', 'fi002'), ('Val', 'noFight', 'nofi002')):
+    (tree / split / label).mkdir(parents=True, exist_ok=True)
+    (tree / split / label / f'{clip}.mp4').symlink_to(FIGHT / label / f'{clip}.mp4')
+  out = tmp_path / 'out'
+  assert _run('--dataset=folder', f'--input={tree}', f'--output={out}', '--dry_run') == 2
+  assert (f"error: {tree}: its folders (Val, train) are named like splits, not classes: convert "
+          f"each with its split into one output, e.g. --input={tree / 'train'} --split=train, "
+          f"then --input={tree / 'Val'} --split=Val.") in capsys.readouterr().err
+  for split in ('train', 'Val'):
+    assert _run('--dataset=folder', f'--input={tree / split}', f'--split={split}',
+                f'--output={out}', '--short_side=32', '--max_frames=4', '--workers=1') == 0
+  metadata = records.read_metadata(str(out))
+  assert (metadata.classes, metadata.split_sizes) == (['fight', 'noFight'], {'train': 2, 'Val': 2})
+
+
 def test_a_class_folder_link_to_nowhere_is_refused_not_left_out(tmp_path, capsys):
   """A class folder linked from another disk that is not mounted (`c -> /mnt/other/c`) was left
   out without a word: the model got 2 classes instead of 3 (user audit)."""

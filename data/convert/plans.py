@@ -237,9 +237,28 @@ def plan_ssv2(args) -> Plan:
 FOLDER_GROUPS = ('subfolder', 'file')
 
 
+# Folder names that name a split, in the order a refusal lists them: ROOT/train/<class>/...
+SPLIT_FOLDER_NAMES = ('train', 'training', 'val', 'valid', 'validation', 'dev', 'eval',
+                      'evaluation', 'test', 'testing')
+
+
+def _refuse_split_folders_as_classes(root: str, classes: Sequence[str]) -> None:
+  """A tree of split folders (ROOT/train/<class>/..., ROOT/val/<class>/...) read as a class
+  tree would train a 'train vs val' classifier, its classes made groups."""
+  if not classes or not all(c.casefold() in SPLIT_FOLDER_NAMES for c in classes):
+    return
+  ordered = sorted(classes, key=lambda c: SPLIT_FOLDER_NAMES.index(c.casefold()))
+  commands = ', then '.join(f'--input={os.path.join(root, c)} --split={c}' for c in ordered)
+  raise ConversionError(f'{root}: its folders ({", ".join(classes)}) are named like splits, not '
+                        f'classes: convert each with its split into one output, e.g. '
+                        f'{commands}.')
+
+
 def plan_folder(args) -> Plan:
   parsed = ann.parse_class_folders(args.input, _extensions(args))
   classes = parsed.classes
+  if not args.class_list:  # a class list naming them says they are classes
+    _refuse_split_folders_as_classes(args.input, classes)
   _refuse_class_names_that_print_alike(classes)
   empty = sorted(set(classes) - {e.label_text for e in parsed.entries})
   if empty and not args.class_list:
