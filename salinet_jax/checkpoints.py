@@ -48,6 +48,7 @@ from data import errors as data_errors
 from data import host_malloc
 from data import ops
 from salinet_jax import errors
+from salinet_jax import workdir as workdir_lib
 
 CHECKPOINT_DIR = 'checkpoints'
 QUARANTINE_DIR = 'checkpoints_corrupt'
@@ -1042,9 +1043,10 @@ def restore_from_path(path: str, target: Any, config: Any = None) -> Any:
 def unfinished_run(step_dir: str) -> Optional[Tuple[int, int]]:
   """(the step its run stopped at, the run's length in steps) when the run of checkpoint
   `step_dir` has not finished (its newest step is short of the length that step recorded:
-  stopped and never resumed), else None; None also for a step outside a run's checkpoints
-  folder (a copied step: its run cannot be seen). The newest step says, since a resume may have
-  changed the run's length after `step_dir` was saved."""
+  stopped and never resumed; or of the length in the workdir's config.json, which a relaunch
+  that lengthened the run wrote before its first save), else None; None also for a step outside
+  a run's checkpoints folder (a copied step: its run cannot be seen). The newest step says,
+  since a resume may have changed the run's length after `step_dir` was saved."""
   folder = os.path.dirname(os.path.abspath(step_dir))  # a finished run has its last step there
   if os.path.basename(folder) != CHECKPOINT_DIR:
     return None
@@ -1058,9 +1060,23 @@ def unfinished_run(step_dir: str) -> Optional[Tuple[int, int]]:
   total = metadata.get('total_steps')
   if total is None:  # saved before the run's length was recorded: its config's, if in steps
     total = stored_config_dict(metadata.get('config')).get('num_train_steps')
+  relaunched = _workdir_run_length(os.path.dirname(folder))
+  if relaunched is not None and (not isinstance(total, int) or relaunched > total):
+    total = relaunched
   if isinstance(total, int) and reached < total:
     return reached, total
   return None
+
+
+def _workdir_run_length(workdir: str) -> Optional[int]:
+  """num_train_steps of the workdir's config.json (the run's length, as its last launch
+  resolved it), or None where it is missing, unreadable or not a count of steps."""
+  try:
+    with open(os.path.join(workdir, workdir_lib.CONFIG_FILE)) as f:
+      length = json.load(f).get('num_train_steps')
+  except (OSError, ValueError, AttributeError):
+    return None
+  return length if isinstance(length, int) and length > 0 else None
 
 
 def save_started_ns(step_dir: str) -> Optional[int]:

@@ -12,6 +12,7 @@ import threading
 import time
 
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
@@ -19,6 +20,7 @@ from configs import base
 from salinet_jax import checkpoints
 from salinet_jax import engine
 from salinet_jax import errors
+from salinet_jax import workdir
 from tests.conftest import fill_disk
 
 
@@ -702,4 +704,20 @@ def test_a_run_resumed_with_more_steps_is_unfinished_until_its_new_length(tmp_pa
   assert checkpoints.unfinished_run(store.step_dir(2)) == (4, 8)
   store.save(8, _state(8), total_steps=8)
   assert checkpoints.unfinished_run(store.step_dir(2)) is None
+  store.close()
+
+
+def test_a_run_lengthened_and_stopped_before_its_first_new_save_is_unfinished(tmp_path,
+                                                                              ckpt_config):
+  """A finished run of 20 steps relaunched with num_train_steps 40 and killed before its next
+  save: eval of the workdir scored step 20 without the 'stopped at step 20 of its 40 steps'
+  line a stopped run gets (resume audit), since the newest step recorded the old length. The
+  workdir's config.json, which the relaunch rewrote, has the new one."""
+  store = checkpoints.CheckpointStore(str(tmp_path), ckpt_config)
+  store.save(20, _state(20), total_steps=20)
+  assert checkpoints.unfinished_run(store.step_dir(20)) is None
+  workdir.write_config(str(tmp_path), ml_collections.ConfigDict({'num_train_steps': 40}))
+  assert checkpoints.unfinished_run(store.step_dir(20)) == (20, 40)
+  workdir.write_config(str(tmp_path), ml_collections.ConfigDict({'num_train_steps': 20}))
+  assert checkpoints.unfinished_run(store.step_dir(20)) is None
   store.close()
