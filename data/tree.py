@@ -12,22 +12,30 @@ from typing import Dict, FrozenSet, Iterator, List, Tuple
 
 def walk(root: str, hidden: bool = False) -> Iterator[Tuple[str, List[str], List[str]]]:
   """`os.walk(root)` (top-down, sorted; hidden folders only with `hidden`, and then not through
-  a hidden link: `.current -> .` holds the tree's own videos), following links to folders,
-  except those that lead back to a folder on the way down to them. The caller may prune the
-  yielded folder names in place, as with os.walk."""
-  chains: Dict[str, FrozenSet[str]] = {root: frozenset([os.path.realpath(root)])}
+  a hidden link into or above `root`: `.current -> .` holds the tree's own videos), following
+  links to folders, except those that lead back to a folder on the way down to them. The caller
+  may prune the yielded folder names in place, as with os.walk."""
+  top = os.path.realpath(root)
+  chains: Dict[str, FrozenSet[str]] = {root: frozenset([top])}
   for parent, dirnames, filenames in os.walk(root, followlinks=True):
     above = chains.pop(parent, frozenset())
     kept = []
     for name in sorted(dirnames):
-      if name.startswith('.') and (not hidden or os.path.islink(os.path.join(parent, name))):
-        continue
       real = os.path.realpath(os.path.join(parent, name))
+      if name.startswith('.') and (not hidden or (os.path.islink(os.path.join(parent, name))
+                                                  and _nested(real, top))):
+        continue
       if real not in above:
         chains[os.path.join(parent, name)] = above | {real}
         kept.append(name)
     dirnames[:] = kept
     yield parent, dirnames, filenames
+
+
+def _nested(a: str, b: str) -> bool:
+  """Whether one of two real paths is the other or lies below it."""
+  a, b = a.rstrip(os.sep) + os.sep, b.rstrip(os.sep) + os.sep
+  return a.startswith(b) or b.startswith(a)
 
 
 def is_hidden(relative: str) -> bool:

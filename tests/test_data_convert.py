@@ -1060,15 +1060,19 @@ def test_a_tree_of_one_class_is_refused_and_hidden_videos_are_named(tmp_path, ca
   (tree / '.fi004.mp4').symlink_to(FIGHT / 'fight' / 'fi004.mp4')
   (tree / '.git').mkdir()
   (tree / '.git' / 'HEAD').write_text('ref: refs/heads/main\n')
-  # Hidden links back into the tree hold no hidden videos (review: theirs were named).
+  # Hidden links back into the tree hold no hidden videos (review: theirs were named); one to
+  # a folder elsewhere does, and was left out without a word (user audit).
   (tree / '.current').symlink_to('.', target_is_directory=True)
   (tree / 'fight' / '.up').symlink_to('..', target_is_directory=True)
+  (tmp_path / 'elsewhere').mkdir()
+  (tmp_path / 'elsewhere' / 'fi005.mp4').symlink_to(FIGHT / 'fight' / 'fi005.mp4')
+  (tree / 'fight' / '.more').symlink_to(tmp_path / 'elsewhere', target_is_directory=True)
   capsys.readouterr()
   assert _run(*args) == 0
-  assert ('warning: 5 hidden file(s) under ' f'{tree}' ' are left out although their extensions '
+  assert ('warning: 6 hidden file(s) under ' f'{tree}' ' are left out although their extensions '
           'are among --extensions (.fi004.mp4, .fight_old/fi003.mp4, fight/._fi001.mp4, '
-          'fight/.fi002.mp4, noFight/.thumbs/nofi002.mp4): rename any that is a video, or the '
-          'hidden folder holding it, so that no part of its path starts with a dot.'
+          'fight/.fi002.mp4, fight/.more/fi005.mp4, ... (6 in all)): rename any that is a '
+          'video, or the hidden folder holding it, so that no part of its path starts with a dot.'
           ) in capsys.readouterr().err
 
 

@@ -189,10 +189,13 @@ def test_hidden_videos_of_a_folder_are_named_when_left_out(tmp_path, caplog):
     (tmp_path / 'videos' / name).write_bytes(b'x')
   (tmp_path / 'videos' / '.current').symlink_to('.', target_is_directory=True)  # no hidden video
   (tmp_path / 'videos' / '.old' / '.up').symlink_to('..', target_is_directory=True)
+  (tmp_path / 'elsewhere').mkdir()  # a hidden link to a folder outside the tree (user audit)
+  (tmp_path / 'elsewhere' / 'd.mp4').write_bytes(b'x')
+  (tmp_path / 'videos' / '.more').symlink_to(tmp_path / 'elsewhere', target_is_directory=True)
   folder = str(tmp_path / 'videos')
   assert predict.find_videos([folder]) == [f'{folder}/a.mp4']
-  assert (f'{folder}: leaving out 2 hidden video file(s) (.b.mp4, .old/c.mp4); rename any to '
-          'include so that no part of its path starts with a dot.') in caplog.text
+  assert (f'{folder}: leaving out 3 hidden video file(s) (.b.mp4, .more/d.mp4, .old/c.mp4); '
+          'rename any to include so that no part of its path starts with a dot.') in caplog.text
 
 
 def test_features_mode_refuses_an_export(trained, tmp_path):
