@@ -38,12 +38,14 @@ read are refused, and list files mixing integer and name labels too.
 
 The work runs over --workers processes with a progress bar. Each shard is written to a temporary
 name and renamed when complete, with its bookkeeping in OUTPUT/.convert/; a re-run with the same
-arguments skips finished shards, but those holding a video whose file changed since (size or
-modification time; a frame folder's own, which its entries' comings and goings set). A video that is missing, empty, corrupt or has no frames is left
-out and reported (file, reason) in metadata.json and OUTPUT/failures.csv; the run carries on.
-A video kept with something to know about it (decoded well short of the length its container
-declares, as a partly downloaded file is; or timed by frame count because its timestamps stop
-increasing and are unevenly spaced) is reported in OUTPUT/warnings.csv and metadata.json.
+arguments skips finished shards, but not those holding a video whose file changed since (its size
+or modification time; a frame folder's own, which frames added or removed change, not frames
+rewritten in place). Shards are counted by the videos found. A video that is missing, empty,
+corrupt or has no frames is left out and reported (file, reason) in metadata.json and
+OUTPUT/failures.csv; the run carries on. A video kept with something to know about it (decoded well
+short of the length its container declares, as a partly downloaded file is; or timed by frame count
+because its timestamps stop increasing and are unevenly spaced) is reported in OUTPUT/warnings.csv
+and metadata.json.
 
 Output (OUTPUT/): `<name>-<split>.tfrecord-<i:05d>-of-<n:05d>` shards (data/records.py schema),
 metadata.json, failures.csv, warnings.csv, and TFDS's dataset_info.json + features.json: see

@@ -16,7 +16,7 @@ import multiprocessing
 import os
 import random
 import sys
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 from data import errors as data_errors
 from data import video_io
@@ -54,35 +54,35 @@ class ShardJob:
   fingerprint: str
 
 
-def _file_state(source: str) -> Tuple[int, int]:
-  """A source's size and modification time (a frame folder's own: its entries' comings and
-  goings), so that a file replaced under its name is converted again; (0, 0) when not there."""
-  try:
-    stat = os.stat(source)
-  except OSError:
-    return 0, 0
-  return stat.st_size, stat.st_mtime_ns
+def _source_states(job: 'ShardJob') -> Dict[str, List[int]]:
+  """{source: [size, modification time]} of a shard's videos, kept in its bookkeeping so that a
+  re-run converts a file replaced under its name again. A frame folder's are its own, which its
+  entries' comings and goings set: frames rewritten in place under the same names go unseen."""
+  states = {}
+  for item in job.items:
+    if item.source:
+      try:
+        stat = os.stat(item.source)
+        states[item.source] = [stat.st_size, stat.st_mtime_ns]
+      except OSError:
+        states[item.source] = [0, 0]
+  return states
 
 
 def _fingerprint(plan: Plan, split: str, items: Sequence[Item], settings: Dict[str, Any],
                  index: int, num_shards: int) -> str:
   text = json.dumps([plan.name, list(plan.classes), split, index, num_shards, settings,
                      [(i.filename, i.label_index, i.source, i.kind, i.num_frames)
-                      + ((i.clip_seconds,) if i.clip_seconds else ())
-                      + (_file_state(i.source) if i.source else ()) for i in items]],
+                      + ((i.clip_seconds,) if i.clip_seconds else ()) for i in items]],
                     sort_keys=True)
   return hashlib.sha1(text.encode()).hexdigest()
 
 
-def _nth_part(items: List[Item], index: int, count: int) -> List[Item]:
-  """Part `index` of `items` cut into `count` parts of sizes differing by one at most."""
-  return items[index * len(items) // count:(index + 1) * len(items) // count]
-
-
 def shard_jobs(plan: Plan, args, output: str) -> List[ShardJob]:
   """Orders each split (seeded shuffle) and cuts it into shards of --videos_per_shard. Shards are
-  counted by the videos found (a partial copy of a dataset gets as many as it fills); the missing
-  ones are spread over them, each to become a failure in its shard's bookkeeping."""
+  counted by the videos found (a partial copy of a dataset gets as many as it fills), and cut
+  from the whole ordered list, so that a missing video found later changes its shard alone
+  (until the count of found videos crosses a multiple of --videos_per_shard)."""
   from data import records  # pylint: disable=g-import-not-at-top
   settings = settings_of(args)
   jobs = []
@@ -90,14 +90,13 @@ def shard_jobs(plan: Plan, args, output: str) -> List[ShardJob]:
     items = list(plan.splits[split])
     if args.shuffle_seed >= 0:
       random.Random(f'{args.shuffle_seed}-{split}').shuffle(items)
-    found = [item for item in items if not item.missing]
-    missing = [item for item in items if item.missing]
+    found = sum(1 for item in items if not item.missing)
     if args.num_shards > 0:
-      num_shards = min(args.num_shards, max(1, len(found)))
+      num_shards = min(args.num_shards, max(1, found))
     else:
-      num_shards = max(1, -(-len(found) // max(1, args.videos_per_shard)))
+      num_shards = max(1, -(-found // max(1, args.videos_per_shard)))
     for index in range(num_shards):
-      part = _nth_part(found, index, num_shards) + _nth_part(missing, index, num_shards)
+      part = items[index * len(items) // num_shards:(index + 1) * len(items) // num_shards]
       path = records.shard_path(output, plan.name, split, index, num_shards)
       jobs.append(ShardJob(split, index, num_shards, path, part,
                            _fingerprint(plan, split, part, settings, index, num_shards)))
@@ -126,6 +125,9 @@ def _read_state(output: str, job: ShardJob) -> Optional[Dict[str, Any]]:
   if state.get('fingerprint') != job.fingerprint:
     return None
   if os.path.getsize(job.path) != state.get('num_bytes'):
+    return None
+  # Bookkeeping written before sources were kept is taken as it is (their files unknown).
+  if 'sources' in state and state['sources'] != _source_states(job):
     return None
   return state
 
@@ -263,7 +265,8 @@ def run_jobs(jobs: Sequence[ShardJob], args, output: str) -> Dict[str, Dict[str,
           progress.set_postfix(failures=failures_so_far, refresh=False)
       state = {'fingerprint': job.fingerprint, 'split': job.split, 'index': job.index,
                'num_shards': job.num_shards, 'num_videos': len(videos),
-               'num_bytes': os.path.getsize(tmp), 'failures': failures, 'videos': videos}
+               'num_bytes': os.path.getsize(tmp), 'failures': failures, 'videos': videos,
+               'sources': _source_states(job)}
       _write_json(_state_path(output, job.path), state)
       os.replace(tmp, job.path)
       states[job.path] = state
