@@ -1060,7 +1060,7 @@ def unfinished_run(step_dir: str) -> Optional[Tuple[int, int]]:
   total = metadata.get('total_steps')
   if total is None:  # saved before the run's length was recorded: its config's, if in steps
     total = stored_config_dict(metadata.get('config')).get('num_train_steps')
-  relaunched = _workdir_run_length(os.path.dirname(folder))
+  relaunched = workdir_run_length(os.path.dirname(folder))
   if relaunched is not None and (not isinstance(total, int) or relaunched > total):
     total = relaunched
   if isinstance(total, int) and reached < total:
@@ -1068,7 +1068,7 @@ def unfinished_run(step_dir: str) -> Optional[Tuple[int, int]]:
   return None
 
 
-def _workdir_run_length(workdir: str) -> Optional[int]:
+def workdir_run_length(workdir: str) -> Optional[int]:
   """num_train_steps of the workdir's config.json (the run's length, as its last launch
   resolved it), or None where it is missing, unreadable or not a count of steps."""
   try:

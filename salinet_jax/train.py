@@ -284,6 +284,22 @@ def _say_how_the_source_differs(report: pretrained.LoadReport, config) -> None:
                       'not an S2DNet run')
 
 
+def _give_config_json_the_steps_length(workdir: str, metadata: Dict[str, Any]) -> None:
+  """Where config.json says another run length than the newest step recorded (a relaunch that
+  lengthened the run wrote it, then stopped before its first save), it is rewritten from that
+  step's config at the step's length: otherwise the run would read as unfinished for ever, to
+  eval and init_from, while rerunning it at its own length trains nothing."""
+  total = metadata.get('total_steps')
+  stored = checkpoints.stored_config_dict(metadata.get('config'))
+  if not isinstance(total, int) or not stored or checkpoints.workdir_run_length(workdir) in (
+      None, total):
+    return
+  stored['num_train_steps'] = total
+  logging.info('Config written to %s, with the %d steps of its checkpoints (it said another '
+               'length, of a relaunch that saved no step).', workdir_lib.write_config(
+                   workdir, ml_collections.ConfigDict(stored)), total)
+
+
 def _model_summary(trainer: engine.Engine, state: engine.TrainState, writer,
                    resumed: bool) -> str:
   """The console's Model line; TensorBoard gets its figures once, when the run starts (a resume
@@ -462,6 +478,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
                  trainer.total_steps, config.batch_size)
     results: Dict[str, Any] = {}
     if finished:
+      _give_config_json_the_steps_length(workdir, store.metadata(step))
       logging.info('Checkpoint step %d >= num_train_steps %d: nothing to train; %s keeps the '
                    'config its steps trained with.', start_step, trainer.total_steps,
                    os.path.join(os.path.abspath(workdir), workdir_lib.CONFIG_FILE))

@@ -658,8 +658,9 @@ def test_unknown_labels_fail_before_decoding_listing_every_offender(tmp_path, ca
 
 def test_integer_labels_of_classes_named_by_integers_are_read_as_the_user_says(tmp_path, capsys):
   """Classes named '0', '1', '10', '2' (folders named by number sort as text) and a list labelling
-  a video '2': the label was read as index 2, class '10', without a word (user audit). Where the
-  two readings disagree the converter refuses, and --integer_labels picks one."""
+  a video '2': the label was read as index 2, class '10', without a word (user audit). Where
+  both readings fit every label and disagree the converter refuses, and --integer_labels picks
+  one."""
   classes = tmp_path / 'classes.txt'
   classes.write_text('0\n1\n10\n2\n')
   table = tmp_path / 'list.csv'
@@ -677,12 +678,29 @@ def test_integer_labels_of_classes_named_by_integers_are_read_as_the_user_says(t
     assert _run(*common, f'--output={tmp_path / how}', f'--integer_labels={how}') == 0
     assert {name: video[0] for name, video in _videos(tmp_path / how, 'train').items()} == (
         expected), how
-  # A label no class is named: read as an index it is class '2', which may not be what is meant.
-  table.write_text('path,label\nfight/fi001.mp4,0\nnoFight/nofi001.mp4,3\n')
-  assert _run(*common, f'--output={out}') == 2
-  assert (f"{table}:3: label '3' is named by no class of the integer-named classes, and index 3 "
-          "of the class list, class '2': say which it is with --integer_labels=name or "
-          '--integer_labels=index.') in capsys.readouterr().err
+  # Where one reading alone fits every label it is taken (review): '10' is no index of 4
+  # classes, so these are names; no class is named '0' or '1' of 01, 02, so those are indices.
+  table.write_text('path,label\nfight/fi001.mp4,10\nnoFight/nofi001.mp4,2\n')
+  assert _run(*common, f'--output={tmp_path / "names"}') == 0
+  assert {name: video[0] for name, video in _videos(tmp_path / 'names', 'train').items()} == {
+      'fight/fi001.mp4': 2, 'noFight/nofi001.mp4': 3}
+  padded = tmp_path / 'padded.txt'
+  padded.write_text('01\n02\n')
+  table.write_text('path,label\nfight/fi001.mp4,1\nnoFight/nofi001.mp4,0\n')
+  assert _run(*common, f'--class_list={padded}', f'--output={tmp_path / "padded"}') == 0
+  assert {name: video[0] for name, video in _videos(tmp_path / 'padded', 'train').items()} == {
+      'fight/fi001.mp4': 1, 'noFight/nofi001.mp4': 0}
+  # The flag beside labels that are all names would be ignored.
+  table.write_text('path,label\nfight/fi001.mp4,10\nnoFight/nofi001.mp4,x\n')
+  capsys.readouterr()
+  assert _run(*common, f'--output={out}', '--integer_labels=index') == 2
+  assert 'labels mix integers' in capsys.readouterr().err
+  named = tmp_path / 'named.txt'
+  named.write_text('fight/fi001.mp4 fight\n')
+  assert _run('--dataset=list', f'--input={FIGHT}', f'--annotations={named}',
+              f'--output={out}', '--integer_labels=name', '--dry_run') == 2
+  assert (f'{named}: --integer_labels=name reads integer labels, and this file has none: it '
+          'would be ignored.') in capsys.readouterr().err
   # Readings that agree need no flag; the flag is for integer labels only.
   table.write_text('path,label\nfight/fi001.mp4,1\nnoFight/nofi001.mp4,0\n')
   assert _run(*common, f'--output={tmp_path / "agree"}') == 0
@@ -1660,7 +1678,8 @@ def test_integer_labels_of_a_csv_list_index_the_class_list_and_mixed_labels_are_
   common = ['--dataset=list', f'--input={FIGHT}', f'--annotations=train={listing}']
   assert _run(*common, f'--output={tmp_path / "a"}', '--dry_run') == 2
   assert ('error: The list files give integer labels: pass --class_list (one class name per '
-          'line, in index order).') in capsys.readouterr().err
+          'line, in index order), or --integer_labels=name if the integers are the class names.'
+          ) in capsys.readouterr().err
   out = tmp_path / 'out'
   assert _run(*common, f'--output={out}', f'--class_list={classes}', '--short_side=32',
               '--workers=1') == 0
@@ -1691,7 +1710,8 @@ def test_integer_labels_of_a_csv_list_index_the_class_list_and_mixed_labels_are_
     assert _run('--dataset=list', f'--input={FIGHT}', f'--annotations=train={path}',
                 f'--output={tmp_path / "b"}', '--dry_run') == 2
     assert (f"{path}:{line}: labels mix integers (e.g. '0') and class names (e.g. 'fight'): "
-            'give every label as a name, or every one as an index with --class_list.'
+            'give every label as a name, or every one as an index with --class_list (or read '
+            'them all as names with --integer_labels=name).'
             ) in capsys.readouterr().err
 
 

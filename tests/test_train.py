@@ -15,6 +15,7 @@ from salinet_jax import checkpoints
 from salinet_jax import engine
 from salinet_jax import errors
 from salinet_jax import train
+from salinet_jax import workdir as workdir_lib
 from tests.conftest import mesh_worker
 from tests.conftest import scalar_points, scalars_written
 
@@ -451,6 +452,20 @@ def test_tensorboard_points_of_steps_no_checkpoint_kept_are_set_aside_at_a_resum
   assert (f'Checkpoint step 4 >= num_train_steps 3: nothing to train; '
           f'{os.path.join(workdir, "config.json")} keeps the config its steps trained with.'
           ) in caplog.text
+  # A relaunch lengthening the run to 8 steps, killed before its first save, leaves config.json
+  # at 8 (so eval says the run stopped at step 4 of 8); a relaunch at the run's own length finds
+  # nothing to train, and config.json says its steps' length again (review: the run read as
+  # unfinished for ever, and rerunning its command did nothing).
+  lengthened = config.copy_and_resolve_references()
+  lengthened.num_train_steps = 8
+  workdir_lib.write_config(workdir, lengthened)
+  step_dir = os.path.join(checkpoints.checkpoint_dir(workdir), '4')
+  assert checkpoints.unfinished_run(step_dir) == (4, 8)
+  config.num_train_steps = 4
+  train.train_and_evaluate(config, workdir)
+  assert checkpoints.unfinished_run(step_dir) is None
+  with open(os.path.join(workdir, 'config.json')) as f:
+    assert json.load(f)['num_train_steps'] == 4
 
 
 def test_a_run_started_from_an_unfinished_one_says_so_at_every_resume(config, tmp_path, caplog,

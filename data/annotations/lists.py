@@ -15,26 +15,35 @@ from data.annotations.common import (AnnotationError, Annotations, PathLike, Unk
                                      parse_int)
 
 
-def _refuse_two_readings(path: PathLike, rows: List[Tuple[int, str]], classes: Sequence[str],
-                         order: Sequence[str], index_base: int) -> None:
+def _by_index(token: str, order: Sequence[str], index_base: int) -> Optional[str]:
+  """The class an integer label names as an index into `order`, None where out of range."""
+  number = int(token) - index_base
+  return order[number] if 0 <= number < len(order) else None
+
+
+def _reads_as_names(path: PathLike, rows: List[Tuple[int, str]], classes: Sequence[str],
+                    order: Sequence[str], index_base: int) -> bool:
   """Integer labels beside classes named by integers read two ways: as an index into `order`
-  and as a class name. Where the two differ for some label, which one is meant is the user's to
-  say (`integer_labels`)."""
+  and as a class name. Whichever reading alone fits every label is taken (names where only
+  they do); where both fit and give another class for some label, which one is meant is the
+  user's to say (`integer_labels`)."""
   if not any(is_int(name) for name in classes):
-    return
+    return False
   names = set(classes)
+  as_names = all(token in names for _, token in rows)
+  as_indices = all(_by_index(token, order, index_base) is not None for _, token in rows)
+  if not as_names:
+    return False
+  if not as_indices:
+    return True
   for line, token in rows:
-    number = int(token) - index_base
-    by_index = order[number] if 0 <= number < len(order) else None
-    if by_index == token:
-      continue
-    index_class = f'class {by_index!r}' if by_index is not None else 'no class'
-    by_name = (f'the class named {token!r} and also' if token in names else
-               'named by no class of the integer-named classes, and')
-    base = f' (counted from {index_base})' if index_base else ''
-    raise AnnotationError(path, line, f'label {token!r} is {by_name} index {token}{base} of the '
-                          f'class list, {index_class}: say which it is with --integer_labels=name '
-                          'or --integer_labels=index.')
+    by_index = _by_index(token, order, index_base)
+    if by_index != token:
+      base = f' (counted from {index_base})' if index_base else ''
+      raise AnnotationError(path, line, f'label {token!r} is the class named {token!r} and also '
+                            f'index {token}{base} of the class list, class {by_index!r}: say '
+                            'which it is with --integer_labels=name or --integer_labels=index.')
+  return False
 
 
 def _resolve_labels(path: PathLike, rows: List[Tuple[int, str]], classes: Optional[Sequence[str]],
@@ -45,22 +54,26 @@ def _resolve_labels(path: PathLike, rows: List[Tuple[int, str]], classes: Option
 
   Integer labels index `label_order` (default `classes`), counted from `index_base`, and are then
   looked up by name in `classes`; without any class list they are kept as-is with empty text.
-  Where classes are named by integers too and the readings differ, `integer_labels` ('index' or
-  'name') must say which is meant. Name labels without `classes` define the class list as their
-  sorted unique values.
+  Where classes are named by integers too, the reading that alone fits every label is taken;
+  where both fit and differ, `integer_labels` ('index' or 'name') must say which is meant. Name
+  labels without `classes` define the class list as their sorted unique values.
   """
+  if integer_labels and rows and not any(is_int(token) for _, token in rows):
+    raise AnnotationError(path, None, f'--integer_labels={integer_labels} reads integer labels, '
+                          'and this file has none: it would be ignored.')
   integer = (bool(rows) and all(is_int(token) for _, token in rows)
              and integer_labels != 'name')
-  if integer and classes is not None and not integer_labels:
-    _refuse_two_readings(path, rows, classes,
-                         label_order if label_order is not None else classes, index_base)
+  if integer and classes is not None and not integer_labels and _reads_as_names(
+      path, rows, classes, label_order if label_order is not None else classes, index_base):
+    integer = False
   if not integer and classes is None:
     numbered = next(((line, token) for line, token in rows if is_int(token)), None)
     if numbered is not None and integer_labels != 'name':  # they would become classes
       named = next(token for _, token in rows if not is_int(token))
       raise AnnotationError(path, numbered[0], f'labels mix integers (e.g. {numbered[1]!r}) and '
                             f'class names (e.g. {named!r}): give every label as a name, or every '
-                            'one as an index with --class_list.')
+                            'one as an index with --class_list (or read them all as names with '
+                            '--integer_labels=name).')
     classes = sorted({token for _, token in rows})
   if classes is None and label_order is not None:
     classes = label_order

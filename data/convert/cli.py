@@ -34,7 +34,8 @@ at --fps (0: every native frame) with short side --short_side (256) as JPEG (--j
 Class indices follow the official class order (--class_list overrides it for the kinds that have
 no official list file: kinetics, mini_kinetics, folder, list, frames); a label missing from the
 class list stops the run before any decoding, listing every offender. Flags the kind does not
-read are refused, and list files mixing integer and name labels too.
+read are refused, and list files mixing integer and name labels too (but with
+--integer_labels=name).
 
 The work runs over --workers processes with a progress bar. Each shard is written to a temporary
 name and renamed when complete, with its bookkeeping in OUTPUT/.convert/; a re-run with the same

@@ -352,7 +352,8 @@ def _names_of_the_labels(named: Dict[str, Tuple[str, ...]]) -> Tuple[str, ...]:
         'names, or integers with --class_list (one class name per line, in index order).')
   if integer:
     raise ConversionError('The list files give integer labels: pass --class_list (one class '
-                          'name per line, in index order).')
+                          'name per line, in index order), or --integer_labels=name if the '
+                          'integers are the class names.')
   return tuple(sorted({name for names in named.values() for name in names}))
 
 
