@@ -313,7 +313,8 @@ def _model_summary(trainer: engine.Engine, state: engine.TrainState, writer,
   t, h, w = trainer.input_shape[1:4]
   return (f'Model {trainer.config.model.name}: {num_params / 1e6:.3f} M parameters, '
           f'{gflops:.3f} GFLOPs per {t}x{h}x{w} view, {len(trainer.classes)} classes '
-          f'({data_errors.first_few(list(trainer.classes), 10)})')
+          f'({", ".join(repr(c) for c in trainer.classes[:10])}'
+          f'{", ..." if len(trainer.classes) > 10 else ""})')
 
 
 def _metric_writer(workdir: str):

@@ -45,7 +45,8 @@ def test_train_then_eval_through_main(tiny_data_dir, tmp_path):
   assert 'val top-1:' in proc.stdout
   assert 'clips/s' in proc.stderr and 'ETA' in proc.stderr and 'GFLOPs per' in proc.stderr
   # The classes in their index order, which log.txt kept nowhere else (user audit).
-  assert '4 classes (moving_right, moving_left, moving_down, moving_up)' in proc.stderr
+  assert ("4 classes ('moving_right', 'moving_left', 'moving_down', 'moving_up')"
+          in proc.stderr)
   # The environment's cache (the tests' own) takes precedence over the config's user folder.
   assert f"XLA compilation cache: {subprocess_env()['JAX_COMPILATION_CACHE_DIR']}" in proc.stderr
   # log.txt holds the console's lines from the first (process and devices) to the last.

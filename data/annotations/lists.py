@@ -172,7 +172,8 @@ def parse_class_folders(root: PathLike, extensions: Optional[Iterable[str]] = No
   names = [d for d in sorted(os.listdir(root)) if not d.startswith('.')]
   for name in names:  # a class folder on a disk not mounted: its class would be left out
     link = os.path.join(root, name)
-    if os.path.islink(link) and not os.path.exists(link):
+    if (os.path.islink(link) and not os.path.exists(link)
+        and not os.path.splitext(name)[1]):  # a name with an extension is a file's
       raise ValueError(f'{link}: a link to {os.path.realpath(link)}, which is not there: its '
                        'class would be left out of the model. Make it reachable (mount it) or '
                        'remove the link.')

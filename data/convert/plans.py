@@ -237,9 +237,11 @@ def plan_ssv2(args) -> Plan:
 FOLDER_GROUPS = ('subfolder', 'file')
 
 
-# Folder names that name a split, in the order a refusal lists them: ROOT/train/<class>/...
-SPLIT_FOLDER_NAMES = ('train', 'training', 'val', 'valid', 'validation', 'dev', 'eval',
-                      'evaluation', 'test', 'testing')
+# Folder names that name a split (ROOT/train/<class>/...), with the split a refusal suggests
+# (training evaluates split 'val' by default), in the order it lists them.
+SPLIT_FOLDER_NAMES = {'train': 'train', 'training': 'train', 'val': 'val', 'valid': 'val',
+                      'validation': 'val', 'dev': 'val', 'eval': 'val', 'evaluation': 'val',
+                      'test': 'test', 'testing': 'test'}
 
 
 def _refuse_split_folders_as_classes(root: str, classes: Sequence[str]) -> None:
@@ -247,11 +249,13 @@ def _refuse_split_folders_as_classes(root: str, classes: Sequence[str]) -> None:
   tree would train a 'train vs val' classifier, its classes made groups."""
   if not classes or not all(c.casefold() in SPLIT_FOLDER_NAMES for c in classes):
     return
-  ordered = sorted(classes, key=lambda c: SPLIT_FOLDER_NAMES.index(c.casefold()))
-  commands = ', then '.join(f'--input={os.path.join(root, c)} --split={c}' for c in ordered)
+  order = list(SPLIT_FOLDER_NAMES)
+  ordered = sorted(classes, key=lambda c: order.index(c.casefold()))
+  commands = ', then '.join(f'--input={os.path.join(root, c)} '
+                            f'--split={SPLIT_FOLDER_NAMES[c.casefold()]}' for c in ordered)
   raise ConversionError(f'{root}: its folders ({", ".join(classes)}) are named like splits, not '
                         f'classes: convert each with its split into one output, e.g. '
-                        f'{commands}.')
+                        f'{commands} (or pass --class_list if they are the classes).')
 
 
 def plan_folder(args) -> Plan:
@@ -640,8 +644,11 @@ def _same_file_key(item) -> str:
 
 def _printed(name: str) -> str:
   """How a class name reads on a screen: compatibility characters (a no-break space, a
-  full-width letter) as their plain forms, runs of spaces as one, none at the ends."""
-  return ' '.join(unicodedata.normalize('NFKC', name).split())
+  full-width letter) as their plain forms, invisible ones (a zero-width space, a soft hyphen,
+  a byte-order mark) dropped, runs of spaces as one, none at the ends."""
+  shown = ''.join(c for c in unicodedata.normalize('NFKC', name)
+                  if unicodedata.category(c) != 'Cf')
+  return ' '.join(shown.split())
 
 
 def _refuse_class_names_that_print_alike(classes: Sequence[str]) -> None:
@@ -651,7 +658,7 @@ def _refuse_class_names_that_print_alike(classes: Sequence[str]) -> None:
   split the one-class-per-line labels files). The planners of user trees and lists call it
   before a group split, whose errors about such classes would hide the cause."""
   for name in classes:
-    if any(unicodedata.category(c) == 'Cc' for c in name):
+    if any(unicodedata.category(c) in ('Cc', 'Zl', 'Zp') for c in name):
       raise ConversionError(f'class {name!r} holds a control character (a line break, tab or '
                             'the like): the labels files, one class per line, would split or '
                             'garble it. Rename the folder or label.')
@@ -665,9 +672,10 @@ def _refuse_class_names_that_print_alike(classes: Sequence[str]) -> None:
                           'to one form.')
   for names in _alike(classes, _printed):
     raise ConversionError(f'classes {", ".join(repr(n) for n in names)} print alike (they '
-                          'differ in spaces or in compatibility characters such as a no-break '
-                          'space or a full-width letter): no output could tell the classes '
-                          'apart. Rename the folders or labels to one spelling.')
+                          'differ in spaces, invisible characters or compatibility characters '
+                          'such as a no-break space or a full-width letter): no output could '
+                          'tell the classes apart. Rename the folders or labels to one '
+                          'spelling.')
 
 
 def _alike(classes: Sequence[str], key) -> List[List[str]]:
@@ -683,7 +691,7 @@ def _classes_differing_in_case_only(classes: Sequence[str]) -> List[str]:
   beside 'fight', makes a class of its own); names that print alike are refused."""
   _refuse_class_names_that_print_alike(classes)
   warnings = []
-  for names in _alike(classes, lambda n: unicodedata.normalize('NFC', n).casefold()):
+  for names in _alike(classes, lambda n: _printed(n).casefold()):
     warnings.append(f'classes {", ".join(repr(n) for n in names)} differ in case only: each is '
                     'a class of the model; correct the labels if they are one class '
                     '(--class_list then refuses any label outside the list).')
