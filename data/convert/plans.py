@@ -653,9 +653,9 @@ def _printed(name: str) -> str:
 
 def _refuse_class_names_that_print_alike(classes: Sequence[str]) -> None:
   """Class names no output could tell apart are refused: one name in two Unicode forms (an
-  accent composed in one folder name, decomposed in another), names differing in spaces or
-  compatibility characters only, and names holding a control character (a line break would
-  split the one-class-per-line labels files). The planners of user trees and lists call it
+  accent composed in one folder name, decomposed in another), names differing in spaces,
+  invisible or compatibility characters only, and names holding a control character or line
+  separator (a line break would split the one-class-per-line labels files). The planners of user trees and lists call it
   before a group split, whose errors about such classes would hide the cause."""
   for name in classes:
     if any(unicodedata.category(c) in ('Cc', 'Zl', 'Zp') for c in name):

@@ -54,7 +54,7 @@ class ShardJob:
   fingerprint: str
 
 
-def _source_states(job: 'ShardJob') -> Dict[str, List[int]]:
+def _source_states(job: ShardJob) -> Dict[str, List[int]]:
   """{source: [size, modification time]} of a shard's videos, kept in its bookkeeping so that a
   re-run converts a file replaced under its name again. A frame folder's are its own, which its
   entries' comings and goings set: frames rewritten in place under the same names go unseen."""
