@@ -928,7 +928,16 @@ def test_a_class_folder_link_to_nowhere_is_refused_not_left_out(tmp_path, capsys
   (tree / 'walking').unlink()
   # A link to nowhere named like a file is a file's, not a class folder's (review).
   (tree / 'notes.txt').symlink_to(tmp_path / 'unmounted' / 'notes.txt')
+  # One inside a class folder (a group folder elsewhere) was named as a file of another
+  # extension (user audit); it is said to lead nowhere.
+  (tree / 'fight' / 'g9').symlink_to(tmp_path / 'unmounted' / 'g9')
+  capsys.readouterr()
   assert _run('--dataset=folder', f'--input={tree}', f'--output={out}', '--dry_run') == 0
+  err = capsys.readouterr().err
+  assert ('warning: 1 link(s) in the class folders lead nowhere and are left out (fight/g9): '
+          'what they stood for (a folder or video on a disk not mounted?) is not in the records.'
+          ) in err
+  assert 'their extensions not being among --extensions' not in err
 
 
 def test_class_folder_tree_problems_are_named_before_decoding(tmp_path, capsys):

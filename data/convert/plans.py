@@ -322,10 +322,18 @@ def plan_folder(args) -> Plan:
         f'extensions are among --extensions ({errors.first_few(parsed.hidden)}): rename any '
         'that is a video, or the hidden folder holding it, so that no part of its path starts '
         'with a dot.')
-  if parsed.skipped:
+  nowhere = [name for name in parsed.skipped if os.path.islink(os.path.join(root, name))
+             and not os.path.exists(os.path.join(root, name))]
+  if nowhere:
     plan.warnings.append(
-        f'{len(parsed.skipped)} file(s) in the class folders are left out, their extensions not '
-        f'being among --extensions ({errors.first_few(parsed.skipped)}); add any that are '
+        f'{len(nowhere)} link(s) in the class folders lead nowhere and are left out '
+        f'({errors.first_few(nowhere)}): what they stood for (a folder or video on a disk not '
+        'mounted?) is not in the records.')
+  others = [name for name in parsed.skipped if name not in nowhere]
+  if others:
+    plan.warnings.append(
+        f'{len(others)} file(s) in the class folders are left out, their extensions not '
+        f'being among --extensions ({errors.first_few(others)}); add any that are '
         'videos to --extensions.')
   return plan
 
