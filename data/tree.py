@@ -21,12 +21,14 @@ def walk(root: str, hidden: bool = False) -> Iterator[Tuple[str, List[str], List
     above = chains.pop(parent, frozenset())
     kept = []
     for name in sorted(dirnames):
-      real = os.path.realpath(os.path.join(parent, name))
-      if name.startswith('.') and (not hidden or (os.path.islink(os.path.join(parent, name))
-                                                  and _nested(real, top))):
+      path = os.path.join(parent, name)
+      if name.startswith('.') and not hidden:
+        continue
+      real = os.path.realpath(path)
+      if name.startswith('.') and os.path.islink(path) and _nested(real, top):
         continue
       if real not in above:
-        chains[os.path.join(parent, name)] = above | {real}
+        chains[path] = above | {real}
         kept.append(name)
     dirnames[:] = kept
     yield parent, dirnames, filenames

@@ -27,21 +27,17 @@ def _reads_as_names(path: PathLike, rows: List[Tuple[int, str]], classes: Sequen
   and as a class name. Whichever reading alone fits every label is taken (names where only
   they do); where both fit and give another class for some label, which one is meant is the
   user's to say (`integer_labels`)."""
-  if not any(is_int(name) for name in classes):
-    return False
   names = set(classes)
-  as_names = all(token in names for _, token in rows)
-  as_indices = all(_by_index(token, order, index_base) is not None for _, token in rows)
-  if not as_names:
+  if not all(token in names for _, token in rows):  # also where no class is named by an integer
     return False
-  if not as_indices:
+  by_index = [_by_index(token, order, index_base) for _, token in rows]
+  if None in by_index:
     return True
-  for line, token in rows:
-    by_index = _by_index(token, order, index_base)
-    if by_index != token:
+  for (line, token), indexed in zip(rows, by_index):
+    if indexed != token:
       base = f' (counted from {index_base})' if index_base else ''
       raise AnnotationError(path, line, f'label {token!r} is the class named {token!r} and also '
-                            f'index {token}{base} of the class list, class {by_index!r}: say '
+                            f'index {token}{base} of the class list, class {indexed!r}: say '
                             'which it is with --integer_labels=name or --integer_labels=index.')
   return False
 
