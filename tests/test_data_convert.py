@@ -1995,9 +1995,20 @@ def test_the_converter_counts_the_videos_official_folds_share_and_runs_warn_of_t
             '--num_shards=1', f'--annotations={ANNOTATIONS / "ucf101_official_splits"}']
   everything = tmp_path / 'all'
   assert _run(*common, '--fold=all', f'--output={everything}') == 0
+  said = ("warning: splits holding the same videos (a model trained on one and scored on the "
+          "other is scored on videos it trained on; training and eval say so): ")
+  assert said + ("'test1' and 'train2' share 3, 'test1' and 'train3' share 3, 'test2' and "
+                 "'train1' share 6, 'test2' and 'train3' share 6, 'test3' and 'train1' share 3, "
+                 "'test3' and 'train2' share 3, 'train1' and 'train2' share 3, 'train1' and "
+                 "'train3' share 6, 'train2' and 'train3' share 3.") in capsys.readouterr().err
   two_runs = tmp_path / 'two_runs'
   assert _run(*common, '--fold=1', f'--output={two_runs}') == 0
+  assert 'holding the same videos' not in capsys.readouterr().err  # test1 holds none of train1
   assert _run(*common, '--fold=2', f'--output={two_runs}') == 0
+  # Said at the conversion that adds a split sharing videos with a kept one (a leftover of the
+  # official-folds audit: only training and eval said it).
+  assert said + ("'test1' and 'train2' share 3, 'test2' and 'train1' share 6, 'train1' and "
+                 "'train2' share 3.") in capsys.readouterr().err
   shared = records.read_metadata(str(everything)).extra['shared_videos']
   assert (shared['train1']['test2'], shared['test2']['train1'], shared['train2']['test1'],
           shared['train1']['test1'], shared['train3']['test3']) == (6, 6, 3, 0, 0), shared
@@ -2024,6 +2035,7 @@ def test_the_converter_counts_the_videos_official_folds_share_and_runs_warn_of_t
   assert _run(*as_list, f'--annotations=train1={tmp_path / "train1.txt"}') == 0
   assert records.read_metadata(str(spelt)).extra['shared_videos'] == {
       'train1': {'test2': 1}, 'test2': {'train1': 1}}
+  assert said + "'test2' and 'train1' share 1." in capsys.readouterr().err
 
   config = custom.get_config()
   config.dataset.update(dict(data_dir=str(everything), train_split='train1', eval_split='test2'))

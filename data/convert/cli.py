@@ -46,7 +46,8 @@ corrupt or has no frames is left out and reported (file, reason) in metadata.jso
 OUTPUT/failures.csv; the run carries on. A video kept with something to know about it (decoded well
 short of the length its container declares, as a partly downloaded file is; or timed by frame count
 because its timestamps stop increasing and are unevenly spaced) is reported in OUTPUT/warnings.csv
-and metadata.json.
+and metadata.json. The pairs of splits in OUTPUT holding the same videos (by source file) are
+named after each run, with how many: a model trained on one is not to be scored on the other.
 
 Output (OUTPUT/): `<name>-<split>.tfrecord-<i:05d>-of-<n:05d>` shards (data/records.py schema),
 metadata.json, failures.csv, warnings.csv, and TFDS's dataset_info.json + features.json: see
@@ -172,9 +173,25 @@ def convert(args) -> Optional['records.DatasetMetadata']:
           'warnings: their videos were not checked for them (convert them anew to check).',
           file=sys.stderr)
   for line in (emptied_class_warnings(plan, metadata) + enlarged_warnings(states, args)
-               + uncounted_share_warnings(plan, metadata)):
+               + uncounted_share_warnings(plan, metadata) + shared_video_warnings(plan, metadata)):
     print(f'warning: {line}', file=sys.stderr)
   return metadata
+
+
+def shared_video_warnings(plan, metadata, most: int = 12) -> List[str]:
+  """One line naming the pairs of splits holding the same videos where one of the pair is this
+  run's (official folds do: UCF101's test2 is in train1; so do lists written by hand that
+  overlap), with how many; the first `most` pairs, the rest counted."""
+  shared = metadata.extra.get('shared_videos', {})
+  pairs = sorted({tuple(sorted((split, other))): count for split in plan.splits
+                  for other, count in shared.get(split, {}).items() if count}.items())
+  if not pairs:
+    return []
+  named = ', '.join(f'{a!r} and {b!r} share {count}' for (a, b), count in pairs[:most])
+  more = (f' and {len(pairs) - most} more pair(s) (metadata.json, extra.shared_videos)'
+          if len(pairs) > most else '')
+  return ['splits holding the same videos (a model trained on one and scored on the other is '
+          f'scored on videos it trained on; training and eval say so): {named}{more}.']
 
 
 def uncounted_share_warnings(plan, metadata) -> List[str]:
