@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from data import errors
 from data import ops
+from data import records
 
 Features = Dict[str, tf.Tensor]
 
@@ -32,7 +33,7 @@ def decode_jpeg_frames(features: Features) -> Features:
   flat = tf.reshape(jpegs, [-1])
   if jpegs.shape.is_fully_defined():
     flat.set_shape([jpegs.shape.num_elements()])
-  frames = _decode_each(flat, lambda b: tf.io.decode_jpeg(b, channels=3))
+  frames = _decode_each(flat, records.decode_frame)
   frames_shape = tf.shape(frames)
   features['video'] = tf.reshape(frames, tf.concat([shape, frames_shape[1:]], axis=0))
   return features
@@ -75,7 +76,8 @@ def decode_crop_resize(features: Features, box_fn, crop_size: int, seed: tf.Tens
   shape = tf.image.extract_jpeg_shape(jpegs[0])
   height, width = shape[0], shape[1]
   window = integer_window(*box_fn(height, width, seed), height, width)
-  crops = _decode_each(jpegs, lambda b: tf.image.decode_and_crop_jpeg(b, window, channels=3))
+  crops = _decode_each(jpegs, lambda b: tf.image.decode_and_crop_jpeg(
+      b, window, channels=3, dct_method=records.JPEG_DCT_METHOD))
   if not resize_on_device:
     features['video'] = host_resize(crops, crop_size)[None]
     return features

@@ -9,8 +9,8 @@ Measures, in one run, 8x224x224 clips (stride 8) from records stored at short si
                            the train step on the accelerator is not in (a): the normalisation and,
                            for crop windows smaller than 224 (short sides above 256), the resize
                            and flip (`python -m salinet_jax.bench --mode=inputs` measures them);
-  (b) ceiling_clips_per_s  plain `tf.io.decode_jpeg` of the JPEG frames of the same kind of clips
-                           (8 frames each, from the same records), held in memory and decoded in a
+  (b) ceiling_clips_per_s  plain JPEG decoding (`records.decode_frame`) of the frames of the same
+                           kind of clips (8 frames each, from the same records), held in memory, in a
                            tight single-threaded loop by one process per core (the 1-process figure
                            is printed too); no crop, resize, normalisation or batching;
   (c) pyav_clips_per_s     the same clips as (b) decoded straight from the source videos with PyAV
@@ -85,11 +85,12 @@ _WORKER_CLIPS = []
 def _ceiling_init(clips: List[List[bytes]], everyone_ready) -> None:
   data.quiet_tensorflow()
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from data import records  # pylint: disable=g-import-not-at-top
   tf.config.threading.set_inter_op_parallelism_threads(1)
   tf.config.threading.set_intra_op_parallelism_threads(1)
   _WORKER_CLIPS[:] = [[tf.constant(b) for b in clip] for clip in clips]
   for jpeg in _WORKER_CLIPS[0]:
-    tf.io.decode_jpeg(jpeg, channels=3)
+    records.decode_frame(jpeg)
   everyone_ready.wait()
 
 
@@ -98,16 +99,16 @@ def _started(_) -> int:
 
 
 def _decode_loop(args: Tuple[int, float, float]) -> Tuple[int, float]:
-  """A tight single-threaded loop of tf.io.decode_jpeg over this worker's share of the clips
+  """A tight single-threaded loop of records.decode_frame over this worker's share of the clips
   from `start_at` (a time.time() instant, so every worker times the same window)."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from data import records  # pylint: disable=g-import-not-at-top
   offset, start_at, seconds = args
   while time.time() < start_at:
     time.sleep(0.0005)
   count, k, end = 0, offset, start_at + seconds
   while time.time() < end:
     for jpeg in _WORKER_CLIPS[k % len(_WORKER_CLIPS)]:
-      tf.io.decode_jpeg(jpeg, channels=3)
+      records.decode_frame(jpeg)
     count += 1
     k += 1
   return count, time.time() - start_at
@@ -115,7 +116,7 @@ def _decode_loop(args: Tuple[int, float, float]) -> Tuple[int, float]:
 
 class Ceiling:
   """(b): `processes` worker processes (not threads: no GIL), each a tight single-threaded
-  tf.io.decode_jpeg loop over the clips' frames held in memory; no crop/resize/batching."""
+  records.decode_frame loop over the clips' frames held in memory; no crop/resize/batching."""
 
   def __init__(self, frames: Dict[int, List[bytes]], processes: int):
     clips = [frames[k] for k in sorted(frames)]
@@ -312,7 +313,7 @@ def _measure(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         f'rounds, batch {args.batch_size}); peak RSS {peak_rss:.0f} MiB')
   print('    its accelerator part (jitted resize of unresized crops, flip, normalisation) is '
         'not in (a): python -m salinet_jax.bench --mode=inputs measures it')
-  print(f'(b) tf.io.decode_jpeg ceiling: {ceiling_cps:.1f} clips/s on {cores} processes '
+  print(f'(b) JPEG decoding ceiling:     {ceiling_cps:.1f} clips/s on {cores} processes '
         f'({max(rounds["b1"]):.1f} on 1)')
   print(f'(c) PyAV from source videos:   {pyav_cps:.1f} clips/s on {cores} processes')
   print(f'(a)/(b) = {clips_per_s / ceiling_cps:.2f} (target >= 0.70; against 1 process '
