@@ -53,8 +53,10 @@ def get_config(variant: str = 'scratch') -> ml_collections.ConfigDict:
   config.data.shuffle_buffer = 128
   config.data.eval_num_clips = 4
   config.data.eval_num_crops = 3
-  config.data.eval_short_side = 112
-  config.data.eval_crop_size = 112
+  # Test views at the smallest train scale, as PySlowFast tests (objects at a size training
+  # saw): 3 crops of 128 along the long side.
+  config.data.eval_short_side = 128
+  config.data.eval_crop_size = 128
 
   config.model = ml_collections.ConfigDict(dict(
       name='hara_resnet3d', depth=10, width=16, stem_temporal_kernel=3, stem_max_pool=True,

@@ -229,6 +229,17 @@ def test_every_config_loads_and_builds_abstractly(name):
       config.dataset.data_dir).name) != ''
 
 
+@pytest.mark.parametrize('name', EVERY_CONFIG)
+def test_test_views_show_objects_at_the_smallest_train_scale(name):
+  """configs/custom.py and fight_surv.py trained on 112 crops of short side 128-160 and tested at
+  short side 112, where objects are smaller than at any train scale (audit). PySlowFast tests
+  at the smallest train scale (256 after a 256-320 jitter), as every other config does."""
+  data = load(name).data
+  if data.train_crop == 'short_side_jitter':
+    assert data.eval_short_side == data.train_min_scale, (data.eval_short_side,
+                                                          data.train_min_scale)
+
+
 def test_slow_r50_is_the_i3d_without_temporal_pooling_kernels_in_its_stem_or_non_local_blocks():
   """Slow R50 was advertised for --source=pyslowfast, but no config or override could express it
   (--config.model.stem_temporal_kernel is no field of configs/k400_i3d_nl.py), and weights
