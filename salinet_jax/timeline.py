@@ -9,7 +9,9 @@ is. Frames are resampled to the rate the checkpoint's eval records were converte
 were. Each window goes through the evaluation's own views and step, `config.predict.window_batch`
 windows per step; the last window ends at the video's end. Windows hold a fixed number of
 frames; their times are the frames' own: the container's timestamps at the native rate (a
-variable frame rate gives windows of unequal length, which is said), the ticks when resampled.
+variable frame rate gives windows of unequal length, which is said), the ticks when resampled,
+counted from the first frame, whose own time (not 0 after an MP4 edit list or in a cut stream)
+the json gives and the log line says.
 Writes `<name>.timeline.json` (per window: start, end, top-5 with probabilities) and
 `<name>.timeline.png` (the probability of the top classes over time) into the output directory.
 """
@@ -72,7 +74,7 @@ def windows(path: str, frame_options: Dict[str, Any], window_seconds: float,
   frames are resampled to that rate first (the frame on screen at each 1/fps tick), as the
   converter resamples a video into records; `frame_options` (data/pipeline.frame_options) size
   and encode them as the records' frames. Once the video is done, `seconds` (if given) holds
-  each frame's start and the video's end, counted from its first frame (`_frame_seconds`)."""
+  each frame's start and the video's end in the container's time (`_frame_seconds`)."""
   source_rate, tolerance = video_io.stream_timing(path)
   source_rate = source_rate or video_io.ASSUMED_FPS
   rate = fps if fps > 0 else source_rate
@@ -95,14 +97,17 @@ def windows(path: str, frame_options: Dict[str, Any], window_seconds: float,
 
 def _frame_seconds(stamps: List[Any], count: int, source_rate: float, fps: float,
                    tolerance: float) -> List[float]:
-  """The start of each of `count` window frames and the end of the last, from the first frame:
-  resampled, the 1/fps ticks; at the native rate, the frames' presentation times
-  (video_io.frame_times: the container's timestamps where they time the video, else the count
-  at the average rate), the last frame lasting as long as the gap before it."""
+  """The start of each of `count` window frames and the end of the last, in the container's time
+  (a video may start later than 0: an MP4 edit list, a cut stream): resampled, the 1/fps ticks
+  from the first frame; at the native rate, the frames' presentation times (video_io.frame_times:
+  the container's timestamps where they time the video, else the count at the average rate
+  from the earliest timestamp), the last frame lasting as long as the gap before it."""
+  first = min((float(t) for t in stamps if t is not None), default=0.0)
   if fps > 0:
-    return [i / fps for i in range(count + 1)]
-  times, _ = video_io.frame_times(stamps, source_rate)
-  times = [t - times[0] for t in times]
+    return [first + i / fps for i in range(count + 1)]
+  times, timing = video_io.frame_times(stamps, source_rate)
+  if timing != video_io.TIMING_CONTAINER:
+    times = [first + t for t in times]
   last = video_io.frame_duration(times[-2:], source_rate, tolerance) or 1.0 / source_rate
   return times + [times[-1] + last]
 
@@ -195,9 +200,11 @@ def predict_windows(predictor, path: str, output_stem: str) -> np.ndarray:
   if not probs:
     raise video_io.VideoError('no video frames decoded (empty or zero-frame video)')
   probs = np.stack(probs)
-  spans = [(seconds[begin], seconds[end]) for begin, end in frames]
+  first = seconds[0]  # the windows' times count from the first frame, as a clip's do
+  spans = [(seconds[begin] - first, seconds[end] - first) for begin, end in frames]
   _say_uneven_windows(path, spans, frames[0][1] - frames[0][0], seconds, config)
-  _write(predictor, path, output_stem, spans, probs, rates[0], frames[0][1] - frames[0][0])
+  _write(predictor, path, output_stem, spans, probs, rates[0], frames[0][1] - frames[0][0],
+         first)
   return probs.mean(axis=0)
 
 
@@ -207,9 +214,10 @@ def output_files(output_stem: str) -> List[str]:
 
 
 def _write(predictor, path: str, output_stem: str, spans, probs: np.ndarray,
-           rate: float, size: int) -> None:
+           rate: float, size: int, first: float) -> None:
   """The timeline json (windows of `size` whole frames at `rate`, fewer than asked in a video
-  shorter than one: the seconds they hold, beside those asked for) and its PNG."""
+  shorter than one: the seconds they hold, beside those asked for; times from the first frame,
+  which is at `first` seconds of the container's time) and its PNG."""
   stem = output_stem + TIMELINE_SUFFIX
   classes = predictor.classes
   entries = []
@@ -222,13 +230,16 @@ def _write(predictor, path: str, output_stem: str, spans, probs: np.ndarray,
   json_path, png_path = output_files(output_stem)
   with data_errors.replacing(json_path) as f:
     json.dump({'video': path, 'checkpoint': predictor.source, 'frame_rate': rate,
+               'first_frame_seconds': round(first, 3),
                'window_frames': size, 'stride_frames': stride,
                'window_seconds': round(size / rate, 3), 'stride_seconds': round(stride / rate, 3),
                'asked': {'window_seconds': config.window_seconds,
                          'stride_seconds': config.stride_seconds},
                'windows': entries}, f, indent=1)
   _plot(png_path, spans, probs, classes, config.timeline_classes, os.path.basename(path))
-  logging.info('%s: %d windows, timeline in %s.json and .png', path, len(spans), stem)
+  later = (f" (its times count from its first frame, at {first:.3f} s of the container's time: "
+           'add that to find them in a player showing that time)') if abs(first) >= 0.0005 else ''
+  logging.info('%s: %d windows, timeline in %s.json and .png%s', path, len(spans), stem, later)
 
 
 def _plot(path: str, spans, probs: np.ndarray, classes, count: int, title: str) -> None:
@@ -237,13 +248,16 @@ def _plot(path: str, spans, probs: np.ndarray, classes, count: int, title: str) 
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
   centres = np.asarray([(start + end) / 2 for start, end in spans])
   shown = np.argsort(-probs.max(axis=0), kind='stable')[:count]
-  fig, ax = plt.subplots(figsize=(min(4 + len(spans) * 0.05, 16), 3.6))
+  fig, ax = plt.subplots(figsize=(min(6 + len(spans) * 0.05, 16), 3.8))
+  marker = 'o' if len(spans) <= 30 else None  # a line through one window draws nothing
   for k in shown:
-    ax.plot(centres, probs[:, k], label=classes[k], linewidth=1.4)
+    ax.plot(centres, probs[:, k], label=classes[k], linewidth=1.4, marker=marker, markersize=3)
   ax.set_xlabel('time (s, window centre)')
   ax.set_ylabel('probability')
   ax.set_ylim(0, 1)
-  ax.set_title(f'{title}: the {len(shown)} classes most probable in some window')
+  if len(title) > 48:  # a name too long for the narrowest figure keeps its start and end
+    title = f'{title[:22]}...{title[-23:]}'
+  ax.set_title(f'{title}\nthe {len(shown)} classes most probable in some window', fontsize=10)
   ax.legend(fontsize=8, loc='upper right')
   fig.tight_layout()
   with data_errors.replacing(path, 'wb') as f:

@@ -443,3 +443,21 @@ def test_windowed_predict_writes_a_timeline_over_the_whole_video(own_records, tm
           'frames at its native rate span 1.80 to 6.30 s of it (the timeline gives their real '
           'times); records converted at a fixed rate (data.convert --fps) make windows of 4 s.'
           ) in caplog.text, caplog.text
+
+  # A video whose first frame is at 2 s of its container's time (an MP4 edit list, a cut
+  # stream): the windows count from its first frame, which the json and the log line place
+  # (audit: the timeline read 2 s early against the container's time, without a word).
+  late = tmp_path / 'late.mp4'
+  write_moving_bar_video(late, fps=10, times=[2 + i / 10 for i in range(40)])
+  caplog.clear()
+  predict.predict(config, workdir, [str(late)], output_dir=str(tmp_path / 'late'))
+  timeline = json.loads((tmp_path / 'late' / 'late.mp4.timeline.json').read_text())
+  assert timeline['first_frame_seconds'] == 2.0
+  assert [(w['start_seconds'], w['end_seconds']) for w in timeline['windows']] == [
+      (0.0, 4.0)], timeline['windows']
+  assert (f"{late}: 1 windows, timeline in {tmp_path / 'late' / 'late.mp4.timeline'}.json and "
+          ".png (its times count from its first frame, at 2.000 s of the container's time: add "
+          'that to find them in a player showing that time)') in caplog.text, caplog.text
+  predict.predict(config, workdir, [str(vfr)], output_dir=str(tmp_path / 'vfr'))
+  assert json.loads((tmp_path / 'vfr' / 'vfr.mp4.timeline.json').read_text())[
+      'first_frame_seconds'] == 0.0

@@ -476,3 +476,28 @@ def test_tied_probabilities_keep_the_class_order():
   ranked = predict.Predictor.top(types.SimpleNamespace(classes=list('abcdef')),
                                  np.array([0.1, 0.3, 0.1, 0.3, 0.1, 0.1]))
   assert [name for name, _ in ranked] == ['b', 'd', 'a', 'c', 'e']
+
+
+@pytest.mark.parametrize('windows, name', [(1, 'a_rather_long_video_name_from_a_camera.mp4'),
+                                           (3, 'a_rather_long_video_name_from_a_camera.mp4'),
+                                           (400, 'a_rather_long_video_name_from_a_camera.mp4'),
+                                           (1, 'cam' * 40 + '.mp4')])
+def test_the_timeline_picture_shows_its_whole_title(windows, name, tmp_path, monkeypatch):
+  """The PNG of a short video was cut at 'most probable in some wind' (audit): its width follows
+  the window count, and the one-line title was wider than a few windows' figure. A video of one
+  window drew no point at all (a line through one point)."""
+  from matplotlib import figure  # pylint: disable=g-import-not-at-top
+  from matplotlib.backends import backend_agg  # pylint: disable=g-import-not-at-top
+  saved = []
+  monkeypatch.setattr(figure.Figure, 'savefig', lambda fig, *a, **k: saved.append(fig))
+  spans = [(2.0 * i, 2.0 * i + 4) for i in range(windows)]
+  probs = np.random.default_rng(0).dirichlet(np.ones(4), size=windows)
+  timeline._plot(str(tmp_path / 'a.png'), spans, probs, ['a', 'b', 'c', 'd'], 3, name)
+  fig = saved[0]
+  renderer = backend_agg.FigureCanvasAgg(fig).get_renderer()
+  title = fig.axes[0].title.get_window_extent(renderer)
+  assert fig.axes[0].get_title().endswith('\nthe 3 classes most probable in some window')
+  assert name[:20] in fig.axes[0].get_title() and name[-20:] in fig.axes[0].get_title()
+  assert 0 <= title.x0 and title.x1 <= fig.bbox.width, (title, fig.bbox)
+  if windows == 1:
+    assert all(line.get_marker() not in (None, '', 'None') for line in fig.axes[0].get_lines())
