@@ -176,7 +176,8 @@ def build(directory: str) -> Dict[str, Any]:
     }
     if official is not None and split in official.split_sizes:
       entry['official_videos'] = official.split_sizes[split]
-      entry['missing_from_official'] = official.split_sizes[split] - entry['videos']
+      entry['missing_from_official'] = max(0, official.split_sizes[split] - entry['videos'])
+      entry['beyond_official'] = max(0, entry['videos'] - official.split_sizes[split])
     card['splits'][split] = entry
   if official is not None:
     card['official_num_classes'] = official.num_classes
@@ -201,8 +202,12 @@ def summary(card: Dict[str, Any]) -> str:
            + (f" (official {card['official_num_classes']})" if 'official_num_classes' in card
               else '') + f", records {card['records']}"]
   for split, entry in card['splits'].items():
-    official = (f" of {entry['official_videos']:,} official ({entry['missing_from_official']:,} "
-                'missing)' if 'official_videos' in entry else '')
+    official = ''
+    if 'official_videos' in entry:
+      official = (f" of {entry['official_videos']:,} official ("
+                  + (f"{entry['beyond_official']:,} more than official)"
+                     if entry.get('beyond_official') else
+                     f"{entry['missing_from_official']:,} missing)"))
     lines.append(f"  {split}: {entry['videos']:,} videos{official}, {entry['failures']} failed"
                  + (f" {entry['failure_reasons']}" if entry['failures'] else '')
                  + (f", {entry['videos_with_warnings']} kept with a warning (warnings.csv)"

@@ -2155,3 +2155,22 @@ def test_a_listed_path_is_found_whatever_its_letter_case_as_the_official_kinds_f
                f'--class_list={ANNOTATIONS / "ucf101_official_splits" / "classInd.txt"}')
   assert not {item.filename: item.source for item in plan.splits['train']}[
       'HandStandPushups/v_HandStandPushups_g08_c01.avi']
+
+
+def test_the_data_card_says_how_many_videos_a_split_holds_beyond_the_official_count(tmp_path):
+  """fight_surv's 115 clips converted as one val split (28 official) were carded as '-87
+  missing' (audit): a count beyond the official one is said as such, and the json keeps
+  `missing_from_official` a count of missing videos."""
+  from data import report  # pylint: disable=g-import-not-at-top
+  videos = tmp_path / 'videos'
+  for folder in ('fight', 'noFight'):
+    (videos / folder).mkdir(parents=True)
+    for path in sorted((FIGHT / folder).glob('*.mp4'))[:15]:
+      (videos / folder / path.name).symlink_to(path)
+  out = tmp_path / 'records'
+  assert _run('--dataset=folder', f'--input={videos}', f'--output={out}', '--split=val',
+              '--short_side=32', '--max_frames=2', '--name=fight_surv') == 0
+  card = report.build(str(out))
+  assert (card['splits']['val']['official_videos'], card['splits']['val']['missing_from_official'],
+          card['splits']['val']['beyond_official']) == (28, 0, 2)
+  assert '  val: 30 videos of 28 official (2 more than official), 0 failed' in report.summary(card)
