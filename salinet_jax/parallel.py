@@ -196,6 +196,20 @@ def start_backend() -> None:
 _JOIN_VARIABLES = ('JAX_COORDINATOR_ADDRESS', 'JAX_NUM_PROCESSES', 'JAX_PROCESS_ID')
 
 
+def refuse_a_process_group(command: str) -> None:
+  """A one-process command (export, weight conversion) started by a multi-process launcher, the
+  join variables of `initialize_distributed` set, would run whole in every process, each writing
+  the same files: refused in one line."""
+  count = os.environ.get('JAX_NUM_PROCESSES', '1')
+  if os.environ.get('SALINET_JAX_DISTRIBUTED') != '1' and (not count.isdigit() or int(count) < 2):
+    return
+  started = (f"process {os.environ.get('JAX_PROCESS_ID', '?')} of {count}"
+             if os.environ.get('JAX_COORDINATOR_ADDRESS') else 'one process of a cluster')
+  raise errors.ConfigError(f'{command} runs in one process (this one was started as {started}, '
+                           'and each would write the same files): start it without '
+                           'JAX_COORDINATOR_ADDRESS / SALINET_JAX_DISTRIBUTED.')
+
+
 def initialize_distributed() -> None:
   """Joins a multi-process run through `jax.distributed` when the environment asks for one.
 

@@ -101,14 +101,20 @@ def output_names(files: Sequence[str]) -> List[str]:
   return [os.path.relpath(os.path.abspath(f), root) for f in files]
 
 
+def refuse_a_process_group() -> None:
+  """Predict and features score every video in one process: each process of a group would
+  score them all and write the same files."""
+  if jax.process_count() > 1:
+    raise errors.ConfigError('Predict and features modes run in one process; start them '
+                             'without JAX_COORDINATOR_ADDRESS / SALINET_JAX_DISTRIBUTED.')
+
+
 class Predictor:
   """A workdir's checkpoint (`config.eval.checkpoint`), restored to score videos held in memory
   through the evaluation's views and step. One process only."""
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: str):
-    if jax.process_count() > 1:
-      raise errors.ConfigError('Predict and features modes run in one process; start them '
-                               'without JAX_COORDINATOR_ADDRESS / SALINET_JAX_DISTRIBUTED.')
+    refuse_a_process_group()
     self.config = config
     metadata = engine.checkpoint_metadata(workdir, config)
     self.classes = tuple(metadata['classes'])
@@ -224,6 +230,7 @@ def predict(config: ml_collections.ConfigDict, workdir: str, video_paths: Sequen
   'top5' [(class, probability)], 'checkpoint'. With `config.predict.window_seconds` > 0 each
   video is scored window by window instead (salinet_jax/timeline.py): its timeline json and
   PNG are written and 'top5' ranks the mean of the windows' probabilities."""
+  refuse_a_process_group()  # also through an export, which reads no checkpoint
   window, stride = config.predict.window_seconds, config.predict.stride_seconds
   if window < 0 or (window > 0 and stride <= 0):
     raise errors.ConfigError(

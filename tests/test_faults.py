@@ -872,6 +872,22 @@ def test_a_partial_multi_process_environment_is_refused(env, expected, tiny_data
   assert expected in _one_error_line(proc)
 
 
+@pytest.mark.parametrize('command', [
+    ('salinet_jax.export', '--workdir=/tmp/unused', '--output=/tmp/unused_export'),
+    ('salinet_jax.convert', '--source=pyslowfast', '--checkpoint=missing.pkl',
+     '--config=configs/k400_i3d_nl.py', '--output=/tmp/unused')], ids=['export', 'convert'])
+def test_one_process_commands_started_in_a_process_group_are_refused(command):
+  """An export started by a multi-process launcher ran whole in every process, each writing the
+  same folder (audit: the second overwrote the first without --overwrite)."""
+  env = subprocess_env(JAX_COORDINATOR_ADDRESS='localhost:12355', JAX_NUM_PROCESSES='2',
+                       JAX_PROCESS_ID='1')
+  proc = subprocess.run([sys.executable, '-m', *command], cwd=REPO_ROOT, env=env,
+                        capture_output=True, text=True, timeout=300)
+  assert (f'python -m {command[0]} runs in one process (this one was started as process 1 of '
+          '2, and each would write the same files): start it without JAX_COORDINATOR_ADDRESS '
+          '/ SALINET_JAX_DISTRIBUTED.') in _one_error_line(proc, 1)
+
+
 @pytest.mark.parametrize('text, argument, expected', [
     ('def get_config(:\n  pass\n', '', '--config: {file}:1: invalid syntax.'),
     ('import no_such_module\n', '', "--config: the config file's import failed: No module named "

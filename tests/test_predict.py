@@ -209,6 +209,21 @@ def test_features_mode_refuses_an_export(trained, tmp_path):
     features.extract(exported, workdir, [str(tmp_path / 'a.mp4')])
 
 
+@pytest.mark.parametrize('exported', [False, True], ids=['checkpoint', 'export'])
+def test_predict_in_a_process_group_is_refused_before_anything_is_read(exported, tiny_data_dir,
+                                                                       tmp_path, monkeypatch):
+  """Through an export, predict ran whole in every process of a group, each writing the same
+  files (audit: one crashed on another's temporary file); through a checkpoint it was refused."""
+  from tests.conftest import tiny_config  # pylint: disable=g-import-not-at-top
+  config = tiny_config(tiny_data_dir)
+  if exported:
+    config.predict.exported = str(tmp_path / 'export' / 'stablehlo')
+  monkeypatch.setattr(predict.jax, 'process_count', lambda: 2)
+  with pytest.raises(predict.errors.ConfigError, match='Predict and features modes run in one '
+                     'process; start them without JAX_COORDINATOR_ADDRESS'):
+    predict.predict(config, str(tmp_path / 'no_run'), [str(tmp_path / 'a.mp4')])
+
+
 @pytest.mark.skipif(not PANCAKE.exists(), reason=f'shared test data not found at {PANCAKE}')
 def test_features_under_remat_are_those_without(trained, tmp_path):
   """Features are read inside the forward, and under config.remat 'elementwise' or 'full' (the

@@ -90,10 +90,12 @@ def _convert():
   from salinet_jax import convert  # pylint: disable=g-import-not-at-top
   from salinet_jax import errors  # pylint: disable=g-import-not-at-top
   from salinet_jax import inputs  # pylint: disable=g-import-not-at-top
+  from salinet_jax import parallel  # pylint: disable=g-import-not-at-top
   from salinet_jax import pretrained  # pylint: disable=g-import-not-at-top
   from salinet_jax.models import build_model  # pylint: disable=g-import-not-at-top
   from salinet_jax.models import s2dnet as s2dnet_model  # pylint: disable=g-import-not-at-top
 
+  parallel.refuse_a_process_group('python -m salinet_jax.convert')
   config = _CONFIG.value
   source = convert.SOURCES[_SOURCE.value]
   two_d = source.name in convert.TWO_D_SOURCES

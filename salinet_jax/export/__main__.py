@@ -20,6 +20,7 @@ with data_errors.ctrl_c_while_starting(__name__):
   from salinet_jax import cli
   from salinet_jax import console
   from salinet_jax import errors
+  from salinet_jax import parallel
   from salinet_jax.export import exporter
   from salinet_jax.export import formats
 
@@ -71,6 +72,7 @@ def main(argv, values) -> int:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   try:
+    parallel.refuse_a_process_group('python -m salinet_jax.export')
     summary = exporter.export(
         values.workdir, values.output, values.formats, checkpoint=values.checkpoint,
         batch=values.batch, videos=values.video, num_videos=values.num_videos,
