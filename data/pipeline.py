@@ -452,6 +452,12 @@ def read(info: SplitInfo, *, shuffle: bool, seed: int, process_index: int,
   return ds
 
 
+def split_position(local_index: int, process_index: int, process_count: int) -> int:
+  """Where the `local_index`-th record a process reads through `read` without `by_file` sits in
+  the order one process reads the split: process p keeps every n-th record from the p-th."""
+  return local_index * process_count + process_index
+
+
 def _check_batch(global_batch: int, process_count: int, what: str) -> int:
   if global_batch % process_count:
     raise ValueError(f'{what} {global_batch} is not divisible by the {process_count} processes.')

@@ -232,12 +232,13 @@ def evaluate_batches(batches, num_videos: int, variables, mesh, jitted_step, cla
   `num_videos` real videos; returns (metric totals, per-video predictions). `visualize` is
   called with each local batch while it returns True (it wants more)."""
   totals = None
-  scores, labels, filenames = [], [], []
-  for batch in batches:
+  scores, labels, filenames, positions = [], [], [], []
+  for index, batch in enumerate(batches):
     if visualize is not None and not visualize(dict(batch)):
       visualize = None
     names = _gather_names(batch.pop('filename'))
     mask = _gather_rows(batch['mask'])
+    positions.append(_split_positions(index, len(batch['mask']))[mask])
     outputs = jitted_step(variables, parallel.to_global(batch, mesh))
     sums = outputs['sums']
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
@@ -248,8 +249,21 @@ def evaluate_batches(batches, num_videos: int, variables, mesh, jitted_step, cla
   if int(round(totals['count'])) != num_videos:
     raise VideoCountError(f'Evaluated {totals["count"]} videos but there are {num_videos}: the '
                           'eval pipeline lost or repeated videos.')
-  return totals, Predictions(np.concatenate(scores), np.concatenate(labels).astype(np.int64),
-                             filenames, tuple(classes))
+  order = np.argsort(np.concatenate(positions), kind='stable')  # the split's own order
+  return totals, Predictions(np.concatenate(scores)[order],
+                             np.concatenate(labels).astype(np.int64)[order],
+                             [filenames[i] for i in order], tuple(classes))
+
+
+def _split_positions(index: int, local_batch: int) -> np.ndarray:
+  """The split positions of the `_gather_rows` rows of the `index`-th eval batch: with several
+  processes the rows come process by process, each holding every n-th video of the split."""
+  local = index * local_batch + np.arange(local_batch)
+  if jax.process_count() == 1:
+    return local
+  from data import pipeline  # pylint: disable=g-import-not-at-top
+  return np.concatenate([pipeline.split_position(local, p, jax.process_count())
+                         for p in range(jax.process_count())])
 
 
 def evaluate_split(config, variables, split: str, mesh, jitted_step,

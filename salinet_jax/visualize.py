@@ -168,8 +168,9 @@ def with_aux(model) -> Callable:
 
 
 class EvalPictures:
-  """The pictures of an evaluation's first `count` videos, drawn batch after batch (an eval
-  batch may hold fewer): called with each local batch, it says whether it wants the next."""
+  """The pictures of the first `count` videos an evaluation's process reads, drawn batch after
+  batch (an eval batch may hold fewer): called with each local batch, it says whether it wants
+  the next. One process draws; in a group of n it reads one video in n of the split."""
 
   def __init__(self, model, variables, directory: str, count: int, data_config,
                classes: Sequence[str]):
@@ -188,12 +189,23 @@ class EvalPictures:
   def summary(self, num_videos: int) -> str:
     """The line that says where the pictures went, and why fewer than asked: the split (of
     `num_videos`), or this process's share of it, holds fewer videos."""
-    short = ''
+    short, share, processes = '', '', jax.process_count()
+    if processes > 1:
+      share = (f", of process 0's share of the split: with {processes} processes each reads one "
+               f"video in {processes} (the split's 1st, {processes + 1}{_ordinal(processes + 1)}, "
+               f'{2 * processes + 1}{_ordinal(2 * processes + 1)}, ...)')
     if len(self.paths) < self.count:
       held = 'the split' if self.videos_seen == num_videos else "this process's share of the split"
       short = (f' (config.eval.num_visualizations={self.count}, but {held} holds '
                f'{self.videos_seen} videos)')
-    return f'Wrote {len(self.paths)} pictures to {self.directory}{short}.'
+    return f'Wrote {len(self.paths)} pictures to {self.directory}{share}{short}.'
+
+
+def _ordinal(number: int) -> str:
+  """The English suffix of `number` as an ordinal: st, nd, rd or th."""
+  if number % 100 in (11, 12, 13):
+    return 'th'
+  return {1: 'st', 2: 'nd', 3: 'rd'}.get(number % 10, 'th')
 
 
 def picture_path(directory: str, index: int, name: str) -> str:

@@ -249,11 +249,15 @@ for _ in range(3):
   batch = parallel.to_global(next(batches), trainer.mesh)
   state, metrics = trainer.train_step(state, batch, jax.random.key(5))
   losses.append(float(metrics['loss']))
+from salinet_jax import evaluate
+_, predictions = evaluate.evaluate_split(config, state.variables, 'val', trainer.mesh,
+                                         trainer.eval_step)
+scored = dict(eval_files=np.array(predictions.filenames), eval_scores=predictions.scores)
 if jax.process_count() == 1:
   leaves = [np.asarray(x) for x in jax.tree.leaves((state.params, state.batch_stats))]
-  np.savez(sys.argv[3], losses=np.array(losses), *leaves)
+  np.savez(sys.argv[3], *leaves, losses=np.array(losses), **scored)
 elif jax.process_index() == 0:
-  np.savez(sys.argv[3], losses=np.array(losses))
+  np.savez(sys.argv[3], losses=np.array(losses), **scored)
 """
 
 

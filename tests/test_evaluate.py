@@ -20,6 +20,7 @@ from salinet_jax import errors
 from salinet_jax import evaluate
 from salinet_jax import parallel
 from salinet_jax import reports
+from salinet_jax import visualize
 from tests.conftest import REPO_ROOT
 from tests.conftest import subprocess_env
 from tests.conftest import tiny_config
@@ -428,3 +429,21 @@ def test_records_holding_another_number_of_videos_than_their_metadata_are_named(
       rf"{shard['num_videos'] + 1} videos, but metadata.json counts {shard['num_videos']} "
       r'\(7 in the split, 6 counted\)')):
     _evaluate(directory)
+
+
+@pytest.mark.parametrize('seen', [4, 3])
+def test_eval_pictures_of_a_process_group_say_whose_videos_they_show(seen, monkeypatch):
+  """With 2 processes the pictures were of videos 0, 2, 4, 6 (process 0 reads one video in 2),
+  though they read as the split's first ones (audit)."""
+  pictures = visualize.EvalPictures(nn.Dense(1), {}, '/out/vis', 4, None, ('a', 'b'))
+  pictures.paths, pictures.videos_seen = [f'p{i}' for i in range(min(seen, 4))], seen
+  monkeypatch.setattr(visualize.jax, 'process_count', lambda: 2)
+  share = ("of process 0's share of the split: with 2 processes each reads one video in 2 (the "
+           "split's 1st, 3rd, 5th, ...)")
+  assert pictures.summary(7) == (
+      f'Wrote 4 pictures to /out/vis, {share}.' if seen == 4 else
+      f'Wrote 3 pictures to /out/vis, {share} (config.eval.num_visualizations=4, but this '
+      "process's share of the split holds 3 videos).")
+  monkeypatch.setattr(visualize.jax, 'process_count', lambda: 1)
+  pictures.paths, pictures.videos_seen = [f'p{i}' for i in range(4)], 7
+  assert pictures.summary(7) == 'Wrote 4 pictures to /out/vis.'

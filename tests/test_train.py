@@ -171,8 +171,8 @@ def test_four_device_mesh_matches_one_device(tiny_data_dir, tmp_path, four_devic
   one = mesh_worker(tiny_data_dir, tmp_path / 'one.npz', 1)
   four = four_device_run
   np.testing.assert_allclose(one['losses'], four['losses'], atol=1e-5, rtol=1e-5)
-  keys = [k for k in one.files if k != 'losses']
-  assert len(keys) > 20
+  keys = [k for k in one.files if k not in ('losses', 'eval_files')]
+  assert len(keys) > 20 and list(one['eval_files']) == list(four['eval_files'])
   for key in keys:
     np.testing.assert_allclose(one[key], four[key], atol=1e-5, rtol=1e-5, err_msg=key)
 
