@@ -112,9 +112,10 @@ def saliency_figure(video: np.ndarray, saliency: np.ndarray, path: str, *,
   bar.set_label('S_final', fontsize=7)
   bar.ax.tick_params(labelsize=6)
   fig.suptitle(title or 'S_final saliency over the input frames', fontsize=9)
+  shown = f" Frames 1-{len(frames)} of the clip's {len(video)}." if len(frames) < len(video) else ''
   fig.text(0.01, 0.02, f'Overlay: the final saliency mask S_final ({mask.shape[0]}x'
-           f'{mask.shape[1]}, one per clip) upsampled to the frame; brighter = more salient.',
-           fontsize=6.5)
+           f'{mask.shape[1]}, one per clip) upsampled to the frame; brighter = more salient.'
+           + shown, fontsize=6.5)
   with data_errors.replacing(path, 'wb') as f:
     fig.savefig(f, format='png', dpi=90, bbox_inches='tight')
   plt.close(fig)

@@ -40,3 +40,18 @@ def test_padding_rows_of_the_last_batch_get_no_picture(tmp_path, caplog):
   no video (mutation audit: drawing them passed every test)."""
   drawn = _pictures('salinet_hara', tmp_path, caplog, mask=(True, True, False), count=4)
   assert [p.rsplit('/', 1)[-1] for p in drawn] == ['000_a.mp4.png', '001_b.mp4.png']
+
+
+def test_a_saliency_picture_of_a_longer_clip_says_which_frames_it_shows(tmp_path, monkeypatch):
+  """A clip of 12 frames was drawn as its first 8 without a word (audit)."""
+  from matplotlib import figure  # pylint: disable=g-import-not-at-top
+  saved = []
+  monkeypatch.setattr(figure.Figure, 'savefig', lambda fig, *a, **k: saved.append(fig))
+  rng = np.random.default_rng(0)
+  for frames in (12, 8):
+    visualize.saliency_figure(rng.normal(size=(frames, 16, 16, 3)), rng.random((1, 4, 4, 1)),
+                              str(tmp_path / f'{frames}.png'), mean=(0, 0, 0), std=(1, 1, 1))
+  notes = [' '.join(text.get_text() for text in fig.texts) for fig in saved]
+  assert 'Frames 1-8 of the clip\'s 12.' in notes[0], notes[0]
+  assert 'Frames' not in notes[1], notes[1]
+  assert len(saved[0].axes) == len(saved[1].axes) == 9  # 8 frames and the colour bar
