@@ -87,7 +87,7 @@ def setup_process(config) -> None:
   tf.config.set_visible_devices([], 'GPU')
   # Joining jax.distributed must come before anything starts JAX's backend (the console asks
   # for the process index).
-  parallel.initialize_distributed()
+  parallel.initialize_distributed(preemption=FLAGS.mode == 'train')
   console.quiet_libraries()
   parallel.start_backend()
   console.setup()

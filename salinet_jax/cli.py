@@ -206,9 +206,10 @@ def _unknown_field(message: str, argv: List[str]) -> str:
 
 
 # How the runtime reports, on a process of a group, that the others did not answer in a
-# collective (one stopped, or is stuck).
+# collective (one stopped, or is stuck) or left it (Gloo's connection to one closed).
 LOST_THE_GROUP = re.compile(r'heartbeat timeout|Barrier failed|Gloo context initialization '
-                            r'failed|collective mismatch')
+                            r'failed|collective mismatch|'
+                            r'Gloo \w+ failed.*Connection closed by peer')
 
 
 @contextlib.contextmanager
@@ -216,8 +217,8 @@ def user_errors_in_one_line() -> Iterator[None]:
   """Inside it, a UserError or DataError, or a write refused for space, ends the process with
   `error: <message>` (status 1), after the log lines written before it, and a Ctrl-C that
   reaches it with one line (status 130, 128 + SIGINT); on a process of a group, a collective
-  that times out waiting for the others ends it with its traceback and a line saying so
-  (status 1)."""
+  that times out waiting for the others, or that one of them left, ends it with its traceback
+  and a line saying so (status 1)."""
   try:
     with data_errors.ctrl_c_never_dropped():
       yield
@@ -225,7 +226,7 @@ def user_errors_in_one_line() -> Iterator[None]:
     _end_with_one_line(e)
   except data_errors.NoSpace as e:
     _end_with_one_line(f'{e}. Free some space, or write elsewhere, and run the command again.')
-  except jax.errors.JaxRuntimeError as e:
+  except (jax.errors.JaxRuntimeError, ValueError) as e:  # Gloo's errors come as ValueError
     if jax.process_count() == 1 or not LOST_THE_GROUP.search(str(e)):
       raise
     # Another process of the group stopped (its own output says why: a user error there ends
@@ -234,11 +235,11 @@ def user_errors_in_one_line() -> Iterator[None]:
     # traceback stays (the cause may be another), the line after it says what it most likely is.
     logging.get_absl_handler().flush()
     traceback.print_exc()
-    print(f'error: process {jax.process_index()} of {jax.process_count()} timed out waiting '
-          f'for the other processes of its group in a collective ({str(e).splitlines()[0][:300]}'
-          '): one of them stopped or is stuck, and its own output (process 0 writes log.txt) '
-          'says why.', file=sys.stderr)
-    sys.exit(1)
+    print(f'error: process {jax.process_index()} of {jax.process_count()} lost the other '
+          f'processes of its group in a collective ({str(e).splitlines()[0][:300]}): one of '
+          'them stopped or is stuck, and its own output (process 0 writes log.txt) says why.',
+          file=sys.stderr)
+    end_without_the_group(1)
   except KeyboardInterrupt as e:  # asked for, not a bug: one line, and the status a shell gives
     logging.get_absl_handler().flush()
     print(f'Interrupted by Ctrl-C{": " + str(e) if str(e) else "."} Exit status 130.',
@@ -257,6 +258,15 @@ def _end_with_one_line(error: Any) -> None:
 
 # How long an ending process waits for its other threads before leaving them behind.
 THREAD_GRACE_S = 5.0
+
+
+def end_without_the_group(status: int) -> None:
+  """Ends a process that lost its group with `status`, skipping the exit handlers: JAX's would
+  wait at a shutdown barrier for the lost processes until their heartbeats time out (100 s),
+  then abort the process with a fatal error."""
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(status)  # pylint: disable=protected-access
 
 
 def exit_even_if_threads_hang(status: int) -> None:

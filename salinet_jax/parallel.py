@@ -210,11 +210,15 @@ def refuse_a_process_group(command: str) -> None:
                            'JAX_COORDINATOR_ADDRESS / SALINET_JAX_DISTRIBUTED.')
 
 
-def initialize_distributed() -> None:
+def initialize_distributed(preemption: bool = True) -> None:
   """Joins a multi-process run through `jax.distributed` when the environment asks for one.
 
   JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID select it explicitly; on TPU
-  pods and SLURM, JAX detects the cluster itself when SALINET_JAX_DISTRIBUTED=1.
+  pods and SLURM, JAX detects the cluster itself when SALINET_JAX_DISTRIBUTED=1. With
+  `preemption`, JAX's preemption service takes SIGTERM, for the training loop to stop every
+  process at one step; without it (eval: nothing to save), a SIGTERM ends its process as it
+  ends a single one, and the others stop on the lost collective, where the service kept them
+  running to the end without a word.
   """
   given = [name for name in _JOIN_VARIABLES if os.environ.get(name)]
   if given and len(given) < len(_JOIN_VARIABLES):
@@ -233,6 +237,7 @@ def initialize_distributed() -> None:
       os.environ.get('JAX_PLATFORMS', '') == 'cpu':
     # CPU-only multi-process runs (tests, CPU clusters) need a CPU collectives backend.
     jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+  jax.config.update('jax_enable_preemption_service', preemption)
   if address:
     jax.distributed.initialize(
         coordinator_address=address,

@@ -122,3 +122,45 @@ def test_stopped_and_resumed_run_repeats_the_uninterrupted_loss_curve(config, tm
   assert sorted(expected) == [1, 2, 3, 4] and sorted(got) == [1, 2, 3, 4]
   for step in (1, 2, 3, 4):  # bit-identical: same batches, dropout keys and optimizer state
     assert got[step] == expected[step], (step, got, expected)
+
+
+def test_a_sigterm_to_one_process_of_an_evaluation_ends_the_group(tiny_data_dir, tmp_path):
+  """JAX's preemption service took SIGTERM in every mode: an evaluation in a group ran to its end
+  as if no signal came, where one process ends at once (audit). Only training, which saves at
+  an agreed step, keeps it; a SIGTERM ends an evaluating process, and the others stop on the
+  lost collective with one line, writing nothing (not after a traceback alone and a 100 s wait
+  at JAX's shutdown barrier, ending in an abort)."""
+  workdir = tmp_path / 'run'
+  trained = subprocess.run(
+      [sys.executable, 'main.py', '--config=configs/demo.py', f'--workdir={workdir}',
+       *_tiny_overrides(tiny_data_dir)], cwd=REPO_ROOT, env=subprocess_env(2),
+      capture_output=True, text=True, timeout=600)
+  assert trained.returncode == 0, trained.stderr[-3000:]
+  address = f'127.0.0.1:{_free_port()}'
+  logs = [tmp_path / f'process{i}.log' for i in range(2)]
+  procs = []
+  for i, log in enumerate(logs):
+    with open(log, 'w') as err:
+      procs.append(subprocess.Popen(
+          [sys.executable, 'main.py', '--config=configs/demo.py', f'--workdir={workdir}',
+           '--mode=eval', f'--output_dir={tmp_path / "eval"}', *_tiny_overrides(tiny_data_dir)],
+          cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=err, text=True,
+          env=subprocess_env(1, JAX_COORDINATOR_ADDRESS=address, JAX_NUM_PROCESSES='2',
+                             JAX_PROCESS_ID=str(i))))
+  try:
+    deadline = time.monotonic() + 300
+    while 'JAX process 0/2' not in logs[0].read_text():  # the group has formed
+      assert time.monotonic() < deadline and procs[1].poll() is None, logs[0].read_text()[-3000:]
+      time.sleep(0.2)
+    procs[1].send_signal(signal.SIGTERM)
+    procs[1].wait(timeout=60)
+    procs[0].wait(timeout=400)
+  finally:
+    for proc in procs:
+      proc.kill()
+  texts = [log.read_text() for log in logs]
+  assert procs[1].returncode == -signal.SIGTERM, texts[1][-3000:]
+  assert procs[0].returncode == 1, texts[0][-3000:]
+  assert texts[0].rstrip().splitlines()[-1].startswith(
+      'error: process 0 of 2 lost the other processes of its group in a collective'), texts[0]
+  assert not (tmp_path / 'eval' / 'eval_val.json').exists()
