@@ -108,6 +108,8 @@ def format_report(report: Dict[str, Any]) -> str:
       gflops = view['gflops'] if group == 'total' else view['gflops_by_group'].get(group, 0.0)
       line += f'{gflops:>26.3f}'
     lines.append(line)
+  lines.append("GFLOPs count multiply-adds, as fvcore, PySlowFast and the papers do (PyTorch's "
+               "FlopCounter and XLA's cost analysis in salinet_jax.bench count 2 FLOPs each).")
   return '\n'.join(lines)
 
 

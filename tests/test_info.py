@@ -65,3 +65,8 @@ def test_a_config_that_takes_the_dataset_from_its_records_names_it(tiny_data_dir
   report = info.model_report(config)
   assert report['dataset'] == 'synthetic' and report['num_classes'] == 4
   assert info.format_report(report).startswith(f'{config.model.name} on synthetic (4 classes)')
+  # The figures are multiply-adds, as fvcore and the papers count, where PyTorch's FlopCounter
+  # and XLA count two FLOPs each: the table said 'GFLOPs' alone (audit).
+  assert info.format_report(report).endswith(
+      '\nGFLOPs count multiply-adds, as fvcore, PySlowFast and the papers do (PyTorch\'s '
+      "FlopCounter and XLA's cost analysis in salinet_jax.bench count 2 FLOPs each).")

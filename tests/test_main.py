@@ -43,7 +43,7 @@ def test_train_then_eval_through_main(tiny_data_dir, tmp_path):
   proc = _main('--config=configs/demo.py', f'--workdir={workdir}', *_tiny_overrides(tiny_data_dir))
   assert proc.returncode == 0, proc.stderr[-4000:]
   assert 'val top-1:' in proc.stdout
-  assert 'clips/s' in proc.stderr and 'ETA' in proc.stderr and 'GFLOPs per' in proc.stderr
+  assert 'clips/s' in proc.stderr and 'ETA' in proc.stderr and 'GFLOPs (multiply-adds) per' in proc.stderr
   # The classes in their index order, which log.txt kept nowhere else (user audit).
   assert ("4 classes ('moving_right', 'moving_left', 'moving_down', 'moving_up')"
           in proc.stderr)
