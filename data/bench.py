@@ -10,9 +10,9 @@ Measures, in one run, 8x224x224 clips (stride 8) from records stored at short si
                            for crop windows smaller than 224 (short sides above 256), the resize
                            and flip (`python -m salinet_jax.bench --mode=inputs` measures them);
   (b) ceiling_clips_per_s  plain JPEG decoding (`records.decode_frame`) of the frames of the same
-                           kind of clips (8 frames each, from the same records), held in memory, in a
-                           tight single-threaded loop by one process per core (the 1-process figure
-                           is printed too); no crop, resize, normalisation or batching;
+                           kind of clips (8 frames each, from the same records), held in memory,
+                           in a tight single-threaded loop by one process per core (the 1-process
+                           figure is printed too); no crop, resize, normalisation or batching;
   (c) pyav_clips_per_s     the same clips as (b) decoded straight from the source videos with PyAV
                            (open, seek, decode to the last frame needed, resize to short side 256,
                            crop 224), one process per core.

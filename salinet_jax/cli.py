@@ -227,7 +227,7 @@ def user_errors_in_one_line() -> Iterator[None]:
   except data_errors.NoSpace as e:
     _end_with_one_line(f'{e}. Free some space, or write elsewhere, and run the command again.')
   except (jax.errors.JaxRuntimeError, ValueError) as e:  # Gloo's errors come as ValueError
-    if jax.process_count() == 1 or not LOST_THE_GROUP.search(str(e)):
+    if not LOST_THE_GROUP.search(str(e)) or jax.process_count() == 1:  # no backend start
       raise
     # Another process of the group stopped (its own output says why: a user error there ends
     # it at once) or is stuck; this one then fails in its next collective after a timeout,

@@ -312,7 +312,8 @@ def _model_summary(trainer: engine.Engine, state: engine.TrainState, writer,
                              'model/gflops_per_view': gflops})
   t, h, w = trainer.input_shape[1:4]
   return (f'Model {trainer.config.model.name}: {num_params / 1e6:.3f} M parameters, '
-          f'{gflops:.3f} GFLOPs (multiply-adds) per {t}x{h}x{w} view, {len(trainer.classes)} classes '
+          f'{gflops:.3f} GFLOPs (multiply-adds) per {t}x{h}x{w} view, '
+          f'{len(trainer.classes)} classes '
           f'({", ".join(repr(c) for c in trainer.classes[:10])}'
           f'{", ..." if len(trainer.classes) > 10 else ""})')
 

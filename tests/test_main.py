@@ -43,7 +43,8 @@ def test_train_then_eval_through_main(tiny_data_dir, tmp_path):
   proc = _main('--config=configs/demo.py', f'--workdir={workdir}', *_tiny_overrides(tiny_data_dir))
   assert proc.returncode == 0, proc.stderr[-4000:]
   assert 'val top-1:' in proc.stdout
-  assert 'clips/s' in proc.stderr and 'ETA' in proc.stderr and 'GFLOPs (multiply-adds) per' in proc.stderr
+  assert 'clips/s' in proc.stderr and 'ETA' in proc.stderr
+  assert 'GFLOPs (multiply-adds) per' in proc.stderr
   # The classes in their index order, which log.txt kept nowhere else (user audit).
   assert ("4 classes ('moving_right', 'moving_left', 'moving_down', 'moving_up')"
           in proc.stderr)
@@ -213,6 +214,14 @@ def test_a_process_that_loses_its_group_says_so_in_one_line(monkeypatch, capsys)
   with pytest.raises(ValueError):  # any other error keeps its traceback
     with cli.user_errors_in_one_line():
       raise ValueError('Connection closed by peer, elsewhere')
+
+  def backend_started():
+    raise AssertionError('a ValueError of a config file started the backend (review)')
+
+  monkeypatch.setattr(jax, 'process_count', backend_started)
+  with pytest.raises(ValueError, match='a bad value'):
+    with cli.user_errors_in_one_line():
+      raise ValueError('a bad value')
   with pytest.raises(jax.errors.JaxRuntimeError):  # any other runtime error keeps its traceback
     with cli.user_errors_in_one_line():
       raise jax.errors.JaxRuntimeError('DEADLINE_EXCEEDED: a compile took too long')
