@@ -28,6 +28,22 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
+def _start_a_group_of_two(tmp_path, *flags):
+  """main.py with the demo config and `flags` as processes 0 and 1 of a group (one CPU device
+  each), their stderr in tmp_path/process{0,1}.log: (processes, log paths)."""
+  address = f'127.0.0.1:{_free_port()}'
+  logs = [tmp_path / f'process{i}.log' for i in range(2)]
+  procs = []
+  for i, log in enumerate(logs):
+    with open(log, 'w') as err:
+      procs.append(subprocess.Popen(
+          [sys.executable, 'main.py', '--config=configs/demo.py', *flags], cwd=REPO_ROOT,
+          stdout=subprocess.DEVNULL, stderr=err, text=True,
+          env=subprocess_env(1, JAX_COORDINATOR_ADDRESS=address, JAX_NUM_PROCESSES='2',
+                             JAX_PROCESS_ID=str(i))))
+  return procs, logs
+
+
 def test_two_processes_match_one_process_with_four_devices(tiny_data_dir, tmp_path,
                                                           four_device_run):
   """Also their evaluation: every video once, with the same scores, and the predictions in the
@@ -66,18 +82,11 @@ def test_a_sigterm_to_one_process_stops_the_whole_group_at_one_step(tiny_data_di
   collective mismatch, then the group aborted (status 134) with no checkpoint. Python's SIGTERM
   handler had replaced JAX's preemption notifier, so the processes never agreed on a step."""
   workdir = tmp_path / 'run'
-  address = f'127.0.0.1:{_free_port()}'
-  logs = [tmp_path / f'process{i}.log' for i in range(2)]
-  procs = []
-  for i, log in enumerate(logs):
-    with open(log, 'w') as err:
-      procs.append(subprocess.Popen(
-          [sys.executable, 'main.py', '--config=configs/demo.py', f'--workdir={workdir}',
-           *_tiny_overrides(tiny_data_dir), '--config.num_train_steps=100000',
-           '--config.eval_every_steps=100000', '--config.checkpoint_every_steps=100000'],
-          cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=err, text=True,
-          env=subprocess_env(1, JAX_COORDINATOR_ADDRESS=address, JAX_NUM_PROCESSES='2',
-                             JAX_PROCESS_ID=str(i))))
+  procs, logs = _start_a_group_of_two(tmp_path, f'--workdir={workdir}',
+                                      *_tiny_overrides(tiny_data_dir),
+                                      '--config.num_train_steps=100000',
+                                      '--config.eval_every_steps=100000',
+                                      '--config.checkpoint_every_steps=100000')
   try:
     deadline = time.monotonic() + 400
     while 'step 3/100000' not in logs[0].read_text():
@@ -136,17 +145,9 @@ def test_a_sigterm_to_one_process_of_an_evaluation_ends_the_group(tiny_data_dir,
        *_tiny_overrides(tiny_data_dir)], cwd=REPO_ROOT, env=subprocess_env(2),
       capture_output=True, text=True, timeout=600)
   assert trained.returncode == 0, trained.stderr[-3000:]
-  address = f'127.0.0.1:{_free_port()}'
-  logs = [tmp_path / f'process{i}.log' for i in range(2)]
-  procs = []
-  for i, log in enumerate(logs):
-    with open(log, 'w') as err:
-      procs.append(subprocess.Popen(
-          [sys.executable, 'main.py', '--config=configs/demo.py', f'--workdir={workdir}',
-           '--mode=eval', f'--output_dir={tmp_path / "eval"}', *_tiny_overrides(tiny_data_dir)],
-          cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=err, text=True,
-          env=subprocess_env(1, JAX_COORDINATOR_ADDRESS=address, JAX_NUM_PROCESSES='2',
-                             JAX_PROCESS_ID=str(i))))
+  procs, logs = _start_a_group_of_two(tmp_path, f'--workdir={workdir}', '--mode=eval',
+                                      f'--output_dir={tmp_path / "eval"}',
+                                      *_tiny_overrides(tiny_data_dir))
   try:
     deadline = time.monotonic() + 300
     while 'JAX process 0/2' not in logs[0].read_text():  # the group has formed
