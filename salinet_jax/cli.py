@@ -22,6 +22,7 @@ from absl import logging
 
 from data import errors as data_errors
 from salinet_jax import errors
+from salinet_jax import parallel
 
 
 def parse_flags(argv: List[str]) -> List[str]:
@@ -205,13 +206,6 @@ def _unknown_field(message: str, argv: List[str]) -> str:
           + (f' (did you mean "{suggestion.group(1)}"?)' if suggestion else '') + '.')
 
 
-# How the runtime reports, on a process of a group, that the others did not answer in a
-# collective (one stopped, or is stuck) or left it (Gloo's connection to one closed).
-LOST_THE_GROUP = re.compile(r'heartbeat timeout|Barrier failed|Gloo context initialization '
-                            r'failed|collective mismatch|'
-                            r'Gloo \w+ failed.*Connection closed by peer')
-
-
 @contextlib.contextmanager
 def user_errors_in_one_line() -> Iterator[None]:
   """Inside it, a UserError or DataError, or a write refused for space, ends the process with
@@ -227,7 +221,8 @@ def user_errors_in_one_line() -> Iterator[None]:
   except data_errors.NoSpace as e:
     _end_with_one_line(f'{e}. Free some space, or write elsewhere, and run the command again.')
   except (jax.errors.JaxRuntimeError, ValueError) as e:  # Gloo's errors come as ValueError
-    if not LOST_THE_GROUP.search(str(e)) or jax.process_count() == 1:  # no backend start
+    lost = parallel.lost_the_group(e)
+    if lost is None:
       raise
     # Another process of the group stopped (its own output says why: a user error there ends
     # it at once) or is stuck; this one then fails in its next collective after a timeout,
@@ -235,10 +230,7 @@ def user_errors_in_one_line() -> Iterator[None]:
     # traceback stays (the cause may be another), the line after it says what it most likely is.
     logging.get_absl_handler().flush()
     traceback.print_exc()
-    print(f'error: process {jax.process_index()} of {jax.process_count()} lost the other '
-          f'processes of its group in a collective ({str(e).splitlines()[0][:300]}): one of '
-          'them stopped or is stuck, and its own output (process 0 writes log.txt) says why.',
-          file=sys.stderr)
+    print(f'error: {lost}', file=sys.stderr)
     end_without_the_group(1)
   except KeyboardInterrupt as e:  # asked for, not a bug: one line, and the status a shell gives
     logging.get_absl_handler().flush()

@@ -11,7 +11,7 @@ import functools
 import itertools
 import os
 import re
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, Iterator, List, Optional
 
 import jax
 import numpy as np
@@ -190,6 +190,28 @@ def start_backend() -> None:
     raise errors.UserError(f'JAX_PLATFORMS={platforms} names a backend this machine cannot start'
                            + (f' ({e})' if str(e) else '') + ': unset it to use what there is.'
                            ) from None
+
+
+# How the runtime reports, on a process of a group, that the others did not answer in a
+# collective (one stopped, or is stuck) or left it (Gloo's connection to one closed).
+LOST_THE_GROUP = re.compile(r'heartbeat timeout|Barrier failed|Gloo context initialization '
+                            r'failed|collective mismatch|'
+                            r'Gloo [\w-]+ failed.*(?:Connection (?:closed|reset) by peer|'
+                            r'Broken pipe)')
+
+
+def lost_the_group(error: BaseException) -> Optional[str]:
+  """The line saying that this process lost its group, where `error` is a collective's failure
+  on a process of a group (another stopped, and its own output says why, or is stuck); None for
+  any other error. The pattern is matched first: a plain ValueError (a config file's) must not
+  start JAX's backend by asking for the process count."""
+  if (not isinstance(error, (jax.errors.JaxRuntimeError, ValueError))
+      or not LOST_THE_GROUP.search(str(error)) or jax.process_count() == 1):
+    return None
+  return (f'process {jax.process_index()} of {jax.process_count()} lost the other processes of '
+          f'its group in a collective ({str(error).splitlines()[0][:300]}): one of them stopped '
+          'or is stuck: its own output (process 0 writes log.txt) says why, or ends without a word '
+          'where it was killed (out of memory, a scheduler).')
 
 
 # The environment of an explicitly configured multi-process run.

@@ -404,7 +404,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
       if log_path:
         logging.info('This log also goes to %s.', log_path)
       return _train(config, workdir)
-    except (errors.UserError, data_errors.DataError) as e:
+    except (errors.UserError, data_errors.DataError, data_errors.NoSpace) as e:
       console.error_to_log_file(str(e))
       raise
     except KeyboardInterrupt:  # before the loop takes Ctrl-C over, or a second one inside it
@@ -412,6 +412,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
       raise errors.Interrupted(
           'the run stopped unfinished; the same command resumes from its newest checkpoint, '
           f'if any (the traceback of where it stopped is in {log_path}).') from None
+    except Exception as e:  # the console shows its traceback; log.txt must not end before it
+      lost = parallel.lost_the_group(e)
+      console.error_to_log_file('The run stopped at this error:\n' + traceback.format_exc().rstrip()
+                                + (f'\n{lost}' if lost else ''))
+      raise
     finally:
       console.close_log_file()
 

@@ -201,7 +201,13 @@ def test_a_process_that_loses_its_group_says_so_in_one_line(monkeypatch, capsys)
   # ValueError, and printed its traceback only (audit).
   left = ('UNKNOWN: Gloo AllGather failed: [external/gloo/gloo/transport/tcp/pair.cc:547] '
           'Connection closed by peer [127.0.0.1]:11184')
-  for error in (jax.errors.JaxRuntimeError(lost), ValueError(left)):
+  # A training group's process killed (SIGKILL) between steps: the other's next all-reduce read
+  # a reset connection, printed its traceback and waited 77 s at JAX's shutdown barrier, which
+  # then aborted it (status -6).
+  reset = ('UNKNOWN: Gloo all-reduce failed: [external/gloo/gloo/transport/tcp/pair.cc:538] '
+           'Read error [127.0.0.1]:55431: Connection reset by peer')
+  for error in (jax.errors.JaxRuntimeError(lost), ValueError(left),
+                jax.errors.JaxRuntimeError(reset)):
     with pytest.raises(SystemExit) as stopped:
       with cli.user_errors_in_one_line():
         raise error
@@ -209,8 +215,9 @@ def test_a_process_that_loses_its_group_says_so_in_one_line(monkeypatch, capsys)
     err = capsys.readouterr().err
     assert 'Traceback' in err and err.endswith(
         f'error: process 1 of 2 lost the other processes of its group in a collective '
-        f'({str(error).splitlines()[0]}): one of them stopped or is stuck, and its own output '
-        '(process 0 writes log.txt) says why.\n'), err
+        f'({str(error).splitlines()[0]}): one of them stopped or is stuck: its own output '
+        '(process 0 writes log.txt) says why, or ends without a word where it was killed (out '
+        'of memory, a scheduler).\n'), err
   with pytest.raises(ValueError):  # any other error keeps its traceback
     with cli.user_errors_in_one_line():
       raise ValueError('Connection closed by peer, elsewhere')
