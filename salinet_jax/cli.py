@@ -16,7 +16,6 @@ import time
 import traceback
 from typing import Any, Iterator, List
 
-import jax
 from absl import flags
 from absl import logging
 
@@ -212,7 +211,8 @@ def user_errors_in_one_line() -> Iterator[None]:
   `error: <message>` (status 1), after the log lines written before it, and a Ctrl-C that
   reaches it with one line (status 130, 128 + SIGINT); on a process of a group, a collective
   that times out waiting for the others, or that one of them left, ends it with its traceback
-  and a line saying so (status 1)."""
+  and a line saying so (status 1). In a group every such ending, and any other error (after
+  its traceback and a line), skips JAX's shutdown barrier (`end_without_the_group`)."""
   try:
     with data_errors.ctrl_c_never_dropped():
       yield
@@ -220,32 +220,41 @@ def user_errors_in_one_line() -> Iterator[None]:
     _end_with_one_line(e)
   except data_errors.NoSpace as e:
     _end_with_one_line(f'{e}. Free some space, or write elsewhere, and run the command again.')
-  except (jax.errors.JaxRuntimeError, ValueError) as e:  # Gloo's errors come as ValueError
+  except Exception as e:  # pylint: disable=broad-except
+    # Another process of the group stopped (its own output says why) or is stuck; this one
+    # then fails in its next collective, with a runtime traceback that names neither the other
+    # process nor its reason. The traceback stays (the cause may be another), the line after it
+    # says what it most likely is. Any other error keeps its traceback, and in a group ends
+    # this process without JAX's shutdown barrier too.
     lost = parallel.lost_the_group(e)
-    if lost is None:
+    if lost is None and not parallel.in_a_group():
       raise
-    # Another process of the group stopped (its own output says why: a user error there ends
-    # it at once) or is stuck; this one then fails in its next collective after a timeout,
-    # with a runtime traceback that names neither the other process nor its reason. The
-    # traceback stays (the cause may be another), the line after it says what it most likely is.
     logging.get_absl_handler().flush()
     traceback.print_exc()
-    print(f'error: {lost}', file=sys.stderr)
+    print(f'error: {lost or parallel.stopped_alone(e)}', file=sys.stderr)
     end_without_the_group(1)
   except KeyboardInterrupt as e:  # asked for, not a bug: one line, and the status a shell gives
     logging.get_absl_handler().flush()
     print(f'Interrupted by Ctrl-C{": " + str(e) if str(e) else "."} Exit status 130.',
           file=sys.stderr)
-    sys.exit(130)
+    _exit(130)
+
+
+def _exit(status: int) -> None:
+  """sys.exit(status); in a process group, without JAX's shutdown barrier, where the others,
+  waiting for this process in a collective, would never arrive (`end_without_the_group`)."""
+  if parallel.in_a_group():
+    end_without_the_group(status)
+  sys.exit(status)
 
 
 def _end_with_one_line(error: Any) -> None:
   """`error: <message>` after the log lines written before it, and exit status 1."""
   logging.get_absl_handler().flush()
   print(f'error: {error}', file=sys.stderr)
-  if getattr(error, 'leaves_threads_hanging', False):
+  if getattr(error, 'leaves_threads_hanging', False) and not parallel.in_a_group():
     exit_even_if_threads_hang(1)
-  sys.exit(1)
+  _exit(1)
 
 
 # How long an ending process waits for its other threads before leaving them behind.
@@ -253,9 +262,10 @@ THREAD_GRACE_S = 5.0
 
 
 def end_without_the_group(status: int) -> None:
-  """Ends a process that lost its group with `status`, skipping the exit handlers: JAX's would
-  wait at a shutdown barrier for the lost processes until their heartbeats time out (100 s),
-  then abort the process with a fatal error."""
+  """Ends a process of a group that stops alone (an error) or lost the others, with `status`,
+  skipping the exit handlers: JAX's would wait at a shutdown barrier for processes that never
+  come (they wait for this one in a collective, or are gone), for 300 s, then abort every
+  process with a fatal error."""
   sys.stdout.flush()
   sys.stderr.flush()
   os._exit(status)  # pylint: disable=protected-access

@@ -214,6 +214,18 @@ def lost_the_group(error: BaseException) -> Optional[str]:
           'where it was killed (out of memory, a scheduler).')
 
 
+def in_a_group() -> bool:
+  """Whether this process joined a `jax.distributed` group (asked without starting a backend)."""
+  return jax.distributed.is_initialized()
+
+
+def stopped_alone(error: BaseException) -> str:
+  """The line after the traceback of `error`, which ends this process of a group alone."""
+  return (f'process {jax.process_index()} of {jax.process_count()} stopped at this '
+          f'{type(error).__name__}; the other processes of its group end at their next '
+          'collective, each saying it lost the group.')
+
+
 # The environment of an explicitly configured multi-process run.
 _JOIN_VARIABLES = ('JAX_COORDINATOR_ADDRESS', 'JAX_NUM_PROCESSES', 'JAX_PROCESS_ID')
 

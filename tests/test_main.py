@@ -238,6 +238,44 @@ def test_a_process_that_loses_its_group_says_so_in_one_line(monkeypatch, capsys)
       raise jax.errors.JaxRuntimeError(lost)
 
 
+def test_an_error_that_ends_one_process_of_a_group_skips_the_shutdown_barrier(monkeypatch,
+                                                                            capsys):
+  """JAX's exit handler waits at a shutdown barrier for every process of the group; those
+  waiting for this one in a collective never come, and 300 s later all abort. A bug keeps its
+  traceback (and a line), a user error its one line, a Ctrl-C its status."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from data import errors as data_errors  # pylint: disable=g-import-not-at-top
+  from salinet_jax import cli  # pylint: disable=g-import-not-at-top
+  from salinet_jax import parallel  # pylint: disable=g-import-not-at-top
+  ended = []
+
+  def end_without_the_group(status):
+    ended.append(status)
+    sys.exit(status)
+
+  monkeypatch.setattr(cli, 'end_without_the_group', end_without_the_group)
+  monkeypatch.setattr(parallel, 'in_a_group', lambda: True)
+  monkeypatch.setattr(jax, 'process_count', lambda: 2)
+  monkeypatch.setattr(jax, 'process_index', lambda: 1)
+  for error, status, last in [
+      (RuntimeError('a bug'), 1, 'error: process 1 of 2 stopped at this RuntimeError; the other '
+       'processes of its group end at their next collective, each saying it lost the group.'),
+      (data_errors.DataError('shard x is corrupt'), 1, 'error: shard x is corrupt'),
+      (KeyboardInterrupt(), 130, 'Interrupted by Ctrl-C. Exit status 130.')]:
+    with pytest.raises(SystemExit) as stopped:
+      with cli.user_errors_in_one_line():
+        raise error
+    assert stopped.value.code == status and ended.pop() == status
+    err = capsys.readouterr().err
+    assert err.rstrip().splitlines()[-1] == last, err
+    assert ('Traceback' in err) == isinstance(error, RuntimeError), err
+  monkeypatch.setattr(parallel, 'in_a_group', lambda: False)
+  with pytest.raises(RuntimeError):  # one process: Python prints the traceback, exit handlers run
+    with cli.user_errors_in_one_line():
+      raise RuntimeError('a bug')
+  assert not ended
+
+
 def _write_config(path):
   import ml_collections  # pylint: disable=g-import-not-at-top
   from salinet_jax import workdir  # pylint: disable=g-import-not-at-top

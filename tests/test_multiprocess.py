@@ -28,16 +28,16 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _start_a_group_of_two(tmp_path, *flags):
-  """main.py with the demo config and `flags` as processes 0 and 1 of a group (one CPU device
-  each), their stderr in tmp_path/process{0,1}.log: (processes, log paths)."""
+def _start_a_group_of_two(tmp_path, *flags, main=('main.py',)):
+  """`main` (main.py) with the demo config and `flags` as processes 0 and 1 of a group (one CPU
+  device each), their stderr in tmp_path/process{0,1}.log: (processes, log paths)."""
   address = f'127.0.0.1:{_free_port()}'
   logs = [tmp_path / f'process{i}.log' for i in range(2)]
   procs = []
   for i, log in enumerate(logs):
     with open(log, 'w') as err:
       procs.append(subprocess.Popen(
-          [sys.executable, 'main.py', '--config=configs/demo.py', *flags], cwd=REPO_ROOT,
+          [sys.executable, *main, '--config=configs/demo.py', *flags], cwd=REPO_ROOT,
           stdout=subprocess.DEVNULL, stderr=err, text=True,
           env=subprocess_env(1, JAX_COORDINATOR_ADDRESS=address, JAX_NUM_PROCESSES='2',
                              JAX_PROCESS_ID=str(i))))
@@ -165,3 +165,56 @@ def test_a_sigterm_to_one_process_of_an_evaluation_ends_the_group(tiny_data_dir,
   assert texts[0].rstrip().splitlines()[-1].startswith(
       'error: process 0 of 2 lost the other processes of its group in a collective'), texts[0]
   assert not (tmp_path / 'eval' / 'eval_val.json').exists()
+
+
+# main.py with a bug that process 0 alone meets, at its third logged step.
+_MAIN_WITH_A_BUG_ON_PROCESS_0 = """
+import jax
+from absl import app
+import main
+from salinet_jax import cli
+from salinet_jax import train
+windows = []
+plain = train._window_means
+
+def buggy(*args):
+  windows.append(1)
+  if len(windows) == 3 and jax.process_index() == 0:
+    raise RuntimeError('a bug on process 0')
+  return plain(*args)
+
+train._window_means = buggy
+app.run(main.main, flags_parser=cli.parse_flags)
+"""
+
+
+def test_an_error_on_one_process_of_a_training_group_ends_the_group(tiny_data_dir, tmp_path):
+  """A bug (or a corrupt shard that only one process reads) ended that process's training,
+  which then waited at JAX's shutdown barrier for the others, themselves waiting for it in a
+  collective: 300 s later the barrier failed and every process aborted with a fatal error. Now
+  the process ends with its traceback and a line, and the others at once with the lost-group
+  line."""
+  procs, logs = _start_a_group_of_two(tmp_path, f'--workdir={tmp_path / "run"}',
+                                      *_tiny_overrides(tiny_data_dir),
+                                      '--config.num_train_steps=100000',
+                                      '--config.eval_every_steps=100000',
+                                      '--config.checkpoint_every_steps=100000',
+                                      main=('-c', _MAIN_WITH_A_BUG_ON_PROCESS_0))
+  try:
+    deadline = time.monotonic() + 300
+    while 'RuntimeError: a bug on process 0' not in logs[0].read_text():
+      assert time.monotonic() < deadline and procs[0].poll() is None, logs[0].read_text()[-3000:]
+      time.sleep(0.2)
+    for proc in procs:
+      proc.wait(timeout=120)  # not 300 s at the shutdown barrier
+  finally:
+    for proc in procs:
+      proc.kill()
+  texts = [log.read_text() for log in logs]
+  assert [proc.returncode for proc in procs] == [1, 1], texts
+  assert texts[0].rstrip().splitlines()[-1] == (
+      'error: process 0 of 2 stopped at this RuntimeError; the other processes of its group end '
+      'at their next collective, each saying it lost the group.'), texts[0][-3000:]
+  assert texts[1].rstrip().splitlines()[-1].startswith(
+      'error: process 1 of 2 lost the other processes of its group in a collective'), texts[1]
+  assert 'Fatal' not in texts[0] + texts[1]
