@@ -149,7 +149,9 @@ class BatchNorm(nn.Module):
   'bias'; 'mean', 'var'), but the running variance takes the UNBIASED batch variance
   (n / (n - 1), as torch.nn.BatchNorm updates running_var; Flax keeps the biased one), and
   training statistics can come from groups of clips (`batch_norm_groups`). The running
-  statistics then move towards the mean over groups of their means and unbiased variances.
+  statistics then move towards the mean over groups of their means and unbiased variances;
+  the references' per-GPU BatchNorm under DistributedDataParallel (its default broadcast of
+  buffers) keeps the first GPU's instead: an estimate of the same statistics from fewer clips.
   Statistics are computed in float32 (two passes); the output has `dtype`.
   """
   use_running_average: Optional[bool] = None
