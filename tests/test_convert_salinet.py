@@ -8,6 +8,7 @@ side uses its closed form. Float64 must agree to 1e-6, float32 within the refere
 
 from typing import Any
 
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -51,10 +52,20 @@ def convert_for(module, inputs, state_dict, dtype):
   return variables, report
 
 
+def with_a_live_mask(model):
+  """`model` with positive fusion weights. Random ones leave the ReLU inside the mask fusion
+  closed on the sigmoid maps: S_final is 0, the logits are the classifier's bias, and nothing
+  checks the last stage, the head or the gradients reaching the maps through the mask."""
+  with torch.no_grad():
+    for conv in (model.fusion_temp_mask.fusion_1x1x1_1, model.fusion_temp_mask.fusion_1x1x1_2):
+      conv.weight.abs_()
+  return model
+
+
 @pytest.mark.parametrize('shared_bn', [True, False])
 def test_side_modules_match_reference_maps(shared_bn):
   torch.manual_seed(0)
-  torch_modules = ref.randomise(ref.SaliNetModules((16, 32, 64), frames=4))
+  torch_modules = with_a_live_mask(ref.randomise(ref.SaliNetModules((16, 32, 64), frames=4)))
   rng = np.random.default_rng(0)
   feats = [rng.standard_normal((1, 4, s, s, c)) for s, c in ((16, 16), (8, 32), (4, 64), (2, 8))]
   out = {}
@@ -72,6 +83,7 @@ def test_side_modules_match_reference_maps(shared_bn):
                                       np.float64 if tag == 'j64' else np.float32)
       assert report.ok, report.summary()
       out[tag] = flax_maps(module.apply(variables, *inputs))
+  assert np.min(out['t64']['saliency_final']) > 0.01, 'the mask is closed: S_final is 0'
   if not shared_bn:
     # Each separate BN starts as the shared one; nothing else of the checkpoint is left over.
     assert not report.unexpected
@@ -99,7 +111,7 @@ def test_name_map_covers_reference_module_names():
 
 def test_whole_salinet_parity_and_complete_report():
   torch.manual_seed(0)
-  model = ref.randomise(ref.SaliNetReference(num_classes=5, **TINY))
+  model = with_a_live_mask(ref.randomise(ref.SaliNetReference(num_classes=5, **TINY)))
   x = np.random.default_rng(1).standard_normal((1, 8, 64, 64, 3))
   out = {}
   with torch.no_grad():
@@ -119,7 +131,75 @@ def test_whole_salinet_parity_and_complete_report():
       logits, aux = flax_model.apply(variables, jnp.asarray(x, dtype), train=False,
                                      return_aux=True)
       out[tag] = dict(flax_maps(aux), logits=np.asarray(logits, np.float64))
+  assert np.min(out['t64']['saliency_final']) > 0.01, 'the mask is closed: logits = bias'
   for key in MAPS + ('logits',):
     err = ref.max_abs(out['j64'][key], out['t64'][key])
     assert err <= F64_TOL, f'{key}: float64 max abs difference {err:.3g}'
     ref.assert_f32_parity(out['j32'][key], out['t32'][key], out['t64'][key], key)
+
+
+def test_a_training_step_s_gradients_and_statistics_match_pytorch_autograd():
+  """Train mode, float64: the logits and maps with batch statistics, the gradient of every
+  parameter through the whole model (BatchNorm's batch statistics, the shared bn_one, the
+  saliency mask, the project's convolution VJPs) and the running statistics after the step
+  equal PyTorch autograd through the reference modules. The eval-mode parity above leaves all
+  of these unchecked. The torch gradients reach the Flax layout through the weight converter."""
+  torch.manual_seed(0)
+  model = with_a_live_mask(ref.randomise(ref.SaliNetReference(num_classes=5, **TINY)))
+  model = model.double().train()
+  model.dropout.p = 0.0
+  rng = np.random.default_rng(2)
+  x = rng.standard_normal((2, 8, 64, 64, 3))
+  labels = np.array([3, 1])
+  # Copies: the arrays share memory with the buffers the forward pass updates in place.
+  state_dict = {name: value.copy() for name, value in ref.state_dict_numpy(model).items()}
+
+  def loss_of(logits, aux, log_softmax, mean):
+    chosen = log_softmax(logits)[np.arange(2), labels]
+    # Any smooth function of the maps carries their gradients; the losses' own formulas are
+    # tested by hand in test_salinet_losses.py.
+    return (-mean(chosen) + 0.3 * mean(abs(aux['saliency_final']))
+            + 0.5 * mean((aux['P1'] - aux['G1']) ** 2) + 0.7 * mean((aux['P2'] - aux['G2']) ** 2))
+
+  logits, aux = model(ref.to_ncthw(x), return_aux=True)
+  assert float(aux['saliency_final'].detach().min()) > 0.01, 'the mask is closed: logits = bias'
+  torch_loss = loss_of(logits, aux, lambda v: torch.log_softmax(v, -1), torch.mean)
+  torch_loss.backward()
+  torch_logits = logits.detach().numpy()
+  # The gradients as a state dict (buffers: the running statistics after the step), in Flax's
+  # layout through the converter.
+  torch_grads = {name: p.grad.numpy() for name, p in model.named_parameters()}
+  torch_after = dict(ref.state_dict_numpy(model), **torch_grads)
+
+  with jax.enable_x64(True):
+    flax_model = salinet.SaliNetI3D(5, dtype=jnp.float64, dropout_rate=0.0, **TINY)
+    template = convert.model_template(flax_model, x.shape)
+    variables, _ = convert.convert('salinet', state_dict, template, 'salinet_i3d',
+                                   dtype=np.float64)
+    expected, _ = convert.convert('salinet', torch_after, template, 'salinet_i3d',
+                                  dtype=np.float64)
+
+    def loss(params):
+      (logits, aux), updated = flax_model.apply(
+          {'params': params, 'batch_stats': variables['batch_stats']}, jnp.asarray(x),
+          train=True, return_aux=True, mutable=['batch_stats'])
+      aux = {k: jnp.moveaxis(v, -1, 1) for k, v in aux.items() if k in MAPS}
+      value = loss_of(logits, aux, lambda v: jax.nn.log_softmax(v, -1), jnp.mean)
+      return value, (logits, updated['batch_stats'])
+
+    (value, (logits, stats)), grads = jax.value_and_grad(loss, has_aux=True)(
+        variables['params'])
+  torch_loss = float(torch_loss.detach())
+  assert abs(float(value) - torch_loss) <= 1e-9 * abs(torch_loss)
+  np.testing.assert_allclose(np.asarray(logits), torch_logits, rtol=1e-9, atol=1e-9)
+  # Running statistics are kept in float32 (configs/base.py), whatever the compute dtype.
+  for kind, ours, theirs, tolerance in (('gradient', grads, expected['params'], 1e-8),
+                                        ('running statistic', stats, expected['batch_stats'],
+                                         1e-6)):
+    flat_ours = flax.traverse_util.flatten_dict(jax.device_get(ours), sep='/')
+    flat_theirs = flax.traverse_util.flatten_dict(theirs, sep='/')
+    assert flat_ours.keys() == flat_theirs.keys()
+    for name, value in flat_theirs.items():
+      scale = max(float(np.max(np.abs(value))), 1e-6)
+      err = float(np.max(np.abs(np.asarray(flat_ours[name], np.float64) - value)))
+      assert err <= tolerance * scale, f'{kind} of {name}: {err:.3g} off, of {scale:.3g}'
