@@ -4,6 +4,7 @@ and semantics (reference_torch.S2DNetReference): float64 to 1e-6, float32 within
 modules' own float32 error.
 """
 
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -241,3 +242,81 @@ def test_the_other_f_theta_fix_is_reported_mis_shaped(reference_checkpoint):
       'f_theta/conv_bn/scale', 'f_theta/conv_bn/var', 'f_theta/fc1/kernel']
   with pytest.raises(ValueError, match="converts into models \\['s2dnet'\\]"):
     convert.convert('s2dnet', state_dict, template, 'i3d_nl')
+
+
+def test_a_sampling_step_s_gradients_and_statistics_match_pytorch_autograd():
+  """Train mode, float64, the sampling stage: the logits, the gradient of every parameter (f_theta
+  through the Gaussian sampler; SNet only through its own loss and g, as e reaches f_theta
+  detached, the reference's SAMPLER_STOP_GRADIENTS) and the running statistics after the step
+  equal PyTorch autograd through the reference modules. The parity above is in eval mode."""
+  torch.manual_seed(0)
+  model = ref.S2DNetReference(NUM_CLASSES, SYNOPSIS_FRAMES, SYNOPSIS_SIZE, DETAIL_FRAMES,
+                              DETAIL_SIZE, s2dnet.F_THETA_FIX_CHANNELS['B'], MLP, CONTEXT,
+                              DNET_WIDTH, faithful_tiling=False)
+  rng = np.random.default_rng(3)
+  calibration = torch.from_numpy(rng.standard_normal((4, 7, 3, FRAME_SIZE, FRAME_SIZE)))
+  ref.calibrate_batch_norm(ref.randomise(model.double()), calibration, [7, 6, 5, 4])
+  with torch.no_grad():  # f_theta's head starts near 0: larger weights move the windows
+    for name, param in model.named_parameters():
+      if 'sampler.fc_' in name:
+        param.normal_(0, 0.3)
+  state_dict = s2dnet_map.strip_shift_wrappers(
+      {k: v.detach().numpy().copy() for k, v in model.state_dict().items()})
+  sampler_head = model.DNet.sampler.forward
+  model.DNet.sampler.forward = lambda e, s: sampler_head(e.detach(), s)
+  model.train()
+  video = rng.standard_normal((2, 7, 3, FRAME_SIZE, FRAME_SIZE))
+  labels = np.array([2, 5])
+
+  def loss_of(dnet_logits, snet_logits, log_softmax, mean):
+    pick = lambda logits: log_softmax(logits)[np.arange(2), labels]  # pylint: disable=g-long-lambda
+    return -mean(pick(dnet_logits)) - 0.5 * mean(pick(snet_logits))
+
+  dnet_logits, snet_logits, _ = model(torch.from_numpy(video), VALID)
+  snet_sorted = np.sort(snet_logits.detach().numpy(), axis=1)[:, ::-1]
+  assert np.min(snet_sorted[:, 4] - snet_sorted[:, 5]) > 1e-3  # a stable top-5 choice
+  torch_loss = loss_of(dnet_logits, snet_logits, lambda v: torch.log_softmax(v, -1), torch.mean)
+  torch_loss.backward()
+  torch_after = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
+  torch_after.update({k: p.grad.numpy() for k, p in model.named_parameters()})
+  assert np.max(np.abs(torch_after['DNet.sampler.fc_spatial_offset.0.0.weight'])) > 1e-6
+  assert np.max(np.abs(torch_after['DNet.sampler.fc_temporal_stride.0.0.weight'])) > 1e-6
+
+  with jax.enable_x64(True):
+    flax_model = s2dnet.S2DNet(
+        NUM_CLASSES, jnp.float64, stage='sampling', synopsis_frames=SYNOPSIS_FRAMES,
+        synopsis_size=SYNOPSIS_SIZE, detail_frames=DETAIL_FRAMES, detail_size=DETAIL_SIZE,
+        dnet_width=DNET_WIDTH, f_theta_fix='B', f_theta_mlp=MLP, context_features=CONTEXT,
+        snet_dropout=0.0, context_dropout=0.0, dnet_dropout=0.0)
+    x = jnp.asarray(np.moveaxis(video, 2, -1))
+    template = convert.model_template(flax_model, (1,) + x.shape[1:])
+    variables, report = convert.convert('s2dnet', state_dict, template, 's2dnet',
+                                        dtype=np.float64)
+    assert report.ok, report.summary()
+    expected, _ = convert.convert('s2dnet', s2dnet_map.strip_shift_wrappers(torch_after),
+                                  template, 's2dnet', dtype=np.float64)
+
+    def loss(params):
+      (logits, aux), updated = flax_model.apply(
+          {'params': params, 'batch_stats': variables['batch_stats']}, x, train=True,
+          return_aux=True, num_valid=jnp.asarray(VALID), mutable=['batch_stats'])
+      value = loss_of(logits, aux['snet_logits'], lambda v: jax.nn.log_softmax(v, -1), jnp.mean)
+      return value, (logits, updated['batch_stats'])
+
+    (value, (logits, stats)), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(
+        variables['params'])
+  torch_loss = float(torch_loss.detach())
+  assert abs(float(value) - torch_loss) <= 1e-9 * abs(torch_loss)
+  np.testing.assert_allclose(np.asarray(logits), dnet_logits.detach().numpy(), rtol=1e-9,
+                             atol=1e-9)
+  # Running statistics are kept in float32 (configs/base.py), whatever the compute dtype.
+  for kind, ours, theirs, tolerance in (('gradient', grads, expected['params'], 1e-8),
+                                        ('running statistic', stats, expected['batch_stats'],
+                                         1e-6)):
+    flat_ours = flax.traverse_util.flatten_dict(jax.device_get(ours), sep='/')
+    flat_theirs = flax.traverse_util.flatten_dict(theirs, sep='/')
+    assert flat_ours.keys() == flat_theirs.keys()
+    for name, value in flat_theirs.items():
+      scale = max(float(np.max(np.abs(value))), 1e-2)  # some are 0 in theory: 1e-10 off
+      err = float(np.max(np.abs(np.asarray(flat_ours[name], np.float64) - value)))
+      assert err <= tolerance * scale, f'{kind} of {name}: {err:.3g} off, of {scale:.3g}'
