@@ -219,19 +219,19 @@ def user_errors_in_one_line() -> Iterator[None]:
   except (errors.UserError, data_errors.DataError) as e:
     _end_with_one_line(e)
   except data_errors.NoSpace as e:
-    _end_with_one_line(f'{e}. Free some space, or write elsewhere, and run the command again.')
+    _end_with_one_line(errors.no_space_line(e))
   except Exception as e:  # pylint: disable=broad-except
     # Another process of the group stopped (its own output says why) or is stuck; this one
     # then fails in its next collective, with a runtime traceback that names neither the other
     # process nor its reason. The traceback stays (the cause may be another), the line after it
     # says what it most likely is. Any other error keeps its traceback, and in a group ends
     # this process without JAX's shutdown barrier too.
-    lost = parallel.lost_the_group(e)
-    if lost is None and not parallel.in_a_group():
+    line = parallel.ending_line(e)
+    if line is None:
       raise
     logging.get_absl_handler().flush()
     traceback.print_exc()
-    print(f'error: {lost or parallel.stopped_alone(e)}', file=sys.stderr)
+    print(f'error: {line}', file=sys.stderr)
     end_without_the_group(1)
   except KeyboardInterrupt as e:  # asked for, not a bug: one line, and the status a shell gives
     logging.get_absl_handler().flush()
@@ -264,10 +264,11 @@ THREAD_GRACE_S = 5.0
 def end_without_the_group(status: int) -> None:
   """Ends a process of a group that stops alone (an error) or lost the others, with `status`,
   skipping the exit handlers: JAX's would wait at a shutdown barrier for processes that never
-  come (they wait for this one in a collective, or are gone), for 300 s, then abort every
-  process with a fatal error."""
-  sys.stdout.flush()
-  sys.stderr.flush()
+  come, then abort every process with a fatal error (after 300 s where they wait for this one
+  in a collective; after the 100 s heartbeat timeout where they are gone)."""
+  for stream in (sys.stdout, sys.stderr):
+    with contextlib.suppress(OSError, ValueError):  # a closed or broken stream
+      stream.flush()
   os._exit(status)  # pylint: disable=protected-access
 
 

@@ -26,3 +26,8 @@ class ConversionError(UserError, ValueError):
 class Interrupted(KeyboardInterrupt):
   """A Ctrl-C that ended a command before it finished, carrying what the user should know
   (what was saved, where the traceback of where it stopped went)."""
+
+
+def no_space_line(error: BaseException) -> str:
+  """The line a write refused for space (data.errors.NoSpace) ends a command with."""
+  return f'{error}. Free some space, or write elsewhere, and run the command again.'

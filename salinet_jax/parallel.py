@@ -193,37 +193,49 @@ def start_backend() -> None:
 
 
 # How the runtime reports, on a process of a group, that the others did not answer in a
-# collective (one stopped, or is stuck) or left it (Gloo's connection to one closed).
+# collective (one stopped, or is stuck) or left it (Gloo's connection to one closed or reset).
 LOST_THE_GROUP = re.compile(r'heartbeat timeout|Barrier failed|Gloo context initialization '
                             r'failed|collective mismatch|'
-                            r'Gloo [\w-]+ failed.*(?:Connection (?:closed|reset) by peer|'
-                            r'Broken pipe)')
-
-
-def lost_the_group(error: BaseException) -> Optional[str]:
-  """The line saying that this process lost its group, where `error` is a collective's failure
-  on a process of a group (another stopped, and its own output says why, or is stuck); None for
-  any other error. The pattern is matched first: a plain ValueError (a config file's) must not
-  start JAX's backend by asking for the process count."""
-  if (not isinstance(error, (jax.errors.JaxRuntimeError, ValueError))
-      or not LOST_THE_GROUP.search(str(error)) or jax.process_count() == 1):
-    return None
-  return (f'process {jax.process_index()} of {jax.process_count()} lost the other processes of '
-          f'its group in a collective ({str(error).splitlines()[0][:300]}): one of them stopped '
-          'or is stuck: its own output (process 0 writes log.txt) says why, or ends without a word '
-          'where it was killed (out of memory, a scheduler).')
+                            r'Gloo [\w-]+ failed.*Connection (?:closed|reset) by peer')
 
 
 def in_a_group() -> bool:
-  """Whether this process joined a `jax.distributed` group (asked without starting a backend)."""
-  return jax.distributed.is_initialized()
+  """Whether this process is one of several joined through `jax.distributed` (a group of one,
+  or a process that never joined, is not; JAX's backend is started only where it joined)."""
+  if not jax.distributed.is_initialized():
+    return False
+  try:
+    return jax.process_count() > 1
+  except RuntimeError:  # the backend failed to start after joining: still a group's process
+    return True
 
 
-def stopped_alone(error: BaseException) -> str:
-  """The line after the traceback of `error`, which ends this process of a group alone."""
-  return (f'process {jax.process_index()} of {jax.process_count()} stopped at this '
-          f'{type(error).__name__}; the other processes of its group end at their next '
-          'collective, each saying it lost the group.')
+def _this_process() -> str:
+  try:
+    return f'process {jax.process_index()} of {jax.process_count()}'
+  except RuntimeError:  # the backend failed to start
+    return 'this process'
+
+
+def ending_line(error: BaseException) -> Optional[str]:
+  """The line after the traceback of `error` where it ends a process of a group, None elsewhere.
+
+  A collective's failure that says the others are gone or stuck is named as such; any other
+  error ends this process alone, and the others at their next collective. The pattern is matched
+  before anything asks for the process count: a plain ValueError (a config file's) must not
+  start JAX's backend."""
+  lost = (isinstance(error, (jax.errors.JaxRuntimeError, ValueError))
+          and LOST_THE_GROUP.search(str(error)))
+  if lost and jax.process_count() > 1:
+    return (f'{_this_process()} lost the other processes of its group in a collective '
+            f'({str(error).splitlines()[0][:300]}): one of them stopped or is stuck: its own '
+            'output (process 0 writes log.txt) says why, or ends without a word where it was '
+            'killed (out of memory, a scheduler).')
+  if not in_a_group():
+    return None
+  return (f'{_this_process()} stopped at this {type(error).__name__}: the other processes of its '
+          'group end at their next collective; if one of them stopped first, its output says '
+          'why.')
 
 
 # The environment of an explicitly configured multi-process run.

@@ -404,8 +404,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
       if log_path:
         logging.info('This log also goes to %s.', log_path)
       return _train(config, workdir)
-    except (errors.UserError, data_errors.DataError, data_errors.NoSpace) as e:
+    except (errors.UserError, data_errors.DataError) as e:
       console.error_to_log_file(str(e))
+      raise
+    except data_errors.NoSpace as e:
+      console.error_to_log_file(errors.no_space_line(e))
       raise
     except KeyboardInterrupt:  # before the loop takes Ctrl-C over, or a second one inside it
       console.error_to_log_file('Interrupted by Ctrl-C at:\n' + traceback.format_exc())
@@ -413,9 +416,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
           'the run stopped unfinished; the same command resumes from its newest checkpoint, '
           f'if any (the traceback of where it stopped is in {log_path}).') from None
     except Exception as e:  # the console shows its traceback; log.txt must not end before it
-      lost = parallel.lost_the_group(e)
+      line = parallel.ending_line(e)
       console.error_to_log_file('The run stopped at this error:\n' + traceback.format_exc().rstrip()
-                                + (f'\n{lost}' if lost else ''))
+                                + (f'\n{line}' if line else ''))
       raise
     finally:
       console.close_log_file()

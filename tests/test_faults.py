@@ -446,39 +446,51 @@ def test_sigterm_is_acted_on_at_the_next_step(config, tmp_path, monkeypatch):
   assert max(executed) == result['preempted_at_step']
 
 
-
-@pytest.mark.parametrize('lost', [False, True], ids=['a_bug', 'a_lost_group'])
-def test_log_txt_ends_with_the_error_that_stopped_the_run(lost, config, tmp_path, monkeypatch):
+@pytest.mark.parametrize('case', ['a_bug', 'a_bug_in_a_group', 'a_lost_group', 'no_space'])
+def test_log_txt_ends_with_the_error_that_stopped_the_run(case, config, tmp_path, monkeypatch):
   """An unexpected error, or a collective failing after another process of the group left,
-  printed its traceback (and the lost-group line) on the console only: log.txt, what the user
+  printed its traceback (and the line after it) on the console only: log.txt, what the user
   of a batch job reads afterwards, stopped at the line before, as if the run were still going
-  (multi-process audit)."""
+  (multi-process audit). A full disk ends it with the console's line (review)."""
   from absl import logging  # pylint: disable=g-import-not-at-top
+  from salinet_jax import errors  # pylint: disable=g-import-not-at-top
+  from salinet_jax import parallel  # pylint: disable=g-import-not-at-top
   left = ('UNKNOWN: Gloo AllGather failed: [external/gloo/gloo/transport/tcp/pair.cc:547] '
           'Connection closed by peer [127.0.0.1]:11184')
+  full = data_errors.NoSpace(28, 'No space left on device', str(tmp_path / 'ckpt'))
+  raised = {'a_bug': RuntimeError('a bug in the loop'), 'a_lost_group': ValueError(left),
+            'no_space': full}.get(case, RuntimeError('a bug in the loop'))
 
   def stopped(config, workdir):
     del config, workdir
     logging.warning('step 1 of 6: loss 1.2')
-    if lost:  # process 0 of two, whose partner was killed
+    if case in ('a_lost_group', 'a_bug_in_a_group'):  # process 0 of two
       monkeypatch.setattr(jax, 'process_count', lambda: 2)
-      raise ValueError(left)
-    raise RuntimeError('a bug in the loop')
+      monkeypatch.setattr(parallel, 'in_a_group', lambda: True)
+    raise raised
 
   monkeypatch.setattr(train, '_train', stopped)
-  with pytest.raises(ValueError if lost else RuntimeError):
+  with pytest.raises(type(raised)):
     train.train_and_evaluate(config, str(tmp_path / 'run'))
   logged = (tmp_path / 'run' / 'log.txt').read_text().rstrip()
-  assert 'step 1 of 6: loss 1.2' in logged and 'Traceback' in logged, logged
+  assert 'step 1 of 6: loss 1.2' in logged, logged
+  if case == 'no_space':  # the console's line, no traceback
+    assert logged.splitlines()[-1].endswith(f'error: {errors.no_space_line(full)}'), logged
+    assert 'Traceback' not in logged and 'Free some space' in logged, logged
+    return
   assert re.search(r'\d\d:\d\d:\d\d error: The run stopped at this error:\nTraceback', logged)
-  if lost:
-    assert logged.endswith(
-        f'ValueError: {left}\nprocess 0 of 2 lost the other processes of its group in a '
-        f'collective ({left}): one of them stopped or is stuck: its own output (process 0 '
-        'writes log.txt) says why, or ends without a word where it was killed (out of memory, a '
-        'scheduler).'), logged[-1000:]
-  else:
-    assert logged.endswith('RuntimeError: a bug in the loop'), logged[-1000:]
+  expected = {
+      'a_bug': 'RuntimeError: a bug in the loop',
+      'a_bug_in_a_group': (
+          'RuntimeError: a bug in the loop\nprocess 0 of 2 stopped at this RuntimeError: the '
+          'other processes of its group end at their next collective; if one of them stopped '
+          'first, its output says why.'),
+      'a_lost_group': (
+          f'ValueError: {left}\nprocess 0 of 2 lost the other processes of its group in a '
+          f'collective ({left}): one of them stopped or is stuck: its own output (process 0 '
+          'writes log.txt) says why, or ends without a word where it was killed (out of memory, '
+          'a scheduler).')}[case]
+  assert logged.endswith(expected), logged[-1000:]
 
 
 _AFTER_A_FAILED_SAVE = '''

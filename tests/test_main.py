@@ -245,9 +245,11 @@ def test_an_error_that_ends_one_process_of_a_group_skips_the_shutdown_barrier(mo
   traceback (and a line), a user error its one line, a Ctrl-C its status."""
   import jax  # pylint: disable=g-import-not-at-top
   from data import errors as data_errors  # pylint: disable=g-import-not-at-top
+  from salinet_jax import checkpoints  # pylint: disable=g-import-not-at-top
   from salinet_jax import cli  # pylint: disable=g-import-not-at-top
   from salinet_jax import parallel  # pylint: disable=g-import-not-at-top
   ended = []
+  monkeypatch.setattr(cli, 'exit_even_if_threads_hang', lambda status: ended.append('waited'))
 
   def end_without_the_group(status):
     ended.append(status)
@@ -258,22 +260,33 @@ def test_an_error_that_ends_one_process_of_a_group_skips_the_shutdown_barrier(mo
   monkeypatch.setattr(jax, 'process_count', lambda: 2)
   monkeypatch.setattr(jax, 'process_index', lambda: 1)
   for error, status, last in [
-      (RuntimeError('a bug'), 1, 'error: process 1 of 2 stopped at this RuntimeError; the other '
-       'processes of its group end at their next collective, each saying it lost the group.'),
+      (RuntimeError('a bug'), 1, 'error: process 1 of 2 stopped at this RuntimeError: the other '
+       'processes of its group end at their next collective; if one of them stopped first, its '
+       'output says why.'),
       (data_errors.DataError('shard x is corrupt'), 1, 'error: shard x is corrupt'),
+      # Not after waiting for orbax's threads (5 s), nor through the exit handlers.
+      (checkpoints.CheckpointSaveError('Saving step 4 failed.'), 1,
+       'error: Saving step 4 failed.'),
       (KeyboardInterrupt(), 130, 'Interrupted by Ctrl-C. Exit status 130.')]:
     with pytest.raises(SystemExit) as stopped:
       with cli.user_errors_in_one_line():
         raise error
-    assert stopped.value.code == status and ended.pop() == status
+    assert stopped.value.code == status and ended == [status]
+    ended.clear()
     err = capsys.readouterr().err
     assert err.rstrip().splitlines()[-1] == last, err
     assert ('Traceback' in err) == isinstance(error, RuntimeError), err
-  monkeypatch.setattr(parallel, 'in_a_group', lambda: False)
+  monkeypatch.undo()
+  # A group of one (JAX_NUM_PROCESSES=1, a one-task SLURM job) is one process (review).
+  monkeypatch.setattr(jax.distributed, 'is_initialized', lambda: True)
+  monkeypatch.setattr(jax, 'process_count', lambda: 1)
+  assert not parallel.in_a_group()
+  monkeypatch.setattr(jax, 'process_count', lambda: 2)
+  assert parallel.in_a_group()
+  monkeypatch.setattr(jax.distributed, 'is_initialized', lambda: False)
   with pytest.raises(RuntimeError):  # one process: Python prints the traceback, exit handlers run
     with cli.user_errors_in_one_line():
       raise RuntimeError('a bug')
-  assert not ended
 
 
 def _write_config(path):
