@@ -109,6 +109,25 @@ def assert_f32_parity(jax_out, torch32, torch64, what: str = 'output') -> None:
                       f'reference\'s own float32 error is {ref_err:.3g} (tolerance {tol:.3g}).')
 
 
+def assert_training_step_parity(grads, stats, expected) -> None:
+  """A float64 training step's gradients (`grads`, a Flax params tree) and running statistics
+  (`stats`) against `expected` ({'params': PyTorch's gradients, 'batch_stats': its running
+  statistics after the step}, converted to the Flax layout). Each leaf is held to 1e-8 of its
+  largest value (statistics to 1e-6: they are kept in float32, configs/base.py), and to 1e-10
+  where that is below 1e-2 (gradients that are 0 in theory come out at up to 1e-11)."""
+  import flax  # pylint: disable=g-import-not-at-top
+  for kind, ours, theirs, tolerance in (('gradient', grads, expected['params'], 1e-8),
+                                        ('running statistic', stats, expected['batch_stats'],
+                                         1e-6)):
+    flat_ours = flax.traverse_util.flatten_dict(ours, sep='/')
+    flat_theirs = flax.traverse_util.flatten_dict(theirs, sep='/')
+    assert flat_ours.keys() == flat_theirs.keys()
+    for name, value in flat_theirs.items():
+      scale = max(float(np.max(np.abs(value))), 1e-2)
+      err = max_abs(flat_ours[name], value)
+      assert err <= tolerance * scale, f'{kind} of {name}: {err:.3g} off, of {scale:.3g}'
+
+
 # ----------------------------------------------------------------------------------------------
 # PySlowFast I3D / NL-I3D ResNet.
 # ----------------------------------------------------------------------------------------------

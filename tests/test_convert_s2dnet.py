@@ -4,7 +4,6 @@ and semantics (reference_torch.S2DNetReference): float64 to 1e-6, float32 within
 modules' own float32 error.
 """
 
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -309,14 +308,4 @@ def test_a_sampling_step_s_gradients_and_statistics_match_pytorch_autograd():
   assert abs(float(value) - torch_loss) <= 1e-9 * abs(torch_loss)
   np.testing.assert_allclose(np.asarray(logits), dnet_logits.detach().numpy(), rtol=1e-9,
                              atol=1e-9)
-  # Running statistics are kept in float32 (configs/base.py), whatever the compute dtype.
-  for kind, ours, theirs, tolerance in (('gradient', grads, expected['params'], 1e-8),
-                                        ('running statistic', stats, expected['batch_stats'],
-                                         1e-6)):
-    flat_ours = flax.traverse_util.flatten_dict(jax.device_get(ours), sep='/')
-    flat_theirs = flax.traverse_util.flatten_dict(theirs, sep='/')
-    assert flat_ours.keys() == flat_theirs.keys()
-    for name, value in flat_theirs.items():
-      scale = max(float(np.max(np.abs(value))), 1e-2)  # some are 0 in theory: 1e-10 off
-      err = float(np.max(np.abs(np.asarray(flat_ours[name], np.float64) - value)))
-      assert err <= tolerance * scale, f'{kind} of {name}: {err:.3g} off, of {scale:.3g}'
+  ref.assert_training_step_parity(jax.device_get(grads), jax.device_get(stats), expected)
