@@ -458,8 +458,8 @@ def test_log_txt_ends_with_the_error_that_stopped_the_run(case, config, tmp_path
   left = ('UNKNOWN: Gloo AllGather failed: [external/gloo/gloo/transport/tcp/pair.cc:547] '
           'Connection closed by peer [127.0.0.1]:11184')
   full = data_errors.NoSpace(28, 'No space left on device', str(tmp_path / 'ckpt'))
-  raised = {'a_bug': RuntimeError('a bug in the loop'), 'a_lost_group': ValueError(left),
-            'no_space': full}.get(case, RuntimeError('a bug in the loop'))
+  raised = {'a_lost_group': ValueError(left), 'no_space': full}.get(
+      case, RuntimeError('a bug in the loop'))
 
   def stopped(config, workdir):
     del config, workdir
