@@ -55,13 +55,14 @@ class FixedLogitModel(nn.Module):
 
 
 class FixedSaliencyModel(nn.Module):
-  """FixedLogitModel plus a 2x2 saliency map [[0, v], [0, v]] for video v (spatial std v / 2)."""
+  """FixedLogitModel plus a 2x2 saliency map [[0, s], [0, s]], s = v + c for video v and view
+  c (spatial std (v + c) / 2): the views differ, so their reduction shows."""
   num_classes: int = NUM_CLASSES
 
   @nn.compact
   def __call__(self, x, train: bool = False, return_aux: bool = False):
     video, view = video_and_view(x)
-    column = jnp.stack([jnp.zeros_like(video), video], axis=-1).astype(jnp.float32)
+    column = jnp.stack([jnp.zeros_like(video), video + view], axis=-1).astype(jnp.float32)
     saliency = jnp.stack([column, column], axis=1)  # (clips, 2, 2)
     logits = jnp.asarray(TABLE)[video, view]
     return (logits, {'saliency_final': saliency}) if return_aux else logits
@@ -102,12 +103,17 @@ def _evaluate(directory, model=None, split='val'):
   return evaluate.evaluate_split(config, {'params': {}}, split, mesh, step)
 
 
-def expected_metrics(reduction: str, scores: str):
+def expected_scores(reduction: str, scores: str):
+  """Every video's views reduced by hand: (NUM_VIDEOS, NUM_CLASSES)."""
   values = TABLE
   if scores == 'softmax':
     values = np.exp(TABLE - TABLE.max(-1, keepdims=True))
     values = values / values.sum(-1, keepdims=True)
-  per_video = {'sum': values.sum(1), 'mean': values.mean(1), 'max': values.max(1)}[reduction]
+  return {'sum': values.sum(1), 'mean': values.mean(1), 'max': values.max(1)}[reduction]
+
+
+def expected_metrics(reduction: str, scores: str):
+  per_video = expected_scores(reduction, scores)
   ranking = np.argsort(-per_video, axis=-1)
   top1 = np.mean(ranking[:, 0] == LABELS)
   top5 = np.mean([label in row[:5] for label, row in zip(LABELS, ranking)])
@@ -119,7 +125,8 @@ def expected_metrics(reduction: str, scores: str):
     ('sum', 'logits', 2), ('mean', 'softmax', 4), ('max', 'logits', 1)])
 def test_fixed_logit_metrics_by_hand(fixed_records, reduction, scores, clips_per_forward):
   """Every video's views reach its own score, whether a batch's 8 clips go through the model
-  at once or `clips_per_forward` at a time."""
+  at once or `clips_per_forward` at a time. The scores themselves are checked too: TABLE gives
+  the same top-1 for several reductions (a max of logits taken as their sum passed)."""
   config = tiny_config(fixed_records)
   config.dataset.name = 'fixed_logit_test'
   config.data.update(dict(num_frames=2, eval_num_clips=2, eval_num_crops=1))
@@ -132,6 +139,9 @@ def test_fixed_logit_metrics_by_hand(fixed_records, reduction, scores, clips_per
   results, predictions = evaluate.evaluate_split(config, {'params': {}}, 'val', mesh, step)
   top1, top5 = expected_metrics(reduction, scores)
   assert sorted(predictions.filenames) == [f'v{v}' for v in range(NUM_VIDEOS)]
+  videos = [int(name[1:]) for name in predictions.filenames]
+  np.testing.assert_allclose(predictions.scores, expected_scores(reduction, scores)[videos],
+                             rtol=1e-5, atol=1e-6)
   assert results['num_videos'] == NUM_VIDEOS and results['num_batches'] == 2
   assert results['top1'] == pytest.approx(top1)
   assert results['top5'] == pytest.approx(top5)
@@ -143,7 +153,7 @@ def test_the_saliency_spread_is_the_mean_over_the_real_videos(fixed_records, tmp
                                                               unlabelled):
   """Mutation audit: the padding slots of the last batch counted in SaliNet's mask spread
   (saliency_final_spatial_std) passed every test, and so did a mean over the labelled videos
-  only (the mask needs no label)."""
+  only (the mask needs no label). Each video's spread is the mean over its views."""
   directory = fixed_records
   if unlabelled:
     labels = LABELS.copy()
@@ -157,8 +167,8 @@ def test_the_saliency_spread_is_the_mean_over_the_real_videos(fixed_records, tmp
   step = evaluate.make_eval_step(FixedSaliencyModel(), config.eval, mesh, config.data)
   results, _ = evaluate.evaluate_split(config, {'params': {}}, 'val', mesh, step)
   assert results['num_batches'] == 2
-  assert results['saliency_final_spatial_std'] == pytest.approx(
-      np.mean(np.arange(NUM_VIDEOS) / 2))
+  per_view = (np.arange(NUM_VIDEOS)[:, None] + np.arange(len(CLIP_STARTS))) / 2
+  assert results['saliency_final_spatial_std'] == pytest.approx(np.mean(per_view.mean(1)))
 
 
 @pytest.mark.parametrize('reduction', ['sum', 'mean', 'max'])

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from jax import lax
 
+from salinet_jax import parallel
 from salinet_jax.models import fast_conv
 from salinet_jax.models import fast_pool
 from salinet_jax.models import layers
@@ -178,9 +179,11 @@ def test_a_zero_cotangent_from_a_later_rule_is_no_gradient():
     np.testing.assert_array_equal(grad, jnp.ones_like(w))
 
 
-@pytest.mark.parametrize('size,k,stride,pad', [(2, 3, 1, 1), (1, 3, 1, 1), (6, 7, 2, 3),
-                                               (4, 5, 1, 2)])
-def test_maps_smaller_than_their_kernel_are_matrix_products(size, k, stride, pad):
+@pytest.mark.parametrize('height,width,k,stride,pad', [
+    (2, 2, 3, 1, 1), (1, 1, 3, 1, 1), (6, 6, 7, 2, 3), (4, 4, 5, 1, 2),
+    (1, 4, 3, 1, 1),  # smaller than the kernel in one dimension only
+])
+def test_maps_smaller_than_their_kernel_are_matrix_products(height, width, k, stride, pad):
   """XLA's CPU backend swaps the operands of a convolution on a map smaller than its kernel and
   runs it as a generic loop (3x3 on 32 x 2 x 2 x 512: 292 ms): such maps with many channels are
   im2col products, with the values and gradients of the convolution, and no convolution is
@@ -188,12 +191,15 @@ def test_maps_smaller_than_their_kernel_are_matrix_products(size, k, stride, pad
   padding = ((pad, pad), (pad, pad))
   cin = fast_conv.SMALL_MAP_MIN_CHANNELS
   with jax.enable_x64(True):
-    x, w = _random((3, size, size, cin), 26), _random((k, k, cin, 4), 27)
+    x, w = _random((3, height, width, cin), 26), _random((k, k, cin, 4), 27)
     _assert_conv_matches_xla(fast_conv.conv2d, x, w, (stride, stride), padding)
   if jax.default_backend() == 'cpu':
     x, w = x.astype(jnp.float32), w.astype(jnp.float32)
     grads = jax.grad(lambda x, w: jnp.sum(fast_conv.conv2d(x, w, (stride, stride), padding)),
                      argnums=(0, 1))
+    # XLA may itself turn a convolution on a one-row map into a product: the traced program
+    # holds none either.
+    assert 'conv_general_dilated' not in str(jax.make_jaxpr(grads)(x, w))
     assert _convolution_layouts(jax.jit(grads).lower(x, w).compile().as_text()) == []
 
 
@@ -206,27 +212,62 @@ def _assert_frame_sum_matches_xla(x, w, strides, padding):
   _assert_same(got, expected)
 
 
-@pytest.mark.parametrize('frames,kernel,strides,padding,cin', [
-    (8, (3, 3, 3), (1, 1, 1), (1, 1, 1), 32),   # patch weight gradient (R3D's 3x3x3)
-    (1, (3, 3, 3), (1, 1, 1), (1, 1, 1), 33),   # one frame: the outer taps read only padding
-    (2, (3, 3, 3), (2, 2, 2), (1, 1, 1), 32),   # strided in time: matmul weight gradient per tap
-    (4, (1, 3, 3), (1, 1, 1), (0, 1, 1), 32),   # one temporal tap: matmul weight gradient
-    (8, (7, 7, 7), (1, 2, 2), (3, 3, 3), 3),    # R3D stem: frame-pair weight gradient
-    (6, (5, 3, 3), (2, 2, 2), (2, 1, 1), 3),    # frame pairs, strided in time and space
-    (4, (4, 3, 3), (1, 1, 1), (0, 1, 1), 2),    # frame pairs: one output frame
-    (8, (5, 7, 7), (1, 2, 2), (2, 3, 3), 3),    # I3D stem
-    (5, (3, 3, 3), (2, 1, 1), (1, 1, 1), 3),    # frame pairs, strided in time
-    (4, (2, 4, 4), (1, 3, 3), (0, 1, 1), 2),    # frame pairs: even kernel, stride 3 in space
-    (9, (3, 7, 7), (1, 2, 2), (1, 3, 3), 3),    # stem on a long clip: patch weight gradient
-    (4, (1, 9, 9), (1, 1, 1), (0, 4, 4), 1),    # TSFP's first gate
-    (4, (3, 1, 1), (1, 1, 1), (1, 0, 0), 6),    # I3D "a" conv (1x1 spatial)
-    (1, (3, 3, 3), (1, 1, 1), (3, 1, 1), 3),    # output frames that read padding only
+# The function that computes each case's weight gradient on the CPU backend with YNNPACK's
+# convolutions (XLA's default; Eigen's move 2D ones onto other paths): 'frame_pairs'
+# (frame_pair_weight_gradient), 'patch' (patch_weight_gradient), and for per-tap 2D
+# convolutions 'im2col' (up to IM2COL_GRAD_MAX_POSITIONS output positions) or 'matmul'
+# (weight_gradient, one product per tap); 'library' (weight_gradient_as_conv) is counted too.
+WEIGHT_GRADIENT_FUNCTIONS = {'frame_pairs': 'frame_pair_weight_gradient',
+                             'patch': 'patch_weight_gradient', 'im2col': 'im2col',
+                             'matmul': 'weight_gradient',
+                             'library': 'weight_gradient_as_conv'}
+
+
+def _count_calls(monkeypatch, names):
+  """Wraps each fast_conv function of `names` (looked up by name when traced) to count its
+  calls; returns {name: calls}."""
+  calls = dict.fromkeys(names, 0)
+  for name in names:
+    function = getattr(fast_conv, name)
+
+    def counted(*args, _name=name, _function=function, **kwargs):
+      calls[_name] += 1
+      return _function(*args, **kwargs)
+
+    monkeypatch.setattr(fast_conv, name, counted)
+  return calls
+
+
+@pytest.mark.parametrize('frames,kernel,strides,padding,cin,weight_gradient', [
+    (8, (3, 3, 3), (1, 1, 1), (1, 1, 1), 32, 'patch'),       # R3D's 3x3x3
+    (1, (3, 3, 3), (1, 1, 1), (1, 1, 1), 33, 'patch'),       # one frame: outer taps on padding
+    (2, (3, 3, 3), (2, 2, 2), (1, 1, 1), 32, 'im2col'),      # strided in time: 2D, 8 x 8 outputs
+    (4, (1, 3, 3), (1, 1, 1), (0, 1, 1), 32, 'matmul'),      # one temporal tap: 2D, 15 x 15 outputs
+    (8, (7, 7, 7), (1, 2, 2), (3, 3, 3), 3, 'frame_pairs'),  # R3D stem
+    (6, (5, 3, 3), (2, 2, 2), (2, 1, 1), 3, 'frame_pairs'),  # strided in time and space
+    (4, (4, 3, 3), (1, 1, 1), (0, 1, 1), 2, 'frame_pairs'),  # one output frame
+    (8, (5, 7, 7), (1, 2, 2), (2, 3, 3), 3, 'frame_pairs'),  # I3D stem
+    (5, (3, 3, 3), (2, 1, 1), (1, 1, 1), 3, 'frame_pairs'),  # strided in time
+    (4, (2, 4, 4), (1, 3, 3), (0, 1, 1), 2, 'frame_pairs'),  # even kernel, stride 3 in space
+    (9, (3, 7, 7), (1, 2, 2), (1, 3, 3), 3, 'patch'),        # stem on a long clip
+    (4, (1, 9, 9), (1, 1, 1), (0, 4, 4), 1, 'patch'),        # TSFP's first gate
+    (8, (1, 9, 9), (2, 2, 2), (0, 4, 4), 1, 'patch'),        # strided in time: dY dilated
+    (16, (3, 7, 7), (2, 2, 2), (1, 3, 3), 3, 'patch'),       # stem, strided in time
+    (4, (3, 1, 1), (1, 1, 1), (1, 0, 0), 6, 'patch'),        # I3D "a" conv (1x1 spatial)
+    (1, (3, 3, 3), (1, 1, 1), (3, 1, 1), 3, 'frame_pairs'),  # output frames that read padding only
 ])
-def test_frame_sum_conv3d_matches_native_3d_conv(frames, kernel, strides, padding, cin):
+def test_frame_sum_conv3d_matches_native_3d_conv(monkeypatch, frames, kernel, strides, padding,
+                                                 cin, weight_gradient):
+  """Each case also reaches the weight gradient it names, so that a changed threshold cannot
+  move a case onto another path unnoticed."""
+  calls = _count_calls(monkeypatch, WEIGHT_GRADIENT_FUNCTIONS.values())
   with jax.enable_x64(True):
     x = _random((2, frames, 15, 15, cin), 2)
     w = _random(tuple(kernel) + (cin, 5), 3)
     _assert_frame_sum_matches_xla(x, w, strides, padding)
+  if jax.default_backend() == 'cpu' and not parallel.cpu_convolutions_are_eigens():
+    reached = sorted(name for name, count in calls.items() if count)
+    assert reached == [WEIGHT_GRADIENT_FUNCTIONS[weight_gradient]]
 
 
 def test_patch_weight_gradient_serves_stems_and_stride_one_temporal_kernels():
@@ -299,10 +340,24 @@ def test_pointwise_weight_gradient_reads_the_output_gradient_untransposed():
 
 
 def test_kernels_switch_off_to_plain_xla():
+  """Inside `disabled()` the gradient is autodiff's of plain XLA operations: no custom rule is
+  traced (the patch weight gradient's is, outside, on the CPU backend)."""
   x, w = _random((2, 4, 8, 8, 32), 4), _random((3, 3, 3, 32, 4), 5)
+
+  def gradient_jaxpr():
+    # A new function per trace: make_jaxpr caches traces by function, and CPU_KERNELS is no key.
+    return str(jax.make_jaxpr(jax.grad(
+        lambda w: jnp.sum(jnp.sin(fast_conv.frame_sum_conv3d(x, w, (1, 1, 1), (1, 1, 1))))))(w))
+
+  on_cpu = jax.default_backend() == 'cpu'
   on = fast_conv.frame_sum_conv3d(x, w, (1, 1, 1), (1, 1, 1))
+  assert fast_conv.use_cpu_kernels() == on_cpu
+  assert ('custom_vjp_call' in gradient_jaxpr()) == on_cpu
   with fast_conv.disabled():
+    assert not fast_conv.use_cpu_kernels()
+    assert 'custom_vjp_call' not in gradient_jaxpr()
     off = fast_conv.frame_sum_conv3d(x, w, (1, 1, 1), (1, 1, 1))
+  assert fast_conv.use_cpu_kernels() == on_cpu
   np.testing.assert_allclose(on, off, rtol=1e-5, atol=1e-5)
 
 

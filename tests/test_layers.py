@@ -18,6 +18,8 @@ from salinet_jax.models import layers
     ((1, 3, 3), (1, 2, 2), (0, 1, 1)),
 ])
 def test_frame_sum_conv_equals_native_conv(kernel, strides, padding):
+  """Values, and the gradients of the parameters and of the input for a loss that weighs every
+  output differently (a sum's all-ones output gradient would not see it permuted)."""
   x = jax.random.normal(jax.random.key(0), (2, 7, 9, 10, 3))
   native = layers.Conv3D(5, kernel, strides, padding, use_bias=True, impl='native')
   frame_sum = layers.Conv3D(5, kernel, strides, padding, use_bias=True, impl='frame_sum')
@@ -26,8 +28,14 @@ def test_frame_sum_conv_equals_native_conv(kernel, strides, padding):
   got = frame_sum.apply(variables, x)
   assert got.shape == expected.shape
   np.testing.assert_allclose(got, expected, atol=1e-5)
-  grad_native = jax.grad(lambda v: native.apply(v, x).sum())(variables)
-  grad_frames = jax.grad(lambda v: frame_sum.apply(v, x).sum())(variables)
+  weights = jax.random.normal(jax.random.key(2), expected.shape)
+
+  def gradients(conv):
+    return jax.grad(lambda v, x: jnp.sum(conv.apply(v, x) * weights), argnums=(0, 1))(
+        variables, x)
+
+  grad_native, grad_frames = gradients(native), gradients(frame_sum)
+  assert len(jax.tree.leaves(grad_native)) == 3  # kernel, bias and input
   for a, b in zip(jax.tree.leaves(grad_native), jax.tree.leaves(grad_frames)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 

@@ -53,6 +53,9 @@ def test_cosine_warmup_and_linear_batch_scaling():
   schedule = optim.learning_rate_schedule(config, total_steps=105, global_batch=64)
   assert float(schedule(0)) == 0.0
   assert float(schedule(5)) == pytest.approx(64e-5)
+  # A quarter of the 100 decay steps: on the cosine, not on a straight line between its ends.
+  assert float(schedule(30)) == pytest.approx(
+      64e-5 * (0.01 + 0.99 * 0.5 * (1 + np.cos(np.pi * 25 / 100))))
   assert float(schedule(105)) == pytest.approx(64e-5 * 0.01)
   with pytest.raises(ValueError, match='warmup_cosine'):
     optim.learning_rate_schedule(_opt_config(schedule='cosine', warmup_steps=3), 10, 8)
