@@ -1,7 +1,8 @@
 """Whole reference S2DNet checkpoints (the `s2dnet` source) -> S2DNet: f_theta, the Gaussian
 sampler, lateral fusion and a tiny whole model against PyTorch modules with the reference's names
-and semantics (reference_torch.S2DNetReference): float64 to 1e-6, float32 within the PyTorch
-modules' own float32 error.
+and semantics (reference_torch.S2DNetReference): float64 to 1e-8 (the sampling stage's logits
+differ by 1.4e-10, its Gaussian windows amplifying rounding; the rest by 1e-13 or less),
+float32 within the PyTorch modules' own float32 error.
 """
 
 import jax
@@ -17,7 +18,7 @@ from salinet_jax.models import s2dnet
 from salinet_jax.models import sampler as sampler_lib
 
 torch = ref.torch
-F64_TOL = 1e-6
+F64_TOL = 1e-8
 NUM_CLASSES = 8
 SYNOPSIS_FRAMES, SYNOPSIS_SIZE = 4, 40  # feature map 2 x 2
 DETAIL_FRAMES, DETAIL_SIZE = 4, 32
@@ -59,7 +60,8 @@ def test_f_theta_matches_the_reference_sampler_head(fix):
   rng = np.random.default_rng(0)
   e = rng.standard_normal((3, SYNOPSIS_FRAMES, channels, 2, 2))  # PyTorch (B, T, C, h, w)
   s = np.zeros((3, NUM_CLASSES))
-  s[:, [1, 4, 6]] = 1.0
+  for video, top_k in enumerate(([1, 4, 6], [0, 2, 7], [3, 5, 6])):  # each its own: no mix-up
+    s[video, top_k] = 1.0
   t32, t64 = torch_both(lambda d: head.to(d)(torch.from_numpy(e).to(d), torch.from_numpy(s).to(d)))
   state_dict = {f'{s2dnet_map.SAMPLER}.{k}': v for k, v in ref.state_dict_numpy(head).items()}
 
@@ -252,7 +254,7 @@ def test_a_sampling_step_s_gradients_and_statistics_match_pytorch_autograd():
   model = ref.S2DNetReference(NUM_CLASSES, SYNOPSIS_FRAMES, SYNOPSIS_SIZE, DETAIL_FRAMES,
                               DETAIL_SIZE, s2dnet.F_THETA_FIX_CHANNELS['B'], MLP, CONTEXT,
                               DNET_WIDTH, faithful_tiling=False)
-  rng = np.random.default_rng(3)
+  rng = np.random.default_rng(4)
   calibration = torch.from_numpy(rng.standard_normal((4, 7, 3, FRAME_SIZE, FRAME_SIZE)))
   ref.calibrate_batch_norm(ref.randomise(model.double()), calibration, [7, 6, 5, 4])
   with torch.no_grad():  # f_theta's head starts near 0: larger weights move the windows
@@ -264,14 +266,18 @@ def test_a_sampling_step_s_gradients_and_statistics_match_pytorch_autograd():
   sampler_head = model.DNet.sampler.forward
   model.DNet.sampler.forward = lambda e, s: sampler_head(e.detach(), s)
   model.train()
-  video = rng.standard_normal((2, 7, 3, FRAME_SIZE, FRAME_SIZE))
-  labels = np.array([2, 5])
+  # Four videos: on two, f_theta's train-mode BatchNorm1d normalises every feature to +-1, so
+  # the sampling parameters depended only on the sign of the videos' difference.
+  video = rng.standard_normal((4, 7, 3, FRAME_SIZE, FRAME_SIZE))
+  labels = np.array([2, 5, 0, 7])
+  num_valid = [7, 5, 6, 4]
 
   def loss_of(dnet_logits, snet_logits, log_softmax, mean):
-    pick = lambda logits: log_softmax(logits)[np.arange(2), labels]  # pylint: disable=g-long-lambda
+    def pick(logits):
+      return log_softmax(logits)[np.arange(len(labels)), labels]
     return -mean(pick(dnet_logits)) - 0.5 * mean(pick(snet_logits))
 
-  dnet_logits, snet_logits, _ = model(torch.from_numpy(video), VALID)
+  dnet_logits, snet_logits, _ = model(torch.from_numpy(video), num_valid)
   snet_sorted = np.sort(snet_logits.detach().numpy(), axis=1)[:, ::-1]
   assert np.min(snet_sorted[:, 4] - snet_sorted[:, 5]) > 1e-3  # a stable top-5 choice
   torch_loss = loss_of(dnet_logits, snet_logits, lambda v: torch.log_softmax(v, -1), torch.mean)
@@ -298,7 +304,7 @@ def test_a_sampling_step_s_gradients_and_statistics_match_pytorch_autograd():
     def loss(params):
       (logits, aux), updated = flax_model.apply(
           {'params': params, 'batch_stats': variables['batch_stats']}, x, train=True,
-          return_aux=True, num_valid=jnp.asarray(VALID), mutable=['batch_stats'])
+          return_aux=True, num_valid=jnp.asarray(num_valid), mutable=['batch_stats'])
       value = loss_of(logits, aux['snet_logits'], lambda v: jax.nn.log_softmax(v, -1), jnp.mean)
       return value, (logits, updated['batch_stats'])
 

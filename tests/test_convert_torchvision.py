@@ -2,7 +2,8 @@
 
 PyTorch modules in torchvision's layout and in TSM's (shift wrapper '.net', MobileNetV2's flat
 `conv.{0,1,3,4,6,7}`) are converted and compared with the Flax backbones on (B*T, H, W, C) frame
-batches: float64 to 1e-6, float32 within the PyTorch modules' own float32 error.
+batches: float64 to 1e-10 (they differ by 1e-12 or less), float32 within the PyTorch modules'
+own float32 error.
 """
 
 import jax
@@ -20,7 +21,7 @@ from salinet_jax.models import resnet2d
 from salinet_jax.models import s2dnet
 
 torch = ref.torch
-F64_TOL = 1e-6
+F64_TOL = 1e-10
 SEGMENTS = 4
 TORCHVISION_MAP = [(r'(.*)', lambda m: tv.torchvision_module(m.group(1)))]
 
@@ -69,9 +70,21 @@ def test_tsm_bottleneck(stride, inplanes):
 @pytest.mark.parametrize('inp,oup,stride,t', [(16, 16, 1, 6), (24, 32, 2, 6), (32, 16, 1, 1)])
 def test_torchvision_inverted_residual(inp, oup, stride, t):
   block = ref.randomise(ref.InvertedResidual(inp, oup, stride, t, 'torchvision', SEGMENTS))
-  x = np.random.default_rng(0).standard_normal((2 * SEGMENTS, 6, 6, inp))
+  # On a unit-variance input no depthwise ReLU6 output reached 6, where ReLU6 and ReLU differ: a
+  # larger input and a raised BN bias clip some at 6 and leave others at 0.
+  depthwise_bn, depthwise_relu6 = block.conv[-3][1:]
+  with torch.no_grad():
+    depthwise_bn.bias += 1.0
+  x = np.random.default_rng(0).standard_normal((2 * SEGMENTS, 6, 6, inp)) * 8
+  activations = []
+  hook = depthwise_relu6.register_forward_hook(
+      lambda module, inputs, output: activations.append(output.clone()))
   compare(block, lambda d: mobilenet_v2.InvertedResidual(oup, stride, t, SEGMENTS, dtype=d), x,
           convert_block(x), 'inverted residual')
+  hook.remove()
+  for output in activations:  # the float32 and the float64 pass
+    assert float((output == 6).double().mean()) > 1e-3
+    assert float((output == 0).double().mean()) > 0.1
 
 
 def s2dnet_template(num_classes=3, **kwargs):
@@ -118,6 +131,9 @@ def test_tsm_mobilenet_v2_checkpoint_initialises_the_snet():
 def test_tsm_resnet50_checkpoint_initialises_the_dnet():
   torch.manual_seed(0)
   trunk = ref.randomise(ref.TorchvisionResNet50Like(width=4, segments=SEGMENTS))
+  # Without statistics of real activations most ReLUs stay closed: another input moved the
+  # output by 0.3% of its scale, and a stem output scaled by 1.01 moved it by 1e-4 only.
+  ref.calibrate_batch_norm(trunk, torch.randn(2 * SEGMENTS, 3, 32, 32))
   template = s2dnet_template(dnet_width=4)
   x = np.random.default_rng(0).standard_normal((SEGMENTS, 32, 32, 3))
 
@@ -131,6 +147,11 @@ def test_tsm_resnet50_checkpoint_initialises_the_dnet():
 
   compare(trunk, lambda d: resnet2d.ResNet2D(50, 4, num_segments=SEGMENTS, dtype=d), x, fn,
           'TSM-ResNet-50 features')
+  other_x = np.random.default_rng(1).standard_normal(x.shape)
+  with torch.no_grad():
+    out, other_out = (trunk.double()(nchw(v)).numpy() for v in (x, other_x))
+  moved = ref.max_abs(out, other_out)
+  assert moved > 0.1 * np.max(np.abs(out)), f'another input moves the output by {moved:.3g} only'
 
 
 def test_s2dnet_files_convert_into_one_network_each_and_both_are_needed():

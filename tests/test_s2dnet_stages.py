@@ -25,6 +25,14 @@ def _f_theta(params):
   return flax.traverse_util.flatten_dict(params['f_theta'], sep='/')
 
 
+def _assert_trained_from_zero(start, trained, keys):
+  """`keys` of the flat `trained` params, zero in `start`, moved: weight decay, which shrinks
+  every other parameter even where no gradient reaches it, leaves a zero at zero."""
+  for key in keys:
+    assert not np.any(start[key]), f'{key} is no longer zero-initialised: choose another'
+    assert np.any(trained[key]), f'{key} got no gradient'
+
+
 def test_warmup_freezes_f_theta_and_sampling_starts_from_warmup(s2dnet_stage_runs, tmp_path):
   config, warmup_dir, results = s2dnet_stage_runs['warmup']
   assert results['num_videos'] == 7 and 'snet_top1' in results
@@ -38,6 +46,10 @@ def test_warmup_freezes_f_theta_and_sampling_starts_from_warmup(s2dnet_stage_run
     np.testing.assert_array_equal(value, fresh_stats[key], err_msg=key)
   assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(warm.params['dnet']),
                                                        jax.tree.leaves(fresh.params['dnet'])))
+  _assert_trained_from_zero(  # the warm-up trains the detail net
+      flax.traverse_util.flatten_dict(fresh.params['dnet'], sep='/'),
+      flax.traverse_util.flatten_dict(warm.params['dnet'], sep='/'),
+      ('backbone/bn1/bias', 'backbone/layer4_0/bn2/bias'))
 
   config, sampling_dir, _ = s2dnet_stage_runs['sampling']
   assert config.init_from.checkpoint == warmup_dir  # 2 steps: the warm-up schedule's first LR is 0
@@ -54,6 +66,8 @@ def test_warmup_freezes_f_theta_and_sampling_starts_from_warmup(s2dnet_stage_run
   changed = [not np.array_equal(v, _f_theta(warm.params)[k])
              for k, v in _f_theta(sampled.params).items()]
   assert any(changed)  # the sampling stage trains f_theta
+  _assert_trained_from_zero(_f_theta(warm.params), _f_theta(sampled.params),
+                            ('conv/bias', 'conv_bn/bias'))
 
   config = ml_collections.ConfigDict(config.to_dict())  # the shared run's config stays as is
   config.eval.checkpoint = 'latest'
