@@ -20,6 +20,7 @@ from data import pipeline
 from salinet_jax import checkpoints
 from salinet_jax import engine
 from salinet_jax import errors
+from salinet_jax import inputs
 from salinet_jax import losses
 from salinet_jax import optim
 from salinet_jax import train
@@ -62,6 +63,62 @@ def test_gradient_accumulation_equals_one_big_batch(config):
   for a, b in zip(jax.tree.leaves(accumulated.params), jax.tree.leaves(whole.params)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
   assert int(accumulated.step) == 1
+
+
+class GroupNormedModel(nn.Module):
+  """The project's BatchNorm on the input -> ReLU -> pool -> dense."""
+  num_classes: int = 4
+
+  @nn.compact
+  def __call__(self, x, train: bool = False, return_aux: bool = False):
+    x = nn.relu(layers.BatchNorm(use_running_average=not train, name='bn')(x))
+    logits = nn.Dense(self.num_classes)(jnp.mean(x, axis=(1, 2, 3)))
+    return (logits, {}) if return_aux else logits
+
+
+def test_accumulation_updates_batch_norm_statistics_per_micro_batch_in_its_groups(config):
+  """Mutation audit: the accumulation test's model has no BatchNorm, so a step that updated the
+  running statistics from the last micro-batch alone (each one starting from the state's), or
+  that normalised over whole micro-batches whatever bn_group_size said, passed every test. Each
+  clip has its own mean, so groups of 2 clips have other variances than their micro-batch."""
+  config.loss.name = 'cross_entropy'
+  model = GroupNormedModel()
+  tx = optax.sgd(1.0)  # new params = params - gradient
+  rng = np.random.default_rng(0)
+  offsets = 3.0 * np.arange(8).reshape(8, 1, 1, 1, 1)
+  batch = {'video': jnp.asarray(rng.normal(size=(8, 2, 4, 4, 3)) + offsets, jnp.float32),
+           'label': jnp.asarray(rng.integers(0, 4, 8), jnp.int32)}
+  state = engine.create_train_state(model, tx, jax.random.key(0), (1, 2, 4, 4, 3))
+  step = functools.partial(engine.train_step, model=model, tx=tx, loss_config=config.loss,
+                           schedule=optax.constant_schedule(1.0), data_config=config.data,
+                           bn_group_size=2)
+  accumulated, _ = jax.jit(functools.partial(step, accumulation_steps=2))(
+      state, batch, jax.random.key(1))
+
+  # By hand: micro-batch i holds rows i, i + 2, ...; each of its groups of 2 clips gives a mean
+  # and an unbiased variance, averaged over the groups, and the running averages take them in
+  # turn (momentum d).
+  video, _ = inputs.model_inputs(batch, config.data)
+  d = layers.BN_MOMENTUM
+  mean, var = np.zeros(3), np.ones(3)
+  for rows in (slice(0, 8, 2), slice(1, 8, 2)):
+    groups = np.asarray(video[rows]).reshape(2, -1, 3)
+    mean = d * mean + (1 - d) * groups.mean(1).mean(0)
+    var = d * var + (1 - d) * groups.var(1, ddof=1).mean(0)
+  whole_micro_batch_var = np.asarray(video[1::2]).reshape(-1, 3).var(0, ddof=1)
+  assert not np.allclose(groups.var(1, ddof=1).mean(0), whole_micro_batch_var, rtol=0.1)
+  np.testing.assert_allclose(accumulated.batch_stats['bn']['mean'], mean, rtol=1e-5)
+  np.testing.assert_allclose(accumulated.batch_stats['bn']['var'], var, rtol=1e-5)
+  # The parameters take the mean of the micro-batches' gradients, each micro-batch normalised
+  # on its own (a one-micro-batch step on each gives its gradient).
+  single = jax.jit(step)
+  micro_params = [single(state, jax.tree.map(lambda x, r=rows: x[r], batch),
+                         jax.random.key(1))[0].params
+                  for rows in (slice(0, 8, 2), slice(1, 8, 2))]
+  for got, first, second in zip(*(jax.tree.leaves(tree) for tree in
+                                  (accumulated.params, *micro_params))):
+    np.testing.assert_allclose(got, (first + second) / 2, rtol=1e-5, atol=1e-6)
+  assert not np.allclose(*(p['Dense_0']['kernel'] for p in micro_params))
 
 
 def test_frozen_parameters_count_in_neither_the_clipping_norm_nor_grad_norm(config):
@@ -118,9 +175,12 @@ def test_frozen_parameters_keep_their_optimizer_state_and_cost_no_gradient(confi
                                momentum=0.9, weight_decay=1e-2, warmup_steps=0,
                                weight_decay_rules=()))
 
-  def two_steps(pattern):
+  shape = (1,) + batch['video'].shape[1:]
+
+  def two_steps(pattern, moved_moments=False):
+    """(the state the steps start from, the state after them, the step's FLOPs); with
+    `moved_moments` the convolution's optimizer state starts at 0.01, as a trained run's."""
     config.optimizer.frozen = pattern
-    shape = (1,) + batch['video'].shape[1:]
     params = engine.create_train_state(model, optax.identity(), jax.random.key(0), shape).params
     tx, schedule = optim.create_optimizer(config.optimizer, params, 10, 8)
     state = engine.create_train_state(model, tx, jax.random.key(0), shape)
@@ -129,6 +189,10 @@ def test_frozen_parameters_keep_their_optimizer_state_and_cost_no_gradient(confi
         data_config=config.data,
         frozen=optim.frozen_mask(params, pattern) if pattern else None))
     flops = step.lower(state, batch, jax.random.key(1)).compile().cost_analysis()['flops']
+    if moved_moments:
+      state = state.replace(opt_state=jax.tree_util.tree_map_with_path(
+          lambda path, leaf: leaf + 0.01 if 'Conv3D_0' in jax.tree_util.keystr(path) else leaf,
+          state.opt_state))
     first = state
     for i in range(2):
       state, _ = step(state, batch, jax.random.key(i))
@@ -150,6 +214,34 @@ def test_frozen_parameters_keep_their_optimizer_state_and_cost_no_gradient(confi
                                                    jax.tree.leaves(frozen.params['Conv3D_0'])))
   # The convolution's weight gradient (its input needs none) is all of its backward pass.
   assert frozen_flops < 0.7 * all_flops, (frozen_flops, all_flops)
+  # From zero, AdamW's frozen moments stay zero even when they are updated (zero gradients,
+  # decay after the moments): only moments a trained run left behind tell them apart.
+  moved, resumed, _ = two_steps('Conv3D', moved_moments=True)
+  assert conv(moved) and all(np.all(leaf == 0.01) for leaf in conv(moved))
+  assert all(np.array_equal(a, b) for a, b in zip(conv(moved), conv(resumed)))
+  assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(moved.params['Conv3D_0']),
+                                                   jax.tree.leaves(resumed.params['Conv3D_0'])))
+
+  # The optimizer above drops frozen gradients itself (their state kept, their update zero), so
+  # jit removed them as dead code with or without the train step's stop_gradient (the same
+  # FLOPs). An optimizer that reads every gradient must get zeros too, computed at no cost.
+  plain_sgd = optax.sgd(0.1)
+
+  def plain_sgd_step(frozen_mask):
+    state = engine.create_train_state(model, plain_sgd, jax.random.key(0), shape)
+    step = jax.jit(functools.partial(
+        engine.train_step, model=model, tx=plain_sgd, loss_config=config.loss,
+        schedule=optax.constant_schedule(0.1), data_config=config.data, frozen=frozen_mask))
+    flops = step.lower(state, batch, jax.random.key(1)).compile().cost_analysis()['flops']
+    return state, step(state, batch, jax.random.key(1))[0], flops
+
+  _, _, plain_flops = plain_sgd_step(None)
+  before, after, plain_frozen_flops = plain_sgd_step(
+      optim.frozen_mask(first.params, 'Conv3D'))
+  assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before.params['Conv3D_0']),
+                                                   jax.tree.leaves(after.params['Conv3D_0'])))
+  assert not np.array_equal(before.params['Dense_0']['kernel'], after.params['Dense_0']['kernel'])
+  assert plain_frozen_flops < 0.7 * plain_flops, (plain_frozen_flops, plain_flops)
 
 
 def test_out_of_memory_advice_names_the_micro_batch(config):
@@ -197,6 +289,25 @@ def test_each_step_draws_its_own_dropout_masks(config):
   # The same step with the same key repeats its masks (a resumed step trains as the first did).
   _, again = step(state.replace(step=state.step - 1), batch, jax.random.key(1))
   assert float(again['loss']) == losses_seen[-1]
+
+
+def test_each_micro_batch_draws_its_own_dropout_masks(config):
+  """Mutation audit: every micro-batch of a step drawing the same dropout masks passed every
+  test. Two micro-batches of the same clip then give the loss of that clip alone."""
+  config.loss.name = 'cross_entropy'
+  model = DropoutModel()
+  tx = optax.sgd(0.0)
+  rng = np.random.default_rng(0)
+  clip = {'video': jnp.asarray(rng.normal(size=(1, 2, 6, 6, 3)), jnp.float32),
+          'label': jnp.asarray([1], jnp.int32)}
+  twice = jax.tree.map(lambda x: jnp.concatenate([x, x]), clip)
+  state = engine.create_train_state(model, tx, jax.random.key(0), (1, 2, 6, 6, 3))
+  step = functools.partial(engine.train_step, model=model, tx=tx, loss_config=config.loss,
+                           schedule=optax.constant_schedule(0.0), data_config=config.data)
+  alone = jax.jit(step)(state, clip, jax.random.key(1))[1]['loss']
+  accumulated = jax.jit(functools.partial(step, accumulation_steps=2))(
+      state, twice, jax.random.key(1))[1]['loss']
+  assert float(accumulated) != pytest.approx(float(alone), rel=1e-4), (accumulated, alone)
 
 
 def test_epochs_and_warm_up_epochs_round_up_to_whole_steps(config):
