@@ -27,6 +27,11 @@ def test_uniform_test_clips_span_the_video():
   starts = [int(row[0]) for row in out['frames_jpeg'].numpy()]
   assert starts == [0, 6, 13]  # max start = 20 - 7 = 13, evenly spaced
   np.testing.assert_array_equal(out['frames_jpeg'].numpy()[1].astype(int), [6, 8, 10, 12])
+  # Starts are rounded to the nearest frame: 14 * (0, 1/3, 2/3, 1) = (0, 4.7, 9.3, 14) (mutation
+  # audit: starts rounded down passed every test, whose starts 0, 6.5, 13 round alike).
+  features = {'frames_jpeg': tf.constant([str(i).encode() for i in range(21)])}
+  out = sampling.sample_uniform_clips(features, num_frames=4, stride=2, num_clips=4)
+  assert [int(row[0]) for row in out['frames_jpeg'].numpy()] == [0, 5, 9, 14]
 
 
 def test_three_test_crops_run_along_the_long_side():

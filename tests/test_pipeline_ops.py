@@ -80,12 +80,36 @@ def test_three_test_crops_of_a_square_frame_run_left_to_right_like_pyslowfast():
   assert corners == [1 * 4 + 0, 1 * 4 + 1, 1 * 4 + 2]  # row 1 (the centre), columns 0, 1, 2
 
 
+def test_three_test_crops_of_a_portrait_frame_run_top_to_bottom():
+  """Mutation audit: a portrait frame cut left/centre/right (all three crops near the centre
+  row) passed every test; only landscape and square frames were tried."""
+  video = tf.reshape(tf.range(6 * 4, dtype=tf.float32), [1, 1, 6, 4, 1]) * tf.ones([3])
+  out = augment.spatial_test_crops({'video': video}, short_side=4, crop_size=2, num_crops=3)
+  corners = [int(out['video'][k, 0, 0, 0, 0]) for k in range(3)]
+  assert corners == [0 * 4 + 1, 2 * 4 + 1, 4 * 4 + 1]  # rows 0, 2, 4; column 1 (the centre)
+
+
+def test_resize_short_side_floors_the_long_side_of_either_orientation():
+  """PySlowFast and torchvision floor long * short_side / short (mutation audit: a long side
+  rounded up passed every test, whose frames were never resized)."""
+  frames = tf.constant(np.random.default_rng(0).integers(0, 256, (2, 7, 10, 3)), tf.float32)
+  for video, expected_hw in ((frames, (4, 5)), (tf.transpose(frames, [0, 2, 1, 3]), (5, 4))):
+    resized = augment.resize_short_side(video, 4)  # 10 * 4 / 7 = 5.7 px
+    np.testing.assert_allclose(resized.numpy(), tf.image.resize(video, expected_hw).numpy())
+
+
 # ----------------------------------------------------------------------------- TSN
 def test_tsn_test_views_take_segment_centres():
   out = sampling.sample_tsn_segments(_frames(20), num_segments=4, train=False)
   np.testing.assert_array_equal(_ints(out['frames_jpeg']), [[2, 7, 12, 17]])
   out = sampling.sample_tsn_segments(_frames(20), num_segments=4, train=False, num_clips=2)
   np.testing.assert_array_equal(_ints(out['frames_jpeg']), [[1, 6, 11, 16], [3, 8, 13, 18]])
+  # 10-frame segments, where a position off the centre floors to another frame (mutation audit:
+  # views at (k + 0.4) / K passed, as 5-frame segments floor them to the same frames).
+  out = sampling.sample_tsn_segments(_frames(40), num_segments=4, train=False)
+  np.testing.assert_array_equal(_ints(out['frames_jpeg']), [[5, 15, 25, 35]])
+  out = sampling.sample_tsn_segments(_frames(40), num_segments=4, train=False, num_clips=3)
+  np.testing.assert_array_equal(_ints(out['frames_jpeg'])[:, 0], [1, 5, 8])  # 10 x (1, 3, 5) / 6
 
 
 def test_tsn_train_takes_one_random_frame_inside_each_segment():
@@ -126,7 +150,7 @@ def test_all_frames_train_trims_up_to_its_own_length_over_16_at_each_end():
   (strided) length, not the frame budget."""
   for length, stride in ((100, 1), (100, 2), (40, 2)):
     strided = (length + stride - 1) // stride
-    starts, ends = set(), set()
+    starts, ends, trim_pairs = set(), set(), set()
     for i in range(120):
       out = sampling.sample_all_frames(_frames(length), max_frames=150, train=True,
                                        seed=_seed(i), stride=stride)
@@ -135,7 +159,10 @@ def test_all_frames_train_trims_up_to_its_own_length_over_16_at_each_end():
       np.testing.assert_array_equal(np.diff(indices), stride)  # contiguous, in order
       starts.add(indices[0] // stride)
       ends.add(strided - 1 - indices[-1] // stride)
+      trim_pairs.add((indices[0] // stride, strided - 1 - indices[-1] // stride))
     assert starts == ends == set(range(strided // 16 + 1)), (length, stride)
+    # The two ends draw their trims apart (mutation audit: one trim for both ends passed).
+    assert len(trim_pairs) > strided // 16 + 1, (length, stride, trim_pairs)
   # Long videos: after the trim, the first 150 frames.
   out = sampling.sample_all_frames(_frames(400), max_frames=150, train=True, seed=_seed(3))
   assert int(out['num_valid']) == 150
@@ -164,22 +191,33 @@ def _box(name, height, width, i, **fields):
 
 
 def test_short_side_jitter_box_is_a_square_of_crop_over_scale():
-  for i in range(40):
-    y, x, h, w = _box('short_side_jitter', 256, 340, i, crop_size=224, train_min_scale=256,
-                      train_max_scale=320)
-    assert h == pytest.approx(w)
-    assert 224 * 256 / 320 - 1e-3 <= h <= 224 + 1e-3
-    assert 0 <= y <= 256 - h + 1e-3 and 0 <= x <= 340 - w + 1e-3
+  for height, width in ((256, 340), (340, 256)):
+    fractions = []  # where each box sits in the free space, per axis, in [0, 1]
+    for i in range(40):
+      y, x, h, w = _box('short_side_jitter', height, width, i, crop_size=224,
+                        train_min_scale=256, train_max_scale=320)
+      assert h == pytest.approx(w)
+      assert 224 * 256 / 320 - 1e-3 <= h <= 224 + 1e-3
+      assert 0 <= y <= height - h + 1e-3 and 0 <= x <= width - w + 1e-3
+      fractions.append((y / (height - h), x / (width - w)))
+    # The box roams the whole free space along both axes, independently (mutation audit: x
+    # scaled by the height's free space, or drawn with y's seed, passed every test).
+    fractions = np.array(fractions)
+    assert np.all(fractions.min(axis=0) < 0.2) and np.all(fractions.max(axis=0) > 0.8), fractions
+    assert np.abs(fractions[:, 0] - fractions[:, 1]).max() > 0.3
 
 
 def test_short_side_jitter_draws_every_scale_from_min_to_max():
   """Mutation audit: a jitter that never drew train_max_scale passed every test."""
-  scales = set()
-  for i in range(200):
-    _, _, h, _ = _box('short_side_jitter', 100, 150, i, crop_size=8, train_min_scale=10,
-                      train_max_scale=14)
-    scales.add(round(8 * 100 / h))  # the crop is crop_size / scale of the 100 px short side
-  assert scales == {10, 11, 12, 13, 14}
+  # Portrait frames too (mutation audit: scaling by the height, not the short side, passed).
+  for height, width in ((100, 150), (150, 100)):
+    scales = set()
+    for i in range(200):
+      _, _, h, w = _box('short_side_jitter', height, width, i, crop_size=8, train_min_scale=10,
+                        train_max_scale=14)
+      assert h == pytest.approx(w), (height, width)
+      scales.add(round(8 * 100 / h))  # the crop is crop_size / scale of the 100 px short side
+    assert scales == {10, 11, 12, 13, 14}, (height, width)
 
 
 def test_inception_box_area_and_aspect_ranges():
@@ -227,13 +265,32 @@ def test_tsm_multiscale_snaps_sizes_less_than_3_px_from_the_crop():
     _, _, h, w = _box('tsm_multiscale', 128, 160, i, crop_size=98)
     drawn |= {int(h), int(w)}
   assert drawn == {128, 112, 98, 84}  # 96 is 2 px from 98
+  # The scales apply to the short side of a portrait frame too (mutation audit: to its height).
+  drawn = set()
+  for i in range(200):
+    _, _, h, w = _box('tsm_multiscale', 160, 128, i, crop_size=99)
+    drawn |= {int(h), int(w)}
+  assert drawn == {128, 112, 96, 84}
 
 
 def test_tsm_offsets_five_or_thirteen_positions():
-  five = augment.tsm_offsets(tf.constant(100), tf.constant(120), tf.constant(60), tf.constant(80),
+  # Steps of 10 rows and 15 columns: unequal, so rows and columns swapped show.
+  five = augment.tsm_offsets(tf.constant(100), tf.constant(140), tf.constant(60), tf.constant(80),
                               more_fix_crop=False).numpy()
-  assert sorted(map(tuple, five)) == [(0, 0), (0, 40), (20, 20), (40, 0), (40, 40)]
+  assert sorted(map(tuple, five)) == [(0, 0), (0, 60), (20, 30), (40, 0), (40, 60)]
   assert augment.tsm_offsets(100, 120, 60, 80, more_fix_crop=True).shape == (13, 2)
+
+
+def test_integer_window_rounds_to_nearest_and_clamps_each_axis_to_its_own_side():
+  """Mutation audit: a window whose y was rounded up, or whose x was clamped by the height, passed
+  every test (the fused-decode test builds its reference window with this same function)."""
+  def window(box, height, width):
+    return augment.integer_window(*box, tf.constant(height), tf.constant(width)).numpy().tolist()
+
+  assert window((2.4, 29.6, 9.4, 10.2), 20, 40) == [2, 30, 9, 10]  # the right edge of a 40 px row
+  assert window((29.6, 2.4, 10.2, 9.4), 40, 20) == [30, 2, 10, 9]  # the bottom of a 40 px column
+  assert window((-3.0, 50.0, 30.0, 0.2), 20, 40) == [0, 39, 20, 1]  # clamped, at least 1 px
+  assert window((50.0, -3.0, 0.2, 30.0), 40, 20) == [39, 0, 1, 20]
 
 
 # ----------------------------------------------------------------------------- fused decode
@@ -305,6 +362,27 @@ def test_stored_frames_decode_as_pillow_decodes_them(tmp_path):
   difference = fused.numpy().astype(float) - pillow[:, 8:48, 16:64]
   assert np.abs(difference.mean(axis=(0, 1, 2))).max() < 0.2, difference.mean(axis=(0, 1, 2))
   np.testing.assert_array_equal(fused[:, 1:-1, 1:-1], pillow[:, 9:47, 17:63])
+
+
+def test_eval_views_are_the_decoded_frames_own_crops_in_rgb_order():
+  """Mutation audit: eval views mirrored left-right, or with their channels reversed (BGR),
+  passed every test (the crop tests build float tensors and skip the decode and the rounding).
+  The frames' red runs along x and differs from green and blue, so both show."""
+  jpegs = _jpeg_clip()  # 48 x 64: the short side is already eval_short_side, no resize
+  data = _data(eval_short_side=48, eval_crop_size=32, eval_num_crops=3)
+  views = augment.eval_views({'frames_jpeg': jpegs}, data)['video'].numpy()
+  frames = augment.decode_jpeg_frames({'frames_jpeg': jpegs})['video'].numpy()[0]
+  assert views.shape == (3, 4, 32, 32, 3) and views.dtype == np.uint8
+  for view, x in zip(views, (0, 16, 32)):  # rows 8..40, the centre ((48 - 32 + 1) // 2)
+    np.testing.assert_array_equal(view, frames[:, 8:40, x:x + 32])
+  # Resized to a 36 px short side (48 x 36), the resampled pixels round to the nearest level
+  # (mutation audit: truncated, half a level darker, they passed every test).
+  data.eval_short_side = 36
+  views = augment.eval_views({'frames_jpeg': jpegs}, data)['video'].numpy()
+  resized = tf.image.resize(tf.cast(frames, tf.float32), [36, 48]).numpy()
+  expected = np.floor(resized + 0.5).astype(np.uint8)
+  for view, x in zip(views, (0, 8, 16)):  # rows 2..34, the centre ((36 - 32 + 1) // 2)
+    np.testing.assert_array_equal(view, expected[:, 2:34, x:x + 32])
 
 
 def test_random_flip_mirrors_the_clip():
@@ -601,8 +679,13 @@ def test_pyslowfast_train_clip_starts_anywhere_in_the_slack():
     features = dict(_frames(200), fps=tf.constant(30.0))
     clip = _ints(sampling.sample(features, data, train=True, seed=_seed(i))['frames_jpeg'])[0]
     assert 0 <= clip[0] <= 200 - 64 and np.all(np.diff(clip) >= 8) and clip[-1] <= 199
+    # L = 64 frames at 30 fps: the step is 63 / 7 = 9 and floor(start + 9 j) = floor(start) + 9 j.
+    np.testing.assert_array_equal(clip, clip[0] + 9 * np.arange(8))
     starts.add(clip[0])
   assert len(starts) > 30
+  # The slack is delta = 200 - 64 = 136 frames, all of it drawn from (mutation audit: starts
+  # in [0, delta / 2] passed every test).
+  assert min(starts) < 0.2 * 136 and max(starts) > 0.8 * 136, sorted(starts)
 
 
 @pytest.mark.parametrize('sampling_name, fps', [
