@@ -11,6 +11,7 @@ saying so.
 
 import csv
 import importlib.util
+import io
 import json
 import os
 import re
@@ -24,6 +25,7 @@ import ml_collections
 import numpy as np
 import pytest
 from flax.traverse_util import flatten_dict
+from PIL import Image
 
 from configs import base as base_config
 from data import records
@@ -36,6 +38,7 @@ from salinet_jax import train
 from salinet_jax.export import __main__ as cli
 from salinet_jax.export import certificate as certificate_lib
 from salinet_jax.export import formats
+from salinet_jax.export import predictor as predictor_lib
 from salinet_jax.export import source as export_source
 from salinet_jax.export import rewrites
 from salinet_jax.export import serving
@@ -43,6 +46,7 @@ from salinet_jax.export import source
 from tests.conftest import REPO_ROOT
 from tests.conftest import TESTDATA
 from tests.conftest import tiny_config
+from tests.conftest import tiny_s2dnet_config
 
 HAVE_ONNX = all(importlib.util.find_spec(p) for p in ('jax2onnx', 'onnx', 'onnxruntime'))
 NO_ONNX = ('ONNX left out: it needs jax2onnx, onnx and onnxruntime '
@@ -442,7 +446,11 @@ def test_workdir_without_checkpoints_fails_with_one_line(tmp_path):
 
 def test_rewrites_are_exact():
   """The ONNX and SavedModel rewrites give the originals' values: convolutions and window sums
-  up to float rounding, max pooling and top_k (values, indices, order of ties) exactly."""
+  up to float rounding, max pooling and top_k (values, indices, order of ties) exactly. Every
+  3D convolution is rewritten (mutation audit: a rule that kept them all passed), and the
+  window parameters SaliNet's padded average pooling takes (padding, a strided window of 1)
+  and unequal dilations are tried (a sum padded with ones, a strided axis of size 1 skipped,
+  window dilation ignored, or height and width dilation swapped passed)."""
   rng = np.random.default_rng(0)
   x = rng.normal(size=(2, 5, 9, 9, 4)).astype(np.float32)
   kernel = rng.normal(size=(3, 3, 3, 4, 6)).astype(np.float32)
@@ -450,7 +458,7 @@ def test_rewrites_are_exact():
 
   def model(x):
     conv = jax.nn.relu(jax.lax.conv_general_dilated(  # relu: a custom_jvp call to inline
-        x, kernel, (2, 2, 1), ((1, 2), (1, 1), (0, 0)), rhs_dilation=(2, 1, 1),
+        x, kernel, (2, 2, 1), ((1, 2), (1, 1), (0, 0)), rhs_dilation=(2, 2, 1),
         dimension_numbers=('NDHWC', 'DHWIO', 'NDHWC')))
     channels_first = jax.lax.conv_general_dilated(
         jax.numpy.moveaxis(x, -1, 1), grouped, (1, 1, 2), 'SAME', feature_group_count=2,
@@ -459,18 +467,25 @@ def test_rewrites_are_exact():
                                    ((0, 0), (1, 1), (1, 1), (1, 1), (0, 0)))
     summed = jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, 1, 2, 2, 1), (1, 1, 2, 2, 1),
                                    'VALID')
+    padded_sum = jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, 1, 2, 2, 1), (1, 2, 2, 2, 1),
+                                       ((0, 0), (0, 0), (1, 1), (0, 1), (0, 0)),
+                                       window_dilation=(1, 1, 2, 1, 1))
     values, indices = jax.lax.top_k(jax.numpy.round(2 * x.reshape(2, -1)), 7)  # many ties
-    return conv, channels_first, summed, pooled, values, indices
+    return conv, channels_first, summed, padded_sum, pooled, values, indices
 
   rules = {**rewrites.ONNX_RULES, **rewrites.SAVEDMODEL_RULES}
   rewritten = rewrites.rewrite_primitives(model, rules)
   remaining = {e.primitive.name for e in rewrites.trace(rewritten, [x]).closed.jaxpr.eqns}
   assert not {'reduce_window_max', 'reduce_window_sum', 'top_k'} & remaining
+  convolved = [e.invars[0].aval.ndim for e in rewrites.trace(rewritten, [x]).closed.jaxpr.eqns
+               if e.primitive.name == 'conv_general_dilated']
+  assert convolved and set(convolved) == {4}, convolved  # no 3D convolution left
   expected = [np.asarray(v) for v in jax.jit(model)(x)]
   got = [np.asarray(v) for v in jax.jit(rewritten)(x)]
-  for name, a, b in zip(('3D conv', 'grouped channels-first conv', 'window sum'), got, expected):
+  close = ('3D conv', 'grouped channels-first conv', 'window sum', 'padded dilated window sum')
+  for name, a, b in zip(close, got, expected):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5, err_msg=name)
-  for name, a, b in zip(('max pool', 'top_k values', 'top_k indices'), got[3:], expected[3:]):
+  for name, a, b in zip(('max pool', 'top_k values', 'top_k indices'), got[4:], expected[4:]):
     np.testing.assert_array_equal(a, b, err_msg=name)
 
 
@@ -757,3 +772,34 @@ def test_a_checkpoint_that_does_not_record_its_decoding_is_said_when_exported(tr
     run = export_source.restore(copy, 'latest')
   assert run.decoding == {}
   assert 'does not record how its eval records decoded their videos' in caplog.text
+
+
+def test_an_s2dnet_export_is_given_the_real_frame_count_of_a_padded_clip(tmp_path):
+  """Predict through an export feeds `num_valid` from the eval batch's frame mask, and no test
+  ran an S2DNet export through predict: a count off by one, or every frame taken as real, was
+  untested. A clip of 4 frames, padded to the model's 6, must be given 4 for each view (a stub
+  stands in for the export: only what predict feeds it is checked)."""
+  config = tiny_s2dnet_config(str(tmp_path), 'sampling')
+  data = config.data
+  assert data.num_frames == 6 and serving.takes_num_valid(config)
+  rng = np.random.default_rng(0)
+  jpegs = []
+  for _ in range(4):
+    encoded = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(encoded, 'JPEG')
+    jpegs.append(encoded.getvalue())
+  fed = []
+
+  def exported_model(views, num_valid):
+    fed.append((views, num_valid))
+    logits = np.zeros((len(views), 4), np.float32)
+    return {'logits': logits, 'probabilities': np.full_like(logits, 0.25)}
+
+  predictor = object.__new__(predictor_lib.ExportedPredictor)
+  predictor.model, predictor.config, predictor.source = exported_model, config, 'a test export'
+  predictor.num_views = data.eval_num_clips * data.eval_num_crops
+  predictor.probabilities(jpegs, 10.0, 'four_frames')
+  (views, num_valid), = fed
+  assert views.shape[:2] == (predictor.num_views, 6)
+  np.testing.assert_array_equal(num_valid, np.full((predictor.num_views,), 4, np.int32))
+  assert views[:, :4].any(axis=(2, 3, 4)).all() and not views[:, 4:].any()
