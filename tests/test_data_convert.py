@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 
 import ml_collections
 import numpy as np
@@ -204,6 +205,18 @@ def test_rotated_videos_are_stored_upright(codec_records):
        for a in (0, 90, 180, 270)], [0, 90, 180, 270])
 
 
+def test_a_legacy_rotate_tag_turns_frames_clockwise():
+  """The fixtures carry a display matrix, so the clockwise `rotate` tag of older files went
+  untested (mutation audit: the tag read counter-clockwise passed the rotation tests)."""
+  unrotated = types.SimpleNamespace(rotation=0)
+  turns = [video_io.clockwise_rotation(unrotated, types.SimpleNamespace(metadata={'rotate': tag}))
+           for tag in ('0', '90', '180', '270', '-90')]
+  assert turns == [0, 90, 180, 270, 270]
+  # A 2x3 frame turned 90 degrees clockwise: its bottom-left pixel goes to the top left.
+  frame = np.arange(6).reshape(2, 3, 1)
+  np.testing.assert_array_equal(video_io.upright(frame, 90)[..., 0], [[3, 0], [4, 1], [5, 2]])
+
+
 def _first_frame(path):
   import av  # pylint: disable=g-import-not-at-top
   with av.open(str(path)) as container:
@@ -224,6 +237,31 @@ def test_unordered_packets_give_frames_in_presentation_order(codec_records):
   # out with increasing timestamps.
   times = [t for t, _, _ in video_io.iter_frames(str(CODEC / 'unordered.mov'))]
   assert times == sorted(times) and len(set(times)) == 4
+
+
+def test_b_frame_packets_of_distinct_frames_are_stored_in_presentation_order(tmp_path):
+  """unordered.mov's four frames are all white, so its test sees timestamps, not frames: here
+  each frame's colour gives its index (the channels differ, so a channel swap shows too)."""
+  import av  # pylint: disable=g-import-not-at-top
+  path = tmp_path / 'b_frames.mp4'
+  colours = [(20 * i + 10, 230 - 20 * i, 90) for i in range(12)]
+  with av.open(str(path), mode='w') as container:
+    stream = container.add_stream('mpeg4', rate=25)
+    stream.width, stream.height, stream.pix_fmt = 64, 48, 'yuv420p'
+    stream.codec_context.max_b_frames, stream.codec_context.qscale = 2, 1
+    for i, colour in enumerate(colours):
+      frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), colour, np.uint8), format='rgb24')
+      frame.pts = i
+      for packet in stream.encode(frame):
+        container.mux(packet)
+    for packet in stream.encode():
+      container.mux(packet)
+  with av.open(str(path)) as container:
+    stamps = [p.pts for p in container.demux(video=0) if p.pts is not None]
+  assert stamps != sorted(stamps)  # stored out of presentation order
+  video = video_io.decode_video(str(path), short_side=0)
+  assert video.timing == video_io.TIMING_CONTAINER
+  np.testing.assert_allclose([_jpeg(j).mean(axis=(0, 1)) for j in video.jpegs], colours, atol=6)
 
 
 def test_stored_frames_match_a_direct_pyav_decode(codec_records):
@@ -396,6 +434,11 @@ def test_resampling_to_a_lower_frame_rate():
   video = video_io.decode_video(str(CODEC / 'flipping_a_pancake.mkv'), fps=10, short_side=48)
   assert video.fps == 10.0 and len(video.jpegs) == 103  # 310 frames / 30 fps * 10 fps
   assert video.source_fps == pytest.approx(30.0)
+  # Capped by --max_frames, a resampled video keeps its first frames (mutation audit: the last
+  # ones passed the resampling and max_frames tests).
+  capped = video_io.decode_video(str(CODEC / 'flipping_a_pancake.mkv'), fps=10, short_side=48,
+                                 max_frames=5)
+  assert capped.jpegs == video.jpegs[:5] and capped.fps == 10.0
 
 
 # ----------------------------------------------------------------------------- fight_surv
@@ -1445,12 +1488,18 @@ def test_two_spellings_of_a_missing_video_in_a_list_are_one_video():
     plans._handle_videos_listed_twice(plan, 'list')  # pylint: disable=protected-access
 
 
+def _folder_frame_colour(index):
+  """Frame `index` of a test frame folder: a flat colour whose channels differ and change with
+  the index, so channel order and frame order both show."""
+  return (40 * index + 30, 200 - 40 * index, 110)
+
+
 def test_frame_folders_are_stored_as_given(tmp_path):
   frames = tmp_path / 'frames'
   for name, count, size in (('clip_a', 5, (80, 60)), ('clip_b', 3, (40, 30))):
     (frames / name).mkdir(parents=True)
     for i in range(count):
-      Image.fromarray(np.full((size[1], size[0], 3), 40 * i, np.uint8)).save(
+      Image.fromarray(np.full((size[1], size[0], 3), _folder_frame_colour(i), np.uint8)).save(
           frames / name / f'img_{i + 1:05d}.jpg', quality=92)
   listing = tmp_path / 'train.txt'
   listing.write_text('clip_a 5 1\nclip_b 0 0\n')  # 0 frames: read until the first gap
@@ -1474,6 +1523,13 @@ def test_frame_folders_are_stored_as_given(tmp_path):
   assert jpegs['clip_a'][1] == (frames / 'clip_a' / 'img_00002.jpg').read_bytes()
   assert videos['clip_b'][0] == 0 and len(videos['clip_b'][3]) == 3
   assert videos['clip_b'][3][0].shape == (60, 80, 3)  # 40x30 scaled to short side 60
+  # Mutation audit: grey frames hid re-encoded frames stored in reverse or as BGR.
+  for name in ('clip_a', 'clip_b'):
+    np.testing.assert_allclose([frame.mean(axis=(0, 1)) for frame in videos[name][3]],
+                               [_folder_frame_colour(i) for i in range(len(videos[name][3]))],
+                               atol=4, err_msg=name)
+  assert jpegs['clip_a'] == [(frames / 'clip_a' / f'img_{i:05d}.jpg').read_bytes()
+                             for i in range(1, 6)]
   # Videos given to a model trained on them are decoded at the folders' rate and stored size.
   records_config = ml_collections.ConfigDict({'name': '', 'data_dir': str(out)})
   assert pipeline.split_decoding(records_config, 'train') == {

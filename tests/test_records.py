@@ -84,6 +84,11 @@ def test_schema1_opens_with_tfds_builder_from_directory():
              for e in examples)
   full = list(records.tfds_video_dataset(str(FIXTURE), 'val').as_numpy_iterator())
   assert [e['video'].shape for e in full] == [(4, 16, 16, 3)] * 2
+  # Each frame's colour encodes its video and index: frames reversed or decoded as BGR show.
+  for example in full:
+    v = VIDEOS['val'][example['filename'].decode()][0]
+    np.testing.assert_allclose(example['video'].reshape(4, -1, 3).mean(1),
+                               [_colour(v, i) for i in range(4)], atol=3)
 
 
 def test_metadata_whose_sizes_contradict_its_shards_is_refused(tmp_path):
