@@ -100,6 +100,30 @@ def test_batch_norm_running_variance_is_unbiased_as_in_pytorch():
   assert np.abs(stats['var'] - biased).min() > 1e-3  # the difference is real
 
 
+def test_batch_norm_at_eval_normalises_with_its_running_statistics_as_pytorch():
+  """The running-average branch against torch.nn.BatchNorm3d in eval mode (mutation audit: a
+  mean added instead of subtracted, or epsilon dropped, passed this file; only the checkpoint
+  parity tests saw them). Small variances make epsilon count."""
+  torch = pytest.importorskip('torch', reason='PyTorch is needed to compare BatchNorm with '
+                              'torch.nn.BatchNorm3d (pip install -r requirements-test.txt)')
+  rng = np.random.default_rng(1)
+  x = rng.normal(1.0, 0.05, (2, 2, 3, 3, 4))
+  weight, bias = rng.uniform(0.5, 1.5, 4), rng.normal(size=4)
+  mean, var = np.array([0.9, 1.1, -0.5, 2.0]), np.array([1e-4, 3e-3, 0.5, 2.0])
+  variables = {'params': {'scale': weight, 'bias': bias},
+               'batch_stats': {'mean': mean, 'var': var}}
+  with jax.enable_x64(True):
+    bn = layers.BatchNorm(use_running_average=True, dtype=np.float64, param_dtype=np.float64)
+    out = np.asarray(bn.apply(variables, x))
+  torch_bn = torch.nn.BatchNorm3d(4, eps=1e-5).double().eval()
+  with torch.no_grad():
+    for name, value in (('weight', weight), ('bias', bias), ('running_mean', mean),
+                        ('running_var', var)):
+      getattr(torch_bn, name).copy_(torch.from_numpy(value))
+    expected = torch_bn(torch.from_numpy(np.ascontiguousarray(np.moveaxis(x, -1, 1))))
+  np.testing.assert_allclose(np.moveaxis(out, -1, 1), expected.numpy(), rtol=1e-12, atol=1e-12)
+
+
 def test_batch_norm_statistics_keep_their_dtype_under_float64_activations():
   """config.dtype='float64' with float32 parameters turned the float32 running statistics into
   float64 after the first step: another train-state structure, so the step compiled again, and
