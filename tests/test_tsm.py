@@ -1,9 +1,13 @@
 """Temporal shift semantics on hand-made tensors, and where the TSM backbones shift."""
 
+import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from salinet_jax.models import mobilenet_v2
+from salinet_jax.models import resnet2d
 from salinet_jax.models import tsm
 
 
@@ -43,3 +47,30 @@ def test_flat_frame_batch_never_mixes_videos():
 def test_mobilenet_v2_shifts_the_residual_expansion_blocks():
   shifted = [spec.index for spec in mobilenet_v2.block_specs() if spec.shifts]
   assert shifted == [3, 5, 6, 8, 9, 10, 12, 13, 15, 16]
+
+
+@pytest.mark.parametrize('depth, every', [(50, 1), (101, 2), (152, 2)])
+def test_resnets_shift_the_blocks_tsm_shifts(depth, every, monkeypatch):
+  """TSM's 'blockres' shifts conv1's input in every residual block, and in every second one of
+  each stage (blocks 0, 2, 4, ...) once layer3 has 23 blocks or more (ResNet-101/152): the
+  converted TSM-R101/152 checkpoints were trained so. Traced only, so the deep nets cost little."""
+  shifted, calls = [], []
+  real_shift = tsm.temporal_shift
+
+  def recording_shift(x, num_segments, fold_div=tsm.DEFAULT_FOLD_DIV):
+    shifted.append(calls[-1])
+    return real_shift(x, num_segments, fold_div)
+
+  def note_block(next_fun, args, kwargs, context):
+    if isinstance(context.module, (resnet2d.Bottleneck, resnet2d.BasicBlock)):
+      calls.append(context.module.name)
+    return next_fun(*args, **kwargs)
+
+  monkeypatch.setattr(tsm, 'temporal_shift', recording_shift)
+  model = resnet2d.ResNet2D(depth=depth, width=2, num_segments=2)
+  with nn.intercept_methods(note_block):
+    jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((2, 32, 32, 3)))
+  _, stage_sizes = resnet2d.DEPTHS[depth]
+  assert len(calls) == sum(stage_sizes)
+  assert shifted == [f'layer{stage + 1}_{block}' for stage, size in enumerate(stage_sizes)
+                     for block in range(0, size, every)]
