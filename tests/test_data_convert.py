@@ -1537,6 +1537,23 @@ def test_frame_folders_are_stored_as_given(tmp_path):
       'jpeg_quality': video_io.DEFAULT_JPEG_QUALITY, 'interpolation': 'BILINEAR'}
 
 
+def test_frame_folders_are_resized_with_a_filter_that_averages(tmp_path):
+  """Frames of another size are resized bilinearly, as the video decoder's swscale does: columns
+  alternating black and white, halved, become grey. A nearest-neighbour resize kept one column of
+  two, all black or all white, and passed the folder tests, whose frames are flat colours."""
+  stripes = np.zeros((60, 80, 3), np.uint8)
+  stripes[:, 1::2] = 255
+  folder = tmp_path / 'clip'
+  folder.mkdir()
+  for i in range(2):
+    Image.fromarray(stripes).save(folder / f'{i + 1:06d}.png')
+  video = video_io.read_frame_folder(str(folder), template='{:06d}.png', short_side=30)
+  assert (video.height, video.width, len(video.jpegs)) == (30, 40, 2)
+  for jpeg in video.jpegs:
+    frame = np.asarray(Image.open(io.BytesIO(jpeg)), np.float32)
+    assert np.abs(frame[:, 2:-2] - 127.5).max() < 12, frame[0, :8, 0]
+
+
 def _write_vfr_video_with_a_repeated_timestamp(path):
   """10 frames 100 ms apart, then 10 frames 33 ms apart whose last repeats its predecessor's
   timestamp (what some muxers write at the end of a variable-rate stream)."""
