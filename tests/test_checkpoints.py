@@ -2,6 +2,7 @@
 
 import errno
 import gc
+import hashlib
 import json
 import os
 import pathlib
@@ -27,6 +28,13 @@ from tests.conftest import fill_disk
 def _state(value: float, width: int = 3):
   return {'params': {'w': jnp.full((width,), value)}, 'batch_stats': {},
           'opt_state': {'m': jnp.zeros((width,))}, 'step': jnp.asarray(int(value))}
+
+
+def _random_state(value: float, width: int = 4096):
+  """A state whose arrays do not compress away, so they live in orbax's data files."""
+  state = _state(value, width)
+  state['params']['w'] = state['params']['w'] + np.random.default_rng(0).normal(size=width)
+  return state
 
 
 @pytest.fixture
@@ -104,15 +112,25 @@ def test_checkpoint_settings_that_would_lose_or_misjudge_steps_are_refused(
 
 
 def test_every_committed_step_carries_checksums_of_its_array_files(tmp_path, ckpt_config):
+  """Two asynchronous saves in a row each record their own step's checksums, of every file in
+  the item's subfolders too, where orbax puts the array data (mutation audit: checksumming the
+  top folder only, or a second save started before the first's callback, passed)."""
   ckpt_config.async_save = True  # recorded by orbax's callback before the step is committed
   store = checkpoints.CheckpointStore(str(tmp_path), ckpt_config)
-  store.save(1, _state(1))
+  store.save(1, _random_state(1))
+  store.save(2, _random_state(2))
   store.wait()
-  step_dir = store.step_dir(1)
-  with open(os.path.join(step_dir, checkpoints.CHECKSUMS_FILE)) as f:
-    recorded = json.load(f)['files']
-  assert recorded == checkpoints.file_checksums(os.path.join(step_dir, checkpoints.ITEM_DIR))
-  assert len(recorded) >= 4 and checkpoints.verify_step_dir(step_dir) == (True, '')
+  for step in (1, 2):
+    step_dir = store.step_dir(step)
+    item = os.path.join(step_dir, checkpoints.ITEM_DIR)
+    with open(os.path.join(step_dir, checkpoints.CHECKSUMS_FILE)) as f:
+      recorded = json.load(f)['files']
+    assert recorded == checkpoints.file_checksums(item)
+    assert set(recorded) == {os.path.relpath(os.path.join(parent, name), item)
+                             for parent, _, names in os.walk(item) for name in names}
+    assert os.path.relpath(_largest_array_file(step_dir), item) in recorded
+    assert checkpoints.verify_step_dir(step_dir) == (True, '')
+  assert any(os.sep in name for name in recorded)
   store.close()
   # A file the checkpoint never wrote (mutation audit: its check could go unnoticed).
   stray = os.path.join(step_dir, checkpoints.ITEM_DIR, 'stray')
@@ -122,28 +140,83 @@ def test_every_committed_step_carries_checksums_of_its_array_files(tmp_path, ckp
                                                    'checkpoint')
 
 
-def test_corrupt_checkpoint_fails_restore_and_resume_falls_back_to_an_intact_one(
-    tmp_path, ckpt_config):
-  store = checkpoints.CheckpointStore(str(tmp_path), ckpt_config)
-  store.save(1, _state(1, width=4096))
-  store.save(2, _state(2, width=4096))
-  assert store.newest_intact_step() == 2
-  damaged = _largest_array_file(store.step_dir(2))
-  _corrupt(damaged, offset=100)
-  assert store.newest_intact_step() == 1  # what a NaN stop or a failed save names
-  with pytest.raises(checkpoints.CorruptCheckpointError, match=r'step 2 .* is corrupt: .*'
-                     + os.path.basename(damaged) + r' does not match its checksum'):
-    store.restore(2, _state(0, width=4096))
-  with pytest.raises(checkpoints.CorruptCheckpointError, match='is corrupt'):
-    checkpoints.restore_from_path(store.step_dir(2), _state(0, width=4096))
+def test_checksums_cover_every_byte_of_a_file_larger_than_one_read(tmp_path):
+  """Array files are read in chunks: a byte changed past the first chunk changes the checksum
+  (mutation audit: hashing the first chunk only passed; the test checkpoints are small)."""
+  data = tmp_path / 'item' / 'ocdbt.process_0' / 'd'
+  data.mkdir(parents=True)
+  content = bytearray(np.random.default_rng(0).integers(0, 256, (1 << 22) + 100, dtype=np.uint8))
+  (data / 'array').write_bytes(bytes(content))
+  name = os.path.join('ocdbt.process_0', 'd', 'array')
+  before = checkpoints.file_checksums(str(tmp_path / 'item'))
+  assert before == {name: hashlib.sha256(content).hexdigest()}
+  content[-1] ^= 1
+  (data / 'array').write_bytes(bytes(content))
+  assert checkpoints.file_checksums(str(tmp_path / 'item'))[name] != before[name]
 
-  state, step = store.restore_for_resume(_state(0, width=4096))
-  assert step == 1 and float(state['params']['w'][0]) == 1.0
-  assert store.steps() == [1]  # the corrupt step was moved out of the way ...
-  moved = os.listdir(tmp_path / checkpoints.QUARANTINE_DIR)
-  assert len(moved) == 1 and moved[0].startswith('2-')  # ... and kept for inspection
-  store.save(2, _state(2, width=4096))  # so training can save that step number again
+
+def test_corrupt_checkpoint_fails_restore_and_resume_falls_back_to_an_intact_one(
+    tmp_path, ckpt_config, caplog):
+  """Array data garbled in the two newest of three steps: each is named corrupt with the file's
+  path, only the step that verifies is offered instead, and resume takes it and says so (mutation
+  audit: listing the other steps unverified, a silent fallback and a file named without its
+  folder passed; the one file garbled here was orbax's JSON metadata, not an array's data)."""
+  ckpt_config.keep_last = 3
+  store = checkpoints.CheckpointStore(str(tmp_path), ckpt_config)
+  for step in (1, 2, 3):
+    store.save(step, _random_state(step))
+  assert store.newest_intact_step() == 3
+  damaged = {}
+  for step in (3, 2):
+    damaged[step] = _largest_array_file(store.step_dir(step))
+    assert os.path.basename(os.path.dirname(damaged[step])) == 'd'  # an array's data file
+    _corrupt(damaged[step], offset=100)
+    assert store.newest_intact_step() == step - 1  # what a NaN stop or a failed save names
+  assert store.verify(3) == (False, f'{damaged[3]} does not match its checksum')
+  with pytest.raises(checkpoints.CorruptCheckpointError,
+                     match=rf'^Checkpoint step 3 in .* is corrupt: {re.escape(damaged[3])} does '
+                     r'not match its checksum\. Intact steps: \[1\]; pass one'):
+    store.restore(3, _random_state(0))
+  with pytest.raises(checkpoints.CorruptCheckpointError,
+                     match=f'is corrupt: {re.escape(damaged[2])} does not match'):
+    checkpoints.restore_from_path(store.step_dir(2), _random_state(0))
+
+  caplog.set_level('WARNING', logger='absl')
+  state, step = store.restore_for_resume(_random_state(0))
+  assert step == 1
+  np.testing.assert_array_equal(state['params']['w'], _random_state(1)['params']['w'])
+  assert (f'Resuming from step 1, the newest intact checkpoint (corrupt steps [3, 2] moved to '
+          f'{tmp_path / checkpoints.QUARANTINE_DIR}).') in caplog.text, caplog.text
+  assert store.steps() == [1]  # the corrupt steps were moved out of the way ...
+  moved = sorted(os.listdir(tmp_path / checkpoints.QUARANTINE_DIR))
+  assert len(moved) == 2 and moved[0].startswith('2-') and moved[1].startswith('3-')  # ... kept
+  store.save(2, _random_state(2))  # so training can save those step numbers again
   assert store.steps() == [1, 2]
+  store.close()
+
+
+def test_a_step_missing_an_array_file_or_with_unreadable_checksums_is_corrupt(tmp_path,
+                                                                            ckpt_config):
+  """An array file deleted, or checksums.json garbled, is damage named by its path: not a step
+  that verifies, nor one 'written before checksums existed' (mutation audit: skipping missing
+  files, or taking unreadable checksums as absent ones, passed)."""
+  ckpt_config.keep_last = 3
+  store = checkpoints.CheckpointStore(str(tmp_path), ckpt_config)
+  for step in (1, 2, 3):
+    store.save(step, _random_state(step))
+  store.close()
+  missing = _largest_array_file(store.step_dir(3))
+  os.remove(missing)
+  assert store.verify(3) == (False, f'{missing} is missing')
+  garbled = os.path.join(store.step_dir(2), checkpoints.CHECKSUMS_FILE)
+  _corrupt(garbled)
+  intact, problem = store.verify(2)
+  assert not intact and problem.startswith(f'{garbled} is unreadable ('), problem
+  assert store.newest_intact_step() == 1
+  store = checkpoints.CheckpointStore(str(tmp_path), ckpt_config)
+  state, step = store.restore_for_resume(_random_state(0))
+  assert step == 1 and store.steps() == [1]
+  np.testing.assert_array_equal(state['params']['w'], _random_state(1)['params']['w'])
   store.close()
 
 
@@ -158,6 +231,10 @@ def test_a_workdir_whose_only_checkpoint_is_corrupt_says_training_starts_again(
   assert store.restore_for_resume(_state(0, width=4096)) == (None, None)
   assert (f'No intact checkpoint is left in {store.directory}: training starts again from step 0 '
           f'(corrupt steps [2] moved to {tmp_path / checkpoints.QUARANTINE_DIR}).') in caplog.text
+  # As said (mutation audit: the step left in place passed): the next save of step 2 needs room.
+  assert store.steps() == [] and not os.path.exists(store.step_dir(2))
+  moved = os.listdir(tmp_path / checkpoints.QUARANTINE_DIR)
+  assert len(moved) == 1 and moved[0].startswith('2-')
   store.close()
 
 
@@ -189,7 +266,8 @@ def test_a_step_whose_metadata_is_not_json_is_corrupt(tmp_path, ckpt_config):
   store.save(2, _state(2))
   (pathlib.Path(store.step_dir(2)) / checkpoints.STEP_METADATA_FILE).write_text('')
   intact, problem = store.verify(2)
-  assert not intact and f'{checkpoints.STEP_METADATA_FILE} is unreadable' in problem
+  metadata_file = os.path.join(store.step_dir(2), checkpoints.STEP_METADATA_FILE)
+  assert not intact and problem.startswith(f'{metadata_file} is unreadable ('), problem
   with pytest.raises(checkpoints.CorruptCheckpointError, match='is unreadable'):
     checkpoints.restore_from_path(store.step_dir(2), _state(0))
   # Evaluating it ('latest', whose metadata eval reads first) named no intact step, as a
@@ -207,13 +285,6 @@ def test_a_step_whose_metadata_is_not_json_is_corrupt(tmp_path, ckpt_config):
   store.close()
 
 
-def _random_state(value: float, width: int = 4096):
-  """A state whose arrays do not compress away, so they live in orbax's data files."""
-  state = _state(value, width)
-  state['params']['w'] = state['params']['w'] + np.random.default_rng(0).normal(size=width)
-  return state
-
-
 def _saved_without_checksums(directory, ckpt_config):
   """Steps 1 and 2, as a version without checksums wrote them (nothing to verify)."""
   store = checkpoints.CheckpointStore(directory, ckpt_config)
@@ -222,6 +293,26 @@ def _saved_without_checksums(directory, ckpt_config):
   for step in (1, 2):
     os.remove(os.path.join(store.step_dir(step), checkpoints.CHECKSUMS_FILE))
   return store
+
+
+def test_restoring_a_step_without_checksums_says_it_is_unverified(tmp_path, ckpt_config,
+                                                                    caplog):
+  """A step written before checksums existed is restored, but never as if it had been verified
+  (mutation audit: dropping the warning of eval's or resume's restore passed)."""
+  store = _saved_without_checksums(str(tmp_path), ckpt_config)
+  caplog.set_level('WARNING', logger='absl')
+  unverified = f'unverified: {checkpoints.CHECKSUMS_FILE} is missing (written by an older version)'
+  restored = store.restore(2, _random_state(0))
+  np.testing.assert_array_equal(restored['params']['w'], _random_state(2)['params']['w'])
+  assert f'Checkpoint step 2: {unverified}.' in caplog.text, caplog.text
+  caplog.clear()
+  checkpoints.restore_from_path(store.step_dir(1), _random_state(0))
+  assert f'Checkpoint {store.step_dir(1)}: {unverified}.' in caplog.text, caplog.text
+  caplog.clear()
+  assert store.restore_for_resume(_random_state(0))[1] == 2
+  assert (f'Checkpoint step 2: {unverified}; restoring it without verification.'
+          in caplog.text), caplog.text
+  store.close()
 
 
 def _wait_for_abandoned_reads():
@@ -355,6 +446,12 @@ def test_non_finite_states_are_never_saved(tmp_path, ckpt_config):
   bad['params']['w'] = jnp.array([np.inf, 0.0, 0.0])
   with pytest.raises(checkpoints.NonFiniteStateError, match='params'):
     store.save(3, bad)
+  # What training saves, a TrainState: its BatchNorm statistics are checked too, each of them
+  # (mutation audit: a TrainState's batch_stats left out passed; the states above are dicts).
+  bad = _state(4)
+  bad['batch_stats'] = {'mean': jnp.zeros((3,)), 'var': jnp.array([1.0, np.nan, 1.0])}
+  with pytest.raises(checkpoints.NonFiniteStateError, match=r'step 4: its batch_stats hold NaN'):
+    store.save(4, engine.TrainState(**bad))
   assert store.steps() == [1] and store.select_step('best') == 1
   store.close()
 
@@ -387,9 +484,14 @@ def test_restoring_into_another_model_names_parameters_and_config_fields(tmp_pat
 def test_a_failed_save_names_the_cause_and_the_newest_intact_step(error_names_its_file, tmp_path,
                                                                    ckpt_config, monkeypatch):
   """The path is in the message also when the OS error carries none (a full disk hit by a
-  `write()` call, as in orbax's metadata writer): then the step directory being written."""
+  `write()` call, as in orbax's metadata writer): then the step directory being written. The
+  step named to resume from is the newest that verifies, not a newer corrupt one (mutation
+  audit: naming the newest step passed)."""
+  ckpt_config.keep_last = 3
   store = checkpoints.CheckpointStore(str(tmp_path), ckpt_config)
-  store.save(1, _state(1))
+  store.save(1, _random_state(1))
+  store.save(2, _random_state(2))
+  _corrupt(_largest_array_file(store.step_dir(2)), offset=100)
 
   def disk_full(step_dir):
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC),
@@ -397,9 +499,9 @@ def test_a_failed_save_names_the_cause_and_the_newest_intact_step(error_names_it
 
   monkeypatch.setattr(checkpoints, 'write_checksums', disk_full)
   with pytest.raises(checkpoints.CheckpointSaveError,
-                     match=r'step 2 failed: No space left on device at .*2\.orbax-checkpoint-tmp'
-                     r'.*Newest intact checkpoint: step 1'):
-    store.save(2, _state(2))
+                     match=r'step 3 failed: No space left on device at .*3\.orbax-checkpoint-tmp'
+                     r'.*Newest intact checkpoint: step 1 in '):
+    store.save(3, _random_state(3))
     store.wait()
   assert store.newest_intact_step() == 1
 
@@ -623,6 +725,27 @@ def test_best_says_when_the_steps_it_compares_were_evaluated_with_other_clip_set
           "config.data.eval_crop_size 24, config.data.eval_short_side 32, "
           "config.data.frame_stride 1): pass a step's path to choose one.") in caplog.text, (
               caplog.text)
+  reader.close()
+
+
+def test_best_compares_only_the_steps_it_chooses_among(tmp_path, ckpt_config, caplog):
+  """A step saved between evaluations (no val_top1) is never 'best', so its clip settings
+  compare with nothing: no warning for a run whose evaluated steps agree (mutation audit:
+  comparing unevaluated steps too passed)."""
+  caplog.set_level('WARNING', logger='absl')
+  ckpt_config.keep_last = 3
+  store = checkpoints.CheckpointStore(str(tmp_path), ckpt_config)
+  val = {'split': 'val', 'num_videos': 4, 'num_labeled': 4, 'views_per_video': 2,
+         'view_reduction': 'sum of logits'}
+  first, other = base.get_base_config(), base.get_base_config()
+  other.data.eval_crop_size = first.data.eval_crop_size // 2
+  store.save(2, _state(2), metrics={'val_top1': 0.3}, evaluation=val, config=first)
+  store.save(4, _state(4), metrics={'val_top1': 0.5}, evaluation=val, config=first)
+  store.save(6, _state(6), config=other)
+  store.close()
+  reader = checkpoints.CheckpointStore(str(tmp_path), ckpt_config, read_only=True)
+  assert reader.steps() == [2, 4, 6] and reader.select_step('best') == 4
+  assert 'different evaluations' not in caplog.text, caplog.text
   reader.close()
 
 

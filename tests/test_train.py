@@ -52,6 +52,9 @@ def test_train_then_evaluate_writes_checkpoints_metrics_and_json(config, tmp_pat
   store = checkpoints.CheckpointStore(workdir, config.checkpoint, read_only=True)
   assert store.metadata(2)['classes'] == ['moving_right', 'moving_left', 'moving_down',
                                           'moving_up']
+  # What 'best' ranks the steps by: the evaluation's top-1 (mutation audit: another accuracy
+  # stored as val_top1 passed).
+  assert store.metadata(2)['metrics'] == {'val_top1': pytest.approx(results['top1'])}
   # How the evaluation was made, which 'best' compares across steps.
   assert store.metadata(2)['evaluation'] == {
       'split': 'val', 'num_videos': 7, 'num_labeled': 7, 'views_per_video': 2,
