@@ -160,6 +160,8 @@ def verify_step_dir(step_dir: str) -> Tuple[bool, str]:
   checksum, or a step metadata file (config, classes) that is not JSON. A step written before
   checksums existed is (True, 'unverified: ...').
   """
+  if not os.path.isdir(step_dir):  # e.g. a step whose asynchronous save has not committed
+    return False, f'{step_dir} is missing'
   problem = metadata_problem(step_dir)
   if problem:
     return False, problem
@@ -371,11 +373,11 @@ class CheckpointStore:
     """
     bad = non_finite_parts(state)
     if bad:
-      latest = self.manager.latest_step()
+      intact = self.newest_intact_step()  # the latest step may be corrupt, or its save failed
       raise NonFiniteStateError(
           f'Not saving step {step}: its {" and ".join(bad)} hold NaN or Inf values. '
-          + (f'The last good checkpoint is step {latest} in {self.directory}; '
-             if latest is not None else 'No checkpoint was saved; ')
+          + (f'The last good checkpoint is step {intact} in {self.directory}; '
+             if intact is not None else 'No intact checkpoint was saved; ')
           + 'lower the learning rate or check the input data.')
     self.check_for_errors()
     # Orbax finishes the previous save before starting this one anyway; waiting here first keeps
@@ -439,9 +441,16 @@ class CheckpointStore:
         + (f'step {intact} in {self.directory}.' if intact is not None else 'none.'))
 
   def check_for_errors(self) -> None:
-    """Raises CheckpointSaveError if an asynchronous save has failed since the last call."""
+    """Raises CheckpointSaveError if an asynchronous save has failed since the last call.
+
+    Orbax's own check raises nothing for a failed background save: orbax logs the error as the
+    save finishes and forgets it there, keeping it for whoever waits on the save. So a save no
+    longer in progress is waited for (at once) too; before, a failed save went unsaid until
+    the next save or the end of the run."""
     try:
       self.manager.check_for_errors()
+      if not self.manager.is_saving_in_progress():
+        self.manager.wait_until_finished()
     except Exception as e:  # pylint: disable=broad-except
       raise self._save_error(None, e) from e
 

@@ -689,7 +689,7 @@ def _check_finite_loss(loss: float, step: int, store: checkpoints.CheckpointStor
     raise NonFiniteLossError(
         f'Loss is {loss} at step {step}: stopping. '
         + (f'The last good checkpoint is step {latest} in {store.directory}; '
-           if latest is not None else 'No checkpoint was saved; ')
+           if latest is not None else 'No intact checkpoint was saved; ')
         + 'lower the learning rate or check the input data.')
 
 
@@ -852,7 +852,7 @@ def _run_steps(trainer, state, start_step, store, writer, train_iter, rng, progr
         raise checkpoints.NonFiniteStateError(
             f'Not saving step {step}: its weights are finite but predict NaN or Inf. '
             + (f'The last good checkpoint is step {latest} in {store.directory}; '
-               if latest is not None else 'No checkpoint was saved; ')
+               if latest is not None else 'No intact checkpoint was saved; ')
             + 'lower the learning rate or check the input data.')
       store.save(step, state, config=config, classes=trainer.classes,
                  total_steps=trainer.total_steps, decoding=decoding, records=seen,

@@ -440,7 +440,8 @@ def test_non_finite_states_are_never_saved(tmp_path, ckpt_config):
   bad = _state(2)
   bad['opt_state']['m'] = jnp.array([0.0, np.nan, 0.0])
   with pytest.raises(checkpoints.NonFiniteStateError,
-                     match=r'step 2: its opt_state hold NaN or Inf.*last good checkpoint is step 1'):
+                     match=r'step 2: its opt_state hold NaN or Inf.*last good checkpoint is '
+                     r'step 1'):
     store.save(2, bad, metrics={'val_top1': 1.0})
   bad = _state(3)
   bad['params']['w'] = jnp.array([np.inf, 0.0, 0.0])
@@ -534,6 +535,49 @@ def test_a_save_that_fails_in_the_background_is_said_when_the_store_closes(small
                      match=r'^Saving checkpoint step 1 failed: No space left on device at '
                      rf'{small_disk}/run/.*Newest intact checkpoint: none\.$'):
     store.close()
+
+
+def test_a_save_that_fails_in_the_background_is_said_at_the_next_check(tmp_path, ckpt_config,
+                                                                       monkeypatch):
+  """The train loop checks the store after every step. Orbax logs a failed background save and
+  forgets it there, so the check raised nothing and the run went on to its next save (audit);
+  meanwhile the failed step was listed, and a NaN named it the last good checkpoint."""
+  ckpt_config.async_save = True
+  store = checkpoints.CheckpointStore(str(tmp_path), ckpt_config)
+  store.save(1, _state(1.0))
+  store.wait()
+
+  def disk_full(step_dir):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), step_dir)
+
+  monkeypatch.setattr(checkpoints, 'write_checksums', disk_full)
+  store.save(2, _state(2.0))
+  deadline = time.monotonic() + 20
+  with pytest.raises(checkpoints.CheckpointSaveError, match=re.escape(
+      f'Saving checkpoint step 2 failed: No space left on device at {tmp_path}/checkpoints/'
+      f'2{checkpoints.TMP_SUFFIX}. Newest intact checkpoint: step 1 in {tmp_path}/checkpoints.')):
+    while time.monotonic() < deadline:
+      store.check_for_errors()
+      time.sleep(0.05)
+  assert store.newest_intact_step() == 1
+  store.close()  # said once: closing adds nothing
+
+
+def test_a_non_finite_state_names_the_newest_intact_step_as_the_last_good_one(tmp_path,
+                                                                                ckpt_config):
+  """It named the latest step, though that one was corrupt (audit)."""
+  store = checkpoints.CheckpointStore(str(tmp_path), ckpt_config)
+  store.save(1, _random_state(1.0))
+  store.save(2, _random_state(2.0))
+  with open(_largest_array_file(store.step_dir(2)), 'r+b') as f:
+    f.seek(100)
+    f.write(b'garbled')
+  bad = _state(3.0)
+  bad['params']['w'] = jnp.array([np.nan, 0.0, 0.0])
+  with pytest.raises(checkpoints.NonFiniteStateError, match=re.escape(
+      f'The last good checkpoint is step 1 in {tmp_path}/checkpoints;')):
+    store.save(3, bad)
+  store.close()
 
 
 def test_explicit_path_and_missing_checkpoints(tmp_path, ckpt_config):

@@ -138,7 +138,8 @@ def test_a_non_finite_loss_is_said_at_the_step_that_had_it(config, tmp_path):
   config.optimizer.base_learning_rate = 1e38  # step 1 trains from finite weights, step 2 not
   config.optimizer.schedule = 'constant'
   with pytest.raises(train.NonFiniteLossError,
-                     match=r'^Loss is (nan|inf) at step 2: stopping. No checkpoint was saved'):
+                     match=r'^Loss is (nan|inf) at step 2: stopping. No intact checkpoint was '
+                     r'saved'):
     train.train_and_evaluate(config, str(tmp_path / 'run'))
 
 
