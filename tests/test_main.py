@@ -55,14 +55,35 @@ def test_train_then_eval_through_main(tiny_data_dir, tmp_path):
   assert 'JAX process 0/1, ' in logged[0] and 'val top-1: ' in logged[-1], logged
   # Evaluated without JAX_PLATFORMS, as a user runs it: JAX's probing of backends this machine
   # lacks ("Unable to initialize backend 'tpu'") stays off the console.
-  proc = _main('--config=configs/demo.py', f'--workdir={workdir}', '--mode=eval',
+  # --split is passed on (mutation audit: evaluating the config's split instead went unnoticed).
+  proc = _main('--config=configs/demo.py', f'--workdir={workdir}', '--mode=eval', '--split=train',
                *_tiny_overrides(tiny_data_dir), platforms=None)
   assert proc.returncode == 0, proc.stderr[-4000:]
   assert 'Unable to initialize backend' not in proc.stderr, proc.stderr[:2000]
   assert re.match(r'\d\d:\d\d:\d\d JAX process 0/1, ', proc.stderr), proc.stderr[:2000]
-  results = json.loads((workdir / 'eval_val.json').read_text())
-  assert results['num_videos'] == 7 and results['step'] == 2
-  assert f"{results['top1']:.4f}" in proc.stdout
+  assert not (workdir / 'eval_val.json').exists()
+  results = json.loads((workdir / 'eval_train.json').read_text())
+  assert results['split'] == 'train' and results['num_videos'] == 8 and results['step'] == 2
+  assert f"train top-1: {results['top1']:.4f}" in proc.stdout
+  # Predict where no video could be read ends as a failure, not with status 0 (mutation audit).
+  unreadable = tmp_path / 'not_a_video.mp4'
+  unreadable.write_text('text\n')
+  proc = _main('--config=configs/demo.py', f'--workdir={workdir}', '--mode=predict',
+               f'--video={unreadable}', *_tiny_overrides(tiny_data_dir))
+  assert proc.returncode == 1 and proc.stderr.rstrip().endswith(
+      'error: No video could be read for predict (see the reasons above).'), proc.stderr[-3000:]
+  assert 'not_a_video.mp4' in (workdir / 'predictions' / 'predictions.csv').read_text()
+
+
+def test_a_stray_argument_is_refused_before_anything_runs(tmp_path):
+  """A word without its flag (`--mode=eval test` for --split=test) would leave the config's split
+  evaluated, or a run trained, the word never read (mutation audit: no test covered the check)."""
+  workdir = tmp_path / 'run'
+  proc = _main('--config=configs/demo.py', f'--workdir={workdir}', '--mode=eval', 'test',
+               timeout=120)
+  assert proc.returncode == 1, proc.stderr[-3000:]
+  assert proc.stderr.rstrip().endswith("Unexpected arguments: ['test']"), proc.stderr[-3000:]
+  assert not workdir.exists()
 
 
 @pytest.mark.parametrize('mode, flag', [(None, '--video=clip.mp4'), ('train', '--split=val'),

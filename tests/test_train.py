@@ -5,6 +5,7 @@ import json
 import os
 import re
 import shutil
+import signal
 
 import jax
 import numpy as np
@@ -32,12 +33,31 @@ def _restore(config, workdir, step):
   return trainer, state
 
 
-def test_train_then_evaluate_writes_checkpoints_metrics_and_json(config, tmp_path, caplog):
+def test_train_then_evaluate_writes_checkpoints_metrics_and_json(config, tmp_path, caplog,
+                                                               monkeypatch):
   workdir = str(tmp_path / 'run')
   # More precise-BN batches than the split holds: one pass, said (clips were counted twice).
   config.precise_bn_batches = 50
   caplog.set_level('INFO', logger='absl')
+  real_precise_bn, precise = train._precise_bn_stats, []  # pylint: disable=protected-access
+
+  def recorded_precise_bn(trainer, state, *args):
+    precise.append((state.batch_stats, real_precise_bn(trainer, state, *args)))
+    return precise[-1][1]
+
+  monkeypatch.setattr(train, '_precise_bn_stats', recorded_precise_bn)
+  handlers = [signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)]
   results = train.train_and_evaluate(config, workdir)
+  # A Ctrl-C or SIGTERM after training (during the evaluation below) is Python's again, not
+  # swallowed by the run's watcher (mutation audit: leaving it installed went unnoticed).
+  assert [signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)] == handlers
+  # The precise statistics are what step 2 saved (and evaluated): mutation audit, computing and
+  # then dropping them went unnoticed.
+  assert len(precise) == 1
+  saved = _restore(config, workdir, 2)[1].batch_stats
+  running, recomputed = _leaves(precise[0][0]), _leaves(precise[0][1])
+  assert all(np.array_equal(a, b) for a, b in zip(_leaves(saved), recomputed))
+  assert any(not np.allclose(a, b) for a, b in zip(running, recomputed))
   assert (f'Precise BN: config.precise_bn_batches=50, but the 8 train videos make 2 batch(es) '
           f'of {config.batch_size}: using 2.') in caplog.text
   assert results['step'] == 2 and results['num_videos'] == results['num_labeled'] == 7
@@ -52,8 +72,8 @@ def test_train_then_evaluate_writes_checkpoints_metrics_and_json(config, tmp_pat
   store = checkpoints.CheckpointStore(workdir, config.checkpoint, read_only=True)
   assert store.metadata(2)['classes'] == ['moving_right', 'moving_left', 'moving_down',
                                           'moving_up']
-  # What 'best' ranks the steps by: the evaluation's top-1 (mutation audit: another accuracy
-  # stored as val_top1 passed).
+  # The score 'best' ranks the step by: the evaluation's top-1 (mutation audit: a step saved
+  # without it, or with another accuracy as val_top1, went unnoticed).
   assert store.metadata(2)['metrics'] == {'val_top1': pytest.approx(results['top1'])}
   # How the evaluation was made, which 'best' compares across steps.
   assert store.metadata(2)['evaluation'] == {
@@ -203,6 +223,15 @@ def test_evaluate_needs_only_the_split_it_reads(config, tmp_path):
   assert results['split'] == 'test' and results['num_videos'] == 7
   assert os.path.exists(os.path.join(workdir, 'eval_test.json'))
   assert results['top1'] == trained['top1']  # the same videos under another split name
+  # The same classes in another order would score every label as another class (mutation audit:
+  # comparing the class lists as sets went unnoticed).
+  records.write_metadata(str(held_out), records.DatasetMetadata(
+      metadata.name, metadata.classes[::-1], {'test': metadata.split_sizes['val']},
+      {'test': len(shards)}, shards={'test': shards}))
+  with pytest.raises(records.MissingRecordsError,
+                     match=r"^The checkpoint was trained on 4 classes \(moving_right, .*\) but "
+                     r"split 'test' in \S+ has 4 \(moving_up, "):
+    train.evaluate(config, workdir, split='test')
 
 
 def test_training_on_records_without_the_eval_split_fails_before_the_first_step(config,
@@ -370,21 +399,31 @@ def test_a_resume_says_when_its_batches_or_random_draws_leave_the_uninterrupted_
 def test_a_stop_between_log_lines_logs_the_steps_since_the_last_one(config, tmp_path,
                                                                     monkeypatch, caplog):
   """A stop at step 2 of windows of 3 steps: the loss and top-1 of steps 1-2 were logged
-  nowhere, neither on the console nor in TensorBoard."""
+  nowhere, neither on the console nor in TensorBoard. The resumed run logs, evaluates and saves
+  at the run's steps 3 and 4, not at steps counted from the resume (mutation audit: counting
+  them from there went unnoticed)."""
   config.num_train_steps = 4
   config.log_every_steps = 3
-  config.eval_every_steps = config.checkpoint_every_steps = 4
+  config.eval_every_steps = config.checkpoint_every_steps = 3
   workdir = str(tmp_path / 'run')
   monkeypatch.setattr(train.PreemptionWatcher, 'should_stop', lambda self, step: step == 2)
   caplog.set_level('INFO', logger='absl')
   assert train.train_and_evaluate(config, workdir)['preempted_at_step'] == 2
   assert sorted(scalars_written(workdir, 'loss')) == [2]
   assert re.search(r'step 2/4  loss [\d.]+', caplog.text), caplog.text
+  monkeypatch.undo()
+  train.train_and_evaluate(config, workdir)
+  assert sorted(scalars_written(workdir, 'loss')) == [2, 3, 4]
+  assert sorted(scalars_written(workdir, 'val/top1')) == [3, 4]
+  store = checkpoints.CheckpointStore(workdir, config.checkpoint, read_only=True)
+  assert store.steps() == [2, 3, 4]
+  store.close()
 
 
 def test_a_window_cut_short_by_a_stop_is_timed_by_its_own_steps(monkeypatch):
   """The line logged at a stop between log lines repeated the window before's clips/s and ETA
-  (clu's ReportProgress measures whole windows only), as if measured anew (audit)."""
+  (clu's ReportProgress measures whole windows only), as if measured anew (audit). Time paused
+  for an evaluation is no training time, and the data wait is the window's own."""
   now = [0.0]
   monkeypatch.setattr(train.time, 'monotonic', lambda: now[0])
 
@@ -395,18 +434,42 @@ def test_a_window_cut_short_by_a_stop_is_timed_by_its_own_steps(monkeypatch):
   progress = train._Progress(total_steps=20, every_steps=5, batch_size=4, writer=Writer())
   for step, t in zip(range(1, 6), (10.0, 11.0, 12.0, 13.0, 14.0)):  # 1 step/s after compiling
     now[0] = t
+    progress.waited_for_data(0.5)
     progress.step_done(step)
   assert progress.window(5)['clips_per_sec'] == pytest.approx(4.0)
-  for step, t in ((6, 16.0), (7, 18.0)):  # 0.5 steps/s, stopped at step 7
+  for step, t in ((6, 16.0), (7, 28.0)):  # 0.5 steps/s, stopped at step 7
     now[0] = t
     progress.step_done(step)
+    if step == 6:  # an evaluation of 10 s (mutation audit: counting it as training went unnoticed)
+      progress.pause(10.0)
+      progress.waited_for_data(1.0)
   cut = progress.window(7)
   assert cut['clips_per_sec'] == pytest.approx(2.0)
+  # The data wait of this window alone, over its 4 s of training (mutation audit: adding in the
+  # waits of the windows before went unnoticed).
+  assert cut['data_wait_fraction'] == pytest.approx(0.25)
   assert cut['eta_minutes'] == pytest.approx(13 / 0.5 / 60)
   first = train._Progress(total_steps=20, every_steps=5, batch_size=4, writer=Writer())
   now[0] = 30.0
   first.step_done(1)
   assert 'clips_per_sec' not in first.window(1)  # its time is mostly compiling: not a rate
+
+
+def test_a_second_ctrl_c_interrupts_at_once():
+  """The first Ctrl-C asks for a save at the end of the step; the second interrupts at once, as
+  the warning says (mutation audit: a watcher that kept the signal, swallowing every Ctrl-C,
+  went unnoticed)."""
+  before = signal.getsignal(signal.SIGINT)
+  signal.signal(signal.SIGINT, signal.default_int_handler)
+  watcher = train.PreemptionWatcher()
+  try:
+    signal.raise_signal(signal.SIGINT)
+    assert watcher.should_stop(1) and watcher.received == 'SIGINT'
+    with pytest.raises(KeyboardInterrupt):
+      signal.raise_signal(signal.SIGINT)
+  finally:
+    watcher.close()
+    signal.signal(signal.SIGINT, before)
 
 
 def test_tensorboard_points_of_steps_no_checkpoint_kept_are_set_aside_at_a_resume(
@@ -475,7 +538,8 @@ def test_tensorboard_points_of_steps_no_checkpoint_kept_are_set_aside_at_a_resum
 def test_a_run_started_from_an_unfinished_one_says_so_at_every_resume(config, tmp_path, caplog,
                                                                       monkeypatch):
   """A stage started from a run stopped at step 2 of 4 was warned about once; its resumes kept
-  those weights without a word, even after the source run had been finished."""
+  those weights without a word, even after the source run had been finished. The checkpoints a
+  resumed run saves keep saying so (mutation audit: steps saved after a resume lost it)."""
   source = str(tmp_path / 'source')
   config.num_train_steps = 4
   with monkeypatch.context() as patch:
@@ -485,8 +549,11 @@ def test_a_run_started_from_an_unfinished_one_says_so_at_every_resume(config, tm
   config.init_from.checkpoint, config.init_from.which = source, 'latest'
   workdir = str(tmp_path / 'next_stage')
   train.train_and_evaluate(config, workdir)
+  config.num_train_steps = 3
+  train.train_and_evaluate(config, workdir)  # resumes, trains and saves step 3
   caplog.set_level('WARNING', logger='absl')
-  train.train_and_evaluate(config, workdir)  # resumes at its end: nothing to train
+  caplog.clear()
+  train.train_and_evaluate(config, workdir)  # resumes at its end (step 3): nothing to train
   assert (f'This run started from init_from {source} (its latest checkpoint, step 2) when its run '
           'had reached step 2 of 4: resuming keeps that start. To start from the finished run, '
           'train this one again in a new --workdir.') in caplog.text, caplog.text
