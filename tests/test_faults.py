@@ -362,7 +362,9 @@ def test_a_missing_init_from_checkpoint_fails_before_the_workdir_is_made(tiny_da
 
 
 def _corrupt_shard(directory, pattern, truncate):
-  shard = sorted(p for p in os.listdir(directory) if pattern in p)[0]
+  """Damages the split's last shard: a search that reads only the first one must not find it
+  (audit: one that did passed)."""
+  shard = sorted(p for p in os.listdir(directory) if pattern in p)[-1]
   path = os.path.join(directory, shard)
   size = os.path.getsize(path)
   with open(path, 'r+b') as f:
@@ -403,6 +405,26 @@ def test_a_train_shard_cut_while_training_stops_the_run_at_its_next_checkpoint(
                                      read_only=True).steps() == []
 
 
+def test_a_train_shard_grown_by_a_whole_record_is_refused_as_changed(tiny_data_dir, tmp_path):
+  """A shard another conversion or a copy made longer reads cleanly (here its first video
+  twice): only its size recorded at conversion tells (audit: a check that refused only shorter
+  shards passed every test)."""
+  copy = tmp_path / 'records'
+  shutil.copytree(tiny_data_dir, copy)
+  files = records.shard_files(str(copy), 'synthetic', 'train')
+  recorded = records.recorded_shard_bytes(records.read_metadata(str(copy)), 'train')
+  records.check_shards(files, recorded)
+  with open(files[0], 'rb') as f:
+    whole = f.read()
+  first = 16 + int.from_bytes(whole[:8], 'little')  # length, its CRC, data, the data's CRC
+  with open(files[0], 'ab') as f:
+    f.write(whole[:first])
+  assert records.verify_records(files[0]) >= 2
+  with pytest.raises(records.CorruptShardError, match=rf'{files[0]} is {len(whole) + first} '
+                     rf'bytes but {len(whole)} were written by the converter: the file is changed'):
+    records.check_shards(files, recorded)
+
+
 @pytest.mark.parametrize('truncate', [True, False], ids=['truncated', 'corrupt_bytes'])
 @pytest.mark.parametrize('split', ['train', 'val'])
 def test_bad_tfrecord_names_the_file(split, truncate, config, tiny_data_dir, tmp_path):
@@ -421,44 +443,72 @@ def test_bad_tfrecord_names_the_file(split, truncate, config, tiny_data_dir, tmp
 
 
 def test_sigterm_is_acted_on_at_the_next_step(config, tmp_path, monkeypatch):
-  """The loop never runs ahead of the device: a SIGTERM that arrives while step 3 executes
-  saves step 4 at the latest, not the step the host had queued up to."""
-  executed = []
+  """The loop never runs ahead of the device: a SIGTERM that arrives as step 3 ends on the
+  device saves step 5 at the latest, not the step the host had queued up to. The device is
+  slowed by work in the step, not by a host callback: on the CPU a step with a callback runs
+  synchronously, and the host could not run ahead whatever the loop did (audit: dropping its
+  wait passed). The step it stops at is the one saved (audit: a stop that saved nothing
+  passed), and the run gives SIGTERM back."""
+  import threading  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  plain_step, plain_engine = engine.train_step, train.training_engine
 
-  def on_device(step):
-    time.sleep(0.2)  # a slow accelerator: the host could otherwise queue many steps
-    executed.append(int(step))
-    if int(step) == 3:
-      os.kill(os.getpid(), signal.SIGTERM)
-
-  plain_step = engine.train_step
-
-  def observed_step(state, batch, rng, **kwargs):
+  def slow_step(state, batch, rng, **kwargs):  # a slow accelerator: a few tenths of a second
     new_state, metrics = plain_step(state, batch, rng, **kwargs)
-    jax.debug.callback(on_device, new_state.step)
-    return new_state, metrics
+    work = jax.lax.fori_loop(0, 120, lambda i, x: jnp.tanh(x @ x),
+                             jnp.full((500, 500), 1e-3) * new_state.step)
+    return new_state, {**metrics, 'loss': metrics['loss'] + 0 * work[0, 0]}
 
-  monkeypatch.setattr(engine, 'train_step', observed_step)
+  losses, signalled = [], []
+
+  def sigterm_once_done(loss):
+    loss.block_until_ready()
+    signalled.append(len(losses))  # the steps the host had dispatched by then
+    os.kill(os.getpid(), signal.SIGTERM)
+
+  def observed_engine(config):
+    trainer = plain_engine(config)
+    jitted = trainer.train_step
+
+    def dispatch(state, batch, rng):
+      new_state, metrics = jitted(state, batch, rng)
+      losses.append(metrics['loss'])
+      if len(losses) == 3:
+        threading.Thread(target=sigterm_once_done, args=(metrics['loss'],)).start()
+      return new_state, metrics
+
+    trainer.train_step = dispatch
+    return trainer
+
+  monkeypatch.setattr(engine, 'train_step', slow_step)
+  monkeypatch.setattr(train, 'training_engine', observed_engine)
   config.num_train_steps = 30
   config.log_every_steps = config.eval_every_steps = config.checkpoint_every_steps = 30
+  handler = signal.getsignal(signal.SIGTERM)
   result = train.train_and_evaluate(config, str(tmp_path / 'run'))
-  assert result['preempted_at_step'] <= 4, result
-  assert max(executed) == result['preempted_at_step']
+  assert result.get('preempted_at_step', 30) <= 5, (result, signalled)
+  store = checkpoints.CheckpointStore(str(tmp_path / 'run'), config.checkpoint, read_only=True)
+  steps = store.steps()
+  store.close()
+  assert steps == [result['preempted_at_step']], steps
+  assert signal.getsignal(signal.SIGTERM) is handler  # a later SIGTERM is not swallowed
 
 
-@pytest.mark.parametrize('case', ['a_bug', 'a_bug_in_a_group', 'a_lost_group', 'no_space'])
+@pytest.mark.parametrize('case', ['a_bug', 'a_bug_in_a_group', 'a_lost_group', 'no_space',
+                                  'ctrl_c'])
 def test_log_txt_ends_with_the_error_that_stopped_the_run(case, config, tmp_path, monkeypatch):
   """An unexpected error, or a collective failing after another process of the group left,
   printed its traceback (and the line after it) on the console only: log.txt, what the user
   of a batch job reads afterwards, stopped at the line before, as if the run were still going
-  (multi-process audit). A full disk ends it with the console's line (review)."""
+  (multi-process audit). A full disk ends it with the console's line (review), a Ctrl-C with
+  where it stopped (audit: a log.txt without it passed)."""
   from absl import logging  # pylint: disable=g-import-not-at-top
   from salinet_jax import errors  # pylint: disable=g-import-not-at-top
   from salinet_jax import parallel  # pylint: disable=g-import-not-at-top
   left = ('UNKNOWN: Gloo AllGather failed: [external/gloo/gloo/transport/tcp/pair.cc:547] '
           'Connection closed by peer [127.0.0.1]:11184')
   full = data_errors.NoSpace(28, 'No space left on device', str(tmp_path / 'ckpt'))
-  raised = {'a_lost_group': ValueError(left), 'no_space': full}.get(
+  raised = {'a_lost_group': ValueError(left), 'no_space': full, 'ctrl_c': KeyboardInterrupt()}.get(
       case, RuntimeError('a bug in the loop'))
 
   def stopped(config, workdir):
@@ -470,10 +520,15 @@ def test_log_txt_ends_with_the_error_that_stopped_the_run(case, config, tmp_path
     raise raised
 
   monkeypatch.setattr(train, '_train', stopped)
-  with pytest.raises(type(raised)):
+  with pytest.raises(errors.Interrupted if case == 'ctrl_c' else type(raised)) as ended:
     train.train_and_evaluate(config, str(tmp_path / 'run'))
   logged = (tmp_path / 'run' / 'log.txt').read_text().rstrip()
   assert 'step 1 of 6: loss 1.2' in logged, logged
+  if case == 'ctrl_c':  # where it stopped, in the log.txt the error names
+    assert str(tmp_path / 'run' / 'log.txt') in str(ended.value), ended.value
+    assert re.search(r'\d\d:\d\d:\d\d error: Interrupted by Ctrl-C at:\nTraceback', logged), logged
+    assert logged.endswith('\nKeyboardInterrupt'), logged[-1000:]
+    return
   if case == 'no_space':  # the console's line, no traceback
     assert logged.splitlines()[-1].endswith(f'error: {errors.no_space_line(full)}'), logged
     assert 'Traceback' not in logged and 'Free some space' in logged, logged
@@ -540,13 +595,18 @@ def test_disk_full_during_a_save_ends_the_run_naming_the_cause(tiny_data_dir, tm
                  '--config.checkpoint.keep_last=1000', '--config.log_every_steps=1000',
                  '--config.eval_every_steps=1000')
     assert time.time() - start < 240
+    kept = os.listdir(small / 'run' / 'checkpoints')
   finally:
     subprocess.run(['umount', '--lazy', str(small)], check=True)
   assert proc.returncode == 1, proc.stderr[-3000:]
   lines = proc.stderr.splitlines()
-  assert re.fullmatch(rf'error: Saving checkpoint step \d+ failed: No space left on device at '
-                      rf'{small}/run/.*Newest intact checkpoint: step \d+ in {small}/run/\S+',
-                      lines[-1]), lines[-1]
+  said = re.fullmatch(rf'error: Saving checkpoint step (\d+) failed: No space left on device '
+                      rf'at {small}/run/.*Newest intact checkpoint: step (\d+) in '
+                      rf'{small}/run/\S+', lines[-1])
+  assert said, lines[-1]
+  # The step named intact is an earlier, finished one (audit: naming the failed step passed).
+  failed, intact = int(said.group(1)), int(said.group(2))
+  assert intact < failed and str(intact) in kept and str(failed) not in kept, (lines[-1], kept)
   assert 'Traceback' not in proc.stderr and len(lines) < 25, proc.stderr[-3000:]
   # That line alone: orbax's three or four error lines about the same failure went first.
   assert [line for line in lines if 'error' in line.lower()] == [lines[-1]], proc.stderr[-3000:]
