@@ -123,8 +123,11 @@ def test_synopsis_tiling_per_frame_and_the_reference_bug():
 
 
 def test_top_k_multi_hot_and_masked_softmax():
-  logits = jnp.array([[0.1, 3.0, -1.0, 2.0, 0.5]])
-  np.testing.assert_array_equal(s2dnet.top_k_multi_hot(logits, 2), [[0, 1, 0, 1, 0]])
+  """Each row (video) gets its own top-k: rows with different winners keep them apart."""
+  logits = jnp.array([[0.1, 3.0, -1.0, 2.0, 0.5], [4.0, -2.0, 1.0, 0.0, 5.0]])
+  np.testing.assert_array_equal(s2dnet.top_k_multi_hot(logits, 2),
+                                [[0, 1, 0, 1, 0], [1, 0, 0, 0, 1]])
+  logits = logits[:1]
   prob = s2dnet.masked_softmax(logits, s2dnet.top_k_multi_hot(logits, 2))
   expected = np.exp([3.0, 2.0]) / (np.exp([3.0, 2.0]).sum() + 1e-6 * np.exp(3.0))
   np.testing.assert_allclose(prob[0, [1, 3]], expected, rtol=1e-5)
@@ -304,6 +307,39 @@ def test_features_are_what_the_per_frame_classifier_reads_averaged_over_frames(t
                        num_valid=num_valid)
   np.testing.assert_allclose(got[:, 0] @ fc['kernel'] + fc['bias'], logits, rtol=1e-4, atol=1e-5)
   np.testing.assert_array_equal(np.sort(got[:, 0, -TINY_CLASSES:], axis=-1)[:, -2:], 1.0)
+
+
+def test_a_videos_outputs_depend_on_its_own_valid_frames_only(tiny_batch):
+  """Eval-mode outputs of a video in a batch equal those of the video alone with other padding:
+  no top-k, synopsis frame, detail frame or tiled context comes from another video or from
+  padding (a top-k over the batch, video 0's synopsis indices for all, or m tiled over the
+  videos in DNet's classifier or lateral fusion passed the tests)."""
+  video, num_valid, _, variables = tiny_batch
+  variables = jax.tree.map(lambda x: x, variables)
+  # Random SNet logits are near-equal (top-k margins ~1e-10) and rank the classes alike for
+  # both videos: set SNet's classifier to rank them 0 > 1 > ... for video 0, the reverse for 1.
+  snet = s2dnet.SynopsisNetwork(TINY_CLASSES, TINY['synopsis_frames'], TINY['synopsis_size'],
+                                TINY['snet_width'], TINY['snet_last_channels'])
+  _, _, g, _ = jax.jit(snet.apply)({c: variables[c]['snet'] for c in variables}, video, num_valid)
+  direction = (g[0] - g[1]) / jnp.sum(jnp.square(g[0] - g[1]))
+  alpha = jnp.array([2.0, 1.0, 0.0, -1.0, -2.0])
+  variables['params']['snet']['fc'] = {
+      'kernel': direction[:, None] * alpha, 'bias': -alpha * jnp.dot(g[0] + g[1], direction) / 2}
+  model = s2dnet.S2DNet(num_classes=TINY_CLASSES, **TINY)
+  apply = jax.jit(lambda v, n: model.apply(variables, v, return_aux=True, num_valid=n))
+  logits, aux = apply(video, num_valid)
+  synopsis = np.asarray(aux['synopsis'])
+  np.testing.assert_array_equal(synopsis, [[1, 1, 0, 0, 0], [0, 0, 0, 1, 1]])
+  for b in range(2):
+    np.testing.assert_array_equal(synopsis[b],
+                                  s2dnet.top_k_multi_hot(aux['snet_logits'][b:b + 1], 2)[0])
+    alone = video[b:b + 1]
+    alone = alone.at[:, int(num_valid[b]):].set(1e4)  # other (loud) padding
+    logits_alone, aux_alone = apply(alone, num_valid[b:b + 1])
+    np.testing.assert_array_equal(aux_alone['synopsis'][0], synopsis[b])
+    for key in ('snet_logits', 'detail_frames', 'sampler_mu_t', 'sampler_center_x'):
+      np.testing.assert_allclose(aux_alone[key][0], aux[key][b], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(logits_alone[0], logits[b], rtol=1e-4, atol=1e-5)
 
 
 def test_the_detail_classifier_starts_as_a_fresh_torch_linear(tiny_batch):

@@ -56,10 +56,11 @@ def naive_detail_sample(video, num_valid, params, fixed=False, variance=1.0):
   return jnp.stack(videos)
 
 
-def _random_inputs(num_valid, frames=9, size=10, seed=0):
+def _random_inputs(num_valid, frames=9, height=10, width=7, seed=0):
+  """Non-square frames (H != W), so that x and y (width and height) cannot be swapped unseen."""
   keys = jax.random.split(jax.random.key(seed), 6)
   batch = len(num_valid)
-  video = jax.random.normal(keys[0], (batch, frames, size, size, 3))
+  video = jax.random.normal(keys[0], (batch, frames, height, width, 3))
   valid = np.arange(frames)[None, :] < np.asarray(num_valid)[:, None]
   video = jnp.where(valid[:, :, None, None, None], video, 1e4)  # loud padding: must never leak
   params = sampler_lib.SamplingParams(
@@ -161,6 +162,17 @@ def test_synopsis_frames_are_floor_linspace_of_the_valid_frames():
     expected = [math.floor(i * (n - 1) / 15) for i in range(16)]
     assert row.tolist() == expected
   assert indices[0].tolist() == np.floor(np.linspace(0, 149, 16)).astype(int).tolist()
+
+
+def test_synopsis_frames_are_each_videos_own_frames():
+  """Frame t of video b is video b's frame indices[b, t]: not another video's index, not padding
+  (indices right but gathered with video 0's passed the tests)."""
+  counts = jnp.array([12, 7, 3])
+  video = jnp.arange(3 * 12, dtype=jnp.float32).reshape(3, 12, 1, 1, 1)  # value = 12 b + frame
+  video = jnp.broadcast_to(video, (3, 12, 4, 4, 1))
+  frames, indices = sampler_lib.synopsis_frames(video, counts, 4, 4)
+  np.testing.assert_array_equal(indices, [[0, 3, 7, 11], [0, 2, 4, 6], [0, 0, 1, 2]])
+  np.testing.assert_array_equal(frames[:, :, 0, 0, 0], 12 * np.arange(3)[:, None] + indices)
 
 
 def test_nearest_resize_uses_pytorch_legacy_rule():
