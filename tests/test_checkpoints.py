@@ -37,6 +37,11 @@ def _random_state(value: float, width: int = 4096):
   return state
 
 
+# How the test steps' evaluations were made (what 'best' compares across steps).
+VAL_EVALUATION = {'split': 'val', 'num_videos': 4, 'num_labeled': 4, 'views_per_video': 2,
+                  'view_reduction': 'sum of logits'}
+
+
 @pytest.fixture
 def ckpt_config():
   config = base.get_base_config().checkpoint
@@ -748,8 +753,6 @@ def test_best_says_when_the_steps_it_compares_were_evaluated_with_other_clip_set
   caplog.set_level('WARNING', logger='absl')
   ckpt_config.keep_last = 4
   store = checkpoints.CheckpointStore(str(tmp_path), ckpt_config)
-  val = {'split': 'val', 'num_videos': 4, 'num_labeled': 4, 'views_per_video': 2,
-         'view_reduction': 'sum of logits'}
   first, resumed = base.get_base_config(), base.get_base_config()
   first.data.update(dict(eval_crop_size=48, eval_short_side=64, frame_stride=4))
   resumed.data.update(dict(eval_crop_size=24, eval_short_side=32, frame_stride=1))
@@ -759,7 +762,7 @@ def test_best_says_when_the_steps_it_compares_were_evaluated_with_other_clip_set
   resumed.data.target_fps, resumed.data.all_frames_trim_fraction = 10.0, 0.25
   for step, top1, config in ((2, 0.3, first), (4, 0.5, first), (6, 0.4, None), (8, 0.4, resumed)):
     store.save(step, _state(step), metrics={'val_top1': top1},
-               evaluation=val if step > 2 else None, config=config)
+               evaluation=VAL_EVALUATION if step > 2 else None, config=config)
   store.close()
   reader = checkpoints.CheckpointStore(str(tmp_path), ckpt_config, read_only=True)
   assert reader.select_step('best') == 4
@@ -779,12 +782,10 @@ def test_best_compares_only_the_steps_it_chooses_among(tmp_path, ckpt_config, ca
   caplog.set_level('WARNING', logger='absl')
   ckpt_config.keep_last = 3
   store = checkpoints.CheckpointStore(str(tmp_path), ckpt_config)
-  val = {'split': 'val', 'num_videos': 4, 'num_labeled': 4, 'views_per_video': 2,
-         'view_reduction': 'sum of logits'}
   first, other = base.get_base_config(), base.get_base_config()
   other.data.eval_crop_size = first.data.eval_crop_size // 2
-  store.save(2, _state(2), metrics={'val_top1': 0.3}, evaluation=val, config=first)
-  store.save(4, _state(4), metrics={'val_top1': 0.5}, evaluation=val, config=first)
+  store.save(2, _state(2), metrics={'val_top1': 0.3}, evaluation=VAL_EVALUATION, config=first)
+  store.save(4, _state(4), metrics={'val_top1': 0.5}, evaluation=VAL_EVALUATION, config=first)
   store.save(6, _state(6), config=other)
   store.close()
   reader = checkpoints.CheckpointStore(str(tmp_path), ckpt_config, read_only=True)
@@ -798,10 +799,8 @@ def _steps_evaluated_on(directory, ckpt_config, records_of_steps):
   records described by `records_of_steps` ({step: the checkpoint's `records` metadata})."""
   ckpt_config.keep_last = len(records_of_steps)
   store = checkpoints.CheckpointStore(directory, ckpt_config)
-  val = {'split': 'val', 'num_videos': 4, 'num_labeled': 4, 'views_per_video': 2,
-         'view_reduction': 'sum of logits'}
   for step, records in records_of_steps.items():
-    store.save(step, _state(step), metrics={'val_top1': step / 10}, evaluation=val,
+    store.save(step, _state(step), metrics={'val_top1': step / 10}, evaluation=VAL_EVALUATION,
                records=records)
   store.close()
   return checkpoints.CheckpointStore(directory, ckpt_config, read_only=True)
