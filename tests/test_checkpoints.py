@@ -56,6 +56,14 @@ def _largest_array_file(step_dir):
   return max(files, key=os.path.getsize)
 
 
+def _disk_full(names_the_file=True):
+  """A stand-in for `checkpoints.write_checksums` that fails as a full disk does, with or
+  without the path in the OS error."""
+  def write_checksums(step_dir):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), *([step_dir] if names_the_file else []))
+  return write_checksums
+
+
 def _corrupt(path, offset=0):
   """Writes 64 random bytes into `path` (what a bad disk or a half-copied file leaves)."""
   with open(path, 'r+b') as f:
@@ -499,11 +507,7 @@ def test_a_failed_save_names_the_cause_and_the_newest_intact_step(error_names_it
   store.save(2, _random_state(2))
   _corrupt(_largest_array_file(store.step_dir(2)), offset=100)
 
-  def disk_full(step_dir):
-    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC),
-                  *([step_dir] if error_names_its_file else []))
-
-  monkeypatch.setattr(checkpoints, 'write_checksums', disk_full)
+  monkeypatch.setattr(checkpoints, 'write_checksums', _disk_full(error_names_its_file))
   with pytest.raises(checkpoints.CheckpointSaveError,
                      match=r'step 3 failed: No space left on device at .*3\.orbax-checkpoint-tmp'
                      r'.*Newest intact checkpoint: step 1 in '):
@@ -552,10 +556,7 @@ def test_a_save_that_fails_in_the_background_is_said_at_the_next_check(tmp_path,
   store.save(1, _state(1.0))
   store.wait()
 
-  def disk_full(step_dir):
-    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), step_dir)
-
-  monkeypatch.setattr(checkpoints, 'write_checksums', disk_full)
+  monkeypatch.setattr(checkpoints, 'write_checksums', _disk_full())
   store.save(2, _state(2.0))
   deadline = time.monotonic() + 20
   with pytest.raises(checkpoints.CheckpointSaveError, match=re.escape(
@@ -574,9 +575,7 @@ def test_a_non_finite_state_names_the_newest_intact_step_as_the_last_good_one(tm
   store = checkpoints.CheckpointStore(str(tmp_path), ckpt_config)
   store.save(1, _random_state(1.0))
   store.save(2, _random_state(2.0))
-  with open(_largest_array_file(store.step_dir(2)), 'r+b') as f:
-    f.seek(100)
-    f.write(b'garbled')
+  _corrupt(_largest_array_file(store.step_dir(2)), offset=100)
   bad = _state(3.0)
   bad['params']['w'] = jnp.array([np.nan, 0.0, 0.0])
   with pytest.raises(checkpoints.NonFiniteStateError, match=re.escape(
