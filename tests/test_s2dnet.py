@@ -279,12 +279,41 @@ def test_warmup_stage_freezes_the_sampler(tiny_batch):
                                variables['batch_stats']['f_theta']))
   assert not _is_zero(jax.tree.map(lambda a, b: a - b, updates['batch_stats']['dnet'],
                                    variables['batch_stats']['dnet']))
-  # Fixed windows: centre crop at 1-pixel stride, uniform temporal centres.
-  np.testing.assert_allclose(aux['sampler_center_x'], 15.5)
-  np.testing.assert_allclose(aux['sampler_delta_y'], 1.0)
+  # Fixed windows: centre crop at 1-pixel stride on both axes, uniform temporal centres.
+  for key, value in (('center_x', 15.5), ('center_y', 15.5), ('delta_x', 1.0), ('delta_y', 1.0)):
+    np.testing.assert_allclose(aux[f'sampler_{key}'], np.full((2, 4), value), err_msg=key)
   for b, n in enumerate([12, 7]):
     np.testing.assert_allclose(aux['sampler_mu_t'][b],
                                [(n - 1) / 2 + (i - 1.5) * n / 3 for i in range(4)], rtol=1e-6)
+    np.testing.assert_allclose(aux['sampler_delta_t'][b], n / 3, rtol=1e-6)
+
+
+def test_sampling_stage_windows_follow_f_theta_and_each_videos_valid_frames(tiny_batch):
+  """The sampling stage's windows are f_theta's raw outputs through the paper's maps: temporal
+  centre tanh(o)(n-1)/2 + (n-1)/2 and stride n/(T'-1) exp(l) over the video's own n valid
+  frames, spatial centre tanh(o)(W-1)/2 + (W-1)/2 and stride W/(w'-1) exp(l), x from the
+  first of each (x, y) pair. The warm-up test sees none of this: its windows are fixed."""
+  video, num_valid, _, variables = tiny_batch
+  model = s2dnet.S2DNet(num_classes=TINY_CLASSES, **TINY)
+  (_, aux), state = jax.jit(lambda v: model.apply(
+      v, video, train=True, return_aux=True, num_valid=num_valid,
+      mutable=['batch_stats', 'intermediates'], rngs={'dropout': jax.random.key(3)},
+      capture_intermediates=lambda module, _: module.name == 'f_theta'))(variables)
+  raw = jax.tree.map(np.asarray, state['intermediates']['f_theta']['__call__'][0])
+  assert np.ptp(raw.temporal_offset) > 0 and np.ptp(raw.spatial_offset[..., 0]) > 0
+  n = np.array([12.0, 7.0])
+  half = (n - 1) / 2
+  center_t = np.tanh(raw.temporal_offset) * half + half
+  delta_t = n / 3 * np.exp(raw.temporal_stride)
+  np.testing.assert_allclose(aux['sampler_delta_t'], delta_t, rtol=1e-5)
+  np.testing.assert_allclose(aux['sampler_mu_t'],
+                             center_t[:, None] + (np.arange(4) - 1.5) * delta_t[:, None],
+                             rtol=1e-5)
+  for axis, name in enumerate('xy'):
+    np.testing.assert_allclose(aux[f'sampler_center_{name}'],
+                               np.tanh(raw.spatial_offset[..., axis]) * 15.5 + 15.5, rtol=1e-6)
+    np.testing.assert_allclose(aux[f'sampler_delta_{name}'],
+                               32 / 15 * np.exp(raw.spatial_stride[..., axis]), rtol=1e-6)
 
 
 def test_features_are_what_the_per_frame_classifier_reads_averaged_over_frames(tiny_batch):
