@@ -858,6 +858,9 @@ def _run_steps(trainer, state, start_step, store, writer, train_iter, rng, progr
                  total_steps=trainer.total_steps, decoding=decoding, records=seen,
                  environment=environment)
     progress.pause(time.monotonic() - paused)
+    # A SIGTERM during this step's evaluation or save stops here, at the step just saved, not
+    # after training and saving one more (on a group `received` is only set at `should_stop`).
+    stop = stop or (saving and not is_last and bool(preemption.received))
     if stop:
       store.wait()
       logging.warning('Preempted: saved checkpoint step %d in %s; rerun the same command to '

@@ -494,6 +494,31 @@ def test_sigterm_is_acted_on_at_the_next_step(config, tmp_path, monkeypatch):
   assert signal.getsignal(signal.SIGTERM) is handler  # a later SIGTERM is not swallowed
 
 
+def test_a_sigterm_during_an_evaluation_stops_at_the_step_it_evaluated(config, tmp_path,
+                                                                      monkeypatch):
+  """A SIGTERM that arrives while training evaluates step N ends the run once step N is saved
+  with its evaluation. The run went on to train step N+1 and save it too, time that a
+  scheduler's grace period, already spent on the evaluation, may not leave."""
+  from salinet_jax import evaluate  # pylint: disable=g-import-not-at-top
+  evaluate_split, evaluated = evaluate.evaluate_split, []
+
+  def signalled_evaluation(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGTERM)
+    evaluated.append(kwargs.get('what'))
+    return evaluate_split(*args, **kwargs)
+
+  monkeypatch.setattr(evaluate, 'evaluate_split', signalled_evaluation)
+  config.num_train_steps = 6
+  config.eval_every_steps, config.checkpoint_every_steps, config.log_every_steps = 2, 6, 1
+  result = train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert result == {'preempted_at_step': 2, 'stopped_by': 'SIGTERM'}, result
+  assert evaluated == ['the model at step 2'], evaluated
+  store = checkpoints.CheckpointStore(str(tmp_path / 'run'), config.checkpoint, read_only=True)
+  steps, best = store.steps(), store.manager.best_step()
+  store.close()
+  assert steps == [2] and best == 2, (steps, best)  # saved with the evaluation's metrics
+
+
 @pytest.mark.parametrize('case', ['a_bug', 'a_bug_in_a_group', 'a_lost_group', 'no_space',
                                   'ctrl_c'])
 def test_log_txt_ends_with_the_error_that_stopped_the_run(case, config, tmp_path, monkeypatch):
