@@ -23,6 +23,11 @@ class ConversionError(UserError, ValueError):
   another model than the config builds, or PyTorch missing to read it."""
 
 
+class StopRequested(Exception):
+  """A SIGTERM or Ctrl-C that ended an evaluation inside training before its last batch: the
+  loop saves the step without the evaluation and stops (train.PreemptionWatcher)."""
+
+
 class Interrupted(KeyboardInterrupt):
   """A Ctrl-C that ended a command before it finished, carrying what the user should know
   (what was saved, where the traceback of where it stopped went)."""

@@ -226,14 +226,18 @@ def confusion_matrix(predictions: Predictions) -> np.ndarray:
 
 
 def evaluate_batches(batches, num_videos: int, variables, mesh, jitted_step, classes,
-                     visualize: Optional[Callable[[Dict[str, np.ndarray]], bool]] = None
+                     visualize: Optional[Callable[[Dict[str, np.ndarray]], bool]] = None,
+                     stop_requested: Optional[Callable[[], bool]] = None
                      ) -> Tuple[Dict[str, float], Predictions]:
   """Runs `jitted_step` over eval batches (host numpy, the pipeline's eval layout) holding
   `num_videos` real videos; returns (metric totals, per-video predictions). `visualize` is
-  called with each local batch while it returns True (it wants more)."""
+  called with each local batch while it returns True (it wants more). `stop_requested` is asked
+  before each batch; when it says True, errors.StopRequested ends the evaluation."""
   totals = None
   scores, labels, filenames, positions = [], [], [], []
   for index, batch in enumerate(batches):
+    if stop_requested is not None and stop_requested():
+      raise errors.StopRequested(f'stopped after {index} eval batches')
     if visualize is not None and not visualize(dict(batch)):
       visualize = None
     names = _gather_names(batch.pop('filename'))
@@ -268,11 +272,13 @@ def _split_positions(index: int, local_batch: int) -> np.ndarray:
 
 def evaluate_split(config, variables, split: str, mesh, jitted_step,
                    visualize: Optional[Callable[[Dict[str, np.ndarray]], bool]] = None,
-                   what: str = 'the model') -> Tuple[Dict[str, Any], Predictions]:
+                   what: str = 'the model',
+                   stop_requested: Optional[Callable[[], bool]] = None
+                   ) -> Tuple[Dict[str, Any], Predictions]:
   """Evaluates `variables` on every video of `split` with `make_eval_step`'s step.
 
   `visualize`, if given, is called with the local batches (host numpy arrays) from the first
-  on, while it returns True (visualize.EvalPictures).
+  on, while it returns True (visualize.EvalPictures); `stop_requested` as in `evaluate_batches`.
   Returns (results, per-video predictions). Results always hold split, num_videos,
   num_labeled, views_per_video, view_reduction, eval_seconds, num_batches; top1, top5 and
   mean_class_accuracy (and the model's EXTRA_METRICS) only when some video is labelled, and
@@ -286,7 +292,8 @@ def evaluate_split(config, variables, split: str, mesh, jitted_step,
   start = time.time()
   try:
     totals, predictions = evaluate_batches(pipeline.as_numpy(ds, info), info.num_videos,
-                                           variables, mesh, jitted_step, info.classes, visualize)
+                                           variables, mesh, jitted_step, info.classes, visualize,
+                                           stop_requested)
   except VideoCountError:
     pipeline.check_video_counts(info)  # records that hold another count than metadata.json's
     raise

@@ -15,7 +15,7 @@ The batches come from a stream of their own (train.py), so the training data ord
 depend on evaluation.
 """
 
-from typing import Any, Dict, Iterator, Tuple
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 import flax
 import flax.linen as nn
@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 from absl import logging
 
+from salinet_jax import errors
 from salinet_jax import parallel
 from salinet_jax.models import layers
 
@@ -85,11 +86,14 @@ def make_moments_step(model: nn.Module, mesh, model_inputs, bn_group_size: int =
 
 
 def recompute(moments_step, variables: Dict[str, Any], batches: Iterator[Dict[str, Any]],
-              num_batches: int, mesh) -> Any:
+              num_batches: int, mesh, stop_requested: Optional[Callable[[], bool]] = None) -> Any:
   """Returns new `batch_stats` averaged over `num_batches` global batches from `batches`, with
-  the step from `make_moments_step`."""
+  the step from `make_moments_step`. `stop_requested` is asked before each batch; when it says
+  True, errors.StopRequested ends the recomputation."""
   totals = None
-  for _ in range(num_batches):
+  for index in range(num_batches):
+    if stop_requested is not None and stop_requested():
+      raise errors.StopRequested(f'stopped after {index} precise-BN batches')
     batch = parallel.to_global(next(batches), mesh)
     batch.pop('label', None)
     moments = moments_step(variables, batch)

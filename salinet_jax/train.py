@@ -694,10 +694,10 @@ def _check_finite_loss(loss: float, step: int, store: checkpoints.CheckpointStor
 
 
 def _precise_bn_stats(trainer: engine.Engine, state: engine.TrainState, step: int,
-                      sharding: str):
+                      sharding: str, stop_requested=None):
   """BatchNorm statistics over `precise_bn_batches` train batches from a stream of their own
   (seeded by the step, read in the training stream's `sharding`), so that the training stream
-  is the same with or without it."""
+  is the same with or without it; `stop_requested` as in `precise_bn.recompute`."""
   config = trainer.config
   seed = int(np.random.SeedSequence([config.seed, step, 0x5BA7]).generate_state(1)[0] >> 1)
   info = pipeline.split_info(config.dataset, config.dataset.train_split)
@@ -714,7 +714,7 @@ def _precise_bn_stats(trainer: engine.Engine, state: engine.TrainState, step: in
   batches = pipeline.as_numpy(
       pipeline.train_dataset(config, seed=seed, sharding=sharding).take(count), info)
   return precise_bn.recompute(trainer.moments_step, state.variables, batches, count,
-                              trainer.mesh)
+                              trainer.mesh, stop_requested=stop_requested)
 
 
 def _train_loop(trainer: engine.Engine, state: engine.TrainState, start_step: int,
@@ -826,15 +826,28 @@ def _run_steps(trainer, state, start_step, store, writer, train_iter, rng, progr
               or step % config.checkpoint_every_steps == 0 or stop)
     if saving:  # not a state trained on shards changed since the stream opened them
       pipeline.checked_shard_files(train_info)
+    evaluated = False
     if step % config.eval_every_steps == 0 or is_last:
       _check_finite_loss(float(metrics['loss']), step, store)
-      if config.precise_bn_batches:
-        state = state.replace(batch_stats=_precise_bn_stats(trainer, state, step,
-                                                            environment['train_sharding']))
+      # A stop asked for meanwhile ends the evaluation, which can take longer than a scheduler's
+      # grace period; not the run's last, as a finished run evaluates nothing when rerun.
+      stop_requested = None if is_last else lambda: bool(preemption.received)
       split = config.dataset.eval_split
-      eval_results, _ = evaluate_lib.evaluate_split(
-          config, state.variables, split, trainer.mesh, trainer.eval_step,
-          what=f'the model at step {step}')
+      try:
+        evaluated_state = state
+        if config.precise_bn_batches:
+          evaluated_state = state.replace(batch_stats=_precise_bn_stats(
+              trainer, state, step, environment['train_sharding'], stop_requested))
+        eval_results, _ = evaluate_lib.evaluate_split(
+            config, evaluated_state.variables, split, trainer.mesh, trainer.eval_step,
+            what=f'the model at step {step}', stop_requested=stop_requested)
+        state, evaluated = evaluated_state, True
+      except errors.StopRequested as e:
+        logging.warning('%s received during the evaluation of step %d: saving step %d without it '
+                        '(%s) and exiting; `--mode=eval --config.eval.checkpoint=%s` evaluates '
+                        'it.', preemption.received, step, step, e, store.step_dir(step))
+        stop = True
+    if evaluated:
       eval_results['step'] = step
       writer.write_scalars(step, {f'{split}/{k}': v for k, v in eval_results.items()
                                   if k in evaluate_lib.SCALAR_METRICS})

@@ -2,6 +2,7 @@
 known user errors, corrupt TFRecords, a resume with another model, a read-only workdir, SIGTERM
 at the next step."""
 
+import collections
 import json
 import os
 import re
@@ -494,29 +495,56 @@ def test_sigterm_is_acted_on_at_the_next_step(config, tmp_path, monkeypatch):
   assert signal.getsignal(signal.SIGTERM) is handler  # a later SIGTERM is not swallowed
 
 
-def test_a_sigterm_during_an_evaluation_stops_at_the_step_it_evaluated(config, tmp_path,
-                                                                      monkeypatch):
-  """A SIGTERM that arrives while training evaluates step N ends the run once step N is saved
-  with its evaluation. The run went on to train step N+1 and save it too, time that a
-  scheduler's grace period, already spent on the evaluation, may not leave."""
-  from salinet_jax import evaluate  # pylint: disable=g-import-not-at-top
-  evaluate_split, evaluated = evaluate.evaluate_split, []
+@pytest.mark.parametrize('during', ['evaluation', 'precise_bn', 'save'])
+def test_a_sigterm_during_an_evaluation_or_save_stops_at_that_step(during, config, tmp_path,
+                                                                   monkeypatch):
+  """A SIGTERM while training evaluates step N (its precise BN or its eval batches) ends the
+  evaluation at the next batch and saves step N without it; one during a save stops at the step
+  saved. Before, the run finished the evaluation, then trained and saved step N+1 first:
+  an evaluation of Kinetics-400 takes hours, longer than a scheduler's grace period, so the
+  rerun lost every step since the checkpoint before (SaliNet K400: up to 10,000)."""
+  from absl import logging  # pylint: disable=g-import-not-at-top
+  plain_engine, calls, lines = train.training_engine, collections.Counter(), []
 
-  def signalled_evaluation(*args, **kwargs):
-    os.kill(os.getpid(), signal.SIGTERM)
-    evaluated.append(kwargs.get('what'))
-    return evaluate_split(*args, **kwargs)
+  def counted(name, step_fn):
+    def step(*args):
+      calls[name] += 1
+      if name == during and calls[name] == 1:
+        os.kill(os.getpid(), signal.SIGTERM)
+      return step_fn(*args)
+    return step
 
-  monkeypatch.setattr(evaluate, 'evaluate_split', signalled_evaluation)
-  config.num_train_steps = 6
-  config.eval_every_steps, config.checkpoint_every_steps, config.log_every_steps = 2, 6, 1
+  def observed_engine(config):
+    trainer = plain_engine(config)
+    trainer.eval_step = counted('evaluation', trainer.eval_step)
+    trainer.moments_step = counted('precise_bn', trainer.moments_step)
+    return trainer
+
+  save = checkpoints.CheckpointStore.save
+  monkeypatch.setattr(checkpoints.CheckpointStore, 'save', lambda self, step, state, **kwargs: (
+      counted('save', lambda: save(self, step, state, **kwargs))()))
+  monkeypatch.setattr(train, 'training_engine', observed_engine)
+  monkeypatch.setattr(logging, 'warning', lambda message, *args: lines.append(message % args))
+  config.num_train_steps, config.precise_bn_batches = 6, 2
+  config.eval_every_steps, config.checkpoint_every_steps = (100, 2) if during == 'save' else (2, 6)
   result = train.train_and_evaluate(config, str(tmp_path / 'run'))
-  assert result == {'preempted_at_step': 2, 'stopped_by': 'SIGTERM'}, result
-  assert evaluated == ['the model at step 2'], evaluated
+  assert result == {'preempted_at_step': 2, 'stopped_by': 'SIGTERM'}, (result, lines)
   store = checkpoints.CheckpointStore(str(tmp_path / 'run'), config.checkpoint, read_only=True)
   steps, best = store.steps(), store.manager.best_step()
   store.close()
-  assert steps == [2] and best == 2, (steps, best)  # saved with the evaluation's metrics
+  assert steps == [2] and best is None, (steps, best)  # saved, with no evaluation
+  if during != 'save':  # 2 batches of precise BN and of evaluation, stopped at the first
+    assert calls['precise_bn'] == (1 if during == 'precise_bn' else 2), calls
+    assert calls['evaluation'] == (0 if during == 'precise_bn' else 1), calls
+    assert any(line.startswith('SIGTERM received during the evaluation of step 2: saving step '
+                               '2 without it') for line in lines), lines
+  if during == 'evaluation':  # the rerun resumes there and finishes
+    monkeypatch.setattr(train, 'training_engine', plain_engine)
+    assert train.train_and_evaluate(config, str(tmp_path / 'run'))['step'] == 6
+    store = checkpoints.CheckpointStore(str(tmp_path / 'run'), config.checkpoint, read_only=True)
+    steps, best = store.steps(), store.manager.best_step()
+    store.close()
+    assert steps == [2, 4, 6] and best in (4, 6), (steps, best)
 
 
 @pytest.mark.parametrize('case', ['a_bug', 'a_bug_in_a_group', 'a_lost_group', 'no_space',

@@ -205,8 +205,8 @@ def test_each_evaluation_step_draws_its_own_precise_bn_clips_as_many_batches_as_
 
   real_stream = train.pipeline.train_dataset
   monkeypatch.setattr(train.pipeline, 'train_dataset', recording_stream)
-  monkeypatch.setattr(precise_bn, 'recompute', lambda step, variables, batches, count, mesh:
-                      counts.append(count))
+  monkeypatch.setattr(precise_bn, 'recompute', lambda step, variables, batches, count, mesh,
+                      stop_requested: counts.append(count))
   trainer = engine.Engine(config, ['a', 'b', 'c'], train_videos=8)
   state = types.SimpleNamespace(variables=None)
   statistics = train._precise_bn_stats  # pylint: disable=protected-access
