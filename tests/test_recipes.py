@@ -9,6 +9,8 @@ The expected values are read from the reference repositories (commit and file ci
   S2D    aliyun/Synopsis-to-Detail-Network configs/mini_kinetics/train_warmup.yaml ("W"),
          train_sampling.yaml ("S"), configs/default_config.py ("C"), s2d_main.py ("M"),
          s2d/utils.py ("U"), README.md
+  TSM    mit-han-lab/temporal-shift-module ops/transforms.py (GroupMultiScaleCrop, which S2D's
+         README asks to take from TSM)
 Values that no reference file holds (UCF101/HMDB51 fine-tuning, S2DNet on K400/SSv2 beyond the
 code's dataset branches) are marked 'inherited' and pinned to the recipe they inherit from.
 """
@@ -85,11 +87,33 @@ REFERENCE = [
     ('k400_i3d_nl', 'test.view_reduction', 'sum of softmax',
      'head_helper.py softmax at test; meters.py sums the 30 views'),
     ('k400_i3d_nl', 'precise_bn_batches', 200, 'PT:27-29'),
+    # ... and the numbers it inherits from configs/k400_salinet.py, pinned to its own yaml.
+    ('k400_i3d_nl', 'optimizer.momentum', 0.9, 'PT:34 MOMENTUM 0.9'),
+    ('k400_i3d_nl', 'optimizer.nesterov', True, 'D20:323 SOLVER.NESTEROV True'),
+    ('k400_i3d_nl', 'optimizer.weight_decay', 1e-4, 'PT:35 WEIGHT_DECAY 1e-4'),
+    ('k400_i3d_nl', 'optimizer.weight_decay_rules', [['^norm:', 0.0], ['', 1.0]],
+     'D20:33 BN.WEIGHT_DECAY 0.0; models/optimizer.py decays the rest'),
+    ('k400_i3d_nl', 'frames.temporal_sampling', 'pyslowfast', 'decoder.py'),
+    ('k400_i3d_nl', 'frames.num_frames', 8, 'PT:9 NUM_FRAMES 8'),
+    ('k400_i3d_nl', 'frames.frame_stride', 8, 'PT:10 SAMPLING_RATE 8'),
+    ('k400_i3d_nl', 'frames.target_fps', 30.0, 'D20:267 DATA.TARGET_FPS 30'),
+    ('k400_i3d_nl', 'train_crop.short_side_range', [256, 320], 'PT:11 TRAIN_JITTER_SCALES'),
+    ('k400_i3d_nl', 'train_crop.crop_size', 224, 'PT:12 TRAIN_CROP_SIZE'),
+    ('k400_i3d_nl', 'train_augmentations', ['random_flip'], 'D20:278 DATA.RANDOM_FLIP True'),
+    ('k400_i3d_nl', 'test.clips', 10, 'D20:99 TEST.NUM_ENSEMBLE_VIEWS 10'),
+    ('k400_i3d_nl', 'test.crops', 3, 'D20:103 TEST.NUM_SPATIAL_CROPS 3'),
+    ('k400_i3d_nl', 'test.short_side', 256, 'PT:13 TEST_CROP_SIZE 256'),
+    ('k400_i3d_nl', 'test.crop_size', 256, 'PT:13 TEST_CROP_SIZE 256'),
+    ('k400_i3d_nl', 'loss.name', 'cross_entropy', 'PT:43 LOSS_FUNC cross_entropy'),
     # SaliNet UCF101: only the initialisation is in the reference.
     ('ucf101_salinet', 'initialisation.exclude', '^head/',
      "utils/checkpoint.py load_part_of_checkpoint_for_other_dataset skips 'fc'"),
     ('ucf101_salinet', 'peak_learning_rate', 5e-4, 'inherited from K400 (no reference config)'),
     ('ucf101_salinet', 'test.views', 30, 'inherited from K400 (no reference config)'),
+    ('hmdb51_salinet', 'initialisation.exclude', '^head/',
+     "utils/checkpoint.py load_part_of_checkpoint_for_other_dataset skips 'fc'"),
+    ('hmdb51_salinet', 'peak_learning_rate', 5e-4, 'inherited from K400 (no reference config)'),
+    ('hmdb51_salinet', 'test.views', 30, 'inherited from K400 (no reference config)'),
     # S2DNet Mini-Kinetics, warm-up stage.
     ('mini_kinetics_s2dnet:warmup', 'global_batch', 128,
      'README TRAIN.BATCH_SIZE 32 per process, NUM_GPUS 2 (W:1) x NUM_SHARDS 2 (C:25)'),
@@ -102,39 +126,72 @@ REFERENCE = [
     ('mini_kinetics_s2dnet:warmup', 'final_lr_fraction', 0.01, 'U: lr_min = 0.01 BASE_LR'),
     ('mini_kinetics_s2dnet:warmup', 'epochs', 40.0, 'W:43 EPOCHS 40'),
     ('mini_kinetics_s2dnet:warmup', 'optimizer.nesterov', False, 'M:196-201 torch SGD default'),
+    ('mini_kinetics_s2dnet:warmup', 'optimizer.momentum', 0.9, 'C:55 TRAIN.MOMENTUM (M:196-201)'),
     ('mini_kinetics_s2dnet:warmup', 'optimizer.weight_decay', 1e-3, 'W:42'),
     ('mini_kinetics_s2dnet:warmup', 'optimizer.weight_decay_rules', [['', 1.0]],
      'every parameter decayed (U adjust_learning_rate ignores decay_mult)'),
     ('mini_kinetics_s2dnet:warmup', 'optimizer.grad_clip_norm', 20.0, 'W:45 CLIP_GRADIENT 20'),
-    ('mini_kinetics_s2dnet:warmup', 'optimizer.frozen', ':f_theta/', 'sampler frozen in warm-up'),
+    ('mini_kinetics_s2dnet:warmup', 'optimizer.frozen', ':f_theta/',
+     'M:221-245 no sampler optimizer in the WARMUP stage'),
+    ('mini_kinetics_s2dnet:warmup', 'optimizer.lr_multipliers',
+     [[':(snet/fc|f_m|dnet/fc)/kernel$', 5.0], [':(snet/fc|f_m|dnet/fc)/bias$', 10.0]],
+     's2d/models.py:47,172-180 linear_mul 5, biases 2 x 5'),
     ('mini_kinetics_s2dnet:warmup', 'precision.config', 'bfloat16_on_accelerators',
      'C:27 AMP True (sampler in fp32)'),
     ('mini_kinetics_s2dnet:warmup', 'frames.num_frames', 150, 'M:131-133 300 // 2'),
     ('mini_kinetics_s2dnet:warmup', 'frames.frame_stride', 2, 'W:53 RAW_INPUT_SAMPLING_RATE 2'),
+    ('mini_kinetics_s2dnet:warmup', 'frames.target_fps', None,
+     'no rate: RAW_INPUT_SAMPLING_RATE counts native frames (C:42)'),
+    ('mini_kinetics_s2dnet:warmup', 'train_crop.crop_size', 224,
+     'M:137-138 DNET_INPUT_SIZE, s2d/default_config.py:41 224'),
+    ('mini_kinetics_s2dnet:warmup', 'train_crop.max_distort', 1,
+     'TSM:182 GroupMultiScaleCrop max_distort=1 (M:137-138 passes none)'),
+    ('mini_kinetics_s2dnet:warmup', 'train_crop.more_fix_crop', True,
+     'TSM:182 GroupMultiScaleCrop more_fix_crop=True'),
+    ('mini_kinetics_s2dnet:warmup', 'train_augmentations', ['random_flip'],
+     'M:139 GroupRandomHorizontalFlip'),
     ('mini_kinetics_s2dnet:warmup', 'train_crop.scales', [1.0, 0.875, 0.75, 0.66],
      'M:136-140 GroupMultiScaleCrop'),
     ('mini_kinetics_s2dnet:warmup', 'test.short_side', 256, 'M:150-153 GroupScale(256)'),
     ('mini_kinetics_s2dnet:warmup', 'test.crop_size', 224, 'M:150-153 GroupCenterCrop(224)'),
+    ('mini_kinetics_s2dnet:warmup', 'test.views', 1, 'M:150-153 one centre crop of the video'),
     ('mini_kinetics_s2dnet:warmup', 'loss.dnet_label_smoothing', 0.1,
      's2d/default_config.py:47 DNET_SMOOTH_ALPHA 0.1'),
     ('mini_kinetics_s2dnet:warmup', 'loss.snet_loss_weight', 0.1, 'SNET_LOSS_WEIGHT 0.1'),
+    ('mini_kinetics_s2dnet:warmup', 'loss.snet_label_smoothing', 0.0,
+     's2d/default_config.py:30 SNET_SMOOTH_ALPHA 0.'),
     ('mini_kinetics_s2dnet:warmup', 'initialisation.checkpoint', 'REQUIRED',
      'W:9 SNET_RESUME, W:22 DNET_RESUME (AdaFocus Mini-Kinetics models)'),
     # S2DNet Mini-Kinetics, sampling stage.
     ('mini_kinetics_s2dnet:sampling', 'peak_learning_rate', 1.28e-4,
      'README BASE_LR 1e-6 per sample x 128'),
     ('mini_kinetics_s2dnet:sampling', 'epochs', 80.0, 'S:52 EPOCHS 80'),
+    ('mini_kinetics_s2dnet:sampling', 'global_batch', 128, 'README, as the warm-up'),
+    ('mini_kinetics_s2dnet:sampling', 'warmup_epochs', 5.0, 'C:69 WARMUP_EPOCHS 5 (S sets none)'),
+    ('mini_kinetics_s2dnet:sampling', 'warmup_start_lr', 6.4e-7, 'S:57 WARMUP_LR 0.5e-8 x 128'),
+    ('mini_kinetics_s2dnet:sampling', 'optimizer.momentum', 0.9,
+     'C:55 TRAIN.MOMENTUM, the sampler SGD too (M:221-227)'),
+    ('mini_kinetics_s2dnet:sampling', 'optimizer.weight_decay', 1e-3, 'S:51'),
+    ('mini_kinetics_s2dnet:sampling', 'optimizer.grad_clip_norm', 20.0, 'S:54 CLIP_GRADIENT 20'),
+    ('mini_kinetics_s2dnet:sampling', 'optimizer.frozen', '',
+     'M:221-242 the sampler trains (its own SGD) outside the WARMUP stage'),
     ('mini_kinetics_s2dnet:sampling', 'initialisation.which', 'latest',
      'README resumes the warm-up checkpoint saved after its last epoch (M:446-458)'),
     ('mini_kinetics_s2dnet:sampling', 'optimizer.lr_multipliers',
      [[':(snet/fc|f_m|dnet/fc)/kernel$', 5.0], [':(snet/fc|f_m|dnet/fc)/bias$', 10.0],
       [':f_theta/', 0.1]], 's2d/models.py linear_mul 5 / x10 biases; S:36 SAMPLER_LR_RATIO 0.1'),
+    # S2DNet K400: the code's 'kinetics' branch, the Mini-Kinetics yamls.
+    ('k400_s2dnet:warmup', 'frames.num_frames', 150,
+     "M:131-133 300 // (1 x W:53 RAW_INPUT_SAMPLING_RATE 2) for 'kinetics'"),
+    ('k400_s2dnet:warmup', 'train_augmentations', ['random_flip'], 'M:136-140'),
+    ('k400_s2dnet:sampling', 'optimizer.frozen', '', 'inherited: M:221-242'),
     # S2DNet SSv2.
     ('ssv2_s2dnet:warmup', 'frames.num_frames', 85,
      'M:141-145 170 // (1 x W:53 RAW_INPUT_SAMPLING_RATE 2) for somethingv2'),
     ('ssv2_s2dnet:warmup', 'frames.frame_stride', 2,
      'inherited: W:53 RAW_INPUT_SAMPLING_RATE 2 (C:42 defaults to 1: 170 native frames)'),
     ('ssv2_s2dnet:warmup', 'train_augmentations', [], 'M:146-149 no flip for somethingv2'),
+    ('ssv2_s2dnet:warmup', 'test.views', 1, 'M:150-153 for every dataset'),
 ]
 
 # Worked LR values of the reference formula (U:96-163), per epoch start, as fractions of BASE.
@@ -157,10 +214,27 @@ def _field(card, path):
   return value
 
 
+# PySlowFast's cosine policy per recipe: (BASE_LR, WARMUP_EPOCHS, WARMUP_START_LR, MAX_EPOCH).
+PYSLOWFAST_LR = {'k400_salinet': (5e-4, 0.0, 0.01, 20.0),  # Y:31, Y:36, Y:37, Y:33
+                 'k400_i3d_nl': (0.1, 34.0, 0.01, 196.0)}  # PT:31, PT:36, PT:37, PT:33
+
+# Each reference's pixel normalisation: (mean, std) of [0, 1] pixels.
+KINETICS_MEAN_STD = ((0.45, 0.45, 0.45), (0.225, 0.225, 0.225))
+IMAGENET_MEAN_STD = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+NORMALIZATION = [
+    ('k400_salinet', KINETICS_MEAN_STD, 'SALI defaults.py:126,132 DATA.MEAN, DATA.STD'),
+    ('k400_i3d_nl', KINETICS_MEAN_STD, 'D20:248,254 DATA.MEAN, DATA.STD'),
+    ('ucf101_salinet', KINETICS_MEAN_STD, 'inherited from K400'),
+    ('mini_kinetics_s2dnet:warmup', IMAGENET_MEAN_STD, 'C:37-38 DATA.MEAN, DATA.STD'),
+    ('mini_kinetics_s2dnet:sampling', IMAGENET_MEAN_STD, 'C:37-38 DATA.MEAN, DATA.STD'),
+    ('ssv2_s2dnet:warmup', IMAGENET_MEAN_STD, 'C:37-38, the code has one for every dataset'),
+]
+
+
 @pytest.fixture(scope='module')
 def cards():
   return {name: recipe.card(load(name)) for name in {row[0] for row in REFERENCE}
-          | set(S2DNET_LR_FRACTIONS)}
+          | set(S2DNET_LR_FRACTIONS) | set(PYSLOWFAST_LR) | {row[0] for row in NORMALIZATION}}
 
 
 @pytest.mark.parametrize('name,path,expected,source', REFERENCE,
@@ -180,6 +254,40 @@ def test_s2dnet_learning_rate_per_epoch_follows_the_reference_formula(cards, nam
   assert len(per_epoch) == int(card['epochs'])
   for epoch, fraction in S2DNET_LR_FRACTIONS[name].items():
     assert per_epoch[epoch] == pytest.approx(fraction, abs=6e-4), epoch
+
+
+def pyslowfast_learning_rate(epoch, base, warmup_epochs, warmup_start, max_epoch):
+  """lr_policy.py get_lr_at_epoch with LR_POLICY cosine (SALI utils/ and D20 slowfast/utils/):
+  a linear warm-up from WARMUP_START_LR to the cosine's value at WARMUP_EPOCHS, else
+  BASE_LR (cos(pi e / MAX_EPOCH) + 1) / 2, at the (fractional) epoch e."""
+  cosine = lambda e: base * (np.cos(np.pi * e / max_epoch) + 1.0) * 0.5  # noqa: E731
+  if epoch < warmup_epochs:
+    return epoch * (cosine(warmup_epochs) - warmup_start) / warmup_epochs + warmup_start
+  return cosine(epoch)
+
+
+@pytest.mark.parametrize('name', sorted(PYSLOWFAST_LR))
+def test_pyslowfast_learning_rate_per_epoch_follows_the_reference_formula(cards, name):
+  """Mutation audit: these recipes' schedules were pinned by name only; a warm-up ending at the
+  peak instead of the cosine's value, a cosine restarted after the warm-up, one decaying to 1 %
+  instead of 0 or warm-up epochs turned into the wrong number of steps passed every test.
+  PySlowFast sets the LR each iteration at epoch + iteration / iterations: the card's first step
+  of an epoch is within a step of its start, far below the tolerance."""
+  card, reference = cards[name], PYSLOWFAST_LR[name]
+  per_epoch = card['learning_rate_per_epoch']
+  assert len(per_epoch) == card['epochs'] == reference[3]
+  expected = [pyslowfast_learning_rate(epoch, *reference) for epoch in range(len(per_epoch))]
+  np.testing.assert_allclose(per_epoch, expected, rtol=0, atol=1e-5 * reference[0])
+
+
+@pytest.mark.parametrize('name,mean_std,source', NORMALIZATION,
+                         ids=[row[0] for row in NORMALIZATION])
+def test_the_card_normalizes_pixels_as_the_reference(cards, name, mean_std, source):
+  """Mutation audit: no row pinned the normalisation: the card naming another preset than the
+  run uses, or a recipe taking the other preset (with no convert command to compare it with, as
+  the sampling stages), passed every test."""
+  assert cards[name]['normalization'] == load(name).data.normalization
+  assert inputs.normalization(load(name).data) == mean_std, source
 
 
 def pyslowfast_indices(num_frames_video, fps, k, num_clips, frames=8, rate=8, target=30.0):
@@ -278,6 +386,9 @@ def test_the_convert_command_a_recipe_gives_names_a_config_file_that_exists(name
   """The Kinetics-400 S2DNet warm-up told its users to convert with
   --config=configs/kinetics400_s2dnet.py, a file that does not exist."""
   command = load(name).init_from.convert_command
+  # A command these patterns cannot read (say `--config FILE`) would pass the loops below.
+  assert (len(re.findall(r'--config=([^\s:]+)', command)),
+          len(re.findall(r'--source=(\w+)', command))) == ((1, 1) if command else (0, 0)), command
   for config_file in re.findall(r'--config=([^\s:]+)', command):
     assert (REPO_ROOT / config_file).is_file(), (name, command)
   # The weights it converts are for this recipe's model: init_from says nothing about them.
@@ -302,6 +413,29 @@ def test_a_convert_command_whose_classifier_is_kept_records_its_classes(name):
           if not (config.init_from.exclude and re.search(config.init_from.exclude, path))]
   command = config.init_from.convert_command
   assert ('--classes=' in command) == bool(kept), (kept, command)
+
+
+def test_the_card_shows_the_values_the_config_runs_with():
+  """Mutation audit: card fields read as constants (the checkpoint `which`, the normalisation,
+  the TSM crop's distortion and grid, gradient accumulation, the model, the precision here) or
+  epochs printed for a run whose length is set in steps passed every test, as no recipe sets
+  other values. A config changed field by field shows each change on its card."""
+  config = load('mini_kinetics_s2dnet:sampling')
+  config.init_from.which = 'best'  # the sampling stage's row pins 'latest'
+  config.data.normalization = 'kinetics'
+  config.data.tsm_max_distort, config.data.tsm_more_fix_crop = 2, False
+  config.grad_accumulation_steps = 2
+  card = recipe.card(config)
+  assert card['initialisation']['which'] == 'best'
+  assert card['normalization'] == 'kinetics'
+  assert (card['train_crop']['max_distort'], card['train_crop']['more_fix_crop']) == (2, False)
+  assert card['grad_accumulation_steps'] == 2
+  config = load('k400_salinet')
+  config.dtype, config.num_train_steps = 'bfloat16', 1000
+  card = recipe.card(config)
+  assert (card['model'], card['precision']['here']) == ('salinet_i3d', 'bfloat16')
+  assert (card['epochs'], card['steps']) == (None, 1000)
+  assert card['steps_per_epoch'] == 246_535 / 2  # the official K400 train split, batch 2
 
 
 def test_the_card_gives_each_epoch_the_learning_rate_of_its_first_step():
