@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import types
 
 import jax
 import jax.numpy as jnp
@@ -23,6 +24,7 @@ from salinet_jax import bench
 from salinet_jax import checkpoints
 from salinet_jax import optim
 from salinet_jax import engine
+from salinet_jax import flops as flops_lib
 from salinet_jax.models import build_model
 from salinet_jax.models import fast_conv
 from salinet_jax.models import init_variables
@@ -31,11 +33,17 @@ from salinet_jax.models import layers
 from conftest import REPO_ROOT
 from conftest import subprocess_env
 
+# Every figure the module docstring promises (mutation audit: a dropped 'lower_time_s' or
+# 'model_flops_per_step' passed every test).
 RESULT_KEYS = {
-    'backend', 'device_kind', 'batch', 'input_shape', 'step_time_median_s', 'step_time_min_s',
-    'step_time_max_s', 'clips_per_s', 'compile_time_s', 'host_peak_rss_mib',
-    'device_peak_memory_mib', 'memory_analysis', 'flops_per_step', 'mfu', 'remat',
-    'load_avg_start', 'load_avg_end'}
+    'backend', 'device_kind', 'num_devices', 'dtype', 'params', 'batch', 'input_shape',
+    'num_classes', 'steps', 'warmup', 'step_times_s', 'warmup_times_s', 'step_time_median_s',
+    'step_time_min_s', 'step_time_max_s', 'clips_per_s', 'cpu_time_median_s',
+    'system_time_median_s', 'lower_time_s', 'compile_time_s', 'host_peak_rss_mib',
+    'compile_peak_rss_mib', 'step_peak_rss_mib', 'device_peak_memory_mib', 'memory_analysis',
+    'flops_per_step', 'flops_per_device_step', 'bytes_accessed_per_step', 'model_flops_per_step',
+    'peak_flops_per_s', 'mfu', 'achieved_gflops_per_s', 'remat', 'load_avg_start',
+    'load_avg_end', 'tensorflow_imported', 'jax_version'}
 
 
 def tiny_bench_config(name='salinet_hara'):
@@ -75,6 +83,134 @@ def test_peak_flops_table():
   # A PCIe H100 was given the SXM part's peaks (MFU a quarter low; audit).
   assert bench.peak_flops('NVIDIA H100 PCIe', 'bfloat16') == 756e12
   assert bench.peak_flops('NVIDIA H100 80GB HBM3', 'bfloat16') == 989.4e12
+
+
+def _clock_of_events(monkeypatch, lower_s, compile_s, step_s, log=None):
+  """bench's clock, advanced only by the events timed: lowering takes `lower_s`, compiling
+  `compile_s`, and the JAX steps (warm-up, then timed) the durations in `step_s`, in order; each
+  step appends 'jax' to `log`. Every time reported can then be derived exactly."""
+  now = [0.0]
+  durations = iter(step_s)
+  monkeypatch.setattr(bench, 'time', types.SimpleNamespace(perf_counter=lambda: now[0]))
+
+  def taking(method, seconds):
+    def timed(self, *args, **kwargs):
+      out = method(self, *args, **kwargs)
+      now[0] += seconds
+      return out
+    return timed
+
+  monkeypatch.setattr(jax.stages.Traced, 'lower', taking(jax.stages.Traced.lower, lower_s))
+  monkeypatch.setattr(jax.stages.Lowered, 'compile', taking(jax.stages.Lowered.compile,
+                                                            compile_s))
+  step = bench.JaxWorkload.step
+
+  def timed_step(self):
+    step(self)
+    now[0] += next(durations)
+    if log is not None:
+      log.append('jax')
+
+  monkeypatch.setattr(bench.JaxWorkload, 'step', timed_step)
+
+
+# Two warm-up steps, then five timed ones: median 4, mean 4.2, min 1, max 9; with the warm-up
+# counted the median would be 5.
+WARMUP_S, STEP_S = [40.0, 50.0], [5.0, 1.0, 2.0, 9.0, 4.0]
+
+
+def test_times_flops_and_mfu_come_from_the_timed_steps_alone(monkeypatch):
+  """The step time is the median (not the mean or min) of the timed steps, the warm-up left out;
+  the compile time is the compilation's alone (not lowering's, not the first step's); model FLOPs
+  are two per multiply-add of every clip (flops.model_info's count, independent of the step);
+  MFU divides by the peak of the dtype the model computes in ('bfloat16_on_accelerators' is
+  float32 on a CPU). Mutation audit: each of these passed every test."""
+  config = tiny_bench_config()
+  config.dtype = 'bfloat16_on_accelerators'
+  asked = []
+  monkeypatch.setattr(bench, 'peak_flops', lambda kind, dtype: asked.append((kind, dtype)) or 1e6)
+  _clock_of_events(monkeypatch, 3.0, 7.0, WARMUP_S + STEP_S)
+  result = bench.run(config, config_path='demo', mode='eval', batch=2, steps=5, warmup=2,
+                     cpu_kernels=False)  # XLA's convolutions: the textbook taps model_info counts
+  assert result['warmup_times_s'] == WARMUP_S and result['step_times_s'] == STEP_S
+  assert (result['step_time_median_s'], result['step_time_min_s'],
+          result['step_time_max_s']) == (4.0, 1.0, 9.0)
+  assert result['clips_per_s'] == 2 / 4.0
+  assert (result['lower_time_s'], result['compile_time_s']) == (3.0, 7.0)
+
+  model = build_model(config.model, result['num_classes'], config.dtype)
+  macs_per_clip = flops_lib.model_info(model, (4, 16, 16, 3))['gflops'] * 1e9
+  assert result['model_flops_per_step'] == pytest.approx(2 * 2 * macs_per_clip, rel=1e-6)
+  assert asked == [(jax.devices()[0].device_kind, 'float32')]
+  assert result['peak_flops_per_s'] == 1e6
+  assert result['mfu'] == pytest.approx(2 * 2 * macs_per_clip / 4.0 / 1e6, abs=1e-4)
+  assert result['achieved_gflops_per_s'] == pytest.approx(2 * 2 * macs_per_clip / 4.0 / 1e9,
+                                                          abs=0.01)
+  # XLA's count: two FLOPs a multiply-add too, less the taps on padding (a third of a 16 px
+  # clip's), plus elementwise work (measured: 0.70 of the model FLOPs; halved or doubled it is out).
+  assert 0.55 < result['flops_per_step'] / result['model_flops_per_step'] < 1.25
+  assert result['flops_per_device_step'] == result['flops_per_step']  # one device
+
+
+def test_memory_analysis_is_in_mib_and_totals_the_step():
+  """XLA's byte counts in MiB (not MB), and the step's total: arguments and outputs, less the
+  donated buffers they share, plus temporaries. A stand-in compiled step gives known counts."""
+  stats = types.SimpleNamespace(
+      argument_size_in_bytes=3 * 2**20, output_size_in_bytes=2 * 2**20,
+      alias_size_in_bytes=3 * 2**19, temp_size_in_bytes=4 * 2**20,
+      generated_code_size_in_bytes=2**19, peak_memory_in_bytes=5 * 2**20)
+  workload = bench.JaxWorkload.__new__(bench.JaxWorkload)  # no model: only the analysis
+  workload.compiled = types.SimpleNamespace(memory_analysis=lambda: stats)
+  assert workload.memory_analysis() == {
+      'argument_size_mib': 3.0, 'output_size_mib': 2.0, 'alias_size_mib': 1.5,
+      'temp_size_mib': 4.0, 'generated_code_size_mib': 0.5, 'peak_memory_mib': 5.0,
+      'step_total_mib': 3.0 + 2.0 - 1.5 + 4.0, 'scope': 'one device'}
+
+
+def test_compare_runs_the_same_workload_in_pairs_and_divides_jax_by_torch(monkeypatch):
+  """The PyTorch child is given the JAX side's mode, batch, clip shape (here --frames and --size,
+  not the config's), classes and device; the steps alternate in A/B pairs; the ratios are JAX's
+  figures over PyTorch's, its step time a median too. A stand-in child with known step times and
+  peak RSS, and a clock only the JAX steps advance, make every figure exact."""
+  log, specs = [], []
+
+  class StandInChild:
+
+    def __init__(self, spec):
+      specs.append(spec)
+      log.append('start')
+      self.times = iter([2.0, 8.0, 1.0, 3.0, 6.0])  # median 3, mean 4, min 1
+
+    def step(self):
+      log.append('torch')
+      return next(self.times)
+
+    def finish(self):
+      return {'version': 'stand-in', 'threads': 1, 'peak_rss_mib': 100.0,
+              'device_peak_memory_mib': None}
+
+  monkeypatch.setattr(bench, 'TorchChild', StandInChild)
+  _clock_of_events(monkeypatch, 0.0, 0.0, WARMUP_S + STEP_S, log)
+  config = tiny_bench_config('hara_resnet3d')  # 4 frames of 16 px
+  result = bench.run(config, config_path='demo', mode='eval', batch=2, steps=5, warmup=2,
+                     compare='torch', num_classes=4, frames=6, size=24)
+  assert result['input_shape'] == [2, 6, 24, 24, 3]
+  (spec,) = specs
+  model = config.model.to_dict()
+  assert spec == {**spec, 'arch': model.pop('name'), 'model': model, 'mode': 'eval', 'batch': 2,
+                  'frames': 6, 'size': 24, 'num_classes': 4, 'warmup': 2, 'device': 'cpu',
+                  'autocast': None, 'tf32': False}
+  assert log == ['jax', 'jax', 'start'] + ['jax', 'torch', 'torch', 'jax'] * 2 + ['jax', 'torch']
+  torch_result = result['torch']
+  assert torch_result['step_times_s'] == [2.0, 8.0, 1.0, 3.0, 6.0]
+  assert torch_result['step_time_median_s'] == 3.0
+  assert torch_result['clips_per_s'] == round(2 / 3.0, 3)
+  assert result['ratio_step_time_jax_over_torch'] == round(4.0 / 3.0, 3)
+  assert result['ratio_peak_rss_jax_over_torch'] == round(result['host_peak_rss_mib'] / 100, 3)
+  if result['step_peak_rss_mib'] is not None:
+    assert result['ratio_step_peak_rss_jax_over_torch'] == pytest.approx(
+        result['step_peak_rss_mib'] / 100, abs=1.5e-3)
+  assert 'ratio_device_peak_memory_jax_over_torch' not in result  # no device peaks on a CPU
 
 
 def test_flops_count_every_micro_batch_and_memory_totals_count_temporaries():

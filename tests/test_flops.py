@@ -33,6 +33,10 @@ def test_single_conv_and_dense_by_hand(conv_impl):
   assert info['gflops'] == pytest.approx((conv_macs + dense_macs) * 1e-9)
   assert info['params_by_group'] == {'conv': 3 * 27 * 8 + 8, 'bn': 16, 'fc': 8 * 5 + 5}
   assert info['params'] == 656 + 16 + 45
+  # Deeper breakdowns by module path (mutation audit: `depth` ignored passed every test).
+  deeper = flops.model_info(ConvThenDense(conv_impl), (2, 4, 10, 10, 3), depth=2)
+  assert deeper['params_by_module'] == {'conv/kernel': 3 * 27 * 8, 'conv/bias': 8, 'bn/scale': 8,
+                                        'bn/bias': 8, 'fc/kernel': 8 * 5, 'fc/bias': 5}
   # Per view too (mutation audit: BatchNorm counted over the whole batch passed every test).
   with_norm = flops.model_info(ConvThenDense(conv_impl), (2, 4, 10, 10, 3), count_norm=True)
   assert with_norm['gflops_by_kind']['norm'] == pytest.approx(2 * 4 * 5 * 5 * 8 * 1e-9)
@@ -51,6 +55,35 @@ def test_matmuls_inside_a_scan_count_once_per_iteration():
 
   macs = flops.count_macs(three_steps, jnp.ones((1, 8)), jnp.ones((8, 8)))
   assert sum(macs.values()) == 3 * 8 * 8
+  # A scan inside a scan: the outer length times the inner (the outer multiplier was dropped).
+  twice_three = lambda x, w: jax.lax.scan(lambda c, _: (three_steps(c, w), None), x, None,
+                                          length=2)[0]
+  macs = flops.count_macs(twice_three, jnp.ones((1, 8)), jnp.ones((8, 8)))
+  assert sum(macs.values()) == 2 * 3 * 8 * 8
+
+
+def test_a_cond_counts_its_costliest_branch():
+  """A cond runs one branch: the costliest is counted, not the cheapest nor their sum (mutation
+  audit: no test had a cond)."""
+  def either(pred, x):
+    return jax.lax.cond(pred, lambda y: (y @ y) @ y, lambda y: y @ y, x)
+
+  macs = flops.count_macs(either, True, jnp.ones((4, 4)))
+  assert sum(macs.values()) == 2 * 4 * 4 * 4
+
+
+def test_backward_pass_work_is_grouped_under_its_module():
+  """Differentiated equations carry nested wrappers in their name stack
+  ('transpose(jvp(backbone))'): every one is stripped, so a train step's backward pass counts
+  under its module, not under a group of its own per transform."""
+  def loss(w, x):
+    with jax.named_scope('backbone'):
+      return jnp.sum(jnp.tanh(x @ w) @ w)
+
+  macs = flops.count_macs(jax.grad(loss), jnp.ones((8, 8)), jnp.ones((2, 8)))
+  # Forward: two (2, 8) x (8, 8) products; backward: the weight's gradient of each, and the
+  # gradient through the second to the first (no gradient to the input x).
+  assert macs == {(('backbone',), 'dot_general'): (2 + 3) * 2 * 8 * 8}
 
 
 def test_nl_i3d_r50_matches_reference_figures():
