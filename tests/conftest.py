@@ -228,8 +228,9 @@ def s2dnet_stage_runs(tiny_data_dir, tmp_path_factory):
 STAGES = ('warmup', 'sampling')
 
 # Three train steps of the tiny config on however many devices and processes the environment
-# gives (jax.distributed joins when it names a coordinator): the losses, and on one process
-# every parameter and BN statistic, saved to argv[3].
+# gives (jax.distributed joins when it names a coordinator), then an evaluation of the val split:
+# the losses, every parameter and BN statistic after the steps (replicated: whole on every
+# process), and the evaluation's files, scores, labels and metrics, saved to argv[3] by process 0.
 MESH_WORKER = """
 import sys
 from salinet_jax import parallel
@@ -250,14 +251,14 @@ for _ in range(3):
   state, metrics = trainer.train_step(state, batch, jax.random.key(5))
   losses.append(float(metrics['loss']))
 from salinet_jax import evaluate
-_, predictions = evaluate.evaluate_split(config, state.variables, 'val', trainer.mesh,
-                                         trainer.eval_step)
-scored = dict(eval_files=np.array(predictions.filenames), eval_scores=predictions.scores)
-if jax.process_count() == 1:
-  leaves = [np.asarray(x) for x in jax.tree.leaves((state.params, state.batch_stats))]
+results, predictions = evaluate.evaluate_split(config, state.variables, 'val', trainer.mesh,
+                                               trainer.eval_step)
+scored = dict(eval_files=np.array(predictions.filenames), eval_scores=predictions.scores,
+              eval_labels=predictions.labels, eval_metrics=np.array(
+                  [results[k] for k in ('num_videos', 'top1', 'mean_class_accuracy')]))
+leaves = [np.asarray(x) for x in jax.tree.leaves((state.params, state.batch_stats))]
+if jax.process_index() == 0:
   np.savez(sys.argv[3], *leaves, losses=np.array(losses), **scored)
-elif jax.process_index() == 0:
-  np.savez(sys.argv[3], losses=np.array(losses), **scored)
 """
 
 

@@ -14,6 +14,8 @@ import time
 
 import numpy as np
 
+from data import synthetic
+from salinet_jax import checkpoints
 from salinet_jax import train
 from tests.conftest import REPO_ROOT
 from tests.conftest import mesh_worker
@@ -48,7 +50,9 @@ def test_two_processes_match_one_process_with_four_devices(tiny_data_dir, tmp_pa
                                                           four_device_run):
   """Also their evaluation: every video once, with the same scores, and the predictions in the
   records' order, as one process lists them (audit: rows came process by process, 0, 2, 1, 3,
-  so a diff of the two CSVs showed moved rows)."""
+  so a diff of the two CSVs showed moved rows). The weights after the last step too, which no
+  loss shows, and the labels and metrics of the evaluation (mutation audit: each process
+  taking process 0's labels for its own rows passed, the scores being right)."""
   multi = mesh_worker(tiny_data_dir, tmp_path / 'multi.npz', 4, processes=2,
                       JAX_COORDINATOR_ADDRESS=f'127.0.0.1:{_free_port()}', JAX_NUM_PROCESSES='2')
   np.testing.assert_allclose(multi['losses'], four_device_run['losses'], rtol=1e-5, atol=1e-6)
@@ -56,12 +60,25 @@ def test_two_processes_match_one_process_with_four_devices(tiny_data_dir, tmp_pa
   assert list(multi['eval_files']) == list(four_device_run['eval_files'])
   np.testing.assert_allclose(multi['eval_scores'], four_device_run['eval_scores'], rtol=1e-4,
                              atol=1e-5)
+  # The labels the records give each file (its class is its folder), all four classes.
+  classes = [name.split('/')[1] for name in four_device_run['eval_files']]
+  assert list(four_device_run['eval_labels']) == [synthetic.CLASSES.index(c) for c in classes]
+  np.testing.assert_array_equal(multi['eval_labels'], four_device_run['eval_labels'])
+  assert four_device_run['eval_metrics'][0] == 7
+  np.testing.assert_allclose(multi['eval_metrics'], four_device_run['eval_metrics'], atol=1e-6)
+  weights = [k for k in four_device_run.files if k.startswith('arr_')]
+  assert len(weights) > 20 and sorted(multi.files) == sorted(four_device_run.files)
+  for key in weights:
+    np.testing.assert_allclose(multi[key], four_device_run[key], rtol=1e-4, atol=1e-5,
+                               err_msg=key)
 
 
 def test_two_processes_train_through_main_py(tiny_data_dir, tmp_path):
   """main.py as a multi-host job starts it: it must join jax.distributed before anything starts
   JAX's backend (its console setup did, and every process died with 'jax.distributed.initialize()
-  must be called before any JAX calls'), then train and save as one run."""
+  must be called before any JAX calls'), then train and save as one run: one checkpoint, whole
+  and verifiable (process 0 records its checksums), one set of TensorBoard event files and one
+  log (process 0's; mutation audit: every process writing its own events passed)."""
   workdir = tmp_path / 'run'
   address = f'127.0.0.1:{_free_port()}'
   procs = [subprocess.Popen(
@@ -75,6 +92,12 @@ def test_two_processes_train_through_main_py(tiny_data_dir, tmp_path):
     assert proc.returncode == 0, err[-4000:]
   assert 'JAX process 0/2, 1 local / 2 global cpu devices' in outputs[0][1], outputs[0][1][-3000:]
   assert os.listdir(workdir / 'checkpoints') == ['2'], os.listdir(workdir / 'checkpoints')
+  assert checkpoints.verify_step_dir(str(workdir / 'checkpoints' / '2')) == (True, '')
+  events = [name for name in os.listdir(workdir) if name.startswith('events.out.tfevents')]
+  assert len(events) == 1, events
+  assert scalars_written(workdir, 'loss').keys() == {1, 2}
+  log = (workdir / 'log.txt').read_text()
+  assert log.count('step 2/2 ') == 1 and 'JAX process 0/2' in log, log
 
 
 def test_a_sigterm_to_one_process_stops_the_whole_group_at_one_step(tiny_data_dir, tmp_path):

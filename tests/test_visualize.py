@@ -2,6 +2,7 @@
 model without saliency masks or detail windows says it draws nothing."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from salinet_jax import inputs
@@ -55,3 +56,73 @@ def test_a_saliency_picture_of_a_longer_clip_says_which_frames_it_shows(tmp_path
   assert 'Frames 1-8 of the clip\'s 12.' in notes[0], notes[0]
   assert 'Frames' not in notes[1], notes[1]
   assert len(saved[0].axes) == len(saved[1].axes) == 9  # 8 frames and the colour bar
+
+
+def test_a_saliency_picture_shows_each_clip_under_its_own_s_final_resized_to_the_frame(
+    tmp_path, monkeypatch):
+  """Each picture shows its own clip's frames as they were read (normalisation undone) under
+  that clip's S_final, resized bilinearly to the frame, the colour scale spanning it (mutation
+  audit: a map of another layer, of another clip, or not resized at all passed every test).
+  32-pixel clips, so that S_final is 2x2 and the SSF map S3 4x4: a resize shows."""
+  from matplotlib import figure  # pylint: disable=g-import-not-at-top
+  saved = []
+  monkeypatch.setattr(figure.Figure, 'savefig', lambda fig, *a, **k: saved.append(fig))
+  config = tiny_bench_config('salinet_hara')
+  config.data.update(dict(crop_size=32, eval_crop_size=32))
+  model = models.build_model(config.model, 4, config.dtype)
+  variables = models.init_variables(model, jax.random.key(0), inputs.clip_shape(config.data))
+  clips = np.random.default_rng(1).integers(0, 256, (2, 1, 4, 32, 32, 3), dtype=np.uint8)
+  batch = {'video': clips, 'mask': np.ones(2, bool), 'label': np.zeros(2, np.int32),
+           'filename': np.array([b'a.mp4', b'b.mp4'])}
+  visualize.write_visualizations(model, variables, batch, str(tmp_path), 2, config.data,
+                                 ['w', 'x', 'y', 'z'])
+  mean, std = inputs.normalization(config.data)
+  pixels = clips[:, 0] / np.float32(255)
+  _, aux = model.apply(variables, jnp.asarray((pixels - mean) / std, jnp.float32), train=False,
+                       return_aux=True)
+  final = np.asarray(aux['saliency_final'])
+  assert final.shape == (2, 1, 2, 2, 1) and np.ptp(final[0] - final[1]) > 1e-4, final
+  assert len(saved) == 2
+  for clip, fig in enumerate(saved):
+    expected = np.asarray(jax.image.resize(final[clip, 0, :, :, 0], (32, 32), 'linear'))
+    frame_axes = [ax for ax in fig.axes if ax.images and len(ax.images) == 2]
+    assert len(frame_axes) == 4
+    for t, ax in enumerate(frame_axes):
+      shown, heat = ax.images
+      np.testing.assert_allclose(shown.get_array(), pixels[clip, t], atol=1e-5)
+      np.testing.assert_allclose(heat.get_array(), expected, rtol=1e-5, atol=1e-7)
+      np.testing.assert_allclose(heat.get_clim(), (final[clip].min(), final[clip].max()),
+                                 rtol=1e-5)
+
+
+def test_an_s2dnet_picture_shows_the_synopsis_frames_under_the_window_of_the_nearest_detail(
+    tmp_path, monkeypatch):
+  """Top row: the synopsis frames the model chose, each under the window of the detail frame
+  whose temporal centre is nearest, as the sampler's grid spans it (D points delta apart around
+  the centre); bottom row: the detail frames. Mutation audit: the first frames in place of the
+  chosen ones, a window picked by column, or one as tall as it is wide passed every test."""
+  from matplotlib import figure  # pylint: disable=g-import-not-at-top
+  saved = []
+  monkeypatch.setattr(figure.Figure, 'savefig', lambda fig, *a, **k: saved.append(fig))
+  rng = np.random.default_rng(0)
+  mean, std = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
+  pixels, detail = rng.random((10, 8, 8, 3)), rng.random((2, 4, 4, 3))
+  aux = {'synopsis_frame_indices': np.array([0, 4, 9]), 'sampler_mu_t': np.array([1.0, 8.0]),
+         'detail_frames': (detail - mean) / std,
+         'sampler_center_x': np.array([2.0, 5.0]), 'sampler_center_y': np.array([3.0, 4.0]),
+         'sampler_delta_x': np.array([0.5, 1.0]), 'sampler_delta_y': np.array([1.0, 0.25])}
+  visualize.s2dnet_figure((pixels - mean) / std, aux, str(tmp_path / 'a.png'), mean=mean,
+                          std=std)
+  (fig,) = saved
+  top, bottom = fig.axes[:3], fig.axes[3:5]
+  nearest = [0, 0, 1]  # frame 4 is 3 frames from detail 0's centre (1.0), 4 from detail 1's
+  for ax, index, window in zip(top, (0, 4, 9), nearest):
+    np.testing.assert_allclose(ax.images[0].get_array(), pixels[index], atol=1e-6)
+    (box,) = ax.patches
+    # The 4 grid points x_j = center + (j - 1.5) * delta: the box spans the first to the last.
+    xs = aux['sampler_center_x'][window] + (np.arange(4) - 1.5) * aux['sampler_delta_x'][window]
+    ys = aux['sampler_center_y'][window] + (np.arange(4) - 1.5) * aux['sampler_delta_y'][window]
+    np.testing.assert_allclose([box.get_x(), box.get_y(), box.get_width(), box.get_height()],
+                               [xs[0], ys[0], xs[-1] - xs[0], ys[-1] - ys[0]])
+  for ax, frame in zip(bottom, detail):
+    np.testing.assert_allclose(ax.images[0].get_array(), frame, atol=1e-6)
