@@ -126,3 +126,39 @@ def test_an_s2dnet_picture_shows_the_synopsis_frames_under_the_window_of_the_nea
                                [xs[0], ys[0], xs[-1] - xs[0], ys[-1] - ys[0]])
   for ax, frame in zip(bottom, detail):
     np.testing.assert_allclose(ax.images[0].get_array(), frame, atol=1e-6)
+
+
+def test_each_s2dnet_picture_is_drawn_from_its_own_videos_frames_and_windows(tmp_path,
+                                                                              monkeypatch):
+  """write_visualizations hands each S2DNet picture its own video's frames and detail windows,
+  computed over that video's own valid frames (its frame_mask). Only s2dnet_figure was tested:
+  every picture drawn with the first video's windows, or every video taken as full length
+  (padding read as frames), passed (audit)."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from salinet_jax.models import s2dnet  # pylint: disable=g-import-not-at-top
+  from tests.test_s2dnet import TINY, TINY_CLASSES  # pylint: disable=g-import-not-at-top
+  model = s2dnet.S2DNet(num_classes=TINY_CLASSES, **TINY)
+  frames, size = 12, 32
+  data_config = ml_collections.ConfigDict(dict(normalization='kinetics', num_frames=frames))
+  variables = models.init_variables(model, jax.random.key(0), (1, frames, size, size, 3))
+  video = np.random.default_rng(0).integers(0, 256, (2, 1, frames, size, size, 3),
+                                            dtype=np.uint8)
+  frame_mask = np.arange(frames)[None, :] < np.array([[12], [7]])
+  drawn = []
+  monkeypatch.setattr(visualize, 's2dnet_figure',
+                      lambda shown, aux, path, **kwargs: drawn.append((shown, aux)) or path)
+  batch = {'video': video, 'frame_mask': frame_mask, 'mask': np.ones(2, bool),
+           'label': np.array([1, 3]), 'filename': np.array([b'a.mp4', b'b.mp4'])}
+  paths = visualize.write_visualizations(model, variables, batch, str(tmp_path), 2, data_config,
+                                         [str(k) for k in range(TINY_CLASSES)])
+  assert len(paths) == len(drawn) == 2
+  normalised, kwargs = inputs.model_inputs({'video': video[:, 0], 'frame_mask': frame_mask},
+                                           data_config)
+  _, aux = model.apply(variables, normalised, train=False, return_aux=True, **kwargs)
+  np.testing.assert_array_equal(aux['num_valid'], [12, 7])
+  assert np.ptp(np.asarray(aux['sampler_mu_t'][0] - aux['sampler_mu_t'][1])) > 0.5
+  for i, (shown, got) in enumerate(drawn):
+    np.testing.assert_allclose(shown, normalised[i], rtol=1e-6)
+    for key in ('sampler_mu_t', 'sampler_center_x', 'sampler_delta_y', 'synopsis_frame_indices',
+                'detail_frames'):
+      np.testing.assert_allclose(got[key], aux[key][i], rtol=1e-5, atol=1e-6, err_msg=key)
