@@ -506,6 +506,14 @@ def test_a_sigterm_during_an_evaluation_or_save_stops_at_that_step(during, confi
   from absl import logging  # pylint: disable=g-import-not-at-top
   plain_engine, calls, lines = train.training_engine, collections.Counter(), []
 
+  def saved_steps_and_best():
+    store = checkpoints.CheckpointStore(str(tmp_path / 'run'), config.checkpoint,
+                                        read_only=True)
+    try:
+      return store.steps(), store.manager.best_step()
+    finally:
+      store.close()
+
   def counted(name, step_fn):
     def step(*args):
       calls[name] += 1
@@ -529,9 +537,7 @@ def test_a_sigterm_during_an_evaluation_or_save_stops_at_that_step(during, confi
   config.eval_every_steps, config.checkpoint_every_steps = (100, 2) if during == 'save' else (2, 6)
   result = train.train_and_evaluate(config, str(tmp_path / 'run'))
   assert result == {'preempted_at_step': 2, 'stopped_by': 'SIGTERM'}, (result, lines)
-  store = checkpoints.CheckpointStore(str(tmp_path / 'run'), config.checkpoint, read_only=True)
-  steps, best = store.steps(), store.manager.best_step()
-  store.close()
+  steps, best = saved_steps_and_best()
   assert steps == [2] and best is None, (steps, best)  # saved, with no evaluation
   if during != 'save':  # 2 batches of precise BN and of evaluation, stopped at the first
     assert calls['precise_bn'] == (1 if during == 'precise_bn' else 2), calls
@@ -541,9 +547,7 @@ def test_a_sigterm_during_an_evaluation_or_save_stops_at_that_step(during, confi
   if during == 'evaluation':  # the rerun resumes there and finishes
     monkeypatch.setattr(train, 'training_engine', plain_engine)
     assert train.train_and_evaluate(config, str(tmp_path / 'run'))['step'] == 6
-    store = checkpoints.CheckpointStore(str(tmp_path / 'run'), config.checkpoint, read_only=True)
-    steps, best = store.steps(), store.manager.best_step()
-    store.close()
+    steps, best = saved_steps_and_best()
     assert steps == [2, 4, 6] and best in (4, 6), (steps, best)
 
 
