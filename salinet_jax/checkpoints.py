@@ -288,6 +288,18 @@ def config_differences(stored_json: str, config: Any, limit: int = 12,
 
 
 # ----------------------------------------------------------------------------------- the store
+class _CheckpointManager(ocp.CheckpointManager):
+  """orbax's manager, kept from asking JAX's preemption service whether to save: that service
+  counts the questions of every caller as one clock, the train loop's (train.PreemptionWatcher),
+  and orbax's, with step numbers (some from its background finalisation), would move it: where
+  every process's last question was orbax's, a SIGTERM would stop the group at a point already
+  passed, that is never. The loop asks, and then saves with `force`."""
+
+  def reached_preemption(self, step: int) -> bool:
+    del step
+    return False
+
+
 class CheckpointStore:
   """The checkpoints of one workdir: last `keep_last` plus the best by `best_metric`.
 
@@ -331,7 +343,7 @@ class CheckpointStore:
         async_options=None if read_only else ocp.AsyncOptions(
             post_finalization_callback=self._record_checksums))
     _drop_reports_of_abandoned_orbax_work()
-    self.manager = ocp.CheckpointManager(self.directory, options=options)
+    self.manager = _CheckpointManager(self.directory, options=options)
 
   def _remove_unfinished_saves(self) -> None:
     """Removes, and names, the folders of saves that never finished (a full disk, a kill): they

@@ -60,7 +60,7 @@ class PreemptionWatcher:
 
   On several processes SIGTERM is left to JAX's preemption service (jax.distributed installs
   its handler; a Python handler would replace it): a SIGTERM to any process of the group
-  reaches every process through the coordination service, and all stop at the same step
+  reaches every process through the coordination service, and all stop at the same point
   (`multihost_utils.reached_preemption_sync_point`). Each process stopping at the step its own
   signal arrived in left the others waiting in a collective until the group aborted. A Ctrl-C
   reaches one process only, so it interrupts as Python does.
@@ -70,6 +70,7 @@ class PreemptionWatcher:
     self.received: Optional[str] = None  # the name of the signal that asked to stop
     self._previous = {}
     self._group = jax.process_count() > 1
+    self._asked = 0  # on a group: how often this process asked the preemption service
     if threading.current_thread() is threading.main_thread() and not self._group:
       self._previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._on_signal)
       # Not where SIGINT is ignored (a background job of a script) or handled by someone else.
@@ -88,14 +89,49 @@ class PreemptionWatcher:
                       name)
     self.received = self.received or name
 
+  @property
+  def heard(self) -> str:
+    """How the stop came: 'SIGTERM received', or on a group, where it reached one process."""
+    return f'{self.received} ' + ('reached a process of this group' if self._group else 'received')
+
   def should_stop(self, step: int) -> bool:
-    if self._group:
-      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-      if multihost_utils.reached_preemption_sync_point(step):
-        logging.warning('SIGTERM reached a process of this group: every process saves a '
-                        'checkpoint at the end of step %d and exits.', step)
-        self.received = 'SIGTERM'
+    """Asked after every train step: whether to save this step and exit."""
+    if self._reached_group_stop():
+      logging.warning('SIGTERM reached a process of this group: every process saves a '
+                      'checkpoint at the end of step %d and exits.', step)
     return bool(self.received)
+
+  def stop_requested(self) -> bool:
+    """Asked before every batch of an evaluation inside training (precise BN, eval batches),
+    whether to end it and save the step without it, and after every save but the last, whether
+    to exit there."""
+    self._reached_group_stop()
+    return bool(self.received)
+
+  def say_if_stopped_too_late(self, step: int) -> None:
+    """Asked once after the last step and its evaluation, where nothing is left to stop: on a
+    group, says that a SIGTERM came meanwhile (on one process, the signal's own line did)."""
+    if self._reached_group_stop():
+      logging.warning('SIGTERM reached a process of this group during its last step or '
+                      'evaluation: the run had finished, with step %d saved.', step)
+
+  def _reached_group_stop(self) -> bool:
+    """On a group, whether the processes' agreed stop point is this question (then `received`).
+
+    JAX's service sets the stop point at one past the largest count of questions any process
+    has reported when the signal arrives. The count is of questions, not of steps, so that an
+    evaluation inside training can stop at a batch: every process asks at the same points
+    (after each train step and save, before each batch of an evaluation), so one count is a
+    clock for all. Nothing else may ask the service (checkpoints.CheckpointStore keeps orbax from it).
+    """
+    if not self._group or self.received:
+      return False
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    self._asked += 1
+    if not multihost_utils.reached_preemption_sync_point(self._asked):
+      return False
+    self.received = 'SIGTERM'
+    return True
 
   def close(self) -> None:
     for signum, previous in list(self._previous.items()):
@@ -831,7 +867,7 @@ def _run_steps(trainer, state, start_step, store, writer, train_iter, rng, progr
       _check_finite_loss(float(metrics['loss']), step, store)
       # A stop asked for meanwhile ends the evaluation, which can take longer than a scheduler's
       # grace period; not the run's last, as a finished run evaluates nothing when rerun.
-      stop_requested = None if is_last else lambda: bool(preemption.received)
+      stop_requested = None if is_last else preemption.stop_requested
       split = config.dataset.eval_split
       try:
         evaluated_state = state
@@ -843,9 +879,9 @@ def _run_steps(trainer, state, start_step, store, writer, train_iter, rng, progr
             what=f'the model at step {step}', stop_requested=stop_requested)
         state, evaluated = evaluated_state, True
       except errors.StopRequested as e:
-        logging.warning('%s received during the evaluation of step %d: saving step %d without it '
-                        '(%s) and exiting; `--mode=eval --config.eval.checkpoint=%s` evaluates '
-                        'it.', preemption.received, step, step, e, store.step_dir(step))
+        logging.warning('%s during the evaluation of step %d: saving step %d without it (%s) '
+                        'and exiting; `--mode=eval --config.eval.checkpoint=%s` evaluates it.',
+                        preemption.heard, step, step, e, store.step_dir(step))
         stop = True
     if evaluated:
       eval_results['step'] = step
@@ -872,13 +908,14 @@ def _run_steps(trainer, state, start_step, store, writer, train_iter, rng, progr
                  environment=environment)
     progress.pause(time.monotonic() - paused)
     # A SIGTERM during this step's evaluation or save stops here, at the step just saved, not
-    # after training and saving one more (on a group `received` is only set at `should_stop`).
-    stop = stop or (saving and not is_last and bool(preemption.received))
+    # after training and saving one more.
+    stop = stop or (saving and not is_last and preemption.stop_requested())
     if stop:
       store.wait()
       logging.warning('Preempted: saved checkpoint step %d in %s; rerun the same command to '
                       'resume.', step, store.directory)
       return {'preempted_at_step': step, 'stopped_by': preemption.received or 'SIGTERM'}
+  preemption.say_if_stopped_too_late(total_steps)
   return eval_results
 
 

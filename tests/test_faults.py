@@ -551,6 +551,81 @@ def test_a_sigterm_during_an_evaluation_or_save_stops_at_that_step(during, confi
     assert steps == [2, 4, 6] and best in (4, 6), (steps, best)
 
 
+@pytest.mark.parametrize('during', ['evaluation', 'precise_bn', 'save', 'last_evaluation'])
+def test_a_group_stops_an_evaluation_or_save_where_its_processes_agree(during, config, tmp_path,
+                                                                       monkeypatch):
+  """On a group of processes SIGTERM reaches the loop through JAX's preemption service: each
+  process reports its last count of questions and all stop when they ask once more. Asked only
+  after train steps, a SIGTERM while the group evaluated or saved step N let the evaluation run
+  to its end, then trained and saved step N+1 (a Kinetics-400 evaluation outlasts a scheduler's
+  grace period); one during the last evaluation went unsaid; orbax asked too, with step
+  numbers. The service is played here in one process: the stop point is the count last asked
+  plus one, as JAX computes it."""
+  from absl import logging  # pylint: disable=g-import-not-at-top
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  plain_engine, lines, asked, stop_at = train.training_engine, [], [], []
+  calls, per_step = collections.Counter(), collections.Counter()  # per_step: by (name, step)
+  kind = 'evaluation' if during == 'last_evaluation' else during
+  at_step = 6 if during == 'last_evaluation' else 2
+
+  class GroupWatcher(train.PreemptionWatcher):  # as on a process of a group
+    def __init__(self):
+      super().__init__()
+      self._group = True
+
+  def reached(count):
+    asked.append(count)
+    return bool(stop_at) and count == stop_at[0]
+
+  def counted(name, step_fn):
+    def step(*args):
+      calls[name] += 1
+      if name != 'train':
+        per_step[name, calls['train']] += 1
+      if name == kind and calls['train'] == at_step and not stop_at:  # the signal comes
+        stop_at.append(asked[-1] + 1)
+      return step_fn(*args)
+    return step
+
+  def observed_engine(config):
+    trainer = plain_engine(config)
+    trainer.train_step = counted('train', trainer.train_step)
+    trainer.eval_step = counted('evaluation', trainer.eval_step)
+    trainer.moments_step = counted('precise_bn', trainer.moments_step)
+    return trainer
+
+  save = checkpoints.CheckpointStore.save
+  monkeypatch.setattr(checkpoints.CheckpointStore, 'save', lambda self, step, state, **kwargs: (
+      counted('save', lambda: save(self, step, state, **kwargs))()))
+  monkeypatch.setattr(train, 'PreemptionWatcher', GroupWatcher)
+  monkeypatch.setattr(multihost_utils, 'reached_preemption_sync_point', reached)
+  monkeypatch.setattr(train, 'training_engine', observed_engine)
+  monkeypatch.setattr(logging, 'warning', lambda message, *args: lines.append(message % args))
+  config.num_train_steps, config.precise_bn_batches = 6, 2
+  config.eval_every_steps, config.checkpoint_every_steps = (100, 2) if during == 'save' else (2, 6)
+  result = train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert asked == list(range(1, len(asked) + 1)), asked  # one count, the same on every process
+  store = checkpoints.CheckpointStore(str(tmp_path / 'run'), config.checkpoint, read_only=True)
+  steps, best = store.steps(), store.manager.best_step()
+  store.close()
+  if during == 'last_evaluation':  # the run finished: nothing to stop, but it is said
+    assert result['step'] == 6 and 'top1' in result and steps == [2, 4, 6], (result, steps)
+    assert per_step['evaluation', 6] == per_step['evaluation', 2] > 1, per_step  # not stopped
+    assert per_step['precise_bn', 6] == 2, per_step
+    assert any(line.startswith('SIGTERM reached a process of this group during its last step '
+                               'or evaluation') for line in lines), lines
+    return
+  assert result == {'preempted_at_step': 2, 'stopped_by': 'SIGTERM'}, (result, lines)
+  assert steps == [2] and best is None, (steps, best)  # saved, with no evaluation
+  if during == 'save':
+    return
+  # The group stops at the batch after the one the signal came in.
+  assert calls['precise_bn'] == (1 if during == 'precise_bn' else 2), calls
+  assert calls['evaluation'] == (0 if during == 'precise_bn' else 1), calls
+  assert any(line.startswith('SIGTERM reached a process of this group during the evaluation of '
+                             'step 2: saving step 2 without it') for line in lines), lines
+
+
 @pytest.mark.parametrize('case', ['a_bug', 'a_bug_in_a_group', 'a_lost_group', 'no_space',
                                   'ctrl_c'])
 def test_log_txt_ends_with_the_error_that_stopped_the_run(case, config, tmp_path, monkeypatch):

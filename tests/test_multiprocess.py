@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 
+from configs import demo
 from data import synthetic
 from salinet_jax import checkpoints
 from salinet_jax import train
@@ -128,6 +129,69 @@ def test_a_sigterm_to_one_process_stops_the_whole_group_at_one_step(tiny_data_di
   assert len(saved) == 1, saved
   for text in texts:
     assert f'Stopped by SIGTERM after saving step {saved[0]}; exit status 143' in text, text[-3000:]
+
+
+# main.py where process 1 gets a SIGTERM in the first batch of its first evaluation in training.
+_MAIN_WITH_A_SIGTERM_IN_AN_EVALUATION = """
+import os
+import signal
+import time
+import jax
+from absl import app
+import main
+from salinet_jax import cli
+from salinet_jax import train
+plain_engine = train.training_engine
+
+def observed_engine(config):
+  trainer = plain_engine(config)
+  plain_step, calls = trainer.eval_step, []
+
+  def eval_step(*args):
+    calls.append(1)
+    if len(calls) == 1 and jax.process_index() == 1:
+      os.kill(os.getpid(), signal.SIGTERM)
+      time.sleep(5)  # JAX's notifier looks for the signal once a second, then tells the group
+    return plain_step(*args)
+
+  trainer.eval_step = eval_step
+  return trainer
+
+train.training_engine = observed_engine
+app.run(main.main, flags_parser=cli.parse_flags)
+"""
+
+
+def test_a_sigterm_while_a_training_group_evaluates_stops_it_at_that_step(tiny_data_dir,
+                                                                          tmp_path):
+  """The group asked JAX's preemption service after train steps only: a SIGTERM while it
+  evaluated step 2 let the evaluation run to its end, then trained and saved step 3 (a
+  Kinetics-400 evaluation outlasts a scheduler's grace period). Now every process ends the
+  evaluation at the same batch and saves step 2 without it."""
+  workdir = tmp_path / 'run'
+  procs, logs = _start_a_group_of_two(tmp_path, f'--workdir={workdir}',
+                                      *_tiny_overrides(tiny_data_dir),
+                                      '--config.num_train_steps=6', '--config.eval_batch_size=2',
+                                      '--config.checkpoint_every_steps=6',
+                                      main=('-c', _MAIN_WITH_A_SIGTERM_IN_AN_EVALUATION))
+  try:
+    for proc in procs:
+      proc.wait(timeout=500)
+  finally:
+    for proc in procs:
+      proc.kill()
+  texts = [log.read_text() for log in logs]
+  for proc, text in zip(procs, texts):
+    assert proc.returncode == 143, text[-3000:]
+    assert ('SIGTERM reached a process of this group during the evaluation of step 2: saving '
+            'step 2 without it (stopped after 1 eval batches)') in text, text[-3000:]
+    assert 'Stopped by SIGTERM after saving step 2; exit status 143' in text, text[-3000:]
+  store = checkpoints.CheckpointStore(str(workdir), demo.get_config().checkpoint,
+                                      read_only=True)
+  try:
+    assert store.steps() == [2] and store.manager.best_step() is None  # saved, not evaluated
+  finally:
+    store.close()
 
 
 def test_stopped_and_resumed_run_repeats_the_uninterrupted_loss_curve(config, tmp_path,
