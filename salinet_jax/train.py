@@ -71,6 +71,7 @@ class PreemptionWatcher:
     self._previous = {}
     self._group = jax.process_count() > 1
     self._asked = 0  # on a group: how often this process asked the preemption service
+    self.finishing = False  # the run's last step and evaluation, which a signal does not stop
     if threading.current_thread() is threading.main_thread() and not self._group:
       self._previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._on_signal)
       # Not where SIGINT is ignored (a background job of a script) or handled by someone else.
@@ -80,13 +81,14 @@ class PreemptionWatcher:
   def _on_signal(self, signum, frame):
     del frame
     name = signal.Signals(signum).name
+    what = (" during the run's last step: finishing it and its evaluation (a rerun would "
+            'evaluate nothing), then the run ends' if self.finishing else
+            ': saving a checkpoint at the end of this step and exiting')
     if signum == signal.SIGINT:  # the next Ctrl-C interrupts as usual
       signal.signal(signal.SIGINT, self._previous.pop(signal.SIGINT))
-      logging.warning('Ctrl-C received: saving a checkpoint at the end of this step and exiting '
-                      '(Ctrl-C again stops at once, without saving).')
+      logging.warning('Ctrl-C received%s (Ctrl-C again stops at once, without saving).', what)
     else:
-      logging.warning('%s received: saving a checkpoint at the end of this step and exiting.',
-                      name)
+      logging.warning('%s received%s.', name, what)
     self.received = self.received or name
 
   @property
@@ -827,6 +829,7 @@ def _run_steps(trainer, state, start_step, store, writer, train_iter, rng, progr
   previous = None  # the metrics of the step before: at most two steps are ever in flight
   window, window_steps = None, 0  # the metrics summed over the steps since the last log line
   for step in range(start_step + 1, total_steps + 1):
+    preemption.finishing = step == total_steps
     fetch_start = time.monotonic()
     batch = next(train_iter)
     progress.waited_for_data(time.monotonic() - fetch_start)

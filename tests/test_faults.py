@@ -495,16 +495,28 @@ def test_sigterm_is_acted_on_at_the_next_step(config, tmp_path, monkeypatch):
   assert signal.getsignal(signal.SIGTERM) is handler  # a later SIGTERM is not swallowed
 
 
-@pytest.mark.parametrize('during', ['evaluation', 'precise_bn', 'save'])
-def test_a_sigterm_during_an_evaluation_or_save_stops_at_that_step(during, config, tmp_path,
-                                                                   monkeypatch):
+@pytest.mark.parametrize('during', ['evaluation', 'precise_bn', 'save', 'last_evaluation'])
+@pytest.mark.parametrize('group', [False, True], ids=['one_process', 'group'])
+def test_a_sigterm_during_an_evaluation_or_save_stops_at_that_step(during, group, config,
+                                                                   tmp_path, monkeypatch):
   """A SIGTERM while training evaluates step N (its precise BN or its eval batches) ends the
   evaluation at the next batch and saves step N without it; one during a save stops at the step
   saved. Before, the run finished the evaluation, then trained and saved step N+1 first:
   an evaluation of Kinetics-400 takes hours, longer than a scheduler's grace period, so the
-  rerun lost every step since the checkpoint before (SaliNet K400: up to 10,000)."""
+  rerun lost every step since the checkpoint before (SaliNet K400: up to 10,000). The run's last
+  evaluation is not stopped (a rerun would evaluate nothing), and the line says so (it said
+  'saving ... and exiting', then evaluated on; on a group nothing was said).
+
+  On a group SIGTERM comes through JAX's preemption service, played here in one process: each
+  process reports its count of questions and all stop when they ask once more (the count last
+  asked plus one, as JAX computes it). The group asked after train steps only (so evaluations
+  ran to their end and one more step was saved), and orbax asked too, with step numbers."""
   from absl import logging  # pylint: disable=g-import-not-at-top
-  plain_engine, calls, lines = train.training_engine, collections.Counter(), []
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  plain_engine, lines, asked, stop_at = train.training_engine, [], [], []
+  calls, per_step = collections.Counter(), collections.Counter()  # per_step: by (name, step)
+  kind = 'evaluation' if during == 'last_evaluation' else during
+  at_step = 6 if during == 'last_evaluation' else 2
 
   def saved_steps_and_best():
     store = checkpoints.CheckpointStore(str(tmp_path / 'run'), config.checkpoint,
@@ -513,60 +525,6 @@ def test_a_sigterm_during_an_evaluation_or_save_stops_at_that_step(during, confi
       return store.steps(), store.manager.best_step()
     finally:
       store.close()
-
-  def counted(name, step_fn):
-    def step(*args):
-      calls[name] += 1
-      if name == during and calls[name] == 1:
-        os.kill(os.getpid(), signal.SIGTERM)
-      return step_fn(*args)
-    return step
-
-  def observed_engine(config):
-    trainer = plain_engine(config)
-    trainer.eval_step = counted('evaluation', trainer.eval_step)
-    trainer.moments_step = counted('precise_bn', trainer.moments_step)
-    return trainer
-
-  save = checkpoints.CheckpointStore.save
-  monkeypatch.setattr(checkpoints.CheckpointStore, 'save', lambda self, step, state, **kwargs: (
-      counted('save', lambda: save(self, step, state, **kwargs))()))
-  monkeypatch.setattr(train, 'training_engine', observed_engine)
-  monkeypatch.setattr(logging, 'warning', lambda message, *args: lines.append(message % args))
-  config.num_train_steps, config.precise_bn_batches = 6, 2
-  config.eval_every_steps, config.checkpoint_every_steps = (100, 2) if during == 'save' else (2, 6)
-  result = train.train_and_evaluate(config, str(tmp_path / 'run'))
-  assert result == {'preempted_at_step': 2, 'stopped_by': 'SIGTERM'}, (result, lines)
-  steps, best = saved_steps_and_best()
-  assert steps == [2] and best is None, (steps, best)  # saved, with no evaluation
-  if during != 'save':  # 2 batches of precise BN and of evaluation, stopped at the first
-    assert calls['precise_bn'] == (1 if during == 'precise_bn' else 2), calls
-    assert calls['evaluation'] == (0 if during == 'precise_bn' else 1), calls
-    assert any(line.startswith('SIGTERM received during the evaluation of step 2: saving step '
-                               '2 without it') for line in lines), lines
-  if during == 'evaluation':  # the rerun resumes there and finishes
-    monkeypatch.setattr(train, 'training_engine', plain_engine)
-    assert train.train_and_evaluate(config, str(tmp_path / 'run'))['step'] == 6
-    steps, best = saved_steps_and_best()
-    assert steps == [2, 4, 6] and best in (4, 6), (steps, best)
-
-
-@pytest.mark.parametrize('during', ['evaluation', 'precise_bn', 'save', 'last_evaluation'])
-def test_a_group_stops_an_evaluation_or_save_where_its_processes_agree(during, config, tmp_path,
-                                                                       monkeypatch):
-  """On a group of processes SIGTERM reaches the loop through JAX's preemption service: each
-  process reports its last count of questions and all stop when they ask once more. Asked only
-  after train steps, a SIGTERM while the group evaluated or saved step N let the evaluation run
-  to its end, then trained and saved step N+1 (a Kinetics-400 evaluation outlasts a scheduler's
-  grace period); one during the last evaluation went unsaid; orbax asked too, with step
-  numbers. The service is played here in one process: the stop point is the count last asked
-  plus one, as JAX computes it."""
-  from absl import logging  # pylint: disable=g-import-not-at-top
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-  plain_engine, lines, asked, stop_at = train.training_engine, [], [], []
-  calls, per_step = collections.Counter(), collections.Counter()  # per_step: by (name, step)
-  kind = 'evaluation' if during == 'last_evaluation' else during
-  at_step = 6 if during == 'last_evaluation' else 2
 
   class GroupWatcher(train.PreemptionWatcher):  # as on a process of a group
     def __init__(self):
@@ -580,10 +538,12 @@ def test_a_group_stops_an_evaluation_or_save_where_its_processes_agree(during, c
   def counted(name, step_fn):
     def step(*args):
       calls[name] += 1
-      if name != 'train':
-        per_step[name, calls['train']] += 1
-      if name == kind and calls['train'] == at_step and not stop_at:  # the signal comes
-        stop_at.append(asked[-1] + 1)
+      per_step[name, calls['train']] += 1
+      if name == kind and calls['train'] == at_step and per_step[name, at_step] == 1:
+        if group:  # the service's stop point
+          stop_at.append(asked[-1] + 1)
+        else:
+          os.kill(os.getpid(), signal.SIGTERM)
       return step_fn(*args)
     return step
 
@@ -597,33 +557,37 @@ def test_a_group_stops_an_evaluation_or_save_where_its_processes_agree(during, c
   save = checkpoints.CheckpointStore.save
   monkeypatch.setattr(checkpoints.CheckpointStore, 'save', lambda self, step, state, **kwargs: (
       counted('save', lambda: save(self, step, state, **kwargs))()))
-  monkeypatch.setattr(train, 'PreemptionWatcher', GroupWatcher)
-  monkeypatch.setattr(multihost_utils, 'reached_preemption_sync_point', reached)
   monkeypatch.setattr(train, 'training_engine', observed_engine)
+  if group:
+    monkeypatch.setattr(train, 'PreemptionWatcher', GroupWatcher)
+    monkeypatch.setattr(multihost_utils, 'reached_preemption_sync_point', reached)
   monkeypatch.setattr(logging, 'warning', lambda message, *args: lines.append(message % args))
   config.num_train_steps, config.precise_bn_batches = 6, 2
   config.eval_every_steps, config.checkpoint_every_steps = (100, 2) if during == 'save' else (2, 6)
   result = train.train_and_evaluate(config, str(tmp_path / 'run'))
   assert asked == list(range(1, len(asked) + 1)), asked  # one count, the same on every process
-  store = checkpoints.CheckpointStore(str(tmp_path / 'run'), config.checkpoint, read_only=True)
-  steps, best = store.steps(), store.manager.best_step()
-  store.close()
+  steps, best = saved_steps_and_best()
   if during == 'last_evaluation':  # the run finished: nothing to stop, but it is said
     assert result['step'] == 6 and 'top1' in result and steps == [2, 4, 6], (result, steps)
     assert per_step['evaluation', 6] == per_step['evaluation', 2] > 1, per_step  # not stopped
     assert per_step['precise_bn', 6] == 2, per_step
-    assert any(line.startswith('SIGTERM reached a process of this group during its last step '
-                               'or evaluation') for line in lines), lines
+    said = ('SIGTERM reached a process of this group during its last step or evaluation'
+            if group else "SIGTERM received during the run's last step: finishing it")
+    assert any(line.startswith(said) for line in lines), lines
     return
   assert result == {'preempted_at_step': 2, 'stopped_by': 'SIGTERM'}, (result, lines)
   assert steps == [2] and best is None, (steps, best)  # saved, with no evaluation
-  if during == 'save':
-    return
-  # The group stops at the batch after the one the signal came in.
-  assert calls['precise_bn'] == (1 if during == 'precise_bn' else 2), calls
-  assert calls['evaluation'] == (0 if during == 'precise_bn' else 1), calls
-  assert any(line.startswith('SIGTERM reached a process of this group during the evaluation of '
-                             'step 2: saving step 2 without it') for line in lines), lines
+  if during != 'save':  # 2 batches of precise BN and of evaluation, stopped at the next one
+    assert calls['precise_bn'] == (1 if during == 'precise_bn' else 2), calls
+    assert calls['evaluation'] == (0 if during == 'precise_bn' else 1), calls
+    heard = 'SIGTERM reached a process of this group' if group else 'SIGTERM received'
+    assert any(line.startswith(f'{heard} during the evaluation of step 2: saving step 2 without '
+                               'it') for line in lines), lines
+  if during == 'evaluation' and not group:  # the rerun resumes there and finishes
+    monkeypatch.setattr(train, 'training_engine', plain_engine)
+    assert train.train_and_evaluate(config, str(tmp_path / 'run'))['step'] == 6
+    steps, best = saved_steps_and_best()
+    assert steps == [2, 4, 6] and best in (4, 6), (steps, best)
 
 
 @pytest.mark.parametrize('case', ['a_bug', 'a_bug_in_a_group', 'a_lost_group', 'no_space',
