@@ -124,7 +124,8 @@ class PreemptionWatcher:
     has reported when the signal arrives. The count is of questions, not of steps, so that an
     evaluation inside training can stop at a batch: every process asks at the same points
     (after each train step and save, before each batch of an evaluation), so one count is a
-    clock for all. Nothing else may ask the service (checkpoints.CheckpointStore keeps orbax from it).
+    clock for all. Nothing else may ask the service (checkpoints.CheckpointStore keeps orbax
+    from it).
     """
     if not self._group or self.received:
       return False
