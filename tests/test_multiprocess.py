@@ -48,6 +48,17 @@ def _start_a_group_of_two(tmp_path, *flags, main=('main.py',)):
   return procs, logs
 
 
+def _ended(procs, logs, timeout: float):
+  """Waits for every process of a group to end (killing any still there); their logs' text."""
+  try:
+    for proc in procs:
+      proc.wait(timeout=timeout)
+  finally:
+    for proc in procs:
+      proc.kill()
+  return [log.read_text() for log in logs]
+
+
 def test_two_processes_match_one_process_with_four_devices(tiny_data_dir, tmp_path,
                                                           four_device_run):
   """Also their evaluation: every video once, with the same scores, and the predictions in the
@@ -180,14 +191,7 @@ def test_a_sigterm_while_a_training_group_evaluates_stops_it_at_that_step(tiny_d
                                       '--config.num_train_steps=6', '--config.eval_batch_size=2',
                                       '--config.checkpoint_every_steps=6',
                                       main=('-c', _MAIN_WITH_A_SIGTERM_IN_AN_EVALUATION))
-  try:
-    for proc in procs:
-      proc.wait(timeout=500)
-  finally:
-    for proc in procs:
-      proc.kill()
-  texts = [log.read_text() for log in logs]
-  for proc, text in zip(procs, texts):
+  for proc, text in zip(procs, _ended(procs, logs, timeout=500)):
     assert proc.returncode == 143, text[-3000:]
     assert ('SIGTERM reached a process of this group during the evaluation of step 2: saving '
             'step 2 without it (stopped after 1 eval batches)') in text, text[-3000:]
