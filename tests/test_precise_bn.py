@@ -150,11 +150,28 @@ def test_precise_statistics_and_the_nan_check_see_the_micro_batches_training_see
   assert bool(trainer.outputs_finite(state, full))
 
 
+def _count_primitive(jaxpr, name: str) -> int:
+  """How many equations of `jaxpr` and of the jaxprs nested in it (jit, remat, custom rules)
+  bind the primitive `name`."""
+  count = 0
+  for eqn in jaxpr.eqns:
+    count += eqn.primitive.name == name
+    for param in eqn.params.values():
+      for sub in param if isinstance(param, (list, tuple)) else [param]:
+        sub = getattr(sub, 'jaxpr', sub)  # a ClosedJaxpr's Jaxpr
+        if hasattr(sub, 'eqns'):
+          count += _count_primitive(sub, name)
+  return count
+
+
 @pytest.mark.parametrize('remat', ['elementwise', 'blocks', 'full'])
 def test_precise_statistics_under_remat_are_those_without(tiny_data_dir, remat):
   """Precise BN reads BatchNorm inputs inside the forward, which leaked out of jax.checkpoint:
   the K400 SaliNet recipes and NL-I3D (remat='elementwise', precise_bn_batches=200) would stop
-  at their first evaluation with an UnexpectedTracerError (audit)."""
+  at their first evaluation with an UnexpectedTracerError (audit). So the moments step runs the
+  same model built without remat. Mutation audit: both engines' moments steps were that plain
+  forward, so the test also passed where config.remat never reached the trained model, or where
+  the rematted forward training runs normalised other values than the plain one."""
   config = tiny_config(str(tiny_data_dir))
   plain = engine.Engine(config, ['a', 'b', 'c'], train_videos=8)
   config.remat = remat
@@ -162,9 +179,35 @@ def test_precise_statistics_under_remat_are_those_without(tiny_data_dir, remat):
   state = plain.fresh_state()
   full = synthetic_batch(config, 'train', 4, config.data.num_frames, config.data.crop_size, 3)
   batch = {key: value for key, value in full.items() if key != 'label'}
+  video, kwargs = inputs.model_inputs(batch, config.data)
+
+  def training_forward(model):
+    return lambda variables: model.apply(variables, video, train=True, mutable=['batch_stats'],
+                                         rngs={'dropout': jax.random.key(0)}, **kwargs)
+
+  # The trained model is rematted, the moments step (and the plain model) not.
+  checkpoint = jax.make_jaxpr(jax.checkpoint(jnp.sin))(1.0).eqns[0].primitive.name
+
+  def remats(f, *args):
+    return _count_primitive(jax.make_jaxpr(f)(*args).jaxpr, checkpoint)
+
+  assert remats(training_forward(rematted.model), state.variables) > 0
+  assert remats(training_forward(plain.model), state.variables) == 0
+  assert remats(rematted.moments_step, state.variables, batch) == 0
+  # The rematted training forward normalises what the plain one does: the running statistics
+  # it updates are those of the plain forward, whose moments precise BN records.
+  (got_logits, got), (want_logits, want) = (jax.jit(training_forward(m))(state.variables)
+                                            for m in (rematted.model, plain.model))
+  np.testing.assert_allclose(got_logits, want_logits, rtol=1e-5, atol=1e-6)
+  updated = 0
+  for a, b, old in zip(*(jax.tree.leaves(t) for t in (got, want, state.batch_stats))):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    updated += not np.allclose(b, old)
+  assert updated == len(jax.tree.leaves(state.batch_stats))
   expected = plain.moments_step(state.variables, batch)
   got = rematted.moments_step(state.variables, batch)
   assert sorted(got) == sorted(expected)
+  assert len(got) == updated // 2  # every BatchNorm (mean and var) has its moments
   for path in got:
     for k in range(3):
       np.testing.assert_allclose(got[path][k], expected[path][k], rtol=1e-5, atol=1e-6)

@@ -220,15 +220,50 @@ def _check_closed_form(scales, strides, use_tsfp, seed):
   assert all(float(jnp.abs(g).max()) > 0 for g in jax.tree_util.tree_leaves(gm_c))
 
 
-def test_tsfp_module_returns_gated_pool():
-  x = _uniform((1, 2, 8, 8, 1))
-  tsfp = salient.TSFP((1, 2, 2), conv_impl='native')
+def _same_conv_numpy(x, kernel, strides):
+  """Bias-free 1xkxk convolution with "same" padding and `strides` (t, h, w), in float64 numpy:
+  a strided convolution with padding k // 2 is the stride-1 one sampled at 0, s, 2s, ..."""
+  k = kernel.shape[1]
+  assert kernel.shape[0] == 1 and kernel.shape[2] == k
+  padded = np.pad(x, ((0, 0), (0, 0), (k // 2, k // 2), (k // 2, k // 2), (0, 0)))
+  h, w = x.shape[2:4]
+  out = sum(padded[:, :, dy:dy + h, dx:dx + w, :] @ kernel[0, dy, dx]
+            for dy in range(k) for dx in range(k))
+  st, sh, sw = strides
+  return out[:, ::st, ::sh, ::sw]
+
+
+@pytest.mark.parametrize('strides', [(1, 2, 2), (2, 2, 2)])
+def test_tsfp_module_returns_gated_pool(strides):
+  """P = avgpool(x) * G(gate_input), G recomputed in numpy from the module's own kernels (ReLU
+  convs, the last with the pool's stride, a 1x1x1 conv and a sigmoid). Mutation audit: the test
+  only checked P against the module's own G, so a gate without its sigmoid or ReLUs, read from x
+  instead of gate_input, with another stride, or a pool of gate_input, passed."""
+  x = _uniform((1, 4, 8, 8, 1))
+  gate_input = _uniform((1, 4, 8, 8, 1), seed=1)
+  tsfp = salient.TSFP(strides, conv_impl='native')
   variables = random_variables(tsfp, x)
-  p, g = tsfp.apply(variables, x)
-  assert p.shape == g.shape == (1, 2, 4, 4, 1)
-  pooled = x.reshape(1, 2, 4, 2, 4, 2, 1).mean(axis=(3, 5))
-  np.testing.assert_allclose(p, pooled * g, rtol=1e-6)
-  assert bool(jnp.all((g > 0) & (g < 1)))
+  params = {name: np.asarray(p['kernel'], np.float64) for name, p in variables['params'].items()}
+  assert sorted(params) == [f'gate{n}' for n in range(1, 8)]
+  p, g = tsfp.apply(variables, x, gate_input=gate_input)
+  st, sh, sw = strides
+  shape = (1, 4 // st, 4, 4, 1)
+  assert p.shape == g.shape == shape
+
+  hidden = np.asarray(gate_input, np.float64)
+  for n in range(1, 7):
+    hidden = np.maximum(_same_conv_numpy(hidden, params[f'gate{n}'], strides if n == 6 else
+                                         (1, 1, 1)), 0.0)
+  logit = hidden @ params['gate7'][0, 0, 0]
+  expected_g = 1.0 / (1.0 + np.exp(-logit))
+  pooled = np.asarray(x, np.float64).reshape(1, 4 // st, st, 4, sh, 4, sw, 1).mean(axis=(2, 4, 6))
+  np.testing.assert_allclose(g, expected_g, rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(p, pooled * expected_g, rtol=1e-4, atol=1e-6)
+  # The gate varies (a constant one would hide a wrong branch) and differs from its input's gate.
+  assert np.ptp(expected_g) > 0.05
+  p_x, g_x = tsfp.apply(variables, x)
+  assert not np.allclose(g_x, expected_g, atol=1e-3)
+  np.testing.assert_allclose(p_x, pooled * np.asarray(g_x), rtol=1e-5, atol=1e-7)
   assert _count(variables['params']) == 60_244
 
 

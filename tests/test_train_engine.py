@@ -740,6 +740,56 @@ def test_weights_whose_evaluation_forward_is_nan_are_not_finite(tiny_data_dir):
   assert not bool(trainer.outputs_finite(state, batch))
 
 
+def test_a_micro_batch_whose_training_forward_is_nan_makes_the_outputs_not_finite(config):
+  """With gradient accumulation the check runs each micro-batch's training forward on its own.
+  Mutation audit: it was only ever seen returning True under accumulation, so a check of the
+  first (or last) micro-batch alone, of any finite logit instead of all, or of one forward over
+  the whole batch passed every test. Huge but finite clips overflow their BatchNorm group's mean
+  in training (NaN logits), while large running variances keep the evaluation forward finite, so
+  only the micro-batch forwards can see them."""
+  model = GroupNormedModel()
+  state = engine.create_train_state(model, optax.sgd(0.1), jax.random.key(0), (1, 2, 8, 8, 3))
+  state = state.replace(batch_stats={'bn': {'mean': jnp.zeros(3), 'var': jnp.full(3, 1e30)}})
+  rng = np.random.default_rng(0)
+  clean = jnp.asarray(rng.uniform(0, 255, (4, 2, 8, 8, 3)), jnp.float32)
+  huge = np.finfo(np.float32).max
+
+  def check(video, group_size):
+    batch = {'video': video, 'label': jnp.zeros(4, jnp.int32)}
+    assert bool(jnp.all(jnp.isfinite(video)))
+    normalised, _ = inputs.model_inputs(batch, config.data)
+    assert bool(jnp.all(jnp.isfinite(model.apply(state.variables, normalised, train=False))))
+    finite = jax.jit(functools.partial(  # as the Engine compiles it
+        engine.outputs_finite, model=model, data_config=config.data, bn_group_size=group_size,
+        accumulation_steps=2))(state, batch)
+    return bool(finite), normalised
+
+  def training_logits_finite(normalised, rows, group_size):
+    with layers.batch_norm_groups(group_size):
+      logits, _ = model.apply(state.variables, normalised[rows], train=True,
+                              mutable=['batch_stats'])
+    return np.isfinite(logits).all(axis=1).tolist()
+
+  assert check(clean, 1)[0] and check(clean, 0)[0]
+  # bn_group_size 1, one huge clip: in its micro-batch's training forward only its logits are
+  # NaN. Micro-batch 0 holds rows 0 and 2, micro-batch 1 rows 1 and 3.
+  for row in range(4):
+    finite, normalised = check(clean.at[row].set(huge), 1)
+    assert training_logits_finite(normalised, slice(row % 2, 4, 2), 1) == [row > 1, row < 2]
+    assert not finite, row
+  # bn_group_size 0 (a micro-batch is one group): each clip's normalised values sum to +-0.7 of
+  # float32's range per channel, rows 1 and 3 up, rows 0 and 2 down. Each micro-batch's mean
+  # overflows; one forward over the whole batch is finite.
+  scale = 1.0 / (255.0 * np.asarray(inputs.normalization(config.data)[1]))
+  pixel = 0.7 * huge / (2 * 8 * 8 * scale)
+  signs = np.array([-1.0, 1.0, -1.0, 1.0]).reshape(4, 1, 1, 1, 1)
+  finite, normalised = check(jnp.asarray(np.broadcast_to(signs * pixel, clean.shape),
+                                         jnp.float32), 0)
+  assert training_logits_finite(normalised, slice(0, 4), 0) == [True] * 4
+  assert training_logits_finite(normalised, slice(1, 4, 2), 0) == [False] * 2
+  assert not finite
+
+
 @pytest.mark.parametrize('size', [0, 1, 2])
 def test_batches_reach_the_devices_in_order_whatever_the_prefetch(size):
   """device_prefetch=0 (transfers on demand) is a documented value (mutation audit: it yielding
