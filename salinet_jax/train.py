@@ -97,17 +97,29 @@ class PreemptionWatcher:
     return f'{self.received} ' + ('reached a process of this group' if self._group else 'received')
 
   def should_stop(self, step: int) -> bool:
-    """Asked after every train step: whether to save this step and exit."""
+    """Asked after every train step: whether to save this step and exit (the loop finishes
+    the run's last step and its evaluation regardless)."""
     if self._reached_group_stop():
-      logging.warning('SIGTERM reached a process of this group: every process saves a '
-                      'checkpoint at the end of step %d and exits.', step)
+      if self.finishing:
+        logging.warning("SIGTERM reached a process of this group during the run's last step: "
+                        'every process finishes it and its evaluation (a rerun would evaluate '
+                        'nothing), then the run ends.')
+      else:
+        logging.warning('SIGTERM reached a process of this group: every process saves a '
+                        'checkpoint at the end of step %d and exits.', step)
     return bool(self.received)
 
   def stop_requested(self) -> bool:
-    """Asked before every batch of an evaluation inside training (precise BN, eval batches),
-    whether to end it and save the step without it, and after every save but the last, whether
-    to exit there."""
+    """Asked before every batch of an evaluation inside training (precise BN, eval batches):
+    whether to end it and save the step without it."""
     self._reached_group_stop()
+    return bool(self.received)
+
+  def stop_after_save(self, step: int) -> bool:
+    """Asked after every save but the run's last: whether to exit there."""
+    if self._reached_group_stop():
+      logging.warning('SIGTERM reached a process of this group while step %d was saved: every '
+                      'process exits.', step)
     return bool(self.received)
 
   def say_if_stopped_too_late(self, step: int) -> None:
@@ -867,7 +879,11 @@ def _run_steps(trainer, state, start_step, store, writer, train_iter, rng, progr
     if saving:  # not a state trained on shards changed since the stream opened them
       pipeline.checked_shard_files(train_info)
     evaluated = False
-    if step % config.eval_every_steps == 0 or is_last:
+    evaluates = step % config.eval_every_steps == 0 or is_last
+    if evaluates and stop:  # before the evaluation's pipelines are even built
+      logging.warning('Not evaluating step %d (stopping): `--mode=eval '
+                      '--config.eval.checkpoint=%s` evaluates it.', step, store.step_dir(step))
+    elif evaluates:
       _check_finite_loss(float(metrics['loss']), step, store)
       # A stop asked for meanwhile ends the evaluation, which can take longer than a scheduler's
       # grace period; not the run's last, as a finished run evaluates nothing when rerun.
@@ -913,7 +929,7 @@ def _run_steps(trainer, state, start_step, store, writer, train_iter, rng, progr
     progress.pause(time.monotonic() - paused)
     # A SIGTERM during this step's evaluation or save stops here, at the step just saved, not
     # after training and saving one more.
-    stop = stop or (saving and not is_last and preemption.stop_requested())
+    stop = stop or (saving and not is_last and preemption.stop_after_save(step))
     if stop:
       store.wait()
       logging.warning('Preempted: saved checkpoint step %d in %s; rerun the same command to '

@@ -495,7 +495,8 @@ def test_sigterm_is_acted_on_at_the_next_step(config, tmp_path, monkeypatch):
   assert signal.getsignal(signal.SIGTERM) is handler  # a later SIGTERM is not swallowed
 
 
-@pytest.mark.parametrize('during', ['evaluation', 'precise_bn', 'save', 'last_evaluation'])
+@pytest.mark.parametrize('during', ['train_step', 'evaluation', 'precise_bn', 'save', 'last_step',
+                                    'last_evaluation'])
 @pytest.mark.parametrize('group', [False, True], ids=['one_process', 'group'])
 def test_a_sigterm_during_an_evaluation_or_save_stops_at_that_step(during, group, config,
                                                                    tmp_path, monkeypatch):
@@ -503,9 +504,11 @@ def test_a_sigterm_during_an_evaluation_or_save_stops_at_that_step(during, group
   evaluation at the next batch and saves step N without it; one during a save stops at the step
   saved. Before, the run finished the evaluation, then trained and saved step N+1 first:
   an evaluation of Kinetics-400 takes hours, longer than a scheduler's grace period, so the
-  rerun lost every step since the checkpoint before (SaliNet K400: up to 10,000). The run's last
-  evaluation is not stopped (a rerun would evaluate nothing), and the line says so (it said
-  'saving ... and exiting', then evaluated on; on a group nothing was said).
+  rerun lost every step since the checkpoint before (SaliNet K400: up to 10,000). One during
+  the train step of step N skips its evaluation (it built the evaluation's pipelines, then
+  stopped 'after 0 precise-BN batches'). The run's last step and evaluation are not stopped (a
+  rerun would evaluate nothing), and the line says so (it said 'saving ... and exiting', then
+  evaluated on; on a group it said so too, or nothing).
 
   On a group SIGTERM comes through JAX's preemption service, played here in one process: each
   process reports its count of questions and all stop when they ask once more (the count last
@@ -515,8 +518,9 @@ def test_a_sigterm_during_an_evaluation_or_save_stops_at_that_step(during, group
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   plain_engine, lines, asked, stop_at = train.training_engine, [], [], []
   calls, per_step = collections.Counter(), collections.Counter()  # per_step: by (name, step)
-  kind = 'evaluation' if during == 'last_evaluation' else during
-  at_step = 6 if during == 'last_evaluation' else 2
+  kind = {'last_evaluation': 'evaluation', 'train_step': 'train', 'last_step': 'train'}.get(
+      during, during)
+  at_step = 6 if during.startswith('last') else 2
 
   def saved_steps_and_best():
     store = checkpoints.CheckpointStore(str(tmp_path / 'run'), config.checkpoint,
@@ -567,20 +571,30 @@ def test_a_sigterm_during_an_evaluation_or_save_stops_at_that_step(during, group
   result = train.train_and_evaluate(config, str(tmp_path / 'run'))
   assert asked == list(range(1, len(asked) + 1)), asked  # one count, the same on every process
   steps, best = saved_steps_and_best()
-  if during == 'last_evaluation':  # the run finished: nothing to stop, but it is said
+  heard = 'SIGTERM reached a process of this group' if group else 'SIGTERM received'
+  if during.startswith('last'):  # the run finished: nothing to stop, but it is said
     assert result['step'] == 6 and 'top1' in result and steps == [2, 4, 6], (result, steps)
     assert per_step['evaluation', 6] == per_step['evaluation', 2] > 1, per_step  # not stopped
     assert per_step['precise_bn', 6] == 2, per_step
-    said = ('SIGTERM reached a process of this group during its last step or evaluation'
-            if group else "SIGTERM received during the run's last step: finishing it")
+    if group and during == 'last_evaluation':  # said once the run is finished
+      said = f'{heard} during its last step or evaluation: the run had finished'
+    else:
+      said = f"{heard} during the run's last step: " + (
+          'every process finishes it' if group else 'finishing it')
     assert any(line.startswith(said) for line in lines), lines
     return
   assert result == {'preempted_at_step': 2, 'stopped_by': 'SIGTERM'}, (result, lines)
   assert steps == [2] and best is None, (steps, best)  # saved, with no evaluation
-  if during != 'save':  # 2 batches of precise BN and of evaluation, stopped at the next one
+  if during == 'train_step':  # no evaluation is begun
+    assert calls['precise_bn'] == calls['evaluation'] == 0, calls
+    assert any(line.startswith('Not evaluating step 2 (stopping): `--mode=eval '
+                               '--config.eval.checkpoint=') for line in lines), lines
+  elif during == 'save':
+    assert any(line.startswith(f'{heard} while step 2 was saved' if group else
+                               f'{heard}: saving a checkpoint') for line in lines), lines
+  else:  # 2 batches of precise BN and of evaluation, stopped at the next one
     assert calls['precise_bn'] == (1 if during == 'precise_bn' else 2), calls
     assert calls['evaluation'] == (0 if during == 'precise_bn' else 1), calls
-    heard = 'SIGTERM reached a process of this group' if group else 'SIGTERM received'
     assert any(line.startswith(f'{heard} during the evaluation of step 2: saving step 2 without '
                                'it') for line in lines), lines
   if during == 'evaluation' and not group:  # the rerun resumes there and finishes

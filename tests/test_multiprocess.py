@@ -219,8 +219,8 @@ def test_stopped_and_resumed_run_repeats_the_uninterrupted_loss_curve(config, tm
   train.train_and_evaluate(config, uninterrupted)
 
   interrupted = str(tmp_path / 'interrupted')
-  # A preemption after step 2 (what SIGTERM triggers): save, stop, then rerun the same config.
-  monkeypatch.setattr(train.PreemptionWatcher, 'should_stop', lambda self, step: step == 2)
+  # A preemption during step 2's save (what SIGTERM triggers): stop, then rerun the same config.
+  monkeypatch.setattr(train.PreemptionWatcher, 'stop_after_save', lambda self, step: step == 2)
   assert train.train_and_evaluate(config, interrupted) == {'preempted_at_step': 2,
                                                           'stopped_by': 'SIGTERM'}
   monkeypatch.undo()
