@@ -455,16 +455,27 @@ def test_a_window_cut_short_by_a_stop_is_timed_by_its_own_steps(monkeypatch):
   assert 'clips_per_sec' not in first.window(1)  # its time is mostly compiling: not a rate
 
 
-def test_a_second_ctrl_c_interrupts_at_once():
+@pytest.mark.parametrize('finishing', [False, True])
+def test_a_second_ctrl_c_interrupts_at_once(finishing, monkeypatch):
   """The first Ctrl-C asks for a save at the end of the step; the second interrupts at once, as
   the warning says (mutation audit: a watcher that kept the signal, swallowing every Ctrl-C,
-  went unnoticed)."""
+  went unnoticed). In the run's last step the warning says the run finishes it instead (it
+  said it would save and exit, then evaluated on)."""
+  from absl import logging  # pylint: disable=g-import-not-at-top
+  lines = []
+  monkeypatch.setattr(logging, 'warning', lambda message, *args: lines.append(message % args))
   before = signal.getsignal(signal.SIGINT)
   signal.signal(signal.SIGINT, signal.default_int_handler)
   watcher = train.PreemptionWatcher()
+  watcher.finishing = finishing
   try:
     signal.raise_signal(signal.SIGINT)
     assert watcher.should_stop(1) and watcher.received == 'SIGINT'
+    assert lines == ['Ctrl-C received' + (
+        " during the run's last step: finishing it and its evaluation (a rerun would evaluate "
+        'nothing), then the run ends' if finishing else
+        ': saving a checkpoint at the end of this step and exiting') + ' (Ctrl-C again stops at '
+        'once, without saving).'], lines
     with pytest.raises(KeyboardInterrupt):
       signal.raise_signal(signal.SIGINT)
   finally:
