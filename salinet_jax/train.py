@@ -826,6 +826,11 @@ def _profiler(config, start_step: int, total_steps: int, workdir: str) -> List[A
   return []
 
 
+def _evaluates_later(store: checkpoints.CheckpointStore, step: int) -> str:
+  """The command that evaluates a step saved without its evaluation."""
+  return f'`--mode=eval --config.eval.checkpoint={store.step_dir(step)}` evaluates it'
+
+
 def _run_steps(trainer, state, start_step, store, writer, train_iter, rng, progress, hooks,
                preemption, environment):
   config = trainer.config
@@ -881,8 +886,8 @@ def _run_steps(trainer, state, start_step, store, writer, train_iter, rng, progr
     evaluated = False
     evaluates = step % config.eval_every_steps == 0 or is_last
     if evaluates and stop:  # before the evaluation's pipelines are even built
-      logging.warning('Not evaluating step %d (stopping): `--mode=eval '
-                      '--config.eval.checkpoint=%s` evaluates it.', step, store.step_dir(step))
+      logging.warning('Not evaluating step %d (stopping): %s.', step,
+                      _evaluates_later(store, step))
     elif evaluates:
       _check_finite_loss(float(metrics['loss']), step, store)
       # A stop asked for meanwhile ends the evaluation, which can take longer than a scheduler's
@@ -900,8 +905,8 @@ def _run_steps(trainer, state, start_step, store, writer, train_iter, rng, progr
         state, evaluated = evaluated_state, True
       except errors.StopRequested as e:
         logging.warning('%s during the evaluation of step %d: saving step %d without it (%s) '
-                        'and exiting; `--mode=eval --config.eval.checkpoint=%s` evaluates it.',
-                        preemption.heard, step, step, e, store.step_dir(step))
+                        'and exiting; %s.', preemption.heard, step, step, e,
+                        _evaluates_later(store, step))
         stop = True
     if evaluated:
       eval_results['step'] = step
