@@ -210,6 +210,23 @@ def in_a_group() -> bool:
     return True
 
 
+def check_preemption_service() -> None:
+  """Refuses training in a group that joined jax.distributed without JAX's preemption service:
+  the loop asks it after every step where every process stops (train.PreemptionWatcher), and
+  without it JAX would raise a RuntimeError there, after the first step."""
+  if not in_a_group():
+    return
+  # Private: JAX has no public way to ask whether the service runs.
+  from jax._src import distributed  # pylint: disable=g-import-not-at-top
+  if distributed.global_state.preemption_sync_manager is None:
+    raise errors.ConfigError(
+        f'This process is one of {jax.process_count()} joined through jax.distributed without '
+        "JAX's preemption service, which training needs to stop every process at the same step "
+        'on a SIGTERM: join with salinet_jax.parallel.initialize_distributed() (main.py does), '
+        "or set jax.config.update('jax_enable_preemption_service', True) before "
+        'jax.distributed.initialize().')
+
+
 def _this_process() -> str:
   try:
     return f'process {jax.process_index()} of {jax.process_count()}'

@@ -604,6 +604,30 @@ def test_a_sigterm_during_an_evaluation_or_save_stops_at_that_step(during, group
     assert steps == [2, 4, 6] and best in (4, 6), (steps, best)
 
 
+def test_training_a_group_without_the_preemption_service_is_refused_at_once(config, tmp_path,
+                                                                           monkeypatch):
+  """`train_and_evaluate` called in a group that joined jax.distributed with JAX's preemption
+  service off (a user's own launcher; main.py turns it on) trained its first step and then
+  crashed with JAX's RuntimeError when the loop asked the service whether to stop. It is
+  refused before anything is compiled or written, naming the setting."""
+  from jax._src import distributed  # pylint: disable=g-import-not-at-top
+  from salinet_jax import errors  # pylint: disable=g-import-not-at-top
+  from salinet_jax import parallel  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(parallel, 'in_a_group', lambda: True)
+  monkeypatch.setattr(jax, 'process_count', lambda: 2)
+  monkeypatch.setattr(train, 'training_engine', lambda config: pytest.fail('an Engine was built'))
+  assert distributed.global_state.preemption_sync_manager is None  # never joined here
+  with pytest.raises(errors.ConfigError, match=r"^This process is one of 2 .* without JAX's "
+                     r"preemption service, .*'jax_enable_preemption_service', True\) before "
+                     r'jax\.distributed\.initialize\(\)\.$'):
+    train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert not (tmp_path / 'run').exists()
+  # With the service on, the same start goes on to build the Engine.
+  monkeypatch.setattr(distributed.global_state, 'preemption_sync_manager', object())
+  with pytest.raises(pytest.fail.Exception, match='an Engine was built'):
+    train.train_and_evaluate(config, str(tmp_path / 'run'))
+
+
 @pytest.mark.parametrize('case', ['a_bug', 'a_bug_in_a_group', 'a_lost_group', 'no_space',
                                   'ctrl_c'])
 def test_log_txt_ends_with_the_error_that_stopped_the_run(case, config, tmp_path, monkeypatch):
