@@ -35,6 +35,7 @@ from salinet_jax import inputs
 from salinet_jax import parallel
 from salinet_jax import predict as predict_lib
 from salinet_jax import workdir as workdir_lib
+from salinet_jax.models import layers
 
 INDEX_FILE = 'index.csv'
 
@@ -50,7 +51,7 @@ def view_features(variables, batch, *, model, data_config, clips_per_forward: in
     captured = []
 
     def capture(next_fun, args, call_kwargs, context):
-      if (isinstance(context.module, nn.Dense) and context.module.name == 'fc'
+      if (isinstance(context.module, layers.Dense) and context.module.name == 'fc'
           and context.method_name == '__call__'):
         captured.append(args[0])
       return next_fun(*args, **call_kwargs)

@@ -162,10 +162,12 @@ def _with_memory_advice(error: Exception, config) -> Exception:
   accumulation = config.grad_accumulation_steps
   held = f'{per_device} clips' + (f' ({per_device // accumulation} in each of its {accumulation} '
                                   'micro-batches)' if accumulation > 1 else '')
+  narrower = ('' if models.compute_dtype(config.dtype) == jnp.bfloat16 else
+              ", or use config.dtype='bfloat16'")
   return MemoryError(
-      f'Out of device memory with a per-device batch of {held}. Lower config.batch_size, raise '
-      f'config.grad_accumulation_steps (same effective batch, {accumulation} now), or use '
-      f"config.dtype='bfloat16'. Original error: {str(error)[:2000]}")
+      f'Out of device memory with a per-device batch of {held}. Lower config.batch_size'
+      + (', raise' if narrower else ' or raise') + ' config.grad_accumulation_steps (same effective'
+      f' batch, {accumulation} now){narrower}. Original error: {str(error)[:2000]}')
 
 
 def check_training_config(config: ml_collections.ConfigDict) -> None:

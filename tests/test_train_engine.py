@@ -28,6 +28,7 @@ from salinet_jax.bench import synthetic_batch
 from salinet_jax.models import layers
 from tests.conftest import REPO_ROOT
 from tests.conftest import tiny_config
+from tests.conftest import tiny_s2dnet_config
 from tests.conftest import subprocess_env
 from tests.test_main import _tiny_overrides
 
@@ -254,6 +255,10 @@ def test_out_of_memory_advice_names_the_micro_batch(config):
       f'Out of device memory with a per-device batch of {per_device} clips ({per_device // 2} in '
       'each of its 2 micro-batches). Lower config.batch_size, raise '
       'config.grad_accumulation_steps (same effective batch, 2 now)')
+  assert "or use config.dtype='bfloat16'." in str(error)
+  config.dtype = 'bfloat16'  # accelerator audit: it was advised to a run computing in bfloat16
+  error = train._with_memory_advice(RuntimeError('RESOURCE_EXHAUSTED: 3 GiB'), config)
+  assert '(same effective batch, 2 now). Original error: RESOURCE_EXHAUSTED' in str(error), error
 
 
 class DropoutModel(nn.Module):
@@ -337,6 +342,51 @@ def test_bfloat16_step_runs_and_keeps_float32_state(config, tmp_path):
   changed = [not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(new_state.params),
                                                       jax.tree.leaves(state.params))]
   assert any(changed)
+
+
+def _bfloat16_sums(jaxpr, found: list) -> list:
+  """(elements summed, where) of every reduce_sum of bfloat16 values in `jaxpr`, nested
+  computations included."""
+  for eqn in jaxpr.eqns:
+    for param in eqn.params.values():
+      for sub in param if isinstance(param, (tuple, list)) else (param,):
+        inner = getattr(sub, 'jaxpr', sub)
+        if hasattr(inner, 'eqns'):
+          _bfloat16_sums(inner, found)
+    if eqn.primitive.name == 'reduce_sum' and eqn.invars[0].aval.dtype == jnp.bfloat16:
+      shape = eqn.invars[0].aval.shape
+      count = int(np.prod([shape[axis] for axis in eqn.params['axes']]))
+      if count > 1:
+        found.append((count, str(eqn.source_info.name_stack)[-80:]))
+  return found
+
+
+@pytest.mark.parametrize('model', ['salinet_hara', 'salinet_i3d', 's2dnet_warmup',
+                                   's2dnet_sampling'])
+def test_a_bfloat16_train_step_sums_its_gradients_in_float32(model, tiny_data_dir):
+  """Accelerator audit: autodiff's transpose of a broadcast sums in the broadcast value's dtype,
+  so under config.dtype='bfloat16' (what 'bfloat16_on_accelerators' is on GPUs and TPUs) the
+  gradient of SaliNet's mask S_final (8,192 products a pixel at K400 shapes), of the non-local
+  blocks' conv biases (25,088 values a channel at batch 8), of S2DNet's tiled context and of
+  every classifier's bias was summed in bfloat16; on the CPU 8,192 x bfloat16(0.01) summed to
+  80.5, not 82.0. PyTorch AMP sums them in float32. XLA's own convolutions ('native', what
+  'auto' is on GPUs and TPUs) for the 3D ones; on this CPU, S2DNet's depthwise convolutions
+  are shifted multiply-adds (models/fast_conv.py), whose weight gradient was such a sum too."""
+  if model.startswith('s2dnet'):
+    config = tiny_s2dnet_config(tiny_data_dir, model.split('_')[1])
+  else:
+    config = tiny_config(tiny_data_dir)
+    config.model.conv_impl = 'native'
+  if model == 'salinet_i3d':
+    config.model = dict(name='salinet_i3d', width=4, stage_blocks=(1, 2, 2, 1),
+                        nonlocal_blocks=((), (1,), (1,), ()), conv_impl='native')
+    config.data.crop_size = 32
+  config.dtype = 'bfloat16'
+  trainer = engine.Engine(config, [str(k) for k in range(4)], train_videos=8)
+  batch = synthetic_batch(config, 'train', 2, config.data.num_frames, config.data.crop_size, 4)
+  traced = jax.make_jaxpr(trainer.train_step)(trainer.abstract_state(), batch, jax.random.key(0))
+  sums = _bfloat16_sums(traced.jaxpr, [])
+  assert not sums, f'{len(sums)} sums of bfloat16 values: {sorted(set(sums))}'
 
 
 def test_fresh_state_drops_its_compiled_initialisation(config):

@@ -310,17 +310,21 @@ _define_rule(conv2d_matmul_grad, _plain_conv, _matmul_path_gradients)
 
 def depthwise_conv2d(x, w, strides: Pair, padding: Padding):
   """Depthwise convolution (w: (kh, kw, 1, C), one filter per channel) as shifted
-  multiply-adds; equal to `lax.conv_general_dilated(..., feature_group_count=C)`."""
+  multiply-adds; equal to `lax.conv_general_dilated(..., feature_group_count=C)`. Computed in
+  float32 at least, as XLA's convolutions accumulate: in bfloat16, the taps' sum and the weight
+  gradient (a sum over every clip and position) would round every partial sum."""
   kh, kw = w.shape[:2]
   out_hw = (_out_size(x.shape[1], kh, strides[0], padding[0]),
             _out_size(x.shape[2], kw, strides[1], padding[1]))
-  x_padded = _pad_hw(x, padding)
+  wide = jnp.promote_types(x.dtype, jnp.float32)
+  x_padded = _pad_hw(x.astype(wide), padding)
+  w = w.astype(wide)
   total = None
   for i in range(kh):
     for j in range(kw):
       term = _tap(x_padded, i, j, strides, out_hw) * w[i, j, 0]
       total = term if total is None else total + term
-  return total
+  return total.astype(x.dtype)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -51,6 +51,44 @@ def at_least_float32(dtype: Any) -> Any:
   return jnp.promote_types(dtype, jnp.float32)
 
 
+def widened(x: jnp.ndarray) -> jnp.ndarray:
+  """`x` in float32 at least, for a value broadcast into a larger one (a bias, a mask, a vector
+  tiled over frames) before the result is rounded to the compute dtype: autodiff sums the
+  gradient over the broadcast axes in the broadcast value's dtype, and a bfloat16 sum rounds
+  every partial sum (PyTorch AMP sums such gradients in float32)."""
+  return x.astype(at_least_float32(x.dtype))
+
+
+def add_bias(y: jnp.ndarray, bias: jnp.ndarray) -> jnp.ndarray:
+  """`y + bias` in y's dtype, added in float32 at least (`widened`): the bias gradient sums
+  every position and clip."""
+  return (widened(y) + widened(bias)).astype(y.dtype)
+
+
+class Dense(nn.Module):
+  """flax's `nn.Dense` (the same parameters, initialisers and matrix product) with its bias
+  added by `add_bias`, where flax adds it in the compute dtype. `dtype=None` computes in that of
+  the input and kernel together, as flax's does."""
+  features: int
+  use_bias: bool = True
+  dtype: Any = None
+  param_dtype: Any = jnp.float32
+  precision: Any = None
+  kernel_init: Callable[..., Any] = nn.linear.default_kernel_init
+  bias_init: Callable[..., Any] = nn.initializers.zeros
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    kernel = self.param('kernel', self.kernel_init, (x.shape[-1], self.features),
+                        self.param_dtype)
+    dtype = self.dtype or jnp.result_type(x, kernel)
+    y = jax.lax.dot_general(x.astype(dtype), kernel.astype(dtype),
+                            (((x.ndim - 1,), (0,)), ((), ())), precision=self.precision)
+    if not self.use_bias:
+      return y
+    return add_bias(y, self.param('bias', self.bias_init, (self.features,), self.param_dtype))
+
+
 def conv_impl_for_backend(impl: str) -> str:
   """Resolves 'auto' to the faster 3D convolution strategy for the current backend.
 
@@ -100,8 +138,7 @@ class Conv3D(nn.Module):
     else:
       y = _frame_sum_conv(x, kernel, (st, sh, sw), (pt, ph, pw))
     if self.use_bias:
-      bias = self.param('bias', self.bias_init, (self.features,), self.param_dtype)
-      y = y + bias.astype(self.dtype)
+      y = add_bias(y, self.param('bias', self.bias_init, (self.features,), self.param_dtype))
     return checkpoint_name(y, fast_conv.CONV_OUTPUT)
 
 

@@ -178,7 +178,7 @@ class MobileNetV2(nn.Module):
       return x
     x = jnp.mean(x, axis=(1, 2))
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    logits = nn.Dense(self.num_classes, dtype=self.dtype,
+    logits = layers.Dense(self.num_classes, dtype=self.dtype,
                       kernel_init=nn.initializers.normal(CLASSIFIER_INIT_STD),
                       name='classifier_1')(x)
     return logits.astype(layers.at_least_float32(self.dtype))

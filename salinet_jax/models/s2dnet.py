@@ -145,7 +145,7 @@ class SynopsisNetwork(nn.Module):
     pooled = jnp.mean(e.astype(out_dtype), axis=(2, 3))  # (B, T, C)
     g = nn.Dropout(self.context_dropout_rate, deterministic=not train)(jnp.mean(pooled, axis=1))
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(pooled)
-    per_frame = nn.Dense(self.num_classes, dtype=self.dtype,
+    per_frame = layers.Dense(self.num_classes, dtype=self.dtype,
                          kernel_init=nn.initializers.normal(CLASSIFIER_INIT_STD),
                          name='fc')(x)
     logits = jnp.mean(per_frame.astype(out_dtype), axis=1)
@@ -193,10 +193,10 @@ class SamplerHead(nn.Module):
     x = layers.batch_norm(train, dtype, name='conv_bn')(nn.relu(x))
     x = jnp.transpose(x, (0, 4, 1, 2, 3)).reshape((batch, -1))
     for i, features in enumerate(self.mlp_features):
-      x = nn.Dense(features, dtype=dtype, kernel_init=kaiming_uniform(self.trunk_init_factor),
+      x = layers.Dense(features, dtype=dtype, kernel_init=kaiming_uniform(self.trunk_init_factor),
                    precision=sampler_lib.FLOAT32_PRECISION, name=f'fc{i + 1}')(x)
       x = nn.relu(layers.batch_norm(train, dtype, name=f'fc{i + 1}_bn')(x))
-    head = lambda n, name: nn.Dense(n, use_bias=False, dtype=dtype, name=name,  # noqa: E731
+    head = lambda n, name: layers.Dense(n, use_bias=False, dtype=dtype, name=name,  # noqa: E731
                                     precision=sampler_lib.FLOAT32_PRECISION,
                                     kernel_init=kaiming_uniform(self.head_init_factor))
     temporal_offset = head(1, 'temporal_offset')(x)
@@ -219,8 +219,8 @@ class LateralFusion(nn.Module):
   def __call__(self, x, context):
     channels = x.shape[-1]
     video = x.reshape((-1, self.num_frames) + x.shape[1:])
-    tiled = jnp.broadcast_to(context.astype(video.dtype)[:, None, None, None, :],
-                             video.shape[:4] + (context.shape[-1],))
+    tiled = jnp.broadcast_to(layers.widened(context)[:, None, None, None, :],
+                             video.shape[:4] + (context.shape[-1],)).astype(video.dtype)
     y = jnp.concatenate([video, tiled], axis=-1)
     y = layers.Conv3D(channels, 1, use_bias=False, kernel_init=resnet2d.uniform_fan_in(),
                       dtype=self.dtype, name='conv')(y)
@@ -267,10 +267,11 @@ class DetailNetwork(nn.Module):
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     x = jnp.concatenate([
         x,
-        tile_per_frame(context.astype(x.dtype), self.num_frames),
-        tile_per_frame(synopsis.astype(x.dtype), self.num_frames, self.faithful_topk_tiling),
+        tile_per_frame(layers.widened(context), self.num_frames).astype(x.dtype),
+        tile_per_frame(layers.widened(synopsis), self.num_frames,
+                       self.faithful_topk_tiling).astype(x.dtype),
     ], axis=-1)
-    per_frame = nn.Dense(self.num_classes, dtype=self.dtype,
+    per_frame = layers.Dense(self.num_classes, dtype=self.dtype,
                          kernel_init=resnet2d.uniform_fan_in(),
                          bias_init=resnet2d.torch_bias_init(x.shape[-1]), name='fc')(x)
     per_frame = per_frame.astype(layers.at_least_float32(self.dtype))
@@ -371,7 +372,7 @@ class S2DNet(nn.Module):
         temporal_variance=self.sampler_variance, spatial_variance=self.sampler_variance,
         name='sampler')(x, num_valid, params)
 
-    context = nn.relu(nn.Dense(self.context_features, kernel_init=resnet2d.uniform_fan_in(),
+    context = nn.relu(layers.Dense(self.context_features, kernel_init=resnet2d.uniform_fan_in(),
                                bias_init=resnet2d.torch_bias_init(self.num_classes + g.shape[-1]),
                                name='f_m')(jnp.concatenate([s, g], axis=-1)))
 

@@ -49,7 +49,8 @@ def apply_salient_modules(features: Sequence[jnp.ndarray], train: bool, *, use_t
                                       name='tsfp')(*maps))
   aux['saliency_final'] = salient.TemporalMaskFusion(dtype=layers.at_least_float32(dtype),
                                                      name='fusion')(aux['P3'])
-  masked = features[3] * aux['saliency_final'].astype(features[3].dtype)
+  # The mask's gradient sums the time steps and channels of the product, in float32.
+  masked = (features[3] * layers.widened(aux['saliency_final'])).astype(features[3].dtype)
   return masked, aux
 
 
