@@ -180,7 +180,9 @@ def enable_compilation_cache(directory: str) -> str:
 
 def start_backend() -> None:
   """Starts JAX's backend; where JAX_PLATFORMS names one this machine cannot start, a UserError
-  naming it (JAX raises a RuntimeError, or for 'cuda' without CUDA a bare AssertionError)."""
+  naming it (JAX raises a RuntimeError, or for 'cuda' without CUDA a bare AssertionError). So is
+  a process of several that did not join through jax.distributed (optional on TPU pods), which
+  the run would take for a single process in places."""
   platforms = os.environ.get('JAX_PLATFORMS', '')
   try:
     jax.devices()
@@ -190,6 +192,18 @@ def start_backend() -> None:
     raise errors.UserError(f'JAX_PLATFORMS={platforms} names a backend this machine cannot start'
                            + (f' ({e})' if str(e) else '') + ': unset it to use what there is.'
                            ) from None
+  refuse_an_unjoined_group()
+
+
+def refuse_an_unjoined_group() -> None:
+  """Refuses a process that JAX runs as one of several without jax.distributed (optional on TPU
+  pods): the run would take it for a single process where it asks jax.distributed."""
+  if jax.process_count() > 1 and not jax.distributed.is_initialized():
+    raise errors.UserError(
+        f'JAX runs this process as one of {jax.process_count()} (a TPU pod), not joined through '
+        'jax.distributed: a SIGTERM would stop every process without saving, and each would '
+        "write JAX's compilation cache as process 0. Set SALINET_JAX_DISTRIBUTED=1 on every host "
+        '(JAX detects the pod and joins it).')
 
 
 # How the runtime reports, on a process of a group, that the others did not answer in a
@@ -214,6 +228,7 @@ def check_preemption_service() -> None:
   """Refuses training in a group that joined jax.distributed without JAX's preemption service:
   the loop asks it after every step where every process stops (train.PreemptionWatcher), and
   without it JAX would raise a RuntimeError there, after the first step."""
+  refuse_an_unjoined_group()
   if not in_a_group():
     return
   # Private: JAX has no public way to ask whether the service runs.

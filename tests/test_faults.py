@@ -614,6 +614,7 @@ def test_training_a_group_without_the_preemption_service_is_refused_at_once(conf
   from salinet_jax import errors  # pylint: disable=g-import-not-at-top
   from salinet_jax import parallel  # pylint: disable=g-import-not-at-top
   monkeypatch.setattr(parallel, 'in_a_group', lambda: True)
+  monkeypatch.setattr(jax.distributed, 'is_initialized', lambda: True)
   monkeypatch.setattr(jax, 'process_count', lambda: 2)
   monkeypatch.setattr(train, 'training_engine', lambda config: pytest.fail('an Engine was built'))
   assert distributed.global_state.preemption_sync_manager is None  # never joined here

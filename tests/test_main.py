@@ -207,6 +207,28 @@ with cli.user_errors_in_one_line():
 '''
 
 
+def test_a_tpu_pod_process_that_did_not_join_through_jax_distributed_is_refused(monkeypatch):
+  """Accelerator audit: on a TPU pod JAX runs a process as one of several without
+  jax.distributed (optional there). The run then took itself for a single process in places:
+  no SIGTERM handler and no preemption service (a SIGTERM killed every host, saving nothing,
+  where the README promises a save), JAX's compilation cache written by every host as process
+  0. It is refused as JAX starts, saying what to set."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from salinet_jax import errors  # pylint: disable=g-import-not-at-top
+  from salinet_jax import parallel  # pylint: disable=g-import-not-at-top
+  parallel.start_backend()  # one process: nothing to refuse
+  monkeypatch.setattr(jax, 'process_count', lambda: 4)
+  monkeypatch.setattr(jax.distributed, 'is_initialized', lambda: False)
+  with pytest.raises(errors.UserError, match=r'^JAX runs this process as one of 4 .* not joined '
+                     r'through jax\.distributed: .* Set SALINET_JAX_DISTRIBUTED=1 on every '
+                     r'host'):
+    parallel.start_backend()
+  with pytest.raises(errors.UserError, match=r'^JAX runs this process as one of 4 '):
+    parallel.check_preemption_service()  # train_and_evaluate called without main.py
+  monkeypatch.setattr(jax.distributed, 'is_initialized', lambda: True)
+  parallel.start_backend()  # joined: a group, as main.py runs one
+
+
 def test_a_process_that_loses_its_group_says_so_in_one_line(monkeypatch, capsys):
   """When process 0 of a group stopped on a user error (a workdir in use), process 1 printed,
   30 s later, a long runtime traceback ending in a Gloo DEADLINE_EXCEEDED, with no word about
