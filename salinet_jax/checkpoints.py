@@ -666,6 +666,7 @@ class CheckpointStore:
         logging.warning('Resuming from step %d, the newest intact checkpoint (corrupt steps %s '
                         'moved to %s).', step, corrupt, os.path.join(self.workdir,
                                                                       QUARANTINE_DIR))
+      self._remove_steps_no_longer_kept()
       return state, step
     self._quarantine(corrupt)
     if corrupt:
@@ -673,6 +674,19 @@ class CheckpointStore:
                       '(corrupt steps %s moved to %s).', self.directory, corrupt,
                       os.path.join(self.workdir, QUARANTINE_DIR))
     return None, None
+
+  def _remove_steps_no_longer_kept(self) -> None:
+    """Deletes the steps that keep_last and keep_best no longer keep. orbax deletes them after
+    each save: a run killed between committing a step and deleting them left them (one perhaps
+    half deleted), and a rerun with nothing left to train, which saves nothing, kept them for
+    good. Called once the resumed step is restored, so none older is needed to fall back on."""
+    # Private: orbax's preservation policies over its own list of steps, as a save applies them.
+    stale = self.manager._get_old_steps_to_remove()  # pylint: disable=protected-access
+    for step in stale:
+      self.manager.delete(step)
+    if stale:
+      logging.info('Removed checkpoint step(s) %s from %s, which config.checkpoint no longer '
+                   'keeps (a run stopped before it deleted them).', stale, self.directory)
 
   def _quarantine(self, steps: Sequence[int]) -> None:
     if not steps:

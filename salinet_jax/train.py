@@ -523,7 +523,10 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
       if not from_scratch:
         state, started_from, loaded = initialize_from(trainer, state, config.init_from)
         _refuse_frozen_random_parameters(config, state.params, loaded)
-      # Once the run is known to start: a refused one leaves no hyperparameters in TensorBoard.
+      # Once the run is known to start: a refused one leaves no hyperparameters in TensorBoard,
+      # nor moves the points of a run killed before its first save (or whose checkpoints were
+      # all corrupt), which this one logs again.
+      workdir_lib.set_aside_events_after(workdir, 0)
       writer.write_hparams(_flat_hparams(config))
     start_step = int(state.step)
     # The run's config from here on: a resumed run's init_from stays the one its weights started

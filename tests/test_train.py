@@ -606,3 +606,54 @@ def test_the_eta_is_rounded_to_the_second():
   format_minutes = train._format_minutes  # pylint: disable=protected-access
   assert [format_minutes(s / 60) for s in (59.6, 90.4, 3599.6, 5400.0)] == [
       '1m00s', '1m30s', '1h00m', '1h30m']
+
+
+def test_steps_a_kill_left_undeleted_after_the_last_save_are_removed_by_the_rerun(
+    config, tmp_path, monkeypatch):
+  """A SIGKILL in the few milliseconds between orbax committing the run's last step and deleting
+  the steps its policy no longer keeps (chaos audit: kill 0-5 ms after checkpoints/40 appeared)
+  leaves those steps on disk, one of them half deleted; the rerun finds nothing to train and
+  saved nothing, so nothing ever removed them: the workdir kept more than the last K plus
+  'best', for good, and every later command warned of the half-deleted step's missing metadata.
+  The kill is stood in for here by skipping that one deletion, the state it leaves on disk."""
+  from orbax.checkpoint._src.path import deleter  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path / 'run')
+  config.checkpoint_every_steps = 1
+  config.checkpoint.keep_last = 1
+  last_step_dir = os.path.join(workdir, 'checkpoints', str(config.num_train_steps))
+  delete = deleter.StandardCheckpointDeleter.delete
+
+  def killed_before_deleting_after_the_last_commit(self, step):
+    if not os.path.isdir(last_step_dir):
+      delete(self, step)
+
+  monkeypatch.setattr(deleter.StandardCheckpointDeleter, 'delete',
+                      killed_before_deleting_after_the_last_commit)
+  train.train_and_evaluate(config, workdir)
+  monkeypatch.undo()
+  store = checkpoints.CheckpointStore(workdir, config.checkpoint, read_only=True)
+  assert store.steps() == [1, 2]  # the state the kill leaves: step 1 not yet deleted
+  store.close()
+  train.train_and_evaluate(config, workdir)  # the rerun: nothing to train
+  store = checkpoints.CheckpointStore(workdir, config.checkpoint, read_only=True)
+  steps = store.steps()
+  store.close()
+  # keep_last 1 plus 'best' (step 2, the only evaluated one): step 1 is not kept.
+  assert steps == [2], sorted(os.listdir(os.path.join(workdir, 'checkpoints')))
+
+
+def test_tensorboard_points_of_a_run_killed_before_its_first_save_are_set_aside_at_the_rerun(
+    config, tmp_path):
+  """A run killed before its first checkpoint was committed (chaos audit: SIGKILL 0.0 s after
+  'step 3/40', the first save at step 5) is rerun from scratch, and nothing set its points aside:
+  TensorBoard showed steps 1-2 twice (two event files, two HParams sessions), which a resume from
+  a checkpoint moves to discarded/. The kill is stood in for by removing the run's only
+  checkpoint, as the resume test above removes its last one."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path / 'run')
+  train.train_and_evaluate(config, workdir)
+  assert sorted(scalars_written(workdir, 'loss')) == [1, 2]
+  shutil.rmtree(os.path.join(checkpoints.checkpoint_dir(workdir), '2'))  # never committed
+  config.optimizer.base_learning_rate /= 2  # the rerun logs other values
+  train.train_and_evaluate(config, workdir)
+  assert [step for step, _ in scalar_points(workdir, 'loss')] == [1, 2]
