@@ -8,6 +8,7 @@ command line reports both kinds, and a full disk, as one line without a tracebac
 
 import atexit
 import contextlib
+import contextvars
 import errno
 import os
 import re
@@ -93,6 +94,7 @@ def replacing(path: str, mode: str = 'w', **open_args: Any) -> Iterator[IO[Any]]
   """
   target = os.path.realpath(path)
   partial = target + '.tmp'
+  together = _REPLACED_TOGETHER.get()
   with writing(path):
     try:
       os.makedirs(os.path.dirname(target), exist_ok=True)
@@ -100,11 +102,40 @@ def replacing(path: str, mode: str = 'w', **open_args: Any) -> Iterator[IO[Any]]
         yield f
       if os.path.exists(target):
         shutil.copymode(target, partial)
-      os.replace(partial, target)
+      if together is None:
+        os.replace(partial, target)
+      else:
+        together.append((partial, target))
     except BaseException:
       if os.path.exists(partial):
         os.remove(partial)
       raise
+
+
+# The (new copy, file) pairs a `replacing_together` block has written, not yet moved in place.
+_REPLACED_TOGETHER: contextvars.ContextVar[Optional[list]] = contextvars.ContextVar(
+    'replaced_together', default=None)
+
+
+@contextlib.contextmanager
+def replacing_together() -> Iterator[None]:
+  """Inside it, the files `replacing` writes replace their earlier copies together, once every
+  one is whole, in the order they were written: files that belong together (one evaluation's
+  results) are never left half of one set and half of the earlier one by an error, a Ctrl-C or
+  a kill while they are written, but for the moment the renames take."""
+  written: list = []
+  token = _REPLACED_TOGETHER.set(written)
+  try:
+    yield
+  except BaseException:
+    for partial, _ in written:
+      if os.path.exists(partial):
+        os.remove(partial)
+    raise
+  finally:
+    _REPLACED_TOGETHER.reset(token)
+  for partial, target in written:
+    os.replace(partial, target)
 
 
 # How long the main thread gets to leave the code that dropped a Ctrl-C before it is sent again.

@@ -44,22 +44,24 @@ def write_json(path: str, value: Any) -> str:
 def write_outputs(output_dir: str, results: Dict[str, Any],
                   predictions: evaluate.Predictions) -> List[str]:
   """Writes eval_<split>.json, and (process 0) the predictions CSV and, where labels exist,
-  the per-class CSV and the confusion PNG; returns the paths written."""
+  the per-class CSV and the confusion PNG; returns the paths written. They replace an earlier
+  evaluation's together (`data_errors.replacing_together`), eval_<split>.json last: only it
+  says which step they are of."""
   split = results['split']
-  paths = [write_json(os.path.join(output_dir, f'eval_{split}.json'), results)]
+  json_path = os.path.join(output_dir, f'eval_{split}.json')
   if jax.process_index() != 0:
-    return paths
-  paths.append(write_predictions_csv(os.path.join(output_dir, f'eval_{split}_predictions.csv'),
-                                     predictions))
-  if not results.get('num_labeled'):
-    return paths
-  paths.append(write_per_class_csv(os.path.join(output_dir, f'eval_{split}_per_class.csv'),
-                                   predictions))
-  paths.append(plot_confusion(evaluate.confusion_matrix(predictions), predictions.classes,
-                              os.path.join(output_dir, f'eval_{split}_confusion.png'),
-                              title=f"{split}: top-1 {results['top1']:.4f} over "
-                              f"{results['num_labeled']} labelled videos"))
-  return paths
+    return [write_json(json_path, results)]
+  with data_errors.replacing_together():
+    paths = [write_predictions_csv(os.path.join(output_dir, f'eval_{split}_predictions.csv'),
+                                   predictions)]
+    if results.get('num_labeled'):
+      paths.append(write_per_class_csv(os.path.join(output_dir, f'eval_{split}_per_class.csv'),
+                                       predictions))
+      paths.append(plot_confusion(evaluate.confusion_matrix(predictions), predictions.classes,
+                                  os.path.join(output_dir, f'eval_{split}_confusion.png'),
+                                  title=f"{split}: top-1 {results['top1']:.4f} over "
+                                  f"{results['num_labeled']} labelled videos"))
+    return [write_json(json_path, results)] + paths
 
 
 def write_per_class_csv(path: str, predictions: evaluate.Predictions) -> str:

@@ -1,6 +1,7 @@
 """Eval metrics checked by hand: a fixed-logit model over real records, padded last batch."""
 
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -265,6 +266,33 @@ def test_outputs_per_class_predictions_and_confusion(fixed_records, tmp_path):
   assert not np.array_equal(expected, expected.T)  # the table makes the orientation show
   np.testing.assert_array_equal(evaluate.confusion_matrix(predictions), expected)
   assert os.path.getsize(tmp_path / 'eval_val_confusion.png') > 1000
+
+
+def test_an_evaluation_stopped_while_its_files_are_written_leaves_the_earlier_ones_whole(
+    fixed_records, tmp_path, monkeypatch):
+  """Chaos audit: each output file was replaced whole, one after the other, so an eval killed
+  between them left eval_val.json of the new evaluation beside the CSVs and PNG of the one
+  before (none of them carries its step). The set now replaces the earlier one only once every
+  file of it is written: stopped before, the earlier set is left as it was."""
+  results, predictions = _evaluate(fixed_records)
+  results['step'] = 35
+  reports.write_outputs(str(tmp_path), results, predictions)
+  earlier = {name: (tmp_path / name).read_bytes() for name in os.listdir(tmp_path)}
+  assert len(earlier) == 4, earlier.keys()
+  results['step'] = 40
+  predictions = dataclasses.replace(predictions, scores=predictions.scores[:, ::-1].copy())
+
+  def killed(*args, **kwargs):
+    raise KeyboardInterrupt
+
+  monkeypatch.setattr(reports, 'plot_confusion', killed)  # after the CSVs, before the json
+  with pytest.raises(KeyboardInterrupt):
+    reports.write_outputs(str(tmp_path), results, predictions)
+  assert {name: (tmp_path / name).read_bytes() for name in os.listdir(tmp_path)} == earlier
+  monkeypatch.undo()
+  reports.write_outputs(str(tmp_path), results, predictions)
+  assert json.loads((tmp_path / 'eval_val.json').read_text())['step'] == 40
+  assert (tmp_path / 'eval_val_predictions.csv').read_bytes() != earlier['eval_val_predictions.csv']
 
 
 def test_top5_is_left_out_for_five_classes_or_fewer(tmp_path):
