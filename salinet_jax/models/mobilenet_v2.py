@@ -179,6 +179,6 @@ class MobileNetV2(nn.Module):
     x = jnp.mean(x, axis=(1, 2))
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     logits = layers.Dense(self.num_classes, dtype=self.dtype,
-                      kernel_init=nn.initializers.normal(CLASSIFIER_INIT_STD),
-                      name='classifier_1')(x)
+                          kernel_init=nn.initializers.normal(CLASSIFIER_INIT_STD),
+                          name='classifier_1')(x)
     return logits.astype(layers.at_least_float32(self.dtype))

@@ -161,7 +161,7 @@ class ResNet2D(nn.Module):
     if self.num_classes:
       fan_in = self.width * 2**(NUM_STAGES - 1) * EXPANSION[kind]
       self.fc = layers.Dense(self.num_classes, dtype=self.dtype, kernel_init=uniform_fan_in(),
-                         bias_init=torch_bias_init(fan_in))
+                             bias_init=torch_bias_init(fan_in))
 
   @property
   def out_features(self) -> int:

@@ -377,7 +377,7 @@ class ClassificationHead(nn.Module):
     x = jnp.mean(x, axis=(1, 2, 3))
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     logits = layers.Dense(self.num_classes, dtype=self.dtype, param_dtype=jnp.float32,
-                      kernel_init=nn.initializers.normal(0.01), name='fc')(x)
+                          kernel_init=nn.initializers.normal(0.01), name='fc')(x)
     return logits.astype(layers.at_least_float32(self.dtype))
 
 

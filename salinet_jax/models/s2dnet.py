@@ -146,8 +146,8 @@ class SynopsisNetwork(nn.Module):
     g = nn.Dropout(self.context_dropout_rate, deterministic=not train)(jnp.mean(pooled, axis=1))
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(pooled)
     per_frame = layers.Dense(self.num_classes, dtype=self.dtype,
-                         kernel_init=nn.initializers.normal(CLASSIFIER_INIT_STD),
-                         name='fc')(x)
+                             kernel_init=nn.initializers.normal(CLASSIFIER_INIT_STD),
+                             name='fc')(x)
     logits = jnp.mean(per_frame.astype(out_dtype), axis=1)
     return logits, e, g, indices
 
@@ -193,12 +193,13 @@ class SamplerHead(nn.Module):
     x = layers.batch_norm(train, dtype, name='conv_bn')(nn.relu(x))
     x = jnp.transpose(x, (0, 4, 1, 2, 3)).reshape((batch, -1))
     for i, features in enumerate(self.mlp_features):
-      x = layers.Dense(features, dtype=dtype, kernel_init=kaiming_uniform(self.trunk_init_factor),
-                   precision=sampler_lib.FLOAT32_PRECISION, name=f'fc{i + 1}')(x)
+      x = layers.Dense(features, dtype=dtype,
+                       kernel_init=kaiming_uniform(self.trunk_init_factor),
+                       precision=sampler_lib.FLOAT32_PRECISION, name=f'fc{i + 1}')(x)
       x = nn.relu(layers.batch_norm(train, dtype, name=f'fc{i + 1}_bn')(x))
-    head = lambda n, name: layers.Dense(n, use_bias=False, dtype=dtype, name=name,  # noqa: E731
-                                    precision=sampler_lib.FLOAT32_PRECISION,
-                                    kernel_init=kaiming_uniform(self.head_init_factor))
+    head = lambda n, name: layers.Dense(  # noqa: E731
+        n, use_bias=False, dtype=dtype, name=name, precision=sampler_lib.FLOAT32_PRECISION,
+        kernel_init=kaiming_uniform(self.head_init_factor))
     temporal_offset = head(1, 'temporal_offset')(x)
     temporal_stride = head(1, 'temporal_stride')(x)
     x = jnp.concatenate([x, temporal_offset, temporal_stride], axis=-1)
@@ -272,8 +273,8 @@ class DetailNetwork(nn.Module):
                        self.faithful_topk_tiling).astype(x.dtype),
     ], axis=-1)
     per_frame = layers.Dense(self.num_classes, dtype=self.dtype,
-                         kernel_init=resnet2d.uniform_fan_in(),
-                         bias_init=resnet2d.torch_bias_init(x.shape[-1]), name='fc')(x)
+                             kernel_init=resnet2d.uniform_fan_in(),
+                             bias_init=resnet2d.torch_bias_init(x.shape[-1]), name='fc')(x)
     per_frame = per_frame.astype(layers.at_least_float32(self.dtype))
     per_frame = per_frame.reshape((batch, self.num_frames, -1))
     return jnp.mean(per_frame, axis=1)
@@ -372,9 +373,10 @@ class S2DNet(nn.Module):
         temporal_variance=self.sampler_variance, spatial_variance=self.sampler_variance,
         name='sampler')(x, num_valid, params)
 
-    context = nn.relu(layers.Dense(self.context_features, kernel_init=resnet2d.uniform_fan_in(),
-                               bias_init=resnet2d.torch_bias_init(self.num_classes + g.shape[-1]),
-                               name='f_m')(jnp.concatenate([s, g], axis=-1)))
+    context = nn.relu(layers.Dense(
+        self.context_features, kernel_init=resnet2d.uniform_fan_in(),
+        bias_init=resnet2d.torch_bias_init(self.num_classes + g.shape[-1]),
+        name='f_m')(jnp.concatenate([s, g], axis=-1)))
 
     logits = DetailNetwork(self.num_classes, self.detail_frames, self.dnet_depth,
                            self.dnet_width, self.shift_div, tuple(self.fusion_stages),
