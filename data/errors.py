@@ -104,7 +104,7 @@ def replacing(path: str, mode: str = 'w', **open_args: Any) -> Iterator[IO[Any]]
         shutil.copymode(target, partial)
       if together is None:
         os.replace(partial, target)
-      else:
+      elif (partial, target) not in together:  # written twice: its last copy
         together.append((partial, target))
     except BaseException:
       if os.path.exists(partial):
@@ -119,23 +119,28 @@ _REPLACED_TOGETHER: contextvars.ContextVar[Optional[list]] = contextvars.Context
 
 @contextlib.contextmanager
 def replacing_together() -> Iterator[None]:
-  """Inside it, the files `replacing` writes replace their earlier copies together, once every
-  one is whole, in the order they were written: files that belong together (one evaluation's
-  results) are never left half of one set and half of the earlier one by an error, a Ctrl-C or
-  a kill while they are written, but for the moment the renames take."""
+  """Inside it, the files `replacing` writes in this thread replace their earlier copies
+  together, once every one is whole, in the order they were first written: files that belong
+  together (one evaluation's results) are never left half of one set and half of the earlier
+  one by an error, a Ctrl-C or a kill while they are written, but for the moment the renames
+  take. A block inside another joins it."""
+  if _REPLACED_TOGETHER.get() is not None:
+    yield
+    return
   written: list = []
   token = _REPLACED_TOGETHER.set(written)
   try:
     yield
+    for index, (partial, target) in enumerate(written):
+      os.replace(partial, target)
+      written[index] = (None, target)
   except BaseException:
     for partial, _ in written:
-      if os.path.exists(partial):
+      if partial is not None and os.path.exists(partial):
         os.remove(partial)
     raise
   finally:
     _REPLACED_TOGETHER.reset(token)
-  for partial, target in written:
-    os.replace(partial, target)
 
 
 # How long the main thread gets to leave the code that dropped a Ctrl-C before it is sent again.

@@ -203,7 +203,8 @@ def refuse_an_unjoined_group() -> None:
         f'JAX runs this process as one of {jax.process_count()} (a TPU pod), not joined through '
         'jax.distributed: a SIGTERM would stop every process without saving, and each would '
         "write JAX's compilation cache as process 0. Set SALINET_JAX_DISTRIBUTED=1 on every host "
-        '(JAX detects the pod and joins it).')
+        'to train or evaluate (JAX detects the pod and joins it); predict, features, export and '
+        'weight conversion run in one process, not on a pod.')
 
 
 # How the runtime reports, on a process of a group, that the others did not answer in a

@@ -277,7 +277,8 @@ def set_aside_events_after(workdir: str, step: int, since_ns: Optional[int] = No
 
   A run resumed at checkpoint `step` trains the steps after it again; points logged there by a
   run that stopped without saving them (a crash, an out-of-memory kill) came from weights no
-  checkpoint kept, and would share the plots with the resumed run's. Files last written before
+  checkpoint kept, and would share the plots with the resumed run's. At step 0 (a run that
+  starts again) its hyperparameters, logged at step 0, go with them. Files last written before
   `since_ns` (when the checkpoint's save began, less a minute) hold none and are not read. A
   file damaged before its end is left as it is, and said. Process 0 only, which alone writes
   event files.
@@ -286,32 +287,39 @@ def set_aside_events_after(workdir: str, step: int, since_ns: Optional[int] = No
     return
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   aside = os.path.join(os.path.abspath(workdir), 'discarded', f'after_step_{step}')
-  later = []
+  later, moved_any = [], False
   for name in sorted(os.listdir(workdir)):
     path = os.path.join(workdir, name)
     if (not name.startswith('events.out.tfevents.') or not os.path.isfile(path)
         or (since_ns is not None and os.stat(path).st_mtime_ns < since_ns - 60 * 10**9)):
       continue
-    steps = []
+    steps, headers = [], []
     try:
       for raw in tf.data.TFRecordDataset(path):
-        steps.append(tf.compat.v1.Event.FromString(raw.numpy()).step)
+        event = tf.compat.v1.Event.FromString(raw.numpy())
+        steps.append(event.step)
+        headers.append(event.WhichOneof('what') == 'file_version')
     except tf.errors.DataLossError as e:  # a record cut short at the end (a kill) is dropped
       if 'truncated' not in e.message:  # records after the damage would be lost with it
         logging.warning('TensorBoard: %s is damaged (%s): its points of steps after %d, if any, '
                         'stay in it.', path, e.message.strip().splitlines()[0], step)
         continue
-    if not any(event_step > step for event_step in steps):
+    # What stays: the header (the file version, at step 0), and after a resume the points up to
+    # `step`, the resumed run's hyperparameters among them.
+    stays = [header or (step > 0 and event_step <= step)
+             for event_step, header in zip(steps, headers)]
+    if all(stays):
       continue
+    moved_any = True
     os.makedirs(aside, exist_ok=True)
-    # Each file keeps its header (the file version, at step 0) and the points it is kept for.
     with data_errors.writing(path, path + '.tmp', os.path.join(aside, name)), \
         tf.io.TFRecordWriter(os.path.join(aside, name)) as moved, \
         tf.io.TFRecordWriter(path + '.tmp') as kept:
-      for raw, event_step in zip(tf.data.TFRecordDataset(path).take(len(steps)), steps):
-        if event_step == 0 or event_step > step:
+      for raw, event_step, kept_here in zip(tf.data.TFRecordDataset(path).take(len(steps)), steps,
+                                            stays):
+        if event_step == 0 or not kept_here:
           moved.write(raw.numpy())
-        if event_step <= step:
+        if kept_here:
           kept.write(raw.numpy())
     os.replace(path + '.tmp', path)
     later += [event_step for event_step in steps if event_step > step]
@@ -319,3 +327,6 @@ def set_aside_events_after(workdir: str, step: int, since_ns: Optional[int] = No
     logging.warning('TensorBoard: the points of steps %d-%d in the event files were logged by '
                     'weights no checkpoint kept; moved to %s (a run of its own in TensorBoard).',
                     min(later), max(later), aside)
+  elif moved_any:
+    logging.info('TensorBoard: the hyperparameters an earlier start of this run logged were '
+                 'moved to %s.', aside)

@@ -888,6 +888,45 @@ def test_a_file_written_anew_keeps_its_link_and_permissions(tmp_path):
   assert (tmp_path / 'a' / 'new' / 'folder' / 'x.json').read_text() == '{}'
 
 
+def test_files_replaced_together_stay_one_set(tmp_path, monkeypatch):
+  """Review of `replacing_together`: a block inside another replaced its files at once (after
+  the outer one failed, half of the set was new); a file written twice failed at the end with
+  a bare FileNotFoundError after moving its first copy in; a rename that failed left the other
+  new copies beside the files."""
+  def write(name, text):
+    with data_errors.replacing(str(tmp_path / name)) as f:
+      f.write(text)
+
+  for name in 'abc':
+    write(name, 'old')
+  with pytest.raises(RuntimeError):
+    with data_errors.replacing_together():
+      write('a', 'new')
+      with data_errors.replacing_together():
+        write('b', 'new')
+      raise RuntimeError('stopped before c')
+  assert [(tmp_path / n).read_text() for n in 'abc'] == ['old'] * 3
+  assert sorted(os.listdir(tmp_path)) == ['a', 'b', 'c']
+  with data_errors.replacing_together():
+    write('a', 'first')
+    write('b', 'new')
+    write('a', 'last')
+  assert [(tmp_path / n).read_text() for n in 'ab'] == ['last', 'new']
+  replace = os.replace
+
+  def fails_for_b(source, target):
+    if target.endswith('/b'):
+      raise OSError(5, 'Input/output error')
+    replace(source, target)
+
+  monkeypatch.setattr(os, 'replace', fails_for_b)
+  with pytest.raises(OSError):
+    with data_errors.replacing_together():
+      for name in 'abc':
+        write(name, 'newer')
+  assert sorted(os.listdir(tmp_path)) == ['a', 'b', 'c']  # no new copy left behind
+
+
 def test_a_converted_checkpoint_on_a_full_disk_ends_in_one_line_and_leaves_nothing(small_disk):
   """`python -m salinet_jax.convert` onto a full disk ended in TensorStore's traceback and left
   orbax's unfinished save folder holding space (review)."""

@@ -648,8 +648,17 @@ def test_tensorboard_points_of_a_run_killed_before_its_first_save_are_set_aside_
   'step 3/40', the first save at step 5) is rerun from scratch, and nothing set its points aside:
   TensorBoard showed steps 1-2 twice (two event files, two HParams sessions), which a resume from
   a checkpoint moves to discarded/. The kill is stood in for by removing the run's only
-  checkpoint, as the resume test above removes its last one."""
+  checkpoint, as the resume test above removes its last one. The killed run's hyperparameters
+  (logged at step 0) go with its points (review: they stayed beside the new run's)."""
   import shutil  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  def hparams_sessions(folder):
+    return sum(value.tag == '_hparams_/session_start_info'
+               for name in os.listdir(folder) if name.startswith('events.out.tfevents.')
+               for event in tf.compat.v1.train.summary_iterator(os.path.join(folder, name))
+               for value in event.summary.value)
+
   workdir = str(tmp_path / 'run')
   train.train_and_evaluate(config, workdir)
   assert sorted(scalars_written(workdir, 'loss')) == [1, 2]
@@ -657,3 +666,6 @@ def test_tensorboard_points_of_a_run_killed_before_its_first_save_are_set_aside_
   config.optimizer.base_learning_rate /= 2  # the rerun logs other values
   train.train_and_evaluate(config, workdir)
   assert [step for step, _ in scalar_points(workdir, 'loss')] == [1, 2]
+  aside = os.path.join(workdir, 'discarded', 'after_step_0')
+  assert [step for step, _ in scalar_points(aside, 'loss')] == [1, 2]
+  assert hparams_sessions(workdir) == hparams_sessions(aside) == 1
