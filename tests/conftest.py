@@ -112,6 +112,15 @@ def tiny_s2dnet_config(data_dir, stage: str):
   return config
 
 
+def equations(jaxpr):
+  """Every equation of `jaxpr` and of the jaxprs nested in it (jit, remat, custom rules, loops)."""
+  import jax.extend as jex  # pylint: disable=g-import-not-at-top
+  for eqn in jaxpr.eqns:
+    yield eqn
+    for sub in jex.core.jaxprs_in_params(eqn.params):
+      yield from equations(sub)
+
+
 def random_variables(module, *args, seed=0, **kwargs):
   """Variables of `module` for `args`, drawn with numpy (no XLA compile, unlike `init`): kernels
   He normal (fan_out), BatchNorm scales and variances 1, everything else 0."""

@@ -15,6 +15,7 @@ from salinet_jax import parallel
 from salinet_jax import precise_bn
 from salinet_jax.bench import synthetic_batch
 from salinet_jax.models import layers
+from tests.conftest import equations
 from tests.conftest import tiny_config
 from tests.conftest import tiny_s2dnet_config
 
@@ -153,15 +154,7 @@ def test_precise_statistics_and_the_nan_check_see_the_micro_batches_training_see
 def _count_primitive(jaxpr, name: str) -> int:
   """How many equations of `jaxpr` and of the jaxprs nested in it (jit, remat, custom rules)
   bind the primitive `name`."""
-  count = 0
-  for eqn in jaxpr.eqns:
-    count += eqn.primitive.name == name
-    for param in eqn.params.values():
-      for sub in param if isinstance(param, (list, tuple)) else [param]:
-        sub = getattr(sub, 'jaxpr', sub)  # a ClosedJaxpr's Jaxpr
-        if hasattr(sub, 'eqns'):
-          count += _count_primitive(sub, name)
-  return count
+  return sum(eqn.primitive.name == name for eqn in equations(jaxpr))
 
 
 @pytest.mark.parametrize('remat', ['elementwise', 'blocks', 'full'])

@@ -27,6 +27,7 @@ from salinet_jax import train
 from salinet_jax.bench import synthetic_batch
 from salinet_jax.models import layers
 from tests.conftest import REPO_ROOT
+from tests.conftest import equations
 from tests.conftest import tiny_config
 from tests.conftest import tiny_s2dnet_config
 from tests.conftest import subprocess_env
@@ -344,15 +345,11 @@ def test_bfloat16_step_runs_and_keeps_float32_state(config, tmp_path):
   assert any(changed)
 
 
-def _bfloat16_sums(jaxpr, found: list) -> list:
+def _bfloat16_sums(jaxpr) -> list:
   """(elements summed, where) of every reduce_sum of bfloat16 values in `jaxpr`, nested
   computations included."""
-  for eqn in jaxpr.eqns:
-    for param in eqn.params.values():
-      for sub in param if isinstance(param, (tuple, list)) else (param,):
-        inner = getattr(sub, 'jaxpr', sub)
-        if hasattr(inner, 'eqns'):
-          _bfloat16_sums(inner, found)
+  found = []
+  for eqn in equations(jaxpr):
     if eqn.primitive.name == 'reduce_sum' and eqn.invars[0].aval.dtype == jnp.bfloat16:
       shape = eqn.invars[0].aval.shape
       count = int(np.prod([shape[axis] for axis in eqn.params['axes']]))
@@ -385,7 +382,7 @@ def test_a_bfloat16_train_step_sums_its_gradients_in_float32(model, tiny_data_di
   trainer = engine.Engine(config, [str(k) for k in range(4)], train_videos=8)
   batch = synthetic_batch(config, 'train', 2, config.data.num_frames, config.data.crop_size, 4)
   traced = jax.make_jaxpr(trainer.train_step)(trainer.abstract_state(), batch, jax.random.key(0))
-  sums = _bfloat16_sums(traced.jaxpr, [])
+  sums = _bfloat16_sums(traced.jaxpr)
   assert not sums, f'{len(sums)} sums of bfloat16 values: {sorted(set(sums))}'
 
 
