@@ -333,6 +333,24 @@ def test_filenames_of_several_processes_are_gathered_whole(monkeypatch):
   assert np.asarray(calls[1]).shape == (3, 700)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Device:
+  """What a mesh reads of a device of a process group."""
+  id: int
+  process_index: int
+  platform: str = 'gpu'
+
+
+def test_the_mesh_puts_each_process_s_devices_together(monkeypatch):
+  """Eval gathers names and labels process by process but reads scores in the mesh's device
+  order. Under `jax_sort_devices_by_process_index=False` JAX lists a group's devices by id
+  alone, which can interleave the processes: scores then went to other videos' names."""
+  interleaved = [_Device(0, 0), _Device(1, 1), _Device(2, 0), _Device(3, 1)]
+  monkeypatch.setattr(parallel.jax, 'devices', lambda: interleaved)
+  mesh = parallel.create_mesh()
+  assert [(d.id, d.process_index) for d in mesh.devices.flat] == [(0, 0), (2, 0), (1, 1), (3, 1)]
+
+
 def test_unlabelled_split_gets_predictions_and_counts_but_no_accuracy(tmp_path):
   directory = write_fixed_records(tmp_path / 'records', [-1] * NUM_VIDEOS, split='test')
   results, predictions = _evaluate(directory, split='test')
