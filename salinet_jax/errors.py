@@ -36,3 +36,8 @@ class Interrupted(KeyboardInterrupt):
 def no_space_line(error: BaseException) -> str:
   """The line a write refused for space (data.errors.NoSpace) ends a command with."""
   return f'{error}. Free some space, or write elsewhere, and run the command again.'
+
+
+def is_out_of_device_memory(error: BaseException) -> bool:
+  """Whether an XLA runtime error says the device ran out of memory."""
+  return 'RESOURCE_EXHAUSTED' in str(error) or 'Out of memory' in str(error)

@@ -162,8 +162,49 @@ def make_eval_step(model, eval_config, mesh, data_config):
   step = functools.partial(eval_step, model=model, reduction=eval_config.view_reduction,
                            scores=eval_config.view_scores, data_config=data_config,
                            clips_per_forward=eval_config.clips_per_device_forward * mesh.size)
-  return jax.jit(step, in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)),
-                 out_shardings=parallel.replicated(mesh))
+  jitted = jax.jit(step, in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)),
+                   out_shardings=parallel.replicated(mesh))
+  return EvalStep(jitted, eval_config.clips_per_device_forward, mesh.size)
+
+
+class EvalStep:
+  """A jitted eval-mode step over (videos, views, ...) batches: `make_eval_step`'s, features'.
+  Running out of device memory while it compiles or runs raises a MemoryError that says how
+  many clips a device held in one forward pass and which setting holds fewer (XLA's own error
+  names neither); its results are ready when it returns. Every other attribute (`lower`,
+  `trace`) is the jitted function's."""
+
+  def __init__(self, jitted, clips_per_device_forward: int, devices: int):
+    self._jitted = jitted
+    self._clips_per_device_forward = clips_per_device_forward
+    self._devices = devices
+
+  def __call__(self, variables, batch):
+    try:
+      return jax.block_until_ready(self._jitted(variables, batch))
+    except jax.errors.JaxRuntimeError as e:
+      if not errors.is_out_of_device_memory(e):
+        raise
+      raise MemoryError(self._memory_advice(batch['video'].shape[:2], e)) from e
+
+  def _memory_advice(self, videos_and_views, error) -> str:
+    videos, views = videos_and_views
+    clips = videos * views // self._devices
+    forward = min(self._clips_per_device_forward or clips, clips)
+    clip_s = 'clip' if forward == 1 else 'clips'
+    held = (f'Out of device memory running the model on {forward} {clip_s} a device in each '
+            f'forward pass (of {videos // self._devices} videos x {views} views a device in a '
+            'batch).')
+    if forward == 1:
+      change = ' One clip a device at a time does not fit: evaluate on a device with more memory.'
+    else:
+      fewer = max(d for d in range(1, forward) if clips % d == 0)
+      change = (f' Set config.eval.clips_per_device_forward to fewer, a divisor of {clips} '
+                f'(e.g. {fewer}): activation memory scales with it.')
+    return f'{held}{change} Original error: {str(error)[:2000]}'
+
+  def __getattr__(self, name):
+    return getattr(self._jitted, name)
 
 
 @dataclasses.dataclass

@@ -114,11 +114,13 @@ def extract(config, workdir: str, video_paths: Sequence[str],
   predictor = predict_lib.Predictor(config, workdir)
   logging.info('Features of %d video(s) with checkpoint %s.', len(files), predictor.source)
   mesh = predictor.engine.mesh
-  step = jax.jit(functools.partial(view_features, model=predictor.engine.forward_model,
-                                   data_config=config.data, clips_per_forward=(
-                                       config.eval.clips_per_device_forward * mesh.size)),
-                 in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)),
-                 out_shardings=parallel.replicated(mesh))
+  step = evaluate_lib.EvalStep(
+      jax.jit(functools.partial(view_features, model=predictor.engine.forward_model,
+                                data_config=config.data, clips_per_forward=(
+                                    config.eval.clips_per_device_forward * mesh.size)),
+              in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)),
+              out_shardings=parallel.replicated(mesh)),
+      config.eval.clips_per_device_forward, mesh.size)
   with console.progress_bar_stream() as bar_stream:
     results = [_one_video(predictor, step, path, os.path.join(output_dir, name + '.npy'),
                           config.features.per_view)

@@ -11,13 +11,14 @@ Over 400 lines because the loop's phases (resume, steps, evaluation, precise BN,
 failures) act on one run's state; the jitted parts live in engine.py.
 """
 
+import contextlib
 import glob
 import os
 import signal
 import threading
 import time
 import traceback
-from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 import flax
 import jax
@@ -154,20 +155,37 @@ class PreemptionWatcher:
     self._previous = {}
 
 
-def _with_memory_advice(error: Exception, config) -> Exception:
-  """Adds what to change to an accelerator out-of-memory error; other errors pass unchanged."""
-  if 'RESOURCE_EXHAUSTED' not in str(error) and 'Out of memory' not in str(error):
-    return error
+def _memory_advice(config, error: Exception) -> str:
+  """What to change when the train step ran out of device memory (`error`, XLA's message)."""
   per_device = config.batch_size // max(jax.device_count(), 1)
   accumulation = config.grad_accumulation_steps
   held = f'{per_device} clips' + (f' ({per_device // accumulation} in each of its {accumulation} '
                                   'micro-batches)' if accumulation > 1 else '')
   narrower = ('' if models.compute_dtype(config.dtype) == jnp.bfloat16 else
               ", or use config.dtype='bfloat16'")
-  return MemoryError(
-      f'Out of device memory with a per-device batch of {held}. Lower config.batch_size'
-      + (', raise' if narrower else ' or raise') + ' config.grad_accumulation_steps (same effective'
-      f' batch, {accumulation} now){narrower}. Original error: {str(error)[:2000]}')
+  return (f'Out of device memory with a per-device batch of {held}. Lower config.batch_size'
+          + (', raise' if narrower else ' or raise') + ' config.grad_accumulation_steps (same '
+          f'effective batch, {accumulation} now){narrower}. Original error: {str(error)[:2000]}')
+
+
+@contextlib.contextmanager
+def _out_of_memory_told(config) -> Iterator[None]:
+  """Inside it, XLA saying that the device ran out of memory raises a MemoryError that says
+  what to change (`_memory_advice`); other errors pass unchanged. It wraps the train step's
+  dispatch and every first read of its results: a step dispatched ahead that runs out of
+  memory while it runs says so only where its results are read."""
+  try:
+    yield
+  except jax.errors.JaxRuntimeError as e:
+    if not errors.is_out_of_device_memory(e):
+      raise
+    raise MemoryError(_memory_advice(config, e)) from e
+
+
+def _read_loss(metrics, config) -> float:
+  """A train step's loss, read on the host: its first read says if the step ran out of memory."""
+  with _out_of_memory_told(config):
+    return float(metrics['loss'])
 
 
 def check_training_config(config: ml_collections.ConfigDict) -> None:
@@ -859,15 +877,12 @@ def _run_steps(trainer, state, start_step, store, writer, train_iter, rng, progr
     progress.waited_for_data(time.monotonic() - fetch_start)
     if step == start_step + 1:
       logging.info('Compiling the train step (the first step takes longer)...')
-    with jax.profiler.StepTraceAnnotation('train', step_num=step):
-      try:
-        state, metrics = trainer.train_step(state, batch, rng)
-      except jax.errors.JaxRuntimeError as e:
-        raise _with_memory_advice(e, config) from e
+    with jax.profiler.StepTraceAnnotation('train', step_num=step), _out_of_memory_told(config):
+      state, metrics = trainer.train_step(state, batch, rng)
     if previous is not None:
       # Waiting for the step before keeps the host one step ahead: a SIGTERM, a NaN or a failed
       # save is acted on at the next step, not after a queue of dispatched ones.
-      _check_finite_loss(float(previous[1]['loss']), previous[0], store)
+      _check_finite_loss(_read_loss(previous[1], config), previous[0], store)
     previous = (step, metrics)
     window = metrics if window is None else _add_metrics(window, metrics)
     window_steps += 1
@@ -878,7 +893,8 @@ def _run_steps(trainer, state, start_step, store, writer, train_iter, rng, progr
     is_last = step == total_steps
     stop = preemption.should_stop(step) and not is_last
     if step % config.log_every_steps == 0 or is_last or stop:
-      values = _window_means(window, window_steps, metrics)
+      with _out_of_memory_told(config):
+        values = _window_means(window, window_steps, metrics)
       window, window_steps = None, 0
       _check_finite_loss(values['loss'], step, store)
       values.update(progress.window(step))
@@ -895,7 +911,7 @@ def _run_steps(trainer, state, start_step, store, writer, train_iter, rng, progr
       logging.warning('Not evaluating step %d (stopping): %s.', step,
                       _evaluates_later(store, step))
     elif evaluates:
-      _check_finite_loss(float(metrics['loss']), step, store)
+      _check_finite_loss(_read_loss(metrics, config), step, store)
       # A stop asked for meanwhile ends the evaluation, which can take longer than a scheduler's
       # grace period; not the run's last, as a finished run evaluates nothing when rerun.
       stop_requested = None if is_last else preemption.stop_requested
@@ -926,7 +942,7 @@ def _run_steps(trainer, state, start_step, store, writer, train_iter, rng, progr
                  environment=environment, evaluation={
                      key: eval_results[key] for key in evaluate_lib.EVALUATION_SETTINGS})
     elif step % config.checkpoint_every_steps == 0 or stop:
-      _check_finite_loss(float(metrics['loss']), step, store)
+      _check_finite_loss(_read_loss(metrics, config), step, store)
       if not bool(trainer.outputs_finite(state, batch)):
         latest = store.newest_intact_step()
         raise checkpoints.NonFiniteStateError(

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -95,10 +96,11 @@ def fixed_records(tmp_path_factory):
   return write_fixed_records(tmp_path_factory.mktemp('fixed_logit_records'), LABELS)
 
 
-def _evaluate(directory, model=None, split='val'):
+def _evaluate(directory, model=None, split='val', clips_per_device_forward=0):
   config = tiny_config(directory)
   config.dataset.name = 'fixed_logit_test'
   config.data.update(dict(num_frames=2, eval_num_clips=2, eval_num_crops=1))
+  config.eval.clips_per_device_forward = clips_per_device_forward
   mesh = parallel.create_mesh()
   step = evaluate.make_eval_step(model or FixedLogitModel(), config.eval, mesh, config.data)
   return evaluate.evaluate_split(config, {'params': {}}, split, mesh, step)
@@ -221,6 +223,37 @@ def test_evaluation_on_devices_that_do_not_divide_the_train_batch_is_not_refused
   engine.check_config(config, training=False, devices=3)
   with pytest.raises(errors.ConfigError, match='config.batch_size=4 is not divisible by the 3'):
     engine.check_config(config, training=True, devices=3)
+
+
+class HugeTemporaryModel(nn.Module):
+  """FixedLogitModel whose forward pass sorts a 16 TiB temporary: XLA cannot allocate it."""
+  num_classes: int = NUM_CLASSES
+
+  @nn.compact
+  def __call__(self, x, train: bool = False, return_aux: bool = False):
+    rows = jax.lax.broadcasted_iota(jnp.float32, (2**20, 2**22), 0)
+    huge = jnp.sort(jnp.sin(rows * jnp.mean(x)), axis=0)
+    logits = FixedLogitModel(self.num_classes)(x) + huge[0, 0]
+    return (logits, {}) if return_aux else logits
+
+
+@pytest.mark.parametrize('clips_per_device_forward,advice', [
+    (0, 'on 8 clips a device in each forward pass (of 4 videos x 2 views a device in a batch). '
+        'Set config.eval.clips_per_device_forward to fewer, a divisor of 8 (e.g. 4): activation '
+        'memory scales with it.'),
+    (1, 'on 1 clip a device in each forward pass (of 4 videos x 2 views a device in a batch). '
+        'One clip a device at a time does not fit: evaluate on a device with more memory.')])
+def test_an_eval_step_out_of_device_memory_says_which_setting_holds_fewer_clips(
+    fixed_records, clips_per_device_forward, advice):
+  """XLA's RESOURCE_EXHAUSTED names bytes, not the clips a device held in one forward pass nor
+  config.eval.clips_per_device_forward, which lowers them (training's advice had no eval
+  counterpart)."""
+  with pytest.raises(MemoryError) as raised:
+    _evaluate(fixed_records, HugeTemporaryModel(),
+              clips_per_device_forward=clips_per_device_forward)
+  assert str(raised.value).startswith(
+      f'Out of device memory running the model {advice} Original error: RESOURCE_EXHAUSTED'), (
+          raised.value)
 
 
 def test_reduce_views_rejects_unknown_modes():

@@ -443,6 +443,30 @@ def test_bad_tfrecord_names_the_file(split, truncate, config, tiny_data_dir, tmp
   assert truncate or ': corrupted record starting at byte ' in str(raised.value), raised.value
 
 
+def test_a_train_step_out_of_device_memory_says_which_settings_hold_fewer_clips(
+    config, tmp_path, monkeypatch):
+  """Running out of device memory is told as the per-device batch and the settings that lower
+  it, whether XLA says so while the step compiles or, dispatched ahead, while it runs. The step
+  here needs a 16 TiB temporary, which XLA cannot allocate on any host."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  plain_step = engine.train_step
+
+  def huge_step(state, batch, rng, **kwargs):
+    new_state, metrics = plain_step(state, batch, rng, **kwargs)
+    rows = jax.lax.broadcasted_iota(jnp.float32, (2**20, 2**22), 0)
+    huge = jnp.sort(jnp.sin(rows * metrics['loss']), axis=0)
+    return new_state, {**metrics, 'loss': metrics['loss'] + huge[0, 0]}
+
+  monkeypatch.setattr(engine, 'train_step', huge_step)
+  with pytest.raises(MemoryError) as raised:
+    train.train_and_evaluate(config, str(tmp_path / 'run'))
+  per_device = config.batch_size // jax.device_count()
+  assert str(raised.value).startswith(
+      f'Out of device memory with a per-device batch of {per_device} clips. Lower '
+      'config.batch_size, raise config.grad_accumulation_steps'), raised.value
+  assert 'Original error: RESOURCE_EXHAUSTED' in str(raised.value), raised.value
+
+
 def test_sigterm_is_acted_on_at_the_next_step(config, tmp_path, monkeypatch):
   """The loop never runs ahead of the device: a SIGTERM that arrives as step 3 ends on the
   device saves step 5 at the latest, not the step the host had queued up to. The device is

@@ -17,6 +17,7 @@ from data import records
 from data import video_io
 from salinet_jax import checkpoints
 from salinet_jax import errors
+from salinet_jax import evaluate
 from salinet_jax import features
 from salinet_jax import predict
 from salinet_jax import timeline
@@ -240,6 +241,34 @@ def test_features_under_remat_are_those_without(trained, tmp_path):
     assert features.extract(settings, workdir, [str(folder)], str(tmp_path / name))[0]['ok']
     read[name] = np.load(tmp_path / name / 'clip.mkv.npy')
   np.testing.assert_allclose(read['elementwise'], read['none'], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif(not PANCAKE.exists(), reason=f'shared test data not found at {PANCAKE}')
+@pytest.mark.parametrize('mode', ['predict', 'features'])
+def test_running_out_of_device_memory_says_which_setting_holds_fewer_clips(trained, tmp_path,
+                                                                           monkeypatch, mode):
+  """Predict and features ended on XLA's RESOURCE_EXHAUSTED, which names bytes, not the clips a
+  device held in a forward pass nor config.eval.clips_per_device_forward. Here the model's
+  pass needs a 16 TiB temporary, which XLA cannot allocate on any host."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  config, workdir = trained
+  folder = tmp_path / 'videos'
+  folder.mkdir()
+  shutil.copy(PANCAKE, folder / 'clip.mkv')
+  module, name = (evaluate, 'eval_step') if mode == 'predict' else (features, 'view_features')
+  plain = getattr(module, name)
+
+  def needs_16_tib(variables, batch, **kwargs):
+    rows = jax.lax.broadcasted_iota(jnp.float32, (2**20, 2**22), 0)
+    huge = jnp.sort(jnp.sin(rows * jnp.mean(batch['video'])), axis=0)[0, 0]
+    return jax.tree.map(lambda x: x + huge.astype(x.dtype), plain(variables, batch, **kwargs))
+
+  monkeypatch.setattr(module, name, needs_16_tib)
+  run = predict.predict if mode == 'predict' else features.extract
+  with pytest.raises(MemoryError, match=r'^Out of device memory running the model on \d+ clips? '
+                     r'a device in each forward pass .*config\.eval\.clips_per_device_forward'):
+    run(config, workdir, [str(folder)], str(tmp_path / 'out'))
 
 
 @pytest.mark.skipif(not PANCAKE.exists(), reason=f'shared test data not found at {PANCAKE}')

@@ -250,7 +250,7 @@ def test_out_of_memory_advice_names_the_micro_batch(config):
   """The advice quoted the per-device batch, though each forward holds one micro-batch of it
   (audit)."""
   config.batch_size, config.grad_accumulation_steps = 8, 2
-  error = train._with_memory_advice(RuntimeError('RESOURCE_EXHAUSTED: 3 GiB'), config)
+  error = train._memory_advice(config, RuntimeError('RESOURCE_EXHAUSTED: 3 GiB'))
   per_device = 8 // jax.device_count()
   assert str(error).startswith(
       f'Out of device memory with a per-device batch of {per_device} clips ({per_device // 2} in '
@@ -258,7 +258,7 @@ def test_out_of_memory_advice_names_the_micro_batch(config):
       'config.grad_accumulation_steps (same effective batch, 2 now)')
   assert "or use config.dtype='bfloat16'." in str(error)
   config.dtype = 'bfloat16'  # accelerator audit: it was advised to a run computing in bfloat16
-  error = train._with_memory_advice(RuntimeError('RESOURCE_EXHAUSTED: 3 GiB'), config)
+  error = train._memory_advice(config, RuntimeError('RESOURCE_EXHAUSTED: 3 GiB'))
   assert '(same effective batch, 2 now). Original error: RESOURCE_EXHAUSTED' in str(error), error
 
 
