@@ -78,8 +78,11 @@ PEAK_FLOPS = {
     'TPU v4': {'bfloat16': 275e12},
     'TPU v5e': {'bfloat16': 197e12},
 }
-# device_kind substrings -> PEAK_FLOPS key (first match wins).
-DEVICE_KINDS = (('H200', 'H200'), ('H100 PCIe', 'H100 PCIe'), ('H100', 'H100'),
+# device_kind substrings -> PEAK_FLOPS key (first match wins). None: a kind whose peak differs
+# from the part its name contains and is not in the table (the NVL cards run at lower clocks and
+# power than the SXM parts): unknown, not another part's peak.
+DEVICE_KINDS = (('H200 NVL', None), ('H100 NVL', None), ('H200', 'H200'),
+                ('H100 PCIe', 'H100 PCIe'), ('H100', 'H100'),
                 ('A100', 'A100'), ('TPU v4', 'TPU v4'), ('TPU v5 lite', 'TPU v5e'),
                 ('TPU v5e', 'TPU v5e'))
 MIB = 1024.0 * 1024.0
@@ -92,7 +95,7 @@ def peak_flops(device_kind: str, dtype: str) -> Optional[float]:
   in it: models.compute_dtype), or None when unknown (CPUs)."""
   for pattern, key in DEVICE_KINDS:
     if pattern.lower() in device_kind.lower():
-      return PEAK_FLOPS[key].get(dtype)
+      return None if key is None else PEAK_FLOPS[key].get(dtype)
   return None
 
 

@@ -83,6 +83,9 @@ def test_peak_flops_table():
   # A PCIe H100 was given the SXM part's peaks (MFU a quarter low; audit).
   assert bench.peak_flops('NVIDIA H100 PCIe', 'bfloat16') == 756e12
   assert bench.peak_flops('NVIDIA H100 80GB HBM3', 'bfloat16') == 989.4e12
+  # The NVL cards: unknown, not the peaks of the SXM parts their names contain (MFU too low).
+  assert bench.peak_flops('NVIDIA H100 NVL', 'bfloat16') is None
+  assert bench.peak_flops('NVIDIA H200 NVL', 'float32') is None
 
 
 def _clock_of_events(monkeypatch, lower_s, compile_s, step_s, log=None):
