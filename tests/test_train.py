@@ -203,7 +203,6 @@ def test_four_device_mesh_matches_one_device(tiny_data_dir, tmp_path, four_devic
 
 def test_evaluate_needs_only_the_split_it_reads(config, tmp_path):
   """A held-out set converted on its own (records holding only a 'test' split) evaluates."""
-  import shutil  # pylint: disable=g-import-not-at-top
   from data import records  # pylint: disable=g-import-not-at-top
   workdir = str(tmp_path / 'run')
   trained = train.train_and_evaluate(config, workdir)
@@ -238,7 +237,6 @@ def test_training_on_records_without_the_eval_split_fails_before_the_first_step(
                                                                                  tmp_path):
   """Records converted without a val split (e.g. a folder tree without --split_by_group): the
   missing eval split is named at once, not after the train steps have run."""
-  import shutil  # pylint: disable=g-import-not-at-top
   from data import records  # pylint: disable=g-import-not-at-top
   source, train_only = config.dataset.data_dir, tmp_path / 'train_only'
   train_only.mkdir()
@@ -488,7 +486,6 @@ def test_tensorboard_points_of_steps_no_checkpoint_kept_are_set_aside_at_a_resum
   """After a crash (SIGKILL, out of memory) the steps past the last checkpoint are trained
   again, and TensorBoard showed both their points: the plots zig-zagged back over steps whose
   weights were lost, without a word (audit)."""
-  import shutil  # pylint: disable=g-import-not-at-top
   config.num_train_steps = 4
   config.log_every_steps = 1
   config.eval_every_steps = config.checkpoint_every_steps = 2
@@ -650,7 +647,6 @@ def test_tensorboard_points_of_a_run_killed_before_its_first_save_are_set_aside_
   a checkpoint moves to discarded/. The kill is stood in for by removing the run's only
   checkpoint, as the resume test above removes its last one. The killed run's hyperparameters
   (logged at step 0) go with its points (review: they stayed beside the new run's)."""
-  import shutil  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
   def hparams_sessions(folder):
