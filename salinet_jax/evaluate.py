@@ -180,6 +180,7 @@ class EvalStep:
     self._devices = devices
 
   def __call__(self, variables, batch):
+    jax.block_until_ready(variables)  # a failure of what computed them is not this step's
     try:
       return jax.block_until_ready(self._jitted(variables, batch))
     except jax.errors.JaxRuntimeError as e:
@@ -187,16 +188,18 @@ class EvalStep:
         raise
       raise MemoryError(self._memory_advice(batch['video'].shape[:2], e)) from e
 
-  def _memory_advice(self, videos_and_views, error) -> str:
-    videos, views = videos_and_views
-    clips = videos * views // self._devices
+  def _memory_advice(self, rows_and_views, error) -> str:
+    rows, views = rows_and_views
+    clips = rows * views // self._devices
     forward = min(self._clips_per_device_forward or clips, clips)
     clip_s = 'clip' if forward == 1 else 'clips'
     held = (f'Out of device memory running the model on {forward} {clip_s} a device in each '
-            f'forward pass (of {videos // self._devices} videos x {views} views a device in a '
-            'batch).')
+            f'forward pass (a device\'s share of a batch: {rows // self._devices} of {views} '
+            'views each).')
     if forward == 1:
-      change = ' One clip a device at a time does not fit: evaluate on a device with more memory.'
+      change = (' One clip a device at a time does not fit: hold fewer videos in a batch '
+                '(config.eval_batch_size; windowed predict: config.predict.window_batch), or '
+                'use a device with more memory.')
     else:
       fewer = max(d for d in range(1, forward) if clips % d == 0)
       change = (f' Set config.eval.clips_per_device_forward to fewer, a divisor of {clips} '
@@ -204,6 +207,8 @@ class EvalStep:
     return f'{held}{change} Original error: {str(error)[:2000]}'
 
   def __getattr__(self, name):
+    if name == '_jitted':  # not set yet (a copy being made): not the jitted function's either
+      raise AttributeError(name)
     return getattr(self._jitted, name)
 
 

@@ -155,21 +155,22 @@ class PreemptionWatcher:
     self._previous = {}
 
 
-def _memory_advice(config, error: Exception) -> str:
-  """What to change when the train step ran out of device memory (`error`, XLA's message)."""
+def _memory_advice(config, error: Exception, where: str = '') -> str:
+  """What to change when the train step (or precise BN's pass over train batches: `where`) ran
+  out of device memory (`error`, XLA's message)."""
   per_device = config.batch_size // max(jax.device_count(), 1)
   accumulation = config.grad_accumulation_steps
   held = f'{per_device} clips' + (f' ({per_device // accumulation} in each of its {accumulation} '
                                   'micro-batches)' if accumulation > 1 else '')
   narrower = ('' if models.compute_dtype(config.dtype) == jnp.bfloat16 else
               ", or use config.dtype='bfloat16'")
-  return (f'Out of device memory with a per-device batch of {held}. Lower config.batch_size'
+  return (f'Out of device memory{where} with a per-device batch of {held}. Lower config.batch_size'
           + (', raise' if narrower else ' or raise') + ' config.grad_accumulation_steps (same '
           f'effective batch, {accumulation} now){narrower}. Original error: {str(error)[:2000]}')
 
 
 @contextlib.contextmanager
-def _out_of_memory_told(config) -> Iterator[None]:
+def _out_of_memory_told(config, where: str = '') -> Iterator[None]:
   """Inside it, XLA saying that the device ran out of memory raises a MemoryError that says
   what to change (`_memory_advice`); other errors pass unchanged. It wraps the train step's
   dispatch and every first read of its results: a step dispatched ahead that runs out of
@@ -179,7 +180,7 @@ def _out_of_memory_told(config) -> Iterator[None]:
   except jax.errors.JaxRuntimeError as e:
     if not errors.is_out_of_device_memory(e):
       raise
-    raise MemoryError(_memory_advice(config, e)) from e
+    raise MemoryError(_memory_advice(config, e, where)) from e
 
 
 def _read_loss(metrics, config) -> float:
@@ -788,8 +789,12 @@ def _precise_bn_stats(trainer: engine.Engine, state: engine.TrainState, step: in
                  count, config.batch_size, count)
   batches = pipeline.as_numpy(
       pipeline.train_dataset(config, seed=seed, sharding=sharding).take(count), info)
-  return precise_bn.recompute(trainer.moments_step, state.variables, batches, count,
-                              trainer.mesh, stop_requested=stop_requested)
+  # Its results are read here, not first by the evaluation after it, so that running out of
+  # memory is told as precise BN's (its batches are the train step's, micro-batches too).
+  with _out_of_memory_told(config, " in precise BN's pass over train batches"):
+    return jax.block_until_ready(precise_bn.recompute(
+        trainer.moments_step, state.variables, batches, count, trainer.mesh,
+        stop_requested=stop_requested))
 
 
 def _train_loop(trainer: engine.Engine, state: engine.TrainState, start_step: int,

@@ -238,11 +238,13 @@ class HugeTemporaryModel(nn.Module):
 
 
 @pytest.mark.parametrize('clips_per_device_forward,advice', [
-    (0, 'on 8 clips a device in each forward pass (of 4 videos x 2 views a device in a batch). '
-        'Set config.eval.clips_per_device_forward to fewer, a divisor of 8 (e.g. 4): activation '
-        'memory scales with it.'),
-    (1, 'on 1 clip a device in each forward pass (of 4 videos x 2 views a device in a batch). '
-        'One clip a device at a time does not fit: evaluate on a device with more memory.')])
+    (0, "on 8 clips a device in each forward pass (a device's share of a batch: 4 of 2 views "
+        'each). Set config.eval.clips_per_device_forward to fewer, a divisor of 8 (e.g. 4): '
+        'activation memory scales with it.'),
+    (1, "on 1 clip a device in each forward pass (a device's share of a batch: 4 of 2 views "
+        'each). One clip a device at a time does not fit: hold fewer videos in a batch '
+        '(config.eval_batch_size; windowed predict: config.predict.window_batch), or use a '
+        'device with more memory.')])
 def test_an_eval_step_out_of_device_memory_says_which_setting_holds_fewer_clips(
     fixed_records, clips_per_device_forward, advice):
   """XLA's RESOURCE_EXHAUSTED names bytes, not the clips a device held in one forward pass nor

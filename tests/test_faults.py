@@ -443,11 +443,13 @@ def test_bad_tfrecord_names_the_file(split, truncate, config, tiny_data_dir, tmp
   assert truncate or ': corrupted record starting at byte ' in str(raised.value), raised.value
 
 
+@pytest.mark.parametrize('log_every', [1, 100])  # review: 100 reads the loss of step 1 first
 def test_a_train_step_out_of_device_memory_says_which_settings_hold_fewer_clips(
-    config, tmp_path, monkeypatch):
+    config, tmp_path, monkeypatch, log_every):
   """Running out of device memory is told as the per-device batch and the settings that lower
-  it, whether XLA says so while the step compiles or, dispatched ahead, while it runs. The step
-  here needs a 16 TiB temporary, which XLA cannot allocate on any host."""
+  it. On the CPU XLA says so where the step's results are first read, not at its dispatch (the
+  only place training caught it): the log's window means, or (log_every 100) the loss of the
+  step before. The step here needs a 16 TiB temporary, which XLA cannot allocate on any host."""
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   plain_step = engine.train_step
 
@@ -458,6 +460,7 @@ def test_a_train_step_out_of_device_memory_says_which_settings_hold_fewer_clips(
     return new_state, {**metrics, 'loss': metrics['loss'] + huge[0, 0]}
 
   monkeypatch.setattr(engine, 'train_step', huge_step)
+  config.log_every_steps = log_every
   with pytest.raises(MemoryError) as raised:
     train.train_and_evaluate(config, str(tmp_path / 'run'))
   per_device = config.batch_size // jax.device_count()
@@ -465,6 +468,33 @@ def test_a_train_step_out_of_device_memory_says_which_settings_hold_fewer_clips(
       f'Out of device memory with a per-device batch of {per_device} clips. Lower '
       'config.batch_size, raise config.grad_accumulation_steps'), raised.value
   assert 'Original error: RESOURCE_EXHAUSTED' in str(raised.value), raised.value
+
+
+def test_a_precise_bn_out_of_device_memory_is_not_told_as_the_eval_step_s(
+    config, tmp_path, monkeypatch):
+  """Review: precise BN's moments step never reads its results on the host, so on the CPU its
+  runtime OOM surfaced in the first eval step, whose EvalStep advice names
+  config.eval.clips_per_device_forward: a setting precise BN's train batches do not read. It is
+  told as precise BN's, with the train batch's advice."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from salinet_jax import precise_bn  # pylint: disable=g-import-not-at-top
+  plain = precise_bn.batch_moments
+
+  def huge_moments(model, variables, video, kwargs, bn_group_size=0):
+    moments = plain(model, variables, video, kwargs, bn_group_size)
+    rows = jax.lax.broadcasted_iota(jnp.float32, (2**20, 2**22), 0)
+    huge = jnp.sort(jnp.sin(rows * jnp.mean(video)), axis=0)[0, 0]
+    return jax.tree.map(lambda x: x + huge.astype(x.dtype), moments)
+
+  monkeypatch.setattr(precise_bn, 'batch_moments', huge_moments)
+  config.precise_bn_batches = 1
+  with pytest.raises(MemoryError) as raised:
+    train.train_and_evaluate(config, str(tmp_path / 'run'))
+  per_device = config.batch_size // jax.device_count()
+  assert str(raised.value).startswith(
+      "Out of device memory in precise BN's pass over train batches with a per-device batch of "
+      f'{per_device} clips. Lower config.batch_size'), raised.value
+  assert 'clips_per_device_forward' not in str(raised.value), raised.value
 
 
 def test_sigterm_is_acted_on_at_the_next_step(config, tmp_path, monkeypatch):

@@ -244,7 +244,7 @@ def test_features_under_remat_are_those_without(trained, tmp_path):
 
 
 @pytest.mark.skipif(not PANCAKE.exists(), reason=f'shared test data not found at {PANCAKE}')
-@pytest.mark.parametrize('mode', ['predict', 'features'])
+@pytest.mark.parametrize('mode', ['predict', 'features', 'windowed'])  # review: + windowed
 def test_running_out_of_device_memory_says_which_setting_holds_fewer_clips(trained, tmp_path,
                                                                            monkeypatch, mode):
   """Predict and features ended on XLA's RESOURCE_EXHAUSTED, which names bytes, not the clips a
@@ -256,7 +256,10 @@ def test_running_out_of_device_memory_says_which_setting_holds_fewer_clips(train
   folder = tmp_path / 'videos'
   folder.mkdir()
   shutil.copy(PANCAKE, folder / 'clip.mkv')
-  module, name = (evaluate, 'eval_step') if mode == 'predict' else (features, 'view_features')
+  if mode == 'windowed':
+    config = config.copy_and_resolve_references()
+    config.predict.update(window_seconds=1.0, stride_seconds=1.0, window_batch=3)
+  module, name = (features, 'view_features') if mode == 'features' else (evaluate, 'eval_step')
   plain = getattr(module, name)
 
   def needs_16_tib(variables, batch, **kwargs):
@@ -265,7 +268,7 @@ def test_running_out_of_device_memory_says_which_setting_holds_fewer_clips(train
     return jax.tree.map(lambda x: x + huge.astype(x.dtype), plain(variables, batch, **kwargs))
 
   monkeypatch.setattr(module, name, needs_16_tib)
-  run = predict.predict if mode == 'predict' else features.extract
+  run = features.extract if mode == 'features' else predict.predict
   with pytest.raises(MemoryError, match=r'^Out of device memory running the model on \d+ clips? '
                      r'a device in each forward pass .*config\.eval\.clips_per_device_forward'):
     run(config, workdir, [str(folder)], str(tmp_path / 'out'))
