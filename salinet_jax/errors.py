@@ -5,6 +5,9 @@
 because it is a bug to report, not an input to correct.
 """
 
+import contextlib
+from typing import Callable, Iterator
+
 
 class UserError(Exception):
   """Bad input or a state of the workdir the user can correct; the message says how."""
@@ -38,6 +41,15 @@ def no_space_line(error: BaseException) -> str:
   return f'{error}. Free some space, or write elsewhere, and run the command again.'
 
 
-def is_out_of_device_memory(error: BaseException) -> bool:
-  """Whether an XLA runtime error says the device ran out of memory."""
-  return 'RESOURCE_EXHAUSTED' in str(error) or 'Out of memory' in str(error)
+@contextlib.contextmanager
+def out_of_device_memory_told(advice: Callable[[BaseException], str]) -> Iterator[None]:
+  """Inside it, XLA saying that the device ran out of memory raises a MemoryError whose message
+  is `advice(error)` (what held the memory, what to change: XLA's own names neither); other
+  errors pass unchanged."""
+  import jax  # pylint: disable=g-import-not-at-top
+  try:
+    yield
+  except jax.errors.JaxRuntimeError as e:
+    if 'RESOURCE_EXHAUSTED' not in str(e) and 'Out of memory' not in str(e):
+      raise
+    raise MemoryError(advice(e)) from e

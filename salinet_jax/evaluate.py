@@ -162,31 +162,28 @@ def make_eval_step(model, eval_config, mesh, data_config):
   step = functools.partial(eval_step, model=model, reduction=eval_config.view_reduction,
                            scores=eval_config.view_scores, data_config=data_config,
                            clips_per_forward=eval_config.clips_per_device_forward * mesh.size)
-  jitted = jax.jit(step, in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)),
-                   out_shardings=parallel.replicated(mesh))
-  return EvalStep(jitted, eval_config.clips_per_device_forward, mesh.size)
+  return EvalStep(step, mesh, eval_config.clips_per_device_forward)
 
 
 class EvalStep:
-  """A jitted eval-mode step over (videos, views, ...) batches: `make_eval_step`'s, features'.
-  Running out of device memory while it compiles or runs raises a MemoryError that says how
-  many clips a device held in one forward pass and which setting holds fewer (XLA's own error
-  names neither); its results are ready when it returns. Every other attribute (`lower`,
-  `trace`) is the jitted function's."""
+  """`step(variables, batch)` over (videos, views, ...) batches (`make_eval_step`'s, features'),
+  jitted with the batch sharded over `mesh`, variables and outputs replicated. Running out of
+  device memory while it compiles or runs raises a MemoryError that says how many clips a
+  device held in one forward pass and which setting holds fewer; its results are ready when it
+  returns. Every other attribute (`lower`, `trace`) is the jitted function's."""
 
-  def __init__(self, jitted, clips_per_device_forward: int, devices: int):
-    self._jitted = jitted
+  def __init__(self, step, mesh, clips_per_device_forward: int):
+    self._jitted = jax.jit(step, in_shardings=(parallel.replicated(mesh),
+                                               parallel.batch_sharded(mesh)),
+                           out_shardings=parallel.replicated(mesh))
     self._clips_per_device_forward = clips_per_device_forward
-    self._devices = devices
+    self._devices = mesh.size
 
   def __call__(self, variables, batch):
     jax.block_until_ready(variables)  # a failure of what computed them is not this step's
-    try:
+    with errors.out_of_device_memory_told(
+        lambda e: self._memory_advice(batch['video'].shape[:2], e)):
       return jax.block_until_ready(self._jitted(variables, batch))
-    except jax.errors.JaxRuntimeError as e:
-      if not errors.is_out_of_device_memory(e):
-        raise
-      raise MemoryError(self._memory_advice(batch['video'].shape[:2], e)) from e
 
   def _memory_advice(self, rows_and_views, error) -> str:
     rows, views = rows_and_views

@@ -19,7 +19,6 @@ import os
 from typing import Any, Dict, List, Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
@@ -115,12 +114,10 @@ def extract(config, workdir: str, video_paths: Sequence[str],
   logging.info('Features of %d video(s) with checkpoint %s.', len(files), predictor.source)
   mesh = predictor.engine.mesh
   step = evaluate_lib.EvalStep(
-      jax.jit(functools.partial(view_features, model=predictor.engine.forward_model,
-                                data_config=config.data, clips_per_forward=(
-                                    config.eval.clips_per_device_forward * mesh.size)),
-              in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)),
-              out_shardings=parallel.replicated(mesh)),
-      config.eval.clips_per_device_forward, mesh.size)
+      functools.partial(view_features, model=predictor.engine.forward_model,
+                        data_config=config.data,
+                        clips_per_forward=config.eval.clips_per_device_forward * mesh.size),
+      mesh, config.eval.clips_per_device_forward)
   with console.progress_bar_stream() as bar_stream:
     results = [_one_video(predictor, step, path, os.path.join(output_dir, name + '.npy'),
                           config.features.per_view)

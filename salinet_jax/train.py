@@ -11,14 +11,13 @@ Over 400 lines because the loop's phases (resume, steps, evaluation, precise BN,
 failures) act on one run's state; the jitted parts live in engine.py.
 """
 
-import contextlib
 import glob
 import os
 import signal
 import threading
 import time
 import traceback
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 import flax
 import jax
@@ -169,18 +168,11 @@ def _memory_advice(config, error: Exception, where: str = '') -> str:
           f'effective batch, {accumulation} now){narrower}. Original error: {str(error)[:2000]}')
 
 
-@contextlib.contextmanager
-def _out_of_memory_told(config, where: str = '') -> Iterator[None]:
-  """Inside it, XLA saying that the device ran out of memory raises a MemoryError that says
-  what to change (`_memory_advice`); other errors pass unchanged. It wraps the train step's
+def _out_of_memory_told(config, where: str = ''):
+  """`errors.out_of_device_memory_told` with `_memory_advice`. It wraps the train step's
   dispatch and every first read of its results: a step dispatched ahead that runs out of
   memory while it runs says so only where its results are read."""
-  try:
-    yield
-  except jax.errors.JaxRuntimeError as e:
-    if not errors.is_out_of_device_memory(e):
-      raise
-    raise MemoryError(_memory_advice(config, e, where)) from e
+  return errors.out_of_device_memory_told(lambda e: _memory_advice(config, e, where))
 
 
 def _read_loss(metrics, config) -> float:
