@@ -241,10 +241,12 @@ def short_side_warning(short_side) -> str:
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog='python -m data.bench', description=__doc__.split('\n')[0])
-  parser.add_argument('--records', required=True, help='records directory (short side 256)')
+  parser.add_argument('--records', required=True, type=errors.path_argument,
+                      help='records directory (short side 256)')
   parser.add_argument('--split', default='train')
-  parser.add_argument('--videos', default='', help='root of the source videos (default: the '
-                      'conversion input in metadata.json)')
+  parser.add_argument('--videos', default='', type=errors.path_argument,
+                      help='root of the source videos (default: the conversion input in '
+                      'metadata.json)')
   parser.add_argument('--seconds', type=in_range(float, 0.1), default=8.0,
                       help='timed seconds per measurement')
   parser.add_argument('--rounds', type=in_range(int, 1), default=3, help='rounds of (a), (b), '

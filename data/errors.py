@@ -6,6 +6,7 @@ Kept apart from `salinet_jax.errors` because `data/` never imports the model pac
 command line reports both kinds, and a full disk, as one line without a traceback.
 """
 
+import argparse
 import atexit
 import contextlib
 import contextvars
@@ -23,6 +24,8 @@ from typing import IO, Any, Iterator, Optional, Sequence
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 # How TensorStore (orbax's writer) gives the OS error behind the text of its own errors.
 OS_ERROR_CODE = re.compile(r"os_error_code='?(\d+)")
+# A URL's scheme at the start of a path (gs://, s3://, https://).
+_URL_SCHEME = re.compile(r'\s*([A-Za-z][A-Za-z0-9+.-]*)://')
 
 
 class NoSpace(OSError):
@@ -308,4 +311,45 @@ class DataError(Exception):
 
 
 class SettingError(DataError, ValueError):
-  """A `config.data` value the input pipeline cannot work with (the message names the field)."""
+  """A setting (a `config` field or a path flag) the input side cannot work with; the message
+  names it."""
+
+
+def url_refusal(path: Any) -> Optional[str]:
+  """Why `path` cannot be used when it is a URL (gs://, s3://, https://), as the words that follow
+  it ('is a URL, ...'); None for a path.
+
+  The commands open files through the operating system, which takes 'gs://bucket/run' for a
+  folder named 'gs:' in the current directory: a run's checkpoints and log would stay on this
+  machine's disk, its trainer lock would stop no trainer on another host, and converted records
+  would never reach the bucket.
+  """
+  match = _URL_SCHEME.match(path) if isinstance(path, str) else None
+  if not match:
+    return None
+  return (f'is a URL, and this project opens files by filesystem path only (it would be a '
+          f'local folder named "{match.group(1)}:"). Pass the path of a filesystem instead (a '
+          'local disk, NFS, or the storage mounted as one).')
+
+
+def refuse_url(path: Any, setting: str) -> None:
+  """A SettingError `<setting>=<path> is a URL, ...` when `path` is a URL (see `url_refusal`)."""
+  reason = url_refusal(path)
+  if reason:
+    raise SettingError(f'{setting}={path} {reason}')
+
+
+def local_path(path: Any, setting: str) -> Any:
+  """A path setting as a shell would have given it: a leading `~` expanded (shells leave
+  `--output=~/x` as it is), a URL refused (`refuse_url`); anything not a string as it is."""
+  refuse_url(path, setting)
+  return os.path.expanduser(path) if isinstance(path, str) else path
+
+
+def path_argument(text: str) -> str:
+  """An argparse type for a path flag, as `local_path` gives it: a URL ends the command in one
+  usage line."""
+  reason = url_refusal(text)
+  if reason:
+    raise argparse.ArgumentTypeError(f'{text} {reason}')
+  return os.path.expanduser(text)

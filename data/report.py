@@ -305,9 +305,10 @@ def plot(card: Dict[str, Any], path: str) -> str:
 def main(argv: Optional[Sequence[str]] = None) -> int:
   parser = argparse.ArgumentParser(prog='python -m data.report',
                                    description=__doc__.split('\n\n')[0])
-  parser.add_argument('--records', required=True, help='records directory (python -m data.convert)')
-  parser.add_argument('--output', default='', help='where report.json/.png go (default '
-                      'RECORDS/report)')
+  parser.add_argument('--records', required=True, type=errors.path_argument,
+                      help='records directory (python -m data.convert)')
+  parser.add_argument('--output', default='', type=errors.path_argument,
+                      help='where report.json/.png go (default RECORDS/report)')
   args = parser.parse_args(argv)
   try:
     card = build(args.records)

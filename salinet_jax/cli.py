@@ -46,6 +46,7 @@ def _parse_flags(argv: List[str]) -> List[str]:
         print(f'error: --config={values["config"].config_filename} sets {unknown}.',
               file=sys.stderr)
         sys.exit(2)
+    _check_paths(values)
     return remaining
   except flags.Error as e:
     lines = str(e).strip().splitlines()
@@ -91,6 +92,35 @@ MODES_OF_CONFIG_FIELDS = {'predict': ('predict',), 'features': ('features',),
                           'eval.view_scores': ('train', 'eval', 'predict'),
                           'eval.num_visualizations': ('eval', 'predict')}
 WINDOW_SETTINGS = ('stride_seconds', 'window_batch', 'timeline_classes')
+
+
+# The flags (of any command that defines them) and config fields that name files or folders.
+PATH_FLAGS = ('workdir', 'output_dir', 'video', 'output', 'checkpoint', 'classes', 'profile_dir')
+PATH_FIELDS = ('dataset.data_dir', 'init_from.checkpoint', 'eval.checkpoint', 'predict.exported')
+
+
+def _check_paths(values: flags.FlagValues) -> None:
+  """The path flags and fields as a shell would give them, or the command ends in one line.
+
+  A URL ends it (status 2) before any file is written where it would become a local folder
+  (`data.errors.url_refusal`). A leading `~` is expanded: shells leave `--workdir=~/run` as it
+  is, and the run would go to a folder named '~' in the current directory.
+  """
+  holders = [(f'--{name}', values[name], 'value') for name in PATH_FLAGS if name in values]
+  if 'config' in values and values.config is not None:
+    for field in PATH_FIELDS:
+      group, name = field.split('.')
+      if name in values.config.get(group, {}):
+        holders.append((f'config.{field}', values.config[group], name))
+  for setting, holder, attribute in holders:
+    value = getattr(holder, attribute)
+    try:
+      paths = [data_errors.local_path(path, setting)
+               for path in (value if isinstance(value, list) else [value])]
+    except data_errors.SettingError as e:
+      print(f'error: {e}', file=sys.stderr)
+      sys.exit(2)
+    setattr(holder, attribute, paths if isinstance(value, list) else paths[0])
 
 
 def unread_override(config, argv: List[str], mode: str) -> str:

@@ -1957,6 +1957,42 @@ def test_converter_numbers_out_of_range_are_refused_before_anything_runs(flag, c
   assert f'argument {flag.split("=")[0]}: ' in capsys.readouterr().err
 
 
+@pytest.mark.parametrize('flag', ['--output', '--input'])
+def test_a_url_for_a_path_is_refused_before_anything_is_written(flag, tmp_path, monkeypatch,
+                                                                 capsys):
+  """--output=gs://... wrote the records into a folder 'gs:' of the current directory and said
+  it had written them, so they never reached the bucket."""
+  monkeypatch.chdir(tmp_path)
+  paths = {'--input': str(FIGHT), '--output': str(tmp_path / 'records'),
+           flag: 'gs://bucket/videos'}
+  with pytest.raises(SystemExit) as e:
+    _run('--dataset=folder', *(f'{name}={path}' for name, path in paths.items()),
+         '--short_side=64', '--workers=1')
+  assert e.value.code == 2
+  assert (f'argument {flag}: gs://bucket/videos is a URL, and this project opens files by '
+          'filesystem path only (it would be a local folder named "gs:")') in (
+              capsys.readouterr().err)
+  assert not os.listdir(tmp_path)
+
+
+def test_a_leading_tilde_in_a_path_flag_is_the_home_folder(tmp_path, monkeypatch):
+  """Shells leave `--output=~/records` as it is: the records went to a folder '~' of the
+  current directory."""
+  home, cwd = tmp_path / 'home', tmp_path / 'cwd'
+  for label in ('fight', 'noFight'):
+    (home / 'videos' / label).mkdir(parents=True)
+    first = sorted((FIGHT / label).glob('*.mp4'))[0]
+    shutil.copy(first, home / 'videos' / label / first.name)
+  cwd.mkdir()
+  monkeypatch.setenv('HOME', str(home))
+  monkeypatch.chdir(cwd)
+  assert _run('--dataset=folder', '--input=~/videos', '--output=~/records', '--short_side=64',
+              '--workers=1') == 0
+  metadata = records.read_metadata(str(home / 'records'))
+  assert (metadata.classes, metadata.split_sizes) == (['fight', 'noFight'], {'train': 2})
+  assert not os.listdir(cwd)
+
+
 def test_the_data_report_finds_a_damaged_byte_in_converted_records(tmp_path, capsys):
   """With the converter's bookkeeping present the card compared shard sizes only: a shard with a
   flipped byte (its size unchanged) gave a clean card and exit 0, while evaluation refused it

@@ -18,13 +18,17 @@ import pytest
 
 from configs import demo
 from data import errors as data_errors
+from data import pipeline
 from data import records
 from salinet_jax import checkpoints
 from salinet_jax import cli
 from salinet_jax import engine
+from salinet_jax import pretrained
 from salinet_jax import train
+from salinet_jax import workdir as workdir_lib
 from tests.conftest import REPO_ROOT
 from tests.conftest import subprocess_env
+from tests.conftest import tiny_config
 from tests.test_main import _main
 from tests.test_main import _tiny_overrides
 
@@ -1390,3 +1394,70 @@ def test_an_override_of_another_modes_settings_is_refused(tiny_data_dir, tmp_pat
                                '--config.predict.window_seconds=4'))
   assert line.startswith('error: --config.predict.window_seconds is read by --mode=predict only')
   assert not (tmp_path / 'run').exists()
+
+
+@pytest.mark.parametrize('command, url', [
+    (('main.py', '--config=CONFIGS/demo.py', '--workdir=gs://bucket/run'), '--workdir=gs://'),
+    (('main.py', '--config=CONFIGS/demo.py', '--workdir=run', '--mode=eval',
+      '--output_dir=gs://bucket/eval'), '--output_dir=gs://'),
+    (('main.py', '--config=CONFIGS/demo.py', '--workdir=run',
+      '--config.dataset.data_dir=s3://bucket/records'), 'config.dataset.data_dir=s3://'),
+    (('-m', 'salinet_jax.export', '--workdir=run', '--output=gs://bucket/export'),
+     '--output=gs://'),
+    (('-m', 'salinet_jax.convert', '--source=pyslowfast', '--checkpoint=I3D_NLN_8x8_R50.pkl',
+      '--config=CONFIGS/k400_i3d_nl.py', '--output=gs://bucket/i3d'), '--output=gs://'),
+], ids=['train_workdir', 'eval_output_dir', 'records', 'export_output', 'convert_output'])
+def test_a_url_for_a_path_ends_the_command_in_one_line_writing_nothing(command, url, tmp_path):
+  """The commands open files by filesystem path: a gs:// workdir became a folder 'gs:' in the
+  current directory, holding the run's lock, log and checkpoints on this machine's disk."""
+  command = [part.replace('CONFIGS', str(REPO_ROOT / 'configs')) for part in command]
+  if command[0] == 'main.py':
+    command[0] = str(REPO_ROOT / 'main.py')
+  proc = subprocess.run([sys.executable, *command], cwd=tmp_path, env=subprocess_env(),
+                        capture_output=True, text=True, timeout=300)
+  line = _one_error_line(proc, 2)
+  assert line.startswith(f'error: {url}'), line
+  assert 'is a URL, and this project opens files by filesystem path only (it would be a local ' \
+      'folder named' in line, line
+  assert not os.listdir(tmp_path)
+
+
+@pytest.mark.parametrize('flags, expected', [
+    (('--workdir=~/run', '--mode=eval'), 'error: No checkpoint in HOME/run/checkpoints: '),
+    (('--workdir=run', '--config.init_from.checkpoint=~/i3d'),
+     'error: Pretrained checkpoint HOME/i3d does not exist.'),
+], ids=['workdir', 'init_from'])
+def test_a_leading_tilde_in_a_path_is_the_home_folder(flags, expected, tmp_path):
+  """Shells leave `--workdir=~/run` as it is: the run went to a folder '~' of the current
+  directory, and a later run started elsewhere did not find its checkpoints."""
+  home, cwd = tmp_path / 'home', tmp_path / 'cwd'
+  home.mkdir()
+  cwd.mkdir()
+  proc = subprocess.run([sys.executable, str(REPO_ROOT / 'main.py'),
+                         f'--config={REPO_ROOT / "configs" / "demo.py"}', *flags], cwd=cwd,
+                        env=dict(subprocess_env(), HOME=str(home)), capture_output=True,
+                        text=True, timeout=300)
+  assert _one_error_line(proc).startswith(expected.replace('HOME', str(home)))
+  assert not os.listdir(cwd)
+
+
+def test_the_python_api_refuses_a_url_for_a_path(tiny_data_dir, tmp_path, monkeypatch):
+  """train_and_evaluate, the records, init_from and the converters' writers refuse a URL in one
+  line naming the setting, before anything is written in the current directory."""
+  monkeypatch.chdir(tmp_path)
+  config = tiny_config(tiny_data_dir)
+  with pytest.raises(workdir_lib.NotWritableError, match=(
+      r'^Cannot write checkpoints and logs to gs://bucket/run: it is a URL, .* local folder '
+      r'named "gs:"\)\. Pass the path of a filesystem')):
+    train.train_and_evaluate(config, 'gs://bucket/run')
+  config.dataset.data_dir = 'gs://bucket/records'
+  with pytest.raises(data_errors.SettingError,
+                     match=r'^config\.dataset\.data_dir=gs://bucket/records is a URL'):
+    pipeline.records_directory(config.dataset)
+  config.init_from.checkpoint = 'https://example.org/i3d'
+  with pytest.raises(data_errors.SettingError,
+                     match=r'^config\.init_from\.checkpoint=https://example\.org/i3d is a URL'):
+    pretrained.check_init_from(config.init_from)
+  with pytest.raises(data_errors.SettingError, match=r'^--output=gs://bucket/i3d is a URL'):
+    pretrained.save_converted('gs://bucket/i3d', {'params': {}}, {})
+  assert not os.listdir(tmp_path)

@@ -368,17 +368,22 @@ def build_parser() -> argparse.ArgumentParser:
       prog='python -m data.convert', description=__doc__.split('\n\n')[0],
       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split('\n\n', 1)[1])
   p.add_argument('--dataset', required=True, choices=KINDS, help='source layout / dataset kind')
-  p.add_argument('--input', required=True, help='root of the videos or frame folders')
-  p.add_argument('--output', required=True, help='records directory to write')
-  p.add_argument('--annotations', default='', help='annotation file(s) or folder (see above)')
+  p.add_argument('--input', required=True, type=data_errors.path_argument,
+                 help='root of the videos or frame folders')
+  p.add_argument('--output', required=True, type=data_errors.path_argument,
+                 help='records directory to write')
+  p.add_argument('--annotations', default='', type=data_errors.path_argument,
+                 help='annotation file(s) or folder (see above)')
   p.add_argument('--split', default='', help='split name (single-split kinds) or the one split '
                  'to convert')
   p.add_argument('--name', default='', help='dataset name in shard files, metadata and TFDS '
                  '(default: the kind; use the registry name, e.g. fight_surv)')
-  p.add_argument('--class_list', default='', help='class names one per line, in index order, or '
-                 '`<index> <name>` lines numbered in order from 0 or 1 (classInd.txt)')
+  p.add_argument('--class_list', default='', type=data_errors.path_argument,
+                 help='class names one per line, in index order, or `<index> <name>` lines '
+                 'numbered in order from 0 or 1 (classInd.txt)')
   p.add_argument('--fold', default=None, help='ucf101/hmdb51 fold: 1 (the default), 2, 3 or all')
-  p.add_argument('--kinetics_csv', default='', help='mini_kinetics: labeled K400 CSV(s)')
+  p.add_argument('--kinetics_csv', default='', type=data_errors.path_argument,
+                 help='mini_kinetics: labeled K400 CSV(s)')
   p.add_argument('--extensions', default=','.join(VIDEO_EXTENSIONS), help='video extensions')
   p.add_argument('--path_column', default='path', help='CSV lists: column of the video path')
   p.add_argument('--label_column', default='label', help='CSV lists: column of the label')
