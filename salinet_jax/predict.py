@@ -24,6 +24,7 @@ from absl import logging
 
 from data import pipeline
 from data import sampling
+from data import tree
 from data import video_io
 from data import errors as data_errors
 from salinet_jax import checkpoints
@@ -39,14 +40,14 @@ PREDICTIONS_FILE = 'predictions.csv'
 
 
 class PredictInputError(errors.UserError):
-  """A --video path that does not exist, or no video at all."""
+  """A --video path that does not exist or is not UTF-8 text, or no video at all."""
 
 
 def find_videos(paths: Sequence[str], mode: str = 'predict') -> List[str]:
   """The video files named by `paths` (files as given, directories searched recursively).
 
-  Raises PredictInputError naming the first missing path, or when nothing is left (naming
-  --mode=`mode`, the mode that needs them).
+  Raises PredictInputError naming the first missing path, the paths that are not UTF-8 text, or
+  when nothing is left (naming --mode=`mode`, the mode that needs them).
   """
   if not paths:
     raise PredictInputError(f'--mode={mode} needs at least one --video=PATH (a file or a '
@@ -58,15 +59,22 @@ def find_videos(paths: Sequence[str], mode: str = 'predict') -> List[str]:
     found, others, hidden = video_io.list_videos(path)
     if others:
       logging.info('%s: skipping %d file(s) without a video extension (%s).', path, len(others),
-                   data_errors.first_few([os.path.basename(o) for o in others]))
+                   data_errors.first_few([tree.printable(os.path.basename(o)) for o in others]))
     if hidden:
       logging.warning('%s: leaving out %d hidden video file(s) (%s); rename any to include so '
                       'that no part of its path starts with a dot.', path, len(hidden),
-                      data_errors.first_few([os.path.relpath(h, path) for h in hidden]))
+                      data_errors.first_few([tree.printable(os.path.relpath(h, path))
+                                             for h in hidden]))
     if not found:
       raise PredictInputError(f'No video file (extensions {", ".join(video_io.VIDEO_EXTENSIONS)}) '
                               f'under {path}.')
     files += found
+  bad = tree.not_utf8(files)
+  if bad:  # TensorFlow and the CSV refused them mid-run, after the videos before them
+    raise PredictInputError(
+        f'{len(bad)} video path(s) are not UTF-8 text, which the outputs name videos in: '
+        f'{data_errors.first_few(bad)} (undecodable bytes shown escaped). Rename them (e.g. '
+        'convmv -f latin1 -t utf8 --notest FILE) and run again.')
   return _each_video_once(files)
 
 

@@ -1993,6 +1993,27 @@ def test_a_leading_tilde_in_a_path_flag_is_the_home_folder(tmp_path, monkeypatch
   assert not os.listdir(cwd)
 
 
+def test_names_that_are_not_utf8_are_refused_before_any_video_is_decoded(tmp_path, capsys):
+  """A latin-1 file or class folder name (from an old archive) stopped the whole conversion in
+  a UnicodeEncodeError traceback, leaving an unfinished shard."""
+  videos = tmp_path / 'videos'
+  fights = sorted((FIGHT / 'fight').glob('*.mp4'))[:2]
+  for folder, source, name in [('fight', fights[0], 'fi.mp4'),
+                               ('fight', fights[1], os.fsdecode(b'caf\xe9.mp4')),
+                               (os.fsdecode(b'ca\xefd'), fights[0], 'x.mp4')]:
+    (videos / folder).mkdir(parents=True, exist_ok=True)
+    shutil.copy(source, videos / folder / name)
+  assert _run('--dataset=folder', f'--input={videos}', f'--output={tmp_path / "records"}',
+              '--short_side=64', '--workers=1') == 2
+  err = capsys.readouterr().err.strip()
+  assert err == (
+      'error: 3 video file or class folder name(s) are not UTF-8 text, which the records store '
+      'names as: ca\\xefd/x.mp4, fight/caf\\xe9.mp4, ca\\xefd (undecodable bytes shown escaped). '
+      f'Rename them (e.g. convmv -f latin1 -t utf8 -r --notest {videos}) and run the same '
+      'command again.'), err
+  assert not (tmp_path / 'records').exists()
+
+
 def test_the_data_report_finds_a_damaged_byte_in_converted_records(tmp_path, capsys):
   """With the converter's bookkeeping present the card compared shard sizes only: a shard with a
   flipped byte (its size unchanged) gave a clean card and exit 0, while evaluation refused it

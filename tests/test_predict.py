@@ -199,6 +199,26 @@ def test_hidden_videos_of_a_folder_are_named_when_left_out(tmp_path, caplog):
           'rename any to include so that no part of its path starts with a dot.') in caplog.text
 
 
+@pytest.mark.skipif(not PANCAKE.exists(), reason=f'shared test data not found at {PANCAKE}')
+def test_a_video_whose_name_is_not_utf8_is_refused_before_any_is_read(trained, tmp_path, caplog):
+  """A latin-1 file name (from an old archive) ended predict in TensorFlow's traceback ('Unable
+  to convert element to UTF-8') after the videos before it were scored, writing none."""
+  config, workdir = trained
+  folder = tmp_path / 'videos'
+  folder.mkdir()
+  shutil.copy(PANCAKE, folder / 'pancake.mkv')
+  shutil.copy(PANCAKE, folder / os.fsdecode(b'cr\xeape.mkv'))
+  (folder / os.fsdecode(b'notes \xe9t\xe9.txt')).write_text('no video extension\n')
+  output = tmp_path / 'out'
+  caplog.set_level('INFO', logger='absl')
+  with pytest.raises(predict.PredictInputError, match=(
+      r'^1 video path\(s\) are not UTF-8 text, which the outputs name videos in: '
+      rf'{re.escape(str(folder))}/cr\\xeape\.mkv \(undecodable bytes shown escaped\)\. Rename')):
+    predict.predict(config, workdir, [str(folder)], str(output))
+  assert not output.exists()
+  assert 'skipping 1 file(s) without a video extension (notes \\xe9t\\xe9.txt)' in caplog.text
+
+
 def test_features_mode_refuses_an_export(trained, tmp_path):
   """--config.predict.exported was ignored by features mode, which read the workdir's checkpoint
   without a word."""

@@ -66,6 +66,7 @@ from typing import TYPE_CHECKING, List, Optional, Sequence
 
 from data import datasets
 from data import errors as data_errors
+from data import tree
 from data import video_io
 from data.convert.outputs import FAILURES_FILE, WARNINGS_FILE, existing_metadata, write_outputs
 from data.convert.outputs import video_warnings
@@ -132,6 +133,7 @@ def convert(args) -> Optional['records.DatasetMetadata']:
   output = os.path.abspath(args.output)
   _refuse_flags_the_kind_ignores(args)
   plan = make_plan(args)
+  _refuse_names_not_utf8(plan, args)
   os.makedirs(output, exist_ok=True)
   jobs = shard_jobs(plan, args, output)
   counts = {split: len(items) for split, items in plan.splits.items()}
@@ -176,6 +178,20 @@ def convert(args) -> Optional['records.DatasetMetadata']:
                + uncounted_share_warnings(plan, metadata) + shared_video_warnings(plan, metadata)):
     print(f'warning: {line}', file=sys.stderr)
   return metadata
+
+
+def _refuse_names_not_utf8(plan, args) -> None:
+  """A ConversionError naming the video files and class folders whose names are not UTF-8
+  (e.g. latin-1 names from an old archive), before any work: the records store names as UTF-8,
+  and each such video stopped the whole conversion with a UnicodeEncodeError."""
+  names = [item.filename for items in plan.splits.values() for item in items]
+  bad = tree.not_utf8(names + list(plan.classes))
+  if bad:
+    raise ConversionError(
+        f'{len(bad)} video file or class folder name(s) are not UTF-8 text, which the records '
+        f'store names as: {data_errors.first_few(bad)} (undecodable bytes shown escaped). '
+        f'Rename them (e.g. convmv -f latin1 -t utf8 -r --notest {tree.printable(args.input)}) '
+        'and run the same command again.')
 
 
 def shared_video_warnings(plan, metadata, most: int = 12) -> List[str]:
