@@ -14,6 +14,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
 from configs import demo
 from data import synthetic
@@ -148,55 +149,73 @@ def test_a_sigterm_to_one_process_stops_the_whole_group_at_one_step(tiny_data_di
     assert f'Stopped by SIGTERM after saving step {saved[0]}; exit status 143' in text, text[-3000:]
 
 
-# main.py where process 1 gets a SIGTERM in the first batch of its first evaluation in training.
-_MAIN_WITH_A_SIGTERM_IN_AN_EVALUATION = """
+# main.py where process 1 gets a SIGTERM in its first call of DURING in training: the first batch
+# of its first evaluation, of its first precise-BN pass, or its save of step 2.
+_MAIN_WITH_A_SIGTERM_DURING = """
 import os
 import signal
 import time
 import jax
 from absl import app
 import main
+from salinet_jax import checkpoints
 from salinet_jax import cli
 from salinet_jax import train
-plain_engine = train.training_engine
+plain_engine, plain_save, calls = train.training_engine, checkpoints.CheckpointStore.save, []
+
+
+def signalled(during, function):
+  def call(*args, **kwargs):
+    calls.append(during)
+    if calls.count(DURING) == 1 and during == DURING and jax.process_index() == 1:
+      os.kill(os.getpid(), signal.SIGTERM)
+      time.sleep(5)  # JAX's notifier looks for the signal once a second, then tells the group
+    return function(*args, **kwargs)
+  return call
+
 
 def observed_engine(config):
   trainer = plain_engine(config)
-  plain_step, calls = trainer.eval_step, []
-
-  def eval_step(*args):
-    calls.append(1)
-    if len(calls) == 1 and jax.process_index() == 1:
-      os.kill(os.getpid(), signal.SIGTERM)
-      time.sleep(5)  # JAX's notifier looks for the signal once a second, then tells the group
-    return plain_step(*args)
-
-  trainer.eval_step = eval_step
+  trainer.eval_step = signalled('evaluation', trainer.eval_step)
+  trainer.moments_step = signalled('precise_bn', trainer.moments_step)
   return trainer
 
+
 train.training_engine = observed_engine
+checkpoints.CheckpointStore.save = signalled('save', plain_save)
 app.run(main.main, flags_parser=cli.parse_flags)
 """
 
 
-def test_a_sigterm_while_a_training_group_evaluates_stops_it_at_that_step(tiny_data_dir,
-                                                                          tmp_path):
+@pytest.mark.parametrize('during', ['evaluation', 'precise_bn', 'save'])
+def test_a_sigterm_while_a_training_group_evaluates_or_saves_stops_it_at_that_step(
+    during, tiny_data_dir, tmp_path):
   """The group asked JAX's preemption service after train steps only: a SIGTERM while it
   evaluated step 2 let the evaluation run to its end, then trained and saved step 3 (a
   Kinetics-400 evaluation outlasts a scheduler's grace period). Now every process ends the
-  evaluation at the same batch and saves step 2 without it."""
+  evaluation (or its precise-BN pass) at the same batch and saves step 2 without it; a SIGTERM
+  during the save of step 2 stops every process there."""
   workdir = tmp_path / 'run'
-  procs, logs = _start_a_group_of_two(tmp_path, f'--workdir={workdir}',
-                                      *_tiny_overrides(tiny_data_dir),
-                                      '--config.num_train_steps=6', '--config.eval_batch_size=2',
-                                      '--config.checkpoint_every_steps=6',
-                                      main=('-c', _MAIN_WITH_A_SIGTERM_IN_AN_EVALUATION))
-  stopped_after = []  # eval batches (of 4): 1 where the service answers within process 1's 5 s
+  every = (['--config.eval_every_steps=100', '--config.checkpoint_every_steps=2']
+           if during == 'save' else ['--config.checkpoint_every_steps=6'])
+  procs, logs = _start_a_group_of_two(
+      tmp_path, f'--workdir={workdir}', *_tiny_overrides(tiny_data_dir),
+      '--config.num_train_steps=6', '--config.eval_batch_size=2',
+      f'--config.precise_bn_batches={3 if during == "precise_bn" else 0}', *every,
+      main=('-c', _MAIN_WITH_A_SIGTERM_DURING.replace('DURING', repr(during))))
+  # Where the group agreed to stop: batches of 4 (eval) or 3 (precise BN), stopped after 1 where
+  # the service answers within process 1's 5 s.
+  stopped_after = []
   for proc, text in zip(procs, _ended(procs, logs, timeout=500)):
     assert proc.returncode == 143, text[-3000:]
-    stopped_after += re.findall(r'SIGTERM reached a process of this group during the evaluation '
-                                r'of step 2: saving step 2 without it \(stopped after (\d) eval '
-                                r'batches\)', text)
+    if during == 'save':
+      stopped_after += re.findall(r'SIGTERM reached a process of this group (while step 2 was '
+                                  r'saved): every process exits', text)
+    else:
+      batches = 'eval' if during == 'evaluation' else 'precise-BN'
+      stopped_after += re.findall(
+          r'SIGTERM reached a process of this group during the evaluation of step 2: saving step '
+          rf'2 without it \(stopped after (\d) {batches} batches\)', text)
     assert 'Stopped by SIGTERM after saving step 2; exit status 143' in text, text[-3000:]
   assert len(stopped_after) == 2 and stopped_after[0] == stopped_after[1], (stopped_after, text)
   store = checkpoints.CheckpointStore(str(workdir), demo.get_config().checkpoint,
