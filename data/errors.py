@@ -17,7 +17,7 @@ import shutil
 import signal
 import sys
 import threading
-from typing import IO, Any, Iterator, Optional, Sequence
+from typing import IO, Any, Iterable, Iterator, List, Optional, Sequence
 
 # The OS errors of a write refused for space (a full disk, an exceeded quota), which every
 # command reports in one line: not a bug, and nothing the traceback would help with.
@@ -315,41 +315,58 @@ class SettingError(DataError, ValueError):
   names it."""
 
 
-def url_refusal(path: Any) -> Optional[str]:
-  """Why `path` cannot be used when it is a URL (gs://, s3://, https://), as the words that follow
-  it ('is a URL, ...'); None for a path.
+def printable(path: str) -> str:
+  """`path` as text any output can hold: bytes of a name that are not UTF-8 (which Python keeps
+  as lone surrogates, and which records, CSV files and TensorFlow refuse) shown escaped, as in
+  'caf\\xe9.mp4'."""
+  return os.fsencode(path).decode('utf-8', 'backslashreplace')
 
-  The commands open files through the operating system, which takes 'gs://bucket/run' for a
-  folder named 'gs:' in the current directory: a run's checkpoints and log would stay on this
-  machine's disk, its trainer lock would stop no trainer on another host, and converted records
-  would never reach the bucket.
+
+def not_utf8(paths: Iterable[str]) -> List[str]:
+  """The paths among `paths` that are not UTF-8 text, each `printable`."""
+  return [printable(path) for path in paths if printable(path) != path]
+
+
+def path_refusal(path: Any) -> Optional[str]:
+  """Why `path` cannot be used, as the words that follow it ('is a URL, ...'); None for a path
+  that can.
+
+  A URL (gs://, s3://, https://): the commands open files through the operating system, which
+  takes 'gs://bucket/run' for a folder named 'gs:' in the current directory (a run's checkpoints
+  and log on this machine's disk, a trainer lock that stops no trainer on another host,
+  converted records that never reach the bucket). A path that is not UTF-8 text: TensorFlow's
+  file functions and the records take paths as UTF-8, and refused it with a traceback.
   """
-  match = _URL_SCHEME.match(path) if isinstance(path, str) else None
-  if not match:
+  if not isinstance(path, str):
     return None
-  return (f'is a URL, and this project opens files by filesystem path only (it would be a '
-          f'local folder named "{match.group(1)}:"). Pass the path of a filesystem instead (a '
-          'local disk, NFS, or the storage mounted as one).')
+  match = _URL_SCHEME.match(path)
+  if match:
+    return (f'is a URL, and this project opens files by filesystem path only (it would be a '
+            f'local folder named "{match.group(1)}:"). Pass a filesystem path instead.')
+  if printable(path) != path:
+    return ('is not UTF-8 text (undecodable bytes shown escaped), which TensorFlow and the '
+            'records take paths as. Rename it (e.g. convmv -f latin1 -t utf8 --notest PATH).')
+  return None
 
 
-def refuse_url(path: Any, setting: str) -> None:
-  """A SettingError `<setting>=<path> is a URL, ...` when `path` is a URL (see `url_refusal`)."""
-  reason = url_refusal(path)
+def refuse_path(path: Any, setting: str) -> None:
+  """A SettingError `<setting>=<path> ...` naming what `path_refusal` finds in `path`."""
+  reason = path_refusal(path)
   if reason:
-    raise SettingError(f'{setting}={path} {reason}')
+    raise SettingError(f'{setting}={printable(path)} {reason}')
 
 
 def local_path(path: Any, setting: str) -> Any:
-  """A path setting as a shell would have given it: a leading `~` expanded (shells leave
-  `--output=~/x` as it is), a URL refused (`refuse_url`); anything not a string as it is."""
-  refuse_url(path, setting)
+  """A path setting as a shell would have given it, a leading `~` expanded (shells leave
+  `--output=~/x` as it is), once `refuse_path` accepts it; anything not a string as it is."""
+  refuse_path(path, setting)
   return os.path.expanduser(path) if isinstance(path, str) else path
 
 
 def path_argument(text: str) -> str:
-  """An argparse type for a path flag, as `local_path` gives it: a URL ends the command in one
-  usage line."""
-  reason = url_refusal(text)
+  """An argparse type for a path flag, as `local_path` gives it: a refused path ends the
+  command in one usage line."""
+  reason = path_refusal(text)
   if reason:
-    raise argparse.ArgumentTypeError(f'{text} {reason}')
+    raise argparse.ArgumentTypeError(f'{printable(text)} {reason}')
   return os.path.expanduser(text)

@@ -65,8 +65,7 @@ class SplitInfo:
 def records_directory(dataset_config) -> str:
   """Where a dataset's records live; the built-in synthetic data defaults to a cache folder."""
   if dataset_config.data_dir:
-    errors.refuse_url(dataset_config.data_dir, 'config.dataset.data_dir')
-    return os.path.expanduser(dataset_config.data_dir)
+    return errors.local_path(dataset_config.data_dir, 'config.dataset.data_dir')
   if dataset_config.name == 'synthetic':
     synthetic.check_settings(dataset_config.synthetic)
     cache = os.environ.get('SALINET_JAX_CACHE', os.path.expanduser('~/.cache/salinet_jax'))

@@ -7,7 +7,7 @@ a folder above it (a loop), which would otherwise never end.
 """
 
 import os
-from typing import Dict, FrozenSet, Iterable, Iterator, List, Tuple
+from typing import Dict, FrozenSet, Iterator, List, Tuple
 
 
 def walk(root: str, hidden: bool = False) -> Iterator[Tuple[str, List[str], List[str]]]:
@@ -45,14 +45,3 @@ def is_hidden(relative: str) -> bool:
   return any(part.startswith('.') and part not in ('.', '..')
              for part in relative.split(os.sep))
 
-
-def printable(path: str) -> str:
-  """`path` as text any output can hold: bytes of a name that are not UTF-8 (which Python keeps
-  as lone surrogates, and which records, CSV files and the console refuse) shown escaped, as in
-  'caf\\xe9.mp4'."""
-  return os.fsencode(path).decode('utf-8', 'backslashreplace')
-
-
-def not_utf8(paths: Iterable[str]) -> List[str]:
-  """The paths among `paths` whose names are not UTF-8 text, each `printable`."""
-  return [printable(path) for path in paths if printable(path) != path]

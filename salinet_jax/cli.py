@@ -37,6 +37,11 @@ def parse_flags(argv: List[str]) -> List[str]:
 def _parse_flags(argv: List[str]) -> List[str]:
   values = flags.FLAGS
   try:
+    argv = argv[:1] + [_config_path(argument) for argument in argv[1:]]
+  except data_errors.SettingError as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+  try:
     remaining = values(argv)
     if 'config' in values and values.config is not None:
       # A config file that failed to load stands in as an object that raises on any attribute.
@@ -99,12 +104,22 @@ PATH_FLAGS = ('workdir', 'output_dir', 'video', 'output', 'checkpoint', 'classes
 PATH_FIELDS = ('dataset.data_dir', 'init_from.checkpoint', 'eval.checkpoint', 'predict.exported')
 
 
+def _config_path(argument: str) -> str:
+  """`--config=FILE[:ARG]` with FILE as `_check_paths` gives a path flag; any other argument as
+  it is."""
+  prefix = '--config='
+  if not argument.startswith(prefix):
+    return argument
+  return prefix + data_errors.local_path(argument[len(prefix):], '--config')
+
+
 def _check_paths(values: flags.FlagValues) -> None:
   """The path flags and fields as a shell would give them, or the command ends in one line.
 
-  A URL ends it (status 2) before any file is written where it would become a local folder
-  (`data.errors.url_refusal`). A leading `~` is expanded: shells leave `--workdir=~/run` as it
-  is, and the run would go to a folder named '~' in the current directory.
+  A URL or a path that is not UTF-8 text ends it (status 2) before any file is written (a URL
+  would become a local folder: `data.errors.path_refusal`). A leading `~` is expanded: shells
+  leave `--workdir=~/run` as it is, and the run would go to a folder named '~' in the current
+  directory. `--config` is read while the flags are parsed, so `_config_path` sees it before.
   """
   holders = [(f'--{name}', values[name], 'value') for name in PATH_FLAGS if name in values]
   if 'config' in values and values.config is not None:

@@ -24,7 +24,6 @@ from absl import logging
 
 from data import pipeline
 from data import sampling
-from data import tree
 from data import video_io
 from data import errors as data_errors
 from salinet_jax import checkpoints
@@ -59,17 +58,17 @@ def find_videos(paths: Sequence[str], mode: str = 'predict') -> List[str]:
     found, others, hidden = video_io.list_videos(path)
     if others:
       logging.info('%s: skipping %d file(s) without a video extension (%s).', path, len(others),
-                   data_errors.first_few([tree.printable(os.path.basename(o)) for o in others]))
+                   data_errors.first_few([data_errors.printable(os.path.basename(o)) for o in others]))
     if hidden:
       logging.warning('%s: leaving out %d hidden video file(s) (%s); rename any to include so '
                       'that no part of its path starts with a dot.', path, len(hidden),
-                      data_errors.first_few([tree.printable(os.path.relpath(h, path))
+                      data_errors.first_few([data_errors.printable(os.path.relpath(h, path))
                                              for h in hidden]))
     if not found:
       raise PredictInputError(f'No video file (extensions {", ".join(video_io.VIDEO_EXTENSIONS)}) '
                               f'under {path}.')
     files += found
-  bad = tree.not_utf8(files)
+  bad = data_errors.not_utf8(files)
   if bad:  # TensorFlow and the CSV refused them mid-run, after the videos before them
     raise PredictInputError(
         f'{len(bad)} video path(s) are not UTF-8 text, which the outputs name videos in: '

@@ -59,7 +59,7 @@ COLLECTIONS = ('params', 'batch_stats')
 def save_converted(output_dir: str, variables: Mapping[str, Any], info: Mapping[str, Any],
                    overwrite: bool = False) -> str:
   """Writes `variables` ({'params', 'batch_stats'}) as orbax + `info` as json; returns the dir."""
-  data_errors.refuse_url(output_dir, '--output')
+  data_errors.refuse_path(output_dir, '--output')
   output_dir = os.path.abspath(output_dir)
   target = os.path.join(output_dir, VARIABLES_DIR)
   if os.path.exists(target) and not overwrite:
@@ -220,7 +220,7 @@ def check_init_from(init_config) -> None:
     raise InitCheckpointRequiredError(EMPTY_CHECKPOINT)
   if checkpoint == FROM_SCRATCH:
     return
-  data_errors.refuse_url(checkpoint, 'config.init_from.checkpoint')
+  data_errors.refuse_path(checkpoint, 'config.init_from.checkpoint')
   if checkpoint != REQUIRED:
     try:
       check_location(checkpoint)

@@ -246,10 +246,10 @@ def check_writable(directory: str, what: str, hint: str = '') -> str:
 
   Raises NotWritableError naming the directory, the reason and `hint`.
   """
-  reason = data_errors.url_refusal(directory)
+  reason = data_errors.path_refusal(directory)
   if reason:
-    raise NotWritableError(f'Cannot write {what} to {directory}: it {reason}'
-                           + (f' {hint}' if hint else ''))
+    raise NotWritableError(f'Cannot write {what} to {data_errors.printable(directory)}: it '
+                           f'{reason}' + (f' {hint}' if hint else ''))
   directory = os.path.abspath(directory)
   if os.path.exists(directory) and not os.path.isdir(directory):
     raise NotWritableError(f'Cannot write {what} to {directory}: it is a file, not a directory.'

@@ -1975,6 +1975,19 @@ def test_a_url_for_a_path_is_refused_before_anything_is_written(flag, tmp_path, 
   assert not os.listdir(tmp_path)
 
 
+def test_an_output_path_that_is_not_utf8_is_refused_before_anything_is_written(tmp_path,
+                                                                               capsys):
+  """The records take paths as UTF-8: a latin-1 named --output ended the conversion in a
+  UnicodeEncodeError traceback after making the folder."""
+  output = os.fsdecode(os.fsencode(str(tmp_path)) + b'/r\xe9cords')
+  with pytest.raises(SystemExit) as e:
+    _run('--dataset=folder', f'--input={FIGHT}', f'--output={output}', '--workers=1')
+  assert e.value.code == 2
+  assert (f'argument --output: {tmp_path}/r\\xe9cords is not UTF-8 text (undecodable bytes '
+          'shown escaped)') in capsys.readouterr().err
+  assert not os.listdir(tmp_path)
+
+
 def test_a_leading_tilde_in_a_path_flag_is_the_home_folder(tmp_path, monkeypatch):
   """Shells leave `--output=~/records` as it is: the records went to a folder '~' of the
   current directory."""
@@ -1990,6 +2003,23 @@ def test_a_leading_tilde_in_a_path_flag_is_the_home_folder(tmp_path, monkeypatch
               '--workers=1') == 0
   metadata = records.read_metadata(str(home / 'records'))
   assert (metadata.classes, metadata.split_sizes) == (['fight', 'noFight'], {'train': 2})
+  assert not os.listdir(cwd)
+
+
+def test_a_leading_tilde_in_each_annotation_file_of_a_list_is_the_home_folder(tmp_path,
+                                                                               monkeypatch):
+  """--annotations takes `[split=]path[,[split=]path...]`: `train=~/train.txt` and the second
+  file of `~/train.txt,~/val.txt` were refused as missing ('~/val.txt' does not exist)."""
+  home, cwd = tmp_path / 'home', tmp_path / 'cwd'
+  home.mkdir()
+  cwd.mkdir()
+  (home / 'train.txt').write_text('fight/fi001.mp4 fight\nnoFight/nofi001.mp4 noFight\n')
+  (home / 'val.txt').write_text('fight/fi002.mp4 fight\nnoFight/nofi002.mp4 noFight\n')
+  monkeypatch.setenv('HOME', str(home))
+  monkeypatch.chdir(cwd)
+  assert _run('--dataset=list', f'--input={FIGHT}', '--annotations=train=~/train.txt,val=~/val.txt',
+              '--output=~/records', '--short_side=64', '--workers=1') == 0
+  assert records.read_metadata(str(home / 'records')).split_sizes == {'train': 2, 'val': 2}
   assert not os.listdir(cwd)
 
 

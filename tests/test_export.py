@@ -657,6 +657,17 @@ def test_split_or_num_videos_beside_video_files_are_refused(trained, tmp_path):
   assert not (tmp_path / 'out').exists()
 
 
+def test_a_certifying_video_whose_name_is_not_utf8_is_refused_in_one_line(trained, tmp_path):
+  """predict and features refuse such a --video before any work; export ended in TensorFlow's
+  'Unable to convert element to UTF-8' traceback."""
+  _, workdir = trained('hara')
+  bad = tmp_path / os.fsdecode(b'cr\xeape.mkv')
+  shutil.copy(PANCAKE, bad)
+  with pytest.raises(errors.UserError, match=r'^--video .*/cr\\xeape\.mkv is not UTF-8 text'):
+    export.export(workdir, str(tmp_path / 'out'), ['stablehlo'], videos=[str(PANCAKE), str(bad)])
+  assert not (tmp_path / 'out').exists()
+
+
 def test_a_damaged_newest_step_is_called_corrupt_and_the_intact_ones_named(trained, tmp_path):
   """Its unreadable metadata was reported as 'written before checkpoints stored it', with no
   intact step named."""

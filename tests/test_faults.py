@@ -1406,7 +1406,24 @@ def test_an_override_of_another_modes_settings_is_refused(tiny_data_dir, tmp_pat
      '--output=gs://'),
     (('-m', 'salinet_jax.convert', '--source=pyslowfast', '--checkpoint=I3D_NLN_8x8_R50.pkl',
       '--config=CONFIGS/k400_i3d_nl.py', '--output=gs://bucket/i3d'), '--output=gs://'),
-], ids=['train_workdir', 'eval_output_dir', 'records', 'export_output', 'convert_output'])
+    # Every value of a repeated flag, not only the first.
+    (('main.py', '--config=CONFIGS/demo.py', '--workdir=run', '--mode=predict', '--video=a.mp4',
+      '--video=gs://bucket/b.mp4'), '--video=gs://'),
+    (('-m', 'salinet_jax.export', '--workdir=run', '--output=out', '--video=a.mp4',
+      '--video=s3://bucket/b.mp4'), '--video=s3://'),
+    # The config fields that name a checkpoint or an export, and the flags of bench and convert.
+    (('main.py', '--config=CONFIGS/demo.py', '--workdir=run', '--mode=eval',
+      '--config.eval.checkpoint=gs://bucket/run/checkpoints/2'), 'config.eval.checkpoint=gs://'),
+    (('main.py', '--config=CONFIGS/demo.py', '--workdir=run', '--mode=predict', '--video=a.mp4',
+      '--config.predict.exported=gs://bucket/export/onnx'), 'config.predict.exported=gs://'),
+    (('-m', 'salinet_jax.bench', '--config=CONFIGS/demo.py', '--profile_dir=gs://bucket/trace'),
+     '--profile_dir=gs://'),
+    (('-m', 'salinet_jax.convert', '--source=pyslowfast', '--checkpoint=I3D_NLN_8x8_R50.pkl',
+      '--config=CONFIGS/k400_i3d_nl.py', '--output=i3d', '--classes=https://example.org/k400.txt'),
+     '--classes=https://'),
+], ids=['train_workdir', 'eval_output_dir', 'records', 'export_output', 'convert_output',
+        'predict_second_video', 'export_second_video', 'eval_checkpoint', 'predict_exported',
+        'bench_profile_dir', 'convert_classes'])
 def test_a_url_for_a_path_ends_the_command_in_one_line_writing_nothing(command, url, tmp_path):
   """The commands open files by filesystem path: a gs:// workdir became a folder 'gs:' in the
   current directory, holding the run's lock, log and checkpoints on this machine's disk."""
@@ -1426,19 +1443,58 @@ def test_a_url_for_a_path_ends_the_command_in_one_line_writing_nothing(command, 
     (('--workdir=~/run', '--mode=eval'), 'error: No checkpoint in HOME/run/checkpoints: '),
     (('--workdir=run', '--config.init_from.checkpoint=~/i3d'),
      'error: Pretrained checkpoint HOME/i3d does not exist.'),
-], ids=['workdir', 'init_from'])
+    # Every --video, not only the first (HOME/a.mp4 exists, HOME/b.mp4 does not).
+    (('--workdir=run', '--mode=predict', '--video=~/a.mp4', '--video=~/b.mp4'),
+     'error: --video path HOME/b.mp4 does not exist.'),
+], ids=['workdir', 'init_from', 'second_video'])
 def test_a_leading_tilde_in_a_path_is_the_home_folder(flags, expected, tmp_path):
   """Shells leave `--workdir=~/run` as it is: the run went to a folder '~' of the current
   directory, and a later run started elsewhere did not find its checkpoints."""
   home, cwd = tmp_path / 'home', tmp_path / 'cwd'
   home.mkdir()
   cwd.mkdir()
+  (home / 'a.mp4').write_bytes(b'')  # listed by name only: the run ends before reading it
   proc = subprocess.run([sys.executable, str(REPO_ROOT / 'main.py'),
                          f'--config={REPO_ROOT / "configs" / "demo.py"}', *flags], cwd=cwd,
                         env=dict(subprocess_env(), HOME=str(home)), capture_output=True,
                         text=True, timeout=300)
   assert _one_error_line(proc).startswith(expected.replace('HOME', str(home)))
   assert not os.listdir(cwd)
+
+
+def test_a_config_file_given_with_a_tilde_is_read_and_a_url_refused(tmp_path):
+  """`--config=~/mine.py` (which shells leave as it is) was looked for in a folder '~' of the
+  current directory; `--config=gs://...` failed on 'No such file or directory: gs'."""
+  home, cwd = tmp_path / 'home', tmp_path / 'cwd'
+  home.mkdir()
+  cwd.mkdir()
+  (home / 'mine.py').write_text('from configs.demo import get_config\n')
+  env = dict(subprocess_env(), HOME=str(home))
+  run = lambda config: subprocess.run(  # pylint: disable=g-long-lambda
+      [sys.executable, '-m', 'salinet_jax.info', f'--config={config}'], cwd=cwd, env=env,
+      capture_output=True, text=True, timeout=300)
+  read = run('~/mine.py')
+  assert read.returncode == 0, read.stderr[-3000:]
+  assert read.stdout.startswith('salinet_hara on synthetic (4 classes)'), read.stdout
+  line = _one_error_line(run('gs://bucket/mine.py'), 2)
+  assert line.startswith('error: --config=gs://bucket/mine.py is a URL, and this project opens '
+                         'files by filesystem path only'), line
+  assert not os.listdir(cwd)
+
+
+def test_a_path_that_is_not_utf8_text_ends_the_command_in_one_line(tmp_path):
+  """TensorFlow takes paths as UTF-8: records in a latin-1 named folder ended eval in a
+  TypeError traceback from tf.io.gfile."""
+  records = os.fsdecode(os.fsencode(str(tmp_path)) + b'/r\xe9cords')
+  proc = subprocess.run([sys.executable, str(REPO_ROOT / 'main.py'),
+                         f'--config={REPO_ROOT / "configs" / "demo.py"}', '--workdir=run',
+                         '--mode=eval', f'--config.dataset.data_dir={records}'], cwd=tmp_path,
+                        env=subprocess_env(), capture_output=True, text=True, timeout=300)
+  assert _one_error_line(proc, 2) == (
+      f'error: config.dataset.data_dir={tmp_path}/r\\xe9cords is not UTF-8 text (undecodable '
+      'bytes shown escaped), which TensorFlow and the records take paths as. Rename it (e.g. '
+      'convmv -f latin1 -t utf8 --notest PATH).')
+  assert not os.listdir(tmp_path)
 
 
 def test_the_python_api_refuses_a_url_for_a_path(tiny_data_dir, tmp_path, monkeypatch):
@@ -1448,7 +1504,7 @@ def test_the_python_api_refuses_a_url_for_a_path(tiny_data_dir, tmp_path, monkey
   config = tiny_config(tiny_data_dir)
   with pytest.raises(workdir_lib.NotWritableError, match=(
       r'^Cannot write checkpoints and logs to gs://bucket/run: it is a URL, .* local folder '
-      r'named "gs:"\)\. Pass the path of a filesystem')):
+      r'named "gs:"\)\. Pass a filesystem path instead\.')):
     train.train_and_evaluate(config, 'gs://bucket/run')
   config.dataset.data_dir = 'gs://bucket/records'
   with pytest.raises(data_errors.SettingError,
@@ -1460,4 +1516,7 @@ def test_the_python_api_refuses_a_url_for_a_path(tiny_data_dir, tmp_path, monkey
     pretrained.check_init_from(config.init_from)
   with pytest.raises(data_errors.SettingError, match=r'^--output=gs://bucket/i3d is a URL'):
     pretrained.save_converted('gs://bucket/i3d', {'params': {}}, {})
+  from salinet_jax.export import exporter  # pylint: disable=g-import-not-at-top
+  with pytest.raises(data_errors.SettingError, match=r'^--output=gs://bucket/export is a URL'):
+    exporter.export(str(tmp_path / 'run'), 'gs://bucket/export', ['stablehlo'])
   assert not os.listdir(tmp_path)

@@ -219,6 +219,18 @@ def test_a_video_whose_name_is_not_utf8_is_refused_before_any_is_read(trained, t
   assert 'skipping 1 file(s) without a video extension (notes \\xe9t\\xe9.txt)' in caplog.text
 
 
+def test_a_video_file_named_on_the_command_line_is_checked_for_utf8_too(tmp_path):
+  """The check covers each --video given as a file, not only the videos found in a folder,
+  and the file after a good one."""
+  good, bad = tmp_path / 'pancake.mkv', tmp_path / os.fsdecode(b'cr\xeape.mkv')
+  for path in (good, bad):
+    path.write_bytes(b'')  # listed by name only
+  with pytest.raises(predict.PredictInputError, match=(
+      r'^1 video path\(s\) are not UTF-8 text, which the outputs name videos in: '
+      rf'{re.escape(str(tmp_path))}/cr\\xeape\.mkv \(undecodable bytes shown escaped\)\.')):
+    predict.find_videos([str(good), str(bad)])
+
+
 def test_features_mode_refuses_an_export(trained, tmp_path):
   """--config.predict.exported was ignored by features mode, which read the workdir's checkpoint
   without a word."""

@@ -66,7 +66,6 @@ from typing import TYPE_CHECKING, List, Optional, Sequence
 
 from data import datasets
 from data import errors as data_errors
-from data import tree
 from data import video_io
 from data.convert.outputs import FAILURES_FILE, WARNINGS_FILE, existing_metadata, write_outputs
 from data.convert.outputs import video_warnings
@@ -185,12 +184,12 @@ def _refuse_names_not_utf8(plan, args) -> None:
   (e.g. latin-1 names from an old archive), before any work: the records store names as UTF-8,
   and each such video stopped the whole conversion with a UnicodeEncodeError."""
   names = [item.filename for items in plan.splits.values() for item in items]
-  bad = tree.not_utf8(names + list(plan.classes))
+  bad = data_errors.not_utf8(names + list(plan.classes))
   if bad:
     raise ConversionError(
         f'{len(bad)} video file or class folder name(s) are not UTF-8 text, which the records '
         f'store names as: {data_errors.first_few(bad)} (undecodable bytes shown escaped). '
-        f'Rename them (e.g. convmv -f latin1 -t utf8 -r --notest {tree.printable(args.input)}) '
+        f'Rename them (e.g. convmv -f latin1 -t utf8 -r --notest {data_errors.printable(args.input)}) '
         'and run the same command again.')
 
 
@@ -470,7 +469,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   args = build_parser().parse_args(argv)
   try:
     metadata = convert(args)
-  except ConversionError as e:
+  except (ConversionError, data_errors.DataError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
   except data_errors.NoSpace as e:

@@ -58,6 +58,7 @@ def split_specs(value: str, what: str) -> List[Tuple[Optional[str], str]]:
     split, sep, path = part.partition('=')
     if not sep:
       split, path = None, part
+    path = errors.local_path(path, '--annotations')
     if not os.path.exists(path):
       raise ConversionError(f'Annotation file {path!r} does not exist.')
     specs.append((split or None, path))
@@ -132,7 +133,8 @@ def plan_mini_kinetics(args) -> Plan:
   if not args.kinetics_csv:
     raise ConversionError('--dataset=mini_kinetics needs --kinetics_csv (labeled Kinetics-400 '
                           'CSVs holding the listed ids, comma separated).')
-  csvs = [p.strip() for p in args.kinetics_csv.split(',') if p.strip()]
+  csvs = [errors.local_path(p.strip(), '--kinetics_csv')
+          for p in args.kinetics_csv.split(',') if p.strip()]
   root = args.annotations
   if not root or not os.path.isdir(root):
     raise ConversionError('--annotations must be the folder with train_ytid_list.txt and '

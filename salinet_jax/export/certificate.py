@@ -67,6 +67,10 @@ def _split_videos(config, split: str, num_videos: int):
 def _file_videos(config, paths: Sequence[str], decoding: Dict[str, Any]):
   """The views of video files, decoded as predict decodes them (as the run's eval records
   were: `decoding`), so the certificate sees what serving through predict does."""
+  for path in paths:  # before any is decoded: TensorFlow refuses a path not UTF-8 mid-way
+    reason = data_errors.path_refusal(path)
+    if reason:
+      raise ExportError(f'--video {data_errors.printable(path)} {reason}')
   videos = []
   for path in paths:
     try:

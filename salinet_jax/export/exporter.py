@@ -69,7 +69,7 @@ def _check_output(output: str, overwrite: bool, runs: Sequence[str]) -> str:
   created here): a new or empty folder, or with `overwrite` an earlier export and nothing else
   (never one of the `runs` it exports from, a folder that holds one, or its checkpoints), in a
   folder that can be written."""
-  data_errors.refuse_url(output, '--output')
+  data_errors.refuse_path(output, '--output')
   output = os.path.realpath(output)
   for workdir in map(os.path.realpath, runs):
     if _inside(workdir, output):
