@@ -58,7 +58,8 @@ def find_videos(paths: Sequence[str], mode: str = 'predict') -> List[str]:
     found, others, hidden = video_io.list_videos(path)
     if others:
       logging.info('%s: skipping %d file(s) without a video extension (%s).', path, len(others),
-                   data_errors.first_few([data_errors.printable(os.path.basename(o)) for o in others]))
+                   data_errors.first_few([data_errors.printable(os.path.basename(o))
+                                          for o in others]))
     if hidden:
       logging.warning('%s: leaving out %d hidden video file(s) (%s); rename any to include so '
                       'that no part of its path starts with a dot.', path, len(hidden),

@@ -189,8 +189,8 @@ def _refuse_names_not_utf8(plan, args) -> None:
     raise ConversionError(
         f'{len(bad)} video file or class folder name(s) are not UTF-8 text, which the records '
         f'store names as: {data_errors.first_few(bad)} (undecodable bytes shown escaped). '
-        f'Rename them (e.g. convmv -f latin1 -t utf8 -r --notest {data_errors.printable(args.input)}) '
-        'and run the same command again.')
+        f'Rename them (e.g. convmv -f latin1 -t utf8 -r --notest {args.input}) and run the same '
+        'command again.')
 
 
 def shared_video_warnings(plan, metadata, most: int = 12) -> List[str]:
