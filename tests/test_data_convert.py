@@ -2023,6 +2023,19 @@ def test_a_leading_tilde_in_each_annotation_file_of_a_list_is_the_home_folder(tm
   assert not os.listdir(cwd)
 
 
+def test_an_annotation_file_that_is_not_utf8_is_named(tmp_path, capsys):
+  """A list saved as latin-1 ended in Python's "'utf-8' codec can't decode byte 0xe9 in position
+  36", which named no file."""
+  listing = tmp_path / 'train.txt'
+  listing.write_bytes(b'fight/fi001.mp4 fight\nnoFight/nofi001.mp4 no\xe9Fight\n')
+  assert _run('--dataset=list', f'--input={FIGHT}', f'--annotations=train={listing}',
+              f'--output={tmp_path / "records"}', '--workers=1') == 2
+  assert capsys.readouterr().err.strip() == (
+      f"error: {listing}: not UTF-8 text (invalid continuation byte at byte b'\\xe9'): save it "
+      'as UTF-8 (e.g. iconv -f latin1 -t utf8 FILE > NEW) and pass that.')
+  assert not (tmp_path / 'records').exists()
+
+
 def test_names_that_are_not_utf8_are_refused_before_any_video_is_decoded(tmp_path, capsys):
   """A latin-1 file or class folder name (from an old archive) stopped the whole conversion in
   a UnicodeEncodeError traceback, leaving an unfinished shard."""

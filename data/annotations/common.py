@@ -6,10 +6,11 @@ read CRLF/BOM-tolerant numbered lines and check labels against a class list, col
 unknown label so one error lists them all.
 """
 
+import contextlib
 import dataclasses
 import os
 import re
-from typing import Dict, Iterator, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import IO, Dict, Iterator, NamedTuple, Optional, Sequence, Tuple, Union
 
 PathLike = Union[str, 'os.PathLike[str]']
 
@@ -72,9 +73,22 @@ class AnnotationError(ValueError):
     super().__init__(f'{where}: {message}')
 
 
+@contextlib.contextmanager
+def text_file(path: PathLike, newline: Optional[str] = None) -> Iterator[IO[str]]:
+  """`path` opened as UTF-8 text (a BOM tolerated); reading text that is not UTF-8 (a list saved
+  as latin-1) raises an AnnotationError naming the file, where Python's error named none."""
+  with open(path, encoding='utf-8-sig', newline=newline) as f:
+    try:
+      yield f
+    except UnicodeDecodeError as e:
+      raise AnnotationError(path, None, f'not UTF-8 text ({e.reason} at byte '
+                            f'{e.object[e.start:e.start + 1]!r}): save it as UTF-8 (e.g. iconv '
+                            '-f latin1 -t utf8 FILE > NEW) and pass that.') from None
+
+
 def numbered_lines(path: PathLike) -> Iterator[Tuple[int, str]]:
   """Yields (1-based line number, stripped text) of the non-blank lines; CRLF/BOM tolerant."""
-  with open(path, encoding='utf-8-sig', newline=None) as f:
+  with text_file(path) as f:
     for number, line in enumerate(f, start=1):
       line = line.strip()
       if line:

@@ -8,7 +8,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from data.annotations.common import (UNLABELED, AnnotationError, Annotations, PathLike,
                                      UnknownLabels, VideoEntry, check_classes, index_of,
-                                     numbered_lines)
+                                     numbered_lines, text_file)
 
 
 def kinetics_clip_name(youtube_id: str, start: int, end: int) -> str:
@@ -52,7 +52,7 @@ def parse_kinetics_csv(path: PathLike, classes: Optional[Sequence[str]] = None) 
   Test CSVs have no label column: their entries are unlabeled. Extra columns are ignored.
   """
   entries: List[VideoEntry] = []
-  with open(path, encoding='utf-8-sig', newline='') as f:
+  with text_file(path, newline='') as f:
     reader = csv.reader(f)
     header = next(reader, None)
     if header is None:

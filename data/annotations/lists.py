@@ -12,7 +12,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 from data import tree
 from data.annotations.common import (AnnotationError, Annotations, PathLike, UnknownLabels,
                                      VideoEntry, check_classes, index_of, is_int, numbered_lines,
-                                     parse_int)
+                                     parse_int, text_file)
 
 
 def _by_index(token: str, order: Sequence[str], index_base: int) -> Optional[str]:
@@ -222,7 +222,7 @@ def parse_csv_list(path: PathLike, classes: Optional[Sequence[str]], path_column
   Labels are class names or indices, as in `parse_list_file`. Labels outside the class list
   fail together, listing each (with its first line). `group_column` fills each entry's `group`.
   """
-  with open(path, encoding='utf-8-sig', newline='') as f:
+  with text_file(path, newline='') as f:
     reader = csv.DictReader(f)
     header = reader.fieldnames or []
     needed = [c for c in (path_column, label_column, group_column) if c]

@@ -6,7 +6,7 @@ import re
 from typing import Dict, Iterator, Sequence, Tuple
 
 from data.annotations.common import (AnnotationError, Annotations, PathLike, UnknownLabels,
-                                     VideoEntry, check_classes, index_of)
+                                     VideoEntry, check_classes, index_of, text_file)
 
 
 def _line_at(text: str, pos: int) -> int:
@@ -14,7 +14,7 @@ def _line_at(text: str, pos: int) -> int:
 
 
 def _read_json_text(path: PathLike) -> str:
-  with open(path, encoding='utf-8-sig') as f:
+  with text_file(path) as f:
     return f.read()
 
 
