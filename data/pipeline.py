@@ -68,7 +68,8 @@ def records_directory(dataset_config) -> str:
     return errors.local_path(dataset_config.data_dir, 'config.dataset.data_dir')
   if dataset_config.name == 'synthetic':
     synthetic.check_settings(dataset_config.synthetic)
-    cache = os.environ.get('SALINET_JAX_CACHE', os.path.expanduser('~/.cache/salinet_jax'))
+    cache = errors.local_path(os.environ.get('SALINET_JAX_CACHE', '~/.cache/salinet_jax'),
+                              'SALINET_JAX_CACHE')
     return os.path.join(cache, f'synthetic-{synthetic.fingerprint(dataset_config.synthetic)}')
   raise records.MissingRecordsError(
       'config.dataset.data_dir is empty: set it to a records directory written by '

@@ -1510,6 +1510,10 @@ def test_the_python_api_refuses_a_url_for_a_path(tiny_data_dir, tmp_path, monkey
   with pytest.raises(data_errors.SettingError,
                      match=r'^config\.dataset\.data_dir=gs://bucket/records is a URL'):
     pipeline.records_directory(config.dataset)
+  config.dataset.data_dir = ''  # the demo records' cache folder
+  monkeypatch.setenv('SALINET_JAX_CACHE', 's3://bucket/cache')
+  with pytest.raises(data_errors.SettingError, match=r'^SALINET_JAX_CACHE=s3://bucket/cache is a'):
+    pipeline.records_directory(config.dataset)
   config.init_from.checkpoint = 'https://example.org/i3d'
   with pytest.raises(data_errors.SettingError,
                      match=r'^config\.init_from\.checkpoint=https://example\.org/i3d is a URL'):
