@@ -44,4 +44,3 @@ def is_hidden(relative: str) -> bool:
   """Whether a path relative to a walked root names a hidden file or lies in a hidden folder."""
   return any(part.startswith('.') and part not in ('.', '..')
              for part in relative.split(os.sep))
-
