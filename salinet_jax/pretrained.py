@@ -60,6 +60,7 @@ def save_converted(output_dir: str, variables: Mapping[str, Any], info: Mapping[
                    overwrite: bool = False) -> str:
   """Writes `variables` ({'params', 'batch_stats'}) as orbax + `info` as json; returns the dir."""
   data_errors.refuse_path(output_dir, '--output')
+  checkpoints.refuse_unsavable(output_dir, '--output')
   output_dir = os.path.abspath(output_dir)
   target = os.path.join(output_dir, VARIABLES_DIR)
   if os.path.exists(target) and not overwrite:

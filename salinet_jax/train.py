@@ -455,6 +455,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   """Trains `config` in `workdir` (resuming if it has checkpoints); returns the last eval results
   (or {'preempted_at_step': step, 'stopped_by': 'SIGTERM' | 'SIGINT'} after either)."""
   check_training_config(config)
+  checkpoints.refuse_unsavable(workdir, '--workdir')
   parallel.check_preemption_service()
   if not checkpoints.has_checkpoints(workdir):  # a resumed run does not initialise again
     pretrained.check_init_from(config.init_from)

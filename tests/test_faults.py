@@ -23,6 +23,7 @@ from data import records
 from salinet_jax import checkpoints
 from salinet_jax import cli
 from salinet_jax import engine
+from salinet_jax import errors
 from salinet_jax import pretrained
 from salinet_jax import train
 from salinet_jax import workdir as workdir_lib
@@ -669,7 +670,6 @@ def test_training_a_group_without_the_preemption_service_is_refused_at_once(conf
   crashed with JAX's RuntimeError when the loop asked the service whether to stop. It is
   refused before anything is compiled or written, naming the setting."""
   from jax._src import distributed  # pylint: disable=g-import-not-at-top
-  from salinet_jax import errors  # pylint: disable=g-import-not-at-top
   from salinet_jax import parallel  # pylint: disable=g-import-not-at-top
   monkeypatch.setattr(parallel, 'in_a_group', lambda: True)
   monkeypatch.setattr(jax.distributed, 'is_initialized', lambda: True)
@@ -696,7 +696,6 @@ def test_log_txt_ends_with_the_error_that_stopped_the_run(case, config, tmp_path
   (multi-process audit). A full disk ends it with the console's line (review), a Ctrl-C with
   where it stopped (audit: a log.txt without it passed)."""
   from absl import logging  # pylint: disable=g-import-not-at-top
-  from salinet_jax import errors  # pylint: disable=g-import-not-at-top
   from salinet_jax import parallel  # pylint: disable=g-import-not-at-top
   left = ('UNKNOWN: Gloo AllGather failed: [external/gloo/gloo/transport/tcp/pair.cc:547] '
           'Connection closed by peer [127.0.0.1]:11184')
@@ -1494,6 +1493,22 @@ def test_a_path_that_is_not_utf8_text_ends_the_command_in_one_line(tmp_path):
       f'error: config.dataset.data_dir={tmp_path}/r\\xe9cords is not UTF-8 text (undecodable '
       'bytes shown escaped), which TensorFlow and the records take paths as. Rename it (e.g. '
       'convmv -f latin1 -t utf8 --notest PATH).')
+  assert not os.listdir(tmp_path)
+
+
+def test_a_checkpoint_folder_whose_path_holds_brackets_is_refused_before_anything_runs(
+    tiny_data_dir, tmp_path):
+  """orbax merges a saved step's files after a glob over its path, where `[1]` is a pattern: a
+  run in `runs/i3d[1]` trained, saved and reported success, and its step was 'corrupt' when
+  evaluated (NOT_FOUND: ... .zarray does not exist)."""
+  config = tiny_config(tiny_data_dir)
+  workdir = tmp_path / 'runs' / 'i3d[1]'
+  with pytest.raises(errors.UserError, match=(
+      rf"^--workdir={re.escape(str(workdir))}: its path holds '\[' or '\]', which orbax's "
+      'checkpoint writer takes for a glob pattern')):
+    train.train_and_evaluate(config, str(workdir))
+  with pytest.raises(errors.UserError, match=r"^--output=.*/\[k400\]/i3d: its path holds"):
+    pretrained.save_converted(str(tmp_path / '[k400]' / 'i3d'), {'params': {}}, {})
   assert not os.listdir(tmp_path)
 
 
