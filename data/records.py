@@ -228,7 +228,9 @@ def shard_path(directory: str, dataset: str, split: str, index: int, num_shards:
 
 def shard_files(directory: str, dataset: str, split: str) -> List[str]:
   """Lists the shards of one split, failing with a clear message when there are none."""
-  files = sorted(glob.glob(os.path.join(directory, f'{dataset}-{split}.tfrecord-*-of-*')))
+  # Escaped: '[' in a folder's name is a glob pattern, which found none of its shards.
+  files = sorted(glob.glob(os.path.join(glob.escape(directory),
+                                        f'{dataset}-{split}.tfrecord-*-of-*')))
   if not files:
     raise MissingRecordsError(f'No TFRecord shards for split {split!r} of dataset {dataset!r} in '
                               f'{directory!r}.')

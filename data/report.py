@@ -45,7 +45,7 @@ STATE_DIR = '.convert'
 def _from_states(directory: str) -> Dict[str, List[Dict[str, Any]]]:
   """Per split, the converter's per-video entries (empty when the bookkeeping is absent)."""
   videos = collections.defaultdict(list)
-  for path in sorted(glob.glob(os.path.join(directory, STATE_DIR, '*.json'))):
+  for path in sorted(glob.glob(os.path.join(glob.escape(directory), STATE_DIR, '*.json'))):
     with open(path) as f:
       state = json.load(f)
     videos[state['split']] += state.get('videos', [])

@@ -837,7 +837,7 @@ def _profiler(config, start_step: int, total_steps: int, workdir: str) -> List[A
     return [periodic_actions.Profile(logdir=workdir, num_profile_steps=count,
                                      profile_duration_ms=None, first_profile=first,
                                      every_secs=None)]
-  if first + count <= start_step and glob.glob(os.path.join(traces, '*')):
+  if first + count <= start_step and glob.glob(os.path.join(glob.escape(traces), '*')):
     return []  # resumed past the steps it traced before
   latest = total_steps - count  # the last step after which the whole trace fits in the run
   remedy = (f'set --config.profile_first_step to a step from {start_step + 1} to {latest}'

@@ -2023,6 +2023,31 @@ def test_a_leading_tilde_in_each_annotation_file_of_a_list_is_the_home_folder(tm
   assert not os.listdir(cwd)
 
 
+def test_records_in_a_folder_whose_name_holds_brackets_are_found(tmp_path):
+  """'[1]' in a folder name is a glob pattern: records converted into `records[1]` had 'No
+  TFRecord shards' for training and the data report (which called them damaged), and a rerun
+  left another shard count's shards beside them."""
+  videos = tmp_path / 'videos'
+  for label in ('fight', 'noFight'):
+    (videos / label).mkdir(parents=True)
+    for source in sorted((FIGHT / label).glob('*.mp4'))[:2]:
+      shutil.copy(source, videos / label / source.name)
+  output = tmp_path / 'records[1]'
+  common = ('--dataset=folder', f'--input={videos}', f'--output={output}', '--short_side=64',
+            '--workers=1')
+  assert _run(*common, '--num_shards=2') == 0
+  assert _run(*common, '--num_shards=1') == 0  # the two shards of the first run go
+  metadata = records.read_metadata(str(output))
+  assert [os.path.basename(f) for f in records.shard_files(str(output), metadata.name,
+                                                            'train')] == [
+      'folder-train.tfrecord-00000-of-00001']
+  assert sorted(name for name in os.listdir(output) if '.tfrecord-' in name) == [
+      'folder-train.tfrecord-00000-of-00001']
+  from data import report  # pylint: disable=g-import-not-at-top
+  card = report.build(str(output))['splits']['train']
+  assert (card['videos'], card['damaged']) == (4, ''), card
+
+
 def test_an_annotation_file_that_is_not_utf8_is_named(tmp_path, capsys):
   """A list saved as latin-1 ended in Python's "'utf-8' codec can't decode byte 0xe9 in position
   36", which named no file."""

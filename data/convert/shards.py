@@ -279,7 +279,8 @@ def remove_stale_shards(output: str, plan: Plan, jobs: Sequence[ShardJob]) -> No
   import glob  # pylint: disable=g-import-not-at-top
   wanted = {job.path for job in jobs}
   for split in plan.splits:
-    for path in glob.glob(os.path.join(output, f'{plan.name}-{split}.tfrecord-*-of-*')):
+    for path in glob.glob(os.path.join(glob.escape(output),
+                                       f'{plan.name}-{split}.tfrecord-*-of-*')):
       if path not in wanted:
         os.remove(path)
         state = _state_path(output, path)
