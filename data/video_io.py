@@ -150,8 +150,8 @@ def _open(path: str, threads: int):
     raise VideoError(f'missing video file: {path}')
   if os.path.getsize(path) == 0:
     raise VideoError('empty file (0 bytes)')
-  try:
-    container = av.open(path)
+  try:  # absolute: FFmpeg reads a relative '12:30 talk.mp4' as protocol '12' and cannot open it
+    container = av.open(os.path.abspath(path))
   except av.error.FFmpegError as e:
     raise VideoError(f'cannot open video ({type(e).__name__}: {e})') from None
   if not container.streams.video:

@@ -219,6 +219,18 @@ def test_a_video_whose_name_is_not_utf8_is_refused_before_any_is_read(trained, t
   assert 'skipping 1 file(s) without a video extension (notes \\xe9t\\xe9.txt)' in caplog.text
 
 
+@pytest.mark.skipif(not PANCAKE.exists(), reason=f'shared test data not found at {PANCAKE}')
+def test_a_relative_video_path_with_a_colon_is_predicted(trained, tmp_path, monkeypatch):
+  """FFmpeg reads 'NAME:...' as a protocol: `--video='12:30 pancake.mkv'` from its folder failed
+  as 'cannot open video (ProtocolNotFoundError ...)', a good video called unreadable."""
+  config, workdir = trained
+  shutil.copy(PANCAKE, tmp_path / '12:30 pancake.mkv')
+  monkeypatch.chdir(tmp_path)
+  results = predict.predict(config, workdir, ['12:30 pancake.mkv'], str(tmp_path / 'out'))
+  assert [(r['video'], r['ok'], r['error']) for r in results] == [
+      ('12:30 pancake.mkv', True, '')], results
+
+
 def test_a_video_file_named_on_the_command_line_is_checked_for_utf8_too(tmp_path):
   """The check covers each --video given as a file, not only the videos found in a folder,
   and the file after a good one."""
