@@ -11,6 +11,7 @@ import atexit
 import contextlib
 import contextvars
 import errno
+import hashlib
 import os
 import re
 import shutil
@@ -86,6 +87,27 @@ def writing(path: str, *partial: str) -> Iterator[None]:
     raise NoSpace(refused.errno, refused.strerror, path) from e
 
 
+# The longest file name, in bytes, of the usual filesystems (ext4, XFS, btrfs, APFS).
+NAME_MAX = 255
+# What `replacing` appends to the name of the copy it writes first.
+PARTIAL_SUFFIX = '.tmp'
+
+
+def fitted_path(path: str, room: int) -> str:
+  """`path` with its file name cut, where needed, so that `room` more bytes (the suffix the
+  caller adds) and `replacing`'s PARTIAL_SUFFIX fit NAME_MAX; 8 hex digits of a hash of the
+  whole name keep cut names apart ('a long title~1b2c3d4e'). Outputs named after a video (a
+  downloader keeps titles up to the limit) failed with 'File name too long'."""
+  folder, name = os.path.split(path)
+  limit = NAME_MAX - room - len(PARTIAL_SUFFIX)
+  encoded = name.encode('utf-8', 'surrogateescape')
+  if len(encoded) <= limit:
+    return path
+  digest = hashlib.sha1(encoded).hexdigest()[:8]
+  head = encoded[:limit - len(digest) - 1].decode('utf-8', 'ignore')
+  return os.path.join(folder, f'{head}~{digest}')
+
+
 @contextlib.contextmanager
 def replacing(path: str, mode: str = 'w', **open_args: Any) -> Iterator[IO[Any]]:
   """The open file of a new copy of `path`, which replaces the old one only once it is whole: a
@@ -96,7 +118,7 @@ def replacing(path: str, mode: str = 'w', **open_args: Any) -> Iterator[IO[Any]]
   replaced) and the replaced file's permissions carry over, as when it was written in place.
   """
   target = os.path.realpath(path)
-  partial = target + '.tmp'
+  partial = target + PARTIAL_SUFFIX
   together = _REPLACED_TOGETHER.get()
   with writing(path):
     try:

@@ -119,8 +119,9 @@ def extract(config, workdir: str, video_paths: Sequence[str],
                         clips_per_forward=config.eval.clips_per_device_forward * mesh.size),
       mesh, config.eval.clips_per_device_forward)
   with console.progress_bar_stream() as bar_stream:
-    results = [_one_video(predictor, step, path, os.path.join(output_dir, name + '.npy'),
-                          config.features.per_view)
+    results = [_one_video(predictor, step, path,
+                          data_errors.fitted_path(os.path.join(output_dir, name), len('.npy'))
+                          + '.npy', config.features.per_view)
                for path, name in tqdm(list(zip(files, predict_lib.output_names(files))),
                                       unit='video', desc='features', file=bar_stream)]
   index = os.path.join(output_dir, INDEX_FILE)

@@ -209,8 +209,10 @@ def predict_windows(predictor, path: str, output_stem: str) -> np.ndarray:
 
 
 def output_files(output_stem: str) -> List[str]:
-  """The timeline json and PNG that `predict_windows` writes for `output_stem`."""
-  return [output_stem + TIMELINE_SUFFIX + extension for extension in ('.json', '.png')]
+  """The timeline json and PNG that `predict_windows` writes for `output_stem` (a name too long
+  for a file name cut: data.errors.fitted_path)."""
+  stem = data_errors.fitted_path(output_stem, len(TIMELINE_SUFFIX + '.json')) + TIMELINE_SUFFIX
+  return [stem + extension for extension in ('.json', '.png')]
 
 
 def _write(predictor, path: str, output_stem: str, spans, probs: np.ndarray,
@@ -218,7 +220,6 @@ def _write(predictor, path: str, output_stem: str, spans, probs: np.ndarray,
   """The timeline json (windows of `size` whole frames at `rate`, fewer than asked in a video
   shorter than one: the seconds they hold, beside those asked for; times from the first frame,
   which is at `first` seconds of the container's time) and its PNG."""
-  stem = output_stem + TIMELINE_SUFFIX
   classes = predictor.classes
   entries = []
   for (start, end), row in zip(spans, probs):
@@ -239,7 +240,7 @@ def _write(predictor, path: str, output_stem: str, spans, probs: np.ndarray,
   _plot(png_path, spans, probs, classes, config.timeline_classes, os.path.basename(path))
   later = (f" (its times count from its first frame, at {first:.3f} s of the container's time: "
            'add that to find them in a player showing that time)') if abs(first) >= 0.0005 else ''
-  logging.info('%s: %d windows, timeline in %s.json and .png%s', path, len(spans), stem, later)
+  logging.info('%s: %d windows, timeline in %s and .png%s', path, len(spans), json_path, later)
 
 
 def _plot(path: str, spans, probs: np.ndarray, classes, count: int, title: str) -> None:

@@ -210,8 +210,10 @@ def _ordinal(number: int) -> str:
 
 
 def picture_path(directory: str, index: int, name: str) -> str:
-  """Where the picture of the `index`-th video drawn into `directory`, `name`, goes."""
-  return os.path.join(directory, f'{index:03d}_{os.path.basename(name)}.png')
+  """Where the picture of the `index`-th video drawn into `directory`, `name`, goes (a name too
+  long for a file name cut: data.errors.fitted_path)."""
+  stem = os.path.join(directory, f'{index:03d}_{os.path.basename(name)}')
+  return data_errors.fitted_path(stem, len('.png')) + '.png'
 
 
 @functools.cache

@@ -231,6 +231,34 @@ def test_a_relative_video_path_with_a_colon_is_predicted(trained, tmp_path, monk
       ('12:30 pancake.mkv', True, '')], results
 
 
+@pytest.mark.skipif(not PANCAKE.exists(), reason=f'shared test data not found at {PANCAKE}')
+def test_the_outputs_of_a_video_whose_name_fills_the_file_name_limit_are_written(trained,
+                                                                                 tmp_path):
+  """Downloaders keep titles up to the 255-byte limit: predict's picture ('000_NAME.png', written
+  as '.png.tmp') overran it and ended in 'File name too long' after scoring, writing no CSV;
+  the timeline and the features file did too. Cut names stay apart by a hash of the name."""
+  config, workdir = trained
+  names = ['\u00e9' * 100 + 'v' * 46 + '.mkv', '\u00e9' * 100 + 'w' * 46 + '.mkv']  # 250 bytes
+  folder = tmp_path / 'videos'
+  folder.mkdir()
+  for name in names:
+    shutil.copy(PANCAKE, folder / name)
+  windowed = config.copy_and_resolve_references()
+  windowed.predict.update(window_seconds=1.0, stride_seconds=1.0, window_batch=3)
+  for settings, run, suffixes in [(config, predict.predict, ('.png',)),
+                                  (windowed, predict.predict, ('.timeline.json', '.timeline.png')),
+                                  (config, features.extract, ('.npy',))]:
+    output = tmp_path / 'out'
+    shutil.rmtree(output, ignore_errors=True)
+    assert [r['ok'] for r in run(settings, workdir, [str(folder)], str(output))] == [True, True]
+    written = sorted(n for n in os.listdir(output) if n.endswith(suffixes))
+    assert len(written) == 2 * len(suffixes), written
+    for name in written:
+      assert len(name.encode()) <= 255 - len('.tmp'), name
+      assert re.fullmatch(r'(000_)?\u00e9{100}[vw]*~[0-9a-f]{8}(\.timeline)?\.(png|json|npy)',
+                          name), name
+
+
 def test_a_video_file_named_on_the_command_line_is_checked_for_utf8_too(tmp_path):
   """The check covers each --video given as a file, not only the videos found in a folder,
   and the file after a good one."""
