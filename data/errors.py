@@ -385,6 +385,16 @@ def local_path(path: Any, setting: str) -> Any:
   return os.path.expanduser(path) if isinstance(path, str) else path
 
 
+def refuse_brackets(path: str, setting: str, writer: str) -> None:
+  """A SettingError when `path`, made absolute, holds '[' or ']', which `writer` (a library)
+  takes for a glob pattern, so that what it writes there cannot be read back."""
+  full = os.path.abspath(path)
+  if '[' in full or ']' in full:
+    raise SettingError(f"{setting}={path}: its path holds '[' or ']', which {writer} takes for a "
+                       'glob pattern: what it wrote there could not be read back. Use a path '
+                       'without brackets.')
+
+
 def path_argument(text: str) -> str:
   """An argparse type for a path flag, as `local_path` gives it: a refused path ends the
   command in one usage line."""

@@ -93,19 +93,14 @@ def checkpoint_dir(workdir: str) -> str:
 
 
 def refuse_unsavable(directory: str, setting: str) -> None:
-  """A UserError when orbax cannot save checkpoints that read back below `directory`.
+  """A SettingError when orbax cannot save checkpoints that read back below `directory`.
 
   orbax (0.12) finds the per-process files it merges into a saved step with a glob over the
   step's whole path, where '[' and ']' make a pattern that matches nothing: it merges none,
   warns in a log line, and the step fails to restore ('corrupt: ... does not exist'), while the
   run that saved it reported success. Reading such a path works.
   """
-  path = os.path.abspath(directory)
-  if '[' in path or ']' in path:
-    raise errors.UserError(
-        f"{setting}={directory}: its path holds '[' or ']', which orbax's checkpoint writer takes "
-        'for a glob pattern: the checkpoints it saved there could not be read back. Use a path '
-        'without brackets.')
+  data_errors.refuse_brackets(directory, setting, "orbax's checkpoint writer")
 
 
 def has_checkpoints(workdir: str) -> bool:

@@ -1496,19 +1496,24 @@ def test_a_path_that_is_not_utf8_text_ends_the_command_in_one_line(tmp_path):
   assert not os.listdir(tmp_path)
 
 
-def test_a_checkpoint_folder_whose_path_holds_brackets_is_refused_before_anything_runs(
+def test_a_folder_whose_path_holds_brackets_is_refused_where_its_writer_globs_it(
     tiny_data_dir, tmp_path):
   """orbax merges a saved step's files after a glob over its path, where `[1]` is a pattern: a
   run in `runs/i3d[1]` trained, saved and reported success, and its step was 'corrupt' when
-  evaluated (NOT_FOUND: ... .zarray does not exist)."""
+  evaluated (NOT_FOUND: ... .zarray does not exist). An export's SavedModel failed its reload
+  there the same way ('Failed to find any matching files for .../variables/variables')."""
+  from salinet_jax.export import exporter  # pylint: disable=g-import-not-at-top
   config = tiny_config(tiny_data_dir)
   workdir = tmp_path / 'runs' / 'i3d[1]'
-  with pytest.raises(errors.UserError, match=(
+  with pytest.raises(data_errors.SettingError, match=(
       rf"^--workdir={re.escape(str(workdir))}: its path holds '\[' or '\]', which orbax's "
       'checkpoint writer takes for a glob pattern')):
     train.train_and_evaluate(config, str(workdir))
-  with pytest.raises(errors.UserError, match=r"^--output=.*/\[k400\]/i3d: its path holds"):
+  with pytest.raises(data_errors.SettingError, match=r"^--output=.*/\[k400\]/i3d: its path"):
     pretrained.save_converted(str(tmp_path / '[k400]' / 'i3d'), {'params': {}}, {})
+  with pytest.raises(data_errors.SettingError, match=(
+      r"^--output=.*/exports\[1\]: .* which TensorFlow's SavedModel reader takes for a glob")):
+    exporter.export(str(tmp_path / 'run'), str(tmp_path / 'exports[1]'), ['savedmodel'])
   assert not os.listdir(tmp_path)
 
 

@@ -224,6 +224,8 @@ def export(workdir: str, output: str, formats: Any = formats_lib.FORMATS, *,
   if run_dir != os.path.realpath(workdir):
     print(f'--checkpoint is a step of the run {run_dir}, not of --workdir {workdir}: export.json '
           'records that run as the source.', file=sys.stderr)
+  if 'savedmodel' in formats:  # its reload (the certificate's, then serving's) globs the path
+    data_errors.refuse_brackets(output, '--output', "TensorFlow's SavedModel reader")
   output = _check_output(output, overwrite, (workdir, run_dir))
   platforms = _check_platforms(platforms, formats)
   if tolerance is not None and not tolerance >= 0:  # NaN too
