@@ -201,10 +201,11 @@ def test_a_sigterm_while_a_training_group_evaluates_or_saves_stops_it_at_that_st
   procs, logs = _start_a_group_of_two(
       tmp_path, f'--workdir={workdir}', *_tiny_overrides(tiny_data_dir),
       '--config.num_train_steps=6', '--config.eval_batch_size=2',
-      f'--config.precise_bn_batches={3 if during == "precise_bn" else 0}', *every,
+      f'--config.precise_bn_batches={2 if during == "precise_bn" else 0}', *every,
       main=('-c', _MAIN_WITH_A_SIGTERM_DURING.replace('DURING', repr(during))))
-  # Where the group agreed to stop: batches of 4 (eval) or 3 (precise BN), stopped after 1 where
-  # the service answers within process 1's 5 s.
+  # Where the group agreed to stop, the same on both processes. Dispatch is asynchronous, so a
+  # process may ask the service again before the other's signal is seen: a SIGTERM in precise
+  # BN's first batch (of 2) stops it there or before the first eval batch (under load, in CI).
   stopped_after = []
   for proc, text in zip(procs, _ended(procs, logs, timeout=500)):
     assert proc.returncode == 143, text[-3000:]
@@ -212,10 +213,10 @@ def test_a_sigterm_while_a_training_group_evaluates_or_saves_stops_it_at_that_st
       stopped_after += re.findall(r'SIGTERM reached a process of this group (while step 2 was '
                                   r'saved): every process exits', text)
     else:
-      batches = 'eval' if during == 'evaluation' else 'precise-BN'
+      batches = 'eval' if during == 'evaluation' else '(?:precise-BN|eval)'
       stopped_after += re.findall(
           r'SIGTERM reached a process of this group during the evaluation of step 2: saving step '
-          rf'2 without it \(stopped after (\d) {batches} batches\)', text)
+          rf'2 without it \(stopped after (\d {batches}) batches\)', text)
     assert 'Stopped by SIGTERM after saving step 2; exit status 143' in text, text[-3000:]
   assert len(stopped_after) == 2 and stopped_after[0] == stopped_after[1], (stopped_after, text)
   store = checkpoints.CheckpointStore(str(workdir), demo.get_config().checkpoint,
