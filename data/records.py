@@ -20,13 +20,18 @@ training pipeline reads the same files (data/pipeline.py).
 """
 
 import collections
+import contextlib
 import dataclasses
+import datetime
+import fcntl
 import glob
 import hashlib
 import json
 import os
 import re
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+import socket
+import time
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence
 
 import tensorflow as tf
 
@@ -34,6 +39,12 @@ from data import errors
 
 SCHEMA_VERSION = 1
 METADATA_FILE = 'metadata.json'
+# flocked by the process writing the directory (data.convert, the synthetic data generator),
+# which describes itself in it (writer_of)
+WRITER_LOCK = '.convert.lock'
+# How long a writer waits for a reader only looking at the lock, and a reader for a writer that
+# has just taken it to describe itself.
+_READER_LOOK_S = 2.0
 
 IMAGE_KEY = 'image/encoded'
 LABEL_INDEX_KEY = 'clip/label/index'
@@ -78,6 +89,111 @@ class MissingRecordsError(errors.DataError, FileNotFoundError):
 
 class CorruptShardError(errors.DataError, ValueError):
   """A shard that is missing, truncated, corrupt or not the one the metadata describes."""
+
+
+class RecordsBusyError(errors.DataError):
+  """A records directory (or one of its splits) that another process is writing right now."""
+
+
+def _describe(writer: Mapping[str, Any]) -> str:
+  """'data.convert (pid 12 on host h, started ..., writing split(s) [...])' from writer_of."""
+  return (f"{writer.get('by', 'another process')} (pid {writer.get('pid', '?')} on host "
+          f"{writer.get('host', '?')}, started {writer.get('started', '?')}, writing split(s) "
+          f"{writer.get('splits', '?')})")
+
+
+@contextlib.contextmanager
+def sole_writer(directory: str, splits: Iterable[str], by: str = 'data.convert',
+                wait: bool = False, done: Callable[[], bool] = lambda: False) -> Iterator[bool]:
+  """Holds an exclusive flock on `directory/WRITER_LOCK` while process `by` writes `splits`;
+  gives whether to write: False where `done()`, asked once the lock is held, says another writer
+  did it meanwhile (the lock is then dropped at once, as no reader need wait).
+
+  A second writer of the folder is refused naming the first, or with `wait` waits for it to end:
+  two conversions deleted each other's half-written shards, and two runs generating the
+  synthetic data at once truncated each other's. Readers refuse the splits being written
+  (check_not_being_written). The lock file holds the writer's description while it writes. The
+  kernel drops the flock when the process ends, however it ends, so a lock never goes stale; NFS
+  grants it as a POSIX lock. Where the filesystem has no locks, writers go unguarded.
+  """
+  try:
+    fd = os.open(os.path.join(directory, WRITER_LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+  except OSError:  # a folder it cannot write: the first write says so
+    yield not done()
+    return
+  try:
+    locked = _lock(fd, directory, wait)
+    finished = done()
+    if locked and not finished:
+      started = datetime.datetime.now().astimezone().isoformat(timespec='seconds')
+      os.ftruncate(fd, 0)  # a writer killed earlier left its description
+      os.pwrite(fd, json.dumps({'by': by, 'pid': os.getpid(), 'host': socket.gethostname(),
+                                'started': started, 'splits': sorted(splits)}).encode(), 0)
+  except BaseException:
+    os.close(fd)
+    raise
+  if finished:
+    os.close(fd)  # another writer did it meanwhile: no reader need wait
+    yield False
+    return
+  try:
+    yield True
+  finally:
+    if locked:
+      os.ftruncate(fd, 0)
+    os.close(fd)  # drops the flock
+
+
+def _lock(fd: int, directory: str, wait: bool) -> bool:
+  """Takes the exclusive flock of sole_writer (False where the filesystem has none)."""
+  deadline = time.monotonic() + _READER_LOOK_S
+  while True:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+      return True
+    except BlockingIOError:
+      if time.monotonic() > deadline:
+        raise RecordsBusyError(
+            f'records folder {directory} is being written by {_describe(_read_writer(fd))}: '
+            'wait for it to end, or pass another --output (one conversion writes a folder at a '
+            'time; --workers spreads it over the cores).') from None
+      time.sleep(0.05)
+    except OSError:
+      return False
+
+
+def _read_writer(fd: int) -> Dict[str, Any]:
+  """The description a writer put into the lock file `fd` ({} before it has)."""
+  try:
+    writer = json.loads(os.pread(fd, 1 << 16, 0).decode('utf-8'))
+  except (OSError, ValueError):
+    return {}
+  return writer if isinstance(writer, dict) else {}
+
+
+def writer_of(directory: str) -> Optional[Dict[str, Any]]:
+  """The description (by, pid, host, started, splits) of the process writing `directory` now,
+  None where none is. Looks with a shared flock that it drops at once; gives a writer that has
+  just taken the lock a moment to describe itself."""
+  try:
+    fd = os.open(os.path.join(directory, WRITER_LOCK), os.O_RDONLY)
+  except OSError:
+    return None
+  try:
+    deadline = time.monotonic() + _READER_LOOK_S
+    while True:
+      try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return None
+      except BlockingIOError:
+        writer = _read_writer(fd)
+        if writer or time.monotonic() > deadline:
+          return writer
+        time.sleep(0.05)
+      except OSError:
+        return None
+  finally:
+    os.close(fd)
 
 
 def names_digest(names) -> str:
@@ -226,8 +342,22 @@ def shard_path(directory: str, dataset: str, split: str, index: int, num_shards:
   return os.path.join(directory, f'{dataset}-{split}.tfrecord-{index:05d}-of-{num_shards:05d}')
 
 
+def check_not_being_written(directory: str, split: Optional[str] = None) -> None:
+  """Fails while another process writes split `split` of `directory` (any split, where None):
+  its shards and bookkeeping are being replaced under a reader."""
+  writer = writer_of(directory)
+  if writer is None or (split is not None and split not in writer.get('splits', [split])):
+    return
+  what = (f'Split {split!r} of the records in {directory} is' if split is not None else
+          f'Records folder {directory} is')
+  raise RecordsBusyError(f'{what} being written now by {_describe(writer)}: wait for it to end, '
+                         'then run this again.')
+
+
 def shard_files(directory: str, dataset: str, split: str) -> List[str]:
-  """Lists the shards of one split, failing with a clear message when there are none."""
+  """Lists the shards of one split, failing with a clear message when there are none or while
+  another process writes the split (its shards are being replaced)."""
+  check_not_being_written(directory, split)
   # Escaped: '[' in a folder's name is a glob pattern, which found none of its shards.
   files = sorted(glob.glob(os.path.join(glob.escape(directory),
                                         f'{dataset}-{split}.tfrecord-*-of-*')))

@@ -123,6 +123,7 @@ def _reason_kind(reason: str) -> str:
 
 def build(directory: str) -> Dict[str, Any]:
   """The data card of a records directory as a dict (see the module docstring)."""
+  records.check_not_being_written(directory)
   metadata = records.read_metadata(directory)
   from_states = _from_states(directory)
   official = datasets.REGISTRY.get(metadata.name)

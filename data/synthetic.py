@@ -121,24 +121,37 @@ def generate(directory: str, cfg) -> 'records.DatasetMetadata':
 def ensure_generated(directory: str, cfg) -> 'records.DatasetMetadata':
   """Generates the dataset unless `directory` already holds it (metadata is written last).
 
-  Records there from other generator settings (an explicit `data_dir` is not named by the
-  settings' fingerprint) are refused: reusing them would silently ignore the settings. Records
-  that carry no generator settings (assembled by hand, e.g. a held-out split) are taken as
-  they are.
+  A run that finds another generating it (two demo runs started together) waits for that one
+  and reuses its records. Records there from other generator settings (an explicit `data_dir` is
+  not named by the settings' fingerprint) are refused: reusing them would silently ignore the
+  settings. Records that carry no generator settings (assembled by hand, e.g. a held-out split)
+  are taken as they are.
   """
   from data import records  # pylint: disable=g-import-not-at-top,redefined-outer-name
-  if os.path.exists(os.path.join(directory, records.METADATA_FILE)):
-    metadata = records.read_metadata(directory)
-    stored = metadata.extra.get('generator')
-    changed = [f'{key}: stored {stored.get(key)!r}, given {value!r}'
-               for key, value in sorted(dict(cfg).items())
-               if stored is not None and stored.get(key) != value]
-    if changed:
-      raise records.MissingRecordsError(
-          f'The synthetic records in {directory} were generated with other settings ('
-          + '; '.join(changed) + '): remove that folder to regenerate them, or point '
-          'config.dataset.data_dir elsewhere.')
-    return metadata
-  logging.info('Generating the synthetic demo videos (%d train, %d val) in %s; later runs reuse '
-               'them.', cfg.num_train, cfg.num_val, directory)
-  return generate(directory, cfg)
+
+  def generated() -> bool:
+    return os.path.exists(os.path.join(directory, records.METADATA_FILE))
+
+  if not generated():
+    os.makedirs(directory, exist_ok=True)
+    writer = records.writer_of(directory)
+    if writer is not None:
+      logging.info('Waiting for pid %s, which generates the synthetic demo videos in %s.',
+                   writer.get('pid', '?'), directory)
+    with records.sole_writer(directory, SPLITS, by='the synthetic data generator', wait=True,
+                             done=generated) as writing:
+      if writing:
+        logging.info('Generating the synthetic demo videos (%d train, %d val) in %s; later runs '
+                     'reuse them.', cfg.num_train, cfg.num_val, directory)
+        return generate(directory, cfg)
+  metadata = records.read_metadata(directory)
+  stored = metadata.extra.get('generator')
+  changed = [f'{key}: stored {stored.get(key)!r}, given {value!r}'
+             for key, value in sorted(dict(cfg).items())
+             if stored is not None and stored.get(key) != value]
+  if changed:
+    raise records.MissingRecordsError(
+        f'The synthetic records in {directory} were generated with other settings ('
+        + '; '.join(changed) + '): remove that folder to regenerate them, or point '
+        'config.dataset.data_dir elsewhere.')
+  return metadata

@@ -2372,3 +2372,55 @@ def test_the_data_card_says_how_many_videos_a_split_holds_beyond_the_official_co
   assert (card['splits']['val']['official_videos'], card['splits']['val']['missing_from_official'],
           card['splits']['val']['beyond_official']) == (28, 0, 2)
   assert '  val: 30 videos of 28 official (2 more than official), 0 failed' in report.summary(card)
+
+
+def test_a_second_conversion_into_a_records_folder_being_written_is_refused_in_one_line(
+    tmp_path, capsys):
+  """Two conversions into one folder (the same command run again in another terminal) removed
+  each other's half-written shards: one ended in a traceback, the other said it had written every
+  video while a shard on disk held both runs' bytes. A reader of that split met the shards while
+  they were being replaced."""
+  videos = _sixteen_fight_clips(tmp_path / 'videos')
+  out = tmp_path / 'records'
+  common = ['--dataset=folder', f'--input={videos}', f'--output={out}', '--short_side=32',
+            '--workers=1', '--videos_per_shard=1']
+  assert _run(*common, '--split=val') == 0
+  command = [sys.executable, '-m', 'data.convert', *common, '--split=train', '--quiet']
+  env = {k: v for k, v in subprocess_env().items() if k not in data.TENSORFLOW_ENV}
+  first = subprocess.Popen(command, cwd=REPO_ROOT, env=env, start_new_session=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  try:
+    deadline = time.monotonic() + 120
+    while not glob.glob(str(out / '*-train.tfrecord-*')) and time.monotonic() < deadline:
+      time.sleep(0.02)
+    os.killpg(first.pid, signal.SIGSTOP)  # holds the folder for as long as the test needs
+    written = sorted(os.listdir(out))
+    capsys.readouterr()
+    assert _run(*common, '--split=train') == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1].startswith(f'error: records folder {out} is being written by data.convert '
+                                f'(pid {first.pid} on host ')
+    assert lines[-1].endswith("writing split(s) ['train']): wait for it to end, or pass "
+                              'another --output (one conversion writes a folder at a time; '
+                              '--workers spreads it over the cores).')
+    assert sorted(os.listdir(out)) == written  # the first one's half-written shard is kept
+    with pytest.raises(records.RecordsBusyError, match=(
+        f"Split 'train' of the records in {out} is being written now by data.convert "
+        rf'\(pid {first.pid} on host .*\): wait for it to end, then run this again.')):
+      records.shard_files(str(out), 'folder', 'train')
+    assert len(records.shard_files(str(out), 'folder', 'val')) == 16  # a split not converted
+    from data import report  # pylint: disable=g-import-not-at-top
+    capsys.readouterr()
+    assert report.main([f'--records={out}']) == 1
+    assert capsys.readouterr().err.strip().startswith(
+        f'error: Records folder {out} is being written now by data.convert (pid {first.pid} ')
+  finally:
+    os.killpg(first.pid, signal.SIGKILL)
+    first.communicate(timeout=60)
+  assert _run(*common, '--split=train') == 0  # a conversion that died leaves no lock
+  assert 'Resuming: ' in capsys.readouterr().err
+  metadata = records.read_metadata(str(out))
+  assert metadata.split_sizes == {'train': 16, 'val': 16}
+  for split in ('train', 'val'):
+    records.check_shards(records.shard_files(str(out), 'folder', split),
+                         records.recorded_shard_bytes(metadata, split))

@@ -1,11 +1,19 @@
 """The built-in demo data: deterministic, motion-only, written in the DMVR record schema."""
 
+import glob
+import logging
+import subprocess
+import sys
+import time
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from configs import demo
 from data import records
 from data import synthetic
+from tests.conftest import subprocess_env
 from tests.conftest import tiny_config
 
 
@@ -148,3 +156,49 @@ def test_generator_settings_that_nothing_reads_or_that_are_missing_are_named(tmp
   with pytest.raises(errors.SettingError, match=r'config.dataset.synthetic lacks jpeg_quality'):
     synthetic.generate(str(tmp_path / 'missing'), config.dataset.synthetic)
   assert not (tmp_path / 'typo').exists() and not (tmp_path / 'missing').exists()
+
+
+def _racing_config():
+  cfg = demo.get_config().dataset.synthetic
+  cfg.num_train, cfg.num_val = 512, 64
+  return cfg
+
+
+def _verified(directory, metadata):
+  """'split count' per split, every shard checked against its recorded size and read through."""
+  counts = []
+  for split in synthetic.SPLITS:
+    files = records.shard_files(directory, 'synthetic', split)
+    records.check_shards(files, records.recorded_shard_bytes(metadata, split))
+    counts += [split, str(sum(records.verify_records(f) for f in files))]
+  return counts
+
+
+_GENERATE_AND_VERIFY = '''
+import sys
+from data import synthetic
+from tests import test_synthetic
+metadata = synthetic.ensure_generated(sys.argv[1], test_synthetic._racing_config())
+print(*test_synthetic._verified(sys.argv[1], metadata))
+'''
+
+
+def test_two_runs_generating_the_data_at_once_write_it_once(tmp_path, caplog):
+  """Two demo runs started together on first use both generated the data into one folder, each
+  truncating the shards the other was writing: the first to finish read a shard 'corrupt after
+  record 109'. The second now waits for the first and reuses its records."""
+  directory = str(tmp_path / 'synthetic')
+  first = subprocess.Popen([sys.executable, '-c', _GENERATE_AND_VERIFY, directory],
+                           env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)
+  deadline = time.monotonic() + 120
+  while not glob.glob(f'{directory}/*.tfrecord-*') and time.monotonic() < deadline:
+    time.sleep(0.01)
+  assert first.poll() is None, first.communicate()
+  with caplog.at_level(logging.INFO):
+    second = _verified(directory, synthetic.ensure_generated(directory, _racing_config()))
+  out, err = first.communicate(timeout=300)
+  assert first.returncode == 0, err[-3000:]
+  assert out.split() == second == ['train', '512', 'val', '64']
+  assert 'Generating' not in caplog.text
+  assert f'Waiting for pid {first.pid}' in caplog.text

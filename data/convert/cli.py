@@ -134,6 +134,15 @@ def convert(args) -> Optional['records.DatasetMetadata']:
   plan = make_plan(args)
   _refuse_names_not_utf8(plan, args)
   os.makedirs(output, exist_ok=True)
+  if args.dry_run:
+    return _convert_planned(args, plan, output)
+  from data import records  # pylint: disable=g-import-not-at-top
+  with records.sole_writer(output, plan.splits):
+    return _convert_planned(args, plan, output)
+
+
+def _convert_planned(args, plan, output: str) -> Optional['records.DatasetMetadata']:
+  """`convert` once planned: the shards, metadata.json and the console's account of them."""
   jobs = shard_jobs(plan, args, output)
   counts = {split: len(items) for split, items in plan.splits.items()}
   missing = sum(1 for items in plan.splits.values() for i in items if i.missing)
