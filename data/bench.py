@@ -272,6 +272,7 @@ def _measure(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
   from data import records  # pylint: disable=g-import-not-at-top
   metadata = records.read_metadata(args.records)
   if not metadata.split_sizes.get(args.split):
+    records.check_not_being_written(args.records, args.split)  # converted for the first time
     raise errors.DataError(
         f'The records in {args.records} hold no video of split {args.split!r} (their splits: '
         + ', '.join(f'{split} {size}' for split, size in sorted(metadata.split_sizes.items()))

@@ -110,6 +110,7 @@ def split_info(dataset_config, split: str) -> SplitInfo:
   metadata = prepare(dataset_config)
   directory = records_directory(dataset_config)
   if split not in metadata.split_sizes:
+    records.check_not_being_written(directory, split)  # converted for the first time, now
     raise records.MissingRecordsError(
         f'Split {split!r} is not in the records of {metadata.name!r} in {directory} (it has '
         f'{sorted(metadata.split_sizes)}): pass one of those (--split=NAME in eval mode, '
@@ -780,6 +781,7 @@ def _explained(iterator, info: SplitInfo, training: bool):
       missing = re.search(r'\S+\.tfrecord-\d+-of-\d+', e.message)
       if not missing or os.path.exists(missing.group(0)):
         raise
+      records.check_not_being_written(info.directory, info.split)  # a conversion replacing it
       raise records.MissingRecordsError(
           f'{missing.group(0)}, a shard of split {info.split!r} of {info.dataset!r}, was removed '
           'while it was read: convert the split again, or restore the file.') from None

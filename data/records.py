@@ -95,8 +95,11 @@ class RecordsBusyError(errors.DataError):
   """A records directory (or one of its splits) that another process is writing right now."""
 
 
-def _describe(writer: Mapping[str, Any]) -> str:
+def describe_writer(writer: Mapping[str, Any]) -> str:
   """'data.convert (pid 12 on host h, started ..., writing split(s) [...])' from writer_of."""
+  if not writer:
+    return (f'a process that names itself nowhere (one whose user may not write {WRITER_LOCK}, '
+            'so it cannot say who it is)')
   return (f"{writer.get('by', 'another process')} (pid {writer.get('pid', '?')} on host "
           f"{writer.get('host', '?')}, started {writer.get('started', '?')}, writing split(s) "
           f"{writer.get('splits', '?')})")
@@ -112,19 +115,26 @@ def sole_writer(directory: str, splits: Iterable[str], by: str = 'data.convert',
   A second writer of the folder is refused naming the first, or with `wait` waits for it to end:
   two conversions deleted each other's half-written shards, and two runs generating the
   synthetic data at once truncated each other's. Readers refuse the splits being written
-  (check_not_being_written). The lock file holds the writer's description while it writes. The
-  kernel drops the flock when the process ends, however it ends, so a lock never goes stale; NFS
-  grants it as a POSIX lock. Where the filesystem has no locks, writers go unguarded.
+  (check_not_being_written); a reader that starts first is not stopped (training checks its
+  shards again before each save). The lock file holds the writer's description while it writes
+  (not where its user may not write the file: the flock still holds). The kernel drops the flock
+  when the process ends, however it ends, so a lock never goes stale; NFS grants it as a POSIX
+  lock (on every host only where it is mounted with locking). Where the filesystem has no locks,
+  writers go unguarded.
   """
+  path = os.path.join(directory, WRITER_LOCK)
   try:
-    fd = os.open(os.path.join(directory, WRITER_LOCK), os.O_RDWR | os.O_CREAT, 0o644)
-  except OSError:  # a folder it cannot write: the first write says so
-    yield not done()
-    return
+    fd, described = os.open(path, os.O_RDWR | os.O_CREAT, 0o644), True
+  except OSError:
+    try:  # another user's lock file, or an immutable one: an flock needs no write access
+      fd, described = os.open(path, os.O_RDONLY), False
+    except OSError:  # no lock file, and none can be made: a folder it cannot write at all
+      yield not done()
+      return
   try:
     locked = _lock(fd, directory, wait)
     finished = done()
-    if locked and not finished:
+    if locked and described and not finished:
       started = datetime.datetime.now().astimezone().isoformat(timespec='seconds')
       os.ftruncate(fd, 0)  # a writer killed earlier left its description
       os.pwrite(fd, json.dumps({'by': by, 'pid': os.getpid(), 'host': socket.gethostname(),
@@ -139,7 +149,7 @@ def sole_writer(directory: str, splits: Iterable[str], by: str = 'data.convert',
   try:
     yield True
   finally:
-    if locked:
+    if locked and described:
       os.ftruncate(fd, 0)
     os.close(fd)  # drops the flock
 
@@ -154,9 +164,10 @@ def _lock(fd: int, directory: str, wait: bool) -> bool:
     except BlockingIOError:
       if time.monotonic() > deadline:
         raise RecordsBusyError(
-            f'records folder {directory} is being written by {_describe(_read_writer(fd))}: '
-            'wait for it to end, or pass another --output (one conversion writes a folder at a '
-            'time; --workers spreads it over the cores).') from None
+            f'records folder {directory} is being written by '
+            f'{describe_writer(_read_writer(fd))}: wait for it to end, or pass another --output '
+            '(one conversion writes a folder at a time; --workers spreads it over the cores).'
+        ) from None
       time.sleep(0.05)
     except OSError:
       return False
@@ -350,8 +361,8 @@ def check_not_being_written(directory: str, split: Optional[str] = None) -> None
     return
   what = (f'Split {split!r} of the records in {directory} is' if split is not None else
           f'Records folder {directory} is')
-  raise RecordsBusyError(f'{what} being written now by {_describe(writer)}: wait for it to end, '
-                         'then run this again.')
+  raise RecordsBusyError(f'{what} being written now by {describe_writer(writer)}: wait for it '
+                         'to end, then run this again.')
 
 
 def shard_files(directory: str, dataset: str, split: str) -> List[str]:

@@ -136,8 +136,8 @@ def ensure_generated(directory: str, cfg) -> 'records.DatasetMetadata':
     os.makedirs(directory, exist_ok=True)
     writer = records.writer_of(directory)
     if writer is not None:
-      logging.info('Waiting for pid %s, which generates the synthetic demo videos in %s.',
-                   writer.get('pid', '?'), directory)
+      logging.info('Waiting for %s, which writes %s.', records.describe_writer(writer),
+                   directory)
     with records.sole_writer(directory, SPLITS, by='the synthetic data generator', wait=True,
                              done=generated) as writing:
       if writing:

@@ -2404,6 +2404,9 @@ def test_a_second_conversion_into_a_records_folder_being_written_is_refused_in_o
                               'another --output (one conversion writes a folder at a time; '
                               '--workers spreads it over the cores).')
     assert sorted(os.listdir(out)) == written  # the first one's half-written shard is kept
+    assert _run(*common, '--split=train', '--dry_run') == 0
+    assert (f'warning: records folder {out} is being written now by data.convert (pid '
+            f'{first.pid} on host ') in capsys.readouterr().err
     with pytest.raises(records.RecordsBusyError, match=(
         f"Split 'train' of the records in {out} is being written now by data.convert "
         rf'\(pid {first.pid} on host .*\): wait for it to end, then run this again.')):
@@ -2417,6 +2420,11 @@ def test_a_second_conversion_into_a_records_folder_being_written_is_refused_in_o
   finally:
     os.killpg(first.pid, signal.SIGKILL)
     first.communicate(timeout=60)
+  # The dead one's description stays in the lock file, but blocks and names no one.
+  assert json.loads((out / records.WRITER_LOCK).read_text())['pid'] == first.pid
+  assert records.writer_of(str(out)) is None
+  records.check_not_being_written(str(out))
+  assert len(records.shard_files(str(out), 'folder', 'val')) == 16
   assert _run(*common, '--split=train') == 0  # a conversion that died leaves no lock
   assert 'Resuming: ' in capsys.readouterr().err
   metadata = records.read_metadata(str(out))

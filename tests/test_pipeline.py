@@ -1,5 +1,6 @@
 """The tf.data pipeline on real tiny TFRecords: sampling, views, sharding, exact eval coverage."""
 
+import glob
 import io
 import os
 
@@ -357,6 +358,25 @@ def test_the_train_stream_names_unlabelled_videos_damaged_frames_and_deleted_sha
                      r'read'):
     for _ in range(20):
       next(stream)
+
+
+def test_a_split_a_conversion_writes_is_named_as_such_by_the_readers(config, tmp_path):
+  """A split converted for the first time read as 'not in the records (it has [...])', and a
+  shard a conversion replaced under a running stream as 'removed while it was read: convert the
+  split again', while the conversion that was doing it still ran."""
+  directory = _write_records(tmp_path / 'records', [0, 1, 0, 1], ['a', 'b'])
+  config.dataset.data_dir = directory
+  info = pipeline.train_split_info(config.dataset)
+  stream = pipeline.as_numpy(pipeline.train_dataset(config, seed=0), info, training=True)
+  with records.sole_writer(directory, ['train', 'test']):
+    busy = (r" of the records in .* is being written now by data.convert \(pid "
+            rf"{os.getpid()} on host .*\): wait for it to end, then run this again\.")
+    with pytest.raises(records.RecordsBusyError, match="Split 'test'" + busy):
+      pipeline.split_info(config.dataset, 'test')
+    os.remove(sorted(glob.glob(f'{directory}/synthetic-train.tfrecord-*'))[1])
+    with pytest.raises(records.RecordsBusyError, match="Split 'train'" + busy):
+      for _ in range(20):
+        next(stream)
 
 
 @pytest.mark.parametrize('sampler', ['dense', 'tsn', 'all_frames'])

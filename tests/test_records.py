@@ -7,11 +7,14 @@ tests/fixtures/records_schema1/ is what `python -m data.convert` of commit 70081
 Frame i of video v is the solid colour (40 v + 20, 50 i + 30, 200 - 40 v), stored byte for byte.
 """
 
+import fcntl
 import io
 import json
+import os
 import pathlib
 import re
 import shutil
+import threading
 
 import numpy as np
 import pytest
@@ -140,3 +143,54 @@ def test_split_changes_name_what_differs_between_two_conversions(then, now, said
   """Groups are a set (listed in another order they are the same split); a setting only one
   conversion has is a change; what one side does not know is not compared."""
   assert records.split_changes(then, now) == said
+
+
+def test_a_reader_looking_at_the_lock_as_a_writer_takes_it_does_not_make_the_writer_refuse(
+    tmp_path):
+  """Readers look with a shared flock: a writer arriving meanwhile retries (for 2 s) rather than
+  refusing as if another writer held the folder."""
+  fd = os.open(tmp_path / records.WRITER_LOCK, os.O_RDONLY | os.O_CREAT)
+  fcntl.flock(fd, fcntl.LOCK_SH)
+  release = threading.Timer(0.5, fcntl.flock, (fd, fcntl.LOCK_UN))
+  release.start()
+  try:
+    with records.sole_writer(str(tmp_path), ['val', 'train']) as writing:
+      assert writing
+      assert records.writer_of(str(tmp_path))['splits'] == ['train', 'val']
+  finally:
+    release.join()
+    os.close(fd)
+  assert records.writer_of(str(tmp_path)) is None
+
+
+def test_the_description_left_by_a_killed_writer_blocks_no_one(tmp_path):
+  """A writer killed with SIGKILL leaves its description in the lock file, but not its flock:
+  readers and the next writer go on."""
+  (tmp_path / records.WRITER_LOCK).write_text(json.dumps(
+      {'by': 'data.convert', 'pid': 1, 'host': 'h', 'started': 's', 'splits': ['train']}))
+  assert records.writer_of(str(tmp_path)) is None
+  records.check_not_being_written(str(tmp_path), 'train')
+  records.check_not_being_written(str(tmp_path))
+  with records.sole_writer(str(tmp_path), ['train'], wait=False) as writing:
+    assert writing
+
+
+def test_a_writer_that_may_not_write_the_lock_file_still_waits_for_the_one_writing(
+    tmp_path, monkeypatch):
+  """The lock file is created 0644 by the first user to write the folder: another user of a
+  group-writable folder (or an immutable lock file) cannot open it read-write. flock needs no
+  write access, so the second writer must still be refused, not go unguarded."""
+  with records.sole_writer(str(tmp_path), ['train']) as writing:
+    assert writing
+    real_open = os.open
+
+    def open_as_another_user(path, flags, *args, **kwargs):
+      if str(path).endswith(records.WRITER_LOCK) and flags & (os.O_RDWR | os.O_WRONLY):
+        raise PermissionError(13, 'Permission denied', str(path))
+      return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, 'open', open_as_another_user)
+    assert records.writer_of(str(tmp_path))['splits'] == ['train']
+    with pytest.raises(records.RecordsBusyError, match='is being written by data.convert'):
+      with records.sole_writer(str(tmp_path), ['val']):
+        pass

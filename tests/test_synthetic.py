@@ -201,4 +201,4 @@ def test_two_runs_generating_the_data_at_once_write_it_once(tmp_path, caplog):
   assert first.returncode == 0, err[-3000:]
   assert out.split() == second == ['train', '512', 'val', '64']
   assert 'Generating' not in caplog.text
-  assert f'Waiting for pid {first.pid}' in caplog.text
+  assert f'Waiting for the synthetic data generator (pid {first.pid} on host ' in caplog.text

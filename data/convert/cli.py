@@ -134,9 +134,14 @@ def convert(args) -> Optional['records.DatasetMetadata']:
   plan = make_plan(args)
   _refuse_names_not_utf8(plan, args)
   os.makedirs(output, exist_ok=True)
-  if args.dry_run:
-    return _convert_planned(args, plan, output)
   from data import records  # pylint: disable=g-import-not-at-top
+  if args.dry_run:
+    writer = records.writer_of(output)
+    if writer is not None:
+      print(f'warning: records folder {output} is being written now by '
+            f'{records.describe_writer(writer)}: this conversion would be refused until it ends.',
+            file=sys.stderr)
+    return _convert_planned(args, plan, output)
   with records.sole_writer(output, plan.splits):
     return _convert_planned(args, plan, output)
 
