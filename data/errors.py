@@ -18,6 +18,7 @@ import shutil
 import signal
 import sys
 import threading
+import time
 from typing import IO, Any, Iterable, Iterator, List, Optional, Sequence
 
 # The OS errors of a write refused for space (a full disk, an exceeded quota), which every
@@ -166,6 +167,48 @@ def replacing_together() -> Iterator[None]:
     raise
   finally:
     _REPLACED_TOGETHER.reset(token)
+
+
+class Terminated(KeyboardInterrupt):
+  """A SIGTERM (a scheduler's time limit, `kill`) where `sigterm_raises` takes it: a
+  KeyboardInterrupt, so whatever cleans up after a Ctrl-C cleans up after it too."""
+
+
+@contextlib.contextmanager
+def sigterm_raises() -> Iterator[None]:
+  """Inside it, a SIGTERM raises Terminated in the main thread instead of ending the process
+  where it stands (no clean-up, no line). Elsewhere than in the main thread, nothing changes."""
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+
+  def stop(signum, frame) -> None:
+    del signum, frame
+    raise Terminated
+
+  previous = signal.signal(signal.SIGTERM, stop)
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+
+
+# How often a worker process looks whether the process that started it is still there.
+_PARENT_POLL_S = 1.0
+
+
+def end_with_parent(parent: int) -> None:
+  """In a worker process (a pool's initializer): ends it once `parent`, the process that
+  started it, is gone. A pool's idle workers wait on a pipe their siblings also hold open, so
+  a parent killed outright (SIGKILL, the OOM killer) left them waiting for good, holding their
+  memory and the console's pipes."""
+
+  def watch() -> None:
+    while os.getppid() == parent:
+      time.sleep(_PARENT_POLL_S)
+    os._exit(1)  # pylint: disable=protected-access
+
+  threading.Thread(target=watch, name='end-with-parent', daemon=True).start()
 
 
 # How long the main thread gets to leave the code that dropped a Ctrl-C before it is sent again.

@@ -1,6 +1,7 @@
 """The converter on real videos: fight_surv clips, codec edge cases, bad input, resuming, TFDS."""
 
 import argparse
+import contextlib
 import csv
 import fractions
 import glob
@@ -580,6 +581,93 @@ def test_ctrl_c_keeps_finished_shards_in_one_line_and_the_same_command_resumes(t
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert f'Resuming: {done} of 16 shards already written' in resumed.stderr
   assert records.read_metadata(str(out)).split_sizes == {'train': 16}
+
+
+@pytest.mark.parametrize('to_group', [True, False], ids=['process_group', 'converter_only'])
+def test_a_sigterm_keeps_finished_shards_in_one_line_and_the_same_command_resumes(tmp_path,
+                                                                                 to_group):
+  """A scheduler's time limit (SLURM signals every process of the job) or a `kill` ended the
+  conversion at once with no word of what stays, and with multiprocessing's 'leaked semaphore
+  objects' warning."""
+  videos = _sixteen_fight_clips(tmp_path / 'videos')
+  out = tmp_path / 'records'
+  command = [sys.executable, '-m', 'data.convert', '--dataset=folder', f'--input={videos}',
+             f'--output={out}', '--short_side=32', '--workers=2', '--videos_per_shard=1']
+  env = {k: v for k, v in subprocess_env().items() if k not in data.TENSORFLOW_ENV}
+  proc = subprocess.Popen(command, cwd=REPO_ROOT, env=env, start_new_session=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  deadline = time.monotonic() + 120
+  while len(glob.glob(str(out / '*.tfrecord-*'))) < 2 and time.monotonic() < deadline:
+    time.sleep(0.02)
+  if to_group:
+    os.killpg(proc.pid, signal.SIGTERM)
+  else:
+    os.kill(proc.pid, signal.SIGTERM)
+  _, console = proc.communicate(timeout=120)
+  assert proc.returncode == 143, console[-3000:]
+  assert 'Traceback' not in console and 'leaked' not in console, console[-3000:]
+  assert console.strip().splitlines()[-1] == (
+      f'Stopped by SIGTERM: the shards completed so far stay in {out}, and the same command '
+      'resumes from them. Exit status 143.')
+  done = len(glob.glob(str(out / '*.tfrecord-*')))
+  assert 2 <= done < 16
+  resumed = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                           timeout=300)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert f'Resuming: {done} of 16 shards already written' in resumed.stderr
+  metadata = records.read_metadata(str(out))
+  assert metadata.split_sizes == {'train': 16} and not metadata.failures
+
+
+def _children(pid):
+  """The pids of the processes whose parent is `pid` (from /proc)."""
+  children = []
+  for stat in glob.glob('/proc/[0-9]*/stat'):
+    try:
+      with open(stat) as f:
+        fields = f.read().rsplit(')', 1)[1].split()
+    except OSError:  # ended meanwhile
+      continue
+    if int(fields[1]) == pid:
+      children.append(int(stat.split('/')[2]))
+  return children
+
+
+def _alive(pid):
+  try:
+    with open(f'/proc/{pid}/stat') as f:
+      return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
+  except OSError:
+    return False
+
+
+def test_the_decoder_processes_of_a_killed_conversion_end_with_it(tmp_path):
+  """A conversion killed with SIGKILL (the OOM killer, `kill -9`) left its decoder processes
+  waiting for work that never came, for good: each holding its memory, and the console's pipe
+  open (a `| tee` never ended)."""
+  videos = _sixteen_fight_clips(tmp_path / 'videos')
+  out = tmp_path / 'records'
+  command = [sys.executable, '-m', 'data.convert', '--dataset=folder', f'--input={videos}',
+             f'--output={out}', '--short_side=32', '--workers=2', '--videos_per_shard=1']
+  env = {k: v for k, v in subprocess_env().items() if k not in data.TENSORFLOW_ENV}
+  proc = subprocess.Popen(command, cwd=REPO_ROOT, env=env, start_new_session=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  try:
+    deadline = time.monotonic() + 120
+    while len(glob.glob(str(out / '*.tfrecord-*'))) < 2 and time.monotonic() < deadline:
+      time.sleep(0.02)
+    workers = [pid for pid in _children(proc.pid)
+               if 'spawn_main' in pathlib.Path(f'/proc/{pid}/cmdline').read_text()]
+    assert len(workers) == 2, workers
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=60)  # every holder of the pipes has ended
+    deadline = time.monotonic() + 30
+    while any(map(_alive, workers)) and time.monotonic() < deadline:
+      time.sleep(0.1)
+    assert not any(map(_alive, workers)), workers
+  finally:
+    with contextlib.suppress(ProcessLookupError):
+      os.killpg(proc.pid, signal.SIGKILL)
 
 
 def test_a_full_disk_keeps_finished_shards_in_one_line_and_the_same_command_resumes(

@@ -482,7 +482,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   """Runs the command line; returns the exit status (see the module docstring)."""
   args = build_parser().parse_args(argv)
   try:
-    metadata = convert(args)
+    with data_errors.sigterm_raises():
+      metadata = convert(args)
   except (ConversionError, data_errors.DataError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
@@ -490,10 +491,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f'error: {e}. The shards finished so far stay in {os.path.abspath(args.output)}; free '
           'some space and the same command resumes from them.', file=sys.stderr)
     return 1
-  except KeyboardInterrupt:  # asked for, not a bug: one line, and the status a shell gives
-    print(f'Interrupted by Ctrl-C: the shards completed so far stay in {args.output}, and the '
-          'same command resumes from them. Exit status 130.', file=sys.stderr)
-    return 130
+  except KeyboardInterrupt as e:  # asked for, not a bug: one line, and the status a shell gives
+    how, status = (('Stopped by SIGTERM', 143) if isinstance(e, data_errors.Terminated) else
+                   ('Interrupted by Ctrl-C', 130))
+    print(f'{how}: the shards completed so far stay in {args.output}, and the same command '
+          f'resumes from them. Exit status {status}.', file=sys.stderr)
+    return status
   if metadata is None:
     return 0
   empty = [s for s in metadata.extra['last_run'] if not metadata.split_sizes.get(s)]

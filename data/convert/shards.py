@@ -156,7 +156,8 @@ class _Runner:
 
   def _new_pool(self, workers: int):
     return concurrent.futures.ProcessPoolExecutor(
-        max_workers=workers, mp_context=multiprocessing.get_context('spawn'))
+        max_workers=workers, mp_context=multiprocessing.get_context('spawn'),
+        initializer=data_errors.end_with_parent, initargs=(os.getpid(),))
 
   def map(self, tasks: Iterator[Dict[str, Any]]) -> Iterator[Dict[str, Any]]:
     if self.workers <= 1:
