@@ -31,7 +31,8 @@ import os
 import re
 import socket
 import time
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence
+from typing import (Any, Callable, Dict, Iterable, Iterator, List, Mapping, NamedTuple, Optional,
+                    Sequence)
 
 import tensorflow as tf
 
@@ -105,12 +106,19 @@ def describe_writer(writer: Mapping[str, Any]) -> str:
           f"{writer.get('splits', '?')})")
 
 
+class Writing(NamedTuple):
+  """What `sole_writer` gives: whether to write at all, and whether a lock guards the writes."""
+  needed: bool
+  guarded: bool
+
+
 @contextlib.contextmanager
 def sole_writer(directory: str, splits: Iterable[str], by: str = 'data.convert',
-                wait: bool = False, done: Callable[[], bool] = lambda: False) -> Iterator[bool]:
-  """Holds an exclusive flock on `directory/WRITER_LOCK` while process `by` writes `splits`;
-  gives whether to write: False where `done()`, asked once the lock is held, says another writer
-  did it meanwhile (the lock is then dropped at once, as no reader need wait).
+                wait: bool = False, done: Callable[[], bool] = lambda: False) -> Iterator[Writing]:
+  """Holds an exclusive flock on `directory/WRITER_LOCK` while process `by` writes `splits`.
+  Gives `Writing`: not needed where `done()`, asked once the lock is held, says another writer
+  did it meanwhile (the lock is then dropped at once, as no reader need wait); not guarded where
+  no lock could be taken.
 
   A second writer of the folder is refused naming the first, or with `wait` waits for it to end:
   two conversions deleted each other's half-written shards, and two runs generating the
@@ -129,7 +137,7 @@ def sole_writer(directory: str, splits: Iterable[str], by: str = 'data.convert',
     try:  # another user's lock file, or an immutable one: an flock needs no write access
       fd, described = os.open(path, os.O_RDONLY), False
     except OSError:  # no lock file, and none can be made: a folder it cannot write at all
-      yield not done()
+      yield Writing(needed=not done(), guarded=False)
       return
   try:
     locked = _lock(fd, directory, wait)
@@ -144,10 +152,10 @@ def sole_writer(directory: str, splits: Iterable[str], by: str = 'data.convert',
     raise
   if finished:
     os.close(fd)  # another writer did it meanwhile: no reader need wait
-    yield False
+    yield Writing(needed=False, guarded=locked)
     return
   try:
-    yield True
+    yield Writing(needed=True, guarded=locked)
   finally:
     if locked and described:
       os.ftruncate(fd, 0)

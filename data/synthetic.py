@@ -140,7 +140,7 @@ def ensure_generated(directory: str, cfg) -> 'records.DatasetMetadata':
                    directory)
     with records.sole_writer(directory, SPLITS, by='the synthetic data generator', wait=True,
                              done=generated) as writing:
-      if writing:
+      if writing.needed:
         logging.info('Generating the synthetic demo videos (%d train, %d val) in %s; later runs '
                      'reuse them.', cfg.num_train, cfg.num_val, directory)
         return generate(directory, cfg)

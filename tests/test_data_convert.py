@@ -3,6 +3,7 @@
 import argparse
 import contextlib
 import csv
+import errno
 import fractions
 import glob
 import io
@@ -617,6 +618,31 @@ def test_a_sigterm_keeps_finished_shards_in_one_line_and_the_same_command_resume
   assert f'Resuming: {done} of 16 shards already written' in resumed.stderr
   metadata = records.read_metadata(str(out))
   assert metadata.split_sizes == {'train': 16} and not metadata.failures
+
+
+def test_an_output_whose_filesystem_takes_no_locks_is_converted_with_a_warning(tmp_path,
+                                                                              monkeypatch, capsys):
+  """Lustre without its flock option, some FUSE mounts: flock fails, so the one-writer guard is
+  off there; the conversion goes on and says so rather than guarding nothing in silence."""
+  import fcntl  # pylint: disable=g-import-not-at-top
+  videos = tmp_path / 'videos'
+  for label in ('fight', 'noFight'):
+    (videos / label).mkdir(parents=True)
+    for clip in sorted((FIGHT / label).glob('*.mp4'))[:2]:
+      (videos / label / clip.name).symlink_to(clip)
+  out = tmp_path / 'records'
+
+  def no_locks(fd, operation):
+    raise OSError(errno.ENOLCK, 'No locks available')
+
+  monkeypatch.setattr(fcntl, 'flock', no_locks)
+  assert _run('--dataset=folder', f'--input={videos}', f'--output={out}', '--short_side=32',
+              '--workers=1') == 0
+  err = capsys.readouterr().err
+  assert (f'warning: {out} takes no file locks (its filesystem has none, or they are off): a '
+          'second conversion into it would not be refused') in err
+  assert records.read_metadata(str(out)).split_sizes == {'train': 4}
+  assert len(records.shard_files(str(out), 'folder', 'train')) == 1
 
 
 def _children(pid):

@@ -155,7 +155,7 @@ def test_a_reader_looking_at_the_lock_as_a_writer_takes_it_does_not_make_the_wri
   release.start()
   try:
     with records.sole_writer(str(tmp_path), ['val', 'train']) as writing:
-      assert writing
+      assert writing.needed and writing.guarded
       assert records.writer_of(str(tmp_path))['splits'] == ['train', 'val']
   finally:
     release.join()
@@ -172,7 +172,7 @@ def test_the_description_left_by_a_killed_writer_blocks_no_one(tmp_path):
   records.check_not_being_written(str(tmp_path), 'train')
   records.check_not_being_written(str(tmp_path))
   with records.sole_writer(str(tmp_path), ['train'], wait=False) as writing:
-    assert writing
+    assert writing.needed and writing.guarded
 
 
 def test_a_writer_that_may_not_write_the_lock_file_still_waits_for_the_one_writing(
@@ -181,7 +181,7 @@ def test_a_writer_that_may_not_write_the_lock_file_still_waits_for_the_one_writi
   group-writable folder (or an immutable lock file) cannot open it read-write. flock needs no
   write access, so the second writer must still be refused, not go unguarded."""
   with records.sole_writer(str(tmp_path), ['train']) as writing:
-    assert writing
+    assert writing.needed and writing.guarded
     real_open = os.open
 
     def open_as_another_user(path, flags, *args, **kwargs):

@@ -142,7 +142,11 @@ def convert(args) -> Optional['records.DatasetMetadata']:
             f'{records.describe_writer(writer)}: this conversion would be refused until it ends.',
             file=sys.stderr)
     return _convert_planned(args, plan, output)
-  with records.sole_writer(output, plan.splits):
+  with records.sole_writer(output, plan.splits) as writing:
+    if not writing.guarded:
+      print(f'warning: {output} takes no file locks (its filesystem has none, or they are off): '
+            'a second conversion into it would not be refused, and readers would not be told '
+            'of this one. Run one conversion at a time into it.', file=sys.stderr)
     return _convert_planned(args, plan, output)
 
 
