@@ -16,9 +16,11 @@ import os
 import re
 import shutil
 import signal
+import socket
 import sys
 import threading
 import time
+import uuid
 from typing import IO, Any, Iterable, Iterator, List, Optional, Sequence
 
 # The OS errors of a write refused for space (a full disk, an exceeded quota), which every
@@ -390,6 +392,23 @@ def printable(path: str) -> str:
 def not_utf8(paths: Iterable[str]) -> List[str]:
   """The paths among `paths` that are not UTF-8 text, each `printable`."""
   return [printable(path) for path in paths if printable(path) != path]
+
+
+def unwritable(directory: str) -> Optional[str]:
+  """Why no file can be written in `directory`, which it creates where missing ('it is a file,
+  not a directory', an OS error's text), None where one can. A probe file is written and
+  removed: only that proves it (permissions, a read-only mount, an immutable folder, quotas)."""
+  if os.path.exists(directory) and not os.path.isdir(directory):
+    return 'it is a file, not a directory'
+  probe = os.path.join(directory, f'.write_test_{socket.gethostname()}_{uuid.uuid4().hex}')
+  try:
+    os.makedirs(directory, exist_ok=True)
+    with open(probe, 'w') as f:
+      f.write('ok')
+    os.remove(probe)
+  except OSError as e:
+    return e.strerror or str(e)
+  return None
 
 
 def path_refusal(path: Any) -> Optional[str]:

@@ -21,6 +21,7 @@ records once.
 
 import argparse
 import collections
+import errno
 import glob
 import json
 import os
@@ -314,7 +315,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   try:
     card = build(args.records)
     output = args.output or os.path.join(args.records, 'report')
-    os.makedirs(output, exist_ok=True)
+    problem = errors.unwritable(output)
+    if problem:
+      remedy = ('Free some space, or pass' if problem == os.strerror(errno.ENOSPC) else 'Pass')
+      raise errors.DataError(f'Cannot write the data card to {output}: {problem}. {remedy} '
+                             'another --output.')
     card_path = os.path.join(output, 'report.json')
     with errors.replacing(card_path) as f:
       json.dump(card, f, indent=1)

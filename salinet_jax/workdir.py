@@ -251,18 +251,10 @@ def check_writable(directory: str, what: str, hint: str = '') -> str:
     raise NotWritableError(f'Cannot write {what} to {data_errors.printable(directory)}: it '
                            f'{reason}' + (f' {hint}' if hint else ''))
   directory = os.path.abspath(directory)
-  if os.path.exists(directory) and not os.path.isdir(directory):
-    raise NotWritableError(f'Cannot write {what} to {directory}: it is a file, not a directory.'
+  problem = data_errors.unwritable(directory)
+  if problem:
+    raise NotWritableError(f'Cannot write {what} to {directory}: {problem}.'
                            + (f' {hint}' if hint else ''))
-  probe = os.path.join(directory, f'.write_test_{socket.gethostname()}_{uuid.uuid4().hex}')
-  try:
-    os.makedirs(directory, exist_ok=True)
-    with open(probe, 'w') as f:
-      f.write('ok')
-    os.remove(probe)
-  except OSError as e:
-    raise NotWritableError(f'Cannot write {what} to {directory}: {e.strerror or e}.'
-                           + (f' {hint}' if hint else '')) from None
   return directory
 
 

@@ -645,6 +645,26 @@ def test_an_output_whose_filesystem_takes_no_locks_is_converted_with_a_warning(t
   assert len(records.shard_files(str(out), 'folder', 'train')) == 1
 
 
+@pytest.mark.parametrize('where', ['a_file', 'under_a_file'])
+def test_an_output_that_cannot_be_written_is_refused_in_one_line(where, fight_subset, tmp_path,
+                                                                  capsys):
+  """An --output naming a file, or a folder under one, ended the conversion in an OSError
+  traceback from os.makedirs (and a folder it may not write, in TensorFlow's
+  PermissionDeniedError from the first shard); data.report's --output did the same."""
+  from data import report  # pylint: disable=g-import-not-at-top
+  (tmp_path / 'file').write_text('kept')
+  output = tmp_path / 'file' if where == 'a_file' else tmp_path / 'file' / 'records'
+  reason = 'it is a file, not a directory' if where == 'a_file' else 'Not a directory'
+  assert _run('--dataset=folder', f'--input={FIGHT}', f'--output={output}', '--workers=1') == 2
+  assert capsys.readouterr().err.strip().splitlines()[-1] == (
+      f'error: Cannot write the records to {output}: {reason}.')
+  records_dir = fight_subset[0]
+  assert report.main([f'--records={records_dir}', f'--output={output}']) == 1
+  assert capsys.readouterr().err.strip().splitlines()[-1] == (
+      f'error: Cannot write the data card to {output}: {reason}. Pass another --output.')
+  assert (tmp_path / 'file').read_text() == 'kept'
+
+
 def _children(pid):
   """The pids of the processes whose parent is `pid` (from /proc)."""
   children = []

@@ -1076,9 +1076,9 @@ def test_the_data_card_and_the_demo_records_on_a_full_disk_end_in_one_line(tiny_
   from tests.conftest import fill_disk, tiny_config  # pylint: disable=g-import-not-at-top
   fill_disk(small_disk)
   assert report.main([f'--records={tiny_data_dir}', f'--output={small_disk}']) == 1
-  assert capsys.readouterr().err == (f'error: Cannot write {small_disk}/report.json: No space '
-                                     'left on device; the command stopped there. Free some '
-                                     'space, or pass another --output.\n')
+  assert capsys.readouterr().err == (f'error: Cannot write the data card to {small_disk}: No '
+                                     'space left on device. Free some space, or pass another '
+                                     '--output.\n')
   with pytest.raises(SystemExit) as stopped:
     with cli.user_errors_in_one_line():
       synthetic.generate(str(small_disk / 'demo'), tiny_config(small_disk).dataset.synthetic)

@@ -133,7 +133,9 @@ def convert(args) -> Optional['records.DatasetMetadata']:
   _refuse_flags_the_kind_ignores(args)
   plan = make_plan(args)
   _refuse_names_not_utf8(plan, args)
-  os.makedirs(output, exist_ok=True)
+  problem = data_errors.unwritable(output)
+  if problem:
+    raise ConversionError(f'Cannot write the records to {output}: {problem}.')
   from data import records  # pylint: disable=g-import-not-at-top
   if args.dry_run:
     writer = records.writer_of(output)
