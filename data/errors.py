@@ -1,6 +1,8 @@
 """Errors in the input data a user can fix (missing records, corrupt shards, bad videos),
 `writing`, which names the file of a write a full disk refused, `replacing`, which writes a
-whole file so that a failed write loses nothing, and the Ctrl-C handling every command shares.
+whole file so that a failed write loses nothing, `unwritable`, which proves a folder can be
+written, the Ctrl-C handling every command shares, and the SIGTERM and worker-process handling of
+the converter.
 
 Kept apart from `salinet_jax.errors` because `data/` never imports the model package; the
 command line reports both kinds, and a full disk, as one line without a traceback.

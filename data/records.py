@@ -7,6 +7,8 @@ One `tf.train.SequenceExample` per video:
 Shards of split S are named `<dataset>-<S>.tfrecord-<i:05d>-of-<n:05d>` (the TFDS convention) and sit
 beside `metadata.json` (classes in their official order, videos per split, failures, schema version,
 and per shard its video count and byte size, so a truncated shard is named before any reading).
+A process writing the directory holds `.convert.lock` (`sole_writer`); readers refuse the splits
+it writes.
 
 TensorFlow Datasets: converted directories also hold TFDS's `dataset_info.json` and `features.json`
 (`write_tfds_info`), so `tfds.builder_from_directory(DIR)` opens them: splits, shard lengths, sizes,

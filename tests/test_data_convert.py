@@ -545,71 +545,48 @@ def test_a_rerun_rewrites_the_shard_of_a_video_whose_file_changed(tmp_path, caps
   assert 'Resuming: 1 of 1 shards already written' in capsys.readouterr().err
 
 
-def _sixteen_fight_clips(videos: pathlib.Path) -> pathlib.Path:
-  """A class folder tree of 8 fight and 8 noFight clips (links to the shared test data)."""
+def _fight_clips(videos: pathlib.Path, per_class: int) -> pathlib.Path:
+  """A class folder tree of the first `per_class` fight and noFight clips (links to the shared
+  test data)."""
   for label in ('fight', 'noFight'):
     (videos / label).mkdir(parents=True)
-    for clip in sorted((FIGHT / label).glob('*.mp4'))[:8]:
+    for clip in sorted((FIGHT / label).glob('*.mp4'))[:per_class]:
       (videos / label / clip.name).symlink_to(clip)
   return videos
 
 
-def test_ctrl_c_keeps_finished_shards_in_one_line_and_the_same_command_resumes(tmp_path):
+def _sixteen_fight_clips(videos: pathlib.Path) -> pathlib.Path:
+  return _fight_clips(videos, 8)
+
+
+@pytest.mark.parametrize('how', ['ctrl_c', 'sigterm_to_group', 'sigterm_to_converter'])
+def test_a_ctrl_c_or_sigterm_keeps_finished_shards_in_one_line_and_the_same_command_resumes(
+    tmp_path, how):
   """A Ctrl-C (to the whole process group, as a terminal sends it) printed a KeyboardInterrupt
   traceback; the console also began with TensorFlow's start-up notices (the converter's command
-  did not quiet TensorFlow as the others do)."""
+  did not quiet TensorFlow as the others do). A scheduler's time limit (SLURM signals every
+  process of the job) or a `kill` ended the conversion at once with no word of what stays, and
+  with multiprocessing's 'leaked semaphore objects' warning."""
   videos = _sixteen_fight_clips(tmp_path / 'videos')
   out = tmp_path / 'records'
   command = [sys.executable, '-m', 'data.convert', '--dataset=folder', f'--input={videos}',
-             f'--output={out}', '--short_side=32', '--workers=1', '--videos_per_shard=1']
+             f'--output={out}', '--short_side=32', '--videos_per_shard=1',
+             f"--workers={1 if how == 'ctrl_c' else 2}"]
   env = {k: v for k, v in subprocess_env().items() if k not in data.TENSORFLOW_ENV}
   proc = subprocess.Popen(command, cwd=REPO_ROOT, env=env, start_new_session=True,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   deadline = time.monotonic() + 120
   while len(glob.glob(str(out / '*.tfrecord-*'))) < 2 and time.monotonic() < deadline:
     time.sleep(0.02)
-  os.killpg(proc.pid, signal.SIGINT)
+  send = os.kill if how == 'sigterm_to_converter' else os.killpg
+  send(proc.pid, signal.SIGINT if how == 'ctrl_c' else signal.SIGTERM)
   _, console = proc.communicate(timeout=120)
-  assert proc.returncode == 130, console[-3000:]
-  assert 'Traceback' not in console and 'oneDNN' not in console, console[-3000:]
+  status, said = (130, 'Interrupted by Ctrl-C') if how == 'ctrl_c' else (143, 'Stopped by SIGTERM')
+  assert proc.returncode == status, console[-3000:]
+  assert not any(word in console for word in ('Traceback', 'oneDNN', 'leaked')), console[-3000:]
   assert console.strip().splitlines()[-1] == (
-      f'Interrupted by Ctrl-C: the shards completed so far stay in {out}, and the same command '
-      'resumes from them. Exit status 130.')
-  done = len(glob.glob(str(out / '*.tfrecord-*')))
-  assert 2 <= done < 16
-  resumed = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                           timeout=300)
-  assert resumed.returncode == 0, resumed.stderr[-3000:]
-  assert f'Resuming: {done} of 16 shards already written' in resumed.stderr
-  assert records.read_metadata(str(out)).split_sizes == {'train': 16}
-
-
-@pytest.mark.parametrize('to_group', [True, False], ids=['process_group', 'converter_only'])
-def test_a_sigterm_keeps_finished_shards_in_one_line_and_the_same_command_resumes(tmp_path,
-                                                                                 to_group):
-  """A scheduler's time limit (SLURM signals every process of the job) or a `kill` ended the
-  conversion at once with no word of what stays, and with multiprocessing's 'leaked semaphore
-  objects' warning."""
-  videos = _sixteen_fight_clips(tmp_path / 'videos')
-  out = tmp_path / 'records'
-  command = [sys.executable, '-m', 'data.convert', '--dataset=folder', f'--input={videos}',
-             f'--output={out}', '--short_side=32', '--workers=2', '--videos_per_shard=1']
-  env = {k: v for k, v in subprocess_env().items() if k not in data.TENSORFLOW_ENV}
-  proc = subprocess.Popen(command, cwd=REPO_ROOT, env=env, start_new_session=True,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-  deadline = time.monotonic() + 120
-  while len(glob.glob(str(out / '*.tfrecord-*'))) < 2 and time.monotonic() < deadline:
-    time.sleep(0.02)
-  if to_group:
-    os.killpg(proc.pid, signal.SIGTERM)
-  else:
-    os.kill(proc.pid, signal.SIGTERM)
-  _, console = proc.communicate(timeout=120)
-  assert proc.returncode == 143, console[-3000:]
-  assert 'Traceback' not in console and 'leaked' not in console, console[-3000:]
-  assert console.strip().splitlines()[-1] == (
-      f'Stopped by SIGTERM: the shards completed so far stay in {out}, and the same command '
-      'resumes from them. Exit status 143.')
+      f'{said}: the shards completed so far stay in {out}, and the same command resumes from '
+      f'them. Exit status {status}.')
   done = len(glob.glob(str(out / '*.tfrecord-*')))
   assert 2 <= done < 16
   resumed = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
@@ -625,11 +602,7 @@ def test_an_output_whose_filesystem_takes_no_locks_is_converted_with_a_warning(t
   """Lustre without its flock option, some FUSE mounts: flock fails, so the one-writer guard is
   off there; the conversion goes on and says so rather than guarding nothing in silence."""
   import fcntl  # pylint: disable=g-import-not-at-top
-  videos = tmp_path / 'videos'
-  for label in ('fight', 'noFight'):
-    (videos / label).mkdir(parents=True)
-    for clip in sorted((FIGHT / label).glob('*.mp4'))[:2]:
-      (videos / label / clip.name).symlink_to(clip)
+  videos = _fight_clips(tmp_path / 'videos', 2)
   out = tmp_path / 'records'
 
   def no_locks(fd, operation):
@@ -2494,11 +2467,7 @@ def test_the_data_card_says_how_many_videos_a_split_holds_beyond_the_official_co
   missing' (audit): a count beyond the official one is said as such, and the json keeps
   `missing_from_official` a count of missing videos."""
   from data import report  # pylint: disable=g-import-not-at-top
-  videos = tmp_path / 'videos'
-  for folder in ('fight', 'noFight'):
-    (videos / folder).mkdir(parents=True)
-    for path in sorted((FIGHT / folder).glob('*.mp4'))[:15]:
-      (videos / folder / path.name).symlink_to(path)
+  videos = _fight_clips(tmp_path / 'videos', 15)
   out = tmp_path / 'records'
   assert _run('--dataset=folder', f'--input={videos}', f'--output={out}', '--split=val',
               '--short_side=32', '--max_frames=2', '--name=fight_surv') == 0

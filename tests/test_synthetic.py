@@ -195,7 +195,7 @@ def test_two_runs_generating_the_data_at_once_write_it_once(tmp_path, caplog):
   while not glob.glob(f'{directory}/*.tfrecord-*') and time.monotonic() < deadline:
     time.sleep(0.01)
   assert first.poll() is None, first.communicate()
-  with caplog.at_level(logging.INFO):
+  with caplog.at_level(logging.INFO, logger='absl'):
     second = _verified(directory, synthetic.ensure_generated(directory, _racing_config()))
   out, err = first.communicate(timeout=300)
   assert first.returncode == 0, err[-3000:]
