@@ -11,5 +11,5 @@ from data import errors
 from data.convert import cli
 
 if __name__ == '__main__':
-  with errors.ctrl_c_while_ending():
+  with errors.signals_while_running():
     sys.exit(cli.main())
