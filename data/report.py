@@ -39,14 +39,13 @@ with errors.signals_while_starting(__name__):  # TensorFlow's and JAX's imports 
 
   from data import datasets
   from data import records
-
-STATE_DIR = '.convert'
+  from data.convert import shards
 
 
 def _from_states(directory: str) -> Dict[str, List[Dict[str, Any]]]:
   """Per split, the converter's per-video entries (empty when the bookkeeping is absent)."""
   videos = collections.defaultdict(list)
-  for path in sorted(glob.glob(os.path.join(glob.escape(directory), STATE_DIR, '*.json'))):
+  for path in sorted(glob.glob(os.path.join(glob.escape(directory), shards.STATE_DIR, '*.json'))):
     with open(path) as f:
       state = json.load(f)
     videos[state['split']] += state.get('videos', [])

@@ -169,9 +169,13 @@ def test_codec_fixtures_convert_every_good_clip_and_report_the_rest(codec_record
   assert all(r['split'] == 'test' and r['reason'] for r in rows)
   # data.report counts them by kind; a still image's was cut short ('... not a vi').
   from data import report  # pylint: disable=g-import-not-at-top
-  kinds = report.build(str(out))['splits']['test']['failure_reasons']
+  card = report.build(str(out))['splits']['test']
+  kinds = card['failure_reasons']
   assert kinds == {'decoding failed': 1, 'missing video file': 1, 'no video frames': 1,
                    'empty file': 1, 'a single frame (a still image), not a video': 2}, kinds
+  # The sources' frame rates come from the converter's bookkeeping (OUT/.convert/), which the
+  # records alone lack.
+  assert card['fps_of'] == 'source', card
 
 
 def test_the_long_side_is_scaled_to_the_nearest_pixel():

@@ -22,6 +22,8 @@ from data import errors as data_errors
 from data import video_io
 from data.convert.plans import Item, Plan
 
+# Per finished shard, the videos it holds and how they were converted: what a rerun resumes from,
+# and what data.report lists per video.
 STATE_DIR = '.convert'
 
 
