@@ -22,6 +22,7 @@ Over 400 lines because checksums, verification, quarantine and the orbax store a
 whether a saved step can be trusted.
 """
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -86,6 +87,77 @@ class NonFiniteStateError(CheckpointError):
 
 class CheckpointMismatchError(CheckpointError):
   """A checkpoint whose arrays do not fit the model of the given config."""
+
+
+class RemovedCheckpointError(CheckpointError):
+  """A checkpoint step removed while it was read: a run training in its workdir drops its older
+  steps as it saves new ones (config.checkpoint.keep_last)."""
+
+
+# How long a reader whose step failed watches it disappear (orbax deletes a step's files, then
+# its folders), and how often it looks whether files are still going.
+_REMOVAL_WAIT_S = 5.0
+_REMOVAL_LOOK_S = 0.2
+
+
+def _file_count(step_dir: str) -> Optional[int]:
+  """How many files the step directory holds; None once the directory is gone."""
+  if not os.path.isdir(step_dir):
+    return None
+  return sum(len(names) for _, _, names in os.walk(step_dir))
+
+
+def _removed_meanwhile(step_dir: str) -> bool:
+  """Whether the step directory a read failed in is being removed: gone, or losing files until
+  it is gone (within `_REMOVAL_WAIT_S`). A damaged step keeps its files: one look tells."""
+  count = _file_count(step_dir)
+  deadline = time.monotonic() + _REMOVAL_WAIT_S
+  while count is not None:
+    time.sleep(_REMOVAL_LOOK_S)
+    now = _file_count(step_dir)
+    if now is not None and ((now >= count and now > 0) or time.monotonic() > deadline):
+      return False
+    count = now
+  return True
+
+
+# How often a reader chooses the workdir's 'best' or 'latest' step again where the one chosen was
+# removed while it was read.
+SELECTION_ATTEMPTS = 3
+
+
+def chosen_again_if_removed(which: str, read: Callable[[], Any]) -> Any:
+  """`read()`, which chooses the workdir's `which` step ('best' | 'latest') and reads it, called
+  again where a run training in the workdir removed the chosen step while it was read (up to
+  SELECTION_ATTEMPTS times, each said); an explicit step directory is read once."""
+  attempt = 1
+  while True:
+    try:
+      return read()
+    except RemovedCheckpointError as e:
+      if which not in ('best', 'latest'):
+        raise
+      if attempt == SELECTION_ATTEMPTS:
+        raise RemovedCheckpointError(
+            f'{e} The {which} step was removed as it was read {attempt} times in a row (the run '
+            'saves new steps faster than one is read here): read it once the run ends, or '
+            'train with a larger config.checkpoint.keep_last.') from e
+      logging.warning('%s Choosing the %s step again.', e, which)
+    attempt += 1
+
+
+@contextlib.contextmanager
+def removal_told(step_dir: str, what: str) -> Iterator[None]:
+  """Inside it, a read of `step_dir` that fails because the step was removed meanwhile raises
+  RemovedCheckpointError, not the damage (or the traceback) the missing files would show."""
+  try:
+    yield
+  except Exception as e:  # pylint: disable=broad-except
+    if not _removed_meanwhile(step_dir):
+      raise
+    raise RemovedCheckpointError(
+        f'{what} was removed while it was read (a run training in its workdir drops its older '
+        'steps as it saves new ones).') from e
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -354,7 +426,24 @@ class CheckpointStore:
         async_options=None if read_only else ocp.AsyncOptions(
             post_finalization_callback=self._record_checksums))
     _drop_reports_of_abandoned_orbax_work()
-    self.manager = _CheckpointManager(self.directory, options=options)
+    self.manager = self._open_manager(options)
+
+  def _open_manager(self, options: ocp.CheckpointManagerOptions) -> _CheckpointManager:
+    """orbax's manager of the directory; opened again where a step it listed was gone when it
+    looked at it (a run training in the workdir drops its older steps as it saves new ones),
+    which ended a reader in orbax's FileNotFoundError traceback."""
+    attempt = 1
+    while True:
+      try:
+        return _CheckpointManager(self.directory, options=options)
+      except FileNotFoundError as e:
+        gone = str(e.filename or '')
+        if (attempt == SELECTION_ATTEMPTS or os.path.dirname(gone) != self.directory
+            or os.path.exists(gone)):
+          raise
+        logging.info('Checkpoint step folder %s was removed as the steps were listed: listing '
+                     'them again.', gone)
+      attempt += 1
 
   def _remove_unfinished_saves(self) -> None:
     """Removes, and names, the folders of saves that never finished (a full disk, a kill): they
@@ -526,6 +615,14 @@ class CheckpointStore:
     """The custom metadata (step, metrics, config json, classes) saved with checkpoint `step`."""
     return read_step_metadata(self.step_dir(step))
 
+  def selection(self, which: str) -> Tuple[int, str]:
+    """(step, description) of 'best' or 'latest', e.g. (600, 'best (step 600)'); 'best' of a
+    workdir where no step was evaluated falls back to the latest, and says so."""
+    step = self.select_step(which)
+    chosen = ('best: none evaluated, so the latest' if which == 'best'
+              and self.manager.best_step() is None else which)
+    return step, f'{chosen} (step {step})'
+
   def select_step(self, which: str) -> int:
     """Resolves 'best' or 'latest' to a step, failing clearly when there is none."""
     if which not in ('best', 'latest'):
@@ -601,33 +698,17 @@ class CheckpointStore:
   def restore(self, step: int, target: Any, config: Any = None) -> Any:
     """Restores verified step `step` into the structure (and shardings) of `target`.
 
-    Raises CorruptCheckpointError when its files differ from their checksums, and
+    Raises CorruptCheckpointError when its files differ from their checksums,
     CheckpointMismatchError (with the differing parameters and config fields) when its arrays
-    do not fit `target`.
+    do not fit `target`, and RemovedCheckpointError where a run training in the workdir removed
+    it while it was read.
     """
-    intact, problem = self.verify(step)
-    if not intact:
-      raise CorruptCheckpointError(f'Checkpoint step {step} in {self.directory} is corrupt: '
-                                   f'{problem}. {self.other_intact_steps(step)}')
-    if problem:
-      logging.warning('Checkpoint step %d: %s.', step, problem)
-    stored_config = self.metadata(step).get('config')
-    what = f'checkpoint step {step} in {self.directory}'
-    try:
-      state = _restore_item(self.item_dir(step), target, what, stored_config, config)
-    except CorruptCheckpointError as e:
-      raise CorruptCheckpointError(f'{e} {self.other_intact_steps(step)}') from e
-    _warn_of_differences(f'Checkpoint step {step} in {self.directory}{_INPUT_DIFFERENCES}',
-                         stored_config, config, changes_a_view)
-    return state
+    return _restore_step(self.step_dir(step), target, config,
+                         f'Checkpoint step {step} in {self.directory}')
 
   def other_intact_steps(self, step: int) -> str:
     """Which verified steps other than `step` there are, and how to evaluate one."""
-    others = [s for s in self.steps() if s != step and self.verify(s)[0]]
-    if not others:
-      return 'No intact step is left.'
-    return (f'Intact steps: {others}; pass one as a path, e.g. '
-            f'--config.eval.checkpoint={self.step_dir(others[-1])} (export: --checkpoint=...).')
+    return intact_steps_beside(self.step_dir(step))
 
   def restore_for_resume(self, target: Any, config: Any = None,
                          accept: Optional[Callable[[int], None]] = None
@@ -1069,20 +1150,48 @@ def step_dir_of(path: str) -> str:
       'checkpoints.')
 
 
+def intact_steps_beside(step_dir: str) -> str:
+  """Which verified steps other than `step_dir` its workdir's checkpoints folder holds, and how
+  to evaluate one; '' for a step directory outside such a folder."""
+  folder = os.path.dirname(os.path.abspath(step_dir))
+  if os.path.basename(folder) != CHECKPOINT_DIR:
+    return ''
+  try:
+    steps = sorted(int(name) for name in os.listdir(folder) if name.isdigit())
+  except OSError:
+    steps = []
+  others = [os.path.join(folder, str(step)) for step in steps]
+  others = [other for other in others if other != os.path.abspath(step_dir)
+            and verify_step_dir(other)[0]]
+  if not others:
+    return 'No intact step is left.'
+  return (f'Intact steps: {[int(os.path.basename(other)) for other in others]}; pass one as a '
+          f'path, e.g. --config.eval.checkpoint={others[-1]} (export: --checkpoint=...).')
+
+
 def restore_from_path(path: str, target: Any, config: Any = None) -> Any:
   """Restores a train state from an explicit checkpoint step directory (verified)."""
   step_dir = step_dir_of(path)
-  intact, problem = verify_step_dir(step_dir)
-  if not intact:
-    raise CorruptCheckpointError(f'Checkpoint {step_dir} is corrupt: {problem}.')
-  if problem:
-    logging.warning('Checkpoint %s: %s.', step_dir, problem)
-  item = os.path.join(step_dir, ITEM_DIR)
-  stored_config = read_step_metadata(step_dir).get('config')
-  _drop_reports_of_abandoned_orbax_work()
-  state = _restore_item(item, target, f'Checkpoint {step_dir}', stored_config, config)
-  _warn_of_differences(f'Checkpoint {step_dir}{_INPUT_DIFFERENCES}', stored_config, config,
-                       changes_a_view)
+  return _restore_step(step_dir, target, config, f'Checkpoint {step_dir}')
+
+
+def _restore_step(step_dir: str, target: Any, config: Any, name: str) -> Any:
+  """The verified step `step_dir` (`name` in messages) read into `target`: damage names the
+  intact steps beside it, a step removed while it was read says so (`removal_told`)."""
+  with removal_told(step_dir, name):
+    intact, problem = verify_step_dir(step_dir)
+    if not intact:
+      raise CorruptCheckpointError(
+          f'{name} is corrupt: {problem}. {intact_steps_beside(step_dir)}'.rstrip())
+    if problem:
+      logging.warning('%s: %s.', name, problem)
+    stored_config = read_step_metadata(step_dir).get('config')
+    _drop_reports_of_abandoned_orbax_work()
+    try:
+      state = _restore_item(os.path.join(step_dir, ITEM_DIR), target, name, stored_config, config)
+    except CorruptCheckpointError as e:
+      raise CorruptCheckpointError(f'{e} {intact_steps_beside(step_dir)}'.rstrip()) from e
+  _warn_of_differences(f'{name}{_INPUT_DIFFERENCES}', stored_config, config, changes_a_view)
   return state
 
 

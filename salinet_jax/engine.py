@@ -456,16 +456,7 @@ class Engine:
     # host_malloc.py). Export completes a stored config that predates them (export/source.py).
     host_malloc.apply_settings(self.config.data)
     if which in ('best', 'latest'):
-      store = checkpoints.CheckpointStore(workdir, self.config.checkpoint, read_only=True)
-      try:
-        step = store.select_step(which)
-        # 'best' of a workdir where no step was evaluated falls back to the latest: say so.
-        chosen = ('best: none evaluated, so the latest' if which == 'best'
-                  and store.manager.best_step() is None else which)
-        state, description = store.restore(step, target, self.config), f'{chosen} (step {step})'
-        step_dir = store.step_dir(step)
-      finally:
-        store.close()
+      state, step_dir, description = self._restore_selected(workdir, which, target)
     else:
       state, description = checkpoints.restore_from_path(which, target, self.config), which
       step_dir = checkpoints.step_dir_of(which)
@@ -475,6 +466,20 @@ class Engine:
                       'unfinished: rerun its training command to finish it.', description,
                       *unfinished)
     return state, description
+
+  def _restore_selected(self, workdir: str, which: str, target: TrainState
+                        ) -> Tuple[TrainState, str, str]:
+    """(state, step directory, description) of the workdir's 'best' or 'latest' step."""
+
+    def read() -> Tuple[TrainState, str, str]:
+      store = checkpoints.CheckpointStore(workdir, self.config.checkpoint, read_only=True)
+      try:
+        step, description = store.selection(which)
+        return store.restore(step, target, self.config), store.step_dir(step), description
+      finally:
+        store.close()
+
+    return checkpoints.chosen_again_if_removed(which, read)
 
   def classifier_params(self) -> FrozenSet[str]:
     """Paths of the parameters whose shapes follow the number of classes (models.py); found
@@ -507,23 +512,26 @@ def checkpoint_metadata(workdir: str, config) -> Dict[str, Any]:
   """The metadata saved with the checkpoint `config.eval.checkpoint` selects (classes, config,
   decoding, ...); fails clearly on a damaged one or one without class names."""
   which = config.eval.checkpoint
-  others = ''  # the intact steps of the workdir, named when the one chosen is damaged
-  if which in ('best', 'latest'):
-    store = checkpoints.CheckpointStore(workdir, config.checkpoint, read_only=True)
-    try:
-      step = store.select_step(which)
-      metadata, where = store.metadata(step), store.step_dir(step)
+
+  def read() -> Tuple[Dict[str, Any], str]:
+    if which in ('best', 'latest'):
+      store = checkpoints.CheckpointStore(workdir, config.checkpoint, read_only=True)
+      try:
+        where = store.step_dir(store.select_step(which))
+      finally:
+        store.close()
+    else:
+      where = checkpoints.step_dir_of(which)
+    with checkpoints.removal_told(where, f'Checkpoint {where}'):
+      metadata = checkpoints.read_step_metadata(where)
       problem = checkpoints.metadata_problem(where)
-      if problem:
-        others = ' ' + store.other_intact_steps(step)
-    finally:
-      store.close()
-  else:
-    where = checkpoints.step_dir_of(which)
-    metadata = checkpoints.read_step_metadata(where)
-    problem = checkpoints.metadata_problem(where)
-  if problem:  # not a checkpoint from before class names were saved: a damaged one
-    raise checkpoints.CorruptCheckpointError(f'Checkpoint {where} is corrupt: {problem}.{others}')
+      if problem:  # not a checkpoint from before class names were saved: a damaged one
+        raise checkpoints.CorruptCheckpointError(
+            f'Checkpoint {where} is corrupt: {problem}. '
+            f'{checkpoints.intact_steps_beside(where)}'.rstrip())
+    return metadata, where
+
+  metadata, where = checkpoints.chosen_again_if_removed(which, read)
   classes = metadata.get('classes')
   if not classes:
     raise checkpoints.CheckpointError(

@@ -317,7 +317,7 @@ def test_restoring_a_step_without_checksums_says_it_is_unverified(tmp_path, ckpt
   unverified = f'unverified: {checkpoints.CHECKSUMS_FILE} is missing (written by an older version)'
   restored = store.restore(2, _random_state(0))
   np.testing.assert_array_equal(restored['params']['w'], _random_state(2)['params']['w'])
-  assert f'Checkpoint step 2: {unverified}.' in caplog.text, caplog.text
+  assert f'Checkpoint step 2 in {store.directory}: {unverified}.' in caplog.text, caplog.text
   caplog.clear()
   checkpoints.restore_from_path(store.step_dir(1), _random_state(0))
   assert f'Checkpoint {store.step_dir(1)}: {unverified}.' in caplog.text, caplog.text
@@ -421,6 +421,143 @@ def test_a_read_error_that_is_not_damage_keeps_its_traceback(tmp_path, ckpt_conf
   assert not isinstance(raised.value, checkpoints.CheckpointError)
   assert store.steps() == [1, 2] and not (tmp_path / checkpoints.QUARANTINE_DIR).exists()
   store.close()
+
+
+def _remove_file_by_file(step_dir, pause_s=0.05):
+  """Removes a step as orbax does, its files (here one at a time) and then its folders."""
+  for parent, _, names in list(os.walk(step_dir)):
+    for name in names:
+      os.remove(os.path.join(parent, name))
+      time.sleep(pause_s)
+  shutil.rmtree(step_dir)
+
+
+def _removed_as_it_is_read(monkeypatch, step_dirs):
+  """Makes the first read of each of `step_dirs` meet a run training in the workdir removing
+  it: its largest array file goes at once, the rest in a thread. Returns the threads."""
+  left = set(map(str, step_dirs))
+  removers = []
+  plain = checkpoints._restore_item
+
+  def restore_item(item_dir, *args):
+    step_dir = os.path.dirname(item_dir)
+    if step_dir in left:
+      left.discard(step_dir)
+      os.remove(_largest_array_file(step_dir))
+      remover = threading.Thread(target=_remove_file_by_file, args=(step_dir,))
+      remover.start()
+      removers.append(remover)
+    return plain(item_dir, *args)
+
+  monkeypatch.setattr(checkpoints, '_restore_item', restore_item)
+  return removers
+
+
+def test_a_step_removed_while_it_was_read_is_said_so_and_not_called_corrupt(
+    tmp_path, ckpt_config, monkeypatch):
+  """A run training in the workdir drops its older steps as it saves (keep_last): an evaluation,
+  export or fine-tune reading such a step as it went called it corrupt, naming a missing file
+  (and TensorStore's whole spec), or ended in orbax's FileNotFoundError traceback where its
+  folder was already gone."""
+  ckpt_config.keep_last = 3
+  store = checkpoints.CheckpointStore(str(tmp_path), ckpt_config)
+  for step in (1, 2, 3):
+    store.save(step, _random_state(step))
+  removers = _removed_as_it_is_read(monkeypatch, [store.step_dir(3), store.step_dir(2)])
+  with pytest.raises(checkpoints.RemovedCheckpointError,
+                     match=rf'^Checkpoint step 3 in {store.directory} was removed while it was '
+                     r'read \(a run training in its workdir drops its older steps as it saves '
+                     r'new ones\)\.$'):
+    store.restore(3, _random_state(0))
+  with pytest.raises(checkpoints.RemovedCheckpointError,
+                     match=rf'^Checkpoint {store.step_dir(2)} was removed while it was read'):
+    checkpoints.restore_from_path(store.step_dir(2), _random_state(0))
+  gone = os.path.join(checkpoints.checkpoint_dir(str(tmp_path)), '1')
+  shutil.rmtree(gone)  # before the read began
+  with pytest.raises(checkpoints.RemovedCheckpointError, match='step 1 .* was removed'):
+    store.restore(1, _random_state(0))
+  for remover in removers:
+    remover.join()
+  store.close()
+
+
+def test_best_or_latest_is_chosen_again_where_the_chosen_step_was_removed_while_read(
+    tmp_path, ckpt_config, monkeypatch, caplog):
+  """What eval, predict and export read for 'best' or 'latest': the step chosen next, said in a
+  line, where a run training in the workdir removed the one chosen; an explicit step directory
+  is not swapped for another."""
+  ckpt_config.keep_last = 3
+  store = checkpoints.CheckpointStore(str(tmp_path), ckpt_config)
+  for step in (1, 2, 3):
+    store.save(step, _random_state(step))
+  store.close()
+  removers = _removed_as_it_is_read(monkeypatch, [store.step_dir(3), store.step_dir(2)])
+
+  def read_latest():
+    reader = checkpoints.CheckpointStore(str(tmp_path), ckpt_config, read_only=True)
+    try:
+      return reader.restore(reader.select_step('latest'), _random_state(0))
+    finally:
+      reader.close()
+
+  caplog.set_level('WARNING')
+  state = checkpoints.chosen_again_if_removed('latest', read_latest)
+  assert int(state['step']) == 1
+  np.testing.assert_array_equal(state['params']['w'], _random_state(1)['params']['w'])
+  said = [r.getMessage() for r in caplog.records if 'was removed while it was read' in
+          r.getMessage()]
+  assert len(said) == 2 and all(line.endswith('Choosing the latest step again.')
+                                for line in said), said
+  for remover in removers:
+    remover.join()
+  store = checkpoints.CheckpointStore(str(tmp_path), ckpt_config)
+  for step in (4, 5):
+    store.save(step, _random_state(step))
+  store.close()
+  removers = _removed_as_it_is_read(monkeypatch, [store.step_dir(5)])
+  with pytest.raises(checkpoints.RemovedCheckpointError):
+    checkpoints.chosen_again_if_removed(
+        store.step_dir(5), lambda: checkpoints.restore_from_path(store.step_dir(5),
+                                                                 _random_state(0)))
+  for remover in removers:
+    remover.join()
+  # A run saving faster than the steps are read: the line after the last try says what to do.
+  removers = _removed_as_it_is_read(monkeypatch, [store.step_dir(4), store.step_dir(1)])
+  shutil.copytree(store.step_dir(4), store.step_dir(6))
+  removers += _removed_as_it_is_read(monkeypatch, [store.step_dir(6)])
+  with pytest.raises(checkpoints.RemovedCheckpointError,
+                     match=r'step 1 .* was removed while it was read .*\. The latest step was '
+                     r'removed as it was read 3 times in a row .*: read it once the run ends, or '
+                     r'train with a larger config\.checkpoint\.keep_last\.$'):
+    checkpoints.chosen_again_if_removed('latest', read_latest)
+  for remover in removers:
+    remover.join()
+
+
+def test_a_reader_opening_the_store_as_a_step_is_removed_lists_the_steps_again(
+    tmp_path, ckpt_config, monkeypatch):
+  """orbax lists the steps, then looks at each: a step removed in between (a run training in the
+  workdir) ended an evaluation in orbax's FileNotFoundError traceback before it chose a step
+  (seen on a real run saving every step beside evaluations of 'latest')."""
+  ckpt_config.keep_last = 3
+  store = checkpoints.CheckpointStore(str(tmp_path), ckpt_config)
+  for step in (1, 2, 3):
+    store.save(step, _state(step))
+  store.close()
+  opened = checkpoints._CheckpointManager
+  removed = []
+
+  def manager(directory, **kwargs):
+    if not removed:  # as orbax stats the step it listed, the run removes it
+      removed.append(os.path.join(directory, '1'))
+      shutil.rmtree(removed[0])
+      raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), removed[0])
+    return opened(directory, **kwargs)
+
+  monkeypatch.setattr(checkpoints, '_CheckpointManager', manager)
+  reader = checkpoints.CheckpointStore(str(tmp_path), ckpt_config, read_only=True)
+  assert reader.steps() == [2, 3] and reader.select_step('latest') == 3
+  reader.close()
 
 
 def test_using_a_checkpoint_with_other_clip_settings_is_said(tmp_path, ckpt_config, caplog):

@@ -684,6 +684,75 @@ def test_a_damaged_newest_step_is_called_corrupt_and_the_intact_ones_named(train
   assert not (tmp_path / 'out').exists()
 
 
+def _a_run_with_a_newer_step(trained, tmp_path):
+  """A copy of the tiny run whose newest step, 5, is a copy of its step 2 (a run training in
+  the workdir saved it); returns (config, copy, step directory of 5)."""
+  config, workdir = trained('hara')
+  copy = tmp_path / 'run'
+  shutil.copytree(workdir, copy)
+  assert sorted(os.listdir(copy / 'checkpoints')) == ['2']
+  shutil.copytree(copy / 'checkpoints' / '2', copy / 'checkpoints' / '5')
+  return config, copy, str(copy / 'checkpoints' / '5')
+
+
+def _removed_as_it_is_read(monkeypatch, step_dir):
+  """The first read of `step_dir`'s arrays finds it removed, as a run training in the workdir
+  removes the steps it no longer keeps."""
+  plain = checkpoints._restore_item
+
+  def restore_item(item_dir, *args):
+    if os.path.dirname(item_dir) == step_dir and os.path.isdir(step_dir):
+      shutil.rmtree(step_dir)
+    return plain(item_dir, *args)
+
+  monkeypatch.setattr(checkpoints, '_restore_item', restore_item)
+
+
+def test_an_export_restores_the_very_step_it_located(trained, tmp_path, monkeypatch):
+  """An export of 'latest' read the run's config, metrics and decoding from the step it located,
+  then chose 'latest' again to restore the weights: a step saved in between (a run still
+  training) went out with the other step's metrics, or, damaged, failed the export."""
+  _, copy, newer = _a_run_with_a_newer_step(trained, tmp_path)
+  shutil.rmtree(newer)
+  located = export_source.locate
+
+  def locate(workdir, which):
+    found = located(workdir, which)
+    shutil.copytree(copy / 'checkpoints' / '2', newer)  # saved now, and damaged
+    os.remove(max((os.path.join(parent, name) for parent, _, names in os.walk(newer)
+                   for name in names), key=os.path.getsize))
+    return found
+
+  monkeypatch.setattr(export_source, 'locate', locate)
+  summary = export.export(str(copy), str(tmp_path / 'out'), ['stablehlo'], num_videos=1)
+  assert summary['source']['checkpoint'] == 'latest (step 2)', summary['source']
+  assert summary['source']['step'] == 2
+
+
+def test_export_and_eval_choose_again_where_a_training_run_removed_the_step_they_read(
+    trained, tmp_path, monkeypatch, caplog):
+  """A step removed while it was read (a run training in the workdir keeps only its last
+  steps) was called corrupt, or ended in orbax's FileNotFoundError traceback; 'latest' now
+  reads the step chosen next, and says so."""
+  config, copy, newer = _a_run_with_a_newer_step(trained, tmp_path)
+  _removed_as_it_is_read(monkeypatch, newer)
+  caplog.set_level('WARNING')
+  summary = export.export(str(copy), str(tmp_path / 'out'), ['stablehlo'], num_videos=1)
+  assert summary['source']['checkpoint'] == 'latest (step 2)', summary['source']
+  said = [r.getMessage() for r in caplog.records if 'was removed while it was read' in
+          r.getMessage()]
+  assert said == [f'Checkpoint {newer} was removed while it was read (a run training in its '
+                  'workdir drops its older steps as it saves new ones). Choosing the latest step '
+                  'again.'], said
+  shutil.copytree(copy / 'checkpoints' / '2', newer)
+  _removed_as_it_is_read(monkeypatch, newer)
+  caplog.clear()
+  results = train.evaluate(config, str(copy), output_dir=str(tmp_path / 'eval'))
+  assert results['checkpoint'] == 'latest (step 2)', results['checkpoint']
+  assert any(r.getMessage().startswith(f'Checkpoint step 5 in {copy}/checkpoints was removed '
+                                       'while it was read') for r in caplog.records)
+
+
 def test_the_step_of_an_unfinished_run_is_recorded_as_such(trained, exported, tmp_path):
   """The console warned that the checkpoint's run had not finished, but export.json, which goes
   with the model where the console does not, said nothing."""

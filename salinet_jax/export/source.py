@@ -101,22 +101,25 @@ def _metadata_config(metadata: Dict[str, Any], where: str,
   return config_from_json(metadata['config'])
 
 
-def locate(workdir: str, which: str) -> Tuple[ml_collections.ConfigDict, str, Dict[str, Any]]:
-  """(the run's config, step directory, its metadata) of `which`: 'best' | 'latest' (chosen by
-  the run's own best_metric and mode) | a checkpoint step directory."""
+def locate(workdir: str, which: str
+           ) -> Tuple[ml_collections.ConfigDict, str, Dict[str, Any], str]:
+  """(the run's config, step directory, its metadata, how it was chosen) of `which`: 'best' |
+  'latest' (chosen by the run's own best_metric and mode) | a checkpoint step directory."""
   if which not in SELECTORS:
     step_dir = _step_dir(which)
     metadata = checkpoints.read_step_metadata(step_dir)
-    return _metadata_config(metadata, step_dir), step_dir, metadata
+    return _metadata_config(metadata, step_dir), step_dir, metadata, step_dir
   config = _run_config(workdir)
   store = checkpoints.CheckpointStore(workdir, config.checkpoint, read_only=True)
   try:
-    step = store.select_step(which)
-    step_dir, metadata = store.step_dir(step), store.metadata(step)
-    config = _metadata_config(metadata, step_dir, lambda: store.other_intact_steps(step))
+    step, description = store.selection(which)
+    step_dir = store.step_dir(step)
+    with checkpoints.removal_told(step_dir, f'Checkpoint {step_dir}'):
+      metadata = store.metadata(step)
+      config = _metadata_config(metadata, step_dir, lambda: store.other_intact_steps(step))
   finally:
     store.close()
-  return config, step_dir, metadata
+  return config, step_dir, metadata, description
 
 
 def _restorable(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -131,15 +134,22 @@ def _restorable(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 
 def restore(workdir: str, which: str) -> Run:
-  """Restores checkpoint `which` ('best' | 'latest' | a step directory) of the run in `workdir`."""
-  config, step_dir, metadata = locate(workdir, which)
+  """Restores checkpoint `which` ('best' | 'latest' | a step directory) of the run in `workdir`:
+  the very step whose metadata it located, chosen again where a run training in the workdir
+  removes it meanwhile."""
+  return checkpoints.chosen_again_if_removed(which, lambda: _restore_located(workdir, which))
+
+
+def _restore_located(workdir: str, which: str) -> Run:
+  config, step_dir, metadata, description = locate(workdir, which)
   config = checkpoints.with_later_settings(config, step_dir)
   decoding = predict.say_decoding(dict(metadata.get('decoding') or {}), f'Checkpoint {step_dir}')
-  selector = which if which in SELECTORS else step_dir
-  config.eval.checkpoint = selector
+  # The step located, not 'best' or 'latest' chosen again: a run training in the workdir may
+  # have saved another since, whose weights would go with this step's metrics and decoding.
+  config.eval.checkpoint = step_dir
   classes = [str(name) for name in engine.checkpoint_classes(workdir, config)]
   restorer = engine.Engine(_restorable(config), classes)
-  variables, step, description = restorer.restore_variables(workdir, selector)
+  variables, step, _ = restorer.restore_variables(workdir, step_dir)
   return Run(config=config, model=restorer.model, variables=jax.device_get(variables),
              classes=classes, checkpoint=description, path=step_dir, step=step,
              metrics=dict(metadata.get('metrics') or {}), decoding=decoding)
