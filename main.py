@@ -22,7 +22,7 @@ from data import errors as data_errors
 data.quiet_tensorflow()  # before TensorFlow is imported
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-with data_errors.signals_while_starting():
+with data_errors.ctrl_c_while_starting():
   from absl import app
   from absl import flags
   from absl import logging
@@ -132,5 +132,5 @@ def run(config) -> None:
 
 
 if __name__ == '__main__':
-  with data_errors.signals_while_running():
+  with data_errors.ctrl_c_while_ending():
     app.run(main, flags_parser=cli.parse_flags)

@@ -37,7 +37,7 @@ import data
 from data import errors
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-with errors.signals_while_starting(__name__):  # numpy's, and the converter's through its package
+with errors.ctrl_c_while_starting(__name__):  # numpy's, and the converter's through its package
   import numpy as np
 
   from data import host_malloc
@@ -261,10 +261,9 @@ def main(argv=None) -> int:
   except errors.DataError as e:  # missing or corrupt records: one line
     print(f'error: {e}', file=sys.stderr)
     return 1
-  except KeyboardInterrupt as e:  # asked for: one line
-    how, status = errors.how_stopped(e)
-    print(f'{how}. Exit status {status}.', file=sys.stderr)
-    return status
+  except KeyboardInterrupt:  # asked for: one line
+    print('Interrupted by Ctrl-C. Exit status 130.', file=sys.stderr)
+    return 130
 
 
 def _measure(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -331,5 +330,5 @@ def _measure(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 if __name__ == '__main__':
-  with errors.signals_while_running():
+  with errors.ctrl_c_while_ending():
     sys.exit(main())

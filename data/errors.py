@@ -1,8 +1,8 @@
 """Errors in the input data a user can fix (missing records, corrupt shards, bad videos),
 `writing`, which names the file of a write a full disk refused, `replacing`, which writes a
 whole file so that a failed write loses nothing, `unwritable`, which proves a folder can be
-written, the Ctrl-C and SIGTERM handling every command shares, and the worker-process handling
-of the converter.
+written, the Ctrl-C handling every command shares, and the SIGTERM and worker-process handling of
+the converter.
 
 Kept apart from `salinet_jax.errors` because `data/` never imports the model package; the
 command line reports both kinds, and a full disk, as one line without a traceback.
@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 import uuid
-from typing import IO, Any, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import IO, Any, Iterable, Iterator, List, Optional, Sequence
 
 # The OS errors of a write refused for space (a full disk, an exceeded quota), which every
 # command reports in one line: not a bug, and nothing the traceback would help with.
@@ -178,56 +178,23 @@ class Terminated(KeyboardInterrupt):
   KeyboardInterrupt, so whatever cleans up after a Ctrl-C cleans up after it too."""
 
 
-# How a command's one line names a signal that stopped it; its exit status is 128 + the signal.
-_STOPPED_BY = {signal.SIGINT: 'Interrupted by Ctrl-C', signal.SIGTERM: 'Stopped by SIGTERM'}
-
-
-def _signal_of(interrupt: BaseException) -> int:
-  """SIGTERM where a Terminated is, or led to, the KeyboardInterrupt `interrupt`; else SIGINT."""
-  cause = interrupt
-  while cause is not None:
-    if isinstance(cause, Terminated):
-      return signal.SIGTERM
-    cause = cause.__cause__ or cause.__context__
-  return signal.SIGINT
-
-
-def how_stopped(interrupt: BaseException) -> Tuple[str, int]:
-  """How a command's one line names the KeyboardInterrupt that stopped it ('Stopped by SIGTERM'
-  or 'Interrupted by Ctrl-C'), and the status a shell gives a process that signal ended."""
-  signum = _signal_of(interrupt)
-  return _STOPPED_BY[signum], 128 + signum
-
-
-def _raise_terminated(signum, frame) -> None:
-  """Raises Terminated once: later SIGTERMs are ignored while the stop it asked for runs (`timeout`
-  and a scheduler each send one), which a second Terminated cut short, its line printed twice."""
-  del signum, frame
-  signal.signal(signal.SIGTERM, signal.SIG_IGN)
-  raise Terminated
-
-
-def _takes_sigterm_here() -> bool:
-  """Whether a handler set here takes SIGTERM: in the main thread, where SIGTERM has its default
-  or raises Terminated (not where it was started ignored, or another handler holds it)."""
-  return (threading.current_thread() is threading.main_thread()
-          and signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, _raise_terminated))
-
-
 @contextlib.contextmanager
 def sigterm_raises() -> Iterator[None]:
   """Inside it, a SIGTERM raises Terminated in the main thread instead of ending the process
-  where it stands (no clean-up, no line). Outside the main thread, or where SIGTERM is ignored
-  or another handler holds it (JAX's preemption service), nothing changes."""
-  if not _takes_sigterm_here():
+  where it stands (no clean-up, no line). Elsewhere than in the main thread, nothing changes."""
+  if threading.current_thread() is not threading.main_thread():
     yield
     return
-  previous = signal.signal(signal.SIGTERM, _raise_terminated)
+
+  def stop(signum, frame) -> None:
+    del signum, frame
+    raise Terminated
+
+  previous = signal.signal(signal.SIGTERM, stop)
   try:
     yield
   finally:
-    if signal.getsignal(signal.SIGTERM) is _raise_terminated:  # not once a stop is under way
-      signal.signal(signal.SIGTERM, previous)
+    signal.signal(signal.SIGTERM, previous)
 
 
 # How often a worker process looks whether the process that started it is still there.
@@ -254,20 +221,18 @@ REDELIVERY_DELAY_S = 0.05
 
 @contextlib.contextmanager
 def ctrl_c_never_dropped() -> Iterator[None]:
-  """Inside it, a Ctrl-C (or a SIGTERM's Terminated) that Python drops is sent to the main thread
-  again.
+  """Inside it, a Ctrl-C that Python drops is sent to the main thread again.
 
   Python drops an exception raised where no caller can catch it (a gc callback, a `__del__`, a
   weakref callback) and hands it to `sys.unraisablehook`. A Ctrl-C whose KeyboardInterrupt
   landed there, e.g. in JAX's `_xla_gc_callback` while a run initialised, was lost, and the run
   trained to its end. The hook cannot raise it again (that is dropped too), so a thread sends
-  the signal to the main thread once the dropping code has had `REDELIVERY_DELAY_S` to return;
-  one dropped too late for that is raised as the guarded code ends.
+  SIGINT to the main thread once the dropping code has had `REDELIVERY_DELAY_S` to return; one
+  dropped too late for that is raised as the guarded code ends.
   """
   previous = sys.unraisablehook
   main = threading.main_thread()
   dropped = threading.Event()  # a drop the sender has not acted on
-  signum = [signal.SIGINT]  # the signal the last drop came from
   finished = threading.Event()
   lock = threading.Lock()  # the sender sends, or the main thread raises, never both
 
@@ -280,12 +245,11 @@ def ctrl_c_never_dropped() -> Iterator[None]:
         if finished.is_set():
           return
         dropped.clear()
-        signal.pthread_kill(main.ident, signum[0])
+        signal.pthread_kill(main.ident, signal.SIGINT)
 
   def hook(unraisable) -> None:
     if (issubclass(unraisable.exc_type, KeyboardInterrupt)
         and threading.current_thread() is main):
-      signum[0] = _signal_of(unraisable.exc_value)
       dropped.set()
     else:
       previous(unraisable)
@@ -302,47 +266,41 @@ def ctrl_c_never_dropped() -> Iterator[None]:
       unsent = dropped.is_set()
     dropped.set()  # wakes the sender, which then ends
   if unsent:
-    raise Terminated if signum[0] == signal.SIGTERM else KeyboardInterrupt
+    raise KeyboardInterrupt
 
 
-_STARTING = ' while starting'
-_ENDING = ' while ending, after its last line: its clean-up was cut short'
-_ignores_signals_at_exit = False
+_STARTING = 'Interrupted by Ctrl-C while starting. Exit status 130.'
+_INTERRUPTED = 'Interrupted by Ctrl-C. Exit status 130.'
+_ENDING = ('Interrupted by Ctrl-C while ending, after its last line: its clean-up was cut short. '
+           'Exit status 130.')
+_ignores_ctrl_c_at_exit = False
 
 
-def _stop_line(signum: int, when: str = '') -> str:
-  return f'{_STOPPED_BY[signum]}{when}. Exit status {128 + signum}.'
-
-
-def _ignore_signals_once_only_memory_is_left() -> None:
-  """Once per process, as a command starts: its last atexit callbacks ignore Ctrl-C and SIGTERM.
-  Python then gives the signals back to the system and frees its modules, where one killed the
-  process without a line, its outputs all written. Registered before the heavy imports register
-  their callbacks, they run after them (atexit runs the first registered last)."""
-  global _ignores_signals_at_exit
-  if _ignores_signals_at_exit:
+def _ignore_ctrl_c_once_only_memory_is_left() -> None:
+  """Once per process, as a command starts: its last atexit callback ignores Ctrl-C. Python then
+  gives SIGINT back to the system and frees its modules, where a Ctrl-C killed the process
+  without a line, its outputs all written. Registered before the heavy imports register their
+  callbacks, it runs after them (atexit runs the first registered last)."""
+  global _ignores_ctrl_c_at_exit
+  if _ignores_ctrl_c_at_exit:
     return
-  _ignores_signals_at_exit = True
-  for signum in _STOPPED_BY:
-    atexit.register(signal.signal, signum, signal.SIG_IGN)
+  _ignores_ctrl_c_at_exit = True
+  atexit.register(signal.signal, signal.SIGINT, signal.SIG_IGN)
 
 
-def _ending_at_once(when: str = ''):
-  """A SIGINT or SIGTERM handler that prints the signal's line (`_stop_line`) and ends the
-  process with 128 + the signal, as no exception does: an import mangles or drops one, and
-  Python's shutdown reports it as ignored."""
+def _ending_at_once(line: str):
+  """A SIGINT handler that prints `line` and ends the process with status 130, as no exception
+  does: an import mangles or drops one, and Python's shutdown reports it as ignored."""
 
   def stop(signum, frame) -> None:
-    del frame
-    for each in _STOPPED_BY:  # one line, however many signals follow
-      signal.signal(each, signal.SIG_IGN)
+    del signum, frame
     try:
       with contextlib.suppress(OSError, ValueError):  # a reader gone (`| head`), a stream closed
         sys.stdout.flush()
       with contextlib.suppress(OSError, ValueError):
-        print(_stop_line(signum, when), file=sys.stderr, flush=True)
+        print(line, file=sys.stderr, flush=True)
     finally:
-      os._exit(128 + signum)  # pylint: disable=protected-access
+      os._exit(130)  # pylint: disable=protected-access
 
   return stop
 
@@ -355,74 +313,60 @@ def _takes_ctrl_c_here() -> bool:
 
 
 @contextlib.contextmanager
-def signals_while_running() -> Iterator[None]:
-  """Around a command's run, in its `__main__` block. While it runs, a SIGTERM (a scheduler's
-  time limit, `kill`) raises Terminated, which the command's own handling of a Ctrl-C turns into
-  its one line (`how_stopped`) after the same clean-up; it had ended the process where it stood,
-  without a line. Once the run returns or exits (after its last line), a Ctrl-C or a SIGTERM ends
-  the process at once with one line and 128 + the signal. Python's shutdown joins threads and
-  runs the atexit callbacks of concurrent.futures, JAX, orbax and TensorFlow, where a Ctrl-C was
-  an "Exception ignored" traceback and the run's own status. It is not ignored there: a wait in
-  Python (a thread joined) ends at once; one inside C code (jax.distributed's shutdown barrier)
-  ends when that returns. A Ctrl-C or SIGTERM that nothing in the run caught is one line too; an
-  unexpected error keeps Python's handling."""
+def ctrl_c_while_ending() -> Iterator[None]:
+  """Around a command's run, in its `__main__` block: once the run returns or exits (after its
+  last line), a Ctrl-C ends the process at once with one line and status 130. Python's shutdown
+  joins threads and runs the atexit callbacks of concurrent.futures, JAX, orbax and TensorFlow,
+  where it was an "Exception ignored" traceback and the run's own status. It is not ignored
+  there: a wait in Python (a thread joined) ends at once; one inside C code (jax.distributed's
+  shutdown barrier) ends when that returns. A Ctrl-C that nothing in the run caught is one line
+  too; an unexpected error keeps Python's handling."""
 
-  def take_signals() -> None:
+  def take_ctrl_c() -> None:
     if _takes_ctrl_c_here():
       signal.signal(signal.SIGINT, _ending_at_once(_ENDING))
-    if _takes_sigterm_here():
-      signal.signal(signal.SIGTERM, _ending_at_once(_ENDING))
 
   try:
     try:
-      with sigterm_raises():
-        yield
+      yield
     except SystemExit:
-      take_signals()
+      take_ctrl_c()
       raise
-    take_signals()
-  except KeyboardInterrupt as e:  # in the run outside its own handling, or before it took over
-    _ending_at_once()(_signal_of(e), None)
+    take_ctrl_c()
+  except KeyboardInterrupt:  # in the run outside its own handling, or before the handler was set
+    _ending_at_once(_INTERRUPTED)(signal.SIGINT, None)
 
 
 @contextlib.contextmanager
-def signals_while_starting(module: str = '__main__') -> Iterator[None]:
-  """Around a command's imports (TensorFlow's and JAX's take seconds): a Ctrl-C or a SIGTERM
-  there ends the command at once with one line and 128 + the signal, as it does once the command
-  runs, instead of an import's traceback (Ctrl-C) or no line at all (SIGTERM). Nothing has been
-  written yet, so nothing is lost.
+def ctrl_c_while_starting(module: str = '__main__') -> Iterator[None]:
+  """Around a command's imports (TensorFlow's and JAX's take seconds): a Ctrl-C there ends the
+  command at once with one line and status 130, as it does once the command runs, instead of an
+  import's traceback. Nothing has been written yet, so nothing is lost.
 
-  A handler of its own takes the signal: as a KeyboardInterrupt a Ctrl-C came out as an
-  ImportError traceback where it landed in a C extension's initialisation (numpy's, while JAX is
-  imported), or was dropped in JAX's gc callback and the command ran on. A module that is also
-  imported as a library passes its `__name__`: guarded only when it runs as the command, or when
-  it is imported while `python -m` locates the command's module (a package's `__init__`,
-  imported before its `__main__`; Python sets `sys.argv[0]` to '-m' for that time). A guarded
-  command also ignores both signals in its very last moments
-  (`_ignore_signals_once_only_memory_is_left`); `signals_while_running` takes the moments before
-  them.
+  A handler of its own takes the signal: as a KeyboardInterrupt it came out as an ImportError
+  traceback where it landed in a C extension's initialisation (numpy's, while JAX is imported),
+  or was dropped in JAX's gc callback and the command ran on. A module that is also imported as
+  a library passes its `__name__`: guarded only when it runs as the command, or when it is
+  imported while `python -m` locates the command's module (a package's `__init__`, imported
+  before its `__main__`; Python sets `sys.argv[0]` to '-m' for that time). A guarded command
+  also ignores a Ctrl-C in its very last moments (`_ignore_ctrl_c_once_only_memory_is_left`);
+  `ctrl_c_while_ending` takes the moments before them.
   """
   starting = module == '__main__' or getattr(sys, 'argv', [])[:1] == ['-m']
-  # Not where it is imported or run in a thread, nor a signal the command was started to ignore
-  # (Ctrl-C in the background).
-  taken = [signum for signum, takes in ((signal.SIGINT, _takes_ctrl_c_here),
-                                        (signal.SIGTERM, _takes_sigterm_here))
-           if starting and takes()]
-  if not taken:
-    yield
+  if not starting or not _takes_ctrl_c_here():
+    yield  # imported, run in a thread, or started with Ctrl-C ignored (in the background)
     return
 
-  _ignore_signals_once_only_memory_is_left()
-  previous = {signum: signal.signal(signum, _ending_at_once(_STARTING)) for signum in taken}
+  _ignore_ctrl_c_once_only_memory_is_left()
+  previous = signal.signal(signal.SIGINT, _ending_at_once(_STARTING))
   try:
     with ctrl_c_never_dropped():  # a KeyboardInterrupt some code raises itself and Python drops
       yield
-  except KeyboardInterrupt as e:
-    print(_stop_line(_signal_of(e), _STARTING), file=sys.stderr)
-    sys.exit(128 + _signal_of(e))
+  except KeyboardInterrupt:
+    print(_STARTING, file=sys.stderr)
+    sys.exit(130)
   finally:
-    for signum, handler in previous.items():
-      signal.signal(signum, handler)
+    signal.signal(signal.SIGINT, previous)
 
 
 def first_few(names: Sequence[str], count: int = 5) -> str:

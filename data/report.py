@@ -34,7 +34,7 @@ from data import errors
 data.quiet_tensorflow()  # before TensorFlow is imported
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-with errors.signals_while_starting(__name__):  # TensorFlow's and JAX's imports take seconds
+with errors.ctrl_c_while_starting(__name__):  # TensorFlow's and JAX's imports take seconds
   import numpy as np
 
   from data import datasets
@@ -337,13 +337,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   except errors.NoSpace as e:
     print(f'error: {e}. Free some space, or pass another --output.', file=sys.stderr)
     return 1
-  except KeyboardInterrupt as e:  # asked for: one line
-    how, status = errors.how_stopped(e)
-    print(f'{how}: the report is incomplete. Exit status {status}.', file=sys.stderr)
-    return status
+  except KeyboardInterrupt:  # asked for: one line
+    print('Interrupted by Ctrl-C: the report is incomplete. Exit status 130.', file=sys.stderr)
+    return 130
   return 0
 
 
 if __name__ == '__main__':
-  with errors.signals_while_running():
+  with errors.ctrl_c_while_ending():
     sys.exit(main())

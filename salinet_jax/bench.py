@@ -52,7 +52,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from data import errors as data_errors
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-with data_errors.signals_while_starting(__name__):  # JAX's import, through cli
+with data_errors.ctrl_c_while_starting(__name__):  # JAX's import, through cli
   from absl import app
   from absl import flags
   from ml_collections import config_flags
@@ -605,5 +605,5 @@ def main(argv):
 
 if __name__ == '__main__':
   define_flags()
-  with data_errors.signals_while_running():
+  with data_errors.ctrl_c_while_ending():
     app.run(main, flags_parser=cli.parse_flags)

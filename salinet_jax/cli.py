@@ -4,7 +4,7 @@ A mistake the user can fix ends in one `error:` line: a misspelt `--config` fiel
 that does not exist or refuses a value (exit status 2, as absl does for bad flags), and a
 `UserError` or `DataError` raised while running, or a write a full disk refused (exit status
 1). Anything else keeps its traceback, because it is a bug to report. A Ctrl-C ends in one line
-too (status 130), even one that Python itself would drop, and so does a SIGTERM (status 143).
+too (status 130), even one that Python itself would drop.
 """
 
 import contextlib
@@ -30,7 +30,7 @@ def parse_flags(argv: List[str]) -> List[str]:
   recipe stage) reported as one line. It loads the config file and imports Flax to check its
   fields (seconds, before anything is written): a Ctrl-C meanwhile ends the command as one
   while it imports."""
-  with data_errors.signals_while_starting():
+  with data_errors.ctrl_c_while_starting():
     return _parse_flags(argv)
 
 
@@ -253,9 +253,8 @@ def _unknown_field(message: str, argv: List[str]) -> str:
 @contextlib.contextmanager
 def user_errors_in_one_line() -> Iterator[None]:
   """Inside it, a UserError or DataError, or a write refused for space, ends the process with
-  `error: <message>` (status 1), after the log lines written before it, and a Ctrl-C or a
-  SIGTERM's Terminated that reaches it with one line (status 130 or 143, 128 + the signal); on
-  a process of a group, a collective
+  `error: <message>` (status 1), after the log lines written before it, and a Ctrl-C that
+  reaches it with one line (status 130, 128 + SIGINT); on a process of a group, a collective
   that times out waiting for the others, or that one of them left, ends it with its traceback
   and a line saying so (status 1). In a group every such ending, and any other error (after
   its traceback and a line), skips JAX's shutdown barrier (`end_without_the_group`)."""
@@ -281,9 +280,9 @@ def user_errors_in_one_line() -> Iterator[None]:
     end_without_the_group(1)
   except KeyboardInterrupt as e:  # asked for, not a bug: one line, and the status a shell gives
     logging.get_absl_handler().flush()
-    how, status = data_errors.how_stopped(e)
-    print(f'{how}{": " + str(e) if str(e) else "."} Exit status {status}.', file=sys.stderr)
-    _exit(status)
+    print(f'Interrupted by Ctrl-C{": " + str(e) if str(e) else "."} Exit status 130.',
+          file=sys.stderr)
+    _exit(130)
 
 
 def _exit(status: int) -> None:

@@ -19,7 +19,7 @@ from data import errors as data_errors
 data.quiet_tensorflow()  # before TensorFlow is imported
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-with data_errors.signals_while_starting(__name__):
+with data_errors.ctrl_c_while_starting(__name__):
   from absl import app
   from absl import flags
   from clu import parameter_overview
@@ -148,5 +148,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  with data_errors.signals_while_running():
+  with data_errors.ctrl_c_while_ending():
     app.run(main, flags_parser=cli.parse_flags)

@@ -476,8 +476,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     except data_errors.NoSpace as e:
       console.error_to_log_file(errors.no_space_line(e))
       raise
-    except KeyboardInterrupt as e:  # before the loop takes the signals over, or a second Ctrl-C
-      console.error_to_log_file(f'{data_errors.how_stopped(e)[0]} at:\n' + traceback.format_exc())
+    except KeyboardInterrupt:  # before the loop takes Ctrl-C over, or a second one inside it
+      console.error_to_log_file('Interrupted by Ctrl-C at:\n' + traceback.format_exc())
       raise errors.Interrupted(
           'the run stopped unfinished; the same command resumes from its newest checkpoint, '
           f'if any (the traceback of where it stopped is in {log_path}).') from None

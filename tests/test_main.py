@@ -449,7 +449,6 @@ import runpy, signal, sys, time
 HOW = sys.argv[2]
 FIRST_HEAVY_IMPORT = 'numpy'
 signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
-signal.signal(signal.SIGTERM, signal.SIG_DFL)  # as a scheduler starts it
 
 
 class Dropping:
@@ -466,13 +465,9 @@ class CtrlC:
   """A Ctrl-C while a command imports its first heavy module (numpy, before TensorFlow and
   JAX): a real SIGINT in the import or in a destructor (as a KeyboardInterrupt, Python drops
   what a destructor raises); a real SIGINT at a later heavy import ('signal at jax'); or, in
-  JAX's import, a KeyboardInterrupt it raises itself or drops. Or a real SIGTERM at a heavy
-  import ('sigterm at jax')."""
+  JAX's import, a KeyboardInterrupt it raises itself or drops."""
 
   def find_spec(self, name, path=None, target=None):
-    if HOW.startswith('sigterm at ') and name == HOW[len('sigterm at '):]:
-      signal.raise_signal(signal.SIGTERM)
-      time.sleep(2)
     if name == FIRST_HEAVY_IMPORT and HOW == 'signal':
       signal.raise_signal(signal.SIGINT)
       time.sleep(2)
@@ -510,19 +505,6 @@ else:  # as `python -m COMMAND`: its packages are imported first, with sys.argv[
 '''
 
 
-def _starting_args(command, tmp_path, workdir):
-  """Arguments each command starts with in the start-up tests (it never gets further)."""
-  return {'main.py': ['--config=configs/demo.py', f'--workdir={workdir}', '--mode=eval'],
-          'salinet_jax.export': [f'--workdir={workdir}', f'--output={tmp_path}/out'],
-          'salinet_jax.convert': ['--source=pyslowfast', f'--checkpoint={tmp_path}/c.pkl',
-                                  '--config=configs/demo.py', f'--output={workdir}'],
-          'salinet_jax.bench': ['--config=configs/demo.py', f'--output={workdir}'],
-          'salinet_jax.info': ['--config=configs/demo.py'],
-          'data.report': [f'--records={tmp_path}', f'--output={workdir}'],
-          'data.convert': ['--dataset=folder', f'--input={tmp_path}', f'--output={workdir}'],
-          'data.bench': [f'--records={tmp_path}']}[command]
-
-
 @pytest.mark.parametrize('command, how', [
     ('main.py', 'signal'), ('main.py', 'signal in a destructor'),
     ('main.py', 'signal in an extension'), ('salinet_jax.info', 'signal in an extension'),
@@ -545,7 +527,15 @@ def test_a_ctrl_c_while_a_command_starts_ends_in_one_line(tmp_path, command, how
   guard. Subprocesses inherit the signal's disposition: the test's own, not Python's default,
   when pytest runs in the background, so it is set in the child."""
   workdir = str(tmp_path / 'w')
-  args = _starting_args(command, tmp_path, workdir)
+  args = {'main.py': ['--config=configs/demo.py', f'--workdir={workdir}', '--mode=eval'],
+          'salinet_jax.export': [f'--workdir={workdir}', f'--output={tmp_path}/out'],
+          'salinet_jax.convert': ['--source=pyslowfast', f'--checkpoint={tmp_path}/c.pkl',
+                                  '--config=configs/demo.py', f'--output={workdir}'],
+          'salinet_jax.bench': ['--config=configs/demo.py', f'--output={workdir}'],
+          'salinet_jax.info': ['--config=configs/demo.py'],
+          'data.report': [f'--records={tmp_path}', f'--output={workdir}'],
+          'data.convert': ['--dataset=folder', f'--input={tmp_path}', f'--output={workdir}'],
+          'data.bench': [f'--records={tmp_path}']}[command]
   proc = subprocess.run([sys.executable, '-c', _CTRL_C_IN_AN_IMPORT, '', how, command, *args],
                         cwd=REPO_ROOT, env=subprocess_env(), capture_output=True, text=True,
                         timeout=300)
@@ -554,121 +544,16 @@ def test_a_ctrl_c_while_a_command_starts_ends_in_one_line(tmp_path, command, how
   assert not os.path.exists(workdir)
 
 
-@pytest.mark.parametrize('command, module', [
-    ('main.py', 'jax'), ('salinet_jax.convert', 'flax'), ('salinet_jax.export', 'jax'),
-    ('data.report', 'tensorflow'), ('data.convert', 'numpy')])
-def test_a_sigterm_while_a_command_starts_ends_in_one_line(tmp_path, command, module):
-  """A SIGTERM (a scheduler's time limit) while a command imports, or checks its config file's
-  fields (flax, imported while salinet_jax.convert's flags are parsed), ended it with no line;
-  now one line and status 143 (128 + SIGTERM), as a Ctrl-C there gives its own."""
-  workdir = str(tmp_path / 'w')
-  proc = subprocess.run([sys.executable, '-c', _CTRL_C_IN_AN_IMPORT, '', f'sigterm at {module}',
-                         command, *_starting_args(command, tmp_path, workdir)],
-                        cwd=REPO_ROOT, env=subprocess_env(), capture_output=True, text=True,
-                        timeout=300)
-  assert (proc.returncode, proc.stderr) == (
-      143, 'Stopped by SIGTERM while starting. Exit status 143.\n'), proc.stderr[-3000:]
-  assert not os.path.exists(workdir)
-
-
-# Runs COMMAND with ARGS, where TARGET (module:function, which the command calls through its
-# module) receives a SIGTERM and sleeps: the command must stop there, in its one line.
-_SIGTERM_WHILE_RUNNING = """
-import importlib, os, runpy, signal, sys, time
-signal.signal(signal.SIGTERM, signal.SIG_DFL)  # as a scheduler starts it
-TARGET, COMMAND, ARGS = sys.argv[1], sys.argv[2], sys.argv[3:]
-module_name, name = TARGET.split(':')
-module = importlib.import_module(module_name)
-original = getattr(module, name)
-
-
-def signalled(*args, **kwargs):
-  os.kill(os.getpid(), signal.SIGTERM)
-  time.sleep(10)
-  print('ran on after the SIGTERM', flush=True)
-  return original(*args, **kwargs)
-
-
-setattr(module, name, signalled)
-sys.argv = [COMMAND, *ARGS]
-if COMMAND == 'main.py':
-  runpy.run_path('main.py', run_name='__main__')
-else:
-  sys.argv[0] = '-m'
-  runpy.run_module(COMMAND, run_name='__main__', alter_sys=True)
-"""
-
-
-@pytest.mark.parametrize('command, target, args, line', [
-    ('main.py', 'salinet_jax.train:evaluate',
-     ['--config=configs/demo.py', '--workdir={w}', '--mode=eval'], ''),
-    ('salinet_jax.export', 'salinet_jax.export.exporter:export', ['--workdir={w}', '--output={o}'],
-     ': nothing was written to {o}'),
-    ('salinet_jax.convert', 'salinet_jax.parallel:refuse_a_process_group',
-     ['--source=pyslowfast', '--checkpoint={w}/c.pkl', '--config=configs/demo.py',
-      '--output={o}'], ''),
-    ('salinet_jax.bench', 'salinet_jax.workdir:check_writable',
-     ['--config=configs/demo.py', '--output={o}/b.jsonl'], ''),
-    ('salinet_jax.info', 'salinet_jax.recipe:card', ['--config=configs/demo.py', '--recipe'], ''),
-    ('data.report', 'data.records:check_not_being_written', ['--records={w}', '--output={o}'],
-     ': the report is incomplete'),
-    ('data.bench', 'data.records:read_metadata', ['--records={w}'], '')])
-def test_a_sigterm_while_a_command_runs_ends_it_in_one_line(tmp_path, command, target, args,
-                                                           line):
-  """A SIGTERM (a scheduler's time limit, `kill`) ended eval, predict, export and every other
-  command but training and data.convert where it stood, with no line (status 143 from the shell
-  alone); now as a Ctrl-C does: the command's own clean-up and one line, `Stopped by SIGTERM`,
-  status 143."""
-  values = {'w': str(tmp_path), 'o': str(tmp_path / 'out')}
-  proc = subprocess.run(
-      [sys.executable, '-c', _SIGTERM_WHILE_RUNNING, target, command,
-       *[arg.format(**values) for arg in args]], cwd=REPO_ROOT, env=subprocess_env(),
-      capture_output=True, text=True, timeout=300)
-  expected = f'Stopped by SIGTERM{line.format(**values)}. Exit status 143.'
-  assert proc.returncode == 143, proc.stdout + proc.stderr[-3000:]
-  assert proc.stderr.rstrip('\n').splitlines()[-1] == expected, proc.stderr[-3000:]
-  assert proc.stderr.count('SIGTERM') == 1 and 'Traceback' not in proc.stderr, proc.stderr
-  assert 'ran on' not in proc.stdout and not os.path.exists(values['o'])
-
-
-def test_a_second_sigterm_does_not_cut_short_the_stop_the_first_began():
-  """`timeout` and a scheduler each send a SIGTERM: a second one, arriving while the first's
-  clean-up ran, raised Terminated there again, and the command's line came out twice, the first
-  cut before its newline (seen with `timeout 300 main.py --mode=eval` and `pkill`)."""
-  import signal  # pylint: disable=g-import-not-at-top
-  from data import errors as data_errors  # pylint: disable=g-import-not-at-top
-
-  own = signal.signal(signal.SIGTERM, signal.SIG_DFL)
-  cleaned_up = False
-  try:
-    with pytest.raises(data_errors.Terminated):
-      with data_errors.sigterm_raises():
-        try:
-          signal.raise_signal(signal.SIGTERM)
-          time.sleep(5)
-        finally:
-          signal.raise_signal(signal.SIGTERM)  # while the clean-up runs
-          time.sleep(0.1)
-          cleaned_up = True
-    assert cleaned_up
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN  # until the process ends
-  finally:
-    signal.signal(signal.SIGTERM, own)
-
-
 _CTRL_C_WHILE_ENDING = '''
 import atexit, io, os, runpy, signal, sys, threading, time
 from data import errors as data_errors
 
 WHEN = sys.argv[1]
-SIGNUM = signal.SIGTERM if WHEN.startswith('sigterm ') else signal.SIGINT  # else a Ctrl-C
-WHEN = WHEN.removeprefix('sigterm ')
 signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
-signal.signal(signal.SIGTERM, signal.SIG_DFL)  # as a scheduler starts it
 
 
-def stop():
-  os.kill(os.getpid(), SIGNUM)
+def ctrl_c():
+  os.kill(os.getpid(), signal.SIGINT)
   time.sleep(2)
 
 
@@ -679,58 +564,51 @@ class Gone(io.StringIO):
 
 class TornDown:
   def __del__(self):  # after the last atexit callback: freeing the modules
-    os.kill(os.getpid(), SIGNUM)
+    os.kill(os.getpid(), signal.SIGINT)
     time.sleep(0.5)
 
 
 if WHEN.startswith('python -m '):  # a command's own __main__ block, ending after --help
-  threading._register_atexit(stop)  # the first moments of Python's shutdown
+  threading._register_atexit(ctrl_c)  # the first moments of Python's shutdown
   sys.argv = ['-m', '--help']
   runpy.run_module(WHEN[len('python -m '):], run_name='__main__', alter_sys=True)
-with data_errors.signals_while_starting():
+with data_errors.ctrl_c_while_starting():
   pass
-with data_errors.signals_while_running():
+with data_errors.ctrl_c_while_ending():
   if WHEN == 'in an atexit callback':  # JAX's, orbax's, TensorFlow's clean-up
-    atexit.register(stop)
+    atexit.register(ctrl_c)
   elif WHEN == 'while threads are joined':
-    threading.Thread(target=lambda: (time.sleep(0.5), stop(), time.sleep(60))).start()
+    threading.Thread(target=lambda: (time.sleep(0.5), ctrl_c(), time.sleep(60))).start()
   elif WHEN == 'as it exits':
-    threading._register_atexit(stop)
+    threading._register_atexit(ctrl_c)
   elif WHEN == 'after its reader went':  # `| head`
     print('last line', flush=True)
-    atexit.register(stop)
+    atexit.register(ctrl_c)
     sys.stdout = Gone()
   elif WHEN == 'while the interpreter frees its modules':
     torn_down = TornDown()
   if WHEN != 'after its reader went':
     print('last line', flush=True)
   if WHEN == 'as its run returns':  # past the command's own handling (absl's app.run)
-    stop()
+    ctrl_c()
   sys.exit(3)
 '''
 _ENDING = ('Interrupted by Ctrl-C while ending, after its last line: its clean-up was cut short. '
            'Exit status 130.\n')
-_SIGTERM_ENDING = ('Stopped by SIGTERM while ending, after its last line: its clean-up was cut '
-                   'short. Exit status 143.\n')
 
 
 @pytest.mark.parametrize('when, status, stderr', [
     ('as its run returns', 130, 'Interrupted by Ctrl-C. Exit status 130.\n'),
     ('as it exits', 130, _ENDING), ('after its reader went', 130, _ENDING),
     ('in an atexit callback', 130, _ENDING),
-    ('while threads are joined', 130, _ENDING), ('while the interpreter frees its modules', 3, ''),
-    ('sigterm as its run returns', 143, 'Stopped by SIGTERM. Exit status 143.\n'),
-    ('sigterm in an atexit callback', 143, _SIGTERM_ENDING),
-    ('sigterm while threads are joined', 143, _SIGTERM_ENDING),
-    ('sigterm while the interpreter frees its modules', 3, '')])
-def test_a_ctrl_c_or_sigterm_while_a_command_ends_is_one_line_or_nothing(when, status, stderr):
+    ('while threads are joined', 130, _ENDING), ('while the interpreter frees its modules', 3, '')])
+def test_a_ctrl_c_while_a_command_ends_is_one_line_or_nothing(when, status, stderr):
   """A Ctrl-C in the second a command takes to end, after its last line, gave Python's
   "Exception ignored in atexit callback" traceback and the run's status, or (once Python gives
   SIGINT back to the system, before freeing its modules) killed the process with no line
   (audit: 0.0 s and 0.2-0.8 s after the last line of `main.py --mode=eval` on the demo). Now one
   line and status 130 while anything could still hang (threads joined, atexit callbacks);
-  ignored once only memory is left to free, keeping the command's own status. A SIGTERM there
-  (which had ended the process with no line at all) does the same with status 143."""
+  ignored once only memory is left to free, keeping the command's own status."""
   start = time.monotonic()
   proc = subprocess.run([sys.executable, '-c', _CTRL_C_WHILE_ENDING, when], cwd=REPO_ROOT,
                         env=subprocess_env(0), capture_output=True, text=True, timeout=120)
@@ -751,44 +629,35 @@ def test_every_command_takes_a_ctrl_c_while_it_ends(command):
       proc.stderr[-3000:])
 
 
-@pytest.mark.parametrize('signum', ['SIGINT', 'SIGTERM'])
-def test_the_start_up_guard_takes_the_signals_only_where_a_command_starts(monkeypatch, signum):
-  """The guard takes Ctrl-C and SIGTERM in the command's own module and while `python -m`
-  imports its packages (sys.argv[0] '-m'); a library import, a thread, or a command started with
-  the signal ignored (Ctrl-C in the background) keep their handler, and it is given back when
-  the guard ends; the other signal ignored changes nothing."""
+def test_the_start_up_guard_takes_ctrl_c_only_where_a_command_starts(monkeypatch):
+  """The guard takes the signal in the command's own module and while `python -m` imports its
+  packages (sys.argv[0] '-m'); a library import, a thread, or a command started with Ctrl-C
+  ignored (in the background) keep their handler, and it is given back when the guard ends."""
   import signal  # pylint: disable=g-import-not-at-top
   import threading  # pylint: disable=g-import-not-at-top
   from data import errors as data_errors  # pylint: disable=g-import-not-at-top
 
-  signum = getattr(signal, signum)
-  monkeypatch.setattr(data_errors, '_ignores_signals_at_exit', True)  # not pytest's exit
+  monkeypatch.setattr(data_errors, '_ignores_ctrl_c_at_exit', True)  # not pytest's exit
   def handler_inside(module, argv0='main.py'):
     monkeypatch.setattr(sys, 'argv', [argv0])
-    with data_errors.signals_while_starting(module):
-      return signal.getsignal(signum)
+    with data_errors.ctrl_c_while_starting(module):
+      return signal.getsignal(signal.SIGINT)
 
-  own = signal.getsignal(signum)
+  own = signal.getsignal(signal.SIGINT)
   assert handler_inside('__main__') is not own
   assert handler_inside('data.convert', argv0='-m') is not own
   assert handler_inside('data.convert') is own
-  assert signal.getsignal(signum) is own
+  assert signal.getsignal(signal.SIGINT) is own
   in_thread = []
   thread = threading.Thread(target=lambda: in_thread.append(handler_inside('__main__')))
   thread.start()
   thread.join()
   assert in_thread == [own]
-  signal.signal(signum, signal.SIG_IGN)
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
   try:
     assert handler_inside('__main__') is signal.SIG_IGN
   finally:
-    signal.signal(signum, own)
-  other = signal.SIGINT if signum == signal.SIGTERM else signal.SIGTERM
-  other_own = signal.signal(other, signal.SIG_IGN)  # a background job ignores Ctrl-C
-  try:
-    assert handler_inside('__main__') is not own
-  finally:
-    signal.signal(other, other_own)
+    signal.signal(signal.SIGINT, own)
 
 
 def test_a_ctrl_c_dropped_as_a_command_leaves_its_guard_still_interrupts(capsys):

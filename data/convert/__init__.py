@@ -11,7 +11,7 @@ command line lives in cli.py, not __main__.py: importing __main__ here would mak
 from data import errors
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-with errors.signals_while_starting(__name__):  # numpy's, for `python -m data.convert`
+with errors.ctrl_c_while_starting(__name__):  # numpy's, for `python -m data.convert`
   from data.convert.cli import VIDEO_EXTENSIONS, build_parser, convert, main
   from data.convert.files import FileIndex, attach_paths, attach_sources
   from data.convert.outputs import FAILURES_FILE, existing_metadata, write_outputs

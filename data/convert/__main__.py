@@ -11,5 +11,5 @@ from data import errors
 from data.convert import cli
 
 if __name__ == '__main__':
-  with errors.signals_while_running():
+  with errors.ctrl_c_while_ending():
     sys.exit(cli.main())

@@ -53,8 +53,8 @@ Output (OUTPUT/): `<name>-<split>.tfrecord-<i:05d>-of-<n:05d>` shards (data/reco
 metadata.json, failures.csv, warnings.csv, and TFDS's dataset_info.json + features.json: see
 data/records.py for what `tfds.builder_from_directory(OUTPUT)` gives. Exit status: 0 when at
 least one video of each converted split was written, 1 otherwise or when the disk is full, 2
-for bad arguments or annotations, 130 after a Ctrl-C and 143 after a SIGTERM (finished shards are
-kept for the re-run, after a full disk too).
+for bad arguments or annotations, 130 after a Ctrl-C (finished shards are kept for the re-run,
+after a full disk too).
 """
 
 import argparse
@@ -498,7 +498,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           'some space and the same command resumes from them.', file=sys.stderr)
     return 1
   except KeyboardInterrupt as e:  # asked for, not a bug: one line, and the status a shell gives
-    how, status = data_errors.how_stopped(e)
+    how, status = (('Stopped by SIGTERM', 143) if isinstance(e, data_errors.Terminated) else
+                   ('Interrupted by Ctrl-C', 130))
     print(f'{how}: the shards completed so far stay in {args.output}, and the same command '
           f'resumes from them. Exit status {status}.', file=sys.stderr)
     return status

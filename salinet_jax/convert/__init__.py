@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 from data import errors as data_errors
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-with data_errors.signals_while_starting(__name__):  # numpy's, for `python -m salinet_jax.convert`
+with data_errors.ctrl_c_while_starting(__name__):  # numpy's, for `python -m salinet_jax.convert`
   import numpy as np
 
   from salinet_jax import errors

@@ -30,7 +30,7 @@ import sys
 from data import errors as data_errors
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-with data_errors.signals_while_starting(__name__):
+with data_errors.ctrl_c_while_starting(__name__):
   from absl import app
   from absl import flags
   from ml_collections import config_flags
@@ -78,7 +78,7 @@ flags.register_validator('output', lambda value: value is None or bool(value.str
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  with data_errors.signals_while_starting():  # JAX's import, here so that --help stays instant
+  with data_errors.ctrl_c_while_starting():  # JAX's import, here so that --help stays instant
     from salinet_jax import console  # pylint: disable=g-import-not-at-top
   console.setup()
   with cli.user_errors_in_one_line():  # a missing, damaged or unsafe checkpoint, a bad --exclude
@@ -200,5 +200,5 @@ def _class_names(path: str, num_classes: int) -> list:
 
 
 if __name__ == '__main__':
-  with data_errors.signals_while_running():
+  with data_errors.ctrl_c_while_ending():
     app.run(main, flags_parser=cli.parse_flags)

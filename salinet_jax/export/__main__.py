@@ -4,7 +4,7 @@ Prints one line per format (path, size, largest probability difference, top-1 ag
 where export.json went. Exit status: 0 written; 1 bad input or refused (an `error: export
 failed:` line, after a line per failed format where an earlier export in OUT is kept; nothing
 written); 2 a bad flag (one line, as every command here); 3 written, but some format could not
-be converted (see export.json); 130 a Ctrl-C, 143 a SIGTERM (nothing written).
+be converted (see export.json); 130 a Ctrl-C.
 """
 
 import os
@@ -13,7 +13,7 @@ import sys
 from data import errors as data_errors
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-with data_errors.signals_while_starting(__name__):
+with data_errors.ctrl_c_while_starting(__name__):
   from absl import app
   from absl import flags
 
@@ -85,11 +85,10 @@ def main(argv, values) -> int:
     print(f'error: export failed: {e}. Nothing was written to {values.output}; free some space '
           'and export again.', file=sys.stderr)
     return 1
-  except KeyboardInterrupt as e:  # asked for: one line; the staging folder is already removed
-    how, status = data_errors.how_stopped(e)
-    print(f'{how}: nothing was written to {values.output}. Exit status {status}.',
+  except KeyboardInterrupt:  # asked for: one line; the staging folder is already removed
+    print(f'Interrupted by Ctrl-C: nothing was written to {values.output}. Exit status 130.',
           file=sys.stderr)
-    return status
+    return 130
   for fmt, entry in summary['formats'].items():
     print(_format_line(fmt, entry))
   unrun = [p for p in summary['platforms'] if p != summary['parity']['platform_run']]
@@ -113,5 +112,5 @@ def _run(argv) -> None:
 
 if __name__ == '__main__':
   define_flags()
-  with data_errors.signals_while_running():
+  with data_errors.ctrl_c_while_ending():
     app.run(_run, flags_parser=cli.parse_flags)  # a bad flag: one line, status 2
