@@ -437,12 +437,13 @@ class CheckpointStore:
       try:
         return _CheckpointManager(self.directory, options=options)
       except FileNotFoundError as e:
-        gone = str(e.filename or '')
-        if (attempt == SELECTION_ATTEMPTS or os.path.dirname(gone) != self.directory
-            or os.path.exists(gone)):
+        inside = os.path.relpath(str(e.filename or self.directory), self.directory)
+        step_dir = os.path.join(self.directory, inside.split(os.sep)[0])
+        if (attempt == SELECTION_ATTEMPTS or inside == '.' or inside.startswith('..')
+            or not _removed_meanwhile(step_dir)):
           raise
         logging.info('Checkpoint step folder %s was removed as the steps were listed: listing '
-                     'them again.', gone)
+                     'them again.', step_dir)
       attempt += 1
 
   def _remove_unfinished_saves(self) -> None:

@@ -456,7 +456,7 @@ def _removed_as_it_is_read(monkeypatch, step_dirs):
 def test_a_step_removed_while_it_was_read_is_said_so_and_not_called_corrupt(
     tmp_path, ckpt_config, monkeypatch):
   """A run training in the workdir drops its older steps as it saves (keep_last): an evaluation,
-  export or fine-tune reading such a step as it went called it corrupt, naming a missing file
+  prediction or export reading such a step as it went called it corrupt, naming a missing file
   (and TensorStore's whole spec), or ended in orbax's FileNotFoundError traceback where its
   folder was already gone."""
   ckpt_config.keep_last = 3
@@ -534,11 +534,13 @@ def test_best_or_latest_is_chosen_again_where_the_chosen_step_was_removed_while_
     remover.join()
 
 
+@pytest.mark.parametrize('missing', ['', '_CHECKPOINT_METADATA'])
 def test_a_reader_opening_the_store_as_a_step_is_removed_lists_the_steps_again(
-    tmp_path, ckpt_config, monkeypatch):
-  """orbax lists the steps, then looks at each: a step removed in between (a run training in the
-  workdir) ended an evaluation in orbax's FileNotFoundError traceback before it chose a step
-  (seen on a real run saving every step beside evaluations of 'latest')."""
+    tmp_path, ckpt_config, monkeypatch, missing):
+  """orbax lists the steps, then looks at each (its folder, its metadata file): a step removed
+  in between (a run training in the workdir) ended an evaluation in orbax's FileNotFoundError
+  traceback before it chose a step (seen on a real run saving every step beside evaluations of
+  'latest')."""
   ckpt_config.keep_last = 3
   store = checkpoints.CheckpointStore(str(tmp_path), ckpt_config)
   for step in (1, 2, 3):
@@ -548,10 +550,11 @@ def test_a_reader_opening_the_store_as_a_step_is_removed_lists_the_steps_again(
   removed = []
 
   def manager(directory, **kwargs):
-    if not removed:  # as orbax stats the step it listed, the run removes it
+    if not removed:  # as orbax looks at the step it listed, the run removes it
       removed.append(os.path.join(directory, '1'))
       shutil.rmtree(removed[0])
-      raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), removed[0])
+      raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT),
+                              os.path.join(removed[0], missing).rstrip(os.sep))
     return opened(directory, **kwargs)
 
   monkeypatch.setattr(checkpoints, '_CheckpointManager', manager)
