@@ -175,10 +175,18 @@ def refuse_unsavable(directory: str, setting: str) -> None:
   data_errors.refuse_brackets(directory, setting, "orbax's checkpoint writer")
 
 
+def step_numbers(folder: str) -> List[int]:
+  """The steps of a checkpoints folder, ascending: its committed step folders are named by their
+  step (a save in progress adds a suffix); [] where the folder is missing or cannot be listed."""
+  try:
+    return sorted(int(name) for name in os.listdir(folder) if name.isdigit())
+  except OSError:
+    return []
+
+
 def has_checkpoints(workdir: str) -> bool:
   """Whether the workdir holds a committed checkpoint step (a run would resume)."""
-  directory = checkpoint_dir(workdir)
-  return os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory))
+  return bool(step_numbers(checkpoint_dir(workdir)))
 
 
 def require_checkpoint(workdir: str, which: str) -> None:
@@ -188,8 +196,7 @@ def require_checkpoint(workdir: str, which: str) -> None:
   if which not in ('best', 'latest'):
     if os.sep not in which and not os.path.exists(which):  # a misspelt word or a bare step
       folder = checkpoint_dir(workdir)
-      steps = (sorted(int(name) for name in os.listdir(folder) if name.isdigit())
-               if os.path.isdir(folder) else [])
+      steps = step_numbers(folder)
       example = f' (e.g. {os.path.join(folder, str(steps[-1]))})' if steps else ''
       raise errors.ConfigError(
           f"config.eval.checkpoint must be 'best', 'latest' or the path of a checkpoint step "
@@ -1143,7 +1150,7 @@ def step_dir_of(path: str) -> str:
   if os.path.basename(path) == ITEM_DIR:
     return os.path.dirname(path)
   folder = checkpoint_dir(path) if os.path.isdir(checkpoint_dir(path)) else path
-  steps = sorted(int(name) for name in os.listdir(folder) if name.isdigit())
+  steps = step_numbers(folder)
   example = f' such as {os.path.join(folder, str(steps[-1]))}' if steps else ''
   raise NoCheckpointError(
       f'Checkpoint path {path} is not a checkpoint step directory (it has no {ITEM_DIR}/ '
@@ -1157,11 +1164,7 @@ def intact_steps_beside(step_dir: str) -> str:
   folder = os.path.dirname(os.path.abspath(step_dir))
   if os.path.basename(folder) != CHECKPOINT_DIR:
     return ''
-  try:
-    steps = sorted(int(name) for name in os.listdir(folder) if name.isdigit())
-  except OSError:
-    steps = []
-  others = [os.path.join(folder, str(step)) for step in steps]
+  others = [os.path.join(folder, str(step)) for step in step_numbers(folder)]
   others = [other for other in others if other != os.path.abspath(step_dir)
             and verify_step_dir(other)[0]]
   if not others:
@@ -1206,10 +1209,10 @@ def unfinished_run(step_dir: str) -> Optional[Tuple[int, int]]:
   folder = os.path.dirname(os.path.abspath(step_dir))  # a finished run has its last step there
   if os.path.basename(folder) != CHECKPOINT_DIR:
     return None
-  steps = [int(name) for name in os.listdir(folder) if name.isdigit()]
+  steps = step_numbers(folder)
   if not steps:
     return None
-  reached = max(steps)
+  reached = steps[-1]
   metadata = read_step_metadata(os.path.join(folder, str(reached)))
   if not metadata:  # its newest step's metadata is unreadable: this step's length, then
     metadata = read_step_metadata(step_dir)

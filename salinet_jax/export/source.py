@@ -76,7 +76,7 @@ def _run_config(workdir: str) -> ml_collections.ConfigDict:
   directory = checkpoints.checkpoint_dir(workdir)
   if not checkpoints.has_checkpoints(workdir):
     raise ExportError(f'No checkpoint in {directory}: train first, or pass --checkpoint=PATH.')
-  steps = sorted((int(n) for n in os.listdir(directory) if n.isdigit()), reverse=True)
+  steps = checkpoints.step_numbers(directory)[::-1]
   for step in steps:
     metadata = checkpoints.read_step_metadata(os.path.join(directory, str(step)))
     if 'config' in metadata:
