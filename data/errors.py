@@ -1,8 +1,8 @@
 """Errors in the input data a user can fix (missing records, corrupt shards, bad videos),
-`writing`, which names the file of a write a full disk refused, `replacing`, which writes a
-whole file so that a failed write loses nothing, `unwritable`, which proves a folder can be
-written, the Ctrl-C handling every command shares, and the SIGTERM and worker-process handling of
-the converter.
+`writing`, which names the file of a write a full disk refused, `replacing` and
+`replacing_folder`, which write a whole file or folder so that a failed write loses nothing,
+`unwritable`, which proves a folder can be written, the Ctrl-C handling every command shares,
+and the SIGTERM and worker-process handling of the converter.
 
 Kept apart from `salinet_jax.errors` because `data/` never imports the model package; the
 command line reports both kinds, and a full disk, as one line without a traceback.
@@ -20,6 +20,7 @@ import shutil
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -142,18 +143,69 @@ def replacing(path: str, mode: str = 'w', **open_args: Any) -> Iterator[IO[Any]]
       raise
 
 
-# The (new copy, file) pairs a `replacing_together` block has written, not yet moved in place.
+@contextlib.contextmanager
+def replacing_folder(path: str) -> Iterator[str]:
+  """A new empty folder beside `path`, to fill inside the block; once the block ends, it
+  replaces `path` whole (no file of the earlier folder is left beside the new ones), or, inside
+  `replacing_together`, with that block's files. An error, a full disk or a Ctrl-C before then
+  leaves the earlier folder as it was, and removes the new one; so does a block that leaves the
+  new folder empty (nothing was made to replace the earlier one with)."""
+  target = os.path.abspath(path)
+  together = _REPLACED_TOGETHER.get()
+  with writing(path):
+    parent = os.path.dirname(target)
+    os.makedirs(parent, exist_ok=True)
+    new = tempfile.mkdtemp(prefix=f'.{os.path.basename(target)}.partial-', dir=parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(new, 0o777 & ~umask)  # mkdtemp's 0700 would hide it from other users
+  try:
+    with writing(path, new):
+      yield new
+    if not os.listdir(new):
+      os.rmdir(new)
+    elif together is None:
+      _folder_into_place(new, target)
+    else:
+      together.append((new, target))
+  except BaseException:
+    shutil.rmtree(new, ignore_errors=True)
+    raise
+
+
+def _folder_into_place(new: str, target: str) -> None:
+  """Replaces the folder `target` by `new`: the earlier one is moved aside, then removed once
+  the new one is in place, and put back where the move is cut short (a Ctrl-C between the two
+  renames would leave neither)."""
+  old = None
+  try:
+    if os.path.exists(target):
+      old = tempfile.mkdtemp(prefix=f'.{os.path.basename(target)}.old-',
+                             dir=os.path.dirname(target))
+      os.rmdir(old)
+      os.rename(target, old)
+    os.rename(new, target)
+  except BaseException:
+    if old and os.path.exists(old) and not os.path.exists(target):
+      os.rename(old, target)
+    raise
+  if old:
+    shutil.rmtree(old, ignore_errors=True)
+
+
+# The (new copy, file or folder) pairs a `replacing_together` block has written, not yet moved
+# in place.
 _REPLACED_TOGETHER: contextvars.ContextVar[Optional[list]] = contextvars.ContextVar(
     'replaced_together', default=None)
 
 
 @contextlib.contextmanager
 def replacing_together() -> Iterator[None]:
-  """Inside it, the files `replacing` writes in this thread replace their earlier copies
-  together, once every one is whole, in the order they were first written: files that belong
-  together (one evaluation's results) are never left half of one set and half of the earlier
-  one by an error, a Ctrl-C or a kill while they are written, but for the moment the renames
-  take. A block inside another joins it."""
+  """Inside it, the files `replacing` writes in this thread (and the folders of
+  `replacing_folder`) replace their earlier copies together, once every one is whole, in the
+  order they were first written: files that belong together (one evaluation's results) are
+  never left half of one set and half of the earlier one by an error, a Ctrl-C or a kill while
+  they are written, but for the moment the renames take. A block inside another joins it."""
   if _REPLACED_TOGETHER.get() is not None:
     yield
     return
@@ -162,11 +214,16 @@ def replacing_together() -> Iterator[None]:
   try:
     yield
     for index, (partial, target) in enumerate(written):
-      os.replace(partial, target)
+      if os.path.isdir(partial):
+        _folder_into_place(partial, target)
+      else:
+        os.replace(partial, target)
       written[index] = (None, target)
   except BaseException:
     for partial, _ in written:
-      if partial is not None and os.path.exists(partial):
+      if partial is not None and os.path.isdir(partial):
+        shutil.rmtree(partial, ignore_errors=True)
+      elif partial is not None and os.path.exists(partial):
         os.remove(partial)
     raise
   finally:

@@ -320,10 +320,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       raise errors.DataError(f'Cannot write the data card to {output}: {problem}. {remedy} '
                              'another --output.')
     card_path = os.path.join(output, 'report.json')
-    with errors.replacing(card_path) as f:
-      json.dump(card, f, indent=1)
     print(summary(card))
-    print(f"wrote {card_path} and {plot(card, os.path.join(output, 'report.png'))}")
+    with errors.replacing_together():  # never a card beside another report's picture, or none
+      with errors.replacing(card_path) as f:
+        json.dump(card, f, indent=1)
+      picture = plot(card, os.path.join(output, 'report.png'))
+    print(f'wrote {card_path} and {picture}')
     damaged = [split for split, entry in card['splits'].items() if entry['damaged']]
     if damaged:
       print(f"error: the records of split{'s' if len(damaged) > 1 else ''} "

@@ -118,17 +118,24 @@ def resolve_checkpoint(path: str, which: str = 'best') -> str:
   path = check_location(path)
   if os.path.isdir(os.path.join(path, 'checkpoints')):
     path = _workdir_step_dir(path, which)
-  for item in (os.path.join(path, VARIABLES_DIR), os.path.join(path, checkpoints.ITEM_DIR), path):
-    if os.path.isdir(item) and os.path.exists(os.path.join(item, '_METADATA')):
-      if os.path.basename(item) == checkpoints.ITEM_DIR:
-        intact, problem = checkpoints.verify_step_dir(os.path.dirname(item))
-        if not intact:
-          raise checkpoints.CorruptCheckpointError(
-              f'Pretrained checkpoint {os.path.dirname(item)} is corrupt: {problem}.')
-      return item
-  raise checkpoints.NoCheckpointError(
-      f'{path} is neither a converted checkpoint (with {VARIABLES_DIR}/), a workdir (with '
-      'checkpoints/) nor a training checkpoint step directory.')
+  with _removal_told(path):
+    for item in (os.path.join(path, VARIABLES_DIR), os.path.join(path, checkpoints.ITEM_DIR),
+                 path):
+      if os.path.isdir(item) and os.path.exists(os.path.join(item, '_METADATA')):
+        if os.path.basename(item) == checkpoints.ITEM_DIR:
+          intact, problem = checkpoints.verify_step_dir(os.path.dirname(item))
+          if not intact:
+            raise checkpoints.CorruptCheckpointError(
+                f'Pretrained checkpoint {os.path.dirname(item)} is corrupt: {problem}.')
+        return item
+    raise checkpoints.NoCheckpointError(
+        f'{path} is neither a converted checkpoint (with {VARIABLES_DIR}/), a workdir (with '
+        'checkpoints/) nor a training checkpoint step directory.')
+
+
+def _removal_told(path: str):
+  """checkpoints.removal_told of the checkpoint directory init_from reads."""
+  return checkpoints.removal_told(path, f'init_from checkpoint {path}')
 
 
 def load_variables(path: str, which: str = 'best') -> Dict[str, Any]:
@@ -327,13 +334,17 @@ def load_pretrained(params: Any, batch_stats: Any, init_config: Any,
     PretrainedMismatchError: mis-shaped tensors not excluded; with `strict`, also missing or
       unexpected ones (the message is the report); a classifier of other classes.
   """
-  item = _source_item(init_config)
-  if item is None:
-    return params, batch_stats, LoadReport(checkpoint=FROM_SCRATCH)
-  stored = _variables_of(item)
   fresh = {'params': params, 'batch_stats': batch_stats or {}}
-  report = _checked_report(item, fresh, stored, init_config, model_config, classes,
-                           classifier_params)
+
+  def read(item: str) -> Tuple[str, Dict[str, Any], LoadReport]:
+    stored = _variables_of(item)
+    return item, stored, _checked_report(item, fresh, stored, init_config, model_config,
+                                         classes, classifier_params)
+
+  read_from = _read_source(init_config, read)
+  if read_from is None:
+    return params, batch_stats, LoadReport(checkpoint=FROM_SCRATCH)
+  item, stored, report = read_from
   if report.unfinished:
     # E.g. a warm-up stopped by a preemption and never resumed: the next stage would start
     # from it without a word. The best step of a finished run is not one.
@@ -355,12 +366,30 @@ def check_fit(params: Any, batch_stats: Any, init_config: Any,
   (a training checkpoint's files are still checksummed, as the load does). A run calls it
   before it compiles its model, so that a checkpoint that cannot load fails in seconds; the
   load's own warnings (an unfinished source run, unchecked classes) are left to the load."""
-  item = _source_item(init_config)
-  if item is None:
-    return LoadReport(checkpoint=FROM_SCRATCH)
-  return _checked_report(item, {'params': params, 'batch_stats': batch_stats or {}},
-                         _collections(checkpoints.item_tree(item), item), init_config,
-                         model_config, classes, classifier_params)
+  report = _read_source(init_config, lambda item: _checked_report(
+      item, {'params': params, 'batch_stats': batch_stats or {}},
+      _collections(checkpoints.item_tree(item), item), init_config, model_config, classes,
+      classifier_params))
+  return LoadReport(checkpoint=FROM_SCRATCH) if report is None else report
+
+
+def _read_source(init_config: Any, read: Callable[[str], Any]) -> Any:
+  """`read(item)` of the orbax item `init_config.checkpoint` names (_source_item), None for a
+  start from scratch. A workdir still training removes its older steps as it saves new ones:
+  where its chosen step goes while it is read, that is said and its `which` step chosen again
+  (checkpoints.chosen_again_if_removed); a step directory given fails in that one line."""
+  path = _get(init_config, 'checkpoint', FROM_SCRATCH)
+
+  def attempt() -> Any:
+    item = _source_item(init_config)
+    if item is None:
+      return None
+    with _removal_told(os.path.dirname(item)):
+      return read(item)
+
+  in_workdir = os.path.isdir(os.path.join(os.path.abspath(path), 'checkpoints'))
+  return checkpoints.chosen_again_if_removed(
+      _get(init_config, 'which', 'best') if in_workdir else path, attempt)
 
 
 def _source_item(init_config: Any) -> Optional[str]:

@@ -11,6 +11,7 @@ Over 400 lines because the loop's phases (resume, steps, evaluation, precise BN,
 failures) act on one run's state; the jitted parts live in engine.py.
 """
 
+import contextlib
 import glob
 import os
 import signal
@@ -1092,19 +1093,23 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, split: Optional[st
       'Pass --output_dir=DIR to write them elsewhere (the workdir is only read).')
   trainer = evaluation_engine(config, workdir, split)
   variables, step, source = trainer.restore_variables(workdir, config.eval.checkpoint)
-  pictures = None
+  drawing = contextlib.nullcontext()
   if config.eval.num_visualizations and jax.process_index() == 0:
-    pictures = visualize.EvalPictures(
+    drawing = visualize.replacing_pictures(
         trainer.model, variables, os.path.join(output_dir, f'visualizations_{split}'),
         config.eval.num_visualizations, config.data, trainer.classes)
-  results, predictions = evaluate_lib.evaluate_split(
-      config, variables, split, trainer.mesh, trainer.eval_step, pictures,
-      what=f'checkpoint {source}')
-  results['step'] = step
-  results['checkpoint'] = source
-  results['dtype'] = jnp.dtype(models.compute_dtype(config.dtype)).name  # what it computed in
-  logging.info('eval %s (checkpoint %s): %s', split, source, evaluate_lib.summary_line(results))
-  for path in reports.write_outputs(output_dir, results, predictions):
+  with data_errors.replacing_together():  # the pictures, then the results: one evaluation's
+    with drawing as pictures:
+      results, predictions = evaluate_lib.evaluate_split(
+          config, variables, split, trainer.mesh, trainer.eval_step, pictures,
+          what=f'checkpoint {source}')
+    results['step'] = step
+    results['checkpoint'] = source
+    results['dtype'] = jnp.dtype(models.compute_dtype(config.dtype)).name  # what it computed in
+    logging.info('eval %s (checkpoint %s): %s', split, source,
+                 evaluate_lib.summary_line(results))
+    written = reports.write_outputs(output_dir, results, predictions)
+  for path in written:
     logging.info('Wrote %s', path)
   if pictures is not None and pictures.paths:
     logging.info('%s', pictures.summary(results['num_videos']))

@@ -7,9 +7,10 @@
 Titles name the predicted class (and the label, when the video has one).
 """
 
+import contextlib
 import functools
 import os
-from typing import Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence
 
 from absl import logging
 import jax
@@ -174,10 +175,12 @@ class EvalPictures:
   the next. One process draws; in a group of n it reads one video in n of the split."""
 
   def __init__(self, model, variables, directory: str, count: int, data_config,
-               classes: Sequence[str]):
-    self.draw = functools.partial(write_visualizations, model, variables, directory=directory,
-                                  data_config=data_config, classes=classes,
-                                  apply=with_aux(model))
+               classes: Sequence[str], drawn_into: Optional[str] = None):
+    """`drawn_into`: the folder the pictures are drawn into where it is not `directory`, the
+    one they end up in and the lines name (`replacing_pictures`)."""
+    self.draw = functools.partial(write_visualizations, model, variables,
+                                  directory=drawn_into or directory, data_config=data_config,
+                                  classes=classes, apply=with_aux(model))
     self.directory, self.count, self.paths = directory, count, []
     self.videos_seen = 0  # the real (unpadded) videos of the batches it was called with
 
@@ -200,6 +203,16 @@ class EvalPictures:
       short = (f' (config.eval.num_visualizations={self.count}, but {held} holds '
                f'{self.videos_seen} videos)')
     return f'Wrote {len(self.paths)} pictures to {self.directory}{share}{short}.'
+
+
+@contextlib.contextmanager
+def replacing_pictures(model, variables, directory: str, count: int, data_config,
+                       classes: Sequence[str]) -> Iterator[EvalPictures]:
+  """EvalPictures drawn into a new folder that replaces `directory` whole as the block ends
+  (inside data.errors.replacing_together, with that block's files): an earlier evaluation's
+  pictures are never left beside them, nor drawn over by an evaluation that stops."""
+  with data_errors.replacing_folder(directory) as new:
+    yield EvalPictures(model, variables, directory, count, data_config, classes, new)
 
 
 def _ordinal(number: int) -> str:

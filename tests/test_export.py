@@ -574,30 +574,6 @@ def test_a_failed_format_never_replaces_an_earlier_export(trained, tmp_path, mon
   assert sorted(os.listdir(tmp_path)) == ['out']  # no staging folder left
 
 
-def test_an_export_interrupted_as_it_replaces_the_earlier_one_keeps_the_earlier_one(
-    tmp_path, monkeypatch):
-  """--overwrite moves the earlier export aside, then the new one into place: a Ctrl-C between
-  the two renames left neither in OUT (the new one was removed as unfinished, the earlier one
-  hidden in a .old- folder)."""
-  from salinet_jax.export import exporter  # pylint: disable=g-import-not-at-top
-  out, staging = tmp_path / 'out', tmp_path / '.out.partial-x'
-  for folder, text in ((out, 'earlier'), (staging, 'new')):
-    folder.mkdir()
-    (folder / 'export.json').write_text(text)
-  rename = os.rename
-
-  def interrupted_at_the_second(source, target):
-    if source == str(staging):
-      raise KeyboardInterrupt
-    rename(source, target)
-
-  monkeypatch.setattr(os, 'rename', interrupted_at_the_second)
-  with pytest.raises(KeyboardInterrupt):
-    exporter._move_into_place(str(staging), str(out))
-  assert (out / 'export.json').read_text() == 'earlier'
-  assert sorted(os.listdir(tmp_path)) == ['.out.partial-x', 'out']  # export() removes staging
-
-
 def test_a_checkpoint_of_another_run_is_recorded_as_that_runs(trained, tmp_path, capsys):
   """--workdir=A --checkpoint=B/checkpoints/N exported B's model with A recorded as its source,
   without a word; and B was not protected from --output."""

@@ -984,6 +984,69 @@ def test_files_replaced_together_stay_one_set(tmp_path, monkeypatch):
   assert sorted(os.listdir(tmp_path)) == ['a', 'b', 'c']  # no new copy left behind
 
 
+def test_a_folder_replaced_whole_leaves_no_earlier_file_and_a_stop_loses_nothing(tmp_path,
+                                                                                 monkeypatch):
+  """`replacing_folder`: the new folder replaces the earlier one whole (an evaluation's pictures
+  of fewer videos than the one before were left beside its extra ones, of another step); an
+  error keeps the earlier one; inside `replacing_together` it goes with that block's files; a
+  Ctrl-C between the two renames of the move (an export's --overwrite) left neither."""
+  out = tmp_path / 'out'
+
+  def fill(names, text, then=None):
+    with data_errors.replacing_folder(str(out)) as new:
+      assert os.listdir(new) == []
+      for name in names:
+        with open(os.path.join(new, name), 'w') as f:
+          f.write(text)
+      if then:
+        then()
+
+  def contents():
+    return {p.name: p.read_text() for p in out.iterdir()}
+
+  fill(['a', 'b', 'c'], 'first')
+  fill(['a'], 'second')
+  assert contents() == {'a': 'second'} and os.listdir(tmp_path) == ['out']
+  assert out.stat().st_mode & 0o777 == 0o777 & ~_umask()  # as a new folder, not mkdtemp's 0700
+
+  def fails():
+    raise RuntimeError('a bug')
+
+  with pytest.raises(RuntimeError):
+    fill(['b'], 'third', then=fails)
+  assert contents() == {'a': 'second'} and os.listdir(tmp_path) == ['out']
+  with pytest.raises(RuntimeError):
+    with data_errors.replacing_together():
+      fill(['b'], 'third')
+      with data_errors.replacing(str(tmp_path / 'results.json')) as f:
+        f.write('{}')
+      fails()
+  assert contents() == {'a': 'second'} and os.listdir(tmp_path) == ['out']
+  with data_errors.replacing_together():
+    fill(['b'], 'third')
+    assert contents() == {'a': 'second'}  # not before the block ends
+  assert contents() == {'b': 'third'} and os.listdir(tmp_path) == ['out']
+  fill([], 'nothing')  # nothing to replace the earlier folder with
+  assert contents() == {'b': 'third'} and os.listdir(tmp_path) == ['out']
+  rename = os.rename
+
+  def interrupted_at_the_second(source, target):
+    if os.path.basename(source).startswith('.out.partial-'):
+      raise KeyboardInterrupt
+    rename(source, target)
+
+  monkeypatch.setattr(os, 'rename', interrupted_at_the_second)
+  with pytest.raises(KeyboardInterrupt):
+    fill(['c'], 'fourth')
+  assert contents() == {'b': 'third'} and os.listdir(tmp_path) == ['out']
+
+
+def _umask():
+  umask = os.umask(0)
+  os.umask(umask)
+  return umask
+
+
 def test_a_converted_checkpoint_on_a_full_disk_ends_in_one_line_and_leaves_nothing(small_disk):
   """`python -m salinet_jax.convert` onto a full disk ended in TensorStore's traceback and left
   orbax's unfinished save folder holding space (review)."""
@@ -1065,6 +1128,26 @@ def test_setting_aside_tensorboard_points_on_a_full_disk_leaves_the_files_as_the
     workdir_lib.set_aside_events_after(str(run), 10)
   assert {path.name: path.read_bytes() for path in run.iterdir() if path.is_file()} == before
   assert not list((run / 'discarded').rglob('events*'))
+
+
+def test_a_data_report_stopped_as_it_draws_leaves_no_card_without_its_picture(
+    tiny_data_dir, tmp_path, monkeypatch, capsys):
+  """report.json was written before report.png was drawn: a Ctrl-C between them left a card
+  beside the picture of an earlier report, or none (review)."""
+  from data import report  # pylint: disable=g-import-not-at-top
+
+  def stopped(card, path):
+    raise KeyboardInterrupt
+
+  output = tmp_path / 'card'
+  monkeypatch.setattr(report, 'plot', stopped)
+  assert report.main([f'--records={tiny_data_dir}', f'--output={output}']) == 130
+  assert capsys.readouterr().err.endswith(
+      'Interrupted by Ctrl-C: the report is incomplete. Exit status 130.\n')
+  assert not output.exists() or os.listdir(output) == []
+  monkeypatch.undo()
+  assert report.main([f'--records={tiny_data_dir}', f'--output={output}']) == 0
+  assert sorted(os.listdir(output)) == ['report.json', 'report.png']
 
 
 def test_the_data_card_and_the_demo_records_on_a_full_disk_end_in_one_line(tiny_data_dir,

@@ -223,6 +223,60 @@ def test_training_checkpoints_load_from_the_workdir_and_step_dir(tmp_path):
   assert summaries[1].startswith(f'init_from {tmp_path}/checkpoints/3: loaded')
 
 
+def test_a_step_its_run_removes_while_init_from_reads_it_is_said_and_chosen_again(
+    tmp_path, caplog, monkeypatch):
+  """A workdir still training as init_from: a step its run removed (keep_last) while the load,
+  or the fit check before the compile, read it ended in orbax's traceback. It is said, and the
+  workdir's step chosen again; a step directory given is not swapped."""
+  model = tiny_model(k400_i3d_nl.get_config(), 4)
+  config = k400_i3d_nl.get_config()
+  config.checkpoint.async_save = False
+  folder = tmp_path / 'checkpoints'
+  kernels = {}
+
+  def save(step, seed):
+    params, batch_stats = init(model, seed)
+    store = checkpoints.CheckpointStore(str(tmp_path), config.checkpoint)
+    store.save(step, {'step': jnp.asarray(step), 'params': params, 'batch_stats': batch_stats,
+                      'opt_state': {'momentum': jax.tree.map(jnp.zeros_like, params)}},
+               metrics={'val_top1': 0.5})
+    store.close()
+    kernels[step] = np.asarray(params['head']['fc']['kernel'])
+
+  def removed_once_as_it_is_read(module, name):
+    real = getattr(module, name)
+
+    def read(item):
+      monkeypatch.setattr(module, name, real)
+      shutil.rmtree(os.path.dirname(item))  # as the run drops it
+      return real(item)
+
+    monkeypatch.setattr(module, name, read)
+
+  for step, seed in ((2, 6), (3, 8), (4, 9)):
+    save(step, seed)
+  fresh = init(model, seed=7)
+  caplog.set_level('WARNING', logger='absl')
+  removed_once_as_it_is_read(checkpoints, 'item_tree')
+  report = pretrained.check_fit(*fresh, {'checkpoint': str(tmp_path), 'which': 'latest'})
+  assert report.taken == 'its latest checkpoint, step 3'
+  removed_once_as_it_is_read(pretrained, '_restore_raw')
+  got, _, report = pretrained.load_pretrained(*fresh, {'checkpoint': str(tmp_path),
+                                                       'which': 'latest'})
+  assert report.taken == 'its latest checkpoint, step 2'
+  np.testing.assert_array_equal(got['head']['fc']['kernel'], kernels[2])
+  for step in (4, 3):
+    assert (f'init_from checkpoint {folder / str(step)} was removed while it was read (a run '
+            'training in its workdir drops its older steps as it saves new ones). Choosing the '
+            'latest step again.') in caplog.text, caplog.text
+  save(5, 10)
+  removed_once_as_it_is_read(pretrained, '_restore_raw')
+  with pytest.raises(checkpoints.RemovedCheckpointError, match=re.escape(
+      f'init_from checkpoint {folder / "5"} was removed while it was read (a run training in its '
+      'workdir drops its older steps as it saves new ones).') + '$'):
+    pretrained.load_pretrained(*fresh, {'checkpoint': str(folder / '5')})
+
+
 def test_check_fit_gives_the_loads_report_and_refusals_without_reading_a_weight(
     tmp_path, k400_salinet, monkeypatch):
   """check_fit, which a run calls before it compiles its model: load_pretrained's report, or its

@@ -15,6 +15,7 @@ from data import errors as data_errors
 from salinet_jax import checkpoints
 from salinet_jax import engine
 from salinet_jax import errors
+from salinet_jax import reports
 from salinet_jax import train
 from salinet_jax import workdir as workdir_lib
 from tests.conftest import mesh_worker
@@ -23,6 +24,11 @@ from tests.conftest import scalar_points, scalars_written
 
 def _leaves(tree):
   return [np.asarray(x) for x in jax.tree.leaves(tree)]
+
+
+def _bytes(path):
+  with open(path, 'rb') as f:
+    return f.read()
 
 
 def _restore(config, workdir, step):
@@ -95,9 +101,10 @@ def test_train_then_evaluate_writes_checkpoints_metrics_and_json(config, tmp_pat
   pictures = sorted(os.listdir(os.path.join(workdir, 'visualizations_val')))
   assert len(pictures) == 4 and all(p.endswith('.png') for p in pictures)  # S_final overlays
   # More pictures than an eval batch holds (4): they were cut to the first batch without a word.
-  for asked, drawn in ((6, 6), (10, 7)):
+  # Fewer than the evaluation before drew: its extra pictures, of another evaluation, were left
+  # beside the new ones without a word.
+  for asked, drawn in ((6, 6), (10, 7), (2, 2)):
     config.eval.num_visualizations = asked
-    shutil.rmtree(os.path.join(workdir, 'visualizations_val'))
     caplog.clear()
     train.evaluate(config, workdir)
     pictures = sorted(os.listdir(os.path.join(workdir, 'visualizations_val')))
@@ -105,6 +112,25 @@ def test_train_then_evaluate_writes_checkpoints_metrics_and_json(config, tmp_pat
     assert (f"Wrote {drawn} pictures to {os.path.join(workdir, 'visualizations_val')}"
             + (' (config.eval.num_visualizations=10, but the split holds 7 videos).'
                if drawn < asked else '.')) in caplog.text, caplog.text
+  # An evaluation stopped as it writes its outputs leaves the earlier one's pictures and results
+  # as they were: new pictures beside the earlier results said another step drew them.
+  vis = os.path.join(workdir, 'visualizations_val')
+  earlier = {name: _bytes(os.path.join(vis, name)) for name in os.listdir(vis)}
+  earlier_json = _bytes(os.path.join(workdir, 'eval_val.json'))
+  real_write_outputs = reports.write_outputs
+
+  def stopped_while_writing(*args):
+    real_write_outputs(*args)
+    raise KeyboardInterrupt
+
+  monkeypatch.setattr(reports, 'write_outputs', stopped_while_writing)
+  config.eval.num_visualizations = 5
+  with pytest.raises(KeyboardInterrupt):
+    train.evaluate(config, workdir)
+  assert {name: _bytes(os.path.join(vis, name)) for name in os.listdir(vis)} == earlier
+  assert _bytes(os.path.join(workdir, 'eval_val.json')) == earlier_json
+  assert not [name for name in os.listdir(workdir)  # no new copy left behind
+              if name.startswith('.visualizations') or name.endswith(data_errors.PARTIAL_SUFFIX)]
 
 
 def test_resume_continues_from_saved_step_without_initialising_again(config, tmp_path,

@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -172,37 +171,6 @@ def _unfinished_run(step_dir: str) -> Optional[Dict[str, int]]:
   return None if unfinished is None else dict(zip(('step', 'run_steps'), unfinished))
 
 
-def _staging_folder(output: str) -> str:
-  """An empty folder beside `output`, with the permissions a new folder would get (mkdtemp's
-  0700 would hide OUT from a serving user)."""
-  parent = os.path.dirname(output)
-  os.makedirs(parent, exist_ok=True)
-  staging = tempfile.mkdtemp(prefix=f'.{os.path.basename(output)}.partial-', dir=parent)
-  umask = os.umask(0)
-  os.umask(umask)
-  os.chmod(staging, 0o777 & ~umask)
-  return staging
-
-
-def _move_into_place(staging: str, output: str) -> None:
-  """Replaces `output` by the finished staging folder; the old contents are removed last, and
-  put back if the move is cut short (a Ctrl-C between the two renames left neither in OUT)."""
-  old = None
-  try:
-    if os.path.exists(output):
-      old = tempfile.mkdtemp(prefix=f'.{os.path.basename(output)}.old-',
-                             dir=os.path.dirname(output))
-      os.rmdir(old)
-      os.rename(output, old)
-    os.rename(staging, output)
-  except BaseException:
-    if old and os.path.exists(old) and not os.path.exists(output):
-      os.rename(old, output)
-    raise
-  if old:
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def export(workdir: str, output: str, formats: Any = formats_lib.FORMATS, *,
            checkpoint: str = 'latest', batch: Any = 'dynamic', videos: Sequence[str] = (),
            num_videos: Optional[int] = None, overwrite: bool = False,
@@ -281,13 +249,11 @@ def export(workdir: str, output: str, formats: Any = formats_lib.FORMATS, *,
       'formats': {},
       'versions': _versions(),
   }
-  with data_errors.writing(output):
-    staging = _staging_folder(output)
-  job = _Job(summary=summary, output=output, staging=staging,
-             exported_fn=exported_fn, specs=specs, clips=clips, chunk=chunk,
-             reference=reference, eval_config=config.eval, tolerance=tolerance,
-             platforms=platforms)
-  try:
+  with data_errors.replacing_folder(output) as staging:  # moved into place as the block ends
+    job = _Job(summary=summary, output=output, staging=staging,
+               exported_fn=exported_fn, specs=specs, clips=clips, chunk=chunk,
+               reference=reference, eval_config=config.eval, tolerance=tolerance,
+               platforms=platforms)
     timings = {}
     for fmt in formats:
       loaded = job.write_and_certify(fmt)
@@ -313,10 +279,6 @@ def export(workdir: str, output: str, formats: Any = formats_lib.FORMATS, *,
           'formats that passed.')
     summary['export_seconds'] = round(time.perf_counter() - start, 2)
     job.write_json()
-    _move_into_place(job.staging, output)
-  except BaseException:
-    shutil.rmtree(job.staging, ignore_errors=True)
-    raise
   return summary
 
 
