@@ -330,5 +330,5 @@ def _measure(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 if __name__ == '__main__':
-  with errors.ctrl_c_while_ending():
+  with errors.ctrl_c_while_ending(), errors.sigterm_in_one_line():
     sys.exit(main())

@@ -2,7 +2,8 @@
 `writing`, which names the file of a write a full disk refused, `replacing` and
 `replacing_folder`, which write a whole file or folder so that a failed write loses nothing,
 `unwritable`, which proves a folder can be written, the Ctrl-C handling every command shares,
-and the SIGTERM and worker-process handling of the converter.
+the SIGTERM handling of the commands but training (`sigterm_in_one_line`) and of the converter
+(`sigterm_raises`), and the converter's worker processes.
 
 Kept apart from `salinet_jax.errors` because `data/` never imports the model package; the
 command line reports both kinds, and a full disk, as one line without a traceback.
@@ -127,6 +128,7 @@ def replacing(path: str, mode: str = 'w', **open_args: Any) -> Iterator[IO[Any]]
   partial = target + PARTIAL_SUFFIX
   together = _REPLACED_TOGETHER.get()
   with writing(path):
+    _UNFINISHED.add(partial)
     try:
       os.makedirs(os.path.dirname(target), exist_ok=True)
       with open(partial, mode, **open_args) as f:
@@ -141,6 +143,9 @@ def replacing(path: str, mode: str = 'w', **open_args: Any) -> Iterator[IO[Any]]
       if os.path.exists(partial):
         os.remove(partial)
       raise
+    finally:
+      if together is None or (partial, target) not in together:  # else the block's to the end
+        _UNFINISHED.discard(partial)
 
 
 @contextlib.contextmanager
@@ -156,6 +161,7 @@ def replacing_folder(path: str) -> Iterator[str]:
     parent = os.path.dirname(target)
     os.makedirs(parent, exist_ok=True)
     new = tempfile.mkdtemp(prefix=f'.{os.path.basename(target)}.partial-', dir=parent)
+    _UNFINISHED.add(new)
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(new, 0o777 & ~umask)  # mkdtemp's 0700 would hide it from other users
@@ -171,6 +177,9 @@ def replacing_folder(path: str) -> Iterator[str]:
   except BaseException:
     shutil.rmtree(new, ignore_errors=True)
     raise
+  finally:
+    if together is None or (new, target) not in together:  # else the block's to the end
+      _UNFINISHED.discard(new)
 
 
 def _folder_into_place(new: str, target: str) -> None:
@@ -219,12 +228,14 @@ def replacing_together() -> Iterator[None]:
       else:
         os.replace(partial, target)
       written[index] = (None, target)
+      _UNFINISHED.discard(partial)
   except BaseException:
     for partial, _ in written:
       if partial is not None and os.path.isdir(partial):
         shutil.rmtree(partial, ignore_errors=True)
       elif partial is not None and os.path.exists(partial):
         os.remove(partial)
+      _UNFINISHED.discard(partial)
     raise
   finally:
     _REPLACED_TOGETHER.reset(token)
@@ -252,6 +263,139 @@ def sigterm_raises() -> Iterator[None]:
     yield
   finally:
     signal.signal(signal.SIGTERM, previous)
+
+
+# The line and status of a command a SIGTERM ends (`sigterm_in_one_line`): 128 + SIGTERM, what a
+# shell reports for a process the signal killed.
+SIGTERM_LINE = 'Stopped by SIGTERM. Exit status 143.'
+SIGTERM_STATUS = 143
+# How long the main thread has to take a SIGTERM itself (flushing the command's printed output)
+# before the watcher thread ends the process without it: inside C code that does not return for
+# long (a compile, a collective), Python runs no handler.
+SIGTERM_GRACE_S = 1.0
+# How long a SIGTERM's end waits for the command's printed output to be flushed.
+_FLUSH_WAIT_S = 0.5
+# The new copies `replacing` and `replacing_folder` are writing, or a `replacing_together` block
+# holds, which a SIGTERM's end removes: the files they would replace stay as they were.
+_UNFINISHED: set = set()
+_sigterm_owner: Optional[int] = None  # the process whose `sigterm_in_one_line` is active
+_resets_sigterm_in_children = False
+
+
+def _sigterm_as_default_in_a_child() -> None:
+  """In a process forked from one inside `sigterm_in_one_line` (a pool's worker): SIGTERM ends
+  it as Python's default does, without the parent's line, and no longer wakes the parent's
+  watcher (the signal wake-up descriptor is inherited)."""
+  global _sigterm_owner
+  if _sigterm_owner is None or _sigterm_owner == os.getpid():
+    return
+  _sigterm_owner = None
+  with contextlib.suppress(ValueError, OSError):
+    signal.set_wakeup_fd(-1)
+  with contextlib.suppress(ValueError, OSError):
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _quietly_flushed(stream: IO[Any]) -> None:
+  with contextlib.suppress(Exception):  # a reader gone, a stream closed
+    stream.flush()
+
+
+def _remove_unfinished() -> None:
+  """Removes the new copies unfinished writes left (`_UNFINISHED`), quietly: the process ends."""
+  for path in list(_UNFINISHED):
+    with contextlib.suppress(OSError):
+      if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+      else:
+        os.remove(path)
+
+
+@contextlib.contextmanager
+def sigterm_in_one_line() -> Iterator[None]:
+  """Inside it, a SIGTERM (a scheduler's time limit, `kill`) ends the command at once with
+  SIGTERM_LINE and status 143, after removing the new copies its unfinished writes had begun
+  (`replacing`, `replacing_folder`: the files they replace stay as they were). Python's
+  default ended it there without a line.
+
+  The handler ends the process itself and raises nothing: an exception can be dropped (in a gc
+  callback: the command ran on) or turned into another (in TensorFlow's C++ code). Where the
+  main thread is inside C code that does not return (a compile, a collective), a watcher thread
+  woken by the signal (`signal.set_wakeup_fd`) ends it after SIGTERM_GRACE_S. A forked child
+  takes SIGTERM as Python's default. A SIGTERM already ignored or handled where it starts (a
+  caller's handler, JAX's preemption service), or by a handler set inside it, is left to that,
+  as it is outside the main thread.
+  """
+  global _sigterm_owner, _resets_sigterm_in_children
+  if (threading.current_thread() is not threading.main_thread()
+      or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
+    yield
+    return
+  ending = threading.Lock()  # the handler or the watcher ends the process, never both
+
+  def end() -> None:
+    if not ending.acquire(blocking=False):
+      return
+    _remove_unfinished()
+    # The output printed so far, from a thread given a moment: a write the signal interrupted, or
+    # one blocked on a full pipe, holds the stream's lock.
+    flush = threading.Thread(target=_quietly_flushed, args=(sys.stdout,), daemon=True)
+    flush.start()
+    flush.join(_FLUSH_WAIT_S)
+    with contextlib.suppress(OSError):
+      os.write(2, f'{SIGTERM_LINE}\n'.encode())
+    os._exit(SIGTERM_STATUS)  # pylint: disable=protected-access
+
+  def on_sigterm(signum, frame) -> None:
+    del frame
+    if os.getpid() != owner:  # a child forked past the reset: as Python's default
+      signal.signal(signum, signal.SIG_DFL)
+      os.kill(os.getpid(), signum)
+      return
+    end()
+    while True:  # the watcher is ending the process
+      time.sleep(1)
+
+  owner = os.getpid()
+  reader, writer = os.pipe()
+  os.set_blocking(writer, False)
+  finished = threading.Event()
+
+  def watch() -> None:
+    while not finished.is_set():
+      try:
+        received = os.read(reader, 64)
+      except OSError:
+        return
+      if (signal.SIGTERM in received and not finished.wait(SIGTERM_GRACE_S)
+          and signal.getsignal(signal.SIGTERM) is on_sigterm):  # not one taken over inside
+        end()
+
+  if not _resets_sigterm_in_children:
+    os.register_at_fork(after_in_child=_sigterm_as_default_in_a_child)
+    _resets_sigterm_in_children = True
+  previous_fd = signal.set_wakeup_fd(writer, warn_on_full_buffer=False)
+  watcher = None
+  if previous_fd == -1:  # another's wake-up descriptor (an event loop's) is left to it
+    watcher = threading.Thread(target=watch, name='sigterm-watcher', daemon=True)
+    watcher.start()
+  else:
+    signal.set_wakeup_fd(previous_fd)
+  _sigterm_owner = owner
+  signal.signal(signal.SIGTERM, on_sigterm)
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _sigterm_owner = None
+    finished.set()
+    if watcher is not None:
+      signal.set_wakeup_fd(-1)
+      with contextlib.suppress(OSError):
+        os.write(writer, b'\0')  # wakes the watcher, which then ends
+      watcher.join()
+    os.close(writer)
+    os.close(reader)
 
 
 # How often a worker process looks whether the process that started it is still there.

@@ -346,5 +346,5 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == '__main__':
-  with errors.ctrl_c_while_ending():
+  with errors.ctrl_c_while_ending(), errors.sigterm_in_one_line():
     sys.exit(main())

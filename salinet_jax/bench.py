@@ -605,5 +605,5 @@ def main(argv):
 
 if __name__ == '__main__':
   define_flags()
-  with data_errors.ctrl_c_while_ending():
+  with data_errors.ctrl_c_while_ending(), data_errors.sigterm_in_one_line():
     app.run(main, flags_parser=cli.parse_flags)

@@ -502,6 +502,37 @@ def test_a_precise_bn_out_of_device_memory_is_not_told_as_the_eval_step_s(
   assert 'clips_per_device_forward' not in str(raised.value), raised.value
 
 
+def test_a_sigterm_ends_an_evaluation_in_one_line_and_keeps_the_earlier_results(
+    trained_workdir, tiny_data_dir, tmp_path):
+  """`main.py --mode=eval` (a scheduler's evaluation job) ended on a SIGTERM with no line and
+  left the new pictures folder it was drawing beside the earlier one. Now one line and status
+  143, as training's, and the earlier results as they were."""
+  out = tmp_path / 'eval'
+  (out / 'visualizations_val').mkdir(parents=True)
+  (out / 'eval_val.json').write_text('earlier')
+  (out / 'visualizations_val' / 'earlier.png').write_text('earlier')
+  log = tmp_path / 'stderr'
+  with open(log, 'w') as stderr:
+    proc = subprocess.Popen(
+        [sys.executable, 'main.py', '--config=configs/demo.py', f'--workdir={trained_workdir}',
+         '--mode=eval', f'--output_dir={out}', *_tiny_overrides(tiny_data_dir)],
+        cwd=REPO_ROOT, env=subprocess_env(0), stdout=subprocess.DEVNULL, stderr=stderr)
+  try:
+    deadline = time.monotonic() + 300
+    while not [name for name in os.listdir(out) if '.partial-' in name]:  # it evaluates
+      assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+      time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+  finally:
+    proc.kill()
+  assert proc.returncode == 143, log.read_text()[-3000:]
+  assert log.read_text().splitlines()[-1] == 'Stopped by SIGTERM. Exit status 143.'
+  assert sorted(os.listdir(out)) == ['eval_val.json', 'visualizations_val']
+  assert (out / 'eval_val.json').read_text() == 'earlier'
+  assert os.listdir(out / 'visualizations_val') == ['earlier.png']
+
+
 def test_sigterm_is_acted_on_at_the_next_step(config, tmp_path, monkeypatch):
   """The loop never runs ahead of the device: a SIGTERM that arrives as step 3 ends on the
   device saves step 5 at the latest, not the step the host had queued up to. The device is

@@ -200,5 +200,5 @@ def _class_names(path: str, num_classes: int) -> list:
 
 
 if __name__ == '__main__':
-  with data_errors.ctrl_c_while_ending():
+  with data_errors.ctrl_c_while_ending(), data_errors.sigterm_in_one_line():
     app.run(main, flags_parser=cli.parse_flags)

@@ -112,5 +112,5 @@ def _run(argv) -> None:
 
 if __name__ == '__main__':
   define_flags()
-  with data_errors.ctrl_c_while_ending():
+  with data_errors.ctrl_c_while_ending(), data_errors.sigterm_in_one_line():
     app.run(_run, flags_parser=cli.parse_flags)  # a bad flag: one line, status 2
