@@ -25,7 +25,7 @@ import tempfile
 import threading
 import time
 import uuid
-from typing import IO, Any, Iterable, Iterator, List, Optional, Sequence
+from typing import IO, Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence
 
 # The OS errors of a write refused for space (a full disk, an exceeded quota), which every
 # command reports in one line: not a bug, and nothing the traceback would help with.
@@ -192,12 +192,15 @@ def _folder_into_place(new: str, target: str) -> None:
       old = tempfile.mkdtemp(prefix=f'.{os.path.basename(target)}.old-',
                              dir=os.path.dirname(target))
       os.rmdir(old)
+      _ASIDE[old] = target
       os.rename(target, old)
     os.rename(new, target)
   except BaseException:
     if old and os.path.exists(old) and not os.path.exists(target):
       os.rename(old, target)
     raise
+  finally:
+    _ASIDE.pop(old, None)
   if old:
     shutil.rmtree(old, ignore_errors=True)
 
@@ -273,11 +276,14 @@ SIGTERM_STATUS = 143
 # before the watcher thread ends the process without it: inside C code that does not return for
 # long (a compile, a collective), Python runs no handler.
 SIGTERM_GRACE_S = 1.0
-# How long a SIGTERM's end waits for the command's printed output to be flushed.
-_FLUSH_WAIT_S = 0.5
+# How long a SIGTERM's end waits for the command's printed output to be flushed, then for its
+# line to be written.
+_SAY_WAIT_S = 0.5
 # The new copies `replacing` and `replacing_folder` are writing, or a `replacing_together` block
 # holds, which a SIGTERM's end removes: the files they would replace stay as they were.
 _UNFINISHED: set = set()
+# The earlier folders `replacing_folder` has moved aside, not yet replaced: their targets.
+_ASIDE: Dict[str, str] = {}
 _sigterm_owner: Optional[int] = None  # the process whose `sigterm_in_one_line` is active
 _resets_sigterm_in_children = False
 
@@ -296,13 +302,29 @@ def _sigterm_as_default_in_a_child() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-def _quietly_flushed(stream: IO[Any]) -> None:
-  with contextlib.suppress(Exception):  # a reader gone, a stream closed
-    stream.flush()
+def _quietly(action: Callable[[], Any], wait: float) -> None:
+  """`action()` in a thread given `wait` seconds, its errors ignored: a write the signal
+  interrupted holds its stream's lock, and a pipe nobody reads (a parent that waits for the
+  command without reading its output) blocks a write for good."""
+  def run() -> None:
+    with contextlib.suppress(Exception):  # a reader gone, a stream closed
+      action()
+
+  thread = threading.Thread(target=run, daemon=True)
+  thread.start()
+  thread.join(wait)
 
 
 def _remove_unfinished() -> None:
-  """Removes the new copies unfinished writes left (`_UNFINISHED`), quietly: the process ends."""
+  """Puts back an earlier folder a replacement had moved aside (`_ASIDE`) where the new one is
+  not in place yet, then removes the new copies unfinished writes left (`_UNFINISHED`), quietly:
+  the process ends."""
+  for old, target in list(_ASIDE.items()):
+    with contextlib.suppress(OSError):
+      if os.path.exists(target):
+        shutil.rmtree(old, ignore_errors=True)
+      else:
+        os.rename(old, target)
   for path in list(_UNFINISHED):
     with contextlib.suppress(OSError):
       if os.path.isdir(path) and not os.path.islink(path):
@@ -320,11 +342,13 @@ def sigterm_in_one_line() -> Iterator[None]:
 
   The handler ends the process itself and raises nothing: an exception can be dropped (in a gc
   callback: the command ran on) or turned into another (in TensorFlow's C++ code). Where the
-  main thread is inside C code that does not return (a compile, a collective), a watcher thread
-  woken by the signal (`signal.set_wakeup_fd`) ends it after SIGTERM_GRACE_S. A forked child
+  main thread is inside C code that does not return but lets go of the GIL (a compile, a
+  collective), a watcher thread woken by the signal (`signal.set_wakeup_fd`) ends it after
+  SIGTERM_GRACE_S. A forked child
   takes SIGTERM as Python's default. A SIGTERM already ignored or handled where it starts (a
-  caller's handler, JAX's preemption service), or by a handler set inside it, is left to that,
-  as it is outside the main thread.
+  caller's handler, JAX's preemption service) is left to that, as it is outside the main thread,
+  and so is one a handler set inside it takes, while that handler stays set (no guarded
+  command sets one).
   """
   global _sigterm_owner, _resets_sigterm_in_children
   if (threading.current_thread() is not threading.main_thread()
@@ -337,13 +361,8 @@ def sigterm_in_one_line() -> Iterator[None]:
     if not ending.acquire(blocking=False):
       return
     _remove_unfinished()
-    # The output printed so far, from a thread given a moment: a write the signal interrupted, or
-    # one blocked on a full pipe, holds the stream's lock.
-    flush = threading.Thread(target=_quietly_flushed, args=(sys.stdout,), daemon=True)
-    flush.start()
-    flush.join(_FLUSH_WAIT_S)
-    with contextlib.suppress(OSError):
-      os.write(2, f'{SIGTERM_LINE}\n'.encode())
+    _quietly(sys.stdout.flush, _SAY_WAIT_S)  # the output printed so far
+    _quietly(lambda: os.write(2, f'{SIGTERM_LINE}\n'.encode()), _SAY_WAIT_S)
     os._exit(SIGTERM_STATUS)  # pylint: disable=protected-access
 
   def on_sigterm(signum, frame) -> None:

@@ -794,3 +794,94 @@ def test_a_sigterm_guard_leaves_forked_children_and_an_ignored_sigterm_as_they_w
   proc.send_signal(signal.SIGTERM)
   out, err = ended()
   assert (proc.returncode, out) == (0, 'printed, not flushed\nwent on True -1\n'), err[-3000:]
+
+
+def _guarded_child(code, *args, **popen):
+  return subprocess.Popen([sys.executable, '-c', code, *args], cwd=REPO_ROOT,
+                          env=subprocess_env(0), text=True, **popen)
+
+
+def test_a_sigterm_ends_a_guarded_command_whose_stderr_pipe_is_full():
+  """A parent that does not read the command's stderr pipe (Popen and wait, no communicate)
+  and sends SIGTERM on its own time-out: Python's default ended the command at once; the guard's
+  line, written to a full pipe, must not keep it running (review: it hung until SIGKILL)."""
+  code = '''
+import sys
+from data import errors
+with errors.sigterm_in_one_line():
+  print('ready', flush=True)
+  while True:
+    sys.stderr.write('a chatty log line ' * 4 + '\\n')
+'''
+  proc = _guarded_child(code, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+  try:
+    assert proc.stdout.readline() == 'ready\n'
+    time.sleep(1)  # the stderr pipe, never read, is full: the command waits in a write
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=10)
+  finally:
+    proc.kill()
+    proc.wait()
+  assert proc.returncode == 143
+
+
+def test_a_sigterm_between_a_folder_s_two_renames_leaves_a_folder_in_place(tmp_path):
+  """`_folder_into_place` moves the earlier folder aside, then the new one in: a Ctrl-C between
+  the two renames puts the earlier one back. The guard's end removed the new one and left the
+  earlier one only as a hidden `.pictures.old-*` (review): `pictures` was gone."""
+  code = '''
+import os, sys, time
+from data import errors
+work = sys.argv[1]
+rename = os.rename
+def slow_rename(a, b):
+  rename(a, b)
+  if '.old-' in b:  # the earlier folder is aside, the new one not yet in place
+    print('ready', flush=True)
+    time.sleep(30)
+errors.os.rename = slow_rename
+with errors.sigterm_in_one_line():
+  with errors.replacing_folder(os.path.join(work, 'pictures')) as new:
+    open(os.path.join(new, 'new.png'), 'w').close()
+'''
+  (tmp_path / 'pictures').mkdir()
+  (tmp_path / 'pictures' / 'earlier.png').write_text('earlier')
+  proc = _guarded_child(code, str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+  try:
+    assert proc.stdout.readline() == 'ready\n', proc.stderr.read()
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=30)
+  finally:
+    proc.kill()
+    proc.wait()
+  assert proc.returncode == 143
+  assert sorted(os.listdir(tmp_path)) == ['pictures'], os.listdir(tmp_path)
+  assert os.listdir(tmp_path / 'pictures') == ['earlier.png']  # put back
+
+
+def test_a_sigterm_a_handler_set_inside_the_guard_takes_is_left_to_it():
+  """A handler set inside the block (training's takes SIGTERM as a flag, and saves) took the
+  SIGTERM: its clean-up, longer than SIGTERM_GRACE_S, is not cut short by the watcher with the
+  guard's line and status."""
+  code = '''
+import signal, sys, time
+from data import errors
+taken = []
+with errors.sigterm_in_one_line():
+  signal.signal(signal.SIGTERM, lambda *_: taken.append(1))
+  print('ready', flush=True)
+  while not taken:
+    time.sleep(0.01)
+  time.sleep(2)  # its clean-up
+  print('cleaned up', file=sys.stderr, flush=True)
+  sys.exit(7)
+'''
+  proc = _guarded_child(code, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+  try:
+    assert proc.stdout.readline() == 'ready\n', proc.stderr.read()
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=30)
+  finally:
+    proc.kill()
+    proc.wait()
+  assert (proc.returncode, proc.stderr.read()) == (7, 'cleaned up\n')
