@@ -796,9 +796,21 @@ def test_a_sigterm_guard_leaves_forked_children_and_an_ignored_sigterm_as_they_w
   assert (proc.returncode, out) == (0, 'printed, not flushed\nwent on True -1\n'), err[-3000:]
 
 
-def _guarded_child(code, *args, **popen):
-  return subprocess.Popen([sys.executable, '-c', code, *args], cwd=REPO_ROOT,
-                          env=subprocess_env(0), text=True, **popen)
+def _ended_by_a_sigterm_once_ready(code, *args, settle=0.0):
+  """`python -c code *args`, sent a SIGTERM `settle` s after it printed 'ready', once it ended
+  (its stderr unread until then)."""
+  proc = subprocess.Popen([sys.executable, '-c', code, *args], cwd=REPO_ROOT,
+                          env=subprocess_env(0), text=True, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE)
+  try:
+    assert proc.stdout.readline() == 'ready\n', proc.stderr.read()
+    time.sleep(settle)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=30)
+  finally:
+    proc.kill()
+    proc.wait()
+  return proc
 
 
 def test_a_sigterm_ends_a_guarded_command_whose_stderr_pipe_is_full():
@@ -813,16 +825,8 @@ with errors.sigterm_in_one_line():
   while True:
     sys.stderr.write('a chatty log line ' * 4 + '\\n')
 '''
-  proc = _guarded_child(code, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-  try:
-    assert proc.stdout.readline() == 'ready\n'
-    time.sleep(1)  # the stderr pipe, never read, is full: the command waits in a write
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=10)
-  finally:
-    proc.kill()
-    proc.wait()
-  assert proc.returncode == 143
+  # A second on: the stderr pipe, never read, is full, and the command waits in a write.
+  assert _ended_by_a_sigterm_once_ready(code, settle=1).returncode == 143
 
 
 def test_a_sigterm_between_a_folder_s_two_renames_leaves_a_folder_in_place(tmp_path):
@@ -846,15 +850,7 @@ with errors.sigterm_in_one_line():
 '''
   (tmp_path / 'pictures').mkdir()
   (tmp_path / 'pictures' / 'earlier.png').write_text('earlier')
-  proc = _guarded_child(code, str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-  try:
-    assert proc.stdout.readline() == 'ready\n', proc.stderr.read()
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=30)
-  finally:
-    proc.kill()
-    proc.wait()
-  assert proc.returncode == 143
+  assert _ended_by_a_sigterm_once_ready(code, str(tmp_path)).returncode == 143
   assert sorted(os.listdir(tmp_path)) == ['pictures'], os.listdir(tmp_path)
   assert os.listdir(tmp_path / 'pictures') == ['earlier.png']  # put back
 
@@ -876,12 +872,5 @@ with errors.sigterm_in_one_line():
   print('cleaned up', file=sys.stderr, flush=True)
   sys.exit(7)
 '''
-  proc = _guarded_child(code, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-  try:
-    assert proc.stdout.readline() == 'ready\n', proc.stderr.read()
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=30)
-  finally:
-    proc.kill()
-    proc.wait()
+  proc = _ended_by_a_sigterm_once_ready(code)
   assert (proc.returncode, proc.stderr.read()) == (7, 'cleaned up\n')
