@@ -286,20 +286,41 @@ _UNFINISHED: set = set()
 _ASIDE: Dict[str, str] = {}
 _sigterm_owner: Optional[int] = None  # the process whose `sigterm_in_one_line` is active
 _resets_sigterm_in_children = False
+# The signal mask a thread forking inside `sigterm_in_one_line` had: SIGTERM is blocked across
+# the fork, so that the child takes none before it is reset (`_sigterm_as_default_in_a_child`).
+_FORKING = threading.local()
+
+
+def _sigterm_held_across_a_fork() -> None:
+  """Before a fork inside `sigterm_in_one_line`: blocks SIGTERM in the forking thread, which the
+  child inherits. A child's SIGTERM before its reset ran the parent's handler there and woke the
+  parent's watcher through the inherited wake-up descriptor: the parent ended (seen under load,
+  a pool's worker signalled as it started)."""
+  if _sigterm_owner == os.getpid():
+    _FORKING.mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+
+
+def _sigterm_released_after_a_fork() -> None:
+  """After the fork, in the parent: the forking thread's mask as it was."""
+  mask = getattr(_FORKING, 'mask', None)
+  if mask is not None:
+    _FORKING.mask = None
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def _sigterm_as_default_in_a_child() -> None:
   """In a process forked from one inside `sigterm_in_one_line` (a pool's worker): SIGTERM ends
   it as Python's default does, without the parent's line, and no longer wakes the parent's
-  watcher (the signal wake-up descriptor is inherited)."""
+  watcher (the signal wake-up descriptor is inherited); then the SIGTERM held across the fork
+  is released."""
   global _sigterm_owner
-  if _sigterm_owner is None or _sigterm_owner == os.getpid():
-    return
-  _sigterm_owner = None
-  with contextlib.suppress(ValueError, OSError):
-    signal.set_wakeup_fd(-1)
-  with contextlib.suppress(ValueError, OSError):
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+  if _sigterm_owner is not None and _sigterm_owner != os.getpid():
+    _sigterm_owner = None
+    with contextlib.suppress(ValueError, OSError):
+      signal.set_wakeup_fd(-1)
+    with contextlib.suppress(ValueError, OSError):
+      signal.signal(signal.SIGTERM, signal.SIG_DFL)
+  _sigterm_released_after_a_fork()
 
 
 def _quietly(action: Callable[[], Any], wait: float) -> None:
@@ -391,7 +412,9 @@ def sigterm_in_one_line() -> Iterator[None]:
         end()
 
   if not _resets_sigterm_in_children:
-    os.register_at_fork(after_in_child=_sigterm_as_default_in_a_child)
+    os.register_at_fork(before=_sigterm_held_across_a_fork,
+                        after_in_parent=_sigterm_released_after_a_fork,
+                        after_in_child=_sigterm_as_default_in_a_child)
     _resets_sigterm_in_children = True
   previous_fd = signal.set_wakeup_fd(writer, warn_on_full_buffer=False)
   watcher = None
