@@ -377,14 +377,20 @@ def sigterm_in_one_line() -> Iterator[None]:
     yield
     return
   ending = threading.Lock()  # the handler or the watcher ends the process, never both
+  ender = []  # the thread ending it
 
   def end() -> None:
     if not ending.acquire(blocking=False):
       return
-    _remove_unfinished()
-    _quietly(sys.stdout.flush, _SAY_WAIT_S)  # the output printed so far
-    _quietly(lambda: os.write(2, f'{SIGTERM_LINE}\n'.encode()), _SAY_WAIT_S)
-    os._exit(SIGTERM_STATUS)  # pylint: disable=protected-access
+    ender.append(threading.get_ident())
+    try:
+      with contextlib.suppress(KeyboardInterrupt):  # a Ctrl-C meanwhile: this end goes on
+        _remove_unfinished()
+        _quietly(sys.stdout.flush, _SAY_WAIT_S)  # the output printed so far
+      with contextlib.suppress(KeyboardInterrupt):
+        _quietly(lambda: os.write(2, f'{SIGTERM_LINE}\n'.encode()), _SAY_WAIT_S)
+    finally:
+      os._exit(SIGTERM_STATUS)  # pylint: disable=protected-access
 
   def on_sigterm(signum, frame) -> None:
     del frame
@@ -393,7 +399,9 @@ def sigterm_in_one_line() -> Iterator[None]:
       os.kill(os.getpid(), signum)
       return
     end()
-    while True:  # the watcher is ending the process
+    # The watcher ends the process: the main thread waits. A second SIGTERM inside the main
+    # thread's own end returns to it.
+    while ender[:1] != [threading.get_ident()]:
       time.sleep(1)
 
   owner = os.getpid()

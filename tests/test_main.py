@@ -832,6 +832,38 @@ with errors.sigterm_in_one_line():
   assert _ended_by_a_sigterm_once_ready(code, settle=1).returncode == 143
 
 
+@pytest.mark.parametrize('second', ['SIGTERM', 'SIGINT'])
+def test_a_second_signal_while_a_sigterm_ends_the_command_changes_nothing(second):
+  """A second SIGTERM (a scheduler signals the process, then its group) while the first one's
+  end waits on a flush ran the handler again inside that wait, which then waited for good for
+  the end it had interrupted; a Ctrl-C there ended the command in a KeyboardInterrupt
+  traceback."""
+  code = '''
+import sys, time
+from data import errors
+quietly = errors._quietly
+def waiting(action, wait):  # a flush that takes its time
+  time.sleep(0.5)
+  quietly(action, wait)
+errors._quietly = waiting
+with errors.sigterm_in_one_line():
+  print('ready', flush=True)
+  time.sleep(60)
+'''
+  proc = subprocess.Popen([sys.executable, '-c', code], cwd=REPO_ROOT, env=subprocess_env(0),
+                          text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+  try:
+    assert proc.stdout.readline() == 'ready\n', proc.stderr.read()
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.2)
+    proc.send_signal(getattr(signal, second))
+    proc.wait(timeout=30)
+  finally:
+    proc.kill()
+    proc.wait()
+  assert (proc.returncode, proc.stderr.read()) == (143, 'Stopped by SIGTERM. Exit status 143.\n')
+
+
 def test_a_sigterm_between_a_folder_s_two_renames_leaves_a_folder_in_place(tmp_path):
   """`_folder_into_place` moves the earlier folder aside, then the new one in: a Ctrl-C between
   the two renames puts the earlier one back. The guard's end removed the new one and left the
