@@ -10,11 +10,11 @@ Mistakes a user can fix (a misspelt model name, a missing path, a busy or corrup
 end with one `error:` line and exit status 1 (2 for bad flags, a misspelt --config. field
 among them); anything unexpected keeps its traceback. A run stopped by SIGTERM saves its
 step and exits with status 143 (128 + SIGTERM, what a shell reports for a process the signal
-killed), so that no script or scheduler takes an unfinished run for a finished one; the other
-modes end on a SIGTERM at once, in one line, with status 143 too.
+killed), so that no script or scheduler takes an unfinished run for a finished one; before its
+first step, and in the other modes, a SIGTERM ends the command at once, in one line, with status
+143 too.
 """
 
-import contextlib
 import signal
 import sys
 
@@ -76,9 +76,8 @@ def main(argv):
                                f'--mode={FLAGS.mode}{default}: add the mode it was meant for, '
                                'or leave it out.')
     setup_process(config)
-    # Training takes SIGTERM itself (it saves the step); the other modes end in one line.
-    with (contextlib.nullcontext() if FLAGS.mode == 'train'
-          else data_errors.sigterm_in_one_line()):
+    # Training's loop takes SIGTERM over while it runs (it saves the step).
+    with data_errors.sigterm_in_one_line():
       run(config)
 
 

@@ -284,6 +284,8 @@ _SAY_WAIT_S = 0.5
 _UNFINISHED: set = set()
 # The earlier folders `replacing_folder` has moved aside, not yet replaced: their targets.
 _ASIDE: Dict[str, str] = {}
+# What a SIGTERM's end also does, newest first (`run_if_a_sigterm_ends`).
+_AT_END: List[Callable[[], Any]] = []
 _sigterm_owner: Optional[int] = None  # the process whose `sigterm_in_one_line` is active
 _resets_sigterm_in_children = False
 # The signal mask a thread forking inside `sigterm_in_one_line` had: SIGTERM is blocked across
@@ -336,6 +338,19 @@ def _quietly(action: Callable[[], Any], wait: float) -> None:
   thread.join(wait)
 
 
+def run_if_a_sigterm_ends(action: Callable[[], Any]) -> None:
+  """From now until `no_longer_if_a_sigterm_ends(action)`: where `sigterm_in_one_line` ends the
+  process, `action()` runs first (given _SAY_WAIT_S, its errors ignored), after the actions
+  registered later. For what a process holds that outlives it: a workdir's lock file (another
+  machine cannot tell it is stale), the last line of a log file."""
+  _AT_END.append(action)
+
+
+def no_longer_if_a_sigterm_ends(action: Callable[[], Any]) -> None:
+  with contextlib.suppress(ValueError):
+    _AT_END.remove(action)
+
+
 def _remove_unfinished() -> None:
   """Puts back an earlier folder a replacement had moved aside (`_ASIDE`) where the new one is
   not in place yet, then removes the new copies unfinished writes left (`_UNFINISHED`), quietly:
@@ -354,6 +369,18 @@ def _remove_unfinished() -> None:
         os.remove(path)
 
 
+def takes_sigterm(pid: int) -> bool:
+  """Whether process `pid` has a handler of its own for SIGTERM (Linux: /proc's SigCgt mask;
+  False where unknown). It also sees one set in C, which Python's `signal.getsignal` does not:
+  JAX's preemption service, which a handler set by Python would replace."""
+  try:
+    with open(f'/proc/{pid}/status') as f:
+      caught = next(line for line in f if line.startswith('SigCgt:')).split()[1]
+  except (OSError, StopIteration, IndexError):
+    return False
+  return bool(int(caught, 16) >> (signal.SIGTERM - 1) & 1)
+
+
 @contextlib.contextmanager
 def sigterm_in_one_line() -> Iterator[None]:
   """Inside it, a SIGTERM (a scheduler's time limit, `kill`) ends the command at once with
@@ -365,15 +392,14 @@ def sigterm_in_one_line() -> Iterator[None]:
   callback: the command ran on) or turned into another (in TensorFlow's C++ code). Where the
   main thread is inside C code that does not return but lets go of the GIL (a compile, a
   collective), a watcher thread woken by the signal (`signal.set_wakeup_fd`) ends it after
-  SIGTERM_GRACE_S. A forked child
-  takes SIGTERM as Python's default. A SIGTERM already ignored or handled where it starts (a
-  caller's handler, JAX's preemption service) is left to that, as it is outside the main thread,
-  and so is one a handler set inside it takes, while that handler stays set (no guarded
-  command sets one).
+  SIGTERM_GRACE_S. A forked child takes SIGTERM as Python's default. A SIGTERM already ignored
+  or handled where it starts (a caller's handler, JAX's preemption service) is left to that, as
+  it is outside the main thread, and so is one a handler set inside it takes (training's loop).
+  `run_if_a_sigterm_ends` adds to what the end does.
   """
   global _sigterm_owner, _resets_sigterm_in_children
   if (threading.current_thread() is not threading.main_thread()
-      or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
+      or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL or takes_sigterm(os.getpid())):
     yield
     return
   ending = threading.Lock()  # the handler or the watcher ends the process, never both
@@ -386,6 +412,8 @@ def sigterm_in_one_line() -> Iterator[None]:
     try:
       with contextlib.suppress(KeyboardInterrupt):  # a Ctrl-C meanwhile: this end goes on
         _remove_unfinished()
+        for action in reversed(_AT_END[:]):
+          _quietly(action, _SAY_WAIT_S)
         _quietly(sys.stdout.flush, _SAY_WAIT_S)  # the output printed so far
       with contextlib.suppress(KeyboardInterrupt):
         _quietly(lambda: os.write(2, f'{SIGTERM_LINE}\n'.encode()), _SAY_WAIT_S)
@@ -415,8 +443,12 @@ def sigterm_in_one_line() -> Iterator[None]:
         received = os.read(reader, 64)
       except OSError:
         return
-      if (signal.SIGTERM in received and not finished.wait(SIGTERM_GRACE_S)
-          and signal.getsignal(signal.SIGTERM) is on_sigterm):  # not one taken over inside
+      # Only a SIGTERM that came while this handler was set: one a handler set inside took
+      # stays its own, also where that handler gives this one back before its clean-up ends
+      # (training's, once its loop ends).
+      if (signal.SIGTERM in received and signal.getsignal(signal.SIGTERM) is on_sigterm
+          and not finished.wait(SIGTERM_GRACE_S)
+          and signal.getsignal(signal.SIGTERM) is on_sigterm):
         end()
 
   if not _resets_sigterm_in_children:

@@ -17,6 +17,8 @@ from typing import Iterator, Optional, TextIO
 import jax
 from absl import logging
 
+from data import errors as data_errors
+
 LOG_FILE = 'log.txt'
 # Loggers whose INFO lines only repeat what the project logs itself, or that no user can act on.
 _QUIET_LOGGERS = ('jax._src.xla_bridge', 'jax._src.distributed', 'tensorflow',
@@ -167,6 +169,7 @@ def log_to_file(workdir: str) -> Optional[str]:
   if jax.process_index() != 0:
     return path
   _file_handler = _log_file(path)
+  data_errors.run_if_a_sigterm_ends(_sigterm_line_to_log_file)
   global _early_lines
   if _early_lines is not None:
     logging.get_absl_logger().removeHandler(_early_lines)
@@ -218,13 +221,23 @@ def progress_bar_stream() -> Iterator[TextIO]:
 def error_to_log_file(message: str) -> None:
   """Writes `message` as an error line to log.txt alone: the command line prints the error that
   ends a run on the console itself (salinet_jax/cli.py), and log.txt should end with it too."""
+  _to_log_file(message, std_logging.ERROR)
+
+
+def _to_log_file(message: str, level: int) -> None:
   if _file_handler is not None:
     _file_handler.handle(logging.get_absl_logger().makeRecord(
-        'absl', std_logging.ERROR, __file__, 0, message, None, None))
+        'absl', level, __file__, 0, message, None, None))
+
+
+def _sigterm_line_to_log_file() -> None:
+  """log.txt ends as the console does where a SIGTERM ends the process (main.py's guard)."""
+  _to_log_file(data_errors.SIGTERM_LINE, std_logging.INFO)
 
 
 def close_log_file() -> None:
   global _file_handler
+  data_errors.no_longer_if_a_sigterm_ends(_sigterm_line_to_log_file)
   if _file_handler is not None:
     logging.get_absl_logger().removeHandler(_file_handler)
     _file_handler.close()

@@ -4,7 +4,8 @@
   start time). A second trainer refuses to start; a lock left by a process that is gone (same host,
   its pid no longer running that process) is taken over with a warning. Trainers starting together
   decide one at a time (an flock on `.trainer.lock.guard`). On several hosts only process 0
-  takes it.
+  takes it. A SIGTERM that ends the process before training takes it over (main.py's guard)
+  gives it back.
   Evaluation and prediction only read the workdir and take no lock.
 * `write_config`: the resolved config as `<workdir>/config.json`, named once in the log.
 * `check_writable`: fails before any work when outputs cannot be written where asked.
@@ -129,6 +130,7 @@ class WorkdirLock:
       for _ in range(20):
         if self._create():
           self._held = True
+          data_errors.run_if_a_sigterm_ends(self.release)
           return self
         existing = self._read()
         if existing is None and self._age_s() < _FILLING_S:
@@ -221,6 +223,7 @@ class WorkdirLock:
     return not _pid_running(int(holder.get('pid', -1)), holder.get('start_ticks'))
 
   def release(self) -> None:
+    data_errors.no_longer_if_a_sigterm_ends(self.release)
     if self._held:
       try:
         if (self._read() or {}).get('pid') == os.getpid():

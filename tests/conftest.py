@@ -73,13 +73,6 @@ def subprocess_env(devices: int = 0, **extra) -> dict:
               PYTHONPATH=str(REPO_ROOT), XLA_FLAGS=flags, **{**data.TENSORFLOW_ENV, **extra})
 
 
-def takes_sigterm(pid: int) -> bool:
-  """Whether process `pid` has a handler of its own for SIGTERM (Linux: /proc's SigCgt mask)."""
-  with open(f'/proc/{pid}/status') as f:
-    caught = next(line for line in f if line.startswith('SigCgt:')).split()[1]
-  return bool(int(caught, 16) >> (15 - 1) & 1)
-
-
 def tiny_config(data_dir: str):
   """The demo config shrunk to seconds: 6x16x16 clips, width-4 ResNet-10, 2 train steps.
 

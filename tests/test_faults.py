@@ -533,6 +533,49 @@ def test_a_sigterm_ends_an_evaluation_in_one_line_and_keeps_the_earlier_results(
   assert os.listdir(out / 'visualizations_val') == ['earlier.png']
 
 
+# main.py as a scheduler runs it, whose training start (before its first step: a restore, an
+# init_from, the compile) takes a minute: it says 'ready' there and waits.
+_TRAINING_THAT_STARTS_SLOWLY = '''
+import runpy, sys, time
+from salinet_jax import train
+
+def slow_start(trainer):
+  print('ready', flush=True)
+  time.sleep(120)
+
+train._refuse_a_start_that_cannot_work = slow_start
+sys.argv = ['main.py'] + sys.argv[1:]
+runpy.run_path('main.py', run_name='__main__')
+'''
+
+
+def test_a_sigterm_as_training_starts_ends_it_in_one_line_and_gives_the_workdir_back(
+    tiny_data_dir, tmp_path):
+  """A SIGTERM before training's first step (a scheduler preempting a run as it restores or
+  compiles) killed it as Python's default does: no line on the console or in log.txt, and its
+  trainer.lock left behind, so that the job requeued on another machine was refused ("in use by
+  another trainer"). Now one line, status 143, log.txt ending with it, and the lock given back."""
+  workdir = tmp_path / 'run'
+  proc = subprocess.Popen(
+      [sys.executable, '-c', _TRAINING_THAT_STARTS_SLOWLY, '--config=configs/demo.py',
+       f'--workdir={workdir}', *_tiny_overrides(tiny_data_dir)],
+      cwd=REPO_ROOT, env=subprocess_env(0), text=True, stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE)
+  try:
+    assert proc.stdout.readline() == 'ready\n', proc.stderr.read()[-3000:]
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+  finally:
+    proc.kill()
+  stderr = proc.stderr.read()
+  assert proc.returncode == 143, stderr[-3000:]
+  assert stderr.splitlines()[-1] == data_errors.SIGTERM_LINE, stderr[-3000:]
+  # As the console's line, after the time: not an error's.
+  assert re.fullmatch(r'\d\d:\d\d:\d\d ' + re.escape(data_errors.SIGTERM_LINE),
+                      (workdir / 'log.txt').read_text().splitlines()[-1])
+  assert not (workdir / workdir_lib.LOCK_FILE).exists()
+
+
 def test_sigterm_is_acted_on_at_the_next_step(config, tmp_path, monkeypatch):
   """The loop never runs ahead of the device: a SIGTERM that arrives as step 3 ends on the
   device saves step 5 at the latest, not the step the host had queued up to. The device is

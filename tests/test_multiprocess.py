@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from configs import demo
+from data import errors as data_errors
 from data import synthetic
 from salinet_jax import checkpoints
 from salinet_jax import train
@@ -24,7 +25,7 @@ from tests.conftest import REPO_ROOT
 from tests.conftest import mesh_worker
 from tests.conftest import scalars_written
 from tests.conftest import subprocess_env
-from tests.conftest import takes_sigterm
+from tests.test_main import _ended_by_a_sigterm_once_ready
 from tests.test_main import _tiny_overrides
 
 
@@ -254,6 +255,31 @@ def test_stopped_and_resumed_run_repeats_the_uninterrupted_loss_curve(config, tm
     assert got[step] == expected[step], (step, got, expected)
 
 
+def test_the_sigterm_guard_leaves_sigterm_to_jax_s_preemption_service():
+  """JAX's preemption service takes SIGTERM with a handler set in C, where Python's getsignal
+  still says SIG_DFL: `sigterm_in_one_line` replaced it with its own, and a training group's
+  process ended alone on a SIGTERM instead of stopping with the group at one step."""
+  code = '''
+import sys, time
+import jax
+from jax.experimental import multihost_utils
+from data import errors
+jax.config.update('jax_enable_preemption_service', True)
+jax.distributed.initialize(coordinator_address=sys.argv[1], num_processes=1, process_id=0)
+with errors.sigterm_in_one_line():
+  print('ready', flush=True)
+  asked = 1
+  while not multihost_utils.reached_preemption_sync_point(asked):
+    asked += 1
+    time.sleep(0.01)
+  print('stopped by the service', file=sys.stderr, flush=True)
+'''
+  proc = _ended_by_a_sigterm_once_ready(code, f'127.0.0.1:{_free_port()}')
+  stderr = proc.stderr.read()
+  assert proc.returncode == 0 and 'stopped by the service' in stderr, stderr[-3000:]
+  assert data_errors.SIGTERM_LINE not in stderr
+
+
 def test_a_sigterm_to_one_process_of_an_evaluation_ends_the_group(tiny_data_dir, tmp_path):
   """JAX's preemption service took SIGTERM in every mode: an evaluation in a group ran to its end
   as if no signal came, where one process ends at once (audit). Only training, which saves at
@@ -271,7 +297,7 @@ def test_a_sigterm_to_one_process_of_an_evaluation_ends_the_group(tiny_data_dir,
                                       *_tiny_overrides(tiny_data_dir))
   try:
     deadline = time.monotonic() + 300
-    while 'JAX process 0/2' not in logs[0].read_text() or not takes_sigterm(procs[1].pid):
+    while 'JAX process 0/2' not in logs[0].read_text() or not data_errors.takes_sigterm(procs[1].pid):
       # the group has formed, and process 1 evaluates (its SIGTERM ends it in one line)
       assert time.monotonic() < deadline and procs[1].poll() is None, logs[0].read_text()[-3000:]
       time.sleep(0.05)
