@@ -121,6 +121,8 @@ def _removed_meanwhile(step_dir: str) -> bool:
   return True
 
 
+# The steps of a workdir a config or flag can name instead of a step directory.
+CHOICES = ('best', 'latest')
 # How often a reader chooses the workdir's 'best' or 'latest' step again where the one chosen was
 # removed while it was read.
 SELECTION_ATTEMPTS = 3
@@ -135,7 +137,7 @@ def chosen_again_if_removed(which: str, read: Callable[[], Any]) -> Any:
     try:
       return read()
     except RemovedCheckpointError as e:
-      if which not in ('best', 'latest'):
+      if which not in CHOICES:
         raise
       if attempt == SELECTION_ATTEMPTS:
         raise RemovedCheckpointError(
@@ -193,7 +195,7 @@ def require_checkpoint(workdir: str, which: str) -> None:
   """Fails before anything is written (eval, predict, features) when `which` ('best' or
   'latest') finds no checkpoint in `workdir`, e.g. a misspelt --workdir, or when `which` is a
   path that is not a checkpoint step directory."""
-  if which not in ('best', 'latest'):
+  if which not in CHOICES:
     if os.sep not in which and not os.path.exists(which):  # a misspelt word or a bare step
       folder = checkpoint_dir(workdir)
       steps = step_numbers(folder)
@@ -633,7 +635,7 @@ class CheckpointStore:
 
   def select_step(self, which: str) -> int:
     """Resolves 'best' or 'latest' to a step, failing clearly when there is none."""
-    if which not in ('best', 'latest'):
+    if which not in CHOICES:
       raise errors.ConfigError(f"config.eval.checkpoint must be 'best', 'latest' or a checkpoint "
                                f'path, got {which!r}.')
     steps = self.steps()

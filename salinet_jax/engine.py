@@ -455,7 +455,7 @@ class Engine:
     # (predict, export): from here, so the restore's reads leave no heap behind (data/
     # host_malloc.py). Export completes a stored config that predates them (export/source.py).
     host_malloc.apply_settings(self.config.data)
-    if which in ('best', 'latest'):
+    if which in checkpoints.CHOICES:
       state, step_dir, description = self._restore_selected(workdir, which, target)
     else:
       state, description = checkpoints.restore_from_path(which, target, self.config), which
@@ -514,7 +514,7 @@ def checkpoint_metadata(workdir: str, config) -> Dict[str, Any]:
   which = config.eval.checkpoint
 
   def read() -> Tuple[Dict[str, Any], str]:
-    if which in ('best', 'latest'):
+    if which in checkpoints.CHOICES:
       store = checkpoints.CheckpointStore(workdir, config.checkpoint, read_only=True)
       try:
         where = store.step_dir(store.select_step(which))

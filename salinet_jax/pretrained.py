@@ -199,8 +199,6 @@ class PretrainedMismatchError(errors.UserError, ValueError):
 
 REQUIRED = 'REQUIRED'
 FROM_SCRATCH = 'none'  # init_from.checkpoint of a run that starts from a random initialisation
-# Which checkpoint of a workdir `init_from` takes.
-WHICH = ('best', 'latest')
 EMPTY_CHECKPOINT = ('config.init_from.checkpoint is empty: pass the checkpoint directory to '
                     'start from, or =none to train from scratch.')
 
@@ -217,8 +215,9 @@ def check_init_from(init_config) -> None:
   which, exclude = _get(init_config, 'which', 'best'), _get(init_config, 'exclude', '')
   checkpoint = _get(init_config, 'checkpoint', FROM_SCRATCH)
   source = _get(init_config, 'source', '')
-  if which not in WHICH:
-    raise errors.ConfigError(f'config.init_from.which must be one of {WHICH}, got {which!r}.')
+  if which not in checkpoints.CHOICES:
+    raise errors.ConfigError(f'config.init_from.which must be one of {checkpoints.CHOICES}, '
+                             f'got {which!r}.')
   try:
     re.compile(exclude)
   except re.error as e:

@@ -297,7 +297,8 @@ def test_a_sigterm_to_one_process_of_an_evaluation_ends_the_group(tiny_data_dir,
                                       *_tiny_overrides(tiny_data_dir))
   try:
     deadline = time.monotonic() + 300
-    while 'JAX process 0/2' not in logs[0].read_text() or not data_errors.takes_sigterm(procs[1].pid):
+    while ('JAX process 0/2' not in logs[0].read_text()
+           or not data_errors.takes_sigterm(procs[1].pid)):
       # the group has formed, and process 1 evaluates (its SIGTERM ends it in one line)
       assert time.monotonic() < deadline and procs[1].poll() is None, logs[0].read_text()[-3000:]
       time.sleep(0.05)

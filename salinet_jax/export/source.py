@@ -18,8 +18,6 @@ from salinet_jax import engine
 from salinet_jax import predict
 from salinet_jax.export.errors import ExportError
 
-SELECTORS = ('best', 'latest')
-
 
 @dataclasses.dataclass
 class Run:
@@ -62,7 +60,7 @@ def _step_dir(path: str) -> str:
 def run_folder(workdir: str, which: str) -> str:
   """The run (workdir) that checkpoint `which` of `workdir` belongs to: `workdir`, or for a
   step directory under another run's checkpoints/ folder, that run."""
-  if which in SELECTORS:
+  if which in checkpoints.CHOICES:
     return os.path.realpath(workdir)
   parent = os.path.dirname(os.path.realpath(_step_dir(which)))
   if os.path.basename(parent) == checkpoints.CHECKPOINT_DIR:
@@ -105,7 +103,7 @@ def locate(workdir: str, which: str
            ) -> Tuple[ml_collections.ConfigDict, str, Dict[str, Any], str]:
   """(the run's config, step directory, its metadata, how it was chosen) of `which`: 'best' |
   'latest' (chosen by the run's own best_metric and mode) | a checkpoint step directory."""
-  if which not in SELECTORS:
+  if which not in checkpoints.CHOICES:
     step_dir = _step_dir(which)
     metadata = checkpoints.read_step_metadata(step_dir)
     return _metadata_config(metadata, step_dir), step_dir, metadata, step_dir
