@@ -624,7 +624,8 @@ def ctrl_c_while_ending() -> Iterator[None]:
 def ctrl_c_while_starting(module: str = '__main__') -> Iterator[None]:
   """Around a command's imports (TensorFlow's and JAX's take seconds): a Ctrl-C there ends the
   command at once with one line and status 130, as it does once the command runs, instead of an
-  import's traceback. Nothing has been written yet, so nothing is lost.
+  import's traceback, and a SIGTERM with its one line and status 143 (`sigterm_in_one_line`),
+  where Python's default ended it without one. Nothing has been written yet, so nothing is lost.
 
   A handler of its own takes the signal: as a KeyboardInterrupt it came out as an ImportError
   traceback where it landed in a C extension's initialisation (numpy's, while JAX is imported),
@@ -636,20 +637,23 @@ def ctrl_c_while_starting(module: str = '__main__') -> Iterator[None]:
   `ctrl_c_while_ending` takes the moments before them.
   """
   starting = module == '__main__' or getattr(sys, 'argv', [])[:1] == ['-m']
-  if not starting or not _takes_ctrl_c_here():
-    yield  # imported, run in a thread, or started with Ctrl-C ignored (in the background)
+  if not starting:
+    yield  # imported as a library
     return
-
-  _ignore_ctrl_c_once_only_memory_is_left()
-  previous = signal.signal(signal.SIGINT, _ending_at_once(_STARTING))
-  try:
-    with ctrl_c_never_dropped():  # a KeyboardInterrupt some code raises itself and Python drops
-      yield
-  except KeyboardInterrupt:
-    print(_STARTING, file=sys.stderr)
-    sys.exit(130)
-  finally:
-    signal.signal(signal.SIGINT, previous)
+  with sigterm_in_one_line():
+    if not _takes_ctrl_c_here():
+      yield  # run in a thread, or started with Ctrl-C ignored (in the background)
+      return
+    _ignore_ctrl_c_once_only_memory_is_left()
+    previous = signal.signal(signal.SIGINT, _ending_at_once(_STARTING))
+    try:
+      with ctrl_c_never_dropped():  # a KeyboardInterrupt some code raises itself and Python drops
+        yield
+    except KeyboardInterrupt:
+      print(_STARTING, file=sys.stderr)
+      sys.exit(130)
+    finally:
+      signal.signal(signal.SIGINT, previous)
 
 
 def first_few(names: Sequence[str], count: int = 5) -> str:
