@@ -287,6 +287,7 @@ _ASIDE: Dict[str, str] = {}
 # What a SIGTERM's end also does, newest first (`run_if_a_sigterm_ends`).
 _AT_END: List[Callable[[], Any]] = []
 _sigterm_owner: Optional[int] = None  # the process whose `sigterm_in_one_line` is active
+_sigterms_taken_inside = 0  # by handlers set inside the guard (`sigterm_taken_inside`)
 _resets_sigterm_in_children = False
 # The signal mask a thread forking inside `sigterm_in_one_line` had: SIGTERM is blocked across
 # the fork, so that the child takes none before it is reset (`_sigterm_as_default_in_a_child`).
@@ -336,6 +337,14 @@ def _quietly(action: Callable[[], Any], wait: float) -> None:
   thread = threading.Thread(target=run, daemon=True)
   thread.start()
   thread.join(wait)
+
+
+def sigterm_taken_inside() -> None:
+  """Said by a SIGTERM handler set inside `sigterm_in_one_line` as it takes a SIGTERM (training's
+  loop, which then saves its step): the guard's watcher leaves that one to it, also where the
+  guard's handler is set again by the time the watcher looks."""
+  global _sigterms_taken_inside
+  _sigterms_taken_inside += 1
 
 
 def run_if_a_sigterm_ends(action: Callable[[], Any]) -> None:
@@ -394,8 +403,8 @@ def sigterm_in_one_line() -> Iterator[None]:
   collective), a watcher thread woken by the signal (`signal.set_wakeup_fd`) ends it after
   SIGTERM_GRACE_S. A forked child takes SIGTERM as Python's default. A SIGTERM already ignored
   or handled where it starts (a caller's handler, JAX's preemption service) is left to that, as
-  it is outside the main thread, and so is one a handler set inside it takes (training's loop).
-  `run_if_a_sigterm_ends` adds to what the end does.
+  it is outside the main thread, and so is one a handler set inside it takes (training's loop,
+  which says so: `sigterm_taken_inside`). `run_if_a_sigterm_ends` adds to what the end does.
   """
   global _sigterm_owner, _resets_sigterm_in_children
   if (threading.current_thread() is not threading.main_thread()
@@ -437,18 +446,22 @@ def sigterm_in_one_line() -> Iterator[None]:
   os.set_blocking(writer, False)
   finished = threading.Event()
 
+  taken_before = _sigterms_taken_inside
+
   def watch() -> None:
+    seen = 0  # the SIGTERMs the wake-up descriptor has told of
     while not finished.is_set():
       try:
         received = os.read(reader, 64)
       except OSError:
         return
-      # Only a SIGTERM that came while this handler was set: one a handler set inside took
-      # stays its own, also where that handler gives this one back before its clean-up ends
-      # (training's, once its loop ends).
+      seen += received.count(signal.SIGTERM)
+      # Not one a handler set inside took (training's loop), also where that handler gives
+      # this one back before the watcher looks (as the loop ends).
       if (signal.SIGTERM in received and signal.getsignal(signal.SIGTERM) is on_sigterm
           and not finished.wait(SIGTERM_GRACE_S)
-          and signal.getsignal(signal.SIGTERM) is on_sigterm):
+          and signal.getsignal(signal.SIGTERM) is on_sigterm
+          and _sigterms_taken_inside - taken_before < seen):
         end()
 
   if not _resets_sigterm_in_children:

@@ -235,15 +235,23 @@ def check_preemption_service() -> None:
   refuse_an_unjoined_group()
   if not in_a_group():
     return
-  # Private: JAX has no public way to ask whether the service runs.
-  from jax._src import distributed  # pylint: disable=g-import-not-at-top
-  if distributed.global_state.preemption_sync_manager is None:
+  if not preemption_service_runs():
     raise errors.ConfigError(
         f'This process is one of {jax.process_count()} joined through jax.distributed without '
         "JAX's preemption service, which training needs to stop every process at the same step "
         'on a SIGTERM: join with salinet_jax.parallel.initialize_distributed() (main.py does), '
         "or set jax.config.update('jax_enable_preemption_service', True) before "
         'jax.distributed.initialize().')
+
+
+def preemption_service_runs() -> bool:
+  """Whether this process joined jax.distributed with JAX's preemption service, whose handler,
+  set in C, takes SIGTERM (a group of one too: SALINET_JAX_DISTRIBUTED=1 on a one-task job)."""
+  if not jax.distributed.is_initialized():
+    return False
+  # Private: JAX has no public way to ask whether the service runs.
+  from jax._src import distributed  # pylint: disable=g-import-not-at-top
+  return distributed.global_state.preemption_sync_manager is not None
 
 
 def _this_process() -> str:

@@ -59,24 +59,27 @@ class PreemptionWatcher:
   and on a single process the first Ctrl-C (SIGINT, where Python's default handler has it) too:
   a second Ctrl-C interrupts at once, without saving.
 
-  On several processes SIGTERM is left to JAX's preemption service (jax.distributed installs
-  its handler; a Python handler would replace it): a SIGTERM to any process of the group
-  reaches every process through the coordination service, and all stop at the same point
+  Where jax.distributed was joined with JAX's preemption service (main.py's training; a group
+  of one too), SIGTERM is left to it (its handler is set in C; a Python handler would replace
+  it, and a SIGTERM it took before the loop would go unasked): a SIGTERM to any process of the
+  group reaches every process through the coordination service, and all stop at the same point
   (`multihost_utils.reached_preemption_sync_point`). Each process stopping at the step its own
   signal arrived in left the others waiting in a collective until the group aborted. A Ctrl-C
-  reaches one process only, so it interrupts as Python does.
+  reaches one process only, so on several it interrupts as Python does.
   """
 
   def __init__(self):
     self.received: Optional[str] = None  # the name of the signal that asked to stop
     self._previous = {}
-    self._group = jax.process_count() > 1
+    self._group = parallel.preemption_service_runs()
     self._asked = 0  # on a group: how often this process asked the preemption service
     self.finishing = False  # the run's last step and evaluation, which a signal does not stop
-    if threading.current_thread() is threading.main_thread() and not self._group:
-      self._previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._on_signal)
+    if threading.current_thread() is threading.main_thread():
+      if not self._group:
+        self._previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._on_signal)
       # Not where SIGINT is ignored (a background job of a script) or handled by someone else.
-      if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+      if (jax.process_count() == 1
+          and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
         self._previous[signal.SIGINT] = signal.signal(signal.SIGINT, self._on_signal)
 
   def _on_signal(self, signum, frame):
@@ -89,6 +92,7 @@ class PreemptionWatcher:
       signal.signal(signal.SIGINT, self._previous.pop(signal.SIGINT))
       logging.warning('Ctrl-C received%s (Ctrl-C again stops at once, without saving).', what)
     else:
+      data_errors.sigterm_taken_inside()  # not main.py's guard's to end
       logging.warning('%s received%s.', name, what)
     self.received = self.received or name
 
@@ -807,8 +811,12 @@ def _train_loop(trainer: engine.Engine, state: engine.TrainState, start_step: in
     hooks += _profiler(config, start_step, trainer.total_steps, store.workdir)
   preemption = PreemptionWatcher()
   try:
-    return _run_steps(trainer, state, start_step, store, writer, train_iter, rng, progress,
-                      hooks, preemption, environment)
+    results = _run_steps(trainer, state, start_step, store, writer, train_iter, rng, progress,
+                         hooks, preemption, environment)
+    # The last save commits while SIGTERM is still the loop's: main.py's guard, which has it
+    # back after, would end a finished run in it and lose its last step.
+    store.wait()
+    return results
   finally:
     preemption.close()
 

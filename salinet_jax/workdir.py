@@ -126,11 +126,19 @@ class WorkdirLock:
     if jax.process_index() != 0:
       return self
     os.makedirs(os.path.dirname(self.path), exist_ok=True)
+    # Before the lock is made: a SIGTERM just after it is in place gives it back too.
+    data_errors.run_if_a_sigterm_ends(self._remove_if_ours)
+    try:
+      return self._take()
+    except BaseException:
+      data_errors.no_longer_if_a_sigterm_ends(self._remove_if_ours)
+      raise
+
+  def _take(self) -> 'WorkdirLock':
     with _one_at_a_time(os.path.dirname(self.path)):
       for _ in range(20):
         if self._create():
           self._held = True
-          data_errors.run_if_a_sigterm_ends(self.release)
           return self
         existing = self._read()
         if existing is None and self._age_s() < _FILLING_S:
@@ -223,14 +231,19 @@ class WorkdirLock:
     return not _pid_running(int(holder.get('pid', -1)), holder.get('start_ticks'))
 
   def release(self) -> None:
-    data_errors.no_longer_if_a_sigterm_ends(self.release)
+    data_errors.no_longer_if_a_sigterm_ends(self._remove_if_ours)
     if self._held:
-      try:
-        if (self._read() or {}).get('pid') == os.getpid():
-          os.remove(self.path)
-      except OSError:
-        pass
+      self._remove_if_ours()
       self._held = False
+
+  def _remove_if_ours(self) -> None:
+    ours = self._holder()
+    try:
+      holder = self._read() or {}
+      if all(holder.get(key) == ours[key] for key in ('host', 'pid', 'start_ticks')):
+        os.remove(self.path)
+    except OSError:
+      pass
 
   def __enter__(self) -> 'WorkdirLock':
     return self.acquire()
