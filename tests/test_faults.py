@@ -549,6 +549,27 @@ runpy.run_path('main.py', run_name='__main__')
 '''
 
 
+def _training_signalled_once_ready(wrapper, workdir, data_dir, *flags, signal_after=0.0,
+                                   timeout=60, **env):
+  """main.py training through `wrapper`, which prints 'ready' where it holds the run, sent a
+  SIGTERM `signal_after` s later (None: not sent); once it ended, its (status, stderr)."""
+  proc = subprocess.Popen(
+      [sys.executable, '-c', wrapper, '--config=configs/demo.py', f'--workdir={workdir}',
+       *_tiny_overrides(data_dir), *flags],
+      cwd=REPO_ROOT, env=subprocess_env(0, **env), text=True, stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE)
+  try:
+    assert proc.stdout.readline() == 'ready\n', proc.stderr.read()[-3000:]
+    if signal_after is not None:
+      time.sleep(signal_after)
+      proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=timeout)
+  finally:
+    proc.kill()
+    proc.wait()
+  return proc.returncode, proc.stderr.read()
+
+
 def test_a_sigterm_as_training_starts_ends_it_in_one_line_and_gives_the_workdir_back(
     tiny_data_dir, tmp_path):
   """A SIGTERM before training's first step (a scheduler preempting a run as it restores or
@@ -556,19 +577,9 @@ def test_a_sigterm_as_training_starts_ends_it_in_one_line_and_gives_the_workdir_
   trainer.lock left behind, so that the job requeued on another machine was refused ("in use by
   another trainer"). Now one line, status 143, log.txt ending with it, and the lock given back."""
   workdir = tmp_path / 'run'
-  proc = subprocess.Popen(
-      [sys.executable, '-c', _TRAINING_THAT_STARTS_SLOWLY, '--config=configs/demo.py',
-       f'--workdir={workdir}', *_tiny_overrides(tiny_data_dir)],
-      cwd=REPO_ROOT, env=subprocess_env(0), text=True, stdout=subprocess.PIPE,
-      stderr=subprocess.PIPE)
-  try:
-    assert proc.stdout.readline() == 'ready\n', proc.stderr.read()[-3000:]
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=60)
-  finally:
-    proc.kill()
-  stderr = proc.stderr.read()
-  assert proc.returncode == 143, stderr[-3000:]
+  status, stderr = _training_signalled_once_ready(_TRAINING_THAT_STARTS_SLOWLY, workdir,
+                                                  tiny_data_dir)
+  assert status == 143, stderr[-3000:]
   assert stderr.splitlines()[-1] == data_errors.SIGTERM_LINE, stderr[-3000:]
   # As the console's line, after the time: not an error's.
   assert re.fullmatch(r'\d\d:\d\d:\d\d ' + re.escape(data_errors.SIGTERM_LINE),
@@ -621,21 +632,14 @@ def test_a_sigterm_after_the_last_step_lets_the_final_save_finish(when, tiny_dat
   guard's line and status 143, its last step's save cut (a `N.orbax-checkpoint-tmp` folder left;
   the rerun trains the last steps again)."""
   workdir = tmp_path / 'run'
-  env = subprocess_env(0, **({'KILL_AT_CLOSE': '1'} if when == 'taken as the loop ends' else {}))
-  proc = subprocess.Popen(
-      [sys.executable, '-c', _TRAINING_WHOSE_FINAL_SAVE_IS_SLOW, '--config=configs/demo.py',
-       f'--workdir={workdir}', *_tiny_overrides(tiny_data_dir)],
-      cwd=REPO_ROOT, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-  try:
-    assert proc.stdout.readline() == 'ready\n', proc.stderr.read()[-3000:]
-    if when == 'sent during the final save':
-      time.sleep(0.5)
-      proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=120)
-  finally:
-    proc.kill()
-  stderr = proc.stderr.read()
-  assert proc.returncode == 0, stderr[-3000:]
+  if when == 'sent during the final save':
+    status, stderr = _training_signalled_once_ready(
+        _TRAINING_WHOSE_FINAL_SAVE_IS_SLOW, workdir, tiny_data_dir, signal_after=0.5, timeout=120)
+  else:
+    status, stderr = _training_signalled_once_ready(
+        _TRAINING_WHOSE_FINAL_SAVE_IS_SLOW, workdir, tiny_data_dir, signal_after=None,
+        timeout=120, KILL_AT_CLOSE='1')
+  assert status == 0, stderr[-3000:]
   assert os.listdir(workdir / 'checkpoints') == ['2']
   assert checkpoints.verify_step_dir(str(workdir / 'checkpoints' / '2')) == (True, '')
 
@@ -653,21 +657,11 @@ def test_a_sigterm_as_a_one_process_jax_distributed_training_starts_stops_it_at_
     s.bind(('127.0.0.1', 0))
     port = s.getsockname()[1]
   workdir = tmp_path / 'run'
-  proc = subprocess.Popen(
-      [sys.executable, '-c', _TRAINING_THAT_STARTS_SLOWLY, '--config=configs/demo.py',
-       f'--workdir={workdir}', *_tiny_overrides(tiny_data_dir), '--config.num_train_steps=4'],
-      cwd=REPO_ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-      env=subprocess_env(0, JAX_COORDINATOR_ADDRESS=f'127.0.0.1:{port}', JAX_NUM_PROCESSES='1',
-                         JAX_PROCESS_ID='0', STARTS_IN_S='2'))
-  try:
-    assert proc.stdout.readline() == 'ready\n', proc.stderr.read()[-3000:]
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=240)
-  finally:
-    proc.kill()
-    proc.wait()
-  stderr = proc.stderr.read()
-  assert proc.returncode == 143, stderr[-3000:]
+  status, stderr = _training_signalled_once_ready(
+      _TRAINING_THAT_STARTS_SLOWLY, workdir, tiny_data_dir, '--config.num_train_steps=4',
+      timeout=240, JAX_COORDINATOR_ADDRESS=f'127.0.0.1:{port}', JAX_NUM_PROCESSES='1',
+      JAX_PROCESS_ID='0', STARTS_IN_S='2')
+  assert status == 143, stderr[-3000:]
   assert 'Stopped by SIGTERM after saving step 1; exit status 143' in stderr, stderr[-3000:]
   assert os.listdir(workdir / 'checkpoints') == ['1']
   assert not (workdir / workdir_lib.LOCK_FILE).exists()
