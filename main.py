@@ -116,9 +116,10 @@ def run(config) -> None:
     # 128 + the signal, as a shell reports a process the signal killed: never 0.
     stopped_by = results['stopped_by']
     status = 128 + signal.Signals[stopped_by]
-    logging.warning('Stopped by %s after saving step %d; exit status %d (unfinished run).',
-                    stopped_by + (' (Ctrl-C)' if stopped_by == 'SIGINT' else ''),
-                    results['preempted_at_step'], status)
+    console.line_after_run(
+        FLAGS.workdir, f"Stopped by {stopped_by}{' (Ctrl-C)' if stopped_by == 'SIGINT' else ''} "
+        f"after saving step {results['preempted_at_step']}; exit status {status} "
+        '(unfinished run).', warning=True)
     sys.exit(status)
   if results and jax.process_index() == 0:
     split, step = results['split'], results['step']

@@ -183,16 +183,21 @@ def log_to_file(workdir: str) -> Optional[str]:
   return path
 
 
-def line_after_run(workdir: str, text: str) -> None:
-  """Prints `text` (main.py's closing summary) and appends it to the workdir's log.txt, which
-  the run has closed by then, so that log.txt ends as the console does."""
-  print(text)
+def line_after_run(workdir: str, text: str, warning: bool = False) -> None:
+  """Prints `text` (main.py's closing summary), or logs it as a `warning` (why the run stopped
+  unfinished), and appends it to the workdir's log.txt, which the run has closed by then, so
+  that log.txt ends as the console does."""
+  if warning:
+    logging.warning('%s', text)
+  else:
+    print(text)
   path = os.path.join(os.path.abspath(workdir), LOG_FILE)
   if jax.process_index() != 0 or not os.path.isfile(path) or path in _unwritable_logs:
     return  # the run said why there is none
   handler = _log_file(path)
   handler.handle(logging.get_absl_logger().makeRecord(
-      'absl', std_logging.INFO, __file__, 0, text, None, None))
+      'absl', std_logging.WARNING if warning else std_logging.INFO, __file__, 0, text, None,
+      None))
   handler.close()
 
 

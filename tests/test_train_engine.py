@@ -430,6 +430,10 @@ def test_sigterm_or_ctrl_c_saves_current_step_and_exits_as_unfinished(tiny_data_
   store.close()
   assert len(steps) == 1 and 3 <= steps[0] < 100000, steps
   assert 'Preempted: saved checkpoint step' in ''.join(log)
+  # log.txt ends as the console does (it ended one line before, at 'Preempted: ...').
+  assert re.fullmatch(rf'\d\d:\d\d:\d\d warning: {re.escape(said)} {steps[0]}; exit status '
+                      rf'{status} \(unfinished run\)\.',
+                      (workdir / 'log.txt').read_text().splitlines()[-1])
 
   resumed = subprocess.run(args[:-3] + [f'--config.num_train_steps={steps[0] + 1}'],
                            cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
