@@ -75,9 +75,11 @@ def main(argv):
         raise errors.UserError(f'--{name} applies to --mode={" or ".join(modes)} only, not to '
                                f'--mode={FLAGS.mode}{default}: add the mode it was meant for, '
                                'or leave it out.')
-    setup_process(config)
-    # Training's loop takes SIGTERM over while it runs (it saves the step).
+    # From here a SIGTERM ends the command in one line, also while it waits for its group to
+    # join or for the backend to start. Training's loop takes it over while it runs (it saves
+    # the step), and in a training group JAX's preemption service from the join on.
     with data_errors.sigterm_in_one_line():
+      setup_process(config)
       run(config)
 
 

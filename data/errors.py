@@ -13,6 +13,7 @@ import argparse
 import atexit
 import contextlib
 import contextvars
+import ctypes
 import errno
 import hashlib
 import os
@@ -390,6 +391,19 @@ def takes_sigterm(pid: int) -> bool:
   return bool(int(caught, 16) >> (signal.SIGTERM - 1) & 1)
 
 
+def _sigterm_handler_in_c() -> Optional[int]:
+  """The address of the C library's handler for SIGTERM (0: the default), or None where ctypes
+  cannot ask. C code (JAX's preemption service, set as a group joins) replaces Python's handler
+  there without Python's signal module knowing."""
+  try:
+    action = ctypes.create_string_buffer(1024)  # a struct sigaction: its handler comes first
+    if ctypes.CDLL(None).sigaction(signal.SIGTERM, None, action) != 0:
+      return None
+  except (OSError, AttributeError):
+    return None
+  return ctypes.c_void_p.from_buffer(action).value or 0
+
+
 @contextlib.contextmanager
 def sigterm_in_one_line() -> Iterator[None]:
   """Inside it, a SIGTERM (a scheduler's time limit, `kill`) ends the command at once with
@@ -404,7 +418,9 @@ def sigterm_in_one_line() -> Iterator[None]:
   SIGTERM_GRACE_S. A forked child takes SIGTERM as Python's default. A SIGTERM already ignored
   or handled where it starts (a caller's handler, JAX's preemption service) is left to that, as
   it is outside the main thread, and so is one a handler set inside it takes (training's loop,
-  which says so: `sigterm_taken_inside`). `run_if_a_sigterm_ends` adds to what the end does.
+  which says so: `sigterm_taken_inside`). A handler C code sets inside it (JAX's preemption
+  service, as a training group joins) keeps SIGTERM after it. `run_if_a_sigterm_ends` adds to
+  what the end does.
   """
   global _sigterm_owner, _resets_sigterm_in_children
   if (threading.current_thread() is not threading.main_thread()
@@ -478,10 +494,12 @@ def sigterm_in_one_line() -> Iterator[None]:
     signal.set_wakeup_fd(previous_fd)
   _sigterm_owner = owner
   signal.signal(signal.SIGTERM, on_sigterm)
+  ours = _sigterm_handler_in_c()
   try:
     yield
   finally:
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if ours is None or _sigterm_handler_in_c() == ours:  # not one C code set inside (a join's)
+      signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _sigterm_owner = None
     finished.set()
     if watcher is not None:

@@ -255,29 +255,79 @@ def test_stopped_and_resumed_run_repeats_the_uninterrupted_loss_curve(config, tm
     assert got[step] == expected[step], (step, got, expected)
 
 
-def test_the_sigterm_guard_leaves_sigterm_to_jax_s_preemption_service():
+# Where the group joins: before the guard (a user's launcher), or inside it (main.py), the
+# SIGTERM then sent inside the guard or after it.
+_JOINS = {
+    'joined before it': ('join()', 'with errors.sigterm_in_one_line():\n  wait()'),
+    'joined inside it': ('with errors.sigterm_in_one_line():\n  join()\n  wait()', ''),
+    'joined inside it, signalled after it': ('with errors.sigterm_in_one_line():\n  join()',
+                                              'wait()'),
+}
+
+
+@pytest.mark.parametrize('where', list(_JOINS))
+def test_the_sigterm_guard_leaves_sigterm_to_jax_s_preemption_service(where):
   """JAX's preemption service takes SIGTERM with a handler set in C, where Python's getsignal
-  still says SIG_DFL: `sigterm_in_one_line` replaced it with its own, and a training group's
-  process ended alone on a SIGTERM instead of stopping with the group at one step."""
+  does not see it: `sigterm_in_one_line` replaced it with its own, and a training group's
+  process ended alone on a SIGTERM instead of stopping with the group at one step. A guard the
+  group joined inside must leave it there as it ends (it set SIGTERM back to the default)."""
   code = '''
 import sys, time
 import jax
 from jax.experimental import multihost_utils
 from data import errors
 jax.config.update('jax_enable_preemption_service', True)
-jax.distributed.initialize(coordinator_address=sys.argv[1], num_processes=1, process_id=0)
-with errors.sigterm_in_one_line():
+
+def join():
+  jax.distributed.initialize(coordinator_address=sys.argv[1], num_processes=1, process_id=0)
+
+def wait():
   print('ready', flush=True)
   asked = 1
   while not multihost_utils.reached_preemption_sync_point(asked):
     asked += 1
     time.sleep(0.01)
   print('stopped by the service', file=sys.stderr, flush=True)
-'''
+
+''' + '\n'.join(_JOINS[where]) + '\n'
   proc = _ended_by_a_sigterm_once_ready(code, f'127.0.0.1:{_free_port()}')
   stderr = proc.stderr.read()
   assert proc.returncode == 0 and 'stopped by the service' in stderr, stderr[-3000:]
   assert data_errors.SIGTERM_LINE not in stderr
+
+
+@pytest.mark.parametrize('mode', ['train', 'eval'])
+def test_a_sigterm_while_a_process_waits_for_its_group_ends_it_in_one_line(mode, tiny_data_dir,
+                                                                          tmp_path):
+  """Process 0 of a group whose other process never comes waits in jax.distributed's join
+  (up to JAX's 5-minute time-out; on a pod, as long as the slowest host takes to start). A
+  SIGTERM there (a cancelled job) ended main.py as Python's default does: no line, status -15."""
+  address = f'127.0.0.1:{_free_port()}'
+  proc = subprocess.Popen(
+      [sys.executable, 'main.py', '--config=configs/demo.py', f'--workdir={tmp_path / "run"}',
+       f'--mode={mode}', *_tiny_overrides(tiny_data_dir)], cwd=REPO_ROOT,
+      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+      env=subprocess_env(1, JAX_COORDINATOR_ADDRESS=address, JAX_NUM_PROCESSES='2',
+                         JAX_PROCESS_ID='0'))
+  try:
+    deadline = time.monotonic() + 120
+    while True:  # process 0 serves the join: it listens once it is inside it
+      assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read()[-3000:]
+      with socket.socket() as s:
+        if s.connect_ex(('127.0.0.1', int(address.rsplit(':', 1)[1]))) == 0:
+          break
+      time.sleep(0.2)
+    time.sleep(1)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=30)
+  finally:
+    proc.kill()
+    proc.wait()
+  stderr = proc.stderr.read()
+  assert proc.returncode == 143, (proc.returncode, stderr[-3000:])
+  assert stderr.rstrip().endswith(data_errors.SIGTERM_LINE), stderr[-3000:]
+  assert 'Traceback' not in stderr, stderr[-3000:]
+  assert not (tmp_path / 'run' / 'trainer.lock').exists()
 
 
 def test_a_sigterm_to_one_process_of_an_evaluation_ends_the_group(tiny_data_dir, tmp_path):
