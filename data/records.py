@@ -329,9 +329,11 @@ def write_metadata(directory: str, metadata: DatasetMetadata) -> None:
 
 
 def read_metadata(directory: str) -> DatasetMetadata:
-  """Reads `directory/metadata.json`, failing with the path and reason if it is missing or bad."""
+  """Reads `directory/metadata.json`, failing with the path and reason if it is missing or bad
+  (naming the conversion that writes it, where one still does)."""
   path = os.path.join(directory, METADATA_FILE)
   if not os.path.exists(path):
+    check_not_being_written(directory)  # a first conversion, still running: name it
     raise MissingRecordsError(
         f'No {METADATA_FILE} in records directory {directory!r}'
         + ('' if os.path.isdir(directory) else ' (the directory does not exist)')

@@ -935,6 +935,8 @@ def test_left_out_files_and_classes_differing_in_case_are_warned_about(tmp_path,
   (tree / 'noFight' / 'notes.txt').write_text('')
   (tree / 'stray.mp4').symlink_to(FIGHT / 'fight/fi003.mp4')  # in no class folder (data audit)
   (tree / 'README.txt').write_text('')
+  # A link to nowhere there, a video the user thinks is there: said (README review).
+  (tree / 'lost.mp4').symlink_to(tmp_path / 'nowhere' / 'lost.mp4')
   assert _run('--dataset=folder', f'--input={tree}', f'--output={tmp_path / "out"}',
               '--dry_run') == 0
   err = capsys.readouterr().err
@@ -942,6 +944,9 @@ def test_left_out_files_and_classes_differing_in_case_are_warned_about(tmp_path,
           'among --extensions (fight/x2.ts, noFight/notes.txt)') in err, err
   assert (f'warning: 1 video(s) directly in {tree} are in no class folder and left out '
           '(stray.mp4): move each into the folder of its class.') in err, err
+  assert (f'warning: 1 link(s) directly in {tree} lead nowhere and are left out (lost.mp4): '
+          'the videos they stood for (on a disk not mounted?) are not in the records, and '
+          'would be in no class folder there.') in err, err
   assert "warning: classes 'Fight', 'fight' differ in case only" in err, err
 
 

@@ -94,6 +94,22 @@ def test_schema1_opens_with_tfds_builder_from_directory():
                                [_colour(v, i) for i in range(4)], atol=3)
 
 
+def test_records_whose_first_conversion_still_runs_name_the_conversion(tmp_path):
+  """main.py started on the output of a conversion still writing it for the first time said
+  'No metadata.json ...: convert the dataset first (python -m data.convert ...)': a second
+  conversion would be refused, and the running one went unnamed (README review)."""
+  out = tmp_path / 'records'
+  out.mkdir()
+  with records.sole_writer(str(out), ['train', 'val']):
+    with pytest.raises(records.RecordsBusyError) as raised:
+      records.read_metadata(str(out))
+  message = str(raised.value)
+  assert f'Records folder {out} is being written now by data.convert (pid {os.getpid()}' in message
+  assert 'convert the dataset first' not in message, message
+  with pytest.raises(records.MissingRecordsError, match='convert the dataset first'):
+    records.read_metadata(str(out))  # the conversion gone without its metadata: as before
+
+
 def test_metadata_whose_sizes_contradict_its_shards_is_refused(tmp_path):
   """split_sizes edited by hand (27 for 28 records) was found after a whole evaluation, as a
   RuntimeError traceback about the pipeline losing videos."""

@@ -311,13 +311,20 @@ def plan_folder(args) -> Plan:
     plan.splits[split] = items
   if args.split_by_group:
     plan.notes['groups'] = {s: sorted({e.group for e in part}) for s, part in splits.items()}
-  stray = sorted(name for name in os.listdir(root) if not name.startswith('.')
-                 and os.path.isfile(os.path.join(root, name))
+  loose = sorted(name for name in os.listdir(root) if not name.startswith('.')
                  and os.path.splitext(name)[1].lower() in _extensions(args))
+  stray = [name for name in loose if os.path.isfile(os.path.join(root, name))]
   if stray:
     plan.warnings.append(
         f'{len(stray)} video(s) directly in {args.input} are in no class folder and left out '
         f'({errors.first_few(stray)}): move each into the folder of its class.')
+  lost = [name for name in loose if os.path.islink(os.path.join(root, name))
+          and not os.path.exists(os.path.join(root, name))]
+  if lost:
+    plan.warnings.append(
+        f'{len(lost)} link(s) directly in {args.input} lead nowhere and are left out '
+        f'({errors.first_few(lost)}): the videos they stood for (on a disk not mounted?) are '
+        'not in the records, and would be in no class folder there.')
   if parsed.hidden:
     plan.warnings.append(
         f'{len(parsed.hidden)} hidden file(s) under {args.input} are left out although their '
