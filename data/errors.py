@@ -352,7 +352,8 @@ def run_if_a_sigterm_ends(action: Callable[[], Any]) -> None:
   """From now until `no_longer_if_a_sigterm_ends(action)`: where `sigterm_in_one_line` ends the
   process, `action()` runs first (given _SAY_WAIT_S, its errors ignored), after the actions
   registered later. For what a process holds that outlives it: a workdir's lock file (another
-  machine cannot tell it is stale), the last line of a log file."""
+  machine cannot tell it is stale), the last line of a log file, a progress bar's unfinished
+  line."""
   _AT_END.append(action)
 
 

@@ -205,19 +205,27 @@ def line_after_run(workdir: str, text: str, warning: bool = False) -> None:
 def progress_bar_stream() -> Iterator[TextIO]:
   """The stream to draw a tqdm bar on (stderr), with the console's lines written above the bar
   while it lasts (tqdm.contrib's DummyTqdmFile): written as they come, they were glued to the
-  end of the bar's text. Inside another such bar, the same stream."""
+  end of the bar's text; a SIGTERM's line, which the guard writes itself, goes below it. Inside
+  another such bar, the same stream."""
   from tqdm.contrib import DummyTqdmFile  # pylint: disable=g-import-not-at-top
   if isinstance(sys.stderr, DummyTqdmFile):
     yield sys.stderr._wrapped  # pylint: disable=protected-access
     return
   stderr, handler = sys.stderr, logging.get_absl_handler().python_handler
   above, previous = DummyTqdmFile(stderr), handler.stream
+
+  def end_the_bar_line() -> None:  # the bar's line has no newline: a SIGTERM's line goes below
+    stderr.write('\n')
+    stderr.flush()
+
   sys.stderr = above
   if previous is stderr:
     handler.stream = above
+  data_errors.run_if_a_sigterm_ends(end_the_bar_line)
   try:
     yield stderr
   finally:
+    data_errors.no_longer_if_a_sigterm_ends(end_the_bar_line)
     sys.stderr = stderr
     if handler.stream is above:
       handler.stream = previous

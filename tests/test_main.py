@@ -848,6 +848,29 @@ def _ended_by_a_sigterm_once_ready(code, *args, settle=0.0):
   return proc
 
 
+def test_a_sigterm_during_a_progress_bar_says_its_line_below_the_bar():
+  """`--mode=features` (and windowed predict) draw a tqdm bar, whose line ends without a
+  newline: a SIGTERM's line came glued to the bar's end (README review)."""
+  code = '''
+import time
+from tqdm import tqdm
+from data import errors
+from salinet_jax import console
+with errors.sigterm_in_one_line(), console.progress_bar_stream() as stream:
+  bar = tqdm(total=10, desc='features', file=stream)
+  bar.update(1)
+  bar.refresh()
+  print('ready', flush=True)
+  time.sleep(60)
+'''
+  proc = _ended_by_a_sigterm_once_ready(code)
+  stderr = proc.stderr.read()
+  assert proc.returncode == 143, stderr[-3000:]
+  last = stderr.split('\n')
+  assert last[-1] == '' and last[-2] == 'Stopped by SIGTERM. Exit status 143.', stderr[-3000:]
+  assert 'features: ' in last[-3], stderr[-3000:]  # the bar stays, above the line
+
+
 def test_a_sigterm_ends_a_guarded_command_whose_stderr_pipe_is_full():
   """A parent that does not read the command's stderr pipe (Popen and wait, no communicate)
   and sends SIGTERM on its own time-out: Python's default ended the command at once; the guard's
