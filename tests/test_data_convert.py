@@ -944,9 +944,9 @@ def test_left_out_files_and_classes_differing_in_case_are_warned_about(tmp_path,
           'among --extensions (fight/x2.ts, noFight/notes.txt)') in err, err
   assert (f'warning: 1 video(s) directly in {tree} are in no class folder and left out '
           '(stray.mp4): move each into the folder of its class.') in err, err
-  assert (f'warning: 1 link(s) directly in {tree} lead nowhere and are left out (lost.mp4): '
-          'the videos they stood for (on a disk not mounted?) are not in the records, and '
-          'would be in no class folder there.') in err, err
+  assert (f'warning: 1 link(s) under {tree} lead nowhere and are left out (lost.mp4): what '
+          'they stood for (a folder or video on a disk not mounted?) is not in the records.'
+          ) in err, err
   assert "warning: classes 'Fight', 'fight' differ in case only" in err, err
 
 
@@ -1093,7 +1093,7 @@ def test_a_class_folder_link_to_nowhere_is_refused_not_left_out(tmp_path, capsys
   capsys.readouterr()
   assert _run('--dataset=folder', f'--input={tree}', f'--output={out}', '--dry_run') == 0
   err = capsys.readouterr().err
-  assert ('warning: 1 link(s) in the class folders lead nowhere and are left out (fight/g9): '
+  assert (f'warning: 1 link(s) under {tree} lead nowhere and are left out (fight/g9): '
           'what they stood for (a folder or video on a disk not mounted?) is not in the records.'
           ) in err
   assert 'their extensions not being among --extensions' not in err

@@ -318,24 +318,18 @@ def plan_folder(args) -> Plan:
     plan.warnings.append(
         f'{len(stray)} video(s) directly in {args.input} are in no class folder and left out '
         f'({errors.first_few(stray)}): move each into the folder of its class.')
-  lost = [name for name in loose if os.path.islink(os.path.join(root, name))
-          and not os.path.exists(os.path.join(root, name))]
-  if lost:
-    plan.warnings.append(
-        f'{len(lost)} link(s) directly in {args.input} lead nowhere and are left out '
-        f'({errors.first_few(lost)}): the videos they stood for (on a disk not mounted?) are '
-        'not in the records, and would be in no class folder there.')
   if parsed.hidden:
     plan.warnings.append(
         f'{len(parsed.hidden)} hidden file(s) under {args.input} are left out although their '
         f'extensions are among --extensions ({errors.first_few(parsed.hidden)}): rename any '
         'that is a video, or the hidden folder holding it, so that no part of its path starts '
         'with a dot.')
-  nowhere = [name for name in parsed.skipped if os.path.islink(os.path.join(root, name))
+  # In the class folders, or directly in --input where a video would be in none.
+  nowhere = [name for name in (*loose, *parsed.skipped) if os.path.islink(os.path.join(root, name))
              and not os.path.exists(os.path.join(root, name))]
   if nowhere:
     plan.warnings.append(
-        f'{len(nowhere)} link(s) in the class folders lead nowhere and are left out '
+        f'{len(nowhere)} link(s) under {args.input} lead nowhere and are left out '
         f'({errors.first_few(nowhere)}): what they stood for (a folder or video on a disk not '
         'mounted?) is not in the records.')
   others = [name for name in parsed.skipped if name not in nowhere]
