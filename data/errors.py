@@ -289,6 +289,7 @@ _ASIDE: Dict[str, str] = {}
 _AT_END: List[Callable[[], Any]] = []
 _sigterm_owner: Optional[int] = None  # the process whose `sigterm_in_one_line` is active
 _sigterms_taken_inside = 0  # by handlers set inside the guard (`sigterm_taken_inside`)
+_waits_a_ctrl_c_ends = 0  # the `ctrl_c_ends_this_wait` blocks the main thread is inside
 _resets_sigterm_in_children = False
 # The signal mask a thread forking inside `sigterm_in_one_line` had: SIGTERM is blocked across
 # the fork, so that the child takes none before it is reset (`_sigterm_as_default_in_a_child`).
@@ -406,6 +407,20 @@ def _sigterm_handler_in_c() -> Optional[int]:
 
 
 @contextlib.contextmanager
+def ctrl_c_ends_this_wait() -> Iterator[None]:
+  """Around a wait inside C code that a Ctrl-C does not end (jax.distributed's join: up to its
+  5-minute time-out, then an abort with a stack dump), inside `sigterm_in_one_line`: a Ctrl-C
+  the main thread has not taken SIGTERM_GRACE_S later ends the process with the Ctrl-C line
+  and status 130, as the command's own Ctrl-C handling would."""
+  global _waits_a_ctrl_c_ends
+  _waits_a_ctrl_c_ends += 1
+  try:
+    yield
+  finally:
+    _waits_a_ctrl_c_ends -= 1
+
+
+@contextlib.contextmanager
 def sigterm_in_one_line() -> Iterator[None]:
   """Inside it, a SIGTERM (a scheduler's time limit, `kill`) ends the command at once with
   SIGTERM_LINE and status 143, after removing the new copies its unfinished writes had begun
@@ -431,7 +446,7 @@ def sigterm_in_one_line() -> Iterator[None]:
   ending = threading.Lock()  # the handler or the watcher ends the process, never both
   ender = []  # the thread ending it
 
-  def end() -> None:
+  def end(line: str = SIGTERM_LINE, status: int = SIGTERM_STATUS) -> None:
     if not ending.acquire(blocking=False):
       return
     ender.append(threading.get_ident())
@@ -442,9 +457,9 @@ def sigterm_in_one_line() -> Iterator[None]:
           _quietly(action, _SAY_WAIT_S)
         _quietly(sys.stdout.flush, _SAY_WAIT_S)  # the output printed so far
       with contextlib.suppress(KeyboardInterrupt):
-        _quietly(lambda: os.write(2, f'{SIGTERM_LINE}\n'.encode()), _SAY_WAIT_S)
+        _quietly(lambda: os.write(2, f'{line}\n'.encode()), _SAY_WAIT_S)
     finally:
-      os._exit(SIGTERM_STATUS)  # pylint: disable=protected-access
+      os._exit(status)  # pylint: disable=protected-access
 
   def on_sigterm(signum, frame) -> None:
     del frame
@@ -480,6 +495,10 @@ def sigterm_in_one_line() -> Iterator[None]:
           and signal.getsignal(signal.SIGTERM) is on_sigterm
           and _sigterms_taken_inside - taken_before < seen):
         end()
+      # A Ctrl-C the main thread cannot take inside a wait in C code (`ctrl_c_ends_this_wait`).
+      if (signal.SIGINT in received and _waits_a_ctrl_c_ends
+          and not finished.wait(SIGTERM_GRACE_S) and _waits_a_ctrl_c_ends):
+        end(_INTERRUPTED, 130)
 
   if not _resets_sigterm_in_children:
     os.register_at_fork(before=_sigterm_held_across_a_fork,

@@ -17,6 +17,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from data import errors as data_errors
 from data import host_malloc
 from salinet_jax import errors
 
@@ -328,10 +329,11 @@ def initialize_distributed(preemption: bool = True) -> None:
     # CPU-only multi-process runs (tests, CPU clusters) need a CPU collectives backend.
     jax.config.update('jax_cpu_collectives_implementation', 'gloo')
   jax.config.update('jax_enable_preemption_service', preemption)
-  if address:
-    jax.distributed.initialize(
-        coordinator_address=address,
-        num_processes=int(os.environ['JAX_NUM_PROCESSES']),
-        process_id=int(os.environ['JAX_PROCESS_ID']))
-  elif os.environ.get('SALINET_JAX_DISTRIBUTED') == '1':
-    jax.distributed.initialize()
+  with data_errors.ctrl_c_ends_this_wait():  # the join waits for every process, in C code
+    if address:
+      jax.distributed.initialize(
+          coordinator_address=address,
+          num_processes=int(os.environ['JAX_NUM_PROCESSES']),
+          process_id=int(os.environ['JAX_PROCESS_ID']))
+    elif os.environ.get('SALINET_JAX_DISTRIBUTED') == '1':
+      jax.distributed.initialize()

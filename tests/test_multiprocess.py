@@ -296,12 +296,16 @@ def wait():
   assert data_errors.SIGTERM_LINE not in stderr
 
 
-@pytest.mark.parametrize('mode', ['train', 'eval'])
-def test_a_sigterm_while_a_process_waits_for_its_group_ends_it_in_one_line(mode, tiny_data_dir,
-                                                                          tmp_path):
+@pytest.mark.parametrize('mode,signalled', [('train', 'SIGTERM'), ('eval', 'SIGTERM'),
+                                             ('train', 'SIGINT')])
+def test_a_signal_while_a_process_waits_for_its_group_ends_it_in_one_line(mode, signalled,
+                                                                         tiny_data_dir, tmp_path):
   """Process 0 of a group whose other process never comes waits in jax.distributed's join
   (up to JAX's 5-minute time-out; on a pod, as long as the slowest host takes to start). A
-  SIGTERM there (a cancelled job) ended main.py as Python's default does: no line, status -15."""
+  SIGTERM there (a cancelled job) ended main.py as Python's default does: no line, status -15.
+  A Ctrl-C did nothing until the time-out, which then aborted the process with a stack dump."""
+  line, status = {'SIGTERM': (data_errors.SIGTERM_LINE, 143),
+                  'SIGINT': ('Interrupted by Ctrl-C. Exit status 130.', 130)}[signalled]
   address = f'127.0.0.1:{_free_port()}'
   proc = subprocess.Popen(
       [sys.executable, 'main.py', '--config=configs/demo.py', f'--workdir={tmp_path / "run"}',
@@ -318,14 +322,14 @@ def test_a_sigterm_while_a_process_waits_for_its_group_ends_it_in_one_line(mode,
           break
       time.sleep(0.2)
     time.sleep(1)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signal.Signals[signalled])
     proc.wait(timeout=30)
   finally:
     proc.kill()
     proc.wait()
   stderr = proc.stderr.read()
-  assert proc.returncode == 143, (proc.returncode, stderr[-3000:])
-  assert stderr.rstrip().endswith(data_errors.SIGTERM_LINE), stderr[-3000:]
+  assert proc.returncode == status, (proc.returncode, stderr[-3000:])
+  assert stderr.rstrip().endswith(line), stderr[-3000:]
   assert 'Traceback' not in stderr, stderr[-3000:]
   assert not (tmp_path / 'run' / 'trainer.lock').exists()
 
