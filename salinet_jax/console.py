@@ -12,7 +12,7 @@ import contextlib
 import logging as std_logging
 import os
 import sys
-from typing import Iterator, Optional, TextIO
+from typing import Any, Iterable, Iterator, Optional, TextIO
 
 import jax
 from absl import logging
@@ -202,7 +202,17 @@ def line_after_run(workdir: str, text: str, warning: bool = False) -> None:
 
 
 @contextlib.contextmanager
-def progress_bar_stream() -> Iterator[TextIO]:
+def progress_bar(iterable: Optional[Iterable[Any]] = None, **options) -> Iterator[Any]:
+  """A tqdm bar over `iterable` (tqdm's `options`), on stderr, closed as the block ends however
+  it ends: left to the garbage collector after a Ctrl-C, tqdm drew it again below the Ctrl-C's
+  line, which came glued to the bar's end. Log lines go above the bar while it lasts."""
+  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+  with _progress_bar_stream() as stream, tqdm(iterable, file=stream, **options) as bar:
+    yield bar
+
+
+@contextlib.contextmanager
+def _progress_bar_stream() -> Iterator[TextIO]:
   """The stream to draw a tqdm bar on (stderr), with the console's lines written above the bar
   while it lasts (tqdm.contrib's DummyTqdmFile): written as they come, they were glued to the
   end of the bar's text; a SIGTERM's line, which the guard writes itself, goes below it. Inside

@@ -22,7 +22,6 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
-from tqdm import tqdm
 
 from data import video_io
 from data import errors as data_errors
@@ -118,12 +117,12 @@ def extract(config, workdir: str, video_paths: Sequence[str],
                         data_config=config.data,
                         clips_per_forward=config.eval.clips_per_device_forward * mesh.size),
       mesh, config.eval.clips_per_device_forward)
-  with console.progress_bar_stream() as bar_stream:
+  with console.progress_bar(list(zip(files, predict_lib.output_names(files))), unit='video',
+                            desc='features') as videos:
     results = [_one_video(predictor, step, path,
                           data_errors.fitted_path(os.path.join(output_dir, name), len('.npy'))
                           + '.npy', config.features.per_view)
-               for path, name in tqdm(list(zip(files, predict_lib.output_names(files))),
-                                      unit='video', desc='features', file=bar_stream)]
+               for path, name in videos]
   index = os.path.join(output_dir, INDEX_FILE)
   replaced = predict_lib.replaced_note(index)
   with data_errors.replacing(index, newline='') as f:

@@ -23,7 +23,6 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 from absl import logging
-from tqdm import tqdm
 
 from data import errors as data_errors
 from data import pipeline
@@ -170,11 +169,7 @@ def predict_windows(predictor, path: str, output_stem: str) -> np.ndarray:
     """The windows for the input pipeline; a decoding error is kept and re-raised below (tf.data
     would turn it into one of its own)."""
     try:
-      for begin, end, rate, jpegs in tqdm(
-          windows(path, pipeline.frame_options(data, predictor.decoding),
-                  config.predict.window_seconds, config.predict.stride_seconds,
-                  predictor.decoding.get('fps', 0.0), seconds),
-          desc=name, unit='window', leave=False, file=bar_stream):
+      for begin, end, rate, jpegs in bar:
         if not frames:
           _say_what_windows_miss(path, len(jpegs), rate, config)
           rates.append(rate)
@@ -184,7 +179,11 @@ def predict_windows(predictor, path: str, output_stem: str) -> np.ndarray:
       failure.append(e)
 
   probs = []
-  with console.progress_bar_stream() as bar_stream:
+  with console.progress_bar(
+      windows(path, pipeline.frame_options(data, predictor.decoding),
+              config.predict.window_seconds, config.predict.stride_seconds,
+              predictor.decoding.get('fps', 0.0), seconds),
+      desc=name, unit='window', leave=False) as bar:
     for batch in pipeline.as_numpy(pipeline.memory_eval_batches(data, stream, batch_size)):
       batch.pop('filename')
       valid = int(batch['mask'].sum())

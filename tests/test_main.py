@@ -853,11 +853,9 @@ def test_a_sigterm_during_a_progress_bar_says_its_line_below_the_bar():
   newline: a SIGTERM's line came glued to the bar's end (README review)."""
   code = '''
 import time
-from tqdm import tqdm
 from data import errors
 from salinet_jax import console
-with errors.sigterm_in_one_line(), console.progress_bar_stream() as stream:
-  bar = tqdm(total=10, desc='features', file=stream)
+with errors.sigterm_in_one_line(), console.progress_bar(total=10, desc='features') as bar:
   bar.update(1)
   bar.refresh()
   print('ready', flush=True)

@@ -5,6 +5,11 @@ import csv
 import os
 import re
 import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
 import types
 
 import numpy as np
@@ -22,7 +27,9 @@ from salinet_jax import features
 from salinet_jax import predict
 from salinet_jax import timeline
 from salinet_jax import train
+from tests.conftest import REPO_ROOT
 from tests.conftest import TESTDATA
+from tests.conftest import subprocess_env
 from tests.conftest import write_moving_bar_video
 
 PANCAKE = TESTDATA / 'real_clips' / 'codec_fixtures' / 'flipping_a_pancake.mkv'
@@ -620,3 +627,73 @@ def test_the_timeline_picture_shows_its_whole_title(windows, name, tmp_path, mon
   assert 0 <= title.x0 and title.x1 <= fig.bbox.width, (title, fig.bbox)
   if windows == 1:
     assert all(line.get_marker() not in (None, '', 'None') for line in fig.axes[0].get_lines())
+
+
+_TINY_CONFIG_FILE = '''
+from tests.conftest import tiny_config
+
+
+def get_config():
+  return tiny_config({data_dir!r})
+'''
+
+
+@pytest.mark.parametrize('mode', ['features', 'windowed predict'])
+def test_a_ctrl_c_during_a_progress_bar_says_its_line_below_the_bar(mode, trained, tiny_data_dir,
+                                                                   tmp_path):
+  """A Ctrl-C during features' bar (or windowed predict's) came glued to the bar's end, and the
+  bar was drawn again below it as the interrupted loop was collected (README review)."""
+  _, workdir = trained
+  (tmp_path / 'tiny.py').write_text(_TINY_CONFIG_FILE.format(data_dir=str(tiny_data_dir)))
+  videos = tmp_path / 'videos'
+  videos.mkdir()
+  if mode == 'features':  # enough videos for the bar to last past its first one
+    write_moving_bar_video(videos / 'v00.mp4', seconds=2)
+    for i in range(1, 40):
+      shutil.copy(videos / 'v00.mp4', videos / f'v{i:02d}.mp4')
+    args, first_step = ['--mode=features'], re.compile(r'features: +\d+%.*\| [1-9]\d*/40 ')
+  else:  # one window a step
+    write_moving_bar_video(videos / 'long.mp4', seconds=24)
+    args = ['--mode=predict', '--config.predict.window_seconds=1',
+            '--config.predict.stride_seconds=0.25', '--config.predict.window_batch=1']
+    first_step = re.compile(r'long\.mp4: [1-9]\d*window ')
+  proc = subprocess.Popen(
+      [sys.executable, 'main.py', f'--config={tmp_path / "tiny.py"}', f'--workdir={workdir}',
+       f'--video={videos}', f'--output_dir={tmp_path / "out"}', *args], cwd=REPO_ROOT,
+      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=subprocess_env())
+  stderr = []
+
+  def read() -> None:  # the bar rewrites its line with '\r': read as it comes, not by lines
+    while chunk := proc.stderr.read1(4096):
+      stderr.append(chunk.decode())
+
+  reader = threading.Thread(target=read, daemon=True)
+  reader.start()
+  try:
+    deadline = time.monotonic() + 240
+    while not first_step.search(''.join(stderr).rsplit('\r', 2)[-1]):
+      assert time.monotonic() < deadline and proc.poll() is None, ''.join(stderr)[-3000:]
+      time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=60)
+  finally:
+    proc.kill()
+    proc.wait()
+  reader.join(timeout=10)
+  text = ''.join(stderr)
+  assert proc.returncode == 130, text[-3000:]
+  lines = [_as_shown(line) for line in text.split('\n')]
+  assert lines[-2:] == ['Interrupted by Ctrl-C. Exit status 130.', ''], text[-3000:]
+  if mode == 'features':  # the bar stays, at the video it stopped in, above the line
+    assert re.fullmatch(r'features: +\d+%.*/40 \[.*\]', lines[-3]), text[-3000:]
+  else:  # the video's bar is wiped (as when the video ends), and the line written over it
+    assert '\r' + ' ' * 20 in text.split('\n')[-2], text[-3000:]
+
+
+def _as_shown(line: str) -> str:
+  """A console line as a terminal shows it: each '\\r' returns to its start and writes over it."""
+  shown = ''
+  for part in line.split('\r'):
+    shown = part + shown[len(part):]
+  return shown.rstrip()
+

@@ -228,12 +228,11 @@ def test_a_log_txt_that_cannot_be_opened_is_reported_once_and_never_raises(kind,
 
 _LINES_DURING_A_BAR = r"""
 from absl import logging
-from tqdm import tqdm
 from salinet_jax import console
 logging.use_absl_handler()  # as absl's app.run does
 console.setup()
-with console.progress_bar_stream() as stream:
-  for i in tqdm(range(3), file=stream, desc='videos', mininterval=0):
+with console.progress_bar(range(3), desc='videos', mininterval=0) as videos:
+  for i in videos:
     logging.warning('video %d is odd', i)
 """
 
