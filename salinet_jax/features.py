@@ -10,7 +10,8 @@ over the frames, which for S2DNet is the detail features, then its context featu
 synopsis' top-k multi-hot vector over the classes), per view or averaged over the views
 (`config.features.per_view`). One `.npy` per video (at its path below the videos' common
 folder) plus `index.csv` (video, features file, shape, or the error of a video that could not be
-read), in `<workdir>/features/` by default.
+read), in `<workdir>/features/` by default. A run stopped part-way goes on where it stopped when
+run again (salinet_jax/resume.py).
 """
 
 import csv
@@ -32,6 +33,7 @@ from salinet_jax import evaluate as evaluate_lib
 from salinet_jax import inputs
 from salinet_jax import parallel
 from salinet_jax import predict as predict_lib
+from salinet_jax import resume
 from salinet_jax import workdir as workdir_lib
 from salinet_jax.models import layers
 
@@ -117,12 +119,18 @@ def extract(config, workdir: str, video_paths: Sequence[str],
                         data_config=config.data,
                         clips_per_forward=config.eval.clips_per_device_forward * mesh.size),
       mesh, config.eval.clips_per_device_forward)
+  progress = resume.Progress(output_dir, 'features', config, predictor)
+  progress.say_kept(files)
+  results = []
   with console.progress_bar(list(zip(files, predict_lib.output_names(files))), unit='video',
                             desc='features') as videos:
-    results = [_one_video(predictor, step, path,
-                          data_errors.fitted_path(os.path.join(output_dir, name), len('.npy'))
-                          + '.npy', config.features.per_view)
-               for path, name in videos]
+    for path, name in videos:
+      result = progress.result(path)
+      if result is None:
+        target = data_errors.fitted_path(os.path.join(output_dir, name), len('.npy')) + '.npy'
+        result = _one_video(predictor, step, path, target, config.features.per_view)
+        progress.record(path, result, [target])
+      results.append(result)
   index = os.path.join(output_dir, INDEX_FILE)
   replaced = predict_lib.replaced_note(index)
   with data_errors.replacing(index, newline='') as f:
@@ -130,6 +138,7 @@ def extract(config, workdir: str, video_paths: Sequence[str],
     writer.writeheader()
     for result in results:
       writer.writerow({key: result[key] for key in ('video', 'features', 'shape', 'error')})
+  progress.finish()
   failed = sum(not r['ok'] for r in results)
   logging.info('Wrote %s: features of %d videos, %d failed%s.', index, len(results) - failed,
                failed, replaced)

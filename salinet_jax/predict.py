@@ -10,7 +10,8 @@ that cannot be decoded is reported with its reason and the others go on. The cla
 from the checkpoint, so only the workdir is needed. Writes `predictions.csv` (file, top-5 classes
 and probabilities, or the error) and, for models with a saliency mask (SaliNet) or a detail
 sampler (S2DNet), a PNG per video of what the model looked at, into `<workdir>/predictions/`
-(or `output_dir`).
+(or `output_dir`). A run stopped part-way goes on where it stopped when run again
+(salinet_jax/resume.py).
 """
 
 import csv
@@ -30,6 +31,7 @@ from salinet_jax import checkpoints
 from salinet_jax import engine
 from salinet_jax import errors
 from salinet_jax import evaluate as evaluate_lib
+from salinet_jax import resume
 from salinet_jax import timeline
 from salinet_jax import visualize
 from salinet_jax import workdir as workdir_lib
@@ -273,36 +275,56 @@ def predict(config: ml_collections.ConfigDict, workdir: str, video_paths: Sequen
   if windowed and predictor.decoding.get('max_frames'):
     logging.info('Windows cover each whole video: the records\' cap of the first %d frames '
                  'applies to whole-video predict only.', predictor.decoding['max_frames'])
+  progress = resume.Progress(output_dir, 'predict', config, predictor)
+  progress.say_kept(files)
   results = []
   for path, name in zip(files, output_names(files)):
-    result = {'video': path, 'checkpoint': predictor.source, 'ok': False, 'error': '',
-              'top5': []}
+    result = progress.result(path)
+    if result is None:
+      result = _predict_one(config, predictor, path, name, output_dir)
+      progress.record(path, result, _outputs(output_dir, name))
     results.append(result)
-    try:
-      if windowed:
-        probs = timeline.predict_windows(predictor, path, os.path.join(output_dir, name))
-      else:
-        decoded = predictor.decode(path)
-        pictures_dir = (os.path.join(output_dir, os.path.dirname(name))
-                        if config.eval.num_visualizations else None)
-        probs = predictor.probabilities(decoded.jpegs, decoded.fps, name, pictures_dir)
-    except video_io.VideoError as e:
-      result['error'] = str(e)
-      logging.warning('%s: cannot be predicted: %s', path, e)
-      remove_earlier_outputs(path, timeline.output_files(os.path.join(output_dir, name)) + [
-          visualize.picture_path(os.path.join(output_dir, os.path.dirname(name)), 0, name)])
-      continue
-    result.update(ok=True, top5=predictor.top(probs))
-    print(f'{path}:' + (' (mean over its windows)' if windowed else ''))
-    for rank, (name, probability) in enumerate(result['top5'], 1):
-      print(f'  {rank}. {name:<32s} {probability:.4f}')
+    if result['ok']:
+      print(f'{path}:' + (' (mean over its windows)' if windowed else ''))
+      for rank, (label, probability) in enumerate(result['top5'], 1):
+        print(f'  {rank}. {label:<32s} {probability:.4f}')
   csv_path = os.path.join(output_dir, PREDICTIONS_FILE)
   replaced = replaced_note(csv_path)
   write_predictions(csv_path, results)
+  progress.finish()
   failed = sum(not r['ok'] for r in results)
   logging.info('Wrote %s: %d predicted, %d failed%s.', csv_path, len(results) - failed, failed,
                replaced)
   return results
+
+
+def _predict_one(config, predictor, path: str, name: str, output_dir: str) -> Dict[str, Any]:
+  """`predict`'s result for the video at `path`, its outputs (timeline, or picture) written as
+  `name` in `output_dir`; a video that cannot be decoded is one with its error, and the outputs
+  an earlier run wrote for it are removed."""
+  result = {'video': path, 'checkpoint': predictor.source, 'ok': False, 'error': '',
+            'top5': []}
+  try:
+    if config.predict.window_seconds > 0:
+      probs = timeline.predict_windows(predictor, path, os.path.join(output_dir, name))
+    else:
+      decoded = predictor.decode(path)
+      pictures_dir = (os.path.join(output_dir, os.path.dirname(name))
+                      if config.eval.num_visualizations else None)
+      probs = predictor.probabilities(decoded.jpegs, decoded.fps, name, pictures_dir)
+  except video_io.VideoError as e:
+    result['error'] = str(e)
+    logging.warning('%s: cannot be predicted: %s', path, e)
+    remove_earlier_outputs(path, _outputs(output_dir, name))
+    return result
+  result.update(ok=True, top5=predictor.top(probs))
+  return result
+
+
+def _outputs(output_dir: str, name: str) -> List[str]:
+  """The files predict may write for the video named `name`: its timeline, or its picture."""
+  return timeline.output_files(os.path.join(output_dir, name)) + [
+      visualize.picture_path(os.path.join(output_dir, os.path.dirname(name)), 0, name)]
 
 
 def remove_earlier_outputs(video: str, paths: Sequence[str]) -> None:

@@ -697,3 +697,106 @@ def _as_shown(line: str) -> str:
     shown = part + shown[len(part):]
   return shown.rstrip()
 
+
+def _stopped_at_the_third_video(monkeypatch, module, name: str):
+  """Has `module.name` (the work done for one video) raise a KeyboardInterrupt at its third
+  call, as a Ctrl-C there; returns the list of the videos it was called for."""
+  real, calls = getattr(module, name), []
+
+  def counted(*args, **kwargs):
+    calls.append(args)
+    if len(calls) == 3 and stopping:
+      raise KeyboardInterrupt
+    return real(*args, **kwargs)
+
+  stopping = [True]
+  monkeypatch.setattr(module, name, counted)
+  return calls, stopping
+
+
+def test_features_stopped_part_way_go_on_where_they_stopped(trained, tmp_path, monkeypatch,
+                                                            caplog):
+  """A features run over a long list stopped part-way (Ctrl-C, SIGTERM) lost every video, as
+  its index is written at the end: the same command did them all again (README review)."""
+  config, workdir = trained
+  videos = tmp_path / 'videos'
+  videos.mkdir()
+  for i in range(4):
+    write_moving_bar_video(videos / f'v{i}.mp4', seconds=2 + i)
+  whole = features.extract(config, workdir, [str(videos)], str(tmp_path / 'whole'))
+  calls, stopping = _stopped_at_the_third_video(monkeypatch, features, '_one_video')
+  out = tmp_path / 'out'
+  with pytest.raises(KeyboardInterrupt):
+    features.extract(config, workdir, [str(videos)], str(out))
+  assert not (out / features.INDEX_FILE).exists() and (out / '.features_progress.jsonl').exists()
+  stopping.clear()
+  caplog.set_level('INFO', logger='absl')
+  del calls[:]
+  again = features.extract(config, workdir, [str(videos)], str(out))
+  assert [os.path.basename(args[2]) for args in calls] == ['v2.mp4', 'v3.mp4']
+  assert (f'Going on from the run stopped in {out}: 2 of 4 video(s) done there, with the same '
+          'weights and settings, are kept') in caplog.text
+  assert [r['video'] for r in again] == [r['video'] for r in whole]
+  for done, expected in zip(again, whole):
+    np.testing.assert_array_equal(np.load(done['features']), np.load(expected['features']))
+  assert ((out / features.INDEX_FILE).read_text()
+          == (tmp_path / 'whole' / features.INDEX_FILE).read_text().replace(
+              str(tmp_path / 'whole'), str(out)))
+  assert not (out / '.features_progress.jsonl').exists()  # a finished run: the next starts over
+  del calls[:]
+  features.extract(config, workdir, [str(videos)], str(out))
+  assert len(calls) == 4
+  # Stopped again; then a video rewritten, and other settings: neither is kept.
+  stopping.append(True)
+  del calls[:]
+  with pytest.raises(KeyboardInterrupt):
+    features.extract(config, workdir, [str(videos)], str(out))
+  stopping.clear()
+  write_moving_bar_video(videos / 'v0.mp4', seconds=3)
+  del calls[:]
+  features.extract(config, workdir, [str(videos)], str(out))
+  assert [os.path.basename(args[2]) for args in calls] == ['v0.mp4', 'v2.mp4', 'v3.mp4']
+  stopping.append(True)
+  del calls[:]
+  with pytest.raises(KeyboardInterrupt):
+    features.extract(config, workdir, [str(videos)], str(out))
+  stopping.clear()
+  per_view = config.copy_and_resolve_references()
+  per_view.features.per_view = True
+  del calls[:]
+  caplog.clear()
+  features.extract(per_view, workdir, [str(videos)], str(out))
+  assert len(calls) == 4
+  assert ('.features_progress.jsonl holds the results of a stopped run with other weights or '
+          'settings (2 video(s)): every video is done again.') in caplog.text
+
+
+def test_windowed_predict_stopped_part_way_goes_on_where_it_stopped(trained, tmp_path,
+                                                                   monkeypatch, caplog, capsys):
+  """As features: a windowed predict over many videos stopped part-way lost them all. A kept
+  video whose outputs (its timeline) are gone is done again."""
+  config, workdir = trained
+  windowed = config.copy_and_resolve_references()
+  windowed.predict.update(window_seconds=1.0, stride_seconds=1.0, window_batch=3)
+  videos = tmp_path / 'videos'
+  videos.mkdir()
+  for i in range(4):
+    write_moving_bar_video(videos / f'v{i}.mp4', seconds=2 + i)
+  predict.predict(windowed, workdir, [str(videos)], str(tmp_path / 'whole'))
+  printed = capsys.readouterr().out
+  calls, stopping = _stopped_at_the_third_video(monkeypatch, timeline, 'predict_windows')
+  out = tmp_path / 'out'
+  with pytest.raises(KeyboardInterrupt):
+    predict.predict(windowed, workdir, [str(videos)], str(out))
+  stopping.clear()
+  (out / 'v0.mp4.timeline.json').unlink()
+  del calls[:]
+  capsys.readouterr()
+  predict.predict(windowed, workdir, [str(videos)], str(out))
+  assert [os.path.basename(args[1]) for args in calls] == ['v0.mp4', 'v2.mp4', 'v3.mp4']
+  assert capsys.readouterr().out == printed  # every video's top-5, kept or done now
+  assert ((out / predict.PREDICTIONS_FILE).read_text()
+          == (tmp_path / 'whole' / predict.PREDICTIONS_FILE).read_text())
+  for name in os.listdir(tmp_path / 'whole'):
+    if name.endswith('.timeline.json'):
+      assert (out / name).read_text() == (tmp_path / 'whole' / name).read_text(), name
