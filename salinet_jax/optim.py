@@ -17,6 +17,8 @@
 - Optional global-norm clipping; `base_batch_size` > 0 scales the LR linearly with the batch.
 """
 
+import math
+import numbers
 import re
 from typing import Any, Callable, Dict, Sequence, Tuple
 
@@ -160,11 +162,27 @@ def _regex(pattern: str, field: str) -> 're.Pattern':
     raise errors.ConfigError(f'{field}: {pattern!r} is not a valid regex ({e}).') from None
 
 
+def _rule(rule: Any, field: str) -> Tuple['re.Pattern', float]:
+  """A (regex, factor) rule of config `field`, compiled; one of another shape, or a factor that
+  is not a finite number of at least 0, is a ConfigError naming the field. A factor given as
+  text failed in a traceback, and a negative one trained without a word: a negative learning
+  rate multiplier ascends the loss on what it matches, a negative decay factor grows it."""
+  if not (isinstance(rule, (tuple, list)) and len(rule) == 2 and isinstance(rule[0], str)):
+    raise errors.ConfigError(f"{field}: {rule!r} is not a (regex, factor) pair, e.g. "
+                             f"(':head/', 10.0).")
+  pattern, factor = rule
+  if (isinstance(factor, bool) or not isinstance(factor, numbers.Real)
+      or not math.isfinite(factor) or factor < 0):
+    raise errors.ConfigError(f'{field}: the factor of {pattern!r} must be a number of at least '
+                             f'0, got {factor!r}.')
+  return _regex(pattern, field), float(factor)
+
+
 def factors_from_rules(params: Any, rules: Sequence[Tuple[str, float]], unmatched: float,
                        what: str) -> Any:
   """Per-parameter factor: that of the first (regex, factor) rule found in its qualified name,
   `unmatched` where none is. A rule that matches no parameter is a config error."""
-  compiled = [(_regex(pattern, what), float(factor)) for pattern, factor in rules]
+  compiled = [_rule(rule, what) for rule in rules]
   names = qualified_names(params)
   used = set()
   factors = {}

@@ -122,6 +122,23 @@ def test_weight_decay_rules_first_match_wins_and_default_skips_norm_parameters()
   np.testing.assert_allclose(updates['head']['fc']['bias'], 0.0)
 
 
+@pytest.mark.parametrize('field', ['lr_multipliers', 'weight_decay_rules'])
+@pytest.mark.parametrize('rule,says', [
+    ((':head/', 'x'), "the factor of ':head/' must be a number of at least 0, got 'x'"),
+    ((':head/', -1.0), "the factor of ':head/' must be a number of at least 0, got -1.0"),
+    ((':head/', float('nan')), "the factor of ':head/' must be a number of at least 0, got nan"),
+    ((':head/', True), "the factor of ':head/' must be a number of at least 0, got True"),
+    ((':head/',), r"\(':head/',\) is not a \(regex, factor\) pair"),
+    ((1.0, ':head/'), r"\(1.0, ':head/'\) is not a \(regex, factor\) pair"),
+], ids=['text', 'negative', 'nan', 'bool', 'one item', 'swapped'])
+def test_a_rule_that_is_not_a_regex_and_a_factor_of_at_least_0_is_refused(field, rule, says):
+  """README review: a factor given as text, or a rule of one item, ended main.py in a
+  traceback; a negative learning-rate multiplier trained without a word, ascending the loss on
+  the parameters it matched (and a negative decay factor grew them)."""
+  with pytest.raises(errors.ConfigError, match=f'^config.optimizer.{field}: {says}'):
+    _one_update(_opt_config(weight_decay=0.1, **{field: (rule,)}))
+
+
 def test_lr_multipliers_and_frozen_parameters():
   config = _opt_config(lr_multipliers=((r':head/.*/kernel$', 5.0), (r':head/.*/bias$', 10.0),
                                        (r':sampler/', 0.1)))
