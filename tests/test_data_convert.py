@@ -622,6 +622,22 @@ def test_an_output_whose_filesystem_takes_no_locks_is_converted_with_a_warning(t
   assert len(records.shard_files(str(out), 'folder', 'train')) == 1
 
 
+@pytest.mark.parametrize('given', ['missing', 'a file'])
+def test_an_input_that_is_no_folder_is_refused_in_one_line(given, tmp_path, capsys):
+  """A mistyped --input (README review: UCF-10 for UCF-101) made every listed video a failure
+  line, then ended in 'no video of split(s) ... could be converted', leaving an output folder of
+  empty shards and a metadata.json."""
+  videos = tmp_path / 'UCF-10'
+  if given == 'a file':
+    videos.write_text('not the videos')
+  out = tmp_path / 'out'
+  assert _run('--dataset=ucf101', f'--input={videos}', f'--output={out}', '--workers=1',
+              f'--annotations={ANNOTATIONS / "ucf101_official_splits"}') == 2
+  reason = 'does not exist' if given == 'missing' else 'is a file, not the folder the videos are in'
+  assert capsys.readouterr().err == f'error: --input {videos} {reason}.\n'
+  assert not out.exists()
+
+
 @pytest.mark.parametrize('where', ['a_file', 'under_a_file'])
 def test_an_output_that_cannot_be_written_is_refused_in_one_line(where, fight_subset, tmp_path,
                                                                   capsys):

@@ -131,6 +131,10 @@ def convert(args) -> Optional['records.DatasetMetadata']:
   --dry_run). Splits other than this run's, already in the output, are kept."""
   output = os.path.abspath(args.output)
   _refuse_flags_the_kind_ignores(args)
+  if not os.path.isdir(args.input):  # every listed video was a failure line, then an error
+    raise ConversionError(f'--input {args.input} ' + ('is a file, not the folder the videos are '
+                                                      'in.' if os.path.exists(args.input) else
+                                                      'does not exist.'))
   plan = make_plan(args)
   _refuse_names_not_utf8(plan, args)
   problem = data_errors.unwritable(output)
