@@ -1136,7 +1136,9 @@ def _mismatch_error(what: str, mismatches: List[str], stored_config: Optional[st
   if differences:
     message += ('\nThe config stored with the checkpoint differs from the given one:\n  '
                 + '\n  '.join(differences))
-  message += '\nUse the config the workdir was trained with, or another --workdir.'
+  # Said for every command that restores one (bench has no --workdir: README review).
+  message += ('\nUse the config the checkpoint was trained with (its workdir\'s config.json), '
+              'or another checkpoint.')
   return CheckpointMismatchError(message)
 
 

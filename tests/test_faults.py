@@ -168,6 +168,8 @@ def test_resume_with_another_model_names_parameters_and_config_fields(trained_wo
   assert 'does not fit the model of the given config' in line
   assert re.search(r'params/\S+/kernel: stored \([\d, ]*4\), model \([\d, ]*8\)', proc.stderr)
   assert 'model.width: stored 4, given 8' in proc.stderr
+  assert proc.stderr.endswith("\nUse the config the checkpoint was trained with (its workdir's "
+                              'config.json), or another checkpoint.\n')
 
 
 def test_resume_with_changed_settings_names_them(trained_workdir, tiny_data_dir, tmp_path):
