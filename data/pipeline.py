@@ -127,7 +127,9 @@ def split_info(dataset_config, split: str) -> SplitInfo:
     _check_first_label(info)
     _CHECKED.add((directory, split))
     for warning in datasets.check_records(metadata, split):
-      logging.warning('%s', warning)
+      if (directory, warning) not in _CHECKED:  # one about the whole records: once, not per split
+        _CHECKED.add((directory, warning))
+        logging.warning('%s', warning)
   return info
 
 

@@ -284,21 +284,33 @@ def _jpeg(level: int, size: int = 20) -> bytes:
   return buffer.getvalue()
 
 
-def _write_records(directory, train_labels, classes, frames=None):
+def _write_records(directory, train_labels, classes, frames=None, name='synthetic'):
   """Records of a train split with `train_labels` (6 frames per video; `frames` replaces the
   first video's) and a val split of one video per class, under the synthetic data's name."""
   sizes, shards, num_shards = {}, {}, {}
   for split, labels in (('train', train_labels), ('val', list(range(len(classes))))):
     num_shards[split] = max(1, min(2, len(labels)))
-    with records.ShardWriter(str(directory), 'synthetic', split, num_shards[split]) as writer:
+    with records.ShardWriter(str(directory), name, split, num_shards[split]) as writer:
       for index, label in enumerate(labels):
         video = [_jpeg(10 * t) for t in range(6)] if frames is None or index else frames
         writer.write(records.serialize_video(video, label, classes[label] if label >= 0 else '',
                                              f'{split}/{index}.mp4', fps=25.0))
     sizes[split], shards[split] = len(labels), writer.shard_entries()
   records.write_metadata(str(directory), records.DatasetMetadata(
-      'synthetic', list(classes), sizes, num_shards, shards=shards))
+      name, list(classes), sizes, num_shards, shards=shards))
   return str(directory)
+
+
+def test_a_warning_about_the_whole_records_is_said_once_for_all_their_splits(config, tmp_path,
+                                                                            caplog):
+  """Records of a standard dataset with another class count were warned about once per split
+  read (train, then val): the same line twice in every run (README review)."""
+  config.dataset.data_dir = _write_records(tmp_path / 'ucf', [0, 1], ['a', 'b'], name='ucf101')
+  config.dataset.name = ''
+  caplog.set_level('WARNING')
+  for split in ('train', 'val', 'train'):
+    pipeline.split_info(config.dataset, split)
+  assert caplog.text.count("Records of 'ucf101' have 2 classes; the official dataset has 101") == 1
 
 
 def test_as_many_shard_files_as_processes_are_read_one_file_per_process(tmp_path):
