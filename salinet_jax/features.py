@@ -79,7 +79,7 @@ def _one_video(predictor, step, path: str, target: str, per_view: bool) -> Dict[
     decoded = predictor.decode(path)
   except video_io.VideoError as e:
     result['error'] = str(e)
-    logging.warning('%s: no features: %s', path, e)
+    _say_no_features(path, result['error'])
     predict_lib.remove_earlier_outputs(path, [target])
     return result
   batch = next(predictor.batches(decoded.jpegs, decoded.fps, os.path.basename(path)))
@@ -95,6 +95,10 @@ def _one_video(predictor, step, path: str, target: str, per_view: bool) -> Dict[
     np.save(f, features)
   result.update(ok=True, features=target, shape='x'.join(str(d) for d in features.shape))
   return result
+
+
+def _say_no_features(path: str, error: str) -> None:
+  logging.warning('%s: no features: %s', path, error)
 
 
 def extract(config, workdir: str, video_paths: Sequence[str],
@@ -120,16 +124,18 @@ def extract(config, workdir: str, video_paths: Sequence[str],
                         clips_per_forward=config.eval.clips_per_device_forward * mesh.size),
       mesh, config.eval.clips_per_device_forward)
   progress = resume.Progress(output_dir, 'features', config, predictor)
-  progress.say_kept(files)
+  targets = [data_errors.fitted_path(os.path.join(output_dir, name), len('.npy')) + '.npy'
+             for name in predict_lib.output_names(files)]
+  progress.say_kept((path, [target]) for path, target in zip(files, targets))
   results = []
-  with console.progress_bar(list(zip(files, predict_lib.output_names(files))), unit='video',
-                            desc='features') as videos:
-    for path, name in videos:
-      result = progress.result(path)
+  with console.progress_bar(list(zip(files, targets)), unit='video', desc='features') as videos:
+    for path, target in videos:
+      result = progress.result(path, [target])
       if result is None:
-        target = data_errors.fitted_path(os.path.join(output_dir, name), len('.npy')) + '.npy'
         result = _one_video(predictor, step, path, target, config.features.per_view)
         progress.record(path, result, [target])
+      elif not result['ok']:
+        _say_no_features(path, result['error'])
       results.append(result)
   index = os.path.join(output_dir, INDEX_FILE)
   replaced = predict_lib.replaced_note(index)

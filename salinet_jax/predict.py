@@ -276,13 +276,17 @@ def predict(config: ml_collections.ConfigDict, workdir: str, video_paths: Sequen
     logging.info('Windows cover each whole video: the records\' cap of the first %d frames '
                  'applies to whole-video predict only.', predictor.decoding['max_frames'])
   progress = resume.Progress(output_dir, 'predict', config, predictor)
-  progress.say_kept(files)
+  names = output_names(files)
+  videos = [(path, _outputs(output_dir, name)) for path, name in zip(files, names)]
+  progress.say_kept(videos)
   results = []
-  for path, name in zip(files, output_names(files)):
-    result = progress.result(path)
+  for (path, outputs), name in zip(videos, names):
+    result = progress.result(path, outputs)
     if result is None:
       result = _predict_one(config, predictor, path, name, output_dir)
-      progress.record(path, result, _outputs(output_dir, name))
+      progress.record(path, result, outputs)
+    elif not result['ok']:
+      _say_cannot_predict(path, result['error'])
     results.append(result)
     if result['ok']:
       print(f'{path}:' + (' (mean over its windows)' if windowed else ''))
@@ -314,11 +318,15 @@ def _predict_one(config, predictor, path: str, name: str, output_dir: str) -> Di
       probs = predictor.probabilities(decoded.jpegs, decoded.fps, name, pictures_dir)
   except video_io.VideoError as e:
     result['error'] = str(e)
-    logging.warning('%s: cannot be predicted: %s', path, e)
+    _say_cannot_predict(path, result['error'])
     remove_earlier_outputs(path, _outputs(output_dir, name))
     return result
   result.update(ok=True, top5=predictor.top(probs))
   return result
+
+
+def _say_cannot_predict(path: str, error: str) -> None:
+  logging.warning('%s: cannot be predicted: %s', path, error)
 
 
 def _outputs(output_dir: str, name: str) -> List[str]:

@@ -2,19 +2,22 @@
 
 Scoring a real dataset's videos takes hours; a run stopped part-way (Ctrl-C, SIGTERM, a crash)
 lost them all, since its CSV is written at the end. Now each video's result is appended, as it
-is done, to `<output_dir>/.<mode>_progress.jsonl`, under a header naming the weights (a hash of
-their values, or of the export's files) and the config it was done with. The same command run
-again keeps the results of the videos whose file is unchanged (size, modification time) and whose
-outputs are all still there, if the weights and the config are the same; it says how many it
-keeps and does the rest. Other weights or settings start over, which it says. A run that ends
-removes the file, so a later one starts over, as before.
+is done, to a progress file in the output folder, `.<mode>_progress_<key>.jsonl`, whose header
+names what does the work: the weights (a hash of their values, or of the export's files) and the
+config. The key is a hash of the header, so runs with other weights or settings never share a
+file. The same command run again keeps a video's result where the video file is the one that run
+read and the files written for it are the ones this run would write, as that run left them (size,
+modification and change times, inode: not rewritten since, by another run or another video); it
+says how many it keeps and does the rest. A run that ends removes its file, so a later one starts
+over, as before; those of stopped runs with other settings are named and left as they are.
 """
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
-from typing import Any, Dict, Iterable, Optional
+from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 import jax
 import numpy as np
@@ -24,8 +27,8 @@ from data import errors as data_errors
 
 
 def weights_identity(predictor) -> str:
-  """A hash of what scores the videos: the restored variables' values, or an export's files
-  (names, sizes, modification times)."""
+  """A hash of what scores the videos: the restored variables' values, or an export's format
+  folder and its export.json (names, sizes, modification times)."""
   digest = hashlib.sha256()
   variables = getattr(predictor, 'variables', None)
   if variables is not None:
@@ -35,21 +38,38 @@ def weights_identity(predictor) -> str:
       digest.update(np.ascontiguousarray(value).tobytes())
     return digest.hexdigest()
   directory = predictor.model.directory
-  for root, folders, files in os.walk(directory):
+  export = os.path.dirname(directory)
+  files = [os.path.join(export, 'export.json')]
+  for root, folders, names in os.walk(directory):
     folders.sort()
-    for name in sorted(files):
-      stat = os.stat(os.path.join(root, name))
-      digest.update(f'{os.path.relpath(os.path.join(root, name), directory)} {stat.st_size} '
-                    f'{stat.st_mtime_ns}\n'.encode())
+    files += [os.path.join(root, name) for name in sorted(names)]
+  for path in files:
+    digest.update(f'{os.path.relpath(path, export)} {_file_identity(path)}\n'.encode())
   return digest.hexdigest()
 
 
-def _file_identity(path: str) -> Optional[list]:
+def _file_identity(path: str) -> Optional[List[int]]:
+  """What tells a file from another or a rewritten one at `path`; None where there is none."""
   try:
     stat = os.stat(path)
   except OSError:
     return None
-  return [stat.st_size, stat.st_mtime_ns]
+  return [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino]
+
+
+def _entry(line: bytes) -> Optional[Dict[str, Any]]:
+  """The entry a progress file's line holds; None for anything else (a line cut short by a
+  kill, damaged bytes, a line edited by hand)."""
+  try:
+    entry = json.loads(line.decode('utf-8'))
+  except (UnicodeDecodeError, json.JSONDecodeError):
+    return None
+  fields = {'video': str, 'file': list, 'outputs': list, 'result': dict}
+  if not (isinstance(entry, dict)
+          and all(isinstance(entry.get(key), kind) for key, kind in fields.items())
+          and all(isinstance(output, list) and len(output) == 2 for output in entry['outputs'])):
+    return None
+  return entry
 
 
 class Progress:
@@ -57,53 +77,53 @@ class Progress:
   again after a stop (see the module docstring)."""
 
   def __init__(self, output_dir: str, mode: str, config, predictor):
-    self.path = os.path.join(output_dir, f'.{mode}_progress.jsonl')
     self.header = {'mode': mode, 'weights': weights_identity(predictor),
                    'config': config.to_json_best_effort(sort_keys=True)}
+    key = hashlib.sha256(json.dumps(self.header, sort_keys=True).encode()).hexdigest()[:16]
+    self.path = os.path.join(output_dir, f'.{mode}_progress_{key}.jsonl')
+    others = sorted(set(glob.glob(os.path.join(glob.escape(output_dir),
+                                               f'.{mode}_progress_*.jsonl'))) - {self.path})
+    if others:
+      logging.warning('%d stopped run(s) with other weights or settings left results in %s (%s): '
+                      'they are not used, and this run does every video it has not done itself.',
+                      len(others), output_dir, ', '.join(os.path.basename(p) for p in others))
     self.earlier = self._read()
     self._file = None
 
   def _read(self) -> Dict[str, Dict[str, Any]]:
-    """The entries of a stopped run with the same header, by video path; {} if none."""
+    """The entries of a stopped run with this header, by video path; {} if none."""
     try:
-      with open(self.path, encoding='utf-8') as f:
-        lines = f.read().split('\n')
+      with open(self.path, 'rb') as f:
+        lines = f.read().split(b'\n')
     except FileNotFoundError:
       return {}
     entries = {}
     for line in lines[1:]:
-      try:
-        entry = json.loads(line)
-      except json.JSONDecodeError:  # the last line, cut short by a kill while written
-        continue
-      entries[entry['video']] = entry
-    try:
-      same = json.loads(lines[0]) == self.header
-    except json.JSONDecodeError:
-      same = False
-    if not same:
-      logging.warning('%s holds the results of a stopped run with other weights or settings '
-                      '(%d video(s)): every video is done again.', self.path, len(entries))
-      os.remove(self.path)
-      return {}
+      entry = _entry(line)
+      if entry is not None:
+        entries[entry['video']] = entry
     return entries
 
-  def say_kept(self, videos: Iterable[str]) -> None:
-    """Says how many of `videos` a stopped run did, whose results this run keeps."""
+  def say_kept(self, videos: Iterable[Sequence[Any]]) -> None:
+    """Says how many of `videos` ((path, outputs) pairs) a stopped run did, whose results this
+    run keeps."""
     videos = list(videos)
-    kept = sum(self.result(video) is not None for video in videos)
+    kept = sum(self.result(video, outputs) is not None for video, outputs in videos)
     if kept:
       logging.info('Going on from the run stopped in %s: %d of %d video(s) done there, with the '
                    'same weights and settings, are kept (%s); the other %d are done now.',
                    os.path.dirname(self.path), kept, len(videos), os.path.basename(self.path),
                    len(videos) - kept)
 
-  def result(self, video: str) -> Optional[Dict[str, Any]]:
-    """A stopped run's result for `video` if the file and its outputs are as that run left them."""
+  def result(self, video: str, outputs: Sequence[str]) -> Optional[Dict[str, Any]]:
+    """A stopped run's result for `video`, whose outputs this run would write at `outputs`,
+    if the file is the one it read and its outputs are those it wrote, as it left them."""
     entry = self.earlier.get(video)
-    if (entry is None or entry['file'] != _file_identity(video)
-        or not all(os.path.isfile(path) for path in entry['outputs'])):
+    if entry is None or entry['file'] != _file_identity(video):
       return None
+    for path, identity in entry['outputs']:
+      if path not in outputs or identity != _file_identity(path):
+        return None
     return entry['result']
 
   def record(self, video: str, result: Dict[str, Any], outputs: Iterable[str]) -> None:
@@ -117,7 +137,8 @@ class Progress:
         if self._file.read(1) != b'\n':
           self._file.write(b'\n')
     self._write({'video': video, 'file': _file_identity(video),
-                 'outputs': [path for path in outputs if os.path.isfile(path)],
+                 'outputs': [[path, _file_identity(path)] for path in outputs
+                             if os.path.isfile(path)],
                  'result': result})
 
   def _write(self, line: Dict[str, Any]) -> None:

@@ -728,7 +728,7 @@ def test_features_stopped_part_way_go_on_where_they_stopped(trained, tmp_path, m
   out = tmp_path / 'out'
   with pytest.raises(KeyboardInterrupt):
     features.extract(config, workdir, [str(videos)], str(out))
-  assert not (out / features.INDEX_FILE).exists() and (out / '.features_progress.jsonl').exists()
+  assert not (out / features.INDEX_FILE).exists() and len(list(out.glob('.features_progress_*')))
   stopping.clear()
   caplog.set_level('INFO', logger='absl')
   del calls[:]
@@ -742,7 +742,7 @@ def test_features_stopped_part_way_go_on_where_they_stopped(trained, tmp_path, m
   assert ((out / features.INDEX_FILE).read_text()
           == (tmp_path / 'whole' / features.INDEX_FILE).read_text().replace(
               str(tmp_path / 'whole'), str(out)))
-  assert not (out / '.features_progress.jsonl').exists()  # a finished run: the next starts over
+  assert not list(out.glob('.features_progress_*'))  # a finished run: the next starts over
   del calls[:]
   features.extract(config, workdir, [str(videos)], str(out))
   assert len(calls) == 4
@@ -767,8 +767,10 @@ def test_features_stopped_part_way_go_on_where_they_stopped(trained, tmp_path, m
   caplog.clear()
   features.extract(per_view, workdir, [str(videos)], str(out))
   assert len(calls) == 4
-  assert ('.features_progress.jsonl holds the results of a stopped run with other weights or '
-          'settings (2 video(s)): every video is done again.') in caplog.text
+  assert (f'1 stopped run(s) with other weights or settings left results in {out} '
+          '(.features_progress_') in caplog.text
+  assert ('they are not used, and this run does every video it has not done itself.'
+          in caplog.text)
 
 
 def test_windowed_predict_stopped_part_way_goes_on_where_it_stopped(trained, tmp_path,
@@ -800,3 +802,77 @@ def test_windowed_predict_stopped_part_way_goes_on_where_it_stopped(trained, tmp
   for name in os.listdir(tmp_path / 'whole'):
     if name.endswith('.timeline.json'):
       assert (out / name).read_text() == (tmp_path / 'whole' / name).read_text(), name
+
+
+def test_a_kept_video_s_features_are_not_overwritten_by_another_video_of_the_run(
+    trained, tmp_path, monkeypatch):
+  """Review: features of `videos/sub` stopped after `a.mp4` (written as `out/a.mp4.npy`); run
+  again with `videos/a.mp4` (another video) added, whose name below the common folder is now
+  `a.mp4`: it is done into `out/a.mp4.npy`, over the kept one's features, and the index gives
+  that one file for both videos, without a word."""
+  config, workdir = trained
+  sub = tmp_path / 'videos' / 'sub'
+  sub.mkdir(parents=True)
+  for i, name in enumerate(['a', 'b', 'c']):
+    write_moving_bar_video(sub / f'{name}.mp4', seconds=2 + i)
+  other = tmp_path / 'videos' / 'a.mp4'
+  write_moving_bar_video(other, seconds=5)
+  whole = features.extract(config, workdir, [str(sub), str(other)], str(tmp_path / 'whole'))
+  _, _ = _stopped_at_the_third_video(monkeypatch, features, '_one_video')
+  out = tmp_path / 'out'
+  with pytest.raises(KeyboardInterrupt):
+    features.extract(config, workdir, [str(sub)], str(out))
+  monkeypatch.undo()
+  again = features.extract(config, workdir, [str(sub), str(other)], str(out))
+  assert len({r['features'] for r in again}) == len(again), [r['features'] for r in again]
+  for done, expected in zip(again, whole):
+    assert done['video'] == expected['video']
+    np.testing.assert_array_equal(np.load(done['features']), np.load(expected['features']),
+                                  err_msg=done['video'])
+
+
+def test_a_kept_video_s_features_overwritten_by_a_run_over_other_videos_are_not_kept(
+    trained, tmp_path, monkeypatch):
+  """Review: features of `X` stopped part-way; features of `Y` (same file names, other videos)
+  into the same folder, stopped too (same settings: its results go on the same progress file);
+  the first command run again keeps `X/v0.mp4`, whose `.npy` now holds `Y/v0.mp4`'s features."""
+  config, workdir = trained
+  for folder, extra in (('X', 0), ('Y', 3)):
+    (tmp_path / folder).mkdir()
+    for i in range(3):
+      write_moving_bar_video(tmp_path / folder / f'v{i}.mp4', seconds=2 + i + extra)
+  whole = features.extract(config, workdir, [str(tmp_path / 'X')], str(tmp_path / 'whole'))
+  calls, stopping = _stopped_at_the_third_video(monkeypatch, features, '_one_video')
+  out = tmp_path / 'out'
+  with pytest.raises(KeyboardInterrupt):
+    features.extract(config, workdir, [str(tmp_path / 'X')], str(out))
+  del calls[:]
+  with pytest.raises(KeyboardInterrupt):
+    features.extract(config, workdir, [str(tmp_path / 'Y')], str(out))
+  stopping.clear()
+  again = features.extract(config, workdir, [str(tmp_path / 'X')], str(out))
+  for done, expected in zip(again, whole):
+    np.testing.assert_array_equal(np.load(done['features']), np.load(expected['features']),
+                                  err_msg=done['video'])
+
+
+def test_the_reason_a_kept_video_failed_is_said_again(trained, tmp_path, monkeypatch, caplog):
+  """Review: a video that could not be read in the stopped run is kept as failed without its
+  reason on the console; with every video failed, main.py then ends with 'No video could be
+  read (see the reasons above)', and the kept one's reason is not above."""
+  config, workdir = trained
+  videos = tmp_path / 'videos'
+  videos.mkdir()
+  for i in range(3):
+    (videos / f'bad{i}.mp4').write_text('not a video')
+  calls, stopping = _stopped_at_the_third_video(monkeypatch, features, '_one_video')
+  out = tmp_path / 'out'
+  with pytest.raises(KeyboardInterrupt):
+    features.extract(config, workdir, [str(videos)], str(out))
+  stopping.clear()
+  caplog.set_level('INFO', logger='absl')
+  caplog.clear()
+  results = features.extract(config, workdir, [str(videos)], str(out))
+  assert not any(r['ok'] for r in results)
+  for i in range(3):
+    assert f'bad{i}.mp4: no features: ' in caplog.text, (i, caplog.text)
