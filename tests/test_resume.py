@@ -40,26 +40,13 @@ def test_a_run_with_other_settings_started_beside_one_does_not_file_its_results_
   assert again.result(str(videos[1]), []) is None  # per_view's result, not this command's
 
 
-@pytest.mark.parametrize('line', ['{"mode": "features"}', '[]', '"x"'])
-def test_a_progress_line_that_is_json_but_no_entry_is_not_a_traceback(tmp_path, line):
-  """A second header (two runs that started the file at once) or a line edited by hand: a
-  KeyError / TypeError traceback on every later run into the folder, until the hidden file is
-  found and removed."""
-  video = tmp_path / 'v0.mp4'
-  video.write_bytes(b'x')
-  out = tmp_path / 'out'
-  out.mkdir()
-  first = resume.Progress(str(out), 'features', _config(False), _Weights())
-  first.record(str(video), {'video': str(video)}, [])
-  with open(first.path, 'a', encoding='utf-8') as f:
-    f.write(line + '\n')
-  again = resume.Progress(str(out), 'features', _config(False), _Weights())
-  assert again.result(str(video), []) == {'video': str(video)}
-
-
-def test_a_progress_file_with_bytes_that_are_not_utf8_is_not_a_traceback(tmp_path):
-  """A file damaged by a crash of the machine (garbage at its end): UnicodeDecodeError traceback
-  on every later run into the folder."""
+@pytest.mark.parametrize('line', [b'{"mode": "features"}\n', b'[]\n', b'"x"\n',
+                                  b'\xff\xfe\x80garbage'],
+                         ids=['a second header', 'a list', 'a string', 'not utf-8'])
+def test_a_damaged_progress_line_is_skipped_not_a_traceback(tmp_path, line):
+  """A second header (two runs that started the file at once), a line edited by hand, or bytes
+  that are not UTF-8 (a crash of the machine): a KeyError, TypeError or UnicodeDecodeError
+  traceback on every later run into the folder, until the hidden file was found and removed."""
   video = tmp_path / 'v0.mp4'
   video.write_bytes(b'x')
   out = tmp_path / 'out'
@@ -67,7 +54,7 @@ def test_a_progress_file_with_bytes_that_are_not_utf8_is_not_a_traceback(tmp_pat
   first = resume.Progress(str(out), 'features', _config(False), _Weights())
   first.record(str(video), {'video': str(video)}, [])
   with open(first.path, 'ab') as f:
-    f.write(b'\xff\xfe\x80garbage')
+    f.write(line)
   again = resume.Progress(str(out), 'features', _config(False), _Weights())
   assert again.result(str(video), []) == {'video': str(video)}
 
