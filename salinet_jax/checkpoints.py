@@ -989,15 +989,15 @@ def _restore_item(item_dir: str, target: Any, what: str, stored_config: Optional
     stored_tree = item_tree(item_dir)
     mismatches = _shape_mismatches(stored_tree, target)
     if mismatches:
-      raise _mismatch_error(what, mismatches, stored_config, config)
+      raise _mismatch_error(what, mismatches, stored_config, config, item_dir)
     if not _skipped_parts_fit(stored_tree, target):
-      raise _mismatch_error(what, [], stored_config, config)
+      raise _mismatch_error(what, [], stored_config, config, item_dir)
     return _read_item(item_dir, target)
   except CheckpointError:
     raise
   except Exception as e:  # pylint: disable=broad-except (TensorStore raises plain Exceptions)
     if 'tree structures do not match' in str(e):
-      raise _mismatch_error(what, [], stored_config, config) from e
+      raise _mismatch_error(what, [], stored_config, config, item_dir) from e
     damage = _damage(e, item_dir)
     if damage is None:
       raise
@@ -1118,9 +1118,10 @@ _OPTIMIZER_STATE_FIELDS = ('optimizer.name', 'model.stage', 'optimizer.frozen',
 
 
 def _mismatch_error(what: str, mismatches: List[str], stored_config: Optional[str],
-                    config: Any) -> CheckpointMismatchError:
+                    config: Any, item_dir: str) -> CheckpointMismatchError:
   """The error for a checkpoint that does not fit: the parameters whose shapes differ (none:
-  the parameters fit but the optimizer state has another structure) and the config fields."""
+  the parameters fit but the optimizer state has another structure), the config fields, and
+  the --config that reads back the one it was trained with."""
   shown = mismatches[:8] + ([f'... and {len(mismatches) - 8} more'] if len(mismatches) > 8 else [])
   differences = config_differences(stored_config, config) if stored_config and config else []
   # Those of them that build another optimizer state: named on the first line, where 'optimizer'
@@ -1137,8 +1138,11 @@ def _mismatch_error(what: str, mismatches: List[str], stored_config: Optional[st
     message += ('\nThe config stored with the checkpoint differs from the given one:\n  '
                 + '\n  '.join(differences))
   # Said for every command that restores one (bench has no --workdir: README review).
-  message += ('\nUse the config the checkpoint was trained with (its workdir\'s config.json), '
-              'or another checkpoint.')
+  trained_in = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(item_dir))))
+  if not os.path.isfile(os.path.join(trained_in, workdir_lib.CONFIG_FILE)):
+    trained_in = 'DIR (the workdir it was trained in)'
+  message += ('\nUse the config the checkpoint was trained with (--config=configs/'
+              f'from_workdir.py:{trained_in}), or another checkpoint.')
   return CheckpointMismatchError(message)
 
 

@@ -26,12 +26,13 @@ from typing import Any, Dict, Iterator, Optional
 import jax
 from absl import logging
 
+from configs import from_workdir
 from data import errors as data_errors
 from salinet_jax import errors
 
 LOCK_FILE = 'trainer.lock'
 GUARD_FILE = '.trainer.lock.guard'  # flocked while a trainer takes the lock; empty, kept
-CONFIG_FILE = 'config.json'
+CONFIG_FILE = from_workdir.CONFIG_FILE
 
 
 class WorkdirBusyError(errors.UserError):

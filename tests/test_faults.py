@@ -106,8 +106,8 @@ def trained_workdir(tmp_path_factory, tiny_data_dir):
 
 @pytest.mark.parametrize('case', ['misspelt_field', 'misspelt_field_in_the_file',
                                   'empty_workdir', 'misspelt_model_name', 'missing_config_file',
-                                  'unknown_recipe_stage', 'batch_not_divisible', 'no_checkpoint',
-                                  'missing_records'])
+                                  'workdir_without_config', 'unknown_recipe_stage',
+                                  'batch_not_divisible', 'no_checkpoint', 'missing_records'])
 def test_known_user_errors_end_in_one_line(case, tiny_data_dir, tmp_path):
   overrides = _tiny_overrides(tiny_data_dir)
   workdir = f'--workdir={tmp_path / "run"}'
@@ -141,6 +141,12 @@ def test_known_user_errors_end_in_one_line(case, tiny_data_dir, tmp_path):
   elif case == 'missing_config_file':
     line = _one_error_line(_main('--config=configs/dmeo.py', workdir), 2)
     assert "No such file or directory: 'configs/dmeo.py'" in line
+  elif case == 'workdir_without_config':  # a workdir no training run wrote
+    (tmp_path / 'run').mkdir()
+    line = _one_error_line(_main(f'--config=configs/from_workdir.py:{tmp_path / "run"}', workdir,
+                                 '--mode=eval'), 2)
+    assert f'{tmp_path / "run" / "config.json"} does not exist: ' in line
+    assert 'is not the workdir of a training run' in line
   elif case == 'unknown_recipe_stage':
     line = _one_error_line(_main('--config=configs/demo_s2dnet.py:samplng', workdir), 2)
     assert "S2DNet stage must be one of ('warmup', 'sampling'), got 'samplng'" in line
@@ -160,7 +166,7 @@ def test_known_user_errors_end_in_one_line(case, tiny_data_dir, tmp_path):
 
 
 def test_resume_with_another_model_names_parameters_and_config_fields(trained_workdir,
-                                                                       tiny_data_dir):
+                                                                       tiny_data_dir, tmp_path):
   proc = _main('--config=configs/demo.py', f'--workdir={trained_workdir}',
                *_tiny_overrides(tiny_data_dir), '--config.model.width=8',
                '--config.num_train_steps=4')
@@ -168,8 +174,14 @@ def test_resume_with_another_model_names_parameters_and_config_fields(trained_wo
   assert 'does not fit the model of the given config' in line
   assert re.search(r'params/\S+/kernel: stored \([\d, ]*4\), model \([\d, ]*8\)', proc.stderr)
   assert 'model.width: stored 4, given 8' in proc.stderr
-  assert proc.stderr.endswith("\nUse the config the checkpoint was trained with (its workdir's "
-                              'config.json), or another checkpoint.\n')
+  advice = ('\nUse the config the checkpoint was trained with (--config=configs/from_workdir.py:'
+            f'{trained_workdir}), or another checkpoint.\n')
+  assert proc.stderr.endswith(advice)
+  # ... which it is, with none of the training command's overrides repeated.
+  proc = _main(advice.split('(')[1].split(')')[0], f'--workdir={trained_workdir}', '--mode=eval',
+               f'--output_dir={tmp_path / "eval"}')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert 'differs' not in proc.stderr and 'val top-1: ' in proc.stdout
 
 
 def test_resume_with_changed_settings_names_them(trained_workdir, tiny_data_dir, tmp_path):

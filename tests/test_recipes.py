@@ -25,6 +25,7 @@ import jax
 import numpy as np
 import pytest
 
+from configs import from_workdir
 from data import records
 
 from salinet_jax import checkpoints
@@ -35,6 +36,7 @@ from salinet_jax import inputs
 from salinet_jax import pretrained
 from salinet_jax import models
 from salinet_jax import recipe
+from salinet_jax import workdir as workdir_lib
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -312,7 +314,7 @@ def test_test_frame_indices_of_the_salinet_recipe(frames, fps):
 
 CONFIG_NAMES = sorted(
     os.path.splitext(os.path.basename(p))[0] for p in glob.glob(str(REPO_ROOT / 'configs' / '*.py'))
-    if not p.endswith(('__init__.py', 'base.py')))
+    if not p.endswith(('__init__.py', 'base.py', 'from_workdir.py')))
 ARGUMENTS = {'custom': ('scratch', 'i3d'), 'k400_i3d_nl': ('', 'slow_r50'),
              'ucf101_salinet': ('1', '2', '3'),
              'hmdb51_salinet': ('1', '2', '3'),
@@ -398,6 +400,28 @@ def test_the_convert_command_a_recipe_gives_names_a_config_file_that_exists(name
   # ... and were trained on pixels normalised as the recipe normalises them.
   for source in re.findall(r'--source=(\w+)', command):
     assert convert.SOURCES[source].normalization == load(name).data.normalization, (name, source)
+
+
+def _typed(value):
+  """A config's values with their types: an int read back as a float (or a tuple as a list)
+  would compare equal and still be another setting."""
+  if isinstance(value, dict):
+    return {key: _typed(item) for key, item in value.items()}
+  if isinstance(value, (list, tuple)):
+    return (type(value).__name__, [_typed(item) for item in value])
+  return (type(value).__name__, value)
+
+
+@pytest.mark.parametrize('name', EVERY_CONFIG)
+def test_every_config_reads_back_from_the_workdir_a_run_wrote_it_to(name, tmp_path, capsys):
+  """configs/from_workdir.py:DIR is what a run's own config was, value and type, so eval,
+  predict and a longer run need none of its overrides repeated."""
+  config = load(name)
+  config.batch_size = 3  # an override, as a training command gives one
+  workdir_lib.write_config(str(tmp_path), config)
+  read_back = from_workdir.get_config(str(tmp_path))
+  assert _typed(read_back.to_dict()) == _typed(config.to_dict())
+  assert capsys.readouterr().err == ''  # nothing predates base.py's settings
 
 
 WITH_CONVERT_COMMAND = [name for name in EVERY_CONFIG if load(name).init_from.convert_command]
