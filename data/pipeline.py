@@ -341,9 +341,10 @@ RATE_SPREAD = 1.25
 
 def clip_coverage_warnings(dataset_config, data_config, train_split: Optional[str] = None,
                            eval_split: Optional[str] = None) -> List[str]:
-  """A line per split (read for training, for evaluation) holding videos that the config's clips
-  cover otherwise than a long video: shorter than a clip spans (sampling.clip_span: their clips
-  repeat frames, and an evaluation's temporal views of one take the same frames), or, for
+  """A line per split (read for training, for evaluation, or both: said once) holding videos
+  that the config's clips cover otherwise than a long video: shorter than a clip spans
+  (sampling.clip_span: their clips repeat frames, and an evaluation's temporal views of one take
+  the same frames), or, for
   all_frames, longer than the frames a clip takes from a video's start (sampling.misses_frames:
   the rest is never read); and, for dense clips, a split of frame rates further apart than
   RATE_SPREAD, whose clips then span other lengths of time (with how many lie near the rate
@@ -354,8 +355,12 @@ def clip_coverage_warnings(dataset_config, data_config, train_split: Optional[st
     return []
   metadata = prepare(dataset_config)
   sampler, lines = data_config.temporal_sampling, []
+  uses = {}  # split: its uses; one split both trained on and scored has its lines said once
   for split, use in ((train_split, 'trained on'), (eval_split, 'scored')):
-    lengths = records.split_lengths(metadata, split) if split else None
+    if split:
+      uses.setdefault(split, []).append(use)
+  for split, split_uses in uses.items():
+    lengths = records.split_lengths(metadata, split)
     if not lengths:
       continue
     total = sum(count for _, _, count in lengths)
@@ -391,7 +396,8 @@ def clip_coverage_warnings(dataset_config, data_config, train_split: Optional[st
                    f'{min(spans)}-{max(spans)} frames at their frame rates')
       views = data_config.eval_num_clips
       alike = (f', and the {views} temporal views of each take the same frames'
-               if use == 'scored' and views > 1 and sampler in ('dense', 'pyslowfast') else '')
+               if 'scored' in split_uses and views > 1 and sampler in ('dense', 'pyslowfast')
+               else '')
       clips, remedy = SHORT_VIDEO_CLIPS.get(
           sampler, ('repeat frames', 'lower config.data.num_frames'))
       lines.append(
@@ -404,8 +410,9 @@ def clip_coverage_warnings(dataset_config, data_config, train_split: Optional[st
           f"{sum(unseen.values())} of {total} videos of {where} hold more frames than the "
           f"{reach} a clip of temporal_sampling={sampler!r} takes from a video's start "
           f'(num_frames x frame_stride; the longest holds {max(unseen)}): the rest of each is '
-          + ('never scored.' if use == 'scored' else 'trained on only as far as the random '
-             'trim of a clip\'s start (config.data.all_frames_trim_fraction) shifts it.'))
+          + ', and '.join({'trained on': 'trained on only as far as the random trim of a '
+                           "clip's start (config.data.all_frames_trim_fraction) shifts it",
+                           'scored': 'never scored'}[use] for use in split_uses) + '.')
   return lines
 
 

@@ -383,6 +383,26 @@ def test_videos_shorter_than_a_clip_or_longer_than_its_reach_are_counted_at_the_
                    'never scored.']
 
 
+def test_a_split_both_trained_on_and_scored_has_its_clip_lines_said_once(own_records, caplog):
+  """A config that evaluates on its train split (a small dataset with one split) had each line
+  about that split's clips said twice as training started (README walkthrough)."""
+  _, records_dir = own_records
+  config = _config(records_dir)
+  config.dataset.train_split = 'val'
+  config.data.update(dict(num_frames=8, frame_stride=8))  # a 57-frame span
+  scored = pipeline.clip_coverage_warnings(config.dataset, config.data, eval_split='val')
+  assert any('hold fewer frames' in line for line in scored), scored
+  assert pipeline.clip_coverage_warnings(config.dataset, config.data, 'val', 'val') == scored
+  caplog.set_level('WARNING')
+  train.training_engine(config)
+  assert [caplog.text.count(line) for line in scored] == [1] * len(scored), caplog.text
+  config.data.update(dict(temporal_sampling='all_frames', num_frames=16, frame_stride=2))
+  [line] = pipeline.clip_coverage_warnings(config.dataset, config.data, 'val', 'val')
+  assert line.endswith(": the rest of each is trained on only as far as the random trim of a "
+                       "clip's start (config.data.all_frames_trim_fraction) shifts it, and "
+                       'never scored.'), line
+
+
 @pytest.mark.parametrize('lengths, counted', [
     ([[300, 30.0, 80], [300, 29.97, 6], [300, 12.0, 1]], '86 of 87 within 1.25x of 30 fps'),
     ([[300, 60.0, 1], [300, 29.97, 6], [300, 25.0, 80]], '86 of 87 within 1.25x of 25 fps'),
