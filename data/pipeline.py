@@ -102,7 +102,8 @@ def prepare(dataset_config) -> records.DatasetMetadata:
   return metadata
 
 
-_CHECKED = set()
+_CHECKED_SPLITS = set()  # (records directory, split): its first label checked this process
+_SAID = set()  # (records directory, warning) about whole records: said once, not per split
 
 
 def split_info(dataset_config, split: str) -> SplitInfo:
@@ -123,12 +124,12 @@ def split_info(dataset_config, split: str) -> SplitInfo:
   info = SplitInfo(directory, metadata.name, split, num_videos, tuple(metadata.classes),
                    tuple(records.recorded_shard_bytes(metadata, split).items()), shard_videos,
                    num_videos - sum(per_class) if per_class is not None else 0)
-  if (directory, split) not in _CHECKED:
+  if (directory, split) not in _CHECKED_SPLITS:
     _check_first_label(info)
-    _CHECKED.add((directory, split))
+    _CHECKED_SPLITS.add((directory, split))
     for warning in datasets.check_records(metadata, split):
-      if (directory, warning) not in _CHECKED:  # one about the whole records: once, not per split
-        _CHECKED.add((directory, warning))
+      if (directory, warning) not in _SAID:
+        _SAID.add((directory, warning))
         logging.warning('%s', warning)
   return info
 

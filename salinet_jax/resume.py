@@ -24,6 +24,7 @@ import numpy as np
 from absl import logging
 
 from data import errors as data_errors
+from salinet_jax.export import formats as export_formats
 
 
 def weights_identity(predictor) -> str:
@@ -39,7 +40,7 @@ def weights_identity(predictor) -> str:
     return digest.hexdigest()
   directory = predictor.model.directory
   export = os.path.dirname(directory)
-  files = [os.path.join(export, 'export.json')]
+  files = [os.path.join(export, export_formats.EXPORT_JSON)]
   for root, folders, names in os.walk(directory):
     folders.sort()
     files += [os.path.join(root, name) for name in sorted(names)]
@@ -87,15 +88,24 @@ class Progress:
       logging.warning('%d stopped run(s) with other weights or settings left results in %s (%s): '
                       'they are not used, and this run does every video it has not done itself.',
                       len(others), output_dir, ', '.join(os.path.basename(p) for p in others))
+    self._start_anew = False
     self.earlier = self._read()
     self._file = None
 
   def _read(self) -> Dict[str, Dict[str, Any]]:
-    """The entries of a stopped run with this header, by video path; {} if none."""
+    """The entries of a stopped run with this header, by video path; {} if none (or if the
+    file at this run's name holds another header: copied or renamed by hand)."""
     try:
       with open(self.path, 'rb') as f:
         lines = f.read().split(b'\n')
     except FileNotFoundError:
+      return {}
+    try:
+      ours = json.loads(lines[0].decode('utf-8')) == self.header
+    except (UnicodeDecodeError, json.JSONDecodeError):
+      ours = False
+    if not ours:
+      self._start_anew = True
       return {}
     entries = {}
     for line in lines[1:]:
@@ -129,7 +139,8 @@ class Progress:
   def record(self, video: str, result: Dict[str, Any], outputs: Iterable[str]) -> None:
     """Appends `video`'s result and the files written for it (flushed: a stop keeps it)."""
     if self._file is None:
-      self._file = open(self.path, 'ab+')  # pylint: disable=consider-using-with
+      mode = 'wb' if self._start_anew else 'ab+'
+      self._file = open(self.path, mode)  # pylint: disable=consider-using-with
       if not self._file.tell():
         self._write(self.header)
       else:  # a last line cut short by a kill would swallow the next one

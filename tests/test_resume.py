@@ -91,3 +91,22 @@ def test_an_export_s_metadata_is_part_of_its_identity(tmp_path):
   before = resume.weights_identity(predictor)
   (export / 'export.json').write_text('{"classes": ["b", "a"]}')
   assert resume.weights_identity(predictor) != before
+
+
+def test_a_progress_file_whose_header_is_another_run_s_keeps_nothing(tmp_path):
+  """The file's name holds a hash of its header; one copied or renamed by hand under this run's
+  name (its header another run's) kept that run's results as this one's."""
+  video = tmp_path / 'v0.mp4'
+  video.write_bytes(b'x')
+  out = tmp_path / 'out'
+  out.mkdir()
+  other = resume.Progress(str(out), 'features', _config(True), _Weights())
+  other.record(str(video), {'video': str(video), 'shape': '2x8'}, [])
+  this = resume.Progress(str(out), 'features', _config(False), _Weights())
+  os.replace(other.path, this.path)
+  again = resume.Progress(str(out), 'features', _config(False), _Weights())
+  assert again.result(str(video), []) is None
+  # ... and the file starts anew under this run's header, whose results a later run keeps.
+  again.record(str(video), {'video': str(video), 'shape': '8'}, [])
+  later = resume.Progress(str(out), 'features', _config(False), _Weights())
+  assert later.result(str(video), []) == {'video': str(video), 'shape': '8'}
