@@ -4,7 +4,8 @@
 
 Prints, and writes as report.json and report.png: videos per split and per class, the failures
 and their reasons, histograms of duration and frames per video (of the stored frames, after the
-converter's --fps and --max_frames, which it names), frame rate and source resolution,
+converter's --fps and --max_frames, which it names), frame rate, source resolution and the
+short side frames were stored at (the converter's --short_side),
 how each split's frames were timed (container timestamps or decoder order), and, for the standard
 datasets of the registry, the official count beside the converted one. The check PySlowFast and
 MMAction2 maintainers ask for when accuracy does not reproduce: a missing tenth of a split or a
@@ -170,6 +171,8 @@ def build(directory: str) -> Dict[str, Any]:
         # frames above are of the stored frames.
         'stored_fps': float(settings.get('fps') or 0.0),
         'stored_max_frames': int(settings.get('max_frames') or 0),
+        # The converter's --short_side (0: frames kept at the sources' size).
+        'stored_short_side': int(settings.get('short_side') or 0),
         'short_side_pixels': _histogram(short_sides),
         'source_resolution': _resolution_kind(videos),
         'frames_per_video': _histogram([v['num_frames'] for v in videos]),
@@ -220,12 +223,14 @@ def summary(card: Dict[str, Any]) -> str:
                  f"{counts[-1]}" + (f"; no video: {entry['classes_without_videos'][:5]}"
                                     if entry['classes_without_videos'] else ''))
     side = f'{_side_kind(entry)} short side pixels'
-    resampled = ', '.join(
-        ([f"resampled to {entry['stored_fps']:g} fps"] if entry.get('stored_fps') else [])
-        + ([f"at most {entry['stored_max_frames']} frames"] if entry.get('stored_max_frames')
-           else []))
-    if resampled:
-      lines.append(f'    stored {resampled}: durations and frames are of the stored frames')
+    resampled = (([f"resampled to {entry['stored_fps']:g} fps"] if entry.get('stored_fps') else [])
+                 + ([f"at most {entry['stored_max_frames']} frames"]
+                    if entry.get('stored_max_frames') else []))
+    resized = ([f"at short side {entry['stored_short_side']} px"]
+               if entry.get('stored_short_side') else [])
+    if resampled or resized:
+      lines.append(f"    stored {', '.join(resampled + resized)}"
+                   + (': durations and frames are of the stored frames' if resampled else ''))
     for key, name, unit in (('duration_seconds', 'stored duration seconds', 's'),
                             ('fps', f"{entry.get('fps_of', 'stored')} fps", 'fps'),
                             ('short_side_pixels', side, 'px'),

@@ -1477,6 +1477,23 @@ def test_the_data_report_says_which_figures_are_of_the_stored_frames(tiny_data_d
   assert '    stored fps: ' in text  # synthetic records keep no source rate
 
 
+def test_the_data_report_gives_the_short_side_the_frames_were_stored_at(tmp_path):
+  """The card gave the sources' short sides alone: the short side the converter stored the
+  frames at (--short_side), which the eval short side is checked against, was nowhere on it."""
+  from data import report  # pylint: disable=g-import-not-at-top
+  copy = tmp_path / 'records'
+  shutil.copytree(REPO_ROOT / 'tests' / 'fixtures' / 'records_schema1', copy)
+  metadata = json.loads((copy / 'metadata.json').read_text())
+  metadata['extra']['conversion']['train']['settings']['short_side'] = 24
+  (copy / 'metadata.json').write_text(json.dumps(metadata))
+  card = report.build(str(copy))
+  assert (card['splits']['train']['stored_short_side'],
+          card['splits']['val']['stored_short_side']) == (24, 0)
+  text = report.summary(card).split('\n  val: ')
+  assert '\n    stored at short side 24 px\n' in text[0], text[0]
+  assert 'stored at short side' not in text[1], text[1]
+
+
 @pytest.mark.parametrize('env, expected', [
     ({'JAX_NUM_PROCESSES': '2'}, 'JAX_NUM_PROCESSES set without JAX_COORDINATOR_ADDRESS, '
      'JAX_PROCESS_ID: a multi-process run configured by hand needs all three (or '
