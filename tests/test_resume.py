@@ -21,6 +21,15 @@ def _config(per_view):
   return config
 
 
+def _video_and_output(tmp_path, content=b'x'):
+  """A video file `v0.mp4` holding `content`, and an empty output folder."""
+  video = tmp_path / 'v0.mp4'
+  video.write_bytes(content)
+  out = tmp_path / 'out'
+  out.mkdir()
+  return video, out
+
+
 def test_a_run_with_other_settings_started_beside_one_does_not_file_its_results_under_its_header(
     tmp_path):
   """Two features runs into one folder, started together with other settings (per_view off and
@@ -47,10 +56,7 @@ def test_a_damaged_progress_line_is_skipped_not_a_traceback(tmp_path, line):
   """A second header (two runs that started the file at once), a line edited by hand, or bytes
   that are not UTF-8 (a crash of the machine): a KeyError, TypeError or UnicodeDecodeError
   traceback on every later run into the folder, until the hidden file was found and removed."""
-  video = tmp_path / 'v0.mp4'
-  video.write_bytes(b'x')
-  out = tmp_path / 'out'
-  out.mkdir()
+  video, out = _video_and_output(tmp_path)
   first = resume.Progress(str(out), 'features', _config(False), _Weights())
   first.record(str(video), {'video': str(video)}, [])
   with open(first.path, 'ab') as f:
@@ -63,10 +69,7 @@ def test_a_video_replaced_by_one_of_its_size_with_its_time_kept_is_done_again(tm
   """A video replaced by another of the same size whose modification time was kept (cp -p,
   rsync -a, tar x: raw/fixed-size formats have equal sizes) keeps the old video's result:
   (size, mtime_ns) is all that is compared; the inode or st_ctime_ns would tell."""
-  video = tmp_path / 'v0.mp4'
-  video.write_bytes(b'first video')
-  out = tmp_path / 'out'
-  out.mkdir()
+  video, out = _video_and_output(tmp_path, b'first video')
   first = resume.Progress(str(out), 'features', _config(False), _Weights())
   first.record(str(video), {'video': str(video), 'shape': 'old'}, [])
   stat = video.stat()
@@ -96,10 +99,7 @@ def test_an_export_s_metadata_is_part_of_its_identity(tmp_path):
 def test_a_progress_file_whose_header_is_another_run_s_keeps_nothing(tmp_path):
   """The file's name holds a hash of its header; one copied or renamed by hand under this run's
   name (its header another run's) kept that run's results as this one's."""
-  video = tmp_path / 'v0.mp4'
-  video.write_bytes(b'x')
-  out = tmp_path / 'out'
-  out.mkdir()
+  video, out = _video_and_output(tmp_path)
   other = resume.Progress(str(out), 'features', _config(True), _Weights())
   other.record(str(video), {'video': str(video), 'shape': '2x8'}, [])
   this = resume.Progress(str(out), 'features', _config(False), _Weights())
