@@ -3,12 +3,13 @@
   python main.py --config=configs/from_workdir.py:DIR --workdir=DIR --mode=predict --video=V
   python main.py --config=configs/from_workdir.py:DIR --workdir=DIR --config.num_train_steps=N
 
-Eval, predict, features, export, `salinet_jax.bench --checkpoint` and a longer training run then
-need none of the training command's overrides repeated. JSON has no tuples: its lists become
+Eval, predict, features, `salinet_jax.bench --checkpoint` and a longer training run then need
+none of the training command's overrides repeated. JSON has no tuples: its lists become
 tuples again, as every config writes them. Settings added to configs/base.py after the run wrote
 its config.json take their defaults, said in one line (as a checkpoint that predates them is
-read). Overrides on top work as on any config; values the original config derived from another
-field are stored as plain values, so an override changes that field alone.
+read). A run by epochs comes back with the steps its epochs made (config.json records its
+length); that num_train_steps is read as the same run by epochs (salinet_jax/engine.py
+runs_by_epochs). Overrides on top work as on any config.
 """
 
 import json

@@ -29,6 +29,7 @@ import json
 import logging as python_logging
 import os
 import re
+import shlex
 import shutil
 import sys
 import time
@@ -756,10 +757,13 @@ class CheckpointStore:
       self._quarantine(corrupt)
       if accept is not None:
         accept(step)
+      # A run by epochs given its own length in steps (config.json records it so) is that run.
+      own_length = f"num_train_steps: stored -1, given {self.metadata(step).get('total_steps')}"
       _warn_of_differences(f'Resuming checkpoint step {step} with a config that differs from the '
                            'one it was trained with (schedule and data follow the given one; '
                            "TensorBoard's HParams keep the values the run started with)",
-                           stored_config, config, relevant=changes_the_run)
+                           stored_config, config,
+                           relevant=lambda line: changes_the_run(line) and line != own_length)
       if stored_config and config is not None and config_differences(
           stored_config, config, relevant=lambda line: line.startswith(_INIT_WEIGHT_FIELDS)):
         logging.warning('config.init_from only starts a run: the resumed weights are checkpoint '
@@ -1139,10 +1143,11 @@ def _mismatch_error(what: str, mismatches: List[str], stored_config: Optional[st
                 + '\n  '.join(differences))
   # Said for every command that restores one (bench has no --workdir: README review).
   trained_in = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(item_dir))))
+  flag = shlex.quote(f'--config=configs/from_workdir.py:{trained_in}')  # pasted into a shell
   if not os.path.isfile(os.path.join(trained_in, workdir_lib.CONFIG_FILE)):
-    trained_in = 'DIR (the workdir it was trained in)'
-  message += ('\nUse the config the checkpoint was trained with (--config=configs/'
-              f'from_workdir.py:{trained_in}), or another checkpoint.')
+    flag = '--config=configs/from_workdir.py:DIR, DIR the workdir it was trained in'
+  message += (f'\nUse the config the checkpoint was trained with ({flag}), or another '
+              'checkpoint.')
   return CheckpointMismatchError(message)
 
 

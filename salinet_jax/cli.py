@@ -145,8 +145,9 @@ def unread_override(config, argv: List[str], mode: str) -> str:
   `predict` or `features` field in another `mode`, `eval.checkpoint` in training or predict
   through an export, a `data` field the config's temporal sampler or train crop does not read
   (target_fps with dense sampling), `init_from` or `precise_bn_batches` outside training (eval
-  scored the workdir's checkpoint, not init_from's), view settings or pictures in features, or
-  a window setting without a window. Each changed nothing, without a word."""
+  scored the workdir's checkpoint, not init_from's), view settings or pictures in features, a
+  window setting without a window, or num_epochs where the config's num_train_steps sets the
+  run. Each changed nothing, without a word (num_epochs: a warning as the run started)."""
   from data import ops  # pylint: disable=g-import-not-at-top
   from salinet_jax import losses  # pylint: disable=g-import-not-at-top
   from salinet_jax import optim  # pylint: disable=g-import-not-at-top
@@ -162,6 +163,11 @@ def unread_override(config, argv: List[str], mode: str) -> str:
       return (f'--config.{name} is read by --mode={", ".join(modes[:-1])}'
               f'{" or " if len(modes) > 1 else ""}{modes[-1]} only, not by --mode={mode}: add '
               'the mode it was meant for, or leave it out.')
+    if (name, mode) == ('num_epochs', 'train') and config.num_train_steps > 0 and not any(
+        re.match(r'--?config\.num_train_steps(=|$)', other) for other in argv):
+      return (f'--config.num_epochs is not read: config.num_train_steps={config.num_train_steps} '
+              "sets the run's length (configs/from_workdir.py gives a run by epochs its steps): "
+              'add --config.num_train_steps=-1 to train by epochs, or leave it out.')
     if field is None:
       continue
     if group == 'eval' and field == 'checkpoint' and mode == 'predict' and \

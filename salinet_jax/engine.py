@@ -54,7 +54,22 @@ def num_train_steps(config, train_videos: int) -> int:
   if config.num_epochs <= 0:
     raise errors.ConfigError('Set config.num_train_steps or config.num_epochs to a positive '
                              'value.')
+  return _steps_of_epochs(config, train_videos)
+
+
+def _steps_of_epochs(config, train_videos: int) -> int:
+  """The global batches `config.num_epochs` epochs of `train_videos` make, the last partial."""
   return int(math.ceil(config.num_epochs * train_videos / config.batch_size))
+
+
+def runs_by_epochs(config, train_videos: Optional[int]) -> bool:
+  """Whether config.num_epochs sets the run (and an epoch-based schedule's span): num_train_steps
+  is -1, or the steps those epochs make, which is how config.json records a run by epochs
+  (configs/from_workdir.py reads it back as the run it was)."""
+  if config.num_epochs <= 0:
+    return False
+  return config.num_train_steps <= 0 or (
+      bool(train_videos) and config.num_train_steps == _steps_of_epochs(config, train_videos))
 
 
 def create_train_state(model: nn.Module, tx, rng: jax.Array, shape) -> TrainState:
@@ -344,15 +359,14 @@ def check_config(config, training: bool, devices: int) -> None:
         f"{config.model.name!r} does not take: use it with 's2dnet', or another sampler.")
 
 
-def schedule_epochs(config, total_steps: int, steps_per_epoch: float, training: bool = True
-                    ) -> float:
+def schedule_epochs(config, total_steps: int, train_videos: Optional[int]) -> float:
   """The epochs an epoch-based schedule spans: the run's, i.e. config.num_epochs, or the epochs
-  that num_train_steps makes when it is set. Outside training (steps_per_epoch unknown) any
+  that num_train_steps makes when it sets the run. Outside training (`train_videos` None) any
   positive span gives the optimizer state its structure: the schedule is never stepped there."""
-  if config.num_train_steps > 0 and steps_per_epoch:
-    return total_steps / steps_per_epoch
-  if not training:
+  if train_videos is None:
     return config.num_epochs if config.num_epochs > 0 else 1.0
+  if config.num_train_steps > 0 and train_videos and not runs_by_epochs(config, train_videos):
+    return total_steps / (train_videos / config.batch_size)
   return config.num_epochs
 
 
@@ -398,8 +412,7 @@ class Engine:
     steps_per_epoch = self.steps_per_epoch or (1.0 if train_videos is None else 0.0)
     self.tx, self.schedule = optim.create_optimizer(
         opt_config, abstract['params'], self.total_steps, config.batch_size,
-        steps_per_epoch, schedule_epochs(config, self.total_steps, self.steps_per_epoch,
-                                         training=train_videos is not None))
+        steps_per_epoch, schedule_epochs(config, self.total_steps, train_videos))
     pairing = s2dnet.batch_pairing_warning(config.model)
     if pairing:
       logging.warning('%s', pairing)

@@ -54,7 +54,7 @@ def learning_rate_per_epoch(config, train_videos: int) -> List[float]:
   opt_config, steps_per_epoch = engine.resolved_optimizer(config, train_videos)
   total = engine.num_train_steps(config, train_videos)
   schedule = optim.learning_rate_schedule(opt_config, total, config.batch_size, steps_per_epoch,
-                                          engine.schedule_epochs(config, total, steps_per_epoch))
+                                          engine.schedule_epochs(config, total, train_videos))
   starts = (-(-e * train_videos // config.batch_size) for e in itertools.count())
   firsts = itertools.takewhile(lambda step: step < total, starts)  # the epochs the run trains
   return [float(schedule(step)) for step in firsts]
@@ -98,7 +98,8 @@ def card(config: ml_collections.ConfigDict, video_frames: int = 0,
       'warmup_steps': opt.warmup_steps,
       'warmup_start_lr': optim.scaled_learning_rate(opt, opt.warmup_start_lr, config.batch_size),
       'final_lr_fraction': opt.final_lr_fraction,
-      'epochs': config.num_epochs if config.num_train_steps <= 0 else None,
+      'epochs': (config.num_epochs if config.num_train_steps <= 0
+                 or engine.runs_by_epochs(config, train_videos) else None),
       'train_videos': train_videos,
       'precision': {'config': config.dtype,
                     'here': str(models.compute_dtype(config.dtype).dtype),

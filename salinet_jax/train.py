@@ -224,7 +224,8 @@ def training_engine(config: ml_collections.ConfigDict) -> engine.Engine:
   for line in filter(None, lines):
     logging.warning('%s', line)
   trainer = engine.Engine(config, info.classes, train_videos=info.num_videos)
-  if config.num_train_steps > 0 and config.num_epochs > 0:
+  if (config.num_train_steps > 0 and config.num_epochs > 0
+      and not engine.runs_by_epochs(config, info.num_videos)):
     logging.warning('config.num_train_steps=%d sets the run\'s length: config.num_epochs=%g is '
                     'not read (set num_train_steps=-1 to train by epochs).',
                     config.num_train_steps, config.num_epochs)

@@ -11,8 +11,6 @@ import time
 
 import pytest
 
-from configs import demo
-from configs import from_workdir
 from salinet_jax import workdir as workdir_lib
 from tests.conftest import REPO_ROOT
 from tests.conftest import subprocess_env
@@ -487,29 +485,3 @@ def test_event_files_damaged_before_their_end_or_older_than_the_checkpoint_are_l
   assert _event_steps(old) == [0, 2]
   assert _event_steps(tmp_path / 'discarded' / 'after_step_2' / old.name) == [0, 3, 4]
 
-
-def test_a_config_json_that_predates_a_setting_reads_back_with_its_default_said(tmp_path, capsys):
-  """A workdir trained before a setting existed in configs/base.py: the setting takes its
-  default, as a checkpoint that predates it is read, and the line names it."""
-  config = demo.get_config()
-  stored = json.loads(config.to_json_best_effort())
-  del stored['remat'], stored['data']['device_prefetch']
-  (tmp_path / 'config.json').write_text(json.dumps(stored))
-  read_back = from_workdir.get_config(str(tmp_path))
-  assert read_back.to_dict() == config.to_dict()
-  assert capsys.readouterr().err == (f'{tmp_path / "config.json"} predates '
-                                     'config.data.device_prefetch, config.remat: their defaults '
-                                     'are used.\n')
-
-
-@pytest.mark.parametrize('content,reason', [
-    (None, 'does not exist: '), (b'{"batch_size": 4', 'is not a config written by a training run'),
-    (b'[1, 2]', 'is not a config written by a training run (it holds no object)'),
-    (b'{"a": "\xff"}', 'is not a config written by a training run')])
-def test_a_workdir_without_a_config_it_can_read_is_named_in_the_error(tmp_path, content, reason):
-  if content is not None:
-    (tmp_path / 'config.json').write_bytes(content)
-  with pytest.raises(ValueError, match=re.escape(f'{tmp_path / "config.json"} {reason}')):
-    from_workdir.get_config(str(tmp_path))
-  with pytest.raises(ValueError, match=re.escape('--config=configs/from_workdir.py:DIR')):
-    from_workdir.get_config()
