@@ -48,7 +48,7 @@ def _parse_flags(argv: List[str]) -> List[str]:
       values.config.to_dict  # pylint: disable=pointless-statement
       unknown = fields_nothing_reads(values.config)
       if unknown:
-        print(f'error: --config={values["config"].config_filename} sets {unknown}.',
+        print(f'error: {_unread_field_line(values["config"].config_filename, unknown)}',
               file=sys.stderr)
         sys.exit(2)
     _check_paths(values)
@@ -235,6 +235,21 @@ def fields_nothing_reads(config) -> str:
             + (f' (did you mean "{close[0]}"?)' if close else '') + ': nothing reads it'
             + ('' if generator else ' (a new field that new code reads gets its default there)'))
   return ''
+
+
+def _unread_field_line(config_file: str, unknown: str) -> str:
+  """The error for a field `fields_nothing_reads` found: a typo in a config file, or, in a
+  workdir's config.json read back, a setting the code that trained the run had and this one
+  lacks (no file to fix: the run cannot be reproduced here as it was)."""
+  path, has_workdir, workdir = config_file.partition(':')
+  if not (has_workdir and os.path.basename(path) == 'from_workdir.py'):
+    return f'--config={config_file} sets {unknown}.'
+  from configs import from_workdir  # pylint: disable=g-import-not-at-top
+  field = unknown.split(',', 1)[0]
+  return (f'{os.path.join(os.path.expanduser(workdir), from_workdir.CONFIG_FILE)} holds {field}, '
+          'a setting this version of the code does not have: nothing here would read it, so '
+          'the run cannot go on as it was trained. Use the version the run was trained with, '
+          'or delete the setting from that file to go on without it.')
 
 
 def _unknown_field(message: str, argv: List[str]) -> str:

@@ -106,7 +106,8 @@ def trained_workdir(tmp_path_factory, tiny_data_dir):
 
 @pytest.mark.parametrize('case', ['misspelt_field', 'misspelt_field_in_the_file',
                                   'empty_workdir', 'misspelt_model_name', 'missing_config_file',
-                                  'workdir_without_config', 'unknown_recipe_stage',
+                                  'workdir_without_config', 'config_json_of_an_older_version',
+                                  'unknown_recipe_stage',
                                   'batch_not_divisible', 'no_checkpoint', 'missing_records'])
 def test_known_user_errors_end_in_one_line(case, tiny_data_dir, tmp_path):
   overrides = _tiny_overrides(tiny_data_dir)
@@ -147,6 +148,17 @@ def test_known_user_errors_end_in_one_line(case, tiny_data_dir, tmp_path):
                                  '--mode=eval'), 2)
     assert f'{tmp_path / "run" / "config.json"} does not exist: ' in line
     assert 'is not the workdir of a training run' in line
+  elif case == 'config_json_of_an_older_version':  # a setting since removed from base.py
+    (tmp_path / 'old').mkdir()
+    stored = json.loads(demo.get_config().to_json_best_effort())
+    stored['data']['random_flip'] = True
+    (tmp_path / 'old' / 'config.json').write_text(json.dumps(stored))
+    line = _one_error_line(_main(f'--config=configs/from_workdir.py:{tmp_path / "old"}',
+                                 workdir, '--mode=eval'), 2)
+    assert line == (f'error: {tmp_path / "old" / "config.json"} holds config.data.random_flip, a '
+                    'setting this version of the code does not have: nothing here would read '
+                    'it, so the run cannot go on as it was trained. Use the version the run was '
+                    'trained with, or delete the setting from that file to go on without it.')
   elif case == 'unknown_recipe_stage':
     line = _one_error_line(_main('--config=configs/demo_s2dnet.py:samplng', workdir), 2)
     assert "S2DNet stage must be one of ('warmup', 'sampling'), got 'samplng'" in line
