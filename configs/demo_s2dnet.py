@@ -12,7 +12,8 @@ from configs import mini_kinetics_s2dnet
 
 
 def get_config(stage: str = 'warmup') -> ml_collections.ConfigDict:
-  config = mini_kinetics_s2dnet.s2dnet_config('synthetic', stage)
+  config = mini_kinetics_s2dnet.s2dnet_config('synthetic', stage, 'configs/demo_s2dnet.py',
+                                              '/tmp/s2dnet_demo_warmup')
   config.dataset.synthetic = demo.get_config().dataset.synthetic
   config.data.update(dict(
       num_frames=16, frame_stride=1, train_crop='short_side_jitter', crop_size=40,
@@ -36,8 +37,6 @@ def get_config(stage: str = 'warmup') -> ml_collections.ConfigDict:
   if stage == 'warmup':
     config.init_from.checkpoint = 'none'  # a demo: no pretrained backbones
     config.init_from.source = config.init_from.convert_command = ''
-  else:
-    config.init_from.checkpoint = '/tmp/s2dnet_demo_warmup'
   config.batch_size = 16
   config.eval_batch_size = 32
   config.num_epochs = -1.0

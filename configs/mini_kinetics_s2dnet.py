@@ -56,9 +56,11 @@ REFERENCE_LABEL_MAPS = {'mini_kinetics': 'mini-kinetics_label_map.txt',
                         'kinetics400': 'kinetics_label_map.txt', 'ssv2': 'category.txt'}
 
 
-def s2dnet_config(dataset: str, stage: str, config_file: str = '') -> ml_collections.ConfigDict:
+def s2dnet_config(dataset: str, stage: str, config_file: str = '', warmup_workdir: str = ''
+                  ) -> ml_collections.ConfigDict:
   """The S2DNet recipe on `dataset` for one training `stage`, from `config_file` (default
-  configs/<dataset>_s2dnet.py), which the warm-up's convert command names."""
+  configs/<dataset>_s2dnet.py), which the warm-up's convert command and the sampling stage's
+  init_from name, as they do the warm-up's workdir (default runs/<dataset>_s2dnet_warmup)."""
   if stage not in STAGES:
     raise ValueError(f'S2DNet stage must be one of {STAGES}, got {stage!r} (it follows the '
                      'config file: --config=FILE.py:warmup).')
@@ -124,12 +126,12 @@ def s2dnet_config(dataset: str, stage: str, config_file: str = '') -> ml_collect
     config.init_from.exclude = '^(f_theta|f_m|dnet/fusion_layer\\d+|dnet/fc)/'
   else:
     opt.lr_multipliers = opt.lr_multipliers + ((F_THETA_PARAMS, 0.1),)
-    config.init_from.checkpoint = f'runs/{dataset}_s2dnet_warmup'
+    config.init_from.checkpoint = warmup_workdir or f'runs/{dataset}_s2dnet_warmup'
     config.init_from.which = 'latest'  # the warm-up's final weights, as the reference resumes
     config.init_from.source = (
         "the warm-up stage's final weights: train `python main.py "
         f'--config={config_file or f"configs/{dataset}_s2dnet.py"}:warmup '
-        f'--workdir=runs/{dataset}_s2dnet_warmup ...` first')
+        f'--workdir={config.init_from.checkpoint} ...` first')
 
   config.batch_size = 128  # 2 GPUs x 2 shards (NUM_SHARDS default) x 32 in the reference
   config.bn_group_size = 0  # synchronised BatchNorm over the whole batch (TRAIN.SYNC_BN)

@@ -859,3 +859,14 @@ def test_an_s2dnet_export_is_given_the_real_frame_count_of_a_padded_clip(tmp_pat
   assert views.shape[:2] == (predictor.num_views, 6)
   np.testing.assert_array_equal(num_valid, np.full((predictor.num_views,), 4, np.int32))
   assert views[:, :4].any(axis=(2, 3, 4)).all() and not views[:, 4:].any()
+
+
+def test_export_json_gives_the_sampler_outputs_in_their_units():
+  """export.json described S2DNet's temporal centres and stride (frames of the clip) as 'pixels
+  of the view', as it does the spatial ones (S2DNet walkthrough)."""
+  outputs = {name: np.zeros((1, 4), np.float32) for name in serving.S2DNET_OUTPUTS}
+  described = {spec['name']: spec['description'] for spec in serving.output_specs(outputs, None)}
+  for name in ('sampler_mu_t', 'sampler_delta_t'):
+    assert 'frames' in described[name] and 'pixel' not in described[name], described[name]
+  for name in ('sampler_center_x', 'sampler_center_y', 'sampler_delta_x', 'sampler_delta_y'):
+    assert described[name].endswith('in pixels of the view'), described[name]

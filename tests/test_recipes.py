@@ -424,6 +424,21 @@ def test_every_config_reads_back_from_the_workdir_a_run_wrote_it_to(name, tmp_pa
   assert capsys.readouterr().err == ''  # nothing predates base.py's settings
 
 
+@pytest.mark.parametrize('name', EVERY_CONFIG)
+def test_the_command_init_from_names_trains_what_it_reads(name):
+  """The demo S2DNet's sampling stage, started without its warm-up, said to train
+  `--config=configs/synthetic_s2dnet.py:warmup --workdir=runs/synthetic_s2dnet_warmup`: no such
+  file, and not the workdir its init_from reads (S2DNet walkthrough)."""
+  config = load(name)
+  commands = re.findall(r'`(python main\.py [^`]*)`', config.init_from.source)
+  for command in commands:
+    config_file = re.search(r'--config=([^\s:]+)', command).group(1)
+    assert (REPO_ROOT / config_file).is_file(), (name, command)
+    assert re.search(r'--workdir=(\S+)', command).group(1) == config.init_from.checkpoint
+  if config.model.name == 's2dnet' and config.model.stage == 'sampling':
+    assert len(commands) == 1, config.init_from.source
+
+
 WITH_CONVERT_COMMAND = [name for name in EVERY_CONFIG if load(name).init_from.convert_command]
 
 

@@ -29,6 +29,8 @@ _DESCRIPTIONS = {
     'saliency_final': 'SaliNet final saliency mask S_final of the view',
     'detail_frames': 'S2DNet detail frames sampled by the Gaussian sampler (normalised pixels)',
     'synopsis_frame_indices': 'S2DNet frames the synopsis network saw',
+    'sampler_mu_t': 'S2DNet detail frames\' temporal centres, in frames of the view (0: its first)',
+    'sampler_delta_t': 'S2DNet stride between the detail frames\' temporal centres, in frames',
 }
 
 
@@ -107,8 +109,8 @@ def output_specs(outputs: Dict[str, Any], batch: Optional[int]) -> List[Dict[str
   """export.json's "outputs" from one batch of outputs."""
   specs = []
   for name, value in sorted(outputs.items()):
-    default = ('S2DNet detail window geometry, pixels of the view' if name.startswith('sampler_')
-               else '')
+    default = ('S2DNet detail window geometry, in pixels of the view'
+               if name.startswith('sampler_') else '')
     specs.append({'name': name, 'shape': [batch] + list(value.shape[1:]),
                   'dtype': str(value.dtype), 'description': _DESCRIPTIONS.get(name, default)})
   return specs
