@@ -345,13 +345,12 @@ def clip_coverage_warnings(dataset_config, data_config, train_split: Optional[st
   """A line per split (read for training, for evaluation, or both: said once) holding videos
   that the config's clips cover otherwise than a long video: shorter than a clip spans
   (sampling.clip_span: their clips repeat frames, and an evaluation's temporal views of one take
-  the same frames), or, for
-  all_frames, longer than the frames a clip takes from a video's start (sampling.misses_frames:
-  the rest is never read); and, for dense clips, a split of frame rates further apart than
-  RATE_SPREAD, whose clips then span other lengths of time (with how many lie near the rate
-  most of them are near: one odd video and an even spread read alike otherwise). Counted from the
-  lengths the converter kept (records.split_lengths): nothing is said of records converted
-  before it kept them, nor of synthetic clips."""
+  the same frames), or, for all_frames, longer than the frames a clip takes from a video's start
+  (sampling.misses_frames: the rest is never read); and, for dense clips, a split of frame
+  rates further apart than RATE_SPREAD, whose clips then span other lengths of time (with how
+  many lie near the rate most of them are near: one odd video and an even spread read alike
+  otherwise). Counted from the lengths the converter kept (records.split_lengths): nothing is
+  said of records converted before it kept them, nor of synthetic clips."""
   if dataset_config.name == 'synthetic':
     return []
   metadata = prepare(dataset_config)

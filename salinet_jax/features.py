@@ -126,11 +126,11 @@ def extract(config, workdir: str, video_paths: Sequence[str],
   progress = resume.Progress(output_dir, 'features', config, predictor)
   targets = [data_errors.fitted_path(os.path.join(output_dir, name), len('.npy')) + '.npy'
              for name in predict_lib.output_names(files)]
-  progress.say_kept((path, [target]) for path, target in zip(files, targets))
+  kept = progress.kept((path, [target]) for path, target in zip(files, targets))
   results = []
   with console.progress_bar(list(zip(files, targets)), unit='video', desc='features') as videos:
     for path, target in videos:
-      result = progress.result(path, [target])
+      result = kept.get(path)
       if result is None:
         result = _one_video(predictor, step, path, target, config.features.per_view)
         progress.record(path, result, [target])

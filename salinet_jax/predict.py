@@ -278,10 +278,10 @@ def predict(config: ml_collections.ConfigDict, workdir: str, video_paths: Sequen
   progress = resume.Progress(output_dir, 'predict', config, predictor)
   names = output_names(files)
   videos = [(path, _outputs(output_dir, name)) for path, name in zip(files, names)]
-  progress.say_kept(videos)
+  kept = progress.kept(videos)
   results = []
   for (path, outputs), name in zip(videos, names):
-    result = progress.result(path, outputs)
+    result = kept.get(path)
     if result is None:
       result = _predict_one(config, predictor, path, name, output_dir)
       progress.record(path, result, outputs)

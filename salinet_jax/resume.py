@@ -114,16 +114,18 @@ class Progress:
         entries[entry['video']] = entry
     return entries
 
-  def say_kept(self, videos: Iterable[Sequence[Any]]) -> None:
-    """Says how many of `videos` ((path, outputs) pairs) a stopped run did, whose results this
-    run keeps."""
+  def kept(self, videos: Iterable[Sequence[Any]]) -> Dict[str, Dict[str, Any]]:
+    """The results of `videos` ((path, outputs) pairs) a stopped run did that this run keeps
+    (`result`), by path; says how many."""
     videos = list(videos)
-    kept = sum(self.result(video, outputs) is not None for video, outputs in videos)
+    kept = {video: self.result(video, outputs) for video, outputs in videos}
+    kept = {video: result for video, result in kept.items() if result is not None}
     if kept:
       logging.info('Going on from the run stopped in %s: %d of %d video(s) done there, with the '
                    'same weights and settings, are kept (%s); the other %d are done now.',
-                   os.path.dirname(self.path), kept, len(videos), os.path.basename(self.path),
-                   len(videos) - kept)
+                   os.path.dirname(self.path), len(kept), len(videos),
+                   os.path.basename(self.path), len(videos) - len(kept))
+    return kept
 
   def result(self, video: str, outputs: Sequence[str]) -> Optional[Dict[str, Any]]:
     """A stopped run's result for `video`, whose outputs this run would write at `outputs`,
