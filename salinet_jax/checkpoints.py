@@ -234,6 +234,16 @@ def write_checksums(step_dir: str) -> None:
   os.replace(path + '.tmp', path)
 
 
+def checksums_digest(step_dir: str) -> Optional[str]:
+  """The SHA-256 of the step's checksums.json, which fingerprints its weights (one step number
+  of a run trained again holds others); None for a step without one."""
+  try:
+    with open(os.path.join(step_dir, CHECKSUMS_FILE), 'rb') as f:
+      return hashlib.sha256(f.read()).hexdigest()
+  except FileNotFoundError:
+    return None
+
+
 def metadata_problem(step_dir: str) -> Optional[str]:
   """'<file> is unreadable (...)' when the step's metadata file exists but is not JSON."""
   metadata = os.path.join(step_dir, STEP_METADATA_FILE)

@@ -191,6 +191,10 @@ def test_export_all_formats_certified_and_reloadable(exported, kind):
     noisy[padding] = np.random.default_rng(3).integers(0, 256, noisy[padding].shape)
     serve = export.load_exported(os.path.join(out, 'stablehlo'))
     _assert_close(serve(noisy, num_valid), serve(video, num_valid), 'noise in the padding')
+  # The same export again finds it done: every format's files the sizes export.json recorded,
+  # after the reloads above too.
+  with pytest.raises(export.AlreadyExported, match=f'^{re.escape(out)} already holds this '):
+    export.export(workdir, out, FORMATS, num_videos=2)
   if not HAVE_ONNX:
     pytest.skip(f'{NO_ONNX}; stablehlo and savedmodel passed')
 
@@ -394,16 +398,69 @@ def test_command_line(trained, tmp_path, capsys):
   assert summary['source']['checkpoint'] == 'latest (step 2)'
   assert set(summary['throughput_clips_per_second']) >= {'jax_jit', 'stablehlo'}
   flags.benchmark = 0
-  assert cli.main(['export'], flags) == 1  # OUT is no longer empty
+  assert cli.main(['export'], flags) == 1  # OUT holds an export, with timings
   assert capsys.readouterr().err.splitlines() == [
-      f'error: export failed: --output {out} exists and is not empty: choose another folder or '
-      'pass --overwrite.']
+      f'error: export failed: --output {out} holds another export (benchmark: 1 there, 0 here): '
+      'choose another folder or pass --overwrite.']
   flags.overwrite = True
   flags.checkpoint = os.path.join(workdir, 'checkpoints', '2')
   assert cli.main(['export'], flags) == 0
   assert sorted(os.listdir(tmp_path)) == ['cli']
   summary = json.loads((out / 'export.json').read_text())
   assert summary['source']['checkpoint'] == flags.checkpoint
+
+
+def _files_of(folder) -> dict:
+  return {os.path.relpath(os.path.join(root, name), folder):
+          open(os.path.join(root, name), 'rb').read()
+          for root, _, names in os.walk(folder) for name in names}
+
+
+def test_the_same_export_again_finds_it_done_and_another_is_refused_naming_the_difference(
+    trained, tmp_path, capsys):
+  """An export stopped by SIGTERM just after it moved its files into place ends with status 143,
+  its outputs complete; a scheduler reran the same command, and it was refused (OUT is not
+  empty). The same export again now says it is there and ends with status 0, writing nothing;
+  any other export into OUT is refused naming what differs, as is an OUT whose files changed."""
+  _, workdir = trained('hara')
+  out = tmp_path / 'out'
+  flags = _flags(workdir=workdir, output=str(out), checkpoint='latest')
+  assert cli.main(['export'], flags) == 0
+  capsys.readouterr()
+  written = _files_of(out)
+  assert cli.main(['export'], flags) == 0
+  printed = capsys.readouterr()
+  assert printed.out.splitlines() == [
+      f'{out} already holds this export (step 2 of {os.path.realpath(workdir)}: stablehlo), '
+      'nothing to do; --overwrite exports it again.']
+  assert printed.err == ''
+  assert _files_of(out) == written
+  assert sorted(os.listdir(tmp_path)) == ['out']
+
+  another = _flags(workdir=workdir, output=str(out), checkpoint='latest', tolerance=0.5)
+  assert cli.main(['export'], another) == 1
+  assert capsys.readouterr().err.splitlines() == [
+      f'error: export failed: --output {out} holds another export (parity.tolerance: 0.0001 '
+      'there, 0.5 here): choose another folder or pass --overwrite.']
+  assert cli.main(['export'], _flags(workdir=workdir, output=str(out), checkpoint='latest',
+                                     formats='stablehlo,savedmodel')) == 1
+  assert ('holds another export (formats: ["stablehlo"] there, ["savedmodel", "stablehlo"] '
+          'here)') in capsys.readouterr().err
+
+  # The same step number of other weights (a run retrained in the same workdir).
+  summary = json.loads((out / 'export.json').read_text())
+  summary['source']['checksums_sha256'] = '0' * 64
+  (out / 'export.json').write_text(json.dumps(summary, indent=1))
+  assert cli.main(['export'], flags) == 1
+  assert 'holds another export (source.checksums_sha256: ' in capsys.readouterr().err
+  (out / 'export.json').write_bytes(written['export.json'])
+
+  with open(out / summary['formats']['stablehlo']['path'], 'ab') as f:
+    f.write(b'changed')
+  assert cli.main(['export'], flags) == 1
+  assert capsys.readouterr().err.splitlines() == [
+      f'error: export failed: --output {out} holds this export, but its stablehlo files changed '
+      'since it was written: pass --overwrite to export it again.']
 
 
 @pytest.mark.parametrize('overrides,expected', [

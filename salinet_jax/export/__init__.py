@@ -29,7 +29,8 @@ data.quiet_tensorflow()  # before TensorFlow is imported, through any module of 
 # The package's names, by the module they live in, imported when first used (PEP 562):
 # `python -m salinet_jax.export` imports this file before __main__.py, which guards its own
 # seconds-long imports against a Ctrl-C.
-_HOMES = {'ExportError': 'errors', 'ParityError': 'errors', 'export': 'exporter',
+_HOMES = {'ExportError': 'errors', 'ParityError': 'errors', 'AlreadyExported': 'errors',
+          'export': 'exporter',
           'FORMATS': 'formats', 'ExportedModel': 'formats', 'load_exported': 'formats',
           'ExportedPredictor': 'predictor'}
 __all__ = list(_HOMES)

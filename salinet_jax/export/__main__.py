@@ -1,10 +1,11 @@
 """The command line: python -m salinet_jax.export --workdir=DIR --output=OUT [...].
 
 Prints one line per format (path, size, largest probability difference, top-1 agreement) and
-where export.json went. Exit status: 0 written; 1 bad input or refused (an `error: export
-failed:` line, after a line per failed format where an earlier export in OUT is kept; nothing
-written); 2 a bad flag (one line, as every command here); 3 written, but some format could not
-be converted (see export.json); 130 a Ctrl-C.
+where export.json went. Exit status: 0 written, or found already in OUT (one line, nothing
+written); 1 bad input or refused (an `error: export failed:` line, after a line per failed
+format where an earlier export in OUT is kept; nothing written); 2 a bad flag (one line, as
+every command here); 3 written, but some format could not be converted (see export.json); 130
+a Ctrl-C.
 """
 
 import os
@@ -78,6 +79,9 @@ def main(argv, values) -> int:
         batch=values.batch, videos=values.video, num_videos=values.num_videos,
         overwrite=values.overwrite, tolerance=values.tolerance, platforms=values.platforms,
         benchmark=values.benchmark, split=values.split)
+  except exporter.AlreadyExported as e:  # a finished command run again
+    print(e)
+    return 0
   except (errors.UserError, data_errors.DataError) as e:
     print(f'error: export failed: {e}', file=sys.stderr)
     return 1

@@ -1,4 +1,5 @@
-"""Export failures a user can fix: the command line prints them as one line and exits 1."""
+"""Export failures a user can fix: the command line prints them as one line and exits 1; and
+the export found already done."""
 
 from salinet_jax import errors
 
@@ -9,3 +10,12 @@ class ExportError(errors.UserError):
 
 class ParityError(ExportError):
   """A format's outputs differ from the jitted model's beyond the tolerance; nothing is written."""
+
+
+class AlreadyExported(Exception):
+  """OUT already holds the very export asked for (a rerun of a finished command): nothing to do.
+  `summary` is its export.json."""
+
+  def __init__(self, message: str, summary):
+    super().__init__(message)
+    self.summary = summary

@@ -28,6 +28,7 @@ from salinet_jax.export import onnx_support
 from salinet_jax.export import rewrites
 from salinet_jax.export import serving
 from salinet_jax.export import source
+from salinet_jax.export.errors import AlreadyExported
 from salinet_jax.export.errors import ExportError
 from salinet_jax.export.errors import ParityError
 
@@ -65,9 +66,9 @@ def _inside(path: str, folder: str) -> bool:
 
 def _check_output(output: str, overwrite: bool, runs: Sequence[str]) -> str:
   """OUT as an absolute path, once it is known that the export may be moved there (nothing is
-  created here): a new or empty folder, or with `overwrite` an earlier export and nothing else
-  (never one of the `runs` it exports from, a folder that holds one, or its checkpoints), in a
-  folder that can be written."""
+  created here): a new or empty folder, or an earlier export and nothing else (replaced with
+  `overwrite`, else compared by `_refuse_unless_done`; never one of the `runs` it exports from,
+  a folder that holds one, or its checkpoints), in a folder that can be written."""
   data_errors.refuse_path(output, '--output')
   output = os.path.realpath(output)
   for workdir in map(os.path.realpath, runs):
@@ -81,11 +82,11 @@ def _check_output(output: str, overwrite: bool, runs: Sequence[str]) -> str:
     if not os.path.isdir(output):
       raise ExportError(f'--output {output} exists and is not a directory.')
     present = set(os.listdir(output))
-    if present and not overwrite:
-      raise ExportError(f'--output {output} exists and is not empty: choose another folder or '
-                        'pass --overwrite.')
     others = sorted(present - {formats_lib.EXPORT_JSON, *formats_lib.FORMATS})
-    if present and (formats_lib.EXPORT_JSON not in present or others):
+    an_export = formats_lib.EXPORT_JSON in present and not others
+    if present and not overwrite and not an_export:
+      raise _not_empty(output)
+    if present and not an_export:
       raise ExportError(f'--output {output} holds files that are not an export\'s ('
                         + (', '.join(others[:5]) if formats_lib.EXPORT_JSON in present
                            else f'no {formats_lib.EXPORT_JSON}')
@@ -98,6 +99,66 @@ def _check_output(output: str, overwrite: bool, runs: Sequence[str]) -> str:
   if not os.access(existing, os.W_OK | os.X_OK):
     raise ExportError(f'--output {output} cannot be created: {existing} is not writable.')
   return output
+
+
+def _not_empty(output: str) -> ExportError:
+  return ExportError(f'--output {output} exists and is not empty: choose another folder or pass '
+                     '--overwrite.')
+
+
+_ABSENT = object()
+
+
+def _first_difference(there: Any, here: Any, path: str = '') -> Optional[Tuple[str, Any, Any]]:
+  """(dotted path, value there, value here) of the first field where two export.json contents
+  differ, else None; `here`'s fields are compared, in their order."""
+  if isinstance(there, dict) and isinstance(here, dict):
+    for key, value in here.items():
+      found = _first_difference(there.get(key, _ABSENT), value, f'{path}.{key}' if path else key)
+      if found:
+        return found
+    return None
+  return None if there == here else (path, there, here)
+
+
+def _shown(value: Any) -> str:
+  text = 'none' if value is _ABSENT else value if isinstance(value, str) else json.dumps(value)
+  return text if len(text) <= 70 else text[:67] + '...'
+
+
+def _refuse_unless_done(output: str, planned: Dict[str, Any], formats: Sequence[str],
+                        benchmark: int) -> None:
+  """Where OUT holds an export, raises AlreadyExported when it is the one `planned` (export.json
+  as this export would write it, before its outputs and formats) with `formats` and `benchmark`,
+  its files the sizes it recorded: a finished command run again (a scheduler rerunning a job its
+  time limit stopped just after the export was moved into place) has nothing to do. Raises
+  ExportError naming the first difference otherwise."""
+  try:
+    with open(os.path.join(output, formats_lib.EXPORT_JSON)) as f:
+      earlier = json.load(f)
+    written = {fmt: entry for fmt, entry in earlier['formats'].items()
+               if entry.get('status') == 'ok'}
+    repeats = (earlier.get('throughput_clips_per_second') or {}).get('repeats', 0)
+  except (OSError, ValueError, KeyError, AttributeError, TypeError):
+    raise _not_empty(output) from None
+  here = json.loads(json.dumps(planned))  # the types a reread export.json has
+  for key in ('outputs', 'formats'):
+    here.pop(key, None)
+  here.update(formats=sorted(formats), benchmark=benchmark)
+  found = _first_difference(dict(earlier, formats=sorted(written), benchmark=repeats), here)
+  if found:
+    name, there, now = found
+    raise ExportError(f'--output {output} holds another export ({name}: {_shown(there)} there, '
+                      f'{_shown(now)} here): choose another folder or pass --overwrite.')
+  changed = [fmt for fmt, entry in written.items()
+             if _size(os.path.join(output, fmt)) != entry.get('bytes')]
+  if changed:
+    raise ExportError(f'--output {output} holds this export, but its {", ".join(changed)} files '
+                      'changed since it was written: pass --overwrite to export it again.')
+  raise AlreadyExported(
+      f'{output} already holds this export (step {planned["source"]["step"]} of '
+      f'{planned["source"]["workdir"]}: {", ".join(written)}), nothing to do; --overwrite '
+      'exports it again.', earlier)
 
 
 # The platforms jax.export lowers for (jax.export.Exported.platforms).
@@ -155,6 +216,8 @@ def _versions() -> Dict[str, str]:
 def _size(path: str) -> int:
   if os.path.isfile(path):
     return os.path.getsize(path)
+  if not os.path.isdir(path):
+    return -1
   return sum(os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(path)
              for f in files)
 
@@ -181,10 +244,12 @@ def export(workdir: str, output: str, formats: Any = formats_lib.FORMATS, *,
   The export is certified on the views of `videos` files, else of the first `num_videos`
   (default certificate.DEFAULT_NUM_VIDEOS) videos of `split` (default: the eval split).
 
-  Raises ExportError (nothing written) on bad arguments or a workdir without a usable
-  checkpoint, ParityError (nothing written) when a format exceeds its tolerance. A format that
-  fails to convert or reload is listed in `failed_formats`; the others are written (where OUT
-  holds an earlier export, ExportError instead: it is kept and nothing is written).
+  Raises ExportError (nothing written) on bad arguments, a workdir without a usable checkpoint
+  or, without `overwrite`, an OUT holding another export; ParityError (nothing written) when a
+  format exceeds its tolerance; AlreadyExported (nothing written) when OUT holds this very
+  export. A format that fails to convert or reload is listed in `failed_formats`; the others
+  are written (where OUT holds an earlier export, ExportError instead: it is kept and nothing
+  is written).
   """
   formats = parse_formats(formats)
   batch_size = parse_batch(batch)
@@ -217,15 +282,12 @@ def export(workdir: str, output: str, formats: Any = formats_lib.FORMATS, *,
   serve = serving.make_serving_fn(run.model, config.data, serving.takes_num_valid(config))
   exported_fn = functools.partial(serve, run.variables)  # the variables become constants
   chunk = batch_size or min(len(clips.video), config.eval_batch_size * clips.views_per_video)
-  jitted, on_device = jax.jit(serve), jax.device_put(run.variables)
-  reference_run = functools.partial(  # fed the same padded chunks as the exports
-      formats_lib.call_padded, lambda args: jitted(on_device, *args), batch_size, len(specs) > 1)
-  reference = certificate.run_in_chunks(reference_run, clips, chunk)
   summary: Dict[str, Any] = {
       'format_version': EXPORT_FORMAT_VERSION,
       'source': {'workdir': run_dir, 'checkpoint': run.checkpoint,
-                 'checkpoint_path': run.path, 'step': run.step, 'metrics': run.metrics,
-                 'unfinished_run': _unfinished_run(run.path)},
+                 'checkpoint_path': run.path, 'step': run.step,
+                 'checksums_sha256': checkpoints.checksums_digest(run.path),
+                 'metrics': run.metrics, 'unfinished_run': _unfinished_run(run.path)},
       'model': config.model.name,
       'dtype': computes_in,
       'config_dtype': config.dtype,
@@ -235,7 +297,7 @@ def export(workdir: str, output: str, formats: Any = formats_lib.FORMATS, *,
       'platforms': list(platforms),
       'inputs': [s.to_json() for s in specs],
       'input_notes': serving.input_notes(specs),
-      'outputs': serving.output_specs(reference, batch_size),
+      'outputs': None,  # below, from the reference run
       'views': serving.views_doc(config),
       'config': json.loads(config.to_json()),
       'parity': {
@@ -249,6 +311,13 @@ def export(workdir: str, output: str, formats: Any = formats_lib.FORMATS, *,
       'formats': {},
       'versions': _versions(),
   }
+  if os.path.exists(os.path.join(output, formats_lib.EXPORT_JSON)) and not overwrite:
+    _refuse_unless_done(output, summary, formats, benchmark)
+  jitted, on_device = jax.jit(serve), jax.device_put(run.variables)
+  reference_run = functools.partial(  # fed the same padded chunks as the exports
+      formats_lib.call_padded, lambda args: jitted(on_device, *args), batch_size, len(specs) > 1)
+  reference = certificate.run_in_chunks(reference_run, clips, chunk)
+  summary['outputs'] = serving.output_specs(reference, batch_size)
   with data_errors.replacing_folder(output) as staging:  # moved into place as the block ends
     job = _Job(summary=summary, output=output, staging=staging,
                exported_fn=exported_fn, specs=specs, clips=clips, chunk=chunk,
