@@ -66,6 +66,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.data.eval_num_crops = 3
   config.data.eval_short_side = 256
   config.data.eval_crop_size = 256
+  # How a test crop's centre offset rounds on a half pixel: 'pyslowfast' up, 'torchvision' to
+  # even (CenterCrop: the S2DNet/TSM releases).
+  config.data.eval_crop_rounding = 'pyslowfast'
 
   config.model = ml_collections.ConfigDict()  # filled by each experiment: name + module fields
   # Rematerialisation in the backward pass: 'none' | 'elementwise' (convolution outputs and

@@ -20,7 +20,8 @@ TPU, the sampler and losses in float32). Stage 1 (40 epochs) starts from the Ada
 Mini-Kinetics MobileNetV2 (SNet) and ResNet-50 (DNet) checkpoints, samples a fixed 112 centre
 crop with uniform temporal centres and freezes f_theta; stage 2 (80 epochs) starts from stage 1's
 final weights and trains end to end with f_theta at LR x 0.1. Eval: one view, short side 256,
-centre 224. f_theta: fix 'B' (salinet_jax/models/s2dnet.py): the released code's trunk feeds a
+centre 224 (torchvision's CenterCrop: an offset on a half pixel rounds to even, not up as
+PySlowFast's). f_theta: fix 'B' (salinet_jax/models/s2dnet.py): the released code's trunk feeds a
 Linear that expects 4 channels from 64 and crashes; 'B' is its own `HIDDEN_DIM 4
 DETAIL_SAMPLING_DIM_RATE 1` configuration, the one that runs. `python -m salinet_jax.info
 --config=configs/mini_kinetics_s2dnet.py:sampling --recipe` prints the recipe.
@@ -81,6 +82,7 @@ def s2dnet_config(dataset: str, stage: str, config_file: str = '', warmup_workdi
   config.data.eval_num_crops = 1
   config.data.eval_short_side = 256
   config.data.eval_crop_size = 224
+  config.data.eval_crop_rounding = 'torchvision'  # GroupCenterCrop (torchvision's CenterCrop)
 
   # f_theta_head_init is the reference's TIME_PARAM_INIT_FACTOR (0.05 warm-up, 0.01 sampling
   # config); it only sets a fresh f_theta, and the sampling stage starts from the warm-up's

@@ -7,7 +7,9 @@ once to crop_size x crop_size; then each augmentation named in `config.data.trai
 the crop travel unresized (zero-padded) and salinet_jax/inputs.py finishes them in the jitted
 step; augmentations then leave their pixel work to it where one is defined there (the flip).
 Test: the short side is resized to eval_short_side and 1 centre or 3 crops are taken along the
-long side, with PySlowFast's geometry (long side floored, centre offset rounded up).
+long side, with PySlowFast's geometry (long side floored); a centre offset that falls on a half
+pixel rounds as the part named `config.data.eval_crop_rounding` does (registry `CENTRE_ROUNDINGS`:
+PySlowFast's up, torchvision's CenterCrop to even).
 """
 
 import re
@@ -23,6 +25,23 @@ Features = Dict[str, tf.Tensor]
 
 CROP_BOXES = ops.Registry('train crop', 'config.data.train_crop')
 AUGMENTATIONS = ops.Registry('augmentation', 'config.data.train_augmentations')
+CENTRE_ROUNDINGS = ops.Registry('test crop centre rounding', 'config.data.eval_crop_rounding')
+
+
+@CENTRE_ROUNDINGS.register('pyslowfast')
+def half_rounded_up(margin: tf.Tensor) -> tf.Tensor:
+  """The centre offset of a crop `margin` pixels smaller than its frame: PySlowFast's
+  uniform_crop takes ceil(margin / 2)."""
+  return (margin + 1) // 2
+
+
+@CENTRE_ROUNDINGS.register('torchvision')
+def half_rounded_to_even(margin: tf.Tensor) -> tf.Tensor:
+  """torchvision's CenterCrop (TSM's GroupCenterCrop, S2DNet's test view) takes
+  int(round(margin / 2)), Python's round: a half goes to the even neighbour (341 - 224 = 117
+  wide: column 58, where PySlowFast takes 59)."""
+  half = margin // 2
+  return tf.where((margin % 2 == 1) & (half % 2 == 1), half + 1, half)
 
 
 # ----------------------------------------------------------------------------- decode
@@ -262,9 +281,10 @@ def resize_short_side(video: tf.Tensor, short_side: int) -> tf.Tensor:
 TEST_CROP_COUNTS = (1, 3)  # a centre crop, or PySlowFast's three along the long side
 
 
-def check_test_crops(num_crops: int) -> None:
+def check_test_crops(num_crops: int, rounding: str) -> None:
   if num_crops not in TEST_CROP_COUNTS:
     raise ops.UnknownOpError(f'config.data.eval_num_crops must be 1 or 3, got {num_crops}.')
+  CENTRE_ROUNDINGS.get(rounding)
 
 
 def check_crop_sizes(data_config, *, train: bool) -> None:
@@ -304,17 +324,19 @@ def check_crop_sizes(data_config, *, train: bool) -> None:
 
 
 def spatial_test_crops(features: Features, short_side: int, crop_size: int,
-                       num_crops: int) -> Features:
+                       num_crops: int, rounding: str) -> Features:
   """Test views: resize short side, then 1 centre crop or 3 crops along the long side
-  (left/centre/right or top/centre/bottom; PySlowFast's uniform_crop, centre offset rounded up).
+  (left/centre/right or top/centre/bottom; PySlowFast's uniform_crop), the centre offset rounded
+  as `rounding` (a CENTRE_ROUNDINGS name) says.
 
   (clips, T, H, W, 3) -> (clips * num_crops, T, crop, crop, 3), clip-major.
   """
-  check_test_crops(num_crops)
+  check_test_crops(num_crops, rounding)
   video = resize_short_side(features['video'], short_side)
   height, width = tf.shape(video)[2], tf.shape(video)[3]
-  centre_y = (height - crop_size + 1) // 2
-  centre_x = (width - crop_size + 1) // 2
+  centre = CENTRE_ROUNDINGS.get(rounding)
+  centre_y = centre(height - crop_size)
+  centre_x = centre(width - crop_size)
   if num_crops == 1:
     positions = [(centre_y, centre_x)]
   else:
@@ -334,7 +356,8 @@ def eval_views(features: Features, data_config) -> Features:
   """Decodes the sampled test clips and cuts their spatial views: uint8 (V, T, c, c, 3)."""
   features = decode_jpeg_frames(features)
   features = spatial_test_crops(features, data_config.eval_short_side,
-                                data_config.eval_crop_size, data_config.eval_num_crops)
+                                data_config.eval_crop_size, data_config.eval_num_crops,
+                                data_config.eval_crop_rounding)
   features['video'] = to_pixels(features['video'])
   return features
 

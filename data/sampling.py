@@ -14,7 +14,13 @@ training and (K, T) for the K test clips (`config.data.eval_num_clips`).
   pyslowfast  PySlowFast's decoder: a clip spans num_frames * frame_stride frames at target_fps,
               mapped onto the video's own frame rate; indices from a linspace over it, clamped
               at the video's end (short videos repeat their last frame); random start in
-              [0, delta] for training, start delta * k / K for test clip k.
+              [0, delta] for training, start delta * k / K for test clip k. These are the
+              frames of PySlowFast's decode-all path, which it takes for a stream that declares
+              no duration (MKV, WebM), whatever the container here. An MP4 or AVI it decodes
+              selectively: clip k from the first frame at or after timestamp
+              int(start * duration / frames), the linspace counted from that frame; most
+              clips then differ by one frame (30 fps MP4, clip 1 of 10: frames 24, 33, ... there,
+              23, 32, ... here; a 25 fps AVI's clips step 7, 7, 8, ... there, 7, 8, 7, ... here).
   tsn         num_frames segments, one frame each (random in training, centred for test).
   all_frames  every frame_stride-th frame up to num_frames (S2DNet), padded later with a
               validity mask; training first trims a random 0..floor(n * trim_fraction) of them
@@ -89,7 +95,8 @@ def dense(features: Features, data, *, train: bool, seed: Optional[tf.Tensor]) -
 
 def pyslowfast_indices(num_available: tf.Tensor, fps: tf.Tensor, num_frames: int, stride: int,
                        target_fps: float, clip_index: tf.Tensor, num_clips: float) -> tf.Tensor:
-  """PySlowFast's frame indices (decoder.py get_start_end_idx + temporal_sampling), (K, T).
+  """PySlowFast's frame indices (decoder.py get_start_end_idx + temporal_sampling, its
+  decode-all path: see the module docstring), (K, T).
 
   The clip spans L = num_frames * stride * fps / target_fps native frames (fps 0, unknown, is
   taken as target_fps); delta = max(N - L, 0); clip k starts at delta * clip_index[k] /

@@ -60,6 +60,11 @@ def learning_rate_per_epoch(config, train_videos: int) -> List[float]:
   return [float(schedule(step)) for step in firsts]
 
 
+# Which of PySlowFast's decoding paths the 'pyslowfast' sampler's frames are (data/sampling.py).
+PYSLOWFAST_PATH = ("PySlowFast's decode-all path, its decoding of MKV and WebM; an MP4 or AVI it "
+                   'decodes selectively, one frame off in most clips (data/sampling.py)')
+
+
 def test_frame_indices(data_config, num_frames: int, fps: float) -> List[List[int]]:
   """The frame indices of every test clip of a video of `num_frames` frames at `fps`, from the
   eval pipeline's own sampler (data/sampling.py)."""
@@ -115,6 +120,7 @@ def card(config: ml_collections.ConfigDict, video_frames: int = 0,
       'normalization': data.normalization,
       'test': {'clips': data.eval_num_clips, 'crops': data.eval_num_crops,
                'short_side': data.eval_short_side, 'crop_size': data.eval_crop_size,
+               'centre_rounding': data.eval_crop_rounding,
                'views': data.eval_num_clips * data.eval_num_crops,
                'view_reduction': f'{config.eval.view_reduction} of {config.eval.view_scores}'},
       'precise_bn_batches': config.precise_bn_batches,
@@ -128,6 +134,8 @@ def card(config: ml_collections.ConfigDict, video_frames: int = 0,
   if video_frames:
     out['test_frame_indices'] = test_frame_indices(data, video_frames, video_fps)
     out['test_video'] = {'frames': video_frames, 'fps': video_fps}
+    if data.temporal_sampling == 'pyslowfast':
+      out['test_frame_indices_source'] = PYSLOWFAST_PATH
   return out
 
 

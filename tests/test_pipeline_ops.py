@@ -3,6 +3,7 @@ augmentations, and their selection by config."""
 
 import io
 import json
+import math
 import subprocess
 import sys
 
@@ -17,9 +18,11 @@ from conftest import subprocess_env
 from configs import base
 from data import augment
 from data import convert
+from data import ops
 from data import pipeline
 from data import records
 from data import sampling
+from data import video_io
 from salinet_jax import inputs
 
 
@@ -66,16 +69,52 @@ def test_the_centre_crop_offset_rounds_up_like_pyslowfast():
   ceil((size - crop) / 2)."""
   video = tf.reshape(tf.range(9 * 12, dtype=tf.float32), [1, 1, 9, 12, 1])
   video = tf.tile(video, [1, 1, 1, 1, 3])
-  out = augment.spatial_test_crops({'video': video}, short_side=9, crop_size=8, num_crops=1)
+  out = augment.spatial_test_crops({'video': video}, short_side=9, crop_size=8, num_crops=1,
+                                     rounding='pyslowfast')
   assert out['video'].shape == (1, 1, 8, 8, 3)
   assert float(out['video'][0, 0, 0, 0, 0]) == 1 * 12 + 2  # rows ceil(1/2) = 1, columns 2
+
+
+def test_each_centre_rounding_is_its_reference_s():
+  """PySlowFast's uniform_crop takes ceil(margin / 2); torchvision's CenterCrop (the S2DNet and
+  TSM releases) int(round(margin / 2)), Python's round, which takes a half to the even side."""
+  margins = tf.range(0, 300)
+  up = augment.CENTRE_ROUNDINGS.get('pyslowfast')(margins).numpy().tolist()
+  even = augment.CENTRE_ROUNDINGS.get('torchvision')(margins).numpy().tolist()
+  assert up == [math.ceil(m / 2) for m in range(300)]
+  assert even == [int(round(m / 2.)) for m in range(300)]
+  assert even[117] == 58 and up[117] == 59  # a 4:3 frame at short side 256 (341 wide), 224
+
+
+def test_the_s2dnet_test_crop_of_a_4_3_frame_starts_where_torchvision_s_does():
+  """The S2DNet releases cut the test view with GroupCenterCrop(224) (torchvision's CenterCrop)
+  from frames of short side 256: a 4:3 video's are 341 wide, and the crop starts at column
+  round(58.5) = 58. Every test crop here took PySlowFast's ceil, column 59 (views audit)."""
+  from configs import mini_kinetics_s2dnet  # pylint: disable=g-import-not-at-top
+  pixels = np.random.default_rng(0).integers(0, 256, (256, 341, 3), dtype=np.uint8)
+  jpeg = video_io.encode_jpeg(pixels, 95)
+  frame = records.decode_frame(tf.constant(jpeg)).numpy()
+  for stage in mini_kinetics_s2dnet.STAGES:
+    data = mini_kinetics_s2dnet.get_config(stage).data
+    view = augment.eval_views({'frames_jpeg': tf.constant([[jpeg]])}, data)['video'].numpy()
+    columns = [x for x in range(341 - 224 + 1)
+               if np.array_equal(view[0, 0], frame[16:240, x:x + 224])]
+    assert columns == [58], (stage, columns)
+
+
+def test_an_unknown_centre_rounding_is_named_before_any_reading():
+  data = _data(eval_crop_rounding='nearest')
+  with pytest.raises(ops.UnknownOpError, match=r"^config\.data\.eval_crop_rounding must be one "
+                     r"of \('pyslowfast', 'torchvision'\), got 'nearest'\.$"):
+    pipeline.check_eval_views(data)
 
 
 def test_three_test_crops_of_a_square_frame_run_left_to_right_like_pyslowfast():
   """PySlowFast's uniform_crop takes a square frame's three crops along its width (mutation
   audit: top/centre/bottom passed every test)."""
   video = tf.reshape(tf.range(4 * 4, dtype=tf.float32), [1, 1, 4, 4, 1]) * tf.ones([3])
-  out = augment.spatial_test_crops({'video': video}, short_side=4, crop_size=2, num_crops=3)
+  out = augment.spatial_test_crops({'video': video}, short_side=4, crop_size=2, num_crops=3,
+                                     rounding='pyslowfast')
   corners = [int(out['video'][k, 0, 0, 0, 0]) for k in range(3)]
   assert corners == [1 * 4 + 0, 1 * 4 + 1, 1 * 4 + 2]  # row 1 (the centre), columns 0, 1, 2
 
@@ -84,7 +123,8 @@ def test_three_test_crops_of_a_portrait_frame_run_top_to_bottom():
   """Mutation audit: a portrait frame cut left/centre/right (all three crops near the centre
   row) passed every test; only landscape and square frames were tried."""
   video = tf.reshape(tf.range(6 * 4, dtype=tf.float32), [1, 1, 6, 4, 1]) * tf.ones([3])
-  out = augment.spatial_test_crops({'video': video}, short_side=4, crop_size=2, num_crops=3)
+  out = augment.spatial_test_crops({'video': video}, short_side=4, crop_size=2, num_crops=3,
+                                     rounding='pyslowfast')
   corners = [int(out['video'][k, 0, 0, 0, 0]) for k in range(3)]
   assert corners == [0 * 4 + 1, 2 * 4 + 1, 4 * 4 + 1]  # rows 0, 2, 4; column 1 (the centre)
 
@@ -647,8 +687,9 @@ def test_a_new_augmentation_is_a_function_and_a_name(config):
 
 # ----------------------------------------------------------------------------- PySlowFast
 def pyslowfast_reference(num_frames_video, fps, k, num_clips, frames=8, rate=8, target=30.0):
-  """PySlowFast's decoder, written from its formulas: L = T s F / F0, delta = max(N - L, 0),
-  start = delta k / K, indices floor(start + j (L - 1) / (T - 1)) clamped to N - 1."""
+  """PySlowFast's decoder (its decode-all path), written from its formulas: L = T s F / F0,
+  delta = max(N - L, 0), start = delta k / K, indices floor(start + j (L - 1) / (T - 1))
+  clamped to N - 1."""
   length = frames * rate * fps / target
   delta = max(num_frames_video - length, 0.0)
   start = delta * k / num_clips
@@ -670,6 +711,46 @@ def test_pyslowfast_test_clips_follow_the_reference_formula(num_frames_video, fp
     assert out[0].tolist() == [0, 9, 18, 27, 36, 45, 54, 63]
   if num_frames_video == 40:  # shorter than a clip: the last frame repeats, no looping
     assert out[0].tolist() == [0, 9, 18, 27, 36, 39, 39, 39]
+
+
+def _numbered_video(path, count, fps):
+  """A real MPEG-4 video (the container from the file name) whose every frame has its own pair
+  of grey levels, so a decoded frame tells its number."""
+  import av  # pylint: disable=g-import-not-at-top
+  with av.open(str(path), mode='w') as container:
+    stream = container.add_stream('mpeg4', rate=fps)
+    stream.width, stream.height, stream.pix_fmt = 64, 48, 'yuv420p'
+    for i in range(count):
+      frame = np.zeros((48, 64, 3), np.uint8)
+      frame[:, :32], frame[:, 32:] = (i % 16) * 16 + 8, (i // 16) * 12 + 8
+      for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format='rgb24')):
+        container.mux(packet)
+    for packet in stream.encode():
+      container.mux(packet)
+
+
+def test_pyslowfast_test_clips_are_its_decode_all_path_s_in_every_container(tmp_path):
+  """PySlowFast decodes a stream that declares no duration (MKV) whole, and then takes these
+  clips; an MP4 or AVI it decodes selectively, one frame off in most clips (a views audit ran
+  its decoder on these files: clip 1 of the MP4 is 24, 33, ... there). The sampler takes the
+  decode-all path's frames from every container, as data/sampling.py and the recipe card say."""
+  import av  # pylint: disable=g-import-not-at-top
+  data = _data(temporal_sampling='pyslowfast', num_frames=8, frame_stride=8, target_fps=30.0,
+               eval_num_clips=10)
+  clips = {}
+  for name in ('clip.mkv', 'clip.mp4', 'clip.avi'):
+    _numbered_video(tmp_path / name, 300, 30)
+    video = video_io.decode_video(str(tmp_path / name), short_side=0)
+    number = {jpeg: i for i, jpeg in enumerate(video.jpegs)}
+    assert len(number) == len(video.jpegs) == 300
+    features = {'frames_jpeg': tf.constant(video.jpegs), 'fps': tf.constant(video.fps)}
+    sampled = sampling.sample(features, data, train=False)['frames_jpeg'].numpy()
+    clips[name] = [[number[jpeg] for jpeg in clip] for clip in sampled]
+  with av.open(str(tmp_path / 'clip.mkv')) as container:
+    assert container.streams.video[0].duration is None  # PySlowFast's decode-all case
+  assert [clip[0] for clip in clips['clip.mkv']] == [0, 23, 47, 70, 94, 118, 141, 165, 188, 212]
+  assert clips['clip.mkv'] == [pyslowfast_reference(300, 30.0, k, 10) for k in range(10)]
+  assert clips['clip.mp4'] == clips['clip.avi'] == clips['clip.mkv']
 
 
 def test_pyslowfast_train_clip_starts_anywhere_in_the_slack():

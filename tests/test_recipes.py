@@ -106,6 +106,8 @@ REFERENCE = [
     ('k400_i3d_nl', 'test.crops', 3, 'D20:103 TEST.NUM_SPATIAL_CROPS 3'),
     ('k400_i3d_nl', 'test.short_side', 256, 'PT:13 TEST_CROP_SIZE 256'),
     ('k400_i3d_nl', 'test.crop_size', 256, 'PT:13 TEST_CROP_SIZE 256'),
+    ('k400_i3d_nl', 'test.centre_rounding', 'pyslowfast',
+     'transform.py uniform_crop: int(math.ceil((size - crop) / 2))'),
     ('k400_i3d_nl', 'loss.name', 'cross_entropy', 'PT:43 LOSS_FUNC cross_entropy'),
     # SaliNet UCF101: only the initialisation is in the reference.
     ('ucf101_salinet', 'initialisation.exclude', '^head/',
@@ -156,6 +158,8 @@ REFERENCE = [
      'M:136-140 GroupMultiScaleCrop'),
     ('mini_kinetics_s2dnet:warmup', 'test.short_side', 256, 'M:150-153 GroupScale(256)'),
     ('mini_kinetics_s2dnet:warmup', 'test.crop_size', 224, 'M:150-153 GroupCenterCrop(224)'),
+    ('mini_kinetics_s2dnet:warmup', 'test.centre_rounding', 'torchvision',
+     'M:150-153 GroupCenterCrop: torchvision CenterCrop, int(round((w - 224) / 2.))'),
     ('mini_kinetics_s2dnet:warmup', 'test.views', 1, 'M:150-153 one centre crop of the video'),
     ('mini_kinetics_s2dnet:warmup', 'loss.dnet_label_smoothing', 0.1,
      's2d/default_config.py:47 DNET_SMOOTH_ALPHA 0.1'),
@@ -293,8 +297,8 @@ def test_the_card_normalizes_pixels_as_the_reference(cards, name, mean_std, sour
 
 
 def pyslowfast_indices(num_frames_video, fps, k, num_clips, frames=8, rate=8, target=30.0):
-  """PySlowFast decoder.py: L = T s F / F0, delta = max(N - L, 0), start = delta k / K,
-  indices floor(start + j (L - 1) / (T - 1)) clamped to N - 1."""
+  """PySlowFast decoder.py's decode-all path: L = T s F / F0, delta = max(N - L, 0), start =
+  delta k / K, indices floor(start + j (L - 1) / (T - 1)) clamped to N - 1."""
   length = frames * rate * fps / target
   start = max(num_frames_video - length, 0.0) * k / num_clips
   return [min(int(np.floor(start + j * (length - 1) / (frames - 1))), num_frames_video - 1)
@@ -310,6 +314,12 @@ def test_test_frame_indices_of_the_salinet_recipe(frames, fps):
     assert clip == pyslowfast_indices(frames, fps, k, 10), k
   if frames == 40:  # shorter than a clip: clamped at the end, no looping
     assert clips[0] == [0, 9, 18, 27, 36, 39, 39, 39]
+  # Which of PySlowFast's paths these are (a views audit found MP4 and AVI sources, which
+  # PySlowFast decodes selectively, one frame off in most clips, and nothing said so).
+  assert card['test_frame_indices_source'].startswith("PySlowFast's decode-all path, its "
+                                                       'decoding of MKV and WebM; an MP4 or AVI')
+  assert 'test_frame_indices_source' not in recipe.card(
+      load('k400_r3d18'), video_frames=frames, video_fps=fps)  # dense: no PySlowFast path
 
 
 CONFIG_NAMES = sorted(
