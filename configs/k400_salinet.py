@@ -2,18 +2,18 @@
 
 NL-I3D-R50 8x8 trunk + SSF on three scales + TSFP + temporal mask fusion, fine-tuned from
 PySlowFast's I3D_NLN_8x8_R50 Kinetics-400 checkpoint (the new modules and the classifier start
-fresh, as the reference's name-matching loader leaves them). 8 frames at stride 8 counted at
-30 fps (PySlowFast's decoder: an assumption, as the SaliNet release lacks the dataset modules its
-datasets/build.py imports, and its config is PySlowFast's; a clip then spans 64 frames of a
-30 fps video and 53 of a 25 fps one, where --config.data.temporal_sampling=dense takes 57 native
-frames whatever the rate; the frames of its decode-all path, which for MP4 and AVI sources, decoded
-selectively there, differ by one frame in most clips: data/sampling.py), short-side jitter [256, 320] then a random 224 crop and flip;
-Nesterov SGD, LR 5e-4 for the reference's global batch of 2 (2 GPUs x 1 clip, BatchNorm over
-each GPU's own clip), cosine to 0 over 20 epochs per iteration, no warm-up, weight decay 1e-4
-except BatchNorm; dropout 0.5; precise BN over 200 batches before each evaluation (every 2
-epochs); test: 10 clips x 3 crops at 256, the sum of the views' logits (SaliNet's head has no
-softmax). `python -m salinet_jax.info --config=configs/k400_salinet.py --recipe` prints it all,
-with the reference file behind each number in tests/test_recipes.py.
+fresh, as the reference's name-matching loader leaves them). 8 frames at stride 8 counted at 30
+fps (PySlowFast's decoder: an assumption, as the SaliNet release lacks the dataset modules its
+datasets/build.py imports, and its config is PySlowFast's; a clip then spans 64 frames of a 30
+fps video and 53 of a 25 fps one, where --config.data.temporal_sampling=dense takes 57 native
+frames whatever the rate; PySlowFast's selective decoding of MP4 and AVI sources, where their
+records carry the stream clock: data/sampling.py), short-side jitter [256, 320] then a random
+224 crop and flip; Nesterov SGD, LR 5e-4 for the reference's global batch of 2 (2 GPUs x 1 clip,
+BatchNorm over each GPU's own clip), cosine to 0 over 20 epochs per iteration, no warm-up,
+weight decay 1e-4 except BatchNorm; dropout 0.5; precise BN over 200 batches before each
+evaluation (every 2 epochs); test: 10 clips x 3 crops at 256, the sum of the views' logits
+(SaliNet's head has no softmax). `python -m salinet_jax.info --config=configs/k400_salinet.py
+--recipe` prints it all, with the reference file behind each number in tests/test_recipes.py.
 
   python -m salinet_jax.convert --source=pyslowfast --checkpoint=I3D_NLN_8x8_R50.pkl \\
       --config=configs/k400_i3d_nl.py --output=/ckpt/i3d_nln_k400

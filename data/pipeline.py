@@ -350,7 +350,8 @@ def clip_coverage_warnings(dataset_config, data_config, train_split: Optional[st
   rates further apart than RATE_SPREAD, whose clips then span other lengths of time (with how
   many lie near the rate most of them are near: one odd video and an even spread read alike
   otherwise). Counted from the lengths the converter kept (records.split_lengths): nothing is
-  said of records converted before it kept them, nor of synthetic clips."""
+  said of records converted before it kept them, nor of synthetic clips. And, for pyslowfast
+  clips, a split converted before its records stored stream clocks (records.stream_clocks)."""
   if dataset_config.name == 'synthetic':
     return []
   metadata = prepare(dataset_config)
@@ -360,6 +361,13 @@ def clip_coverage_warnings(dataset_config, data_config, train_split: Optional[st
     if split:
       uses.setdefault(split, []).append(use)
   for split, split_uses in uses.items():
+    timed = (metadata.extra.get('timing', {}).get(split) or {}).get(video_io.TIMING_CONTAINER)
+    if sampler == 'pyslowfast' and timed and records.stream_clocks(metadata, split) is None:
+      lines.append(
+          f'split {split!r} of {records_directory(dataset_config)} was converted before records '
+          "stored each frame's timestamp: its MP4 and AVI videos take the frames of PySlowFast's "
+          'decode-all path, one frame off its selective decoding of those files in most clips '
+          "(data/sampling.py). Convert it again to take PySlowFast's frames.")
     lengths = records.split_lengths(metadata, split)
     if not lengths:
       continue
@@ -731,23 +739,29 @@ def pad_and_batch(ds: tf.data.Dataset, data_config, num_batches: int,
 
 
 def memory_eval_batches(data_config, videos: Callable[[], Iterator[Tuple[Sequence[bytes], str,
-                                                                         float]]],
+                                                                         float, Any]]],
                         batch_size: int) -> tf.data.Dataset:
   """The eval views of videos held in memory as JPEG frames, `videos()` yielding (jpegs,
-  filename, fps) for each, through the same ops as a split's videos, in batches of `batch_size`
-  (the last one padded with mask=False). Labels are -1 (unlabelled).
+  filename, fps, stream clock or None: video_io.StreamClock) for each, through the same ops as a
+  split's videos, in batches of `batch_size` (the last one padded with mask=False). Labels are
+  -1 (unlabelled).
 
   One pipeline serves the whole stream: a pipeline built per video (or per window of a long
   video) grows TensorFlow's memory by megabytes each time."""
 
   def elements():
-    for jpegs, filename, fps in videos():
+    for jpegs, filename, fps, clock in videos():
       yield {'frames_jpeg': list(jpegs), 'label': -1, 'label_text': '', 'filename': filename,
-             'fps': fps}
+             'fps': fps, 'pts': list(clock.pts) if clock else [],
+             'stream_duration': clock.duration if clock else 0,
+             'stream_frames': clock.frames if clock else 0}
 
   signature = {'frames_jpeg': tf.TensorSpec([None], tf.string),
                'label': tf.TensorSpec([], tf.int32), 'label_text': tf.TensorSpec([], tf.string),
-               'filename': tf.TensorSpec([], tf.string), 'fps': tf.TensorSpec([], tf.float32)}
+               'filename': tf.TensorSpec([], tf.string), 'fps': tf.TensorSpec([], tf.float32),
+               'pts': tf.TensorSpec([None], tf.int64),
+               'stream_duration': tf.TensorSpec([], tf.int64),
+               'stream_frames': tf.TensorSpec([], tf.int64)}
   ds = tf.data.Dataset.from_generator(elements, output_signature=signature)
   ds = ds.map(eval_views_fn(data_config))
   ds = ds.concatenate(_padding(data_config).take(batch_size - 1))
@@ -755,10 +769,12 @@ def memory_eval_batches(data_config, videos: Callable[[], Iterator[Tuple[Sequenc
 
 
 def video_eval_batches(data_config, jpegs: Sequence[bytes], filename: str, fps: float,
-                       batch_size: int) -> tf.data.Dataset:
-  """The eval views of one video held in memory (JPEG frames, e.g. decoded for prediction): one
-  batch of `batch_size`, the video first and the rest padding (`memory_eval_batches`)."""
-  return memory_eval_batches(data_config, lambda: iter([(jpegs, filename, fps)]), batch_size)
+                       batch_size: int, stream_clock: Any = None) -> tf.data.Dataset:
+  """The eval views of one video held in memory (JPEG frames, e.g. decoded for prediction, and
+  their stream clock where the decoder gave one): one batch of `batch_size`, the video first
+  and the rest padding (`memory_eval_batches`)."""
+  return memory_eval_batches(data_config, lambda: iter([(jpegs, filename, fps, stream_clock)]),
+                             batch_size)
 
 
 def as_numpy(ds: tf.data.Dataset, info: Optional[SplitInfo] = None, training: bool = False

@@ -58,6 +58,12 @@ NUM_FRAMES_KEY = 'video/num_frames'
 # What timed the frames at conversion: 'container' (presentation timestamps) or 'decoder_order'
 # (index / frame rate, where the container's timestamps were missing or not monotonic).
 TIMING_KEY = 'video/timing'
+# PySlowFast's selective decoding picks an MP4's or AVI's clip frames by timestamp: where the
+# converter's source declared its duration and frame count and timed every frame, they are
+# stored (stream time base; video_io.StreamClock), each frame's timestamp beside its JPEG.
+STREAM_DURATION_KEY = 'video/stream_duration'
+STREAM_FRAMES_KEY = 'video/stream_frames'
+PTS_KEY = 'image/pts'
 
 TFDS_VERSION = '1.0.0'  # version written into dataset_info.json
 
@@ -267,6 +273,12 @@ def split_lengths(metadata: DatasetMetadata, split: str) -> Optional[List[List[f
   return metadata.extra.get('lengths', {}).get(split)
 
 
+def stream_clocks(metadata: DatasetMetadata, split: str) -> Optional[int]:
+  """How many videos of `split` were stored with their stream clock (video_io.StreamClock);
+  None for records converted before clocks were stored."""
+  return metadata.extra.get('stream_clocks', {}).get(split)
+
+
 def shared_videos(metadata: DatasetMetadata, split: str, other: str) -> Optional[int]:
   """How many videos splits `split` and `other` both hold (by file name), as data.convert
   counted them; None where it could not (records converted before it counted, a split whose
@@ -391,12 +403,22 @@ def shard_files(directory: str, dataset: str, split: str) -> List[str]:
 
 
 def serialize_video(jpeg_frames: Sequence[bytes], label_index: int, label_text: str,
-                    filename: str, fps: float = 0.0, timing: str = '') -> bytes:
-  """Builds the serialized SequenceExample of one video from its JPEG-encoded frames."""
+                    filename: str, fps: float = 0.0, timing: str = '',
+                    stream_clock: Any = None) -> bytes:
+  """Builds the serialized SequenceExample of one video from its JPEG-encoded frames (and its
+  `stream_clock`, a video_io.StreamClock of those frames, where there is one)."""
   example = tf.train.SequenceExample()
   context = example.context.feature
   if timing:
     context[TIMING_KEY].bytes_list.value.append(timing.encode('utf-8'))
+  if stream_clock is not None:
+    if len(stream_clock.pts) != len(jpeg_frames):
+      raise ValueError(f'{len(stream_clock.pts)} timestamps for {len(jpeg_frames)} frames')
+    context[STREAM_DURATION_KEY].int64_list.value.append(int(stream_clock.duration))
+    context[STREAM_FRAMES_KEY].int64_list.value.append(int(stream_clock.frames))
+    stamps = example.feature_lists.feature_list[PTS_KEY]
+    for pts in stream_clock.pts:
+      stamps.feature.add().int64_list.value.append(int(pts))
   context[LABEL_INDEX_KEY].int64_list.value.append(int(label_index))
   context[LABEL_TEXT_KEY].bytes_list.value.append(label_text.encode('utf-8'))
   context[FILENAME_KEY].bytes_list.value.append(filename.encode('utf-8'))
@@ -409,7 +431,8 @@ def serialize_video(jpeg_frames: Sequence[bytes], label_index: int, label_text: 
 
 
 def parse_video(serialized: tf.Tensor) -> Dict[str, tf.Tensor]:
-  """Parses one serialized SequenceExample (inside tf.data): frames stay JPEG-encoded."""
+  """Parses one serialized SequenceExample (inside tf.data): frames stay JPEG-encoded. 'pts' is
+  empty and 'stream_duration' and 'stream_frames' 0 for a video stored without a stream clock."""
   context, sequence = tf.io.parse_single_sequence_example(
       serialized,
       context_features={
@@ -417,15 +440,27 @@ def parse_video(serialized: tf.Tensor) -> Dict[str, tf.Tensor]:
           LABEL_TEXT_KEY: tf.io.FixedLenFeature([], tf.string, default_value=''),
           FILENAME_KEY: tf.io.FixedLenFeature([], tf.string, default_value=''),
           FPS_KEY: tf.io.FixedLenFeature([], tf.float32, default_value=0.0),
+          STREAM_DURATION_KEY: tf.io.FixedLenFeature([], tf.int64, default_value=0),
+          STREAM_FRAMES_KEY: tf.io.FixedLenFeature([], tf.int64, default_value=0),
       },
-      sequence_features={IMAGE_KEY: tf.io.FixedLenSequenceFeature([], tf.string)})
+      sequence_features={IMAGE_KEY: tf.io.FixedLenSequenceFeature([], tf.string),
+                         PTS_KEY: tf.io.FixedLenSequenceFeature([], tf.int64,
+                                                                allow_missing=True)})
   return {
       'frames_jpeg': sequence[IMAGE_KEY],
       'label': tf.cast(context[LABEL_INDEX_KEY], tf.int32),
       'label_text': context[LABEL_TEXT_KEY],
       'filename': context[FILENAME_KEY],
       'fps': context[FPS_KEY],
+      **stream_clock_features(sequence[PTS_KEY], context[STREAM_DURATION_KEY],
+                              context[STREAM_FRAMES_KEY]),
   }
+
+
+def stream_clock_features(pts, duration, frames) -> Dict[str, tf.Tensor]:
+  """A video's stream clock as the features the temporal samplers read."""
+  return {'pts': tf.cast(pts, tf.int64), 'stream_duration': tf.cast(duration, tf.int64),
+          'stream_frames': tf.cast(frames, tf.int64)}
 
 
 class ShardWriter:
@@ -566,10 +601,11 @@ def tfds_features(classes: Sequence[str]):
 
 TFDS_DESCRIPTION = (
     'Videos as DMVR-style tf.train.SequenceExample records: context clip/label/index, '
-    'clip/label/text, video/filename, video/fps, video/num_frames; feature list image/encoded '
-    '(one JPEG per frame). TFDS parses records as tf.train.Example, so builder.as_dataset() '
-    'yields the context features only; read frames with data.records.tfds_video_dataset(dir, '
-    'split) or the salinet_jax pipeline.')
+    'clip/label/text, video/filename, video/fps, video/num_frames (and, where the source declared '
+    'them, video/stream_duration and video/stream_frames); feature list image/encoded (one JPEG '
+    'per frame) and, beside it, image/pts. TFDS parses records as tf.train.Example, so '
+    'builder.as_dataset() yields the context features only; read frames with '
+    'data.records.tfds_video_dataset(dir, split) or the salinet_jax pipeline.')
 
 
 def write_tfds_info(directory: str, metadata: DatasetMetadata, description: str = '') -> None:

@@ -14,13 +14,15 @@ training and (K, T) for the K test clips (`config.data.eval_num_clips`).
   pyslowfast  PySlowFast's decoder: a clip spans num_frames * frame_stride frames at target_fps,
               mapped onto the video's own frame rate; indices from a linspace over it, clamped
               at the video's end (short videos repeat their last frame); random start in
-              [0, delta] for training, start delta * k / K for test clip k. These are the
-              frames of PySlowFast's decode-all path, which it takes for a stream that declares
-              no duration (MKV, WebM), whatever the container here. An MP4 or AVI it decodes
-              selectively: clip k from the first frame at or after timestamp
-              int(start * duration / frames), the linspace counted from that frame; most
-              clips then differ by one frame (30 fps MP4, clip 1 of 10: frames 24, 33, ... there,
-              23, 32, ... here; a 25 fps AVI's clips step 7, 7, 8, ... there, 7, 8, 7, ... here).
+              [0, delta] for training, start delta * k / K for test clip k. PySlowFast decodes
+              a stream that declares its duration and frame count (MP4, AVI) selectively: clip k
+              from the first frame at or after timestamp int(start * duration / frames), the
+              linspace counted from that frame; a video converted with that stream clock
+              (records' image/pts) takes those frames here too. Others (MKV, WebM, records
+              converted before the clock was stored) take PySlowFast's decode-all path's, the
+              linspace from the start itself: for an MP4 or AVI, one frame off the selective
+              path in most clips (30 fps MP4, clip 1 of 10: frames 24, 33, ... against 23, 32,
+              ...; a 25 fps AVI's steps 7, 7, 8, ... against 7, 8, 7, ...).
   tsn         num_frames segments, one frame each (random in training, centred for test).
   all_frames  every frame_stride-th frame up to num_frames (S2DNet), padded later with a
               validity mask; training first trims a random 0..floor(n * trim_fraction) of them
@@ -95,8 +97,8 @@ def dense(features: Features, data, *, train: bool, seed: Optional[tf.Tensor]) -
 
 def pyslowfast_indices(num_available: tf.Tensor, fps: tf.Tensor, num_frames: int, stride: int,
                        target_fps: float, clip_index: tf.Tensor, num_clips: float) -> tf.Tensor:
-  """PySlowFast's frame indices (decoder.py get_start_end_idx + temporal_sampling, its
-  decode-all path: see the module docstring), (K, T).
+  """PySlowFast's frame indices of a video decoded whole (decoder.py get_start_end_idx +
+  temporal_sampling, its decode-all path: see the module docstring), (K, T).
 
   The clip spans L = num_frames * stride * fps / target_fps native frames (fps 0, unknown, is
   taken as target_fps); delta = max(N - L, 0); clip k starts at delta * clip_index[k] /
@@ -113,16 +115,61 @@ def pyslowfast_indices(num_available: tf.Tensor, fps: tf.Tensor, num_frames: int
   return tf.cast(tf.minimum(tf.floor(positions), n - 1.0), tf.int32)
 
 
+def pyslowfast_selective_indices(pts: tf.Tensor, duration: tf.Tensor, declared_frames: tf.Tensor,
+                                 fps: tf.Tensor, num_frames: int, stride: int, target_fps: float,
+                                 clip_index: tf.Tensor, num_clips: float) -> tf.Tensor:
+  """PySlowFast's frame indices of a stream that declares its duration and frame count (MP4,
+  AVI: decoder.py pyav_decode's selective decoding), (K, T), into frames timed `pts`.
+
+  Clip k starts at s = delta * clip_index[k] / num_clips with delta = max(frames - L, 0) of the
+  declared frames; PySlowFast decodes the frames timed from int(s * duration / frames) to
+  int((s + L - 1) * duration / frames) and the one after them, and takes floor(j (L - 1) /
+  (T - 1)) of those, clamped to the last. Computed in float64, as the reference.
+  """
+  count = tf.shape(pts, out_type=tf.int32)[0]
+  rate = tf.where(fps > 0, tf.cast(fps, tf.float64), tf.constant(target_fps, tf.float64))
+  length = pyslowfast_length(num_frames, stride, rate, target_fps)
+  declared = tf.cast(declared_frames, tf.float64)
+  starts = tf.maximum(declared - length, 0.0) * tf.cast(clip_index, tf.float64) / num_clips
+  tick = tf.cast(duration, tf.float64) / declared
+  first_pts = tf.cast(tf.floor(starts * tick), tf.int64)
+  last_pts = tf.cast(tf.floor((starts + length - 1.0) * tick), tf.int64)
+  first = tf.searchsorted(pts, first_pts, side='left', out_type=tf.int32)
+  after = tf.searchsorted(pts, last_pts, side='right', out_type=tf.int32)
+  decoded = tf.minimum(after + 1, count) - first  # the frame after the clip is decoded too
+  step = (length - 1.0) / max(num_frames - 1, 1)
+  positions = tf.cast(tf.floor(tf.range(num_frames, dtype=tf.float64) * step), tf.int32)
+  indices = first[:, None] + tf.minimum(positions[None, :], tf.maximum(decoded, 1)[:, None] - 1)
+  return tf.clip_by_value(indices, 0, tf.maximum(count, 1) - 1)
+
+
+def has_stream_clock(features: Features) -> tf.Tensor:
+  """Whether a parsed video carries its stream clock (records.parse_video), one timestamp per
+  stored frame."""
+  return ((features['stream_duration'] > 0) & (features['stream_frames'] > 0)
+          & (tf.size(features['pts']) == tf.size(features['frames_jpeg'])))
+
+
 @SAMPLERS.register('pyslowfast')
 def pyslowfast(features: Features, data, *, train: bool,
                seed: Optional[tf.Tensor]) -> Features:
+  """PySlowFast's clips: selective decoding's frames where the video carries its stream clock
+  (an MP4 or AVI converted by this version), else the decode-all path's."""
   available = tf.shape(features['frames_jpeg'])[0]
   if train:  # a uniform start in [0, delta]
     clip_index, num_clips = tf.random.stateless_uniform([1], seed, dtype=tf.float64), 1.0
   else:
     clip_index, num_clips = tf.range(data.eval_num_clips, dtype=tf.float64), data.eval_num_clips
-  indices = pyslowfast_indices(available, features['fps'], data.num_frames, data.frame_stride,
-                               data.target_fps, clip_index, float(num_clips))
+  args = (data.num_frames, data.frame_stride, data.target_fps, clip_index, float(num_clips))
+  if 'pts' not in features:  # frames held without their stream's clock
+    features['frames_jpeg'] = tf.gather(features['frames_jpeg'],
+                                        pyslowfast_indices(available, features['fps'], *args))
+    return features
+  indices = tf.cond(
+      has_stream_clock(features),
+      lambda: pyslowfast_selective_indices(features['pts'], features['stream_duration'],
+                                           features['stream_frames'], features['fps'], *args),
+      lambda: pyslowfast_indices(available, features['fps'], *args))
   features['frames_jpeg'] = tf.gather(features['frames_jpeg'], indices)
   return features
 

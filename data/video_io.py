@@ -50,6 +50,27 @@ class VideoError(Exception):
   """A video that cannot be converted; the message is the reason written to the failure report."""
 
 
+@dataclasses.dataclass(frozen=True)
+class StreamClock:
+  """A stream's declared duration and frame count (PyAV's stream.duration, stream.frames) and
+  the timestamps of the frames stored, all in the stream's time base."""
+  pts: Tuple[int, ...]
+  duration: int
+  frames: int
+
+
+def _stream_clock(declared: Tuple[Any, Any, Any], timestamps: Sequence[Optional[float]]
+                  ) -> Optional[StreamClock]:
+  """The StreamClock of frames the container timed at `timestamps` (seconds), from the
+  stream's `declared` (duration, frames, time_base); None where it declares no duration or
+  frame count (Matroska, WebM)."""
+  duration, frames, unit = declared
+  if not (duration and frames and unit):
+    return None
+  return StreamClock(pts=tuple(round(t / float(unit)) for t in timestamps),
+                     duration=int(duration), frames=int(frames))
+
+
 @dataclasses.dataclass
 class DecodedVideo:
   """One converted video: JPEG frames in presentation order plus what was learnt decoding it."""
@@ -65,6 +86,10 @@ class DecodedVideo:
   timing: str = TIMING_CONTAINER  # what timed the frames: TIMING_CONTAINER | TIMING_DECODER_ORDER
   # What a user should know about a video kept as decoded (a truncated file, uncertain timing).
   warnings: List[str] = dataclasses.field(default_factory=list)
+  # Where a stream declares its duration and frame count and its container times every frame,
+  # each stored frame's timestamp (stream time base) and those two: what PySlowFast's selective
+  # decoding picks a clip's frames by (data/sampling.py). None otherwise (or resampled frames).
+  stream_clock: Optional[StreamClock] = None
 
 
 def list_videos(path: str, extensions: Sequence[str] = VIDEO_EXTENSIONS
@@ -461,6 +486,7 @@ def decode_video(path: str, *, fps: Optional[float] = None, short_side: int = DE
   source_fps, tolerance = _average_rate(stream), _tolerance(stream)
   coded = (int(stream.codec_context.height or 0), int(stream.codec_context.width or 0))
   declared = _declared_seconds(container, stream)
+  declared_clock = (stream.duration, stream.frames, stream.time_base)
   too_long = _longer_than_its_clip(declared, clip_seconds)
   if too_long:
     container.close()
@@ -523,10 +549,12 @@ def decode_video(path: str, *, fps: Optional[float] = None, short_side: int = DE
     if not stored_fps and len(times) > 1 and times[-1] > times[0]:
       stored_fps = (len(times) - 1) / (times[-1] - times[0])
   source = coded[::-1] if rotation in (90, 270) else coded
+  clock = (_stream_clock(declared_clock, timestamps)
+           if timing == TIMING_CONTAINER and not resample else None)
   return DecodedVideo(jpegs=jpegs, fps=stored_fps, source_fps=source_fps,
                       num_source_frames=num_decoded, height=int(shape[0]), width=int(shape[1]),
                       rotation=rotation, timing=timing, source_height=source[0],
-                      source_width=source[1], warnings=warnings)
+                      source_width=source[1], warnings=warnings, stream_clock=clock)
 
 
 def _refuse_a_gap(directory: str, template: str, start_index: int, missing: int) -> None:
@@ -634,7 +662,7 @@ def convert_task(task: Dict[str, Any]) -> Dict[str, Any]:
                   height=video.height, width=video.width, timing=video.timing,
                   num_source_frames=video.num_source_frames, source_fps=video.source_fps,
                   source_height=video.source_height, source_width=video.source_width,
-                  warnings=video.warnings)
+                  warnings=video.warnings, stream_clock=video.stream_clock)
   except VideoError as e:
     result['reason'] = str(e)
   except MemoryError:

@@ -82,7 +82,8 @@ def _one_video(predictor, step, path: str, target: str, per_view: bool) -> Dict[
     _say_no_features(path, result['error'])
     predict_lib.remove_earlier_outputs(path, [target])
     return result
-  batch = next(predictor.batches(decoded.jpegs, decoded.fps, os.path.basename(path)))
+  batch = next(predictor.batches(decoded.jpegs, decoded.fps, os.path.basename(path),
+                                 decoded.stream_clock))
   batch.pop('filename')
   mesh = predictor.engine.mesh
   features = np.asarray(step(predictor.variables, parallel.to_global(batch, mesh)))[0]

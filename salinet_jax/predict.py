@@ -138,13 +138,13 @@ class Predictor:
     """The video as its eval records hold videos (raises video_io.VideoError)."""
     return decode_like_records(path, self.config.data, self.decoding)
 
-  def batches(self, jpegs: Sequence[bytes], fps: float, name: str):
+  def batches(self, jpegs: Sequence[bytes], fps: float, name: str, stream_clock: Any = None):
     """The eval batch (numpy) of one video: its views, padded to the mesh."""
     return pipeline.as_numpy(pipeline.video_eval_batches(
-        self.config.data, jpegs, name, fps, self.engine.mesh.size))
+        self.config.data, jpegs, name, fps, self.engine.mesh.size, stream_clock))
 
   def probabilities(self, jpegs: Sequence[bytes], fps: float, name: str,
-                    pictures_dir: Optional[str] = None) -> np.ndarray:
+                    pictures_dir: Optional[str] = None, stream_clock: Any = None) -> np.ndarray:
     """Class probabilities of one video (its views reduced as the evaluation does); with
     `pictures_dir`, its picture (visualize.EvalPictures) is drawn there."""
     pictures = None
@@ -152,7 +152,7 @@ class Predictor:
       pictures = visualize.EvalPictures(self.engine.model, self.variables, pictures_dir, 1,
                                         self.config.data, self.classes)
     _, predictions = evaluate_lib.evaluate_batches(
-        self.batches(jpegs, fps, name), 1, self.variables, self.engine.mesh,
+        self.batches(jpegs, fps, name, stream_clock), 1, self.variables, self.engine.mesh,
         self.engine.eval_step, self.classes, pictures)
     scores = predictions.scores[0]
     if not np.all(np.isfinite(scores)):
@@ -315,7 +315,8 @@ def _predict_one(config, predictor, path: str, name: str, output_dir: str) -> Di
       decoded = predictor.decode(path)
       pictures_dir = (os.path.join(output_dir, os.path.dirname(name))
                       if config.eval.num_visualizations else None)
-      probs = predictor.probabilities(decoded.jpegs, decoded.fps, name, pictures_dir)
+      probs = predictor.probabilities(decoded.jpegs, decoded.fps, name, pictures_dir,
+                                      decoded.stream_clock)
   except video_io.VideoError as e:
     result['error'] = str(e)
     _say_cannot_predict(path, result['error'])

@@ -174,7 +174,7 @@ def predict_windows(predictor, path: str, output_stem: str) -> np.ndarray:
           _say_what_windows_miss(path, len(jpegs), rate, config)
           rates.append(rate)
         frames.append((begin, end))
-        yield jpegs, name, rate
+        yield jpegs, name, rate, None  # a window of a stream: no clock of its own
     except Exception as e:  # pylint: disable=broad-except
       failure.append(e)
 

@@ -403,6 +403,33 @@ def test_a_split_both_trained_on_and_scored_has_its_clip_lines_said_once(own_rec
                        'never scored.'), line
 
 
+def test_records_converted_before_stream_clocks_are_said_to_take_the_decode_all_frames(
+    own_records, tmp_path):
+  """pyslowfast clips of MP4 records converted before the records stored their stream clock
+  are PySlowFast's decode-all path's, one frame off its selective decoding in most clips: said
+  for such a split, not for one converted now, nor for other samplers."""
+  _, records_dir = own_records
+  config = _config(records_dir)
+  config.data.update(dict(temporal_sampling='pyslowfast', num_frames=8, frame_stride=2))
+  metadata = json.loads((records_dir / 'metadata.json').read_text())
+  assert metadata['extra']['stream_clocks'] == {
+      split: metadata['split_sizes'][split] for split in ('train', 'val')}  # MP4s: all timed
+  assert not any('stream' in line or 'timestamp' in line for line in
+                 pipeline.clip_coverage_warnings(config.dataset, config.data, 'train', 'val'))
+  del metadata['extra']['stream_clocks']
+  (tmp_path / 'metadata.json').write_text(json.dumps(metadata))
+  config.dataset.data_dir = str(tmp_path)
+  lines = pipeline.clip_coverage_warnings(config.dataset, config.data, 'train', 'val')
+  for split in ('train', 'val'):
+    assert (f"split {split!r} of {tmp_path} was converted before records stored each frame's "
+            "timestamp: its MP4 and AVI videos take the frames of PySlowFast's decode-all path, "
+            'one frame off its selective decoding of those files in most clips '
+            "(data/sampling.py). Convert it again to take PySlowFast's frames.") in lines
+  config.data.temporal_sampling = 'dense'
+  assert not any('timestamp' in line for line in
+                 pipeline.clip_coverage_warnings(config.dataset, config.data, 'train', 'val'))
+
+
 @pytest.mark.parametrize('lengths, counted', [
     ([[300, 30.0, 80], [300, 29.97, 6], [300, 12.0, 1]], '86 of 87 within 1.25x of 30 fps'),
     ([[300, 60.0, 1], [300, 29.97, 6], [300, 25.0, 80]], '86 of 87 within 1.25x of 25 fps'),

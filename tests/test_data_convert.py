@@ -178,6 +178,33 @@ def test_codec_fixtures_convert_every_good_clip_and_report_the_rest(codec_record
   assert card['fps_of'] == 'source', card
 
 
+def test_each_stored_video_carries_the_stream_clock_its_container_declares(codec_records):
+  """PySlowFast picks an MP4's, MOV's or AVI's clip frames by timestamp (data/sampling.py): the
+  records keep each frame's and the declared duration and frame count where the source declares
+  them (not Matroska), and metadata.json counts them per split."""
+  import av  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  out, _ = codec_records
+  metadata = records.read_metadata(str(out))
+  clocks = 0
+  for path in records.shard_files(str(out), metadata.name, 'test'):
+    for serialized in tf.data.TFRecordDataset(path):
+      features = records.parse_video_with_context(serialized)
+      name = features['filename'].numpy().decode()
+      with av.open(str(CODEC / os.path.basename(name))) as container:
+        stream = container.streams.video[0]
+        stamps = [frame.pts for frame in container.decode(stream)]
+        declared = (stream.duration, stream.frames)
+      pts = features['pts'].numpy().tolist()
+      if features['timing'].numpy().decode() == 'container' and declared[0]:
+        assert pts == stamps[:len(pts)] and len(pts) == int(features['num_frames']), name
+        assert (int(features['stream_duration']), int(features['stream_frames'])) == declared
+        clocks += 1
+      else:
+        assert pts == [] and int(features['stream_duration']) == 0, name
+  assert clocks == 5 and records.stream_clocks(metadata, 'test') == clocks
+
+
 def test_the_long_side_is_scaled_to_the_nearest_pixel():
   """Mutation audit: a long side truncated (a 1 px narrower frame in every video) passed every
   test."""

@@ -729,28 +729,86 @@ def _numbered_video(path, count, fps):
       container.mux(packet)
 
 
-def test_pyslowfast_test_clips_are_its_decode_all_path_s_in_every_container(tmp_path):
-  """PySlowFast decodes a stream that declares no duration (MKV) whole, and then takes these
-  clips; an MP4 or AVI it decodes selectively, one frame off in most clips (a views audit ran
-  its decoder on these files: clip 1 of the MP4 is 24, 33, ... there). The sampler takes the
-  decode-all path's frames from every container, as data/sampling.py and the recipe card say."""
+# PySlowFast's own decoder (decoder.py @ 3123669, DATA.DECODING_BACKEND 'pyav') run on the
+# _numbered_video files, its frames mapped back to frame numbers (a views audit; the numbers are
+# its output, not recomputed here). 300 frames at 30 fps, MP4 (time base 1/15360): clip k from
+# frame ceil(23.6 k), then 9 apart.
+REFERENCE_MP4_30FPS_300 = [[first + 9 * j for j in range(8)]
+                           for first in (0, 24, 48, 71, 95, 118, 142, 166, 189, 213)]
+# 250 frames at 25 fps, MP4: L = 53.33, clip k from the first frame at or after 19.67 k.
+REFERENCE_MP4_25FPS_250 = [
+    [0, 7, 14, 22, 29, 37, 44, 52], [20, 27, 34, 42, 49, 57, 64, 72],
+    [40, 47, 54, 62, 69, 77, 84, 92], [59, 66, 73, 81, 88, 96, 103, 111],
+    [79, 86, 93, 101, 108, 116, 123, 131], [99, 106, 113, 121, 128, 136, 143, 151],
+    [118, 125, 132, 140, 147, 155, 162, 170], [138, 145, 152, 160, 167, 175, 182, 190],
+    [158, 165, 172, 180, 187, 195, 202, 210], [177, 184, 191, 199, 206, 214, 221, 229]]
+# A UCF101-like AVI, 175 frames at 25 fps (time base 1/25): floor(12.167 k) + floor(7.476 j).
+REFERENCE_AVI_25FPS_175 = [
+    [0, 7, 14, 22, 29, 37, 44, 52], [12, 19, 26, 34, 41, 49, 56, 64],
+    [24, 31, 38, 46, 53, 61, 68, 76], [36, 43, 50, 58, 65, 73, 80, 88],
+    [48, 55, 62, 70, 77, 85, 92, 100], [60, 67, 74, 82, 89, 97, 104, 112],
+    [73, 80, 87, 95, 102, 110, 117, 125], [85, 92, 99, 107, 114, 122, 129, 137],
+    [97, 104, 111, 119, 126, 134, 141, 149], [109, 116, 123, 131, 138, 146, 153, 161]]
+
+
+def _test_clips_through_records(path, data):
+  """The frame numbers of the test clips of `path` converted as data.convert stores it (its
+  stream clock included) and read back through records.parse_video."""
+  video = video_io.decode_video(str(path), short_side=0)
+  number = {jpeg: i for i, jpeg in enumerate(video.jpegs)}
+  assert len(number) == len(video.jpegs)  # every frame tells itself apart
+  serialized = records.serialize_video(video.jpegs, 0, '', path.name, video.fps, video.timing,
+                                       video.stream_clock)
+  features = records.parse_video(tf.constant(serialized))
+  sampled = sampling.sample(features, data, train=False)['frames_jpeg'].numpy()
+  return video, [[number[jpeg] for jpeg in clip] for clip in sampled]
+
+
+@pytest.mark.parametrize('name,count,fps,expected', [
+    ('clip.mp4', 300, 30, REFERENCE_MP4_30FPS_300), ('clip.mp4', 250, 25, REFERENCE_MP4_25FPS_250),
+    ('v_Test_g01_c01.avi', 175, 25, REFERENCE_AVI_25FPS_175),
+    ('clip.mkv', 300, 30, [pyslowfast_reference(300, 30.0, k, 10) for k in range(10)])],
+                         ids=['mp4_30fps', 'mp4_25fps', 'avi_25fps', 'mkv_decode_all'])
+def test_pyslowfast_test_clips_are_the_reference_decoder_s_in_each_container(tmp_path, name,
+                                                                           count, fps, expected):
+  """PySlowFast decodes an MP4 or AVI selectively from a timestamp (clip 1 of the 30 fps MP4:
+  24, 33, ...), an MKV, which declares no duration, whole (23, 32, ...). The sampler took the
+  decode-all path's frames for every container (a views audit: 8 of 10 clips one frame off for
+  the 30 fps MP4, 8 of 10 for the AVI, in 23 of the 23 fight_surv MP4s longer than a clip)."""
   import av  # pylint: disable=g-import-not-at-top
   data = _data(temporal_sampling='pyslowfast', num_frames=8, frame_stride=8, target_fps=30.0,
                eval_num_clips=10)
-  clips = {}
-  for name in ('clip.mkv', 'clip.mp4', 'clip.avi'):
-    _numbered_video(tmp_path / name, 300, 30)
-    video = video_io.decode_video(str(tmp_path / name), short_side=0)
-    number = {jpeg: i for i, jpeg in enumerate(video.jpegs)}
-    assert len(number) == len(video.jpegs) == 300
-    features = {'frames_jpeg': tf.constant(video.jpegs), 'fps': tf.constant(video.fps)}
-    sampled = sampling.sample(features, data, train=False)['frames_jpeg'].numpy()
-    clips[name] = [[number[jpeg] for jpeg in clip] for clip in sampled]
-  with av.open(str(tmp_path / 'clip.mkv')) as container:
-    assert container.streams.video[0].duration is None  # PySlowFast's decode-all case
-  assert [clip[0] for clip in clips['clip.mkv']] == [0, 23, 47, 70, 94, 118, 141, 165, 188, 212]
-  assert clips['clip.mkv'] == [pyslowfast_reference(300, 30.0, k, 10) for k in range(10)]
-  assert clips['clip.mp4'] == clips['clip.avi'] == clips['clip.mkv']
+  _numbered_video(tmp_path / name, count, fps)
+  video, clips = _test_clips_through_records(tmp_path / name, data)
+  with av.open(str(tmp_path / name)) as container:
+    declares = container.streams.video[0].duration is not None
+  assert (video.stream_clock is not None) == declares == (not name.endswith('.mkv'))
+  for k, (got, want) in enumerate(zip(clips, expected)):
+    assert got == want, f'test clip {k}: {got} (PySlowFast on this {name}: {want})'
+  # Predict decodes a file as the records were and takes the same frames.
+  views = pipeline.video_eval_batches(data, video.jpegs, name, video.fps, 1, video.stream_clock)
+  served = next(iter(views))['video'].numpy()[0]
+  serialized = records.serialize_video(video.jpegs, 0, '', name, video.fps, video.timing,
+                                       video.stream_clock)
+  stored = tf.data.Dataset.from_tensors(serialized).map(records.parse_video).map(
+      pipeline.eval_views_fn(data))
+  np.testing.assert_array_equal(served, next(iter(stored))['video'].numpy())
+
+
+def test_a_record_without_a_stream_clock_takes_the_decode_all_path():
+  """Records converted before the stream clock was stored (and frames of a source that has
+  none) read as before: empty pts, and the decode-all path's frames."""
+  jpegs = [str(i).encode() for i in range(300)]
+  features = records.parse_video(tf.constant(records.serialize_video(jpegs, 0, '', 'a.mp4',
+                                                                     30.0)))
+  assert features['pts'].numpy().tolist() == [] and int(features['stream_frames']) == 0
+  data = _data(temporal_sampling='pyslowfast', num_frames=8, frame_stride=8, target_fps=30.0,
+               eval_num_clips=10)
+  clips = _ints(sampling.sample(features, data, train=False)['frames_jpeg'])
+  assert clips.tolist() == [pyslowfast_reference(300, 30.0, k, 10) for k in range(10)]
+  with pytest.raises(ValueError, match='^2 timestamps for 300 frames$'):
+    records.serialize_video(jpegs, 0, '', 'a.mp4', 30.0,
+                            stream_clock=video_io.StreamClock((0, 1), 300, 300))
 
 
 def test_pyslowfast_train_clip_starts_anywhere_in_the_slack():

@@ -314,8 +314,8 @@ def test_test_frame_indices_of_the_salinet_recipe(frames, fps):
     assert clip == pyslowfast_indices(frames, fps, k, 10), k
   if frames == 40:  # shorter than a clip: clamped at the end, no looping
     assert clips[0] == [0, 9, 18, 27, 36, 39, 39, 39]
-  # Which of PySlowFast's paths these are (a views audit found MP4 and AVI sources, which
-  # PySlowFast decodes selectively, one frame off in most clips, and nothing said so).
+  # Which of PySlowFast's paths these are: a video held as frames alone has no stream clock to
+  # decode an MP4 or AVI selectively by (data/sampling.py).
   assert card['test_frame_indices_source'].startswith("PySlowFast's decode-all path, its "
                                                        'decoding of MKV and WebM; an MP4 or AVI')
   assert 'test_frame_indices_source' not in recipe.card(

@@ -92,6 +92,11 @@ def write_outputs(output: str, plan: Plan, jobs: Sequence[ShardJob],
     timing = collections.Counter(v.get('timing', 'unknown') for s in shard_states
                                  for v in s['videos'])
     metadata.extra.setdefault('timing', {})[split] = dict(sorted(timing.items()))
+    clocks = [v.get('stream_clock') for s in shard_states for v in s['videos']]
+    if None in clocks:  # shards kept from a conversion that stored no stream clocks
+      metadata.extra.get('stream_clocks', {}).pop(split, None)
+    else:
+      metadata.extra.setdefault('stream_clocks', {})[split] = sum(clocks)
     per_class = [0] * len(plan.classes)  # of the videos written, so failures are counted out
     for video in (v for s in shard_states for v in s['videos'] if v['label'] >= 0):
       per_class[video['label']] += 1

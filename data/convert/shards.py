@@ -250,11 +250,13 @@ def run_jobs(jobs: Sequence[ShardJob], args, output: str) -> Dict[str, Dict[str,
           if result['ok']:
             writer.write(records.serialize_video(result['jpegs'], item.label_index,
                                                  item.label_text, item.filename, result['fps'],
-                                                 timing=result['timing']))
+                                                 timing=result['timing'],
+                                                 stream_clock=result.get('stream_clock')))
             videos.append({'filename': item.filename, 'source': os.path.realpath(item.source),
                            'label': item.label_index,
                            'num_frames': len(result['jpegs']), 'fps': round(result['fps'], 4),
                            'timing': result['timing'],
+                           'stream_clock': result.get('stream_clock') is not None,
                            'source_fps': round(result['source_fps'], 4),
                            'source_frames': result['num_source_frames'],
                            'source_height': result['source_height'],

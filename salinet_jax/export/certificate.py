@@ -78,7 +78,7 @@ def _file_videos(config, paths: Sequence[str], decoding: Dict[str, Any]):
     except video_io.VideoError as e:
       raise ExportError(f'--video {path} cannot be used for the parity clips: {e}') from e
     batches = pipeline.as_numpy(pipeline.video_eval_batches(
-        config.data, decoded.jpegs, os.path.basename(path), decoded.fps, 1))
+        config.data, decoded.jpegs, os.path.basename(path), decoded.fps, 1, decoded.stream_clock))
     videos += _real_videos(batches, 1)
   return videos
 

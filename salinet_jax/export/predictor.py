@@ -8,7 +8,7 @@ the training records are not needed.
 
 import json
 import os
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 from absl import logging
 import numpy as np
@@ -56,18 +56,19 @@ class ExportedPredictor:
     """The video as the exported run's eval records hold videos (raises video_io.VideoError)."""
     return predict_lib.decode_like_records(path, self.config.data, self.decoding)
 
-  def batches(self, jpegs: Sequence[bytes], fps: float, name: str):
+  def batches(self, jpegs: Sequence[bytes], fps: float, name: str, stream_clock: Any = None):
     """The eval batch (numpy) of one video: its views."""
-    return pipeline.as_numpy(pipeline.video_eval_batches(self.config.data, jpegs, name, fps, 1))
+    return pipeline.as_numpy(pipeline.video_eval_batches(self.config.data, jpegs, name, fps, 1,
+                                                         stream_clock))
 
   def probabilities(self, jpegs: Sequence[bytes], fps: float, name: str,
-                    pictures_dir: Optional[str] = None) -> np.ndarray:
+                    pictures_dir: Optional[str] = None, stream_clock: Any = None) -> np.ndarray:
     """Class probabilities of one video (its views reduced as the evaluation does).
 
     With `pictures_dir`, its picture is drawn there as the checkpoint Predictor draws it, from
     the export's own outputs (an export has no variables to run the Flax model with).
     """
-    batch = next(self.batches(jpegs, fps, name))
+    batch = next(self.batches(jpegs, fps, name, stream_clock))
     views = batch['video'][0]
     num_valid = None
     if 'frame_mask' in batch:
