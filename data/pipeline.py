@@ -220,7 +220,9 @@ def split_decoding(dataset_config, split: str) -> Dict[str, Any]:
   """How the converter decoded the videos of `split` into its records: {'fps': the rate frames
   were resampled to (0: every native frame), 'max_frames': the cap (0: none), and the
   `FRAME_OPTIONS` their frames were stored with: 'short_side' (0: as decoded), 'jpeg_quality',
-  'interpolation'}, so that videos given to a trained model later (predict, features, export)
+  'interpolation', and 'stream_clock': whether the records store stream clocks, which
+  pyslowfast clips are picked by}, so that videos given to a trained model later (predict,
+  features, export)
   are decoded alike, with 'rate_unknown' for frame folders of unknown rate; {} where the records
   do not say (converted before settings were kept, or written by other code). Synthetic clips
   have no source video: any frame rate is theirs, and their frames' size and quality are
@@ -230,12 +232,14 @@ def split_decoding(dataset_config, split: str) -> Dict[str, Any]:
     return {'fps': 0.0, 'max_frames': 0, 'short_side': int(synthetic.frame_size),
             'jpeg_quality': int(synthetic.jpeg_quality),
             'interpolation': video_io.DEFAULT_INTERPOLATION}
-  conversion = prepare(dataset_config).extra.get('conversion', {}).get(split) or {}
+  metadata = prepare(dataset_config)
+  conversion = metadata.extra.get('conversion', {}).get(split) or {}
   settings = conversion.get('settings')
   if not settings:
     return {}
   decoding = {'fps': float(settings.get('fps') or 0.0),
-              'max_frames': int(settings.get('max_frames') or 0)}
+              'max_frames': int(settings.get('max_frames') or 0),
+              'stream_clock': records.stream_clocks(metadata, split) is not None}
   decoding.update({name: settings[name] for name in FRAME_OPTIONS if name in settings})
   if conversion.get('source_kind') == 'frames':  # frame folders keep the rate they were taken at
     decoding['fps'] = float(settings.get('frames_fps') or 0.0)
@@ -361,8 +365,10 @@ def clip_coverage_warnings(dataset_config, data_config, train_split: Optional[st
     if split:
       uses.setdefault(split, []).append(use)
   for split, split_uses in uses.items():
-    timed = (metadata.extra.get('timing', {}).get(split) or {}).get(video_io.TIMING_CONTAINER)
-    if sampler == 'pyslowfast' and timed and records.stream_clocks(metadata, split) is None:
+    timing = metadata.extra.get('timing', {}).get(split)  # None: converted before it was kept
+    kind = (metadata.extra.get('conversion', {}).get(split) or {}).get('source_kind')
+    if (sampler == 'pyslowfast' and records.stream_clocks(metadata, split) is None
+        and kind != 'frames' and (timing is None or timing.get(video_io.TIMING_CONTAINER))):
       lines.append(
           f'split {split!r} of {records_directory(dataset_config)} was converted before records '
           "stored each frame's timestamp: its MP4 and AVI videos take the frames of PySlowFast's "
@@ -439,10 +445,13 @@ def decode_like_records(path: str, data_config, decoding: Dict[str, Any]
   """A video file decoded as the converter decoded the model's eval records (`decoding`, from
   `split_decoding`): their frame rate and frame cap, which the temporal sampling counts in, and
   their frames' size, JPEG quality and resampling filter, so that the eval ops see the same
-  bytes."""
-  return video_io.decode_video(path, fps=decoding.get('fps') or None,
-                               max_frames=decoding.get('max_frames') or 0,
-                               **frame_options(data_config, decoding))
+  bytes; its stream clock only where the records kept theirs."""
+  video = video_io.decode_video(path, fps=decoding.get('fps') or None,
+                                max_frames=decoding.get('max_frames') or 0,
+                                **frame_options(data_config, decoding))
+  if not decoding.get('stream_clock'):  # records (or a checkpoint) from before stream clocks
+    video = dataclasses.replace(video, stream_clock=None)
+  return video
 
 
 # ----------------------------------------------------------------------------- read

@@ -18,11 +18,16 @@ training and (K, T) for the K test clips (`config.data.eval_num_clips`).
               a stream that declares its duration and frame count (MP4, AVI) selectively: clip k
               from the first frame at or after timestamp int(start * duration / frames), the
               linspace counted from that frame; a video converted with that stream clock
-              (records' image/pts) takes those frames here too. Others (MKV, WebM, records
-              converted before the clock was stored) take PySlowFast's decode-all path's, the
-              linspace from the start itself: for an MP4 or AVI, one frame off the selective
-              path in most clips (30 fps MP4, clip 1 of 10: frames 24, 33, ... against 23, 32,
-              ...; a 25 fps AVI's steps 7, 7, 8, ... against 7, 8, 7, ...).
+              (records' image/pts) takes those frames here too. Others take PySlowFast's
+              decode-all path's, the linspace from the start itself: MKV, WebM, and where no
+              clock is stored (records converted before, a stream of 0 declared frames such as
+              a fragmented MP4 or MPEG-TS, on which PySlowFast's decoder fails, AVI B-frames
+              timed in decoder order, --fps or --max_frames conversions); for an MP4 or AVI,
+              one frame off the selective path in most clips (30 fps MP4, clip 1 of 10:
+              frames 24, 33, ... against 23, 32, ...; a 25 fps AVI's steps 7, 7, 8, ...
+              against 7, 8, 7, ...). Known departure: in an open-GOP H.264 stream PySlowFast's
+              seek drops the B-frames shown before a keyframe, so its clips starting there
+              begin a frame later than the timestamps say (x264's default GOP is closed).
   tsn         num_frames segments, one frame each (random in training, centred for test).
   all_frames  every frame_stride-th frame up to num_frames (S2DNet), padded later with a
               validity mask; training first trims a random 0..floor(n * trim_fraction) of them

@@ -88,7 +88,8 @@ class DecodedVideo:
   warnings: List[str] = dataclasses.field(default_factory=list)
   # Where a stream declares its duration and frame count and its container times every frame,
   # each stored frame's timestamp (stream time base) and those two: what PySlowFast's selective
-  # decoding picks a clip's frames by (data/sampling.py). None otherwise (or resampled frames).
+  # decoding picks a clip's frames by (data/sampling.py). None otherwise, and for frames
+  # resampled or cut to the first max_frames.
   stream_clock: Optional[StreamClock] = None
 
 
@@ -549,8 +550,10 @@ def decode_video(path: str, *, fps: Optional[float] = None, short_side: int = DE
     if not stored_fps and len(times) > 1 and times[-1] > times[0]:
       stored_fps = (len(times) - 1) / (times[-1] - times[0])
   source = coded[::-1] if rotation in (90, 270) else coded
+  # A clock declares the whole file's frames: of the first frames alone (max_frames) or
+  # resampled ones, PySlowFast's selective decoding would take frames the records lack.
   clock = (_stream_clock(declared_clock, timestamps)
-           if timing == TIMING_CONTAINER and not resample else None)
+           if timing == TIMING_CONTAINER and not resample and complete else None)
   return DecodedVideo(jpegs=jpegs, fps=stored_fps, source_fps=source_fps,
                       num_source_frames=num_decoded, height=int(shape[0]), width=int(shape[1]),
                       rotation=rotation, timing=timing, source_height=source[0],

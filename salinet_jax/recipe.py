@@ -62,8 +62,8 @@ def learning_rate_per_epoch(config, train_videos: int) -> List[float]:
 
 # Which of PySlowFast's decoding paths the 'pyslowfast' sampler's frames are (data/sampling.py).
 PYSLOWFAST_PATH = ("PySlowFast's decode-all path, its decoding of MKV and WebM; an MP4 or AVI "
-                   'with its stream clock takes its selective decoding\'s frames, one frame off in '
-                   'most clips (data/sampling.py)')
+                   "converted with its stream clock takes PySlowFast's selective decoding's "
+                   'frames instead, in most clips one frame off these (data/sampling.py)')
 
 
 def test_frame_indices(data_config, num_frames: int, fps: float) -> List[List[int]]:

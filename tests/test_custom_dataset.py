@@ -425,6 +425,10 @@ def test_records_converted_before_stream_clocks_are_said_to_take_the_decode_all_
             "timestamp: its MP4 and AVI videos take the frames of PySlowFast's decode-all path, "
             'one frame off its selective decoding of those files in most clips '
             "(data/sampling.py). Convert it again to take PySlowFast's frames.") in lines
+  # Records from before metadata.json kept each split's timing stored no clock either (review).
+  del metadata['extra']['timing']
+  (tmp_path / 'metadata.json').write_text(json.dumps(metadata))
+  assert lines == pipeline.clip_coverage_warnings(config.dataset, config.data, 'train', 'val')
   config.data.temporal_sampling = 'dense'
   assert not any('timestamp' in line for line in
                  pipeline.clip_coverage_warnings(config.dataset, config.data, 'train', 'val'))

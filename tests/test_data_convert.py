@@ -1692,7 +1692,7 @@ def test_frame_folders_are_stored_as_given(tmp_path):
   # Videos given to a model trained on them are decoded at the folders' rate and stored size.
   records_config = ml_collections.ConfigDict({'name': '', 'data_dir': str(out)})
   assert pipeline.split_decoding(records_config, 'train') == {
-      'fps': 25.0, 'max_frames': 0, 'short_side': 60,
+      'fps': 25.0, 'max_frames': 0, 'stream_clock': True, 'short_side': 60,
       'jpeg_quality': video_io.DEFAULT_JPEG_QUALITY, 'interpolation': 'BILINEAR'}
 
 

@@ -795,6 +795,46 @@ def test_pyslowfast_test_clips_are_the_reference_decoder_s_in_each_container(tmp
   np.testing.assert_array_equal(served, next(iter(stored))['video'].numpy())
 
 
+def test_pyslowfast_clips_of_a_video_cut_by_max_frames_take_frames_it_stored(tmp_path):
+  """A 300-frame MP4 converted with --max_frames=100 kept its stream clock, which declares 300
+  frames: test clips 5-9 started past the 100 frames stored and were the last one 8 times over,
+  training clips too (review). A cut video stores no clock: the decode-all path over its 100
+  frames gives every clip 8 different frames."""
+  data = _data(temporal_sampling='pyslowfast', num_frames=8, frame_stride=8, target_fps=30.0,
+               eval_num_clips=10)
+  path = tmp_path / 'clip.mp4'
+  _numbered_video(path, 300, 30)
+  video = video_io.decode_video(str(path), short_side=0, max_frames=100)
+  assert len(video.jpegs) == 100 and video.stream_clock is None
+  assert video_io.decode_video(str(path), short_side=0, max_frames=300).stream_clock is not None
+  number = {jpeg: i for i, jpeg in enumerate(video.jpegs)}
+  serialized = tf.constant(records.serialize_video(video.jpegs, 0, '', path.name, video.fps,
+                                                   video.timing, video.stream_clock))
+  sampled = sampling.sample(records.parse_video(serialized), data, train=False)['frames_jpeg']
+  for k, clip in enumerate(sampled.numpy()):
+    frames = [number[jpeg] for jpeg in clip]
+    assert len(set(frames)) == 8, f'test clip {k}: {frames} of the 100 frames stored'
+  for seed in range(8):
+    clip = sampling.sample(records.parse_video(serialized), data, train=True,
+                           seed=_seed(seed))['frames_jpeg'].numpy().reshape(-1)
+    frames = [number[jpeg] for jpeg in clip]
+    assert len(set(frames)) == 8, f'training clip (seed {seed}): {frames}'
+
+
+def test_a_file_given_to_a_model_takes_a_stream_clock_only_where_its_records_kept_them(tmp_path):
+  """Predict, features and export decode a file as the model's eval records were; its clock
+  too made a checkpoint trained on records from before stream clocks take other frames from the
+  file than its evaluation took from the same video's record (review: 8 of 10 views)."""
+  path = tmp_path / 'clip.mp4'
+  _numbered_video(path, 300, 30)
+  data = _data(temporal_sampling='pyslowfast', eval_short_side=48, eval_crop_size=48)
+  decoding = {'fps': 0.0, 'max_frames': 0, 'short_side': 0}
+  assert pipeline.decode_like_records(str(path), data, decoding).stream_clock is None
+  assert pipeline.decode_like_records(str(path), data, {}).stream_clock is None
+  clock = pipeline.decode_like_records(str(path), data, dict(decoding, stream_clock=True))
+  assert clock.stream_clock is not None and len(clock.stream_clock.pts) == 300
+
+
 def test_a_record_without_a_stream_clock_takes_the_decode_all_path():
   """Records converted before the stream clock was stored (and frames of a source that has
   none) read as before: empty pts, and the decode-all path's frames."""
