@@ -222,9 +222,9 @@ def split_decoding(dataset_config, split: str) -> Dict[str, Any]:
   `FRAME_OPTIONS` their frames were stored with: 'short_side' (0: as decoded), 'jpeg_quality',
   'interpolation', and 'stream_clock': whether the records store stream clocks, which
   pyslowfast clips are picked by}, so that videos given to a trained model later (predict,
-  features, export)
-  are decoded alike, with 'rate_unknown' for frame folders of unknown rate; {} where the records
-  do not say (converted before settings were kept, or written by other code). Synthetic clips
+  features, export) are decoded alike, with 'rate_unknown' for frame folders of unknown rate;
+  {} where the records do not say (converted before settings were kept, or written by other
+  code). Synthetic clips
   have no source video: any frame rate is theirs, and their frames' size and quality are
   those they were rendered at."""
   if dataset_config.name == 'synthetic':

@@ -459,8 +459,8 @@ def test_videos_are_decoded_as_the_records_were_converted(tmp_path):
 
   predictor = predict.Predictor(config, workdir)
   assert config.data.eval_short_side == 16
-  assert predictor.decoding == {'fps': 8.0, 'max_frames': 12, 'short_side': 20,
-                                'jpeg_quality': 70, 'interpolation': 'AREA'}
+  assert predictor.decoding == {'fps': 8.0, 'max_frames': 12, 'stream_clock': True,
+                                'short_side': 20, 'jpeg_quality': 70, 'interpolation': 'AREA'}
   stored = _videos(data_dir, 'train')
   for label, clip in (('fight', 'fi001.mp4'), ('noFight', 'nofi001.mp4')):
     decoded = predictor.decode(str(videos / label / clip))
