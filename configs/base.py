@@ -40,6 +40,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.data.tsm_max_distort = 1
   config.data.tsm_more_fix_crop = True
   config.data.crop_size = 224
+  # How frames are resized, train crops and test short side alike (data/augment.py
+  # RESIZE_FILTERS): 'bilinear' (PySlowFast's interpolate) or 'pil_bilinear' (Pillow's, which
+  # smooths when it shrinks: TSM's transforms, the S2DNet release's).
+  config.data.resize_filter = 'bilinear'
   config.data.train_min_scale = 256  # short side jitter range before the random crop
   config.data.train_max_scale = 320
   # Named augmentations applied to each train clip after its crop (data/augment.py

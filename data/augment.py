@@ -10,6 +10,9 @@ Test: the short side is resized to eval_short_side and 1 centre or 3 crops are t
 long side, with PySlowFast's geometry (long side floored); a centre offset that falls on a half
 pixel rounds as the part named `config.data.eval_crop_rounding` does (registry `CENTRE_ROUNDINGS`:
 PySlowFast's up, torchvision's CenterCrop to even).
+Both resize with the filter named by `config.data.resize_filter` (registry `RESIZE_FILTERS`):
+PySlowFast's bilinear interpolation, or Pillow's, which smooths when it shrinks (TSM's
+transforms, so S2DNet's).
 """
 
 import re
@@ -26,6 +29,22 @@ Features = Dict[str, tf.Tensor]
 CROP_BOXES = ops.Registry('train crop', 'config.data.train_crop')
 AUGMENTATIONS = ops.Registry('augmentation', 'config.data.train_augmentations')
 CENTRE_ROUNDINGS = ops.Registry('test crop centre rounding', 'config.data.eval_crop_rounding')
+RESIZE_FILTERS = ops.Registry('resize filter', 'config.data.resize_filter')
+
+
+@RESIZE_FILTERS.register('bilinear')
+def bilinear(images: tf.Tensor, size) -> tf.Tensor:
+  """PySlowFast's resize (torch's interpolate, bilinear, corners not aligned): each output pixel
+  mixes the 2 x 2 source pixels nearest its centre, also when shrinking. Float (N, H, W, C)."""
+  return tf.image.resize(images, size, method='bilinear')
+
+
+@RESIZE_FILTERS.register('pil_bilinear')
+def pil_bilinear(images: tf.Tensor, size) -> tf.Tensor:
+  """Pillow's BILINEAR (TSM's GroupScale and GroupMultiScaleCrop, S2DNet's transforms): when
+  shrinking, the triangle widens by the shrink factor, so an output pixel averages every source
+  pixel under it; enlarging, as 'bilinear'. Float (N, H, W, C)."""
+  return tf.image.resize(images, size, method='bilinear', antialias=True)
 
 
 @CENTRE_ROUNDINGS.register('pyslowfast')
@@ -67,24 +86,25 @@ def _decode_each(jpegs: tf.Tensor, decode_fn) -> tf.Tensor:
   return tf.map_fn(decode_fn, jpegs, fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
 
 
-def host_resize(frames: tf.Tensor, crop_size: int) -> tf.Tensor:
-  """(T, h, w, 3) uint8 -> (T, crop, crop, 3) uint8, bilinear, rounded to nearest."""
-  # Casting first takes TF's faster float resize kernel. Bilinear weights sum to one, so the
-  # +0.5 added before resizing makes the truncating cast back to uint8 round to nearest.
-  resized = tf.image.resize(tf.cast(frames, tf.float32) + 0.5, [crop_size, crop_size],
-                            method='bilinear')
+def host_resize(frames: tf.Tensor, crop_size: int, *, resize_filter: str) -> tf.Tensor:
+  """(T, h, w, 3) uint8 -> (T, crop, crop, 3) uint8 with the RESIZE_FILTERS filter named,
+  rounded to nearest."""
+  # Casting first takes TF's faster float resize kernel. Each filter's weights are nonnegative
+  # and sum to one, so the +0.5 added before resizing makes the truncating cast round.
+  resized = RESIZE_FILTERS.get(resize_filter)(tf.cast(frames, tf.float32) + 0.5,
+                                              [crop_size, crop_size])
   return tf.cast(resized, tf.uint8)
 
 
-def decode_crop_resize(features: Features, box_fn, crop_size: int, seed: tf.Tensor,
-                       resize_on_device: bool = False) -> Features:
+def decode_crop_resize(features: Features, box_fn, crop_size: int, seed: tf.Tensor, *,
+                       resize_filter: str, resize_on_device: bool = False) -> Features:
   """Fused train decode: one crop box per video, only that window of each JPEG is decoded.
 
   `box_fn(height, width, seed)` returns (y, x, h, w) in source pixels (float or int scalars);
   the frames (clips=1, T) are decoded with `tf.image.decode_and_crop_jpeg`.
   -> 'video' uint8 (1, T, crop, crop, 3).
 
-  On the host (default) the crops are resized to crop_size x crop_size (bilinear). With
+  On the host (default) the crops are resized to crop_size x crop_size (`resize_filter`). With
   `resize_on_device`, a window that fits in crop_size x crop_size (upsampling, the usual case
   for short-side jitter) travels unresized in the top-left corner of a zero canvas; larger
   windows are resized here. The features then also hold 'crop_hw' (2,) int32, the window's size
@@ -98,14 +118,14 @@ def decode_crop_resize(features: Features, box_fn, crop_size: int, seed: tf.Tens
   crops = _decode_each(jpegs, lambda b: tf.image.decode_and_crop_jpeg(
       b, window, channels=3, dct_method=records.JPEG_DCT_METHOD))
   if not resize_on_device:
-    features['video'] = host_resize(crops, crop_size)[None]
+    features['video'] = host_resize(crops, crop_size, resize_filter=resize_filter)[None]
     return features
   fits = tf.logical_and(window[2] <= crop_size, window[3] <= crop_size)
   canvas = tf.cond(
       fits,
       lambda: tf.pad(crops, [[0, 0], [0, crop_size - window[2]], [0, crop_size - window[3]],
                              [0, 0]]),
-      lambda: host_resize(crops, crop_size))
+      lambda: host_resize(crops, crop_size, resize_filter=resize_filter))
   features['video'] = tf.ensure_shape(canvas, [None, crop_size, crop_size, 3])[None]
   features['crop_hw'] = tf.where(fits, window[2:], tf.constant([crop_size, crop_size]))
   features['flip'] = tf.constant(False)
@@ -265,26 +285,28 @@ def augment(features: Features, data_config, seed: tf.Tensor) -> Features:
 
 
 # ----------------------------------------------------------------------------- test views
-def resize_short_side(video: tf.Tensor, short_side: int) -> tf.Tensor:
-  """Resizes (..., H, W, 3) frames so that min(H, W) == short_side (bilinear); the long side
-  becomes floor(long * short_side / short), as PySlowFast and torchvision compute it."""
+def resize_short_side(video: tf.Tensor, short_side: int, *, resize_filter: str) -> tf.Tensor:
+  """Resizes (..., H, W, 3) frames so that min(H, W) == short_side (with the RESIZE_FILTERS
+  filter named); the long side becomes floor(long * short_side / short), as PySlowFast and
+  torchvision compute it."""
   shape = tf.shape(video)
   height, width = shape[-3], shape[-2]
   short = tf.minimum(height, width)
   new_h = tf.where(height == short, short_side, height * short_side // short)
   new_w = tf.where(width == short, short_side, width * short_side // short)
   flat = tf.reshape(video, tf.concat([[-1], shape[-3:]], axis=0))
-  resized = tf.image.resize(tf.cast(flat, tf.float32), [new_h, new_w])
+  resized = RESIZE_FILTERS.get(resize_filter)(tf.cast(flat, tf.float32), [new_h, new_w])
   return tf.reshape(resized, tf.concat([shape[:-3], [new_h, new_w, 3]], axis=0))
 
 
 TEST_CROP_COUNTS = (1, 3)  # a centre crop, or PySlowFast's three along the long side
 
 
-def check_test_crops(num_crops: int, rounding: str) -> None:
+def check_test_crops(num_crops: int, rounding: str, resize_filter: str) -> None:
   if num_crops not in TEST_CROP_COUNTS:
     raise ops.UnknownOpError(f'config.data.eval_num_crops must be 1 or 3, got {num_crops}.')
   CENTRE_ROUNDINGS.get(rounding)
+  RESIZE_FILTERS.get(resize_filter)
 
 
 def check_crop_sizes(data_config, *, train: bool) -> None:
@@ -324,15 +346,15 @@ def check_crop_sizes(data_config, *, train: bool) -> None:
 
 
 def spatial_test_crops(features: Features, short_side: int, crop_size: int,
-                       num_crops: int, rounding: str) -> Features:
-  """Test views: resize short side, then 1 centre crop or 3 crops along the long side
-  (left/centre/right or top/centre/bottom; PySlowFast's uniform_crop), the centre offset rounded
-  as `rounding` (a CENTRE_ROUNDINGS name) says.
+                       num_crops: int, rounding: str, resize_filter: str) -> Features:
+  """Test views: resize short side (`resize_filter`, a RESIZE_FILTERS name), then 1 centre crop
+  or 3 crops along the long side (left/centre/right or top/centre/bottom; PySlowFast's
+  uniform_crop), the centre offset rounded as `rounding` (a CENTRE_ROUNDINGS name) says.
 
   (clips, T, H, W, 3) -> (clips * num_crops, T, crop, crop, 3), clip-major.
   """
-  check_test_crops(num_crops, rounding)
-  video = resize_short_side(features['video'], short_side)
+  check_test_crops(num_crops, rounding, resize_filter)
+  video = resize_short_side(features['video'], short_side, resize_filter=resize_filter)
   height, width = tf.shape(video)[2], tf.shape(video)[3]
   centre = CENTRE_ROUNDINGS.get(rounding)
   centre_y = centre(height - crop_size)
@@ -357,7 +379,7 @@ def eval_views(features: Features, data_config) -> Features:
   features = decode_jpeg_frames(features)
   features = spatial_test_crops(features, data_config.eval_short_side,
                                 data_config.eval_crop_size, data_config.eval_num_crops,
-                                data_config.eval_crop_rounding)
+                                data_config.eval_crop_rounding, data_config.resize_filter)
   features['video'] = to_pixels(features['video'])
   return features
 
@@ -367,5 +389,6 @@ def train_clip(features: Features, data_config, seed: tf.Tensor) -> Features:
   (1, T, crop, crop, 3) (plus 'crop_hw' and 'flip' with `train_resize_on_device`)."""
   seeds = tf.random.experimental.stateless_split(seed, 2)
   features = decode_crop_resize(features, train_box_fn(data_config), data_config.crop_size,
-                                seeds[0], resize_on_device=data_config.train_resize_on_device)
+                                seeds[0], resize_filter=data_config.resize_filter,
+                                resize_on_device=data_config.train_resize_on_device)
   return augment(features, data_config, seeds[1])

@@ -862,7 +862,8 @@ def _read_item(item_dir: str, target: Any) -> Any:
 # plumbing (prefetching, sharding) and the number of eval views are left out.
 _VIEW_FIELDS = ('model.', 'dtype', 'data.temporal_sampling', 'data.num_frames',
                 'data.frame_stride', 'data.target_fps', 'data.normalization',
-                'data.eval_short_side', 'data.eval_crop_size', 'data.eval_crop_rounding')
+                'data.eval_short_side', 'data.eval_crop_size', 'data.eval_crop_rounding',
+                'data.resize_filter')
 
 
 # Config fields that only set how this process compiles (XLA's CPU flags) and caches what it

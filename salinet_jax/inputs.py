@@ -73,9 +73,11 @@ def _bilinear_taps(in_sizes: jnp.ndarray, out_size: int):
 
 def resize_crops_on_device(video: jnp.ndarray, crop_hw: jnp.ndarray,
                            flip: jnp.ndarray) -> jnp.ndarray:
-  """Finishes train crops made with `resize_on_device` (see data/pipeline.py `decode_crop_resize`), inside the
-  jitted step: the top-left `crop_hw` window of each (T, S, S, 3) canvas is resized bilinearly
-  to S x S (the same sampling as tf.image.resize) and mirrored where `flip`.
+  """Finishes train crops made with `resize_on_device` (see data/augment.py `decode_crop_resize`),
+  inside the jitted step: the top-left `crop_hw` window of each (T, S, S, 3) canvas is resized
+  bilinearly to S x S (the same sampling as tf.image.resize) and mirrored where `flip`. Only
+  windows no larger than S come here, enlarged, which every data.augment.RESIZE_FILTERS filter
+  does alike.
 
   video (B, T, S, S, 3) uint8, crop_hw (B, 2) int, flip (B,) bool -> float32 pixels in [0, 255],
   not rounded to uint8. Two-tap gathers and lerps, exact in float32 on any backend.

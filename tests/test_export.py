@@ -142,6 +142,7 @@ def test_export_all_formats_certified_and_reloadable(exported, kind):
   views = data.eval_num_clips * data.eval_num_crops
   assert on_disk['parity']['views'] == 2 * views and on_disk['views']['per_video'] == views
   assert on_disk['views']['eval_crop_rounding'] == data.eval_crop_rounding  # a server's crops
+  assert on_disk['views']['resize_filter'] == data.resize_filter
   assert on_disk['parity']['tolerance'] == 1e-4 and on_disk['failed_formats'] == []
   video = {'name': 'video', 'shape': [None, data.num_frames, 16, 16, 3], 'dtype': 'uint8'}
   assert on_disk['inputs'] == [video] + (

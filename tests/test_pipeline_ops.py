@@ -70,7 +70,7 @@ def test_the_centre_crop_offset_rounds_up_like_pyslowfast():
   video = tf.reshape(tf.range(9 * 12, dtype=tf.float32), [1, 1, 9, 12, 1])
   video = tf.tile(video, [1, 1, 1, 1, 3])
   out = augment.spatial_test_crops({'video': video}, short_side=9, crop_size=8, num_crops=1,
-                                     rounding='pyslowfast')
+                                     rounding='pyslowfast', resize_filter='bilinear')
   assert out['video'].shape == (1, 1, 8, 8, 3)
   assert float(out['video'][0, 0, 0, 0, 0]) == 1 * 12 + 2  # rows ceil(1/2) = 1, columns 2
 
@@ -109,12 +109,105 @@ def test_an_unknown_centre_rounding_is_named_before_any_reading():
     pipeline.check_eval_views(data)
 
 
+def _real_frame(height, width):
+  """The first frame of a real video (fight_surv fi001, 360 x 480) resized by Pillow to
+  height x width and stored as a JPEG: (the JPEG, the frame it decodes to)."""
+  import av  # pylint: disable=g-import-not-at-top
+  with av.open(str(TESTDATA / 'real_clips' / 'fight_surv' / 'fight' / 'fi001.mp4')) as video:
+    frame = next(video.decode(video=0)).to_ndarray(format='rgb24')
+  if frame.shape[:2] != (height, width):
+    frame = np.asarray(Image.fromarray(frame).resize((width, height), Image.BILINEAR))
+  jpeg = video_io.encode_jpeg(frame, 95)
+  return jpeg, records.decode_frame(tf.constant(jpeg)).numpy()
+
+
+def _pillow_resize(frame, height, width):
+  return np.asarray(Image.fromarray(frame).resize((width, height), Image.BILINEAR))
+
+
+def _levels_apart(a, b):
+  return np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))
+
+
+@pytest.mark.parametrize('size', [(224, 224), (256, 341), (252, 336), (468, 624)])
+def test_the_pil_bilinear_filter_resizes_as_pillow_does(size):
+  """TSM's transforms, which S2DNet trains (GroupMultiScaleCrop) and tests (GroupScale) with,
+  resize with Pillow's BILINEAR: shrinking, its triangle widens to cover every source pixel under
+  an output pixel. A real 360 x 480 frame shrunk to each size (and enlarged, the last) is
+  Pillow's to 1 level; 'bilinear' (PySlowFast's interpolate) samples the 2 x 2 nearest pixels
+  and differs by tens of levels where the frame has edges (views audit: mean 1.42 at 224)."""
+  _, frame = _real_frame(360, 480)
+  pillow = _pillow_resize(frame, *size)
+  resize = augment.RESIZE_FILTERS.get('pil_bilinear')
+  ours = augment.to_pixels(resize(tf.constant(frame[None], tf.float32), size))[0]
+  apart = _levels_apart(ours, pillow)
+  assert apart.max() <= 1 and apart.mean() < 0.2, (apart.max(), apart.mean())
+  plain = augment.RESIZE_FILTERS.get('bilinear')(tf.constant(frame[None], tf.float32), size)
+  if size[0] < 360:
+    assert _levels_apart(augment.to_pixels(plain)[0], pillow).max() > 20
+
+
+def test_the_bilinear_filter_resizes_as_torch_interpolate_does():
+  """PySlowFast scales frames with torch.nn.functional.interpolate (bilinear, corners not
+  aligned), in its short-side jitter and its test resize."""
+  torch = pytest.importorskip('torch', reason='torch (requirements-test.txt) is not installed')
+  _, frame = _real_frame(360, 480)
+  for size in ((224, 224), (256, 341), (468, 624)):
+    reference = torch.nn.functional.interpolate(
+        torch.from_numpy(frame).permute(2, 0, 1)[None].double(), size=size, mode='bilinear',
+        align_corners=False)[0].permute(1, 2, 0).numpy()
+    ours = augment.RESIZE_FILTERS.get('bilinear')(tf.constant(frame[None], tf.float32), size)
+    np.testing.assert_allclose(ours[0].numpy(), reference, atol=5e-3)  # float32 weights
+
+
+def test_the_s2dnet_test_view_of_larger_frames_is_shrunk_as_pillow_shrinks_them():
+  """TSM extracts Kinetics frames 331 px high (tools/vid2img_kinetics.py); S2DNet's test view
+  is GroupScale(256), Pillow's BILINEAR, then GroupCenterCrop(224). Each S2DNet stage's test
+  view of such a real 4:3 frame is Pillow's to 1 level (it was up to 13 levels apart, 0.55 on
+  average)."""
+  from configs import mini_kinetics_s2dnet  # pylint: disable=g-import-not-at-top
+  jpeg, frame = _real_frame(331, 441)
+  pillow = _pillow_resize(frame, 256, 341)[16:240, 58:282]
+  for stage in mini_kinetics_s2dnet.STAGES:
+    data = mini_kinetics_s2dnet.get_config(stage).data
+    view = augment.eval_views({'frames_jpeg': tf.constant([[jpeg]])}, data)['video'][0, 0]
+    apart = _levels_apart(view, pillow)
+    assert apart.max() <= 1 and apart.mean() < 0.2, (stage, apart.max(), apart.mean())
+
+
+@pytest.mark.parametrize('on_device', [False, True])
+def test_an_s2dnet_train_crop_larger_than_224_is_shrunk_as_pillow_shrinks_it(on_device):
+  """GroupMultiScaleCrop cuts a crop of 1, .875, .75 or .66 of the short side and resizes it to
+  224 with Pillow's BILINEAR: from frames of short side 256 its largest crop shrinks, from
+  TSM's 331 px frames most do. The whole 256 x 256 frame as the crop (scale 1 only) comes out
+  as Pillow shrinks it, resized on the host or with `train_resize_on_device` (it was up to 18
+  levels apart, 0.62 on average)."""
+  from configs import mini_kinetics_s2dnet  # pylint: disable=g-import-not-at-top
+  jpeg, frame = _real_frame(256, 256)
+  data = mini_kinetics_s2dnet.get_config('warmup').data
+  data.update(dict(tsm_scales=(1.0,), train_augmentations=(), num_frames=1,
+                   train_resize_on_device=on_device))
+  clip = augment.train_clip({'frames_jpeg': tf.constant([[jpeg]])}, data, _seed(3))['video']
+  apart = _levels_apart(clip[0, 0], _pillow_resize(frame, 224, 224))
+  assert apart.max() <= 1 and apart.mean() < 0.2, (apart.max(), apart.mean())
+
+
+def test_an_unknown_resize_filter_is_named_before_any_reading():
+  message = (r"^config\.data\.resize_filter must be one of \('bilinear', 'pil_bilinear'\), "
+             r"got 'bicubic'\.$")
+  data = _data(resize_filter='bicubic')
+  with pytest.raises(ops.UnknownOpError, match=message):
+    pipeline.check_eval_views(data)
+  with pytest.raises(ops.UnknownOpError, match=message):
+    pipeline.check_train_clips(data)
+
+
 def test_three_test_crops_of_a_square_frame_run_left_to_right_like_pyslowfast():
   """PySlowFast's uniform_crop takes a square frame's three crops along its width (mutation
   audit: top/centre/bottom passed every test)."""
   video = tf.reshape(tf.range(4 * 4, dtype=tf.float32), [1, 1, 4, 4, 1]) * tf.ones([3])
   out = augment.spatial_test_crops({'video': video}, short_side=4, crop_size=2, num_crops=3,
-                                     rounding='pyslowfast')
+                                     rounding='pyslowfast', resize_filter='bilinear')
   corners = [int(out['video'][k, 0, 0, 0, 0]) for k in range(3)]
   assert corners == [1 * 4 + 0, 1 * 4 + 1, 1 * 4 + 2]  # row 1 (the centre), columns 0, 1, 2
 
@@ -124,7 +217,7 @@ def test_three_test_crops_of_a_portrait_frame_run_top_to_bottom():
   row) passed every test; only landscape and square frames were tried."""
   video = tf.reshape(tf.range(6 * 4, dtype=tf.float32), [1, 1, 6, 4, 1]) * tf.ones([3])
   out = augment.spatial_test_crops({'video': video}, short_side=4, crop_size=2, num_crops=3,
-                                     rounding='pyslowfast')
+                                     rounding='pyslowfast', resize_filter='bilinear')
   corners = [int(out['video'][k, 0, 0, 0, 0]) for k in range(3)]
   assert corners == [0 * 4 + 1, 2 * 4 + 1, 4 * 4 + 1]  # rows 0, 2, 4; column 1 (the centre)
 
@@ -134,7 +227,7 @@ def test_resize_short_side_floors_the_long_side_of_either_orientation():
   rounded up passed every test, whose frames were never resized)."""
   frames = tf.constant(np.random.default_rng(0).integers(0, 256, (2, 7, 10, 3)), tf.float32)
   for video, expected_hw in ((frames, (4, 5)), (tf.transpose(frames, [0, 2, 1, 3]), (5, 4))):
-    resized = augment.resize_short_side(video, 4)  # 10 * 4 / 7 = 5.7 px
+    resized = augment.resize_short_side(video, 4, resize_filter='bilinear')  # 10 * 4 / 7 = 5.7 px
     np.testing.assert_allclose(resized.numpy(), tf.image.resize(video, expected_hw).numpy())
 
 
@@ -362,7 +455,8 @@ def test_fused_decode_and_crop_matches_decode_then_crop(crop):
   box_fn = augment.train_box_fn(data)
   jpegs = _jpeg_clip()
   for i in range(5):
-    fused = augment.decode_crop_resize({'frames_jpeg': jpegs}, box_fn, 32, _seed(i))['video']
+    fused = augment.decode_crop_resize({'frames_jpeg': jpegs}, box_fn, 32, _seed(i),
+                                        resize_filter='bilinear')['video']
     decoded = augment.decode_jpeg_frames({'frames_jpeg': jpegs})['video']
     plain = _crop_box_resize(decoded, box_fn, 32, _seed(i))
     assert fused.shape == plain.shape == (1, 4, 32, 32, 3) and fused.dtype == tf.uint8
@@ -398,6 +492,7 @@ def test_stored_frames_decode_as_pillow_decodes_them(tmp_path):
   window = (8, 16, 40, 48)
   fused = augment.decode_crop_resize({'frames_jpeg': tf.constant([jpegs])},
                                      lambda h, w, seed: window, 64, _seed(0),
+                                     resize_filter='bilinear',
                                      resize_on_device=True)['video'][0, :, :40, :48]
   difference = fused.numpy().astype(float) - pillow[:, 8:48, 16:64]
   assert np.abs(difference.mean(axis=(0, 1, 2))).max() < 0.2, difference.mean(axis=(0, 1, 2))
@@ -428,10 +523,12 @@ def test_eval_views_are_the_decoded_frames_own_crops_in_rgb_order():
 def test_random_flip_mirrors_the_clip():
   jpegs = _jpeg_clip()
   box_fn = lambda h, w, seed: (0, 0, h, w)  # whole frame
-  plain = augment.decode_crop_resize({'frames_jpeg': jpegs}, box_fn, 40, _seed(0))['video']
+  plain = augment.decode_crop_resize({'frames_jpeg': jpegs}, box_fn, 40, _seed(0),
+                                      resize_filter='bilinear')['video']
   flips = []
   for i in range(20):
-    out = augment.decode_crop_resize({'frames_jpeg': jpegs}, box_fn, 40, _seed(0))
+    out = augment.decode_crop_resize({'frames_jpeg': jpegs}, box_fn, 40, _seed(0),
+                                    resize_filter='bilinear')
     out = augment.augment(out, _data(train_augmentations=('random_flip',)), _seed(i))['video']
     out, reference = out.numpy().astype(int), plain.numpy().astype(int)
     if np.array_equal(out, reference):
@@ -455,7 +552,8 @@ def test_host_resize_rounds_to_the_nearest_level():
   passed every test."""
   frames = np.random.default_rng(0).integers(0, 256, (2, 7, 9, 3)).astype(np.uint8)
   resized = tf.image.resize(tf.cast(frames, tf.float32), [8, 8], method='bilinear').numpy()
-  np.testing.assert_array_equal(augment.host_resize(tf.constant(frames), 8).numpy(),
+  resized_here = augment.host_resize(tf.constant(frames), 8, resize_filter='bilinear')
+  np.testing.assert_array_equal(resized_here.numpy(),
                                 np.floor(resized + 0.5).astype(np.uint8))
 
 

@@ -141,7 +141,7 @@ def views_doc(config) -> Dict[str, Any]:
       'temporal_sampling': data.temporal_sampling,
       'num_frames': int(data.num_frames), 'frame_stride': int(data.frame_stride),
       'eval_short_side': int(data.eval_short_side), 'eval_crop_size': int(data.eval_crop_size),
-      'eval_crop_rounding': data.eval_crop_rounding,
+      'eval_crop_rounding': data.eval_crop_rounding, 'resize_filter': data.resize_filter,
       'normalization': data.normalization, 'mean_std': [list(mean), list(std)],
   }
 
