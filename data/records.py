@@ -452,15 +452,10 @@ def parse_video(serialized: tf.Tensor) -> Dict[str, tf.Tensor]:
       'label_text': context[LABEL_TEXT_KEY],
       'filename': context[FILENAME_KEY],
       'fps': context[FPS_KEY],
-      **stream_clock_features(sequence[PTS_KEY], context[STREAM_DURATION_KEY],
-                              context[STREAM_FRAMES_KEY]),
+      'pts': sequence[PTS_KEY],
+      'stream_duration': context[STREAM_DURATION_KEY],
+      'stream_frames': context[STREAM_FRAMES_KEY],
   }
-
-
-def stream_clock_features(pts, duration, frames) -> Dict[str, tf.Tensor]:
-  """A video's stream clock as the features the temporal samplers read."""
-  return {'pts': tf.cast(pts, tf.int64), 'stream_duration': tf.cast(duration, tf.int64),
-          'stream_frames': tf.cast(frames, tf.int64)}
 
 
 class ShardWriter:

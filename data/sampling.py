@@ -166,15 +166,15 @@ def pyslowfast(features: Features, data, *, train: bool,
   else:
     clip_index, num_clips = tf.range(data.eval_num_clips, dtype=tf.float64), data.eval_num_clips
   args = (data.num_frames, data.frame_stride, data.target_fps, clip_index, float(num_clips))
-  if 'pts' not in features:  # frames held without their stream's clock
-    features['frames_jpeg'] = tf.gather(features['frames_jpeg'],
-                                        pyslowfast_indices(available, features['fps'], *args))
-    return features
-  indices = tf.cond(
-      has_stream_clock(features),
-      lambda: pyslowfast_selective_indices(features['pts'], features['stream_duration'],
-                                           features['stream_frames'], features['fps'], *args),
-      lambda: pyslowfast_indices(available, features['fps'], *args))
+  decode_all = lambda: pyslowfast_indices(available, features['fps'], *args)
+  if 'pts' in features:
+    indices = tf.cond(
+        has_stream_clock(features),
+        lambda: pyslowfast_selective_indices(features['pts'], features['stream_duration'],
+                                             features['stream_frames'], features['fps'], *args),
+        decode_all)
+  else:  # frames held without their stream's clock
+    indices = decode_all()
   features['frames_jpeg'] = tf.gather(features['frames_jpeg'], indices)
   return features
 
