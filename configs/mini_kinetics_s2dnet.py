@@ -12,21 +12,22 @@ The reference recipe (aliyun/Synopsis-to-Detail-Network: configs/mini_kinetics/t
 configs/default_config.py, s2d/default_config.py, s2d_main.py): all frames of a video
 pre-subsampled x2 (up to 150; training trims a random 0..n/16 of the video's own frames at each
 end), TSM multi-scale 224 crops + flip, resized as Pillow resizes (smoothing when it shrinks, where
-PySlowFast's interpolate does not; the frames it read were extracted 331 px high, TSM's
-tools/vid2img_kinetics.py, so most of its train crops shrink: `--short_side=331` converts Kinetics
-videos to that detail, where the default 256 enlarges the crops of 0.75 and 0.66); SGD momentum
-0.9, weight decay 1e-3 on every parameter, gradient clipping at 20, per-sample LR (1e-5 warm-up
-stage, 1e-6 sampling stage) x the global batch of 128 (2 GPUs x 2 shards x 32, synchronised
-BatchNorm), its LR set once per epoch (5 warm-up epochs from 0.5e-8 per sample, then a cosine
-counted from epoch 0 down to 1 %), TSM LR multipliers (Linear weights x5, biases x10); mixed
-precision (bf16 activations on GPU and TPU, the sampler and losses in float32). Stage 1 (40 epochs)
-starts from the AdaFocus Mini-Kinetics MobileNetV2 (SNet) and ResNet-50 (DNet) checkpoints, samples
-a fixed 112 centre crop with uniform temporal centres and freezes f_theta; stage 2 (80 epochs)
-starts from stage 1's final weights and trains end to end with f_theta at LR x 0.1. Eval: one view,
-short side 256, centre 224 (torchvision's CenterCrop: an offset on a half pixel rounds to even, not
-up as PySlowFast's). f_theta: fix 'B' (salinet_jax/models/s2dnet.py): the released code's trunk
-feeds a Linear that expects 4 channels from 64 and crashes; 'B' is its own `HIDDEN_DIM 4
-DETAIL_SAMPLING_DIM_RATE 1` configuration, the one that runs. `python -m salinet_jax.info
+PySlowFast's interpolate does not; the frame extraction its README points to, TSM's
+tools/vid2img_kinetics.py, makes Kinetics frames 331 px high, so most of its train crops shrink:
+`--short_side=331` stores a landscape video's frames so, a portrait video's 331 px wide where TSM's
+are 331 high; the default 256 enlarges the crops of 0.75 and 0.66); SGD momentum 0.9, weight decay
+1e-3 on every parameter, gradient clipping at 20, per-sample LR (1e-5 warm-up stage, 1e-6 sampling
+stage) x the global batch of 128 (2 GPUs x 2 shards x 32, synchronised BatchNorm), its LR set once
+per epoch (5 warm-up epochs from 0.5e-8 per sample, then a cosine counted from epoch 0 down to 1%),
+TSM LR multipliers (Linear weights x5, biases x10); mixed precision (bf16 activations on GPU and
+TPU, the sampler and losses in float32). Stage 1 (40 epochs) starts from the AdaFocus Mini-Kinetics
+MobileNetV2 (SNet) and ResNet-50 (DNet) checkpoints, samples a fixed 112 centre crop with uniform
+temporal centres and freezes f_theta; stage 2 (80 epochs) starts from stage 1's final weights and
+trains end to end with f_theta at LR x 0.1. Eval: one view, short side 256, centre 224
+(torchvision's CenterCrop: an offset on a half pixel rounds to even, not up as PySlowFast's).
+f_theta: fix 'B' (salinet_jax/models/s2dnet.py): the released code's trunk feeds a Linear that
+expects 4 channels from 64 and crashes; 'B' is its own `HIDDEN_DIM 4 DETAIL_SAMPLING_DIM_RATE 1`
+configuration, the one that runs. `python -m salinet_jax.info
 --config=configs/mini_kinetics_s2dnet.py:sampling --recipe` prints the recipe.
 
   python -m salinet_jax.convert --source=tsm --checkpoint=mini_mbv2.pth.tar,mini_r50.pth.tar \

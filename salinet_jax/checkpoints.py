@@ -952,11 +952,12 @@ def _defaults_predated() -> frozenset:
                    for path, value in _base_defaults().items())
 
 
-def with_later_settings(config: Any, where: str) -> Any:
-  """`config` (stored with checkpoint `where`) with the configs/base.py settings it lacks set to
-  their defaults, said in one line: the Engine reads every setting, and those a checkpoint
-  predates did not exist when it was saved. A stored value where base.py has a section, or a
-  section where it has a value, is kept as it is."""
+def with_later_settings(config: Any, what: str) -> Any:
+  """`config` (stored with `what`: 'Checkpoint DIR', 'The stablehlo export DIR') with the
+  configs/base.py settings it lacks set to their defaults, said in one line: the Engine and the
+  input pipeline read every setting, and those `what` predates did not exist when it was saved.
+  A stored value where base.py has a section, or a section where it has a value, is kept as it
+  is."""
   import flax  # pylint: disable=g-import-not-at-top
   traverse_util = flax.traverse_util
   stored = traverse_util.flatten_dict(config.to_dict(), keep_empty_nodes=True)
@@ -970,7 +971,7 @@ def with_later_settings(config: Any, where: str) -> Any:
   absent = {path: value for path, value in _base_defaults().items() if lacks(path)}
   if not absent:
     return config
-  logging.warning('Checkpoint %s predates %s: their defaults are used (%s).', where,
+  logging.warning('%s predates %s: their defaults are used (%s).', what,
                   ', '.join(f'config.{".".join(path)}' for path in absent),
                   ', '.join(f'{".".join(path)}={value!r}' for path, value in absent.items()))
   filled = {key: value for key, value in stored.items()

@@ -235,6 +235,38 @@ def test_predict_through_an_export(exported, tmp_path, monkeypatch, caplog):
           f"{config.eval.view_reduction!r}") in caplog.text and 'is not used' in caplog.text
 
 
+@pytest.mark.skipif(not PANCAKE.exists(), reason=NO_PANCAKE)
+def test_predict_through_an_export_that_predates_a_view_setting(exported, tmp_path, monkeypatch,
+                                                                caplog):
+  """An export made before config.data.eval_crop_rounding and resize_filter existed was made
+  with their defaults, the only ones there were: predicting through it takes them, says so in
+  one line, and calls the default given beside it no difference (review: AttributeError
+  'resize_filter', after a warning that the given 'bilinear' differed from '<absent>')."""
+  config, _, out, _ = exported('salinet')
+  old = tmp_path / 'old_export'
+  shutil.copytree(out, old)
+  with open(old / formats.EXPORT_JSON) as f:
+    metadata = json.load(f)
+  for field in ('eval_crop_rounding', 'resize_filter'):
+    del metadata['config']['data'][field]
+    del metadata['views'][field]
+  with open(old / formats.EXPORT_JSON, 'w') as f:
+    json.dump(metadata, f)
+  config = ml_collections.ConfigDict(config.to_dict())
+  monkeypatch.setattr(records, 'ShardWriter', None)  # no temporary records
+  monkeypatch.setattr(predict.engine, 'Engine', None)  # no checkpoint
+  results = {}
+  for name, root in (('new', out), ('old', old)):
+    config.predict.exported = os.path.join(root, FORMATS[0])
+    results[name] = predict.predict(config, str(tmp_path / 'no_workdir'), [str(PANCAKE)],
+                                    str(tmp_path / name))[0]
+  assert results['old']['ok'] and results['old']['top5'] == results['new']['top5']
+  assert (f'The {FORMATS[0]} export {old / FORMATS[0]} predates config.data.eval_crop_rounding, '
+          "config.data.resize_filter: their defaults are used (data.eval_crop_rounding="
+          "'pyslowfast', data.resize_filter='bilinear').") in caplog.text, caplog.text
+  assert 'is not used' not in caplog.text
+
+
 def test_windowed_predict_needs_the_checkpoint(tmp_path):
   config = tiny_config(tmp_path)
   config.predict.exported = str(tmp_path / 'out' / 'onnx')
@@ -821,7 +853,8 @@ def _as_an_older_version_wrote_it(workdir, tmp_path, change):
 
 @pytest.mark.parametrize('field', ['data.malloc_mmap_threshold_mib',
                                    'data.malloc_trim_threshold_mib', 'remat',
-                                   'eval.clips_per_device_forward', 'data.temporal_sampling'])
+                                   'eval.clips_per_device_forward', 'data.temporal_sampling',
+                                   'data.resize_filter'])
 def test_a_checkpoint_whose_stored_config_predates_a_setting_restores(trained, tmp_path, caplog,
                                                                      field):
   """Export builds its model from the config stored with the checkpoint, as it was written: one

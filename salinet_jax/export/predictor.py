@@ -6,7 +6,6 @@
 the training records are not needed.
 """
 
-import json
 import os
 from typing import Any, List, Optional, Sequence, Tuple
 
@@ -38,14 +37,16 @@ class ExportedPredictor:
           'through an export; unset config.predict.exported or config.predict.window_seconds.')
     self.model = formats.load_exported(config.predict.exported)
     metadata = self.model.metadata
-    self.config = source.config_from_json(metadata['config'])  # the exported run's views
     self.classes = tuple(metadata['classes'])
     self.source = (f'{self.model.format} export {self.model.directory} of '
                    f'{metadata["source"]["checkpoint"]}')
+    self.config = checkpoints.with_later_settings(  # the exported run's views
+        source.config_from_json(metadata['config']),
+        f'The {self.model.format} export {self.model.directory}')
     self.decoding = predict_lib.say_decoding(metadata.get('decoding') or {},
                                              f'The {self.source}')
     self.num_views = self.config.data.eval_num_clips * self.config.data.eval_num_crops
-    differences = checkpoints.config_differences(json.dumps(metadata['config']), config,
+    differences = checkpoints.config_differences(self.config.to_json(), config,
                                                  relevant=_shapes_predictions)
     if differences:
       logging.warning('Predicting through the %s with the model, clips and views it was '

@@ -140,7 +140,7 @@ def restore(workdir: str, which: str) -> Run:
 
 def _restore_located(workdir: str, which: str) -> Run:
   config, step_dir, metadata, description = locate(workdir, which)
-  config = checkpoints.with_later_settings(config, step_dir)
+  config = checkpoints.with_later_settings(config, f'Checkpoint {step_dir}')
   decoding = predict.say_decoding(dict(metadata.get('decoding') or {}), f'Checkpoint {step_dir}')
   # The step located, not 'best' or 'latest' chosen again: a run training in the workdir may
   # have saved another since, whose weights would go with this step's metrics and decoding.
