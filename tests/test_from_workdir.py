@@ -128,7 +128,9 @@ def test_a_run_by_epochs_resumed_with_its_workdir_s_config_trains_as_it_would_ha
   shutil.copytree(whole, stopped)
   shutil.rmtree(stopped / 'checkpoints' / '4')
   caplog.clear()
-  caplog.set_level('INFO')
+  # The absl logger's own level: a test before this one in the process may have left it at
+  # WARNING (absl's flag parsing does), which drops the INFO line asserted below.
+  caplog.set_level('INFO', logger='absl')
   read_back = from_workdir.get_config(str(stopped))
   assert read_back.num_train_steps == 4
   train.train_and_evaluate(read_back, str(stopped))
