@@ -302,11 +302,10 @@ def resize_short_side(video: tf.Tensor, short_side: int, *, resize_filter: str) 
 TEST_CROP_COUNTS = (1, 3)  # a centre crop, or PySlowFast's three along the long side
 
 
-def check_test_crops(num_crops: int, rounding: str, resize_filter: str) -> None:
+def check_test_crops(num_crops: int, rounding: str) -> None:
   if num_crops not in TEST_CROP_COUNTS:
     raise ops.UnknownOpError(f'config.data.eval_num_crops must be 1 or 3, got {num_crops}.')
   CENTRE_ROUNDINGS.get(rounding)
-  RESIZE_FILTERS.get(resize_filter)
 
 
 def check_crop_sizes(data_config, *, train: bool) -> None:
@@ -353,7 +352,7 @@ def spatial_test_crops(features: Features, short_side: int, crop_size: int,
 
   (clips, T, H, W, 3) -> (clips * num_crops, T, crop, crop, 3), clip-major.
   """
-  check_test_crops(num_crops, rounding, resize_filter)
+  check_test_crops(num_crops, rounding)
   video = resize_short_side(features['video'], short_side, resize_filter=resize_filter)
   height, width = tf.shape(video)[2], tf.shape(video)[3]
   centre = CENTRE_ROUNDINGS.get(rounding)

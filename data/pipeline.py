@@ -698,8 +698,8 @@ def check_eval_views(data_config) -> None:
   """Fails, before any reading, on eval view settings that cannot work: a training run checks
   them at its start, not at its first evaluation."""
   sampling.check(data_config, train=False)
-  augment.check_test_crops(data_config.eval_num_crops, data_config.eval_crop_rounding,
-                           data_config.resize_filter)
+  augment.check_test_crops(data_config.eval_num_crops, data_config.eval_crop_rounding)
+  augment.RESIZE_FILTERS.get(data_config.resize_filter)
   augment.check_crop_sizes(data_config, train=False)
 
 

@@ -109,6 +109,10 @@ def test_an_unknown_centre_rounding_is_named_before_any_reading():
     pipeline.check_eval_views(data)
 
 
+def _pillow_resize(frame, height, width):
+  return np.asarray(Image.fromarray(frame).resize((width, height), Image.BILINEAR))
+
+
 def _real_frame(height, width):
   """The first frame of a real video (fight_surv fi001, 360 x 480) resized by Pillow to
   height x width and stored as a JPEG: (the JPEG, the frame it decodes to)."""
@@ -116,13 +120,9 @@ def _real_frame(height, width):
   with av.open(str(TESTDATA / 'real_clips' / 'fight_surv' / 'fight' / 'fi001.mp4')) as video:
     frame = next(video.decode(video=0)).to_ndarray(format='rgb24')
   if frame.shape[:2] != (height, width):
-    frame = np.asarray(Image.fromarray(frame).resize((width, height), Image.BILINEAR))
+    frame = _pillow_resize(frame, height, width)
   jpeg = video_io.encode_jpeg(frame, 95)
   return jpeg, records.decode_frame(tf.constant(jpeg)).numpy()
-
-
-def _pillow_resize(frame, height, width):
-  return np.asarray(Image.fromarray(frame).resize((width, height), Image.BILINEAR))
 
 
 def _levels_apart(a, b):
