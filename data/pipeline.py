@@ -92,6 +92,23 @@ def prepare(dataset_config) -> records.DatasetMetadata:
     if jax.process_count() > 1:
       from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
       multihost_utils.sync_global_devices('synthetic data generated')
+  return _read_metadata(dataset_config, directory)
+
+
+def check_splits(dataset_config, splits: Sequence[str]) -> None:
+  """Fails as `split_info` would when the records, or one of `splits` in them, cannot be read:
+  from their metadata alone (no warning, no synthetic data generated), so that a run can be
+  refused before it writes anything."""
+  directory = records_directory(dataset_config)
+  if dataset_config.name == 'synthetic' and not os.path.exists(
+      os.path.join(directory, records.METADATA_FILE)):
+    return  # the run generates them (and says so in its log)
+  metadata = _read_metadata(dataset_config, directory)
+  for split in splits:
+    _require_split(metadata, directory, split)
+
+
+def _read_metadata(dataset_config, directory: str) -> records.DatasetMetadata:
   metadata = records.read_metadata(directory)
   if dataset_config.name and dataset_config.name != metadata.name:
     raise records.MissingRecordsError(
@@ -102,6 +119,15 @@ def prepare(dataset_config) -> records.DatasetMetadata:
   return metadata
 
 
+def _require_split(metadata: records.DatasetMetadata, directory: str, split: str) -> None:
+  if split not in metadata.split_sizes:
+    records.check_not_being_written(directory, split)  # converted for the first time, now
+    raise records.MissingRecordsError(
+        f'Split {split!r} is not in the records of {metadata.name!r} in {directory} (it has '
+        f'{sorted(metadata.split_sizes)}): pass one of those (--split=NAME in eval mode, '
+        'config.dataset.train_split / eval_split in training).')
+
+
 _CHECKED_SPLITS = set()  # (records directory, split): its first label checked this process
 _SAID = set()  # (records directory, warning) about whole records: said once, not per split
 
@@ -110,12 +136,7 @@ def split_info(dataset_config, split: str) -> SplitInfo:
   """The split `split` of the config's records; fails listing the splits there are."""
   metadata = prepare(dataset_config)
   directory = records_directory(dataset_config)
-  if split not in metadata.split_sizes:
-    records.check_not_being_written(directory, split)  # converted for the first time, now
-    raise records.MissingRecordsError(
-        f'Split {split!r} is not in the records of {metadata.name!r} in {directory} (it has '
-        f'{sorted(metadata.split_sizes)}): pass one of those (--split=NAME in eval mode, '
-        'config.dataset.train_split / eval_split in training).')
+  _require_split(metadata, directory, split)
   shards = metadata.shards.get(split, ())
   shard_videos = (tuple(int(shard['num_videos']) for shard in shards)
                   if all('num_videos' in shard for shard in shards) else ())

@@ -465,6 +465,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   parallel.check_preemption_service()
   if not checkpoints.has_checkpoints(workdir):  # a resumed run does not initialise again
     pretrained.check_init_from(config.init_from)
+  pipeline.check_splits(config.dataset, (config.dataset.train_split, config.dataset.eval_split))
   workdir_lib.check_writable(workdir, 'checkpoints and logs',
                              'Pass a --workdir you can write to.')
   # Its checkpoints folder too: otherwise the run would train until its first save fails.

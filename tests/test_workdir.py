@@ -485,3 +485,27 @@ def test_event_files_damaged_before_their_end_or_older_than_the_checkpoint_are_l
   assert _event_steps(old) == [0, 2]
   assert _event_steps(tmp_path / 'discarded' / 'after_step_2' / old.name) == [0, 3, 4]
 
+
+
+@pytest.mark.parametrize('override, expected', [
+    ({'name': '', 'data_dir': ''}, r'^config\.dataset\.data_dir is empty'),
+    ({'name': '', 'data_dir': 'MISSING'}, r"^No metadata\.json in records directory 'MISSING'"),
+    ({'name': 'kinetics400'}, r"^config\.dataset\.name is 'kinetics400' but the records"),
+    ({'train_split': 'trian'}, r"^Split 'trian' is not in the records"),
+    ({'eval_split': 'vall'}, r"^Split 'vall' is not in the records"),
+])
+def test_a_training_start_refused_for_its_records_leaves_no_workdir_behind(config, tmp_path,
+                                                                           override, expected):
+  """A run whose records cannot be read (an empty or mistyped data_dir, another dataset's
+  records, a split they lack) was refused after the workdir, its checkpoints/ folder, log.txt
+  and the lock's guard file were made; now it is refused before anything is written, as a
+  mistyped setting is."""
+  from data import errors as data_errors  # pylint: disable=g-import-not-at-top
+  from salinet_jax import train  # pylint: disable=g-import-not-at-top
+  missing = str(tmp_path / 'no_such_records')
+  for field, value in override.items():
+    config.dataset[field] = missing if value == 'MISSING' else value
+  expected = expected.replace('MISSING', re.escape(missing))
+  with pytest.raises(data_errors.DataError, match=expected):
+    train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert not (tmp_path / 'run').exists()
