@@ -234,20 +234,20 @@ def train_split_info(dataset_config) -> SplitInfo:
 
 
 # The converter's settings that decide how a frame is stored.
-FRAME_OPTIONS = ('short_side', 'jpeg_quality', 'interpolation')
+FRAME_OPTIONS = ('short_side', 'frame_height', 'jpeg_quality', 'interpolation')
 
 
 def split_decoding(dataset_config, split: str) -> Dict[str, Any]:
   """How the converter decoded the videos of `split` into its records: {'fps': the rate frames
   were resampled to (0: every native frame), 'max_frames': the cap (0: none), and the
-  `FRAME_OPTIONS` their frames were stored with: 'short_side' (0: as decoded), 'jpeg_quality',
-  'interpolation', and 'stream_clock': whether the records store stream clocks, which
-  pyslowfast clips are picked by}, so that videos given to a trained model later (predict,
-  features, export) are decoded alike, with 'rate_unknown' for frame folders of unknown rate;
-  {} where the records do not say (converted before settings were kept, or written by other
-  code). Synthetic clips
-  have no source video: any frame rate is theirs, and their frames' size and quality are
-  those they were rendered at."""
+  `FRAME_OPTIONS` their frames were stored with: 'short_side' (0: as decoded), 'frame_height'
+  (only where set: frames that high in any orientation), 'jpeg_quality', 'interpolation', and
+  'stream_clock': whether the records store stream clocks, which pyslowfast clips are picked
+  by}, so that videos given to a trained model later (predict, features, export) are decoded
+  alike, with 'rate_unknown' for frame folders of unknown rate; {} where the records do not say
+  (converted before settings were kept, or written by other code). Synthetic clips have no
+  source video: any frame rate is theirs, and their frames' size and quality are those they
+  were rendered at."""
   if dataset_config.name == 'synthetic':
     synthetic = dataset_config.synthetic
     return {'fps': 0.0, 'max_frames': 0, 'short_side': int(synthetic.frame_size),
@@ -457,6 +457,7 @@ def frame_options(data_config, decoding: Dict[str, Any]) -> Dict[str, Any]:
   where it does not say (synthetic clips, checkpoints from before they were kept). The eval ops
   then resize the frames to the eval short side, as they resize the records'."""
   return {'short_side': int(decoding.get('short_side', data_config.eval_short_side)),
+          'frame_height': int(decoding.get('frame_height', 0)),
           'jpeg_quality': int(decoding.get('jpeg_quality', video_io.DEFAULT_JPEG_QUALITY)),
           'interpolation': str(decoding.get('interpolation', video_io.DEFAULT_INTERPOLATION))}
 

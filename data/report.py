@@ -173,6 +173,8 @@ def build(directory: str) -> Dict[str, Any]:
         'stored_max_frames': int(settings.get('max_frames') or 0),
         # The converter's --short_side (0: frames kept at the sources' size).
         'stored_short_side': int(settings.get('short_side') or 0),
+        # The converter's --frame_height (0: not used).
+        'stored_frame_height': int(settings.get('frame_height') or 0),
         'short_side_pixels': _histogram(short_sides),
         'source_resolution': _resolution_kind(videos),
         'frames_per_video': _histogram([v['num_frames'] for v in videos]),
@@ -227,7 +229,9 @@ def summary(card: Dict[str, Any]) -> str:
                  + ([f"at most {entry['stored_max_frames']} frames"]
                     if entry.get('stored_max_frames') else []))
     resized = ([f"at short side {entry['stored_short_side']} px"]
-               if entry.get('stored_short_side') else [])
+               if entry.get('stored_short_side') else []) + (
+                   [f"{entry['stored_frame_height']} px high"]
+                   if entry.get('stored_frame_height') else [])
     if resampled or resized:
       lines.append(f"    stored {', '.join(resampled + resized)}"
                    + (': durations and frames are of the stored frames' if resampled else ''))

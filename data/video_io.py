@@ -13,7 +13,9 @@ Decoding rules (see `decode_video`):
     records which was used ('container' or 'decoder_order');
   * rotation metadata (display-matrix side data, else the legacy `rotate` tag) is applied, so the
     stored frames are upright;
-  * frames are resized so their short side is `short_side` (0 keeps the size) and JPEG-encoded;
+  * frames are resized so their short side is `short_side` (0 keeps the size), or, with
+    `frame_height`, so that they stand that many pixels high in any orientation (TSM's frame
+    extraction), and JPEG-encoded;
   * `fps=None` keeps every decoded frame (native rate); a number resamples by timestamps (each
     output instant takes the frame on screen at that instant), which also makes variable-frame-
     rate sources evenly spaced.
@@ -115,11 +117,17 @@ def list_videos(path: str, extensions: Sequence[str] = VIDEO_EXTENSIONS
   return sorted(videos), sorted(others), sorted(hidden)
 
 
-def output_size(width: int, height: int, short_side: int) -> Tuple[int, int]:
-  """(width, height) after scaling so that min(width, height) == short_side (0: unchanged)."""
-  if short_side <= 0:
+def output_size(width: int, height: int, short_side: int, frame_height: int = 0,
+                rotation: int = 0) -> Tuple[int, int]:
+  """(width, height) of a decoded frame, before its clockwise `rotation`, after scaling:
+  the upright frame `frame_height` high where given (ffmpeg's scale=-1:H after its autorotate),
+  else min(width, height) == short_side (0: unchanged)."""
+  if frame_height > 0:
+    scale = frame_height / (width if rotation in (90, 270) else height)
+  elif short_side > 0:
+    scale = short_side / min(width, height)
+  else:
     return width, height
-  scale = short_side / min(width, height)
   return max(1, int(round(width * scale))), max(1, int(round(height * scale)))
 
 
@@ -374,7 +382,7 @@ def resample_stream(frames: Iterator[Tuple[Optional[float], Any]], rate: float, 
       yield frame
 
 
-def iter_frames(path: str, *, short_side: int = DEFAULT_SHORT_SIDE,
+def iter_frames(path: str, *, short_side: int = DEFAULT_SHORT_SIDE, frame_height: int = 0,
                 interpolation: str = DEFAULT_INTERPOLATION, threads: int = 1
                 ) -> Iterator[Tuple[Optional[float], np.ndarray, int]]:
   """Yields (container timestamp in seconds or None, upright RGB uint8 frame, clockwise
@@ -394,7 +402,8 @@ def iter_frames(path: str, *, short_side: int = DEFAULT_SHORT_SIDE,
       for frame in container.decode(stream):
         t = frame.time
         if size is None:
-          size = output_size(frame.width, frame.height, short_side)
+          size = output_size(frame.width, frame.height, short_side, frame_height,
+                             clockwise_rotation(frame, stream))
         rgb, rotation = _frame_rgb(frame, stream, size, interpolation)
         yield (None if t is None else float(t)), rgb, rotation
         count += 1
@@ -462,7 +471,8 @@ def _times_of_the_next_frames(decoded: Iterator[Tuple[Optional[float], Any, int]
 
 
 def decode_video(path: str, *, fps: Optional[float] = None, short_side: int = DEFAULT_SHORT_SIDE,
-                 jpeg_quality: int = DEFAULT_JPEG_QUALITY, max_frames: int = 0,
+                 frame_height: int = 0, jpeg_quality: int = DEFAULT_JPEG_QUALITY,
+                 max_frames: int = 0,
                  interpolation: str = DEFAULT_INTERPOLATION, threads: int = 1,
                  clip_seconds: float = 0.0) -> DecodedVideo:
   """Decodes `path` into upright, resized JPEG frames in presentation order.
@@ -471,6 +481,8 @@ def decode_video(path: str, *, fps: Optional[float] = None, short_side: int = DE
     path: the video file.
     fps: None (or <= 0) keeps every frame; else frames are resampled to this rate by timestamp.
     short_side: stored short side in pixels (0 keeps the decoded size).
+    frame_height: when > 0, the stored height of the upright frames instead (short_side is then
+      not read).
     jpeg_quality: JPEG quality (1-95).
     max_frames: keep at most this many frames from the start (0: all).
     interpolation: swscale filter name ('BILINEAR', 'AREA', 'BICUBIC', ...).
@@ -501,8 +513,8 @@ def decode_video(path: str, *, fps: Optional[float] = None, short_side: int = DE
   rotation = 0
   shape = (0, 0)
   later: List[Optional[float]] = []  # times of frames past a cut, to judge the spacing by
-  decoded = iter_frames(path, short_side=short_side, interpolation=interpolation,
-                        threads=threads)
+  decoded = iter_frames(path, short_side=short_side, frame_height=frame_height,
+                        interpolation=interpolation, threads=threads)
   for t, rgb, rotation in decoded:
     if max_frames and not resample and len(frames) >= max_frames:
       later = [t] + _times_of_the_next_frames(decoded)
@@ -587,14 +599,14 @@ def _refuse_frames_before_the_start(directory: str, template: str, start_index: 
 
 def read_frame_folder(directory: str, *, num_frames: int = 0, template: str = '{:06d}.jpg',
                       start_index: int = 1, short_side: int = DEFAULT_SHORT_SIDE,
-                      jpeg_quality: int = DEFAULT_JPEG_QUALITY, fps: float = 0.0,
-                      max_frames: int = 0) -> DecodedVideo:
+                      frame_height: int = 0, jpeg_quality: int = DEFAULT_JPEG_QUALITY,
+                      fps: float = 0.0, max_frames: int = 0) -> DecodedVideo:
   """Reads a folder of extracted frames (TSN layout) into JPEG frames.
 
   Frames are `template.format(start_index + i)`; with `num_frames` 0 (unknown) they are read until
-  the first missing index, which must be the end (a gap is a VideoError). JPEG files whose short
-  side already equals `short_side` (or with
-  `short_side` 0) are stored byte for byte; others are decoded, resized and re-encoded.
+  the first missing index, which must be the end (a gap is a VideoError). JPEG files already at
+  the size `short_side` or `frame_height` (as in `decode_video`) give are stored byte for byte;
+  others are decoded, resized and re-encoded.
   """
   if not os.path.isdir(directory):
     raise VideoError(f'missing frame folder: {directory}')
@@ -618,7 +630,7 @@ def read_frame_folder(directory: str, *, num_frames: int = 0, template: str = '{
       image = Image.open(io.BytesIO(data))
       width, height = image.size
       if first_size is None:
-        first_size = output_size(width, height, short_side)
+        first_size = output_size(width, height, short_side, frame_height)
         source_size = (width, height)
       target = first_size
       if image.format == 'JPEG' and image.mode == 'RGB' and target == (width, height):

@@ -134,8 +134,10 @@ def _frames_at(path: str, frame_options: Dict[str, Any], source_rate: float, fps
   quality = frame_options['jpeg_quality']
 
   def decoded():
-    for stamp, rgb, _ in video_io.iter_frames(path, short_side=frame_options['short_side'],
-                                              interpolation=frame_options['interpolation']):
+    for stamp, rgb, _ in video_io.iter_frames(
+        path, short_side=frame_options['short_side'],
+        frame_height=frame_options['frame_height'],
+        interpolation=frame_options['interpolation']):
       stamps.append(stamp)
       yield stamp, rgb
 

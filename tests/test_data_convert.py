@@ -2587,3 +2587,72 @@ def test_a_second_conversion_into_a_records_folder_being_written_is_refused_in_o
   for split in ('train', 'val'):
     records.check_shards(records.shard_files(str(out), 'folder', split),
                          records.recorded_shard_bytes(metadata, split))
+
+
+def test_frame_height_stores_every_orientation_that_many_pixels_high(tmp_path):
+  """--frame_height=H stores every upright frame H px high, portrait ones included, as TSM's
+  frame extraction does (ffmpeg scale=-1:331, which the S2DNet recipes were trained on);
+  --short_side made the portrait video (320x568 upright) H px wide instead. Videos a model
+  trained on such records predicts on are decoded at the same size, byte for byte."""
+  listing = tmp_path / 'videos.txt'
+  names = ('video_0.mov', 'video_90.mov', 'video_180.mov', 'video_270.mov')
+  listing.write_text(''.join(f'{CODEC / name} keyboard\n' for name in names))
+  out = tmp_path / 'records'
+  assert _run('--dataset=list', f'--input={CODEC}', f'--annotations={listing}', '--name=codec',
+              '--split=test', f'--output={out}', '--frame_height=48', '--workers=1') == 0
+  videos = _videos(out, 'test')
+  for name in names:
+    frames = videos[str(CODEC / name)][3]
+    upright = _direct_decode(CODEC / name, short_side=0)
+    width = round(upright[0].shape[1] * 48 / upright[0].shape[0])  # 85 wide, or 27 standing
+    assert frames[0].shape == (48, width, 3), name
+    for frame, full in zip(frames, upright):
+      assert _psnr(frame, _thumbnail(full, (width, 48))) > 30, name
+  assert {f[0].shape[1] for f in (videos[str(CODEC / n)][3] for n in names)} == {85, 27}
+  records_config = ml_collections.ConfigDict({'name': '', 'data_dir': str(out)})
+  decoding = pipeline.split_decoding(records_config, 'test')
+  assert (decoding['frame_height'], decoding['short_side']) == (48, 0)
+  from data import report  # pylint: disable=g-import-not-at-top
+  assert report.build(str(out))['splits']['test']['stored_frame_height'] == 48
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  stored = {}
+  for serialized in tf.data.TFRecordDataset(records.shard_files(str(out), 'codec', 'test')):
+    features = records.parse_video(serialized)
+    stored[features['filename'].numpy().decode()] = list(features['frames_jpeg'].numpy())
+  data_config = ml_collections.ConfigDict({'eval_short_side': 256})
+  video = pipeline.decode_like_records(str(CODEC / 'video_90.mov'), data_config, decoding)
+  assert video.jpegs == stored[str(CODEC / 'video_90.mov')]
+
+
+def test_frame_height_and_short_side_together_are_refused_in_one_line(tmp_path, capsys):
+  assert _run('--dataset=list', f'--input={CODEC}', f'--annotations={tmp_path}/none.txt',
+              '--split=test', f'--output={tmp_path}/out', '--short_side=128',
+              '--frame_height=331') == 2
+  assert capsys.readouterr().err == ('error: --short_side=128 and --frame_height=331 both set '
+                                     'the stored size: give one of them.\n')
+  assert not (tmp_path / 'out').exists()
+
+
+def test_frame_height_sizes_frame_folders_and_keeps_frames_already_that_high(tmp_path):
+  """Frame folders too: a standing 40x60 frame is stored 20x30 at --frame_height=30, and frames
+  already that high are kept byte for byte."""
+  folder = tmp_path / 'clip'
+  folder.mkdir()
+  for i in range(2):
+    Image.fromarray(np.full((60, 40, 3), 90 + 40 * i, np.uint8)).save(folder / f'{i + 1:06d}.jpg')
+  video = video_io.read_frame_folder(str(folder), frame_height=30)
+  assert (video.height, video.width, len(video.jpegs)) == (30, 20, 2)
+  kept = video_io.read_frame_folder(str(folder), frame_height=60, short_side=128)
+  assert kept.jpegs == [(folder / f'{i + 1:06d}.jpg').read_bytes() for i in range(2)]
+
+
+def test_a_source_lower_than_frame_height_is_said_to_be_enlarged(tmp_path, capsys):
+  listing = tmp_path / 'videos.txt'
+  listing.write_text(f'{CODEC / "video_90.mov"} keyboard\n{CODEC / "video_0.mov"} keyboard\n')
+  assert _run('--dataset=list', f'--input={CODEC}', f'--annotations={listing}', '--split=test',
+              f'--output={tmp_path}/out', '--frame_height=400', '--workers=1') == 0
+  assert ('warning: 1 video(s) converted in this run have a height below --frame_height=400 '
+          f'(the smallest 320 px: test: {CODEC / "video_0.mov"}) and were stored enlarged to it, '
+          'with detail the source never had: convert with a smaller --frame_height, or with '
+          "--short_side=0 (each video's size) instead, to store them as they are."
+          ) in capsys.readouterr().err

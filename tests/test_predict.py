@@ -492,7 +492,8 @@ def test_windowed_predict_warns_of_a_truncated_file_as_whole_video_predict_does(
   whole = PANCAKE.read_bytes()
   cut = tmp_path / 'cut.mkv'
   cut.write_bytes(whole[:len(whole) // 2])
-  options = {'short_side': 16, 'jpeg_quality': 90, 'interpolation': 'BILINEAR'}
+  options = {'short_side': 16, 'frame_height': 0, 'jpeg_quality': 90,
+             'interpolation': 'BILINEAR'}
   caplog.set_level('WARNING', logger='absl')
   windows = list(timeline.windows(str(cut), options, 2.0, 2.0))
   assert windows and windows[-1][1] == 150  # its 150 decodable frames
@@ -589,7 +590,8 @@ def test_a_video_shorter_than_a_window_is_one_window_of_all_its_frames(tmp_path)
   nearest frame: 2 s at 29.97 fps hold 60 frames, not 59."""
   path = tmp_path / 'short.mp4'
   write_moving_bar_video(path, seconds=2, fps=10)
-  options = {'short_side': 16, 'jpeg_quality': 90, 'interpolation': 'BILINEAR'}
+  options = {'short_side': 16, 'frame_height': 0, 'jpeg_quality': 90,
+             'interpolation': 'BILINEAR'}
   got = [(first, end, len(frames)) for first, end, _, frames
          in timeline.windows(str(path), options, 3.0, 1.0)]
   assert got == [(0, 20, 20)]

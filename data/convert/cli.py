@@ -30,7 +30,9 @@ KIND and what --input / --annotations are:
                             of `--frame_template` files (default {:06d}.jpg, from --frame_start).
 
 Frames are decoded with PyAV in presentation order, turned upright from rotation metadata, stored
-at --fps (0: every native frame) with short side --short_side (256) as JPEG (--jpeg_quality).
+at --fps (0: every native frame) with short side --short_side (256) as JPEG (--jpeg_quality);
+--frame_height=H stores every frame H px high instead, whatever its orientation (TSM's frame
+extraction, ffmpeg's scale=-1:H, which S2DNet's recipes were trained on at 331).
 Class indices follow the official class order (--class_list overrides it for the kinds that have
 no official list file: kinetics, mini_kinetics, folder, list, frames); a label missing from the
 class list stops the run before any decoding, listing every offender. Flags the kind does not
@@ -131,6 +133,8 @@ def convert(args) -> Optional['records.DatasetMetadata']:
   --dry_run). Splits other than this run's, already in the output, are kept."""
   output = os.path.abspath(args.output)
   _refuse_flags_the_kind_ignores(args)
+  if args.frame_height:
+    args.short_side = 0  # recorded as such: the stored short side varies with orientation
   if not os.path.isdir(args.input):  # every listed video was a failure line, then an error
     raise ConversionError(f'--input {args.input} ' + ('is a file, not the folder the videos are '
                                                       'in.' if os.path.exists(args.input) else
@@ -251,22 +255,27 @@ def uncounted_share_warnings(plan, metadata) -> List[str]:
 
 
 def enlarged_warnings(states, args) -> List[str]:
-  """A line when this run stored videos whose source short side is below --short_side: they
-  were enlarged, with detail the source never had, and training's warning about enlarged
-  frames compares with the stored size, so it cannot tell."""
-  if not args.short_side:
+  """A line when this run stored videos whose source short side is below --short_side (height
+  below --frame_height): they were enlarged, with detail the source never had, and training's
+  warning about enlarged frames compares with the stored size, so it cannot tell."""
+  flag, wanted = (('frame_height', args.frame_height) if args.frame_height else
+                  ('short_side', args.short_side))
+  if not wanted:
     return []
-  smaller = sorted((min(video['source_height'], video['source_width']), state['split'],
-                    video['filename']) for state in states.values() for video in state['videos']
-                   if 0 < min(video.get('source_height', 0), video.get('source_width', 0))
-                   < args.short_side)
+  measure = ((lambda video: video.get('source_height', 0)) if args.frame_height else
+             (lambda video: min(video.get('source_height', 0), video.get('source_width', 0))))
+  smaller = sorted((measure(video), state['split'], video['filename'])
+                   for state in states.values() for video in state['videos']
+                   if 0 < measure(video) < wanted)
   if not smaller:
     return []
   side, split, file = smaller[0]
-  return [f'{len(smaller)} video(s) converted in this run have a short side below '
-          f'--short_side={args.short_side} (the smallest {side} px: {split}: {file}) and were '
+  what, keep = (('a height', ", or with --short_side=0 (each video's size) instead,")
+                if args.frame_height else ('a short side', " (0 keeps each video's size)"))
+  return [f'{len(smaller)} video(s) converted in this run have {what} below '
+          f'--{flag}={wanted} (the smallest {side} px: {split}: {file}) and were '
           'stored enlarged to it, with detail the source never had: convert with a smaller '
-          "--short_side (0 keeps each video's size) to store them as they are."]
+          f'--{flag}{keep} to store them as they are.']
 
 
 def emptied_class_warnings(plan, metadata) -> List[str]:
@@ -323,6 +332,9 @@ def _refuse_flags_the_kind_ignores(args) -> None:
     kinds = sorted({kind for n in other_kind for kind in _KIND_FLAGS[n]}, key=KINDS.index)
     raise ConversionError(f'{only_apply(other_kind)} to --dataset={"|".join(kinds)}: with '
                           f'--dataset={args.dataset} it would be ignored.')
+  if args.frame_height and args.short_side != defaults.get_default('short_side'):
+    raise ConversionError(f'--short_side={args.short_side} and --frame_height={args.frame_height} '
+                          'both set the stored size: give one of them.')
   if args.dataset == 'list' and args.annotations:
     csv = any(path.lower().endswith('.csv') for _, path in split_specs(args.annotations, 'list'))
     other_format = given(('path_column', 'label_column')) if not csv else []
@@ -443,6 +455,9 @@ def build_parser() -> argparse.ArgumentParser:
                  help='stored frame rate; 0 = native')
   p.add_argument('--short_side', type=in_range(int, 0), default=video_io.DEFAULT_SHORT_SIDE,
                  help='stored short side in pixels; 0 = original size')
+  p.add_argument('--frame_height', type=in_range(int, 0), default=0,
+                 help='stored height in pixels of every upright frame, portrait ones included, '
+                 'instead of --short_side; 0 = use --short_side')
   p.add_argument('--jpeg_quality', type=in_range(int, 1, 100),
                  default=video_io.DEFAULT_JPEG_QUALITY)
   p.add_argument('--max_frames', type=in_range(int, 0), default=0,

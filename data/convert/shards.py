@@ -31,18 +31,23 @@ def _decode_options(args, item: Item) -> Dict[str, Any]:
   if item.kind == 'frames':
     return dict(num_frames=item.num_frames, template=args.frame_template,
                 start_index=args.frame_start, short_side=args.short_side,
-                jpeg_quality=args.jpeg_quality, fps=args.frames_fps, max_frames=args.max_frames)
-  return dict(fps=args.fps or None, short_side=args.short_side, jpeg_quality=args.jpeg_quality,
-              max_frames=args.max_frames, interpolation=args.interpolation,
+                frame_height=args.frame_height, jpeg_quality=args.jpeg_quality,
+                fps=args.frames_fps, max_frames=args.max_frames)
+  return dict(fps=args.fps or None, short_side=args.short_side, frame_height=args.frame_height,
+              jpeg_quality=args.jpeg_quality, max_frames=args.max_frames,
+              interpolation=args.interpolation,
               threads=args.decode_threads, clip_seconds=item.clip_seconds)
 
 
 def settings_of(args) -> Dict[str, Any]:
   """Everything that changes the bytes of the records (part of each split's fingerprint)."""
-  return dict(fps=args.fps, short_side=args.short_side, jpeg_quality=args.jpeg_quality,
-              max_frames=args.max_frames, interpolation=args.interpolation,
-              frame_template=args.frame_template, frame_start=args.frame_start,
-              frames_fps=args.frames_fps, shuffle_seed=args.shuffle_seed)
+  settings = dict(fps=args.fps, short_side=args.short_side, jpeg_quality=args.jpeg_quality,
+                  max_frames=args.max_frames, interpolation=args.interpolation,
+                  frame_template=args.frame_template, frame_start=args.frame_start,
+                  frames_fps=args.frames_fps, shuffle_seed=args.shuffle_seed)
+  if args.frame_height:  # only then: the fingerprints of records converted before it stay
+    settings['frame_height'] = args.frame_height
+  return settings
 
 
 @dataclasses.dataclass
