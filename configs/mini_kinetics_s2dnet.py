@@ -14,8 +14,9 @@ pre-subsampled x2 (up to 150; training trims a random 0..n/16 of the video's own
 end), TSM multi-scale 224 crops + flip, resized as Pillow resizes (smoothing when it shrinks, where
 PySlowFast's interpolate does not; the frame extraction its README points to, TSM's
 tools/vid2img_kinetics.py, makes Kinetics frames 331 px high in any orientation, so most of its
-train crops shrink: convert with `--frame_height=331` to store them so; the default
-`--short_side=256` enlarges the crops of 0.75 and 0.66); SGD momentum 0.9, weight decay
+train crops shrink: convert with `--frame_height=331` to store them so (its ffmpeg scales
+bicubically: `--interpolation=BICUBIC`); the default `--short_side=256` enlarges the crops of
+0.75 and 0.66); SGD momentum 0.9, weight decay
 1e-3 on every parameter, gradient clipping at 20, per-sample LR (1e-5 warm-up stage, 1e-6 sampling
 stage) x the global batch of 128 (2 GPUs x 2 shards x 32, synchronised BatchNorm), its LR set once
 per epoch (5 warm-up epochs from 0.5e-8 per sample, then a cosine counted from epoch 0 down to 1%),

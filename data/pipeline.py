@@ -330,20 +330,24 @@ def enlarging_warnings(dataset_config, data_config, train_split: Optional[str] =
   """A line per split (read for training, for evaluation) whose records store frames smaller
   than the config resizes every clip to (the train short side jitter's lower end or, for other
   train crops, the crop; the eval short side): each frame is then enlarged, with detail the
-  records never held."""
+  records never held. For frames stored at a height (--frame_height) the height is compared:
+  portrait ones, narrower, can be enlarged at a larger height too (as the reference's are)."""
   train_field = ('train_min_scale' if data_config.train_crop == 'short_side_jitter'
                  else 'crop_size')
   lines = []
   for split, field in ((train_split, train_field), (eval_split, 'eval_short_side')):
     if split is None:
       continue
-    wanted, stored = data_config[field], split_decoding(dataset_config, split).get('short_side')
+    decoding = split_decoding(dataset_config, split)
+    flag, what = (('frame_height', 'height') if decoding.get('frame_height') else
+                  ('short_side', 'short side'))
+    wanted, stored = data_config[field], decoding.get(flag)
     if stored and stored < wanted:
       remedy = (f'raise config.dataset.synthetic.frame_size to {wanted}'
                 if dataset_config.name == 'synthetic' else
-                f'convert with --short_side={wanted} or more')
+                f'convert with --{flag}={wanted} or more')
       lines.append(f'split {split!r} of {records_directory(dataset_config)} stores frames at '
-                   f'short side {stored} px and config.data.{field}={wanted} enlarges every one '
+                   f'{what} {stored} px and config.data.{field}={wanted} enlarges every one '
                    f'({wanted / stored:.2g}x): {remedy}, or lower config.data.{field}.')
   return lines
 

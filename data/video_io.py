@@ -122,9 +122,12 @@ def output_size(width: int, height: int, short_side: int, frame_height: int = 0,
   """(width, height) of a decoded frame, before its clockwise `rotation`, after scaling:
   the upright frame `frame_height` high where given (ffmpeg's scale=-1:H after its autorotate),
   else min(width, height) == short_side (0: unchanged)."""
-  if frame_height > 0:
-    scale = frame_height / (width if rotation in (90, 270) else height)
-  elif short_side > 0:
+  if frame_height > 0:  # the other side as ffmpeg's av_rescale rounds it: halves up
+    turned = rotation in (90, 270)
+    high, wide = (width, height) if turned else (height, width)
+    other = max(1, (2 * wide * frame_height + high) // (2 * high))
+    return (frame_height, other) if turned else (other, frame_height)
+  if short_side > 0:
     scale = short_side / min(width, height)
   else:
     return width, height

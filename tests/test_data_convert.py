@@ -2614,6 +2614,12 @@ def test_frame_height_stores_every_orientation_that_many_pixels_high(tmp_path):
   assert (decoding['frame_height'], decoding['short_side']) == (48, 0)
   from data import report  # pylint: disable=g-import-not-at-top
   assert report.build(str(out))['splits']['test']['stored_frame_height'] == 48
+  views = ml_collections.ConfigDict({'train_crop': 'center', 'crop_size': 16,
+                                     'eval_short_side': 64})
+  assert pipeline.enlarging_warnings(records_config, views, eval_split='test') == [
+      f"split 'test' of {out} stores frames at height 48 px and config.data.eval_short_side=64 "
+      'enlarges every one (1.3x): convert with --frame_height=64 or more, or lower '
+      'config.data.eval_short_side.']
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   stored = {}
   for serialized in tf.data.TFRecordDataset(records.shard_files(str(out), 'codec', 'test')):
@@ -2624,13 +2630,26 @@ def test_frame_height_stores_every_orientation_that_many_pixels_high(tmp_path):
   assert video.jpegs == stored[str(CODEC / 'video_90.mov')]
 
 
-def test_frame_height_and_short_side_together_are_refused_in_one_line(tmp_path, capsys):
+@pytest.mark.parametrize('short_side', [128, 256, 0])
+def test_frame_height_and_short_side_together_are_refused_in_one_line(tmp_path, capsys,
+                                                                      short_side):
+  """Also --short_side given at its default (256), which went by unread (review)."""
   assert _run('--dataset=list', f'--input={CODEC}', f'--annotations={tmp_path}/none.txt',
-              '--split=test', f'--output={tmp_path}/out', '--short_side=128',
+              '--split=test', f'--output={tmp_path}/out', f'--short_side={short_side}',
               '--frame_height=331') == 2
-  assert capsys.readouterr().err == ('error: --short_side=128 and --frame_height=331 both set '
-                                     'the stored size: give one of them.\n')
+  assert capsys.readouterr().err == (f'error: --short_side={short_side} and --frame_height=331 '
+                                     'both set the stored size: give one of them.\n')
   assert not (tmp_path / 'out').exists()
+
+
+def test_frame_height_rounds_the_width_as_ffmpeg_scale_does():
+  """ffmpeg's scale=-1:H rounds the other side's halves up (av_rescale); Python's round() took
+  them to the even number: 568x320 at height 60 was 106 wide, not 107 (review)."""
+  assert video_io.output_size(568, 320, 0, 60) == (107, 60)
+  assert video_io.output_size(568, 320, 0, 140) == (249, 140)
+  assert video_io.output_size(568, 320, 0, 331) == (588, 331)
+  assert video_io.output_size(568, 320, 0, 331, 90) == (331, 186)  # stands 186x331
+  assert video_io.output_size(568, 320, 0, 60, 270) == (60, 34)
 
 
 def test_frame_height_sizes_frame_folders_and_keeps_frames_already_that_high(tmp_path):

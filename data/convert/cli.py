@@ -132,9 +132,8 @@ def convert(args) -> Optional['records.DatasetMetadata']:
   """Runs a whole conversion for parsed arguments; returns the written metadata (None for
   --dry_run). Splits other than this run's, already in the output, are kept."""
   output = os.path.abspath(args.output)
+  args = _with_stored_size(args)
   _refuse_flags_the_kind_ignores(args)
-  if args.frame_height:
-    args.short_side = 0  # recorded as such: the stored short side varies with orientation
   if not os.path.isdir(args.input):  # every listed video was a failure line, then an error
     raise ConversionError(f'--input {args.input} ' + ('is a file, not the folder the videos are '
                                                       'in.' if os.path.exists(args.input) else
@@ -332,15 +331,23 @@ def _refuse_flags_the_kind_ignores(args) -> None:
     kinds = sorted({kind for n in other_kind for kind in _KIND_FLAGS[n]}, key=KINDS.index)
     raise ConversionError(f'{only_apply(other_kind)} to --dataset={"|".join(kinds)}: with '
                           f'--dataset={args.dataset} it would be ignored.')
-  if args.frame_height and args.short_side != defaults.get_default('short_side'):
-    raise ConversionError(f'--short_side={args.short_side} and --frame_height={args.frame_height} '
-                          'both set the stored size: give one of them.')
   if args.dataset == 'list' and args.annotations:
     csv = any(path.lower().endswith('.csv') for _, path in split_specs(args.annotations, 'list'))
     other_format = given(('path_column', 'label_column')) if not csv else []
     if other_format:
       raise ConversionError(f'{only_apply(other_format)} to CSV lists (with a header): it would '
                             'be ignored.')
+
+
+def _with_stored_size(args) -> argparse.Namespace:
+  """A copy of `args` whose --short_side is resolved: its default, or 0 (recorded so: the
+  stored short side varies with orientation) with --frame_height."""
+  if args.frame_height and args.short_side is not None:
+    raise ConversionError(f'--short_side={args.short_side} and --frame_height={args.frame_height} '
+                          'both set the stored size: give one of them.')
+  short_side = (0 if args.frame_height else video_io.DEFAULT_SHORT_SIDE
+                if args.short_side is None else args.short_side)
+  return argparse.Namespace(**dict(vars(args), short_side=short_side))
 
 
 def coverage_warnings(plan) -> List[str]:
@@ -453,8 +460,9 @@ def build_parser() -> argparse.ArgumentParser:
                  f'--split_by_group; default {DEFAULT_GROUP_SEED})')
   p.add_argument('--fps', type=in_range(float, 0.0), default=0.0,
                  help='stored frame rate; 0 = native')
-  p.add_argument('--short_side', type=in_range(int, 0), default=video_io.DEFAULT_SHORT_SIDE,
-                 help='stored short side in pixels; 0 = original size')
+  p.add_argument('--short_side', type=in_range(int, 0), default=None,
+                 help=f'stored short side in pixels (default {video_io.DEFAULT_SHORT_SIDE}); '
+                 '0 = original size')
   p.add_argument('--frame_height', type=in_range(int, 0), default=0,
                  help='stored height in pixels of every upright frame, portrait ones included, '
                  'instead of --short_side; 0 = use --short_side')
